@@ -1,0 +1,49 @@
+/* linebuf: the one bounded line reader for all untrusted input (SMTP now,
+ * POP3 and IMAP later).  It never holds more than the caller's limit: a line
+ * that does not fit is reported once as too long and the rest of it, up to
+ * the next LF, is thrown away.  (Postfix smtp_get() is the model.) */
+#ifndef POSTHORN_LINEBUF_H
+#define POSTHORN_LINEBUF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct evbuffer;
+
+/* Named limits, RFC 5321 §4.5.3.1 and RFC 4954 §4; each counts the line
+ * ending. */
+enum {
+	LINE_MAX_COMMAND = 512,    /* command line incl. CRLF */
+	LINE_MAX_COMMAND_EXT = 1024, /* with the MAIL/RCPT parameters we advertise */
+	LINE_MAX_AUTH = 12288,     /* AUTH and SASL continuation lines */
+	LINE_MAX_TEXT = 1000,      /* a line of message text incl. CRLF */
+	LINE_MAX_ANY = LINE_MAX_AUTH,
+};
+
+enum linebuf_status {
+	LINEBUF_NEED_MORE,      /* no complete line yet */
+	LINEBUF_LINE,           /* *line filled */
+	LINEBUF_TOO_LONG,       /* reported once; rest of that line discarded */
+};
+
+struct linebuf {
+	bool discarding;        /* inside an over-long line, dropping to LF */
+};
+
+struct linebuf_line {
+	char *data;             /* caller's storage, NUL-terminated, no line end */
+	size_t len;
+	bool crlf;              /* ended in CRLF */
+	bool bare_lf;           /* ended in LF without CR */
+	bool bare_cr;           /* a CR not followed by LF inside the line */
+	bool has_nul;           /* a NUL byte inside the line */
+};
+
+/* Take the next line from in.  limit counts the line end and must be
+ * <= storage_size - 1 (storage gets the NUL).  Bytes of an over-long line
+ * are drained from in as they come, so in never holds more than limit
+ * bytes on their account. */
+enum linebuf_status linebuf_get(struct linebuf *lb, struct evbuffer *in, size_t limit,
+				char *storage, size_t storage_size, struct linebuf_line *line);
+
+#endif

@@ -1,0 +1,88 @@
+/* spool: the durable queue (SPEC.md §5).  A message and its envelope are
+ * one file: written under <spool>/tmp/ID, fsynced, renamed to
+ * <spool>/queue/ID and the folder fsynced; only then is it acknowledged.
+ * A crash at any instant leaves either nothing in queue/ or a whole message.
+ * Delivered recipients are appended to <spool>/queue/ID.done (one index per
+ * line, fsynced) so that a restart does not deliver them again.
+ *
+ * File layout: "posthorn-spool 1\n", envelope lines "KEY VALUE\n" with
+ * addresses in xtext (RFC 3461 §4), a blank line, then the message exactly
+ * as it will be delivered (CRLF line ends, Received: header first). */
+#ifndef POSTHORN_SPOOL_H
+#define POSTHORN_SPOOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+#include <time.h>
+
+enum { SPOOL_ID_SIZE = 24 }; /* ID string incl. NUL; IDs are [0-9A-Z] */
+
+struct spool_rcpt {
+	char *address;          /* final address, e.g. "bob@example.test" */
+	char *orig;             /* as given at RCPT (before alias expansion) */
+	bool local;             /* domain is local: Maildir delivery */
+	bool done;              /* filled by spool_read_envelope() */
+};
+
+struct spool_envelope {
+	char id[SPOOL_ID_SIZE];
+	char *sender;           /* "" for the null sender <> */
+	struct spool_rcpt *rcpts;
+	size_t nrcpts;
+	time_t arrival;
+	char *client;           /* client address text */
+	char *helo;             /* may be NULL */
+	char *auth_user;        /* may be NULL */
+	off_t body_offset;      /* filled by spool_read_envelope() */
+	off_t size;             /* of the message part; filled by spool_read_envelope() */
+};
+
+struct spool;
+struct spool_msg;
+
+/* Create <dir>, <dir>/tmp and <dir>/queue as needed and empty tmp/ (those
+ * messages were never acknowledged).  NULL with errno on failure. */
+struct spool *spool_open(const char *dir);
+void spool_close(struct spool *sp);
+const char *spool_dir(const struct spool *sp);
+
+/* A new unique ID, e.g. "4Q2T9XK3ZJ0017". */
+void spool_new_id(char id[SPOOL_ID_SIZE]);
+
+/* Start writing a message with this envelope (env->id is set here).
+ * NULL with errno on failure. */
+struct spool_msg *spool_msg_begin(struct spool *sp, struct spool_envelope *env);
+/* Append message bytes (buffered).  0, or -1 with errno (ENOSPC...). */
+int spool_msg_write(struct spool_msg *m, const void *data, size_t len);
+off_t spool_msg_size(const struct spool_msg *m);
+/* Throw the message away (tmp file unlinked) and free m. */
+void spool_msg_abort(struct spool_msg *m);
+
+/* Make the message durable: flush, fsync the file, rename into queue/,
+ * fsync the folder; then cb(arg, 0) — or cb(arg, errno) after removing
+ * the partial file.  m is freed either way.  Today cb runs before this
+ * returns; callers must not depend on that, so that a later version can
+ * share one fsync among several messages (group commit). */
+typedef void (*spool_commit_cb)(void *arg, int err);
+void spool_msg_commit(struct spool_msg *m, spool_commit_cb cb, void *arg);
+
+/* Read a queued message's envelope (and its .done records).  0, or -1. */
+int spool_read_envelope(struct spool *sp, const char *id, struct spool_envelope *env);
+/* Open the queued message for reading, positioned at the message. */
+int spool_open_message(struct spool *sp, const struct spool_envelope *env);
+/* Record that recipient index i was delivered (append + fsync). */
+int spool_mark_done(struct spool *sp, const char *id, size_t i);
+/* Remove a fully handled message (its file and .done). */
+int spool_remove(struct spool *sp, const char *id);
+/* IDs in queue/, oldest first.  Caller frees with spool_free_ids(). */
+size_t spool_list(struct spool *sp, char ***ids);
+void spool_free_ids(char **ids, size_t n);
+
+void spool_envelope_clear(struct spool_envelope *env);
+
+/* xtext (RFC 3461 §4) for envelope lines; exposed for tests. */
+char *spool_xtext_encode(const char *s);
+char *spool_xtext_decode(const char *s); /* NULL when malformed */
+
+#endif

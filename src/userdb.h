@@ -1,0 +1,53 @@
+/* userdb: the user database written by `posthorn user`.  One line per user:
+ *   address:SCRAM-SHA-256:ITERATIONS:SALT:STOREDKEY:SERVERKEY
+ * (salt and keys in base64; RFC 5802 §3 / RFC 7677), so that one record
+ * serves PLAIN, LOGIN and SCRAM-SHA-256.  Never a plaintext or reversible
+ * password.  The file is rewritten atomically with mode 0600. */
+#ifndef POSTHORN_USERDB_H
+#define POSTHORN_USERDB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+enum { USERDB_KEY_LEN = 32, USERDB_SALT_MAX = 64, USERDB_DEFAULT_ITERATIONS = 10000 };
+
+struct user_record {
+	char *address;          /* lower case */
+	unsigned iterations;
+	uint8_t salt[USERDB_SALT_MAX];
+	size_t salt_len;
+	uint8_t stored_key[USERDB_KEY_LEN];
+	uint8_t server_key[USERDB_KEY_LEN];
+};
+
+struct userdb;
+
+/* Load the file.  A missing file is an empty database.  On a malformed
+ * line prints "FILE:LINE:COL: message" on errout and returns -1. */
+int userdb_load(const char *path, struct userdb **out, FILE *errout);
+void userdb_free(struct userdb *db);
+/* Case-insensitive lookup; NULL when absent. */
+const struct user_record *userdb_find(const struct userdb *db, const char *address);
+size_t userdb_count(const struct userdb *db);
+const struct user_record *userdb_at(const struct userdb *db, size_t i);
+
+/* Derive a record from a password (random salt from the CSPRNG). */
+int userdb_make_record(const char *address, const char *password, size_t password_len,
+		       unsigned iterations, struct user_record *out);
+/* Does password match?  PBKDF2 + HMAC, compared in constant time. */
+bool userdb_verify_password(const struct user_record *rec, const char *password,
+			    size_t password_len);
+
+/* Edit the file: read, change, write to a temporary file (mode 0600),
+ * fsync, rename.  owner_uid/gid (-1 for unchanged) let the daemon's run-as
+ * user read it.  Return 0, or -1 with a message on errout. */
+enum userdb_edit { USERDB_ADD, USERDB_PASSWD, USERDB_DELETE };
+int userdb_edit(const char *path, enum userdb_edit op, const char *address,
+		const char *password, size_t password_len, long owner_uid, long owner_gid,
+		FILE *errout);
+
+void user_record_clear(struct user_record *rec);
+
+#endif

@@ -1,0 +1,42 @@
+/* util: allocation wrappers that never return NULL, fatal errors, and small
+ * string helpers shared by every module. */
+#ifndef POSTHORN_UTIL_H
+#define POSTHORN_UTIL_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+void *xmalloc(size_t n);
+void *xcalloc(size_t nmemb, size_t size);
+void *xrealloc(void *p, size_t n);
+/* Grow *arr (of *n elements of size elsize) by one zeroed element; returns it. */
+void *xappend(void *arrp, size_t *n, size_t elsize);
+char *xstrdup(const char *s);
+char *xstrndup(const char *s, size_t n);
+char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Print "posthorn: message" on stderr and exit(1).  For broken invariants and
+ * set-up failures only; a peer's error is never fatal. */
+void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+
+/* snprintf that reports truncation: true when everything fit. */
+bool bsnprintf(char *buf, size_t size, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* ASCII lower-casing in place; returns s. */
+char *str_lower(char *s);
+bool str_ieq(const char *a, const char *b);
+/* true when s ends with suffix, case-insensitively. */
+bool str_iendswith(const char *s, const char *suffix);
+
+/* Write all of buf to fd, retrying on EINTR / short writes.  0 or -1. */
+int write_all(int fd, const void *buf, size_t len);
+/* fsync a directory by path.  0 or -1 (errno set). */
+int fsync_dir(const char *path);
+/* mkdir -p with mode; 0 or -1. */
+int mkdir_p(const char *path, unsigned mode);
+
+#endif
