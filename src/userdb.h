@@ -11,7 +11,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-enum { USERDB_KEY_LEN = 32, USERDB_SALT_MAX = 64, USERDB_DEFAULT_ITERATIONS = 10000 };
+enum { USERDB_KEY_LEN = 32, USERDB_SALT_MAX = 64, USERDB_DEFAULT_ITERATIONS = 4096 };
 
 struct user_record {
 	char *address;          /* lower case */
