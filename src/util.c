@@ -1,4 +1,5 @@
 /* util: allocation wrappers, fatal errors and small string and file helpers. */
+#define _GNU_SOURCE
 #include "util.h"
 
 #include <ctype.h>

@@ -1,0 +1,618 @@
+/* server: the daemon.  One libevent loop; the listeners of every virtual
+ * server; accept with the connection limits; configuration generations,
+ * so that SIGHUP reloads without touching established sessions; privilege
+ * drop after binding; clean shutdown on SIGTERM/SIGINT. */
+#include "server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <event2/listener.h>
+
+#include "aliases.h"
+#include "conf.h"
+#include "deliver_local.h"
+#include "log.h"
+#include "privdrop.h"
+#include "smtp_session.h"
+#include "spool.h"
+#include "userdb.h"
+#include "util.h"
+
+enum {
+	SERVER_LISTEN_BACKLOG = 1024,
+	SERVER_ACCEPT_PAUSE_SECONDS = 1, /* after EMFILE/ENFILE */
+	SERVER_COUNT_BUCKETS = 4096,
+};
+
+struct listener {
+	struct listener *next;
+	struct conf_sockaddr addr;      /* addr.text owned here */
+	char *server_name;
+	bool tls;
+	struct evconnlistener *lev;
+	struct event *resume;           /* re-enable after running out of fds */
+};
+
+/* The daemon's state: one per process, used only by the loop thread. */
+static struct {
+	const char *conf_path;
+	struct event_base *base;
+	struct runtime *current;
+	struct listener *listeners;
+	struct server_conn *conns;
+	bool dropped;                   /* privileges already given up */
+} daemon_state;
+
+/* ---- runtime generations ---------------------------------------------- */
+
+struct runtime *runtime_ref(struct runtime *rt)
+{
+	rt->refs++;
+	return rt;
+}
+
+void runtime_unref(struct runtime *rt)
+{
+	if (!rt || --rt->refs > 0)
+		return;
+	conf_free(rt->conf);
+	userdb_free(rt->users);
+	if (rt->aliases)
+		aliases_free(rt->aliases);
+	free(rt);
+}
+
+/* Load a configuration with its users and aliases; NULL after logging
+ * every error. */
+static struct runtime *runtime_load(const char *path, struct spool *sp, struct event_base *base)
+{
+	char *errs = NULL;
+	size_t errlen = 0;
+	FILE *err = open_memstream(&errs, &errlen);
+	if (!err)
+		fatal("open_memstream: %s", strerror(errno));
+	struct runtime *rt = xcalloc(1, sizeof *rt);
+	rt->refs = 1;
+	rt->spool = sp;
+	rt->base = base;
+	bool ok = conf_load(path, &rt->conf, err) == 0 &&
+		  userdb_load(rt->conf->users, &rt->users, err) == 0 &&
+		  (!rt->conf->aliases || aliases_load(rt->conf->aliases, &rt->aliases, err) == 0);
+	fclose(err);
+	if (!ok) {
+		for (char *line = strtok(errs, "\n"); line; line = strtok(NULL, "\n"))
+			log_err("event=config-error message=\"%s\"", line);
+		free(errs);
+		runtime_unref(rt);
+		return NULL;
+	}
+	free(errs);
+	return rt;
+}
+
+static const struct conf_server *runtime_server(const struct runtime *rt, const char *name)
+{
+	for (size_t i = 0; i < rt->conf->nservers; i++)
+		if (strcmp(rt->conf->servers[i].name, name) == 0)
+			return &rt->conf->servers[i];
+	return NULL;
+}
+
+/* ---- connection counting ---------------------------------------------- */
+
+/* Open connections per server ("name") and per server and client address
+ * ("name|address"), in a small chained hash table. */
+struct count {
+	struct count *next;
+	unsigned n;
+	char key[];
+};
+
+static struct count *count_table[SERVER_COUNT_BUCKETS];
+
+static unsigned count_hash(const char *key)
+{
+	unsigned h = 2166136261u; /* FNV-1a */
+	for (const unsigned char *p = (const unsigned char *)key; *p; p++)
+		h = (h ^ *p) * 16777619u;
+	return h % SERVER_COUNT_BUCKETS;
+}
+
+static struct count **count_find(const char *key)
+{
+	struct count **pp = &count_table[count_hash(key)];
+	while (*pp && strcmp((*pp)->key, key) != 0)
+		pp = &(*pp)->next;
+	return pp;
+}
+
+static unsigned count_get(const char *key)
+{
+	struct count *c = *count_find(key);
+	return c ? c->n : 0;
+}
+
+static void count_add(const char *key, int delta)
+{
+	struct count **pp = count_find(key);
+	if (!*pp) {
+		size_t len = strlen(key) + 1;
+		*pp = xcalloc(1, sizeof **pp + len);
+		memcpy((*pp)->key, key, len);
+	}
+	(*pp)->n += (unsigned)delta;
+	if ((*pp)->n == 0) {
+		struct count *dead = *pp;
+		*pp = dead->next;
+		free(dead);
+	}
+}
+
+static void conn_count(const struct server_conn *c, int delta)
+{
+	char key[512];
+	count_add(c->server_name, delta);
+	if (bsnprintf(key, sizeof key, "%s|%s", c->server_name, c->client))
+		count_add(key, delta);
+}
+
+void server_conn_closed(struct server_conn *c)
+{
+	conn_count(c, -1);
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		daemon_state.conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	free(c->server_name);
+	free(c);
+}
+
+/* ---- accepting ---------------------------------------------------------- */
+
+void server_addr_text(const struct sockaddr *sa, char *out, size_t outsz)
+{
+	const void *a = NULL;
+	int family = sa->sa_family;
+	if (family == AF_INET) {
+		a = &((const struct sockaddr_in *)sa)->sin_addr;
+	} else if (family == AF_INET6) {
+		const struct in6_addr *a6 = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+		if (IN6_IS_ADDR_V4MAPPED(a6)) {
+			family = AF_INET;
+			a = &a6->s6_addr[12];
+		} else {
+			a = a6;
+		}
+	}
+	if (!a || !inet_ntop(family, a, out, (socklen_t)outsz))
+		bsnprintf(out, outsz, "unknown");
+}
+
+/* Refuse before any session exists: one reply, then close. */
+static void server_refuse(int fd, const char *reply)
+{
+	ssize_t w = send(fd, reply, strlen(reply), MSG_DONTWAIT | MSG_NOSIGNAL);
+	(void)w; /* best effort: the client is being turned away anyway */
+	close(fd);
+}
+
+static bool server_over_limits(const struct conf_server *srv, const char *client, int fd)
+{
+	char key[512];
+	char reply[512];
+	if (count_get(srv->name) >= srv->limits.connections) {
+		bsnprintf(reply, sizeof reply, "421 4.7.0 %s Error: too many connections\r\n",
+			  srv->hostname);
+	} else if (bsnprintf(key, sizeof key, "%s|%s", srv->name, client) &&
+		   count_get(key) >= srv->limits.connections_per_ip) {
+		bsnprintf(reply, sizeof reply,
+			  "421 4.7.0 %s Error: too many connections from your address\r\n",
+			  srv->hostname);
+	} else {
+		return false;
+	}
+	log_info("event=refuse server=%s client=%s reason=connection-limit", srv->name, client);
+	server_refuse(fd, reply);
+	return true;
+}
+
+static void server_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
+			  int salen, void *arg)
+{
+	struct listener *l = arg;
+	struct runtime *rt = daemon_state.current;
+	const struct conf_server *srv = runtime_server(rt, l->server_name);
+	char client[64];
+	server_addr_text(sa, client, sizeof client);
+	if (!srv) {
+		close(fd);
+		return;
+	}
+	if (server_over_limits(srv, client, fd))
+		return;
+
+	struct server_conn *c = xcalloc(1, sizeof *c);
+	c->server_name = xstrdup(srv->name);
+	memcpy(c->client, client, sizeof c->client);
+	c->next = daemon_state.conns;
+	if (c->next)
+		c->next->prev = c;
+	daemon_state.conns = c;
+	conn_count(c, +1);
+	smtp_session_start(rt, srv, fd, sa, (socklen_t)salen, c);
+}
+
+static void server_resume_accept(evutil_socket_t fd, short what, void *arg)
+{
+	struct listener *l = arg;
+	evconnlistener_enable(l->lev);
+}
+
+/* Out of file descriptors: pause this listener instead of spinning. */
+static void server_accept_error(struct evconnlistener *lev, void *arg)
+{
+	struct listener *l = arg;
+	int err = EVUTIL_SOCKET_ERROR();
+	log_warn("event=accept-error address=%s error=\"%s\" pause=%ds", l->addr.text,
+		 evutil_socket_error_to_string(err), SERVER_ACCEPT_PAUSE_SECONDS);
+	evconnlistener_disable(lev);
+	struct timeval tv = {.tv_sec = SERVER_ACCEPT_PAUSE_SECONDS};
+	event_add(l->resume, &tv);
+}
+
+/* ---- listeners ----------------------------------------------------------- */
+
+static int listener_socket(const struct conf_sockaddr *a, char *err, size_t errsz)
+{
+	int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	int one = 1;
+	if (fd < 0) {
+		snprintf(err, errsz, "%s: socket: %s", a->text, strerror(errno));
+		return -1;
+	}
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+	    (a->ss.ss_family == AF_INET6 &&
+	     setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) < 0) ||
+	    bind(fd, (const struct sockaddr *)&a->ss, a->len) < 0 ||
+	    listen(fd, SERVER_LISTEN_BACKLOG) < 0) {
+		snprintf(err, errsz, "%s: %s", a->text, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static struct listener *listener_new(const struct conf_listen *cl, const char *server,
+				     char *err, size_t errsz)
+{
+	int fd = listener_socket(&cl->addr, err, errsz);
+	if (fd < 0)
+		return NULL;
+	struct listener *l = xcalloc(1, sizeof *l);
+	l->addr = cl->addr;
+	l->addr.text = xstrdup(cl->addr.text);
+	l->server_name = xstrdup(server);
+	l->tls = cl->tls;
+	l->lev = evconnlistener_new(daemon_state.base, server_accept, l,
+				    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
+	if (!l->lev)
+		fatal("evconnlistener_new failed");
+	evconnlistener_set_error_cb(l->lev, server_accept_error);
+	l->resume = evtimer_new(daemon_state.base, server_resume_accept, l);
+	return l;
+}
+
+static void listener_free(struct listener *l)
+{
+	evconnlistener_free(l->lev);
+	event_free(l->resume);
+	free(l->addr.text);
+	free(l->server_name);
+	free(l);
+}
+
+static bool sockaddr_same(const struct conf_sockaddr *a, const struct conf_sockaddr *b)
+{
+	return a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
+}
+
+/* Take the listener for this address out of *list, if there is one. */
+static struct listener *listener_take(struct listener **list, const struct conf_sockaddr *a)
+{
+	for (struct listener **pp = list; *pp; pp = &(*pp)->next) {
+		if (sockaddr_same(&(*pp)->addr, a)) {
+			struct listener *l = *pp;
+			*pp = l->next;
+			l->next = NULL;
+			return l;
+		}
+	}
+	return NULL;
+}
+
+static void listeners_free(struct listener *list)
+{
+	while (list) {
+		struct listener *next = list->next;
+		listener_free(list);
+		list = next;
+	}
+}
+
+static bool listener_in(const struct listener *list, const struct conf_sockaddr *a)
+{
+	for (; list; list = list->next)
+		if (sockaddr_same(&list->addr, a))
+			return true;
+	return false;
+}
+
+/* Make the listeners match rt: keep the sockets of addresses that stay
+ * (they may be privileged ports we can no longer bind), open new ones,
+ * close the rest.  On failure nothing changes. */
+static int listeners_apply(const struct runtime *rt)
+{
+	struct listener *created = NULL, *fresh = NULL;
+	char err[512];
+	/* first open every new socket, so that a failure changes nothing */
+	for (size_t i = 0; i < rt->conf->nservers; i++) {
+		const struct conf_server *srv = &rt->conf->servers[i];
+		for (size_t j = 0; j < srv->nlistens; j++) {
+			const struct conf_listen *cl = &srv->listens[j];
+			if (listener_in(daemon_state.listeners, &cl->addr))
+				continue;
+			struct listener *l = listener_new(cl, srv->name, err, sizeof err);
+			if (!l) {
+				log_err("event=listen-error server=%s error=\"%s\"", srv->name, err);
+				listeners_free(created);
+				return -1;
+			}
+			l->next = created;
+			created = l;
+		}
+	}
+	for (size_t i = 0; i < rt->conf->nservers; i++) {
+		const struct conf_server *srv = &rt->conf->servers[i];
+		for (size_t j = 0; j < srv->nlistens; j++) {
+			const struct conf_listen *cl = &srv->listens[j];
+			struct listener *l = listener_take(&daemon_state.listeners, &cl->addr);
+			if (!l)
+				l = listener_take(&created, &cl->addr);
+			free(l->server_name);
+			l->server_name = xstrdup(srv->name);
+			l->tls = cl->tls;
+			l->next = fresh;
+			fresh = l;
+			log_info("event=listening server=%s address=%s%s", srv->name, cl->addr.text,
+				 cl->tls ? " tls=implicit" : "");
+		}
+	}
+	listeners_free(daemon_state.listeners);
+	daemon_state.listeners = fresh;
+	return 0;
+}
+
+/* ---- privileges and folders -------------------------------------------- */
+
+/* Folders the daemon writes after dropping privileges belong to run-as. */
+static int server_prepare_dirs(const struct conf *conf, const struct spool *sp, uid_t uid,
+			       gid_t gid)
+{
+	if (mkdir_p(conf->mailboxes, 0700) < 0) {
+		log_err("event=startup-error path=%s error=\"%s\"", conf->mailboxes, strerror(errno));
+		return -1;
+	}
+	if (!conf->run_as || geteuid() != 0)
+		return 0;
+	const char *dir = spool_dir(sp);
+	char path[4096];
+	const char *const subdirs[] = {"", "/tmp", "/queue"};
+	for (size_t i = 0; i < ARRAY_LEN(subdirs); i++) {
+		if (!bsnprintf(path, sizeof path, "%s%s", dir, subdirs[i]) ||
+		    chown(path, uid, gid) < 0) {
+			log_err("event=startup-error path=%s error=\"%s\"", path, strerror(errno));
+			return -1;
+		}
+	}
+	/* messages spooled by an earlier run as root */
+	char **ids;
+	size_t n = spool_list((struct spool *)sp, &ids);
+	for (size_t i = 0; i < n; i++) {
+		bsnprintf(path, sizeof path, "%s/queue/%s", dir, ids[i]);
+		if (chown(path, uid, gid) < 0)
+			log_warn("event=chown-failed path=%s error=\"%s\"", path, strerror(errno));
+		bsnprintf(path, sizeof path, "%s/queue/%s.done", dir, ids[i]);
+		if (chown(path, uid, gid) < 0 && errno != ENOENT)
+			log_warn("event=chown-failed path=%s error=\"%s\"", path, strerror(errno));
+	}
+	spool_free_ids(ids, n);
+	if (chown(conf->mailboxes, uid, gid) < 0) {
+		log_err("event=startup-error path=%s error=\"%s\"", conf->mailboxes, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+static int server_drop_privileges(const struct conf *conf, const struct spool *sp)
+{
+	uid_t uid = 0;
+	gid_t gid = 0;
+	char err[256];
+	if (conf->run_as && geteuid() == 0 &&
+	    privdrop_lookup(conf->run_as, &uid, &gid, err, sizeof err) < 0) {
+		log_err("event=startup-error error=\"%s\"", err);
+		return -1;
+	}
+	if (server_prepare_dirs(conf, sp, uid, gid) < 0)
+		return -1;
+	if (geteuid() != 0)
+		return 0;
+	if (!conf->run_as) {
+		log_warn("event=privileges user=root warning=\"runs with full privileges: set run-as\"");
+		return 0;
+	}
+	if (privdrop_to(conf->run_as, uid, gid, err, sizeof err) < 0) {
+		log_err("event=startup-error error=\"%s\"", err);
+		return -1;
+	}
+	daemon_state.dropped = true;
+	log_info("event=privileges user=%s uid=%u gid=%u", conf->run_as, (unsigned)uid,
+		 (unsigned)gid);
+	return 0;
+}
+
+/* ---- signals ------------------------------------------------------------ */
+
+static void server_reload(void)
+{
+	struct runtime *old = daemon_state.current;
+	struct runtime *rt = runtime_load(daemon_state.conf_path, old->spool, daemon_state.base);
+	if (!rt) {
+		log_err("event=reload-failed reason=\"configuration has errors; keeping the old one\"");
+		return;
+	}
+	if (strcmp(rt->conf->spool, old->conf->spool) != 0)
+		log_warn("event=reload warning=\"a new spool folder takes effect at restart\"");
+	if (listeners_apply(rt) < 0) {
+		log_err("event=reload-failed reason=\"cannot listen; keeping the old configuration\"");
+		runtime_unref(rt);
+		return;
+	}
+	delivery_set_mailboxes(rt->conf->mailboxes);
+	daemon_state.current = rt;
+	runtime_unref(old); /* freed when its last session ends */
+	log_info("event=reload servers=%zu users=%zu", rt->conf->nservers, userdb_count(rt->users));
+}
+
+static void server_signal(evutil_socket_t sig, short what, void *arg)
+{
+	if (sig == SIGHUP) {
+		server_reload();
+		return;
+	}
+	log_info("event=shutdown signal=%s", sig == SIGTERM ? "TERM" : "INT");
+	event_base_loopbreak(daemon_state.base);
+}
+
+static void server_shutdown_sessions(void)
+{
+	while (daemon_state.conns) {
+		struct server_conn *c = daemon_state.conns;
+		c->shutdown(c);
+		if (daemon_state.conns == c) /* still there: a commit pending */
+			fatal("session did not close at shutdown");
+	}
+}
+
+/* ---- the daemon ---------------------------------------------------------- */
+
+static int server_check_protocols(const struct conf *conf)
+{
+	for (size_t i = 0; i < conf->nservers; i++) {
+		if (conf->servers[i].protocol != PROTO_SMTP) {
+			log_err("event=startup-error server=%s error=\"protocol %s is not available "
+				"in this version of posthorn\"", conf->servers[i].name,
+				conf_protocol_name(conf->servers[i].protocol));
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static void server_enqueue_spooled(struct spool *sp)
+{
+	char **ids;
+	size_t n = spool_list(sp, &ids);
+	for (size_t i = 0; i < n; i++)
+		delivery_enqueue(ids[i]);
+	if (n)
+		log_info("event=spool-resume messages=%zu", n);
+	spool_free_ids(ids, n);
+}
+
+static int server_start(struct runtime *rt)
+{
+	if (server_check_protocols(rt->conf) < 0 || listeners_apply(rt) < 0)
+		return -1;
+	if (server_drop_privileges(rt->conf, rt->spool) < 0)
+		return -1;
+	if (delivery_start(rt->spool, rt->conf->mailboxes) < 0) {
+		log_err("event=startup-error error=\"cannot start the delivery worker\"");
+		return -1;
+	}
+	server_enqueue_spooled(rt->spool);
+	return 0;
+}
+
+int server_run(const char *conf_path)
+{
+	signal(SIGPIPE, SIG_IGN);
+	daemon_state.conf_path = conf_path;
+	daemon_state.base = event_base_new();
+	if (!daemon_state.base)
+		fatal("event_base_new failed");
+
+	char *errs = NULL;
+	size_t errlen = 0;
+	FILE *err = open_memstream(&errs, &errlen);
+	struct conf *probe = NULL;
+	int nerr = conf_load(conf_path, &probe, err);
+	fclose(err);
+	if (nerr) {
+		fputs(errs, stderr);
+		free(errs);
+		return 1;
+	}
+	free(errs);
+	umask(077);
+	struct spool *sp = spool_open(probe->spool);
+	if (!sp) {
+		log_err("event=startup-error path=%s error=\"%s\"", probe->spool, strerror(errno));
+		conf_free(probe);
+		return 1;
+	}
+	conf_free(probe);
+
+	struct runtime *rt = runtime_load(conf_path, sp, daemon_state.base);
+	if (!rt) {
+		spool_close(sp);
+		return 1;
+	}
+	daemon_state.current = rt;
+	int status = 1;
+	if (server_start(rt) == 0) {
+		struct event *sigs[3];
+		const int signals[3] = {SIGTERM, SIGINT, SIGHUP};
+		for (int i = 0; i < 3; i++) {
+			sigs[i] = evsignal_new(daemon_state.base, signals[i], server_signal, NULL);
+			event_add(sigs[i], NULL);
+		}
+		log_info("event=ready version=%s servers=%zu", POSTHORN_VERSION, rt->conf->nservers);
+		event_base_dispatch(daemon_state.base);
+		server_shutdown_sessions();
+		for (int i = 0; i < 3; i++)
+			event_free(sigs[i]);
+		delivery_stop();
+		log_info("event=stopped");
+		status = 0;
+	}
+	listeners_free(daemon_state.listeners);
+	daemon_state.listeners = NULL;
+	runtime_unref(daemon_state.current);
+	spool_close(sp);
+	event_base_free(daemon_state.base);
+	return status;
+}

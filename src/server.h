@@ -1,0 +1,52 @@
+/* server: the daemon — one libevent loop, the virtual servers' listeners,
+ * accept with connection limits, configuration generations (SIGHUP reload
+ * without dropping sessions), clean shutdown. */
+#ifndef POSTHORN_SERVER_H
+#define POSTHORN_SERVER_H
+
+#include <stdbool.h>
+#include <sys/socket.h>
+
+struct conf;
+struct conf_server;
+struct userdb;
+struct aliases;
+struct spool;
+struct event_base;
+
+/* One configuration generation with what was loaded alongside it.  A
+ * session holds a reference for its whole life, so a reload never changes
+ * the rules under an established session. */
+struct runtime {
+	int refs;
+	struct conf *conf;
+	struct userdb *users;
+	struct aliases *aliases;     /* NULL when no aliases file */
+	struct spool *spool;         /* shared by every generation */
+	struct event_base *base;
+};
+
+struct runtime *runtime_ref(struct runtime *rt);
+void runtime_unref(struct runtime *rt);
+
+/* A live connection, of any protocol, as the daemon sees it: counted
+ * against the server's limits and closed at shutdown. */
+struct server_conn {
+	struct server_conn *prev, *next;
+	char *server_name;
+	char client[64];             /* numeric address text */
+	void (*shutdown)(struct server_conn *c); /* say goodbye and free */
+	void *session;
+};
+
+/* The protocol side calls this when its connection is gone. */
+void server_conn_closed(struct server_conn *c);
+
+/* Run the daemon in the foreground until SIGTERM/SIGINT.  Exit status. */
+int server_run(const char *conf_path);
+
+/* Text form of a socket address without port ("127.0.0.1", "::1"); IPv4-
+ * mapped IPv6 addresses are shown as IPv4. */
+void server_addr_text(const struct sockaddr *sa, char *out, size_t outsz);
+
+#endif

@@ -1,0 +1,920 @@
+/* smtp_session: an inbound SMTP session.  RFC 5321 (commands, replies,
+ * limits), RFC 3463 (enhanced status codes), RFC 2920 (PIPELINING),
+ * RFC 1870 (SIZE), RFC 6152 (8BITMIME), RFC 6531 (SMTPUTF8).
+ *
+ * Every command is dispatched from smtp_commands[], which states the
+ * session states it is valid in and the policy it needs; one gate,
+ * smtp_gate(), enforces those before any handler runs.  Handlers check
+ * syntax first, then act.  All input passes linebuf_get(). */
+#include "smtp_session.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "aliases.h"
+#include "conf.h"
+#include "deliver_local.h"
+#include "linebuf.h"
+#include "log.h"
+#include "server.h"
+#include "smtp_addr.h"
+#include "smtp_data.h"
+#include "spool.h"
+#include "userdb.h"
+#include "util.h"
+
+/* Named limits of a session (STYLE: every limit in one place). */
+enum {
+	SMTP_MAIL_LINE_MAX = LINE_MAX_COMMAND + 26 + 14 + 10, /* + SIZE, BODY, SMTPUTF8 */
+	SMTP_MAX_ERRORS = 20,           /* then 421 and close */
+	SMTP_OUTPUT_MAX = 64 * 1024,    /* replies queued before we stop reading */
+	SMTP_INPUT_MAX = 64 * 1024,     /* socket reads pause above this */
+	SMTP_HELO_MAX = 255,
+};
+
+enum smtp_state {
+	SMTP_INIT = 1u << 0,    /* greeting sent, no HELO/EHLO yet */
+	SMTP_READY = 1u << 1,   /* HELO/EHLO done, no transaction */
+	SMTP_MAIL = 1u << 2,    /* MAIL accepted */
+	SMTP_RCPT = 1u << 3,    /* at least one RCPT accepted */
+	SMTP_DATA = 1u << 4,    /* reading message text */
+	SMTP_CLOSING = 1u << 5, /* flushing the last reply */
+};
+#define SMTP_ANY_COMMAND_STATE (SMTP_INIT | SMTP_READY | SMTP_MAIL | SMTP_RCPT)
+
+static const char *smtp_state_name(enum smtp_state st)
+{
+	switch (st) {
+	case SMTP_INIT: return "init";
+	case SMTP_READY: return "ready";
+	case SMTP_MAIL: return "mail";
+	case SMTP_RCPT: return "rcpt";
+	case SMTP_DATA: return "data";
+	case SMTP_CLOSING: return "closing";
+	}
+	return "?";
+}
+
+struct smtp_txn {
+	char *sender;           /* "" for <> */
+	bool smtputf8;
+	unsigned nrcpt_cmds;    /* accepted RCPT commands */
+	char *first_rcpt;       /* for "for <...>" in Received: */
+	struct spool_rcpt *rcpts; /* expanded, de-duplicated */
+	size_t nrcpts;
+};
+
+struct smtp_session {
+	char sid[20];
+	struct runtime *rt;
+	const struct conf_server *srv;
+	struct server_conn *conn;
+	struct bufferevent *bev;
+	struct linebuf lb;
+	enum smtp_state state;
+	char client[64];
+	char *helo;
+	bool esmtp;
+	bool tls_active;        /* set by the TLS layer */
+	char *auth_user;        /* set by the SASL layer */
+	unsigned errors;
+	struct smtp_txn txn;
+	struct smtp_data data;
+	struct spool_msg *msg;
+	bool committing;        /* waiting for the spool */
+	bool dead;              /* connection gone while committing */
+	bool output_blocked;
+	bool in_process;        /* re-entrancy guard for smtp_process_input */
+	int spool_err;          /* errno of a failed write during DATA */
+	char msg_id[SPOOL_ID_SIZE];
+	uint64_t msg_size;
+};
+
+/* ---- replies ---------------------------------------------------------- */
+
+static void smtp_reply(struct smtp_session *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void smtp_reply(struct smtp_session *s, const char *fmt, ...)
+{
+	char line[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(line, sizeof line - 2, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		fatal("smtp_reply: formatting failed");
+	if ((size_t)n > sizeof line - 3)
+		n = (int)sizeof line - 3;
+	line[n++] = '\r';
+	line[n++] = '\n';
+	bufferevent_write(s->bev, line, (size_t)n);
+}
+
+static void smtp_enter_state(struct smtp_session *s, enum smtp_state st)
+{
+	if (s->state == st)
+		return;
+	log_debug("event=state session=%s %s->%s", s->sid, smtp_state_name(s->state),
+		  smtp_state_name(st));
+	s->state = st;
+}
+
+static void smtp_close_after_flush(struct smtp_session *s)
+{
+	smtp_enter_state(s, SMTP_CLOSING);
+	bufferevent_disable(s->bev, EV_READ);
+	if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0)
+		bufferevent_trigger(s->bev, EV_WRITE, BEV_TRIG_IGNORE_WATERMARKS);
+}
+
+static void smtp_error(struct smtp_session *s)
+{
+	if (++s->errors < SMTP_MAX_ERRORS)
+		return;
+	smtp_reply(s, "421 4.7.0 %s Error: too many errors", s->srv->hostname);
+	smtp_close_after_flush(s);
+}
+
+/* ---- the transaction --------------------------------------------------- */
+
+static void smtp_txn_reset(struct smtp_session *s)
+{
+	struct smtp_txn *t = &s->txn;
+	free(t->sender);
+	free(t->first_rcpt);
+	for (size_t i = 0; i < t->nrcpts; i++) {
+		free(t->rcpts[i].address);
+		free(t->rcpts[i].orig);
+	}
+	free(t->rcpts);
+	memset(t, 0, sizeof *t);
+	if (s->msg) {
+		spool_msg_abort(s->msg);
+		s->msg = NULL;
+	}
+	if (s->state & (SMTP_MAIL | SMTP_RCPT | SMTP_DATA))
+		smtp_enter_state(s, SMTP_READY);
+}
+
+static bool smtp_txn_has(const struct smtp_txn *t, const char *address)
+{
+	for (size_t i = 0; i < t->nrcpts; i++)
+		if (strcmp(t->rcpts[i].address, address) == 0)
+			return true;
+	return false;
+}
+
+static void smtp_txn_add(struct smtp_txn *t, const char *address, const char *orig, bool local)
+{
+	if (smtp_txn_has(t, address))
+		return; /* delivered to each once */
+	struct spool_rcpt *r = xappend(&t->rcpts, &t->nrcpts, sizeof *r);
+	r->address = xstrdup(address);
+	r->orig = xstrdup(orig);
+	r->local = local;
+}
+
+/* ---- command table ---------------------------------------------------- */
+
+enum smtp_cmd_flag {
+	SMTP_F_NEEDS_TLS = 1u << 0,  /* refused before TLS when tls.require */
+	SMTP_F_NEEDS_AUTH = 1u << 1, /* refused unauthenticated when !anonymous */
+};
+
+struct smtp_command {
+	const char *verb;
+	void (*handler)(struct smtp_session *s, char *args);
+	unsigned states;        /* enum smtp_state bits in which it is valid */
+	unsigned flags;
+	size_t line_max;        /* incl. CRLF */
+};
+
+static void smtp_cmd_helo(struct smtp_session *s, char *args);
+static void smtp_cmd_ehlo(struct smtp_session *s, char *args);
+static void smtp_cmd_mail(struct smtp_session *s, char *args);
+static void smtp_cmd_rcpt(struct smtp_session *s, char *args);
+static void smtp_cmd_data(struct smtp_session *s, char *args);
+static void smtp_cmd_rset(struct smtp_session *s, char *args);
+static void smtp_cmd_noop(struct smtp_session *s, char *args);
+static void smtp_cmd_quit(struct smtp_session *s, char *args);
+static void smtp_cmd_vrfy(struct smtp_session *s, char *args);
+static void smtp_cmd_help(struct smtp_session *s, char *args);
+
+static const struct smtp_command smtp_commands[] = {
+	{"HELO", smtp_cmd_helo, SMTP_ANY_COMMAND_STATE, 0, LINE_MAX_COMMAND},
+	{"EHLO", smtp_cmd_ehlo, SMTP_ANY_COMMAND_STATE, 0, LINE_MAX_COMMAND},
+	{"MAIL", smtp_cmd_mail, SMTP_READY, SMTP_F_NEEDS_TLS | SMTP_F_NEEDS_AUTH, SMTP_MAIL_LINE_MAX},
+	{"RCPT", smtp_cmd_rcpt, SMTP_MAIL | SMTP_RCPT, SMTP_F_NEEDS_TLS, LINE_MAX_COMMAND},
+	{"DATA", smtp_cmd_data, SMTP_RCPT, SMTP_F_NEEDS_TLS, LINE_MAX_COMMAND},
+	{"RSET", smtp_cmd_rset, SMTP_ANY_COMMAND_STATE, 0, LINE_MAX_COMMAND},
+	{"NOOP", smtp_cmd_noop, SMTP_ANY_COMMAND_STATE, 0, LINE_MAX_COMMAND},
+	{"QUIT", smtp_cmd_quit, SMTP_ANY_COMMAND_STATE, 0, LINE_MAX_COMMAND},
+	{"VRFY", smtp_cmd_vrfy, SMTP_ANY_COMMAND_STATE, 0, LINE_MAX_COMMAND},
+	{"HELP", smtp_cmd_help, SMTP_ANY_COMMAND_STATE, 0, LINE_MAX_COMMAND},
+};
+
+static const struct smtp_command *smtp_find_command(const char *verb)
+{
+	for (size_t i = 0; i < ARRAY_LEN(smtp_commands); i++)
+		if (strcasecmp(smtp_commands[i].verb, verb) == 0)
+			return &smtp_commands[i];
+	return NULL;
+}
+
+/* RFC 5321 §4.3.2: 503 for a command out of sequence, with the reason. */
+static void smtp_bad_sequence(struct smtp_session *s, const struct smtp_command *c)
+{
+	const char *why = "Bad sequence of commands";
+	if (s->state == SMTP_INIT)
+		why = "Send HELO/EHLO first";
+	else if (strcmp(c->verb, "MAIL") == 0)
+		why = "Nested MAIL command";
+	else if (s->state == SMTP_READY)
+		why = "Need MAIL command";
+	else if (strcmp(c->verb, "DATA") == 0)
+		why = "Need RCPT command";
+	smtp_reply(s, "503 5.5.1 Error: %s", why);
+	smtp_error(s);
+}
+
+/* The one policy gate: state, then secure channel, then authentication. */
+static bool smtp_gate(struct smtp_session *s, const struct smtp_command *c)
+{
+	if (!(c->states & s->state)) {
+		smtp_bad_sequence(s, c);
+		return false;
+	}
+	if ((c->flags & SMTP_F_NEEDS_TLS) && s->srv->tls.require && !s->tls_active) {
+		smtp_reply(s, "530 5.7.0 Must issue a STARTTLS command first");
+		smtp_error(s);
+		return false;
+	}
+	if ((c->flags & SMTP_F_NEEDS_AUTH) && !s->srv->auth.anonymous && !s->auth_user) {
+		smtp_reply(s, "530 5.7.0 Authentication required");
+		smtp_error(s);
+		return false;
+	}
+	return true;
+}
+
+static bool smtp_line_is_clean(const struct linebuf_line *l)
+{
+	if (l->has_nul || l->bare_cr)
+		return false;
+	for (size_t i = 0; i < l->len; i++) {
+		unsigned char ch = (unsigned char)l->data[i];
+		if (ch < 0x20 && ch != '\t')
+			return false;
+	}
+	return true;
+}
+
+static void smtp_command(struct smtp_session *s, struct linebuf_line *l)
+{
+	if (!smtp_line_is_clean(l)) {
+		smtp_reply(s, "500 5.5.2 Error: invalid characters in command");
+		smtp_error(s);
+		return;
+	}
+	char *line = l->data;
+	char *args = line + strcspn(line, " ");
+	if (*args)
+		*args++ = '\0';
+	const struct smtp_command *c = smtp_find_command(line);
+	if (!c) {
+		smtp_reply(s, "500 5.5.1 Error: command not recognized");
+		smtp_error(s);
+		return;
+	}
+	if (l->len + 2 > c->line_max) {
+		smtp_reply(s, "500 5.5.2 Error: line too long");
+		smtp_error(s);
+		return;
+	}
+	if (smtp_gate(s, c))
+		c->handler(s, args);
+}
+
+/* ---- HELO, EHLO, and the small commands -------------------------------- */
+
+static bool smtp_helo_arg_ok(const char *args)
+{
+	size_t n = strlen(args);
+	if (n == 0 || n > SMTP_HELO_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)args[i];
+		if (ch <= 0x20 || ch >= 0x7f)
+			return false;
+	}
+	return true;
+}
+
+static bool smtp_hello(struct smtp_session *s, char *args, const char *verb)
+{
+	if (!smtp_helo_arg_ok(args)) {
+		smtp_reply(s, "501 5.5.4 Syntax: %s hostname", verb);
+		smtp_error(s);
+		return false;
+	}
+	smtp_txn_reset(s); /* RFC 5321 §4.1.4: EHLO/HELO reset the transaction */
+	free(s->helo);
+	s->helo = xstrdup(args);
+	smtp_enter_state(s, SMTP_READY);
+	return true;
+}
+
+static void smtp_cmd_helo(struct smtp_session *s, char *args)
+{
+	if (!smtp_hello(s, args, "HELO"))
+		return;
+	s->esmtp = false;
+	smtp_reply(s, "250 %s", s->srv->hostname);
+}
+
+static void smtp_cmd_ehlo(struct smtp_session *s, char *args)
+{
+	if (!smtp_hello(s, args, "EHLO"))
+		return;
+	s->esmtp = true;
+	smtp_reply(s, "250-%s", s->srv->hostname);
+	smtp_reply(s, "250-PIPELINING");
+	smtp_reply(s, "250-SIZE %llu", (unsigned long long)s->srv->limits.message_size);
+	smtp_reply(s, "250-8BITMIME");
+	smtp_reply(s, "250-ENHANCEDSTATUSCODES");
+	smtp_reply(s, "250 SMTPUTF8");
+}
+
+static void smtp_cmd_rset(struct smtp_session *s, char *args)
+{
+	smtp_txn_reset(s);
+	smtp_reply(s, "250 2.0.0 Ok");
+}
+
+static void smtp_cmd_noop(struct smtp_session *s, char *args)
+{
+	smtp_reply(s, "250 2.0.0 Ok");
+}
+
+static void smtp_cmd_quit(struct smtp_session *s, char *args)
+{
+	smtp_reply(s, "221 2.0.0 Bye");
+	smtp_close_after_flush(s);
+}
+
+static void smtp_cmd_vrfy(struct smtp_session *s, char *args)
+{
+	/* RFC 5321 §3.5.3: no address harvesting. */
+	smtp_reply(s, "252 2.5.2 Cannot VRFY user, but will accept message and attempt delivery");
+}
+
+static void smtp_cmd_help(struct smtp_session *s, char *args)
+{
+	smtp_reply(s, "214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP");
+}
+
+/* ---- MAIL --------------------------------------------------------------- */
+
+static const char *smtp_addr_error(enum smtp_addr_result r, bool is_rcpt)
+{
+	switch (r) {
+	case SMTP_ADDR_BAD_PREFIX:
+		return is_rcpt ? "501 5.5.4 Syntax: RCPT TO:<address>"
+			       : "501 5.5.4 Syntax: MAIL FROM:<address>";
+	case SMTP_ADDR_BAD_PARAM:
+		return "501 5.5.4 Syntax error in parameters";
+	case SMTP_ADDR_NULL_NOT_ALLOWED:
+		return "501 5.1.3 Null recipient not allowed";
+	case SMTP_ADDR_TOO_LONG:
+		return is_rcpt ? "501 5.1.3 Recipient address too long"
+			       : "501 5.1.7 Sender address too long";
+	default:
+		return is_rcpt ? "501 5.1.3 Bad recipient address syntax"
+			       : "501 5.1.7 Bad sender address syntax";
+	}
+}
+
+/* Parameters of MAIL: SIZE (RFC 1870), BODY (RFC 6152), SMTPUTF8
+ * (RFC 6531).  Returns false after replying. */
+static bool smtp_mail_params(struct smtp_session *s, const struct smtp_param *p, size_t n,
+			     bool *smtputf8)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (strcmp(p[i].keyword, "SIZE") == 0) {
+			char *end;
+			if (!p[i].value || !*p[i].value || strspn(p[i].value, "0123456789") != strlen(p[i].value)) {
+				smtp_reply(s, "501 5.5.4 Syntax: SIZE=<number>");
+				return false;
+			}
+			errno = 0;
+			unsigned long long sz = strtoull(p[i].value, &end, 10);
+			if (errno == ERANGE || sz > s->srv->limits.message_size) {
+				smtp_reply(s, "552 5.3.4 Message size exceeds fixed maximum message size");
+				return false;
+			}
+		} else if (strcmp(p[i].keyword, "BODY") == 0) {
+			if (!p[i].value || (strcasecmp(p[i].value, "7BIT") != 0 &&
+					    strcasecmp(p[i].value, "8BITMIME") != 0)) {
+				smtp_reply(s, "501 5.5.4 Syntax: BODY=7BIT or BODY=8BITMIME");
+				return false;
+			}
+		} else if (strcmp(p[i].keyword, "SMTPUTF8") == 0 && !p[i].value) {
+			*smtputf8 = true;
+		} else {
+			char esc[LOG_VALUE_MAX];
+			smtp_reply(s, "555 5.5.4 Unsupported parameter %s",
+				   log_escape(esc, 64, p[i].keyword, strlen(p[i].keyword)));
+			return false;
+		}
+	}
+	return true;
+}
+
+static void smtp_cmd_mail(struct smtp_session *s, char *args)
+{
+	struct smtp_addr addr;
+	struct smtp_param params[SMTP_PARAMS_MAX];
+	size_t nparams = 0;
+	bool smtputf8 = false;
+
+	enum smtp_addr_result r = smtp_addr_parse_arg(args, false, &addr, params, &nparams);
+	if (r != SMTP_ADDR_OK) {
+		smtp_reply(s, "%s", smtp_addr_error(r, false));
+		smtp_error(s);
+		return;
+	}
+	if (!smtp_mail_params(s, params, nparams, &smtputf8)) {
+		smtp_error(s);
+	} else if (addr.utf8 && !smtputf8) {
+		smtp_reply(s, "553 5.6.7 Non-ASCII sender address requires SMTPUTF8");
+		smtp_error(s);
+	} else {
+		s->txn.sender = xstrdup(addr.null ? "" : addr.text);
+		s->txn.smtputf8 = smtputf8;
+		smtp_enter_state(s, SMTP_MAIL);
+		smtp_reply(s, "250 2.1.0 Ok");
+	}
+	smtp_addr_clear(&addr);
+	smtp_params_clear(params, nparams);
+}
+
+/* ---- RCPT --------------------------------------------------------------- */
+
+static bool smtp_is_postmaster(const char *local)
+{
+	return strcasecmp(local, "postmaster") == 0;
+}
+
+/* Does a local address exist here?  A user, an alias, or postmaster
+ * (RFC 5321 §4.5.1: postmaster of every local domain is always valid). */
+static bool smtp_local_known(const struct smtp_session *s, const char *address, const char *local)
+{
+	size_t n;
+	return smtp_is_postmaster(local) || userdb_find(s->rt->users, address) ||
+	       (s->rt->aliases && aliases_lookup(s->rt->aliases, address, &n));
+}
+
+static void smtp_rcpt_accept(struct smtp_session *s, const char *address)
+{
+	char **finals = NULL;
+	size_t n;
+	if (s->rt->aliases) {
+		n = aliases_expand(s->rt->aliases, address, &finals);
+	} else {
+		finals = xmalloc(sizeof *finals);
+		finals[0] = xstrdup(address);
+		n = 1;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const char *at = strrchr(finals[i], '@');
+		bool local = at && conf_is_local_domain(s->rt->conf, at + 1);
+		smtp_txn_add(&s->txn, finals[i], address, local);
+	}
+	if (s->rt->aliases)
+		aliases_free_list(finals, n);
+	else {
+		free(finals[0]);
+		free(finals);
+	}
+	if (!s->txn.first_rcpt)
+		s->txn.first_rcpt = xstrdup(address);
+	s->txn.nrcpt_cmds++;
+	smtp_enter_state(s, SMTP_RCPT);
+	smtp_reply(s, "250 2.1.5 Ok");
+}
+
+/* The address's canonical local form: local part unquoted, domain
+ * normalised; the bare <postmaster> names the first local domain's. */
+static char *smtp_rcpt_address(const struct smtp_session *s, const struct smtp_addr *a)
+{
+	if (!a->domain)
+		return xasprintf("postmaster@%s", s->rt->conf->domains[0]);
+	char *dom = smtp_domain_normalize(a->domain);
+	char *local = str_lower(xstrdup(a->local_unquoted));
+	char *address = xasprintf("%s@%s", local, dom);
+	free(dom);
+	free(local);
+	return address;
+}
+
+static void smtp_rcpt_decide(struct smtp_session *s, const struct smtp_addr *a)
+{
+	char esc[LOG_VALUE_MAX];
+	const char *shown = log_escape(esc, sizeof esc, a->text, strlen(a->text));
+
+	if (a->domain && (a->literal || !conf_is_local_domain(s->rt->conf, a->domain))) {
+		/* Relaying to other domains belongs to the relay rules; until a
+		 * client qualifies, never an open relay. */
+		smtp_reply(s, "550 5.7.1 Unable to relay for <%s>", shown);
+		log_info("event=reject session=%s server=%s client=%s reason=relay to=%s", s->sid,
+			 s->srv->name, s->client, shown);
+		smtp_error(s);
+		return;
+	}
+	char *address = smtp_rcpt_address(s, a);
+	const char *local = a->domain ? a->local_unquoted : "postmaster";
+	if (!smtp_local_known(s, address, local)) {
+		smtp_reply(s, "550 5.1.1 <%s>: Recipient address rejected: user unknown", shown);
+		log_info("event=reject session=%s server=%s client=%s reason=unknown-user to=%s",
+			 s->sid, s->srv->name, s->client, shown);
+		smtp_error(s);
+	} else {
+		smtp_rcpt_accept(s, address);
+	}
+	free(address);
+}
+
+static void smtp_cmd_rcpt(struct smtp_session *s, char *args)
+{
+	struct smtp_addr addr;
+	struct smtp_param params[SMTP_PARAMS_MAX];
+	size_t nparams = 0;
+
+	enum smtp_addr_result r = smtp_addr_parse_arg(args, true, &addr, params, &nparams);
+	if (r != SMTP_ADDR_OK) {
+		smtp_reply(s, "%s", smtp_addr_error(r, true));
+		smtp_error(s);
+		return;
+	}
+	if (nparams > 0) {
+		smtp_reply(s, "555 5.5.4 Unsupported parameter %s", params[0].keyword);
+		smtp_error(s);
+	} else if (addr.utf8 && !s->txn.smtputf8) {
+		smtp_reply(s, "553 5.6.7 Non-ASCII recipient address requires SMTPUTF8");
+		smtp_error(s);
+	} else if (s->txn.nrcpt_cmds >= s->srv->limits.recipients) {
+		/* RFC 5321 §4.5.3.1.10: a temporary error for the extra ones */
+		smtp_reply(s, "452 4.5.3 Too many recipients");
+	} else {
+		smtp_rcpt_decide(s, &addr);
+	}
+	smtp_addr_clear(&addr);
+	smtp_params_clear(params, nparams);
+}
+
+/* ---- DATA --------------------------------------------------------------- */
+
+static void smtp_rfc5322_date(char *out, size_t outsz)
+{
+	time_t now = time(NULL);
+	struct tm tm;
+	localtime_r(&now, &tm);
+	static const char *const days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+	static const char *const months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+					     "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+	long off = tm.tm_gmtoff / 60;
+	char sign = off < 0 ? '-' : '+';
+	if (off < 0)
+		off = -off;
+	snprintf(out, outsz, "%s, %d %s %d %02d:%02d:%02d %c%02ld%02ld", days[tm.tm_wday],
+		 tm.tm_mday, months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec,
+		 sign, off / 60, off % 60);
+}
+
+/* RFC 5321 §4.4 trace header; "with" per RFC 3848. */
+static char *smtp_received_header(const struct smtp_session *s, const char *id)
+{
+	char date[64];
+	smtp_rfc5322_date(date, sizeof date);
+	const char *with = s->esmtp ? (s->tls_active ? (s->auth_user ? "ESMTPSA" : "ESMTPS")
+						     : (s->auth_user ? "ESMTPA" : "ESMTP"))
+				    : "SMTP";
+	char forpart[SMTP_PATH_MAX + 16] = "";
+	if (s->txn.nrcpt_cmds == 1)
+		snprintf(forpart, sizeof forpart, "\r\n\tfor <%s>", s->txn.first_rcpt);
+	return xasprintf("Received: from %s (unknown [%s])\r\n"
+			 "\tby %s (posthorn) with %s id %s%s;\r\n\t%s\r\n",
+			 s->helo, s->client, s->srv->hostname, with, id, forpart, date);
+}
+
+static void smtp_cmd_data(struct smtp_session *s, char *args)
+{
+	if (*args) {
+		smtp_reply(s, "501 5.5.4 Syntax: DATA");
+		smtp_error(s);
+		return;
+	}
+	struct spool_envelope env = {
+		.sender = s->txn.sender,
+		.rcpts = s->txn.rcpts,
+		.nrcpts = s->txn.nrcpts,
+		.arrival = time(NULL),
+		.client = s->client,
+		.helo = s->helo,
+		.auth_user = s->auth_user,
+	};
+	s->msg = spool_msg_begin(s->rt->spool, &env);
+	if (!s->msg) {
+		int err = errno;
+		log_err("event=spool-error session=%s error=\"%s\"", s->sid, strerror(err));
+		if (err == ENOSPC || err == EDQUOT)
+			smtp_reply(s, "452 4.3.1 Insufficient system storage");
+		else
+			smtp_reply(s, "451 4.3.0 Local error in processing");
+		return;
+	}
+	memcpy(s->msg_id, env.id, sizeof s->msg_id);
+	s->spool_err = 0;
+	char *received = smtp_received_header(s, env.id);
+	int w = spool_msg_write(s->msg, received, strlen(received));
+	free(received);
+	if (w < 0) {
+		spool_msg_abort(s->msg);
+		s->msg = NULL;
+		smtp_reply(s, "451 4.3.0 Local error in processing");
+		return;
+	}
+	smtp_data_begin(&s->data, s->srv->limits.message_size);
+	smtp_enter_state(s, SMTP_DATA);
+	smtp_reply(s, "354 End data with <CR><LF>.<CR><LF>");
+}
+
+static void smtp_data_store(struct smtp_session *s, const char *text, size_t len)
+{
+	if (!text || !s->msg || s->spool_err)
+		return;
+	if (spool_msg_write(s->msg, text, len) < 0 || spool_msg_write(s->msg, "\r\n", 2) < 0)
+		s->spool_err = errno ? errno : EIO;
+}
+
+static void smtp_data_reply_refusal(struct smtp_session *s, unsigned flags, int spool_err)
+{
+	if (flags & SMTP_DATA_TOO_BIG)
+		smtp_reply(s, "552 5.3.4 Message size exceeds fixed maximum message size");
+	else if (flags & SMTP_DATA_LONG_LINE)
+		smtp_reply(s, "554 5.6.0 Message text line too long (RFC 5321 section 4.5.3.1.6)");
+	else if (flags & SMTP_DATA_BARE_EOL)
+		smtp_reply(s, "550 5.6.0 Bare CR or LF in message text (RFC 5321 section 2.3.8)");
+	else if (flags & SMTP_DATA_NUL)
+		smtp_reply(s, "550 5.6.0 NUL character in message text");
+	else if (spool_err == ENOSPC || spool_err == EDQUOT)
+		smtp_reply(s, "452 4.3.1 Insufficient system storage");
+	else
+		smtp_reply(s, "451 4.3.0 Local error in processing");
+}
+
+static const char *smtp_refusal_reason(unsigned flags)
+{
+	if (flags & SMTP_DATA_TOO_BIG)
+		return "size";
+	if (flags & SMTP_DATA_LONG_LINE)
+		return "long-line";
+	if (flags & SMTP_DATA_BARE_EOL)
+		return "bare-cr-lf";
+	if (flags & SMTP_DATA_NUL)
+		return "nul";
+	return "spool-error";
+}
+
+static void smtp_free(struct smtp_session *s);
+static void smtp_process_input(struct smtp_session *s);
+
+static void smtp_log_accepted(const struct smtp_session *s)
+{
+	char from[LOG_VALUE_MAX], to[LOG_VALUE_MAX * 2], esc[LOG_VALUE_MAX];
+	log_escape(from, sizeof from, s->txn.sender, strlen(s->txn.sender));
+	size_t o = 0;
+	to[0] = '\0';
+	for (size_t i = 0; i < s->txn.nrcpts && o + 8 < sizeof to; i++) {
+		const char *a = s->txn.rcpts[i].address;
+		log_escape(esc, sizeof esc, a, strlen(a));
+		int n = snprintf(to + o, sizeof to - o, "%s<%s>", i ? "," : "", esc);
+		if (n < 0 || (size_t)n >= sizeof to - o)
+			break;
+		o += (size_t)n;
+	}
+	log_info("event=accepted session=%s server=%s client=%s id=%s size=%llu from=<%s> "
+		 "nrcpt=%zu to=%s", s->sid, s->srv->name, s->client, s->msg_id,
+		 (unsigned long long)s->msg_size, from, s->txn.nrcpts, to);
+}
+
+/* The spool has the message on stable storage (err == 0), or failed. */
+static void smtp_committed(void *arg, int err)
+{
+	struct smtp_session *s = arg;
+	s->committing = false;
+	if (!err) {
+		smtp_log_accepted(s);
+		delivery_enqueue(s->msg_id);
+	} else {
+		log_err("event=spool-error session=%s id=%s error=\"%s\"", s->sid, s->msg_id,
+			strerror(err));
+	}
+	if (s->dead) {
+		/* The client left before the reply: it never saw a 250, but the
+		 * message is safe and will be delivered (a duplicate is possible
+		 * if it sends again; a loss is not, RFC 5321 §6.1). */
+		smtp_free(s);
+		return;
+	}
+	if (err)
+		smtp_data_reply_refusal(s, 0, err);
+	else
+		smtp_reply(s, "250 2.0.0 Ok: queued as %s", s->msg_id);
+	smtp_txn_reset(s);
+	smtp_enter_state(s, SMTP_READY);
+	smtp_process_input(s); /* pipelined commands waiting behind DATA */
+}
+
+static void smtp_data_end(struct smtp_session *s)
+{
+	unsigned flags = s->data.flags;
+	if (flags || s->spool_err) {
+		log_info("event=reject session=%s server=%s client=%s reason=%s", s->sid,
+			 s->srv->name, s->client, smtp_refusal_reason(flags));
+		smtp_data_reply_refusal(s, flags, s->spool_err);
+		smtp_txn_reset(s);
+		return;
+	}
+	struct spool_msg *m = s->msg;
+	s->msg = NULL;
+	s->msg_size = (uint64_t)spool_msg_size(m);
+	s->committing = true;
+	spool_msg_commit(m, smtp_committed, s);
+}
+
+static void smtp_data_line_in(struct smtp_session *s, const struct linebuf_line *l)
+{
+	const char *text;
+	size_t len;
+	if (smtp_data_line(&s->data, l, &text, &len) == SMTP_DATA_END)
+		smtp_data_end(s);
+	else
+		smtp_data_store(s, text, len);
+}
+
+/* ---- input loop and connection events -------------------------------- */
+
+static void smtp_process_input(struct smtp_session *s)
+{
+	/* one line buffer for all sessions: lines are handled before the
+	 * next is read, and the loop is single-threaded */
+	static char line[LINE_MAX_ANY + 1];
+
+	if (s->in_process || !s->bev)
+		return;
+	s->in_process = true;
+	struct evbuffer *in = bufferevent_get_input(s->bev);
+	struct evbuffer *out = bufferevent_get_output(s->bev);
+	while (s->state != SMTP_CLOSING && !s->committing) {
+		if (evbuffer_get_length(out) > SMTP_OUTPUT_MAX) {
+			s->output_blocked = true; /* resumed by smtp_write_cb */
+			break;
+		}
+		size_t limit = s->state == SMTP_DATA ? LINE_MAX_TEXT : LINE_MAX_ANY;
+		struct linebuf_line l;
+		enum linebuf_status st = linebuf_get(&s->lb, in, limit, line, sizeof line, &l);
+		if (st == LINEBUF_NEED_MORE)
+			break;
+		if (st == LINEBUF_TOO_LONG) {
+			if (s->state == SMTP_DATA) {
+				smtp_data_long_line(&s->data);
+			} else {
+				smtp_reply(s, "500 5.5.2 Error: line too long");
+				smtp_error(s);
+			}
+			continue;
+		}
+		if (s->state == SMTP_DATA)
+			smtp_data_line_in(s, &l);
+		else
+			smtp_command(s, &l);
+	}
+	s->in_process = false;
+}
+
+static void smtp_read_cb(struct bufferevent *bev, void *arg)
+{
+	smtp_process_input(arg);
+}
+
+static void smtp_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct smtp_session *s = arg;
+	if (s->state == SMTP_CLOSING) {
+		smtp_free(s);
+		return;
+	}
+	if (s->output_blocked) {
+		s->output_blocked = false;
+		smtp_process_input(s);
+	}
+}
+
+static void smtp_teardown(struct smtp_session *s)
+{
+	if (s->committing) {
+		/* the spool still calls back with this session: release the
+		 * connection now, the memory in smtp_committed() */
+		s->dead = true;
+		bufferevent_free(s->bev);
+		s->bev = NULL;
+		return;
+	}
+	smtp_free(s);
+}
+
+static void smtp_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct smtp_session *s = arg;
+	if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) && s->state != SMTP_CLOSING) {
+		log_info("event=timeout session=%s server=%s client=%s state=%s", s->sid,
+			 s->srv->name, s->client, smtp_state_name(s->state));
+		smtp_reply(s, "421 4.4.2 %s Error: timeout exceeded", s->srv->hostname);
+		smtp_close_after_flush(s);
+		return;
+	}
+	if (what & BEV_EVENT_ERROR)
+		log_debug("event=socket-error session=%s error=\"%s\"", s->sid,
+			  evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+	smtp_teardown(s);
+}
+
+static void smtp_free(struct smtp_session *s)
+{
+	log_info("event=disconnect session=%s server=%s client=%s", s->sid, s->srv->name,
+		 s->client);
+	smtp_txn_reset(s);
+	free(s->helo);
+	free(s->auth_user);
+	if (s->bev)
+		bufferevent_free(s->bev);
+	server_conn_closed(s->conn);
+	runtime_unref(s->rt);
+	free(s);
+}
+
+/* Daemon shutdown: a last word to the client, then close (RFC 5321
+ * §3.8: 421 when the service is closing). */
+static void smtp_shutdown(struct server_conn *c)
+{
+	struct smtp_session *s = c->session;
+	if (s->bev && s->state != SMTP_CLOSING) {
+		smtp_reply(s, "421 4.3.2 %s Service shutting down", s->srv->hostname);
+		evbuffer_write(bufferevent_get_output(s->bev), bufferevent_getfd(s->bev));
+	}
+	if (s->committing)
+		s->dead = true;
+	else
+		smtp_free(s);
+}
+
+void smtp_session_start(struct runtime *rt, const struct conf_server *srv, int fd,
+			const struct sockaddr *peer, socklen_t peerlen, struct server_conn *conn)
+{
+	static unsigned long long counter;
+	struct smtp_session *s = xcalloc(1, sizeof *s);
+	s->rt = runtime_ref(rt);
+	s->srv = srv;
+	s->conn = conn;
+	conn->session = s;
+	conn->shutdown = smtp_shutdown;
+	if (counter == 0)
+		counter = ((unsigned long long)time(NULL) & 0xffffff) << 20;
+	snprintf(s->sid, sizeof s->sid, "%llx", ++counter);
+	server_addr_text(peer, s->client, sizeof s->client);
+
+	s->bev = bufferevent_socket_new(rt->base, fd, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+	if (!s->bev)
+		fatal("bufferevent_socket_new failed");
+	bufferevent_setcb(s->bev, smtp_read_cb, smtp_write_cb, smtp_event_cb, s);
+	bufferevent_setwatermark(s->bev, EV_READ, 0, SMTP_INPUT_MAX);
+	struct timeval tv = {.tv_sec = srv->limits.timeout};
+	bufferevent_set_timeouts(s->bev, &tv, &tv);
+	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+
+	s->state = SMTP_INIT;
+	log_info("event=connect session=%s server=%s client=%s", s->sid, srv->name, s->client);
+	smtp_reply(s, "220 %s ESMTP posthorn", srv->hostname);
+}

@@ -1,0 +1,217 @@
+/* Unit tests of smtp_data: end of data, dot-unstuffing, bare CR/LF
+ * (SMTP smuggling), size and long lines. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <event2/buffer.h>
+
+#include "linebuf.h"
+#include "smtp_data.h"
+
+/* Feed raw bytes through the real line reader into smtp_data; collect the
+ * stored text (with CRLF after each line) and whether the end was seen. */
+struct feed {
+	char stored[8192];
+	size_t stored_len;
+	int ended;
+	size_t consumed_after_end; /* bytes left in the buffer after the end */
+};
+
+static void feed(struct smtp_data *d, const char *bytes, size_t n, struct feed *f)
+{
+	struct evbuffer *in = evbuffer_new();
+	struct linebuf lb = {0};
+	char line[LINE_MAX_TEXT + 1];
+	memset(f, 0, sizeof *f);
+	evbuffer_add(in, bytes, n);
+	for (;;) {
+		struct linebuf_line l;
+		enum linebuf_status st = linebuf_get(&lb, in, LINE_MAX_TEXT, line, sizeof line, &l);
+		if (st == LINEBUF_NEED_MORE)
+			break;
+		if (st == LINEBUF_TOO_LONG) {
+			smtp_data_long_line(d);
+			continue;
+		}
+		const char *text;
+		size_t len;
+		if (smtp_data_line(d, &l, &text, &len) == SMTP_DATA_END) {
+			f->ended = 1;
+			break;
+		}
+		if (text) {
+			memcpy(f->stored + f->stored_len, text, len);
+			f->stored_len += len;
+			memcpy(f->stored + f->stored_len, "\r\n", 2);
+			f->stored_len += 2;
+		}
+	}
+	f->consumed_after_end = evbuffer_get_length(in);
+	evbuffer_free(in);
+}
+
+static void test_plain_message_ends_at_crlf_dot_crlf(void **state)
+{
+	struct smtp_data d;
+	struct feed f;
+	const char msg[] = "Subject: x\r\n\r\nhello\r\n.\r\nQUIT\r\n";
+	smtp_data_begin(&d, 1000000);
+	feed(&d, msg, sizeof msg - 1, &f);
+	assert_true(f.ended);
+	assert_int_equal(d.flags, 0);
+	assert_int_equal(f.stored_len, strlen("Subject: x\r\n\r\nhello\r\n"));
+	assert_memory_equal(f.stored, "Subject: x\r\n\r\nhello\r\n", f.stored_len);
+	assert_int_equal(f.consumed_after_end, strlen("QUIT\r\n"));
+}
+
+static void test_dot_unstuffing(void **state)
+{
+	struct smtp_data d;
+	struct feed f;
+	const char msg[] = "..x\r\n.\t\r\n...\r\n..\r\n.\r\n";
+	smtp_data_begin(&d, 1000000);
+	feed(&d, msg, sizeof msg - 1, &f);
+	assert_true(f.ended);
+	assert_int_equal(d.flags, 0);
+	const char want[] = ".x\r\n\t\r\n..\r\n.\r\n";
+	assert_int_equal(f.stored_len, sizeof want - 1);
+	assert_memory_equal(f.stored, want, sizeof want - 1);
+}
+
+static void test_empty_message(void **state)
+{
+	struct smtp_data d;
+	struct feed f;
+	smtp_data_begin(&d, 10);
+	feed(&d, ".\r\n", 3, &f);
+	assert_true(f.ended);
+	assert_int_equal(f.stored_len, 0);
+	assert_int_equal(d.size, 0);
+}
+
+static void test_lf_dot_lf_is_not_the_end(void **state)
+{
+	/* the smuggling pattern: "\n.\n" then a second transaction */
+	struct smtp_data d;
+	struct feed f;
+	const char msg[] = "a\r\nb\n.\nMAIL FROM:<evil@x>\r\nRCPT TO:<v@y>\r\nDATA\r\nsmuggled\r\n";
+	smtp_data_begin(&d, 1000000);
+	feed(&d, msg, sizeof msg - 1, &f);
+	assert_false(f.ended);
+	assert_true(d.flags & SMTP_DATA_BARE_EOL);
+}
+
+static void test_crlf_dot_lf_is_not_the_end(void **state)
+{
+	struct smtp_data d;
+	struct feed f;
+	const char msg[] = "a\r\n.\nMAIL FROM:<evil@x>\r\n";
+	smtp_data_begin(&d, 1000000);
+	feed(&d, msg, sizeof msg - 1, &f);
+	assert_false(f.ended);
+	assert_true(d.flags & SMTP_DATA_BARE_EOL);
+}
+
+static void test_lf_dot_crlf_is_not_the_end(void **state)
+{
+	/* a dot line after a bare LF: the preceding <CRLF> is missing */
+	struct smtp_data d;
+	struct feed f;
+	const char msg[] = "a\n.\r\nMAIL FROM:<evil@x>\r\n";
+	smtp_data_begin(&d, 1000000);
+	feed(&d, msg, sizeof msg - 1, &f);
+	assert_false(f.ended);
+	assert_true(d.flags & SMTP_DATA_BARE_EOL);
+	/* and the real end still works afterwards */
+	const char rest[] = "x\r\n.\r\n";
+	feed(&d, rest, sizeof rest - 1, &f);
+	assert_true(f.ended);
+}
+
+static void test_bare_cr_flagged(void **state)
+{
+	struct smtp_data d;
+	struct feed f;
+	const char msg[] = "a\rb\r\n.\r\n";
+	smtp_data_begin(&d, 1000000);
+	feed(&d, msg, sizeof msg - 1, &f);
+	assert_true(f.ended);
+	assert_true(d.flags & SMTP_DATA_BARE_EOL);
+	assert_int_equal(f.stored_len, 0); /* refused text is not stored */
+}
+
+static void test_nul_flagged(void **state)
+{
+	struct smtp_data d;
+	struct feed f;
+	const char msg[] = "a\0b\r\n.\r\n";
+	smtp_data_begin(&d, 1000000);
+	feed(&d, msg, sizeof msg - 1, &f);
+	assert_true(f.ended);
+	assert_true(d.flags & SMTP_DATA_NUL);
+}
+
+static void test_size_limit(void **state)
+{
+	struct smtp_data d;
+	struct feed f;
+	const char msg[] = "12345678\r\n12345678\r\n.\r\n"; /* 20 octets */
+	smtp_data_begin(&d, 20);
+	feed(&d, msg, sizeof msg - 1, &f);
+	assert_true(f.ended);
+	assert_int_equal(d.flags, 0);
+	assert_int_equal(d.size, 20);
+	smtp_data_begin(&d, 19);
+	feed(&d, msg, sizeof msg - 1, &f);
+	assert_true(f.ended);
+	assert_true(d.flags & SMTP_DATA_TOO_BIG);
+}
+
+static void test_long_line_flagged_and_end_still_found(void **state)
+{
+	struct smtp_data d;
+	struct feed f;
+	static char msg[3000];
+	memset(msg, 'x', 1500);
+	memcpy(msg + 1500, "\r\nok\r\n.\r\n", 9);
+	smtp_data_begin(&d, 1000000);
+	feed(&d, msg, 1509, &f);
+	assert_true(f.ended);
+	assert_true(d.flags & SMTP_DATA_LONG_LINE);
+}
+
+static void test_line_of_exactly_1000_octets_accepted(void **state)
+{
+	struct smtp_data d;
+	struct feed f;
+	static char msg[1100];
+	memset(msg, 'y', 998);
+	memcpy(msg + 998, "\r\n.\r\n", 5);
+	smtp_data_begin(&d, 1000000);
+	feed(&d, msg, 1003, &f);
+	assert_true(f.ended);
+	assert_int_equal(d.flags, 0);
+	assert_int_equal(f.stored_len, 1000);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_plain_message_ends_at_crlf_dot_crlf),
+		cmocka_unit_test(test_dot_unstuffing),
+		cmocka_unit_test(test_empty_message),
+		cmocka_unit_test(test_lf_dot_lf_is_not_the_end),
+		cmocka_unit_test(test_crlf_dot_lf_is_not_the_end),
+		cmocka_unit_test(test_lf_dot_crlf_is_not_the_end),
+		cmocka_unit_test(test_bare_cr_flagged),
+		cmocka_unit_test(test_nul_flagged),
+		cmocka_unit_test(test_size_limit),
+		cmocka_unit_test(test_long_line_flagged_and_end_still_found),
+		cmocka_unit_test(test_line_of_exactly_1000_octets_accepted),
+	};
+	return cmocka_run_group_tests_name("smtp_data", tests, NULL, NULL);
+}
