@@ -7,14 +7,26 @@
 
 #include "util.h"
 
-/* Position of the first LF within the first `within` bytes, or -1. */
+/* Position of the first LF in [from, within), or -1. */
+static ssize_t find_lf_from(struct evbuffer *in, size_t from, size_t within)
+{
+	struct evbuffer_ptr start, end;
+	if (from >= within || evbuffer_ptr_set(in, &start, from, EVBUFFER_PTR_SET) < 0 ||
+	    evbuffer_ptr_set(in, &end, within, EVBUFFER_PTR_SET) < 0)
+		return -1;
+	struct evbuffer_ptr p = evbuffer_search_range(in, "\n", 1, &start, &end);
+	return p.pos;
+}
+
 static ssize_t find_lf(struct evbuffer *in, size_t within)
 {
-	struct evbuffer_ptr end;
-	if (evbuffer_ptr_set(in, &end, within, EVBUFFER_PTR_SET) < 0)
-		return -1;
-	struct evbuffer_ptr p = evbuffer_search_range(in, "\n", 1, NULL, &end);
-	return p.pos;
+	return find_lf_from(in, 0, within);
+}
+
+void linebuf_reset(struct linebuf *lb)
+{
+	lb->discarding = false;
+	lb->scanned = 0;
 }
 
 static void classify(struct linebuf_line *line, char *s, size_t n_with_lf)
@@ -50,10 +62,16 @@ enum linebuf_status linebuf_get(struct linebuf *lb, struct evbuffer *in, size_t 
 
 	size_t avail = evbuffer_get_length(in);
 	size_t within = avail < limit ? avail : limit;
-	ssize_t lf = find_lf(in, within);
+	/* a client sending a byte at a time must not make us rescan the
+	 * whole partial line each time */
+	if (lb->scanned > within)
+		lb->scanned = 0;
+	ssize_t lf = find_lf_from(in, lb->scanned, within);
 	if (lf < 0) {
+		lb->scanned = within;
 		if (avail < limit)
 			return LINEBUF_NEED_MORE;
+		lb->scanned = 0;
 		/* limit bytes and no line end: too long.  Drop what we have and
 		 * everything up to the next LF. */
 		lb->discarding = true;
@@ -66,6 +84,7 @@ enum linebuf_status linebuf_get(struct linebuf *lb, struct evbuffer *in, size_t 
 		}
 		return LINEBUF_TOO_LONG;
 	}
+	lb->scanned = 0;
 	size_t n = (size_t)lf + 1;
 	if (evbuffer_remove(in, storage, n) != (int)n)
 		fatal("linebuf_get: evbuffer_remove failed");

@@ -28,6 +28,7 @@ enum linebuf_status {
 
 struct linebuf {
 	bool discarding;        /* inside an over-long line, dropping to LF */
+	size_t scanned;         /* head bytes already searched for LF in vain */
 };
 
 struct linebuf_line {
@@ -45,5 +46,9 @@ struct linebuf_line {
  * bytes on their account. */
 enum linebuf_status linebuf_get(struct linebuf *lb, struct evbuffer *in, size_t limit,
 				char *storage, size_t storage_size, struct linebuf_line *line);
+
+/* Forget what was learnt about the buffer: call after draining it by
+ * other means (STARTTLS throws away pipelined plaintext). */
+void linebuf_reset(struct linebuf *lb);
 
 #endif

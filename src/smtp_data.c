@@ -47,6 +47,8 @@ enum smtp_data_result smtp_data_line(struct smtp_data *d, const struct linebuf_l
 		t++;
 		n--;
 	}
+	if (n + 2 > LINE_MAX_TEXT) /* counted without the stuffing dot */
+		d->flags |= SMTP_DATA_LONG_LINE;
 	d->size += n + 2;
 	if (d->size > d->limit)
 		d->flags |= SMTP_DATA_TOO_BIG;

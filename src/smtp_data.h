@@ -9,7 +9,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "linebuf.h"
+
 struct linebuf_line;
+
+/* What the line reader must allow in DATA: a 1000-octet text line
+ * (§4.5.3.1.6) plus the dot that transparency may add before it. */
+#define SMTP_DATA_READ_MAX (LINE_MAX_TEXT + 1)
 
 enum smtp_data_flag {
 	SMTP_DATA_BARE_EOL = 1u << 0,  /* a bare CR or LF somewhere */

@@ -792,7 +792,7 @@ static void smtp_process_input(struct smtp_session *s)
 			s->output_blocked = true; /* resumed by smtp_write_cb */
 			break;
 		}
-		size_t limit = s->state == SMTP_DATA ? LINE_MAX_TEXT : LINE_MAX_ANY;
+		size_t limit = s->state == SMTP_DATA ? SMTP_DATA_READ_MAX : LINE_MAX_ANY;
 		struct linebuf_line l;
 		enum linebuf_status st = linebuf_get(&s->lb, in, limit, line, sizeof line, &l);
 		if (st == LINEBUF_NEED_MORE)

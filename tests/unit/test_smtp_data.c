@@ -25,12 +25,12 @@ static void feed(struct smtp_data *d, const char *bytes, size_t n, struct feed *
 {
 	struct evbuffer *in = evbuffer_new();
 	struct linebuf lb = {0};
-	char line[LINE_MAX_TEXT + 1];
+	char line[SMTP_DATA_READ_MAX + 1];
 	memset(f, 0, sizeof *f);
 	evbuffer_add(in, bytes, n);
 	for (;;) {
 		struct linebuf_line l;
-		enum linebuf_status st = linebuf_get(&lb, in, LINE_MAX_TEXT, line, sizeof line, &l);
+		enum linebuf_status st = linebuf_get(&lb, in, SMTP_DATA_READ_MAX, line, sizeof line, &l);
 		if (st == LINEBUF_NEED_MORE)
 			break;
 		if (st == LINEBUF_TOO_LONG) {
@@ -198,6 +198,35 @@ static void test_line_of_exactly_1000_octets_accepted(void **state)
 	assert_int_equal(f.stored_len, 1000);
 }
 
+static void test_stuffed_line_of_1001_octets_accepted(void **state)
+{
+	/* RFC 5321 §4.5.3.1.6: the limit does not count the stuffing dot */
+	struct smtp_data d;
+	struct feed f;
+	static char msg[1100];
+	msg[0] = '.';
+	memset(msg + 1, '.', 998);
+	memcpy(msg + 999, "\r\n.\r\n", 5);
+	smtp_data_begin(&d, 1000000);
+	feed(&d, msg, 1004, &f);
+	assert_true(f.ended);
+	assert_int_equal(d.flags, 0);
+	assert_int_equal(f.stored_len, 1000);
+}
+
+static void test_unstuffed_line_of_1001_octets_refused(void **state)
+{
+	struct smtp_data d;
+	struct feed f;
+	static char msg[1100];
+	memset(msg, 'z', 999);
+	memcpy(msg + 999, "\r\n.\r\n", 5);
+	smtp_data_begin(&d, 1000000);
+	feed(&d, msg, 1004, &f);
+	assert_true(f.ended);
+	assert_true(d.flags & SMTP_DATA_LONG_LINE);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -212,6 +241,8 @@ int main(void)
 		cmocka_unit_test(test_size_limit),
 		cmocka_unit_test(test_long_line_flagged_and_end_still_found),
 		cmocka_unit_test(test_line_of_exactly_1000_octets_accepted),
+		cmocka_unit_test(test_stuffed_line_of_1001_octets_accepted),
+		cmocka_unit_test(test_unstuffed_line_of_1001_octets_refused),
 	};
 	return cmocka_run_group_tests_name("smtp_data", tests, NULL, NULL);
 }
