@@ -18,9 +18,11 @@ void aliases_free(struct aliases *al);
 const char *const *aliases_lookup(const struct aliases *al, const char *address, size_t *n);
 
 /* Expand address recursively (depth <= 10, loops broken) into final
- * addresses that are not aliases themselves, de-duplicated, lower case.
- * An address that is no alias expands to itself.  The caller frees *out
- * with aliases_free_list().  Returns the count. */
+ * addresses that are not aliases themselves, de-duplicated, lower case,
+ * in breadth-first order.  An address that is no alias expands to itself.
+ * Loops add nothing (a pure loop, or aliases nested deeper than 10, can
+ * expand to nothing: the count is then 0 and *out NULL).  The caller
+ * frees *out with aliases_free_list().  Returns the count. */
 size_t aliases_expand(const struct aliases *al, const char *address, char ***out);
 void aliases_free_list(char **list, size_t n);
 

@@ -491,6 +491,14 @@ static void smtp_rcpt_accept(struct smtp_session *s, const char *address)
 	size_t n;
 	if (s->rt->aliases) {
 		n = aliases_expand(s->rt->aliases, address, &finals);
+		if (n == 0) { /* an alias loop, or nested too deep */
+			aliases_free_list(finals, n);
+			log_warn("event=alias-empty session=%s address=%s", s->sid, address);
+			smtp_reply(s, "550 5.1.1 <%s>: Recipient address rejected: alias leads nowhere",
+				   address);
+			smtp_error(s);
+			return;
+		}
 	} else {
 		finals = xmalloc(sizeof *finals);
 		finals[0] = xstrdup(address);

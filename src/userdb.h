@@ -33,6 +33,19 @@ const struct user_record *userdb_find(const struct userdb *db, const char *addre
 size_t userdb_count(const struct userdb *db);
 const struct user_record *userdb_at(const struct userdb *db, size_t i);
 
+/* RFC 5802 §3: SaltedPassword = PBKDF2-HMAC-SHA-256(password, salt, i),
+ * StoredKey = SHA-256(HMAC(SaltedPassword, "Client Key")), ServerKey =
+ * HMAC(SaltedPassword, "Server Key").  Intermediates are wiped.  0 or -1. */
+int userdb_derive_keys(const char *password, size_t password_len, const uint8_t *salt,
+		       size_t salt_len, unsigned iterations, uint8_t stored_key[USERDB_KEY_LEN],
+		       uint8_t server_key[USERDB_KEY_LEN]);
+
+/* Is address acceptable as a user name (and alias key or target):
+ * dot-atom local part of at most 64 octets without '/' (it names a
+ * Maildir folder), '@', a domain of non-empty labels of letters, digits,
+ * '-' (or UTF-8)?  NULL when it is, else the reason, e.g. "missing '@'". */
+const char *userdb_check_address(const char *address);
+
 /* Derive a record from a password (random salt from the CSPRNG). */
 int userdb_make_record(const char *address, const char *password, size_t password_len,
 		       unsigned iterations, struct user_record *out);
