@@ -12,7 +12,7 @@ struct spool;
 /* Deliver one copy: prepend "Return-Path: <sender>" and
  * "Delivered-To: <address>", copy len bytes from fd at offset into a new
  * file in <mailboxes>/<domain>/<local>/tmp, fsync, rename into new/ under
- * a unique name (time.Mmicros_Pid_Rseq.host,S=size), fsync new/.
+ * a unique name (time.M<usec>P<pid>Q<seq>R<random>.host,S=size), fsync new/.
  * Folders are created on demand (mode 0700).  0, or -1 with a reason in
  * err. */
 int maildir_deliver(const char *mailboxes, const char *address, const char *sender,
@@ -26,7 +26,7 @@ char *maildir_path(const char *mailboxes, const char *address);
 /* Start the delivery worker thread.  It delivers each ID given to
  * delivery_enqueue(): local recipients to Maildir, marks them done, removes
  * the message when nothing is left; a failed delivery is retried with
- * back-off.  Logs one line per attempt. */
+ * back-off.  Logs one line per attempt.  -1 with errno (EBUSY: running). */
 int delivery_start(struct spool *sp, const char *mailboxes);
 /* Thread-safe; the ID is copied. */
 void delivery_enqueue(const char *id);

@@ -1,0 +1,1009 @@
+/* spool: the durable queue (SPEC.md §5).  One file per message, written in
+ * tmp/, fsynced and renamed into queue/; delivered recipients appended to
+ * queue/ID.done.  Envelope values are xtext (RFC 3461 §4).
+ *
+ * Envelope lines, in this order, after "posthorn-spool 1":
+ *   id ID
+ *   arrival UNIXTIME
+ *   sender XTEXT            the null sender <> is the empty xtext: "sender "
+ *   client XTEXT            may be empty
+ *   helo XTEXT              optional
+ *   auth XTEXT              optional
+ *   rcpt local|remote XTEXT(address) XTEXT(orig)   one or more
+ * then an empty line and the message.  The reader is strict: any other line,
+ * a missing or repeated key, or a bad xtext makes the file malformed. */
+#include "spool.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/rand.h>
+
+#include "log.h"
+#include "util.h"
+
+enum {
+	SPOOL_BUF_SIZE = 64 * 1024,     /* write buffer of a message being received */
+	SPOOL_LINE_MAX = 16 * 1024,     /* longest envelope line, LF included */
+	SPOOL_DONE_LINE_MAX = 32,       /* longest .done record, LF included */
+	SPOOL_ID_TIME_CHARS = 11,       /* 55 bits of microseconds: past the year 3000 */
+	SPOOL_ID_SEQ_CHARS = 4,         /* 20 bits of a per-process counter */
+	SPOOL_ID_RAND_CHARS = 6,        /* 30 bits of randomness */
+	SPOOL_ID_LEN = SPOOL_ID_TIME_CHARS + SPOOL_ID_SEQ_CHARS + SPOOL_ID_RAND_CHARS,
+};
+
+_Static_assert((int)SPOOL_ID_LEN < (int)SPOOL_ID_SIZE, "spool ID does not fit SPOOL_ID_SIZE");
+
+static const char spool_magic[] = "posthorn-spool 1";
+static const char spool_done_suffix[] = ".done";
+
+/* Crockford's base-32 alphabet: ascending in ASCII, so IDs sort as numbers. */
+static const char spool_b32[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+struct spool {
+	char *dir;
+	char *tmpdir;
+	char *queuedir;
+};
+
+struct spool_msg {
+	struct spool *sp;
+	char id[SPOOL_ID_SIZE];
+	char *tmppath;
+	int fd;
+	int err;                /* errno of the first failed write; sticky */
+	char *buf;
+	size_t buflen;
+	off_t size;             /* message bytes written, envelope excluded */
+};
+
+/* ---- IDs ---------------------------------------------------------------- */
+
+static pthread_mutex_t spool_id_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t spool_id_last_us;
+static uint32_t spool_id_seq;
+
+static void spool_b32_put(char *out, size_t nchars, uint64_t v)
+{
+	for (size_t i = nchars; i-- > 0;) {
+		out[i] = spool_b32[v & 31];
+		v >>= 5;
+	}
+}
+
+/* Microseconds since the epoch, strictly increasing within this process so
+ * that IDs made here are unique and ordered even if the clock steps back. */
+static uint64_t spool_id_clock(uint32_t *seq)
+{
+	struct timespec ts;
+	if (clock_gettime(CLOCK_REALTIME, &ts) < 0)
+		fatal("clock_gettime: %s", strerror(errno));
+	uint64_t us = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+	pthread_mutex_lock(&spool_id_lock);
+	if (us <= spool_id_last_us)
+		us = spool_id_last_us + 1;
+	spool_id_last_us = us;
+	*seq = spool_id_seq++;
+	pthread_mutex_unlock(&spool_id_lock);
+	return us;
+}
+
+void spool_new_id(char id[SPOOL_ID_SIZE])
+{
+	uint32_t seq;
+	uint64_t us = spool_id_clock(&seq);
+	unsigned char rnd[4];
+	if (RAND_bytes(rnd, sizeof rnd) != 1)
+		fatal("spool: no random bytes for a queue ID");
+	uint32_t r = (uint32_t)rnd[0] << 24 | (uint32_t)rnd[1] << 16 | (uint32_t)rnd[2] << 8 | rnd[3];
+	spool_b32_put(id, SPOOL_ID_TIME_CHARS, us);
+	spool_b32_put(id + SPOOL_ID_TIME_CHARS, SPOOL_ID_SEQ_CHARS, seq);
+	spool_b32_put(id + SPOOL_ID_TIME_CHARS + SPOOL_ID_SEQ_CHARS, SPOOL_ID_RAND_CHARS, r);
+	id[SPOOL_ID_LEN] = '\0';
+}
+
+/* A name that can be an ID: this keeps paths built from IDs inside queue/. */
+static bool spool_id_valid(const char *id)
+{
+	size_t n = strlen(id);
+	if (n == 0 || n >= SPOOL_ID_SIZE)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = id[i];
+		if (!((c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z')))
+			return false;
+	}
+	return true;
+}
+
+/* ---- xtext (RFC 3461 §4) ------------------------------------------------ */
+
+static bool spool_xtext_plain(unsigned char c)
+{
+	return c >= 33 && c <= 126 && c != '+' && c != '=';
+}
+
+/* RFC 3461: "+" followed by two upper case hexadecimal digits. */
+static int spool_xtext_hex(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+char *spool_xtext_encode(const char *s)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t n = strlen(s);
+	if (n > (SIZE_MAX - 1) / 3)
+		fatal("spool_xtext_encode: string too long");
+	char *out = xmalloc(n * 3 + 1);
+	size_t o = 0;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (spool_xtext_plain(c)) {
+			out[o++] = (char)c;
+		} else {
+			out[o++] = '+';
+			out[o++] = hex[c >> 4];
+			out[o++] = hex[c & 15];
+		}
+	}
+	out[o] = '\0';
+	return out;
+}
+
+char *spool_xtext_decode(const char *s)
+{
+	size_t n = strlen(s);
+	char *out = xmalloc(n + 1);
+	size_t o = 0;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (spool_xtext_plain(c)) {
+			out[o++] = (char)c;
+			continue;
+		}
+		int hi = c == '+' ? spool_xtext_hex(s[i + 1]) : -1;
+		int lo = hi >= 0 ? spool_xtext_hex(s[i + 2]) : -1;
+		if (lo < 0 || (hi == 0 && lo == 0)) { /* "+00" cannot be a C string */
+			free(out);
+			return NULL;
+		}
+		out[o++] = (char)(hi << 4 | lo);
+		i += 2;
+	}
+	out[o] = '\0';
+	return out;
+}
+
+/* ---- opening ------------------------------------------------------------ */
+
+static char *spool_queue_path(const struct spool *sp, const char *id, const char *suffix)
+{
+	return xasprintf("%s/%s%s", sp->queuedir, id, suffix);
+}
+
+/* mkdir that accepts an existing folder; 1 when it was created. */
+static int spool_mkdir(const char *path)
+{
+	if (mkdir(path, 0700) == 0)
+		return 1;
+	if (errno != EEXIST)
+		return -1;
+	struct stat st;
+	if (stat(path, &st) < 0)
+		return -1;
+	if (!S_ISDIR(st.st_mode)) {
+		errno = ENOTDIR;
+		return -1;
+	}
+	return 0;
+}
+
+/* Messages left in tmp/ were never acknowledged: remove them.  A stray
+ * folder is only reported; any other failure stops spool_open(). */
+static int spool_clean_tmp(const struct spool *sp)
+{
+	DIR *d = opendir(sp->tmpdir);
+	if (!d)
+		return -1;
+	int err = 0;
+	struct dirent *de;
+	while ((errno = 0, de = readdir(d)) != NULL) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		if (unlinkat(dirfd(d), de->d_name, 0) == 0 || errno == ENOENT)
+			continue;
+		int e = errno;
+		char name[LOG_VALUE_MAX];
+		log_warn("event=spool-error dir=%s file=%s reason=\"cannot remove: %s\"",
+			 sp->tmpdir, log_escape(name, sizeof name, de->d_name, strlen(de->d_name)),
+			 strerror(e));
+		if (e != EISDIR && e != EPERM) {
+			err = e;
+			break;
+		}
+	}
+	if (!de && errno != 0)
+		err = errno;
+	closedir(d);
+	errno = err;
+	return err ? -1 : 0;
+}
+
+/* ID.done whose message is gone: spool_remove() was interrupted. */
+static bool spool_done_orphan(DIR *d, const char *name)
+{
+	size_t n = strlen(name), ns = sizeof spool_done_suffix - 1;
+	if (n <= ns || strcmp(name + n - ns, spool_done_suffix) != 0)
+		return false;
+	char id[SPOOL_ID_SIZE];
+	if (n - ns >= sizeof id)
+		return false;
+	memcpy(id, name, n - ns);
+	id[n - ns] = '\0';
+	struct stat st;
+	return spool_id_valid(id) && fstatat(dirfd(d), id, &st, 0) < 0 && errno == ENOENT;
+}
+
+static int spool_clean_orphans(const struct spool *sp)
+{
+	DIR *d = opendir(sp->queuedir);
+	if (!d)
+		return -1;
+	struct dirent *de;
+	while ((errno = 0, de = readdir(d)) != NULL) {
+		if (!spool_done_orphan(d, de->d_name))
+			continue;
+		if (unlinkat(dirfd(d), de->d_name, 0) < 0 && errno != ENOENT)
+			log_warn("event=spool-error dir=%s file=%s reason=\"cannot remove: %s\"",
+				 sp->queuedir, de->d_name, strerror(errno));
+	}
+	int saved = errno;
+	closedir(d);
+	errno = saved;
+	return saved ? -1 : 0;
+}
+
+struct spool *spool_open(const char *dir)
+{
+	if (mkdir_p(dir, 0700) < 0)
+		return NULL;
+	struct spool *sp = xcalloc(1, sizeof *sp);
+	sp->dir = xstrdup(dir);
+	sp->tmpdir = xasprintf("%s/tmp", dir);
+	sp->queuedir = xasprintf("%s/queue", dir);
+	int t = spool_mkdir(sp->tmpdir);
+	int q = t < 0 ? -1 : spool_mkdir(sp->queuedir);
+	bool ok = t >= 0 && q >= 0;
+	if (ok && (t > 0 || q > 0))
+		ok = fsync_dir(sp->dir) == 0;
+	if (ok)
+		ok = spool_clean_tmp(sp) == 0 && spool_clean_orphans(sp) == 0;
+	if (!ok) {
+		int saved = errno;
+		spool_close(sp);
+		errno = saved;
+		return NULL;
+	}
+	return sp;
+}
+
+void spool_close(struct spool *sp)
+{
+	if (!sp)
+		return;
+	free(sp->dir);
+	free(sp->tmpdir);
+	free(sp->queuedir);
+	free(sp);
+}
+
+const char *spool_dir(const struct spool *sp)
+{
+	return sp->dir;
+}
+
+/* ---- writing ------------------------------------------------------------ */
+
+static int spool_msg_flush(struct spool_msg *m)
+{
+	if (m->err) {
+		errno = m->err;
+		return -1;
+	}
+	if (m->buflen == 0)
+		return 0;
+	if (write_all(m->fd, m->buf, m->buflen) < 0) {
+		m->err = errno ? errno : EIO;
+		return -1;
+	}
+	m->buflen = 0;
+	return 0;
+}
+
+static int spool_msg_put(struct spool_msg *m, const void *data, size_t len)
+{
+	const char *p = data;
+	if (m->err) {
+		errno = m->err;
+		return -1;
+	}
+	while (len > 0) {
+		if (m->buflen == SPOOL_BUF_SIZE && spool_msg_flush(m) < 0)
+			return -1;
+		if (m->buflen == 0 && len >= SPOOL_BUF_SIZE) { /* large write: skip the copy */
+			if (write_all(m->fd, p, len) < 0) {
+				m->err = errno ? errno : EIO;
+				return -1;
+			}
+			return 0;
+		}
+		size_t room = SPOOL_BUF_SIZE - m->buflen;
+		size_t k = len < room ? len : room;
+		memcpy(m->buf + m->buflen, p, k);
+		m->buflen += k;
+		p += k;
+		len -= k;
+	}
+	return 0;
+}
+
+/* One envelope line; EINVAL when the reader would refuse it as too long. */
+static int spool_msg_put_line(struct spool_msg *m, char *line)
+{
+	size_t n = strlen(line);
+	int r = -1;
+	if (n + 1 > SPOOL_LINE_MAX)
+		errno = EINVAL;
+	else if (spool_msg_put(m, line, n) == 0)
+		r = spool_msg_put(m, "\n", 1);
+	free(line);
+	return r;
+}
+
+static int spool_msg_put_field(struct spool_msg *m, const char *key, const char *value)
+{
+	char *x = spool_xtext_encode(value);
+	char *line = xasprintf("%s %s", key, x);
+	free(x);
+	return spool_msg_put_line(m, line);
+}
+
+static int spool_msg_put_rcpt(struct spool_msg *m, const struct spool_rcpt *r)
+{
+	if (!r->address || !*r->address) {
+		errno = EINVAL;
+		return -1;
+	}
+	char *a = spool_xtext_encode(r->address);
+	char *o = spool_xtext_encode(r->orig ? r->orig : r->address);
+	char *line = xasprintf("rcpt %s %s %s", r->local ? "local" : "remote", a, o);
+	free(a);
+	free(o);
+	return spool_msg_put_line(m, line);
+}
+
+static int spool_msg_put_envelope(struct spool_msg *m, const struct spool_envelope *env)
+{
+	if (env->nrcpts == 0) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (spool_msg_put_line(m, xstrdup(spool_magic)) < 0 ||
+	    spool_msg_put_line(m, xasprintf("id %s", env->id)) < 0 ||
+	    spool_msg_put_line(m, xasprintf("arrival %lld", (long long)env->arrival)) < 0 ||
+	    spool_msg_put_field(m, "sender", env->sender ? env->sender : "") < 0 ||
+	    spool_msg_put_field(m, "client", env->client ? env->client : "") < 0)
+		return -1;
+	if (env->helo && spool_msg_put_field(m, "helo", env->helo) < 0)
+		return -1;
+	if (env->auth_user && spool_msg_put_field(m, "auth", env->auth_user) < 0)
+		return -1;
+	for (size_t i = 0; i < env->nrcpts; i++)
+		if (spool_msg_put_rcpt(m, &env->rcpts[i]) < 0)
+			return -1;
+	return spool_msg_put(m, "\n", 1);
+}
+
+static void spool_msg_free(struct spool_msg *m)
+{
+	free(m->tmppath);
+	free(m->buf);
+	free(m);
+}
+
+/* Close and unlink the temporary file of a message that failed. */
+static void spool_msg_discard(struct spool_msg *m)
+{
+	if (m->fd >= 0) {
+		close(m->fd); /* the message is thrown away: its close error is moot */
+		m->fd = -1;
+	}
+	if (unlink(m->tmppath) < 0 && errno != ENOENT)
+		log_warn("event=spool-error file=%s reason=\"cannot remove: %s\"", m->tmppath,
+			 strerror(errno));
+}
+
+/* Besides env->id, env->arrival is set to now when the caller left it 0. */
+struct spool_msg *spool_msg_begin(struct spool *sp, struct spool_envelope *env)
+{
+	spool_new_id(env->id);
+	if (env->arrival == 0)
+		env->arrival = time(NULL);
+	struct spool_msg *m = xcalloc(1, sizeof *m);
+	m->sp = sp;
+	memcpy(m->id, env->id, sizeof m->id);
+	m->tmppath = xasprintf("%s/%s", sp->tmpdir, m->id);
+	m->fd = open(m->tmppath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (m->fd < 0) {
+		int saved = errno;
+		spool_msg_free(m);
+		errno = saved;
+		return NULL;
+	}
+	m->buf = xmalloc(SPOOL_BUF_SIZE);
+	if (spool_msg_put_envelope(m, env) < 0) {
+		int saved = errno;
+		spool_msg_discard(m);
+		spool_msg_free(m);
+		errno = saved;
+		return NULL;
+	}
+	return m;
+}
+
+int spool_msg_write(struct spool_msg *m, const void *data, size_t len)
+{
+	if (spool_msg_put(m, data, len) < 0)
+		return -1;
+	m->size += (off_t)len;
+	return 0;
+}
+
+off_t spool_msg_size(const struct spool_msg *m)
+{
+	return m->size;
+}
+
+void spool_msg_abort(struct spool_msg *m)
+{
+	spool_msg_discard(m);
+	spool_msg_free(m);
+}
+
+/* flush, fsync, close, rename into queue/, fsync queue/: 0 or an errno. */
+static int spool_msg_make_durable(struct spool_msg *m)
+{
+	if (spool_msg_flush(m) < 0 || fsync(m->fd) < 0)
+		return errno;
+	int fd = m->fd;
+	m->fd = -1;
+	if (close(fd) < 0)
+		return errno;
+	char *qpath = spool_queue_path(m->sp, m->id, "");
+	if (rename(m->tmppath, qpath) < 0) {
+		int e = errno;
+		free(qpath);
+		return e;
+	}
+	if (fsync_dir(m->sp->queuedir) < 0) {
+		/* not known to be durable, so never acknowledged: take it back */
+		int e = errno;
+		if (unlink(qpath) < 0)
+			log_warn("event=spool-error file=%s reason=\"cannot remove: %s\"", qpath,
+				 strerror(errno));
+		free(qpath);
+		return e;
+	}
+	free(qpath);
+	return 0;
+}
+
+void spool_msg_commit(struct spool_msg *m, spool_commit_cb cb, void *arg)
+{
+	int err = spool_msg_make_durable(m);
+	if (err)
+		spool_msg_discard(m);
+	spool_msg_free(m);
+	cb(arg, err);
+}
+
+/* ---- reading ------------------------------------------------------------ */
+
+enum spool_line_status {
+	SPOOL_LINE_OK,
+	SPOOL_LINE_EOF,         /* clean end of file */
+	SPOOL_LINE_TORN,        /* bytes without a final LF at end of file */
+	SPOOL_LINE_BAD,         /* too long, or a NUL byte */
+	SPOOL_LINE_ERROR,       /* read error, errno set */
+};
+
+/* Read one LF-terminated line into buf (LF removed), never more than size-1
+ * bytes including the LF. */
+static enum spool_line_status spool_get_line(FILE *f, char *buf, size_t size, size_t *len)
+{
+	size_t n = 0;
+	for (;;) {
+		int c = getc(f);
+		if (c == EOF) {
+			if (ferror(f))
+				return SPOOL_LINE_ERROR;
+			*len = n;
+			return n == 0 ? SPOOL_LINE_EOF : SPOOL_LINE_TORN;
+		}
+		if (c == '\n')
+			break;
+		if (c == '\0' || n + 1 >= size)
+			return SPOOL_LINE_BAD;
+		buf[n++] = (char)c;
+	}
+	buf[n] = '\0';
+	*len = n;
+	return SPOOL_LINE_OK;
+}
+
+/* Envelope keys in the order they must appear; rcpt may repeat. */
+enum spool_key_rank {
+	SPOOL_KEY_NONE,
+	SPOOL_KEY_ID,
+	SPOOL_KEY_ARRIVAL,
+	SPOOL_KEY_SENDER,
+	SPOOL_KEY_CLIENT,
+	SPOOL_KEY_HELO,
+	SPOOL_KEY_AUTH,
+	SPOOL_KEY_RCPT,
+};
+
+struct spool_reader {
+	const char *path;
+	const char *want_id;
+	struct spool_envelope *env;
+	enum spool_key_rank last;       /* the last key read */
+	unsigned lineno;
+	const char *problem;    /* for the log line */
+};
+
+static int spool_parse_id(struct spool_reader *rd, const char *v)
+{
+	if (strcmp(v, rd->want_id) != 0) {
+		rd->problem = "id does not match the file name";
+		return -1;
+	}
+	memcpy(rd->env->id, rd->want_id, strlen(rd->want_id) + 1);
+	return 0;
+}
+
+static int spool_parse_arrival(struct spool_reader *rd, const char *v)
+{
+	size_t n = strlen(v);
+	if (n == 0 || n > 18 || strspn(v, "0123456789") != n) { /* 18 digits: no overflow */
+		rd->problem = "bad arrival time";
+		return -1;
+	}
+	rd->env->arrival = (time_t)strtoll(v, NULL, 10);
+	return 0;
+}
+
+static int spool_parse_xtext(struct spool_reader *rd, const char *v, char **out)
+{
+	*out = spool_xtext_decode(v);
+	if (!*out) {
+		rd->problem = "bad xtext";
+		return -1;
+	}
+	return 0;
+}
+
+static int spool_parse_sender(struct spool_reader *rd, const char *v)
+{
+	return spool_parse_xtext(rd, v, &rd->env->sender);
+}
+
+static int spool_parse_client(struct spool_reader *rd, const char *v)
+{
+	return spool_parse_xtext(rd, v, &rd->env->client);
+}
+
+static int spool_parse_helo(struct spool_reader *rd, const char *v)
+{
+	return spool_parse_xtext(rd, v, &rd->env->helo);
+}
+
+static int spool_parse_auth(struct spool_reader *rd, const char *v)
+{
+	return spool_parse_xtext(rd, v, &rd->env->auth_user);
+}
+
+/* "local|remote ADDRESS ORIG" */
+static int spool_parse_rcpt(struct spool_reader *rd, const char *v)
+{
+	bool local;
+	if (strncmp(v, "local ", 6) == 0) {
+		local = true;
+		v += 6;
+	} else if (strncmp(v, "remote ", 7) == 0) {
+		local = false;
+		v += 7;
+	} else {
+		rd->problem = "bad recipient kind";
+		return -1;
+	}
+	const char *sp = strchr(v, ' ');
+	if (!sp || sp == v) {
+		rd->problem = "bad recipient";
+		return -1;
+	}
+	struct spool_rcpt *r = xappend(&rd->env->rcpts, &rd->env->nrcpts, sizeof *r);
+	r->local = local;
+	char *addr = xstrndup(v, (size_t)(sp - v));
+	int ret = spool_parse_xtext(rd, addr, &r->address);
+	free(addr);
+	if (ret == 0)
+		ret = spool_parse_xtext(rd, sp + 1, &r->orig);
+	return ret;
+}
+
+static const struct spool_key {
+	const char *name;
+	enum spool_key_rank rank;
+	int (*parse)(struct spool_reader *rd, const char *value);
+} spool_keys[] = {
+	{"id", SPOOL_KEY_ID, spool_parse_id},
+	{"arrival", SPOOL_KEY_ARRIVAL, spool_parse_arrival},
+	{"sender", SPOOL_KEY_SENDER, spool_parse_sender},
+	{"client", SPOOL_KEY_CLIENT, spool_parse_client},
+	{"helo", SPOOL_KEY_HELO, spool_parse_helo},
+	{"auth", SPOOL_KEY_AUTH, spool_parse_auth},
+	{"rcpt", SPOOL_KEY_RCPT, spool_parse_rcpt},
+};
+
+/* Keys come in rank order, each once but rcpt; id to client are required
+ * (helo and auth are optional), so each may follow only its predecessor. */
+static bool spool_key_may_follow(enum spool_key_rank key, enum spool_key_rank last)
+{
+	if (key <= SPOOL_KEY_CLIENT)
+		return last == key - 1;
+	if (key == SPOOL_KEY_RCPT)
+		return last >= SPOOL_KEY_CLIENT;
+	return last >= SPOOL_KEY_CLIENT && last < key;
+}
+
+static int spool_parse_line(struct spool_reader *rd, char *line)
+{
+	char *sp = strchr(line, ' ');
+	if (!sp) {
+		rd->problem = "line without a value";
+		return -1;
+	}
+	*sp = '\0';
+	for (size_t i = 0; i < ARRAY_LEN(spool_keys); i++) {
+		const struct spool_key *k = &spool_keys[i];
+		if (strcmp(line, k->name) != 0)
+			continue;
+		if (!spool_key_may_follow(k->rank, rd->last)) {
+			rd->problem = "key repeated, missing or out of order";
+			return -1;
+		}
+		rd->last = k->rank;
+		return k->parse(rd, sp + 1);
+	}
+	rd->problem = "unknown key";
+	return -1;
+}
+
+/* The envelope up to and including the empty line.  0, or -1 with
+ * rd->problem set (malformed) or errno set (read error, problem NULL). */
+static int spool_parse_envelope(struct spool_reader *rd, FILE *f)
+{
+	char *line = xmalloc(SPOOL_LINE_MAX);
+	off_t offset = 0;
+	int r = -1;
+	for (;;) {
+		size_t len;
+		enum spool_line_status st = spool_get_line(f, line, SPOOL_LINE_MAX, &len);
+		rd->lineno++;
+		if (st == SPOOL_LINE_ERROR)
+			break;
+		if (st != SPOOL_LINE_OK) {
+			rd->problem = st == SPOOL_LINE_BAD ? "line too long or NUL byte"
+							   : "no end of envelope";
+			break;
+		}
+		offset += (off_t)len + 1;
+		if (rd->lineno == 1) {
+			if (strcmp(line, spool_magic) != 0) {
+				rd->problem = "not a posthorn spool file";
+				break;
+			}
+			continue;
+		}
+		if (len == 0) {
+			if (rd->last != SPOOL_KEY_RCPT)
+				rd->problem = "envelope incomplete";
+			else
+				r = 0;
+			break;
+		}
+		if (spool_parse_line(rd, line) < 0)
+			break;
+	}
+	rd->env->body_offset = offset;
+	free(line);
+	return r;
+}
+
+static void spool_warn_malformed(const char *path, unsigned lineno, const char *problem)
+{
+	char p[LOG_VALUE_MAX];
+	log_warn("event=spool-corrupt file=%s line=%u reason=\"%s\"",
+		 log_escape(p, sizeof p, path, strlen(path)), lineno, problem);
+}
+
+/* One .done record: a canonical decimal index below nrcpts. */
+static int spool_done_index(const char *s, size_t len, size_t nrcpts, size_t *out)
+{
+	if (len == 0 || len > 19 || strspn(s, "0123456789") != len || (len > 1 && s[0] == '0'))
+		return -1;
+	unsigned long long v = strtoull(s, NULL, 10);
+	if (v >= nrcpts)
+		return -1;
+	*out = (size_t)v;
+	return 0;
+}
+
+/* Set rcpts[i].done from ID.done; a torn last record is ignored. */
+static int spool_read_done(const struct spool *sp, const char *id, struct spool_envelope *env)
+{
+	char *path = spool_queue_path(sp, id, spool_done_suffix);
+	FILE *f = fopen(path, "re");
+	if (!f) {
+		int e = errno;
+		free(path);
+		errno = e;
+		return e == ENOENT ? 0 : -1;
+	}
+	int r = 0;
+	unsigned lineno = 0;
+	for (;;) {
+		char line[SPOOL_DONE_LINE_MAX];
+		size_t len, idx;
+		enum spool_line_status st = spool_get_line(f, line, sizeof line, &len);
+		lineno++;
+		if (st == SPOOL_LINE_EOF || st == SPOOL_LINE_TORN)
+			break;
+		if (st == SPOOL_LINE_ERROR || st == SPOOL_LINE_BAD ||
+		    spool_done_index(line, len, env->nrcpts, &idx) < 0) {
+			if (st != SPOOL_LINE_ERROR) {
+				spool_warn_malformed(path, lineno, "bad recipient index");
+				errno = EINVAL;
+			}
+			r = -1;
+			break;
+		}
+		env->rcpts[idx].done = true;
+	}
+	int saved = errno;
+	fclose(f); /* read-only: nothing to lose */
+	free(path);
+	errno = saved;
+	return r;
+}
+
+int spool_read_envelope(struct spool *sp, const char *id, struct spool_envelope *env)
+{
+	memset(env, 0, sizeof *env);
+	if (!spool_id_valid(id)) {
+		errno = EINVAL;
+		return -1;
+	}
+	char *path = spool_queue_path(sp, id, "");
+	FILE *f = fopen(path, "re");
+	struct stat st;
+	if (!f || fstat(fileno(f), &st) < 0) {
+		int e = errno;
+		if (f)
+			fclose(f);
+		free(path);
+		errno = e;
+		return -1;
+	}
+	struct spool_reader rd = {.path = path, .want_id = id, .env = env};
+	int r = spool_parse_envelope(&rd, f);
+	int saved = errno;
+	fclose(f);
+	if (r < 0 && rd.problem) {
+		spool_warn_malformed(path, rd.lineno, rd.problem);
+		saved = EINVAL;
+	}
+	free(path);
+	if (r == 0) {
+		env->size = st.st_size - env->body_offset;
+		r = spool_read_done(sp, id, env);
+		saved = errno;
+	}
+	if (r < 0) {
+		spool_envelope_clear(env);
+		errno = saved;
+	}
+	return r;
+}
+
+int spool_open_message(struct spool *sp, const struct spool_envelope *env)
+{
+	if (!spool_id_valid(env->id)) {
+		errno = EINVAL;
+		return -1;
+	}
+	char *path = spool_queue_path(sp, env->id, "");
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	int saved = errno;
+	free(path);
+	if (fd < 0) {
+		errno = saved;
+		return -1;
+	}
+	if (lseek(fd, env->body_offset, SEEK_SET) < 0) {
+		saved = errno;
+		close(fd);
+		errno = saved;
+		return -1;
+	}
+	return fd;
+}
+
+/* ---- recording progress and removing ------------------------------------ */
+
+/* Cut a torn last record (a crash mid-append) so that the next record does
+ * not glue onto it: "1" + "2\n" must not read as "12". */
+static int spool_done_trim(int fd, off_t size)
+{
+	off_t end = size;
+	while (end > 0) {
+		char buf[64];
+		off_t start = end > (off_t)sizeof buf ? end - (off_t)sizeof buf : 0;
+		size_t want = (size_t)(end - start);
+		ssize_t n = pread(fd, buf, want, start);
+		if (n < 0)
+			return -1;
+		if ((size_t)n != want) {
+			errno = EIO;
+			return -1;
+		}
+		for (size_t i = want; i-- > 0;)
+			if (buf[i] == '\n') {
+				off_t keep = start + (off_t)i + 1;
+				return keep == size ? 0 : ftruncate(fd, keep);
+			}
+		end = start;
+	}
+	return ftruncate(fd, 0);
+}
+
+static int spool_done_append(int fd, size_t i, bool *created)
+{
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return -1;
+	*created = st.st_size == 0;
+	if (st.st_size > 0 && spool_done_trim(fd, st.st_size) < 0)
+		return -1;
+	char rec[SPOOL_DONE_LINE_MAX];
+	if (!bsnprintf(rec, sizeof rec, "%zu\n", i)) {
+		errno = EOVERFLOW;
+		return -1;
+	}
+	if (write_all(fd, rec, strlen(rec)) < 0 || fsync(fd) < 0)
+		return -1;
+	return 0;
+}
+
+int spool_mark_done(struct spool *sp, const char *id, size_t i)
+{
+	if (!spool_id_valid(id)) {
+		errno = EINVAL;
+		return -1;
+	}
+	char *path = spool_queue_path(sp, id, spool_done_suffix);
+	int fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	free(path);
+	if (fd < 0)
+		return -1;
+	bool created = false;
+	int r = spool_done_append(fd, i, &created);
+	int saved = errno;
+	if (close(fd) < 0 && r == 0) {
+		r = -1;
+		saved = errno;
+	}
+	if (r == 0 && created && fsync_dir(sp->queuedir) < 0) {
+		r = -1;
+		saved = errno;
+	}
+	errno = saved;
+	return r;
+}
+
+int spool_remove(struct spool *sp, const char *id)
+{
+	if (!spool_id_valid(id)) {
+		errno = EINVAL;
+		return -1;
+	}
+	/* The message first: a crash in between leaves an orphan .done, which
+	 * spool_open() removes, never a message without its done records. */
+	char *path = spool_queue_path(sp, id, "");
+	int r = unlink(path);
+	free(path);
+	if (r < 0)
+		return -1;
+	path = spool_queue_path(sp, id, spool_done_suffix);
+	r = unlink(path);
+	free(path);
+	if (r < 0 && errno != ENOENT)
+		return -1;
+	return fsync_dir(sp->queuedir);
+}
+
+static int spool_cmp_ids(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+size_t spool_list(struct spool *sp, char ***ids)
+{
+	size_t n = 0;
+	*ids = NULL;
+	DIR *d = opendir(sp->queuedir);
+	if (!d) {
+		log_warn("event=spool-error dir=%s reason=\"cannot list: %s\"", sp->queuedir,
+			 strerror(errno));
+		return 0;
+	}
+	struct dirent *de;
+	while ((errno = 0, de = readdir(d)) != NULL) {
+		if (!spool_id_valid(de->d_name)) /* dotfiles, ID.done, strays */
+			continue;
+		char **slot = xappend(ids, &n, sizeof *slot);
+		*slot = xstrdup(de->d_name);
+	}
+	if (errno != 0)
+		log_warn("event=spool-error dir=%s reason=\"cannot list: %s\"", sp->queuedir,
+			 strerror(errno));
+	closedir(d);
+	if (n > 0)
+		qsort(*ids, n, sizeof **ids, spool_cmp_ids);
+	return n;
+}
+
+void spool_free_ids(char **ids, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(ids[i]);
+	free(ids);
+}
+
+void spool_envelope_clear(struct spool_envelope *env)
+{
+	free(env->sender);
+	for (size_t i = 0; i < env->nrcpts; i++) {
+		free(env->rcpts[i].address);
+		free(env->rcpts[i].orig);
+	}
+	free(env->rcpts);
+	free(env->client);
+	free(env->helo);
+	free(env->auth_user);
+	memset(env, 0, sizeof *env);
+}
