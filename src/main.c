@@ -8,6 +8,7 @@
 #include "conf.h"
 #include "log.h"
 #include "server.h"
+#include "tls.h"
 #include "util.h"
 
 #define DEFAULT_CONF "/etc/posthorn/posthorn.conf"
@@ -23,6 +24,7 @@ static int cmd_serve(const char *conf_path, int argc, char **argv);
 static int cmd_check(const char *conf_path, int argc, char **argv);
 static int cmd_help(const char *conf_path, int argc, char **argv);
 static int cmd_user_main(const char *conf_path, int argc, char **argv);
+static int cmd_cert_main(const char *conf_path, int argc, char **argv);
 
 static const struct command commands[] = {
 	{"serve", cmd_serve, "serve [-c FILE]",
@@ -39,6 +41,11 @@ static const struct command commands[] = {
 	 "line of standard input (prompting without echo on a terminal).  Only salted\n"
 	 "SCRAM-SHA-256 keys are stored, never the password; the file is rewritten\n"
 	 "atomically with mode 0600."},
+	{"cert", cmd_cert_main, "cert new --hostname H --out DIR [--rsa BITS]",
+	 "Create a private key (ECDSA P-256, or RSA of BITS bits; mode 0600), a\n"
+	 "self-signed certificate for H (subjectAltName H, valid one year) and a\n"
+	 "certificate signing request (CSR) to send to a certification authority:\n"
+	 "DIR/H.key, DIR/H.crt, DIR/H.csr.  Existing files are never overwritten."},
 	{"help", cmd_help, "help [COMMAND]", "Show usage, or the help of one command."},
 };
 
@@ -79,15 +86,26 @@ static int cmd_check(const char *conf_path, int argc, char **argv)
 	struct conf *conf;
 	if (conf_load(conf_path, &conf, stderr) != 0)
 		return 1;
-	printf("%s: configuration is valid\n\n", conf_path);
-	conf_print_policy(conf, stdout);
+	int errors = 0;
+	for (size_t i = 0; i < conf->nservers; i++)
+		errors += tls_check_files(&conf->servers[i].tls, conf->servers[i].hostname, stderr,
+					  stdout);
+	if (errors == 0) {
+		printf("%s: configuration is valid\n\n", conf_path);
+		conf_print_policy(conf, stdout);
+	}
 	conf_free(conf);
-	return 0;
+	return errors ? 1 : 0;
 }
 
 static int cmd_user_main(const char *conf_path, int argc, char **argv)
 {
 	return cmd_user(conf_path, argc - 1, argv + 1);
+}
+
+static int cmd_cert_main(const char *conf_path, int argc, char **argv)
+{
+	return cmd_cert(argc - 1, argv + 1);
 }
 
 static int cmd_help(const char *conf_path, int argc, char **argv)

@@ -24,8 +24,10 @@
 #include "deliver_local.h"
 #include "log.h"
 #include "privdrop.h"
+#include "sasl.h"
 #include "smtp_session.h"
 #include "spool.h"
+#include "tls.h"
 #include "userdb.h"
 #include "util.h"
 
@@ -33,6 +35,7 @@ enum {
 	SERVER_LISTEN_BACKLOG = 1024,
 	SERVER_ACCEPT_PAUSE_SECONDS = 1, /* after EMFILE/ENFILE */
 	SERVER_COUNT_BUCKETS = 4096,
+	SERVER_THROTTLE_ENTRIES = 10000, /* client addresses remembered for lockout */
 };
 
 struct listener {
@@ -66,6 +69,10 @@ void runtime_unref(struct runtime *rt)
 {
 	if (!rt || --rt->refs > 0)
 		return;
+	for (size_t i = 0; rt->tls && i < rt->conf->nservers; i++)
+		if (rt->tls[i])
+			tls_server_free(rt->tls[i]);
+	free(rt->tls);
 	conf_free(rt->conf);
 	userdb_free(rt->users);
 	if (rt->aliases)
@@ -73,8 +80,30 @@ void runtime_unref(struct runtime *rt)
 	free(rt);
 }
 
-/* Load a configuration with its users and aliases; NULL after logging
- * every error. */
+static const char *const alpn_names[] = {"smtp", "pop3", "imap"};
+
+/* Certificates and keys of every server with a tls block: a reload reads
+ * them anew, so SIGHUP picks up renewed certificates. */
+static int runtime_load_tls(struct runtime *rt, FILE *err)
+{
+	int errors = 0;
+	rt->tls = xcalloc(rt->conf->nservers, sizeof *rt->tls);
+	for (size_t i = 0; i < rt->conf->nservers; i++) {
+		const struct conf_server *srv = &rt->conf->servers[i];
+		char why[512];
+		if (srv->tls.ncerts == 0)
+			continue;
+		rt->tls[i] = tls_server_new(&srv->tls, alpn_names[srv->protocol], why, sizeof why);
+		if (!rt->tls[i]) {
+			fprintf(err, "server %s: %s\n", srv->name, why);
+			errors++;
+		}
+	}
+	return errors;
+}
+
+/* Load a configuration with its users, aliases and certificates; NULL
+ * after logging every error. */
 static struct runtime *runtime_load(const char *path, struct spool *sp, struct event_base *base)
 {
 	char *errs = NULL;
@@ -88,7 +117,8 @@ static struct runtime *runtime_load(const char *path, struct spool *sp, struct e
 	rt->base = base;
 	bool ok = conf_load(path, &rt->conf, err) == 0 &&
 		  userdb_load(rt->conf->users, &rt->users, err) == 0 &&
-		  (!rt->conf->aliases || aliases_load(rt->conf->aliases, &rt->aliases, err) == 0);
+		  (!rt->conf->aliases || aliases_load(rt->conf->aliases, &rt->aliases, err) == 0) &&
+		  runtime_load_tls(rt, err) == 0;
 	fclose(err);
 	if (!ok) {
 		for (char *line = strtok(errs, "\n"); line; line = strtok(NULL, "\n"))
@@ -235,6 +265,7 @@ static void server_accept(struct evconnlistener *lev, evutil_socket_t fd, struct
 	struct listener *l = arg;
 	struct runtime *rt = daemon_state.current;
 	const struct conf_server *srv = runtime_server(rt, l->server_name);
+	struct tls_server *ts = srv ? rt->tls[srv - rt->conf->servers] : NULL;
 	char client[64];
 	server_addr_text(sa, client, sizeof client);
 	if (!srv) {
@@ -252,7 +283,7 @@ static void server_accept(struct evconnlistener *lev, evutil_socket_t fd, struct
 		c->next->prev = c;
 	daemon_state.conns = c;
 	conn_count(c, +1);
-	smtp_session_start(rt, srv, fd, sa, (socklen_t)salen, c);
+	smtp_session_start(rt, srv, ts, l->tls, fd, sa, (socklen_t)salen, c);
 }
 
 static void server_resume_accept(evutil_socket_t fd, short what, void *arg)
@@ -480,6 +511,8 @@ static void server_reload(void)
 {
 	struct runtime *old = daemon_state.current;
 	struct runtime *rt = runtime_load(daemon_state.conf_path, old->spool, daemon_state.base);
+	if (rt)
+		rt->throttle = old->throttle;
 	if (!rt) {
 		log_err("event=reload-failed reason=\"configuration has errors; keeping the old one\"");
 		return;
@@ -591,6 +624,8 @@ int server_run(const char *conf_path)
 		spool_close(sp);
 		return 1;
 	}
+	struct sasl_throttle *throttle = sasl_throttle_new(SERVER_THROTTLE_ENTRIES);
+	rt->throttle = throttle;
 	daemon_state.current = rt;
 	int status = 1;
 	if (server_start(rt) == 0) {
@@ -612,6 +647,7 @@ int server_run(const char *conf_path)
 	listeners_free(daemon_state.listeners);
 	daemon_state.listeners = NULL;
 	runtime_unref(daemon_state.current);
+	sasl_throttle_free(throttle);
 	spool_close(sp);
 	event_base_free(daemon_state.base);
 	return status;

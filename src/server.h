@@ -13,6 +13,8 @@ struct userdb;
 struct aliases;
 struct spool;
 struct event_base;
+struct tls_server;
+struct sasl_throttle;
 
 /* One configuration generation with what was loaded alongside it.  A
  * session holds a reference for its whole life, so a reload never changes
@@ -22,8 +24,10 @@ struct runtime {
 	struct conf *conf;
 	struct userdb *users;
 	struct aliases *aliases;     /* NULL when no aliases file */
+	struct tls_server **tls;     /* per conf->servers[i]; NULL: no certificate */
 	struct spool *spool;         /* shared by every generation */
 	struct event_base *base;
+	struct sasl_throttle *throttle; /* shared by every generation */
 };
 
 struct runtime *runtime_ref(struct runtime *rt);

@@ -20,7 +20,10 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include "aliases.h"
 #include "conf.h"
@@ -31,6 +34,7 @@
 #include "smtp_addr.h"
 #include "smtp_data.h"
 #include "spool.h"
+#include "tls.h"
 #include "userdb.h"
 #include "util.h"
 
@@ -50,6 +54,7 @@ enum smtp_state {
 	SMTP_RCPT = 1u << 3,    /* at least one RCPT accepted */
 	SMTP_DATA = 1u << 4,    /* reading message text */
 	SMTP_CLOSING = 1u << 5, /* flushing the last reply */
+	SMTP_HANDSHAKE = 1u << 6, /* TLS handshake under way */
 };
 #define SMTP_ANY_COMMAND_STATE (SMTP_INIT | SMTP_READY | SMTP_MAIL | SMTP_RCPT)
 
@@ -62,6 +67,7 @@ static const char *smtp_state_name(enum smtp_state st)
 	case SMTP_RCPT: return "rcpt";
 	case SMTP_DATA: return "data";
 	case SMTP_CLOSING: return "closing";
+	case SMTP_HANDSHAKE: return "handshake";
 	}
 	return "?";
 }
@@ -86,7 +92,10 @@ struct smtp_session {
 	char client[64];
 	char *helo;
 	bool esmtp;
-	bool tls_active;        /* set by the TLS layer */
+	struct tls_server *ts;  /* NULL: no certificate, no STARTTLS */
+	bool tls_active;
+	bool implicit_tls;      /* handshake before the greeting */
+	char *tls_desc;         /* "TLSv1.3 with cipher ... (256/256 bits)" */
 	char *auth_user;        /* set by the SASL layer */
 	unsigned errors;
 	struct smtp_txn txn;
@@ -210,6 +219,7 @@ static void smtp_cmd_noop(struct smtp_session *s, char *args);
 static void smtp_cmd_quit(struct smtp_session *s, char *args);
 static void smtp_cmd_vrfy(struct smtp_session *s, char *args);
 static void smtp_cmd_help(struct smtp_session *s, char *args);
+static void smtp_cmd_starttls(struct smtp_session *s, char *args);
 
 static const struct smtp_command smtp_commands[] = {
 	{"HELO", smtp_cmd_helo, SMTP_ANY_COMMAND_STATE, 0, LINE_MAX_COMMAND},
@@ -222,6 +232,8 @@ static const struct smtp_command smtp_commands[] = {
 	{"QUIT", smtp_cmd_quit, SMTP_ANY_COMMAND_STATE, 0, LINE_MAX_COMMAND},
 	{"VRFY", smtp_cmd_vrfy, SMTP_ANY_COMMAND_STATE, 0, LINE_MAX_COMMAND},
 	{"HELP", smtp_cmd_help, SMTP_ANY_COMMAND_STATE, 0, LINE_MAX_COMMAND},
+	/* RFC 3207 §4: not inside a transaction */
+	{"STARTTLS", smtp_cmd_starttls, SMTP_INIT | SMTP_READY, 0, LINE_MAX_COMMAND},
 };
 
 static const struct smtp_command *smtp_find_command(const char *verb)
@@ -353,6 +365,8 @@ static void smtp_cmd_ehlo(struct smtp_session *s, char *args)
 	smtp_reply(s, "250-SIZE %llu", (unsigned long long)s->srv->limits.message_size);
 	smtp_reply(s, "250-8BITMIME");
 	smtp_reply(s, "250-ENHANCEDSTATUSCODES");
+	if (s->ts && !s->tls_active)
+		smtp_reply(s, "250-STARTTLS");
 	smtp_reply(s, "250 SMTPUTF8");
 }
 
@@ -381,7 +395,8 @@ static void smtp_cmd_vrfy(struct smtp_session *s, char *args)
 
 static void smtp_cmd_help(struct smtp_session *s, char *args)
 {
-	smtp_reply(s, "214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP");
+	smtp_reply(s, "214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP%s",
+		   s->ts ? " STARTTLS" : "");
 }
 
 /* ---- MAIL --------------------------------------------------------------- */
@@ -621,9 +636,12 @@ static char *smtp_received_header(const struct smtp_session *s, const char *id)
 	char forpart[SMTP_PATH_MAX + 16] = "";
 	if (s->txn.nrcpt_cmds == 1)
 		snprintf(forpart, sizeof forpart, "\r\n\tfor <%s>", s->txn.first_rcpt);
-	return xasprintf("Received: from %s (unknown [%s])\r\n"
+	char tlspart[256] = "";
+	if (s->tls_desc)
+		snprintf(tlspart, sizeof tlspart, "\r\n\t(using %s)", s->tls_desc);
+	return xasprintf("Received: from %s (unknown [%s])%s\r\n"
 			 "\tby %s (posthorn) with %s id %s%s;\r\n\t%s\r\n",
-			 s->helo, s->client, s->srv->hostname, with, id, forpart, date);
+			 s->helo, s->client, tlspart, s->srv->hostname, with, id, forpart, date);
 }
 
 static void smtp_cmd_data(struct smtp_session *s, char *args)
@@ -795,7 +813,7 @@ static void smtp_process_input(struct smtp_session *s)
 	s->in_process = true;
 	struct evbuffer *in = bufferevent_get_input(s->bev);
 	struct evbuffer *out = bufferevent_get_output(s->bev);
-	while (s->state != SMTP_CLOSING && !s->committing) {
+	while (!(s->state & (SMTP_CLOSING | SMTP_HANDSHAKE)) && !s->committing) {
 		if (evbuffer_get_length(out) > SMTP_OUTPUT_MAX) {
 			s->output_blocked = true; /* resumed by smtp_write_cb */
 			break;
@@ -853,9 +871,63 @@ static void smtp_teardown(struct smtp_session *s)
 	smtp_free(s);
 }
 
+static void smtp_greet(struct smtp_session *s)
+{
+	smtp_reply(s, "220 %s ESMTP posthorn", s->srv->hostname);
+}
+
+/* The handshake finished: check the policy, then forget everything learnt
+ * before it (RFC 3207 §4.2) and start again from the greeting state. */
+static void smtp_tls_established(struct smtp_session *s)
+{
+	SSL *ssl = bufferevent_openssl_get_ssl(s->bev);
+	char why[256], desc[256];
+	if (!tls_session_acceptable(ssl, &s->srv->tls, why, sizeof why)) {
+		log_info("event=tls-refused session=%s server=%s client=%s reason=\"%s\"", s->sid,
+			 s->srv->name, s->client, why);
+		smtp_teardown(s);
+		return;
+	}
+	tls_describe(ssl, desc, sizeof desc);
+	free(s->tls_desc);
+	s->tls_desc = xstrdup(desc);
+	s->tls_active = true;
+	log_info("event=tls session=%s server=%s client=%s tls=\"%s\"", s->sid, s->srv->name,
+		 s->client, desc);
+	free(s->helo);
+	s->helo = NULL;
+	s->esmtp = false;
+	smtp_txn_reset(s);
+	smtp_enter_state(s, SMTP_INIT);
+	if (s->implicit_tls)
+		smtp_greet(s);
+	smtp_process_input(s);
+}
+
+static void smtp_tls_failed(struct smtp_session *s, short what)
+{
+	unsigned long e = bufferevent_get_openssl_error(s->bev);
+	const char *reason = e ? ERR_reason_error_string(e) : NULL;
+	if (!reason)
+		reason = (what & BEV_EVENT_TIMEOUT) ? "timeout" : (what & BEV_EVENT_EOF) ? "client closed"
+											 : "handshake failed";
+	log_info("event=tls-failed session=%s server=%s client=%s reason=\"%s\"", s->sid,
+		 s->srv->name, s->client, reason);
+	while (bufferevent_get_openssl_error(s->bev))
+		; /* this connection's errors must not leak into the next one */
+	smtp_teardown(s);
+}
+
 static void smtp_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	struct smtp_session *s = arg;
+	if (s->state == SMTP_HANDSHAKE) {
+		if (what & BEV_EVENT_CONNECTED)
+			smtp_tls_established(s);
+		else
+			smtp_tls_failed(s, what);
+		return;
+	}
 	if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) && s->state != SMTP_CLOSING) {
 		log_info("event=timeout session=%s server=%s client=%s state=%s", s->sid,
 			 s->srv->name, s->client, smtp_state_name(s->state));
@@ -869,6 +941,67 @@ static void smtp_event_cb(struct bufferevent *bev, short what, void *arg)
 	smtp_teardown(s);
 }
 
+static void smtp_setup_bev(struct smtp_session *s)
+{
+	bufferevent_setcb(s->bev, smtp_read_cb, smtp_write_cb, smtp_event_cb, s);
+	bufferevent_setwatermark(s->bev, EV_READ, 0, SMTP_INPUT_MAX);
+	struct timeval tv = {.tv_sec = s->srv->limits.timeout};
+	bufferevent_set_timeouts(s->bev, &tv, &tv);
+	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+}
+
+/* Put TLS under the session: over the accepted socket (fd >= 0, implicit
+ * TLS) or as a filter over the plain connection (STARTTLS). */
+static bool smtp_tls_wrap(struct smtp_session *s, int fd)
+{
+	SSL *ssl = tls_server_ssl(s->ts);
+	if (!ssl)
+		return false;
+	const int opts = BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS;
+	struct bufferevent *bev =
+	    fd >= 0 ? bufferevent_openssl_socket_new(s->rt->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING, opts)
+		    : bufferevent_openssl_filter_new(s->rt->base, s->bev, ssl, BUFFEREVENT_SSL_ACCEPTING, opts);
+	if (!bev) {
+		SSL_free(ssl);
+		return false;
+	}
+	/* many clients close without close_notify; that is no error here */
+	bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+	s->bev = bev;
+	smtp_setup_bev(s);
+	smtp_enter_state(s, SMTP_HANDSHAKE);
+	return true;
+}
+
+static void smtp_cmd_starttls(struct smtp_session *s, char *args)
+{
+	if (*args) {
+		smtp_reply(s, "501 5.5.4 Syntax: STARTTLS");
+		smtp_error(s);
+		return;
+	}
+	if (s->tls_active) {
+		smtp_reply(s, "503 5.5.1 Error: TLS already active");
+		smtp_error(s);
+		return;
+	}
+	if (!s->ts) {
+		smtp_reply(s, "502 5.5.1 Error: command not implemented (no certificate)");
+		smtp_error(s);
+		return;
+	}
+	smtp_reply(s, "220 2.0.0 Ready to start TLS");
+	/* Anything pipelined after STARTTLS came in the clear and must never
+	 * count as sent inside TLS (CVE-2011-0411). */
+	struct evbuffer *in = bufferevent_get_input(s->bev);
+	evbuffer_drain(in, evbuffer_get_length(in));
+	linebuf_reset(&s->lb);
+	if (!smtp_tls_wrap(s, -1)) {
+		log_err("event=tls-error session=%s error=\"cannot start TLS\"", s->sid);
+		smtp_close_after_flush(s);
+	}
+}
+
 static void smtp_free(struct smtp_session *s)
 {
 	log_info("event=disconnect session=%s server=%s client=%s", s->sid, s->srv->name,
@@ -876,6 +1009,7 @@ static void smtp_free(struct smtp_session *s)
 	smtp_txn_reset(s);
 	free(s->helo);
 	free(s->auth_user);
+	free(s->tls_desc);
 	if (s->bev)
 		bufferevent_free(s->bev);
 	server_conn_closed(s->conn);
@@ -898,8 +1032,9 @@ static void smtp_shutdown(struct server_conn *c)
 		smtp_free(s);
 }
 
-void smtp_session_start(struct runtime *rt, const struct conf_server *srv, int fd,
-			const struct sockaddr *peer, socklen_t peerlen, struct server_conn *conn)
+void smtp_session_start(struct runtime *rt, const struct conf_server *srv, struct tls_server *ts,
+			bool implicit_tls, int fd, const struct sockaddr *peer, socklen_t peerlen,
+			struct server_conn *conn)
 {
 	static unsigned long long counter;
 	struct smtp_session *s = xcalloc(1, sizeof *s);
@@ -913,16 +1048,23 @@ void smtp_session_start(struct runtime *rt, const struct conf_server *srv, int f
 	snprintf(s->sid, sizeof s->sid, "%llx", ++counter);
 	server_addr_text(peer, s->client, sizeof s->client);
 
+	s->ts = ts;
+	s->implicit_tls = implicit_tls;
+	s->state = SMTP_INIT;
+	log_info("event=connect session=%s server=%s client=%s%s", s->sid, srv->name, s->client,
+		 implicit_tls ? " tls=implicit" : "");
+	if (implicit_tls) {
+		if (!ts || !smtp_tls_wrap(s, fd)) {
+			if (!s->bev)
+				close(fd);
+			log_err("event=tls-error session=%s error=\"cannot start TLS\"", s->sid);
+			smtp_free(s);
+		}
+		return;
+	}
 	s->bev = bufferevent_socket_new(rt->base, fd, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
 	if (!s->bev)
 		fatal("bufferevent_socket_new failed");
-	bufferevent_setcb(s->bev, smtp_read_cb, smtp_write_cb, smtp_event_cb, s);
-	bufferevent_setwatermark(s->bev, EV_READ, 0, SMTP_INPUT_MAX);
-	struct timeval tv = {.tv_sec = srv->limits.timeout};
-	bufferevent_set_timeouts(s->bev, &tv, &tv);
-	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
-
-	s->state = SMTP_INIT;
-	log_info("event=connect session=%s server=%s client=%s", s->sid, srv->name, s->client);
-	smtp_reply(s, "220 %s ESMTP posthorn", srv->hostname);
+	smtp_setup_bev(s);
+	smtp_greet(s);
 }

@@ -4,15 +4,20 @@
 #ifndef POSTHORN_SMTP_SESSION_H
 #define POSTHORN_SMTP_SESSION_H
 
+#include <stdbool.h>
 #include <sys/socket.h>
 
 struct runtime;
 struct conf_server;
 struct server_conn;
+struct tls_server;
 
 /* Take over the accepted socket fd.  rt is referenced for the session's
- * life; conn is owned by the caller's registry until server_conn_closed(). */
-void smtp_session_start(struct runtime *rt, const struct conf_server *srv, int fd,
-			const struct sockaddr *peer, socklen_t peerlen, struct server_conn *conn);
+ * life; conn is owned by the caller's registry until server_conn_closed().
+ * ts is the server's TLS layer (NULL without a certificate); with
+ * implicit_tls the handshake comes first (RFC 8314). */
+void smtp_session_start(struct runtime *rt, const struct conf_server *srv, struct tls_server *ts,
+			bool implicit_tls, int fd, const struct sockaddr *peer, socklen_t peerlen,
+			struct server_conn *conn);
 
 #endif

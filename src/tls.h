@@ -27,16 +27,25 @@ struct tls_server;
  * a message in err (unreadable file, key not matching certificate...). */
 struct tls_server *tls_server_new(const struct conf_tls *tls, const char *protocol, char *err,
 				  size_t errsz);
+/* Drop the caller's reference.  SSLs made by tls_server_ssl() hold their
+ * own, so a reload may free the old server while its sessions go on; the
+ * contexts go when the last of those SSLs is freed.  NULL is ignored. */
 void tls_server_free(struct tls_server *ts);
 
-/* A new server-side SSL for one connection (NULL on allocation failure). */
+/* A new server-side SSL for one connection (NULL on allocation failure).
+ * The caller owns it: SSL_free(), or a bufferevent made with
+ * BEV_OPT_CLOSE_ON_FREE frees it. */
 SSL *tls_server_ssl(struct tls_server *ts);
 
 /* After the handshake: does the session meet the policy (bits)?  false with
  * the reason in why. */
 bool tls_session_acceptable(SSL *ssl, const struct conf_tls *tls, char *why, size_t whysz);
 
-/* "TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)" */
+/* Room for any tls_describe() text. */
+#define TLS_DESCRIBE_MAX 128
+
+/* "TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)"; truncated
+ * (still terminated) when out is too small. */
 void tls_describe(SSL *ssl, char *out, size_t outsz);
 
 /* `posthorn check`: every certificate/key pair of tls readable, parseable
