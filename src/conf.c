@@ -1181,29 +1181,32 @@ static bool file_is_being_read(const struct parser *p, const struct file_id *id)
 	return false;
 }
 
+static void include_text(struct parser *p, const char *path, const char *text,
+			 const struct file_id *id)
+{
+	char *dir = folder_of(path);
+	p->reading[p->nreading++] = *id;
+	p->depth++;
+	parse_text(p, conf_add_file(p->conf, path), text, dir);
+	p->depth--;
+	p->nreading--;
+	free(dir);
+}
+
 static void include_file(struct parser *p, const struct arg *a, const char *path)
 {
 	struct file_id id;
 	const char *why;
 	char *text = read_text_file(path, &id, &why);
-	if (!text) {
+	if (!text)
 		conf_error(p, &a->pos, "cannot include \"%s\": %s", Q(path), why);
-		return;
-	}
-	if (file_is_being_read(p, &id))
+	else if (file_is_being_read(p, &id))
 		conf_error(p, &a->pos, "include loop: \"%s\" is already being read", Q(path));
 	else if (p->depth >= CONF_INCLUDE_DEPTH_MAX)
 		conf_error(p, &a->pos, "cannot include \"%s\": includes nested more than %d deep",
 			   Q(path), CONF_INCLUDE_DEPTH_MAX);
-	else {
-		char *dir = folder_of(path);
-		p->reading[p->nreading++] = id;
-		p->depth++;
-		parse_text(p, conf_add_file(p->conf, path), text, dir);
-		p->depth--;
-		p->nreading--;
-		free(dir);
-	}
+	else
+		include_text(p, path, text, &id);
 	free(text);
 }
 
@@ -1289,36 +1292,49 @@ static void server_end(struct parser *p, const struct line *d)
 
 /* ---- handlers: outbound ------------------------------------------------------- */
 
+static void report_bad_smarthost(struct parser *p, const struct arg *a)
+{
+	conf_error(p, &a->pos, "bad smarthost \"%s\" (use HOST or HOST:PORT, e.g. relay.example:587)",
+		   Q(a->s));
+}
+
+/* HOST: a domain name or an IP address; IPv6 in brackets when a port follows. */
+static bool smarthost_check(struct parser *p, const struct arg *a, const struct hostport *hp,
+			    unsigned *port)
+{
+	uint8_t addr[16];
+	int family = addr_parse(hp->host, addr);
+	if (hp->bracketed ? family != AF_INET6 : (family == 0 && !domain_is_valid(hp->host))) {
+		report_bad_smarthost(p, a);
+		return false;
+	}
+	if (hp->port && !port_parse(hp->port, port)) {
+		conf_error(p, &a->pos, "bad port \"%s\" in \"%s\" (use 1 to 65535)", Q(hp->port),
+			   Q(a->s));
+		return false;
+	}
+	return true;
+}
+
 static void out_smarthost(struct parser *p, const struct line *d)
 {
 	struct conf_outbound *o = &p->conf->outbound;
 	const struct arg *a = &d->args[0];
 	struct hostport hp;
-	uint8_t addr[16];
 	unsigned port = 25;
-	bool ok = hostport_split(a->s, &hp);
-	if (ok && hp.bare_ipv6)
-		hp.port = NULL;
-	if (ok) {
-		int family = addr_parse(hp.host, addr);
-		ok = hp.bracketed ? family == AF_INET6 : (family != 0 || domain_is_valid(hp.host));
+	if (!hostport_split(a->s, &hp)) {
+		report_bad_smarthost(p, a);
+		return;
 	}
-	if (!ok)
-		conf_error(p, &a->pos, "bad smarthost \"%s\" (use HOST or HOST:PORT, e.g. relay.example:587)",
-			   Q(a->s));
-	else if (hp.port && !port_parse(hp.port, &port)) {
-		conf_error(p, &a->pos, "bad port \"%s\" in \"%s\" (use 1 to 65535)", Q(hp.port), Q(a->s));
-		ok = false;
+	if (!smarthost_check(p, a, &hp, &port)) {
+		free(hp.host);
+		return;
 	}
-	if (ok) {
-		free(o->smarthost);
-		free(o->smarthost_host);
-		o->smarthost = xstrdup(a->s);
-		o->smarthost_host = str_lower(hp.host);
-		o->smarthost_port = (unsigned short)port;
-		hp.host = NULL;
-	}
-	free(hp.host);
+	free(o->smarthost);
+	free(o->smarthost_host);
+	o->smarthost = xstrdup(a->s);
+	o->smarthost_host = str_lower(hp.host);
+	o->smarthost_port = (unsigned short)port;
 }
 
 static void out_smarthost_auth(struct parser *p, const struct line *d)
@@ -2318,24 +2334,28 @@ static void print_lockout(FILE *out, const struct conf_auth *a)
 	print_duration(out, a->lockout_duration);
 }
 
-static void print_auth(FILE *out, const struct conf_server *s)
+static void print_mechanisms(FILE *out, unsigned mechanisms)
 {
-	const struct conf_auth *a = &s->auth;
-	const char *plain = plaintext_mechanisms(a->mechanisms);
-	fputs("  authentication: ", out);
 	for (size_t i = 0, n = 0; i < ARRAY_LEN(mechanism_names); i++) {
-		if (a->mechanisms & mechanism_names[i].bit) {
+		if (mechanisms & mechanism_names[i].bit) {
 			print_separator(out, n++);
 			fputs(mechanism_names[i].name, out);
 		}
 	}
-	if (s->protocol != PROTO_SMTP)
-		fprintf(out, "; passwords %s", a->plaintext_requires_tls ? "only after TLS"
-									 : "also without TLS");
-	else if (plain)
-		fprintf(out, "; %s %s", plain, a->plaintext_requires_tls ? "only after TLS"
-									  : "also without TLS");
-	if (s->protocol == PROTO_SMTP) {
+}
+
+static void print_auth(FILE *out, const struct conf_server *s)
+{
+	const struct conf_auth *a = &s->auth;
+	bool smtp = s->protocol == PROTO_SMTP;
+	/* POP3 USER/PASS and IMAP LOGIN send passwords as they are, too */
+	const char *plain = smtp ? plaintext_mechanisms(a->mechanisms) : "passwords";
+	fputs("  authentication: ", out);
+	print_mechanisms(out, a->mechanisms);
+	if (plain)
+		fprintf(out, "; %s %s", plain,
+			a->plaintext_requires_tls ? "only after TLS" : "also without TLS");
+	if (smtp) {
 		fputs(a->anonymous ? "; anonymous clients may send mail to local domains"
 				   : "; anonymous clients may not send mail", out);
 		fputs(a->sender_must_match ? "; senders must match their login"

@@ -84,6 +84,7 @@ struct conf_auth {
 	unsigned lockout_failures; /* default 5 */
 	unsigned lockout_window;   /* seconds, default 15m */
 	unsigned lockout_duration; /* seconds, default 30m */
+	bool received_auth;     /* "(authenticated as USER)" in Received:; default yes */
 };
 
 struct conf_relay {

@@ -30,6 +30,7 @@
 #include "deliver_local.h"
 #include "linebuf.h"
 #include "log.h"
+#include "sasl.h"
 #include "server.h"
 #include "smtp_addr.h"
 #include "smtp_data.h"
@@ -45,6 +46,8 @@ enum {
 	SMTP_OUTPUT_MAX = 64 * 1024,    /* replies queued before we stop reading */
 	SMTP_INPUT_MAX = 64 * 1024,     /* socket reads pause above this */
 	SMTP_HELO_MAX = 255,
+	SMTP_LINGER_MS = 20,            /* polling the TLS filter's socket side */
+	SMTP_LINGER_TICKS = 250,        /* at most 5 s */
 };
 
 enum smtp_state {
@@ -55,6 +58,7 @@ enum smtp_state {
 	SMTP_DATA = 1u << 4,    /* reading message text */
 	SMTP_CLOSING = 1u << 5, /* flushing the last reply */
 	SMTP_HANDSHAKE = 1u << 6, /* TLS handshake under way */
+	SMTP_AUTH = 1u << 7,    /* inside an AUTH exchange (RFC 4954) */
 };
 #define SMTP_ANY_COMMAND_STATE (SMTP_INIT | SMTP_READY | SMTP_MAIL | SMTP_RCPT)
 
@@ -68,6 +72,7 @@ static const char *smtp_state_name(enum smtp_state st)
 	case SMTP_DATA: return "data";
 	case SMTP_CLOSING: return "closing";
 	case SMTP_HANDSHAKE: return "handshake";
+	case SMTP_AUTH: return "auth";
 	}
 	return "?";
 }
@@ -96,7 +101,13 @@ struct smtp_session {
 	bool tls_active;
 	bool implicit_tls;      /* handshake before the greeting */
 	char *tls_desc;         /* "TLSv1.3 with cipher ... (256/256 bits)" */
-	char *auth_user;        /* set by the SASL layer */
+	char *auth_user;        /* after a successful AUTH */
+	struct sasl_session *sasl; /* an AUTH exchange under way */
+	unsigned sasl_mech;
+	bool sasl_final;        /* sent the SCRAM server-final, awaiting "" */
+	struct event *pause;    /* failed AUTH: the reply waits a while */
+	struct event *linger;   /* closing: waits for TLS records to leave */
+	unsigned linger_ticks;
 	unsigned errors;
 	struct smtp_txn txn;
 	struct smtp_data data;
@@ -220,6 +231,7 @@ static void smtp_cmd_quit(struct smtp_session *s, char *args);
 static void smtp_cmd_vrfy(struct smtp_session *s, char *args);
 static void smtp_cmd_help(struct smtp_session *s, char *args);
 static void smtp_cmd_starttls(struct smtp_session *s, char *args);
+static void smtp_cmd_auth(struct smtp_session *s, char *args);
 
 static const struct smtp_command smtp_commands[] = {
 	{"HELO", smtp_cmd_helo, SMTP_ANY_COMMAND_STATE, 0, LINE_MAX_COMMAND},
@@ -234,6 +246,8 @@ static const struct smtp_command smtp_commands[] = {
 	{"HELP", smtp_cmd_help, SMTP_ANY_COMMAND_STATE, 0, LINE_MAX_COMMAND},
 	/* RFC 3207 §4: not inside a transaction */
 	{"STARTTLS", smtp_cmd_starttls, SMTP_INIT | SMTP_READY, 0, LINE_MAX_COMMAND},
+	/* RFC 4954 §4: after EHLO, not during a transaction */
+	{"AUTH", smtp_cmd_auth, SMTP_READY, SMTP_F_NEEDS_TLS, LINE_MAX_AUTH},
 };
 
 static const struct smtp_command *smtp_find_command(const char *verb)
@@ -333,6 +347,21 @@ static bool smtp_helo_arg_ok(const char *args)
 	return true;
 }
 
+/* The mechanisms a client may use now: none before TLS when the secure
+ * channel is required; the plaintext ones only inside TLS when so
+ * configured (RFC 4954 §4, SPEC §4). */
+static unsigned smtp_auth_usable(const struct smtp_session *s)
+{
+	unsigned m = s->srv->auth.mechanisms;
+	if (s->tls_active)
+		return m;
+	if (s->srv->tls.require)
+		return 0;
+	if (s->srv->auth.plaintext_requires_tls)
+		m &= ~(unsigned)(MECH_PLAIN | MECH_LOGIN);
+	return m;
+}
+
 static bool smtp_hello(struct smtp_session *s, char *args, const char *verb)
 {
 	if (!smtp_helo_arg_ok(args)) {
@@ -367,6 +396,10 @@ static void smtp_cmd_ehlo(struct smtp_session *s, char *args)
 	smtp_reply(s, "250-ENHANCEDSTATUSCODES");
 	if (s->ts && !s->tls_active)
 		smtp_reply(s, "250-STARTTLS");
+	char mechs[128];
+	sasl_mech_list(smtp_auth_usable(s), mechs, sizeof mechs);
+	if (*mechs)
+		smtp_reply(s, "250-AUTH %s", mechs);
 	smtp_reply(s, "250 SMTPUTF8");
 }
 
@@ -395,7 +428,7 @@ static void smtp_cmd_vrfy(struct smtp_session *s, char *args)
 
 static void smtp_cmd_help(struct smtp_session *s, char *args)
 {
-	smtp_reply(s, "214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP%s",
+	smtp_reply(s, "214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP AUTH%s",
 		   s->ts ? " STARTTLS" : "");
 }
 
@@ -456,6 +489,74 @@ static bool smtp_mail_params(struct smtp_session *s, const struct smtp_param *p,
 	return true;
 }
 
+static char *smtp_canonical_address(const struct smtp_addr *a)
+{
+	char *dom = smtp_domain_normalize(a->domain);
+	char *local = str_lower(xstrdup(a->local_unquoted));
+	char *address = xasprintf("%s@%s", local, dom);
+	free(dom);
+	free(local);
+	return address;
+}
+
+/* Is address the authenticated user's own, or an alias that delivers to
+ * them? */
+static bool smtp_sender_owned(const struct smtp_session *s, const char *address)
+{
+	if (strcmp(address, s->auth_user) == 0)
+		return true;
+	size_t n;
+	if (!s->rt->aliases || !aliases_lookup(s->rt->aliases, address, &n))
+		return false;
+	char **finals;
+	bool owned = false;
+	n = aliases_expand(s->rt->aliases, address, &finals);
+	for (size_t i = 0; i < n && !owned; i++)
+		owned = strcmp(finals[i], s->auth_user) == 0;
+	aliases_free_list(finals, n);
+	return owned;
+}
+
+/* Do local users have to log in to send, anywhere in this configuration? */
+static bool smtp_local_senders_authenticate(const struct conf *conf)
+{
+	for (size_t i = 0; i < conf->nservers; i++)
+		if (conf->servers[i].protocol == PROTO_SMTP && !conf->servers[i].auth.anonymous)
+			return true;
+	return false;
+}
+
+/* Sender rules (SPEC §3 sender-must-match; README "Who may send as whom"):
+ * an authenticated user sends only as themselves or an alias of theirs;
+ * an unauthenticated client may not claim a local domain's address when
+ * local users have a submission server where they must log in — mail
+ * from a local user comes from there, so on the open port it is forged. */
+static bool smtp_sender_allowed(struct smtp_session *s, const struct smtp_addr *a)
+{
+	if (a->null || !a->domain)
+		return true;
+	char esc[LOG_VALUE_MAX];
+	char *address = smtp_canonical_address(a);
+	bool ok = true;
+	if (s->auth_user) {
+		if (s->srv->auth.sender_must_match && !smtp_sender_owned(s, address)) {
+			smtp_reply(s, "553 5.7.1 Sender address rejected: not owned by user %s",
+				   log_escape(esc, sizeof esc, s->auth_user, strlen(s->auth_user)));
+			ok = false;
+		}
+	} else if (!a->literal && conf_is_local_domain(s->rt->conf, a->domain) &&
+		   smtp_local_senders_authenticate(s->rt->conf)) {
+		smtp_reply(s, "553 5.7.1 Sender address rejected: local senders must authenticate");
+		ok = false;
+	}
+	if (!ok)
+		log_info("event=reject session=%s server=%s client=%s reason=sender from=%s%s%s", s->sid,
+			 s->srv->name, s->client, log_escape(esc, sizeof esc, address, strlen(address)),
+			 s->auth_user ? " user=" : "", s->auth_user ? s->auth_user : "");
+	free(address);
+	return ok;
+}
+
 static void smtp_cmd_mail(struct smtp_session *s, char *args)
 {
 	struct smtp_addr addr;
@@ -473,6 +574,8 @@ static void smtp_cmd_mail(struct smtp_session *s, char *args)
 		smtp_error(s);
 	} else if (addr.utf8 && !smtputf8) {
 		smtp_reply(s, "553 5.6.7 Non-ASCII sender address requires SMTPUTF8");
+		smtp_error(s);
+	} else if (!smtp_sender_allowed(s, &addr)) {
 		smtp_error(s);
 	} else {
 		s->txn.sender = xstrdup(addr.null ? "" : addr.text);
@@ -543,12 +646,7 @@ static char *smtp_rcpt_address(const struct smtp_session *s, const struct smtp_a
 {
 	if (!a->domain)
 		return xasprintf("postmaster@%s", s->rt->conf->domains[0]);
-	char *dom = smtp_domain_normalize(a->domain);
-	char *local = str_lower(xstrdup(a->local_unquoted));
-	char *address = xasprintf("%s@%s", local, dom);
-	free(dom);
-	free(local);
-	return address;
+	return smtp_canonical_address(a);
 }
 
 static void smtp_rcpt_decide(struct smtp_session *s, const struct smtp_addr *a)
@@ -639,9 +737,13 @@ static char *smtp_received_header(const struct smtp_session *s, const char *id)
 	char tlspart[256] = "";
 	if (s->tls_desc)
 		snprintf(tlspart, sizeof tlspart, "\r\n\t(using %s)", s->tls_desc);
-	return xasprintf("Received: from %s (unknown [%s])%s\r\n"
+	char authpart[300] = "";
+	if (s->auth_user && s->srv->auth.received_auth)
+		snprintf(authpart, sizeof authpart, "\r\n\t(authenticated as %s)", s->auth_user);
+	return xasprintf("Received: from %s (unknown [%s])%s%s\r\n"
 			 "\tby %s (posthorn) with %s id %s%s;\r\n\t%s\r\n",
-			 s->helo, s->client, tlspart, s->srv->hostname, with, id, forpart, date);
+			 s->helo, s->client, tlspart, authpart, s->srv->hostname, with, id, forpart,
+			 date);
 }
 
 static void smtp_cmd_data(struct smtp_session *s, char *args)
@@ -800,6 +902,153 @@ static void smtp_data_line_in(struct smtp_session *s, const struct linebuf_line 
 		smtp_data_store(s, text, len);
 }
 
+/* ---- AUTH (RFC 4954) ---------------------------------------------------- */
+
+static void smtp_auth_end(struct smtp_session *s)
+{
+	if (s->sasl)
+		sasl_free(s->sasl);
+	s->sasl = NULL;
+	s->sasl_final = false;
+	smtp_enter_state(s, SMTP_READY);
+}
+
+static void smtp_auth_log(const struct smtp_session *s, const char *result)
+{
+	char user[LOG_VALUE_MAX];
+	const char *u = s->sasl ? sasl_user(s->sasl) : NULL;
+	log_escape(user, sizeof user, u ? u : "", u ? strlen(u) : 0);
+	log_info("event=auth session=%s server=%s client=%s result=%s mechanism=%s user=%s tls=%s",
+		 s->sid, s->srv->name, s->client, result, sasl_mech_name(s->sasl_mech), user,
+		 s->tls_active ? "yes" : "no");
+}
+
+static void smtp_auth_success(struct smtp_session *s)
+{
+	smtp_auth_log(s, "ok");
+	s->auth_user = xstrdup(sasl_user(s->sasl));
+	sasl_throttle_success(s->rt->throttle, s->client);
+	smtp_auth_end(s);
+	smtp_reply(s, "235 2.7.0 Authentication successful");
+}
+
+static void smtp_auth_resume(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtp_session *s = arg;
+	event_free(s->pause);
+	s->pause = NULL;
+	smtp_reply(s, "535 5.7.8 Authentication credentials invalid");
+	smtp_process_input(s);
+}
+
+/* Wrong credentials: count the failure against the client's address and
+ * answer after a delay that grows with the failures. */
+static void smtp_auth_failure(struct smtp_session *s)
+{
+	smtp_auth_log(s, "fail");
+	unsigned delay = sasl_throttle_delay_ms(s->rt->throttle, s->client);
+	if (sasl_throttle_fail(s->rt->throttle, s->client, &s->srv->auth, time(NULL)))
+		log_warn("event=lockout session=%s server=%s client=%s duration=%us", s->sid,
+			 s->srv->name, s->client, s->srv->auth.lockout_duration);
+	smtp_auth_end(s);
+	smtp_error(s);
+	if (delay == 0 || s->state == SMTP_CLOSING) {
+		smtp_reply(s, "535 5.7.8 Authentication credentials invalid");
+		return;
+	}
+	struct timeval tv = {.tv_sec = delay / 1000, .tv_usec = (delay % 1000) * 1000};
+	s->pause = evtimer_new(s->rt->base, smtp_auth_resume, s);
+	evtimer_add(s->pause, &tv);
+}
+
+static void smtp_auth_step(struct smtp_session *s, const char *in)
+{
+	char *challenge = NULL;
+	enum sasl_status st = sasl_step(s->sasl, in, &challenge);
+	switch (st) {
+	case SASL_CONTINUE:
+		smtp_reply(s, "334 %s", challenge);
+		smtp_enter_state(s, SMTP_AUTH);
+		break;
+	case SASL_OK:
+		if (challenge && *challenge) { /* RFC 4954 §4: as a last challenge */
+			smtp_reply(s, "334 %s", challenge);
+			s->sasl_final = true;
+			smtp_enter_state(s, SMTP_AUTH);
+		} else {
+			smtp_auth_success(s);
+		}
+		break;
+	case SASL_CANCELLED:
+		smtp_auth_end(s);
+		smtp_reply(s, "501 5.7.0 Authentication aborted");
+		break;
+	case SASL_BAD_BASE64:
+		smtp_auth_log(s, "bad-base64");
+		smtp_auth_end(s);
+		smtp_reply(s, "501 5.5.2 Cannot decode response");
+		smtp_error(s);
+		break;
+	case SASL_FAIL:
+	case SASL_BAD_MESSAGE:
+	case SASL_BAD_AUTHZID:
+		smtp_auth_failure(s);
+		break;
+	}
+	free(challenge);
+}
+
+static void smtp_auth_line(struct smtp_session *s, const struct linebuf_line *l)
+{
+	if (l->has_nul || l->bare_cr) {
+		smtp_auth_end(s);
+		smtp_reply(s, "501 5.5.2 Cannot decode response");
+		smtp_error(s);
+		return;
+	}
+	if (s->sasl_final) {
+		/* the client acknowledges the server-final message */
+		if (l->len == 0) {
+			smtp_auth_success(s);
+		} else {
+			smtp_auth_end(s);
+			smtp_reply(s, "501 5.7.0 Authentication aborted");
+		}
+		return;
+	}
+	smtp_auth_step(s, l->data);
+}
+
+static void smtp_cmd_auth(struct smtp_session *s, char *args)
+{
+	char *initial = args + strcspn(args, " ");
+	if (*initial)
+		*initial++ = '\0';
+	unsigned mech = *args ? sasl_mech_from_name(args) : 0;
+	unsigned retry;
+	if (s->auth_user) {
+		smtp_reply(s, "503 5.5.1 Error: already authenticated");
+	} else if (!*args || strchr(initial, ' ')) {
+		smtp_reply(s, "501 5.5.4 Syntax: AUTH mechanism [initial-response]");
+	} else if (!mech || !(s->srv->auth.mechanisms & mech)) {
+		smtp_reply(s, "504 5.5.4 Unrecognized authentication type");
+	} else if (!(smtp_auth_usable(s) & mech)) {
+		smtp_reply(s, "538 5.7.11 Encryption required for requested authentication mechanism");
+	} else if (sasl_throttle_locked(s->rt->throttle, s->client, &s->srv->auth, time(NULL),
+					&retry)) {
+		log_info("event=auth session=%s server=%s client=%s result=locked retry_after=%us",
+			 s->sid, s->srv->name, s->client, retry);
+		smtp_reply(s, "454 4.7.0 Too many failed authentication attempts; try again in %u "
+			      "seconds", retry);
+	} else {
+		s->sasl = sasl_start(mech, s->rt->users);
+		s->sasl_mech = mech;
+		smtp_auth_step(s, *initial ? initial : NULL);
+		return;
+	}
+	smtp_error(s);
+}
+
 /* ---- input loop and connection events -------------------------------- */
 
 static void smtp_process_input(struct smtp_session *s)
@@ -813,7 +1062,7 @@ static void smtp_process_input(struct smtp_session *s)
 	s->in_process = true;
 	struct evbuffer *in = bufferevent_get_input(s->bev);
 	struct evbuffer *out = bufferevent_get_output(s->bev);
-	while (!(s->state & (SMTP_CLOSING | SMTP_HANDSHAKE)) && !s->committing) {
+	while (!(s->state & (SMTP_CLOSING | SMTP_HANDSHAKE)) && !s->committing && !s->pause) {
 		if (evbuffer_get_length(out) > SMTP_OUTPUT_MAX) {
 			s->output_blocked = true; /* resumed by smtp_write_cb */
 			break;
@@ -824,7 +1073,11 @@ static void smtp_process_input(struct smtp_session *s)
 		if (st == LINEBUF_NEED_MORE)
 			break;
 		if (st == LINEBUF_TOO_LONG) {
-			if (s->state == SMTP_DATA) {
+			if (s->state == SMTP_AUTH) {
+				smtp_auth_end(s);
+				smtp_reply(s, "500 5.5.6 Authentication exchange line is too long");
+				smtp_error(s);
+			} else if (s->state == SMTP_DATA) {
 				smtp_data_long_line(&s->data);
 			} else {
 				smtp_reply(s, "500 5.5.2 Error: line too long");
@@ -834,6 +1087,8 @@ static void smtp_process_input(struct smtp_session *s)
 		}
 		if (s->state == SMTP_DATA)
 			smtp_data_line_in(s, &l);
+		else if (s->state == SMTP_AUTH)
+			smtp_auth_line(s, &l);
 		else
 			smtp_command(s, &l);
 	}
@@ -845,11 +1100,35 @@ static void smtp_read_cb(struct bufferevent *bev, void *arg)
 	smtp_process_input(arg);
 }
 
+/* Bytes the TLS filter has encrypted but the socket has not yet taken. */
+static size_t smtp_unsent_below(const struct smtp_session *s)
+{
+	struct bufferevent *under = bufferevent_get_underlying(s->bev);
+	return under ? evbuffer_get_length(bufferevent_get_output(under)) : 0;
+}
+
+static void smtp_linger(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtp_session *s = arg;
+	if (smtp_unsent_below(s) == 0 || ++s->linger_ticks >= SMTP_LINGER_TICKS) {
+		smtp_free(s);
+		return;
+	}
+	struct timeval tv = {.tv_usec = SMTP_LINGER_MS * 1000};
+	evtimer_add(s->linger, &tv);
+}
+
 static void smtp_write_cb(struct bufferevent *bev, void *arg)
 {
 	struct smtp_session *s = arg;
 	if (s->state == SMTP_CLOSING) {
-		smtp_free(s);
+		/* after STARTTLS the last reply may still sit below the filter */
+		if (smtp_unsent_below(s) > 0 && !s->linger) {
+			s->linger = evtimer_new(s->rt->base, smtp_linger, s);
+			smtp_linger(-1, 0, s);
+		} else if (!s->linger) {
+			smtp_free(s);
+		}
 		return;
 	}
 	if (s->output_blocked) {
@@ -1010,6 +1289,12 @@ static void smtp_free(struct smtp_session *s)
 	free(s->helo);
 	free(s->auth_user);
 	free(s->tls_desc);
+	if (s->sasl)
+		sasl_free(s->sasl);
+	if (s->pause)
+		event_free(s->pause);
+	if (s->linger)
+		event_free(s->linger);
 	if (s->bev)
 		bufferevent_free(s->bev);
 	server_conn_closed(s->conn);
