@@ -5,6 +5,7 @@
 #include "sasl.h"
 
 #include <limits.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -167,6 +168,10 @@ static enum sasl_status sasl_b64_decode(const char *in, uint8_t **out, size_t *o
 		return SASL_BAD_BASE64;
 	}
 	size_t dlen = (size_t)n - pad;
+	if (dlen > SASL_MSG_MAX) {
+		sasl_wipe_free(buf, len / 4 * 3 + 1);
+		return SASL_BAD_MESSAGE;
+	}
 	char *again = sasl_b64_encode(buf, dlen);
 	bool canonical = strlen(again) == len && memcmp(again, in, len) == 0;
 	sasl_wipe_str(again);
@@ -192,27 +197,31 @@ static bool sasl_hmac(const uint8_t *key, size_t keylen, const void *data, size_
 /* A record no password matches, to spend the time of a real check on an
  * unknown user, and the key of the fake SCRAM salts (RFC 5802 §5.1 asks
  * the server not to reveal whether a user exists).  Made once, on first
- * use; false if the CSPRNG fails. */
+ * use (pthread_once: a step may run on a worker thread, away from the
+ * loop, for the PBKDF2 of PLAIN and LOGIN). */
 static struct {
-	bool ready;
+	bool ready;             /* false if the CSPRNG failed */
 	uint8_t salt_key[USERDB_KEY_LEN];
 	struct user_record dummy;
 } sasl_secret;
+static pthread_once_t sasl_secret_once = PTHREAD_ONCE_INIT;
 
-static bool sasl_secret_init(void)
+static void sasl_secret_make(void)
 {
-	if (sasl_secret.ready)
-		return true;
 	struct user_record *d = &sasl_secret.dummy;
 	d->iterations = USERDB_DEFAULT_ITERATIONS;
 	d->salt_len = SASL_FAKE_SALT_LEN;
-	if (RAND_bytes(sasl_secret.salt_key, sizeof sasl_secret.salt_key) != 1 ||
-	    RAND_bytes(d->salt, SASL_FAKE_SALT_LEN) != 1 ||
-	    RAND_bytes(d->stored_key, USERDB_KEY_LEN) != 1 ||
-	    RAND_bytes(d->server_key, USERDB_KEY_LEN) != 1)
+	sasl_secret.ready = RAND_bytes(sasl_secret.salt_key, sizeof sasl_secret.salt_key) == 1 &&
+			    RAND_bytes(d->salt, SASL_FAKE_SALT_LEN) == 1 &&
+			    RAND_bytes(d->stored_key, USERDB_KEY_LEN) == 1 &&
+			    RAND_bytes(d->server_key, USERDB_KEY_LEN) == 1;
+}
+
+static bool sasl_secret_init(void)
+{
+	if (pthread_once(&sasl_secret_once, sasl_secret_make) != 0)
 		return false;
-	sasl_secret.ready = true;
-	return true;
+	return sasl_secret.ready;
 }
 
 /* For tests: a fixed server nonce suffix instead of a random one. */

@@ -928,6 +928,9 @@ static void smtp_auth_success(struct smtp_session *s)
 	smtp_auth_log(s, "ok");
 	s->auth_user = xstrdup(sasl_user(s->sasl));
 	sasl_throttle_success(s->rt->throttle, s->client);
+	char key[320];
+	if (bsnprintf(key, sizeof key, "user:%s", s->auth_user))
+		sasl_throttle_success(s->rt->throttle, key);
 	smtp_auth_end(s);
 	smtp_reply(s, "235 2.7.0 Authentication successful");
 }
@@ -941,15 +944,35 @@ static void smtp_auth_resume(evutil_socket_t fd, short what, void *arg)
 	smtp_process_input(s);
 }
 
-/* Wrong credentials: count the failure against the client's address and
- * answer after a delay that grows with the failures. */
+/* Count a failure against the client's address (which can lock it out)
+ * and against the user name tried (which only slows further attempts
+ * down: a lockout per name would let anybody lock a user out).  Returns
+ * the delay before the reply, in ms. */
+static unsigned smtp_auth_count_failure(struct smtp_session *s)
+{
+	struct sasl_throttle *t = s->rt->throttle;
+	time_t now = time(NULL);
+	if (sasl_throttle_fail(t, s->client, &s->srv->auth, now))
+		log_warn("event=lockout session=%s server=%s client=%s duration=%us", s->sid,
+			 s->srv->name, s->client, s->srv->auth.lockout_duration);
+	unsigned delay = sasl_throttle_delay_ms(t, s->client);
+	const char *user = s->sasl ? sasl_user(s->sasl) : NULL;
+	char key[320];
+	if (user && bsnprintf(key, sizeof key, "user:%s", user)) {
+		sasl_throttle_fail(t, key, &s->srv->auth, now);
+		unsigned d = sasl_throttle_delay_ms(t, key);
+		if (d > delay)
+			delay = d;
+	}
+	return delay;
+}
+
+/* Wrong credentials: answer 535 after a delay that grows with the
+ * failures. */
 static void smtp_auth_failure(struct smtp_session *s)
 {
 	smtp_auth_log(s, "fail");
-	unsigned delay = sasl_throttle_delay_ms(s->rt->throttle, s->client);
-	if (sasl_throttle_fail(s->rt->throttle, s->client, &s->srv->auth, time(NULL)))
-		log_warn("event=lockout session=%s server=%s client=%s duration=%us", s->sid,
-			 s->srv->name, s->client, s->srv->auth.lockout_duration);
+	unsigned delay = smtp_auth_count_failure(s);
 	smtp_auth_end(s);
 	smtp_error(s);
 	if (delay == 0 || s->state == SMTP_CLOSING) {
@@ -985,6 +1008,7 @@ static void smtp_auth_step(struct smtp_session *s, const char *in)
 		break;
 	case SASL_BAD_BASE64:
 		smtp_auth_log(s, "bad-base64");
+		smtp_auth_count_failure(s); /* garbage is no free probe */
 		smtp_auth_end(s);
 		smtp_reply(s, "501 5.5.2 Cannot decode response");
 		smtp_error(s);
@@ -1040,6 +1064,8 @@ static void smtp_cmd_auth(struct smtp_session *s, char *args)
 			 s->sid, s->srv->name, s->client, retry);
 		smtp_reply(s, "454 4.7.0 Too many failed authentication attempts; try again in %u "
 			      "seconds", retry);
+		smtp_close_after_flush(s);
+		return;
 	} else {
 		s->sasl = sasl_start(mech, s->rt->users);
 		s->sasl_mech = mech;
