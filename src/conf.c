@@ -983,6 +983,7 @@ static void server_defaults(struct conf_server *s, const char *name, struct conf
 	s->auth.lockout_failures = 5;
 	s->auth.lockout_window = 15 * 60;
 	s->auth.lockout_duration = 30 * 60;
+	s->auth.received_auth = true;
 	s->relay.authenticated = true;
 	s->limits.message_size = UINT64_C(25) << 20;
 	s->limits.recipients = 100;
@@ -1577,6 +1578,11 @@ static void auth_sender_must_match(struct parser *p, const struct line *d)
 	arg_bool(p, d, &d->args[0], &p->server->auth.sender_must_match);
 }
 
+static void auth_received_auth(struct parser *p, const struct line *d)
+{
+	arg_bool(p, d, &d->args[0], &p->server->auth.received_auth);
+}
+
 /* lockout FAILURES WINDOW DURATION; 0 failures turns it off. */
 static void auth_lockout(struct parser *p, const struct line *d)
 {
@@ -1672,6 +1678,7 @@ static const struct directive auth_directives[] = {
 	{"plaintext-requires-tls", 1, 1, auth_plaintext_requires_tls, NULL, NULL, true},
 	{"sender-must-match", 1, 1, auth_sender_must_match, NULL, NULL, true},
 	{"lockout", 3, 3, auth_lockout, NULL, NULL, true},
+	{"received-auth", 1, 1, auth_received_auth, NULL, NULL, true},
 };
 static const struct context auth_context =
 	CONTEXT("in auth block", "in an auth block", auth_directives);
@@ -2360,6 +2367,8 @@ static void print_auth(FILE *out, const struct conf_server *s)
 				   : "; anonymous clients may not send mail", out);
 		fputs(a->sender_must_match ? "; senders must match their login"
 					   : "; authenticated users may use any sender", out);
+		if (!a->received_auth)
+			fputs("; Received: headers do not name the authenticated user", out);
 	}
 	print_lockout(out, a);
 	fputc('\n', out);
