@@ -324,7 +324,7 @@ static void smtp_command(struct smtp_session *s, struct linebuf_line *l)
 		return;
 	}
 	if (l->len + 2 > c->line_max) {
-		smtp_reply(s, "500 5.5.2 Error: line too long");
+		smtp_reply(s, "500 5.5.2 Line too long");
 		smtp_error(s);
 		return;
 	}
@@ -1106,7 +1106,7 @@ static void smtp_process_input(struct smtp_session *s)
 			} else if (s->state == SMTP_DATA) {
 				smtp_data_long_line(&s->data);
 			} else {
-				smtp_reply(s, "500 5.5.2 Error: line too long");
+				smtp_reply(s, "500 5.5.2 Line too long");
 				smtp_error(s);
 			}
 			continue;

@@ -96,6 +96,20 @@ def test_check_uses_posthorn_conf_variable(posthorn_bin, conf):
     assert res.returncode == 0, res.stderr
 
 
+def test_check_warns_about_a_policy_that_cannot_work(cli, tmp_path):
+    """SPEC §2: AUTH PLAIN offered but no TLS certificate is a warning
+    (exit 0), naming the server."""
+    text = (_base(tmp_path) +
+            f"server submission {{\n    listen 127.0.0.1:{free_port()}\n"
+            "    auth {\n        mechanisms plain login\n    }\n}\n")
+    res = cli("check", conf=_write(tmp_path, text, "warn.conf"))
+    assert res.returncode == 0, res.stderr
+    out = res.stdout + res.stderr
+    assert "submission" in res.stdout
+    warnings = [line for line in out.splitlines() if "warning" in line.lower()]
+    assert any("PLAIN" in w and ("TLS" in w or "certificate" in w) for w in warnings), out
+
+
 def test_check_unknown_directive(cli, tmp_path):
     path = _write(tmp_path, _base(tmp_path) + "frobnicate yes\n" + server_block("mx", free_port()))
     res = cli("check", conf=path)

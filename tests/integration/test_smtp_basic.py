@@ -130,6 +130,7 @@ def test_delivery_with_smtplib_into_maildir(mx):
     assert int(acc["size"]) > 0
     assert mx.events("connect")[0]["client"] == "127.0.0.1"
     assert mx.events("connect")[0]["server"] == "mx"
+    assert acc["session"] == mx.events("connect")[0]["session"]
     mx.wait_event("delivered", id=qid, to="bob@example.test")
 
 
@@ -401,3 +402,19 @@ def test_quit_closes_and_log_records_disconnect(mx):
         c.wait_closed(5)
     ev = mx.wait_event("disconnect")
     assert ev["session"] == mx.events("connect")[0]["session"]
+
+
+def test_untrusted_text_cannot_forge_log_fields(mx):
+    """A sender address with spaces and '=' in a quoted local part must not
+    add key=value fields to the log line (SPEC §6; STYLE: escape before
+    logging)."""
+    with mx.connect() as c:
+        c.start()
+        c.cmd("EHLO evil.example event=accepted id=FAKE")
+        qid = queue_id(send_message(c, '"x nrcpt=99 id=FAKE"@example.org', ["bob@example.test"],
+                                    "Subject: log\r\n\r\nlog\r\n"))
+    ev = mx.wait_event("accepted", id=qid)
+    line = ev["_line"]
+    assert line.count("nrcpt=") == 1 and line.count(" id=") == 1, line
+    assert all(" id=FAKE" not in e["_line"] for e in mx.events())
+    assert len(mx.events("accepted")) == 1
