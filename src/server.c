@@ -36,6 +36,7 @@ enum {
 	SERVER_ACCEPT_PAUSE_SECONDS = 1, /* after EMFILE/ENFILE */
 	SERVER_COUNT_BUCKETS = 4096,
 	SERVER_THROTTLE_ENTRIES = 10000, /* client addresses remembered for lockout */
+	SERVER_SHUTDOWN_GRACE_MS = 3000, /* for the last replies to leave */
 };
 
 struct listener {
@@ -540,14 +541,30 @@ static void server_signal(evutil_socket_t sig, short what, void *arg)
 	event_base_loopbreak(daemon_state.base);
 }
 
+static void server_tick(evutil_socket_t fd, short what, void *arg)
+{
+	/* only wakes the loop up */
+}
+
+/* Every session gets its goodbye and a moment to send it; whatever is
+ * still open after the grace time is dropped.  Then the loop runs once
+ * more, for libevent's deferred frees. */
 static void server_shutdown_sessions(void)
 {
-	while (daemon_state.conns) {
-		struct server_conn *c = daemon_state.conns;
-		c->shutdown(c);
-		if (daemon_state.conns == c) /* still there: a commit pending */
-			fatal("session did not close at shutdown");
+	struct server_conn *c, *next;
+	for (c = daemon_state.conns; c; c = next) {
+		next = c->next;
+		c->shutdown(c); /* may free c */
 	}
+	struct event *tick = event_new(daemon_state.base, -1, EV_PERSIST, server_tick, NULL);
+	struct timeval tv = {.tv_usec = 100 * 1000};
+	event_add(tick, &tv);
+	for (int i = 0; daemon_state.conns && i < SERVER_SHUTDOWN_GRACE_MS / 100; i++)
+		event_base_loop(daemon_state.base, EVLOOP_ONCE);
+	event_free(tick);
+	while (daemon_state.conns)
+		daemon_state.conns->abort(daemon_state.conns);
+	event_base_loop(daemon_state.base, EVLOOP_NONBLOCK);
 }
 
 /* ---- the daemon ---------------------------------------------------------- */
@@ -637,6 +654,8 @@ int server_run(const char *conf_path)
 		}
 		log_info("event=ready version=%s servers=%zu", POSTHORN_VERSION, rt->conf->nservers);
 		event_base_dispatch(daemon_state.base);
+		listeners_free(daemon_state.listeners);
+		daemon_state.listeners = NULL;
 		server_shutdown_sessions();
 		for (int i = 0; i < 3; i++)
 			event_free(sigs[i]);

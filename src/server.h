@@ -39,7 +39,8 @@ struct server_conn {
 	struct server_conn *prev, *next;
 	char *server_name;
 	char client[64];             /* numeric address text */
-	void (*shutdown)(struct server_conn *c); /* say goodbye and free */
+	void (*shutdown)(struct server_conn *c); /* say goodbye, close when sent */
+	void (*abort)(struct server_conn *c);    /* free now */
 	void *session;
 };
 

@@ -19,14 +19,11 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
-#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
-#include <openssl/err.h>
-#include <openssl/ssl.h>
 
 #include "aliases.h"
 #include "conf.h"
+#include "conn.h"
 #include "deliver_local.h"
 #include "linebuf.h"
 #include "log.h"
@@ -43,11 +40,7 @@
 enum {
 	SMTP_MAIL_LINE_MAX = LINE_MAX_COMMAND + 26 + 14 + 10, /* + SIZE, BODY, SMTPUTF8 */
 	SMTP_MAX_ERRORS = 20,           /* then 421 and close */
-	SMTP_OUTPUT_MAX = 64 * 1024,    /* replies queued before we stop reading */
-	SMTP_INPUT_MAX = 64 * 1024,     /* socket reads pause above this */
 	SMTP_HELO_MAX = 255,
-	SMTP_LINGER_MS = 20,            /* polling the TLS filter's socket side */
-	SMTP_LINGER_TICKS = 250,        /* at most 5 s */
 };
 
 enum smtp_state {
@@ -91,7 +84,7 @@ struct smtp_session {
 	struct runtime *rt;
 	const struct conf_server *srv;
 	struct server_conn *conn;
-	struct bufferevent *bev;
+	struct conn *io;        /* the transport; NULL once the client is gone */
 	struct linebuf lb;
 	enum smtp_state state;
 	char client[64];
@@ -100,14 +93,11 @@ struct smtp_session {
 	struct tls_server *ts;  /* NULL: no certificate, no STARTTLS */
 	bool tls_active;
 	bool implicit_tls;      /* handshake before the greeting */
-	char *tls_desc;         /* "TLSv1.3 with cipher ... (256/256 bits)" */
 	char *auth_user;        /* after a successful AUTH */
 	struct sasl_session *sasl; /* an AUTH exchange under way */
 	unsigned sasl_mech;
 	bool sasl_final;        /* sent the SCRAM server-final, awaiting "" */
 	struct event *pause;    /* failed AUTH: the reply waits a while */
-	struct event *linger;   /* closing: waits for TLS records to leave */
-	unsigned linger_ticks;
 	unsigned errors;
 	struct smtp_txn txn;
 	struct smtp_data data;
@@ -138,7 +128,7 @@ static void smtp_reply(struct smtp_session *s, const char *fmt, ...)
 		n = (int)sizeof line - 3;
 	line[n++] = '\r';
 	line[n++] = '\n';
-	bufferevent_write(s->bev, line, (size_t)n);
+	conn_write(s->io, line, (size_t)n);
 }
 
 static void smtp_enter_state(struct smtp_session *s, enum smtp_state st)
@@ -153,9 +143,7 @@ static void smtp_enter_state(struct smtp_session *s, enum smtp_state st)
 static void smtp_close_after_flush(struct smtp_session *s)
 {
 	smtp_enter_state(s, SMTP_CLOSING);
-	bufferevent_disable(s->bev, EV_READ);
-	if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0)
-		bufferevent_trigger(s->bev, EV_WRITE, BEV_TRIG_IGNORE_WATERMARKS);
+	conn_close(s->io);
 }
 
 static void smtp_error(struct smtp_session *s)
@@ -735,8 +723,8 @@ static char *smtp_received_header(const struct smtp_session *s, const char *id)
 	if (s->txn.nrcpt_cmds == 1)
 		snprintf(forpart, sizeof forpart, "\r\n\tfor <%s>", s->txn.first_rcpt);
 	char tlspart[256] = "";
-	if (s->tls_desc)
-		snprintf(tlspart, sizeof tlspart, "\r\n\t(using %s)", s->tls_desc);
+	if (conn_tls_desc(s->io))
+		snprintf(tlspart, sizeof tlspart, "\r\n\t(using %s)", conn_tls_desc(s->io));
 	char authpart[300] = "";
 	if (s->auth_user && s->srv->auth.received_auth)
 		snprintf(authpart, sizeof authpart, "\r\n\t(authenticated as %s)", s->auth_user);
@@ -1083,13 +1071,12 @@ static void smtp_process_input(struct smtp_session *s)
 	 * next is read, and the loop is single-threaded */
 	static char line[LINE_MAX_ANY + 1];
 
-	if (s->in_process || !s->bev)
+	if (s->in_process || !s->io)
 		return;
 	s->in_process = true;
-	struct evbuffer *in = bufferevent_get_input(s->bev);
-	struct evbuffer *out = bufferevent_get_output(s->bev);
+	struct evbuffer *in = conn_input(s->io);
 	while (!(s->state & (SMTP_CLOSING | SMTP_HANDSHAKE)) && !s->committing && !s->pause) {
-		if (evbuffer_get_length(out) > SMTP_OUTPUT_MAX) {
+		if (conn_output_full(s->io)) {
 			s->output_blocked = true; /* resumed by smtp_write_cb */
 			break;
 		}
@@ -1121,42 +1108,16 @@ static void smtp_process_input(struct smtp_session *s)
 	s->in_process = false;
 }
 
-static void smtp_read_cb(struct bufferevent *bev, void *arg)
+/* ---- transport events (conn.h) --------------------------------------- */
+
+static void smtp_on_input(void *arg)
 {
 	smtp_process_input(arg);
 }
 
-/* Bytes the TLS filter has encrypted but the socket has not yet taken. */
-static size_t smtp_unsent_below(const struct smtp_session *s)
-{
-	struct bufferevent *under = bufferevent_get_underlying(s->bev);
-	return under ? evbuffer_get_length(bufferevent_get_output(under)) : 0;
-}
-
-static void smtp_linger(evutil_socket_t fd, short what, void *arg)
+static void smtp_on_drained(void *arg)
 {
 	struct smtp_session *s = arg;
-	if (smtp_unsent_below(s) == 0 || ++s->linger_ticks >= SMTP_LINGER_TICKS) {
-		smtp_free(s);
-		return;
-	}
-	struct timeval tv = {.tv_usec = SMTP_LINGER_MS * 1000};
-	evtimer_add(s->linger, &tv);
-}
-
-static void smtp_write_cb(struct bufferevent *bev, void *arg)
-{
-	struct smtp_session *s = arg;
-	if (s->state == SMTP_CLOSING) {
-		/* after STARTTLS the last reply may still sit below the filter */
-		if (smtp_unsent_below(s) > 0 && !s->linger) {
-			s->linger = evtimer_new(s->rt->base, smtp_linger, s);
-			smtp_linger(-1, 0, s);
-		} else if (!s->linger) {
-			smtp_free(s);
-		}
-		return;
-	}
 	if (s->output_blocked) {
 		s->output_blocked = false;
 		smtp_process_input(s);
@@ -1169,11 +1130,25 @@ static void smtp_teardown(struct smtp_session *s)
 		/* the spool still calls back with this session: release the
 		 * connection now, the memory in smtp_committed() */
 		s->dead = true;
-		bufferevent_free(s->bev);
-		s->bev = NULL;
+		conn_free(s->io);
+		s->io = NULL;
 		return;
 	}
 	smtp_free(s);
+}
+
+static void smtp_on_closed(void *arg)
+{
+	smtp_teardown(arg);
+}
+
+static void smtp_on_timeout(void *arg)
+{
+	struct smtp_session *s = arg;
+	log_info("event=timeout session=%s server=%s client=%s state=%s", s->sid, s->srv->name,
+		 s->client, smtp_state_name(s->state));
+	smtp_reply(s, "421 4.4.2 %s Error: timeout exceeded", s->srv->hostname);
+	smtp_close_after_flush(s);
 }
 
 static void smtp_greet(struct smtp_session *s)
@@ -1181,24 +1156,12 @@ static void smtp_greet(struct smtp_session *s)
 	smtp_reply(s, "220 %s ESMTP posthorn", s->srv->hostname);
 }
 
-/* The handshake finished: check the policy, then forget everything learnt
- * before it (RFC 3207 §4.2) and start again from the greeting state. */
-static void smtp_tls_established(struct smtp_session *s)
+/* TLS is up: forget everything learnt before it (RFC 3207 §4.2) and start
+ * again from the greeting state. */
+static void smtp_on_tls_ready(void *arg)
 {
-	SSL *ssl = bufferevent_openssl_get_ssl(s->bev);
-	char why[256], desc[256];
-	if (!tls_session_acceptable(ssl, &s->srv->tls, why, sizeof why)) {
-		log_info("event=tls-refused session=%s server=%s client=%s reason=\"%s\"", s->sid,
-			 s->srv->name, s->client, why);
-		smtp_teardown(s);
-		return;
-	}
-	tls_describe(ssl, desc, sizeof desc);
-	free(s->tls_desc);
-	s->tls_desc = xstrdup(desc);
+	struct smtp_session *s = arg;
 	s->tls_active = true;
-	log_info("event=tls session=%s server=%s client=%s tls=\"%s\"", s->sid, s->srv->name,
-		 s->client, desc);
 	free(s->helo);
 	s->helo = NULL;
 	s->esmtp = false;
@@ -1209,74 +1172,13 @@ static void smtp_tls_established(struct smtp_session *s)
 	smtp_process_input(s);
 }
 
-static void smtp_tls_failed(struct smtp_session *s, short what)
-{
-	unsigned long e = bufferevent_get_openssl_error(s->bev);
-	const char *reason = e ? ERR_reason_error_string(e) : NULL;
-	if (!reason)
-		reason = (what & BEV_EVENT_TIMEOUT) ? "timeout" : (what & BEV_EVENT_EOF) ? "client closed"
-											 : "handshake failed";
-	log_info("event=tls-failed session=%s server=%s client=%s reason=\"%s\"", s->sid,
-		 s->srv->name, s->client, reason);
-	while (bufferevent_get_openssl_error(s->bev))
-		; /* this connection's errors must not leak into the next one */
-	smtp_teardown(s);
-}
-
-static void smtp_event_cb(struct bufferevent *bev, short what, void *arg)
-{
-	struct smtp_session *s = arg;
-	if (s->state == SMTP_HANDSHAKE) {
-		if (what & BEV_EVENT_CONNECTED)
-			smtp_tls_established(s);
-		else
-			smtp_tls_failed(s, what);
-		return;
-	}
-	if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) && s->state != SMTP_CLOSING) {
-		log_info("event=timeout session=%s server=%s client=%s state=%s", s->sid,
-			 s->srv->name, s->client, smtp_state_name(s->state));
-		smtp_reply(s, "421 4.4.2 %s Error: timeout exceeded", s->srv->hostname);
-		smtp_close_after_flush(s);
-		return;
-	}
-	if (what & BEV_EVENT_ERROR)
-		log_debug("event=socket-error session=%s error=\"%s\"", s->sid,
-			  evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
-	smtp_teardown(s);
-}
-
-static void smtp_setup_bev(struct smtp_session *s)
-{
-	bufferevent_setcb(s->bev, smtp_read_cb, smtp_write_cb, smtp_event_cb, s);
-	bufferevent_setwatermark(s->bev, EV_READ, 0, SMTP_INPUT_MAX);
-	struct timeval tv = {.tv_sec = s->srv->limits.timeout};
-	bufferevent_set_timeouts(s->bev, &tv, &tv);
-	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
-}
-
-/* Put TLS under the session: over the accepted socket (fd >= 0, implicit
- * TLS) or as a filter over the plain connection (STARTTLS). */
-static bool smtp_tls_wrap(struct smtp_session *s, int fd)
-{
-	SSL *ssl = tls_server_ssl(s->ts);
-	if (!ssl)
-		return false;
-	const int opts = BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS;
-	struct bufferevent *bev =
-	    fd >= 0 ? bufferevent_openssl_socket_new(s->rt->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING, opts)
-		    : bufferevent_openssl_filter_new(s->rt->base, s->bev, ssl, BUFFEREVENT_SSL_ACCEPTING, opts);
-	if (!bev) {
-		SSL_free(ssl);
-		return false;
-	}
-	/* many clients close without close_notify; that is no error here */
-	bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
-	s->bev = bev;
-	smtp_setup_bev(s);
-	smtp_enter_state(s, SMTP_HANDSHAKE);
-	return true;
-}
+static const struct conn_handler smtp_conn_handler = {
+	.input = smtp_on_input,
+	.drained = smtp_on_drained,
+	.tls_ready = smtp_on_tls_ready,
+	.timeout = smtp_on_timeout,
+	.closed = smtp_on_closed,
+};
 
 static void smtp_cmd_starttls(struct smtp_session *s, char *args)
 {
@@ -1296,15 +1198,13 @@ static void smtp_cmd_starttls(struct smtp_session *s, char *args)
 		return;
 	}
 	smtp_reply(s, "220 2.0.0 Ready to start TLS");
-	/* Anything pipelined after STARTTLS came in the clear and must never
-	 * count as sent inside TLS (CVE-2011-0411). */
-	struct evbuffer *in = bufferevent_get_input(s->bev);
-	evbuffer_drain(in, evbuffer_get_length(in));
 	linebuf_reset(&s->lb);
-	if (!smtp_tls_wrap(s, -1)) {
+	if (!conn_starttls(s->io)) {
 		log_err("event=tls-error session=%s error=\"cannot start TLS\"", s->sid);
 		smtp_close_after_flush(s);
+		return;
 	}
+	smtp_enter_state(s, SMTP_HANDSHAKE);
 }
 
 static void smtp_free(struct smtp_session *s)
@@ -1314,33 +1214,35 @@ static void smtp_free(struct smtp_session *s)
 	smtp_txn_reset(s);
 	free(s->helo);
 	free(s->auth_user);
-	free(s->tls_desc);
 	if (s->sasl)
 		sasl_free(s->sasl);
 	if (s->pause)
 		event_free(s->pause);
-	if (s->linger)
-		event_free(s->linger);
-	if (s->bev)
-		bufferevent_free(s->bev);
+	conn_free(s->io);
 	server_conn_closed(s->conn);
 	runtime_unref(s->rt);
 	free(s);
 }
 
-/* Daemon shutdown: a last word to the client, then close (RFC 5321
- * §3.8: 421 when the service is closing). */
+/* Daemon shutdown: a last word to the client, then close once it has
+ * left (RFC 5321 §3.8: 421 when the service is closing). */
 static void smtp_shutdown(struct server_conn *c)
 {
 	struct smtp_session *s = c->session;
-	if (s->bev && s->state != SMTP_CLOSING) {
-		smtp_reply(s, "421 4.3.2 %s Service shutting down", s->srv->hostname);
-		evbuffer_write(bufferevent_get_output(s->bev), bufferevent_getfd(s->bev));
-	}
-	if (s->committing)
-		s->dead = true;
-	else
+	if (!s->io || s->state == SMTP_HANDSHAKE) {
 		smtp_free(s);
+		return;
+	}
+	if (s->state != SMTP_CLOSING) {
+		smtp_reply(s, "421 4.3.2 %s Service shutting down", s->srv->hostname);
+		smtp_close_after_flush(s);
+	}
+}
+
+/* Shutdown took too long: drop the session now. */
+static void smtp_abort(struct server_conn *c)
+{
+	smtp_free(c->session);
 }
 
 void smtp_session_start(struct runtime *rt, const struct conf_server *srv, struct tls_server *ts,
@@ -1354,6 +1256,7 @@ void smtp_session_start(struct runtime *rt, const struct conf_server *srv, struc
 	s->conn = conn;
 	conn->session = s;
 	conn->shutdown = smtp_shutdown;
+	conn->abort = smtp_abort;
 	if (counter == 0)
 		counter = ((unsigned long long)time(NULL) & 0xffffff) << 20;
 	snprintf(s->sid, sizeof s->sid, "%llx", ++counter);
@@ -1361,21 +1264,26 @@ void smtp_session_start(struct runtime *rt, const struct conf_server *srv, struc
 
 	s->ts = ts;
 	s->implicit_tls = implicit_tls;
-	s->state = SMTP_INIT;
 	log_info("event=connect session=%s server=%s client=%s%s", s->sid, srv->name, s->client,
 		 implicit_tls ? " tls=implicit" : "");
-	if (implicit_tls) {
-		if (!ts || !smtp_tls_wrap(s, fd)) {
-			if (!s->bev)
-				close(fd);
-			log_err("event=tls-error session=%s error=\"cannot start TLS\"", s->sid);
-			smtp_free(s);
-		}
+	char log_id[160];
+	bsnprintf(log_id, sizeof log_id, "session=%s server=%s client=%s", s->sid, srv->name,
+		  s->client);
+	struct conn_params p = {
+		.base = rt->base,
+		.fd = fd,
+		.ts = ts,
+		.policy = &srv->tls,
+		.implicit_tls = implicit_tls,
+		.timeout = srv->limits.timeout,
+		.log_id = log_id,
+	};
+	s->state = implicit_tls ? SMTP_HANDSHAKE : SMTP_INIT;
+	s->io = conn_new(&p, &smtp_conn_handler, s);
+	if (!s->io) {
+		smtp_free(s);
 		return;
 	}
-	s->bev = bufferevent_socket_new(rt->base, fd, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
-	if (!s->bev)
-		fatal("bufferevent_socket_new failed");
-	smtp_setup_bev(s);
-	smtp_greet(s);
+	if (!implicit_tls)
+		smtp_greet(s);
 }

@@ -1,0 +1,313 @@
+/* conn: one client connection's transport — plain or TLS bufferevents,
+ * STARTTLS (RFC 3207, RFC 2595) and implicit TLS (RFC 8314), bounded
+ * buffers, idle timeout, close after flush.  Shared by every protocol. */
+#include "conn.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include "log.h"
+#include "tls.h"
+#include "util.h"
+
+enum {
+	CONN_LINGER_MS = 20,         /* polling the TLS filter's socket side */
+	CONN_LINGER_TICKS = 250,     /* at most 5 s */
+	CONN_LINE_MAX = 1000,
+};
+
+struct conn {
+	struct bufferevent *bev;
+	struct event_base *base;
+	struct tls_server *ts;
+	const struct conf_tls *policy;
+	unsigned timeout;
+	char *log_id;
+	const struct conn_handler *h;
+	void *owner;
+	bool handshaking;
+	bool tls_active;
+	bool closing;
+	bool gone;                   /* closed was reported */
+	char *tls_desc;
+	struct event *linger;
+	unsigned linger_ticks;
+};
+
+static void conn_report_closed(struct conn *c)
+{
+	if (c->gone)
+		return;
+	c->gone = true;
+	c->h->closed(c->owner);
+}
+
+/* ---- closing ------------------------------------------------------------ */
+
+/* Bytes the TLS filter has encrypted but the socket has not yet taken. */
+static size_t conn_unsent_below(const struct conn *c)
+{
+	struct bufferevent *under = bufferevent_get_underlying(c->bev);
+	return under ? evbuffer_get_length(bufferevent_get_output(under)) : 0;
+}
+
+static void conn_linger(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+	if (conn_unsent_below(c) == 0 || ++c->linger_ticks >= CONN_LINGER_TICKS) {
+		conn_report_closed(c);
+		return;
+	}
+	struct timeval tv = {.tv_usec = CONN_LINGER_MS * 1000};
+	evtimer_add(c->linger, &tv);
+}
+
+static void conn_closing_drained(struct conn *c)
+{
+	if (c->linger || evbuffer_get_length(bufferevent_get_output(c->bev)) > 0)
+		return;
+	if (conn_unsent_below(c) == 0) {
+		conn_report_closed(c);
+		return;
+	}
+	/* after STARTTLS the last reply may still sit below the filter */
+	c->linger = evtimer_new(c->base, conn_linger, c);
+	conn_linger(-1, 0, c);
+}
+
+void conn_close(struct conn *c)
+{
+	if (c->closing)
+		return;
+	c->closing = true;
+	bufferevent_disable(c->bev, EV_READ);
+	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+		bufferevent_trigger(c->bev, EV_WRITE, BEV_TRIG_IGNORE_WATERMARKS);
+}
+
+bool conn_closing(const struct conn *c)
+{
+	return c->closing;
+}
+
+void conn_flush_now(struct conn *c)
+{
+	/* plain connections only: TLS records need the event loop */
+	if (!bufferevent_openssl_get_ssl(c->bev))
+		evbuffer_write(bufferevent_get_output(c->bev), bufferevent_getfd(c->bev));
+}
+
+/* ---- events ------------------------------------------------------------- */
+
+static void conn_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct conn *c = arg;
+	c->h->input(c->owner);
+}
+
+static void conn_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct conn *c = arg;
+	if (c->closing)
+		conn_closing_drained(c);
+	else
+		c->h->drained(c->owner);
+}
+
+static void conn_tls_established(struct conn *c)
+{
+	SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+	char why[256], desc[TLS_DESCRIBE_MAX];
+	c->handshaking = false;
+	if (!tls_session_acceptable(ssl, c->policy, why, sizeof why)) {
+		log_info("event=tls-refused %s reason=\"%s\"", c->log_id, why);
+		conn_report_closed(c);
+		return;
+	}
+	tls_describe(ssl, desc, sizeof desc);
+	free(c->tls_desc);
+	c->tls_desc = xstrdup(desc);
+	c->tls_active = true;
+	log_info("event=tls %s tls=\"%s\"", c->log_id, desc);
+	c->h->tls_ready(c->owner);
+}
+
+static void conn_tls_failed(struct conn *c, short what)
+{
+	unsigned long e = bufferevent_get_openssl_error(c->bev);
+	const char *reason = e ? ERR_reason_error_string(e) : NULL;
+	if (!reason)
+		reason = (what & BEV_EVENT_TIMEOUT) ? "timeout"
+			 : (what & BEV_EVENT_EOF)   ? "client closed"
+						    : "handshake failed";
+	log_info("event=tls-failed %s reason=\"%s\"", c->log_id, reason);
+	while (bufferevent_get_openssl_error(c->bev))
+		; /* this connection's errors must not leak into the next one */
+	conn_report_closed(c);
+}
+
+static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct conn *c = arg;
+	if (c->handshaking) {
+		if (what & BEV_EVENT_CONNECTED)
+			conn_tls_established(c);
+		else
+			conn_tls_failed(c, what);
+		return;
+	}
+	if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) && !c->closing) {
+		c->h->timeout(c->owner);
+		return;
+	}
+	if (what & BEV_EVENT_ERROR)
+		log_debug("event=socket-error %s error=\"%s\"", c->log_id,
+			  evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+	conn_report_closed(c);
+}
+
+static void conn_setup(struct conn *c)
+{
+	bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
+	bufferevent_setwatermark(c->bev, EV_READ, 0, CONN_INPUT_MAX);
+	struct timeval tv = {.tv_sec = c->timeout};
+	bufferevent_set_timeouts(c->bev, &tv, &tv);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+}
+
+/* Put TLS under the session: over the socket (fd >= 0, implicit TLS) or
+ * as a filter over the plain connection (STARTTLS). */
+static bool conn_tls_wrap(struct conn *c, int fd)
+{
+	SSL *ssl = tls_server_ssl(c->ts);
+	if (!ssl)
+		return false;
+	const int opts = BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS;
+	struct bufferevent *bev =
+	    fd >= 0 ? bufferevent_openssl_socket_new(c->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING, opts)
+		    : bufferevent_openssl_filter_new(c->base, c->bev, ssl, BUFFEREVENT_SSL_ACCEPTING,
+						     opts);
+	if (!bev) /* libevent's failure path leaves the SSL's owner unclear */
+		fatal("cannot create a TLS bufferevent");
+	/* many clients close without close_notify; that is no error here */
+	bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+	c->bev = bev;
+	c->handshaking = true;
+	conn_setup(c);
+	return true;
+}
+
+bool conn_starttls(struct conn *c)
+{
+	if (!c->ts || c->tls_active || c->handshaking)
+		return false;
+	/* Anything pipelined after the command came in the clear and must
+	 * never count as sent inside TLS (CVE-2011-0411). */
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	evbuffer_drain(in, evbuffer_get_length(in));
+	return conn_tls_wrap(c, -1);
+}
+
+/* ---- life ----------------------------------------------------------------- */
+
+struct conn *conn_new(const struct conn_params *p, const struct conn_handler *h, void *owner)
+{
+	struct conn *c = xcalloc(1, sizeof *c);
+	c->base = p->base;
+	c->ts = p->ts;
+	c->policy = p->policy;
+	c->timeout = p->timeout;
+	c->log_id = xstrdup(p->log_id);
+	c->h = h;
+	c->owner = owner;
+	if (p->implicit_tls) {
+		if (!c->ts || !conn_tls_wrap(c, p->fd)) {
+			log_err("event=tls-error %s error=\"no TLS for this listener\"", c->log_id);
+			close(p->fd);
+			free(c->log_id);
+			free(c);
+			return NULL;
+		}
+		return c;
+	}
+	c->bev = bufferevent_socket_new(c->base, p->fd, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+	if (!c->bev)
+		fatal("bufferevent_socket_new failed");
+	conn_setup(c);
+	return c;
+}
+
+void conn_free(struct conn *c)
+{
+	if (!c)
+		return;
+	if (c->linger)
+		event_free(c->linger);
+	bufferevent_free(c->bev);
+	free(c->tls_desc);
+	free(c->log_id);
+	free(c);
+}
+
+/* ---- data ----------------------------------------------------------------- */
+
+struct evbuffer *conn_input(struct conn *c)
+{
+	return bufferevent_get_input(c->bev);
+}
+
+void conn_write(struct conn *c, const void *data, size_t len)
+{
+	bufferevent_write(c->bev, data, len);
+}
+
+void conn_printf(struct conn *c, const char *fmt, ...)
+{
+	char line[CONN_LINE_MAX + 3];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(line, sizeof line - 2, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		fatal("conn_printf: formatting failed");
+	if ((size_t)n > sizeof line - 3)
+		n = (int)sizeof line - 3;
+	line[n++] = '\r';
+	line[n++] = '\n';
+	bufferevent_write(c->bev, line, (size_t)n);
+}
+
+size_t conn_output_pending(struct conn *c)
+{
+	return evbuffer_get_length(bufferevent_get_output(c->bev));
+}
+
+bool conn_output_full(struct conn *c)
+{
+	return conn_output_pending(c) > CONN_OUTPUT_MAX;
+}
+
+bool conn_handshaking(const struct conn *c)
+{
+	return c->handshaking;
+}
+
+bool conn_tls_active(const struct conn *c)
+{
+	return c->tls_active;
+}
+
+const char *conn_tls_desc(const struct conn *c)
+{
+	return c->tls_desc;
+}
