@@ -977,6 +977,7 @@ static void server_defaults(struct conf_server *s, const char *name, struct conf
 	s->tls.min_bits = 128;
 	s->tls.min_version = TLS_VERSION_1_2;
 	s->connection.default_action = ACTION_ALLOW;
+	s->connection.reverse_lookup = true;
 	s->auth.mechanisms = MECH_PLAIN | MECH_LOGIN | MECH_SCRAM_SHA_256;
 	s->auth.plaintext_requires_tls = true;
 	s->auth.sender_must_match = true;
@@ -1508,6 +1509,11 @@ static void conn_default(struct parser *p, const struct line *d)
 		p->server->connection.default_action = (enum conf_action)i;
 }
 
+static void conn_reverse_lookup(struct parser *p, const struct line *d)
+{
+	arg_bool(p, d, &d->args[0], &p->server->connection.reverse_lookup);
+}
+
 static void conn_rule(struct parser *p, const struct line *d, enum conf_action action)
 {
 	struct conf_connection *cn = &p->server->connection;
@@ -1666,6 +1672,7 @@ static const struct context tls_context =
 
 static const struct directive connection_directives[] = {
 	{"default", 1, 1, conn_default, NULL, NULL, true},
+	{"reverse-lookup", 1, 1, conn_reverse_lookup, NULL, NULL, true},
 	{"allow", 1, 2, conn_allow, NULL, NULL, false},
 	{"deny", 1, 2, conn_deny, NULL, NULL, false},
 };
@@ -2297,6 +2304,15 @@ static void print_connection(FILE *out, const struct conf_connection *cn)
 		fputs(allow ? "; everybody else may connect" : "; nobody else may connect", out);
 	}
 	fputc('\n', out);
+	bool domains = false;
+	for (size_t i = 0; i < cn->nrules; i++)
+		domains = domains || cn->rules[i].kind == RULE_DOMAIN;
+	if (domains)
+		fputs("  client names: looked up for every connection (domain rules need them)\n", out);
+	else if (cn->reverse_lookup)
+		fputs("  client names: looked up for the Received: header\n", out);
+	else
+		fputs("  client names: not looked up (reverse-lookup no)\n", out);
 }
 
 static void print_encryption(FILE *out, const struct conf_tls *t)

@@ -68,6 +68,8 @@ struct conf_connection {
 	enum conf_action default_action; /* default allow */
 	struct conf_rule *rules;
 	size_t nrules;
+	bool reverse_lookup;    /* look the client's name up for Received:
+				 * even without domain rules; default yes */
 };
 
 enum conf_mech {

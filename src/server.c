@@ -19,9 +19,11 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 
+#include "access.h"
 #include "aliases.h"
 #include "conf.h"
 #include "deliver_local.h"
+#include "dns.h"
 #include "log.h"
 #include "privdrop.h"
 #include "sasl.h"
@@ -74,6 +76,12 @@ void runtime_unref(struct runtime *rt)
 		if (rt->tls[i])
 			tls_server_free(rt->tls[i]);
 	free(rt->tls);
+	for (size_t i = 0; rt->server_dns && i < rt->conf->nservers; i++)
+		if (rt->server_dns[i])
+			dns_resolver_free(rt->server_dns[i]);
+	free(rt->server_dns);
+	if (rt->dns)
+		dns_resolver_free(rt->dns);
 	conf_free(rt->conf);
 	userdb_free(rt->users);
 	if (rt->aliases)
@@ -103,8 +111,39 @@ static int runtime_load_tls(struct runtime *rt, FILE *err)
 	return errors;
 }
 
-/* Load a configuration with its users, aliases and certificates; NULL
- * after logging every error. */
+/* The global resolver and one for each server with its own `dns` (as an
+ * Exchange virtual server's "external DNS servers"). */
+static int runtime_load_dns(struct runtime *rt, FILE *err)
+{
+	char why[256];
+	rt->dns = dns_resolver_new(rt->base, &rt->conf->dns, NULL, why, sizeof why);
+	if (!rt->dns) {
+		fprintf(err, "dns: %s\n", why);
+		return 1;
+	}
+	rt->server_dns = xcalloc(rt->conf->nservers, sizeof *rt->server_dns);
+	int errors = 0;
+	for (size_t i = 0; i < rt->conf->nservers; i++) {
+		const struct conf_server *srv = &rt->conf->servers[i];
+		if (srv->dns.nservers == 0)
+			continue;
+		rt->server_dns[i] = dns_resolver_new(rt->base, &srv->dns, NULL, why, sizeof why);
+		if (!rt->server_dns[i]) {
+			fprintf(err, "server %s: dns: %s\n", srv->name, why);
+			errors++;
+		}
+	}
+	return errors;
+}
+
+struct dns_resolver *runtime_resolver(const struct runtime *rt, const struct conf_server *srv)
+{
+	struct dns_resolver *own = rt->server_dns[srv - rt->conf->servers];
+	return own ? own : rt->dns;
+}
+
+/* Load a configuration with its users, aliases, certificates and
+ * resolvers; NULL after logging every error. */
 static struct runtime *runtime_load(const char *path, struct spool *sp, struct event_base *base)
 {
 	char *errs = NULL;
@@ -119,7 +158,7 @@ static struct runtime *runtime_load(const char *path, struct spool *sp, struct e
 	bool ok = conf_load(path, &rt->conf, err) == 0 &&
 		  userdb_load(rt->conf->users, &rt->users, err) == 0 &&
 		  (!rt->conf->aliases || aliases_load(rt->conf->aliases, &rt->aliases, err) == 0) &&
-		  runtime_load_tls(rt, err) == 0;
+		  runtime_load_tls(rt, err) == 0 && runtime_load_dns(rt, err) == 0;
 	fclose(err);
 	if (!ok) {
 		for (char *line = strtok(errs, "\n"); line; line = strtok(NULL, "\n"))
@@ -260,6 +299,111 @@ static bool server_over_limits(const struct conf_server *srv, const char *client
 	return true;
 }
 
+/* ---- admission: the connection rules, after the client's name ---------- */
+
+/* A connection waiting for the client's reverse name. */
+struct pending {
+	struct server_conn *conn;
+	struct runtime *rt;
+	const struct conf_server *srv;
+	struct tls_server *ts;
+	bool implicit_tls;
+	int fd;
+	struct sockaddr_storage peer;
+	socklen_t peerlen;
+	struct dns_resolver *resolver;
+	dns_query_id query;
+};
+
+/* Decide by the `connection` rules and hand the client to its protocol. */
+static void server_admit(struct runtime *rt, const struct conf_server *srv, struct tls_server *ts,
+			 bool implicit_tls, int fd, const struct sockaddr *peer, socklen_t peerlen,
+			 struct server_conn *c, const char *name, const char *dns_status)
+{
+	const struct conf_rule *rule = NULL;
+	bool allowed = access_connection_allowed(&srv->connection, peer, name, &rule);
+	if (!allowed) {
+		char esc[LOG_VALUE_MAX];
+		log_info("event=refuse server=%s client=%s name=%s reason=connection-rule rule=\"%s\"%s%s",
+			 srv->name, c->client, name ? log_escape(esc, sizeof esc, name, strlen(name)) : "-",
+			 rule ? rule->text : "default deny", dns_status ? " dns=" : "",
+			 dns_status ? dns_status : "");
+	}
+	struct session_start st = {
+		.rt = rt,
+		.srv = srv,
+		.ts = ts,
+		.implicit_tls = implicit_tls,
+		.fd = fd,
+		.peer = peer,
+		.peerlen = peerlen,
+		.conn = c,
+		.client_name = name,
+		.refused = !allowed,
+	};
+	smtp_session_start(&st);
+}
+
+static void pending_free(struct pending *p)
+{
+	runtime_unref(p->rt);
+	free(p);
+}
+
+static void server_name_found(void *arg, enum dns_status st, const char *name)
+{
+	struct pending *p = arg;
+	const char *status = NULL;
+	if (st != DNS_OK && st != DNS_NOTFOUND) {
+		/* no name: domain rules cannot match; the log says why */
+		status = dns_status_name(st);
+		log_info("event=dns-lookup server=%s client=%s status=%s", p->srv->name,
+			 p->conn->client, status);
+	}
+	server_admit(p->rt, p->srv, p->ts, p->implicit_tls, p->fd, (struct sockaddr *)&p->peer,
+		     p->peerlen, p->conn, st == DNS_OK ? name : NULL, status);
+	pending_free(p);
+}
+
+/* Shutdown while the name is being looked up. */
+static void server_pending_drop(struct server_conn *c)
+{
+	struct pending *p = c->session;
+	dns_cancel(p->resolver, p->query);
+	close(p->fd);
+	pending_free(p);
+	server_conn_closed(c);
+}
+
+static bool server_wants_name(const struct conf_server *srv)
+{
+	return srv->connection.reverse_lookup ||
+	       access_needs_name(srv->connection.rules, srv->connection.nrules);
+}
+
+static void server_lookup_then_admit(struct runtime *rt, const struct conf_server *srv,
+				     struct tls_server *ts, bool implicit_tls, int fd,
+				     const struct sockaddr *sa, socklen_t salen, struct server_conn *c)
+{
+	struct pending *p = xcalloc(1, sizeof *p);
+	p->conn = c;
+	p->rt = runtime_ref(rt);
+	p->srv = srv;
+	p->ts = ts;
+	p->implicit_tls = implicit_tls;
+	p->fd = fd;
+	memcpy(&p->peer, sa, salen);
+	p->peerlen = salen;
+	p->resolver = runtime_resolver(rt, srv);
+	c->session = p;
+	c->shutdown = server_pending_drop;
+	c->abort = server_pending_drop;
+	/* the answer may come at once, from the cache, and free p */
+	dns_query_id q = dns_lookup_fcrdns(p->resolver, sa, server_name_found, p);
+	if (q)
+		p->query = q;
+}
+
 static void server_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
 			  int salen, void *arg)
 {
@@ -284,7 +428,10 @@ static void server_accept(struct evconnlistener *lev, evutil_socket_t fd, struct
 		c->next->prev = c;
 	daemon_state.conns = c;
 	conn_count(c, +1);
-	smtp_session_start(rt, srv, ts, l->tls, fd, sa, (socklen_t)salen, c);
+	if (server_wants_name(srv))
+		server_lookup_then_admit(rt, srv, ts, l->tls, fd, sa, (socklen_t)salen, c);
+	else
+		server_admit(rt, srv, ts, l->tls, fd, sa, (socklen_t)salen, c, NULL, NULL);
 }
 
 static void server_resume_accept(evutil_socket_t fd, short what, void *arg)

@@ -15,6 +15,8 @@ struct spool;
 struct event_base;
 struct tls_server;
 struct sasl_throttle;
+struct dns_resolver;
+struct server_conn;
 
 /* One configuration generation with what was loaded alongside it.  A
  * session holds a reference for its whole life, so a reload never changes
@@ -25,12 +27,31 @@ struct runtime {
 	struct userdb *users;
 	struct aliases *aliases;     /* NULL when no aliases file */
 	struct tls_server **tls;     /* per conf->servers[i]; NULL: no certificate */
+	struct dns_resolver *dns;    /* the global `dns` servers (or resolv.conf) */
+	struct dns_resolver **server_dns; /* per server with its own `dns`; else NULL */
 	struct spool *spool;         /* shared by every generation */
 	struct event_base *base;
 	struct sasl_throttle *throttle; /* shared by every generation */
 };
 
+/* What a protocol session is started with, once the connection rules
+ * have decided. */
+struct session_start {
+	struct runtime *rt;
+	const struct conf_server *srv;
+	struct tls_server *ts;       /* NULL: no certificate */
+	bool implicit_tls;
+	int fd;                      /* taken over by the session */
+	const struct sockaddr *peer;
+	socklen_t peerlen;
+	struct server_conn *conn;
+	const char *client_name;     /* forward-confirmed reverse name, or NULL */
+	bool refused;                /* by the `connection` rules */
+};
+
 struct runtime *runtime_ref(struct runtime *rt);
+/* The resolver for server srv of rt: its own, or the global one. */
+struct dns_resolver *runtime_resolver(const struct runtime *rt, const struct conf_server *srv);
 void runtime_unref(struct runtime *rt);
 
 /* A live connection, of any protocol, as the daemon sees it: counted

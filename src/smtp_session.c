@@ -52,6 +52,7 @@ enum smtp_state {
 	SMTP_CLOSING = 1u << 5, /* flushing the last reply */
 	SMTP_HANDSHAKE = 1u << 6, /* TLS handshake under way */
 	SMTP_AUTH = 1u << 7,    /* inside an AUTH exchange (RFC 4954) */
+	SMTP_REFUSED = 1u << 8, /* refused by the connection rules: QUIT only */
 };
 #define SMTP_ANY_COMMAND_STATE (SMTP_INIT | SMTP_READY | SMTP_MAIL | SMTP_RCPT)
 
@@ -66,6 +67,7 @@ static const char *smtp_state_name(enum smtp_state st)
 	case SMTP_CLOSING: return "closing";
 	case SMTP_HANDSHAKE: return "handshake";
 	case SMTP_AUTH: return "auth";
+	case SMTP_REFUSED: return "refused";
 	}
 	return "?";
 }
@@ -88,6 +90,8 @@ struct smtp_session {
 	struct linebuf lb;
 	enum smtp_state state;
 	char client[64];
+	char *client_name;      /* forward-confirmed reverse name, or NULL */
+	bool refused;           /* by the connection rules */
 	char *helo;
 	bool esmtp;
 	struct tls_server *ts;  /* NULL: no certificate, no STARTTLS */
@@ -229,7 +233,7 @@ static const struct smtp_command smtp_commands[] = {
 	{"DATA", smtp_cmd_data, SMTP_RCPT, SMTP_F_NEEDS_TLS, LINE_MAX_COMMAND},
 	{"RSET", smtp_cmd_rset, SMTP_ANY_COMMAND_STATE, 0, LINE_MAX_COMMAND},
 	{"NOOP", smtp_cmd_noop, SMTP_ANY_COMMAND_STATE, 0, LINE_MAX_COMMAND},
-	{"QUIT", smtp_cmd_quit, SMTP_ANY_COMMAND_STATE, 0, LINE_MAX_COMMAND},
+	{"QUIT", smtp_cmd_quit, SMTP_ANY_COMMAND_STATE | SMTP_REFUSED, 0, LINE_MAX_COMMAND},
 	{"VRFY", smtp_cmd_vrfy, SMTP_ANY_COMMAND_STATE, 0, LINE_MAX_COMMAND},
 	{"HELP", smtp_cmd_help, SMTP_ANY_COMMAND_STATE, 0, LINE_MAX_COMMAND},
 	/* RFC 3207 §4: not inside a transaction */
@@ -262,16 +266,24 @@ static void smtp_bad_sequence(struct smtp_session *s, const struct smtp_command 
 	smtp_error(s);
 }
 
-/* The one policy gate: state, then secure channel, then authentication. */
+/* The one policy gate: secure channel first (a client without TLS learns
+ * nothing else from a server that requires it), then state, then
+ * authentication. */
 static bool smtp_gate(struct smtp_session *s, const struct smtp_command *c)
 {
-	if (!(c->states & s->state)) {
-		smtp_bad_sequence(s, c);
+	if (s->state == SMTP_REFUSED && !(c->states & SMTP_REFUSED)) {
+		/* SPEC §4: a refused client may only say goodbye */
+		smtp_reply(s, "503 5.7.1 Error: access denied");
+		smtp_error(s);
 		return false;
 	}
 	if ((c->flags & SMTP_F_NEEDS_TLS) && s->srv->tls.require && !s->tls_active) {
 		smtp_reply(s, "530 5.7.0 Must issue a STARTTLS command first");
 		smtp_error(s);
+		return false;
+	}
+	if (!(c->states & s->state)) {
+		smtp_bad_sequence(s, c);
 		return false;
 	}
 	if ((c->flags & SMTP_F_NEEDS_AUTH) && !s->srv->auth.anonymous && !s->auth_user) {
@@ -728,10 +740,10 @@ static char *smtp_received_header(const struct smtp_session *s, const char *id)
 	char authpart[300] = "";
 	if (s->auth_user && s->srv->auth.received_auth)
 		snprintf(authpart, sizeof authpart, "\r\n\t(authenticated as %s)", s->auth_user);
-	return xasprintf("Received: from %s (unknown [%s])%s%s\r\n"
+	return xasprintf("Received: from %s (%s [%s])%s%s\r\n"
 			 "\tby %s (posthorn) with %s id %s%s;\r\n\t%s\r\n",
-			 s->helo, s->client, tlspart, authpart, s->srv->hostname, with, id, forpart,
-			 date);
+			 s->helo, s->client_name ? s->client_name : "unknown", s->client, tlspart,
+			 authpart, s->srv->hostname, with, id, forpart, date);
 }
 
 static void smtp_cmd_data(struct smtp_session *s, char *args)
@@ -1153,7 +1165,12 @@ static void smtp_on_timeout(void *arg)
 
 static void smtp_greet(struct smtp_session *s)
 {
-	smtp_reply(s, "220 %s ESMTP posthorn", s->srv->hostname);
+	if (s->refused) {
+		smtp_reply(s, "554 5.7.1 %s Access denied", s->srv->hostname);
+		smtp_enter_state(s, SMTP_REFUSED);
+	} else {
+		smtp_reply(s, "220 %s ESMTP posthorn", s->srv->hostname);
+	}
 }
 
 /* TLS is up: forget everything learnt before it (RFC 3207 §4.2) and start
@@ -1213,6 +1230,7 @@ static void smtp_free(struct smtp_session *s)
 		 s->client);
 	smtp_txn_reset(s);
 	free(s->helo);
+	free(s->client_name);
 	free(s->auth_user);
 	if (s->sasl)
 		sasl_free(s->sasl);
@@ -1245,45 +1263,49 @@ static void smtp_abort(struct server_conn *c)
 	smtp_free(c->session);
 }
 
-void smtp_session_start(struct runtime *rt, const struct conf_server *srv, struct tls_server *ts,
-			bool implicit_tls, int fd, const struct sockaddr *peer, socklen_t peerlen,
-			struct server_conn *conn)
+void smtp_session_start(const struct session_start *st)
 {
 	static unsigned long long counter;
+	const struct conf_server *srv = st->srv;
 	struct smtp_session *s = xcalloc(1, sizeof *s);
-	s->rt = runtime_ref(rt);
+	s->rt = runtime_ref(st->rt);
 	s->srv = srv;
-	s->conn = conn;
-	conn->session = s;
-	conn->shutdown = smtp_shutdown;
-	conn->abort = smtp_abort;
+	s->conn = st->conn;
+	st->conn->session = s;
+	st->conn->shutdown = smtp_shutdown;
+	st->conn->abort = smtp_abort;
 	if (counter == 0)
 		counter = ((unsigned long long)time(NULL) & 0xffffff) << 20;
 	snprintf(s->sid, sizeof s->sid, "%llx", ++counter);
-	server_addr_text(peer, s->client, sizeof s->client);
+	server_addr_text(st->peer, s->client, sizeof s->client);
+	s->client_name = st->client_name ? xstrdup(st->client_name) : NULL;
+	s->refused = st->refused;
+	s->ts = st->ts;
+	s->implicit_tls = st->implicit_tls;
 
-	s->ts = ts;
-	s->implicit_tls = implicit_tls;
-	log_info("event=connect session=%s server=%s client=%s%s", s->sid, srv->name, s->client,
-		 implicit_tls ? " tls=implicit" : "");
+	char esc[LOG_VALUE_MAX];
+	log_info("event=connect session=%s server=%s client=%s name=%s%s", s->sid, srv->name,
+		 s->client,
+		 s->client_name ? log_escape(esc, sizeof esc, s->client_name, strlen(s->client_name)) : "-",
+		 s->implicit_tls ? " tls=implicit" : "");
 	char log_id[160];
 	bsnprintf(log_id, sizeof log_id, "session=%s server=%s client=%s", s->sid, srv->name,
 		  s->client);
 	struct conn_params p = {
-		.base = rt->base,
-		.fd = fd,
-		.ts = ts,
+		.base = s->rt->base,
+		.fd = st->fd,
+		.ts = st->ts,
 		.policy = &srv->tls,
-		.implicit_tls = implicit_tls,
+		.implicit_tls = st->implicit_tls,
 		.timeout = srv->limits.timeout,
 		.log_id = log_id,
 	};
-	s->state = implicit_tls ? SMTP_HANDSHAKE : SMTP_INIT;
+	s->state = st->implicit_tls ? SMTP_HANDSHAKE : SMTP_INIT;
 	s->io = conn_new(&p, &smtp_conn_handler, s);
 	if (!s->io) {
 		smtp_free(s);
 		return;
 	}
-	if (!implicit_tls)
+	if (!st->implicit_tls)
 		smtp_greet(s);
 }

@@ -7,17 +7,11 @@
 #include <stdbool.h>
 #include <sys/socket.h>
 
-struct runtime;
-struct conf_server;
-struct server_conn;
-struct tls_server;
+struct session_start;
 
-/* Take over the accepted socket fd.  rt is referenced for the session's
- * life; conn is owned by the caller's registry until server_conn_closed().
- * ts is the server's TLS layer (NULL without a certificate); with
- * implicit_tls the handshake comes first (RFC 8314). */
-void smtp_session_start(struct runtime *rt, const struct conf_server *srv, struct tls_server *ts,
-			bool implicit_tls, int fd, const struct sockaddr *peer, socklen_t peerlen,
-			struct server_conn *conn);
+/* Take over the accepted connection described by st (see server.h): the
+ * runtime is referenced for the session's life; st->conn stays in the
+ * daemon's registry until server_conn_closed(). */
+void smtp_session_start(const struct session_start *st);
 
 #endif

@@ -13,7 +13,10 @@ AddressSanitizer/UBSan reports, and a daemon that died on its own fails the
 test.  Only processes started here are signalled, always by PID.
 
 The binary is $POSTHORN_BIN (make integration sets it to the ASan build).
-No test resolves names: everything listens and connects on 127.0.0.0/8.
+No test resolves names through the machine's resolver: everything listens
+and connects on 127.0.0.0/8, and every daemon's `dns` is a dnsmasq of the
+tests' own (the session-wide `default_dns`, or one a test starts with its
+records).
 """
 
 import os
@@ -27,6 +30,7 @@ import time
 
 import pytest
 
+from dnsutil import Dnsmasq
 from helpers import (CLIENT_HELO, HOST, SMTPConn, free_port, maildir_files, run,
                      sanitizer_report, wait_until)
 
@@ -407,8 +411,30 @@ def users_template(posthorn_bin, tmp_path_factory):
     return str(d / "users")
 
 
+@pytest.fixture(scope="session")
+def default_dns(tmp_path_factory):
+    """A dnsmasq with no records: every daemon asks it, never the host's resolver."""
+    d = Dnsmasq(tmp_path_factory.mktemp("dns"))
+    yield d
+    d.stop()
+
+
 @pytest.fixture
-def posthorn(posthorn_bin, tmp_path, users_template):
+def dnsmasq(tmp_path):
+    """Factory: dnsmasq(ptr=[...], hosts=[...], mx=[...]) -> Dnsmasq, stopped at teardown."""
+    started = []
+
+    def make(**kw):
+        d = Dnsmasq(tmp_path, **kw)
+        started.append(d)
+        return d
+    yield make
+    for d in started:
+        d.stop()
+
+
+@pytest.fixture
+def posthorn(posthorn_bin, tmp_path, users_template, default_dns):
     """Factory: posthorn(limits={...}, anonymous=True, servers={...}, users={...},
     aliases="...", run_as=None, dns=None, root=None, start=True,
     asan_options={...}) -> Posthorn, already running unless start=False."""
@@ -418,6 +444,7 @@ def posthorn(posthorn_bin, tmp_path, users_template):
     def make(start=True, root=None, **kw):
         if root is None:
             root = tmp_path / f"ph{len(instances) + 1}"
+        kw.setdefault("dns", default_dns.address)
         p = Posthorn(posthorn_bin, root, users_template, **kw)
         instances.append(p)
         if start:
