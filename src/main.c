@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check_dns.h"
 #include "cmd_user.h"
 #include "conf.h"
 #include "log.h"
@@ -25,6 +26,7 @@ static int cmd_check(const char *conf_path, int argc, char **argv);
 static int cmd_help(const char *conf_path, int argc, char **argv);
 static int cmd_user_main(const char *conf_path, int argc, char **argv);
 static int cmd_cert_main(const char *conf_path, int argc, char **argv);
+static int cmd_check_dns_main(const char *conf_path, int argc, char **argv);
 
 static const struct command commands[] = {
 	{"serve", cmd_serve, "serve [-c FILE]",
@@ -36,6 +38,11 @@ static const struct command commands[] = {
 	 "Parse and validate the configuration.  On error print FILE:LINE:COL: message\n"
 	 "for every error and exit 1; otherwise print each virtual server's effective\n"
 	 "policy in plain words, then any warnings."},
+	{"check-dns", cmd_check_dns_main, "check-dns [-c FILE]",
+	 "For each virtual server, resolve its hostname with the configured DNS\n"
+	 "servers and report whether it resolves, whether it resolves to the\n"
+	 "addresses the server listens on, and whether their reverse (PTR) records\n"
+	 "point back to it.  Exit 1 when anything is missing or does not match."},
 	{"user", cmd_user_main, "user add|passwd|del ADDRESS, user list [-c FILE]",
 	 "Manage the user database.  add and passwd read the password from the first\n"
 	 "line of standard input (prompting without echo on a terminal).  Only salted\n"
@@ -101,6 +108,15 @@ static int cmd_check(const char *conf_path, int argc, char **argv)
 static int cmd_user_main(const char *conf_path, int argc, char **argv)
 {
 	return cmd_user(conf_path, argc - 1, argv + 1);
+}
+
+static int cmd_check_dns_main(const char *conf_path, int argc, char **argv)
+{
+	if (argc != 1) {
+		fprintf(stderr, "usage: posthorn check-dns [-c FILE]\n");
+		return 2;
+	}
+	return cmd_check_dns(conf_path);
 }
 
 static int cmd_cert_main(const char *conf_path, int argc, char **argv)
