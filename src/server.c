@@ -62,6 +62,11 @@ static struct {
 
 /* ---- runtime generations ---------------------------------------------- */
 
+struct runtime *server_runtime(void)
+{
+	return daemon_state.current;
+}
+
 struct runtime *runtime_ref(struct runtime *rt)
 {
 	rt->refs++;
@@ -655,6 +660,8 @@ static int server_drop_privileges(const struct conf *conf, const struct spool *s
 
 /* ---- signals ------------------------------------------------------------ */
 
+static int server_check_protocols(const struct conf *conf);
+
 static void server_reload(void)
 {
 	struct runtime *old = daemon_state.current;
@@ -663,6 +670,11 @@ static void server_reload(void)
 		rt->throttle = old->throttle;
 	if (!rt) {
 		log_err("event=reload-failed reason=\"configuration has errors; keeping the old one\"");
+		return;
+	}
+	if (server_check_protocols(rt->conf) < 0) {
+		log_err("event=reload-failed reason=\"a protocol of the new configuration is not available\"");
+		runtime_unref(rt);
 		return;
 	}
 	if (strcmp(rt->conf->spool, old->conf->spool) != 0)

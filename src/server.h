@@ -65,6 +65,9 @@ struct server_conn {
 	void *session;
 };
 
+/* The current configuration generation (no reference taken). */
+struct runtime *server_runtime(void);
+
 /* The protocol side calls this when its connection is gone. */
 void server_conn_closed(struct server_conn *c);
 
