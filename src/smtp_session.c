@@ -8,7 +8,9 @@
  * syntax first, then act.  All input passes linebuf_get(). */
 #include "smtp_session.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +23,7 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 
+#include "access.h"
 #include "aliases.h"
 #include "conf.h"
 #include "conn.h"
@@ -90,6 +93,8 @@ struct smtp_session {
 	struct linebuf lb;
 	enum smtp_state state;
 	char client[64];
+	struct sockaddr_storage peer;  /* the client's address, for relay rules */
+	struct sockaddr_storage local; /* the address it connected to */
 	char *client_name;      /* forward-confirmed reverse name, or NULL */
 	bool refused;           /* by the connection rules */
 	char *helo;
@@ -641,12 +646,103 @@ static void smtp_rcpt_accept(struct smtp_session *s, const char *address)
 }
 
 /* The address's canonical local form: local part unquoted, domain
- * normalised; the bare <postmaster> names the first local domain's. */
+ * normalised; the bare <postmaster> and our own address literal name the
+ * first local domain's users. */
 static char *smtp_rcpt_address(const struct smtp_session *s, const struct smtp_addr *a)
 {
 	if (!a->domain)
 		return xasprintf("postmaster@%s", s->rt->conf->domains[0]);
+	if (a->literal) /* our own address: the primary local domain's user */
+		return str_lower(xasprintf("%s@%s", a->local_unquoted, s->rt->conf->domains[0]));
 	return smtp_canonical_address(a);
+}
+
+/* Is the address literal ("[192.0.2.1]", "[IPv6:2001:db8::1]") the
+ * address this client connected to?  Only then is it local (RFC 5321
+ * §4.1.3); any other literal is somebody else's. */
+static bool smtp_literal_is_ours(const struct smtp_session *s, const char *domain)
+{
+	char buf[64];
+	size_t n = strlen(domain);
+	if (n < 3 || n - 2 >= sizeof buf)
+		return false;
+	memcpy(buf, domain + 1, n - 2);
+	buf[n - 2] = '\0';
+	const char *ip = buf;
+	int family = AF_INET;
+	if (strncasecmp(ip, "IPv6:", 5) == 0) {
+		ip += 5;
+		family = AF_INET6;
+	}
+	unsigned char want[16];
+	if (inet_pton(family, ip, want) != 1)
+		return false;
+	if (s->local.ss_family == AF_INET)
+		return family == AF_INET &&
+		       memcmp(&((const struct sockaddr_in *)&s->local)->sin_addr, want, 4) == 0;
+	if (s->local.ss_family == AF_INET6) {
+		const struct in6_addr *a6 = &((const struct sockaddr_in6 *)&s->local)->sin6_addr;
+		if (family == AF_INET6)
+			return memcmp(a6, want, 16) == 0;
+		return IN6_IS_ADDR_V4MAPPED(a6) && memcmp(&a6->s6_addr[12], want, 4) == 0;
+	}
+	return false;
+}
+
+static bool smtp_rcpt_is_local(const struct smtp_session *s, const struct smtp_addr *a)
+{
+	if (!a->domain)
+		return true; /* the bare <postmaster> */
+	if (a->literal)
+		return smtp_literal_is_ours(s, a->domain);
+	return conf_is_local_domain(s->rt->conf, a->domain); /* any case, one trailing dot */
+}
+
+/* A local part that routes onwards ("user%other", "user@other" quoted,
+ * "other!user"): the old ways of relaying through a host.  Never honoured,
+ * never relayed (SPEC §4). */
+static bool smtp_local_part_routes(const char *local)
+{
+	return strpbrk(local, "@%!") != NULL;
+}
+
+/* May this client send to another domain?  Returns the rule that allows
+ * it ("authenticated", or the relay entry as written), or NULL. */
+static const char *smtp_relay_rule(const struct smtp_session *s)
+{
+	if (s->srv->relay.authenticated && s->auth_user)
+		return "authenticated";
+	const struct conf_rule *r = access_first_match(s->srv->relay.rules, s->srv->relay.nrules,
+						       (const struct sockaddr *)&s->peer,
+						       s->client_name);
+	return r ? r->text : NULL;
+}
+
+static void smtp_rcpt_refuse_relay(struct smtp_session *s, const char *shown, const char *why)
+{
+	smtp_reply(s, "550 5.7.1 Unable to relay for <%s>", shown);
+	log_info("event=reject session=%s server=%s client=%s reason=%s to=%s", s->sid,
+		 s->srv->name, s->client, why, shown);
+	smtp_error(s);
+}
+
+static void smtp_rcpt_accept_remote(struct smtp_session *s, const struct smtp_addr *a,
+				    const char *rule)
+{
+	/* the local part stays as written: it is the other domain's to read */
+	char *dom = smtp_domain_normalize(a->domain);
+	char *address = xasprintf("%s@%s", a->local, dom);
+	char esc[LOG_VALUE_MAX];
+	log_info("event=relay session=%s server=%s client=%s to=%s rule=\"%s\"", s->sid,
+		 s->srv->name, s->client, log_escape(esc, sizeof esc, address, strlen(address)), rule);
+	smtp_txn_add(&s->txn, address, address, false);
+	if (!s->txn.first_rcpt)
+		s->txn.first_rcpt = xstrdup(address);
+	s->txn.nrcpt_cmds++;
+	smtp_enter_state(s, SMTP_RCPT);
+	smtp_reply(s, "250 2.1.5 Ok");
+	free(address);
+	free(dom);
 }
 
 static void smtp_rcpt_decide(struct smtp_session *s, const struct smtp_addr *a)
@@ -654,13 +750,16 @@ static void smtp_rcpt_decide(struct smtp_session *s, const struct smtp_addr *a)
 	char esc[LOG_VALUE_MAX];
 	const char *shown = log_escape(esc, sizeof esc, a->text, strlen(a->text));
 
-	if (a->domain && (a->literal || !conf_is_local_domain(s->rt->conf, a->domain))) {
-		/* Relaying to other domains belongs to the relay rules; until a
-		 * client qualifies, never an open relay. */
-		smtp_reply(s, "550 5.7.1 Unable to relay for <%s>", shown);
-		log_info("event=reject session=%s server=%s client=%s reason=relay to=%s", s->sid,
-			 s->srv->name, s->client, shown);
-		smtp_error(s);
+	if (!smtp_rcpt_is_local(s, a)) {
+		const char *rule = smtp_relay_rule(s);
+		if (!rule)
+			smtp_rcpt_refuse_relay(s, shown, "relay");
+		else
+			smtp_rcpt_accept_remote(s, a, rule);
+		return;
+	}
+	if (a->domain && smtp_local_part_routes(a->local_unquoted)) {
+		smtp_rcpt_refuse_relay(s, shown, "routing-local-part");
 		return;
 	}
 	char *address = smtp_rcpt_address(s, a);
@@ -1278,6 +1377,10 @@ void smtp_session_start(const struct session_start *st)
 		counter = ((unsigned long long)time(NULL) & 0xffffff) << 20;
 	snprintf(s->sid, sizeof s->sid, "%llx", ++counter);
 	server_addr_text(st->peer, s->client, sizeof s->client);
+	memcpy(&s->peer, st->peer, st->peerlen < sizeof s->peer ? st->peerlen : sizeof s->peer);
+	socklen_t locallen = sizeof s->local;
+	if (getsockname(st->fd, (struct sockaddr *)&s->local, &locallen) < 0)
+		memset(&s->local, 0, sizeof s->local);
 	s->client_name = st->client_name ? xstrdup(st->client_name) : NULL;
 	s->refused = st->refused;
 	s->ts = st->ts;
