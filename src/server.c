@@ -39,6 +39,7 @@ enum {
 	SERVER_COUNT_BUCKETS = 4096,
 	SERVER_THROTTLE_ENTRIES = 10000, /* client addresses remembered for lockout */
 	SERVER_SHUTDOWN_GRACE_MS = 3000, /* for the last replies to leave */
+	SERVER_USERS_POLL_MS = 1000,     /* how often the users file is looked at */
 };
 
 struct listener {
@@ -58,6 +59,7 @@ static struct {
 	struct listener *listeners;
 	struct server_conn *conns;
 	bool dropped;                   /* privileges already given up */
+	struct stat users_seen;         /* the users file when last loaded */
 } daemon_state;
 
 /* ---- runtime generations ---------------------------------------------- */
@@ -661,6 +663,7 @@ static int server_drop_privileges(const struct conf *conf, const struct spool *s
 /* ---- signals ------------------------------------------------------------ */
 
 static int server_check_protocols(const struct conf *conf);
+static void server_remember_users(void);
 
 static void server_reload(void)
 {
@@ -687,7 +690,35 @@ static void server_reload(void)
 	delivery_set_mailboxes(rt->conf->mailboxes);
 	daemon_state.current = rt;
 	runtime_unref(old); /* freed when its last session ends */
+	server_remember_users();
 	log_info("event=reload servers=%zu users=%zu", rt->conf->nservers, userdb_count(rt->users));
+}
+
+static void server_remember_users(void)
+{
+	if (stat(daemon_state.current->conf->users, &daemon_state.users_seen) < 0)
+		memset(&daemon_state.users_seen, 0, sizeof daemon_state.users_seen);
+}
+
+static bool server_users_changed(void)
+{
+	struct stat now, *then = &daemon_state.users_seen;
+	if (stat(daemon_state.current->conf->users, &now) < 0)
+		memset(&now, 0, sizeof now);
+	return now.st_ino != then->st_ino || now.st_dev != then->st_dev ||
+	       now.st_size != then->st_size || now.st_mtim.tv_sec != then->st_mtim.tv_sec ||
+	       now.st_mtim.tv_nsec != then->st_mtim.tv_nsec;
+}
+
+/* `posthorn user` replaces the users file (a rename): pick the change up
+ * without waiting for SIGHUP.  A stat a second is all it costs. */
+static void server_watch_users(evutil_socket_t fd, short what, void *arg)
+{
+	if (!server_users_changed())
+		return;
+	log_info("event=users-changed path=%s", daemon_state.current->conf->users);
+	server_reload();
+	server_remember_users(); /* also after a failed reload: no retry storm */
 }
 
 static void server_signal(evutil_socket_t sig, short what, void *arg)
@@ -811,8 +842,14 @@ int server_run(const char *conf_path)
 			sigs[i] = evsignal_new(daemon_state.base, signals[i], server_signal, NULL);
 			event_add(sigs[i], NULL);
 		}
+		server_remember_users();
+		struct event *watch = event_new(daemon_state.base, -1, EV_PERSIST, server_watch_users, NULL);
+		struct timeval poll = {.tv_sec = SERVER_USERS_POLL_MS / 1000,
+				       .tv_usec = (SERVER_USERS_POLL_MS % 1000) * 1000};
+		event_add(watch, &poll);
 		log_info("event=ready version=%s servers=%zu", POSTHORN_VERSION, rt->conf->nservers);
 		event_base_dispatch(daemon_state.base);
+		event_free(watch);
 		listeners_free(daemon_state.listeners);
 		daemon_state.listeners = NULL;
 		server_shutdown_sessions();

@@ -2,7 +2,7 @@
 dropping established sessions; new sessions see the new settings; a broken
 configuration is refused with event=reload-failed and the old one stays."""
 
-from helpers import ehlo_keywords, queue_id, send_message
+from helpers import SMTPConn, ehlo_keywords, queue_id, send_message
 
 
 def _size(p):
@@ -115,3 +115,17 @@ def test_several_reloads_in_a_row(posthorn):
         p.reload()
         assert _size(p) == n * 1048576
     assert len(p.events("reload")) == 4
+
+
+def test_user_added_by_the_command_is_picked_up_without_sighup(posthorn):
+    """Issue 4: the user database is reloaded when `posthorn user` changes
+    it, not only on SIGHUP."""
+    p = posthorn(servers={"mx": {"anonymous": True}})
+    mark = p.log_mark()
+    res = p.cli("user", "add", "erin@example.test", input="erin-Secret-5\n")
+    assert res.returncode == 0, res.stderr
+    p.wait_event("reload", since=mark, timeout=10)
+    with SMTPConn(p.port()) as c:
+        c.start()
+        c.expect("MAIL FROM:<someone@example.net>", 250)
+        assert c.cmd("RCPT TO:<erin@example.test>").code == 250
