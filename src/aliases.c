@@ -77,16 +77,7 @@ void aliases_free(struct aliases *al)
 
 static struct aliases_entry *aliases_grow(struct aliases *al)
 {
-	if (al->n == al->cap) {
-		size_t cap = al->cap ? al->cap * 2 : 32;
-		if (cap > ((size_t)-1) / sizeof *al->entries)
-			fatal("out of memory");
-		al->entries = xrealloc(al->entries, cap * sizeof *al->entries);
-		al->cap = cap;
-	}
-	struct aliases_entry *e = &al->entries[al->n++];
-	memset(e, 0, sizeof *e);
-	return e;
+	return xgrow(&al->entries, &al->n, &al->cap, sizeof *al->entries);
 }
 
 static int aliases_entry_cmp(const void *a, const void *b)

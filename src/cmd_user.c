@@ -60,11 +60,9 @@ static int cmd_user_fail(const char *fmt, ...) __attribute__((format(printf, 1, 
 static int cmd_user_fail(const char *fmt, ...)
 {
 	va_list ap;
-	fputs("posthorn: ", stderr);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vcomplain(fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
 	return CMD_USER_EXIT_ERROR;
 }
 
@@ -72,11 +70,9 @@ static int cmd_user_usage(const char *fmt, ...) __attribute__((format(printf, 1,
 static int cmd_user_usage(const char *fmt, ...)
 {
 	va_list ap;
-	fputs("posthorn: ", stderr);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vcomplain(fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
 	fputs(cmd_user_usage_line, stderr);
 	return CMD_USER_EXIT_USAGE;
 }

@@ -74,22 +74,6 @@ static const char *tls_openssl_reason(void)
 	return r ? r : "unknown OpenSSL error";
 }
 
-static void tls_err(char *err, size_t errsz, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void tls_err(char *err, size_t errsz, const char *fmt, ...)
-{
-	if (errsz == 0)
-		return;
-	va_list ap;
-	va_start(ap, fmt);
-	int n = vsnprintf(err, errsz, fmt, ap);
-	va_end(ap);
-	if (n < 0)
-		err[0] = '\0';
-	else if ((size_t)n >= errsz && errsz > 4)
-		memcpy(err + errsz - 4, "...", 4); /* truncated: say so */
-}
-
 /* ---- the server object and its reference count ------------------------- */
 
 static int tls_ex_index = -1;
@@ -157,24 +141,24 @@ static EVP_PKEY *tls_key_load(const char *path, char *err, size_t errsz)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
-		tls_err(err, errsz, "key %s: %s", path, strerror(errno));
+		errfmt(err, errsz, "key %s: %s", path, strerror(errno));
 		return NULL;
 	}
 	struct stat st;
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-		tls_err(err, errsz, "key %s: not a regular file", path);
+		errfmt(err, errsz, "key %s: not a regular file", path);
 		close(fd);
 		return NULL;
 	}
 	if (st.st_mode & 077) {
-		tls_err(err, errsz, "key %s may be read by group or others (mode %04o); chmod 600 it",
+		errfmt(err, errsz, "key %s may be read by group or others (mode %04o); chmod 600 it",
 			path, (unsigned)(st.st_mode & 07777));
 		close(fd);
 		return NULL;
 	}
 	FILE *f = fdopen(fd, "r");
 	if (!f) {
-		tls_err(err, errsz, "key %s: %s", path, strerror(errno));
+		errfmt(err, errsz, "key %s: %s", path, strerror(errno));
 		close(fd);
 		return NULL;
 	}
@@ -183,10 +167,10 @@ static EVP_PKEY *tls_key_load(const char *path, char *err, size_t errsz)
 	fclose(f);
 	if (!key && asked) {
 		ERR_clear_error();
-		tls_err(err, errsz, "key %s is protected by a passphrase; posthorn needs it unencrypted",
+		errfmt(err, errsz, "key %s is protected by a passphrase; posthorn needs it unencrypted",
 			path);
 	} else if (!key) {
-		tls_err(err, errsz, "key %s: not a PEM private key (%s)", path, tls_openssl_reason());
+		errfmt(err, errsz, "key %s: not a PEM private key (%s)", path, tls_openssl_reason());
 	}
 	return key;
 }
@@ -196,12 +180,12 @@ static int tls_ctx_load_pair(SSL_CTX *ctx, const struct conf_cert *cc, char *err
 {
 	int fd = open(cc->certificate, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
-		tls_err(err, errsz, "certificate %s: %s", cc->certificate, strerror(errno));
+		errfmt(err, errsz, "certificate %s: %s", cc->certificate, strerror(errno));
 		return -1;
 	}
 	close(fd);
 	if (SSL_CTX_use_certificate_chain_file(ctx, cc->certificate) != 1) {
-		tls_err(err, errsz, "certificate %s: %s", cc->certificate, tls_openssl_reason());
+		errfmt(err, errsz, "certificate %s: %s", cc->certificate, tls_openssl_reason());
 		return -1;
 	}
 	EVP_PKEY *key = tls_key_load(cc->key, err, errsz);
@@ -209,10 +193,10 @@ static int tls_ctx_load_pair(SSL_CTX *ctx, const struct conf_cert *cc, char *err
 		return -1;
 	int r = -1;
 	if (X509_check_private_key(SSL_CTX_get0_certificate(ctx), key) != 1)
-		tls_err(err, errsz, "key %s does not match certificate %s (%s)", cc->key,
+		errfmt(err, errsz, "key %s does not match certificate %s (%s)", cc->key,
 			cc->certificate, tls_openssl_reason());
 	else if (SSL_CTX_use_PrivateKey(ctx, key) != 1 || SSL_CTX_check_private_key(ctx) != 1)
-		tls_err(err, errsz, "key %s: %s", cc->key, tls_openssl_reason());
+		errfmt(err, errsz, "key %s: %s", cc->key, tls_openssl_reason());
 	else
 		r = 0;
 	EVP_PKEY_free(key);
@@ -248,7 +232,7 @@ static int tls_ctx_ciphers(SSL_CTX *ctx, const struct conf_tls *tls, char *err, 
 {
 	if (SSL_CTX_set_cipher_list(ctx, tls_ciphers_12) != 1 ||
 	    SSL_CTX_set_ciphersuites(ctx, tls_ciphers_13) != 1) {
-		tls_err(err, errsz, "cipher list: %s", tls_openssl_reason());
+		errfmt(err, errsz, "cipher list: %s", tls_openssl_reason());
 		return -1;
 	}
 	struct tls_strbuf l12 = {0}, l13 = {0};
@@ -261,20 +245,20 @@ static int tls_ctx_ciphers(SSL_CTX *ctx, const struct conf_tls *tls, char *err, 
 	}
 	int r = 0;
 	if (!l12.len && !l13.len) {
-		tls_err(err, errsz, "no cipher has min-bits %u or more (the strongest have 256)",
+		errfmt(err, errsz, "no cipher has min-bits %u or more (the strongest have 256)",
 			tls->min_bits);
 		r = -1;
 	} else if (SSL_CTX_set_ciphersuites(ctx, l13.len ? l13.s : "") != 1) {
-		tls_err(err, errsz, "TLS 1.3 suites: %s", tls_openssl_reason());
+		errfmt(err, errsz, "TLS 1.3 suites: %s", tls_openssl_reason());
 		r = -1;
 	} else if (!l12.len) {
 		/* no TLS 1.2 suite is strong enough: TLS 1.3 only */
 		if (SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) != 1) {
-			tls_err(err, errsz, "minimum version: %s", tls_openssl_reason());
+			errfmt(err, errsz, "minimum version: %s", tls_openssl_reason());
 			r = -1;
 		}
 	} else if (SSL_CTX_set_cipher_list(ctx, l12.s) != 1) {
-		tls_err(err, errsz, "TLS 1.2 ciphers: %s", tls_openssl_reason());
+		errfmt(err, errsz, "TLS 1.2 ciphers: %s", tls_openssl_reason());
 		r = -1;
 	}
 	free(l12.s);
@@ -290,11 +274,11 @@ static int tls_ctx_version(SSL_CTX *ctx, const struct conf_tls *tls, char *err, 
 	else if (tls->min_version == TLS_VERSION_1_3)
 		v = TLS1_3_VERSION;
 	else {
-		tls_err(err, errsz, "unsupported min-version %d", tls->min_version);
+		errfmt(err, errsz, "unsupported min-version %d", tls->min_version);
 		return -1;
 	}
 	if (SSL_CTX_set_min_proto_version(ctx, v) != 1) {
-		tls_err(err, errsz, "minimum version: %s", tls_openssl_reason());
+		errfmt(err, errsz, "minimum version: %s", tls_openssl_reason());
 		return -1;
 	}
 	return 0;
@@ -313,7 +297,7 @@ static int tls_ctx_options(SSL_CTX *ctx, char *err, size_t errsz)
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
 	if (SSL_CTX_set_num_tickets(ctx, 0) != 1 || SSL_CTX_set1_groups_list(ctx, tls_groups) != 1 ||
 	    SSL_CTX_set_dh_auto(ctx, 1) != 1) {
-		tls_err(err, errsz, "TLS options: %s", tls_openssl_reason());
+		errfmt(err, errsz, "TLS options: %s", tls_openssl_reason());
 		return -1;
 	}
 	return 0;
@@ -378,7 +362,7 @@ static SSL_CTX *tls_ctx_new(struct tls_server *ts, const struct conf_tls *tls,
 {
 	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
 	if (!ctx) {
-		tls_err(err, errsz, "SSL_CTX_new: %s", tls_openssl_reason());
+		errfmt(err, errsz, "SSL_CTX_new: %s", tls_openssl_reason());
 		return NULL;
 	}
 	if (tls_ctx_options(ctx, err, errsz) < 0 || tls_ctx_version(ctx, tls, err, errsz) < 0 ||
@@ -396,11 +380,11 @@ struct tls_server *tls_server_new(const struct conf_tls *tls, const char *protoc
 				  size_t errsz)
 {
 	if (tls->ncerts == 0) {
-		tls_err(err, errsz, "no certificate");
+		errfmt(err, errsz, "no certificate");
 		return NULL;
 	}
 	if (!tls_ex_ready()) {
-		tls_err(err, errsz, "OpenSSL ex_data: %s", tls_openssl_reason());
+		errfmt(err, errsz, "OpenSSL ex_data: %s", tls_openssl_reason());
 		return NULL;
 	}
 	struct tls_server *ts = xcalloc(1, sizeof *ts);
@@ -445,13 +429,13 @@ bool tls_session_acceptable(SSL *ssl, const struct conf_tls *tls, char *why, siz
 {
 	const SSL_CIPHER *c = SSL_get_current_cipher(ssl);
 	if (!c) {
-		tls_err(why, whysz, "no cipher negotiated");
+		errfmt(why, whysz, "no cipher negotiated");
 		return false;
 	}
 	int alg_bits = 0;
 	int bits = SSL_CIPHER_get_bits(c, &alg_bits);
 	if (bits < 0 || (unsigned)bits < tls->min_bits) {
-		tls_err(why, whysz, "cipher %s has %d bits, fewer than min-bits %u",
+		errfmt(why, whysz, "cipher %s has %d bits, fewer than min-bits %u",
 			SSL_CIPHER_get_name(c), bits, tls->min_bits);
 		return false;
 	}
@@ -462,13 +446,13 @@ void tls_describe(SSL *ssl, char *out, size_t outsz)
 {
 	const SSL_CIPHER *c = SSL_get_current_cipher(ssl);
 	if (!c) {
-		tls_err(out, outsz, "%s without a cipher", SSL_get_version(ssl));
+		errfmt(out, outsz, "%s without a cipher", SSL_get_version(ssl));
 		return;
 	}
 	int alg_bits = 0;
 	int bits = SSL_CIPHER_get_bits(c, &alg_bits);
 	/* both names come from OpenSSL's own tables, never from the peer */
-	tls_err(out, outsz, "%s with cipher %s (%d/%d bits)", SSL_get_version(ssl),
+	errfmt(out, outsz, "%s with cipher %s (%d/%d bits)", SSL_get_version(ssl),
 		SSL_CIPHER_get_name(c), bits, alg_bits);
 }
 
@@ -479,7 +463,7 @@ static void tls_time_text(const ASN1_TIME *t, char *out, size_t outsz)
 {
 	struct tm tm;
 	if (ASN1_TIME_to_tm(t, &tm) != 1 || strftime(out, outsz, "%Y-%m-%d %H:%M:%S UTC", &tm) == 0)
-		tls_err(out, outsz, "(unreadable date)");
+		errfmt(out, outsz, "(unreadable date)");
 }
 
 /* Dates of the leaf certificate: expired, not yet valid, expiring soon. */
@@ -592,11 +576,9 @@ static int cert_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)))
 static int cert_fail(const char *fmt, ...)
 {
 	va_list ap;
-	fputs("posthorn: ", stderr);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vcomplain(fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
 	ERR_clear_error();
 	return CERT_EXIT_ERROR;
 }

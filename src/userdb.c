@@ -246,16 +246,7 @@ void userdb_free(struct userdb *db)
 /* Room for one more entry at the end; returns it, zeroed. */
 static struct userdb_entry *userdb_grow(struct userdb *db)
 {
-	if (db->n == db->cap) {
-		size_t cap = db->cap ? db->cap * 2 : 64;
-		if (cap > ((size_t)-1) / sizeof *db->entries)
-			fatal("out of memory");
-		db->entries = xrealloc(db->entries, cap * sizeof *db->entries);
-		db->cap = cap;
-	}
-	struct userdb_entry *e = &db->entries[db->n++];
-	memset(e, 0, sizeof *e);
-	return e;
+	return xgrow(&db->entries, &db->n, &db->cap, sizeof *db->entries);
 }
 
 /* Insert rec (taken over) at its sorted place. */

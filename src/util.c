@@ -53,6 +53,55 @@ void *xappend(void *arrp, size_t *n, size_t elsize)
 	return a + (*n)++ * elsize;
 }
 
+void *xgrow(void *arrp, size_t *n, size_t *cap, size_t elsize)
+{
+	void **arr = arrp;
+	if (*n == *cap) {
+		size_t c = *cap ? *cap * 2 : 16;
+		if (c > ((size_t)-1) / elsize)
+			out_of_memory();
+		*arr = xrealloc(*arr, c * elsize);
+		*cap = c;
+	}
+	char *e = (char *)*arr + (*n)++ * elsize;
+	memset(e, 0, elsize);
+	return e;
+}
+
+void verrfmt(char *err, size_t errsz, const char *fmt, va_list ap)
+{
+	if (errsz == 0)
+		return;
+	int n = vsnprintf(err, errsz, fmt, ap);
+	if (n < 0)
+		err[0] = '\0';
+	else if ((size_t)n >= errsz && errsz > 4)
+		memcpy(err + errsz - 4, "...", 4); /* cut: say so */
+}
+
+void errfmt(char *err, size_t errsz, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	verrfmt(err, errsz, fmt, ap);
+	va_end(ap);
+}
+
+void vcomplain(const char *fmt, va_list ap)
+{
+	fputs("posthorn: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+}
+
+void complain(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vcomplain(fmt, ap);
+	va_end(ap);
+}
+
 char *xstrdup(const char *s)
 {
 	char *p = strdup(s);

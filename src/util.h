@@ -18,6 +18,18 @@ char *xstrdup(const char *s);
 char *xstrndup(const char *s, size_t n);
 char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* Grow the array *arrp (*n used of *cap, elements of elsize) by one zeroed
+ * element, doubling the capacity as needed; returns the new element. */
+void *xgrow(void *arrp, size_t *n, size_t *cap, size_t elsize);
+
+/* Format a message into err (size errsz), ending in "..." when cut. */
+void errfmt(char *err, size_t errsz, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void verrfmt(char *err, size_t errsz, const char *fmt, va_list ap);
+
+/* One line "posthorn: message" on stderr, for the command line. */
+void complain(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void vcomplain(const char *fmt, va_list ap);
+
 /* Print "posthorn: message" on stderr and exit(1).  For broken invariants and
  * set-up failures only; a peer's error is never fatal. */
 void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
