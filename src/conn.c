@@ -39,6 +39,7 @@ struct conn {
 	bool tls_active;
 	bool closing;
 	bool gone;                   /* closed was reported */
+	bool notified;               /* TLS close_notify sent */
 	char *tls_desc;
 	struct event *linger;
 	unsigned linger_ticks;
@@ -72,9 +73,11 @@ static void conn_linger(evutil_socket_t fd, short what, void *arg)
 	evtimer_add(c->linger, &tv);
 }
 
-static void conn_closing_drained(struct conn *c)
+/* Report closed once what TLS wrote below the filter has left too (the
+ * last reply, a close_notify, or the alert of a failed handshake). */
+static void conn_finish(struct conn *c)
 {
-	if (c->linger || evbuffer_get_length(bufferevent_get_output(c->bev)) > 0)
+	if (c->linger)
 		return;
 	if (conn_unsent_below(c) == 0) {
 		conn_report_closed(c);
@@ -83,6 +86,20 @@ static void conn_closing_drained(struct conn *c)
 	/* after STARTTLS the last reply may still sit below the filter */
 	c->linger = evtimer_new(c->base, conn_linger, c);
 	conn_linger(-1, 0, c);
+}
+
+static void conn_closing_drained(struct conn *c)
+{
+	if (evbuffer_get_length(bufferevent_get_output(c->bev)) > 0)
+		return;
+	SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+	if (ssl && c->tls_active && !c->notified) {
+		/* RFC 8446 §6.1: say goodbye inside TLS, after the last reply */
+		c->notified = true;
+		SSL_shutdown(ssl);
+		ERR_clear_error();
+	}
+	conn_finish(c);
 }
 
 void conn_close(struct conn *c)
@@ -153,7 +170,10 @@ static void conn_tls_failed(struct conn *c, short what)
 	log_info("event=tls-failed %s reason=\"%s\"", c->log_id, reason);
 	while (bufferevent_get_openssl_error(c->bev))
 		; /* this connection's errors must not leak into the next one */
-	conn_report_closed(c);
+	c->handshaking = false;
+	c->closing = true;
+	bufferevent_disable(c->bev, EV_READ);
+	conn_finish(c); /* the alert that says why goes out first */
 }
 
 static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
