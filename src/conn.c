@@ -221,6 +221,10 @@ static bool conn_tls_wrap(struct conn *c, int fd)
 		fatal("cannot create a TLS bufferevent");
 	/* many clients close without close_notify; that is no error here */
 	bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+	/* After STARTTLS the filter writes into the plain bufferevent; its
+	 * high write watermark is what keeps that buffer bounded. */
+	if (fd < 0)
+		bufferevent_setwatermark(c->bev, EV_WRITE, 0, CONN_OUTPUT_MAX);
 	c->bev = bev;
 	c->handshaking = true;
 	conn_setup(c);

@@ -19,6 +19,7 @@
 
 #include <openssl/rand.h>
 
+#include "deliver_remote.h"
 #include "log.h"
 #include "spool.h"
 #include "util.h"
@@ -693,10 +694,14 @@ static enum delivery_load_result delivery_load(struct delivery_job *job, struct 
 	return DELIVERY_UNREADABLE;
 }
 
+/* The local part is done: remote recipients go to the outbound runner,
+ * which removes the message when they are done too.  Until the hand-over
+ * only this thread touches the message, after it only the runner. */
 static void delivery_finish(const char *id, bool remote)
 {
 	if (remote) {
-		log_info("event=deferred id=%s reason=\"remote delivery not available\"", id);
+		log_info("event=handoff id=%s to=outbound", id);
+		outbound_handoff(id);
 		return;
 	}
 	if (spool_remove(dl.sp, id) < 0)

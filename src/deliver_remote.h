@@ -15,6 +15,7 @@
 
 struct event_base;
 struct spool;
+struct conf_outbound;
 
 /* Start the runner on the loop.  Configuration (outbound block, DNS
  * resolvers, hostname, local domains) is read from server_runtime() at each
@@ -46,10 +47,26 @@ struct outbound_entry {
 };
 /* Calls fn for each queued message (remote part); loop thread only. */
 void outbound_each(void (*fn)(void *arg, const struct outbound_entry *e), void *arg);
-/* Retry every deferred message now. */
-void outbound_flush(void);
+/* Retry every deferred message now; returns how many were waiting. */
+size_t outbound_flush(void);
 /* Remove a message from the queue and the spool without bouncing it.
  * 0, or -1 when there is no such message. */
 int outbound_delete(const char *id);
+
+/* ---- exposed for the unit tests ---------------------------------------- */
+
+enum {
+	OUTBOUND_MAX_RECEIVED = 50,     /* more Received: headers than this: a mail loop */
+	OUTBOUND_RETRY_MIN = 1,         /* seconds: the floor of every retry step */
+};
+
+/* Seconds until the next attempt after `attempts` failed ones (1 or more):
+ * the retry schedule with its last step repeating, but never past the end
+ * of the lifetime (one last attempt then), and at least OUTBOUND_RETRY_MIN. */
+unsigned outbound_retry_delay(const struct conf_outbound *o, unsigned attempts, time_t arrival,
+			      time_t now);
+/* Received: header fields in a message header (CRLF or LF lines), up to
+ * the first empty line; folded continuation lines are not counted. */
+size_t outbound_count_received(const char *header, size_t len);
 
 #endif

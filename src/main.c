@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "check_dns.h"
+#include "cmd_queue.h"
 #include "cmd_user.h"
 #include "conf.h"
 #include "log.h"
@@ -25,7 +26,13 @@ static int cmd_serve(const char *conf_path, int argc, char **argv);
 static int cmd_check(const char *conf_path, int argc, char **argv);
 static int cmd_help(const char *conf_path, int argc, char **argv);
 static int cmd_user_main(const char *conf_path, int argc, char **argv);
+static int cmd_queue_main(const char *conf_path, int argc, char **argv);
 static int cmd_cert_main(const char *conf_path, int argc, char **argv);
+static int cmd_queue_main(const char *conf_path, int argc, char **argv)
+{
+	return cmd_queue(conf_path, argc - 1, argv + 1);
+}
+
 static int cmd_check_dns_main(const char *conf_path, int argc, char **argv);
 
 static const struct command commands[] = {
@@ -48,6 +55,15 @@ static const struct command commands[] = {
 	 "line of standard input (prompting without echo on a terminal).  Only salted\n"
 	 "SCRAM-SHA-256 keys are stored, never the password; the file is rewritten\n"
 	 "atomically with mode 0600."},
+	{"queue", cmd_queue_main, "queue list|show ID|flush|delete ID [-c FILE]",
+	 "Inspect and act on the outbound queue of the running daemon, through the\n"
+	 "control socket in its spool folder (run as root or as the daemon's user).\n"
+	 "list: each message waiting for remote delivery: ID, age, size, sender,\n"
+	 "      pending recipients, attempts and the last error.\n"
+	 "show ID: a message's envelope, the state of each recipient, its header.\n"
+	 "flush: try every waiting message now instead of at its next retry.\n"
+	 "delete ID: remove a message from the queue; nothing is bounced to the\n"
+	 "      sender.  Exit 1 when the daemon is not running."},
 	{"cert", cmd_cert_main, "cert new --hostname H --out DIR [--rsa BITS]",
 	 "Create a private key (ECDSA P-256, or RSA of BITS bits; mode 0600), a\n"
 	 "self-signed certificate for H (subjectAltName H, valid one year) and a\n"

@@ -22,9 +22,12 @@
 #include "access.h"
 #include "aliases.h"
 #include "conf.h"
+#include "control.h"
 #include "deliver_local.h"
+#include "deliver_remote.h"
 #include "dns.h"
 #include "log.h"
+#include "pop3_session.h"
 #include "privdrop.h"
 #include "sasl.h"
 #include "smtp_session.h"
@@ -348,7 +351,16 @@ static void server_admit(struct runtime *rt, const struct conf_server *srv, stru
 		.client_name = name,
 		.refused = !allowed,
 	};
-	smtp_session_start(&st);
+	switch (srv->protocol) {
+	case PROTO_SMTP:
+		smtp_session_start(&st);
+		break;
+	case PROTO_POP3:
+		pop3_session_start(&st);
+		break;
+	case PROTO_IMAP: /* refused at start and at reload: server_check_protocols */
+		fatal("server_admit: no IMAP sessions in this version");
+	}
 }
 
 static void pending_free(struct pending *p)
@@ -762,7 +774,7 @@ static void server_shutdown_sessions(void)
 static int server_check_protocols(const struct conf *conf)
 {
 	for (size_t i = 0; i < conf->nservers; i++) {
-		if (conf->servers[i].protocol != PROTO_SMTP) {
+		if (conf->servers[i].protocol == PROTO_IMAP) {
 			log_err("event=startup-error server=%s error=\"protocol %s is not available "
 				"in this version of posthorn\"", conf->servers[i].name,
 				conf_protocol_name(conf->servers[i].protocol));
@@ -789,11 +801,24 @@ static int server_start(struct runtime *rt)
 		return -1;
 	if (server_drop_privileges(rt->conf, rt->spool) < 0)
 		return -1;
-	if (delivery_start(rt->spool, rt->conf->mailboxes) < 0) {
-		log_err("event=startup-error error=\"cannot start the delivery worker\"");
+	/* the runner first: the delivery worker hands remote recipients to it */
+	if (outbound_start(daemon_state.base, rt->spool) < 0) {
+		log_err("event=startup-error error=\"cannot start outbound delivery\"");
 		return -1;
 	}
-	server_enqueue_spooled(rt->spool);
+	char why[512];
+	if (control_start(daemon_state.base, rt->spool, why, sizeof why) < 0) {
+		log_err("event=startup-error error=\"control socket: %s\"", why);
+		outbound_stop();
+		return -1;
+	}
+	if (delivery_start(rt->spool, rt->conf->mailboxes) < 0) {
+		log_err("event=startup-error error=\"cannot start the delivery worker\"");
+		control_stop();
+		outbound_stop();
+		return -1;
+	}
+	server_enqueue_spooled(rt->spool); /* local part first, then handed to the runner */
 	return 0;
 }
 
@@ -852,6 +877,8 @@ int server_run(const char *conf_path)
 		event_free(watch);
 		listeners_free(daemon_state.listeners);
 		daemon_state.listeners = NULL;
+		control_stop();
+		outbound_stop(); /* attempts in flight are abandoned: retried at the next start */
 		server_shutdown_sessions();
 		for (int i = 0; i < 3; i++)
 			event_free(sigs[i]);

@@ -1,0 +1,256 @@
+/* imap_parse: the IMAP command parser.  RFC 3501 §9 formal syntax (tag,
+ * command name, atoms, quoted strings, literals, NIL, parenthesised lists,
+ * FETCH BODY[section]<partial>, sequence sets), RFC 7888 LITERAL+/LITERAL-,
+ * RFC 4959 SASL-IR (an ordinary atom), RFC 5182 "$", RFC 3516 BINARY[].
+ *
+ * Incremental: bytes come from the connection's evbuffer and are removed
+ * only as they are parsed; every line part goes through linebuf_get().
+ * Bounded: whatever a client sends, one parser holds at most one line part
+ * (IMAP_LINE_MAX) and the command being built: IMAP_*_MEM_MAX octets of
+ * strings, in-memory literals and argument nodes (plus allocator slack),
+ * at most IMAP_*_ARGS_MAX nodes.  APPEND's message literal goes to a sink
+ * in chunks and is never held in memory.
+ *
+ * Between commands (after COMMAND, after an ERROR once its bytes are
+ * skipped, i.e. whenever the parser is idle) the parser remembers nothing
+ * about the buffer, so the session may read raw lines itself (AUTHENTICATE
+ * responses, IDLE's DONE) with its own linebuf. */
+#ifndef POSTHORN_IMAP_PARSE_H
+#define POSTHORN_IMAP_PARSE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct evbuffer;
+
+/* Every limit, in one place.  "Line part": the bytes of a command between
+ * its start or the end of a literal and CRLF or the next literal's "{n}". */
+enum {
+	/* one line part, CRLF included (RFC 7162 §4 asks for >= 8192) */
+	IMAP_LINE_MAX = 8192,
+	IMAP_TAG_MAX = 64,               /* a longer tag is refused */
+	IMAP_NAME_MAX = 32,              /* one command-name word ("UID" + one more) */
+	IMAP_DEPTH_MAX = 32,             /* nesting of parenthesised lists */
+	IMAP_SECTION_PARTS_MAX = 32,     /* "1.2.3..." in BODY[...] */
+	IMAP_SEQSET_RANGES_MAX = 10000,  /* ranges in one sequence set */
+	/* RFC 7888 LITERAL-: a non-synchronizing literal over this is refused
+	 * (BAD [TOOBIG]) and its octets skipped.  The session should therefore
+	 * advertise LITERAL-, not LITERAL+. */
+	IMAP_LITERAL_PLUS_MAX = 4096,
+	/* Before authentication (the default; RFC 3501 §3.1 commands only:
+	 * LOGIN, AUTHENTICATE, ID, ...). */
+	IMAP_PREAUTH_LITERAL_MAX = 8 * 1024,   /* one literal held in memory */
+	IMAP_PREAUTH_MEM_MAX = 64 * 1024,      /* octets held for one command */
+	IMAP_PREAUTH_ARGS_MAX = 256,           /* argument nodes in one command */
+	/* After authentication. */
+	IMAP_LITERAL_MAX = 64 * 1024,          /* one literal held in memory */
+	IMAP_MEM_MAX = 1024 * 1024,            /* octets held for one command */
+	IMAP_ARGS_MAX = 10000,                 /* argument nodes in one command */
+	IMAP_REASON_MAX = 128,                 /* error text for "TAG BAD reason" */
+};
+
+enum imap_parse_status {
+	IMAP_PARSE_NEED_MORE,   /* everything available was consumed or is an
+				 * incomplete line part: wait for input */
+	IMAP_PARSE_COMMAND,     /* *out is a whole command, owned by the caller */
+	IMAP_PARSE_CONTINUE,    /* a synchronizing literal {n} was accepted: send
+				 * "+ Ready for literal data", then feed again
+				 * (or refuse it: imap_parser_reject_literal) */
+	IMAP_PARSE_ERROR,       /* the command is bad: imap_parser_error() */
+};
+
+enum imap_arg_type {
+	IMAP_ARG_ATOM,          /* atom, number, flag (\Seen), sequence set,
+				 * list-mailbox with % and *, base64 of SASL-IR */
+	IMAP_ARG_NIL,           /* the atom NIL (str "NIL" as written) */
+	IMAP_ARG_QUOTED,        /* quoted string, escapes removed */
+	IMAP_ARG_LITERAL,       /* literal; in memory (str) or sunk (str NULL) */
+	IMAP_ARG_LIST,          /* parenthesised list */
+	IMAP_ARG_SECTION,       /* FETCH BODY[...]<...> and friends: section */
+};
+
+struct imap_arg;
+
+struct imap_args {
+	size_t n;
+	struct imap_arg *v;
+	size_t cap;             /* private */
+};
+
+/* FETCH's body section, RFC 3501 §6.4.5 and §9 "section", RFC 3516. */
+enum imap_section_att {
+	IMAP_SECTION_BODY,      /* BODY[...] and BODY.PEEK[...] */
+	IMAP_SECTION_BINARY,    /* BINARY[...] and BINARY.PEEK[...] */
+	IMAP_SECTION_BINARY_SIZE, /* BINARY.SIZE[...] */
+};
+
+enum imap_section_text {
+	IMAP_SECTION_WHOLE,     /* BODY[] (whole message) or BODY[1.2] (a part) */
+	IMAP_SECTION_HEADER,
+	IMAP_SECTION_HEADER_FIELDS,
+	IMAP_SECTION_HEADER_FIELDS_NOT,
+	IMAP_SECTION_TEXT,
+	IMAP_SECTION_MIME,      /* only after part numbers */
+};
+
+struct imap_section {
+	enum imap_section_att att;
+	bool peek;              /* .PEEK: do not set \Seen */
+	size_t nparts;
+	uint32_t parts[IMAP_SECTION_PARTS_MAX]; /* each >= 1 */
+	enum imap_section_text text;
+	size_t nfields;         /* HEADER.FIELDS (.NOT): at least one */
+	char **fields;          /* as written (astring; quotes removed) */
+	bool partial;           /* <origin.count> given */
+	uint32_t origin;
+	uint32_t count;         /* >= 1 */
+};
+
+struct imap_arg {
+	enum imap_arg_type type;
+	/* ATOM, NIL, QUOTED, in-memory LITERAL and SECTION (the whole token as
+	 * written): NUL-terminated, never containing a NUL octet; NULL for
+	 * LIST and a sunk LITERAL. */
+	char *str;
+	size_t len;
+	/* LITERAL */
+	uint64_t literal_size;
+	bool literal_sync;      /* {n} rather than {n+} */
+	bool sunk;              /* octets went to the APPEND sink */
+	bool sink_failed;       /* the sink's write failed once; later octets
+				 * were dropped: answer NO, not BAD */
+	bool literal_nul;       /* a sunk literal contained NUL (RFC 3501 §4.3
+				 * forbids it; RFC 3516 literal8 would allow) */
+	struct imap_args list;  /* LIST */
+	struct imap_section *section; /* SECTION */
+};
+
+struct imap_command {
+	char tag[IMAP_TAG_MAX + 1];
+	/* upper case: "FETCH", or two words for UID: "UID FETCH" */
+	char name[2 * IMAP_NAME_MAX + 2];
+	struct imap_args args;  /* the arguments after the name */
+};
+
+/* A refused command, for "TAG BAD reason" ("* BAD reason" without a tag).
+ * The reason is the parser's own text, never a client's byte; the tag
+ * holds only ASTRING-CHARs.  Valid until the next feed. */
+struct imap_parse_error {
+	bool has_tag;
+	char tag[IMAP_TAG_MAX + 1];
+	char reason[IMAP_REASON_MAX];
+};
+
+/* Where APPEND's message literal goes (the session writes a temporary
+ * file).  write gets the octets in order, in chunks of any size; it
+ * returns 0, or -1 to say the octets could not be stored: the parser then
+ * drops the rest (the literal must still be read to stay in sync) and
+ * marks the argument sink_failed.  One message per command: the writes
+ * between one feed's COMMAND/ERROR and the next belong to one literal; a
+ * command that ends in ERROR discards them.  A literal of size 0 gets no
+ * write at all. */
+struct imap_literal_sink {
+	void *arg;
+	int (*write)(void *arg, const void *data, size_t len);
+};
+
+struct imap_parser;
+
+struct imap_parser *imap_parser_new(void);
+void imap_parser_free(struct imap_parser *p);
+
+/* Parse from in.  Returns as soon as something happens: COMMAND (with
+ * *out), CONTINUE, ERROR, or NEED_MORE once in holds only an incomplete
+ * line part (never IMAP_LINE_MAX octets or more) or nothing.  Call again
+ * after COMMAND, CONTINUE and ERROR: more commands may be buffered.
+ *
+ * ERROR is returned as soon as the command is known to be bad; the rest of
+ * it (rest of the line, octets of a {n+} literal announced at the end of
+ * that line part, and so on to the real end of the command) is then skipped
+ * by the following feed calls before the next command is parsed, so the
+ * session just keeps feeding and stays in sync.  A synchronizing literal
+ * that is refused gets no continuation, so per RFC 3501 §7.5 its octets
+ * never come; a broken client that sends them anyway has them parsed as
+ * commands (each most likely BAD). */
+enum imap_parse_status imap_parse_feed(struct imap_parser *p, struct evbuffer *in,
+				       struct imap_command **out);
+
+const struct imap_parse_error *imap_parser_error(const struct imap_parser *p);
+
+/* After CONTINUE: the command so far (tag, name, arguments up to the
+ * announced literal, which is the last argument of the innermost list, with
+ * literal_size set), e.g. to refuse APPEND in the wrong state. */
+const struct imap_command *imap_parser_pending(const struct imap_parser *p);
+/* After CONTINUE, instead of sending "+": the session answers the tag
+ * with NO or BAD itself; the client will not send the literal, and the
+ * parser forgets the command. */
+void imap_parser_reject_literal(struct imap_parser *p);
+
+/* Switch to the limits after authentication (IMAP_LITERAL_MAX, IMAP_MEM_MAX,
+ * IMAP_ARGS_MAX; APPEND's literal goes to the sink) or back. */
+void imap_parser_set_authenticated(struct imap_parser *p, bool authenticated);
+/* APPEND's message literal (after authentication only): at most max_size
+ * octets (limits.message-size), streamed to sink.  With sink NULL it is
+ * kept in memory and limited to IMAP_LITERAL_MAX like any other. */
+void imap_parser_set_append(struct imap_parser *p, uint64_t max_size,
+			    const struct imap_literal_sink *sink);
+
+/* Forget the command in progress and all knowledge of the buffer: after
+ * STARTTLS has thrown away the pipelined plaintext. */
+void imap_parser_reset(struct imap_parser *p);
+
+void imap_command_free(struct imap_command *c);
+
+/* Walking the arguments.  Each returns NULL/false when the argument is
+ * absent or not of the asked form, so a handler can check its syntax in
+ * one expression: imap_args_at(&c->args, 0) is safe past the end. */
+const struct imap_arg *imap_args_at(const struct imap_args *args, size_t i);
+/* The elements of a LIST, else NULL. */
+const struct imap_args *imap_arg_list(const struct imap_arg *a);
+/* atom (RFC 3501 ATOM-CHARs only; NIL counts), e.g. a keyword. */
+const char *imap_arg_atom(const struct imap_arg *a);
+/* Is a the atom kw, case-insensitively? */
+bool imap_arg_is(const struct imap_arg *a, const char *kw);
+/* string: quoted or in-memory literal. */
+const char *imap_arg_string(const struct imap_arg *a, size_t *len);
+/* astring: atom with ASTRING-CHARs ("]" allowed), NIL, or string. */
+const char *imap_arg_astring(const struct imap_arg *a, size_t *len);
+/* list-mailbox: astring or an atom with the wildcards % and *. */
+const char *imap_arg_list_mailbox(const struct imap_arg *a, size_t *len);
+/* flag: "\" atom (system flag or extension) or a keyword atom. */
+const char *imap_arg_flag(const struct imap_arg *a);
+bool imap_arg_is_nil(const struct imap_arg *a);
+/* number: digits only, within 32 (RFC 3501 "number") or 64 bits. */
+bool imap_arg_u32(const struct imap_arg *a, uint32_t *v);
+bool imap_arg_u64(const struct imap_arg *a, uint64_t *v);
+const struct imap_section *imap_arg_section(const struct imap_arg *a);
+
+/* Sequence sets, RFC 3501 §9 sequence-set, RFC 5182 "$".  Kept as ranges,
+ * never expanded: "1:100000" is one range; adjacent numbers merge while
+ * parsing ("1,2,3" is one range).  "*" is IMAP_SEQ_STAR until resolved. */
+#define IMAP_SEQ_STAR 0u        /* never a valid nz-number */
+
+struct imap_seq_range {
+	uint32_t lo, hi;        /* lo <= hi once resolved; STAR sorts last */
+};
+
+struct imap_seqset {
+	bool saved;             /* "$": the saved search result (RFC 5182) */
+	size_t n;
+	struct imap_seq_range *ranges;
+	size_t cap;             /* private */
+};
+
+/* Parse atom into set (zeroed first).  false with a reason in err (the
+ * parser's own text) on bad syntax, a number outside 1..2^32-1, or more than
+ * IMAP_SEQSET_RANGES_MAX ranges; set is then empty. */
+bool imap_parse_seqset(const char *atom, struct imap_seqset *set, char *err, size_t errsz);
+/* Replace "*" by max (the highest sequence number or UID in use; 0 for an
+ * empty mailbox), then sort and merge: ranges ascending and disjoint. */
+void imap_seqset_resolve(struct imap_seqset *set, uint32_t max);
+/* After resolve: is n in the set?  O(log ranges). */
+bool imap_seqset_contains(const struct imap_seqset *set, uint32_t n);
+void imap_seqset_clear(struct imap_seqset *set);
+
+#endif

@@ -1,0 +1,120 @@
+/* maildir: reading Maildirs (https://cr.yp.to/proto/maildir.html) for POP3
+ * now and IMAP later: listing new/ and cur/, moving new/ to cur/ with the
+ * ":2," info, unique names and the UIDs made of them (RFC 1939 §7), sizes
+ * with CRLF line ends, deleting, streaming a message with CRLF line ends
+ * (and POP3 dot-stuffing) in bounded chunks, and one exclusive lock per
+ * mailbox that other posthorn processes respect too.  Writing is
+ * deliver_local's job.  Everything here runs on the event loop thread. */
+#ifndef POSTHORN_MAILDIR_H
+#define POSTHORN_MAILDIR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+enum {
+	MAILDIR_UID_MAX = 70,      /* RFC 1939 §7: 1 to 70 octets 0x21..0x7E */
+	MAILDIR_STREAM_MIN = 4,    /* smallest output buffer maildir_stream_read takes */
+};
+
+/* One message of a listing. */
+struct maildir_msg {
+	char *name;                /* file name inside new/ or cur/ */
+	bool in_new;               /* still in new/ */
+	uint64_t size;             /* octets with CRLF line ends: W=, else counted */
+	long long time;            /* delivery time: the name's leading number */
+	char uid[MAILDIR_UID_MAX + 1];
+};
+
+struct maildir_list {
+	struct maildir_msg *msgs;  /* oldest first */
+	size_t n;
+	uint64_t total;            /* sum of the sizes */
+};
+
+/* Create dir and its tmp/, new/, cur/ when missing (mode 0700).  0, or -1
+ * with a reason in err. */
+int maildir_create(const char *dir, char *err, size_t errsz);
+
+enum maildir_scan_flag {
+	MAILDIR_SCAN_MOVE_NEW = 1u << 0, /* move what is in new/ into cur/ (":2,") */
+};
+
+/* List the messages in dir's new/ and cur/ (files whose names do not start
+ * with '.'), oldest first.  With MAILDIR_SCAN_MOVE_NEW the messages of new/
+ * are renamed into cur/ as "NAME:2,"; one that vanished meanwhile is left
+ * out.  0, or -1 with a reason in err (out is then empty). */
+int maildir_scan(const char *dir, unsigned flags, struct maildir_list *out, char *err,
+		 size_t errsz);
+void maildir_list_free(struct maildir_list *l);
+
+/* The path of a listed message (caller frees). */
+char *maildir_msg_path(const char *dir, const struct maildir_msg *m);
+
+/* Move one message from new/ to cur/ with the info ":2,"; m->name and
+ * m->in_new follow.  0, or -1 with errno. */
+int maildir_move_to_cur(const char *dir, struct maildir_msg *m);
+
+/* Remove a message (a file already gone counts as removed).  0 or -1. */
+int maildir_delete(const char *dir, const struct maildir_msg *m);
+/* Make removals and renames durable: fsync new/ and cur/.  0 or -1. */
+int maildir_sync(const char *dir);
+
+/* ---- names --------------------------------------------------------------
+ * A name is UNIQUE[,KEY=VALUE...][:INFO]: the unique part ends at ':' and
+ * at the first ",X=" field (Dovecot's ",S=", ",W="), which deliver_local
+ * appends and which may change without the message changing. */
+size_t maildir_unique_len(const char *name);
+/* The UID of a name: its unique part when that is 1..70 octets of
+ * 0x21..0x7E, else the SHA-256 (hex) of the unique part.  Stable for as
+ * long as the file exists, whatever folder and flags it has. */
+void maildir_uid(const char *name, char out[MAILDIR_UID_MAX + 1]);
+/* The value of field ",KEY=<digits>" of the name (before ':'); false when
+ * there is none. */
+bool maildir_name_field(const char *name, char key, uint64_t *out);
+
+/* ---- streaming ------------------------------------------------------------
+ * A message read from disk in bounded chunks, with LF line ends turned into
+ * CRLF (CRLF stays), a CRLF added after an unterminated last line, and, for
+ * POP3, a '.' doubled at the start of a line (RFC 1939 §3). */
+enum maildir_stream_flag {
+	MAILDIR_STREAM_DOTSTUFF = 1u << 0,
+};
+
+struct maildir_stream;
+
+/* Open the message at path.  body_lines < 0: the whole message; else the
+ * header, the blank line and at most body_lines lines of the body (POP3
+ * TOP).  NULL with errno. */
+struct maildir_stream *maildir_stream_open(const char *path, unsigned flags, long body_lines);
+/* The same over an open descriptor, which the stream then owns. */
+struct maildir_stream *maildir_stream_fdopen(int fd, unsigned flags, long body_lines);
+/* Fill out (outsz >= MAILDIR_STREAM_MIN) with the next bytes: their number,
+ * 0 at the end, -1 with errno on a read error. */
+ssize_t maildir_stream_read(struct maildir_stream *s, char *out, size_t outsz);
+/* After the end: was the whole message sent (not cut short by body_lines)? */
+bool maildir_stream_whole(const struct maildir_stream *s);
+void maildir_stream_close(struct maildir_stream *s);
+
+/* The size of the message at path as the stream (without dot-stuffing)
+ * sends it.  0, or -1 with errno. */
+int maildir_count_size(const char *path, uint64_t *out);
+
+/* ---- the mailbox lock -------------------------------------------------------
+ * Exclusive: one holder per mailbox, known in this process by a registry
+ * (keyed by device and inode of the lock file) and across processes by
+ * flock() on <dir>/posthorn.lock, which stays in place. */
+enum maildir_lock_result { MAILDIR_LOCK_OK, MAILDIR_LOCK_BUSY, MAILDIR_LOCK_ERROR };
+
+struct maildir_lock;
+
+/* Take the lock of the Maildir dir (which must exist), without waiting.
+ * On MAILDIR_LOCK_ERROR a reason is in err. */
+enum maildir_lock_result maildir_lock(const char *dir, struct maildir_lock **out, char *err,
+				      size_t errsz);
+void maildir_unlock(struct maildir_lock *l);
+
+#define MAILDIR_LOCK_FILE "posthorn.lock"
+
+#endif
