@@ -289,6 +289,7 @@ def test_malformed_commands_get_bad(posthorn, cert, ctx):
     assert c.ok("NOOP")
     assert c.login(BOB, BOB_PW).ok
     c.select("INBOX")
+    # at most 12 errors per session (a server may close a session after many)
     bad = [
         "FETCH 1 (FLAGS",                        # unbalanced
         "FETCH 1 FLAGS)",
@@ -314,7 +315,10 @@ def test_malformed_commands_get_bad(posthorn, cert, ctx):
         "FETCH 1 BODY[",
         "XYZZY",
     ]
-    for cmd in bad:
+    for i, cmd in enumerate(bad):
+        if i and i % 12 == 0:
+            c.logout()
+            c = login_select(p, ctx)
         r = c.cmd(cmd)
         assert is_bad(r), (cmd, r)
     # large but valid sets: UID FETCH of 100,000 UIDs is fine
@@ -377,22 +381,29 @@ def test_nested_parentheses_one_megabyte(posthorn, cert, ctx, authenticated):
 def test_many_malformed_commands_keep_memory_bounded(posthorn, cert, ctx):
     p = start_imap(posthorn, cert, asan_options={"quarantine_size_mb": "1"})
     put_message(p, BOB, "Subject: x\n\nbody\n")
-    c = login_select(p, ctx)
     junk = [b"FETCH 1 (" + b"(" * 40, b"SEARCH " + b"(" * 5000, b"FETCH " + b"9" * 3000 + b" FLAGS",
             b"STORE 1 FLAGS (" + b"\\Seen " * 1000, b"\x01\x02 \xff\xfe", b"X" * 20000,
             b"SEARCH TEXT {70000}", b"LIST \"\" {9999+}\r\n" + b"%" * 9999]
-    for cmd in junk:                                    # warm-up
-        c.cmd(cmd)
-    before = vm_rss_kb(p.pid)
-    t0 = time.monotonic()
-    for _ in range(30):
+
+    def session():
+        # a server may close a session after many bad commands; a few
+        # per session stay below any sensible limit
+        c = login_select(p, ctx, timeout=60)
         for cmd in junk:
             r = c.cmd(cmd, timeout=60)
             assert r.status in ("BAD", "NO"), (cmd[:40], r)
-        assert time.monotonic() - t0 < 240
-    assert c.ok("NOOP")
-    rss_check(p, before, 2 * 1024, f"{30 * len(junk)} malformed commands")
-    c.logout()
+        assert c.ok("NOOP")
+        c.logout()
+        c.close()
+        p.conns.remove(c)
+
+    session()                                           # warm-up
+    before = vm_rss_kb(p.pid)
+    t0 = time.monotonic()
+    for _ in range(25):
+        session()
+        assert time.monotonic() - t0 < 300
+    rss_check(p, before, 2 * 1024, f"{25 * len(junk)} malformed commands in 25 sessions")
 
 
 # -- NO STARTTLS: the EAST list on IMAP ------------------------------------------------------------
