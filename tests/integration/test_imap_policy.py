@@ -23,8 +23,8 @@ import time
 
 import pytest
 
-from authutil import b64, plain_response
-from helpers import HOST, ConnectionClosed, vm_rss_kb, wait_until
+from authutil import b64, plain_response, read_until_closed
+from helpers import HOST, vm_rss_kb, wait_until
 from imaputil import (BOB, BOB_PW, CAROL, CAROL_PW, DAVE, DAVE_PW, IMAPConn, client_ctx,
                       connect, deliver, fetch_responses, folder_files, folder_path,
                       login_select, make_cert, put_message, start_imap)
@@ -47,11 +47,9 @@ def imap(posthorn, cert):
 
 
 def closed_after(c, timeout=10.0):
-    """Everything the server sends until it closes (raises if it does not)."""
-    try:
-        return c.wait_closed(timeout=timeout)
-    except (ConnectionClosed, OSError):
-        return b""
+    """Everything the server sends until it closes, plain or TLS (an
+    AssertionError if it does not close in time)."""
+    return read_until_closed(c, timeout=timeout)
 
 
 def is_bad(r):
@@ -558,3 +556,32 @@ def test_flags_set_by_another_maildir_tool_are_seen(imap, ctx):
     c.ok("EXPUNGE")
     assert folder_files(imap, BOB) == []
     c.logout()
+
+
+# -- autologout and shutdown -------------------------------------------------------------------------
+
+def test_autologout_short_before_login_long_after(posthorn, cert, ctx):
+    """limits.timeout applies before login; once authenticated the timer is
+    at least 30 minutes (RFC 3501 §5.4), so a 2s limit does not end it."""
+    p = start_imap(posthorn, cert, limits={"timeout": "2s"})
+    idle = connect(p, tls="imaps", ctx=ctx)
+    c = connect(p, tls="imaps", ctx=ctx)
+    assert c.login(BOB, BOB_PW).ok
+    c.select("INBOX")
+    t0 = time.monotonic()
+    rest = closed_after(idle, timeout=20)
+    assert time.monotonic() - t0 >= 1.5
+    assert rest.startswith(b"* BYE"), rest
+    time.sleep(max(0.0, 5.0 - (time.monotonic() - t0)))
+    assert c.cmd("NOOP").ok, "an authenticated session was logged out after a few seconds"
+    c.logout()
+
+
+def test_sigterm_says_bye_to_open_sessions(posthorn, cert, ctx):
+    p = start_imap(posthorn, cert)
+    a = login_select(p, ctx)
+    b = connect(p)                                  # not logged in
+    assert p.stop() == 0, p.log
+    for c in (a, b):
+        got = closed_after(c)
+        assert got.startswith(b"* BYE"), got          # RFC 3501 §7.1.5
