@@ -1,0 +1,309 @@
+/* mailbox: the IMAP mail store on a user's Maildir with Maildir++ folders
+ * (RFC 3501 §2.3 message attributes, §5.1 mailbox naming, §7 unilateral
+ * changes; RFC 4315 UIDPLUS; RFC 6154 SPECIAL-USE; RFC 3348 CHILDREN).
+ *
+ * Layout: INBOX is the Maildir root; folder "A.B" is <root>/.A.B/ (a
+ * Maildir); hierarchy delimiter '.'.  Flags live in the file names' info
+ * ":2,<letters sorted>" (D F R S T), so other Maildir tools agree.  Each
+ * folder keeps its UIDs in <folder>/posthorn-uidlist ("V<uidvalidity>
+ * N<uidnext>" then "<uid> <unique>" lines), rewritten atomically under
+ * flock of <folder>/posthorn-uidlist.lock; a lost or corrupt index is
+ * rebuilt with a new, larger UIDVALIDITY.  Subscriptions: <root>/subscriptions.
+ *
+ * A struct mailbox is one session's view of an open folder: sequence
+ * numbers -> messages.  mailbox_sync() reads the disk and queues the
+ * changes, which the session takes one at a time with mailbox_next_change()
+ * (so it can stop while its output buffer is full and resume later).
+ * Everything runs on the event loop thread; all calls are synchronous.
+ *
+ * Names given to and returned by these functions are IMAP mailbox names as
+ * the client sends them (modified UTF-7 is ASCII); "INBOX" in any case is
+ * the inbox. */
+#ifndef POSTHORN_MAILBOX_H
+#define POSTHORN_MAILBOX_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum {
+	MAILBOX_NAME_MAX = 255,        /* octets of a mailbox name */
+	MAILBOX_FOLDERS_MAX = 10000,   /* folders listed / created per user */
+	MAILBOX_MESSAGES_MAX = 2000000,/* messages in one folder */
+	MAILBOX_DELIM = '.',
+};
+
+/* System flags (RFC 3501 §2.3.2).  MAILBOX_RECENT is per view, never
+ * stored in a name and never settable. */
+enum mailbox_flag {
+	MAILBOX_SEEN = 1u << 0,        /* S */
+	MAILBOX_ANSWERED = 1u << 1,    /* R */
+	MAILBOX_FLAGGED = 1u << 2,     /* F */
+	MAILBOX_DELETED = 1u << 3,     /* T */
+	MAILBOX_DRAFT = 1u << 4,       /* D */
+	MAILBOX_RECENT = 1u << 5,
+};
+#define MAILBOX_FLAGS_PERMANENT 0x1fu /* what STORE/APPEND may set */
+
+/* "\Seen" ... "\Recent" for one flag bit; NULL for anything else. */
+const char *mailbox_flag_name(unsigned flag);
+/* A flag word as sent by a client ("\seen", any case) -> its bit; false
+ * for unknown flags, keywords and \Recent. */
+bool mailbox_flag_parse(const char *word, unsigned *flag);
+
+/* Results of folder and message operations.  The session maps them to
+ * replies; err always holds a sentence for the client or the log. */
+enum mailbox_result {
+	MAILBOX_OK = 0,
+	MAILBOX_ERR_NAME,        /* invalid mailbox name: NO */
+	MAILBOX_ERR_EXISTS,      /* NO [ALREADYEXISTS] */
+	MAILBOX_ERR_NONEXISTENT, /* NO [NONEXISTENT]; for APPEND/COPY/MOVE: [TRYCREATE] */
+	MAILBOX_ERR_INBOX,       /* INBOX cannot be deleted: NO */
+	MAILBOX_ERR_NOSELECT,    /* a \Noselect name (DELETE of it with children, SELECT): NO */
+	MAILBOX_ERR_READONLY,    /* the view is read-only (EXAMINE): NO [READ-ONLY] */
+	MAILBOX_ERR_LIMIT,       /* a limit above, or UIDs exhausted: NO [LIMIT] */
+	MAILBOX_ERR_EXPUNGED,    /* all messages named were expunged meanwhile: NO [EXPUNGEISSUED] */
+	MAILBOX_ERR_IO,          /* file system error: NO [SERVERBUG]/[UNAVAILABLE] */
+};
+
+/* ---- names ---------------------------------------------------------------- */
+
+/* Is name usable as a folder name?  Refused: empty, longer than
+ * MAILBOX_NAME_MAX, '/', a leading or trailing '.', "..", control
+ * characters, 8-bit octets, and "INBOX.<x>" style names where INBOX is
+ * only valid alone (INBOX has no children here). */
+bool mailbox_name_valid(const char *name);
+bool mailbox_is_inbox(const char *name);
+/* RFC 3501 §6.3.8 LIST wildcards: '*' matches anything, '%' anything but
+ * the delimiter.  "INBOX" matches case-insensitively. */
+bool mailbox_match(const char *pattern, const char *name);
+
+/* ---- folders of a user ---------------------------------------------------- */
+
+enum mailbox_special {
+	MAILBOX_SPECIAL_NONE,
+	MAILBOX_SPECIAL_SENT,
+	MAILBOX_SPECIAL_DRAFTS,
+	MAILBOX_SPECIAL_TRASH,
+	MAILBOX_SPECIAL_JUNK,
+};
+/* "\Sent", "\Drafts", "\Trash", "\Junk"; NULL for NONE. */
+const char *mailbox_special_attr(enum mailbox_special s);
+
+/* At login: create the Maildir root when missing; at the first login (no
+ * subscriptions file yet) create Sent, Drafts, Trash and Junk and
+ * subscribe INBOX and them.  0, or -1 with a reason in err. */
+int mailbox_prepare(const char *root, char *err, size_t errsz);
+
+struct mailbox_folder {
+	char *name;                    /* "INBOX", "Sent", "A.B" */
+	enum mailbox_special special;
+	bool noselect;                 /* a parent implied by a child, no folder of its own */
+	bool has_children;
+};
+
+struct mailbox_folder_list {
+	struct mailbox_folder *v;      /* sorted by name, INBOX first */
+	size_t n;
+};
+
+/* Every folder (INBOX included) and every implied parent, at most
+ * MAILBOX_FOLDERS_MAX.  0, or -1 with a reason in err. */
+int mailbox_folders(const char *root, struct mailbox_folder_list *out, char *err, size_t errsz);
+void mailbox_folders_free(struct mailbox_folder_list *l);
+
+/* CREATE: the folder and any missing parents (a trailing delimiter is
+ * ignored, RFC 3501 §6.3.3).  INBOX or an existing folder: EXISTS. */
+enum mailbox_result mailbox_create(const char *root, const char *name, char *err, size_t errsz);
+/* DELETE: remove the folder with its messages.  With children the name
+ * lives on as \Noselect (RFC 3501 §6.3.4); deleting a \Noselect name
+ * that has children is NOSELECT; INBOX is INBOX. */
+enum mailbox_result mailbox_delete(const char *root, const char *name, char *err, size_t errsz);
+/* RENAME with its children.  Renaming INBOX moves INBOX's messages into
+ * the new folder and leaves INBOX empty (RFC 3501 §6.3.5). */
+enum mailbox_result mailbox_rename(const char *root, const char *from, const char *to, char *err,
+				   size_t errsz);
+
+/* SUBSCRIBE (on) / UNSUBSCRIBE (off).  The name must be valid; it need not
+ * exist.  Unsubscribing a name not subscribed: NONEXISTENT. */
+enum mailbox_result mailbox_subscribe(const char *root, const char *name, bool on, char *err,
+				      size_t errsz);
+
+struct mailbox_names {
+	char **v;
+	size_t n;
+};
+/* The subscribed names, in file order.  0, or -1 with a reason in err. */
+int mailbox_subscriptions(const char *root, struct mailbox_names *out, char *err, size_t errsz);
+void mailbox_names_free(struct mailbox_names *l);
+
+/* STATUS without opening a view (new UIDs are assigned as needed, nothing
+ * is moved out of new/, so \Recent is left to the next SELECT). */
+struct mailbox_status {
+	uint32_t messages, recent, uidnext, uidvalidity, unseen;
+};
+enum mailbox_result mailbox_status(const char *root, const char *name, struct mailbox_status *out,
+				   char *err, size_t errsz);
+
+/* ---- an open folder -------------------------------------------------------- */
+
+struct mailbox;
+
+/* One message of a view.  Read-only for callers. */
+struct mailbox_msg {
+	char *name;                    /* current file name (in new/ or cur/) */
+	uint64_t size;                 /* RFC822.SIZE: octets with CRLF line ends */
+	long long internal_date;       /* seconds since the epoch: the name's
+					* leading number, else the file's mtime */
+	uint32_t uid;
+	uint8_t flags;                 /* enum mailbox_flag bits, RECENT included */
+	bool in_new;                   /* the file is in new/ (read-only views) */
+	bool expunged;                 /* gone from disk, EXPUNGE not yet reported */
+	bool flags_changed;            /* private: a FETCH FLAGS is queued */
+};
+
+/* SELECT (read_only false) / EXAMINE (true).  A read-write view moves the
+ * messages of new/ into cur/ and they are \Recent in it; a read-only view
+ * moves nothing and shows what is in new/ as \Recent.  A \Noselect or
+ * missing name: NOSELECT / NONEXISTENT. */
+enum mailbox_result mailbox_open(const char *root, const char *name, bool read_only,
+				 struct mailbox **out, char *err, size_t errsz);
+void mailbox_close(struct mailbox *mb);
+
+const char *mailbox_name(const struct mailbox *mb);
+bool mailbox_read_only(const struct mailbox *mb);
+uint32_t mailbox_uidvalidity(const struct mailbox *mb);
+uint32_t mailbox_uidnext(const struct mailbox *mb);
+/* Messages in the view (EXISTS, expunged-not-yet-reported ones included). */
+size_t mailbox_count(const struct mailbox *mb);
+size_t mailbox_recent(const struct mailbox *mb);
+/* Sequence number of the first message without \Seen, 0 when none
+ * ([UNSEEN n] of SELECT). */
+size_t mailbox_first_unseen(const struct mailbox *mb);
+
+/* Message seq (1-based); NULL outside 1..count. */
+const struct mailbox_msg *mailbox_msg(const struct mailbox *mb, size_t seq);
+/* The sequence number of uid, 0 when not in the view.  O(log n). */
+size_t mailbox_seq_of_uid(const struct mailbox *mb, uint32_t uid);
+/* The first sequence number whose UID is >= uid (count + 1 when none):
+ * walk UID ranges without scanning.  O(log n). */
+size_t mailbox_seq_from_uid(const struct mailbox *mb, uint32_t uid);
+/* Path of message seq for reading (caller frees); NULL outside the view. */
+char *mailbox_msg_path(const struct mailbox *mb, size_t seq);
+
+/* ---- keeping the view in step with the disk ------------------------------- */
+
+enum mailbox_sync_flag {
+	/* Expunges may be reported now (NOOP, IDLE, CHECK, EXPUNGE, SELECT, a
+	 * command's end outside FETCH/STORE/SEARCH: RFC 3501 §7.4.1).
+	 * Without it vanished messages stay in the view with expunged set. */
+	MAILBOX_SYNC_EXPUNGE = 1u << 0,
+	/* Rescan even when new/ and cur/ look unchanged. */
+	MAILBOX_SYNC_FORCE = 1u << 1,
+};
+
+/* Read the disk (cheap when new/ and cur/ did not change), update the
+ * index, and queue the changes since the last sync: expunges, the new
+ * message count, the recent count, other sessions' flag changes. */
+enum mailbox_result mailbox_sync(struct mailbox *mb, unsigned flags, char *err, size_t errsz);
+
+enum mailbox_change_kind {
+	MAILBOX_CHANGE_EXPUNGE,        /* "* <n> EXPUNGE" */
+	MAILBOX_CHANGE_EXISTS,         /* "* <n> EXISTS" */
+	MAILBOX_CHANGE_RECENT,         /* "* <n> RECENT" */
+	MAILBOX_CHANGE_FLAGS,          /* "* <n> FETCH (FLAGS (...) UID <uid>)" */
+};
+
+struct mailbox_change {
+	enum mailbox_change_kind kind;
+	size_t n;                      /* sequence number, or the count */
+	uint32_t uid;                  /* EXPUNGE, FLAGS: the message's UID */
+	unsigned flags;                /* FLAGS: the flags, RECENT included */
+};
+
+/* The next queued change, in the order to send them (expunges highest
+ * sequence number first, so each number is right when sent; then EXISTS,
+ * RECENT, then FLAGS in ascending order).  false when none is left.  Take
+ * them all before using sequence numbers again: during the expunge phase
+ * the view's numbering is in between. */
+bool mailbox_next_change(struct mailbox *mb, struct mailbox_change *out);
+/* Are changes queued? */
+bool mailbox_changes_pending(const struct mailbox *mb);
+
+/* Which messages an operation applies to: seq is 1-based, uid its UID
+ * (e.g. imap_seqset_contains on one of them). */
+typedef bool (*mailbox_match_fn)(void *arg, size_t seq, uint32_t uid);
+
+enum mailbox_store_op { MAILBOX_STORE_ADD, MAILBOX_STORE_REMOVE, MAILBOX_STORE_REPLACE };
+
+/* STORE: change the flags (MAILBOX_FLAGS_PERMANENT bits) of the matching
+ * messages by renaming their files.  The view's flags follow at once (the
+ * session then sends FETCH FLAGS itself unless .SILENT); a message that
+ * vanished meanwhile gets expunged set.  READONLY for EXAMINE. */
+enum mailbox_result mailbox_store(struct mailbox *mb, mailbox_match_fn match, void *arg,
+				  enum mailbox_store_op op, unsigned flags, char *err, size_t errsz);
+
+/* EXPUNGE: remove the messages with \Deleted; with match (UID EXPUNGE,
+ * RFC 4315 §2.1) only those of them that match.  The removals are queued
+ * as EXPUNGE changes (with any other expunge found on disk). */
+enum mailbox_result mailbox_expunge(struct mailbox *mb, mailbox_match_fn match, void *arg,
+				    char *err, size_t errsz);
+
+/* UIDs of a COPY/MOVE (RFC 4315 COPYUID): src[i] became dst[i], src
+ * ascending. */
+struct mailbox_uidmap {
+	uint32_t uidvalidity;          /* of the destination */
+	uint32_t *src, *dst;
+	size_t n;
+};
+void mailbox_uidmap_free(struct mailbox_uidmap *m);
+
+/* COPY the matching messages (flags and internal date kept, \Recent not)
+ * to folder dest of the same user (hard links under new unique names, a
+ * byte copy across file systems).  All or nothing.  A missing dest:
+ * NONEXISTENT (say [TRYCREATE]); every matching message vanished:
+ * EXPUNGED. */
+enum mailbox_result mailbox_copy(struct mailbox *mb, mailbox_match_fn match, void *arg,
+				 const char *dest, struct mailbox_uidmap *out, char *err,
+				 size_t errsz);
+/* MOVE (RFC 6851): copy, then remove the sources (queued as EXPUNGE
+ * changes).  READONLY for EXAMINE. */
+enum mailbox_result mailbox_move(struct mailbox *mb, mailbox_match_fn match, void *arg,
+				 const char *dest, struct mailbox_uidmap *out, char *err,
+				 size_t errsz);
+
+/* ---- APPEND ------------------------------------------------------------- */
+
+/* Begin an APPEND to folder name: a new empty file in its tmp/ (mode 0600)
+ * for the caller to write the message into (as received, CRLF or LF).
+ * *path (caller frees) and *fd (caller closes) on OK; NONEXISTENT (say
+ * [TRYCREATE]) when the folder does not exist. */
+enum mailbox_result mailbox_append_begin(const char *root, const char *name, char **path, int *fd,
+					 char *err, size_t errsz);
+/* Deliver the file written at path (from append_begin, fd closed by the
+ * caller): fsync, name it with the flags (MAILBOX_FLAGS_PERMANENT bits) and
+ * internal date (seconds; <= 0: now), give it a UID.  Without flags it
+ * goes to new/ (so it is \Recent to the next view), else to cur/.  OK with
+ * *uidvalidity and *uid for APPENDUID (RFC 4315 §3); on any error the file
+ * is removed. */
+enum mailbox_result mailbox_append_commit(const char *root, const char *name, const char *path,
+					  unsigned flags, long long internal_date,
+					  uint32_t *uidvalidity, uint32_t *uid, char *err,
+					  size_t errsz);
+/* Drop an unfinished APPEND: remove the file. */
+void mailbox_append_abort(const char *path);
+
+/* ---- IDLE (RFC 2177) ------------------------------------------------------ */
+
+/* An inotify descriptor watching the folder's new/ and cur/ (created on
+ * the first call, owned by the view); -1 with a reason in err when inotify
+ * is not available.  Watch it for reading, then call mailbox_watch_drain
+ * and mailbox_sync. */
+int mailbox_watch(struct mailbox *mb, char *err, size_t errsz);
+/* Read the pending events without blocking; true when any arrived. */
+bool mailbox_watch_drain(struct mailbox *mb);
+/* Close the inotify descriptor (after IDLE; inotify instances are a
+ * per-user resource). */
+void mailbox_unwatch(struct mailbox *mb);
+
+#endif
