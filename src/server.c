@@ -26,7 +26,9 @@
 #include "deliver_local.h"
 #include "deliver_remote.h"
 #include "dns.h"
+#include "imap_session.h"
 #include "log.h"
+#include "message.h"
 #include "pop3_session.h"
 #include "privdrop.h"
 #include "sasl.h"
@@ -358,8 +360,9 @@ static void server_admit(struct runtime *rt, const struct conf_server *srv, stru
 	case PROTO_POP3:
 		pop3_session_start(&st);
 		break;
-	case PROTO_IMAP: /* refused at start and at reload: server_check_protocols */
-		fatal("server_admit: no IMAP sessions in this version");
+	case PROTO_IMAP:
+		imap_session_start(&st);
+		break;
 	}
 }
 
@@ -674,7 +677,6 @@ static int server_drop_privileges(const struct conf *conf, const struct spool *s
 
 /* ---- signals ------------------------------------------------------------ */
 
-static int server_check_protocols(const struct conf *conf);
 static void server_remember_users(void);
 
 static void server_reload(void)
@@ -685,11 +687,6 @@ static void server_reload(void)
 		rt->throttle = old->throttle;
 	if (!rt) {
 		log_err("event=reload-failed reason=\"configuration has errors; keeping the old one\"");
-		return;
-	}
-	if (server_check_protocols(rt->conf) < 0) {
-		log_err("event=reload-failed reason=\"a protocol of the new configuration is not available\"");
-		runtime_unref(rt);
 		return;
 	}
 	if (strcmp(rt->conf->spool, old->conf->spool) != 0)
@@ -771,19 +768,6 @@ static void server_shutdown_sessions(void)
 
 /* ---- the daemon ---------------------------------------------------------- */
 
-static int server_check_protocols(const struct conf *conf)
-{
-	for (size_t i = 0; i < conf->nservers; i++) {
-		if (conf->servers[i].protocol == PROTO_IMAP) {
-			log_err("event=startup-error server=%s error=\"protocol %s is not available "
-				"in this version of posthorn\"", conf->servers[i].name,
-				conf_protocol_name(conf->servers[i].protocol));
-			return -1;
-		}
-	}
-	return 0;
-}
-
 static void server_enqueue_spooled(struct spool *sp)
 {
 	char **ids;
@@ -797,7 +781,7 @@ static void server_enqueue_spooled(struct spool *sp)
 
 static int server_start(struct runtime *rt)
 {
-	if (server_check_protocols(rt->conf) < 0 || listeners_apply(rt) < 0)
+	if (listeners_apply(rt) < 0)
 		return -1;
 	if (server_drop_privileges(rt->conf, rt->spool) < 0)
 		return -1;
@@ -856,6 +840,7 @@ int server_run(const char *conf_path)
 		spool_close(sp);
 		return 1;
 	}
+	message_init(); /* GMime, for IMAP's ENVELOPE, BODYSTRUCTURE and SEARCH */
 	struct sasl_throttle *throttle = sasl_throttle_new(SERVER_THROTTLE_ENTRIES);
 	rt->throttle = throttle;
 	daemon_state.current = rt;
@@ -892,5 +877,7 @@ int server_run(const char *conf_path)
 	sasl_throttle_free(throttle);
 	spool_close(sp);
 	event_base_free(daemon_state.base);
+	imap_session_cleanup();
+	message_shutdown();
 	return status;
 }

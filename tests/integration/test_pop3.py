@@ -972,11 +972,3 @@ def test_reload_keeps_pop3_sessions(pop, ctx):
     assert c.login(BOB, BOB_PW).startswith("+OK")
     quit_(c)
 
-
-def test_imap_servers_still_refused(posthorn):
-    p = posthorn(start=False, servers={"mx": {"anonymous": True},
-                                       "imap": {"anonymous": None, "extra": "protocol imap"}})
-    res = subprocess.run([p.bin, "serve", "-c", p.conf], capture_output=True, text=True,
-                         timeout=30, env=p.env)
-    assert res.returncode == 1, res.stderr
-    assert "protocol imap is not available" in res.stderr, res.stderr
