@@ -126,7 +126,8 @@ struct ent {
 				    * message header) */
 	size_t raw_hdr, raw_body, raw_end;
 	uint64_t hdr, body, end;   /* CRLF form */
-	uint64_t lines;            /* LF in [body, end) */
+	uint64_t lines;            /* lines in [body, end): LFs, and a last
+				    * line without one */
 	size_t nkids, kids;        /* MULTI: children at kid[kids..]; MSG: kid[kids] */
 };
 
@@ -188,7 +189,7 @@ static size_t kids_reserve(struct builder *b, size_t n)
 	struct message *m = b->m;
 	size_t first = m->nkid;
 	for (size_t i = 0; i < n; i++) {
-		m->kid = xgrow(m->kid, &m->nkid, &b->kidcap, sizeof *m->kid);
+		xgrow(&m->kid, &m->nkid, &b->kidcap, sizeof *m->kid);
 		m->kid[m->nkid - 1] = 0;
 	}
 	return first;
@@ -322,7 +323,9 @@ static void build_multi(struct builder *b, size_t e, GMimeMultipart *mp, size_t 
 	b->m->ents[e].type = ENT_MULTI;
 	b->m->ents[e].nkids = nk;
 	b->m->ents[e].kids = first;
-	const char *bd = g_mime_multipart_get_boundary(mp);
+	/* the parameter as sent: g_mime_multipart_get_boundary() would invent
+	 * one for a multipart that lacks it */
+	const char *bd = g_mime_object_get_content_type_parameter(GMIME_OBJECT(mp), "boundary");
 	size_t cursor = b->m->ents[e].raw_body;
 	if (bd && *bd)
 		b->bounds[b->nbounds++] = bd;
@@ -464,7 +467,7 @@ static size_t offmap_find(const struct offmap *om, uint64_t raw)
 	return lo;
 }
 
-static void offmap_apply(const struct offmap *om, struct message *m)
+static void offmap_apply(const struct offmap *om, const struct mfile *f, struct message *m)
 {
 	for (size_t i = 0; i < m->nents; i++) {
 		struct ent *x = &m->ents[i];
@@ -478,6 +481,10 @@ static void offmap_apply(const struct offmap *om, struct message *m)
 		if (x->end < x->body)
 			x->end = x->body;
 		x->lines = om->lf[en] >= om->lf[bo] ? om->lf[en] - om->lf[bo] : 0;
+		/* a last line without its line end (the one before a boundary
+		 * belongs to the boundary) is a line too */
+		if (x->raw_end > x->raw_body && x->raw_end < f->n && f->p[x->raw_end - 1] != '\n')
+			x->lines++;
 	}
 	m->ncps = om->n;
 	m->cps = xmalloc(om->n * sizeof *m->cps);
@@ -887,7 +894,7 @@ static struct message *message_parse(const struct mfile *f, const char *key, cha
 	m->ents[0].raw_end = f->n; /* the message's text runs to the end */
 	struct offmap om;
 	offmap_build(&om, f, m);
-	offmap_apply(&om, m);
+	offmap_apply(&om, f, m);
 	offmap_free(&om);
 	GString *g = g_string_new(NULL);
 	if (gm)
