@@ -38,6 +38,19 @@ enum {
 	MBX_SCAN_TRIES = 3,          /* rescans while a directory changes under readdir */
 };
 
+/* qsort and bsearch that accept an empty array (NULL base). */
+static void mbx_sort(void *base, size_t n, size_t size, int (*cmp)(const void *, const void *))
+{
+	if (n > 1)
+		qsort(base, n, size, cmp);
+}
+
+static void *mbx_search(const void *key, const void *base, size_t n, size_t size,
+			int (*cmp)(const void *, const void *))
+{
+	return n > 0 ? bsearch(key, base, n, size, cmp) : NULL;
+}
+
 /* ---- flags ---------------------------------------------------------------- */
 
 static const struct {
@@ -117,7 +130,7 @@ static char *mbx_name_with_flags(const char *name, unsigned flags)
 	for (size_t i = 0; i < ARRAY_LEN(mbx_flags); i++)
 		if (flags & mbx_flags[i].flag)
 			letters[n++] = mbx_flags[i].letter;
-	qsort(letters, n, 1, mbx_cmp_char);
+	mbx_sort(letters, n, 1, mbx_cmp_char);
 	letters[n] = '\0';
 	size_t base = strcspn(name, ":");
 	return xasprintf("%.*s:2,%s", (int)base, name, letters);
@@ -612,7 +625,7 @@ static void mbx_unlock(int fd)
 static bool mbx_index_match(struct mbx_index *ix, struct mbx_scan *s)
 {
 	bool changed = false;
-	qsort(s->v, s->n, sizeof *s->v, mbx_qcmp_unique);
+	mbx_sort(s->v, s->n, sizeof *s->v, mbx_qcmp_unique);
 	/* one file per unique part: a second one (a tool's copy) is ignored */
 	size_t o = 0;
 	for (size_t i = 0; i < s->n; i++) {
@@ -629,7 +642,7 @@ static bool mbx_index_match(struct mbx_index *ix, struct mbx_scan *s)
 		keys[i].ulen = ix->v[i].ulen;
 		keys[i].uid = ix->v[i].uid;
 	}
-	qsort(keys, ix->n, sizeof *keys, mbx_qcmp_unique);
+	mbx_sort(keys, ix->n, sizeof *keys, mbx_qcmp_unique);
 	size_t i = 0, j = 0;
 	while (i < s->n && j < ix->n) {
 		int c = mbx_cmp_unique(&s->v[i], &keys[j]);
@@ -664,7 +677,7 @@ static int mbx_index_assign(struct mbx_index *ix, struct mbx_scan *s, bool *chan
 	for (size_t i = 0; i < s->n; i++)
 		if (s->v[i].uid == 0)
 			fresh[k++] = &s->v[i];
-	qsort(fresh, nfresh, sizeof *fresh, mbx_qcmp_fresh);
+	mbx_sort(fresh, nfresh, sizeof *fresh, mbx_qcmp_fresh);
 	for (k = 0; k < nfresh; k++)
 		fresh[k]->uid = ix->next++;
 	free(fresh);
@@ -689,11 +702,11 @@ static void mbx_apply_hints(struct mbx_scan *s, const struct mbx_hints *h)
 		keys[i].ulen = (uint32_t)strlen(h->uniques[i]);
 		keys[i].hint = (int)i;
 	}
-	qsort(keys, h->n, sizeof *keys, mbx_qcmp_unique);
+	mbx_sort(keys, h->n, sizeof *keys, mbx_qcmp_unique);
 	for (size_t i = 0; i < s->n; i++) {
 		if (s->v[i].uid != 0)
 			continue;
-		struct mbx_disk *k = bsearch(&s->v[i], keys, h->n, sizeof *keys, mbx_qcmp_unique);
+		struct mbx_disk *k = mbx_search(&s->v[i], keys, h->n, sizeof *keys, mbx_qcmp_unique);
 		if (k)
 			s->v[i].hint = k->hint;
 	}
@@ -743,7 +756,7 @@ static enum mailbox_result mbx_index_sync(const char *dir, const struct mbx_hint
 		old_validity = ix.validity;
 		rd = 0;
 	}
-	qsort(s->v, s->n, sizeof *s->v, mbx_qcmp_uid);
+	mbx_sort(s->v, s->n, sizeof *s->v, mbx_qcmp_uid);
 	if (changed && mbx_index_write(dir, &ix, s, err, errsz) < 0)
 		goto out_index;
 	*validity = ix.validity;
@@ -853,7 +866,7 @@ int mailbox_folders(const char *root, struct mailbox_folder_list *out, char *err
 		names.v[i] = NULL;
 	}
 	mailbox_names_free(&names);
-	qsort(out->v, out->n, sizeof *out->v, mbx_qcmp_folder);
+	mbx_sort(out->v, out->n, sizeof *out->v, mbx_qcmp_folder);
 	/* parents implied by a child ("A" of "A.B" without .A/): \Noselect */
 	size_t real = out->n;
 	for (size_t i = 0; i < real; i++) {
@@ -861,7 +874,7 @@ int mailbox_folders(const char *root, struct mailbox_folder_list *out, char *err
 		for (char *dot = strrchr(name, MAILBOX_DELIM); dot; dot = strrchr(name, MAILBOX_DELIM)) {
 			char *parent = xstrndup(name, (size_t)(dot - name));
 			struct mailbox_folder key = {.name = parent};
-			bool known = bsearch(&key, out->v, real, sizeof *out->v, mbx_qcmp_folder);
+			bool known = mbx_search(&key, out->v, real, sizeof *out->v, mbx_qcmp_folder);
 			for (size_t k = real; !known && k < out->n; k++)
 				known = strcmp(out->v[k].name, parent) == 0;
 			if (known || out->n >= MAILBOX_FOLDERS_MAX * 2) {
@@ -874,7 +887,7 @@ int mailbox_folders(const char *root, struct mailbox_folder_list *out, char *err
 			name = parent;
 		}
 	}
-	qsort(out->v, out->n, sizeof *out->v, mbx_qcmp_folder);
+	mbx_sort(out->v, out->n, sizeof *out->v, mbx_qcmp_folder);
 	/* a child "P.x" sorts after "P." which sorts after P: look it up */
 	for (size_t i = 0; i < out->n; i++) {
 		if (mailbox_is_inbox(out->v[i].name))
@@ -1994,19 +2007,19 @@ static void mbx_copy_map(struct mbx_copies *c, struct mbx_scan *s, struct mailbo
 {
 	struct mbx_disk *keys = xcalloc(s->n ? s->n : 1, sizeof *keys);
 	memcpy(keys, s->v, s->n * sizeof *keys);
-	qsort(keys, s->n, sizeof *keys, mbx_qcmp_unique);
+	mbx_sort(keys, s->n, sizeof *keys, mbx_qcmp_unique);
 	uint32_t *pairs = xcalloc(c->n ? c->n * 2 : 2, sizeof *pairs);
 	size_t n = 0;
 	for (size_t i = 0; i < c->n; i++) {
 		struct mbx_disk key = {.name = c->uniques[i], .ulen = (uint32_t)strlen(c->uniques[i])};
-		struct mbx_disk *k = bsearch(&key, keys, s->n, sizeof *keys, mbx_qcmp_unique);
+		struct mbx_disk *k = mbx_search(&key, keys, s->n, sizeof *keys, mbx_qcmp_unique);
 		if (!k)
 			continue; /* removed by someone at once */
 		pairs[2 * n] = c->src[i];
 		pairs[2 * n + 1] = k->uid;
 		n++;
 	}
-	qsort(pairs, n, 2 * sizeof *pairs, mbx_qcmp_u32pair);
+	mbx_sort(pairs, n, 2 * sizeof *pairs, mbx_qcmp_u32pair);
 	out->src = xcalloc(n ? n : 1, sizeof *out->src);
 	out->dst = xcalloc(n ? n : 1, sizeof *out->dst);
 	for (size_t i = 0; i < n; i++) {

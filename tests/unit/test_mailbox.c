@@ -1,0 +1,1195 @@
+/* test_mailbox: the IMAP store on a Maildir++ tree in a temporary
+ * directory — names and LIST patterns, special-use folders and
+ * subscriptions, CREATE/DELETE/RENAME (INBOX too, children, \Noselect), the
+ * UID index (stable across reopen, rebuilt with a new UIDVALIDITY), \Recent,
+ * concurrent views seeing each other's flag changes, expunges and new mail
+ * in the order RFC 3501 §7 wants, STORE, EXPUNGE and UID EXPUNGE, APPEND
+ * (APPENDUID), COPY/MOVE (COPYUID), STATUS, the inotify watch, and a folder
+ * of 100,000 messages. */
+#define _GNU_SOURCE /* nftw */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <poll.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "mailbox.h"
+#include "maildir.h"
+#include "util.h"
+
+struct fixture {
+	char dir[64];
+	char *root;              /* dir/bob: the user's Maildir */
+};
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+static int setup(void **state)
+{
+	struct fixture *f = xcalloc(1, sizeof *f);
+	memcpy(f->dir, "/tmp/posthorn-mailbox-XXXXXX", sizeof "/tmp/posthorn-mailbox-XXXXXX");
+	if (!mkdtemp(f->dir))
+		return -1;
+	f->root = xasprintf("%s/bob", f->dir);
+	char err[256];
+	if (mailbox_prepare(f->root, err, sizeof err) < 0)
+		return -1;
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+	int r = nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	free(f->root);
+	free(f);
+	return r;
+}
+
+/* ---- helpers ----------------------------------------------------------- */
+
+static char *folder_dir(const struct fixture *f, const char *name)
+{
+	if (strcmp(name, "INBOX") == 0)
+		return xstrdup(f->root);
+	return xasprintf("%s/.%s", f->root, name);
+}
+
+/* A message as deliver_local writes it: LF line ends, S= and W= in the
+ * name, into sub ("new" or "cur") of folder.  Returns the file name. */
+static char *deliver(const struct fixture *f, const char *folder, const char *sub, long long when,
+		     int n, const char *info)
+{
+	char body[128];
+	int len = snprintf(body, sizeof body, "Subject: message %d\n\nbody %d\n", n, n);
+	char *name = xasprintf("%lld.M%dP1Q%d.test,S=%d,W=%d%s", when, n, n, len, len + 3,
+			       info ? info : "");
+	char *dir = folder_dir(f, folder);
+	char *path = xasprintf("%s/%s/%s", dir, sub, name);
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(write_all(fd, body, (size_t)len), 0);
+	close(fd);
+	free(path);
+	free(dir);
+	return name;
+}
+
+static void deliver_new(const struct fixture *f, const char *folder, int n)
+{
+	free(deliver(f, folder, "new", 1700000000LL + n, n, NULL));
+}
+
+static struct mailbox *open_box(const struct fixture *f, const char *name, bool ro)
+{
+	struct mailbox *mb = NULL;
+	char err[256] = "";
+	enum mailbox_result r = mailbox_open(f->root, name, ro, &mb, err, sizeof err);
+	if (r != MAILBOX_OK)
+		fail_msg("open %s: %d %s", name, r, err);
+	return mb;
+}
+
+static void sync_box(struct mailbox *mb, unsigned flags)
+{
+	char err[256] = "";
+	enum mailbox_result r = mailbox_sync(mb, flags | MAILBOX_SYNC_FORCE, err, sizeof err);
+	if (r != MAILBOX_OK)
+		fail_msg("sync: %d %s", r, err);
+}
+
+/* The queued changes as text: "EXPUNGE 3,EXISTS 4,RECENT 1,FLAGS 2=5". */
+static char *changes(struct mailbox *mb)
+{
+	char *out = xstrdup("");
+	struct mailbox_change c;
+	while (mailbox_next_change(mb, &c)) {
+		static const char *const kinds[] = {"EXPUNGE", "EXISTS", "RECENT", "FLAGS"};
+		char *next;
+		if (c.kind == MAILBOX_CHANGE_FLAGS)
+			next = xasprintf("%s%s%s %zu=%u", out, *out ? "," : "", kinds[c.kind], c.n,
+					 c.flags);
+		else
+			next = xasprintf("%s%s%s %zu", out, *out ? "," : "", kinds[c.kind], c.n);
+		free(out);
+		out = next;
+	}
+	assert_false(mailbox_changes_pending(mb));
+	return out;
+}
+
+static void assert_changes(struct mailbox *mb, const char *want)
+{
+	char *got = changes(mb);
+	if (strcmp(got, want) != 0)
+		fail_msg("changes: got \"%s\", want \"%s\"", got, want);
+	free(got);
+}
+
+static int count_files(const char *dir, const char *sub)
+{
+	char *p = xasprintf("%s/%s", dir, sub);
+	DIR *d = opendir(p);
+	free(p);
+	if (!d)
+		return -1;
+	int n = 0;
+	struct dirent *de;
+	while ((de = readdir(d)))
+		n += de->d_name[0] != '.';
+	closedir(d);
+	return n;
+}
+
+static char *read_file_text(const char *path)
+{
+	FILE *fp = fopen(path, "r");
+	assert_non_null(fp);
+	char *buf = xcalloc(1, 1 << 16);
+	size_t n = fread(buf, 1, (1 << 16) - 1, fp);
+	buf[n] = '\0';
+	fclose(fp);
+	return buf;
+}
+
+static void write_text(const char *path, const char *text)
+{
+	FILE *fp = fopen(path, "w");
+	assert_non_null(fp);
+	fputs(text, fp);
+	fclose(fp);
+}
+
+/* match functions for the operations */
+struct seqs {
+	size_t v[8];
+	size_t n;
+};
+
+static bool match_seqs(void *arg, size_t seq, uint32_t uid)
+{
+	(void)uid;
+	const struct seqs *s = arg;
+	for (size_t i = 0; i < s->n; i++)
+		if (s->v[i] == seq)
+			return true;
+	return false;
+}
+
+static bool match_uid_range(void *arg, size_t seq, uint32_t uid)
+{
+	(void)seq;
+	const uint32_t *r = arg;
+	return uid >= r[0] && uid <= r[1];
+}
+
+static bool match_all(void *arg, size_t seq, uint32_t uid)
+{
+	(void)arg;
+	(void)seq;
+	(void)uid;
+	return true;
+}
+
+static void store(struct mailbox *mb, size_t seq, enum mailbox_store_op op, unsigned flags)
+{
+	struct seqs s = {{seq}, 1};
+	char err[256] = "";
+	enum mailbox_result r = mailbox_store(mb, match_seqs, &s, op, flags, err, sizeof err);
+	if (r != MAILBOX_OK)
+		fail_msg("store: %d %s", r, err);
+}
+
+static struct mailbox_folder *find_folder(struct mailbox_folder_list *l, const char *name)
+{
+	for (size_t i = 0; i < l->n; i++)
+		if (strcmp(l->v[i].name, name) == 0)
+			return &l->v[i];
+	return NULL;
+}
+
+/* ---- names and flags ---------------------------------------------------- */
+
+static void test_names(void **state)
+{
+	(void)state;
+	assert_true(mailbox_name_valid("INBOX"));
+	assert_true(mailbox_name_valid("inbox"));
+	assert_true(mailbox_name_valid("Work"));
+	assert_true(mailbox_name_valid("Work.2026.Q1"));
+	assert_true(mailbox_name_valid("&AMQ-pfel")); /* modified UTF-7 */
+	assert_false(mailbox_name_valid(""));
+	assert_false(mailbox_name_valid(".Work"));
+	assert_false(mailbox_name_valid("Work."));
+	assert_false(mailbox_name_valid("A..B"));
+	assert_false(mailbox_name_valid("../etc"));
+	assert_false(mailbox_name_valid("a/b"));
+	assert_false(mailbox_name_valid("tab\there"));
+	assert_false(mailbox_name_valid("nl\nhere"));
+	assert_false(mailbox_name_valid("\xc3\xa4"));
+	assert_false(mailbox_name_valid("INBOX.child"));
+	char longname[MAILBOX_NAME_MAX + 2];
+	memset(longname, 'a', sizeof longname - 1);
+	longname[sizeof longname - 1] = '\0';
+	assert_false(mailbox_name_valid(longname));
+	longname[MAILBOX_NAME_MAX] = '\0';
+	assert_true(mailbox_name_valid(longname));
+	assert_true(mailbox_is_inbox("InBoX"));
+	assert_false(mailbox_is_inbox("INBOX2"));
+}
+
+static void test_match(void **state)
+{
+	(void)state;
+	assert_true(mailbox_match("*", "INBOX"));
+	assert_true(mailbox_match("*", "A.B.C"));
+	assert_true(mailbox_match("%", "A"));
+	assert_false(mailbox_match("%", "A.B"));
+	assert_true(mailbox_match("A.%", "A.B"));
+	assert_false(mailbox_match("A.%", "A.B.C"));
+	assert_true(mailbox_match("A.*", "A.B.C"));
+	assert_true(mailbox_match("inbox", "INBOX"));
+	assert_true(mailbox_match("IN%", "INBOX"));
+	assert_true(mailbox_match("S*t", "Sent"));
+	assert_false(mailbox_match("S*t", "Sentx"));
+	assert_false(mailbox_match("Sent", "sent"));
+	assert_true(mailbox_match("%.%", "A.B"));
+	assert_false(mailbox_match("", "A"));
+}
+
+static void test_flags(void **state)
+{
+	(void)state;
+	unsigned f = 0;
+	assert_true(mailbox_flag_parse("\\seen", &f));
+	assert_int_equal(f, MAILBOX_SEEN);
+	assert_true(mailbox_flag_parse("\\DELETED", &f));
+	assert_int_equal(f, MAILBOX_DELETED);
+	assert_false(mailbox_flag_parse("\\Recent", &f));
+	assert_false(mailbox_flag_parse("$Junk", &f));
+	assert_string_equal(mailbox_flag_name(MAILBOX_ANSWERED), "\\Answered");
+	assert_string_equal(mailbox_flag_name(MAILBOX_RECENT), "\\Recent");
+	assert_null(mailbox_flag_name(MAILBOX_SEEN | MAILBOX_DRAFT));
+	assert_string_equal(mailbox_special_attr(MAILBOX_SPECIAL_TRASH), "\\Trash");
+	assert_null(mailbox_special_attr(MAILBOX_SPECIAL_NONE));
+}
+
+/* ---- folders ------------------------------------------------------------ */
+
+static void test_prepare_special_folders(void **state)
+{
+	struct fixture *f = *state;
+	struct mailbox_folder_list l;
+	char err[256];
+	assert_int_equal(mailbox_folders(f->root, &l, err, sizeof err), 0);
+	assert_int_equal(l.n, 5);
+	assert_string_equal(l.v[0].name, "INBOX");
+	assert_int_equal(find_folder(&l, "Sent")->special, MAILBOX_SPECIAL_SENT);
+	assert_int_equal(find_folder(&l, "Drafts")->special, MAILBOX_SPECIAL_DRAFTS);
+	assert_int_equal(find_folder(&l, "Trash")->special, MAILBOX_SPECIAL_TRASH);
+	assert_int_equal(find_folder(&l, "Junk")->special, MAILBOX_SPECIAL_JUNK);
+	assert_false(find_folder(&l, "Trash")->has_children);
+	mailbox_folders_free(&l);
+	struct mailbox_names subs;
+	assert_int_equal(mailbox_subscriptions(f->root, &subs, err, sizeof err), 0);
+	assert_int_equal(subs.n, 5);
+	assert_string_equal(subs.v[0], "INBOX");
+	assert_string_equal(subs.v[3], "Trash");
+	mailbox_names_free(&subs);
+	/* a deleted special folder is not forced back at the next login */
+	assert_int_equal(mailbox_delete(f->root, "Junk", err, sizeof err), MAILBOX_OK);
+	assert_int_equal(mailbox_prepare(f->root, err, sizeof err), 0);
+	assert_int_equal(mailbox_folders(f->root, &l, err, sizeof err), 0);
+	assert_int_equal(l.n, 4);
+	assert_null(find_folder(&l, "Junk"));
+	mailbox_folders_free(&l);
+}
+
+static void test_create(void **state)
+{
+	struct fixture *f = *state;
+	char err[256];
+	assert_int_equal(mailbox_create(f->root, "Work.2026.Q1", err, sizeof err), MAILBOX_OK);
+	assert_int_equal(mailbox_create(f->root, "Work.2026.Q1", err, sizeof err),
+			 MAILBOX_ERR_EXISTS);
+	assert_int_equal(mailbox_create(f->root, "Work", err, sizeof err), MAILBOX_ERR_EXISTS);
+	assert_int_equal(mailbox_create(f->root, "inbox", err, sizeof err), MAILBOX_ERR_EXISTS);
+	assert_int_equal(mailbox_create(f->root, "Lists.", err, sizeof err), MAILBOX_OK);
+	assert_int_equal(mailbox_create(f->root, "../evil", err, sizeof err), MAILBOX_ERR_NAME);
+	assert_int_equal(mailbox_create(f->root, "a/b", err, sizeof err), MAILBOX_ERR_NAME);
+	assert_int_equal(mailbox_create(f->root, ".hidden", err, sizeof err), MAILBOX_ERR_NAME);
+	char *evil = xasprintf("%s/../evil", f->root);
+	struct stat st;
+	assert_int_equal(stat(evil, &st), -1);
+	free(evil);
+	struct mailbox_folder_list l;
+	assert_int_equal(mailbox_folders(f->root, &l, err, sizeof err), 0);
+	assert_non_null(find_folder(&l, "Lists"));
+	struct mailbox_folder *w = find_folder(&l, "Work");
+	assert_non_null(w);
+	assert_true(w->has_children);
+	assert_false(w->noselect);
+	assert_true(find_folder(&l, "Work.2026")->has_children);
+	assert_false(find_folder(&l, "Work.2026.Q1")->has_children);
+	assert_false(find_folder(&l, "Lists")->has_children);
+	/* sorted, INBOX first */
+	for (size_t i = 2; i < l.n; i++)
+		assert_true(strcmp(l.v[i - 1].name, l.v[i].name) < 0);
+	mailbox_folders_free(&l);
+	/* every new folder is a Maildir and can be selected */
+	struct mailbox *mb = open_box(f, "Work.2026", false);
+	assert_int_equal(mailbox_count(mb), 0);
+	assert_true(mailbox_uidvalidity(mb) > 0);
+	assert_int_equal(mailbox_uidnext(mb), 1);
+	mailbox_close(mb);
+}
+
+static void test_implied_parent_noselect(void **state)
+{
+	struct fixture *f = *state;
+	char err[256];
+	/* another tool made ".X.Y" without ".X" */
+	char *d = xasprintf("%s/.X.Y", f->root);
+	assert_int_equal(maildir_create(d, err, sizeof err), 0);
+	free(d);
+	struct mailbox_folder_list l;
+	assert_int_equal(mailbox_folders(f->root, &l, err, sizeof err), 0);
+	struct mailbox_folder *x = find_folder(&l, "X");
+	assert_non_null(x);
+	assert_true(x->noselect);
+	assert_true(x->has_children);
+	assert_false(find_folder(&l, "X.Y")->noselect);
+	mailbox_folders_free(&l);
+	struct mailbox *mb = NULL;
+	assert_int_equal(mailbox_open(f->root, "X", false, &mb, err, sizeof err),
+			 MAILBOX_ERR_NOSELECT);
+	assert_int_equal(mailbox_open(f->root, "Nothing", false, &mb, err, sizeof err),
+			 MAILBOX_ERR_NONEXISTENT);
+	assert_null(mb);
+	/* CREATE of the implied parent makes it a real folder */
+	assert_int_equal(mailbox_create(f->root, "X", err, sizeof err), MAILBOX_OK);
+	mb = open_box(f, "X", true);
+	mailbox_close(mb);
+}
+
+static void test_delete(void **state)
+{
+	struct fixture *f = *state;
+	char err[256];
+	assert_int_equal(mailbox_delete(f->root, "INBOX", err, sizeof err), MAILBOX_ERR_INBOX);
+	assert_int_equal(mailbox_delete(f->root, "Nope", err, sizeof err), MAILBOX_ERR_NONEXISTENT);
+	assert_int_equal(mailbox_delete(f->root, "a/b", err, sizeof err), MAILBOX_ERR_NAME);
+	assert_int_equal(mailbox_create(f->root, "P.C", err, sizeof err), MAILBOX_OK);
+	deliver_new(f, "P", 1);
+	deliver_new(f, "P.C", 2);
+	/* RFC 3501 §6.3.4: with children the messages go, the name stays \Noselect */
+	assert_int_equal(mailbox_delete(f->root, "P", err, sizeof err), MAILBOX_OK);
+	struct mailbox_folder_list l;
+	assert_int_equal(mailbox_folders(f->root, &l, err, sizeof err), 0);
+	assert_true(find_folder(&l, "P")->noselect);
+	assert_true(find_folder(&l, "P")->has_children);
+	mailbox_folders_free(&l);
+	assert_int_equal(mailbox_delete(f->root, "P", err, sizeof err), MAILBOX_ERR_NOSELECT);
+	/* the child keeps its message */
+	struct mailbox *mb = open_box(f, "P.C", true);
+	assert_int_equal(mailbox_count(mb), 1);
+	mailbox_close(mb);
+	assert_int_equal(mailbox_delete(f->root, "P.C", err, sizeof err), MAILBOX_OK);
+	assert_int_equal(mailbox_folders(f->root, &l, err, sizeof err), 0);
+	assert_null(find_folder(&l, "P"));
+	assert_null(find_folder(&l, "P.C"));
+	mailbox_folders_free(&l);
+	/* a folder created again under the old name has a new UIDVALIDITY */
+	assert_int_equal(mailbox_create(f->root, "Again", err, sizeof err), MAILBOX_OK);
+	mb = open_box(f, "Again", false);
+	uint32_t v1 = mailbox_uidvalidity(mb);
+	mailbox_close(mb);
+	assert_int_equal(mailbox_delete(f->root, "Again", err, sizeof err), MAILBOX_OK);
+	assert_int_equal(mailbox_create(f->root, "Again", err, sizeof err), MAILBOX_OK);
+	mb = open_box(f, "Again", false);
+	assert_true(mailbox_uidvalidity(mb) > v1);
+	mailbox_close(mb);
+}
+
+static void test_rename(void **state)
+{
+	struct fixture *f = *state;
+	char err[256];
+	assert_int_equal(mailbox_create(f->root, "A.B", err, sizeof err), MAILBOX_OK);
+	deliver_new(f, "A", 1);
+	deliver_new(f, "A.B", 2);
+	struct mailbox *mb = open_box(f, "A", false);
+	uint32_t validity = mailbox_uidvalidity(mb);
+	mailbox_close(mb);
+	assert_int_equal(mailbox_rename(f->root, "A", "Sent", err, sizeof err), MAILBOX_ERR_EXISTS);
+	assert_int_equal(mailbox_rename(f->root, "A", "A.B.C", err, sizeof err), MAILBOX_ERR_NAME);
+	assert_int_equal(mailbox_rename(f->root, "Nope", "Z", err, sizeof err),
+			 MAILBOX_ERR_NONEXISTENT);
+	assert_int_equal(mailbox_rename(f->root, "A", "bad/name", err, sizeof err),
+			 MAILBOX_ERR_NAME);
+	assert_int_equal(mailbox_rename(f->root, "A", "N.M", err, sizeof err), MAILBOX_OK);
+	struct mailbox_folder_list l;
+	assert_int_equal(mailbox_folders(f->root, &l, err, sizeof err), 0);
+	assert_null(find_folder(&l, "A"));
+	assert_null(find_folder(&l, "A.B"));
+	assert_non_null(find_folder(&l, "N.M.B"));
+	assert_false(find_folder(&l, "N")->noselect); /* the parent was created */
+	mailbox_folders_free(&l);
+	mb = open_box(f, "N.M", true);
+	assert_int_equal(mailbox_count(mb), 1);
+	assert_int_equal(mailbox_uidvalidity(mb), validity); /* the same messages, same UIDs */
+	mailbox_close(mb);
+	mb = open_box(f, "N.M.B", true);
+	assert_int_equal(mailbox_count(mb), 1);
+	mailbox_close(mb);
+}
+
+static void test_rename_inbox(void **state)
+{
+	struct fixture *f = *state;
+	char err[256];
+	deliver_new(f, "INBOX", 1);
+	free(deliver(f, "INBOX", "cur", 1700000002, 2, ":2,S"));
+	assert_int_equal(mailbox_rename(f->root, "INBOX", "Trash", err, sizeof err),
+			 MAILBOX_ERR_EXISTS);
+	assert_int_equal(mailbox_rename(f->root, "Sent", "INBOX", err, sizeof err),
+			 MAILBOX_ERR_EXISTS);
+	assert_int_equal(mailbox_rename(f->root, "inbox", "Old", err, sizeof err), MAILBOX_OK);
+	struct mailbox *mb = open_box(f, "INBOX", false);
+	assert_int_equal(mailbox_count(mb), 0);
+	mailbox_close(mb);
+	mb = open_box(f, "Old", false);
+	assert_int_equal(mailbox_count(mb), 2);
+	assert_int_equal(mailbox_msg(mb, 2)->flags & MAILBOX_SEEN, MAILBOX_SEEN);
+	mailbox_close(mb);
+	/* the folders are untouched, INBOX works on */
+	struct mailbox_folder_list l;
+	assert_int_equal(mailbox_folders(f->root, &l, err, sizeof err), 0);
+	assert_non_null(find_folder(&l, "Sent"));
+	mailbox_folders_free(&l);
+	deliver_new(f, "INBOX", 3);
+	mb = open_box(f, "INBOX", false);
+	assert_int_equal(mailbox_count(mb), 1);
+	mailbox_close(mb);
+}
+
+static void test_subscriptions(void **state)
+{
+	struct fixture *f = *state;
+	char err[256];
+	assert_int_equal(mailbox_subscribe(f->root, "Later", true, err, sizeof err), MAILBOX_OK);
+	assert_int_equal(mailbox_subscribe(f->root, "Later", true, err, sizeof err), MAILBOX_OK);
+	assert_int_equal(mailbox_subscribe(f->root, "Sent", false, err, sizeof err), MAILBOX_OK);
+	assert_int_equal(mailbox_subscribe(f->root, "Sent", false, err, sizeof err),
+			 MAILBOX_ERR_NONEXISTENT);
+	assert_int_equal(mailbox_subscribe(f->root, "x/y", true, err, sizeof err),
+			 MAILBOX_ERR_NAME);
+	struct mailbox_names s;
+	assert_int_equal(mailbox_subscriptions(f->root, &s, err, sizeof err), 0);
+	assert_int_equal(s.n, 5);
+	bool later = false, sent = false;
+	for (size_t i = 0; i < s.n; i++) {
+		later |= strcmp(s.v[i], "Later") == 0;
+		sent |= strcmp(s.v[i], "Sent") == 0;
+	}
+	assert_true(later);
+	assert_false(sent);
+	mailbox_names_free(&s);
+}
+
+/* ---- the UID index ---------------------------------------------------------- */
+
+static void test_uids_stable_across_reopen(void **state)
+{
+	struct fixture *f = *state;
+	/* delivered out of order: UIDs follow delivery time */
+	free(deliver(f, "INBOX", "new", 1700000003, 3, NULL));
+	free(deliver(f, "INBOX", "new", 1700000001, 1, NULL));
+	free(deliver(f, "INBOX", "cur", 1700000002, 2, ":2,S"));
+	struct mailbox *mb = open_box(f, "INBOX", false);
+	assert_int_equal(mailbox_count(mb), 3);
+	assert_int_equal(mailbox_uidnext(mb), 4);
+	uint32_t validity = mailbox_uidvalidity(mb);
+	for (size_t i = 1; i <= 3; i++) {
+		const struct mailbox_msg *m = mailbox_msg(mb, i);
+		assert_int_equal(m->uid, i);
+		assert_int_equal(m->internal_date, 1700000000LL + (long long)i);
+		char *path = mailbox_msg_path(mb, i);
+		uint64_t size;
+		assert_int_equal(maildir_count_size(path, &size), 0);
+		assert_int_equal(m->size, size); /* the CRLF form */
+		free(path);
+	}
+	assert_null(mailbox_msg(mb, 0));
+	assert_null(mailbox_msg(mb, 4));
+	assert_int_equal(mailbox_seq_of_uid(mb, 2), 2);
+	assert_int_equal(mailbox_seq_of_uid(mb, 9), 0);
+	assert_int_equal(mailbox_seq_from_uid(mb, 2), 2);
+	assert_int_equal(mailbox_seq_from_uid(mb, 4), 4);
+	assert_int_equal(mailbox_first_unseen(mb), 1);
+	mailbox_close(mb);
+	/* the index file as documented */
+	char *ipath = xasprintf("%s/posthorn-uidlist", f->root);
+	char *text = read_file_text(ipath);
+	char *head = xasprintf("V%u N4\n1 1700000001.M1P1Q1.test\n", validity);
+	assert_true(strncmp(text, head, strlen(head)) == 0);
+	free(head);
+	free(text);
+	/* a restart: same UIDVALIDITY, same UIDs, new mail gets the next UID */
+	deliver_new(f, "INBOX", 4);
+	mb = open_box(f, "INBOX", false);
+	assert_int_equal(mailbox_uidvalidity(mb), validity);
+	assert_int_equal(mailbox_count(mb), 4);
+	for (size_t i = 1; i <= 4; i++)
+		assert_int_equal(mailbox_msg(mb, i)->uid, i);
+	mailbox_close(mb);
+	/* lost index: rebuilt with a larger UIDVALIDITY */
+	assert_int_equal(unlink(ipath), 0);
+	mb = open_box(f, "INBOX", false);
+	assert_true(mailbox_uidvalidity(mb) > validity);
+	assert_int_equal(mailbox_count(mb), 4);
+	assert_int_equal(mailbox_msg(mb, 4)->uid, 4);
+	uint32_t v2 = mailbox_uidvalidity(mb);
+	mailbox_close(mb);
+	/* corrupt index: the same */
+	write_text(ipath, "V12 N3\n5 garbage\n");
+	mb = open_box(f, "INBOX", false);
+	assert_true(mailbox_uidvalidity(mb) > v2);
+	assert_int_equal(mailbox_uidnext(mb), 5);
+	mailbox_close(mb);
+	write_text(ipath, "not an index\n");
+	mb = open_box(f, "INBOX", false);
+	assert_true(mailbox_uidvalidity(mb) > v2);
+	mailbox_close(mb);
+	free(ipath);
+}
+
+static void test_index_lost_while_open(void **state)
+{
+	struct fixture *f = *state;
+	deliver_new(f, "INBOX", 1);
+	struct mailbox *mb = open_box(f, "INBOX", false);
+	char *ipath = xasprintf("%s/posthorn-uidlist", f->root);
+	assert_int_equal(unlink(ipath), 0);
+	free(ipath);
+	char err[256];
+	/* the view cannot go on with other UIDs: the session must reselect */
+	assert_int_equal(mailbox_sync(mb, MAILBOX_SYNC_FORCE, err, sizeof err), MAILBOX_ERR_IO);
+	assert_non_null(strstr(err, "UIDVALIDITY"));
+	mailbox_close(mb);
+}
+
+/* ---- \Recent ----------------------------------------------------------------- */
+
+static void test_recent(void **state)
+{
+	struct fixture *f = *state;
+	deliver_new(f, "INBOX", 1);
+	deliver_new(f, "INBOX", 2);
+	/* EXAMINE sees them as recent and moves nothing */
+	struct mailbox *ro = open_box(f, "INBOX", true);
+	assert_int_equal(mailbox_recent(ro), 2);
+	assert_int_equal(count_files(f->root, "new"), 2);
+	char err[256];
+	assert_int_equal(mailbox_store(ro, match_all, NULL, MAILBOX_STORE_ADD, MAILBOX_SEEN, err,
+				       sizeof err),
+			 MAILBOX_ERR_READONLY);
+	assert_int_equal(mailbox_expunge(ro, NULL, NULL, err, sizeof err), MAILBOX_ERR_READONLY);
+	/* the first SELECT takes them: recent there, moved to cur/ */
+	struct mailbox *a = open_box(f, "INBOX", false);
+	assert_int_equal(mailbox_recent(a), 2);
+	assert_int_equal(mailbox_msg(a, 1)->flags & MAILBOX_RECENT, MAILBOX_RECENT);
+	assert_int_equal(count_files(f->root, "new"), 0);
+	assert_int_equal(count_files(f->root, "cur"), 2);
+	/* a second SELECT does not see them as recent */
+	struct mailbox *b = open_box(f, "INBOX", false);
+	assert_int_equal(mailbox_recent(b), 0);
+	/* new mail: recent for the first view that syncs */
+	deliver_new(f, "INBOX", 3);
+	sync_box(b, 0);
+	assert_changes(b, "EXISTS 3,RECENT 1");
+	sync_box(a, 0);
+	assert_changes(a, "EXISTS 3,RECENT 2");
+	assert_int_equal(mailbox_msg(a, 3)->flags & MAILBOX_RECENT, 0);
+	/* the read-only view follows the move without errors */
+	sync_box(ro, MAILBOX_SYNC_EXPUNGE);
+	assert_int_equal(mailbox_count(ro), 3);
+	mailbox_close(ro);
+	mailbox_close(a);
+	mailbox_close(b);
+}
+
+/* ---- concurrent views ------------------------------------------------------ */
+
+static void test_views_see_flags(void **state)
+{
+	struct fixture *f = *state;
+	for (int i = 1; i <= 3; i++)
+		deliver_new(f, "INBOX", i);
+	struct mailbox *a = open_box(f, "INBOX", false);
+	struct mailbox *b = open_box(f, "INBOX", false);
+	assert_false(mailbox_changes_pending(b));
+	store(a, 2, MAILBOX_STORE_ADD, MAILBOX_SEEN | MAILBOX_FLAGGED);
+	assert_int_equal(mailbox_msg(a, 2)->flags & MAILBOX_FLAGS_PERMANENT,
+			 MAILBOX_SEEN | MAILBOX_FLAGGED);
+	/* a's own change is not queued for a */
+	sync_box(a, MAILBOX_SYNC_EXPUNGE);
+	assert_changes(a, "");
+	sync_box(b, 0);
+	char *want = xasprintf("FLAGS 2=%u", MAILBOX_SEEN | MAILBOX_FLAGGED);
+	assert_changes(b, want);
+	free(want);
+	/* the file name carries the flags, sorted */
+	const struct mailbox_msg *m = mailbox_msg(b, 2);
+	assert_non_null(strstr(m->name, ":2,FS"));
+	/* b replaces, a removes */
+	store(b, 2, MAILBOX_STORE_REPLACE, MAILBOX_ANSWERED | MAILBOX_DRAFT);
+	assert_non_null(strstr(mailbox_msg(b, 2)->name, ":2,DR"));
+	store(b, 3, MAILBOX_STORE_ADD, MAILBOX_DELETED);
+	store(b, 3, MAILBOX_STORE_REMOVE, MAILBOX_DELETED);
+	sync_box(a, 0);
+	/* a took the messages from new/: \Recent is part of its flags */
+	want = xasprintf("FLAGS 2=%u", MAILBOX_ANSWERED | MAILBOX_DRAFT | MAILBOX_RECENT);
+	assert_changes(a, want);
+	free(want);
+	mailbox_close(a);
+	mailbox_close(b);
+}
+
+static void test_views_see_expunge(void **state)
+{
+	struct fixture *f = *state;
+	for (int i = 1; i <= 5; i++)
+		deliver_new(f, "INBOX", i);
+	struct mailbox *a = open_box(f, "INBOX", false);
+	struct mailbox *b = open_box(f, "INBOX", false);
+	store(a, 2, MAILBOX_STORE_ADD, MAILBOX_DELETED);
+	store(a, 4, MAILBOX_STORE_ADD, MAILBOX_DELETED);
+	char err[256];
+	assert_int_equal(mailbox_expunge(a, NULL, NULL, err, sizeof err), MAILBOX_OK);
+	/* highest first, so each number is right when sent */
+	assert_changes(a, "EXPUNGE 4,EXPUNGE 2,RECENT 3");
+	assert_int_equal(mailbox_count(a), 3);
+	assert_int_equal(mailbox_msg(a, 2)->uid, 3);
+	assert_int_equal(mailbox_msg(a, 3)->uid, 5);
+	assert_int_equal(count_files(f->root, "cur"), 3);
+	/* b during FETCH/STORE/SEARCH: no EXPUNGE yet, the messages stay */
+	deliver_new(f, "INBOX", 6);
+	sync_box(b, 0);
+	assert_int_equal(mailbox_count(b), 6);
+	assert_true(mailbox_msg(b, 2)->expunged);
+	assert_true(mailbox_msg(b, 4)->expunged);
+	assert_changes(b, "EXISTS 6,RECENT 1");
+	char *path = mailbox_msg_path(b, 2);
+	assert_int_equal(access(path, F_OK), -1); /* the session answers NO for its body */
+	free(path);
+	/* at NOOP: the expunges */
+	sync_box(b, MAILBOX_SYNC_EXPUNGE);
+	assert_changes(b, "EXPUNGE 4,EXPUNGE 2");
+	assert_int_equal(mailbox_count(b), 4);
+	assert_int_equal(mailbox_msg(b, 4)->uid, 6);
+	assert_int_equal(mailbox_seq_of_uid(b, 5), 3);
+	/* a sees the new message */
+	sync_box(a, MAILBOX_SYNC_EXPUNGE);
+	assert_changes(a, "EXISTS 4,RECENT 3");
+	/* the index dropped the expunged ones */
+	char *ipath = xasprintf("%s/posthorn-uidlist", f->root);
+	char *text = read_file_text(ipath);
+	assert_null(strstr(text, "\n2 "));
+	assert_null(strstr(text, "\n4 "));
+	assert_non_null(strstr(text, "\n6 "));
+	free(text);
+	free(ipath);
+	mailbox_close(a);
+	mailbox_close(b);
+}
+
+static void test_expunge_then_flags_order(void **state)
+{
+	struct fixture *f = *state;
+	for (int i = 1; i <= 4; i++)
+		deliver_new(f, "INBOX", i);
+	struct mailbox *a = open_box(f, "INBOX", false);
+	struct mailbox *b = open_box(f, "INBOX", false);
+	store(a, 1, MAILBOX_STORE_ADD, MAILBOX_DELETED);
+	store(a, 4, MAILBOX_STORE_ADD, MAILBOX_SEEN);
+	char err[256];
+	assert_int_equal(mailbox_expunge(a, NULL, NULL, err, sizeof err), MAILBOX_OK);
+	assert_changes(a, "EXPUNGE 1,RECENT 3");
+	sync_box(b, MAILBOX_SYNC_EXPUNGE);
+	/* FLAGS after the expunges, with the new numbers */
+	char *want = xasprintf("EXPUNGE 1,FLAGS 3=%u", MAILBOX_SEEN);
+	assert_changes(b, want);
+	free(want);
+	mailbox_close(a);
+	mailbox_close(b);
+}
+
+static void test_new_mail_by_other_writer(void **state)
+{
+	struct fixture *f = *state;
+	deliver_new(f, "INBOX", 1);
+	struct mailbox *a = open_box(f, "INBOX", false);
+	assert_int_equal(mailbox_count(a), 1);
+	uint32_t last = mailbox_msg(a, 1)->uid;
+	for (int round = 0; round < 3; round++) {
+		/* delivered with an older time than those before: still higher UIDs */
+		deliver_new(f, "INBOX", 100 - round * 10);
+		deliver_new(f, "INBOX", 101 - round * 10);
+		sync_box(a, MAILBOX_SYNC_EXPUNGE);
+		char *got = changes(a);
+		/* RECENT counts all recent messages of the view */
+		char *want2 = xasprintf("EXISTS %d,RECENT %d", 3 + 2 * round, 3 + 2 * round);
+		if (strcmp(got, want2) != 0)
+			fail_msg("round %d: got %s", round, got);
+		free(got);
+		free(want2);
+		for (size_t s = 1; s <= mailbox_count(a); s++) {
+			if (s > 1)
+				assert_true(mailbox_msg(a, s)->uid > mailbox_msg(a, s - 1)->uid);
+		}
+		assert_true(mailbox_msg(a, mailbox_count(a))->uid > last);
+		last = mailbox_msg(a, mailbox_count(a))->uid;
+		assert_int_equal(mailbox_uidnext(a), last + 1);
+	}
+	/* nothing changed: nothing queued */
+	sync_box(a, MAILBOX_SYNC_EXPUNGE);
+	assert_changes(a, "");
+	/* an unforced sync shortly after a change still rescans */
+	deliver_new(f, "INBOX", 500);
+	char err[256];
+	assert_int_equal(mailbox_sync(a, MAILBOX_SYNC_EXPUNGE, err, sizeof err), MAILBOX_OK);
+	assert_int_equal(mailbox_count(a), 8);
+	mailbox_close(a);
+}
+
+static void test_pop3_removes_and_external_rename(void **state)
+{
+	struct fixture *f = *state;
+	char *n1 = deliver(f, "INBOX", "cur", 1700000001, 1, ":2,");
+	char *n2 = deliver(f, "INBOX", "cur", 1700000002, 2, ":2,");
+	struct mailbox *a = open_box(f, "INBOX", false);
+	/* another tool renames message 2 (flags S) and removes 1 */
+	char *from = xasprintf("%s/cur/%s", f->root, n2);
+	char *to = xasprintf("%s/cur/1700000002.M2P1Q2.test,S=36,W=39:2,S", f->root);
+	assert_int_equal(rename(from, to), 0);
+	/* STORE on the old name finds the new one */
+	store(a, 2, MAILBOX_STORE_ADD, MAILBOX_FLAGGED);
+	assert_int_equal(mailbox_msg(a, 2)->flags & MAILBOX_FLAGS_PERMANENT,
+			 MAILBOX_FLAGGED | MAILBOX_SEEN);
+	free(from);
+	from = xasprintf("%s/cur/%s", f->root, n1);
+	assert_int_equal(unlink(from), 0);
+	store(a, 1, MAILBOX_STORE_ADD, MAILBOX_SEEN);
+	assert_true(mailbox_msg(a, 1)->expunged);
+	sync_box(a, MAILBOX_SYNC_EXPUNGE);
+	char *got = changes(a);
+	assert_non_null(strstr(got, "EXPUNGE 1"));
+	free(got);
+	assert_int_equal(mailbox_count(a), 1);
+	free(from);
+	free(to);
+	free(n1);
+	free(n2);
+	mailbox_close(a);
+}
+
+static void test_uid_expunge_subset(void **state)
+{
+	struct fixture *f = *state;
+	for (int i = 1; i <= 5; i++)
+		deliver_new(f, "INBOX", i);
+	struct mailbox *a = open_box(f, "INBOX", false);
+	char err[256];
+	assert_int_equal(mailbox_store(a, match_all, NULL, MAILBOX_STORE_ADD, MAILBOX_DELETED, err,
+				       sizeof err),
+			 MAILBOX_OK);
+	/* RFC 4315 §2.1: only UIDs 2:3 go, though all are \Deleted */
+	uint32_t range[2] = {2, 3};
+	assert_int_equal(mailbox_expunge(a, match_uid_range, range, err, sizeof err), MAILBOX_OK);
+	assert_changes(a, "EXPUNGE 3,EXPUNGE 2,RECENT 3");
+	assert_int_equal(mailbox_count(a), 3);
+	assert_int_equal(mailbox_msg(a, 2)->uid, 4);
+	/* EXPUNGE without \Deleted removes nothing */
+	store(a, 1, MAILBOX_STORE_REMOVE, MAILBOX_DELETED);
+	assert_int_equal(mailbox_expunge(a, NULL, NULL, err, sizeof err), MAILBOX_OK);
+	assert_changes(a, "EXPUNGE 3,EXPUNGE 2,RECENT 1");
+	assert_int_equal(mailbox_count(a), 1);
+	assert_int_equal(mailbox_msg(a, 1)->uid, 1);
+	mailbox_close(a);
+}
+
+static void test_keywords_kept(void **state)
+{
+	struct fixture *f = *state;
+	free(deliver(f, "INBOX", "cur", 1700000001, 1, ":2,Sab"));
+	struct mailbox *a = open_box(f, "INBOX", false);
+	assert_int_equal(mailbox_msg(a, 1)->flags, MAILBOX_SEEN);
+	store(a, 1, MAILBOX_STORE_ADD, MAILBOX_DRAFT | MAILBOX_DELETED);
+	/* letters sorted: uppercase system flags, then the other tool's keywords */
+	assert_non_null(strstr(mailbox_msg(a, 1)->name, ":2,DSTab"));
+	mailbox_close(a);
+}
+
+/* ---- APPEND, COPY, MOVE, STATUS -------------------------------------------- */
+
+static uint32_t append(const struct fixture *f, const char *folder, const char *text,
+		       unsigned flags, long long date, uint32_t *validity)
+{
+	char err[256] = "";
+	char *path;
+	int fd;
+	enum mailbox_result r = mailbox_append_begin(f->root, folder, &path, &fd, err, sizeof err);
+	if (r != MAILBOX_OK)
+		fail_msg("append_begin: %d %s", r, err);
+	assert_int_equal(write_all(fd, text, strlen(text)), 0);
+	close(fd);
+	uint32_t uid = 0;
+	r = mailbox_append_commit(f->root, folder, path, flags, date, validity, &uid, err,
+				  sizeof err);
+	if (r != MAILBOX_OK)
+		fail_msg("append_commit: %d %s", r, err);
+	assert_int_equal(access(path, F_OK), -1); /* gone from tmp/ */
+	free(path);
+	return uid;
+}
+
+static void test_append(void **state)
+{
+	struct fixture *f = *state;
+	deliver_new(f, "Drafts", 1);
+	struct mailbox *d = open_box(f, "Drafts", false);
+	uint32_t next = mailbox_uidnext(d);
+	uint32_t v = 0;
+	const char *msg = "Subject: draft\r\n\r\nbody\r\n";
+	uint32_t uid = append(f, "Drafts", msg, MAILBOX_DRAFT | MAILBOX_SEEN, 1600000000LL, &v);
+	assert_int_equal(uid, next);
+	assert_int_equal(v, mailbox_uidvalidity(d));
+	sync_box(d, MAILBOX_SYNC_EXPUNGE);
+	assert_changes(d, "EXISTS 2,RECENT 1");
+	const struct mailbox_msg *m = mailbox_msg(d, 2);
+	assert_int_equal(m->uid, uid);
+	assert_int_equal(m->flags, MAILBOX_DRAFT | MAILBOX_SEEN);
+	assert_int_equal(m->internal_date, 1600000000LL);
+	assert_int_equal(m->size, strlen(msg));
+	/* LF on the wire is counted as CRLF */
+	uint32_t uid2 = append(f, "Drafts", "Subject: lf\n\nx\n", 0, 0, &v);
+	assert_int_equal(uid2, uid + 1);
+	sync_box(d, MAILBOX_SYNC_EXPUNGE);
+	assert_changes(d, "EXISTS 3,RECENT 2");
+	m = mailbox_msg(d, 3);
+	assert_int_equal(m->size, strlen("Subject: lf\r\n\r\nx\r\n"));
+	assert_int_equal(m->flags, MAILBOX_RECENT); /* went through new/ */
+	assert_true(m->internal_date >= (long long)time(NULL) - 60);
+	/* TRYCREATE */
+	char err[256];
+	char *path = NULL;
+	int fd = -1;
+	assert_int_equal(mailbox_append_begin(f->root, "Nope", &path, &fd, err, sizeof err),
+			 MAILBOX_ERR_NONEXISTENT);
+	assert_null(path);
+	/* an aborted APPEND leaves nothing */
+	assert_int_equal(mailbox_append_begin(f->root, "Drafts", &path, &fd, err, sizeof err),
+			 MAILBOX_OK);
+	close(fd);
+	mailbox_append_abort(path);
+	free(path);
+	char *dd = folder_dir(f, "Drafts");
+	assert_int_equal(count_files(dd, "tmp"), 0);
+	free(dd);
+	mailbox_close(d);
+}
+
+static void test_copy(void **state)
+{
+	struct fixture *f = *state;
+	for (int i = 1; i <= 4; i++)
+		deliver_new(f, "INBOX", i);
+	deliver_new(f, "Trash", 9);
+	struct mailbox *a = open_box(f, "INBOX", false);
+	store(a, 3, MAILBOX_STORE_ADD, MAILBOX_FLAGGED);
+	struct mailbox *t = open_box(f, "Trash", false);
+	struct seqs s = {{2, 3, 4}, 3};
+	struct mailbox_uidmap map;
+	char err[256];
+	assert_int_equal(mailbox_copy(a, match_seqs, &s, "Trash", &map, err, sizeof err),
+			 MAILBOX_OK);
+	assert_int_equal(map.n, 3);
+	assert_int_equal(map.uidvalidity, mailbox_uidvalidity(t));
+	for (size_t i = 0; i < 3; i++) {
+		assert_int_equal(map.src[i], i + 2);
+		assert_int_equal(map.dst[i], i + 2); /* Trash had UID 1 */
+	}
+	mailbox_uidmap_free(&map);
+	/* the source is untouched, nothing queued there */
+	sync_box(a, MAILBOX_SYNC_EXPUNGE);
+	assert_changes(a, "");
+	assert_int_equal(mailbox_count(a), 4);
+	sync_box(t, MAILBOX_SYNC_EXPUNGE);
+	assert_changes(t, "EXISTS 4,RECENT 1");
+	const struct mailbox_msg *m = mailbox_msg(t, 3);
+	assert_int_equal(m->flags, MAILBOX_FLAGGED); /* kept, not \Recent */
+	assert_int_equal(m->internal_date, mailbox_msg(a, 3)->internal_date);
+	assert_int_equal(m->size, mailbox_msg(a, 3)->size);
+	/* a new unique name: copies are different messages */
+	assert_true(maildir_unique_len(m->name) != maildir_unique_len(mailbox_msg(a, 3)->name) ||
+		    strncmp(m->name, mailbox_msg(a, 3)->name, maildir_unique_len(m->name)) != 0);
+	/* a change to the copy leaves the original alone */
+	store(t, 3, MAILBOX_STORE_ADD, MAILBOX_SEEN);
+	sync_box(a, MAILBOX_SYNC_EXPUNGE);
+	assert_changes(a, "");
+	/* into itself */
+	struct seqs one = {{1}, 1};
+	assert_int_equal(mailbox_copy(a, match_seqs, &one, "INBOX", &map, err, sizeof err),
+			 MAILBOX_OK);
+	assert_int_equal(map.n, 1);
+	assert_int_equal(map.dst[0], 5);
+	mailbox_uidmap_free(&map);
+	sync_box(a, MAILBOX_SYNC_EXPUNGE);
+	assert_changes(a, "EXISTS 5,RECENT 4");
+	assert_int_equal(mailbox_copy(a, match_seqs, &one, "Nope", &map, err, sizeof err),
+			 MAILBOX_ERR_NONEXISTENT);
+	/* all named messages vanished */
+	char *p = mailbox_msg_path(a, 1);
+	assert_int_equal(unlink(p), 0);
+	free(p);
+	assert_int_equal(mailbox_copy(a, match_seqs, &one, "Trash", &map, err, sizeof err),
+			 MAILBOX_ERR_EXPUNGED);
+	mailbox_close(a);
+	mailbox_close(t);
+}
+
+static void test_move(void **state)
+{
+	struct fixture *f = *state;
+	for (int i = 1; i <= 4; i++)
+		deliver_new(f, "INBOX", i);
+	struct mailbox *a = open_box(f, "INBOX", false);
+	struct mailbox *b = open_box(f, "INBOX", false);
+	struct seqs s = {{1, 3}, 2};
+	struct mailbox_uidmap map;
+	char err[256];
+	assert_int_equal(mailbox_move(a, match_seqs, &s, "Trash", &map, err, sizeof err),
+			 MAILBOX_OK);
+	assert_int_equal(map.n, 2);
+	assert_int_equal(map.src[0], 1);
+	assert_int_equal(map.src[1], 3);
+	assert_int_equal(map.dst[0], 1);
+	assert_int_equal(map.dst[1], 2);
+	mailbox_uidmap_free(&map);
+	assert_changes(a, "EXPUNGE 3,EXPUNGE 1,RECENT 2");
+	assert_int_equal(mailbox_count(a), 2);
+	sync_box(b, MAILBOX_SYNC_EXPUNGE);
+	assert_changes(b, "EXPUNGE 3,EXPUNGE 1");
+	struct mailbox *t = open_box(f, "Trash", true);
+	assert_int_equal(mailbox_count(t), 2);
+	mailbox_close(t);
+	struct mailbox *ro = open_box(f, "INBOX", true);
+	assert_int_equal(mailbox_move(ro, match_all, NULL, "Trash", &map, err, sizeof err),
+			 MAILBOX_ERR_READONLY);
+	mailbox_close(ro);
+	mailbox_close(a);
+	mailbox_close(b);
+}
+
+static void test_status(void **state)
+{
+	struct fixture *f = *state;
+	deliver_new(f, "Junk", 1);
+	deliver_new(f, "Junk", 2);
+	free(deliver(f, "Junk", "cur", 1700000003, 3, ":2,S"));
+	struct mailbox_status st;
+	char err[256];
+	assert_int_equal(mailbox_status(f->root, "Junk", &st, err, sizeof err), MAILBOX_OK);
+	assert_int_equal(st.messages, 3);
+	assert_int_equal(st.recent, 2);
+	assert_int_equal(st.unseen, 2);
+	assert_int_equal(st.uidnext, 4);
+	assert_true(st.uidvalidity > 0);
+	char *jd = folder_dir(f, "Junk");
+	assert_int_equal(count_files(jd, "new"), 2); /* nothing moved */
+	free(jd);
+	/* the same UIDs in a view opened later */
+	struct mailbox *mb = open_box(f, "Junk", false);
+	assert_int_equal(mailbox_uidvalidity(mb), st.uidvalidity);
+	assert_int_equal(mailbox_uidnext(mb), 4);
+	assert_int_equal(mailbox_recent(mb), 2);
+	mailbox_close(mb);
+	assert_int_equal(mailbox_status(f->root, "Junk", &st, err, sizeof err), MAILBOX_OK);
+	assert_int_equal(st.recent, 0);
+	assert_int_equal(mailbox_status(f->root, "Nope", &st, err, sizeof err),
+			 MAILBOX_ERR_NONEXISTENT);
+	assert_int_equal(mailbox_status(f->root, "a/b", &st, err, sizeof err), MAILBOX_ERR_NAME);
+}
+
+static void test_watch(void **state)
+{
+	struct fixture *f = *state;
+	struct mailbox *a = open_box(f, "INBOX", false);
+	char err[256];
+	int fd = mailbox_watch(a, err, sizeof err);
+	assert_true(fd >= 0);
+	assert_int_equal(mailbox_watch(a, err, sizeof err), fd);
+	assert_false(mailbox_watch_drain(a));
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+	assert_int_equal(poll(&p, 1, 0), 0);
+	deliver_new(f, "INBOX", 1);
+	assert_int_equal(poll(&p, 1, 5000), 1);
+	assert_true(mailbox_watch_drain(a));
+	assert_int_equal(poll(&p, 1, 0), 0);
+	sync_box(a, MAILBOX_SYNC_EXPUNGE);
+	assert_changes(a, "EXISTS 1,RECENT 1");
+	/* a flag change in cur/ wakes it too */
+	struct mailbox *b = open_box(f, "INBOX", false);
+	mailbox_watch_drain(a);
+	store(b, 1, MAILBOX_STORE_ADD, MAILBOX_SEEN);
+	assert_int_equal(poll(&p, 1, 5000), 1);
+	assert_true(mailbox_watch_drain(a));
+	mailbox_unwatch(a);
+	mailbox_close(b);
+	mailbox_close(a);
+}
+
+/* ---- a large folder -------------------------------------------------------- */
+
+static double now_seconds(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void test_large_folder(void **state)
+{
+	struct fixture *f = *state;
+	enum { N = 100000 };
+	/* hard links of a few files (ext4 allows 65,000 links to one):
+	 * cheap to make, each its own message */
+	char *first = deliver(f, "INBOX", "cur", 1700000000, 0, ":2,S");
+	char *src = xasprintf("%s/cur/%s", f->root, first);
+	for (int i = 1; i < N; i++) {
+		if (i % 50000 == 0) {
+			free(first);
+			free(src);
+			first = deliver(f, "INBOX", "cur", 1700000000 + i, i, i % 2 ? ":2,S" : ":2,");
+			src = xasprintf("%s/cur/%s", f->root, first);
+			continue;
+		}
+		char *p = xasprintf("%s/cur/%d.M%dP1Q%d.test,S=30,W=33:2,%s", f->root,
+				    1700000000 + i, i, i, i % 2 ? "S" : "");
+		assert_int_equal(link(src, p), 0);
+		free(p);
+	}
+	double t0 = now_seconds();
+	struct mailbox *a = open_box(f, "INBOX", false);
+	double t_open = now_seconds() - t0;
+	assert_int_equal(mailbox_count(a), N);
+	assert_int_equal(mailbox_msg(a, N)->uid, N);
+	assert_int_equal(mailbox_seq_of_uid(a, 77777), 77777);
+	assert_int_equal(mailbox_first_unseen(a), 3);
+	/* unchanged: the cheap path */
+	t0 = now_seconds();
+	struct timespec old = {.tv_sec = time(NULL) - 10};
+	struct timespec times[2] = {old, old};
+	char *cur = xasprintf("%s/cur", f->root);
+	char *newd = xasprintf("%s/new", f->root);
+	assert_int_equal(utimensat(AT_FDCWD, cur, times, 0), 0);
+	assert_int_equal(utimensat(AT_FDCWD, newd, times, 0), 0);
+	char err[256];
+	assert_int_equal(mailbox_sync(a, MAILBOX_SYNC_FORCE, err, sizeof err), MAILBOX_OK);
+	for (int i = 0; i < 1000; i++)
+		assert_int_equal(mailbox_sync(a, MAILBOX_SYNC_EXPUNGE, err, sizeof err), MAILBOX_OK);
+	double t_idle = now_seconds() - t0;
+	/* one new message among 100,000 */
+	deliver_new(f, "INBOX", N + 1);
+	t0 = now_seconds();
+	sync_box(a, MAILBOX_SYNC_EXPUNGE);
+	double t_sync = now_seconds() - t0;
+	assert_changes(a, "EXISTS 100001,RECENT 1");
+	/* STORE on all, EXPUNGE half */
+	t0 = now_seconds();
+	uint32_t range[2] = {1, N / 2};
+	assert_int_equal(mailbox_store(a, match_uid_range, range, MAILBOX_STORE_ADD,
+				       MAILBOX_DELETED, err, sizeof err),
+			 MAILBOX_OK);
+	assert_int_equal(mailbox_expunge(a, NULL, NULL, err, sizeof err), MAILBOX_OK);
+	size_t expunges = 0;
+	struct mailbox_change c;
+	size_t last = SIZE_MAX;
+	while (mailbox_next_change(a, &c)) {
+		assert_int_equal(c.kind, MAILBOX_CHANGE_EXPUNGE);
+		assert_true(c.n < last);
+		last = c.n;
+		expunges++;
+	}
+	double t_expunge = now_seconds() - t0;
+	assert_int_equal(expunges, N / 2);
+	assert_int_equal(mailbox_count(a), N / 2 + 1);
+	assert_int_equal(mailbox_msg(a, 1)->uid, N / 2 + 1);
+	print_message("100,000 messages: open %.2fs, 1000 unchanged syncs %.3fs, sync with one "
+		      "new %.2fs, store+expunge 50,000 %.2fs\n",
+		      t_open, t_idle, t_sync, t_expunge);
+	/* generous bounds for a loaded machine under ASan: catching quadratic work */
+	assert_true(t_open < 30);
+	assert_true(t_idle < 5);
+	assert_true(t_sync < 30);
+	assert_true(t_expunge < 60);
+	mailbox_close(a);
+	free(cur);
+	free(newd);
+	free(src);
+	free(first);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_names),
+		cmocka_unit_test(test_match),
+		cmocka_unit_test(test_flags),
+		cmocka_unit_test_setup_teardown(test_prepare_special_folders, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_create, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_implied_parent_noselect, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_delete, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rename, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rename_inbox, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_subscriptions, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_uids_stable_across_reopen, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_index_lost_while_open, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_recent, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_views_see_flags, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_views_see_expunge, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_expunge_then_flags_order, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_new_mail_by_other_writer, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pop3_removes_and_external_rename, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_uid_expunge_subset, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_keywords_kept, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_append, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_copy, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_move, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_status, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_watch, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_large_folder, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
