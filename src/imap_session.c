@@ -189,6 +189,13 @@ static bool imap_msg_header_has(struct imap_session *s, size_t i, const char *fi
 static bool imap_msg_body_has(struct imap_session *s, size_t i, const char *str, bool text);
 static void imap_msg_release(struct imap_session *s);
 
+/* The text of an atom as the tokenizer took it (list-chars: "*" and "%"
+ * included), e.g. a sequence set "1:*"; NULL for anything else. */
+static const char *imap_arg_raw_atom(const struct imap_arg *a)
+{
+	return a && a->type == IMAP_ARG_ATOM ? a->str : NULL;
+}
+
 static bool imap_is_uid(const struct imap_command *c)
 {
 	return strncmp(c->name, "UID ", 4) == 0;
@@ -1279,7 +1286,7 @@ static void imap_before_command(struct imap_session *s, const struct imap_comman
 static bool imap_set_parse(struct imap_session *s, const struct imap_arg *a, bool uid,
 			   struct imap_seqset *set)
 {
-	const char *atom = imap_arg_atom(a);
+	const char *atom = imap_arg_raw_atom(a);
 	char err[IMAP_REASON_MAX];
 	if (!atom) {
 		imap_bad(s, "Missing sequence set");
@@ -1573,7 +1580,7 @@ static bool imap_search_named(struct imap_search_parse *sp, const char *name,
 		return true;
 	}
 	if (strcasecmp(name, "UID") == 0) {
-		const char *set = imap_arg_atom(imap_args_at(args, *pos));
+		const char *set = imap_arg_raw_atom(imap_args_at(args, *pos));
 		if (!set)
 			return imap_search_fail(sp, "UID needs a set of UIDs");
 		(*pos)++;
@@ -1600,7 +1607,7 @@ static bool imap_search_key(struct imap_search_parse *sp, const struct imap_args
 	(*pos)++;
 	if (l)
 		return imap_search_list(sp, l, k);
-	const char *name = imap_arg_atom(a);
+	const char *name = imap_arg_raw_atom(a);
 	if (!name)
 		return imap_search_fail(sp, "Invalid search key");
 	if (!imap_search_named(sp, name, args, pos, k)) {
@@ -2019,12 +2026,14 @@ static bool imap_fetch_section(struct imap_session *s, struct imap_fetch_job *j,
 static bool imap_fetch_stream_some(struct imap_session *s, struct imap_fetch_job *j, bool *failed)
 {
 	char buf[IMAP_CHUNK];
-	size_t want = j->left < sizeof buf ? (size_t)j->left : sizeof buf;
-	ssize_t n = message_stream_read(j->stream, buf, want);
+	/* the stream was opened for exactly the literal's octets */
+	ssize_t n = message_stream_read(j->stream, buf, sizeof buf);
 	if (n <= 0) {
 		*failed = true; /* shorter than announced: the literal cannot be ended */
 		return false;
 	}
+	if ((uint64_t)n > j->left)
+		n = (ssize_t)j->left;
 	conn_write(s->io, buf, (size_t)n);
 	j->left -= (uint64_t)n;
 	if (j->left > 0)
