@@ -34,7 +34,7 @@ enum {
 	MBX_HOST_MAX = 64,
 	MBX_INFO_MAX = 64,           /* letters of a name's ":2," info kept */
 	MBX_COPY_BUF = 64 * 1024,
-	MBX_DIRTY_SECONDS = 2,       /* a directory changed this recently is rescanned */
+	MBX_DIRTY_SECONDS = 2,       /* file times in whole seconds: rescanned this long */
 	MBX_SCAN_TRIES = 3,          /* rescans while a directory changes under readdir */
 };
 
@@ -374,14 +374,16 @@ static int mbx_read_sub(const char *dir, bool in_new, struct mbx_scan *s, char *
 }
 
 /* The modification times of new/ and cur/, which change with every file
- * added, renamed or removed there. */
+ * added, renamed or removed there, and when they were read. */
 struct mbx_stamp {
 	struct timespec new_m, cur_m;
+	struct timespec read_at;     /* CLOCK_REALTIME_COARSE, the clock of file times */
 };
 
 static void mbx_stamp_read(const char *dir, struct mbx_stamp *st)
 {
 	memset(st, 0, sizeof *st);
+	clock_gettime(CLOCK_REALTIME_COARSE, &st->read_at);
 	struct stat sb;
 	char *p = xasprintf("%s/new", dir);
 	if (stat(p, &sb) == 0)
@@ -397,6 +399,24 @@ static bool mbx_stamp_eq(const struct mbx_stamp *a, const struct mbx_stamp *b)
 {
 	return a->new_m.tv_sec == b->new_m.tv_sec && a->new_m.tv_nsec == b->new_m.tv_nsec &&
 	       a->cur_m.tv_sec == b->cur_m.tv_sec && a->cur_m.tv_nsec == b->cur_m.tv_nsec;
+}
+
+/* Was m set before the clock tick at? Then any later change gives a later
+ * time.  A time without nanoseconds may come from a file system that
+ * keeps whole seconds: settled only two seconds on. */
+static bool mbx_time_settled(const struct timespec *m, const struct timespec *at)
+{
+	if (m->tv_nsec == 0)
+		return m->tv_sec + MBX_DIRTY_SECONDS <= at->tv_sec;
+	return m->tv_sec < at->tv_sec || (m->tv_sec == at->tv_sec && m->tv_nsec < at->tv_nsec);
+}
+
+/* Would every change after this stamp show in the directories' times?
+ * Not when one happened in the clock tick of the reading. */
+static bool mbx_stamp_settled(const struct mbx_stamp *st)
+{
+	return mbx_time_settled(&st->new_m, &st->read_at) &&
+	       mbx_time_settled(&st->cur_m, &st->read_at);
 }
 
 /* List new/ then cur/ (a file moving from new/ to cur/ meanwhile is seen
@@ -568,6 +588,11 @@ static int mbx_index_write(const char *dir, const struct mbx_index *ix, const st
 	if (!ok || rename(tmp, path) < 0) {
 		errfmt(err, errsz, "cannot write %s: %s", tmp, strerror(ok ? errno : e));
 		unlink(tmp);
+		goto out;
+	}
+	/* the rename durable too: a lost index costs the clients a resync */
+	if (fsync_dir(dir) < 0) {
+		errfmt(err, errsz, "cannot sync %s: %s", dir, strerror(errno));
 		goto out;
 	}
 	r = 0;
@@ -864,6 +889,10 @@ int mailbox_folders(const char *root, struct mailbox_folder_list *out, char *err
 		f->name = names.v[i];
 		f->special = mbx_special_of(f->name);
 		names.v[i] = NULL;
+		/* a directory that is no Maildir cannot be selected */
+		char *dir = mbx_dir(root, f->name);
+		f->noselect = !mbx_folder_exists(dir);
+		free(dir);
 	}
 	mailbox_names_free(&names);
 	mbx_sort(out->v, out->n, sizeof *out->v, mbx_qcmp_folder);
@@ -1526,20 +1555,13 @@ static void mbx_merge(struct mailbox *mb, struct mbx_scan *s)
 			mbx_add_msg(mb, &s->v[j]);
 }
 
-static bool mbx_stamp_fresh(const struct mailbox *mb)
-{
-	time_t now = time(NULL);
-	return now - mb->stamp.new_m.tv_sec > MBX_DIRTY_SECONDS &&
-	       now - mb->stamp.cur_m.tv_sec > MBX_DIRTY_SECONDS;
-}
-
 static enum mailbox_result mbx_view_sync(struct mailbox *mb, bool force, char *err, size_t errsz)
 {
 	if (mb->broken) {
 		errfmt(err, errsz, "UIDVALIDITY of %s changed, select it again", mb->name);
 		return MAILBOX_ERR_IO;
 	}
-	if (!force && mb->stamp_valid && mbx_stamp_fresh(mb)) {
+	if (!force && mb->stamp_valid && mbx_stamp_settled(&mb->stamp)) {
 		struct mbx_stamp now;
 		mbx_stamp_read(mb->dir, &now);
 		if (mbx_stamp_eq(&now, &mb->stamp))

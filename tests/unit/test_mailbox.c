@@ -389,6 +389,14 @@ static void test_implied_parent_noselect(void **state)
 	assert_int_equal(mailbox_create(f->root, "X", err, sizeof err), MAILBOX_OK);
 	mb = open_box(f, "X", true);
 	mailbox_close(mb);
+	/* a directory that is no Maildir is listed, but \Noselect */
+	d = xasprintf("%s/.Plain", f->root);
+	assert_int_equal(mkdir(d, 0700), 0);
+	free(d);
+	assert_int_equal(mailbox_folders(f->root, &l, err, sizeof err), 0);
+	assert_true(find_folder(&l, "Plain")->noselect);
+	assert_false(find_folder(&l, "X")->noselect);
+	mailbox_folders_free(&l);
 }
 
 static void test_delete(void **state)
@@ -780,6 +788,51 @@ static void test_new_mail_by_other_writer(void **state)
 	assert_int_equal(mailbox_sync(a, MAILBOX_SYNC_EXPUNGE, err, sizeof err), MAILBOX_OK);
 	assert_int_equal(mailbox_count(a), 8);
 	mailbox_close(a);
+}
+
+/* A change in the clock tick of the last scan leaves the directory times
+ * as they were: such a scan is not trusted (simulated with times ahead of
+ * the clock). */
+static void test_change_in_same_tick(void **state)
+{
+	struct fixture *f = *state;
+	struct timespec ahead = {.tv_sec = time(NULL) + 3600, .tv_nsec = 5000};
+	struct timespec times[2] = {ahead, ahead};
+	char *cur = xasprintf("%s/cur", f->root);
+	char *newd = xasprintf("%s/new", f->root);
+	deliver_new(f, "INBOX", 1);
+	assert_int_equal(utimensat(AT_FDCWD, cur, times, 0), 0);
+	assert_int_equal(utimensat(AT_FDCWD, newd, times, 0), 0);
+	struct mailbox *a = open_box(f, "INBOX", true);
+	assert_int_equal(mailbox_count(a), 1);
+	deliver_new(f, "INBOX", 2);
+	assert_int_equal(utimensat(AT_FDCWD, newd, times, 0), 0);
+	char err[256];
+	assert_int_equal(mailbox_sync(a, 0, err, sizeof err), MAILBOX_OK);
+	assert_int_equal(mailbox_count(a), 2);
+	/* settled times (in the past) are trusted: nothing read */
+	struct timespec past = {.tv_sec = time(NULL) - 100, .tv_nsec = 5000};
+	struct timespec ptimes[2] = {past, past};
+	assert_int_equal(utimensat(AT_FDCWD, cur, ptimes, 0), 0);
+	assert_int_equal(utimensat(AT_FDCWD, newd, ptimes, 0), 0);
+	assert_int_equal(mailbox_sync(a, MAILBOX_SYNC_FORCE, err, sizeof err), MAILBOX_OK);
+	deliver_new(f, "INBOX", 3);
+	assert_int_equal(utimensat(AT_FDCWD, newd, ptimes, 0), 0);
+	assert_int_equal(mailbox_sync(a, 0, err, sizeof err), MAILBOX_OK);
+	assert_int_equal(mailbox_count(a), 2);
+	/* whole-second times are trusted only two seconds on */
+	struct timespec whole = {.tv_sec = time(NULL), .tv_nsec = 0};
+	struct timespec wtimes[2] = {whole, whole};
+	assert_int_equal(utimensat(AT_FDCWD, newd, wtimes, 0), 0);
+	assert_int_equal(mailbox_sync(a, 0, err, sizeof err), MAILBOX_OK);
+	assert_int_equal(mailbox_count(a), 3);
+	deliver_new(f, "INBOX", 4);
+	assert_int_equal(utimensat(AT_FDCWD, newd, wtimes, 0), 0);
+	assert_int_equal(mailbox_sync(a, 0, err, sizeof err), MAILBOX_OK);
+	assert_int_equal(mailbox_count(a), 4);
+	mailbox_close(a);
+	free(cur);
+	free(newd);
 }
 
 static void test_pop3_removes_and_external_rename(void **state)
@@ -1180,6 +1233,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_views_see_expunge, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_expunge_then_flags_order, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_new_mail_by_other_writer, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_change_in_same_tick, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pop3_removes_and_external_rename, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_uid_expunge_subset, setup, teardown),
