@@ -999,16 +999,38 @@ void message_cache_free(struct message_cache *c)
 	free(c);
 }
 
+static void lru_append(struct message_cache *c, struct message *m)
+{
+	m->lru_prev = c->tail;
+	m->lru_next = NULL;
+	if (c->tail)
+		c->tail->lru_next = m;
+	c->tail = m;
+	if (!c->head)
+		c->head = m;
+}
+
+/* A new summary goes in front while there is room.  Once the cache is
+ * full it goes in last place, to be promoted by a second use: a FETCH
+ * over more messages than fit would otherwise evict each summary before
+ * the next FETCH comes back to it, and nothing would ever hit (LRU
+ * insertion policy, scan resistant). */
 static void cache_add(struct message_cache *c, struct message *m)
 {
 	if (m->mem > c->max / 4)
 		return; /* a giant summary is not worth evicting many for */
-	while (c->tail && c->mem + m->mem > c->max)
+	bool full = false;
+	while (c->tail && c->mem + m->mem > c->max) {
 		cache_drop(c, c->tail);
+		full = true;
+	}
 	m->refs++;
 	m->cached = true;
 	g_hash_table_insert(c->by_key, m->key, m);
-	lru_push(c, m);
+	if (full)
+		lru_append(c, m);
+	else
+		lru_push(c, m);
 	c->mem += m->mem;
 }
 

@@ -22,7 +22,8 @@
 struct imap_section;
 
 enum {
-	MESSAGE_CACHE_DEFAULT = 16 * 1024 * 1024, /* octets of cached summaries */
+	MESSAGE_CACHE_DEFAULT = 64 * 1024 * 1024, /* octets of cached summaries
+						   * (about 1-2 KiB per message) */
 	MESSAGE_HEADER_MAX = 256 * 1024, /* header octets read for HEADER.FIELDS
 					  * and header SEARCH; more are ignored */
 	MESSAGE_DEPTH_MAX = 32,          /* MIME nesting described; deeper parts
