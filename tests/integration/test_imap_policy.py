@@ -522,8 +522,8 @@ def test_network_monitor_sees_nothing_inside_tls(posthorn, cert, ctx, mode):
         c.select("INBOX")
         f = fetch_responses(c.ok("FETCH 1 (BODY[])"))
         assert token.encode() in f[1]["BODY[]"]
-        c.ok("APPEND Sent {%d+}\r\n" % len(f"Subject: sent\r\n\r\n{token}\r\n")
-             + f"Subject: sent\r\n\r\n{token}")
+        sent = f"Subject: sent\r\n\r\n{token}\r\n"
+        c.ok("APPEND Sent {%d+}\r\n%s" % (len(sent), sent))
         c.logout()
         capture = proxy.capture
         assert proxy.connections == 1 and not proxy.errors, proxy.errors
