@@ -187,6 +187,10 @@ def test_mbsync_synchronises_both_ways(imap, cert, ctx, tmp_path, ssltype):
     assert len(state["INBOX"]) == 3, state
     assert local_bodies(local, "INBOX") == sorted(imap.messages(BOB))
     assert sorted(state["INBOX"].values()) == ["", "", "F"], state
+    # run again at once: nothing changes on either side
+    before = (local_state(local), server_state(imap, BOB), sync_states(local))
+    out = run_mbsync(conf, tmp_path)
+    assert (local_state(local), server_state(imap, BOB), sync_states(local)) == before, out
 
     # 2. push: a flag set locally, a message written locally into Drafts
     target = None
