@@ -11,12 +11,13 @@ BAD while the daemon's memory stays bounded; the NO STARTTLS (EAST) list
 on IMAP (STARTTLS twice, on the IMAPS port, after LOGIN and AUTHENTICATE,
 with pipelined plaintext, without a certificate); and the traffic capture:
 neither the password nor a body token crosses the wire in clear inside a
-STARTTLS or IMAPS session.
+STARTTLS or IMAPS session; a 20 MB message is fetched with the RSS bounded.
 
 Clients that fail logins bind their own 127.0.0.x source address, so that
 one test's throttle delays slow no other.
 """
 
+import hashlib
 import os
 import re
 import time
@@ -585,3 +586,57 @@ def test_sigterm_says_bye_to_open_sessions(posthorn, cert, ctx):
     for c in (a, b):
         got = closed_after(c)
         assert got.startswith(b"* BYE"), got          # RFC 3501 §7.1.5
+
+
+# -- a 20 MB message streams from disk ---------------------------------------------------------------
+
+BIG_LINE = b"y" * 75 + b"." + b"\n"
+
+
+def read_literal_into(c, n, deadline):
+    """n octets of a literal, read straight into a bytearray (bounded in time)."""
+    buf = bytearray(c.buf[:n])
+    c.buf = c.buf[n:] if len(c.buf) > n else b""
+    while len(buf) < n:
+        c.sock.settimeout(max(0.1, deadline - time.monotonic()))
+        chunk = c.sock.recv(min(1 << 20, n - len(buf)))
+        assert chunk, "connection closed inside a literal"
+        buf += chunk
+    return bytes(buf)
+
+
+@pytest.mark.parametrize("mode", ["starttls", "imaps"])
+def test_fetch_of_a_20mb_message_streams_with_bounded_rss(posthorn, cert, ctx, mode):
+    p = start_imap(posthorn, cert, asan_options={"quarantine_size_mb": "1"})
+    n = 20 * 1024 * 1024 // len(BIG_LINE)
+    msg = b"Subject: big\nFrom: a@example.org\n\n" + BIG_LINE * n
+    put_message(p, BOB, msg)
+    want = msg.replace(b"\n", b"\r\n")
+    # warm-up: a whole session with a small FETCH
+    c = login_select(p, ctx, tls=mode, timeout=60)
+    c.ok("FETCH 1 (BODY.PEEK[HEADER] RFC822.SIZE)")
+    c.logout()
+    time.sleep(0.3)
+
+    c = login_select(p, ctx, tls=mode, timeout=60)
+    before = vm_rss_kb(p.pid)
+    tag = c.send_cmd("FETCH 1 BODY.PEEK[]")
+    first = c.readline()
+    m = re.match(rb"^\* 1 FETCH \(BODY\[\] \{(\d+)\}\r\n$", first)
+    assert m and int(m.group(1)) == len(want), first
+    # a slow reader: the daemon must wait for it, not buffer the message
+    time.sleep(1.5)
+    peak = vm_rss_kb(p.pid)
+    got = read_literal_into(c, len(want), time.monotonic() + 120)
+    rest = c.collect(tag, timeout=30)
+    after = vm_rss_kb(p.pid)
+    assert rest.ok, rest
+    assert hashlib.sha256(got).digest() == hashlib.sha256(want).digest()
+    # a partial fetch from the middle
+    f = fetch_responses(c.ok("FETCH 1 (BODY.PEEK[TEXT]<10000000.100>)"))
+    body_start = want.index(b"\r\n\r\n") + 4
+    assert f[1]["BODY[TEXT]<10000000>"] == want[body_start + 10000000:body_start + 10000100]
+    c.logout()
+    growth = max(peak, after) - before
+    print(f"VmRSS before {before} KiB, peak {peak} KiB, after {after} KiB ({mode})")
+    assert growth < 4 * 1024, f"RSS grew by {growth} KiB while sending a 20 MB message ({mode})"
