@@ -867,6 +867,49 @@ static int mbx_qcmp_folder(const void *a, const void *b)
 	return strcmp(x->name, y->name);
 }
 
+static int mbx_qcmp_strp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Parents implied by a child ("A" of "A.B" without .A/) as \Noselect
+ * entries.  out is sorted; every prefix is collected, sorted and
+ * deduplicated, so the work is O(n log n) whatever the tree. */
+static void mbx_add_implied(struct mailbox_folder_list *out, size_t *cap)
+{
+	size_t real = out->n, n = 0, pcap = 0;
+	char **prefixes = NULL;
+	for (size_t i = 0; i < real && n < MAILBOX_FOLDERS_MAX * 4; i++) {
+		const char *name = out->v[i].name;
+		for (const char *d = strchr(name, MAILBOX_DELIM); d && n < MAILBOX_FOLDERS_MAX * 4;
+		     d = strchr(d + 1, MAILBOX_DELIM)) {
+			char **slot = xgrow(&prefixes, &n, &pcap, sizeof *slot);
+			*slot = xstrndup(name, (size_t)(d - name));
+		}
+	}
+	mbx_sort(prefixes, n, sizeof *prefixes, mbx_qcmp_strp);
+	size_t o = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (o > 0 && strcmp(prefixes[i], prefixes[o - 1]) == 0)
+			free(prefixes[i]);
+		else
+			prefixes[o++] = prefixes[i];
+	}
+	n = o;
+	for (size_t i = 0; i < n; i++) {
+		struct mailbox_folder key = {.name = prefixes[i]};
+		if (out->n >= MAILBOX_FOLDERS_MAX * 2 ||
+		    mbx_search(&key, out->v, real, sizeof *out->v, mbx_qcmp_folder)) {
+			free(prefixes[i]);
+			continue;
+		}
+		struct mailbox_folder *f = xgrow(&out->v, &out->n, cap, sizeof *f);
+		f->name = prefixes[i];
+		f->noselect = true;
+	}
+	free(prefixes);
+}
+
 void mailbox_folders_free(struct mailbox_folder_list *l)
 {
 	for (size_t i = 0; i < l->n; i++)
@@ -896,26 +939,7 @@ int mailbox_folders(const char *root, struct mailbox_folder_list *out, char *err
 	}
 	mailbox_names_free(&names);
 	mbx_sort(out->v, out->n, sizeof *out->v, mbx_qcmp_folder);
-	/* parents implied by a child ("A" of "A.B" without .A/): \Noselect */
-	size_t real = out->n;
-	for (size_t i = 0; i < real; i++) {
-		char *name = out->v[i].name;
-		for (char *dot = strrchr(name, MAILBOX_DELIM); dot; dot = strrchr(name, MAILBOX_DELIM)) {
-			char *parent = xstrndup(name, (size_t)(dot - name));
-			struct mailbox_folder key = {.name = parent};
-			bool known = mbx_search(&key, out->v, real, sizeof *out->v, mbx_qcmp_folder);
-			for (size_t k = real; !known && k < out->n; k++)
-				known = strcmp(out->v[k].name, parent) == 0;
-			if (known || out->n >= MAILBOX_FOLDERS_MAX * 2) {
-				free(parent);
-				break;
-			}
-			struct mailbox_folder *f = xgrow(&out->v, &out->n, &cap, sizeof *f);
-			f->name = parent;
-			f->noselect = true;
-			name = parent;
-		}
-	}
+	mbx_add_implied(out, &cap);
 	mbx_sort(out->v, out->n, sizeof *out->v, mbx_qcmp_folder);
 	/* a child "P.x" sorts after "P." which sorts after P: look it up */
 	for (size_t i = 0; i < out->n; i++) {
@@ -2201,8 +2225,13 @@ enum mailbox_result mailbox_append_commit(const char *root, const char *name, co
 	char *tmpdir = xasprintf("%s/tmp/", dir);
 	bool ours = strncmp(path, tmpdir, strlen(tmpdir)) == 0 && !strchr(path + strlen(tmpdir), '/');
 	free(tmpdir);
-	if (!ours)
-		fatal("mailbox_append_commit: %s is not in the tmp/ of %s", path, dir);
+	if (!ours) {
+		/* the folder was renamed while the message arrived */
+		unlink(path);
+		free(dir);
+		errfmt(err, errsz, "Mailbox was renamed meanwhile");
+		return MAILBOX_ERR_NONEXISTENT;
+	}
 	if (internal_date <= 0)
 		internal_date = (long long)time(NULL);
 	flags &= MAILBOX_FLAGS_PERMANENT;

@@ -27,7 +27,7 @@
 #include <stdint.h>
 
 enum {
-	MAILBOX_NAME_MAX = 255,        /* octets of a mailbox name */
+	MAILBOX_NAME_MAX = 254,        /* octets of a mailbox name (its directory adds a ".") */
 	MAILBOX_FOLDERS_MAX = 10000,   /* folders listed / created per user */
 	MAILBOX_MESSAGES_MAX = 2000000,/* messages in one folder */
 	MAILBOX_DELIM = '.',

@@ -337,6 +337,11 @@ static void test_create(void **state)
 	assert_int_equal(mailbox_create(f->root, "../evil", err, sizeof err), MAILBOX_ERR_NAME);
 	assert_int_equal(mailbox_create(f->root, "a/b", err, sizeof err), MAILBOX_ERR_NAME);
 	assert_int_equal(mailbox_create(f->root, ".hidden", err, sizeof err), MAILBOX_ERR_NAME);
+	char longest[MAILBOX_NAME_MAX + 1];
+	memset(longest, 'L', MAILBOX_NAME_MAX);
+	longest[MAILBOX_NAME_MAX] = '\0';
+	assert_int_equal(mailbox_create(f->root, longest, err, sizeof err), MAILBOX_OK);
+	assert_int_equal(mailbox_delete(f->root, longest, err, sizeof err), MAILBOX_OK);
 	char *evil = xasprintf("%s/../evil", f->root);
 	struct stat st;
 	assert_int_equal(stat(evil, &st), -1);
@@ -397,6 +402,48 @@ static void test_implied_parent_noselect(void **state)
 	assert_true(find_folder(&l, "Plain")->noselect);
 	assert_false(find_folder(&l, "X")->noselect);
 	mailbox_folders_free(&l);
+}
+
+static void test_many_folders(void **state)
+{
+	struct fixture *f = *state;
+	char err[256];
+	/* one deep folder made by another tool: 79 implied parents */
+	char name[400] = "d0";
+	for (int i = 1; i < 80; i++) {
+		size_t len = strlen(name);
+		snprintf(name + len, sizeof name - len, ".d%d", i % 10);
+	}
+	char *d = xasprintf("%s/.%s", f->root, name);
+	assert_int_equal(maildir_create(d, err, sizeof err), 0);
+	free(d);
+	/* and 3,000 siblings, each with a child */
+	for (int i = 0; i < 3000; i++) {
+		d = xasprintf("%s/.s%04d.c", f->root, i);
+		assert_int_equal(mkdir(d, 0700), 0);
+		free(d);
+	}
+	struct mailbox_folder_list l;
+	double t0 = (double)clock() / CLOCKS_PER_SEC;
+	assert_int_equal(mailbox_folders(f->root, &l, err, sizeof err), 0);
+	double t = (double)clock() / CLOCKS_PER_SEC - t0;
+	assert_int_equal(l.n, 5 + 80 + 6000);
+	assert_true(find_folder(&l, "d0.d1")->noselect);
+	assert_true(find_folder(&l, "d0.d1")->has_children);
+	assert_false(find_folder(&l, name)->has_children);
+	assert_true(find_folder(&l, "s0042")->has_children);
+	assert_true(find_folder(&l, "s0042")->noselect);
+	assert_true(find_folder(&l, "s0042.c")->noselect); /* no cur/ */
+	assert_true(t < 10);
+	mailbox_folders_free(&l);
+	/* CREATE stops at the limit */
+	for (int i = 0; i < MAILBOX_FOLDERS_MAX - 3000 - 5; i++) {
+		d = xasprintf("%s/.t%05d", f->root, i);
+		assert_int_equal(mkdir(d, 0700), 0);
+		free(d);
+	}
+	assert_int_equal(mailbox_create(f->root, "OneTooMany", err, sizeof err),
+			 MAILBOX_ERR_LIMIT);
 }
 
 static void test_delete(void **state)
@@ -1222,6 +1269,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_prepare_special_folders, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_create, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_implied_parent_noselect, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_many_folders, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_delete, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rename, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rename_inbox, setup, teardown),
