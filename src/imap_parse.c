@@ -1010,7 +1010,13 @@ static enum imap_parse_status read_line_part(struct imap_parser *p, struct evbuf
 		return bad(p, PS_LINE);
 	}
 	uint64_t size;
-	switch (parse_line(p, l.data, l.len)) {
+	enum line_result lr = parse_line(p, l.data, l.len);
+	bool plus_tail = lr == LR_ERROR && ends_in_plus_literal(l.data, l.len, &size);
+	/* before login a line may hold a password (LOGIN, AUTHENTICATE's
+	 * initial response): no copy stays behind in the parser */
+	if (!p->authenticated)
+		explicit_bzero(p->line, l.len);
+	switch (lr) {
 	case LR_DONE:
 		*out = p->cmd;
 		p->cmd = NULL;
@@ -1024,7 +1030,7 @@ static enum imap_parse_status read_line_part(struct imap_parser *p, struct evbuf
 		return IMAP_PARSE_NEED_MORE;
 	case LR_ERROR:
 	default:
-		if (ends_in_plus_literal(l.data, l.len, &size)) {
+		if (plus_tail) {
 			p->skip_left = size;
 			return bad(p, PS_SKIP_LITERAL);
 		}
