@@ -31,7 +31,10 @@ enum {
 	MESSAGE_QUOTED_MAX = 1000,      /* longer strings are sent as literals */
 	MESSAGE_STREAM_CHUNK = 64 * 1024, /* octets read from disk at a time */
 	MESSAGE_SEARCH_CHUNK = 64 * 1024, /* decoded octets searched at a time */
+	MESSAGE_CUTS_MAX = 4096,        /* header blocks cut short for GMime */
 };
+
+static bool is_cut(const size_t *cuts, size_t ncuts, size_t pos);
 
 /* ---- the mapped file ------------------------------------------------------ */
 
@@ -106,14 +109,111 @@ static bool line_is_blank(const struct mfile *f, size_t pos)
 
 /* Where the body starts after the header field that begins at last: past
  * its continuation lines and the blank line (RFC 5322 §2.2.3, §2.1). */
-static size_t header_block_end(const struct mfile *f, size_t last)
+static size_t header_block_end(const struct mfile *f, size_t last, const size_t *cuts,
+			       size_t ncuts)
 {
 	size_t pos = next_line(f, last);
-	while (pos < f->n && (f->p[pos] == ' ' || f->p[pos] == '\t'))
+	while (pos < f->n && (f->p[pos] == ' ' || f->p[pos] == '\t') && !is_cut(cuts, ncuts, pos))
 		pos = next_line(f, pos);
+	if (is_cut(cuts, ncuts, pos))
+		return pos;
 	if (line_is_blank(f, pos))
 		pos = next_line(f, pos);
 	return pos;
+}
+
+/* ---- GMime's view of the file -------------------------------------------------
+ * GMime keeps every header field of every entity in memory, at several
+ * times its size.  So that no header block it reads exceeds
+ * MESSAGE_HEADER_MAX octets, it is shown a line end instead of the first
+ * octet of the line that would pass the limit, which ends the header there
+ * for GMime: the file's offsets stay the same (a GMimeStreamCat of the
+ * file's pieces and "\n"), and persist_stream still keeps contents on disk.
+ * The lines after a cut count as the entity's body. */
+
+/* Could the line at pos be part of a header: a field "name:" or a
+ * continuation line? */
+static bool line_headerish(const struct mfile *f, size_t pos, size_t end)
+{
+	if (f->p[pos] == ' ' || f->p[pos] == '\t')
+		return true;
+	for (size_t i = pos; i < end; i++) {
+		char c = f->p[i];
+		if (c == ':')
+			return i > pos;
+		if (c == ' ' || c == '\t' || c == '\r' || c == '\n')
+			return false;
+	}
+	return false;
+}
+
+/* Line starts where runs of header-like lines pass MESSAGE_HEADER_MAX,
+ * ascending, at most MESSAGE_CUTS_MAX of them (caller frees). */
+static size_t *header_cuts(const struct mfile *f, size_t *ncuts)
+{
+	size_t *cuts = NULL, n = 0, cap = 0, run = 0, pos = 0;
+	while (pos < f->n && n < MESSAGE_CUTS_MAX) {
+		size_t next = next_line(f, pos);
+		if (!line_headerish(f, pos, next)) {
+			run = 0;
+		} else if (run > 0 && run + (next - pos) > MESSAGE_HEADER_MAX) {
+			xgrow(&cuts, &n, &cap, sizeof *cuts);
+			cuts[n - 1] = pos;
+			run = 0;
+		} else {
+			run += next - pos;
+		}
+		pos = next;
+	}
+	*ncuts = n;
+	return cuts;
+}
+
+static bool is_cut(const size_t *cuts, size_t ncuts, size_t pos)
+{
+	size_t lo = 0, hi = ncuts;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if (cuts[mid] == pos)
+			return true;
+		if (cuts[mid] < pos)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return false;
+}
+
+/* The stream GMime parses: the file, with the cuts.  NULL with a reason. */
+static GMimeStream *gmime_view(const struct mfile *f, const size_t *cuts, size_t ncuts,
+			       char *err, size_t errsz)
+{
+	int fd = dup(f->fd);
+	if (fd < 0) {
+		errfmt(err, errsz, "dup: %s", strerror(errno));
+		return NULL;
+	}
+	GMimeStream *fs = g_mime_stream_fs_new(fd); /* owns fd */
+	if (ncuts == 0)
+		return fs;
+	GMimeStream *cat = g_mime_stream_cat_new();
+	size_t prev = 0;
+	for (size_t i = 0; i <= ncuts; i++) {
+		size_t upto = i < ncuts ? cuts[i] : f->n;
+		if (upto > prev) {
+			GMimeStream *sub = g_mime_stream_substream(fs, (gint64)prev, (gint64)upto);
+			g_mime_stream_cat_add_source(GMIME_STREAM_CAT(cat), sub);
+			g_object_unref(sub);
+		}
+		if (i < ncuts) {
+			GMimeStream *nl = g_mime_stream_mem_new_with_buffer("\n", 1);
+			g_mime_stream_cat_add_source(GMIME_STREAM_CAT(cat), nl);
+			g_object_unref(nl);
+			prev = cuts[i] + 1;
+		}
+	}
+	g_object_unref(fs);
+	return cat;
 }
 
 /* ---- entities --------------------------------------------------------------- */
@@ -165,6 +265,8 @@ struct builder {
 				    * Content-* headers */
 	GMimeMessage **msgs;       /* per root entity: its message (else NULL) */
 	size_t cap, kidcap;
+	const size_t *cuts;        /* see gmime_view() */
+	size_t ncuts;
 	const char *bounds[MESSAGE_DEPTH_MAX + 1]; /* enclosing boundaries */
 	size_t nbounds;
 };
@@ -276,6 +378,17 @@ static void header_extent(GMimeObject *obj, bool *any, size_t *lo, size_t *hi)
 
 static void build_body(struct builder *b, size_t e, GMimeObject *obj, size_t depth);
 
+/* A leaf's content as GMime keeps it: a substream of the file whose bounds
+ * are file offsets.  Not when GMime read a view with cuts: a substream of
+ * a GMimeStreamCat counts from 0; the scans find the bounds then. */
+static GMimeStream *content_stream(const struct builder *b, GMimeObject *obj)
+{
+	if (b->ncuts > 0 || !obj || !GMIME_IS_PART(obj))
+		return NULL;
+	GMimeDataWrapper *w = g_mime_part_get_content(GMIME_PART(obj));
+	return w ? g_mime_data_wrapper_get_stream(w) : NULL;
+}
+
 /* An entity with a header: a message (msg != NULL, obj its MIME part) or a
  * part of a multipart.  start: where it begins when it has no header. */
 static size_t build_entity(struct builder *b, GMimeMessage *msg, GMimeObject *obj, size_t start,
@@ -292,16 +405,13 @@ static size_t build_entity(struct builder *b, GMimeMessage *msg, GMimeObject *ob
 		lo = start; /* an offset before the entity's start is not GMime's */
 	x->raw_hdr = start;
 	if (any)
-		x->raw_body = header_block_end(b->f, hi > lo ? hi : lo);
+		x->raw_body = header_block_end(b->f, hi > lo ? hi : lo, b->cuts, b->ncuts);
 	else
 		x->raw_body = line_is_blank(b->f, start) ? next_line(b->f, start) : start;
-	if (obj && GMIME_IS_PART(obj)) {
-		GMimeDataWrapper *w = g_mime_part_get_content(GMIME_PART(obj));
-		GMimeStream *s = w ? g_mime_data_wrapper_get_stream(w) : NULL;
-		if (s && s->bound_start >= 0 && (size_t)s->bound_start >= start &&
-		    (size_t)s->bound_start <= b->f->n)
-			b->m->ents[e].raw_body = (size_t)s->bound_start;
-	}
+	GMimeStream *s = content_stream(b, obj);
+	if (s && s->bound_start >= 0 && (size_t)s->bound_start >= start &&
+	    (size_t)s->bound_start <= b->f->n)
+		b->m->ents[e].raw_body = (size_t)s->bound_start;
 	build_body(b, e, obj, depth);
 	return e;
 }
@@ -371,19 +481,11 @@ static void build_body(struct builder *b, size_t e, GMimeObject *obj, size_t dep
 		}
 	}
 	x->type = ENT_LEAF;
-	if (obj && GMIME_IS_PART(obj)) {
-		GMimeDataWrapper *w = g_mime_part_get_content(GMIME_PART(obj));
-		GMimeStream *s = w ? g_mime_data_wrapper_get_stream(w) : NULL;
-		if (s && s->bound_end >= (gint64)body && (size_t)s->bound_end <= b->f->n) {
-			x->raw_end = (size_t)s->bound_end;
-			return;
-		}
-		if (s && s->bound_end < 0) {
-			x->raw_end = scan_end(b, body);
-			return;
-		}
-	}
-	x->raw_end = scan_end(b, body);
+	GMimeStream *s = content_stream(b, obj);
+	if (s && s->bound_end >= (gint64)body && (size_t)s->bound_end <= b->f->n)
+		x->raw_end = (size_t)s->bound_end;
+	else
+		x->raw_end = scan_end(b, body);
 }
 
 /* ---- raw offsets to CRLF offsets ------------------------------------------ */
@@ -867,12 +969,13 @@ static void message_free(struct message *m)
 static struct message *message_parse(const struct mfile *f, const char *key, char *err,
 				     size_t errsz)
 {
-	int fd = dup(f->fd);
-	if (fd < 0) {
-		errfmt(err, errsz, "dup: %s", strerror(errno));
+	size_t ncuts;
+	size_t *cuts = header_cuts(f, &ncuts);
+	GMimeStream *st = gmime_view(f, cuts, ncuts, err, errsz);
+	if (!st) {
+		free(cuts);
 		return NULL;
 	}
-	GMimeStream *st = g_mime_stream_fs_new(fd); /* owns fd */
 	GMimeParser *p = g_mime_parser_new_with_stream(st);
 	g_mime_parser_set_persist_stream(p, TRUE);
 	GMimeMessage *gm = g_mime_parser_construct_message(p, NULL);
@@ -880,7 +983,7 @@ static struct message *message_parse(const struct mfile *f, const char *key, cha
 	m->refs = 1;
 	m->key = xstrdup(key);
 	m->raw_size = f->n;
-	struct builder b = {.m = m, .f = f};
+	struct builder b = {.m = m, .f = f, .cuts = cuts, .ncuts = ncuts};
 	if (gm) {
 		build_entity(&b, gm, g_mime_message_get_mime_part(gm), 0, 0);
 	} else {
@@ -916,6 +1019,7 @@ static struct message *message_parse(const struct mfile *f, const char *key, cha
 	}
 	free(b.objs);
 	free(b.msgs);
+	free(cuts);
 	if (gm)
 		g_object_unref(gm);
 	g_object_unref(p);
@@ -1648,14 +1752,15 @@ int message_text_contains(const struct message *m, const char *path, bool text,
 		finder_free(&fd);
 		return -1;
 	}
-	int dupfd = dup(f.fd);
+	size_t ncuts;
+	size_t *cuts = header_cuts(&f, &ncuts);
+	GMimeStream *st = gmime_view(&f, cuts, ncuts, err, errsz);
 	mfile_close(&f);
-	if (dupfd < 0) {
-		errfmt(err, errsz, "dup: %s", strerror(errno));
+	free(cuts);
+	if (!st) {
 		finder_free(&fd);
 		return -1;
 	}
-	GMimeStream *st = g_mime_stream_fs_new(dupfd);
 	GMimeParser *p = g_mime_parser_new_with_stream(st);
 	g_mime_parser_set_persist_stream(p, TRUE);
 	GMimeMessage *gm = g_mime_parser_construct_message(p, NULL);
