@@ -4,13 +4,19 @@ a BODYSTRUCTURE of a message without MIME headers, read-only EXAMINE that
 never sets \\Seen, a failed SELECT that leaves the selected state, INBOX
 in any case, modified UTF-7 folder names, COPY to a missing folder
 ([TRYCREATE]), UIDs never used twice (also across a restart after the
-highest one was expunged), LOGIN with literals.
+highest one was expunged), LOGIN with literals, pipelined commands,
+AUTHENTICATE SCRAM-SHA-256 with SASL-IR, an EXPUNGE by another session
+announced during IDLE (and a FETCH of the message it removed), and a
+folder of 10,000 messages (FETCH of every ENVELOPE twice, SEARCH, RSS).
 """
 
 import re
+import time
 
 import pytest
 
+from authutil import ScramClient
+from helpers import vm_rss_kb
 from imaputil import (BOB, BOB_PW, DAVE, client_ctx, connect, crlf, deliver, fetch_responses,
                       folder_files, info_flags, login_select, make_cert, parse_data,
                       put_message, start_imap, text)
@@ -173,4 +179,100 @@ def test_login_with_literals(imap, ctx):
     c = connect(imap, tls="imaps", ctx=ctx)
     r = c.cmd(f"LOGIN {{{len(BOB)}+}}\r\n{BOB} {{{len(BOB_PW)}+}}\r\n{BOB_PW}")
     assert r.ok, r
+    c.logout()
+
+
+def test_pipelined_commands_answered_in_order(imap, ctx):
+    for i in range(2):
+        put_message(imap, BOB, f"Subject: p{i}\n\nbody\n")
+    c = connect(imap, tls="imaps", ctx=ctx)
+    c.send(f'p1 LOGIN "{BOB}" "{BOB_PW}"\r\np2 SELECT INBOX\r\np3 FETCH 1:* (UID FLAGS)\r\n'
+           "p4 STORE 2 +FLAGS (\\Flagged)\r\np5 SEARCH FLAGGED\r\np6 NOOP\r\np7 LOGOUT\r\n")
+    results = [c.collect(t) for t in ("p1", "p2", "p3", "p4", "p5", "p6", "p7")]
+    assert all(r.ok for r in results), results
+    assert "* 2 EXISTS" in results[1].lines()
+    assert len(fetch_responses(results[2])) == 2
+    assert results[4].find(r"^\* SEARCH 2$"), results[4]
+    assert results[6].find(r"^\* BYE"), results[6]
+
+
+def test_authenticate_scram_sha_256(imap, ctx):
+    for tls in (None, "imaps"):
+        c = connect(imap, tls=tls, ctx=ctx)
+        sc = ScramClient(BOB, BOB_PW)
+        tag = c.send_cmd("AUTHENTICATE SCRAM-SHA-256 " + sc.first())       # SASL-IR
+        line = c.line()
+        assert line.startswith("+ "), line
+        c.send(sc.final(line[2:]) + "\r\n")
+        line = c.line()
+        # the server-final message comes as a last challenge, answered empty
+        assert line.startswith("+ "), line
+        sc.check_server_final(line[2:])
+        c.send(b"\r\n")
+        r = c.collect(tag)
+        assert r.ok, r
+        c.select("INBOX")
+        c.logout()
+    logins = [e for e in imap.events("login") if e.get("user") == BOB]
+    assert [e.get("mechanism") for e in logins] == ["SCRAM-SHA-256"] * 2, logins
+
+
+def test_idle_sees_expunge_and_fetch_of_an_expunged_message(imap, ctx):
+    for i in range(3):
+        put_message(imap, BOB, f"Subject: e{i}\n\nbody {i}\n")
+    a = login_select(imap, ctx)
+    b = login_select(imap, ctx)
+    # b removes message 2 while a is not told yet: a's FETCH of it must not
+    # crash anything; it answers with the data or NO (RFC 2180 §4.1), never EXPUNGE
+    b.ok("STORE 2 +FLAGS (\\Deleted)")
+    b.ok("EXPUNGE")
+    r = a.cmd("FETCH 2 (BODY[] FLAGS)")
+    assert r.status in ("OK", "NO"), r
+    assert not r.find(r"EXPUNGE$"), r
+    r = a.ok("NOOP")
+    assert r.find(r"^\* 2 EXPUNGE$"), r
+    # during IDLE an EXPUNGE is announced as it happens
+    tag = a.send_cmd("IDLE")
+    assert a.line().startswith("+")
+    b.ok("STORE 1 +FLAGS (\\Deleted)")
+    b.ok("EXPUNGE")
+    got = []
+    while "* 1 EXPUNGE" not in got:
+        got.append(a.line(timeout=10))
+    a.send(b"DONE\r\n")
+    assert a.collect(tag).ok
+    f = fetch_responses(a.ok("FETCH 1:* (BODY.PEEK[HEADER.FIELDS (Subject)])"))
+    assert [list(v.values())[0] for v in f.values()] == [b"Subject: e2\r\n\r\n"], f
+    a.logout()
+    b.logout()
+
+
+def test_ten_thousand_messages(posthorn, cert, ctx):
+    p = start_imap(posthorn, cert, asan_options={"quarantine_size_mb": "1"})
+    n = 10000
+    for i in range(n):
+        put_message(p, BOB, f"From: s{i % 97}@example.org\nTo: bob@example.test\n"
+                    f"Subject: bulk {i}\nMessage-ID: <b{i}@example.org>\n\nbody {i}\n",
+                    when=1700000000 + i, sub="cur")
+    c = login_select(p, ctx, timeout=300)
+    t0 = time.monotonic()
+    r = c.select("INBOX")
+    assert f"* {n} EXISTS" in r.lines(), r.lines()[:5]
+    before = vm_rss_kb(p.pid)
+    times = []
+    for _ in range(2):
+        t0 = time.monotonic()
+        f = fetch_responses(c.ok("FETCH 1:* (UID ENVELOPE)", timeout=300))
+        times.append(time.monotonic() - t0)
+        assert len(f) == n
+        assert f[n]["ENVELOPE"][1] == f"bulk {n - 1}".encode(), f[n]
+    r = c.ok("SEARCH FROM s5@example.org", timeout=300)
+    [line] = r.find(r"^\* SEARCH")
+    assert len(line.split()) - 2 == len([i for i in range(n) if i % 97 == 5]), line[:100]
+    r = c.ok("UID SEARCH 1:* SUBJECT \"bulk 9999\"", timeout=300)
+    assert len(r.find(r"^\* SEARCH \d+$")) == 1, r
+    after = vm_rss_kb(p.pid)
+    print(f"FETCH 1:{n} ENVELOPE: {times[0]:.1f}s, again {times[1]:.1f}s; "
+          f"VmRSS {before} -> {after} KiB")
+    assert after - before < 48 * 1024, f"RSS grew by {after - before} KiB"
     c.logout()
