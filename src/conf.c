@@ -2,6 +2,7 @@
  * FILE:LINE:COL of every token, a parser driven by one table per block, one
  * validation step that reports every error, and the policy `check` prints. */
 #include "conf.h"
+#include "imap_session.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -2416,7 +2417,20 @@ static void print_limits(FILE *out, const struct conf_server *s)
 		print_size(out, l->message_size);
 		fprintf(out, ", %u recipients, ", l->recipients);
 	}
+	if (s->protocol == PROTO_IMAP) {
+		fputs("APPEND up to ", out);
+		print_size(out, l->message_size);
+		fputs(", ", out);
+	}
 	fprintf(out, "%u connections (%u per address), ", l->connections, l->connections_per_ip);
+	if (s->protocol == PROTO_IMAP) {
+		/* imap_session's autologout: RFC 3501 §5.4 wants >= 30 minutes */
+		print_duration(out, l->timeout > IMAP_AUTOLOGOUT_MIN ? l->timeout : IMAP_AUTOLOGOUT_MIN);
+		fputs(" idle once logged in, ", out);
+		print_duration(out, l->timeout < IMAP_LOGIN_IDLE_MAX ? l->timeout : IMAP_LOGIN_IDLE_MAX);
+		fputs(" before\n", out);
+		return;
+	}
 	print_duration(out, l->timeout);
 	fputs(" idle\n", out);
 }

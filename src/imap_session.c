@@ -49,8 +49,6 @@
 /* Named limits of a session (STYLE: every limit in one place). */
 enum {
 	IMAP_MAX_ERRORS = 50,            /* BAD replies; then BYE and close */
-	IMAP_LOGIN_IDLE_MAX = 60,        /* seconds idle before login, at most */
-	IMAP_AUTOLOGOUT_MIN = 30 * 60,   /* RFC 3501 §5.4: once authenticated */
 	IMAP_CHUNK = 16 * 1024,          /* message octets produced at a time */
 	IMAP_STEP_BUDGET = 256,          /* job steps per turn of the event loop */
 	IMAP_ID_PAIRS_MAX = 30,          /* RFC 2971 §3.3 */

@@ -8,6 +8,14 @@
 
 struct session_start;
 
+/* The autologout timer (RFC 3501 §5.4): limits.timeout, but at least
+ * IMAP_AUTOLOGOUT_MIN seconds once logged in and at most
+ * IMAP_LOGIN_IDLE_MAX seconds before (posthorn check prints both). */
+enum {
+	IMAP_AUTOLOGOUT_MIN = 30 * 60,
+	IMAP_LOGIN_IDLE_MAX = 60,
+};
+
 /* Take over the accepted connection described by st (see server.h). */
 void imap_session_start(const struct session_start *st);
 
