@@ -1512,13 +1512,24 @@ static bool mbx_describe(const struct mailbox *mb, struct mailbox_msg *m)
 	return ok;
 }
 
+/* A message vanished from disk.  One the client was never told of (its
+ * EXISTS still queued) is dropped without a word: it sits above every
+ * announced message, so no sequence number the client knows moves. */
 static void mbx_mark_gone(struct mailbox *mb, struct mailbox_msg *m)
 {
 	if (m->expunged || !m->name)
 		return;
 	m->expunged = true;
 	m->flags_changed = false;
-	mb->gone++;
+	if (m->announced) {
+		mb->gone++;
+		return;
+	}
+	if (m->flags & MAILBOX_RECENT)
+		mb->recent--;
+	free(m->name);
+	m->name = NULL;
+	mb->removed++;
 }
 
 /* Bring one message of the view in line with its file d. */
@@ -1608,6 +1619,7 @@ static enum mailbox_result mbx_view_sync(struct mailbox *mb, bool force, char *e
 	mb->stamp_valid = true;
 	mbx_merge(mb, &s);
 	mbx_scan_free(&s);
+	mbx_compact(mb); /* the unannounced ones that vanished */
 	return MAILBOX_OK;
 }
 
@@ -1615,8 +1627,9 @@ enum mailbox_result mailbox_sync(struct mailbox *mb, unsigned flags, char *err, 
 {
 	mbx_compact(mb);
 	mb->expunge_ok = (flags & MAILBOX_SYNC_EXPUNGE) != 0;
+	enum mailbox_result r = mbx_view_sync(mb, (flags & MAILBOX_SYNC_FORCE) != 0, err, errsz);
 	mb->exp_cursor = mb->n;
-	return mbx_view_sync(mb, (flags & MAILBOX_SYNC_FORCE) != 0, err, errsz);
+	return r;
 }
 
 enum mailbox_result mailbox_open(const char *root, const char *name, bool read_only,
@@ -1641,8 +1654,10 @@ enum mailbox_result mailbox_open(const char *root, const char *name, bool read_o
 	/* SELECT reports the state itself: nothing is queued */
 	mb->client_n = mb->n;
 	mb->client_recent = mb->recent;
-	for (size_t i = 0; i < mb->n; i++)
+	for (size_t i = 0; i < mb->n; i++) {
 		mb->msgs[i].flags_changed = false;
+		mb->msgs[i].announced = true;
+	}
 	mb->flags_pending = false;
 	*out = mb;
 	return MAILBOX_OK;
@@ -1722,9 +1737,11 @@ bool mailbox_next_change(struct mailbox *mb, struct mailbox_change *out)
 	memset(out, 0, sizeof *out);
 	if (mbx_next_expunge(mb, out))
 		return true;
-	if (mb->expunge_ok && mb->gone == 0)
-		mbx_compact(mb);
+	mbx_compact(mb); /* the expunge phase (if any) is over */
 	if (mb->n != mb->client_n) {
+		/* the new ones sit at the end */
+		for (size_t i = mb->n; i > 0 && !mb->msgs[i - 1].announced; i--)
+			mb->msgs[i - 1].announced = true;
 		mb->client_n = mb->n;
 		mb->exists_sent = true;
 		out->kind = MAILBOX_CHANGE_EXISTS;

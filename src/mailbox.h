@@ -160,6 +160,7 @@ struct mailbox_msg {
 	bool in_new;                   /* the file is in new/ (read-only views) */
 	bool expunged;                 /* gone from disk, EXPUNGE not yet reported */
 	bool flags_changed;            /* private: a FETCH FLAGS is queued */
+	bool announced;                /* private: counted in an EXISTS sent */
 };
 
 /* SELECT (read_only false) / EXAMINE (true).  A read-write view moves the

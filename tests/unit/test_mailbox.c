@@ -778,6 +778,34 @@ static void test_views_see_expunge(void **state)
 	mailbox_close(b);
 }
 
+/* A message that came and went before its EXISTS was sent is never
+ * reported: the client never had a number for it. */
+static void test_unannounced_expunge(void **state)
+{
+	struct fixture *f = *state;
+	deliver_new(f, "INBOX", 1);
+	struct mailbox *a = open_box(f, "INBOX", false);
+	struct mailbox *b = open_box(f, "INBOX", false);
+	deliver_new(f, "INBOX", 2);
+	deliver_new(f, "INBOX", 3);
+	sync_box(b, 0); /* b queues EXISTS 3, a command's output keeps it from sending */
+	assert_true(mailbox_changes_pending(b));
+	sync_box(a, MAILBOX_SYNC_EXPUNGE);
+	assert_changes(a, "EXISTS 3,RECENT 1");
+	store(a, 2, MAILBOX_STORE_ADD, MAILBOX_DELETED);
+	store(a, 1, MAILBOX_STORE_ADD, MAILBOX_DELETED);
+	char err[256];
+	assert_int_equal(mailbox_expunge(a, NULL, NULL, err, sizeof err), MAILBOX_OK);
+	assert_changes(a, "EXPUNGE 2,EXPUNGE 1,RECENT 0");
+	sync_box(b, MAILBOX_SYNC_EXPUNGE);
+	/* message 1 was known: EXPUNGE 1; message 2 never was; 3 is new */
+	assert_changes(b, "EXPUNGE 1,EXISTS 1,RECENT 1");
+	assert_int_equal(mailbox_count(b), 1);
+	assert_int_equal(mailbox_msg(b, 1)->uid, 3);
+	mailbox_close(a);
+	mailbox_close(b);
+}
+
 static void test_expunge_then_flags_order(void **state)
 {
 	struct fixture *f = *state;
@@ -1279,6 +1307,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_recent, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_views_see_flags, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_views_see_expunge, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_unannounced_expunge, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_expunge_then_flags_order, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_new_mail_by_other_writer, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_change_in_same_tick, setup, teardown),
