@@ -52,6 +52,7 @@ enum {
 	IMAP_CHUNK = 16 * 1024,          /* message octets produced at a time */
 	IMAP_STEP_BUDGET = 256,          /* job steps per turn of the event loop */
 	IMAP_ID_PAIRS_MAX = 30,          /* RFC 2971 §3.3 */
+	IMAP_SEARCH_DEPTH_MAX = 100,     /* NOT/OR/parentheses inside each other */
 	IMAP_MECHS_MAX = 128,
 };
 
@@ -1421,6 +1422,7 @@ struct imap_search_parse {
 	struct imap_session *s;
 	const struct imap_args *args;
 	size_t pos;
+	unsigned depth;                  /* of NOT, OR and parentheses */
 	char err[IMAP_REASON_MAX];
 };
 
@@ -1601,19 +1603,23 @@ static bool imap_search_key(struct imap_search_parse *sp, const struct imap_args
 	const struct imap_arg *a = imap_args_at(args, *pos);
 	if (!a)
 		return imap_search_fail(sp, "Missing search key");
+	if (sp->depth >= IMAP_SEARCH_DEPTH_MAX)
+		return imap_search_fail(sp, "Search keys nested too deeply");
 	const struct imap_args *l = imap_arg_list(a);
 	(*pos)++;
-	if (l)
-		return imap_search_list(sp, l, k);
+	sp->depth++;
+	bool ok;
 	const char *name = imap_arg_raw_atom(a);
-	if (!name)
-		return imap_search_fail(sp, "Invalid search key");
-	if (!imap_search_named(sp, name, args, pos, k)) {
-		if (!sp->err[0])
-			imap_search_fail(sp, "Unknown search key");
-		return false;
-	}
-	return true;
+	if (l)
+		ok = imap_search_list(sp, l, k);
+	else if (!name)
+		ok = imap_search_fail(sp, "Invalid search key");
+	else
+		ok = imap_search_named(sp, name, args, pos, k);
+	sp->depth--;
+	if (!ok && !sp->err[0])
+		imap_search_fail(sp, "Unknown search key");
+	return ok;
 }
 
 /* Resolve the sets of the program against the view. */
