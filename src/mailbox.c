@@ -36,6 +36,8 @@ enum {
 	MBX_COPY_BUF = 64 * 1024,
 	MBX_DIRTY_SECONDS = 2,       /* file times in whole seconds: rescanned this long */
 	MBX_SCAN_TRIES = 3,          /* rescans while a directory changes under readdir */
+	MBX_TMP_STALE = 36 * 3600,   /* a tmp/ file this old is left over (maildir(5)) */
+	MBX_TMP_SWEEP = 1000,        /* tmp/ entries looked at per sweep */
 };
 
 /* qsort and bsearch that accept an empty array (NULL base). */
@@ -1192,6 +1194,29 @@ enum mailbox_result mailbox_rename(const char *root, const char *from, const cha
 	return r;
 }
 
+/* Remove what a crash or a dropped APPEND left in dir's tmp/: files not
+ * touched for 36 hours.  At most MBX_TMP_SWEEP entries per call. */
+static void mbx_sweep_tmp(const char *dir)
+{
+	char *path = xasprintf("%s/tmp", dir);
+	DIR *d = opendir(path);
+	free(path);
+	if (!d)
+		return;
+	time_t now = time(NULL);
+	struct dirent *de;
+	for (int seen = 0; seen < MBX_TMP_SWEEP && (de = readdir(d)); seen++) {
+		struct stat st;
+		if (de->d_name[0] == '.' ||
+		    fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+		    !S_ISREG(st.st_mode))
+			continue;
+		if (now - st.st_mtime > MBX_TMP_STALE && now - st.st_atime > MBX_TMP_STALE)
+			unlinkat(dirfd(d), de->d_name, 0);
+	}
+	closedir(d);
+}
+
 /* ---- subscriptions -------------------------------------------------------- */
 
 int mailbox_subscriptions(const char *root, struct mailbox_names *out, char *err, size_t errsz)
@@ -1293,6 +1318,7 @@ int mailbox_prepare(const char *root, char *err, size_t errsz)
 {
 	if (maildir_create(root, err, errsz) < 0)
 		return -1;
+	mbx_sweep_tmp(root);
 	char *subs = xasprintf("%s/%s", root, MBX_SUBSCRIPTIONS);
 	struct stat st;
 	bool first = lstat(subs, &st) < 0 && errno == ENOENT;
@@ -2179,6 +2205,7 @@ enum mailbox_result mailbox_append_begin(const char *root, const char *name, cha
 		r = MAILBOX_ERR_NONEXISTENT;
 	if (r != MAILBOX_OK)
 		return r;
+	mbx_sweep_tmp(dir);
 	char *unique = mbx_unique(0);
 	char *p = xasprintf("%s/tmp/%s", dir, unique);
 	free(unique);

@@ -1043,6 +1043,21 @@ static void test_append(void **state)
 	free(path);
 	char *dd = folder_dir(f, "Drafts");
 	assert_int_equal(count_files(dd, "tmp"), 0);
+	/* left-overs older than 36 hours go at the next APPEND, fresh ones stay */
+	char *old = xasprintf("%s/tmp/old", dd), *fresh = xasprintf("%s/tmp/fresh", dd);
+	write_text(old, "x");
+	write_text(fresh, "y");
+	struct timespec t37[2] = {{.tv_sec = time(NULL) - 37 * 3600}, {.tv_sec = time(NULL) - 37 * 3600}};
+	assert_int_equal(utimensat(AT_FDCWD, old, t37, 0), 0);
+	assert_int_equal(mailbox_append_begin(f->root, "Drafts", &path, &fd, err, sizeof err),
+			 MAILBOX_OK);
+	close(fd);
+	mailbox_append_abort(path);
+	free(path);
+	assert_int_equal(access(old, F_OK), -1);
+	assert_int_equal(access(fresh, F_OK), 0);
+	free(old);
+	free(fresh);
 	free(dd);
 	mailbox_close(d);
 }
