@@ -1,0 +1,161 @@
+"""IMAP sessions under the events of real life (issue 8 items 2 and 5):
+Maildir files written by other tools (CRLF line ends, no size fields in
+the name, no final line end), a configuration reload and a long IDLE with
+a short `limits.timeout`, clients that vanish in the middle of a large
+FETCH or of an IDLE (no leak, others still served), and a message expunged
+by another session while a FETCH streams it: the announced literal size is
+always what is sent.
+"""
+
+import os
+import re
+import socket
+import time
+
+import pytest
+
+from helpers import wait_until
+from imaputil import (BOB, client_ctx, crlf, deliver, fetch_responses,
+                      folder_path, login_select, make_cert, put_message, start_imap)
+
+
+@pytest.fixture(scope="module")
+def cert(posthorn_bin, tmp_path_factory):
+    return make_cert(posthorn_bin, tmp_path_factory.mktemp("imap-robust-cert"))
+
+
+@pytest.fixture(scope="module")
+def ctx(cert):
+    return client_ctx(cert)
+
+
+@pytest.fixture
+def imap(posthorn, cert):
+    return start_imap(posthorn, cert)
+
+
+def write_raw(p, addr, name, data, sub="cur"):
+    d = folder_path(p, addr)
+    for s in ("tmp", "new", "cur"):
+        os.makedirs(os.path.join(d, s), exist_ok=True)
+    with open(os.path.join(d, "tmp", name), "wb") as f:
+        f.write(data)
+    os.rename(os.path.join(d, "tmp", name), os.path.join(d, sub, name))
+
+
+def test_files_written_by_other_maildir_tools(imap, ctx):
+    crlf_msg = b"Subject: crlf on disk\r\nFrom: a@example.org\r\n\r\nline one\r\nline two\r\n"
+    no_eol = b"Subject: no final newline\n\nlast line without end"
+    write_raw(imap, BOB, "1700000001.M1P1.othertool:2,S", crlf_msg)
+    write_raw(imap, BOB, "1700000002.M2P2.othertool", no_eol, sub="new")
+    c = login_select(imap, ctx)
+    f = fetch_responses(c.ok("FETCH 1:2 (RFC822.SIZE FLAGS BODY.PEEK[] BODY.PEEK[TEXT])"))
+    assert f[1]["BODY[]"] == crlf_msg and f[1]["RFC822.SIZE"] == str(len(crlf_msg)), f[1]
+    assert f[1]["BODY[TEXT]"] == b"line one\r\nline two\r\n"
+    assert "\\Seen" in f[1]["FLAGS"]
+    want = crlf(no_eol)
+    assert f[2]["BODY[]"] == want and f[2]["RFC822.SIZE"] == str(len(want)), f[2]
+    assert f[2]["BODY[TEXT]"] == b"last line without end"
+    c.logout()
+
+
+def test_reload_keeps_imap_sessions(imap, ctx):
+    put_message(imap, BOB, "Subject: before reload\n\nbody\n")
+    c = login_select(imap, ctx)
+    tag = c.send_cmd("IDLE")
+    assert c.line().startswith("+")
+    imap.reload()
+    deliver(imap, BOB, "Subject: after reload\r\n\r\nbody\r\n")
+    got = []
+    while "* 2 EXISTS" not in got:
+        got.append(c.line(timeout=10))
+    c.send(b"DONE\r\n")
+    assert c.collect(tag).ok
+    assert len(fetch_responses(c.ok("FETCH 1:* (FLAGS)"))) == 2
+    c.logout()
+    c = login_select(imap, ctx, tls="starttls")          # and new sessions
+    c.logout()
+
+
+def test_idle_outlives_a_short_timeout(posthorn, cert, ctx):
+    """limits.timeout 2s: an authenticated client in IDLE is not logged out
+    after 2s (RFC 3501 §5.4, RFC 2177), and still hears of new mail."""
+    p = start_imap(posthorn, cert, limits={"timeout": "2s"})
+    c = login_select(p, ctx)
+    tag = c.send_cmd("IDLE")
+    assert c.line().startswith("+")
+    time.sleep(5)
+    deliver(p, BOB, "Subject: late\r\n\r\nbody\r\n")
+    got = []
+    while "* 1 EXISTS" not in got:
+        got.append(c.line(timeout=10))
+    c.send(b"DONE\r\n")
+    assert c.collect(tag).ok
+    c.logout()
+
+
+BIG_LINE = b"z" * 99 + b"\n"
+
+
+def big_message(mb):
+    return b"Subject: big\nFrom: a@example.org\n\n" + BIG_LINE * (mb * 1024 * 1024 // 100)
+
+
+@pytest.mark.parametrize("mode", ["starttls", "imaps"])
+def test_clients_vanishing_mid_fetch_and_mid_idle(imap, ctx, mode):
+    put_message(imap, BOB, big_message(8))
+    for _ in range(3):
+        c = login_select(imap, ctx, tls=mode)
+        c.send_cmd("FETCH 1 BODY.PEEK[]")
+        assert c.readline().startswith(b"* 1 FETCH (BODY[] {")
+        c.sock.recv(10000)
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        c.close()                                         # reset, mid-literal
+        i = login_select(imap, ctx, tls=mode)
+        i.send_cmd("IDLE")
+        assert i.line().startswith("+")
+        i.close()                                         # gone during IDLE
+    imap.wait_event("disconnect", server="imap")
+    # others are served; the daemon stops cleanly (LeakSanitizer at exit)
+    c = login_select(imap, ctx, tls=mode)
+    f = fetch_responses(c.ok("FETCH 1 (RFC822.SIZE)"))
+    assert int(f[1]["RFC822.SIZE"]) == len(crlf(big_message(8)))
+    c.logout()
+    # every session ended (nothing left hanging after a reset or a vanished IDLE)
+    wait_until(lambda: len(imap.events("disconnect")) >= len(imap.events("connect")),
+               timeout=20, what="a disconnect for every connect")
+
+
+def test_expunge_while_another_session_streams_the_message(imap, ctx):
+    msg = big_message(6)
+    want = crlf(msg)
+    put_message(imap, BOB, msg)
+    put_message(imap, BOB, "Subject: small\n\nbody\n")
+    a = login_select(imap, ctx, timeout=60)
+    b = login_select(imap, ctx)
+    tag = a.send_cmd("FETCH 1 BODY.PEEK[]")
+    first = a.readline()
+    m = re.match(rb"^\* 1 FETCH \(BODY\[\] \{(\d+)\}\r\n$", first)
+    assert m and int(m.group(1)) == len(want), first
+    n = len(want)
+    buf = bytearray(a.buf)
+    a.buf = b""
+    buf += a.sock.recv(100000)                         # a slow reader has started
+    b.ok("STORE 1 +FLAGS (\\Deleted)")
+    b.ok("EXPUNGE")
+    b.logout()
+    # the literal is the whole message as announced, then the response ends
+    end = re.compile(rb"\r\n" + tag.encode() + rb" [A-Z]+[^\r\n]*\r\n$")
+    deadline = time.monotonic() + 120
+    while not (len(buf) > n and end.search(bytes(buf[n:]))):
+        a.sock.settimeout(max(0.1, deadline - time.monotonic()))
+        chunk = a.sock.recv(1 << 20)
+        assert chunk, f"connection closed after {len(buf)} of {n} octets"
+        buf += chunk
+    assert bytes(buf[:n]) == want, "the streamed message changed when it was expunged"
+    rest = bytes(buf[n:])
+    # no EXPUNGE during FETCH (RFC 3501 §7.4.1)
+    assert re.match(rb"^\)\r\n" + tag.encode() + rb" OK", rest), rest[:300]
+    r = a.ok("NOOP")
+    assert r.find(r"^\* 1 EXPUNGE$"), r
+    a.logout()
