@@ -987,6 +987,24 @@ static enum mailbox_result mbx_make_folder(const char *root, const char *name, c
 	return r < 0 ? MAILBOX_ERR_IO : MAILBOX_OK;
 }
 
+/* The missing parents of name as folders (RFC 3501 §6.3.3 "SHOULD create
+ * any superior hierarchical names"). */
+static enum mailbox_result mbx_make_parents(const char *root, const char *name, char *err,
+					    size_t errsz)
+{
+	enum mailbox_result r = MAILBOX_OK;
+	for (const char *dot = strchr(name, MAILBOX_DELIM); dot && r == MAILBOX_OK;
+	     dot = strchr(dot + 1, MAILBOX_DELIM)) {
+		char *parent = xstrndup(name, (size_t)(dot - name));
+		char *pdir = mbx_dir(root, parent);
+		if (!mbx_folder_exists(pdir))
+			r = mbx_make_folder(root, parent, err, errsz);
+		free(pdir);
+		free(parent);
+	}
+	return r;
+}
+
 enum mailbox_result mailbox_create(const char *root, const char *name, char *err, size_t errsz)
 {
 	char buf[MAILBOX_NAME_MAX + 2];
@@ -1015,18 +1033,8 @@ enum mailbox_result mailbox_create(const char *root, const char *name, char *err
 		errfmt(err, errsz, "Too many mailboxes");
 		return MAILBOX_ERR_LIMIT;
 	}
-	/* the parents first (RFC 3501 §6.3.3 "SHOULD create any superior
-	 * hierarchical names") */
-	for (const char *dot = strchr(name, MAILBOX_DELIM); dot; dot = strchr(dot + 1, MAILBOX_DELIM)) {
-		char *parent = xstrndup(name, (size_t)(dot - name));
-		char *pdir = mbx_dir(root, parent);
-		r = mbx_folder_exists(pdir) ? MAILBOX_OK : mbx_make_folder(root, parent, err, errsz);
-		free(pdir);
-		free(parent);
-		if (r != MAILBOX_OK)
-			return r;
-	}
-	return mbx_make_folder(root, name, err, errsz);
+	r = mbx_make_parents(root, name, err, errsz);
+	return r == MAILBOX_OK ? mbx_make_folder(root, name, err, errsz) : r;
 }
 
 static int mbx_rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
@@ -1126,6 +1134,27 @@ static int mbx_rename_set(const char *root, const char *from, struct mailbox_nam
 	return 0;
 }
 
+/* Every target of a RENAME free and valid, before anything moves. */
+static enum mailbox_result mbx_rename_check(const char *root, const struct mailbox_names *set,
+					    size_t flen, const char *to, char *err, size_t errsz)
+{
+	enum mailbox_result r = MAILBOX_OK;
+	for (size_t i = 0; i < set->n && r == MAILBOX_OK; i++) {
+		char *target = xasprintf("%s%s", to, set->v[i] + flen);
+		char *tdir = mbx_dir(root, target);
+		if (!mailbox_name_valid(target)) {
+			errfmt(err, errsz, "Invalid mailbox name");
+			r = MAILBOX_ERR_NAME;
+		} else if (mbx_is_dir(tdir)) {
+			errfmt(err, errsz, "Mailbox already exists");
+			r = MAILBOX_ERR_EXISTS;
+		}
+		free(tdir);
+		free(target);
+	}
+	return r;
+}
+
 enum mailbox_result mailbox_rename(const char *root, const char *from, const char *to, char *err,
 				   size_t errsz)
 {
@@ -1154,20 +1183,7 @@ enum mailbox_result mailbox_rename(const char *root, const char *from, const cha
 		errfmt(err, errsz, "Mailbox does not exist");
 		return MAILBOX_ERR_NONEXISTENT;
 	}
-	/* every target free, every target name valid, before anything moves */
-	for (size_t i = 0; i < set.n && r == MAILBOX_OK; i++) {
-		char *target = xasprintf("%s%s", to, set.v[i] + flen);
-		char *tdir = mbx_dir(root, target);
-		if (!mailbox_name_valid(target)) {
-			errfmt(err, errsz, "Invalid mailbox name");
-			r = MAILBOX_ERR_NAME;
-		} else if (mbx_is_dir(tdir)) {
-			errfmt(err, errsz, "Mailbox already exists");
-			r = MAILBOX_ERR_EXISTS;
-		}
-		free(tdir);
-		free(target);
-	}
+	r = mbx_rename_check(root, &set, flen, to, err, errsz);
 	for (size_t i = 0; i < set.n && r == MAILBOX_OK; i++) {
 		char *target = xasprintf("%s%s", to, set.v[i] + flen);
 		char *fdir = mbx_dir(root, set.v[i]);
@@ -1182,16 +1198,7 @@ enum mailbox_result mailbox_rename(const char *root, const char *from, const cha
 	}
 	mailbox_names_free(&set);
 	/* the new name's parents, as CREATE makes them */
-	for (const char *dot = strchr(to, MAILBOX_DELIM); r == MAILBOX_OK && dot;
-	     dot = strchr(dot + 1, MAILBOX_DELIM)) {
-		char *parent = xstrndup(to, (size_t)(dot - to));
-		char *pdir = mbx_dir(root, parent);
-		if (!mbx_folder_exists(pdir))
-			r = mbx_make_folder(root, parent, err, errsz);
-		free(pdir);
-		free(parent);
-	}
-	return r;
+	return r == MAILBOX_OK ? mbx_make_parents(root, to, err, errsz) : r;
 }
 
 /* Remove what a crash or a dropped APPEND left in dir's tmp/: files not
@@ -2251,6 +2258,59 @@ static int mbx_append_prepare(const char *path, long long date, off_t *bytes, ui
 	return r;
 }
 
+/* Name the written file UNIQUE,S=,W=[:2,flags] and move it into new/
+ * (no flags) or cur/.  The final path, or NULL with a reason in err. */
+static char *mbx_append_place(const char *dir, const char *path, const char *unique,
+			      unsigned flags, long long date, char *err, size_t errsz)
+{
+	off_t bytes = 0;
+	uint64_t crlf = 0;
+	if (mbx_append_prepare(path, date, &bytes, &crlf) < 0) {
+		errfmt(err, errsz, "cannot store the message: %s", strerror(errno));
+		return NULL;
+	}
+	char *plain = xasprintf("%s,S=%lld,W=%llu", unique, (long long)bytes,
+				(unsigned long long)crlf);
+	char *fname = flags ? mbx_name_with_flags(plain, flags) : xstrdup(plain);
+	char *final = xasprintf("%s/%s/%s", dir, flags ? "cur" : "new", fname);
+	free(plain);
+	free(fname);
+	if (rename(path, final) < 0) {
+		errfmt(err, errsz, "cannot store the message: %s", strerror(errno));
+		free(final);
+		return NULL;
+	}
+	if (maildir_sync(dir) < 0) {
+		errfmt(err, errsz, "cannot store the message: %s", strerror(errno));
+		unlink(final);
+		free(final);
+		return NULL;
+	}
+	return final;
+}
+
+/* The UID the index gives the new file unique (the first new one). */
+static enum mailbox_result mbx_append_uid(const char *dir, const char *unique,
+					  uint32_t *uidvalidity, uint32_t *uid, char *err,
+					  size_t errsz)
+{
+	struct mbx_scan s;
+	struct mbx_stamp stamp;
+	char *hint = (char *)unique;
+	struct mbx_hints hints = {&hint, 1};
+	uint32_t next;
+	enum mailbox_result r =
+	    mbx_index_sync(dir, &hints, &s, &stamp, uidvalidity, &next, err, errsz);
+	if (r != MAILBOX_OK)
+		return r;
+	size_t ulen = strlen(unique);
+	for (size_t i = 0; i < s.n && *uid == 0; i++)
+		if (s.v[i].ulen == ulen && strncmp(s.v[i].name, unique, ulen) == 0)
+			*uid = s.v[i].uid;
+	mbx_scan_free(&s);
+	return MAILBOX_OK;
+}
+
 enum mailbox_result mailbox_append_commit(const char *root, const char *name, const char *path,
 					  unsigned flags, long long internal_date,
 					  uint32_t *uidvalidity, uint32_t *uid, char *err,
@@ -2278,41 +2338,16 @@ enum mailbox_result mailbox_append_commit(const char *root, const char *name, co
 	}
 	if (internal_date <= 0)
 		internal_date = (long long)time(NULL);
-	flags &= MAILBOX_FLAGS_PERMANENT;
-	off_t bytes = 0;
-	uint64_t crlf = 0;
 	char *unique = mbx_unique(internal_date);
-	char *final = NULL;
-	if (mbx_append_prepare(path, internal_date, &bytes, &crlf) < 0) {
-		errfmt(err, errsz, "cannot store the message: %s", strerror(errno));
+	char *final = mbx_append_place(dir, path, unique, flags & MAILBOX_FLAGS_PERMANENT,
+				       internal_date, err, errsz);
+	if (!final) {
+		unlink(path);
 		r = MAILBOX_ERR_IO;
 	} else {
-		char *plain = xasprintf("%s,S=%lld,W=%llu", unique, (long long)bytes,
-					(unsigned long long)crlf);
-		char *fname = flags ? mbx_name_with_flags(plain, flags) : xstrdup(plain);
-		final = xasprintf("%s/%s/%s", dir, flags ? "cur" : "new", fname);
-		free(plain);
-		free(fname);
-		if (rename(path, final) < 0 || maildir_sync(dir) < 0) {
-			errfmt(err, errsz, "cannot store the message: %s", strerror(errno));
-			r = MAILBOX_ERR_IO;
-		}
-	}
-	if (r == MAILBOX_OK) {
-		struct mbx_scan s;
-		struct mbx_stamp stamp;
-		struct mbx_hints hints = {&unique, 1};
-		uint32_t next;
-		r = mbx_index_sync(dir, &hints, &s, &stamp, uidvalidity, &next, err, errsz);
-		for (size_t i = 0; r == MAILBOX_OK && i < s.n && *uid == 0; i++)
-			if (s.v[i].ulen == strlen(unique) && strncmp(s.v[i].name, unique, s.v[i].ulen) == 0)
-				*uid = s.v[i].uid;
-		if (r == MAILBOX_OK)
-			mbx_scan_free(&s);
+		r = mbx_append_uid(dir, unique, uidvalidity, uid, err, errsz);
 		if (r != MAILBOX_OK)
 			unlink(final);
-	} else {
-		unlink(path);
 	}
 	free(final);
 	free(unique);

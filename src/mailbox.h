@@ -285,8 +285,10 @@ enum mailbox_result mailbox_append_begin(const char *root, const char *name, cha
  * caller): fsync, name it with the flags (MAILBOX_FLAGS_PERMANENT bits) and
  * internal date (seconds; <= 0: now), give it a UID.  Without flags it
  * goes to new/ (so it is \Recent to the next view), else to cur/.  OK with
- * *uidvalidity and *uid for APPENDUID (RFC 4315 §3); on any error the file
- * is removed. */
+ * *uidvalidity and *uid for APPENDUID (RFC 4315 §3; *uid is 0 only when
+ * another client removed the message at once: then send no APPENDUID); on
+ * any error the file is removed.  The folder renamed since append_begin:
+ * NONEXISTENT. */
 enum mailbox_result mailbox_append_commit(const char *root, const char *name, const char *path,
 					  unsigned flags, long long internal_date,
 					  uint32_t *uidvalidity, uint32_t *uid, char *err,
