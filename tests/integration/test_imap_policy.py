@@ -25,10 +25,11 @@ import time
 import pytest
 
 from authutil import b64, plain_response, read_until_closed
-from helpers import HOST, vm_rss_kb, wait_until
+from authutil import starttls as smtp_starttls
+from helpers import HOST, SMTPConn, free_port, vm_rss_kb, wait_until
 from imaputil import (BOB, BOB_PW, CAROL, CAROL_PW, DAVE, DAVE_PW, IMAPConn, client_ctx,
                       connect, deliver, fetch_responses, folder_files, folder_path,
-                      login_select, make_cert, put_message, start_imap)
+                      imap_spec, login_select, make_cert, put_message, start_imap)
 from tlsutil import RecordingProxy, reveals, tls_with_first_flight
 
 
@@ -640,3 +641,71 @@ def test_fetch_of_a_20mb_message_streams_with_bounded_rss(posthorn, cert, ctx, m
     growth = max(peak, after) - before
     print(f"VmRSS before {before} KiB, peak {peak} KiB, after {after} KiB ({mode})")
     assert growth < 4 * 1024, f"RSS grew by {growth} KiB while sending a 20 MB message ({mode})"
+
+
+# -- the same policies as SMTP ------------------------------------------------------------------------
+
+def test_smtp_and_imap_failures_feed_one_throttle(posthorn, cert, ctx):
+    """Two wrong passwords over SMTP AUTH and one over IMAP LOGIN, from one
+    address, reach the lockout threshold of 3: the shared throttle."""
+    lock = "lockout 3 15m 30m"
+    tls_port = free_port()
+    servers = {"sub": {"anonymous": None, "extra": "\n".join([
+                   "tls {", f"    certificate {cert['crt']}", f"    key {cert['key']}", "}",
+                   "auth {", "    anonymous no", f"    {lock}", "}"])},
+               "imap": imap_spec(cert, tls_port, auth=[lock])}
+    p = posthorn(servers=servers)
+    p.imaps_port = tls_port
+    src = "127.0.8.1"
+    for i in range(2):
+        s = SMTPConn(p.port("sub"), source=src, timeout=30)
+        p.conns.append(s)
+        s.start()
+        smtp_starttls(s, ctx)
+        s.ehlo()
+        r = s.cmd("AUTH PLAIN " + plain_response(BOB, f"wrong-Smtp-{i}"))
+        assert r.code == 535, r.raw
+        s.cmd("QUIT")
+    c = connect(p, tls="imaps", ctx=ctx, source=src, timeout=30)
+    r = c.login(BOB, "wrong-Imap-0")
+    assert r.status == "NO" and r.code() == "AUTHENTICATIONFAILED", r
+    # the third failure locked the address: the right password no longer helps
+    tag = c.send_cmd(f'LOGIN "{BOB}" "{BOB_PW}"')
+    rest = closed_after(c, timeout=30)
+    assert f"{tag} OK".encode() not in rest and b"* BYE" in rest, rest
+    assert [e for e in p.events("lockout") if e.get("client") == src], p.log
+    c2 = connect(p, tls="imaps", ctx=ctx, source=src, timeout=30)
+    tag = c2.send_cmd(f'LOGIN "{BOB}" "{BOB_PW}"')
+    rest = closed_after(c2, timeout=30)
+    assert f"{tag} OK".encode() not in rest, rest
+
+
+def test_connections_per_ip_limit_gets_bye(posthorn, cert, ctx):
+    p = start_imap(posthorn, cert, limits={"connections-per-ip": "2"})
+    a = connect(p, tls="imaps", ctx=ctx)
+    b = connect(p)
+    c = connect(p, greet=False)
+    line = c.line()
+    assert line.startswith("* BYE"), line
+    closed_after(c)
+    # another address is served; the first two still work
+    d = IMAPConn(p.port("imap"), source="127.0.9.1")
+    p.conns.append(d)
+    assert d.greeting().startswith("* OK")
+    for x in (a, b, d):
+        assert x.cmd("NOOP").ok
+        x.logout()
+
+
+def test_starttls_as_a_sasl_response_starts_no_tls(posthorn, cert, ctx):
+    p = start_imap(posthorn, cert, auth=["plaintext-requires-tls no"])
+    c = connect(p)
+    tag = c.send_cmd("AUTHENTICATE PLAIN")
+    assert c.line().startswith("+")
+    c.send(b"x9 STARTTLS\r\n")                     # not base64: the exchange fails
+    r = c.collect(tag)
+    assert r.status in ("BAD", "NO"), r
+    assert c.quiet(0.3) == b""
+    # still plaintext, still usable
+    assert c.login(BOB, BOB_PW).ok
+    c.logout()
