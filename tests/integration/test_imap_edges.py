@@ -7,7 +7,10 @@ in any case, modified UTF-7 folder names, COPY to a missing folder
 highest one was expunged), LOGIN with literals, pipelined commands,
 AUTHENTICATE SCRAM-SHA-256 with SASL-IR, an EXPUNGE by another session
 announced during IDLE (and a FETCH of the message it removed), and a
-folder of 10,000 messages (FETCH of every ENVELOPE twice, SEARCH, RSS).
+folder of 10,000 messages (FETCH of every ENVELOPE twice, SEARCH, RSS),
+every SEARCH key of RFC 3501 §6.4.4 (also as UID SEARCH), UID COPY of
+many messages keeping the COPYUID pairing, a 1 MB APPEND and
+HEADER.FIELDS with repeated and folded fields.
 """
 
 import re
@@ -275,4 +278,131 @@ def test_ten_thousand_messages(posthorn, cert, ctx):
     print(f"FETCH 1:{n} ENVELOPE: {times[0]:.1f}s, again {times[1]:.1f}s; "
           f"VmRSS {before} -> {after} KiB")
     assert after - before < 48 * 1024, f"RSS grew by {after - before} KiB"
+    c.logout()
+
+
+# -- every SEARCH key of RFC 3501 §6.4.4 against known messages ---------------------------------
+
+DAY = 86400
+T0 = 1793613600          # 2026-11-02 08:00:00 UTC: internal dates are T0 + i days
+
+
+def test_search_keys_table(imap, ctx):
+    msgs = [
+        # (text, info flags, internal date)
+        ("From: Alice <alice@example.org>\nTo: bob@example.test\nCc: carol@example.test\n"
+         "Bcc: hidden@example.org\nSubject: alpha\nDate: Mon, 02 Nov 2026 09:00:00 +0000\n"
+         "X-Tag: red\n\nsmall body\n", "S", T0),
+        ("From: Dave <dave@example.test>\nTo: carol@example.test\nSubject: beta\n"
+         "Date: Tue, 03 Nov 2026 09:00:00 +0000\n\n" + "long body line\n" * 200, "FR", T0 + DAY),
+        ("From: Alice <alice@example.org>\nTo: dave@example.test\nSubject: gamma\n"
+         "Date: Wed, 04 Nov 2026 09:00:00 +0000\nX-Tag: blue\n\nbody gamma\n", "DT", T0 + 2 * DAY),
+        ("From: Eve <eve@example.org>\nTo: bob@example.test\nSubject: delta\n"
+         "Date: Thu, 05 Nov 2026 09:00:00 +0000\n\nlast body\n", "", T0 + 3 * DAY),
+    ]
+    for text_, info, when in msgs:
+        put_message(imap, BOB, text_, when=when, sub="cur", info=info)
+    # the fifth arrives in new/: \Recent for the first session that sees it
+    put_message(imap, BOB, "From: Zed <zed@example.org>\nTo: bob@example.test\n"
+                "Subject: epsilon\nDate: Fri, 06 Nov 2026 09:00:00 +0000\n\nnew one\n",
+                when=T0 + 4 * DAY, sub="new")
+    c = login_select(imap, ctx)
+    sizes = [int(v["RFC822.SIZE"]) for _, v in
+             sorted(fetch_responses(c.ok("FETCH 1:* RFC822.SIZE")).items())]
+    table = [
+        ("ALL", [1, 2, 3, 4, 5]),
+        ("ANSWERED", [2]), ("UNANSWERED", [1, 3, 4, 5]),
+        ("DELETED", [3]), ("UNDELETED", [1, 2, 4, 5]),
+        ("DRAFT", [3]), ("UNDRAFT", [1, 2, 4, 5]),
+        ("FLAGGED", [2]), ("UNFLAGGED", [1, 3, 4, 5]),
+        ("SEEN", [1]), ("UNSEEN", [2, 3, 4, 5]),
+        ("RECENT", [5]), ("NEW", [5]), ("OLD", [1, 2, 3, 4]),
+        ("FROM alice", [1, 3]), ("TO carol", [2]), ("CC carol", [1]),
+        ("BCC hidden", [1]), ("SUBJECT GAMMA", [3]),
+        ("HEADER X-Tag red", [1]), ("HEADER X-Tag \"\"", [1, 3]),
+        ("BODY \"long body line\"", [2]), ("TEXT eve", [4]),
+        ("BEFORE 03-Nov-2026", [1]), ("ON 03-Nov-2026", [2]), ("SINCE 04-Nov-2026", [3, 4, 5]),
+        ("SENTBEFORE 03-Nov-2026", [1]), ("SENTON 04-Nov-2026", [3]),
+        ("SENTSINCE 04-Nov-2026", [3, 4, 5]),
+        (f"LARGER {sizes[0]}", [i + 1 for i, s in enumerate(sizes) if s > sizes[0]]),
+        (f"SMALLER {sizes[1]}", [i + 1 for i, s in enumerate(sizes) if s < sizes[1]]),
+        ("2:3", [2, 3]), ("*", [5]), ("1,4", [1, 4]),
+        ("NOT SEEN", [2, 3, 4, 5]), ("OR SEEN FLAGGED", [1, 2]),
+        ("(FROM alice SUBJECT gamma)", [3]), ("FROM alice NOT DELETED", [1]),
+        ("OR (FROM eve) (OR DRAFT ANSWERED)", [2, 3, 4]),
+        ("KEYWORD $Forwarded", []), ("UNKEYWORD $Forwarded", [1, 2, 3, 4, 5]),
+        ("UNDELETED UNSEEN SINCE 03-Nov-2026", [2, 4, 5]),
+    ]
+    f = fetch_responses(c.ok("FETCH 1:* UID"))
+    uids = [int(f[i]["UID"]) for i in (1, 2, 3, 4, 5)]
+    table.append((f"UID {uids[1]}:{uids[2]}", [2, 3]))
+    wrong = []
+    for key, want in table:
+        r = c.cmd(f"SEARCH {key}")
+        lines = r.find(r"^\* SEARCH")
+        got = sorted(int(x) for x in lines[0].split()[2:]) if r.ok and len(lines) == 1 else r
+        if got != want:
+            wrong.append((key, want, got))
+        # UID SEARCH answers the same messages by UID
+        r = c.cmd(f"UID SEARCH {key}")
+        lines = r.find(r"^\* SEARCH")
+        ugot = sorted(int(x) for x in lines[0].split()[2:]) if r.ok and len(lines) == 1 else r
+        if ugot != [uids[i - 1] for i in want]:
+            wrong.append(("UID " + key, want, ugot))
+    assert not wrong, "\n".join(f"SEARCH {k}: expected {w}, got {g}" for k, w, g in wrong)
+    c.logout()
+
+
+def test_copy_many_keeps_the_uid_pairing(imap, ctx):
+    for i in range(40):
+        put_message(imap, BOB, f"Subject: many {i}\n\nbody {i}\n", when=T0 + i)
+    c = login_select(imap, ctx)
+    c.ok("STORE 5:9 +FLAGS (\\Deleted)")
+    c.ok("EXPUNGE")                                     # holes in the UIDs
+    r = c.ok("UID COPY 1:* Junk")
+    kind, validity, src, dst = r.code().split()
+    assert kind == "COPYUID"
+    src, dst = uid_list(src), uid_list(dst)
+    assert len(src) == len(dst) == 35, (src, dst)
+    subjects = {}
+    f = fetch_responses(c.ok("FETCH 1:* (UID BODY.PEEK[HEADER.FIELDS (Subject)])"))
+    for v in f.values():
+        subjects[int(v["UID"])] = [x for k, x in v.items() if k.startswith("BODY[")][0]
+    c.select("Junk")
+    f = fetch_responses(c.ok("FETCH 1:* (UID BODY.PEEK[HEADER.FIELDS (Subject)])"))
+    junk = {int(v["UID"]): [x for k, x in v.items() if k.startswith("BODY[")][0]
+            for v in f.values()}
+    # the n-th source UID went to the n-th destination UID
+    assert [junk[d] for d in dst] == [subjects[s] for s in src]
+    c.logout()
+
+
+def uid_list(s):
+    out = []
+    for part in s.split(","):
+        a, _, b = part.partition(":")
+        out += list(range(int(a), int(b or a) + 1)) if int(b or a) >= int(a) else \
+            list(range(int(a), int(b) - 1, -1))
+    return out
+
+
+def test_append_of_a_megabyte_and_header_fields(imap, ctx):
+    body = b"".join(b"line %06d of the appended message\r\n" % i for i in range(30000))
+    msg = (b"From: a@example.org\r\nSubject: first\r\nX-Multi: one\r\nsubject: second\r\n"
+           b"X-Folded: part one\r\n\tpart two\r\nX-Multi: two\r\n\r\n" + body)
+    c = login_select(imap, ctx, timeout=60)
+    tag = c.send_cmd("APPEND INBOX {%d}" % len(msg))
+    assert c.line().startswith("+")
+    c.send(msg + b"\r\n")
+    r = c.collect(tag, timeout=60)
+    assert r.ok and r.code().startswith("APPENDUID"), r
+    c.ok("NOOP")
+    f = fetch_responses(c.ok("FETCH 1 (RFC822.SIZE BODY.PEEK[] "
+                             "BODY.PEEK[HEADER.FIELDS (x-multi SUBJECT X-Folded)])", timeout=60))
+    v = f[1]
+    assert v["RFC822.SIZE"] == str(len(msg)) and v["BODY[]"] == msg
+    [hk] = [k for k in v if k.startswith("BODY[HEADER.FIELDS")]
+    # every occurrence, in the message's order, folding kept, names as written
+    assert v[hk] == (b"Subject: first\r\nX-Multi: one\r\nsubject: second\r\n"
+                     b"X-Folded: part one\r\n\tpart two\r\nX-Multi: two\r\n\r\n"), v[hk]
     c.logout()
