@@ -1935,6 +1935,7 @@ struct imap_fetch_job {
 	size_t body;                     /* next of spec.bodies */
 	bool seen_now;                   /* \Seen set by this fetch: FLAGS follow */
 	bool first;                      /* no item written yet */
+	bool on_wire;                    /* part of this message's response was sent */
 	/* a literal being sent from the file */
 	struct message_stream *stream;
 	uint64_t left;
@@ -2063,6 +2064,7 @@ static bool imap_fetch_begin(struct imap_session *s, struct imap_fetch_job *j)
 	j->item = 0;
 	j->body = 0;
 	j->first = true;
+	j->on_wire = false;
 	evbuffer_add_printf(j->out, "* %zu FETCH (", j->index + 1);
 	if (j->uid && !(j->spec.atts & FA_UID))
 		imap_fetch_simple(s, j, FA_UID);
@@ -2104,24 +2106,21 @@ static bool imap_fetch_step(struct imap_session *s)
 			return true;
 		}
 	}
-	bool on_wire = false;
 	while (j->item < j->spec.norder) {
 		unsigned att = j->spec.order[j->item++];
 		bool ok = att ? imap_fetch_simple(s, j, att)
 			      : imap_fetch_section(s, j, &j->spec.bodies[j->body++]);
 		if (!ok) {
-			imap_fetch_failed(s, j, on_wire);
+			imap_fetch_failed(s, j, j->on_wire);
 			imap_msg_release(s);
 			return false;
 		}
-		if (j->stream) {
+		if (j->stream || evbuffer_get_length(j->out) >= IMAP_CHUNK) {
 			imap_send(s, j->out);
+			j->on_wire = true;
+		}
+		if (j->stream)
 			return false; /* the literal goes out in the next steps */
-		}
-		if (evbuffer_get_length(j->out) >= IMAP_CHUNK) {
-			imap_send(s, j->out);
-			on_wire = true;
-		}
 	}
 	if (j->seen_now && !(j->spec.atts & FA_FLAGS)) /* the \Seen just set */
 		imap_fetch_simple(s, j, FA_FLAGS);
