@@ -13,6 +13,7 @@ many messages keeping the COPYUID pairing, a 1 MB APPEND and
 HEADER.FIELDS with repeated and folded fields.
 """
 
+import os
 import re
 import time
 
@@ -405,4 +406,23 @@ def test_append_of_a_megabyte_and_header_fields(imap, ctx):
     # every occurrence, in the message's order, folding kept, names as written
     assert v[hk] == (b"Subject: first\r\nX-Multi: one\r\nsubject: second\r\n"
                      b"X-Folded: part one\r\n\tpart two\r\nX-Multi: two\r\n\r\n"), v[hk]
+    c.logout()
+
+
+def test_8bit_mailbox_names_refused(imap, ctx):
+    """Mailbox names are 7-bit modified UTF-7 (RFC 3501 §5.1.3); raw UTF-8
+    is refused rather than stored under a name no client can ask for."""
+    c = connect(imap, tls="imaps", ctx=ctx)
+    assert c.login(BOB, BOB_PW).ok
+    name = "Entwürfe".encode()
+    tag = c.send_cmd(b"CREATE {%d}" % len(name))
+    line = c.line()
+    if line.startswith("+"):
+        c.send(name + b"\r\n")
+        answer = c.collect(tag).tagged
+    else:                                   # refused before the literal
+        assert line.startswith(tag + " "), line
+        answer = line[len(tag) + 1:]
+    assert answer.split()[0] in ("NO", "BAD"), answer
+    assert not [d for d in os.listdir(imap.maildir(BOB)) if not d.isascii()]
     c.logout()

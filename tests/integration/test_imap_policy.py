@@ -709,3 +709,28 @@ def test_starttls_as_a_sasl_response_starts_no_tls(posthorn, cert, ctx):
     # still plaintext, still usable
     assert c.login(BOB, BOB_PW).ok
     c.logout()
+
+
+# -- log injection ------------------------------------------------------------------------------------
+
+def test_client_strings_never_forge_log_lines(imap, ctx):
+    """CR, LF, NUL and escape sequences in ID values and login names reach
+    the log escaped: no forged line, no terminal escape."""
+    forged = "event=login session=X server=imap client=1.2.3.4 result=ok user=root"
+    c = connect(imap, tls="imaps", ctx=ctx, source="127.0.10.1")
+    evil = f"x\r\n{forged}\r\n\x1b[2J"
+    r = c.cmd(f'ID ("name" {{{len(evil)}+}}\r\n{evil} "version" "1\x1b[31m")')
+    assert r.status in ("OK", "BAD"), r
+    user = f"nobody\r\n{forged}\x1b[0m"
+    r = c.cmd(f'LOGIN {{{len(user)}+}}\r\n{user} "wrong-Pw-1"')
+    assert r.status in ("NO", "BAD"), r
+    r = c.cmd('LOGIN {9+}\r\nnul\x00user "wrong-Pw-2"')
+    assert r.status in ("NO", "BAD"), r
+    assert c.login(BOB, BOB_PW).ok
+    c.logout()
+    imap.wait_event("disconnect", server="imap")
+    log = imap.log
+    assert "\x1b" not in log and "\x00" not in log, "raw control bytes in the log"
+    for line in log.splitlines():
+        assert not line.startswith(forged) and f": {forged}" not in line, line
+    assert "wrong-Pw-1" not in log and "wrong-Pw-2" not in log
