@@ -941,6 +941,41 @@ static void test_pop3_removes_and_external_rename(void **state)
 	mailbox_close(a);
 }
 
+/* POP3 (maildir.c) on the same Maildir: its UIDLs survive IMAP's flag
+ * renames, its moves and deletions show up in the IMAP view. */
+static void test_pop3_alongside(void **state)
+{
+	struct fixture *f = *state;
+	for (int i = 1; i <= 3; i++)
+		deliver_new(f, "INBOX", i);
+	struct mailbox *a = open_box(f, "INBOX", true);
+	struct maildir_list before, after;
+	char err[256];
+	assert_int_equal(maildir_scan(f->root, MAILDIR_SCAN_MOVE_NEW, &before, err, sizeof err), 0);
+	assert_int_equal(before.n, 3);
+	struct mailbox *b = open_box(f, "INBOX", false);
+	assert_int_equal(mailbox_recent(b), 0); /* POP3 took them out of new/ */
+	store(b, 2, MAILBOX_STORE_ADD, MAILBOX_SEEN | MAILBOX_ANSWERED);
+	assert_int_equal(maildir_scan(f->root, 0, &after, err, sizeof err), 0);
+	assert_int_equal(after.n, 3);
+	for (size_t i = 0; i < 3; i++)
+		assert_string_equal(before.msgs[i].uid, after.msgs[i].uid);
+	maildir_list_free(&after);
+	/* POP3 DELE + QUIT of the first */
+	assert_int_equal(maildir_delete(f->root, &before.msgs[0]), 0);
+	maildir_list_free(&before);
+	sync_box(a, MAILBOX_SYNC_EXPUNGE);
+	/* the read-only view saw them in new/: \Recent there */
+	char *want = xasprintf("EXPUNGE 1,RECENT 2,FLAGS 1=%u",
+			       MAILBOX_SEEN | MAILBOX_ANSWERED | MAILBOX_RECENT);
+	assert_changes(a, want);
+	free(want);
+	sync_box(b, MAILBOX_SYNC_EXPUNGE);
+	assert_changes(b, "EXPUNGE 1");
+	mailbox_close(a);
+	mailbox_close(b);
+}
+
 static void test_uid_expunge_subset(void **state)
 {
 	struct fixture *f = *state;
@@ -1328,6 +1363,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_change_in_same_tick, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pop3_removes_and_external_rename, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_pop3_alongside, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_uid_expunge_subset, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_keywords_kept, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_append, setup, teardown),
