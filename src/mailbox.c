@@ -262,7 +262,8 @@ static void mbx_host(char *out, size_t outsz)
 	size_t o = 0;
 	for (const char *p = host; *p && o + 1 < outsz; p++) {
 		char c = *p;
-		bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+			  (c >= '0' && c <= '9') ||
 			  c == '.' || c == '-';
 		out[o++] = ok ? c : '_';
 	}
@@ -280,7 +281,8 @@ static char *mbx_unique(long long when)
 	unsigned char rnd[4];
 	if (RAND_bytes(rnd, sizeof rnd) != 1)
 		fatal("mailbox: no random bytes for a file name");
-	uint32_t r = (uint32_t)rnd[0] << 24 | (uint32_t)rnd[1] << 16 | (uint32_t)rnd[2] << 8 | rnd[3];
+	uint32_t r = (uint32_t)rnd[0] << 24 | (uint32_t)rnd[1] << 16 | (uint32_t)rnd[2] << 8 |
+		     rnd[3];
 	char host[MBX_HOST_MAX + 1];
 	mbx_host(host, sizeof host);
 	if (when <= 0)
@@ -359,7 +361,8 @@ static int mbx_read_sub(const char *dir, bool in_new, struct mbx_scan *s, char *
 		if (de->d_type != DT_REG && de->d_type != DT_UNKNOWN)
 			continue;
 		if (s->n >= MAILBOX_MESSAGES_MAX) {
-			errfmt(err, errsz, "more than %d messages in %s", MAILBOX_MESSAGES_MAX, dir);
+			errfmt(err, errsz, "more than %d messages in %s", MAILBOX_MESSAGES_MAX,
+			       dir);
 			r = -1;
 			break;
 		}
@@ -733,7 +736,8 @@ static void mbx_apply_hints(struct mbx_scan *s, const struct mbx_hints *h)
 	for (size_t i = 0; i < s->n; i++) {
 		if (s->v[i].uid != 0)
 			continue;
-		struct mbx_disk *k = mbx_search(&s->v[i], keys, h->n, sizeof *keys, mbx_qcmp_unique);
+		struct mbx_disk *k =
+		    mbx_search(&s->v[i], keys, h->n, sizeof *keys, mbx_qcmp_unique);
 		if (k)
 			s->v[i].hint = k->hint;
 	}
@@ -838,7 +842,8 @@ static int mbx_folder_names(const char *root, struct mailbox_names *out, char *e
 			continue;
 		if (de->d_type == DT_UNKNOWN) {
 			struct stat st;
-			if (fstatat(dirfd(d), n, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISDIR(st.st_mode))
+			if (fstatat(dirfd(d), n, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+			    !S_ISDIR(st.st_mode))
 				continue;
 		}
 		if (out->n >= MAILBOX_FOLDERS_MAX)
@@ -948,10 +953,11 @@ int mailbox_folders(const char *root, struct mailbox_folder_list *out, char *err
 		if (mailbox_is_inbox(out->v[i].name))
 			continue;
 		char *prefix = xasprintf("%s%c", out->v[i].name, MAILBOX_DELIM);
+		struct mailbox_folder key = {.name = prefix};
 		size_t lo = 0, hi = out->n;
 		while (lo < hi) {
 			size_t mid = lo + (hi - lo) / 2;
-			if (mbx_qcmp_folder(&out->v[mid], &(struct mailbox_folder){.name = prefix}) < 0)
+			if (mbx_qcmp_folder(&out->v[mid], &key) < 0)
 				lo = mid + 1;
 			else
 				hi = mid;
@@ -1864,7 +1870,8 @@ enum mailbox_result mailbox_store(struct mailbox *mb, mailbox_match_fn match, vo
 				continue;
 			int r = mbx_rename_flags(mb, m, nf);
 			if (r < 0) {
-				errfmt(err, errsz, "cannot rename %s: %s", m->name, strerror(errno));
+				errfmt(err, errsz, "cannot rename %s: %s", m->name,
+				       strerror(errno));
 				return MAILBOX_ERR_IO;
 			}
 			if (r > 0 && pass == 0)
@@ -2107,7 +2114,8 @@ static void mbx_copy_map(struct mbx_copies *c, struct mbx_scan *s, struct mailbo
 	uint32_t *pairs = xcalloc(c->n ? c->n * 2 : 2, sizeof *pairs);
 	size_t n = 0;
 	for (size_t i = 0; i < c->n; i++) {
-		struct mbx_disk key = {.name = c->uniques[i], .ulen = (uint32_t)strlen(c->uniques[i])};
+		struct mbx_disk key = {.name = c->uniques[i],
+				       .ulen = (uint32_t)strlen(c->uniques[i])};
 		struct mbx_disk *k = mbx_search(&key, keys, s->n, sizeof *keys, mbx_qcmp_unique);
 		if (!k)
 			continue; /* removed by someone at once */
@@ -2327,7 +2335,8 @@ enum mailbox_result mailbox_append_commit(const char *root, const char *name, co
 		return r;
 	}
 	char *tmpdir = xasprintf("%s/tmp/", dir);
-	bool ours = strncmp(path, tmpdir, strlen(tmpdir)) == 0 && !strchr(path + strlen(tmpdir), '/');
+	size_t tlen = strlen(tmpdir);
+	bool ours = strncmp(path, tmpdir, tlen) == 0 && !strchr(path + tlen, '/');
 	free(tmpdir);
 	if (!ours) {
 		/* the folder was renamed while the message arrived */

@@ -1082,7 +1082,8 @@ static void test_append(void **state)
 	char *old = xasprintf("%s/tmp/old", dd), *fresh = xasprintf("%s/tmp/fresh", dd);
 	write_text(old, "x");
 	write_text(fresh, "y");
-	struct timespec t37[2] = {{.tv_sec = time(NULL) - 37 * 3600}, {.tv_sec = time(NULL) - 37 * 3600}};
+	struct timespec t37[2] = {{.tv_sec = time(NULL) - 37 * 3600},
+				  {.tv_sec = time(NULL) - 37 * 3600}};
 	assert_int_equal(utimensat(AT_FDCWD, old, t37, 0), 0);
 	assert_int_equal(mailbox_append_begin(f->root, "Drafts", &path, &fd, err, sizeof err),
 			 MAILBOX_OK);
@@ -1268,7 +1269,8 @@ static void test_large_folder(void **state)
 		if (i % 50000 == 0) {
 			free(first);
 			free(src);
-			first = deliver(f, "INBOX", "cur", 1700000000 + i, i, i % 2 ? ":2,S" : ":2,");
+			first = deliver(f, "INBOX", "cur", 1700000000 + i, i,
+					i % 2 ? ":2,S" : ":2,");
 			src = xasprintf("%s/cur/%s", f->root, first);
 			continue;
 		}
@@ -1295,7 +1297,8 @@ static void test_large_folder(void **state)
 	char err[256];
 	assert_int_equal(mailbox_sync(a, MAILBOX_SYNC_FORCE, err, sizeof err), MAILBOX_OK);
 	for (int i = 0; i < 1000; i++)
-		assert_int_equal(mailbox_sync(a, MAILBOX_SYNC_EXPUNGE, err, sizeof err), MAILBOX_OK);
+		assert_int_equal(mailbox_sync(a, MAILBOX_SYNC_EXPUNGE, err, sizeof err),
+				 MAILBOX_OK);
 	double t_idle = now_seconds() - t0;
 	/* one new message among 100,000 */
 	deliver_new(f, "INBOX", N + 1);
