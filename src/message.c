@@ -31,6 +31,7 @@ enum {
 	MESSAGE_QUOTED_MAX = 1000,      /* longer strings are sent as literals */
 	MESSAGE_STREAM_CHUNK = 64 * 1024, /* octets read from disk at a time */
 	MESSAGE_SEARCH_CHUNK = 64 * 1024, /* decoded octets searched at a time */
+	MESSAGE_DASH_LINES_MAX = 4 * MESSAGE_PARTS_MAX, /* boundary lines GMime sees */
 	MESSAGE_CUTS_MAX = 4096,        /* header blocks cut short for GMime */
 };
 
@@ -147,26 +148,47 @@ static bool line_headerish(const struct mfile *f, size_t pos, size_t end)
 	return false;
 }
 
-/* Line starts where runs of header-like lines pass MESSAGE_HEADER_MAX,
- * ascending, at most MESSAGE_CUTS_MAX of them (caller frees). */
-static size_t *header_cuts(const struct mfile *f, size_t *ncuts)
+/* What GMime is shown of the file: line starts where runs of header-like
+ * lines pass MESSAGE_HEADER_MAX (ascending, at most MESSAGE_CUTS_MAX), and
+ * where the view ends: before the line that is the MESSAGE_DASH_LINES_MAX+1st
+ * to start with "--", as GMime makes a part of each boundary (about 1 KiB
+ * and some time apiece). */
+struct view {
+	size_t *cuts;
+	size_t ncuts;
+	size_t end;
+};
+
+static void view_plan(const struct mfile *f, struct view *v)
 {
-	size_t *cuts = NULL, n = 0, cap = 0, run = 0, pos = 0;
-	while (pos < f->n && n < MESSAGE_CUTS_MAX) {
+	size_t cap = 0, run = 0, pos = 0, dashes = 0;
+	memset(v, 0, sizeof *v);
+	v->end = f->n;
+	while (pos < f->n) {
 		size_t next = next_line(f, pos);
+		if (next - pos >= 2 && f->p[pos] == '-' && f->p[pos + 1] == '-' &&
+		    ++dashes > MESSAGE_DASH_LINES_MAX) {
+			v->end = pos;
+			return;
+		}
 		if (!line_headerish(f, pos, next)) {
 			run = 0;
-		} else if (run > 0 && run + (next - pos) > MESSAGE_HEADER_MAX) {
-			xgrow(&cuts, &n, &cap, sizeof *cuts);
-			cuts[n - 1] = pos;
+		} else if (run > 0 && run + (next - pos) > MESSAGE_HEADER_MAX &&
+			   v->ncuts < MESSAGE_CUTS_MAX) {
+			xgrow(&v->cuts, &v->ncuts, &cap, sizeof *v->cuts);
+			v->cuts[v->ncuts - 1] = pos;
 			run = 0;
 		} else {
 			run += next - pos;
 		}
 		pos = next;
 	}
-	*ncuts = n;
-	return cuts;
+}
+
+/* Does GMime see the file as it is? */
+static bool view_exact(const struct view *v, const struct mfile *f)
+{
+	return v->ncuts == 0 && v->end == f->n;
 }
 
 static bool is_cut(const size_t *cuts, size_t ncuts, size_t pos)
@@ -184,9 +206,9 @@ static bool is_cut(const size_t *cuts, size_t ncuts, size_t pos)
 	return false;
 }
 
-/* The stream GMime parses: the file, with the cuts.  NULL with a reason. */
-static GMimeStream *gmime_view(const struct mfile *f, const size_t *cuts, size_t ncuts,
-			       char *err, size_t errsz)
+/* The stream GMime parses, as planned.  NULL with a reason. */
+static GMimeStream *gmime_view(const struct mfile *f, const struct view *v, char *err,
+			       size_t errsz)
 {
 	int fd = dup(f->fd);
 	if (fd < 0) {
@@ -194,22 +216,22 @@ static GMimeStream *gmime_view(const struct mfile *f, const size_t *cuts, size_t
 		return NULL;
 	}
 	GMimeStream *fs = g_mime_stream_fs_new(fd); /* owns fd */
-	if (ncuts == 0)
+	if (view_exact(v, f))
 		return fs;
 	GMimeStream *cat = g_mime_stream_cat_new();
 	size_t prev = 0;
-	for (size_t i = 0; i <= ncuts; i++) {
-		size_t upto = i < ncuts ? cuts[i] : f->n;
+	for (size_t i = 0; i <= v->ncuts; i++) {
+		size_t upto = i < v->ncuts ? v->cuts[i] : v->end;
 		if (upto > prev) {
 			GMimeStream *sub = g_mime_stream_substream(fs, (gint64)prev, (gint64)upto);
 			g_mime_stream_cat_add_source(GMIME_STREAM_CAT(cat), sub);
 			g_object_unref(sub);
 		}
-		if (i < ncuts) {
+		if (i < v->ncuts) {
 			GMimeStream *nl = g_mime_stream_mem_new_with_buffer("\n", 1);
 			g_mime_stream_cat_add_source(GMIME_STREAM_CAT(cat), nl);
 			g_object_unref(nl);
-			prev = cuts[i] + 1;
+			prev = v->cuts[i] + 1;
 		}
 	}
 	g_object_unref(fs);
@@ -265,8 +287,9 @@ struct builder {
 				    * Content-* headers */
 	GMimeMessage **msgs;       /* per root entity: its message (else NULL) */
 	size_t cap, kidcap;
-	const size_t *cuts;        /* see gmime_view() */
+	const size_t *cuts;        /* see view_plan() */
 	size_t ncuts;
+	bool exact;                /* GMime's offsets are the file's */
 	const char *bounds[MESSAGE_DEPTH_MAX + 1]; /* enclosing boundaries */
 	size_t nbounds;
 };
@@ -383,7 +406,7 @@ static void build_body(struct builder *b, size_t e, GMimeObject *obj, size_t dep
  * a GMimeStreamCat counts from 0; the scans find the bounds then. */
 static GMimeStream *content_stream(const struct builder *b, GMimeObject *obj)
 {
-	if (b->ncuts > 0 || !obj || !GMIME_IS_PART(obj))
+	if (!b->exact || !obj || !GMIME_IS_PART(obj))
 		return NULL;
 	GMimeDataWrapper *w = g_mime_part_get_content(GMIME_PART(obj));
 	return w ? g_mime_data_wrapper_get_stream(w) : NULL;
@@ -969,11 +992,11 @@ static void message_free(struct message *m)
 static struct message *message_parse(const struct mfile *f, const char *key, char *err,
 				     size_t errsz)
 {
-	size_t ncuts;
-	size_t *cuts = header_cuts(f, &ncuts);
-	GMimeStream *st = gmime_view(f, cuts, ncuts, err, errsz);
+	struct view v;
+	view_plan(f, &v);
+	GMimeStream *st = gmime_view(f, &v, err, errsz);
 	if (!st) {
-		free(cuts);
+		free(v.cuts);
 		return NULL;
 	}
 	GMimeParser *p = g_mime_parser_new_with_stream(st);
@@ -983,7 +1006,8 @@ static struct message *message_parse(const struct mfile *f, const char *key, cha
 	m->refs = 1;
 	m->key = xstrdup(key);
 	m->raw_size = f->n;
-	struct builder b = {.m = m, .f = f, .cuts = cuts, .ncuts = ncuts};
+	struct builder b = {.m = m, .f = f, .cuts = v.cuts, .ncuts = v.ncuts,
+			    .exact = view_exact(&v, f)};
 	if (gm) {
 		build_entity(&b, gm, g_mime_message_get_mime_part(gm), 0, 0);
 	} else {
@@ -1019,7 +1043,7 @@ static struct message *message_parse(const struct mfile *f, const char *key, cha
 	}
 	free(b.objs);
 	free(b.msgs);
-	free(cuts);
+	free(v.cuts);
 	if (gm)
 		g_object_unref(gm);
 	g_object_unref(p);
@@ -1752,11 +1776,11 @@ int message_text_contains(const struct message *m, const char *path, bool text,
 		finder_free(&fd);
 		return -1;
 	}
-	size_t ncuts;
-	size_t *cuts = header_cuts(&f, &ncuts);
-	GMimeStream *st = gmime_view(&f, cuts, ncuts, err, errsz);
+	struct view v;
+	view_plan(&f, &v);
+	GMimeStream *st = gmime_view(&f, &v, err, errsz);
 	mfile_close(&f);
-	free(cuts);
+	free(v.cuts);
 	if (!st) {
 		finder_free(&fd);
 		return -1;

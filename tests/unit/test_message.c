@@ -758,6 +758,43 @@ static void test_huge_header(void **state)
 	free(msg);
 }
 
+/* Tens of thousands of boundaries: GMime sees the first
+ * MESSAGE_DASH_LINES_MAX lines starting with "--" only, at most
+ * MESSAGE_PARTS_MAX parts are described, and the sizes stay right. */
+static void test_many_parts(void **state)
+{
+	(void)state;
+	static const char head[] = "Content-Type: multipart/mixed; boundary=a\n\n";
+	enum { PARTS = 30000 };
+	size_t cap = sizeof head + PARTS * 16 + 16;
+	char *msg = xmalloc(cap);
+	size_t o = 0;
+	memcpy(msg, head, sizeof head - 1);
+	o += sizeof head - 1;
+	for (int i = 0; i < PARTS; i++)
+		o += (size_t)snprintf(msg + o, cap - o, "--a\n\np%d\n", i);
+	o += (size_t)snprintf(msg + o, cap - o, "--a--\n");
+	char *path = write_msg(msg, o);
+	struct message *m = get(NULL, path);
+	const char *b = bs(m);
+	assert_true(balanced(b));
+	size_t described = 0;
+	for (const char *p = b; (p = strstr(p, "(\"text\" \"plain\"")); p++)
+		described++;
+	assert_true(described >= 100);
+	assert_true(described < MESSAGE_PARTS_MAX);
+	char *s = fetch(m, path, "7", NULL, 0);
+	assert_string_equal(s, "p6");
+	free(s);
+	assert_null(fetch(m, path, "29999", NULL, 0));
+	size_t n;
+	free(crlf_of(msg, &n));
+	assert_int_equal(message_size(m), n);
+	message_put(m);
+	free(path);
+	free(msg);
+}
+
 /* ---- the cache -------------------------------------------------------------------------- */
 
 static void test_cache(void **state)
@@ -870,6 +907,7 @@ int main(void)
 		cmocka_unit_test(test_search_long_text),
 		cmocka_unit_test(test_malformed),
 		cmocka_unit_test(test_huge_header),
+		cmocka_unit_test(test_many_parts),
 		cmocka_unit_test(test_cache),
 		cmocka_unit_test(test_cache_bounded),
 		cmocka_unit_test(test_vanished),
