@@ -460,6 +460,19 @@ static int mbx_qcmp_unique(const void *a, const void *b)
 	return mbx_cmp_unique(a, b);
 }
 
+/* For the listing: by unique part, then the copy to keep first (cur/
+ * before new/, then by name), so the same file wins every time. */
+static int mbx_qcmp_listing(const void *a, const void *b)
+{
+	const struct mbx_disk *x = a, *y = b;
+	int c = mbx_cmp_unique(x, y);
+	if (c)
+		return c;
+	if (x->in_new != y->in_new)
+		return x->in_new ? 1 : -1;
+	return strcmp(x->name, y->name);
+}
+
 static int mbx_qcmp_uid(const void *a, const void *b)
 {
 	const struct mbx_disk *x = a, *y = b;
@@ -655,7 +668,7 @@ static void mbx_unlock(int fd)
 static bool mbx_index_match(struct mbx_index *ix, struct mbx_scan *s)
 {
 	bool changed = false;
-	mbx_sort(s->v, s->n, sizeof *s->v, mbx_qcmp_unique);
+	mbx_sort(s->v, s->n, sizeof *s->v, mbx_qcmp_listing);
 	/* one file per unique part: a second one (a tool's copy) is ignored */
 	size_t o = 0;
 	for (size_t i = 0; i < s->n; i++) {

@@ -1001,6 +1001,27 @@ static void test_uid_expunge_subset(void **state)
 	mailbox_close(a);
 }
 
+/* Two files with one unique part (a tool's copy): one message, always
+ * the same file. */
+static void test_duplicate_unique(void **state)
+{
+	struct fixture *f = *state;
+	char *n1 = deliver(f, "INBOX", "cur", 1700000001, 1, ":2,S");
+	char *dup = xasprintf("%s/new/1700000001.M1P1Q1.test,S=1,W=2", f->root);
+	write_text(dup, "Subject: x\n\n");
+	struct mailbox *a = open_box(f, "INBOX", true);
+	assert_int_equal(mailbox_count(a), 1);
+	assert_string_equal(mailbox_msg(a, 1)->name, n1);
+	for (int i = 0; i < 5; i++) {
+		sync_box(a, MAILBOX_SYNC_EXPUNGE);
+		assert_changes(a, "");
+		assert_string_equal(mailbox_msg(a, 1)->name, n1);
+	}
+	mailbox_close(a);
+	free(dup);
+	free(n1);
+}
+
 static void test_keywords_kept(void **state)
 {
 	struct fixture *f = *state;
@@ -1368,6 +1389,7 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_pop3_alongside, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_uid_expunge_subset, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_duplicate_unique, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_keywords_kept, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_append, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_copy, setup, teardown),
