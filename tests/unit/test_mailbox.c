@@ -1352,7 +1352,7 @@ static void test_large_folder(void **state)
 		      t_open, t_idle, t_sync, t_expunge);
 	/* generous bounds for a loaded machine under ASan: catching quadratic work */
 	assert_true(t_open < 30);
-	assert_true(t_idle < 5);
+	assert_true(t_idle < 60); /* a full scan each time would take far longer */
 	assert_true(t_sync < 30);
 	assert_true(t_expunge < 60);
 	mailbox_close(a);
