@@ -261,7 +261,7 @@ struct checkpoint {
 
 struct message {
 	unsigned refs;
-	char *key;                 /* unique name "/" raw size */
+	char *key;                 /* see message_key() */
 	uint64_t raw_size, size;
 	char *envelope, *bodystructure, *body;
 	size_t envelope_len, bodystructure_len, body_len;
@@ -1168,7 +1168,11 @@ void message_put(struct message *m)
 		message_free(m);
 }
 
-static char *message_key(const char *path, uint64_t size)
+/* The cache key: the unique part of the name, which flag changes leave
+ * alone, the size, and the file's identity (device and inode, which a
+ * rename keeps): the cache is shared by every user's sessions, and a name
+ * and size alone could be made to match another user's message. */
+static char *message_key(const char *path, const struct stat *st)
 {
 	const char *base = strrchr(path, '/');
 	base = base ? base + 1 : path;
@@ -1176,7 +1180,8 @@ static char *message_key(const char *path, uint64_t size)
 	while (base[ul] && base[ul] != ':' &&
 	       !(base[ul] == ',' && base[ul + 1] && base[ul + 2] == '='))
 		ul++;
-	return xasprintf("%.*s/%llu", (int)ul, base, (unsigned long long)size);
+	return xasprintf("%.*s/%llu/%llu/%llu", (int)ul, base, (unsigned long long)st->st_size,
+			 (unsigned long long)st->st_dev, (unsigned long long)st->st_ino);
 }
 
 struct message *message_get(struct message_cache *c, const char *path, char *err, size_t errsz)
@@ -1188,7 +1193,7 @@ struct message *message_get(struct message_cache *c, const char *path, char *err
 		errno = e;
 		return NULL;
 	}
-	char *key = message_key(path, (uint64_t)st.st_size);
+	char *key = message_key(path, &st);
 	struct message *m = c ? g_hash_table_lookup(c->by_key, key) : NULL;
 	if (m) {
 		free(key);

@@ -6,8 +6,9 @@
  * Files on disk may have LF or CRLF line ends (deliver_local writes LF);
  * every size, offset and line count here is in the CRLF form that
  * maildir_stream_read() produces.  What a parse computes is kept in a cache
- * bounded in memory (LRU), keyed by the file's unique name and its size on
- * disk, so a FETCH of 10,000 envelopes parses each message once.  Parsing
+ * bounded in memory (LRU), keyed by the file's unique name, its size on
+ * disk and its inode, so a FETCH of 10,000 envelopes parses each message
+ * once.  Parsing
  * reads the file through a GMime file stream with persist_stream: part
  * contents are never copied into memory.  Everything runs on the event
  * loop thread. */

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -819,6 +820,25 @@ static void test_cache(void **state)
 	b = get(c, p2);
 	assert_ptr_not_equal(a, b);
 	message_put(b);
+	/* the same name and size elsewhere (another user's Maildir) is
+	 * another file: not served from the cache */
+	char *sub = xasprintf("%s/other", dir);
+	assert_int_equal(mkdir(sub, 0700), 0);
+	char *mixed2 = xstrdup(MIXED);
+	memcpy(strstr(mixed2, "Quarterly"), "Confident", 9);
+	char *p3 = xasprintf("%s/%s", sub, strrchr(p2, '/') + 1);
+	FILE *g = fopen(p3, "wb");
+	fputs(mixed2, g);
+	fclose(g);
+	struct message *o = get(c, p3);
+	assert_ptr_not_equal(o, a);
+	assert_non_null(strstr(env(o), "Confident"));
+	message_put(o);
+	unlink(p3);
+	rmdir(sub);
+	free(p3);
+	free(mixed2);
+	free(sub);
 	message_put(a); /* still valid until now, though the cache dropped it */
 	message_cache_free(c);
 	free(p1);
