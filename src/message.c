@@ -463,6 +463,10 @@ static void build_multi(struct builder *b, size_t e, GMimeMultipart *mp, size_t 
 	if (bd && *bd)
 		b->bounds[b->nbounds++] = bd;
 	for (size_t i = 0; i < nk; i++) {
+		if (b->m->nents >= MESSAGE_PARTS_MAX) {
+			b->m->ents[e].nkids = i; /* nested parts took the room */
+			break;
+		}
 		bool close = false;
 		size_t start = cursor;
 		if (bd && *bd) {

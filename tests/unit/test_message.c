@@ -712,6 +712,32 @@ static void test_malformed(void **state)
 				      "--a%d\nContent-Type: multipart/mixed; boundary=a%d\n\n", i, i + 1);
 	check_sane(deep, o);
 	free(deep);
+	/* 40 multiparts of 40 parts: at most MESSAGE_PARTS_MAX described */
+	cap = 40 * (64 + 40 * 16) + 64;
+	char *wide = xmalloc(cap);
+	o = (size_t)snprintf(wide, cap, "Content-Type: multipart/mixed; boundary=top\n\n");
+	for (int i = 0; i < 40; i++) {
+		o += (size_t)snprintf(wide + o, cap - o,
+				      "--top\nContent-Type: multipart/mixed; boundary=in\n\n");
+		for (int j = 0; j < 40; j++)
+			o += (size_t)snprintf(wide + o, cap - o, "--in\n\n%d.%d\n", i, j);
+		o += (size_t)snprintf(wide + o, cap - o, "--in--\n");
+	}
+	o += (size_t)snprintf(wide + o, cap - o, "--top--\n");
+	check_sane(wide, o);
+	char *wpath = write_msg(wide, o);
+	struct message *w = get(NULL, wpath);
+	size_t described = 0;
+	for (const char *q = bs(w); (q = strstr(q, "(\"text\" \"plain\"")); q++)
+		described++;
+	assert_true(described > 500);
+	assert_true(described < MESSAGE_PARTS_MAX);
+	char *s5 = fetch(w, wpath, "5.7", NULL, 0);
+	assert_string_equal(s5, "4.6");
+	free(s5);
+	message_put(w);
+	free(wpath);
+	free(wide);
 }
 
 /* A header larger than MESSAGE_HEADER_MAX: GMime reads only that much of
