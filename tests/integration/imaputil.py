@@ -210,6 +210,20 @@ class IMAPConn(SMTPConn):
         self.ntag += 1
         return f"a{self.ntag:03d}"
 
+    def readline(self, timeout=None):
+        """One line; IMAP response lines can be long (a BODYSTRUCTURE of a
+        thousand parts), so the bound is 16 MB rather than SMTPConn's."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        start = 0
+        while True:
+            i = self.buf.find(b"\n", start)
+            if i >= 0:
+                line, self.buf = self.buf[:i + 1], self.buf[i + 1:]
+                return line
+            start = len(self.buf)
+            assert len(self.buf) < 16 * 1024 * 1024, "server sent an over-long response line"
+            self._fill(deadline)
+
     def readexactly(self, n, timeout=None):
         deadline = time.monotonic() + (timeout or self.timeout)
         while len(self.buf) < n:

@@ -426,3 +426,105 @@ def test_8bit_mailbox_names_refused(imap, ctx):
     assert answer.split()[0] in ("NO", "BAD"), answer
     assert not [d for d in os.listdir(imap.maildir(BOB)) if not d.isascii()]
     c.logout()
+
+
+# -- malformed and extreme MIME: BODYSTRUCTURE stays valid RFC 3501 syntax -----------------------
+
+def valid_nstring(v):
+    return v is None or isinstance(v, bytes)
+
+
+def valid_params(v):
+    return v is None or (isinstance(v, list) and v and len(v) % 2 == 0
+                         and all(isinstance(x, bytes) for x in v))
+
+
+def valid_number(v):
+    return isinstance(v, str) and v.isdigit()
+
+
+def valid_envelope(e):
+    if not (isinstance(e, list) and len(e) == 10):
+        return False
+    addrs_ok = all(a is None or (isinstance(a, list) and a and all(
+        isinstance(x, list) and len(x) == 4 and all(valid_nstring(y) for y in x) for x in a))
+        for a in e[2:8])
+    return addrs_ok and all(valid_nstring(x) for x in (e[0], e[1], e[8], e[9]))
+
+
+def check_body_syntax(b, depth=0, where="body"):
+    """RFC 3501 §9 body: raises AssertionError naming the first bad place."""
+    assert isinstance(b, list) and b, f"{where}: not a list: {b!r}"
+    assert depth < 200, where
+    if isinstance(b[0], list):                          # body-type-mpart
+        i = 0
+        while i < len(b) and isinstance(b[i], list):
+            check_body_syntax(b[i], depth + 1, f"{where}.{i + 1}")
+            i += 1
+        assert i >= 1 and i < len(b) and isinstance(b[i], bytes), f"{where}: subtype {b[i:]!r}"
+        ext = b[i + 1:]
+        if ext:
+            assert valid_params(ext[0]), f"{where}: params {ext[0]!r}"
+        return
+    assert len(b) >= 7, f"{where}: {b!r}"
+    typ, sub, params, cid, desc, enc, size = b[:7]
+    assert isinstance(typ, bytes) and isinstance(sub, bytes), f"{where}: type {b[:2]!r}"
+    assert valid_params(params), f"{where}: params {params!r}"
+    assert valid_nstring(cid) and valid_nstring(desc), f"{where}: id/desc {b[3:5]!r}"
+    assert isinstance(enc, bytes) and valid_number(size), f"{where}: enc/size {b[5:7]!r}"
+    rest = b[7:]
+    if typ.lower() == b"message" and sub.lower() == b"rfc822":
+        assert len(rest) >= 3 and valid_envelope(rest[0]), f"{where}: envelope {rest[:1]!r}"
+        check_body_syntax(rest[1], depth + 1, where + ".msg")
+        assert valid_number(rest[2]), f"{where}: lines {rest[2]!r}"
+    elif typ.lower() == b"text":
+        assert rest and valid_number(rest[0]), f"{where}: lines {rest[:1]!r}"
+
+
+def nested(depth):
+    head = "Subject: deep\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"b0\"\n\n"
+    out = head
+    for i in range(1, depth):
+        out += f"--b{i - 1}\nContent-Type: multipart/mixed; boundary=\"b{i}\"\n\n"
+    out += f"--b{depth - 1}\nContent-Type: text/plain\n\ninnermost\n"
+    for i in reversed(range(depth)):
+        out += f"--b{i}--\n"
+    return out
+
+
+WEIRD = {
+    "deep-nesting": nested(60),
+    "many-parts": "Subject: many\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=x\n\n"
+                  + "".join(f"--x\nContent-Type: text/plain\n\npart {i}\n" for i in range(1500))
+                  + "--x--\n",
+    "no-final-boundary": "Subject: cut\nContent-Type: multipart/mixed; boundary=x\n\n"
+                         "--x\nContent-Type: text/plain\n\nfirst\n--x\nContent-Type: text/html\n\n<p>\n",
+    "no-parts": "Subject: empty\nContent-Type: multipart/mixed; boundary=x\n\njust a preamble\n",
+    "garbage-type": "Subject: g\nContent-Type: ;;;=\"\n\nbody\n",
+    "bad-params": "Subject: p\nContent-Type: text/plain; charset; =x; name=\"unterminated\n\nb\n",
+    "unknown-cte": "Subject: c\nContent-Type: text/plain\nContent-Transfer-Encoding: x-weird\n\nb\n",
+    "bad-rfc822": "Subject: r\nContent-Type: multipart/mixed; boundary=x\n\n--x\n"
+                  "Content-Type: message/rfc822\n\nnot a header at all\n--x--\n",
+    "addresses": "From: <>, ,\"unterminated <a@b\nTo: undisclosed-recipients:;\n"
+                 "Cc: a@b@c, (comment only)\nSubject: addr\n\nb\n",
+    "header-only": "Subject: no body and no blank line\n",
+    "empty": "",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(WEIRD))
+def test_weird_mime_gives_valid_bodystructure(imap, ctx, kind):
+    put_message(imap, BOB, WEIRD[kind])
+    c = login_select(imap, ctx, timeout=60)
+    r = c.ok("FETCH 1 (ENVELOPE BODYSTRUCTURE BODY RFC822.SIZE)", timeout=60)
+    f = fetch_responses(r)[1]
+    assert valid_envelope(f["ENVELOPE"]), f["ENVELOPE"]
+    check_body_syntax(f["BODYSTRUCTURE"])
+    check_body_syntax(f["BODY"])
+    assert int(f["RFC822.SIZE"]) == len(crlf(WEIRD[kind]))
+    # the whole message and part 1 can be fetched
+    f = fetch_responses(c.ok("FETCH 1 (BODY.PEEK[] BODY.PEEK[1])", timeout=60))[1]
+    assert f["BODY[]"] == crlf(WEIRD[kind]), f
+    r = c.ok("SEARCH BODY innermost")
+    assert r.find(r"^\* SEARCH( 1)?$"), r
+    c.logout()
