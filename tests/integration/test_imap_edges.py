@@ -528,3 +528,17 @@ def test_weird_mime_gives_valid_bodystructure(imap, ctx, kind):
     r = c.ok("SEARCH BODY innermost")
     assert r.find(r"^\* SEARCH( 1)?$"), r
     c.logout()
+
+
+def test_envelope_group_syntax(imap, ctx):
+    """RFC 3501 §7.4.2: a group is a start marker (mailbox = group name,
+    host NIL), its members, and an end marker (all NIL)."""
+    put_message(imap, BOB, "From: a@example.org\nTo: undisclosed-recipients:;\n"
+                "Cc: Team: x@example.org, \"Y Person\" <y@example.org>;\nSubject: groups\n\nb\n")
+    c = login_select(imap, ctx)
+    env = fetch_responses(c.ok("FETCH 1 ENVELOPE"))[1]["ENVELOPE"]
+    end = [None, None, None, None]
+    assert env[5] == [[None, None, b"undisclosed-recipients", None], end], env[5]
+    assert env[6] == [[None, None, b"Team", None], [None, None, b"x", b"example.org"],
+                      [b"Y Person", None, b"y", b"example.org"], end], env[6]
+    c.logout()

@@ -20,6 +20,7 @@ one test's throttle delays slow no other.
 import hashlib
 import os
 import re
+import ssl
 import time
 
 import pytest
@@ -734,3 +735,28 @@ def test_client_strings_never_forge_log_lines(imap, ctx):
     for line in log.splitlines():
         assert not line.startswith(forged) and f": {forged}" not in line, line
     assert "wrong-Pw-1" not in log and "wrong-Pw-2" not in log
+
+
+# -- ALPACA: an IMAPS port speaks only IMAP ------------------------------------------------------------
+
+@pytest.mark.parametrize("alpn", [["http/1.1"], ["h2", "http/1.1"], ["smtp"], ["pop3"]])
+def test_alpn_other_protocols_refused_on_imaps(imap, cert, alpn):
+    ctx = client_ctx(cert)
+    ctx.set_alpn_protocols(alpn)
+    c = IMAPConn(imap.imaps_port)
+    imap.conns.append(c)
+    with pytest.raises(ssl.SSLError) as e:
+        c.wrap(ctx)
+        c.line()
+    assert "no application protocol" in str(e.value).lower().replace("_", " "), e.value
+
+
+@pytest.mark.parametrize("alpn", [["imap"], ["http/1.1", "imap"], None])
+def test_alpn_imap_or_none_accepted_on_imaps(imap, cert, alpn):
+    ctx = client_ctx(cert)
+    if alpn:
+        ctx.set_alpn_protocols(alpn)
+    c = connect(imap, tls="imaps", ctx=ctx)
+    assert c.sock.selected_alpn_protocol() == ("imap" if alpn else None)
+    assert c.login(BOB, BOB_PW).ok
+    c.logout()
