@@ -11,7 +11,11 @@ BAD while the daemon's memory stays bounded; the NO STARTTLS (EAST) list
 on IMAP (STARTTLS twice, on the IMAPS port, after LOGIN and AUTHENTICATE,
 with pipelined plaintext, without a certificate); and the traffic capture:
 neither the password nor a body token crosses the wire in clear inside a
-STARTTLS or IMAPS session; a 20 MB message is fetched with the RSS bounded.
+STARTTLS or IMAPS session; a 20 MB message is fetched with the RSS bounded;
+the autologout (short before login, long after), BYE on SIGTERM and over
+the connection limit; SMTP and IMAP login failures feeding one throttle;
+client strings (ID, LOGIN) never forging log lines; and ALPN on the IMAPS
+port (ALPACA: other protocols refused).
 
 Clients that fail logins bind their own 127.0.0.x source address, so that
 one test's throttle delays slow no other.
