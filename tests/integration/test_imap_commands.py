@@ -13,7 +13,7 @@ import pytest
 
 from helpers import SMTPConn
 from imaputil import (BOB, BOB_PW, CAROL, CAROL_PW, client_ctx, connect, crlf, deliver,
-                      fetch_responses, folder_files, login_select, make_cert,
+                      fetch_responses, folder_files, info_flags, login_select, make_cert,
                       parse_data, put_message, quote, start_imap, text)
 
 
@@ -255,4 +255,21 @@ def test_pop3_deletion_is_an_expunge_for_imap(posthorn, cert, ctx):
     deliver(p, BOB, "Subject: shared 2\r\n\r\nbody\r\n")
     r = c.ok("NOOP")
     assert r.find(r"^\* 2 EXISTS$"), r
+    c.logout()
+
+
+def test_select_unseen_and_copy_from_a_read_only_folder(imap, ctx):
+    for i, info in enumerate(("S", "FS", "", "S")):
+        put_message(imap, BOB, f"Subject: u{i}\n\nbody\n", when=1700000000 + i, sub="cur",
+                    info=info)
+    c = connect(imap, tls="imaps", ctx=ctx)
+    assert c.login(BOB, BOB_PW).ok
+    r = c.ok("EXAMINE INBOX")
+    # the first unseen message (RFC 3501 §6.3.1, erratum 3032)
+    assert r.find(r"^\* OK \[UNSEEN 3\]"), r
+    # COPY out of a read-only folder is allowed and changes nothing there
+    r = c.ok("COPY 2:3 Trash")
+    assert r.code().startswith("COPYUID "), r
+    assert status(c, "Trash") == {"MESSAGES": 2}
+    assert sorted(info_flags(n) for n in folder_files(imap, BOB)) == ["", "FS", "S", "S"]
     c.logout()
