@@ -700,6 +700,14 @@ def test_search_by_header_and_body_text(imap, ctx, mode):
     assert search(m, "BODY", charset="UTF-8", literal="Köln".encode()) == [3]
     assert search(m, "BODY", charset="UTF-8", literal="schöne Grüße".encode()) == [3]
     assert search(m, "BODY", "spectacular") == [3]
+    # a search string in another charset: converted, or (RFC 3501 §6.4.4:
+    # only US-ASCII and UTF-8 are required) NO [BADCHARSET (<the supported>)]
+    m.literal = "Köln".encode("latin-1")
+    typ, data = m.search("ISO-8859-1", "BODY")
+    if typ == "OK":
+        assert data == [b"3"], data
+    else:
+        assert typ == "NO" and re.match(rb"\[BADCHARSET \([^)]*UTF-8", data[0], re.I), data
     # RFC 2047 encoded subject, case-insensitive
     assert search(m, "SUBJECT", charset="UTF-8", literal="grüße aus münchen".encode()) == [2]
     # a charset the server does not know: NO [BADCHARSET]
