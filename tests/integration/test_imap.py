@@ -7,8 +7,9 @@ by SMTP (ENVELOPE and BODYSTRUCTURE checked field by field, sections,
 \\Seen), STORE with the flags visible in the Maildir file names, COPY and
 MOVE to Trash with COPYUID, EXPUNGE, APPEND with APPENDUID, SEARCH by
 header and by body text (a quoted-printable ISO-8859-1 body searched in
-UTF-8), the UID commands, and IDLE seeing a message that SMTP delivers
-during the IDLE.
+UTF-8), the UID commands, IDLE seeing a message that SMTP delivers
+during the IDLE, and the end-to-end story: submission with STARTTLS and
+AUTH, collection over IMAPS, nothing readable on either leg of the wire.
 
 Every connection goes to 127.0.0.1 under a certificate made for that
 address; the test mail goes in through the daemon's own SMTP server.
@@ -19,15 +20,17 @@ import email.header
 import imaplib
 import os
 import re
+import smtplib
 import time
 
 import pytest
 
-from helpers import HOST, wait_until
+from helpers import CLIENT_HELO, HOST, free_port, wait_until
 from imaputil import (BOB, BOB_PW, CAROL, CAROL_PW, DAVE, DAVE_PW, FLAG_LETTERS,
                       SPECIAL_USE, client_ctx, code_of, connect, crlf, deliver, fetch_responses,
-                      folder_files, folder_path, imaplib_fetch, info_flags, login_select,
-                      make_cert, parse_data, start_imap, text, uid_set)
+                      folder_files, folder_path, imap_spec, imaplib_fetch, info_flags,
+                      login_select, make_cert, parse_data, start_imap, text, uid_set)
+from tlsutil import RecordingProxy, reveals
 
 MODES = ["starttls", "imaps"]
 
@@ -799,3 +802,42 @@ def test_idle_sees_a_message_delivered_by_smtp(imap, ctx, mode):
     assert c.collect(tag).ok
     other.logout()
     c.logout()
+
+
+# -- the end-to-end story ------------------------------------------------------------------------
+
+def test_end_to_end_submission_then_imap_nothing_in_clear(posthorn, cert, ctx):
+    """Bob submits over SMTP with STARTTLS and AUTH, Carol reads it with
+    IMAP over implicit TLS; a network monitor on both legs sees neither
+    password, nor the addresses, nor a word of the message."""
+    tls_port = free_port()
+    servers = {"sub": {"anonymous": None, "extra": "\n".join([
+                   "tls {", f"    certificate {cert['crt']}", f"    key {cert['key']}", "}",
+                   "auth {", "    anonymous no", "}"])},
+               "imap": imap_spec(cert, tls_port)}
+    p = posthorn(servers=servers)
+    token = "E2E-" + os.urandom(8).hex()
+    sent = crlf(f"From: Bob <{BOB}>\nTo: Carol <{CAROL}>\nSubject: end to end {token}\n"
+                f"Message-ID: <{token}@example.test>\n\nThe secret is {token}.\n")
+    with RecordingProxy(p.port("sub")) as smtp_leg, RecordingProxy(tls_port) as imap_leg:
+        s = smtplib.SMTP(HOST, smtp_leg.port, local_hostname=CLIENT_HELO, timeout=30)
+        p.conns.append(s)
+        s.starttls(context=ctx)
+        s.login(BOB, BOB_PW)
+        assert s.sendmail(BOB, [CAROL], sent) == {}
+        s.quit()
+        p.wait_messages(CAROL, 1, timeout=20)
+        m = imaplib.IMAP4_SSL(HOST, imap_leg.port, ssl_context=ctx, timeout=30)
+        p.conns.append(_Client(m))
+        ok(m.login(CAROL, CAROL_PW))
+        assert ok(m.select("INBOX")) == [b"1"]
+        f = imaplib_fetch(ok(m.fetch("1", "(BODY[] ENVELOPE)")))[1]
+        logout(m)
+        captures = {"smtp": smtp_leg.capture, "imap": imap_leg.capture}
+    assert strip_trace(f["BODY[]"]) == sent
+    assert f["ENVELOPE"][1] == f"end to end {token}".encode()
+    for leg, cap in captures.items():
+        assert len(cap) > 1000, (leg, len(cap))
+        for secret in (BOB_PW, CAROL_PW, token, CAROL):
+            assert not reveals(cap, secret), f"{secret!r} visible on the {leg} leg"
+    assert BOB_PW not in p.log and CAROL_PW not in p.log
