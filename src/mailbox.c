@@ -1437,6 +1437,11 @@ struct mailbox {
 	int watch_fd;
 };
 
+bool mailbox_stale(const struct mailbox *mb)
+{
+	return mb->broken;
+}
+
 const char *mailbox_name(const struct mailbox *mb)
 {
 	return mb->name;

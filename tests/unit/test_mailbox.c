@@ -650,6 +650,13 @@ static void test_index_lost_while_open(void **state)
 	/* the view cannot go on with other UIDs: the session must reselect */
 	assert_int_equal(mailbox_sync(mb, MAILBOX_SYNC_FORCE, err, sizeof err), MAILBOX_ERR_IO);
 	assert_non_null(strstr(err, "UIDVALIDITY"));
+	assert_true(mailbox_stale(mb));
+	assert_int_equal(mailbox_sync(mb, 0, err, sizeof err), MAILBOX_ERR_IO);
+	mailbox_close(mb);
+	/* a new view works with the new UIDVALIDITY */
+	mb = open_box(f, "INBOX", false);
+	assert_false(mailbox_stale(mb));
+	assert_int_equal(mailbox_count(mb), 1);
 	mailbox_close(mb);
 }
 
