@@ -4,10 +4,13 @@ the name, no final line end), a configuration reload and a long IDLE with
 a short `limits.timeout`, clients that vanish in the middle of a large
 FETCH or of an IDLE (no leak, others still served), and a message expunged
 by another session while a FETCH streams it: the announced literal size is
-always what is sent.
+always what is sent; five sessions changing one folder at random (STORE,
+APPEND, UID EXPUNGE, COPY) keep views that agree with each other and with
+the disk, each session's count following from its EXISTS/EXPUNGE alone.
 """
 
 import os
+import random
 import re
 import socket
 import time
@@ -15,8 +18,9 @@ import time
 import pytest
 
 from helpers import wait_until
-from imaputil import (BOB, client_ctx, crlf, deliver, fetch_responses,
-                      folder_path, login_select, make_cert, put_message, start_imap)
+from imaputil import (BOB, client_ctx, crlf, deliver, fetch_responses, folder_files,
+                      folder_path, info_flags, login_select, make_cert, put_message,
+                      start_imap)
 
 
 @pytest.fixture(scope="module")
@@ -159,3 +163,76 @@ def test_expunge_while_another_session_streams_the_message(imap, ctx):
     r = a.ok("NOOP")
     assert r.find(r"^\* 1 EXPUNGE$"), r
     a.logout()
+
+
+# -- several sessions changing one folder: every view stays consistent ---------------------------
+
+class View:
+    """One session and what the server told it: the message count, kept up
+    to date from the untagged EXISTS and EXPUNGE responses alone."""
+
+    def __init__(self, c):
+        self.c = c
+        self.count = None
+
+    def run(self, cmd):
+        r = self.c.cmd(cmd)
+        for line in r.lines():
+            m = re.match(r"^\* (\d+) (EXISTS|EXPUNGE)$", line)
+            if m and m.group(2) == "EXISTS":
+                assert int(m.group(1)) >= (self.count or 0) or self.count is None, \
+                    f"EXISTS went down without EXPUNGE: {line} after {self.count}"
+                self.count = int(m.group(1))
+            elif m:
+                assert 1 <= int(m.group(1)) <= self.count, f"EXPUNGE of {line} with {self.count}"
+                self.count -= 1
+        return r
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_five_sessions_changing_one_folder_stay_consistent(imap, ctx, seed):
+    rnd = random.Random(seed)
+    for i in range(10):
+        put_message(imap, BOB, f"Subject: start {i}\n\nbody {i}\n", when=1700000000 + i)
+    views = [View(login_select(imap, ctx, tls="imaps" if i % 2 else "starttls"))
+             for i in range(5)]
+    for v in views:
+        v.run("NOOP")
+        v.count = len(fetch_responses(v.c.ok("FETCH 1:* (UID)")))
+    flags = ["\\Seen", "\\Flagged", "\\Answered", "\\Draft"]
+    for step in range(200):
+        v = rnd.choice(views)
+        uids = [int(x) for x in v.run("UID SEARCH ALL").find(r"^\* SEARCH")[0].split()[2:]]
+        action = rnd.choice(["store", "store", "append", "expunge", "copy", "noop", "fetch"])
+        if action == "append" or not uids:
+            msg = f"Subject: step {step}\r\n\r\nbody\r\n"
+            assert v.run("APPEND INBOX {%d+}\r\n%s" % (len(msg), msg)).ok
+        elif action == "store":
+            op = rnd.choice(["+FLAGS", "-FLAGS", "FLAGS"])
+            chosen = " ".join(rnd.sample(flags, rnd.randint(1, 2)))
+            assert v.run(f"UID STORE {rnd.choice(uids)} {op} ({chosen})").ok
+        elif action == "expunge":
+            u = rnd.choice(uids)
+            assert v.run(f"UID STORE {u} +FLAGS.SILENT (\\Deleted)").ok
+            assert v.run(f"UID EXPUNGE {u}").ok
+        elif action == "copy":
+            assert v.run(f"UID COPY {rnd.choice(uids)} Trash").ok
+        elif action == "fetch":
+            assert v.run(f"UID FETCH {rnd.choice(uids)} (FLAGS BODY.PEEK[HEADER])").ok
+        else:
+            assert v.run("NOOP").ok
+    # every session, brought up to date, sees the same messages and flags;
+    # its count, kept from EXISTS/EXPUNGE alone, matches
+    states = []
+    for v in views:
+        v.run("NOOP")
+        f = fetch_responses(v.run("FETCH 1:* (UID FLAGS)"))
+        assert sorted(f) == list(range(1, v.count + 1)), (v.count, sorted(f)[-3:])
+        states.append({int(x["UID"]): sorted(set(x["FLAGS"]) - {"\\Recent"}) for x in f.values()})
+    assert all(s == states[0] for s in states[1:])
+    # and so does the disk
+    on_disk = sorted(sorted(info_flags(n)) for n in folder_files(imap, BOB))
+    letters = {"\\Seen": "S", "\\Flagged": "F", "\\Answered": "R", "\\Draft": "D", "\\Deleted": "T"}
+    assert on_disk == sorted(sorted(letters[x] for x in fl) for fl in states[0].values())
+    for v in views:
+        v.c.logout()
