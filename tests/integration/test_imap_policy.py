@@ -291,6 +291,8 @@ def test_malformed_commands_get_bad(posthorn, cert, ctx):
     # before login: unbalanced parentheses, a literal over the limit
     assert is_bad(c.cmd("ID (\"name\" \"x\"")), "unbalanced '(' before login"
     literal_refused(c, "LOGIN {100000}")
+    # APPEND before login: refused before its literal is invited
+    literal_refused(c, "APPEND INBOX {10}", ("NO", "BAD"))
     assert c.ok("NOOP")
     assert c.login(BOB, BOB_PW).ok
     c.select("INBOX")
