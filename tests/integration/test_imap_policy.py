@@ -34,7 +34,7 @@ from authutil import starttls as smtp_starttls
 from helpers import HOST, SMTPConn, free_port, vm_rss_kb, wait_until
 from imaputil import (BOB, BOB_PW, CAROL, CAROL_PW, DAVE, DAVE_PW, IMAPConn, client_ctx,
                       connect, deliver, fetch_responses, folder_files, folder_path,
-                      imap_spec, login_select, make_cert, put_message, start_imap)
+                      imap_spec, login_select, make_cert, put_message, quote, start_imap)
 from tlsutil import RecordingProxy, reveals, tls_with_first_flight
 
 
@@ -766,3 +766,46 @@ def test_alpn_imap_or_none_accepted_on_imaps(imap, cert, alpn):
     assert c.sock.selected_alpn_protocol() == ("imap" if alpn else None)
     assert c.login(BOB, BOB_PW).ok
     c.logout()
+
+
+# -- one user never reaches another's mail ---------------------------------------------------------
+
+def traversal(name):
+    return "/" in name or ".." in name or name.startswith(".") or name == ""
+
+
+def test_folder_names_never_reach_another_users_maildir(imap, ctx):
+    deliver(imap, CAROL, "Subject: carol's own\r\n\r\nprivate\r\n")
+    carol_before = sorted(os.listdir(imap.maildir(CAROL)))
+    carol_files = folder_files(imap, CAROL)
+    c = connect(imap, tls="imaps", ctx=ctx)
+    assert c.login(BOB, BOB_PW).ok
+    names = ["../carol", "../../example.test/carol", "..", ".", "./../carol", "/",
+             f"{imap.maildir(CAROL)}", "~carol", "#shared/carol", "INBOX/../../carol",
+             "..%2fcarol", "Trash/../../carol"]
+    for name in names:
+        for cmd in (f"SELECT {quote(name)}", f"EXAMINE {quote(name)}",
+                    f"STATUS {quote(name)} (MESSAGES)", f"DELETE {quote(name)}",
+                    f"RENAME {quote(name)} Stolen", f"RENAME INBOX {quote(name)}",
+                    f"SUBSCRIBE {quote(name)}"):
+            r = c.cmd(cmd)
+            # a path-like name is refused; "~carol" is just a folder name of Bob's
+            if traversal(name) and not cmd.startswith("SUBSCRIBE"):
+                assert r.status in ("NO", "BAD"), (cmd, r)
+            assert b"private" not in b"".join(r.untagged), (cmd, r)
+        msg = b"Subject: planted\r\n\r\nx\r\n"
+        tag = c.send_cmd("APPEND %s {%d}" % (quote(name), len(msg)))
+        line = c.line()
+        if line.startswith("+"):
+            c.send(msg + b"\r\n")
+            status = c.collect(tag).status
+        else:
+            assert line.startswith(tag + " "), line
+            status = line.split()[1]
+        if traversal(name):
+            assert status in ("NO", "BAD"), (name, status)
+    c.logout()
+    assert sorted(os.listdir(imap.maildir(CAROL))) == carol_before
+    assert folder_files(imap, CAROL) == carol_files
+    # nothing was created outside Bob's Maildir
+    assert sorted(os.listdir(os.path.dirname(imap.maildir(BOB)))) == ["bob", "carol"]
