@@ -701,29 +701,50 @@ static void put_header(GString *o, GMimeObject *obj, const char *name)
 	free(v);
 }
 
-static bool is_ascii(const char *s)
+/* ENVELOPE carries header text as sent (RFC 3501 §7.4.2), so encoded words
+ * in display names stay encoded, but GMime's address parser decodes them.
+ * It is handed the field with each "=?" turned into "=" U+E000 (a private
+ * use character), which no decoder takes for an encoded word, and the
+ * names it returns are turned back. */
+static const char HIDE_Q[] = "\xee\x80\x80";
+
+static char *words_hide(const char *v)
 {
-	for (; *s; s++)
-		if ((unsigned char)*s >= 0x80)
-			return false;
-	return true;
+	GString *g = g_string_new(NULL);
+	for (const char *p = v; *p; p++) {
+		g_string_append_c(g, *p);
+		if (p[0] == '=' && p[1] == '?') {
+			g_string_append(g, HIDE_Q);
+			p++;
+		}
+	}
+	return g_string_free(g, FALSE);
 }
 
-/* A display name: GMime decoded its encoded words; a name that is not
- * ASCII is sent encoded again (RFC 2047) as ENVELOPE carries header text. */
+static char *words_restore(const char *name)
+{
+	GString *g = g_string_new(NULL);
+	size_t hl = sizeof HIDE_Q - 1;
+	for (const char *p = name; *p; p++) {
+		if (p[0] == '=' && strncmp(p + 1, HIDE_Q, hl) == 0) {
+			g_string_append(g, "=?");
+			p += hl;
+		} else {
+			g_string_append_c(g, *p);
+		}
+	}
+	return g_string_free(g, FALSE);
+}
+
 static void put_name(GString *o, const char *name)
 {
 	if (!name || !*name) {
 		g_string_append(o, "NIL");
 		return;
 	}
-	if (is_ascii(name)) {
-		put_str(o, name);
-		return;
-	}
-	char *enc = g_mime_utils_header_encode_phrase(NULL, name, "utf-8");
-	put_str(o, enc ? enc : name);
-	g_free(enc);
+	char *raw = words_restore(name);
+	put_str(o, raw);
+	g_free(raw);
 }
 
 static void put_mailbox(GString *o, InternetAddressMailbox *mb)
@@ -755,7 +776,11 @@ static void put_addresses(GString *o, InternetAddressList *l, size_t *count)
 			(*count)++;
 		} else if (INTERNET_ADDRESS_IS_GROUP(a)) {
 			g_string_append(o, "(NIL NIL ");
-			put_str(o, internet_address_get_name(a) ? internet_address_get_name(a) : "");
+			const char *gname = internet_address_get_name(a);
+			if (gname && *gname)
+				put_name(o, gname);
+			else
+				put_str(o, "");
 			g_string_append(o, " NIL)");
 			put_addresses(o, internet_address_group_get_members(INTERNET_ADDRESS_GROUP(a)),
 				      count);
@@ -770,8 +795,10 @@ static bool put_address_field(GString *o, GMimeObject *msg, const char *name)
 	char *v = header_raw(msg, name);
 	if (!v)
 		return false;
-	InternetAddressList *l = internet_address_list_parse(NULL, v);
+	char *hidden = words_hide(v);
 	free(v);
+	InternetAddressList *l = internet_address_list_parse(NULL, hidden);
+	g_free(hidden);
 	GString *t = g_string_new("(");
 	size_t count = 0;
 	put_addresses(t, l, &count);
