@@ -236,3 +236,33 @@ def test_five_sessions_changing_one_folder_stay_consistent(imap, ctx, seed):
     assert on_disk == sorted(sorted(letters[x] for x in fl) for fl in states[0].values())
     for v in views:
         v.c.logout()
+
+
+def test_idle_announces_maildir_changes_made_by_other_tools(imap, ctx):
+    """inotify on new/ and cur/: a file another program drops into new/, and
+    a flag another program sets by renaming in cur/, are announced during
+    IDLE within about a second (issue 8 item 2)."""
+    first = put_message(imap, BOB, "Subject: one\n\nbody\n", sub="cur", info="")
+    c = login_select(imap, ctx)
+    tag = c.send_cmd("IDLE")
+    assert c.line().startswith("+")
+    latencies = []
+    t0 = time.monotonic()
+    put_message(imap, BOB, "Subject: dropped in\n\nbody\n")
+    got = []
+    while "* 2 EXISTS" not in got:
+        got.append(c.line(timeout=10))
+    latencies.append(time.monotonic() - t0)
+    d, name = os.path.split(first)
+    t0 = time.monotonic()
+    os.rename(first, os.path.join(d, name + "F"))            # ":2," -> ":2,F"
+    line = c.line(timeout=10)
+    while not line.startswith("* 1 FETCH"):
+        line = c.line(timeout=10)
+    latencies.append(time.monotonic() - t0)
+    assert "\\Flagged" in line, line
+    c.send(b"DONE\r\n")
+    assert c.collect(tag).ok
+    c.logout()
+    print("IDLE latencies: " + ", ".join(f"{x:.2f}s" for x in latencies))
+    assert max(latencies) < 2.5, latencies
