@@ -6,18 +6,22 @@ FETCH or of an IDLE (no leak, others still served), and a message expunged
 by another session while a FETCH streams it: the announced literal size is
 always what is sent; five sessions changing one folder at random (STORE,
 APPEND, UID EXPUNGE, COPY) keep views that agree with each other and with
-the disk, each session's count following from its EXISTS/EXPUNGE alone.
+the disk, each session's count following from its EXISTS/EXPUNGE alone;
+IDLE hearing of files other tools drop or rename; and 4,500 commands made
+at random from the grammar's pieces (seeded), each answered OK/NO/BAD,
+sessions ended only by the server's BYE after many errors.
 """
 
 import os
 import random
 import re
 import socket
+import ssl
 import time
 
 import pytest
 
-from helpers import wait_until
+from helpers import ConnectionClosed, wait_until
 from imaputil import (BOB, client_ctx, crlf, deliver, fetch_responses, folder_files,
                       folder_path, info_flags, login_select, make_cert, put_message,
                       start_imap)
@@ -266,3 +270,85 @@ def test_idle_announces_maildir_changes_made_by_other_tools(imap, ctx):
     c.logout()
     print("IDLE latencies: " + ", ".join(f"{x:.2f}s" for x in latencies))
     assert max(latencies) < 2.5, latencies
+
+
+# -- random commands from the grammar's pieces: always an answer, never a crash -------------------
+
+TOKENS = ["1", "*", "1:*", "2,4:5", "0", "4294967296", "1:4294967295", "$", "FLAGS", "UID",
+          "BODY[]", "BODY.PEEK[HEADER.FIELDS (SUBJECT From)]", "BODY[1.2.3]<0.5>", "BODY[TEXT]<5.0>",
+          "BODY[HEADER.FIELDS.NOT ()]", "BINARY[1]", "ENVELOPE", "BODYSTRUCTURE", "RFC822",
+          "RFC822.SIZE", "INTERNALDATE", "FAST", "ALL", "FULL", "OR", "NOT", "HEADER", "TEXT",
+          "SINCE", "01-Jan-2026", "32-Foo-99", "LARGER", "\\Seen", "\\Deleted", "\\Recent", "\\*",
+          "$Forwarded", "INBOX", "Trash", "Junk", "CHARSET", "UTF-8", "+FLAGS", "-FLAGS.SILENT",
+          "%", "*%*", "NIL", "(", ")", "[", "]", "<", ">", "{", "}", "\\", "\"", "~", "#news."]
+NAMES = ["FETCH", "UID FETCH", "STORE", "UID STORE", "SEARCH", "UID SEARCH", "COPY", "UID COPY",
+         "MOVE", "LIST", "LSUB", "STATUS", "SELECT", "EXAMINE", "CREATE", "SUBSCRIBE", "NOOP",
+         "CHECK", "EXPUNGE", "UID EXPUNGE", "APPEND", "NAMESPACE", "ID", "ENABLE", "UNSELECT",
+         "CLOSE", "XATOM", "UID", "UID XYZ", "", "fetch", "Uid Fetch"]
+
+
+def random_arg(rnd, depth=0):
+    k = rnd.random()
+    if k < 0.45:
+        return rnd.choice(TOKENS).encode()
+    if k < 0.6:
+        s = bytes(rnd.choice(b"ab \\\"\x7f\xc3\xa4%*") for _ in range(rnd.randint(0, 12)))
+        return b'"' + s.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+    if k < 0.7 and depth < 45:
+        inner = [random_arg(rnd, depth + 1) for _ in range(rnd.randint(0, 3))]
+        return b"(" * rnd.randint(1, 3) + b" ".join(inner) + b")" * rnd.randint(0, 3)
+    if k < 0.8:
+        n = rnd.randint(0, 60)
+        data = bytes(rnd.randrange(1, 256) for _ in range(n))
+        return b"{%d+}\r\n" % n + data
+    if k < 0.9:
+        return bytes(rnd.randrange(33, 127) for _ in range(rnd.randint(1, 20)))
+    return bytes(rnd.choice(b"\x00\x01\x1b\t\x80\xff") for _ in range(rnd.randint(1, 4)))
+
+
+@pytest.mark.parametrize("seed", [11, 12, 13])
+def test_random_commands_always_answered(posthorn, cert, ctx, seed):
+    p = start_imap(posthorn, cert, asan_options={"quarantine_size_mb": "1"})
+    for i in range(5):
+        put_message(p, BOB, f"Subject: r{i}\nFrom: a@example.org\n\nbody {i}\n")
+    rnd = random.Random(seed)
+    c = None
+    answered = closed = 0
+    reasons = []
+    t_end = time.monotonic() + 240
+    for n in range(1500):
+        assert time.monotonic() < t_end, f"only {n} commands in 240s"
+        if c is None:
+            c = login_select(p, ctx, timeout=30)
+        name = rnd.choice(NAMES).encode()
+        args = b" ".join(random_arg(rnd) for _ in range(rnd.randint(0, 5)))
+        line = b"r%d " % n + name + (b" " + args if args else b"")
+        try:
+            c.send(line + b"\r\n")
+            while True:
+                resp = c.response(timeout=30)
+                if resp.startswith(b"r%d " % n):
+                    status = resp.split(b" ")[1]
+                    assert status in (b"OK", b"NO", b"BAD"), resp
+                    answered += 1
+                    break
+                if resp.startswith(b"+"):
+                    # a synchronizing literal was announced by the random bytes: give up
+                    # on this command by closing the session
+                    raise ConnectionResetError("continuation")
+                if resp.startswith(b"* BYE"):
+                    raise ConnectionResetError("bye")
+        except (ConnectionResetError, ConnectionClosed, ssl.SSLError, BrokenPipeError) as e:
+            reasons.append(f"{n}: {e}")
+            closed += 1
+            c.close()
+            p.conns.remove(c)
+            c = None
+    print(f"seed {seed}: {answered} answered, {closed} sessions ended by BYE")
+    # sessions end only by the server's BYE after many errors (bounded)
+    assert answered > 1300 and all(r.endswith("bye") for r in reasons), reasons
+    # still serving, still correct
+    c2 = login_select(p, ctx)
+    assert len(fetch_responses(c2.ok("FETCH 1:* (UID)"))) >= 1
+    c2.logout()
+    assert p.running()
