@@ -12,7 +12,9 @@
  * IDLE's DONE, linebuf_get().  Long responses (FETCH, SEARCH, STORE,
  * EXPUNGE, the untagged updates of a resynchronisation) are jobs produced
  * as the connection drains, a bounded amount per turn of the event loop, so
- * neither a 20 MB body nor 100,000 messages are ever built in memory. */
+ * neither a 20 MB body nor 100,000 messages are ever built in memory.
+ * FETCH and STORE are in imap_fetch.c, SEARCH in imap_search.c; what the
+ * three share is imap_context.h. */
 #include "imap_session.h"
 
 #include <errno.h>
@@ -35,6 +37,7 @@
 #include "conf.h"
 #include "conn.h"
 #include "deliver_local.h"
+#include "imap_context.h"
 #include "imap_parse.h"
 #include "linebuf.h"
 #include "log.h"
@@ -45,29 +48,6 @@
 #include "server.h"
 #include "userdb.h"
 #include "util.h"
-
-/* Named limits of a session (STYLE: every limit in one place). */
-enum {
-	IMAP_MAX_ERRORS = 50,            /* BAD replies; then BYE and close */
-	IMAP_CHUNK = 16 * 1024,          /* message octets produced at a time */
-	IMAP_STEP_BUDGET = 256,          /* job steps per turn of the event loop */
-	IMAP_ID_PAIRS_MAX = 30,          /* RFC 2971 §3.3 */
-	IMAP_SEARCH_DEPTH_MAX = 100,     /* NOT/OR/parentheses inside each other */
-	IMAP_MECHS_MAX = 128,
-};
-
-/* RFC 3501 §3: the four states, and the sub-states a session passes
- * through inside them. */
-enum imap_state {
-	IMAP_NOTAUTH = 1u << 0,
-	IMAP_AUTH = 1u << 1,
-	IMAP_SELECTED = 1u << 2,
-	IMAP_LOGOUT = 1u << 3,
-	IMAP_SASL = 1u << 4,             /* inside an AUTHENTICATE exchange */
-	IMAP_IDLE = 1u << 5,             /* RFC 2177: waiting for DONE */
-	IMAP_HANDSHAKE = 1u << 6,        /* TLS handshake under way */
-	IMAP_CLOSING = 1u << 7,          /* flushing the last response */
-};
 
 static const char *imap_state_name(enum imap_state st)
 {
@@ -84,121 +64,11 @@ static const char *imap_state_name(enum imap_state st)
 	return "?";
 }
 
-struct imap_session;
-
-/* A long response: step() produces a bounded piece of it and returns true
- * once it has written the tagged completion; stop() frees what it holds
- * (also when the session ends in the middle). */
-struct imap_job_ops {
-	bool (*step)(struct imap_session *s);
-	void (*stop)(struct imap_session *s);
-};
-
-struct imap_session {
-	char sid[20];
-	struct runtime *rt;
-	const struct conf_server *srv;
-	struct server_conn *conn;
-	struct conn *io;
-	struct imap_parser *parser;
-	struct linebuf lb;               /* AUTHENTICATE responses, IDLE's DONE */
-	enum imap_state state;
-	char client[64];
-	bool refused;                    /* by the connection rules */
-	struct tls_server *ts;           /* NULL: no certificate, no STARTTLS */
-	bool tls_active;
-	bool implicit_tls;
-	unsigned errors;
-	bool in_run;                     /* re-entrancy guard for imap_run */
-	struct event *login_timer;       /* the idle limit before login */
-	struct event *resume;            /* a job goes on at the next loop turn */
-	struct event *pause;             /* a failed login's reply waits a while */
-	char tag[IMAP_TAG_MAX + 1];      /* of the command being answered */
-	/* AUTHENTICATE */
-	struct sasl_session *sasl;
-	unsigned sasl_mech;
-	bool sasl_final;                 /* sent the SCRAM server-final, awaiting "" */
-	/* after login */
-	char *user;
-	char *maildir;
-	struct mailbox *view;            /* the selected folder, or NULL */
-	bool readonly;                   /* EXAMINE */
-	/* APPEND's message literal */
-	int append_fd;
-	char *append_path;
-	/* the job being produced */
-	const struct imap_job_ops *job;
-	void *job_data;
-	struct imap_command *cur_cmd;    /* being dispatched; a job may keep it */
-	/* a command waiting for the untagged updates that go before it */
-	struct imap_command *deferred;
-	const struct imap_command_def *deferred_def;
-	/* IDLE: the folder's inotify descriptor, or a poll when there is none */
-	struct event *watch;
-	/* the message being looked at (FETCH, SEARCH) */
-	struct message *msg;
-	char *msg_path;
-	size_t msg_index;
-};
-
-/* Flags of a message (RFC 3501 §2.3.2), as mailbox.c keeps them. */
-enum imap_flag {
-	IMAP_FL_ANSWERED = MAILBOX_ANSWERED,
-	IMAP_FL_FLAGGED = MAILBOX_FLAGGED,
-	IMAP_FL_DELETED = MAILBOX_DELETED,
-	IMAP_FL_SEEN = MAILBOX_SEEN,
-	IMAP_FL_DRAFT = MAILBOX_DRAFT,
-	IMAP_FL_RECENT = MAILBOX_RECENT,
-};
-
-/* A body section located in a message: built octets (HEADER.FIELDS), or
- * a range of the message's CRLF form to stream from the file. */
-struct imap_part {
-	char *built;                     /* owned by the caller; NULL: a range */
-	size_t built_len;
-	uint64_t offset, length;
-};
-
-/* The selected folder and its messages, through mailbox.c and message.c
- * (the bridge section below); i is a 0-based index, UIDs ascending. */
-static size_t imap_count(const struct imap_session *s);
-static uint32_t imap_uid_at(const struct imap_session *s, size_t i);
-static unsigned imap_flags_at(const struct imap_session *s, size_t i);
-static uint64_t imap_size_at(const struct imap_session *s, size_t i);
-static long long imap_date_at(const struct imap_session *s, size_t i);
-static bool imap_msg_exists(struct imap_session *s, size_t i);
-static bool imap_view_readonly(const struct imap_session *s);
-static bool imap_store_error(struct imap_session *s, enum mailbox_result r, const char *err);
-static void imap_mailbox_log(const struct imap_session *s, const char *op, const char *err);
 static void imap_view_close(struct imap_session *s);
 static void imap_sync(struct imap_session *s, bool expunges);
 static void imap_updates(struct imap_session *s, const char *status, const char *text);
 static void imap_watch_start(struct imap_session *s);
 static void imap_watch_stop(struct imap_session *s);
-static const char *imap_msg_envelope(struct imap_session *s, size_t i, size_t *len);
-static const char *imap_msg_structure(struct imap_session *s, size_t i, bool extended,
-				      size_t *len);
-static bool imap_msg_section(struct imap_session *s, size_t i, const struct imap_section *sec,
-			     struct imap_part *part);
-static struct message_stream *imap_msg_stream(struct imap_session *s, size_t i, uint64_t offset,
-					      uint64_t length);
-static bool imap_msg_sent_day(struct imap_session *s, size_t i, long long *day);
-static bool imap_msg_header_has(struct imap_session *s, size_t i, const char *field,
-				const char *str);
-static bool imap_msg_body_has(struct imap_session *s, size_t i, const char *str, bool text);
-static void imap_msg_release(struct imap_session *s);
-
-/* The text of an atom as the tokenizer took it (list-chars: "*" and "%"
- * included), e.g. a sequence set "1:*"; NULL for anything else. */
-static const char *imap_arg_raw_atom(const struct imap_arg *a)
-{
-	return a && a->type == IMAP_ARG_ATOM ? a->str : NULL;
-}
-
-static bool imap_is_uid(const struct imap_command *c)
-{
-	return strncmp(c->name, "UID ", 4) == 0;
-}
 
 static void imap_run(struct imap_session *s);
 
@@ -213,15 +83,13 @@ static void imap_enter_state(struct imap_session *s, enum imap_state st)
 	s->state = st;
 }
 
-static void imap_close_after_flush(struct imap_session *s)
+void imap_close_after_flush(struct imap_session *s)
 {
 	imap_enter_state(s, IMAP_CLOSING);
 	conn_close(s->io);
 }
 
-static void imap_reply(struct imap_session *s, const char *status, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static void imap_reply(struct imap_session *s, const char *status, const char *fmt, ...)
+void imap_reply(struct imap_session *s, const char *status, const char *fmt, ...)
 {
 	char text[512];
 	va_list ap;
@@ -231,8 +99,6 @@ static void imap_reply(struct imap_session *s, const char *status, const char *f
 	conn_printf(s->io, "%s %s %s", s->tag, status, text);
 }
 
-#define imap_ok(s, ...) imap_reply((s), "OK", __VA_ARGS__)
-#define imap_no(s, ...) imap_reply((s), "NO", __VA_ARGS__)
 
 /* A client error (BAD): after too many, the session ends. */
 static void imap_count_error(struct imap_session *s)
@@ -243,7 +109,7 @@ static void imap_count_error(struct imap_session *s)
 	imap_close_after_flush(s);
 }
 
-static void imap_bad(struct imap_session *s, const char *text)
+void imap_bad(struct imap_session *s, const char *text)
 {
 	imap_reply(s, "BAD", "%s", text);
 	imap_count_error(s);
@@ -323,8 +189,6 @@ struct imap_command_def {
 #define IMAP_ANY (IMAP_NOTAUTH | IMAP_AUTH | IMAP_SELECTED)
 #define IMAP_AUTHED (IMAP_AUTH | IMAP_SELECTED)
 
-#define IMAP_HANDLER(name) \
-	static void name(struct imap_session *s, const struct imap_command *c)
 IMAP_HANDLER(imap_cmd_capability);
 IMAP_HANDLER(imap_cmd_noop);
 IMAP_HANDLER(imap_cmd_logout);
@@ -348,9 +212,6 @@ IMAP_HANDLER(imap_cmd_check);
 IMAP_HANDLER(imap_cmd_close);
 IMAP_HANDLER(imap_cmd_unselect);
 IMAP_HANDLER(imap_cmd_expunge);
-IMAP_HANDLER(imap_cmd_search);
-IMAP_HANDLER(imap_cmd_fetch);
-IMAP_HANDLER(imap_cmd_store);
 IMAP_HANDLER(imap_cmd_copy);
 
 static const struct imap_command_def imap_commands[] = {
@@ -834,7 +695,7 @@ static void imap_put_string(struct evbuffer *out, const char *v, size_t len)
 }
 
 /* Send what was built in out (whole lines, CRLF included). */
-static void imap_send(struct imap_session *s, struct evbuffer *out)
+void imap_send(struct imap_session *s, struct evbuffer *out)
 {
 	size_t n = evbuffer_get_length(out);
 	if (n == 0)
@@ -848,7 +709,7 @@ static const char *const imap_months[12] = {"Jan", "Feb", "Mar", "Apr", "May", "
 					    "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
 
 /* RFC 3501 date-time: "dd-Mon-yyyy hh:mm:ss +zzzz", in local time. */
-static void imap_format_datetime(long long t, char out[64])
+void imap_format_datetime(long long t, char out[64])
 {
 	time_t tt = (time_t)t;
 	struct tm tm;
@@ -872,7 +733,7 @@ static int imap_month(const char *m)
 }
 
 /* Days since 1970-01-01 of a civil date (proleptic Gregorian). */
-static long long imap_days_from_civil(int y, int m, int d)
+long long imap_days_from_civil(int y, int m, int d)
 {
 	y -= m <= 2;
 	long long era = (y >= 0 ? y : y - 399) / 400;
@@ -884,7 +745,7 @@ static long long imap_days_from_civil(int y, int m, int d)
 
 /* RFC 3501 date: "d-Mon-yyyy" (day 1 or 2 digits); the day number since
  * the epoch (dates compare by day, RFC 3501 §6.4.4). */
-static bool imap_parse_date(const char *v, long long *day)
+bool imap_parse_date(const char *v, long long *day)
 {
 	int d, y;
 	char mon[4];
@@ -923,7 +784,7 @@ static bool imap_parse_datetime(const char *v, long long *out)
 
 /* ---- jobs: long responses produced as the connection drains ------------- */
 
-static void imap_job_start(struct imap_session *s, const struct imap_job_ops *ops, void *data)
+void imap_job_start(struct imap_session *s, const struct imap_job_ops *ops, void *data)
 {
 	s->job = ops;
 	s->job_data = data;
@@ -931,7 +792,7 @@ static void imap_job_start(struct imap_session *s, const struct imap_job_ops *op
 
 /* The command being dispatched, kept for a job (its arguments stay valid
  * until the job frees it). */
-static struct imap_command *imap_keep_command(struct imap_session *s)
+struct imap_command *imap_keep_command(struct imap_session *s)
 {
 	struct imap_command *c = s->cur_cmd;
 	s->cur_cmd = NULL;
@@ -1282,7 +1143,7 @@ static void imap_before_command(struct imap_session *s, const struct imap_comman
 /* The set of a FETCH/STORE/COPY/MOVE/UID EXPUNGE argument, resolved
  * against the view: sequence numbers must all exist (RFC 3501 §9: else
  * BAD), UIDs need not (§6.4.8).  Kept as ranges: never expanded. */
-static bool imap_set_parse(struct imap_session *s, const struct imap_arg *a, bool uid,
+bool imap_set_parse(struct imap_session *s, const struct imap_arg *a, bool uid,
 			   struct imap_seqset *set)
 {
 	const char *atom = imap_arg_raw_atom(a);
@@ -1329,29 +1190,15 @@ static size_t imap_index_of_uid(const struct imap_session *s, size_t from, uint3
 	return lo;
 }
 
-/* Which messages, for mailbox.c: a resolved set of UIDs or sequence
- * numbers. */
-struct imap_match {
-	const struct imap_seqset *set;
-	bool uid;
-};
 
-static bool imap_match_fn(void *arg, size_t seq, uint32_t uid)
+bool imap_match_fn(void *arg, size_t seq, uint32_t uid)
 {
 	const struct imap_match *m = arg;
 	return imap_seqset_contains(m->set, m->uid ? uid : (uint32_t)seq);
 }
 
-/* Walking the messages of a resolved set in order, one at a time. */
-struct imap_walk {
-	struct imap_seqset set;
-	bool uid;
-	size_t range;                    /* the range being walked */
-	size_t next;                     /* the next index to look at */
-	bool started;
-};
 
-static bool imap_walk_next(const struct imap_session *s, struct imap_walk *w, size_t *index)
+bool imap_walk_next(const struct imap_session *s, struct imap_walk *w, size_t *index)
 {
 	size_t n = imap_count(s);
 	while (w->range < w->set.n) {
@@ -1370,994 +1217,6 @@ static bool imap_walk_next(const struct imap_session *s, struct imap_walk *w, si
 		w->started = false;
 	}
 	return false;
-}
-
-/* ---- SEARCH (RFC 3501 §6.4.4) ------------------------------------------- */
-
-/* A search program: the keys compiled into a tree, evaluated per message,
- * the cheap tests (flags, sizes, dates, numbers) without opening the
- * message, header and body text through message.c only when reached. */
-enum imap_skey_op {
-	SK_ALL,
-	SK_AND,                  /* kids */
-	SK_OR,                   /* kids[0], kids[1] */
-	SK_NOT,                  /* kids[0] */
-	SK_SEQ,                  /* set of sequence numbers */
-	SK_UID,                  /* set of UIDs */
-	SK_FLAG,                 /* flag set (want) or clear (!want) */
-	SK_NONE,                 /* KEYWORD x: no keywords are stored */
-	SK_LARGER, SK_SMALLER,   /* num */
-	SK_BEFORE, SK_ON, SK_SINCE,               /* internal date, by day */
-	SK_SENTBEFORE, SK_SENTON, SK_SENTSINCE,   /* Date: header, by day */
-	SK_HEADER,               /* field contains str */
-	SK_BODY,                 /* body contains str */
-	SK_TEXT,                 /* header or body contains str */
-};
-
-struct imap_skey {
-	enum imap_skey_op op;
-	unsigned flag;
-	bool want;
-	uint64_t num;
-	long long day;
-	char *field;
-	char *str;
-	struct imap_seqset set;
-	size_t nkids;
-	struct imap_skey *kids;
-};
-
-static void imap_skey_free(struct imap_skey *k)
-{
-	for (size_t i = 0; i < k->nkids; i++)
-		imap_skey_free(&k->kids[i]);
-	free(k->kids);
-	free(k->field);
-	free(k->str);
-	imap_seqset_clear(&k->set);
-	memset(k, 0, sizeof *k);
-}
-
-struct imap_search_parse {
-	struct imap_session *s;
-	const struct imap_args *args;
-	size_t pos;
-	unsigned depth;                  /* of NOT, OR and parentheses */
-	char err[IMAP_REASON_MAX];
-};
-
-static bool imap_search_key(struct imap_search_parse *sp, const struct imap_args *args,
-			    size_t *pos, struct imap_skey *k);
-
-/* The keys with a string argument, and the header field they search. */
-static const struct {
-	const char *name;
-	enum imap_skey_op op;
-	const char *field;
-} imap_skey_strings[] = {
-	{"BCC", SK_HEADER, "Bcc"}, {"CC", SK_HEADER, "Cc"}, {"FROM", SK_HEADER, "From"},
-	{"SUBJECT", SK_HEADER, "Subject"}, {"TO", SK_HEADER, "To"},
-	{"BODY", SK_BODY, NULL}, {"TEXT", SK_TEXT, NULL},
-};
-
-static const struct {
-	const char *name;
-	unsigned flag;
-	bool want;
-} imap_skey_flags[] = {
-	{"ANSWERED", IMAP_FL_ANSWERED, true}, {"DELETED", IMAP_FL_DELETED, true},
-	{"DRAFT", IMAP_FL_DRAFT, true}, {"FLAGGED", IMAP_FL_FLAGGED, true},
-	{"RECENT", IMAP_FL_RECENT, true}, {"SEEN", IMAP_FL_SEEN, true},
-	{"UNANSWERED", IMAP_FL_ANSWERED, false}, {"UNDELETED", IMAP_FL_DELETED, false},
-	{"UNDRAFT", IMAP_FL_DRAFT, false}, {"UNFLAGGED", IMAP_FL_FLAGGED, false},
-	{"UNSEEN", IMAP_FL_SEEN, false}, {"OLD", IMAP_FL_RECENT, false},
-};
-
-static const struct {
-	const char *name;
-	enum imap_skey_op op;
-} imap_skey_dates[] = {
-	{"BEFORE", SK_BEFORE}, {"ON", SK_ON}, {"SINCE", SK_SINCE},
-	{"SENTBEFORE", SK_SENTBEFORE}, {"SENTON", SK_SENTON}, {"SENTSINCE", SK_SENTSINCE},
-};
-
-static bool imap_search_fail(struct imap_search_parse *sp, const char *why)
-{
-	snprintf(sp->err, sizeof sp->err, "%s", why);
-	return false;
-}
-
-/* The string argument of a key (astring: atom, quoted or literal). */
-static bool imap_search_string(struct imap_search_parse *sp, const struct imap_args *args,
-			       size_t *pos, char **out)
-{
-	size_t len;
-	const char *v = imap_arg_astring(imap_args_at(args, *pos), &len);
-	if (!v)
-		return imap_search_fail(sp, "Search key needs a string argument");
-	(*pos)++;
-	*out = xstrndup(v, len);
-	return true;
-}
-
-static bool imap_search_kids(struct imap_search_parse *sp, const struct imap_args *args,
-			     size_t *pos, struct imap_skey *k, size_t n)
-{
-	k->kids = xcalloc(n, sizeof *k->kids);
-	for (size_t i = 0; i < n; i++) {
-		k->nkids++;
-		if (!imap_search_key(sp, args, pos, &k->kids[i]))
-			return false;
-	}
-	return true;
-}
-
-/* A parenthesised list of keys: AND of them. */
-static bool imap_search_list(struct imap_search_parse *sp, const struct imap_args *l,
-			     struct imap_skey *k)
-{
-	if (l->n == 0)
-		return imap_search_fail(sp, "Empty search key list");
-	k->op = SK_AND;
-	k->kids = xcalloc(l->n, sizeof *k->kids); /* no more keys than arguments */
-	size_t pos = 0;
-	while (pos < l->n) {
-		if (!imap_search_key(sp, l, &pos, &k->kids[k->nkids++]))
-			return false;
-	}
-	return true;
-}
-
-static bool imap_search_seqset(struct imap_search_parse *sp, const char *atom,
-			       struct imap_skey *k, enum imap_skey_op op)
-{
-	char err[IMAP_REASON_MAX];
-	if (!imap_parse_seqset(atom, &k->set, err, sizeof err))
-		return imap_search_fail(sp, err);
-	k->op = op;
-	return true;
-}
-
-static bool imap_search_named(struct imap_search_parse *sp, const char *name,
-			      const struct imap_args *args, size_t *pos, struct imap_skey *k)
-{
-	for (size_t i = 0; i < ARRAY_LEN(imap_skey_flags); i++) {
-		if (strcasecmp(name, imap_skey_flags[i].name) == 0) {
-			k->op = SK_FLAG;
-			k->flag = imap_skey_flags[i].flag;
-			k->want = imap_skey_flags[i].want;
-			return true;
-		}
-	}
-	for (size_t i = 0; i < ARRAY_LEN(imap_skey_strings); i++) {
-		if (strcasecmp(name, imap_skey_strings[i].name) == 0) {
-			k->op = imap_skey_strings[i].op;
-			if (imap_skey_strings[i].field)
-				k->field = xstrdup(imap_skey_strings[i].field);
-			return imap_search_string(sp, args, pos, &k->str);
-		}
-	}
-	for (size_t i = 0; i < ARRAY_LEN(imap_skey_dates); i++) {
-		if (strcasecmp(name, imap_skey_dates[i].name) == 0) {
-			size_t len;
-			const char *v = imap_arg_astring(imap_args_at(args, *pos), &len);
-			if (!v || !imap_parse_date(v, &k->day))
-				return imap_search_fail(sp, "Invalid date in search key");
-			(*pos)++;
-			k->op = imap_skey_dates[i].op;
-			return true;
-		}
-	}
-	if (strcasecmp(name, "ALL") == 0) {
-		k->op = SK_ALL;
-		return true;
-	}
-	if (strcasecmp(name, "NEW") == 0) { /* RECENT UNSEEN */
-		k->op = SK_AND;
-		k->kids = xcalloc(2, sizeof *k->kids);
-		k->nkids = 2;
-		k->kids[0] = (struct imap_skey){.op = SK_FLAG, .flag = IMAP_FL_RECENT, .want = true};
-		k->kids[1] = (struct imap_skey){.op = SK_FLAG, .flag = IMAP_FL_SEEN, .want = false};
-		return true;
-	}
-	if (strcasecmp(name, "KEYWORD") == 0 || strcasecmp(name, "UNKEYWORD") == 0) {
-		if (!imap_arg_atom(imap_args_at(args, *pos)))
-			return imap_search_fail(sp, "KEYWORD needs a flag keyword");
-		(*pos)++;
-		k->op = strcasecmp(name, "KEYWORD") == 0 ? SK_NONE : SK_ALL;
-		return true;
-	}
-	if (strcasecmp(name, "HEADER") == 0) {
-		k->op = SK_HEADER;
-		return imap_search_string(sp, args, pos, &k->field) &&
-		       imap_search_string(sp, args, pos, &k->str);
-	}
-	if (strcasecmp(name, "LARGER") == 0 || strcasecmp(name, "SMALLER") == 0) {
-		if (!imap_arg_u64(imap_args_at(args, *pos), &k->num))
-			return imap_search_fail(sp, "LARGER and SMALLER need a number");
-		(*pos)++;
-		k->op = strcasecmp(name, "LARGER") == 0 ? SK_LARGER : SK_SMALLER;
-		return true;
-	}
-	if (strcasecmp(name, "UID") == 0) {
-		const char *set = imap_arg_raw_atom(imap_args_at(args, *pos));
-		if (!set)
-			return imap_search_fail(sp, "UID needs a set of UIDs");
-		(*pos)++;
-		return imap_search_seqset(sp, set, k, SK_UID);
-	}
-	if (strcasecmp(name, "NOT") == 0) {
-		k->op = SK_NOT;
-		return imap_search_kids(sp, args, pos, k, 1);
-	}
-	if (strcasecmp(name, "OR") == 0) {
-		k->op = SK_OR;
-		return imap_search_kids(sp, args, pos, k, 2);
-	}
-	return imap_search_seqset(sp, name, k, SK_SEQ);
-}
-
-static bool imap_search_key(struct imap_search_parse *sp, const struct imap_args *args,
-			    size_t *pos, struct imap_skey *k)
-{
-	const struct imap_arg *a = imap_args_at(args, *pos);
-	if (!a)
-		return imap_search_fail(sp, "Missing search key");
-	if (sp->depth >= IMAP_SEARCH_DEPTH_MAX)
-		return imap_search_fail(sp, "Search keys nested too deeply");
-	const struct imap_args *l = imap_arg_list(a);
-	(*pos)++;
-	sp->depth++;
-	bool ok;
-	const char *name = imap_arg_raw_atom(a);
-	if (l)
-		ok = imap_search_list(sp, l, k);
-	else if (!name)
-		ok = imap_search_fail(sp, "Invalid search key");
-	else
-		ok = imap_search_named(sp, name, args, pos, k);
-	sp->depth--;
-	if (!ok && !sp->err[0])
-		imap_search_fail(sp, "Unknown search key");
-	return ok;
-}
-
-/* Resolve the sets of the program against the view. */
-static void imap_skey_resolve(const struct imap_session *s, struct imap_skey *k)
-{
-	size_t n = imap_count(s);
-	if (k->op == SK_SEQ)
-		imap_seqset_resolve(&k->set, (uint32_t)n);
-	else if (k->op == SK_UID)
-		imap_seqset_resolve(&k->set, n ? imap_uid_at(s, n - 1) : 0);
-	for (size_t i = 0; i < k->nkids; i++)
-		imap_skey_resolve(s, &k->kids[i]);
-}
-
-/* The day (since the epoch) of a time as the server's calendar shows it:
- * RFC 3501 §6.4.4 compares dates "disregarding time and timezone". */
-static long long imap_day_of(long long t)
-{
-	time_t tt = (time_t)t;
-	struct tm tm;
-	if (!localtime_r(&tt, &tm))
-		return t / 86400;
-	return imap_days_from_civil(tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday);
-}
-
-static bool imap_day_cmp(enum imap_skey_op op, long long day, long long want)
-{
-	switch (op) {
-	case SK_BEFORE: case SK_SENTBEFORE: return day < want;
-	case SK_ON: case SK_SENTON: return day == want;
-	default: return day >= want;
-	}
-}
-
-static bool imap_skey_match(struct imap_session *s, size_t i, const struct imap_skey *k)
-{
-	switch (k->op) {
-	case SK_ALL: return true;
-	case SK_NONE: return false;
-	case SK_AND:
-		for (size_t j = 0; j < k->nkids; j++)
-			if (!imap_skey_match(s, i, &k->kids[j]))
-				return false;
-		return true;
-	case SK_OR: return imap_skey_match(s, i, &k->kids[0]) || imap_skey_match(s, i, &k->kids[1]);
-	case SK_NOT: return !imap_skey_match(s, i, &k->kids[0]);
-	case SK_SEQ: return imap_seqset_contains(&k->set, (uint32_t)(i + 1));
-	case SK_UID: return imap_seqset_contains(&k->set, imap_uid_at(s, i));
-	case SK_FLAG: return ((imap_flags_at(s, i) & k->flag) != 0) == k->want;
-	case SK_LARGER: return imap_size_at(s, i) > k->num;
-	case SK_SMALLER: return imap_size_at(s, i) < k->num;
-	case SK_BEFORE: case SK_ON: case SK_SINCE:
-		return imap_day_cmp(k->op, imap_day_of(imap_date_at(s, i)), k->day);
-	case SK_SENTBEFORE: case SK_SENTON: case SK_SENTSINCE: {
-		long long day;
-		if (!imap_msg_sent_day(s, i, &day)) /* no Date: the internal date */
-			day = imap_day_of(imap_date_at(s, i));
-		return imap_day_cmp(k->op, day, k->day);
-	}
-	case SK_HEADER: return imap_msg_header_has(s, i, k->field, k->str);
-	case SK_BODY: return imap_msg_body_has(s, i, k->str, false);
-	case SK_TEXT: return imap_msg_body_has(s, i, k->str, true);
-	}
-	return false;
-}
-
-/* The SEARCH job: one message per step; "* SEARCH" and the numbers go
- * out as they are found. */
-struct imap_search_job {
-	struct imap_skey prog;
-	bool uid;
-	size_t next;
-	struct evbuffer *out;
-};
-
-static bool imap_search_step(struct imap_session *s)
-{
-	struct imap_search_job *j = s->job_data;
-	if (j->next < imap_count(s)) {
-		size_t i = j->next++;
-		if (imap_skey_match(s, i, &j->prog))
-			evbuffer_add_printf(j->out, " %lu", (unsigned long)(j->uid ? imap_uid_at(s, i)
-										    : i + 1));
-		if (evbuffer_get_length(j->out) >= IMAP_CHUNK)
-			imap_send(s, j->out);
-		imap_msg_release(s);
-		return false;
-	}
-	evbuffer_add(j->out, "\r\n", 2);
-	imap_send(s, j->out);
-	imap_ok(s, "SEARCH completed");
-	return true;
-}
-
-static void imap_search_stop(struct imap_session *s)
-{
-	struct imap_search_job *j = s->job_data;
-	imap_skey_free(&j->prog);
-	evbuffer_free(j->out);
-	free(j);
-}
-
-static const struct imap_job_ops imap_search_ops = {imap_search_step, imap_search_stop};
-
-/* SEARCH [CHARSET name] key...: UTF-8 and US-ASCII (its subset) are the
- * charsets; strings are compared after message.c decoded the message's
- * own charsets to UTF-8. */
-IMAP_HANDLER(imap_cmd_search)
-{
-	bool uid = imap_is_uid(c);
-	struct imap_search_parse sp = {.s = s};
-	size_t pos = 0;
-	if (imap_arg_is(imap_args_at(&c->args, 0), "CHARSET")) {
-		size_t len;
-		const char *cs = imap_arg_astring(imap_args_at(&c->args, 1), &len);
-		if (!cs) {
-			imap_bad(s, "Syntax: SEARCH [CHARSET name] key ...");
-			return;
-		}
-		if (strcasecmp(cs, "UTF-8") != 0 && strcasecmp(cs, "US-ASCII") != 0) {
-			imap_no(s, "[BADCHARSET (UTF-8 US-ASCII)] Unknown charset");
-			return;
-		}
-		pos = 2;
-	}
-	if (pos >= c->args.n) {
-		imap_bad(s, "Syntax: SEARCH [CHARSET name] key ...");
-		return;
-	}
-	struct imap_search_job *j = xcalloc(1, sizeof *j);
-	j->prog.op = SK_AND;
-	j->prog.kids = xcalloc(c->args.n - pos, sizeof *j->prog.kids);
-	while (pos < c->args.n) {
-		if (!imap_search_key(&sp, &c->args, &pos, &j->prog.kids[j->prog.nkids++])) {
-			imap_bad(s, sp.err);
-			imap_skey_free(&j->prog);
-			free(j);
-			return;
-		}
-	}
-	imap_skey_resolve(s, &j->prog);
-	j->uid = uid;
-	j->out = evbuffer_new();
-	evbuffer_add(j->out, "* SEARCH", 8);
-	imap_job_start(s, &imap_search_ops, j);
-}
-
-/* ---- FETCH attributes (RFC 3501 §6.4.5) ---------------------------------- */
-
-enum imap_fetch_att {
-	FA_FLAGS = 1u << 0,
-	FA_INTERNALDATE = 1u << 1,
-	FA_RFC822_SIZE = 1u << 2,
-	FA_ENVELOPE = 1u << 3,
-	FA_BODY = 1u << 4,               /* BODY: BODYSTRUCTURE without extensions */
-	FA_BODYSTRUCTURE = 1u << 5,
-	FA_UID = 1u << 6,
-};
-
-/* One BODY[...] (or RFC822, RFC822.HEADER, RFC822.TEXT) asked for. */
-struct imap_fetch_body {
-	const struct imap_section *sec;  /* in the kept command, or one of ours */
-	char *label;                     /* how the response names it */
-	bool sets_seen;                  /* not .PEEK (RFC 3501 §6.4.5) */
-};
-
-struct imap_fetch_spec {
-	unsigned atts;                   /* enum imap_fetch_att */
-	size_t nbodies;
-	struct imap_fetch_body *bodies;  /* in the order asked */
-	/* the response's items in the order asked: an attribute bit, or 0
-	 * for the next of bodies[] */
-	unsigned *order;
-	size_t norder;
-};
-
-static const struct imap_section imap_sec_whole = {.text = IMAP_SECTION_WHOLE};
-static const struct imap_section imap_sec_header = {.text = IMAP_SECTION_HEADER, .peek = true};
-static const struct imap_section imap_sec_text = {.text = IMAP_SECTION_TEXT};
-
-static void imap_fetch_spec_free(struct imap_fetch_spec *f)
-{
-	for (size_t i = 0; i < f->nbodies; i++)
-		free(f->bodies[i].label);
-	free(f->bodies);
-	free(f->order);
-	memset(f, 0, sizeof *f);
-}
-
-static void imap_fetch_add_att(struct imap_fetch_spec *f, unsigned att)
-{
-	if (f->atts & att)
-		return;
-	f->atts |= att;
-	f->order = xrealloc(f->order, (f->norder + 1) * sizeof *f->order);
-	f->order[f->norder++] = att;
-}
-
-static void imap_fetch_add_body(struct imap_fetch_spec *f, const struct imap_section *sec,
-				char *label, bool sets_seen)
-{
-	f->bodies = xrealloc(f->bodies, (f->nbodies + 1) * sizeof *f->bodies);
-	f->bodies[f->nbodies++] = (struct imap_fetch_body){sec, label, sets_seen};
-	f->order = xrealloc(f->order, (f->norder + 1) * sizeof *f->order);
-	f->order[f->norder++] = 0;
-}
-
-/* The response's name of a section: "BODY[...]" as asked, upper-cased,
- * without ".PEEK", and "<origin>" for a partial fetch (RFC 3501 §7.4.2). */
-static char *imap_section_label(const char *written, const struct imap_section *sec)
-{
-	const char *open = strchr(written, '[');
-	const char *close = strrchr(written, ']');
-	if (!open || !close || close < open)
-		return xstrdup("BODY[]");
-	size_t inner = (size_t)(close - open - 1);
-	char *label = sec->partial ? xasprintf("BODY[%.*s]<%u>", (int)inner, open + 1, sec->origin)
-				   : xasprintf("BODY[%.*s]", (int)inner, open + 1);
-	for (char *p = label; *p; p++)
-		if (*p >= 'a' && *p <= 'z')
-			*p = (char)(*p - 'a' + 'A');
-	return label;
-}
-
-/* One fetch-att; false with a reason in err. */
-static bool imap_fetch_att(struct imap_fetch_spec *f, const struct imap_arg *a, const char **err)
-{
-	const struct imap_section *sec = imap_arg_section(a);
-	if (sec) {
-		if (sec->att != IMAP_SECTION_BODY) {
-			*err = "BINARY is not supported";
-			return false;
-		}
-		imap_fetch_add_body(f, sec, imap_section_label(a->str, sec), !sec->peek);
-		return true;
-	}
-	const char *name = imap_arg_atom(a);
-	static const struct {
-		const char *name;
-		unsigned atts;
-	} simple[] = {
-		{"FLAGS", FA_FLAGS}, {"INTERNALDATE", FA_INTERNALDATE},
-		{"RFC822.SIZE", FA_RFC822_SIZE}, {"ENVELOPE", FA_ENVELOPE}, {"BODY", FA_BODY},
-		{"BODYSTRUCTURE", FA_BODYSTRUCTURE}, {"UID", FA_UID},
-	};
-	for (size_t i = 0; name && i < ARRAY_LEN(simple); i++) {
-		if (strcasecmp(name, simple[i].name) == 0) {
-			imap_fetch_add_att(f, simple[i].atts);
-			return true;
-		}
-	}
-	if (name && strcasecmp(name, "RFC822") == 0) {
-		imap_fetch_add_body(f, &imap_sec_whole, xstrdup("RFC822"), true);
-		return true;
-	}
-	if (name && strcasecmp(name, "RFC822.HEADER") == 0) {
-		imap_fetch_add_body(f, &imap_sec_header, xstrdup("RFC822.HEADER"), false);
-		return true;
-	}
-	if (name && strcasecmp(name, "RFC822.TEXT") == 0) {
-		imap_fetch_add_body(f, &imap_sec_text, xstrdup("RFC822.TEXT"), true);
-		return true;
-	}
-	*err = "Invalid fetch attribute";
-	return false;
-}
-
-/* RFC 3501 §6.4.5: ALL, FAST, FULL, one attribute, or a list of them. */
-static bool imap_fetch_parse(struct imap_fetch_spec *f, const struct imap_arg *a,
-			     const char **err)
-{
-	const char *macro = imap_arg_atom(a);
-	if (macro && !imap_arg_section(a)) {
-		unsigned atts = 0;
-		if (strcasecmp(macro, "ALL") == 0)
-			atts = FA_FLAGS | FA_INTERNALDATE | FA_RFC822_SIZE | FA_ENVELOPE;
-		else if (strcasecmp(macro, "FAST") == 0)
-			atts = FA_FLAGS | FA_INTERNALDATE | FA_RFC822_SIZE;
-		else if (strcasecmp(macro, "FULL") == 0)
-			atts = FA_FLAGS | FA_INTERNALDATE | FA_RFC822_SIZE | FA_ENVELOPE | FA_BODY;
-		for (unsigned bit = 1; atts && bit <= FA_UID; bit <<= 1)
-			if (atts & bit)
-				imap_fetch_add_att(f, bit);
-		if (atts)
-			return true;
-	}
-	const struct imap_args *l = imap_arg_list(a);
-	if (!l)
-		return imap_fetch_att(f, a, err);
-	if (l->n == 0) {
-		*err = "Empty fetch attribute list";
-		return false;
-	}
-	for (size_t i = 0; i < l->n; i++)
-		if (!imap_fetch_att(f, imap_args_at(l, i), err))
-			return false;
-	return true;
-}
-
-/* ---- the FETCH job ------------------------------------------------------- */
-
-struct imap_fetch_job {
-	struct imap_command *cmd;        /* kept: the sections point into it */
-	struct imap_fetch_spec spec;
-	struct imap_walk walk;
-	bool uid;
-	unsigned missing;                /* messages that could not be read */
-	struct evbuffer *out;
-	/* the message being answered */
-	bool in_msg;
-	size_t index;
-	size_t item;
-	size_t body;                     /* next of spec.bodies */
-	bool seen_now;                   /* \Seen set by this fetch: FLAGS follow */
-	bool first;                      /* no item written yet */
-	bool on_wire;                    /* part of this message's response was sent */
-	/* a literal being sent from the file */
-	struct message_stream *stream;
-	uint64_t left;
-};
-
-static void imap_flags_text(struct evbuffer *out, unsigned flags);
-
-static void imap_fetch_space(struct imap_fetch_job *j)
-{
-	if (!j->first)
-		evbuffer_add(j->out, " ", 1);
-	j->first = false;
-}
-
-/* A simple attribute of message i into j->out. */
-static bool imap_fetch_simple(struct imap_session *s, struct imap_fetch_job *j, unsigned att)
-{
-	size_t i = j->index;
-	char date[64];
-	const char *v;
-	size_t len;
-	switch (att) {
-	case FA_FLAGS:
-		imap_fetch_space(j);
-		evbuffer_add_printf(j->out, "FLAGS ");
-		imap_flags_text(j->out, imap_flags_at(s, i));
-		return true;
-	case FA_INTERNALDATE:
-		imap_format_datetime(imap_date_at(s, i), date);
-		imap_fetch_space(j);
-		evbuffer_add_printf(j->out, "INTERNALDATE \"%s\"", date);
-		return true;
-	case FA_RFC822_SIZE:
-		imap_fetch_space(j);
-		evbuffer_add_printf(j->out, "RFC822.SIZE %llu", (unsigned long long)imap_size_at(s, i));
-		return true;
-	case FA_UID:
-		imap_fetch_space(j);
-		evbuffer_add_printf(j->out, "UID %lu", (unsigned long)imap_uid_at(s, i));
-		return true;
-	case FA_ENVELOPE:
-		v = imap_msg_envelope(s, i, &len);
-		if (!v)
-			return false;
-		imap_fetch_space(j);
-		evbuffer_add_printf(j->out, "ENVELOPE ");
-		evbuffer_add(j->out, v, len);
-		return true;
-	case FA_BODY:
-	case FA_BODYSTRUCTURE:
-		v = imap_msg_structure(s, i, att == FA_BODYSTRUCTURE, &len);
-		if (!v)
-			return false;
-		imap_fetch_space(j);
-		evbuffer_add_printf(j->out, "%s ", att == FA_BODY ? "BODY" : "BODYSTRUCTURE");
-		evbuffer_add(j->out, v, len);
-		return true;
-	}
-	return false;
-}
-
-/* A body section: its label and literal; the octets either built (small)
- * or streamed from the file (offset, length of the CRLF form). */
-static bool imap_fetch_section(struct imap_session *s, struct imap_fetch_job *j,
-			       const struct imap_fetch_body *b)
-{
-	struct imap_part part;
-	if (!imap_msg_section(s, j->index, b->sec, &part))
-		return false;
-	uint64_t off = 0, len = part.built ? part.built_len : part.length;
-	if (b->sec->partial) {
-		off = b->sec->origin < len ? b->sec->origin : len;
-		len -= off;
-		if (len > b->sec->count)
-			len = b->sec->count;
-	}
-	if (!part.built && len > 0) {
-		j->stream = imap_msg_stream(s, j->index, part.offset + off, len);
-		if (!j->stream)
-			return false;
-		j->left = len;
-	}
-	imap_fetch_space(j);
-	evbuffer_add_printf(j->out, "%s {%llu}\r\n", b->label, (unsigned long long)len);
-	if (part.built) {
-		evbuffer_add(j->out, part.built + off, (size_t)len);
-		free(part.built);
-	}
-	return true;
-}
-
-/* Send some of the literal being streamed; true once it is complete. */
-static bool imap_fetch_stream_some(struct imap_session *s, struct imap_fetch_job *j, bool *failed)
-{
-	char buf[IMAP_CHUNK];
-	/* the stream was opened for exactly the literal's octets */
-	ssize_t n = message_stream_read(j->stream, buf, sizeof buf);
-	if (n <= 0) {
-		*failed = true; /* shorter than announced: the literal cannot be ended */
-		return false;
-	}
-	if ((uint64_t)n > j->left)
-		n = (ssize_t)j->left;
-	conn_write(s->io, buf, (size_t)n);
-	j->left -= (uint64_t)n;
-	if (j->left > 0)
-		return false;
-	message_stream_close(j->stream);
-	j->stream = NULL;
-	return true;
-}
-
-/* Begin the response for the next message of the set; false at the end. */
-static bool imap_fetch_begin(struct imap_session *s, struct imap_fetch_job *j)
-{
-	for (;;) {
-		if (!imap_walk_next(s, &j->walk, &j->index))
-			return false;
-		if (!imap_msg_exists(s, j->index)) {
-			j->missing++;
-			continue;
-		}
-		break;
-	}
-	j->in_msg = true;
-	j->item = 0;
-	j->body = 0;
-	j->first = true;
-	j->on_wire = false;
-	evbuffer_add_printf(j->out, "* %zu FETCH (", j->index + 1);
-	if (j->uid && !(j->spec.atts & FA_UID))
-		imap_fetch_simple(s, j, FA_UID);
-	return true;
-}
-
-/* The message could not be read after all: drop what was prepared for
- * it, or end the session if part of it is already on the wire. */
-static void imap_fetch_failed(struct imap_session *s, struct imap_fetch_job *j, bool on_wire)
-{
-	j->missing++;
-	j->in_msg = false;
-	evbuffer_drain(j->out, evbuffer_get_length(j->out));
-	if (!on_wire)
-		return;
-	log_err("event=mailbox-error session=%s server=%s client=%s message=%zu "
-		"error=\"message unreadable in the middle of a FETCH\"", s->sid, s->srv->name,
-		s->client, j->index + 1);
-	imap_close_after_flush(s);
-}
-
-static bool imap_fetch_step(struct imap_session *s)
-{
-	struct imap_fetch_job *j = s->job_data;
-	if (j->stream) {
-		bool failed = false;
-		if (!imap_fetch_stream_some(s, j, &failed) && failed)
-			imap_fetch_failed(s, j, true);
-		return false;
-	}
-	if (!j->in_msg) {
-		if (!imap_fetch_begin(s, j)) {
-			imap_send(s, j->out);
-			if (j->missing)
-				imap_no(s, "[EXPUNGEISSUED] Some messages could not be read: they were "
-					   "expunged meanwhile");
-			else
-				imap_ok(s, "FETCH completed");
-			return true;
-		}
-	}
-	while (j->item < j->spec.norder) {
-		unsigned att = j->spec.order[j->item++];
-		bool ok = att ? imap_fetch_simple(s, j, att)
-			      : imap_fetch_section(s, j, &j->spec.bodies[j->body++]);
-		if (!ok) {
-			imap_fetch_failed(s, j, j->on_wire);
-			imap_msg_release(s);
-			return false;
-		}
-		if (j->stream || evbuffer_get_length(j->out) >= IMAP_CHUNK) {
-			imap_send(s, j->out);
-			j->on_wire = true;
-		}
-		if (j->stream)
-			return false; /* the literal goes out in the next steps */
-	}
-	if (j->seen_now && !(j->spec.atts & FA_FLAGS)) /* the \Seen just set */
-		imap_fetch_simple(s, j, FA_FLAGS);
-	evbuffer_add(j->out, ")\r\n", 3);
-	imap_send(s, j->out);
-	j->in_msg = false;
-	imap_msg_release(s);
-	return false;
-}
-
-static void imap_fetch_stop(struct imap_session *s)
-{
-	struct imap_fetch_job *j = s->job_data;
-	if (j->stream)
-		message_stream_close(j->stream);
-	imap_seqset_clear(&j->walk.set);
-	imap_fetch_spec_free(&j->spec);
-	imap_command_free(j->cmd);
-	evbuffer_free(j->out);
-	imap_msg_release(s);
-	free(j);
-}
-
-static const struct imap_job_ops imap_fetch_ops = {imap_fetch_step, imap_fetch_stop};
-
-/* FETCH set atts / UID FETCH set atts. */
-IMAP_HANDLER(imap_cmd_fetch)
-{
-	bool uid = imap_is_uid(c);
-	const struct imap_arg *atts = imap_args_at(&c->args, 1);
-	if (c->args.n != 2) {
-		imap_bad(s, uid ? "Syntax: UID FETCH uids attributes" : "Syntax: FETCH set attributes");
-		return;
-	}
-	struct imap_fetch_job *j = xcalloc(1, sizeof *j);
-	const char *err = NULL;
-	if (!imap_fetch_parse(&j->spec, atts, &err)) {
-		imap_bad(s, err);
-		imap_fetch_spec_free(&j->spec);
-		free(j);
-		return;
-	}
-	if (!imap_set_parse(s, imap_args_at(&c->args, 0), uid, &j->walk.set)) {
-		imap_fetch_spec_free(&j->spec);
-		free(j);
-		return;
-	}
-	j->walk.uid = uid;
-	j->uid = uid;
-	/* RFC 3501 §6.4.5: BODY[...] without .PEEK sets \Seen (not in EXAMINE),
-	 * in one pass before the responses, which then include FLAGS */
-	bool sets_seen = false;
-	for (size_t b = 0; b < j->spec.nbodies; b++)
-		sets_seen = sets_seen || j->spec.bodies[b].sets_seen;
-	if (sets_seen && !imap_view_readonly(s)) {
-		struct imap_match m = {&j->walk.set, uid};
-		char why[256];
-		enum mailbox_result r = mailbox_store(s->view, imap_match_fn, &m, MAILBOX_STORE_ADD,
-						      MAILBOX_SEEN, why, sizeof why);
-		if (r != MAILBOX_OK && r != MAILBOX_ERR_EXPUNGED)
-			imap_mailbox_log(s, "fetch-seen", why);
-		j->seen_now = true;
-	}
-	j->out = evbuffer_new();
-	j->cmd = imap_keep_command(s);
-	imap_job_start(s, &imap_fetch_ops, j);
-}
-
-/* ---- flags ---------------------------------------------------------------- */
-
-static const struct {
-	const char *name;
-	unsigned bit;
-} imap_flag_names[] = {
-	{"\\Answered", IMAP_FL_ANSWERED}, {"\\Flagged", IMAP_FL_FLAGGED},
-	{"\\Deleted", IMAP_FL_DELETED}, {"\\Seen", IMAP_FL_SEEN}, {"\\Draft", IMAP_FL_DRAFT},
-	{"\\Recent", IMAP_FL_RECENT},
-};
-
-#define IMAP_FL_STORABLE \
-	(IMAP_FL_ANSWERED | IMAP_FL_FLAGGED | IMAP_FL_DELETED | IMAP_FL_SEEN | IMAP_FL_DRAFT)
-
-/* "(\Seen \Flagged)": the flag-list of a FETCH response or SELECT. */
-static void imap_flags_text(struct evbuffer *out, unsigned flags)
-{
-	evbuffer_add(out, "(", 1);
-	bool first = true;
-	for (size_t i = 0; i < ARRAY_LEN(imap_flag_names); i++) {
-		if (!(flags & imap_flag_names[i].bit))
-			continue;
-		evbuffer_add_printf(out, "%s%s", first ? "" : " ", imap_flag_names[i].name);
-		first = false;
-	}
-	evbuffer_add(out, ")", 1);
-}
-
-/* A flag list for STORE and APPEND: the system flags (a keyword is
- * accepted and not kept: PERMANENTFLAGS does not list \*); \Recent may not
- * be set by a client (RFC 3501 §2.3.2). */
-static bool imap_flags_parse(const struct imap_arg *a, unsigned *flags, const char **err)
-{
-	const struct imap_args *l = imap_arg_list(a);
-	const struct imap_args one = {.n = 1, .v = (struct imap_arg *)a};
-	if (!l)
-		l = &one;
-	*flags = 0;
-	for (size_t i = 0; i < l->n; i++) {
-		const char *f = imap_arg_flag(imap_args_at(l, i));
-		if (!f) {
-			*err = "Invalid flag";
-			return false;
-		}
-		if (f[0] != '\\')
-			continue; /* a keyword */
-		size_t k = 0;
-		while (k < ARRAY_LEN(imap_flag_names) && strcasecmp(f, imap_flag_names[k].name) != 0)
-			k++;
-		if (k == ARRAY_LEN(imap_flag_names) || imap_flag_names[k].bit == IMAP_FL_RECENT) {
-			*err = "Invalid system flag";
-			return false;
-		}
-		*flags |= imap_flag_names[k].bit;
-	}
-	return true;
-}
-
-/* ---- STORE (RFC 3501 §6.4.6) ---------------------------------------------- */
-
-/* After the store: "* n FETCH (FLAGS (...))" for each message of the set
- * (not for .SILENT), one per step. */
-struct imap_store_job {
-	struct imap_walk walk;
-	bool uid;
-	unsigned gone;                   /* expunged by another session meanwhile */
-	struct evbuffer *out;
-};
-
-static bool imap_store_step(struct imap_session *s)
-{
-	struct imap_store_job *j = s->job_data;
-	size_t i;
-	if (!imap_walk_next(s, &j->walk, &i)) {
-		imap_send(s, j->out);
-		if (j->gone)
-			imap_no(s, "[EXPUNGEISSUED] Some messages were expunged meanwhile");
-		else
-			imap_ok(s, "STORE completed");
-		return true;
-	}
-	if (!imap_msg_exists(s, i)) {
-		j->gone++;
-		return false;
-	}
-	evbuffer_add_printf(j->out, "* %zu FETCH (FLAGS ", i + 1);
-	imap_flags_text(j->out, imap_flags_at(s, i));
-	if (j->uid)
-		evbuffer_add_printf(j->out, " UID %lu", (unsigned long)imap_uid_at(s, i));
-	evbuffer_add(j->out, ")\r\n", 3);
-	if (evbuffer_get_length(j->out) >= IMAP_CHUNK)
-		imap_send(s, j->out);
-	return false;
-}
-
-static void imap_store_stop(struct imap_session *s)
-{
-	struct imap_store_job *j = s->job_data;
-	imap_seqset_clear(&j->walk.set);
-	evbuffer_free(j->out);
-	free(j);
-}
-
-static const struct imap_job_ops imap_store_ops = {imap_store_step, imap_store_stop};
-
-/* The flags argument of STORE: a list, or flags without parentheses
- * (RFC 3501 §9 store-att-flags). */
-static bool imap_store_flags(const struct imap_command *c, unsigned *flags, const char **err)
-{
-	if (c->args.n == 3)
-		return imap_flags_parse(imap_args_at(&c->args, 2), flags, err);
-	*flags = 0;
-	for (size_t k = 2; k < c->args.n; k++) {
-		unsigned one;
-		const struct imap_arg *a = imap_args_at(&c->args, k);
-		if (imap_arg_list(a) || !imap_flags_parse(a, &one, err))
-			return false;
-		*flags |= one;
-	}
-	return true;
-}
-
-/* STORE set (+|-)FLAGS[.SILENT] flags: one pass over the view in
- * mailbox.c, then the FETCH responses as a job. */
-IMAP_HANDLER(imap_cmd_store)
-{
-	bool uid = imap_is_uid(c);
-	const char *item = imap_arg_atom(imap_args_at(&c->args, 1));
-	const char *err = "Syntax: STORE set [+|-]FLAGS[.SILENT] (flags)";
-	unsigned flags = 0;
-	char op = item && (item[0] == '+' || item[0] == '-') ? item[0] : '=';
-	const char *name = item && op != '=' ? item + 1 : item;
-	bool silent = name && strcasecmp(name, "FLAGS.SILENT") == 0;
-	if (c->args.n < 3 || !name || (!silent && strcasecmp(name, "FLAGS") != 0)) {
-		imap_bad(s, err);
-		return;
-	}
-	if (!imap_store_flags(c, &flags, &err)) {
-		imap_bad(s, err);
-		return;
-	}
-	struct imap_seqset set = {0};
-	if (!imap_set_parse(s, imap_args_at(&c->args, 0), uid, &set))
-		return;
-	struct imap_match m = {&set, uid};
-	char why[256];
-	enum mailbox_store_op mop = op == '+' ? MAILBOX_STORE_ADD
-				  : op == '-' ? MAILBOX_STORE_REMOVE : MAILBOX_STORE_REPLACE;
-	enum mailbox_result r = mailbox_store(s->view, imap_match_fn, &m, mop, flags, why,
-					      sizeof why);
-	if (r != MAILBOX_OK && r != MAILBOX_ERR_EXPUNGED) {
-		imap_seqset_clear(&set);
-		imap_store_error(s, r, why);
-		return;
-	}
-	if (silent) {
-		imap_seqset_clear(&set);
-		if (r == MAILBOX_ERR_EXPUNGED)
-			imap_no(s, "[EXPUNGEISSUED] Some messages were expunged meanwhile");
-		else
-			imap_ok(s, "STORE completed");
-		return;
-	}
-	struct imap_store_job *j = xcalloc(1, sizeof *j);
-	j->walk.set = set;
-	j->walk.uid = uid;
-	j->uid = uid;
-	j->out = evbuffer_new();
-	imap_job_start(s, &imap_store_ops, j);
 }
 
 /* ---- mailbox names in responses ------------------------------------------ */
@@ -2485,44 +1344,44 @@ static const struct mailbox_msg *imap_m(const struct imap_session *s, size_t i)
 	return m;
 }
 
-static size_t imap_count(const struct imap_session *s)
+size_t imap_count(const struct imap_session *s)
 {
 	return s->view ? mailbox_count(s->view) : 0;
 }
 
-static uint32_t imap_uid_at(const struct imap_session *s, size_t i)
+uint32_t imap_uid_at(const struct imap_session *s, size_t i)
 {
 	return imap_m(s, i)->uid;
 }
 
-static unsigned imap_flags_at(const struct imap_session *s, size_t i)
+unsigned imap_flags_at(const struct imap_session *s, size_t i)
 {
 	return imap_m(s, i)->flags;
 }
 
-static uint64_t imap_size_at(const struct imap_session *s, size_t i)
+uint64_t imap_size_at(const struct imap_session *s, size_t i)
 {
 	return imap_m(s, i)->size;
 }
 
-static long long imap_date_at(const struct imap_session *s, size_t i)
+long long imap_date_at(const struct imap_session *s, size_t i)
 {
 	return imap_m(s, i)->internal_date;
 }
 
 /* Still on disk as far as the view knows (RFC 2180 §4.1: a message another
  * session expunged is not fetched, and its EXPUNGE comes later). */
-static bool imap_msg_exists(struct imap_session *s, size_t i)
+bool imap_msg_exists(struct imap_session *s, size_t i)
 {
 	return !imap_m(s, i)->expunged;
 }
 
-static bool imap_view_readonly(const struct imap_session *s)
+bool imap_view_readonly(const struct imap_session *s)
 {
 	return s->view && mailbox_read_only(s->view);
 }
 
-static void imap_mailbox_log(const struct imap_session *s, const char *op, const char *err)
+void imap_mailbox_log(const struct imap_session *s, const char *op, const char *err)
 {
 	char esc[LOG_VALUE_MAX];
 	log_err("event=mailbox-error session=%s server=%s client=%s op=%s error=\"%s\"", s->sid,
@@ -2531,7 +1390,7 @@ static void imap_mailbox_log(const struct imap_session *s, const char *op, const
 
 /* The NO of a failed store operation, with the RFC 5530 response code;
  * always false (for "return imap_store_error(...)"). */
-static bool imap_store_error(struct imap_session *s, enum mailbox_result r, const char *err)
+bool imap_store_error(struct imap_session *s, enum mailbox_result r, const char *err)
 {
 	switch (r) {
 	case MAILBOX_OK:
@@ -3205,7 +2064,7 @@ static struct message *imap_msg_get(struct imap_session *s, size_t i)
 	return s->msg;
 }
 
-static void imap_msg_release(struct imap_session *s)
+void imap_msg_release(struct imap_session *s)
 {
 	if (s->msg)
 		message_put(s->msg);
@@ -3214,13 +2073,13 @@ static void imap_msg_release(struct imap_session *s)
 	s->msg_path = NULL;
 }
 
-static const char *imap_msg_envelope(struct imap_session *s, size_t i, size_t *len)
+const char *imap_msg_envelope(struct imap_session *s, size_t i, size_t *len)
 {
 	struct message *m = imap_msg_get(s, i);
 	return m ? message_envelope(m, len) : NULL;
 }
 
-static const char *imap_msg_structure(struct imap_session *s, size_t i, bool extended,
+const char *imap_msg_structure(struct imap_session *s, size_t i, bool extended,
 				      size_t *len)
 {
 	struct message *m = imap_msg_get(s, i);
@@ -3229,7 +2088,7 @@ static const char *imap_msg_structure(struct imap_session *s, size_t i, bool ext
 	return extended ? message_bodystructure(m, len) : message_body(m, len);
 }
 
-static bool imap_msg_section(struct imap_session *s, size_t i, const struct imap_section *sec,
+bool imap_msg_section(struct imap_session *s, size_t i, const struct imap_section *sec,
 			     struct imap_part *part)
 {
 	struct message *m = imap_msg_get(s, i);
@@ -3256,7 +2115,7 @@ static bool imap_msg_section(struct imap_session *s, size_t i, const struct imap
 	return true;
 }
 
-static struct message_stream *imap_msg_stream(struct imap_session *s, size_t i, uint64_t offset,
+struct message_stream *imap_msg_stream(struct imap_session *s, size_t i, uint64_t offset,
 					      uint64_t length)
 {
 	struct message *m = imap_msg_get(s, i);
@@ -3264,7 +2123,7 @@ static struct message_stream *imap_msg_stream(struct imap_session *s, size_t i, 
 }
 
 /* SENT*: the day of the Date: header in its own zone (RFC 3501 §6.4.4). */
-static bool imap_msg_sent_day(struct imap_session *s, size_t i, long long *day)
+bool imap_msg_sent_day(struct imap_session *s, size_t i, long long *day)
 {
 	struct message *m = imap_msg_get(s, i);
 	int64_t when;
@@ -3276,7 +2135,7 @@ static bool imap_msg_sent_day(struct imap_session *s, size_t i, long long *day)
 	return true;
 }
 
-static bool imap_msg_header_has(struct imap_session *s, size_t i, const char *field,
+bool imap_msg_header_has(struct imap_session *s, size_t i, const char *field,
 				const char *str)
 {
 	struct message *m = imap_msg_get(s, i);
@@ -3284,7 +2143,7 @@ static bool imap_msg_header_has(struct imap_session *s, size_t i, const char *fi
 	return m && message_header_contains(m, s->msg_path, field, str, err, sizeof err) == 1;
 }
 
-static bool imap_msg_body_has(struct imap_session *s, size_t i, const char *str, bool text)
+bool imap_msg_body_has(struct imap_session *s, size_t i, const char *str, bool text)
 {
 	struct message *m = imap_msg_get(s, i);
 	char err[256];
