@@ -1346,8 +1346,8 @@ static char *read_raw(const struct message *m, const char *path, uint64_t from, 
 	return buf;
 }
 
-/* The raw header of entity e (blank line excluded from nothing: the caller
- * stops at it), at most MESSAGE_HEADER_MAX octets. */
+/* The raw header of entity e with its blank line (header_fields() stops
+ * there), at most MESSAGE_HEADER_MAX octets of it. */
 static char *read_header(const struct message *m, const char *path, size_t e, size_t *len,
 			 char *err, size_t errsz)
 {
