@@ -21,6 +21,7 @@ Clients that fail logins bind their own 127.0.0.x source address, so that
 one test's throttle delays slow no other.
 """
 
+import base64
 import hashlib
 import os
 import re
@@ -809,3 +810,29 @@ def test_folder_names_never_reach_another_users_maildir(imap, ctx):
     assert folder_files(imap, CAROL) == carol_files
     # nothing was created outside Bob's Maildir
     assert sorted(os.listdir(os.path.dirname(imap.maildir(BOB)))) == ["bob", "carol"]
+
+
+def test_authenticate_login_and_foreign_authzid(imap, ctx):
+    c = connect(imap, tls="imaps", ctx=ctx, source="127.0.11.1")
+    tag = c.send_cmd("AUTHENTICATE LOGIN")
+    line = c.line()
+    assert line.startswith("+ ") and base64.b64decode(line[2:]) in (b"Username:", b"User Name"), line
+    c.send(b64(BOB) + "\r\n")
+    line = c.line()
+    assert line.startswith("+ ") and base64.b64decode(line[2:]).startswith(b"Password"), line
+    c.send(b64(BOB_PW) + "\r\n")
+    assert c.collect(tag).ok
+    c.logout()
+    # Bob's password with Carol as the authorization identity: refused
+    deliver(imap, CAROL, "Subject: carol only\r\n\r\nprivate\r\n")
+    c = connect(imap, tls="imaps", ctx=ctx, source="127.0.11.2")
+    r = c.cmd("AUTHENTICATE PLAIN " + plain_response(BOB, BOB_PW, authzid=CAROL))
+    assert r.status == "NO", r
+    r = c.cmd("SELECT INBOX")
+    assert r.status in ("BAD", "NO"), r
+    # the same with Bob as authzid is fine
+    r = c.cmd("AUTHENTICATE PLAIN " + plain_response(BOB, BOB_PW, authzid=BOB))
+    assert r.ok, r
+    r = c.select("INBOX")
+    assert "* 0 EXISTS" in r.lines(), r
+    c.logout()
