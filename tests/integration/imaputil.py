@@ -494,10 +494,11 @@ def uid_set(text_):
 
 # -- mbsync ------------------------------------------------------------------------------------
 
-def mbsync_config(path, cert, port, user, password, local, ssltype="IMAPS"):
+def mbsync_config(path, cert, port, user, password, local, ssltype="IMAPS", authmechs="*"):
     """An mbsync (isync 1.4) configuration: the server's account over TLS
     (implicit, or STARTTLS with ssltype="STARTTLS"), checked against the
-    test certificate, every folder synchronised both ways with a local
+    test certificate, logging in with authmechs (mbsync's AuthMechs: "*"
+    for the best SASL mechanism, "LOGIN" for the IMAP LOGIN command), every folder synchronised both ways with a local
     Maildir++-like tree under `local`."""
     os.makedirs(local, exist_ok=True)
     text_ = f"""\
@@ -508,6 +509,7 @@ User {user}
 Pass "{password}"
 SSLType {ssltype}
 CertificateFile {cert['crt']}
+AuthMechs {authmechs}
 Timeout 30
 
 IMAPStore remote

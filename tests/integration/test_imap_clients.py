@@ -167,17 +167,19 @@ def run_mbsync(conf, tmp_path):
     return res.stdout + res.stderr
 
 
-@pytest.mark.parametrize("ssltype", ["IMAPS", "STARTTLS"])
-def test_mbsync_synchronises_both_ways(imap, cert, ctx, tmp_path, ssltype):
+@pytest.mark.parametrize("ssltype,authmechs", [("IMAPS", "*"), ("STARTTLS", "LOGIN")])
+def test_mbsync_synchronises_both_ways(imap, cert, ctx, tmp_path, ssltype, authmechs):
     for i in range(3):
         deliver(imap, BOB, f"From: a@example.org\r\nSubject: sync {i}\r\n\r\nbody {i}\r\n")
     # one message flagged on the server before the first sync
     c = login_select(imap, ctx)
     c.ok("STORE 2 +FLAGS (\\Flagged)")
     c.logout()
+    mark = imap.log_mark()
     local = str(tmp_path / "local")
     port = imap.imaps_port if ssltype == "IMAPS" else imap.port("imap")
-    conf = mbsync_config(str(tmp_path / "mbsyncrc"), cert, port, BOB, BOB_PW, local, ssltype)
+    conf = mbsync_config(str(tmp_path / "mbsyncrc"), cert, port, BOB, BOB_PW, local, ssltype,
+                         authmechs)
 
     # 1. pull: every folder, every message, the flag
     out = run_mbsync(conf, tmp_path)
@@ -223,6 +225,12 @@ def test_mbsync_synchronises_both_ways(imap, cert, ctx, tmp_path, ssltype):
     assert info_flags(dname) == "DS", dname
     with open(os.path.join(folder_path(imap, BOB, "Drafts"), "cur", dname), "rb") as f:
         assert without_tuid(f.read()) == draft
+
+    # the mechanism mbsync used, inside TLS
+    logins = imap.events("login", since=mark)
+    assert {e.get("mechanism") for e in logins} == \
+        ({"LOGIN"} if authmechs == "LOGIN" else {"SCRAM-SHA-256"}), logins
+    assert all(e.get("tls") == "yes" and e.get("user") == BOB for e in logins), logins
 
     # 3. a restart of the daemon, then nothing to do: no file changes anywhere
     imap.restart()
