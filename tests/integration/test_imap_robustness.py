@@ -9,10 +9,12 @@ APPEND, UID EXPUNGE, COPY) keep views that agree with each other and with
 the disk, each session's count following from its EXISTS/EXPUNGE alone;
 IDLE hearing of files other tools drop or rename; and 4,500 commands made
 at random from the grammar's pieces (seeded), each answered OK/NO/BAD,
-sessions ended only by the server's BYE after many errors.
+sessions ended only by the server's BYE after many errors; and IMAP under
+run-as: everything it makes in the Maildir belongs to that user.
 """
 
 import os
+import pwd
 import random
 import re
 import socket
@@ -22,9 +24,9 @@ import time
 import pytest
 
 from helpers import ConnectionClosed, wait_until
-from imaputil import (BOB, client_ctx, crlf, deliver, fetch_responses, folder_files,
-                      folder_path, info_flags, login_select, make_cert, put_message,
-                      start_imap)
+from imaputil import (BOB, BOB_PW, client_ctx, connect, crlf, deliver, fetch_responses,
+                      folder_files, folder_path, imap_spec, info_flags, login_select, make_cert,
+                      put_message, start_imap)
 
 
 @pytest.fixture(scope="module")
@@ -352,3 +354,32 @@ def test_random_commands_always_answered(posthorn, cert, ctx, seed):
     assert len(fetch_responses(c2.ok("FETCH 1:* (UID)"))) >= 1
     c2.logout()
     assert p.running()
+
+
+def test_imap_as_an_unprivileged_user(posthorn):
+    """With run-as, the folders, index, flags and appended messages are made
+    by the unprivileged user the daemon runs as."""
+    nobody = pwd.getpwnam("nobody")
+    root = posthorn.world_dir()
+    p = posthorn(root=root, run_as="nobody", asan_options={"detect_leaks": "0"},
+                 servers={"mx": {"anonymous": True},
+                          "imap": imap_spec(None, auth=["plaintext-requires-tls no"])})
+    deliver(p, BOB, "Subject: as nobody\r\n\r\nbody\r\n")
+    c = connect(p)
+    assert c.login(BOB, BOB_PW).ok
+    c.select("INBOX")
+    c.ok("STORE 1 +FLAGS (\\Flagged)")
+    msg = b"Subject: appended\r\n\r\nx\r\n"
+    tag = c.send_cmd("APPEND Drafts {%d}" % len(msg))
+    assert c.line().startswith("+")
+    c.send(msg + b"\r\n")
+    assert c.collect(tag).ok
+    c.ok("CREATE Made.By.Nobody")
+    c.logout()
+    md = p.maildir(BOB)
+    made = [os.path.join(md, n) for n in os.listdir(md)]
+    for sub in (os.path.join(".Drafts", "cur"), "cur"):
+        made += [os.path.join(md, sub, n) for n in os.listdir(os.path.join(md, sub))]
+    assert any(x.endswith(".Made.By.Nobody") for x in made), made
+    for path in made:
+        assert os.stat(path).st_uid == nobody.pw_uid, path
