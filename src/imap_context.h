@@ -160,47 +160,76 @@ static inline bool imap_is_uid(const struct imap_command *c)
 	return strncmp(c->name, "UID ", 4) == 0;
 }
 
-/* Shared by the session's files (defined in imap_session.c, but the
- * last five: imap_fetch.c and imap_search.c). */
-void imap_bad(struct imap_session *s, const char *text);
-size_t imap_count(const struct imap_session *s);
-long long imap_date_at(const struct imap_session *s, size_t i);
-long long imap_days_from_civil(int y, int m, int d);
-unsigned imap_flags_at(const struct imap_session *s, size_t i);
-void imap_job_start(struct imap_session *s, const struct imap_job_ops *ops, void *data);
-bool imap_msg_body_has(struct imap_session *s, size_t i, const char *str, bool text);
-bool imap_msg_header_has(struct imap_session *s, size_t i, const char *field,
-				const char *str);
-void imap_msg_release(struct imap_session *s);
-bool imap_msg_sent_day(struct imap_session *s, size_t i, long long *day);
-bool imap_parse_date(const char *v, long long *day);
-void imap_send(struct imap_session *s, struct evbuffer *out);
-uint64_t imap_size_at(const struct imap_session *s, size_t i);
-uint32_t imap_uid_at(const struct imap_session *s, size_t i);
-void imap_close_after_flush(struct imap_session *s);
-void imap_format_datetime(long long t, char out[64]);
-struct imap_command *imap_keep_command(struct imap_session *s);
-void imap_mailbox_log(const struct imap_session *s, const char *op, const char *err);
-const char *imap_msg_envelope(struct imap_session *s, size_t i, size_t *len);
-bool imap_msg_exists(struct imap_session *s, size_t i);
-bool imap_msg_section(struct imap_session *s, size_t i, const struct imap_section *sec,
-			     struct imap_part *part);
-struct message_stream *imap_msg_stream(struct imap_session *s, size_t i, uint64_t offset,
-					      uint64_t length);
-const char *imap_msg_structure(struct imap_session *s, size_t i, bool extended,
-				      size_t *len);
-bool imap_set_parse(struct imap_session *s, const struct imap_arg *a, bool uid,
-			   struct imap_seqset *set);
-bool imap_store_error(struct imap_session *s, enum mailbox_result r, const char *err);
-bool imap_view_readonly(const struct imap_session *s);
-bool imap_walk_next(const struct imap_session *s, struct imap_walk *w, size_t *index);
+/* ---- replies and jobs (imap_session.c) ---------------------------------- */
+
 void imap_reply(struct imap_session *s, const char *status, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+/* BAD, counted: too many end the session. */
+void imap_bad(struct imap_session *s, const char *text);
+/* Send what was built in out (whole lines) and empty it. */
+void imap_send(struct imap_session *s, struct evbuffer *out);
+void imap_close_after_flush(struct imap_session *s);
+void imap_job_start(struct imap_session *s, const struct imap_job_ops *ops, void *data);
+/* The command being dispatched, kept for a job (the job frees it). */
+struct imap_command *imap_keep_command(struct imap_session *s);
+/* The NO of a failed mail store operation with its response code; false
+ * unless r is MAILBOX_OK. */
+bool imap_store_error(struct imap_session *s, enum mailbox_result r, const char *err);
+void imap_mailbox_log(const struct imap_session *s, const char *op, const char *err);
+
+/* ---- dates (RFC 3501 §9 date, date-time) ---------------------------------- */
+
+/* Days since 1970-01-01 of a proleptic Gregorian date. */
+long long imap_days_from_civil(int y, int m, int d);
+/* "d-Mon-yyyy" -> its day number; false when malformed. */
+bool imap_parse_date(const char *v, long long *day);
+/* "dd-Mon-yyyy hh:mm:ss +zzzz" -> seconds since the epoch. */
+bool imap_parse_datetime(const char *v, long long *out);
+/* Seconds since the epoch -> INTERNALDATE text in the server's zone. */
+void imap_format_datetime(long long t, char out[64]);
+
+/* ---- the selected folder (mailbox.c); i is a 0-based index --------------- */
+
+size_t imap_count(const struct imap_session *s);
+uint32_t imap_uid_at(const struct imap_session *s, size_t i);
+unsigned imap_flags_at(const struct imap_session *s, size_t i);
+uint64_t imap_size_at(const struct imap_session *s, size_t i);
+long long imap_date_at(const struct imap_session *s, size_t i);
+/* Not expunged by another session meanwhile (RFC 2180 §4.1). */
+bool imap_msg_exists(struct imap_session *s, size_t i);
+bool imap_view_readonly(const struct imap_session *s);
+/* A sequence set argument resolved against the view (sequence numbers
+ * must exist: else BAD, answered here); false after answering. */
+bool imap_set_parse(struct imap_session *s, const struct imap_arg *a, bool uid,
+		    struct imap_seqset *set);
+bool imap_walk_next(const struct imap_session *s, struct imap_walk *w, size_t *index);
+/* mailbox_match_fn over a struct imap_match. */
 bool imap_match_fn(void *arg, size_t seq, uint32_t uid);
-bool imap_flags_parse(const struct imap_arg *a, unsigned *flags, const char **err);
-void imap_flags_text(struct evbuffer *out, unsigned flags);
-void imap_cmd_search(struct imap_session *s, const struct imap_command *c);
+
+/* ---- its messages (message.c): held one at a time ------------------------- */
+
+const char *imap_msg_envelope(struct imap_session *s, size_t i, size_t *len);
+const char *imap_msg_structure(struct imap_session *s, size_t i, bool extended, size_t *len);
+bool imap_msg_section(struct imap_session *s, size_t i, const struct imap_section *sec,
+		      struct imap_part *part);
+struct message_stream *imap_msg_stream(struct imap_session *s, size_t i, uint64_t offset,
+				       uint64_t length);
+bool imap_msg_sent_day(struct imap_session *s, size_t i, long long *day);
+bool imap_msg_header_has(struct imap_session *s, size_t i, const char *field, const char *str);
+bool imap_msg_body_has(struct imap_session *s, size_t i, const char *str, bool text);
+void imap_msg_release(struct imap_session *s);
+
+/* ---- imap_fetch.c ------------------------------------------------------------ */
+
 void imap_cmd_fetch(struct imap_session *s, const struct imap_command *c);
 void imap_cmd_store(struct imap_session *s, const struct imap_command *c);
+/* "(\Seen \Flagged)" into out. */
+void imap_flags_text(struct evbuffer *out, unsigned flags);
+/* A flag list of STORE/APPEND -> the system flag bits (keywords ignored). */
+bool imap_flags_parse(const struct imap_arg *a, unsigned *flags, const char **err);
+
+/* ---- imap_search.c ----------------------------------------------------------- */
+
+void imap_cmd_search(struct imap_session *s, const struct imap_command *c);
 
 #endif

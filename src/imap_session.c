@@ -762,7 +762,7 @@ bool imap_parse_date(const char *v, long long *day)
 
 /* RFC 3501 date-time for APPEND: "dd-Mon-yyyy hh:mm:ss +zzzz" (day may
  * start with a space).  Seconds since the epoch. */
-static bool imap_parse_datetime(const char *v, long long *out)
+bool imap_parse_datetime(const char *v, long long *out)
 {
 	int d, y, hh, mm, ss, zone;
 	char mon[4], sign;
