@@ -33,6 +33,7 @@ enum {
 	MESSAGE_SEARCH_CHUNK = 64 * 1024, /* decoded octets searched at a time */
 	MESSAGE_DASH_LINES_MAX = 4 * MESSAGE_PARTS_MAX, /* boundary lines GMime sees */
 	MESSAGE_CUTS_MAX = 4096,        /* header blocks cut short for GMime */
+	MESSAGE_CHECKPOINT_STEP = 1024 * 1024, /* raw octets between stream starts */
 };
 
 static bool is_cut(const size_t *cuts, size_t ncuts, size_t pos);
@@ -539,10 +540,14 @@ static unsigned file_tail(const struct mfile *f)
 
 static void offmap_build(struct offmap *om, const struct mfile *f, const struct message *m)
 {
-	size_t cap = m->nents * 3 + 2, n = 0;
+	size_t cap = m->nents * 3 + 2 + f->n / MESSAGE_CHECKPOINT_STEP, n = 0;
 	om->raw = xmalloc(cap * sizeof *om->raw);
 	om->raw[n++] = 0;
 	om->raw[n++] = f->n;
+	/* so that streaming from an offset never reads more than a step
+	 * before its first octet */
+	for (size_t at = MESSAGE_CHECKPOINT_STEP; at < f->n; at += MESSAGE_CHECKPOINT_STEP)
+		om->raw[n++] = at;
 	for (size_t i = 0; i < m->nents; i++) {
 		om->raw[n++] = m->ents[i].raw_hdr;
 		om->raw[n++] = m->ents[i].raw_body;

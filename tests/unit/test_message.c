@@ -553,6 +553,37 @@ static void test_stream_ranges(void **state)
 	free(path);
 }
 
+/* A body of some MiB: a range deep inside is streamed exactly, whether
+ * the line ends are LF or CRLF or mixed. */
+static void test_stream_large(void **state)
+{
+	(void)state;
+	size_t lines = 160000, o = 0;
+	char *msg = xmalloc(lines * 40 + 64);
+	o += (size_t)sprintf(msg, "Subject: large\n\n");
+	for (size_t i = 0; i < lines; i++)
+		o += (size_t)sprintf(msg + o, i % 7 == 3 ? "line %zu of the text\r\n" : "line %zu of the text\n", i);
+	char *path = write_msg(msg, o);
+	struct message *m = get(NULL, path);
+	size_t n;
+	char *crlf = crlf_of(msg, &n);
+	assert_true(n > 3 * 1024 * 1024);
+	assert_int_equal(message_size(m), n);
+	const uint64_t offs[] = {0, 1024 * 1024 - 1, 1024 * 1024 + 1, 2500000, n - 10, n - 1};
+	for (size_t i = 0; i < ARRAY_LEN(offs); i++) {
+		size_t got;
+		char *s = stream_range(m, path, offs[i], 5000, 4096, &got);
+		size_t want = n - offs[i] < 5000 ? n - offs[i] : 5000;
+		assert_int_equal(got, want);
+		assert_memory_equal(s, crlf + offs[i], want);
+		free(s);
+	}
+	message_put(m);
+	free(crlf);
+	free(path);
+	free(msg);
+}
+
 /* ---- SEARCH body text -------------------------------------------------------------- */
 
 static void test_search_body(void **state)
@@ -951,6 +982,7 @@ int main(void)
 		cmocka_unit_test(test_nested_message),
 		cmocka_unit_test(test_lf_and_crlf_agree),
 		cmocka_unit_test(test_stream_ranges),
+		cmocka_unit_test(test_stream_large),
 		cmocka_unit_test(test_search_body),
 		cmocka_unit_test(test_search_long_text),
 		cmocka_unit_test(test_malformed),
