@@ -280,7 +280,7 @@ class IMAPConn(SMTPConn):
     def capabilities(self):
         r = self.ok("CAPABILITY")
         [line] = r.find(r"^\* CAPABILITY ")
-        return set(line.split()[2:])
+        return {w.upper() for w in line.split()[2:]}        # names are case-insensitive
 
     def wrap(self, context, server_hostname=HOST):
         assert self.buf == b"", f"unread plaintext before the handshake: {self.buf!r}"

@@ -87,7 +87,7 @@ def test_refused_address_gets_bye_and_close(posthorn, cert, ctx, tls):
 def test_login_before_starttls_refused_with_logindisabled(imap, ctx):
     c = connect(imap)
     caps = c.capabilities()
-    assert "IMAP4rev1" in caps and "STARTTLS" in caps and "LOGINDISABLED" in caps, caps
+    assert "IMAP4REV1" in caps and "STARTTLS" in caps and "LOGINDISABLED" in caps, caps
     assert not {"AUTH=PLAIN", "AUTH=LOGIN"} & caps, caps
     r = c.login(BOB, BOB_PW)
     assert r.status == "NO" and r.code() == "PRIVACYREQUIRED", r
