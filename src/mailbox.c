@@ -165,30 +165,47 @@ bool mailbox_name_valid(const char *name)
 	return true;
 }
 
+/* Wildcard matching row by row (row[j]: the pattern so far matches the
+ * first j octets of n): O(pattern x name) whatever the pattern, where
+ * backtracking would be exponential in the number of wildcards. */
 static bool mbx_match_at(const char *p, const char *n)
 {
-	for (; *p; p++, n++) {
+	size_t nl = strlen(n);
+	if (nl > MAILBOX_NAME_MAX)
+		return false;
+	bool a[MAILBOX_NAME_MAX + 1], b[MAILBOX_NAME_MAX + 1];
+	bool *row = a, *next = b;
+	memset(row, 0, sizeof a);
+	row[0] = true;
+	for (; *p; p++) {
 		if (*p == '*' || *p == '%') {
-			for (const char *t = n;; t++) {
-				if (mbx_match_at(p + 1, t))
-					return true;
-				if (!*t || (*p == '%' && *t == MAILBOX_DELIM))
-					return false;
-			}
+			next[0] = row[0];
+			for (size_t j = 1; j <= nl; j++)
+				next[j] = row[j] ||
+					  (next[j - 1] && (*p == '*' || n[j - 1] != MAILBOX_DELIM));
+		} else {
+			next[0] = false;
+			for (size_t j = 1; j <= nl; j++)
+				next[j] = row[j - 1] && n[j - 1] == *p;
 		}
-		if (*p != *n)
-			return false;
+		bool *t = row;
+		row = next;
+		next = t;
 	}
-	return *n == '\0';
+	return row[nl];
 }
 
 bool mailbox_match(const char *pattern, const char *name)
 {
 	if (mailbox_is_inbox(name)) {
-		/* "INBOX" in any case matches INBOX (RFC 3501 §5.1) */
-		if (mailbox_is_inbox(pattern))
-			return true;
-		return mbx_match_at(pattern, "INBOX");
+		/* INBOX in any case (RFC 3501 §5.1): "inb*" finds it too */
+		char *upper = xstrdup(pattern);
+		for (char *c = upper; *c; c++)
+			if (*c >= 'a' && *c <= 'z')
+				*c = (char)(*c - 'a' + 'A');
+		bool r = mbx_match_at(upper, "INBOX");
+		free(upper);
+		return r;
 	}
 	return mbx_match_at(pattern, name);
 }

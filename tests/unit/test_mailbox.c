@@ -269,11 +269,36 @@ static void test_match(void **state)
 	assert_true(mailbox_match("A.*", "A.B.C"));
 	assert_true(mailbox_match("inbox", "INBOX"));
 	assert_true(mailbox_match("IN%", "INBOX"));
+	assert_true(mailbox_match("inb*", "INBOX"));
+	assert_false(mailbox_match("inbox.*", "INBOX"));
+	assert_false(mailbox_match("inb*", "inbound")); /* other names: exact case */
 	assert_true(mailbox_match("S*t", "Sent"));
 	assert_false(mailbox_match("S*t", "Sentx"));
 	assert_false(mailbox_match("Sent", "sent"));
 	assert_true(mailbox_match("%.%", "A.B"));
 	assert_false(mailbox_match("", "A"));
+	assert_true(mailbox_match("*%*", "A.B"));
+	assert_true(mailbox_match("%%.%", "Ab.C"));
+	assert_false(mailbox_match("%%", "A.B"));
+	assert_true(mailbox_match("A*B*C", "A.xB.yC"));
+	assert_false(mailbox_match("A*B*C", "A.xB.yD"));
+	/* many wildcards against a long name: no exponential backtracking */
+	char pattern[2 * 40 + 2], name[200];
+	for (int i = 0; i < 40; i++) {
+		pattern[2 * i] = '*';
+		pattern[2 * i + 1] = 'a';
+	}
+	pattern[80] = 'b';
+	pattern[81] = '\0';
+	memset(name, 'a', sizeof name - 1);
+	name[sizeof name - 1] = '\0';
+	clock_t t0 = clock();
+	for (int i = 0; i < 100; i++)
+		assert_false(mailbox_match(pattern, name));
+	pattern[0] = '%';
+	for (int i = 0; i < 100; i++)
+		assert_false(mailbox_match(pattern, name));
+	assert_true((double)(clock() - t0) / CLOCKS_PER_SEC < 10);
 }
 
 static void test_flags(void **state)
