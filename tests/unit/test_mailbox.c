@@ -271,7 +271,7 @@ static void test_match(void **state)
 	assert_true(mailbox_match("IN%", "INBOX"));
 	assert_true(mailbox_match("inb*", "INBOX"));
 	assert_false(mailbox_match("inbox.*", "INBOX"));
-	assert_false(mailbox_match("inb*", "inbound")); /* other names: exact case */
+	assert_false(mailbox_match("INB*", "inbound")); /* other names: exact case */
 	assert_true(mailbox_match("S*t", "Sent"));
 	assert_false(mailbox_match("S*t", "Sentx"));
 	assert_false(mailbox_match("Sent", "sent"));
