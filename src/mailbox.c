@@ -1667,7 +1667,8 @@ static void mbx_merge(struct mailbox *mb, struct mbx_scan *s)
 static enum mailbox_result mbx_view_sync(struct mailbox *mb, bool force, char *err, size_t errsz)
 {
 	if (mb->broken) {
-		errfmt(err, errsz, "UIDVALIDITY of %s changed, select it again", mb->name);
+		errfmt(err, errsz, "Mailbox %s changed under this session, select it again",
+		       mb->name);
 		return MAILBOX_ERR_IO;
 	}
 	if (!force && mb->stamp_valid && mbx_stamp_settled(&mb->stamp)) {
@@ -1680,6 +1681,10 @@ static enum mailbox_result mbx_view_sync(struct mailbox *mb, bool force, char *e
 	uint32_t validity, next;
 	enum mailbox_result r =
 	    mbx_index_sync(mb->dir, NULL, &s, &mb->stamp, &validity, &next, err, errsz);
+	if (r != MAILBOX_OK && !mbx_folder_exists(mb->dir)) {
+		mb->broken = true; /* deleted or renamed by another session */
+		errfmt(err, errsz, "Mailbox %s was deleted or renamed", mb->name);
+	}
 	if (r != MAILBOX_OK)
 		return r;
 	if (mb->validity && validity != mb->validity) {

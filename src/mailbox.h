@@ -206,12 +206,13 @@ enum mailbox_sync_flag {
 /* Read the disk (cheap when new/ and cur/ did not change), update the
  * index, and queue the changes since the last sync: expunges, the new
  * message count, the recent count, other sessions' flag changes.  When the
- * index was lost and rebuilt meanwhile the view cannot go on (IO, and
- * mailbox_stale() is true from then on): end the session with BYE or
- * unselect, the client must resynchronise. */
+ * index was lost and rebuilt meanwhile, or the folder was deleted or
+ * renamed, the view cannot go on (IO, and mailbox_stale() is true from
+ * then on): end the session with BYE or unselect, the client must
+ * resynchronise. */
 enum mailbox_result mailbox_sync(struct mailbox *mb, unsigned flags, char *err, size_t errsz);
-/* Did the folder's UIDVALIDITY change under this view? (added after the
- * first version of this header) */
+/* Did the folder's UIDVALIDITY change, or the folder go, under this view?
+ * (added after the first version of this header) */
 bool mailbox_stale(const struct mailbox *mb);
 
 enum mailbox_change_kind {

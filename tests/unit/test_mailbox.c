@@ -683,6 +683,18 @@ static void test_index_lost_while_open(void **state)
 	assert_false(mailbox_stale(mb));
 	assert_int_equal(mailbox_count(mb), 1);
 	mailbox_close(mb);
+	/* a folder deleted or renamed under a view */
+	deliver_new(f, "Sent", 1);
+	struct mailbox *s1 = open_box(f, "Sent", false);
+	struct mailbox *s2 = open_box(f, "Junk", false);
+	assert_int_equal(mailbox_delete(f->root, "Sent", err, sizeof err), MAILBOX_OK);
+	assert_int_equal(mailbox_rename(f->root, "Junk", "Spam", err, sizeof err), MAILBOX_OK);
+	assert_int_equal(mailbox_sync(s1, MAILBOX_SYNC_EXPUNGE, err, sizeof err), MAILBOX_ERR_IO);
+	assert_true(mailbox_stale(s1));
+	assert_int_equal(mailbox_sync(s2, MAILBOX_SYNC_EXPUNGE, err, sizeof err), MAILBOX_ERR_IO);
+	assert_true(mailbox_stale(s2));
+	mailbox_close(s1);
+	mailbox_close(s2);
 }
 
 /* ---- \Recent ----------------------------------------------------------------- */
