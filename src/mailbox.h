@@ -151,7 +151,8 @@ struct mailbox;
 
 /* One message of a view.  Read-only for callers. */
 struct mailbox_msg {
-	char *name;                    /* current file name (in new/ or cur/) */
+	char *name;                    /* current file name (in new/ or cur/); NULL
+					* while its EXPUNGE is being sent */
 	uint64_t size;                 /* RFC822.SIZE: octets with CRLF line ends */
 	long long internal_date;       /* seconds since the epoch: the name's
 					* leading number, else the file's mtime */
@@ -189,7 +190,8 @@ size_t mailbox_seq_of_uid(const struct mailbox *mb, uint32_t uid);
 /* The first sequence number whose UID is >= uid (count + 1 when none):
  * walk UID ranges without scanning.  O(log n). */
 size_t mailbox_seq_from_uid(const struct mailbox *mb, uint32_t uid);
-/* Path of message seq for reading (caller frees); NULL outside the view. */
+/* Path of message seq for reading (caller frees); NULL outside the view.
+ * For an expunged one the file is gone: answer NO (RFC 3501 §7.4.1). */
 char *mailbox_msg_path(const struct mailbox *mb, size_t seq);
 
 /* ---- keeping the view in step with the disk ------------------------------- */
@@ -268,7 +270,9 @@ void mailbox_uidmap_free(struct mailbox_uidmap *m);
 
 /* COPY the matching messages (flags and internal date kept, \Recent not)
  * to folder dest of the same user (hard links under new unique names, a
- * byte copy across file systems).  All or nothing.  A missing dest:
+ * byte copy across file systems).  An error takes back every copy made;
+ * messages found expunged meanwhile are left out (out says what was
+ * copied; nothing matching: OK with out->n 0).  A missing dest:
  * NONEXISTENT (say [TRYCREATE]); every matching message vanished:
  * EXPUNGED. */
 enum mailbox_result mailbox_copy(struct mailbox *mb, mailbox_match_fn match, void *arg,
