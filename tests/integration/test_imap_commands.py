@@ -8,6 +8,7 @@ is an EXPUNGE for the IMAP session that has the folder open.
 """
 
 import os
+import time
 
 import pytest
 
@@ -272,4 +273,24 @@ def test_select_unseen_and_copy_from_a_read_only_folder(imap, ctx):
     assert r.code().startswith("COPYUID "), r
     assert status(c, "Trash") == {"MESSAGES": 2}
     assert sorted(info_flags(n) for n in folder_files(imap, BOB)) == ["", "FS", "S", "S"]
+    c.logout()
+
+
+def test_list_with_pathological_wildcards_is_fast(imap, ctx):
+    """A pattern of many wildcards against long names is answered at once
+    (a backtracking matcher would take exponential time)."""
+    c = connect(imap, tls="imaps", ctx=ctx, timeout=30)
+    assert c.login(BOB, BOB_PW).ok
+    for i in range(20):
+        c.ok(f"CREATE {'a' * 60}{i:02d}")
+    pattern = "*a" * 25 + "*b"
+    t0 = time.monotonic()
+    r = c.ok(f'LIST "" "{pattern}"', timeout=30)
+    took = time.monotonic() - t0
+    assert not r.find(r"^\* LIST "), r
+    r = c.ok('LIST "" "%a%a%a%a%a%a%a%a%a%a%a%a%a%a%a%a%a%a%a%a%a%a%a%a%19"', timeout=30)
+    assert len(r.find(r"^\* LIST ")) == 1, r
+    took = max(took, time.monotonic() - t0)
+    print(f"pathological LIST patterns answered in {took:.2f}s")
+    assert took < 5, took
     c.logout()
