@@ -279,6 +279,20 @@ def test_ten_thousand_messages(posthorn, cert, ctx):
     print(f"FETCH 1:{n} ENVELOPE: {times[0]:.1f}s, again {times[1]:.1f}s; "
           f"VmRSS {before} -> {after} KiB")
     assert after - before < 48 * 1024, f"RSS grew by {after - before} KiB"
+    # half of them go: every EXPUNGE announced, here and in another session
+    other = login_select(p, ctx, timeout=300)
+    t0 = time.monotonic()
+    c.ok("STORE 1:* +FLAGS.SILENT (\\Deleted)", timeout=300)
+    c.ok("STORE 1:%d -FLAGS.SILENT (\\Deleted)" % (n // 2), timeout=300)
+    r = c.ok("EXPUNGE", timeout=300)
+    assert len(r.find(r"^\* \d+ EXPUNGE$")) == n // 2, len(r.untagged)
+    r = other.ok("NOOP", timeout=300)
+    assert len(r.find(r"^\* \d+ EXPUNGE$")) == n // 2, len(r.untagged)
+    took = time.monotonic() - t0
+    print(f"expunging {n // 2} of {n} took {took:.1f}s")
+    assert took < 240, took
+    assert len(folder_files(p, BOB)) == n // 2
+    other.logout()
     c.logout()
 
 
