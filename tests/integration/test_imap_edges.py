@@ -556,3 +556,18 @@ def test_envelope_group_syntax(imap, ctx):
     assert env[6] == [[None, None, b"Team", None], [None, None, b"x", b"example.org"],
                       [b"Y Person", None, b"y", b"example.org"], end], env[6]
     c.logout()
+
+
+def test_idle_done_pipelined_with_the_next_commands(imap, ctx):
+    put_message(imap, BOB, "Subject: one\n\nbody\n")
+    c = login_select(imap, ctx)
+    tag = c.send_cmd("IDLE")
+    assert c.line().startswith("+")
+    c.send(b"DONE\r\nq1 NOOP\r\nq2 FETCH 1 (FLAGS)\r\nq3 IDLE\r\n")
+    assert c.collect(tag).ok
+    assert c.collect("q1").ok
+    assert fetch_responses(c.collect("q2"))
+    assert c.line().startswith("+")
+    c.send(b"done\r\n")                                      # case-insensitive
+    assert c.collect("q3").ok
+    c.logout()
