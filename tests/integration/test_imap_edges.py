@@ -571,3 +571,24 @@ def test_idle_done_pipelined_with_the_next_commands(imap, ctx):
     c.send(b"done\r\n")                                      # case-insensitive
     assert c.collect("q3").ok
     c.logout()
+
+
+def test_idle_sees_an_append_and_a_move_from_another_session(imap, ctx):
+    c = login_select(imap, ctx, mailbox="Trash")
+    other = login_select(imap, ctx)
+    tag = c.send_cmd("IDLE")
+    assert c.line().startswith("+")
+    msg = b"Subject: appended elsewhere\r\n\r\nx\r\n"
+    other.ok("APPEND Trash {%d+}\r\n%s" % (len(msg), msg.decode()))
+    got = []
+    while "* 1 EXISTS" not in got:
+        got.append(c.line(timeout=10))
+    other.ok("APPEND INBOX {%d+}\r\n%s" % (len(msg), msg.decode()))
+    other.ok("NOOP")
+    other.ok("MOVE 1 Trash")
+    while "* 2 EXISTS" not in got:
+        got.append(c.line(timeout=10))
+    c.send(b"DONE\r\n")
+    assert c.collect(tag).ok
+    c.logout()
+    other.logout()
