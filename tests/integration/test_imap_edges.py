@@ -10,7 +10,10 @@ announced during IDLE (and a FETCH of the message it removed), and a
 folder of 10,000 messages (FETCH of every ENVELOPE twice, SEARCH, RSS),
 every SEARCH key of RFC 3501 §6.4.4 (also as UID SEARCH), UID COPY of
 many messages keeping the COPYUID pairing, a 1 MB APPEND and
-HEADER.FIELDS with repeated and folded fields.
+HEADER.FIELDS with repeated and folded fields, malformed and extreme MIME
+with a BODYSTRUCTURE of valid syntax, ENVELOPE group syntax, 8-bit folder
+names, IDLE's DONE pipelined, IDLE seeing APPEND and MOVE, and commands
+dripped one octet per TLS record.
 """
 
 import os
@@ -592,3 +595,25 @@ def test_idle_sees_an_append_and_a_move_from_another_session(imap, ctx):
     assert c.collect(tag).ok
     c.logout()
     other.logout()
+
+
+def test_commands_dripped_one_octet_at_a_time(imap, ctx):
+    """Every octet in its own TLS record: the parser is incremental across
+    reads, literals included."""
+    put_message(imap, BOB, "Subject: drip\n\nbody\n")
+    c = connect(imap, tls="imaps", ctx=ctx)
+
+    def drip(data):
+        for i in range(len(data)):
+            c.send(data[i:i + 1])
+
+    drip(b"d1 LOGIN {%d}\r\n" % len(BOB))
+    assert c.line().startswith("+")
+    drip(BOB.encode() + b" {%d+}\r\n" % len(BOB_PW) + BOB_PW.encode() + b"\r\n")
+    r = c.collect("d1")
+    assert r.ok, r
+    drip(b"d2 SELECT INBOX\r\nd3 FETCH 1 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])\r\n")
+    assert c.collect("d2").ok
+    f = fetch_responses(c.collect("d3"))
+    assert list(f[1].values()) == [b"Subject: drip\r\n\r\n"], f
+    c.logout()
