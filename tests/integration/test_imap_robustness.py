@@ -383,3 +383,30 @@ def test_imap_as_an_unprivileged_user(posthorn):
     assert any(x.endswith(".Made.By.Nobody") for x in made), made
     for path in made:
         assert os.stat(path).st_uid == nobody.pw_uid, path
+
+
+def test_acknowledged_changes_survive_kill_9(imap, ctx):
+    """What was answered OK is on disk: after kill -9 the APPENDUID still
+    names the appended message in the same UIDVALIDITY, with its flags."""
+    deliver(imap, BOB, "Subject: before\r\n\r\nbody\r\n")
+    c = login_select(imap, ctx)
+    msg = b"Subject: appended before the crash\r\n\r\nkeep me\r\n"
+    tag = c.send_cmd("APPEND INBOX (\\Seen) {%d}" % len(msg))
+    assert c.line().startswith("+")
+    c.send(msg + b"\r\n")
+    r = c.collect(tag)
+    assert r.ok, r
+    _, validity, uid = r.code().split()
+    c.ok(f"UID STORE {uid} +FLAGS (\\Flagged)")
+    c.ok("STORE 1 +FLAGS (\\Answered)")
+    imap.kill9()
+    imap.start()
+    c = login_select(imap, ctx)
+    r = c.select("INBOX")
+    assert f"[UIDVALIDITY {validity}]" in " ".join(r.lines()), r
+    f = fetch_responses(c.ok(f"UID FETCH {uid} (FLAGS BODY.PEEK[])"))
+    [v] = f.values()
+    assert v["BODY[]"] == msg and {"\\Seen", "\\Flagged"} <= set(v["FLAGS"]), v
+    f = fetch_responses(c.ok("FETCH 1 (FLAGS)"))
+    assert "\\Answered" in f[1]["FLAGS"], f
+    c.logout()
