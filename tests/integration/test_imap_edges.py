@@ -617,3 +617,20 @@ def test_commands_dripped_one_octet_at_a_time(imap, ctx):
     f = fetch_responses(c.collect("d3"))
     assert list(f[1].values()) == [b"Subject: drip\r\n\r\n"], f
     c.logout()
+
+
+def test_no_expunge_without_a_command_in_progress(imap, ctx):
+    """RFC 3501 §7.4.1: an EXPUNGE response is never sent when no command is
+    in progress (outside IDLE); it comes with the next NOOP."""
+    for i in range(2):
+        put_message(imap, BOB, f"Subject: q{i}\n\nbody\n")
+    a = login_select(imap, ctx)
+    b = login_select(imap, ctx)
+    b.ok("STORE 1 +FLAGS (\\Deleted)")
+    b.ok("EXPUNGE")
+    unsolicited = a.quiet(2.0)
+    assert b"EXPUNGE" not in unsolicited, unsolicited
+    r = a.ok("NOOP")
+    assert r.find(r"^\* 1 EXPUNGE$"), (unsolicited, r)
+    a.logout()
+    b.logout()
