@@ -893,13 +893,16 @@ static void imap_dispatch(struct imap_session *s, struct imap_command *cmd)
 		imap_bad(s, "Unknown command");
 	} else if (imap_gate(s, d)) {
 		imap_before_command(s, d);
-		if (s->job) { /* the updates go out first; then the command */
-			s->deferred = cmd;
-			s->deferred_def = d;
+		/* CLOSING: the folder went stale and BYE is sent; drop the command */
+		if (s->state != IMAP_CLOSING) {
+			if (s->job) { /* the updates go out first; then the command */
+				s->deferred = cmd;
+				s->deferred_def = d;
+				return;
+			}
+			imap_handle(s, d, cmd);
 			return;
 		}
-		imap_handle(s, d, cmd);
-		return;
 	}
 	if (!s->user)
 		imap_args_wipe(&cmd->args);
@@ -1328,7 +1331,8 @@ static void imap_idle_line(struct imap_session *s, const struct linebuf_line *l)
 	imap_enter_state(s, s->view ? IMAP_SELECTED : IMAP_AUTH);
 	if (l->len == 4 && strncasecmp(l->data, "DONE", 4) == 0) {
 		imap_sync(s, true);
-		imap_ok(s, "IDLE terminated");
+		if (s->state != IMAP_CLOSING)
+			imap_ok(s, "IDLE terminated");
 	} else {
 		imap_bad(s, "Expected DONE to end IDLE");
 	}
@@ -1443,8 +1447,19 @@ static void imap_sync(struct imap_session *s, bool expunges)
 		return;
 	char err[256];
 	unsigned flags = expunges ? MAILBOX_SYNC_EXPUNGE : 0;
-	if (mailbox_sync(s->view, flags, err, sizeof err) != MAILBOX_OK)
+	if (mailbox_sync(s->view, flags, err, sizeof err) != MAILBOX_OK) {
 		imap_mailbox_log(s, "sync", err);
+		/* The folder's UIDs were renumbered (index lost) or the folder
+		 * went: sequence numbers and UIDs the client holds mean nothing
+		 * now, so the session ends and the client starts over. */
+		if (mailbox_stale(s->view) && s->state != IMAP_CLOSING) {
+			imap_job_stop(s);
+			conn_printf(s->io, "* BYE [UNAVAILABLE] The selected mailbox changed under "
+					   "this session; please reconnect");
+			imap_close_after_flush(s);
+			return;
+		}
+	}
 	if (mailbox_changes_pending(s->view) && !s->job)
 		imap_updates(s, NULL, NULL);
 }
@@ -1939,8 +1954,11 @@ IMAP_HANDLER(imap_cmd_append)
 	if (!imap_store_error(s, r, why))
 		return;
 	char text[128];
-	snprintf(text, sizeof text, "[APPENDUID %lu %lu] APPEND completed", (unsigned long)validity,
-		 (unsigned long)uid);
+	if (uid) /* 0: the UID is not known (RFC 4315 §3: then no APPENDUID) */
+		snprintf(text, sizeof text, "[APPENDUID %lu %lu] APPEND completed",
+			 (unsigned long)validity, (unsigned long)uid);
+	else
+		snprintf(text, sizeof text, "APPEND completed");
 	if (s->view) { /* the new message of the selected folder shows at once */
 		imap_sync(s, true);
 		if (s->job) {
