@@ -289,22 +289,49 @@ static void server_refuse(int fd, const char *reply)
 	close(fd);
 }
 
-static bool server_over_limits(const struct conf_server *srv, const char *client, int fd)
+/* The "too many connections" reply in the server's protocol, sent in the
+ * clear before any session exists.  Nothing is sent on an implicit-TLS
+ * listener: plaintext there would only confuse the client's TLS stack,
+ * and a handshake per refused connection is what a flood wants. */
+static void server_limit_reply(const struct conf_server *srv, bool per_ip, char *out,
+			       size_t outsz)
+{
+	out[0] = '\0';
+	const char *what = per_ip ? "too many connections from your address"
+				  : "too many connections";
+	switch (srv->protocol) {
+	case PROTO_SMTP:
+		bsnprintf(out, outsz, "421 4.7.0 %s Error: %s\r\n", srv->hostname, what);
+		break;
+	case PROTO_POP3:
+		bsnprintf(out, outsz, "-ERR [SYS/TEMP] %s: %s\r\n", srv->hostname, what);
+		break;
+	case PROTO_IMAP:
+		bsnprintf(out, outsz, "* BYE [UNAVAILABLE] %s: %s\r\n", srv->hostname, what);
+		break;
+	}
+}
+
+static bool server_over_limits(const struct conf_server *srv, bool implicit_tls,
+			       const char *client, int fd)
 {
 	char key[512];
-	char reply[512];
-	if (count_get(srv->name) >= srv->limits.connections) {
-		bsnprintf(reply, sizeof reply, "421 4.7.0 %s Error: too many connections\r\n",
-			  srv->hostname);
-	} else if (bsnprintf(key, sizeof key, "%s|%s", srv->name, client) &&
-		   count_get(key) >= srv->limits.connections_per_ip) {
-		bsnprintf(reply, sizeof reply,
-			  "421 4.7.0 %s Error: too many connections from your address\r\n",
-			  srv->hostname);
-	} else {
+	bool per_ip;
+	if (count_get(srv->name) >= srv->limits.connections)
+		per_ip = false;
+	else if (bsnprintf(key, sizeof key, "%s|%s", srv->name, client) &&
+		 count_get(key) >= srv->limits.connections_per_ip)
+		per_ip = true;
+	else
 		return false;
+	log_info("event=refuse server=%s client=%s reason=connection-limit limit=%s", srv->name,
+		 client, per_ip ? "per-address" : "server");
+	if (implicit_tls) {
+		close(fd);
+		return true;
 	}
-	log_info("event=refuse server=%s client=%s reason=connection-limit", srv->name, client);
+	char reply[512];
+	server_limit_reply(srv, per_ip, reply, sizeof reply);
 	server_refuse(fd, reply);
 	return true;
 }
@@ -436,7 +463,7 @@ static void server_accept(struct evconnlistener *lev, evutil_socket_t fd, struct
 		close(fd);
 		return;
 	}
-	if (server_over_limits(srv, client, fd))
+	if (server_over_limits(srv, l->tls, client, fd))
 		return;
 
 	struct server_conn *c = xcalloc(1, sizeof *c);
