@@ -181,7 +181,7 @@ static struct runtime *runtime_load(const char *path, struct spool *sp, struct e
 	return rt;
 }
 
-static const struct conf_server *runtime_server(const struct runtime *rt, const char *name)
+const struct conf_server *runtime_server(const struct runtime *rt, const char *name)
 {
 	for (size_t i = 0; i < rt->conf->nservers; i++)
 		if (strcmp(rt->conf->servers[i].name, name) == 0)

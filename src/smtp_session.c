@@ -860,6 +860,7 @@ static void smtp_cmd_data(struct smtp_session *s, char *args)
 		.client = s->client,
 		.helo = s->helo,
 		.auth_user = s->auth_user,
+		.server = s->srv->name,
 	};
 	s->msg = spool_msg_begin(s->rt->spool, &env);
 	if (!s->msg) {

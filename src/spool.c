@@ -9,6 +9,7 @@
  *   client XTEXT            may be empty
  *   helo XTEXT              optional
  *   auth XTEXT              optional
+ *   server XTEXT            optional: the virtual server that accepted it
  *   rcpt local|remote XTEXT(address) XTEXT(orig)   one or more
  * then an empty line and the message.  The reader is strict: any other line,
  * a missing or repeated key, or a bad xtext makes the file malformed. */
@@ -411,6 +412,8 @@ static int spool_msg_put_envelope(struct spool_msg *m, const struct spool_envelo
 		return -1;
 	if (env->auth_user && spool_msg_put_field(m, "auth", env->auth_user) < 0)
 		return -1;
+	if (env->server && spool_msg_put_field(m, "server", env->server) < 0)
+		return -1;
 	for (size_t i = 0; i < env->nrcpts; i++)
 		if (spool_msg_put_rcpt(m, &env->rcpts[i]) < 0)
 			return -1;
@@ -563,6 +566,7 @@ enum spool_key_rank {
 	SPOOL_KEY_CLIENT,
 	SPOOL_KEY_HELO,
 	SPOOL_KEY_AUTH,
+	SPOOL_KEY_SERVER,
 	SPOOL_KEY_RCPT,
 };
 
@@ -626,6 +630,11 @@ static int spool_parse_auth(struct spool_reader *rd, const char *v)
 	return spool_parse_xtext(rd, v, &rd->env->auth_user);
 }
 
+static int spool_parse_server(struct spool_reader *rd, const char *v)
+{
+	return spool_parse_xtext(rd, v, &rd->env->server);
+}
+
 /* "local|remote ADDRESS ORIG" */
 static int spool_parse_rcpt(struct spool_reader *rd, const char *v)
 {
@@ -666,11 +675,12 @@ static const struct spool_key {
 	{"client", SPOOL_KEY_CLIENT, spool_parse_client},
 	{"helo", SPOOL_KEY_HELO, spool_parse_helo},
 	{"auth", SPOOL_KEY_AUTH, spool_parse_auth},
+	{"server", SPOOL_KEY_SERVER, spool_parse_server},
 	{"rcpt", SPOOL_KEY_RCPT, spool_parse_rcpt},
 };
 
 /* Keys come in rank order, each once but rcpt; id to client are required
- * (helo and auth are optional), so each may follow only its predecessor. */
+ * (helo, auth and server are optional), so each may follow only its predecessor. */
 static bool spool_key_may_follow(enum spool_key_rank key, enum spool_key_rank last)
 {
 	if (key <= SPOOL_KEY_CLIENT)
@@ -1005,5 +1015,6 @@ void spool_envelope_clear(struct spool_envelope *env)
 	free(env->client);
 	free(env->helo);
 	free(env->auth_user);
+	free(env->server);
 	memset(env, 0, sizeof *env);
 }

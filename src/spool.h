@@ -34,6 +34,7 @@ struct spool_envelope {
 	char *client;           /* client address text */
 	char *helo;             /* may be NULL */
 	char *auth_user;        /* may be NULL */
+	char *server;           /* the virtual server that accepted it; may be NULL */
 	off_t body_offset;      /* filled by spool_read_envelope() */
 	off_t size;             /* of the message part; filled by spool_read_envelope() */
 };
