@@ -1,7 +1,7 @@
 # posthorn — GNU Make build.  Out-of-tree: build/release (optimised, used by
 # `make run`) and build/asan (AddressSanitizer + UBSan, used by `make check`).
 
-PKGS      := libevent libevent_openssl libssl libcrypto libcares
+PKGS      := libevent libevent_openssl libssl libcrypto libcares libseccomp
 CC        ?= cc
 PYTEST    := /usr/bin/python3 -m pytest
 BUILD     ?= build
