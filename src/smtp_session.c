@@ -1320,6 +1320,13 @@ static void smtp_cmd_starttls(struct smtp_session *s, char *args)
 		smtp_error(s);
 		return;
 	}
+	if (s->auth_user) {
+		/* a login made in the clear must not look protected afterwards
+		 * (NO STARTTLS / EAST: STARTTLS after AUTH) */
+		smtp_reply(s, "503 5.5.1 Error: STARTTLS not allowed after AUTH");
+		smtp_error(s);
+		return;
+	}
 	smtp_reply(s, "220 2.0.0 Ready to start TLS");
 	linebuf_reset(&s->lb);
 	if (!conn_starttls(s->io)) {

@@ -492,7 +492,9 @@ def test_outbound_peer_resets_mid_data_then_delivers(posthorn, dnsmasq):
 
 def test_slow_clients_are_timed_out_and_memory_stays_bounded(posthorn):
     timeout = 6
-    p = posthorn(limits=dict(BIG_LIMITS, timeout=f"{timeout}s"))
+    # a small ASan quarantine: RSS then shows what posthorn holds
+    p = posthorn(limits=dict(BIG_LIMITS, timeout=f"{timeout}s"),
+                 asan_options={"quarantine_size_mb": "4"})
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, SLOW_CLIENTS * 2 + 1000), hard))
     base_rss = vm_rss_kb(p.pid)
