@@ -413,7 +413,9 @@ def test_dns_dies_and_comes_back_mid_run(posthorn, dnsmasq, tmp_path):
     sink = Sink(SINK_HOST, dnsutil.free_port(SINK_HOST))
     try:
         records = dict(mx=[("external.test", "mx1.external.test", 10)],
-                       hosts=[("mx1.external.test", SINK_HOST)])
+                       hosts=[("mx1.external.test", SINK_HOST),
+                              ("back.example.test", "127.0.0.78")],
+                       ptr=[("127.0.0.78", "back.example.test")])
         dns = dnsmasq(**records)
         p = relay_daemon(posthorn, dns, sink.port, outbound={"retry": "2s", "lifetime": "10m"})
         with SMTPConn(p.port()) as c:
@@ -426,12 +428,24 @@ def test_dns_dies_and_comes_back_mid_run(posthorn, dnsmasq, tmp_path):
             qid = queue_id(send_message(c, BOB, [REMOTE], message("dns down")))
         p.wait_event("outbound", id=qid, result="deferred", timeout=60)
         assert len(sink.delivered()) == 1
+        # a new client while DNS is down: greeted after the lookup's deadline
+        t0 = time.monotonic()
+        with SMTPConn(p.port(), source="127.0.0.77", timeout=30) as c:
+            c.greeting()
+        assert time.monotonic() - t0 < 20
+        ev = p.wait_event("connect", client="127.0.0.77")
+        assert ev["name"] == "-"
         os.makedirs(tmp_path / "dns2", exist_ok=True)
         again = restart_dns_on(dns.port, tmp_path / "dns2", **records)
         try:
             got = sink.wait_delivered(2, timeout=90)
             assert b"Subject: dns down" in got[1]["data"]
             wait_spool_empty(p, timeout=30)
+            # names are looked up again for new clients
+            with SMTPConn(p.port(), source="127.0.0.78", timeout=30) as c:
+                c.greeting()
+            ev = p.wait_event("connect", client="127.0.0.78")
+            assert ev["name"] == "back.example.test", ev["_line"]
         finally:
             again.stop()
     finally:
@@ -567,3 +581,33 @@ def test_slow_clients_are_timed_out_and_memory_stays_bounded(posthorn):
     p.wait_messages(BOB, 1)
     print(f"\nchaos slow clients: {len(socks)} timed out, RSS {base_rss // 1024} MB -> "
           f"peak {peak // 1024} MB")
+
+
+def test_pop3_trickling_client_is_timed_out(posthorn):
+    """The same line deadline holds for POP3 (the autologout timer)."""
+    p = posthorn(servers={"pop": {"anonymous": None, "limits": {"timeout": "3s"},
+                                  "extra": "protocol pop3\nauth {\n    plaintext-requires-tls no\n}"}})
+    with socket.create_connection((HOST, p.port("pop")), timeout=10) as s:
+        assert s.recv(512).startswith(b"+OK")
+        t0 = time.monotonic()
+        closed = False
+        for b in b"CAPABILITIES-AND-MORE-AND-MORE-AND-MORE":
+            try:
+                s.send(bytes([b]))
+            except OSError:
+                closed = True
+                break
+            s.settimeout(1.0)
+            try:
+                if s.recv(512) == b"":
+                    closed = True
+                    break
+            except socket.timeout:
+                pass
+            except OSError:
+                closed = True
+                break
+        elapsed = time.monotonic() - t0
+    assert closed, "a POP3 client trickling bytes was never timed out"
+    assert elapsed < 15, elapsed
+    p.wait_event("timeout")
