@@ -179,6 +179,17 @@ def test_pop3_stls_after_user_forgets_the_user(posthorn, cert, ctx):
     assert c.cmd("QUIT").startswith("+OK")
 
 
+def test_pop3_stls_after_a_plaintext_login_is_refused(posthorn, cert):
+    """Logged in over the clear (allowed by configuration): STLS cannot
+    make that login look protected; the session stays as it was."""
+    p = start_pop3(posthorn, cert, auth=["plaintext-requires-tls no"])
+    c = pop_connect(p)
+    assert c.login(BOB, BOB_PW).startswith("+OK")
+    assert c.cmd("STLS").startswith("-ERR")
+    assert c.cmd("STAT").startswith("+OK")      # still the plaintext session, logged in
+    assert c.cmd("QUIT").startswith("+OK")
+
+
 def test_pop3_stls_twice_in_one_packet(posthorn, cert, ctx):
     p = start_pop3(posthorn, cert)
     c = pop_connect(p)
