@@ -67,7 +67,10 @@ static const int confine_allowed[] = {
 	SCMP_SYS(ftruncate), SCMP_SYS(fallocate), SCMP_SYS(fadvise64), SCMP_SYS(flock),
 	SCMP_SYS(umask), SCMP_SYS(getcwd), SCMP_SYS(utimensat), SCMP_SYS(futimesat),
 	SCMP_SYS(fcntl), SCMP_SYS(dup), SCMP_SYS(dup2), SCMP_SYS(dup3), SCMP_SYS(pipe),
-	SCMP_SYS(pipe2),
+	SCMP_SYS(pipe2), SCMP_SYS(sendfile), SCMP_SYS(copy_file_range),
+	/* watching Maildirs (IMAP IDLE) and the users file */
+	SCMP_SYS(inotify_init), SCMP_SYS(inotify_init1), SCMP_SYS(inotify_add_watch),
+	SCMP_SYS(inotify_rm_watch),
 	/* sockets (the families are checked at socket()) */
 	SCMP_SYS(socketpair), SCMP_SYS(bind), SCMP_SYS(listen), SCMP_SYS(accept),
 	SCMP_SYS(accept4), SCMP_SYS(connect), SCMP_SYS(getsockname), SCMP_SYS(getpeername),
@@ -91,7 +94,8 @@ static const int confine_allowed[] = {
 	SCMP_SYS(sigaltstack), SCMP_SYS(restart_syscall), SCMP_SYS(clock_gettime),
 	SCMP_SYS(clock_getres), SCMP_SYS(gettimeofday), SCMP_SYS(time), SCMP_SYS(nanosleep),
 	SCMP_SYS(clock_nanosleep), SCMP_SYS(getrandom), SCMP_SYS(uname), SCMP_SYS(sysinfo),
-	SCMP_SYS(getrusage), SCMP_SYS(times), SCMP_SYS(getrlimit), SCMP_SYS(exit),
+	SCMP_SYS(getrusage), SCMP_SYS(times), SCMP_SYS(getrlimit), SCMP_SYS(getcpu),
+	SCMP_SYS(exit),
 	SCMP_SYS(exit_group),
 	/* identity: reading it is harmless */
 	SCMP_SYS(getpid), SCMP_SYS(gettid), SCMP_SYS(getppid), SCMP_SYS(getuid),

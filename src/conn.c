@@ -218,10 +218,7 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 			conn_tls_failed(c, what);
 		return;
 	}
-	if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) && !c->closing) {
-		c->h->timeout(c->owner);
-		return;
-	}
+	/* a write timeout (the client stopped reading) ends it at once */
 	if (what & BEV_EVENT_ERROR)
 		log_debug("event=socket-error %s error=\"%s\"", c->log_id,
 			  evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
@@ -248,8 +245,10 @@ static void conn_setup(struct conn *c)
 	conn_arm_deadline(c);
 	bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
 	bufferevent_setwatermark(c->bev, EV_READ, 0, CONN_INPUT_MAX);
+	/* reading is timed by the line deadline alone (two read timers would
+	 * race: the second would close the session before its 421 left) */
 	struct timeval tv = {.tv_sec = c->timeout};
-	bufferevent_set_timeouts(c->bev, &tv, &tv);
+	bufferevent_set_timeouts(c->bev, NULL, &tv);
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 }
 
