@@ -22,6 +22,7 @@
 #include "access.h"
 #include "aliases.h"
 #include "conf.h"
+#include "confine.h"
 #include "control.h"
 #include "deliver_local.h"
 #include "deliver_remote.h"
@@ -846,6 +847,16 @@ static int server_start(struct runtime *rt)
 		return -1;
 	}
 	server_enqueue_spooled(rt->spool); /* local part first, then handed to the runner */
+	/* last: bound, dropped, files open, threads started; from here on the
+	 * process cannot execute programs or gain privileges */
+	if (confine_apply(why, sizeof why) < 0) {
+		log_err("event=startup-error error=\"cannot confine the process: %s\"", why);
+		delivery_stop();
+		control_stop();
+		outbound_stop();
+		return -1;
+	}
+	log_info("event=confined no_new_privs=yes seccomp=filter");
 	return 0;
 }
 
