@@ -1174,6 +1174,18 @@ int spool_mark_done(struct spool *sp, const char *id, size_t i)
 
 int spool_remove(struct spool *sp, const char *id)
 {
+	if (spool_unlink_message(sp, id) < 0)
+		return -1;
+	return spool_sync_queue(sp);
+}
+
+int spool_sync_queue(struct spool *sp)
+{
+	return fsync_dir(sp->queuedir);
+}
+
+int spool_unlink_message(struct spool *sp, const char *id)
+{
 	if (!spool_id_valid(id)) {
 		errno = EINVAL;
 		return -1;
@@ -1190,7 +1202,7 @@ int spool_remove(struct spool *sp, const char *id)
 	free(path);
 	if (r < 0 && errno != ENOENT)
 		return -1;
-	return fsync_dir(sp->queuedir);
+	return 0;
 }
 
 static int spool_cmp_ids(const void *a, const void *b)

@@ -94,8 +94,12 @@ int spool_read_envelope(struct spool *sp, const char *id, struct spool_envelope 
 int spool_open_message(struct spool *sp, const struct spool_envelope *env);
 /* Record that recipient index i was delivered (append + fsync). */
 int spool_mark_done(struct spool *sp, const char *id, size_t i);
-/* Remove a fully handled message (its file and .done). */
+/* Remove a fully handled message (its file and .done), queue/ fsynced. */
 int spool_remove(struct spool *sp, const char *id);
+/* The same without the fsync, for several removals that share one
+ * spool_sync_queue(). */
+int spool_unlink_message(struct spool *sp, const char *id);
+int spool_sync_queue(struct spool *sp);
 /* IDs in queue/, oldest first.  Caller frees with spool_free_ids(). */
 size_t spool_list(struct spool *sp, char ***ids);
 void spool_free_ids(char **ids, size_t n);
