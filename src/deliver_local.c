@@ -33,6 +33,7 @@ enum {
 	DELIVERY_RETRY_MAX = 600,       /* ... up to this */
 	DELIVERY_REASON_MAX = 512,
 	DELIVERY_BATCH_MAX = 64,        /* messages taken from the queue at once */
+	DELIVERY_SYNCFS_MIN = 3,        /* copies in a batch: one syncfs, not fdatasync each */
 };
 
 /* ---- Maildir paths ------------------------------------------------------ */
@@ -315,10 +316,11 @@ static int maildir_write(struct maildir_file *mf, const char *hdr, int src, off_
 	return 0;
 }
 
-/* fdatasync, close, rename into new/ (new/ itself is the caller's to fsync). */
-static int maildir_publish(struct maildir_file *mf, char *err, size_t errsz)
+/* fdatasync (unless a syncfs did it), close, rename into new/ (new/
+ * itself is the caller's to fsync). */
+static int maildir_publish(struct maildir_file *mf, bool synced, char *err, size_t errsz)
 {
-	if (fdatasync(mf->fd) < 0) {
+	if (!synced && fdatasync(mf->fd) < 0) {
 		maildir_err(err, errsz, "cannot fsync %s: %s", mf->tmp, strerror(errno));
 		return -1;
 	}
@@ -432,7 +434,7 @@ int maildir_deliver(const char *mailboxes, const char *address, const char *send
 	struct maildir_file mf;
 	if (maildir_stage(mailboxes, address, sender, fd, offset, len, &mf, err, errsz) < 0)
 		return -1;
-	int r = maildir_publish(&mf, err, errsz);
+	int r = maildir_publish(&mf, false, err, errsz);
 	if (r == 0)
 		r = maildir_sync_new(mf.dir, err, errsz);
 	int saved = errno;
@@ -727,6 +729,7 @@ struct delivery_copy {
 	struct maildir_file mf;
 	struct delivery_msg *m;
 	size_t rcpt;
+	dev_t dev;              /* the file system of the copy */
 	bool staged;            /* a file was written (not an earlier, unrecorded one) */
 	bool ok;
 };
@@ -785,24 +788,59 @@ static void delivery_batch_stage(struct delivery_batch *b)
 				m->failed = true;
 				continue;
 			}
+			struct stat st;
+			c->dev = fstat(c->mf.fd, &st) == 0 ? st.st_dev : 0;
 			c->staged = true;
 			c->ok = true;
 		}
 	}
 }
 
+static void delivery_copy_failed(struct delivery_copy *c, const char *err)
+{
+	delivery_log_failure(&c->m->job, c->m->env.rcpts[c->rcpt].address, err);
+	maildir_discard(&c->mf);
+	c->ok = false;
+	c->m->failed = true;
+}
+
+/* The data of many copies made durable at once: one syncfs(2) per file
+ * system instead of one fdatasync per copy.  false when the batch is too
+ * small for that to pay. */
+static bool delivery_batch_syncfs(struct delivery_batch *b)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < b->ncopies; i++)
+		n += b->copies[i].staged && b->copies[i].ok;
+	if (n < DELIVERY_SYNCFS_MIN)
+		return false;
+	for (size_t i = 0; i < b->ncopies; i++) {
+		struct delivery_copy *c = &b->copies[i];
+		bool first = c->staged && c->ok;
+		for (size_t j = 0; first && j < i; j++)
+			first = !(b->copies[j].staged && b->copies[j].dev == c->dev);
+		if (!first || syncfs(c->mf.fd) == 0)
+			continue;
+		char err[DELIVERY_REASON_MAX];
+		errfmt(err, sizeof err, "cannot sync the Maildir file system: %s", strerror(errno));
+		dev_t dev = c->dev;
+		for (size_t j = i; j < b->ncopies; j++)
+			if (b->copies[j].staged && b->copies[j].ok && b->copies[j].dev == dev)
+				delivery_copy_failed(&b->copies[j], err);
+	}
+	return true;
+}
+
 /* Sync and rename each copy; then fsync each new/ folder once. */
 static void delivery_batch_publish(struct delivery_batch *b)
 {
 	char err[DELIVERY_REASON_MAX];
+	bool synced = delivery_batch_syncfs(b);
 	for (size_t i = 0; i < b->ncopies; i++) {
 		struct delivery_copy *c = &b->copies[i];
-		if (!c->staged || maildir_publish(&c->mf, err, sizeof err) == 0)
+		if (!c->staged || !c->ok || maildir_publish(&c->mf, synced, err, sizeof err) == 0)
 			continue;
-		delivery_log_failure(&c->m->job, c->m->env.rcpts[c->rcpt].address, err);
-		maildir_discard(&c->mf);
-		c->ok = false;
-		c->m->failed = true;
+		delivery_copy_failed(c, err);
 	}
 	for (size_t i = 0; i < b->ncopies; i++) {
 		struct delivery_copy *c = &b->copies[i];
@@ -815,12 +853,8 @@ static void delivery_batch_publish(struct delivery_batch *b)
 		/* not known to be durable: take back every copy in that folder */
 		for (size_t j = i; j < b->ncopies; j++) {
 			struct delivery_copy *d = &b->copies[j];
-			if (!d->staged || !d->ok || strcmp(d->mf.dir, c->mf.dir) != 0)
-				continue;
-			delivery_log_failure(&d->m->job, d->m->env.rcpts[d->rcpt].address, err);
-			maildir_discard(&d->mf);
-			d->ok = false;
-			d->m->failed = true;
+			if (d->staged && d->ok && strcmp(d->mf.dir, c->mf.dir) == 0)
+				delivery_copy_failed(d, err);
 		}
 	}
 }

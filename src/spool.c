@@ -41,6 +41,7 @@ enum {
 	SPOOL_ID_SEQ_CHARS = 4,         /* 20 bits of a per-process counter */
 	SPOOL_ID_RAND_CHARS = 6,        /* 30 bits of randomness */
 	SPOOL_ID_LEN = SPOOL_ID_TIME_CHARS + SPOOL_ID_SEQ_CHARS + SPOOL_ID_RAND_CHARS,
+	SPOOL_SYNCFS_MIN = 3,           /* batches this large: one syncfs, not fdatasync each */
 };
 
 _Static_assert((int)SPOOL_ID_LEN < (int)SPOOL_ID_SIZE, "spool ID does not fit SPOOL_ID_SIZE");
@@ -70,6 +71,7 @@ struct spool {
 	char *dir;
 	char *tmpdir;
 	char *queuedir;
+	int sync_fd;                    /* queue/, open for syncfs() */
 	struct spool_committer *gc;     /* NULL: commits are synchronous */
 	struct spool_stats stats;       /* updated with __atomic builtins */
 };
@@ -307,6 +309,7 @@ struct spool *spool_open(const char *dir)
 	if (mkdir_p(dir, 0700) < 0)
 		return NULL;
 	struct spool *sp = xcalloc(1, sizeof *sp);
+	sp->sync_fd = -1;
 	sp->dir = xstrdup(dir);
 	sp->tmpdir = xasprintf("%s/tmp", dir);
 	sp->queuedir = xasprintf("%s/queue", dir);
@@ -315,6 +318,8 @@ struct spool *spool_open(const char *dir)
 	bool ok = t >= 0 && q >= 0;
 	if (ok && (t > 0 || q > 0))
 		ok = fsync_dir(sp->dir) == 0;
+	sp->sync_fd = ok ? open(sp->queuedir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+	ok = ok && sp->sync_fd >= 0;
 	if (ok)
 		ok = spool_clean_tmp(sp) == 0 && spool_clean_orphans(sp) == 0;
 	if (!ok) {
@@ -331,6 +336,8 @@ void spool_close(struct spool *sp)
 	if (!sp)
 		return;
 	spool_committer_stop(sp);
+	if (sp->sync_fd >= 0)
+		close(sp->sync_fd);
 	free(sp->dir);
 	free(sp->tmpdir);
 	free(sp->queuedir);
@@ -535,14 +542,15 @@ static int spool_msg_write_out(struct spool_msg *m)
 	return 0;
 }
 
-/* Data on stable storage, file closed, renamed into queue/: 0 or an errno.
- * After the first message of a batch, fdatasync finds the journal commit
- * that made it durable already done or under way. */
-static int spool_msg_sync_rename(struct spool_msg *m)
+/* Data on stable storage (unless the batch's syncfs did that), file
+ * closed, renamed into queue/: 0 or an errno. */
+static int spool_msg_sync_rename(struct spool_msg *m, bool synced)
 {
-	spool_count(&m->sp->stats.fsyncs, 1);
-	if (fdatasync(m->fd) < 0)
-		return errno;
+	if (!synced) {
+		spool_count(&m->sp->stats.fsyncs, 1);
+		if (fdatasync(m->fd) < 0)
+			return errno;
+	}
 	int fd = m->fd;
 	m->fd = -1;
 	if (close(fd) < 0)
@@ -568,18 +576,36 @@ static void spool_msg_unqueue(struct spool_msg *m)
 	m->queued = false;
 }
 
-/* Make a batch (a list linked by next) durable: all data written out,
- * each file synced, all renamed, queue/ fsynced once.  Sets every
- * message's commit_err; failed messages are removed. */
+/* One durable write for the data of a whole batch: syncfs(2) flushes
+ * every file of the spool's filesystem at once, where fdatasync on each
+ * file would cost one device flush per message.  0 or an errno. */
+static int spool_sync_all(struct spool *sp)
+{
+	spool_count(&sp->stats.fsyncs, 1);
+	return syncfs(sp->sync_fd) < 0 ? errno : 0;
+}
+
+/* Make a batch (a list linked by next) durable: all data written out and
+ * synced (fdatasync each, or one syncfs for a larger batch), all renamed,
+ * queue/ fsynced once.  Sets every message's commit_err; failed messages
+ * are removed. */
 static void spool_batch_commit(struct spool *sp, struct spool_msg *batch)
 {
 	unsigned long long n = 0;
 	bool any_queued = false;
 	for (struct spool_msg *m = batch; m; m = m->next, n++)
 		m->commit_err = spool_msg_write_out(m);
+	bool synced = false;
+	if (n >= SPOOL_SYNCFS_MIN) {
+		int e = spool_sync_all(sp);
+		for (struct spool_msg *m = batch; e && m; m = m->next)
+			if (!m->commit_err)
+				m->commit_err = e;
+		synced = true;
+	}
 	for (struct spool_msg *m = batch; m; m = m->next) {
 		if (!m->commit_err)
-			m->commit_err = spool_msg_sync_rename(m);
+			m->commit_err = spool_msg_sync_rename(m, synced);
 		any_queued |= m->queued;
 	}
 	if (any_queued) {
