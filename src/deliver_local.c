@@ -471,6 +471,7 @@ static struct {
 	struct spool *sp;
 	char *mailboxes;
 	struct delivery_item *head, *tail;      /* FIFO of IDs to try now */
+	char max_id[SPOOL_ID_SIZE];             /* the largest ID ever pushed */
 	struct delivery_retry *retries;         /* deferred, unordered */
 } dl = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
@@ -959,9 +960,14 @@ static void delivery_process_batch(struct delivery_retry **rs, size_t n)
 /* Append id to the FIFO unless it is already waiting there.  Lock held. */
 static void delivery_push(const char *id)
 {
-	for (struct delivery_item *w = dl.head; w; w = w->next)
+	/* IDs grow with time: a new message's ID is above every ID pushed
+	 * before, so only a repeated one needs the search */
+	bool fresh = strcmp(id, dl.max_id) > 0;
+	for (struct delivery_item *w = dl.head; !fresh && w; w = w->next)
 		if (strcmp(w->id, id) == 0)
 			return;
+	if (fresh)
+		memcpy(dl.max_id, id, strlen(id) + 1);
 	struct delivery_item *it = xcalloc(1, sizeof *it);
 	memcpy(it->id, id, strlen(id) + 1);
 	if (dl.tail)
