@@ -33,7 +33,7 @@ enum {
 	DELIVERY_RETRY_MAX = 600,       /* ... up to this */
 	DELIVERY_REASON_MAX = 512,
 	DELIVERY_BATCH_MAX = 64,        /* messages taken from the queue at once */
-	DELIVERY_SYNCFS_MIN = 3,        /* copies in a batch: one syncfs, not fdatasync each */
+	DELIVERY_PARALLEL_MIN = 3,      /* copies in a batch: their fdatasyncs run at once */
 };
 
 /* ---- Maildir paths ------------------------------------------------------ */
@@ -732,7 +732,6 @@ struct delivery_copy {
 	struct maildir_file mf;
 	struct delivery_msg *m;
 	size_t rcpt;
-	dev_t dev;              /* the file system of the copy */
 	bool staged;            /* a file was written (not an earlier, unrecorded one) */
 	bool ok;
 };
@@ -794,8 +793,6 @@ static void delivery_batch_stage(struct delivery_batch *b)
 				m->failed = true;
 				continue;
 			}
-			struct stat st;
-			c->dev = fstat(c->mf.fd, &st) == 0 ? st.st_dev : 0;
 			c->staged = true;
 			c->ok = true;
 			last_ok = b->ncopies - 1;
@@ -811,30 +808,37 @@ static void delivery_copy_failed(struct delivery_copy *c, const char *err)
 	c->m->failed = true;
 }
 
-/* The data of many copies made durable at once: one syncfs(2) per file
- * system instead of one fdatasync per copy.  false when the batch is too
- * small for that to pay. */
-static bool delivery_batch_syncfs(struct delivery_batch *b)
+/* The data of many copies made durable at once: their fdatasyncs run
+ * together (fdatasync_all).  false when the batch is too small for that to
+ * pay; then each copy is synced as it is renamed. */
+static bool delivery_batch_sync(struct delivery_batch *b)
 {
 	size_t n = 0;
 	for (size_t i = 0; i < b->ncopies; i++)
 		n += b->copies[i].staged && b->copies[i].ok;
-	if (n < DELIVERY_SYNCFS_MIN)
+	if (n < DELIVERY_PARALLEL_MIN)
 		return false;
+	int *fds = xcalloc(n, sizeof *fds);
+	int *errs = xcalloc(n, sizeof *errs);
+	size_t k = 0;
+	for (size_t i = 0; i < b->ncopies; i++)
+		if (b->copies[i].staged && b->copies[i].ok)
+			fds[k++] = b->copies[i].mf.fd;
+	fdatasync_all(fds, errs, n);
+	k = 0;
 	for (size_t i = 0; i < b->ncopies; i++) {
 		struct delivery_copy *c = &b->copies[i];
-		bool first = c->staged && c->ok;
-		for (size_t j = 0; first && j < i; j++)
-			first = !(b->copies[j].staged && b->copies[j].dev == c->dev);
-		if (!first || syncfs(c->mf.fd) == 0)
+		if (!c->staged || !c->ok)
 			continue;
-		char err[DELIVERY_REASON_MAX];
-		errfmt(err, sizeof err, "cannot sync the Maildir file system: %s", strerror(errno));
-		dev_t dev = c->dev;
-		for (size_t j = i; j < b->ncopies; j++)
-			if (b->copies[j].staged && b->copies[j].ok && b->copies[j].dev == dev)
-				delivery_copy_failed(&b->copies[j], err);
+		int e = errs[k++];
+		if (e) {
+			char err[DELIVERY_REASON_MAX];
+			errfmt(err, sizeof err, "cannot fsync %s: %s", c->mf.tmp, strerror(e));
+			delivery_copy_failed(c, err);
+		}
 	}
+	free(fds);
+	free(errs);
 	return true;
 }
 
@@ -842,7 +846,7 @@ static bool delivery_batch_syncfs(struct delivery_batch *b)
 static void delivery_batch_publish(struct delivery_batch *b)
 {
 	char err[DELIVERY_REASON_MAX];
-	bool synced = delivery_batch_syncfs(b);
+	bool synced = delivery_batch_sync(b);
 	for (size_t i = 0; i < b->ncopies; i++) {
 		struct delivery_copy *c = &b->copies[i];
 		if (!c->staged || !c->ok || maildir_publish(&c->mf, synced, err, sizeof err) == 0)

@@ -41,7 +41,7 @@ enum {
 	SPOOL_ID_SEQ_CHARS = 4,         /* 20 bits of a per-process counter */
 	SPOOL_ID_RAND_CHARS = 6,        /* 30 bits of randomness */
 	SPOOL_ID_LEN = SPOOL_ID_TIME_CHARS + SPOOL_ID_SEQ_CHARS + SPOOL_ID_RAND_CHARS,
-	SPOOL_SYNCFS_MIN = 3,           /* batches this large: one syncfs, not fdatasync each */
+	SPOOL_PARALLEL_MIN = 3,         /* batches this large: their fdatasyncs run at once */
 };
 
 _Static_assert((int)SPOOL_ID_LEN < (int)SPOOL_ID_SIZE, "spool ID does not fit SPOOL_ID_SIZE");
@@ -71,7 +71,6 @@ struct spool {
 	char *dir;
 	char *tmpdir;
 	char *queuedir;
-	int sync_fd;                    /* queue/, open for syncfs() */
 	struct spool_committer *gc;     /* NULL: commits are synchronous */
 	struct spool_stats stats;       /* updated with __atomic builtins */
 };
@@ -309,7 +308,6 @@ struct spool *spool_open(const char *dir)
 	if (mkdir_p(dir, 0700) < 0)
 		return NULL;
 	struct spool *sp = xcalloc(1, sizeof *sp);
-	sp->sync_fd = -1;
 	sp->dir = xstrdup(dir);
 	sp->tmpdir = xasprintf("%s/tmp", dir);
 	sp->queuedir = xasprintf("%s/queue", dir);
@@ -318,8 +316,6 @@ struct spool *spool_open(const char *dir)
 	bool ok = t >= 0 && q >= 0;
 	if (ok && (t > 0 || q > 0))
 		ok = fsync_dir(sp->dir) == 0;
-	sp->sync_fd = ok ? open(sp->queuedir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
-	ok = ok && sp->sync_fd >= 0;
 	if (ok)
 		ok = spool_clean_tmp(sp) == 0 && spool_clean_orphans(sp) == 0;
 	if (!ok) {
@@ -336,8 +332,6 @@ void spool_close(struct spool *sp)
 	if (!sp)
 		return;
 	spool_committer_stop(sp);
-	if (sp->sync_fd >= 0)
-		close(sp->sync_fd);
 	free(sp->dir);
 	free(sp->tmpdir);
 	free(sp->queuedir);
@@ -576,19 +570,31 @@ static void spool_msg_unqueue(struct spool_msg *m)
 	m->queued = false;
 }
 
-/* One durable write for the data of a whole batch: syncfs(2) flushes
- * every file of the spool's filesystem at once, where fdatasync on each
- * file would cost one device flush per message.  0 or an errno. */
-static int spool_sync_all(struct spool *sp)
+/* The data of a whole batch made durable together: the fdatasyncs of its
+ * files run at once (the device merges their cache flushes), where one
+ * after the other each would wait for a flush of its own. */
+static void spool_sync_all(struct spool *sp, struct spool_msg *batch, size_t n)
 {
-	spool_count(&sp->stats.fsyncs, 1);
-	return syncfs(sp->sync_fd) < 0 ? errno : 0;
+	int *fds = xcalloc(n, sizeof *fds);
+	int *errs = xcalloc(n, sizeof *errs);
+	size_t k = 0;
+	for (struct spool_msg *m = batch; m; m = m->next)
+		if (!m->commit_err)
+			fds[k++] = m->fd;
+	spool_count(&sp->stats.fsyncs, k);
+	fdatasync_all(fds, errs, k);
+	k = 0;
+	for (struct spool_msg *m = batch; m; m = m->next)
+		if (!m->commit_err)
+			m->commit_err = errs[k++];
+	free(fds);
+	free(errs);
 }
 
 /* Make a batch (a list linked by next) durable: all data written out and
- * synced (fdatasync each, or one syncfs for a larger batch), all renamed,
- * queue/ fsynced once.  Sets every message's commit_err; failed messages
- * are removed. */
+ * synced (fdatasync each, at once for a larger batch), all renamed, queue/
+ * fsynced once.  Sets every message's commit_err; failed messages are
+ * removed. */
 static void spool_batch_commit(struct spool *sp, struct spool_msg *batch)
 {
 	unsigned long long n = 0;
@@ -596,11 +602,8 @@ static void spool_batch_commit(struct spool *sp, struct spool_msg *batch)
 	for (struct spool_msg *m = batch; m; m = m->next, n++)
 		m->commit_err = spool_msg_write_out(m);
 	bool synced = false;
-	if (n >= SPOOL_SYNCFS_MIN) {
-		int e = spool_sync_all(sp);
-		for (struct spool_msg *m = batch; e && m; m = m->next)
-			if (!m->commit_err)
-				m->commit_err = e;
+	if (n >= SPOOL_PARALLEL_MIN) {
+		spool_sync_all(sp, batch, n);
 		synced = true;
 	}
 	for (struct spool_msg *m = batch; m; m = m->next) {

@@ -69,12 +69,11 @@ void spool_msg_commit(struct spool_msg *m, spool_commit_cb cb, void *arg);
 
 /* Group commit.  A thread makes messages durable off the event loop; the
  * messages whose commit was asked for while it was busy with a batch form
- * the next batch: their data is written out together and made durable by
- * one syncfs(2) of the spool's filesystem (a batch of one or two: fdatasync
- * each), they are renamed into queue/ and the folder is fsynced once for
- * all of them; only then do their callbacks run, on base's loop.  A
- * message alone is not delayed: the thread starts as soon as it has one.
- * 0, or -1 with errno. */
+ * the next batch: their data is written out together, their fdatasyncs run
+ * at once (fdatasync_all), they are renamed into queue/ and the folder is
+ * fsynced once for all of them; only then do their callbacks run, on
+ * base's loop.  A message alone is not delayed: the thread starts as soon
+ * as it has one.  0, or -1 with errno. */
 struct event_base;
 int spool_committer_start(struct spool *sp, struct event_base *base);
 /* Finish every commit asked for, run the callbacks, end the thread; later
