@@ -298,7 +298,7 @@ tls_handshakes() {  # secs
 
 # fsync + fdatasync system calls per message, delivery included: the server
 # runs under `perf stat` for one load of 2,000 messages at concurrency 10
-FSYNC_EVENTS=syscalls:sys_enter_fsync,syscalls:sys_enter_fdatasync,syscalls:sys_enter_syncfs,syscalls:sys_enter_sync
+FSYNC_EVENTS=syscalls:sys_enter_fsync,syscalls:sys_enter_fdatasync,syscalls:sys_enter_syncfs,syscalls:sys_enter_sync,task-clock
 fsyncs_per_message() {  # server count
     local s=$1 n=$2 pp child calls i
     settle "$s"
@@ -325,6 +325,12 @@ fsyncs_per_message() {  # server count
     calls=$(awk -F, '/syscalls/ { n += $1 } END { print n + 0 }' "$D/perf-$s.txt" 2>/dev/null)
     record "fsyncs per message (accept + delivery)" "$s" \
         "$(echo "$calls $n" | awk '{ printf "%.2f", $1 / $2 }')"
+    # CPU time of the server and all its processes and threads: what a
+    # message costs, whatever share of the machine the scheduler gave it
+    local ms
+    ms=$(awk -F, '/task-clock/ { print $1; exit }' "$D/perf-$s.txt" 2>/dev/null)
+    record "server CPU ms per message (accept + delivery)" "$s" \
+        "$(echo "${ms:-0} $n" | awk '{ if ($1 > 0) printf "%.3f", $1 / $2; else print "NA" }')"
     if [ "$s" = posthorn ]; then
         local line; line=$(grep 'event=spool-stats' "$PH/log.fsync" | tail -1 || true)
         local a m
@@ -427,6 +433,7 @@ fi
 if [ "$FSYNC_N" -gt 0 ]; then
     add_row "fsyncs per message (accept + delivery)" calls 0
     add_row "fsyncs per message (accept path)" calls 0
+    add_row "server CPU ms per message (accept + delivery)" ms 0
     fsyncs_per_message posthorn "$FSYNC_N"
     fsyncs_per_message postfix "$FSYNC_N"
 fi
