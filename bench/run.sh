@@ -15,7 +15,7 @@ bin="$top/build/release/posthorn"
 phload="$top/build/bench/phload"
 [ -x "$bin" ] && [ -x "$phload" ] || { echo "bench: run 'make release phload' first" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || { echo "bench: run as root (network namespace)" >&2; exit 1; }
-"$top/bench/install-postfix.sh"
+"$top/bench/install-deps.sh"
 
 ns=phbench-$$
 D=$(mktemp -d /tmp/phbench.XXXXXX)
