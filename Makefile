@@ -27,7 +27,7 @@ ASAN_LDFLAGS   := -fsanitize=address,undefined -pie -Wl,-z,relro -Wl,-z,now
 
 VERSION   := $(shell cat VERSION 2>/dev/null || echo 0.1.0)
 
-.PHONY: all release asan run check unit integration chaos deps clean help
+.PHONY: all release asan run check unit integration chaos deps clean help bench bench-quick phload
 
 all: release
 
@@ -36,6 +36,7 @@ help:
 	@echo "make check  - install deps, build with ASan/UBSan, run all tests"
 	@echo "make        - optimised build in build/release/"
 	@echo "make chaos  - the long fault-survival run (kill -9, full disk, fds, DNS, slow clients)"
+	@echo "make bench  - posthorn beside Postfix (~15 min); bench-quick: < 2 min"
 
 deps:
 	@./scripts/install-deps
@@ -93,6 +94,23 @@ chaos: asan
 check: asan
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory integration
+
+# ---- the benchmark (bench/README in README.md "Performance") -------------
+
+PHLOAD := $(BUILD)/bench/phload
+
+$(PHLOAD): bench/phload.c
+	mkdir -p $(dir $@)
+	$(CC) $(BASECFLAGS) -O2 -g $< -o $@ $(BASELIBS)
+
+phload: deps
+	@$(MAKE) --no-print-directory $(PHLOAD)
+
+bench: release phload
+	bench/run.sh full
+
+bench-quick: release phload
+	bench/run.sh quick
 
 clean:
 	rm -rf $(BUILD)

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -44,6 +45,7 @@ enum {
 	SERVER_THROTTLE_ENTRIES = 10000, /* client addresses remembered for lockout */
 	SERVER_SHUTDOWN_GRACE_MS = 3000, /* for the last replies to leave */
 	SERVER_USERS_POLL_MS = 1000,     /* how often the users file is looked at */
+	SERVER_FD_RESERVE = 256,         /* listeners, files, DNS, outbound, control */
 };
 
 struct listener {
@@ -700,6 +702,35 @@ static int server_drop_privileges(const struct conf *conf, const struct spool *s
 	return 0;
 }
 
+/* ---- open files ----------------------------------------------------------- */
+
+/* Every connection the servers may hold needs a descriptor: raise
+ * RLIMIT_NOFILE to the sum of their limits.connections and a reserve
+ * (as root also the hard limit, before privileges are dropped). */
+static void server_raise_nofile(const struct conf *conf)
+{
+	rlim_t need = SERVER_FD_RESERVE;
+	for (size_t i = 0; i < conf->nservers; i++)
+		need += conf->servers[i].limits.connections;
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= need)
+		return;
+	struct rlimit want = {.rlim_cur = need, .rlim_max = rl.rlim_max};
+	if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need) {
+		want.rlim_max = need;
+		if (setrlimit(RLIMIT_NOFILE, &want) < 0) /* not root: up to the hard limit */
+			want = (struct rlimit){.rlim_cur = rl.rlim_max, .rlim_max = rl.rlim_max};
+	}
+	if (setrlimit(RLIMIT_NOFILE, &want) < 0)
+		want.rlim_cur = rl.rlim_cur;
+	if (want.rlim_cur < need)
+		log_warn("event=open-files-limit limit=%llu needed=%llu warning=\"fewer connections "
+			 "than limits.connections allow: raise the hard limit (ulimit -Hn)\"",
+			 (unsigned long long)want.rlim_cur, (unsigned long long)need);
+	else
+		log_info("event=open-files-limit limit=%llu", (unsigned long long)want.rlim_cur);
+}
+
 /* ---- signals ------------------------------------------------------------ */
 
 static int server_check_protocols(const struct conf *conf);
@@ -728,6 +759,7 @@ static void server_reload(void)
 		return;
 	}
 	delivery_set_mailboxes(rt->conf->mailboxes);
+	server_raise_nofile(rt->conf);
 	daemon_state.current = rt;
 	runtime_unref(old); /* freed when its last session ends */
 	server_remember_users();
@@ -827,6 +859,7 @@ static int server_start(struct runtime *rt)
 {
 	if (server_check_protocols(rt->conf) < 0 || listeners_apply(rt) < 0)
 		return -1;
+	server_raise_nofile(rt->conf);
 	if (server_drop_privileges(rt->conf, rt->spool) < 0)
 		return -1;
 	/* the runner first: the delivery worker hands remote recipients to it */
@@ -842,6 +875,14 @@ static int server_start(struct runtime *rt)
 	}
 	if (delivery_start(rt->spool, rt->conf->mailboxes) < 0) {
 		log_err("event=startup-error error=\"cannot start the delivery worker\"");
+		control_stop();
+		outbound_stop();
+		return -1;
+	}
+	if (spool_committer_start(rt->spool, daemon_state.base) < 0) {
+		log_err("event=startup-error error=\"cannot start the spool's committer: %s\"",
+			strerror(errno));
+		delivery_stop();
 		control_stop();
 		outbound_stop();
 		return -1;
@@ -912,6 +953,8 @@ int server_run(const char *conf_path)
 		event_add(watch, &poll);
 		log_info("event=ready version=%s servers=%zu", POSTHORN_VERSION, rt->conf->nservers);
 		event_base_dispatch(daemon_state.base);
+		/* commits under way finish and get their replies first */
+		spool_committer_stop(sp);
 		event_free(watch);
 		listeners_free(daemon_state.listeners);
 		daemon_state.listeners = NULL;
