@@ -350,13 +350,11 @@ def open_fds(pid):
 
 
 def test_out_of_file_descriptors_pauses_accept_without_spinning(posthorn):
-    p = posthorn(start=False, limits=BIG_LIMITS)
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (96, hard))
-    try:
-        p.start()
-    finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    # The daemon raises its own limit at start-up to what limits.connections
+    # needs (as root also the hard limit), so the descriptors are taken
+    # away afterwards, from outside, as an administrator's prlimit would.
+    p = posthorn(limits=BIG_LIMITS)
+    resource.prlimit(p.pid, resource.RLIMIT_NOFILE, (96, 96))
     assert proc_status(p.pid) and open_fds(p.pid) < 96
     held = []
     try:
