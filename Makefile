@@ -1,7 +1,7 @@
 # posthorn — GNU Make build.  Out-of-tree: build/release (optimised, used by
 # `make run`) and build/asan (AddressSanitizer + UBSan, used by `make check`).
 
-PKGS      := libevent libevent_openssl libssl libcrypto libcares gmime-3.0
+PKGS      := libevent libevent_openssl libssl libcrypto libcares gmime-3.0 libseccomp
 CC        ?= cc
 PYTEST    := /usr/bin/python3 -m pytest
 BUILD     ?= build
@@ -27,7 +27,7 @@ ASAN_LDFLAGS   := -fsanitize=address,undefined -pie -Wl,-z,relro -Wl,-z,now
 
 VERSION   := $(shell cat VERSION 2>/dev/null || echo 0.1.0)
 
-.PHONY: all release asan run check unit integration deps clean help
+.PHONY: all release asan run check unit integration chaos deps clean help bench bench-quick phload
 
 all: release
 
@@ -35,6 +35,8 @@ help:
 	@echo "make run    - install deps, build, start the demo server"
 	@echo "make check  - install deps, build with ASan/UBSan, run all tests"
 	@echo "make        - optimised build in build/release/"
+	@echo "make chaos  - the long fault-survival run (kill -9, full disk, fds, DNS, slow clients)"
+	@echo "make bench  - posthorn beside Postfix (~15 min); bench-quick: < 2 min"
 
 deps:
 	@./scripts/install-deps
@@ -83,9 +85,32 @@ unit: asan
 integration: asan
 	POSTHORN_BIN=$(abspath $(BUILD))/asan/posthorn $(PYTEST) -q -p no:cacheprovider tests/integration
 
+# The long fault-survival run (25 kills under load, 2,000 slow clients, the
+# Maildir-full retry); `make check` runs the same file as "chaos-lite".
+chaos: asan
+	POSTHORN_CHAOS=full POSTHORN_BIN=$(abspath $(BUILD))/asan/posthorn timeout 900 \
+		$(PYTEST) -q -s -p no:cacheprovider tests/integration/test_chaos.py
+
 check: asan
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory integration
+
+# ---- the benchmark (bench/README in README.md "Performance") -------------
+
+PHLOAD := $(BUILD)/bench/phload
+
+$(PHLOAD): bench/phload.c
+	mkdir -p $(dir $@)
+	$(CC) $(BASECFLAGS) -O2 -g $< -o $@ $(BASELIBS)
+
+phload: deps
+	@$(MAKE) --no-print-directory $(PHLOAD)
+
+bench: release phload
+	bench/run.sh full
+
+bench-quick: release phload
+	bench/run.sh quick
 
 clean:
 	rm -rf $(BUILD)

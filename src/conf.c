@@ -1349,6 +1349,15 @@ static void out_smarthost_auth(struct parser *p, const struct line *d)
 	}
 	if (!arg_path(p, d, &d->args[1], &o->smarthost_secret))
 		return;
+	/* STYLE §14: a secret others may read is refused, here at start-up
+	 * and reload rather than at the first delivery */
+	struct stat st;
+	if (stat(o->smarthost_secret, &st) == 0 && (st.st_mode & (S_IRWXG | S_IRWXO))) {
+		conf_error(p, &d->args[1].pos,
+			   "secret file %s may be read by group or others (mode %04o); chmod 600 it",
+			   o->smarthost_secret, (unsigned)(st.st_mode & 07777));
+		return;
+	}
 	free(o->smarthost_user);
 	o->smarthost_user = xstrdup(d->args[0].s);
 	p->smarthost_auth_pos = d->name.pos;

@@ -43,6 +43,11 @@ struct conn {
 	char *tls_desc;
 	struct event *linger;
 	unsigned linger_ticks;
+	/* A client that trickles a byte every few seconds resets a per-read
+	 * timeout forever (slowloris); this deadline moves only when a line
+	 * end arrives, so every line must be complete within the timeout. */
+	struct event *line_deadline;
+	size_t scanned;              /* input bytes already searched for LF */
 };
 
 static void conn_report_closed(struct conn *c)
@@ -126,10 +131,37 @@ void conn_flush_now(struct conn *c)
 
 /* ---- events ------------------------------------------------------------- */
 
+static void conn_arm_deadline(struct conn *c)
+{
+	struct timeval tv = {.tv_sec = c->timeout};
+	evtimer_add(c->line_deadline, &tv);
+}
+
+/* Did a line end arrive since the last look?  Only the new bytes are
+ * searched, so the cost is linear in what the client sends. */
+static bool conn_new_line_end(struct conn *c)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	size_t len = evbuffer_get_length(in);
+	if (c->scanned > len)
+		c->scanned = 0;
+	if (len == c->scanned)
+		return false;
+	struct evbuffer_ptr pos;
+	if (evbuffer_ptr_set(in, &pos, c->scanned, EVBUFFER_PTR_SET) < 0)
+		return true;
+	c->scanned = len;
+	return evbuffer_search(in, "\n", 1, &pos).pos >= 0;
+}
+
 static void conn_read_cb(struct bufferevent *bev, void *arg)
 {
 	struct conn *c = arg;
+	if (conn_new_line_end(c))
+		conn_arm_deadline(c);
 	c->h->input(c->owner);
+	/* what the session left in the buffer has been searched already */
+	c->scanned = evbuffer_get_length(bufferevent_get_input(c->bev));
 }
 
 static void conn_write_cb(struct bufferevent *bev, void *arg)
@@ -186,22 +218,37 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 			conn_tls_failed(c, what);
 		return;
 	}
-	if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) && !c->closing) {
-		c->h->timeout(c->owner);
-		return;
-	}
+	/* a write timeout (the client stopped reading) ends it at once */
 	if (what & BEV_EVENT_ERROR)
 		log_debug("event=socket-error %s error=\"%s\"", c->log_id,
 			  evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
 	conn_report_closed(c);
 }
 
+static void conn_deadline_passed(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+	if (c->closing || c->gone)
+		return;
+	if (c->handshaking) {
+		conn_tls_failed(c, BEV_EVENT_TIMEOUT);
+		return;
+	}
+	c->h->timeout(c->owner);
+}
+
 static void conn_setup(struct conn *c)
 {
+	if (!c->line_deadline)
+		c->line_deadline = evtimer_new(c->base, conn_deadline_passed, c);
+	c->scanned = 0;
+	conn_arm_deadline(c);
 	bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
 	bufferevent_setwatermark(c->bev, EV_READ, 0, CONN_INPUT_MAX);
+	/* reading is timed by the line deadline alone (two read timers would
+	 * race: the second would close the session before its 421 left) */
 	struct timeval tv = {.tv_sec = c->timeout};
-	bufferevent_set_timeouts(c->bev, &tv, &tv);
+	bufferevent_set_timeouts(c->bev, NULL, &tv);
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 }
 
@@ -277,6 +324,8 @@ void conn_free(struct conn *c)
 		return;
 	if (c->linger)
 		event_free(c->linger);
+	if (c->line_deadline)
+		event_free(c->line_deadline);
 	bufferevent_free(c->bev);
 	free(c->tls_desc);
 	free(c->log_id);

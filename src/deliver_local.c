@@ -1,6 +1,7 @@
 /* deliver_local: Maildir delivery (https://cr.yp.to/proto/maildir.html:
  * write in tmp/, fsync, rename into new/) and the delivery worker thread
  * that delivers committed spool messages off the event loop (SPEC.md §5). */
+#define _GNU_SOURCE /* sync_file_range */
 #include "deliver_local.h"
 
 #include <errno.h>
@@ -31,6 +32,8 @@ enum {
 	DELIVERY_RETRY_FIRST = 30,      /* seconds; doubles per failure ... */
 	DELIVERY_RETRY_MAX = 600,       /* ... up to this */
 	DELIVERY_REASON_MAX = 512,
+	DELIVERY_BATCH_MAX = 64,        /* messages taken from the queue at once */
+	DELIVERY_PARALLEL_MIN = 3,      /* copies in a batch: their fdatasyncs run at once */
 };
 
 /* ---- Maildir paths ------------------------------------------------------ */
@@ -269,11 +272,12 @@ static int maildir_copy(int dst, int src, off_t offset, off_t len, struct maildi
 }
 
 struct maildir_file {
-	const char *dir;
+	char *dir;              /* <mailboxes>/<domain>/<local> */
 	char *name;
 	char *tmp;              /* dir/tmp/name */
-	char *new;              /* dir/new/name */
+	char *new;              /* dir/new/name,S=...,W=... once renamed */
 	int fd;
+	struct maildir_size sz;
 };
 
 static int maildir_create(struct maildir_file *mf, char *err, size_t errsz)
@@ -296,19 +300,27 @@ static int maildir_create(struct maildir_file *mf, char *err, size_t errsz)
 	return -1;
 }
 
-/* Write, fsync, close, rename into new/, fsync new/. */
+/* Write the copy into tmp/ and start its writeback, so that the copies of
+ * a batch reach the disk together. */
 static int maildir_write(struct maildir_file *mf, const char *hdr, int src, off_t offset,
 			 off_t len, char *err, size_t errsz)
 {
-	struct maildir_size sz = {0, 0};
 	char *h = xstrdup(hdr);
-	int w = maildir_write_lf(mf->fd, h, strlen(h), &sz);
+	int w = maildir_write_lf(mf->fd, h, strlen(h), &mf->sz);
 	free(h);
-	if (w < 0 || maildir_copy(mf->fd, src, offset, len, &sz) < 0) {
+	if (w < 0 || maildir_copy(mf->fd, src, offset, len, &mf->sz) < 0) {
 		maildir_err(err, errsz, "cannot write %s: %s", mf->tmp, strerror(errno));
 		return -1;
 	}
-	if (fsync(mf->fd) < 0) {
+	(void)sync_file_range(mf->fd, 0, 0, SYNC_FILE_RANGE_WRITE); /* a hint only */
+	return 0;
+}
+
+/* fdatasync (unless a syncfs did it), close, rename into new/ (new/
+ * itself is the caller's to fsync). */
+static int maildir_publish(struct maildir_file *mf, bool synced, char *err, size_t errsz)
+{
+	if (!synced && fdatasync(mf->fd) < 0) {
 		maildir_err(err, errsz, "cannot fsync %s: %s", mf->tmp, strerror(errno));
 		return -1;
 	}
@@ -320,15 +332,20 @@ static int maildir_write(struct maildir_file *mf, const char *hdr, int src, off_
 	}
 	/* S= the file's size, W= its size with CRLF line ends (what POP3
 	 * and IMAP report), so readers need not count */
-	mf->new = xasprintf("%s/new/%s,S=%lld,W=%lld", mf->dir, mf->name, (long long)sz.bytes,
-			    (long long)(sz.bytes + sz.lines));
+	mf->new = xasprintf("%s/new/%s,S=%lld,W=%lld", mf->dir, mf->name, (long long)mf->sz.bytes,
+			    (long long)(mf->sz.bytes + mf->sz.lines));
 	if (rename(mf->tmp, mf->new) < 0) {
 		maildir_err(err, errsz, "cannot rename %s: %s", mf->tmp, strerror(errno));
 		free(mf->new);
 		mf->new = NULL;
 		return -1;
 	}
-	char *newdir = xasprintf("%s/new", mf->dir);
+	return 0;
+}
+
+static int maildir_sync_new(const char *dir, char *err, size_t errsz)
+{
+	char *newdir = xasprintf("%s/new", dir);
 	int r = fsync_dir(newdir);
 	if (r < 0)
 		maildir_err(err, errsz, "cannot fsync %s: %s", newdir, strerror(errno));
@@ -342,12 +359,23 @@ static void maildir_discard(struct maildir_file *mf)
 {
 	if (mf->fd >= 0)
 		close(mf->fd); /* the copy is thrown away: its close error is moot */
+	mf->fd = -1;
 	const char *path = mf->new ? mf->new : mf->tmp;
 	if (path && unlink(path) < 0 && errno != ENOENT) {
 		char p[LOG_VALUE_MAX];
 		log_warn("event=maildir-error file=%s reason=\"cannot remove: %s\"",
 			 log_escape(p, sizeof p, path, strlen(path)), strerror(errno));
 	}
+}
+
+static void maildir_file_clear(struct maildir_file *mf)
+{
+	free(mf->dir);
+	free(mf->name);
+	free(mf->tmp);
+	free(mf->new);
+	memset(mf, 0, sizeof *mf);
+	mf->fd = -1;
 }
 
 /* Header values must not be able to start a new header line. */
@@ -359,9 +387,15 @@ static bool maildir_header_safe(const char *s)
 	return true;
 }
 
-int maildir_deliver(const char *mailboxes, const char *address, const char *sender,
-		    int fd, off_t offset, off_t len, char *err, size_t errsz)
+/* Folders (unless they are known_dir, made a moment ago), a file in tmp/
+ * with the copy, its writeback started.  On failure nothing is left behind
+ * and mf is cleared. */
+static int maildir_stage(const char *mailboxes, const char *address, const char *sender,
+			 int fd, off_t offset, off_t len, const char *known_dir,
+			 struct maildir_file *mf, char *err, size_t errsz)
 {
+	memset(mf, 0, sizeof *mf);
+	mf->fd = -1;
 	if (!maildir_header_safe(address) || !maildir_header_safe(sender)) {
 		maildir_err(err, errsz, "address contains control characters");
 		errno = EINVAL;
@@ -372,30 +406,43 @@ int maildir_deliver(const char *mailboxes, const char *address, const char *send
 		errno = EINVAL;
 		return -1;
 	}
-	char *dir = maildir_path(mailboxes, address);
-	if (!dir) {
+	mf->dir = maildir_path(mailboxes, address);
+	if (!mf->dir) {
 		maildir_err(err, errsz, "address cannot name a Maildir folder");
 		errno = EINVAL;
 		return -1;
 	}
-	struct maildir_file mf = {.dir = dir, .fd = -1};
 	char *hdr = xasprintf("Return-Path: <%s>\r\nDelivered-To: %s\r\n", sender, address);
-	int r = maildir_make_folders(dir, err, errsz);
+	int r = known_dir && strcmp(known_dir, mf->dir) == 0 ? 0
+								: maildir_make_folders(mf->dir, err, errsz);
 	if (r == 0)
-		r = maildir_create(&mf, err, errsz);
+		r = maildir_create(mf, err, errsz);
 	if (r == 0) {
-		r = maildir_write(&mf, hdr, fd, offset, len, err, errsz);
-		int saved = errno;
+		r = maildir_write(mf, hdr, fd, offset, len, err, errsz);
 		if (r < 0)
-			maildir_discard(&mf);
-		errno = saved;
+			maildir_discard(mf);
 	}
 	int saved = errno;
 	free(hdr);
-	free(mf.name);
-	free(mf.tmp);
-	free(mf.new);
-	free(dir);
+	if (r < 0)
+		maildir_file_clear(mf);
+	errno = saved;
+	return r;
+}
+
+int maildir_deliver(const char *mailboxes, const char *address, const char *sender,
+		    int fd, off_t offset, off_t len, char *err, size_t errsz)
+{
+	struct maildir_file mf;
+	if (maildir_stage(mailboxes, address, sender, fd, offset, len, NULL, &mf, err, errsz) < 0)
+		return -1;
+	int r = maildir_publish(&mf, false, err, errsz);
+	if (r == 0)
+		r = maildir_sync_new(mf.dir, err, errsz);
+	int saved = errno;
+	if (r < 0)
+		maildir_discard(&mf);
+	maildir_file_clear(&mf);
 	errno = saved;
 	return r;
 }
@@ -426,6 +473,7 @@ static struct {
 	struct spool *sp;
 	char *mailboxes;
 	struct delivery_item *head, *tail;      /* FIFO of IDs to try now */
+	char max_id[SPOOL_ID_SIZE];             /* the largest ID ever pushed */
 	struct delivery_retry *retries;         /* deferred, unordered */
 } dl = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
@@ -605,56 +653,6 @@ static void delivery_log_failure(const struct delivery_job *job, const char *to,
 		 log_escape(t, sizeof t, to, strlen(to)), reason, job->retry_in);
 }
 
-/* Deliver recipient i to its Maildir (unless an earlier attempt did) and
- * record it in the spool.  0, or -1 after logging why. */
-static int delivery_rcpt(const struct delivery_job *job, size_t i)
-{
-	const struct spool_rcpt *rc = &job->env->rcpts[i];
-	if (!job->retry->unrecorded[i]) {
-		char err[DELIVERY_REASON_MAX];
-		if (maildir_deliver(job->mailboxes, rc->address, job->env->sender, job->fd,
-				    job->env->body_offset, job->env->size, err, sizeof err) < 0) {
-			delivery_log_failure(job, rc->address, err);
-			return -1;
-		}
-		char *path = maildir_path(job->mailboxes, rc->address);
-		char t[LOG_VALUE_MAX], p[LOG_VALUE_MAX];
-		log_info("event=delivered id=%s to=%s maildir=%s", job->id,
-			 log_escape(t, sizeof t, rc->address, strlen(rc->address)),
-			 log_escape(p, sizeof p, path, strlen(path)));
-		free(path);
-		job->retry->unrecorded[i] = true;
-	}
-	if (spool_mark_done(dl.sp, job->id, i) < 0) {
-		char why[DELIVERY_REASON_MAX];
-		if (!bsnprintf(why, sizeof why, "delivered, but cannot record it in the spool: %s",
-			       strerror(errno)))
-			why[0] = '\0';
-		delivery_log_failure(job, rc->address, why);
-		return -1;
-	}
-	job->retry->unrecorded[i] = false;
-	return 0;
-}
-
-/* One attempt at every local recipient not yet done.  true when some
- * failed (retry later); *remote when a remote one is left. */
-static bool delivery_attempt(struct delivery_job *job, bool *remote)
-{
-	bool failed = false;
-	*remote = false;
-	for (size_t i = 0; i < job->env->nrcpts; i++) {
-		const struct spool_rcpt *rc = &job->env->rcpts[i];
-		if (rc->done)
-			continue;
-		if (!rc->local)
-			*remote = true;
-		else if (delivery_rcpt(job, i) < 0)
-			failed = true;
-	}
-	return failed;
-}
-
 /* The retry record keeps one flag per recipient. */
 static void delivery_fit_retry(struct delivery_retry *r, size_t nrcpts)
 {
@@ -709,41 +707,277 @@ static void delivery_finish(const char *id, bool remote)
 			 strerror(errno));
 }
 
-/* Work on one message; r is owned here: freed, or queued for a retry. */
-static void delivery_process(struct delivery_retry *r)
-{
+/* ---- a batch ------------------------------------------------------------
+ *
+ * The worker takes every message waiting (up to DELIVERY_BATCH_MAX) and
+ * delivers them together, like the spool's group commit: all copies are
+ * written into tmp/ first, then each is synced and renamed into new/, and
+ * each new/ folder is fsynced once for the batch.  A message whose local
+ * recipients are then all delivered (and which has no remote ones) is
+ * removed from the spool without .done records, and queue/ is fsynced once
+ * for all removals; otherwise each delivered recipient is recorded in
+ * ID.done as before.  A crash between the Maildir renames and the removal
+ * being durable delivers those copies again at the next start (at least
+ * once, README "Storage"). */
+
+struct delivery_msg {
+	struct delivery_retry *r;
 	struct spool_envelope env;
-	unsigned delay = delivery_backoff(r->failures + 1);
-	struct delivery_job job = {.id = r->id, .env = &env, .fd = -1, .retry = r};
-	delivery_format_duration(job.retry_in, sizeof job.retry_in, delay);
-	enum delivery_load_result lr = delivery_load(&job, &env);
-	if (lr == DELIVERY_GONE) {
-		delivery_retry_free(r);
-		return;
+	struct delivery_job job;
+	unsigned delay;
+	bool loaded, failed, remote;
+};
+
+struct delivery_copy {
+	struct maildir_file mf;
+	struct delivery_msg *m;
+	size_t rcpt;
+	bool staged;            /* a file was written (not an earlier, unrecorded one) */
+	bool ok;
+};
+
+struct delivery_batch {
+	struct delivery_msg msgs[DELIVERY_BATCH_MAX];
+	size_t nmsgs;
+	struct delivery_copy *copies;
+	size_t ncopies, capcopies;
+	char *mailboxes;
+};
+
+static void delivery_batch_load(struct delivery_batch *b)
+{
+	for (size_t i = 0; i < b->nmsgs; i++) {
+		struct delivery_msg *m = &b->msgs[i];
+		m->delay = delivery_backoff(m->r->failures + 1);
+		m->job = (struct delivery_job){.id = m->r->id, .env = &m->env, .fd = -1, .retry = m->r,
+					       .mailboxes = b->mailboxes};
+		delivery_format_duration(m->job.retry_in, sizeof m->job.retry_in, m->delay);
+		enum delivery_load_result lr = delivery_load(&m->job, &m->env);
+		if (lr == DELIVERY_GONE) {
+			delivery_retry_free(m->r);
+			m->r = NULL;
+		}
+		m->loaded = lr == DELIVERY_LOADED;
+		m->failed = lr == DELIVERY_UNREADABLE;
 	}
-	bool failed = true, remote = false;
-	if (lr == DELIVERY_LOADED) {
-		char *mailboxes = delivery_mailboxes();
-		job.mailboxes = mailboxes;
-		failed = delivery_attempt(&job, &remote);
-		close(job.fd); /* read-only: nothing to lose */
-		free(mailboxes);
-		spool_envelope_clear(&env);
+}
+
+/* Every local recipient not yet done gets a copy in tmp/. */
+static void delivery_batch_stage(struct delivery_batch *b)
+{
+	size_t last_ok = SIZE_MAX; /* the copy staged last: its folders exist */
+	for (size_t i = 0; i < b->nmsgs; i++) {
+		struct delivery_msg *m = &b->msgs[i];
+		for (size_t k = 0; m->loaded && k < m->env.nrcpts; k++) {
+			const struct spool_rcpt *rc = &m->env.rcpts[k];
+			if (rc->done)
+				continue;
+			if (!rc->local) {
+				m->remote = true;
+				continue;
+			}
+			struct delivery_copy *c = xgrow(&b->copies, &b->ncopies, &b->capcopies, sizeof *c);
+			c->m = m;
+			c->rcpt = k;
+			c->mf.fd = -1;
+			if (m->r->unrecorded[k]) { /* delivered earlier, only the record failed */
+				c->ok = true;
+				continue;
+			}
+			char err[DELIVERY_REASON_MAX];
+			const char *known = last_ok != SIZE_MAX ? b->copies[last_ok].mf.dir : NULL;
+			if (maildir_stage(b->mailboxes, rc->address, m->env.sender, m->job.fd,
+					  m->env.body_offset, m->env.size, known, &c->mf, err,
+					  sizeof err) < 0) {
+				delivery_log_failure(&m->job, rc->address, err);
+				m->failed = true;
+				continue;
+			}
+			c->staged = true;
+			c->ok = true;
+			last_ok = b->ncopies - 1;
+		}
 	}
-	if (failed) {
-		delivery_defer(r, delay);
-		return;
+}
+
+static void delivery_copy_failed(struct delivery_copy *c, const char *err)
+{
+	delivery_log_failure(&c->m->job, c->m->env.rcpts[c->rcpt].address, err);
+	maildir_discard(&c->mf);
+	c->ok = false;
+	c->m->failed = true;
+}
+
+/* The data of many copies made durable at once: their fdatasyncs run
+ * together (fdatasync_all).  false when the batch is too small for that to
+ * pay; then each copy is synced as it is renamed. */
+static bool delivery_batch_sync(struct delivery_batch *b)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < b->ncopies; i++)
+		n += b->copies[i].staged && b->copies[i].ok;
+	if (n < DELIVERY_PARALLEL_MIN)
+		return false;
+	int *fds = xcalloc(n, sizeof *fds);
+	int *errs = xcalloc(n, sizeof *errs);
+	size_t k = 0;
+	for (size_t i = 0; i < b->ncopies; i++)
+		if (b->copies[i].staged && b->copies[i].ok)
+			fds[k++] = b->copies[i].mf.fd;
+	fdatasync_all(fds, errs, n);
+	k = 0;
+	for (size_t i = 0; i < b->ncopies; i++) {
+		struct delivery_copy *c = &b->copies[i];
+		if (!c->staged || !c->ok)
+			continue;
+		int e = errs[k++];
+		if (e) {
+			char err[DELIVERY_REASON_MAX];
+			errfmt(err, sizeof err, "cannot fsync %s: %s", c->mf.tmp, strerror(e));
+			delivery_copy_failed(c, err);
+		}
 	}
-	delivery_finish(r->id, remote);
-	delivery_retry_free(r);
+	free(fds);
+	free(errs);
+	return true;
+}
+
+/* Sync and rename each copy; then fsync each new/ folder once. */
+static void delivery_batch_publish(struct delivery_batch *b)
+{
+	char err[DELIVERY_REASON_MAX];
+	bool synced = delivery_batch_sync(b);
+	for (size_t i = 0; i < b->ncopies; i++) {
+		struct delivery_copy *c = &b->copies[i];
+		if (!c->staged || !c->ok || maildir_publish(&c->mf, synced, err, sizeof err) == 0)
+			continue;
+		delivery_copy_failed(c, err);
+	}
+	for (size_t i = 0; i < b->ncopies; i++) {
+		struct delivery_copy *c = &b->copies[i];
+		bool first = c->staged && c->ok;
+		for (size_t j = 0; first && j < i; j++)
+			first = !(b->copies[j].staged && b->copies[j].ok &&
+				  strcmp(b->copies[j].mf.dir, c->mf.dir) == 0);
+		if (!first || maildir_sync_new(c->mf.dir, err, sizeof err) == 0)
+			continue;
+		/* not known to be durable: take back every copy in that folder */
+		for (size_t j = i; j < b->ncopies; j++) {
+			struct delivery_copy *d = &b->copies[j];
+			if (d->staged && d->ok && strcmp(d->mf.dir, c->mf.dir) == 0)
+				delivery_copy_failed(d, err);
+		}
+	}
+}
+
+static void delivery_log_delivered(const struct delivery_msg *m, const struct delivery_copy *c)
+{
+	const char *to = m->env.rcpts[c->rcpt].address;
+	char t[LOG_VALUE_MAX], p[LOG_VALUE_MAX];
+	log_info("event=delivered id=%s to=%s maildir=%s", m->r->id,
+		 log_escape(t, sizeof t, to, strlen(to)),
+		 log_escape(p, sizeof p, c->mf.dir, strlen(c->mf.dir)));
+}
+
+/* Record the delivered recipients of m in ID.done.  false when one could
+ * not be recorded (it stays "unrecorded" for the retry). */
+static bool delivery_record(struct delivery_batch *b, struct delivery_msg *m)
+{
+	bool ok = true;
+	for (size_t i = 0; i < b->ncopies; i++) {
+		struct delivery_copy *c = &b->copies[i];
+		if (c->m != m || !c->ok)
+			continue;
+		if (spool_mark_done(dl.sp, m->r->id, c->rcpt) == 0) {
+			m->r->unrecorded[c->rcpt] = false;
+			continue;
+		}
+		char why[DELIVERY_REASON_MAX];
+		if (!bsnprintf(why, sizeof why, "delivered, but cannot record it in the spool: %s",
+			       strerror(errno)))
+			why[0] = '\0';
+		delivery_log_failure(&m->job, m->env.rcpts[c->rcpt].address, why);
+		ok = false;
+	}
+	return ok;
+}
+
+/* Log the deliveries, then remove, record, hand over or defer each
+ * message; true when some message was removed (queue/ needs its fsync). */
+static bool delivery_batch_conclude(struct delivery_batch *b)
+{
+	bool removed = false;
+	for (size_t i = 0; i < b->ncopies; i++) {
+		struct delivery_copy *c = &b->copies[i];
+		if (c->ok && c->staged)
+			delivery_log_delivered(c->m, c);
+		if (c->ok)
+			c->m->r->unrecorded[c->rcpt] = true;
+	}
+	for (size_t i = 0; i < b->nmsgs; i++) {
+		struct delivery_msg *m = &b->msgs[i];
+		if (!m->r)
+			continue; /* gone */
+		if (m->loaded && !m->failed && !m->remote &&
+		    spool_unlink_message(dl.sp, m->r->id) == 0) {
+			removed = true;
+			delivery_retry_free(m->r);
+			continue;
+		}
+		if (m->loaded && !delivery_record(b, m))
+			m->failed = true;
+		if (m->failed) {
+			delivery_defer(m->r, m->delay);
+			continue;
+		}
+		delivery_finish(m->r->id, m->remote);
+		delivery_retry_free(m->r);
+	}
+	return removed;
+}
+
+/* Work on a batch of messages; each r is owned here: freed, or queued for
+ * a retry. */
+static void delivery_process_batch(struct delivery_retry **rs, size_t n)
+{
+	struct delivery_batch *b = xcalloc(1, sizeof *b);
+	b->mailboxes = delivery_mailboxes();
+	b->nmsgs = n;
+	for (size_t i = 0; i < n; i++)
+		b->msgs[i].r = rs[i];
+	delivery_batch_load(b);
+	for (size_t i = 0; i < n; i++)
+		if (b->msgs[i].loaded)
+			delivery_fit_retry(b->msgs[i].r, b->msgs[i].env.nrcpts);
+	delivery_batch_stage(b);
+	delivery_batch_publish(b);
+	if (delivery_batch_conclude(b) && spool_sync_queue(dl.sp) < 0)
+		log_warn("event=spool-error reason=\"cannot fsync the queue after removals: %s\"",
+			 strerror(errno));
+	for (size_t i = 0; i < b->ncopies; i++)
+		maildir_file_clear(&b->copies[i].mf);
+	for (size_t i = 0; i < n; i++) {
+		if (b->msgs[i].job.fd >= 0)
+			close(b->msgs[i].job.fd); /* read-only: nothing to lose */
+		if (b->msgs[i].loaded)
+			spool_envelope_clear(&b->msgs[i].env);
+	}
+	free(b->copies);
+	free(b->mailboxes);
+	free(b);
 }
 
 /* Append id to the FIFO unless it is already waiting there.  Lock held. */
 static void delivery_push(const char *id)
 {
-	for (struct delivery_item *w = dl.head; w; w = w->next)
+	/* IDs grow with time: a new message's ID is above every ID pushed
+	 * before, so only a repeated one needs the search */
+	bool fresh = strcmp(id, dl.max_id) > 0;
+	for (struct delivery_item *w = dl.head; !fresh && w; w = w->next)
 		if (strcmp(w->id, id) == 0)
 			return;
+	if (fresh)
+		memcpy(dl.max_id, id, strlen(id) + 1);
 	struct delivery_item *it = xcalloc(1, sizeof *it);
 	memcpy(it->id, id, strlen(id) + 1);
 	if (dl.tail)
@@ -758,13 +992,16 @@ static void *delivery_main(void *unused)
 	(void)unused;
 	pthread_mutex_lock(&dl.lock);
 	while (!dl.stopping) {
-		struct delivery_retry *r = delivery_next();
-		if (!r) {
+		struct delivery_retry *rs[DELIVERY_BATCH_MAX];
+		size_t n = 0;
+		while (n < DELIVERY_BATCH_MAX && (rs[n] = delivery_next()) != NULL)
+			n++;
+		if (n == 0) {
 			delivery_wait();
 			continue;
 		}
 		pthread_mutex_unlock(&dl.lock);
-		delivery_process(r);
+		delivery_process_batch(rs, n);
 		pthread_mutex_lock(&dl.lock);
 	}
 	pthread_mutex_unlock(&dl.lock);

@@ -569,6 +569,16 @@ static void ob_attempt_start(struct ob_msg *m)
 
 static void ob_group_done(void *arg);
 
+/* The DNS servers for this message: those of the virtual server that
+ * accepted it when it has its own `dns` (and still exists), else the
+ * global ones. */
+static struct dns_resolver *ob_resolver(const struct ob_attempt *att)
+{
+	const struct conf_server *srv =
+	    att->env.server ? runtime_server(att->rt, att->env.server) : NULL;
+	return srv ? runtime_resolver(att->rt, srv) : att->rt->dns;
+}
+
 static void ob_group_start(struct ob_attempt *att)
 {
 	const struct ob_group *g = &att->groups[att->gi];
@@ -579,7 +589,7 @@ static void ob_group_start(struct ob_attempt *att)
 		att->crcpts[k].address = att->env.rcpts[g->idx[k]].address;
 	struct smtp_client_params p = {
 		.base = ob.base,
-		.dns = att->rt->dns,
+		.dns = ob_resolver(att),
 		.ssl_ctx = ob.ssl_ctx,
 		.id = att->m->id,
 		.arrival = att->env.arrival,

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -22,6 +23,7 @@
 #include "access.h"
 #include "aliases.h"
 #include "conf.h"
+#include "confine.h"
 #include "control.h"
 #include "deliver_local.h"
 #include "deliver_remote.h"
@@ -45,6 +47,7 @@ enum {
 	SERVER_THROTTLE_ENTRIES = 10000, /* client addresses remembered for lockout */
 	SERVER_SHUTDOWN_GRACE_MS = 3000, /* for the last replies to leave */
 	SERVER_USERS_POLL_MS = 1000,     /* how often the users file is looked at */
+	SERVER_FD_RESERVE = 256,         /* listeners, files, DNS, outbound, control */
 };
 
 struct listener {
@@ -183,7 +186,7 @@ static struct runtime *runtime_load(const char *path, struct spool *sp, struct e
 	return rt;
 }
 
-static const struct conf_server *runtime_server(const struct runtime *rt, const char *name)
+const struct conf_server *runtime_server(const struct runtime *rt, const char *name)
 {
 	for (size_t i = 0; i < rt->conf->nservers; i++)
 		if (strcmp(rt->conf->servers[i].name, name) == 0)
@@ -291,22 +294,49 @@ static void server_refuse(int fd, const char *reply)
 	close(fd);
 }
 
-static bool server_over_limits(const struct conf_server *srv, const char *client, int fd)
+/* The "too many connections" reply in the server's protocol, sent in the
+ * clear before any session exists.  Nothing is sent on an implicit-TLS
+ * listener: plaintext there would only confuse the client's TLS stack,
+ * and a handshake per refused connection is what a flood wants. */
+static void server_limit_reply(const struct conf_server *srv, bool per_ip, char *out,
+			       size_t outsz)
+{
+	out[0] = '\0';
+	const char *what = per_ip ? "too many connections from your address"
+				  : "too many connections";
+	switch (srv->protocol) {
+	case PROTO_SMTP:
+		bsnprintf(out, outsz, "421 4.7.0 %s Error: %s\r\n", srv->hostname, what);
+		break;
+	case PROTO_POP3:
+		bsnprintf(out, outsz, "-ERR [SYS/TEMP] %s: %s\r\n", srv->hostname, what);
+		break;
+	case PROTO_IMAP:
+		bsnprintf(out, outsz, "* BYE [UNAVAILABLE] %s: %s\r\n", srv->hostname, what);
+		break;
+	}
+}
+
+static bool server_over_limits(const struct conf_server *srv, bool implicit_tls,
+			       const char *client, int fd)
 {
 	char key[512];
-	char reply[512];
-	if (count_get(srv->name) >= srv->limits.connections) {
-		bsnprintf(reply, sizeof reply, "421 4.7.0 %s Error: too many connections\r\n",
-			  srv->hostname);
-	} else if (bsnprintf(key, sizeof key, "%s|%s", srv->name, client) &&
-		   count_get(key) >= srv->limits.connections_per_ip) {
-		bsnprintf(reply, sizeof reply,
-			  "421 4.7.0 %s Error: too many connections from your address\r\n",
-			  srv->hostname);
-	} else {
+	bool per_ip;
+	if (count_get(srv->name) >= srv->limits.connections)
+		per_ip = false;
+	else if (bsnprintf(key, sizeof key, "%s|%s", srv->name, client) &&
+		 count_get(key) >= srv->limits.connections_per_ip)
+		per_ip = true;
+	else
 		return false;
+	log_info("event=refuse server=%s client=%s reason=connection-limit limit=%s", srv->name,
+		 client, per_ip ? "per-address" : "server");
+	if (implicit_tls) {
+		close(fd);
+		return true;
 	}
-	log_info("event=refuse server=%s client=%s reason=connection-limit", srv->name, client);
+	char reply[512];
+	server_limit_reply(srv, per_ip, reply, sizeof reply);
 	server_refuse(fd, reply);
 	return true;
 }
@@ -439,7 +469,7 @@ static void server_accept(struct evconnlistener *lev, evutil_socket_t fd, struct
 		close(fd);
 		return;
 	}
-	if (server_over_limits(srv, client, fd))
+	if (server_over_limits(srv, l->tls, client, fd))
 		return;
 
 	struct server_conn *c = xcalloc(1, sizeof *c);
@@ -675,6 +705,35 @@ static int server_drop_privileges(const struct conf *conf, const struct spool *s
 	return 0;
 }
 
+/* ---- open files ----------------------------------------------------------- */
+
+/* Every connection the servers may hold needs a descriptor: raise
+ * RLIMIT_NOFILE to the sum of their limits.connections and a reserve
+ * (as root also the hard limit, before privileges are dropped). */
+static void server_raise_nofile(const struct conf *conf)
+{
+	rlim_t need = SERVER_FD_RESERVE;
+	for (size_t i = 0; i < conf->nservers; i++)
+		need += conf->servers[i].limits.connections;
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= need)
+		return;
+	struct rlimit want = {.rlim_cur = need, .rlim_max = rl.rlim_max};
+	if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need) {
+		want.rlim_max = need;
+		if (setrlimit(RLIMIT_NOFILE, &want) < 0) /* not root: up to the hard limit */
+			want = (struct rlimit){.rlim_cur = rl.rlim_max, .rlim_max = rl.rlim_max};
+	}
+	if (setrlimit(RLIMIT_NOFILE, &want) < 0)
+		want.rlim_cur = rl.rlim_cur;
+	if (want.rlim_cur < need)
+		log_warn("event=open-files-limit limit=%llu needed=%llu warning=\"fewer connections "
+			 "than limits.connections allow: raise the hard limit (ulimit -Hn)\"",
+			 (unsigned long long)want.rlim_cur, (unsigned long long)need);
+	else
+		log_info("event=open-files-limit limit=%llu", (unsigned long long)want.rlim_cur);
+}
+
 /* ---- signals ------------------------------------------------------------ */
 
 static void server_remember_users(void);
@@ -697,6 +756,7 @@ static void server_reload(void)
 		return;
 	}
 	delivery_set_mailboxes(rt->conf->mailboxes);
+	server_raise_nofile(rt->conf);
 	daemon_state.current = rt;
 	runtime_unref(old); /* freed when its last session ends */
 	server_remember_users();
@@ -783,6 +843,7 @@ static int server_start(struct runtime *rt)
 {
 	if (listeners_apply(rt) < 0)
 		return -1;
+	server_raise_nofile(rt->conf);
 	if (server_drop_privileges(rt->conf, rt->spool) < 0)
 		return -1;
 	/* the runner first: the delivery worker hands remote recipients to it */
@@ -802,7 +863,25 @@ static int server_start(struct runtime *rt)
 		outbound_stop();
 		return -1;
 	}
+	if (spool_committer_start(rt->spool, daemon_state.base) < 0) {
+		log_err("event=startup-error error=\"cannot start the spool's committer: %s\"",
+			strerror(errno));
+		delivery_stop();
+		control_stop();
+		outbound_stop();
+		return -1;
+	}
 	server_enqueue_spooled(rt->spool); /* local part first, then handed to the runner */
+	/* last: bound, dropped, files open, threads started; from here on the
+	 * process cannot execute programs or gain privileges */
+	if (confine_apply(why, sizeof why) < 0) {
+		log_err("event=startup-error error=\"cannot confine the process: %s\"", why);
+		delivery_stop();
+		control_stop();
+		outbound_stop();
+		return -1;
+	}
+	log_info("event=confined no_new_privs=yes seccomp=filter");
 	return 0;
 }
 
@@ -859,6 +938,8 @@ int server_run(const char *conf_path)
 		event_add(watch, &poll);
 		log_info("event=ready version=%s servers=%zu", POSTHORN_VERSION, rt->conf->nservers);
 		event_base_dispatch(daemon_state.base);
+		/* commits under way finish and get their replies first */
+		spool_committer_stop(sp);
 		event_free(watch);
 		listeners_free(daemon_state.listeners);
 		daemon_state.listeners = NULL;

@@ -52,6 +52,8 @@ struct session_start {
 struct runtime *runtime_ref(struct runtime *rt);
 /* The resolver for server srv of rt: its own, or the global one. */
 struct dns_resolver *runtime_resolver(const struct runtime *rt, const struct conf_server *srv);
+/* The server block called name in this generation, or NULL. */
+const struct conf_server *runtime_server(const struct runtime *rt, const char *name);
 void runtime_unref(struct runtime *rt);
 
 /* A live connection, of any protocol, as the daemon sees it: counted

@@ -845,6 +845,8 @@ static char *smtp_received_header(const struct smtp_session *s, const char *id)
 			 authpart, s->srv->hostname, with, id, forpart, date);
 }
 
+static void smtp_data_reply_refusal(struct smtp_session *s, unsigned flags, int spool_err);
+
 static void smtp_cmd_data(struct smtp_session *s, char *args)
 {
 	if (*args) {
@@ -860,6 +862,7 @@ static void smtp_cmd_data(struct smtp_session *s, char *args)
 		.client = s->client,
 		.helo = s->helo,
 		.auth_user = s->auth_user,
+		.server = s->srv->name,
 	};
 	s->msg = spool_msg_begin(s->rt->spool, &env);
 	if (!s->msg) {
@@ -875,11 +878,13 @@ static void smtp_cmd_data(struct smtp_session *s, char *args)
 	s->spool_err = 0;
 	char *received = smtp_received_header(s, env.id);
 	int w = spool_msg_write(s->msg, received, strlen(received));
+	int werr = errno;
 	free(received);
 	if (w < 0) {
 		spool_msg_abort(s->msg);
 		s->msg = NULL;
-		smtp_reply(s, "451 4.3.0 Local error in processing");
+		log_err("event=spool-error session=%s error=\"%s\"", s->sid, strerror(werr));
+		smtp_data_reply_refusal(s, 0, werr);
 		return;
 	}
 	smtp_data_begin(&s->data, s->srv->limits.message_size);
@@ -980,6 +985,9 @@ static void smtp_data_end(struct smtp_session *s)
 	if (flags || s->spool_err) {
 		log_info("event=reject session=%s server=%s client=%s reason=%s", s->sid,
 			 s->srv->name, s->client, smtp_refusal_reason(flags));
+		if (s->spool_err) /* the admin needs to know why: disk full, I/O error */
+			log_err("event=spool-error session=%s id=%s error=\"%s\"", s->sid,
+				s->msg_id, strerror(s->spool_err));
 		smtp_data_reply_refusal(s, flags, s->spool_err);
 		smtp_txn_reset(s);
 		return;
@@ -1310,6 +1318,13 @@ static void smtp_cmd_starttls(struct smtp_session *s, char *args)
 	}
 	if (!s->ts) {
 		smtp_reply(s, "502 5.5.1 Error: command not implemented (no certificate)");
+		smtp_error(s);
+		return;
+	}
+	if (s->auth_user) {
+		/* a login made in the clear must not look protected afterwards
+		 * (NO STARTTLS / EAST: STARTTLS after AUTH) */
+		smtp_reply(s, "503 5.5.1 Error: STARTTLS not allowed after AUTH");
 		smtp_error(s);
 		return;
 	}

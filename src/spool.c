@@ -9,15 +9,18 @@
  *   client XTEXT            may be empty
  *   helo XTEXT              optional
  *   auth XTEXT              optional
+ *   server XTEXT            optional: the virtual server that accepted it
  *   rcpt local|remote XTEXT(address) XTEXT(orig)   one or more
  * then an empty line and the message.  The reader is strict: any other line,
  * a missing or repeated key, or a bad xtext makes the file malformed. */
+#define _GNU_SOURCE /* pipe2, sync_file_range */
 #include "spool.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +28,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <event2/event.h>
 #include <openssl/rand.h>
 
 #include "log.h"
@@ -38,6 +42,7 @@ enum {
 	SPOOL_ID_SEQ_CHARS = 4,         /* 20 bits of a per-process counter */
 	SPOOL_ID_RAND_CHARS = 6,        /* 30 bits of randomness */
 	SPOOL_ID_LEN = SPOOL_ID_TIME_CHARS + SPOOL_ID_SEQ_CHARS + SPOOL_ID_RAND_CHARS,
+	SPOOL_PARALLEL_MIN = 3,         /* batches this large: their fdatasyncs run at once */
 };
 
 _Static_assert((int)SPOOL_ID_LEN < (int)SPOOL_ID_SIZE, "spool ID does not fit SPOOL_ID_SIZE");
@@ -48,10 +53,27 @@ static const char spool_done_suffix[] = ".done";
 /* Crockford's base-32 alphabet: ascending in ASCII, so IDs sort as numbers. */
 static const char spool_b32[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
+/* The group commit thread and its two lists: messages waiting for the
+ * next batch, and messages whose batch is done, waiting for their
+ * callbacks on the loop.  Both under lock; a byte in the pipe wakes the
+ * loop. */
+struct spool_committer {
+	pthread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t wake;
+	bool stopping;
+	struct spool_msg *pending, **pending_tail;
+	struct spool_msg *done, **done_tail;
+	int pipe_r, pipe_w;
+	struct event *ev;
+};
+
 struct spool {
 	char *dir;
 	char *tmpdir;
 	char *queuedir;
+	struct spool_committer *gc;     /* NULL: commits are synchronous */
+	struct spool_stats stats;       /* updated with __atomic builtins */
 };
 
 struct spool_msg {
@@ -63,6 +85,12 @@ struct spool_msg {
 	char *buf;
 	size_t buflen;
 	off_t size;             /* message bytes written, envelope excluded */
+	/* the commit: */
+	struct spool_msg *next; /* in a committer list */
+	spool_commit_cb cb;
+	void *cb_arg;
+	int commit_err;
+	bool queued;            /* renamed into queue/, not yet known durable */
 };
 
 /* ---- IDs ---------------------------------------------------------------- */
@@ -304,6 +332,7 @@ void spool_close(struct spool *sp)
 {
 	if (!sp)
 		return;
+	spool_committer_stop(sp);
 	free(sp->dir);
 	free(sp->tmpdir);
 	free(sp->queuedir);
@@ -411,6 +440,8 @@ static int spool_msg_put_envelope(struct spool_msg *m, const struct spool_envelo
 		return -1;
 	if (env->auth_user && spool_msg_put_field(m, "auth", env->auth_user) < 0)
 		return -1;
+	if (env->server && spool_msg_put_field(m, "server", env->server) < 0)
+		return -1;
 	for (size_t i = 0; i < env->nrcpts; i++)
 		if (spool_msg_put_rcpt(m, &env->rcpts[i]) < 0)
 			return -1;
@@ -483,41 +514,279 @@ void spool_msg_abort(struct spool_msg *m)
 	spool_msg_free(m);
 }
 
-/* flush, fsync, close, rename into queue/, fsync queue/: 0 or an errno. */
-static int spool_msg_make_durable(struct spool_msg *m)
+/* ---- committing ------------------------------------------------------------ */
+
+static void spool_count(unsigned long long *counter, unsigned long long n)
 {
-	if (spool_msg_flush(m) < 0 || fsync(m->fd) < 0)
+	__atomic_add_fetch(counter, n, __ATOMIC_RELAXED);
+}
+
+void spool_get_stats(struct spool *sp, struct spool_stats *out)
+{
+	out->messages = __atomic_load_n(&sp->stats.messages, __ATOMIC_RELAXED);
+	out->batches = __atomic_load_n(&sp->stats.batches, __ATOMIC_RELAXED);
+	out->fsyncs = __atomic_load_n(&sp->stats.fsyncs, __ATOMIC_RELAXED);
+}
+
+/* The rest of the buffer into the file, and its writeback started, so that
+ * the data of a whole batch goes to the disk together: 0 or an errno. */
+static int spool_msg_write_out(struct spool_msg *m)
+{
+	if (spool_msg_flush(m) < 0)
 		return errno;
+	/* only a hint: fdatasync below reports what matters */
+	(void)sync_file_range(m->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+	return 0;
+}
+
+/* Data on stable storage (unless the batch's syncfs did that), file
+ * closed, renamed into queue/: 0 or an errno. */
+static int spool_msg_sync_rename(struct spool_msg *m, bool synced)
+{
+	if (!synced) {
+		spool_count(&m->sp->stats.fsyncs, 1);
+		if (fdatasync(m->fd) < 0)
+			return errno;
+	}
 	int fd = m->fd;
 	m->fd = -1;
 	if (close(fd) < 0)
 		return errno;
 	char *qpath = spool_queue_path(m->sp, m->id, "");
-	if (rename(m->tmppath, qpath) < 0) {
-		int e = errno;
-		free(qpath);
-		return e;
-	}
-	if (fsync_dir(m->sp->queuedir) < 0) {
-		/* not known to be durable, so never acknowledged: take it back */
-		int e = errno;
-		if (unlink(qpath) < 0)
-			log_warn("event=spool-error file=%s reason=\"cannot remove: %s\"", qpath,
-				 strerror(errno));
-		free(qpath);
-		return e;
-	}
+	int r = rename(m->tmppath, qpath);
+	int e = errno;
 	free(qpath);
+	if (r < 0)
+		return e;
+	m->queued = true;
 	return 0;
+}
+
+/* Not known to be durable, so never acknowledged: take it back. */
+static void spool_msg_unqueue(struct spool_msg *m)
+{
+	char *qpath = spool_queue_path(m->sp, m->id, "");
+	if (unlink(qpath) < 0 && errno != ENOENT)
+		log_warn("event=spool-error file=%s reason=\"cannot remove: %s\"", qpath,
+			 strerror(errno));
+	free(qpath);
+	m->queued = false;
+}
+
+/* The data of a whole batch made durable together: the fdatasyncs of its
+ * files run at once (the device merges their cache flushes), where one
+ * after the other each would wait for a flush of its own. */
+static void spool_sync_all(struct spool *sp, struct spool_msg *batch, size_t n)
+{
+	int *fds = xcalloc(n, sizeof *fds);
+	int *errs = xcalloc(n, sizeof *errs);
+	size_t k = 0;
+	for (struct spool_msg *m = batch; m; m = m->next)
+		if (!m->commit_err)
+			fds[k++] = m->fd;
+	spool_count(&sp->stats.fsyncs, k);
+	fdatasync_all(fds, errs, k);
+	k = 0;
+	for (struct spool_msg *m = batch; m; m = m->next)
+		if (!m->commit_err)
+			m->commit_err = errs[k++];
+	free(fds);
+	free(errs);
+}
+
+/* Make a batch (a list linked by next) durable: all data written out and
+ * synced (fdatasync each, at once for a larger batch), all renamed, queue/
+ * fsynced once.  Sets every message's commit_err; failed messages are
+ * removed. */
+static void spool_batch_commit(struct spool *sp, struct spool_msg *batch)
+{
+	unsigned long long n = 0;
+	bool any_queued = false;
+	for (struct spool_msg *m = batch; m; m = m->next, n++)
+		m->commit_err = spool_msg_write_out(m);
+	bool synced = false;
+	if (n >= SPOOL_PARALLEL_MIN) {
+		spool_sync_all(sp, batch, n);
+		synced = true;
+	}
+	for (struct spool_msg *m = batch; m; m = m->next) {
+		if (!m->commit_err)
+			m->commit_err = spool_msg_sync_rename(m, synced);
+		any_queued |= m->queued;
+	}
+	if (any_queued) {
+		spool_count(&sp->stats.fsyncs, 1);
+		if (fsync_dir(sp->queuedir) < 0) {
+			int e = errno;
+			for (struct spool_msg *m = batch; m; m = m->next) {
+				if (m->queued) {
+					spool_msg_unqueue(m);
+					m->commit_err = e;
+				}
+			}
+		}
+	}
+	for (struct spool_msg *m = batch; m; m = m->next)
+		if (m->commit_err)
+			spool_msg_discard(m);
+	spool_count(&sp->stats.messages, n);
+	spool_count(&sp->stats.batches, 1);
+}
+
+/* The callbacks of a finished list, in commit order; each m freed first. */
+static void spool_run_callbacks(struct spool_msg *list)
+{
+	while (list) {
+		struct spool_msg *m = list;
+		list = m->next;
+		spool_commit_cb cb = m->cb;
+		void *arg = m->cb_arg;
+		int err = m->commit_err;
+		spool_msg_free(m);
+		cb(arg, err);
+	}
 }
 
 void spool_msg_commit(struct spool_msg *m, spool_commit_cb cb, void *arg)
 {
-	int err = spool_msg_make_durable(m);
-	if (err)
-		spool_msg_discard(m);
-	spool_msg_free(m);
-	cb(arg, err);
+	m->cb = cb;
+	m->cb_arg = arg;
+	m->next = NULL;
+	struct spool_committer *gc = m->sp->gc;
+	if (!gc) {
+		spool_batch_commit(m->sp, m);
+		spool_run_callbacks(m);
+		return;
+	}
+	pthread_mutex_lock(&gc->lock);
+	*gc->pending_tail = m;
+	gc->pending_tail = &m->next;
+	pthread_cond_signal(&gc->wake);
+	pthread_mutex_unlock(&gc->lock);
+}
+
+/* The thread: whatever is pending when it looks is one batch. */
+static void *spool_committer_main(void *arg)
+{
+	struct spool *sp = arg;
+	struct spool_committer *gc = sp->gc;
+	pthread_mutex_lock(&gc->lock);
+	for (;;) {
+		while (!gc->pending && !gc->stopping)
+			pthread_cond_wait(&gc->wake, &gc->lock);
+		if (!gc->pending)
+			break; /* stopping, and nothing is left */
+		struct spool_msg *batch = gc->pending;
+		gc->pending = NULL;
+		gc->pending_tail = &gc->pending;
+		pthread_mutex_unlock(&gc->lock);
+		spool_batch_commit(sp, batch);
+		pthread_mutex_lock(&gc->lock);
+		*gc->done_tail = batch;
+		while (*gc->done_tail)
+			gc->done_tail = &(*gc->done_tail)->next;
+		ssize_t w = write(gc->pipe_w, "c", 1);
+		(void)w; /* a full pipe already wakes the loop */
+	}
+	pthread_mutex_unlock(&gc->lock);
+	return NULL;
+}
+
+static struct spool_msg *spool_take_done(struct spool_committer *gc)
+{
+	pthread_mutex_lock(&gc->lock);
+	struct spool_msg *list = gc->done;
+	gc->done = NULL;
+	gc->done_tail = &gc->done;
+	pthread_mutex_unlock(&gc->lock);
+	return list;
+}
+
+static void spool_committer_ready(evutil_socket_t fd, short what, void *arg)
+{
+	struct spool *sp = arg;
+	char buf[256];
+	while (read(fd, buf, sizeof buf) > 0)
+		;
+	if (sp->gc)
+		spool_run_callbacks(spool_take_done(sp->gc));
+}
+
+/* Signals go to the event loop's thread, never to the committer. */
+static int spool_committer_spawn(struct spool *sp)
+{
+	sigset_t all, old;
+	sigfillset(&all);
+	int e = pthread_sigmask(SIG_SETMASK, &all, &old);
+	if (e != 0)
+		return e;
+	e = pthread_create(&sp->gc->thread, NULL, spool_committer_main, sp);
+	int e2 = pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (e == 0 && e2 != 0)
+		fatal("pthread_sigmask: %s", strerror(e2));
+	return e;
+}
+
+int spool_committer_start(struct spool *sp, struct event_base *base)
+{
+	if (sp->gc) {
+		errno = EBUSY;
+		return -1;
+	}
+	int fds[2];
+	if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0)
+		return -1;
+	struct spool_committer *gc = xcalloc(1, sizeof *gc);
+	pthread_mutex_init(&gc->lock, NULL);
+	pthread_cond_init(&gc->wake, NULL);
+	gc->pending_tail = &gc->pending;
+	gc->done_tail = &gc->done;
+	gc->pipe_r = fds[0];
+	gc->pipe_w = fds[1];
+	gc->ev = event_new(base, gc->pipe_r, EV_READ | EV_PERSIST, spool_committer_ready, sp);
+	if (!gc->ev)
+		fatal("spool: event_new failed");
+	event_add(gc->ev, NULL);
+	sp->gc = gc;
+	int e = spool_committer_spawn(sp);
+	if (e != 0) {
+		sp->gc = NULL;
+		event_free(gc->ev);
+		close(gc->pipe_r);
+		close(gc->pipe_w);
+		pthread_cond_destroy(&gc->wake);
+		pthread_mutex_destroy(&gc->lock);
+		free(gc);
+		errno = e;
+		return -1;
+	}
+	return 0;
+}
+
+void spool_committer_stop(struct spool *sp)
+{
+	struct spool_committer *gc = sp->gc;
+	if (!gc)
+		return;
+	pthread_mutex_lock(&gc->lock);
+	gc->stopping = true;
+	pthread_cond_signal(&gc->wake);
+	pthread_mutex_unlock(&gc->lock);
+	int e = pthread_join(gc->thread, NULL);
+	if (e != 0)
+		fatal("pthread_join: %s", strerror(e));
+	sp->gc = NULL; /* commits from the callbacks below are synchronous */
+	spool_run_callbacks(spool_take_done(gc));
+	event_free(gc->ev);
+	close(gc->pipe_r);
+	close(gc->pipe_w);
+	pthread_cond_destroy(&gc->wake);
+	pthread_mutex_destroy(&gc->lock);
+	free(gc);
+	struct spool_stats st;
+	spool_get_stats(sp, &st);
+	log_info("event=spool-stats messages=%llu batches=%llu fsyncs=%llu", st.messages,
+		 st.batches, st.fsyncs);
 }
 
 /* ---- reading ------------------------------------------------------------ */
@@ -563,6 +832,7 @@ enum spool_key_rank {
 	SPOOL_KEY_CLIENT,
 	SPOOL_KEY_HELO,
 	SPOOL_KEY_AUTH,
+	SPOOL_KEY_SERVER,
 	SPOOL_KEY_RCPT,
 };
 
@@ -626,6 +896,11 @@ static int spool_parse_auth(struct spool_reader *rd, const char *v)
 	return spool_parse_xtext(rd, v, &rd->env->auth_user);
 }
 
+static int spool_parse_server(struct spool_reader *rd, const char *v)
+{
+	return spool_parse_xtext(rd, v, &rd->env->server);
+}
+
 /* "local|remote ADDRESS ORIG" */
 static int spool_parse_rcpt(struct spool_reader *rd, const char *v)
 {
@@ -666,11 +941,12 @@ static const struct spool_key {
 	{"client", SPOOL_KEY_CLIENT, spool_parse_client},
 	{"helo", SPOOL_KEY_HELO, spool_parse_helo},
 	{"auth", SPOOL_KEY_AUTH, spool_parse_auth},
+	{"server", SPOOL_KEY_SERVER, spool_parse_server},
 	{"rcpt", SPOOL_KEY_RCPT, spool_parse_rcpt},
 };
 
 /* Keys come in rank order, each once but rcpt; id to client are required
- * (helo and auth are optional), so each may follow only its predecessor. */
+ * (helo, auth and server are optional), so each may follow only its predecessor. */
 static bool spool_key_may_follow(enum spool_key_rank key, enum spool_key_rank last)
 {
 	if (key <= SPOOL_KEY_CLIENT)
@@ -937,6 +1213,18 @@ int spool_mark_done(struct spool *sp, const char *id, size_t i)
 
 int spool_remove(struct spool *sp, const char *id)
 {
+	if (spool_unlink_message(sp, id) < 0)
+		return -1;
+	return spool_sync_queue(sp);
+}
+
+int spool_sync_queue(struct spool *sp)
+{
+	return fsync_dir(sp->queuedir);
+}
+
+int spool_unlink_message(struct spool *sp, const char *id)
+{
 	if (!spool_id_valid(id)) {
 		errno = EINVAL;
 		return -1;
@@ -953,7 +1241,7 @@ int spool_remove(struct spool *sp, const char *id)
 	free(path);
 	if (r < 0 && errno != ENOENT)
 		return -1;
-	return fsync_dir(sp->queuedir);
+	return 0;
 }
 
 static int spool_cmp_ids(const void *a, const void *b)
@@ -1005,5 +1293,6 @@ void spool_envelope_clear(struct spool_envelope *env)
 	free(env->client);
 	free(env->helo);
 	free(env->auth_user);
+	free(env->server);
 	memset(env, 0, sizeof *env);
 }

@@ -34,6 +34,7 @@ struct spool_envelope {
 	char *client;           /* client address text */
 	char *helo;             /* may be NULL */
 	char *auth_user;        /* may be NULL */
+	char *server;           /* the virtual server that accepted it; may be NULL */
 	off_t body_offset;      /* filled by spool_read_envelope() */
 	off_t size;             /* of the message part; filled by spool_read_envelope() */
 };
@@ -59,13 +60,34 @@ off_t spool_msg_size(const struct spool_msg *m);
 /* Throw the message away (tmp file unlinked) and free m. */
 void spool_msg_abort(struct spool_msg *m);
 
-/* Make the message durable: flush, fsync the file, rename into queue/,
- * fsync the folder; then cb(arg, 0) — or cb(arg, errno) after removing
- * the partial file.  m is freed either way.  Today cb runs before this
- * returns; callers must not depend on that, so that a later version can
- * share one fsync among several messages (group commit). */
+/* Make the message durable: flush, fdatasync the file, rename into
+ * queue/, fsync the folder; then cb(arg, 0) — or cb(arg, errno) after
+ * removing the partial file.  m is freed either way.  Without a committer
+ * cb runs before this returns; with one (spool_committer_start) it runs
+ * later on the event loop, and callers must not depend on either. */
 typedef void (*spool_commit_cb)(void *arg, int err);
 void spool_msg_commit(struct spool_msg *m, spool_commit_cb cb, void *arg);
+
+/* Group commit.  A thread makes messages durable off the event loop; the
+ * messages whose commit was asked for while it was busy with a batch form
+ * the next batch: their data is written out together, their fdatasyncs run
+ * at once (fdatasync_all), they are renamed into queue/ and the folder is
+ * fsynced once for all of them; only then do their callbacks run, on
+ * base's loop.  A message alone is not delayed: the thread starts as soon
+ * as it has one.  0, or -1 with errno. */
+struct event_base;
+int spool_committer_start(struct spool *sp, struct event_base *base);
+/* Finish every commit asked for, run the callbacks, end the thread; later
+ * commits are synchronous again. */
+void spool_committer_stop(struct spool *sp);
+
+/* What the commits have cost since spool_open(). */
+struct spool_stats {
+	unsigned long long messages;    /* committed, successfully or not */
+	unsigned long long batches;     /* durable writes they shared */
+	unsigned long long fsyncs;      /* fdatasync, syncfs and fsync calls made for them */
+};
+void spool_get_stats(struct spool *sp, struct spool_stats *out);
 
 /* Read a queued message's envelope (and its .done records).  0, or -1. */
 int spool_read_envelope(struct spool *sp, const char *id, struct spool_envelope *env);
@@ -73,8 +95,12 @@ int spool_read_envelope(struct spool *sp, const char *id, struct spool_envelope 
 int spool_open_message(struct spool *sp, const struct spool_envelope *env);
 /* Record that recipient index i was delivered (append + fsync). */
 int spool_mark_done(struct spool *sp, const char *id, size_t i);
-/* Remove a fully handled message (its file and .done). */
+/* Remove a fully handled message (its file and .done), queue/ fsynced. */
 int spool_remove(struct spool *sp, const char *id);
+/* The same without the fsync, for several removals that share one
+ * spool_sync_queue(). */
+int spool_unlink_message(struct spool *sp, const char *id);
+int spool_sync_queue(struct spool *sp);
 /* IDs in queue/, oldest first.  Caller frees with spool_free_ids(). */
 size_t spool_list(struct spool *sp, char ***ids);
 void spool_free_ids(char **ids, size_t n);

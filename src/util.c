@@ -5,6 +5,8 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -214,4 +216,43 @@ int mkdir_p(const char *path, unsigned mode)
 	if (r < 0 && errno != EEXIST)
 		return -1;
 	return 0;
+}
+
+/* ---- syncing many files at once ------------------------------------------ */
+
+enum { SYNC_THREADS_MAX = 8 };
+
+struct sync_job {
+	const int *fds;
+	int *errs;
+	size_t n;
+	size_t next;            /* the next index to take, atomically */
+};
+
+static void *sync_worker(void *arg)
+{
+	struct sync_job *j = arg;
+	for (;;) {
+		size_t i = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED);
+		if (i >= j->n)
+			return NULL;
+		j->errs[i] = fdatasync(j->fds[i]) < 0 ? errno : 0;
+	}
+}
+
+void fdatasync_all(const int *fds, int *errs, size_t n)
+{
+	struct sync_job j = {.fds = fds, .errs = errs, .n = n};
+	pthread_t t[SYNC_THREADS_MAX - 1];
+	size_t started = 0;
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old); /* signals stay with the loop thread */
+	while (started < SYNC_THREADS_MAX - 1 && started + 1 < n &&
+	       pthread_create(&t[started], NULL, sync_worker, &j) == 0)
+		started++;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	sync_worker(&j); /* this thread takes its share too */
+	for (size_t k = 0; k < started; k++)
+		pthread_join(t[k], NULL);
 }

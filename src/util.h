@@ -48,6 +48,10 @@ bool str_iendswith(const char *s, const char *suffix);
 int write_all(int fd, const void *buf, size_t len);
 /* fsync a directory by path.  0 or -1 (errno set). */
 int fsync_dir(const char *path);
+/* fdatasync every fd, several at once (up to 8 threads): the device sees
+ * the flushes together instead of one after the other.  errs[i] is 0 or
+ * the errno for fds[i]. */
+void fdatasync_all(const int *fds, int *errs, size_t n);
 /* mkdir -p with mode; 0 or -1. */
 int mkdir_p(const char *path, unsigned mode);
 

@@ -21,6 +21,7 @@ SANITIZER_MARKERS = (
     "runtime error:",
     "WARNING: AddressSanitizer",
     "ThreadSanitizer",
+    "event=seccomp-denied",   # a system call the confinement did not expect
 )
 
 

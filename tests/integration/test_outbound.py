@@ -382,6 +382,24 @@ def test_relayed_mail_reaches_the_mx_with_headers_intact(posthorn, dnsmasq, sink
     assert int(ev["delay"]) >= 0
 
 
+def test_server_own_dns_finds_the_mx_of_its_mail(posthorn, dnsmasq, sinks):
+    """A server block's own `dns` serves the mail that server accepted
+    (issue 5: "used for its connection checks and for delivering the mail
+    it accepted"); the global resolver knows nothing of external.test."""
+    sink = sinks()
+    glob = dnsmasq()
+    own = external_dns(dnsmasq)
+    p = posthorn(dns=glob.address, global_extra=outbound_block(sink.port),
+                 servers={"mx": {"anonymous": True,
+                                 "extra": RELAY_BY_IP + f"dns {own.address}\n"}})
+    submit(p, [REMOTE], message("through its own dns"))
+    got = sink.wait_delivered(1)[0]
+    assert b"Subject: through its own dns" in got["data"]
+    wait_spool_empty(p)
+    assert own.queries("MX", "external.test"), own.log()
+    assert not glob.queries("MX", "external.test"), glob.log()
+
+
 def test_large_message_is_streamed_exactly(posthorn, dnsmasq, sinks):
     sink = sinks()
     p = relay_daemon(posthorn, external_dns(dnsmasq), sink.port)

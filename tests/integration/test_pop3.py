@@ -437,6 +437,29 @@ def test_refused_address_gets_err_and_close(posthorn, cert, ctx, tls):
     quit_(c2)
 
 
+def test_connection_limit_answers_in_pop3(posthorn, cert, ctx):
+    """Over limits.connections-per-ip a plain client is told why in POP3
+    terms; on the implicit-TLS port the connection just closes: no
+    plaintext is ever written where TLS is expected."""
+    p = start_pop3(posthorn, cert, limits={"connections-per-ip": 2, "connections": 50})
+    held = [connect(p, source="127.0.2.7"), connect(p, source="127.0.2.7")]
+    c = POP3Conn(p.port("pop"), source="127.0.2.7")
+    p.conns.append(c)
+    r = c.line()
+    assert r.startswith("-ERR [SYS/TEMP] ") and "too many connections from your address" in r, r
+    assert c.wait_closed() == b""
+    raw = socket.create_connection((HOST, p.pop3s_port), timeout=10,
+                                   source_address=("127.0.2.7", 0))
+    try:
+        assert raw.recv(100) == b"", "plaintext on the implicit-TLS port"
+    finally:
+        raw.close()
+    ev = p.wait_event("refuse", client="127.0.2.7")
+    assert ev["reason"] == "connection-limit" and ev["limit"] == "per-address", ev["_line"]
+    for h in held:
+        quit_(h)
+
+
 def test_tls_required_refuses_logins_before_stls(posthorn, cert, ctx):
     p = start_pop3(posthorn, cert, tls=["require yes"])
     put_message(p, BOB, "Subject: x\n\nbody\n")

@@ -128,6 +128,7 @@ static void envelope_fill(struct spool_envelope *env, const char *sender)
 	env->client = xstrdup("client.example [192.0.2.7]");
 	env->helo = xstrdup("client.example");
 	env->auth_user = xstrdup("alice@example.test");
+	env->server = xstrdup("submission");
 	env->arrival = 1700000000;
 	struct spool_rcpt *r = xappend(&env->rcpts, &env->nrcpts, sizeof *r);
 	r->address = xstrdup("bob@example.test");
@@ -180,6 +181,7 @@ static void test_roundtrip(void **state)
 	assert_string_equal(env.client, "client.example [192.0.2.7]");
 	assert_string_equal(env.helo, "client.example");
 	assert_string_equal(env.auth_user, "alice@example.test");
+	assert_string_equal(env.server, "submission");
 	assert_int_equal(env.arrival, 1700000000);
 	assert_int_equal(env.nrcpts, 3);
 	assert_string_equal(env.rcpts[0].address, "bob@example.test");
@@ -232,6 +234,7 @@ static void test_null_sender_minimal(void **state)
 	assert_string_equal(back.client, "");
 	assert_null(back.helo);
 	assert_null(back.auth_user);
+	assert_null(back.server);
 	assert_int_equal(back.size, 0);
 	assert_int_equal(back.arrival, env.arrival);
 	spool_envelope_clear(&back);

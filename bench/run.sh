@@ -1,0 +1,485 @@
+#!/bin/bash
+# posthorn beside Postfix, same machine, same load, same durability.
+#   bench/run.sh quick     (< 2 minutes: one round, small counts)
+#   bench/run.sh full      (~15 minutes: three alternating rounds, every row)
+# As root.  Everything runs inside a private network namespace that has only
+# a loopback interface and its own dnsmasq; servers are private instances
+# under a temporary folder.  Every process started here is stopped by PID;
+# every wait is bounded.  Results: a table on stdout and a TSV under
+# bench/results/.
+set -euo pipefail
+mode=${1:-quick}
+case "$mode" in quick|full) ;; *) echo "usage: bench/run.sh quick|full" >&2; exit 2 ;; esac
+top=$(cd "$(dirname "$0")/.." && pwd)
+bin="$top/build/release/posthorn"
+phload="$top/build/bench/phload"
+[ -x "$bin" ] && [ -x "$phload" ] || { echo "bench: run 'make release phload' first" >&2; exit 1; }
+[ "$(id -u)" -eq 0 ] || { echo "bench: run as root (network namespace)" >&2; exit 1; }
+"$top/bench/install-deps.sh"
+
+ns=phbench-$$
+D=$(mktemp -d /tmp/phbench.XXXXXX)
+chmod 755 "$D"
+results="$top/bench/results"
+mkdir -p "$results"
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+tsv="$results/$mode-$stamp.tsv"
+NS=(ip netns exec "$ns")
+PIDS=()            # every long-running process started here
+
+PH_PORT=2525; PH_TLS_PORT=2465; PF_PORT=2526; SINK_PORT=2527; SSERVER_PORT=4433
+
+stop_pid() {  # stop one process we started, bounded: TERM, 5 s, KILL
+    local p=$1 i
+    kill -TERM "$p" 2>/dev/null || return 0
+    for i in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+}
+forget_pid() { local p=$1 x keep=(); for x in "${PIDS[@]}"; do [ "$x" = "$p" ] || keep+=("$x"); done; PIDS=("${keep[@]}"); }
+cleanup() {
+    set +e
+    local p
+    for p in "${PIDS[@]}"; do stop_pid "$p"; done
+    ip netns del "$ns" 2>/dev/null
+    rm -rf "/etc/netns/$ns"
+    [ -n "${KEEP:-}" ] || rm -rf "$D"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+wait_port() {  # wait (bounded, 20 s) until something listens on 127.0.0.1:$1 in the namespace
+    local i
+    for i in $(seq 200); do
+        "${NS[@]}" ss -Hltn "sport = :$1" 2>/dev/null | grep -q . && return 0
+        sleep 0.1
+    done
+    echo "bench: nothing listens on port $1" >&2; return 1
+}
+
+# ---- the namespace: loopback only, dnsmasq answering from /etc/hosts -------
+ip netns add "$ns"
+"${NS[@]}" ip link set lo up
+mkdir -p "/etc/netns/$ns"
+echo "nameserver 127.0.0.1" > "/etc/netns/$ns/resolv.conf"   # ip netns exec mounts it
+# answers from /etc/hosts (127.0.0.1 is localhost) with a TTL, as real records
+# have: posthorn caches them; Postfix reads /etc/hosts itself (nsswitch)
+"${NS[@]}" /usr/sbin/dnsmasq --no-daemon --no-resolv --conf-file=/dev/null --port=53 \
+    --listen-address=127.0.0.1 --bind-interfaces --user=root --local=/#/ \
+    --local-ttl=300 --pid-file= >"$D/dnsmasq.log" 2>&1 &
+PIDS+=($!)
+
+# ---- posthorn -----------------------------------------------------------------
+PH="$D/posthorn"
+mkdir -p "$PH"
+"$bin" cert new --hostname bench.test --out "$PH/certs" >/dev/null
+cat > "$PH/posthorn.conf" <<CONF
+hostname  bench.test
+domains   bench.test
+spool     $PH/spool
+mailboxes $PH/mail
+users     $PH/users
+dns       127.0.0.1
+server mx {
+    listen 127.0.0.1:$PH_PORT
+    listen 127.0.0.1:$PH_TLS_PORT tls
+    auth { anonymous yes }
+    tls {
+        certificate certs/bench.test.crt
+        key         certs/bench.test.key
+    }
+    limits {
+        message-size       20M
+        recipients         100
+        connections        11000
+        connections-per-ip 11000
+        timeout            5m
+    }
+}
+CONF
+# the recipients smtp-source and phload use: u, 2u ... 10u
+for u in u 2u 3u 4u 5u 6u 7u 8u 9u 10u; do
+    echo "bench-password" | "$bin" -c "$PH/posthorn.conf" user add "$u@bench.test" >/dev/null
+done
+PH_PID=""
+start_posthorn() {  # $1: extra wrapper words (optional)
+    "${NS[@]}" "$@" "$bin" serve -c "$PH/posthorn.conf" 2>>"$PH/log" &
+    PH_PID=$!; PIDS+=("$PH_PID")
+    wait_port $PH_PORT
+}
+stop_posthorn() { stop_pid "$PH_PID"; forget_pid "$PH_PID"; PH_PID=""; }
+
+# ---- Postfix: a private instance, virtual Maildir delivery, default durability
+PF="$D/postfix"
+mkdir -p "$PF/etc" "$PF/queue" "$PF/data" "$PF/mail"
+chown postfix:postfix "$PF/data" "$PF/mail"
+pf_uid=$(id -u postfix); pf_gid=$(id -g postfix)
+cat > "$PF/etc/main.cf" <<CONF
+compatibility_level = 3.6
+queue_directory = $PF/queue
+data_directory = $PF/data
+command_directory = /usr/sbin
+daemon_directory = /usr/lib/postfix/sbin
+meta_directory = /etc/postfix
+shlib_directory = /usr/lib/postfix
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = pf.bench.test
+mydomain = bench.test
+mydestination =
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+alias_maps =
+alias_database =
+virtual_mailbox_domains = bench.test
+virtual_mailbox_base = $PF/mail
+virtual_mailbox_maps = texthash:$PF/etc/vmailbox
+virtual_uid_maps = static:$pf_uid
+virtual_gid_maps = static:$pf_gid
+maillog_file_prefixes = $PF
+maillog_file = $PF/maillog
+# the load comes from one address: Postfix's per-client limit (50) would
+# refuse part of the concurrency-100 rows; enough processes for them
+smtpd_client_connection_count_limit = 0
+default_process_limit = 250
+CONF
+for u in u 2u 3u 4u 5u 6u 7u 8u 9u 10u; do echo "$u@bench.test bench.test/$u/"; done > "$PF/etc/vmailbox"
+cat > "$PF/etc/master.cf" <<CONF
+127.0.0.1:$PF_PORT inet n - n - - smtpd
+pickup    unix n - n 60 1 pickup
+cleanup   unix n - n - 0 cleanup
+qmgr      unix n - n 300 1 qmgr
+rewrite   unix - - n - - trivial-rewrite
+bounce    unix - - n - 0 bounce
+defer     unix - - n - 0 bounce
+trace     unix - - n - 0 bounce
+verify    unix - - n - 1 verify
+flush     unix n - n 1000? 0 flush
+proxymap  unix - - n - - proxymap
+showq     unix n - n - - showq
+error     unix - - n - - error
+retry     unix - - n - - error
+discard   unix - - n - - discard
+smtp      unix - - n - - smtp
+relay     unix - - n - - smtp
+local     unix - n n - - local
+virtual   unix - n n - - virtual
+anvil     unix - - n - 1 anvil
+scache    unix - - n - 1 scache
+postlog   unix-dgram n - n - 1 postlogd
+CONF
+"${NS[@]}" postfix -c "$PF/etc" check >"$PF/check.log" 2>&1 || { cat "$PF/check.log" >&2; exit 1; }
+PF_PID=""
+start_postfix() {
+    "${NS[@]}" "$@" /usr/lib/postfix/sbin/master -c "$PF/etc" -d >>"$PF/master.log" 2>&1 &
+    PF_PID=$!; PIDS+=("$PF_PID")
+    wait_port $PF_PORT
+}
+stop_postfix() { stop_pid "$PF_PID"; forget_pid "$PF_PID"; PF_PID=""; }
+
+# ---- smtp-sink: Postfix's server that stores nothing (the ceiling) -------------
+SINK_PID=""
+start_sink() {
+    "${NS[@]}" smtp-sink -u postfix 127.0.0.1:$SINK_PORT 1024 >"$D/sink.log" 2>&1 &
+    SINK_PID=$!; PIDS+=("$SINK_PID")
+    wait_port $SINK_PORT
+}
+
+port_of() { case $1 in posthorn) echo $PH_PORT ;; postfix) echo $PF_PORT ;; sink) echo $SINK_PORT ;; esac; }
+queue_count() {
+    case $1 in
+    posthorn) find "$PH/spool/queue" -type f 2>/dev/null | wc -l ;;
+    postfix) find "$PF/queue/incoming" "$PF/queue/active" "$PF/queue/deferred" \
+                  "$PF/queue/maildrop" -type f 2>/dev/null | wc -l ;;
+    *) echo 0 ;;
+    esac
+}
+mail_root() { case $1 in posthorn) echo "$PH/mail" ;; postfix) echo "$PF/mail" ;; esac; }
+# Let the previous run's deliveries finish (bounded, 300 s).  Delivered
+# files stay: deleting thousands of files would make the next runs' file
+# creations slower (ext4 skips recently freed inodes), which is no part of
+# either server.
+settle() {
+    local s=$1 i
+    [ "$s" = sink ] && return 0
+    for i in $(seq 3000); do [ "$(queue_count "$s")" -eq 0 ] && break; sleep 0.1; done
+}
+# messages delivered to u@bench.test (the end-to-end and fsync rows send only there)
+count_new() {
+    local d; d="$(mail_root "$1")/bench.test/u/new"
+    if [ -d "$d" ]; then ls -f "$d" | grep -vc '^\.' || true; else echo 0; fi
+}
+
+now() { date +%s.%N; }
+
+# ---- results ---------------------------------------------------------------------
+# VALUES[row|server] = space separated values of the rounds
+declare -A VALUES
+declare -a ROWS
+declare -A UNIT HIGHER
+add_row() { ROWS+=("$1"); UNIT[$1]=$2; HIGHER[$1]=$3; }   # name, unit, 1 if higher is better
+record() { VALUES["$1|$2"]="${VALUES["$1|$2"]:-} $3"; echo "  $1 [$2] $3" >&2; }
+
+# durable accepted messages per second (smtp-source, a new connection per message)
+throughput() {  # row server conc count size rcpts
+    local row=$1 s=$2 c=$3 n=$4 size=$5 r=$6 t0 t1 rargs=()
+    settle "$s"
+    [ "$r" -gt 1 ] && rargs=(-r "$r")
+    t0=$(now)
+    if ! "${NS[@]}" timeout 300 smtp-source -s "$c" -m "$n" -l "$size" "${rargs[@]}" \
+            -f load@client.test -t u@bench.test 127.0.0.1:"$(port_of "$s")" \
+            >>"$D/source.log" 2>&1; then
+        echo "bench: smtp-source against $s failed (see $D/source.log)" >&2
+        record "$row" "$s" NA; return 0
+    fi
+    t1=$(now)
+    record "$row" "$s" "$(echo "$n $t0 $t1" | awk '{ printf "%.1f", $1 / ($3 - $2) }')"
+}
+
+# end to end: 5,000 (quick: 1,000) messages at concurrency 50 until all are in the Maildirs
+end_to_end() {  # row server count
+    local row=$1 s=$2 n=$3 t0 t1 i got=0 before
+    settle "$s"
+    before=$(count_new "$s")
+    t0=$(now)
+    "${NS[@]}" timeout 300 smtp-source -s 50 -m "$n" -l 1024 -f load@client.test \
+        -t u@bench.test 127.0.0.1:"$(port_of "$s")" >>"$D/source.log" 2>&1 || true
+    for i in $(seq 3000); do
+        got=$(( $(count_new "$s") - before ))
+        [ "$got" -ge "$n" ] && break
+        sleep 0.1
+    done
+    t1=$(now)
+    if [ "$got" -lt "$n" ]; then record "$row" "$s" NA; return 0; fi
+    record "$row" "$s" "$(echo "$t0 $t1" | awk '{ printf "%.2f", $2 - $1 }')"
+}
+
+# latency of a whole transaction at half of the server's own best 1 KiB rate
+latency() {  # server secs
+    local s=$1 secs=$2 best rate n out
+    best=$(for r in "tput c=10 1K" "tput c=100 1K"; do
+               for v in ${VALUES["$r|$s"]:-}; do echo "$v"; done; done |
+           grep -v NA | sort -g | tail -1)
+    [ -n "$best" ] || best=100
+    rate=$(echo "$best" | awk '{ printf "%.0f", $1 / 2 }')
+    n=$(echo "$rate $secs" | awk '{ printf "%d", $1 * $2 }')
+    settle "$s"
+    out=$("${NS[@]}" timeout 300 "$phload" tx -c 200 -n "$n" -s 1024 -R "$rate" -T 200 \
+          127.0.0.1 "$(port_of "$s")" 2>>"$D/phload.log" || true)
+    echo "  latency $s at $rate/s: $out" >&2
+    record "p50 latency at half load" "$s" "$(sed -n 's/.*p50_ms=\([0-9.]*\).*/\1/p' <<<"$out")"
+    record "p99 latency at half load" "$s" "$(sed -n 's/.*p99_ms=\([0-9.]*\).*/\1/p' <<<"$out")"
+}
+
+# resident memory per idle session (posthorn; Postfix runs a process per session)
+idle_sessions() {  # n starttls(0/1)
+    local n=$1 tls=$2 out args=() row
+    [ "$tls" = 1 ] && args=(-S)
+    row="RSS per idle session, $n plain"
+    [ "$tls" = 1 ] && row="RSS per idle session, $n after STARTTLS"
+    out=$("${NS[@]}" timeout 200 "$phload" idle -n "$n" "${args[@]}" -p "$PH_PID" -H 3 -T 150 \
+          127.0.0.1 $PH_PORT 2>>"$D/phload.log" || true)
+    echo "  idle: $out" >&2
+    record "$row" posthorn "$(sed -n 's/.*per_session_bytes=\([0-9.-]*\).*/\1/p' <<<"$out" |
+                               awk '{ printf "%.0f", $1 }')"
+}
+
+# full TLS handshakes per second: posthorn's implicit-TLS port beside openssl
+# s_server on the same key; server on core 0, client on core 1
+tls_handshakes() {  # secs
+    local secs=$1 port=$2 s=$3 n
+    n=$("${NS[@]}" taskset -c 1 timeout $((secs + 20)) openssl s_time -connect 127.0.0.1:"$port" \
+          -new -time "$secs" 2>/dev/null |
+        sed -n 's/^\([0-9]*\) connections in \([0-9.]*\) real seconds.*/\1 \2/p' |
+        awk '{ if ($2 > 0) printf "%.0f", $1 / $2 }')
+    record "TLS handshakes/s" "$s" "${n:-NA}"
+}
+
+# fsync + fdatasync system calls per message, delivery included: the server
+# runs under `perf stat` for one load of 2,000 messages at concurrency 10
+FSYNC_EVENTS=syscalls:sys_enter_fsync,syscalls:sys_enter_fdatasync,syscalls:sys_enter_syncfs,syscalls:sys_enter_sync,task-clock
+fsyncs_per_message() {  # server count
+    local s=$1 n=$2 pp child calls i
+    settle "$s"
+    local before; before=$(count_new "$s")
+    if [ "$s" = posthorn ]; then
+        "${NS[@]}" perf stat -x, -e "$FSYNC_EVENTS" -o "$D/perf-$s.txt" -- \
+            env POSTHORN_DEBUG=1 "$bin" serve -c "$PH/posthorn.conf" 2>"$PH/log.fsync" &
+    else
+        "${NS[@]}" perf stat -x, -e "$FSYNC_EVENTS" -o "$D/perf-$s.txt" -- \
+            /usr/lib/postfix/sbin/master -c "$PF/etc" -d >>"$PF/master.log" 2>&1 &
+    fi
+    pp=$!; PIDS+=("$pp")
+    wait_port "$(port_of "$s")"
+    "${NS[@]}" timeout 300 smtp-source -s 10 -m "$n" -l 1024 -f load@client.test \
+        -t u@bench.test 127.0.0.1:"$(port_of "$s")" >>"$D/source.log" 2>&1 || true
+    for i in $(seq 3000); do
+        [ "$(count_new "$s")" -ge $((before + n)) ] && [ "$(queue_count "$s")" -eq 0 ] && break
+        sleep 0.1
+    done
+    child=$(cat "/proc/$pp/task/$pp/children" 2>/dev/null | awk '{ print $1 }')
+    [ -n "$child" ] && stop_pid "$child"
+    for i in $(seq 100); do kill -0 "$pp" 2>/dev/null || break; sleep 0.1; done
+    stop_pid "$pp"; forget_pid "$pp"
+    calls=$(awk -F, '/syscalls/ { n += $1 } END { print n + 0 }' "$D/perf-$s.txt" 2>/dev/null)
+    record "fsyncs per message (accept + delivery)" "$s" \
+        "$(echo "$calls $n" | awk '{ printf "%.2f", $1 / $2 }')"
+    # CPU time of the server and all its processes and threads: what a
+    # message costs, whatever share of the machine the scheduler gave it
+    local ms
+    ms=$(awk -F, '/task-clock/ { print $1; exit }' "$D/perf-$s.txt" 2>/dev/null)
+    record "server CPU ms per message (accept + delivery)" "$s" \
+        "$(echo "${ms:-0} $n" | awk '{ if ($1 > 0) printf "%.3f", $1 / $2; else print "NA" }')"
+    if [ "$s" = posthorn ]; then
+        local line; line=$(grep 'event=spool-stats' "$PH/log.fsync" | tail -1 || true)
+        local a m
+        m=$(sed -n 's/.* messages=\([0-9]*\).*/\1/p' <<<"$line")
+        a=$(sed -n 's/.* fsyncs=\([0-9]*\).*/\1/p' <<<"$line")
+        if [ -n "$m" ] && [ "$m" -gt 0 ]; then
+            record "fsyncs per message (accept path)" posthorn \
+                "$(echo "$a $m" | awk '{ printf "%.2f", $1 / $2 }')"
+            echo "  spool: $line" >&2
+        fi
+    fi
+}
+
+# instructions per 1 KiB message through the whole pipeline (callgrind):
+# instrumentation switched on only around N messages, delivery included
+callgrind_per_message() {  # count
+    local n=$1 vp i
+    rm -f "$D/callgrind.out"
+    "${NS[@]}" valgrind --tool=callgrind --instr-atstart=no \
+        --callgrind-out-file="$D/callgrind.out" "$bin" serve -c "$PH/posthorn.conf" \
+        2>"$D/valgrind.log" &
+    vp=$!; PIDS+=("$vp")
+    # instrumentation on only once start-up (certificates, CA store) is over
+    for i in $(seq 900); do grep -q 'event=ready' "$D/valgrind.log" 2>/dev/null && break; sleep 0.1; done
+    local before; before=$(count_new posthorn)
+    (cd "$D" && callgrind_control -i on "$vp" >/dev/null)
+    "${NS[@]}" timeout 300 "$phload" tx -c 1 -n "$n" -s 1024 -T 250 127.0.0.1 $PH_PORT \
+        >>"$D/phload.log" 2>&1 || true
+    for i in $(seq 1200); do
+        [ "$(count_new posthorn)" -ge $((before + n)) ] && [ "$(queue_count posthorn)" -eq 0 ] && break
+        sleep 0.1
+    done
+    (cd "$D" && callgrind_control -i off "$vp" >/dev/null)
+    stop_pid "$vp"; forget_pid "$vp"
+    local ir
+    ir=$(callgrind_annotate "$D/callgrind.out" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1; exit }' || true)
+    record "instructions per 1 KiB message" posthorn \
+        "$(echo "${ir:-0} $n" | awk '{ if ($1 > 0) printf "%.0f", $1 / $2; else print "NA" }')"
+    if [ -n "${CALLGRIND_KEEP:-}" ]; then cp "$D/callgrind.out" "$CALLGRIND_KEEP"; fi
+    return 0
+}
+
+# ---- the plan ---------------------------------------------------------------------
+if [ "$mode" = quick ]; then
+    rounds=1
+    TPUT=("tput c=10 1K|10|800|1024|1" "tput c=100 1K|100|800|1024|1")
+    E2E=800; LAT_SECS=3; IDLE=1000; IDLE_TLS=100; TLS_SECS=2; FSYNC_N=300; CG_N=20
+else
+    rounds=3
+    TPUT=("tput c=1 1K|1|300|1024|1" "tput c=10 1K|10|3000|1024|1"
+          "tput c=100 1K|100|5000|1024|1" "tput c=10 100K|10|800|102400|1"
+          "tput c=100 100K|100|1000|102400|1" "tput c=10 1K 10 rcpts|10|1000|1024|10")
+    E2E=5000; LAT_SECS=10; IDLE=10000; IDLE_TLS=1000; TLS_SECS=8; FSYNC_N=2000; CG_N=200
+fi
+for t in "${TPUT[@]}"; do add_row "${t%%|*}" msg/s 1; done
+add_row "end-to-end $E2E msgs c=50" s 0
+add_row "p50 latency at half load" ms 0
+add_row "p99 latency at half load" ms 0
+
+echo "bench: $mode run, namespace $ns, folder $D, $rounds round(s), A B alternating" >&2
+start_posthorn; start_postfix; start_sink
+for round in $(seq "$rounds"); do
+    echo "bench: round $round" >&2
+    for t in "${TPUT[@]}"; do
+        IFS='|' read -r row c n size r <<<"$t"
+        for s in posthorn postfix sink; do throughput "$row" "$s" "$c" "$n" "$size" "$r"; done
+    done
+    for s in posthorn postfix; do end_to_end "end-to-end $E2E msgs c=50" "$s" "$E2E"; done
+done
+for round in $(seq "$rounds"); do
+    for s in posthorn postfix; do latency "$s" "$LAT_SECS"; done
+done
+stop_pid "$SINK_PID"; forget_pid "$SINK_PID"
+
+add_row "RSS per idle session, $IDLE plain" bytes 0
+add_row "RSS per idle session, $IDLE_TLS after STARTTLS" bytes 0
+settle posthorn
+stop_postfix   # memory: nothing else runs
+stop_posthorn; start_posthorn
+idle_sessions "$IDLE" 0
+stop_posthorn; start_posthorn
+idle_sessions "$IDLE_TLS" 1
+stop_posthorn
+
+if [ "$TLS_SECS" -gt 0 ]; then
+    add_row "TLS handshakes/s" 1/s 1
+    "${NS[@]}" taskset -c 0 "$bin" serve -c "$PH/posthorn.conf" 2>>"$PH/log" &
+    PH_PID=$!; PIDS+=("$PH_PID"); wait_port $PH_TLS_PORT
+    "${NS[@]}" taskset -c 0 openssl s_server -quiet -accept 127.0.0.1:$SSERVER_PORT \
+        -cert "$PH/certs/bench.test.crt" -key "$PH/certs/bench.test.key" \
+        </dev/null >"$D/s_server.log" 2>&1 &
+    SS_PID=$!; PIDS+=("$SS_PID"); wait_port $SSERVER_PORT
+    for round in $(seq "$rounds"); do
+        tls_handshakes "$TLS_SECS" $PH_TLS_PORT posthorn
+        tls_handshakes "$TLS_SECS" $SSERVER_PORT "openssl s_server"
+    done
+    stop_pid "$SS_PID"; forget_pid "$SS_PID"
+    stop_posthorn
+fi
+if [ "$FSYNC_N" -gt 0 ]; then
+    add_row "fsyncs per message (accept + delivery)" calls 0
+    add_row "fsyncs per message (accept path)" calls 0
+    add_row "server CPU ms per message (accept + delivery)" ms 0
+    fsyncs_per_message posthorn "$FSYNC_N"
+    fsyncs_per_message postfix "$FSYNC_N"
+fi
+if [ "$CG_N" -gt 0 ]; then
+    add_row "instructions per 1 KiB message" Ir 0
+    callgrind_per_message "$CG_N"
+fi
+
+# ---- the table -----------------------------------------------------------------------
+stats() {  # values... -> "median min max" (NA when none)
+    printf '%s\n' "$@" | grep -v -e '^$' -e NA | sort -g |
+        awk '{ v[NR] = $1 } END { if (NR == 0) { print "NA NA NA"; exit }
+              m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+              printf "%g %g %g\n", m, v[1], v[NR] }'
+}
+{
+    printf 'row\tunit\tposthorn_median\tposthorn_min\tposthorn_max\tpostfix_median\tpostfix_min\tpostfix_max\tceiling\tceiling_median\tceiling_min\tceiling_max\tratio_posthorn_postfix\n'
+    for row in "${ROWS[@]}"; do
+        # shellcheck disable=SC2086
+        read -r pm pl ph <<<"$(stats ${VALUES["$row|posthorn"]:-})"
+        # shellcheck disable=SC2086
+        read -r fm fl fh <<<"$(stats ${VALUES["$row|postfix"]:-})"
+        ceil=""; cm=NA; cl=NA; chh=NA
+        if [ -n "${VALUES["$row|sink"]:-}" ]; then ceil=smtp-sink
+            # shellcheck disable=SC2086
+            read -r cm cl chh <<<"$(stats ${VALUES["$row|sink"]})"
+        elif [ -n "${VALUES["$row|openssl s_server"]:-}" ]; then ceil="openssl s_server"
+            # shellcheck disable=SC2086
+            read -r cm cl chh <<<"$(stats ${VALUES["$row|openssl s_server"]})"
+        fi
+        ratio=$(echo "$pm $fm" | awk '$1 != "NA" && $2 != "NA" && $2 > 0 { printf "%.2f", $1 / $2; exit } { print "NA" }')
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$row" "${UNIT[$row]}" \
+            "$pm" "$pl" "$ph" "$fm" "$fl" "$fh" "${ceil:-NA}" "$cm" "$cl" "$chh" "$ratio"
+    done
+} > "$tsv"
+echo
+echo "posthorn vs Postfix $(dpkg-query -W -f='${Version}' postfix), $mode run, $rounds round(s), $(nproc) cores, $(date -u '+%Y-%m-%d %H:%M UTC')"
+awk -F'\t' 'NR == 1 { printf "| %s | %s | %s | %s | %s | %s |\n| --- | --- | --- | --- | --- | --- |\n",
+          "measure", "posthorn median (min–max)", "Postfix median (min–max)",
+          "ceiling median (min–max)", "posthorn/Postfix", "unit"; next }
+{
+    p = ($3 == "NA") ? "n/a" : $3 " (" $4 "–" $5 ")"
+    f = ($6 == "NA") ? "n/a" : $6 " (" $7 "–" $8 ")"
+    c = ($10 == "NA") ? "" : $9 " " $10 " (" $11 "–" $12 ")"
+    r = ($13 == "NA") ? "" : $13 "×"
+    printf "| %s | %s | %s | %s | %s | %s |\n", $1, p, f, c, r, $2
+}' "$tsv"
+echo
+echo "TSV: $tsv"
