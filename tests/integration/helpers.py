@@ -34,11 +34,22 @@ def sanitizer_report(text):
     return None
 
 
+_ports_given = set()
+
+
 def free_port(host=HOST):
-    """A TCP port that was free a moment ago (bind to port 0, read it back)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A TCP port that was free a moment ago (bind to port 0, read it
+    back), and never one this process handed out before: the kernel may
+    offer a just-closed port again, and two listeners of one daemon must
+    not get the same one."""
+    for _ in range(1000):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if port not in _ports_given:
+            _ports_given.add(port)
+            return port
+    raise AssertionError("no fresh TCP port in 1000 tries")
 
 
 def wait_until(predicate, timeout=10.0, interval=0.05, what="condition"):
