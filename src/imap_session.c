@@ -416,19 +416,12 @@ static bool imap_locked_out(struct imap_session *s)
  * with the keys SMTP and POP3 use.  Returns the delay before the reply. */
 static unsigned imap_count_failure(struct imap_session *s, const char *user)
 {
-	struct sasl_throttle *t = s->rt->throttle;
-	time_t now = time(NULL);
-	if (sasl_throttle_fail(t, s->client, &s->srv->auth, now))
+	bool locked;
+	unsigned delay = sasl_throttle_login_failed(s->rt->throttle, s->client, user,
+						    &s->srv->auth, time(NULL), &locked);
+	if (locked)
 		log_warn("event=lockout session=%s server=%s client=%s duration=%us", s->sid,
 			 s->srv->name, s->client, s->srv->auth.lockout_duration);
-	unsigned delay = sasl_throttle_delay_ms(t, s->client);
-	char key[320];
-	if (user && bsnprintf(key, sizeof key, "user:%s", user)) {
-		sasl_throttle_fail(t, key, &s->srv->auth, now);
-		unsigned d = sasl_throttle_delay_ms(t, key);
-		if (d > delay)
-			delay = d;
-	}
 	return delay;
 }
 
@@ -478,10 +471,7 @@ static void imap_parser_limits(struct imap_session *s);
 static void imap_login(struct imap_session *s, const char *user)
 {
 	imap_auth_log(s, "ok", user);
-	sasl_throttle_success(s->rt->throttle, s->client);
-	char key[320];
-	if (bsnprintf(key, sizeof key, "user:%s", user))
-		sasl_throttle_success(s->rt->throttle, key);
+	sasl_throttle_login_ok(s->rt->throttle, s->client, user);
 	char *who = xstrdup(user);
 	imap_sasl_end(s);
 	if (!imap_open_store(s, who)) {

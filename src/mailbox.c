@@ -350,49 +350,35 @@ static bool mbx_name_ok(const char *name)
 	return maildir_unique_len(name) > 0;
 }
 
+struct mbx_read_state {
+	struct mbx_scan *scan;
+	const char *dir;
+};
+
+static int mbx_add_file(void *arg, const char *name, bool in_new, char *err, size_t errsz)
+{
+	struct mbx_read_state *st = arg;
+	struct mbx_scan *s = st->scan;
+	if (!mbx_name_ok(name))
+		return 0;
+	if (s->n >= MAILBOX_MESSAGES_MAX) {
+		errfmt(err, errsz, "more than %d messages in %s", MAILBOX_MESSAGES_MAX, st->dir);
+		return -1;
+	}
+	struct mbx_disk *m = xgrow(&s->v, &s->n, &s->cap, sizeof *m);
+	m->name = xstrdup(name);
+	m->ulen = (uint32_t)maildir_unique_len(m->name);
+	m->time = mbx_name_time(m->name);
+	m->in_new = in_new;
+	m->hint = -1;
+	return 0;
+}
+
 static int mbx_read_sub(const char *dir, bool in_new, struct mbx_scan *s, char *err,
 			size_t errsz)
 {
-	char *path = xasprintf("%s/%s", dir, in_new ? "new" : "cur");
-	DIR *d = opendir(path);
-	if (!d) {
-		int e = errno;
-		if (e != ENOENT)
-			errfmt(err, errsz, "cannot open %s: %s", path, strerror(e));
-		free(path);
-		return e == ENOENT ? 0 : -1;
-	}
-	int r = 0;
-	for (;;) {
-		errno = 0;
-		struct dirent *de = readdir(d);
-		if (!de) {
-			if (errno) {
-				errfmt(err, errsz, "cannot read %s: %s", path, strerror(errno));
-				r = -1;
-			}
-			break;
-		}
-		if (!mbx_name_ok(de->d_name))
-			continue;
-		if (de->d_type != DT_REG && de->d_type != DT_UNKNOWN)
-			continue;
-		if (s->n >= MAILBOX_MESSAGES_MAX) {
-			errfmt(err, errsz, "more than %d messages in %s", MAILBOX_MESSAGES_MAX,
-			       dir);
-			r = -1;
-			break;
-		}
-		struct mbx_disk *m = xgrow(&s->v, &s->n, &s->cap, sizeof *m);
-		m->name = xstrdup(de->d_name);
-		m->ulen = (uint32_t)maildir_unique_len(m->name);
-		m->time = mbx_name_time(m->name);
-		m->in_new = in_new;
-		m->hint = -1;
-	}
-	closedir(d);
-	free(path);
-	return r;
+	struct mbx_read_state st = {s, dir};
+	return maildir_each_file(dir, in_new, mbx_add_file, &st, err, errsz);
 }
 
 /* The modification times of new/ and cur/, which change with every file

@@ -242,9 +242,8 @@ static bool maildir_is_regular(int dfd, const struct dirent *de)
 	return fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode);
 }
 
-/* Read one folder's entries into l.  ENOENT: an empty folder. */
-static int maildir_read_folder(const char *dir, bool in_new, struct maildir_list *l, size_t *cap,
-			       char *err, size_t errsz)
+int maildir_each_file(const char *dir, bool in_new, maildir_file_fn fn, void *arg, char *err,
+		      size_t errsz)
 {
 	char *path = xasprintf("%s/%s", dir, in_new ? "new" : "cur");
 	DIR *d = opendir(path);
@@ -268,13 +267,36 @@ static int maildir_read_folder(const char *dir, bool in_new, struct maildir_list
 		}
 		if (de->d_name[0] == '.' || !maildir_is_regular(dirfd(d), de))
 			continue;
-		struct maildir_msg *m = xgrow(&l->msgs, &l->n, cap, sizeof *m);
-		m->name = xstrdup(de->d_name);
-		m->in_new = in_new;
+		if (fn(arg, de->d_name, in_new, err, errsz) < 0) {
+			r = -1;
+			break;
+		}
 	}
 	closedir(d);
 	free(path);
 	return r;
+}
+
+struct maildir_read_state {
+	struct maildir_list *l;
+	size_t *cap;
+};
+
+static int maildir_add_file(void *arg, const char *name, bool in_new, char *err, size_t errsz)
+{
+	struct maildir_read_state *st = arg;
+	struct maildir_msg *m = xgrow(&st->l->msgs, &st->l->n, st->cap, sizeof *m);
+	m->name = xstrdup(name);
+	m->in_new = in_new;
+	return 0;
+}
+
+/* Read one folder's entries into l.  ENOENT: an empty folder. */
+static int maildir_read_folder(const char *dir, bool in_new, struct maildir_list *l, size_t *cap,
+			       char *err, size_t errsz)
+{
+	struct maildir_read_state st = {l, cap};
+	return maildir_each_file(dir, in_new, maildir_add_file, &st, err, errsz);
 }
 
 /* Size, time and UID of each entry; moves new/ into cur/ when asked.

@@ -49,6 +49,14 @@ int maildir_scan(const char *dir, unsigned flags, struct maildir_list *out, char
 		 size_t errsz);
 void maildir_list_free(struct maildir_list *l);
 
+/* Call fn for every regular file of dir's new/ (in_new) or cur/ whose
+ * name does not start with '.'; fn's -1 (with a reason in err) stops the
+ * walk.  A missing folder has no files.  0, or -1 with a reason in err. */
+typedef int (*maildir_file_fn)(void *arg, const char *name, bool in_new, char *err,
+			       size_t errsz);
+int maildir_each_file(const char *dir, bool in_new, maildir_file_fn fn, void *arg, char *err,
+		      size_t errsz);
+
 /* The path of a listed message (caller frees). */
 char *maildir_msg_path(const char *dir, const struct maildir_msg *m);
 

@@ -509,19 +509,12 @@ static bool pop3_locked_out(struct pop3_session *s)
  * SMTP uses.  Returns the delay before the reply, in ms. */
 static unsigned pop3_count_failure(struct pop3_session *s, const char *user)
 {
-	struct sasl_throttle *t = s->rt->throttle;
-	time_t now = time(NULL);
-	if (sasl_throttle_fail(t, s->client, &s->srv->auth, now))
+	bool locked;
+	unsigned delay = sasl_throttle_login_failed(s->rt->throttle, s->client, user,
+						    &s->srv->auth, time(NULL), &locked);
+	if (locked)
 		log_warn("event=lockout session=%s server=%s client=%s duration=%us", s->sid,
 			 s->srv->name, s->client, s->srv->auth.lockout_duration);
-	unsigned delay = sasl_throttle_delay_ms(t, s->client);
-	char key[320];
-	if (user && bsnprintf(key, sizeof key, "user:%s", user)) {
-		sasl_throttle_fail(t, key, &s->srv->auth, now);
-		unsigned d = sasl_throttle_delay_ms(t, key);
-		if (d > delay)
-			delay = d;
-	}
 	return delay;
 }
 
@@ -608,10 +601,7 @@ static void pop3_login(struct pop3_session *s, const char *user)
 {
 	const char *mech = pop3_mech_name(s);
 	pop3_auth_log(s, "ok", mech, user);
-	sasl_throttle_success(s->rt->throttle, s->client);
-	char key[320];
-	if (bsnprintf(key, sizeof key, "user:%s", user))
-		sasl_throttle_success(s->rt->throttle, key);
+	sasl_throttle_login_ok(s->rt->throttle, s->client, user);
 	char *who = xstrdup(user);
 	pop3_sasl_end(s);
 	if (!pop3_open_maildrop(s, who)) {

@@ -1004,6 +1004,36 @@ void sasl_throttle_success(struct sasl_throttle *t, const char *addr)
 }
 
 /* Nothing for a first mistake; then 250 ms per failure, at most 3 s. */
+static bool sasl_throttle_user_key(char *key, size_t keysz, const char *user)
+{
+	int n = snprintf(key, keysz, "user:%s", user);
+	return n > 0 && (size_t)n < keysz;
+}
+
+unsigned sasl_throttle_login_failed(struct sasl_throttle *t, const char *client,
+				    const char *user, const struct conf_auth *a, time_t now,
+				    bool *locked_out)
+{
+	*locked_out = sasl_throttle_fail(t, client, a, now);
+	unsigned delay = sasl_throttle_delay_ms(t, client);
+	char key[320];
+	if (user && sasl_throttle_user_key(key, sizeof key, user)) {
+		sasl_throttle_fail(t, key, a, now);
+		unsigned d = sasl_throttle_delay_ms(t, key);
+		if (d > delay)
+			delay = d;
+	}
+	return delay;
+}
+
+void sasl_throttle_login_ok(struct sasl_throttle *t, const char *client, const char *user)
+{
+	sasl_throttle_success(t, client);
+	char key[320];
+	if (user && sasl_throttle_user_key(key, sizeof key, user))
+		sasl_throttle_success(t, key);
+}
+
 unsigned sasl_throttle_delay_ms(struct sasl_throttle *t, const char *addr)
 {
 	size_t i = sasl_throttle_find(t, addr);

@@ -78,4 +78,15 @@ void sasl_throttle_success(struct sasl_throttle *t, const char *addr);
 /* How long to delay the reply to a failure (grows with the failures). */
 unsigned sasl_throttle_delay_ms(struct sasl_throttle *t, const char *addr);
 
+/* A failed login of every protocol: counted against the client address
+ * (which can lock it out: *locked_out is then set) and against the user
+ * name tried, key "user:NAME" (which only slows further attempts — a
+ * lockout per name would let anybody lock a user out).  user may be NULL.
+ * Returns the delay before the reply, in ms. */
+unsigned sasl_throttle_login_failed(struct sasl_throttle *t, const char *client,
+				    const char *user, const struct conf_auth *a, time_t now,
+				    bool *locked_out);
+/* A successful login clears the failures of the address and of the user. */
+void sasl_throttle_login_ok(struct sasl_throttle *t, const char *client, const char *user);
+
 #endif

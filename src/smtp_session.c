@@ -1034,10 +1034,7 @@ static void smtp_auth_success(struct smtp_session *s)
 {
 	smtp_auth_log(s, "ok");
 	s->auth_user = xstrdup(sasl_user(s->sasl));
-	sasl_throttle_success(s->rt->throttle, s->client);
-	char key[320];
-	if (bsnprintf(key, sizeof key, "user:%s", s->auth_user))
-		sasl_throttle_success(s->rt->throttle, key);
+	sasl_throttle_login_ok(s->rt->throttle, s->client, s->auth_user);
 	smtp_auth_end(s);
 	smtp_reply(s, "235 2.7.0 Authentication successful");
 }
@@ -1057,20 +1054,13 @@ static void smtp_auth_resume(evutil_socket_t fd, short what, void *arg)
  * the delay before the reply, in ms. */
 static unsigned smtp_auth_count_failure(struct smtp_session *s)
 {
-	struct sasl_throttle *t = s->rt->throttle;
-	time_t now = time(NULL);
-	if (sasl_throttle_fail(t, s->client, &s->srv->auth, now))
+	bool locked;
+	unsigned delay = sasl_throttle_login_failed(s->rt->throttle, s->client,
+						    s->sasl ? sasl_user(s->sasl) : NULL,
+						    &s->srv->auth, time(NULL), &locked);
+	if (locked)
 		log_warn("event=lockout session=%s server=%s client=%s duration=%us", s->sid,
 			 s->srv->name, s->client, s->srv->auth.lockout_duration);
-	unsigned delay = sasl_throttle_delay_ms(t, s->client);
-	const char *user = s->sasl ? sasl_user(s->sasl) : NULL;
-	char key[320];
-	if (user && bsnprintf(key, sizeof key, "user:%s", user)) {
-		sasl_throttle_fail(t, key, &s->srv->auth, now);
-		unsigned d = sasl_throttle_delay_ms(t, key);
-		if (d > delay)
-			delay = d;
-	}
 	return delay;
 }
 

@@ -993,6 +993,35 @@ static void test_throttle_delay(void **state)
 	sasl_throttle_free(t);
 }
 
+/* A failed login counts against the address and the name tried; the
+ * name is only slowed, never locked out; a success clears both. */
+static void test_throttle_login(void **state)
+{
+	const struct conf_auth *a = &lockout_5_15m_30m;
+	struct sasl_throttle *t = sasl_throttle_new(100);
+	bool locked = true;
+	/* from many addresses against one name: the name slows them all */
+	unsigned d = 0;
+	char addr[32];
+	for (int i = 0; i < 4; i++) {
+		snprintf(addr, sizeof addr, "192.0.2.%d", i + 1);
+		d = sasl_throttle_login_failed(t, addr, "bob@example.test", a, 100 + i, &locked);
+		assert_false(locked);
+	}
+	assert_int_equal(d, 1000); /* the name's fourth failure */
+	/* one address, no name (a malformed exchange): its own count only */
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(sasl_throttle_login_failed(t, "198.51.100.9", NULL, a, 200, &locked),
+				 i == 0 ? 0 : 250u * (unsigned)(i + 1));
+	assert_false(locked);
+	sasl_throttle_login_failed(t, "198.51.100.9", NULL, a, 201, &locked);
+	assert_true(locked);
+	sasl_throttle_login_ok(t, "192.0.2.4", "bob@example.test");
+	assert_int_equal(sasl_throttle_delay_ms(t, "user:bob@example.test"), 0);
+	assert_int_equal(sasl_throttle_delay_ms(t, "192.0.2.4"), 0);
+	sasl_throttle_free(t);
+}
+
 /* The entry with the oldest activity goes first. */
 static void test_throttle_lru(void **state)
 {
@@ -1093,6 +1122,7 @@ int main(void)
 	    cmocka_unit_test(test_throttle_lockout),
 	    cmocka_unit_test(test_throttle_window),
 	    cmocka_unit_test(test_throttle_success_clears),
+	    cmocka_unit_test(test_throttle_login),
 	    cmocka_unit_test(test_throttle_delay),
 	    cmocka_unit_test(test_throttle_lru),
 	    cmocka_unit_test(test_throttle_eviction_bound),
