@@ -27,7 +27,7 @@ ASAN_LDFLAGS   := -fsanitize=address,undefined -pie -Wl,-z,relro -Wl,-z,now
 
 VERSION   := $(shell cat VERSION 2>/dev/null || echo 0.1.0)
 
-.PHONY: all release asan run check unit integration deps clean help
+.PHONY: all release asan run check unit integration deps clean help fuzz fuzz-build fuzz-smoke lint
 
 all: release
 
@@ -35,6 +35,8 @@ help:
 	@echo "make run    - install deps, build, start the demo server"
 	@echo "make check  - install deps, build with ASan/UBSan, run all tests"
 	@echo "make        - optimised build in build/release/"
+	@echo "make fuzz   - run every libFuzzer target FUZZ_SECONDS (default 60) each"
+	@echo "make lint   - cppcheck and clang-tidy over src/*.c"
 
 deps:
 	@./scripts/install-deps
@@ -84,8 +86,85 @@ integration: asan
 	POSTHORN_BIN=$(abspath $(BUILD))/asan/posthorn $(PYTEST) -q -p no:cacheprovider tests/integration
 
 check: asan
+	@$(MAKE) --no-print-directory lint
 	@$(MAKE) --no-print-directory unit
+	@$(MAKE) --no-print-directory fuzz-smoke
 	@$(MAKE) --no-print-directory integration
+
+# ---- fuzzing (libFuzzer, clang) --------------------------------------------
+# Every tests/fuzz/fuzz_NAME.c is a target build/fuzz/fuzz_NAME, linked with
+# every src/*.c but main.c (compiled again with coverage instrumentation)
+# and the shared helpers tests/fuzz/*.c that are not targets themselves.
+# Seeds: tests/fuzz/corpus/NAME (read only); what the fuzzer finds goes to
+# build/fuzz/corpus/NAME, crashes to build/fuzz/artifacts/NAME/.
+
+FUZZ_CC       ?= clang
+FUZZ_SECONDS  ?= 60
+FUZZ_SMOKE_SECONDS ?= 4
+FUZZ_FLAGS    ?=
+FUZZ_SAN      := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_CFLAGS   := -O1 -g -fno-omit-frame-pointer $(FUZZ_SAN) -fsanitize=fuzzer-no-link -DPOSTHORN_FUZZ
+FUZZ_LDFLAGS  := $(FUZZ_SAN) -fsanitize=fuzzer
+FUZZ_SRC      := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_HELPERS  := $(filter-out $(FUZZ_SRC),$(wildcard tests/fuzz/*.c))
+FUZZ_NAMES    := $(patsubst tests/fuzz/fuzz_%.c,%,$(FUZZ_SRC))
+FUZZ_BINS     := $(patsubst %,$(BUILD)/fuzz/fuzz_%,$(FUZZ_NAMES))
+FUZZ_LIBOBJ   := $(patsubst src/%.c,$(BUILD)/fuzz/obj/%.o,$(LIBSRC))
+FUZZ_HELPOBJ  := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/obj/helper_%.o,$(FUZZ_HELPERS))
+
+$(BUILD)/fuzz/obj/%.o: src/%.c $(wildcard src/*.h) | $(BUILD)/fuzz/obj
+	$(FUZZ_CC) $(BASECFLAGS) $(FUZZ_CFLAGS) -DPOSTHORN_VERSION='"$(VERSION)"' -c $< -o $@
+
+$(BUILD)/fuzz/obj/helper_%.o: tests/fuzz/%.c $(wildcard tests/fuzz/*.h src/*.h) | $(BUILD)/fuzz/obj
+	$(FUZZ_CC) $(BASECFLAGS) $(FUZZ_CFLAGS) -Itests/fuzz -c $< -o $@
+
+$(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_LIBOBJ) $(FUZZ_HELPOBJ) $(wildcard tests/fuzz/*.h)
+	$(FUZZ_CC) $(BASECFLAGS) $(FUZZ_CFLAGS) -Itests/fuzz $< $(FUZZ_LIBOBJ) $(FUZZ_HELPOBJ) \
+		-o $@ $(FUZZ_LDFLAGS) $(BASELIBS)
+
+$(BUILD)/fuzz/obj:
+	mkdir -p $@
+
+.SECONDARY: $(FUZZ_LIBOBJ) $(FUZZ_HELPOBJ)
+
+fuzz-build: deps
+	@$(MAKE) --no-print-directory $(FUZZ_BINS)
+
+# One target for N seconds: the seeds first (each must pass), then fuzzing.
+FUZZ_RUN = set -e; for n in $(FUZZ_NAMES); do \
+	mkdir -p $(BUILD)/fuzz/corpus/$$n $(BUILD)/fuzz/artifacts/$$n; \
+	echo "== fuzz_$$n ($(1) s)"; \
+	$(BUILD)/fuzz/fuzz_$$n -max_total_time=$(1) -timeout=10 -rss_limit_mb=2048 \
+		-print_final_stats=1 -artifact_prefix=$(BUILD)/fuzz/artifacts/$$n/ $(FUZZ_FLAGS) \
+		$(BUILD)/fuzz/corpus/$$n tests/fuzz/corpus/$$n 2>$(BUILD)/fuzz/$$n.log \
+		|| { tail -n 60 $(BUILD)/fuzz/$$n.log; exit 1; }; \
+	grep -E '^stat::number_of_executed_units' $(BUILD)/fuzz/$$n.log | sed 's/^/   /'; \
+	done
+
+fuzz: fuzz-build
+	@$(call FUZZ_RUN,$(FUZZ_SECONDS))
+
+fuzz-smoke: fuzz-build
+	@$(call FUZZ_RUN,$(FUZZ_SMOKE_SECONDS))
+
+# ---- static analysis ---------------------------------------------------------
+# cppcheck (suppressions, each with its reason: tests/lint/cppcheck.supp) and
+# clang-tidy (checks and their reasons: .clang-tidy) over every src/*.c.
+
+CPPCHECK_FLAGS := --quiet --error-exitcode=1 --inline-suppr --std=c11 \
+	--enable=warning,portability,performance \
+	--suppressions-list=tests/lint/cppcheck.supp -D__GNUC__ -Isrc \
+	--library=posix --template='{file}:{line}: {severity} ({id}): {message}'
+
+lint: deps
+	@mkdir -p $(BUILD)
+	@echo "== cppcheck"
+	@cppcheck $(CPPCHECK_FLAGS) $(SRC)
+	@echo "== clang-tidy"
+	@clang-tidy --quiet $(SRC) -- $(BASECFLAGS) -DPOSTHORN_VERSION='"$(VERSION)"' 2>/dev/null \
+		| tee $(BUILD)/clang-tidy.log; \
+	! grep -qE '(warning|error):' $(BUILD)/clang-tidy.log
+	@echo "lint: no findings"
 
 clean:
 	rm -rf $(BUILD)
