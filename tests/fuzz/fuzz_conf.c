@@ -23,7 +23,7 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 
-#define CHECK(x) do { if (!(x)) __builtin_trap(); } while (0)
+#include "harness.h"
 
 static char basedir[] = "/tmp/posthorn-fuzz-conf-XXXXXX";
 static FILE *devnull;

@@ -20,7 +20,7 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define CHECK(x) do { if (!(x)) __builtin_trap(); } while (0)
+#include "harness.h"
 
 static const size_t limits[] = {
 	1, 2, 3, 16, LINE_MAX_COMMAND, LINE_MAX_COMMAND_EXT, LINE_MAX_TEXT, LINE_MAX_AUTH,

@@ -19,7 +19,7 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define CHECK(x) do { if (!(x)) __builtin_trap(); } while (0)
+#include "harness.h"
 
 static void check_addr(const struct smtp_addr *a, bool is_rcpt)
 {

@@ -31,6 +31,12 @@ static const char users_text[] =
 	"kmmuyi7EPhQpaAENF2oG4ZqXy5WmB2AHid9Zbb5KRQo=:"
 	"PtvbsX5gTUcSwbTacBgIBeaQoGddF1uaQQoMpFvUylA=\n";
 
+void fuzz_check_failed(const char *file, int line, const char *what)
+{
+	fprintf(stderr, "%s:%d: invariant failed: %s\n", file, line, what);
+	__builtin_trap();
+}
+
 const char *fuzz_dir(void)
 {
 	static char dir[64];

@@ -6,7 +6,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define CHECK(x) do { if (!(x)) __builtin_trap(); } while (0)
+/* A failed invariant says which, then stops like a crash. */
+#define CHECK(x) do { if (!(x)) fuzz_check_failed(__FILE__, __LINE__, #x); } while (0)
+void fuzz_check_failed(const char *file, int line, const char *what) __attribute__((noreturn));
 
 /* The one user: alice@example.test with password "fuzz-secret", SCRAM
  * salt "posthorn-fuzz-salt", 1 iteration (cheap to check), so that seeds
