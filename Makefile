@@ -148,23 +148,35 @@ fuzz-smoke: fuzz-build
 	@$(call FUZZ_RUN,$(FUZZ_SMOKE_SECONDS))
 
 # ---- static analysis ---------------------------------------------------------
-# cppcheck (suppressions, each with its reason: tests/lint/cppcheck.supp) and
-# clang-tidy (checks and their reasons: .clang-tidy) over every src/*.c.
+# cppcheck over every src/*.c (suppressions, each with its reason, in
+# tests/lint/cppcheck.supp; the "style" class is left out: its findings
+# here were false positives about libevent callback signatures and loop
+# bounds) and clang-tidy (the checks and why some are off: .clang-tidy),
+# one stamp per file so that a second run checks only what changed.  Any
+# finding fails the build.
 
 CPPCHECK_FLAGS := --quiet --error-exitcode=1 --inline-suppr --std=c11 \
 	--enable=warning,portability,performance \
 	--suppressions-list=tests/lint/cppcheck.supp -D__GNUC__ -Isrc \
 	--library=posix --template='{file}:{line}: {severity} ({id}): {message}'
+TIDY_STAMPS := $(patsubst src/%.c,$(BUILD)/lint/%.tidy,$(SRC))
 
-lint: deps
-	@mkdir -p $(BUILD)
+$(BUILD)/lint/cppcheck.stamp: $(SRC) $(wildcard src/*.h) tests/lint/cppcheck.supp | $(BUILD)/lint
 	@echo "== cppcheck"
 	@cppcheck $(CPPCHECK_FLAGS) $(SRC)
-	@echo "== clang-tidy"
-	@clang-tidy --quiet $(SRC) -- $(BASECFLAGS) -DPOSTHORN_VERSION='"$(VERSION)"' 2>/dev/null \
-		| tee $(BUILD)/clang-tidy.log; \
-	! grep -qE '(warning|error):' $(BUILD)/clang-tidy.log
-	@echo "lint: no findings"
+	@touch $@
+
+$(BUILD)/lint/%.tidy: src/%.c $(wildcard src/*.h) .clang-tidy | $(BUILD)/lint
+	@echo "== clang-tidy $<"
+	@clang-tidy --quiet $< -- $(BASECFLAGS) -DPOSTHORN_VERSION='"$(VERSION)"' >$@.out 2>/dev/null; \
+	if grep -qE '(warning|error):' $@.out; then cat $@.out; rm -f $@.out; exit 1; fi; mv $@.out $@
+
+$(BUILD)/lint:
+	mkdir -p $@
+
+lint: deps
+	@$(MAKE) --no-print-directory $(BUILD)/lint/cppcheck.stamp $(TIDY_STAMPS)
+	@echo "lint: cppcheck and clang-tidy found nothing"
 
 clean:
 	rm -rf $(BUILD)

@@ -321,7 +321,7 @@ static int maildir_write(struct maildir_file *mf, const char *hdr, int src, off_
 	/* S= the file's size, W= its size with CRLF line ends (what POP3
 	 * and IMAP report), so readers need not count */
 	mf->new = xasprintf("%s/new/%s,S=%lld,W=%lld", mf->dir, mf->name, (long long)sz.bytes,
-			    (long long)(sz.bytes + sz.lines));
+			    (long long)sz.bytes + (long long)sz.lines);
 	if (rename(mf->tmp, mf->new) < 0) {
 		maildir_err(err, errsz, "cannot rename %s: %s", mf->tmp, strerror(errno));
 		free(mf->new);
