@@ -8,8 +8,10 @@
  * most 512 octets.  The session must end (no hang: libFuzzer's timeout),
  * free everything (LeakSanitizer) and never touch memory it does not own.
  *
- * Input: byte 0 = mode (bits 0-1: server mx / submission / strict,
- * bit 2: refused by the connection rules, bit 3: no client name),
+ * Input: byte 0 = mode (bits 0-1: server mx / submission (with a
+ * certificate: STARTTLS, whose handshake then gets the following bytes) /
+ * strict, bit 2: refused by the connection rules, bit 3: no client name,
+ * bit 4: implicit TLS where there is a certificate),
  * byte 1 = seed of the chunk sizes, then what the client sends. */
 #include <stdbool.h>
 #include <stddef.h>
@@ -37,6 +39,10 @@ static const char conf_text[] =
 	"}\n"
 	"server submission {\n"
 	"    listen 127.0.0.1:587\n"
+	"    tls {\n"
+	"        certificate @DIR@/mail.example.test.crt\n"
+	"        key @DIR@/mail.example.test.key\n"
+	"    }\n"
 	"    auth {\n"
 	"        plaintext-requires-tls no\n"
 	"        lockout 3 15m 30m\n"
@@ -54,9 +60,14 @@ static const char conf_text[] =
 	"}\n";
 
 static struct runtime *rt;
+static bool tls_bytes;  /* what comes now is TLS records, not replies */
 
 static void check_reply(const char *line, size_t len)
 {
+	if (tls_bytes)
+		return;
+	if (strncmp(line, "220 2.0.0 Ready to start TLS\r\n", len) == 0)
+		tls_bytes = true;
 	CHECK(len >= 5 && len <= 512);
 	CHECK(line[len - 2] == '\r' && line[len - 1] == '\n');
 	CHECK(line[0] >= '2' && line[0] <= '5');
@@ -78,8 +89,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	unsigned mode = data[0];
 	size_t srv = (mode & 3) % 3;
-	unsigned flags = ((mode & 4) ? FUZZ_REFUSED : 0) | ((mode & 8) ? FUZZ_NO_NAME : 0);
+	unsigned flags = ((mode & 4) ? FUZZ_REFUSED : 0) | ((mode & 8) ? FUZZ_NO_NAME : 0) |
+			 ((mode & 16) ? FUZZ_IMPLICIT_TLS : 0);
 	fuzz_clean_store(rt);
+	tls_bytes = (flags & FUZZ_IMPLICIT_TLS) && srv == 1;
 	fuzz_session(rt, srv, smtp_session_start, data + 2, size - 2, data[1] * 2654435761u, flags,
 		     check_reply);
 	return 0;

@@ -22,6 +22,7 @@
 #include "sasl.h"
 #include "server.h"
 #include "spool.h"
+#include "tls.h"
 #include "userdb.h"
 #include "util.h"
 
@@ -90,12 +91,49 @@ const uint8_t *fuzz_split(const uint8_t *data, size_t size, uint8_t sep, size_t 
 
 /* ---- sessions ------------------------------------------------------------ */
 
+const char *fuzz_cert(void)
+{
+	static char crt[600];
+	if (crt[0])
+		return crt;
+	const char *dir = fuzz_dir();
+	char *argv[] = {(char *)"new", (char *)"--hostname", (char *)"mail.example.test",
+			(char *)"--out", (char *)dir, NULL};
+	/* what `posthorn cert new` prints goes nowhere */
+	int saved = dup(1);
+	int null = open("/dev/null", O_WRONLY);
+	CHECK(saved >= 0 && null >= 0 && dup2(null, 1) == 1);
+	int r = cmd_cert(5, argv);
+	fflush(stdout);
+	CHECK(dup2(saved, 1) == 1);
+	close(saved);
+	close(null);
+	CHECK(r == 0);
+	snprintf(crt, sizeof crt, "%s/mail.example.test.crt", dir);
+	return crt;
+}
+
 struct runtime *fuzz_runtime(const char *conf_text)
 {
 	const char *dir = fuzz_dir();
 	fuzz_userdb();
+	fuzz_cert();
+	/* @DIR@ in the text is the scratch folder */
+	char *body = xmalloc(strlen(conf_text) * (strlen(dir) + 1) + 1);
+	size_t o = 0;
+	for (const char *p = conf_text; *p; p++) {
+		if (strncmp(p, "@DIR@", 5) == 0) {
+			memcpy(body + o, dir, strlen(dir));
+			o += strlen(dir);
+			p += 4;
+		} else {
+			body[o++] = *p;
+		}
+	}
+	body[o] = '\0';
 	char *text = xasprintf("spool %s/spool\nmailboxes %s/mail\nusers %s/users\n%s", dir, dir,
-			       dir, conf_text);
+			       dir, body);
+	free(body);
 	struct runtime *rt = xcalloc(1, sizeof *rt);
 	rt->refs = 1;
 	CHECK(conf_parse_string("fuzz.conf", text, dir, &rt->conf, stderr) == 0);
@@ -104,6 +142,17 @@ struct runtime *fuzz_runtime(const char *conf_text)
 	if (rt->conf->aliases)
 		CHECK(aliases_load(rt->conf->aliases, &rt->aliases, stderr) == 0);
 	rt->tls = xcalloc(rt->conf->nservers, sizeof *rt->tls);
+	for (size_t i = 0; i < rt->conf->nservers; i++) {
+		const struct conf_server *srv = &rt->conf->servers[i];
+		char why[256];
+		if (srv->tls.ncerts == 0)
+			continue;
+		rt->tls[i] = tls_server_new(&srv->tls, conf_protocol_name(srv->protocol), why,
+					    sizeof why);
+		if (!rt->tls[i])
+			fprintf(stderr, "fuzz: %s\n", why);
+		CHECK(rt->tls[i] != NULL);
+	}
 	rt->server_dns = xcalloc(rt->conf->nservers, sizeof *rt->server_dns);
 	rt->spool = spool_open(rt->conf->spool);
 	CHECK(rt->spool != NULL);
@@ -253,6 +302,8 @@ void fuzz_session(struct runtime *rt, size_t srv, void (*start)(const struct ses
 		.rt = rt,
 		.srv = &rt->conf->servers[srv],
 		.fd = sv[1],
+		.ts = rt->tls[srv],
+		.implicit_tls = rt->tls[srv] && (flags & FUZZ_IMPLICIT_TLS),
 		.peer = (const struct sockaddr *)&peer,
 		.peerlen = sizeof peer,
 		.conn = sc,

@@ -34,8 +34,14 @@ struct userdb *fuzz_userdb(void);
 const uint8_t *fuzz_split(const uint8_t *data, size_t size, uint8_t sep, size_t *part_len,
 			  size_t *rest_len);
 
-/* A daemon runtime from configuration text (spool and mailboxes in the
- * scratch folder, the user above, no DNS servers contacted). */
+/* A certificate and key for mail.example.test in fuzz_dir() (made once,
+ * as `posthorn cert new` does); returns the certificate's path.  Its key
+ * is fuzz_dir()/mail.example.test.key. */
+const char *fuzz_cert(void);
+
+/* A daemon runtime from configuration text: @DIR@ stands for fuzz_dir(),
+ * spool and mailboxes are in it, the user above, servers with a tls block
+ * get their certificate loaded, no DNS server is ever contacted. */
 struct runtime *fuzz_runtime(const char *conf_text);
 /* Run one session of server number srv of rt: the bytes go in as a
  * client would send them (in chunks chosen by seed, then the client's
@@ -47,6 +53,7 @@ struct session_start;
 enum {
 	FUZZ_REFUSED = 1,       /* the connection rules refused the client */
 	FUZZ_NO_NAME = 2,       /* no forward-confirmed reverse name */
+	FUZZ_IMPLICIT_TLS = 4,  /* a server with a certificate: TLS on connect */
 };
 void fuzz_session(struct runtime *rt, size_t srv, void (*start)(const struct session_start *),
 		  const uint8_t *data, size_t size, uint32_t seed, unsigned flags,
