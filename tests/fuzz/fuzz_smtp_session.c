@@ -3,9 +3,10 @@
  * the line reader, the command table and its state machine, MAIL/RCPT
  * parsing, relay and sender rules, alias expansion, AUTH (PLAIN, LOGIN,
  * SCRAM-SHA-256 with a known user), DATA with dot-unstuffing into the
- * spool, and the error limit.  What a client sees is checked: every reply
- * line is "DDD-text" or "DDD text" with a code 2xx-5xx, printable and at
- * most 512 octets.  The session must end (no hang: libFuzzer's timeout),
+ * spool, and the error limit.  Every message it accepted must read back
+ * from the spool (envelope and CRLF-only text).  What a client sees is
+ * checked: every reply line is "DDD-text" or "DDD text" with a code
+ * 2xx-5xx, printable and at most 512 octets.  The session must end (no hang: libFuzzer's timeout),
  * free everything (LeakSanitizer) and never touch memory it does not own.
  *
  * Input: byte 0 = mode (bits 0-1: server mx / submission (with a
@@ -16,6 +17,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "harness.h"
@@ -95,5 +98,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	tls_bytes = (flags & FUZZ_IMPLICIT_TLS) && srv == 1;
 	fuzz_session(rt, srv, smtp_session_start, data + 2, size - 2, data[1] * 2654435761u, flags,
 		     check_reply);
+	unsigned queued = fuzz_check_spool(rt);
+	if (getenv("FUZZ_TRACE"))
+		fprintf(stderr, "queued: %u\n", queued);
 	return 0;
 }

@@ -58,6 +58,10 @@ enum {
 void fuzz_session(struct runtime *rt, size_t srv, void (*start)(const struct session_start *),
 		  const uint8_t *data, size_t size, uint32_t seed, unsigned flags,
 		  void (*check_reply)(const char *line, size_t len));
+/* Every message in the spool's queue must read back: its envelope (the
+ * xtext of hostile addresses included) and a message of CRLF lines with
+ * no bare CR or LF (SMTP smuggling).  Returns how many there are. */
+unsigned fuzz_check_spool(struct runtime *rt);
 /* Empty the spool's queue and the Maildirs (between inputs). */
 void fuzz_clean_store(struct runtime *rt);
 #endif
