@@ -38,9 +38,21 @@ static void put(const char *name, const char *text)
 	CHECK(fclose(f) == 0);
 }
 
+static void remove_basedir(void)
+{
+	static const char *const names[] = {"a.conf", "b.conf", "loop.conf", "bad.conf"};
+	char path[256];
+	for (size_t i = 0; i < 4; i++) {
+		snprintf(path, sizeof path, "%s/%s", basedir, names[i]);
+		unlink(path);
+	}
+	rmdir(basedir);
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	CHECK(mkdtemp(basedir) != NULL);
+	atexit(remove_basedir);
 	put("a.conf", "domains example.test\nhostname mx.example.test\n");
 	put("b.conf", "include a.conf\naliases x/aliases\n");
 	put("loop.conf", "include loop.conf\n");

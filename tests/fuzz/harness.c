@@ -1,9 +1,11 @@
 /* Shared pieces of the libFuzzer targets: see harness.h. */
+#define _GNU_SOURCE /* nftw */
 #include "harness.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <netinet/in.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -38,20 +40,34 @@ void fuzz_check_failed(const char *file, int line, const char *what)
 	__builtin_trap();
 }
 
+static int rm_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+	(void)remove(path); /* best effort: the process is ending */
+	return 0;
+}
+
+static char scratch[64];
+
+static void fuzz_dir_remove(void)
+{
+	if (scratch[0])
+		nftw(scratch, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 const char *fuzz_dir(void)
 {
-	static char dir[64];
-	if (dir[0])
-		return dir;
+	if (scratch[0])
+		return scratch;
 	/* tmpfs when there is one: the spool fsyncs every message */
 	struct stat st;
 	const char *base = stat("/dev/shm", &st) == 0 && access("/dev/shm", W_OK) == 0 ? "/dev/shm"
 											: "/tmp";
-	snprintf(dir, sizeof dir, "%s/posthorn-fuzz-XXXXXX", base);
+	snprintf(scratch, sizeof scratch, "%s/posthorn-fuzz-XXXXXX", base);
 	umask(077); /* the users file must not be readable by others */
-	CHECK(mkdtemp(dir) != NULL);
+	CHECK(mkdtemp(scratch) != NULL);
+	atexit(fuzz_dir_remove);
 	log_init(false, LOG_ERR);
-	return dir;
+	return scratch;
 }
 
 const char *fuzz_put(const char *name, const char *text)
