@@ -27,7 +27,7 @@ ASAN_LDFLAGS   := -fsanitize=address,undefined -pie -Wl,-z,relro -Wl,-z,now
 
 VERSION   := $(shell cat VERSION 2>/dev/null || echo 0.1.0)
 
-.PHONY: all release asan run check unit integration deps clean help fuzz fuzz-build fuzz-smoke lint
+.PHONY: all release asan run check unit integration deps clean help fuzz fuzz-build fuzz-smoke lint lint-files
 
 all: release
 
@@ -174,8 +174,10 @@ $(BUILD)/lint/%.tidy: src/%.c $(wildcard src/*.h) .clang-tidy | $(BUILD)/lint
 $(BUILD)/lint:
 	mkdir -p $@
 
+lint-files: $(BUILD)/lint/cppcheck.stamp $(TIDY_STAMPS)
+
 lint: deps
-	@$(MAKE) --no-print-directory $(BUILD)/lint/cppcheck.stamp $(TIDY_STAMPS)
+	@$(MAKE) --no-print-directory -s lint-files
 	@echo "lint: cppcheck and clang-tidy found nothing"
 
 clean:
