@@ -27,7 +27,7 @@ ASAN_LDFLAGS   := -fsanitize=address,undefined -pie -Wl,-z,relro -Wl,-z,now
 
 VERSION   := $(shell cat VERSION 2>/dev/null || echo 0.1.0)
 
-.PHONY: all release asan run check unit integration deps clean help fuzz fuzz-build fuzz-smoke lint lint-files
+.PHONY: all release asan run check unit integration deps clean help fuzz fuzz-build fuzz-bins fuzz-smoke lint lint-files
 
 all: release
 
@@ -127,8 +127,10 @@ $(BUILD)/fuzz/obj:
 
 .SECONDARY: $(FUZZ_LIBOBJ) $(FUZZ_HELPOBJ)
 
+fuzz-bins: $(FUZZ_BINS)
+
 fuzz-build: deps
-	@$(MAKE) --no-print-directory $(FUZZ_BINS)
+	@$(MAKE) --no-print-directory -s fuzz-bins
 
 # One target for N seconds: the seeds first (each must pass), then fuzzing.
 FUZZ_RUN = set -e; for n in $(FUZZ_NAMES); do \
