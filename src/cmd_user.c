@@ -299,6 +299,7 @@ static int cmd_user_owner(const struct conf *conf, long *uid, long *gid)
 
 static void cmd_user_warn_domain(const struct conf *conf, const char *address)
 {
+	/* NOLINTNEXTLINE(clang-analyzer-core.NonNullParamChecker): every command that edits takes ADDRESS (nargs 1 in cmd_user_commands) */
 	const char *domain = strchr(address, '@') + 1;
 	if (conf_is_local_domain(conf, domain))
 		return;

@@ -115,7 +115,7 @@ static struct quoted quote(const char *s)
 	static const char hex[] = "0123456789abcdef";
 	struct quoted q;
 	size_t o = 0, i;
-	for (i = 0; s[i] != '\0' && i < CONF_QUOTE_MAX; i++) {
+	for (i = 0; i < CONF_QUOTE_MAX && s[i] != '\0'; i++) {
 		unsigned char c = (unsigned char)s[i];
 		if (c >= 0x20 && c < 0x7f) {
 			q.s[o++] = (char)c;

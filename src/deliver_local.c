@@ -333,7 +333,7 @@ static int maildir_publish(struct maildir_file *mf, bool synced, char *err, size
 	/* S= the file's size, W= its size with CRLF line ends (what POP3
 	 * and IMAP report), so readers need not count */
 	mf->new = xasprintf("%s/new/%s,S=%lld,W=%lld", mf->dir, mf->name, (long long)mf->sz.bytes,
-			    (long long)(mf->sz.bytes + mf->sz.lines));
+			    (long long)mf->sz.bytes + (long long)mf->sz.lines);
 	if (rename(mf->tmp, mf->new) < 0) {
 		maildir_err(err, errsz, "cannot rename %s: %s", mf->tmp, strerror(errno));
 		free(mf->new);

@@ -545,7 +545,9 @@ static uint32_t dns_negative_ttl(struct dns_reader *rd, unsigned nscount, uint32
 			continue;
 		struct dns_reader sub = dns_rdata_reader(rd, &rr);
 		uint32_t f[5];
-		bool ok = dns_read_name(&sub, NULL) && dns_read_name(&sub, NULL);
+		/* MNAME, then RNAME */
+		bool ok = dns_read_name(&sub, NULL);
+		ok = ok && dns_read_name(&sub, NULL);
 		for (int k = 0; ok && k < 5; k++)
 			ok = dns_read_u32(&sub, &f[k]);
 		if (ok)
@@ -1362,6 +1364,7 @@ static void dns_resolver_destroy(struct dns_resolver *r)
 	while (r->ops)
 		dns_op_free(r, r->ops);
 	while (r->oldest)
+		/* NOLINTNEXTLINE(clang-analyzer-unix.Malloc): dns_entry_free unlinks the entry, so r->oldest moves on */
 		dns_entry_free(r, r->oldest);
 	free(r->cache.buckets);
 	free(r->inflight.buckets);
@@ -1467,5 +1470,6 @@ dns_query_id dns_lookup_fcrdns(struct dns_resolver *r, const struct sockaddr *sa
 	char qname[DNS_NAME_BUF];
 	if (dns_client_addr(sa, &op->client) && dns_ptr_name(&op->client, qname, sizeof qname))
 		dns_rq_start(r, DNS_T_PTR, qname, op, 0);
+	/* NOLINTNEXTLINE(clang-analyzer-unix.Malloc): op keeps its starting reference (outstanding = 1) until dns_op_done releases it, so dns_rq_start cannot free it */
 	return dns_op_done(r, op);
 }

@@ -472,7 +472,7 @@ static bool scan_quoted(struct imap_parser *p, const char *s, size_t n, size_t *
 
 static bool parse_quoted(struct imap_parser *p, const char *s, size_t n, size_t *i)
 {
-	size_t j = *i, len;
+	size_t j = *i, len = 0;
 	if (!scan_quoted(p, s, n, &j, NULL, &len) || !charge(p, len + 1))
 		return false;
 	struct imap_arg *a = add_arg(p, IMAP_ARG_QUOTED);

@@ -1003,6 +1003,13 @@ void sasl_throttle_success(struct sasl_throttle *t, const char *addr)
 		sasl_throttle_remove(t, i);
 }
 
+static unsigned sasl_delay_step_ms = SASL_DELAY_STEP_MS;
+
+void sasl_test_set_delay_step(unsigned ms)
+{
+	sasl_delay_step_ms = ms;
+}
+
 /* Nothing for a first mistake; then 250 ms per failure, at most 3 s. */
 static bool sasl_throttle_user_key(char *key, size_t keysz, const char *user)
 {
@@ -1040,6 +1047,7 @@ unsigned sasl_throttle_delay_ms(struct sasl_throttle *t, const char *addr)
 	if (i == SASL_NONE || t->e[i].failures <= 1)
 		return 0;
 	unsigned f = t->e[i].failures;
-	return f >= SASL_DELAY_MAX_MS / SASL_DELAY_STEP_MS ? SASL_DELAY_MAX_MS
-							  : f * SASL_DELAY_STEP_MS;
+	if (f > SASL_DELAY_MAX_MS / SASL_DELAY_STEP_MS)
+		f = SASL_DELAY_MAX_MS / SASL_DELAY_STEP_MS;
+	return f * sasl_delay_step_ms;
 }

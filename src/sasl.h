@@ -77,6 +77,10 @@ bool sasl_throttle_fail(struct sasl_throttle *t, const char *addr, const struct 
 void sasl_throttle_success(struct sasl_throttle *t, const char *addr);
 /* How long to delay the reply to a failure (grows with the failures). */
 unsigned sasl_throttle_delay_ms(struct sasl_throttle *t, const char *addr);
+/* For tests and fuzzing: the delay per failure instead of 250 ms (0: no
+ * delay, so that a session's replies never wait on a timer).  Never in the
+ * daemon. */
+void sasl_test_set_delay_step(unsigned ms);
 
 /* A failed login of every protocol: counted against the client address
  * (which can lock it out: *locked_out is then set) and against the user

@@ -176,7 +176,8 @@ static struct runtime *runtime_load(const char *path, struct spool *sp, struct e
 		  runtime_load_tls(rt, err) == 0 && runtime_load_dns(rt, err) == 0;
 	fclose(err);
 	if (!ok) {
-		for (char *line = strtok(errs, "\n"); line; line = strtok(NULL, "\n"))
+		char *save = NULL;
+		for (char *line = strtok_r(errs, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
 			log_err("event=config-error message=\"%s\"", line);
 		free(errs);
 		runtime_unref(rt);

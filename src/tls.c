@@ -633,6 +633,7 @@ static const char *cert_opt_value(int argc, char **argv, int *i, const char *nam
 {
 	size_t n = strlen(name);
 	const char *a = argv[*i];
+	/* NOLINTNEXTLINE(clang-analyzer-core.NonNullParamChecker): argv[*i] with *i < argc is never NULL */
 	if (strncmp(a, name, n) != 0)
 		return NULL;
 	if (a[n] == '=')
@@ -799,6 +800,7 @@ enum { CERT_KEY, CERT_CRT, CERT_CSR };
 static int cert_write(struct cert_files *cf, int which, BIO *bio, mode_t mode)
 {
 	const char *path = cf->path[which];
+	/* NOLINTNEXTLINE(clang-analyzer-core.NonNullParamChecker): cf->path[] is filled by cert_prepare_dir before any file is written */
 	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
 	if (fd < 0) {
 		if (errno == EEXIST)
@@ -833,6 +835,7 @@ static void cert_files_free(struct cert_files *cf, bool remove_created)
 static int cert_prepare_dir(const char *dir, struct cert_files *cf, const char *host)
 {
 	struct stat st;
+	/* NOLINTNEXTLINE(clang-analyzer-core.NonNullParamChecker): cert_parse_args returns CERT_EXIT_USAGE unless --out was given */
 	if (stat(dir, &st) < 0) {
 		if (errno != ENOENT || mkdir_p(dir, 0700) < 0)
 			return cert_fail("cannot create %s: %s", dir, strerror(errno));

@@ -548,6 +548,7 @@ static void userdb_format(const struct user_record *rec, char **buf, size_t *len
 	if (!bsnprintf(*buf + *len, *cap - *len, "%s:%s:%u:%s:%s:%s\n", rec->address, userdb_mech,
 		       rec->iterations, salt, stored, server))
 		fatal("userdb: record does not fit its buffer");
+	/* NOLINTNEXTLINE(clang-analyzer-core.NonNullParamChecker): *buf is allocated above: need > 0 and *cap - *len starts at 0 */
 	*len += strlen(*buf + *len);
 }
 

@@ -24,11 +24,11 @@ void *xgrow(void *arrp, size_t *n, size_t *cap, size_t elsize);
 
 /* Format a message into err (size errsz), ending in "..." when cut. */
 void errfmt(char *err, size_t errsz, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-void verrfmt(char *err, size_t errsz, const char *fmt, va_list ap);
+void verrfmt(char *err, size_t errsz, const char *fmt, va_list ap) __attribute__((format(printf, 3, 0)));
 
 /* One line "posthorn: message" on stderr, for the command line. */
 void complain(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-void vcomplain(const char *fmt, va_list ap);
+void vcomplain(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
 
 /* Print "posthorn: message" on stderr and exit(1).  For broken invariants and
  * set-up failures only; a peer's error is never fatal. */

@@ -1022,6 +1022,26 @@ static void test_throttle_login(void **state)
 	sasl_throttle_free(t);
 }
 
+/* The fuzzing seam: another step scales the delays, with the same cap on
+ * the failures counted; 0 means no delay; the default comes back. */
+static void test_throttle_delay_step(void **state)
+{
+	const struct conf_auth off = {.lockout_failures = 0, .lockout_window = 900,
+				      .lockout_duration = 1800};
+	struct sasl_throttle *t = sasl_throttle_new(10);
+	const unsigned want[] = {0, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 12, 12};
+	sasl_test_set_delay_step(1);
+	for (size_t i = 0; i < ARRAY_LEN(want); i++) {
+		sasl_throttle_fail(t, "198.51.100.2", &off, 100);
+		assert_int_equal(sasl_throttle_delay_ms(t, "198.51.100.2"), want[i]);
+	}
+	sasl_test_set_delay_step(0);
+	assert_int_equal(sasl_throttle_delay_ms(t, "198.51.100.2"), 0);
+	sasl_test_set_delay_step(250);
+	assert_int_equal(sasl_throttle_delay_ms(t, "198.51.100.2"), 3000);
+	sasl_throttle_free(t);
+}
+
 /* The entry with the oldest activity goes first. */
 static void test_throttle_lru(void **state)
 {
@@ -1124,6 +1144,7 @@ int main(void)
 	    cmocka_unit_test(test_throttle_success_clears),
 	    cmocka_unit_test(test_throttle_login),
 	    cmocka_unit_test(test_throttle_delay),
+	    cmocka_unit_test(test_throttle_delay_step),
 	    cmocka_unit_test(test_throttle_lru),
 	    cmocka_unit_test(test_throttle_eviction_bound),
 	    cmocka_unit_test(test_throttle_long_address),
