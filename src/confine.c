@@ -182,27 +182,29 @@ static int confine_rule(scmp_filter_ctx f, uint32_t action, int nr, unsigned n,
 static int confine_arg_rules(scmp_filter_ctx f)
 {
 	int r = 0;
-	/* socket: IPv4, IPv6 and local sockets (syslog) only */
+	/* socket: IPv4, IPv6 and local sockets (syslog) only.  Every comparison
+	 * names its second datum (0, unused for EQ) so that clang's
+	 * -Wmissing-field-initializers stays quiet about the macro. */
 	const int families[] = {AF_INET, AF_INET6, AF_UNIX};
 	for (size_t i = 0; i < ARRAY_LEN(families) && r == 0; i++)
 		r = seccomp_rule_add(f, SCMP_ACT_ALLOW, SCMP_SYS(socket), 1,
-				     SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)families[i]));
+				     SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)families[i], 0));
 	/* ioctl: the few requests libevent, c-ares and stdio make (no TIOCSTI) */
 	const unsigned long requests[] = {FIONREAD, FIONBIO, FIOCLEX, FIONCLEX, TCGETS};
 	for (size_t i = 0; i < ARRAY_LEN(requests) && r == 0; i++)
 		r = seccomp_rule_add(f, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1,
-				     SCMP_A1(SCMP_CMP_EQ, (scmp_datum_t)requests[i]));
+				     SCMP_A1(SCMP_CMP_EQ, (scmp_datum_t)requests[i], 0));
 	/* signals only to this process (abort(), raise()) */
 	if (r == 0)
 		r = seccomp_rule_add(f, SCMP_ACT_ALLOW, SCMP_SYS(tgkill), 1,
-				     SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)getpid()));
+				     SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)getpid(), 0));
 	if (r == 0)
 		r = seccomp_rule_add(f, SCMP_ACT_ALLOW, SCMP_SYS(kill), 1,
-				     SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)getpid()));
+				     SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)getpid(), 0));
 	/* limits may be read, not raised */
 	if (r == 0)
 		r = seccomp_rule_add(f, SCMP_ACT_ALLOW, SCMP_SYS(prlimit64), 1,
-				     SCMP_A2(SCMP_CMP_EQ, 0));
+				     SCMP_A2(SCMP_CMP_EQ, 0, 0));
 	/* threads only: a clone that would make a process or a namespace is
 	 * refused (one comparison: flags under the mask equal the value) */
 	const scmp_datum_t mask = CLONE_VM | CLONE_THREAD | CLONE_NEWNS | CLONE_NEWUSER |
@@ -233,7 +235,7 @@ static int confine_prctl(scmp_filter_ctx f)
 	int r = 0;
 	for (size_t i = 0; i < ARRAY_LEN(options) && r == 0; i++)
 		r = seccomp_rule_add(f, SCMP_ACT_ALLOW, SCMP_SYS(prctl), 1,
-				     SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)options[i]));
+				     SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)options[i], 0));
 	return r;
 }
 
