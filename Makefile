@@ -204,7 +204,7 @@ $(BUILD)/lint:
 lint-files: $(BUILD)/lint/cppcheck.stamp $(TIDY_STAMPS)
 
 lint: deps
-	@$(MAKE) --no-print-directory -s lint-files
+	@$(MAKE) --no-print-directory -s -j$(shell nproc) lint-files
 	@echo "lint: cppcheck and clang-tidy found nothing"
 
 clean:

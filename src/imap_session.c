@@ -733,18 +733,43 @@ long long imap_days_from_civil(int y, int m, int d)
 	return era * 146097 + (long long)doe - 719468;
 }
 
+/* Exactly n decimal digits at *p (n <= 4); the value, p moved past them;
+ * -1 when anything else is there (no sign, no blank, no more digits). */
+static int imap_digits(const char **p, int n)
+{
+	int v = 0;
+	for (int i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)(*p)[i];
+		if (c < '0' || c > '9')
+			return -1;
+		v = v * 10 + (c - '0');
+	}
+	*p += n;
+	return v;
+}
+
+/* "Mon-yyyy" after the day and its '-': month index and year, p moved. */
+static bool imap_parse_month_year(const char **p, int *m, int *y)
+{
+	const char *s = *p;
+	if (strlen(s) < 8 || s[3] != '-')
+		return false;
+	char mon[4] = {s[0], s[1], s[2], '\0'};
+	*m = imap_month(mon);
+	s += 4;
+	*y = imap_digits(&s, 4);
+	*p = s;
+	return *m >= 0 && *y >= 1000;
+}
+
 /* RFC 3501 date: "d-Mon-yyyy" (day 1 or 2 digits); the day number since
  * the epoch (dates compare by day, RFC 3501 §6.4.4). */
 bool imap_parse_date(const char *v, long long *day)
 {
-	int d, y;
-	char mon[4];
-	int used = 0;
-	if (sscanf(v, "%2d-%3[A-Za-z]-%4d%n", &d, mon, &y, &used) != 3 || v[used] != '\0' ||
-	    strlen(mon) != 3 || d < 1 || d > 31 || y < 1000)
-		return false;
-	int m = imap_month(mon);
-	if (m < 0)
+	const char *p = v;
+	int d = imap_digits(&p, v[0] && v[1] == '-' ? 1 : 2);
+	int m, y;
+	if (d < 1 || d > 31 || *p++ != '-' || !imap_parse_month_year(&p, &m, &y) || *p != '\0')
 		return false;
 	*day = imap_days_from_civil(y, m + 1, d);
 	return true;
@@ -754,17 +779,20 @@ bool imap_parse_date(const char *v, long long *day)
  * start with a space).  Seconds since the epoch. */
 bool imap_parse_datetime(const char *v, long long *out)
 {
-	int d, y, hh, mm, ss, zone;
-	char mon[4], sign;
-	int used = 0;
 	if (strlen(v) != 26)
 		return false;
-	if (sscanf(v, "%2d-%3[A-Za-z]-%4d %2d:%2d:%2d %c%4d%n", &d, mon, &y, &hh, &mm, &ss, &sign,
-		   &zone, &used) != 8 || used != 26 || (sign != '+' && sign != '-') ||
-	    d < 1 || d > 31 || hh > 23 || mm > 59 || ss > 60 || zone % 100 > 59)
+	const char *p = v + (v[0] == ' ');
+	int d = imap_digits(&p, v[0] == ' ' ? 1 : 2);
+	int m, y;
+	if (d < 1 || d > 31 || *p++ != '-' || !imap_parse_month_year(&p, &m, &y) || *p++ != ' ')
 		return false;
-	int m = imap_month(mon);
-	if (m < 0)
+	int hh = imap_digits(&p, 2);
+	int mm = *p++ == ':' ? imap_digits(&p, 2) : -1;
+	int ss = mm >= 0 && *p++ == ':' ? imap_digits(&p, 2) : -1;
+	char sign = ss >= 0 && *p++ == ' ' ? *p++ : '\0';
+	int zone = sign == '+' || sign == '-' ? imap_digits(&p, 4) : -1;
+	if (hh < 0 || hh > 23 || mm > 59 || ss < 0 || ss > 60 || zone < 0 || zone % 100 > 59 ||
+	    *p != '\0')
 		return false;
 	long long t = imap_days_from_civil(y, m + 1, d) * 86400 + hh * 3600 + mm * 60 + ss;
 	long long off = (zone / 100) * 3600 + (zone % 100) * 60;

@@ -549,7 +549,7 @@ static int mbx_index_read(const char *dir, struct mbx_index *ix, uint32_t *old_v
 	size_t linecap = 0;
 	ssize_t len;
 	bool ok = false;
-	if ((len = getline(&line, &linecap, fp)) > 0) {
+	if (getline(&line, &linecap, fp) > 0) {
 		char *e;
 		ok = line[0] == 'V' && mbx_parse_u32(line + 1, &e, &ix->validity) &&
 		     ix->validity > 0;

