@@ -26,6 +26,8 @@ ASAN_CFLAGS    := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
 ASAN_LDFLAGS   := -fsanitize=address,undefined -pie -Wl,-z,relro -Wl,-z,now
 
 VERSION   := $(shell cat VERSION 2>/dev/null || echo 0.1.0)
+# builds run on every core (a plain `make check` on a clean clone too)
+JOBS      := -j$(shell nproc 2>/dev/null || echo 2)
 
 .PHONY: all release asan run check unit integration chaos deps clean help bench bench-quick phload \
 	fuzz fuzz-build fuzz-bins fuzz-smoke lint lint-files
@@ -71,10 +73,10 @@ $(eval $(call flavour,asan,$(ASAN_CFLAGS),$(ASAN_LDFLAGS)))
 -include $(wildcard $(BUILD)/*/obj/*.d)
 
 release: deps
-	@$(MAKE) --no-print-directory $(BUILD)/release/posthorn
+	@$(MAKE) --no-print-directory $(JOBS) $(BUILD)/release/posthorn
 
 asan: deps
-	@$(MAKE) --no-print-directory $(BUILD)/asan/posthorn $(asan_TESTS)
+	@$(MAKE) --no-print-directory $(JOBS) $(BUILD)/asan/posthorn $(asan_TESTS)
 
 # ---- the two commands ----------------------------------------------------
 
@@ -155,7 +157,7 @@ $(BUILD)/fuzz/obj:
 fuzz-bins: $(FUZZ_BINS)
 
 fuzz-build: deps
-	@$(MAKE) --no-print-directory -s fuzz-bins
+	@$(MAKE) --no-print-directory $(JOBS) -s fuzz-bins
 
 # One target for N seconds: the seeds first (each must pass), then fuzzing.
 FUZZ_RUN = set -e; for n in $(FUZZ_NAMES); do \
@@ -204,7 +206,7 @@ $(BUILD)/lint:
 lint-files: $(BUILD)/lint/cppcheck.stamp $(TIDY_STAMPS)
 
 lint: deps
-	@$(MAKE) --no-print-directory -s -j$(shell nproc) lint-files
+	@$(MAKE) --no-print-directory $(JOBS) -s lint-files
 	@echo "lint: cppcheck and clang-tidy found nothing"
 
 clean:
