@@ -7,6 +7,17 @@
 # under a temporary folder.  Every process started here is stopped by PID;
 # every wait is bounded.  Results: a table on stdout and a TSV under
 # bench/results/.
+#
+# BENCH_FS=fresh (the default) gives each server its own new ext4 file
+# system (mkfs.ext4 defaults, journal included, as on a real server's
+# disk) on a loop device backed by a file under /tmp, mounted for the run
+# and removed after: neither server's files share inode groups with the
+# other's, nor with what earlier runs deleted (on ext4 without a journal,
+# as this machine's root file system is, creating a file skips inodes freed
+# in the last minutes, which made one server pay for the other's deletes).
+# fsync on the loop device reaches the disk (the loop driver syncs the
+# backing file).  BENCH_FS=shared runs both in a folder under /tmp on the
+# machine's own file system.
 set -euo pipefail
 mode=${1:-quick}
 case "$mode" in quick|full) ;; *) echo "usage: bench/run.sh quick|full" >&2; exit 2 ;; esac
@@ -26,6 +37,9 @@ stamp=$(date -u +%Y%m%dT%H%M%SZ)
 tsv="$results/$mode-$stamp.tsv"
 NS=(ip netns exec "$ns")
 PIDS=()            # every long-running process started here
+MOUNTS=()          # file systems mounted here (BENCH_FS=fresh)
+BENCH_FS=${BENCH_FS:-fresh}
+case "$BENCH_FS" in fresh|shared) ;; *) echo "bench: BENCH_FS is fresh or shared" >&2; exit 2 ;; esac
 
 PH_PORT=2525; PH_TLS_PORT=2465; PF_PORT=2526; SINK_PORT=2527; SSERVER_PORT=4433
 
@@ -41,6 +55,7 @@ cleanup() {
     set +e
     local p
     for p in "${PIDS[@]}"; do stop_pid "$p"; done
+    for m in "${MOUNTS[@]}"; do umount "$m" && rm -f "$m.img"; done
     ip netns del "$ns" 2>/dev/null
     rm -rf "/etc/netns/$ns"
     [ -n "${KEEP:-}" ] || rm -rf "$D"
@@ -70,8 +85,19 @@ echo "nameserver 127.0.0.1" > "/etc/netns/$ns/resolv.conf"   # ip netns exec mou
 PIDS+=($!)
 
 # ---- posthorn -----------------------------------------------------------------
+# A folder for one server: on its own new ext4 (BENCH_FS=fresh) or not.
+server_dir() {
+    mkdir -p "$1"
+    [ "$BENCH_FS" = fresh ] || return 0
+    truncate -s 4G "$1.img"
+    # inode tables and journal written now, not by a kernel thread mid-run
+    mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$1.img"
+    mount -o loop "$1.img" "$1"
+    MOUNTS+=("$1")
+    chmod 755 "$1"
+}
 PH="$D/posthorn"
-mkdir -p "$PH"
+server_dir "$PH"
 "$bin" cert new --hostname bench.test --out "$PH/certs" >/dev/null
 cat > "$PH/posthorn.conf" <<CONF
 hostname  bench.test
@@ -111,6 +137,7 @@ stop_posthorn() { stop_pid "$PH_PID"; forget_pid "$PH_PID"; PH_PID=""; }
 
 # ---- Postfix: a private instance, virtual Maildir delivery, default durability
 PF="$D/postfix"
+server_dir "$PF"
 mkdir -p "$PF/etc" "$PF/queue" "$PF/data" "$PF/mail"
 chown postfix:postfix "$PF/data" "$PF/mail"
 pf_uid=$(id -u postfix); pf_gid=$(id -g postfix)
@@ -390,7 +417,7 @@ add_row "end-to-end $E2E msgs c=50" s 0
 add_row "p50 latency at half load" ms 0
 add_row "p99 latency at half load" ms 0
 
-echo "bench: $mode run, namespace $ns, folder $D, $rounds round(s), A B alternating" >&2
+echo "bench: $mode run, namespace $ns, folder $D, $rounds round(s), A B alternating, file systems: $BENCH_FS" >&2
 start_posthorn; start_postfix; start_sink
 for round in $(seq "$rounds"); do
     echo "bench: round $round" >&2
@@ -470,7 +497,7 @@ stats() {  # values... -> "median min max" (NA when none)
     done
 } > "$tsv"
 echo
-echo "posthorn vs Postfix $(dpkg-query -W -f='${Version}' postfix), $mode run, $rounds round(s), $(nproc) cores, $(date -u '+%Y-%m-%d %H:%M UTC')"
+echo "posthorn vs Postfix $(dpkg-query -W -f='${Version}' postfix), $mode run, $rounds round(s), $(nproc) cores, $(date -u '+%Y-%m-%d %H:%M UTC'), file systems: $BENCH_FS"
 awk -F'\t' 'NR == 1 { printf "| %s | %s | %s | %s | %s | %s |\n| --- | --- | --- | --- | --- | --- |\n",
           "measure", "posthorn median (min–max)", "Postfix median (min–max)",
           "ceiling median (min–max)", "posthorn/Postfix", "unit"; next }

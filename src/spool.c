@@ -12,7 +12,15 @@
  *   server XTEXT            optional: the virtual server that accepted it
  *   rcpt local|remote XTEXT(address) XTEXT(orig)   one or more
  * then an empty line and the message.  The reader is strict: any other line,
- * a missing or repeated key, or a bad xtext makes the file malformed. */
+ * a missing or repeated key, or a bad xtext makes the file malformed.
+ *
+ * Files are recycled: a delivered message's file is renamed into free/
+ * (when small enough and the pool is not full) and the next message is
+ * written over it, cut to its length and renamed into queue/.  Creating and
+ * deleting an inode per message is most of the kernel work of a busy
+ * spool (ext4 inode allocation); a rename and an overwrite are not.  What is
+ * in free/ is never a queued message: an old message's bytes at most, as
+ * private as the queue itself (0600 in a 0700 folder). */
 #define _GNU_SOURCE /* pipe2, sync_file_range */
 #include "spool.h"
 
@@ -43,6 +51,8 @@ enum {
 	SPOOL_ID_RAND_CHARS = 6,        /* 30 bits of randomness */
 	SPOOL_ID_LEN = SPOOL_ID_TIME_CHARS + SPOOL_ID_SEQ_CHARS + SPOOL_ID_RAND_CHARS,
 	SPOOL_PARALLEL_MIN = 3,         /* batches this large: their fdatasyncs run at once */
+	SPOOL_FREE_MAX = 512,           /* recycled files kept in free/ */
+	SPOOL_RECYCLE_MAX = 256 * 1024, /* larger files are deleted, not kept */
 };
 
 _Static_assert((int)SPOOL_ID_LEN < (int)SPOOL_ID_SIZE, "spool ID does not fit SPOOL_ID_SIZE");
@@ -68,10 +78,20 @@ struct spool_committer {
 	struct event *ev;
 };
 
+/* The names in free/, a stack under its lock (the loop takes, the
+ * delivery threads give back). */
+struct spool_pool {
+	pthread_mutex_t lock;
+	char (*names)[SPOOL_ID_SIZE];
+	size_t n;
+};
+
 struct spool {
 	char *dir;
 	char *tmpdir;
 	char *queuedir;
+	char *freedir;
+	struct spool_pool pool;
 	struct spool_committer *gc;     /* NULL: commits are synchronous */
 	struct spool_stats stats;       /* updated with __atomic builtins */
 };
@@ -81,6 +101,7 @@ struct spool_msg {
 	char id[SPOOL_ID_SIZE];
 	char *tmppath;
 	int fd;
+	bool recycled;          /* written over a file from free/: cut it to length */
 	int err;                /* errno of the first failed write; sticky */
 	char *buf;
 	size_t buflen;
@@ -239,6 +260,84 @@ static int spool_mkdir(const char *path)
 	return 0;
 }
 
+/* ---- the pool of recycled files ----------------------------------------------- */
+
+static bool spool_pool_take(struct spool *sp, char name[SPOOL_ID_SIZE])
+{
+	pthread_mutex_lock(&sp->pool.lock);
+	bool got = sp->pool.n > 0;
+	if (got)
+		memcpy(name, sp->pool.names[--sp->pool.n], SPOOL_ID_SIZE);
+	pthread_mutex_unlock(&sp->pool.lock);
+	return got;
+}
+
+static bool spool_pool_has_room(struct spool *sp)
+{
+	pthread_mutex_lock(&sp->pool.lock);
+	bool room = sp->pool.n < SPOOL_FREE_MAX;
+	pthread_mutex_unlock(&sp->pool.lock);
+	return room;
+}
+
+static bool spool_pool_give(struct spool *sp, const char *name)
+{
+	pthread_mutex_lock(&sp->pool.lock);
+	bool kept = sp->pool.n < SPOOL_FREE_MAX;
+	if (kept)
+		memcpy(sp->pool.names[sp->pool.n++], name, SPOOL_ID_SIZE);
+	pthread_mutex_unlock(&sp->pool.lock);
+	return kept;
+}
+
+static char *spool_free_path(const struct spool *sp, const char *name)
+{
+	return xasprintf("%s/%s", sp->freedir, name);
+}
+
+/* A delivered message's file into free/ instead of deleting it: 0, or -1
+ * when it is not kept (too large, pool full, rename failed) and the caller
+ * deletes it. */
+static int spool_recycle(struct spool *sp, const char *id, const char *qpath)
+{
+	struct stat st;
+	if (!spool_pool_has_room(sp) || stat(qpath, &st) < 0 || !S_ISREG(st.st_mode) ||
+	    st.st_size > SPOOL_RECYCLE_MAX)
+		return -1;
+	char *fpath = spool_free_path(sp, id);
+	int r = rename(qpath, fpath);
+	if (r == 0 && !spool_pool_give(sp, id) && unlink(fpath) < 0)
+		log_warn("event=spool-error file=%s reason=\"cannot remove: %s\"", fpath,
+			 strerror(errno));
+	free(fpath);
+	return r;
+}
+
+/* What free/ holds from an earlier run goes back into the pool; the rest
+ * (strays, more than the pool holds) is removed. */
+static int spool_pool_load(struct spool *sp)
+{
+	DIR *d = opendir(sp->freedir);
+	if (!d)
+		return -1;
+	struct dirent *de;
+	while ((errno = 0, de = readdir(d)) != NULL) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		struct stat st;
+		bool keep = spool_id_valid(de->d_name) &&
+			    fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+			    S_ISREG(st.st_mode) && spool_pool_give(sp, de->d_name);
+		if (!keep && unlinkat(dirfd(d), de->d_name, 0) < 0 && errno != ENOENT)
+			log_warn("event=spool-error dir=%s reason=\"cannot remove a stray: %s\"",
+				 sp->freedir, strerror(errno));
+	}
+	int saved = errno;
+	closedir(d);
+	errno = saved;
+	return saved ? -1 : 0;
+}
+
 /* Messages left in tmp/ were never acknowledged: remove them.  A stray
  * folder is only reported; any other failure stops spool_open(). */
 static int spool_clean_tmp(const struct spool *sp)
@@ -312,13 +411,18 @@ struct spool *spool_open(const char *dir)
 	sp->dir = xstrdup(dir);
 	sp->tmpdir = xasprintf("%s/tmp", dir);
 	sp->queuedir = xasprintf("%s/queue", dir);
+	sp->freedir = xasprintf("%s/free", dir);
+	pthread_mutex_init(&sp->pool.lock, NULL);
+	sp->pool.names = xcalloc(SPOOL_FREE_MAX, sizeof *sp->pool.names);
 	int t = spool_mkdir(sp->tmpdir);
 	int q = t < 0 ? -1 : spool_mkdir(sp->queuedir);
-	bool ok = t >= 0 && q >= 0;
+	int f = q < 0 ? -1 : spool_mkdir(sp->freedir);
+	bool ok = t >= 0 && q >= 0 && f >= 0;
 	if (ok && (t > 0 || q > 0))
 		ok = fsync_dir(sp->dir) == 0;
 	if (ok)
-		ok = spool_clean_tmp(sp) == 0 && spool_clean_orphans(sp) == 0;
+		ok = spool_clean_tmp(sp) == 0 && spool_clean_orphans(sp) == 0 &&
+		     spool_pool_load(sp) == 0;
 	if (!ok) {
 		int saved = errno;
 		spool_close(sp);
@@ -336,6 +440,9 @@ void spool_close(struct spool *sp)
 	free(sp->dir);
 	free(sp->tmpdir);
 	free(sp->queuedir);
+	free(sp->freedir);
+	free(sp->pool.names);
+	pthread_mutex_destroy(&sp->pool.lock);
 	free(sp);
 }
 
@@ -467,6 +574,26 @@ static void spool_msg_discard(struct spool_msg *m)
 			 strerror(errno));
 }
 
+/* A file from the pool to write over, or -1 (pool empty; a file that
+ * cannot be opened is forgotten, and the next one tried). */
+static int spool_msg_open_recycled(struct spool_msg *m)
+{
+	char name[SPOOL_ID_SIZE];
+	while (spool_pool_take(m->sp, name)) {
+		char *path = spool_free_path(m->sp, name);
+		int fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+		if (fd >= 0) {
+			m->tmppath = path;
+			m->recycled = true;
+			return fd;
+		}
+		log_warn("event=spool-error file=%s reason=\"cannot reuse: %s\"", path,
+			 strerror(errno));
+		free(path);
+	}
+	return -1;
+}
+
 /* Besides env->id, env->arrival is set to now when the caller left it 0. */
 struct spool_msg *spool_msg_begin(struct spool *sp, struct spool_envelope *env)
 {
@@ -476,8 +603,11 @@ struct spool_msg *spool_msg_begin(struct spool *sp, struct spool_envelope *env)
 	struct spool_msg *m = xcalloc(1, sizeof *m);
 	m->sp = sp;
 	memcpy(m->id, env->id, sizeof m->id);
-	m->tmppath = xasprintf("%s/%s", sp->tmpdir, m->id);
-	m->fd = open(m->tmppath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	m->fd = spool_msg_open_recycled(m);
+	if (m->fd < 0) {
+		m->tmppath = xasprintf("%s/%s", sp->tmpdir, m->id);
+		m->fd = open(m->tmppath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	}
 	if (m->fd < 0) {
 		int saved = errno;
 		spool_msg_free(m);
@@ -534,6 +664,11 @@ static int spool_msg_write_out(struct spool_msg *m)
 {
 	if (spool_msg_flush(m) < 0)
 		return errno;
+	if (m->recycled) { /* the old message's bytes beyond ours go */
+		off_t end = lseek(m->fd, 0, SEEK_CUR);
+		if (end < 0 || ftruncate(m->fd, end) < 0)
+			return errno;
+	}
 	/* only a hint: fdatasync below reports what matters */
 	(void)sync_file_range(m->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
 	return 0;
@@ -1232,7 +1367,7 @@ int spool_unlink_message(struct spool *sp, const char *id)
 	/* The message first: a crash in between leaves an orphan .done, which
 	 * spool_open() removes, never a message without its done records. */
 	char *path = spool_queue_path(sp, id, "");
-	int r = unlink(path);
+	int r = spool_recycle(sp, id, path) == 0 ? 0 : unlink(path);
 	free(path);
 	if (r < 0)
 		return -1;

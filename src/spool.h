@@ -42,8 +42,10 @@ struct spool_envelope {
 struct spool;
 struct spool_msg;
 
-/* Create <dir>, <dir>/tmp and <dir>/queue as needed and empty tmp/ (those
- * messages were never acknowledged).  NULL with errno on failure. */
+/* Create <dir>, <dir>/tmp, <dir>/queue and <dir>/free as needed, empty
+ * tmp/ (those messages were never acknowledged) and take what free/ holds
+ * (delivered messages' files, to be written over).  NULL with errno on
+ * failure. */
 struct spool *spool_open(const char *dir);
 void spool_close(struct spool *sp);
 const char *spool_dir(const struct spool *sp);

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -220,39 +221,113 @@ int mkdir_p(const char *path, unsigned mode)
 
 /* ---- syncing many files at once ------------------------------------------ */
 
+/* A few threads, started at the first batch and kept: starting threads
+ * for every batch cost more than the syncs they ran side by side.  A job
+ * is a set of descriptors; workers and the caller take indexes until none
+ * is left, the caller waits until every sync has returned. */
 enum { SYNC_THREADS_MAX = 8 };
 
 struct sync_job {
 	const int *fds;
 	int *errs;
 	size_t n;
-	size_t next;            /* the next index to take, atomically */
+	size_t next;            /* the next index to take */
+	size_t finished;        /* syncs returned */
+	struct sync_job *later; /* jobs waiting for hands, oldest first */
 };
+
+static struct {
+	pthread_mutex_t lock;
+	pthread_cond_t work, done;
+	struct sync_job *jobs;  /* with indexes left to take */
+	size_t threads;
+} sync_pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER,
+	       NULL, 0};
+
+/* Under the lock: one index of the oldest job, which leaves the list when
+ * its last index is taken; NULL when no work is waiting. */
+static struct sync_job *sync_take(size_t *i)
+{
+	struct sync_job *j = sync_pool.jobs;
+	if (!j)
+		return NULL;
+	*i = j->next++;
+	if (j->next == j->n)
+		sync_pool.jobs = j->later;
+	return j;
+}
+
+/* Called with the lock held, returns with it held. */
+static void sync_run(struct sync_job *j, size_t i)
+{
+	pthread_mutex_unlock(&sync_pool.lock);
+	int e = fdatasync(j->fds[i]) < 0 ? errno : 0;
+	pthread_mutex_lock(&sync_pool.lock);
+	j->errs[i] = e;
+	if (++j->finished == j->n)
+		pthread_cond_broadcast(&sync_pool.done);
+}
 
 static void *sync_worker(void *arg)
 {
-	struct sync_job *j = arg;
+	(void)arg;
+	pthread_mutex_lock(&sync_pool.lock);
 	for (;;) {
-		size_t i = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED);
-		if (i >= j->n)
-			return NULL;
-		j->errs[i] = fdatasync(j->fds[i]) < 0 ? errno : 0;
+		size_t i;
+		struct sync_job *j = sync_take(&i);
+		if (j)
+			sync_run(j, i);
+		else
+			pthread_cond_wait(&sync_pool.work, &sync_pool.lock);
 	}
+	return NULL;
+}
+
+/* Under the lock: the workers, started once (signals stay with the loop
+ * thread); fewer when threads cannot be made, the caller syncs alone. */
+static void sync_pool_start(void)
+{
+	if (sync_pool.threads > 0)
+		return;
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	pthread_t t;
+	while (sync_pool.threads < SYNC_THREADS_MAX - 1 &&
+	       pthread_create(&t, &attr, sync_worker, NULL) == 0)
+		sync_pool.threads++;
+	pthread_attr_destroy(&attr);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (sync_pool.threads == 0)
+		sync_pool.threads = SIZE_MAX; /* none: do not try again */
 }
 
 void fdatasync_all(const int *fds, int *errs, size_t n)
 {
+	if (n == 0)
+		return;
 	struct sync_job j = {.fds = fds, .errs = errs, .n = n};
-	pthread_t t[SYNC_THREADS_MAX - 1];
-	size_t started = 0;
-	sigset_t all, old;
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old); /* signals stay with the loop thread */
-	while (started < SYNC_THREADS_MAX - 1 && started + 1 < n &&
-	       pthread_create(&t[started], NULL, sync_worker, &j) == 0)
-		started++;
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	sync_worker(&j); /* this thread takes its share too */
-	for (size_t k = 0; k < started; k++)
-		pthread_join(t[k], NULL);
+	pthread_mutex_lock(&sync_pool.lock);
+	sync_pool_start();
+	struct sync_job **tail = &sync_pool.jobs;
+	while (*tail)
+		tail = &(*tail)->later;
+	*tail = &j;
+	pthread_cond_broadcast(&sync_pool.work);
+	while (j.next < j.n) { /* the caller takes its share of its own job */
+		size_t i = j.next++;
+		if (j.next == j.n) { /* last index: off the list */
+			struct sync_job **p = &sync_pool.jobs;
+			while (*p != &j)
+				p = &(*p)->later;
+			*p = j.later;
+		}
+		sync_run(&j, i);
+	}
+	while (j.finished < j.n)
+		pthread_cond_wait(&sync_pool.done, &sync_pool.lock);
+	pthread_mutex_unlock(&sync_pool.lock);
 }

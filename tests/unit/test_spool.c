@@ -491,6 +491,70 @@ static void test_remove(void **state)
 	assert_int_equal(errno, EINVAL);
 }
 
+/* A delivered message's file is kept in free/ and written over by the next
+ * one, which reads back exactly (the old bytes beyond it cut); the pool
+ * survives a restart; files over 256 KiB and strays are deleted. */
+static void test_recycle(void **state)
+{
+	struct fixture *f = *state;
+	char *freedir = path_in(f, "free");
+	char id[SPOOL_ID_SIZE], id2[SPOOL_ID_SIZE], id3[SPOOL_ID_SIZE];
+	size_t biglen = 10000;
+	char *big = xmalloc(biglen);
+	memset(big, 'x', biglen);
+	spool_one(f, "a@example.test", big, biglen, id);
+	assert_int_equal(count_entries(freedir), 0);
+	assert_int_equal(spool_remove(f->sp, id), 0);
+	assert_int_equal(count_entries(freedir), 1);
+	char *kept = path_in(f, "free/%s", id);
+	assert_int_equal(access(kept, F_OK), 0);
+
+	spool_one(f, "a@example.test", body1, sizeof body1 - 1, id2); /* over the big one */
+	assert_int_equal(count_entries(freedir), 0);
+	assert_int_equal(access(kept, F_OK), -1);
+	spool_one(f, "a@example.test", body1, sizeof body1 - 1, id3); /* a new file */
+	size_t len2, len3;
+	char *q2 = path_in(f, "queue/%s", id2), *q3 = path_in(f, "queue/%s", id3);
+	char *t2 = read_file(q2, &len2), *t3 = read_file(q3, &len3);
+	assert_int_equal(len2, len3);
+	assert_true(len2 > sizeof body1 - 1);
+	assert_memory_equal(t2 + len2 - (sizeof body1 - 1), body1, sizeof body1 - 1);
+	struct spool_envelope env;
+	assert_int_equal(spool_read_envelope(f->sp, id2, &env), 0);
+	assert_int_equal(env.size, (off_t)(sizeof body1 - 1));
+	spool_envelope_clear(&env);
+
+	/* kept across a restart, and used */
+	assert_int_equal(spool_remove(f->sp, id2), 0);
+	char *stray = path_in(f, "free/not-an-id");
+	write_file(stray, "x", 1);
+	spool_close(f->sp);
+	f->sp = spool_open(f->dir);
+	assert_non_null(f->sp);
+	assert_int_equal(count_entries(freedir), 1); /* the stray is gone */
+	char id4[SPOOL_ID_SIZE];
+	spool_one(f, "a@example.test", body1, sizeof body1 - 1, id4);
+	assert_int_equal(count_entries(freedir), 0);
+
+	/* a large file is not kept */
+	size_t hugelen = 300 * 1024;
+	char *huge = xmalloc(hugelen);
+	memset(huge, 'y', hugelen);
+	char id5[SPOOL_ID_SIZE];
+	spool_one(f, "a@example.test", huge, hugelen, id5);
+	assert_int_equal(spool_remove(f->sp, id5), 0);
+	assert_int_equal(count_entries(freedir), 0);
+	free(huge);
+	free(stray);
+	free(t2);
+	free(t3);
+	free(q2);
+	free(q3);
+	free(kept);
+	free(big);
+	free(freedir);
+}
+
 static void test_list(void **state)
 {
 	struct fixture *f = *state;
@@ -771,6 +835,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_torn_done_line, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_done_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_remove, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_recycle, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_list, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_list_empty, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_malformed, setup, teardown),
