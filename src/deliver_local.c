@@ -334,7 +334,10 @@ static int maildir_publish(struct maildir_file *mf, bool synced, char *err, size
 	 * and IMAP report), so readers need not count */
 	mf->new = xasprintf("%s/new/%s,S=%lld,W=%lld", mf->dir, mf->name, (long long)mf->sz.bytes,
 			    (long long)mf->sz.bytes + (long long)mf->sz.lines);
-	if (rename(mf->tmp, mf->new) < 0) {
+	int r = rename(mf->tmp, mf->new);
+	if (r < 0 && errno == ENOENT && maildir_make_folders(mf->dir, err, errsz) == 0)
+		r = rename(mf->tmp, mf->new); /* new/ was taken away: made again */
+	if (r < 0) {
 		maildir_err(err, errsz, "cannot rename %s: %s", mf->tmp, strerror(errno));
 		free(mf->new);
 		mf->new = NULL;
@@ -387,12 +390,11 @@ static bool maildir_header_safe(const char *s)
 	return true;
 }
 
-/* Folders (unless they are known_dir, made a moment ago), a file in tmp/
- * with the copy, its writeback started.  On failure nothing is left behind
+/* A file in tmp/ with the copy (the folders made first when missing), its
+ * writeback started.  On failure nothing is left behind
  * and mf is cleared. */
 static int maildir_stage(const char *mailboxes, const char *address, const char *sender,
-			 int fd, off_t offset, off_t len, const char *known_dir,
-			 struct maildir_file *mf, char *err, size_t errsz)
+			 int fd, off_t offset, off_t len, struct maildir_file *mf, char *err, size_t errsz)
 {
 	memset(mf, 0, sizeof *mf);
 	mf->fd = -1;
@@ -413,10 +415,14 @@ static int maildir_stage(const char *mailboxes, const char *address, const char 
 		return -1;
 	}
 	char *hdr = xasprintf("Return-Path: <%s>\r\nDelivered-To: %s\r\n", sender, address);
-	int r = known_dir && strcmp(known_dir, mf->dir) == 0 ? 0
-								: maildir_make_folders(mf->dir, err, errsz);
-	if (r == 0)
-		r = maildir_create(mf, err, errsz);
+	/* the folders are made when the first try says they are missing (a
+	 * Maildir that exists, the usual case, costs no mkdir and stat) */
+	int r = maildir_create(mf, err, errsz);
+	if (r < 0 && errno == ENOENT) {
+		r = maildir_make_folders(mf->dir, err, errsz);
+		if (r == 0)
+			r = maildir_create(mf, err, errsz);
+	}
 	if (r == 0) {
 		r = maildir_write(mf, hdr, fd, offset, len, err, errsz);
 		if (r < 0)
@@ -434,7 +440,7 @@ int maildir_deliver(const char *mailboxes, const char *address, const char *send
 		    int fd, off_t offset, off_t len, char *err, size_t errsz)
 {
 	struct maildir_file mf;
-	if (maildir_stage(mailboxes, address, sender, fd, offset, len, NULL, &mf, err, errsz) < 0)
+	if (maildir_stage(mailboxes, address, sender, fd, offset, len, &mf, err, errsz) < 0)
 		return -1;
 	int r = maildir_publish(&mf, false, err, errsz);
 	if (r == 0)
@@ -765,7 +771,6 @@ static void delivery_batch_load(struct delivery_batch *b)
 /* Every local recipient not yet done gets a copy in tmp/. */
 static void delivery_batch_stage(struct delivery_batch *b)
 {
-	size_t last_ok = SIZE_MAX; /* the copy staged last: its folders exist */
 	for (size_t i = 0; i < b->nmsgs; i++) {
 		struct delivery_msg *m = &b->msgs[i];
 		for (size_t k = 0; m->loaded && k < m->env.nrcpts; k++) {
@@ -785,9 +790,8 @@ static void delivery_batch_stage(struct delivery_batch *b)
 				continue;
 			}
 			char err[DELIVERY_REASON_MAX];
-			const char *known = last_ok != SIZE_MAX ? b->copies[last_ok].mf.dir : NULL;
 			if (maildir_stage(b->mailboxes, rc->address, m->env.sender, m->job.fd,
-					  m->env.body_offset, m->env.size, known, &c->mf, err,
+					  m->env.body_offset, m->env.size, &c->mf, err,
 					  sizeof err) < 0) {
 				delivery_log_failure(&m->job, rc->address, err);
 				m->failed = true;
@@ -795,7 +799,6 @@ static void delivery_batch_stage(struct delivery_batch *b)
 			}
 			c->staged = true;
 			c->ok = true;
-			last_ok = b->ncopies - 1;
 		}
 	}
 }

@@ -390,6 +390,32 @@ static void test_deliver_unique_names(void **state)
 	free(tmp);
 }
 
+/* Folders taken away after a delivery are made again by the next one:
+ * tmp/ (the create finds it missing) and new/ (the rename does). */
+static void test_deliver_folders_made_again(void **state)
+{
+	struct fixture *f = *state;
+	int fd = source_fd(f);
+	char err[256];
+	char *md = xasprintf("%s/example.test/bob", f->mailboxes);
+	char *tmp = xasprintf("%s/tmp", md), *newdir = xasprintf("%s/new", md);
+	assert_int_equal(maildir_deliver(f->mailboxes, "bob@example.test", "a@b", fd, 7,
+					 (off_t)(sizeof body - 1), err, sizeof err), 0);
+	assert_int_equal(rmdir(tmp), 0);
+	assert_int_equal(maildir_deliver(f->mailboxes, "bob@example.test", "a@b", fd, 7,
+					 (off_t)(sizeof body - 1), err, sizeof err), 0);
+	assert_int_equal(count_entries(newdir), 2);
+	assert_int_equal(nftw(newdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS), 0);
+	assert_int_equal(maildir_deliver(f->mailboxes, "bob@example.test", "a@b", fd, 7,
+					 (off_t)(sizeof body - 1), err, sizeof err), 0);
+	assert_int_equal(count_entries(newdir), 1);
+	assert_int_equal(count_entries(tmp), 0);
+	close(fd);
+	free(tmp);
+	free(newdir);
+	free(md);
+}
+
 static void test_deliver_failures(void **state)
 {
 	struct fixture *f = *state;
@@ -658,6 +684,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_deliver, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_deliver_null_sender, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_deliver_unique_names, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_deliver_folders_made_again, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_deliver_failures, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_worker_delivers, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_worker_resumes, setup, teardown),
