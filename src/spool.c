@@ -282,10 +282,13 @@ static bool spool_pool_has_room(struct spool *sp)
 
 static bool spool_pool_give(struct spool *sp, const char *name)
 {
+	size_t len = strlen(name); /* an ID string: shorter than SPOOL_ID_SIZE */
+	if (len >= SPOOL_ID_SIZE)
+		return false;
 	pthread_mutex_lock(&sp->pool.lock);
 	bool kept = sp->pool.n < SPOOL_FREE_MAX;
 	if (kept)
-		memcpy(sp->pool.names[sp->pool.n++], name, SPOOL_ID_SIZE);
+		memcpy(sp->pool.names[sp->pool.n++], name, len + 1);
 	pthread_mutex_unlock(&sp->pool.lock);
 	return kept;
 }
