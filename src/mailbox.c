@@ -2135,7 +2135,8 @@ static int mbx_qcmp_u32pair(const void *a, const void *b)
 static void mbx_copy_map(struct mbx_copies *c, struct mbx_scan *s, struct mailbox_uidmap *out)
 {
 	struct mbx_disk *keys = xcalloc(s->n ? s->n : 1, sizeof *keys);
-	memcpy(keys, s->v, s->n * sizeof *keys);
+	if (s->n) /* an empty destination has no listing (s->v NULL) */
+		memcpy(keys, s->v, s->n * sizeof *keys);
 	mbx_sort(keys, s->n, sizeof *keys, mbx_qcmp_unique);
 	uint32_t *pairs = xcalloc(c->n ? c->n * 2 : 2, sizeof *pairs);
 	size_t n = 0;

@@ -179,22 +179,6 @@ struct runtime *fuzz_runtime(const char *conf_text)
 	return rt;
 }
 
-static void rm_files(const char *dir)
-{
-	DIR *d = opendir(dir);
-	if (!d)
-		return;
-	struct dirent *e;
-	char path[1024];
-	while ((e = readdir(d)) != NULL) {
-		if (e->d_name[0] == '.')
-			continue;
-		snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-		unlink(path);
-	}
-	closedir(d);
-}
-
 unsigned fuzz_check_spool(struct runtime *rt)
 {
 	char **ids;
@@ -225,6 +209,34 @@ unsigned fuzz_check_spool(struct runtime *rt)
 	return (unsigned)n;
 }
 
+/* The Maildir of the one user: <mailboxes>/example.test/alice. */
+static void alice_dir(const struct runtime *rt, const char *rest, char *out, size_t outsz)
+{
+	snprintf(out, outsz, "%s/example.test/alice%s", rt->conf->mailboxes, rest);
+}
+
+static void make_maildir(const char *dir)
+{
+	char path[1024];
+	const char *sub[] = {"", "/new", "/cur", "/tmp"};
+	for (size_t i = 0; i < 4; i++) {
+		snprintf(path, sizeof path, "%s%s", dir, sub[i]);
+		CHECK(mkdir(path, 0700) == 0 || errno == EEXIST);
+	}
+}
+
+void fuzz_add_message(struct runtime *rt, const char *folder, const char *file, const char *text)
+{
+	char dir[1024], path[1200];
+	alice_dir(rt, folder, dir, sizeof dir);
+	make_maildir(dir);
+	snprintf(path, sizeof path, "%s/%s", dir, file);
+	FILE *f = fopen(path, "w");
+	CHECK(f != NULL);
+	fputs(text, f);
+	CHECK(fclose(f) == 0);
+}
+
 void fuzz_clean_store(struct runtime *rt)
 {
 	char **ids;
@@ -232,32 +244,24 @@ void fuzz_clean_store(struct runtime *rt)
 	for (size_t i = 0; i < n; i++)
 		spool_remove(rt->spool, ids[i]);
 	spool_free_ids(ids, n);
-	/* alice's Maildir: two messages in new/, whatever a session did */
+	/* alice's Maildir: two messages in new/, whatever a session did
+	 * (folders, UID list and subscriptions of an IMAP session included) */
 	char path[1024];
-	const char *sub[] = {"", "/new", "/cur", "/tmp"};
-	for (size_t i = 0; i < 4; i++) {
-		snprintf(path, sizeof path, "%s/example.test/alice%s", rt->conf->mailboxes, sub[i]);
-		if (i > 0)
-			rm_files(path);
-		else {
-			snprintf(path, sizeof path, "%s/example.test", rt->conf->mailboxes);
-			mkdir(rt->conf->mailboxes, 0700);
-			mkdir(path, 0700);
-			snprintf(path, sizeof path, "%s/example.test/alice", rt->conf->mailboxes);
-		}
-		mkdir(path, 0700);
-	}
+	mkdir(rt->conf->mailboxes, 0700);
+	snprintf(path, sizeof path, "%s/example.test", rt->conf->mailboxes);
+	mkdir(path, 0700);
+	alice_dir(rt, "", path, sizeof path);
+	nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	make_maildir(path);
 	static const char *const msgs[] = {
 		"Subject: one\r\nFrom: <bob@example.test>\r\n\r\nline 1\r\n.dot line\r\nline 3\r\n",
 		"Subject: two\r\n\r\n",
 	};
 	for (size_t i = 0; i < 2; i++) {
-		snprintf(path, sizeof path, "%s/example.test/alice/new/100000000%zu.M1P1Q%zu.fuzz,S=%zu",
-			 rt->conf->mailboxes, i, i, strlen(msgs[i]));
-		FILE *f = fopen(path, "w");
-		CHECK(f != NULL);
-		fputs(msgs[i], f);
-		CHECK(fclose(f) == 0);
+		char file[128];
+		snprintf(file, sizeof file, "new/100000000%zu.M1P1Q%zu.fuzz,S=%zu", i, i,
+			 strlen(msgs[i]));
+		fuzz_add_message(rt, "", file, msgs[i]);
 	}
 }
 
@@ -271,10 +275,13 @@ struct client {
 	char line[4096];
 	size_t linelen;
 	void (*check_reply)(const char *line, size_t len);
+	void (*check_bytes)(const char *buf, size_t len);
 };
 
 static void client_got(struct client *c, const char *buf, size_t n)
 {
+	if (c->check_bytes)
+		c->check_bytes(buf, n);
 	for (size_t i = 0; i < n; i++) {
 		if (c->linelen < sizeof c->line - 1)
 			c->line[c->linelen++] = buf[i];
@@ -330,6 +337,13 @@ static int pending_bytes(int fd)
 	return n;
 }
 
+static void (*raw_check)(const char *buf, size_t len);
+
+void fuzz_session_raw(void (*check_bytes)(const char *buf, size_t len))
+{
+	raw_check = check_bytes;
+}
+
 void fuzz_session(struct runtime *rt, size_t srv, void (*start)(const struct session_start *),
 		  const uint8_t *data, size_t size, uint32_t seed, unsigned flags,
 		  void (*check_reply)(const char *line, size_t len))
@@ -362,7 +376,7 @@ void fuzz_session(struct runtime *rt, size_t srv, void (*start)(const struct ses
 	start(&st);
 
 	struct client c = {.fd = sv[0], .data = data, .size = size, .rnd = seed | 1,
-			   .check_reply = check_reply};
+			   .check_reply = check_reply, .check_bytes = raw_check};
 	/* Until everything is sent and the server has nothing more to do:
 	 * its socket is read empty, nothing comes back, no callback is
 	 * waiting.  Then the client's write side shuts, the server sees the

@@ -58,10 +58,20 @@ enum {
 void fuzz_session(struct runtime *rt, size_t srv, void (*start)(const struct session_start *),
 		  const uint8_t *data, size_t size, uint32_t seed, unsigned flags,
 		  void (*check_reply)(const char *line, size_t len));
+/* Before fuzz_session(): also hand check_bytes everything the server says
+ * exactly as it arrives, in chunks (for responses that carry literals,
+ * which are not lines); NULL for none. */
+void fuzz_session_raw(void (*check_bytes)(const char *buf, size_t len));
 /* Every message in the spool's queue must read back: its envelope (the
  * xtext of hostile addresses included) and a message of CRLF lines with
  * no bare CR or LF (SMTP smuggling).  Returns how many there are. */
 unsigned fuzz_check_spool(struct runtime *rt);
-/* Empty the spool's queue and the Maildirs (between inputs). */
+/* Empty the spool's queue and put alice's Maildir back as it was: no
+ * folders, no UID list or subscriptions, two messages in new/ (between
+ * inputs). */
 void fuzz_clean_store(struct runtime *rt);
+/* Put a message file into alice's Maildir: folder "" is INBOX, ".Name"
+ * a Maildir++ folder (made when missing); file is "new/NAME" or
+ * "cur/NAME:2,FLAGS". */
+void fuzz_add_message(struct runtime *rt, const char *folder, const char *file, const char *text);
 #endif

@@ -1222,6 +1222,32 @@ static void test_copy(void **state)
 	mailbox_close(t);
 }
 
+/* A COPY or MOVE whose set names no message, into an empty folder: OK
+ * with an empty map (found by fuzz_imap_session: the empty destination's
+ * listing has no array, and copying it was undefined behaviour). */
+static void test_copy_nothing_into_empty(void **state)
+{
+	struct fixture *f = *state;
+	deliver_new(f, "INBOX", 1);
+	struct mailbox *a = open_box(f, "INBOX", false);
+	struct seqs none = {{7}, 1};
+	struct mailbox_uidmap map;
+	char err[256];
+	assert_int_equal(mailbox_copy(a, match_seqs, &none, "Trash", &map, err, sizeof err),
+			 MAILBOX_OK);
+	assert_int_equal(map.n, 0);
+	mailbox_uidmap_free(&map);
+	assert_int_equal(mailbox_move(a, match_seqs, &none, "Junk", &map, err, sizeof err),
+			 MAILBOX_OK);
+	assert_int_equal(map.n, 0);
+	mailbox_uidmap_free(&map);
+	assert_int_equal(mailbox_count(a), 1);
+	struct mailbox *t = open_box(f, "Trash", true);
+	assert_int_equal(mailbox_count(t), 0);
+	mailbox_close(t);
+	mailbox_close(a);
+}
+
 static void test_move(void **state)
 {
 	struct fixture *f = *state;
@@ -1437,6 +1463,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_keywords_kept, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_append, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_copy, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_copy_nothing_into_empty, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_move, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_status, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_watch, setup, teardown),
