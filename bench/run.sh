@@ -376,8 +376,10 @@ fsyncs_per_message() {  # server count
 callgrind_per_message() {  # count
     local n=$1 vp i
     rm -f "$D/callgrind.out"
+    # the same code built without the seccomp filter (valgrind has no
+    # seccomp(2)): build/bench/posthorn-callgrind
     "${NS[@]}" valgrind --tool=callgrind --instr-atstart=no \
-        --callgrind-out-file="$D/callgrind.out" "$bin" serve -c "$PH/posthorn.conf" \
+        --callgrind-out-file="$D/callgrind.out" "$top/build/bench/posthorn-callgrind" serve -c "$PH/posthorn.conf" \
         2>"$D/valgrind.log" &
     vp=$!; PIDS+=("$vp")
     # instrumentation on only once start-up (certificates, CA store) is over
