@@ -362,7 +362,7 @@ fsyncs_per_message() {  # server count
         local line; line=$(grep 'event=spool-stats' "$PH/log.fsync" | tail -1 || true)
         local a m
         m=$(sed -n 's/.* messages=\([0-9]*\).*/\1/p' <<<"$line")
-        a=$(sed -n 's/.* fsyncs=\([0-9]*\).*/\1/p' <<<"$line")
+        a=$(sed -n 's/.* accept_fsyncs=\([0-9]*\).*/\1/p' <<<"$line")
         if [ -n "$m" ] && [ "$m" -gt 0 ]; then
             record "fsyncs per message (accept path)" posthorn \
                 "$(echo "$a $m" | awk '{ printf "%.2f", $1 / $2 }')"

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -21,6 +22,7 @@
 #include "util.h"
 
 enum {
+	CONN_UNREAD_MAX = 256 * 1024, /* discarded at close, at most */
 	CONN_LINGER_MS = 20,         /* polling the TLS filter's socket side */
 	CONN_LINGER_TICKS = 250,     /* at most 5 s */
 	CONN_LINE_MAX = 1000,
@@ -50,11 +52,29 @@ struct conn {
 	size_t scanned;              /* input bytes already searched for LF */
 };
 
+/* What the client sent and nobody will read, taken from the socket: a
+ * close with unread bytes sends a reset, and a reset throws away replies
+ * the kernel still holds (small writes wait there a moment to be sent
+ * together), such as the 421 before the close. */
+static void conn_discard_unread(struct conn *c)
+{
+	int fd = bufferevent_getfd(c->bev);
+	char buf[16 * 1024];
+	for (size_t total = 0; fd >= 0 && total < CONN_UNREAD_MAX;) {
+		ssize_t n = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+		if (n <= 0)
+			break;
+		total += (size_t)n;
+	}
+}
+
 static void conn_report_closed(struct conn *c)
 {
 	if (c->gone)
 		return;
 	c->gone = true;
+	if (c->closing)
+		conn_discard_unread(c);
 	c->h->closed(c->owner);
 }
 
@@ -339,9 +359,28 @@ struct evbuffer *conn_input(struct conn *c)
 	return bufferevent_get_input(c->bev);
 }
 
+/* Straight to the socket when nothing waits before it, on a plain
+ * connection: a reply then leaves in the callback that made it, without
+ * arming the write event and coming back for it (two epoll_ctl calls and a
+ * pass of the loop per reply).  The bytes sent; the rest is queued. */
+static size_t conn_send_direct(struct conn *c, const void *data, size_t len)
+{
+	if (c->closing || c->handshaking || c->tls_active || bufferevent_openssl_get_ssl(c->bev) ||
+	    evbuffer_get_length(bufferevent_get_output(c->bev)) > 0)
+		return 0;
+	ssize_t n = send(bufferevent_getfd(c->bev), data, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+	return n > 0 ? (size_t)n : 0; /* a full socket or an error: the bufferevent sees it */
+}
+
 void conn_write(struct conn *c, const void *data, size_t len)
 {
-	bufferevent_write(c->bev, data, len);
+	size_t sent = conn_send_direct(c, data, len);
+	if (sent < len) {
+		bufferevent_write(c->bev, (const char *)data + sent, len - sent);
+		return;
+	}
+	/* all gone: the drained callback runs as if the bufferevent had sent it */
+	bufferevent_trigger(c->bev, EV_WRITE, BEV_TRIG_DEFER_CALLBACKS);
 }
 
 void conn_printf(struct conn *c, const char *fmt, ...)
@@ -357,7 +396,7 @@ void conn_printf(struct conn *c, const char *fmt, ...)
 		n = (int)sizeof line - 3;
 	line[n++] = '\r';
 	line[n++] = '\n';
-	bufferevent_write(c->bev, line, (size_t)n);
+	conn_write(c, line, (size_t)n);
 }
 
 size_t conn_output_pending(struct conn *c)

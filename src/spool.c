@@ -39,6 +39,7 @@
 #include <event2/event.h>
 #include <openssl/rand.h>
 
+#include "journal.h"
 #include "log.h"
 #include "util.h"
 
@@ -53,6 +54,7 @@ enum {
 	SPOOL_PARALLEL_MIN = 3,         /* batches this large: their fdatasyncs run at once */
 	SPOOL_FREE_MAX = 512,           /* recycled files kept in free/ */
 	SPOOL_RECYCLE_MAX = 256 * 1024, /* larger files are deleted, not kept */
+	SPOOL_CHECKPOINT_IDLE_MS = 1000, /* idle this long: checkpoint the journal */
 };
 
 _Static_assert((int)SPOOL_ID_LEN < (int)SPOOL_ID_SIZE, "spool ID does not fit SPOOL_ID_SIZE");
@@ -65,12 +67,10 @@ static const char spool_b32[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
 /* The group commit thread and its two lists: messages waiting for the
  * next batch, and messages whose batch is done, waiting for their
- * callbacks on the loop.  Both under lock; a byte in the pipe wakes the
- * loop. */
+ * callbacks on the loop.  Both under the spool's lock; a byte in the pipe
+ * wakes the loop. */
 struct spool_committer {
 	pthread_t thread;
-	pthread_mutex_t lock;
-	pthread_cond_t wake;
 	bool stopping;
 	struct spool_msg *pending, **pending_tail;
 	struct spool_msg *done, **done_tail;
@@ -93,6 +93,18 @@ struct spool {
 	char *freedir;
 	struct spool_pool pool;
 	struct spool_committer *gc;     /* NULL: commits are synchronous */
+	struct journal *journal;        /* the committer's; NULL once broken */
+	/* Under lock: the committer's lists (gc), and the removals that the
+	 * journal is to record.  wake tells the committer of work and the
+	 * removers that their removals are durable (broadcast). */
+	pthread_mutex_t lock;
+	pthread_cond_t wake;
+	bool journaling;                /* a committer with a usable journal */
+	char (*gone)[SPOOL_ID_SIZE];    /* removed IDs, not yet recorded */
+	size_t ngone, capgone;
+	unsigned long long gone_seq;    /* removals noted so far */
+	unsigned long long gone_durable; /* removals recorded durably so far */
+	unsigned gone_waiters;
 	struct spool_stats stats;       /* updated with __atomic builtins */
 };
 
@@ -112,6 +124,7 @@ struct spool_msg {
 	void *cb_arg;
 	int commit_err;
 	bool queued;            /* renamed into queue/, not yet known durable */
+	bool journaled;         /* made durable by a journal record */
 };
 
 /* ---- IDs ---------------------------------------------------------------- */
@@ -406,6 +419,94 @@ static int spool_clean_orphans(const struct spool *sp)
 	return saved ? -1 : 0;
 }
 
+/* ---- the journal, replayed (journal.h) ---------------------------------- */
+
+/* The journal broke or cannot start: reported once, and commits go the slower way. */
+static void spool_journal_broken(struct spool *sp, int err)
+{
+	log_err("event=journal-error dir=%s reason=\"%s: the journal is no longer used\"", sp->dir,
+		strerror(err));
+	pthread_mutex_lock(&sp->lock);
+	sp->journaling = false;
+	pthread_cond_broadcast(&sp->wake);
+	pthread_mutex_unlock(&sp->lock);
+	journal_close(sp->journal);
+	sp->journal = NULL;
+}
+
+/* A journaled message back into queue/, durable before the journal starts
+ * afresh: written in tmp/, fdatasynced, renamed over whatever a crash left
+ * in queue/ (nothing, or a torn file), queue/ fsynced. */
+static int spool_restore_message(struct spool *sp, const char *id, const unsigned char *data,
+				 size_t len)
+{
+	char *tmp = xasprintf("%s/%s", sp->tmpdir, id);
+	char *qpath = spool_queue_path(sp, id, "");
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+	int r = fd < 0 ? -1 : 0;
+	if (r == 0 && (write_all(fd, data, len) < 0 || fdatasync(fd) < 0))
+		r = -1;
+	int saved = errno;
+	if (fd >= 0 && close(fd) < 0 && r == 0) {
+		r = -1;
+		saved = errno;
+	}
+	if (r == 0 && (rename(tmp, qpath) < 0 || fsync_dir(sp->queuedir) < 0)) {
+		r = -1;
+		saved = errno;
+	}
+	free(tmp);
+	free(qpath);
+	errno = saved;
+	return r;
+}
+
+/* A message removed after it was journaled: gone again (a crash may have
+ * lost the removal), queue/ fsynced. */
+static int spool_restore_removal(struct spool *sp, const char *id)
+{
+	int r = 0;
+	const char *const suffixes[] = {"", spool_done_suffix};
+	for (size_t i = 0; i < ARRAY_LEN(suffixes) && r == 0; i++) {
+		char *path = spool_queue_path(sp, id, suffixes[i]);
+		if (unlink(path) < 0 && errno != ENOENT)
+			r = -1;
+		free(path);
+	}
+	return r < 0 ? -1 : fsync_dir(sp->queuedir);
+}
+
+static int spool_restore(void *arg, enum journal_type type, const char *id,
+			 const unsigned char *data, size_t len)
+{
+	struct spool *sp = arg;
+	if (!spool_id_valid(id)) { /* the digest matched: not from this code */
+		log_warn("event=journal-error dir=%s reason=\"a record with a bad ID: skipped\"",
+			 sp->dir);
+		return 0;
+	}
+	if (type == JOURNAL_MESSAGE)
+		return spool_restore_message(sp, id, data, len);
+	return spool_restore_removal(sp, id);
+}
+
+/* Replayed, or the open fails: acknowledged mail may be in it.  A journal
+ * that cannot start afresh (a full disk) is only reported. */
+static int spool_open_journal(struct spool *sp)
+{
+	char *path = xasprintf("%s/journal", sp->dir);
+	sp->journal = journal_open(path, spool_restore, sp);
+	int saved = errno;
+	free(path);
+	if (!sp->journal) {
+		errno = saved;
+		return -1;
+	}
+	if (journal_usable(sp->journal))
+		spool_journal_broken(sp, journal_usable(sp->journal));
+	return 0;
+}
+
 struct spool *spool_open(const char *dir)
 {
 	if (mkdir_p(dir, 0700) < 0)
@@ -416,6 +517,12 @@ struct spool *spool_open(const char *dir)
 	sp->queuedir = xasprintf("%s/queue", dir);
 	sp->freedir = xasprintf("%s/free", dir);
 	pthread_mutex_init(&sp->pool.lock, NULL);
+	pthread_mutex_init(&sp->lock, NULL);
+	pthread_condattr_t attr;
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	pthread_cond_init(&sp->wake, &attr);
+	pthread_condattr_destroy(&attr);
 	sp->pool.names = xcalloc(SPOOL_FREE_MAX, sizeof *sp->pool.names);
 	int t = spool_mkdir(sp->tmpdir);
 	int q = t < 0 ? -1 : spool_mkdir(sp->queuedir);
@@ -424,8 +531,8 @@ struct spool *spool_open(const char *dir)
 	if (ok && (t > 0 || q > 0))
 		ok = fsync_dir(sp->dir) == 0;
 	if (ok)
-		ok = spool_clean_tmp(sp) == 0 && spool_clean_orphans(sp) == 0 &&
-		     spool_pool_load(sp) == 0;
+		ok = spool_clean_tmp(sp) == 0 && spool_open_journal(sp) == 0 &&
+		     spool_clean_orphans(sp) == 0 && spool_pool_load(sp) == 0;
 	if (!ok) {
 		int saved = errno;
 		spool_close(sp);
@@ -440,12 +547,16 @@ void spool_close(struct spool *sp)
 	if (!sp)
 		return;
 	spool_committer_stop(sp);
+	journal_close(sp->journal);
 	free(sp->dir);
 	free(sp->tmpdir);
 	free(sp->queuedir);
 	free(sp->freedir);
 	free(sp->pool.names);
 	pthread_mutex_destroy(&sp->pool.lock);
+	free(sp->gone);
+	pthread_cond_destroy(&sp->wake);
+	pthread_mutex_destroy(&sp->lock);
 	free(sp);
 }
 
@@ -584,7 +695,7 @@ static int spool_msg_open_recycled(struct spool_msg *m)
 	char name[SPOOL_ID_SIZE];
 	while (spool_pool_take(m->sp, name)) {
 		char *path = spool_free_path(m->sp, name);
-		int fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+		int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW); /* the journal reads it */
 		if (fd >= 0) {
 			m->tmppath = path;
 			m->recycled = true;
@@ -609,7 +720,7 @@ struct spool_msg *spool_msg_begin(struct spool *sp, struct spool_envelope *env)
 	m->fd = spool_msg_open_recycled(m);
 	if (m->fd < 0) {
 		m->tmppath = xasprintf("%s/%s", sp->tmpdir, m->id);
-		m->fd = open(m->tmppath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+		m->fd = open(m->tmppath, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
 	}
 	if (m->fd < 0) {
 		int saved = errno;
@@ -658,11 +769,11 @@ void spool_get_stats(struct spool *sp, struct spool_stats *out)
 {
 	out->messages = __atomic_load_n(&sp->stats.messages, __ATOMIC_RELAXED);
 	out->batches = __atomic_load_n(&sp->stats.batches, __ATOMIC_RELAXED);
+	out->accept_fsyncs = __atomic_load_n(&sp->stats.accept_fsyncs, __ATOMIC_RELAXED);
 	out->fsyncs = __atomic_load_n(&sp->stats.fsyncs, __ATOMIC_RELAXED);
 }
 
-/* The rest of the buffer into the file, and its writeback started, so that
- * the data of a whole batch goes to the disk together: 0 or an errno. */
+/* The rest of the buffer into the file, cut to its length: 0 or an errno. */
 static int spool_msg_write_out(struct spool_msg *m)
 {
 	if (spool_msg_flush(m) < 0)
@@ -672,8 +783,6 @@ static int spool_msg_write_out(struct spool_msg *m)
 		if (end < 0 || ftruncate(m->fd, end) < 0)
 			return errno;
 	}
-	/* only a hint: fdatasync below reports what matters */
-	(void)sync_file_range(m->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
 	return 0;
 }
 
@@ -720,55 +829,148 @@ static void spool_sync_all(struct spool *sp, struct spool_msg *batch, size_t n)
 	int *errs = xcalloc(n, sizeof *errs);
 	size_t k = 0;
 	for (struct spool_msg *m = batch; m; m = m->next)
-		if (!m->commit_err)
+		if (!m->commit_err && !m->journaled)
 			fds[k++] = m->fd;
 	spool_count(&sp->stats.fsyncs, k);
 	fdatasync_all(fds, errs, k);
 	k = 0;
 	for (struct spool_msg *m = batch; m; m = m->next)
-		if (!m->commit_err)
+		if (!m->commit_err && !m->journaled)
 			m->commit_err = errs[k++];
 	free(fds);
 	free(errs);
 }
 
-/* Make a batch (a list linked by next) durable: all data written out and
- * synced (fdatasync each, at once for a larger batch), all renamed, queue/
- * fsynced once.  Sets every message's commit_err; failed messages are
- * removed. */
-static void spool_batch_commit(struct spool *sp, struct spool_msg *batch)
+/* The messages of a batch that the journal does not take (too large, or no
+ * journal): each file synced (at once for a larger batch), renamed, queue/
+ * fsynced once. */
+static void spool_batch_commit_files(struct spool *sp, struct spool_msg *batch)
 {
-	unsigned long long n = 0;
-	bool any_queued = false;
-	for (struct spool_msg *m = batch; m; m = m->next, n++)
-		m->commit_err = spool_msg_write_out(m);
+	size_t n = 0;
+	for (struct spool_msg *m = batch; m; m = m->next) {
+		if (m->commit_err || m->journaled)
+			continue;
+		/* only a hint: the fdatasync reports what matters */
+		(void)sync_file_range(m->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+		n++;
+	}
+	if (n == 0)
+		return;
 	bool synced = false;
 	if (n >= SPOOL_PARALLEL_MIN) {
 		spool_sync_all(sp, batch, n);
 		synced = true;
 	}
+	bool any_queued = false;
 	for (struct spool_msg *m = batch; m; m = m->next) {
-		if (!m->commit_err)
-			m->commit_err = spool_msg_sync_rename(m, synced);
+		if (m->commit_err || m->journaled)
+			continue;
+		m->commit_err = spool_msg_sync_rename(m, synced);
 		any_queued |= m->queued;
 	}
-	if (any_queued) {
-		spool_count(&sp->stats.fsyncs, 1);
-		if (fsync_dir(sp->queuedir) < 0) {
-			int e = errno;
-			for (struct spool_msg *m = batch; m; m = m->next) {
-				if (m->queued) {
-					spool_msg_unqueue(m);
-					m->commit_err = e;
-				}
-			}
+	if (!any_queued)
+		return;
+	spool_count(&sp->stats.fsyncs, 1);
+	if (fsync_dir(sp->queuedir) == 0)
+		return;
+	int e = errno;
+	for (struct spool_msg *m = batch; m; m = m->next) {
+		if (m->queued && !m->journaled) {
+			spool_msg_unqueue(m);
+			m->commit_err = e;
 		}
 	}
+}
+
+/* The messages the journal takes: their records, and those of the
+ * removals noted since the last batch, written and synced at once; then
+ * each file renamed into queue/, where a checkpoint makes it durable
+ * later.  What the journal cannot take, or takes and then fails, is left
+ * to spool_batch_commit_files().  false when the removals' records did not
+ * reach the disk. */
+static bool spool_batch_commit_journal(struct spool *sp, struct spool_msg *batch,
+				       char (*gone)[SPOOL_ID_SIZE], size_t ngone)
+{
+	struct journal *j = sp->journal;
+	for (size_t i = 0; i < ngone; i++)
+		journal_add_done(j, gone[i]);
+	bool any = ngone > 0;
+	for (struct spool_msg *m = batch; m; m = m->next) {
+		if (m->commit_err)
+			continue;
+		off_t len = lseek(m->fd, 0, SEEK_CUR);
+		m->journaled = len >= 0 && journal_add_message(j, m->id, m->fd, (size_t)len) == 0;
+		any |= m->journaled;
+	}
+	if (!any)
+		return true;
+	unsigned syncs = 0;
+	int r = journal_commit(j, &syncs);
+	int e = errno;
+	spool_count(&sp->stats.fsyncs, syncs);
+	if (r < 0) {
+		for (struct spool_msg *m = batch; m; m = m->next)
+			m->journaled = false;
+		if (journal_usable(j))
+			spool_journal_broken(sp, e);
+		return false;
+	}
+	for (struct spool_msg *m = batch; m; m = m->next)
+		if (m->journaled && !m->commit_err)
+			m->commit_err = spool_msg_sync_rename(m, true);
+	return true;
+}
+
+/* Removals made durable without the journal: queue/ fsynced. */
+static void spool_sync_removals(struct spool *sp)
+{
+	spool_count(&sp->stats.fsyncs, 1);
+	if (fsync_dir(sp->queuedir) < 0)
+		log_warn("event=spool-error dir=%s reason=\"cannot fsync after removals: %s\"",
+			 sp->queuedir, strerror(errno));
+}
+
+/* Make a batch (a list linked by next, maybe empty) durable, with the
+ * removals in gone; only the committer thread uses the journal (it alone
+ * checkpoints it).  Sets every message's commit_err; failed messages are
+ * removed. */
+static void spool_batch_commit(struct spool *sp, struct spool_msg *batch, bool on_committer,
+			       char (*gone)[SPOOL_ID_SIZE], size_t ngone)
+{
+	unsigned long long n = 0;
+	unsigned long long syncs_before = __atomic_load_n(&sp->stats.fsyncs, __ATOMIC_RELAXED);
+	for (struct spool_msg *m = batch; m; m = m->next, n++)
+		m->commit_err = spool_msg_write_out(m);
+	bool removals_durable = ngone == 0;
+	if (on_committer && sp->journal)
+		removals_durable = spool_batch_commit_journal(sp, batch, gone, ngone);
+	if (!removals_durable)
+		spool_sync_removals(sp);
+	spool_batch_commit_files(sp, batch);
 	for (struct spool_msg *m = batch; m; m = m->next)
 		if (m->commit_err)
 			spool_msg_discard(m);
+	if (n == 0)
+		return;
 	spool_count(&sp->stats.messages, n);
 	spool_count(&sp->stats.batches, 1);
+	spool_count(&sp->stats.accept_fsyncs,
+		    __atomic_load_n(&sp->stats.fsyncs, __ATOMIC_RELAXED) - syncs_before);
+}
+
+/* Every queue file written since the last checkpoint made durable, and the
+ * journal emptied.  On the committer thread. */
+static void spool_checkpoint(struct spool *sp)
+{
+	if (!sp->journal || !journal_dirty(sp->journal))
+		return;
+	unsigned syncs = 0;
+	int r = journal_checkpoint(sp->journal, &syncs);
+	int e = errno;
+	spool_count(&sp->stats.fsyncs, syncs);
+	if (r < 0)
+		log_warn("event=journal-error dir=%s reason=\"checkpoint failed: %s\"", sp->dir,
+			 strerror(e));
 }
 
 /* The callbacks of a finished list, in commit order; each m freed first. */
@@ -790,53 +992,141 @@ void spool_msg_commit(struct spool_msg *m, spool_commit_cb cb, void *arg)
 	m->cb = cb;
 	m->cb_arg = arg;
 	m->next = NULL;
-	struct spool_committer *gc = m->sp->gc;
-	if (!gc) {
-		spool_batch_commit(m->sp, m);
-		spool_run_callbacks(m);
-		return;
+	struct spool *sp = m->sp;
+	pthread_mutex_lock(&sp->lock);
+	struct spool_committer *gc = sp->gc;
+	if (gc) {
+		*gc->pending_tail = m;
+		gc->pending_tail = &m->next;
+		pthread_cond_broadcast(&sp->wake);
 	}
-	pthread_mutex_lock(&gc->lock);
-	*gc->pending_tail = m;
-	gc->pending_tail = &m->next;
-	pthread_cond_signal(&gc->wake);
-	pthread_mutex_unlock(&gc->lock);
+	pthread_mutex_unlock(&sp->lock);
+	if (!gc) {
+		spool_batch_commit(sp, m, false, NULL, 0);
+		spool_run_callbacks(m);
+	}
 }
 
-/* The thread: whatever is pending when it looks is one batch. */
+/* What the committer takes for a batch, under sp->lock. */
+struct spool_take {
+	struct spool_msg *batch;
+	char (*gone)[SPOOL_ID_SIZE];
+	size_t ngone;
+	unsigned long long gone_seq; /* durable once this batch is */
+};
+
+static void spool_take(struct spool *sp, struct spool_committer *gc, struct spool_take *t)
+{
+	t->batch = gc->pending;
+	gc->pending = NULL;
+	gc->pending_tail = &gc->pending;
+	t->gone = sp->gone;
+	t->ngone = sp->ngone;
+	t->gone_seq = sp->gone_seq;
+	sp->gone = NULL;
+	sp->ngone = sp->capgone = 0;
+}
+
+/* Removals up to t->gone_seq are durable: their waiters go on. */
+static void spool_removals_done(struct spool *sp, struct spool_take *t)
+{
+	free(t->gone);
+	t->gone = NULL;
+	if (t->gone_seq > sp->gone_durable)
+		sp->gone_durable = t->gone_seq;
+	pthread_cond_broadcast(&sp->wake);
+}
+
+static bool spool_committer_has_work(struct spool *sp, struct spool_committer *gc)
+{
+	return gc->pending || gc->stopping || (sp->ngone && sp->gone_waiters);
+}
+
+/* Wait, under sp->lock, for work or the end; with live journal records, an
+ * idle second brings a checkpoint, which ends their life. */
+static void spool_committer_wait(struct spool *sp, struct spool_committer *gc)
+{
+	while (!spool_committer_has_work(sp, gc)) {
+		if (!sp->journal || !journal_dirty(sp->journal)) {
+			pthread_cond_wait(&sp->wake, &sp->lock);
+			continue;
+		}
+		struct timespec due;
+		clock_gettime(CLOCK_MONOTONIC, &due);
+		due.tv_sec += SPOOL_CHECKPOINT_IDLE_MS / 1000;
+		due.tv_nsec += (long)(SPOOL_CHECKPOINT_IDLE_MS % 1000) * 1000000L;
+		if (due.tv_nsec >= 1000000000L) {
+			due.tv_sec++;
+			due.tv_nsec -= 1000000000L;
+		}
+		if (pthread_cond_timedwait(&sp->wake, &sp->lock, &due) != ETIMEDOUT ||
+		    spool_committer_has_work(sp, gc))
+			continue;
+		/* the checkpoint's syncfs makes the removals so far durable too */
+		struct spool_take t;
+		spool_take(sp, gc, &t);
+		pthread_mutex_unlock(&sp->lock);
+		spool_checkpoint(sp);
+		pthread_mutex_lock(&sp->lock);
+		spool_removals_done(sp, &t);
+	}
+}
+
+/* The thread: whatever is pending when it looks is one batch.  At the end
+ * a checkpoint leaves the journal empty for the next start. */
 static void *spool_committer_main(void *arg)
 {
 	struct spool *sp = arg;
 	struct spool_committer *gc = sp->gc;
-	pthread_mutex_lock(&gc->lock);
+	pthread_mutex_lock(&sp->lock);
 	for (;;) {
-		while (!gc->pending && !gc->stopping)
-			pthread_cond_wait(&gc->wake, &gc->lock);
-		if (!gc->pending)
+		spool_committer_wait(sp, gc);
+		if (!gc->pending && !sp->ngone)
 			break; /* stopping, and nothing is left */
-		struct spool_msg *batch = gc->pending;
-		gc->pending = NULL;
-		gc->pending_tail = &gc->pending;
-		pthread_mutex_unlock(&gc->lock);
-		spool_batch_commit(sp, batch);
-		pthread_mutex_lock(&gc->lock);
-		*gc->done_tail = batch;
+		struct spool_take t;
+		spool_take(sp, gc, &t);
+		pthread_mutex_unlock(&sp->lock);
+		spool_batch_commit(sp, t.batch, true, t.gone, t.ngone);
+		pthread_mutex_lock(&sp->lock);
+		spool_removals_done(sp, &t);
+		if (!t.batch)
+			continue;
+		*gc->done_tail = t.batch;
 		while (*gc->done_tail)
 			gc->done_tail = &(*gc->done_tail)->next;
 		ssize_t w = write(gc->pipe_w, "c", 1);
 		(void)w; /* a full pipe already wakes the loop */
 	}
-	pthread_mutex_unlock(&gc->lock);
+	sp->journaling = false; /* removals from now on: queue/ fsynced */
+	pthread_cond_broadcast(&sp->wake);
+	pthread_mutex_unlock(&sp->lock);
+	spool_checkpoint(sp);
 	return NULL;
 }
 
-static struct spool_msg *spool_take_done(struct spool_committer *gc)
+/* A message removed from queue/: with a journal, the next batch records
+ * the removal (lest a replay bring the message back). */
+static void spool_note_gone(struct spool *sp, const char *id)
 {
-	pthread_mutex_lock(&gc->lock);
+	size_t len = strlen(id);
+	if (len >= SPOOL_ID_SIZE)
+		return;
+	pthread_mutex_lock(&sp->lock);
+	if (sp->journaling) {
+		char(*slot)[SPOOL_ID_SIZE] = xgrow(&sp->gone, &sp->ngone, &sp->capgone, sizeof *slot);
+		memcpy(*slot, id, len + 1);
+		sp->gone_seq++;
+	}
+	pthread_mutex_unlock(&sp->lock);
+}
+
+static struct spool_msg *spool_take_done(struct spool *sp, struct spool_committer *gc)
+{
+	pthread_mutex_lock(&sp->lock);
 	struct spool_msg *list = gc->done;
 	gc->done = NULL;
 	gc->done_tail = &gc->done;
-	pthread_mutex_unlock(&gc->lock);
+	pthread_mutex_unlock(&sp->lock);
 	return list;
 }
 
@@ -847,7 +1137,7 @@ static void spool_committer_ready(evutil_socket_t fd, short what, void *arg)
 	while (read(fd, buf, sizeof buf) > 0)
 		;
 	if (sp->gc)
-		spool_run_callbacks(spool_take_done(sp->gc));
+		spool_run_callbacks(spool_take_done(sp, sp->gc));
 }
 
 /* Signals go to the event loop's thread, never to the committer. */
@@ -875,8 +1165,6 @@ int spool_committer_start(struct spool *sp, struct event_base *base)
 	if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0)
 		return -1;
 	struct spool_committer *gc = xcalloc(1, sizeof *gc);
-	pthread_mutex_init(&gc->lock, NULL);
-	pthread_cond_init(&gc->wake, NULL);
 	gc->pending_tail = &gc->pending;
 	gc->done_tail = &gc->done;
 	gc->pipe_r = fds[0];
@@ -885,15 +1173,19 @@ int spool_committer_start(struct spool *sp, struct event_base *base)
 	if (!gc->ev)
 		fatal("spool: event_new failed");
 	event_add(gc->ev, NULL);
+	pthread_mutex_lock(&sp->lock);
 	sp->gc = gc;
+	sp->journaling = sp->journal != NULL;
+	pthread_mutex_unlock(&sp->lock);
 	int e = spool_committer_spawn(sp);
 	if (e != 0) {
+		pthread_mutex_lock(&sp->lock);
 		sp->gc = NULL;
+		sp->journaling = false;
+		pthread_mutex_unlock(&sp->lock);
 		event_free(gc->ev);
 		close(gc->pipe_r);
 		close(gc->pipe_w);
-		pthread_cond_destroy(&gc->wake);
-		pthread_mutex_destroy(&gc->lock);
 		free(gc);
 		errno = e;
 		return -1;
@@ -906,25 +1198,26 @@ void spool_committer_stop(struct spool *sp)
 	struct spool_committer *gc = sp->gc;
 	if (!gc)
 		return;
-	pthread_mutex_lock(&gc->lock);
+	pthread_mutex_lock(&sp->lock);
 	gc->stopping = true;
-	pthread_cond_signal(&gc->wake);
-	pthread_mutex_unlock(&gc->lock);
+	pthread_cond_broadcast(&sp->wake);
+	pthread_mutex_unlock(&sp->lock);
 	int e = pthread_join(gc->thread, NULL);
 	if (e != 0)
 		fatal("pthread_join: %s", strerror(e));
+	struct spool_msg *done = spool_take_done(sp, gc);
+	pthread_mutex_lock(&sp->lock);
 	sp->gc = NULL; /* commits from the callbacks below are synchronous */
-	spool_run_callbacks(spool_take_done(gc));
+	pthread_mutex_unlock(&sp->lock);
+	spool_run_callbacks(done);
 	event_free(gc->ev);
 	close(gc->pipe_r);
 	close(gc->pipe_w);
-	pthread_cond_destroy(&gc->wake);
-	pthread_mutex_destroy(&gc->lock);
 	free(gc);
 	struct spool_stats st;
 	spool_get_stats(sp, &st);
-	log_info("event=spool-stats messages=%llu batches=%llu fsyncs=%llu", st.messages,
-		 st.batches, st.fsyncs);
+	log_info("event=spool-stats messages=%llu batches=%llu accept_fsyncs=%llu fsyncs=%llu",
+		 st.messages, st.batches, st.accept_fsyncs, st.fsyncs);
 }
 
 /* ---- reading ------------------------------------------------------------ */
@@ -1356,9 +1649,24 @@ int spool_remove(struct spool *sp, const char *id)
 	return spool_sync_queue(sp);
 }
 
+/* With a journal, the removals noted so far are durable once the
+ * committer has recorded them (with its next batch, at once when it is
+ * idle); otherwise queue/ is fsynced. */
 int spool_sync_queue(struct spool *sp)
 {
-	return fsync_dir(sp->queuedir);
+	pthread_mutex_lock(&sp->lock);
+	bool journaled = sp->journaling; /* then the removals were noted */
+	unsigned long long want = sp->gone_seq;
+	if (journaled && sp->gone_durable < want) {
+		sp->gone_waiters++;
+		pthread_cond_broadcast(&sp->wake);
+		while (sp->journaling && sp->gone_durable < want)
+			pthread_cond_wait(&sp->wake, &sp->lock);
+		sp->gone_waiters--;
+	}
+	bool recorded = journaled && sp->gone_durable >= want;
+	pthread_mutex_unlock(&sp->lock);
+	return recorded ? 0 : fsync_dir(sp->queuedir);
 }
 
 int spool_unlink_message(struct spool *sp, const char *id)
@@ -1374,6 +1682,7 @@ int spool_unlink_message(struct spool *sp, const char *id)
 	free(path);
 	if (r < 0)
 		return -1;
+	spool_note_gone(sp, id);
 	path = spool_queue_path(sp, id, spool_done_suffix);
 	r = unlink(path);
 	free(path);

@@ -1,9 +1,13 @@
 /* spool: the durable queue (SPEC.md §5).  A message and its envelope are
- * one file: written under <spool>/tmp/ID, fsynced, renamed to
- * <spool>/queue/ID and the folder fsynced; only then is it acknowledged.
- * A crash at any instant leaves either nothing in queue/ or a whole message.
- * Delivered recipients are appended to <spool>/queue/ID.done (one index per
- * line, fsynced) so that a restart does not deliver them again.
+ * one file, <spool>/queue/ID.  It is acknowledged only once on stable
+ * storage: with the commit thread, as a record in <spool>/journal
+ * (journal.h; one fdatasync for a batch, the queue file itself made durable
+ * by a later checkpoint and rewritten from the journal after a crash);
+ * otherwise (synchronous commits, messages over 256 KiB) written under
+ * tmp/, fsynced, renamed into queue/ and the folder fsynced.  A crash at any
+ * instant leaves either nothing in queue/ or a whole message.  Delivered
+ * recipients are appended to <spool>/queue/ID.done (one index per line,
+ * fsynced) so that a restart does not deliver them again.
  *
  * File layout: "posthorn-spool 1\n", envelope lines "KEY VALUE\n" with
  * addresses in xtext (RFC 3461 §4), a blank line, then the message exactly
@@ -43,9 +47,10 @@ struct spool;
 struct spool_msg;
 
 /* Create <dir>, <dir>/tmp, <dir>/queue and <dir>/free as needed, empty
- * tmp/ (those messages were never acknowledged) and take what free/ holds
- * (delivered messages' files, to be written over).  NULL with errno on
- * failure. */
+ * tmp/ (those messages were never acknowledged), replay the journal (the
+ * messages acknowledged since its last checkpoint go back into queue/,
+ * whole) and take what free/ holds (delivered messages' files, to be
+ * written over).  NULL with errno on failure. */
 struct spool *spool_open(const char *dir);
 void spool_close(struct spool *sp);
 const char *spool_dir(const struct spool *sp);
@@ -62,21 +67,23 @@ off_t spool_msg_size(const struct spool_msg *m);
 /* Throw the message away (tmp file unlinked) and free m. */
 void spool_msg_abort(struct spool_msg *m);
 
-/* Make the message durable: flush, fdatasync the file, rename into
- * queue/, fsync the folder; then cb(arg, 0) — or cb(arg, errno) after
- * removing the partial file.  m is freed either way.  Without a committer
- * cb runs before this returns; with one (spool_committer_start) it runs
- * later on the event loop, and callers must not depend on either. */
+/* Make the message durable (a journal record, or fdatasync + rename +
+ * folder fsync); then cb(arg, 0) — or cb(arg, errno) after removing the
+ * partial file.  m is freed either way.  Without a committer cb runs before
+ * this returns; with one (spool_committer_start) it runs later on the event
+ * loop, and callers must not depend on either. */
 typedef void (*spool_commit_cb)(void *arg, int err);
 void spool_msg_commit(struct spool_msg *m, spool_commit_cb cb, void *arg);
 
 /* Group commit.  A thread makes messages durable off the event loop; the
  * messages whose commit was asked for while it was busy with a batch form
- * the next batch: their data is written out together, their fdatasyncs run
- * at once (fdatasync_all), they are renamed into queue/ and the folder is
- * fsynced once for all of them; only then do their callbacks run, on
- * base's loop.  A message alone is not delayed: the thread starts as soon
- * as it has one.  0, or -1 with errno. */
+ * the next batch: their journal records (and those of the removals noted
+ * since) are written with one pwrite and one fdatasync, then the files are
+ * renamed into queue/; only then do their callbacks run, on base's loop.
+ * (Messages the journal does not take: their fdatasyncs at once, the
+ * renames, one folder fsync.)  A message alone is not delayed: the thread
+ * starts as soon as it has one.  After a second without work, and when it
+ * stops, it checkpoints the journal.  0, or -1 with errno. */
 struct event_base;
 int spool_committer_start(struct spool *sp, struct event_base *base);
 /* Finish every commit asked for, run the callbacks, end the thread; later
@@ -87,7 +94,8 @@ void spool_committer_stop(struct spool *sp);
 struct spool_stats {
 	unsigned long long messages;    /* committed, successfully or not */
 	unsigned long long batches;     /* durable writes they shared */
-	unsigned long long fsyncs;      /* fdatasync, syncfs and fsync calls made for them */
+	unsigned long long accept_fsyncs; /* sync calls of those batches, before the 250s */
+	unsigned long long fsyncs;      /* all sync calls: also removals, checkpoints */
 };
 void spool_get_stats(struct spool *sp, struct spool_stats *out);
 
@@ -97,10 +105,12 @@ int spool_read_envelope(struct spool *sp, const char *id, struct spool_envelope 
 int spool_open_message(struct spool *sp, const struct spool_envelope *env);
 /* Record that recipient index i was delivered (append + fsync). */
 int spool_mark_done(struct spool *sp, const char *id, size_t i);
-/* Remove a fully handled message (its file and .done), queue/ fsynced. */
+/* Remove a fully handled message (its file and .done), durably. */
 int spool_remove(struct spool *sp, const char *id);
-/* The same without the fsync, for several removals that share one
- * spool_sync_queue(). */
+/* The same without waiting, for several removals that share one
+ * spool_sync_queue(): which waits until the commit thread has recorded
+ * them in the journal (with its next batch; at once when idle), or
+ * fsyncs queue/ when there is no journal. */
 int spool_unlink_message(struct spool *sp, const char *id);
 int spool_sync_queue(struct spool *sp);
 /* IDs in queue/, oldest first.  Caller frees with spool_free_ids(). */

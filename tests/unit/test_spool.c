@@ -1,5 +1,7 @@
 /* test_spool: the durable queue — envelope round trip, commit/abort, done
- * records, listing, IDs, xtext (RFC 3461 §4) and malformed spool files. */
+ * records, listing, IDs, xtext (RFC 3461 §4), malformed spool files, and
+ * the journal of the commit thread across a crash (a child process that
+ * commits and ends with _exit, leaving what a power cut would). */
 #define _GNU_SOURCE /* nftw, vasprintf */
 #include <dirent.h>
 #include <errno.h>
@@ -19,6 +21,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <event2/event.h>
 
 #include "log.h"
 #include "spool.h"
@@ -829,6 +832,180 @@ static void test_begin_rejects_long_line(void **state)
 	spool_envelope_clear(&env);
 }
 
+/* ---- the journal across a crash ------------------------------------------ */
+
+enum { CRASH_MAX = 4 };
+
+struct crash_plan {
+	int messages;        /* committed through the commit thread */
+	bool remove_first;   /* delivered and removed after it was committed */
+	unsigned idle_ms;    /* the loop runs this long before the end */
+	bool clean_stop;     /* spool_close() first instead of a crash */
+};
+
+static void child_on_commit(void *arg, int err)
+{
+	*(int *)arg = err == 0 ? 1 : -1;
+}
+
+/* One message through the commit thread, its callback awaited (bounded). */
+static int child_commit(struct spool *sp, struct event_base *base, int i, char id[SPOOL_ID_SIZE])
+{
+	struct spool_envelope env;
+	envelope_fill(&env, "alice@example.test");
+	struct spool_msg *m = spool_msg_begin(sp, &env);
+	char body[128];
+	int n = snprintf(body, sizeof body, "Subject: crash %d\r\n\r\nbody of message %d\r\n", i, i);
+	if (!m || spool_msg_write(m, body, (size_t)n) < 0)
+		return -1;
+	int done = 0;
+	spool_msg_commit(m, child_on_commit, &done);
+	for (int k = 0; k < 5000 && done == 0; k++)
+		event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK), usleep(1000);
+	memcpy(id, env.id, SPOOL_ID_SIZE);
+	spool_envelope_clear(&env);
+	return done == 1 ? 0 : -1;
+}
+
+static void child_run(const char *dir, const struct crash_plan *plan, int out)
+{
+	struct spool *sp = spool_open(dir);
+	struct event_base *base = event_base_new();
+	if (!sp || !base || spool_committer_start(sp, base) < 0)
+		_exit(2);
+	char ids[CRASH_MAX][SPOOL_ID_SIZE];
+	for (int i = 0; i < plan->messages; i++) {
+		if (child_commit(sp, base, i, ids[i]) < 0)
+			_exit(3);
+		if (i == 0 && plan->remove_first && spool_remove(sp, ids[0]) < 0)
+			_exit(4);
+	}
+	if (plan->idle_ms) {
+		struct timeval tv = {.tv_sec = plan->idle_ms / 1000,
+				     .tv_usec = (plan->idle_ms % 1000) * 1000};
+		event_base_loopexit(base, &tv);
+		event_base_dispatch(base);
+	}
+	if (plan->clean_stop)
+		spool_close(sp);
+	size_t len = (size_t)plan->messages * SPOOL_ID_SIZE;
+	_exit(write(out, ids, len) == (ssize_t)len ? 0 : 5);
+}
+
+/* The fixture's spool closed, a child commits and "crashes"; the IDs it
+ * committed come back in ids. */
+static void crash_after(struct fixture *f, const struct crash_plan *plan,
+			char ids[CRASH_MAX][SPOOL_ID_SIZE])
+{
+	assert_true(plan->messages <= CRASH_MAX);
+	spool_close(f->sp);
+	f->sp = NULL;
+	int p[2];
+	assert_int_equal(pipe(p), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		close(p[0]);
+		child_run(f->dir, plan, p[1]);
+	}
+	close(p[1]);
+	size_t len = (size_t)plan->messages * SPOOL_ID_SIZE;
+	assert_int_equal(read(p[0], ids, len), (ssize_t)len);
+	close(p[0]);
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+/* Acknowledged messages whose queue files a crash lost or tore come back,
+ * byte for byte, from the journal; once only. */
+static void test_journal_restores_after_crash(void **state)
+{
+	struct fixture *f = *state;
+	const struct crash_plan plan = {.messages = 3};
+	char ids[CRASH_MAX][SPOOL_ID_SIZE];
+	crash_after(f, &plan, ids);
+	char *q[3], *want[3];
+	size_t wantlen[3];
+	for (int i = 0; i < 3; i++) {
+		q[i] = path_in(f, "queue/%s", ids[i]);
+		want[i] = read_file(q[i], &wantlen[i]);
+		assert_non_null(strstr(want[i], "body of message"));
+	}
+	assert_int_equal(truncate(q[0], 10), 0); /* torn */
+	assert_int_equal(unlink(q[1]), 0);       /* its rename never reached the disk */
+	f->sp = spool_open(f->dir);
+	assert_non_null(f->sp);
+	for (int i = 0; i < 3; i++) {
+		size_t len;
+		char *got = read_file(q[i], &len);
+		assert_int_equal(len, wantlen[i]);
+		assert_memory_equal(got, want[i], len);
+		free(got);
+	}
+	char *tmpdir = path_in(f, "tmp");
+	assert_int_equal(count_entries(tmpdir), 0);
+	/* the replay started the journal afresh: nothing comes back twice */
+	spool_close(f->sp);
+	assert_int_equal(unlink(q[2]), 0);
+	f->sp = spool_open(f->dir);
+	assert_non_null(f->sp);
+	assert_int_equal(access(q[2], F_OK), -1);
+	for (int i = 0; i < 3; i++) {
+		free(q[i]);
+		free(want[i]);
+	}
+	free(tmpdir);
+}
+
+/* A message delivered and removed after it was journaled stays removed,
+ * even when the crash undid the removal on disk. */
+static void test_journal_remembers_removal(void **state)
+{
+	struct fixture *f = *state;
+	const struct crash_plan plan = {.messages = 2, .remove_first = true};
+	char ids[CRASH_MAX][SPOOL_ID_SIZE];
+	crash_after(f, &plan, ids);
+	char *q0 = path_in(f, "queue/%s", ids[0]), *q1 = path_in(f, "queue/%s", ids[1]);
+	assert_int_equal(access(q0, F_OK), -1);
+	write_file(q0, "posthorn-spool 1\n", 17); /* the removal lost, a stale file back */
+	f->sp = spool_open(f->dir);
+	assert_non_null(f->sp);
+	assert_int_equal(access(q0, F_OK), -1);
+	assert_int_equal(access(q1, F_OK), 0);
+	free(q0);
+	free(q1);
+}
+
+/* An idle second, or a clean stop, ends the journal records' life (a
+ * checkpoint made the queue files durable): a later open replays nothing,
+ * which the loss of a queue file after that shows. */
+static void check_checkpointed(struct fixture *f, const struct crash_plan *plan)
+{
+	char ids[CRASH_MAX][SPOOL_ID_SIZE];
+	crash_after(f, plan, ids);
+	char *q = path_in(f, "queue/%s", ids[0]);
+	assert_int_equal(access(q, F_OK), 0);
+	assert_int_equal(unlink(q), 0);
+	f->sp = spool_open(f->dir);
+	assert_non_null(f->sp);
+	assert_int_equal(access(q, F_OK), -1);
+	free(q);
+}
+
+static void test_journal_checkpoint_when_idle(void **state)
+{
+	const struct crash_plan plan = {.messages = 1, .idle_ms = 1800};
+	check_checkpointed(*state, &plan);
+}
+
+static void test_journal_checkpoint_at_stop(void **state)
+{
+	const struct crash_plan plan = {.messages = 1, .clean_stop = true};
+	check_checkpointed(*state, &plan);
+}
+
 int main(void)
 {
 	log_init(false, LOG_ERR); /* the malformed cases warn; keep the output short */
@@ -852,6 +1029,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_malformed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_malformed_nul_and_long_line, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_malformed_is_logged, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_journal_restores_after_crash, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_journal_remembers_removal, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_journal_checkpoint_when_idle, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_journal_checkpoint_at_stop, setup, teardown),
 		cmocka_unit_test(test_ids),
 		cmocka_unit_test(test_ids_sort_across_processes),
 		cmocka_unit_test(test_xtext),

@@ -1,0 +1,71 @@
+/* journal: the spool's write-ahead journal, <spool>/journal.
+ *
+ * A new queue file is durable only after two commits of the file system's
+ * own journal: one for its data (fdatasync), one for its name (the rename
+ * into queue/ and the folder's fsync); each is a cache flush and more, and
+ * they happen one after the other.  A record written over blocks of this
+ * file that are already allocated and written changes no metadata, so its
+ * fdatasync is the data write and one cache flush.  The spool therefore
+ * acknowledges a batch once its records are durable here, renames the
+ * queue files into queue/ without waiting for them, and lets a checkpoint
+ * (syncfs) make those durable later, in bulk.  At start-up the records
+ * after the last checkpoint are written back into queue/, since a crash may
+ * have lost or torn their queue files.
+ *
+ * Layout: two header slots (a checkpoint writes the older one: a torn
+ * write leaves the other whole), then records.  Every header and record
+ * carries a SHA-256 of its bytes.  A record is live when it starts where
+ * the checkpoint says, belongs to the epoch the header names (a random
+ * number drawn at every open, so that nothing written before an open can
+ * pass as live after it) and is numbered one after the record before it.
+ * The file grows by written zeros up to JOURNAL_MAX; a batch that does not
+ * fit gets a checkpoint first, and writing starts over at the beginning.
+ * One thread at a time; integers are little-endian. */
+#ifndef POSTHORN_JOURNAL_H
+#define POSTHORN_JOURNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+enum {
+	JOURNAL_RECORD_MAX = 256 * 1024, /* larger messages are not journaled */
+	JOURNAL_BATCH_MAX = 4 * 1024 * 1024,
+	JOURNAL_MAX = 32 * 1024 * 1024,
+};
+
+enum journal_type { JOURNAL_MESSAGE = 1, JOURNAL_DONE = 2 };
+
+/* At open, for each live record in order: a message to put back into the
+ * queue (data: the queue file's bytes), or a message that was removed after
+ * it was journaled (data NULL).  0, or -1 with errno to fail the open. */
+typedef int (*journal_restore_fn)(void *arg, enum journal_type type, const char *id,
+				  const unsigned char *data, size_t len);
+
+/* Open or create the journal, replay it through restore, then start a new
+ * epoch with an empty journal.  A journal whose headers are both damaged is
+ * reported and started afresh.  NULL with errno when it cannot be read or
+ * replayed; a journal that cannot start afresh (no room for it) is
+ * returned unusable (journal_usable). */
+struct journal *journal_open(const char *path, journal_restore_fn restore, void *arg);
+void journal_close(struct journal *j);
+
+/* Queue a message record: the first len bytes of fd.  0; 1 when it is too
+ * large for the journal (the caller makes it durable another way); -1 with
+ * errno. */
+int journal_add_message(struct journal *j, const char *id, int fd, size_t len);
+/* Queue a record saying that id is gone from the queue. */
+void journal_add_done(struct journal *j, const char *id);
+/* Write the queued records and make them durable (a checkpoint first when
+ * they do not fit).  0, or -1 with errno: the records are dropped, and when
+ * they could not be written (rather than no room made for them) the
+ * journal is unusable.  *syncs counts the fdatasync and syncfs calls. */
+int journal_commit(struct journal *j, unsigned *syncs);
+/* Make every file on the journal's file system durable (syncfs), then
+ * record that no record is live any more.  0, or -1 with errno. */
+int journal_checkpoint(struct journal *j, unsigned *syncs);
+/* Live records: a checkpoint would have work to do. */
+bool journal_dirty(const struct journal *j);
+/* 0, or the errno that made the journal unusable. */
+int journal_usable(const struct journal *j);
+
+#endif
