@@ -6,6 +6,8 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -50,7 +52,13 @@ struct conn {
 	 * end arrives, so every line must be complete within the timeout. */
 	struct event *line_deadline;
 	size_t scanned;              /* input bytes already searched for LF */
+	/* Replies made while the session reads its input are held and leave
+	 * together when it is done (one write, not one per pipelined command) */
+	bool in_input;
+	struct evbuffer *held;
 };
+
+static void conn_flush_held(struct conn *c);
 
 /* What the client sent and nobody will read, taken from the socket: a
  * close with unread bytes sends a reset, and a reset throws away replies
@@ -131,6 +139,7 @@ void conn_close(struct conn *c)
 {
 	if (c->closing)
 		return;
+	conn_flush_held(c);
 	c->closing = true;
 	bufferevent_disable(c->bev, EV_READ);
 	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
@@ -179,7 +188,10 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
 	struct conn *c = arg;
 	if (conn_new_line_end(c))
 		conn_arm_deadline(c);
+	c->in_input = true;
 	c->h->input(c->owner);
+	c->in_input = false;
+	conn_flush_held(c);
 	/* what the session left in the buffer has been searched already */
 	c->scanned = evbuffer_get_length(bufferevent_get_input(c->bev));
 }
@@ -302,6 +314,7 @@ bool conn_starttls(struct conn *c)
 {
 	if (!c->ts || c->tls_active || c->handshaking)
 		return false;
+	conn_flush_held(c); /* the reply to STARTTLS, in the clear */
 	/* Anything pipelined after the command came in the clear and must
 	 * never count as sent inside TLS (CVE-2011-0411). */
 	struct evbuffer *in = bufferevent_get_input(c->bev);
@@ -331,6 +344,10 @@ struct conn *conn_new(const struct conn_params *p, const struct conn_handler *h,
 		}
 		return c;
 	}
+	/* replies leave as soon as they are written (they are written whole:
+	 * conn_flush_held), never held back for an ACK (Nagle) */
+	int one = 1;
+	(void)setsockopt(p->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 	c->bev = bufferevent_socket_new(c->base, p->fd, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
 	if (!c->bev)
 		fatal("bufferevent_socket_new failed");
@@ -346,6 +363,8 @@ void conn_free(struct conn *c)
 		event_free(c->linger);
 	if (c->line_deadline)
 		event_free(c->line_deadline);
+	if (c->held)
+		evbuffer_free(c->held);
 	bufferevent_free(c->bev);
 	free(c->tls_desc);
 	free(c->log_id);
@@ -359,28 +378,60 @@ struct evbuffer *conn_input(struct conn *c)
 	return bufferevent_get_input(c->bev);
 }
 
-/* Straight to the socket when nothing waits before it, on a plain
- * connection: a reply then leaves in the callback that made it, without
+/* Replies go straight to the socket when nothing waits before them, on a
+ * plain connection: they leave in the callback that made them, without
  * arming the write event and coming back for it (two epoll_ctl calls and a
- * pass of the loop per reply).  The bytes sent; the rest is queued. */
-static size_t conn_send_direct(struct conn *c, const void *data, size_t len)
+ * pass of the loop per reply).  What the socket does not take is queued. */
+static bool conn_direct(const struct conn *c)
 {
-	if (c->closing || c->handshaking || c->tls_active || bufferevent_openssl_get_ssl(c->bev) ||
-	    evbuffer_get_length(bufferevent_get_output(c->bev)) > 0)
-		return 0;
-	ssize_t n = send(bufferevent_getfd(c->bev), data, len, MSG_DONTWAIT | MSG_NOSIGNAL);
-	return n > 0 ? (size_t)n : 0; /* a full socket or an error: the bufferevent sees it */
+	return !c->closing && !c->handshaking && !c->tls_active &&
+	       !bufferevent_openssl_get_ssl(c->bev) &&
+	       evbuffer_get_length(bufferevent_get_output(c->bev)) == 0;
+}
+
+/* All of it gone: the drained callback runs as if the bufferevent had
+ * sent it. */
+static void conn_sent_all(struct conn *c)
+{
+	bufferevent_trigger(c->bev, EV_WRITE, BEV_TRIG_DEFER_CALLBACKS);
+}
+
+static void conn_flush_held(struct conn *c)
+{
+	if (!c->held || evbuffer_get_length(c->held) == 0)
+		return;
+	if (conn_direct(c)) {
+		/* a full socket or an error: the bufferevent finds out */
+		(void)evbuffer_write(c->held, bufferevent_getfd(c->bev));
+		if (evbuffer_get_length(c->held) == 0) {
+			conn_sent_all(c);
+			return;
+		}
+	}
+	bufferevent_write_buffer(c->bev, c->held);
 }
 
 void conn_write(struct conn *c, const void *data, size_t len)
 {
-	size_t sent = conn_send_direct(c, data, len);
-	if (sent < len) {
-		bufferevent_write(c->bev, (const char *)data + sent, len - sent);
+	if (!conn_direct(c)) {
+		conn_flush_held(c);
+		bufferevent_write(c->bev, data, len);
 		return;
 	}
-	/* all gone: the drained callback runs as if the bufferevent had sent it */
-	bufferevent_trigger(c->bev, EV_WRITE, BEV_TRIG_DEFER_CALLBACKS);
+	if (c->in_input) {
+		if (!c->held)
+			c->held = evbuffer_new();
+		if (!c->held)
+			fatal("evbuffer_new failed");
+		evbuffer_add(c->held, data, len);
+		return;
+	}
+	ssize_t n = send(bufferevent_getfd(c->bev), data, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+	size_t sent = n > 0 ? (size_t)n : 0;
+	if (sent < len)
+		bufferevent_write(c->bev, (const char *)data + sent, len - sent);
+	else
+		conn_sent_all(c);
 }
 
 void conn_printf(struct conn *c, const char *fmt, ...)
@@ -401,7 +452,8 @@ void conn_printf(struct conn *c, const char *fmt, ...)
 
 size_t conn_output_pending(struct conn *c)
 {
-	return evbuffer_get_length(bufferevent_get_output(c->bev));
+	return evbuffer_get_length(bufferevent_get_output(c->bev)) +
+	       (c->held ? evbuffer_get_length(c->held) : 0);
 }
 
 bool conn_output_full(struct conn *c)

@@ -386,6 +386,10 @@ int journal_add_message(struct journal *j, const char *id, int fd, size_t len)
 		errno = j->error;
 		return -1;
 	}
+	if (!*id || strlen(id) >= JOURNAL_ID_SIZE) {
+		errno = EINVAL;
+		return -1;
+	}
 	if (len > JOURNAL_RECORD_MAX || j->len + JOURNAL_REC_HEAD + len > JOURNAL_BATCH_MAX)
 		return 1;
 	size_t at = j->len;
@@ -403,8 +407,8 @@ int journal_add_message(struct journal *j, const char *id, int fd, size_t len)
 
 void journal_add_done(struct journal *j, const char *id)
 {
-	if (j->failed)
-		return;
+	if (j->failed || !*id || strlen(id) >= JOURNAL_ID_SIZE)
+		return; /* an ID no record of a message can have */
 	journal_seal(j, journal_reserve(j, JOURNAL_REC_HEAD), JOURNAL_DONE, id, 0);
 }
 
@@ -417,9 +421,17 @@ static int journal_make_room(struct journal *j, unsigned *syncs)
 		return 0;
 	if (end <= JOURNAL_MAX)
 		return journal_grow(j, end, syncs);
+	end = JOURNAL_DATA_START + (off_t)j->len;
+	if (end > JOURNAL_MAX) { /* more than the whole journal holds */
+		errno = EFBIG;
+		return -1;
+	}
 	/* the queued records keep their numbers: the checkpoint names the
 	 * last one written, so they are the live ones after it */
-	return journal_checkpoint(j, syncs);
+	if (j->live && journal_checkpoint(j, syncs) < 0)
+		return -1;
+	j->pos = JOURNAL_DATA_START;
+	return end <= j->size ? 0 : journal_grow(j, end, syncs);
 }
 
 int journal_commit(struct journal *j, unsigned *syncs)

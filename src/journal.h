@@ -51,9 +51,10 @@ void journal_close(struct journal *j);
 
 /* Queue a message record: the first len bytes of fd.  0; 1 when it is too
  * large for the journal (the caller makes it durable another way); -1 with
- * errno. */
+ * errno (EINVAL: an empty ID, or one of JOURNAL_ID_SIZE or more). */
 int journal_add_message(struct journal *j, const char *id, int fd, size_t len);
-/* Queue a record saying that id is gone from the queue. */
+/* Queue a record saying that id is gone from the queue (a batch should
+ * hold at most JOURNAL_BATCH_MAX bytes of records: one is about 90). */
 void journal_add_done(struct journal *j, const char *id);
 /* Write the queued records and make them durable (a checkpoint first when
  * they do not fit).  0, or -1 with errno: the records are dropped, and when

@@ -55,6 +55,7 @@ enum {
 	SPOOL_FREE_MAX = 512,           /* recycled files kept in free/ */
 	SPOOL_RECYCLE_MAX = 256 * 1024, /* larger files are deleted, not kept */
 	SPOOL_CHECKPOINT_IDLE_MS = 1000, /* idle this long: checkpoint the journal */
+	SPOOL_GONE_BATCH = 8192,        /* removals recorded by one batch, at most */
 };
 
 _Static_assert((int)SPOOL_ID_LEN < (int)SPOOL_ID_SIZE, "spool ID does not fit SPOOL_ID_SIZE");
@@ -1020,11 +1021,16 @@ static void spool_take(struct spool *sp, struct spool_committer *gc, struct spoo
 	t->batch = gc->pending;
 	gc->pending = NULL;
 	gc->pending_tail = &gc->pending;
-	t->gone = sp->gone;
-	t->ngone = sp->ngone;
-	t->gone_seq = sp->gone_seq;
-	sp->gone = NULL;
-	sp->ngone = sp->capgone = 0;
+	t->ngone = sp->ngone < SPOOL_GONE_BATCH ? sp->ngone : SPOOL_GONE_BATCH;
+	size_t rest = sp->ngone - t->ngone;
+	t->gone_seq = sp->gone_seq - rest;
+	t->gone = NULL;
+	if (t->ngone) { /* the oldest removals; the rest wait for the next batch */
+		t->gone = xcalloc(t->ngone, sizeof *t->gone);
+		memcpy(t->gone, sp->gone, t->ngone * sizeof *t->gone);
+		memmove(sp->gone, sp->gone + t->ngone, rest * sizeof *sp->gone);
+		sp->ngone = rest;
+	}
 }
 
 /* Removals up to t->gone_seq are durable: their waiters go on. */
