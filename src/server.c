@@ -5,6 +5,7 @@
 #include "server.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -639,6 +640,26 @@ static int listeners_apply(const struct runtime *rt)
 
 /* ---- privileges and folders -------------------------------------------- */
 
+/* The recycled files in free/ (written over as run-as) from a run as root. */
+static void server_chown_free(const char *dir, uid_t uid, gid_t gid)
+{
+	char path[4096];
+	if (!bsnprintf(path, sizeof path, "%s/free", dir))
+		return;
+	DIR *d = opendir(path);
+	if (!d)
+		return;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		if (de->d_name[0] == '.')
+			continue;
+		if (fchownat(dirfd(d), de->d_name, uid, gid, AT_SYMLINK_NOFOLLOW) < 0)
+			log_warn("event=chown-failed path=%s/%s error=\"%s\"", path, de->d_name,
+				 strerror(errno));
+	}
+	closedir(d);
+}
+
 /* Folders the daemon writes after dropping privileges belong to run-as. */
 static int server_prepare_dirs(const struct conf *conf, const struct spool *sp, uid_t uid,
 			       gid_t gid)
@@ -651,7 +672,7 @@ static int server_prepare_dirs(const struct conf *conf, const struct spool *sp, 
 		return 0;
 	const char *dir = spool_dir(sp);
 	char path[4096];
-	const char *const subdirs[] = {"", "/tmp", "/queue"};
+	const char *const subdirs[] = {"", "/tmp", "/queue", "/free", "/journal"};
 	for (size_t i = 0; i < ARRAY_LEN(subdirs); i++) {
 		if (!bsnprintf(path, sizeof path, "%s%s", dir, subdirs[i]) ||
 		    chown(path, uid, gid) < 0) {
@@ -671,6 +692,7 @@ static int server_prepare_dirs(const struct conf *conf, const struct spool *sp, 
 			log_warn("event=chown-failed path=%s error=\"%s\"", path, strerror(errno));
 	}
 	spool_free_ids(ids, n);
+	server_chown_free(dir, uid, gid);
 	if (chown(conf->mailboxes, uid, gid) < 0) {
 		log_err("event=startup-error path=%s error=\"%s\"", conf->mailboxes, strerror(errno));
 		return -1;

@@ -14,7 +14,7 @@ import socket
 
 import pytest
 
-from helpers import proc_status, queue_id, run, sanitizer_report, send_message
+from helpers import proc_status, queue_id, run, sanitizer_report, send_message, wait_until
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop privileges")
 
@@ -63,6 +63,13 @@ def test_run_as_nobody_drops_privileges_and_serves(posthorn):
     md = p.maildir("bob@example.test")
     new = os.path.join(md, "new")
     for path in [md, new] + [os.path.join(new, n) for n in os.listdir(new)]:
+        assert os.stat(path).st_uid == NOBODY.pw_uid, path
+    # the spool's journal and its pool of recycled files too: the delivered
+    # message's file went to free/, to be written over by the next one
+    spool_free = os.path.join(p.spool, "free")
+    wait_until(lambda: os.listdir(spool_free), 10, what="the delivered file in free/")
+    for path in [os.path.join(p.spool, "journal"), spool_free] + \
+            [os.path.join(spool_free, n) for n in os.listdir(spool_free)]:
         assert os.stat(path).st_uid == NOBODY.pw_uid, path
     # a new connection after the first one is still fine, and SIGHUP works
     p.reload()
