@@ -3,11 +3,11 @@
  * buffers, idle timeout, close after flush.  Shared by every protocol. */
 #include "conn.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -149,13 +149,6 @@ void conn_close(struct conn *c)
 bool conn_closing(const struct conn *c)
 {
 	return c->closing;
-}
-
-void conn_flush_now(struct conn *c)
-{
-	/* plain connections only: TLS records need the event loop */
-	if (!bufferevent_openssl_get_ssl(c->bev))
-		evbuffer_write(bufferevent_get_output(c->bev), bufferevent_getfd(c->bev));
 }
 
 /* ---- events ------------------------------------------------------------- */
@@ -379,9 +372,10 @@ struct evbuffer *conn_input(struct conn *c)
 }
 
 /* Replies go straight to the socket when nothing waits before them, on a
- * plain connection: they leave in the callback that made them, without
- * arming the write event and coming back for it (two epoll_ctl calls and a
- * pass of the loop per reply).  What the socket does not take is queued. */
+ * plain connection: they leave in the callback that made them (or, made
+ * while the session reads its input, together at its end), without arming
+ * the write event and coming back for it (two epoll_ctl calls and a pass of
+ * the loop per reply).  What the socket does not take is queued. */
 static bool conn_direct(const struct conn *c)
 {
 	return !c->closing && !c->handshaking && !c->tls_active &&
@@ -418,20 +412,11 @@ void conn_write(struct conn *c, const void *data, size_t len)
 		bufferevent_write(c->bev, data, len);
 		return;
 	}
-	if (c->in_input) {
-		if (!c->held)
-			c->held = evbuffer_new();
-		if (!c->held)
-			fatal("evbuffer_new failed");
-		evbuffer_add(c->held, data, len);
-		return;
-	}
-	ssize_t n = send(bufferevent_getfd(c->bev), data, len, MSG_DONTWAIT | MSG_NOSIGNAL);
-	size_t sent = n > 0 ? (size_t)n : 0;
-	if (sent < len)
-		bufferevent_write(c->bev, (const char *)data + sent, len - sent);
-	else
-		conn_sent_all(c);
+	if (!c->held && !(c->held = evbuffer_new()))
+		fatal("evbuffer_new failed");
+	evbuffer_add(c->held, data, len);
+	if (!c->in_input)
+		conn_flush_held(c);
 }
 
 void conn_printf(struct conn *c, const char *fmt, ...)

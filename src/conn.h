@@ -69,7 +69,5 @@ const char *conn_tls_desc(const struct conn *c); /* NULL before TLS */
 /* Stop reading; when every byte written so far has left, call closed. */
 void conn_close(struct conn *c);
 bool conn_closing(const struct conn *c);
-/* Daemon shutdown: try once to write what is queued, without waiting. */
-void conn_flush_now(struct conn *c);
 
 #endif

@@ -202,7 +202,6 @@ static int journal_grow(struct journal *j, off_t want, unsigned *syncs)
 
 struct journal_rec {
 	enum journal_type type;
-	uint64_t seq;
 	char id[JOURNAL_ID_SIZE];
 	unsigned char *data;
 	size_t len;
@@ -234,7 +233,6 @@ static int journal_read_rec(int fd, off_t pos, off_t size, uint64_t epoch, uint6
 	if (memcmp(d, h + JR_DIGEST, sizeof d) != 0)
 		return 0;
 	r->type = (enum journal_type)type;
-	r->seq = seq;
 	memcpy(r->id, h + JR_ID, JOURNAL_ID_SIZE);
 	r->data = data;
 	r->len = len;

@@ -54,7 +54,7 @@ enum {
 	SPOOL_PARALLEL_MIN = 3,         /* batches this large: their fdatasyncs run at once */
 	SPOOL_FREE_MAX = 512,           /* recycled files kept in free/ */
 	SPOOL_RECYCLE_MAX = 256 * 1024, /* larger files are deleted, not kept */
-	SPOOL_CHECKPOINT_IDLE_MS = 1000, /* idle this long: checkpoint the journal */
+	SPOOL_CHECKPOINT_IDLE_S = 1,    /* idle this long: checkpoint the journal */
 	SPOOL_GONE_BATCH = 8192,        /* removals recorded by one batch, at most */
 };
 
@@ -1021,16 +1021,22 @@ static void spool_take(struct spool *sp, struct spool_committer *gc, struct spoo
 	t->batch = gc->pending;
 	gc->pending = NULL;
 	gc->pending_tail = &gc->pending;
-	t->ngone = sp->ngone < SPOOL_GONE_BATCH ? sp->ngone : SPOOL_GONE_BATCH;
-	size_t rest = sp->ngone - t->ngone;
-	t->gone_seq = sp->gone_seq - rest;
-	t->gone = NULL;
-	if (t->ngone) { /* the oldest removals; the rest wait for the next batch */
-		t->gone = xcalloc(t->ngone, sizeof *t->gone);
-		memcpy(t->gone, sp->gone, t->ngone * sizeof *t->gone);
-		memmove(sp->gone, sp->gone + t->ngone, rest * sizeof *sp->gone);
-		sp->ngone = rest;
+	if (sp->ngone <= SPOOL_GONE_BATCH) { /* all of them: the array changes hands */
+		t->gone = sp->gone;
+		t->ngone = sp->ngone;
+		t->gone_seq = sp->gone_seq;
+		sp->gone = NULL;
+		sp->ngone = sp->capgone = 0;
+		return;
 	}
+	/* the oldest removals; the rest wait for the next batch */
+	size_t rest = sp->ngone - SPOOL_GONE_BATCH;
+	t->ngone = SPOOL_GONE_BATCH;
+	t->gone_seq = sp->gone_seq - rest;
+	t->gone = xcalloc(t->ngone, sizeof *t->gone);
+	memcpy(t->gone, sp->gone, t->ngone * sizeof *t->gone);
+	memmove(sp->gone, sp->gone + t->ngone, rest * sizeof *sp->gone);
+	sp->ngone = rest;
 }
 
 /* Removals up to t->gone_seq are durable: their waiters go on. */
@@ -1059,12 +1065,7 @@ static void spool_committer_wait(struct spool *sp, struct spool_committer *gc)
 		}
 		struct timespec due;
 		clock_gettime(CLOCK_MONOTONIC, &due);
-		due.tv_sec += SPOOL_CHECKPOINT_IDLE_MS / 1000;
-		due.tv_nsec += (long)(SPOOL_CHECKPOINT_IDLE_MS % 1000) * 1000000L;
-		if (due.tv_nsec >= 1000000000L) {
-			due.tv_sec++;
-			due.tv_nsec -= 1000000000L;
-		}
+		due.tv_sec += SPOOL_CHECKPOINT_IDLE_S;
 		if (pthread_cond_timedwait(&sp->wake, &sp->lock, &due) != ETIMEDOUT ||
 		    spool_committer_has_work(sp, gc))
 			continue;
