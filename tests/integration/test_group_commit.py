@@ -85,6 +85,20 @@ def test_lone_client_commits_alone_one_journal_sync_each(posthorn):
     assert (messages, batches, fsyncs) == (3, 3, 3), line
 
 
+def test_lone_message_delivered_at_once_in_a_batch_of_its_own(posthorn):
+    p = posthorn()
+    with p.connect() as c:
+        c.start()
+        queue_id(send_message(c, "alice@example.org", ["bob@example.test"],
+                              "Subject: alone\r\n\r\nnothing else around\r\n"))
+        c.expect("QUIT", 221)
+    p.wait_messages("bob@example.test", 1)
+    assert p.stop() == 0
+    [st] = p.events("delivery-stats")
+    # after a quiet spell the delivery worker does not wait for company
+    assert (st["messages"], st["batches"], st["gathered"]) == ("1", "1", "0"), st["_line"]
+
+
 def test_commit_accounting_one_journal_sync_per_batch(posthorn):
     p = posthorn(limits=LIMITS)
     _send_all(p, 20)

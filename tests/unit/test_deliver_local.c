@@ -500,6 +500,34 @@ static void test_worker_delivers(void **state)
 	free(t);
 }
 
+/* After a quiet spell a message is delivered at once, in a batch of its
+ * own; one that comes while deliveries follow each other waits a moment
+ * for others to share its batch (group commit, README "Storage"). */
+static void test_worker_gathers_only_under_steady_load(void **state)
+{
+	struct fixture *f = *state;
+	log_capture(f);
+	static const char *const rcpts[] = {"local:bob@example.test"};
+	enum { LATER = 10 };
+	char first[SPOOL_ID_SIZE], later[LATER][SPOOL_ID_SIZE];
+	spool_msg(f, rcpts, 1, first);
+	for (size_t i = 0; i < LATER; i++)
+		spool_msg(f, rcpts, 1, later[i]);
+	assert_int_equal(delivery_start(f->sp, f->mailboxes), 0);
+	delivery_enqueue(first);
+	assert_true(wait_for(f, spool_gone, first));
+	for (size_t i = 0; i < LATER; i++)
+		delivery_enqueue(later[i]);
+	for (size_t i = 0; i < LATER; i++)
+		assert_true(wait_for(f, spool_gone, later[i]));
+	delivery_stop();
+	char *bob = xasprintf("%s/example.test/bob/new", f->mailboxes);
+	assert_int_equal(count_entries(bob), 1 + LATER);
+	free(bob);
+	/* the first alone and at once; the rest right after it: together */
+	assert_true(log_has(f, "event=delivery-stats messages=11 batches=2 gathered=1"));
+}
+
 /* Messages spooled before a restart: the daemon enqueues spool_list(). */
 static void test_worker_resumes(void **state)
 {
@@ -687,6 +715,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_deliver_folders_made_again, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_deliver_failures, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_worker_delivers, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_worker_gathers_only_under_steady_load, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_worker_resumes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_worker_failure_keeps_message, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_worker_retry_after_reload, setup, teardown),
