@@ -382,9 +382,13 @@ static int mbx_read_sub(const char *dir, bool in_new, struct mbx_scan *s, char *
 }
 
 /* The modification times of new/ and cur/, which change with every file
- * added, renamed or removed there, and when they were read. */
+ * added, renamed or removed there, the identity of the UID index (a new
+ * file each time it is written, none when it is lost), and when they were
+ * read. */
 struct mbx_stamp {
 	struct timespec new_m, cur_m;
+	ino_t index_ino;             /* 0: no index */
+	struct timespec index_c;
 	struct timespec read_at;     /* CLOCK_REALTIME_COARSE, the clock of file times */
 };
 
@@ -401,12 +405,23 @@ static void mbx_stamp_read(const char *dir, struct mbx_stamp *st)
 	if (stat(p, &sb) == 0)
 		st->cur_m = sb.st_mtim;
 	free(p);
+	p = xasprintf("%s/" MBX_INDEX, dir);
+	if (stat(p, &sb) == 0) {
+		st->index_ino = sb.st_ino;
+		st->index_c = sb.st_ctim;
+	}
+	free(p);
+}
+
+static bool mbx_time_eq(const struct timespec *a, const struct timespec *b)
+{
+	return a->tv_sec == b->tv_sec && a->tv_nsec == b->tv_nsec;
 }
 
 static bool mbx_stamp_eq(const struct mbx_stamp *a, const struct mbx_stamp *b)
 {
-	return a->new_m.tv_sec == b->new_m.tv_sec && a->new_m.tv_nsec == b->new_m.tv_nsec &&
-	       a->cur_m.tv_sec == b->cur_m.tv_sec && a->cur_m.tv_nsec == b->cur_m.tv_nsec;
+	return mbx_time_eq(&a->new_m, &b->new_m) && mbx_time_eq(&a->cur_m, &b->cur_m) &&
+	       a->index_ino == b->index_ino && mbx_time_eq(&a->index_c, &b->index_c);
 }
 
 /* Was m set before the clock tick at? Then any later change gives a later
@@ -424,7 +439,8 @@ static bool mbx_time_settled(const struct timespec *m, const struct timespec *at
 static bool mbx_stamp_settled(const struct mbx_stamp *st)
 {
 	return mbx_time_settled(&st->new_m, &st->read_at) &&
-	       mbx_time_settled(&st->cur_m, &st->read_at);
+	       mbx_time_settled(&st->cur_m, &st->read_at) &&
+	       mbx_time_settled(&st->index_c, &st->read_at);
 }
 
 /* List new/ then cur/ (a file moving from new/ to cur/ meanwhile is seen

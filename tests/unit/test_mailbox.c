@@ -912,6 +912,24 @@ static void test_new_mail_by_other_writer(void **state)
 /* A change in the clock tick of the last scan leaves the directory times
  * as they were: such a scan is not trusted (simulated with times ahead of
  * the clock). */
+/* Until the file system's clock has ticked past the last write of the
+ * folder's UID index (its change time). */
+static void wait_clock_past_index(struct fixture *f)
+{
+	char *p = xasprintf("%s/posthorn-uidlist", f->root);
+	struct stat sb;
+	assert_int_equal(stat(p, &sb), 0);
+	for (int i = 0; i < 1000; i++) {
+		struct timespec now;
+		clock_gettime(CLOCK_REALTIME_COARSE, &now);
+		if (now.tv_sec > sb.st_ctim.tv_sec ||
+		    (now.tv_sec == sb.st_ctim.tv_sec && now.tv_nsec > sb.st_ctim.tv_nsec))
+			break;
+		usleep(1000);
+	}
+	free(p);
+}
+
 static void test_change_in_same_tick(void **state)
 {
 	struct fixture *f = *state;
@@ -929,7 +947,9 @@ static void test_change_in_same_tick(void **state)
 	char err[256];
 	assert_int_equal(mailbox_sync(a, 0, err, sizeof err), MAILBOX_OK);
 	assert_int_equal(mailbox_count(a), 2);
-	/* settled times (in the past) are trusted: nothing read */
+	/* settled times (in the past) are trusted: nothing read; the UID
+	 * index written by the sync above must be settled too */
+	wait_clock_past_index(f);
 	struct timespec past = {.tv_sec = time(NULL) - 100, .tv_nsec = 5000};
 	struct timespec ptimes[2] = {past, past};
 	assert_int_equal(utimensat(AT_FDCWD, cur, ptimes, 0), 0);
@@ -950,6 +970,40 @@ static void test_change_in_same_tick(void **state)
 	assert_int_equal(mailbox_sync(a, 0, err, sizeof err), MAILBOX_OK);
 	assert_int_equal(mailbox_count(a), 4);
 	mailbox_close(a);
+	free(cur);
+	free(newd);
+}
+
+/* The UID index lost and rebuilt (a new UIDVALIDITY) while new/ and cur/
+ * did not change: a view that trusts its settled stamp still notices. */
+static void test_lost_index_seen_with_settled_folders(void **state)
+{
+	struct fixture *f = *state;
+	char *cur = xasprintf("%s/cur", f->root);
+	char *newd = xasprintf("%s/new", f->root);
+	char *index = xasprintf("%s/posthorn-uidlist", f->root);
+	deliver_new(f, "INBOX", 1);
+	struct mailbox *a = open_box(f, "INBOX", true);
+	uint32_t validity = mailbox_uidvalidity(a);
+	struct timespec past = {.tv_sec = time(NULL) - 100, .tv_nsec = 5000};
+	struct timespec ptimes[2] = {past, past};
+	assert_int_equal(utimensat(AT_FDCWD, cur, ptimes, 0), 0);
+	assert_int_equal(utimensat(AT_FDCWD, newd, ptimes, 0), 0);
+	wait_clock_past_index(f);
+	char err[256];
+	assert_int_equal(mailbox_sync(a, MAILBOX_SYNC_FORCE, err, sizeof err), MAILBOX_OK);
+	assert_false(mailbox_stale(a));
+
+	assert_int_equal(unlink(index), 0);
+	struct mailbox *b = open_box(f, "INBOX", true); /* rebuilds the index */
+	assert_int_not_equal(mailbox_uidvalidity(b), validity);
+	assert_int_equal(utimensat(AT_FDCWD, cur, ptimes, 0), 0);
+	assert_int_equal(utimensat(AT_FDCWD, newd, ptimes, 0), 0);
+	assert_int_not_equal(mailbox_sync(a, 0, err, sizeof err), MAILBOX_OK);
+	assert_true(mailbox_stale(a));
+	mailbox_close(b);
+	mailbox_close(a);
+	free(index);
 	free(cur);
 	free(newd);
 }
@@ -1455,6 +1509,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_expunge_then_flags_order, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_new_mail_by_other_writer, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_change_in_same_tick, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_lost_index_seen_with_settled_folders, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pop3_removes_and_external_rename, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_pop3_alongside, setup, teardown),
