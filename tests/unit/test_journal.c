@@ -160,6 +160,16 @@ static struct journal *jopen(const struct fixture *f, struct recorder *rec)
 	return j;
 }
 
+/* Open the journal again: exactly one message replays, this one; closed. */
+static void replay_expect_one(const struct fixture *f, struct recorder *rec, const char *id,
+			      const unsigned char *data, size_t len)
+{
+	struct journal *j = jopen(f, rec);
+	assert_int_equal(rec->n, 1);
+	expect_message(rec, 0, id, data, len);
+	journal_close(j);
+}
+
 /* Open, expect nothing replayed, close. */
 static void expect_nothing_replayed(const struct fixture *f)
 {
@@ -419,10 +429,7 @@ static void test_crash_replays_only_the_last_epoch(void **state)
 	commit(j);
 	journal_close(j);
 
-	j = jopen(f, &rec);
-	assert_int_equal(rec.n, 1);
-	expect_message(&rec, 0, "CCCCCCCCCCCCCCCCCCCCC", c, 3);
-	journal_close(j);
+	replay_expect_one(f, &rec, "CCCCCCCCCCCCCCCCCCCCC", c, 3);
 	expect_nothing_replayed(f);
 	free(a);
 	free(b);
@@ -520,10 +527,7 @@ static void test_checkpoint_makes_records_dead(void **state)
 	commit(j);
 	assert_true(journal_dirty(j));
 	journal_close(j);
-	j = jopen(f, &rec);
-	assert_int_equal(rec.n, 1);
-	expect_message(&rec, 0, "0000000000000000000B2", a, 20);
-	journal_close(j);
+	replay_expect_one(f, &rec, "0000000000000000000B2", a, 20);
 	free(a);
 	recorder_clear(&rec);
 }
@@ -548,10 +552,7 @@ static void test_uncommitted_records_not_replayed(void **state)
 	assert_int_equal(add_message(f, j, "0000000000000000000B2", b, 600), 0);
 	journal_add_done(j, "0000000000000000000A2");
 	journal_close(j);
-	j = jopen(f, &rec);
-	assert_int_equal(rec.n, 1);
-	expect_message(&rec, 0, "0000000000000000000A2", a, 500);
-	journal_close(j);
+	replay_expect_one(f, &rec, "0000000000000000000A2", a, 500);
 	free(a);
 	free(b);
 	recorder_clear(&rec);
@@ -576,10 +577,7 @@ static void test_short_source_file(void **state)
 			 0);
 	commit(j);
 	journal_close(j);
-	j = jopen(f, &rec);
-	assert_int_equal(rec.n, 1);
-	expect_message(&rec, 0, "0000000000000000000S2", (const unsigned char *)"ok", 2);
-	journal_close(j);
+	replay_expect_one(f, &rec, "0000000000000000000S2", (const unsigned char *)"ok", 2);
 	recorder_clear(&rec);
 }
 
@@ -736,11 +734,8 @@ static void test_damaged_open_header_uses_older_slot(void **state)
 			 0);
 	commit(j);
 	journal_close(j);
-	j = jopen(f, &rec);
-	assert_int_equal(rec.n, 1);
-	expect_message(&rec, 0, "0000000000000000000IDB", (const unsigned char *)payload_b,
-		       sizeof payload_b - 1);
-	journal_close(j);
+	replay_expect_one(f, &rec, "0000000000000000000IDB", (const unsigned char *)payload_b,
+			  sizeof payload_b - 1);
 	free(x);
 	recorder_clear(&rec);
 }
@@ -758,11 +753,8 @@ static void test_damaged_older_slot_is_ignored(void **state)
 	commit(j);
 	journal_close(j);
 	flip_byte(f->path, 1 * SLOT_SIZE + 9); /* the counter of slot 1 */
-	j = jopen(f, &rec);
-	assert_int_equal(rec.n, 1);
-	expect_message(&rec, 0, "0000000000000000000IDA", (const unsigned char *)payload_a,
-		       sizeof payload_a - 1);
-	journal_close(j);
+	replay_expect_one(f, &rec, "0000000000000000000IDA", (const unsigned char *)payload_a,
+			  sizeof payload_a - 1);
 	recorder_clear(&rec);
 }
 
@@ -800,11 +792,8 @@ static void test_both_headers_damaged(void **state)
 			 0);
 	commit(j);
 	journal_close(j);
-	j = jopen(f, &rec);
-	assert_int_equal(rec.n, 1);
-	expect_message(&rec, 0, "0000000000000000000IDB", (const unsigned char *)payload_b,
-		       sizeof payload_b - 1);
-	journal_close(j);
+	replay_expect_one(f, &rec, "0000000000000000000IDB", (const unsigned char *)payload_b,
+			  sizeof payload_b - 1);
 	recorder_clear(&rec);
 }
 
@@ -835,10 +824,7 @@ static void test_too_large_message(void **state)
 	assert_int_equal(add_message(f, j, "0000000000000000000MAX", big, JOURNAL_RECORD_MAX), 0);
 	commit(j);
 	journal_close(j);
-	j = jopen(f, &rec);
-	assert_int_equal(rec.n, 1);
-	expect_message(&rec, 0, "0000000000000000000MAX", big, JOURNAL_RECORD_MAX);
-	journal_close(j);
+	replay_expect_one(f, &rec, "0000000000000000000MAX", big, JOURNAL_RECORD_MAX);
 	free(big);
 	recorder_clear(&rec);
 }
