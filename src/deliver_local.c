@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -35,6 +36,10 @@ enum {
 	DELIVERY_BATCH_MAX = 128,       /* messages taken from the queue at once */
 	DELIVERY_GATHER_MS = 30,        /* under steady load: a batch gathers this long */
 	DELIVERY_PARALLEL_MIN = 3,      /* copies in a batch: their fdatasyncs run at once */
+	/* The worker's nice value: when the CPU is short, the event loop
+	 * (greetings, replies, 250s) runs first and delivery catches up in
+	 * larger batches; not so low that it starves under a busy loop. */
+	DELIVERY_NICE = 10,
 };
 
 /* ---- Maildir paths ------------------------------------------------------ */
@@ -205,11 +210,26 @@ static void maildir_host(char *out, size_t outsz)
 	out[o] = '\0';
 }
 
+static struct {
+	pthread_once_t once;
+	long pid;
+	char host[MAILDIR_HOST_MAX * 4 + 1];
+} maildir_self = {.once = PTHREAD_ONCE_INIT};
+
+/* The process's ID and host name, read once: not two system calls for
+ * every copy. */
+static void maildir_self_init(void)
+{
+	maildir_self.pid = (long)getpid();
+	maildir_host(maildir_self.host, sizeof maildir_self.host);
+}
+
 /* time.M<usec>P<pid>Q<deliveries>R<random>.<host>; ",S=<size>,W=<size
  * with CRLF>" is added when the message moves into new/. */
 static char *maildir_unique_name(void)
 {
 	static uint64_t deliveries;
+	pthread_once(&maildir_self.once, maildir_self_init);
 	struct timespec ts;
 	if (clock_gettime(CLOCK_REALTIME, &ts) < 0)
 		fatal("clock_gettime: %s", strerror(errno));
@@ -218,10 +238,9 @@ static char *maildir_unique_name(void)
 		fatal("maildir: no random bytes for a file name");
 	uint32_t r = (uint32_t)rnd[0] << 24 | (uint32_t)rnd[1] << 16 | (uint32_t)rnd[2] << 8 | rnd[3];
 	uint64_t q = __atomic_add_fetch(&deliveries, 1, __ATOMIC_RELAXED);
-	char host[MAILDIR_HOST_MAX * 4 + 1];
-	maildir_host(host, sizeof host);
 	return xasprintf("%lld.M%06ldP%ldQ%lluR%08x.%s", (long long)ts.tv_sec,
-			 ts.tv_nsec / 1000, (long)getpid(), (unsigned long long)q, (unsigned)r, host);
+			 ts.tv_nsec / 1000, maildir_self.pid, (unsigned long long)q, (unsigned)r,
+			 maildir_self.host);
 }
 
 /* Bytes written to a Maildir file and its lines, for S= and W=. */
@@ -475,6 +494,8 @@ static struct {
 	pthread_mutex_t lock;
 	pthread_cond_t wake;
 	pthread_t thread;
+	pthread_cond_t ready;                   /* the worker has started */
+	bool worker_ready;
 	bool running;
 	bool stopping;
 	struct spool *sp;
@@ -484,7 +505,7 @@ static struct {
 	struct delivery_retry *retries;         /* deferred, unordered */
 	/* the worker's own, read after it ends: */
 	unsigned long long messages, batches, gathered;
-} dl = {.lock = PTHREAD_MUTEX_INITIALIZER};
+} dl = {.lock = PTHREAD_MUTEX_INITIALIZER, .ready = PTHREAD_COND_INITIALIZER};
 
 static bool delivery_id_ok(const char *id)
 {
@@ -1035,11 +1056,23 @@ static size_t delivery_gather(struct delivery_retry **rs, size_t n, struct times
 	return n;
 }
 
+/* Before the process is confined (delivery_start() waits for it). */
+static void delivery_lower_priority(void)
+{
+	/* on Linux the nice value is the calling thread's own */
+	if (setpriority(PRIO_PROCESS, 0, DELIVERY_NICE) < 0)
+		log_warn("event=delivery-priority nice=%d reason=\"%s\"", DELIVERY_NICE,
+			 strerror(errno));
+}
+
 static void *delivery_main(void *unused)
 {
 	(void)unused;
 	struct timespec last_end = {0, 0};
+	delivery_lower_priority();
 	pthread_mutex_lock(&dl.lock);
+	dl.worker_ready = true;
+	pthread_cond_signal(&dl.ready);
 	while (!dl.stopping) {
 		struct delivery_retry *rs[DELIVERY_BATCH_MAX];
 		size_t n = delivery_take(rs, 0);
@@ -1127,10 +1160,13 @@ int delivery_start(struct spool *sp, const char *mailboxes)
 		free(dl.mailboxes);
 		dl.mailboxes = xstrdup(mailboxes);
 		dl.stopping = false;
+		dl.worker_ready = false;
 		e = delivery_spawn();
-		if (e == 0)
+		if (e == 0) {
 			dl.running = true;
-		else {
+			while (!dl.worker_ready)
+				pthread_cond_wait(&dl.ready, &dl.lock);
+		} else {
 			pthread_cond_destroy(&dl.wake);
 			delivery_reset();
 		}

@@ -11,6 +11,7 @@
 
 static bool log_to_syslog;
 static enum log_level log_max = LOG_INFO;
+static long log_pid; /* read once: posthorn never forks */
 
 static const char *const level_names[] = {"error", "warning", "info", "debug"};
 
@@ -18,6 +19,7 @@ void log_init(bool use_syslog, enum log_level max_level)
 {
 	log_to_syslog = use_syslog;
 	log_max = max_level;
+	log_pid = (long)getpid();
 	if (use_syslog)
 		openlog("posthorn", LOG_PID | LOG_NDELAY, LOG_MAIL);
 }
@@ -26,6 +28,20 @@ static int syslog_priority(enum log_level level)
 {
 	static const int prio[] = {3 /* LOG_ERR */, 4 /* LOG_WARNING */, 6 /* LOG_INFO */, 7};
 	return prio[level];
+}
+
+/* The line's time to the second, formatted once a second per thread. */
+static const char *log_stamp(time_t now)
+{
+	static __thread time_t last = -1;
+	static __thread char stamp[32];
+	if (now != last) {
+		struct tm tm;
+		gmtime_r(&now, &tm);
+		strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
+		last = now;
+	}
+	return stamp;
 }
 
 void log_msg(enum log_level level, const char *fmt, ...)
@@ -47,14 +63,11 @@ void log_msg(enum log_level level, const char *fmt, ...)
 		return;
 	}
 	struct timeval tv;
-	struct tm tm;
 	gettimeofday(&tv, NULL);
-	gmtime_r(&tv.tv_sec, &tm);
-	char stamp[32];
-	strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
 	char line[2200];
-	int len = snprintf(line, sizeof line, "%s.%03dZ posthorn[%d]: %s %s\n", stamp,
-			   (int)(tv.tv_usec / 1000), (int)getpid(), level_names[level], body);
+	int len = snprintf(line, sizeof line, "%s.%03dZ posthorn[%ld]: %s %s\n",
+			   log_stamp(tv.tv_sec), (int)(tv.tv_usec / 1000),
+			   log_pid ? log_pid : (long)getpid(), level_names[level], body);
 	if (len < 0)
 		return;
 	if ((size_t)len >= sizeof line)

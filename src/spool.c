@@ -1141,7 +1141,8 @@ static void spool_committer_ready(evutil_socket_t fd, short what, void *arg)
 {
 	struct spool *sp = arg;
 	char buf[256];
-	while (read(fd, buf, sizeof buf) > 0)
+	/* a short read leaves the pipe empty (the loop comes back if not) */
+	while (read(fd, buf, sizeof buf) == (ssize_t)sizeof buf)
 		;
 	if (sp->gc)
 		spool_run_callbacks(spool_take_done(sp, sp->gc));

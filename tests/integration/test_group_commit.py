@@ -99,6 +99,29 @@ def test_lone_message_delivered_at_once_in_a_batch_of_its_own(posthorn):
     assert (st["messages"], st["batches"], st["gathered"]) == ("1", "1", "0"), st["_line"]
 
 
+def _nice_of_threads(pid):
+    """{tid: nice value} of every thread of a process, from /proc."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        out[int(tid)] = int(fields[16])    # field 19 of stat(5): nice
+    return out
+
+
+def test_delivery_worker_runs_below_the_event_loop(posthorn):
+    # when the CPU is short, greetings and 250s come before deliveries
+    p = posthorn()
+    nice = _nice_of_threads(p.pid)
+    assert nice[p.pid] == 0, nice
+    assert sorted(nice.values()).count(10) == 1, nice
+    with p.connect() as c:
+        c.start()
+        send_message(c, "alice@example.org", ["bob@example.test"], "Subject: low\r\n\r\nx\r\n")
+        c.expect("QUIT", 221)
+    p.wait_messages("bob@example.test", 1)
+
+
 def test_commit_accounting_one_journal_sync_per_batch(posthorn):
     p = posthorn(limits=LIMITS)
     _send_all(p, 20)
