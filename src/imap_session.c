@@ -44,6 +44,7 @@
 #include "mailbox.h"
 #include "maildir.h"
 #include "message.h"
+#include "offload.h"
 #include "sasl.h"
 #include "server.h"
 #include "userdb.h"
@@ -495,22 +496,22 @@ static void imap_login(struct imap_session *s, const char *user)
 	imap_ok(s, "[CAPABILITY %s] Logged in", caps);
 }
 
-/* A record no password matches, to spend on an unknown user the time a
- * real check takes (the time must not tell which users exist). */
-static const struct user_record *imap_dummy_user(void)
+/* LOGIN checked on a worker: logged in or refused, input resumes. */
+static void imap_login_checked(void *owner, void *work)
 {
-	static struct user_record dummy;
-	static bool made;
-	if (!made) {
-		unsigned char pw[32];
-		if (RAND_bytes(pw, sizeof pw) != 1 ||
-		    userdb_make_record("nobody@invalid", (const char *)pw, sizeof pw,
-				       USERDB_DEFAULT_ITERATIONS, &dummy) < 0)
-			fatal("imap: cannot make the dummy user record");
-		OPENSSL_cleanse(pw, sizeof pw);
-		made = true;
-	}
-	return &dummy;
+	struct imap_session *s = owner;
+	struct sasl_check *c = work;
+	char *name = s->check_name;
+	s->check = NULL;
+	s->check_name = NULL;
+	const char *address = sasl_check_address(c);
+	if (address)
+		imap_login(s, address);
+	else
+		imap_login_failed(s, name);
+	sasl_check_free(c);
+	free(name);
+	imap_run(s);
 }
 
 /* RFC 3501 §6.2.3: LOGIN userid password (astrings). */
@@ -525,24 +526,46 @@ IMAP_HANDLER(imap_cmd_login)
 	}
 	if (imap_locked_out(s))
 		return;
-	const struct user_record *rec = ulen == strlen(name) ? userdb_find(s->rt->users, name) : NULL;
-	bool ok = userdb_verify_password(rec ? rec : imap_dummy_user(), pw, plen) && rec;
+	/* a name with a NUL in it is nobody's: checked against the dummy */
+	struct sasl_check *check =
+	    sasl_check_new(s->rt->users, ulen == strlen(name) ? name : NULL, pw, plen);
 	OPENSSL_cleanse((char *)pw, plen); /* the command's own copy; freed right after */
 	s->sasl_mech = 0;
-	char *user = xstrdup(name);
-	if (ok)
-		imap_login(s, rec->address);
-	else
-		imap_login_failed(s, user);
-	free(user);
+	s->check_name = xstrdup(name);
+	s->check = offload_submit(sasl_check_run, imap_login_checked, sasl_check_free, check, s);
 }
 
 /* ---- AUTHENTICATE (RFC 3501 §6.2.2, RFC 4959 SASL-IR) ------------------ */
+
+static void imap_sasl_result(struct imap_session *s, enum sasl_status st, const char *challenge);
+
+/* AUTHENTICATE PLAIN or LOGIN checked on a worker: the exchange ends,
+ * input resumes. */
+static void imap_sasl_checked(void *owner, void *work)
+{
+	struct imap_session *s = owner;
+	struct sasl_check *c = work;
+	s->check = NULL;
+	enum sasl_status st = sasl_checked(s->sasl, c);
+	sasl_check_free(c);
+	imap_sasl_result(s, st, NULL);
+	imap_run(s);
+}
 
 static void imap_sasl_step(struct imap_session *s, const char *in)
 {
 	char *challenge = NULL;
 	enum sasl_status st = sasl_step(s->sasl, in, &challenge);
+	if (st == SASL_CHECK)
+		s->check = offload_submit(sasl_check_run, imap_sasl_checked, sasl_check_free,
+					  sasl_take_check(s->sasl), s);
+	else
+		imap_sasl_result(s, st, challenge);
+	free(challenge);
+}
+
+static void imap_sasl_result(struct imap_session *s, enum sasl_status st, const char *challenge)
+{
 	char *user = NULL;
 	switch (st) {
 	case SASL_CONTINUE:
@@ -574,12 +597,12 @@ static void imap_sasl_step(struct imap_session *s, const char *in)
 	case SASL_FAIL:
 	case SASL_BAD_MESSAGE:
 	case SASL_BAD_AUTHZID:
+	case SASL_CHECK: /* never here */
 		user = sasl_user(s->sasl) ? xstrdup(sasl_user(s->sasl)) : NULL;
 		imap_login_failed(s, user);
 		break;
 	}
 	free(user);
-	free(challenge);
 }
 
 /* A line of the exchange (RFC 3501 §6.2.2: base64, or "*" to cancel). */
@@ -1018,7 +1041,8 @@ static void imap_run(struct imap_session *s)
 		return;
 	s->in_run = true;
 	struct evbuffer *in = conn_input(s->io);
-	while (!(s->state & (IMAP_CLOSING | IMAP_HANDSHAKE | IMAP_LOGOUT)) && !s->pause) {
+	while (!(s->state & (IMAP_CLOSING | IMAP_HANDSHAKE | IMAP_LOGOUT)) && !s->pause &&
+	       !s->check) {
 		if (s->job) {
 			imap_pump(s);
 			if (s->job)
@@ -2205,6 +2229,8 @@ static void imap_free(struct imap_session *s)
 		sasl_free(s->sasl);
 	if (s->pause)
 		event_free(s->pause);
+	offload_cancel(s->check);
+	free(s->check_name);
 	if (s->resume)
 		event_free(s->resume);
 	if (s->login_timer)

@@ -32,6 +32,7 @@
 #include "linebuf.h"
 #include "log.h"
 #include "maildir.h"
+#include "offload.h"
 #include "sasl.h"
 #include "server.h"
 #include "userdb.h"
@@ -90,6 +91,8 @@ struct pop3_session {
 	bool in_process;                /* re-entrancy guard for pop3_run */
 	/* logging in */
 	char *user_name;                /* USER given; PASS must follow */
+	struct offload_job *check;      /* PASS or AUTH: the password on a worker */
+	char *check_name;               /* PASS: the USER name being checked */
 	struct sasl_session *sasl;
 	unsigned sasl_mech;
 	bool sasl_final;                /* sent the SCRAM server-final, awaiting "" */
@@ -632,22 +635,22 @@ static void pop3_cmd_user(struct pop3_session *s, char *args)
 	conn_printf(s->io, "+OK Send your password");
 }
 
-/* A record no password matches, to spend on an unknown user the time a
- * real check takes (the time must not tell which users exist). */
-static const struct user_record *pop3_dummy_user(void)
+/* PASS checked on a worker: logged in or refused, input resumes. */
+static void pop3_pass_checked(void *owner, void *work)
 {
-	static struct user_record dummy;
-	static bool made;
-	if (!made) {
-		unsigned char pw[32];
-		if (RAND_bytes(pw, sizeof pw) != 1 ||
-		    userdb_make_record("nobody@invalid", (const char *)pw, sizeof pw,
-				       USERDB_DEFAULT_ITERATIONS, &dummy) < 0)
-			fatal("pop3: cannot make the dummy user record");
-		OPENSSL_cleanse(pw, sizeof pw);
-		made = true;
-	}
-	return &dummy;
+	struct pop3_session *s = owner;
+	struct sasl_check *c = work;
+	char *name = s->check_name;
+	s->check = NULL;
+	s->check_name = NULL;
+	const char *address = sasl_check_address(c);
+	if (address)
+		pop3_login(s, address);
+	else
+		pop3_login_failed(s, name);
+	sasl_check_free(c);
+	free(name);
+	pop3_run(s);
 }
 
 static void pop3_cmd_pass(struct pop3_session *s, char *args)
@@ -664,23 +667,44 @@ static void pop3_cmd_pass(struct pop3_session *s, char *args)
 	}
 	/* RFC 1939 §7: the argument is the rest of the line, spaces included */
 	size_t len = strlen(args);
-	const struct user_record *rec = userdb_find(s->rt->users, name);
-	bool ok = userdb_verify_password(rec ? rec : pop3_dummy_user(), args, len) && rec;
+	struct sasl_check *c = sasl_check_new(s->rt->users, name, args, len);
 	OPENSSL_cleanse(args, len);
 	s->sasl_mech = 0;
-	if (ok)
-		pop3_login(s, rec->address);
-	else
-		pop3_login_failed(s, name);
-	free(name);
+	s->check_name = name;
+	s->check = offload_submit(sasl_check_run, pop3_pass_checked, sasl_check_free, c, s);
 }
 
 /* ---- AUTH (RFC 5034) --------------------------------------------------- */
+
+static void pop3_sasl_result(struct pop3_session *s, enum sasl_status st, const char *challenge);
+
+/* AUTH PLAIN or LOGIN checked on a worker: the exchange ends, input
+ * resumes. */
+static void pop3_sasl_checked(void *owner, void *work)
+{
+	struct pop3_session *s = owner;
+	struct sasl_check *c = work;
+	s->check = NULL;
+	enum sasl_status st = sasl_checked(s->sasl, c);
+	sasl_check_free(c);
+	pop3_sasl_result(s, st, NULL);
+	pop3_run(s);
+}
 
 static void pop3_sasl_step(struct pop3_session *s, const char *in)
 {
 	char *challenge = NULL;
 	enum sasl_status st = sasl_step(s->sasl, in, &challenge);
+	if (st == SASL_CHECK)
+		s->check = offload_submit(sasl_check_run, pop3_sasl_checked, sasl_check_free,
+					  sasl_take_check(s->sasl), s);
+	else
+		pop3_sasl_result(s, st, challenge);
+	free(challenge);
+}
+
+static void pop3_sasl_result(struct pop3_session *s, enum sasl_status st, const char *challenge)
+{
 	char *user = NULL;
 	switch (st) {
 	case SASL_CONTINUE:
@@ -712,12 +736,12 @@ static void pop3_sasl_step(struct pop3_session *s, const char *in)
 	case SASL_FAIL:
 	case SASL_BAD_MESSAGE:
 	case SASL_BAD_AUTHZID:
+	case SASL_CHECK: /* never here */
 		user = sasl_user(s->sasl) ? xstrdup(sasl_user(s->sasl)) : NULL;
 		pop3_login_failed(s, user);
 		break;
 	}
 	free(user);
-	free(challenge);
 }
 
 static void pop3_sasl_line(struct pop3_session *s, const struct linebuf_line *l)
@@ -980,7 +1004,7 @@ static void pop3_run(struct pop3_session *s)
 		return;
 	s->in_process = true;
 	struct evbuffer *in = conn_input(s->io);
-	while (!(s->state & (POP3_CLOSING | POP3_HANDSHAKE)) && !s->pause) {
+	while (!(s->state & (POP3_CLOSING | POP3_HANDSHAKE)) && !s->pause && !s->check) {
 		if (s->out != POP3_OUT_NONE) {
 			pop3_pump(s);
 			if (s->out != POP3_OUT_NONE)
@@ -1089,6 +1113,8 @@ static void pop3_free(struct pop3_session *s)
 		sasl_free(s->sasl);
 	if (s->pause)
 		event_free(s->pause);
+	offload_cancel(s->check);
+	free(s->check_name);
 	conn_free(s->io);
 	server_conn_closed(s->conn);
 	runtime_unref(s->rt);

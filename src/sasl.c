@@ -258,6 +258,7 @@ struct sasl_session {
 	bool known;             /* the user exists; the keys below are real */
 	uint8_t stored_key[USERDB_KEY_LEN];
 	uint8_t server_key[USERDB_KEY_LEN];
+	struct sasl_check *check; /* PLAIN, LOGIN: after SASL_CHECK */
 };
 
 struct sasl_session *sasl_start(unsigned mech, const struct userdb *db)
@@ -285,6 +286,7 @@ void sasl_free(struct sasl_session *s)
 	sasl_wipe_str(s->client_first_bare);
 	sasl_wipe_str(s->server_first);
 	sasl_wipe_str(s->nonce);
+	sasl_check_free(s->check);
 	OPENSSL_cleanse(s, sizeof *s);
 	free(s);
 }
@@ -295,20 +297,85 @@ static void sasl_set_user(struct sasl_session *s, const char *user, size_t len)
 	s->user = xstrndup(user, len);
 }
 
-/* Check a password the way userdb does (PBKDF2 + constant-time compare).
- * An unknown user costs the same derivation against the dummy record, so
- * the time taken does not tell which users exist. */
+/* ---- password checks --------------------------------------------------- */
+
+struct sasl_check {
+	struct user_record rec;  /* a copy; the dummy's for an unknown user */
+	bool known;
+	bool passed;
+	char *pass;
+	size_t len;
+};
+
+struct sasl_check *sasl_check_new(const struct userdb *db, const char *user, const char *pass,
+				  size_t len)
+{
+	struct sasl_check *c = xcalloc(1, sizeof *c);
+	const struct user_record *rec = user ? userdb_find(db, user) : NULL;
+	if (rec) {
+		c->rec = *rec;
+		c->rec.address = xstrdup(rec->address);
+		c->known = true;
+	} else if (sasl_secret_init()) {
+		c->rec = sasl_secret.dummy;
+		c->rec.address = NULL;
+	} else {
+		c->rec.iterations = 0; /* no dummy: fails at once (no CSPRNG) */
+	}
+	c->pass = xmalloc(len + 1);
+	memcpy(c->pass, pass, len);
+	c->pass[len] = '\0';
+	c->len = len;
+	return c;
+}
+
+void sasl_check_run(void *check)
+{
+	struct sasl_check *c = check;
+	bool ok = c->rec.iterations > 0 && userdb_verify_password(&c->rec, c->pass, c->len);
+	c->passed = ok && c->known;
+	/* wiped here, freed by sasl_check_free() on the thread that made it */
+	OPENSSL_cleanse(c->pass, c->len + 1);
+}
+
+const char *sasl_check_address(const struct sasl_check *c)
+{
+	return c->passed ? c->rec.address : NULL;
+}
+
+void sasl_check_free(void *check)
+{
+	struct sasl_check *c = check;
+	if (!c)
+		return;
+	sasl_wipe_free(c->pass, c->len + 1);
+	free(c->rec.address);
+	OPENSSL_cleanse(c, sizeof *c);
+	free(c);
+}
+
+/* The password's check is made ready, not run: the caller runs it away
+ * from the event loop. */
 static enum sasl_status sasl_verify(struct sasl_session *s, const char *pass, size_t len)
 {
-	const struct user_record *rec = userdb_find(s->db, s->user);
-	if (!rec) {
-		if (sasl_secret_init())
-			(void)userdb_verify_password(&sasl_secret.dummy, pass, len);
+	sasl_check_free(s->check);
+	s->check = sasl_check_new(s->db, s->user, pass, len);
+	return SASL_CHECK;
+}
+
+struct sasl_check *sasl_take_check(struct sasl_session *s)
+{
+	struct sasl_check *c = s->check;
+	s->check = NULL;
+	return c;
+}
+
+enum sasl_status sasl_checked(struct sasl_session *s, const struct sasl_check *c)
+{
+	const char *address = sasl_check_address(c);
+	if (!address)
 		return SASL_FAIL;
-	}
-	if (!userdb_verify_password(rec, pass, len))
-		return SASL_FAIL;
-	sasl_set_user(s, rec->address, strlen(rec->address));
+	sasl_set_user(s, address, strlen(address));
 	return SASL_OK;
 }
 

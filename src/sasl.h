@@ -23,6 +23,8 @@ enum sasl_status {
 	SASL_BAD_BASE64,        /* (501 5.5.2) */
 	SASL_BAD_MESSAGE,       /* malformed exchange (501 5.5.2 / 535) */
 	SASL_BAD_AUTHZID,       /* authorization identity is not the user (535) */
+	SASL_CHECK,             /* PLAIN, LOGIN: the password is to be checked:
+				 * sasl_take_check(), run it, sasl_checked() */
 };
 
 /* The mechanism bit (enum conf_mech) of a name, case-insensitive; 0 if
@@ -49,6 +51,31 @@ struct sasl_session *sasl_start(unsigned mech, const struct userdb *db);
  * any status but SASL_CONTINUE the exchange is over and further steps
  * return SASL_BAD_MESSAGE.  Secrets are wiped; nothing is logged. */
 enum sasl_status sasl_step(struct sasl_session *s, const char *in, char **challenge);
+
+/* ---- password checks ----------------------------------------------------
+ * The PBKDF2 behind a password costs milliseconds of CPU, so the protocols
+ * run it on a worker (offload.h), never on the event loop: PLAIN, LOGIN,
+ * POP3's PASS and IMAP's LOGIN.  An unknown user costs the same derivation
+ * against a dummy record, so the time taken does not tell who exists. */
+struct sasl_check;
+
+/* What the check needs, copied (the users may be reloaded meanwhile). */
+struct sasl_check *sasl_check_new(const struct userdb *db, const char *user, const char *pass,
+				  size_t len);
+/* The derivation and a constant-time compare; on any thread
+ * (an offload_run_fn). */
+void sasl_check_run(void *check);
+/* After the run: the user's address when the password was right, else
+ * NULL. */
+const char *sasl_check_address(const struct sasl_check *c);
+/* Wipes the password and the keys (an offload_free_fn). */
+void sasl_check_free(void *check);
+
+/* After SASL_CHECK: the check to run, the session's own (the caller frees
+ * it); once it has run, sasl_checked() ends the exchange with SASL_OK or
+ * SASL_FAIL. */
+struct sasl_check *sasl_take_check(struct sasl_session *s);
+enum sasl_status sasl_checked(struct sasl_session *s, const struct sasl_check *c);
 
 /* For tests: use nonce (printable, no ',') as the SCRAM server nonce
  * instead of CSPRNG bytes; NULL restores the CSPRNG.  Never in the daemon. */

@@ -25,6 +25,7 @@
 #include "aliases.h"
 #include "conf.h"
 #include "confine.h"
+#include "offload.h"
 #include "control.h"
 #include "deliver_local.h"
 #include "deliver_remote.h"
@@ -862,6 +863,13 @@ static void server_enqueue_spooled(struct spool *sp)
 	spool_free_ids(ids, n);
 }
 
+/* Workers for the PBKDF2 of password logins: one per core, at most four. */
+static unsigned server_offload_threads(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	return n < 1 ? 1 : n > 4 ? 4 : (unsigned)n;
+}
+
 static int server_start(struct runtime *rt)
 {
 	if (listeners_apply(rt) < 0)
@@ -894,6 +902,15 @@ static int server_start(struct runtime *rt)
 		outbound_stop();
 		return -1;
 	}
+	if (offload_start(daemon_state.base, server_offload_threads()) < 0) {
+		log_err("event=startup-error error=\"cannot start the password workers: %s\"",
+			strerror(errno));
+		spool_committer_stop(rt->spool);
+		delivery_stop();
+		control_stop();
+		outbound_stop();
+		return -1;
+	}
 	server_enqueue_spooled(rt->spool); /* local part first, then handed to the runner */
 	/* last: bound, dropped, files open, threads started; from here on the
 	 * process cannot execute programs or gain privileges */
@@ -906,6 +923,7 @@ static int server_start(struct runtime *rt)
 #endif
 	if (confine_apply(why, sizeof why) < 0) {
 		log_err("event=startup-error error=\"cannot confine the process: %s\"", why);
+		offload_stop();
 		delivery_stop();
 		control_stop();
 		outbound_stop();
@@ -976,6 +994,7 @@ int server_run(const char *conf_path)
 		control_stop();
 		outbound_stop(); /* attempts in flight are abandoned: retried at the next start */
 		server_shutdown_sessions();
+		offload_stop(); /* after the sessions: none waits for a check */
 		for (int i = 0; i < 3; i++)
 			event_free(sigs[i]);
 		delivery_stop();

@@ -30,6 +30,7 @@
 #include "deliver_local.h"
 #include "linebuf.h"
 #include "log.h"
+#include "offload.h"
 #include "sasl.h"
 #include "server.h"
 #include "smtp_addr.h"
@@ -107,6 +108,7 @@ struct smtp_session {
 	unsigned sasl_mech;
 	bool sasl_final;        /* sent the SCRAM server-final, awaiting "" */
 	struct event *pause;    /* failed AUTH: the reply waits a while */
+	struct offload_job *check; /* AUTH PLAIN/LOGIN: the password on a worker */
 	unsigned errors;
 	struct smtp_txn txn;
 	struct smtp_data data;
@@ -1081,10 +1083,34 @@ static void smtp_auth_failure(struct smtp_session *s)
 	evtimer_add(s->pause, &tv);
 }
 
+static void smtp_auth_result(struct smtp_session *s, enum sasl_status st, const char *challenge);
+
+/* The password checked on a worker: the exchange ends, input resumes. */
+static void smtp_auth_checked(void *owner, void *work)
+{
+	struct smtp_session *s = owner;
+	struct sasl_check *c = work;
+	s->check = NULL;
+	enum sasl_status st = sasl_checked(s->sasl, c);
+	sasl_check_free(c);
+	smtp_auth_result(s, st, NULL);
+	smtp_process_input(s);
+}
+
 static void smtp_auth_step(struct smtp_session *s, const char *in)
 {
 	char *challenge = NULL;
 	enum sasl_status st = sasl_step(s->sasl, in, &challenge);
+	if (st == SASL_CHECK)
+		s->check = offload_submit(sasl_check_run, smtp_auth_checked, sasl_check_free,
+					  sasl_take_check(s->sasl), s);
+	else
+		smtp_auth_result(s, st, challenge);
+	free(challenge);
+}
+
+static void smtp_auth_result(struct smtp_session *s, enum sasl_status st, const char *challenge)
+{
 	switch (st) {
 	case SASL_CONTINUE:
 		smtp_reply(s, "334 %s", challenge);
@@ -1113,10 +1139,10 @@ static void smtp_auth_step(struct smtp_session *s, const char *in)
 	case SASL_FAIL:
 	case SASL_BAD_MESSAGE:
 	case SASL_BAD_AUTHZID:
+	case SASL_CHECK: /* never here */
 		smtp_auth_failure(s);
 		break;
 	}
-	free(challenge);
 }
 
 static void smtp_auth_line(struct smtp_session *s, const struct linebuf_line *l)
@@ -1184,7 +1210,8 @@ static void smtp_process_input(struct smtp_session *s)
 		return;
 	s->in_process = true;
 	struct evbuffer *in = conn_input(s->io);
-	while (!(s->state & (SMTP_CLOSING | SMTP_HANDSHAKE)) && !s->committing && !s->pause) {
+	while (!(s->state & (SMTP_CLOSING | SMTP_HANDSHAKE)) && !s->committing && !s->pause &&
+	       !s->check) {
 		if (conn_output_full(s->io)) {
 			s->output_blocked = true; /* resumed by smtp_write_cb */
 			break;
@@ -1340,6 +1367,7 @@ static void smtp_free(struct smtp_session *s)
 		sasl_free(s->sasl);
 	if (s->pause)
 		event_free(s->pause);
+	offload_cancel(s->check);
 	conn_free(s->io);
 	server_conn_closed(s->conn);
 	runtime_unref(s->rt);

@@ -11,7 +11,11 @@ Every client binds its own 127.0.0.x source address where failures are
 involved, so that the growing 535 delays of one test do not slow another.
 """
 
+import base64
+import hashlib
+import hmac
 import os
+import select
 import smtplib
 import ssl
 import subprocess
@@ -889,3 +893,79 @@ def test_log_never_holds_a_password(ph, cert, ctx):
     for e in auth_events(p):
         assert e.get("session") and e.get("server") == "sub" and e.get("client"), e["_line"]
     assert_log_clean(p)
+
+
+# -- the PBKDF2 of PLAIN and LOGIN runs beside the event loop --------------------
+
+SLOW = "zed@example.test"          # sorts after every default user
+SLOW_PW = "zed-Slow-Secret-9"
+SLOW_ITERATIONS = 3_000_000        # about 1.5 s of PBKDF2 here (4096: 2 ms)
+
+
+def users_line(addr, password, iterations):
+    """A users-file record (SCRAM-SHA-256 keys, RFC 5802 §3) with this many
+    PBKDF2 iterations: a login whose check takes seconds, not milliseconds."""
+    salt = os.urandom(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    stored = hashlib.sha256(hmac.new(salted, b"Client Key", "sha256").digest()).digest()
+    server = hmac.new(salted, b"Server Key", "sha256").digest()
+    b = lambda v: base64.b64encode(v).decode()
+    return f"{addr}:SCRAM-SHA-256:{iterations}:{b(salt)}:{b(stored)}:{b(server)}\n"
+
+
+@pytest.fixture(scope="module")
+def slow_line():
+    return users_line(SLOW, SLOW_PW, SLOW_ITERATIONS)
+
+
+def start_with_slow_user(posthorn, cert, slow_line):
+    p, _ = start_sub(posthorn, cert, with_mx=True, start=False)
+    with open(p.users_file, "a") as f:
+        f.write(slow_line)
+    p.start()
+    return p
+
+
+def reply_waiting(c):
+    """Has the server answered on c yet?  (Never blocks.)"""
+    pending = getattr(c.sock, "pending", None)     # TLS: bytes already decrypted
+    return bool(c.buf) or bool(pending and pending()) or \
+        bool(select.select([c.sock], [], [], 0)[0])
+
+
+def test_other_sessions_go_on_while_a_password_is_checked(posthorn, cert, ctx, slow_line):
+    p = start_with_slow_user(posthorn, cert, slow_line)
+    a = raw(p, ctx=ctx, source="127.0.0.41")
+    a.send("AUTH PLAIN " + plain_response(SLOW, SLOW_PW) + "\r\n")
+    # while the check runs, the loop greets, answers and takes mail
+    b = p.connect("mx", source="127.0.0.42")
+    b.start()
+    assert b.cmd("NOOP").code == 250
+    send_message(b, "someone@elsewhere.test", [BOB], "Subject: meanwhile\r\n\r\nbody\r\n")
+    b.expect("QUIT", 221)
+    assert not reply_waiting(a), "the other session waited for the password check"
+    assert a.reply(timeout=60).code == 235
+    assert auth_events(p, result="ok", user=SLOW, mechanism="PLAIN")
+    # the session goes on where it was: authenticated, mail accepted
+    send_message(a, SLOW, [BOB], "Subject: after\r\n\r\nslow but sure\r\n")
+    # a wrong password takes the same way (and the same time) to its 535
+    c = raw(p, ctx=ctx, source="127.0.0.43")
+    assert login_plain(c, SLOW, "zed-wrong", "").code == 535
+    assert auth_events(p, result="fail", user=SLOW)
+    p.wait_messages(BOB, 2)
+
+
+def test_client_gone_during_a_password_check(posthorn, cert, ctx, slow_line):
+    p = start_with_slow_user(posthorn, cert, slow_line)
+    for i in range(3):
+        a = raw(p, ctx=ctx, source="127.0.0.44")
+        a.send("AUTH PLAIN " + plain_response(SLOW, SLOW_PW) + "\r\n")
+        a.close()
+    # the checks finish for nobody; the server goes on, then stops cleanly
+    time.sleep(0.2)
+    b = raw(p, ctx=ctx, source="127.0.0.45")
+    assert login_plain(b, BOB, BOB_PW).code == 235
+    a = raw(p, ctx=ctx, source="127.0.0.46")
+    a.send("AUTH PLAIN " + plain_response(SLOW, SLOW_PW) + "\r\n")
+    assert p.stop() == 0          # SIGTERM with a check under way
+    assert not sanitizer_report(p.log), sanitizer_report(p.log)

@@ -68,12 +68,29 @@ static char *unb64(const char *text, size_t *len)
 	return out;
 }
 
+/* One step; a password check it asks for is run here and now, as a
+ * worker would (offload.h), and the exchange ended with its verdict. */
+static enum sasl_status step_checked(struct sasl_session *s, const char *in, char **challenge)
+{
+	enum sasl_status st = sasl_step(s, in, challenge);
+	if (st != SASL_CHECK)
+		return st;
+	assert_null(*challenge);
+	struct sasl_check *c = sasl_take_check(s);
+	assert_non_null(c);
+	assert_null(sasl_take_check(s)); /* handed over once */
+	sasl_check_run(c);
+	st = sasl_checked(s, c);
+	sasl_check_free(c);
+	return st;
+}
+
 /* One step with raw (not yet encoded) client data. */
 static enum sasl_status step_raw(struct sasl_session *s, const void *data, size_t len,
 				 char **challenge)
 {
 	char *in = b64(data, len);
-	enum sasl_status st = sasl_step(s, in, challenge);
+	enum sasl_status st = step_checked(s, in, challenge);
 	free(in);
 	return st;
 }
@@ -99,7 +116,7 @@ static enum sasl_status plain_text(const char *in)
 {
 	struct sasl_session *s = sasl_start(MECH_PLAIN, db);
 	char *ch = NULL;
-	enum sasl_status st = sasl_step(s, in, &ch);
+	enum sasl_status st = step_checked(s, in, &ch);
 	assert_null(ch);
 	sasl_free(s);
 	return st;
@@ -769,6 +786,62 @@ static double elapsed_plain(const char *msg, size_t len)
 	return best;
 }
 
+/* PLAIN and LOGIN leave the PBKDF2 to the caller: the step only says
+ * SASL_CHECK, and the user is the one tried until the check has run. */
+static void test_password_check_is_handed_out(void **state)
+{
+	struct sasl_session *s = sasl_start(MECH_PLAIN, db);
+	char *ch = NULL;
+	char *in = b64("\0ALICE@example.test\0wonderland", 30);
+	assert_int_equal(sasl_step(s, in, &ch), SASL_CHECK);
+	free(in);
+	assert_null(ch);
+	assert_string_equal(sasl_user(s), "ALICE@example.test");
+	struct sasl_check *c = sasl_take_check(s);
+	assert_non_null(c);
+	assert_null(sasl_check_address(c)); /* not run yet: nobody */
+	sasl_check_run(c);
+	assert_string_equal(sasl_check_address(c), "alice@example.test");
+	assert_int_equal(sasl_checked(s, c), SASL_OK);
+	assert_string_equal(sasl_user(s), "alice@example.test");
+	sasl_check_free(c);
+	/* the exchange is over */
+	assert_int_equal(sasl_step(s, "", &ch), SASL_BAD_MESSAGE);
+	sasl_free(s);
+	/* a session freed with its check never taken frees the check */
+	s = sasl_start(MECH_PLAIN, db);
+	in = b64("\0user\0pencil", 12);
+	assert_int_equal(sasl_step(s, in, &ch), SASL_CHECK);
+	free(in);
+	sasl_free(s);
+}
+
+/* A check holds copies: the users may be reloaded (and the old database
+ * freed) while a worker runs it. */
+static void test_password_check_outlives_the_database(void **state)
+{
+	struct userdb *other = NULL;
+	assert_int_equal(userdb_load(users_path, &other, stderr), 0);
+	struct sasl_check *right = sasl_check_new(other, "alice@example.test", "wonderland", 10);
+	struct sasl_check *wrong = sasl_check_new(other, "alice@example.test", "wonderlan", 9);
+	struct sasl_check *nobody = sasl_check_new(other, "nobody@example.test", "x", 1);
+	struct sasl_check *unnamed = sasl_check_new(other, NULL, "wonderland", 10);
+	userdb_free(other);
+	sasl_check_run(right);
+	sasl_check_run(wrong);
+	sasl_check_run(nobody);
+	sasl_check_run(unnamed);
+	assert_string_equal(sasl_check_address(right), "alice@example.test");
+	assert_null(sasl_check_address(wrong));
+	assert_null(sasl_check_address(nobody));
+	assert_null(sasl_check_address(unnamed));
+	sasl_check_free(right);
+	sasl_check_free(wrong);
+	sasl_check_free(nobody);
+	sasl_check_free(unnamed);
+	sasl_check_free(NULL);
+}
+
 static void test_plain_unknown_user_timing(void **state)
 {
 	double known = elapsed_plain("\0user\0wrong", 11);
@@ -1134,6 +1207,8 @@ int main(void)
 	    cmocka_unit_test(test_plain_malformed),
 	    cmocka_unit_test(test_plain_long_fields),
 	    cmocka_unit_test(test_bad_base64),
+	    cmocka_unit_test(test_password_check_is_handed_out),
+	    cmocka_unit_test(test_password_check_outlives_the_database),
 	    cmocka_unit_test(test_plain_unknown_user_timing),
 	    cmocka_unit_test(test_login_ok),
 	    cmocka_unit_test(test_login_bad),

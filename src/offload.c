@@ -1,0 +1,268 @@
+/* offload: worker threads for CPU-heavy work (see offload.h).
+ *
+ * Jobs wait in a FIFO; a worker takes one, runs it without the lock and
+ * puts it on the finished list; one byte down a pipe wakes the loop, which
+ * hands each finished job to its owner, or, when the owner has cancelled
+ * it meanwhile, frees its work.  Cancelling only sets a flag: the job
+ * leaves through the finished list like any other, so a worker never
+ * touches freed memory. */
+#define _GNU_SOURCE /* pipe2 */
+#include "offload.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "util.h"
+
+enum { OFFLOAD_THREADS_MAX = 8 };
+
+struct offload_job {
+	offload_run_fn run;
+	offload_done_fn done;
+	offload_free_fn destroy;
+	void *work;
+	void *owner;
+	bool cancelled;                 /* under the lock */
+	struct offload_job *next;
+};
+
+static struct {
+	pthread_mutex_t lock;
+	pthread_cond_t wake;            /* a job queued, or stopping */
+	pthread_t threads[OFFLOAD_THREADS_MAX];
+	unsigned nthreads;
+	bool running, stopping;
+	struct offload_job *todo, **todo_tail;
+	struct offload_job *finished, **finished_tail;
+	int pipe_r, pipe_w;
+	struct event *ev;
+} ol = {.lock = PTHREAD_MUTEX_INITIALIZER, .pipe_r = -1, .pipe_w = -1};
+
+static void offload_append(struct offload_job ***tail, struct offload_job *j)
+{
+	j->next = NULL;
+	**tail = j;
+	*tail = &j->next;
+}
+
+static struct offload_job *offload_pop(struct offload_job **head, struct offload_job ***tail)
+{
+	struct offload_job *j = *head;
+	if (j) {
+		*head = j->next;
+		if (!*head)
+			*tail = head;
+	}
+	return j;
+}
+
+static void offload_notify_loop(void)
+{
+	char c = 'j';
+	/* a full pipe already holds a wake-up: nothing lost */
+	ssize_t w = write(ol.pipe_w, &c, 1);
+	(void)w;
+}
+
+static void *offload_worker(void *unused)
+{
+	(void)unused;
+	pthread_mutex_lock(&ol.lock);
+	for (;;) {
+		while (!ol.todo && !ol.stopping)
+			pthread_cond_wait(&ol.wake, &ol.lock);
+		if (ol.stopping)
+			break;
+		struct offload_job *j = offload_pop(&ol.todo, &ol.todo_tail);
+		bool skip = j->cancelled;
+		pthread_mutex_unlock(&ol.lock);
+		if (!skip)
+			j->run(j->work);
+		pthread_mutex_lock(&ol.lock);
+		bool was_empty = !ol.finished;
+		offload_append(&ol.finished_tail, j);
+		if (was_empty)
+			offload_notify_loop();
+	}
+	pthread_mutex_unlock(&ol.lock);
+	return NULL;
+}
+
+static void offload_free_job(struct offload_job *j)
+{
+	if (j->destroy)
+		j->destroy(j->work);
+	free(j);
+}
+
+/* On the loop: every finished job to its owner, or freed if cancelled. */
+static void offload_finished(evutil_socket_t fd, short what, void *arg)
+{
+	(void)what;
+	(void)arg;
+	char buf[64];
+	while (read(fd, buf, sizeof buf) == (ssize_t)sizeof buf)
+		;
+	pthread_mutex_lock(&ol.lock);
+	struct offload_job *list = ol.finished;
+	ol.finished = NULL;
+	ol.finished_tail = &ol.finished;
+	pthread_mutex_unlock(&ol.lock);
+	while (list) {
+		struct offload_job *j = list;
+		list = j->next;
+		/* cancel and done both run on this thread: no lock needed now
+		 * that no worker holds j */
+		if (j->cancelled) {
+			offload_free_job(j);
+		} else {
+			offload_done_fn done = j->done;
+			void *owner = j->owner, *work = j->work;
+			free(j);
+			done(owner, work);
+		}
+	}
+}
+
+/* Signals go to the event loop's thread, never to a worker. */
+static int offload_spawn(unsigned n)
+{
+	sigset_t all, old;
+	sigfillset(&all);
+	int e = pthread_sigmask(SIG_SETMASK, &all, &old);
+	if (e != 0)
+		return e;
+	for (ol.nthreads = 0; ol.nthreads < n; ol.nthreads++) {
+		e = pthread_create(&ol.threads[ol.nthreads], NULL, offload_worker, NULL);
+		if (e != 0)
+			break;
+	}
+	int e2 = pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (e2 != 0)
+		fatal("pthread_sigmask: %s", strerror(e2));
+	return e;
+}
+
+static void offload_join_all(void)
+{
+	pthread_mutex_lock(&ol.lock);
+	ol.stopping = true;
+	pthread_cond_broadcast(&ol.wake);
+	pthread_mutex_unlock(&ol.lock);
+	for (unsigned i = 0; i < ol.nthreads; i++) {
+		int e = pthread_join(ol.threads[i], NULL);
+		if (e != 0)
+			fatal("pthread_join: %s", strerror(e));
+	}
+	ol.nthreads = 0;
+}
+
+static void offload_close_pipe(void)
+{
+	if (ol.ev)
+		event_free(ol.ev);
+	ol.ev = NULL;
+	if (ol.pipe_r >= 0)
+		close(ol.pipe_r);
+	if (ol.pipe_w >= 0)
+		close(ol.pipe_w);
+	ol.pipe_r = ol.pipe_w = -1;
+}
+
+int offload_start(struct event_base *base, unsigned nthreads)
+{
+	if (ol.running || nthreads == 0) {
+		errno = ol.running ? EBUSY : EINVAL;
+		return -1;
+	}
+	if (nthreads > OFFLOAD_THREADS_MAX)
+		nthreads = OFFLOAD_THREADS_MAX;
+	int fds[2];
+	if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0)
+		return -1;
+	ol.pipe_r = fds[0];
+	ol.pipe_w = fds[1];
+	ol.ev = event_new(base, ol.pipe_r, EV_READ | EV_PERSIST, offload_finished, NULL);
+	if (!ol.ev || event_add(ol.ev, NULL) < 0) {
+		offload_close_pipe();
+		errno = ENOMEM;
+		return -1;
+	}
+	if (pthread_cond_init(&ol.wake, NULL) != 0) {
+		offload_close_pipe();
+		errno = ENOMEM;
+		return -1;
+	}
+	ol.todo = ol.finished = NULL;
+	ol.todo_tail = &ol.todo;
+	ol.finished_tail = &ol.finished;
+	ol.stopping = false;
+	int e = offload_spawn(nthreads);
+	if (e != 0) {
+		offload_join_all();
+		pthread_cond_destroy(&ol.wake);
+		offload_close_pipe();
+		errno = e;
+		return -1;
+	}
+	ol.running = true;
+	return 0;
+}
+
+void offload_stop(void)
+{
+	if (!ol.running)
+		return;
+	offload_join_all();
+	/* no worker left: what is queued or finished is nobody's now */
+	struct offload_job *j;
+	while ((j = offload_pop(&ol.todo, &ol.todo_tail)))
+		offload_free_job(j);
+	while ((j = offload_pop(&ol.finished, &ol.finished_tail)))
+		offload_free_job(j);
+	pthread_cond_destroy(&ol.wake);
+	offload_close_pipe();
+	ol.running = false;
+}
+
+bool offload_running(void)
+{
+	return ol.running;
+}
+
+struct offload_job *offload_submit(offload_run_fn run, offload_done_fn done,
+				   offload_free_fn destroy, void *work, void *owner)
+{
+	if (!ol.running) { /* tools, unit tests: here and now */
+		run(work);
+		done(owner, work);
+		return NULL;
+	}
+	struct offload_job *j = xcalloc(1, sizeof *j);
+	j->run = run;
+	j->done = done;
+	j->destroy = destroy;
+	j->work = work;
+	j->owner = owner;
+	pthread_mutex_lock(&ol.lock);
+	offload_append(&ol.todo_tail, j);
+	pthread_cond_signal(&ol.wake);
+	pthread_mutex_unlock(&ol.lock);
+	return j;
+}
+
+void offload_cancel(struct offload_job *job)
+{
+	if (!job)
+		return;
+	pthread_mutex_lock(&ol.lock);
+	job->cancelled = true;
+	pthread_mutex_unlock(&ol.lock);
+}
