@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import os
 import re
+import select
 import socket
 import ssl
 import time
@@ -181,5 +182,31 @@ def is_closed(conn, timeout=10.0):
         return False
 
 
+# -- a user whose password check takes seconds (the PBKDF2 workers) -----------
+
+SLOW = "zed@example.test"          # sorts after every default user
+SLOW_PW = "zed-Slow-Secret-9"
+SLOW_ITERATIONS = 3_000_000        # about 1.5 s of PBKDF2 here (4096: 2 ms)
+
+
+def users_line(addr, password, iterations):
+    """A users-file record (SCRAM-SHA-256 keys, RFC 5802 §3) with this many
+    PBKDF2 iterations: a login whose check takes seconds, not milliseconds."""
+    salt = os.urandom(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    stored = hashlib.sha256(hmac.new(salted, b"Client Key", "sha256").digest()).digest()
+    server = hmac.new(salted, b"Server Key", "sha256").digest()
+    b = lambda v: base64.b64encode(v).decode()
+    return f"{addr}:SCRAM-SHA-256:{iterations}:{b(salt)}:{b(stored)}:{b(server)}\n"
+
+
+def reply_waiting(c):
+    """Has the server answered on c yet?  (Never blocks.)"""
+    pending = getattr(c.sock, "pending", None)     # TLS: bytes already decrypted
+    return bool(c.buf) or bool(pending and pending()) or \
+        bool(select.select([c.sock], [], [], 0)[0])
+
+
 __all__ = ["b64", "unb64", "plain_response", "saslname", "ScramClient", "scram_login",
-           "client_context", "wrap", "starttls", "read_until_closed", "is_closed"]
+           "client_context", "wrap", "starttls", "read_until_closed", "is_closed",
+           "SLOW", "SLOW_PW", "SLOW_ITERATIONS", "users_line", "reply_waiting"]

@@ -11,11 +11,7 @@ Every client binds its own 127.0.0.x source address where failures are
 involved, so that the growing 535 delays of one test do not slow another.
 """
 
-import base64
-import hashlib
-import hmac
 import os
-import select
 import smtplib
 import ssl
 import subprocess
@@ -23,8 +19,9 @@ import time
 
 import pytest
 
-from authutil import (ScramClient, b64, client_context, is_closed, plain_response,
-                      read_until_closed, scram_login, starttls, unb64, wrap)
+from authutil import (SLOW, SLOW_ITERATIONS, SLOW_PW, ScramClient, b64, client_context,
+                      is_closed, plain_response, read_until_closed, reply_waiting, scram_login,
+                      starttls, unb64, users_line, wrap)
 from conftest import DEFAULT_USERS, run_cli
 from helpers import (CLIENT_HELO, HOST, SMTPConn, ehlo_keywords, free_port, sanitizer_report,
                      send_message, split_message, vm_rss_kb)
@@ -897,22 +894,6 @@ def test_log_never_holds_a_password(ph, cert, ctx):
 
 # -- the PBKDF2 of PLAIN and LOGIN runs beside the event loop --------------------
 
-SLOW = "zed@example.test"          # sorts after every default user
-SLOW_PW = "zed-Slow-Secret-9"
-SLOW_ITERATIONS = 3_000_000        # about 1.5 s of PBKDF2 here (4096: 2 ms)
-
-
-def users_line(addr, password, iterations):
-    """A users-file record (SCRAM-SHA-256 keys, RFC 5802 §3) with this many
-    PBKDF2 iterations: a login whose check takes seconds, not milliseconds."""
-    salt = os.urandom(16)
-    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
-    stored = hashlib.sha256(hmac.new(salted, b"Client Key", "sha256").digest()).digest()
-    server = hmac.new(salted, b"Server Key", "sha256").digest()
-    b = lambda v: base64.b64encode(v).decode()
-    return f"{addr}:SCRAM-SHA-256:{iterations}:{b(salt)}:{b(stored)}:{b(server)}\n"
-
-
 @pytest.fixture(scope="module")
 def slow_line():
     return users_line(SLOW, SLOW_PW, SLOW_ITERATIONS)
@@ -924,13 +905,6 @@ def start_with_slow_user(posthorn, cert, slow_line):
         f.write(slow_line)
     p.start()
     return p
-
-
-def reply_waiting(c):
-    """Has the server answered on c yet?  (Never blocks.)"""
-    pending = getattr(c.sock, "pending", None)     # TLS: bytes already decrypted
-    return bool(c.buf) or bool(pending and pending()) or \
-        bool(select.select([c.sock], [], [], 0)[0])
 
 
 def test_other_sessions_go_on_while_a_password_is_checked(posthorn, cert, ctx, slow_line):

@@ -30,7 +30,8 @@ import time
 
 import pytest
 
-from authutil import b64, plain_response, read_until_closed
+from authutil import (SLOW, SLOW_ITERATIONS, SLOW_PW, b64, plain_response, read_until_closed,
+                      reply_waiting, users_line)
 from authutil import starttls as smtp_starttls
 from helpers import HOST, SMTPConn, free_port, vm_rss_kb, wait_until
 from imaputil import (BOB, BOB_PW, CAROL, CAROL_PW, DAVE, DAVE_PW, IMAPConn, client_ctx,
@@ -264,6 +265,30 @@ def test_index_lost_while_running_gets_a_new_uidvalidity(imap, ctx):
     v2, _, uids2 = select_ids(imap, ctx)
     assert v2 > v1, (v2, v1)
     assert list(uids2.values()) == list(uids1.values())
+
+
+# -- a login's PBKDF2 runs beside the event loop ----------------------------------------------------
+
+def test_slow_login_holds_only_its_own_session(posthorn, cert, ctx):
+    p = start_imap(posthorn, cert, start=False)
+    with open(p.users_file, "a") as f:
+        f.write(users_line(SLOW, SLOW_PW, SLOW_ITERATIONS))
+    p.start()
+    a = connect(p, tls="imaps", ctx=ctx)
+    tag = a.send_cmd(f"LOGIN {SLOW} {quote('zed-wrong')}")
+    a.send(b"N1 NOOP\r\n")                # pipelined: waits for the LOGIN's answer
+    b = connect(p, tls="imaps", ctx=ctx)
+    assert b.ok("NOOP")
+    assert b.login(BOB, BOB_PW).ok
+    b.select("INBOX")
+    assert not reply_waiting(a), "another session waited for the password check"
+    r = a.collect(tag, timeout=60)
+    assert r.status == "NO" and "[AUTHENTICATIONFAILED]" in r.tagged, r
+    assert a.collect("N1", timeout=30).status == "OK"
+    assert a.login(SLOW, SLOW_PW).ok
+    assert a.ok("NOOP")
+    [ev] = [e for e in p.events("auth") if e.get("user") == SLOW and e.get("result") == "fail"]
+    assert ev.get("client") == "127.0.0.1", ev
 
 
 # -- malformed input, bounded memory ----------------------------------------------------------------

@@ -28,7 +28,8 @@ import uuid
 
 import pytest
 
-from authutil import ScramClient, b64, plain_response, unb64
+from authutil import (SLOW, SLOW_ITERATIONS, SLOW_PW, ScramClient, b64, plain_response,
+                      reply_waiting, unb64, users_line)
 from conftest import DEFAULT_USERS, run_cli
 from helpers import (CLIENT_HELO, HOST, ConnectionClosed, SMTPConn, free_port, send_message,
                      vm_rss_kb, wait_until)
@@ -995,3 +996,23 @@ def test_reload_keeps_pop3_sessions(pop, ctx):
     assert c.login(BOB, BOB_PW).startswith("+OK")
     quit_(c)
 
+
+
+# -- a login's PBKDF2 runs beside the event loop ---------------------------------
+
+def test_slow_pass_holds_only_its_own_session(posthorn, cert, ctx):
+    p = start_pop3(posthorn, cert)
+    with open(p.users_file, "a") as f:
+        f.write(users_line(SLOW, SLOW_PW, SLOW_ITERATIONS))
+    p.reload()                                  # the users, read again
+    a = connect(p, tls="implicit", ctx=ctx)
+    a.ok(f"USER {SLOW}")
+    a.send("PASS zed-wrong\r\nNOOP\r\n")      # NOOP waits for the PASS's answer
+    b = connect(p, tls="implicit", ctx=ctx)
+    assert b.login(BOB, BOB_PW).startswith("+OK")
+    assert b.cmd("STAT").startswith("+OK")
+    assert not reply_waiting(a), "another session waited for the password check"
+    assert a.line(timeout=60).startswith("-ERR [AUTH]")
+    assert a.line(timeout=30).startswith("-ERR")   # NOOP before login
+    assert a.login(SLOW, SLOW_PW).startswith("+OK")
+    assert a.cmd("STAT").startswith("+OK")
