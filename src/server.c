@@ -863,11 +863,12 @@ static void server_enqueue_spooled(struct spool *sp)
 	spool_free_ids(ids, n);
 }
 
-/* Workers for the PBKDF2 of password logins: one per core, at most four. */
+/* Workers for the PBKDF2 of password logins: one per core, at least two
+ * (one slow check does not hold every other login), at most four. */
 static unsigned server_offload_threads(void)
 {
 	long n = sysconf(_SC_NPROCESSORS_ONLN);
-	return n < 1 ? 1 : n > 4 ? 4 : (unsigned)n;
+	return n < 2 ? 2 : n > 4 ? 4 : (unsigned)n;
 }
 
 static int server_start(struct runtime *rt)
