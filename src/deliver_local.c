@@ -7,7 +7,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -1127,21 +1126,6 @@ static int delivery_init_cond(void)
 	return e;
 }
 
-/* Signals go to the event loop's thread, never to the worker. */
-static int delivery_spawn(void)
-{
-	sigset_t all, old;
-	sigfillset(&all);
-	int e = pthread_sigmask(SIG_SETMASK, &all, &old);
-	if (e != 0)
-		return e;
-	e = pthread_create(&dl.thread, NULL, delivery_main, NULL);
-	int e2 = pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (e == 0 && e2 != 0)
-		fatal("pthread_sigmask: %s", strerror(e2));
-	return e;
-}
-
 int delivery_start(struct spool *sp, const char *mailboxes)
 {
 	if (!sp || !mailboxes) {
@@ -1161,7 +1145,7 @@ int delivery_start(struct spool *sp, const char *mailboxes)
 		dl.mailboxes = xstrdup(mailboxes);
 		dl.stopping = false;
 		dl.worker_ready = false;
-		e = delivery_spawn();
+		e = thread_start(&dl.thread, delivery_main, NULL);
 		if (e == 0) {
 			dl.running = true;
 			while (!dl.worker_ready)

@@ -80,7 +80,6 @@ struct imap_session {
 	struct event *resume;            /* a job goes on at the next loop turn */
 	struct event *pause;             /* a failed login's reply waits a while */
 	struct offload_job *check;       /* LOGIN, AUTHENTICATE: the password on a worker */
-	char *check_name;                /* LOGIN: the name being checked */
 	char tag[IMAP_TAG_MAX + 1];      /* of the command being answered */
 	/* AUTHENTICATE */
 	struct sasl_session *sasl;

@@ -501,16 +501,13 @@ static void imap_login_checked(void *owner, void *work)
 {
 	struct imap_session *s = owner;
 	struct sasl_check *c = work;
-	char *name = s->check_name;
 	s->check = NULL;
-	s->check_name = NULL;
 	const char *address = sasl_check_address(c);
 	if (address)
 		imap_login(s, address);
 	else
-		imap_login_failed(s, name);
+		imap_login_failed(s, sasl_check_user(c));
 	sasl_check_free(c);
-	free(name);
 	imap_run(s);
 }
 
@@ -526,12 +523,9 @@ IMAP_HANDLER(imap_cmd_login)
 	}
 	if (imap_locked_out(s))
 		return;
-	/* a name with a NUL in it is nobody's: checked against the dummy */
-	struct sasl_check *check =
-	    sasl_check_new(s->rt->users, ulen == strlen(name) ? name : NULL, pw, plen);
+	struct sasl_check *check = sasl_check_new(s->rt->users, name, ulen, pw, plen);
 	OPENSSL_cleanse((char *)pw, plen); /* the command's own copy; freed right after */
 	s->sasl_mech = 0;
-	s->check_name = xstrdup(name);
 	s->check = offload_submit(sasl_check_run, imap_login_checked, sasl_check_free, check, s);
 }
 
@@ -2230,7 +2224,6 @@ static void imap_free(struct imap_session *s)
 	if (s->pause)
 		event_free(s->pause);
 	offload_cancel(s->check);
-	free(s->check_name);
 	if (s->resume)
 		event_free(s->resume);
 	if (s->login_timer)

@@ -12,7 +12,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -39,7 +38,7 @@ static struct {
 	pthread_t threads[OFFLOAD_THREADS_MAX];
 	unsigned nthreads;
 	bool running, stopping;
-	struct offload_job *todo, **todo_tail;
+	struct offload_job *queued, **queued_tail; /* FIFO, not yet taken */
 	struct offload_job *finished, **finished_tail;
 	int pipe_r, pipe_w;
 	struct event *ev;
@@ -76,11 +75,11 @@ static void *offload_worker(void *unused)
 	(void)unused;
 	pthread_mutex_lock(&ol.lock);
 	for (;;) {
-		while (!ol.todo && !ol.stopping)
+		while (!ol.queued && !ol.stopping)
 			pthread_cond_wait(&ol.wake, &ol.lock);
 		if (ol.stopping)
 			break;
-		struct offload_job *j = offload_pop(&ol.todo, &ol.todo_tail);
+		struct offload_job *j = offload_pop(&ol.queued, &ol.queued_tail);
 		bool skip = j->cancelled;
 		pthread_mutex_unlock(&ol.lock);
 		if (!skip)
@@ -131,22 +130,12 @@ static void offload_finished(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
-/* Signals go to the event loop's thread, never to a worker. */
 static int offload_spawn(unsigned n)
 {
-	sigset_t all, old;
-	sigfillset(&all);
-	int e = pthread_sigmask(SIG_SETMASK, &all, &old);
-	if (e != 0)
-		return e;
-	for (ol.nthreads = 0; ol.nthreads < n; ol.nthreads++) {
-		e = pthread_create(&ol.threads[ol.nthreads], NULL, offload_worker, NULL);
-		if (e != 0)
+	int e = 0;
+	for (ol.nthreads = 0; ol.nthreads < n; ol.nthreads++)
+		if ((e = thread_start(&ol.threads[ol.nthreads], offload_worker, NULL)) != 0)
 			break;
-	}
-	int e2 = pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (e2 != 0)
-		fatal("pthread_sigmask: %s", strerror(e2));
 	return e;
 }
 
@@ -200,8 +189,8 @@ int offload_start(struct event_base *base, unsigned nthreads)
 		errno = ENOMEM;
 		return -1;
 	}
-	ol.todo = ol.finished = NULL;
-	ol.todo_tail = &ol.todo;
+	ol.queued = ol.finished = NULL;
+	ol.queued_tail = &ol.queued;
 	ol.finished_tail = &ol.finished;
 	ol.stopping = false;
 	int e = offload_spawn(nthreads);
@@ -223,7 +212,7 @@ void offload_stop(void)
 	offload_join_all();
 	/* no worker left: what is queued or finished is nobody's now */
 	struct offload_job *j;
-	while ((j = offload_pop(&ol.todo, &ol.todo_tail)))
+	while ((j = offload_pop(&ol.queued, &ol.queued_tail)))
 		offload_free_job(j);
 	while ((j = offload_pop(&ol.finished, &ol.finished_tail)))
 		offload_free_job(j);
@@ -252,7 +241,7 @@ struct offload_job *offload_submit(offload_run_fn run, offload_done_fn done,
 	j->work = work;
 	j->owner = owner;
 	pthread_mutex_lock(&ol.lock);
-	offload_append(&ol.todo_tail, j);
+	offload_append(&ol.queued_tail, j);
 	pthread_cond_signal(&ol.wake);
 	pthread_mutex_unlock(&ol.lock);
 	return j;

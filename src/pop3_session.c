@@ -92,7 +92,6 @@ struct pop3_session {
 	/* logging in */
 	char *user_name;                /* USER given; PASS must follow */
 	struct offload_job *check;      /* PASS or AUTH: the password on a worker */
-	char *check_name;               /* PASS: the USER name being checked */
 	struct sasl_session *sasl;
 	unsigned sasl_mech;
 	bool sasl_final;                /* sent the SCRAM server-final, awaiting "" */
@@ -640,16 +639,13 @@ static void pop3_pass_checked(void *owner, void *work)
 {
 	struct pop3_session *s = owner;
 	struct sasl_check *c = work;
-	char *name = s->check_name;
 	s->check = NULL;
-	s->check_name = NULL;
 	const char *address = sasl_check_address(c);
 	if (address)
 		pop3_login(s, address);
 	else
-		pop3_login_failed(s, name);
+		pop3_login_failed(s, sasl_check_user(c));
 	sasl_check_free(c);
-	free(name);
 	pop3_run(s);
 }
 
@@ -667,10 +663,10 @@ static void pop3_cmd_pass(struct pop3_session *s, char *args)
 	}
 	/* RFC 1939 §7: the argument is the rest of the line, spaces included */
 	size_t len = strlen(args);
-	struct sasl_check *c = sasl_check_new(s->rt->users, name, args, len);
+	struct sasl_check *c = sasl_check_new(s->rt->users, name, strlen(name), args, len);
 	OPENSSL_cleanse(args, len);
+	free(name);
 	s->sasl_mech = 0;
-	s->check_name = name;
 	s->check = offload_submit(sasl_check_run, pop3_pass_checked, sasl_check_free, c, s);
 }
 
@@ -1114,7 +1110,6 @@ static void pop3_free(struct pop3_session *s)
 	if (s->pause)
 		event_free(s->pause);
 	offload_cancel(s->check);
-	free(s->check_name);
 	conn_free(s->io);
 	server_conn_closed(s->conn);
 	runtime_unref(s->rt);

@@ -303,15 +303,18 @@ struct sasl_check {
 	struct user_record rec;  /* a copy; the dummy's for an unknown user */
 	bool known;
 	bool passed;
+	char *user;              /* the name tried */
 	char *pass;
 	size_t len;
 };
 
-struct sasl_check *sasl_check_new(const struct userdb *db, const char *user, const char *pass,
-				  size_t len)
+struct sasl_check *sasl_check_new(const struct userdb *db, const char *user, size_t ulen,
+				  const char *pass, size_t len)
 {
 	struct sasl_check *c = xcalloc(1, sizeof *c);
-	const struct user_record *rec = user ? userdb_find(db, user) : NULL;
+	bool whole = user && strlen(user) == ulen;
+	const struct user_record *rec = whole ? userdb_find(db, user) : NULL;
+	c->user = user ? xstrdup(user) : NULL;
 	if (rec) {
 		c->rec = *rec;
 		c->rec.address = xstrdup(rec->address);
@@ -343,6 +346,11 @@ const char *sasl_check_address(const struct sasl_check *c)
 	return c->passed ? c->rec.address : NULL;
 }
 
+const char *sasl_check_user(const struct sasl_check *c)
+{
+	return c->user;
+}
+
 void sasl_check_free(void *check)
 {
 	struct sasl_check *c = check;
@@ -350,6 +358,7 @@ void sasl_check_free(void *check)
 		return;
 	sasl_wipe_free(c->pass, c->len + 1);
 	free(c->rec.address);
+	free(c->user);
 	OPENSSL_cleanse(c, sizeof *c);
 	free(c);
 }
@@ -359,7 +368,7 @@ void sasl_check_free(void *check)
 static enum sasl_status sasl_verify(struct sasl_session *s, const char *pass, size_t len)
 {
 	sasl_check_free(s->check);
-	s->check = sasl_check_new(s->db, s->user, pass, len);
+	s->check = sasl_check_new(s->db, s->user, s->user ? strlen(s->user) : 0, pass, len);
 	return SASL_CHECK;
 }
 

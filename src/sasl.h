@@ -59,15 +59,19 @@ enum sasl_status sasl_step(struct sasl_session *s, const char *in, char **challe
  * against a dummy record, so the time taken does not tell who exists. */
 struct sasl_check;
 
-/* What the check needs, copied (the users may be reloaded meanwhile). */
-struct sasl_check *sasl_check_new(const struct userdb *db, const char *user, const char *pass,
-				  size_t len);
+/* What the check needs, copied (the users may be reloaded meanwhile).
+ * user is the name tried, ulen bytes; a name with a NUL in it (or NULL) is
+ * nobody's and is checked against the dummy. */
+struct sasl_check *sasl_check_new(const struct userdb *db, const char *user, size_t ulen,
+				  const char *pass, size_t len);
 /* The derivation and a constant-time compare; on any thread
  * (an offload_run_fn). */
 void sasl_check_run(void *check);
 /* After the run: the user's address when the password was right, else
  * NULL. */
 const char *sasl_check_address(const struct sasl_check *c);
+/* The name tried, up to a NUL in it (untrusted: escape it); NULL if none. */
+const char *sasl_check_user(const struct sasl_check *c);
 /* Wipes the password and the keys (an offload_free_fn). */
 void sasl_check_free(void *check);
 

@@ -28,7 +28,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1148,21 +1147,6 @@ static void spool_committer_ready(evutil_socket_t fd, short what, void *arg)
 		spool_run_callbacks(spool_take_done(sp, sp->gc));
 }
 
-/* Signals go to the event loop's thread, never to the committer. */
-static int spool_committer_spawn(struct spool *sp)
-{
-	sigset_t all, old;
-	sigfillset(&all);
-	int e = pthread_sigmask(SIG_SETMASK, &all, &old);
-	if (e != 0)
-		return e;
-	e = pthread_create(&sp->gc->thread, NULL, spool_committer_main, sp);
-	int e2 = pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (e == 0 && e2 != 0)
-		fatal("pthread_sigmask: %s", strerror(e2));
-	return e;
-}
-
 int spool_committer_start(struct spool *sp, struct event_base *base)
 {
 	if (sp->gc) {
@@ -1185,7 +1169,7 @@ int spool_committer_start(struct spool *sp, struct event_base *base)
 	sp->gc = gc;
 	sp->journaling = sp->journal != NULL;
 	pthread_mutex_unlock(&sp->lock);
-	int e = spool_committer_spawn(sp);
+	int e = thread_start(&sp->gc->thread, spool_committer_main, sp);
 	if (e != 0) {
 		pthread_mutex_lock(&sp->lock);
 		sp->gc = NULL;

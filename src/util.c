@@ -305,6 +305,20 @@ static void sync_pool_start(void)
 		sync_pool.threads = SIZE_MAX; /* none: do not try again */
 }
 
+int thread_start(pthread_t *t, void *(*fn)(void *), void *arg)
+{
+	sigset_t all, old;
+	sigfillset(&all);
+	int e = pthread_sigmask(SIG_SETMASK, &all, &old);
+	if (e != 0)
+		return e;
+	e = pthread_create(t, NULL, fn, arg);
+	int e2 = pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (e2 != 0)
+		fatal("pthread_sigmask: %s", strerror(e2));
+	return e;
+}
+
 void fdatasync_all(const int *fds, int *errs, size_t n)
 {
 	if (n == 0)

@@ -3,6 +3,7 @@
 #ifndef POSTHORN_UTIL_H
 #define POSTHORN_UTIL_H
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -52,6 +53,10 @@ int fsync_dir(const char *path);
  * the flushes together instead of one after the other.  errs[i] is 0 or
  * the errno for fds[i]. */
 void fdatasync_all(const int *fds, int *errs, size_t n);
+
+/* pthread_create() for a thread that never takes a signal: signals go to
+ * the event loop's thread.  0 or an errno. */
+int thread_start(pthread_t *t, void *(*fn)(void *), void *arg);
 /* mkdir -p with mode; 0 or -1. */
 int mkdir_p(const char *path, unsigned mode);
 

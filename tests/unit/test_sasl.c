@@ -822,23 +822,31 @@ static void test_password_check_outlives_the_database(void **state)
 {
 	struct userdb *other = NULL;
 	assert_int_equal(userdb_load(users_path, &other, stderr), 0);
-	struct sasl_check *right = sasl_check_new(other, "alice@example.test", "wonderland", 10);
-	struct sasl_check *wrong = sasl_check_new(other, "alice@example.test", "wonderlan", 9);
-	struct sasl_check *nobody = sasl_check_new(other, "nobody@example.test", "x", 1);
-	struct sasl_check *unnamed = sasl_check_new(other, NULL, "wonderland", 10);
+	struct sasl_check *right = sasl_check_new(other, "alice@example.test", 18, "wonderland", 10);
+	struct sasl_check *wrong = sasl_check_new(other, "alice@example.test", 18, "wonderlan", 9);
+	struct sasl_check *nobody = sasl_check_new(other, "nobody@example.test", 19, "x", 1);
+	struct sasl_check *unnamed = sasl_check_new(other, NULL, 0, "wonderland", 10);
+	/* a name with a NUL in it is nobody's, even with the right password */
+	struct sasl_check *nul = sasl_check_new(other, "alice@example.test\0x", 20, "wonderland", 10);
 	userdb_free(other);
 	sasl_check_run(right);
 	sasl_check_run(wrong);
 	sasl_check_run(nobody);
 	sasl_check_run(unnamed);
+	sasl_check_run(nul);
 	assert_string_equal(sasl_check_address(right), "alice@example.test");
 	assert_null(sasl_check_address(wrong));
 	assert_null(sasl_check_address(nobody));
 	assert_null(sasl_check_address(unnamed));
+	assert_null(sasl_check_address(nul));
+	assert_string_equal(sasl_check_user(nul), "alice@example.test");
+	assert_string_equal(sasl_check_user(wrong), "alice@example.test");
+	assert_null(sasl_check_user(unnamed));
 	sasl_check_free(right);
 	sasl_check_free(wrong);
 	sasl_check_free(nobody);
 	sasl_check_free(unnamed);
+	sasl_check_free(nul);
 	sasl_check_free(NULL);
 }
 
