@@ -274,7 +274,19 @@ static void conn_setup(struct conn *c)
 	 * race: the second would close the session before its 421 left) */
 	struct timeval tv = {.tv_sec = c->timeout};
 	bufferevent_set_timeouts(c->bev, NULL, &tv);
-	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	bool tls = bufferevent_openssl_get_ssl(c->bev) != NULL;
+	bufferevent_enable(c->bev, tls ? EV_READ | EV_WRITE : EV_READ);
+}
+
+/* A bufferevent sends what is queued in it only with EV_WRITE enabled, and
+ * enabling it arms the write event at once.  A plain connection enables
+ * it when the first bytes are queued (conn_direct() could not send them),
+ * not at its start: a session whose replies all leave directly never arms
+ * it (for the greeting alone: two epoll_ctl calls and a pass of the loop). */
+static void conn_queue_writable(struct conn *c)
+{
+	if (!(bufferevent_get_enabled(c->bev) & EV_WRITE))
+		bufferevent_enable(c->bev, EV_WRITE);
 }
 
 /* Put TLS under the session: over the socket (fd >= 0, implicit TLS) or
@@ -308,6 +320,7 @@ bool conn_starttls(struct conn *c)
 	if (!c->ts || c->tls_active || c->handshaking)
 		return false;
 	conn_flush_held(c); /* the reply to STARTTLS, in the clear */
+	conn_queue_writable(c); /* the TLS filter writes through it */
 	/* Anything pipelined after the command came in the clear and must
 	 * never count as sent inside TLS (CVE-2011-0411). */
 	struct evbuffer *in = bufferevent_get_input(c->bev);
@@ -402,6 +415,7 @@ static void conn_flush_held(struct conn *c)
 			return;
 		}
 	}
+	conn_queue_writable(c);
 	bufferevent_write_buffer(c->bev, c->held);
 }
 
@@ -409,6 +423,7 @@ void conn_write(struct conn *c, const void *data, size_t len)
 {
 	if (!conn_direct(c)) {
 		conn_flush_held(c);
+		conn_queue_writable(c);
 		bufferevent_write(c->bev, data, len);
 		return;
 	}
