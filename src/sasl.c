@@ -4,6 +4,7 @@
  * crypto (base64, HMAC, SHA-256, PBKDF2, random) is OpenSSL's. */
 #include "sasl.h"
 
+#include <ctype.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -27,6 +28,7 @@ enum {
 	SASL_FIELD_MAX = 255,           /* RFC 4616 §2: authzid, authcid, passwd */
 	SASL_NONCE_BYTES = 24,          /* CSPRNG bytes in the server nonce */
 	SASL_FAKE_SALT_LEN = 16,        /* as long as the salt of a real record */
+	SASL_DISGUISE_HASH = 64,        /* HMAC-SHA-512 */
 	SASL_THROTTLE_ADDR_MAX = 255,   /* longest address text kept as a key */
 	SASL_DELAY_STEP_MS = 250,
 	SASL_DELAY_MAX_MS = 3000,
@@ -224,6 +226,61 @@ static bool sasl_secret_init(void)
 	return sasl_secret.ready;
 }
 
+/* What a name that is nobody's is given, so that it passes for a user who
+ * exists (RFC 5802 §5.1): a salt of its own, the same at every attempt,
+ * and the salt length and iteration count of a real record, picked by a
+ * second keyed hash of the name (the same record while the users stay the
+ * same).  SCRAM shows both on the wire, and a password check takes as long
+ * as its iteration count: one fixed count would set the users with other
+ * counts apart from the names that do not exist.  The defaults when there
+ * are no users.  false if the CSPRNG failed. */
+struct sasl_disguise {
+	uint8_t salt[USERDB_SALT_MAX];
+	size_t salt_len;
+	unsigned iterations;
+};
+
+static bool sasl_keyed_hash(char label, const char *name, size_t len,
+			    uint8_t out[SASL_DISGUISE_HASH])
+{
+	unsigned char *data = xmalloc(len + 1);
+	data[0] = (unsigned char)label;
+	for (size_t i = 0; i < len; i++) /* case-insensitive, as the lookup */
+		data[i + 1] = (unsigned char)tolower((unsigned char)name[i]);
+	unsigned int n = 0;
+	bool ok = HMAC(EVP_sha512(), sasl_secret.salt_key, USERDB_KEY_LEN, data, len + 1, out,
+		       &n) &&
+		  n == SASL_DISGUISE_HASH;
+	OPENSSL_cleanse(data, len + 1);
+	free(data);
+	return ok;
+}
+
+static bool sasl_disguise(const struct userdb *db, const char *name, size_t len,
+			  struct sasl_disguise *out)
+{
+	_Static_assert((int)USERDB_SALT_MAX <= (int)SASL_DISGUISE_HASH, "a fake salt is one hash");
+	uint8_t salt[SASL_DISGUISE_HASH], pick[SASL_DISGUISE_HASH];
+	if (!sasl_secret_init() || !sasl_keyed_hash('s', name, len, salt) ||
+	    !sasl_keyed_hash('p', name, len, pick))
+		return false;
+	out->salt_len = SASL_FAKE_SALT_LEN;
+	out->iterations = USERDB_DEFAULT_ITERATIONS;
+	size_t n = db ? userdb_count(db) : 0;
+	if (n > 0) {
+		uint64_t v = 0;
+		for (int i = 0; i < 8; i++)
+			v = v << 8 | pick[i];
+		const struct user_record *rec = userdb_at(db, (size_t)(v % n));
+		out->salt_len = rec->salt_len;
+		out->iterations = rec->iterations;
+	}
+	memcpy(out->salt, salt, out->salt_len);
+	OPENSSL_cleanse(salt, sizeof salt);
+	OPENSSL_cleanse(pick, sizeof pick);
+	return true;
+}
+
 /* For tests: a fixed server nonce suffix instead of a random one. */
 static char *sasl_fixed_nonce;
 
@@ -314,14 +371,19 @@ struct sasl_check *sasl_check_new(const struct userdb *db, const char *user, siz
 	struct sasl_check *c = xcalloc(1, sizeof *c);
 	bool whole = user && strlen(user) == ulen;
 	const struct user_record *rec = whole ? userdb_find(db, user) : NULL;
+	struct sasl_disguise mask;
 	c->user = user ? xstrdup(user) : NULL;
 	if (rec) {
 		c->rec = *rec;
 		c->rec.address = xstrdup(rec->address);
 		c->known = true;
-	} else if (sasl_secret_init()) {
+	} else if (sasl_disguise(db, user ? user : "", user ? ulen : 0, &mask)) {
 		c->rec = sasl_secret.dummy;
 		c->rec.address = NULL;
+		c->rec.iterations = mask.iterations;
+		c->rec.salt_len = mask.salt_len;
+		memcpy(c->rec.salt, mask.salt, mask.salt_len);
+		OPENSSL_cleanse(&mask, sizeof mask);
 	} else {
 		c->rec.iterations = 0; /* no dummy: fails at once (no CSPRNG) */
 	}
@@ -339,6 +401,11 @@ void sasl_check_run(void *check)
 	c->passed = ok && c->known;
 	/* wiped here, freed by sasl_check_free() on the thread that made it */
 	OPENSSL_cleanse(c->pass, c->len + 1);
+}
+
+unsigned sasl_check_iterations(const struct sasl_check *c)
+{
+	return c->rec.iterations;
 }
 
 const char *sasl_check_address(const struct sasl_check *c)
@@ -551,10 +618,9 @@ static enum sasl_status sasl_scram_gs2(const char **p, char **authzid)
 	return SASL_OK;
 }
 
-/* Salt, iterations and keys of the user; for an unknown user a fake salt
- * that is stable per name (HMAC of the lower-cased name with a per-process
- * key) and the default iteration count, so that server-first looks the
- * same whether the user exists or not; the proof check then fails. */
+/* Salt, iterations and keys of the user; for an unknown user those of its
+ * disguise (sasl_disguise) and the dummy's keys, so that server-first looks
+ * the same whether the user exists or not; the proof check then fails. */
 static bool sasl_scram_keys(struct sasl_session *s, uint8_t salt[USERDB_SALT_MAX],
 			    size_t *salt_len, unsigned *iterations)
 {
@@ -568,20 +634,17 @@ static bool sasl_scram_keys(struct sasl_session *s, uint8_t salt[USERDB_SALT_MAX
 		memcpy(s->server_key, rec->server_key, USERDB_KEY_LEN);
 		return true;
 	}
-	if (!sasl_secret_init())
+	struct sasl_disguise mask;
+	if (!sasl_disguise(s->db, s->user, strlen(s->user), &mask))
 		return false;
-	uint8_t mac[USERDB_KEY_LEN];
-	char *lower = str_lower(xstrdup(s->user));
-	bool ok = sasl_hmac(sasl_secret.salt_key, USERDB_KEY_LEN, lower, strlen(lower), mac);
-	sasl_wipe_str(lower);
-	memcpy(salt, mac, SASL_FAKE_SALT_LEN);
-	OPENSSL_cleanse(mac, sizeof mac);
-	*salt_len = SASL_FAKE_SALT_LEN;
-	*iterations = USERDB_DEFAULT_ITERATIONS;
+	memcpy(salt, mask.salt, mask.salt_len);
+	*salt_len = mask.salt_len;
+	*iterations = mask.iterations;
+	OPENSSL_cleanse(&mask, sizeof mask);
 	s->known = false;
 	memcpy(s->stored_key, sasl_secret.dummy.stored_key, USERDB_KEY_LEN);
 	memcpy(s->server_key, sasl_secret.dummy.server_key, USERDB_KEY_LEN);
-	return ok;
+	return true;
 }
 
 /* The server's half of the nonce: 24 CSPRNG bytes in base64, which is

@@ -56,7 +56,8 @@ enum sasl_status sasl_step(struct sasl_session *s, const char *in, char **challe
  * The PBKDF2 behind a password costs milliseconds of CPU, so the protocols
  * run it on a worker (offload.h), never on the event loop: PLAIN, LOGIN,
  * POP3's PASS and IMAP's LOGIN.  An unknown user costs the same derivation
- * against a dummy record, so the time taken does not tell who exists. */
+ * against a dummy record, with the iteration count of a real user picked by
+ * the name, so the time taken does not tell who exists. */
 struct sasl_check;
 
 /* What the check needs, copied (the users may be reloaded meanwhile).
@@ -72,6 +73,9 @@ void sasl_check_run(void *check);
 const char *sasl_check_address(const struct sasl_check *c);
 /* The name tried, up to a NUL in it (untrusted: escape it); NULL if none. */
 const char *sasl_check_user(const struct sasl_check *c);
+/* The PBKDF2 iterations the check spends (an unknown user's: those of the
+ * record its name is disguised as); 0 when it fails at once. */
+unsigned sasl_check_iterations(const struct sasl_check *c);
 /* Wipes the password and the keys (an offload_free_fn). */
 void sasl_check_free(void *check);
 

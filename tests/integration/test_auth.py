@@ -466,6 +466,35 @@ def test_scram_by_hand(ph, cert):
     assert_log_clean(p)
 
 
+def test_unknown_user_shows_the_iterations_of_real_ones(posthorn, cert):
+    # every user here has 6,000 iterations, none the default 4,096: a name
+    # that is nobody's must show the same count (and salt size) in SCRAM's
+    # server-first, or the count alone would tell who exists
+    p, _ = start_sub(posthorn, cert, start=False)
+    with open(p.users_file, "w") as f:
+        f.write(users_line(BOB, BOB_PW, 6000))
+        f.write(users_line("admin@example.test", "admin-Secret-1", 6000))
+    p.start()
+    shown = []
+    for i, name in enumerate(["ghost@example.test", "GHOST@example.test", BOB]):
+        c = raw(p, source=f"127.0.0.{34 + i}")
+        sc = ScramClient(name, BOB_PW if name == BOB else WRONG_PWS[3])
+        r = c.cmd("AUTH SCRAM-SHA-256 " + sc.first())
+        assert r.code == 334, r.raw
+        r = c.cmd(sc.final(r.lines[0]))
+        if name == BOB:
+            assert r.code == 334, r.raw
+            assert c.cmd("").first.startswith("235 2.7.0")
+        else:
+            assert r.first.startswith("535 5.7.8"), r.raw
+        shown.append((sc.iterations, len(sc.salt), sc.salt))
+    assert shown[0] == shown[1], "an unknown user's server-first changes between attempts"
+    assert shown[0][:2] == shown[2][:2] == (6000, 16), shown
+    assert shown[0][2] != shown[2][2], "an unknown user got a real user's salt"
+    assert [e["user"] for e in auth_events(p, result="ok")] == [BOB]
+    assert_log_clean(p)
+
+
 # -- curl's SASL --------------------------------------------------------------
 
 def curl(url, *opts, timeout=60):

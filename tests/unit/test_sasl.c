@@ -625,6 +625,115 @@ static void test_scram_unknown_user(void **state)
 	assert_int_equal(scram_login("n,,", "nobody@example.test", "pencil"), SASL_FAIL);
 }
 
+/* A users file of records made here: each with its own iteration count
+ * and salt length. */
+struct test_user {
+	const char *address;
+	unsigned iterations;
+	size_t salt_len;
+};
+
+static struct userdb *load_users(const struct test_user *users, size_t n)
+{
+	char *path = xasprintf("%s/disguise", tmpdir);
+	FILE *fp = fopen(path, "w");
+	assert_non_null(fp);
+	assert_int_equal(fchmod(fileno(fp), 0600), 0);
+	for (size_t i = 0; i < n; i++) {
+		uint8_t salt[USERDB_SALT_MAX], stored[USERDB_KEY_LEN], server[USERDB_KEY_LEN];
+		memset(salt, (int)(i + 1), sizeof salt);
+		assert_int_equal(userdb_derive_keys("secret", 6, salt, users[i].salt_len,
+						    users[i].iterations, stored, server),
+				 0);
+		char *s64 = b64(salt, users[i].salt_len), *st64 = b64(stored, sizeof stored),
+		     *sv64 = b64(server, sizeof server);
+		fprintf(fp, "%s:SCRAM-SHA-256:%u:%s:%s:%s\n", users[i].address, users[i].iterations,
+			s64, st64, sv64);
+		free(s64);
+		free(st64);
+		free(sv64);
+	}
+	assert_int_equal(fclose(fp), 0);
+	struct userdb *out = NULL;
+	assert_int_equal(userdb_load(path, &out, stderr), 0);
+	assert_int_equal(userdb_count(out), n);
+	unlink(path);
+	free(path);
+	return out;
+}
+
+/* What SCRAM's server-first tells of name: its iterations and salt length. */
+static void scram_shown(struct userdb *users, const char *name, unsigned *iterations,
+			size_t *salt_len)
+{
+	struct sasl_session *s = sasl_start(MECH_SCRAM_SHA_256, users);
+	char *in = xasprintf("n,,n=%s,r=abc", name);
+	char *first = scram_first(s, in);
+	char salt64[128];
+	assert_int_equal(sscanf(first, "r=%*[^,],s=%127[^,],i=%u", salt64, iterations), 2);
+	free(unb64(salt64, salt_len));
+	free(first);
+	free(in);
+	sasl_free(s);
+}
+
+/* A name that is nobody's passes for a user who exists: SCRAM shows the
+ * iteration count and salt length of a real record, and a password check
+ * spends that record's iterations, so neither tells the users with other
+ * counts (an administrator's, say) from names that do not exist. */
+static void test_unknown_user_disguised_as_a_real_one(void **state)
+{
+	const struct test_user solo[] = {{"admin@example.test", 5000, 24}};
+	struct userdb *one = load_users(solo, 1);
+	unsigned it;
+	size_t len;
+	scram_shown(one, "admin@example.test", &it, &len);
+	assert_int_equal(it, 5000);
+	assert_int_equal(len, 24);
+	scram_shown(one, "nobody@example.test", &it, &len);
+	assert_int_equal(it, 5000);
+	assert_int_equal(len, 24);
+	struct sasl_check *c = sasl_check_new(one, "nobody@example.test", 19, "secret", 6);
+	assert_int_equal(sasl_check_iterations(c), 5000);
+	sasl_check_run(c);
+	assert_null(sasl_check_address(c));
+	sasl_check_free(c);
+	userdb_free(one);
+
+	/* two kinds of records: each name is given one of them, always the
+	 * same, whatever its case; over many names both appear */
+	const struct test_user two[] = {{"a@example.test", 4096, 16},
+					{"b@example.test", 4200, 32}};
+	struct userdb *both = load_users(two, 2);
+	unsigned seen_4096 = 0, seen_4200 = 0;
+	for (int i = 0; i < 64; i++) {
+		char name[64], upper[64];
+		assert_true(bsnprintf(name, sizeof name, "ghost%d@example.test", i));
+		assert_true(bsnprintf(upper, sizeof upper, "GHOST%d@Example.TEST", i));
+		unsigned it2;
+		size_t len2;
+		scram_shown(both, name, &it, &len);
+		scram_shown(both, upper, &it2, &len2);
+		assert_int_equal(it, it2);
+		assert_int_equal(len, len2);
+		assert_true((it == 4096 && len == 16) || (it == 4200 && len == 32));
+		seen_4096 += it == 4096;
+		seen_4200 += it == 4200;
+		c = sasl_check_new(both, name, strlen(name), "secret", 6);
+		assert_int_equal(sasl_check_iterations(c), it);
+		sasl_check_free(c);
+	}
+	assert_true(seen_4096 > 0 && seen_4200 > 0);
+	userdb_free(both);
+
+	/* no users at all: the defaults */
+	struct userdb *none = load_users(NULL, 0);
+	scram_shown(none, "nobody@example.test", &it, &len);
+	assert_int_equal(it, 4096);
+	assert_int_equal(len, 16);
+	userdb_free(none);
+}
+
 /* A real address, a random server nonce: 24 CSPRNG bytes, 32 characters. */
 static void test_scram_random_nonce(void **state)
 {
@@ -1208,6 +1317,7 @@ int main(void)
 	    cmocka_unit_test(test_message_bound),
 	    cmocka_unit_test(test_scram_authzid),
 	    cmocka_unit_test(test_scram_unknown_user),
+	    cmocka_unit_test(test_unknown_user_disguised_as_a_real_one),
 	    cmocka_unit_test(test_scram_random_nonce),
 	    cmocka_unit_test(test_plain_ok),
 	    cmocka_unit_test(test_plain_fail),
