@@ -378,7 +378,7 @@ static void journal_seal(struct journal *j, unsigned char *p, enum journal_type 
 	journal_digest(p + JR_DIGEST, p, JR_DIGEST, p + JOURNAL_REC_HEAD, len);
 }
 
-int journal_add_message(struct journal *j, const char *id, int fd, size_t len)
+int journal_add_message(struct journal *j, const char *id, const void *data, int fd, size_t len)
 {
 	if (j->failed) {
 		errno = j->error;
@@ -392,7 +392,11 @@ int journal_add_message(struct journal *j, const char *id, int fd, size_t len)
 		return 1;
 	size_t at = j->len;
 	unsigned char *p = journal_reserve(j, JOURNAL_REC_HEAD + len);
-	int got = pread_all(fd, p + JOURNAL_REC_HEAD, len, 0);
+	int got = 1;
+	if (data)
+		memcpy(p + JOURNAL_REC_HEAD, data, len);
+	else
+		got = pread_all(fd, p + JOURNAL_REC_HEAD, len, 0);
 	if (got <= 0) {
 		if (got == 0)
 			errno = EIO; /* the file is shorter than it was written */

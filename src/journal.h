@@ -49,10 +49,12 @@ typedef int (*journal_restore_fn)(void *arg, enum journal_type type, const char 
 struct journal *journal_open(const char *path, journal_restore_fn restore, void *arg);
 void journal_close(struct journal *j);
 
-/* Queue a message record: the first len bytes of fd.  0; 1 when it is too
- * large for the journal (the caller makes it durable another way); -1 with
- * errno (EINVAL: an empty ID, or one of JOURNAL_ID_SIZE or more). */
-int journal_add_message(struct journal *j, const char *id, int fd, size_t len);
+/* Queue a message record: len bytes of data, or when data is NULL the
+ * first len bytes of fd.  0; 1 when it is too large for the journal (the
+ * caller makes it durable another way); -1 with errno (EINVAL: an empty
+ * ID, or one of JOURNAL_ID_SIZE or more). */
+int journal_add_message(struct journal *j, const char *id, const void *data, int fd,
+			size_t len);
 /* Queue a record saying that id is gone from the queue (a batch should
  * hold at most JOURNAL_BATCH_MAX bytes of records: one is about 90). */
 void journal_add_done(struct journal *j, const char *id);

@@ -113,10 +113,13 @@ struct spool_msg {
 	char id[SPOOL_ID_SIZE];
 	char *tmppath;
 	int fd;
-	bool recycled;          /* written over a file from free/: cut it to length */
+	bool recycled;          /* written over a file from free/ ... */
+	off_t old_size;         /* ... this long: cut it to length if longer */
 	int err;                /* errno of the first failed write; sticky */
 	char *buf;
 	size_t buflen;
+	off_t written;          /* bytes in the file (the envelope's too) */
+	size_t whole;           /* at the commit: the file's bytes, all in buf; or 0 */
 	off_t size;             /* message bytes written, envelope excluded */
 	/* the commit: */
 	struct spool_msg *next; /* in a committer list */
@@ -579,6 +582,7 @@ static int spool_msg_flush(struct spool_msg *m)
 		m->err = errno ? errno : EIO;
 		return -1;
 	}
+	m->written += (off_t)m->buflen;
 	m->buflen = 0;
 	return 0;
 }
@@ -598,6 +602,7 @@ static int spool_msg_put(struct spool_msg *m, const void *data, size_t len)
 				m->err = errno ? errno : EIO;
 				return -1;
 			}
+			m->written += (off_t)len;
 			return 0;
 		}
 		size_t room = SPOOL_BUF_SIZE - m->buflen;
@@ -689,17 +694,26 @@ static void spool_msg_discard(struct spool_msg *m)
 }
 
 /* A file from the pool to write over, or -1 (pool empty; a file that
- * cannot be opened is forgotten, and the next one tried). */
+ * cannot be opened is forgotten, and the next one tried).  Its length is
+ * noted: only a longer old message needs cutting (an fstat costs less
+ * than an ftruncate). */
 static int spool_msg_open_recycled(struct spool_msg *m)
 {
 	char name[SPOOL_ID_SIZE];
 	while (spool_pool_take(m->sp, name)) {
 		char *path = spool_free_path(m->sp, name);
 		int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW); /* the journal reads it */
-		if (fd >= 0) {
+		struct stat st;
+		if (fd >= 0 && fstat(fd, &st) == 0) {
 			m->tmppath = path;
 			m->recycled = true;
+			m->old_size = st.st_size;
 			return fd;
+		}
+		if (fd >= 0) {
+			int e = errno;
+			close(fd);
+			errno = e;
 		}
 		log_warn("event=spool-error file=%s reason=\"cannot reuse: %s\"", path,
 			 strerror(errno));
@@ -776,13 +790,12 @@ void spool_get_stats(struct spool *sp, struct spool_stats *out)
 /* The rest of the buffer into the file, cut to its length: 0 or an errno. */
 static int spool_msg_write_out(struct spool_msg *m)
 {
+	m->whole = m->written == 0 ? m->buflen : 0; /* the journal copies it from there */
 	if (spool_msg_flush(m) < 0)
 		return errno;
-	if (m->recycled) { /* the old message's bytes beyond ours go */
-		off_t end = lseek(m->fd, 0, SEEK_CUR);
-		if (end < 0 || ftruncate(m->fd, end) < 0)
-			return errno;
-	}
+	/* the old message's bytes beyond ours go */
+	if (m->recycled && m->old_size > m->written && ftruncate(m->fd, m->written) < 0)
+		return errno;
 	return 0;
 }
 
@@ -898,8 +911,8 @@ static bool spool_batch_commit_journal(struct spool *sp, struct spool_msg *batch
 	for (struct spool_msg *m = batch; m; m = m->next) {
 		if (m->commit_err)
 			continue;
-		off_t len = lseek(m->fd, 0, SEEK_CUR);
-		m->journaled = len >= 0 && journal_add_message(j, m->id, m->fd, (size_t)len) == 0;
+		const void *data = m->whole ? m->buf : NULL; /* else read back from the file */
+		m->journaled = journal_add_message(j, m->id, data, m->fd, (size_t)m->written) == 0;
 		any |= m->journaled;
 	}
 	if (!any)

@@ -527,6 +527,23 @@ static void test_recycle(void **state)
 	assert_int_equal(env.size, (off_t)(sizeof body1 - 1));
 	spool_envelope_clear(&env);
 
+	/* a longer message over a shorter file: nothing cut, nothing lost */
+	char id7[SPOOL_ID_SIZE];
+	assert_int_equal(spool_remove(f->sp, id3), 0);
+	assert_int_equal(count_entries(freedir), 1);
+	spool_one(f, "a@example.test", big, biglen, id7);
+	assert_int_equal(count_entries(freedir), 0);
+	char *q7 = path_in(f, "queue/%s", id7);
+	size_t len7;
+	char *t7 = read_file(q7, &len7);
+	assert_true(len7 > biglen);
+	assert_memory_equal(t7 + len7 - biglen, big, biglen);
+	assert_int_equal(spool_read_envelope(f->sp, id7, &env), 0);
+	assert_int_equal(env.size, (off_t)biglen);
+	spool_envelope_clear(&env);
+	free(t7);
+	free(q7);
+
 	/* kept across a restart, and used */
 	assert_int_equal(spool_remove(f->sp, id2), 0);
 	char *stray = path_in(f, "free/not-an-id");
@@ -839,6 +856,7 @@ enum { CRASH_MAX = 4 };
 struct crash_plan {
 	int messages;        /* committed through the commit thread */
 	bool remove_first;   /* delivered and removed after it was committed */
+	bool big_first;      /* the first one 100 KiB (over the write buffer) */
 	unsigned idle_ms;    /* the loop runs this long before the end */
 	bool clean_stop;     /* spool_close() first instead of a crash */
 };
@@ -849,7 +867,8 @@ static void child_on_commit(void *arg, int err)
 }
 
 /* One message through the commit thread, its callback awaited (bounded). */
-static int child_commit(struct spool *sp, struct event_base *base, int i, char id[SPOOL_ID_SIZE])
+static int child_commit(struct spool *sp, struct event_base *base, int i, bool big,
+			char id[SPOOL_ID_SIZE])
 {
 	struct spool_envelope env;
 	envelope_fill(&env, "alice@example.test");
@@ -858,6 +877,10 @@ static int child_commit(struct spool *sp, struct event_base *base, int i, char i
 	int n = snprintf(body, sizeof body, "Subject: crash %d\r\n\r\nbody of message %d\r\n", i, i);
 	if (!m || spool_msg_write(m, body, (size_t)n) < 0)
 		return -1;
+	static const char line[] = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.\r\n";
+	for (int k = 0; big && k < 1600; k++) /* 104,000 bytes more */
+		if (spool_msg_write(m, line, sizeof line - 1) < 0)
+			return -1;
 	int done = 0;
 	spool_msg_commit(m, child_on_commit, &done);
 	for (int k = 0; k < 5000 && done == 0; k++)
@@ -875,7 +898,7 @@ static void child_run(const char *dir, const struct crash_plan *plan, int out)
 		_exit(2);
 	char ids[CRASH_MAX][SPOOL_ID_SIZE];
 	for (int i = 0; i < plan->messages; i++) {
-		if (child_commit(sp, base, i, ids[i]) < 0)
+		if (child_commit(sp, base, i, i == 0 && plan->big_first, ids[i]) < 0)
 			_exit(3);
 		if (i == 0 && plan->remove_first && spool_remove(sp, ids[0]) < 0)
 			_exit(4);
@@ -978,6 +1001,50 @@ static void test_journal_remembers_removal(void **state)
 	free(q1);
 }
 
+/* A message larger than the write buffer is journaled from its file, a
+ * small one from memory; a small one written over the recycled file of a
+ * larger one leaves none of the old bytes, in its file or in its record. */
+static void test_journal_restores_large_and_recycled(void **state)
+{
+	struct fixture *f = *state;
+	const struct crash_plan plan = {.messages = 3, .big_first = true};
+	char ids[CRASH_MAX][SPOOL_ID_SIZE];
+	crash_after(f, &plan, ids);
+	char *q0 = path_in(f, "queue/%s", ids[0]);
+	size_t bigbytes;
+	char *big = read_file(q0, &bigbytes);
+	assert_true(bigbytes > 104000);
+	assert_int_equal(unlink(q0), 0);
+	f->sp = spool_open(f->dir);
+	assert_non_null(f->sp);
+	size_t len;
+	char *got = read_file(q0, &len);
+	assert_int_equal(len, bigbytes);
+	assert_memory_equal(got, big, len);
+	free(got);
+	free(big);
+	spool_close(f->sp);
+	f->sp = NULL;
+
+	const struct crash_plan recycled = {.messages = 2, .remove_first = true, .big_first = true};
+	crash_after(f, &recycled, ids);
+	char *q1 = path_in(f, "queue/%s", ids[1]);
+	char *small = read_file(q1, &len);
+	assert_true(len < 1000); /* cut: the big one's bytes are gone */
+	assert_null(memmem(small, len, "xyzABC", 6));
+	size_t smallbytes = len;
+	assert_int_equal(unlink(q1), 0);
+	f->sp = spool_open(f->dir);
+	assert_non_null(f->sp);
+	got = read_file(q1, &len);
+	assert_int_equal(len, smallbytes);
+	assert_memory_equal(got, small, len);
+	free(got);
+	free(small);
+	free(q0);
+	free(q1);
+}
+
 /* An idle second, or a clean stop, ends the journal records' life (a
  * checkpoint made the queue files durable): a later open replays nothing,
  * which the loss of a queue file after that shows. */
@@ -1030,6 +1097,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_malformed_nul_and_long_line, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_malformed_is_logged, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_journal_restores_after_crash, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_journal_restores_large_and_recycled, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_journal_remembers_removal, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_journal_checkpoint_when_idle, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_journal_checkpoint_at_stop, setup, teardown),
