@@ -119,7 +119,7 @@ struct spool_msg {
 	char *buf;
 	size_t buflen;
 	off_t written;          /* bytes in the file (the envelope's too) */
-	size_t whole;           /* at the commit: the file's bytes, all in buf; or 0 */
+	bool all_in_buf;        /* at the commit: every byte of the file still in buf */
 	off_t size;             /* message bytes written, envelope excluded */
 	/* the commit: */
 	struct spool_msg *next; /* in a committer list */
@@ -790,7 +790,7 @@ void spool_get_stats(struct spool *sp, struct spool_stats *out)
 /* The rest of the buffer into the file, cut to its length: 0 or an errno. */
 static int spool_msg_write_out(struct spool_msg *m)
 {
-	m->whole = m->written == 0 ? m->buflen : 0; /* the journal copies it from there */
+	m->all_in_buf = m->written == 0; /* then the journal copies it from buf */
 	if (spool_msg_flush(m) < 0)
 		return errno;
 	/* the old message's bytes beyond ours go */
@@ -911,7 +911,7 @@ static bool spool_batch_commit_journal(struct spool *sp, struct spool_msg *batch
 	for (struct spool_msg *m = batch; m; m = m->next) {
 		if (m->commit_err)
 			continue;
-		const void *data = m->whole ? m->buf : NULL; /* else read back from the file */
+		const void *data = m->all_in_buf ? m->buf : NULL; /* else read back from the file */
 		m->journaled = journal_add_message(j, m->id, data, m->fd, (size_t)m->written) == 0;
 		any |= m->journaled;
 	}
