@@ -6,7 +6,6 @@
  * RFC 3464), the rest waits for the next step of `outbound.retry`.  Mail
  * with more than OUTBOUND_MAX_RECEIVED Received: headers is a loop and is
  * bounced (RFC 5321 §6.3); mail from <> is never bounced (§4.5.5). */
-#define _GNU_SOURCE /* pipe2 */
 #include "deliver_remote.h"
 
 #include <errno.h>
@@ -29,13 +28,13 @@
 #include "smtp_client.h"
 #include "spool.h"
 #include "util.h"
+#include "waker.h"
 
 enum {
 	OUTBOUND_MAX_ACTIVE = 20,               /* messages being delivered at once */
 	OUTBOUND_RCPTS_PER_TXN = 100,           /* RFC 5321 §4.5.3.1.8: what servers must take */
 	OUTBOUND_HEADER_SCAN_MAX = 256 * 1024,  /* bytes of header searched for Received: */
 	OUTBOUND_ERROR_MAX = 1024,
-	OUTBOUND_PIPE_DRAIN = 256,
 	OUTBOUND_HASH_BUCKETS = 4096,           /* messages found by ID */
 };
 
@@ -105,18 +104,16 @@ static struct {
 	struct ob_msg *ready_head, *ready_tail;
 	size_t nmsgs;
 	unsigned nactive;
-	int pipe_r;
-	struct event *pipe_ev;
-} ob = {.pipe_r = -1};
+} ob;
 
-/* The hand-over from the delivery thread: IDs in a list, one byte in a
- * pipe to wake the loop when the list was empty. */
+/* The hand-over from the delivery thread: IDs in a list, the loop woken
+ * when the list was empty. */
 static struct {
 	pthread_mutex_t lock;
-	int wfd;                        /* -1 when the runner is stopped */
+	struct waker *waker;            /* NULL when the runner is stopped */
 	char (*ids)[SPOOL_ID_SIZE];
 	size_t nids, cap;
-} ho = {.lock = PTHREAD_MUTEX_INITIALIZER, .wfd = -1};
+} ho = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 /* ---- small pure helpers --------------------------------------------------- */
 
@@ -838,11 +835,9 @@ static void ob_attempt_conclude(struct ob_attempt *att)
 
 /* ---- hand-over from the delivery thread --------------------------------------- */
 
-static void ob_pipe_cb(evutil_socket_t fd, short what, void *arg)
+static void ob_handed_over(void *unused)
 {
-	char buf[OUTBOUND_PIPE_DRAIN];
-	while (read(fd, buf, sizeof buf) > 0)
-		;
+	(void)unused;
 	pthread_mutex_lock(&ho.lock);
 	char (*ids)[SPOOL_ID_SIZE] = ho.ids;
 	size_t n = ho.nids;
@@ -859,11 +854,11 @@ void outbound_handoff(const char *id)
 	if (!ob_id_ok(id))
 		return;
 	pthread_mutex_lock(&ho.lock);
-	if (ho.wfd >= 0) { /* else it waits in the spool for the next start */
+	if (ho.waker) { /* else it waits in the spool for the next start */
 		bool wake = ho.nids == 0;
 		char(*slot)[SPOOL_ID_SIZE] = xgrow(&ho.ids, &ho.nids, &ho.cap, sizeof *ho.ids);
 		memcpy(*slot, id, strlen(id) + 1);
-		if (wake && write(ho.wfd, "!", 1) < 0 && errno != EAGAIN)
+		if (wake && waker_wake(ho.waker) < 0)
 			log_err("event=outbound-error reason=\"cannot wake the runner: %s\"",
 				strerror(errno));
 	}
@@ -918,8 +913,8 @@ int outbound_start(struct event_base *base, struct spool *sp)
 		errno = EINVAL;
 		return -1;
 	}
-	int fds[2];
-	if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0) {
+	struct waker *waker = waker_new(base, ob_handed_over, NULL);
+	if (!waker) {
 		int e = errno;
 		SSL_CTX_free(ctx);
 		errno = e;
@@ -928,13 +923,8 @@ int outbound_start(struct event_base *base, struct spool *sp)
 	ob.base = base;
 	ob.sp = sp;
 	ob.ssl_ctx = ctx;
-	ob.pipe_r = fds[0];
-	ob.pipe_ev = event_new(base, fds[0], EV_READ | EV_PERSIST, ob_pipe_cb, NULL);
-	if (!ob.pipe_ev)
-		fatal("event_new failed");
-	event_add(ob.pipe_ev, NULL);
 	pthread_mutex_lock(&ho.lock);
-	ho.wfd = fds[1];
+	ho.waker = waker;
 	pthread_mutex_unlock(&ho.lock);
 	ob.running = true;
 	return 0;
@@ -946,16 +936,12 @@ void outbound_stop(void)
 		return;
 	ob.running = false;
 	pthread_mutex_lock(&ho.lock);
-	close(ho.wfd);
-	ho.wfd = -1;
+	waker_free(ho.waker);
+	ho.waker = NULL;
 	free(ho.ids);
 	ho.ids = NULL;
 	ho.nids = ho.cap = 0;
 	pthread_mutex_unlock(&ho.lock);
-	event_free(ob.pipe_ev);
-	ob.pipe_ev = NULL;
-	close(ob.pipe_r);
-	ob.pipe_r = -1;
 	while (ob.head)
 		ob_msg_free(ob.head); /* attempts abandoned: their recipients stay pending */
 	smtp_client_abort_all();

@@ -526,7 +526,7 @@ IMAP_HANDLER(imap_cmd_login)
 	struct sasl_check *check = sasl_check_new(s->rt->users, name, ulen, pw, plen);
 	OPENSSL_cleanse((char *)pw, plen); /* the command's own copy; freed right after */
 	s->sasl_mech = 0;
-	s->check = offload_submit(sasl_check_run, imap_login_checked, sasl_check_free, check, s);
+	s->check = sasl_check_submit(check, imap_login_checked, s);
 }
 
 /* ---- AUTHENTICATE (RFC 3501 §6.2.2, RFC 4959 SASL-IR) ------------------ */
@@ -551,8 +551,7 @@ static void imap_sasl_step(struct imap_session *s, const char *in)
 	char *challenge = NULL;
 	enum sasl_status st = sasl_step(s->sasl, in, &challenge);
 	if (st == SASL_CHECK)
-		s->check = offload_submit(sasl_check_run, imap_sasl_checked, sasl_check_free,
-					  sasl_take_check(s->sasl), s);
+		s->check = sasl_check_submit(sasl_take_check(s->sasl), imap_sasl_checked, s);
 	else
 		imap_sasl_result(s, st, challenge);
 	free(challenge);

@@ -1,24 +1,20 @@
 /* offload: worker threads for CPU-heavy work (see offload.h).
  *
  * Jobs wait in a FIFO; a worker takes one, runs it without the lock and
- * puts it on the finished list; one byte down a pipe wakes the loop, which
+ * puts it on the finished list; the waker wakes the loop, which
  * hands each finished job to its owner, or, when the owner has cancelled
  * it meanwhile, frees its work.  Cancelling only sets a flag: the job
  * leaves through the finished list like any other, so a worker never
  * touches freed memory. */
-#define _GNU_SOURCE /* pipe2 */
 #include "offload.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
-
-#include <event2/event.h>
 
 #include "util.h"
+#include "waker.h"
 
 enum { OFFLOAD_THREADS_MAX = 8 };
 
@@ -40,9 +36,8 @@ static struct {
 	bool running, stopping;
 	struct offload_job *queued, **queued_tail; /* FIFO, not yet taken */
 	struct offload_job *finished, **finished_tail;
-	int pipe_r, pipe_w;
-	struct event *ev;
-} ol = {.lock = PTHREAD_MUTEX_INITIALIZER, .pipe_r = -1, .pipe_w = -1};
+	struct waker *waker;
+} ol = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 static void offload_append(struct offload_job ***tail, struct offload_job *j)
 {
@@ -60,14 +55,6 @@ static struct offload_job *offload_pop(struct offload_job **head, struct offload
 			*tail = head;
 	}
 	return j;
-}
-
-static void offload_notify_loop(void)
-{
-	char c = 'j';
-	/* a full pipe already holds a wake-up: nothing lost */
-	ssize_t w = write(ol.pipe_w, &c, 1);
-	(void)w;
 }
 
 static void *offload_worker(void *unused)
@@ -88,7 +75,7 @@ static void *offload_worker(void *unused)
 		bool was_empty = !ol.finished;
 		offload_append(&ol.finished_tail, j);
 		if (was_empty)
-			offload_notify_loop();
+			(void)waker_wake(ol.waker); /* only a closed pipe fails: not while running */
 	}
 	pthread_mutex_unlock(&ol.lock);
 	return NULL;
@@ -102,13 +89,9 @@ static void offload_free_job(struct offload_job *j)
 }
 
 /* On the loop: every finished job to its owner, or freed if cancelled. */
-static void offload_finished(evutil_socket_t fd, short what, void *arg)
+static void offload_finished(void *unused)
 {
-	(void)what;
-	(void)arg;
-	char buf[64];
-	while (read(fd, buf, sizeof buf) == (ssize_t)sizeof buf)
-		;
+	(void)unused;
 	pthread_mutex_lock(&ol.lock);
 	struct offload_job *list = ol.finished;
 	ol.finished = NULL;
@@ -153,18 +136,6 @@ static void offload_join_all(void)
 	ol.nthreads = 0;
 }
 
-static void offload_close_pipe(void)
-{
-	if (ol.ev)
-		event_free(ol.ev);
-	ol.ev = NULL;
-	if (ol.pipe_r >= 0)
-		close(ol.pipe_r);
-	if (ol.pipe_w >= 0)
-		close(ol.pipe_w);
-	ol.pipe_r = ol.pipe_w = -1;
-}
-
 int offload_start(struct event_base *base, unsigned nthreads)
 {
 	if (ol.running || nthreads == 0) {
@@ -173,19 +144,11 @@ int offload_start(struct event_base *base, unsigned nthreads)
 	}
 	if (nthreads > OFFLOAD_THREADS_MAX)
 		nthreads = OFFLOAD_THREADS_MAX;
-	int fds[2];
-	if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0)
+	if (!(ol.waker = waker_new(base, offload_finished, NULL)))
 		return -1;
-	ol.pipe_r = fds[0];
-	ol.pipe_w = fds[1];
-	ol.ev = event_new(base, ol.pipe_r, EV_READ | EV_PERSIST, offload_finished, NULL);
-	if (!ol.ev || event_add(ol.ev, NULL) < 0) {
-		offload_close_pipe();
-		errno = ENOMEM;
-		return -1;
-	}
 	if (pthread_cond_init(&ol.wake, NULL) != 0) {
-		offload_close_pipe();
+		waker_free(ol.waker);
+		ol.waker = NULL;
 		errno = ENOMEM;
 		return -1;
 	}
@@ -197,7 +160,8 @@ int offload_start(struct event_base *base, unsigned nthreads)
 	if (e != 0) {
 		offload_join_all();
 		pthread_cond_destroy(&ol.wake);
-		offload_close_pipe();
+		waker_free(ol.waker);
+		ol.waker = NULL;
 		errno = e;
 		return -1;
 	}
@@ -217,7 +181,8 @@ void offload_stop(void)
 	while ((j = offload_pop(&ol.finished, &ol.finished_tail)))
 		offload_free_job(j);
 	pthread_cond_destroy(&ol.wake);
-	offload_close_pipe();
+	waker_free(ol.waker);
+	ol.waker = NULL;
 	ol.running = false;
 }
 

@@ -667,7 +667,7 @@ static void pop3_cmd_pass(struct pop3_session *s, char *args)
 	OPENSSL_cleanse(args, len);
 	free(name);
 	s->sasl_mech = 0;
-	s->check = offload_submit(sasl_check_run, pop3_pass_checked, sasl_check_free, c, s);
+	s->check = sasl_check_submit(c, pop3_pass_checked, s);
 }
 
 /* ---- AUTH (RFC 5034) --------------------------------------------------- */
@@ -692,8 +692,7 @@ static void pop3_sasl_step(struct pop3_session *s, const char *in)
 	char *challenge = NULL;
 	enum sasl_status st = sasl_step(s->sasl, in, &challenge);
 	if (st == SASL_CHECK)
-		s->check = offload_submit(sasl_check_run, pop3_sasl_checked, sasl_check_free,
-					  sasl_take_check(s->sasl), s);
+		s->check = sasl_check_submit(sasl_take_check(s->sasl), pop3_sasl_checked, s);
 	else
 		pop3_sasl_result(s, st, challenge);
 	free(challenge);

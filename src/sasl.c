@@ -403,6 +403,11 @@ void sasl_check_run(void *check)
 	OPENSSL_cleanse(c->pass, c->len + 1);
 }
 
+struct offload_job *sasl_check_submit(struct sasl_check *c, offload_done_fn done, void *owner)
+{
+	return offload_submit(sasl_check_run, done, sasl_check_free, c, owner);
+}
+
 unsigned sasl_check_iterations(const struct sasl_check *c)
 {
 	return c->rec.iterations;

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "conf.h"
+#include "offload.h"
 
 struct userdb;
 
@@ -78,6 +79,10 @@ const char *sasl_check_user(const struct sasl_check *c);
 unsigned sasl_check_iterations(const struct sasl_check *c);
 /* Wipes the password and the keys (an offload_free_fn). */
 void sasl_check_free(void *check);
+/* The check run on a password worker: done(owner, check) comes back on the
+ * loop's thread, which from then on owns the check.  The job is for
+ * offload_cancel() when the owner goes first. */
+struct offload_job *sasl_check_submit(struct sasl_check *c, offload_done_fn done, void *owner);
 
 /* After SASL_CHECK: the check to run, the session's own (the caller frees
  * it); once it has run, sasl_checked() ends the exchange with SASL_OK or

@@ -886,31 +886,21 @@ static int server_start(struct runtime *rt)
 	char why[512];
 	if (control_start(daemon_state.base, rt->spool, why, sizeof why) < 0) {
 		log_err("event=startup-error error=\"control socket: %s\"", why);
-		outbound_stop();
-		return -1;
+		goto no_control;
 	}
 	if (delivery_start(rt->spool, rt->conf->mailboxes) < 0) {
 		log_err("event=startup-error error=\"cannot start the delivery worker\"");
-		control_stop();
-		outbound_stop();
-		return -1;
+		goto no_delivery;
 	}
 	if (spool_committer_start(rt->spool, daemon_state.base) < 0) {
 		log_err("event=startup-error error=\"cannot start the spool's committer: %s\"",
 			strerror(errno));
-		delivery_stop();
-		control_stop();
-		outbound_stop();
-		return -1;
+		goto no_committer;
 	}
 	if (offload_start(daemon_state.base, server_offload_threads()) < 0) {
 		log_err("event=startup-error error=\"cannot start the password workers: %s\"",
 			strerror(errno));
-		spool_committer_stop(rt->spool);
-		delivery_stop();
-		control_stop();
-		outbound_stop();
-		return -1;
+		goto no_offload;
 	}
 	server_enqueue_spooled(rt->spool); /* local part first, then handed to the runner */
 	/* last: bound, dropped, files open, threads started; from here on the
@@ -924,14 +914,23 @@ static int server_start(struct runtime *rt)
 #endif
 	if (confine_apply(why, sizeof why) < 0) {
 		log_err("event=startup-error error=\"cannot confine the process: %s\"", why);
-		offload_stop();
-		delivery_stop();
-		control_stop();
-		outbound_stop();
-		return -1;
+		goto unconfined;
 	}
 	log_info("event=confined no_new_privs=yes seccomp=filter");
 	return 0;
+
+	/* what started is stopped, in the reverse order */
+unconfined:
+	offload_stop();
+no_offload:
+	spool_committer_stop(rt->spool);
+no_committer:
+	delivery_stop();
+no_delivery:
+	control_stop();
+no_control:
+	outbound_stop();
+	return -1;
 }
 
 int server_run(const char *conf_path)

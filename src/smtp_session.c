@@ -1102,8 +1102,7 @@ static void smtp_auth_step(struct smtp_session *s, const char *in)
 	char *challenge = NULL;
 	enum sasl_status st = sasl_step(s->sasl, in, &challenge);
 	if (st == SASL_CHECK)
-		s->check = offload_submit(sasl_check_run, smtp_auth_checked, sasl_check_free,
-					  sasl_take_check(s->sasl), s);
+		s->check = sasl_check_submit(sasl_take_check(s->sasl), smtp_auth_checked, s);
 	else
 		smtp_auth_result(s, st, challenge);
 	free(challenge);

@@ -21,7 +21,7 @@
  * spool (ext4 inode allocation); a rename and an overwrite are not.  What is
  * in free/ is never a queued message: an old message's bytes at most, as
  * private as the queue itself (0600 in a 0700 folder). */
-#define _GNU_SOURCE /* pipe2, sync_file_range */
+#define _GNU_SOURCE /* sync_file_range */
 #include "spool.h"
 
 #include <dirent.h>
@@ -35,12 +35,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <event2/event.h>
 #include <openssl/rand.h>
 
 #include "journal.h"
 #include "log.h"
 #include "util.h"
+#include "waker.h"
 
 enum {
 	SPOOL_BUF_SIZE = 64 * 1024,     /* write buffer of a message being received */
@@ -67,15 +67,14 @@ static const char spool_b32[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
 /* The group commit thread and its two lists: messages waiting for the
  * next batch, and messages whose batch is done, waiting for their
- * callbacks on the loop.  Both under the spool's lock; a byte in the pipe
- * wakes the loop. */
+ * callbacks on the loop.  Both under the spool's lock; the waker wakes the
+ * loop. */
 struct spool_committer {
 	pthread_t thread;
 	bool stopping;
 	struct spool_msg *pending, **pending_tail;
 	struct spool_msg *done, **done_tail;
-	int pipe_r, pipe_w;
-	struct event *ev;
+	struct waker *waker;
 };
 
 /* The names in free/, a stack under its lock (the loop takes, the
@@ -113,8 +112,7 @@ struct spool_msg {
 	char id[SPOOL_ID_SIZE];
 	char *tmppath;
 	int fd;
-	bool recycled;          /* written over a file from free/ ... */
-	off_t old_size;         /* ... this long: cut it to length if longer */
+	off_t old_size;         /* what a file from free/ held (0: a new file); cut if longer */
 	int err;                /* errno of the first failed write; sticky */
 	char *buf;
 	size_t buflen;
@@ -706,7 +704,6 @@ static int spool_msg_open_recycled(struct spool_msg *m)
 		struct stat st;
 		if (fd >= 0 && fstat(fd, &st) == 0) {
 			m->tmppath = path;
-			m->recycled = true;
 			m->old_size = st.st_size;
 			return fd;
 		}
@@ -794,7 +791,7 @@ static int spool_msg_write_out(struct spool_msg *m)
 	if (spool_msg_flush(m) < 0)
 		return errno;
 	/* the old message's bytes beyond ours go */
-	if (m->recycled && m->old_size > m->written && ftruncate(m->fd, m->written) < 0)
+	if (m->old_size > m->written && ftruncate(m->fd, m->written) < 0)
 		return errno;
 	return 0;
 }
@@ -1113,8 +1110,7 @@ static void *spool_committer_main(void *arg)
 		*gc->done_tail = t.batch;
 		while (*gc->done_tail)
 			gc->done_tail = &(*gc->done_tail)->next;
-		ssize_t w = write(gc->pipe_w, "c", 1);
-		(void)w; /* a full pipe already wakes the loop */
+		(void)waker_wake(gc->waker); /* only a closed pipe fails: not before the join */
 	}
 	sp->journaling = false; /* removals from now on: queue/ fsynced */
 	pthread_cond_broadcast(&sp->wake);
@@ -1149,13 +1145,9 @@ static struct spool_msg *spool_take_done(struct spool *sp, struct spool_committe
 	return list;
 }
 
-static void spool_committer_ready(evutil_socket_t fd, short what, void *arg)
+static void spool_committer_ready(void *arg)
 {
 	struct spool *sp = arg;
-	char buf[256];
-	/* a short read leaves the pipe empty (the loop comes back if not) */
-	while (read(fd, buf, sizeof buf) == (ssize_t)sizeof buf)
-		;
 	if (sp->gc)
 		spool_run_callbacks(spool_take_done(sp, sp->gc));
 }
@@ -1166,18 +1158,13 @@ int spool_committer_start(struct spool *sp, struct event_base *base)
 		errno = EBUSY;
 		return -1;
 	}
-	int fds[2];
-	if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0)
+	struct waker *waker = waker_new(base, spool_committer_ready, sp);
+	if (!waker)
 		return -1;
 	struct spool_committer *gc = xcalloc(1, sizeof *gc);
 	gc->pending_tail = &gc->pending;
 	gc->done_tail = &gc->done;
-	gc->pipe_r = fds[0];
-	gc->pipe_w = fds[1];
-	gc->ev = event_new(base, gc->pipe_r, EV_READ | EV_PERSIST, spool_committer_ready, sp);
-	if (!gc->ev)
-		fatal("spool: event_new failed");
-	event_add(gc->ev, NULL);
+	gc->waker = waker;
 	pthread_mutex_lock(&sp->lock);
 	sp->gc = gc;
 	sp->journaling = sp->journal != NULL;
@@ -1188,9 +1175,7 @@ int spool_committer_start(struct spool *sp, struct event_base *base)
 		sp->gc = NULL;
 		sp->journaling = false;
 		pthread_mutex_unlock(&sp->lock);
-		event_free(gc->ev);
-		close(gc->pipe_r);
-		close(gc->pipe_w);
+		waker_free(gc->waker);
 		free(gc);
 		errno = e;
 		return -1;
@@ -1215,9 +1200,7 @@ void spool_committer_stop(struct spool *sp)
 	sp->gc = NULL; /* commits from the callbacks below are synchronous */
 	pthread_mutex_unlock(&sp->lock);
 	spool_run_callbacks(done);
-	event_free(gc->ev);
-	close(gc->pipe_r);
-	close(gc->pipe_w);
+	waker_free(gc->waker);
 	free(gc);
 	struct spool_stats st;
 	spool_get_stats(sp, &st);

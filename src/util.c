@@ -289,18 +289,11 @@ static void sync_pool_start(void)
 {
 	if (sync_pool.threads > 0)
 		return;
-	sigset_t all, old;
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	pthread_attr_t attr;
-	pthread_attr_init(&attr);
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 	pthread_t t;
-	while (sync_pool.threads < SYNC_THREADS_MAX - 1 &&
-	       pthread_create(&t, &attr, sync_worker, NULL) == 0)
+	while (sync_pool.threads < SYNC_THREADS_MAX - 1 && thread_start(&t, sync_worker, NULL) == 0) {
+		pthread_detach(t); /* they live as long as the process */
 		sync_pool.threads++;
-	pthread_attr_destroy(&attr);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	}
 	if (sync_pool.threads == 0)
 		sync_pool.threads = SIZE_MAX; /* none: do not try again */
 }
