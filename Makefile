@@ -6,8 +6,11 @@ CC        ?= cc
 PYTEST    := /usr/bin/python3 -m pytest
 BUILD     ?= build
 
-SRC       := $(wildcard src/*.c)
-LIBSRC    := $(filter-out src/main.c,$(SRC))
+# The layers are folders (docs/architecture.md): src/LAYER/*.c and, for the
+# protocols, src/proto/NAME/*.c.
+SRC       := $(sort $(wildcard src/*/*.c src/*/*/*.c))
+HDR       := $(sort $(wildcard src/*/*.h src/*/*/*.h))
+LIBSRC    := $(filter-out src/cli/main.c,$(SRC))
 UNITSRC   := $(wildcard tests/unit/test_*.c)
 
 WARN      := -Wall -Wextra -Wformat=2 -Wshadow -Wpointer-arith -Wstrict-prototypes \
@@ -21,8 +24,10 @@ BASELIBS   = $(shell pkg-config --libs $(PKGS)) -pthread
 
 RELEASE_CFLAGS := -O2 -g $(HARDEN)
 # _FORTIFY_SOURCE needs optimisation; ASan builds use -O1 and keep it.
+# `make check` builds with these: warnings are errors there.
 ASAN_CFLAGS    := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
-                  -fno-sanitize-recover=undefined -fstack-protector-strong -fPIE -D_FORTIFY_SOURCE=2
+                  -fno-sanitize-recover=undefined -fstack-protector-strong -fPIE -D_FORTIFY_SOURCE=2 \
+                  -Werror
 ASAN_LDFLAGS   := -fsanitize=address,undefined -pie -Wl,-z,relro -Wl,-z,now
 
 VERSION   := $(shell cat VERSION 2>/dev/null || echo 0.1.0)
@@ -53,14 +58,16 @@ $(1)_OBJ    := $$(patsubst src/%.c,$(BUILD)/$(1)/obj/%.o,$$(SRC))
 $(1)_LIBOBJ := $$(patsubst src/%.c,$(BUILD)/$(1)/obj/%.o,$$(LIBSRC))
 $(1)_TESTS  := $$(patsubst tests/unit/%.c,$(BUILD)/$(1)/tests/%,$$(UNITSRC))
 
-$(BUILD)/$(1)/obj/%.o: src/%.c $$(wildcard src/*.h) | $(BUILD)/$(1)/obj
-	$$(CC) $$(BASECFLAGS) $(2) -DPOSTHORN_VERSION='"$$(VERSION)"' -MMD -c $$< -o $$@
+# Header dependencies come from the compiler (-MMD -MP, the .d files below).
+$(BUILD)/$(1)/obj/%.o: src/%.c
+	@mkdir -p $$(dir $$@)
+	$$(CC) $$(BASECFLAGS) $(2) -DPOSTHORN_VERSION='"$$(VERSION)"' -MMD -MP -c $$< -o $$@
 
 $(BUILD)/$(1)/posthorn: $$($(1)_OBJ)
 	$$(CC) $$^ -o $$@ $(3) $$(BASELIBS)
 
 $(BUILD)/$(1)/tests/%: tests/unit/%.c $$($(1)_LIBOBJ) | $(BUILD)/$(1)/tests
-	$$(CC) $$(BASECFLAGS) $(2) -Itests/unit $$< $$($(1)_LIBOBJ) -o $$@ $(3) $$(BASELIBS) \
+	$$(CC) $$(BASECFLAGS) $(2) -Itests/unit -MMD -MP $$< $$($(1)_LIBOBJ) -o $$@ $(3) $$(BASELIBS) \
 		$$(shell pkg-config --libs cmocka)
 
 $(BUILD)/$(1)/obj $(BUILD)/$(1)/tests:
@@ -70,7 +77,8 @@ endef
 $(eval $(call flavour,release,$(RELEASE_CFLAGS),$(HARDEN_LD)))
 $(eval $(call flavour,asan,$(ASAN_CFLAGS),$(ASAN_LDFLAGS)))
 
--include $(wildcard $(BUILD)/*/obj/*.d)
+-include $(wildcard $(BUILD)/*/obj/*.d $(BUILD)/*/obj/*/*.d $(BUILD)/*/obj/*/*/*.d \
+	$(BUILD)/*/tests/*.d)
 
 release: deps
 	@$(MAKE) --no-print-directory $(JOBS) $(BUILD)/release/posthorn
@@ -114,7 +122,7 @@ $(PHLOAD): bench/phload.c
 # the seccomp filter left out (valgrind cannot run under one).
 PH_CALLGRIND := $(BUILD)/bench/posthorn-callgrind
 
-$(PH_CALLGRIND): $(SRC) $(wildcard src/*.h)
+$(PH_CALLGRIND): $(SRC) $(HDR)
 	mkdir -p $(dir $@)
 	$(CC) $(BASECFLAGS) $(RELEASE_CFLAGS) -DPOSTHORN_CALLGRIND_BUILD \
 		-DPOSTHORN_VERSION='"$(VERSION)"' $(SRC) -o $@ $(HARDEN_LD) $(BASELIBS)
@@ -148,11 +156,12 @@ FUZZ_BINS     := $(patsubst %,$(BUILD)/fuzz/fuzz_%,$(FUZZ_NAMES))
 FUZZ_LIBOBJ   := $(patsubst src/%.c,$(BUILD)/fuzz/obj/%.o,$(LIBSRC))
 FUZZ_HELPOBJ  := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/obj/helper_%.o,$(FUZZ_HELPERS))
 
-$(BUILD)/fuzz/obj/%.o: src/%.c $(wildcard src/*.h) | $(BUILD)/fuzz/obj
-	$(FUZZ_CC) $(BASECFLAGS) $(FUZZ_CFLAGS) -DPOSTHORN_VERSION='"$(VERSION)"' -c $< -o $@
+$(BUILD)/fuzz/obj/%.o: src/%.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(BASECFLAGS) $(FUZZ_CFLAGS) -DPOSTHORN_VERSION='"$(VERSION)"' -MMD -MP -c $< -o $@
 
-$(BUILD)/fuzz/obj/helper_%.o: tests/fuzz/%.c $(wildcard tests/fuzz/*.h src/*.h) | $(BUILD)/fuzz/obj
-	$(FUZZ_CC) $(BASECFLAGS) $(FUZZ_CFLAGS) -Itests/fuzz -c $< -o $@
+$(BUILD)/fuzz/obj/helper_%.o: tests/fuzz/%.c | $(BUILD)/fuzz/obj
+	$(FUZZ_CC) $(BASECFLAGS) $(FUZZ_CFLAGS) -Itests/fuzz -MMD -MP -c $< -o $@
 
 $(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_LIBOBJ) $(FUZZ_HELPOBJ) $(wildcard tests/fuzz/*.h)
 	$(FUZZ_CC) $(BASECFLAGS) $(FUZZ_CFLAGS) -Itests/fuzz $< $(FUZZ_LIBOBJ) $(FUZZ_HELPOBJ) \
@@ -199,12 +208,13 @@ CPPCHECK_FLAGS := --quiet --error-exitcode=1 --inline-suppr --std=c11 \
 	--library=posix --template='{file}:{line}: {severity} ({id}): {message}'
 TIDY_STAMPS := $(patsubst src/%.c,$(BUILD)/lint/%.tidy,$(SRC))
 
-$(BUILD)/lint/cppcheck.stamp: $(SRC) $(wildcard src/*.h) tests/lint/cppcheck.supp | $(BUILD)/lint
+$(BUILD)/lint/cppcheck.stamp: $(SRC) $(HDR) tests/lint/cppcheck.supp | $(BUILD)/lint
 	@echo "== cppcheck"
 	@cppcheck $(CPPCHECK_FLAGS) $(SRC)
 	@touch $@
 
-$(BUILD)/lint/%.tidy: src/%.c $(wildcard src/*.h) .clang-tidy | $(BUILD)/lint
+$(BUILD)/lint/%.tidy: src/%.c $(HDR) .clang-tidy
+	@mkdir -p $(dir $@)
 	@echo "== clang-tidy $<"
 	@clang-tidy --quiet $< -- $(BASECFLAGS) -DPOSTHORN_VERSION='"$(VERSION)"' >$@.out 2>/dev/null; \
 	if grep -qE '(warning|error):' $@.out; then cat $@.out; rm -f $@.out; exit 1; fi; mv $@.out $@

@@ -14,9 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "aliases.h"
+#include "auth/aliases.h"
 #include "harness.h"
-#include "userdb.h"
+#include "auth/userdb.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -29,10 +29,10 @@
 
 #include <event2/event.h>
 
-#include "conf.h"
-#include "dns.h"
+#include "conf/conf.h"
+#include "net/dns.h"
 #include "harness.h"
-#include "smtp_client.h"
+#include "queue/smtp_client.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

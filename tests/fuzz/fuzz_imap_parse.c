@@ -17,7 +17,7 @@
 
 #include <event2/buffer.h>
 
-#include "imap_parse.h"
+#include "proto/imap/imap_parse.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

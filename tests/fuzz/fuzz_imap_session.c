@@ -37,9 +37,9 @@
 #include <string.h>
 
 #include "harness.h"
-#include "imap_session.h"
-#include "message.h"
-#include "server.h"
+#include "proto/imap/imap_session.h"
+#include "store/message.h"
+#include "runtime/runtime.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -16,7 +16,7 @@
 
 #include <event2/buffer.h>
 
-#include "linebuf.h"
+#include "lib/linebuf.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -17,8 +17,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "imap_parse.h"
-#include "message.h"
+#include "proto/imap/imap_parse.h"
+#include "store/message.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

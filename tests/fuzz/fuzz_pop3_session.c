@@ -19,8 +19,8 @@
 #include <string.h>
 
 #include "harness.h"
-#include "pop3_session.h"
-#include "server.h"
+#include "proto/pop3/pop3_session.h"
+#include "runtime/runtime.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

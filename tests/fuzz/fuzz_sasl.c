@@ -19,9 +19,9 @@
 
 #include <openssl/evp.h>
 
-#include "conf.h"
+#include "conf/conf.h"
 #include "harness.h"
-#include "sasl.h"
+#include "auth/sasl.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "smtp_addr.h"
+#include "proto/smtp/smtp_addr.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

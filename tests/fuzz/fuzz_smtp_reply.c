@@ -14,7 +14,7 @@
 #include <string.h>
 
 #include "harness.h"
-#include "smtp_client.h"
+#include "queue/smtp_client.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

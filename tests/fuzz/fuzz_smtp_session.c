@@ -22,8 +22,8 @@
 #include <string.h>
 
 #include "harness.h"
-#include "server.h"
-#include "smtp_session.h"
+#include "runtime/runtime.h"
+#include "proto/smtp/smtp_session.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

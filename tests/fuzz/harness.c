@@ -18,15 +18,16 @@
 
 #include <event2/event.h>
 
-#include "aliases.h"
-#include "conf.h"
-#include "log.h"
-#include "sasl.h"
-#include "server.h"
-#include "spool.h"
-#include "tls.h"
-#include "userdb.h"
-#include "util.h"
+#include "auth/aliases.h"
+#include "conf/conf.h"
+#include "lib/log.h"
+#include "auth/sasl.h"
+#include "proto/session.h"
+#include "runtime/runtime.h"
+#include "queue/spool.h"
+#include "net/tls.h"
+#include "auth/userdb.h"
+#include "lib/util.h"
 
 /* alice@example.test, "fuzz-secret", salt "posthorn-fuzz-salt", 1 round. */
 static const char users_text[] =
@@ -344,6 +345,12 @@ void fuzz_session_raw(void (*check_bytes)(const char *buf, size_t len))
 	raw_check = check_bytes;
 }
 
+static void fuzz_link_closed(struct session_link *l)
+{
+	free(l->server_name);
+	free(l);
+}
+
 void fuzz_session(struct runtime *rt, size_t srv, void (*start)(const struct session_start *),
 		  const uint8_t *data, size_t size, uint32_t seed, unsigned flags,
 		  void (*check_reply)(const char *line, size_t len))
@@ -353,11 +360,11 @@ void fuzz_session(struct runtime *rt, size_t srv, void (*start)(const struct ses
 	CHECK(fcntl(sv[0], F_SETFL, O_NONBLOCK) == 0 && fcntl(sv[1], F_SETFL, O_NONBLOCK) == 0);
 	struct sockaddr_in peer = {.sin_family = AF_INET, .sin_port = htons(40000)};
 	peer.sin_addr.s_addr = htonl(0xc0000201); /* 192.0.2.1 */
-	/* Not counted against the server's limits (server.c does that at
-	 * accept): server_conn_closed() then keeps one counter per server
-	 * name below zero, a bounded handful for the whole run. */
-	struct server_conn *sc = xcalloc(1, sizeof *sc);
+	/* Not counted against the server's limits (the daemon does that at
+	 * accept): the link only has to be freed when the session ends. */
+	struct session_link *sc = xcalloc(1, sizeof *sc);
 	sc->server_name = xstrdup(rt->conf->servers[srv].name);
+	sc->closed = fuzz_link_closed;
 	snprintf(sc->client, sizeof sc->client, "192.0.2.1");
 	struct sasl_throttle *saved = rt->throttle;
 	rt->throttle = sasl_throttle_new(64); /* each input starts afresh */
@@ -369,7 +376,7 @@ void fuzz_session(struct runtime *rt, size_t srv, void (*start)(const struct ses
 		.implicit_tls = rt->tls[srv] && (flags & FUZZ_IMPLICIT_TLS),
 		.peer = (const struct sockaddr *)&peer,
 		.peerlen = sizeof peer,
-		.conn = sc,
+		.link = sc,
 		.client_name = (flags & FUZZ_NO_NAME) ? NULL : "client.example.test",
 		.refused = (flags & FUZZ_REFUSED) != 0,
 	};

@@ -1,0 +1,205 @@
+/* main: the command line of SPEC.md §2 — `posthorn [-c FILE] COMMAND ...`.
+ * Exit status: 0 success, 1 an error the user can fix, 2 bad usage. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/check_dns.h"
+#include "cli/cmd_queue.h"
+#include "cli/cmd_user.h"
+#include "conf/conf.h"
+#include "lib/log.h"
+#include "daemon/server.h"
+#include "net/tls.h"
+#include "lib/util.h"
+
+#define DEFAULT_CONF "/etc/posthorn/posthorn.conf"
+
+struct command {
+	const char *name;
+	int (*run)(const char *conf_path, int argc, char **argv);
+	const char *usage;
+	const char *help;
+};
+
+static int cmd_serve(const char *conf_path, int argc, char **argv);
+static int cmd_check(const char *conf_path, int argc, char **argv);
+static int cmd_help(const char *conf_path, int argc, char **argv);
+static int cmd_user_main(const char *conf_path, int argc, char **argv);
+static int cmd_queue_main(const char *conf_path, int argc, char **argv);
+static int cmd_cert_main(const char *conf_path, int argc, char **argv);
+static int cmd_queue_main(const char *conf_path, int argc, char **argv)
+{
+	return cmd_queue(conf_path, argc - 1, argv + 1);
+}
+
+static int cmd_check_dns_main(const char *conf_path, int argc, char **argv);
+
+static const struct command commands[] = {
+	{"serve", cmd_serve, "serve [-c FILE]",
+	 "Run the daemon in the foreground, logging to stderr.\n"
+	 "SIGTERM/SIGINT stop it cleanly; SIGHUP reloads the configuration, users\n"
+	 "and aliases without dropping established sessions (a configuration with\n"
+	 "errors is refused and the running one stays)."},
+	{"check", cmd_check, "check [-c FILE]",
+	 "Parse and validate the configuration.  On error print FILE:LINE:COL: message\n"
+	 "for every error and exit 1; otherwise print each virtual server's effective\n"
+	 "policy in plain words, then any warnings."},
+	{"check-dns", cmd_check_dns_main, "check-dns [-c FILE]",
+	 "For each virtual server, resolve its hostname with the configured DNS\n"
+	 "servers and report whether it resolves, whether it resolves to the\n"
+	 "addresses the server listens on, and whether their reverse (PTR) records\n"
+	 "point back to it.  Exit 1 when anything is missing or does not match."},
+	{"user", cmd_user_main, "user add|passwd|del ADDRESS, user list [-c FILE]",
+	 "Manage the user database.  add and passwd read the password from the first\n"
+	 "line of standard input (prompting without echo on a terminal).  Only salted\n"
+	 "SCRAM-SHA-256 keys are stored, never the password; the file is rewritten\n"
+	 "atomically with mode 0600."},
+	{"queue", cmd_queue_main, "queue list|show ID|flush|delete ID [-c FILE]",
+	 "Inspect and act on the outbound queue of the running daemon, through the\n"
+	 "control socket in its spool folder (run as root or as the daemon's user).\n"
+	 "list: each message waiting for remote delivery: ID, age, size, sender,\n"
+	 "      pending recipients, attempts and the last error.\n"
+	 "show ID: a message's envelope, the state of each recipient, its header.\n"
+	 "flush: try every waiting message now instead of at its next retry.\n"
+	 "delete ID: remove a message from the queue; nothing is bounced to the\n"
+	 "      sender.  Exit 1 when the daemon is not running."},
+	{"cert", cmd_cert_main, "cert new --hostname H --out DIR [--rsa BITS]",
+	 "Create a private key (ECDSA P-256, or RSA of BITS bits; mode 0600), a\n"
+	 "self-signed certificate for H (subjectAltName H, valid one year) and a\n"
+	 "certificate signing request (CSR) to send to a certification authority:\n"
+	 "DIR/H.key, DIR/H.crt, DIR/H.csr.  Existing files are never overwritten."},
+	{"help", cmd_help, "help [COMMAND]", "Show usage, or the help of one command."},
+};
+
+static void usage(FILE *out)
+{
+	fprintf(out, "usage: posthorn [-c FILE] COMMAND [ARGS]\n\ncommands:\n");
+	for (size_t i = 0; i < ARRAY_LEN(commands); i++)
+		fprintf(out, "  posthorn %s\n", commands[i].usage);
+	fprintf(out, "  posthorn --version\n\n"
+		     "-c FILE: the configuration (default: $POSTHORN_CONF, else %s)\n",
+		DEFAULT_CONF);
+}
+
+static const struct command *find_command(const char *name)
+{
+	for (size_t i = 0; i < ARRAY_LEN(commands); i++)
+		if (strcmp(commands[i].name, name) == 0)
+			return &commands[i];
+	return NULL;
+}
+
+static int cmd_serve(const char *conf_path, int argc, char **argv)
+{
+	if (argc != 1) {
+		fprintf(stderr, "usage: posthorn serve [-c FILE]\n");
+		return 2;
+	}
+	log_init(false, getenv("POSTHORN_DEBUG") ? LOG_DEBUG : LOG_INFO);
+	return server_run(conf_path);
+}
+
+static int cmd_check(const char *conf_path, int argc, char **argv)
+{
+	if (argc != 1) {
+		fprintf(stderr, "usage: posthorn check [-c FILE]\n");
+		return 2;
+	}
+	struct conf *conf;
+	if (conf_load(conf_path, &conf, stderr) != 0)
+		return 1;
+	int errors = 0;
+	for (size_t i = 0; i < conf->nservers; i++)
+		errors += tls_check_files(&conf->servers[i].tls, conf->servers[i].hostname, stderr,
+					  stdout);
+	if (errors == 0) {
+		printf("%s: configuration is valid\n\n", conf_path);
+		conf_print_policy(conf, stdout);
+	}
+	conf_free(conf);
+	return errors ? 1 : 0;
+}
+
+static int cmd_user_main(const char *conf_path, int argc, char **argv)
+{
+	return cmd_user(conf_path, argc - 1, argv + 1);
+}
+
+static int cmd_check_dns_main(const char *conf_path, int argc, char **argv)
+{
+	if (argc != 1) {
+		fprintf(stderr, "usage: posthorn check-dns [-c FILE]\n");
+		return 2;
+	}
+	return cmd_check_dns(conf_path);
+}
+
+static int cmd_cert_main(const char *conf_path, int argc, char **argv)
+{
+	return cmd_cert(argc - 1, argv + 1);
+}
+
+static int cmd_help(const char *conf_path, int argc, char **argv)
+{
+	if (argc == 1) {
+		usage(stdout);
+		return 0;
+	}
+	const struct command *c = find_command(argv[1]);
+	if (argc > 2 || !c) {
+		usage(stderr);
+		return 2;
+	}
+	printf("usage: posthorn %s\n\n%s\n", c->usage, c->help);
+	return 0;
+}
+
+/* Take "-c FILE" out of argv wherever it stands; returns the new argc or
+ * -1 on a dangling -c. */
+static int take_conf_option(int argc, char **argv, const char **conf_path)
+{
+	int out = 0;
+	for (int i = 0; i < argc; i++) {
+		if (strcmp(argv[i], "-c") == 0) {
+			if (i + 1 >= argc)
+				return -1;
+			*conf_path = argv[++i];
+		} else if (strncmp(argv[i], "-c", 2) == 0 && argv[i][2]) {
+			*conf_path = argv[i] + 2;
+		} else {
+			argv[out++] = argv[i];
+		}
+	}
+	argv[out] = NULL;
+	return out;
+}
+
+int main(int argc, char **argv)
+{
+	const char *conf_path = getenv("POSTHORN_CONF");
+	if (!conf_path || !*conf_path)
+		conf_path = DEFAULT_CONF;
+	argc = take_conf_option(argc - 1, argv + 1, &conf_path);
+	argv++;
+	if (argc < 0) {
+		fprintf(stderr, "posthorn: -c needs a FILE\n");
+		return 2;
+	}
+	if (argc == 0) {
+		usage(stderr);
+		return 2;
+	}
+	if (strcmp(argv[0], "--version") == 0 || strcmp(argv[0], "-V") == 0) {
+		printf("posthorn %s\n", POSTHORN_VERSION);
+		return 0;
+	}
+	if (strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0)
+		return cmd_help(conf_path, 1, argv);
+	const struct command *c = find_command(argv[0]);
+	if (!c) {
+		fprintf(stderr, "posthorn: unknown command \"%s\" (see posthorn help)\n", argv[0]);
+		return 2;
+	}
+	return c->run(conf_path, argc, argv);
+}

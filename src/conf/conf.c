@@ -1,0 +1,2557 @@
+/* conf: the configuration language of SPEC.md §3 — a lexer that knows the
+ * FILE:LINE:COL of every token, a parser driven by one table per block, one
+ * validation step that reports every error, and the policy `check` prints. */
+#include "conf/conf.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <glob.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "lib/util.h"
+
+/* Every limit of the configuration language, in one place. */
+#define CONF_INCLUDE_DEPTH_MAX 8        /* nested include levels */
+#define CONF_FILE_SIZE_MAX (4u << 20)   /* bytes in one configuration file */
+#define CONF_QUOTE_MAX 80               /* bytes of a word shown in a message */
+#define CONF_TABLE_MAX 16               /* directives in one block's table */
+#define CONF_NAME_MAX 64                /* server and user names */
+#define CONF_MIN_BITS_MAX 256           /* strongest cipher there is */
+#define CONF_ARGS_ANY UINT_MAX          /* no upper bound on arguments */
+
+/* ---- types ---------------------------------------------------------------- */
+
+/* The name or one argument of a directive, as written. */
+struct arg {
+	char *s;
+	struct conf_pos pos;
+};
+
+/* One directive as read. */
+struct line {
+	struct arg name;
+	struct arg *args;
+	size_t nargs;
+	bool bad;               /* already rejected: malformed token, wrong count ... */
+	const char *dir;        /* folder of its file, for relative paths */
+};
+
+struct parser;
+typedef void directive_fn(struct parser *p, const struct line *d);
+
+struct context;
+
+/* One row of a block's table: the policy for one directive. */
+struct directive {
+	const char *name;
+	unsigned min_args, max_args;
+	directive_fn *fn;               /* for a block: before its contents, even on a bad line */
+	const struct context *block;    /* the table inside its { }; NULL: takes no block */
+	directive_fn *end;              /* for a block: after its "}" */
+	bool once;                      /* twice in one block is an error */
+};
+
+struct context {
+	const char *in;                 /* "in server block", for messages */
+	const char *belongs;            /* "in a server block", for hints */
+	const struct directive *directives;
+	size_t n;
+};
+
+/* Where each directive of one block was first given (line 0: not yet). */
+struct seen {
+	struct conf_pos at[CONF_TABLE_MAX];
+};
+
+/* What the parser knows about a server beyond struct conf_server. */
+struct server_state {
+	struct conf_pos require_pos;    /* "require yes", for "no certificate" */
+	bool timeout_set;
+	bool had_errors;                /* a rejected line may be what looks missing */
+	size_t certs_checked;
+};
+
+struct file_id {
+	dev_t dev;
+	ino_t ino;
+};
+
+struct parser {
+	struct conf *conf;
+	FILE *errout;
+	int errors;
+	struct seen global_seen;        /* top level: shared by every included file */
+	struct file_id reading[CONF_INCLUDE_DEPTH_MAX + 1]; /* files open, outermost first */
+	size_t nreading;
+	size_t depth;                   /* include nesting */
+	struct conf_server *server;     /* the server block being read */
+	struct server_state *state;
+	struct server_state *states;    /* parallel to conf->servers */
+	size_t nstates;
+	struct conf_server scratch;     /* takes a server block whose first line is bad */
+	struct server_state scratch_state;
+	int errors_at_server;
+	struct conf_pos smarthost_auth_pos;
+	struct conf_pos end_pos;        /* end of the main file */
+};
+
+/* ---- messages --------------------------------------------------------------- */
+
+struct quoted {
+	char s[CONF_QUOTE_MAX * 4 + 4];
+};
+
+/* A word as printable ASCII for a message: other bytes as \xNN, long ones cut. */
+static struct quoted quote(const char *s)
+{
+	static const char hex[] = "0123456789abcdef";
+	struct quoted q;
+	size_t o = 0, i;
+	for (i = 0; i < CONF_QUOTE_MAX && s[i] != '\0'; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c >= 0x20 && c < 0x7f) {
+			q.s[o++] = (char)c;
+			continue;
+		}
+		q.s[o++] = '\\';
+		q.s[o++] = 'x';
+		q.s[o++] = hex[c >> 4];
+		q.s[o++] = hex[c & 15];
+	}
+	if (s[i] != '\0') {
+		memcpy(q.s + o, "...", 3);
+		o += 3;
+	}
+	q.s[o] = '\0';
+	return q;
+}
+
+/* The temporary lives until the end of the full expression (C11 6.2.4p8). */
+#define Q(text) (quote(text).s)
+
+static void conf_error(struct parser *p, const struct conf_pos *at, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void conf_error(struct parser *p, const struct conf_pos *at, const char *fmt, ...)
+{
+	va_list ap;
+	fprintf(p->errout, "%s:%u:%u: ", at->file, at->line, at->col);
+	va_start(ap, fmt);
+	vfprintf(p->errout, fmt, ap);
+	va_end(ap);
+	fputc('\n', p->errout);
+	p->errors++;
+}
+
+/* ---- lexer ----------------------------------------------------------------- */
+
+enum token_kind { TOKEN_WORD, TOKEN_NEWLINE, TOKEN_OPEN, TOKEN_CLOSE, TOKEN_END };
+
+struct token {
+	enum token_kind kind;
+	char *word;             /* TOKEN_WORD: owned */
+	bool bad;               /* malformed, already reported */
+	struct conf_pos pos;
+};
+
+struct lexer {
+	struct parser *p;
+	const char *text;
+	size_t off;
+	struct conf_pos pos;    /* of text[off] */
+	const char *dir;
+	struct token ahead;
+	bool has_ahead;
+};
+
+struct strbuf {
+	char *s;
+	size_t len, cap;
+};
+
+static void strbuf_putc(struct strbuf *b, char c)
+{
+	if (b->len + 1 >= b->cap) {
+		b->cap = b->cap ? b->cap * 2 : 32;
+		b->s = xrealloc(b->s, b->cap);
+	}
+	b->s[b->len++] = c;
+	b->s[b->len] = '\0';
+}
+
+static void strbuf_puts(struct strbuf *b, const char *s)
+{
+	while (*s)
+		strbuf_putc(b, *s++);
+}
+
+static char *strbuf_take(struct strbuf *b)
+{
+	return b->s ? b->s : xstrdup("");
+}
+
+static int lx_peek(const struct lexer *lx)
+{
+	return (unsigned char)lx->text[lx->off];
+}
+
+static void lx_advance(struct lexer *lx)
+{
+	if (lx->text[lx->off] == '\0')
+		return;
+	if (lx->text[lx->off] == '\n') {
+		lx->pos.line++;
+		lx->pos.col = 1;
+	} else {
+		lx->pos.col++;
+	}
+	lx->off++;
+}
+
+static bool lx_is_blank(int c)
+{
+	return c == ' ' || c == '\t' || c == '\r' || c == '\f' || c == '\v';
+}
+
+static bool lx_ends_word(int c)
+{
+	return c == '\0' || c == '\n' || c == '#' || c == '{' || c == '}' || lx_is_blank(c);
+}
+
+static void lx_skip_blanks_and_comment(struct lexer *lx)
+{
+	while (lx_is_blank(lx_peek(lx)))
+		lx_advance(lx);
+	if (lx_peek(lx) != '#')
+		return;
+	while (lx_peek(lx) != '\0' && lx_peek(lx) != '\n')
+		lx_advance(lx);
+}
+
+/* After a backslash inside quotes: only \" and \\ exist. */
+static void lx_escape(struct lexer *lx, struct strbuf *b, bool *bad)
+{
+	struct conf_pos at = lx->pos;
+	lx_advance(lx);
+	int c = lx_peek(lx);
+	if (c == '"' || c == '\\') {
+		strbuf_putc(b, (char)c);
+		lx_advance(lx);
+		return;
+	}
+	if (c == '\0' || c == '\n')
+		return; /* the string is unterminated: the caller says so */
+	char seq[3] = {'\\', (char)c, '\0'};
+	conf_error(lx->p, &at, "bad escape \"%s\" in string (only \\\" and \\\\ are allowed)",
+		   Q(seq));
+	*bad = true;
+	lx_advance(lx);
+}
+
+static void lx_quoted(struct lexer *lx, struct strbuf *b, bool *bad)
+{
+	struct conf_pos start = lx->pos;
+	lx_advance(lx);
+	for (;;) {
+		int c = lx_peek(lx);
+		if (c == '"') {
+			lx_advance(lx);
+			return;
+		}
+		if (c == '\0' || c == '\n') {
+			conf_error(lx->p, &start,
+				   "unterminated string (end it with \" on the same line)");
+			*bad = true;
+			return;
+		}
+		if (c == '\\') {
+			lx_escape(lx, b, bad);
+			continue;
+		}
+		strbuf_putc(b, (char)c);
+		lx_advance(lx);
+	}
+}
+
+static void lx_bare(struct lexer *lx, struct strbuf *b)
+{
+	while (!lx_ends_word(lx_peek(lx)) && lx_peek(lx) != '"') {
+		strbuf_putc(b, (char)lx_peek(lx));
+		lx_advance(lx);
+	}
+}
+
+/* A bare word or one quoted string; a quote inside a word is an error. */
+static struct token lx_word(struct lexer *lx)
+{
+	struct token t = {.kind = TOKEN_WORD, .pos = lx->pos};
+	struct strbuf b = {0};
+	unsigned parts = 0;
+	bool quoted = false;
+	while (!lx_ends_word(lx_peek(lx))) {
+		parts++;
+		if (lx_peek(lx) == '"') {
+			quoted = true;
+			lx_quoted(lx, &b, &t.bad);
+		} else {
+			lx_bare(lx, &b);
+		}
+	}
+	if (quoted && parts > 1 && !t.bad) {
+		conf_error(lx->p, &t.pos, "quotes must enclose a whole argument");
+		t.bad = true;
+	}
+	t.word = strbuf_take(&b);
+	return t;
+}
+
+static struct token lx_next(struct lexer *lx)
+{
+	if (lx->has_ahead) {
+		lx->has_ahead = false;
+		return lx->ahead;
+	}
+	lx_skip_blanks_and_comment(lx);
+	struct token t = {.pos = lx->pos};
+	switch (lx_peek(lx)) {
+	case '\0':
+		t.kind = TOKEN_END;
+		return t;
+	case '\n':
+		t.kind = TOKEN_NEWLINE;
+		break;
+	case '{':
+		t.kind = TOKEN_OPEN;
+		break;
+	case '}':
+		t.kind = TOKEN_CLOSE;
+		break;
+	default:
+		return lx_word(lx);
+	}
+	lx_advance(lx);
+	return t;
+}
+
+static void lx_unget(struct lexer *lx, struct token t)
+{
+	lx->ahead = t;
+	lx->has_ahead = true;
+}
+
+/* ---- values ---------------------------------------------------------------- */
+
+/* Decimal digits only: false on empty, a sign, or overflow. */
+static bool parse_decimal(const char *s, const char **end, uint64_t *out)
+{
+	uint64_t n = 0;
+	if (*s < '0' || *s > '9')
+		return false;
+	for (; *s >= '0' && *s <= '9'; s++) {
+		unsigned digit = (unsigned)(*s - '0');
+		if (n > (UINT64_MAX - digit) / 10)
+			return false;
+		n = n * 10 + digit;
+	}
+	*end = s;
+	*out = n;
+	return true;
+}
+
+static bool parse_whole_number(const char *s, uint64_t *out)
+{
+	const char *end;
+	return parse_decimal(s, &end, out) && *end == '\0';
+}
+
+static uint64_t size_unit(char c)
+{
+	switch (c) {
+	case '\0': return 1;
+	case 'K': case 'k': return UINT64_C(1) << 10;
+	case 'M': case 'm': return UINT64_C(1) << 20;
+	case 'G': case 'g': return UINT64_C(1) << 30;
+	default: return 0;
+	}
+}
+
+int conf_parse_size(const char *s, uint64_t *out)
+{
+	const char *end;
+	uint64_t n;
+	if (!parse_decimal(s, &end, &n))
+		return -1;
+	uint64_t unit = size_unit(end[0]);
+	if (unit == 0 || (end[0] != '\0' && end[1] != '\0') || n > UINT64_MAX / unit)
+		return -1;
+	*out = n * unit;
+	return 0;
+}
+
+static unsigned duration_unit(char c)
+{
+	switch (c) {
+	case '\0': case 's': return 1;
+	case 'm': return 60;
+	case 'h': return 3600;
+	case 'd': return 86400;
+	default: return 0;
+	}
+}
+
+int conf_parse_duration(const char *s, unsigned *out)
+{
+	const char *end;
+	uint64_t n;
+	if (!parse_decimal(s, &end, &n))
+		return -1;
+	unsigned unit = duration_unit(end[0]);
+	if (unit == 0 || (end[0] != '\0' && end[1] != '\0') || n > UINT_MAX / unit)
+		return -1;
+	*out = (unsigned)n * unit;
+	return 0;
+}
+
+static bool is_ldh(int c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+	       c == '-';
+}
+
+static bool label_is_valid(const char *l, size_t n)
+{
+	if (n == 0 || n > 63 || l[0] == '-' || l[n - 1] == '-')
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!is_ldh((unsigned char)l[i]))
+			return false;
+	return true;
+}
+
+/* RFC 1035 §2.3.1 names, with RFC 1123 §2.1's leading digits. */
+static bool domain_is_valid(const char *s)
+{
+	if (strlen(s) > 253)
+		return false;
+	for (;;) {
+		const char *dot = strchr(s, '.');
+		size_t n = dot ? (size_t)(dot - s) : strlen(s);
+		if (!label_is_valid(s, n))
+			return false;
+		if (!dot)
+			return true;
+		s = dot + 1;
+	}
+}
+
+static bool name_is_valid(const char *s)
+{
+	size_t n = strlen(s);
+	if (n == 0 || n > CONF_NAME_MAX)
+		return false;
+	for (; *s; s++)
+		if (!is_ldh((unsigned char)*s) && *s != '.' && *s != '_')
+			return false;
+	return true;
+}
+
+/* path made absolute against dir, the folder of the file it appears in. */
+static char *path_join(const char *dir, const char *path)
+{
+	if (path[0] == '/')
+		return xstrdup(path);
+	while (path[0] == '.' && path[1] == '/')
+		path += 2;
+	size_t n = strlen(dir);
+	if (n > 0 && dir[n - 1] == '/')
+		return xasprintf("%s%s", dir, path);
+	return xasprintf("%s/%s", dir, path);
+}
+
+static char *folder_of(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+	if (!slash)
+		return xstrdup(".");
+	if (slash == path)
+		return xstrdup("/");
+	return xstrndup(path, (size_t)(slash - path));
+}
+
+static char *current_folder(void)
+{
+	char *cwd = getcwd(NULL, 0);
+	if (!cwd)
+		return xstrdup(".");
+	char *copy = xstrdup(cwd);
+	free(cwd);
+	return copy;
+}
+
+static char *absolute_folder(const char *dir)
+{
+	if (strcmp(dir, ".") == 0)
+		return current_folder();
+	char *cwd = current_folder();
+	char *abs = path_join(cwd, dir);
+	free(cwd);
+	return abs;
+}
+
+/* ---- values with messages ----------------------------------------------------- */
+
+static bool arg_bool(struct parser *p, const struct line *d, const struct arg *a, bool *out)
+{
+	if (strcmp(a->s, "yes") == 0 || strcmp(a->s, "no") == 0) {
+		*out = a->s[0] == 'y';
+		return true;
+	}
+	conf_error(p, &a->pos, "bad value \"%s\" for \"%s\" (use yes or no)", Q(a->s), d->name.s);
+	return false;
+}
+
+static bool arg_number(struct parser *p, const struct line *d, const struct arg *a,
+		       unsigned min, unsigned max, unsigned *out)
+{
+	uint64_t n;
+	if (parse_whole_number(a->s, &n) && n >= min && n <= max) {
+		*out = (unsigned)n;
+		return true;
+	}
+	conf_error(p, &a->pos, "bad number \"%s\" for \"%s\" (use a whole number from %u to %u)",
+		   Q(a->s), d->name.s, min, max);
+	return false;
+}
+
+static bool arg_size(struct parser *p, const struct line *d, const struct arg *a, uint64_t *out)
+{
+	uint64_t n;
+	if (conf_parse_size(a->s, &n) < 0) {
+		conf_error(p, &a->pos, "bad size \"%s\" (use a number with K, M or G)", Q(a->s));
+		return false;
+	}
+	if (n == 0) {
+		conf_error(p, &a->pos, "bad size \"%s\" for \"%s\" (must be more than 0)", Q(a->s),
+			   d->name.s);
+		return false;
+	}
+	*out = n;
+	return true;
+}
+
+static bool arg_duration(struct parser *p, const struct line *d, const struct arg *a,
+			 unsigned *out)
+{
+	unsigned n;
+	if (conf_parse_duration(a->s, &n) < 0) {
+		conf_error(p, &a->pos, "bad duration \"%s\" (use a number with s, m, h or d)",
+			   Q(a->s));
+		return false;
+	}
+	if (n == 0) {
+		conf_error(p, &a->pos, "bad duration \"%s\" for \"%s\" (must be more than 0)",
+			   Q(a->s), d->name.s);
+		return false;
+	}
+	*out = n;
+	return true;
+}
+
+static bool arg_path(struct parser *p, const struct line *d, const struct arg *a, char **out)
+{
+	if (a->s[0] == '\0') {
+		conf_error(p, &a->pos, "empty path for \"%s\"", d->name.s);
+		return false;
+	}
+	free(*out);
+	*out = path_join(d->dir, a->s);
+	return true;
+}
+
+/* Lower case without one trailing dot; NULL (reported) when not a domain. */
+static char *arg_domain(struct parser *p, const struct arg *a)
+{
+	char *name = str_lower(xstrdup(a->s));
+	size_t n = strlen(name);
+	if (n > 1 && name[n - 1] == '.')
+		name[n - 1] = '\0';
+	if (domain_is_valid(name))
+		return name;
+	conf_error(p, &a->pos, "bad domain name \"%s\"", Q(a->s));
+	free(name);
+	return NULL;
+}
+
+/* One of names[] (NULL-terminated); its index, or -1 (reported). */
+static int arg_keyword(struct parser *p, const struct line *d, const struct arg *a,
+		       const char *const *names, const char *usage)
+{
+	for (int i = 0; names[i]; i++)
+		if (strcmp(a->s, names[i]) == 0)
+			return i;
+	conf_error(p, &a->pos, "bad value \"%s\" for \"%s\" (use %s)", Q(a->s), d->name.s, usage);
+	return -1;
+}
+
+/* ---- addresses ---------------------------------------------------------------- */
+
+/* A numeric IPv4 or IPv6 address into 16 bytes: its family, or 0. */
+static int addr_parse(const char *s, uint8_t out[16])
+{
+	memset(out, 0, 16);
+	if (inet_pton(AF_INET, s, out) == 1)
+		return AF_INET;
+	if (inet_pton(AF_INET6, s, out) == 1)
+		return AF_INET6;
+	return 0;
+}
+
+static unsigned addr_bits(int family)
+{
+	return family == AF_INET ? 32 : 128;
+}
+
+static void sockaddr_fill(struct conf_sockaddr *sa, int family, const uint8_t addr[16],
+			  unsigned port)
+{
+	memset(&sa->ss, 0, sizeof sa->ss);
+	if (family == AF_INET) {
+		struct sockaddr_in *in = (struct sockaddr_in *)&sa->ss;
+		in->sin_family = AF_INET;
+		in->sin_port = htons((uint16_t)port);
+		memcpy(&in->sin_addr, addr, 4);
+		sa->len = sizeof *in;
+	} else {
+		struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&sa->ss;
+		in6->sin6_family = AF_INET6;
+		in6->sin6_port = htons((uint16_t)port);
+		memcpy(&in6->sin6_addr, addr, 16);
+		sa->len = sizeof *in6;
+	}
+}
+
+static const uint8_t *sockaddr_bytes(const struct conf_sockaddr *sa, size_t *n)
+{
+	if (sa->ss.ss_family == AF_INET) {
+		*n = 4;
+		return (const uint8_t *)&((const struct sockaddr_in *)&sa->ss)->sin_addr;
+	}
+	*n = 16;
+	return (const uint8_t *)&((const struct sockaddr_in6 *)&sa->ss)->sin6_addr;
+}
+
+static unsigned sockaddr_port(const struct conf_sockaddr *sa)
+{
+	if (sa->ss.ss_family == AF_INET)
+		return ntohs(((const struct sockaddr_in *)&sa->ss)->sin_port);
+	return ntohs(((const struct sockaddr_in6 *)&sa->ss)->sin6_port);
+}
+
+static bool bytes_are_zero(const uint8_t *b, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (b[i])
+			return false;
+	return true;
+}
+
+static bool sockaddr_is_loopback(const struct conf_sockaddr *sa)
+{
+	size_t n;
+	const uint8_t *b = sockaddr_bytes(sa, &n);
+	if (n == 4)
+		return b[0] == 127;
+	const struct in6_addr *a6 = (const struct in6_addr *)b;
+	return IN6_IS_ADDR_LOOPBACK(a6) || (IN6_IS_ADDR_V4MAPPED(a6) && b[12] == 127);
+}
+
+/* Same family and port, and the same address or one of them the wildcard. */
+static bool sockaddrs_overlap(const struct conf_sockaddr *a, const struct conf_sockaddr *b)
+{
+	if (a->ss.ss_family != b->ss.ss_family || sockaddr_port(a) != sockaddr_port(b))
+		return false;
+	size_t n;
+	const uint8_t *x = sockaddr_bytes(a, &n), *y = sockaddr_bytes(b, &n);
+	return memcmp(x, y, n) == 0 || bytes_are_zero(x, n) || bytes_are_zero(y, n);
+}
+
+/* "1.2.3.4:25", "[::1]:25", "[::1]", "::1", "host:25" split in two. */
+struct hostport {
+	char *host;             /* owned, without brackets */
+	const char *port;       /* NULL: none written */
+	bool bracketed;
+	bool bare_ipv6;         /* several colons and no brackets */
+};
+
+static bool hostport_split(const char *s, struct hostport *hp)
+{
+	memset(hp, 0, sizeof *hp);
+	if (s[0] == '[') {
+		const char *close = strchr(s, ']');
+		if (!close || (close[1] != '\0' && close[1] != ':'))
+			return false;
+		hp->host = xstrndup(s + 1, (size_t)(close - s - 1));
+		hp->port = close[1] == ':' ? close + 2 : NULL;
+		hp->bracketed = true;
+		return true;
+	}
+	const char *colon = strchr(s, ':');
+	if (colon && strchr(colon + 1, ':')) {
+		hp->host = xstrdup(s);
+		hp->bare_ipv6 = true;
+		return true;
+	}
+	hp->host = colon ? xstrndup(s, (size_t)(colon - s)) : xstrdup(s);
+	hp->port = colon ? colon + 1 : NULL;
+	return true;
+}
+
+static bool port_parse(const char *s, unsigned *out)
+{
+	uint64_t n;
+	if (!parse_whole_number(s, &n) || n < 1 || n > 65535)
+		return false;
+	*out = (unsigned)n;
+	return true;
+}
+
+/* What an IP[:PORT] argument is for; default_port 0: the port is required. */
+struct addr_kind {
+	const char *what;
+	const char *usage;
+	unsigned default_port;
+};
+
+static const struct addr_kind listen_kind = {
+	"listen address", "IP:PORT, e.g. 0.0.0.0:25 or [::]:587", 0};
+static const struct addr_kind dns_kind = {
+	"DNS server", "IP or IP:PORT, e.g. 127.0.0.1, 127.0.0.1:53 or [::1]:53", 53};
+
+/* Family of the address (0 when reported); fills addr and port. */
+static int hostport_check(struct parser *p, const struct arg *a, const struct addr_kind *k,
+			  const struct hostport *hp, uint8_t addr[16], unsigned *port)
+{
+	if (hp->bare_ipv6 && k->default_port == 0) {
+		conf_error(p, &a->pos, "bad %s \"%s\": write an IPv6 address in brackets, e.g. [::1]:25",
+			   k->what, Q(a->s));
+		return 0;
+	}
+	int family = addr_parse(hp->host, addr);
+	if (!family || (hp->bracketed && family != AF_INET6)) {
+		conf_error(p, &a->pos, "bad %s \"%s\" (use %s)", k->what, Q(a->s), k->usage);
+		return 0;
+	}
+	if (hp->port && !port_parse(hp->port, port)) {
+		conf_error(p, &a->pos, "bad port \"%s\" in \"%s\" (use 1 to 65535)", Q(hp->port),
+			   Q(a->s));
+		return 0;
+	}
+	if (!hp->port && k->default_port == 0) {
+		conf_error(p, &a->pos, "missing port in %s \"%s\" (use %s)", k->what, Q(a->s), k->usage);
+		return 0;
+	}
+	return family;
+}
+
+static bool arg_sockaddr(struct parser *p, const struct arg *a, const struct addr_kind *k,
+			 struct conf_sockaddr *sa)
+{
+	struct hostport hp;
+	uint8_t addr[16];
+	unsigned port = k->default_port;
+	if (!hostport_split(a->s, &hp)) {
+		conf_error(p, &a->pos, "bad %s \"%s\" (use %s)", k->what, Q(a->s), k->usage);
+		return false;
+	}
+	int family = hostport_check(p, a, k, &hp, addr, &port);
+	free(hp.host);
+	if (!family)
+		return false;
+	sockaddr_fill(sa, family, addr, port);
+	sa->text = xstrdup(a->s);
+	sa->pos = a->pos;
+	return true;
+}
+
+/* ---- rules ------------------------------------------------------------------- */
+
+static void mask_from_prefix(uint8_t mask[16], unsigned prefix)
+{
+	memset(mask, 0, 16);
+	for (unsigned i = 0; i < prefix / 8; i++)
+		mask[i] = 0xff;
+	if (prefix % 8)
+		mask[prefix / 8] = (uint8_t)(0xff << (8 - prefix % 8));
+}
+
+/* Leading one bits of an IPv4 mask, or -1 when its ones are not contiguous. */
+static int mask_prefix(const uint8_t mask[4])
+{
+	uint32_t m = (uint32_t)mask[0] << 24 | (uint32_t)mask[1] << 16 |
+		     (uint32_t)mask[2] << 8 | mask[3];
+	uint32_t host = ~m;
+	if ((host & (host + 1)) != 0)
+		return -1;
+	return __builtin_popcount(m);
+}
+
+static void rule_set_network(struct conf_rule *r, int family, const uint8_t addr[16],
+			     unsigned prefix)
+{
+	r->kind = RULE_NETWORK;
+	r->family = family;
+	r->prefix = prefix;
+	mask_from_prefix(r->mask, prefix);
+	for (size_t i = 0; i < 16; i++)
+		r->addr[i] = addr[i] & r->mask[i];
+}
+
+static void report_bad_rule_address(struct parser *p, const struct arg *a)
+{
+	conf_error(p, &a->pos,
+		   "bad address \"%s\" (use an IP address, ADDRESS/PREFIX, ADDRESS MASK or domain NAME)",
+		   Q(a->s));
+}
+
+static bool rule_single(struct parser *p, const struct arg *a, struct conf_rule *r)
+{
+	uint8_t addr[16];
+	int family = addr_parse(a->s, addr);
+	if (!family) {
+		report_bad_rule_address(p, a);
+		return false;
+	}
+	rule_set_network(r, family, addr, addr_bits(family));
+	return true;
+}
+
+static bool rule_cidr(struct parser *p, const struct arg *a, struct conf_rule *r)
+{
+	const char *slash = strchr(a->s, '/');
+	char *host = xstrndup(a->s, (size_t)(slash - a->s));
+	uint8_t addr[16];
+	int family = addr_parse(host, addr);
+	free(host);
+	if (!family) {
+		report_bad_rule_address(p, a);
+		return false;
+	}
+	uint64_t prefix;
+	if (!parse_whole_number(slash + 1, &prefix) || prefix > addr_bits(family)) {
+		conf_error(p, &a->pos, "bad prefix length \"%s\" in \"%s\" (use 0 to %u)",
+			   Q(slash + 1), Q(a->s), addr_bits(family));
+		return false;
+	}
+	rule_set_network(r, family, addr, (unsigned)prefix);
+	return true;
+}
+
+static bool rule_address_mask(struct parser *p, const struct line *d, struct conf_rule *r)
+{
+	const struct arg *a = &d->args[0], *m = &d->args[1];
+	uint8_t addr[16], mask[16];
+	int family = addr_parse(a->s, addr);
+	if (family == AF_INET6) {
+		conf_error(p, &a->pos, "a subnet mask is for IPv4 only: write %s/PREFIX", Q(a->s));
+		return false;
+	}
+	if (!family) {
+		report_bad_rule_address(p, a);
+		return false;
+	}
+	if (addr_parse(m->s, mask) != AF_INET) {
+		conf_error(p, &m->pos, "bad subnet mask \"%s\" (use a dotted mask like 255.255.255.0)",
+			   Q(m->s));
+		return false;
+	}
+	int prefix = mask_prefix(mask);
+	if (prefix < 0) {
+		conf_error(p, &m->pos,
+			   "bad subnet mask \"%s\": its one bits must be contiguous, like 255.255.255.0",
+			   Q(m->s));
+		return false;
+	}
+	rule_set_network(r, AF_INET, addr, (unsigned)prefix);
+	return true;
+}
+
+static bool rule_domain(struct parser *p, const struct line *d, struct conf_rule *r)
+{
+	if (d->nargs != 2) {
+		conf_error(p, &d->args[0].pos, "\"domain\" needs a name: %s domain NAME", d->name.s);
+		return false;
+	}
+	r->domain = arg_domain(p, &d->args[1]);
+	r->kind = RULE_DOMAIN;
+	return r->domain != NULL;
+}
+
+static char *args_joined(const struct line *d)
+{
+	struct strbuf b = {0};
+	for (size_t i = 0; i < d->nargs; i++) {
+		if (i)
+			strbuf_putc(&b, ' ');
+		strbuf_puts(&b, d->args[i].s);
+	}
+	return strbuf_take(&b);
+}
+
+/* allow/deny RULE: ADDRESS, ADDRESS/PREFIX, ADDRESS MASK or domain NAME. */
+static bool rule_parse(struct parser *p, const struct line *d, enum conf_action action,
+		       struct conf_rule *r)
+{
+	const struct arg *first = &d->args[0];
+	bool ok;
+	memset(r, 0, sizeof *r);
+	if (strcmp(first->s, "domain") == 0)
+		ok = rule_domain(p, d, r);
+	else if (d->nargs == 2)
+		ok = rule_address_mask(p, d, r);
+	else if (strchr(first->s, '/'))
+		ok = rule_cidr(p, first, r);
+	else
+		ok = rule_single(p, first, r);
+	if (!ok)
+		return false;
+	r->action = action;
+	r->text = args_joined(d);
+	r->pos = d->name.pos;
+	return true;
+}
+
+static void rule_append(struct conf_rule **rules, size_t *n, const struct conf_rule *r)
+{
+	struct conf_rule *slot = xappend(rules, n, sizeof *slot);
+	*slot = *r;
+}
+
+/* ---- defaults ---------------------------------------------------------------- */
+
+static char *system_hostname(void)
+{
+	char name[256];
+	if (gethostname(name, sizeof name - 1) < 0)
+		return xstrdup("localhost");
+	name[sizeof name - 1] = '\0';
+	return str_lower(xstrdup(name[0] ? name : "localhost"));
+}
+
+static void conf_defaults(struct conf *c)
+{
+	static const unsigned retry[] = {5 * 60, 15 * 60, 60 * 60, 4 * 60 * 60};
+	c->hostname = system_hostname();
+	c->spool = xstrdup("/var/spool/posthorn");
+	c->mailboxes = xstrdup("/var/mail/posthorn");
+	c->users = xstrdup("/etc/posthorn/users");
+	c->outbound.smarthost_port = 25;
+	c->outbound.port = 25;
+	c->outbound.tls = OUTBOUND_TLS_OPPORTUNISTIC;
+	c->outbound.lifetime = 5 * 86400;
+	c->outbound.retry = xmalloc(sizeof retry);
+	memcpy(c->outbound.retry, retry, sizeof retry);
+	c->outbound.nretry = ARRAY_LEN(retry);
+}
+
+static unsigned default_timeout(enum conf_protocol protocol)
+{
+	switch (protocol) {
+	case PROTO_POP3: return 10 * 60;
+	case PROTO_IMAP: return 30 * 60;
+	default: return 5 * 60;
+	}
+}
+
+static void server_defaults(struct conf_server *s, const char *name, struct conf_pos pos)
+{
+	memset(s, 0, sizeof *s);
+	s->name = xstrdup(name);
+	s->pos = pos;
+	s->protocol = PROTO_SMTP;
+	s->tls.min_bits = 128;
+	s->tls.min_version = TLS_VERSION_1_2;
+	s->connection.default_action = ACTION_ALLOW;
+	s->connection.reverse_lookup = true;
+	s->auth.mechanisms = MECH_PLAIN | MECH_LOGIN | MECH_SCRAM_SHA_256;
+	s->auth.plaintext_requires_tls = true;
+	s->auth.sender_must_match = true;
+	s->auth.lockout_failures = 5;
+	s->auth.lockout_window = 15 * 60;
+	s->auth.lockout_duration = 30 * 60;
+	s->auth.received_auth = true;
+	s->relay.authenticated = true;
+	s->limits.message_size = UINT64_C(25) << 20;
+	s->limits.recipients = 100;
+	s->limits.connections = 1000;
+	s->limits.connections_per_ip = 20;
+	s->limits.timeout = default_timeout(PROTO_SMTP);
+}
+
+/* ---- freeing ------------------------------------------------------------------ */
+
+static void dns_free(struct conf_dns *dns)
+{
+	for (size_t i = 0; i < dns->nservers; i++)
+		free(dns->servers[i].text);
+	free(dns->servers);
+}
+
+static void rules_free(struct conf_rule *rules, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(rules[i].domain);
+		free(rules[i].text);
+	}
+	free(rules);
+}
+
+static void server_free(struct conf_server *s)
+{
+	free(s->name);
+	for (size_t i = 0; i < s->nlistens; i++)
+		free(s->listens[i].addr.text);
+	free(s->listens);
+	free(s->hostname);
+	dns_free(&s->dns);
+	for (size_t i = 0; i < s->tls.ncerts; i++) {
+		free(s->tls.certs[i].certificate);
+		free(s->tls.certs[i].key);
+	}
+	free(s->tls.certs);
+	rules_free(s->connection.rules, s->connection.nrules);
+	rules_free(s->relay.rules, s->relay.nrules);
+}
+
+void conf_free(struct conf *c)
+{
+	if (!c)
+		return;
+	for (size_t i = 0; i < c->nservers; i++)
+		server_free(&c->servers[i]);
+	free(c->servers);
+	for (size_t i = 0; i < c->ndomains; i++)
+		free(c->domains[i]);
+	free(c->domains);
+	for (size_t i = 0; i < c->nfiles; i++)
+		free(c->files[i]);
+	free(c->files);
+	free(c->path);
+	free(c->hostname);
+	free(c->spool);
+	free(c->mailboxes);
+	free(c->users);
+	free(c->aliases);
+	dns_free(&c->dns);
+	free(c->run_as);
+	free(c->outbound.smarthost);
+	free(c->outbound.smarthost_host);
+	free(c->outbound.smarthost_user);
+	free(c->outbound.smarthost_secret);
+	free(c->outbound.retry);
+	free(c);
+}
+
+/* ---- files ------------------------------------------------------------------- */
+
+static const char *conf_add_file(struct conf *c, const char *name)
+{
+	char **slot = xappend(&c->files, &c->nfiles, sizeof *slot);
+	*slot = xstrdup(name);
+	return *slot;
+}
+
+/* The whole file as a string; NULL with *why set when it cannot be used. */
+static char *read_text_file(const char *path, struct file_id *id, const char **why)
+{
+	FILE *f = fopen(path, "re");
+	struct stat st;
+	if (!f || fstat(fileno(f), &st) < 0) {
+		*why = strerror(errno);
+		if (f)
+			fclose(f);
+		return NULL;
+	}
+	id->dev = st.st_dev;
+	id->ino = st.st_ino;
+	size_t len = 0, cap = 4096;
+	char *buf = xmalloc(cap);
+	size_t got;
+	*why = NULL;
+	while (!*why && (got = fread(buf + len, 1, cap - len - 1, f)) > 0) {
+		len += got;
+		if (len > CONF_FILE_SIZE_MAX)
+			*why = "file too large";
+		else if (len + 1 == cap)
+			buf = xrealloc(buf, cap *= 2);
+	}
+	if (!*why && ferror(f))
+		*why = strerror(errno);
+	fclose(f);
+	buf[len] = '\0';
+	if (!*why && strlen(buf) != len)
+		*why = "contains a NUL byte (not a text file?)";
+	if (*why) {
+		free(buf);
+		return NULL;
+	}
+	return buf;
+}
+
+/* ---- handlers: top level ------------------------------------------------------ */
+
+static void parse_text(struct parser *p, const char *file, const char *text, const char *dir);
+
+static void global_hostname(struct parser *p, const struct line *d)
+{
+	char *name = arg_domain(p, &d->args[0]);
+	if (!name)
+		return;
+	free(p->conf->hostname);
+	p->conf->hostname = name;
+}
+
+static void global_domains(struct parser *p, const struct line *d)
+{
+	struct conf *c = p->conf;
+	for (size_t i = 0; i < d->nargs; i++) {
+		char *name = arg_domain(p, &d->args[i]);
+		if (name && conf_is_local_domain(c, name)) {
+			free(name);
+			continue;
+		}
+		if (name)
+			*(char **)xappend(&c->domains, &c->ndomains, sizeof(char *)) = name;
+	}
+}
+
+static void global_spool(struct parser *p, const struct line *d)
+{
+	arg_path(p, d, &d->args[0], &p->conf->spool);
+}
+
+static void global_mailboxes(struct parser *p, const struct line *d)
+{
+	arg_path(p, d, &d->args[0], &p->conf->mailboxes);
+}
+
+static void global_users(struct parser *p, const struct line *d)
+{
+	arg_path(p, d, &d->args[0], &p->conf->users);
+}
+
+static void global_aliases(struct parser *p, const struct line *d)
+{
+	arg_path(p, d, &d->args[0], &p->conf->aliases);
+}
+
+static void dns_add(struct parser *p, const struct line *d, struct conf_dns *dns)
+{
+	for (size_t i = 0; i < d->nargs; i++) {
+		struct conf_sockaddr sa = {0};
+		if (arg_sockaddr(p, &d->args[i], &dns_kind, &sa))
+			*(struct conf_sockaddr *)xappend(&dns->servers, &dns->nservers, sizeof sa) = sa;
+	}
+}
+
+static void global_dns(struct parser *p, const struct line *d)
+{
+	dns_add(p, d, &p->conf->dns);
+}
+
+static void global_run_as(struct parser *p, const struct line *d)
+{
+	const struct arg *a = &d->args[0];
+	if (!name_is_valid(a->s) || a->s[0] == '-') {
+		conf_error(p, &a->pos, "bad user name \"%s\" for \"run-as\"", Q(a->s));
+		return;
+	}
+	free(p->conf->run_as);
+	p->conf->run_as = xstrdup(a->s);
+}
+
+static bool file_is_being_read(const struct parser *p, const struct file_id *id)
+{
+	for (size_t i = 0; i < p->nreading; i++)
+		if (p->reading[i].dev == id->dev && p->reading[i].ino == id->ino)
+			return true;
+	return false;
+}
+
+static void include_text(struct parser *p, const char *path, const char *text,
+			 const struct file_id *id)
+{
+	char *dir = folder_of(path);
+	p->reading[p->nreading++] = *id;
+	p->depth++;
+	parse_text(p, conf_add_file(p->conf, path), text, dir);
+	p->depth--;
+	p->nreading--;
+	free(dir);
+}
+
+static void include_file(struct parser *p, const struct arg *a, const char *path)
+{
+	struct file_id id;
+	const char *why;
+	char *text = read_text_file(path, &id, &why);
+	if (!text)
+		conf_error(p, &a->pos, "cannot include \"%s\": %s", Q(path), why);
+	else if (file_is_being_read(p, &id))
+		conf_error(p, &a->pos, "include loop: \"%s\" is already being read", Q(path));
+	else if (p->depth >= CONF_INCLUDE_DEPTH_MAX)
+		conf_error(p, &a->pos, "cannot include \"%s\": includes nested more than %d deep",
+			   Q(path), CONF_INCLUDE_DEPTH_MAX);
+	else
+		include_text(p, path, text, &id);
+	free(text);
+}
+
+static bool has_wildcard(const char *s)
+{
+	return strpbrk(s, "*?[") != NULL;
+}
+
+/* dir with glob(3)'s special characters escaped. */
+static char *glob_escape(const char *dir)
+{
+	struct strbuf b = {0};
+	for (; *dir; dir++) {
+		if (strchr("*?[\\", *dir))
+			strbuf_putc(&b, '\\');
+		strbuf_putc(&b, *dir);
+	}
+	return strbuf_take(&b);
+}
+
+/* include PATH: a pattern matching nothing is fine, a missing plain file is not. */
+static void global_include(struct parser *p, const struct line *d)
+{
+	const struct arg *a = &d->args[0];
+	if (a->s[0] == '\0') {
+		conf_error(p, &a->pos, "empty path for \"include\"");
+		return;
+	}
+	if (!has_wildcard(a->s)) {
+		char *path = path_join(d->dir, a->s);
+		include_file(p, a, path);
+		free(path);
+		return;
+	}
+	char *dir = glob_escape(d->dir);
+	char *pattern = path_join(dir, a->s);
+	glob_t g = {0};
+	int r = glob(pattern, 0, NULL, &g);
+	if (r == 0)
+		for (size_t i = 0; i < g.gl_pathc; i++)
+			include_file(p, a, g.gl_pathv[i]);
+	else if (r != GLOB_NOMATCH)
+		conf_error(p, &a->pos, "cannot include \"%s\": %s", Q(a->s),
+			   r == GLOB_NOSPACE ? "out of memory" : "read error");
+	globfree(&g);
+	free(pattern);
+	free(dir);
+}
+
+static void global_server(struct parser *p, const struct line *d)
+{
+	bool ok = !d->bad;
+	if (ok && !name_is_valid(d->args[0].s)) {
+		conf_error(p, &d->args[0].pos,
+			   "bad server name \"%s\" (use letters, digits, \".\", \"_\" and \"-\")",
+			   Q(d->args[0].s));
+		ok = false;
+	}
+	if (ok) {
+		p->server = xappend(&p->conf->servers, &p->conf->nservers, sizeof *p->server);
+		p->state = xappend(&p->states, &p->nstates, sizeof *p->state);
+	} else {
+		p->server = &p->scratch;
+		p->state = &p->scratch_state;
+		memset(p->state, 0, sizeof *p->state);
+	}
+	server_defaults(p->server, ok ? d->args[0].s : "", d->name.pos);
+	p->errors_at_server = p->errors;
+}
+
+static void server_end(struct parser *p, const struct line *d)
+{
+	(void)d;
+	struct conf_server *s = p->server;
+	if (!p->state->timeout_set)
+		s->limits.timeout = default_timeout(s->protocol);
+	p->state->had_errors = p->errors > p->errors_at_server;
+	if (s == &p->scratch)
+		server_free(s);
+	p->server = NULL;
+	p->state = NULL;
+}
+
+/* ---- handlers: outbound ------------------------------------------------------- */
+
+static void report_bad_smarthost(struct parser *p, const struct arg *a)
+{
+	conf_error(p, &a->pos, "bad smarthost \"%s\" (use HOST or HOST:PORT, e.g. relay.example:587)",
+		   Q(a->s));
+}
+
+/* HOST: a domain name or an IP address; IPv6 in brackets when a port follows. */
+static bool smarthost_check(struct parser *p, const struct arg *a, const struct hostport *hp,
+			    unsigned *port)
+{
+	uint8_t addr[16];
+	int family = addr_parse(hp->host, addr);
+	if (hp->bracketed ? family != AF_INET6 : (family == 0 && !domain_is_valid(hp->host))) {
+		report_bad_smarthost(p, a);
+		return false;
+	}
+	if (hp->port && !port_parse(hp->port, port)) {
+		conf_error(p, &a->pos, "bad port \"%s\" in \"%s\" (use 1 to 65535)", Q(hp->port),
+			   Q(a->s));
+		return false;
+	}
+	return true;
+}
+
+static void out_smarthost(struct parser *p, const struct line *d)
+{
+	struct conf_outbound *o = &p->conf->outbound;
+	const struct arg *a = &d->args[0];
+	struct hostport hp;
+	unsigned port = 25;
+	if (!hostport_split(a->s, &hp)) {
+		report_bad_smarthost(p, a);
+		return;
+	}
+	if (!smarthost_check(p, a, &hp, &port)) {
+		free(hp.host);
+		return;
+	}
+	free(o->smarthost);
+	free(o->smarthost_host);
+	o->smarthost = xstrdup(a->s);
+	o->smarthost_host = str_lower(hp.host);
+	o->smarthost_port = (unsigned short)port;
+}
+
+static void out_smarthost_auth(struct parser *p, const struct line *d)
+{
+	struct conf_outbound *o = &p->conf->outbound;
+	if (d->args[0].s[0] == '\0') {
+		conf_error(p, &d->args[0].pos, "empty user name for \"smarthost-auth\"");
+		return;
+	}
+	if (!arg_path(p, d, &d->args[1], &o->smarthost_secret))
+		return;
+	/* STYLE §14: a secret others may read is refused, here at start-up
+	 * and reload rather than at the first delivery */
+	struct stat st;
+	if (stat(o->smarthost_secret, &st) == 0 && (st.st_mode & (S_IRWXG | S_IRWXO))) {
+		conf_error(p, &d->args[1].pos,
+			   "secret file %s may be read by group or others (mode %04o); chmod 600 it",
+			   o->smarthost_secret, (unsigned)(st.st_mode & 07777));
+		return;
+	}
+	free(o->smarthost_user);
+	o->smarthost_user = xstrdup(d->args[0].s);
+	p->smarthost_auth_pos = d->name.pos;
+}
+
+static void out_port(struct parser *p, const struct line *d)
+{
+	unsigned port;
+	if (arg_number(p, d, &d->args[0], 1, 65535, &port))
+		p->conf->outbound.port = (unsigned short)port;
+}
+
+static void out_tls(struct parser *p, const struct line *d)
+{
+	static const char *const names[] = {
+		[OUTBOUND_TLS_OPPORTUNISTIC] = "opportunistic",
+		[OUTBOUND_TLS_REQUIRED] = "required",
+		[OUTBOUND_TLS_NO] = "no",
+		NULL,
+	};
+	int i = arg_keyword(p, d, &d->args[0], names, "opportunistic, required or no");
+	if (i >= 0)
+		p->conf->outbound.tls = (enum conf_outbound_tls)i;
+}
+
+static void out_lifetime(struct parser *p, const struct line *d)
+{
+	arg_duration(p, d, &d->args[0], &p->conf->outbound.lifetime);
+}
+
+static void out_retry(struct parser *p, const struct line *d)
+{
+	struct conf_outbound *o = &p->conf->outbound;
+	unsigned *steps = xcalloc(d->nargs, sizeof *steps);
+	bool ok = true;
+	for (size_t i = 0; i < d->nargs; i++)
+		ok = arg_duration(p, d, &d->args[i], &steps[i]) && ok;
+	if (!ok) {
+		free(steps);
+		return;
+	}
+	free(o->retry);
+	o->retry = steps;
+	o->nretry = d->nargs;
+}
+
+/* ---- handlers: server ---------------------------------------------------------- */
+
+static void srv_protocol(struct parser *p, const struct line *d)
+{
+	for (int i = PROTO_SMTP; i <= PROTO_IMAP; i++) {
+		if (strcmp(d->args[0].s, conf_protocol_name((enum conf_protocol)i)) == 0) {
+			p->server->protocol = (enum conf_protocol)i;
+			return;
+		}
+	}
+	conf_error(p, &d->args[0].pos, "unknown protocol \"%s\" (use smtp, pop3 or imap)",
+		   Q(d->args[0].s));
+}
+
+static void srv_listen(struct parser *p, const struct line *d)
+{
+	struct conf_server *s = p->server;
+	struct conf_sockaddr sa = {0};
+	if (d->nargs == 2 && strcmp(d->args[1].s, "tls") != 0) {
+		conf_error(p, &d->args[1].pos, "bad option \"%s\" for \"listen\" (the only option is tls)",
+			   Q(d->args[1].s));
+		return;
+	}
+	if (!arg_sockaddr(p, &d->args[0], &listen_kind, &sa))
+		return;
+	struct conf_listen *l = xappend(&s->listens, &s->nlistens, sizeof *l);
+	l->addr = sa;
+	l->tls = d->nargs == 2;
+}
+
+static void srv_hostname(struct parser *p, const struct line *d)
+{
+	char *name = arg_domain(p, &d->args[0]);
+	if (!name)
+		return;
+	free(p->server->hostname);
+	p->server->hostname = name;
+}
+
+static void srv_dns(struct parser *p, const struct line *d)
+{
+	dns_add(p, d, &p->server->dns);
+}
+
+/* ---- handlers: tls ------------------------------------------------------------- */
+
+static void tls_certificate(struct parser *p, const struct line *d)
+{
+	struct conf_tls *t = &p->server->tls;
+	char *path = NULL;
+	if (!arg_path(p, d, &d->args[0], &path))
+		return;
+	struct conf_cert *c = xappend(&t->certs, &t->ncerts, sizeof *c);
+	c->certificate = path;
+	c->pos = d->name.pos;
+}
+
+/* A key pairs with the certificate right before it. */
+static void tls_key(struct parser *p, const struct line *d)
+{
+	struct conf_tls *t = &p->server->tls;
+	struct conf_cert *last = t->ncerts ? &t->certs[t->ncerts - 1] : NULL;
+	if (!last || last->key) {
+		conf_error(p, &d->name.pos,
+			   "\"key\" without a \"certificate\" before it (write certificate FILE, then key FILE)");
+		return;
+	}
+	arg_path(p, d, &d->args[0], &last->key);
+}
+
+static void tls_end(struct parser *p, const struct line *d)
+{
+	(void)d;
+	struct conf_tls *t = &p->server->tls;
+	for (size_t i = p->state->certs_checked; i < t->ncerts; i++)
+		if (!t->certs[i].key)
+			conf_error(p, &t->certs[i].pos, "certificate \"%s\" has no \"key\" after it",
+				   Q(t->certs[i].certificate));
+	p->state->certs_checked = t->ncerts;
+}
+
+static void tls_require(struct parser *p, const struct line *d)
+{
+	if (arg_bool(p, d, &d->args[0], &p->server->tls.require) && p->server->tls.require)
+		p->state->require_pos = d->name.pos;
+}
+
+static void tls_min_bits(struct parser *p, const struct line *d)
+{
+	arg_number(p, d, &d->args[0], 0, CONF_MIN_BITS_MAX, &p->server->tls.min_bits);
+}
+
+static void tls_min_version(struct parser *p, const struct line *d)
+{
+	static const char *const names[] = {"1.2", "1.3", NULL};
+	int i = arg_keyword(p, d, &d->args[0], names, "1.2 or 1.3");
+	if (i >= 0)
+		p->server->tls.min_version = i == 0 ? TLS_VERSION_1_2 : TLS_VERSION_1_3;
+}
+
+static void tls_strict_sni(struct parser *p, const struct line *d)
+{
+	arg_bool(p, d, &d->args[0], &p->server->tls.strict_sni);
+}
+
+/* ---- handlers: connection ---------------------------------------------------------- */
+
+static void conn_default(struct parser *p, const struct line *d)
+{
+	static const char *const names[] = {[ACTION_ALLOW] = "allow", [ACTION_DENY] = "deny", NULL};
+	int i = arg_keyword(p, d, &d->args[0], names, "allow or deny");
+	if (i >= 0)
+		p->server->connection.default_action = (enum conf_action)i;
+}
+
+static void conn_reverse_lookup(struct parser *p, const struct line *d)
+{
+	arg_bool(p, d, &d->args[0], &p->server->connection.reverse_lookup);
+}
+
+static void conn_rule(struct parser *p, const struct line *d, enum conf_action action)
+{
+	struct conf_connection *cn = &p->server->connection;
+	struct conf_rule r;
+	if (rule_parse(p, d, action, &r))
+		rule_append(&cn->rules, &cn->nrules, &r);
+}
+
+static void conn_allow(struct parser *p, const struct line *d)
+{
+	conn_rule(p, d, ACTION_ALLOW);
+}
+
+static void conn_deny(struct parser *p, const struct line *d)
+{
+	conn_rule(p, d, ACTION_DENY);
+}
+
+/* ---- handlers: auth ---------------------------------------------------------------- */
+
+static const struct {
+	const char *name;
+	unsigned bit;
+} mechanism_names[] = {
+	{"PLAIN", MECH_PLAIN},
+	{"LOGIN", MECH_LOGIN},
+	{"SCRAM-SHA-256", MECH_SCRAM_SHA_256},
+};
+
+static unsigned mechanism_bit(const char *name)
+{
+	for (size_t i = 0; i < ARRAY_LEN(mechanism_names); i++)
+		if (str_ieq(name, mechanism_names[i].name))
+			return mechanism_names[i].bit;
+	return 0;
+}
+
+static void auth_mechanisms(struct parser *p, const struct line *d)
+{
+	unsigned bits = 0;
+	bool ok = true;
+	for (size_t i = 0; i < d->nargs; i++) {
+		unsigned bit = mechanism_bit(d->args[i].s);
+		if (!bit) {
+			conf_error(p, &d->args[i].pos,
+				   "unknown mechanism \"%s\" (use plain, login or scram-sha-256)",
+				   Q(d->args[i].s));
+			ok = false;
+		}
+		bits |= bit;
+	}
+	if (ok)
+		p->server->auth.mechanisms = bits;
+}
+
+static void auth_anonymous(struct parser *p, const struct line *d)
+{
+	arg_bool(p, d, &d->args[0], &p->server->auth.anonymous);
+}
+
+static void auth_plaintext_requires_tls(struct parser *p, const struct line *d)
+{
+	arg_bool(p, d, &d->args[0], &p->server->auth.plaintext_requires_tls);
+}
+
+static void auth_sender_must_match(struct parser *p, const struct line *d)
+{
+	arg_bool(p, d, &d->args[0], &p->server->auth.sender_must_match);
+}
+
+static void auth_received_auth(struct parser *p, const struct line *d)
+{
+	arg_bool(p, d, &d->args[0], &p->server->auth.received_auth);
+}
+
+/* lockout FAILURES WINDOW DURATION; 0 failures turns it off. */
+static void auth_lockout(struct parser *p, const struct line *d)
+{
+	struct conf_auth *a = &p->server->auth;
+	unsigned failures, window, duration;
+	bool ok = arg_number(p, d, &d->args[0], 0, UINT_MAX, &failures);
+	ok = arg_duration(p, d, &d->args[1], &window) && ok;
+	ok = arg_duration(p, d, &d->args[2], &duration) && ok;
+	if (!ok)
+		return;
+	a->lockout_failures = failures;
+	a->lockout_window = window;
+	a->lockout_duration = duration;
+}
+
+/* ---- handlers: relay ------------------------------------------------------------------ */
+
+static void relay_authenticated(struct parser *p, const struct line *d)
+{
+	arg_bool(p, d, &d->args[0], &p->server->relay.authenticated);
+}
+
+static void relay_allow(struct parser *p, const struct line *d)
+{
+	struct conf_relay *r = &p->server->relay;
+	struct conf_rule rule;
+	if (rule_parse(p, d, ACTION_ALLOW, &rule))
+		rule_append(&r->rules, &r->nrules, &rule);
+}
+
+static void relay_deny(struct parser *p, const struct line *d)
+{
+	conf_error(p, &d->name.pos,
+		   "\"deny\" is not allowed in a relay block: relay rules only grant relaying "
+		   "(refuse clients in the connection block)");
+}
+
+/* ---- handlers: limits ------------------------------------------------------------------ */
+
+static void lim_message_size(struct parser *p, const struct line *d)
+{
+	arg_size(p, d, &d->args[0], &p->server->limits.message_size);
+}
+
+static void lim_recipients(struct parser *p, const struct line *d)
+{
+	arg_number(p, d, &d->args[0], 1, UINT_MAX, &p->server->limits.recipients);
+}
+
+static void lim_connections(struct parser *p, const struct line *d)
+{
+	arg_number(p, d, &d->args[0], 1, UINT_MAX, &p->server->limits.connections);
+}
+
+static void lim_connections_per_ip(struct parser *p, const struct line *d)
+{
+	arg_number(p, d, &d->args[0], 1, UINT_MAX, &p->server->limits.connections_per_ip);
+}
+
+static void lim_timeout(struct parser *p, const struct line *d)
+{
+	if (arg_duration(p, d, &d->args[0], &p->server->limits.timeout))
+		p->state->timeout_set = true;
+}
+
+/* ---- the tables ------------------------------------------------------------------------ */
+
+#define CONTEXT(in, belongs, table) {in, belongs, table, ARRAY_LEN(table)}
+
+/*                   name           min max            handler        block  end   once */
+static const struct directive tls_directives[] = {
+	{"certificate", 1, 1, tls_certificate, NULL, NULL, false},
+	{"key", 1, 1, tls_key, NULL, NULL, false},
+	{"require", 1, 1, tls_require, NULL, NULL, true},
+	{"min-bits", 1, 1, tls_min_bits, NULL, NULL, true},
+	{"min-version", 1, 1, tls_min_version, NULL, NULL, true},
+	{"strict-sni", 1, 1, tls_strict_sni, NULL, NULL, true},
+};
+static const struct context tls_context =
+	CONTEXT("in tls block", "in a tls block", tls_directives);
+
+static const struct directive connection_directives[] = {
+	{"default", 1, 1, conn_default, NULL, NULL, true},
+	{"reverse-lookup", 1, 1, conn_reverse_lookup, NULL, NULL, true},
+	{"allow", 1, 2, conn_allow, NULL, NULL, false},
+	{"deny", 1, 2, conn_deny, NULL, NULL, false},
+};
+static const struct context connection_context =
+	CONTEXT("in connection block", "in a connection block", connection_directives);
+
+static const struct directive auth_directives[] = {
+	{"mechanisms", 1, CONF_ARGS_ANY, auth_mechanisms, NULL, NULL, true},
+	{"anonymous", 1, 1, auth_anonymous, NULL, NULL, true},
+	{"plaintext-requires-tls", 1, 1, auth_plaintext_requires_tls, NULL, NULL, true},
+	{"sender-must-match", 1, 1, auth_sender_must_match, NULL, NULL, true},
+	{"lockout", 3, 3, auth_lockout, NULL, NULL, true},
+	{"received-auth", 1, 1, auth_received_auth, NULL, NULL, true},
+};
+static const struct context auth_context =
+	CONTEXT("in auth block", "in an auth block", auth_directives);
+
+static const struct directive relay_directives[] = {
+	{"authenticated", 1, 1, relay_authenticated, NULL, NULL, true},
+	{"allow", 1, 2, relay_allow, NULL, NULL, false},
+	{"deny", 0, CONF_ARGS_ANY, relay_deny, NULL, NULL, false},
+};
+static const struct context relay_context =
+	CONTEXT("in relay block", "in a relay block", relay_directives);
+
+static const struct directive limits_directives[] = {
+	{"message-size", 1, 1, lim_message_size, NULL, NULL, true},
+	{"recipients", 1, 1, lim_recipients, NULL, NULL, true},
+	{"connections", 1, 1, lim_connections, NULL, NULL, true},
+	{"connections-per-ip", 1, 1, lim_connections_per_ip, NULL, NULL, true},
+	{"timeout", 1, 1, lim_timeout, NULL, NULL, true},
+};
+static const struct context limits_context =
+	CONTEXT("in limits block", "in a limits block", limits_directives);
+
+static const struct directive server_directives[] = {
+	{"protocol", 1, 1, srv_protocol, NULL, NULL, true},
+	{"listen", 1, 2, srv_listen, NULL, NULL, false},
+	{"hostname", 1, 1, srv_hostname, NULL, NULL, true},
+	{"dns", 1, CONF_ARGS_ANY, srv_dns, NULL, NULL, true},
+	{"tls", 0, 0, NULL, &tls_context, tls_end, true},
+	{"connection", 0, 0, NULL, &connection_context, NULL, true},
+	{"auth", 0, 0, NULL, &auth_context, NULL, true},
+	{"relay", 0, 0, NULL, &relay_context, NULL, true},
+	{"limits", 0, 0, NULL, &limits_context, NULL, true},
+};
+static const struct context server_context =
+	CONTEXT("in server block", "in a server block", server_directives);
+
+static const struct directive outbound_directives[] = {
+	{"smarthost", 1, 1, out_smarthost, NULL, NULL, true},
+	{"smarthost-auth", 2, 2, out_smarthost_auth, NULL, NULL, true},
+	{"port", 1, 1, out_port, NULL, NULL, true},
+	{"tls", 1, 1, out_tls, NULL, NULL, true},
+	{"lifetime", 1, 1, out_lifetime, NULL, NULL, true},
+	{"retry", 1, CONF_ARGS_ANY, out_retry, NULL, NULL, true},
+};
+static const struct context outbound_context =
+	CONTEXT("in outbound block", "in an outbound block", outbound_directives);
+
+static const struct directive global_directives[] = {
+	{"hostname", 1, 1, global_hostname, NULL, NULL, true},
+	{"domains", 1, CONF_ARGS_ANY, global_domains, NULL, NULL, false},
+	{"spool", 1, 1, global_spool, NULL, NULL, true},
+	{"mailboxes", 1, 1, global_mailboxes, NULL, NULL, true},
+	{"users", 1, 1, global_users, NULL, NULL, true},
+	{"aliases", 1, 1, global_aliases, NULL, NULL, true},
+	{"dns", 1, CONF_ARGS_ANY, global_dns, NULL, NULL, true},
+	{"run-as", 1, 1, global_run_as, NULL, NULL, true},
+	{"include", 1, 1, global_include, NULL, NULL, false},
+	{"outbound", 0, 0, NULL, &outbound_context, NULL, true},
+	{"server", 1, 1, global_server, &server_context, server_end, false},
+};
+static const struct context global_context =
+	CONTEXT("at top level", "at top level", global_directives);
+
+_Static_assert(ARRAY_LEN(global_directives) <= CONF_TABLE_MAX, "raise CONF_TABLE_MAX");
+_Static_assert(ARRAY_LEN(server_directives) <= CONF_TABLE_MAX, "raise CONF_TABLE_MAX");
+_Static_assert(ARRAY_LEN(outbound_directives) <= CONF_TABLE_MAX, "raise CONF_TABLE_MAX");
+_Static_assert(ARRAY_LEN(tls_directives) <= CONF_TABLE_MAX, "raise CONF_TABLE_MAX");
+_Static_assert(ARRAY_LEN(auth_directives) <= CONF_TABLE_MAX, "raise CONF_TABLE_MAX");
+_Static_assert(ARRAY_LEN(limits_directives) <= CONF_TABLE_MAX, "raise CONF_TABLE_MAX");
+
+static const struct context *const all_contexts[] = {
+	&global_context, &server_context, &tls_context, &connection_context,
+	&auth_context, &relay_context, &limits_context, &outbound_context,
+};
+
+/* ---- the parser ------------------------------------------------------------------------ */
+
+static const struct directive *directive_find(const struct context *ctx, const char *name)
+{
+	for (size_t i = 0; i < ctx->n; i++)
+		if (strcmp(ctx->directives[i].name, name) == 0)
+			return &ctx->directives[i];
+	return NULL;
+}
+
+static void report_unknown(struct parser *p, const struct context *ctx, const struct line *d)
+{
+	for (size_t i = 0; i < ARRAY_LEN(all_contexts); i++) {
+		if (all_contexts[i] != ctx && directive_find(all_contexts[i], d->name.s)) {
+			conf_error(p, &d->name.pos, "unknown directive \"%s\" %s (it belongs %s)",
+				   Q(d->name.s), ctx->in, all_contexts[i]->belongs);
+			return;
+		}
+	}
+	conf_error(p, &d->name.pos, "unknown directive \"%s\" %s", Q(d->name.s), ctx->in);
+}
+
+static void report_arg_count(struct parser *p, const struct directive *dir,
+			     const struct line *d)
+{
+	const char *n = dir->name;
+	unsigned lo = dir->min_args, hi = dir->max_args;
+	if (hi == 0)
+		conf_error(p, &d->name.pos, "\"%s\" takes no arguments", n);
+	else if (hi == CONF_ARGS_ANY)
+		conf_error(p, &d->name.pos, "\"%s\" needs at least %u argument%s", n, lo,
+			   lo == 1 ? "" : "s");
+	else if (lo == hi)
+		conf_error(p, &d->name.pos, "\"%s\" needs %u argument%s", n, lo, lo == 1 ? "" : "s");
+	else if (hi == lo + 1)
+		conf_error(p, &d->name.pos, "\"%s\" needs %u or %u arguments", n, lo, hi);
+	else
+		conf_error(p, &d->name.pos, "\"%s\" needs %u to %u arguments", n, lo, hi);
+}
+
+static void report_unclosed(struct parser *p, const struct arg *opener)
+{
+	conf_error(p, &opener->pos, "\"%s\" block is never closed (missing \"}\")", Q(opener->s));
+}
+
+/* Reads the arguments up to the end of the line, a "{" (returns true) or a
+ * "}" (left for the block that it closes). */
+static bool read_arguments(struct lexer *lx, struct line *d)
+{
+	for (;;) {
+		struct token t = lx_next(lx);
+		if (t.kind == TOKEN_WORD) {
+			struct arg *a = xappend(&d->args, &d->nargs, sizeof *a);
+			a->s = t.word;
+			a->pos = t.pos;
+			d->bad |= t.bad;
+			continue;
+		}
+		if (t.kind == TOKEN_OPEN)
+			return true;
+		if (t.kind == TOKEN_CLOSE || t.kind == TOKEN_END)
+			lx_unget(lx, t);
+		return false;
+	}
+}
+
+static void line_free(struct line *d)
+{
+	free(d->name.s);
+	for (size_t i = 0; i < d->nargs; i++)
+		free(d->args[i].s);
+	free(d->args);
+}
+
+/* Everything up to the matching "}", unparsed (the lexer still reports). */
+static void skip_block(struct parser *p, struct lexer *lx, const struct arg *opener)
+{
+	unsigned depth = 1;
+	while (depth > 0) {
+		struct token t = lx_next(lx);
+		free(t.word);
+		if (t.kind == TOKEN_OPEN) {
+			depth++;
+		} else if (t.kind == TOKEN_CLOSE) {
+			depth--;
+		} else if (t.kind == TOKEN_END) {
+			report_unclosed(p, opener);
+			return;
+		}
+	}
+}
+
+/* The table's policy: argument count, block or not, once per block. */
+static void check_line(struct parser *p, const struct context *ctx, const struct directive *dir,
+		       struct seen *seen, struct line *d, bool opens_block)
+{
+	if (d->nargs < dir->min_args || d->nargs > dir->max_args) {
+		report_arg_count(p, dir, d);
+		d->bad = true;
+	}
+	if (dir->block && !opens_block) {
+		conf_error(p, &d->name.pos, "\"%s\" needs a block: %s { ... }", dir->name, dir->name);
+		d->bad = true;
+	} else if (!dir->block && opens_block) {
+		conf_error(p, &d->name.pos, "\"%s\" does not take a block", dir->name);
+		d->bad = true;
+	}
+	if (!dir->once)
+		return;
+	struct conf_pos *first = &seen->at[dir - ctx->directives];
+	if (first->line) {
+		conf_error(p, &d->name.pos, "duplicate directive \"%s\" (first given at %s:%u:%u)",
+			   dir->name, first->file, first->line, first->col);
+		d->bad = true;
+	} else {
+		*first = d->name.pos;
+	}
+}
+
+static void parse_block(struct parser *p, struct lexer *lx, const struct context *ctx,
+			struct seen *seen, const struct arg *opener);
+
+static void run_block(struct parser *p, struct lexer *lx, const struct directive *dir,
+		      const struct line *d)
+{
+	struct seen seen = {0};
+	if (dir->fn)
+		dir->fn(p, d);
+	parse_block(p, lx, dir->block, &seen, &d->name);
+	if (dir->end)
+		dir->end(p, d);
+}
+
+static void parse_directive(struct parser *p, struct lexer *lx, const struct context *ctx,
+			    struct seen *seen, struct token name)
+{
+	struct line d = {.name = {name.word, name.pos}, .bad = name.bad, .dir = lx->dir};
+	bool opens_block = read_arguments(lx, &d);
+	const struct directive *dir = name.bad ? NULL : directive_find(ctx, name.word);
+	if (!dir) {
+		if (!name.bad)
+			report_unknown(p, ctx, &d);
+		if (opens_block)
+			skip_block(p, lx, &d.name);
+	} else {
+		check_line(p, ctx, dir, seen, &d, opens_block);
+		if (dir->block && opens_block)
+			run_block(p, lx, dir, &d);
+		else if (opens_block)
+			skip_block(p, lx, &d.name);
+		else if (!d.bad && dir->fn)
+			dir->fn(p, &d);
+	}
+	line_free(&d);
+}
+
+/* Directives up to the "}" that closes opener, or to the end of the file
+ * when opener is NULL.  Errors are reported and reading goes on. */
+static void parse_block(struct parser *p, struct lexer *lx, const struct context *ctx,
+			struct seen *seen, const struct arg *opener)
+{
+	for (;;) {
+		struct token t = lx_next(lx);
+		switch (t.kind) {
+		case TOKEN_NEWLINE:
+			break;
+		case TOKEN_END:
+			if (opener)
+				report_unclosed(p, opener);
+			return;
+		case TOKEN_CLOSE:
+			if (opener)
+				return;
+			conf_error(p, &t.pos, "stray \"}\" with no block to close");
+			break;
+		case TOKEN_OPEN: {
+			struct arg brace = {"{", t.pos};
+			conf_error(p, &t.pos, "\"{\" without a directive name before it");
+			skip_block(p, lx, &brace);
+			break;
+		}
+		case TOKEN_WORD:
+			parse_directive(p, lx, ctx, seen, t);
+			break;
+		}
+	}
+}
+
+static void parse_text(struct parser *p, const char *file, const char *text, const char *dir)
+{
+	struct lexer lx = {.p = p, .text = text, .pos = {file, 1, 1}, .dir = dir};
+	parse_block(p, &lx, &global_context, &p->global_seen, NULL);
+	if (p->depth == 0)
+		p->end_pos = lx.pos;
+}
+
+/* ---- validation ------------------------------------------------------------------------- */
+
+static void check_server(struct parser *p, const struct conf_server *s,
+			 const struct server_state *st)
+{
+	if (st->had_errors)
+		return; /* what looks missing may be on a rejected line */
+	if (s->nlistens == 0)
+		conf_error(p, &s->pos, "server \"%s\" has no \"listen\" address", s->name);
+	if (s->tls.ncerts > 0)
+		return;
+	if (s->tls.require)
+		conf_error(p, &st->require_pos,
+			   "no certificate: \"require yes\" needs a certificate and key in the tls "
+			   "block of server \"%s\"", s->name);
+	for (size_t i = 0; i < s->nlistens; i++)
+		if (s->listens[i].tls)
+			conf_error(p, &s->listens[i].addr.pos,
+				   "no certificate: \"listen %s tls\" needs a certificate and key in "
+				   "the tls block of server \"%s\"", Q(s->listens[i].addr.text), s->name);
+}
+
+static void check_duplicate_name(struct parser *p, size_t i)
+{
+	const struct conf_server *s = &p->conf->servers[i];
+	for (size_t j = 0; j < i; j++) {
+		const struct conf_server *first = &p->conf->servers[j];
+		if (strcmp(first->name, s->name) == 0) {
+			conf_error(p, &s->pos, "duplicate server name \"%s\" (first at %s:%u:%u)",
+				   s->name, first->pos.file, first->pos.line, first->pos.col);
+			return;
+		}
+	}
+}
+
+static void report_overlap(struct parser *p, const struct conf_sockaddr *a,
+			   const struct conf_sockaddr *b, const struct conf_server *owner)
+{
+	size_t n;
+	const uint8_t *x = sockaddr_bytes(a, &n), *y = sockaddr_bytes(b, &n);
+	if (memcmp(x, y, n) == 0)
+		conf_error(p, &a->pos, "listen address \"%s\" is already used by server \"%s\" (%s:%u:%u)",
+			   Q(a->text), owner->name, b->pos.file, b->pos.line, b->pos.col);
+	else
+		conf_error(p, &a->pos, "listen address \"%s\" overlaps \"%s\" of server \"%s\" (%s:%u:%u)",
+			   Q(a->text), Q(b->text), owner->name, b->pos.file, b->pos.line, b->pos.col);
+}
+
+/* Listener k of server i against every listener before it, in any server. */
+static void check_listen_overlap(struct parser *p, size_t i, size_t k)
+{
+	const struct conf_server *servers = p->conf->servers;
+	const struct conf_sockaddr *a = &servers[i].listens[k].addr;
+	for (size_t j = 0; j <= i; j++) {
+		size_t n = j == i ? k : servers[j].nlistens;
+		for (size_t m = 0; m < n; m++) {
+			const struct conf_sockaddr *b = &servers[j].listens[m].addr;
+			if (sockaddrs_overlap(a, b)) {
+				report_overlap(p, a, b, &servers[j]);
+				return;
+			}
+		}
+	}
+}
+
+static void check_domains(struct parser *p)
+{
+	const struct conf *c = p->conf;
+	if (c->ndomains > 0)
+		return;
+	for (size_t i = 0; i < c->nservers; i++) {
+		if (c->servers[i].protocol == PROTO_SMTP) {
+			conf_error(p, &c->servers[i].pos,
+				   "no \"domains\": smtp server \"%s\" needs the local domains "
+				   "(e.g. domains example.org)", c->servers[i].name);
+			return;
+		}
+	}
+}
+
+static void validate(struct parser *p)
+{
+	const struct conf *c = p->conf;
+	bool clean = p->errors == 0;
+	if (clean && c->nservers == 0)
+		conf_error(p, &p->end_pos, "no server block: posthorn would listen nowhere");
+	for (size_t i = 0; i < c->nservers; i++) {
+		check_server(p, &c->servers[i], &p->states[i]);
+		check_duplicate_name(p, i);
+		for (size_t k = 0; k < c->servers[i].nlistens; k++)
+			check_listen_overlap(p, i, k);
+	}
+	if (clean)
+		check_domains(p);
+	if (c->outbound.smarthost_user && !c->outbound.smarthost)
+		conf_error(p, &p->smarthost_auth_pos, "\"smarthost-auth\" without \"smarthost\"");
+}
+
+static void apply_hostname_defaults(struct conf *c)
+{
+	for (size_t i = 0; i < c->nservers; i++)
+		if (!c->servers[i].hostname)
+			c->servers[i].hostname = xstrdup(c->hostname);
+}
+
+/* ---- entry points ------------------------------------------------------------------------ */
+
+static int conf_parse(const char *name, const char *text, const char *dir,
+		      const struct file_id *id, struct conf **out, FILE *errout)
+{
+	struct parser p = {.conf = xcalloc(1, sizeof *p.conf), .errout = errout ? errout : stderr};
+	p.conf->path = xstrdup(name);
+	conf_defaults(p.conf);
+	if (id)
+		p.reading[p.nreading++] = *id;
+	parse_text(&p, conf_add_file(p.conf, name), text, dir);
+	apply_hostname_defaults(p.conf);
+	validate(&p);
+	free(p.states);
+	if (p.errors == 0) {
+		*out = p.conf;
+		return 0;
+	}
+	conf_free(p.conf);
+	*out = NULL;
+	return p.errors;
+}
+
+int conf_parse_string(const char *name, const char *text, const char *basedir,
+		      struct conf **out, FILE *errout)
+{
+	char *dir = absolute_folder(basedir ? basedir : ".");
+	int n = conf_parse(name, text, dir, NULL, out, errout);
+	free(dir);
+	return n;
+}
+
+int conf_load(const char *path, struct conf **out, FILE *errout)
+{
+	struct file_id id;
+	const char *why;
+	char *text = read_text_file(path, &id, &why);
+	if (!text) {
+		fprintf(errout ? errout : stderr, "%s:1:1: cannot read configuration: %s\n", path, why);
+		*out = NULL;
+		return 1;
+	}
+	char *folder = folder_of(path);
+	char *dir = absolute_folder(folder);
+	int n = conf_parse(path, text, dir, &id, out, errout);
+	free(dir);
+	free(folder);
+	free(text);
+	return n;
+}
+
+bool conf_is_local_domain(const struct conf *c, const char *domain)
+{
+	size_t n = strlen(domain);
+	if (n > 1 && domain[n - 1] == '.')
+		n--;
+	for (size_t i = 0; i < c->ndomains; i++)
+		if (strlen(c->domains[i]) == n && strncasecmp(c->domains[i], domain, n) == 0)
+			return true;
+	return false;
+}
+
+const char *conf_protocol_name(enum conf_protocol p)
+{
+	switch (p) {
+	case PROTO_SMTP: return "smtp";
+	case PROTO_POP3: return "pop3";
+	case PROTO_IMAP: return "imap";
+	}
+	return "unknown";
+}
+
+/* ---- policy in plain words ------------------------------------------------------------------ */
+
+static void print_separator(FILE *out, size_t i)
+{
+	if (i)
+		fputs(", ", out);
+}
+
+static void print_size(FILE *out, uint64_t n)
+{
+	static const struct {
+		uint64_t unit;
+		const char *name;
+	} units[] = {{UINT64_C(1) << 30, "GiB"}, {UINT64_C(1) << 20, "MiB"}, {UINT64_C(1) << 10, "KiB"}};
+	for (size_t i = 0; i < ARRAY_LEN(units); i++) {
+		if (n != 0 && n % units[i].unit == 0) {
+			fprintf(out, "%" PRIu64 " %s", n / units[i].unit, units[i].name);
+			return;
+		}
+	}
+	fprintf(out, "%" PRIu64 " bytes", n);
+}
+
+static void print_duration(FILE *out, unsigned s)
+{
+	static const struct {
+		unsigned unit;
+		const char *name;
+	} units[] = {{86400, "day"}, {3600, "hour"}, {60, "minute"}, {1, "second"}};
+	for (size_t i = 0; i < ARRAY_LEN(units); i++) {
+		if (s != 0 && s % units[i].unit == 0) {
+			unsigned n = s / units[i].unit;
+			fprintf(out, "%u %s%s", n, units[i].name, n == 1 ? "" : "s");
+			return;
+		}
+	}
+	fprintf(out, "%u seconds", s);
+}
+
+static void print_rule_target(FILE *out, const struct conf_rule *r)
+{
+	char buf[INET6_ADDRSTRLEN];
+	if (r->kind == RULE_DOMAIN) {
+		fprintf(out, "clients whose verified reverse name is in %s", r->domain);
+		return;
+	}
+	if (!inet_ntop(r->family, r->addr, buf, sizeof buf)) {
+		fputs(r->text, out);
+		return;
+	}
+	fputs(buf, out);
+	if (r->prefix < addr_bits(r->family))
+		fprintf(out, "/%u", r->prefix);
+}
+
+static void print_rule_list(FILE *out, const struct conf_rule *rules, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		print_separator(out, i);
+		print_rule_target(out, &rules[i]);
+	}
+}
+
+static void print_outbound(FILE *out, const struct conf_outbound *o)
+{
+	static const char *const tls[] = {
+		[OUTBOUND_TLS_OPPORTUNISTIC] = "STARTTLS when the other side offers it",
+		[OUTBOUND_TLS_REQUIRED] = "TLS required",
+		[OUTBOUND_TLS_NO] = "no TLS",
+	};
+	fputs("outbound: ", out);
+	if (o->smarthost)
+		fprintf(out, "all through %s port %u", o->smarthost_host, o->smarthost_port);
+	else
+		fprintf(out, "straight to each domain's mail exchangers on port %u", o->port);
+	if (o->smarthost_user)
+		fprintf(out, ", logging in as %s (password in %s)", o->smarthost_user,
+			o->smarthost_secret);
+	fprintf(out, "; %s; undelivered mail is returned after ", tls[o->tls]);
+	print_duration(out, o->lifetime);
+	fputs("; retries after ", out);
+	for (size_t i = 0; i < o->nretry; i++) {
+		print_separator(out, i);
+		print_duration(out, o->retry[i]);
+	}
+	fputs(" (the last step repeats)\n", out);
+}
+
+static void print_global(FILE *out, const struct conf *c)
+{
+	fputs("local domains: ", out);
+	for (size_t i = 0; i < c->ndomains; i++) {
+		print_separator(out, i);
+		fputs(c->domains[i], out);
+	}
+	fprintf(out, "%s\nhostname: %s\n", c->ndomains ? "" : "none", c->hostname);
+	fprintf(out, "spool: %s\nmailboxes: %s\nusers: %s\naliases: %s\n", c->spool,
+		c->mailboxes, c->users, c->aliases ? c->aliases : "none");
+	fputs("dns: ", out);
+	for (size_t i = 0; i < c->dns.nservers; i++) {
+		print_separator(out, i);
+		fputs(c->dns.servers[i].text, out);
+	}
+	fprintf(out, "%s\n", c->dns.nservers ? "" : "the servers in /etc/resolv.conf");
+	if (c->run_as)
+		fprintf(out, "run-as: %s (after binding its addresses)\n", c->run_as);
+	else
+		fputs("run-as: not set (keeps the user it was started as)\n", out);
+	print_outbound(out, &c->outbound);
+}
+
+static const char *starttls_name(enum conf_protocol p)
+{
+	return p == PROTO_POP3 ? "STLS" : "STARTTLS";
+}
+
+static void print_listens(FILE *out, const struct conf_server *s)
+{
+	fputs("  listens on ", out);
+	for (size_t i = 0; i < s->nlistens; i++) {
+		const struct conf_listen *l = &s->listens[i];
+		print_separator(out, i);
+		if (l->tls)
+			fprintf(out, "%s (implicit TLS)", l->addr.text);
+		else if (s->tls.ncerts)
+			fprintf(out, "%s (plain, %s offered)", l->addr.text, starttls_name(s->protocol));
+		else
+			fprintf(out, "%s (plain, no %s: no certificate)", l->addr.text,
+				starttls_name(s->protocol));
+	}
+	fputc('\n', out);
+}
+
+static bool rules_all_act(const struct conf_rule *rules, size_t n, enum conf_action action)
+{
+	for (size_t i = 0; i < n; i++)
+		if (rules[i].action != action)
+			return false;
+	return true;
+}
+
+/* Rules at the end that repeat the default change nothing: leave them out. */
+static size_t rules_that_matter(const struct conf_connection *cn)
+{
+	size_t n = cn->nrules;
+	while (n > 0 && cn->rules[n - 1].action == cn->default_action)
+		n--;
+	return n;
+}
+
+static void print_connection(FILE *out, const struct conf_connection *cn)
+{
+	bool allow = cn->default_action == ACTION_ALLOW;
+	size_t n = rules_that_matter(cn);
+	fputs("  who may connect: ", out);
+	if (n == 0) {
+		fputs(allow ? "everybody" : "nobody", out);
+	} else if (rules_all_act(cn->rules, n, allow ? ACTION_DENY : ACTION_ALLOW)) {
+		fputs(allow ? "everybody except " : "only ", out);
+		print_rule_list(out, cn->rules, n);
+	} else {
+		fputs("the first matching rule decides: ", out);
+		for (size_t i = 0; i < n; i++) {
+			print_separator(out, i);
+			fputs(cn->rules[i].action == ACTION_ALLOW ? "allow " : "deny ", out);
+			print_rule_target(out, &cn->rules[i]);
+		}
+		fputs(allow ? "; everybody else may connect" : "; nobody else may connect", out);
+	}
+	fputc('\n', out);
+	bool domains = false;
+	for (size_t i = 0; i < cn->nrules; i++)
+		domains = domains || cn->rules[i].kind == RULE_DOMAIN;
+	if (domains)
+		fputs("  client names: looked up for every connection (domain rules need them)\n", out);
+	else if (cn->reverse_lookup)
+		fputs("  client names: looked up for the Received: header\n", out);
+	else
+		fputs("  client names: not looked up (reverse-lookup no)\n", out);
+}
+
+static void print_encryption(FILE *out, const struct conf_tls *t)
+{
+	fputs("  encryption: ", out);
+	if (t->ncerts == 0) {
+		fputs("none (no certificate)\n", out);
+		return;
+	}
+	fputs(t->ncerts == 1 ? "certificate " : "certificates ", out);
+	for (size_t i = 0; i < t->ncerts; i++) {
+		print_separator(out, i);
+		fputs(t->certs[i].certificate, out);
+	}
+	fprintf(out, "; secure channel %s", t->require ? "required" : "not required");
+	fprintf(out, "; minimum %u-bit ciphers, TLS %s or newer", t->min_bits,
+		t->min_version == TLS_VERSION_1_3 ? "1.3" : "1.2");
+	if (t->strict_sni)
+		fputs("; clients asking for a name no certificate covers are refused", out);
+	fputc('\n', out);
+}
+
+static const char *plaintext_mechanisms(unsigned mechanisms)
+{
+	switch (mechanisms & (MECH_PLAIN | MECH_LOGIN)) {
+	case MECH_PLAIN | MECH_LOGIN: return "PLAIN and LOGIN";
+	case MECH_PLAIN: return "PLAIN";
+	case MECH_LOGIN: return "LOGIN";
+	default: return NULL;
+	}
+}
+
+static void print_lockout(FILE *out, const struct conf_auth *a)
+{
+	if (a->lockout_failures == 0) {
+		fputs("; no lockout after failed logins", out);
+		return;
+	}
+	fprintf(out, "; %u failed logins from one address within ", a->lockout_failures);
+	print_duration(out, a->lockout_window);
+	fputs(" lock it out for ", out);
+	print_duration(out, a->lockout_duration);
+}
+
+static void print_mechanisms(FILE *out, unsigned mechanisms)
+{
+	for (size_t i = 0, n = 0; i < ARRAY_LEN(mechanism_names); i++) {
+		if (mechanisms & mechanism_names[i].bit) {
+			print_separator(out, n++);
+			fputs(mechanism_names[i].name, out);
+		}
+	}
+}
+
+static void print_auth(FILE *out, const struct conf_server *s)
+{
+	const struct conf_auth *a = &s->auth;
+	bool smtp = s->protocol == PROTO_SMTP;
+	/* POP3 USER/PASS and IMAP LOGIN send passwords as they are, too */
+	const char *plain = smtp ? plaintext_mechanisms(a->mechanisms) : "passwords";
+	fputs("  authentication: ", out);
+	print_mechanisms(out, a->mechanisms);
+	if (plain)
+		fprintf(out, "; %s %s", plain,
+			a->plaintext_requires_tls ? "only after TLS" : "also without TLS");
+	if (smtp) {
+		fputs(a->anonymous ? "; anonymous clients may send mail to local domains"
+				   : "; anonymous clients may not send mail", out);
+		fputs(a->sender_must_match ? "; senders must match their login"
+					   : "; authenticated users may use any sender", out);
+		if (!a->received_auth)
+			fputs("; Received: headers do not name the authenticated user", out);
+	}
+	print_lockout(out, a);
+	fputc('\n', out);
+}
+
+static void print_relay(FILE *out, const struct conf_relay *r)
+{
+	fputs("  relaying: ", out);
+	if (r->authenticated && r->nrules == 0)
+		fputs("authenticated clients only", out);
+	else if (r->authenticated)
+		fputs("authenticated clients; also ", out);
+	else if (r->nrules)
+		fputs("only ", out);
+	else
+		fputs("nobody (mail is accepted for the local domains only)", out);
+	print_rule_list(out, r->rules, r->nrules);
+	if (!r->authenticated && r->nrules)
+		fputs(" (authenticating does not allow relaying)", out);
+	fputc('\n', out);
+}
+
+static void print_limits(FILE *out, const struct conf_server *s)
+{
+	const struct conf_limits *l = &s->limits;
+	fputs("  limits: ", out);
+	if (s->protocol == PROTO_SMTP) {
+		fputs("messages up to ", out);
+		print_size(out, l->message_size);
+		fprintf(out, ", %u recipients, ", l->recipients);
+	}
+	if (s->protocol == PROTO_IMAP) {
+		fputs("APPEND up to ", out);
+		print_size(out, l->message_size);
+		fputs(", ", out);
+	}
+	fprintf(out, "%u connections (%u per address), ", l->connections, l->connections_per_ip);
+	if (s->protocol == PROTO_IMAP) {
+		/* imap_session's autologout: RFC 3501 §5.4 wants >= 30 minutes */
+		print_duration(out, l->timeout > IMAP_AUTOLOGOUT_MIN ? l->timeout : IMAP_AUTOLOGOUT_MIN);
+		fputs(" idle once logged in, ", out);
+		print_duration(out, l->timeout < IMAP_LOGIN_IDLE_MAX ? l->timeout : IMAP_LOGIN_IDLE_MAX);
+		fputs(" before\n", out);
+		return;
+	}
+	print_duration(out, l->timeout);
+	fputs(" idle\n", out);
+}
+
+static void print_server(FILE *out, const struct conf_server *s)
+{
+	fprintf(out, "\nserver %s (%s), hostname %s\n", s->name, conf_protocol_name(s->protocol),
+		s->hostname);
+	print_listens(out, s);
+	print_connection(out, &s->connection);
+	print_encryption(out, &s->tls);
+	print_auth(out, s);
+	if (s->protocol == PROTO_SMTP)
+		print_relay(out, &s->relay);
+	print_limits(out, s);
+}
+
+static int warn(FILE *out, const struct conf_server *s, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static int warn(FILE *out, const struct conf_server *s, const char *fmt, ...)
+{
+	va_list ap;
+	fputs("warning: ", out);
+	if (s)
+		fprintf(out, "server %s: ", s->name);
+	va_start(ap, fmt);
+	vfprintf(out, fmt, ap);
+	va_end(ap);
+	fputc('\n', out);
+	return 1;
+}
+
+/* Can any client authenticate with the offered mechanisms? */
+static bool auth_is_usable(const struct conf_server *s)
+{
+	const struct conf_auth *a = &s->auth;
+	if (a->mechanisms & MECH_SCRAM_SHA_256)
+		return true;
+	return plaintext_mechanisms(a->mechanisms) &&
+	       (s->tls.ncerts > 0 || !a->plaintext_requires_tls);
+}
+
+static int warn_auth(FILE *out, const struct conf_server *s)
+{
+	const struct conf_auth *a = &s->auth;
+	const char *plain = plaintext_mechanisms(a->mechanisms);
+	int n = 0;
+	if (plain && !(a->mechanisms & MECH_SCRAM_SHA_256) && a->plaintext_requires_tls &&
+	    s->tls.ncerts == 0)
+		n += warn(out, s, "AUTH %s offered but no TLS certificate: clients can never authenticate",
+			  a->mechanisms & MECH_PLAIN ? "PLAIN" : "LOGIN");
+	if (!auth_is_usable(s) && s->protocol != PROTO_SMTP)
+		n += warn(out, s, "no client can authenticate: nobody can log in");
+	else if (!auth_is_usable(s) && !a->anonymous)
+		n += warn(out, s, "anonymous clients may not send mail and no client can "
+				  "authenticate: nobody can send mail");
+	return n;
+}
+
+static int warn_cleartext(FILE *out, const struct conf_server *s)
+{
+	if (!plaintext_mechanisms(s->auth.mechanisms) || s->auth.plaintext_requires_tls ||
+	    s->tls.require)
+		return 0;
+	for (size_t i = 0; i < s->nlistens; i++) {
+		const struct conf_listen *l = &s->listens[i];
+		if (!l->tls && !sockaddr_is_loopback(&l->addr))
+			return warn(out, s, "plaintext-requires-tls is no and it listens on %s: "
+					    "passwords may cross the network in clear text", l->addr.text);
+	}
+	return 0;
+}
+
+static int warn_connection(FILE *out, const struct conf_server *s)
+{
+	const struct conf_connection *cn = &s->connection;
+	if (cn->default_action != ACTION_DENY)
+		return 0;
+	for (size_t i = 0; i < cn->nrules; i++)
+		if (cn->rules[i].action == ACTION_ALLOW)
+			return 0;
+	return warn(out, s, "connection default is deny and there is no allow rule: "
+			    "nobody may connect");
+}
+
+/* STYLE.md: secret files readable by group or others are not acceptable. */
+static int warn_secret_file(FILE *out, const struct conf_server *s, const char *path)
+{
+	struct stat st;
+	if (!path || stat(path, &st) < 0 || !(st.st_mode & (S_IRWXG | S_IRWXO)))
+		return 0;
+	return warn(out, s, "secret file %s may be read by group or others: chmod 600 it", path);
+}
+
+static int warn_server(FILE *out, const struct conf_server *s)
+{
+	int n = warn_auth(out, s) + warn_cleartext(out, s) + warn_connection(out, s);
+	for (size_t i = 0; i < s->tls.ncerts; i++)
+		n += warn_secret_file(out, s, s->tls.certs[i].key);
+	return n;
+}
+
+int conf_print_policy(const struct conf *c, FILE *out)
+{
+	int n = 0;
+	print_global(out, c);
+	for (size_t i = 0; i < c->nservers; i++)
+		print_server(out, &c->servers[i]);
+	fputc('\n', out);
+	if (geteuid() == 0 && !c->run_as)
+		n += warn(out, NULL, "runs with full privileges: set run-as");
+	for (size_t i = 0; i < c->nservers; i++)
+		n += warn_server(out, &c->servers[i]);
+	n += warn_secret_file(out, NULL, c->outbound.smarthost_secret);
+	return n;
+}

@@ -1,0 +1,193 @@
+/* conf: the configuration language of SPEC.md §3 — lexer, parser, one
+ * validation step that reports every error as FILE:LINE:COL, the typed
+ * structures every module reads, and the plain-words policy of `check`. */
+#ifndef POSTHORN_CONF_H
+#define POSTHORN_CONF_H
+
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/socket.h>
+
+/* Where a directive or argument stands in the configuration. */
+struct conf_pos {
+	const char *file; /* owned by struct conf (files[]) */
+	unsigned line, col;
+};
+
+enum conf_protocol { PROTO_SMTP, PROTO_POP3, PROTO_IMAP };
+enum conf_action { ACTION_ALLOW, ACTION_DENY };
+enum conf_rule_kind { RULE_NETWORK, RULE_DOMAIN };
+
+/* A single computer, a group of computers (CIDR, address + mask), or a
+ * domain matched on the client's forward-confirmed reverse name. */
+struct conf_rule {
+	enum conf_action action;
+	enum conf_rule_kind kind;
+	int family;             /* AF_INET or AF_INET6 (RULE_NETWORK) */
+	uint8_t addr[16];       /* network byte order, already masked */
+	uint8_t mask[16];
+	unsigned prefix;        /* number of leading one bits in mask */
+	char *domain;           /* RULE_DOMAIN: lower case, no trailing dot */
+	char *text;             /* as written, for messages and `check` */
+	struct conf_pos pos;
+};
+
+struct conf_sockaddr {
+	struct sockaddr_storage ss;
+	socklen_t len;
+	char *text;             /* as written, e.g. "[::1]:587" */
+	struct conf_pos pos;
+};
+
+struct conf_listen {
+	struct conf_sockaddr addr;
+	bool tls;               /* implicit TLS on connect */
+};
+
+struct conf_cert {
+	char *certificate;      /* absolute paths */
+	char *key;
+	struct conf_pos pos;
+};
+
+enum { TLS_VERSION_1_2 = 12, TLS_VERSION_1_3 = 13 };
+
+struct conf_tls {
+	struct conf_cert *certs; /* certificate/key pairs, in order */
+	size_t ncerts;
+	bool require;           /* "require secure channel" */
+	unsigned min_bits;      /* default 128 */
+	int min_version;        /* TLS_VERSION_1_2 (default) or _1_3 */
+	bool strict_sni;        /* default no */
+};
+
+struct conf_connection {
+	enum conf_action default_action; /* default allow */
+	struct conf_rule *rules;
+	size_t nrules;
+	bool reverse_lookup;    /* look the client's name up for Received:
+				 * even without domain rules; default yes */
+};
+
+enum conf_mech {
+	MECH_PLAIN = 1u << 0,
+	MECH_LOGIN = 1u << 1,
+	MECH_SCRAM_SHA_256 = 1u << 2,
+};
+
+struct conf_auth {
+	unsigned mechanisms;    /* enum conf_mech bits; default all three */
+	bool anonymous;         /* default no */
+	bool plaintext_requires_tls; /* default yes */
+	bool sender_must_match; /* default yes */
+	unsigned lockout_failures; /* default 5 */
+	unsigned lockout_window;   /* seconds, default 15m */
+	unsigned lockout_duration; /* seconds, default 30m */
+	bool received_auth;     /* "(authenticated as USER)" in Received:; default yes */
+};
+
+struct conf_relay {
+	bool authenticated;     /* default yes */
+	struct conf_rule *rules; /* action is always ACTION_ALLOW */
+	size_t nrules;
+};
+
+struct conf_limits {
+	uint64_t message_size;  /* bytes, default 25M */
+	unsigned recipients;    /* per message, default 100 */
+	unsigned connections;   /* at once, this server, default 1000 */
+	unsigned connections_per_ip; /* default 20 */
+	unsigned timeout;       /* seconds idle, default 5m (pop3 10m, imap 30m) */
+};
+
+struct conf_dns {
+	struct conf_sockaddr *servers; /* port defaults to 53 */
+	size_t nservers;        /* 0: use /etc/resolv.conf */
+};
+
+struct conf_server {
+	char *name;
+	enum conf_protocol protocol;
+	struct conf_listen *listens;
+	size_t nlistens;
+	char *hostname;         /* defaults to the global hostname */
+	struct conf_dns dns;    /* empty: the global servers */
+	struct conf_tls tls;
+	struct conf_connection connection;
+	struct conf_auth auth;
+	struct conf_relay relay;
+	struct conf_limits limits;
+	struct conf_pos pos;
+};
+
+enum conf_outbound_tls { OUTBOUND_TLS_OPPORTUNISTIC, OUTBOUND_TLS_REQUIRED, OUTBOUND_TLS_NO };
+
+struct conf_outbound {
+	char *smarthost;        /* "host:port" as written, or NULL */
+	char *smarthost_host;
+	unsigned short smarthost_port; /* default 25 */
+	char *smarthost_user;   /* smarthost-auth USER FILE */
+	char *smarthost_secret; /* absolute path of the password file */
+	unsigned short port;    /* default 25 */
+	enum conf_outbound_tls tls; /* default opportunistic */
+	unsigned lifetime;      /* seconds, default 5d */
+	unsigned *retry;        /* seconds; default 5m 15m 1h 4h */
+	size_t nretry;
+};
+
+struct conf {
+	char *path;             /* the main file, as given */
+	char **files;           /* every file read (owned; conf_pos.file points here) */
+	size_t nfiles;
+	char *hostname;         /* default: the system's host name */
+	char **domains;         /* lower case, no trailing dot */
+	size_t ndomains;
+	char *spool;            /* absolute; default /var/spool/posthorn */
+	char *mailboxes;        /* absolute; default /var/mail/posthorn */
+	char *users;            /* absolute; default /etc/posthorn/users */
+	char *aliases;          /* absolute or NULL */
+	struct conf_dns dns;
+	char *run_as;           /* NULL: keep the starting user */
+	struct conf_outbound outbound;
+	struct conf_server *servers;
+	size_t nservers;
+};
+
+/* Parse and validate the file at path.  On success returns 0 and sets *out.
+ * On failure prints every error as "FILE:LINE:COL: message" (one per line)
+ * on errout, returns the number of errors and sets *out to NULL. */
+int conf_load(const char *path, struct conf **out, FILE *errout);
+
+/* The same, from text in memory; name is used as FILE in messages and
+ * relative paths are resolved against basedir (include too). */
+int conf_parse_string(const char *name, const char *text, const char *basedir,
+		      struct conf **out, FILE *errout);
+
+void conf_free(struct conf *conf);
+
+/* `posthorn check`: each virtual server's effective policy in plain words,
+ * then the warnings.  Returns the number of warnings. */
+int conf_print_policy(const struct conf *conf, FILE *out);
+
+/* Is domain (any case, one trailing dot allowed) a local domain? */
+bool conf_is_local_domain(const struct conf *conf, const char *domain);
+
+const char *conf_protocol_name(enum conf_protocol p);
+
+/* Parse "K/M/G" sizes and "s/m/h/d" durations; 0 on success, -1 on error.
+ * Exposed for the unit tests and for the command line. */
+int conf_parse_size(const char *s, uint64_t *out);
+int conf_parse_duration(const char *s, unsigned *out);
+
+/* The autologout timer (RFC 3501 §5.4): limits.timeout, but at least
+ * IMAP_AUTOLOGOUT_MIN seconds once logged in and at most
+ * IMAP_LOGIN_IDLE_MAX seconds before (posthorn check prints both). */
+enum {
+	IMAP_AUTOLOGOUT_MIN = 30 * 60,
+	IMAP_LOGIN_IDLE_MAX = 60,
+};
+
+#endif

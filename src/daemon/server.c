@@ -1,0 +1,872 @@
+/* server: the daemon.  One libevent loop; the listeners of every virtual
+ * server; accept with the connection limits; configuration generations,
+ * so that SIGHUP reloads without touching established sessions; privilege
+ * drop after binding; clean shutdown on SIGTERM/SIGINT. */
+#include "daemon/server.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <event2/listener.h>
+
+#include "net/access.h"
+#include "net/addr.h"
+#include "proto/session.h"
+#include "runtime/runtime.h"
+#include "auth/aliases.h"
+#include "conf/conf.h"
+#include "daemon/confine.h"
+#include "lib/offload.h"
+#include "daemon/control.h"
+#include "queue/deliver_local.h"
+#include "queue/deliver_remote.h"
+#include "net/dns.h"
+#include "proto/imap/imap_session.h"
+#include "lib/log.h"
+#include "store/message.h"
+#include "proto/pop3/pop3_session.h"
+#include "daemon/privdrop.h"
+#include "auth/sasl.h"
+#include "proto/smtp/smtp_session.h"
+#include "queue/spool.h"
+#include "net/tls.h"
+#include "auth/userdb.h"
+#include "lib/util.h"
+
+enum {
+	SERVER_LISTEN_BACKLOG = 1024,
+	SERVER_ACCEPT_PAUSE_SECONDS = 1, /* after EMFILE/ENFILE */
+	SERVER_COUNT_BUCKETS = 4096,
+	SERVER_THROTTLE_ENTRIES = 10000, /* client addresses remembered for lockout */
+	SERVER_SHUTDOWN_GRACE_MS = 3000, /* for the last replies to leave */
+	SERVER_USERS_POLL_MS = 1000,     /* how often the users file is looked at */
+	SERVER_FD_RESERVE = 256,         /* listeners, files, DNS, outbound, control */
+};
+
+struct listener {
+	struct listener *next;
+	struct conf_sockaddr addr;      /* addr.text owned here */
+	char *server_name;
+	bool tls;
+	struct evconnlistener *lev;
+	struct event *resume;           /* re-enable after running out of fds */
+};
+
+/* The daemon's state: one per process, used only by the loop thread. */
+static struct {
+	const char *conf_path;
+	struct event_base *base;
+	struct listener *listeners;
+	struct session_link *conns;
+	bool dropped;                   /* privileges already given up */
+	struct stat users_seen;         /* the users file when last loaded */
+} daemon_state;
+
+/* ---- connection counting ---------------------------------------------- */
+
+/* Open connections per server ("name") and per server and client address
+ * ("name|address"), in a small chained hash table. */
+struct count {
+	struct count *next;
+	unsigned n;
+	char key[];
+};
+
+static struct count *count_table[SERVER_COUNT_BUCKETS];
+
+static unsigned count_hash(const char *key)
+{
+	unsigned h = 2166136261u; /* FNV-1a */
+	for (const unsigned char *p = (const unsigned char *)key; *p; p++)
+		h = (h ^ *p) * 16777619u;
+	return h % SERVER_COUNT_BUCKETS;
+}
+
+static struct count **count_find(const char *key)
+{
+	struct count **pp = &count_table[count_hash(key)];
+	while (*pp && strcmp((*pp)->key, key) != 0)
+		pp = &(*pp)->next;
+	return pp;
+}
+
+static unsigned count_get(const char *key)
+{
+	struct count *c = *count_find(key);
+	return c ? c->n : 0;
+}
+
+static void count_add(const char *key, int delta)
+{
+	struct count **pp = count_find(key);
+	if (!*pp) {
+		size_t len = strlen(key) + 1;
+		*pp = xcalloc(1, sizeof **pp + len);
+		memcpy((*pp)->key, key, len);
+	}
+	(*pp)->n += (unsigned)delta;
+	if ((*pp)->n == 0) {
+		struct count *dead = *pp;
+		*pp = dead->next;
+		free(dead);
+	}
+}
+
+static void conn_count(const struct session_link *c, int delta)
+{
+	char key[512];
+	count_add(c->server_name, delta);
+	if (bsnprintf(key, sizeof key, "%s|%s", c->server_name, c->client))
+		count_add(key, delta);
+}
+
+static void server_link_closed(struct session_link *c)
+{
+	conn_count(c, -1);
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		daemon_state.conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	free(c->server_name);
+	free(c);
+}
+
+/* ---- accepting ---------------------------------------------------------- */
+
+/* Refuse before any session exists: one reply, then close. */
+static void server_refuse(int fd, const char *reply)
+{
+	ssize_t w = send(fd, reply, strlen(reply), MSG_DONTWAIT | MSG_NOSIGNAL);
+	(void)w; /* best effort: the client is being turned away anyway */
+	close(fd);
+}
+
+/* The "too many connections" reply in the server's protocol, sent in the
+ * clear before any session exists.  Nothing is sent on an implicit-TLS
+ * listener: plaintext there would only confuse the client's TLS stack,
+ * and a handshake per refused connection is what a flood wants. */
+static void server_limit_reply(const struct conf_server *srv, bool per_ip, char *out,
+			       size_t outsz)
+{
+	out[0] = '\0';
+	const char *what = per_ip ? "too many connections from your address"
+				  : "too many connections";
+	switch (srv->protocol) {
+	case PROTO_SMTP:
+		bsnprintf(out, outsz, "421 4.7.0 %s Error: %s\r\n", srv->hostname, what);
+		break;
+	case PROTO_POP3:
+		bsnprintf(out, outsz, "-ERR [SYS/TEMP] %s: %s\r\n", srv->hostname, what);
+		break;
+	case PROTO_IMAP:
+		bsnprintf(out, outsz, "* BYE [UNAVAILABLE] %s: %s\r\n", srv->hostname, what);
+		break;
+	}
+}
+
+static bool server_over_limits(const struct conf_server *srv, bool implicit_tls,
+			       const char *client, int fd)
+{
+	char key[512];
+	bool per_ip;
+	if (count_get(srv->name) >= srv->limits.connections)
+		per_ip = false;
+	else if (bsnprintf(key, sizeof key, "%s|%s", srv->name, client) &&
+		 count_get(key) >= srv->limits.connections_per_ip)
+		per_ip = true;
+	else
+		return false;
+	log_info("event=refuse server=%s client=%s reason=connection-limit limit=%s", srv->name,
+		 client, per_ip ? "per-address" : "server");
+	if (implicit_tls) {
+		close(fd);
+		return true;
+	}
+	char reply[512];
+	server_limit_reply(srv, per_ip, reply, sizeof reply);
+	server_refuse(fd, reply);
+	return true;
+}
+
+/* ---- admission: the connection rules, after the client's name ---------- */
+
+/* A connection waiting for the client's reverse name. */
+struct pending {
+	struct session_link *conn;
+	struct runtime *rt;
+	const struct conf_server *srv;
+	struct tls_server *ts;
+	bool implicit_tls;
+	int fd;
+	struct sockaddr_storage peer;
+	socklen_t peerlen;
+	struct dns_resolver *resolver;
+	dns_query_id query;
+};
+
+/* Decide by the `connection` rules and hand the client to its protocol. */
+static void server_admit(struct runtime *rt, const struct conf_server *srv, struct tls_server *ts,
+			 bool implicit_tls, int fd, const struct sockaddr *peer, socklen_t peerlen,
+			 struct session_link *c, const char *name, const char *dns_status)
+{
+	const struct conf_rule *rule = NULL;
+	bool allowed = access_connection_allowed(&srv->connection, peer, name, &rule);
+	if (!allowed) {
+		char esc[LOG_VALUE_MAX];
+		log_info("event=refuse server=%s client=%s name=%s reason=connection-rule rule=\"%s\"%s%s",
+			 srv->name, c->client, name ? log_escape(esc, sizeof esc, name, strlen(name)) : "-",
+			 rule ? rule->text : "default deny", dns_status ? " dns=" : "",
+			 dns_status ? dns_status : "");
+	}
+	struct session_start st = {
+		.rt = rt,
+		.srv = srv,
+		.ts = ts,
+		.implicit_tls = implicit_tls,
+		.fd = fd,
+		.peer = peer,
+		.peerlen = peerlen,
+		.link = c,
+		.client_name = name,
+		.refused = !allowed,
+	};
+	switch (srv->protocol) {
+	case PROTO_SMTP:
+		smtp_session_start(&st);
+		break;
+	case PROTO_POP3:
+		pop3_session_start(&st);
+		break;
+	case PROTO_IMAP:
+		imap_session_start(&st);
+		break;
+	}
+}
+
+static void pending_free(struct pending *p)
+{
+	runtime_unref(p->rt);
+	free(p);
+}
+
+static void server_name_found(void *arg, enum dns_status st, const char *name)
+{
+	struct pending *p = arg;
+	const char *status = NULL;
+	if (st != DNS_OK && st != DNS_NOTFOUND) {
+		/* no name: domain rules cannot match; the log says why */
+		status = dns_status_name(st);
+		log_info("event=dns-lookup server=%s client=%s status=%s", p->srv->name,
+			 p->conn->client, status);
+	}
+	server_admit(p->rt, p->srv, p->ts, p->implicit_tls, p->fd, (struct sockaddr *)&p->peer,
+		     p->peerlen, p->conn, st == DNS_OK ? name : NULL, status);
+	pending_free(p);
+}
+
+/* Shutdown while the name is being looked up. */
+static void server_pending_drop(struct session_link *c)
+{
+	struct pending *p = c->session;
+	dns_cancel(p->resolver, p->query);
+	close(p->fd);
+	pending_free(p);
+	server_link_closed(c);
+}
+
+static bool server_wants_name(const struct conf_server *srv)
+{
+	return srv->connection.reverse_lookup ||
+	       access_needs_name(srv->connection.rules, srv->connection.nrules);
+}
+
+static void server_lookup_then_admit(struct runtime *rt, const struct conf_server *srv,
+				     struct tls_server *ts, bool implicit_tls, int fd,
+				     const struct sockaddr *sa, socklen_t salen, struct session_link *c)
+{
+	struct pending *p = xcalloc(1, sizeof *p);
+	p->conn = c;
+	p->rt = runtime_ref(rt);
+	p->srv = srv;
+	p->ts = ts;
+	p->implicit_tls = implicit_tls;
+	p->fd = fd;
+	memcpy(&p->peer, sa, salen);
+	p->peerlen = salen;
+	p->resolver = runtime_resolver(rt, srv);
+	c->session = p;
+	c->shutdown = server_pending_drop;
+	c->abort = server_pending_drop;
+	/* the answer may come at once, from the cache, and free p */
+	dns_query_id q = dns_lookup_fcrdns(p->resolver, sa, server_name_found, p);
+	if (q)
+		p->query = q;
+}
+
+static void server_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
+			  int salen, void *arg)
+{
+	struct listener *l = arg;
+	struct runtime *rt = runtime_current();
+	const struct conf_server *srv = runtime_server(rt, l->server_name);
+	struct tls_server *ts = srv ? rt->tls[srv - rt->conf->servers] : NULL;
+	char client[64];
+	addr_text(sa, client, sizeof client);
+	if (!srv) {
+		close(fd);
+		return;
+	}
+	if (server_over_limits(srv, l->tls, client, fd))
+		return;
+
+	struct session_link *c = xcalloc(1, sizeof *c);
+	c->server_name = xstrdup(srv->name);
+	c->closed = server_link_closed;
+	memcpy(c->client, client, sizeof c->client);
+	c->next = daemon_state.conns;
+	if (c->next)
+		c->next->prev = c;
+	daemon_state.conns = c;
+	conn_count(c, +1);
+	if (server_wants_name(srv))
+		server_lookup_then_admit(rt, srv, ts, l->tls, fd, sa, (socklen_t)salen, c);
+	else
+		server_admit(rt, srv, ts, l->tls, fd, sa, (socklen_t)salen, c, NULL, NULL);
+}
+
+static void server_resume_accept(evutil_socket_t fd, short what, void *arg)
+{
+	struct listener *l = arg;
+	evconnlistener_enable(l->lev);
+}
+
+/* Out of file descriptors: pause this listener instead of spinning. */
+static void server_accept_error(struct evconnlistener *lev, void *arg)
+{
+	struct listener *l = arg;
+	int err = EVUTIL_SOCKET_ERROR();
+	log_warn("event=accept-error address=%s error=\"%s\" pause=%ds", l->addr.text,
+		 evutil_socket_error_to_string(err), SERVER_ACCEPT_PAUSE_SECONDS);
+	evconnlistener_disable(lev);
+	struct timeval tv = {.tv_sec = SERVER_ACCEPT_PAUSE_SECONDS};
+	event_add(l->resume, &tv);
+}
+
+/* ---- listeners ----------------------------------------------------------- */
+
+static int listener_socket(const struct conf_sockaddr *a, char *err, size_t errsz)
+{
+	int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	int one = 1;
+	if (fd < 0) {
+		snprintf(err, errsz, "%s: socket: %s", a->text, strerror(errno));
+		return -1;
+	}
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+	    (a->ss.ss_family == AF_INET6 &&
+	     setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) < 0) ||
+	    bind(fd, (const struct sockaddr *)&a->ss, a->len) < 0 ||
+	    listen(fd, SERVER_LISTEN_BACKLOG) < 0) {
+		snprintf(err, errsz, "%s: %s", a->text, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static struct listener *listener_new(const struct conf_listen *cl, const char *server,
+				     char *err, size_t errsz)
+{
+	int fd = listener_socket(&cl->addr, err, errsz);
+	if (fd < 0)
+		return NULL;
+	struct listener *l = xcalloc(1, sizeof *l);
+	l->addr = cl->addr;
+	l->addr.text = xstrdup(cl->addr.text);
+	l->server_name = xstrdup(server);
+	l->tls = cl->tls;
+	l->lev = evconnlistener_new(daemon_state.base, server_accept, l,
+				    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
+	if (!l->lev)
+		fatal("evconnlistener_new failed");
+	evconnlistener_set_error_cb(l->lev, server_accept_error);
+	l->resume = evtimer_new(daemon_state.base, server_resume_accept, l);
+	return l;
+}
+
+static void listener_free(struct listener *l)
+{
+	evconnlistener_free(l->lev);
+	event_free(l->resume);
+	free(l->addr.text);
+	free(l->server_name);
+	free(l);
+}
+
+static bool sockaddr_same(const struct conf_sockaddr *a, const struct conf_sockaddr *b)
+{
+	return a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
+}
+
+/* Take the listener for this address out of *list, if there is one. */
+static struct listener *listener_take(struct listener **list, const struct conf_sockaddr *a)
+{
+	for (struct listener **pp = list; *pp; pp = &(*pp)->next) {
+		if (sockaddr_same(&(*pp)->addr, a)) {
+			struct listener *l = *pp;
+			*pp = l->next;
+			l->next = NULL;
+			return l;
+		}
+	}
+	return NULL;
+}
+
+static void listeners_free(struct listener *list)
+{
+	while (list) {
+		struct listener *next = list->next;
+		listener_free(list);
+		list = next;
+	}
+}
+
+static bool listener_in(const struct listener *list, const struct conf_sockaddr *a)
+{
+	for (; list; list = list->next)
+		if (sockaddr_same(&list->addr, a))
+			return true;
+	return false;
+}
+
+/* Make the listeners match rt: keep the sockets of addresses that stay
+ * (they may be privileged ports we can no longer bind), open new ones,
+ * close the rest.  On failure nothing changes. */
+static int listeners_apply(const struct runtime *rt)
+{
+	struct listener *created = NULL, *fresh = NULL;
+	char err[512];
+	/* first open every new socket, so that a failure changes nothing */
+	for (size_t i = 0; i < rt->conf->nservers; i++) {
+		const struct conf_server *srv = &rt->conf->servers[i];
+		for (size_t j = 0; j < srv->nlistens; j++) {
+			const struct conf_listen *cl = &srv->listens[j];
+			if (listener_in(daemon_state.listeners, &cl->addr))
+				continue;
+			struct listener *l = listener_new(cl, srv->name, err, sizeof err);
+			if (!l) {
+				log_err("event=listen-error server=%s error=\"%s\"", srv->name, err);
+				listeners_free(created);
+				return -1;
+			}
+			l->next = created;
+			created = l;
+		}
+	}
+	for (size_t i = 0; i < rt->conf->nservers; i++) {
+		const struct conf_server *srv = &rt->conf->servers[i];
+		for (size_t j = 0; j < srv->nlistens; j++) {
+			const struct conf_listen *cl = &srv->listens[j];
+			struct listener *l = listener_take(&daemon_state.listeners, &cl->addr);
+			if (!l)
+				l = listener_take(&created, &cl->addr);
+			free(l->server_name);
+			l->server_name = xstrdup(srv->name);
+			l->tls = cl->tls;
+			l->next = fresh;
+			fresh = l;
+			log_info("event=listening server=%s address=%s%s", srv->name, cl->addr.text,
+				 cl->tls ? " tls=implicit" : "");
+		}
+	}
+	listeners_free(daemon_state.listeners);
+	daemon_state.listeners = fresh;
+	return 0;
+}
+
+/* ---- privileges and folders -------------------------------------------- */
+
+/* The recycled files in free/ (written over as run-as) from a run as root. */
+static void server_chown_free(const char *dir, uid_t uid, gid_t gid)
+{
+	char path[4096];
+	if (!bsnprintf(path, sizeof path, "%s/free", dir))
+		return;
+	DIR *d = opendir(path);
+	if (!d)
+		return;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		if (de->d_name[0] == '.')
+			continue;
+		if (fchownat(dirfd(d), de->d_name, uid, gid, AT_SYMLINK_NOFOLLOW) < 0)
+			log_warn("event=chown-failed path=%s/%s error=\"%s\"", path, de->d_name,
+				 strerror(errno));
+	}
+	closedir(d);
+}
+
+/* Folders the daemon writes after dropping privileges belong to run-as. */
+static int server_prepare_dirs(const struct conf *conf, const struct spool *sp, uid_t uid,
+			       gid_t gid)
+{
+	if (mkdir_p(conf->mailboxes, 0700) < 0) {
+		log_err("event=startup-error path=%s error=\"%s\"", conf->mailboxes, strerror(errno));
+		return -1;
+	}
+	if (!conf->run_as || geteuid() != 0)
+		return 0;
+	const char *dir = spool_dir(sp);
+	char path[4096];
+	const char *const subdirs[] = {"", "/tmp", "/queue", "/free", "/journal"};
+	for (size_t i = 0; i < ARRAY_LEN(subdirs); i++) {
+		if (!bsnprintf(path, sizeof path, "%s%s", dir, subdirs[i]) ||
+		    chown(path, uid, gid) < 0) {
+			log_err("event=startup-error path=%s error=\"%s\"", path, strerror(errno));
+			return -1;
+		}
+	}
+	/* messages spooled by an earlier run as root */
+	char **ids;
+	size_t n = spool_list((struct spool *)sp, &ids);
+	for (size_t i = 0; i < n; i++) {
+		bsnprintf(path, sizeof path, "%s/queue/%s", dir, ids[i]);
+		if (chown(path, uid, gid) < 0)
+			log_warn("event=chown-failed path=%s error=\"%s\"", path, strerror(errno));
+		bsnprintf(path, sizeof path, "%s/queue/%s.done", dir, ids[i]);
+		if (chown(path, uid, gid) < 0 && errno != ENOENT)
+			log_warn("event=chown-failed path=%s error=\"%s\"", path, strerror(errno));
+	}
+	spool_free_ids(ids, n);
+	server_chown_free(dir, uid, gid);
+	if (chown(conf->mailboxes, uid, gid) < 0) {
+		log_err("event=startup-error path=%s error=\"%s\"", conf->mailboxes, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+static int server_drop_privileges(const struct conf *conf, const struct spool *sp)
+{
+	uid_t uid = 0;
+	gid_t gid = 0;
+	char err[256];
+	if (conf->run_as && geteuid() == 0 &&
+	    privdrop_lookup(conf->run_as, &uid, &gid, err, sizeof err) < 0) {
+		log_err("event=startup-error error=\"%s\"", err);
+		return -1;
+	}
+	if (server_prepare_dirs(conf, sp, uid, gid) < 0)
+		return -1;
+	if (geteuid() != 0)
+		return 0;
+	if (!conf->run_as) {
+		log_warn("event=privileges user=root warning=\"runs with full privileges: set run-as\"");
+		return 0;
+	}
+	if (privdrop_to(conf->run_as, uid, gid, err, sizeof err) < 0) {
+		log_err("event=startup-error error=\"%s\"", err);
+		return -1;
+	}
+	daemon_state.dropped = true;
+	log_info("event=privileges user=%s uid=%u gid=%u", conf->run_as, (unsigned)uid,
+		 (unsigned)gid);
+	return 0;
+}
+
+/* ---- open files ----------------------------------------------------------- */
+
+/* Every connection the servers may hold needs a descriptor: raise
+ * RLIMIT_NOFILE to the sum of their limits.connections and a reserve
+ * (as root also the hard limit, before privileges are dropped). */
+static void server_raise_nofile(const struct conf *conf)
+{
+	rlim_t need = SERVER_FD_RESERVE;
+	for (size_t i = 0; i < conf->nservers; i++)
+		need += conf->servers[i].limits.connections;
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= need)
+		return;
+	struct rlimit want = {.rlim_cur = need, .rlim_max = rl.rlim_max};
+	if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need) {
+		want.rlim_max = need;
+		if (setrlimit(RLIMIT_NOFILE, &want) < 0) /* not root: up to the hard limit */
+			want = (struct rlimit){.rlim_cur = rl.rlim_max, .rlim_max = rl.rlim_max};
+	}
+	if (setrlimit(RLIMIT_NOFILE, &want) < 0)
+		want.rlim_cur = rl.rlim_cur;
+	if (want.rlim_cur < need)
+		log_warn("event=open-files-limit limit=%llu needed=%llu warning=\"fewer connections "
+			 "than limits.connections allow: raise the hard limit (ulimit -Hn)\"",
+			 (unsigned long long)want.rlim_cur, (unsigned long long)need);
+	else
+		log_info("event=open-files-limit limit=%llu", (unsigned long long)want.rlim_cur);
+}
+
+/* ---- signals ------------------------------------------------------------ */
+
+static void server_remember_users(void);
+
+static void server_reload(void)
+{
+	struct runtime *old = runtime_current();
+	struct runtime *rt = runtime_load(daemon_state.conf_path, old->spool, daemon_state.base);
+	if (rt)
+		rt->throttle = old->throttle;
+	if (!rt) {
+		log_err("event=reload-failed reason=\"configuration has errors; keeping the old one\"");
+		return;
+	}
+	if (strcmp(rt->conf->spool, old->conf->spool) != 0)
+		log_warn("event=reload warning=\"a new spool folder takes effect at restart\"");
+	if (listeners_apply(rt) < 0) {
+		log_err("event=reload-failed reason=\"cannot listen; keeping the old configuration\"");
+		runtime_unref(rt);
+		return;
+	}
+	delivery_set_mailboxes(rt->conf->mailboxes);
+	server_raise_nofile(rt->conf);
+	runtime_set_current(rt);
+	runtime_unref(old); /* freed when its last session ends */
+	server_remember_users();
+	log_info("event=reload servers=%zu users=%zu", rt->conf->nservers, userdb_count(rt->users));
+}
+
+static void server_remember_users(void)
+{
+	if (stat(runtime_current()->conf->users, &daemon_state.users_seen) < 0)
+		memset(&daemon_state.users_seen, 0, sizeof daemon_state.users_seen);
+}
+
+static bool server_users_changed(void)
+{
+	struct stat now, *then = &daemon_state.users_seen;
+	if (stat(runtime_current()->conf->users, &now) < 0)
+		memset(&now, 0, sizeof now);
+	return now.st_ino != then->st_ino || now.st_dev != then->st_dev ||
+	       now.st_size != then->st_size || now.st_mtim.tv_sec != then->st_mtim.tv_sec ||
+	       now.st_mtim.tv_nsec != then->st_mtim.tv_nsec;
+}
+
+/* `posthorn user` replaces the users file (a rename): pick the change up
+ * without waiting for SIGHUP.  A stat a second is all it costs. */
+static void server_watch_users(evutil_socket_t fd, short what, void *arg)
+{
+	if (!server_users_changed())
+		return;
+	log_info("event=users-changed path=%s", runtime_current()->conf->users);
+	server_reload();
+	server_remember_users(); /* also after a failed reload: no retry storm */
+}
+
+static void server_signal(evutil_socket_t sig, short what, void *arg)
+{
+	if (sig == SIGHUP) {
+		server_reload();
+		return;
+	}
+	log_info("event=shutdown signal=%s", sig == SIGTERM ? "TERM" : "INT");
+	event_base_loopbreak(daemon_state.base);
+}
+
+static void server_tick(evutil_socket_t fd, short what, void *arg)
+{
+	/* only wakes the loop up */
+}
+
+/* Every session gets its goodbye and a moment to send it; whatever is
+ * still open after the grace time is dropped.  Then the loop runs once
+ * more, for libevent's deferred frees. */
+static void server_shutdown_sessions(void)
+{
+	struct session_link *c, *next;
+	for (c = daemon_state.conns; c; c = next) {
+		next = c->next;
+		c->shutdown(c); /* may free c */
+	}
+	struct event *tick = event_new(daemon_state.base, -1, EV_PERSIST, server_tick, NULL);
+	struct timeval tv = {.tv_usec = 100 * 1000};
+	event_add(tick, &tv);
+	for (int i = 0; daemon_state.conns && i < SERVER_SHUTDOWN_GRACE_MS / 100; i++)
+		event_base_loop(daemon_state.base, EVLOOP_ONCE);
+	event_free(tick);
+	while (daemon_state.conns)
+		daemon_state.conns->abort(daemon_state.conns);
+	event_base_loop(daemon_state.base, EVLOOP_NONBLOCK);
+}
+
+/* ---- the daemon ---------------------------------------------------------- */
+
+static void server_enqueue_spooled(struct spool *sp)
+{
+	char **ids;
+	size_t n = spool_list(sp, &ids);
+	for (size_t i = 0; i < n; i++)
+		delivery_enqueue(ids[i]);
+	if (n)
+		log_info("event=spool-resume messages=%zu", n);
+	spool_free_ids(ids, n);
+}
+
+/* Workers for the PBKDF2 of password logins: one per core, at least two
+ * (one slow check does not hold every other login), at most four. */
+static unsigned server_offload_threads(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	return n < 2 ? 2 : n > 4 ? 4 : (unsigned)n;
+}
+
+static int server_start(struct runtime *rt)
+{
+	if (listeners_apply(rt) < 0)
+		return -1;
+	server_raise_nofile(rt->conf);
+	if (server_drop_privileges(rt->conf, rt->spool) < 0)
+		return -1;
+	/* the runner first: the delivery worker hands remote recipients to it */
+	if (outbound_start(daemon_state.base, rt->spool) < 0) {
+		log_err("event=startup-error error=\"cannot start outbound delivery\"");
+		return -1;
+	}
+	char why[512];
+	if (control_start(daemon_state.base, rt->spool, why, sizeof why) < 0) {
+		log_err("event=startup-error error=\"control socket: %s\"", why);
+		goto no_control;
+	}
+	if (delivery_start(rt->spool, rt->conf->mailboxes) < 0) {
+		log_err("event=startup-error error=\"cannot start the delivery worker\"");
+		goto no_delivery;
+	}
+	if (spool_committer_start(rt->spool, daemon_state.base) < 0) {
+		log_err("event=startup-error error=\"cannot start the spool's committer: %s\"",
+			strerror(errno));
+		goto no_committer;
+	}
+	if (offload_start(daemon_state.base, server_offload_threads()) < 0) {
+		log_err("event=startup-error error=\"cannot start the password workers: %s\"",
+			strerror(errno));
+		goto no_offload;
+	}
+	server_enqueue_spooled(rt->spool); /* local part first, then handed to the runner */
+	/* last: bound, dropped, files open, threads started; from here on the
+	 * process cannot execute programs or gain privileges */
+#ifdef POSTHORN_CALLGRIND_BUILD
+	/* the benchmark's instruction count only: valgrind cannot run a
+	 * process that loads a seccomp filter (it has no seccomp(2)); never
+	 * the daemon that `make` builds */
+	log_warn("event=confined no_new_privs=no seccomp=none warning=\"callgrind build\"");
+	return 0;
+#endif
+	if (confine_apply(why, sizeof why) < 0) {
+		log_err("event=startup-error error=\"cannot confine the process: %s\"", why);
+		goto unconfined;
+	}
+	log_info("event=confined no_new_privs=yes seccomp=filter");
+	return 0;
+
+	/* what started is stopped, in the reverse order */
+unconfined:
+	offload_stop();
+no_offload:
+	spool_committer_stop(rt->spool);
+no_committer:
+	delivery_stop();
+no_delivery:
+	control_stop();
+no_control:
+	outbound_stop();
+	return -1;
+}
+
+int server_run(const char *conf_path)
+{
+	signal(SIGPIPE, SIG_IGN);
+	daemon_state.conf_path = conf_path;
+	daemon_state.base = event_base_new();
+	if (!daemon_state.base)
+		fatal("event_base_new failed");
+
+	char *errs = NULL;
+	size_t errlen = 0;
+	FILE *err = open_memstream(&errs, &errlen);
+	struct conf *probe = NULL;
+	int nerr = conf_load(conf_path, &probe, err);
+	fclose(err);
+	if (nerr) {
+		fputs(errs, stderr);
+		free(errs);
+		return 1;
+	}
+	free(errs);
+	umask(077);
+	struct spool *sp = spool_open(probe->spool);
+	if (!sp) {
+		log_err("event=startup-error path=%s error=\"%s\"", probe->spool, strerror(errno));
+		conf_free(probe);
+		return 1;
+	}
+	conf_free(probe);
+
+	struct runtime *rt = runtime_load(conf_path, sp, daemon_state.base);
+	if (!rt) {
+		spool_close(sp);
+		return 1;
+	}
+	message_init(); /* GMime, for IMAP's ENVELOPE, BODYSTRUCTURE and SEARCH */
+	struct sasl_throttle *throttle = sasl_throttle_new(SERVER_THROTTLE_ENTRIES);
+	rt->throttle = throttle;
+	runtime_set_current(rt);
+	int status = 1;
+	if (server_start(rt) == 0) {
+		struct event *sigs[3];
+		const int signals[3] = {SIGTERM, SIGINT, SIGHUP};
+		for (int i = 0; i < 3; i++) {
+			sigs[i] = evsignal_new(daemon_state.base, signals[i], server_signal, NULL);
+			event_add(sigs[i], NULL);
+		}
+		server_remember_users();
+		struct event *watch = event_new(daemon_state.base, -1, EV_PERSIST, server_watch_users, NULL);
+		struct timeval poll = {.tv_sec = SERVER_USERS_POLL_MS / 1000,
+				       .tv_usec = (SERVER_USERS_POLL_MS % 1000) * 1000};
+		event_add(watch, &poll);
+		log_info("event=ready version=%s servers=%zu", POSTHORN_VERSION, rt->conf->nservers);
+		event_base_dispatch(daemon_state.base);
+		/* commits under way finish and get their replies first */
+		spool_committer_stop(sp);
+		event_free(watch);
+		listeners_free(daemon_state.listeners);
+		daemon_state.listeners = NULL;
+		control_stop();
+		outbound_stop(); /* attempts in flight are abandoned: retried at the next start */
+		server_shutdown_sessions();
+		offload_stop(); /* after the sessions: none waits for a check */
+		for (int i = 0; i < 3; i++)
+			event_free(sigs[i]);
+		delivery_stop();
+		log_info("event=stopped");
+		status = 0;
+	}
+	listeners_free(daemon_state.listeners);
+	daemon_state.listeners = NULL;
+	runtime_unref(runtime_current());
+	sasl_throttle_free(throttle);
+	spool_close(sp);
+	event_base_free(daemon_state.base);
+	imap_session_cleanup();
+	message_shutdown();
+	return status;
+}

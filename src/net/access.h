@@ -1,0 +1,35 @@
+/* access: the one rule matcher for `connection` and `relay` (SPEC §3):
+ * single addresses, networks (CIDR or address + mask), and domains matched
+ * on the client's forward-confirmed reverse DNS name.  First match decides. */
+#ifndef POSTHORN_ACCESS_H
+#define POSTHORN_ACCESS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/socket.h>
+
+#include "conf/conf.h"
+
+/* Does the network rule r cover the address?  IPv4-mapped IPv6 addresses
+ * (::ffff:a.b.c.d) match IPv4 rules. */
+bool access_addr_matches(const struct conf_rule *r, const struct sockaddr *sa);
+
+/* Is name equal to domain or below it on a label boundary ("mail.isp.example"
+ * is in "isp.example", "badisp.example" is not), case-insensitively, one
+ * trailing dot ignored on either? */
+bool access_name_in_domain(const char *name, const char *domain);
+
+/* Do any of the rules need the client's reverse name? */
+bool access_needs_name(const struct conf_rule *rules, size_t n);
+
+/* The first rule that matches the client (address rules always; domain
+ * rules only when name, the forward-confirmed reverse name, is known);
+ * NULL when none does.  */
+const struct conf_rule *access_first_match(const struct conf_rule *rules, size_t n,
+					   const struct sockaddr *sa, const char *name);
+
+/* `connection` verdict: the first match's action, else default. */
+bool access_connection_allowed(const struct conf_connection *c, const struct sockaddr *sa,
+			       const char *name, const struct conf_rule **matched);
+
+#endif

@@ -1,0 +1,931 @@
+/* tls: the OpenSSL 3 side of every encrypted listener — implicit TLS
+ * (RFC 8314) and STARTTLS (RFC 3207) share these contexts: certificates
+ * chosen by SNI (RFC 6066 §3), the cipher and version policy, ALPN (RFC 7301)
+ * as the ALPACA cross-protocol defence, and `posthorn cert new`. */
+#define _GNU_SOURCE
+#include "net/tls.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/bn.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include "conf/conf.h"
+#include "lib/util.h"
+
+/* TLS 1.2: forward secrecy (ECDHE, DHE) and AEAD (AES-GCM, ChaCha20-Poly1305)
+ * only, AES-256 first; never anonymous, PSK, SRP or static RSA. */
+static const char tls_ciphers_12[] =
+    "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20"
+    ":!aNULL:!eNULL:!PSK:!SRP:!DSS:!kRSA";
+/* TLS 1.3: the suites OpenSSL offers by default, strongest first. */
+static const char tls_ciphers_13[] =
+    "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256";
+static const char tls_groups[] = "X25519:P-256:P-384";
+
+enum {
+	TLS_EXPIRY_WARN_DAYS = 30,
+	CERT_VALID_DAYS = 365,
+	CERT_RSA_MIN_BITS = 2048,
+	CERT_RSA_MAX_BITS = 8192,
+	CERT_SERIAL_BYTES = 16,   /* 128 random bits (CA/B BR 7.1 asks for 64+) */
+	CERT_CN_MAX = 64,         /* ub-common-name, RFC 5280 appendix A */
+	CERT_EXIT_OK = 0,
+	CERT_EXIT_ERROR = 1,
+	CERT_EXIT_USAGE = 2,
+};
+
+/* The contexts of one virtual server.  Every SSL made by tls_server_ssl()
+ * holds a reference (SSL ex_data), so a reload may free the server while
+ * its sessions still run: the callbacks below read it until the last SSL
+ * is gone. */
+struct tls_server {
+	SSL_CTX **ctxs;          /* one per certificate/key pair; [0] is the default */
+	size_t nctxs;
+	char *protocol;          /* ALPN name, or NULL: no ALPN check */
+	bool strict_sni;
+	int refs;
+};
+
+/* ---- errors ------------------------------------------------------------ */
+
+/* The first reason OpenSSL queued (the cause; later ones are the layers
+ * that passed it up, "PEM lib"), then an empty queue: a stale error would
+ * otherwise be mistaken for the next operation's. */
+static const char *tls_openssl_reason(void)
+{
+	unsigned long e = ERR_peek_error();
+	const char *r = e ? ERR_reason_error_string(e) : NULL;
+	ERR_clear_error();
+	return r ? r : "unknown OpenSSL error";
+}
+
+/* ---- the server object and its reference count ------------------------- */
+
+static int tls_ex_index = -1;
+static CRYPTO_ONCE tls_ex_once = CRYPTO_ONCE_STATIC_INIT;
+
+static void tls_server_unref(struct tls_server *ts);
+
+static void tls_ex_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
+			void *argp)
+{
+	if (ptr)
+		tls_server_unref(ptr);
+}
+
+/* SSL_dup() copies ex_data: the copy holds its own reference. */
+static int tls_ex_dup(CRYPTO_EX_DATA *to, const CRYPTO_EX_DATA *from, void **from_d, int idx,
+		      long argl, void *argp)
+{
+	struct tls_server *ts = *from_d;
+	if (ts)
+		__atomic_add_fetch(&ts->refs, 1, __ATOMIC_RELAXED);
+	return 1;
+}
+
+static void tls_ex_init(void)
+{
+	tls_ex_index = CRYPTO_get_ex_new_index(CRYPTO_EX_INDEX_SSL, 0, NULL, NULL, tls_ex_dup,
+					       tls_ex_free);
+}
+
+static bool tls_ex_ready(void)
+{
+	return CRYPTO_THREAD_run_once(&tls_ex_once, tls_ex_init) && tls_ex_index >= 0;
+}
+
+static void tls_server_unref(struct tls_server *ts)
+{
+	if (__atomic_sub_fetch(&ts->refs, 1, __ATOMIC_ACQ_REL) > 0)
+		return;
+	for (size_t i = 0; i < ts->nctxs; i++)
+		SSL_CTX_free(ts->ctxs[i]);
+	free(ts->ctxs);
+	free(ts->protocol);
+	free(ts);
+}
+
+void tls_server_free(struct tls_server *ts)
+{
+	if (ts)
+		tls_server_unref(ts);
+}
+
+/* ---- loading a certificate/key pair ------------------------------------ */
+
+static int tls_passphrase_refused(char *buf, int size, int rwflag, void *u)
+{
+	*(bool *)u = true;
+	return -1;              /* never prompt: the daemon has no terminal */
+}
+
+/* Read the private key at path, refusing one that group or others may
+ * access.  The mode is checked on the descriptor that is read, not on the
+ * name, so the file cannot be swapped in between. */
+static EVP_PKEY *tls_key_load(const char *path, char *err, size_t errsz)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		errfmt(err, errsz, "key %s: %s", path, strerror(errno));
+		return NULL;
+	}
+	struct stat st;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		errfmt(err, errsz, "key %s: not a regular file", path);
+		close(fd);
+		return NULL;
+	}
+	if (st.st_mode & 077) {
+		errfmt(err, errsz, "key %s may be read by group or others (mode %04o); chmod 600 it",
+			path, (unsigned)(st.st_mode & 07777));
+		close(fd);
+		return NULL;
+	}
+	FILE *f = fdopen(fd, "r");
+	if (!f) {
+		errfmt(err, errsz, "key %s: %s", path, strerror(errno));
+		close(fd);
+		return NULL;
+	}
+	bool asked = false;
+	EVP_PKEY *key = PEM_read_PrivateKey(f, NULL, tls_passphrase_refused, &asked);
+	fclose(f);
+	if (!key && asked) {
+		ERR_clear_error();
+		errfmt(err, errsz, "key %s is protected by a passphrase; posthorn needs it unencrypted",
+			path);
+	} else if (!key) {
+		errfmt(err, errsz, "key %s: not a PEM private key (%s)", path, tls_openssl_reason());
+	}
+	return key;
+}
+
+/* The certificate chain (leaf first) and the key of one pair into ctx. */
+static int tls_ctx_load_pair(SSL_CTX *ctx, const struct conf_cert *cc, char *err, size_t errsz)
+{
+	int fd = open(cc->certificate, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		errfmt(err, errsz, "certificate %s: %s", cc->certificate, strerror(errno));
+		return -1;
+	}
+	close(fd);
+	if (SSL_CTX_use_certificate_chain_file(ctx, cc->certificate) != 1) {
+		errfmt(err, errsz, "certificate %s: %s", cc->certificate, tls_openssl_reason());
+		return -1;
+	}
+	EVP_PKEY *key = tls_key_load(cc->key, err, errsz);
+	if (!key)
+		return -1;
+	int r = -1;
+	if (X509_check_private_key(SSL_CTX_get0_certificate(ctx), key) != 1)
+		errfmt(err, errsz, "key %s does not match certificate %s (%s)", cc->key,
+			cc->certificate, tls_openssl_reason());
+	else if (SSL_CTX_use_PrivateKey(ctx, key) != 1 || SSL_CTX_check_private_key(ctx) != 1)
+		errfmt(err, errsz, "key %s: %s", cc->key, tls_openssl_reason());
+	else
+		r = 0;
+	EVP_PKEY_free(key);
+	return r;
+}
+
+/* ---- cipher policy ----------------------------------------------------- */
+
+struct tls_strbuf {
+	char *s;
+	size_t len;
+};
+
+static void tls_strbuf_add(struct tls_strbuf *b, const char *word)
+{
+	size_t n = strlen(word);
+	b->s = xrealloc(b->s, b->len + n + 2);
+	if (b->len)
+		b->s[b->len++] = ':';
+	memcpy(b->s + b->len, word, n + 1);
+	b->len += n;
+}
+
+/* TLS 1.3 suites are numbered 0x13xx (RFC 8446 appendix B.4). */
+static bool tls_cipher_is_13(const SSL_CIPHER *c)
+{
+	return (SSL_CIPHER_get_protocol_id(c) >> 8) == 0x13;
+}
+
+/* Set the default lists, then keep from them only the suites of at least
+ * min_bits ("require 128-bit encryption" and stronger). */
+static int tls_ctx_ciphers(SSL_CTX *ctx, const struct conf_tls *tls, char *err, size_t errsz)
+{
+	if (SSL_CTX_set_cipher_list(ctx, tls_ciphers_12) != 1 ||
+	    SSL_CTX_set_ciphersuites(ctx, tls_ciphers_13) != 1) {
+		errfmt(err, errsz, "cipher list: %s", tls_openssl_reason());
+		return -1;
+	}
+	struct tls_strbuf l12 = {0}, l13 = {0};
+	STACK_OF(SSL_CIPHER) *sk = SSL_CTX_get_ciphers(ctx);
+	for (int i = 0; i < sk_SSL_CIPHER_num(sk); i++) {
+		const SSL_CIPHER *c = sk_SSL_CIPHER_value(sk, i);
+		if (SSL_CIPHER_get_bits(c, NULL) < (int)tls->min_bits)
+			continue;
+		tls_strbuf_add(tls_cipher_is_13(c) ? &l13 : &l12, SSL_CIPHER_get_name(c));
+	}
+	int r = 0;
+	if (!l12.len && !l13.len) {
+		errfmt(err, errsz, "no cipher has min-bits %u or more (the strongest have 256)",
+			tls->min_bits);
+		r = -1;
+	} else if (SSL_CTX_set_ciphersuites(ctx, l13.len ? l13.s : "") != 1) {
+		errfmt(err, errsz, "TLS 1.3 suites: %s", tls_openssl_reason());
+		r = -1;
+	} else if (!l12.len) {
+		/* no TLS 1.2 suite is strong enough: TLS 1.3 only */
+		if (SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) != 1) {
+			errfmt(err, errsz, "minimum version: %s", tls_openssl_reason());
+			r = -1;
+		}
+	} else if (SSL_CTX_set_cipher_list(ctx, l12.s) != 1) {
+		errfmt(err, errsz, "TLS 1.2 ciphers: %s", tls_openssl_reason());
+		r = -1;
+	}
+	free(l12.s);
+	free(l13.s);
+	return r;
+}
+
+static int tls_ctx_version(SSL_CTX *ctx, const struct conf_tls *tls, char *err, size_t errsz)
+{
+	int v;
+	if (tls->min_version == TLS_VERSION_1_2)
+		v = TLS1_2_VERSION;
+	else if (tls->min_version == TLS_VERSION_1_3)
+		v = TLS1_3_VERSION;
+	else {
+		errfmt(err, errsz, "unsupported min-version %d", tls->min_version);
+		return -1;
+	}
+	if (SSL_CTX_set_min_proto_version(ctx, v) != 1) {
+		errfmt(err, errsz, "minimum version: %s", tls_openssl_reason());
+		return -1;
+	}
+	return 0;
+}
+
+/* Options every context shares.  No session resumption at all: no tickets
+ * (whose keys would outlive a reload) and no cache; mail clients seldom
+ * resume, and a full handshake re-checks the policy. */
+static int tls_ctx_options(SSL_CTX *ctx, char *err, size_t errsz)
+{
+	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
+					 SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_PRIORITIZE_CHACHA |
+					 SSL_OP_NO_TICKET);
+	/* an idle session keeps no 34 KiB read/write buffers */
+	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	if (SSL_CTX_set_num_tickets(ctx, 0) != 1 || SSL_CTX_set1_groups_list(ctx, tls_groups) != 1 ||
+	    SSL_CTX_set_dh_auto(ctx, 1) != 1) {
+		errfmt(err, errsz, "TLS options: %s", tls_openssl_reason());
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- SNI and ALPN ------------------------------------------------------- */
+
+/* RFC 6066 §3: the first context whose certificate covers the name the
+ * client asked for (wildcards included); the default otherwise, or with
+ * strict_sni an unrecognized_name alert. */
+static int tls_sni_select(SSL *ssl, int *al, void *arg)
+{
+	const struct tls_server *ts = arg;
+	const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+	if (!name || !*name)
+		return SSL_TLSEXT_ERR_OK;
+	for (size_t i = 0; i < ts->nctxs; i++) {
+		X509 *x = SSL_CTX_get0_certificate(ts->ctxs[i]);
+		if (X509_check_host(x, name, 0, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS, NULL) != 1)
+			continue;
+		if (i > 0 && SSL_set_SSL_CTX(ssl, ts->ctxs[i]) != ts->ctxs[i]) {
+			*al = SSL_AD_INTERNAL_ERROR;
+			return SSL_TLSEXT_ERR_ALERT_FATAL;
+		}
+		return SSL_TLSEXT_ERR_OK;
+	}
+	if (ts->strict_sni) {
+		*al = SSL_AD_UNRECOGNIZED_NAME;
+		return SSL_TLSEXT_ERR_ALERT_FATAL;
+	}
+	return SSL_TLSEXT_ERR_OK;
+}
+
+/* RFC 7301 §3.2 and the ALPACA advice: a client that names protocols but
+ * not ours is talking to the wrong server (a browser lured to port 465,
+ * say) and gets no_application_protocol.  A client that names none is
+ * never asked: this callback only runs when ALPN was offered. */
+static int tls_alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+			   const unsigned char *in, unsigned int inlen, void *arg)
+{
+	const struct tls_server *ts = arg;
+	size_t plen = strlen(ts->protocol);
+	unsigned int i = 0;
+	while (i < inlen) {
+		unsigned int n = in[i];
+		if (n == 0 || n > inlen - i - 1)
+			return SSL_TLSEXT_ERR_ALERT_FATAL; /* malformed list */
+		if (n == plen && memcmp(in + i + 1, ts->protocol, plen) == 0) {
+			*out = in + i + 1;
+			*outlen = (unsigned char)n;
+			return SSL_TLSEXT_ERR_OK;
+		}
+		i += 1 + n;
+	}
+	return SSL_TLSEXT_ERR_ALERT_FATAL;
+}
+
+/* ---- building the contexts ---------------------------------------------- */
+
+static SSL_CTX *tls_ctx_new(struct tls_server *ts, const struct conf_tls *tls,
+			    const struct conf_cert *cc, char *err, size_t errsz)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+	if (!ctx) {
+		errfmt(err, errsz, "SSL_CTX_new: %s", tls_openssl_reason());
+		return NULL;
+	}
+	if (tls_ctx_options(ctx, err, errsz) < 0 || tls_ctx_version(ctx, tls, err, errsz) < 0 ||
+	    tls_ctx_ciphers(ctx, tls, err, errsz) < 0 ||
+	    tls_ctx_load_pair(ctx, cc, err, errsz) < 0) {
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	if (ts->protocol)
+		SSL_CTX_set_alpn_select_cb(ctx, tls_alpn_select, ts);
+	return ctx;
+}
+
+struct tls_server *tls_server_new(const struct conf_tls *tls, const char *protocol, char *err,
+				  size_t errsz)
+{
+	if (tls->ncerts == 0) {
+		errfmt(err, errsz, "no certificate");
+		return NULL;
+	}
+	if (!tls_ex_ready()) {
+		errfmt(err, errsz, "OpenSSL ex_data: %s", tls_openssl_reason());
+		return NULL;
+	}
+	struct tls_server *ts = xcalloc(1, sizeof *ts);
+	ts->refs = 1;
+	ts->strict_sni = tls->strict_sni;
+	ts->protocol = protocol ? xstrdup(protocol) : NULL;
+	ts->ctxs = xcalloc(tls->ncerts, sizeof *ts->ctxs);
+	for (size_t i = 0; i < tls->ncerts; i++) {
+		ts->ctxs[i] = tls_ctx_new(ts, tls, &tls->certs[i], err, errsz);
+		if (!ts->ctxs[i]) {
+			tls_server_unref(ts);
+			return NULL;
+		}
+		ts->nctxs++;
+	}
+	/* Only the context a handshake starts on asks for the name. */
+	SSL_CTX_set_tlsext_servername_callback(ts->ctxs[0], tls_sni_select);
+	SSL_CTX_set_tlsext_servername_arg(ts->ctxs[0], ts);
+	return ts;
+}
+
+SSL *tls_server_ssl(struct tls_server *ts)
+{
+	SSL *ssl = SSL_new(ts->ctxs[0]);
+	if (!ssl) {
+		ERR_clear_error();
+		return NULL;
+	}
+	__atomic_add_fetch(&ts->refs, 1, __ATOMIC_RELAXED);
+	if (SSL_set_ex_data(ssl, tls_ex_index, ts) != 1) {
+		tls_server_unref(ts);
+		SSL_free(ssl);
+		ERR_clear_error();
+		return NULL;
+	}
+	return ssl;
+}
+
+/* ---- the negotiated session -------------------------------------------- */
+
+bool tls_session_acceptable(SSL *ssl, const struct conf_tls *tls, char *why, size_t whysz)
+{
+	const SSL_CIPHER *c = SSL_get_current_cipher(ssl);
+	if (!c) {
+		errfmt(why, whysz, "no cipher negotiated");
+		return false;
+	}
+	int alg_bits = 0;
+	int bits = SSL_CIPHER_get_bits(c, &alg_bits);
+	if (bits < 0 || (unsigned)bits < tls->min_bits) {
+		errfmt(why, whysz, "cipher %s has %d bits, fewer than min-bits %u",
+			SSL_CIPHER_get_name(c), bits, tls->min_bits);
+		return false;
+	}
+	return true;
+}
+
+void tls_describe(SSL *ssl, char *out, size_t outsz)
+{
+	const SSL_CIPHER *c = SSL_get_current_cipher(ssl);
+	if (!c) {
+		errfmt(out, outsz, "%s without a cipher", SSL_get_version(ssl));
+		return;
+	}
+	int alg_bits = 0;
+	int bits = SSL_CIPHER_get_bits(c, &alg_bits);
+	/* both names come from OpenSSL's own tables, never from the peer */
+	errfmt(out, outsz, "%s with cipher %s (%d/%d bits)", SSL_get_version(ssl),
+		SSL_CIPHER_get_name(c), bits, alg_bits);
+}
+
+/* ---- posthorn check ------------------------------------------------------ */
+
+/* "2026-01-31 12:00:00 UTC" */
+static void tls_time_text(const ASN1_TIME *t, char *out, size_t outsz)
+{
+	struct tm tm;
+	if (ASN1_TIME_to_tm(t, &tm) != 1 || strftime(out, outsz, "%Y-%m-%d %H:%M:%S UTC", &tm) == 0)
+		errfmt(out, outsz, "(unreadable date)");
+}
+
+/* Dates of the leaf certificate: expired, not yet valid, expiring soon. */
+static void tls_check_dates(X509 *x, const char *path, FILE *warnout)
+{
+	char date[64];
+	const ASN1_TIME *before = X509_get0_notBefore(x), *after = X509_get0_notAfter(x);
+	time_t soon = time(NULL) + (time_t)TLS_EXPIRY_WARN_DAYS * 86400;
+	if (X509_cmp_current_time(after) <= 0) {
+		tls_time_text(after, date, sizeof date);
+		fprintf(warnout, "warning: certificate %s expired on %s\n", path, date);
+	} else if (X509_cmp_time(after, &soon) <= 0) {
+		tls_time_text(after, date, sizeof date);
+		fprintf(warnout, "warning: certificate %s expires within %d days, on %s\n", path,
+			TLS_EXPIRY_WARN_DAYS, date);
+	}
+	if (X509_cmp_current_time(before) > 0) {
+		tls_time_text(before, date, sizeof date);
+		fprintf(warnout, "warning: certificate %s is not valid before %s\n", path, date);
+	}
+}
+
+static bool tls_covers(X509 *x, const char *hostname)
+{
+	return X509_check_host(x, hostname, 0, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS, NULL) == 1;
+}
+
+/* One pair: loaded exactly as the daemon loads it.  Returns its leaf (the
+ * caller frees it) or NULL after printing the error. */
+static X509 *tls_check_pair(const struct conf_cert *cc, FILE *errout)
+{
+	char err[512];
+	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+	if (!ctx) {
+		fprintf(errout, "%s:%u:%u: SSL_CTX_new: %s\n", cc->pos.file, cc->pos.line,
+			cc->pos.col, tls_openssl_reason());
+		return NULL;
+	}
+	X509 *leaf = NULL;
+	if (tls_ctx_load_pair(ctx, cc, err, sizeof err) < 0) {
+		fprintf(errout, "%s:%u:%u: %s\n", cc->pos.file, cc->pos.line, cc->pos.col, err);
+	} else {
+		leaf = SSL_CTX_get0_certificate(ctx);
+		if (X509_up_ref(leaf) != 1)
+			leaf = NULL;
+	}
+	SSL_CTX_free(ctx);
+	ERR_clear_error();
+	return leaf;
+}
+
+int tls_check_files(const struct conf_tls *tls, const char *hostname, FILE *errout,
+		    FILE *warnout)
+{
+	int errors = 0;
+	bool covered = false;
+	X509 *first = NULL;
+	for (size_t i = 0; i < tls->ncerts; i++) {
+		const struct conf_cert *cc = &tls->certs[i];
+		X509 *x = tls_check_pair(cc, errout);
+		if (!x) {
+			errors++;
+			continue;
+		}
+		tls_check_dates(x, cc->certificate, warnout);
+		if (hostname && tls_covers(x, hostname))
+			covered = true;
+		if (i == 0)
+			first = x;
+		else
+			X509_free(x);
+	}
+	/* The default certificate is what clients without SNI see; the name
+	 * they connect to is usually the server's hostname. */
+	if (first && hostname && !tls_covers(first, hostname))
+		fprintf(warnout, "warning: certificate %s does not cover %s%s\n",
+			tls->certs[0].certificate, hostname,
+			covered ? " (clients that send no SNI name get it)" : "");
+	X509_free(first);
+	return errors;
+}
+
+/* ---- posthorn cert new ---------------------------------------------------- */
+
+static const char cert_usage_line[] =
+    "usage: posthorn cert new --hostname H --out DIR [--rsa BITS]\n";
+
+struct cert_opts {
+	const char *hostname;
+	const char *out;
+	unsigned rsa_bits;       /* 0: ECDSA P-256 */
+};
+
+static int cert_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int cert_usage(const char *fmt, ...)
+{
+	if (fmt) {
+		va_list ap;
+		fputs("posthorn: ", stderr);
+		va_start(ap, fmt);
+		vfprintf(stderr, fmt, ap);
+		va_end(ap);
+		fputc('\n', stderr);
+	}
+	fputs(cert_usage_line, stderr);
+	return CERT_EXIT_USAGE;
+}
+
+static int cert_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int cert_fail(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vcomplain(fmt, ap);
+	va_end(ap);
+	ERR_clear_error();
+	return CERT_EXIT_ERROR;
+}
+
+static bool cert_is_ip(const char *h)
+{
+	unsigned char buf[sizeof(struct in6_addr)];
+	return inet_pton(AF_INET, h, buf) == 1 || inet_pton(AF_INET6, h, buf) == 1;
+}
+
+/* A DNS name (RFC 1123 §2.1 labels) or an IP address.  It also names the
+ * files, so nothing else ('/', "..") may get through. */
+static bool cert_hostname_valid(const char *h)
+{
+	if (cert_is_ip(h))
+		return true;
+	size_t len = strlen(h), label = 0;
+	if (len == 0 || len > 253)
+		return false;
+	for (size_t i = 0; i <= len; i++) {
+		char c = h[i];
+		if (c == '.' || c == '\0') {
+			if (label == 0 || h[i - 1] == '-')
+				return false;
+			label = 0;
+			continue;
+		}
+		bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+		if (!alnum && !(c == '-' && label > 0))
+			return false;
+		if (++label > 63)
+			return false;
+	}
+	return true;
+}
+
+static int cert_parse_bits(const char *s, unsigned *out)
+{
+	char *end;
+	errno = 0;
+	unsigned long v = strtoul(s, &end, 10);
+	if (errno || end == s || *end || s[0] == '-' || v < CERT_RSA_MIN_BITS ||
+	    v > CERT_RSA_MAX_BITS)
+		return -1;
+	*out = (unsigned)v;
+	return 0;
+}
+
+/* --name VALUE or --name=VALUE at argv[*i]; NULL when argv[*i] is another
+ * option.  *missing is set when the value is absent. */
+static const char *cert_opt_value(int argc, char **argv, int *i, const char *name, bool *missing)
+{
+	size_t n = strlen(name);
+	const char *a = argv[*i];
+	/* NOLINTNEXTLINE(clang-analyzer-core.NonNullParamChecker): argv[*i] with *i < argc is never NULL */
+	if (strncmp(a, name, n) != 0)
+		return NULL;
+	if (a[n] == '=')
+		return a + n + 1;
+	if (a[n] != '\0')
+		return NULL;
+	if (*i + 1 >= argc) {
+		*missing = true;
+		return NULL;
+	}
+	return argv[++*i];
+}
+
+static int cert_parse_args(int argc, char **argv, struct cert_opts *o)
+{
+	if (argc < 1)
+		return cert_usage(NULL);
+	if (strcmp(argv[0], "new") != 0)
+		return cert_usage("unknown cert command \"%s\"", argv[0]);
+	for (int i = 1; i < argc; i++) {
+		bool missing = false;
+		const char *v;
+		if ((v = cert_opt_value(argc, argv, &i, "--hostname", &missing)))
+			o->hostname = v;
+		else if (!missing && (v = cert_opt_value(argc, argv, &i, "--out", &missing)))
+			o->out = v;
+		else if (!missing && (v = cert_opt_value(argc, argv, &i, "--rsa", &missing))) {
+			if (cert_parse_bits(v, &o->rsa_bits) < 0)
+				return cert_usage("--rsa takes a key size from %d to %d bits",
+						  CERT_RSA_MIN_BITS, CERT_RSA_MAX_BITS);
+		} else if (missing)
+			return cert_usage("%s needs a value", argv[i]);
+		else
+			return cert_usage("unknown option \"%s\"", argv[i]);
+	}
+	if (!o->hostname || !o->out)
+		return cert_usage("--hostname and --out are required");
+	if (!cert_hostname_valid(o->hostname))
+		return cert_usage("\"%s\" is neither a host name nor an IP address", o->hostname);
+	if (strlen(o->hostname) > CERT_CN_MAX)
+		return cert_usage("host name longer than %d characters", CERT_CN_MAX);
+	return 0;
+}
+
+static EVP_PKEY *cert_keygen(unsigned rsa_bits)
+{
+	if (rsa_bits)
+		return EVP_RSA_gen(rsa_bits);
+	return EVP_EC_gen("P-256");
+}
+
+static X509_NAME *cert_name(const char *host)
+{
+	X509_NAME *n = X509_NAME_new();
+	if (n && X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_UTF8, (const unsigned char *)host, -1,
+					    -1, 0) == 1)
+		return n;
+	X509_NAME_free(n);
+	return NULL;
+}
+
+/* "DNS:host" or "IP:address"; the name was validated, so it cannot inject
+ * further entries. */
+static char *cert_san(const char *host)
+{
+	return xasprintf("%s:%s", cert_is_ip(host) ? "IP" : "DNS", host);
+}
+
+static int cert_add_ext(X509 *x, X509V3_CTX *v3, int nid, const char *value)
+{
+	X509_EXTENSION *ext = X509V3_EXT_conf_nid(NULL, v3, nid, value);
+	if (!ext)
+		return -1;
+	int r = X509_add_ext(x, ext, -1) == 1 ? 0 : -1;
+	X509_EXTENSION_free(ext);
+	return r;
+}
+
+/* A random positive 128-bit serial number (RFC 5280 §4.1.2.2). */
+static int cert_serial(X509 *x)
+{
+	unsigned char b[CERT_SERIAL_BYTES];
+	if (RAND_bytes(b, sizeof b) != 1)
+		return -1;
+	b[0] = (unsigned char)((b[0] & 0x7f) | 0x40); /* positive, never zero, full length */
+	BIGNUM *bn = BN_bin2bn(b, sizeof b, NULL);
+	ASN1_INTEGER *ai = bn ? BN_to_ASN1_INTEGER(bn, NULL) : NULL;
+	int r = ai && X509_set_serialNumber(x, ai) == 1 ? 0 : -1;
+	ASN1_INTEGER_free(ai);
+	BN_free(bn);
+	return r;
+}
+
+static int cert_extensions(X509 *x, const char *host, bool rsa)
+{
+	X509V3_CTX v3;
+	X509V3_set_ctx(&v3, x, x, NULL, NULL, 0);
+	char *san = cert_san(host);
+	int r = 0;
+	if (cert_add_ext(x, &v3, NID_basic_constraints, "critical,CA:FALSE") < 0 ||
+	    cert_add_ext(x, &v3, NID_key_usage,
+			 rsa ? "critical,digitalSignature,keyEncipherment"
+			     : "critical,digitalSignature") < 0 ||
+	    cert_add_ext(x, &v3, NID_ext_key_usage, "serverAuth") < 0 ||
+	    cert_add_ext(x, &v3, NID_subject_alt_name, san) < 0 ||
+	    cert_add_ext(x, &v3, NID_subject_key_identifier, "hash") < 0 ||
+	    cert_add_ext(x, &v3, NID_authority_key_identifier, "keyid:always") < 0)
+		r = -1;
+	free(san);
+	return r;
+}
+
+/* Self-signed X.509 v3 for host, valid CERT_VALID_DAYS from now. */
+static X509 *cert_selfsigned(EVP_PKEY *key, const char *host, bool rsa)
+{
+	X509 *x = X509_new();
+	X509_NAME *name = cert_name(host);
+	bool ok = x && name && X509_set_version(x, X509_VERSION_3) == 1 && cert_serial(x) == 0 &&
+		  X509_gmtime_adj(X509_getm_notBefore(x), 0) &&
+		  X509_time_adj_ex(X509_getm_notAfter(x), CERT_VALID_DAYS, 0, NULL) &&
+		  X509_set_subject_name(x, name) == 1 && X509_set_issuer_name(x, name) == 1 &&
+		  X509_set_pubkey(x, key) == 1 && cert_extensions(x, host, rsa) == 0 &&
+		  X509_sign(x, key, EVP_sha256()) > 0;
+	X509_NAME_free(name);
+	if (!ok) {
+		X509_free(x);
+		return NULL;
+	}
+	return x;
+}
+
+/* PKCS#10 request carrying the same name and subjectAltName, for a CA. */
+static X509_REQ *cert_request(EVP_PKEY *key, const char *host)
+{
+	X509_REQ *req = X509_REQ_new();
+	X509_NAME *name = cert_name(host);
+	STACK_OF(X509_EXTENSION) *exts = sk_X509_EXTENSION_new_null();
+	char *san = cert_san(host);
+	X509_EXTENSION *ext = X509V3_EXT_conf_nid(NULL, NULL, NID_subject_alt_name, san);
+	bool ok = req && name && exts && ext && sk_X509_EXTENSION_push(exts, ext) > 0;
+	if (!ok)
+		X509_EXTENSION_free(ext); /* not owned by exts */
+	ok = ok && X509_REQ_set_version(req, X509_REQ_VERSION_1) == 1 &&
+	     X509_REQ_set_subject_name(req, name) == 1 && X509_REQ_set_pubkey(req, key) == 1 &&
+	     X509_REQ_add_extensions(req, exts) == 1 && X509_REQ_sign(req, key, EVP_sha256()) > 0;
+	sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+	X509_NAME_free(name);
+	free(san);
+	if (!ok) {
+		X509_REQ_free(req);
+		return NULL;
+	}
+	return req;
+}
+
+struct cert_files {
+	char *path[3];           /* key, certificate, request */
+	bool created[3];
+};
+
+enum { CERT_KEY, CERT_CRT, CERT_CSR };
+
+/* Write the PEM in bio to a new file: O_EXCL, never over an existing one. */
+static int cert_write(struct cert_files *cf, int which, BIO *bio, mode_t mode)
+{
+	const char *path = cf->path[which];
+	/* NOLINTNEXTLINE(clang-analyzer-core.NonNullParamChecker): cf->path[] is filled by cert_prepare_dir before any file is written */
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+	if (fd < 0) {
+		if (errno == EEXIST)
+			return cert_fail("%s exists; remove it first", path);
+		return cert_fail("cannot create %s: %s", path, strerror(errno));
+	}
+	cf->created[which] = true;
+	char *data;
+	long len = BIO_get_mem_data(bio, &data);
+	int r = 0;
+	if (len <= 0 || fchmod(fd, mode) < 0 || write_all(fd, data, (size_t)len) < 0 || fsync(fd) < 0)
+		r = -1;
+	int saved = errno;
+	if (close(fd) < 0 && r == 0) {
+		r = -1;
+		saved = errno;
+	}
+	if (r < 0)
+		return cert_fail("cannot write %s: %s", path, strerror(saved));
+	return 0;
+}
+
+static void cert_files_free(struct cert_files *cf, bool remove_created)
+{
+	for (int i = 0; i < 3; i++) {
+		if (remove_created && cf->created[i])
+			unlink(cf->path[i]);
+		free(cf->path[i]);
+	}
+}
+
+static int cert_prepare_dir(const char *dir, struct cert_files *cf, const char *host)
+{
+	struct stat st;
+	/* NOLINTNEXTLINE(clang-analyzer-core.NonNullParamChecker): cert_parse_args returns CERT_EXIT_USAGE unless --out was given */
+	if (stat(dir, &st) < 0) {
+		if (errno != ENOENT || mkdir_p(dir, 0700) < 0)
+			return cert_fail("cannot create %s: %s", dir, strerror(errno));
+	} else if (!S_ISDIR(st.st_mode)) {
+		return cert_fail("%s is not a folder", dir);
+	}
+	/* absolute paths, so the printed tls block works from any folder */
+	char *abs = realpath(dir, NULL);
+	if (!abs)
+		return cert_fail("%s: %s", dir, strerror(errno));
+	static const char *const ext[3] = {"key", "crt", "csr"};
+	int r = 0;
+	for (int i = 0; i < 3; i++) {
+		cf->path[i] = xasprintf("%s/%s.%s", strcmp(abs, "/") ? abs : "", host, ext[i]);
+		if (r == 0 && lstat(cf->path[i], &st) == 0)
+			r = cert_fail("%s exists; remove it first", cf->path[i]);
+	}
+	free(abs);
+	return r;
+}
+
+static int cert_write_all(struct cert_files *cf, EVP_PKEY *key, X509 *x, X509_REQ *req)
+{
+	/* the key goes through secure memory, wiped when freed */
+	BIO *kb = BIO_new(BIO_s_secmem()), *cb = BIO_new(BIO_s_mem()), *rb = BIO_new(BIO_s_mem());
+	int r = -1;
+	if (!kb || !cb || !rb ||
+	    PEM_write_bio_PKCS8PrivateKey(kb, key, NULL, NULL, 0, NULL, NULL) != 1 ||
+	    PEM_write_bio_X509(cb, x) != 1 || PEM_write_bio_X509_REQ(rb, req) != 1)
+		r = cert_fail("cannot encode the files: %s", tls_openssl_reason());
+	else if (cert_write(cf, CERT_KEY, kb, 0600) == 0 && cert_write(cf, CERT_CRT, cb, 0644) == 0 &&
+		 cert_write(cf, CERT_CSR, rb, 0644) == 0)
+		r = 0;
+	BIO_free(kb);
+	BIO_free(cb);
+	BIO_free(rb);
+	return r;
+}
+
+static void cert_print(const struct cert_files *cf, const char *host, X509 *x)
+{
+	char until[64];
+	tls_time_text(X509_get0_notAfter(x), until, sizeof until);
+	printf("private key:  %s (mode 0600; keep it secret)\n"
+	       "certificate:  %s (self-signed for %s, valid until %s)\n"
+	       "request:      %s (for a certification authority)\n\n"
+	       "In the server's tls block:\n"
+	       "    certificate %s\n"
+	       "    key         %s\n\n"
+	       "To use a certificate from a certification authority (CA) instead, send\n"
+	       "the .csr file to the CA, replace the .crt file with the certificate it\n"
+	       "returns followed by the CA's intermediate certificates (all PEM), keep\n"
+	       "the key, and send posthorn SIGHUP.\n",
+	       cf->path[CERT_KEY], cf->path[CERT_CRT], host, until, cf->path[CERT_CSR],
+	       cf->path[CERT_CRT], cf->path[CERT_KEY]);
+}
+
+static int cert_new(const struct cert_opts *o)
+{
+	char *host = str_lower(xstrdup(o->hostname));
+	struct cert_files cf = {0};
+	EVP_PKEY *key = NULL;
+	X509 *x = NULL;
+	X509_REQ *req = NULL;
+	int r = cert_prepare_dir(o->out, &cf, host);
+	if (r == 0 && !(key = cert_keygen(o->rsa_bits)))
+		r = cert_fail("cannot generate the key: %s", tls_openssl_reason());
+	if (r == 0 && !(x = cert_selfsigned(key, host, o->rsa_bits != 0)))
+		r = cert_fail("cannot make the certificate: %s", tls_openssl_reason());
+	if (r == 0 && !(req = cert_request(key, host)))
+		r = cert_fail("cannot make the request: %s", tls_openssl_reason());
+	if (r == 0 && cert_write_all(&cf, key, x, req) != 0)
+		r = CERT_EXIT_ERROR;
+	if (r == 0 && fsync_dir(o->out) < 0)
+		r = cert_fail("cannot sync %s: %s", o->out, strerror(errno));
+	if (r == 0)
+		cert_print(&cf, host, x);
+	cert_files_free(&cf, r != 0);
+	X509_REQ_free(req);
+	X509_free(x);
+	EVP_PKEY_free(key);
+	free(host);
+	return r;
+}
+
+int cmd_cert(int argc, char **argv)
+{
+	struct cert_opts o = {0};
+	int r = cert_parse_args(argc, argv, &o);
+	if (r != 0)
+		return r;
+	return cert_new(&o);
+}

@@ -1,0 +1,611 @@
+/* imap_fetch: FETCH, UID FETCH, STORE and UID STORE of an IMAP session
+ * (RFC 3501 §6.4.5, §6.4.6, §7.4.2): the attributes, the responses
+ * produced one message per step of a job, body sections streamed from the
+ * file through message.c, flags in and out. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+
+#include "conf/conf.h"
+#include "net/conn.h"
+#include "proto/imap/imap_context.h"
+#include "lib/log.h"
+#include "store/message.h"
+#include "lib/util.h"
+/* ---- FETCH attributes (RFC 3501 §6.4.5) ---------------------------------- */
+
+enum imap_fetch_att {
+	FA_FLAGS = 1u << 0,
+	FA_INTERNALDATE = 1u << 1,
+	FA_RFC822_SIZE = 1u << 2,
+	FA_ENVELOPE = 1u << 3,
+	FA_BODY = 1u << 4,               /* BODY: BODYSTRUCTURE without extensions */
+	FA_BODYSTRUCTURE = 1u << 5,
+	FA_UID = 1u << 6,
+};
+
+/* One BODY[...] (or RFC822, RFC822.HEADER, RFC822.TEXT) asked for. */
+struct imap_fetch_body {
+	const struct imap_section *sec;  /* in the kept command, or one of ours */
+	char *label;                     /* how the response names it */
+	bool sets_seen;                  /* not .PEEK (RFC 3501 §6.4.5) */
+};
+
+struct imap_fetch_spec {
+	unsigned atts;                   /* enum imap_fetch_att */
+	size_t nbodies;
+	struct imap_fetch_body *bodies;  /* in the order asked */
+	/* the response's items in the order asked: an attribute bit, or 0
+	 * for the next of bodies[] */
+	unsigned *order;
+	size_t norder;
+};
+
+static const struct imap_section imap_sec_whole = {.text = IMAP_SECTION_WHOLE};
+static const struct imap_section imap_sec_header = {.text = IMAP_SECTION_HEADER, .peek = true};
+static const struct imap_section imap_sec_text = {.text = IMAP_SECTION_TEXT};
+
+static void imap_fetch_spec_free(struct imap_fetch_spec *f)
+{
+	for (size_t i = 0; i < f->nbodies; i++)
+		free(f->bodies[i].label);
+	free(f->bodies);
+	free(f->order);
+	memset(f, 0, sizeof *f);
+}
+
+static void imap_fetch_add_att(struct imap_fetch_spec *f, unsigned att)
+{
+	if (f->atts & att)
+		return;
+	f->atts |= att;
+	f->order = xrealloc(f->order, (f->norder + 1) * sizeof *f->order);
+	f->order[f->norder++] = att;
+}
+
+static void imap_fetch_add_body(struct imap_fetch_spec *f, const struct imap_section *sec,
+				char *label, bool sets_seen)
+{
+	f->bodies = xrealloc(f->bodies, (f->nbodies + 1) * sizeof *f->bodies);
+	f->bodies[f->nbodies++] = (struct imap_fetch_body){sec, label, sets_seen};
+	f->order = xrealloc(f->order, (f->norder + 1) * sizeof *f->order);
+	f->order[f->norder++] = 0;
+}
+
+/* The response's name of a section: "BODY[...]" as asked, upper-cased,
+ * without ".PEEK", and "<origin>" for a partial fetch (RFC 3501 §7.4.2). */
+static char *imap_section_label(const char *written, const struct imap_section *sec)
+{
+	const char *open = strchr(written, '[');
+	const char *close = strrchr(written, ']');
+	if (!open || !close || close < open)
+		return xstrdup("BODY[]");
+	size_t inner = (size_t)(close - open - 1);
+	char *label = sec->partial ? xasprintf("BODY[%.*s]<%u>", (int)inner, open + 1, sec->origin)
+				   : xasprintf("BODY[%.*s]", (int)inner, open + 1);
+	for (char *p = label; *p; p++)
+		if (*p >= 'a' && *p <= 'z')
+			*p = (char)(*p - 'a' + 'A');
+	return label;
+}
+
+/* One fetch-att; false with a reason in err. */
+static bool imap_fetch_att(struct imap_fetch_spec *f, const struct imap_arg *a, const char **err)
+{
+	const struct imap_section *sec = imap_arg_section(a);
+	if (sec) {
+		if (sec->att != IMAP_SECTION_BODY) {
+			*err = "BINARY is not supported";
+			return false;
+		}
+		imap_fetch_add_body(f, sec, imap_section_label(a->str, sec), !sec->peek);
+		return true;
+	}
+	const char *name = imap_arg_atom(a);
+	static const struct {
+		const char *name;
+		unsigned atts;
+	} simple[] = {
+		{"FLAGS", FA_FLAGS}, {"INTERNALDATE", FA_INTERNALDATE},
+		{"RFC822.SIZE", FA_RFC822_SIZE}, {"ENVELOPE", FA_ENVELOPE}, {"BODY", FA_BODY},
+		{"BODYSTRUCTURE", FA_BODYSTRUCTURE}, {"UID", FA_UID},
+	};
+	for (size_t i = 0; name && i < ARRAY_LEN(simple); i++) {
+		if (strcasecmp(name, simple[i].name) == 0) {
+			imap_fetch_add_att(f, simple[i].atts);
+			return true;
+		}
+	}
+	if (name && strcasecmp(name, "RFC822") == 0) {
+		imap_fetch_add_body(f, &imap_sec_whole, xstrdup("RFC822"), true);
+		return true;
+	}
+	if (name && strcasecmp(name, "RFC822.HEADER") == 0) {
+		imap_fetch_add_body(f, &imap_sec_header, xstrdup("RFC822.HEADER"), false);
+		return true;
+	}
+	if (name && strcasecmp(name, "RFC822.TEXT") == 0) {
+		imap_fetch_add_body(f, &imap_sec_text, xstrdup("RFC822.TEXT"), true);
+		return true;
+	}
+	*err = "Invalid fetch attribute";
+	return false;
+}
+
+/* RFC 3501 §6.4.5: ALL, FAST, FULL, one attribute, or a list of them. */
+static bool imap_fetch_parse(struct imap_fetch_spec *f, const struct imap_arg *a,
+			     const char **err)
+{
+	const char *macro = imap_arg_atom(a);
+	if (macro && !imap_arg_section(a)) {
+		unsigned atts = 0;
+		if (strcasecmp(macro, "ALL") == 0)
+			atts = FA_FLAGS | FA_INTERNALDATE | FA_RFC822_SIZE | FA_ENVELOPE;
+		else if (strcasecmp(macro, "FAST") == 0)
+			atts = FA_FLAGS | FA_INTERNALDATE | FA_RFC822_SIZE;
+		else if (strcasecmp(macro, "FULL") == 0)
+			atts = FA_FLAGS | FA_INTERNALDATE | FA_RFC822_SIZE | FA_ENVELOPE | FA_BODY;
+		for (unsigned bit = 1; atts && bit <= FA_UID; bit <<= 1)
+			if (atts & bit)
+				imap_fetch_add_att(f, bit);
+		if (atts)
+			return true;
+	}
+	const struct imap_args *l = imap_arg_list(a);
+	if (!l)
+		return imap_fetch_att(f, a, err);
+	if (l->n == 0) {
+		*err = "Empty fetch attribute list";
+		return false;
+	}
+	for (size_t i = 0; i < l->n; i++)
+		if (!imap_fetch_att(f, imap_args_at(l, i), err))
+			return false;
+	return true;
+}
+
+/* ---- the FETCH job ------------------------------------------------------- */
+
+struct imap_fetch_job {
+	struct imap_command *cmd;        /* kept: the sections point into it */
+	struct imap_fetch_spec spec;
+	struct imap_walk walk;
+	bool uid;
+	unsigned missing;                /* messages that could not be read */
+	struct evbuffer *out;
+	/* the message being answered */
+	bool in_msg;
+	size_t index;
+	size_t item;
+	size_t body;                     /* next of spec.bodies */
+	bool seen_now;                   /* \Seen set by this fetch: FLAGS follow */
+	bool first;                      /* no item written yet */
+	bool on_wire;                    /* part of this message's response was sent */
+	/* a literal being sent from the file */
+	struct message_stream *stream;
+	uint64_t left;
+};
+
+void imap_flags_text(struct evbuffer *out, unsigned flags);
+
+static void imap_fetch_space(struct imap_fetch_job *j)
+{
+	if (!j->first)
+		evbuffer_add(j->out, " ", 1);
+	j->first = false;
+}
+
+/* A simple attribute of message i into j->out. */
+static bool imap_fetch_simple(struct imap_session *s, struct imap_fetch_job *j, unsigned att)
+{
+	size_t i = j->index;
+	char date[64];
+	const char *v;
+	size_t len;
+	switch (att) {
+	case FA_FLAGS:
+		imap_fetch_space(j);
+		evbuffer_add_printf(j->out, "FLAGS ");
+		imap_flags_text(j->out, imap_flags_at(s, i));
+		return true;
+	case FA_INTERNALDATE:
+		imap_format_datetime(imap_date_at(s, i), date);
+		imap_fetch_space(j);
+		evbuffer_add_printf(j->out, "INTERNALDATE \"%s\"", date);
+		return true;
+	case FA_RFC822_SIZE:
+		imap_fetch_space(j);
+		evbuffer_add_printf(j->out, "RFC822.SIZE %llu", (unsigned long long)imap_size_at(s, i));
+		return true;
+	case FA_UID:
+		imap_fetch_space(j);
+		evbuffer_add_printf(j->out, "UID %lu", (unsigned long)imap_uid_at(s, i));
+		return true;
+	case FA_ENVELOPE:
+		v = imap_msg_envelope(s, i, &len);
+		if (!v)
+			return false;
+		imap_fetch_space(j);
+		evbuffer_add_printf(j->out, "ENVELOPE ");
+		evbuffer_add(j->out, v, len);
+		return true;
+	case FA_BODY:
+	case FA_BODYSTRUCTURE:
+		v = imap_msg_structure(s, i, att == FA_BODYSTRUCTURE, &len);
+		if (!v)
+			return false;
+		imap_fetch_space(j);
+		evbuffer_add_printf(j->out, "%s ", att == FA_BODY ? "BODY" : "BODYSTRUCTURE");
+		evbuffer_add(j->out, v, len);
+		return true;
+	}
+	return false;
+}
+
+/* A body section: its label and literal; the octets either built (small)
+ * or streamed from the file (offset, length of the CRLF form). */
+static bool imap_fetch_section(struct imap_session *s, struct imap_fetch_job *j,
+			       const struct imap_fetch_body *b)
+{
+	struct imap_part part;
+	if (!imap_msg_section(s, j->index, b->sec, &part))
+		return false;
+	uint64_t off = 0, len = part.built ? part.built_len : part.length;
+	if (b->sec->partial) {
+		off = b->sec->origin < len ? b->sec->origin : len;
+		len -= off;
+		if (len > b->sec->count)
+			len = b->sec->count;
+	}
+	if (!part.built && len > 0) {
+		j->stream = imap_msg_stream(s, j->index, part.offset + off, len);
+		if (!j->stream)
+			return false;
+		j->left = len;
+	}
+	imap_fetch_space(j);
+	evbuffer_add_printf(j->out, "%s {%llu}\r\n", b->label, (unsigned long long)len);
+	if (part.built) {
+		evbuffer_add(j->out, part.built + off, (size_t)len);
+		free(part.built);
+	}
+	return true;
+}
+
+/* Send some of the literal being streamed; true once it is complete. */
+static bool imap_fetch_stream_some(struct imap_session *s, struct imap_fetch_job *j, bool *failed)
+{
+	char buf[IMAP_CHUNK];
+	/* the stream was opened for exactly the literal's octets */
+	ssize_t n = message_stream_read(j->stream, buf, sizeof buf);
+	if (n <= 0) {
+		*failed = true; /* shorter than announced: the literal cannot be ended */
+		return false;
+	}
+	if ((uint64_t)n > j->left)
+		n = (ssize_t)j->left;
+	conn_write(s->io, buf, (size_t)n);
+	j->left -= (uint64_t)n;
+	if (j->left > 0)
+		return false;
+	message_stream_close(j->stream);
+	j->stream = NULL;
+	return true;
+}
+
+/* Begin the response for the next message of the set; false at the end. */
+static bool imap_fetch_begin(struct imap_session *s, struct imap_fetch_job *j)
+{
+	for (;;) {
+		if (!imap_walk_next(s, &j->walk, &j->index))
+			return false;
+		if (!imap_msg_exists(s, j->index)) {
+			j->missing++;
+			continue;
+		}
+		break;
+	}
+	j->in_msg = true;
+	j->item = 0;
+	j->body = 0;
+	j->first = true;
+	j->on_wire = false;
+	evbuffer_add_printf(j->out, "* %zu FETCH (", j->index + 1);
+	if (j->uid && !(j->spec.atts & FA_UID))
+		imap_fetch_simple(s, j, FA_UID);
+	return true;
+}
+
+/* The message could not be read after all: drop what was prepared for
+ * it, or end the session if part of it is already on the wire. */
+static void imap_fetch_failed(struct imap_session *s, struct imap_fetch_job *j, bool on_wire)
+{
+	j->missing++;
+	j->in_msg = false;
+	evbuffer_drain(j->out, evbuffer_get_length(j->out));
+	if (!on_wire)
+		return;
+	log_err("event=mailbox-error session=%s server=%s client=%s message=%zu "
+		"error=\"message unreadable in the middle of a FETCH\"", s->b.sid, s->b.srv->name,
+		s->b.client, j->index + 1);
+	imap_close_after_flush(s);
+}
+
+static bool imap_fetch_step(struct imap_session *s)
+{
+	struct imap_fetch_job *j = s->job_data;
+	if (j->stream) {
+		bool failed = false;
+		if (!imap_fetch_stream_some(s, j, &failed) && failed)
+			imap_fetch_failed(s, j, true);
+		return false;
+	}
+	if (!j->in_msg) {
+		if (!imap_fetch_begin(s, j)) {
+			imap_send(s, j->out);
+			if (j->missing)
+				imap_no(s, "[EXPUNGEISSUED] Some messages could not be read: they were "
+					   "expunged meanwhile");
+			else
+				imap_ok(s, "FETCH completed");
+			return true;
+		}
+	}
+	while (j->item < j->spec.norder) {
+		unsigned att = j->spec.order[j->item++];
+		bool ok = att ? imap_fetch_simple(s, j, att)
+			      : imap_fetch_section(s, j, &j->spec.bodies[j->body++]);
+		if (!ok) {
+			imap_fetch_failed(s, j, j->on_wire);
+			imap_msg_release(s);
+			return false;
+		}
+		if (j->stream || evbuffer_get_length(j->out) >= IMAP_CHUNK) {
+			imap_send(s, j->out);
+			j->on_wire = true;
+		}
+		if (j->stream)
+			return false; /* the literal goes out in the next steps */
+	}
+	if (j->seen_now && !(j->spec.atts & FA_FLAGS)) /* the \Seen just set */
+		imap_fetch_simple(s, j, FA_FLAGS);
+	evbuffer_add(j->out, ")\r\n", 3);
+	imap_send(s, j->out);
+	j->in_msg = false;
+	imap_msg_release(s);
+	return false;
+}
+
+static void imap_fetch_stop(struct imap_session *s)
+{
+	struct imap_fetch_job *j = s->job_data;
+	if (j->stream)
+		message_stream_close(j->stream);
+	imap_seqset_clear(&j->walk.set);
+	imap_fetch_spec_free(&j->spec);
+	imap_command_free(j->cmd);
+	evbuffer_free(j->out);
+	imap_msg_release(s);
+	free(j);
+}
+
+static const struct imap_job_ops imap_fetch_ops = {imap_fetch_step, imap_fetch_stop};
+
+/* FETCH set atts / UID FETCH set atts. */
+void imap_cmd_fetch(struct imap_session *s, const struct imap_command *c)
+{
+	bool uid = imap_is_uid(c);
+	const struct imap_arg *atts = imap_args_at(&c->args, 1);
+	if (c->args.n != 2) {
+		imap_bad(s, uid ? "Syntax: UID FETCH uids attributes" : "Syntax: FETCH set attributes");
+		return;
+	}
+	struct imap_fetch_job *j = xcalloc(1, sizeof *j);
+	const char *err = NULL;
+	if (!imap_fetch_parse(&j->spec, atts, &err)) {
+		imap_bad(s, err);
+		imap_fetch_spec_free(&j->spec);
+		free(j);
+		return;
+	}
+	if (!imap_set_parse(s, imap_args_at(&c->args, 0), uid, &j->walk.set)) {
+		imap_fetch_spec_free(&j->spec);
+		free(j);
+		return;
+	}
+	j->walk.uid = uid;
+	j->uid = uid;
+	/* RFC 3501 §6.4.5: BODY[...] without .PEEK sets \Seen (not in EXAMINE),
+	 * in one pass before the responses, which then include FLAGS */
+	bool sets_seen = false;
+	for (size_t b = 0; b < j->spec.nbodies; b++)
+		sets_seen = sets_seen || j->spec.bodies[b].sets_seen;
+	if (sets_seen && !imap_view_readonly(s)) {
+		struct imap_match m = {&j->walk.set, uid};
+		char why[256];
+		enum mailbox_result r = mailbox_store(s->view, imap_match_fn, &m, MAILBOX_STORE_ADD,
+						      MAILBOX_SEEN, why, sizeof why);
+		if (r != MAILBOX_OK && r != MAILBOX_ERR_EXPUNGED)
+			imap_mailbox_log(s, "fetch-seen", why);
+		j->seen_now = true;
+	}
+	j->out = evbuffer_new();
+	j->cmd = imap_keep_command(s);
+	imap_job_start(s, &imap_fetch_ops, j);
+}
+
+/* ---- flags ---------------------------------------------------------------- */
+
+static const struct {
+	const char *name;
+	unsigned bit;
+} imap_flag_names[] = {
+	{"\\Answered", IMAP_FL_ANSWERED}, {"\\Flagged", IMAP_FL_FLAGGED},
+	{"\\Deleted", IMAP_FL_DELETED}, {"\\Seen", IMAP_FL_SEEN}, {"\\Draft", IMAP_FL_DRAFT},
+	{"\\Recent", IMAP_FL_RECENT},
+};
+
+#define IMAP_FL_STORABLE \
+	(IMAP_FL_ANSWERED | IMAP_FL_FLAGGED | IMAP_FL_DELETED | IMAP_FL_SEEN | IMAP_FL_DRAFT)
+
+/* "(\Seen \Flagged)": the flag-list of a FETCH response or SELECT. */
+void imap_flags_text(struct evbuffer *out, unsigned flags)
+{
+	evbuffer_add(out, "(", 1);
+	bool first = true;
+	for (size_t i = 0; i < ARRAY_LEN(imap_flag_names); i++) {
+		if (!(flags & imap_flag_names[i].bit))
+			continue;
+		evbuffer_add_printf(out, "%s%s", first ? "" : " ", imap_flag_names[i].name);
+		first = false;
+	}
+	evbuffer_add(out, ")", 1);
+}
+
+/* A flag list for STORE and APPEND: the system flags (a keyword is
+ * accepted and not kept: PERMANENTFLAGS does not list \*); \Recent may not
+ * be set by a client (RFC 3501 §2.3.2). */
+bool imap_flags_parse(const struct imap_arg *a, unsigned *flags, const char **err)
+{
+	const struct imap_args *l = imap_arg_list(a);
+	const struct imap_args one = {.n = 1, .v = (struct imap_arg *)a};
+	if (!l)
+		l = &one;
+	*flags = 0;
+	for (size_t i = 0; i < l->n; i++) {
+		const char *f = imap_arg_flag(imap_args_at(l, i));
+		if (!f) {
+			*err = "Invalid flag";
+			return false;
+		}
+		if (f[0] != '\\')
+			continue; /* a keyword */
+		size_t k = 0;
+		while (k < ARRAY_LEN(imap_flag_names) && strcasecmp(f, imap_flag_names[k].name) != 0)
+			k++;
+		if (k == ARRAY_LEN(imap_flag_names) || imap_flag_names[k].bit == IMAP_FL_RECENT) {
+			*err = "Invalid system flag";
+			return false;
+		}
+		*flags |= imap_flag_names[k].bit;
+	}
+	return true;
+}
+
+/* ---- STORE (RFC 3501 §6.4.6) ---------------------------------------------- */
+
+/* After the store: "* n FETCH (FLAGS (...))" for each message of the set
+ * (not for .SILENT), one per step. */
+struct imap_store_job {
+	struct imap_walk walk;
+	bool uid;
+	unsigned gone;                   /* expunged by another session meanwhile */
+	struct evbuffer *out;
+};
+
+static bool imap_store_step(struct imap_session *s)
+{
+	struct imap_store_job *j = s->job_data;
+	size_t i;
+	if (!imap_walk_next(s, &j->walk, &i)) {
+		imap_send(s, j->out);
+		if (j->gone)
+			imap_no(s, "[EXPUNGEISSUED] Some messages were expunged meanwhile");
+		else
+			imap_ok(s, "STORE completed");
+		return true;
+	}
+	if (!imap_msg_exists(s, i)) {
+		j->gone++;
+		return false;
+	}
+	evbuffer_add_printf(j->out, "* %zu FETCH (FLAGS ", i + 1);
+	imap_flags_text(j->out, imap_flags_at(s, i));
+	if (j->uid)
+		evbuffer_add_printf(j->out, " UID %lu", (unsigned long)imap_uid_at(s, i));
+	evbuffer_add(j->out, ")\r\n", 3);
+	if (evbuffer_get_length(j->out) >= IMAP_CHUNK)
+		imap_send(s, j->out);
+	return false;
+}
+
+static void imap_store_stop(struct imap_session *s)
+{
+	struct imap_store_job *j = s->job_data;
+	imap_seqset_clear(&j->walk.set);
+	evbuffer_free(j->out);
+	free(j);
+}
+
+static const struct imap_job_ops imap_store_ops = {imap_store_step, imap_store_stop};
+
+/* The flags argument of STORE: a list, or flags without parentheses
+ * (RFC 3501 §9 store-att-flags). */
+static bool imap_store_flags(const struct imap_command *c, unsigned *flags, const char **err)
+{
+	if (c->args.n == 3)
+		return imap_flags_parse(imap_args_at(&c->args, 2), flags, err);
+	*flags = 0;
+	for (size_t k = 2; k < c->args.n; k++) {
+		unsigned one;
+		const struct imap_arg *a = imap_args_at(&c->args, k);
+		if (imap_arg_list(a) || !imap_flags_parse(a, &one, err))
+			return false;
+		*flags |= one;
+	}
+	return true;
+}
+
+/* STORE set (+|-)FLAGS[.SILENT] flags: one pass over the view in
+ * mailbox.c, then the FETCH responses as a job. */
+void imap_cmd_store(struct imap_session *s, const struct imap_command *c)
+{
+	bool uid = imap_is_uid(c);
+	const char *item = imap_arg_atom(imap_args_at(&c->args, 1));
+	const char *err = "Syntax: STORE set [+|-]FLAGS[.SILENT] (flags)";
+	unsigned flags = 0;
+	char op = item && (item[0] == '+' || item[0] == '-') ? item[0] : '=';
+	const char *name = item && op != '=' ? item + 1 : item;
+	bool silent = name && strcasecmp(name, "FLAGS.SILENT") == 0;
+	if (c->args.n < 3 || !name || (!silent && strcasecmp(name, "FLAGS") != 0)) {
+		imap_bad(s, err);
+		return;
+	}
+	if (!imap_store_flags(c, &flags, &err)) {
+		imap_bad(s, err);
+		return;
+	}
+	struct imap_seqset set = {0};
+	if (!imap_set_parse(s, imap_args_at(&c->args, 0), uid, &set))
+		return;
+	struct imap_match m = {&set, uid};
+	char why[256];
+	enum mailbox_store_op mop = op == '+' ? MAILBOX_STORE_ADD
+				  : op == '-' ? MAILBOX_STORE_REMOVE : MAILBOX_STORE_REPLACE;
+	enum mailbox_result r = mailbox_store(s->view, imap_match_fn, &m, mop, flags, why,
+					      sizeof why);
+	if (r != MAILBOX_OK && r != MAILBOX_ERR_EXPUNGED) {
+		imap_seqset_clear(&set);
+		imap_store_error(s, r, why);
+		return;
+	}
+	if (silent) {
+		imap_seqset_clear(&set);
+		if (r == MAILBOX_ERR_EXPUNGED)
+			imap_no(s, "[EXPUNGEISSUED] Some messages were expunged meanwhile");
+		else
+			imap_ok(s, "STORE completed");
+		return;
+	}
+	struct imap_store_job *j = xcalloc(1, sizeof *j);
+	j->walk.set = set;
+	j->walk.uid = uid;
+	j->uid = uid;
+	j->out = evbuffer_new();
+	imap_job_start(s, &imap_store_ops, j);
+}

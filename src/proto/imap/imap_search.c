@@ -1,0 +1,412 @@
+/* imap_search: SEARCH and UID SEARCH of an IMAP session (RFC 3501
+ * §6.4.4): the keys compiled into a program, evaluated one message per
+ * step of a job, header and body text through message.c. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+
+#include "conf/conf.h"
+#include "net/conn.h"
+#include "proto/imap/imap_context.h"
+#include "lib/log.h"
+#include "store/message.h"
+#include "lib/util.h"
+/* ---- SEARCH (RFC 3501 §6.4.4) ------------------------------------------- */
+
+/* A search program: the keys compiled into a tree, evaluated per message,
+ * the cheap tests (flags, sizes, dates, numbers) without opening the
+ * message, header and body text through message.c only when reached. */
+enum imap_skey_op {
+	SK_ALL,
+	SK_AND,                  /* kids */
+	SK_OR,                   /* kids[0], kids[1] */
+	SK_NOT,                  /* kids[0] */
+	SK_SEQ,                  /* set of sequence numbers */
+	SK_UID,                  /* set of UIDs */
+	SK_FLAG,                 /* flag set (want) or clear (!want) */
+	SK_NONE,                 /* KEYWORD x: no keywords are stored */
+	SK_LARGER, SK_SMALLER,   /* num */
+	SK_BEFORE, SK_ON, SK_SINCE,               /* internal date, by day */
+	SK_SENTBEFORE, SK_SENTON, SK_SENTSINCE,   /* Date: header, by day */
+	SK_HEADER,               /* field contains str */
+	SK_BODY,                 /* body contains str */
+	SK_TEXT,                 /* header or body contains str */
+};
+
+struct imap_skey {
+	enum imap_skey_op op;
+	unsigned flag;
+	bool want;
+	uint64_t num;
+	long long day;
+	char *field;
+	char *str;
+	struct imap_seqset set;
+	size_t nkids;
+	struct imap_skey *kids;
+};
+
+static void imap_skey_free(struct imap_skey *k)
+{
+	for (size_t i = 0; i < k->nkids; i++)
+		imap_skey_free(&k->kids[i]);
+	free(k->kids);
+	free(k->field);
+	free(k->str);
+	imap_seqset_clear(&k->set);
+	memset(k, 0, sizeof *k);
+}
+
+struct imap_search_parse {
+	struct imap_session *s;
+	const struct imap_args *args;
+	size_t pos;
+	unsigned depth;                  /* of NOT, OR and parentheses */
+	char err[IMAP_REASON_MAX];
+};
+
+static bool imap_search_key(struct imap_search_parse *sp, const struct imap_args *args,
+			    size_t *pos, struct imap_skey *k);
+
+/* The keys with a string argument, and the header field they search. */
+static const struct {
+	const char *name;
+	enum imap_skey_op op;
+	const char *field;
+} imap_skey_strings[] = {
+	{"BCC", SK_HEADER, "Bcc"}, {"CC", SK_HEADER, "Cc"}, {"FROM", SK_HEADER, "From"},
+	{"SUBJECT", SK_HEADER, "Subject"}, {"TO", SK_HEADER, "To"},
+	{"BODY", SK_BODY, NULL}, {"TEXT", SK_TEXT, NULL},
+};
+
+static const struct {
+	const char *name;
+	unsigned flag;
+	bool want;
+} imap_skey_flags[] = {
+	{"ANSWERED", IMAP_FL_ANSWERED, true}, {"DELETED", IMAP_FL_DELETED, true},
+	{"DRAFT", IMAP_FL_DRAFT, true}, {"FLAGGED", IMAP_FL_FLAGGED, true},
+	{"RECENT", IMAP_FL_RECENT, true}, {"SEEN", IMAP_FL_SEEN, true},
+	{"UNANSWERED", IMAP_FL_ANSWERED, false}, {"UNDELETED", IMAP_FL_DELETED, false},
+	{"UNDRAFT", IMAP_FL_DRAFT, false}, {"UNFLAGGED", IMAP_FL_FLAGGED, false},
+	{"UNSEEN", IMAP_FL_SEEN, false}, {"OLD", IMAP_FL_RECENT, false},
+};
+
+static const struct {
+	const char *name;
+	enum imap_skey_op op;
+} imap_skey_dates[] = {
+	{"BEFORE", SK_BEFORE}, {"ON", SK_ON}, {"SINCE", SK_SINCE},
+	{"SENTBEFORE", SK_SENTBEFORE}, {"SENTON", SK_SENTON}, {"SENTSINCE", SK_SENTSINCE},
+};
+
+static bool imap_search_fail(struct imap_search_parse *sp, const char *why)
+{
+	snprintf(sp->err, sizeof sp->err, "%s", why);
+	return false;
+}
+
+/* The string argument of a key (astring: atom, quoted or literal). */
+static bool imap_search_string(struct imap_search_parse *sp, const struct imap_args *args,
+			       size_t *pos, char **out)
+{
+	size_t len;
+	const char *v = imap_arg_astring(imap_args_at(args, *pos), &len);
+	if (!v)
+		return imap_search_fail(sp, "Search key needs a string argument");
+	(*pos)++;
+	*out = xstrndup(v, len);
+	return true;
+}
+
+static bool imap_search_kids(struct imap_search_parse *sp, const struct imap_args *args,
+			     size_t *pos, struct imap_skey *k, size_t n)
+{
+	k->kids = xcalloc(n, sizeof *k->kids);
+	for (size_t i = 0; i < n; i++) {
+		k->nkids++;
+		if (!imap_search_key(sp, args, pos, &k->kids[i]))
+			return false;
+	}
+	return true;
+}
+
+/* A parenthesised list of keys: AND of them. */
+static bool imap_search_list(struct imap_search_parse *sp, const struct imap_args *l,
+			     struct imap_skey *k)
+{
+	if (l->n == 0)
+		return imap_search_fail(sp, "Empty search key list");
+	k->op = SK_AND;
+	k->kids = xcalloc(l->n, sizeof *k->kids); /* no more keys than arguments */
+	size_t pos = 0;
+	while (pos < l->n) {
+		if (!imap_search_key(sp, l, &pos, &k->kids[k->nkids++]))
+			return false;
+	}
+	return true;
+}
+
+static bool imap_search_seqset(struct imap_search_parse *sp, const char *atom,
+			       struct imap_skey *k, enum imap_skey_op op)
+{
+	char err[IMAP_REASON_MAX];
+	if (!imap_parse_seqset(atom, &k->set, err, sizeof err))
+		return imap_search_fail(sp, err);
+	k->op = op;
+	return true;
+}
+
+static bool imap_search_named(struct imap_search_parse *sp, const char *name,
+			      const struct imap_args *args, size_t *pos, struct imap_skey *k)
+{
+	for (size_t i = 0; i < ARRAY_LEN(imap_skey_flags); i++) {
+		if (strcasecmp(name, imap_skey_flags[i].name) == 0) {
+			k->op = SK_FLAG;
+			k->flag = imap_skey_flags[i].flag;
+			k->want = imap_skey_flags[i].want;
+			return true;
+		}
+	}
+	for (size_t i = 0; i < ARRAY_LEN(imap_skey_strings); i++) {
+		if (strcasecmp(name, imap_skey_strings[i].name) == 0) {
+			k->op = imap_skey_strings[i].op;
+			if (imap_skey_strings[i].field)
+				k->field = xstrdup(imap_skey_strings[i].field);
+			return imap_search_string(sp, args, pos, &k->str);
+		}
+	}
+	for (size_t i = 0; i < ARRAY_LEN(imap_skey_dates); i++) {
+		if (strcasecmp(name, imap_skey_dates[i].name) == 0) {
+			size_t len;
+			const char *v = imap_arg_astring(imap_args_at(args, *pos), &len);
+			if (!v || !imap_parse_date(v, &k->day))
+				return imap_search_fail(sp, "Invalid date in search key");
+			(*pos)++;
+			k->op = imap_skey_dates[i].op;
+			return true;
+		}
+	}
+	if (strcasecmp(name, "ALL") == 0) {
+		k->op = SK_ALL;
+		return true;
+	}
+	if (strcasecmp(name, "NEW") == 0) { /* RECENT UNSEEN */
+		k->op = SK_AND;
+		k->kids = xcalloc(2, sizeof *k->kids);
+		k->nkids = 2;
+		k->kids[0] = (struct imap_skey){.op = SK_FLAG, .flag = IMAP_FL_RECENT, .want = true};
+		k->kids[1] = (struct imap_skey){.op = SK_FLAG, .flag = IMAP_FL_SEEN, .want = false};
+		return true;
+	}
+	if (strcasecmp(name, "KEYWORD") == 0 || strcasecmp(name, "UNKEYWORD") == 0) {
+		if (!imap_arg_atom(imap_args_at(args, *pos)))
+			return imap_search_fail(sp, "KEYWORD needs a flag keyword");
+		(*pos)++;
+		k->op = strcasecmp(name, "KEYWORD") == 0 ? SK_NONE : SK_ALL;
+		return true;
+	}
+	if (strcasecmp(name, "HEADER") == 0) {
+		k->op = SK_HEADER;
+		return imap_search_string(sp, args, pos, &k->field) &&
+		       imap_search_string(sp, args, pos, &k->str);
+	}
+	if (strcasecmp(name, "LARGER") == 0 || strcasecmp(name, "SMALLER") == 0) {
+		if (!imap_arg_u64(imap_args_at(args, *pos), &k->num))
+			return imap_search_fail(sp, "LARGER and SMALLER need a number");
+		(*pos)++;
+		k->op = strcasecmp(name, "LARGER") == 0 ? SK_LARGER : SK_SMALLER;
+		return true;
+	}
+	if (strcasecmp(name, "UID") == 0) {
+		const char *set = imap_arg_raw_atom(imap_args_at(args, *pos));
+		if (!set)
+			return imap_search_fail(sp, "UID needs a set of UIDs");
+		(*pos)++;
+		return imap_search_seqset(sp, set, k, SK_UID);
+	}
+	if (strcasecmp(name, "NOT") == 0) {
+		k->op = SK_NOT;
+		return imap_search_kids(sp, args, pos, k, 1);
+	}
+	if (strcasecmp(name, "OR") == 0) {
+		k->op = SK_OR;
+		return imap_search_kids(sp, args, pos, k, 2);
+	}
+	return imap_search_seqset(sp, name, k, SK_SEQ);
+}
+
+static bool imap_search_key(struct imap_search_parse *sp, const struct imap_args *args,
+			    size_t *pos, struct imap_skey *k)
+{
+	const struct imap_arg *a = imap_args_at(args, *pos);
+	if (!a)
+		return imap_search_fail(sp, "Missing search key");
+	if (sp->depth >= IMAP_SEARCH_DEPTH_MAX)
+		return imap_search_fail(sp, "Search keys nested too deeply");
+	const struct imap_args *l = imap_arg_list(a);
+	(*pos)++;
+	sp->depth++;
+	bool ok;
+	const char *name = imap_arg_raw_atom(a);
+	if (l)
+		ok = imap_search_list(sp, l, k);
+	else if (!name)
+		ok = imap_search_fail(sp, "Invalid search key");
+	else
+		ok = imap_search_named(sp, name, args, pos, k);
+	sp->depth--;
+	if (!ok && !sp->err[0])
+		imap_search_fail(sp, "Unknown search key");
+	return ok;
+}
+
+/* Resolve the sets of the program against the view. */
+static void imap_skey_resolve(const struct imap_session *s, struct imap_skey *k)
+{
+	size_t n = imap_count(s);
+	if (k->op == SK_SEQ)
+		imap_seqset_resolve(&k->set, (uint32_t)n);
+	else if (k->op == SK_UID)
+		imap_seqset_resolve(&k->set, n ? imap_uid_at(s, n - 1) : 0);
+	for (size_t i = 0; i < k->nkids; i++)
+		imap_skey_resolve(s, &k->kids[i]);
+}
+
+/* The day (since the epoch) of a time as the server's calendar shows it:
+ * RFC 3501 §6.4.4 compares dates "disregarding time and timezone". */
+static long long imap_day_of(long long t)
+{
+	time_t tt = (time_t)t;
+	struct tm tm;
+	if (!localtime_r(&tt, &tm))
+		return t / 86400;
+	return imap_days_from_civil(tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday);
+}
+
+static bool imap_day_cmp(enum imap_skey_op op, long long day, long long want)
+{
+	switch (op) {
+	case SK_BEFORE: case SK_SENTBEFORE: return day < want;
+	case SK_ON: case SK_SENTON: return day == want;
+	default: return day >= want;
+	}
+}
+
+static bool imap_skey_match(struct imap_session *s, size_t i, const struct imap_skey *k)
+{
+	switch (k->op) {
+	case SK_ALL: return true;
+	case SK_NONE: return false;
+	case SK_AND:
+		for (size_t j = 0; j < k->nkids; j++)
+			if (!imap_skey_match(s, i, &k->kids[j]))
+				return false;
+		return true;
+	case SK_OR: return imap_skey_match(s, i, &k->kids[0]) || imap_skey_match(s, i, &k->kids[1]);
+	case SK_NOT: return !imap_skey_match(s, i, &k->kids[0]);
+	case SK_SEQ: return imap_seqset_contains(&k->set, (uint32_t)(i + 1));
+	case SK_UID: return imap_seqset_contains(&k->set, imap_uid_at(s, i));
+	case SK_FLAG: return ((imap_flags_at(s, i) & k->flag) != 0) == k->want;
+	case SK_LARGER: return imap_size_at(s, i) > k->num;
+	case SK_SMALLER: return imap_size_at(s, i) < k->num;
+	case SK_BEFORE: case SK_ON: case SK_SINCE:
+		return imap_day_cmp(k->op, imap_day_of(imap_date_at(s, i)), k->day);
+	case SK_SENTBEFORE: case SK_SENTON: case SK_SENTSINCE: {
+		long long day;
+		if (!imap_msg_sent_day(s, i, &day)) /* no Date: the internal date */
+			day = imap_day_of(imap_date_at(s, i));
+		return imap_day_cmp(k->op, day, k->day);
+	}
+	case SK_HEADER: return imap_msg_header_has(s, i, k->field, k->str);
+	case SK_BODY: return imap_msg_body_has(s, i, k->str, false);
+	case SK_TEXT: return imap_msg_body_has(s, i, k->str, true);
+	}
+	return false;
+}
+
+/* The SEARCH job: one message per step; "* SEARCH" and the numbers go
+ * out as they are found. */
+struct imap_search_job {
+	struct imap_skey prog;
+	bool uid;
+	size_t next;
+	struct evbuffer *out;
+};
+
+static bool imap_search_step(struct imap_session *s)
+{
+	struct imap_search_job *j = s->job_data;
+	if (j->next < imap_count(s)) {
+		size_t i = j->next++;
+		if (imap_skey_match(s, i, &j->prog))
+			evbuffer_add_printf(j->out, " %lu", (unsigned long)(j->uid ? imap_uid_at(s, i)
+										    : i + 1));
+		if (evbuffer_get_length(j->out) >= IMAP_CHUNK)
+			imap_send(s, j->out);
+		imap_msg_release(s);
+		return false;
+	}
+	evbuffer_add(j->out, "\r\n", 2);
+	imap_send(s, j->out);
+	imap_ok(s, "SEARCH completed");
+	return true;
+}
+
+static void imap_search_stop(struct imap_session *s)
+{
+	struct imap_search_job *j = s->job_data;
+	imap_skey_free(&j->prog);
+	evbuffer_free(j->out);
+	free(j);
+}
+
+static const struct imap_job_ops imap_search_ops = {imap_search_step, imap_search_stop};
+
+/* SEARCH [CHARSET name] key...: UTF-8 and US-ASCII (its subset) are the
+ * charsets; strings are compared after message.c decoded the message's
+ * own charsets to UTF-8. */
+void imap_cmd_search(struct imap_session *s, const struct imap_command *c)
+{
+	bool uid = imap_is_uid(c);
+	struct imap_search_parse sp = {.s = s};
+	size_t pos = 0;
+	if (imap_arg_is(imap_args_at(&c->args, 0), "CHARSET")) {
+		size_t len;
+		const char *cs = imap_arg_astring(imap_args_at(&c->args, 1), &len);
+		if (!cs) {
+			imap_bad(s, "Syntax: SEARCH [CHARSET name] key ...");
+			return;
+		}
+		if (strcasecmp(cs, "UTF-8") != 0 && strcasecmp(cs, "US-ASCII") != 0) {
+			imap_no(s, "[BADCHARSET (UTF-8 US-ASCII)] Unknown charset");
+			return;
+		}
+		pos = 2;
+	}
+	if (pos >= c->args.n) {
+		imap_bad(s, "Syntax: SEARCH [CHARSET name] key ...");
+		return;
+	}
+	struct imap_search_job *j = xcalloc(1, sizeof *j);
+	j->prog.op = SK_AND;
+	j->prog.kids = xcalloc(c->args.n - pos, sizeof *j->prog.kids);
+	while (pos < c->args.n) {
+		if (!imap_search_key(&sp, &c->args, &pos, &j->prog.kids[j->prog.nkids++])) {
+			imap_bad(s, sp.err);
+			imap_skey_free(&j->prog);
+			free(j);
+			return;
+		}
+	}
+	imap_skey_resolve(s, &j->prog);
+	j->uid = uid;
+	j->out = evbuffer_new();
+	evbuffer_add(j->out, "* SEARCH", 8);
+	imap_job_start(s, &imap_search_ops, j);
+}

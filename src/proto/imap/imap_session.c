@@ -1,0 +1,2293 @@
+/* imap_session: an IMAP4rev1 session.  RFC 3501 (states, commands,
+ * untagged updates, autologout), RFC 2595 (STARTTLS), RFC 4959 (SASL-IR),
+ * RFC 2177 (IDLE), RFC 4315 (UIDPLUS), RFC 6851 (MOVE), RFC 3691
+ * (UNSELECT), RFC 2342 (NAMESPACE), RFC 2971 (ID), RFC 5161 (ENABLE),
+ * RFC 7888 (LITERAL-), RFC 6154 (SPECIAL-USE), RFC 3348 (CHILDREN),
+ * RFC 8314 (implicit TLS).
+ *
+ * Every command is dispatched from imap_commands[], which states the
+ * session states it is valid in and the policy it needs; one gate,
+ * imap_gate(), enforces those before any handler runs.  All input passes
+ * the bounded parser (imap_parse.c) or, for AUTHENTICATE responses and
+ * IDLE's DONE, linebuf_get().  Long responses (FETCH, SEARCH, STORE,
+ * EXPUNGE, the untagged updates of a resynchronisation) are jobs produced
+ * as the connection drains, a bounded amount per turn of the event loop, so
+ * neither a 20 MB body nor 100,000 messages are ever built in memory.
+ * FETCH and STORE are in imap_fetch.c, SEARCH in imap_search.c; what the
+ * three share is imap_context.h. */
+#include "proto/imap/imap_session.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+
+#include "conf/conf.h"
+#include "net/conn.h"
+#include "queue/deliver_local.h"
+#include "proto/imap/imap_context.h"
+#include "proto/imap/imap_parse.h"
+#include "lib/linebuf.h"
+#include "lib/log.h"
+#include "store/mailbox.h"
+#include "store/maildir.h"
+#include "store/message.h"
+#include "lib/offload.h"
+#include "auth/sasl.h"
+#include "proto/session.h"
+#include "runtime/runtime.h"
+#include "auth/userdb.h"
+#include "lib/util.h"
+
+static const char *imap_state_name(enum imap_state st)
+{
+	switch (st) {
+	case IMAP_NOTAUTH: return "not-authenticated";
+	case IMAP_AUTH: return "authenticated";
+	case IMAP_SELECTED: return "selected";
+	case IMAP_LOGOUT: return "logout";
+	case IMAP_SASL: return "sasl";
+	case IMAP_IDLE: return "idle";
+	case IMAP_HANDSHAKE: return "handshake";
+	case IMAP_CLOSING: return "closing";
+	}
+	return "?";
+}
+
+static void imap_view_close(struct imap_session *s);
+static void imap_sync(struct imap_session *s, bool expunges);
+static void imap_updates(struct imap_session *s, const char *status, const char *text);
+static void imap_watch_start(struct imap_session *s);
+static void imap_watch_stop(struct imap_session *s);
+
+static void imap_run(struct imap_session *s);
+
+/* ---- replies and states ------------------------------------------------ */
+
+static void imap_enter_state(struct imap_session *s, enum imap_state st)
+{
+	if (s->state == st)
+		return;
+	log_debug("event=state session=%s %s->%s", s->b.sid, imap_state_name(s->state),
+		  imap_state_name(st));
+	s->state = st;
+}
+
+void imap_close_after_flush(struct imap_session *s)
+{
+	imap_enter_state(s, IMAP_CLOSING);
+	conn_close(s->io);
+}
+
+void imap_reply(struct imap_session *s, const char *status, const char *fmt, ...)
+{
+	char text[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof text, fmt, ap);
+	va_end(ap);
+	conn_printf(s->io, "%s %s %s", s->tag, status, text);
+}
+
+
+/* A client error (BAD): after too many, the session ends. */
+static void imap_count_error(struct imap_session *s)
+{
+	if (++s->errors < IMAP_MAX_ERRORS || s->state == IMAP_CLOSING)
+		return;
+	conn_printf(s->io, "* BYE Too many invalid commands");
+	imap_close_after_flush(s);
+}
+
+void imap_bad(struct imap_session *s, const char *text)
+{
+	imap_reply(s, "BAD", "%s", text);
+	imap_count_error(s);
+}
+
+/* ---- what may be used now ---------------------------------------------- */
+
+/* The SASL mechanisms a client may use now: none before TLS when the
+ * secure channel is required; the plaintext ones only inside TLS when so
+ * configured (SPEC §4, as every protocol does). */
+static unsigned imap_sasl_usable(const struct imap_session *s)
+{
+	unsigned m = s->b.srv->auth.mechanisms;
+	if (s->tls_active)
+		return m;
+	if (s->b.srv->tls.require)
+		return 0;
+	if (s->b.srv->auth.plaintext_requires_tls)
+		m &= ~(unsigned)(MECH_PLAIN | MECH_LOGIN);
+	return m;
+}
+
+/* LOGIN sends the password itself: usable exactly when a plaintext SASL
+ * mechanism (PLAIN, LOGIN) is configured and usable now; otherwise
+ * CAPABILITY says LOGINDISABLED (RFC 3501 §6.2.3). */
+static bool imap_login_usable(const struct imap_session *s)
+{
+	return (imap_sasl_usable(s) & (MECH_PLAIN | MECH_LOGIN)) != 0;
+}
+
+/* The capability list for the current state, without "* CAPABILITY". */
+static void imap_capabilities(const struct imap_session *s, char *out, size_t outsz)
+{
+	size_t used = 0;
+	const char *base = "IMAP4rev1 LITERAL- SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT "
+			   "UIDPLUS MOVE CHILDREN SPECIAL-USE";
+	used = (size_t)snprintf(out, outsz, "%s", base);
+	if (s->state & (IMAP_NOTAUTH | IMAP_SASL | IMAP_HANDSHAKE)) {
+		if (s->b.ts && !s->tls_active && used < outsz)
+			used += (size_t)snprintf(out + used, outsz - used, " STARTTLS");
+		if (!imap_login_usable(s) && used < outsz)
+			used += (size_t)snprintf(out + used, outsz - used, " LOGINDISABLED");
+		char mechs[IMAP_MECHS_MAX];
+		sasl_mech_list(imap_sasl_usable(s), mechs, sizeof mechs);
+		char *save = NULL;
+		for (char *m = strtok_r(mechs, " ", &save); m && used < outsz;
+		     m = strtok_r(NULL, " ", &save))
+			used += (size_t)snprintf(out + used, outsz - used, " AUTH=%s", m);
+	}
+}
+
+static void imap_cmd_capability_untagged(struct imap_session *s)
+{
+	char caps[512];
+	imap_capabilities(s, caps, sizeof caps);
+	conn_printf(s->io, "* CAPABILITY %s", caps);
+}
+
+/* ---- command table ----------------------------------------------------- */
+
+enum imap_cmd_flag {
+	IMAP_F_LOGIN = 1u << 0,          /* logs in: refused before TLS when tls.require */
+	IMAP_F_PLAINTEXT = 1u << 1,      /* sends the password: only when LOGIN is usable */
+	/* RFC 3501 §7.4.1: no untagged EXPUNGE while answering FETCH, STORE
+	 * or SEARCH (the UID variants may have them) */
+	IMAP_F_NO_EXPUNGE = 1u << 2,
+	IMAP_F_UID = 1u << 3,            /* the UID variant: numbers are UIDs */
+};
+
+struct imap_command_def {
+	const char *name;                /* upper case, "UID FETCH" for the UID variants */
+	void (*handler)(struct imap_session *s, const struct imap_command *c);
+	unsigned states;                 /* enum imap_state bits in which it is valid */
+	unsigned flags;
+};
+
+#define IMAP_ANY (IMAP_NOTAUTH | IMAP_AUTH | IMAP_SELECTED)
+#define IMAP_AUTHED (IMAP_AUTH | IMAP_SELECTED)
+
+IMAP_HANDLER(imap_cmd_capability);
+IMAP_HANDLER(imap_cmd_noop);
+IMAP_HANDLER(imap_cmd_logout);
+IMAP_HANDLER(imap_cmd_starttls);
+IMAP_HANDLER(imap_cmd_authenticate);
+IMAP_HANDLER(imap_cmd_login);
+IMAP_HANDLER(imap_cmd_id);
+IMAP_HANDLER(imap_cmd_enable);
+IMAP_HANDLER(imap_cmd_namespace);
+IMAP_HANDLER(imap_cmd_select);
+IMAP_HANDLER(imap_cmd_create);
+IMAP_HANDLER(imap_cmd_delete);
+IMAP_HANDLER(imap_cmd_rename);
+IMAP_HANDLER(imap_cmd_subscribe);
+IMAP_HANDLER(imap_cmd_unsubscribe);
+IMAP_HANDLER(imap_cmd_list);
+IMAP_HANDLER(imap_cmd_status);
+IMAP_HANDLER(imap_cmd_append);
+IMAP_HANDLER(imap_cmd_idle);
+IMAP_HANDLER(imap_cmd_check);
+IMAP_HANDLER(imap_cmd_close);
+IMAP_HANDLER(imap_cmd_unselect);
+IMAP_HANDLER(imap_cmd_expunge);
+IMAP_HANDLER(imap_cmd_copy);
+
+static const struct imap_command_def imap_commands[] = {
+	/* RFC 3501 §6.1: any state */
+	{"CAPABILITY", imap_cmd_capability, IMAP_ANY, 0},
+	{"NOOP", imap_cmd_noop, IMAP_ANY, 0},
+	{"LOGOUT", imap_cmd_logout, IMAP_ANY, 0},
+	{"ID", imap_cmd_id, IMAP_ANY, 0},                       /* RFC 2971 */
+	/* §6.2: not authenticated */
+	{"STARTTLS", imap_cmd_starttls, IMAP_NOTAUTH, 0},
+	{"AUTHENTICATE", imap_cmd_authenticate, IMAP_NOTAUTH, IMAP_F_LOGIN},
+	{"LOGIN", imap_cmd_login, IMAP_NOTAUTH, IMAP_F_LOGIN | IMAP_F_PLAINTEXT},
+	/* §6.3: authenticated (and selected) */
+	{"ENABLE", imap_cmd_enable, IMAP_AUTH, 0},              /* RFC 5161 §3.1 */
+	{"NAMESPACE", imap_cmd_namespace, IMAP_AUTHED, 0},      /* RFC 2342 */
+	{"SELECT", imap_cmd_select, IMAP_AUTHED, 0},
+	{"EXAMINE", imap_cmd_select, IMAP_AUTHED, 0},
+	{"CREATE", imap_cmd_create, IMAP_AUTHED, 0},
+	{"DELETE", imap_cmd_delete, IMAP_AUTHED, 0},
+	{"RENAME", imap_cmd_rename, IMAP_AUTHED, 0},
+	{"SUBSCRIBE", imap_cmd_subscribe, IMAP_AUTHED, 0},
+	{"UNSUBSCRIBE", imap_cmd_unsubscribe, IMAP_AUTHED, 0},
+	{"LIST", imap_cmd_list, IMAP_AUTHED, 0},
+	{"LSUB", imap_cmd_list, IMAP_AUTHED, 0},
+	{"STATUS", imap_cmd_status, IMAP_AUTHED, 0},
+	{"APPEND", imap_cmd_append, IMAP_AUTHED, 0},
+	{"IDLE", imap_cmd_idle, IMAP_AUTHED, 0},                /* RFC 2177 */
+	/* §6.4: selected */
+	{"CHECK", imap_cmd_check, IMAP_SELECTED, 0},
+	{"CLOSE", imap_cmd_close, IMAP_SELECTED, 0},
+	{"UNSELECT", imap_cmd_unselect, IMAP_SELECTED, 0},      /* RFC 3691 */
+	{"EXPUNGE", imap_cmd_expunge, IMAP_SELECTED, 0},
+	{"SEARCH", imap_cmd_search, IMAP_SELECTED, IMAP_F_NO_EXPUNGE},
+	{"FETCH", imap_cmd_fetch, IMAP_SELECTED, IMAP_F_NO_EXPUNGE},
+	{"STORE", imap_cmd_store, IMAP_SELECTED, IMAP_F_NO_EXPUNGE},
+	{"COPY", imap_cmd_copy, IMAP_SELECTED, 0},
+	{"MOVE", imap_cmd_copy, IMAP_SELECTED, 0},              /* RFC 6851 */
+	{"UID SEARCH", imap_cmd_search, IMAP_SELECTED, IMAP_F_UID},
+	{"UID FETCH", imap_cmd_fetch, IMAP_SELECTED, IMAP_F_UID},
+	{"UID STORE", imap_cmd_store, IMAP_SELECTED, IMAP_F_UID},
+	{"UID COPY", imap_cmd_copy, IMAP_SELECTED, IMAP_F_UID},
+	{"UID MOVE", imap_cmd_copy, IMAP_SELECTED, IMAP_F_UID},
+	{"UID EXPUNGE", imap_cmd_expunge, IMAP_SELECTED, IMAP_F_UID}, /* RFC 4315 §2.1 */
+};
+
+static const struct imap_command_def *imap_find_command(const char *name)
+{
+	for (size_t i = 0; i < ARRAY_LEN(imap_commands); i++)
+		if (strcmp(imap_commands[i].name, name) == 0)
+			return &imap_commands[i];
+	return NULL;
+}
+
+/* The one policy gate: the state first, then the secure channel (SPEC §4:
+ * "require secure channel" refuses every login before TLS), then whether
+ * the password may cross this channel (LOGIN).  Answers the refusal. */
+static bool imap_gate(struct imap_session *s, const struct imap_command_def *d)
+{
+	if (!(d->states & s->state)) {
+		if (s->state == IMAP_NOTAUTH)
+			imap_bad(s, "Log in first");
+		else if (d->states == IMAP_SELECTED)
+			imap_bad(s, "No mailbox selected");
+		else
+			imap_bad(s, "Command not valid in this state");
+		return false;
+	}
+	if ((d->flags & IMAP_F_LOGIN) && s->b.srv->tls.require && !s->tls_active) {
+		imap_no(s, "[PRIVACYREQUIRED] TLS is required: use STARTTLS first");
+		return false;
+	}
+	if ((d->flags & IMAP_F_PLAINTEXT) && !imap_login_usable(s)) {
+		if (!s->tls_active && (s->b.srv->auth.mechanisms & (MECH_PLAIN | MECH_LOGIN)))
+			imap_no(s, "[PRIVACYREQUIRED] Plaintext authentication disallowed on "
+				   "non-secure connections: use STARTTLS first");
+		else
+			imap_no(s, "[CANNOT] LOGIN is disabled: use AUTHENTICATE");
+		return false;
+	}
+	return true;
+}
+
+/* ---- any state: CAPABILITY, NOOP, LOGOUT, ID --------------------------- */
+
+static bool imap_no_args(struct imap_session *s, const struct imap_command *c)
+{
+	if (c->args.n == 0)
+		return true;
+	imap_bad(s, "Unexpected arguments");
+	return false;
+}
+
+IMAP_HANDLER(imap_cmd_capability)
+{
+	if (!imap_no_args(s, c))
+		return;
+	imap_cmd_capability_untagged(s);
+	imap_ok(s, "CAPABILITY completed");
+}
+
+IMAP_HANDLER(imap_cmd_logout)
+{
+	if (!imap_no_args(s, c))
+		return;
+	imap_enter_state(s, IMAP_LOGOUT);
+	conn_printf(s->io, "* BYE posthorn IMAP4rev1 server logging out");
+	imap_ok(s, "LOGOUT completed");
+	if (s->user) {
+		char esc[LOG_VALUE_MAX];
+		log_info("event=logout session=%s server=%s client=%s user=%s", s->b.sid,
+			 s->b.srv->name, s->b.client, log_escape(esc, sizeof esc, s->user, strlen(s->user)));
+	}
+	imap_close_after_flush(s);
+}
+
+/* RFC 2971: log what the client says it is (escaped), answer who we are. */
+IMAP_HANDLER(imap_cmd_id)
+{
+	const struct imap_arg *a = imap_args_at(&c->args, 0);
+	const struct imap_args *l = imap_arg_list(a);
+	if (c->args.n != 1 || (!imap_arg_is_nil(a) && !l) ||
+	    (l && (l->n % 2 != 0 || l->n > 2 * IMAP_ID_PAIRS_MAX))) {
+		imap_bad(s, "Syntax: ID NIL or ID (\"field\" \"value\" ...)");
+		return;
+	}
+	for (size_t i = 0; l && i < l->n; i += 2) {
+		size_t klen, vlen;
+		const char *k = imap_arg_string(imap_args_at(l, i), &klen);
+		const char *v = imap_arg_string(imap_args_at(l, i + 1), &vlen);
+		if (!k || (!v && !imap_arg_is_nil(imap_args_at(l, i + 1)))) {
+			imap_bad(s, "Syntax: ID field names and values are strings");
+			return;
+		}
+		if (v && (strcasecmp(k, "name") == 0 || strcasecmp(k, "version") == 0)) {
+			char esc[LOG_VALUE_MAX];
+			log_info("event=client-id session=%s server=%s client=%s %s=\"%s\"", s->b.sid,
+				 s->b.srv->name, s->b.client, strcasecmp(k, "name") == 0 ? "name" : "version",
+				 log_escape(esc, sizeof esc, v, vlen));
+		}
+	}
+	conn_printf(s->io, "* ID (\"name\" \"posthorn\" \"version\" \"%s\")", POSTHORN_VERSION);
+	imap_ok(s, "ID completed");
+}
+
+/* ---- STARTTLS (RFC 3501 §6.2.1, RFC 2595) ------------------------------ */
+
+IMAP_HANDLER(imap_cmd_starttls)
+{
+	if (!imap_no_args(s, c))
+		return;
+	if (s->tls_active) {
+		imap_bad(s, "TLS already active");
+		return;
+	}
+	if (!s->b.ts) {
+		imap_no(s, "STARTTLS not available (no certificate)");
+		return;
+	}
+	imap_ok(s, "Begin TLS negotiation now");
+	/* whatever came after the command came in the clear: conn_starttls
+	 * throws it away, and the parser and line reader forget it */
+	linebuf_reset(&s->lb);
+	imap_parser_reset(s->parser);
+	if (!conn_starttls(s->io)) {
+		log_err("event=tls-error session=%s error=\"cannot start TLS\"", s->b.sid);
+		imap_close_after_flush(s);
+		return;
+	}
+	imap_enter_state(s, IMAP_HANDSHAKE);
+}
+
+/* ---- logging in -------------------------------------------------------- */
+
+static void imap_auth_log(const struct imap_session *s, const char *result, const char *user)
+{
+	char esc[LOG_VALUE_MAX];
+	log_escape(esc, sizeof esc, user ? user : "", user ? strlen(user) : 0);
+	log_info("event=auth session=%s server=%s client=%s result=%s mechanism=%s user=%s tls=%s",
+		 s->b.sid, s->b.srv->name, s->b.client, result,
+		 s->sasl_mech ? sasl_mech_name(s->sasl_mech) : "LOGIN", esc,
+		 s->tls_active ? "yes" : "no");
+}
+
+/* Is the client's address locked out?  Then say so and end the session
+ * (the same throttle and lockout as SMTP and POP3, SPEC §3 `lockout`). */
+static bool imap_locked_out(struct imap_session *s)
+{
+	unsigned retry;
+	if (!sasl_throttle_locked(s->b.rt->throttle, s->b.client, &s->b.srv->auth, time(NULL), &retry))
+		return false;
+	log_info("event=auth session=%s server=%s client=%s result=locked retry_after=%us", s->b.sid,
+		 s->b.srv->name, s->b.client, retry);
+	conn_printf(s->io, "* BYE [UNAVAILABLE] Too many failed authentication attempts; try "
+			   "again in %u seconds", retry);
+	imap_no(s, "[UNAVAILABLE] Too many failed authentication attempts");
+	imap_close_after_flush(s);
+	return true;
+}
+
+/* Count a failure against the client's address (which can lock it out)
+ * and against the user name tried (which only slows further attempts),
+ * with the keys SMTP and POP3 use.  Returns the delay before the reply. */
+static unsigned imap_count_failure(struct imap_session *s, const char *user)
+{
+	bool locked;
+	unsigned delay = sasl_throttle_login_failed(s->b.rt->throttle, s->b.client, user,
+						    &s->b.srv->auth, time(NULL), &locked);
+	if (locked)
+		log_warn("event=lockout session=%s server=%s client=%s duration=%us", s->b.sid,
+			 s->b.srv->name, s->b.client, s->b.srv->auth.lockout_duration);
+	return delay;
+}
+
+static void imap_sasl_end(struct imap_session *s)
+{
+	if (s->sasl)
+		sasl_free(s->sasl);
+	s->sasl = NULL;
+	s->sasl_final = false;
+	if (s->state == IMAP_SASL)
+		imap_enter_state(s, IMAP_NOTAUTH);
+}
+
+static void imap_fail_resume(evutil_socket_t fd, short what, void *arg)
+{
+	struct imap_session *s = arg;
+	event_free(s->pause);
+	s->pause = NULL;
+	imap_no(s, "[AUTHENTICATIONFAILED] Authentication failed");
+	imap_run(s);
+}
+
+/* Wrong credentials: NO [AUTHENTICATIONFAILED] (RFC 5530) after a delay
+ * that grows with the failures. */
+static void imap_login_failed(struct imap_session *s, const char *user)
+{
+	imap_auth_log(s, "fail", user);
+	unsigned delay = imap_count_failure(s, user);
+	imap_sasl_end(s);
+	s->sasl_mech = 0;
+	imap_count_error(s);
+	if (delay == 0 || s->state == IMAP_CLOSING) {
+		imap_no(s, "[AUTHENTICATIONFAILED] Authentication failed");
+		return;
+	}
+	struct timeval tv = {.tv_sec = delay / 1000, .tv_usec = (delay % 1000) * 1000};
+	s->pause = evtimer_new(s->b.rt->base, imap_fail_resume, s);
+	evtimer_add(s->pause, &tv);
+}
+
+static bool imap_open_store(struct imap_session *s, const char *user);
+static void imap_parser_limits(struct imap_session *s);
+
+/* Credentials are right: clear the failures, prepare the user's folders
+ * and enter the authenticated state, with the autologout timer of
+ * RFC 3501 §5.4 instead of the short one before login. */
+static void imap_login(struct imap_session *s, const char *user)
+{
+	imap_auth_log(s, "ok", user);
+	sasl_throttle_login_ok(s->b.rt->throttle, s->b.client, user);
+	char *who = xstrdup(user);
+	imap_sasl_end(s);
+	if (!imap_open_store(s, who)) {
+		free(who);
+		s->sasl_mech = 0;
+		return;
+	}
+	s->user = who;
+	if (s->login_timer) {
+		event_free(s->login_timer);
+		s->login_timer = NULL;
+	}
+	char esc[LOG_VALUE_MAX];
+	log_info("event=login session=%s server=%s client=%s result=ok user=%s mechanism=%s tls=%s",
+		 s->b.sid, s->b.srv->name, s->b.client, log_escape(esc, sizeof esc, who, strlen(who)),
+		 s->sasl_mech ? sasl_mech_name(s->sasl_mech) : "LOGIN", s->tls_active ? "yes" : "no");
+	imap_enter_state(s, IMAP_AUTH);
+	imap_parser_limits(s);
+	char caps[512];
+	imap_capabilities(s, caps, sizeof caps);
+	imap_ok(s, "[CAPABILITY %s] Logged in", caps);
+}
+
+/* LOGIN checked on a worker: logged in or refused, input resumes. */
+static void imap_login_checked(void *owner, void *work)
+{
+	struct imap_session *s = owner;
+	struct sasl_check *c = work;
+	s->check = NULL;
+	const char *address = sasl_check_address(c);
+	if (address)
+		imap_login(s, address);
+	else
+		imap_login_failed(s, sasl_check_user(c));
+	sasl_check_free(c);
+	imap_run(s);
+}
+
+/* RFC 3501 §6.2.3: LOGIN userid password (astrings). */
+IMAP_HANDLER(imap_cmd_login)
+{
+	size_t ulen, plen;
+	const char *name = imap_arg_astring(imap_args_at(&c->args, 0), &ulen);
+	const char *pw = imap_arg_astring(imap_args_at(&c->args, 1), &plen);
+	if (c->args.n != 2 || !name || !pw) {
+		imap_bad(s, "Syntax: LOGIN user password");
+		return;
+	}
+	if (imap_locked_out(s))
+		return;
+	struct sasl_check *check = sasl_check_new(s->b.rt->users, name, ulen, pw, plen);
+	OPENSSL_cleanse((char *)pw, plen); /* the command's own copy; freed right after */
+	s->sasl_mech = 0;
+	s->check = sasl_check_submit(check, imap_login_checked, s);
+}
+
+/* ---- AUTHENTICATE (RFC 3501 §6.2.2, RFC 4959 SASL-IR) ------------------ */
+
+static void imap_sasl_result(struct imap_session *s, enum sasl_status st, const char *challenge);
+
+/* AUTHENTICATE PLAIN or LOGIN checked on a worker: the exchange ends,
+ * input resumes. */
+static void imap_sasl_checked(void *owner, void *work)
+{
+	struct imap_session *s = owner;
+	struct sasl_check *c = work;
+	s->check = NULL;
+	enum sasl_status st = sasl_checked(s->sasl, c);
+	sasl_check_free(c);
+	imap_sasl_result(s, st, NULL);
+	imap_run(s);
+}
+
+static void imap_sasl_step(struct imap_session *s, const char *in)
+{
+	char *challenge = NULL;
+	enum sasl_status st = sasl_step(s->sasl, in, &challenge);
+	if (st == SASL_CHECK)
+		s->check = sasl_check_submit(sasl_take_check(s->sasl), imap_sasl_checked, s);
+	else
+		imap_sasl_result(s, st, challenge);
+	free(challenge);
+}
+
+static void imap_sasl_result(struct imap_session *s, enum sasl_status st, const char *challenge)
+{
+	char *user = NULL;
+	switch (st) {
+	case SASL_CONTINUE:
+		conn_printf(s->io, "+ %s", challenge);
+		imap_enter_state(s, IMAP_SASL);
+		break;
+	case SASL_OK:
+		if (challenge && *challenge) {
+			/* RFC 3501 has no success data: the SCRAM server-final goes
+			 * as a last challenge, answered by an empty line */
+			conn_printf(s->io, "+ %s", challenge);
+			s->sasl_final = true;
+			imap_enter_state(s, IMAP_SASL);
+		} else {
+			user = xstrdup(sasl_user(s->sasl));
+			imap_login(s, user);
+		}
+		break;
+	case SASL_CANCELLED:
+		imap_sasl_end(s);
+		imap_bad(s, "Authentication cancelled");
+		break;
+	case SASL_BAD_BASE64:
+		imap_auth_log(s, "bad-base64", sasl_user(s->sasl));
+		imap_count_failure(s, sasl_user(s->sasl)); /* garbage is no free probe */
+		imap_sasl_end(s);
+		imap_bad(s, "Cannot decode response");
+		break;
+	case SASL_FAIL:
+	case SASL_BAD_MESSAGE:
+	case SASL_BAD_AUTHZID:
+	case SASL_CHECK: /* never here */
+		user = sasl_user(s->sasl) ? xstrdup(sasl_user(s->sasl)) : NULL;
+		imap_login_failed(s, user);
+		break;
+	}
+	free(user);
+}
+
+/* A line of the exchange (RFC 3501 §6.2.2: base64, or "*" to cancel). */
+static void imap_sasl_line(struct imap_session *s, const struct linebuf_line *l)
+{
+	if (l->has_nul || l->bare_cr) {
+		imap_sasl_end(s);
+		imap_bad(s, "Cannot decode response");
+		return;
+	}
+	if (!s->sasl_final) {
+		imap_sasl_step(s, l->data);
+		return;
+	}
+	/* the client acknowledges the server-final message */
+	if (l->len == 0) {
+		char *user = xstrdup(sasl_user(s->sasl));
+		imap_login(s, user);
+		free(user);
+	} else {
+		imap_sasl_end(s);
+		imap_bad(s, "Authentication cancelled");
+	}
+}
+
+IMAP_HANDLER(imap_cmd_authenticate)
+{
+	const char *mechname = imap_arg_atom(imap_args_at(&c->args, 0));
+	const struct imap_arg *ir = imap_args_at(&c->args, 1);
+	const char *initial = ir ? imap_arg_atom(ir) : NULL;
+	if (!mechname || c->args.n > 2 || (ir && !initial)) {
+		imap_bad(s, "Syntax: AUTHENTICATE mechanism [initial-response]");
+		return;
+	}
+	unsigned mech = sasl_mech_from_name(mechname);
+	if (!mech || !(s->b.srv->auth.mechanisms & mech)) {
+		imap_no(s, "Unsupported authentication mechanism");
+		imap_count_error(s);
+	} else if (!(imap_sasl_usable(s) & mech)) {
+		imap_no(s, "[PRIVACYREQUIRED] Plaintext authentication disallowed on non-secure "
+			   "connections: use STARTTLS first");
+	} else if (!imap_locked_out(s)) {
+		s->sasl = sasl_start(mech, s->b.rt->users);
+		s->sasl_mech = mech;
+		/* RFC 4959: "=" is an empty initial response, as sasl_step takes it */
+		imap_sasl_step(s, initial);
+	}
+}
+
+/* ---- ENABLE, NAMESPACE ------------------------------------------------- */
+
+/* RFC 5161: nothing posthorn has can be enabled (no CONDSTORE, no
+ * UTF8=ACCEPT), so the answer is an empty ENABLED. */
+IMAP_HANDLER(imap_cmd_enable)
+{
+	if (c->args.n == 0) {
+		imap_bad(s, "Syntax: ENABLE capability ...");
+		return;
+	}
+	for (size_t i = 0; i < c->args.n; i++) {
+		if (!imap_arg_atom(imap_args_at(&c->args, i))) {
+			imap_bad(s, "Syntax: ENABLE capability ...");
+			return;
+		}
+	}
+	conn_printf(s->io, "* ENABLED");
+	imap_ok(s, "ENABLE completed");
+}
+
+/* RFC 2342: one personal namespace, no prefix, "." as the delimiter. */
+IMAP_HANDLER(imap_cmd_namespace)
+{
+	if (!imap_no_args(s, c))
+		return;
+	conn_printf(s->io, "* NAMESPACE ((\"\" \".\")) NIL NIL");
+	imap_ok(s, "NAMESPACE completed");
+}
+
+/* ---- output helpers ---------------------------------------------------- */
+
+/* An IMAP string (RFC 3501 §4.3) into the output: quoted when it can be,
+ * a literal when it holds CR, LF, NUL-free 8-bit or is long. */
+static void imap_put_string(struct evbuffer *out, const char *v, size_t len)
+{
+	bool quotable = len < 1000;
+	for (size_t i = 0; quotable && i < len; i++) {
+		unsigned char ch = (unsigned char)v[i];
+		if (ch == '\r' || ch == '\n' || ch == 0 || ch >= 0x80)
+			quotable = false;
+	}
+	if (!quotable) {
+		evbuffer_add_printf(out, "{%zu}\r\n", len);
+		evbuffer_add(out, v, len);
+		return;
+	}
+	evbuffer_add(out, "\"", 1);
+	for (size_t i = 0; i < len; i++) {
+		if (v[i] == '"' || v[i] == '\\')
+			evbuffer_add(out, "\\", 1);
+		evbuffer_add(out, &v[i], 1);
+	}
+	evbuffer_add(out, "\"", 1);
+}
+
+/* Send what was built in out (whole lines, CRLF included). */
+void imap_send(struct imap_session *s, struct evbuffer *out)
+{
+	size_t n = evbuffer_get_length(out);
+	if (n == 0)
+		return;
+	const void *p = evbuffer_pullup(out, (ev_ssize_t)n);
+	conn_write(s->io, p, n);
+	evbuffer_drain(out, n);
+}
+
+static const char *const imap_months[12] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+					    "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+
+/* RFC 3501 date-time: "dd-Mon-yyyy hh:mm:ss +zzzz", in local time. */
+void imap_format_datetime(long long t, char out[64])
+{
+	time_t tt = (time_t)t;
+	struct tm tm;
+	if (!localtime_r(&tt, &tm))
+		memset(&tm, 0, sizeof tm);
+	long off = tm.tm_gmtoff / 60;
+	char sign = off < 0 ? '-' : '+';
+	if (off < 0)
+		off = -off;
+	snprintf(out, 64, "%02d-%s-%04d %02d:%02d:%02d %c%02ld%02ld", tm.tm_mday,
+		 imap_months[tm.tm_mon % 12], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec,
+		 sign, off / 60, off % 60);
+}
+
+static int imap_month(const char *m)
+{
+	for (int i = 0; i < 12; i++)
+		if (strncasecmp(m, imap_months[i], 3) == 0)
+			return i;
+	return -1;
+}
+
+/* Days since 1970-01-01 of a civil date (proleptic Gregorian). */
+long long imap_days_from_civil(int y, int m, int d)
+{
+	y -= m <= 2;
+	long long era = (y >= 0 ? y : y - 399) / 400;
+	unsigned yoe = (unsigned)(y - era * 400);
+	unsigned doy = (unsigned)((153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1);
+	unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+	return era * 146097 + (long long)doe - 719468;
+}
+
+/* Exactly n decimal digits at *p (n <= 4); the value, p moved past them;
+ * -1 when anything else is there (no sign, no blank, no more digits). */
+static int imap_digits(const char **p, int n)
+{
+	int v = 0;
+	for (int i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)(*p)[i];
+		if (c < '0' || c > '9')
+			return -1;
+		v = v * 10 + (c - '0');
+	}
+	*p += n;
+	return v;
+}
+
+/* "Mon-yyyy" after the day and its '-': month index and year, p moved. */
+static bool imap_parse_month_year(const char **p, int *m, int *y)
+{
+	const char *s = *p;
+	if (strlen(s) < 8 || s[3] != '-')
+		return false;
+	char mon[4] = {s[0], s[1], s[2], '\0'};
+	*m = imap_month(mon);
+	s += 4;
+	*y = imap_digits(&s, 4);
+	*p = s;
+	return *m >= 0 && *y >= 1000;
+}
+
+/* RFC 3501 date: "d-Mon-yyyy" (day 1 or 2 digits); the day number since
+ * the epoch (dates compare by day, RFC 3501 §6.4.4). */
+bool imap_parse_date(const char *v, long long *day)
+{
+	const char *p = v;
+	int d = imap_digits(&p, v[0] && v[1] == '-' ? 1 : 2);
+	int m, y;
+	if (d < 1 || d > 31 || *p++ != '-' || !imap_parse_month_year(&p, &m, &y) || *p != '\0')
+		return false;
+	*day = imap_days_from_civil(y, m + 1, d);
+	return true;
+}
+
+/* RFC 3501 date-time for APPEND: "dd-Mon-yyyy hh:mm:ss +zzzz" (day may
+ * start with a space).  Seconds since the epoch. */
+bool imap_parse_datetime(const char *v, long long *out)
+{
+	if (strlen(v) != 26)
+		return false;
+	const char *p = v + (v[0] == ' ');
+	int d = imap_digits(&p, v[0] == ' ' ? 1 : 2);
+	int m, y;
+	if (d < 1 || d > 31 || *p++ != '-' || !imap_parse_month_year(&p, &m, &y) || *p++ != ' ')
+		return false;
+	int hh = imap_digits(&p, 2);
+	int mm = *p++ == ':' ? imap_digits(&p, 2) : -1;
+	int ss = mm >= 0 && *p++ == ':' ? imap_digits(&p, 2) : -1;
+	char sign = ss >= 0 && *p++ == ' ' ? *p++ : '\0';
+	int zone = sign == '+' || sign == '-' ? imap_digits(&p, 4) : -1;
+	if (hh < 0 || hh > 23 || mm > 59 || ss < 0 || ss > 60 || zone < 0 || zone % 100 > 59 ||
+	    *p != '\0')
+		return false;
+	long long t = imap_days_from_civil(y, m + 1, d) * 86400 + hh * 3600 + mm * 60 + ss;
+	long long off = (zone / 100) * 3600 + (zone % 100) * 60;
+	*out = sign == '+' ? t - off : t + off;
+	return true;
+}
+
+/* ---- jobs: long responses produced as the connection drains ------------- */
+
+void imap_job_start(struct imap_session *s, const struct imap_job_ops *ops, void *data)
+{
+	s->job = ops;
+	s->job_data = data;
+}
+
+/* The command being dispatched, kept for a job (its arguments stay valid
+ * until the job frees it). */
+struct imap_command *imap_keep_command(struct imap_session *s)
+{
+	struct imap_command *c = s->cur_cmd;
+	s->cur_cmd = NULL;
+	return c;
+}
+
+static void imap_job_stop(struct imap_session *s)
+{
+	if (!s->job)
+		return;
+	const struct imap_job_ops *ops = s->job;
+	s->job = NULL;
+	ops->stop(s);
+	s->job_data = NULL;
+}
+
+static void imap_handle(struct imap_session *s, const struct imap_command_def *d,
+			struct imap_command *cmd);
+
+static void imap_on_resume(evutil_socket_t fd, short what, void *arg)
+{
+	imap_run(arg);
+}
+
+/* Produce while the connection takes it (CONN_OUTPUT_MAX at a time, the
+ * drained callback calls again) and at most IMAP_STEP_BUDGET steps in one
+ * turn of the loop, so that one long SEARCH does not starve the others. */
+static void imap_pump(struct imap_session *s)
+{
+	for (unsigned budget = IMAP_STEP_BUDGET; s->job && !conn_output_full(s->io); budget--) {
+		if (budget == 0) {
+			if (!s->resume)
+				s->resume = evtimer_new(s->b.rt->base, imap_on_resume, s);
+			struct timeval now = {0, 0};
+			evtimer_add(s->resume, &now);
+			return;
+		}
+		if (s->job->step(s))
+			imap_job_stop(s);
+		if (s->state & IMAP_CLOSING)
+			imap_job_stop(s);
+		if (!s->job && s->deferred) {
+			struct imap_command *cmd = s->deferred;
+			s->deferred = NULL;
+			if (s->state & IMAP_CLOSING)
+				imap_command_free(cmd);
+			else
+				imap_handle(s, s->deferred_def, cmd);
+		}
+	}
+}
+
+/* ---- input loop -------------------------------------------------------- */
+
+static void imap_append_discard(struct imap_session *s);
+static bool imap_append_continue(struct imap_session *s, const struct imap_command *pc);
+static void imap_idle_line(struct imap_session *s, const struct linebuf_line *l);
+static void imap_before_command(struct imap_session *s, const struct imap_command_def *d);
+
+/* Secrets (LOGIN's password, AUTHENTICATE's initial response) leave no
+ * copy behind in freed memory. */
+static void imap_args_wipe(const struct imap_args *args)
+{
+	for (size_t i = 0; i < args->n; i++) {
+		const struct imap_arg *a = imap_args_at(args, i);
+		if (a->str)
+			OPENSSL_cleanse(a->str, a->len);
+		if (a->type == IMAP_ARG_LIST)
+			imap_args_wipe(&a->list);
+	}
+}
+
+static void imap_set_tag(struct imap_session *s, const char *tag)
+{
+	snprintf(s->tag, sizeof s->tag, "%s", tag);
+}
+
+/* Run the handler of a command that passed the gate; the command is
+ * freed unless a job kept it. */
+static void imap_handle(struct imap_session *s, const struct imap_command_def *d,
+			struct imap_command *cmd)
+{
+	s->cur_cmd = cmd;
+	d->handler(s, cmd);
+	cmd = s->cur_cmd; /* NULL when a job kept it */
+	s->cur_cmd = NULL;
+	if (cmd && !s->user)
+		imap_args_wipe(&cmd->args);
+	imap_command_free(cmd);
+	imap_append_discard(s); /* a message literal the command did not take */
+}
+
+static void imap_dispatch(struct imap_session *s, struct imap_command *cmd)
+{
+	imap_set_tag(s, cmd->tag);
+	const struct imap_command_def *d = imap_find_command(cmd->name);
+	if (!d) {
+		imap_bad(s, "Unknown command");
+	} else if (imap_gate(s, d)) {
+		imap_before_command(s, d);
+		/* CLOSING: the folder went stale and BYE is sent; drop the command */
+		if (s->state != IMAP_CLOSING) {
+			if (s->job) { /* the updates go out first; then the command */
+				s->deferred = cmd;
+				s->deferred_def = d;
+				return;
+			}
+			imap_handle(s, d, cmd);
+			return;
+		}
+	}
+	if (!s->user)
+		imap_args_wipe(&cmd->args);
+	imap_command_free(cmd);
+	imap_append_discard(s);
+}
+
+/* The parser accepted a synchronizing literal: ask for it, unless the
+ * command can already be refused (RFC 3501 §7.5: then the octets never
+ * come). */
+static void imap_literal_wanted(struct imap_session *s)
+{
+	const struct imap_command *pc = imap_parser_pending(s->parser);
+	imap_set_tag(s, pc->tag);
+	const struct imap_command_def *d = imap_find_command(pc->name);
+	if (!d) {
+		imap_parser_reject_literal(s->parser);
+		imap_bad(s, "Unknown command");
+		return;
+	}
+	if (!imap_gate(s, d)) {
+		imap_parser_reject_literal(s->parser);
+		return;
+	}
+	if (d->handler == imap_cmd_append && !imap_append_continue(s, pc)) {
+		imap_parser_reject_literal(s->parser);
+		return;
+	}
+	conn_printf(s->io, "+ Ready for literal data");
+}
+
+static void imap_parse_error(struct imap_session *s)
+{
+	const struct imap_parse_error *e = imap_parser_error(s->parser);
+	imap_append_discard(s);
+	imap_set_tag(s, e->has_tag ? e->tag : "*");
+	imap_bad(s, e->reason);
+}
+
+/* One step of input: a command, a literal request, an error; false when
+ * more input is needed. */
+static bool imap_feed(struct imap_session *s, struct evbuffer *in)
+{
+	struct imap_command *cmd = NULL;
+	switch (imap_parse_feed(s->parser, in, &cmd)) {
+	case IMAP_PARSE_NEED_MORE:
+		return false;
+	case IMAP_PARSE_COMMAND:
+		imap_dispatch(s, cmd);
+		break;
+	case IMAP_PARSE_CONTINUE:
+		imap_literal_wanted(s);
+		break;
+	case IMAP_PARSE_ERROR:
+		imap_parse_error(s);
+		break;
+	}
+	return true;
+}
+
+/* A raw line: an AUTHENTICATE response or IDLE's DONE. */
+static bool imap_feed_line(struct imap_session *s, struct evbuffer *in)
+{
+	/* one line buffer for all sessions: lines are handled before the
+	 * next is read, and the loop is single-threaded */
+	static char line[LINE_MAX_AUTH + 1];
+	struct linebuf_line l;
+	enum imap_state before = s->state;
+	enum linebuf_status st = linebuf_get(&s->lb, in, LINE_MAX_AUTH, line, sizeof line, &l);
+	if (st == LINEBUF_NEED_MORE)
+		return false;
+	if (st == LINEBUF_TOO_LONG) {
+		if (before == IMAP_SASL) {
+			imap_sasl_end(s);
+			imap_bad(s, "Authentication exchange line is too long");
+		} else {
+			memset(&l, 0, sizeof l);
+			l.data = line;
+			line[0] = '\0';
+			imap_idle_line(s, &l);
+		}
+		return true;
+	}
+	if (before == IMAP_SASL)
+		imap_sasl_line(s, &l);
+	else
+		imap_idle_line(s, &l);
+	OPENSSL_cleanse(line, l.len);
+	return true;
+}
+
+static void imap_run(struct imap_session *s)
+{
+	if (s->in_run || !s->io)
+		return;
+	s->in_run = true;
+	struct evbuffer *in = conn_input(s->io);
+	while (!(s->state & (IMAP_CLOSING | IMAP_HANDSHAKE | IMAP_LOGOUT)) && !s->pause &&
+	       !s->check) {
+		if (s->job) {
+			imap_pump(s);
+			if (s->job)
+				break; /* resumed when the output drains or at the next turn */
+			continue;
+		}
+		if (conn_output_full(s->io))
+			break;
+		bool progress = (s->state & (IMAP_SASL | IMAP_IDLE)) ? imap_feed_line(s, in)
+								     : imap_feed(s, in);
+		if (!progress)
+			break;
+	}
+	s->in_run = false;
+}
+
+/* ---- transport events (conn.h) ----------------------------------------- */
+
+static void imap_free(struct imap_session *s);
+
+static void imap_login_timer_arm(struct imap_session *s)
+{
+	if (!s->login_timer)
+		return;
+	unsigned secs = s->b.srv->limits.timeout;
+	if (secs > IMAP_LOGIN_IDLE_MAX)
+		secs = IMAP_LOGIN_IDLE_MAX;
+	struct timeval tv = {.tv_sec = secs};
+	evtimer_add(s->login_timer, &tv);
+}
+
+static void imap_on_input(void *arg)
+{
+	struct imap_session *s = arg;
+	imap_login_timer_arm(s);
+	imap_run(s);
+}
+
+static void imap_on_drained(void *arg)
+{
+	imap_run(arg);
+}
+
+static void imap_on_closed(void *arg)
+{
+	imap_free(arg);
+}
+
+static void imap_autologout(struct imap_session *s)
+{
+	log_info("event=timeout session=%s server=%s client=%s state=%s", s->b.sid, s->b.srv->name,
+		 s->b.client, imap_state_name(s->state));
+	imap_job_stop(s);
+	conn_printf(s->io, "* BYE Autologout; idle for too long");
+	imap_close_after_flush(s);
+}
+
+/* RFC 3501 §5.4: the autologout timer (the connection's own, at least 30
+ * minutes once authenticated). */
+static void imap_on_timeout(void *arg)
+{
+	struct imap_session *s = arg;
+	if (s->state & IMAP_CLOSING)
+		return;
+	imap_autologout(s);
+}
+
+/* Before login the limit is short: a client that connects and says
+ * nothing, or never finishes the TLS handshake, is gone soon. */
+static void imap_on_login_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct imap_session *s = arg;
+	if (s->state & IMAP_CLOSING)
+		return;
+	if (s->state == IMAP_HANDSHAKE) {
+		log_info("event=timeout session=%s server=%s client=%s state=handshake", s->b.sid,
+			 s->b.srv->name, s->b.client);
+		imap_free(s);
+		return;
+	}
+	imap_autologout(s);
+}
+
+static void imap_greet(struct imap_session *s)
+{
+	if (s->b.refused) {
+		/* SPEC §4: a refused client hears why and is gone */
+		conn_printf(s->io, "* BYE Access denied");
+		imap_close_after_flush(s);
+		return;
+	}
+	char caps[512];
+	imap_capabilities(s, caps, sizeof caps);
+	conn_printf(s->io, "* OK [CAPABILITY %s] %s posthorn IMAP4rev1 server ready", caps,
+		    s->b.srv->hostname);
+}
+
+/* TLS is up: forget what was learnt before it (RFC 3501 §6.2.1: the
+ * capabilities may have changed, the client asks again). */
+static void imap_on_tls_ready(void *arg)
+{
+	struct imap_session *s = arg;
+	s->tls_active = true;
+	imap_enter_state(s, IMAP_NOTAUTH);
+	if (s->b.implicit_tls)
+		imap_greet(s);
+	imap_run(s);
+}
+
+static const struct conn_handler imap_conn_handler = {
+	.input = imap_on_input,
+	.drained = imap_on_drained,
+	.tls_ready = imap_on_tls_ready,
+	.timeout = imap_on_timeout,
+	.closed = imap_on_closed,
+};
+
+/* ---- around every command ------------------------------------------------- */
+
+/* After login: the parser's larger limits, and APPEND's message literal
+ * streamed to a file (never held in memory) up to limits.message-size. */
+static int imap_append_write(void *arg, const void *data, size_t len);
+
+static void imap_parser_limits(struct imap_session *s)
+{
+	imap_parser_set_authenticated(s->parser, true);
+	struct imap_literal_sink sink = {.arg = s, .write = imap_append_write};
+	imap_parser_set_append(s->parser, s->b.srv->limits.message_size, &sink);
+}
+
+/* RFC 3501 §5.2, §7: what other sessions and deliveries changed in the
+ * selected folder is announced before a command's completion; EXPUNGE
+ * not while the command is FETCH, STORE or SEARCH (§7.4.1), whose
+ * numbers must stay as the client knows them. */
+static void imap_before_command(struct imap_session *s, const struct imap_command_def *d)
+{
+	if (s->state == IMAP_SELECTED && s->view)
+		imap_sync(s, !(d->flags & IMAP_F_NO_EXPUNGE));
+}
+
+/* ---- sequence sets over the selected folder ------------------------------ */
+
+/* The set of a FETCH/STORE/COPY/MOVE/UID EXPUNGE argument, resolved
+ * against the view: sequence numbers must all exist (RFC 3501 §9: else
+ * BAD), UIDs need not (§6.4.8).  Kept as ranges: never expanded. */
+bool imap_set_parse(struct imap_session *s, const struct imap_arg *a, bool uid,
+			   struct imap_seqset *set)
+{
+	const char *atom = imap_arg_raw_atom(a);
+	char err[IMAP_REASON_MAX];
+	if (!atom) {
+		imap_bad(s, "Missing sequence set");
+		return false;
+	}
+	if (!imap_parse_seqset(atom, set, err, sizeof err)) {
+		imap_bad(s, err);
+		return false;
+	}
+	if (set->saved) {
+		imap_seqset_clear(set);
+		imap_bad(s, "No saved search result ($) in this server");
+		return false;
+	}
+	size_t n = imap_count(s);
+	if (uid) {
+		imap_seqset_resolve(set, n ? imap_uid_at(s, n - 1) : 0);
+		return true;
+	}
+	imap_seqset_resolve(set, (uint32_t)n);
+	if (set->n == 0 || set->ranges[0].lo < 1 || set->ranges[set->n - 1].hi > n) {
+		imap_seqset_clear(set);
+		imap_bad(s, "Invalid message sequence number");
+		return false;
+	}
+	return true;
+}
+
+/* The first index at or after from whose UID is >= uid (binary search:
+ * the view is ordered by UID). */
+static size_t imap_index_of_uid(const struct imap_session *s, size_t from, uint32_t uid)
+{
+	size_t lo = from, hi = imap_count(s);
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (imap_uid_at(s, mid) < uid)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+
+bool imap_match_fn(void *arg, size_t seq, uint32_t uid)
+{
+	const struct imap_match *m = arg;
+	return imap_seqset_contains(m->set, m->uid ? uid : (uint32_t)seq);
+}
+
+
+bool imap_walk_next(const struct imap_session *s, struct imap_walk *w, size_t *index)
+{
+	size_t n = imap_count(s);
+	while (w->range < w->set.n) {
+		const struct imap_seq_range *r = &w->set.ranges[w->range];
+		if (!w->started) {
+			w->next = w->uid ? imap_index_of_uid(s, w->next, r->lo) : (size_t)r->lo - 1;
+			w->started = true;
+		}
+		bool in = w->next < n &&
+			  (w->uid ? imap_uid_at(s, w->next) <= r->hi : w->next + 1 <= r->hi);
+		if (in) {
+			*index = w->next++;
+			return true;
+		}
+		w->range++;
+		w->started = false;
+	}
+	return false;
+}
+
+/* ---- mailbox names in responses ------------------------------------------ */
+
+/* An astring for a mailbox name in a response: an atom when it can be,
+ * else quoted or a literal. */
+static void imap_put_mailbox(struct evbuffer *out, const char *name)
+{
+	bool atom = *name != '\0';
+	for (const char *p = name; atom && *p; p++) {
+		unsigned char ch = (unsigned char)*p;
+		atom = ch > 0x20 && ch < 0x7f && !strchr("(){%*\"\\]", ch);
+	}
+	if (atom)
+		evbuffer_add(out, name, strlen(name));
+	else
+		imap_put_string(out, name, strlen(name));
+}
+
+/* ---- NOOP, CHECK, CLOSE, UNSELECT, EXPUNGE ------------------------------- */
+
+/* RFC 3501 §6.1.2: NOOP is how a client polls: the updates come with it
+ * (imap_before_command synchronised the view already). */
+IMAP_HANDLER(imap_cmd_noop)
+{
+	if (!imap_no_args(s, c))
+		return;
+	imap_ok(s, "NOOP completed");
+}
+
+/* §6.4.1: every change is on disk as it is made; a checkpoint is a sync. */
+IMAP_HANDLER(imap_cmd_check)
+{
+	if (!imap_no_args(s, c))
+		return;
+	imap_ok(s, "CHECK completed");
+}
+
+/* §6.4.2: expunge silently (not in EXAMINE), then leave the folder. */
+IMAP_HANDLER(imap_cmd_close)
+{
+	if (!imap_no_args(s, c))
+		return;
+	char err[256];
+	if (!imap_view_readonly(s) &&
+	    mailbox_expunge(s->view, NULL, NULL, err, sizeof err) != MAILBOX_OK)
+		log_err("event=mailbox-error session=%s server=%s client=%s op=close error=\"%s\"",
+			s->b.sid, s->b.srv->name, s->b.client, err);
+	imap_view_close(s);
+	imap_enter_state(s, IMAP_AUTH);
+	imap_ok(s, "CLOSE completed");
+}
+
+/* RFC 3691: leave the folder without expunging. */
+IMAP_HANDLER(imap_cmd_unselect)
+{
+	if (!imap_no_args(s, c))
+		return;
+	imap_view_close(s);
+	imap_enter_state(s, IMAP_AUTH);
+	imap_ok(s, "UNSELECT completed");
+}
+
+/* EXPUNGE, and UID EXPUNGE set (RFC 4315 §2.1: only those UIDs); the
+ * EXPUNGE responses go out before the completion. */
+IMAP_HANDLER(imap_cmd_expunge)
+{
+	bool uid = imap_is_uid(c);
+	struct imap_seqset set = {0};
+	if (uid) {
+		if (c->args.n != 1) {
+			imap_bad(s, "Syntax: UID EXPUNGE uids");
+			return;
+		}
+		if (!imap_set_parse(s, imap_args_at(&c->args, 0), true, &set))
+			return;
+	} else if (!imap_no_args(s, c)) {
+		return;
+	}
+	char err[256];
+	struct imap_match m = {&set, true};
+	enum mailbox_result r = mailbox_expunge(s->view, uid ? imap_match_fn : NULL, &m, err,
+						sizeof err);
+	imap_seqset_clear(&set);
+	if (r != MAILBOX_OK && r != MAILBOX_ERR_EXPUNGED) {
+		imap_store_error(s, r, err);
+		return;
+	}
+	imap_updates(s, "OK", "EXPUNGE completed");
+}
+
+/* ---- IDLE (RFC 2177) -------------------------------------------------------- */
+
+IMAP_HANDLER(imap_cmd_idle)
+{
+	if (!imap_no_args(s, c))
+		return;
+	imap_enter_state(s, IMAP_IDLE);
+	linebuf_reset(&s->lb);
+	conn_printf(s->io, "+ idling");
+	imap_watch_start(s);
+}
+
+/* The line after "+ idling": DONE ends it; anything else is a BAD that
+ * ends it too. */
+static void imap_idle_line(struct imap_session *s, const struct linebuf_line *l)
+{
+	imap_watch_stop(s);
+	imap_enter_state(s, s->view ? IMAP_SELECTED : IMAP_AUTH);
+	if (l->len == 4 && strncasecmp(l->data, "DONE", 4) == 0) {
+		imap_sync(s, true);
+		if (s->state != IMAP_CLOSING)
+			imap_ok(s, "IDLE terminated");
+	} else {
+		imap_bad(s, "Expected DONE to end IDLE");
+	}
+}
+
+/* ---- the selected folder (mailbox.c) -------------------------------------- */
+
+static const struct mailbox_msg *imap_m(const struct imap_session *s, size_t i)
+{
+	const struct mailbox_msg *m = mailbox_msg(s->view, i + 1);
+	if (!m)
+		fatal("imap: message %zu outside the view", i + 1);
+	return m;
+}
+
+size_t imap_count(const struct imap_session *s)
+{
+	return s->view ? mailbox_count(s->view) : 0;
+}
+
+uint32_t imap_uid_at(const struct imap_session *s, size_t i)
+{
+	return imap_m(s, i)->uid;
+}
+
+unsigned imap_flags_at(const struct imap_session *s, size_t i)
+{
+	return imap_m(s, i)->flags;
+}
+
+uint64_t imap_size_at(const struct imap_session *s, size_t i)
+{
+	return imap_m(s, i)->size;
+}
+
+long long imap_date_at(const struct imap_session *s, size_t i)
+{
+	return imap_m(s, i)->internal_date;
+}
+
+/* Still on disk as far as the view knows (RFC 2180 §4.1: a message another
+ * session expunged is not fetched, and its EXPUNGE comes later). */
+bool imap_msg_exists(struct imap_session *s, size_t i)
+{
+	return !imap_m(s, i)->expunged;
+}
+
+bool imap_view_readonly(const struct imap_session *s)
+{
+	return s->view && mailbox_read_only(s->view);
+}
+
+void imap_mailbox_log(const struct imap_session *s, const char *op, const char *err)
+{
+	char esc[LOG_VALUE_MAX];
+	log_err("event=mailbox-error session=%s server=%s client=%s op=%s error=\"%s\"", s->b.sid,
+		s->b.srv->name, s->b.client, op, log_escape(esc, sizeof esc, err, strlen(err)));
+}
+
+/* The NO of a failed store operation, with the RFC 5530 response code;
+ * always false (for "return imap_store_error(...)"). */
+bool imap_store_error(struct imap_session *s, enum mailbox_result r, const char *err)
+{
+	switch (r) {
+	case MAILBOX_OK:
+		return true;
+	case MAILBOX_ERR_NAME:
+		imap_no(s, "[CANNOT] %s", err);
+		break;
+	case MAILBOX_ERR_EXISTS:
+		imap_no(s, "[ALREADYEXISTS] %s", err);
+		break;
+	case MAILBOX_ERR_NONEXISTENT:
+		imap_no(s, "[NONEXISTENT] %s", err);
+		break;
+	case MAILBOX_ERR_INBOX:
+	case MAILBOX_ERR_NOSELECT:
+		imap_no(s, "[CANNOT] %s", err);
+		break;
+	case MAILBOX_ERR_READONLY:
+		imap_no(s, "[READ-ONLY] %s", err);
+		break;
+	case MAILBOX_ERR_LIMIT:
+		imap_no(s, "[LIMIT] %s", err);
+		break;
+	case MAILBOX_ERR_EXPUNGED:
+		imap_no(s, "[EXPUNGEISSUED] %s", err);
+		break;
+	case MAILBOX_ERR_IO:
+		imap_mailbox_log(s, s->tag[0] ? "command" : "?", err);
+		imap_no(s, "[SERVERBUG] The mail store failed; see the server log");
+		break;
+	}
+	return false;
+}
+
+static void imap_view_close(struct imap_session *s)
+{
+	if (!s->view)
+		return;
+	imap_watch_stop(s);
+	imap_msg_release(s);
+	mailbox_close(s->view);
+	s->view = NULL;
+}
+
+/* Read the disk and queue the changes (RFC 3501 §7.4.1: expunges only
+ * when they may be reported now). */
+static void imap_sync(struct imap_session *s, bool expunges)
+{
+	if (!s->view)
+		return;
+	char err[256];
+	unsigned flags = expunges ? MAILBOX_SYNC_EXPUNGE : 0;
+	if (mailbox_sync(s->view, flags, err, sizeof err) != MAILBOX_OK) {
+		imap_mailbox_log(s, "sync", err);
+		/* The folder's UIDs were renumbered (index lost) or the folder
+		 * went: sequence numbers and UIDs the client holds mean nothing
+		 * now, so the session ends and the client starts over. */
+		if (mailbox_stale(s->view) && s->state != IMAP_CLOSING) {
+			imap_job_stop(s);
+			conn_printf(s->io, "* BYE [UNAVAILABLE] The selected mailbox changed under "
+					   "this session; please reconnect");
+			imap_close_after_flush(s);
+			return;
+		}
+	}
+	if (mailbox_changes_pending(s->view) && !s->job)
+		imap_updates(s, NULL, NULL);
+}
+
+/* The untagged updates job: one queued change per step, then the tagged
+ * completion (if any). */
+struct imap_updates_job {
+	char *status, *text;
+	struct evbuffer *out;
+};
+
+static bool imap_updates_step(struct imap_session *s)
+{
+	struct imap_updates_job *j = s->job_data;
+	struct mailbox_change ch;
+	if (s->view && mailbox_next_change(s->view, &ch)) {
+		switch (ch.kind) {
+		case MAILBOX_CHANGE_EXPUNGE:
+			evbuffer_add_printf(j->out, "* %zu EXPUNGE\r\n", ch.n);
+			break;
+		case MAILBOX_CHANGE_EXISTS:
+			evbuffer_add_printf(j->out, "* %zu EXISTS\r\n", ch.n);
+			break;
+		case MAILBOX_CHANGE_RECENT:
+			evbuffer_add_printf(j->out, "* %zu RECENT\r\n", ch.n);
+			break;
+		case MAILBOX_CHANGE_FLAGS:
+			evbuffer_add_printf(j->out, "* %zu FETCH (FLAGS ", ch.n);
+			imap_flags_text(j->out, ch.flags);
+			evbuffer_add_printf(j->out, " UID %lu)\r\n", (unsigned long)ch.uid);
+			break;
+		}
+		if (evbuffer_get_length(j->out) >= IMAP_CHUNK)
+			imap_send(s, j->out);
+		return false;
+	}
+	imap_send(s, j->out);
+	if (j->status)
+		imap_reply(s, j->status, "%s", j->text);
+	return true;
+}
+
+static void imap_updates_stop(struct imap_session *s)
+{
+	struct imap_updates_job *j = s->job_data;
+	evbuffer_free(j->out);
+	free(j->status);
+	free(j->text);
+	free(j);
+}
+
+static const struct imap_job_ops imap_updates_ops = {imap_updates_step, imap_updates_stop};
+
+/* Send the queued changes, then (status non-NULL) the tagged completion. */
+static void imap_updates(struct imap_session *s, const char *status, const char *text)
+{
+	struct imap_updates_job *j = xcalloc(1, sizeof *j);
+	j->status = status ? xstrdup(status) : NULL;
+	j->text = text ? xstrdup(text) : NULL;
+	j->out = evbuffer_new();
+	imap_job_start(s, &imap_updates_ops, j);
+}
+
+/* ---- IDLE's watch ------------------------------------------------------------ */
+
+enum { IMAP_IDLE_POLL_MS = 1000 }; /* without inotify: look this often */
+
+static void imap_on_watch(evutil_socket_t fd, short what, void *arg)
+{
+	struct imap_session *s = arg;
+	if (s->state != IMAP_IDLE || !s->view)
+		return;
+	if (what & EV_READ)
+		mailbox_watch_drain(s->view);
+	imap_sync(s, true);
+	imap_run(s);
+}
+
+static void imap_watch_start(struct imap_session *s)
+{
+	if (!s->view || s->watch)
+		return;
+	char err[256];
+	int fd = mailbox_watch(s->view, err, sizeof err);
+	if (fd >= 0) {
+		s->watch = event_new(s->b.rt->base, fd, EV_READ | EV_PERSIST, imap_on_watch, s);
+		event_add(s->watch, NULL);
+		return;
+	}
+	log_warn("event=idle-poll session=%s error=\"%s\"", s->b.sid, err);
+	s->watch = event_new(s->b.rt->base, -1, EV_PERSIST, imap_on_watch, s);
+	struct timeval tv = {.tv_sec = IMAP_IDLE_POLL_MS / 1000,
+			     .tv_usec = (IMAP_IDLE_POLL_MS % 1000) * 1000};
+	event_add(s->watch, &tv);
+}
+
+static void imap_watch_stop(struct imap_session *s)
+{
+	if (!s->watch)
+		return;
+	event_free(s->watch);
+	s->watch = NULL;
+	if (s->view)
+		mailbox_unwatch(s->view);
+}
+
+/* ---- login: the user's folders -------------------------------------------- */
+
+static bool imap_open_store(struct imap_session *s, const char *user)
+{
+	char err[512];
+	char *dir = maildir_path(s->b.rt->conf->mailboxes, user);
+	if (!dir) {
+		imap_no(s, "[UNAVAILABLE] No mailbox for this user");
+		return false;
+	}
+	if (mailbox_prepare(dir, err, sizeof err) < 0) {
+		imap_mailbox_log(s, "login", err);
+		free(dir);
+		imap_no(s, "[UNAVAILABLE] Cannot open the mailbox");
+		return false;
+	}
+	free(s->maildir);
+	s->maildir = dir;
+	return true;
+}
+
+/* A mailbox name argument (astring), or BAD. */
+static const char *imap_mailbox_arg(struct imap_session *s, const struct imap_command *c,
+				    size_t i)
+{
+	size_t len;
+	const char *name = imap_arg_astring(imap_args_at(&c->args, i), &len);
+	if (!name || len != strlen(name)) {
+		imap_bad(s, "Invalid mailbox name argument");
+		return NULL;
+	}
+	return name;
+}
+
+/* ---- SELECT, EXAMINE (RFC 3501 §6.3.1, §6.3.2) ----------------------------- */
+
+IMAP_HANDLER(imap_cmd_select)
+{
+	bool examine = strcmp(c->name, "EXAMINE") == 0;
+	if (c->args.n != 1) {
+		imap_bad(s, examine ? "Syntax: EXAMINE mailbox" : "Syntax: SELECT mailbox");
+		return;
+	}
+	const char *name = imap_mailbox_arg(s, c, 0);
+	if (!name)
+		return;
+	/* §6.3.1: a SELECT leaves the folder selected before, even if it fails */
+	imap_view_close(s);
+	imap_enter_state(s, IMAP_AUTH);
+	char err[256];
+	struct mailbox *mb;
+	enum mailbox_result r = mailbox_open(s->maildir, name, examine, &mb, err, sizeof err);
+	if (r != MAILBOX_OK) {
+		imap_store_error(s, r, err);
+		return;
+	}
+	s->view = mb;
+	struct mailbox_change ch;
+	while (mailbox_next_change(mb, &ch))
+		; /* the state at SELECT is what the responses below say */
+	const char *flags = "\\Answered \\Flagged \\Deleted \\Seen \\Draft";
+	conn_printf(s->io, "* FLAGS (%s)", flags);
+	conn_printf(s->io, "* OK [PERMANENTFLAGS (%s)] %s", examine ? "" : flags,
+		    examine ? "No permanent flags permitted" : "Flags permitted");
+	conn_printf(s->io, "* %zu EXISTS", mailbox_count(mb));
+	conn_printf(s->io, "* %zu RECENT", mailbox_recent(mb));
+	size_t unseen = mailbox_first_unseen(mb);
+	if (unseen)
+		conn_printf(s->io, "* OK [UNSEEN %zu] First unseen", unseen);
+	conn_printf(s->io, "* OK [UIDVALIDITY %lu] UIDs valid",
+		    (unsigned long)mailbox_uidvalidity(mb));
+	conn_printf(s->io, "* OK [UIDNEXT %lu] Predicted next UID",
+		    (unsigned long)mailbox_uidnext(mb));
+	imap_enter_state(s, IMAP_SELECTED);
+	imap_ok(s, "[%s] %s completed", examine ? "READ-ONLY" : "READ-WRITE",
+		examine ? "EXAMINE" : "SELECT");
+}
+
+/* ---- CREATE, DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE ------------------------ */
+
+IMAP_HANDLER(imap_cmd_create)
+{
+	const char *name = c->args.n == 1 ? imap_mailbox_arg(s, c, 0) : NULL;
+	if (c->args.n != 1) {
+		imap_bad(s, "Syntax: CREATE mailbox");
+		return;
+	}
+	char err[256];
+	if (name && imap_store_error(s, mailbox_create(s->maildir, name, err, sizeof err), err))
+		imap_ok(s, "CREATE completed");
+}
+
+IMAP_HANDLER(imap_cmd_delete)
+{
+	const char *name = c->args.n == 1 ? imap_mailbox_arg(s, c, 0) : NULL;
+	if (c->args.n != 1) {
+		imap_bad(s, "Syntax: DELETE mailbox");
+		return;
+	}
+	char err[256];
+	if (name && imap_store_error(s, mailbox_delete(s->maildir, name, err, sizeof err), err))
+		imap_ok(s, "DELETE completed");
+}
+
+IMAP_HANDLER(imap_cmd_rename)
+{
+	if (c->args.n != 2) {
+		imap_bad(s, "Syntax: RENAME mailbox newname");
+		return;
+	}
+	const char *from = imap_mailbox_arg(s, c, 0);
+	const char *to = from ? imap_mailbox_arg(s, c, 1) : NULL;
+	char err[256];
+	if (to && imap_store_error(s, mailbox_rename(s->maildir, from, to, err, sizeof err), err))
+		imap_ok(s, "RENAME completed");
+}
+
+static void imap_subscription(struct imap_session *s, const struct imap_command *c, bool on)
+{
+	if (c->args.n != 1) {
+		imap_bad(s, on ? "Syntax: SUBSCRIBE mailbox" : "Syntax: UNSUBSCRIBE mailbox");
+		return;
+	}
+	const char *name = imap_mailbox_arg(s, c, 0);
+	char err[256];
+	if (name &&
+	    imap_store_error(s, mailbox_subscribe(s->maildir, name, on, err, sizeof err), err))
+		imap_ok(s, "%s completed", on ? "SUBSCRIBE" : "UNSUBSCRIBE");
+}
+
+IMAP_HANDLER(imap_cmd_subscribe)
+{
+	imap_subscription(s, c, true);
+}
+
+IMAP_HANDLER(imap_cmd_unsubscribe)
+{
+	imap_subscription(s, c, false);
+}
+
+/* ---- LIST, LSUB (RFC 3501 §6.3.8, §6.3.9; RFC 6154; RFC 3348) --------------- */
+
+static void imap_list_line(struct evbuffer *out, const char *cmd, const struct mailbox_folder *f,
+			   const char *name)
+{
+	evbuffer_add_printf(out, "* %s (", cmd);
+	bool first = true;
+	if (f && f->noselect) {
+		evbuffer_add_printf(out, "\\Noselect");
+		first = false;
+	}
+	if (f) {
+		evbuffer_add_printf(out, "%s%s", first ? "" : " ",
+				    f->has_children ? "\\HasChildren" : "\\HasNoChildren");
+		const char *special = mailbox_special_attr(f->special);
+		if (special)
+			evbuffer_add_printf(out, " %s", special);
+	}
+	evbuffer_add_printf(out, ") \".\" ");
+	imap_put_mailbox(out, name);
+	evbuffer_add(out, "\r\n", 2);
+}
+
+static const struct mailbox_folder *imap_folder_find(const struct mailbox_folder_list *l,
+						     const char *name)
+{
+	for (size_t i = 0; i < l->n; i++)
+		if (strcmp(l->v[i].name, name) == 0 ||
+		    (mailbox_is_inbox(name) && mailbox_is_inbox(l->v[i].name)))
+			return &l->v[i];
+	return NULL;
+}
+
+IMAP_HANDLER(imap_cmd_list)
+{
+	bool lsub = strcmp(c->name, "LSUB") == 0;
+	size_t rlen, plen;
+	const char *ref = imap_arg_astring(imap_args_at(&c->args, 0), &rlen);
+	const char *pat = imap_arg_list_mailbox(imap_args_at(&c->args, 1), &plen);
+	if (c->args.n != 2 || !ref || !pat) {
+		imap_bad(s, lsub ? "Syntax: LSUB reference pattern" : "Syntax: LIST reference pattern");
+		return;
+	}
+	if (!lsub && *pat == '\0') { /* §6.3.8: the delimiter and the root */
+		conn_printf(s->io, "* LIST (\\Noselect) \".\" \"\"");
+		imap_ok(s, "LIST completed");
+		return;
+	}
+	char *full = xasprintf("%s%s", ref, pat);
+	struct mailbox_folder_list folders = {0};
+	struct mailbox_names subs = {0};
+	char err[256];
+	if (mailbox_folders(s->maildir, &folders, err, sizeof err) < 0 ||
+	    (lsub && mailbox_subscriptions(s->maildir, &subs, err, sizeof err) < 0)) {
+		free(full);
+		mailbox_folders_free(&folders);
+		imap_store_error(s, MAILBOX_ERR_IO, err);
+		return;
+	}
+	struct evbuffer *out = evbuffer_new();
+	size_t n = lsub ? subs.n : folders.n;
+	for (size_t i = 0; i < n; i++) {
+		const char *name = lsub ? subs.v[i] : folders.v[i].name;
+		if (!mailbox_match(full, name))
+			continue;
+		const struct mailbox_folder *f = lsub ? imap_folder_find(&folders, name)
+						      : &folders.v[i];
+		imap_list_line(out, lsub ? "LSUB" : "LIST", f, name);
+		if (evbuffer_get_length(out) >= IMAP_CHUNK)
+			imap_send(s, out);
+	}
+	imap_send(s, out);
+	evbuffer_free(out);
+	free(full);
+	mailbox_folders_free(&folders);
+	mailbox_names_free(&subs);
+	imap_ok(s, "%s completed", lsub ? "LSUB" : "LIST");
+}
+
+/* ---- STATUS (§6.3.10) ---------------------------------------------------------- */
+
+IMAP_HANDLER(imap_cmd_status)
+{
+	const struct imap_args *items = imap_arg_list(imap_args_at(&c->args, 1));
+	if (c->args.n != 2 || !items || items->n == 0) {
+		imap_bad(s, "Syntax: STATUS mailbox (items)");
+		return;
+	}
+	const char *name = imap_mailbox_arg(s, c, 0);
+	if (!name)
+		return;
+	static const char *const names[] = {"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY",
+					    "UNSEEN"};
+	for (size_t i = 0; i < items->n; i++) {
+		size_t k = 0;
+		while (k < ARRAY_LEN(names) && !imap_arg_is(imap_args_at(items, i), names[k]))
+			k++;
+		if (k == ARRAY_LEN(names)) {
+			imap_bad(s, "Unknown STATUS item");
+			return;
+		}
+	}
+	struct mailbox_status st;
+	char err[256];
+	if (!imap_store_error(s, mailbox_status(s->maildir, name, &st, err, sizeof err), err))
+		return;
+	const uint32_t values[] = {st.messages, st.recent, st.uidnext, st.uidvalidity, st.unseen};
+	struct evbuffer *out = evbuffer_new();
+	evbuffer_add_printf(out, "* STATUS ");
+	imap_put_mailbox(out, name);
+	evbuffer_add_printf(out, " (");
+	for (size_t i = 0; i < items->n; i++) {
+		size_t k = 0;
+		while (!imap_arg_is(imap_args_at(items, i), names[k]))
+			k++;
+		evbuffer_add_printf(out, "%s%s %lu", i ? " " : "", names[k], (unsigned long)values[k]);
+	}
+	evbuffer_add_printf(out, ")\r\n");
+	imap_send(s, out);
+	evbuffer_free(out);
+	imap_ok(s, "STATUS completed");
+}
+
+/* ---- APPEND (RFC 3501 §6.3.11, RFC 4315 APPENDUID) -------------------------- */
+
+/* Open the file for the message literal in the folder's tmp/.  false with
+ * the result in *r (NONEXISTENT: say [TRYCREATE]). */
+static bool imap_append_open(struct imap_session *s, const char *name, enum mailbox_result *r,
+			     char *err, size_t errsz)
+{
+	if (s->append_path)
+		return true;
+	*r = mailbox_append_begin(s->maildir, name, &s->append_path, &s->append_fd, err, errsz);
+	if (*r != MAILBOX_OK) {
+		s->append_path = NULL;
+		s->append_fd = -1;
+		return false;
+	}
+	return true;
+}
+
+/* The message literal was not used (a bad command, a refusal): drop it. */
+static void imap_append_discard(struct imap_session *s)
+{
+	if (s->append_fd >= 0)
+		close(s->append_fd);
+	s->append_fd = -1;
+	if (s->append_path)
+		mailbox_append_abort(s->append_path);
+	free(s->append_path);
+	s->append_path = NULL;
+}
+
+/* The parser's sink: octets of the message literal, straight to the file.
+ * A {n+} literal comes without a continuation, so the file may be opened
+ * here, for the mailbox the pending command names. */
+static int imap_append_write(void *arg, const void *data, size_t len)
+{
+	struct imap_session *s = arg;
+	if (!s->append_path) {
+		const struct imap_command *pc = imap_parser_pending(s->parser);
+		size_t nlen;
+		const char *name = pc ? imap_arg_astring(imap_args_at(&pc->args, 0), &nlen) : NULL;
+		enum mailbox_result r;
+		char err[256];
+		if (!name || nlen != strlen(name) || !imap_append_open(s, name, &r, err, sizeof err))
+			return -1;
+	}
+	if (write_all(s->append_fd, data, len) < 0) {
+		imap_mailbox_log(s, "append", strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+/* A synchronizing message literal is announced: refuse it before the
+ * octets come when the folder does not exist (RFC 3501 §6.3.11: NO
+ * [TRYCREATE]), else open its file. */
+static bool imap_append_continue(struct imap_session *s, const struct imap_command *pc)
+{
+	size_t nlen;
+	const char *name = imap_arg_astring(imap_args_at(&pc->args, 0), &nlen);
+	if (!name || nlen != strlen(name) || pc->args.n < 2) {
+		imap_bad(s, "Syntax: APPEND mailbox [(flags)] [date-time] literal");
+		return false;
+	}
+	enum mailbox_result r;
+	char err[256];
+	if (imap_append_open(s, name, &r, err, sizeof err))
+		return true;
+	if (r == MAILBOX_ERR_NONEXISTENT)
+		imap_no(s, "[TRYCREATE] No such mailbox");
+	else
+		imap_store_error(s, r, err);
+	return false;
+}
+
+IMAP_HANDLER(imap_cmd_append)
+{
+	const char *syntax = "Syntax: APPEND mailbox [(flags)] [date-time] literal";
+	size_t nlen, i = 1;
+	const char *name = imap_arg_astring(imap_args_at(&c->args, 0), &nlen);
+	unsigned flags = 0;
+	long long date = 0;
+	const char *err = syntax;
+	if (imap_arg_list(imap_args_at(&c->args, i)) &&
+	    !imap_flags_parse(imap_args_at(&c->args, i++), &flags, &err)) {
+		imap_bad(s, err);
+		return;
+	}
+	const struct imap_arg *a = imap_args_at(&c->args, i);
+	if (a && a->type == IMAP_ARG_QUOTED) {
+		if (!imap_parse_datetime(a->str, &date)) {
+			imap_bad(s, "Invalid date-time");
+			return;
+		}
+		a = imap_args_at(&c->args, ++i);
+	}
+	if (!name || nlen != strlen(name) || !a || a->type != IMAP_ARG_LITERAL || !a->sunk ||
+	    i + 1 != c->args.n) {
+		imap_bad(s, syntax);
+		return;
+	}
+	enum mailbox_result r = MAILBOX_OK;
+	char why[256] = "";
+	if (!imap_append_open(s, name, &r, why, sizeof why) || a->sink_failed) {
+		if (r == MAILBOX_ERR_NONEXISTENT)
+			imap_no(s, "[TRYCREATE] No such mailbox");
+		else if (r != MAILBOX_OK)
+			imap_store_error(s, r, why);
+		else
+			imap_no(s, "[SERVERBUG] The message could not be stored");
+		return;
+	}
+	if (a->literal_nul) {
+		imap_no(s, "[CANNOT] NUL octets are not allowed in a message");
+		return;
+	}
+	close(s->append_fd);
+	s->append_fd = -1;
+	uint32_t validity, uid;
+	r = mailbox_append_commit(s->maildir, name, s->append_path, flags & MAILBOX_FLAGS_PERMANENT,
+				  date, &validity, &uid, why, sizeof why);
+	free(s->append_path); /* committed or removed by mailbox_append_commit */
+	s->append_path = NULL;
+	if (!imap_store_error(s, r, why))
+		return;
+	char text[128];
+	if (uid) /* 0: the UID is not known (RFC 4315 §3: then no APPENDUID) */
+		snprintf(text, sizeof text, "[APPENDUID %lu %lu] APPEND completed",
+			 (unsigned long)validity, (unsigned long)uid);
+	else
+		snprintf(text, sizeof text, "APPEND completed");
+	if (s->view) { /* the new message of the selected folder shows at once */
+		imap_sync(s, true);
+		if (s->job) {
+			imap_job_stop(s);
+			imap_updates(s, "OK", text);
+			return;
+		}
+	}
+	imap_ok(s, "%s", text);
+}
+
+/* ---- COPY, MOVE (RFC 3501 §6.4.7, RFC 6851, RFC 4315 COPYUID) ---------------- */
+
+/* A uid-set of ascending UIDs, runs joined: "4:7,9". */
+static void imap_put_uidset(struct evbuffer *out, const uint32_t *v, size_t n)
+{
+	for (size_t i = 0; i < n;) {
+		size_t j = i;
+		while (j + 1 < n && v[j + 1] == v[j] + 1)
+			j++;
+		evbuffer_add_printf(out, "%s%lu", i ? "," : "", (unsigned long)v[i]);
+		if (j > i)
+			evbuffer_add_printf(out, ":%lu", (unsigned long)v[j]);
+		i = j + 1;
+	}
+}
+
+/* "[COPYUID validity src dst]" into out. */
+static void imap_put_copyuid(struct evbuffer *out, const struct mailbox_uidmap *map)
+{
+	evbuffer_add_printf(out, "[COPYUID %lu ", (unsigned long)map->uidvalidity);
+	imap_put_uidset(out, map->src, map->n);
+	evbuffer_add(out, " ", 1);
+	imap_put_uidset(out, map->dst, map->n);
+	evbuffer_add(out, "]", 1);
+}
+
+IMAP_HANDLER(imap_cmd_copy)
+{
+	bool uid = imap_is_uid(c);
+	bool move = strstr(c->name, "MOVE") != NULL;
+	const char *what = move ? "MOVE" : "COPY";
+	if (c->args.n != 2) {
+		imap_bad(s, move ? "Syntax: MOVE set mailbox" : "Syntax: COPY set mailbox");
+		return;
+	}
+	const char *dest = imap_mailbox_arg(s, c, 1);
+	struct imap_seqset set = {0};
+	if (!dest || !imap_set_parse(s, imap_args_at(&c->args, 0), uid, &set))
+		return;
+	struct imap_match m = {&set, uid};
+	struct mailbox_uidmap map = {0};
+	char err[256];
+	enum mailbox_result r = move ? mailbox_move(s->view, imap_match_fn, &m, dest, &map, err,
+						    sizeof err)
+				     : mailbox_copy(s->view, imap_match_fn, &m, dest, &map, err,
+						    sizeof err);
+	imap_seqset_clear(&set);
+	if (r == MAILBOX_ERR_NONEXISTENT) {
+		imap_no(s, "[TRYCREATE] No such mailbox");
+		return;
+	}
+	if (!imap_store_error(s, r, err)) {
+		mailbox_uidmap_free(&map);
+		return;
+	}
+	struct evbuffer *out = evbuffer_new();
+	if (move && map.n) { /* RFC 6851 §4.3: COPYUID before the EXPUNGEs */
+		evbuffer_add_printf(out, "* OK ");
+		imap_put_copyuid(out, &map);
+		evbuffer_add_printf(out, " Moved\r\n");
+	} else if (map.n) {
+		evbuffer_add_printf(out, "%s OK ", s->tag);
+		imap_put_copyuid(out, &map);
+		evbuffer_add_printf(out, " COPY completed\r\n");
+	}
+	imap_send(s, out);
+	evbuffer_free(out);
+	size_t copied = map.n;
+	mailbox_uidmap_free(&map);
+	if (move)
+		imap_updates(s, "OK", "MOVE completed");
+	else if (!copied)
+		imap_ok(s, "%s completed", what);
+}
+
+/* ---- the messages (message.c) ---------------------------------------------- */
+
+/* One cache of parsed summaries for every session (message.h). */
+static struct message_cache *imap_cache;
+
+void imap_session_cleanup(void)
+{
+	if (imap_cache)
+		message_cache_free(imap_cache);
+	imap_cache = NULL;
+}
+
+/* The summary of message i, kept until imap_msg_release(); NULL when the
+ * file cannot be read (logged unless it vanished). */
+static struct message *imap_msg_get(struct imap_session *s, size_t i)
+{
+	if (s->msg && s->msg_index == i)
+		return s->msg;
+	imap_msg_release(s);
+	if (!imap_cache)
+		imap_cache = message_cache_new(0);
+	char *path = mailbox_msg_path(s->view, i + 1);
+	if (!path)
+		return NULL;
+	char err[256];
+	s->msg = message_get(imap_cache, path, err, sizeof err);
+	if (!s->msg) {
+		if (errno != ENOENT)
+			imap_mailbox_log(s, "read", err);
+		free(path);
+		return NULL;
+	}
+	s->msg_path = path;
+	s->msg_index = i;
+	return s->msg;
+}
+
+void imap_msg_release(struct imap_session *s)
+{
+	if (s->msg)
+		message_put(s->msg);
+	s->msg = NULL;
+	free(s->msg_path);
+	s->msg_path = NULL;
+}
+
+const char *imap_msg_envelope(struct imap_session *s, size_t i, size_t *len)
+{
+	struct message *m = imap_msg_get(s, i);
+	return m ? message_envelope(m, len) : NULL;
+}
+
+const char *imap_msg_structure(struct imap_session *s, size_t i, bool extended,
+				      size_t *len)
+{
+	struct message *m = imap_msg_get(s, i);
+	if (!m)
+		return NULL;
+	return extended ? message_bodystructure(m, len) : message_body(m, len);
+}
+
+bool imap_msg_section(struct imap_session *s, size_t i, const struct imap_section *sec,
+			     struct imap_part *part)
+{
+	struct message *m = imap_msg_get(s, i);
+	struct message_section ms;
+	char err[256];
+	memset(part, 0, sizeof *part);
+	if (!m || message_section(m, s->msg_path, sec, &ms, err, sizeof err) < 0)
+		return false;
+	switch (ms.kind) {
+	case MESSAGE_SECTION_RANGE:
+		part->offset = ms.offset;
+		part->length = ms.length;
+		break;
+	case MESSAGE_SECTION_BUFFER:
+		part->built = xmalloc(ms.len + 1);
+		memcpy(part->built, ms.buf, ms.len);
+		part->built_len = ms.len;
+		break;
+	case MESSAGE_SECTION_NONE:
+		part->built = xstrdup("");
+		break;
+	}
+	message_section_free(&ms);
+	return true;
+}
+
+struct message_stream *imap_msg_stream(struct imap_session *s, size_t i, uint64_t offset,
+					      uint64_t length)
+{
+	struct message *m = imap_msg_get(s, i);
+	return m ? message_stream_open(m, s->msg_path, offset, length) : NULL;
+}
+
+/* SENT*: the day of the Date: header in its own zone (RFC 3501 §6.4.4). */
+bool imap_msg_sent_day(struct imap_session *s, size_t i, long long *day)
+{
+	struct message *m = imap_msg_get(s, i);
+	int64_t when;
+	int tz;
+	if (!m || !message_sent_date(m, &when, &tz))
+		return false;
+	long long local = (long long)when + (long long)tz * 60;
+	*day = local >= 0 ? local / 86400 : -((-local + 86399) / 86400);
+	return true;
+}
+
+bool imap_msg_header_has(struct imap_session *s, size_t i, const char *field,
+				const char *str)
+{
+	struct message *m = imap_msg_get(s, i);
+	char err[256];
+	return m && message_header_contains(m, s->msg_path, field, str, err, sizeof err) == 1;
+}
+
+bool imap_msg_body_has(struct imap_session *s, size_t i, const char *str, bool text)
+{
+	struct message *m = imap_msg_get(s, i);
+	char err[256];
+	return m && message_text_contains(m, s->msg_path, text, str, err, sizeof err) == 1;
+}
+
+/* ---- life -------------------------------------------------------------- */
+
+static void imap_view_close(struct imap_session *s);
+
+static void imap_free(struct imap_session *s)
+{
+	imap_job_stop(s);
+	imap_command_free(s->deferred);
+	imap_watch_stop(s);
+	imap_view_close(s);
+	imap_append_discard(s);
+	free(s->maildir);
+	free(s->user);
+	if (s->sasl)
+		sasl_free(s->sasl);
+	if (s->pause)
+		event_free(s->pause);
+	offload_cancel(s->check);
+	if (s->resume)
+		event_free(s->resume);
+	if (s->login_timer)
+		event_free(s->login_timer);
+	if (s->parser)
+		imap_parser_free(s->parser);
+	conn_free(s->io);
+	session_base_release(&s->b);
+	free(s);
+}
+
+/* Daemon shutdown: RFC 3501 §7.1.5 BYE, then close once it has left.  A
+ * response under way is cut at a line end only: a literal in flight
+ * cannot be ended early, so the BYE waits for nothing and the client sees
+ * the connection close. */
+static void imap_shutdown(struct session_link *c)
+{
+	struct imap_session *s = c->session;
+	if (!s->io || s->state == IMAP_HANDSHAKE) {
+		imap_free(s);
+		return;
+	}
+	if (s->state == IMAP_CLOSING)
+		return;
+	if (!s->job)
+		conn_printf(s->io, "* BYE [UNAVAILABLE] Server shutting down");
+	imap_job_stop(s);
+	imap_close_after_flush(s);
+}
+
+/* Shutdown took too long: drop the session now. */
+static void imap_abort(struct session_link *c)
+{
+	imap_free(c->session);
+}
+
+void imap_session_start(const struct session_start *st)
+{
+	const struct conf_server *srv = st->srv;
+	struct imap_session *s = xcalloc(1, sizeof *s);
+	s->append_fd = -1;
+	/* "i": never the id of an SMTP or POP3 session of the same moment */
+	session_base_init(&s->b, st, "i", s, imap_shutdown, imap_abort);
+	s->parser = imap_parser_new();
+	/* RFC 3501 §5.4: the autologout timer is at least 30 minutes; the
+	 * short limit before login is s->login_timer */
+	unsigned timeout = srv->limits.timeout;
+	if (timeout < IMAP_AUTOLOGOUT_MIN)
+		timeout = IMAP_AUTOLOGOUT_MIN;
+	struct conn_params p = {
+		.base = s->b.rt->base,
+		.fd = st->fd,
+		.ts = st->ts,
+		.policy = &srv->tls,
+		.implicit_tls = st->implicit_tls,
+		.timeout = timeout,
+		.log_id = s->b.log_id,
+	};
+	s->state = st->implicit_tls ? IMAP_HANDSHAKE : IMAP_NOTAUTH;
+	s->io = conn_new(&p, &imap_conn_handler, s);
+	if (!s->io) {
+		imap_free(s);
+		return;
+	}
+	s->login_timer = evtimer_new(s->b.rt->base, imap_on_login_timer, s);
+	imap_login_timer_arm(s);
+	if (!st->implicit_tls)
+		imap_greet(s);
+}

@@ -1,0 +1,64 @@
+/* session: the base shared by the SMTP, POP3 and IMAP sessions. */
+#include "proto/session.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "conf/conf.h"
+#include "lib/log.h"
+#include "lib/util.h"
+#include "net/addr.h"
+#include "runtime/runtime.h"
+
+/* Ids stay unique within the process and differ between runs started in
+ * different seconds (the start time seeds the counter's high bits). */
+static unsigned long long session_next_id(void)
+{
+	static unsigned long long counter;
+	if (counter == 0)
+		counter = ((unsigned long long)time(NULL) & 0xffffff) << 20;
+	return ++counter;
+}
+
+void session_base_init(struct session_base *b, const struct session_start *st,
+		       const char *prefix, void *session,
+		       void (*shutdown)(struct session_link *l),
+		       void (*abort)(struct session_link *l))
+{
+	b->rt = runtime_ref(st->rt);
+	b->srv = st->srv;
+	b->link = st->link;
+	st->link->session = session;
+	st->link->shutdown = shutdown;
+	st->link->abort = abort;
+	bsnprintf(b->sid, sizeof b->sid, "%s%llx", prefix, session_next_id());
+	addr_text(st->peer, b->client, sizeof b->client);
+	memcpy(&b->peer, st->peer, st->peerlen < sizeof b->peer ? st->peerlen : sizeof b->peer);
+	socklen_t locallen = sizeof b->local;
+	if (getsockname(st->fd, (struct sockaddr *)&b->local, &locallen) < 0)
+		memset(&b->local, 0, sizeof b->local);
+	b->client_name = st->client_name ? xstrdup(st->client_name) : NULL;
+	b->refused = st->refused;
+	b->ts = st->ts;
+	b->implicit_tls = st->implicit_tls;
+
+	char esc[LOG_VALUE_MAX] = "-";
+	if (b->client_name)
+		log_escape(esc, sizeof esc, b->client_name, strlen(b->client_name));
+	log_info("event=connect session=%s server=%s client=%s name=%s%s", b->sid, b->srv->name,
+		 b->client, esc, b->implicit_tls ? " tls=implicit" : "");
+	bsnprintf(b->log_id, sizeof b->log_id, "session=%s server=%s client=%s", b->sid,
+		  b->srv->name, b->client);
+}
+
+void session_base_release(struct session_base *b)
+{
+	log_info("event=disconnect session=%s server=%s client=%s", b->sid, b->srv->name,
+		 b->client);
+	free(b->client_name);
+	b->client_name = NULL;
+	b->link->closed(b->link);
+	runtime_unref(b->rt);
+}

@@ -1,0 +1,64 @@
+/* smtp_data: end-of-data detection, dot-unstuffing and smuggling defence
+ * for the DATA phase (RFC 5321 §4.1.1.4, §4.5.2, §2.3.8). */
+#include "proto/smtp/smtp_data.h"
+
+#include <string.h>
+
+#include "lib/linebuf.h"
+
+void smtp_data_begin(struct smtp_data *d, uint64_t limit)
+{
+	memset(d, 0, sizeof *d);
+	d->prev_crlf = true; /* the DATA command line ended in CRLF */
+	d->limit = limit;
+}
+
+void smtp_data_long_line(struct smtp_data *d)
+{
+	d->flags |= SMTP_DATA_LONG_LINE;
+	/* the dropped line's ending is unknown: it cannot start the
+	 * terminating sequence */
+	d->prev_crlf = false;
+}
+
+static bool is_end_of_data(const struct smtp_data *d, const struct linebuf_line *line)
+{
+	/* <CRLF>.<CRLF> exactly: the preceding line ended in CRLF and this
+	 * one is a lone dot ended in CRLF (§4.1.1.4).  ".\n" or a dot after
+	 * a bare LF is text, never the end (§2.3.8). */
+	return d->prev_crlf && line->crlf && line->len == 1 && line->data[0] == '.';
+}
+
+enum smtp_data_result smtp_data_line(struct smtp_data *d, const struct linebuf_line *line,
+				     const char **text, size_t *len)
+{
+	if (is_end_of_data(d, line))
+		return SMTP_DATA_END;
+
+	d->prev_crlf = line->crlf;
+	if (line->bare_lf || line->bare_cr)
+		d->flags |= SMTP_DATA_BARE_EOL;
+	if (line->has_nul)
+		d->flags |= SMTP_DATA_NUL;
+
+	const char *t = line->data;
+	size_t n = line->len;
+	if (n > 0 && t[0] == '.') { /* §4.5.2 transparency */
+		t++;
+		n--;
+	}
+	if (n + 2 > LINE_MAX_TEXT) /* counted without the stuffing dot */
+		d->flags |= SMTP_DATA_LONG_LINE;
+	d->size += n + 2;
+	if (d->size > d->limit)
+		d->flags |= SMTP_DATA_TOO_BIG;
+
+	if (d->flags) {
+		*text = NULL;
+		*len = 0;
+	} else {
+		*text = t;
+		*len = n;
+	}
+	return SMTP_DATA_TEXT;
+}

@@ -1,0 +1,1406 @@
+/* smtp_session: an inbound SMTP session.  RFC 5321 (commands, replies,
+ * limits), RFC 3463 (enhanced status codes), RFC 2920 (PIPELINING),
+ * RFC 1870 (SIZE), RFC 6152 (8BITMIME), RFC 6531 (SMTPUTF8).
+ *
+ * Every command is dispatched from smtp_commands[], which states the
+ * session states it is valid in and the policy it needs; one gate,
+ * smtp_gate(), enforces those before any handler runs.  Handlers check
+ * syntax first, then act.  All input passes linebuf_get(). */
+#include "proto/smtp/smtp_session.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+
+#include "net/access.h"
+#include "auth/aliases.h"
+#include "conf/conf.h"
+#include "net/conn.h"
+#include "queue/deliver_local.h"
+#include "lib/linebuf.h"
+#include "lib/log.h"
+#include "lib/offload.h"
+#include "auth/sasl.h"
+#include "proto/session.h"
+#include "runtime/runtime.h"
+#include "proto/smtp/smtp_addr.h"
+#include "proto/smtp/smtp_data.h"
+#include "queue/spool.h"
+#include "net/tls.h"
+#include "auth/userdb.h"
+#include "lib/util.h"
+
+/* Named limits of a session (STYLE: every limit in one place). */
+enum {
+	SMTP_MAIL_LINE_MAX = LINE_MAX_COMMAND + 26 + 14 + 10, /* + SIZE, BODY, SMTPUTF8 */
+	SMTP_MAX_ERRORS = 20,           /* then 421 and close */
+	SMTP_HELO_MAX = 255,
+};
+
+enum smtp_state {
+	SMTP_INIT = 1u << 0,    /* greeting sent, no HELO/EHLO yet */
+	SMTP_READY = 1u << 1,   /* HELO/EHLO done, no transaction */
+	SMTP_MAIL = 1u << 2,    /* MAIL accepted */
+	SMTP_RCPT = 1u << 3,    /* at least one RCPT accepted */
+	SMTP_DATA = 1u << 4,    /* reading message text */
+	SMTP_CLOSING = 1u << 5, /* flushing the last reply */
+	SMTP_HANDSHAKE = 1u << 6, /* TLS handshake under way */
+	SMTP_AUTH = 1u << 7,    /* inside an AUTH exchange (RFC 4954) */
+	SMTP_REFUSED = 1u << 8, /* refused by the connection rules: QUIT only */
+};
+#define SMTP_ANY_COMMAND_STATE (SMTP_INIT | SMTP_READY | SMTP_MAIL | SMTP_RCPT)
+
+static const char *smtp_state_name(enum smtp_state st)
+{
+	switch (st) {
+	case SMTP_INIT: return "init";
+	case SMTP_READY: return "ready";
+	case SMTP_MAIL: return "mail";
+	case SMTP_RCPT: return "rcpt";
+	case SMTP_DATA: return "data";
+	case SMTP_CLOSING: return "closing";
+	case SMTP_HANDSHAKE: return "handshake";
+	case SMTP_AUTH: return "auth";
+	case SMTP_REFUSED: return "refused";
+	}
+	return "?";
+}
+
+struct smtp_txn {
+	char *sender;           /* "" for <> */
+	bool smtputf8;
+	unsigned nrcpt_cmds;    /* accepted RCPT commands */
+	char *first_rcpt;       /* for "for <...>" in Received: */
+	struct spool_rcpt *rcpts; /* expanded, de-duplicated */
+	size_t nrcpts;
+};
+
+struct smtp_session {
+	struct session_base b;  /* id, generation, server, client, TLS context */
+	struct conn *io;        /* the transport; NULL once the client is gone */
+	struct linebuf lb;
+	enum smtp_state state;
+	char *helo;
+	bool esmtp;
+	bool tls_active;
+	char *auth_user;        /* after a successful AUTH */
+	struct sasl_session *sasl; /* an AUTH exchange under way */
+	unsigned sasl_mech;
+	bool sasl_final;        /* sent the SCRAM server-final, awaiting "" */
+	struct event *pause;    /* failed AUTH: the reply waits a while */
+	struct offload_job *check; /* AUTH PLAIN/LOGIN: the password on a worker */
+	unsigned errors;
+	struct smtp_txn txn;
+	struct smtp_data data;
+	struct spool_msg *msg;
+	bool committing;        /* waiting for the spool */
+	bool dead;              /* connection gone while committing */
+	bool output_blocked;
+	bool in_process;        /* re-entrancy guard for smtp_process_input */
+	int spool_err;          /* errno of a failed write during DATA */
+	char msg_id[SPOOL_ID_SIZE];
+	uint64_t msg_size;
+};
+
+/* ---- replies ---------------------------------------------------------- */
+
+static void smtp_reply(struct smtp_session *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void smtp_reply(struct smtp_session *s, const char *fmt, ...)
+{
+	char line[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(line, sizeof line - 2, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		fatal("smtp_reply: formatting failed");
+	if ((size_t)n > sizeof line - 3)
+		n = (int)sizeof line - 3;
+	line[n++] = '\r';
+	line[n++] = '\n';
+	conn_write(s->io, line, (size_t)n);
+}
+
+static void smtp_enter_state(struct smtp_session *s, enum smtp_state st)
+{
+	if (s->state == st)
+		return;
+	log_debug("event=state session=%s %s->%s", s->b.sid, smtp_state_name(s->state),
+		  smtp_state_name(st));
+	s->state = st;
+}
+
+static void smtp_close_after_flush(struct smtp_session *s)
+{
+	smtp_enter_state(s, SMTP_CLOSING);
+	conn_close(s->io);
+}
+
+static void smtp_error(struct smtp_session *s)
+{
+	if (++s->errors < SMTP_MAX_ERRORS)
+		return;
+	smtp_reply(s, "421 4.7.0 %s Error: too many errors", s->b.srv->hostname);
+	smtp_close_after_flush(s);
+}
+
+/* ---- the transaction --------------------------------------------------- */
+
+static void smtp_txn_reset(struct smtp_session *s)
+{
+	struct smtp_txn *t = &s->txn;
+	free(t->sender);
+	free(t->first_rcpt);
+	for (size_t i = 0; i < t->nrcpts; i++) {
+		free(t->rcpts[i].address);
+		free(t->rcpts[i].orig);
+	}
+	free(t->rcpts);
+	memset(t, 0, sizeof *t);
+	if (s->msg) {
+		spool_msg_abort(s->msg);
+		s->msg = NULL;
+	}
+	if (s->state & (SMTP_MAIL | SMTP_RCPT | SMTP_DATA))
+		smtp_enter_state(s, SMTP_READY);
+}
+
+static bool smtp_txn_has(const struct smtp_txn *t, const char *address)
+{
+	for (size_t i = 0; i < t->nrcpts; i++)
+		if (strcmp(t->rcpts[i].address, address) == 0)
+			return true;
+	return false;
+}
+
+static void smtp_txn_add(struct smtp_txn *t, const char *address, const char *orig, bool local)
+{
+	if (smtp_txn_has(t, address))
+		return; /* delivered to each once */
+	struct spool_rcpt *r = xappend(&t->rcpts, &t->nrcpts, sizeof *r);
+	r->address = xstrdup(address);
+	r->orig = xstrdup(orig);
+	r->local = local;
+}
+
+/* ---- command table ---------------------------------------------------- */
+
+enum smtp_cmd_flag {
+	SMTP_F_NEEDS_TLS = 1u << 0,  /* refused before TLS when tls.require */
+	SMTP_F_NEEDS_AUTH = 1u << 1, /* refused unauthenticated when !anonymous */
+};
+
+struct smtp_command {
+	const char *verb;
+	void (*handler)(struct smtp_session *s, char *args);
+	unsigned states;        /* enum smtp_state bits in which it is valid */
+	unsigned flags;
+	size_t line_max;        /* incl. CRLF */
+};
+
+static void smtp_cmd_helo(struct smtp_session *s, char *args);
+static void smtp_cmd_ehlo(struct smtp_session *s, char *args);
+static void smtp_cmd_mail(struct smtp_session *s, char *args);
+static void smtp_cmd_rcpt(struct smtp_session *s, char *args);
+static void smtp_cmd_data(struct smtp_session *s, char *args);
+static void smtp_cmd_rset(struct smtp_session *s, char *args);
+static void smtp_cmd_noop(struct smtp_session *s, char *args);
+static void smtp_cmd_quit(struct smtp_session *s, char *args);
+static void smtp_cmd_vrfy(struct smtp_session *s, char *args);
+static void smtp_cmd_help(struct smtp_session *s, char *args);
+static void smtp_cmd_starttls(struct smtp_session *s, char *args);
+static void smtp_cmd_auth(struct smtp_session *s, char *args);
+
+static const struct smtp_command smtp_commands[] = {
+	{"HELO", smtp_cmd_helo, SMTP_ANY_COMMAND_STATE, 0, LINE_MAX_COMMAND},
+	{"EHLO", smtp_cmd_ehlo, SMTP_ANY_COMMAND_STATE, 0, LINE_MAX_COMMAND},
+	{"MAIL", smtp_cmd_mail, SMTP_READY, SMTP_F_NEEDS_TLS | SMTP_F_NEEDS_AUTH, SMTP_MAIL_LINE_MAX},
+	{"RCPT", smtp_cmd_rcpt, SMTP_MAIL | SMTP_RCPT, SMTP_F_NEEDS_TLS, LINE_MAX_COMMAND},
+	{"DATA", smtp_cmd_data, SMTP_RCPT, SMTP_F_NEEDS_TLS, LINE_MAX_COMMAND},
+	{"RSET", smtp_cmd_rset, SMTP_ANY_COMMAND_STATE, 0, LINE_MAX_COMMAND},
+	{"NOOP", smtp_cmd_noop, SMTP_ANY_COMMAND_STATE, 0, LINE_MAX_COMMAND},
+	{"QUIT", smtp_cmd_quit, SMTP_ANY_COMMAND_STATE | SMTP_REFUSED, 0, LINE_MAX_COMMAND},
+	{"VRFY", smtp_cmd_vrfy, SMTP_ANY_COMMAND_STATE, 0, LINE_MAX_COMMAND},
+	{"HELP", smtp_cmd_help, SMTP_ANY_COMMAND_STATE, 0, LINE_MAX_COMMAND},
+	/* RFC 3207 §4: not inside a transaction */
+	{"STARTTLS", smtp_cmd_starttls, SMTP_INIT | SMTP_READY, 0, LINE_MAX_COMMAND},
+	/* RFC 4954 §4: after EHLO, not during a transaction */
+	{"AUTH", smtp_cmd_auth, SMTP_READY, SMTP_F_NEEDS_TLS, LINE_MAX_AUTH},
+};
+
+static const struct smtp_command *smtp_find_command(const char *verb)
+{
+	for (size_t i = 0; i < ARRAY_LEN(smtp_commands); i++)
+		if (strcasecmp(smtp_commands[i].verb, verb) == 0)
+			return &smtp_commands[i];
+	return NULL;
+}
+
+/* RFC 5321 §4.3.2: 503 for a command out of sequence, with the reason. */
+static void smtp_bad_sequence(struct smtp_session *s, const struct smtp_command *c)
+{
+	const char *why = "Bad sequence of commands";
+	if (s->state == SMTP_INIT)
+		why = "Send HELO/EHLO first";
+	else if (strcmp(c->verb, "MAIL") == 0)
+		why = "Nested MAIL command";
+	else if (s->state == SMTP_READY)
+		why = "Need MAIL command";
+	else if (strcmp(c->verb, "DATA") == 0)
+		why = "Need RCPT command";
+	smtp_reply(s, "503 5.5.1 Error: %s", why);
+	smtp_error(s);
+}
+
+/* The one policy gate: secure channel first (a client without TLS learns
+ * nothing else from a server that requires it), then state, then
+ * authentication. */
+static bool smtp_gate(struct smtp_session *s, const struct smtp_command *c)
+{
+	if (s->state == SMTP_REFUSED && !(c->states & SMTP_REFUSED)) {
+		/* SPEC §4: a refused client may only say goodbye */
+		smtp_reply(s, "503 5.7.1 Error: access denied");
+		smtp_error(s);
+		return false;
+	}
+	if ((c->flags & SMTP_F_NEEDS_TLS) && s->b.srv->tls.require && !s->tls_active) {
+		smtp_reply(s, "530 5.7.0 Must issue a STARTTLS command first");
+		smtp_error(s);
+		return false;
+	}
+	if (!(c->states & s->state)) {
+		smtp_bad_sequence(s, c);
+		return false;
+	}
+	if ((c->flags & SMTP_F_NEEDS_AUTH) && !s->b.srv->auth.anonymous && !s->auth_user) {
+		smtp_reply(s, "530 5.7.0 Authentication required");
+		smtp_error(s);
+		return false;
+	}
+	return true;
+}
+
+static bool smtp_line_is_clean(const struct linebuf_line *l)
+{
+	if (l->has_nul || l->bare_cr)
+		return false;
+	for (size_t i = 0; i < l->len; i++) {
+		unsigned char ch = (unsigned char)l->data[i];
+		if (ch < 0x20 && ch != '\t')
+			return false;
+	}
+	return true;
+}
+
+static void smtp_command(struct smtp_session *s, struct linebuf_line *l)
+{
+	if (!smtp_line_is_clean(l)) {
+		smtp_reply(s, "500 5.5.2 Error: invalid characters in command");
+		smtp_error(s);
+		return;
+	}
+	char *line = l->data;
+	char *args = line + strcspn(line, " ");
+	if (*args)
+		*args++ = '\0';
+	const struct smtp_command *c = smtp_find_command(line);
+	if (!c) {
+		smtp_reply(s, "500 5.5.1 Error: command not recognized");
+		smtp_error(s);
+		return;
+	}
+	if (l->len + 2 > c->line_max) {
+		smtp_reply(s, "500 5.5.2 Line too long");
+		smtp_error(s);
+		return;
+	}
+	if (smtp_gate(s, c))
+		c->handler(s, args);
+}
+
+/* ---- HELO, EHLO, and the small commands -------------------------------- */
+
+static bool smtp_helo_arg_ok(const char *args)
+{
+	size_t n = strlen(args);
+	if (n == 0 || n > SMTP_HELO_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)args[i];
+		if (ch <= 0x20 || ch >= 0x7f)
+			return false;
+	}
+	return true;
+}
+
+/* The mechanisms a client may use now: none before TLS when the secure
+ * channel is required; the plaintext ones only inside TLS when so
+ * configured (RFC 4954 §4, SPEC §4). */
+static unsigned smtp_auth_usable(const struct smtp_session *s)
+{
+	unsigned m = s->b.srv->auth.mechanisms;
+	if (s->tls_active)
+		return m;
+	if (s->b.srv->tls.require)
+		return 0;
+	if (s->b.srv->auth.plaintext_requires_tls)
+		m &= ~(unsigned)(MECH_PLAIN | MECH_LOGIN);
+	return m;
+}
+
+static bool smtp_hello(struct smtp_session *s, char *args, const char *verb)
+{
+	if (!smtp_helo_arg_ok(args)) {
+		smtp_reply(s, "501 5.5.4 Syntax: %s hostname", verb);
+		smtp_error(s);
+		return false;
+	}
+	smtp_txn_reset(s); /* RFC 5321 §4.1.4: EHLO/HELO reset the transaction */
+	free(s->helo);
+	s->helo = xstrdup(args);
+	smtp_enter_state(s, SMTP_READY);
+	return true;
+}
+
+static void smtp_cmd_helo(struct smtp_session *s, char *args)
+{
+	if (!smtp_hello(s, args, "HELO"))
+		return;
+	s->esmtp = false;
+	smtp_reply(s, "250 %s", s->b.srv->hostname);
+}
+
+static void smtp_cmd_ehlo(struct smtp_session *s, char *args)
+{
+	if (!smtp_hello(s, args, "EHLO"))
+		return;
+	s->esmtp = true;
+	smtp_reply(s, "250-%s", s->b.srv->hostname);
+	smtp_reply(s, "250-PIPELINING");
+	smtp_reply(s, "250-SIZE %llu", (unsigned long long)s->b.srv->limits.message_size);
+	smtp_reply(s, "250-8BITMIME");
+	smtp_reply(s, "250-ENHANCEDSTATUSCODES");
+	if (s->b.ts && !s->tls_active)
+		smtp_reply(s, "250-STARTTLS");
+	char mechs[128];
+	sasl_mech_list(smtp_auth_usable(s), mechs, sizeof mechs);
+	if (*mechs)
+		smtp_reply(s, "250-AUTH %s", mechs);
+	smtp_reply(s, "250 SMTPUTF8");
+}
+
+static void smtp_cmd_rset(struct smtp_session *s, char *args)
+{
+	smtp_txn_reset(s);
+	smtp_reply(s, "250 2.0.0 Ok");
+}
+
+static void smtp_cmd_noop(struct smtp_session *s, char *args)
+{
+	smtp_reply(s, "250 2.0.0 Ok");
+}
+
+static void smtp_cmd_quit(struct smtp_session *s, char *args)
+{
+	smtp_reply(s, "221 2.0.0 Bye");
+	smtp_close_after_flush(s);
+}
+
+static void smtp_cmd_vrfy(struct smtp_session *s, char *args)
+{
+	/* RFC 5321 §3.5.3: no address harvesting. */
+	smtp_reply(s, "252 2.5.2 Cannot VRFY user, but will accept message and attempt delivery");
+}
+
+static void smtp_cmd_help(struct smtp_session *s, char *args)
+{
+	smtp_reply(s, "214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP AUTH%s",
+		   s->b.ts ? " STARTTLS" : "");
+}
+
+/* ---- MAIL --------------------------------------------------------------- */
+
+static const char *smtp_addr_error(enum smtp_addr_result r, bool is_rcpt)
+{
+	switch (r) {
+	case SMTP_ADDR_BAD_PREFIX:
+		return is_rcpt ? "501 5.5.4 Syntax: RCPT TO:<address>"
+			       : "501 5.5.4 Syntax: MAIL FROM:<address>";
+	case SMTP_ADDR_BAD_PARAM:
+		return "501 5.5.4 Syntax error in parameters";
+	case SMTP_ADDR_NULL_NOT_ALLOWED:
+		return "501 5.1.3 Null recipient not allowed";
+	case SMTP_ADDR_TOO_LONG:
+		return is_rcpt ? "501 5.1.3 Recipient address too long"
+			       : "501 5.1.7 Sender address too long";
+	default:
+		return is_rcpt ? "501 5.1.3 Bad recipient address syntax"
+			       : "501 5.1.7 Bad sender address syntax";
+	}
+}
+
+/* Parameters of MAIL: SIZE (RFC 1870), BODY (RFC 6152), SMTPUTF8
+ * (RFC 6531).  Returns false after replying. */
+static bool smtp_mail_params(struct smtp_session *s, const struct smtp_param *p, size_t n,
+			     bool *smtputf8)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (strcmp(p[i].keyword, "SIZE") == 0) {
+			char *end;
+			if (!p[i].value || !*p[i].value || strspn(p[i].value, "0123456789") != strlen(p[i].value)) {
+				smtp_reply(s, "501 5.5.4 Syntax: SIZE=<number>");
+				return false;
+			}
+			errno = 0;
+			unsigned long long sz = strtoull(p[i].value, &end, 10);
+			if (errno == ERANGE || sz > s->b.srv->limits.message_size) {
+				smtp_reply(s, "552 5.3.4 Message size exceeds fixed maximum message size");
+				return false;
+			}
+		} else if (strcmp(p[i].keyword, "BODY") == 0) {
+			if (!p[i].value || (strcasecmp(p[i].value, "7BIT") != 0 &&
+					    strcasecmp(p[i].value, "8BITMIME") != 0)) {
+				smtp_reply(s, "501 5.5.4 Syntax: BODY=7BIT or BODY=8BITMIME");
+				return false;
+			}
+		} else if (strcmp(p[i].keyword, "SMTPUTF8") == 0 && !p[i].value) {
+			*smtputf8 = true;
+		} else {
+			char esc[LOG_VALUE_MAX];
+			smtp_reply(s, "555 5.5.4 Unsupported parameter %s",
+				   log_escape(esc, 64, p[i].keyword, strlen(p[i].keyword)));
+			return false;
+		}
+	}
+	return true;
+}
+
+static char *smtp_canonical_address(const struct smtp_addr *a)
+{
+	char *dom = smtp_domain_normalize(a->domain);
+	char *local = str_lower(xstrdup(a->local_unquoted));
+	char *address = xasprintf("%s@%s", local, dom);
+	free(dom);
+	free(local);
+	return address;
+}
+
+/* Is address the authenticated user's own, or an alias that delivers to
+ * them? */
+static bool smtp_sender_owned(const struct smtp_session *s, const char *address)
+{
+	if (strcmp(address, s->auth_user) == 0)
+		return true;
+	size_t n;
+	if (!s->b.rt->aliases || !aliases_lookup(s->b.rt->aliases, address, &n))
+		return false;
+	char **finals;
+	bool owned = false;
+	n = aliases_expand(s->b.rt->aliases, address, &finals);
+	for (size_t i = 0; i < n && !owned; i++)
+		owned = strcmp(finals[i], s->auth_user) == 0;
+	aliases_free_list(finals, n);
+	return owned;
+}
+
+/* Do local users have to log in to send, anywhere in this configuration? */
+static bool smtp_local_senders_authenticate(const struct conf *conf)
+{
+	for (size_t i = 0; i < conf->nservers; i++)
+		if (conf->servers[i].protocol == PROTO_SMTP && !conf->servers[i].auth.anonymous)
+			return true;
+	return false;
+}
+
+/* Sender rules (SPEC §3 sender-must-match; README "Who may send as whom"):
+ * an authenticated user sends only as themselves or an alias of theirs;
+ * an unauthenticated client may not claim a local domain's address when
+ * local users have a submission server where they must log in — mail
+ * from a local user comes from there, so on the open port it is forged. */
+static bool smtp_sender_allowed(struct smtp_session *s, const struct smtp_addr *a)
+{
+	if (a->null || !a->domain)
+		return true;
+	char esc[LOG_VALUE_MAX];
+	char *address = smtp_canonical_address(a);
+	bool ok = true;
+	if (s->auth_user) {
+		if (s->b.srv->auth.sender_must_match && !smtp_sender_owned(s, address)) {
+			smtp_reply(s, "553 5.7.1 Sender address rejected: not owned by user %s",
+				   log_escape(esc, sizeof esc, s->auth_user, strlen(s->auth_user)));
+			ok = false;
+		}
+	} else if (!a->literal && conf_is_local_domain(s->b.rt->conf, a->domain) &&
+		   smtp_local_senders_authenticate(s->b.rt->conf)) {
+		smtp_reply(s, "553 5.7.1 Sender address rejected: local senders must authenticate");
+		ok = false;
+	}
+	if (!ok)
+		log_info("event=reject session=%s server=%s client=%s reason=sender from=%s%s%s", s->b.sid,
+			 s->b.srv->name, s->b.client, log_escape(esc, sizeof esc, address, strlen(address)),
+			 s->auth_user ? " user=" : "", s->auth_user ? s->auth_user : "");
+	free(address);
+	return ok;
+}
+
+static void smtp_cmd_mail(struct smtp_session *s, char *args)
+{
+	struct smtp_addr addr;
+	struct smtp_param params[SMTP_PARAMS_MAX];
+	size_t nparams = 0;
+	bool smtputf8 = false;
+
+	enum smtp_addr_result r = smtp_addr_parse_arg(args, false, &addr, params, &nparams);
+	if (r != SMTP_ADDR_OK) {
+		smtp_reply(s, "%s", smtp_addr_error(r, false));
+		smtp_error(s);
+		return;
+	}
+	if (!smtp_mail_params(s, params, nparams, &smtputf8)) {
+		smtp_error(s);
+	} else if (addr.utf8 && !smtputf8) {
+		smtp_reply(s, "553 5.6.7 Non-ASCII sender address requires SMTPUTF8");
+		smtp_error(s);
+	} else if (!smtp_sender_allowed(s, &addr)) {
+		smtp_error(s);
+	} else {
+		s->txn.sender = xstrdup(addr.null ? "" : addr.text);
+		s->txn.smtputf8 = smtputf8;
+		smtp_enter_state(s, SMTP_MAIL);
+		smtp_reply(s, "250 2.1.0 Ok");
+	}
+	smtp_addr_clear(&addr);
+	smtp_params_clear(params, nparams);
+}
+
+/* ---- RCPT --------------------------------------------------------------- */
+
+static bool smtp_is_postmaster(const char *local)
+{
+	return strcasecmp(local, "postmaster") == 0;
+}
+
+/* Does a local address exist here?  A user, an alias, or postmaster
+ * (RFC 5321 §4.5.1: postmaster of every local domain is always valid). */
+static bool smtp_local_known(const struct smtp_session *s, const char *address, const char *local)
+{
+	size_t n;
+	return smtp_is_postmaster(local) || userdb_find(s->b.rt->users, address) ||
+	       (s->b.rt->aliases && aliases_lookup(s->b.rt->aliases, address, &n));
+}
+
+static void smtp_rcpt_accept(struct smtp_session *s, const char *address)
+{
+	char **finals = NULL;
+	size_t n;
+	if (s->b.rt->aliases) {
+		n = aliases_expand(s->b.rt->aliases, address, &finals);
+		if (n == 0) { /* an alias loop, or nested too deep */
+			aliases_free_list(finals, n);
+			log_warn("event=alias-empty session=%s address=%s", s->b.sid, address);
+			smtp_reply(s, "550 5.1.1 <%s>: Recipient address rejected: alias leads nowhere",
+				   address);
+			smtp_error(s);
+			return;
+		}
+	} else {
+		finals = xmalloc(sizeof *finals);
+		finals[0] = xstrdup(address);
+		n = 1;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const char *at = strrchr(finals[i], '@');
+		bool local = at && conf_is_local_domain(s->b.rt->conf, at + 1);
+		smtp_txn_add(&s->txn, finals[i], address, local);
+	}
+	if (s->b.rt->aliases)
+		aliases_free_list(finals, n);
+	else {
+		free(finals[0]);
+		free(finals);
+	}
+	if (!s->txn.first_rcpt)
+		s->txn.first_rcpt = xstrdup(address);
+	s->txn.nrcpt_cmds++;
+	smtp_enter_state(s, SMTP_RCPT);
+	smtp_reply(s, "250 2.1.5 Ok");
+}
+
+/* The address's canonical local form: local part unquoted, domain
+ * normalised; the bare <postmaster> and our own address literal name the
+ * first local domain's users. */
+static char *smtp_rcpt_address(const struct smtp_session *s, const struct smtp_addr *a)
+{
+	if (!a->domain)
+		return xasprintf("postmaster@%s", s->b.rt->conf->domains[0]);
+	if (a->literal) /* our own address: the primary local domain's user */
+		return str_lower(xasprintf("%s@%s", a->local_unquoted, s->b.rt->conf->domains[0]));
+	return smtp_canonical_address(a);
+}
+
+/* Is the address literal ("[192.0.2.1]", "[IPv6:2001:db8::1]") the
+ * address this client connected to?  Only then is it local (RFC 5321
+ * §4.1.3); any other literal is somebody else's. */
+static bool smtp_literal_is_ours(const struct smtp_session *s, const char *domain)
+{
+	char buf[64];
+	size_t n = strlen(domain);
+	if (n < 3 || n - 2 >= sizeof buf)
+		return false;
+	memcpy(buf, domain + 1, n - 2);
+	buf[n - 2] = '\0';
+	const char *ip = buf;
+	int family = AF_INET;
+	if (strncasecmp(ip, "IPv6:", 5) == 0) {
+		ip += 5;
+		family = AF_INET6;
+	}
+	unsigned char want[16];
+	if (inet_pton(family, ip, want) != 1)
+		return false;
+	if (s->b.local.ss_family == AF_INET)
+		return family == AF_INET &&
+		       memcmp(&((const struct sockaddr_in *)&s->b.local)->sin_addr, want, 4) == 0;
+	if (s->b.local.ss_family == AF_INET6) {
+		const struct in6_addr *a6 = &((const struct sockaddr_in6 *)&s->b.local)->sin6_addr;
+		if (family == AF_INET6)
+			return memcmp(a6, want, 16) == 0;
+		return IN6_IS_ADDR_V4MAPPED(a6) && memcmp(&a6->s6_addr[12], want, 4) == 0;
+	}
+	return false;
+}
+
+static bool smtp_rcpt_is_local(const struct smtp_session *s, const struct smtp_addr *a)
+{
+	if (!a->domain)
+		return true; /* the bare <postmaster> */
+	if (a->literal)
+		return smtp_literal_is_ours(s, a->domain);
+	return conf_is_local_domain(s->b.rt->conf, a->domain); /* any case, one trailing dot */
+}
+
+/* A local part that routes onwards ("user%other", "user@other" quoted,
+ * "other!user"): the old ways of relaying through a host.  Never honoured,
+ * never relayed (SPEC §4). */
+static bool smtp_local_part_routes(const char *local)
+{
+	return strpbrk(local, "@%!") != NULL;
+}
+
+/* May this client send to another domain?  Returns the rule that allows
+ * it ("authenticated", or the relay entry as written), or NULL. */
+static const char *smtp_relay_rule(const struct smtp_session *s)
+{
+	if (s->b.srv->relay.authenticated && s->auth_user)
+		return "authenticated";
+	const struct conf_rule *r = access_first_match(s->b.srv->relay.rules, s->b.srv->relay.nrules,
+						       (const struct sockaddr *)&s->b.peer,
+						       s->b.client_name);
+	return r ? r->text : NULL;
+}
+
+static void smtp_rcpt_refuse_relay(struct smtp_session *s, const char *shown, const char *why)
+{
+	smtp_reply(s, "550 5.7.1 Unable to relay for <%s>", shown);
+	log_info("event=reject session=%s server=%s client=%s reason=%s to=%s", s->b.sid,
+		 s->b.srv->name, s->b.client, why, shown);
+	smtp_error(s);
+}
+
+static void smtp_rcpt_accept_remote(struct smtp_session *s, const struct smtp_addr *a,
+				    const char *rule)
+{
+	/* the local part stays as written: it is the other domain's to read */
+	char *dom = smtp_domain_normalize(a->domain);
+	char *address = xasprintf("%s@%s", a->local, dom);
+	char esc[LOG_VALUE_MAX];
+	log_info("event=relay session=%s server=%s client=%s to=%s rule=\"%s\"", s->b.sid,
+		 s->b.srv->name, s->b.client, log_escape(esc, sizeof esc, address, strlen(address)), rule);
+	smtp_txn_add(&s->txn, address, address, false);
+	if (!s->txn.first_rcpt)
+		s->txn.first_rcpt = xstrdup(address);
+	s->txn.nrcpt_cmds++;
+	smtp_enter_state(s, SMTP_RCPT);
+	smtp_reply(s, "250 2.1.5 Ok");
+	free(address);
+	free(dom);
+}
+
+static void smtp_rcpt_decide(struct smtp_session *s, const struct smtp_addr *a)
+{
+	char esc[LOG_VALUE_MAX];
+	const char *shown = log_escape(esc, sizeof esc, a->text, strlen(a->text));
+
+	if (!smtp_rcpt_is_local(s, a)) {
+		const char *rule = smtp_relay_rule(s);
+		if (!rule)
+			smtp_rcpt_refuse_relay(s, shown, "relay");
+		else
+			smtp_rcpt_accept_remote(s, a, rule);
+		return;
+	}
+	if (a->domain && smtp_local_part_routes(a->local_unquoted)) {
+		smtp_rcpt_refuse_relay(s, shown, "routing-local-part");
+		return;
+	}
+	char *address = smtp_rcpt_address(s, a);
+	const char *local = a->domain ? a->local_unquoted : "postmaster";
+	if (!smtp_local_known(s, address, local)) {
+		smtp_reply(s, "550 5.1.1 <%s>: Recipient address rejected: user unknown", shown);
+		log_info("event=reject session=%s server=%s client=%s reason=unknown-user to=%s",
+			 s->b.sid, s->b.srv->name, s->b.client, shown);
+		smtp_error(s);
+	} else {
+		smtp_rcpt_accept(s, address);
+	}
+	free(address);
+}
+
+static void smtp_cmd_rcpt(struct smtp_session *s, char *args)
+{
+	struct smtp_addr addr;
+	struct smtp_param params[SMTP_PARAMS_MAX];
+	size_t nparams = 0;
+
+	enum smtp_addr_result r = smtp_addr_parse_arg(args, true, &addr, params, &nparams);
+	if (r != SMTP_ADDR_OK) {
+		smtp_reply(s, "%s", smtp_addr_error(r, true));
+		smtp_error(s);
+		return;
+	}
+	if (nparams > 0) {
+		smtp_reply(s, "555 5.5.4 Unsupported parameter %s", params[0].keyword);
+		smtp_error(s);
+	} else if (addr.utf8 && !s->txn.smtputf8) {
+		smtp_reply(s, "553 5.6.7 Non-ASCII recipient address requires SMTPUTF8");
+		smtp_error(s);
+	} else if (s->txn.nrcpt_cmds >= s->b.srv->limits.recipients) {
+		/* RFC 5321 §4.5.3.1.10: a temporary error for the extra ones */
+		smtp_reply(s, "452 4.5.3 Too many recipients");
+	} else {
+		smtp_rcpt_decide(s, &addr);
+	}
+	smtp_addr_clear(&addr);
+	smtp_params_clear(params, nparams);
+}
+
+/* ---- DATA --------------------------------------------------------------- */
+
+static void smtp_rfc5322_date(char *out, size_t outsz)
+{
+	time_t now = time(NULL);
+	struct tm tm;
+	localtime_r(&now, &tm);
+	static const char *const days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+	static const char *const months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+					     "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+	long off = tm.tm_gmtoff / 60;
+	char sign = off < 0 ? '-' : '+';
+	if (off < 0)
+		off = -off;
+	snprintf(out, outsz, "%s, %d %s %d %02d:%02d:%02d %c%02ld%02ld", days[tm.tm_wday],
+		 tm.tm_mday, months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec,
+		 sign, off / 60, off % 60);
+}
+
+/* RFC 5321 §4.4 trace header; "with" per RFC 3848. */
+static char *smtp_received_header(const struct smtp_session *s, const char *id)
+{
+	char date[64];
+	smtp_rfc5322_date(date, sizeof date);
+	const char *with = s->esmtp ? (s->tls_active ? (s->auth_user ? "ESMTPSA" : "ESMTPS")
+						     : (s->auth_user ? "ESMTPA" : "ESMTP"))
+				    : "SMTP";
+	char forpart[SMTP_PATH_MAX + 16] = "";
+	if (s->txn.nrcpt_cmds == 1)
+		snprintf(forpart, sizeof forpart, "\r\n\tfor <%s>", s->txn.first_rcpt);
+	char tlspart[256] = "";
+	if (conn_tls_desc(s->io))
+		snprintf(tlspart, sizeof tlspart, "\r\n\t(using %s)", conn_tls_desc(s->io));
+	char authpart[300] = "";
+	if (s->auth_user && s->b.srv->auth.received_auth)
+		snprintf(authpart, sizeof authpart, "\r\n\t(authenticated as %s)", s->auth_user);
+	return xasprintf("Received: from %s (%s [%s])%s%s\r\n"
+			 "\tby %s (posthorn) with %s id %s%s;\r\n\t%s\r\n",
+			 s->helo, s->b.client_name ? s->b.client_name : "unknown", s->b.client, tlspart,
+			 authpart, s->b.srv->hostname, with, id, forpart, date);
+}
+
+static void smtp_data_reply_refusal(struct smtp_session *s, unsigned flags, int spool_err);
+
+static void smtp_cmd_data(struct smtp_session *s, char *args)
+{
+	if (*args) {
+		smtp_reply(s, "501 5.5.4 Syntax: DATA");
+		smtp_error(s);
+		return;
+	}
+	struct spool_envelope env = {
+		.sender = s->txn.sender,
+		.rcpts = s->txn.rcpts,
+		.nrcpts = s->txn.nrcpts,
+		.arrival = time(NULL),
+		.client = s->b.client,
+		.helo = s->helo,
+		.auth_user = s->auth_user,
+		.server = s->b.srv->name,
+	};
+	s->msg = spool_msg_begin(s->b.rt->spool, &env);
+	if (!s->msg) {
+		int err = errno;
+		log_err("event=spool-error session=%s error=\"%s\"", s->b.sid, strerror(err));
+		if (err == ENOSPC || err == EDQUOT)
+			smtp_reply(s, "452 4.3.1 Insufficient system storage");
+		else
+			smtp_reply(s, "451 4.3.0 Local error in processing");
+		return;
+	}
+	memcpy(s->msg_id, env.id, sizeof s->msg_id);
+	s->spool_err = 0;
+	char *received = smtp_received_header(s, env.id);
+	int w = spool_msg_write(s->msg, received, strlen(received));
+	int werr = errno;
+	free(received);
+	if (w < 0) {
+		spool_msg_abort(s->msg);
+		s->msg = NULL;
+		log_err("event=spool-error session=%s error=\"%s\"", s->b.sid, strerror(werr));
+		smtp_data_reply_refusal(s, 0, werr);
+		return;
+	}
+	smtp_data_begin(&s->data, s->b.srv->limits.message_size);
+	smtp_enter_state(s, SMTP_DATA);
+	smtp_reply(s, "354 End data with <CR><LF>.<CR><LF>");
+}
+
+static void smtp_data_store(struct smtp_session *s, const char *text, size_t len)
+{
+	if (!text || !s->msg || s->spool_err)
+		return;
+	if (spool_msg_write(s->msg, text, len) < 0 || spool_msg_write(s->msg, "\r\n", 2) < 0)
+		s->spool_err = errno ? errno : EIO;
+}
+
+static void smtp_data_reply_refusal(struct smtp_session *s, unsigned flags, int spool_err)
+{
+	if (flags & SMTP_DATA_TOO_BIG)
+		smtp_reply(s, "552 5.3.4 Message size exceeds fixed maximum message size");
+	else if (flags & SMTP_DATA_LONG_LINE)
+		smtp_reply(s, "554 5.6.0 Message text line too long (RFC 5321 section 4.5.3.1.6)");
+	else if (flags & SMTP_DATA_BARE_EOL)
+		smtp_reply(s, "550 5.6.0 Bare CR or LF in message text (RFC 5321 section 2.3.8)");
+	else if (flags & SMTP_DATA_NUL)
+		smtp_reply(s, "550 5.6.0 NUL character in message text");
+	else if (spool_err == ENOSPC || spool_err == EDQUOT)
+		smtp_reply(s, "452 4.3.1 Insufficient system storage");
+	else
+		smtp_reply(s, "451 4.3.0 Local error in processing");
+}
+
+static const char *smtp_refusal_reason(unsigned flags)
+{
+	if (flags & SMTP_DATA_TOO_BIG)
+		return "size";
+	if (flags & SMTP_DATA_LONG_LINE)
+		return "long-line";
+	if (flags & SMTP_DATA_BARE_EOL)
+		return "bare-cr-lf";
+	if (flags & SMTP_DATA_NUL)
+		return "nul";
+	return "spool-error";
+}
+
+static void smtp_free(struct smtp_session *s);
+static void smtp_process_input(struct smtp_session *s);
+
+static void smtp_log_accepted(const struct smtp_session *s)
+{
+	char from[LOG_VALUE_MAX], to[LOG_VALUE_MAX * 2], esc[LOG_VALUE_MAX];
+	log_escape(from, sizeof from, s->txn.sender, strlen(s->txn.sender));
+	size_t o = 0;
+	to[0] = '\0';
+	for (size_t i = 0; i < s->txn.nrcpts && o + 8 < sizeof to; i++) {
+		const char *a = s->txn.rcpts[i].address;
+		log_escape(esc, sizeof esc, a, strlen(a));
+		int n = snprintf(to + o, sizeof to - o, "%s<%s>", i ? "," : "", esc);
+		if (n < 0 || (size_t)n >= sizeof to - o)
+			break;
+		o += (size_t)n;
+	}
+	log_info("event=accepted session=%s server=%s client=%s id=%s size=%llu from=<%s> "
+		 "nrcpt=%zu to=%s", s->b.sid, s->b.srv->name, s->b.client, s->msg_id,
+		 (unsigned long long)s->msg_size, from, s->txn.nrcpts, to);
+}
+
+/* The spool has the message on stable storage (err == 0), or failed. */
+static void smtp_committed(void *arg, int err)
+{
+	struct smtp_session *s = arg;
+	s->committing = false;
+	if (!err) {
+		smtp_log_accepted(s);
+		delivery_enqueue(s->msg_id);
+	} else {
+		log_err("event=spool-error session=%s id=%s error=\"%s\"", s->b.sid, s->msg_id,
+			strerror(err));
+	}
+	if (s->dead) {
+		/* The client left before the reply: it never saw a 250, but the
+		 * message is safe and will be delivered (a duplicate is possible
+		 * if it sends again; a loss is not, RFC 5321 §6.1). */
+		smtp_free(s);
+		return;
+	}
+	if (err)
+		smtp_data_reply_refusal(s, 0, err);
+	else
+		smtp_reply(s, "250 2.0.0 Ok: queued as %s", s->msg_id);
+	smtp_txn_reset(s);
+	smtp_enter_state(s, SMTP_READY);
+	smtp_process_input(s); /* pipelined commands waiting behind DATA */
+}
+
+static void smtp_data_end(struct smtp_session *s)
+{
+	unsigned flags = s->data.flags;
+	if (flags || s->spool_err) {
+		log_info("event=reject session=%s server=%s client=%s reason=%s", s->b.sid,
+			 s->b.srv->name, s->b.client, smtp_refusal_reason(flags));
+		if (s->spool_err) /* the admin needs to know why: disk full, I/O error */
+			log_err("event=spool-error session=%s id=%s error=\"%s\"", s->b.sid,
+				s->msg_id, strerror(s->spool_err));
+		smtp_data_reply_refusal(s, flags, s->spool_err);
+		smtp_txn_reset(s);
+		return;
+	}
+	struct spool_msg *m = s->msg;
+	s->msg = NULL;
+	s->msg_size = (uint64_t)spool_msg_size(m);
+	s->committing = true;
+	spool_msg_commit(m, smtp_committed, s);
+}
+
+static void smtp_data_line_in(struct smtp_session *s, const struct linebuf_line *l)
+{
+	const char *text;
+	size_t len;
+	if (smtp_data_line(&s->data, l, &text, &len) == SMTP_DATA_END)
+		smtp_data_end(s);
+	else
+		smtp_data_store(s, text, len);
+}
+
+/* ---- AUTH (RFC 4954) ---------------------------------------------------- */
+
+static void smtp_auth_end(struct smtp_session *s)
+{
+	if (s->sasl)
+		sasl_free(s->sasl);
+	s->sasl = NULL;
+	s->sasl_final = false;
+	smtp_enter_state(s, SMTP_READY);
+}
+
+static void smtp_auth_log(const struct smtp_session *s, const char *result)
+{
+	char user[LOG_VALUE_MAX];
+	const char *u = s->sasl ? sasl_user(s->sasl) : NULL;
+	log_escape(user, sizeof user, u ? u : "", u ? strlen(u) : 0);
+	log_info("event=auth session=%s server=%s client=%s result=%s mechanism=%s user=%s tls=%s",
+		 s->b.sid, s->b.srv->name, s->b.client, result, sasl_mech_name(s->sasl_mech), user,
+		 s->tls_active ? "yes" : "no");
+}
+
+static void smtp_auth_success(struct smtp_session *s)
+{
+	smtp_auth_log(s, "ok");
+	s->auth_user = xstrdup(sasl_user(s->sasl));
+	sasl_throttle_login_ok(s->b.rt->throttle, s->b.client, s->auth_user);
+	smtp_auth_end(s);
+	smtp_reply(s, "235 2.7.0 Authentication successful");
+}
+
+static void smtp_auth_resume(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtp_session *s = arg;
+	event_free(s->pause);
+	s->pause = NULL;
+	smtp_reply(s, "535 5.7.8 Authentication credentials invalid");
+	smtp_process_input(s);
+}
+
+/* Count a failure against the client's address (which can lock it out)
+ * and against the user name tried (which only slows further attempts
+ * down: a lockout per name would let anybody lock a user out).  Returns
+ * the delay before the reply, in ms. */
+static unsigned smtp_auth_count_failure(struct smtp_session *s)
+{
+	bool locked;
+	unsigned delay = sasl_throttle_login_failed(s->b.rt->throttle, s->b.client,
+						    s->sasl ? sasl_user(s->sasl) : NULL,
+						    &s->b.srv->auth, time(NULL), &locked);
+	if (locked)
+		log_warn("event=lockout session=%s server=%s client=%s duration=%us", s->b.sid,
+			 s->b.srv->name, s->b.client, s->b.srv->auth.lockout_duration);
+	return delay;
+}
+
+/* Wrong credentials: answer 535 after a delay that grows with the
+ * failures. */
+static void smtp_auth_failure(struct smtp_session *s)
+{
+	smtp_auth_log(s, "fail");
+	unsigned delay = smtp_auth_count_failure(s);
+	smtp_auth_end(s);
+	smtp_error(s);
+	if (delay == 0 || s->state == SMTP_CLOSING) {
+		smtp_reply(s, "535 5.7.8 Authentication credentials invalid");
+		return;
+	}
+	struct timeval tv = {.tv_sec = delay / 1000, .tv_usec = (delay % 1000) * 1000};
+	s->pause = evtimer_new(s->b.rt->base, smtp_auth_resume, s);
+	evtimer_add(s->pause, &tv);
+}
+
+static void smtp_auth_result(struct smtp_session *s, enum sasl_status st, const char *challenge);
+
+/* The password checked on a worker: the exchange ends, input resumes. */
+static void smtp_auth_checked(void *owner, void *work)
+{
+	struct smtp_session *s = owner;
+	struct sasl_check *c = work;
+	s->check = NULL;
+	enum sasl_status st = sasl_checked(s->sasl, c);
+	sasl_check_free(c);
+	smtp_auth_result(s, st, NULL);
+	smtp_process_input(s);
+}
+
+static void smtp_auth_step(struct smtp_session *s, const char *in)
+{
+	char *challenge = NULL;
+	enum sasl_status st = sasl_step(s->sasl, in, &challenge);
+	if (st == SASL_CHECK)
+		s->check = sasl_check_submit(sasl_take_check(s->sasl), smtp_auth_checked, s);
+	else
+		smtp_auth_result(s, st, challenge);
+	free(challenge);
+}
+
+static void smtp_auth_result(struct smtp_session *s, enum sasl_status st, const char *challenge)
+{
+	switch (st) {
+	case SASL_CONTINUE:
+		smtp_reply(s, "334 %s", challenge);
+		smtp_enter_state(s, SMTP_AUTH);
+		break;
+	case SASL_OK:
+		if (challenge && *challenge) { /* RFC 4954 §4: as a last challenge */
+			smtp_reply(s, "334 %s", challenge);
+			s->sasl_final = true;
+			smtp_enter_state(s, SMTP_AUTH);
+		} else {
+			smtp_auth_success(s);
+		}
+		break;
+	case SASL_CANCELLED:
+		smtp_auth_end(s);
+		smtp_reply(s, "501 5.7.0 Authentication aborted");
+		break;
+	case SASL_BAD_BASE64:
+		smtp_auth_log(s, "bad-base64");
+		smtp_auth_count_failure(s); /* garbage is no free probe */
+		smtp_auth_end(s);
+		smtp_reply(s, "501 5.5.2 Cannot decode response");
+		smtp_error(s);
+		break;
+	case SASL_FAIL:
+	case SASL_BAD_MESSAGE:
+	case SASL_BAD_AUTHZID:
+	case SASL_CHECK: /* never here */
+		smtp_auth_failure(s);
+		break;
+	}
+}
+
+static void smtp_auth_line(struct smtp_session *s, const struct linebuf_line *l)
+{
+	if (l->has_nul || l->bare_cr) {
+		smtp_auth_end(s);
+		smtp_reply(s, "501 5.5.2 Cannot decode response");
+		smtp_error(s);
+		return;
+	}
+	if (s->sasl_final) {
+		/* the client acknowledges the server-final message */
+		if (l->len == 0) {
+			smtp_auth_success(s);
+		} else {
+			smtp_auth_end(s);
+			smtp_reply(s, "501 5.7.0 Authentication aborted");
+		}
+		return;
+	}
+	smtp_auth_step(s, l->data);
+}
+
+static void smtp_cmd_auth(struct smtp_session *s, char *args)
+{
+	char *initial = args + strcspn(args, " ");
+	if (*initial)
+		*initial++ = '\0';
+	unsigned mech = *args ? sasl_mech_from_name(args) : 0;
+	unsigned retry;
+	if (s->auth_user) {
+		smtp_reply(s, "503 5.5.1 Error: already authenticated");
+	} else if (!*args || strchr(initial, ' ')) {
+		smtp_reply(s, "501 5.5.4 Syntax: AUTH mechanism [initial-response]");
+	} else if (!mech || !(s->b.srv->auth.mechanisms & mech)) {
+		smtp_reply(s, "504 5.5.4 Unrecognized authentication type");
+	} else if (!(smtp_auth_usable(s) & mech)) {
+		smtp_reply(s, "538 5.7.11 Encryption required for requested authentication mechanism");
+	} else if (sasl_throttle_locked(s->b.rt->throttle, s->b.client, &s->b.srv->auth, time(NULL),
+					&retry)) {
+		log_info("event=auth session=%s server=%s client=%s result=locked retry_after=%us",
+			 s->b.sid, s->b.srv->name, s->b.client, retry);
+		smtp_reply(s, "454 4.7.0 Too many failed authentication attempts; try again in %u "
+			      "seconds", retry);
+		smtp_close_after_flush(s);
+		return;
+	} else {
+		s->sasl = sasl_start(mech, s->b.rt->users);
+		s->sasl_mech = mech;
+		smtp_auth_step(s, *initial ? initial : NULL);
+		return;
+	}
+	smtp_error(s);
+}
+
+/* ---- input loop and connection events -------------------------------- */
+
+static void smtp_process_input(struct smtp_session *s)
+{
+	/* one line buffer for all sessions: lines are handled before the
+	 * next is read, and the loop is single-threaded */
+	static char line[LINE_MAX_ANY + 1];
+
+	if (s->in_process || !s->io)
+		return;
+	s->in_process = true;
+	struct evbuffer *in = conn_input(s->io);
+	while (!(s->state & (SMTP_CLOSING | SMTP_HANDSHAKE)) && !s->committing && !s->pause &&
+	       !s->check) {
+		if (conn_output_full(s->io)) {
+			s->output_blocked = true; /* resumed by smtp_write_cb */
+			break;
+		}
+		size_t limit = s->state == SMTP_DATA ? SMTP_DATA_READ_MAX : LINE_MAX_ANY;
+		struct linebuf_line l;
+		enum linebuf_status st = linebuf_get(&s->lb, in, limit, line, sizeof line, &l);
+		if (st == LINEBUF_NEED_MORE)
+			break;
+		if (st == LINEBUF_TOO_LONG) {
+			if (s->state == SMTP_AUTH) {
+				smtp_auth_end(s);
+				smtp_reply(s, "500 5.5.6 Authentication exchange line is too long");
+				smtp_error(s);
+			} else if (s->state == SMTP_DATA) {
+				smtp_data_long_line(&s->data);
+			} else {
+				smtp_reply(s, "500 5.5.2 Line too long");
+				smtp_error(s);
+			}
+			continue;
+		}
+		if (s->state == SMTP_DATA)
+			smtp_data_line_in(s, &l);
+		else if (s->state == SMTP_AUTH)
+			smtp_auth_line(s, &l);
+		else
+			smtp_command(s, &l);
+	}
+	s->in_process = false;
+}
+
+/* ---- transport events (conn.h) --------------------------------------- */
+
+static void smtp_on_input(void *arg)
+{
+	smtp_process_input(arg);
+}
+
+static void smtp_on_drained(void *arg)
+{
+	struct smtp_session *s = arg;
+	if (s->output_blocked) {
+		s->output_blocked = false;
+		smtp_process_input(s);
+	}
+}
+
+static void smtp_teardown(struct smtp_session *s)
+{
+	if (s->committing) {
+		/* the spool still calls back with this session: release the
+		 * connection now, the memory in smtp_committed() */
+		s->dead = true;
+		conn_free(s->io);
+		s->io = NULL;
+		return;
+	}
+	smtp_free(s);
+}
+
+static void smtp_on_closed(void *arg)
+{
+	smtp_teardown(arg);
+}
+
+static void smtp_on_timeout(void *arg)
+{
+	struct smtp_session *s = arg;
+	log_info("event=timeout session=%s server=%s client=%s state=%s", s->b.sid, s->b.srv->name,
+		 s->b.client, smtp_state_name(s->state));
+	smtp_reply(s, "421 4.4.2 %s Error: timeout exceeded", s->b.srv->hostname);
+	smtp_close_after_flush(s);
+}
+
+static void smtp_greet(struct smtp_session *s)
+{
+	if (s->b.refused) {
+		smtp_reply(s, "554 5.7.1 %s Access denied", s->b.srv->hostname);
+		smtp_enter_state(s, SMTP_REFUSED);
+	} else {
+		smtp_reply(s, "220 %s ESMTP posthorn", s->b.srv->hostname);
+	}
+}
+
+/* TLS is up: forget everything learnt before it (RFC 3207 §4.2) and start
+ * again from the greeting state. */
+static void smtp_on_tls_ready(void *arg)
+{
+	struct smtp_session *s = arg;
+	s->tls_active = true;
+	free(s->helo);
+	s->helo = NULL;
+	s->esmtp = false;
+	smtp_txn_reset(s);
+	smtp_enter_state(s, SMTP_INIT);
+	if (s->b.implicit_tls)
+		smtp_greet(s);
+	smtp_process_input(s);
+}
+
+static const struct conn_handler smtp_conn_handler = {
+	.input = smtp_on_input,
+	.drained = smtp_on_drained,
+	.tls_ready = smtp_on_tls_ready,
+	.timeout = smtp_on_timeout,
+	.closed = smtp_on_closed,
+};
+
+static void smtp_cmd_starttls(struct smtp_session *s, char *args)
+{
+	if (*args) {
+		smtp_reply(s, "501 5.5.4 Syntax: STARTTLS");
+		smtp_error(s);
+		return;
+	}
+	if (s->tls_active) {
+		smtp_reply(s, "503 5.5.1 Error: TLS already active");
+		smtp_error(s);
+		return;
+	}
+	if (!s->b.ts) {
+		smtp_reply(s, "502 5.5.1 Error: command not implemented (no certificate)");
+		smtp_error(s);
+		return;
+	}
+	if (s->auth_user) {
+		/* a login made in the clear must not look protected afterwards
+		 * (NO STARTTLS / EAST: STARTTLS after AUTH) */
+		smtp_reply(s, "503 5.5.1 Error: STARTTLS not allowed after AUTH");
+		smtp_error(s);
+		return;
+	}
+	smtp_reply(s, "220 2.0.0 Ready to start TLS");
+	linebuf_reset(&s->lb);
+	if (!conn_starttls(s->io)) {
+		log_err("event=tls-error session=%s error=\"cannot start TLS\"", s->b.sid);
+		smtp_close_after_flush(s);
+		return;
+	}
+	smtp_enter_state(s, SMTP_HANDSHAKE);
+}
+
+static void smtp_free(struct smtp_session *s)
+{
+	smtp_txn_reset(s);
+	free(s->helo);
+	free(s->auth_user);
+	if (s->sasl)
+		sasl_free(s->sasl);
+	if (s->pause)
+		event_free(s->pause);
+	offload_cancel(s->check);
+	conn_free(s->io);
+	session_base_release(&s->b);
+	free(s);
+}
+
+/* Daemon shutdown: a last word to the client, then close once it has
+ * left (RFC 5321 §3.8: 421 when the service is closing). */
+static void smtp_shutdown(struct session_link *c)
+{
+	struct smtp_session *s = c->session;
+	if (!s->io || s->state == SMTP_HANDSHAKE) {
+		smtp_free(s);
+		return;
+	}
+	if (s->state != SMTP_CLOSING) {
+		smtp_reply(s, "421 4.3.2 %s Service shutting down", s->b.srv->hostname);
+		smtp_close_after_flush(s);
+	}
+}
+
+/* Shutdown took too long: drop the session now. */
+static void smtp_abort(struct session_link *c)
+{
+	smtp_free(c->session);
+}
+
+void smtp_session_start(const struct session_start *st)
+{
+	const struct conf_server *srv = st->srv;
+	struct smtp_session *s = xcalloc(1, sizeof *s);
+	session_base_init(&s->b, st, "", s, smtp_shutdown, smtp_abort);
+	struct conn_params p = {
+		.base = s->b.rt->base,
+		.fd = st->fd,
+		.ts = st->ts,
+		.policy = &srv->tls,
+		.implicit_tls = st->implicit_tls,
+		.timeout = srv->limits.timeout,
+		.log_id = s->b.log_id,
+	};
+	s->state = st->implicit_tls ? SMTP_HANDSHAKE : SMTP_INIT;
+	s->io = conn_new(&p, &smtp_conn_handler, s);
+	if (!s->io) {
+		smtp_free(s);
+		return;
+	}
+	if (!st->implicit_tls)
+		smtp_greet(s);
+}

@@ -1,0 +1,1526 @@
+/* smtp_client: one outbound SMTP transaction (RFC 5321 client side) on the
+ * event loop: MX lookup (RFC 5321 §5.1, RFC 7505), connect with a timeout,
+ * EHLO/HELO, STARTTLS (RFC 3207), AUTH PLAIN (RFC 4954, 4616), PIPELINING
+ * (RFC 2920), DATA with dot-stuffing (§4.5.2), QUIT.  Every reply passes the
+ * bounded line reader; the message is streamed from the spool with bounded
+ * memory. */
+#include "queue/smtp_client.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+
+#include "net/dns.h"
+#include "lib/linebuf.h"
+#include "lib/log.h"
+#include "net/tls.h"
+#include "lib/util.h"
+
+/* RFC 5321 §4.5.3.2: the client's timeouts, per stage. */
+enum {
+	SC_TIMEOUT_GREETING = 300,      /* §4.5.3.2.1 initial 220 */
+	SC_TIMEOUT_COMMAND = 300,       /* §4.5.3.2.2-3 EHLO, MAIL, RCPT ... */
+	SC_TIMEOUT_DATA = 120,          /* §4.5.3.2.4 DATA initiation */
+	SC_TIMEOUT_BLOCK = 180,         /* §4.5.3.2.5 each block of message text */
+	SC_TIMEOUT_DOT = 600,           /* §4.5.3.2.6 DATA termination */
+	SC_TIMEOUT_TLS = 60,            /* the TLS handshake */
+	SC_TIMEOUT_QUIT = 10,           /* goodbye: nothing depends on it */
+};
+
+enum {
+	SC_INPUT_MAX = 64 * 1024,       /* socket reads pause above this */
+	SC_BODY_CHUNK = 16 * 1024,      /* message bytes read from the spool at a time */
+	SC_OUTPUT_LOW = 64 * 1024,      /* refill the output below this */
+	SC_COMMAND_MAX = 2048,          /* an outgoing command line */
+	SC_ADDRESS_MAX = 1000,          /* longer addresses are refused before sending */
+	SC_SECRET_MAX = 1024,           /* the smarthost password: first line of its file */
+	SC_HOST_MAX = 256,
+};
+
+enum sc_state {
+	SC_START,       /* waiting for the loop to run the first step */
+	SC_MX,          /* MX lookup */
+	SC_ADDRS,       /* A/AAAA of the current host */
+	SC_CONNECT,
+	SC_GREETING,
+	SC_EHLO,
+	SC_HELO,
+	SC_STARTTLS,
+	SC_HANDSHAKE,
+	SC_AUTH,
+	SC_TXN,         /* MAIL, RCPT..., DATA and their replies */
+	SC_BODY,        /* streaming the message */
+	SC_DOT,         /* waiting for the reply to the final "." */
+	SC_QUIT,
+	SC_DONE,        /* nothing left to do: being freed */
+};
+
+static const char *const sc_state_names[] = {
+	"start", "mx", "addrs", "connect", "greeting", "ehlo", "helo", "starttls",
+	"handshake", "auth", "transaction", "body", "dot", "quit", "done",
+};
+
+struct smtp_client {
+	struct smtp_client *prev, *next;        /* every client, for abort_all */
+	enum sc_state state;
+	unsigned depth;                         /* callbacks on the stack */
+	bool doomed;                            /* free when depth drops to 0 */
+
+	/* what to do (copied from the params) */
+	struct event_base *base;
+	struct dns_resolver *dns;
+	SSL_CTX *ssl_ctx;
+	char *id, *helo, *sender, *domain, *smarthost, *auth_user, *auth_secret;
+	time_t arrival;
+	unsigned short port;
+	enum conf_outbound_tls tls;
+	int fd;
+	off_t offset, size;
+	struct smtp_client_rcpt *rcpts;
+	size_t nrcpts;
+	smtp_client_done_cb done;
+	void *arg;
+	bool reported;                          /* done has run: rcpts and fd are gone */
+
+	/* where to */
+	char **hosts;
+	size_t nhosts, host_i;
+	bool implicit_mx;                       /* no MX: the domain itself (§5.1) */
+	struct dns_addr *addrs;
+	size_t naddrs, addr_i;
+	unsigned connects;
+	dns_query_id query;
+
+	/* the connection */
+	struct bufferevent *bev;
+	struct event *timer;
+	struct linebuf lb;
+	struct smtp_client_reply reply;
+	char host[SC_HOST_MAX];
+	char addr[INET6_ADDRSTRLEN];
+	bool tls_active;
+	bool no_tls;                            /* handshake failed here: once more in the clear */
+	char tls_desc[TLS_DESCRIBE_MAX];
+	unsigned caps;
+	unsigned long long size_limit;          /* EHLO SIZE, 0: none given */
+
+	/* the transaction */
+	size_t *order;                          /* rcpts in the transaction, by index */
+	size_t ntxn;
+	size_t replies;                         /* replies read: MAIL, RCPT..., DATA */
+	size_t accepted;
+	bool mail_ok;
+	bool dummy_dot;                         /* "." after a 354 with no recipient */
+	off_t body_done;
+	bool bol;
+	char *chunk;
+
+	/* the last host-level problem, for the recipients if every host fails */
+	char error[SMTP_REPLY_TEXT_MAX];
+	char error_status[SMTP_STATUS_MAX];
+};
+
+static struct smtp_client *sc_all;
+
+/* ---- replies (RFC 5321 §4.2) ---------------------------------------------- */
+
+void smtp_client_reply_reset(struct smtp_client_reply *r)
+{
+	memset(r, 0, sizeof *r);
+}
+
+/* Append text to the reply's log form: printable ASCII only (the text goes
+ * into logs and into the header fields of a bounce), cut with "...". */
+static void sc_reply_append(struct smtp_client_reply *r, const char *s, size_t n)
+{
+	size_t o = strlen(r->text);
+	const size_t room = sizeof r->text - 4; /* "..." and the NUL */
+	if (o >= room)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		if (o >= room) {
+			memcpy(r->text + o, "...", 4);
+			return;
+		}
+		unsigned char ch = (unsigned char)s[i];
+		r->text[o++] = ch >= 0x20 && ch < 0x7f ? (char)ch : (ch == '\t' ? ' ' : '?');
+	}
+	r->text[o] = '\0';
+}
+
+enum smtp_client_reply_status smtp_client_reply_feed(struct smtp_client_reply *r,
+						     const char *line, size_t len,
+						     const char **rest)
+{
+	if (len < 3 || line[0] < '2' || line[0] > '5' || line[1] < '0' || line[1] > '9' ||
+	    line[2] < '0' || line[2] > '9' || (len > 3 && line[3] != ' ' && line[3] != '-')) {
+		r->bad = true;
+		return SMTP_CLIENT_REPLY_BAD;
+	}
+	unsigned code = (unsigned)(line[0] - '0') * 100 + (unsigned)(line[1] - '0') * 10 +
+			(unsigned)(line[2] - '0');
+	if ((r->lines > 0 && code != r->code) || r->lines >= SMTP_REPLY_LINES_MAX) {
+		r->bad = true;
+		return SMTP_CLIENT_REPLY_BAD;
+	}
+	r->code = code;
+	const char *text = len > 4 ? line + 4 : "";
+	size_t tlen = len > 4 ? len - 4 : 0;
+	if (r->lines == 0)
+		sc_reply_append(r, line, 3);
+	if (tlen > 0) {
+		sc_reply_append(r, " ", 1);
+		sc_reply_append(r, text, tlen);
+	}
+	r->lines++;
+	if (rest)
+		*rest = text;
+	return len > 3 && line[3] == '-' ? SMTP_CLIENT_REPLY_MORE : SMTP_CLIENT_REPLY_DONE;
+}
+
+/* "N.NNN.NNN" at s, with the class digit cls: its length, else 0. */
+static size_t sc_enhanced_len(const char *s, char cls)
+{
+	if (s[0] != cls || s[1] != '.')
+		return 0;
+	size_t i = 2;
+	for (int part = 0; part < 2; part++) {
+		size_t digits = 0;
+		while (s[i] >= '0' && s[i] <= '9' && digits < 3) {
+			i++;
+			digits++;
+		}
+		if (digits == 0 || (s[i] >= '0' && s[i] <= '9'))
+			return 0;
+		if (part == 0) {
+			if (s[i] != '.')
+				return 0;
+			i++;
+		}
+	}
+	return s[i] == '\0' || s[i] == ' ' ? i : 0;
+}
+
+void smtp_client_reply_status(const struct smtp_client_reply *r, char *out, size_t outsz)
+{
+	char cls = (char)('0' + (r->code / 100 % 10));
+	if (cls != '2' && cls != '4' && cls != '5')
+		cls = '4';
+	size_t n = strlen(r->text) > 4 ? sc_enhanced_len(r->text + 4, cls) : 0;
+	if (n > 0 && n < outsz) {
+		memcpy(out, r->text + 4, n);
+		out[n] = '\0';
+		return;
+	}
+	bsnprintf(out, outsz, "%c.0.0", cls);
+}
+
+/* ---- EHLO and dot-stuffing ------------------------------------------------- */
+
+static bool sc_word_is(const char *s, size_t n, const char *word)
+{
+	return strlen(word) == n && strncasecmp(s, word, n) == 0;
+}
+
+unsigned smtp_client_ehlo_line(const char *text)
+{
+	static const struct {
+		const char *keyword;
+		unsigned flag;
+	} keywords[] = {
+		{"PIPELINING", SMTP_EXT_PIPELINING}, {"STARTTLS", SMTP_EXT_STARTTLS},
+		{"SIZE", SMTP_EXT_SIZE},             {"8BITMIME", SMTP_EXT_8BITMIME},
+		{"SMTPUTF8", SMTP_EXT_SMTPUTF8},
+	};
+	size_t n = strcspn(text, " ");
+	for (size_t i = 0; i < ARRAY_LEN(keywords); i++)
+		if (sc_word_is(text, n, keywords[i].keyword))
+			return keywords[i].flag;
+	if (!sc_word_is(text, n, "AUTH"))
+		return 0;
+	for (const char *p = text + n; *p;) {
+		p += strspn(p, " ");
+		size_t k = strcspn(p, " ");
+		if (sc_word_is(p, k, "PLAIN"))
+			return SMTP_EXT_AUTH_PLAIN;
+		p += k;
+	}
+	return 0;
+}
+
+/* The number after "SIZE ", 0 when none (RFC 1870 §4: 0 means no limit). */
+static unsigned long long sc_ehlo_size(const char *text)
+{
+	size_t n = strcspn(text, " ");
+	if (!sc_word_is(text, n, "SIZE") || text[n] != ' ')
+		return 0;
+	const char *p = text + n + 1;
+	size_t digits = strspn(p, "0123456789");
+	if (digits == 0 || digits > 18)
+		return 0;
+	return strtoull(p, NULL, 10);
+}
+
+size_t smtp_client_dot_stuff(const char *in, size_t n, char *out, bool *bol)
+{
+	size_t o = 0;
+	bool at = *bol;
+	for (size_t i = 0; i < n; i++) {
+		if (at && in[i] == '.')
+			out[o++] = '.';
+		out[o++] = in[i];
+		at = in[i] == '\n';
+	}
+	*bol = at;
+	return o;
+}
+
+/* ---- life ------------------------------------------------------------------ */
+
+void smtp_client_rcpt_clear(struct smtp_client_rcpt *r)
+{
+	free(r->reply);
+	free(r->remote_mta);
+	r->reply = NULL;
+	r->remote_mta = NULL;
+}
+
+static void sc_enter_state(struct smtp_client *c, enum sc_state st)
+{
+	if (c->state != st)
+		log_debug("event=outbound-state id=%s host=%s %s -> %s", c->id,
+			  c->host[0] ? c->host : "-", sc_state_names[c->state], sc_state_names[st]);
+	c->state = st;
+}
+
+static void sc_drop_conn(struct smtp_client *c)
+{
+	if (c->bev) {
+		bufferevent_free(c->bev); /* a TLS filter frees the socket under it */
+		c->bev = NULL;
+	}
+	evtimer_del(c->timer);
+	linebuf_reset(&c->lb);
+	smtp_client_reply_reset(&c->reply);
+}
+
+static void sc_free(struct smtp_client *c)
+{
+	if (c->query)
+		dns_cancel(c->dns, c->query);
+	sc_drop_conn(c);
+	event_free(c->timer);
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		sc_all = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	for (size_t i = 0; i < c->nhosts; i++)
+		free(c->hosts[i]);
+	free(c->hosts);
+	free(c->addrs);
+	free(c->order);
+	free(c->chunk);
+	free(c->id);
+	free(c->helo);
+	free(c->sender);
+	free(c->domain);
+	free(c->smarthost);
+	free(c->auth_user);
+	free(c->auth_secret);
+	free(c);
+}
+
+/* Done with c: freed now, or when the outermost callback returns. */
+static void sc_release(struct smtp_client *c)
+{
+	sc_enter_state(c, SC_DONE);
+	if (c->query) {
+		dns_cancel(c->dns, c->query);
+		c->query = 0;
+	}
+	sc_drop_conn(c);
+	if (c->depth > 0)
+		c->doomed = true;
+	else
+		sc_free(c);
+}
+
+static void sc_enter(struct smtp_client *c)
+{
+	c->depth++;
+}
+
+/* false when c is gone (the caller must not touch it again). */
+static bool sc_leave(struct smtp_client *c)
+{
+	if (--c->depth > 0 || !c->doomed)
+		return !c->doomed;
+	sc_free(c);
+	return false;
+}
+
+static void sc_arm(struct smtp_client *c, unsigned seconds)
+{
+	struct timeval tv = {.tv_sec = seconds};
+	evtimer_add(c->timer, &tv);
+}
+
+/* ---- results and the log ----------------------------------------------------- */
+
+static const char *sc_result_name(enum smtp_client_result r)
+{
+	switch (r) {
+	case SMTP_CLIENT_SENT:
+		return "sent";
+	case SMTP_CLIENT_FAILED:
+		return "bounced";
+	default:
+		return "deferred";
+	}
+}
+
+/* A quoted log value: printable ASCII and spaces kept, '"', '\\' and
+ * every other byte as \xNN (log_escape() would also escape the spaces). */
+static const char *sc_log_quoted(char *out, size_t outsz, const char *in)
+{
+	size_t o = 0;
+	for (const char *p = in; *p; p++) {
+		char one[8];
+		if (*p == ' ')
+			memcpy(one, " ", 2);
+		else
+			log_escape(one, sizeof one, p, 1);
+		size_t k = strlen(one);
+		if (o + k + 4 > outsz) {
+			memcpy(out + o, "...", 3);
+			o += 3;
+			break;
+		}
+		memcpy(out + o, one, k);
+		o += k;
+	}
+	out[o] = '\0';
+	return out;
+}
+
+/* One line per attempt and outcome (issue 6 item 6). */
+static void sc_log(const struct smtp_client *c, const char *to, enum smtp_client_result result,
+		   const char *reply)
+{
+	char t[LOG_VALUE_MAX * 2], r[LOG_VALUE_MAX * 2], h[LOG_VALUE_MAX];
+	log_escape(t, sizeof t, to, strlen(to));
+	sc_log_quoted(r, sizeof r, reply);
+	log_escape(h, sizeof h, c->host[0] ? c->host : "-", strlen(c->host[0] ? c->host : "-"));
+	long long delay = (long long)(time(NULL) - c->arrival);
+	if (c->tls_active)
+		log_info("event=outbound id=%s to=%s host=%s addr=%s tls=\"%s\" reply=\"%s\" "
+			 "delay=%lld result=%s", c->id, t, h, c->addr[0] ? c->addr : "-",
+			 c->tls_desc, r, delay < 0 ? 0 : delay, sc_result_name(result));
+	else
+		log_info("event=outbound id=%s to=%s host=%s addr=%s tls=none reply=\"%s\" "
+			 "delay=%lld result=%s", c->id, t, h, c->addr[0] ? c->addr : "-", r,
+			 delay < 0 ? 0 : delay, sc_result_name(result));
+}
+
+/* "<a>,<b>" of the recipients with this result (and this reply, unless
+ * reply is NULL); cut with "..." when long. */
+static void sc_list_rcpts(const struct smtp_client *c, char *out, size_t outsz,
+			  enum smtp_client_result result, const char *reply)
+{
+	size_t o = 0;
+	out[0] = '\0';
+	for (size_t i = 0; i < c->nrcpts; i++) {
+		const struct smtp_client_rcpt *r = &c->rcpts[i];
+		if (r->result != result || (reply && (!r->reply || strcmp(r->reply, reply) != 0)))
+			continue;
+		int n = snprintf(out + o, outsz - o, "%s<%s>", o ? "," : "", r->address);
+		if (n < 0 || (size_t)n >= outsz - o) {
+			if (outsz > 4)
+				memcpy(out + outsz - 4, "...", 4);
+			return;
+		}
+		o += (size_t)n;
+	}
+}
+
+static void sc_set_result(struct smtp_client *c, struct smtp_client_rcpt *r,
+			  enum smtp_client_result result, const char *status, const char *reply,
+			  bool remote)
+{
+	r->result = result;
+	bsnprintf(r->status, sizeof r->status, "%s", status);
+	free(r->reply);
+	r->reply = xstrdup(reply);
+	free(r->remote_mta);
+	r->remote_mta = remote && c->host[0] ? xstrdup(c->host) : NULL;
+}
+
+/* The reply decides for r: 2xx accepted (caller's business), 5xx failed,
+ * anything else deferred. */
+static void sc_result_from_reply(struct smtp_client *c, struct smtp_client_rcpt *r)
+{
+	char status[SMTP_STATUS_MAX];
+	smtp_client_reply_status(&c->reply, status, sizeof status);
+	enum smtp_client_result res = c->reply.code / 100 == 2   ? SMTP_CLIENT_SENT
+				      : c->reply.code / 100 == 5 ? SMTP_CLIENT_FAILED
+								 : SMTP_CLIENT_DEFERRED;
+	sc_set_result(c, r, res, status, c->reply.text, true);
+}
+
+/* Every recipient still pending gets this result. */
+static void sc_set_pending(struct smtp_client *c, enum smtp_client_result result,
+			   const char *status, const char *reply, bool remote)
+{
+	for (size_t i = 0; i < c->nrcpts; i++)
+		if (c->rcpts[i].result == SMTP_CLIENT_PENDING)
+			sc_set_result(c, &c->rcpts[i], result, status, reply, remote);
+}
+
+/* Log each distinct outcome once, then tell the caller.  After this,
+ * rcpts and fd belong to the caller again. */
+static void sc_report(struct smtp_client *c, bool log)
+{
+	if (c->reported)
+		return;
+	sc_set_pending(c, SMTP_CLIENT_DEFERRED, "4.4.2", "no answer", false);
+	for (size_t i = 0; log && i < c->nrcpts; i++) {
+		const struct smtp_client_rcpt *r = &c->rcpts[i];
+		bool seen = false;
+		for (size_t k = 0; k < i && !seen; k++)
+			seen = c->rcpts[k].result == r->result &&
+			       strcmp(c->rcpts[k].reply, r->reply) == 0;
+		if (seen)
+			continue;
+		char to[LOG_VALUE_MAX * 2];
+		sc_list_rcpts(c, to, sizeof to, r->result, r->reply);
+		sc_log(c, to, r->result, r->reply);
+	}
+	c->reported = true;
+	c->rcpts = NULL;
+	c->nrcpts = 0;
+	c->fd = -1;
+	c->done(c->arg);
+}
+
+/* ---- commands ------------------------------------------------------------------ */
+
+static void sc_send(struct smtp_client *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void sc_send(struct smtp_client *c, const char *fmt, ...)
+{
+	char line[SC_COMMAND_MAX];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(line, sizeof line - 2, fmt, ap);
+	va_end(ap);
+	/* addresses were checked against SC_ADDRESS_MAX: a cut is a bug */
+	if (n < 0 || (size_t)n > sizeof line - 3)
+		fatal("smtp_client: command too long");
+	line[n++] = '\r';
+	line[n++] = '\n';
+	bufferevent_write(c->bev, line, (size_t)n);
+}
+
+static void sc_quit(struct smtp_client *c)
+{
+	if (!c->bev) {
+		sc_release(c);
+		return;
+	}
+	sc_send(c, "QUIT");
+	sc_enter_state(c, SC_QUIT);
+	sc_arm(c, SC_TIMEOUT_QUIT);
+}
+
+/* Report and say goodbye: the transaction is over. */
+static void sc_finish(struct smtp_client *c)
+{
+	sc_report(c, true);
+	sc_quit(c);
+}
+
+/* ---- hosts and addresses --------------------------------------------------------- */
+
+static void sc_next(struct smtp_client *c);
+static void sc_connect(struct smtp_client *c);
+
+/* This host or address did not work out: note why, log it, go on with the
+ * next address (or, with same, this one again: TLS fallback). */
+static void sc_host_failed(struct smtp_client *c, bool same, const char *status, const char *fmt,
+			   ...) __attribute__((format(printf, 4, 5)));
+static void sc_host_failed(struct smtp_client *c, bool same, const char *status, const char *fmt,
+			   ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	verrfmt(c->error, sizeof c->error, fmt, ap);
+	va_end(ap);
+	bsnprintf(c->error_status, sizeof c->error_status, "%s", status);
+	char to[LOG_VALUE_MAX * 2];
+	sc_list_rcpts(c, to, sizeof to, SMTP_CLIENT_PENDING, NULL);
+	sc_log(c, to, SMTP_CLIENT_DEFERRED, c->error);
+	sc_drop_conn(c);
+	c->tls_active = false;
+	if (same && c->connects < SMTP_CLIENT_MAX_CONNECTS) {
+		sc_connect(c);
+		return;
+	}
+	sc_next(c);
+}
+
+/* No host is left: the recipients wait for the next attempt. */
+static void sc_exhausted(struct smtp_client *c)
+{
+	if (!c->error[0]) {
+		bsnprintf(c->error, sizeof c->error, "no mail exchanger could be reached");
+		bsnprintf(c->error_status, sizeof c->error_status, "4.4.1");
+	}
+	sc_set_pending(c, SMTP_CLIENT_DEFERRED, c->error_status, c->error, false);
+	sc_report(c, false); /* each host's failure is logged already */
+	sc_release(c);
+}
+
+/* Everybody fails for a reason found before any connection. */
+static void sc_fail_all(struct smtp_client *c, enum smtp_client_result result, const char *status,
+			const char *reason)
+{
+	sc_set_pending(c, result, status, reason, false);
+	sc_report(c, true);
+	sc_release(c);
+}
+
+static void sc_addrs_answer(void *arg, enum dns_status st, const struct dns_addr *addrs, size_t n);
+
+static void sc_lookup_addrs(struct smtp_client *c)
+{
+	const char *host = c->hosts[c->host_i];
+	bsnprintf(c->host, sizeof c->host, "%s", host);
+	c->addr[0] = '\0';
+	sc_enter_state(c, SC_ADDRS);
+	dns_query_id q = dns_lookup_addrs(c->dns, host, sc_addrs_answer, c);
+	if (q)
+		c->query = q;
+}
+
+static void sc_next(struct smtp_client *c)
+{
+	c->no_tls = false;
+	if (++c->addr_i < c->naddrs && c->connects < SMTP_CLIENT_MAX_CONNECTS) {
+		sc_connect(c);
+		return;
+	}
+	free(c->addrs);
+	c->addrs = NULL;
+	c->naddrs = c->addr_i = 0;
+	if (++c->host_i < c->nhosts && c->connects < SMTP_CLIENT_MAX_CONNECTS) {
+		sc_lookup_addrs(c);
+		return;
+	}
+	sc_exhausted(c);
+}
+
+static void sc_addrs_answer(void *arg, enum dns_status st, const struct dns_addr *addrs, size_t n)
+{
+	struct smtp_client *c = arg;
+	sc_enter(c);
+	c->query = 0;
+	if (st == DNS_OK && n > 0) {
+		c->addrs = xcalloc(n, sizeof *c->addrs);
+		memcpy(c->addrs, addrs, n * sizeof *addrs);
+		c->naddrs = n;
+		c->addr_i = 0;
+		sc_connect(c);
+	} else if (st == DNS_NOTFOUND && c->implicit_mx) {
+		/* RFC 5321 §5.1: no MX and no address: the domain cannot take mail */
+		char why[SMTP_REPLY_TEXT_MAX];
+		errfmt(why, sizeof why, "domain %s has no MX and no address record", c->domain);
+		sc_fail_all(c, SMTP_CLIENT_FAILED, "5.1.2", why);
+	} else {
+		c->addr_i = c->naddrs = 0;
+		errfmt(c->error, sizeof c->error, "no address for %s (%s)", c->host,
+		       st == DNS_NOTFOUND ? "not found" : dns_status_name(st));
+		bsnprintf(c->error_status, sizeof c->error_status, "4.4.3");
+		sc_next(c); /* no address: on to the next host */
+	}
+	sc_leave(c);
+}
+
+static void sc_take_hosts(struct smtp_client *c, const struct dns_mx *mx, size_t n)
+{
+	size_t k = n < SMTP_CLIENT_MAX_HOSTS ? n : SMTP_CLIENT_MAX_HOSTS;
+	c->hosts = xcalloc(k, sizeof *c->hosts);
+	for (size_t i = 0; i < k; i++)
+		c->hosts[i] = xstrdup(mx[i].host);
+	c->nhosts = k;
+	c->host_i = 0;
+}
+
+static void sc_mx_answer(void *arg, enum dns_status st, const struct dns_mx *mx, size_t n)
+{
+	struct smtp_client *c = arg;
+	sc_enter(c);
+	c->query = 0;
+	if (st == DNS_OK && n == 1 && mx[0].host[0] == '\0') {
+		/* RFC 7505 §4.2: a null MX; 556 5.1.10 is the code it suggests */
+		char why[SMTP_REPLY_TEXT_MAX];
+		errfmt(why, sizeof why, "556 5.1.10 domain %s accepts no mail (null MX, RFC 7505)",
+		       c->domain);
+		sc_fail_all(c, SMTP_CLIENT_FAILED, "5.1.10", why);
+	} else if (st == DNS_OK && n > 0) {
+		sc_take_hosts(c, mx, n);
+		sc_lookup_addrs(c);
+	} else if (st == DNS_NOTFOUND) {
+		struct dns_mx self = {.preference = 0, .host = c->domain};
+		c->implicit_mx = true;
+		sc_take_hosts(c, &self, 1);
+		sc_lookup_addrs(c);
+	} else {
+		char why[SMTP_REPLY_TEXT_MAX];
+		errfmt(why, sizeof why, "MX lookup for %s failed: %s", c->domain,
+		       dns_status_name(st));
+		sc_fail_all(c, SMTP_CLIENT_DEFERRED, "4.4.3", why);
+	}
+	sc_leave(c);
+}
+
+/* A host name as DNS knows it: letters, digits, '-', '_', dots. */
+static bool sc_hostname_ok(const char *s)
+{
+	size_t n = strlen(s);
+	if (n == 0 || n > 253 || s[0] == '.' || s[0] == '-')
+		return false;
+	return strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.") == n;
+}
+
+/* "[192.0.2.1]" or "[IPv6:2001:db8::1]" (RFC 5321 §4.1.3), or a bare
+ * address (a smarthost); true with *out filled. */
+static bool sc_parse_literal(const char *s, struct dns_addr *out)
+{
+	char buf[INET6_ADDRSTRLEN + 8];
+	size_t n = strlen(s);
+	if (n >= sizeof buf)
+		return false;
+	if (s[0] == '[') {
+		if (n < 3 || s[n - 1] != ']')
+			return false;
+		memcpy(buf, s + 1, n - 2);
+		buf[n - 2] = '\0';
+		if (strncasecmp(buf, "IPv6:", 5) == 0) {
+			out->family = AF_INET6;
+			return inet_pton(AF_INET6, buf + 5, out->addr) == 1;
+		}
+		out->family = AF_INET;
+		return inet_pton(AF_INET, buf, out->addr) == 1;
+	}
+	out->family = AF_INET;
+	if (inet_pton(AF_INET, s, out->addr) == 1)
+		return true;
+	out->family = AF_INET6;
+	return inet_pton(AF_INET6, s, out->addr) == 1;
+}
+
+/* Straight to one address, no DNS. */
+static void sc_direct(struct smtp_client *c, const char *name, const struct dns_addr *a)
+{
+	struct dns_mx self = {.preference = 0, .host = (char *)name};
+	sc_take_hosts(c, &self, 1);
+	bsnprintf(c->host, sizeof c->host, "%s", name);
+	c->addrs = xmalloc(sizeof *c->addrs);
+	c->addrs[0] = *a;
+	c->naddrs = 1;
+	c->addr_i = 0;
+	sc_connect(c);
+}
+
+static bool sc_address_ok(const char *a)
+{
+	size_t n = strlen(a);
+	if (n > SC_ADDRESS_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)a[i] < 0x20 || a[i] == 0x7f || a[i] == '<' || a[i] == '>')
+			return false;
+	return true;
+}
+
+static void sc_begin(struct smtp_client *c)
+{
+	struct dns_addr a;
+	if (!sc_address_ok(c->sender)) {
+		sc_fail_all(c, SMTP_CLIENT_FAILED, "5.1.7", "sender address cannot be sent");
+		return;
+	}
+	for (size_t i = 0; i < c->nrcpts; i++)
+		if (!sc_address_ok(c->rcpts[i].address))
+			sc_set_result(c, &c->rcpts[i], SMTP_CLIENT_FAILED, "5.1.3",
+				      "recipient address cannot be sent", false);
+	bool any = false;
+	for (size_t i = 0; i < c->nrcpts; i++)
+		any = any || c->rcpts[i].result == SMTP_CLIENT_PENDING;
+	if (!any) {
+		sc_report(c, true);
+		sc_release(c);
+		return;
+	}
+	if (c->smarthost) {
+		if (sc_parse_literal(c->smarthost, &a)) {
+			sc_direct(c, c->smarthost, &a);
+			return;
+		}
+		struct dns_mx self = {.preference = 0, .host = c->smarthost};
+		sc_take_hosts(c, &self, 1);
+		sc_lookup_addrs(c);
+		return;
+	}
+	if (c->domain[0] == '[') {
+		if (sc_parse_literal(c->domain, &a))
+			sc_direct(c, c->domain, &a);
+		else
+			sc_fail_all(c, SMTP_CLIENT_FAILED, "5.1.2", "bad address literal");
+		return;
+	}
+	if (!sc_hostname_ok(c->domain)) {
+		sc_fail_all(c, SMTP_CLIENT_FAILED, "5.1.2", "destination domain is not a valid host name");
+		return;
+	}
+	sc_enter_state(c, SC_MX);
+	dns_query_id q = dns_lookup_mx(c->dns, c->domain, sc_mx_answer, c);
+	if (q)
+		c->query = q;
+}
+
+/* ---- the connection ------------------------------------------------------------- */
+
+static void sc_read_cb(struct bufferevent *bev, void *arg);
+static void sc_write_cb(struct bufferevent *bev, void *arg);
+static void sc_event_cb(struct bufferevent *bev, short what, void *arg);
+
+static void sc_setup_bev(struct smtp_client *c)
+{
+	bufferevent_setcb(c->bev, sc_read_cb, sc_write_cb, sc_event_cb, c);
+	bufferevent_setwatermark(c->bev, EV_READ, 0, SC_INPUT_MAX);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+}
+
+static socklen_t sc_sockaddr(const struct smtp_client *c, struct sockaddr_storage *ss)
+{
+	const struct dns_addr *a = &c->addrs[c->addr_i];
+	memset(ss, 0, sizeof *ss);
+	if (a->family == AF_INET) {
+		struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons(c->port);
+		memcpy(&sin->sin_addr, a->addr, 4);
+		return sizeof *sin;
+	}
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+	sin6->sin6_family = AF_INET6;
+	sin6->sin6_port = htons(c->port);
+	memcpy(&sin6->sin6_addr, a->addr, 16);
+	return sizeof *sin6;
+}
+
+static void sc_connect(struct smtp_client *c)
+{
+	const struct dns_addr *a = &c->addrs[c->addr_i];
+	if (!inet_ntop(a->family, a->addr, c->addr, sizeof c->addr))
+		bsnprintf(c->addr, sizeof c->addr, "?");
+	c->connects++;
+	c->tls_active = false;
+	c->tls_desc[0] = '\0';
+	c->caps = 0;
+	c->size_limit = 0;
+	linebuf_reset(&c->lb);
+	smtp_client_reply_reset(&c->reply);
+	struct sockaddr_storage ss;
+	socklen_t len = sc_sockaddr(c, &ss);
+	c->bev = bufferevent_socket_new(c->base, -1, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+	if (!c->bev)
+		fatal("bufferevent_socket_new failed");
+	sc_setup_bev(c);
+	sc_enter_state(c, SC_CONNECT);
+	sc_arm(c, SMTP_CLIENT_CONNECT_TIMEOUT);
+	if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&ss, (int)len) < 0) {
+		int e = EVUTIL_SOCKET_ERROR();
+		sc_host_failed(c, false, "4.4.1", "cannot connect to %s[%s]: %s", c->host, c->addr,
+			       evutil_socket_error_to_string(e));
+	}
+}
+
+static void sc_send_ehlo(struct smtp_client *c)
+{
+	c->caps = 0;
+	c->size_limit = 0;
+	sc_send(c, "EHLO %s", c->helo);
+	sc_enter_state(c, SC_EHLO);
+	sc_arm(c, SC_TIMEOUT_COMMAND);
+}
+
+static bool sc_needs_tls(const struct smtp_client *c)
+{
+	return c->tls == OUTBOUND_TLS_REQUIRED || c->auth_user;
+}
+
+static bool sc_has_8bit(const char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s >= 0x80)
+			return true;
+	return false;
+}
+
+/* MAIL, then every RCPT and DATA at once with PIPELINING (RFC 2920 §3.1),
+ * else one command per reply. */
+static void sc_mail(struct smtp_client *c)
+{
+	bool utf8 = sc_has_8bit(c->sender);
+	free(c->order);
+	c->order = xcalloc(c->nrcpts, sizeof *c->order);
+	c->ntxn = 0;
+	for (size_t i = 0; i < c->nrcpts; i++) {
+		if (c->rcpts[i].result != SMTP_CLIENT_PENDING)
+			continue;
+		c->order[c->ntxn++] = i;
+		utf8 = utf8 || sc_has_8bit(c->rcpts[i].address);
+	}
+	if (utf8 && !(c->caps & SMTP_EXT_SMTPUTF8)) {
+		char why[SMTP_REPLY_TEXT_MAX];
+		errfmt(why, sizeof why, "%s does not support SMTPUTF8, needed for a non-ASCII "
+		       "address (RFC 6531)", c->host);
+		sc_set_pending(c, SMTP_CLIENT_FAILED, "5.6.7", why, true);
+		sc_finish(c);
+		return;
+	}
+	if ((c->caps & SMTP_EXT_SIZE) && c->size_limit && (unsigned long long)c->size > c->size_limit) {
+		char why[SMTP_REPLY_TEXT_MAX];
+		errfmt(why, sizeof why, "message of %lld bytes exceeds the %llu bytes %s accepts",
+		       (long long)c->size, c->size_limit, c->host);
+		sc_set_pending(c, SMTP_CLIENT_FAILED, "5.3.4", why, true);
+		sc_finish(c);
+		return;
+	}
+	char params[128] = "";
+	if (c->caps & SMTP_EXT_SIZE)
+		bsnprintf(params, sizeof params, " SIZE=%lld", (long long)c->size);
+	if (c->caps & SMTP_EXT_8BITMIME) /* RFC 6152: also fine for 7-bit text */
+		strncat(params, " BODY=8BITMIME", sizeof params - strlen(params) - 1);
+	if (utf8)
+		strncat(params, " SMTPUTF8", sizeof params - strlen(params) - 1);
+	c->replies = 0;
+	c->accepted = 0;
+	c->mail_ok = false;
+	c->dummy_dot = false;
+	sc_send(c, "MAIL FROM:<%s>%s", c->sender, params);
+	if (c->caps & SMTP_EXT_PIPELINING) {
+		for (size_t k = 0; k < c->ntxn; k++)
+			sc_send(c, "RCPT TO:<%s>", c->rcpts[c->order[k]].address);
+		sc_send(c, "DATA");
+	}
+	sc_enter_state(c, SC_TXN);
+	sc_arm(c, SC_TIMEOUT_COMMAND);
+}
+
+/* The password: first line of the secret file, which others may not read. */
+static bool sc_read_secret(const char *path, char *out, size_t outsz, char *err, size_t errsz)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		errfmt(err, errsz, "cannot read the smarthost password file %s: %s", path,
+		       strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return false;
+	}
+	if (st.st_mode & 077) {
+		errfmt(err, errsz, "smarthost password file %s may be read by group or others "
+		       "(chmod 600 it)", path);
+		close(fd);
+		return false;
+	}
+	ssize_t n = read(fd, out, outsz - 1);
+	int e = errno;
+	close(fd); /* read-only */
+	if (n < 0) {
+		errfmt(err, errsz, "cannot read the smarthost password file %s: %s", path,
+		       strerror(e));
+		return false;
+	}
+	out[n] = '\0';
+	out[strcspn(out, "\r\n")] = '\0';
+	if (!out[0]) {
+		errfmt(err, errsz, "the smarthost password file %s is empty", path);
+		return false;
+	}
+	return true;
+}
+
+/* AUTH PLAIN with the initial response (RFC 4954 §4, RFC 4616):
+ * base64("" NUL user NUL password).  Never logged; wiped. */
+static void sc_auth(struct smtp_client *c)
+{
+	char pw[SC_SECRET_MAX + 1], err[SMTP_REPLY_TEXT_MAX];
+	if (!sc_read_secret(c->auth_secret, pw, sizeof pw, err, sizeof err)) {
+		OPENSSL_cleanse(pw, sizeof pw);
+		log_err("event=outbound-auth-error id=%s reason=\"%s\"", c->id, err);
+		sc_host_failed(c, false, "4.7.0", "%s", err);
+		return;
+	}
+	size_t ulen = strlen(c->auth_user), plen = strlen(pw);
+	size_t rawlen = 2 + ulen + plen;
+	unsigned char *raw = xmalloc(rawlen);
+	raw[0] = '\0';
+	memcpy(raw + 1, c->auth_user, ulen);
+	raw[1 + ulen] = '\0';
+	memcpy(raw + 2 + ulen, pw, plen);
+	size_t b64len = 4 * ((rawlen + 2) / 3) + 1;
+	char *b64 = xmalloc(b64len);
+	EVP_EncodeBlock((unsigned char *)b64, raw, (int)rawlen);
+	char *line = xasprintf("AUTH PLAIN %s\r\n", b64);
+	bufferevent_write(c->bev, line, strlen(line));
+	OPENSSL_cleanse(pw, sizeof pw);
+	OPENSSL_cleanse(raw, rawlen);
+	OPENSSL_cleanse(b64, b64len);
+	OPENSSL_cleanse(line, strlen(line));
+	free(raw);
+	free(b64);
+	free(line);
+	sc_enter_state(c, SC_AUTH);
+	sc_arm(c, SC_TIMEOUT_COMMAND);
+}
+
+/* TLS is settled (up, refused, or not wanted): log in or start. */
+static void sc_after_tls(struct smtp_client *c)
+{
+	if (!c->auth_user) {
+		sc_mail(c);
+		return;
+	}
+	if (!(c->caps & SMTP_EXT_AUTH_PLAIN)) {
+		sc_host_failed(c, false, "4.7.0", "%s[%s] does not offer AUTH PLAIN", c->host, c->addr);
+		return;
+	}
+	sc_auth(c);
+}
+
+static void sc_after_ehlo(struct smtp_client *c)
+{
+	if (c->tls_active || (c->tls == OUTBOUND_TLS_NO && !c->auth_user)) {
+		sc_after_tls(c);
+		return;
+	}
+	if ((c->caps & SMTP_EXT_STARTTLS) && !c->no_tls) {
+		sc_send(c, "STARTTLS");
+		sc_enter_state(c, SC_STARTTLS);
+		sc_arm(c, SC_TIMEOUT_COMMAND);
+		return;
+	}
+	if (sc_needs_tls(c)) {
+		sc_host_failed(c, false, "4.7.4", "TLS is required but %s[%s] does not offer STARTTLS",
+			       c->host, c->addr);
+		return;
+	}
+	sc_after_tls(c);
+}
+
+/* RFC 3207 §4.2 and the client side of CVE-2011-0411: whatever arrived
+ * after the 220 came in the clear and is thrown away. */
+static void sc_start_tls(struct smtp_client *c)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	evbuffer_drain(in, evbuffer_get_length(in));
+	linebuf_reset(&c->lb);
+	SSL *ssl = SSL_new(c->ssl_ctx);
+	if (!ssl)
+		fatal("SSL_new failed");
+	struct dns_addr a;
+	if (!sc_parse_literal(c->host, &a)) {
+		SSL_set_tlsext_host_name(ssl, c->host); /* SNI */
+		SSL_set1_host(ssl, c->host);            /* for the verified= of the log */
+	}
+	struct bufferevent *tls = bufferevent_openssl_filter_new(
+	    c->base, c->bev, ssl, BUFFEREVENT_SSL_CONNECTING,
+	    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+	if (!tls) /* libevent's failure path leaves the SSL's owner unclear */
+		fatal("cannot create a TLS bufferevent");
+	bufferevent_openssl_set_allow_dirty_shutdown(tls, 1);
+	c->bev = tls;
+	sc_setup_bev(c);
+	sc_enter_state(c, SC_HANDSHAKE);
+	sc_arm(c, SC_TIMEOUT_TLS);
+}
+
+static void sc_tls_up(struct smtp_client *c)
+{
+	SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+	tls_describe(ssl, c->tls_desc, sizeof c->tls_desc);
+	c->tls_active = true;
+	X509 *peer = SSL_get0_peer_certificate(ssl);
+	bool verified = peer && SSL_get_verify_result(ssl) == X509_V_OK;
+	log_info("event=outbound-tls id=%s host=%s addr=%s tls=\"%s\" verified=%s", c->id, c->host,
+		 c->addr, c->tls_desc, verified ? "yes" : "no");
+	/* RFC 3207 §4.2: forget what EHLO said before TLS */
+	sc_send_ehlo(c);
+}
+
+static void sc_tls_failed(struct smtp_client *c, short what)
+{
+	unsigned long e = bufferevent_get_openssl_error(c->bev);
+	const char *why = e ? ERR_reason_error_string(e) : NULL;
+	if (!why)
+		why = (what & BEV_EVENT_EOF) ? "connection closed" : "handshake failed";
+	while (bufferevent_get_openssl_error(c->bev))
+		; /* this connection's errors must not leak into the next one */
+	char reason[SMTP_REPLY_TEXT_MAX];
+	errfmt(reason, sizeof reason, "TLS handshake with %s[%s] failed: %s", c->host, c->addr, why);
+	if (sc_needs_tls(c)) {
+		sc_host_failed(c, false, "4.7.5", "%s", reason);
+		return;
+	}
+	/* opportunistic: once more to this address, without STARTTLS */
+	c->no_tls = true;
+	sc_host_failed(c, true, "4.7.5", "%s; trying again without TLS", reason);
+}
+
+/* ---- replies, per state ------------------------------------------------------------- */
+
+static void sc_body_start(struct smtp_client *c);
+
+static void sc_txn_reply(struct smtp_client *c)
+{
+	size_t idx = c->replies++;
+	bool pipelining = (c->caps & SMTP_EXT_PIPELINING) != 0;
+	bool ok = c->reply.code / 100 == 2;
+	sc_arm(c, idx == c->ntxn ? SC_TIMEOUT_DATA : SC_TIMEOUT_COMMAND);
+	if (idx == 0) {
+		c->mail_ok = ok;
+		if (!ok) /* the sender is refused: so is everybody */
+			for (size_t k = 0; k < c->ntxn; k++)
+				sc_result_from_reply(c, &c->rcpts[c->order[k]]);
+		if (!pipelining) {
+			if (!ok) {
+				sc_finish(c);
+				return;
+			}
+			sc_send(c, "RCPT TO:<%s>", c->rcpts[c->order[0]].address);
+		}
+		return;
+	}
+	if (idx <= c->ntxn) {
+		struct smtp_client_rcpt *r = &c->rcpts[c->order[idx - 1]];
+		if (c->mail_ok) {
+			if (ok)
+				c->accepted++; /* pending until the end of the data */
+			else
+				sc_result_from_reply(c, r);
+		}
+		if (!pipelining) {
+			if (idx < c->ntxn)
+				sc_send(c, "RCPT TO:<%s>", c->rcpts[c->order[idx]].address);
+			else if (c->accepted > 0)
+				sc_send(c, "DATA");
+			else
+				sc_finish(c);
+		}
+		return;
+	}
+	/* the reply to DATA */
+	if (c->reply.code == 354) {
+		if (c->accepted > 0) {
+			sc_body_start(c);
+			return;
+		}
+		/* RFC 2920 §3.1: no recipient, yet DATA was accepted: an empty
+		 * message the server will refuse */
+		c->dummy_dot = true;
+		bufferevent_write(c->bev, ".\r\n", 3);
+		sc_enter_state(c, SC_DOT);
+		sc_arm(c, SC_TIMEOUT_DOT);
+		return;
+	}
+	if (c->mail_ok && c->accepted > 0)
+		for (size_t k = 0; k < c->ntxn; k++)
+			if (c->rcpts[c->order[k]].result == SMTP_CLIENT_PENDING)
+				sc_result_from_reply(c, &c->rcpts[c->order[k]]);
+	sc_finish(c);
+}
+
+/* The reply to the final dot decides for every accepted recipient. */
+static void sc_dot_reply(struct smtp_client *c)
+{
+	if (!c->dummy_dot)
+		for (size_t k = 0; k < c->ntxn; k++)
+			if (c->rcpts[c->order[k]].result == SMTP_CLIENT_PENDING)
+				sc_result_from_reply(c, &c->rcpts[c->order[k]]);
+	sc_finish(c);
+}
+
+/* Before the transaction a bad reply costs this host only. */
+static void sc_host_refused(struct smtp_client *c, const char *what)
+{
+	char status[SMTP_STATUS_MAX];
+	smtp_client_reply_status(&c->reply, status, sizeof status);
+	if (status[0] == '5' || status[0] == '2')
+		status[0] = '4'; /* another host, or a later attempt, may do better */
+	sc_host_failed(c, false, status, "%s[%s] refused %s: %s", c->host, c->addr, what,
+		       c->reply.text);
+}
+
+/* A reply or a failure in the middle of the transaction: whoever is still
+ * pending waits for another attempt. */
+static void sc_lost(struct smtp_client *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void sc_lost(struct smtp_client *c, const char *fmt, ...)
+{
+	char why[SMTP_REPLY_TEXT_MAX];
+	va_list ap;
+	va_start(ap, fmt);
+	verrfmt(why, sizeof why, fmt, ap);
+	va_end(ap);
+	sc_set_pending(c, SMTP_CLIENT_DEFERRED, "4.4.2", why, true);
+	sc_drop_conn(c);
+	sc_report(c, true);
+	sc_release(c);
+}
+
+static void sc_on_reply(struct smtp_client *c)
+{
+	unsigned cls = c->reply.code / 100;
+	switch (c->state) {
+	case SC_GREETING:
+		if (cls == 2)
+			sc_send_ehlo(c);
+		else
+			sc_host_refused(c, "the connection");
+		break;
+	case SC_EHLO:
+		if (cls == 2) {
+			sc_after_ehlo(c);
+		} else if (cls == 5) {
+			sc_send(c, "HELO %s", c->helo); /* RFC 5321 §3.2 */
+			sc_enter_state(c, SC_HELO);
+			sc_arm(c, SC_TIMEOUT_COMMAND);
+		} else {
+			sc_host_refused(c, "EHLO");
+		}
+		break;
+	case SC_HELO:
+		if (cls == 2) {
+			c->caps = 0;
+			sc_after_ehlo(c);
+		} else {
+			sc_host_refused(c, "HELO");
+		}
+		break;
+	case SC_STARTTLS:
+		if (c->reply.code == 220)
+			sc_start_tls(c);
+		else if (sc_needs_tls(c))
+			sc_host_refused(c, "STARTTLS");
+		else
+			sc_after_tls(c); /* opportunistic: go on in the clear */
+		break;
+	case SC_AUTH:
+		if (c->reply.code == 235)
+			sc_mail(c);
+		else
+			sc_host_refused(c, "the login");
+		break;
+	case SC_TXN:
+		sc_txn_reply(c);
+		break;
+	case SC_DOT:
+		sc_dot_reply(c);
+		break;
+	case SC_QUIT:
+		sc_release(c);
+		break;
+	default: /* a reply nobody asked for, e.g. a 421 or a 552 while we send text */
+		if (c->state == SC_BODY && cls == 5) {
+			for (size_t k = 0; k < c->ntxn; k++)
+				if (c->rcpts[c->order[k]].result == SMTP_CLIENT_PENDING)
+					sc_result_from_reply(c, &c->rcpts[c->order[k]]);
+			sc_drop_conn(c); /* never end the data after that */
+			sc_report(c, true);
+			sc_release(c);
+			break;
+		}
+		sc_lost(c, "unexpected reply from %s[%s]: %s", c->host, c->addr, c->reply.text);
+		break;
+	}
+}
+
+/* A connection-level failure (error, EOF, timeout, garbage). */
+static void sc_broken(struct smtp_client *c, const char *why)
+{
+	switch (c->state) {
+	case SC_CONNECT:
+	case SC_GREETING:
+	case SC_EHLO:
+	case SC_HELO:
+	case SC_STARTTLS:
+	case SC_AUTH:
+		sc_host_failed(c, false, "4.4.2", "%s[%s]: %s (%s)", c->host, c->addr, why,
+			       sc_state_names[c->state]);
+		break;
+	case SC_TXN:
+	case SC_BODY:
+	case SC_DOT:
+		sc_lost(c, "%s[%s]: %s (%s)", c->host, c->addr, why, sc_state_names[c->state]);
+		break;
+	default:
+		sc_release(c);
+		break;
+	}
+}
+
+static void sc_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct smtp_client *c = arg;
+	char line[SMTP_REPLY_LINE_MAX + 1];
+	struct linebuf_line l;
+	sc_enter(c);
+	if (c->state == SC_CONNECT) { /* the greeting overtook the connect event */
+		sc_enter_state(c, SC_GREETING);
+		sc_arm(c, SC_TIMEOUT_GREETING);
+	}
+	while (c->bev == bev && c->state != SC_DONE) {
+		enum linebuf_status st = linebuf_get(&c->lb, bufferevent_get_input(bev),
+						     SMTP_REPLY_LINE_MAX, line, sizeof line, &l);
+		if (st == LINEBUF_NEED_MORE)
+			break;
+		const char *rest = NULL;
+		enum smtp_client_reply_status rs = st == LINEBUF_TOO_LONG || l.has_nul
+						? SMTP_CLIENT_REPLY_BAD
+						: smtp_client_reply_feed(&c->reply, l.data, l.len, &rest);
+		if (rs == SMTP_CLIENT_REPLY_BAD) {
+			sc_broken(c, "malformed reply");
+			break;
+		}
+		if ((c->state == SC_EHLO) && c->reply.lines > 1) {
+			c->caps |= smtp_client_ehlo_line(rest);
+			unsigned long long sz = sc_ehlo_size(rest);
+			if (sz)
+				c->size_limit = sz;
+		}
+		if (rs == SMTP_CLIENT_REPLY_MORE)
+			continue;
+		sc_on_reply(c);
+		smtp_client_reply_reset(&c->reply); /* c lives on until sc_leave() */
+	}
+	sc_leave(c);
+}
+
+/* ---- the message --------------------------------------------------------------------- */
+
+static void sc_body_fill(struct smtp_client *c)
+{
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	while (evbuffer_get_length(out) < SC_OUTPUT_LOW && c->body_done < c->size) {
+		off_t left = c->size - c->body_done;
+		size_t want = left < SC_BODY_CHUNK ? (size_t)left : SC_BODY_CHUNK;
+		ssize_t n = pread(c->fd, c->chunk, want, c->offset + c->body_done);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			/* never end the data: the server must not take a cut message */
+			sc_lost(c, "cannot read the spooled message: %s",
+				n == 0 ? "file too short" : strerror(errno));
+			return;
+		}
+		size_t k = smtp_client_dot_stuff(c->chunk, (size_t)n, c->chunk + SC_BODY_CHUNK, &c->bol);
+		evbuffer_add(out, c->chunk + SC_BODY_CHUNK, k);
+		c->body_done += n;
+	}
+	if (c->body_done < c->size)
+		return;
+	if (!c->bol)
+		evbuffer_add(out, "\r\n", 2);
+	evbuffer_add(out, ".\r\n", 3);
+	free(c->chunk);
+	c->chunk = NULL;
+	bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+	sc_enter_state(c, SC_DOT);
+	sc_arm(c, SC_TIMEOUT_DOT);
+}
+
+static void sc_body_start(struct smtp_client *c)
+{
+	c->body_done = 0;
+	c->bol = true;
+	c->chunk = xmalloc(SC_BODY_CHUNK * 3); /* read buffer, then room for stuffing */
+	sc_enter_state(c, SC_BODY);
+	bufferevent_setwatermark(c->bev, EV_WRITE, SC_OUTPUT_LOW / 2, 0);
+	sc_arm(c, SC_TIMEOUT_BLOCK);
+	sc_body_fill(c);
+}
+
+static void sc_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct smtp_client *c = arg;
+	if (c->state != SC_BODY || c->bev != bev)
+		return;
+	sc_enter(c);
+	sc_arm(c, SC_TIMEOUT_BLOCK);
+	sc_body_fill(c);
+	sc_leave(c);
+}
+
+static void sc_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct smtp_client *c = arg;
+	if (c->bev != bev)
+		return;
+	sc_enter(c);
+	if (what & BEV_EVENT_CONNECTED) {
+		if (c->state == SC_HANDSHAKE) {
+			sc_tls_up(c);
+		} else if (c->state == SC_CONNECT) {
+			sc_enter_state(c, SC_GREETING);
+			sc_arm(c, SC_TIMEOUT_GREETING);
+		}
+	} else if (c->state == SC_HANDSHAKE) {
+		sc_tls_failed(c, what);
+	} else if (c->state == SC_CONNECT) {
+		int e = EVUTIL_SOCKET_ERROR();
+		sc_host_failed(c, false, "4.4.1", "cannot connect to %s[%s]: %s", c->host, c->addr,
+			       e ? evutil_socket_error_to_string(e) : "connection failed");
+	} else {
+		sc_broken(c, (what & BEV_EVENT_EOF) ? "connection closed" : "connection error");
+	}
+	sc_leave(c);
+}
+
+static void sc_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtp_client *c = arg;
+	sc_enter(c);
+	if (c->state == SC_START) {
+		sc_begin(c);
+	} else if (c->state == SC_QUIT) {
+		sc_release(c);
+	} else if (c->state == SC_CONNECT) {
+		sc_host_failed(c, false, "4.4.1", "cannot connect to %s[%s]: timed out after %ds",
+			       c->host, c->addr, SMTP_CLIENT_CONNECT_TIMEOUT);
+	} else if (c->state == SC_HANDSHAKE) {
+		sc_tls_failed(c, BEV_EVENT_TIMEOUT);
+	} else {
+		sc_broken(c, "timeout");
+	}
+	sc_leave(c);
+}
+
+/* ---- the interface ---------------------------------------------------------------------- */
+
+static char *sc_dup(const char *s)
+{
+	return s ? xstrdup(s) : NULL;
+}
+
+struct smtp_client *smtp_client_start(const struct smtp_client_params *p, smtp_client_done_cb done,
+				      void *arg)
+{
+	struct smtp_client *c = xcalloc(1, sizeof *c);
+	c->base = p->base;
+	c->dns = p->dns;
+	c->ssl_ctx = p->ssl_ctx;
+	c->id = xstrdup(p->id);
+	c->helo = xstrdup(p->helo);
+	c->sender = xstrdup(p->sender);
+	c->domain = xstrdup(p->domain ? p->domain : "");
+	c->smarthost = sc_dup(p->smarthost);
+	c->auth_user = sc_dup(p->auth_user);
+	c->auth_secret = sc_dup(p->auth_secret);
+	c->arrival = p->arrival;
+	c->port = p->port;
+	c->tls = p->tls;
+	c->fd = p->fd;
+	c->offset = p->offset;
+	c->size = p->size;
+	c->rcpts = p->rcpts;
+	c->nrcpts = p->nrcpts;
+	c->done = done;
+	c->arg = arg;
+	for (size_t i = 0; i < c->nrcpts; i++) {
+		smtp_client_rcpt_clear(&c->rcpts[i]);
+		c->rcpts[i].result = SMTP_CLIENT_PENDING;
+		c->rcpts[i].status[0] = '\0';
+	}
+	c->timer = evtimer_new(c->base, sc_timer_cb, c);
+	if (!c->timer)
+		fatal("evtimer_new failed");
+	c->next = sc_all;
+	if (c->next)
+		c->next->prev = c;
+	sc_all = c;
+	/* the first step runs from the loop: done never runs inside start */
+	c->state = SC_START;
+	sc_arm(c, 0);
+	return c;
+}
+
+void smtp_client_cancel(struct smtp_client *c)
+{
+	if (!c || c->reported)
+		return;
+	c->reported = true;
+	c->rcpts = NULL;
+	c->nrcpts = 0;
+	c->fd = -1;
+	sc_release(c);
+}
+
+void smtp_client_abort_all(void)
+{
+	while (sc_all) {
+		struct smtp_client *c = sc_all;
+		c->reported = true;
+		c->rcpts = NULL;
+		c->nrcpts = 0;
+		c->depth = 0;
+		sc_release(c);
+	}
+}
+
+SSL_CTX *smtp_client_tls_new(char *err, size_t errsz)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	if (!ctx) {
+		errfmt(err, errsz, "SSL_CTX_new: %s", ERR_reason_error_string(ERR_get_error()));
+		return NULL;
+	}
+	if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1) {
+		errfmt(err, errsz, "cannot require TLS 1.2: %s",
+		       ERR_reason_error_string(ERR_get_error()));
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
+	/* RFC 7435: opportunistic TLS takes any certificate; the result of
+	 * the check against the system's CAs only goes to the log */
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+	if (SSL_CTX_set_default_verify_paths(ctx) != 1)
+		ERR_clear_error();
+	return ctx;
+}

@@ -1,0 +1,151 @@
+/* runtime: one configuration generation — the configuration with the
+ * users, aliases, certificates and resolvers loaded alongside it —
+ * reference-counted, so that a reload (SIGHUP) never changes the rules
+ * under a session or a delivery attempt that started before it. */
+#include "runtime/runtime.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "auth/aliases.h"
+#include "auth/userdb.h"
+#include "conf/conf.h"
+#include "lib/log.h"
+#include "lib/util.h"
+#include "net/dns.h"
+#include "net/tls.h"
+
+/* ---- runtime generations ---------------------------------------------- */
+
+static struct runtime *current;
+
+struct runtime *runtime_current(void)
+{
+	return current;
+}
+
+void runtime_set_current(struct runtime *rt)
+{
+	current = rt;
+}
+
+struct runtime *runtime_ref(struct runtime *rt)
+{
+	rt->refs++;
+	return rt;
+}
+
+void runtime_unref(struct runtime *rt)
+{
+	if (!rt || --rt->refs > 0)
+		return;
+	for (size_t i = 0; rt->tls && i < rt->conf->nservers; i++)
+		if (rt->tls[i])
+			tls_server_free(rt->tls[i]);
+	free(rt->tls);
+	for (size_t i = 0; rt->server_dns && i < rt->conf->nservers; i++)
+		if (rt->server_dns[i])
+			dns_resolver_free(rt->server_dns[i]);
+	free(rt->server_dns);
+	if (rt->dns)
+		dns_resolver_free(rt->dns);
+	conf_free(rt->conf);
+	userdb_free(rt->users);
+	if (rt->aliases)
+		aliases_free(rt->aliases);
+	free(rt);
+}
+
+static const char *const alpn_names[] = {"smtp", "pop3", "imap"};
+
+/* Certificates and keys of every server with a tls block: a reload reads
+ * them anew, so SIGHUP picks up renewed certificates. */
+static int runtime_load_tls(struct runtime *rt, FILE *err)
+{
+	int errors = 0;
+	rt->tls = xcalloc(rt->conf->nservers, sizeof *rt->tls);
+	for (size_t i = 0; i < rt->conf->nservers; i++) {
+		const struct conf_server *srv = &rt->conf->servers[i];
+		char why[512];
+		if (srv->tls.ncerts == 0)
+			continue;
+		rt->tls[i] = tls_server_new(&srv->tls, alpn_names[srv->protocol], why, sizeof why);
+		if (!rt->tls[i]) {
+			fprintf(err, "server %s: %s\n", srv->name, why);
+			errors++;
+		}
+	}
+	return errors;
+}
+
+/* The global resolver and one for each server with its own `dns` (as an
+ * Exchange virtual server's "external DNS servers"). */
+static int runtime_load_dns(struct runtime *rt, FILE *err)
+{
+	char why[256];
+	rt->dns = dns_resolver_new(rt->base, &rt->conf->dns, NULL, why, sizeof why);
+	if (!rt->dns) {
+		fprintf(err, "dns: %s\n", why);
+		return 1;
+	}
+	rt->server_dns = xcalloc(rt->conf->nservers, sizeof *rt->server_dns);
+	int errors = 0;
+	for (size_t i = 0; i < rt->conf->nservers; i++) {
+		const struct conf_server *srv = &rt->conf->servers[i];
+		if (srv->dns.nservers == 0)
+			continue;
+		rt->server_dns[i] = dns_resolver_new(rt->base, &srv->dns, NULL, why, sizeof why);
+		if (!rt->server_dns[i]) {
+			fprintf(err, "server %s: dns: %s\n", srv->name, why);
+			errors++;
+		}
+	}
+	return errors;
+}
+
+struct dns_resolver *runtime_resolver(const struct runtime *rt, const struct conf_server *srv)
+{
+	struct dns_resolver *own = rt->server_dns[srv - rt->conf->servers];
+	return own ? own : rt->dns;
+}
+
+/* Load a configuration with its users, aliases, certificates and
+ * resolvers; NULL after logging every error. */
+struct runtime *runtime_load(const char *path, struct spool *sp, struct event_base *base)
+{
+	char *errs = NULL;
+	size_t errlen = 0;
+	FILE *err = open_memstream(&errs, &errlen);
+	if (!err)
+		fatal("open_memstream: %s", strerror(errno));
+	struct runtime *rt = xcalloc(1, sizeof *rt);
+	rt->refs = 1;
+	rt->spool = sp;
+	rt->base = base;
+	bool ok = conf_load(path, &rt->conf, err) == 0 &&
+		  userdb_load(rt->conf->users, &rt->users, err) == 0 &&
+		  (!rt->conf->aliases || aliases_load(rt->conf->aliases, &rt->aliases, err) == 0) &&
+		  runtime_load_tls(rt, err) == 0 && runtime_load_dns(rt, err) == 0;
+	fclose(err);
+	if (!ok) {
+		char *save = NULL;
+		for (char *line = strtok_r(errs, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
+			log_err("event=config-error message=\"%s\"", line);
+		free(errs);
+		runtime_unref(rt);
+		return NULL;
+	}
+	free(errs);
+	return rt;
+}
+
+const struct conf_server *runtime_server(const struct runtime *rt, const char *name)
+{
+	for (size_t i = 0; i < rt->conf->nservers; i++)
+		if (strcmp(rt->conf->servers[i].name, name) == 0)
+			return &rt->conf->servers[i];
+	return NULL;
+}
+

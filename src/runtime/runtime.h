@@ -1,0 +1,47 @@
+/* runtime: one configuration generation with what was loaded alongside it
+ * (users, aliases, certificates, resolvers), reference-counted.  The
+ * daemon makes one at start and one at each reload; a session or a
+ * delivery attempt holds a reference for its whole life. */
+#ifndef POSTHORN_RUNTIME_H
+#define POSTHORN_RUNTIME_H
+
+struct conf;
+struct conf_server;
+struct userdb;
+struct aliases;
+struct spool;
+struct event_base;
+struct tls_server;
+struct sasl_throttle;
+struct dns_resolver;
+
+struct runtime {
+	int refs;
+	struct conf *conf;
+	struct userdb *users;
+	struct aliases *aliases;     /* NULL when no aliases file */
+	struct tls_server **tls;     /* per conf->servers[i]; NULL: no certificate */
+	struct dns_resolver *dns;    /* the global `dns` servers (or resolv.conf) */
+	struct dns_resolver **server_dns; /* per server with its own `dns`; else NULL */
+	struct spool *spool;         /* shared by every generation */
+	struct event_base *base;
+	struct sasl_throttle *throttle; /* shared by every generation */
+};
+
+/* Load the configuration at path with its users, aliases, certificates
+ * and resolvers (one reference); NULL after logging every error. */
+struct runtime *runtime_load(const char *path, struct spool *sp, struct event_base *base);
+struct runtime *runtime_ref(struct runtime *rt);
+void runtime_unref(struct runtime *rt);
+
+/* The generation new work starts with (no reference taken), and its
+ * replacement at a reload (the caller keeps its own reference). */
+struct runtime *runtime_current(void);
+void runtime_set_current(struct runtime *rt);
+
+/* The resolver for server srv of rt: its own, or the global one. */
+struct dns_resolver *runtime_resolver(const struct runtime *rt, const struct conf_server *srv);
+/* The server block called name in this generation, or NULL. */
+const struct conf_server *runtime_server(const struct runtime *rt, const char *name);
+
+#endif
