@@ -17,8 +17,15 @@ No test resolves names through the machine's resolver: everything listens
 and connects on 127.0.0.0/8, and every daemon's `dns` is a dnsmasq of the
 tests' own (the session-wide `default_dns`, or one a test starts with its
 records).
+
+The suite runs in parallel (`-n N --dist loadgroup`, pytest-xdist): each
+worker process takes ports only from a block of its own (helpers.free_port),
+starts its own session-wide dnsmasq on such a port, and writes under its own
+basetemp.  A test marked `exclusive` (wall-clock bounds around CPU-bound
+work) runs with no other test of the run beside it: see `_exclusive` below.
 """
 
+import fcntl
 import os
 import re
 import shutil
@@ -54,6 +61,55 @@ STOP_TIMEOUT = 15.0    # SIGTERM -> exit, including LeakSanitizer's scan
 def _binary():
     b = os.environ.get("POSTHORN_BIN") or os.path.join(REPO, "build", "asan", "posthorn")
     return os.path.abspath(b)
+
+
+# -- parallel runs: tests that must run alone --------------------------------------
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "exclusive: the test times CPU-bound work against wall-clock bounds (the "
+        "PBKDF2 password checks, the throttle's sub-second delays); under "
+        "pytest-xdist no other test of the same run runs while it does")
+
+
+@pytest.fixture(scope="session")
+def _run_lock_files(request, tmp_path_factory):
+    """Under xdist, two lock files shared by the workers of this run (their
+    basetemps are folders of the run's own basetemp); None when serial."""
+    if not hasattr(request.config, "workerinput"):
+        yield None
+        return
+    run_dir = tmp_path_factory.getbasetemp().parent
+    gate = open(run_dir / "exclusive.gate", "a")
+    lock = open(run_dir / "exclusive.lock", "a")
+    yield gate, lock
+    gate.close()
+    lock.close()
+
+
+@pytest.fixture(autouse=True)
+def _exclusive(request, _run_lock_files):
+    """A readers-writer lock across the workers, held from the first
+    function-scoped fixture's setup to the last one's teardown (so a daemon's
+    start and its LeakSanitizer scan at exit are inside): every test holds it
+    shared, an `exclusive` test holds it alone.  The gate makes it fair: an
+    exclusive test that waits keeps new tests from starting, so the running
+    ones drain and it does not starve."""
+    if _run_lock_files is None:
+        yield
+        return
+    gate, lock = _run_lock_files
+    alone = request.node.get_closest_marker("exclusive") is not None
+    fcntl.flock(gate, fcntl.LOCK_EX)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+    finally:
+        fcntl.flock(gate, fcntl.LOCK_UN)
+    try:
+        yield
+    finally:
+        fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @pytest.fixture(scope="session")
@@ -348,13 +404,32 @@ class Posthorn:
 
         Maildir tools accept files with LF or with CRLF line ends; unless
         raw, the text is returned with CRLF line ends whichever the daemon
-        chose (test_smtp_basic checks that a file uses only one of them)."""
-        out = []
-        for path in maildir_files(self.maildir(addr)):
-            with open(path, "rb") as f:
-                data = f.read()
-            out.append(data if raw else data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
-        return out
+        chose (test_smtp_basic checks that a file uses only one of them).
+
+        A session of the daemon (IMAP, POP3) may move a message from new/
+        to cur/, or rename it there, while this reads: a listing counts
+        only when it is the same after every file in it was read (a file
+        that moves between the reads of new/ and cur/ is in neither or in
+        both; one that moves after the listing is gone when opened).  A
+        Maildir that keeps changing is read as it is at the last try."""
+        folder = self.maildir(addr)
+        out = None
+        for _ in range(200):
+            paths = maildir_files(folder)
+            try:
+                out = []
+                for path in paths:
+                    with open(path, "rb") as f:
+                        out.append(f.read())
+            except FileNotFoundError:
+                out = None
+            if out is not None and maildir_files(folder) == paths:
+                break
+            time.sleep(0.005)
+        if out is None:
+            raise AssertionError(f"{folder}: files kept vanishing while it was read")
+        return [data if raw else data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+                for data in out]
 
     def wait_messages(self, addr, n, timeout=10.0, settle=0.3):
         """Wait (bounded) until addr has n messages, then check it stays n."""

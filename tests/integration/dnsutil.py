@@ -9,7 +9,6 @@ hosts=[("host5.example.test", "127.0.0.5")], mx=[("example.net", "mx.example.net
 
 import os
 import signal
-import socket
 import subprocess
 import time
 
@@ -26,16 +25,9 @@ def ptr_name(addr):
 
 
 def free_dns_port():
-    """A port free for both TCP and UDP on 127.0.0.1 (dnsmasq takes both)."""
-    for _ in range(50):
-        port = free_port()
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            try:
-                u.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port for dnsmasq")
+    """A port free for both TCP and UDP on 127.0.0.1 (dnsmasq takes both),
+    from this test process's own block (see helpers.free_port)."""
+    return free_port("127.0.0.1", udp=True)
 
 
 class Dnsmasq:

@@ -5,10 +5,12 @@ pipelining and multi-line details), Maildir reading and bounded waiting.
 Nothing here resolves names: every address is a numeric 127.0.0.0/8 one.
 """
 
+import fcntl
 import os
 import re
 import socket
 import subprocess
+import tempfile
 import time
 
 HOST = "127.0.0.1"
@@ -34,22 +36,100 @@ def sanitizer_report(text):
     return None
 
 
-_ports_given = set()
+# -- ports ---------------------------------------------------------------------
+#
+# The tests run in several processes at once (pytest-xdist workers, or
+# somebody's second `make check` on the same machine), and a port is only
+# "free" until somebody binds it: two processes that each bind port 0 and
+# read it back may be handed the same just-closed port, and any outgoing
+# connection may take an ephemeral port between free_port() and the
+# daemon's bind().  So every test process claims a block of BLOCK ports of
+# its own, below the kernel's ephemeral range, by holding an flock on
+# PORT_LOCK_DIR/block-N for as long as it lives (the kernel drops the lock
+# when the process ends, however it ends), and hands out only ports of that
+# block, round robin, each checked free at the moment.
+
+PORT_BASE = 10000
+BLOCK = 400
+PORT_LOCK_DIR = os.path.join(tempfile.gettempdir(), "posthorn-it-ports")
+
+_block = None          # (first port, open lock file) of this process's block
+_block_pid = None      # the process that claimed it (a fork claims its own)
+_next = 0              # round-robin cursor inside the block
 
 
-def free_port(host=HOST):
-    """A TCP port that was free a moment ago (bind to port 0, read it
-    back), and never one this process handed out before: the kernel may
-    offer a just-closed port again, and two listeners of one daemon must
-    not get the same one."""
-    for _ in range(1000):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind((host, 0))
-            port = s.getsockname()[1]
-        if port not in _ports_given:
-            _ports_given.add(port)
-            return port
-    raise AssertionError("no fresh TCP port in 1000 tries")
+def _ephemeral_low():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _claim_block():
+    """Lock the first free block; returns its first port."""
+    global _block, _block_pid
+    if _block is not None and _block_pid == os.getpid():
+        return _block[0]
+    top = _ephemeral_low()
+    if top - PORT_BASE < BLOCK:
+        top = 65536          # an unusual ip_local_port_range: use what is left
+    os.makedirs(PORT_LOCK_DIR, exist_ok=True)
+    try:
+        os.chmod(PORT_LOCK_DIR, 0o1777)      # whoever runs the tests next
+    except OSError:
+        pass
+    for n in range((top - PORT_BASE) // BLOCK):
+        path = os.path.join(PORT_LOCK_DIR, f"block-{n}")
+        f = open(path, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            continue
+        try:
+            os.chmod(path, 0o666)
+        except OSError:
+            pass
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()} {os.environ.get('PYTEST_XDIST_WORKER', '-')}\n")
+        f.flush()
+        _block, _block_pid = (PORT_BASE + n * BLOCK, f), os.getpid()
+        return _block[0]
+    raise AssertionError(f"every block of {BLOCK} test ports from {PORT_BASE} to {top} is held "
+                         f"by another test process (locks in {PORT_LOCK_DIR})")
+
+
+def _bindable(host, port, kind):
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, kind) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host=HOST, udp=False):
+    """A TCP port (and UDP too when udp is true) that nothing had bound a
+    moment ago, from this process's own block: no other test process hands
+    it out, and this one hands it out again only after the rest of its
+    block (so two listeners of one daemon never get the same one)."""
+    global _next
+    first = _claim_block()
+    for _ in range(BLOCK):
+        port = first + _next
+        _next = (_next + 1) % BLOCK
+        # also free on the wildcard address: a daemon or a sink may listen
+        # there, and IPv6 listeners ([::1]) take the same number
+        if not (_bindable(host, port, socket.SOCK_STREAM)
+                and _bindable("0.0.0.0", port, socket.SOCK_STREAM)):
+            continue
+        if udp and not _bindable(host, port, socket.SOCK_DGRAM):
+            continue
+        return port
+    raise AssertionError(f"no free TCP port in this process's block {first}-{first + BLOCK - 1}")
 
 
 def wait_until(predicate, timeout=10.0, interval=0.05, what="condition"):

@@ -735,6 +735,7 @@ def test_auth_twice_or_during_transaction_503(ph, cert, ctx):
 
 # -- brute force: throttling and lockout --------------------------------------
 
+@pytest.mark.exclusive
 def test_lockout_and_recovery(ph, cert, ctx):
     p, _ = start_sub(ph, cert, auth=["lockout 5 1m 3s"])
     atk = raw(p, source="127.0.0.7", ctx=ctx, timeout=20)
@@ -796,6 +797,7 @@ def test_lockout_and_recovery(ph, cert, ctx):
     assert_log_clean(p, extra=[f"guess-{i}-{WRONG_PWS[0]}" for i in range(5)])
 
 
+@pytest.mark.exclusive
 def test_failures_per_user_never_lock_the_user_out(ph, cert, ctx):
     # Failures against one user from many addresses slow those attempts
     # down, but lock nobody out: a lockout per name would let anybody lock
@@ -936,6 +938,7 @@ def start_with_slow_user(posthorn, cert, slow_line):
     return p
 
 
+@pytest.mark.exclusive
 def test_other_sessions_go_on_while_a_password_is_checked(posthorn, cert, ctx, slow_line):
     p = start_with_slow_user(posthorn, cert, slow_line)
     a = raw(p, ctx=ctx, source="127.0.0.41")
@@ -959,6 +962,7 @@ def test_other_sessions_go_on_while_a_password_is_checked(posthorn, cert, ctx, s
     p.wait_messages(BOB, 2)
 
 
+@pytest.mark.exclusive
 def test_client_gone_during_a_password_check(posthorn, cert, ctx, slow_line):
     p = start_with_slow_user(posthorn, cert, slow_line)
     for i in range(3):

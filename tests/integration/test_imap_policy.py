@@ -269,6 +269,7 @@ def test_index_lost_while_running_gets_a_new_uidvalidity(imap, ctx):
 
 # -- a login's PBKDF2 runs beside the event loop ----------------------------------------------------
 
+@pytest.mark.exclusive
 def test_slow_login_holds_only_its_own_session(posthorn, cert, ctx):
     p = start_imap(posthorn, cert, start=False)
     with open(p.users_file, "a") as f:

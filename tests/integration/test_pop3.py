@@ -1000,6 +1000,7 @@ def test_reload_keeps_pop3_sessions(pop, ctx):
 
 # -- a login's PBKDF2 runs beside the event loop ---------------------------------
 
+@pytest.mark.exclusive
 def test_slow_pass_holds_only_its_own_session(posthorn, cert, ctx):
     p = start_pop3(posthorn, cert)
     with open(p.users_file, "a") as f:
