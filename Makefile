@@ -35,7 +35,7 @@ VERSION   := $(shell cat VERSION 2>/dev/null || echo 0.1.0)
 JOBS      := -j$(shell nproc 2>/dev/null || echo 2)
 
 .PHONY: all release asan run check unit integration chaos deps clean help bench bench-quick phload \
-	fuzz fuzz-build fuzz-bins fuzz-smoke lint lint-files
+	fuzz fuzz-build fuzz-bins fuzz-smoke lint lint-files layers install uninstall
 
 all: release
 
@@ -46,7 +46,9 @@ help:
 	@echo "make chaos  - the long fault-survival run (kill -9, full disk, fds, DNS, slow clients)"
 	@echo "make bench  - posthorn beside Postfix (~15 min); bench-quick: < 2 min"
 	@echo "make fuzz   - run every libFuzzer target FUZZ_SECONDS (default 60) each"
-	@echo "make lint   - cppcheck and clang-tidy over src/*.c"
+	@echo "make lint   - cppcheck and clang-tidy over src/"
+	@echo "make layers - no include or call goes up a layer, no circle (docs/architecture.md)"
+	@echo "make install - the binary and the man pages under PREFIX (/usr/local), DESTDIR"
 
 deps:
 	@./scripts/install-deps
@@ -80,23 +82,29 @@ $(eval $(call flavour,asan,$(ASAN_CFLAGS),$(ASAN_LDFLAGS)))
 -include $(wildcard $(BUILD)/*/obj/*.d $(BUILD)/*/obj/*/*.d $(BUILD)/*/obj/*/*/*.d \
 	$(BUILD)/*/tests/*.d)
 
-release: deps
+# Builds do not install anything; the two commands below (and bench, fuzz)
+# run scripts/install-deps first.
+release:
 	@$(MAKE) --no-print-directory $(JOBS) $(BUILD)/release/posthorn
 
-asan: deps
+asan:
 	@$(MAKE) --no-print-directory $(JOBS) $(BUILD)/asan/posthorn $(asan_TESTS)
 
 # ---- the two commands ----------------------------------------------------
 
-run: release
+run: deps
+	@$(MAKE) --no-print-directory release
 	@./scripts/demo $(BUILD)/release/posthorn
 
 unit: asan
 	@set -e; n=0; for t in $(asan_TESTS); do echo "== $$t"; $$t; n=$$((n+1)); done; \
 	echo "unit: $$n test programs passed"
 
+# In parallel, one worker per core (pytest-xdist); the tests that measure
+# time or memory share one worker (xdist_group), see tests/integration.
 integration: asan
-	POSTHORN_BIN=$(abspath $(BUILD))/asan/posthorn $(PYTEST) -q -p no:cacheprovider tests/integration
+	POSTHORN_BIN=$(abspath $(BUILD))/asan/posthorn $(PYTEST) -q -p no:cacheprovider \
+		-n $(shell nproc 2>/dev/null || echo 2) --dist loadgroup tests/integration
 
 # The long fault-survival run (25 kills under load, 2,000 slow clients, the
 # Maildir-full retry); `make check` runs the same file as "chaos-lite".
@@ -104,13 +112,19 @@ chaos: asan
 	POSTHORN_CHAOS=full POSTHORN_BIN=$(abspath $(BUILD))/asan/posthorn timeout 900 \
 		$(PYTEST) -q -s -p no:cacheprovider tests/integration/test_chaos.py
 
-check: asan
+# The layer rule (docs/architecture.md) over the ASan build's objects.
+layers: asan
+	@./scripts/layers $(BUILD)/asan/obj
+
+check: deps
+	@$(MAKE) --no-print-directory asan
+	@$(MAKE) --no-print-directory layers
 	@$(MAKE) --no-print-directory lint
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory fuzz-smoke
 	@$(MAKE) --no-print-directory integration
 
-# ---- the benchmark (bench/README in README.md "Performance") -------------
+# ---- the benchmark (method and results: docs/performance.md) -------------
 
 PHLOAD := $(BUILD)/bench/phload
 
@@ -174,7 +188,7 @@ $(BUILD)/fuzz/obj:
 
 fuzz-bins: $(FUZZ_BINS)
 
-fuzz-build: deps
+fuzz-build:
 	@$(MAKE) --no-print-directory $(JOBS) -s fuzz-bins
 
 # One target for N seconds: the seeds first (each must pass), then fuzzing.
@@ -188,7 +202,7 @@ FUZZ_RUN = set -e; for n in $(FUZZ_NAMES); do \
 	grep -E '^stat::number_of_executed_units' $(BUILD)/fuzz/$$n.log | sed 's/^/   /'; \
 	done
 
-fuzz: fuzz-build
+fuzz: deps fuzz-build
 	@$(call FUZZ_RUN,$(FUZZ_SECONDS))
 
 fuzz-smoke: fuzz-build
@@ -224,9 +238,26 @@ $(BUILD)/lint:
 
 lint-files: $(BUILD)/lint/cppcheck.stamp $(TIDY_STAMPS)
 
-lint: deps
+lint:
 	@$(MAKE) --no-print-directory $(JOBS) -s lint-files
 	@echo "lint: cppcheck and clang-tidy found nothing"
+
+# ---- install ---------------------------------------------------------------
+
+PREFIX  ?= /usr/local
+DESTDIR ?=
+SBINDIR := $(PREFIX)/sbin
+MANDIR  := $(PREFIX)/share/man
+
+install: release
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8
+	install -m 0755 $(BUILD)/release/posthorn $(DESTDIR)$(SBINDIR)/posthorn
+	install -m 0644 man/posthorn.conf.5 $(DESTDIR)$(MANDIR)/man5/posthorn.conf.5
+	install -m 0644 man/posthorn.8 $(DESTDIR)$(MANDIR)/man8/posthorn.8
+
+uninstall:
+	rm -f $(DESTDIR)$(SBINDIR)/posthorn $(DESTDIR)$(MANDIR)/man5/posthorn.conf.5 \
+		$(DESTDIR)$(MANDIR)/man8/posthorn.8
 
 clean:
 	rm -rf $(BUILD)

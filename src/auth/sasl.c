@@ -482,7 +482,7 @@ static enum sasl_status sasl_plain(struct sasl_session *s, const uint8_t *msg, s
 	    plen > SASL_FIELD_MAX)
 		return SASL_BAD_MESSAGE;
 	sasl_set_user(s, (const char *)authcid, clen);
-	/* Acting for someone else is never granted (issue 4): an authzid
+	/* Acting for someone else is never granted (RFC 4616 §2): an authzid
 	 * other than the user's own name is refused, not ignored. */
 	if (zlen > 0 && !(zlen == clen && strncasecmp((const char *)msg, s->user, clen) == 0))
 		return SASL_BAD_AUTHZID;

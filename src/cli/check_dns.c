@@ -110,14 +110,14 @@ static int check_dns_listens(const struct conf_server *srv, const struct check_w
 	for (size_t i = 0; i < srv->nlistens; i++) {
 		struct dns_addr la;
 		if (!check_dns_listen_addr(&srv->listens[i], &la)) {
-			fprintf(out, "  listen %s: all addresses (cannot compare)\n",
+			report(out, "  listen %s: all addresses (cannot compare)\n",
 				srv->listens[i].addr.text);
 			continue;
 		}
 		bool found = false;
 		for (size_t j = 0; j < fw->naddrs && !found; j++)
 			found = check_dns_same_addr(&la, &fw->addrs[j]);
-		fprintf(out, "  listen %s: %s\n", srv->listens[i].addr.text,
+		report(out, "  listen %s: %s\n", srv->listens[i].addr.text,
 			found ? "among the addresses of the name"
 			      : "NOT among the addresses of the name");
 		problems += !found;
@@ -139,14 +139,14 @@ static int check_dns_reverse(struct event_base *base, struct dns_resolver *r,
 		dns_lookup_ptr(r, (struct sockaddr *)&ss, check_dns_name_cb, &w);
 		check_dns_wait(base, &w);
 		if (w.st != DNS_OK) {
-			fprintf(out, "  reverse %s: no PTR record (%s)\n", text, dns_status_name(w.st));
+			report(out, "  reverse %s: no PTR record (%s)\n", text, dns_status_name(w.st));
 			problems++;
 		} else if (!check_dns_same_name(w.name, srv->hostname)) {
-			fprintf(out, "  reverse %s: points to %s, not to %s\n", text, w.name,
+			report(out, "  reverse %s: points to %s, not to %s\n", text, w.name,
 				srv->hostname);
 			problems++;
 		} else {
-			fprintf(out, "  reverse %s: points back to %s\n", text, w.name);
+			report(out, "  reverse %s: points back to %s\n", text, w.name);
 		}
 	}
 	return problems;
@@ -155,21 +155,21 @@ static int check_dns_reverse(struct event_base *base, struct dns_resolver *r,
 static int check_dns_server(struct event_base *base, struct dns_resolver *r,
 			    const struct conf_server *srv, FILE *out)
 {
-	fprintf(out, "server %s: %s\n", srv->name, srv->hostname);
+	report(out, "server %s: %s\n", srv->name, srv->hostname);
 	struct check_wait fw = {0};
 	dns_lookup_addrs(r, srv->hostname, check_dns_addrs_cb, &fw);
 	check_dns_wait(base, &fw);
 	if (fw.st != DNS_OK || fw.naddrs == 0) {
-		fprintf(out, "  resolves: NO (%s)\n", dns_status_name(fw.st));
+		report(out, "  resolves: NO (%s)\n", dns_status_name(fw.st));
 		return 1;
 	}
-	fputs("  resolves: yes, to", out);
+	report(out, "  resolves: yes, to");
 	for (size_t i = 0; i < fw.naddrs; i++) {
 		char text[64];
 		check_dns_addr_text(&fw.addrs[i], text, sizeof text);
-		fprintf(out, " %s", text);
+		report(out, " %s", text);
 	}
-	fputc('\n', out);
+	report(out, "\n");
 	return check_dns_listens(srv, &fw, out) + check_dns_reverse(base, r, srv, &fw, out);
 }
 
@@ -185,7 +185,7 @@ int cmd_check_dns(const char *conf_path)
 	int problems = 0, status = 0;
 	struct dns_resolver *global = dns_resolver_new(base, &conf->dns, NULL, err, sizeof err);
 	if (!global) {
-		fprintf(stderr, "posthorn: dns: %s\n", err);
+		complain("dns: %s", err);
 		status = 1;
 	}
 	for (size_t i = 0; global && i < conf->nservers; i++) {
@@ -193,7 +193,7 @@ int cmd_check_dns(const char *conf_path)
 		struct dns_resolver *own = NULL;
 		if (srv->dns.nservers > 0 &&
 		    !(own = dns_resolver_new(base, &srv->dns, NULL, err, sizeof err))) {
-			fprintf(stderr, "posthorn: server %s: dns: %s\n", srv->name, err);
+			complain("server %s: dns: %s", srv->name, err);
 			status = 1;
 			continue;
 		}

@@ -166,7 +166,7 @@ int cmd_queue(const char *conf_path, int argc, char **argv)
 		if (strcmp(argv[0], cmd_queue_commands[i].name) == 0)
 			cmd = &cmd_queue_commands[i];
 	if (!cmd || argc - 1 != cmd->nargs) {
-		fputs(cmd_queue_usage_line, stderr);
+		stderr_puts(cmd_queue_usage_line);
 		return CMD_QUEUE_EXIT_USAGE;
 	}
 	if (cmd->nargs == 1 && !cmd_queue_id_ok(argv[1])) {

@@ -1,4 +1,4 @@
-/* cmd_queue: `posthorn queue list|show ID|flush|delete ID` (SPEC.md §2), the
+/* cmd_queue: `posthorn queue list|show ID|flush|delete ID` (posthorn(8)), the
  * administrator's view of the outbound queue, through the running daemon's
  * control socket (control.c). */
 #ifndef POSTHORN_CMD_QUEUE_H

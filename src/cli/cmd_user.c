@@ -1,5 +1,5 @@
 /* cmd_user: `posthorn user add|passwd|del ADDRESS` and `posthorn user list`
- * (SPEC.md §2).  The password is the first line of stdin, read without echo
+ * (posthorn(8)).  The password is the first line of stdin, read without echo
  * when stdin is a terminal; it is wiped after use and never written out. */
 #include "cli/cmd_user.h"
 
@@ -73,7 +73,7 @@ static int cmd_user_usage(const char *fmt, ...)
 	va_start(ap, fmt);
 	vcomplain(fmt, ap);
 	va_end(ap);
-	fputs(cmd_user_usage_line, stderr);
+	stderr_puts(cmd_user_usage_line);
 	return CMD_USER_EXIT_USAGE;
 }
 
@@ -167,15 +167,14 @@ static void cmd_user_echo_restore(struct cmd_user_tty *t)
 static enum cmd_user_read cmd_user_prompt(const char *prompt, struct cmd_user_password *pw)
 {
 	struct cmd_user_tty t;
-	fputs(prompt, stderr);
-	fflush(stderr);
+	stderr_puts(prompt);
 	if (cmd_user_echo_off(&t) < 0)
 		return CMD_USER_READ_ERROR;
 	enum cmd_user_read r = cmd_user_read_line(pw);
 	int saved = errno;
 	cmd_user_echo_restore(&t);
 	if (r != CMD_USER_READ_OK)
-		fputc('\n', stderr);
+		stderr_puts("\n");
 	errno = saved;
 	return r;
 }
@@ -235,7 +234,7 @@ static void cmd_user_relay(char *text)
 		char *nl = strchr(line, '\n');
 		if (nl)
 			*nl = '\0';
-		fprintf(stderr, "posthorn: %s\n", line);
+		complain("%s", line);
 		line = nl ? nl + 1 : NULL;
 	}
 }
@@ -258,7 +257,8 @@ static FILE *cmd_user_errbuf_open(struct cmd_user_errbuf *e)
 
 static void cmd_user_errbuf_close(struct cmd_user_errbuf *e)
 {
-	fclose(e->fp);
+	if (fclose(e->fp) == EOF)
+		fatal("cannot collect the error messages: %s", strerror(errno));
 	cmd_user_relay(e->text);
 	free(e->text);
 }
@@ -303,10 +303,9 @@ static void cmd_user_warn_domain(const struct conf *conf, const char *address)
 	const char *domain = strchr(address, '@') + 1;
 	if (conf_is_local_domain(conf, domain))
 		return;
-	fprintf(stderr,
-		"posthorn: warning: %s is not a local domain (\"domains\" in %s): "
-		"mail to %s will not be delivered here\n",
-		domain, conf->path ? conf->path : "the configuration", address);
+	complain("warning: %s is not a local domain (\"domains\" in %s): "
+		 "mail to %s will not be delivered here",
+		 domain, conf->path ? conf->path : "the configuration", address);
 }
 
 static int cmd_user_edit(const struct conf *conf, const struct cmd_user_command *cmd,

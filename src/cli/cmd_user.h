@@ -1,5 +1,5 @@
 /* cmd_user: `posthorn user add|passwd|del ADDRESS` and `posthorn user list`,
- * the administrator's interface to the user database (SPEC.md §2). */
+ * the administrator's interface to the user database (posthorn(8)). */
 #ifndef POSTHORN_CMD_USER_H
 #define POSTHORN_CMD_USER_H
 

@@ -1,5 +1,6 @@
-/* main: the command line of SPEC.md §2 — `posthorn [-c FILE] COMMAND ...`.
+/* main: the command line of posthorn(8) — `posthorn [-c FILE] COMMAND ...`.
  * Exit status: 0 success, 1 an error the user can fix, 2 bad usage. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,12 +75,12 @@ static const struct command commands[] = {
 
 static void usage(FILE *out)
 {
-	fprintf(out, "usage: posthorn [-c FILE] COMMAND [ARGS]\n\ncommands:\n");
+	report(out, "usage: posthorn [-c FILE] COMMAND [ARGS]\n\ncommands:\n");
 	for (size_t i = 0; i < ARRAY_LEN(commands); i++)
-		fprintf(out, "  posthorn %s\n", commands[i].usage);
-	fprintf(out, "  posthorn --version\n\n"
-		     "-c FILE: the configuration (default: $POSTHORN_CONF, else %s)\n",
-		DEFAULT_CONF);
+		report(out, "  posthorn %s\n", commands[i].usage);
+	report(out, "  posthorn --version\n\n"
+		    "-c FILE: the configuration (default: $POSTHORN_CONF, else %s)\n",
+	       DEFAULT_CONF);
 }
 
 static const struct command *find_command(const char *name)
@@ -93,7 +94,7 @@ static const struct command *find_command(const char *name)
 static int cmd_serve(const char *conf_path, int argc, char **argv)
 {
 	if (argc != 1) {
-		fprintf(stderr, "usage: posthorn serve [-c FILE]\n");
+		stderr_puts("usage: posthorn serve [-c FILE]\n");
 		return 2;
 	}
 	log_init(false, getenv("POSTHORN_DEBUG") ? LOG_DEBUG : LOG_INFO);
@@ -103,7 +104,7 @@ static int cmd_serve(const char *conf_path, int argc, char **argv)
 static int cmd_check(const char *conf_path, int argc, char **argv)
 {
 	if (argc != 1) {
-		fprintf(stderr, "usage: posthorn check [-c FILE]\n");
+		stderr_puts("usage: posthorn check [-c FILE]\n");
 		return 2;
 	}
 	struct conf *conf;
@@ -115,7 +116,10 @@ static int cmd_check(const char *conf_path, int argc, char **argv)
 					  stdout);
 	if (errors == 0) {
 		printf("%s: configuration is valid\n\n", conf_path);
-		conf_print_policy(conf, stdout);
+		if (conf_print_policy(conf, stdout) < 0) {
+			complain("cannot write to standard output: %s", strerror(errno));
+			errors++;
+		}
 	}
 	conf_free(conf);
 	return errors ? 1 : 0;
@@ -129,7 +133,7 @@ static int cmd_user_main(const char *conf_path, int argc, char **argv)
 static int cmd_check_dns_main(const char *conf_path, int argc, char **argv)
 {
 	if (argc != 1) {
-		fprintf(stderr, "usage: posthorn check-dns [-c FILE]\n");
+		stderr_puts("usage: posthorn check-dns [-c FILE]\n");
 		return 2;
 	}
 	return cmd_check_dns(conf_path);
@@ -175,7 +179,25 @@ static int take_conf_option(int argc, char **argv, const char **conf_path)
 	return out;
 }
 
+/* Whatever a command printed on stdout must have been written: a full
+ * disk or a closed pipe turns success into failure. */
+static int finish(int status)
+{
+	if (status == 0 && report_end(stdout) < 0) {
+		complain("cannot write to standard output: %s", strerror(errno));
+		return 1;
+	}
+	return status;
+}
+
+static int run(int argc, char **argv);
+
 int main(int argc, char **argv)
+{
+	return finish(run(argc, argv));
+}
+
+static int run(int argc, char **argv)
 {
 	const char *conf_path = getenv("POSTHORN_CONF");
 	if (!conf_path || !*conf_path)
@@ -183,7 +205,7 @@ int main(int argc, char **argv)
 	argc = take_conf_option(argc - 1, argv + 1, &conf_path);
 	argv++;
 	if (argc < 0) {
-		fprintf(stderr, "posthorn: -c needs a FILE\n");
+		complain("-c needs a FILE");
 		return 2;
 	}
 	if (argc == 0) {
@@ -198,7 +220,7 @@ int main(int argc, char **argv)
 		return cmd_help(conf_path, 1, argv);
 	const struct command *c = find_command(argv[0]);
 	if (!c) {
-		fprintf(stderr, "posthorn: unknown command \"%s\" (see posthorn help)\n", argv[0]);
+		complain("unknown command \"%s\" (see posthorn help)", argv[0]);
 		return 2;
 	}
 	return c->run(conf_path, argc, argv);

@@ -1,4 +1,4 @@
-/* conf: the configuration language of SPEC.md §3 — a lexer that knows the
+/* conf: the configuration language of posthorn.conf(5) — a lexer that knows the
  * FILE:LINE:COL of every token, a parser driven by one table per block, one
  * validation step that reports every error, and the policy `check` prints. */
 #include "conf/conf.h"
@@ -15,12 +15,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "lib/strbuf.h"
 #include "lib/util.h"
 
 /* Every limit of the configuration language, in one place. */
 #define CONF_INCLUDE_DEPTH_MAX 8        /* nested include levels */
 #define CONF_FILE_SIZE_MAX (4u << 20)   /* bytes in one configuration file */
 #define CONF_QUOTE_MAX 80               /* bytes of a word shown in a message */
+#define CONF_MESSAGE_MAX 8192           /* one error message (paths too), FILE:LINE:COL aside */
 #define CONF_TABLE_MAX 16               /* directives in one block's table */
 #define CONF_NAME_MAX 64                /* server and user names */
 #define CONF_MIN_BITS_MAX 256           /* strongest cipher there is */
@@ -108,44 +110,52 @@ struct quoted {
 	char s[CONF_QUOTE_MAX * 4 + 4];
 };
 
-/* A word as printable ASCII for a message: other bytes as \xNN, long ones cut. */
+/* A word as printable ASCII for a message: other bytes as \xNN, words
+ * longer than CONF_QUOTE_MAX cut, with "...".  q.s holds the longest. */
 static struct quoted quote(const char *s)
 {
-	static const char hex[] = "0123456789abcdef";
 	struct quoted q;
-	size_t o = 0, i;
+	struct strbuf sb;
+	strbuf_init(&sb, q.s, sizeof q.s);
+	size_t i;
 	for (i = 0; i < CONF_QUOTE_MAX && s[i] != '\0'; i++) {
 		unsigned char c = (unsigned char)s[i];
-		if (c >= 0x20 && c < 0x7f) {
-			q.s[o++] = (char)c;
-			continue;
-		}
-		q.s[o++] = '\\';
-		q.s[o++] = 'x';
-		q.s[o++] = hex[c >> 4];
-		q.s[o++] = hex[c & 15];
+		if (c >= 0x20 && c < 0x7f)
+			(void)strbuf_addc(&sb, (char)c);
+		else
+			(void)strbuf_addf(&sb, "\\x%02x", c);
 	}
-	if (s[i] != '\0') {
-		memcpy(q.s + o, "...", 3);
-		o += 3;
-	}
-	q.s[o] = '\0';
+	if (s[i] != '\0')
+		(void)strbuf_adds(&sb, "...");
+	if (!strbuf_ok(&sb))
+		fatal("quote: struct quoted is too small");
 	return q;
 }
 
 /* The temporary lives until the end of the full expression (C11 6.2.4p8). */
 #define Q(text) (quote(text).s)
 
+/* One diagnostic line to errout.  When it cannot be written there is
+ * nobody left to tell; the error it reports fails the load all the same. */
+static void conf_diag(FILE *errout, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void conf_diag(FILE *errout, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	(void)vfprintf(errout, fmt, ap);
+	va_end(ap);
+}
+
 static void conf_error(struct parser *p, const struct conf_pos *at, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 static void conf_error(struct parser *p, const struct conf_pos *at, const char *fmt, ...)
 {
+	char msg[CONF_MESSAGE_MAX];
 	va_list ap;
-	fprintf(p->errout, "%s:%u:%u: ", at->file, at->line, at->col);
 	va_start(ap, fmt);
-	vfprintf(p->errout, fmt, ap);
+	verrfmt(msg, sizeof msg, fmt, ap); /* a cut message ends in "..." */
 	va_end(ap);
-	fputc('\n', p->errout);
+	conf_diag(p->errout, "%s:%u:%u: %s\n", at->file, at->line, at->col, msg);
 	p->errors++;
 }
 
@@ -170,12 +180,14 @@ struct lexer {
 	bool has_ahead;
 };
 
-struct strbuf {
+/* A word of the lexer, grown on the heap (a configuration word has no
+ * bound but the file's size). */
+struct wordbuf {
 	char *s;
 	size_t len, cap;
 };
 
-static void strbuf_putc(struct strbuf *b, char c)
+static void wordbuf_putc(struct wordbuf *b, char c)
 {
 	if (b->len + 1 >= b->cap) {
 		b->cap = b->cap ? b->cap * 2 : 32;
@@ -185,13 +197,13 @@ static void strbuf_putc(struct strbuf *b, char c)
 	b->s[b->len] = '\0';
 }
 
-static void strbuf_puts(struct strbuf *b, const char *s)
+static void wordbuf_puts(struct wordbuf *b, const char *s)
 {
 	while (*s)
-		strbuf_putc(b, *s++);
+		wordbuf_putc(b, *s++);
 }
 
-static char *strbuf_take(struct strbuf *b)
+static char *wordbuf_take(struct wordbuf *b)
 {
 	return b->s ? b->s : xstrdup("");
 }
@@ -235,13 +247,13 @@ static void lx_skip_blanks_and_comment(struct lexer *lx)
 }
 
 /* After a backslash inside quotes: only \" and \\ exist. */
-static void lx_escape(struct lexer *lx, struct strbuf *b, bool *bad)
+static void lx_escape(struct lexer *lx, struct wordbuf *b, bool *bad)
 {
 	struct conf_pos at = lx->pos;
 	lx_advance(lx);
 	int c = lx_peek(lx);
 	if (c == '"' || c == '\\') {
-		strbuf_putc(b, (char)c);
+		wordbuf_putc(b, (char)c);
 		lx_advance(lx);
 		return;
 	}
@@ -254,7 +266,7 @@ static void lx_escape(struct lexer *lx, struct strbuf *b, bool *bad)
 	lx_advance(lx);
 }
 
-static void lx_quoted(struct lexer *lx, struct strbuf *b, bool *bad)
+static void lx_quoted(struct lexer *lx, struct wordbuf *b, bool *bad)
 {
 	struct conf_pos start = lx->pos;
 	lx_advance(lx);
@@ -274,15 +286,15 @@ static void lx_quoted(struct lexer *lx, struct strbuf *b, bool *bad)
 			lx_escape(lx, b, bad);
 			continue;
 		}
-		strbuf_putc(b, (char)c);
+		wordbuf_putc(b, (char)c);
 		lx_advance(lx);
 	}
 }
 
-static void lx_bare(struct lexer *lx, struct strbuf *b)
+static void lx_bare(struct lexer *lx, struct wordbuf *b)
 {
 	while (!lx_ends_word(lx_peek(lx)) && lx_peek(lx) != '"') {
-		strbuf_putc(b, (char)lx_peek(lx));
+		wordbuf_putc(b, (char)lx_peek(lx));
 		lx_advance(lx);
 	}
 }
@@ -291,7 +303,7 @@ static void lx_bare(struct lexer *lx, struct strbuf *b)
 static struct token lx_word(struct lexer *lx)
 {
 	struct token t = {.kind = TOKEN_WORD, .pos = lx->pos};
-	struct strbuf b = {0};
+	struct wordbuf b = {0};
 	unsigned parts = 0;
 	bool quoted = false;
 	while (!lx_ends_word(lx_peek(lx))) {
@@ -307,7 +319,7 @@ static struct token lx_word(struct lexer *lx)
 		conf_error(lx->p, &t.pos, "quotes must enclose a whole argument");
 		t.bad = true;
 	}
-	t.word = strbuf_take(&b);
+	t.word = wordbuf_take(&b);
 	return t;
 }
 
@@ -894,13 +906,13 @@ static bool rule_domain(struct parser *p, const struct line *d, struct conf_rule
 
 static char *args_joined(const struct line *d)
 {
-	struct strbuf b = {0};
+	struct wordbuf b = {0};
 	for (size_t i = 0; i < d->nargs; i++) {
 		if (i)
-			strbuf_putc(&b, ' ');
-		strbuf_puts(&b, d->args[i].s);
+			wordbuf_putc(&b, ' ');
+		wordbuf_puts(&b, d->args[i].s);
 	}
-	return strbuf_take(&b);
+	return wordbuf_take(&b);
 }
 
 /* allow/deny RULE: ADDRESS, ADDRESS/PREFIX, ADDRESS MASK or domain NAME. */
@@ -1074,7 +1086,7 @@ static char *read_text_file(const char *path, struct file_id *id, const char **w
 	if (!f || fstat(fileno(f), &st) < 0) {
 		*why = strerror(errno);
 		if (f)
-			fclose(f);
+			(void)fclose(f); /* read only: nothing to lose */
 		return NULL;
 	}
 	id->dev = st.st_dev;
@@ -1092,7 +1104,7 @@ static char *read_text_file(const char *path, struct file_id *id, const char **w
 	}
 	if (!*why && ferror(f))
 		*why = strerror(errno);
-	fclose(f);
+	(void)fclose(f); /* read only: what was read is all there is */
 	buf[len] = '\0';
 	if (!*why && strlen(buf) != len)
 		*why = "contains a NUL byte (not a text file?)";
@@ -1220,13 +1232,13 @@ static bool has_wildcard(const char *s)
 /* dir with glob(3)'s special characters escaped. */
 static char *glob_escape(const char *dir)
 {
-	struct strbuf b = {0};
+	struct wordbuf b = {0};
 	for (; *dir; dir++) {
 		if (strchr("*?[\\", *dir))
-			strbuf_putc(&b, '\\');
-		strbuf_putc(&b, *dir);
+			wordbuf_putc(&b, '\\');
+		wordbuf_putc(&b, *dir);
 	}
-	return strbuf_take(&b);
+	return wordbuf_take(&b);
 }
 
 /* include PATH: a pattern matching nothing is fine, a missing plain file is not. */
@@ -1348,8 +1360,8 @@ static void out_smarthost_auth(struct parser *p, const struct line *d)
 	}
 	if (!arg_path(p, d, &d->args[1], &o->smarthost_secret))
 		return;
-	/* STYLE §14: a secret others may read is refused, here at start-up
-	 * and reload rather than at the first delivery */
+	/* a secret others may read is refused, here at start-up and reload
+	 * rather than at the first delivery */
 	struct stat st;
 	if (stat(o->smarthost_secret, &st) == 0 && (st.st_mode & (S_IRWXG | S_IRWXO))) {
 		conf_error(p, &d->args[1].pos,
@@ -2109,7 +2121,7 @@ int conf_load(const char *path, struct conf **out, FILE *errout)
 	const char *why;
 	char *text = read_text_file(path, &id, &why);
 	if (!text) {
-		fprintf(errout ? errout : stderr, "%s:1:1: cannot read configuration: %s\n", path, why);
+		conf_diag(errout ? errout : stderr, "%s:1:1: cannot read configuration: %s\n", path, why);
 		*out = NULL;
 		return 1;
 	}
@@ -2145,13 +2157,50 @@ const char *conf_protocol_name(enum conf_protocol p)
 
 /* ---- policy in plain words ------------------------------------------------------------------ */
 
-static void print_separator(FILE *out, size_t i)
+/* The policy text being written: the first failed write is kept, and
+ * conf_print_policy() reports it. */
+struct policy_out {
+	FILE *f;
+	bool failed;
+};
+
+static void out_vprintf(struct policy_out *out, const char *fmt, va_list ap)
+	__attribute__((format(printf, 2, 0)));
+static void out_vprintf(struct policy_out *out, const char *fmt, va_list ap)
 {
-	if (i)
-		fputs(", ", out);
+	if (!out->failed && vfprintf(out->f, fmt, ap) < 0)
+		out->failed = true;
 }
 
-static void print_size(FILE *out, uint64_t n)
+static void out_printf(struct policy_out *out, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static void out_printf(struct policy_out *out, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	out_vprintf(out, fmt, ap);
+	va_end(ap);
+}
+
+static void out_puts(struct policy_out *out, const char *s)
+{
+	if (!out->failed && fputs(s, out->f) == EOF)
+		out->failed = true;
+}
+
+static void out_putc(struct policy_out *out, char c)
+{
+	if (!out->failed && fputc(c, out->f) == EOF)
+		out->failed = true;
+}
+
+static void print_separator(struct policy_out *out, size_t i)
+{
+	if (i)
+		out_puts(out, ", ");
+}
+
+static void print_size(struct policy_out *out, uint64_t n)
 {
 	static const struct {
 		uint64_t unit;
@@ -2159,14 +2208,14 @@ static void print_size(FILE *out, uint64_t n)
 	} units[] = {{UINT64_C(1) << 30, "GiB"}, {UINT64_C(1) << 20, "MiB"}, {UINT64_C(1) << 10, "KiB"}};
 	for (size_t i = 0; i < ARRAY_LEN(units); i++) {
 		if (n != 0 && n % units[i].unit == 0) {
-			fprintf(out, "%" PRIu64 " %s", n / units[i].unit, units[i].name);
+			out_printf(out, "%" PRIu64 " %s", n / units[i].unit, units[i].name);
 			return;
 		}
 	}
-	fprintf(out, "%" PRIu64 " bytes", n);
+	out_printf(out, "%" PRIu64 " bytes", n);
 }
 
-static void print_duration(FILE *out, unsigned s)
+static void print_duration(struct policy_out *out, unsigned s)
 {
 	static const struct {
 		unsigned unit;
@@ -2175,30 +2224,30 @@ static void print_duration(FILE *out, unsigned s)
 	for (size_t i = 0; i < ARRAY_LEN(units); i++) {
 		if (s != 0 && s % units[i].unit == 0) {
 			unsigned n = s / units[i].unit;
-			fprintf(out, "%u %s%s", n, units[i].name, n == 1 ? "" : "s");
+			out_printf(out, "%u %s%s", n, units[i].name, n == 1 ? "" : "s");
 			return;
 		}
 	}
-	fprintf(out, "%u seconds", s);
+	out_printf(out, "%u seconds", s);
 }
 
-static void print_rule_target(FILE *out, const struct conf_rule *r)
+static void print_rule_target(struct policy_out *out, const struct conf_rule *r)
 {
 	char buf[INET6_ADDRSTRLEN];
 	if (r->kind == RULE_DOMAIN) {
-		fprintf(out, "clients whose verified reverse name is in %s", r->domain);
+		out_printf(out, "clients whose verified reverse name is in %s", r->domain);
 		return;
 	}
 	if (!inet_ntop(r->family, r->addr, buf, sizeof buf)) {
-		fputs(r->text, out);
+		out_puts(out, r->text);
 		return;
 	}
-	fputs(buf, out);
+	out_puts(out, buf);
 	if (r->prefix < addr_bits(r->family))
-		fprintf(out, "/%u", r->prefix);
+		out_printf(out, "/%u", r->prefix);
 }
 
-static void print_rule_list(FILE *out, const struct conf_rule *rules, size_t n)
+static void print_rule_list(struct policy_out *out, const struct conf_rule *rules, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
 		print_separator(out, i);
@@ -2206,51 +2255,51 @@ static void print_rule_list(FILE *out, const struct conf_rule *rules, size_t n)
 	}
 }
 
-static void print_outbound(FILE *out, const struct conf_outbound *o)
+static void print_outbound(struct policy_out *out, const struct conf_outbound *o)
 {
 	static const char *const tls[] = {
 		[OUTBOUND_TLS_OPPORTUNISTIC] = "STARTTLS when the other side offers it",
 		[OUTBOUND_TLS_REQUIRED] = "TLS required",
 		[OUTBOUND_TLS_NO] = "no TLS",
 	};
-	fputs("outbound: ", out);
+	out_puts(out, "outbound: ");
 	if (o->smarthost)
-		fprintf(out, "all through %s port %u", o->smarthost_host, o->smarthost_port);
+		out_printf(out, "all through %s port %u", o->smarthost_host, o->smarthost_port);
 	else
-		fprintf(out, "straight to each domain's mail exchangers on port %u", o->port);
+		out_printf(out, "straight to each domain's mail exchangers on port %u", o->port);
 	if (o->smarthost_user)
-		fprintf(out, ", logging in as %s (password in %s)", o->smarthost_user,
-			o->smarthost_secret);
-	fprintf(out, "; %s; undelivered mail is returned after ", tls[o->tls]);
+		out_printf(out, ", logging in as %s (password in %s)", o->smarthost_user,
+			   o->smarthost_secret);
+	out_printf(out, "; %s; undelivered mail is returned after ", tls[o->tls]);
 	print_duration(out, o->lifetime);
-	fputs("; retries after ", out);
+	out_puts(out, "; retries after ");
 	for (size_t i = 0; i < o->nretry; i++) {
 		print_separator(out, i);
 		print_duration(out, o->retry[i]);
 	}
-	fputs(" (the last step repeats)\n", out);
+	out_puts(out, " (the last step repeats)\n");
 }
 
-static void print_global(FILE *out, const struct conf *c)
+static void print_global(struct policy_out *out, const struct conf *c)
 {
-	fputs("local domains: ", out);
+	out_puts(out, "local domains: ");
 	for (size_t i = 0; i < c->ndomains; i++) {
 		print_separator(out, i);
-		fputs(c->domains[i], out);
+		out_puts(out, c->domains[i]);
 	}
-	fprintf(out, "%s\nhostname: %s\n", c->ndomains ? "" : "none", c->hostname);
-	fprintf(out, "spool: %s\nmailboxes: %s\nusers: %s\naliases: %s\n", c->spool,
-		c->mailboxes, c->users, c->aliases ? c->aliases : "none");
-	fputs("dns: ", out);
+	out_printf(out, "%s\nhostname: %s\n", c->ndomains ? "" : "none", c->hostname);
+	out_printf(out, "spool: %s\nmailboxes: %s\nusers: %s\naliases: %s\n", c->spool,
+		   c->mailboxes, c->users, c->aliases ? c->aliases : "none");
+	out_puts(out, "dns: ");
 	for (size_t i = 0; i < c->dns.nservers; i++) {
 		print_separator(out, i);
-		fputs(c->dns.servers[i].text, out);
+		out_puts(out, c->dns.servers[i].text);
 	}
-	fprintf(out, "%s\n", c->dns.nservers ? "" : "the servers in /etc/resolv.conf");
+	out_printf(out, "%s\n", c->dns.nservers ? "" : "the servers in /etc/resolv.conf");
 	if (c->run_as)
-		fprintf(out, "run-as: %s (after binding its addresses)\n", c->run_as);
+		out_printf(out, "run-as: %s (after binding its addresses)\n", c->run_as);
 	else
-		fputs("run-as: not set (keeps the user it was started as)\n", out);
+		out_puts(out, "run-as: not set (keeps the user it was started as)\n");
 	print_outbound(out, &c->outbound);
 }
 
@@ -2259,21 +2308,21 @@ static const char *starttls_name(enum conf_protocol p)
 	return p == PROTO_POP3 ? "STLS" : "STARTTLS";
 }
 
-static void print_listens(FILE *out, const struct conf_server *s)
+static void print_listens(struct policy_out *out, const struct conf_server *s)
 {
-	fputs("  listens on ", out);
+	out_puts(out, "  listens on ");
 	for (size_t i = 0; i < s->nlistens; i++) {
 		const struct conf_listen *l = &s->listens[i];
 		print_separator(out, i);
 		if (l->tls)
-			fprintf(out, "%s (implicit TLS)", l->addr.text);
+			out_printf(out, "%s (implicit TLS)", l->addr.text);
 		else if (s->tls.ncerts)
-			fprintf(out, "%s (plain, %s offered)", l->addr.text, starttls_name(s->protocol));
+			out_printf(out, "%s (plain, %s offered)", l->addr.text, starttls_name(s->protocol));
 		else
-			fprintf(out, "%s (plain, no %s: no certificate)", l->addr.text,
-				starttls_name(s->protocol));
+			out_printf(out, "%s (plain, no %s: no certificate)", l->addr.text,
+				   starttls_name(s->protocol));
 	}
-	fputc('\n', out);
+	out_putc(out, '\n');
 }
 
 static bool rules_all_act(const struct conf_rule *rules, size_t n, enum conf_action action)
@@ -2293,55 +2342,55 @@ static size_t rules_that_matter(const struct conf_connection *cn)
 	return n;
 }
 
-static void print_connection(FILE *out, const struct conf_connection *cn)
+static void print_connection(struct policy_out *out, const struct conf_connection *cn)
 {
 	bool allow = cn->default_action == ACTION_ALLOW;
 	size_t n = rules_that_matter(cn);
-	fputs("  who may connect: ", out);
+	out_puts(out, "  who may connect: ");
 	if (n == 0) {
-		fputs(allow ? "everybody" : "nobody", out);
+		out_puts(out, allow ? "everybody" : "nobody");
 	} else if (rules_all_act(cn->rules, n, allow ? ACTION_DENY : ACTION_ALLOW)) {
-		fputs(allow ? "everybody except " : "only ", out);
+		out_puts(out, allow ? "everybody except " : "only ");
 		print_rule_list(out, cn->rules, n);
 	} else {
-		fputs("the first matching rule decides: ", out);
+		out_puts(out, "the first matching rule decides: ");
 		for (size_t i = 0; i < n; i++) {
 			print_separator(out, i);
-			fputs(cn->rules[i].action == ACTION_ALLOW ? "allow " : "deny ", out);
+			out_puts(out, cn->rules[i].action == ACTION_ALLOW ? "allow " : "deny ");
 			print_rule_target(out, &cn->rules[i]);
 		}
-		fputs(allow ? "; everybody else may connect" : "; nobody else may connect", out);
+		out_puts(out, allow ? "; everybody else may connect" : "; nobody else may connect");
 	}
-	fputc('\n', out);
+	out_putc(out, '\n');
 	bool domains = false;
 	for (size_t i = 0; i < cn->nrules; i++)
 		domains = domains || cn->rules[i].kind == RULE_DOMAIN;
 	if (domains)
-		fputs("  client names: looked up for every connection (domain rules need them)\n", out);
+		out_puts(out, "  client names: looked up for every connection (domain rules need them)\n");
 	else if (cn->reverse_lookup)
-		fputs("  client names: looked up for the Received: header\n", out);
+		out_puts(out, "  client names: looked up for the Received: header\n");
 	else
-		fputs("  client names: not looked up (reverse-lookup no)\n", out);
+		out_puts(out, "  client names: not looked up (reverse-lookup no)\n");
 }
 
-static void print_encryption(FILE *out, const struct conf_tls *t)
+static void print_encryption(struct policy_out *out, const struct conf_tls *t)
 {
-	fputs("  encryption: ", out);
+	out_puts(out, "  encryption: ");
 	if (t->ncerts == 0) {
-		fputs("none (no certificate)\n", out);
+		out_puts(out, "none (no certificate)\n");
 		return;
 	}
-	fputs(t->ncerts == 1 ? "certificate " : "certificates ", out);
+	out_puts(out, t->ncerts == 1 ? "certificate " : "certificates ");
 	for (size_t i = 0; i < t->ncerts; i++) {
 		print_separator(out, i);
-		fputs(t->certs[i].certificate, out);
+		out_puts(out, t->certs[i].certificate);
 	}
-	fprintf(out, "; secure channel %s", t->require ? "required" : "not required");
-	fprintf(out, "; minimum %u-bit ciphers, TLS %s or newer", t->min_bits,
-		t->min_version == TLS_VERSION_1_3 ? "1.3" : "1.2");
+	out_printf(out, "; secure channel %s", t->require ? "required" : "not required");
+	out_printf(out, "; minimum %u-bit ciphers, TLS %s or newer", t->min_bits,
+		   t->min_version == TLS_VERSION_1_3 ? "1.3" : "1.2");
 	if (t->strict_sni)
-		fputs("; clients asking for a name no certificate covers are refused", out);
-	fputc('\n', out);
+		out_puts(out, "; clients asking for a name no certificate covers are refused");
+	out_putc(out, '\n');
 }
 
 static const char *plaintext_mechanisms(unsigned mechanisms)
@@ -2354,99 +2403,99 @@ static const char *plaintext_mechanisms(unsigned mechanisms)
 	}
 }
 
-static void print_lockout(FILE *out, const struct conf_auth *a)
+static void print_lockout(struct policy_out *out, const struct conf_auth *a)
 {
 	if (a->lockout_failures == 0) {
-		fputs("; no lockout after failed logins", out);
+		out_puts(out, "; no lockout after failed logins");
 		return;
 	}
-	fprintf(out, "; %u failed logins from one address within ", a->lockout_failures);
+	out_printf(out, "; %u failed logins from one address within ", a->lockout_failures);
 	print_duration(out, a->lockout_window);
-	fputs(" lock it out for ", out);
+	out_puts(out, " lock it out for ");
 	print_duration(out, a->lockout_duration);
 }
 
-static void print_mechanisms(FILE *out, unsigned mechanisms)
+static void print_mechanisms(struct policy_out *out, unsigned mechanisms)
 {
 	for (size_t i = 0, n = 0; i < ARRAY_LEN(mechanism_names); i++) {
 		if (mechanisms & mechanism_names[i].bit) {
 			print_separator(out, n++);
-			fputs(mechanism_names[i].name, out);
+			out_puts(out, mechanism_names[i].name);
 		}
 	}
 }
 
-static void print_auth(FILE *out, const struct conf_server *s)
+static void print_auth(struct policy_out *out, const struct conf_server *s)
 {
 	const struct conf_auth *a = &s->auth;
 	bool smtp = s->protocol == PROTO_SMTP;
 	/* POP3 USER/PASS and IMAP LOGIN send passwords as they are, too */
 	const char *plain = smtp ? plaintext_mechanisms(a->mechanisms) : "passwords";
-	fputs("  authentication: ", out);
+	out_puts(out, "  authentication: ");
 	print_mechanisms(out, a->mechanisms);
 	if (plain)
-		fprintf(out, "; %s %s", plain,
-			a->plaintext_requires_tls ? "only after TLS" : "also without TLS");
+		out_printf(out, "; %s %s", plain,
+			   a->plaintext_requires_tls ? "only after TLS" : "also without TLS");
 	if (smtp) {
-		fputs(a->anonymous ? "; anonymous clients may send mail to local domains"
-				   : "; anonymous clients may not send mail", out);
-		fputs(a->sender_must_match ? "; senders must match their login"
-					   : "; authenticated users may use any sender", out);
+		out_puts(out, a->anonymous ? "; anonymous clients may send mail to local domains"
+					   : "; anonymous clients may not send mail");
+		out_puts(out, a->sender_must_match ? "; senders must match their login"
+						   : "; authenticated users may use any sender");
 		if (!a->received_auth)
-			fputs("; Received: headers do not name the authenticated user", out);
+			out_puts(out, "; Received: headers do not name the authenticated user");
 	}
 	print_lockout(out, a);
-	fputc('\n', out);
+	out_putc(out, '\n');
 }
 
-static void print_relay(FILE *out, const struct conf_relay *r)
+static void print_relay(struct policy_out *out, const struct conf_relay *r)
 {
-	fputs("  relaying: ", out);
+	out_puts(out, "  relaying: ");
 	if (r->authenticated && r->nrules == 0)
-		fputs("authenticated clients only", out);
+		out_puts(out, "authenticated clients only");
 	else if (r->authenticated)
-		fputs("authenticated clients; also ", out);
+		out_puts(out, "authenticated clients; also ");
 	else if (r->nrules)
-		fputs("only ", out);
+		out_puts(out, "only ");
 	else
-		fputs("nobody (mail is accepted for the local domains only)", out);
+		out_puts(out, "nobody (mail is accepted for the local domains only)");
 	print_rule_list(out, r->rules, r->nrules);
 	if (!r->authenticated && r->nrules)
-		fputs(" (authenticating does not allow relaying)", out);
-	fputc('\n', out);
+		out_puts(out, " (authenticating does not allow relaying)");
+	out_putc(out, '\n');
 }
 
-static void print_limits(FILE *out, const struct conf_server *s)
+static void print_limits(struct policy_out *out, const struct conf_server *s)
 {
 	const struct conf_limits *l = &s->limits;
-	fputs("  limits: ", out);
+	out_puts(out, "  limits: ");
 	if (s->protocol == PROTO_SMTP) {
-		fputs("messages up to ", out);
+		out_puts(out, "messages up to ");
 		print_size(out, l->message_size);
-		fprintf(out, ", %u recipients, ", l->recipients);
+		out_printf(out, ", %u recipients, ", l->recipients);
 	}
 	if (s->protocol == PROTO_IMAP) {
-		fputs("APPEND up to ", out);
+		out_puts(out, "APPEND up to ");
 		print_size(out, l->message_size);
-		fputs(", ", out);
+		out_puts(out, ", ");
 	}
-	fprintf(out, "%u connections (%u per address), ", l->connections, l->connections_per_ip);
+	out_printf(out, "%u connections (%u per address), ", l->connections, l->connections_per_ip);
 	if (s->protocol == PROTO_IMAP) {
 		/* imap_session's autologout: RFC 3501 §5.4 wants >= 30 minutes */
 		print_duration(out, l->timeout > IMAP_AUTOLOGOUT_MIN ? l->timeout : IMAP_AUTOLOGOUT_MIN);
-		fputs(" idle once logged in, ", out);
+		out_puts(out, " idle once logged in, ");
 		print_duration(out, l->timeout < IMAP_LOGIN_IDLE_MAX ? l->timeout : IMAP_LOGIN_IDLE_MAX);
-		fputs(" before\n", out);
+		out_puts(out, " before\n");
 		return;
 	}
 	print_duration(out, l->timeout);
-	fputs(" idle\n", out);
+	out_puts(out, " idle\n");
 }
 
-static void print_server(FILE *out, const struct conf_server *s)
+static void print_server(struct policy_out *out, const struct conf_server *s)
 {
-	fprintf(out, "\nserver %s (%s), hostname %s\n", s->name, conf_protocol_name(s->protocol),
-		s->hostname);
+	out_printf(out, "\nserver %s (%s), hostname %s\n", s->name, conf_protocol_name(s->protocol),
+		   s->hostname);
 	print_listens(out, s);
 	print_connection(out, &s->connection);
 	print_encryption(out, &s->tls);
@@ -2456,18 +2505,18 @@ static void print_server(FILE *out, const struct conf_server *s)
 	print_limits(out, s);
 }
 
-static int warn(FILE *out, const struct conf_server *s, const char *fmt, ...)
+static int warn(struct policy_out *out, const struct conf_server *s, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
-static int warn(FILE *out, const struct conf_server *s, const char *fmt, ...)
+static int warn(struct policy_out *out, const struct conf_server *s, const char *fmt, ...)
 {
 	va_list ap;
-	fputs("warning: ", out);
+	out_puts(out, "warning: ");
 	if (s)
-		fprintf(out, "server %s: ", s->name);
+		out_printf(out, "server %s: ", s->name);
 	va_start(ap, fmt);
-	vfprintf(out, fmt, ap);
+	out_vprintf(out, fmt, ap);
 	va_end(ap);
-	fputc('\n', out);
+	out_putc(out, '\n');
 	return 1;
 }
 
@@ -2481,7 +2530,7 @@ static bool auth_is_usable(const struct conf_server *s)
 	       (s->tls.ncerts > 0 || !a->plaintext_requires_tls);
 }
 
-static int warn_auth(FILE *out, const struct conf_server *s)
+static int warn_auth(struct policy_out *out, const struct conf_server *s)
 {
 	const struct conf_auth *a = &s->auth;
 	const char *plain = plaintext_mechanisms(a->mechanisms);
@@ -2498,7 +2547,7 @@ static int warn_auth(FILE *out, const struct conf_server *s)
 	return n;
 }
 
-static int warn_cleartext(FILE *out, const struct conf_server *s)
+static int warn_cleartext(struct policy_out *out, const struct conf_server *s)
 {
 	if (!plaintext_mechanisms(s->auth.mechanisms) || s->auth.plaintext_requires_tls ||
 	    s->tls.require)
@@ -2512,7 +2561,7 @@ static int warn_cleartext(FILE *out, const struct conf_server *s)
 	return 0;
 }
 
-static int warn_connection(FILE *out, const struct conf_server *s)
+static int warn_connection(struct policy_out *out, const struct conf_server *s)
 {
 	const struct conf_connection *cn = &s->connection;
 	if (cn->default_action != ACTION_DENY)
@@ -2524,8 +2573,8 @@ static int warn_connection(FILE *out, const struct conf_server *s)
 			    "nobody may connect");
 }
 
-/* STYLE.md: secret files readable by group or others are not acceptable. */
-static int warn_secret_file(FILE *out, const struct conf_server *s, const char *path)
+/* A secret file readable by group or others is worth a warning. */
+static int warn_secret_file(struct policy_out *out, const struct conf_server *s, const char *path)
 {
 	struct stat st;
 	if (!path || stat(path, &st) < 0 || !(st.st_mode & (S_IRWXG | S_IRWXO)))
@@ -2533,7 +2582,7 @@ static int warn_secret_file(FILE *out, const struct conf_server *s, const char *
 	return warn(out, s, "secret file %s may be read by group or others: chmod 600 it", path);
 }
 
-static int warn_server(FILE *out, const struct conf_server *s)
+static int warn_server(struct policy_out *out, const struct conf_server *s)
 {
 	int n = warn_auth(out, s) + warn_cleartext(out, s) + warn_connection(out, s);
 	for (size_t i = 0; i < s->tls.ncerts; i++)
@@ -2541,17 +2590,20 @@ static int warn_server(FILE *out, const struct conf_server *s)
 	return n;
 }
 
-int conf_print_policy(const struct conf *c, FILE *out)
+int conf_print_policy(const struct conf *c, FILE *f)
 {
+	struct policy_out o = {.f = f}, *out = &o;
 	int n = 0;
 	print_global(out, c);
 	for (size_t i = 0; i < c->nservers; i++)
 		print_server(out, &c->servers[i]);
-	fputc('\n', out);
+	out_putc(out, '\n');
 	if (geteuid() == 0 && !c->run_as)
 		n += warn(out, NULL, "runs with full privileges: set run-as");
 	for (size_t i = 0; i < c->nservers; i++)
 		n += warn_server(out, &c->servers[i]);
 	n += warn_secret_file(out, NULL, c->outbound.smarthost_secret);
-	return n;
+	if (!o.failed && fflush(f) == EOF)
+		o.failed = true;
+	return o.failed ? -1 : n;
 }

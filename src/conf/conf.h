@@ -1,4 +1,4 @@
-/* conf: the configuration language of SPEC.md §3 — lexer, parser, one
+/* conf: the configuration language of posthorn.conf(5) — lexer, parser, one
  * validation step that reports every error as FILE:LINE:COL, the typed
  * structures every module reads, and the plain-words policy of `check`. */
 #ifndef POSTHORN_CONF_H
@@ -169,7 +169,8 @@ int conf_parse_string(const char *name, const char *text, const char *basedir,
 void conf_free(struct conf *conf);
 
 /* `posthorn check`: each virtual server's effective policy in plain words,
- * then the warnings.  Returns the number of warnings. */
+ * then the warnings.  Returns the number of warnings, or -1 when out could
+ * not be written (errno set). */
 int conf_print_policy(const struct conf *conf, FILE *out);
 
 /* Is domain (any case, one trailing dot allowed) a local domain? */

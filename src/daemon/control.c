@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,12 +22,12 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 
-#include "queue/bounce.h"
-#include "queue/deliver_remote.h"
+#include "lib/date.h"
 #include "lib/linebuf.h"
 #include "lib/log.h"
-#include "queue/spool.h"
 #include "lib/util.h"
+#include "queue/deliver_remote.h"
+#include "queue/spool.h"
 
 struct ctl_conn {
 	struct ctl_conn *prev, *next;
@@ -71,21 +72,45 @@ int control_address(const char *dir, struct sockaddr_un *sun, socklen_t *len, in
 
 /* ---- writing answers ------------------------------------------------------- */
 
+/* An answer being written: the first failure to add to it (no memory) is
+ * kept, and the whole answer is then replaced by an error line. */
+struct ctl_out {
+	struct evbuffer *buf;
+	bool failed;
+};
+
+static void ctl_add(struct ctl_out *out, const void *data, size_t n)
+{
+	if (!out->failed && evbuffer_add(out->buf, data, n) < 0)
+		out->failed = true;
+}
+
+static void ctl_printf(struct ctl_out *out, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void ctl_printf(struct ctl_out *out, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	if (!out->failed && evbuffer_add_vprintf(out->buf, fmt, ap) < 0)
+		out->failed = true;
+	va_end(ap);
+}
+
 /* Printable ASCII as it is, every other byte as \xNN. */
-static void ctl_put_escaped(struct evbuffer *out, const char *s, size_t n)
+static void ctl_put_escaped(struct ctl_out *out, const char *s, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
 		unsigned char c = (unsigned char)s[i];
 		if (c >= 0x20 && c < 0x7f && c != '\\')
-			evbuffer_add(out, &s[i], 1);
+			ctl_add(out, &s[i], 1);
 		else if (c == '\\')
-			evbuffer_add(out, "\\\\", 2);
+			ctl_add(out, "\\\\", 2);
 		else
-			evbuffer_add_printf(out, "\\x%02X", c);
+			ctl_printf(out, "\\x%02X", c);
 	}
 }
 
-static void ctl_put(struct evbuffer *out, const char *s)
+static void ctl_put(struct ctl_out *out, const char *s)
 {
 	ctl_put_escaped(out, s, strlen(s));
 }
@@ -102,19 +127,19 @@ static void ctl_duration(char *buf, size_t size, long long s)
 		fatal("ctl_duration: buffer too small");
 }
 
-static void ctl_put_state(struct evbuffer *out, const struct outbound_entry *e, time_t now)
+static void ctl_put_state(struct ctl_out *out, const struct outbound_entry *e, time_t now)
 {
 	char when[32];
 	if (e->next_attempt == 0) {
-		evbuffer_add_printf(out, "  attempts %u, in progress\n", e->attempts);
+		ctl_printf(out, "  attempts %u, in progress\n", e->attempts);
 		return;
 	}
 	ctl_duration(when, sizeof when, (long long)(e->next_attempt - now));
-	evbuffer_add_printf(out, "  attempts %u, next attempt in %s\n", e->attempts, when);
+	ctl_printf(out, "  attempts %u, next attempt in %s\n", e->attempts, when);
 }
 
 struct ctl_list {
-	struct evbuffer *out;
+	struct ctl_out out;
 	time_t now;
 	size_t n;
 };
@@ -122,45 +147,47 @@ struct ctl_list {
 static void ctl_list_one(void *arg, const struct outbound_entry *e)
 {
 	struct ctl_list *l = arg;
+	struct ctl_out *out = &l->out;
 	char age[32];
 	ctl_duration(age, sizeof age, (long long)(l->now - e->arrival));
-	evbuffer_add_printf(l->out, "%s  age %s  size %lld  from <", e->id, age, e->size);
-	ctl_put(l->out, e->sender);
-	evbuffer_add_printf(l->out, ">\n  to ");
+	ctl_printf(out, "%s  age %s  size %lld  from <", e->id, age, e->size);
+	ctl_put(out, e->sender);
+	ctl_printf(out, ">\n  to ");
 	for (size_t i = 0; i < e->npending; i++) {
-		evbuffer_add_printf(l->out, "%s<", i ? ", " : "");
-		ctl_put(l->out, e->pending[i]);
-		evbuffer_add(l->out, ">", 1);
+		ctl_printf(out, "%s<", i ? ", " : "");
+		ctl_put(out, e->pending[i]);
+		ctl_add(out, ">", 1);
 	}
-	evbuffer_add(l->out, "\n", 1);
-	ctl_put_state(l->out, e, l->now);
+	ctl_add(out, "\n", 1);
+	ctl_put_state(out, e, l->now);
 	if (e->last_error) {
-		evbuffer_add_printf(l->out, "  last error: ");
-		ctl_put(l->out, e->last_error);
-		evbuffer_add(l->out, "\n", 1);
+		ctl_printf(out, "  last error: ");
+		ctl_put(out, e->last_error);
+		ctl_add(out, "\n", 1);
 	}
 	l->n++;
 }
 
-static void ctl_cmd_list(struct evbuffer *out, const char *arg)
+static void ctl_cmd_list(struct ctl_out *out, const char *arg)
 {
-	struct ctl_list l = {.out = evbuffer_new(), .now = time(NULL)};
-	if (!l.out)
+	struct ctl_list l = {.out = {.buf = evbuffer_new()}, .now = time(NULL)};
+	if (!l.out.buf)
 		fatal("evbuffer_new failed");
 	outbound_each(ctl_list_one, &l);
-	evbuffer_add_printf(out, "ok\n");
-	evbuffer_add_buffer(out, l.out);
+	ctl_printf(out, "ok\n");
+	if (l.out.failed || (!out->failed && evbuffer_add_buffer(out->buf, l.out.buf) < 0))
+		out->failed = true;
 	if (l.n == 0)
-		evbuffer_add_printf(out, "the outbound queue is empty\n");
+		ctl_printf(out, "the outbound queue is empty\n");
 	else
-		evbuffer_add_printf(out, "%s%zu message%s in the outbound queue\n", "", l.n,
-				    l.n == 1 ? "" : "s");
-	evbuffer_free(l.out);
+		ctl_printf(out, "%s%zu message%s in the outbound queue\n", "", l.n,
+			   l.n == 1 ? "" : "s");
+	evbuffer_free(l.out.buf);
 }
 
 struct ctl_find {
 	const char *id;
-	struct evbuffer *out;
+	struct ctl_out *out;
 	time_t now;
 	bool found;
 };
@@ -171,21 +198,21 @@ static void ctl_show_state(void *arg, const struct outbound_entry *e)
 	if (strcmp(e->id, f->id) != 0)
 		return;
 	f->found = true;
-	evbuffer_add_printf(f->out, "outbound queue:\n");
+	ctl_printf(f->out, "outbound queue:\n");
 	ctl_put_state(f->out, e, f->now);
 	if (e->last_error) {
-		evbuffer_add_printf(f->out, "  last error: ");
+		ctl_printf(f->out, "  last error: ");
 		ctl_put(f->out, e->last_error);
-		evbuffer_add(f->out, "\n", 1);
+		ctl_add(f->out, "\n", 1);
 	}
 }
 
 /* The message's header, up to its empty line (bounded), escaped. */
-static void ctl_show_header(struct evbuffer *out, const struct spool_envelope *env)
+static void ctl_show_header(struct ctl_out *out, const struct spool_envelope *env)
 {
 	int fd = spool_open_message(ctl.sp, env);
 	if (fd < 0) {
-		evbuffer_add_printf(out, "(cannot read the message: %s)\n", strerror(errno));
+		ctl_printf(out, "(cannot read the message: %s)\n", strerror(errno));
 		return;
 	}
 	size_t want = env->size < CONTROL_SHOW_HEADER_MAX ? (size_t)env->size : CONTROL_SHOW_HEADER_MAX;
@@ -203,90 +230,90 @@ static void ctl_show_header(struct evbuffer *out, const struct spool_envelope *e
 		if (len == 0 || end == have) /* the empty line, or a cut */
 			break;
 		ctl_put_escaped(out, buf + i, len);
-		evbuffer_add(out, "\n", 1);
+		ctl_add(out, "\n", 1);
 		i = end + 1;
 	}
 	free(buf);
 }
 
-static void ctl_cmd_show(struct evbuffer *out, const char *id)
+static void ctl_cmd_show(struct ctl_out *out, const char *id)
 {
 	struct spool_envelope env;
 	if (spool_read_envelope(ctl.sp, id, &env) < 0) {
-		evbuffer_add_printf(out, "error no message %s in the queue\n", id);
+		ctl_printf(out, "error no message %s in the queue\n", id);
 		return;
 	}
 	time_t now = time(NULL);
-	char date[64], age[32];
-	bounce_date(env.arrival, date, sizeof date);
+	char date[DATE_RFC5322_MAX], age[32];
+	if (!date_rfc5322(env.arrival, date, sizeof date))
+		(void)bsnprintf(date, sizeof date, "%s", "(no date)"); /* fits */
 	ctl_duration(age, sizeof age, (long long)(now - env.arrival));
-	evbuffer_add_printf(out, "ok\nid: %s\narrival: %s (%s ago)\nsize: %lld\nsender: <", env.id,
-			    date, age, (long long)env.size);
+	ctl_printf(out, "ok\nid: %s\narrival: %s (%s ago)\nsize: %lld\nsender: <", env.id, date,
+		   age, (long long)env.size);
 	ctl_put(out, env.sender);
-	evbuffer_add_printf(out, ">\nclient: ");
+	ctl_printf(out, ">\nclient: ");
 	ctl_put(out, env.client && *env.client ? env.client : "(local)");
 	if (env.helo) {
-		evbuffer_add_printf(out, " helo ");
+		ctl_printf(out, " helo ");
 		ctl_put(out, env.helo);
 	}
 	if (env.auth_user) {
-		evbuffer_add_printf(out, " authenticated as ");
+		ctl_printf(out, " authenticated as ");
 		ctl_put(out, env.auth_user);
 	}
-	evbuffer_add(out, "\n", 1);
+	ctl_add(out, "\n", 1);
 	for (size_t i = 0; i < env.nrcpts; i++) {
 		const struct spool_rcpt *r = &env.rcpts[i];
-		evbuffer_add_printf(out, "recipient: <");
+		ctl_printf(out, "recipient: <");
 		ctl_put(out, r->address);
-		evbuffer_add_printf(out, "> %s %s", r->local ? "local" : "remote",
-				    r->done ? "done" : "pending");
+		ctl_printf(out, "> %s %s", r->local ? "local" : "remote",
+			   r->done ? "done" : "pending");
 		if (r->orig && strcmp(r->orig, r->address) != 0) {
-			evbuffer_add_printf(out, " (given as <");
+			ctl_printf(out, " (given as <");
 			ctl_put(out, r->orig);
-			evbuffer_add_printf(out, ">)");
+			ctl_printf(out, ">)");
 		}
-		evbuffer_add(out, "\n", 1);
+		ctl_add(out, "\n", 1);
 	}
 	struct ctl_find f = {.id = env.id, .out = out, .now = now};
 	outbound_each(ctl_show_state, &f);
 	if (!f.found)
-		evbuffer_add_printf(out, "outbound queue: not in it\n");
-	evbuffer_add_printf(out, "header:\n");
+		ctl_printf(out, "outbound queue: not in it\n");
+	ctl_printf(out, "header:\n");
 	ctl_show_header(out, &env);
 	spool_envelope_clear(&env);
 }
 
-static void ctl_cmd_flush(struct evbuffer *out, const char *arg)
+static void ctl_cmd_flush(struct ctl_out *out, const char *arg)
 {
 	size_t n = outbound_flush();
-	evbuffer_add_printf(out, "ok\n%zu message%s scheduled for delivery now\n", n,
-			    n == 1 ? "" : "s");
+	ctl_printf(out, "ok\n%zu message%s scheduled for delivery now\n", n, n == 1 ? "" : "s");
 }
 
-static void ctl_cmd_delete(struct evbuffer *out, const char *id)
+static void ctl_cmd_delete(struct ctl_out *out, const char *id)
 {
 	if (outbound_delete(id) == 0) {
-		evbuffer_add_printf(out, "ok\nmessage %s deleted; nothing was bounced\n", id);
+		ctl_printf(out, "ok\nmessage %s deleted; nothing was bounced\n", id);
 		log_info("event=control command=delete id=%s", id);
 		return;
 	}
 	struct spool_envelope env;
 	if (errno == ENOENT && spool_read_envelope(ctl.sp, id, &env) == 0) {
 		spool_envelope_clear(&env);
-		evbuffer_add_printf(out, "error message %s is not in the outbound queue "
-				    "(local delivery still has it)\n", id);
+		ctl_printf(out, "error message %s is not in the outbound queue "
+			   "(local delivery still has it)\n", id);
 		return;
 	}
 	if (errno == ENOENT)
-		evbuffer_add_printf(out, "error no message %s in the outbound queue\n", id);
+		ctl_printf(out, "error no message %s in the outbound queue\n", id);
 	else
-		evbuffer_add_printf(out, "error cannot delete %s: %s\n", id, strerror(errno));
+		ctl_printf(out, "error cannot delete %s: %s\n", id, strerror(errno));
 }
 
 static const struct ctl_command {
 	const char *name;
 	bool takes_id;
-	void (*run)(struct evbuffer *out, const char *arg);
+	void (*run)(struct ctl_out *out, const char *arg);
 } ctl_commands[] = {
 	{"LIST", false, ctl_cmd_list},
 	{"SHOW", true, ctl_cmd_show},
@@ -300,7 +327,7 @@ static bool ctl_id_ok(const char *id)
 	return n > 0 && n < SPOOL_ID_SIZE && strspn(id, "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ") == n;
 }
 
-static void ctl_execute(struct evbuffer *out, char *line)
+static void ctl_execute(struct ctl_out *out, char *line)
 {
 	char *sp = strchr(line, ' ');
 	const char *arg = "";
@@ -313,13 +340,13 @@ static void ctl_execute(struct evbuffer *out, char *line)
 		if (strcmp(line, c->name) != 0)
 			continue;
 		if (c->takes_id ? !ctl_id_ok(arg) : *arg != '\0') {
-			evbuffer_add_printf(out, "error usage: %s%s\n", c->name, c->takes_id ? " ID" : "");
+			ctl_printf(out, "error usage: %s%s\n", c->name, c->takes_id ? " ID" : "");
 			return;
 		}
 		c->run(out, arg);
 		return;
 	}
-	evbuffer_add_printf(out, "error unknown command (LIST, SHOW ID, FLUSH, DELETE ID)\n");
+	ctl_printf(out, "error unknown command (LIST, SHOW ID, FLUSH, DELETE ID)\n");
 }
 
 /* ---- connections --------------------------------------------------------------- */
@@ -340,9 +367,12 @@ static void ctl_conn_free(struct ctl_conn *c)
 static void ctl_answer(struct ctl_conn *c, const char *text)
 {
 	bufferevent_disable(c->bev, EV_READ);
-	if (text)
-		bufferevent_write(c->bev, text, strlen(text));
 	c->answered = true;
+	if (bufferevent_write(c->bev, text, strlen(text)) < 0) {
+		log_err("event=control-error reason=\"cannot queue the answer\"");
+		ctl_conn_free(c);
+		return;
+	}
 	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
 		ctl_conn_free(c);
 }
@@ -362,8 +392,20 @@ static void ctl_read_cb(struct bufferevent *bev, void *arg)
 		ctl_answer(c, "error command line too long or malformed\n");
 		return;
 	}
-	ctl_execute(bufferevent_get_output(bev), l.data);
-	ctl_answer(c, NULL);
+	struct ctl_out out = {.buf = evbuffer_new()};
+	if (!out.buf)
+		fatal("evbuffer_new failed");
+	ctl_execute(&out, l.data);
+	if (out.failed) {
+		log_err("event=control-error reason=\"no memory for the answer\"");
+		ctl_answer(c, "error out of memory\n");
+	} else if (bufferevent_write_buffer(bev, out.buf) < 0) {
+		log_err("event=control-error reason=\"cannot queue the answer\"");
+		ctl_conn_free(c);
+	} else {
+		ctl_answer(c, "");
+	}
+	evbuffer_free(out.buf);
 }
 
 static void ctl_write_cb(struct bufferevent *bev, void *arg)

@@ -1,4 +1,4 @@
-/* privdrop: giving up root, in one audited place (STYLE §13). */
+/* privdrop: giving up root, in one audited place. */
 #ifndef POSTHORN_PRIVDROP_H
 #define POSTHORN_PRIVDROP_H
 

@@ -30,8 +30,7 @@
 #include "daemon/confine.h"
 #include "lib/offload.h"
 #include "daemon/control.h"
-#include "queue/deliver_local.h"
-#include "queue/deliver_remote.h"
+#include "queue/scheduler.h"
 #include "net/dns.h"
 #include "proto/imap/imap_session.h"
 #include "lib/log.h"
@@ -373,7 +372,7 @@ static int listener_socket(const struct conf_sockaddr *a, char *err, size_t errs
 	int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	int one = 1;
 	if (fd < 0) {
-		snprintf(err, errsz, "%s: socket: %s", a->text, strerror(errno));
+		errfmt(err, errsz, "%s: socket: %s", a->text, strerror(errno));
 		return -1;
 	}
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
@@ -381,7 +380,7 @@ static int listener_socket(const struct conf_sockaddr *a, char *err, size_t errs
 	     setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) < 0) ||
 	    bind(fd, (const struct sockaddr *)&a->ss, a->len) < 0 ||
 	    listen(fd, SERVER_LISTEN_BACKLOG) < 0) {
-		snprintf(err, errsz, "%s: %s", a->text, strerror(errno));
+		errfmt(err, errsz, "%s: %s", a->text, strerror(errno));
 		close(fd);
 		return -1;
 	}
@@ -638,7 +637,7 @@ static void server_reload(void)
 		runtime_unref(rt);
 		return;
 	}
-	delivery_set_mailboxes(rt->conf->mailboxes);
+	scheduler_set_mailboxes(rt->conf->mailboxes);
 	server_raise_nofile(rt->conf);
 	runtime_set_current(rt);
 	runtime_unref(old); /* freed when its last session ends */
@@ -716,7 +715,7 @@ static void server_enqueue_spooled(struct spool *sp)
 	char **ids;
 	size_t n = spool_list(sp, &ids);
 	for (size_t i = 0; i < n; i++)
-		delivery_enqueue(ids[i]);
+		scheduler_submit(ids[i]);
 	if (n)
 		log_info("event=spool-resume messages=%zu", n);
 	spool_free_ids(ids, n);
@@ -737,19 +736,14 @@ static int server_start(struct runtime *rt)
 	server_raise_nofile(rt->conf);
 	if (server_drop_privileges(rt->conf, rt->spool) < 0)
 		return -1;
-	/* the runner first: the delivery worker hands remote recipients to it */
-	if (outbound_start(daemon_state.base, rt->spool) < 0) {
-		log_err("event=startup-error error=\"cannot start outbound delivery\"");
+	if (scheduler_start(daemon_state.base, rt->spool, rt->conf->mailboxes) < 0) {
+		log_err("event=startup-error error=\"cannot start delivery: %s\"", strerror(errno));
 		return -1;
 	}
 	char why[512];
 	if (control_start(daemon_state.base, rt->spool, why, sizeof why) < 0) {
 		log_err("event=startup-error error=\"control socket: %s\"", why);
 		goto no_control;
-	}
-	if (delivery_start(rt->spool, rt->conf->mailboxes) < 0) {
-		log_err("event=startup-error error=\"cannot start the delivery worker\"");
-		goto no_delivery;
 	}
 	if (spool_committer_start(rt->spool, daemon_state.base) < 0) {
 		log_err("event=startup-error error=\"cannot start the spool's committer: %s\"",
@@ -784,17 +778,16 @@ unconfined:
 no_offload:
 	spool_committer_stop(rt->spool);
 no_committer:
-	delivery_stop();
-no_delivery:
 	control_stop();
 no_control:
-	outbound_stop();
+	scheduler_stop();
 	return -1;
 }
 
 int server_run(const char *conf_path)
 {
-	signal(SIGPIPE, SIG_IGN);
+	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
+		fatal("signal(SIGPIPE): %s", strerror(errno));
 	daemon_state.conf_path = conf_path;
 	daemon_state.base = event_base_new();
 	if (!daemon_state.base)
@@ -803,11 +796,14 @@ int server_run(const char *conf_path)
 	char *errs = NULL;
 	size_t errlen = 0;
 	FILE *err = open_memstream(&errs, &errlen);
+	if (!err)
+		fatal("open_memstream: %s", strerror(errno));
 	struct conf *probe = NULL;
 	int nerr = conf_load(conf_path, &probe, err);
-	fclose(err);
+	if (fclose(err) == EOF)
+		fatal("cannot collect the configuration's errors: %s", strerror(errno));
 	if (nerr) {
-		fputs(errs, stderr);
+		(void)fputs(errs, stderr);
 		free(errs);
 		return 1;
 	}
@@ -851,12 +847,12 @@ int server_run(const char *conf_path)
 		listeners_free(daemon_state.listeners);
 		daemon_state.listeners = NULL;
 		control_stop();
-		outbound_stop(); /* attempts in flight are abandoned: retried at the next start */
+		scheduler_stop_remote(); /* attempts in flight are abandoned: retried at the next start */
 		server_shutdown_sessions();
 		offload_stop(); /* after the sessions: none waits for a check */
 		for (int i = 0; i < 3; i++)
 			event_free(sigs[i]);
-		delivery_stop();
+		scheduler_stop();
 		log_info("event=stopped");
 		status = 0;
 	}

@@ -9,6 +9,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lib/strbuf.h"
+#include "lib/util.h"
+
 static bool log_to_syslog;
 static enum log_level log_max = LOG_INFO;
 static long log_pid; /* read once: posthorn never forks */
@@ -37,8 +40,9 @@ static const char *log_stamp(time_t now)
 	static __thread char stamp[32];
 	if (now != last) {
 		struct tm tm;
-		gmtime_r(&now, &tm);
-		strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
+		if (!gmtime_r(&now, &tm) ||
+		    strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm) == 0)
+			(void)bsnprintf(stamp, sizeof stamp, "@%lld", (long long)now); /* fits: 21 bytes */
 		last = now;
 	}
 	return stamp;
@@ -48,15 +52,11 @@ void log_msg(enum log_level level, const char *fmt, ...)
 {
 	if (level > log_max)
 		return;
-	char body[2048];
+	char body[LOG_LINE_MAX];
 	va_list ap;
 	va_start(ap, fmt);
-	int n = vsnprintf(body, sizeof body, fmt, ap);
+	verrfmt(body, sizeof body, fmt, ap); /* a cut line ends in "..." */
 	va_end(ap);
-	if (n < 0)
-		return;
-	if ((size_t)n >= sizeof body)
-		memcpy(body + sizeof body - 4, "...", 4);
 
 	if (log_to_syslog) {
 		syslog(syslog_priority(level), "%s", body);
@@ -64,45 +64,103 @@ void log_msg(enum log_level level, const char *fmt, ...)
 	}
 	struct timeval tv;
 	gettimeofday(&tv, NULL);
-	char line[2200];
-	int len = snprintf(line, sizeof line, "%s.%03dZ posthorn[%ld]: %s %s\n",
-			   log_stamp(tv.tv_sec), (int)(tv.tv_usec / 1000),
-			   log_pid ? log_pid : (long)getpid(), level_names[level], body);
-	if (len < 0)
+	char line[LOG_LINE_MAX + 96];
+	struct strbuf sb;
+	strbuf_init(&sb, line, sizeof line);
+	if (!strbuf_addf(&sb, "%s.%03dZ posthorn[%ld]: %s %s\n", log_stamp(tv.tv_sec),
+			 (int)(tv.tv_usec / 1000), log_pid ? log_pid : (long)getpid(),
+			 level_names[level], body))
+		return; /* cannot happen: the prefix is shorter than 96 bytes */
+	/* one write(2) per line keeps lines whole across threads; when stderr
+	 * fails there is nowhere left to say so */
+	(void)write_all(STDERR_FILENO, line, strbuf_len(&sb));
+}
+
+/* One byte as it may stand in a log value: itself, or \xNN. */
+static void log_escape_byte(unsigned char c, bool keep_space, char out[5])
+{
+	static const char hex[] = "0123456789abcdef";
+	bool plain = (c >= 0x21 && c < 0x7f && c != '"' && c != '\\' && c != '=') ||
+		     (keep_space && c == ' ');
+	if (plain) {
+		out[0] = (char)c;
+		out[1] = '\0';
 		return;
-	if ((size_t)len >= sizeof line)
-		len = (int)sizeof line - 1;
-	/* one write(2) per line keeps lines whole across threads */
-	ssize_t w = write(STDERR_FILENO, line, (size_t)len);
-	(void)w;
+	}
+	out[0] = '\\';
+	out[1] = 'x';
+	out[2] = hex[c >> 4];
+	out[3] = hex[c & 15];
+	out[4] = '\0';
+}
+
+static const char *log_escape_into(char *out, size_t outsz, const char *in, size_t inlen,
+				   bool keep_space)
+{
+	static const char cut[] = "...";
+	if (outsz == 0)
+		return out;
+	struct strbuf sb;
+	strbuf_init(&sb, out, outsz);
+	for (size_t i = 0; i < inlen; i++) {
+		char one[5];
+		log_escape_byte((unsigned char)in[i], keep_space, one);
+		/* the byte only with room left for the mark of a cut after it */
+		if (strlen(one) + sizeof cut - 1 > strbuf_avail(&sb)) {
+			(void)strbuf_adds(&sb, cut); /* when even that cannot fit, no mark */
+			break;
+		}
+		(void)strbuf_adds(&sb, one); /* fits: checked above */
+	}
+	return out;
 }
 
 const char *log_escape(char *out, size_t outsz, const char *in, size_t inlen)
 {
-	static const char hex[] = "0123456789abcdef";
-	size_t o = 0;
-	if (outsz == 0)
-		return out;
-	for (size_t i = 0; i < inlen; i++) {
-		unsigned char c = (unsigned char)in[i];
-		bool plain = c >= 0x21 && c < 0x7f && c != '"' && c != '\\' && c != '=';
-		size_t need = plain ? 1 : 4;
-		if (o + need + 4 > outsz) { /* room for "..." and NUL */
-			if (o + 4 <= outsz) {
-				memcpy(out + o, "...", 3);
-				o += 3;
-			}
-			break;
-		}
-		if (plain) {
-			out[o++] = (char)c;
-		} else {
-			out[o++] = '\\';
-			out[o++] = 'x';
-			out[o++] = hex[c >> 4];
-			out[o++] = hex[c & 15];
-		}
+	return log_escape_into(out, outsz, in, inlen, false);
+}
+
+const char *log_quote(char *out, size_t outsz, const char *in, size_t inlen)
+{
+	return log_escape_into(out, outsz, in, inlen, true);
+}
+
+/* ---- lists ---------------------------------------------------------------- */
+
+void log_list_begin(struct log_list *l, struct strbuf *sb, const char *open, const char *close)
+{
+	l->sb = sb;
+	l->open = open;
+	l->close = close;
+	l->shown = 0;
+	l->left_out = 0;
+}
+
+void log_list_add(struct log_list *l, const char *item)
+{
+	if (l->left_out > 0) { /* the list stays a prefix, in order */
+		l->left_out++;
+		return;
 	}
-	out[o] = '\0';
-	return out;
+	char esc[LOG_VALUE_MAX];
+	log_escape(esc, sizeof esc, item, strlen(item));
+	size_t need = (l->shown ? 1 : 0) + strlen(l->open) + strlen(esc) + strlen(l->close);
+	/* what is shown always leaves room for the marker that may follow */
+	if (need + LOG_LIST_MARKER_MAX > strbuf_avail(l->sb)) {
+		l->left_out++;
+		return;
+	}
+	if (l->shown)
+		(void)strbuf_addc(l->sb, ',');
+	(void)strbuf_adds(l->sb, l->open);
+	(void)strbuf_adds(l->sb, esc);
+	(void)strbuf_adds(l->sb, l->close); /* all fit: checked above */
+	l->shown++;
+}
+
+bool log_list_end(struct log_list *l)
+{
+	if (l->left_out > 0)
+		(void)strbuf_addf(l->sb, "%s+%zu-more", l->shown ? "," : "", l->left_out);
+	return strbuf_ok(l->sb);
 }

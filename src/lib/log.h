@@ -1,5 +1,6 @@
 /* log: one line per event on stderr (or syslog), "key=value" pairs.
- * Untrusted bytes go through log_escape() before they reach a line. */
+ * Untrusted bytes go through log_escape(), log_quote() or a log_list
+ * before they reach a line. */
 #ifndef POSTHORN_LOG_H
 #define POSTHORN_LOG_H
 
@@ -21,10 +22,42 @@ void log_msg(enum log_level level, const char *fmt, ...)
 /* Copy at most inlen bytes of untrusted text into out (size outsz) with
  * every byte outside printable ASCII, '"', '\\' and '=' written as \xNN;
  * truncated with "..." when it does not fit.  Always NUL-terminated.
- * Returns out. */
+ * Returns out.  For a bare value: key=VALUE. */
 const char *log_escape(char *out, size_t outsz, const char *in, size_t inlen);
+/* The same, but spaces are kept: for a quoted value, key="VALUE". */
+const char *log_quote(char *out, size_t outsz, const char *in, size_t inlen);
 
 /* Size of a buffer that holds an escaped value for a log line. */
 #define LOG_VALUE_MAX 256
+/* A formatted line is cut (ending in "...") at this many bytes. */
+#define LOG_LINE_MAX 2048
+
+/* A list of untrusted items as one bare log value, "<a>,<b>,<c>": each
+ * item escaped (log_escape) between open and close.  When the next item
+ * does not fit, it and all after it are left out and counted, and the
+ * list ends in a marker "+N-more" (no space: the value stays one word):
+ * "<a>,<b>,+3-more".  Nothing is ever cut silently.
+ *
+ *	struct log_list l;
+ *	log_list_begin(&l, &sb, "<", ">");
+ *	for (...) log_list_add(&l, rcpt[i]);
+ *	log_list_end(&l);
+ */
+struct strbuf;
+struct log_list {
+	struct strbuf *sb;      /* appended to */
+	const char *open, *close;
+	size_t shown;
+	size_t left_out;
+};
+
+/* Room kept free for the marker: "," "+" 20 digits "-more". */
+#define LOG_LIST_MARKER_MAX (sizeof ",+18446744073709551615-more" - 1)
+
+void log_list_begin(struct log_list *l, struct strbuf *sb, const char *open, const char *close);
+void log_list_add(struct log_list *l, const char *item);
+/* Adds the marker when items were left out; false when sb overflowed
+ * (a buffer too small for even the marker). */
+bool log_list_end(struct log_list *l);
 
 #endif

@@ -15,6 +15,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* One message of complain() and fatal(); longer ones are cut, with "...". */
+#define UTIL_MESSAGE_MAX 8192
+
 static void out_of_memory(void) __attribute__((noreturn));
 static void out_of_memory(void)
 {
@@ -92,9 +95,34 @@ void errfmt(char *err, size_t errsz, const char *fmt, ...)
 
 void vcomplain(const char *fmt, va_list ap)
 {
-	fputs("posthorn: ", stderr);
-	vfprintf(stderr, fmt, ap);
-	fputc('\n', stderr);
+	char msg[UTIL_MESSAGE_MAX];
+	verrfmt(msg, sizeof msg, fmt, ap); /* a cut message ends in "..." */
+	(void)fprintf(stderr, "posthorn: %s\n", msg);
+}
+
+void stderr_puts(const char *text)
+{
+	(void)fputs(text, stderr);
+	(void)fflush(stderr);
+}
+
+void report(FILE *f, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	(void)vfprintf(f, fmt, ap); /* a failure sets ferror(f): report_end() */
+	va_end(ap);
+}
+
+int report_end(FILE *f)
+{
+	if (fflush(f) == EOF)
+		return -1;
+	if (ferror(f)) {
+		errno = EIO;
+		return -1;
+	}
+	return 0;
 }
 
 void complain(const char *fmt, ...)
@@ -136,11 +164,9 @@ char *xasprintf(const char *fmt, ...)
 void fatal(const char *fmt, ...)
 {
 	va_list ap;
-	fputs("posthorn: ", stderr);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vcomplain(fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
 	exit(1);
 }
 

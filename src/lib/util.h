@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -27,9 +28,21 @@ void *xgrow(void *arrp, size_t *n, size_t *cap, size_t elsize);
 void errfmt(char *err, size_t errsz, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 void verrfmt(char *err, size_t errsz, const char *fmt, va_list ap) __attribute__((format(printf, 3, 0)));
 
-/* One line "posthorn: message" on stderr, for the command line. */
+/* One line "posthorn: message" on stderr, for the command line.  When
+ * stderr cannot be written there is nobody left to tell: nothing is
+ * reported back. */
 void complain(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void vcomplain(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
+/* Text as it is on stderr (a prompt, a usage line), flushed; like
+ * complain(), nothing is reported back. */
+void stderr_puts(const char *text);
+
+/* fprintf for a report (to stdout, or a stream the caller reads) whose
+ * writes are checked once, at its end: a failed write sets the stream's
+ * error flag (ferror(3)) and report_end() finds it. */
+void report(FILE *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Flush f; 0, or -1 with errno when any write to it failed. */
+int report_end(FILE *f);
 
 /* Print "posthorn: message" on stderr and exit(1).  For broken invariants and
  * set-up failures only; a peer's error is never fatal. */

@@ -1,4 +1,4 @@
-/* access: the rule matcher of the `connection` and `relay` blocks (SPEC §3):
+/* access: the rule matcher of the `connection` and `relay` blocks (posthorn.conf(5)):
  * single addresses, networks (CIDR or address + mask) and domains matched on
  * the client's forward-confirmed reverse name.  The first match decides.
  * Pure functions: no DNS here (the caller brings the name from dns.c). */

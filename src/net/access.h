@@ -1,4 +1,4 @@
-/* access: the one rule matcher for `connection` and `relay` (SPEC §3):
+/* access: the one rule matcher for `connection` and `relay` (posthorn.conf(5)):
  * single addresses, networks (CIDR or address + mask), and domains matched
  * on the client's forward-confirmed reverse DNS name.  First match decides. */
 #ifndef POSTHORN_ACCESS_H

@@ -20,15 +20,19 @@
 #include <openssl/ssl.h>
 
 #include "lib/log.h"
-#include "net/tls.h"
+#include "lib/strbuf.h"
 #include "lib/util.h"
+#include "net/tls.h"
 
 enum {
 	CONN_UNREAD_MAX = 256 * 1024, /* discarded at close, at most */
 	CONN_LINGER_MS = 20,         /* polling the TLS filter's socket side */
 	CONN_LINGER_TICKS = 250,     /* at most 5 s */
-	CONN_LINE_MAX = 1000,
 };
+
+/* Replies too long to send (conn_printf), since the start: each is a bug
+ * somewhere above, counted in the log line that reports it. */
+static unsigned long conn_replies_too_long;
 
 struct conn {
 	struct bufferevent *bev;
@@ -56,9 +60,13 @@ struct conn {
 	 * together when it is done (one write, not one per pipelined command) */
 	bool in_input;
 	struct evbuffer *held;
+	/* A reply could not be sent whole: nothing after it is sent either
+	 * (the client would take a later reply for the missing one). */
+	bool failed;
 };
 
 static void conn_flush_held(struct conn *c);
+static void conn_queue_failed(struct conn *c);
 
 /* What the client sent and nobody will read, taken from the socket: a
  * close with unread bytes sends a reset, and a reset throws away replies
@@ -416,38 +424,88 @@ static void conn_flush_held(struct conn *c)
 		}
 	}
 	conn_queue_writable(c);
-	bufferevent_write_buffer(c->bev, c->held);
+	if (bufferevent_write_buffer(c->bev, c->held) < 0)
+		conn_queue_failed(c);
+}
+
+/* Nothing more is sent but the whole replies queued before; the
+ * connection closes (and the owner hears of it through closed) once they
+ * have left.  The caller has logged why. */
+static void conn_fail(struct conn *c)
+{
+	c->failed = true;
+	conn_close(c);
+}
+
+/* libevent could not take a reply (no memory). */
+static void conn_queue_failed(struct conn *c)
+{
+	if (c->failed)
+		return;
+	log_err("event=write-error %s error=\"cannot queue a reply\"", c->log_id);
+	conn_fail(c);
 }
 
 void conn_write(struct conn *c, const void *data, size_t len)
 {
+	if (c->failed)
+		return;
 	if (!conn_direct(c)) {
 		conn_flush_held(c);
 		conn_queue_writable(c);
-		bufferevent_write(c->bev, data, len);
+		if (!c->failed && bufferevent_write(c->bev, data, len) < 0)
+			conn_queue_failed(c);
 		return;
 	}
 	if (!c->held && !(c->held = evbuffer_new()))
 		fatal("evbuffer_new failed");
-	evbuffer_add(c->held, data, len);
+	if (evbuffer_add(c->held, data, len) < 0) {
+		conn_queue_failed(c);
+		return;
+	}
 	if (!c->in_input)
 		conn_flush_held(c);
 }
 
+/* A reply that does not fit is a bug above (a value not bounded before
+ * it reached the reply): it is neither cut nor sent, and said loudly. */
+static void conn_reply_too_long(struct conn *c, int length)
+{
+	conn_replies_too_long++;
+	log_err("event=reply-too-long %s length=%d limit=%d count=%lu", c->log_id, length,
+		CONN_REPLY_MAX, conn_replies_too_long);
+	conn_fail(c);
+}
+
+void conn_vprintf(struct conn *c, const char *fmt, va_list ap)
+{
+	char line[CONN_REPLY_MAX + 1];
+	struct strbuf sb;
+	strbuf_init(&sb, line, sizeof line);
+	va_list again;
+	va_copy(again, ap);
+	/* the text and its CRLF, within CONN_REPLY_MAX octets */
+	if (strbuf_vaddf(&sb, fmt, ap) && strbuf_add(&sb, "\r\n", 2)) {
+		va_end(again);
+		conn_write(c, strbuf_str(&sb), strbuf_len(&sb));
+		return;
+	}
+	int length = vsnprintf(NULL, 0, fmt, again);
+	va_end(again);
+	conn_reply_too_long(c, length < 0 ? -1 : length + 2);
+}
+
 void conn_printf(struct conn *c, const char *fmt, ...)
 {
-	char line[CONN_LINE_MAX + 3];
 	va_list ap;
 	va_start(ap, fmt);
-	int n = vsnprintf(line, sizeof line - 2, fmt, ap);
+	conn_vprintf(c, fmt, ap);
 	va_end(ap);
-	if (n < 0)
-		fatal("conn_printf: formatting failed");
-	if ((size_t)n > sizeof line - 3)
-		n = (int)sizeof line - 3;
-	line[n++] = '\r';
-	line[n++] = '\n';
-	conn_write(c, line, (size_t)n);
+}
+
+unsigned long conn_reply_too_long_count(void)
+{
+	return conn_replies_too_long;
 }
 
 size_t conn_output_pending(struct conn *c)

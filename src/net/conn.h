@@ -16,9 +16,16 @@ struct tls_server;
 struct conf_tls;
 struct conn;
 
+#include <stdarg.h>
+
 enum {
 	CONN_INPUT_MAX = 64 * 1024,   /* socket reads pause above this */
 	CONN_OUTPUT_MAX = 64 * 1024,  /* sessions stop reading commands above this */
+	/* One reply line of conn_printf(), its CRLF included: the longest
+	 * line of text that RFC 5321 §4.5.3.1.6 allows, and far more than
+	 * any reply posthorn makes (RFC 5321 §4.5.3.1.5 asks for 512 at
+	 * most; RFC 1939 §3 the same for POP3). */
+	CONN_REPLY_MAX = 1000,
 };
 
 struct conn_handler {
@@ -52,8 +59,15 @@ void conn_free(struct conn *c);
 
 struct evbuffer *conn_input(struct conn *c);
 void conn_write(struct conn *c, const void *data, size_t len);
-/* printf, then CRLF; a line is cut at 1000 octets. */
+/* printf, then CRLF.  A reply never leaves cut: one longer than
+ * CONN_REPLY_MAX is not sent, logged as event=reply-too-long (counted),
+ * and the connection closes after what was sent before it; so does a
+ * reply that cannot be queued.  After that conn_closing() is true and
+ * nothing more is sent. */
 void conn_printf(struct conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void conn_vprintf(struct conn *c, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+/* Replies refused as too long since the process started. */
+unsigned long conn_reply_too_long_count(void);
 size_t conn_output_pending(struct conn *c);
 /* Is the output so full that the session should stop taking commands? */
 bool conn_output_full(struct conn *c);

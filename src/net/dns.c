@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "conf/conf.h"
+#include "lib/strbuf.h"
 #include "lib/util.h"
 
 /* RR types and class (RFC 1035 §3.2.2, §3.2.4; RFC 3596 §2.1). */
@@ -331,18 +332,14 @@ static bool dns_ptr_name(const struct dns_addr *a, char *out, size_t outsz)
 	if (a->family == AF_INET)
 		return bsnprintf(out, outsz, "%u.%u.%u.%u.in-addr.arpa", a->addr[3], a->addr[2],
 				 a->addr[1], a->addr[0]);
-	size_t need = 16 * 4 + sizeof "ip6.arpa";
-	if (outsz < need)
-		return false;
-	char *p = out;
+	struct strbuf sb;
+	strbuf_init(&sb, out, outsz);
 	for (int i = 15; i >= 0; i--) {
-		*p++ = hex[a->addr[i] & 0xf];
-		*p++ = '.';
-		*p++ = hex[a->addr[i] >> 4];
-		*p++ = '.';
+		const char nibbles[4] = {hex[a->addr[i] & 0xf], '.', hex[a->addr[i] >> 4], '.'};
+		(void)strbuf_add(&sb, nibbles, sizeof nibbles);
 	}
-	memcpy(p, "ip6.arpa", sizeof "ip6.arpa");
-	return true;
+	(void)strbuf_adds(&sb, "ip6.arpa");
+	return strbuf_ok(&sb);
 }
 
 /* ---- answers --------------------------------------------------------------------- */

@@ -43,7 +43,7 @@ struct dns_resolver *dns_resolver_new(struct event_base *base, const struct conf
 void dns_resolver_free(struct dns_resolver *r);
 
 /* A query in flight.  dns_cancel() guarantees the callback will not run;
- * a session that goes away cancels its queries (STYLE §11). */
+ * a session that goes away cancels its queries. */
 typedef uint64_t dns_query_id;
 void dns_cancel(struct dns_resolver *r, dns_query_id id);
 

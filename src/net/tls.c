@@ -25,6 +25,7 @@
 #include <openssl/x509v3.h>
 
 #include "conf/conf.h"
+#include "lib/strbuf.h"
 #include "lib/util.h"
 
 /* TLS 1.2: forward secrecy (ECDHE, DHE) and AEAD (AES-GCM, ChaCha20-Poly1305)
@@ -164,7 +165,7 @@ static EVP_PKEY *tls_key_load(const char *path, char *err, size_t errsz)
 	}
 	bool asked = false;
 	EVP_PKEY *key = PEM_read_PrivateKey(f, NULL, tls_passphrase_refused, &asked);
-	fclose(f);
+	(void)fclose(f); /* read only: the key is in memory or not */
 	if (!key && asked) {
 		ERR_clear_error();
 		errfmt(err, errsz, "key %s is protected by a passphrase; posthorn needs it unencrypted",
@@ -205,19 +206,15 @@ static int tls_ctx_load_pair(SSL_CTX *ctx, const struct conf_cert *cc, char *err
 
 /* ---- cipher policy ----------------------------------------------------- */
 
-struct tls_strbuf {
-	char *s;
-	size_t len;
-};
+/* One OpenSSL cipher list, "A:B:C" (ciphers(1)): OpenSSL's defaults
+ * come to about 600 bytes. */
+enum { TLS_CIPHER_LIST_MAX = 4096 };
 
-static void tls_strbuf_add(struct tls_strbuf *b, const char *word)
+static void tls_cipher_list_add(struct strbuf *list, const char *name)
 {
-	size_t n = strlen(word);
-	b->s = xrealloc(b->s, b->len + n + 2);
-	if (b->len)
-		b->s[b->len++] = ':';
-	memcpy(b->s + b->len, word, n + 1);
-	b->len += n;
+	if (strbuf_len(list) > 0)
+		(void)strbuf_addc(list, ':');
+	(void)strbuf_adds(list, name); /* a cut list is refused: strbuf_ok() */
 }
 
 /* TLS 1.3 suites are numbered 0x13xx (RFC 8446 appendix B.4). */
@@ -235,34 +232,39 @@ static int tls_ctx_ciphers(SSL_CTX *ctx, const struct conf_tls *tls, char *err, 
 		errfmt(err, errsz, "cipher list: %s", tls_openssl_reason());
 		return -1;
 	}
-	struct tls_strbuf l12 = {0}, l13 = {0};
+	char buf12[TLS_CIPHER_LIST_MAX], buf13[TLS_CIPHER_LIST_MAX];
+	struct strbuf l12, l13;
+	strbuf_init(&l12, buf12, sizeof buf12);
+	strbuf_init(&l13, buf13, sizeof buf13);
 	STACK_OF(SSL_CIPHER) *sk = SSL_CTX_get_ciphers(ctx);
 	for (int i = 0; i < sk_SSL_CIPHER_num(sk); i++) {
 		const SSL_CIPHER *c = sk_SSL_CIPHER_value(sk, i);
 		if (SSL_CIPHER_get_bits(c, NULL) < (int)tls->min_bits)
 			continue;
-		tls_strbuf_add(tls_cipher_is_13(c) ? &l13 : &l12, SSL_CIPHER_get_name(c));
+		tls_cipher_list_add(tls_cipher_is_13(c) ? &l13 : &l12, SSL_CIPHER_get_name(c));
+	}
+	if (!strbuf_ok(&l12) || !strbuf_ok(&l13)) {
+		errfmt(err, errsz, "cipher list longer than %d bytes", TLS_CIPHER_LIST_MAX - 1);
+		return -1;
 	}
 	int r = 0;
-	if (!l12.len && !l13.len) {
+	if (!strbuf_len(&l12) && !strbuf_len(&l13)) {
 		errfmt(err, errsz, "no cipher has min-bits %u or more (the strongest have 256)",
 			tls->min_bits);
 		r = -1;
-	} else if (SSL_CTX_set_ciphersuites(ctx, l13.len ? l13.s : "") != 1) {
+	} else if (SSL_CTX_set_ciphersuites(ctx, strbuf_str(&l13)) != 1) {
 		errfmt(err, errsz, "TLS 1.3 suites: %s", tls_openssl_reason());
 		r = -1;
-	} else if (!l12.len) {
+	} else if (!strbuf_len(&l12)) {
 		/* no TLS 1.2 suite is strong enough: TLS 1.3 only */
 		if (SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) != 1) {
 			errfmt(err, errsz, "minimum version: %s", tls_openssl_reason());
 			r = -1;
 		}
-	} else if (SSL_CTX_set_cipher_list(ctx, l12.s) != 1) {
+	} else if (SSL_CTX_set_cipher_list(ctx, strbuf_str(&l12)) != 1) {
 		errfmt(err, errsz, "TLS 1.2 ciphers: %s", tls_openssl_reason());
 		r = -1;
 	}
-	free(l12.s);
-	free(l13.s);
 	return r;
 }
 
@@ -474,15 +476,15 @@ static void tls_check_dates(X509 *x, const char *path, FILE *warnout)
 	time_t soon = time(NULL) + (time_t)TLS_EXPIRY_WARN_DAYS * 86400;
 	if (X509_cmp_current_time(after) <= 0) {
 		tls_time_text(after, date, sizeof date);
-		fprintf(warnout, "warning: certificate %s expired on %s\n", path, date);
+		report(warnout, "warning: certificate %s expired on %s\n", path, date);
 	} else if (X509_cmp_time(after, &soon) <= 0) {
 		tls_time_text(after, date, sizeof date);
-		fprintf(warnout, "warning: certificate %s expires within %d days, on %s\n", path,
+		report(warnout, "warning: certificate %s expires within %d days, on %s\n", path,
 			TLS_EXPIRY_WARN_DAYS, date);
 	}
 	if (X509_cmp_current_time(before) > 0) {
 		tls_time_text(before, date, sizeof date);
-		fprintf(warnout, "warning: certificate %s is not valid before %s\n", path, date);
+		report(warnout, "warning: certificate %s is not valid before %s\n", path, date);
 	}
 }
 
@@ -498,13 +500,13 @@ static X509 *tls_check_pair(const struct conf_cert *cc, FILE *errout)
 	char err[512];
 	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
 	if (!ctx) {
-		fprintf(errout, "%s:%u:%u: SSL_CTX_new: %s\n", cc->pos.file, cc->pos.line,
+		report(errout, "%s:%u:%u: SSL_CTX_new: %s\n", cc->pos.file, cc->pos.line,
 			cc->pos.col, tls_openssl_reason());
 		return NULL;
 	}
 	X509 *leaf = NULL;
 	if (tls_ctx_load_pair(ctx, cc, err, sizeof err) < 0) {
-		fprintf(errout, "%s:%u:%u: %s\n", cc->pos.file, cc->pos.line, cc->pos.col, err);
+		report(errout, "%s:%u:%u: %s\n", cc->pos.file, cc->pos.line, cc->pos.col, err);
 	} else {
 		leaf = SSL_CTX_get0_certificate(ctx);
 		if (X509_up_ref(leaf) != 1)
@@ -539,7 +541,7 @@ int tls_check_files(const struct conf_tls *tls, const char *hostname, FILE *erro
 	/* The default certificate is what clients without SNI see; the name
 	 * they connect to is usually the server's hostname. */
 	if (first && hostname && !tls_covers(first, hostname))
-		fprintf(warnout, "warning: certificate %s does not cover %s%s\n",
+		report(warnout, "warning: certificate %s does not cover %s%s\n",
 			tls->certs[0].certificate, hostname,
 			covered ? " (clients that send no SNI name get it)" : "");
 	X509_free(first);
@@ -562,13 +564,11 @@ static int cert_usage(const char *fmt, ...)
 {
 	if (fmt) {
 		va_list ap;
-		fputs("posthorn: ", stderr);
 		va_start(ap, fmt);
-		vfprintf(stderr, fmt, ap);
+		vcomplain(fmt, ap);
 		va_end(ap);
-		fputc('\n', stderr);
 	}
-	fputs(cert_usage_line, stderr);
+	stderr_puts(cert_usage_line);
 	return CERT_EXIT_USAGE;
 }
 

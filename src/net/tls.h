@@ -1,4 +1,4 @@
-/* tls: OpenSSL 3 contexts for the virtual servers (SPEC §3 `tls` block):
+/* tls: OpenSSL 3 contexts for the virtual servers (the `tls` block of posthorn.conf(5)):
  * certificate/key pairs chosen by SNI, the cipher policy, minimum version
  * and bits, ALPN cross-protocol defence (ALPACA), and the words that
  * describe a negotiated session for logs and Received: headers.  One layer

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "auth/login.h"
 #include "conf/conf.h"
 #include "lib/log.h"
 #include "lib/util.h"
@@ -51,6 +52,38 @@ void session_base_init(struct session_base *b, const struct session_start *st,
 		 b->client, esc, b->implicit_tls ? " tls=implicit" : "");
 	bsnprintf(b->log_id, sizeof b->log_id, "session=%s server=%s client=%s", b->sid,
 		  b->srv->name, b->client);
+}
+
+struct login *session_login_new(struct session_base *b,
+				void (*done)(void *owner, const struct login_verdict *v),
+				void *owner)
+{
+	struct login_env env = {
+		.sid = b->sid,
+		.srv = b->srv,
+		.client = b->client,
+		.users = b->rt->users,
+		.throttle = b->rt->throttle,
+		.base = b->rt->base,
+	};
+	return login_new(&env, done, owner);
+}
+
+enum session_verdict session_gate(const struct session_base *b, unsigned flags, bool state_ok,
+				  bool tls_active, bool authenticated)
+{
+	if (b->refused && !(flags & SESSION_F_REFUSED_OK))
+		return SESSION_REFUSED;
+	if ((flags & SESSION_F_NEEDS_TLS) && b->srv->tls.require && !tls_active)
+		return SESSION_NEEDS_TLS;
+	if (!state_ok)
+		return SESSION_BAD_STATE;
+	if ((flags & SESSION_F_PASSWORD) && !login_password_allowed(b->srv, tls_active))
+		return login_password_needs_tls(b->srv, tls_active) ? SESSION_PASSWORD_NEEDS_TLS
+								     : SESSION_PASSWORD_DISABLED;
+	if ((flags & SESSION_F_NEEDS_AUTH) && !b->srv->auth.anonymous && !authenticated)
+		return SESSION_NEEDS_AUTH;
+	return SESSION_OPEN;
 }
 
 void session_base_release(struct session_base *b)

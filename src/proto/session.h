@@ -11,6 +11,8 @@
 struct runtime;
 struct conf_server;
 struct tls_server;
+struct login;
+struct login_verdict;
 
 /* The daemon's handle on a live connection of any protocol: counted
  * against the server's limits and closed at shutdown.  The daemon fills
@@ -63,6 +65,42 @@ void session_base_init(struct session_base *b, const struct session_start *st,
 		       const char *prefix, void *session,
 		       void (*shutdown)(struct session_link *l),
 		       void (*abort)(struct session_link *l));
+/* The session's login exchange (auth/login.h), for its id, server,
+ * client and generation; done renders each verdict. */
+struct login *session_login_new(struct session_base *b,
+				void (*done)(void *owner, const struct login_verdict *v),
+				void *owner);
+/* ---- the gate ------------------------------------------------------------
+ * Every protocol's command table states, per command, the policy flags
+ * below and the states it is valid in; one gate decides before any
+ * handler runs, in one order for SMTP, POP3 and IMAP: the connection
+ * rules' refusal, then the secure channel (a client without TLS learns
+ * nothing else from a server that requires it), then the state, then
+ * whether a password may cross this channel, then authentication. */
+enum session_cmd_flag {
+	SESSION_F_REFUSED_OK = 1u << 0, /* allowed for a refused client (QUIT) */
+	SESSION_F_NEEDS_TLS = 1u << 1,  /* refused before TLS where it is required */
+	SESSION_F_PASSWORD = 1u << 2,   /* carries a password itself (USER, PASS,
+					 * LOGIN): only where login_password_allowed */
+	SESSION_F_NEEDS_AUTH = 1u << 3, /* refused unauthenticated unless anonymous */
+	SESSION_F_PROTOCOL = 1u << 8,   /* the first bit a protocol may use itself */
+};
+
+enum session_verdict {
+	SESSION_OPEN,                   /* run the handler */
+	SESSION_REFUSED,                /* the connection rules refused the client */
+	SESSION_NEEDS_TLS,              /* a secure channel first */
+	SESSION_BAD_STATE,              /* not valid in this state */
+	SESSION_PASSWORD_NEEDS_TLS,     /* the password command only inside TLS */
+	SESSION_PASSWORD_DISABLED,      /* no password command on this server */
+	SESSION_NEEDS_AUTH,             /* log in first */
+};
+
+/* The gate's verdict for a command with these flags; state_ok: the
+ * command is valid in the session's state. */
+enum session_verdict session_gate(const struct session_base *b, unsigned flags, bool state_ok,
+				  bool tls_active, bool authenticated);
+
 /* Log the disconnect, tell the daemon, drop the runtime reference. */
 void session_base_release(struct session_base *b);
 

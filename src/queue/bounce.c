@@ -13,6 +13,7 @@
 
 #include "auth/aliases.h"
 #include "conf/conf.h"
+#include "lib/date.h"
 #include "lib/log.h"
 #include "auth/userdb.h"
 #include "lib/util.h"
@@ -24,19 +25,8 @@ enum {
 
 void bounce_date(time_t t, char *out, size_t outsz)
 {
-	static const char *const days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-	static const char *const months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-					     "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-	struct tm tm;
-	localtime_r(&t, &tm);
-	long off = tm.tm_gmtoff / 60;
-	char sign = off < 0 ? '-' : '+';
-	if (off < 0)
-		off = -off;
-	if (!bsnprintf(out, outsz, "%s, %d %s %d %02d:%02d:%02d %c%02ld%02ld", days[tm.tm_wday],
-		       tm.tm_mday, months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
-		       tm.tm_sec, sign, off / 60, off % 60))
-		fatal("bounce_date: buffer too small");
+	if (!date_rfc5322(t, out, outsz))
+		fatal("bounce_date: no RFC 5322 date for %lld", (long long)t);
 }
 
 /* ---- writing ---------------------------------------------------------------- */

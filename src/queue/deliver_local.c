@@ -1,34 +1,26 @@
-/* deliver_local: Maildir delivery (https://cr.yp.to/proto/maildir.html:
- * write in tmp/, fsync, rename into new/) and the delivery worker thread
- * that delivers committed spool messages off the event loop (SPEC.md §5). */
-#define _GNU_SOURCE /* sync_file_range */
+/* deliver_local: the delivery worker, a thread that delivers committed
+ * spool messages to their local recipients off the event loop, in batches
+ * that share their syncs, with retries; the Maildir writing itself is the
+ * store's (store/maildir_deliver.c). */
 #include "queue/deliver_local.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdbool.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
-#include <openssl/rand.h>
-
-#include "queue/deliver_remote.h"
 #include "lib/log.h"
-#include "queue/spool.h"
+#include "lib/strbuf.h"
 #include "lib/util.h"
+#include "queue/spool.h"
+#include "store/maildir_deliver.h"
 
 enum {
-	MAILDIR_COPY_BUF = 64 * 1024,   /* spool → Maildir copy buffer */
-	MAILDIR_NAME_TRIES = 3,         /* fresh names tried when one exists */
-	MAILDIR_HOST_MAX = 256,
 	DELIVERY_RETRY_FIRST = 30,      /* seconds; doubles per failure ... */
 	DELIVERY_RETRY_MAX = 600,       /* ... up to this */
 	DELIVERY_REASON_MAX = 512,
@@ -40,437 +32,6 @@ enum {
 	 * larger batches; not so low that it starves under a busy loop. */
 	DELIVERY_NICE = 10,
 };
-
-/* ---- Maildir paths ------------------------------------------------------ */
-
-static bool maildir_is_ctl(unsigned char c)
-{
-	return c < 0x20 || c == 0x7f;
-}
-
-/* '%', '/', a leading '.' and control bytes become %XX: every local part
- * gets its own folder, and none is hidden or leaves <domain>/. */
-static char *maildir_encode_local(const char *local, size_t len)
-{
-	static const char hex[] = "0123456789ABCDEF";
-	char *out = xmalloc(len * 3 + 1);
-	size_t o = 0;
-	for (size_t i = 0; i < len; i++) {
-		unsigned char c = (unsigned char)local[i];
-		if (c == '%' || c == '/' || (i == 0 && c == '.') || maildir_is_ctl(c)) {
-			out[o++] = '%';
-			out[o++] = hex[c >> 4];
-			out[o++] = hex[c & 15];
-		} else {
-			out[o++] = (char)c;
-		}
-	}
-	out[o] = '\0';
-	return out;
-}
-
-/* The domain as a folder name: lower-cased; NULL when it could escape or
- * hide ("", ".", "..", a leading '.', '/', control bytes). */
-static char *maildir_domain(const char *domain)
-{
-	if (domain[0] == '\0' || domain[0] == '.')
-		return NULL;
-	for (const char *p = domain; *p; p++)
-		if (*p == '/' || maildir_is_ctl((unsigned char)*p))
-			return NULL;
-	return str_lower(xstrdup(domain));
-}
-
-char *maildir_path(const char *mailboxes, const char *address)
-{
-	const char *at = strrchr(address, '@');
-	if (!at || at == address)
-		return NULL;
-	char *domain = maildir_domain(at + 1);
-	if (!domain)
-		return NULL;
-	char *local = maildir_encode_local(address, (size_t)(at - address));
-	char *path = xasprintf("%s/%s/%s", mailboxes, domain, local);
-	free(domain);
-	free(local);
-	return path;
-}
-
-/* ---- Maildir delivery --------------------------------------------------- */
-
-static void maildir_err(char *err, size_t errsz, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void maildir_err(char *err, size_t errsz, const char *fmt, ...)
-{
-	if (errsz == 0)
-		return;
-	va_list ap;
-	va_start(ap, fmt);
-	int n = vsnprintf(err, errsz, fmt, ap);
-	va_end(ap);
-	if (n < 0)
-		err[0] = '\0';
-	else if ((size_t)n >= errsz && errsz >= 4)
-		memcpy(err + errsz - 4, "...", 4); /* truncated: say so */
-}
-
-static int maildir_is_dir(const char *path)
-{
-	struct stat st;
-	if (stat(path, &st) < 0)
-		return -1;
-	if (!S_ISDIR(st.st_mode)) {
-		errno = ENOTDIR;
-		return -1;
-	}
-	return 0;
-}
-
-/* fsync the folder holding path, so that a new entry in it is durable. */
-static int maildir_sync_parent(const char *path)
-{
-	char *parent = xstrdup(path);
-	char *slash = strrchr(parent, '/');
-	int r;
-	if (!slash)
-		r = fsync_dir(".");
-	else if (slash == parent)
-		r = fsync_dir("/");
-	else {
-		*slash = '\0';
-		r = fsync_dir(parent);
-	}
-	int saved = errno;
-	free(parent);
-	errno = saved;
-	return r;
-}
-
-/* mkdir -p (mode 0700) that fsyncs the parent of every folder it creates
- * and fails with ENOTDIR when something else is in the way. */
-static int maildir_mkdir(const char *path)
-{
-	if (mkdir(path, 0700) == 0)
-		return maildir_sync_parent(path);
-	if (errno == EEXIST)
-		return maildir_is_dir(path);
-	if (errno != ENOENT)
-		return -1;
-	char *parent = xstrdup(path);
-	char *slash = strrchr(parent, '/');
-	while (slash && slash > parent && slash[-1] == '/')
-		slash--;
-	int r = -1;
-	if (slash && slash != parent) {
-		*slash = '\0';
-		r = maildir_mkdir(parent);
-	}
-	free(parent);
-	if (r < 0)
-		return -1;
-	if (mkdir(path, 0700) == 0)
-		return maildir_sync_parent(path);
-	if (errno == EEXIST)
-		return maildir_is_dir(path);
-	return -1;
-}
-
-static int maildir_make_folders(const char *dir, char *err, size_t errsz)
-{
-	static const char *const subs[] = {"", "/tmp", "/new", "/cur"};
-	for (size_t i = 0; i < ARRAY_LEN(subs); i++) {
-		char *p = xasprintf("%s%s", dir, subs[i]);
-		int r = maildir_mkdir(p);
-		if (r < 0)
-			maildir_err(err, errsz, "cannot create folder %s: %s", p, strerror(errno));
-		free(p);
-		if (r < 0)
-			return -1;
-	}
-	return 0;
-}
-
-/* The host part of a Maildir name: '/' and ':' written as \057 and \072. */
-static void maildir_host(char *out, size_t outsz)
-{
-	char host[MAILDIR_HOST_MAX + 1];
-	if (gethostname(host, sizeof host - 1) < 0 || host[0] == '\0')
-		memcpy(host, "localhost", sizeof "localhost");
-	host[sizeof host - 1] = '\0';
-	size_t o = 0;
-	for (const char *p = host; *p && o + 5 < outsz; p++) {
-		if (*p == '/' || *p == ':') {
-			memcpy(out + o, *p == '/' ? "\\057" : "\\072", 4);
-			o += 4;
-		} else {
-			out[o++] = *p;
-		}
-	}
-	out[o] = '\0';
-}
-
-static struct {
-	pthread_once_t once;
-	long pid;
-	char host[MAILDIR_HOST_MAX * 4 + 1];
-} maildir_self = {.once = PTHREAD_ONCE_INIT};
-
-/* The process's ID and host name, read once: not two system calls for
- * every copy. */
-static void maildir_self_init(void)
-{
-	maildir_self.pid = (long)getpid();
-	maildir_host(maildir_self.host, sizeof maildir_self.host);
-}
-
-/* time.M<usec>P<pid>Q<deliveries>R<random>.<host>; ",S=<size>,W=<size
- * with CRLF>" is added when the message moves into new/. */
-static char *maildir_unique_name(void)
-{
-	static uint64_t deliveries;
-	pthread_once(&maildir_self.once, maildir_self_init);
-	struct timespec ts;
-	if (clock_gettime(CLOCK_REALTIME, &ts) < 0)
-		fatal("clock_gettime: %s", strerror(errno));
-	unsigned char rnd[4];
-	if (RAND_bytes(rnd, sizeof rnd) != 1)
-		fatal("maildir: no random bytes for a file name");
-	uint32_t r = (uint32_t)rnd[0] << 24 | (uint32_t)rnd[1] << 16 | (uint32_t)rnd[2] << 8 | rnd[3];
-	uint64_t q = __atomic_add_fetch(&deliveries, 1, __ATOMIC_RELAXED);
-	return xasprintf("%lld.M%06ldP%ldQ%lluR%08x.%s", (long long)ts.tv_sec,
-			 ts.tv_nsec / 1000, maildir_self.pid, (unsigned long long)q, (unsigned)r,
-			 maildir_self.host);
-}
-
-/* Bytes written to a Maildir file and its lines, for S= and W=. */
-struct maildir_size {
-	off_t bytes;
-	off_t lines;
-};
-
-/* Write buf with CRLF turned into LF, the line end of Maildir files on
- * Unix.  The spool holds no bare CR (smtp_data refuses it), so every CR is
- * half of a CRLF and can simply be dropped. */
-static int maildir_write_lf(int dst, char *buf, size_t n, struct maildir_size *sz)
-{
-	size_t o = 0;
-	for (size_t i = 0; i < n; i++) {
-		if (buf[i] == '\r')
-			continue;
-		if (buf[i] == '\n')
-			sz->lines++;
-		buf[o++] = buf[i];
-	}
-	sz->bytes += (off_t)o;
-	return write_all(dst, buf, o);
-}
-
-/* Copy len bytes at offset of src into dst. */
-static int maildir_copy(int dst, int src, off_t offset, off_t len, struct maildir_size *sz)
-{
-	char *buf = xmalloc(MAILDIR_COPY_BUF);
-	int r = 0;
-	while (len > 0) {
-		size_t want = len < MAILDIR_COPY_BUF ? (size_t)len : MAILDIR_COPY_BUF;
-		ssize_t n = pread(src, buf, want, offset);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n == 0)
-			errno = EIO; /* the spool file is shorter than its envelope says */
-		if (n <= 0 || maildir_write_lf(dst, buf, (size_t)n, sz) < 0) {
-			r = -1;
-			break;
-		}
-		offset += n;
-		len -= n;
-	}
-	int saved = errno;
-	free(buf);
-	errno = saved;
-	return r;
-}
-
-struct maildir_file {
-	char *dir;              /* <mailboxes>/<domain>/<local> */
-	char *name;
-	char *tmp;              /* dir/tmp/name */
-	char *new;              /* dir/new/name,S=...,W=... once renamed */
-	int fd;
-	struct maildir_size sz;
-};
-
-static int maildir_create(struct maildir_file *mf, char *err, size_t errsz)
-{
-	for (int try = 0; try < MAILDIR_NAME_TRIES; try++) {
-		mf->name = maildir_unique_name();
-		mf->tmp = xasprintf("%s/tmp/%s", mf->dir, mf->name);
-		mf->fd = open(mf->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-		if (mf->fd >= 0)
-			return 0;
-		int e = errno;
-		maildir_err(err, errsz, "cannot create %s: %s", mf->tmp, strerror(e));
-		free(mf->name);
-		free(mf->tmp);
-		mf->name = mf->tmp = NULL;
-		errno = e;
-		if (e != EEXIST)
-			break;
-	}
-	return -1;
-}
-
-/* Write the copy into tmp/ and start its writeback, so that the copies of
- * a batch reach the disk together. */
-static int maildir_write(struct maildir_file *mf, const char *hdr, int src, off_t offset,
-			 off_t len, char *err, size_t errsz)
-{
-	char *h = xstrdup(hdr);
-	int w = maildir_write_lf(mf->fd, h, strlen(h), &mf->sz);
-	free(h);
-	if (w < 0 || maildir_copy(mf->fd, src, offset, len, &mf->sz) < 0) {
-		maildir_err(err, errsz, "cannot write %s: %s", mf->tmp, strerror(errno));
-		return -1;
-	}
-	(void)sync_file_range(mf->fd, 0, 0, SYNC_FILE_RANGE_WRITE); /* a hint only */
-	return 0;
-}
-
-/* fdatasync (unless a syncfs did it), close, rename into new/ (new/
- * itself is the caller's to fsync). */
-static int maildir_publish(struct maildir_file *mf, bool synced, char *err, size_t errsz)
-{
-	if (!synced && fdatasync(mf->fd) < 0) {
-		maildir_err(err, errsz, "cannot fsync %s: %s", mf->tmp, strerror(errno));
-		return -1;
-	}
-	int fd = mf->fd;
-	mf->fd = -1;
-	if (close(fd) < 0) {
-		maildir_err(err, errsz, "cannot close %s: %s", mf->tmp, strerror(errno));
-		return -1;
-	}
-	/* S= the file's size, W= its size with CRLF line ends (what POP3
-	 * and IMAP report), so readers need not count */
-	mf->new = xasprintf("%s/new/%s,S=%lld,W=%lld", mf->dir, mf->name, (long long)mf->sz.bytes,
-			    (long long)mf->sz.bytes + (long long)mf->sz.lines);
-	int r = rename(mf->tmp, mf->new);
-	if (r < 0 && errno == ENOENT && maildir_make_folders(mf->dir, err, errsz) == 0)
-		r = rename(mf->tmp, mf->new); /* new/ was taken away: made again */
-	if (r < 0) {
-		maildir_err(err, errsz, "cannot rename %s: %s", mf->tmp, strerror(errno));
-		free(mf->new);
-		mf->new = NULL;
-		return -1;
-	}
-	return 0;
-}
-
-static int maildir_sync_new(const char *dir, char *err, size_t errsz)
-{
-	char *newdir = xasprintf("%s/new", dir);
-	int r = fsync_dir(newdir);
-	if (r < 0)
-		maildir_err(err, errsz, "cannot fsync %s: %s", newdir, strerror(errno));
-	free(newdir);
-	return r;
-}
-
-/* After a failure: remove what was written, so that nothing half-made (or
- * not known to be durable, and so to be delivered again) stays behind. */
-static void maildir_discard(struct maildir_file *mf)
-{
-	if (mf->fd >= 0)
-		close(mf->fd); /* the copy is thrown away: its close error is moot */
-	mf->fd = -1;
-	const char *path = mf->new ? mf->new : mf->tmp;
-	if (path && unlink(path) < 0 && errno != ENOENT) {
-		char p[LOG_VALUE_MAX];
-		log_warn("event=maildir-error file=%s reason=\"cannot remove: %s\"",
-			 log_escape(p, sizeof p, path, strlen(path)), strerror(errno));
-	}
-}
-
-static void maildir_file_clear(struct maildir_file *mf)
-{
-	free(mf->dir);
-	free(mf->name);
-	free(mf->tmp);
-	free(mf->new);
-	memset(mf, 0, sizeof *mf);
-	mf->fd = -1;
-}
-
-/* Header values must not be able to start a new header line. */
-static bool maildir_header_safe(const char *s)
-{
-	for (; *s; s++)
-		if (maildir_is_ctl((unsigned char)*s))
-			return false;
-	return true;
-}
-
-/* A file in tmp/ with the copy (the folders made first when missing), its
- * writeback started.  On failure nothing is left behind
- * and mf is cleared. */
-static int maildir_stage(const char *mailboxes, const char *address, const char *sender,
-			 int fd, off_t offset, off_t len, struct maildir_file *mf, char *err, size_t errsz)
-{
-	memset(mf, 0, sizeof *mf);
-	mf->fd = -1;
-	if (!maildir_header_safe(address) || !maildir_header_safe(sender)) {
-		maildir_err(err, errsz, "address contains control characters");
-		errno = EINVAL;
-		return -1;
-	}
-	if (offset < 0 || len < 0) {
-		maildir_err(err, errsz, "bad message offset or length");
-		errno = EINVAL;
-		return -1;
-	}
-	mf->dir = maildir_path(mailboxes, address);
-	if (!mf->dir) {
-		maildir_err(err, errsz, "address cannot name a Maildir folder");
-		errno = EINVAL;
-		return -1;
-	}
-	char *hdr = xasprintf("Return-Path: <%s>\r\nDelivered-To: %s\r\n", sender, address);
-	/* the folders are made when the first try says they are missing (a
-	 * Maildir that exists, the usual case, costs no mkdir and stat) */
-	int r = maildir_create(mf, err, errsz);
-	if (r < 0 && errno == ENOENT) {
-		r = maildir_make_folders(mf->dir, err, errsz);
-		if (r == 0)
-			r = maildir_create(mf, err, errsz);
-	}
-	if (r == 0) {
-		r = maildir_write(mf, hdr, fd, offset, len, err, errsz);
-		if (r < 0)
-			maildir_discard(mf);
-	}
-	int saved = errno;
-	free(hdr);
-	if (r < 0)
-		maildir_file_clear(mf);
-	errno = saved;
-	return r;
-}
-
-int maildir_deliver(const char *mailboxes, const char *address, const char *sender,
-		    int fd, off_t offset, off_t len, char *err, size_t errsz)
-{
-	struct maildir_file mf;
-	if (maildir_stage(mailboxes, address, sender, fd, offset, len, &mf, err, errsz) < 0)
-		return -1;
-	int r = maildir_publish(&mf, false, err, errsz);
-	if (r == 0)
-		r = maildir_sync_new(mf.dir, err, errsz);
-	int saved = errno;
-	if (r < 0)
-		maildir_discard(&mf);
-	maildir_file_clear(&mf);
-	errno = saved;
-	return r;
-}
 
 /* ---- the delivery worker ------------------------------------------------ */
 
@@ -499,6 +60,7 @@ static struct {
 	bool stopping;
 	struct spool *sp;
 	char *mailboxes;
+	delivery_remote_fn remote_left;         /* set while running */
 	struct delivery_item *head, *tail;      /* FIFO of IDs to try now */
 	char max_id[SPOOL_ID_SIZE];             /* the largest ID ever pushed */
 	struct delivery_retry *retries;         /* deferred, unordered */
@@ -533,29 +95,20 @@ static void delivery_format_duration(char *out, size_t outsz, unsigned s)
  * rest written as \xNN; truncated with "...". */
 static const char *delivery_escape_reason(char *out, size_t outsz, const char *in)
 {
-	size_t o = 0;
+	struct strbuf sb;
+	strbuf_init(&sb, out, outsz);
 	for (const char *p = in; *p; p++) {
-		if (*p == ' ') {
-			if (o + 1 + 4 > outsz) {
-				memcpy(out + o, "...", 3);
-				o += 3;
-				break;
-			}
-			out[o++] = ' ';
-			continue;
-		}
 		char one[8];
-		log_escape(one, sizeof one, p, 1);
-		size_t k = strlen(one);
-		if (o + k + 4 > outsz) {
-			memcpy(out + o, "...", 3);
-			o += 3;
+		if (*p == ' ')
+			memcpy(one, " ", 2);
+		else
+			log_escape(one, sizeof one, p, 1);
+		if (strbuf_avail(&sb) < strlen(one) + 3) { /* room left for "..." */
+			strbuf_adds(&sb, "...");
 			break;
 		}
-		memcpy(out + o, one, k);
-		o += k;
+		strbuf_adds(&sb, one);
 	}
-	out[o] = '\0';
 	return out;
 }
 
@@ -721,14 +274,15 @@ static enum delivery_load_result delivery_load(struct delivery_job *job, struct 
 	return DELIVERY_UNREADABLE;
 }
 
-/* The local part is done: remote recipients go to the outbound runner,
- * which removes the message when they are done too.  Until the hand-over
- * only this thread touches the message, after it only the runner. */
+/* The local part is done.  With remote recipients left the message goes
+ * to whoever started the worker (delivery_start's remote_left), which
+ * removes it when they are done too; until then only this thread touches
+ * the message, after it only the receiver. */
 static void delivery_finish(const char *id, bool remote)
 {
 	if (remote) {
-		log_info("event=handoff id=%s to=outbound", id);
-		outbound_handoff(id);
+		if (dl.remote_left)
+			dl.remote_left(id);
 		return;
 	}
 	if (spool_remove(dl.sp, id) < 0)
@@ -746,8 +300,8 @@ static void delivery_finish(const char *id, bool remote)
  * removed from the spool without .done records, and queue/ is fsynced once
  * for all removals; otherwise each delivered recipient is recorded in
  * ID.done as before.  A crash between the Maildir renames and the removal
- * being durable delivers those copies again at the next start (at least
- * once, README "Storage"). */
+ * being durable delivers those copies again at the next start: delivery
+ * is at least once, never at most once. */
 
 struct delivery_msg {
 	struct delivery_retry *r;
@@ -758,7 +312,7 @@ struct delivery_msg {
 };
 
 struct delivery_copy {
-	struct maildir_file mf;
+	struct maildir_deliver_file mf;
 	struct delivery_msg *m;
 	size_t rcpt;
 	bool staged;            /* a file was written (not an earlier, unrecorded one) */
@@ -813,9 +367,9 @@ static void delivery_batch_stage(struct delivery_batch *b)
 				continue;
 			}
 			char err[DELIVERY_REASON_MAX];
-			if (maildir_stage(b->mailboxes, rc->address, m->env.sender, m->job.fd,
-					  m->env.body_offset, m->env.size, &c->mf, err,
-					  sizeof err) < 0) {
+			if (maildir_deliver_stage(b->mailboxes, rc->address, m->env.sender,
+						  m->job.fd, m->env.body_offset, m->env.size,
+						  &c->mf, err, sizeof err) < 0) {
 				delivery_log_failure(&m->job, rc->address, err);
 				m->failed = true;
 				continue;
@@ -829,7 +383,7 @@ static void delivery_batch_stage(struct delivery_batch *b)
 static void delivery_copy_failed(struct delivery_copy *c, const char *err)
 {
 	delivery_log_failure(&c->m->job, c->m->env.rcpts[c->rcpt].address, err);
-	maildir_discard(&c->mf);
+	maildir_deliver_discard(&c->mf);
 	c->ok = false;
 	c->m->failed = true;
 }
@@ -875,7 +429,8 @@ static void delivery_batch_publish(struct delivery_batch *b)
 	bool synced = delivery_batch_sync(b);
 	for (size_t i = 0; i < b->ncopies; i++) {
 		struct delivery_copy *c = &b->copies[i];
-		if (!c->staged || !c->ok || maildir_publish(&c->mf, synced, err, sizeof err) == 0)
+		if (!c->staged || !c->ok ||
+		    maildir_deliver_publish(&c->mf, synced, err, sizeof err) == 0)
 			continue;
 		delivery_copy_failed(c, err);
 	}
@@ -885,7 +440,7 @@ static void delivery_batch_publish(struct delivery_batch *b)
 		for (size_t j = 0; first && j < i; j++)
 			first = !(b->copies[j].staged && b->copies[j].ok &&
 				  strcmp(b->copies[j].mf.dir, c->mf.dir) == 0);
-		if (!first || maildir_sync_new(c->mf.dir, err, sizeof err) == 0)
+		if (!first || maildir_deliver_sync_new(c->mf.dir, err, sizeof err) == 0)
 			continue;
 		/* not known to be durable: take back every copy in that folder */
 		for (size_t j = i; j < b->ncopies; j++) {
@@ -981,7 +536,7 @@ static void delivery_process_batch(struct delivery_retry **rs, size_t n)
 		log_warn("event=spool-error reason=\"cannot fsync the queue after removals: %s\"",
 			 strerror(errno));
 	for (size_t i = 0; i < b->ncopies; i++)
-		maildir_file_clear(&b->copies[i].mf);
+		maildir_deliver_clear(&b->copies[i].mf);
 	for (size_t i = 0; i < n; i++) {
 		if (b->msgs[i].job.fd >= 0)
 			close(b->msgs[i].job.fd); /* read-only: nothing to lose */
@@ -1108,6 +663,7 @@ static void delivery_reset(void)
 	free(dl.mailboxes);
 	dl.mailboxes = NULL;
 	dl.sp = NULL;
+	dl.remote_left = NULL;
 	dl.running = false;
 	dl.stopping = false;
 	dl.messages = dl.batches = dl.gathered = 0;
@@ -1126,7 +682,7 @@ static int delivery_init_cond(void)
 	return e;
 }
 
-int delivery_start(struct spool *sp, const char *mailboxes)
+int delivery_start(struct spool *sp, const char *mailboxes, delivery_remote_fn remote_left)
 {
 	if (!sp || !mailboxes) {
 		errno = EINVAL;
@@ -1141,6 +697,7 @@ int delivery_start(struct spool *sp, const char *mailboxes)
 	int e = delivery_init_cond();
 	if (e == 0) {
 		dl.sp = sp;
+		dl.remote_left = remote_left;
 		free(dl.mailboxes);
 		dl.mailboxes = xstrdup(mailboxes);
 		dl.stopping = false;

@@ -1,5 +1,5 @@
-/* deliver_remote: the outbound queue runner on the event loop (SPEC §5,
- * issue 6 items 2-6).  Per message and attempt: the remote recipients not
+/* deliver_remote: the remote delivery agent, the outbound queue runner on
+ * the event loop.  Per message and attempt: the remote recipients not
  * yet done, grouped per destination domain (or all to the smarthost), one
  * SMTP transaction per group (smtp_client.c); a 250 is recorded in the
  * spool at once, a 5xx or the end of `outbound.lifetime` bounces (bounce.c,
@@ -22,8 +22,8 @@
 
 #include "queue/bounce.h"
 #include "conf/conf.h"
-#include "queue/deliver_local.h"
 #include "lib/log.h"
+#include "lib/strbuf.h"
 #include "runtime/runtime.h"
 #include "queue/smtp_client.h"
 #include "queue/spool.h"
@@ -39,7 +39,7 @@ enum {
 };
 
 /* What the runner remembers of one recipient between attempts. */
-struct ob_rcpt {
+struct outbound_rcpt {
 	char *error;            /* the last problem, NULL before any */
 	char status[SMTP_STATUS_MAX];
 	char *remote_mta;
@@ -48,43 +48,43 @@ struct ob_rcpt {
 	time_t last_attempt;
 };
 
-struct ob_attempt;
+struct outbound_attempt;
 
 /* A message in the outbound queue. */
-struct ob_msg {
-	struct ob_msg *prev, *next;     /* the queue, in the order messages came */
-	struct ob_msg *hash_next;       /* same bucket */
-	struct ob_msg *ready_next;      /* waiting for a free slot */
+struct outbound_msg {
+	struct outbound_msg *prev, *next;       /* the queue, in the order messages came */
+	struct outbound_msg *hash_next;         /* same bucket */
+	struct outbound_msg *ready_next;        /* waiting for a free slot */
 	char id[SPOOL_ID_SIZE];
 	time_t arrival;
 	long long size;
 	char *sender;
-	char **pending;                 /* remote recipients not done, for `queue list` */
+	char **pending;                         /* remote recipients not done, for `queue list` */
 	size_t npending;
-	struct ob_rcpt *rs;             /* per envelope recipient */
+	struct outbound_rcpt *rs;               /* per envelope recipient */
 	size_t nrcpts;
-	long hops;                      /* Received: headers, -1 before counted */
+	long hops;                              /* Received: headers, -1 before counted */
 	unsigned attempts;
-	time_t next_attempt;            /* wall clock; 0 while active or ready */
+	time_t next_attempt;                    /* wall clock; 0 while active or ready */
 	char *last_error;
 	bool ready;
 	struct event *timer;
-	struct ob_attempt *att;         /* while active */
+	struct outbound_attempt *att;           /* while active */
 };
 
 /* One group of recipients: one transaction. */
-struct ob_group {
+struct outbound_group {
 	char *domain;
 	size_t *idx;                    /* envelope indices */
 	size_t n;
 };
 
-struct ob_attempt {
-	struct ob_msg *m;               /* NULL once orphaned (runner stopped, message deleted) */
+struct outbound_attempt {
+	struct outbound_msg *m;         /* NULL once orphaned (runner stopped, message deleted) */
 	struct runtime *rt;             /* held for the attempt: its conf and resolver */
 	struct spool_envelope env;
 	int fd;
-	struct ob_group *groups;
+	struct outbound_group *groups;
 	size_t ngroups, gi;
 	struct smtp_client *client;
 	struct smtp_client_rcpt *crcpts;
@@ -99,21 +99,22 @@ static struct {
 	struct event_base *base;
 	struct spool *sp;
 	SSL_CTX *ssl_ctx;
-	struct ob_msg *head, *tail;
-	struct ob_msg *buckets[OUTBOUND_HASH_BUCKETS];
-	struct ob_msg *ready_head, *ready_tail;
+	struct outbound_msg *head, *tail;
+	struct outbound_msg *buckets[OUTBOUND_HASH_BUCKETS];
+	struct outbound_msg *ready_head, *ready_tail;
 	size_t nmsgs;
 	unsigned nactive;
-} ob;
+	outbound_spooled_fn spooled;    /* told of each bounce committed (kept after a stop) */
+} outbound;
 
-/* The hand-over from the delivery thread: IDs in a list, the loop woken
- * when the list was empty. */
+/* The hand-over from another thread (the delivery worker's): IDs in a
+ * list, the loop woken when the list was empty. */
 static struct {
 	pthread_mutex_t lock;
 	struct waker *waker;            /* NULL when the runner is stopped */
 	char (*ids)[SPOOL_ID_SIZE];
 	size_t nids, cap;
-} ho = {.lock = PTHREAD_MUTEX_INITIALIZER};
+} handover = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 /* ---- small pure helpers --------------------------------------------------- */
 
@@ -152,14 +153,14 @@ size_t outbound_count_received(const char *header, size_t len)
 	return count;
 }
 
-static bool ob_id_ok(const char *id)
+static bool outbound_id_ok(const char *id)
 {
 	size_t n = strlen(id);
 	return n > 0 && n < SPOOL_ID_SIZE && strspn(id, "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ") == n;
 }
 
 /* An SMTP reply as text: "NNN ..." */
-static bool ob_is_reply(const char *s)
+static bool outbound_is_reply(const char *s)
 {
 	return s && s[0] >= '2' && s[0] <= '5' && s[1] >= '0' && s[1] <= '9' && s[2] >= '0' &&
 	       s[2] <= '9' && (s[3] == ' ' || s[3] == '\0');
@@ -167,30 +168,30 @@ static bool ob_is_reply(const char *s)
 
 /* ---- the queue ------------------------------------------------------------ */
 
-static struct ob_msg **ob_bucket(const char *id)
+static struct outbound_msg **outbound_bucket(const char *id)
 {
 	unsigned h = 2166136261u; /* FNV-1a */
 	for (const unsigned char *p = (const unsigned char *)id; *p; p++)
 		h = (h ^ *p) * 16777619u;
-	return &ob.buckets[h % OUTBOUND_HASH_BUCKETS];
+	return &outbound.buckets[h % OUTBOUND_HASH_BUCKETS];
 }
 
-static struct ob_msg *ob_find(const char *id)
+static struct outbound_msg *outbound_find(const char *id)
 {
-	for (struct ob_msg *m = *ob_bucket(id); m; m = m->hash_next)
+	for (struct outbound_msg *m = *outbound_bucket(id); m; m = m->hash_next)
 		if (strcmp(m->id, id) == 0)
 			return m;
 	return NULL;
 }
 
-static void ob_rcpt_clear(struct ob_rcpt *r)
+static void outbound_rcpt_clear(struct outbound_rcpt *r)
 {
 	free(r->error);
 	free(r->remote_mta);
 	memset(r, 0, sizeof *r);
 }
 
-static void ob_free_pending(struct ob_msg *m)
+static void outbound_free_pending(struct outbound_msg *m)
 {
 	for (size_t i = 0; i < m->npending; i++)
 		free(m->pending[i]);
@@ -200,9 +201,9 @@ static void ob_free_pending(struct ob_msg *m)
 }
 
 /* The recipients `queue list` shows: remote, not done. */
-static void ob_refresh_pending(struct ob_msg *m, const struct spool_envelope *env)
+static void outbound_refresh_pending(struct outbound_msg *m, const struct spool_envelope *env)
 {
-	ob_free_pending(m);
+	outbound_free_pending(m);
 	for (size_t i = 0; i < env->nrcpts; i++) {
 		if (env->rcpts[i].done || env->rcpts[i].local)
 			continue;
@@ -213,40 +214,40 @@ static void ob_refresh_pending(struct ob_msg *m, const struct spool_envelope *en
 
 /* The per-recipient memory follows the envelope (it never changes size
  * for one ID, but a message replaced under the same ID must not crash). */
-static void ob_fit_rcpts(struct ob_msg *m, size_t n)
+static void outbound_fit_rcpts(struct outbound_msg *m, size_t n)
 {
 	if (m->nrcpts == n)
 		return;
 	for (size_t i = 0; i < m->nrcpts; i++)
-		ob_rcpt_clear(&m->rs[i]);
+		outbound_rcpt_clear(&m->rs[i]);
 	free(m->rs);
 	m->rs = xcalloc(n, sizeof *m->rs);
 	m->nrcpts = n;
 }
 
-static void ob_ready_remove(struct ob_msg *m)
+static void outbound_ready_remove(struct outbound_msg *m)
 {
 	if (!m->ready)
 		return;
-	struct ob_msg **pp = &ob.ready_head;
-	struct ob_msg *prev = NULL;
+	struct outbound_msg **pp = &outbound.ready_head;
+	struct outbound_msg *prev = NULL;
 	while (*pp && *pp != m) {
 		prev = *pp;
 		pp = &(*pp)->ready_next;
 	}
 	if (*pp) {
 		*pp = m->ready_next;
-		if (ob.ready_tail == m)
-			ob.ready_tail = prev;
+		if (outbound.ready_tail == m)
+			outbound.ready_tail = prev;
 	}
 	m->ready_next = NULL;
 	m->ready = false;
 }
 
-static void ob_unlink(struct ob_msg *m)
+static void outbound_unlink(struct outbound_msg *m)
 {
-	ob_ready_remove(m);
-	for (struct ob_msg **pp = ob_bucket(m->id); *pp; pp = &(*pp)->hash_next)
+	outbound_ready_remove(m);
+	for (struct outbound_msg **pp = outbound_bucket(m->id); *pp; pp = &(*pp)->hash_next)
 		if (*pp == m) {
 			*pp = m->hash_next;
 			break;
@@ -254,60 +255,60 @@ static void ob_unlink(struct ob_msg *m)
 	if (m->prev)
 		m->prev->next = m->next;
 	else
-		ob.head = m->next;
+		outbound.head = m->next;
 	if (m->next)
 		m->next->prev = m->prev;
 	else
-		ob.tail = m->prev;
-	ob.nmsgs--;
+		outbound.tail = m->prev;
+	outbound.nmsgs--;
 }
 
-static void ob_attempt_abandon(struct ob_attempt *att);
+static void outbound_attempt_abandon(struct outbound_attempt *att);
 
-static void ob_msg_free(struct ob_msg *m)
+static void outbound_msg_free(struct outbound_msg *m)
 {
 	if (m->att)
-		ob_attempt_abandon(m->att);
-	ob_unlink(m);
+		outbound_attempt_abandon(m->att);
+	outbound_unlink(m);
 	event_free(m->timer);
 	for (size_t i = 0; i < m->nrcpts; i++)
-		ob_rcpt_clear(&m->rs[i]);
+		outbound_rcpt_clear(&m->rs[i]);
 	free(m->rs);
-	ob_free_pending(m);
+	outbound_free_pending(m);
 	free(m->sender);
 	free(m->last_error);
 	free(m);
 }
 
-static void ob_timer_cb(evutil_socket_t fd, short what, void *arg);
+static void outbound_timer_cb(evutil_socket_t fd, short what, void *arg);
 
-static struct ob_msg *ob_msg_new(const struct spool_envelope *env)
+static struct outbound_msg *outbound_msg_new(const struct spool_envelope *env)
 {
-	struct ob_msg *m = xcalloc(1, sizeof *m);
+	struct outbound_msg *m = xcalloc(1, sizeof *m);
 	memcpy(m->id, env->id, sizeof m->id);
 	m->arrival = env->arrival;
 	m->size = (long long)env->size;
 	m->sender = xstrdup(env->sender ? env->sender : "");
 	m->hops = -1;
-	m->timer = evtimer_new(ob.base, ob_timer_cb, m);
+	m->timer = evtimer_new(outbound.base, outbound_timer_cb, m);
 	if (!m->timer)
 		fatal("evtimer_new failed");
-	ob_fit_rcpts(m, env->nrcpts);
-	ob_refresh_pending(m, env);
-	m->prev = ob.tail;
-	if (ob.tail)
-		ob.tail->next = m;
+	outbound_fit_rcpts(m, env->nrcpts);
+	outbound_refresh_pending(m, env);
+	m->prev = outbound.tail;
+	if (outbound.tail)
+		outbound.tail->next = m;
 	else
-		ob.head = m;
-	ob.tail = m;
-	struct ob_msg **b = ob_bucket(m->id);
+		outbound.head = m;
+	outbound.tail = m;
+	struct outbound_msg **b = outbound_bucket(m->id);
 	m->hash_next = *b;
 	*b = m;
-	ob.nmsgs++;
+	outbound.nmsgs++;
 	return m;
 }
 
-static void ob_schedule(struct ob_msg *m, unsigned seconds)
+static void outbound_schedule(struct outbound_msg *m, unsigned seconds)
 {
 	m->next_attempt = time(NULL) + seconds;
 	struct timeval tv = {.tv_sec = seconds};
@@ -316,45 +317,45 @@ static void ob_schedule(struct ob_msg *m, unsigned seconds)
 
 /* ---- attempts --------------------------------------------------------------- */
 
-static void ob_attempt_start(struct ob_msg *m);
+static void outbound_attempt_start(struct outbound_msg *m);
 
 /* Attempts start only from a message's timer, never from inside another
  * message's code: nothing is freed under a caller's feet. */
-static void ob_start_soon(struct ob_msg *m)
+static void outbound_attempt_soon(struct outbound_msg *m)
 {
-	ob_schedule(m, 0);
+	outbound_schedule(m, 0);
 	m->next_attempt = 0;
 }
 
 /* A slot came free: the longest-waiting ready message takes it. */
-static void ob_run_ready(void)
+static void outbound_run_ready(void)
 {
-	if (!ob.running || ob.nactive >= OUTBOUND_MAX_ACTIVE || !ob.ready_head)
+	if (!outbound.running || outbound.nactive >= OUTBOUND_MAX_ACTIVE || !outbound.ready_head)
 		return;
-	struct ob_msg *m = ob.ready_head;
-	ob_ready_remove(m);
-	ob_start_soon(m);
+	struct outbound_msg *m = outbound.ready_head;
+	outbound_ready_remove(m);
+	outbound_attempt_soon(m);
 }
 
-static void ob_timer_cb(evutil_socket_t fd, short what, void *arg)
+static void outbound_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
-	struct ob_msg *m = arg;
+	struct outbound_msg *m = arg;
 	if (m->att || m->ready)
 		return;
-	if (ob.nactive >= OUTBOUND_MAX_ACTIVE) {
+	if (outbound.nactive >= OUTBOUND_MAX_ACTIVE) {
 		m->ready = true;
 		m->next_attempt = 0;
-		if (ob.ready_tail)
-			ob.ready_tail->ready_next = m;
+		if (outbound.ready_tail)
+			outbound.ready_tail->ready_next = m;
 		else
-			ob.ready_head = m;
-		ob.ready_tail = m;
+			outbound.ready_head = m;
+		outbound.ready_tail = m;
 		return;
 	}
-	ob_attempt_start(m);
+	outbound_attempt_start(m);
 }
 
-static void ob_groups_free(struct ob_attempt *att)
+static void outbound_groups_free(struct outbound_attempt *att)
 {
 	for (size_t i = 0; i < att->ngroups; i++) {
 		free(att->groups[i].domain);
@@ -365,7 +366,7 @@ static void ob_groups_free(struct ob_attempt *att)
 	att->ngroups = 0;
 }
 
-static void ob_crcpts_free(struct ob_attempt *att, size_t n)
+static void outbound_crcpts_free(struct outbound_attempt *att, size_t n)
 {
 	for (size_t k = 0; att->crcpts && k < n; k++)
 		smtp_client_rcpt_clear(&att->crcpts[k]);
@@ -373,16 +374,16 @@ static void ob_crcpts_free(struct ob_attempt *att, size_t n)
 	att->crcpts = NULL;
 }
 
-static void ob_attempt_free(struct ob_attempt *att)
+static void outbound_attempt_free(struct outbound_attempt *att)
 {
 	if (att->client)
 		smtp_client_cancel(att->client);
 	if (att->ngroups > 0 && att->gi < att->ngroups)
-		ob_crcpts_free(att, att->groups[att->gi].n);
+		outbound_crcpts_free(att, att->groups[att->gi].n);
 	if (att->fd >= 0)
 		close(att->fd); /* read-only */
 	spool_envelope_clear(&att->env);
-	ob_groups_free(att);
+	outbound_groups_free(att);
 	free(att->failed);
 	if (att->rt)
 		runtime_unref(att->rt);
@@ -391,21 +392,21 @@ static void ob_attempt_free(struct ob_attempt *att)
 
 /* The message goes away mid-attempt (delete, stop): nothing more happens.
  * A bounce being committed keeps its attempt until the commit reports. */
-static void ob_attempt_abandon(struct ob_attempt *att)
+static void outbound_attempt_abandon(struct outbound_attempt *att)
 {
-	struct ob_msg *m = att->m;
+	struct outbound_msg *m = att->m;
 	if (m) {
 		m->att = NULL;
-		ob.nactive--;
+		outbound.nactive--;
 	}
 	att->m = NULL;
 	if (!att->bouncing)
-		ob_attempt_free(att);
+		outbound_attempt_free(att);
 }
 
 /* Group the pending remote recipients: per domain (lower-cased), or all
  * to the smarthost; at most OUTBOUND_RCPTS_PER_TXN per transaction. */
-static void ob_make_groups(struct ob_attempt *att, const struct conf_outbound *o)
+static void outbound_make_groups(struct outbound_attempt *att, const struct conf_outbound *o)
 {
 	const struct spool_envelope *env = &att->env;
 	for (size_t i = 0; i < env->nrcpts; i++) {
@@ -414,7 +415,7 @@ static void ob_make_groups(struct ob_attempt *att, const struct conf_outbound *o
 			continue;
 		const char *at = strrchr(r->address, '@');
 		char *domain = str_lower(xstrdup(o->smarthost ? "" : (at ? at + 1 : "")));
-		struct ob_group *g = NULL;
+		struct outbound_group *g = NULL;
 		for (size_t k = 0; k < att->ngroups && !g; k++)
 			if (strcmp(att->groups[k].domain, domain) == 0 &&
 			    att->groups[k].n < OUTBOUND_RCPTS_PER_TXN)
@@ -430,7 +431,7 @@ static void ob_make_groups(struct ob_attempt *att, const struct conf_outbound *o
 	}
 }
 
-static void ob_add_failed(struct ob_attempt *att, size_t idx)
+static void outbound_add_failed(struct outbound_attempt *att, size_t idx)
 {
 	for (size_t k = 0; k < att->nfailed; k++)
 		if (att->failed[k] == idx)
@@ -438,18 +439,19 @@ static void ob_add_failed(struct ob_attempt *att, size_t idx)
 	*(size_t *)xappend(&att->failed, &att->nfailed, sizeof *att->failed) = idx;
 }
 
-static void ob_note(struct ob_rcpt *rs, const char *status, const char *error, const char *mta)
+static void outbound_note(struct outbound_rcpt *rs, const char *status, const char *error,
+			  const char *mta)
 {
 	free(rs->error);
 	free(rs->remote_mta);
 	rs->error = xstrdup(error);
 	rs->remote_mta = mta ? xstrdup(mta) : NULL;
-	rs->smtp_reply = mta && ob_is_reply(error);
+	rs->smtp_reply = mta && outbound_is_reply(error);
 	bsnprintf(rs->status, sizeof rs->status, "%s", status);
 	rs->last_attempt = time(NULL);
 }
 
-static void ob_set_last_error(struct ob_msg *m, const struct ob_rcpt *rs)
+static void outbound_set_last_error(struct outbound_msg *m, const struct outbound_rcpt *rs)
 {
 	free(m->last_error);
 	m->last_error = rs->remote_mta && rs->smtp_reply
@@ -458,7 +460,7 @@ static void ob_set_last_error(struct ob_msg *m, const struct ob_rcpt *rs)
 }
 
 /* Loop detection: count the Received: headers once per message. */
-static long ob_count_hops(int fd, off_t offset, off_t size)
+static long outbound_count_hops(int fd, off_t offset, off_t size)
 {
 	size_t want = size < OUTBOUND_HEADER_SCAN_MAX ? (size_t)size : OUTBOUND_HEADER_SCAN_MAX;
 	char *buf = xmalloc(want ? want : 1);
@@ -476,19 +478,19 @@ static long ob_count_hops(int fd, off_t offset, off_t size)
 	return hops;
 }
 
-static void ob_group_start(struct ob_attempt *att);
-static void ob_attempt_finish(struct ob_attempt *att);
-static void ob_attempt_conclude(struct ob_attempt *att);
+static void outbound_group_start(struct outbound_attempt *att);
+static void outbound_attempt_finish(struct outbound_attempt *att);
+static void outbound_attempt_conclude(struct outbound_attempt *att);
 
 /* Recipients sent earlier whose done record could not be written: try to
  * write it again, never send again. */
-static void ob_record_unrecorded(struct ob_attempt *att)
+static void outbound_record_unrecorded(struct outbound_attempt *att)
 {
-	struct ob_msg *m = att->m;
+	struct outbound_msg *m = att->m;
 	for (size_t i = 0; i < att->env.nrcpts; i++) {
 		if (!m->rs[i].unrecorded)
 			continue;
-		if (att->env.rcpts[i].done || spool_mark_done(ob.sp, m->id, i) == 0) {
+		if (att->env.rcpts[i].done || spool_mark_done(outbound.sp, m->id, i) == 0) {
 			att->env.rcpts[i].done = true;
 			m->rs[i].unrecorded = false;
 		}
@@ -496,12 +498,12 @@ static void ob_record_unrecorded(struct ob_attempt *att)
 }
 
 /* Read the envelope and the message; false after dealing with a failure. */
-static bool ob_attempt_load(struct ob_attempt *att)
+static bool outbound_attempt_load(struct outbound_attempt *att)
 {
-	struct ob_msg *m = att->m;
+	struct outbound_msg *m = att->m;
 	const char *what = "read";
-	if (spool_read_envelope(ob.sp, m->id, &att->env) == 0) {
-		att->fd = spool_open_message(ob.sp, &att->env);
+	if (spool_read_envelope(outbound.sp, m->id, &att->env) == 0) {
+		att->fd = spool_open_message(outbound.sp, &att->env);
 		if (att->fd >= 0)
 			return true;
 		what = "open";
@@ -511,7 +513,7 @@ static bool ob_attempt_load(struct ob_attempt *att)
 		/* removed behind our back, or malformed (logged by the spool) */
 		log_warn("event=outbound-drop id=%s reason=\"spool file %s\"", m->id,
 			 e == ENOENT ? "is gone" : "is malformed");
-		ob_msg_free(m);
+		outbound_msg_free(m);
 		return false;
 	}
 	char why[OUTBOUND_ERROR_MAX];
@@ -519,26 +521,26 @@ static bool ob_attempt_load(struct ob_attempt *att)
 	log_warn("event=outbound-error id=%s reason=\"%s\"", m->id, why);
 	free(m->last_error);
 	m->last_error = xstrdup(why);
-	ob_attempt_conclude(att);
+	outbound_attempt_conclude(att);
 	return false;
 }
 
-static void ob_attempt_start(struct ob_msg *m)
+static void outbound_attempt_start(struct outbound_msg *m)
 {
-	struct ob_attempt *att = xcalloc(1, sizeof *att);
+	struct outbound_attempt *att = xcalloc(1, sizeof *att);
 	att->m = m;
 	att->fd = -1;
 	att->rt = runtime_ref(runtime_current());
 	m->att = att;
 	m->attempts++;
 	m->next_attempt = 0;
-	ob.nactive++;
-	if (!ob_attempt_load(att))
+	outbound.nactive++;
+	if (!outbound_attempt_load(att))
 		return;
-	ob_fit_rcpts(m, att->env.nrcpts);
-	ob_record_unrecorded(att);
+	outbound_fit_rcpts(m, att->env.nrcpts);
+	outbound_record_unrecorded(att);
 	if (m->hops < 0)
-		m->hops = ob_count_hops(att->fd, att->env.body_offset, att->env.size);
+		m->hops = outbound_count_hops(att->fd, att->env.body_offset, att->env.size);
 	if (m->hops > OUTBOUND_MAX_RECEIVED) {
 		char why[OUTBOUND_ERROR_MAX];
 		errfmt(why, sizeof why, "routing loop detected: %ld Received: headers (more than %d)",
@@ -547,47 +549,47 @@ static void ob_attempt_start(struct ob_msg *m)
 			const struct spool_rcpt *r = &att->env.rcpts[i];
 			if (r->done || r->local || m->rs[i].unrecorded)
 				continue;
-			ob_note(&m->rs[i], "5.4.6", why, NULL);
-			ob_add_failed(att, i);
+			outbound_note(&m->rs[i], "5.4.6", why, NULL);
+			outbound_add_failed(att, i);
 		}
 		log_warn("event=outbound-loop id=%s hops=%ld", m->id, m->hops);
-		ob_attempt_finish(att);
+		outbound_attempt_finish(att);
 		return;
 	}
-	ob_make_groups(att, &att->rt->conf->outbound);
+	outbound_make_groups(att, &att->rt->conf->outbound);
 	if (att->ngroups == 0) {
-		ob_attempt_finish(att);
+		outbound_attempt_finish(att);
 		return;
 	}
-	ob_group_start(att);
+	outbound_group_start(att);
 }
 
 /* ---- one group's transaction ---------------------------------------------- */
 
-static void ob_group_done(void *arg);
+static void outbound_group_done(void *arg);
 
 /* The DNS servers for this message: those of the virtual server that
  * accepted it when it has its own `dns` (and still exists), else the
  * global ones. */
-static struct dns_resolver *ob_resolver(const struct ob_attempt *att)
+static struct dns_resolver *outbound_resolver(const struct outbound_attempt *att)
 {
 	const struct conf_server *srv =
 	    att->env.server ? runtime_server(att->rt, att->env.server) : NULL;
 	return srv ? runtime_resolver(att->rt, srv) : att->rt->dns;
 }
 
-static void ob_group_start(struct ob_attempt *att)
+static void outbound_group_start(struct outbound_attempt *att)
 {
-	const struct ob_group *g = &att->groups[att->gi];
+	const struct outbound_group *g = &att->groups[att->gi];
 	const struct conf *conf = att->rt->conf;
 	const struct conf_outbound *o = &conf->outbound;
 	att->crcpts = xcalloc(g->n, sizeof *att->crcpts);
 	for (size_t k = 0; k < g->n; k++)
 		att->crcpts[k].address = att->env.rcpts[g->idx[k]].address;
 	struct smtp_client_params p = {
-		.base = ob.base,
-		.dns = ob_resolver(att),
-		.ssl_ctx = ob.ssl_ctx,
+		.base = outbound.base,
+		.dns = outbound_resolver(att),
+		.ssl_ctx = outbound.ssl_ctx,
 		.id = att->m->id,
 		.arrival = att->env.arrival,
 		.helo = conf->hostname,
@@ -604,16 +606,17 @@ static void ob_group_start(struct ob_attempt *att)
 		.rcpts = att->crcpts,
 		.nrcpts = g->n,
 	};
-	att->client = smtp_client_start(&p, ob_group_done, att);
+	att->client = smtp_client_start(&p, outbound_group_done, att);
 }
 
-/* A 250: durable before anything else happens (issue 6 item 4). */
-static void ob_sent(struct ob_attempt *att, size_t idx)
+/* A 250: recorded in the spool before anything else happens, so that no
+ * recipient who has the message is ever sent it again. */
+static void outbound_sent(struct outbound_attempt *att, size_t idx)
 {
-	struct ob_msg *m = att->m;
+	struct outbound_msg *m = att->m;
 	att->env.rcpts[idx].done = true;
-	if (spool_mark_done(ob.sp, m->id, idx) == 0) {
-		ob_rcpt_clear(&m->rs[idx]);
+	if (spool_mark_done(outbound.sp, m->id, idx) == 0) {
+		outbound_rcpt_clear(&m->rs[idx]);
 		return;
 	}
 	m->rs[idx].unrecorded = true;
@@ -623,59 +626,58 @@ static void ob_sent(struct ob_attempt *att, size_t idx)
 		m->id, log_escape(a, sizeof a, addr, strlen(addr)), strerror(errno));
 }
 
-static void ob_group_done(void *arg)
+static void outbound_group_done(void *arg)
 {
-	struct ob_attempt *att = arg;
-	struct ob_msg *m = att->m;
-	const struct ob_group *g = &att->groups[att->gi];
+	struct outbound_attempt *att = arg;
+	struct outbound_msg *m = att->m;
+	const struct outbound_group *g = &att->groups[att->gi];
 	att->client = NULL;
 	for (size_t k = 0; k < g->n; k++) {
 		const struct smtp_client_rcpt *r = &att->crcpts[k];
 		size_t idx = g->idx[k];
 		if (r->result == SMTP_CLIENT_SENT) {
-			ob_sent(att, idx);
+			outbound_sent(att, idx);
 			continue;
 		}
-		ob_note(&m->rs[idx], r->status, r->reply ? r->reply : "no answer", r->remote_mta);
-		ob_set_last_error(m, &m->rs[idx]);
+		outbound_note(&m->rs[idx], r->status, r->reply ? r->reply : "no answer",
+			      r->remote_mta);
+		outbound_set_last_error(m, &m->rs[idx]);
 		if (r->result == SMTP_CLIENT_FAILED)
-			ob_add_failed(att, idx);
+			outbound_add_failed(att, idx);
 	}
-	ob_crcpts_free(att, g->n);
+	outbound_crcpts_free(att, g->n);
 	if (++att->gi < att->ngroups)
-		ob_group_start(att);
+		outbound_group_start(att);
 	else
-		ob_attempt_finish(att);
+		outbound_attempt_finish(att);
 }
 
 /* ---- the end of an attempt: bounce, record, reschedule ------------------------ */
 
-static void ob_list_failed(const struct ob_attempt *att, char *out, size_t outsz)
+static void outbound_list_failed(const struct outbound_attempt *att, char *out, size_t outsz)
 {
-	size_t o = 0;
-	out[0] = '\0';
+	struct strbuf sb;
+	strbuf_init(&sb, out, outsz);
 	for (size_t k = 0; k < att->nfailed; k++) {
 		const char *a = att->env.rcpts[att->failed[k]].address;
 		char esc[LOG_VALUE_MAX];
 		log_escape(esc, sizeof esc, a, strlen(a));
-		int n = snprintf(out + o, outsz - o, "%s<%s>", k ? "," : "", esc);
-		if (n < 0 || (size_t)n >= outsz - o) {
-			if (outsz > 4)
-				memcpy(out + outsz - 4, "...", 4);
+		if (!strbuf_addf(&sb, "%s<%s>", k ? "," : "", esc)) {
+			strbuf_truncate(&sb, outsz > 4 ? outsz - 4 : 0);
+			strbuf_adds(&sb, "..."); /* cut: say so */
 			return;
 		}
-		o += (size_t)n;
 	}
 }
 
 /* The bounce is on stable storage (or not): the failed recipients are
  * done only once their notification is safe. */
-static void ob_mark_failed_done(struct ob_attempt *att)
+static void outbound_mark_failed_done(struct outbound_attempt *att)
 {
 	for (size_t k = 0; k < att->nfailed; k++) {
 		size_t idx = att->failed[k];
 		att->env.rcpts[idx].done = true;
-		if (spool_mark_done(ob.sp, att->m->id, idx) < 0) {
+		if (spool_mark_done(outbound.sp, att->m->id, idx) < 0) {
 			att->m->rs[idx].unrecorded = true;
 			log_err("event=spool-error id=%s reason=\"bounced, but cannot record it: %s\"",
 				att->m->id, strerror(errno));
@@ -683,18 +685,18 @@ static void ob_mark_failed_done(struct ob_attempt *att)
 	}
 }
 
-static void ob_bounced(void *arg, int err)
+static void outbound_bounced(void *arg, int err)
 {
-	struct ob_attempt *att = arg;
+	struct outbound_attempt *att = arg;
 	att->bouncing = false;
 	if (!att->m) { /* the message was deleted or the runner stopped meanwhile */
-		if (!err)
-			delivery_enqueue(att->bounce_id);
-		ob_attempt_free(att);
+		if (!err && outbound.spooled)
+			outbound.spooled(att->bounce_id);
+		outbound_attempt_free(att);
 		return;
 	}
 	char list[LOG_VALUE_MAX * 4];
-	ob_list_failed(att, list, sizeof list);
+	outbound_list_failed(att, list, sizeof list);
 	if (err) {
 		log_err("event=bounce-error id=%s failed=%s reason=\"cannot spool the bounce: %s\"",
 			att->m->id, list, strerror(err));
@@ -703,19 +705,20 @@ static void ob_bounced(void *arg, int err)
 		log_info("event=bounce id=%s bounce_id=%s to=<%s> failed=%s", att->m->id,
 			 att->bounce_id, log_escape(s, sizeof s, att->env.sender, strlen(att->env.sender)),
 			 list);
-		ob_mark_failed_done(att);
-		delivery_enqueue(att->bounce_id);
+		outbound_mark_failed_done(att);
+		if (outbound.spooled)
+			outbound.spooled(att->bounce_id);
 	}
-	ob_attempt_conclude(att);
+	outbound_attempt_conclude(att);
 }
 
-static void ob_bounce(struct ob_attempt *att, const char *reason)
+static void outbound_bounce(struct outbound_attempt *att, const char *reason)
 {
-	struct ob_msg *m = att->m;
+	struct outbound_msg *m = att->m;
 	struct bounce_rcpt *br = xcalloc(att->nfailed, sizeof *br);
 	for (size_t k = 0; k < att->nfailed; k++) {
 		size_t idx = att->failed[k];
-		const struct ob_rcpt *rs = &m->rs[idx];
+		const struct outbound_rcpt *rs = &m->rs[idx];
 		br[k] = (struct bounce_rcpt){
 		    .address = att->env.rcpts[idx].address,
 		    .orig = att->env.rcpts[idx].orig,
@@ -739,18 +742,18 @@ static void ob_bounce(struct ob_attempt *att, const char *reason)
 		.size = att->env.size,
 	};
 	att->bouncing = true;
-	int r = bounce_spool(ob.sp, att->rt->conf, att->rt->aliases, att->rt->users, &b, ob_bounced,
-			     att, att->bounce_id);
+	int r = bounce_spool(outbound.sp, att->rt->conf, att->rt->aliases, att->rt->users, &b,
+			     outbound_bounced, att, att->bounce_id);
 	int e = errno;
 	free(br);
 	if (r < 0) /* nothing started: the callback will not run */
-		ob_bounced(att, e ? e : EIO);
-	/* else att may be gone already: ob_bounced() concluded it */
+		outbound_bounced(att, e ? e : EIO);
+	/* else att may be gone already: outbound_bounced() concluded it */
 }
 
-static void ob_attempt_finish(struct ob_attempt *att)
+static void outbound_attempt_finish(struct outbound_attempt *att)
 {
-	struct ob_msg *m = att->m;
+	struct outbound_msg *m = att->m;
 	const struct conf_outbound *o = &att->rt->conf->outbound;
 	time_t now = time(NULL);
 	bool expired = (long long)now - (long long)att->env.arrival >= (long long)o->lifetime;
@@ -759,7 +762,7 @@ static void ob_attempt_finish(struct ob_attempt *att)
 		const struct spool_rcpt *r = &att->env.rcpts[i];
 		if (r->done || r->local || m->rs[i].unrecorded)
 			continue;
-		struct ob_rcpt *rs = &m->rs[i];
+		struct outbound_rcpt *rs = &m->rs[i];
 		char why[OUTBOUND_ERROR_MAX];
 		if (rs->error)
 			errfmt(why, sizeof why, "%s", rs->error);
@@ -769,15 +772,15 @@ static void ob_attempt_finish(struct ob_attempt *att)
 		char *keep = xstrdup(why);
 		bool smtp = rs->smtp_reply;
 		char *mta = rs->remote_mta ? xstrdup(rs->remote_mta) : NULL;
-		ob_note(rs, "5.4.7", keep, mta);
+		outbound_note(rs, "5.4.7", keep, mta);
 		rs->smtp_reply = smtp;
 		free(keep);
 		free(mta);
-		ob_add_failed(att, i);
+		outbound_add_failed(att, i);
 		any_expired = true;
 	}
 	if (att->nfailed == 0) {
-		ob_attempt_conclude(att);
+		outbound_attempt_conclude(att);
 		return;
 	}
 	const char *reason = any_expired ? "delivery time expired"
@@ -786,17 +789,17 @@ static void ob_attempt_finish(struct ob_attempt *att)
 	if (!att->env.sender[0]) {
 		/* RFC 5321 §4.5.5: nothing is ever sent back to <> */
 		char list[LOG_VALUE_MAX * 4];
-		ob_list_failed(att, list, sizeof list);
+		outbound_list_failed(att, list, sizeof list);
 		log_warn("event=bounce-suppressed id=%s failed=%s reason=\"null sender: %s\"", m->id,
 			 list, reason);
-		ob_mark_failed_done(att);
-		ob_attempt_conclude(att);
+		outbound_mark_failed_done(att);
+		outbound_attempt_conclude(att);
 		return;
 	}
-	ob_bounce(att, reason);
+	outbound_bounce(att, reason);
 }
 
-static size_t ob_count_pending(const struct ob_attempt *att, bool local)
+static size_t outbound_count_pending(const struct outbound_attempt *att, bool local)
 {
 	size_t n = 0;
 	for (size_t i = 0; i < att->env.nrcpts; i++)
@@ -805,10 +808,11 @@ static size_t ob_count_pending(const struct ob_attempt *att, bool local)
 	return n;
 }
 
-static void ob_attempt_conclude(struct ob_attempt *att)
+static void outbound_attempt_conclude(struct outbound_attempt *att)
 {
-	struct ob_msg *m = att->m;
-	size_t remote = ob_count_pending(att, false), local = ob_count_pending(att, true);
+	struct outbound_msg *m = att->m;
+	size_t remote = outbound_count_pending(att, false);
+	size_t local = outbound_count_pending(att, true);
 	bool unrecorded = false;
 	for (size_t i = 0; i < m->nrcpts; i++)
 		unrecorded = unrecorded || m->rs[i].unrecorded;
@@ -816,34 +820,34 @@ static void ob_attempt_conclude(struct ob_attempt *att)
 	unsigned delay = outbound_retry_delay(o, m->attempts, att->env.arrival, time(NULL));
 	bool loaded = att->env.nrcpts > 0;
 	if (loaded)
-		ob_refresh_pending(m, &att->env);
+		outbound_refresh_pending(m, &att->env);
 	m->att = NULL;
-	ob.nactive--;
-	ob_attempt_free(att);
+	outbound.nactive--;
+	outbound_attempt_free(att);
 	if (loaded && remote == 0 && !unrecorded) {
 		/* local delivery came first (the worker hands over afterwards);
 		 * a local recipient still pending keeps the message for it */
-		if (local == 0 && spool_remove(ob.sp, m->id) < 0 && errno != ENOENT)
+		if (local == 0 && spool_remove(outbound.sp, m->id) < 0 && errno != ENOENT)
 			log_warn("event=spool-error id=%s reason=\"cannot remove: %s\"", m->id,
 				 strerror(errno));
-		ob_msg_free(m);
+		outbound_msg_free(m);
 	} else {
-		ob_schedule(m, delay);
+		outbound_schedule(m, delay);
 	}
-	ob_run_ready();
+	outbound_run_ready();
 }
 
-/* ---- hand-over from the delivery thread --------------------------------------- */
+/* ---- hand-over from another thread --------------------------------------------- */
 
-static void ob_handed_over(void *unused)
+static void outbound_handed_over(void *unused)
 {
 	(void)unused;
-	pthread_mutex_lock(&ho.lock);
-	char (*ids)[SPOOL_ID_SIZE] = ho.ids;
-	size_t n = ho.nids;
-	ho.ids = NULL;
-	ho.nids = ho.cap = 0;
-	pthread_mutex_unlock(&ho.lock);
+	pthread_mutex_lock(&handover.lock);
+	char (*ids)[SPOOL_ID_SIZE] = handover.ids;
+	size_t n = handover.nids;
+	handover.ids = NULL;
+	handover.nids = handover.cap = 0;
+	pthread_mutex_unlock(&handover.lock);
 	for (size_t i = 0; i < n; i++)
 		outbound_enqueue(ids[i]);
 	free(ids);
@@ -851,26 +855,27 @@ static void ob_handed_over(void *unused)
 
 void outbound_handoff(const char *id)
 {
-	if (!ob_id_ok(id))
+	if (!outbound_id_ok(id))
 		return;
-	pthread_mutex_lock(&ho.lock);
-	if (ho.waker) { /* else it waits in the spool for the next start */
-		bool wake = ho.nids == 0;
-		char(*slot)[SPOOL_ID_SIZE] = xgrow(&ho.ids, &ho.nids, &ho.cap, sizeof *ho.ids);
+	pthread_mutex_lock(&handover.lock);
+	if (handover.waker) { /* else it waits in the spool for the next start */
+		bool wake = handover.nids == 0;
+		char(*slot)[SPOOL_ID_SIZE] =
+		    xgrow(&handover.ids, &handover.nids, &handover.cap, sizeof *handover.ids);
 		memcpy(*slot, id, strlen(id) + 1);
-		if (wake && waker_wake(ho.waker) < 0)
+		if (wake && waker_wake(handover.waker) < 0)
 			log_err("event=outbound-error reason=\"cannot wake the runner: %s\"",
 				strerror(errno));
 	}
-	pthread_mutex_unlock(&ho.lock);
+	pthread_mutex_unlock(&handover.lock);
 }
 
 void outbound_enqueue(const char *id)
 {
-	if (!ob.running || !ob_id_ok(id) || ob_find(id))
+	if (!outbound.running || !outbound_id_ok(id) || outbound_find(id))
 		return;
 	struct spool_envelope env;
-	if (spool_read_envelope(ob.sp, id, &env) < 0) {
+	if (spool_read_envelope(outbound.sp, id, &env) < 0) {
 		if (errno != ENOENT)
 			log_warn("event=outbound-error id=%s reason=\"cannot read the spool file: %s\"",
 				 id, strerror(errno));
@@ -886,23 +891,23 @@ void outbound_enqueue(const char *id)
 			remote++;
 	}
 	if (remote == 0) {
-		if (local == 0 && spool_remove(ob.sp, id) < 0 && errno != ENOENT)
+		if (local == 0 && spool_remove(outbound.sp, id) < 0 && errno != ENOENT)
 			log_warn("event=spool-error id=%s reason=\"cannot remove: %s\"", id,
 				 strerror(errno));
 		spool_envelope_clear(&env);
 		return;
 	}
-	struct ob_msg *m = ob_msg_new(&env);
+	struct outbound_msg *m = outbound_msg_new(&env);
 	spool_envelope_clear(&env);
 	log_debug("event=outbound-queued id=%s rcpts=%zu", m->id, remote);
-	ob_start_soon(m);
+	outbound_attempt_soon(m);
 }
 
 /* ---- start, stop --------------------------------------------------------------- */
 
-int outbound_start(struct event_base *base, struct spool *sp)
+int outbound_start(struct event_base *base, struct spool *sp, outbound_spooled_fn spooled)
 {
-	if (ob.running) {
+	if (outbound.running) {
 		errno = EBUSY;
 		return -1;
 	}
@@ -913,48 +918,50 @@ int outbound_start(struct event_base *base, struct spool *sp)
 		errno = EINVAL;
 		return -1;
 	}
-	struct waker *waker = waker_new(base, ob_handed_over, NULL);
+	struct waker *waker = waker_new(base, outbound_handed_over, NULL);
 	if (!waker) {
 		int e = errno;
 		SSL_CTX_free(ctx);
 		errno = e;
 		return -1;
 	}
-	ob.base = base;
-	ob.sp = sp;
-	ob.ssl_ctx = ctx;
-	pthread_mutex_lock(&ho.lock);
-	ho.waker = waker;
-	pthread_mutex_unlock(&ho.lock);
-	ob.running = true;
+	outbound.base = base;
+	outbound.sp = sp;
+	outbound.spooled = spooled;
+	outbound.ssl_ctx = ctx;
+	pthread_mutex_lock(&handover.lock);
+	handover.waker = waker;
+	pthread_mutex_unlock(&handover.lock);
+	outbound.running = true;
 	return 0;
 }
 
 void outbound_stop(void)
 {
-	if (!ob.running)
+	if (!outbound.running)
 		return;
-	ob.running = false;
-	pthread_mutex_lock(&ho.lock);
-	waker_free(ho.waker);
-	ho.waker = NULL;
-	free(ho.ids);
-	ho.ids = NULL;
-	ho.nids = ho.cap = 0;
-	pthread_mutex_unlock(&ho.lock);
-	while (ob.head)
-		ob_msg_free(ob.head); /* attempts abandoned: their recipients stay pending */
+	outbound.running = false;
+	pthread_mutex_lock(&handover.lock);
+	waker_free(handover.waker);
+	handover.waker = NULL;
+	free(handover.ids);
+	handover.ids = NULL;
+	handover.nids = handover.cap = 0;
+	pthread_mutex_unlock(&handover.lock);
+	while (outbound.head)
+		/* attempts abandoned: their recipients stay pending */
+		outbound_msg_free(outbound.head);
 	smtp_client_abort_all();
-	SSL_CTX_free(ob.ssl_ctx);
-	ob.ssl_ctx = NULL;
-	ob.nactive = 0;
+	SSL_CTX_free(outbound.ssl_ctx);
+	outbound.ssl_ctx = NULL;
+	outbound.nactive = 0;
 }
 
 /* ---- the control socket's view --------------------------------------------------- */
 
 void outbound_each(void (*fn)(void *arg, const struct outbound_entry *e), void *arg)
 {
-	for (struct ob_msg *m = ob.head; m; m = m->next) {
+	for (struct outbound_msg *m = outbound.head; m; m = m->next) {
 		struct outbound_entry e = {
 			.arrival = m->arrival,
 			.size = m->size,
@@ -973,10 +980,10 @@ void outbound_each(void (*fn)(void *arg, const struct outbound_entry *e), void *
 size_t outbound_flush(void)
 {
 	size_t n = 0;
-	for (struct ob_msg *m = ob.head; m; m = m->next) {
+	for (struct outbound_msg *m = outbound.head; m; m = m->next) {
 		if (!m->att && !m->ready) {
 			n++;
-			ob_start_soon(m);
+			outbound_attempt_soon(m);
 		}
 	}
 	return n;
@@ -984,16 +991,16 @@ size_t outbound_flush(void)
 
 int outbound_delete(const char *id)
 {
-	struct ob_msg *m = ob_id_ok(id) ? ob_find(id) : NULL;
+	struct outbound_msg *m = outbound_id_ok(id) ? outbound_find(id) : NULL;
 	if (!m) {
 		errno = ENOENT;
 		return -1;
 	}
 	bool active = m->att != NULL;
-	ob_msg_free(m); /* an attempt in flight is abandoned first */
+	outbound_msg_free(m); /* an attempt in flight is abandoned first */
 	if (active)
-		ob_run_ready();
-	if (spool_remove(ob.sp, id) < 0 && errno != ENOENT) {
+		outbound_run_ready();
+	if (spool_remove(outbound.sp, id) < 0 && errno != ENOENT) {
 		int e = errno;
 		log_warn("event=spool-error id=%s reason=\"cannot remove: %s\"", id, strerror(e));
 		errno = e;

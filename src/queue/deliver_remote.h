@@ -1,11 +1,12 @@
-/* deliver_remote: outbound delivery of mail for domains that are not local
- * (SPEC §5, issue "relay control and outbound delivery"): a queue runner on
- * the event loop that groups recipients per destination domain, finds the
- * MX hosts through dns.c (RFC 5321 §5.1, RFC 7505 null MX), talks SMTP to
- * them (EHLO/HELO, opportunistic or required STARTTLS, PIPELINING), or sends
- * everything through the configured smarthost (with AUTH over TLS); retries
- * on the `outbound.retry` schedule, and bounces (RFC 3464 DSN, bounce.c)
- * after a 5xx or after `outbound.lifetime`. */
+/* deliver_remote: the remote delivery agent, outbound delivery of mail for
+ * domains that are not local: a queue runner on the event loop that groups
+ * recipients per destination domain, finds the MX hosts through dns.c (RFC
+ * 5321 §5.1, RFC 7505 null MX), talks SMTP to them (EHLO/HELO,
+ * opportunistic or required STARTTLS, PIPELINING), or sends everything
+ * through the configured smarthost (with AUTH over TLS); retries on the
+ * `outbound.retry` schedule, and bounces (RFC 3464 DSN, bounce.c) after a
+ * 5xx or after `outbound.lifetime`.  It knows no other agent: a bounce it
+ * spools is reported to whoever started it (queue/scheduler.c). */
 #ifndef POSTHORN_DELIVER_REMOTE_H
 #define POSTHORN_DELIVER_REMOTE_H
 
@@ -17,10 +18,16 @@ struct event_base;
 struct spool;
 struct conf_outbound;
 
-/* Start the runner on the loop.  Configuration (outbound block, DNS
- * resolvers, hostname, local domains) is read from runtime_current() at each
- * attempt, so a reload takes effect at the next attempt. */
-int outbound_start(struct event_base *base, struct spool *sp);
+/* A bounce (a new message, ID id) is on stable storage and waits to be
+ * delivered.  Called on the loop. */
+typedef void (*outbound_spooled_fn)(const char *id);
+
+/* Start the runner on the loop; spooled (or NULL) hears of every bounce
+ * committed, also of one whose commit ends after outbound_stop().
+ * Configuration (outbound block, DNS resolvers, hostname, local domains) is
+ * read from runtime_current() at each attempt, so a reload takes effect at
+ * the next attempt. */
+int outbound_start(struct event_base *base, struct spool *sp, outbound_spooled_fn spooled);
 /* Stop: attempts in flight are abandoned (their recipients stay pending in
  * the spool and are tried again at the next start). */
 void outbound_stop(void);
@@ -29,8 +36,10 @@ void outbound_stop(void);
  * thread only.  Unknown or already known IDs are fine. */
 void outbound_enqueue(const char *id);
 
-/* For the delivery worker thread: hand over an ID (thread-safe; written to
- * a pipe that the loop reads). */
+/* The same from another thread (the delivery worker's): the ID is queued
+ * and the loop woken (lib/waker.h), which then calls outbound_enqueue().
+ * Thread-safe; dropped when the runner is stopped (the message waits in
+ * the spool for the next start). */
 void outbound_handoff(const char *id);
 
 /* The queue as `posthorn queue list` shows it. */

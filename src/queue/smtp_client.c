@@ -32,56 +32,57 @@
 #include "net/dns.h"
 #include "lib/linebuf.h"
 #include "lib/log.h"
+#include "lib/strbuf.h"
 #include "net/tls.h"
 #include "lib/util.h"
 
 /* RFC 5321 §4.5.3.2: the client's timeouts, per stage. */
 enum {
-	SC_TIMEOUT_GREETING = 300,      /* §4.5.3.2.1 initial 220 */
-	SC_TIMEOUT_COMMAND = 300,       /* §4.5.3.2.2-3 EHLO, MAIL, RCPT ... */
-	SC_TIMEOUT_DATA = 120,          /* §4.5.3.2.4 DATA initiation */
-	SC_TIMEOUT_BLOCK = 180,         /* §4.5.3.2.5 each block of message text */
-	SC_TIMEOUT_DOT = 600,           /* §4.5.3.2.6 DATA termination */
-	SC_TIMEOUT_TLS = 60,            /* the TLS handshake */
-	SC_TIMEOUT_QUIT = 10,           /* goodbye: nothing depends on it */
+	SMTP_CLIENT_TIMEOUT_GREETING = 300,     /* §4.5.3.2.1 initial 220 */
+	SMTP_CLIENT_TIMEOUT_COMMAND = 300,      /* §4.5.3.2.2-3 EHLO, MAIL, RCPT ... */
+	SMTP_CLIENT_TIMEOUT_DATA = 120,         /* §4.5.3.2.4 DATA initiation */
+	SMTP_CLIENT_TIMEOUT_BLOCK = 180,        /* §4.5.3.2.5 each block of message text */
+	SMTP_CLIENT_TIMEOUT_DOT = 600,          /* §4.5.3.2.6 DATA termination */
+	SMTP_CLIENT_TIMEOUT_TLS = 60,           /* the TLS handshake */
+	SMTP_CLIENT_TIMEOUT_QUIT = 10,          /* goodbye: nothing depends on it */
 };
 
 enum {
-	SC_INPUT_MAX = 64 * 1024,       /* socket reads pause above this */
-	SC_BODY_CHUNK = 16 * 1024,      /* message bytes read from the spool at a time */
-	SC_OUTPUT_LOW = 64 * 1024,      /* refill the output below this */
-	SC_COMMAND_MAX = 2048,          /* an outgoing command line */
-	SC_ADDRESS_MAX = 1000,          /* longer addresses are refused before sending */
-	SC_SECRET_MAX = 1024,           /* the smarthost password: first line of its file */
-	SC_HOST_MAX = 256,
+	SMTP_CLIENT_INPUT_MAX = 64 * 1024,      /* socket reads pause above this */
+	SMTP_CLIENT_BODY_CHUNK = 16 * 1024,     /* message bytes read from the spool at a time */
+	SMTP_CLIENT_OUTPUT_LOW = 64 * 1024,     /* refill the output below this */
+	SMTP_CLIENT_COMMAND_MAX = 2048,         /* an outgoing command line */
+	SMTP_CLIENT_ADDRESS_MAX = 1000,         /* longer addresses are refused before sending */
+	SMTP_CLIENT_SECRET_MAX = 1024,          /* the smarthost password: first line of its file */
+	SMTP_CLIENT_HOST_MAX = 256,
 };
 
-enum sc_state {
-	SC_START,       /* waiting for the loop to run the first step */
-	SC_MX,          /* MX lookup */
-	SC_ADDRS,       /* A/AAAA of the current host */
-	SC_CONNECT,
-	SC_GREETING,
-	SC_EHLO,
-	SC_HELO,
-	SC_STARTTLS,
-	SC_HANDSHAKE,
-	SC_AUTH,
-	SC_TXN,         /* MAIL, RCPT..., DATA and their replies */
-	SC_BODY,        /* streaming the message */
-	SC_DOT,         /* waiting for the reply to the final "." */
-	SC_QUIT,
-	SC_DONE,        /* nothing left to do: being freed */
+enum smtp_client_state {
+	SMTP_CLIENT_START,      /* waiting for the loop to run the first step */
+	SMTP_CLIENT_MX,         /* MX lookup */
+	SMTP_CLIENT_ADDRS,      /* A/AAAA of the current host */
+	SMTP_CLIENT_CONNECT,
+	SMTP_CLIENT_GREETING,
+	SMTP_CLIENT_EHLO,
+	SMTP_CLIENT_HELO,
+	SMTP_CLIENT_STARTTLS,
+	SMTP_CLIENT_HANDSHAKE,
+	SMTP_CLIENT_AUTH,
+	SMTP_CLIENT_TXN,        /* MAIL, RCPT..., DATA and their replies */
+	SMTP_CLIENT_BODY,       /* streaming the message */
+	SMTP_CLIENT_DOT,        /* waiting for the reply to the final "." */
+	SMTP_CLIENT_QUIT,
+	SMTP_CLIENT_DONE,       /* nothing left to do: being freed */
 };
 
-static const char *const sc_state_names[] = {
+static const char *const smtp_client_state_names[] = {
 	"start", "mx", "addrs", "connect", "greeting", "ehlo", "helo", "starttls",
 	"handshake", "auth", "transaction", "body", "dot", "quit", "done",
 };
 
 struct smtp_client {
 	struct smtp_client *prev, *next;        /* every client, for abort_all */
-	enum sc_state state;
+	enum smtp_client_state state;
 	unsigned depth;                         /* callbacks on the stack */
 	bool doomed;                            /* free when depth drops to 0 */
 
@@ -115,7 +116,7 @@ struct smtp_client {
 	struct event *timer;
 	struct linebuf lb;
 	struct smtp_client_reply reply;
-	char host[SC_HOST_MAX];
+	char host[SMTP_CLIENT_HOST_MAX];
 	char addr[INET6_ADDRSTRLEN];
 	bool tls_active;
 	bool no_tls;                            /* handshake failed here: once more in the clear */
@@ -139,7 +140,7 @@ struct smtp_client {
 	char error_status[SMTP_STATUS_MAX];
 };
 
-static struct smtp_client *sc_all;
+static struct smtp_client *smtp_client_all;
 
 /* ---- replies (RFC 5321 §4.2) ---------------------------------------------- */
 
@@ -150,7 +151,7 @@ void smtp_client_reply_reset(struct smtp_client_reply *r)
 
 /* Append text to the reply's log form: printable ASCII only (the text goes
  * into logs and into the header fields of a bounce), cut with "...". */
-static void sc_reply_append(struct smtp_client_reply *r, const char *s, size_t n)
+static void smtp_client_reply_append(struct smtp_client_reply *r, const char *s, size_t n)
 {
 	size_t o = strlen(r->text);
 	const size_t room = sizeof r->text - 4; /* "..." and the NUL */
@@ -186,10 +187,10 @@ enum smtp_client_reply_status smtp_client_reply_feed(struct smtp_client_reply *r
 	const char *text = len > 4 ? line + 4 : "";
 	size_t tlen = len > 4 ? len - 4 : 0;
 	if (r->lines == 0)
-		sc_reply_append(r, line, 3);
+		smtp_client_reply_append(r, line, 3);
 	if (tlen > 0) {
-		sc_reply_append(r, " ", 1);
-		sc_reply_append(r, text, tlen);
+		smtp_client_reply_append(r, " ", 1);
+		smtp_client_reply_append(r, text, tlen);
 	}
 	r->lines++;
 	if (rest)
@@ -198,7 +199,7 @@ enum smtp_client_reply_status smtp_client_reply_feed(struct smtp_client_reply *r
 }
 
 /* "N.NNN.NNN" at s, with the class digit cls: its length, else 0. */
-static size_t sc_enhanced_len(const char *s, char cls)
+static size_t smtp_client_enhanced_len(const char *s, char cls)
 {
 	if (s[0] != cls || s[1] != '.')
 		return 0;
@@ -225,7 +226,7 @@ void smtp_client_reply_status(const struct smtp_client_reply *r, char *out, size
 	char cls = (char)('0' + (r->code / 100 % 10));
 	if (cls != '2' && cls != '4' && cls != '5')
 		cls = '4';
-	size_t n = strlen(r->text) > 4 ? sc_enhanced_len(r->text + 4, cls) : 0;
+	size_t n = strlen(r->text) > 4 ? smtp_client_enhanced_len(r->text + 4, cls) : 0;
 	if (n > 0 && n < outsz) {
 		memcpy(out, r->text + 4, n);
 		out[n] = '\0';
@@ -236,7 +237,7 @@ void smtp_client_reply_status(const struct smtp_client_reply *r, char *out, size
 
 /* ---- EHLO and dot-stuffing ------------------------------------------------- */
 
-static bool sc_word_is(const char *s, size_t n, const char *word)
+static bool smtp_client_word_is(const char *s, size_t n, const char *word)
 {
 	return strlen(word) == n && strncasecmp(s, word, n) == 0;
 }
@@ -253,14 +254,14 @@ unsigned smtp_client_ehlo_line(const char *text)
 	};
 	size_t n = strcspn(text, " ");
 	for (size_t i = 0; i < ARRAY_LEN(keywords); i++)
-		if (sc_word_is(text, n, keywords[i].keyword))
+		if (smtp_client_word_is(text, n, keywords[i].keyword))
 			return keywords[i].flag;
-	if (!sc_word_is(text, n, "AUTH"))
+	if (!smtp_client_word_is(text, n, "AUTH"))
 		return 0;
 	for (const char *p = text + n; *p;) {
 		p += strspn(p, " ");
 		size_t k = strcspn(p, " ");
-		if (sc_word_is(p, k, "PLAIN"))
+		if (smtp_client_word_is(p, k, "PLAIN"))
 			return SMTP_EXT_AUTH_PLAIN;
 		p += k;
 	}
@@ -268,10 +269,10 @@ unsigned smtp_client_ehlo_line(const char *text)
 }
 
 /* The number after "SIZE ", 0 when none (RFC 1870 §4: 0 means no limit). */
-static unsigned long long sc_ehlo_size(const char *text)
+static unsigned long long smtp_client_ehlo_size(const char *text)
 {
 	size_t n = strcspn(text, " ");
-	if (!sc_word_is(text, n, "SIZE") || text[n] != ' ')
+	if (!smtp_client_word_is(text, n, "SIZE") || text[n] != ' ')
 		return 0;
 	const char *p = text + n + 1;
 	size_t digits = strspn(p, "0123456789");
@@ -304,15 +305,16 @@ void smtp_client_rcpt_clear(struct smtp_client_rcpt *r)
 	r->remote_mta = NULL;
 }
 
-static void sc_enter_state(struct smtp_client *c, enum sc_state st)
+static void smtp_client_enter_state(struct smtp_client *c, enum smtp_client_state st)
 {
 	if (c->state != st)
 		log_debug("event=outbound-state id=%s host=%s %s -> %s", c->id,
-			  c->host[0] ? c->host : "-", sc_state_names[c->state], sc_state_names[st]);
+			  c->host[0] ? c->host : "-", smtp_client_state_names[c->state],
+			  smtp_client_state_names[st]);
 	c->state = st;
 }
 
-static void sc_drop_conn(struct smtp_client *c)
+static void smtp_client_drop_conn(struct smtp_client *c)
 {
 	if (c->bev) {
 		bufferevent_free(c->bev); /* a TLS filter frees the socket under it */
@@ -323,16 +325,16 @@ static void sc_drop_conn(struct smtp_client *c)
 	smtp_client_reply_reset(&c->reply);
 }
 
-static void sc_free(struct smtp_client *c)
+static void smtp_client_free(struct smtp_client *c)
 {
 	if (c->query)
 		dns_cancel(c->dns, c->query);
-	sc_drop_conn(c);
+	smtp_client_drop_conn(c);
 	event_free(c->timer);
 	if (c->prev)
 		c->prev->next = c->next;
 	else
-		sc_all = c->next;
+		smtp_client_all = c->next;
 	if (c->next)
 		c->next->prev = c->prev;
 	for (size_t i = 0; i < c->nhosts; i++)
@@ -352,35 +354,35 @@ static void sc_free(struct smtp_client *c)
 }
 
 /* Done with c: freed now, or when the outermost callback returns. */
-static void sc_release(struct smtp_client *c)
+static void smtp_client_release(struct smtp_client *c)
 {
-	sc_enter_state(c, SC_DONE);
+	smtp_client_enter_state(c, SMTP_CLIENT_DONE);
 	if (c->query) {
 		dns_cancel(c->dns, c->query);
 		c->query = 0;
 	}
-	sc_drop_conn(c);
+	smtp_client_drop_conn(c);
 	if (c->depth > 0)
 		c->doomed = true;
 	else
-		sc_free(c);
+		smtp_client_free(c);
 }
 
-static void sc_enter(struct smtp_client *c)
+static void smtp_client_enter(struct smtp_client *c)
 {
 	c->depth++;
 }
 
 /* false when c is gone (the caller must not touch it again). */
-static bool sc_leave(struct smtp_client *c)
+static bool smtp_client_leave(struct smtp_client *c)
 {
 	if (--c->depth > 0 || !c->doomed)
 		return !c->doomed;
-	sc_free(c);
+	smtp_client_free(c);
 	return false;
 }
 
-static void sc_arm(struct smtp_client *c, unsigned seconds)
+static void smtp_client_arm(struct smtp_client *c, unsigned seconds)
 {
 	struct timeval tv = {.tv_sec = seconds};
 	evtimer_add(c->timer, &tv);
@@ -388,7 +390,7 @@ static void sc_arm(struct smtp_client *c, unsigned seconds)
 
 /* ---- results and the log ----------------------------------------------------- */
 
-static const char *sc_result_name(enum smtp_client_result r)
+static const char *smtp_client_result_name(enum smtp_client_result r)
 {
 	switch (r) {
 	case SMTP_CLIENT_SENT:
@@ -402,71 +404,66 @@ static const char *sc_result_name(enum smtp_client_result r)
 
 /* A quoted log value: printable ASCII and spaces kept, '"', '\\' and
  * every other byte as \xNN (log_escape() would also escape the spaces). */
-static const char *sc_log_quoted(char *out, size_t outsz, const char *in)
+static const char *smtp_client_log_quoted(char *out, size_t outsz, const char *in)
 {
-	size_t o = 0;
+	struct strbuf sb;
+	strbuf_init(&sb, out, outsz);
 	for (const char *p = in; *p; p++) {
 		char one[8];
 		if (*p == ' ')
 			memcpy(one, " ", 2);
 		else
 			log_escape(one, sizeof one, p, 1);
-		size_t k = strlen(one);
-		if (o + k + 4 > outsz) {
-			memcpy(out + o, "...", 3);
-			o += 3;
+		if (strbuf_avail(&sb) < strlen(one) + 3) { /* room left for "..." */
+			strbuf_adds(&sb, "...");
 			break;
 		}
-		memcpy(out + o, one, k);
-		o += k;
+		strbuf_adds(&sb, one);
 	}
-	out[o] = '\0';
 	return out;
 }
 
-/* One line per attempt and outcome (issue 6 item 6). */
-static void sc_log(const struct smtp_client *c, const char *to, enum smtp_client_result result,
-		   const char *reply)
+/* One log line per attempt and outcome. */
+static void smtp_client_log(const struct smtp_client *c, const char *to,
+			    enum smtp_client_result result, const char *reply)
 {
 	char t[LOG_VALUE_MAX * 2], r[LOG_VALUE_MAX * 2], h[LOG_VALUE_MAX];
 	log_escape(t, sizeof t, to, strlen(to));
-	sc_log_quoted(r, sizeof r, reply);
+	smtp_client_log_quoted(r, sizeof r, reply);
 	log_escape(h, sizeof h, c->host[0] ? c->host : "-", strlen(c->host[0] ? c->host : "-"));
 	long long delay = (long long)(time(NULL) - c->arrival);
 	if (c->tls_active)
 		log_info("event=outbound id=%s to=%s host=%s addr=%s tls=\"%s\" reply=\"%s\" "
 			 "delay=%lld result=%s", c->id, t, h, c->addr[0] ? c->addr : "-",
-			 c->tls_desc, r, delay < 0 ? 0 : delay, sc_result_name(result));
+			 c->tls_desc, r, delay < 0 ? 0 : delay, smtp_client_result_name(result));
 	else
 		log_info("event=outbound id=%s to=%s host=%s addr=%s tls=none reply=\"%s\" "
 			 "delay=%lld result=%s", c->id, t, h, c->addr[0] ? c->addr : "-", r,
-			 delay < 0 ? 0 : delay, sc_result_name(result));
+			 delay < 0 ? 0 : delay, smtp_client_result_name(result));
 }
 
 /* "<a>,<b>" of the recipients with this result (and this reply, unless
  * reply is NULL); cut with "..." when long. */
-static void sc_list_rcpts(const struct smtp_client *c, char *out, size_t outsz,
-			  enum smtp_client_result result, const char *reply)
+static void smtp_client_list_rcpts(const struct smtp_client *c, char *out, size_t outsz,
+				   enum smtp_client_result result, const char *reply)
 {
-	size_t o = 0;
-	out[0] = '\0';
+	struct strbuf sb;
+	strbuf_init(&sb, out, outsz);
 	for (size_t i = 0; i < c->nrcpts; i++) {
 		const struct smtp_client_rcpt *r = &c->rcpts[i];
 		if (r->result != result || (reply && (!r->reply || strcmp(r->reply, reply) != 0)))
 			continue;
-		int n = snprintf(out + o, outsz - o, "%s<%s>", o ? "," : "", r->address);
-		if (n < 0 || (size_t)n >= outsz - o) {
-			if (outsz > 4)
-				memcpy(out + outsz - 4, "...", 4);
+		if (!strbuf_addf(&sb, "%s<%s>", strbuf_len(&sb) ? "," : "", r->address)) {
+			strbuf_truncate(&sb, outsz > 4 ? outsz - 4 : 0);
+			strbuf_adds(&sb, "..."); /* cut: say so */
 			return;
 		}
-		o += (size_t)n;
 	}
 }
 
-static void sc_set_result(struct smtp_client *c, struct smtp_client_rcpt *r,
-			  enum smtp_client_result result, const char *status, const char *reply,
-			  bool remote)
+static void smtp_client_set_result(struct smtp_client *c, struct smtp_client_rcpt *r,
+				   enum smtp_client_result result, const char *status,
+				   const char *reply, bool remote)
 {
 	r->result = result;
 	bsnprintf(r->status, sizeof r->status, "%s", status);
@@ -478,32 +475,32 @@ static void sc_set_result(struct smtp_client *c, struct smtp_client_rcpt *r,
 
 /* The reply decides for r: 2xx accepted (caller's business), 5xx failed,
  * anything else deferred. */
-static void sc_result_from_reply(struct smtp_client *c, struct smtp_client_rcpt *r)
+static void smtp_client_result_from_reply(struct smtp_client *c, struct smtp_client_rcpt *r)
 {
 	char status[SMTP_STATUS_MAX];
 	smtp_client_reply_status(&c->reply, status, sizeof status);
 	enum smtp_client_result res = c->reply.code / 100 == 2   ? SMTP_CLIENT_SENT
 				      : c->reply.code / 100 == 5 ? SMTP_CLIENT_FAILED
 								 : SMTP_CLIENT_DEFERRED;
-	sc_set_result(c, r, res, status, c->reply.text, true);
+	smtp_client_set_result(c, r, res, status, c->reply.text, true);
 }
 
 /* Every recipient still pending gets this result. */
-static void sc_set_pending(struct smtp_client *c, enum smtp_client_result result,
-			   const char *status, const char *reply, bool remote)
+static void smtp_client_set_pending(struct smtp_client *c, enum smtp_client_result result,
+				    const char *status, const char *reply, bool remote)
 {
 	for (size_t i = 0; i < c->nrcpts; i++)
 		if (c->rcpts[i].result == SMTP_CLIENT_PENDING)
-			sc_set_result(c, &c->rcpts[i], result, status, reply, remote);
+			smtp_client_set_result(c, &c->rcpts[i], result, status, reply, remote);
 }
 
 /* Log each distinct outcome once, then tell the caller.  After this,
  * rcpts and fd belong to the caller again. */
-static void sc_report(struct smtp_client *c, bool log)
+static void smtp_client_report(struct smtp_client *c, bool log)
 {
 	if (c->reported)
 		return;
-	sc_set_pending(c, SMTP_CLIENT_DEFERRED, "4.4.2", "no answer", false);
+	smtp_client_set_pending(c, SMTP_CLIENT_DEFERRED, "4.4.2", "no answer", false);
 	for (size_t i = 0; log && i < c->nrcpts; i++) {
 		const struct smtp_client_rcpt *r = &c->rcpts[i];
 		bool seen = false;
@@ -513,8 +510,8 @@ static void sc_report(struct smtp_client *c, bool log)
 		if (seen)
 			continue;
 		char to[LOG_VALUE_MAX * 2];
-		sc_list_rcpts(c, to, sizeof to, r->result, r->reply);
-		sc_log(c, to, r->result, r->reply);
+		smtp_client_list_rcpts(c, to, sizeof to, r->result, r->reply);
+		smtp_client_log(c, to, r->result, r->reply);
 	}
 	c->reported = true;
 	c->rcpts = NULL;
@@ -525,16 +522,16 @@ static void sc_report(struct smtp_client *c, bool log)
 
 /* ---- commands ------------------------------------------------------------------ */
 
-static void sc_send(struct smtp_client *c, const char *fmt, ...)
+static void smtp_client_send(struct smtp_client *c, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-static void sc_send(struct smtp_client *c, const char *fmt, ...)
+static void smtp_client_send(struct smtp_client *c, const char *fmt, ...)
 {
-	char line[SC_COMMAND_MAX];
+	char line[SMTP_CLIENT_COMMAND_MAX];
 	va_list ap;
 	va_start(ap, fmt);
 	int n = vsnprintf(line, sizeof line - 2, fmt, ap);
 	va_end(ap);
-	/* addresses were checked against SC_ADDRESS_MAX: a cut is a bug */
+	/* addresses were checked against SMTP_CLIENT_ADDRESS_MAX: a cut is a bug */
 	if (n < 0 || (size_t)n > sizeof line - 3)
 		fatal("smtp_client: command too long");
 	line[n++] = '\r';
@@ -542,35 +539,35 @@ static void sc_send(struct smtp_client *c, const char *fmt, ...)
 	bufferevent_write(c->bev, line, (size_t)n);
 }
 
-static void sc_quit(struct smtp_client *c)
+static void smtp_client_quit(struct smtp_client *c)
 {
 	if (!c->bev) {
-		sc_release(c);
+		smtp_client_release(c);
 		return;
 	}
-	sc_send(c, "QUIT");
-	sc_enter_state(c, SC_QUIT);
-	sc_arm(c, SC_TIMEOUT_QUIT);
+	smtp_client_send(c, "QUIT");
+	smtp_client_enter_state(c, SMTP_CLIENT_QUIT);
+	smtp_client_arm(c, SMTP_CLIENT_TIMEOUT_QUIT);
 }
 
 /* Report and say goodbye: the transaction is over. */
-static void sc_finish(struct smtp_client *c)
+static void smtp_client_finish(struct smtp_client *c)
 {
-	sc_report(c, true);
-	sc_quit(c);
+	smtp_client_report(c, true);
+	smtp_client_quit(c);
 }
 
 /* ---- hosts and addresses --------------------------------------------------------- */
 
-static void sc_next(struct smtp_client *c);
-static void sc_connect(struct smtp_client *c);
+static void smtp_client_next(struct smtp_client *c);
+static void smtp_client_connect(struct smtp_client *c);
 
 /* This host or address did not work out: note why, log it, go on with the
  * next address (or, with same, this one again: TLS fallback). */
-static void sc_host_failed(struct smtp_client *c, bool same, const char *status, const char *fmt,
-			   ...) __attribute__((format(printf, 4, 5)));
-static void sc_host_failed(struct smtp_client *c, bool same, const char *status, const char *fmt,
-			   ...)
+static void smtp_client_host_failed(struct smtp_client *c, bool same, const char *status,
+				    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void smtp_client_host_failed(struct smtp_client *c, bool same, const char *status,
+				    const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
@@ -578,95 +575,97 @@ static void sc_host_failed(struct smtp_client *c, bool same, const char *status,
 	va_end(ap);
 	bsnprintf(c->error_status, sizeof c->error_status, "%s", status);
 	char to[LOG_VALUE_MAX * 2];
-	sc_list_rcpts(c, to, sizeof to, SMTP_CLIENT_PENDING, NULL);
-	sc_log(c, to, SMTP_CLIENT_DEFERRED, c->error);
-	sc_drop_conn(c);
+	smtp_client_list_rcpts(c, to, sizeof to, SMTP_CLIENT_PENDING, NULL);
+	smtp_client_log(c, to, SMTP_CLIENT_DEFERRED, c->error);
+	smtp_client_drop_conn(c);
 	c->tls_active = false;
 	if (same && c->connects < SMTP_CLIENT_MAX_CONNECTS) {
-		sc_connect(c);
+		smtp_client_connect(c);
 		return;
 	}
-	sc_next(c);
+	smtp_client_next(c);
 }
 
 /* No host is left: the recipients wait for the next attempt. */
-static void sc_exhausted(struct smtp_client *c)
+static void smtp_client_exhausted(struct smtp_client *c)
 {
 	if (!c->error[0]) {
 		bsnprintf(c->error, sizeof c->error, "no mail exchanger could be reached");
 		bsnprintf(c->error_status, sizeof c->error_status, "4.4.1");
 	}
-	sc_set_pending(c, SMTP_CLIENT_DEFERRED, c->error_status, c->error, false);
-	sc_report(c, false); /* each host's failure is logged already */
-	sc_release(c);
+	smtp_client_set_pending(c, SMTP_CLIENT_DEFERRED, c->error_status, c->error, false);
+	smtp_client_report(c, false); /* each host's failure is logged already */
+	smtp_client_release(c);
 }
 
 /* Everybody fails for a reason found before any connection. */
-static void sc_fail_all(struct smtp_client *c, enum smtp_client_result result, const char *status,
-			const char *reason)
+static void smtp_client_fail_all(struct smtp_client *c, enum smtp_client_result result,
+				 const char *status, const char *reason)
 {
-	sc_set_pending(c, result, status, reason, false);
-	sc_report(c, true);
-	sc_release(c);
+	smtp_client_set_pending(c, result, status, reason, false);
+	smtp_client_report(c, true);
+	smtp_client_release(c);
 }
 
-static void sc_addrs_answer(void *arg, enum dns_status st, const struct dns_addr *addrs, size_t n);
+static void smtp_client_addrs_answer(void *arg, enum dns_status st, const struct dns_addr *addrs,
+				     size_t n);
 
-static void sc_lookup_addrs(struct smtp_client *c)
+static void smtp_client_lookup_addrs(struct smtp_client *c)
 {
 	const char *host = c->hosts[c->host_i];
 	bsnprintf(c->host, sizeof c->host, "%s", host);
 	c->addr[0] = '\0';
-	sc_enter_state(c, SC_ADDRS);
-	dns_query_id q = dns_lookup_addrs(c->dns, host, sc_addrs_answer, c);
+	smtp_client_enter_state(c, SMTP_CLIENT_ADDRS);
+	dns_query_id q = dns_lookup_addrs(c->dns, host, smtp_client_addrs_answer, c);
 	if (q)
 		c->query = q;
 }
 
-static void sc_next(struct smtp_client *c)
+static void smtp_client_next(struct smtp_client *c)
 {
 	c->no_tls = false;
 	if (++c->addr_i < c->naddrs && c->connects < SMTP_CLIENT_MAX_CONNECTS) {
-		sc_connect(c);
+		smtp_client_connect(c);
 		return;
 	}
 	free(c->addrs);
 	c->addrs = NULL;
 	c->naddrs = c->addr_i = 0;
 	if (++c->host_i < c->nhosts && c->connects < SMTP_CLIENT_MAX_CONNECTS) {
-		sc_lookup_addrs(c);
+		smtp_client_lookup_addrs(c);
 		return;
 	}
-	sc_exhausted(c);
+	smtp_client_exhausted(c);
 }
 
-static void sc_addrs_answer(void *arg, enum dns_status st, const struct dns_addr *addrs, size_t n)
+static void smtp_client_addrs_answer(void *arg, enum dns_status st, const struct dns_addr *addrs,
+				     size_t n)
 {
 	struct smtp_client *c = arg;
-	sc_enter(c);
+	smtp_client_enter(c);
 	c->query = 0;
 	if (st == DNS_OK && n > 0) {
 		c->addrs = xcalloc(n, sizeof *c->addrs);
 		memcpy(c->addrs, addrs, n * sizeof *addrs);
 		c->naddrs = n;
 		c->addr_i = 0;
-		sc_connect(c);
+		smtp_client_connect(c);
 	} else if (st == DNS_NOTFOUND && c->implicit_mx) {
 		/* RFC 5321 §5.1: no MX and no address: the domain cannot take mail */
 		char why[SMTP_REPLY_TEXT_MAX];
 		errfmt(why, sizeof why, "domain %s has no MX and no address record", c->domain);
-		sc_fail_all(c, SMTP_CLIENT_FAILED, "5.1.2", why);
+		smtp_client_fail_all(c, SMTP_CLIENT_FAILED, "5.1.2", why);
 	} else {
 		c->addr_i = c->naddrs = 0;
 		errfmt(c->error, sizeof c->error, "no address for %s (%s)", c->host,
 		       st == DNS_NOTFOUND ? "not found" : dns_status_name(st));
 		bsnprintf(c->error_status, sizeof c->error_status, "4.4.3");
-		sc_next(c); /* no address: on to the next host */
+		smtp_client_next(c); /* no address: on to the next host */
 	}
-	sc_leave(c);
+	smtp_client_leave(c);
 }
 
-static void sc_take_hosts(struct smtp_client *c, const struct dns_mx *mx, size_t n)
+static void smtp_client_take_hosts(struct smtp_client *c, const struct dns_mx *mx, size_t n)
 {
 	size_t k = n < SMTP_CLIENT_MAX_HOSTS ? n : SMTP_CLIENT_MAX_HOSTS;
 	c->hosts = xcalloc(k, sizeof *c->hosts);
@@ -676,36 +675,36 @@ static void sc_take_hosts(struct smtp_client *c, const struct dns_mx *mx, size_t
 	c->host_i = 0;
 }
 
-static void sc_mx_answer(void *arg, enum dns_status st, const struct dns_mx *mx, size_t n)
+static void smtp_client_mx_answer(void *arg, enum dns_status st, const struct dns_mx *mx, size_t n)
 {
 	struct smtp_client *c = arg;
-	sc_enter(c);
+	smtp_client_enter(c);
 	c->query = 0;
 	if (st == DNS_OK && n == 1 && mx[0].host[0] == '\0') {
 		/* RFC 7505 §4.2: a null MX; 556 5.1.10 is the code it suggests */
 		char why[SMTP_REPLY_TEXT_MAX];
 		errfmt(why, sizeof why, "556 5.1.10 domain %s accepts no mail (null MX, RFC 7505)",
 		       c->domain);
-		sc_fail_all(c, SMTP_CLIENT_FAILED, "5.1.10", why);
+		smtp_client_fail_all(c, SMTP_CLIENT_FAILED, "5.1.10", why);
 	} else if (st == DNS_OK && n > 0) {
-		sc_take_hosts(c, mx, n);
-		sc_lookup_addrs(c);
+		smtp_client_take_hosts(c, mx, n);
+		smtp_client_lookup_addrs(c);
 	} else if (st == DNS_NOTFOUND) {
 		struct dns_mx self = {.preference = 0, .host = c->domain};
 		c->implicit_mx = true;
-		sc_take_hosts(c, &self, 1);
-		sc_lookup_addrs(c);
+		smtp_client_take_hosts(c, &self, 1);
+		smtp_client_lookup_addrs(c);
 	} else {
 		char why[SMTP_REPLY_TEXT_MAX];
 		errfmt(why, sizeof why, "MX lookup for %s failed: %s", c->domain,
 		       dns_status_name(st));
-		sc_fail_all(c, SMTP_CLIENT_DEFERRED, "4.4.3", why);
+		smtp_client_fail_all(c, SMTP_CLIENT_DEFERRED, "4.4.3", why);
 	}
-	sc_leave(c);
+	smtp_client_leave(c);
 }
 
 /* A host name as DNS knows it: letters, digits, '-', '_', dots. */
-static bool sc_hostname_ok(const char *s)
+static bool smtp_client_hostname_ok(const char *s)
 {
 	size_t n = strlen(s);
 	if (n == 0 || n > 253 || s[0] == '.' || s[0] == '-')
@@ -715,7 +714,7 @@ static bool sc_hostname_ok(const char *s)
 
 /* "[192.0.2.1]" or "[IPv6:2001:db8::1]" (RFC 5321 §4.1.3), or a bare
  * address (a smarthost); true with *out filled. */
-static bool sc_parse_literal(const char *s, struct dns_addr *out)
+static bool smtp_client_parse_literal(const char *s, struct dns_addr *out)
 {
 	char buf[INET6_ADDRSTRLEN + 8];
 	size_t n = strlen(s);
@@ -741,22 +740,22 @@ static bool sc_parse_literal(const char *s, struct dns_addr *out)
 }
 
 /* Straight to one address, no DNS. */
-static void sc_direct(struct smtp_client *c, const char *name, const struct dns_addr *a)
+static void smtp_client_direct(struct smtp_client *c, const char *name, const struct dns_addr *a)
 {
 	struct dns_mx self = {.preference = 0, .host = (char *)name};
-	sc_take_hosts(c, &self, 1);
+	smtp_client_take_hosts(c, &self, 1);
 	bsnprintf(c->host, sizeof c->host, "%s", name);
 	c->addrs = xmalloc(sizeof *c->addrs);
 	c->addrs[0] = *a;
 	c->naddrs = 1;
 	c->addr_i = 0;
-	sc_connect(c);
+	smtp_client_connect(c);
 }
 
-static bool sc_address_ok(const char *a)
+static bool smtp_client_address_ok(const char *a)
 {
 	size_t n = strlen(a);
-	if (n > SC_ADDRESS_MAX)
+	if (n > SMTP_CLIENT_ADDRESS_MAX)
 		return false;
 	for (size_t i = 0; i < n; i++)
 		if ((unsigned char)a[i] < 0x20 || a[i] == 0x7f || a[i] == '<' || a[i] == '>')
@@ -764,66 +763,69 @@ static bool sc_address_ok(const char *a)
 	return true;
 }
 
-static void sc_begin(struct smtp_client *c)
+static void smtp_client_begin(struct smtp_client *c)
 {
 	struct dns_addr a;
-	if (!sc_address_ok(c->sender)) {
-		sc_fail_all(c, SMTP_CLIENT_FAILED, "5.1.7", "sender address cannot be sent");
+	if (!smtp_client_address_ok(c->sender)) {
+		smtp_client_fail_all(c, SMTP_CLIENT_FAILED, "5.1.7",
+				     "sender address cannot be sent");
 		return;
 	}
 	for (size_t i = 0; i < c->nrcpts; i++)
-		if (!sc_address_ok(c->rcpts[i].address))
-			sc_set_result(c, &c->rcpts[i], SMTP_CLIENT_FAILED, "5.1.3",
-				      "recipient address cannot be sent", false);
+		if (!smtp_client_address_ok(c->rcpts[i].address))
+			smtp_client_set_result(c, &c->rcpts[i], SMTP_CLIENT_FAILED, "5.1.3",
+					       "recipient address cannot be sent", false);
 	bool any = false;
 	for (size_t i = 0; i < c->nrcpts; i++)
 		any = any || c->rcpts[i].result == SMTP_CLIENT_PENDING;
 	if (!any) {
-		sc_report(c, true);
-		sc_release(c);
+		smtp_client_report(c, true);
+		smtp_client_release(c);
 		return;
 	}
 	if (c->smarthost) {
-		if (sc_parse_literal(c->smarthost, &a)) {
-			sc_direct(c, c->smarthost, &a);
+		if (smtp_client_parse_literal(c->smarthost, &a)) {
+			smtp_client_direct(c, c->smarthost, &a);
 			return;
 		}
 		struct dns_mx self = {.preference = 0, .host = c->smarthost};
-		sc_take_hosts(c, &self, 1);
-		sc_lookup_addrs(c);
+		smtp_client_take_hosts(c, &self, 1);
+		smtp_client_lookup_addrs(c);
 		return;
 	}
 	if (c->domain[0] == '[') {
-		if (sc_parse_literal(c->domain, &a))
-			sc_direct(c, c->domain, &a);
+		if (smtp_client_parse_literal(c->domain, &a))
+			smtp_client_direct(c, c->domain, &a);
 		else
-			sc_fail_all(c, SMTP_CLIENT_FAILED, "5.1.2", "bad address literal");
+			smtp_client_fail_all(c, SMTP_CLIENT_FAILED, "5.1.2", "bad address literal");
 		return;
 	}
-	if (!sc_hostname_ok(c->domain)) {
-		sc_fail_all(c, SMTP_CLIENT_FAILED, "5.1.2", "destination domain is not a valid host name");
+	if (!smtp_client_hostname_ok(c->domain)) {
+		smtp_client_fail_all(c, SMTP_CLIENT_FAILED, "5.1.2",
+				     "destination domain is not a valid host name");
 		return;
 	}
-	sc_enter_state(c, SC_MX);
-	dns_query_id q = dns_lookup_mx(c->dns, c->domain, sc_mx_answer, c);
+	smtp_client_enter_state(c, SMTP_CLIENT_MX);
+	dns_query_id q = dns_lookup_mx(c->dns, c->domain, smtp_client_mx_answer, c);
 	if (q)
 		c->query = q;
 }
 
 /* ---- the connection ------------------------------------------------------------- */
 
-static void sc_read_cb(struct bufferevent *bev, void *arg);
-static void sc_write_cb(struct bufferevent *bev, void *arg);
-static void sc_event_cb(struct bufferevent *bev, short what, void *arg);
+static void smtp_client_read_cb(struct bufferevent *bev, void *arg);
+static void smtp_client_write_cb(struct bufferevent *bev, void *arg);
+static void smtp_client_event_cb(struct bufferevent *bev, short what, void *arg);
 
-static void sc_setup_bev(struct smtp_client *c)
+static void smtp_client_setup_bev(struct smtp_client *c)
 {
-	bufferevent_setcb(c->bev, sc_read_cb, sc_write_cb, sc_event_cb, c);
-	bufferevent_setwatermark(c->bev, EV_READ, 0, SC_INPUT_MAX);
+	bufferevent_setcb(c->bev, smtp_client_read_cb, smtp_client_write_cb, smtp_client_event_cb,
+			  c);
+	bufferevent_setwatermark(c->bev, EV_READ, 0, SMTP_CLIENT_INPUT_MAX);
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 }
 
-static socklen_t sc_sockaddr(const struct smtp_client *c, struct sockaddr_storage *ss)
+static socklen_t smtp_client_sockaddr(const struct smtp_client *c, struct sockaddr_storage *ss)
 {
 	const struct dns_addr *a = &c->addrs[c->addr_i];
 	memset(ss, 0, sizeof *ss);
@@ -841,7 +843,7 @@ static socklen_t sc_sockaddr(const struct smtp_client *c, struct sockaddr_storag
 	return sizeof *sin6;
 }
 
-static void sc_connect(struct smtp_client *c)
+static void smtp_client_connect(struct smtp_client *c)
 {
 	const struct dns_addr *a = &c->addrs[c->addr_i];
 	if (!inet_ntop(a->family, a->addr, c->addr, sizeof c->addr))
@@ -854,35 +856,35 @@ static void sc_connect(struct smtp_client *c)
 	linebuf_reset(&c->lb);
 	smtp_client_reply_reset(&c->reply);
 	struct sockaddr_storage ss;
-	socklen_t len = sc_sockaddr(c, &ss);
+	socklen_t len = smtp_client_sockaddr(c, &ss);
 	c->bev = bufferevent_socket_new(c->base, -1, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
 	if (!c->bev)
 		fatal("bufferevent_socket_new failed");
-	sc_setup_bev(c);
-	sc_enter_state(c, SC_CONNECT);
-	sc_arm(c, SMTP_CLIENT_CONNECT_TIMEOUT);
+	smtp_client_setup_bev(c);
+	smtp_client_enter_state(c, SMTP_CLIENT_CONNECT);
+	smtp_client_arm(c, SMTP_CLIENT_CONNECT_TIMEOUT);
 	if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&ss, (int)len) < 0) {
 		int e = EVUTIL_SOCKET_ERROR();
-		sc_host_failed(c, false, "4.4.1", "cannot connect to %s[%s]: %s", c->host, c->addr,
-			       evutil_socket_error_to_string(e));
+		smtp_client_host_failed(c, false, "4.4.1", "cannot connect to %s[%s]: %s", c->host,
+					c->addr, evutil_socket_error_to_string(e));
 	}
 }
 
-static void sc_send_ehlo(struct smtp_client *c)
+static void smtp_client_send_ehlo(struct smtp_client *c)
 {
 	c->caps = 0;
 	c->size_limit = 0;
-	sc_send(c, "EHLO %s", c->helo);
-	sc_enter_state(c, SC_EHLO);
-	sc_arm(c, SC_TIMEOUT_COMMAND);
+	smtp_client_send(c, "EHLO %s", c->helo);
+	smtp_client_enter_state(c, SMTP_CLIENT_EHLO);
+	smtp_client_arm(c, SMTP_CLIENT_TIMEOUT_COMMAND);
 }
 
-static bool sc_needs_tls(const struct smtp_client *c)
+static bool smtp_client_needs_tls(const struct smtp_client *c)
 {
 	return c->tls == OUTBOUND_TLS_REQUIRED || c->auth_user;
 }
 
-static bool sc_has_8bit(const char *s)
+static bool smtp_client_has_8bit(const char *s)
 {
 	for (; *s; s++)
 		if ((unsigned char)*s >= 0x80)
@@ -892,9 +894,9 @@ static bool sc_has_8bit(const char *s)
 
 /* MAIL, then every RCPT and DATA at once with PIPELINING (RFC 2920 §3.1),
  * else one command per reply. */
-static void sc_mail(struct smtp_client *c)
+static void smtp_client_mail(struct smtp_client *c)
 {
-	bool utf8 = sc_has_8bit(c->sender);
+	bool utf8 = smtp_client_has_8bit(c->sender);
 	free(c->order);
 	c->order = xcalloc(c->nrcpts, sizeof *c->order);
 	c->ntxn = 0;
@@ -902,22 +904,22 @@ static void sc_mail(struct smtp_client *c)
 		if (c->rcpts[i].result != SMTP_CLIENT_PENDING)
 			continue;
 		c->order[c->ntxn++] = i;
-		utf8 = utf8 || sc_has_8bit(c->rcpts[i].address);
+		utf8 = utf8 || smtp_client_has_8bit(c->rcpts[i].address);
 	}
 	if (utf8 && !(c->caps & SMTP_EXT_SMTPUTF8)) {
 		char why[SMTP_REPLY_TEXT_MAX];
 		errfmt(why, sizeof why, "%s does not support SMTPUTF8, needed for a non-ASCII "
 		       "address (RFC 6531)", c->host);
-		sc_set_pending(c, SMTP_CLIENT_FAILED, "5.6.7", why, true);
-		sc_finish(c);
+		smtp_client_set_pending(c, SMTP_CLIENT_FAILED, "5.6.7", why, true);
+		smtp_client_finish(c);
 		return;
 	}
 	if ((c->caps & SMTP_EXT_SIZE) && c->size_limit && (unsigned long long)c->size > c->size_limit) {
 		char why[SMTP_REPLY_TEXT_MAX];
 		errfmt(why, sizeof why, "message of %lld bytes exceeds the %llu bytes %s accepts",
 		       (long long)c->size, c->size_limit, c->host);
-		sc_set_pending(c, SMTP_CLIENT_FAILED, "5.3.4", why, true);
-		sc_finish(c);
+		smtp_client_set_pending(c, SMTP_CLIENT_FAILED, "5.3.4", why, true);
+		smtp_client_finish(c);
 		return;
 	}
 	char params[128] = "";
@@ -931,18 +933,19 @@ static void sc_mail(struct smtp_client *c)
 	c->accepted = 0;
 	c->mail_ok = false;
 	c->dummy_dot = false;
-	sc_send(c, "MAIL FROM:<%s>%s", c->sender, params);
+	smtp_client_send(c, "MAIL FROM:<%s>%s", c->sender, params);
 	if (c->caps & SMTP_EXT_PIPELINING) {
 		for (size_t k = 0; k < c->ntxn; k++)
-			sc_send(c, "RCPT TO:<%s>", c->rcpts[c->order[k]].address);
-		sc_send(c, "DATA");
+			smtp_client_send(c, "RCPT TO:<%s>", c->rcpts[c->order[k]].address);
+		smtp_client_send(c, "DATA");
 	}
-	sc_enter_state(c, SC_TXN);
-	sc_arm(c, SC_TIMEOUT_COMMAND);
+	smtp_client_enter_state(c, SMTP_CLIENT_TXN);
+	smtp_client_arm(c, SMTP_CLIENT_TIMEOUT_COMMAND);
 }
 
 /* The password: first line of the secret file, which others may not read. */
-static bool sc_read_secret(const char *path, char *out, size_t outsz, char *err, size_t errsz)
+static bool smtp_client_read_secret(const char *path, char *out, size_t outsz, char *err,
+				    size_t errsz)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	struct stat st;
@@ -978,13 +981,13 @@ static bool sc_read_secret(const char *path, char *out, size_t outsz, char *err,
 
 /* AUTH PLAIN with the initial response (RFC 4954 §4, RFC 4616):
  * base64("" NUL user NUL password).  Never logged; wiped. */
-static void sc_auth(struct smtp_client *c)
+static void smtp_client_auth(struct smtp_client *c)
 {
-	char pw[SC_SECRET_MAX + 1], err[SMTP_REPLY_TEXT_MAX];
-	if (!sc_read_secret(c->auth_secret, pw, sizeof pw, err, sizeof err)) {
+	char pw[SMTP_CLIENT_SECRET_MAX + 1], err[SMTP_REPLY_TEXT_MAX];
+	if (!smtp_client_read_secret(c->auth_secret, pw, sizeof pw, err, sizeof err)) {
 		OPENSSL_cleanse(pw, sizeof pw);
 		log_err("event=outbound-auth-error id=%s reason=\"%s\"", c->id, err);
-		sc_host_failed(c, false, "4.7.0", "%s", err);
+		smtp_client_host_failed(c, false, "4.7.0", "%s", err);
 		return;
 	}
 	size_t ulen = strlen(c->auth_user), plen = strlen(pw);
@@ -1006,47 +1009,49 @@ static void sc_auth(struct smtp_client *c)
 	free(raw);
 	free(b64);
 	free(line);
-	sc_enter_state(c, SC_AUTH);
-	sc_arm(c, SC_TIMEOUT_COMMAND);
+	smtp_client_enter_state(c, SMTP_CLIENT_AUTH);
+	smtp_client_arm(c, SMTP_CLIENT_TIMEOUT_COMMAND);
 }
 
 /* TLS is settled (up, refused, or not wanted): log in or start. */
-static void sc_after_tls(struct smtp_client *c)
+static void smtp_client_after_tls(struct smtp_client *c)
 {
 	if (!c->auth_user) {
-		sc_mail(c);
+		smtp_client_mail(c);
 		return;
 	}
 	if (!(c->caps & SMTP_EXT_AUTH_PLAIN)) {
-		sc_host_failed(c, false, "4.7.0", "%s[%s] does not offer AUTH PLAIN", c->host, c->addr);
+		smtp_client_host_failed(c, false, "4.7.0", "%s[%s] does not offer AUTH PLAIN",
+					c->host, c->addr);
 		return;
 	}
-	sc_auth(c);
+	smtp_client_auth(c);
 }
 
-static void sc_after_ehlo(struct smtp_client *c)
+static void smtp_client_after_ehlo(struct smtp_client *c)
 {
 	if (c->tls_active || (c->tls == OUTBOUND_TLS_NO && !c->auth_user)) {
-		sc_after_tls(c);
+		smtp_client_after_tls(c);
 		return;
 	}
 	if ((c->caps & SMTP_EXT_STARTTLS) && !c->no_tls) {
-		sc_send(c, "STARTTLS");
-		sc_enter_state(c, SC_STARTTLS);
-		sc_arm(c, SC_TIMEOUT_COMMAND);
+		smtp_client_send(c, "STARTTLS");
+		smtp_client_enter_state(c, SMTP_CLIENT_STARTTLS);
+		smtp_client_arm(c, SMTP_CLIENT_TIMEOUT_COMMAND);
 		return;
 	}
-	if (sc_needs_tls(c)) {
-		sc_host_failed(c, false, "4.7.4", "TLS is required but %s[%s] does not offer STARTTLS",
-			       c->host, c->addr);
+	if (smtp_client_needs_tls(c)) {
+		smtp_client_host_failed(c, false, "4.7.4",
+					"TLS is required but %s[%s] does not offer STARTTLS",
+					c->host, c->addr);
 		return;
 	}
-	sc_after_tls(c);
+	smtp_client_after_tls(c);
 }
 
 /* RFC 3207 §4.2 and the client side of CVE-2011-0411: whatever arrived
  * after the 220 came in the clear and is thrown away. */
-static void sc_start_tls(struct smtp_client *c)
+static void smtp_client_start_tls(struct smtp_client *c)
 {
 	struct evbuffer *in = bufferevent_get_input(c->bev);
 	evbuffer_drain(in, evbuffer_get_length(in));
@@ -1055,7 +1060,7 @@ static void sc_start_tls(struct smtp_client *c)
 	if (!ssl)
 		fatal("SSL_new failed");
 	struct dns_addr a;
-	if (!sc_parse_literal(c->host, &a)) {
+	if (!smtp_client_parse_literal(c->host, &a)) {
 		SSL_set_tlsext_host_name(ssl, c->host); /* SNI */
 		SSL_set1_host(ssl, c->host);            /* for the verified= of the log */
 	}
@@ -1066,12 +1071,12 @@ static void sc_start_tls(struct smtp_client *c)
 		fatal("cannot create a TLS bufferevent");
 	bufferevent_openssl_set_allow_dirty_shutdown(tls, 1);
 	c->bev = tls;
-	sc_setup_bev(c);
-	sc_enter_state(c, SC_HANDSHAKE);
-	sc_arm(c, SC_TIMEOUT_TLS);
+	smtp_client_setup_bev(c);
+	smtp_client_enter_state(c, SMTP_CLIENT_HANDSHAKE);
+	smtp_client_arm(c, SMTP_CLIENT_TIMEOUT_TLS);
 }
 
-static void sc_tls_up(struct smtp_client *c)
+static void smtp_client_tls_up(struct smtp_client *c)
 {
 	SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
 	tls_describe(ssl, c->tls_desc, sizeof c->tls_desc);
@@ -1081,10 +1086,10 @@ static void sc_tls_up(struct smtp_client *c)
 	log_info("event=outbound-tls id=%s host=%s addr=%s tls=\"%s\" verified=%s", c->id, c->host,
 		 c->addr, c->tls_desc, verified ? "yes" : "no");
 	/* RFC 3207 §4.2: forget what EHLO said before TLS */
-	sc_send_ehlo(c);
+	smtp_client_send_ehlo(c);
 }
 
-static void sc_tls_failed(struct smtp_client *c, short what)
+static void smtp_client_tls_failed(struct smtp_client *c, short what)
 {
 	unsigned long e = bufferevent_get_openssl_error(c->bev);
 	const char *why = e ? ERR_reason_error_string(e) : NULL;
@@ -1094,36 +1099,36 @@ static void sc_tls_failed(struct smtp_client *c, short what)
 		; /* this connection's errors must not leak into the next one */
 	char reason[SMTP_REPLY_TEXT_MAX];
 	errfmt(reason, sizeof reason, "TLS handshake with %s[%s] failed: %s", c->host, c->addr, why);
-	if (sc_needs_tls(c)) {
-		sc_host_failed(c, false, "4.7.5", "%s", reason);
+	if (smtp_client_needs_tls(c)) {
+		smtp_client_host_failed(c, false, "4.7.5", "%s", reason);
 		return;
 	}
 	/* opportunistic: once more to this address, without STARTTLS */
 	c->no_tls = true;
-	sc_host_failed(c, true, "4.7.5", "%s; trying again without TLS", reason);
+	smtp_client_host_failed(c, true, "4.7.5", "%s; trying again without TLS", reason);
 }
 
 /* ---- replies, per state ------------------------------------------------------------- */
 
-static void sc_body_start(struct smtp_client *c);
+static void smtp_client_body_start(struct smtp_client *c);
 
-static void sc_txn_reply(struct smtp_client *c)
+static void smtp_client_txn_reply(struct smtp_client *c)
 {
 	size_t idx = c->replies++;
 	bool pipelining = (c->caps & SMTP_EXT_PIPELINING) != 0;
 	bool ok = c->reply.code / 100 == 2;
-	sc_arm(c, idx == c->ntxn ? SC_TIMEOUT_DATA : SC_TIMEOUT_COMMAND);
+	smtp_client_arm(c, idx == c->ntxn ? SMTP_CLIENT_TIMEOUT_DATA : SMTP_CLIENT_TIMEOUT_COMMAND);
 	if (idx == 0) {
 		c->mail_ok = ok;
 		if (!ok) /* the sender is refused: so is everybody */
 			for (size_t k = 0; k < c->ntxn; k++)
-				sc_result_from_reply(c, &c->rcpts[c->order[k]]);
+				smtp_client_result_from_reply(c, &c->rcpts[c->order[k]]);
 		if (!pipelining) {
 			if (!ok) {
-				sc_finish(c);
+				smtp_client_finish(c);
 				return;
 			}
-			sc_send(c, "RCPT TO:<%s>", c->rcpts[c->order[0]].address);
+			smtp_client_send(c, "RCPT TO:<%s>", c->rcpts[c->order[0]].address);
 		}
 		return;
 	}
@@ -1133,179 +1138,182 @@ static void sc_txn_reply(struct smtp_client *c)
 			if (ok)
 				c->accepted++; /* pending until the end of the data */
 			else
-				sc_result_from_reply(c, r);
+				smtp_client_result_from_reply(c, r);
 		}
 		if (!pipelining) {
 			if (idx < c->ntxn)
-				sc_send(c, "RCPT TO:<%s>", c->rcpts[c->order[idx]].address);
+				smtp_client_send(c, "RCPT TO:<%s>",
+						 c->rcpts[c->order[idx]].address);
 			else if (c->accepted > 0)
-				sc_send(c, "DATA");
+				smtp_client_send(c, "DATA");
 			else
-				sc_finish(c);
+				smtp_client_finish(c);
 		}
 		return;
 	}
 	/* the reply to DATA */
 	if (c->reply.code == 354) {
 		if (c->accepted > 0) {
-			sc_body_start(c);
+			smtp_client_body_start(c);
 			return;
 		}
 		/* RFC 2920 §3.1: no recipient, yet DATA was accepted: an empty
 		 * message the server will refuse */
 		c->dummy_dot = true;
 		bufferevent_write(c->bev, ".\r\n", 3);
-		sc_enter_state(c, SC_DOT);
-		sc_arm(c, SC_TIMEOUT_DOT);
+		smtp_client_enter_state(c, SMTP_CLIENT_DOT);
+		smtp_client_arm(c, SMTP_CLIENT_TIMEOUT_DOT);
 		return;
 	}
 	if (c->mail_ok && c->accepted > 0)
 		for (size_t k = 0; k < c->ntxn; k++)
 			if (c->rcpts[c->order[k]].result == SMTP_CLIENT_PENDING)
-				sc_result_from_reply(c, &c->rcpts[c->order[k]]);
-	sc_finish(c);
+				smtp_client_result_from_reply(c, &c->rcpts[c->order[k]]);
+	smtp_client_finish(c);
 }
 
 /* The reply to the final dot decides for every accepted recipient. */
-static void sc_dot_reply(struct smtp_client *c)
+static void smtp_client_dot_reply(struct smtp_client *c)
 {
 	if (!c->dummy_dot)
 		for (size_t k = 0; k < c->ntxn; k++)
 			if (c->rcpts[c->order[k]].result == SMTP_CLIENT_PENDING)
-				sc_result_from_reply(c, &c->rcpts[c->order[k]]);
-	sc_finish(c);
+				smtp_client_result_from_reply(c, &c->rcpts[c->order[k]]);
+	smtp_client_finish(c);
 }
 
 /* Before the transaction a bad reply costs this host only. */
-static void sc_host_refused(struct smtp_client *c, const char *what)
+static void smtp_client_host_refused(struct smtp_client *c, const char *what)
 {
 	char status[SMTP_STATUS_MAX];
 	smtp_client_reply_status(&c->reply, status, sizeof status);
 	if (status[0] == '5' || status[0] == '2')
 		status[0] = '4'; /* another host, or a later attempt, may do better */
-	sc_host_failed(c, false, status, "%s[%s] refused %s: %s", c->host, c->addr, what,
-		       c->reply.text);
+	smtp_client_host_failed(c, false, status, "%s[%s] refused %s: %s", c->host, c->addr, what,
+				c->reply.text);
 }
 
 /* A reply or a failure in the middle of the transaction: whoever is still
  * pending waits for another attempt. */
-static void sc_lost(struct smtp_client *c, const char *fmt, ...)
+static void smtp_client_lost(struct smtp_client *c, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-static void sc_lost(struct smtp_client *c, const char *fmt, ...)
+static void smtp_client_lost(struct smtp_client *c, const char *fmt, ...)
 {
 	char why[SMTP_REPLY_TEXT_MAX];
 	va_list ap;
 	va_start(ap, fmt);
 	verrfmt(why, sizeof why, fmt, ap);
 	va_end(ap);
-	sc_set_pending(c, SMTP_CLIENT_DEFERRED, "4.4.2", why, true);
-	sc_drop_conn(c);
-	sc_report(c, true);
-	sc_release(c);
+	smtp_client_set_pending(c, SMTP_CLIENT_DEFERRED, "4.4.2", why, true);
+	smtp_client_drop_conn(c);
+	smtp_client_report(c, true);
+	smtp_client_release(c);
 }
 
-static void sc_on_reply(struct smtp_client *c)
+static void smtp_client_on_reply(struct smtp_client *c)
 {
 	unsigned cls = c->reply.code / 100;
 	switch (c->state) {
-	case SC_GREETING:
+	case SMTP_CLIENT_GREETING:
 		if (cls == 2)
-			sc_send_ehlo(c);
+			smtp_client_send_ehlo(c);
 		else
-			sc_host_refused(c, "the connection");
+			smtp_client_host_refused(c, "the connection");
 		break;
-	case SC_EHLO:
+	case SMTP_CLIENT_EHLO:
 		if (cls == 2) {
-			sc_after_ehlo(c);
+			smtp_client_after_ehlo(c);
 		} else if (cls == 5) {
-			sc_send(c, "HELO %s", c->helo); /* RFC 5321 §3.2 */
-			sc_enter_state(c, SC_HELO);
-			sc_arm(c, SC_TIMEOUT_COMMAND);
+			smtp_client_send(c, "HELO %s", c->helo); /* RFC 5321 §3.2 */
+			smtp_client_enter_state(c, SMTP_CLIENT_HELO);
+			smtp_client_arm(c, SMTP_CLIENT_TIMEOUT_COMMAND);
 		} else {
-			sc_host_refused(c, "EHLO");
+			smtp_client_host_refused(c, "EHLO");
 		}
 		break;
-	case SC_HELO:
+	case SMTP_CLIENT_HELO:
 		if (cls == 2) {
 			c->caps = 0;
-			sc_after_ehlo(c);
+			smtp_client_after_ehlo(c);
 		} else {
-			sc_host_refused(c, "HELO");
+			smtp_client_host_refused(c, "HELO");
 		}
 		break;
-	case SC_STARTTLS:
+	case SMTP_CLIENT_STARTTLS:
 		if (c->reply.code == 220)
-			sc_start_tls(c);
-		else if (sc_needs_tls(c))
-			sc_host_refused(c, "STARTTLS");
+			smtp_client_start_tls(c);
+		else if (smtp_client_needs_tls(c))
+			smtp_client_host_refused(c, "STARTTLS");
 		else
-			sc_after_tls(c); /* opportunistic: go on in the clear */
+			smtp_client_after_tls(c); /* opportunistic: go on in the clear */
 		break;
-	case SC_AUTH:
+	case SMTP_CLIENT_AUTH:
 		if (c->reply.code == 235)
-			sc_mail(c);
+			smtp_client_mail(c);
 		else
-			sc_host_refused(c, "the login");
+			smtp_client_host_refused(c, "the login");
 		break;
-	case SC_TXN:
-		sc_txn_reply(c);
+	case SMTP_CLIENT_TXN:
+		smtp_client_txn_reply(c);
 		break;
-	case SC_DOT:
-		sc_dot_reply(c);
+	case SMTP_CLIENT_DOT:
+		smtp_client_dot_reply(c);
 		break;
-	case SC_QUIT:
-		sc_release(c);
+	case SMTP_CLIENT_QUIT:
+		smtp_client_release(c);
 		break;
 	default: /* a reply nobody asked for, e.g. a 421 or a 552 while we send text */
-		if (c->state == SC_BODY && cls == 5) {
+		if (c->state == SMTP_CLIENT_BODY && cls == 5) {
 			for (size_t k = 0; k < c->ntxn; k++)
 				if (c->rcpts[c->order[k]].result == SMTP_CLIENT_PENDING)
-					sc_result_from_reply(c, &c->rcpts[c->order[k]]);
-			sc_drop_conn(c); /* never end the data after that */
-			sc_report(c, true);
-			sc_release(c);
+					smtp_client_result_from_reply(c, &c->rcpts[c->order[k]]);
+			smtp_client_drop_conn(c); /* never end the data after that */
+			smtp_client_report(c, true);
+			smtp_client_release(c);
 			break;
 		}
-		sc_lost(c, "unexpected reply from %s[%s]: %s", c->host, c->addr, c->reply.text);
+		smtp_client_lost(c, "unexpected reply from %s[%s]: %s", c->host, c->addr,
+				 c->reply.text);
 		break;
 	}
 }
 
 /* A connection-level failure (error, EOF, timeout, garbage). */
-static void sc_broken(struct smtp_client *c, const char *why)
+static void smtp_client_broken(struct smtp_client *c, const char *why)
 {
 	switch (c->state) {
-	case SC_CONNECT:
-	case SC_GREETING:
-	case SC_EHLO:
-	case SC_HELO:
-	case SC_STARTTLS:
-	case SC_AUTH:
-		sc_host_failed(c, false, "4.4.2", "%s[%s]: %s (%s)", c->host, c->addr, why,
-			       sc_state_names[c->state]);
+	case SMTP_CLIENT_CONNECT:
+	case SMTP_CLIENT_GREETING:
+	case SMTP_CLIENT_EHLO:
+	case SMTP_CLIENT_HELO:
+	case SMTP_CLIENT_STARTTLS:
+	case SMTP_CLIENT_AUTH:
+		smtp_client_host_failed(c, false, "4.4.2", "%s[%s]: %s (%s)", c->host, c->addr, why,
+					smtp_client_state_names[c->state]);
 		break;
-	case SC_TXN:
-	case SC_BODY:
-	case SC_DOT:
-		sc_lost(c, "%s[%s]: %s (%s)", c->host, c->addr, why, sc_state_names[c->state]);
+	case SMTP_CLIENT_TXN:
+	case SMTP_CLIENT_BODY:
+	case SMTP_CLIENT_DOT:
+		smtp_client_lost(c, "%s[%s]: %s (%s)", c->host, c->addr, why,
+				 smtp_client_state_names[c->state]);
 		break;
 	default:
-		sc_release(c);
+		smtp_client_release(c);
 		break;
 	}
 }
 
-static void sc_read_cb(struct bufferevent *bev, void *arg)
+static void smtp_client_read_cb(struct bufferevent *bev, void *arg)
 {
 	struct smtp_client *c = arg;
 	char line[SMTP_REPLY_LINE_MAX + 1];
 	struct linebuf_line l;
-	sc_enter(c);
-	if (c->state == SC_CONNECT) { /* the greeting overtook the connect event */
-		sc_enter_state(c, SC_GREETING);
-		sc_arm(c, SC_TIMEOUT_GREETING);
+	smtp_client_enter(c);
+	if (c->state == SMTP_CLIENT_CONNECT) { /* the greeting overtook the connect event */
+		smtp_client_enter_state(c, SMTP_CLIENT_GREETING);
+		smtp_client_arm(c, SMTP_CLIENT_TIMEOUT_GREETING);
 	}
-	while (c->bev == bev && c->state != SC_DONE) {
+	while (c->bev == bev && c->state != SMTP_CLIENT_DONE) {
 		enum linebuf_status st = linebuf_get(&c->lb, bufferevent_get_input(bev),
 						     SMTP_REPLY_LINE_MAX, line, sizeof line, &l);
 		if (st == LINEBUF_NEED_MORE)
@@ -1315,42 +1323,43 @@ static void sc_read_cb(struct bufferevent *bev, void *arg)
 						? SMTP_CLIENT_REPLY_BAD
 						: smtp_client_reply_feed(&c->reply, l.data, l.len, &rest);
 		if (rs == SMTP_CLIENT_REPLY_BAD) {
-			sc_broken(c, "malformed reply");
+			smtp_client_broken(c, "malformed reply");
 			break;
 		}
-		if ((c->state == SC_EHLO) && c->reply.lines > 1) {
+		if ((c->state == SMTP_CLIENT_EHLO) && c->reply.lines > 1) {
 			c->caps |= smtp_client_ehlo_line(rest);
-			unsigned long long sz = sc_ehlo_size(rest);
+			unsigned long long sz = smtp_client_ehlo_size(rest);
 			if (sz)
 				c->size_limit = sz;
 		}
 		if (rs == SMTP_CLIENT_REPLY_MORE)
 			continue;
-		sc_on_reply(c);
-		smtp_client_reply_reset(&c->reply); /* c lives on until sc_leave() */
+		smtp_client_on_reply(c);
+		smtp_client_reply_reset(&c->reply); /* c lives on until smtp_client_leave() */
 	}
-	sc_leave(c);
+	smtp_client_leave(c);
 }
 
 /* ---- the message --------------------------------------------------------------------- */
 
-static void sc_body_fill(struct smtp_client *c)
+static void smtp_client_body_fill(struct smtp_client *c)
 {
 	struct evbuffer *out = bufferevent_get_output(c->bev);
-	while (evbuffer_get_length(out) < SC_OUTPUT_LOW && c->body_done < c->size) {
+	while (evbuffer_get_length(out) < SMTP_CLIENT_OUTPUT_LOW && c->body_done < c->size) {
 		off_t left = c->size - c->body_done;
-		size_t want = left < SC_BODY_CHUNK ? (size_t)left : SC_BODY_CHUNK;
+		size_t want = left < SMTP_CLIENT_BODY_CHUNK ? (size_t)left : SMTP_CLIENT_BODY_CHUNK;
 		ssize_t n = pread(c->fd, c->chunk, want, c->offset + c->body_done);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0) {
 			/* never end the data: the server must not take a cut message */
-			sc_lost(c, "cannot read the spooled message: %s",
-				n == 0 ? "file too short" : strerror(errno));
+			smtp_client_lost(c, "cannot read the spooled message: %s",
+					 n == 0 ? "file too short" : strerror(errno));
 			return;
 		}
-		size_t k = smtp_client_dot_stuff(c->chunk, (size_t)n, c->chunk + SC_BODY_CHUNK, &c->bol);
-		evbuffer_add(out, c->chunk + SC_BODY_CHUNK, k);
+		char *stuffed = c->chunk + SMTP_CLIENT_BODY_CHUNK;
+		size_t k = smtp_client_dot_stuff(c->chunk, (size_t)n, stuffed, &c->bol);
+		evbuffer_add(out, stuffed, k);
 		c->body_done += n;
 	}
 	if (c->body_done < c->size)
@@ -1361,79 +1370,82 @@ static void sc_body_fill(struct smtp_client *c)
 	free(c->chunk);
 	c->chunk = NULL;
 	bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
-	sc_enter_state(c, SC_DOT);
-	sc_arm(c, SC_TIMEOUT_DOT);
+	smtp_client_enter_state(c, SMTP_CLIENT_DOT);
+	smtp_client_arm(c, SMTP_CLIENT_TIMEOUT_DOT);
 }
 
-static void sc_body_start(struct smtp_client *c)
+static void smtp_client_body_start(struct smtp_client *c)
 {
 	c->body_done = 0;
 	c->bol = true;
-	c->chunk = xmalloc(SC_BODY_CHUNK * 3); /* read buffer, then room for stuffing */
-	sc_enter_state(c, SC_BODY);
-	bufferevent_setwatermark(c->bev, EV_WRITE, SC_OUTPUT_LOW / 2, 0);
-	sc_arm(c, SC_TIMEOUT_BLOCK);
-	sc_body_fill(c);
+	c->chunk = xmalloc(SMTP_CLIENT_BODY_CHUNK * 3); /* read buffer, then room for stuffing */
+	smtp_client_enter_state(c, SMTP_CLIENT_BODY);
+	bufferevent_setwatermark(c->bev, EV_WRITE, SMTP_CLIENT_OUTPUT_LOW / 2, 0);
+	smtp_client_arm(c, SMTP_CLIENT_TIMEOUT_BLOCK);
+	smtp_client_body_fill(c);
 }
 
-static void sc_write_cb(struct bufferevent *bev, void *arg)
+static void smtp_client_write_cb(struct bufferevent *bev, void *arg)
 {
 	struct smtp_client *c = arg;
-	if (c->state != SC_BODY || c->bev != bev)
+	if (c->state != SMTP_CLIENT_BODY || c->bev != bev)
 		return;
-	sc_enter(c);
-	sc_arm(c, SC_TIMEOUT_BLOCK);
-	sc_body_fill(c);
-	sc_leave(c);
+	smtp_client_enter(c);
+	smtp_client_arm(c, SMTP_CLIENT_TIMEOUT_BLOCK);
+	smtp_client_body_fill(c);
+	smtp_client_leave(c);
 }
 
-static void sc_event_cb(struct bufferevent *bev, short what, void *arg)
+static void smtp_client_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	struct smtp_client *c = arg;
 	if (c->bev != bev)
 		return;
-	sc_enter(c);
+	smtp_client_enter(c);
 	if (what & BEV_EVENT_CONNECTED) {
-		if (c->state == SC_HANDSHAKE) {
-			sc_tls_up(c);
-		} else if (c->state == SC_CONNECT) {
-			sc_enter_state(c, SC_GREETING);
-			sc_arm(c, SC_TIMEOUT_GREETING);
+		if (c->state == SMTP_CLIENT_HANDSHAKE) {
+			smtp_client_tls_up(c);
+		} else if (c->state == SMTP_CLIENT_CONNECT) {
+			smtp_client_enter_state(c, SMTP_CLIENT_GREETING);
+			smtp_client_arm(c, SMTP_CLIENT_TIMEOUT_GREETING);
 		}
-	} else if (c->state == SC_HANDSHAKE) {
-		sc_tls_failed(c, what);
-	} else if (c->state == SC_CONNECT) {
+	} else if (c->state == SMTP_CLIENT_HANDSHAKE) {
+		smtp_client_tls_failed(c, what);
+	} else if (c->state == SMTP_CLIENT_CONNECT) {
 		int e = EVUTIL_SOCKET_ERROR();
-		sc_host_failed(c, false, "4.4.1", "cannot connect to %s[%s]: %s", c->host, c->addr,
-			       e ? evutil_socket_error_to_string(e) : "connection failed");
+		const char *why = e ? evutil_socket_error_to_string(e) : "connection failed";
+		smtp_client_host_failed(c, false, "4.4.1", "cannot connect to %s[%s]: %s", c->host,
+					c->addr, why);
 	} else {
-		sc_broken(c, (what & BEV_EVENT_EOF) ? "connection closed" : "connection error");
+		const char *why = (what & BEV_EVENT_EOF) ? "connection closed" : "connection error";
+		smtp_client_broken(c, why);
 	}
-	sc_leave(c);
+	smtp_client_leave(c);
 }
 
-static void sc_timer_cb(evutil_socket_t fd, short what, void *arg)
+static void smtp_client_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct smtp_client *c = arg;
-	sc_enter(c);
-	if (c->state == SC_START) {
-		sc_begin(c);
-	} else if (c->state == SC_QUIT) {
-		sc_release(c);
-	} else if (c->state == SC_CONNECT) {
-		sc_host_failed(c, false, "4.4.1", "cannot connect to %s[%s]: timed out after %ds",
-			       c->host, c->addr, SMTP_CLIENT_CONNECT_TIMEOUT);
-	} else if (c->state == SC_HANDSHAKE) {
-		sc_tls_failed(c, BEV_EVENT_TIMEOUT);
+	smtp_client_enter(c);
+	if (c->state == SMTP_CLIENT_START) {
+		smtp_client_begin(c);
+	} else if (c->state == SMTP_CLIENT_QUIT) {
+		smtp_client_release(c);
+	} else if (c->state == SMTP_CLIENT_CONNECT) {
+		smtp_client_host_failed(c, false, "4.4.1",
+					"cannot connect to %s[%s]: timed out after %ds", c->host,
+					c->addr, SMTP_CLIENT_CONNECT_TIMEOUT);
+	} else if (c->state == SMTP_CLIENT_HANDSHAKE) {
+		smtp_client_tls_failed(c, BEV_EVENT_TIMEOUT);
 	} else {
-		sc_broken(c, "timeout");
+		smtp_client_broken(c, "timeout");
 	}
-	sc_leave(c);
+	smtp_client_leave(c);
 }
 
 /* ---- the interface ---------------------------------------------------------------------- */
 
-static char *sc_dup(const char *s)
+static char *smtp_client_dup(const char *s)
 {
 	return s ? xstrdup(s) : NULL;
 }
@@ -1449,9 +1461,9 @@ struct smtp_client *smtp_client_start(const struct smtp_client_params *p, smtp_c
 	c->helo = xstrdup(p->helo);
 	c->sender = xstrdup(p->sender);
 	c->domain = xstrdup(p->domain ? p->domain : "");
-	c->smarthost = sc_dup(p->smarthost);
-	c->auth_user = sc_dup(p->auth_user);
-	c->auth_secret = sc_dup(p->auth_secret);
+	c->smarthost = smtp_client_dup(p->smarthost);
+	c->auth_user = smtp_client_dup(p->auth_user);
+	c->auth_secret = smtp_client_dup(p->auth_secret);
 	c->arrival = p->arrival;
 	c->port = p->port;
 	c->tls = p->tls;
@@ -1467,16 +1479,16 @@ struct smtp_client *smtp_client_start(const struct smtp_client_params *p, smtp_c
 		c->rcpts[i].result = SMTP_CLIENT_PENDING;
 		c->rcpts[i].status[0] = '\0';
 	}
-	c->timer = evtimer_new(c->base, sc_timer_cb, c);
+	c->timer = evtimer_new(c->base, smtp_client_timer_cb, c);
 	if (!c->timer)
 		fatal("evtimer_new failed");
-	c->next = sc_all;
+	c->next = smtp_client_all;
 	if (c->next)
 		c->next->prev = c;
-	sc_all = c;
+	smtp_client_all = c;
 	/* the first step runs from the loop: done never runs inside start */
-	c->state = SC_START;
-	sc_arm(c, 0);
+	c->state = SMTP_CLIENT_START;
+	smtp_client_arm(c, 0);
 	return c;
 }
 
@@ -1488,18 +1500,18 @@ void smtp_client_cancel(struct smtp_client *c)
 	c->rcpts = NULL;
 	c->nrcpts = 0;
 	c->fd = -1;
-	sc_release(c);
+	smtp_client_release(c);
 }
 
 void smtp_client_abort_all(void)
 {
-	while (sc_all) {
-		struct smtp_client *c = sc_all;
+	while (smtp_client_all) {
+		struct smtp_client *c = smtp_client_all;
 		c->reported = true;
 		c->rcpts = NULL;
 		c->nrcpts = 0;
 		c->depth = 0;
-		sc_release(c);
+		smtp_client_release(c);
 	}
 }
 

@@ -1,4 +1,4 @@
-/* spool: the durable queue (SPEC.md §5).  One file per message, written in
+/* spool: the durable queue.  One file per message, written in
  * tmp/, fsynced and renamed into queue/; delivered recipients appended to
  * queue/ID.done.  Envelope values are xtext (RFC 3461 §4).
  *

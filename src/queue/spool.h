@@ -1,4 +1,4 @@
-/* spool: the durable queue (SPEC.md §5).  A message and its envelope are
+/* spool: the durable queue.  A message and its envelope are
  * one file, <spool>/queue/ID.  It is acknowledged only once on stable
  * storage: with the commit thread, as a record in <spool>/journal
  * (journal.h; one fdatasync for a batch, the queue file itself made durable

@@ -20,35 +20,32 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <openssl/rand.h>
-
 #include "store/maildir.h"
 #include "lib/util.h"
 
-#define MBX_INDEX "posthorn-uidlist"
-#define MBX_INDEX_TMP "posthorn-uidlist.tmp"
-#define MBX_INDEX_LOCK "posthorn-uidlist.lock"
-#define MBX_SUBSCRIPTIONS "subscriptions"
+#define MAILBOX_INDEX "posthorn-uidlist"
+#define MAILBOX_INDEX_TMP "posthorn-uidlist.tmp"
+#define MAILBOX_INDEX_LOCK "posthorn-uidlist.lock"
+#define MAILBOX_SUBSCRIPTIONS "subscriptions"
 
 enum {
-	MBX_HOST_MAX = 64,
-	MBX_INFO_MAX = 64,           /* letters of a name's ":2," info kept */
-	MBX_COPY_BUF = 64 * 1024,
-	MBX_DIRTY_SECONDS = 2,       /* file times in whole seconds: rescanned this long */
-	MBX_SCAN_TRIES = 3,          /* rescans while a directory changes under readdir */
-	MBX_TMP_STALE = 36 * 3600,   /* a tmp/ file this old is left over (maildir(5)) */
-	MBX_TMP_SWEEP = 1000,        /* tmp/ entries looked at per sweep */
+	MAILBOX_INFO_MAX = 64,           /* letters of a name's ":2," info kept */
+	MAILBOX_COPY_BUF = 64 * 1024,
+	MAILBOX_DIRTY_SECONDS = 2,       /* file times in whole seconds: rescanned this long */
+	MAILBOX_SCAN_TRIES = 3,          /* rescans while a directory changes under readdir */
+	MAILBOX_TMP_STALE = 36 * 3600,   /* a tmp/ file this old is left over (maildir(5)) */
+	MAILBOX_TMP_SWEEP = 1000,        /* tmp/ entries looked at per sweep */
 };
 
 /* qsort and bsearch that accept an empty array (NULL base). */
-static void mbx_sort(void *base, size_t n, size_t size, int (*cmp)(const void *, const void *))
+static void mailbox_sort(void *base, size_t n, size_t size, int (*cmp)(const void *, const void *))
 {
 	if (n > 1)
 		qsort(base, n, size, cmp);
 }
 
-static void *mbx_search(const void *key, const void *base, size_t n, size_t size,
-			int (*cmp)(const void *, const void *))
+static void *mailbox_search(const void *key, const void *base, size_t n, size_t size,
+			    int (*cmp)(const void *, const void *))
 {
 	return n > 0 ? bsearch(key, base, n, size, cmp) : NULL;
 }
@@ -59,7 +56,7 @@ static const struct {
 	unsigned flag;
 	char letter;                 /* Maildir info letter */
 	const char *name;
-} mbx_flags[] = {
+} mailbox_flags[] = {
 	{MAILBOX_DRAFT, 'D', "\\Draft"},
 	{MAILBOX_FLAGGED, 'F', "\\Flagged"},
 	{MAILBOX_ANSWERED, 'R', "\\Answered"},
@@ -71,68 +68,69 @@ const char *mailbox_flag_name(unsigned flag)
 {
 	if (flag == MAILBOX_RECENT)
 		return "\\Recent";
-	for (size_t i = 0; i < ARRAY_LEN(mbx_flags); i++)
-		if (mbx_flags[i].flag == flag)
-			return mbx_flags[i].name;
+	for (size_t i = 0; i < ARRAY_LEN(mailbox_flags); i++)
+		if (mailbox_flags[i].flag == flag)
+			return mailbox_flags[i].name;
 	return NULL;
 }
 
 bool mailbox_flag_parse(const char *word, unsigned *flag)
 {
-	for (size_t i = 0; i < ARRAY_LEN(mbx_flags); i++) {
-		if (str_ieq(word, mbx_flags[i].name)) {
-			*flag = mbx_flags[i].flag;
+	for (size_t i = 0; i < ARRAY_LEN(mailbox_flags); i++) {
+		if (str_ieq(word, mailbox_flags[i].name)) {
+			*flag = mailbox_flags[i].flag;
 			return true;
 		}
 	}
 	return false;
 }
 
-static bool mbx_is_system_letter(char c)
+static bool mailbox_is_system_letter(char c)
 {
-	for (size_t i = 0; i < ARRAY_LEN(mbx_flags); i++)
-		if (mbx_flags[i].letter == c)
+	for (size_t i = 0; i < ARRAY_LEN(mailbox_flags); i++)
+		if (mailbox_flags[i].letter == c)
 			return true;
 	return false;
 }
 
 /* The ":2," info of a name, NULL when it has none. */
-static const char *mbx_info(const char *name)
+static const char *mailbox_info(const char *name)
 {
 	const char *c = strchr(name, ':');
 	return c && c[1] == '2' && c[2] == ',' ? c + 3 : NULL;
 }
 
-static unsigned mbx_name_flags(const char *name)
+static unsigned mailbox_name_flags(const char *name)
 {
-	const char *info = mbx_info(name);
+	const char *info = mailbox_info(name);
 	unsigned f = 0;
 	for (const char *p = info; p && *p; p++)
-		for (size_t i = 0; i < ARRAY_LEN(mbx_flags); i++)
-			if (mbx_flags[i].letter == *p)
-				f |= mbx_flags[i].flag;
+		for (size_t i = 0; i < ARRAY_LEN(mailbox_flags); i++)
+			if (mailbox_flags[i].letter == *p)
+				f |= mailbox_flags[i].flag;
 	return f;
 }
 
-static int mbx_cmp_char(const void *a, const void *b)
+static int mailbox_cmp_char(const void *a, const void *b)
 {
 	return *(const char *)a - *(const char *)b;
 }
 
 /* name with its info replaced by flags (plus letters of the old info that
  * are no system flag, such as keywords), sorted as Maildir wants. */
-static char *mbx_name_with_flags(const char *name, unsigned flags)
+static char *mailbox_name_with_flags(const char *name, unsigned flags)
 {
-	char letters[MBX_INFO_MAX + ARRAY_LEN(mbx_flags) + 1];
+	char letters[MAILBOX_INFO_MAX + ARRAY_LEN(mailbox_flags) + 1];
 	size_t n = 0;
-	const char *info = mbx_info(name);
-	for (const char *p = info; p && *p && n < MBX_INFO_MAX; p++)
-		if (!mbx_is_system_letter(*p) && !memchr(letters, *p, n) && *p > ' ' && *p < 0x7f)
+	const char *info = mailbox_info(name);
+	for (const char *p = info; p && *p && n < MAILBOX_INFO_MAX; p++)
+		if (!mailbox_is_system_letter(*p) && !memchr(letters, *p, n) && *p > ' ' &&
+		    *p < 0x7f)
 			letters[n++] = *p;
-	for (size_t i = 0; i < ARRAY_LEN(mbx_flags); i++)
-		if (flags & mbx_flags[i].flag)
-			letters[n++] = mbx_flags[i].letter;
-	mbx_sort(letters, n, 1, mbx_cmp_char);
+	for (size_t i = 0; i < ARRAY_LEN(mailbox_flags); i++)
+		if (flags & mailbox_flags[i].flag)
+			letters[n++] = mailbox_flags[i].letter;
+	mailbox_sort(letters, n, 1, mailbox_cmp_char);
 	letters[n] = '\0';
 	size_t base = strcspn(name, ":");
 	return xasprintf("%.*s:2,%s", (int)base, name, letters);
@@ -168,7 +166,7 @@ bool mailbox_name_valid(const char *name)
 /* Wildcard matching row by row (row[j]: the pattern so far matches the
  * first j octets of n): O(pattern x name) whatever the pattern, where
  * backtracking would be exponential in the number of wildcards. */
-static bool mbx_match_at(const char *p, const char *n)
+static bool mailbox_match_at(const char *p, const char *n)
 {
 	size_t nl = strlen(n);
 	if (nl > MAILBOX_NAME_MAX)
@@ -203,11 +201,11 @@ bool mailbox_match(const char *pattern, const char *name)
 		for (char *c = upper; *c; c++)
 			if (*c >= 'a' && *c <= 'z')
 				*c = (char)(*c - 'a' + 'A');
-		bool r = mbx_match_at(upper, "INBOX");
+		bool r = mailbox_match_at(upper, "INBOX");
 		free(upper);
 		return r;
 	}
-	return mbx_match_at(pattern, name);
+	return mailbox_match_at(pattern, name);
 }
 
 const char *mailbox_special_attr(enum mailbox_special s)
@@ -230,85 +228,45 @@ const char *mailbox_special_attr(enum mailbox_special s)
 static const struct {
 	const char *name;
 	enum mailbox_special special;
-} mbx_specials[] = {
+} mailbox_specials[] = {
 	{"Sent", MAILBOX_SPECIAL_SENT},
 	{"Drafts", MAILBOX_SPECIAL_DRAFTS},
 	{"Trash", MAILBOX_SPECIAL_TRASH},
 	{"Junk", MAILBOX_SPECIAL_JUNK},
 };
 
-static enum mailbox_special mbx_special_of(const char *name)
+static enum mailbox_special mailbox_special_of(const char *name)
 {
-	for (size_t i = 0; i < ARRAY_LEN(mbx_specials); i++)
-		if (strcmp(name, mbx_specials[i].name) == 0)
-			return mbx_specials[i].special;
+	for (size_t i = 0; i < ARRAY_LEN(mailbox_specials); i++)
+		if (strcmp(name, mailbox_specials[i].name) == 0)
+			return mailbox_specials[i].special;
 	return MAILBOX_SPECIAL_NONE;
 }
 
 /* The directory of a folder (caller frees). */
-static char *mbx_dir(const char *root, const char *name)
+static char *mailbox_dir(const char *root, const char *name)
 {
 	if (mailbox_is_inbox(name))
 		return xstrdup(root);
 	return xasprintf("%s/.%s", root, name);
 }
 
-static bool mbx_is_dir(const char *path)
+static bool mailbox_is_dir(const char *path)
 {
 	struct stat st;
 	return lstat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
 /* Does a folder (a directory with cur/) exist at dir? */
-static bool mbx_folder_exists(const char *dir)
+static bool mailbox_folder_exists(const char *dir)
 {
 	char *cur = xasprintf("%s/cur", dir);
-	bool r = mbx_is_dir(dir) && mbx_is_dir(cur);
+	bool r = mailbox_is_dir(dir) && mailbox_is_dir(cur);
 	free(cur);
 	return r;
 }
 
-/* ---- unique names --------------------------------------------------------- */
-
-static void mbx_host(char *out, size_t outsz)
-{
-	char host[MBX_HOST_MAX + 1];
-	if (gethostname(host, sizeof host - 1) < 0 || host[0] == '\0')
-		memcpy(host, "localhost", sizeof "localhost");
-	host[sizeof host - 1] = '\0';
-	size_t o = 0;
-	for (const char *p = host; *p && o + 1 < outsz; p++) {
-		char c = *p;
-		bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-			  (c >= '0' && c <= '9') ||
-			  c == '.' || c == '-';
-		out[o++] = ok ? c : '_';
-	}
-	out[o] = '\0';
-}
-
-/* A new unique part whose leading number is when (the internal date):
- * when.M<usec>P<pid>Q<count>R<random>.<host> (the scheme of deliver_local). */
-static char *mbx_unique(long long when)
-{
-	static unsigned long long count;
-	struct timespec ts;
-	if (clock_gettime(CLOCK_REALTIME, &ts) < 0)
-		fatal("clock_gettime: %s", strerror(errno));
-	unsigned char rnd[4];
-	if (RAND_bytes(rnd, sizeof rnd) != 1)
-		fatal("mailbox: no random bytes for a file name");
-	uint32_t r = (uint32_t)rnd[0] << 24 | (uint32_t)rnd[1] << 16 | (uint32_t)rnd[2] << 8 |
-		     rnd[3];
-	char host[MBX_HOST_MAX + 1];
-	mbx_host(host, sizeof host);
-	if (when <= 0)
-		when = ts.tv_sec;
-	return xasprintf("%lld.M%06ldP%ldQ%lluR%08x.%s", when, ts.tv_nsec / 1000, (long)getpid(),
-			 ++count, (unsigned)r, host);
-}
-
-static long long mbx_name_time(const char *name)
+static long long mailbox_name_time(const char *name)
 {
 	long long t = 0;
 	for (const char *p = name; *p >= '0' && *p <= '9' && t < 100000000000LL; p++)
@@ -318,7 +276,7 @@ static long long mbx_name_time(const char *name)
 
 /* ---- the folder's disk listing ------------------------------------------- */
 
-struct mbx_disk {
+struct mailbox_disk {
 	char *name;
 	uint32_t ulen;               /* maildir_unique_len(name) */
 	uint32_t uid;                /* 0 until the index gives one */
@@ -327,12 +285,12 @@ struct mbx_disk {
 	bool in_new;
 };
 
-struct mbx_scan {
-	struct mbx_disk *v;
+struct mailbox_scan {
+	struct mailbox_disk *v;
 	size_t n, cap;
 };
 
-static void mbx_scan_free(struct mbx_scan *s)
+static void mailbox_scan_free(struct mailbox_scan *s)
 {
 	for (size_t i = 0; i < s->n; i++)
 		free(s->v[i].name);
@@ -340,7 +298,7 @@ static void mbx_scan_free(struct mbx_scan *s)
 	memset(s, 0, sizeof *s);
 }
 
-static bool mbx_name_ok(const char *name)
+static bool mailbox_name_ok(const char *name)
 {
 	if (name[0] == '.')
 		return false;
@@ -350,49 +308,49 @@ static bool mbx_name_ok(const char *name)
 	return maildir_unique_len(name) > 0;
 }
 
-struct mbx_read_state {
-	struct mbx_scan *scan;
+struct mailbox_read_state {
+	struct mailbox_scan *scan;
 	const char *dir;
 };
 
-static int mbx_add_file(void *arg, const char *name, bool in_new, char *err, size_t errsz)
+static int mailbox_add_file(void *arg, const char *name, bool in_new, char *err, size_t errsz)
 {
-	struct mbx_read_state *st = arg;
-	struct mbx_scan *s = st->scan;
-	if (!mbx_name_ok(name))
+	struct mailbox_read_state *st = arg;
+	struct mailbox_scan *s = st->scan;
+	if (!mailbox_name_ok(name))
 		return 0;
 	if (s->n >= MAILBOX_MESSAGES_MAX) {
 		errfmt(err, errsz, "more than %d messages in %s", MAILBOX_MESSAGES_MAX, st->dir);
 		return -1;
 	}
-	struct mbx_disk *m = xgrow(&s->v, &s->n, &s->cap, sizeof *m);
+	struct mailbox_disk *m = xgrow(&s->v, &s->n, &s->cap, sizeof *m);
 	m->name = xstrdup(name);
 	m->ulen = (uint32_t)maildir_unique_len(m->name);
-	m->time = mbx_name_time(m->name);
+	m->time = mailbox_name_time(m->name);
 	m->in_new = in_new;
 	m->hint = -1;
 	return 0;
 }
 
-static int mbx_read_sub(const char *dir, bool in_new, struct mbx_scan *s, char *err,
-			size_t errsz)
+static int mailbox_read_sub(const char *dir, bool in_new, struct mailbox_scan *s, char *err,
+			    size_t errsz)
 {
-	struct mbx_read_state st = {s, dir};
-	return maildir_each_file(dir, in_new, mbx_add_file, &st, err, errsz);
+	struct mailbox_read_state st = {s, dir};
+	return maildir_each_file(dir, in_new, mailbox_add_file, &st, err, errsz);
 }
 
 /* The modification times of new/ and cur/, which change with every file
  * added, renamed or removed there, the identity of the UID index (a new
  * file each time it is written, none when it is lost), and when they were
  * read. */
-struct mbx_stamp {
+struct mailbox_stamp {
 	struct timespec new_m, cur_m;
 	ino_t index_ino;             /* 0: no index */
 	struct timespec index_c;
 	struct timespec read_at;     /* CLOCK_REALTIME_COARSE, the clock of file times */
 };
 
-static void mbx_stamp_read(const char *dir, struct mbx_stamp *st)
+static void mailbox_stamp_read(const char *dir, struct mailbox_stamp *st)
 {
 	memset(st, 0, sizeof *st);
 	clock_gettime(CLOCK_REALTIME_COARSE, &st->read_at);
@@ -405,7 +363,7 @@ static void mbx_stamp_read(const char *dir, struct mbx_stamp *st)
 	if (stat(p, &sb) == 0)
 		st->cur_m = sb.st_mtim;
 	free(p);
-	p = xasprintf("%s/" MBX_INDEX, dir);
+	p = xasprintf("%s/" MAILBOX_INDEX, dir);
 	if (stat(p, &sb) == 0) {
 		st->index_ino = sb.st_ino;
 		st->index_c = sb.st_ctim;
@@ -413,59 +371,59 @@ static void mbx_stamp_read(const char *dir, struct mbx_stamp *st)
 	free(p);
 }
 
-static bool mbx_time_eq(const struct timespec *a, const struct timespec *b)
+static bool mailbox_time_eq(const struct timespec *a, const struct timespec *b)
 {
 	return a->tv_sec == b->tv_sec && a->tv_nsec == b->tv_nsec;
 }
 
-static bool mbx_stamp_eq(const struct mbx_stamp *a, const struct mbx_stamp *b)
+static bool mailbox_stamp_eq(const struct mailbox_stamp *a, const struct mailbox_stamp *b)
 {
-	return mbx_time_eq(&a->new_m, &b->new_m) && mbx_time_eq(&a->cur_m, &b->cur_m) &&
-	       a->index_ino == b->index_ino && mbx_time_eq(&a->index_c, &b->index_c);
+	return mailbox_time_eq(&a->new_m, &b->new_m) && mailbox_time_eq(&a->cur_m, &b->cur_m) &&
+	       a->index_ino == b->index_ino && mailbox_time_eq(&a->index_c, &b->index_c);
 }
 
 /* Was m set before the clock tick at? Then any later change gives a later
  * time.  A time without nanoseconds may come from a file system that
  * keeps whole seconds: settled only two seconds on. */
-static bool mbx_time_settled(const struct timespec *m, const struct timespec *at)
+static bool mailbox_time_settled(const struct timespec *m, const struct timespec *at)
 {
 	if (m->tv_nsec == 0)
-		return m->tv_sec + MBX_DIRTY_SECONDS <= at->tv_sec;
+		return m->tv_sec + MAILBOX_DIRTY_SECONDS <= at->tv_sec;
 	return m->tv_sec < at->tv_sec || (m->tv_sec == at->tv_sec && m->tv_nsec < at->tv_nsec);
 }
 
 /* Would every change after this stamp show in the directories' times?
  * Not when one happened in the clock tick of the reading. */
-static bool mbx_stamp_settled(const struct mbx_stamp *st)
+static bool mailbox_stamp_settled(const struct mailbox_stamp *st)
 {
-	return mbx_time_settled(&st->new_m, &st->read_at) &&
-	       mbx_time_settled(&st->cur_m, &st->read_at) &&
-	       mbx_time_settled(&st->index_c, &st->read_at);
+	return mailbox_time_settled(&st->new_m, &st->read_at) &&
+	       mailbox_time_settled(&st->cur_m, &st->read_at) &&
+	       mailbox_time_settled(&st->index_c, &st->read_at);
 }
 
 /* List new/ then cur/ (a file moving from new/ to cur/ meanwhile is seen
  * in cur/); again while the directories change under readdir. */
-static int mbx_scan(const char *dir, struct mbx_scan *s, struct mbx_stamp *stamp, char *err,
-		    size_t errsz)
+static int mailbox_scan(const char *dir, struct mailbox_scan *s, struct mailbox_stamp *stamp,
+			char *err, size_t errsz)
 {
-	for (int t = 0; t < MBX_SCAN_TRIES; t++) {
-		struct mbx_stamp before, after;
-		mbx_stamp_read(dir, &before);
-		mbx_scan_free(s);
-		if (mbx_read_sub(dir, true, s, err, errsz) < 0 ||
-		    mbx_read_sub(dir, false, s, err, errsz) < 0) {
-			mbx_scan_free(s);
+	for (int t = 0; t < MAILBOX_SCAN_TRIES; t++) {
+		struct mailbox_stamp before, after;
+		mailbox_stamp_read(dir, &before);
+		mailbox_scan_free(s);
+		if (mailbox_read_sub(dir, true, s, err, errsz) < 0 ||
+		    mailbox_read_sub(dir, false, s, err, errsz) < 0) {
+			mailbox_scan_free(s);
 			return -1;
 		}
-		mbx_stamp_read(dir, &after);
+		mailbox_stamp_read(dir, &after);
 		*stamp = before;
-		if (mbx_stamp_eq(&before, &after))
+		if (mailbox_stamp_eq(&before, &after))
 			break;
 	}
 	return 0;
 }
 
-static int mbx_cmp_unique(const struct mbx_disk *a, const struct mbx_disk *b)
+static int mailbox_cmp_unique(const struct mailbox_disk *a, const struct mailbox_disk *b)
 {
 	size_t n = a->ulen < b->ulen ? a->ulen : b->ulen;
 	int c = memcmp(a->name, b->name, n);
@@ -474,17 +432,17 @@ static int mbx_cmp_unique(const struct mbx_disk *a, const struct mbx_disk *b)
 	return a->ulen < b->ulen ? -1 : a->ulen > b->ulen;
 }
 
-static int mbx_qcmp_unique(const void *a, const void *b)
+static int mailbox_qcmp_unique(const void *a, const void *b)
 {
-	return mbx_cmp_unique(a, b);
+	return mailbox_cmp_unique(a, b);
 }
 
 /* For the listing: by unique part, then the copy to keep first (cur/
  * before new/, then by name), so the same file wins every time. */
-static int mbx_qcmp_listing(const void *a, const void *b)
+static int mailbox_qcmp_listing(const void *a, const void *b)
 {
-	const struct mbx_disk *x = a, *y = b;
-	int c = mbx_cmp_unique(x, y);
+	const struct mailbox_disk *x = a, *y = b;
+	int c = mailbox_cmp_unique(x, y);
 	if (c)
 		return c;
 	if (x->in_new != y->in_new)
@@ -492,16 +450,17 @@ static int mbx_qcmp_listing(const void *a, const void *b)
 	return strcmp(x->name, y->name);
 }
 
-static int mbx_qcmp_uid(const void *a, const void *b)
+static int mailbox_qcmp_uid(const void *a, const void *b)
 {
-	const struct mbx_disk *x = a, *y = b;
+	const struct mailbox_disk *x = a, *y = b;
 	return x->uid < y->uid ? -1 : x->uid > y->uid;
 }
 
 /* New files: the hinted ones first in hint order, then by delivery time. */
-static int mbx_qcmp_fresh(const void *a, const void *b)
+static int mailbox_qcmp_fresh(const void *a, const void *b)
 {
-	const struct mbx_disk *x = *(struct mbx_disk *const *)a, *y = *(struct mbx_disk *const *)b;
+	const struct mailbox_disk *x = *(struct mailbox_disk *const *)a;
+	const struct mailbox_disk *y = *(struct mailbox_disk *const *)b;
 	if ((x->hint < 0) != (y->hint < 0))
 		return x->hint < 0 ? 1 : -1;
 	if (x->hint != y->hint)
@@ -513,19 +472,19 @@ static int mbx_qcmp_fresh(const void *a, const void *b)
 
 /* ---- the UID index ---------------------------------------------------------- */
 
-struct mbx_ient {
+struct mailbox_ient {
 	uint32_t uid;
 	uint32_t ulen;
 	char *unique;
 };
 
-struct mbx_index {
+struct mailbox_index {
 	uint32_t validity, next;
-	struct mbx_ient *v;
+	struct mailbox_ient *v;
 	size_t n, cap;
 };
 
-static void mbx_index_free(struct mbx_index *ix)
+static void mailbox_index_free(struct mailbox_index *ix)
 {
 	for (size_t i = 0; i < ix->n; i++)
 		free(ix->v[i].unique);
@@ -533,7 +492,7 @@ static void mbx_index_free(struct mbx_index *ix)
 	memset(ix, 0, sizeof *ix);
 }
 
-static bool mbx_parse_u32(const char *s, char **end, uint32_t *out)
+static bool mailbox_parse_u32(const char *s, char **end, uint32_t *out)
 {
 	if (*s < '0' || *s > '9')
 		return false;
@@ -547,11 +506,11 @@ static bool mbx_parse_u32(const char *s, char **end, uint32_t *out)
 
 /* Read dir's index.  1: read; 0: missing or corrupt (*old_validity is the
  * corrupt file's UIDVALIDITY when it had one); -1: I/O error. */
-static int mbx_index_read(const char *dir, struct mbx_index *ix, uint32_t *old_validity,
-			  char *err, size_t errsz)
+static int mailbox_index_read(const char *dir, struct mailbox_index *ix, uint32_t *old_validity,
+			      char *err, size_t errsz)
 {
 	memset(ix, 0, sizeof *ix);
-	char *path = xasprintf("%s/%s", dir, MBX_INDEX);
+	char *path = xasprintf("%s/%s", dir, MAILBOX_INDEX);
 	FILE *fp = fopen(path, "re");
 	if (!fp) {
 		int e = errno;
@@ -567,24 +526,24 @@ static int mbx_index_read(const char *dir, struct mbx_index *ix, uint32_t *old_v
 	bool ok = false;
 	if (getline(&line, &linecap, fp) > 0) {
 		char *e;
-		ok = line[0] == 'V' && mbx_parse_u32(line + 1, &e, &ix->validity) &&
+		ok = line[0] == 'V' && mailbox_parse_u32(line + 1, &e, &ix->validity) &&
 		     ix->validity > 0;
 		if (ok)
 			*old_validity = ix->validity;
-		ok = ok && e[0] == ' ' && e[1] == 'N' && mbx_parse_u32(e + 2, &e, &ix->next) &&
+		ok = ok && e[0] == ' ' && e[1] == 'N' && mailbox_parse_u32(e + 2, &e, &ix->next) &&
 		     *e == '\n' && ix->next > 0;
 	}
 	uint32_t last = 0;
 	while (ok && (len = getline(&line, &linecap, fp)) > 0) {
 		char *e;
 		uint32_t uid;
-		ok = line[len - 1] == '\n' && mbx_parse_u32(line, &e, &uid) && *e == ' ' &&
+		ok = line[len - 1] == '\n' && mailbox_parse_u32(line, &e, &uid) && *e == ' ' &&
 		     uid > last && uid < ix->next && e + 2 < line + len &&
 		     ix->n < MAILBOX_MESSAGES_MAX;
 		if (!ok)
 			break;
 		last = uid;
-		struct mbx_ient *en = xgrow(&ix->v, &ix->n, &ix->cap, sizeof *en);
+		struct mailbox_ient *en = xgrow(&ix->v, &ix->n, &ix->cap, sizeof *en);
 		en->uid = uid;
 		en->ulen = (uint32_t)(line + len - 1 - (e + 1));
 		en->unique = xstrndup(e + 1, en->ulen);
@@ -593,17 +552,17 @@ static int mbx_index_read(const char *dir, struct mbx_index *ix, uint32_t *old_v
 	free(line);
 	fclose(fp);
 	if (!ok)
-		mbx_index_free(ix);
+		mailbox_index_free(ix);
 	return ok ? 1 : 0;
 }
 
 /* Write the index of the listing s (sorted by UID): a new file, fsync,
  * rename over the old one. */
-static int mbx_index_write(const char *dir, const struct mbx_index *ix, const struct mbx_scan *s,
-			   char *err, size_t errsz)
+static int mailbox_index_write(const char *dir, const struct mailbox_index *ix,
+			       const struct mailbox_scan *s, char *err, size_t errsz)
 {
-	char *tmp = xasprintf("%s/%s", dir, MBX_INDEX_TMP);
-	char *path = xasprintf("%s/%s", dir, MBX_INDEX);
+	char *tmp = xasprintf("%s/%s", dir, MAILBOX_INDEX_TMP);
+	char *path = xasprintf("%s/%s", dir, MAILBOX_INDEX);
 	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
 	FILE *fp = fd >= 0 ? fdopen(fd, "w") : NULL;
 	int r = -1;
@@ -641,7 +600,7 @@ out:
 
 /* A new UIDVALIDITY: the time, strictly greater than any this process
  * gave and than the lost index's (RFC 3501 §2.3.1.1). */
-static uint32_t mbx_new_validity(uint32_t old)
+static uint32_t mailbox_new_validity(uint32_t old)
 {
 	static uint32_t last;
 	uint32_t v = (uint32_t)time(NULL);
@@ -655,9 +614,9 @@ static uint32_t mbx_new_validity(uint32_t old)
 	return v;
 }
 
-static int mbx_lock(const char *dir, char *err, size_t errsz)
+static int mailbox_lock(const char *dir, char *err, size_t errsz)
 {
-	char *path = xasprintf("%s/%s", dir, MBX_INDEX_LOCK);
+	char *path = xasprintf("%s/%s", dir, MAILBOX_INDEX_LOCK);
 	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0) {
 		errfmt(err, errsz, "cannot open %s: %s", path, strerror(errno));
@@ -677,37 +636,37 @@ static int mbx_lock(const char *dir, char *err, size_t errsz)
 	return fd;
 }
 
-static void mbx_unlock(int fd)
+static void mailbox_unlock(int fd)
 {
 	close(fd); /* releases the flock */
 }
 
 /* Give s's files their UIDs from ix; stale index entries are dropped.
  * Returns whether the index changed. */
-static bool mbx_index_match(struct mbx_index *ix, struct mbx_scan *s)
+static bool mailbox_index_match(struct mailbox_index *ix, struct mailbox_scan *s)
 {
 	bool changed = false;
-	mbx_sort(s->v, s->n, sizeof *s->v, mbx_qcmp_listing);
+	mailbox_sort(s->v, s->n, sizeof *s->v, mailbox_qcmp_listing);
 	/* one file per unique part: a second one (a tool's copy) is ignored */
 	size_t o = 0;
 	for (size_t i = 0; i < s->n; i++) {
-		if (o > 0 && mbx_cmp_unique(&s->v[o - 1], &s->v[i]) == 0) {
+		if (o > 0 && mailbox_cmp_unique(&s->v[o - 1], &s->v[i]) == 0) {
 			free(s->v[i].name);
 			continue;
 		}
 		s->v[o++] = s->v[i];
 	}
 	s->n = o;
-	struct mbx_disk *keys = xcalloc(ix->n ? ix->n : 1, sizeof *keys);
+	struct mailbox_disk *keys = xcalloc(ix->n ? ix->n : 1, sizeof *keys);
 	for (size_t i = 0; i < ix->n; i++) {
 		keys[i].name = ix->v[i].unique;
 		keys[i].ulen = ix->v[i].ulen;
 		keys[i].uid = ix->v[i].uid;
 	}
-	mbx_sort(keys, ix->n, sizeof *keys, mbx_qcmp_unique);
+	mailbox_sort(keys, ix->n, sizeof *keys, mailbox_qcmp_unique);
 	size_t i = 0, j = 0;
 	while (i < s->n && j < ix->n) {
-		int c = mbx_cmp_unique(&s->v[i], &keys[j]);
+		int c = mailbox_cmp_unique(&s->v[i], &keys[j]);
 		if (c == 0)
 			s->v[i++].uid = keys[j++].uid;
 		else if (c < 0)
@@ -725,7 +684,7 @@ static bool mbx_index_match(struct mbx_index *ix, struct mbx_scan *s)
 
 /* UIDs for the files that have none.  0, or -1 when the UID space is used
  * up (the caller rebuilds). */
-static int mbx_index_assign(struct mbx_index *ix, struct mbx_scan *s, bool *changed)
+static int mailbox_index_assign(struct mailbox_index *ix, struct mailbox_scan *s, bool *changed)
 {
 	size_t nfresh = 0;
 	for (size_t i = 0; i < s->n; i++)
@@ -734,12 +693,12 @@ static int mbx_index_assign(struct mbx_index *ix, struct mbx_scan *s, bool *chan
 		return 0;
 	if ((uint64_t)ix->next + nfresh >= UINT32_MAX)
 		return -1;
-	struct mbx_disk **fresh = xcalloc(nfresh, sizeof *fresh);
+	struct mailbox_disk **fresh = xcalloc(nfresh, sizeof *fresh);
 	size_t k = 0;
 	for (size_t i = 0; i < s->n; i++)
 		if (s->v[i].uid == 0)
 			fresh[k++] = &s->v[i];
-	mbx_sort(fresh, nfresh, sizeof *fresh, mbx_qcmp_fresh);
+	mailbox_sort(fresh, nfresh, sizeof *fresh, mailbox_qcmp_fresh);
 	for (k = 0; k < nfresh; k++)
 		fresh[k]->uid = ix->next++;
 	free(fresh);
@@ -748,28 +707,28 @@ static int mbx_index_assign(struct mbx_index *ix, struct mbx_scan *s, bool *chan
 }
 
 /* Hints: uniques (sorted copy) that get the first new UIDs, in given order. */
-struct mbx_hints {
+struct mailbox_hints {
 	char **uniques;              /* in the wanted order */
 	size_t n;
 };
 
-static void mbx_apply_hints(struct mbx_scan *s, const struct mbx_hints *h)
+static void mailbox_apply_hints(struct mailbox_scan *s, const struct mailbox_hints *h)
 {
 	if (!h || h->n == 0)
 		return;
 	/* sorted (unique, position) pairs, then one lookup per fresh file */
-	struct mbx_disk *keys = xcalloc(h->n, sizeof *keys);
+	struct mailbox_disk *keys = xcalloc(h->n, sizeof *keys);
 	for (size_t i = 0; i < h->n; i++) {
 		keys[i].name = h->uniques[i];
 		keys[i].ulen = (uint32_t)strlen(h->uniques[i]);
 		keys[i].hint = (int)i;
 	}
-	mbx_sort(keys, h->n, sizeof *keys, mbx_qcmp_unique);
+	mailbox_sort(keys, h->n, sizeof *keys, mailbox_qcmp_unique);
 	for (size_t i = 0; i < s->n; i++) {
 		if (s->v[i].uid != 0)
 			continue;
-		struct mbx_disk *k =
-		    mbx_search(&s->v[i], keys, h->n, sizeof *keys, mbx_qcmp_unique);
+		struct mailbox_disk *k =
+		    mailbox_search(&s->v[i], keys, h->n, sizeof *keys, mailbox_qcmp_unique);
 		if (k)
 			s->v[i].hint = k->hint;
 	}
@@ -779,37 +738,37 @@ static void mbx_apply_hints(struct mbx_scan *s, const struct mbx_hints *h)
 /* Under the folder's lock: list the folder, match it to the index, give new
  * files UIDs (hinted ones first), rewrite the index when it changed.  s
  * comes back sorted by UID; *validity and *next are the index's. */
-static enum mailbox_result mbx_index_sync(const char *dir, const struct mbx_hints *hints,
-					  struct mbx_scan *s, struct mbx_stamp *stamp,
-					  uint32_t *validity, uint32_t *next, char *err,
-					  size_t errsz)
+static enum mailbox_result mailbox_index_sync(const char *dir, const struct mailbox_hints *hints,
+					      struct mailbox_scan *s, struct mailbox_stamp *stamp,
+					      uint32_t *validity, uint32_t *next, char *err,
+					      size_t errsz)
 {
 	memset(s, 0, sizeof *s);
-	int lk = mbx_lock(dir, err, errsz);
+	int lk = mailbox_lock(dir, err, errsz);
 	if (lk < 0)
 		return MAILBOX_ERR_IO;
 	enum mailbox_result res = MAILBOX_ERR_IO;
-	struct mbx_index ix;
+	struct mailbox_index ix;
 	uint32_t old_validity = 0;
-	if (mbx_scan(dir, s, stamp, err, errsz) < 0)
+	if (mailbox_scan(dir, s, stamp, err, errsz) < 0)
 		goto out_unlock;
-	int rd = mbx_index_read(dir, &ix, &old_validity, err, errsz);
+	int rd = mailbox_index_read(dir, &ix, &old_validity, err, errsz);
 	if (rd < 0)
 		goto out_unlock;
 	bool changed = false;
 	for (int attempt = 0;; attempt++) {
 		if (rd == 0) {
 			/* lost or corrupt: fresh UIDs under a new UIDVALIDITY */
-			mbx_index_free(&ix);
-			ix.validity = mbx_new_validity(old_validity);
+			mailbox_index_free(&ix);
+			ix.validity = mailbox_new_validity(old_validity);
 			ix.next = 1;
 			changed = true;
 			for (size_t i = 0; i < s->n; i++)
 				s->v[i].uid = 0;
 		}
-		changed |= mbx_index_match(&ix, s);
-		mbx_apply_hints(s, hints);
-		if (mbx_index_assign(&ix, s, &changed) == 0)
+		changed |= mailbox_index_match(&ix, s);
+		mailbox_apply_hints(s, hints);
+		if (mailbox_index_assign(&ix, s, &changed) == 0)
 			break;
 		if (attempt > 0) {
 			errfmt(err, errsz, "UIDs of %s used up", dir);
@@ -819,24 +778,24 @@ static enum mailbox_result mbx_index_sync(const char *dir, const struct mbx_hint
 		old_validity = ix.validity;
 		rd = 0;
 	}
-	mbx_sort(s->v, s->n, sizeof *s->v, mbx_qcmp_uid);
-	if (changed && mbx_index_write(dir, &ix, s, err, errsz) < 0)
+	mailbox_sort(s->v, s->n, sizeof *s->v, mailbox_qcmp_uid);
+	if (changed && mailbox_index_write(dir, &ix, s, err, errsz) < 0)
 		goto out_index;
 	*validity = ix.validity;
 	*next = ix.next;
 	res = MAILBOX_OK;
 out_index:
-	mbx_index_free(&ix);
+	mailbox_index_free(&ix);
 out_unlock:
-	mbx_unlock(lk);
+	mailbox_unlock(lk);
 	if (res != MAILBOX_OK)
-		mbx_scan_free(s);
+		mailbox_scan_free(s);
 	return res;
 }
 
 /* ---- folders ------------------------------------------------------------- */
 
-static enum mailbox_result mbx_check_name(const char *name, char *err, size_t errsz)
+static enum mailbox_result mailbox_check_name(const char *name, char *err, size_t errsz)
 {
 	if (mailbox_name_valid(name))
 		return MAILBOX_OK;
@@ -845,7 +804,8 @@ static enum mailbox_result mbx_check_name(const char *name, char *err, size_t er
 }
 
 /* The folder names under root (without INBOX), unsorted. */
-static int mbx_folder_names(const char *root, struct mailbox_names *out, char *err, size_t errsz)
+static int mailbox_folder_names(const char *root, struct mailbox_names *out, char *err,
+				size_t errsz)
 {
 	memset(out, 0, sizeof *out);
 	DIR *d = opendir(root);
@@ -897,7 +857,7 @@ void mailbox_names_free(struct mailbox_names *l)
 	memset(l, 0, sizeof *l);
 }
 
-static int mbx_qcmp_folder(const void *a, const void *b)
+static int mailbox_qcmp_folder(const void *a, const void *b)
 {
 	const struct mailbox_folder *x = a, *y = b;
 	bool xi = mailbox_is_inbox(x->name), yi = mailbox_is_inbox(y->name);
@@ -906,7 +866,7 @@ static int mbx_qcmp_folder(const void *a, const void *b)
 	return strcmp(x->name, y->name);
 }
 
-static int mbx_qcmp_strp(const void *a, const void *b)
+static int mailbox_qcmp_strp(const void *a, const void *b)
 {
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
@@ -914,7 +874,7 @@ static int mbx_qcmp_strp(const void *a, const void *b)
 /* Parents implied by a child ("A" of "A.B" without .A/) as \Noselect
  * entries.  out is sorted; every prefix is collected, sorted and
  * deduplicated, so the work is O(n log n) whatever the tree. */
-static void mbx_add_implied(struct mailbox_folder_list *out, size_t *cap)
+static void mailbox_add_implied(struct mailbox_folder_list *out, size_t *cap)
 {
 	size_t real = out->n, n = 0, pcap = 0;
 	char **prefixes = NULL;
@@ -926,7 +886,7 @@ static void mbx_add_implied(struct mailbox_folder_list *out, size_t *cap)
 			*slot = xstrndup(name, (size_t)(d - name));
 		}
 	}
-	mbx_sort(prefixes, n, sizeof *prefixes, mbx_qcmp_strp);
+	mailbox_sort(prefixes, n, sizeof *prefixes, mailbox_qcmp_strp);
 	size_t o = 0;
 	for (size_t i = 0; i < n; i++) {
 		if (o > 0 && strcmp(prefixes[i], prefixes[o - 1]) == 0)
@@ -938,7 +898,7 @@ static void mbx_add_implied(struct mailbox_folder_list *out, size_t *cap)
 	for (size_t i = 0; i < n; i++) {
 		struct mailbox_folder key = {.name = prefixes[i]};
 		if (out->n >= MAILBOX_FOLDERS_MAX * 2 ||
-		    mbx_search(&key, out->v, real, sizeof *out->v, mbx_qcmp_folder)) {
+		    mailbox_search(&key, out->v, real, sizeof *out->v, mailbox_qcmp_folder)) {
 			free(prefixes[i]);
 			continue;
 		}
@@ -961,7 +921,7 @@ int mailbox_folders(const char *root, struct mailbox_folder_list *out, char *err
 {
 	memset(out, 0, sizeof *out);
 	struct mailbox_names names;
-	if (mbx_folder_names(root, &names, err, errsz) < 0)
+	if (mailbox_folder_names(root, &names, err, errsz) < 0)
 		return -1;
 	size_t cap = 0;
 	struct mailbox_folder *inbox = xgrow(&out->v, &out->n, &cap, sizeof *inbox);
@@ -969,17 +929,17 @@ int mailbox_folders(const char *root, struct mailbox_folder_list *out, char *err
 	for (size_t i = 0; i < names.n; i++) {
 		struct mailbox_folder *f = xgrow(&out->v, &out->n, &cap, sizeof *f);
 		f->name = names.v[i];
-		f->special = mbx_special_of(f->name);
+		f->special = mailbox_special_of(f->name);
 		names.v[i] = NULL;
 		/* a directory that is no Maildir cannot be selected */
-		char *dir = mbx_dir(root, f->name);
-		f->noselect = !mbx_folder_exists(dir);
+		char *dir = mailbox_dir(root, f->name);
+		f->noselect = !mailbox_folder_exists(dir);
 		free(dir);
 	}
 	mailbox_names_free(&names);
-	mbx_sort(out->v, out->n, sizeof *out->v, mbx_qcmp_folder);
-	mbx_add_implied(out, &cap);
-	mbx_sort(out->v, out->n, sizeof *out->v, mbx_qcmp_folder);
+	mailbox_sort(out->v, out->n, sizeof *out->v, mailbox_qcmp_folder);
+	mailbox_add_implied(out, &cap);
+	mailbox_sort(out->v, out->n, sizeof *out->v, mailbox_qcmp_folder);
 	/* a child "P.x" sorts after "P." which sorts after P: look it up */
 	for (size_t i = 0; i < out->n; i++) {
 		if (mailbox_is_inbox(out->v[i].name))
@@ -989,7 +949,7 @@ int mailbox_folders(const char *root, struct mailbox_folder_list *out, char *err
 		size_t lo = 0, hi = out->n;
 		while (lo < hi) {
 			size_t mid = lo + (hi - lo) / 2;
-			if (mbx_qcmp_folder(&out->v[mid], &key) < 0)
+			if (mailbox_qcmp_folder(&out->v[mid], &key) < 0)
 				lo = mid + 1;
 			else
 				hi = mid;
@@ -1002,11 +962,11 @@ int mailbox_folders(const char *root, struct mailbox_folder_list *out, char *err
 }
 
 /* Is there a folder below name (a directory ".name.x")? */
-static bool mbx_has_children(const char *root, const char *name)
+static bool mailbox_has_children(const char *root, const char *name)
 {
 	struct mailbox_names names;
 	char err[64];
-	if (mbx_folder_names(root, &names, err, sizeof err) < 0)
+	if (mailbox_folder_names(root, &names, err, sizeof err) < 0)
 		return false;
 	size_t len = strlen(name);
 	bool r = false;
@@ -1016,10 +976,10 @@ static bool mbx_has_children(const char *root, const char *name)
 	return r;
 }
 
-static enum mailbox_result mbx_make_folder(const char *root, const char *name, char *err,
-					   size_t errsz)
+static enum mailbox_result mailbox_make_folder(const char *root, const char *name, char *err,
+					       size_t errsz)
 {
-	char *dir = mbx_dir(root, name);
+	char *dir = mailbox_dir(root, name);
 	int r = maildir_create(dir, err, errsz);
 	free(dir);
 	return r < 0 ? MAILBOX_ERR_IO : MAILBOX_OK;
@@ -1027,16 +987,16 @@ static enum mailbox_result mbx_make_folder(const char *root, const char *name, c
 
 /* The missing parents of name as folders (RFC 3501 §6.3.3 "SHOULD create
  * any superior hierarchical names"). */
-static enum mailbox_result mbx_make_parents(const char *root, const char *name, char *err,
-					    size_t errsz)
+static enum mailbox_result mailbox_make_parents(const char *root, const char *name, char *err,
+						size_t errsz)
 {
 	enum mailbox_result r = MAILBOX_OK;
 	for (const char *dot = strchr(name, MAILBOX_DELIM); dot && r == MAILBOX_OK;
 	     dot = strchr(dot + 1, MAILBOX_DELIM)) {
 		char *parent = xstrndup(name, (size_t)(dot - name));
-		char *pdir = mbx_dir(root, parent);
-		if (!mbx_folder_exists(pdir))
-			r = mbx_make_folder(root, parent, err, errsz);
+		char *pdir = mailbox_dir(root, parent);
+		if (!mailbox_folder_exists(pdir))
+			r = mailbox_make_folder(root, parent, err, errsz);
 		free(pdir);
 		free(parent);
 	}
@@ -1052,18 +1012,18 @@ enum mailbox_result mailbox_create(const char *root, const char *name, char *err
 		buf[len - 1] = '\0';
 		name = buf;
 	}
-	enum mailbox_result r = mbx_check_name(name, err, errsz);
+	enum mailbox_result r = mailbox_check_name(name, err, errsz);
 	if (r != MAILBOX_OK)
 		return r;
-	char *dir = mbx_dir(root, name);
-	bool exists = mailbox_is_inbox(name) || mbx_folder_exists(dir);
+	char *dir = mailbox_dir(root, name);
+	bool exists = mailbox_is_inbox(name) || mailbox_folder_exists(dir);
 	free(dir);
 	if (exists) {
 		errfmt(err, errsz, "Mailbox already exists");
 		return MAILBOX_ERR_EXISTS;
 	}
 	struct mailbox_names names;
-	if (mbx_folder_names(root, &names, err, errsz) < 0)
+	if (mailbox_folder_names(root, &names, err, errsz) < 0)
 		return MAILBOX_ERR_IO;
 	size_t have = names.n;
 	mailbox_names_free(&names);
@@ -1071,11 +1031,11 @@ enum mailbox_result mailbox_create(const char *root, const char *name, char *err
 		errfmt(err, errsz, "Too many mailboxes");
 		return MAILBOX_ERR_LIMIT;
 	}
-	r = mbx_make_parents(root, name, err, errsz);
-	return r == MAILBOX_OK ? mbx_make_folder(root, name, err, errsz) : r;
+	r = mailbox_make_parents(root, name, err, errsz);
+	return r == MAILBOX_OK ? mailbox_make_folder(root, name, err, errsz) : r;
 }
 
-static int mbx_rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+static int mailbox_rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
 	(void)st;
 	(void)ftw;
@@ -1084,17 +1044,17 @@ static int mbx_rm_entry(const char *path, const struct stat *st, int flag, struc
 
 enum mailbox_result mailbox_delete(const char *root, const char *name, char *err, size_t errsz)
 {
-	enum mailbox_result r = mbx_check_name(name, err, errsz);
+	enum mailbox_result r = mailbox_check_name(name, err, errsz);
 	if (r != MAILBOX_OK)
 		return r;
 	if (mailbox_is_inbox(name)) {
 		errfmt(err, errsz, "INBOX cannot be deleted");
 		return MAILBOX_ERR_INBOX;
 	}
-	char *dir = mbx_dir(root, name);
-	if (!mbx_is_dir(dir)) {
+	char *dir = mailbox_dir(root, name);
+	if (!mailbox_is_dir(dir)) {
 		free(dir);
-		if (mbx_has_children(root, name)) {
+		if (mailbox_has_children(root, name)) {
 			errfmt(err, errsz, "Mailbox has children and no messages of its own");
 			return MAILBOX_ERR_NOSELECT;
 		}
@@ -1102,7 +1062,7 @@ enum mailbox_result mailbox_delete(const char *root, const char *name, char *err
 		return MAILBOX_ERR_NONEXISTENT;
 	}
 	/* the folder's own directory only: children are ".name.x", siblings */
-	if (nftw(dir, mbx_rm_entry, 16, FTW_DEPTH | FTW_PHYS) < 0) {
+	if (nftw(dir, mailbox_rm_entry, 16, FTW_DEPTH | FTW_PHYS) < 0) {
 		errfmt(err, errsz, "cannot remove %s: %s", dir, strerror(errno));
 		free(dir);
 		return MAILBOX_ERR_IO;
@@ -1112,12 +1072,12 @@ enum mailbox_result mailbox_delete(const char *root, const char *name, char *err
 }
 
 /* Move every message of INBOX (root) into the folder dir. */
-static enum mailbox_result mbx_move_inbox(const char *root, const char *dir, char *err,
-					  size_t errsz)
+static enum mailbox_result mailbox_move_inbox(const char *root, const char *dir, char *err,
+					      size_t errsz)
 {
-	struct mbx_scan s = {0};
-	struct mbx_stamp stamp;
-	if (mbx_scan(root, &s, &stamp, err, errsz) < 0)
+	struct mailbox_scan s = {0};
+	struct mailbox_stamp stamp;
+	if (mailbox_scan(root, &s, &stamp, err, errsz) < 0)
 		return MAILBOX_ERR_IO;
 	enum mailbox_result r = MAILBOX_OK;
 	for (size_t i = 0; i < s.n && r == MAILBOX_OK; i++) {
@@ -1131,7 +1091,7 @@ static enum mailbox_result mbx_move_inbox(const char *root, const char *dir, cha
 		free(from);
 		free(to);
 	}
-	mbx_scan_free(&s);
+	mailbox_scan_free(&s);
 	if (r == MAILBOX_OK && (maildir_sync(root) < 0 || maildir_sync(dir) < 0)) {
 		errfmt(err, errsz, "cannot sync %s: %s", dir, strerror(errno));
 		r = MAILBOX_ERR_IO;
@@ -1139,24 +1099,24 @@ static enum mailbox_result mbx_move_inbox(const char *root, const char *dir, cha
 	return r;
 }
 
-static enum mailbox_result mbx_rename_inbox(const char *root, const char *to, char *err,
-					    size_t errsz)
+static enum mailbox_result mailbox_rename_inbox(const char *root, const char *to, char *err,
+						size_t errsz)
 {
 	enum mailbox_result r = mailbox_create(root, to, err, errsz);
 	if (r != MAILBOX_OK)
 		return r;
-	char *dir = mbx_dir(root, to);
-	r = mbx_move_inbox(root, dir, err, errsz);
+	char *dir = mailbox_dir(root, to);
+	r = mailbox_move_inbox(root, dir, err, errsz);
 	free(dir);
 	return r;
 }
 
 /* The names to rename: from itself (when it is a folder) and its children. */
-static int mbx_rename_set(const char *root, const char *from, struct mailbox_names *set,
-			  char *err, size_t errsz)
+static int mailbox_rename_set(const char *root, const char *from, struct mailbox_names *set,
+			      char *err, size_t errsz)
 {
 	struct mailbox_names all;
-	if (mbx_folder_names(root, &all, err, errsz) < 0)
+	if (mailbox_folder_names(root, &all, err, errsz) < 0)
 		return -1;
 	memset(set, 0, sizeof *set);
 	size_t cap = 0, len = strlen(from);
@@ -1173,17 +1133,18 @@ static int mbx_rename_set(const char *root, const char *from, struct mailbox_nam
 }
 
 /* Every target of a RENAME free and valid, before anything moves. */
-static enum mailbox_result mbx_rename_check(const char *root, const struct mailbox_names *set,
-					    size_t flen, const char *to, char *err, size_t errsz)
+static enum mailbox_result mailbox_rename_check(const char *root, const struct mailbox_names *set,
+						size_t flen, const char *to, char *err,
+						size_t errsz)
 {
 	enum mailbox_result r = MAILBOX_OK;
 	for (size_t i = 0; i < set->n && r == MAILBOX_OK; i++) {
 		char *target = xasprintf("%s%s", to, set->v[i] + flen);
-		char *tdir = mbx_dir(root, target);
+		char *tdir = mailbox_dir(root, target);
 		if (!mailbox_name_valid(target)) {
 			errfmt(err, errsz, "Invalid mailbox name");
 			r = MAILBOX_ERR_NAME;
-		} else if (mbx_is_dir(tdir)) {
+		} else if (mailbox_is_dir(tdir)) {
 			errfmt(err, errsz, "Mailbox already exists");
 			r = MAILBOX_ERR_EXISTS;
 		}
@@ -1196,9 +1157,9 @@ static enum mailbox_result mbx_rename_check(const char *root, const struct mailb
 enum mailbox_result mailbox_rename(const char *root, const char *from, const char *to, char *err,
 				   size_t errsz)
 {
-	enum mailbox_result r = mbx_check_name(from, err, errsz);
+	enum mailbox_result r = mailbox_check_name(from, err, errsz);
 	if (r == MAILBOX_OK)
-		r = mbx_check_name(to, err, errsz);
+		r = mailbox_check_name(to, err, errsz);
 	if (r != MAILBOX_OK)
 		return r;
 	if (mailbox_is_inbox(to)) {
@@ -1206,7 +1167,7 @@ enum mailbox_result mailbox_rename(const char *root, const char *from, const cha
 		return MAILBOX_ERR_EXISTS;
 	}
 	if (mailbox_is_inbox(from))
-		return mbx_rename_inbox(root, to, err, errsz);
+		return mailbox_rename_inbox(root, to, err, errsz);
 	size_t flen = strlen(from);
 	if (strcmp(from, to) == 0 ||
 	    (strncmp(to, from, flen) == 0 && to[flen] == MAILBOX_DELIM)) {
@@ -1214,18 +1175,18 @@ enum mailbox_result mailbox_rename(const char *root, const char *from, const cha
 		return MAILBOX_ERR_NAME;
 	}
 	struct mailbox_names set;
-	if (mbx_rename_set(root, from, &set, err, errsz) < 0)
+	if (mailbox_rename_set(root, from, &set, err, errsz) < 0)
 		return MAILBOX_ERR_IO;
 	if (set.n == 0) {
 		mailbox_names_free(&set);
 		errfmt(err, errsz, "Mailbox does not exist");
 		return MAILBOX_ERR_NONEXISTENT;
 	}
-	r = mbx_rename_check(root, &set, flen, to, err, errsz);
+	r = mailbox_rename_check(root, &set, flen, to, err, errsz);
 	for (size_t i = 0; i < set.n && r == MAILBOX_OK; i++) {
 		char *target = xasprintf("%s%s", to, set.v[i] + flen);
-		char *fdir = mbx_dir(root, set.v[i]);
-		char *tdir = mbx_dir(root, target);
+		char *fdir = mailbox_dir(root, set.v[i]);
+		char *tdir = mailbox_dir(root, target);
 		if (rename(fdir, tdir) < 0) {
 			errfmt(err, errsz, "cannot rename %s: %s", fdir, strerror(errno));
 			r = MAILBOX_ERR_IO;
@@ -1236,12 +1197,12 @@ enum mailbox_result mailbox_rename(const char *root, const char *from, const cha
 	}
 	mailbox_names_free(&set);
 	/* the new name's parents, as CREATE makes them */
-	return r == MAILBOX_OK ? mbx_make_parents(root, to, err, errsz) : r;
+	return r == MAILBOX_OK ? mailbox_make_parents(root, to, err, errsz) : r;
 }
 
 /* Remove what a crash or a dropped APPEND left in dir's tmp/: files not
- * touched for 36 hours.  At most MBX_TMP_SWEEP entries per call. */
-static void mbx_sweep_tmp(const char *dir)
+ * touched for 36 hours.  At most MAILBOX_TMP_SWEEP entries per call. */
+static void mailbox_sweep_tmp(const char *dir)
 {
 	char *path = xasprintf("%s/tmp", dir);
 	DIR *d = opendir(path);
@@ -1250,13 +1211,13 @@ static void mbx_sweep_tmp(const char *dir)
 		return;
 	time_t now = time(NULL);
 	struct dirent *de;
-	for (int seen = 0; seen < MBX_TMP_SWEEP && (de = readdir(d)); seen++) {
+	for (int seen = 0; seen < MAILBOX_TMP_SWEEP && (de = readdir(d)); seen++) {
 		struct stat st;
 		if (de->d_name[0] == '.' ||
 		    fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
 		    !S_ISREG(st.st_mode))
 			continue;
-		if (now - st.st_mtime > MBX_TMP_STALE && now - st.st_atime > MBX_TMP_STALE)
+		if (now - st.st_mtime > MAILBOX_TMP_STALE && now - st.st_atime > MAILBOX_TMP_STALE)
 			unlinkat(dirfd(d), de->d_name, 0);
 	}
 	closedir(d);
@@ -1267,7 +1228,7 @@ static void mbx_sweep_tmp(const char *dir)
 int mailbox_subscriptions(const char *root, struct mailbox_names *out, char *err, size_t errsz)
 {
 	memset(out, 0, sizeof *out);
-	char *path = xasprintf("%s/%s", root, MBX_SUBSCRIPTIONS);
+	char *path = xasprintf("%s/%s", root, MAILBOX_SUBSCRIPTIONS);
 	FILE *fp = fopen(path, "re");
 	if (!fp) {
 		int e = errno;
@@ -1293,11 +1254,11 @@ int mailbox_subscriptions(const char *root, struct mailbox_names *out, char *err
 	return 0;
 }
 
-static int mbx_subscriptions_write(const char *root, const struct mailbox_names *l, char *err,
-				   size_t errsz)
+static int mailbox_subscriptions_write(const char *root, const struct mailbox_names *l, char *err,
+				       size_t errsz)
 {
-	char *tmp = xasprintf("%s/%s.tmp", root, MBX_SUBSCRIPTIONS);
-	char *path = xasprintf("%s/%s", root, MBX_SUBSCRIPTIONS);
+	char *tmp = xasprintf("%s/%s.tmp", root, MAILBOX_SUBSCRIPTIONS);
+	char *path = xasprintf("%s/%s", root, MAILBOX_SUBSCRIPTIONS);
 	int r = -1;
 	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
 	FILE *fp = fd >= 0 ? fdopen(fd, "w") : NULL;
@@ -1323,7 +1284,7 @@ static int mbx_subscriptions_write(const char *root, const struct mailbox_names 
 enum mailbox_result mailbox_subscribe(const char *root, const char *name, bool on, char *err,
 				      size_t errsz)
 {
-	enum mailbox_result r = mbx_check_name(name, err, errsz);
+	enum mailbox_result r = mailbox_check_name(name, err, errsz);
 	if (r != MAILBOX_OK)
 		return r;
 	const char *canon = mailbox_is_inbox(name) ? "INBOX" : name;
@@ -1353,7 +1314,7 @@ enum mailbox_result mailbox_subscribe(const char *root, const char *name, bool o
 		l.n--;
 		write = true;
 	}
-	if (write && mbx_subscriptions_write(root, &l, err, errsz) < 0)
+	if (write && mailbox_subscriptions_write(root, &l, err, errsz) < 0)
 		r = MAILBOX_ERR_IO;
 	mailbox_names_free(&l);
 	return r;
@@ -1363,25 +1324,25 @@ int mailbox_prepare(const char *root, char *err, size_t errsz)
 {
 	if (maildir_create(root, err, errsz) < 0)
 		return -1;
-	mbx_sweep_tmp(root);
-	char *subs = xasprintf("%s/%s", root, MBX_SUBSCRIPTIONS);
+	mailbox_sweep_tmp(root);
+	char *subs = xasprintf("%s/%s", root, MAILBOX_SUBSCRIPTIONS);
 	struct stat st;
 	bool first = lstat(subs, &st) < 0 && errno == ENOENT;
 	free(subs);
 	if (!first)
 		return 0;
 	struct mailbox_names l = {0};
-	l.v = xcalloc(ARRAY_LEN(mbx_specials) + 1, sizeof *l.v);
+	l.v = xcalloc(ARRAY_LEN(mailbox_specials) + 1, sizeof *l.v);
 	l.v[l.n++] = xstrdup("INBOX");
 	int r = 0;
-	for (size_t i = 0; i < ARRAY_LEN(mbx_specials) && r == 0; i++) {
-		char *dir = mbx_dir(root, mbx_specials[i].name);
+	for (size_t i = 0; i < ARRAY_LEN(mailbox_specials) && r == 0; i++) {
+		char *dir = mailbox_dir(root, mailbox_specials[i].name);
 		r = maildir_create(dir, err, errsz);
 		free(dir);
-		l.v[l.n++] = xstrdup(mbx_specials[i].name);
+		l.v[l.n++] = xstrdup(mailbox_specials[i].name);
 	}
 	if (r == 0)
-		r = mbx_subscriptions_write(root, &l, err, errsz);
+		r = mailbox_subscriptions_write(root, &l, err, errsz);
 	mailbox_names_free(&l);
 	return r;
 }
@@ -1389,18 +1350,18 @@ int mailbox_prepare(const char *root, char *err, size_t errsz)
 /* ---- status ------------------------------------------------------------------ */
 
 /* The directory of an existing selectable folder, or why not. */
-static enum mailbox_result mbx_open_dir(const char *root, const char *name, char **dir,
-					char *err, size_t errsz)
+static enum mailbox_result mailbox_open_dir(const char *root, const char *name, char **dir,
+					    char *err, size_t errsz)
 {
-	enum mailbox_result r = mbx_check_name(name, err, errsz);
+	enum mailbox_result r = mailbox_check_name(name, err, errsz);
 	if (r != MAILBOX_OK)
 		return r;
-	*dir = mbx_dir(root, name);
-	if (mbx_folder_exists(*dir))
+	*dir = mailbox_dir(root, name);
+	if (mailbox_folder_exists(*dir))
 		return MAILBOX_OK;
 	free(*dir);
 	*dir = NULL;
-	if (!mailbox_is_inbox(name) && mbx_has_children(root, name)) {
+	if (!mailbox_is_inbox(name) && mailbox_has_children(root, name)) {
 		errfmt(err, errsz, "Mailbox cannot be selected");
 		return MAILBOX_ERR_NOSELECT;
 	}
@@ -1413,21 +1374,21 @@ enum mailbox_result mailbox_status(const char *root, const char *name, struct ma
 {
 	memset(out, 0, sizeof *out);
 	char *dir;
-	enum mailbox_result r = mbx_open_dir(root, name, &dir, err, errsz);
+	enum mailbox_result r = mailbox_open_dir(root, name, &dir, err, errsz);
 	if (r != MAILBOX_OK)
 		return r;
-	struct mbx_scan s;
-	struct mbx_stamp stamp;
-	r = mbx_index_sync(dir, NULL, &s, &stamp, &out->uidvalidity, &out->uidnext, err, errsz);
+	struct mailbox_scan s;
+	struct mailbox_stamp stamp;
+	r = mailbox_index_sync(dir, NULL, &s, &stamp, &out->uidvalidity, &out->uidnext, err, errsz);
 	free(dir);
 	if (r != MAILBOX_OK)
 		return r;
 	out->messages = (uint32_t)s.n;
 	for (size_t i = 0; i < s.n; i++) {
 		out->recent += s.v[i].in_new;
-		out->unseen += !(mbx_name_flags(s.v[i].name) & MAILBOX_SEEN);
+		out->unseen += !(mailbox_name_flags(s.v[i].name) & MAILBOX_SEEN);
 	}
-	mbx_scan_free(&s);
+	mailbox_scan_free(&s);
 	return MAILBOX_OK;
 }
 
@@ -1441,7 +1402,7 @@ struct mailbox {
 	struct mailbox_msg *msgs;    /* ascending UIDs */
 	size_t n, cap;
 	size_t recent;               /* messages with MAILBOX_RECENT */
-	struct mbx_stamp stamp;      /* new/ and cur/ at the last scan */
+	struct mailbox_stamp stamp;      /* new/ and cur/ at the last scan */
 	bool stamp_valid;
 	/* the queue of changes (mailbox_next_change) */
 	size_t client_n;             /* messages the client knows of */
@@ -1531,13 +1492,13 @@ char *mailbox_msg_path(const struct mailbox *mb, size_t seq)
 	return xasprintf("%s/%s/%s", mb->dir, m->in_new ? "new" : "cur", m->name);
 }
 
-static char *mbx_msg_file(const struct mailbox *mb, const struct mailbox_msg *m)
+static char *mailbox_msg_file(const struct mailbox *mb, const struct mailbox_msg *m)
 {
 	return xasprintf("%s/%s/%s", mb->dir, m->in_new ? "new" : "cur", m->name);
 }
 
 /* Take the reported expunges out of the array. */
-static void mbx_compact(struct mailbox *mb)
+static void mailbox_compact(struct mailbox *mb)
 {
 	if (mb->removed == 0)
 		return;
@@ -1552,11 +1513,11 @@ static void mbx_compact(struct mailbox *mb)
 
 /* Move a message of new/ into cur/ (read-write views).  true when this
  * view moved it (it is then \Recent here, RFC 3501 §2.3.2). */
-static bool mbx_take_new(struct mailbox *mb, struct mailbox_msg *m)
+static bool mailbox_take_new(struct mailbox *mb, struct mailbox_msg *m)
 {
 	if (!m->in_new || mb->read_only)
 		return false;
-	char *to_name = mbx_name_with_flags(m->name, mbx_name_flags(m->name));
+	char *to_name = mailbox_name_with_flags(m->name, mailbox_name_flags(m->name));
 	char *from = xasprintf("%s/new/%s", mb->dir, m->name);
 	char *to = xasprintf("%s/cur/%s", mb->dir, to_name);
 	bool moved = rename(from, to) == 0;
@@ -1573,9 +1534,9 @@ static bool mbx_take_new(struct mailbox *mb, struct mailbox_msg *m)
 }
 
 /* Size and date of a message new to the view.  false: it vanished. */
-static bool mbx_describe(const struct mailbox *mb, struct mailbox_msg *m)
+static bool mailbox_describe(const struct mailbox *mb, struct mailbox_msg *m)
 {
-	char *path = mbx_msg_file(mb, m);
+	char *path = mailbox_msg_file(mb, m);
 	bool ok = true;
 	if (!maildir_name_field(m->name, 'W', &m->size))
 		ok = maildir_count_size(path, &m->size) == 0;
@@ -1591,7 +1552,7 @@ static bool mbx_describe(const struct mailbox *mb, struct mailbox_msg *m)
 /* A message vanished from disk.  One the client was never told of (its
  * EXISTS still queued) is dropped without a word: it sits above every
  * announced message, so no sequence number the client knows moves. */
-static void mbx_mark_gone(struct mailbox *mb, struct mailbox_msg *m)
+static void mailbox_mark_gone(struct mailbox *mb, struct mailbox_msg *m)
 {
 	if (m->expunged || !m->name)
 		return;
@@ -1609,14 +1570,14 @@ static void mbx_mark_gone(struct mailbox *mb, struct mailbox_msg *m)
 }
 
 /* Bring one message of the view in line with its file d. */
-static void mbx_update_msg(struct mailbox *mb, struct mailbox_msg *m, struct mbx_disk *d)
+static void mailbox_update_msg(struct mailbox *mb, struct mailbox_msg *m, struct mailbox_disk *d)
 {
 	free(m->name);
 	m->name = d->name;
 	d->name = NULL;
 	m->in_new = d->in_new;
-	mbx_take_new(mb, m);
-	unsigned f = mbx_name_flags(m->name);
+	mailbox_take_new(mb, m);
+	unsigned f = mailbox_name_flags(m->name);
 	if (f != (m->flags & MAILBOX_FLAGS_PERMANENT)) {
 		m->flags = (uint8_t)(f | (m->flags & MAILBOX_RECENT));
 		m->flags_changed = true;
@@ -1624,7 +1585,7 @@ static void mbx_update_msg(struct mailbox *mb, struct mailbox_msg *m, struct mbx
 	}
 }
 
-static void mbx_add_msg(struct mailbox *mb, struct mbx_disk *d)
+static void mailbox_add_msg(struct mailbox *mb, struct mailbox_disk *d)
 {
 	struct mailbox_msg m = {
 	    .name = d->name,
@@ -1633,19 +1594,19 @@ static void mbx_add_msg(struct mailbox *mb, struct mbx_disk *d)
 	    .internal_date = d->time,
 	};
 	d->name = NULL;
-	bool recent = mb->read_only ? m.in_new : mbx_take_new(mb, &m);
-	if (!mbx_describe(mb, &m)) {
+	bool recent = mb->read_only ? m.in_new : mailbox_take_new(mb, &m);
+	if (!mailbox_describe(mb, &m)) {
 		free(m.name);
 		return; /* vanished meanwhile: never shown */
 	}
-	m.flags = (uint8_t)(mbx_name_flags(m.name) | (recent ? MAILBOX_RECENT : 0));
+	m.flags = (uint8_t)(mailbox_name_flags(m.name) | (recent ? MAILBOX_RECENT : 0));
 	mb->recent += recent;
 	struct mailbox_msg *slot = xgrow(&mb->msgs, &mb->n, &mb->cap, sizeof *slot);
 	*slot = m;
 }
 
 /* Merge the listing s (by UID) into the view. */
-static void mbx_merge(struct mailbox *mb, struct mbx_scan *s)
+static void mailbox_merge(struct mailbox *mb, struct mailbox_scan *s)
 {
 	uint32_t top = mb->n ? mb->msgs[mb->n - 1].uid : 0;
 	size_t old_n = mb->n, j = 0;
@@ -1655,42 +1616,43 @@ static void mbx_merge(struct mailbox *mb, struct mbx_scan *s)
 			j++; /* unknown and below our UIDs: never happens with one index */
 		if (j < s->n && s->v[j].uid == m->uid) {
 			if (!m->expunged && m->name)
-				mbx_update_msg(mb, m, &s->v[j]);
+				mailbox_update_msg(mb, m, &s->v[j]);
 			j++;
 		} else {
-			mbx_mark_gone(mb, m);
+			mailbox_mark_gone(mb, m);
 		}
 	}
 	for (; j < s->n; j++)
 		if (s->v[j].uid > top)
-			mbx_add_msg(mb, &s->v[j]);
+			mailbox_add_msg(mb, &s->v[j]);
 }
 
-static enum mailbox_result mbx_view_sync(struct mailbox *mb, bool force, char *err, size_t errsz)
+static enum mailbox_result mailbox_view_sync(struct mailbox *mb, bool force, char *err,
+					     size_t errsz)
 {
 	if (mb->broken) {
 		errfmt(err, errsz, "Mailbox %s changed under this session, select it again",
 		       mb->name);
 		return MAILBOX_ERR_IO;
 	}
-	if (!force && mb->stamp_valid && mbx_stamp_settled(&mb->stamp)) {
-		struct mbx_stamp now;
-		mbx_stamp_read(mb->dir, &now);
-		if (mbx_stamp_eq(&now, &mb->stamp))
+	if (!force && mb->stamp_valid && mailbox_stamp_settled(&mb->stamp)) {
+		struct mailbox_stamp now;
+		mailbox_stamp_read(mb->dir, &now);
+		if (mailbox_stamp_eq(&now, &mb->stamp))
 			return MAILBOX_OK; /* nothing added, renamed or removed */
 	}
-	struct mbx_scan s;
+	struct mailbox_scan s;
 	uint32_t validity, next;
 	enum mailbox_result r =
-	    mbx_index_sync(mb->dir, NULL, &s, &mb->stamp, &validity, &next, err, errsz);
-	if (r != MAILBOX_OK && !mbx_folder_exists(mb->dir)) {
+	    mailbox_index_sync(mb->dir, NULL, &s, &mb->stamp, &validity, &next, err, errsz);
+	if (r != MAILBOX_OK && !mailbox_folder_exists(mb->dir)) {
 		mb->broken = true; /* deleted or renamed by another session */
 		errfmt(err, errsz, "Mailbox %s was deleted or renamed", mb->name);
 	}
 	if (r != MAILBOX_OK)
 		return r;
 	if (mb->validity && validity != mb->validity) {
-		mbx_scan_free(&s);
+		mailbox_scan_free(&s);
 		mb->broken = true;
 		errfmt(err, errsz, "UIDVALIDITY of %s changed, select it again", mb->name);
 		return MAILBOX_ERR_IO;
@@ -1698,17 +1660,18 @@ static enum mailbox_result mbx_view_sync(struct mailbox *mb, bool force, char *e
 	mb->validity = validity;
 	mb->uidnext = next;
 	mb->stamp_valid = true;
-	mbx_merge(mb, &s);
-	mbx_scan_free(&s);
-	mbx_compact(mb); /* the unannounced ones that vanished */
+	mailbox_merge(mb, &s);
+	mailbox_scan_free(&s);
+	mailbox_compact(mb); /* the unannounced ones that vanished */
 	return MAILBOX_OK;
 }
 
 enum mailbox_result mailbox_sync(struct mailbox *mb, unsigned flags, char *err, size_t errsz)
 {
-	mbx_compact(mb);
+	mailbox_compact(mb);
 	mb->expunge_ok = (flags & MAILBOX_SYNC_EXPUNGE) != 0;
-	enum mailbox_result r = mbx_view_sync(mb, (flags & MAILBOX_SYNC_FORCE) != 0, err, errsz);
+	bool force = (flags & MAILBOX_SYNC_FORCE) != 0;
+	enum mailbox_result r = mailbox_view_sync(mb, force, err, errsz);
 	mb->exp_cursor = mb->n;
 	return r;
 }
@@ -1718,7 +1681,7 @@ enum mailbox_result mailbox_open(const char *root, const char *name, bool read_o
 {
 	*out = NULL;
 	char *dir;
-	enum mailbox_result r = mbx_open_dir(root, name, &dir, err, errsz);
+	enum mailbox_result r = mailbox_open_dir(root, name, &dir, err, errsz);
 	if (r != MAILBOX_OK)
 		return r;
 	struct mailbox *mb = xcalloc(1, sizeof *mb);
@@ -1727,7 +1690,7 @@ enum mailbox_result mailbox_open(const char *root, const char *name, bool read_o
 	mb->dir = dir;
 	mb->read_only = read_only;
 	mb->watch_fd = -1;
-	r = mbx_view_sync(mb, true, err, errsz);
+	r = mailbox_view_sync(mb, true, err, errsz);
 	if (r != MAILBOX_OK) {
 		mailbox_close(mb);
 		return r;
@@ -1760,7 +1723,7 @@ void mailbox_close(struct mailbox *mb)
 
 /* ---- the change queue ---------------------------------------------------------- */
 
-static bool mbx_next_expunge(struct mailbox *mb, struct mailbox_change *out)
+static bool mailbox_next_expunge(struct mailbox *mb, struct mailbox_change *out)
 {
 	if (!mb->expunge_ok || mb->gone == 0)
 		return false;
@@ -1783,14 +1746,14 @@ static bool mbx_next_expunge(struct mailbox *mb, struct mailbox_change *out)
 		mb->removed++;
 		mb->client_n--;
 		if (mb->gone == 0)
-			mbx_compact(mb);
+			mailbox_compact(mb);
 		return true;
 	}
 	mb->gone = 0; /* not reached: every gone message is below the cursor */
 	return false;
 }
 
-static bool mbx_next_flags(struct mailbox *mb, struct mailbox_change *out)
+static bool mailbox_next_flags(struct mailbox *mb, struct mailbox_change *out)
 {
 	if (!mb->flags_pending)
 		return false;
@@ -1816,9 +1779,9 @@ static bool mbx_next_flags(struct mailbox *mb, struct mailbox_change *out)
 bool mailbox_next_change(struct mailbox *mb, struct mailbox_change *out)
 {
 	memset(out, 0, sizeof *out);
-	if (mbx_next_expunge(mb, out))
+	if (mailbox_next_expunge(mb, out))
 		return true;
-	mbx_compact(mb); /* the expunge phase (if any) is over */
+	mailbox_compact(mb); /* the expunge phase (if any) is over */
 	if (mb->n != mb->client_n) {
 		/* the new ones sit at the end */
 		for (size_t i = mb->n; i > 0 && !mb->msgs[i - 1].announced; i--)
@@ -1836,7 +1799,7 @@ bool mailbox_next_change(struct mailbox *mb, struct mailbox_change *out)
 		out->n = mb->recent;
 		return true;
 	}
-	return mbx_next_flags(mb, out);
+	return mailbox_next_flags(mb, out);
 }
 
 bool mailbox_changes_pending(const struct mailbox *mb)
@@ -1847,7 +1810,7 @@ bool mailbox_changes_pending(const struct mailbox *mb)
 
 /* ---- STORE ---------------------------------------------------------------------- */
 
-static unsigned mbx_apply_op(unsigned old, enum mailbox_store_op op, unsigned flags)
+static unsigned mailbox_apply_op(unsigned old, enum mailbox_store_op op, unsigned flags)
 {
 	switch (op) {
 	case MAILBOX_STORE_ADD:
@@ -1862,10 +1825,10 @@ static unsigned mbx_apply_op(unsigned old, enum mailbox_store_op op, unsigned fl
 
 /* Rename m's file for flags.  0, 1 when the file was not found (renamed
  * or removed by someone else), -1 on another error. */
-static int mbx_rename_flags(struct mailbox *mb, struct mailbox_msg *m, unsigned flags)
+static int mailbox_rename_flags(struct mailbox *mb, struct mailbox_msg *m, unsigned flags)
 {
-	char *to_name = mbx_name_with_flags(m->name, flags);
-	char *from = mbx_msg_file(mb, m);
+	char *to_name = mailbox_name_with_flags(m->name, flags);
+	char *from = mailbox_msg_file(mb, m);
 	char *to = xasprintf("%s/cur/%s", mb->dir, to_name);
 	int r = rename(from, to);
 	int e = errno;
@@ -1890,14 +1853,14 @@ enum mailbox_result mailbox_store(struct mailbox *mb, mailbox_match_fn match, vo
 		return MAILBOX_ERR_READONLY;
 	}
 	flags &= MAILBOX_FLAGS_PERMANENT;
-	mbx_compact(mb);
+	mailbox_compact(mb);
 	bool retry = false;
 	for (int pass = 0; pass < 2; pass++) {
 		if (pass == 1) {
 			if (!retry)
 				break;
 			/* someone renamed files under us: learn their names, once */
-			enum mailbox_result r = mbx_view_sync(mb, true, err, errsz);
+			enum mailbox_result r = mailbox_view_sync(mb, true, err, errsz);
 			if (r != MAILBOX_OK)
 				return r;
 		}
@@ -1907,10 +1870,10 @@ enum mailbox_result mailbox_store(struct mailbox *mb, mailbox_match_fn match, vo
 			if (m->expunged || !m->name || !match(arg, i + 1, m->uid))
 				continue;
 			unsigned old = m->flags & MAILBOX_FLAGS_PERMANENT;
-			unsigned nf = mbx_apply_op(old, op, flags);
+			unsigned nf = mailbox_apply_op(old, op, flags);
 			if (nf == old && !m->in_new)
 				continue;
-			int r = mbx_rename_flags(mb, m, nf);
+			int r = mailbox_rename_flags(mb, m, nf);
 			if (r < 0) {
 				errfmt(err, errsz, "cannot rename %s: %s", m->name,
 				       strerror(errno));
@@ -1919,7 +1882,7 @@ enum mailbox_result mailbox_store(struct mailbox *mb, mailbox_match_fn match, vo
 			if (r > 0 && pass == 0)
 				retry = true;
 			else if (r > 0)
-				mbx_mark_gone(mb, m);
+				mailbox_mark_gone(mb, m);
 		}
 	}
 	return MAILBOX_OK;
@@ -1927,9 +1890,9 @@ enum mailbox_result mailbox_store(struct mailbox *mb, mailbox_match_fn match, vo
 
 /* ---- EXPUNGE ---------------------------------------------------------------------- */
 
-static enum mailbox_result mbx_unlink_matching(struct mailbox *mb, mailbox_match_fn match,
-					       void *arg, bool deleted_only, char *err,
-					       size_t errsz)
+static enum mailbox_result mailbox_unlink_matching(struct mailbox *mb, mailbox_match_fn match,
+						   void *arg, bool deleted_only, char *err,
+						   size_t errsz)
 {
 	bool any = false;
 	for (size_t i = 0; i < mb->n; i++) {
@@ -1938,7 +1901,7 @@ static enum mailbox_result mbx_unlink_matching(struct mailbox *mb, mailbox_match
 			continue;
 		if (match && !match(arg, i + 1, m->uid))
 			continue;
-		char *path = mbx_msg_file(mb, m);
+		char *path = mailbox_msg_file(mb, m);
 		int r = unlink(path);
 		int e = errno;
 		free(path);
@@ -1962,13 +1925,13 @@ enum mailbox_result mailbox_expunge(struct mailbox *mb, mailbox_match_fn match, 
 		errfmt(err, errsz, "Mailbox is read-only");
 		return MAILBOX_ERR_READONLY;
 	}
-	mbx_compact(mb);
+	mailbox_compact(mb);
 	/* current flags first: \Deleted may have been set or cleared elsewhere */
-	enum mailbox_result r = mbx_view_sync(mb, false, err, errsz);
+	enum mailbox_result r = mailbox_view_sync(mb, false, err, errsz);
 	if (r == MAILBOX_OK)
-		r = mbx_unlink_matching(mb, match, arg, true, err, errsz);
+		r = mailbox_unlink_matching(mb, match, arg, true, err, errsz);
 	if (r == MAILBOX_OK)
-		r = mbx_view_sync(mb, true, err, errsz);
+		r = mailbox_view_sync(mb, true, err, errsz);
 	mb->expunge_ok = true;
 	mb->exp_cursor = mb->n;
 	return r;
@@ -1984,19 +1947,19 @@ void mailbox_uidmap_free(struct mailbox_uidmap *m)
 }
 
 /* Copy the bytes of from into a new file to (through dir's tmp/). */
-static int mbx_copy_bytes(const char *from, const char *dir, const char *to)
+static int mailbox_copy_bytes(const char *from, const char *dir, const char *to)
 {
 	int in = open(from, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (in < 0)
 		return -1;
-	char *tmp = mbx_unique(0);
+	char *tmp = maildir_unique_name(0);
 	char *tpath = xasprintf("%s/tmp/%s", dir, tmp);
 	free(tmp);
 	int outfd = open(tpath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
 	int r = outfd < 0 ? -1 : 0;
-	char *buf = xmalloc(MBX_COPY_BUF);
+	char *buf = xmalloc(MAILBOX_COPY_BUF);
 	while (r == 0) {
-		ssize_t n = read(in, buf, MBX_COPY_BUF);
+		ssize_t n = read(in, buf, MAILBOX_COPY_BUF);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0) {
@@ -2023,30 +1986,30 @@ static int mbx_copy_bytes(const char *from, const char *dir, const char *to)
 
 /* The copy's name: a new unique part dated like the original, the
  * original's ",S=,W=" fields, and the flags. */
-static char *mbx_copy_name(const struct mailbox_msg *m, char **unique)
+static char *mailbox_copy_name(const struct mailbox_msg *m, char **unique)
 {
-	*unique = mbx_unique(m->internal_date);
+	*unique = maildir_unique_name(m->internal_date);
 	size_t ulen = maildir_unique_len(m->name), base = strcspn(m->name, ":");
 	char *plain = xasprintf("%s%.*s", *unique, (int)(base - ulen), m->name + ulen);
-	char *name = mbx_name_with_flags(plain, m->flags & MAILBOX_FLAGS_PERMANENT);
+	char *name = mailbox_name_with_flags(plain, m->flags & MAILBOX_FLAGS_PERMANENT);
 	free(plain);
 	return name;
 }
 
-struct mbx_copies {
+struct mailbox_copies {
 	char **uniques;              /* of the new files, in copy order */
 	char **paths;                /* the new files, for an undo */
 	uint32_t *src;
 	size_t n, cap;
 };
 
-static void mbx_copies_undo(struct mbx_copies *c)
+static void mailbox_copies_undo(struct mailbox_copies *c)
 {
 	for (size_t i = 0; i < c->n; i++)
 		unlink(c->paths[i]);
 }
 
-static void mbx_copies_free(struct mbx_copies *c)
+static void mailbox_copies_free(struct mailbox_copies *c)
 {
 	for (size_t i = 0; i < c->n; i++) {
 		free(c->uniques[i]);
@@ -2060,17 +2023,17 @@ static void mbx_copies_free(struct mbx_copies *c)
 
 /* Link (or copy) one message into ddir/cur.  0, 1 when its file is gone,
  * -1 on an error. */
-static int mbx_copy_one(struct mailbox *mb, struct mailbox_msg *m, const char *ddir,
-			struct mbx_copies *c)
+static int mailbox_copy_one(struct mailbox *mb, struct mailbox_msg *m, const char *ddir,
+			    struct mailbox_copies *c)
 {
 	char *unique;
-	char *name = mbx_copy_name(m, &unique);
-	char *from = mbx_msg_file(mb, m);
+	char *name = mailbox_copy_name(m, &unique);
+	char *from = mailbox_msg_file(mb, m);
 	char *to = xasprintf("%s/cur/%s", ddir, name);
 	free(name);
 	int r = link(from, to);
 	if (r < 0 && (errno == EXDEV || errno == EPERM || errno == EMLINK || errno == ENOSYS))
-		r = mbx_copy_bytes(from, ddir, to);
+		r = mailbox_copy_bytes(from, ddir, to);
 	int e = errno;
 	free(from);
 	if (r < 0) {
@@ -2093,7 +2056,7 @@ static int mbx_copy_one(struct mailbox *mb, struct mailbox_msg *m, const char *d
 }
 
 /* Is uid among the n ascending UIDs of v? */
-static bool mbx_u32_find(const uint32_t *v, size_t n, uint32_t uid)
+static bool mailbox_u32_find(const uint32_t *v, size_t n, uint32_t uid)
 {
 	size_t lo = 0, hi = n;
 	while (lo < hi) {
@@ -2108,9 +2071,9 @@ static bool mbx_u32_find(const uint32_t *v, size_t n, uint32_t uid)
 
 /* Link every matching message; on a vanished file resync once and try the
  * ones not done yet again. */
-static enum mailbox_result mbx_copy_files(struct mailbox *mb, mailbox_match_fn match, void *arg,
-					  const char *ddir, struct mbx_copies *c, char *err,
-					  size_t errsz)
+static enum mailbox_result mailbox_copy_files(struct mailbox *mb, mailbox_match_fn match, void *arg,
+					      const char *ddir, struct mailbox_copies *c, char *err,
+					      size_t errsz)
 {
 	size_t first_pass = 0; /* copies of pass 0, ascending source UIDs */
 	for (int pass = 0; pass < 2; pass++) {
@@ -2119,9 +2082,9 @@ static enum mailbox_result mbx_copy_files(struct mailbox *mb, mailbox_match_fn m
 			struct mailbox_msg *m = &mb->msgs[i];
 			if (m->expunged || !m->name || !match(arg, i + 1, m->uid))
 				continue;
-			if (pass == 1 && mbx_u32_find(c->src, first_pass, m->uid))
+			if (pass == 1 && mailbox_u32_find(c->src, first_pass, m->uid))
 				continue;
-			int r = mbx_copy_one(mb, m, ddir, c);
+			int r = mailbox_copy_one(mb, m, ddir, c);
 			if (r < 0) {
 				errfmt(err, errsz, "cannot copy %s: %s", m->name, strerror(errno));
 				return MAILBOX_ERR_IO;
@@ -2132,7 +2095,7 @@ static enum mailbox_result mbx_copy_files(struct mailbox *mb, mailbox_match_fn m
 			break;
 		if (pass == 0) {
 			first_pass = c->n;
-			enum mailbox_result r = mbx_view_sync(mb, true, err, errsz);
+			enum mailbox_result r = mailbox_view_sync(mb, true, err, errsz);
 			if (r != MAILBOX_OK)
 				return r;
 		}
@@ -2140,7 +2103,7 @@ static enum mailbox_result mbx_copy_files(struct mailbox *mb, mailbox_match_fn m
 	return MAILBOX_OK;
 }
 
-static int mbx_qcmp_u32pair(const void *a, const void *b)
+static int mailbox_qcmp_u32pair(const void *a, const void *b)
 {
 	const uint32_t *x = a, *y = b;
 	return x[0] < y[0] ? -1 : x[0] > y[0];
@@ -2148,25 +2111,27 @@ static int mbx_qcmp_u32pair(const void *a, const void *b)
 
 /* Fill out from the copies and the destination's listing (the copies got
  * the first new UIDs, in copy order). */
-static void mbx_copy_map(struct mbx_copies *c, struct mbx_scan *s, struct mailbox_uidmap *out)
+static void mailbox_copy_map(struct mailbox_copies *c, struct mailbox_scan *s,
+			     struct mailbox_uidmap *out)
 {
-	struct mbx_disk *keys = xcalloc(s->n ? s->n : 1, sizeof *keys);
+	struct mailbox_disk *keys = xcalloc(s->n ? s->n : 1, sizeof *keys);
 	if (s->n) /* an empty destination has no listing (s->v NULL) */
 		memcpy(keys, s->v, s->n * sizeof *keys);
-	mbx_sort(keys, s->n, sizeof *keys, mbx_qcmp_unique);
+	mailbox_sort(keys, s->n, sizeof *keys, mailbox_qcmp_unique);
 	uint32_t *pairs = xcalloc(c->n ? c->n * 2 : 2, sizeof *pairs);
 	size_t n = 0;
 	for (size_t i = 0; i < c->n; i++) {
-		struct mbx_disk key = {.name = c->uniques[i],
+		struct mailbox_disk key = {.name = c->uniques[i],
 				       .ulen = (uint32_t)strlen(c->uniques[i])};
-		struct mbx_disk *k = mbx_search(&key, keys, s->n, sizeof *keys, mbx_qcmp_unique);
+		struct mailbox_disk *k =
+		    mailbox_search(&key, keys, s->n, sizeof *keys, mailbox_qcmp_unique);
 		if (!k)
 			continue; /* removed by someone at once */
 		pairs[2 * n] = c->src[i];
 		pairs[2 * n + 1] = k->uid;
 		n++;
 	}
-	mbx_sort(pairs, n, 2 * sizeof *pairs, mbx_qcmp_u32pair);
+	mailbox_sort(pairs, n, 2 * sizeof *pairs, mailbox_qcmp_u32pair);
 	out->src = xcalloc(n ? n : 1, sizeof *out->src);
 	out->dst = xcalloc(n ? n : 1, sizeof *out->dst);
 	for (size_t i = 0; i < n; i++) {
@@ -2184,14 +2149,14 @@ enum mailbox_result mailbox_copy(struct mailbox *mb, mailbox_match_fn match, voi
 {
 	memset(out, 0, sizeof *out);
 	char *ddir;
-	enum mailbox_result r = mbx_open_dir(mb->root, dest, &ddir, err, errsz);
+	enum mailbox_result r = mailbox_open_dir(mb->root, dest, &ddir, err, errsz);
 	if (r == MAILBOX_ERR_NOSELECT)
 		r = MAILBOX_ERR_NONEXISTENT;
 	if (r != MAILBOX_OK)
 		return r;
-	mbx_compact(mb);
-	struct mbx_copies c = {0};
-	r = mbx_copy_files(mb, match, arg, ddir, &c, err, errsz);
+	mailbox_compact(mb);
+	struct mailbox_copies c = {0};
+	r = mailbox_copy_files(mb, match, arg, ddir, &c, err, errsz);
 	bool any_match = c.n > 0;
 	if (r == MAILBOX_OK && !any_match) {
 		/* nothing copied: fine when nothing matched, else all vanished */
@@ -2206,27 +2171,27 @@ enum mailbox_result mailbox_copy(struct mailbox *mb, mailbox_match_fn match, voi
 		errfmt(err, errsz, "cannot sync %s: %s", ddir, strerror(errno));
 		r = MAILBOX_ERR_IO;
 	}
-	struct mbx_scan s = {0};
-	struct mbx_stamp stamp;
-	struct mbx_hints hints = {c.uniques, c.n};
+	struct mailbox_scan s = {0};
+	struct mailbox_stamp stamp;
+	struct mailbox_hints hints = {c.uniques, c.n};
 	if (r == MAILBOX_OK)
-		r = mbx_index_sync(ddir, &hints, &s, &stamp, &out->uidvalidity, &(uint32_t){0},
-				   err, errsz);
+		r = mailbox_index_sync(ddir, &hints, &s, &stamp, &out->uidvalidity, &(uint32_t){0},
+				       err, errsz);
 	if (r == MAILBOX_OK)
-		mbx_copy_map(&c, &s, out);
+		mailbox_copy_map(&c, &s, out);
 	else
-		mbx_copies_undo(&c); /* all or nothing (RFC 3501 §6.4.7) */
-	mbx_scan_free(&s);
-	mbx_copies_free(&c);
+		mailbox_copies_undo(&c); /* all or nothing (RFC 3501 §6.4.7) */
+	mailbox_scan_free(&s);
+	mailbox_copies_free(&c);
 	free(ddir);
 	return r;
 }
 
-static bool mbx_match_moved(void *arg, size_t seq, uint32_t uid)
+static bool mailbox_match_moved(void *arg, size_t seq, uint32_t uid)
 {
 	(void)seq;
 	const struct mailbox_uidmap *map = arg;
-	return mbx_u32_find(map->src, map->n, uid);
+	return mailbox_u32_find(map->src, map->n, uid);
 }
 
 enum mailbox_result mailbox_move(struct mailbox *mb, mailbox_match_fn match, void *arg,
@@ -2238,13 +2203,13 @@ enum mailbox_result mailbox_move(struct mailbox *mb, mailbox_match_fn match, voi
 		errfmt(err, errsz, "Mailbox is read-only");
 		return MAILBOX_ERR_READONLY;
 	}
-	mbx_compact(mb);
+	mailbox_compact(mb);
 	enum mailbox_result r = mailbox_copy(mb, match, arg, dest, out, err, errsz);
 	if (r != MAILBOX_OK)
 		return r;
-	r = mbx_unlink_matching(mb, mbx_match_moved, out, false, err, errsz);
+	r = mailbox_unlink_matching(mb, mailbox_match_moved, out, false, err, errsz);
 	if (r == MAILBOX_OK)
-		r = mbx_view_sync(mb, true, err, errsz);
+		r = mailbox_view_sync(mb, true, err, errsz);
 	mb->expunge_ok = true;
 	mb->exp_cursor = mb->n;
 	return r;
@@ -2258,13 +2223,13 @@ enum mailbox_result mailbox_append_begin(const char *root, const char *name, cha
 	*path = NULL;
 	*fd = -1;
 	char *dir;
-	enum mailbox_result r = mbx_open_dir(root, name, &dir, err, errsz);
+	enum mailbox_result r = mailbox_open_dir(root, name, &dir, err, errsz);
 	if (r == MAILBOX_ERR_NOSELECT)
 		r = MAILBOX_ERR_NONEXISTENT;
 	if (r != MAILBOX_OK)
 		return r;
-	mbx_sweep_tmp(dir);
-	char *unique = mbx_unique(0);
+	mailbox_sweep_tmp(dir);
+	char *unique = maildir_unique_name(0);
 	char *p = xasprintf("%s/tmp/%s", dir, unique);
 	free(unique);
 	free(dir);
@@ -2286,7 +2251,7 @@ void mailbox_append_abort(const char *path)
 }
 
 /* fsync the file, learn its sizes, date it. */
-static int mbx_append_prepare(const char *path, long long date, off_t *bytes, uint64_t *crlf)
+static int mailbox_append_prepare(const char *path, long long date, off_t *bytes, uint64_t *crlf)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0)
@@ -2311,18 +2276,18 @@ static int mbx_append_prepare(const char *path, long long date, off_t *bytes, ui
 
 /* Name the written file UNIQUE,S=,W=[:2,flags] and move it into new/
  * (no flags) or cur/.  The final path, or NULL with a reason in err. */
-static char *mbx_append_place(const char *dir, const char *path, const char *unique,
-			      unsigned flags, long long date, char *err, size_t errsz)
+static char *mailbox_append_place(const char *dir, const char *path, const char *unique,
+				  unsigned flags, long long date, char *err, size_t errsz)
 {
 	off_t bytes = 0;
 	uint64_t crlf = 0;
-	if (mbx_append_prepare(path, date, &bytes, &crlf) < 0) {
+	if (mailbox_append_prepare(path, date, &bytes, &crlf) < 0) {
 		errfmt(err, errsz, "cannot store the message: %s", strerror(errno));
 		return NULL;
 	}
 	char *plain = xasprintf("%s,S=%lld,W=%llu", unique, (long long)bytes,
 				(unsigned long long)crlf);
-	char *fname = flags ? mbx_name_with_flags(plain, flags) : xstrdup(plain);
+	char *fname = flags ? mailbox_name_with_flags(plain, flags) : xstrdup(plain);
 	char *final = xasprintf("%s/%s/%s", dir, flags ? "cur" : "new", fname);
 	free(plain);
 	free(fname);
@@ -2341,24 +2306,24 @@ static char *mbx_append_place(const char *dir, const char *path, const char *uni
 }
 
 /* The UID the index gives the new file unique (the first new one). */
-static enum mailbox_result mbx_append_uid(const char *dir, const char *unique,
-					  uint32_t *uidvalidity, uint32_t *uid, char *err,
-					  size_t errsz)
+static enum mailbox_result mailbox_append_uid(const char *dir, const char *unique,
+					      uint32_t *uidvalidity, uint32_t *uid, char *err,
+					      size_t errsz)
 {
-	struct mbx_scan s;
-	struct mbx_stamp stamp;
+	struct mailbox_scan s;
+	struct mailbox_stamp stamp;
 	char *hint = (char *)unique;
-	struct mbx_hints hints = {&hint, 1};
+	struct mailbox_hints hints = {&hint, 1};
 	uint32_t next;
 	enum mailbox_result r =
-	    mbx_index_sync(dir, &hints, &s, &stamp, uidvalidity, &next, err, errsz);
+	    mailbox_index_sync(dir, &hints, &s, &stamp, uidvalidity, &next, err, errsz);
 	if (r != MAILBOX_OK)
 		return r;
 	size_t ulen = strlen(unique);
 	for (size_t i = 0; i < s.n && *uid == 0; i++)
 		if (s.v[i].ulen == ulen && strncmp(s.v[i].name, unique, ulen) == 0)
 			*uid = s.v[i].uid;
-	mbx_scan_free(&s);
+	mailbox_scan_free(&s);
 	return MAILBOX_OK;
 }
 
@@ -2370,7 +2335,7 @@ enum mailbox_result mailbox_append_commit(const char *root, const char *name, co
 	*uidvalidity = 0;
 	*uid = 0;
 	char *dir;
-	enum mailbox_result r = mbx_open_dir(root, name, &dir, err, errsz);
+	enum mailbox_result r = mailbox_open_dir(root, name, &dir, err, errsz);
 	if (r == MAILBOX_ERR_NOSELECT)
 		r = MAILBOX_ERR_NONEXISTENT;
 	if (r != MAILBOX_OK) {
@@ -2390,14 +2355,14 @@ enum mailbox_result mailbox_append_commit(const char *root, const char *name, co
 	}
 	if (internal_date <= 0)
 		internal_date = (long long)time(NULL);
-	char *unique = mbx_unique(internal_date);
-	char *final = mbx_append_place(dir, path, unique, flags & MAILBOX_FLAGS_PERMANENT,
-				       internal_date, err, errsz);
+	char *unique = maildir_unique_name(internal_date);
+	char *final = mailbox_append_place(dir, path, unique, flags & MAILBOX_FLAGS_PERMANENT,
+					   internal_date, err, errsz);
 	if (!final) {
 		unlink(path);
 		r = MAILBOX_ERR_IO;
 	} else {
-		r = mbx_append_uid(dir, unique, uidvalidity, uid, err, errsz);
+		r = mailbox_append_uid(dir, unique, uidvalidity, uid, err, errsz);
 		if (r != MAILBOX_OK)
 			unlink(final);
 	}

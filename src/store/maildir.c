@@ -1,26 +1,32 @@
-/* maildir: reading Maildirs for POP3 and IMAP (see maildir.h).  The files
- * were written by deliver_local with LF line ends and ",S=<size>,W=<size
- * with CRLF>" in their names; files written by other tools are read too
- * (CRLF or LF, no W=: the size is then counted). */
+/* maildir: the Maildir format (see maildir.h): where an address's Maildir
+ * is, new unique names, and reading for POP3 and IMAP.  The files were
+ * written by maildir_deliver with LF line ends and ",S=<size>,W=<size with
+ * CRLF>" in their names; files written by other tools are read too (CRLF or
+ * LF, no W=: the size is then counted). */
 #include "store/maildir.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 
+#include "lib/strbuf.h"
 #include "lib/util.h"
 
 enum {
 	MAILDIR_STREAM_BUF = 16 * 1024, /* bytes read from the file at a time */
 	MAILDIR_COUNT_BUF = 16 * 1024,
+	MAILDIR_HOST_MAX = 256,         /* of gethostname(2)'s answer */
 };
 
 static const char *const maildir_subs[] = {"new", "cur"};
@@ -57,6 +63,63 @@ int maildir_sync(const char *dir)
 		free(p);
 	}
 	return r;
+}
+
+/* ---- the store's layout ------------------------------------------------ */
+
+static bool maildir_is_ctl(unsigned char c)
+{
+	return c < 0x20 || c == 0x7f;
+}
+
+/* '%', '/', a leading '.' and control bytes become %XX: every local part
+ * gets its own folder, and none is hidden or leaves <domain>/. */
+static char *maildir_encode_local(const char *local, size_t len)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t cap = len * 3 + 1;
+	char *out = xmalloc(cap);
+	struct strbuf sb;
+	strbuf_init(&sb, out, cap);
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)local[i];
+		if (c == '%' || c == '/' || (i == 0 && c == '.') || maildir_is_ctl(c)) {
+			char esc[3] = {'%', hex[c >> 4], hex[c & 15]};
+			strbuf_add(&sb, esc, sizeof esc);
+		} else {
+			strbuf_addc(&sb, (char)c);
+		}
+	}
+	if (!strbuf_ok(&sb))
+		fatal("maildir_encode_local: buffer too small");
+	return out;
+}
+
+/* The domain as a folder name: lower-cased; NULL when it could escape or
+ * hide ("", ".", "..", a leading '.', '/', control bytes). */
+static char *maildir_domain(const char *domain)
+{
+	if (domain[0] == '\0' || domain[0] == '.')
+		return NULL;
+	for (const char *p = domain; *p; p++)
+		if (*p == '/' || maildir_is_ctl((unsigned char)*p))
+			return NULL;
+	return str_lower(xstrdup(domain));
+}
+
+char *maildir_path(const char *mailboxes, const char *address)
+{
+	const char *at = strrchr(address, '@');
+	if (!at || at == address)
+		return NULL;
+	char *domain = maildir_domain(at + 1);
+	if (!domain)
+		return NULL;
+	char *local = maildir_encode_local(address, (size_t)(at - address));
+	char *path = xasprintf("%s/%s/%s", mailboxes, domain, local);
+	free(domain);
+	free(local);
+	return path;
 }
 
 /* ---- names ------------------------------------------------------------- */
@@ -137,6 +200,55 @@ void maildir_uid(const char *name, char out[MAILDIR_UID_MAX + 1])
 	}
 	memcpy(out, name, n);
 	out[n] = '\0';
+}
+
+void maildir_escape_host(const char *host, char *out, size_t outsz)
+{
+	struct strbuf sb;
+	strbuf_init(&sb, out, outsz);
+	for (const char *p = host; *p; p++) {
+		bool ok = *p == '/'   ? strbuf_adds(&sb, "\\057")
+			  : *p == ':' ? strbuf_adds(&sb, "\\072")
+				      : strbuf_addc(&sb, *p);
+		if (!ok)
+			break; /* cut before the character that does not fit */
+	}
+}
+
+static struct {
+	pthread_once_t once;
+	long pid;
+	char host[MAILDIR_HOST_MAX * 4 + 1];
+} maildir_self = {.once = PTHREAD_ONCE_INIT};
+
+/* The process's ID and host name, read once: not two system calls for
+ * every new name. */
+static void maildir_self_init(void)
+{
+	char host[MAILDIR_HOST_MAX + 1];
+	if (gethostname(host, sizeof host - 1) < 0 || host[0] == '\0')
+		memcpy(host, "localhost", sizeof "localhost");
+	host[sizeof host - 1] = '\0';
+	maildir_self.pid = (long)getpid();
+	maildir_escape_host(host, maildir_self.host, sizeof maildir_self.host);
+}
+
+char *maildir_unique_name(long long when)
+{
+	static uint64_t count;
+	pthread_once(&maildir_self.once, maildir_self_init);
+	struct timespec ts;
+	if (clock_gettime(CLOCK_REALTIME, &ts) < 0)
+		fatal("clock_gettime: %s", strerror(errno));
+	unsigned char rnd[4];
+	if (RAND_bytes(rnd, sizeof rnd) != 1)
+		fatal("maildir: no random bytes for a file name");
+	uint32_t r = (uint32_t)rnd[0] << 24 | (uint32_t)rnd[1] << 16 | (uint32_t)rnd[2] << 8 | rnd[3];
+	uint64_t q = __atomic_add_fetch(&count, 1, __ATOMIC_RELAXED);
+	if (when <= 0)
+		when = (long long)ts.tv_sec;
+	return xasprintf("%lld.M%06ldP%ldQ%lluR%08x.%s", when, ts.tv_nsec / 1000, maildir_self.pid,
+			 (unsigned long long)q, (unsigned)r, maildir_self.host);
 }
 
 static long long maildir_name_time(const char *name)

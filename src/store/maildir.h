@@ -1,10 +1,12 @@
-/* maildir: reading Maildirs (https://cr.yp.to/proto/maildir.html) for POP3
- * now and IMAP later: listing new/ and cur/, moving new/ to cur/ with the
- * ":2," info, unique names and the UIDs made of them (RFC 1939 §7), sizes
- * with CRLF line ends, deleting, streaming a message with CRLF line ends
- * (and POP3 dot-stuffing) in bounded chunks, and one exclusive lock per
- * mailbox that other posthorn processes respect too.  Writing is
- * deliver_local's job.  Everything here runs on the event loop thread. */
+/* maildir: the Maildir format (https://cr.yp.to/proto/maildir.html,
+ * maildir(5)): the folder of an address, new unique names, and reading for
+ * POP3 and IMAP: listing new/ and cur/, moving new/ to cur/ with the ":2,"
+ * info, the UIDs made of unique names (RFC 1939 §7), sizes with CRLF line
+ * ends, deleting, streaming a message with CRLF line ends (and POP3
+ * dot-stuffing) in bounded chunks, and one exclusive lock per mailbox that
+ * other posthorn processes respect too.  Writing new messages is
+ * maildir_deliver's job.  maildir_path() and maildir_unique_name() may be
+ * called from any thread; the rest runs on the event loop thread. */
 #ifndef POSTHORN_MAILDIR_H
 #define POSTHORN_MAILDIR_H
 
@@ -32,6 +34,13 @@ struct maildir_list {
 	size_t n;
 	uint64_t total;            /* sum of the sizes */
 };
+
+/* The Maildir folder of address (caller frees): <mailboxes>/<domain>/<local>,
+ * with the domain lower-cased and '%', '/', a leading '.' and control bytes
+ * of the local part written as %XX.  NULL when the address cannot name a
+ * folder safely (no '@', an empty local part, a domain that is empty,
+ * starts with '.', or holds '/' or control bytes). */
+char *maildir_path(const char *mailboxes, const char *address);
 
 /* Create dir and its tmp/, new/, cur/ when missing (mode 0700).  0, or -1
  * with a reason in err. */
@@ -71,8 +80,19 @@ int maildir_sync(const char *dir);
 
 /* ---- names --------------------------------------------------------------
  * A name is UNIQUE[,KEY=VALUE...][:INFO]: the unique part ends at ':' and
- * at the first ",X=" field (Dovecot's ",S=", ",W="), which deliver_local
+ * at the first ",X=" field (Dovecot's ",S=", ",W="), which maildir_deliver
  * appends and which may change without the message changing. */
+
+/* A new unique part (caller frees), the one generator of the store:
+ * WHEN.M<usec>P<pid>Q<count>R<random>.<host>, WHEN being when (IMAP's
+ * internal date) or the time now when when <= 0; the host escaped by
+ * maildir_escape_host().  Thread-safe. */
+char *maildir_unique_name(long long when);
+/* The host name as a unique name carries it: '/' written as \057 and ':'
+ * as \072 (the Maildir convention); cut, at a whole character, to fit out
+ * (outsz >= 1). */
+void maildir_escape_host(const char *host, char *out, size_t outsz);
+
 size_t maildir_unique_len(const char *name);
 /* The UID of a name: its unique part when that is 1..70 octets of
  * 0x21..0x7E, else the SHA-256 (hex) of the unique part.  Stable for as

@@ -14,7 +14,6 @@
 #define _GNU_SOURCE /* memmem */
 #include "store/message.h"
 
-#include "proto/imap/imap_parse.h"
 #include "lib/util.h"
 
 #include <gmime/gmime.h>
@@ -1293,7 +1292,7 @@ bool message_sent_date(const struct message *m, int64_t *when, int *tz_minutes)
 /* The entity that part numbers name: a multipart's child, or "1" of a
  * message that is not multipart (its body); after a message/rfc822 part,
  * numbers go on in the message it holds.  -1 when there is none. */
-static long section_part(const struct message *m, const struct imap_section *sec)
+static long section_part(const struct message *m, const struct message_section_spec *sec)
 {
 	long part = -1;
 	for (size_t i = 0; i < sec->nparts; i++) {
@@ -1400,7 +1399,7 @@ static int header_fields(const char *h, size_t n, field_fn fn, void *arg)
 }
 
 struct fields_sel {
-	const struct imap_section *sec;
+	const struct message_section_spec *sec;
 	bool not;
 	GString *out;
 };
@@ -1426,14 +1425,14 @@ static int fields_pick(const char *name, size_t namelen, const char *field, size
 }
 
 static int section_fields(const struct message *m, const char *path, size_t e,
-			  const struct imap_section *sec, struct message_section *out, char *err,
+			  const struct message_section_spec *sec, struct message_section *out, char *err,
 			  size_t errsz)
 {
 	size_t n;
 	char *h = read_header(m, path, e, &n, err, errsz);
 	if (!h)
 		return -1;
-	struct fields_sel s = {.sec = sec, .not = sec->text == IMAP_SECTION_HEADER_FIELDS_NOT,
+	struct fields_sel s = {.sec = sec, .not = sec->text == MESSAGE_SECTION_HEADER_FIELDS_NOT,
 			       .out = g_string_new(NULL)};
 	header_fields(h, n, fields_pick, &s);
 	free(h);
@@ -1443,8 +1442,9 @@ static int section_fields(const struct message *m, const char *path, size_t e,
 	return 0;
 }
 
-int message_section(const struct message *m, const char *path, const struct imap_section *sec,
-		    struct message_section *out, char *err, size_t errsz)
+int message_section(const struct message *m, const char *path,
+		    const struct message_section_spec *sec, struct message_section *out, char *err,
+		    size_t errsz)
 {
 	memset(out, 0, sizeof *out);
 	out->kind = MESSAGE_SECTION_NONE;
@@ -1452,14 +1452,14 @@ int message_section(const struct message *m, const char *path, const struct imap
 	if (part < 0)
 		return 0;
 	const struct ent *p = &m->ents[part];
-	if (sec->text == IMAP_SECTION_WHOLE) {
+	if (sec->text == MESSAGE_SECTION_WHOLE) {
 		if (sec->nparts == 0)
 			section_range(out, 0, m->size);
 		else
 			section_range(out, p->body, p->end);
 		return 0;
 	}
-	if (sec->text == IMAP_SECTION_MIME) {
+	if (sec->text == MESSAGE_SECTION_MIME) {
 		if (sec->nparts > 0)
 			section_range(out, p->hdr, p->body);
 		return 0;
@@ -1474,14 +1474,14 @@ int message_section(const struct message *m, const char *path, const struct imap
 	}
 	const struct ent *x = &m->ents[t];
 	switch (sec->text) {
-	case IMAP_SECTION_HEADER:
+	case MESSAGE_SECTION_HEADER:
 		section_range(out, x->hdr, x->body);
 		return 0;
-	case IMAP_SECTION_TEXT:
+	case MESSAGE_SECTION_TEXT:
 		section_range(out, x->body, x->end);
 		return 0;
-	case IMAP_SECTION_HEADER_FIELDS:
-	case IMAP_SECTION_HEADER_FIELDS_NOT:
+	case MESSAGE_SECTION_HEADER_FIELDS:
+	case MESSAGE_SECTION_HEADER_FIELDS_NOT:
 		return section_fields(m, path, t, sec, out, err, errsz);
 	default:
 		return 0;

@@ -20,8 +20,6 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-struct imap_section;
-
 enum {
 	MESSAGE_CACHE_DEFAULT = 64 * 1024 * 1024, /* octets of cached summaries
 						   * (about 1-2 KiB per message) */
@@ -76,6 +74,32 @@ bool message_sent_date(const struct message *m, int64_t *when, int *tz_minutes);
 
 /* ---- sections ------------------------------------------------------------ */
 
+/* Which section of a message (RFC 3501 §6.4.5, §9 "section"): part
+ * numbers, then which text of that part.  Only what locating it needs:
+ * how a protocol asks for it (IMAP's BODY/BINARY, .PEEK, <partial>) is
+ * the protocol's business. */
+enum {
+	MESSAGE_SECTION_PARTS_MAX = 32,  /* "1.2.3..." part numbers */
+};
+
+enum message_section_text {
+	MESSAGE_SECTION_WHOLE,           /* [] (whole message) or [1.2] (a part's body) */
+	MESSAGE_SECTION_HEADER,
+	MESSAGE_SECTION_HEADER_FIELDS,
+	MESSAGE_SECTION_HEADER_FIELDS_NOT,
+	MESSAGE_SECTION_TEXT,
+	MESSAGE_SECTION_MIME,            /* only after part numbers */
+};
+
+struct message_section_spec {
+	size_t nparts;
+	uint32_t parts[MESSAGE_SECTION_PARTS_MAX]; /* each >= 1 */
+	enum message_section_text text;
+	size_t nfields;                  /* HEADER.FIELDS (.NOT): at least one */
+	char **fields;                   /* field names (not owned here) */
+};
+
+/* Where a section is, once located. */
 enum message_section_kind {
 	MESSAGE_SECTION_RANGE,   /* offset/length in the CRLF form: stream it */
 	MESSAGE_SECTION_BUFFER,  /* buf/len built in memory (HEADER.FIELDS) */
@@ -89,14 +113,14 @@ struct message_section {
 	size_t len;
 };
 
-/* Locate sec's part numbers and text (BODY[], HEADER, TEXT, n, n.MIME,
+/* Locate sec's part numbers and text ([], HEADER, TEXT, n, n.MIME,
  * n.HEADER, n.TEXT, HEADER.FIELDS (.NOT)) in the message at path (the
- * file m was got from; reading is needed only for HEADER.FIELDS).  The
- * partial <origin.count> of sec is NOT applied: the caller clips the
- * range or buffer.  0, or -1 with a reason in err (the file cannot be
- * read). */
-int message_section(const struct message *m, const char *path, const struct imap_section *sec,
-		    struct message_section *out, char *err, size_t errsz);
+ * file m was got from; reading is needed only for HEADER.FIELDS).  A
+ * partial fetch is the caller's: it clips the range or buffer.  0, or -1
+ * with a reason in err (the file cannot be read). */
+int message_section(const struct message *m, const char *path,
+		    const struct message_section_spec *sec, struct message_section *out, char *err,
+		    size_t errsz);
 void message_section_free(struct message_section *s);
 
 /* Stream length octets from offset of the CRLF form of the message file

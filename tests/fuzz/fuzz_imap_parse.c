@@ -72,16 +72,16 @@ static bool printable(const char *s)
 
 static uint64_t hash_section(uint64_t h, const struct imap_section *sec)
 {
-	CHECK(sec && sec->nparts <= IMAP_SECTION_PARTS_MAX);
+	CHECK(sec && sec->spec.nparts <= IMAP_SECTION_PARTS_MAX);
 	h = fnv_u64(h, sec->att * 2u + sec->peek);
-	for (size_t k = 0; k < sec->nparts; k++) {
-		CHECK(sec->parts[k] != 0);
-		h = fnv_u64(h, sec->parts[k]);
+	for (size_t k = 0; k < sec->spec.nparts; k++) {
+		CHECK(sec->spec.parts[k] != 0);
+		h = fnv_u64(h, sec->spec.parts[k]);
 	}
-	h = fnv_u64(h, sec->text);
-	for (size_t k = 0; k < sec->nfields; k++) {
-		CHECK(sec->fields[k] != NULL);
-		h = fnv(h, sec->fields[k], strlen(sec->fields[k]) + 1);
+	h = fnv_u64(h, sec->spec.text);
+	for (size_t k = 0; k < sec->spec.nfields; k++) {
+		CHECK(sec->spec.fields[k] != NULL);
+		h = fnv(h, sec->spec.fields[k], strlen(sec->spec.fields[k]) + 1);
 	}
 	CHECK(!sec->partial || sec->count != 0);
 	h = fnv_u64(h, sec->partial);

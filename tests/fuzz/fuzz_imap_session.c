@@ -1,6 +1,5 @@
-/* libFuzzer entry point for a whole IMAP session (issue 10: "IMAP
- * literals and nested lists", and FETCH's message parsing as a session
- * uses it): arbitrary bytes from a client through the real transport
+/* libFuzzer entry point for a whole IMAP session (literals and nested
+ * lists, and FETCH's message parsing as a session uses it): arbitrary bytes from a client through the real transport
  * (conn.c over a socket pair), the command parser with synchronizing and
  * LITERAL- literals, the command table and its states, LOGIN and
  * AUTHENTICATE (PLAIN, LOGIN, SCRAM-SHA-256, SASL-IR) with a known user,

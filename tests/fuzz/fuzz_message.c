@@ -1,5 +1,5 @@
-/* libFuzzer entry point for message.c, IMAP's view of a message (issue 10:
- * "message parsing for FETCH"): arbitrary bytes as a Maildir file, parsed
+/* libFuzzer entry point for message.c, IMAP's view of a message (the
+ * message parsing behind FETCH): arbitrary bytes as a Maildir file, parsed
  * with GMime into ENVELOPE, BODYSTRUCTURE and BODY, every section of the
  * first parts located and streamed, HEADER.FIELDS built, SEARCH helpers
  * run.  Checks what the IMAP session relies on: the strings are C strings
@@ -17,7 +17,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "proto/imap/imap_parse.h"
 #include "store/message.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -58,7 +57,7 @@ static void check_range(const struct message *m, const struct message_section *s
 	message_stream_close(st);
 }
 
-static void check_section(const struct message *m, const struct imap_section *sec)
+static void check_section(const struct message *m, const struct message_section_spec *sec)
 {
 	struct message_section out;
 	char err[256];
@@ -73,27 +72,28 @@ static void check_section(const struct message *m, const struct imap_section *se
 
 static void check_sections(const struct message *m)
 {
-	static const enum imap_section_text texts[] = {
-		IMAP_SECTION_WHOLE, IMAP_SECTION_HEADER, IMAP_SECTION_TEXT, IMAP_SECTION_MIME,
+	static const enum message_section_text texts[] = {
+		MESSAGE_SECTION_WHOLE, MESSAGE_SECTION_HEADER, MESSAGE_SECTION_TEXT,
+		MESSAGE_SECTION_MIME,
 	};
 	char *fields[] = {"Subject", "FROM", "x-unknown"};
 	/* [], [HEADER], [TEXT]; then parts 1, 2, 1.1, 2.1, 1.2 with each text */
 	static const uint32_t parts[][2] = {{0, 0}, {1, 0}, {2, 0}, {1, 1}, {2, 1}, {1, 2}};
 	for (size_t p = 0; p < sizeof parts / sizeof parts[0]; p++) {
 		for (size_t t = 0; t < sizeof texts / sizeof texts[0]; t++) {
-			struct imap_section sec = {.att = IMAP_SECTION_BODY, .text = texts[t]};
+			struct message_section_spec sec = {.text = texts[t]};
 			sec.nparts = parts[p][0] == 0 ? 0 : parts[p][1] == 0 ? 1 : 2;
 			sec.parts[0] = parts[p][0];
 			sec.parts[1] = parts[p][1];
-			if (sec.nparts == 0 && texts[t] == IMAP_SECTION_MIME)
+			if (sec.nparts == 0 && texts[t] == MESSAGE_SECTION_MIME)
 				continue; /* MIME only after part numbers */
 			check_section(m, &sec);
 		}
 	}
-	struct imap_section hf = {.att = IMAP_SECTION_BODY, .text = IMAP_SECTION_HEADER_FIELDS,
-				  .nfields = 3, .fields = fields};
+	struct message_section_spec hf = {.text = MESSAGE_SECTION_HEADER_FIELDS, .nfields = 3,
+					  .fields = fields};
 	check_section(m, &hf);
-	hf.text = IMAP_SECTION_HEADER_FIELDS_NOT;
+	hf.text = MESSAGE_SECTION_HEADER_FIELDS_NOT;
 	check_section(m, &hf);
 }
 

@@ -1,5 +1,5 @@
 /* Unit tests for access.c, the rule matcher of `connection` and `relay`
- * (SPEC §3): single addresses, CIDR, address + mask, /0, /32, /128,
+ * (posthorn.conf(5)): single addresses, CIDR, address + mask, /0, /32, /128,
  * IPv4-mapped clients, first match decides, the default, and domain
  * suffixes on label boundaries. */
 #define _GNU_SOURCE
@@ -15,8 +15,8 @@
 #include <string.h>
 #include <sys/un.h>
 
-#include "access.h"
-#include "conf.h"
+#include "net/access.h"
+#include "conf/conf.h"
 
 /* ---- helpers ------------------------------------------------------------- */
 

@@ -12,8 +12,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "aliases.h"
-#include "util.h"
+#include "auth/aliases.h"
+#include "lib/util.h"
 
 /* ---- helpers ---------------------------------------------------------- */
 

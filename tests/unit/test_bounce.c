@@ -20,13 +20,13 @@
 
 #include <cmocka.h>
 
-#include "aliases.h"
-#include "bounce.h"
-#include "conf.h"
-#include "log.h"
-#include "spool.h"
-#include "userdb.h"
-#include "util.h"
+#include "auth/aliases.h"
+#include "queue/bounce.h"
+#include "conf/conf.h"
+#include "lib/log.h"
+#include "queue/spool.h"
+#include "auth/userdb.h"
+#include "lib/util.h"
 
 struct fixture {
 	char dir[64];
@@ -395,7 +395,7 @@ static void test_date(void **state)
 	char d[64];
 	setenv("TZ", "UTC", 1);
 	bounce_date(0, d, sizeof d);
-	assert_string_equal(d, "Thu, 1 Jan 1970 00:00:00 +0000");
+	assert_string_equal(d, "Thu, 01 Jan 1970 00:00:00 +0000");
 }
 
 int main(void)

@@ -1,4 +1,4 @@
-/* Unit tests for conf.c: the configuration language of SPEC.md §3 — every
+/* Unit tests for conf.c: the configuration language of posthorn.conf(5) — every
  * directive, every default, every error message with its exact
  * FILE:LINE:COL, includes, validation, and the policy `check` prints. */
 #define _GNU_SOURCE
@@ -17,8 +17,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "conf.h"
-#include "util.h"
+#include "conf/conf.h"
+#include "lib/util.h"
 
 #define NAME "posthorn.conf"
 #define BASEDIR "/etc/posthorn"

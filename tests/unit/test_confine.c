@@ -27,7 +27,7 @@
 
 #include <cmocka.h>
 
-#include "confine.h"
+#include "daemon/confine.h"
 
 enum { CHILD_OK = 0, CHILD_FAILED = 3 };
 

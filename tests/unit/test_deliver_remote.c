@@ -9,8 +9,8 @@
 
 #include <cmocka.h>
 
-#include "conf.h"
-#include "deliver_remote.h"
+#include "conf/conf.h"
+#include "queue/deliver_remote.h"
 
 static void test_retry_schedule(void **state)
 {

@@ -27,8 +27,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "conf.h"
-#include "dns.h"
+#include "conf/conf.h"
+#include "net/dns.h"
 
 #define DNSMASQ "/usr/sbin/dnsmasq"
 

@@ -13,7 +13,7 @@
 #include <cmocka.h>
 #include <event2/buffer.h>
 
-#include "imap_parse.h"
+#include "proto/imap/imap_parse.h"
 
 struct fixture {
 	struct imap_parser *p;
@@ -316,8 +316,8 @@ static void test_fetch_attributes(void **state)
 	assert_non_null(s);
 	assert_int_equal(s->att, IMAP_SECTION_BODY);
 	assert_false(s->peek);
-	assert_int_equal(s->nparts, 0);
-	assert_int_equal(s->text, IMAP_SECTION_HEADER);
+	assert_int_equal(s->spec.nparts, 0);
+	assert_int_equal(s->spec.text, MESSAGE_SECTION_HEADER);
 	assert_false(s->partial);
 	assert_string_equal(arg(c, 1)->str, "body[header]");
 
@@ -329,10 +329,10 @@ static void test_fetch_attributes(void **state)
 	assert_true(imap_arg_is(imap_args_at(l, 0), "FLAGS"));
 	s = imap_arg_section(imap_args_at(l, 1));
 	assert_non_null(s);
-	assert_int_equal(s->text, IMAP_SECTION_HEADER_FIELDS);
-	assert_int_equal(s->nfields, 2);
-	assert_string_equal(s->fields[0], "DATE");
-	assert_string_equal(s->fields[1], "FROM");
+	assert_int_equal(s->spec.text, MESSAGE_SECTION_HEADER_FIELDS);
+	assert_int_equal(s->spec.nfields, 2);
+	assert_string_equal(s->spec.fields[0], "DATE");
+	assert_string_equal(s->spec.fields[1], "FROM");
 
 	c = command(f, "A1 FETCH 1:* (UID BODY.PEEK[HEADER.FIELDS.NOT (\"X-Spam\" Received)]<0.100> "
 		       "BODY[1.2.MIME] BODY[3.TEXT]<5.2048> BODY[] BODY[4.1] BINARY.PEEK[1.2] "
@@ -341,30 +341,30 @@ static void test_fetch_attributes(void **state)
 	assert_int_equal(l->n, 9);
 	s = imap_arg_section(imap_args_at(l, 1));
 	assert_true(s->peek);
-	assert_int_equal(s->text, IMAP_SECTION_HEADER_FIELDS_NOT);
-	assert_int_equal(s->nfields, 2);
-	assert_string_equal(s->fields[0], "X-Spam");
-	assert_string_equal(s->fields[1], "Received");
+	assert_int_equal(s->spec.text, MESSAGE_SECTION_HEADER_FIELDS_NOT);
+	assert_int_equal(s->spec.nfields, 2);
+	assert_string_equal(s->spec.fields[0], "X-Spam");
+	assert_string_equal(s->spec.fields[1], "Received");
 	assert_true(s->partial);
 	assert_int_equal(s->origin, 0);
 	assert_int_equal(s->count, 100);
 	s = imap_arg_section(imap_args_at(l, 2));
-	assert_int_equal(s->nparts, 2);
-	assert_int_equal(s->parts[0], 1);
-	assert_int_equal(s->parts[1], 2);
-	assert_int_equal(s->text, IMAP_SECTION_MIME);
+	assert_int_equal(s->spec.nparts, 2);
+	assert_int_equal(s->spec.parts[0], 1);
+	assert_int_equal(s->spec.parts[1], 2);
+	assert_int_equal(s->spec.text, MESSAGE_SECTION_MIME);
 	s = imap_arg_section(imap_args_at(l, 3));
-	assert_int_equal(s->nparts, 1);
-	assert_int_equal(s->parts[0], 3);
-	assert_int_equal(s->text, IMAP_SECTION_TEXT);
+	assert_int_equal(s->spec.nparts, 1);
+	assert_int_equal(s->spec.parts[0], 3);
+	assert_int_equal(s->spec.text, MESSAGE_SECTION_TEXT);
 	assert_int_equal(s->origin, 5);
 	assert_int_equal(s->count, 2048);
 	s = imap_arg_section(imap_args_at(l, 4));
-	assert_int_equal(s->nparts, 0);
-	assert_int_equal(s->text, IMAP_SECTION_WHOLE);
+	assert_int_equal(s->spec.nparts, 0);
+	assert_int_equal(s->spec.text, MESSAGE_SECTION_WHOLE);
 	s = imap_arg_section(imap_args_at(l, 5));
-	assert_int_equal(s->nparts, 2);
-	assert_int_equal(s->text, IMAP_SECTION_WHOLE);
+	assert_int_equal(s->spec.nparts, 2);
+	assert_int_equal(s->spec.text, MESSAGE_SECTION_WHOLE);
 	s = imap_arg_section(imap_args_at(l, 6));
 	assert_int_equal(s->att, IMAP_SECTION_BINARY);
 	assert_true(s->peek);
@@ -375,7 +375,7 @@ static void test_fetch_attributes(void **state)
 	/* a "]" inside a quoted header name does not end the section */
 	c = command(f, "A2 FETCH 1 BODY[HEADER.FIELDS (\"a]b\")]\r\n");
 	s = imap_arg_section(arg(c, 1));
-	assert_string_equal(s->fields[0], "a]b");
+	assert_string_equal(s->spec.fields[0], "a]b");
 
 	/* outside FETCH, brackets are just ASTRING-CHARs */
 	c = command(f, "A3 SELECT BODY[x]\r\n");
@@ -411,8 +411,8 @@ static void test_fetch_bad_sections(void **state)
 	/* the 32 part numbers that are allowed */
 	struct imap_command *c = command(f, "A1 FETCH 1 BODY[1.2.3.4.5.6.7.8.9.10.11.12.13.14.15.16."
 					    "17.18.19.20.21.22.23.24.25.26.27.28.29.30.31.32]\r\n");
-	assert_int_equal(imap_arg_section(arg(c, 1))->nparts, 32);
-	assert_int_equal(imap_arg_section(arg(c, 1))->parts[31], 32);
+	assert_int_equal(imap_arg_section(arg(c, 1))->spec.nparts, 32);
+	assert_int_equal(imap_arg_section(arg(c, 1))->spec.parts[31], 32);
 	expect_recovers(f);
 }
 

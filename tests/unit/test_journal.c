@@ -33,9 +33,9 @@
 
 #include <cmocka.h>
 
-#include "journal.h"
-#include "log.h"
-#include "util.h"
+#include "queue/journal.h"
+#include "lib/log.h"
+#include "lib/util.h"
 
 enum {
 	SLOT_SIZE = 4096,       /* one header slot (journal.c: JOURNAL_SLOT) */

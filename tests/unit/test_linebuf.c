@@ -13,7 +13,7 @@
 #include <cmocka.h>
 #include <event2/buffer.h>
 
-#include "linebuf.h"
+#include "lib/linebuf.h"
 
 struct fixture {
 	struct evbuffer *in;

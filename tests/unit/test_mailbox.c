@@ -25,9 +25,9 @@
 
 #include <cmocka.h>
 
-#include "mailbox.h"
-#include "maildir.h"
-#include "util.h"
+#include "store/mailbox.h"
+#include "store/maildir.h"
+#include "lib/util.h"
 
 struct fixture {
 	char dir[64];

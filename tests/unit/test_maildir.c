@@ -1,4 +1,5 @@
-/* test_maildir: reading Maildirs — unique names and UIDs (RFC 1939 §7),
+/* test_maildir: the folder of an address, new unique names (form, host
+ * escaping), reading Maildirs — unique names and UIDs (RFC 1939 §7),
  * sizes with CRLF line ends (W= or counted), listing new/ and cur/ and the
  * move into cur/, streaming with CRLF conversion, dot-stuffing and TOP in
  * chunks of any size, deleting, and the mailbox lock within this process
@@ -17,12 +18,13 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
-#include "maildir.h"
-#include "util.h"
+#include "store/maildir.h"
+#include "lib/util.h"
 
 struct fixture {
 	char dir[64];
@@ -593,9 +595,110 @@ static void test_lock_missing_folder(void **state)
 	free(none);
 }
 
+/* ---- the layout and new names ---------------------------------------------- */
+
+static void test_path(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *address, *path;
+	} cases[] = {
+		{"bob@Example.TEST", "/m/example.test/bob"},
+		{"Bob@example.test", "/m/example.test/Bob"},
+		{"../x@example.test", "/m/example.test/%2E.%2Fx"},
+		{".hidden@example.test", "/m/example.test/%2Ehidden"},
+		{"a/b@example.test", "/m/example.test/a%2Fb"},
+		{"a%2Fb@example.test", "/m/example.test/a%252Fb"},
+		{".@example.test", "/m/example.test/%2E"},
+		{"..@example.test", "/m/example.test/%2E."},
+		{"a.b.@example.test", "/m/example.test/a.b."},
+		{"\"x@y\"@example.test", "/m/example.test/\"x@y\""},
+		{"a\tb@example.test", "/m/example.test/a%09b"},
+		{"bob@[192.0.2.1]", "/m/[192.0.2.1]/bob"},
+	};
+	for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+		char *p = maildir_path("/m", cases[i].address);
+		assert_non_null(p);
+		assert_string_equal(p, cases[i].path);
+		free(p);
+	}
+	static const char *const bad[] = {"bob", "@example.test", "bob@", "bob@.", "bob@..",
+					  "bob@a/b", "bob@.hidden", "bob@exa\nmple"};
+	for (size_t i = 0; i < ARRAY_LEN(bad); i++)
+		assert_null(maildir_path("/m", bad[i]));
+}
+
+/* The host part of a unique name: '/' and ':' escaped, the Maildir way. */
+static void test_escape_host(void **state)
+{
+	(void)state;
+	char out[64];
+	maildir_escape_host("mail.example.test", out, sizeof out);
+	assert_string_equal(out, "mail.example.test");
+	maildir_escape_host("a/b:c", out, sizeof out);
+	assert_string_equal(out, "a\\057b\\072c");
+	maildir_escape_host("", out, sizeof out);
+	assert_string_equal(out, "");
+	/* cut at a whole character: never half an escape */
+	char small[6];
+	maildir_escape_host("ab/cd", small, sizeof small);
+	assert_string_equal(small, "ab");
+	maildir_escape_host("abcdefgh", small, sizeof small);
+	assert_string_equal(small, "abcde");
+}
+
+static bool all_digits(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (s[i] < '0' || s[i] > '9')
+			return false;
+	return n > 0;
+}
+
+/* WHEN.M<usec>P<pid>Q<count>R<random>.<host>, a new one every time. */
+static void test_unique_name(void **state)
+{
+	(void)state;
+	char *a = maildir_unique_name(1234567890);
+	char *b = maildir_unique_name(0);
+	assert_string_not_equal(a, b);
+	assert_true(strncmp(a, "1234567890.M", 12) == 0);
+	long long now = (long long)time(NULL);
+	assert_true(llabs(strtoll(b, NULL, 10) - now) <= 2);
+
+	const char *m = strchr(a, 'M');
+	const char *p = strchr(m, 'P'), *q = strchr(m, 'Q'), *r = strchr(m, 'R');
+	assert_non_null(p);
+	assert_non_null(q);
+	assert_non_null(r);
+	assert_int_equal(p - m - 1, 6); /* microseconds, 6 digits */
+	assert_true(all_digits(m + 1, (size_t)(p - m - 1)));
+	char pid[32];
+	assert_true(bsnprintf(pid, sizeof pid, "P%ldQ", (long)getpid()));
+	assert_true(strncmp(p, pid, strlen(pid)) == 0);
+	assert_true(all_digits(q + 1, (size_t)(r - q - 1)));
+	const char *dot = strchr(r, '.');
+	assert_non_null(dot);
+	assert_int_equal(dot - r - 1, 8); /* 32 random bits in hex */
+	/* the host: escaped, and nothing that ends the unique part */
+	char host[256], want[1024];
+	assert_int_equal(gethostname(host, sizeof host - 1), 0);
+	host[sizeof host - 1] = '\0';
+	maildir_escape_host(host[0] ? host : "localhost", want, sizeof want);
+	assert_string_equal(dot + 1, want);
+	assert_null(strchr(a, '/'));
+	assert_null(strchr(a, ':'));
+	assert_int_equal(maildir_unique_len(a), strlen(a));
+	free(a);
+	free(b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_path),
+		cmocka_unit_test(test_escape_host),
+		cmocka_unit_test(test_unique_name),
 		cmocka_unit_test(test_unique_part),
 		cmocka_unit_test(test_uid_stable_across_folders_and_flags),
 		cmocka_unit_test(test_uid_made_safe),

@@ -17,10 +17,9 @@
 
 #include <cmocka.h>
 
-#include "imap_parse.h"
-#include "maildir.h"
-#include "message.h"
-#include "util.h"
+#include "store/maildir.h"
+#include "store/message.h"
+#include "lib/util.h"
 
 static char dir[64];
 static unsigned serial;
@@ -57,7 +56,8 @@ static char *crlf_of(const char *s, size_t *outlen)
 }
 
 /* Parse a section text like "1.2.MIME", "HEADER", "" into sec. */
-static void parse_section(const char *spec, struct imap_section *sec, char **fields, size_t nf)
+static void parse_section(const char *spec, struct message_section_spec *sec, char **fields,
+			  size_t nf)
 {
 	memset(sec, 0, sizeof *sec);
 	while (*spec >= '0' && *spec <= '9') {
@@ -66,15 +66,15 @@ static void parse_section(const char *spec, struct imap_section *sec, char **fie
 		spec = *end == '.' ? end + 1 : end;
 	}
 	if (strcmp(spec, "HEADER") == 0)
-		sec->text = IMAP_SECTION_HEADER;
+		sec->text = MESSAGE_SECTION_HEADER;
 	else if (strcmp(spec, "TEXT") == 0)
-		sec->text = IMAP_SECTION_TEXT;
+		sec->text = MESSAGE_SECTION_TEXT;
 	else if (strcmp(spec, "MIME") == 0)
-		sec->text = IMAP_SECTION_MIME;
+		sec->text = MESSAGE_SECTION_MIME;
 	else if (strcmp(spec, "HEADER.FIELDS") == 0)
-		sec->text = IMAP_SECTION_HEADER_FIELDS;
+		sec->text = MESSAGE_SECTION_HEADER_FIELDS;
 	else if (strcmp(spec, "HEADER.FIELDS.NOT") == 0)
-		sec->text = IMAP_SECTION_HEADER_FIELDS_NOT;
+		sec->text = MESSAGE_SECTION_HEADER_FIELDS_NOT;
 	else
 		assert_string_equal(spec, "");
 	sec->fields = fields;
@@ -108,7 +108,7 @@ static char *stream_range(const struct message *m, const char *path, uint64_t of
 static char *fetch(const struct message *m, const char *path, const char *spec, char **fields,
 		   size_t nf)
 {
-	struct imap_section sec;
+	struct message_section_spec sec;
 	parse_section(spec, &sec, fields, nf);
 	struct message_section out;
 	char err[256];
@@ -673,7 +673,7 @@ static void check_sane(const char *text, size_t len)
 	assert_true(balanced(env(m)));
 	const char *specs[] = {"", "1", "2", "1.1", "1.2", "2.1", "3", "1.MIME", "TEXT", "HEADER"};
 	for (size_t i = 0; i < ARRAY_LEN(specs); i++) {
-		struct imap_section sec;
+		struct message_section_spec sec;
 		parse_section(specs[i], &sec, NULL, 0);
 		struct message_section out;
 		char err[256];

@@ -15,7 +15,7 @@
 #include <cmocka.h>
 #include <event2/event.h>
 
-#include "offload.h"
+#include "lib/offload.h"
 
 struct work {
 	pthread_t ran_on;

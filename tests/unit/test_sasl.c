@@ -18,10 +18,10 @@
 #include <openssl/hmac.h>
 #include <openssl/sha.h>
 
-#include "conf.h"
-#include "sasl.h"
-#include "userdb.h"
-#include "util.h"
+#include "conf/conf.h"
+#include "auth/sasl.h"
+#include "auth/userdb.h"
+#include "lib/util.h"
 
 /* RFC 7677 §3: user "user", password "pencil", this salt, 4096 iterations,
  * client nonce and server nonce suffix, and the messages exchanged. */
@@ -1073,7 +1073,7 @@ static void test_cancel(void **state)
 	sasl_free(NULL);
 }
 
-/* Issue 4: abort with "*" and restart with another mechanism 1000 times;
+/* Abort with "*" and restart with another mechanism 1000 times;
  * LeakSanitizer checks at exit that nothing was left behind. */
 static void test_cancel_cycles(void **state)
 {

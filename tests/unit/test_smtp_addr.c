@@ -10,7 +10,7 @@
 
 #include <cmocka.h>
 
-#include "smtp_addr.h"
+#include "proto/smtp/smtp_addr.h"
 
 /* Parse arg as MAIL (is_rcpt false) or RCPT, return the result; on error
  * also check that nothing was left behind. */

@@ -22,9 +22,9 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 
-#include "log.h"
-#include "smtp_client.h"
-#include "util.h"
+#include "lib/log.h"
+#include "queue/smtp_client.h"
+#include "lib/util.h"
 
 /* ---- parsers -------------------------------------------------------------- */
 

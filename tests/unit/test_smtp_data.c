@@ -9,8 +9,8 @@
 #include <cmocka.h>
 #include <event2/buffer.h>
 
-#include "linebuf.h"
-#include "smtp_data.h"
+#include "lib/linebuf.h"
+#include "proto/smtp/smtp_data.h"
 
 /* Feed raw bytes through the real line reader into smtp_data; collect the
  * stored text (with CRLF after each line) and whether the end was seen. */

@@ -23,9 +23,9 @@
 #include <cmocka.h>
 #include <event2/event.h>
 
-#include "log.h"
-#include "spool.h"
-#include "util.h"
+#include "lib/log.h"
+#include "queue/spool.h"
+#include "lib/util.h"
 
 struct fixture {
 	char dir[64];

@@ -24,9 +24,9 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
-#include "conf.h"
-#include "tls.h"
-#include "util.h"
+#include "conf/conf.h"
+#include "net/tls.h"
+#include "lib/util.h"
 
 #define HOST_EC "mail.example.test"
 #define HOST_RSA "rsa.example.test"

@@ -17,8 +17,8 @@
 
 #include <openssl/evp.h>
 
-#include "userdb.h"
-#include "util.h"
+#include "auth/userdb.h"
+#include "lib/util.h"
 
 /* RFC 7677 §3: user "user", password "pencil", salt below, 4096 iterations.
  * The RFC shows only the exchange, so the keys were derived once with

@@ -2,21 +2,24 @@
  * (RFC 3501 §6.4.5, §6.4.6, §7.4.2): the attributes, the responses
  * produced one message per step of a job, body sections streamed from the
  * file through message.c, flags in and out. */
-#include <errno.h>
+#include "proto/imap/imap_fetch.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 
 #include <event2/buffer.h>
 
 #include "conf/conf.h"
 #include "net/conn.h"
 #include "proto/imap/imap_context.h"
+#include "proto/imap/imap_date.h"
+#include "proto/imap/imap_view.h"
 #include "lib/log.h"
 #include "store/message.h"
 #include "lib/util.h"
+
 /* ---- FETCH attributes (RFC 3501 §6.4.5) ---------------------------------- */
 
 enum imap_fetch_att {
@@ -46,9 +49,11 @@ struct imap_fetch_spec {
 	size_t norder;
 };
 
-static const struct imap_section imap_sec_whole = {.text = IMAP_SECTION_WHOLE};
-static const struct imap_section imap_sec_header = {.text = IMAP_SECTION_HEADER, .peek = true};
-static const struct imap_section imap_sec_text = {.text = IMAP_SECTION_TEXT};
+/* RFC822, RFC822.HEADER, RFC822.TEXT: BODY[], BODY.PEEK[HEADER], BODY[TEXT] */
+static const struct imap_section imap_sec_whole = {.spec = {.text = MESSAGE_SECTION_WHOLE}};
+static const struct imap_section imap_sec_header = {.spec = {.text = MESSAGE_SECTION_HEADER},
+						    .peek = true};
+static const struct imap_section imap_sec_text = {.spec = {.text = MESSAGE_SECTION_TEXT}};
 
 static void imap_fetch_spec_free(struct imap_fetch_spec *f)
 {
@@ -191,8 +196,6 @@ struct imap_fetch_job {
 	uint64_t left;
 };
 
-void imap_flags_text(struct evbuffer *out, unsigned flags);
-
 static void imap_fetch_space(struct imap_fetch_job *j)
 {
 	if (!j->first)
@@ -204,7 +207,7 @@ static void imap_fetch_space(struct imap_fetch_job *j)
 static bool imap_fetch_simple(struct imap_session *s, struct imap_fetch_job *j, unsigned att)
 {
 	size_t i = j->index;
-	char date[64];
+	char date[IMAP_DATETIME_SIZE];
 	const char *v;
 	size_t len;
 	switch (att) {
@@ -253,7 +256,7 @@ static bool imap_fetch_section(struct imap_session *s, struct imap_fetch_job *j,
 			       const struct imap_fetch_body *b)
 {
 	struct imap_part part;
-	if (!imap_msg_section(s, j->index, b->sec, &part))
+	if (!imap_msg_section(s, j->index, &b->sec->spec, &part))
 		return false;
 	uint64_t off = 0, len = part.built ? part.built_len : part.length;
 	if (b->sec->partial) {
@@ -437,64 +440,6 @@ void imap_cmd_fetch(struct imap_session *s, const struct imap_command *c)
 	j->out = evbuffer_new();
 	j->cmd = imap_keep_command(s);
 	imap_job_start(s, &imap_fetch_ops, j);
-}
-
-/* ---- flags ---------------------------------------------------------------- */
-
-static const struct {
-	const char *name;
-	unsigned bit;
-} imap_flag_names[] = {
-	{"\\Answered", IMAP_FL_ANSWERED}, {"\\Flagged", IMAP_FL_FLAGGED},
-	{"\\Deleted", IMAP_FL_DELETED}, {"\\Seen", IMAP_FL_SEEN}, {"\\Draft", IMAP_FL_DRAFT},
-	{"\\Recent", IMAP_FL_RECENT},
-};
-
-#define IMAP_FL_STORABLE \
-	(IMAP_FL_ANSWERED | IMAP_FL_FLAGGED | IMAP_FL_DELETED | IMAP_FL_SEEN | IMAP_FL_DRAFT)
-
-/* "(\Seen \Flagged)": the flag-list of a FETCH response or SELECT. */
-void imap_flags_text(struct evbuffer *out, unsigned flags)
-{
-	evbuffer_add(out, "(", 1);
-	bool first = true;
-	for (size_t i = 0; i < ARRAY_LEN(imap_flag_names); i++) {
-		if (!(flags & imap_flag_names[i].bit))
-			continue;
-		evbuffer_add_printf(out, "%s%s", first ? "" : " ", imap_flag_names[i].name);
-		first = false;
-	}
-	evbuffer_add(out, ")", 1);
-}
-
-/* A flag list for STORE and APPEND: the system flags (a keyword is
- * accepted and not kept: PERMANENTFLAGS does not list \*); \Recent may not
- * be set by a client (RFC 3501 §2.3.2). */
-bool imap_flags_parse(const struct imap_arg *a, unsigned *flags, const char **err)
-{
-	const struct imap_args *l = imap_arg_list(a);
-	const struct imap_args one = {.n = 1, .v = (struct imap_arg *)a};
-	if (!l)
-		l = &one;
-	*flags = 0;
-	for (size_t i = 0; i < l->n; i++) {
-		const char *f = imap_arg_flag(imap_args_at(l, i));
-		if (!f) {
-			*err = "Invalid flag";
-			return false;
-		}
-		if (f[0] != '\\')
-			continue; /* a keyword */
-		size_t k = 0;
-		while (k < ARRAY_LEN(imap_flag_names) && strcasecmp(f, imap_flag_names[k].name) != 0)
-			k++;
-		if (k == ARRAY_LEN(imap_flag_names) || imap_flag_names[k].bit == IMAP_FL_RECENT) {
-			*err = "Invalid system flag";
-			return false;
-		}
-		*flags |= imap_flag_names[k].bit;
-	}
-	return true;
 }
 
 /* ---- STORE (RFC 3501 §6.4.6) ---------------------------------------------- */

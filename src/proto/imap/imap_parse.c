@@ -240,9 +240,9 @@ static void section_free(struct imap_section *s)
 {
 	if (!s)
 		return;
-	for (size_t i = 0; i < s->nfields; i++)
-		free(s->fields[i]);
-	free(s->fields);
+	for (size_t i = 0; i < s->spec.nfields; i++)
+		free(s->spec.fields[i]);
+	free(s->spec.fields);
 	free(s);
 }
 
@@ -532,7 +532,8 @@ static bool cur_keyword(struct cursor *c, const char *kw)
 
 /* header-list = "(" header-fld-name *(SP header-fld-name) ")", each an
  * astring (no literal: the section came in one line part). */
-static bool section_fields(struct imap_parser *p, struct cursor *c, struct imap_section *sec)
+static bool section_fields(struct imap_parser *p, struct cursor *c,
+			   struct message_section_spec *spec)
 {
 	size_t cap = 0;
 	if (!cur_eat(c, ' ') || !cur_eat(c, '('))
@@ -564,7 +565,7 @@ static bool section_fields(struct imap_parser *p, struct cursor *c, struct imap_
 			return fail(p, "Too many arguments (at most %zu)", lim_args(p));
 		}
 		p->nodes++;
-		char **slot = xgrow(&sec->fields, &sec->nfields, &cap, sizeof(*sec->fields));
+		char **slot = xgrow(&spec->fields, &spec->nfields, &cap, sizeof(*spec->fields));
 		*slot = name;
 	} while (cur_eat(c, ' '));
 	if (!cur_eat(c, ')'))
@@ -575,12 +576,13 @@ static bool section_fields(struct imap_parser *p, struct cursor *c, struct imap_
 /* section-spec inside the brackets, up to (not including) "]". */
 static bool section_spec(struct imap_parser *p, struct cursor *c, struct imap_section *sec)
 {
+	struct message_section_spec *spec = &sec->spec;
 	bool need_text = false;
 	while (c->i < c->n && is_digit((unsigned char)c->s[c->i])) {
-		if (sec->nparts >= IMAP_SECTION_PARTS_MAX)
+		if (spec->nparts >= IMAP_SECTION_PARTS_MAX)
 			return fail(p, "Too many part numbers in section (at most %d)",
 				    IMAP_SECTION_PARTS_MAX);
-		if (!cur_number(c, true, &sec->parts[sec->nparts++]))
+		if (!cur_number(c, true, &spec->parts[spec->nparts++]))
 			return fail(p, "Invalid part number in section");
 		need_text = cur_eat(c, '.');
 		if (!need_text)
@@ -589,25 +591,25 @@ static bool section_spec(struct imap_parser *p, struct cursor *c, struct imap_se
 	if (c->i < c->n && c->s[c->i] == ']') {
 		if (need_text)
 			return fail(p, "Invalid section");
-		sec->text = IMAP_SECTION_WHOLE;
+		spec->text = MESSAGE_SECTION_WHOLE;
 		return true;
 	}
 	if (sec->att != IMAP_SECTION_BODY)
 		return fail(p, "Only part numbers are allowed in a BINARY section");
 	if (cur_keyword(c, "HEADER.FIELDS.NOT")) {
-		sec->text = IMAP_SECTION_HEADER_FIELDS_NOT;
-		return section_fields(p, c, sec);
+		spec->text = MESSAGE_SECTION_HEADER_FIELDS_NOT;
+		return section_fields(p, c, spec);
 	}
 	if (cur_keyword(c, "HEADER.FIELDS")) {
-		sec->text = IMAP_SECTION_HEADER_FIELDS;
-		return section_fields(p, c, sec);
+		spec->text = MESSAGE_SECTION_HEADER_FIELDS;
+		return section_fields(p, c, spec);
 	}
 	if (cur_keyword(c, "HEADER"))
-		sec->text = IMAP_SECTION_HEADER;
+		spec->text = MESSAGE_SECTION_HEADER;
 	else if (cur_keyword(c, "TEXT"))
-		sec->text = IMAP_SECTION_TEXT;
-	else if (sec->nparts > 0 && cur_keyword(c, "MIME"))
-		sec->text = IMAP_SECTION_MIME;
+		spec->text = MESSAGE_SECTION_TEXT;
+	else if (spec->nparts > 0 && cur_keyword(c, "MIME"))
+		spec->text = MESSAGE_SECTION_MIME;
 	else
 		return fail(p, "Invalid section");
 	return true;

@@ -22,6 +22,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "store/message.h"
+
 struct evbuffer;
 
 /* Every limit, in one place.  "Line part": the bytes of a command between
@@ -32,7 +34,7 @@ enum {
 	IMAP_TAG_MAX = 64,               /* a longer tag is refused */
 	IMAP_NAME_MAX = 32,              /* one command-name word ("UID" + one more) */
 	IMAP_DEPTH_MAX = 32,             /* nesting of parenthesised lists */
-	IMAP_SECTION_PARTS_MAX = 32,     /* "1.2.3..." in BODY[...] */
+	IMAP_SECTION_PARTS_MAX = MESSAGE_SECTION_PARTS_MAX, /* "1.2.3..." in BODY[...] */
 	IMAP_SEQSET_RANGES_MAX = 10000,  /* ranges in one sequence set */
 	/* RFC 7888 LITERAL-: a non-synchronizing literal over this is refused
 	 * (BAD [TOOBIG]) and its octets skipped.  The session should therefore
@@ -85,23 +87,12 @@ enum imap_section_att {
 	IMAP_SECTION_BINARY_SIZE, /* BINARY.SIZE[...] */
 };
 
-enum imap_section_text {
-	IMAP_SECTION_WHOLE,     /* BODY[] (whole message) or BODY[1.2] (a part) */
-	IMAP_SECTION_HEADER,
-	IMAP_SECTION_HEADER_FIELDS,
-	IMAP_SECTION_HEADER_FIELDS_NOT,
-	IMAP_SECTION_TEXT,
-	IMAP_SECTION_MIME,      /* only after part numbers */
-};
-
 struct imap_section {
 	enum imap_section_att att;
 	bool peek;              /* .PEEK: do not set \Seen */
-	size_t nparts;
-	uint32_t parts[IMAP_SECTION_PARTS_MAX]; /* each >= 1 */
-	enum imap_section_text text;
-	size_t nfields;         /* HEADER.FIELDS (.NOT): at least one */
-	char **fields;          /* as written (astring; quotes removed) */
+	/* which part and which text, as message.c locates them; the header
+	 * field names as written (astring; quotes removed), owned here */
+	struct message_section_spec spec;
 	bool partial;           /* <origin.count> given */
 	uint32_t origin;
 	uint32_t count;         /* >= 1 */

@@ -1,7 +1,8 @@
 /* imap_search: SEARCH and UID SEARCH of an IMAP session (RFC 3501
  * §6.4.4): the keys compiled into a program, evaluated one message per
  * step of a job, header and body text through message.c. */
-#include <errno.h>
+#include "proto/imap/imap_search.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,12 +11,11 @@
 
 #include <event2/buffer.h>
 
-#include "conf/conf.h"
-#include "net/conn.h"
 #include "proto/imap/imap_context.h"
-#include "lib/log.h"
-#include "store/message.h"
+#include "proto/imap/imap_date.h"
+#include "proto/imap/imap_view.h"
 #include "lib/util.h"
+
 /* ---- SEARCH (RFC 3501 §6.4.4) ------------------------------------------- */
 
 /* A search program: the keys compiled into a tree, evaluated per message,

@@ -13,8 +13,9 @@
  * EXPUNGE, the untagged updates of a resynchronisation) are jobs produced
  * as the connection drains, a bounded amount per turn of the event loop, so
  * neither a 20 MB body nor 100,000 messages are ever built in memory.
- * FETCH and STORE are in imap_fetch.c, SEARCH in imap_search.c; what the
- * three share is imap_context.h. */
+ * FETCH and STORE are in imap_fetch.c, SEARCH in imap_search.c; below
+ * them, imap_view.c holds the selected folder and its messages,
+ * imap_context.c the replies, states and jobs, imap_date.c the dates. */
 #include "proto/imap/imap_session.h"
 
 #include <errno.h>
@@ -36,35 +37,23 @@
 
 #include "conf/conf.h"
 #include "net/conn.h"
-#include "queue/deliver_local.h"
 #include "proto/imap/imap_context.h"
+#include "proto/imap/imap_date.h"
+#include "proto/imap/imap_fetch.h"
 #include "proto/imap/imap_parse.h"
+#include "proto/imap/imap_search.h"
+#include "proto/imap/imap_view.h"
 #include "lib/linebuf.h"
 #include "lib/log.h"
 #include "store/mailbox.h"
 #include "store/maildir.h"
-#include "store/message.h"
 #include "lib/offload.h"
+#include "auth/login.h"
 #include "auth/sasl.h"
 #include "proto/session.h"
 #include "runtime/runtime.h"
 #include "auth/userdb.h"
 #include "lib/util.h"
-
-static const char *imap_state_name(enum imap_state st)
-{
-	switch (st) {
-	case IMAP_NOTAUTH: return "not-authenticated";
-	case IMAP_AUTH: return "authenticated";
-	case IMAP_SELECTED: return "selected";
-	case IMAP_LOGOUT: return "logout";
-	case IMAP_SASL: return "sasl";
-	case IMAP_IDLE: return "idle";
-	case IMAP_HANDSHAKE: return "handshake";
-	case IMAP_CLOSING: return "closing";
-	}
-	return "?";
-}
 
 static void imap_view_close(struct imap_session *s);
 static void imap_sync(struct imap_session *s, bool expunges);
@@ -74,111 +63,55 @@ static void imap_watch_stop(struct imap_session *s);
 
 static void imap_run(struct imap_session *s);
 
-/* ---- replies and states ------------------------------------------------ */
-
-static void imap_enter_state(struct imap_session *s, enum imap_state st)
-{
-	if (s->state == st)
-		return;
-	log_debug("event=state session=%s %s->%s", s->b.sid, imap_state_name(s->state),
-		  imap_state_name(st));
-	s->state = st;
-}
-
-void imap_close_after_flush(struct imap_session *s)
-{
-	imap_enter_state(s, IMAP_CLOSING);
-	conn_close(s->io);
-}
-
-void imap_reply(struct imap_session *s, const char *status, const char *fmt, ...)
-{
-	char text[512];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(text, sizeof text, fmt, ap);
-	va_end(ap);
-	conn_printf(s->io, "%s %s %s", s->tag, status, text);
-}
-
-
-/* A client error (BAD): after too many, the session ends. */
-static void imap_count_error(struct imap_session *s)
-{
-	if (++s->errors < IMAP_MAX_ERRORS || s->state == IMAP_CLOSING)
-		return;
-	conn_printf(s->io, "* BYE Too many invalid commands");
-	imap_close_after_flush(s);
-}
-
-void imap_bad(struct imap_session *s, const char *text)
-{
-	imap_reply(s, "BAD", "%s", text);
-	imap_count_error(s);
-}
-
 /* ---- what may be used now ---------------------------------------------- */
 
-/* The SASL mechanisms a client may use now: none before TLS when the
- * secure channel is required; the plaintext ones only inside TLS when so
- * configured (SPEC §4, as every protocol does). */
-static unsigned imap_sasl_usable(const struct imap_session *s)
+/* One word more of the capability list.  The list is the server's own
+ * and its buffer made for all of it: not fitting is a bug, never a list
+ * cut short. */
+static void imap_caps_add(char *out, size_t outsz, size_t *used, const char *word,
+			  const char *value)
 {
-	unsigned m = s->b.srv->auth.mechanisms;
-	if (s->tls_active)
-		return m;
-	if (s->b.srv->tls.require)
-		return 0;
-	if (s->b.srv->auth.plaintext_requires_tls)
-		m &= ~(unsigned)(MECH_PLAIN | MECH_LOGIN);
-	return m;
-}
-
-/* LOGIN sends the password itself: usable exactly when a plaintext SASL
- * mechanism (PLAIN, LOGIN) is configured and usable now; otherwise
- * CAPABILITY says LOGINDISABLED (RFC 3501 §6.2.3). */
-static bool imap_login_usable(const struct imap_session *s)
-{
-	return (imap_sasl_usable(s) & (MECH_PLAIN | MECH_LOGIN)) != 0;
+	int n = snprintf(out + *used, outsz - *used, "%s%s%s", *used ? " " : "", word, value);
+	if (n < 0 || (size_t)n >= outsz - *used)
+		fatal("imap: the capability list does not fit %zu octets", outsz);
+	*used += (size_t)n;
 }
 
 /* The capability list for the current state, without "* CAPABILITY". */
 static void imap_capabilities(const struct imap_session *s, char *out, size_t outsz)
 {
 	size_t used = 0;
-	const char *base = "IMAP4rev1 LITERAL- SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT "
-			   "UIDPLUS MOVE CHILDREN SPECIAL-USE";
-	used = (size_t)snprintf(out, outsz, "%s", base);
+	out[0] = '\0';
+	imap_caps_add(out, outsz, &used, "IMAP4rev1 LITERAL- SASL-IR ID ENABLE IDLE NAMESPACE "
+		      "UNSELECT UIDPLUS MOVE CHILDREN SPECIAL-USE", "");
 	if (s->state & (IMAP_NOTAUTH | IMAP_SASL | IMAP_HANDSHAKE)) {
-		if (s->b.ts && !s->tls_active && used < outsz)
-			used += (size_t)snprintf(out + used, outsz - used, " STARTTLS");
-		if (!imap_login_usable(s) && used < outsz)
-			used += (size_t)snprintf(out + used, outsz - used, " LOGINDISABLED");
+		if (s->b.ts && !s->tls_active)
+			imap_caps_add(out, outsz, &used, "STARTTLS", "");
+		if (!login_password_allowed(s->b.srv, s->tls_active))
+			imap_caps_add(out, outsz, &used, "LOGINDISABLED", "");
 		char mechs[IMAP_MECHS_MAX];
-		sasl_mech_list(imap_sasl_usable(s), mechs, sizeof mechs);
+		sasl_mech_list(login_mechanisms(s->b.srv, s->tls_active), mechs, sizeof mechs);
 		char *save = NULL;
-		for (char *m = strtok_r(mechs, " ", &save); m && used < outsz;
-		     m = strtok_r(NULL, " ", &save))
-			used += (size_t)snprintf(out + used, outsz - used, " AUTH=%s", m);
+		for (char *m = strtok_r(mechs, " ", &save); m; m = strtok_r(NULL, " ", &save))
+			imap_caps_add(out, outsz, &used, "AUTH=", m);
 	}
 }
 
 static void imap_cmd_capability_untagged(struct imap_session *s)
 {
-	char caps[512];
+	char caps[IMAP_CAPS_MAX];
 	imap_capabilities(s, caps, sizeof caps);
 	conn_printf(s->io, "* CAPABILITY %s", caps);
 }
 
 /* ---- command table ----------------------------------------------------- */
 
+/* IMAP's own flags beside the gate's (enum session_cmd_flag). */
 enum imap_cmd_flag {
-	IMAP_F_LOGIN = 1u << 0,          /* logs in: refused before TLS when tls.require */
-	IMAP_F_PLAINTEXT = 1u << 1,      /* sends the password: only when LOGIN is usable */
 	/* RFC 3501 §7.4.1: no untagged EXPUNGE while answering FETCH, STORE
 	 * or SEARCH (the UID variants may have them) */
-	IMAP_F_NO_EXPUNGE = 1u << 2,
-	IMAP_F_UID = 1u << 3,            /* the UID variant: numbers are UIDs */
+	IMAP_F_NO_EXPUNGE = SESSION_F_PROTOCOL << 0,
+	IMAP_F_UID = SESSION_F_PROTOCOL << 1, /* the UID variant: numbers are UIDs */
 };
 
 struct imap_command_def {
@@ -224,8 +157,8 @@ static const struct imap_command_def imap_commands[] = {
 	{"ID", imap_cmd_id, IMAP_ANY, 0},                       /* RFC 2971 */
 	/* §6.2: not authenticated */
 	{"STARTTLS", imap_cmd_starttls, IMAP_NOTAUTH, 0},
-	{"AUTHENTICATE", imap_cmd_authenticate, IMAP_NOTAUTH, IMAP_F_LOGIN},
-	{"LOGIN", imap_cmd_login, IMAP_NOTAUTH, IMAP_F_LOGIN | IMAP_F_PLAINTEXT},
+	{"AUTHENTICATE", imap_cmd_authenticate, IMAP_NOTAUTH, SESSION_F_NEEDS_TLS},
+	{"LOGIN", imap_cmd_login, IMAP_NOTAUTH, SESSION_F_NEEDS_TLS | SESSION_F_PASSWORD},
 	/* §6.3: authenticated (and selected) */
 	{"ENABLE", imap_cmd_enable, IMAP_AUTH, 0},              /* RFC 5161 §3.1 */
 	{"NAMESPACE", imap_cmd_namespace, IMAP_AUTHED, 0},      /* RFC 2342 */
@@ -267,33 +200,37 @@ static const struct imap_command_def *imap_find_command(const char *name)
 	return NULL;
 }
 
-/* The one policy gate: the state first, then the secure channel (SPEC §4:
- * "require secure channel" refuses every login before TLS), then whether
- * the password may cross this channel (LOGIN).  Answers the refusal. */
+/* The gate's verdict (proto/session.h) as IMAP responses. */
 static bool imap_gate(struct imap_session *s, const struct imap_command_def *d)
 {
-	if (!(d->states & s->state)) {
+	switch (session_gate(&s->b, d->flags, (d->states & s->state) != 0, s->tls_active,
+			     s->user != NULL)) {
+	case SESSION_OPEN:
+		return true;
+	case SESSION_REFUSED:
+		imap_no(s, "Access denied");
+		break;
+	case SESSION_NEEDS_TLS:
+		imap_no(s, "[PRIVACYREQUIRED] TLS is required: use STARTTLS first");
+		break;
+	case SESSION_BAD_STATE:
+	case SESSION_NEEDS_AUTH:
 		if (s->state == IMAP_NOTAUTH)
 			imap_bad(s, "Log in first");
 		else if (d->states == IMAP_SELECTED)
 			imap_bad(s, "No mailbox selected");
 		else
 			imap_bad(s, "Command not valid in this state");
-		return false;
+		break;
+	case SESSION_PASSWORD_NEEDS_TLS:
+		imap_no(s, "[PRIVACYREQUIRED] Plaintext authentication disallowed on "
+			   "non-secure connections: use STARTTLS first");
+		break;
+	case SESSION_PASSWORD_DISABLED:
+		imap_no(s, "[CANNOT] LOGIN is disabled: use AUTHENTICATE");
+		break;
 	}
-	if ((d->flags & IMAP_F_LOGIN) && s->b.srv->tls.require && !s->tls_active) {
-		imap_no(s, "[PRIVACYREQUIRED] TLS is required: use STARTTLS first");
-		return false;
-	}
-	if ((d->flags & IMAP_F_PLAINTEXT) && !imap_login_usable(s)) {
-		if (!s->tls_active && (s->b.srv->auth.mechanisms & (MECH_PLAIN | MECH_LOGIN)))
-			imap_no(s, "[PRIVACYREQUIRED] Plaintext authentication disallowed on "
-				   "non-secure connections: use STARTTLS first");
-		else
-			imap_no(s, "[CANNOT] LOGIN is disabled: use AUTHENTICATE");
-		return false;
-	}
-	return true;
+	return false;
 }
 
 /* ---- any state: CAPABILITY, NOOP, LOGOUT, ID --------------------------- */
@@ -387,129 +324,75 @@ IMAP_HANDLER(imap_cmd_starttls)
 
 /* ---- logging in -------------------------------------------------------- */
 
-static void imap_auth_log(const struct imap_session *s, const char *result, const char *user)
-{
-	char esc[LOG_VALUE_MAX];
-	log_escape(esc, sizeof esc, user ? user : "", user ? strlen(user) : 0);
-	log_info("event=auth session=%s server=%s client=%s result=%s mechanism=%s user=%s tls=%s",
-		 s->b.sid, s->b.srv->name, s->b.client, result,
-		 s->sasl_mech ? sasl_mech_name(s->sasl_mech) : "LOGIN", esc,
-		 s->tls_active ? "yes" : "no");
-}
-
-/* Is the client's address locked out?  Then say so and end the session
- * (the same throttle and lockout as SMTP and POP3, SPEC §3 `lockout`). */
-static bool imap_locked_out(struct imap_session *s)
-{
-	unsigned retry;
-	if (!sasl_throttle_locked(s->b.rt->throttle, s->b.client, &s->b.srv->auth, time(NULL), &retry))
-		return false;
-	log_info("event=auth session=%s server=%s client=%s result=locked retry_after=%us", s->b.sid,
-		 s->b.srv->name, s->b.client, retry);
-	conn_printf(s->io, "* BYE [UNAVAILABLE] Too many failed authentication attempts; try "
-			   "again in %u seconds", retry);
-	imap_no(s, "[UNAVAILABLE] Too many failed authentication attempts");
-	imap_close_after_flush(s);
-	return true;
-}
-
-/* Count a failure against the client's address (which can lock it out)
- * and against the user name tried (which only slows further attempts),
- * with the keys SMTP and POP3 use.  Returns the delay before the reply. */
-static unsigned imap_count_failure(struct imap_session *s, const char *user)
-{
-	bool locked;
-	unsigned delay = sasl_throttle_login_failed(s->b.rt->throttle, s->b.client, user,
-						    &s->b.srv->auth, time(NULL), &locked);
-	if (locked)
-		log_warn("event=lockout session=%s server=%s client=%s duration=%us", s->b.sid,
-			 s->b.srv->name, s->b.client, s->b.srv->auth.lockout_duration);
-	return delay;
-}
-
-static void imap_sasl_end(struct imap_session *s)
-{
-	if (s->sasl)
-		sasl_free(s->sasl);
-	s->sasl = NULL;
-	s->sasl_final = false;
-	if (s->state == IMAP_SASL)
-		imap_enter_state(s, IMAP_NOTAUTH);
-}
-
-static void imap_fail_resume(evutil_socket_t fd, short what, void *arg)
-{
-	struct imap_session *s = arg;
-	event_free(s->pause);
-	s->pause = NULL;
-	imap_no(s, "[AUTHENTICATIONFAILED] Authentication failed");
-	imap_run(s);
-}
-
-/* Wrong credentials: NO [AUTHENTICATIONFAILED] (RFC 5530) after a delay
- * that grows with the failures. */
-static void imap_login_failed(struct imap_session *s, const char *user)
-{
-	imap_auth_log(s, "fail", user);
-	unsigned delay = imap_count_failure(s, user);
-	imap_sasl_end(s);
-	s->sasl_mech = 0;
-	imap_count_error(s);
-	if (delay == 0 || s->state == IMAP_CLOSING) {
-		imap_no(s, "[AUTHENTICATIONFAILED] Authentication failed");
-		return;
-	}
-	struct timeval tv = {.tv_sec = delay / 1000, .tv_usec = (delay % 1000) * 1000};
-	s->pause = evtimer_new(s->b.rt->base, imap_fail_resume, s);
-	evtimer_add(s->pause, &tv);
-}
-
 static bool imap_open_store(struct imap_session *s, const char *user);
 static void imap_parser_limits(struct imap_session *s);
 
-/* Credentials are right: clear the failures, prepare the user's folders
- * and enter the authenticated state, with the autologout timer of
- * RFC 3501 §5.4 instead of the short one before login. */
+/* Credentials are right: prepare the user's folders and enter the
+ * authenticated state, with the autologout timer of RFC 3501 §5.4
+ * instead of the short one before login. */
 static void imap_login(struct imap_session *s, const char *user)
 {
-	imap_auth_log(s, "ok", user);
-	sasl_throttle_login_ok(s->b.rt->throttle, s->b.client, user);
-	char *who = xstrdup(user);
-	imap_sasl_end(s);
-	if (!imap_open_store(s, who)) {
-		free(who);
-		s->sasl_mech = 0;
+	if (!imap_open_store(s, user))
 		return;
-	}
-	s->user = who;
+	s->user = xstrdup(user);
 	if (s->login_timer) {
 		event_free(s->login_timer);
 		s->login_timer = NULL;
 	}
 	char esc[LOG_VALUE_MAX];
 	log_info("event=login session=%s server=%s client=%s result=ok user=%s mechanism=%s tls=%s",
-		 s->b.sid, s->b.srv->name, s->b.client, log_escape(esc, sizeof esc, who, strlen(who)),
-		 s->sasl_mech ? sasl_mech_name(s->sasl_mech) : "LOGIN", s->tls_active ? "yes" : "no");
+		 s->b.sid, s->b.srv->name, s->b.client, log_escape(esc, sizeof esc, user, strlen(user)),
+		 login_mechanism(s->login), s->tls_active ? "yes" : "no");
 	imap_enter_state(s, IMAP_AUTH);
 	imap_parser_limits(s);
-	char caps[512];
+	char caps[IMAP_CAPS_MAX];
 	imap_capabilities(s, caps, sizeof caps);
 	imap_ok(s, "[CAPABILITY %s] Logged in", caps);
 }
 
-/* LOGIN checked on a worker: logged in or refused, input resumes. */
-static void imap_login_checked(void *owner, void *work)
+/* The login exchange's verdict as IMAP responses (RFC 3501 §6.2, response
+ * codes of RFC 5530). */
+static void imap_login_done(void *owner, const struct login_verdict *v)
 {
 	struct imap_session *s = owner;
-	struct sasl_check *c = work;
-	s->check = NULL;
-	const char *address = sasl_check_address(c);
-	if (address)
-		imap_login(s, address);
-	else
-		imap_login_failed(s, sasl_check_user(c));
-	sasl_check_free(c);
-	imap_run(s);
+	if (v->kind != LOGIN_CHALLENGE && s->state == IMAP_SASL)
+		imap_enter_state(s, IMAP_NOTAUTH);
+	switch (v->kind) {
+	case LOGIN_CHALLENGE:
+		/* RFC 3501 has no success data: the SCRAM server-final goes as
+		 * a last challenge too, answered by an empty line */
+		conn_printf(s->io, "+ %s", v->challenge);
+		imap_enter_state(s, IMAP_SASL);
+		return; /* the client's answer comes as the next line */
+	case LOGIN_OK:
+		imap_login(s, v->user);
+		break;
+	case LOGIN_FAILED:
+		imap_no(s, "[AUTHENTICATIONFAILED] Authentication failed");
+		imap_count_error(s);
+		break;
+	case LOGIN_CANCELLED:
+		imap_bad(s, "Authentication cancelled");
+		break;
+	case LOGIN_BAD_RESPONSE:
+		imap_bad(s, "Cannot decode response");
+		break;
+	case LOGIN_UNKNOWN_MECHANISM:
+		imap_no(s, "Unsupported authentication mechanism");
+		imap_count_error(s);
+		break;
+	case LOGIN_NEEDS_TLS:
+		imap_no(s, "[PRIVACYREQUIRED] Plaintext authentication disallowed on non-secure "
+			   "connections: use STARTTLS first");
+		break;
+	case LOGIN_LOCKED_OUT:
+		conn_printf(s->io, "* BYE [UNAVAILABLE] Too many failed authentication attempts; "
+				   "try again in %u seconds", v->retry_after);
+		imap_no(s, "[UNAVAILABLE] Too many failed authentication attempts");
+		imap_close_after_flush(s);
+		break;
+	}
+	imap_run(s); /* a verdict that came later: read on */
 }
 
 /* RFC 3501 §6.2.3: LOGIN userid password (astrings). */
@@ -522,105 +405,11 @@ IMAP_HANDLER(imap_cmd_login)
 		imap_bad(s, "Syntax: LOGIN user password");
 		return;
 	}
-	if (imap_locked_out(s))
-		return;
-	struct sasl_check *check = sasl_check_new(s->b.rt->users, name, ulen, pw, plen);
-	OPENSSL_cleanse((char *)pw, plen); /* the command's own copy; freed right after */
-	s->sasl_mech = 0;
-	s->check = sasl_check_submit(check, imap_login_checked, s);
+	/* the command's own copy, wiped there and freed right after */
+	login_password(s->login, "LOGIN", name, ulen, (char *)pw, plen, s->tls_active);
 }
 
 /* ---- AUTHENTICATE (RFC 3501 §6.2.2, RFC 4959 SASL-IR) ------------------ */
-
-static void imap_sasl_result(struct imap_session *s, enum sasl_status st, const char *challenge);
-
-/* AUTHENTICATE PLAIN or LOGIN checked on a worker: the exchange ends,
- * input resumes. */
-static void imap_sasl_checked(void *owner, void *work)
-{
-	struct imap_session *s = owner;
-	struct sasl_check *c = work;
-	s->check = NULL;
-	enum sasl_status st = sasl_checked(s->sasl, c);
-	sasl_check_free(c);
-	imap_sasl_result(s, st, NULL);
-	imap_run(s);
-}
-
-static void imap_sasl_step(struct imap_session *s, const char *in)
-{
-	char *challenge = NULL;
-	enum sasl_status st = sasl_step(s->sasl, in, &challenge);
-	if (st == SASL_CHECK)
-		s->check = sasl_check_submit(sasl_take_check(s->sasl), imap_sasl_checked, s);
-	else
-		imap_sasl_result(s, st, challenge);
-	free(challenge);
-}
-
-static void imap_sasl_result(struct imap_session *s, enum sasl_status st, const char *challenge)
-{
-	char *user = NULL;
-	switch (st) {
-	case SASL_CONTINUE:
-		conn_printf(s->io, "+ %s", challenge);
-		imap_enter_state(s, IMAP_SASL);
-		break;
-	case SASL_OK:
-		if (challenge && *challenge) {
-			/* RFC 3501 has no success data: the SCRAM server-final goes
-			 * as a last challenge, answered by an empty line */
-			conn_printf(s->io, "+ %s", challenge);
-			s->sasl_final = true;
-			imap_enter_state(s, IMAP_SASL);
-		} else {
-			user = xstrdup(sasl_user(s->sasl));
-			imap_login(s, user);
-		}
-		break;
-	case SASL_CANCELLED:
-		imap_sasl_end(s);
-		imap_bad(s, "Authentication cancelled");
-		break;
-	case SASL_BAD_BASE64:
-		imap_auth_log(s, "bad-base64", sasl_user(s->sasl));
-		imap_count_failure(s, sasl_user(s->sasl)); /* garbage is no free probe */
-		imap_sasl_end(s);
-		imap_bad(s, "Cannot decode response");
-		break;
-	case SASL_FAIL:
-	case SASL_BAD_MESSAGE:
-	case SASL_BAD_AUTHZID:
-	case SASL_CHECK: /* never here */
-		user = sasl_user(s->sasl) ? xstrdup(sasl_user(s->sasl)) : NULL;
-		imap_login_failed(s, user);
-		break;
-	}
-	free(user);
-}
-
-/* A line of the exchange (RFC 3501 §6.2.2: base64, or "*" to cancel). */
-static void imap_sasl_line(struct imap_session *s, const struct linebuf_line *l)
-{
-	if (l->has_nul || l->bare_cr) {
-		imap_sasl_end(s);
-		imap_bad(s, "Cannot decode response");
-		return;
-	}
-	if (!s->sasl_final) {
-		imap_sasl_step(s, l->data);
-		return;
-	}
-	/* the client acknowledges the server-final message */
-	if (l->len == 0) {
-		char *user = xstrdup(sasl_user(s->sasl));
-		imap_login(s, user);
-		free(user);
-	} else {
-		imap_sasl_end(s);
-		imap_bad(s, "Authentication cancelled");
-	}
-}
 
 IMAP_HANDLER(imap_cmd_authenticate)
 {
@@ -631,19 +420,8 @@ IMAP_HANDLER(imap_cmd_authenticate)
 		imap_bad(s, "Syntax: AUTHENTICATE mechanism [initial-response]");
 		return;
 	}
-	unsigned mech = sasl_mech_from_name(mechname);
-	if (!mech || !(s->b.srv->auth.mechanisms & mech)) {
-		imap_no(s, "Unsupported authentication mechanism");
-		imap_count_error(s);
-	} else if (!(imap_sasl_usable(s) & mech)) {
-		imap_no(s, "[PRIVACYREQUIRED] Plaintext authentication disallowed on non-secure "
-			   "connections: use STARTTLS first");
-	} else if (!imap_locked_out(s)) {
-		s->sasl = sasl_start(mech, s->b.rt->users);
-		s->sasl_mech = mech;
-		/* RFC 4959: "=" is an empty initial response, as sasl_step takes it */
-		imap_sasl_step(s, initial);
-	}
+	/* RFC 4959: "=" is an empty initial response, as the exchange takes it */
+	login_start(s->login, mechname, initial, s->tls_active);
 }
 
 /* ---- ENABLE, NAMESPACE ------------------------------------------------- */
@@ -701,148 +479,7 @@ static void imap_put_string(struct evbuffer *out, const char *v, size_t len)
 	evbuffer_add(out, "\"", 1);
 }
 
-/* Send what was built in out (whole lines, CRLF included). */
-void imap_send(struct imap_session *s, struct evbuffer *out)
-{
-	size_t n = evbuffer_get_length(out);
-	if (n == 0)
-		return;
-	const void *p = evbuffer_pullup(out, (ev_ssize_t)n);
-	conn_write(s->io, p, n);
-	evbuffer_drain(out, n);
-}
-
-static const char *const imap_months[12] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-					    "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-
-/* RFC 3501 date-time: "dd-Mon-yyyy hh:mm:ss +zzzz", in local time. */
-void imap_format_datetime(long long t, char out[64])
-{
-	time_t tt = (time_t)t;
-	struct tm tm;
-	if (!localtime_r(&tt, &tm))
-		memset(&tm, 0, sizeof tm);
-	long off = tm.tm_gmtoff / 60;
-	char sign = off < 0 ? '-' : '+';
-	if (off < 0)
-		off = -off;
-	snprintf(out, 64, "%02d-%s-%04d %02d:%02d:%02d %c%02ld%02ld", tm.tm_mday,
-		 imap_months[tm.tm_mon % 12], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec,
-		 sign, off / 60, off % 60);
-}
-
-static int imap_month(const char *m)
-{
-	for (int i = 0; i < 12; i++)
-		if (strncasecmp(m, imap_months[i], 3) == 0)
-			return i;
-	return -1;
-}
-
-/* Days since 1970-01-01 of a civil date (proleptic Gregorian). */
-long long imap_days_from_civil(int y, int m, int d)
-{
-	y -= m <= 2;
-	long long era = (y >= 0 ? y : y - 399) / 400;
-	unsigned yoe = (unsigned)(y - era * 400);
-	unsigned doy = (unsigned)((153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1);
-	unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-	return era * 146097 + (long long)doe - 719468;
-}
-
-/* Exactly n decimal digits at *p (n <= 4); the value, p moved past them;
- * -1 when anything else is there (no sign, no blank, no more digits). */
-static int imap_digits(const char **p, int n)
-{
-	int v = 0;
-	for (int i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)(*p)[i];
-		if (c < '0' || c > '9')
-			return -1;
-		v = v * 10 + (c - '0');
-	}
-	*p += n;
-	return v;
-}
-
-/* "Mon-yyyy" after the day and its '-': month index and year, p moved. */
-static bool imap_parse_month_year(const char **p, int *m, int *y)
-{
-	const char *s = *p;
-	if (strlen(s) < 8 || s[3] != '-')
-		return false;
-	char mon[4] = {s[0], s[1], s[2], '\0'};
-	*m = imap_month(mon);
-	s += 4;
-	*y = imap_digits(&s, 4);
-	*p = s;
-	return *m >= 0 && *y >= 1000;
-}
-
-/* RFC 3501 date: "d-Mon-yyyy" (day 1 or 2 digits); the day number since
- * the epoch (dates compare by day, RFC 3501 §6.4.4). */
-bool imap_parse_date(const char *v, long long *day)
-{
-	const char *p = v;
-	int d = imap_digits(&p, v[0] && v[1] == '-' ? 1 : 2);
-	int m, y;
-	if (d < 1 || d > 31 || *p++ != '-' || !imap_parse_month_year(&p, &m, &y) || *p != '\0')
-		return false;
-	*day = imap_days_from_civil(y, m + 1, d);
-	return true;
-}
-
-/* RFC 3501 date-time for APPEND: "dd-Mon-yyyy hh:mm:ss +zzzz" (day may
- * start with a space).  Seconds since the epoch. */
-bool imap_parse_datetime(const char *v, long long *out)
-{
-	if (strlen(v) != 26)
-		return false;
-	const char *p = v + (v[0] == ' ');
-	int d = imap_digits(&p, v[0] == ' ' ? 1 : 2);
-	int m, y;
-	if (d < 1 || d > 31 || *p++ != '-' || !imap_parse_month_year(&p, &m, &y) || *p++ != ' ')
-		return false;
-	int hh = imap_digits(&p, 2);
-	int mm = *p++ == ':' ? imap_digits(&p, 2) : -1;
-	int ss = mm >= 0 && *p++ == ':' ? imap_digits(&p, 2) : -1;
-	char sign = ss >= 0 && *p++ == ' ' ? *p++ : '\0';
-	int zone = sign == '+' || sign == '-' ? imap_digits(&p, 4) : -1;
-	if (hh < 0 || hh > 23 || mm > 59 || ss < 0 || ss > 60 || zone < 0 || zone % 100 > 59 ||
-	    *p != '\0')
-		return false;
-	long long t = imap_days_from_civil(y, m + 1, d) * 86400 + hh * 3600 + mm * 60 + ss;
-	long long off = (zone / 100) * 3600 + (zone % 100) * 60;
-	*out = sign == '+' ? t - off : t + off;
-	return true;
-}
-
 /* ---- jobs: long responses produced as the connection drains ------------- */
-
-void imap_job_start(struct imap_session *s, const struct imap_job_ops *ops, void *data)
-{
-	s->job = ops;
-	s->job_data = data;
-}
-
-/* The command being dispatched, kept for a job (its arguments stay valid
- * until the job frees it). */
-struct imap_command *imap_keep_command(struct imap_session *s)
-{
-	struct imap_command *c = s->cur_cmd;
-	s->cur_cmd = NULL;
-	return c;
-}
-
-static void imap_job_stop(struct imap_session *s)
-{
-	if (!s->job)
-		return;
-	const struct imap_job_ops *ops = s->job;
-	s->job = NULL;
-	ops->stop(s);
-	s->job_data = NULL;
-}
 
 static void imap_handle(struct imap_session *s, const struct imap_command_def *d,
 			struct imap_command *cmd);
@@ -1011,7 +648,8 @@ static bool imap_feed_line(struct imap_session *s, struct evbuffer *in)
 		return false;
 	if (st == LINEBUF_TOO_LONG) {
 		if (before == IMAP_SASL) {
-			imap_sasl_end(s);
+			login_abort(s->login);
+			imap_enter_state(s, IMAP_NOTAUTH);
 			imap_bad(s, "Authentication exchange line is too long");
 		} else {
 			memset(&l, 0, sizeof l);
@@ -1022,7 +660,7 @@ static bool imap_feed_line(struct imap_session *s, struct evbuffer *in)
 		return true;
 	}
 	if (before == IMAP_SASL)
-		imap_sasl_line(s, &l);
+		login_response(s->login, l.data, l.has_nul || l.bare_cr);
 	else
 		imap_idle_line(s, &l);
 	OPENSSL_cleanse(line, l.len);
@@ -1035,8 +673,8 @@ static void imap_run(struct imap_session *s)
 		return;
 	s->in_run = true;
 	struct evbuffer *in = conn_input(s->io);
-	while (!(s->state & (IMAP_CLOSING | IMAP_HANDSHAKE | IMAP_LOGOUT)) && !s->pause &&
-	       !s->check) {
+	while (!(s->state & (IMAP_CLOSING | IMAP_HANDSHAKE | IMAP_LOGOUT))  &&
+	       !login_busy(s->login)) {
 		if (s->job) {
 			imap_pump(s);
 			if (s->job)
@@ -1123,12 +761,12 @@ static void imap_on_login_timer(evutil_socket_t fd, short what, void *arg)
 static void imap_greet(struct imap_session *s)
 {
 	if (s->b.refused) {
-		/* SPEC §4: a refused client hears why and is gone */
+		/* refused by the connection rules: the client hears why and is gone */
 		conn_printf(s->io, "* BYE Access denied");
 		imap_close_after_flush(s);
 		return;
 	}
-	char caps[512];
+	char caps[IMAP_CAPS_MAX];
 	imap_capabilities(s, caps, sizeof caps);
 	conn_printf(s->io, "* OK [CAPABILITY %s] %s posthorn IMAP4rev1 server ready", caps,
 		    s->b.srv->hostname);
@@ -1175,87 +813,6 @@ static void imap_before_command(struct imap_session *s, const struct imap_comman
 {
 	if (s->state == IMAP_SELECTED && s->view)
 		imap_sync(s, !(d->flags & IMAP_F_NO_EXPUNGE));
-}
-
-/* ---- sequence sets over the selected folder ------------------------------ */
-
-/* The set of a FETCH/STORE/COPY/MOVE/UID EXPUNGE argument, resolved
- * against the view: sequence numbers must all exist (RFC 3501 §9: else
- * BAD), UIDs need not (§6.4.8).  Kept as ranges: never expanded. */
-bool imap_set_parse(struct imap_session *s, const struct imap_arg *a, bool uid,
-			   struct imap_seqset *set)
-{
-	const char *atom = imap_arg_raw_atom(a);
-	char err[IMAP_REASON_MAX];
-	if (!atom) {
-		imap_bad(s, "Missing sequence set");
-		return false;
-	}
-	if (!imap_parse_seqset(atom, set, err, sizeof err)) {
-		imap_bad(s, err);
-		return false;
-	}
-	if (set->saved) {
-		imap_seqset_clear(set);
-		imap_bad(s, "No saved search result ($) in this server");
-		return false;
-	}
-	size_t n = imap_count(s);
-	if (uid) {
-		imap_seqset_resolve(set, n ? imap_uid_at(s, n - 1) : 0);
-		return true;
-	}
-	imap_seqset_resolve(set, (uint32_t)n);
-	if (set->n == 0 || set->ranges[0].lo < 1 || set->ranges[set->n - 1].hi > n) {
-		imap_seqset_clear(set);
-		imap_bad(s, "Invalid message sequence number");
-		return false;
-	}
-	return true;
-}
-
-/* The first index at or after from whose UID is >= uid (binary search:
- * the view is ordered by UID). */
-static size_t imap_index_of_uid(const struct imap_session *s, size_t from, uint32_t uid)
-{
-	size_t lo = from, hi = imap_count(s);
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-		if (imap_uid_at(s, mid) < uid)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo;
-}
-
-
-bool imap_match_fn(void *arg, size_t seq, uint32_t uid)
-{
-	const struct imap_match *m = arg;
-	return imap_seqset_contains(m->set, m->uid ? uid : (uint32_t)seq);
-}
-
-
-bool imap_walk_next(const struct imap_session *s, struct imap_walk *w, size_t *index)
-{
-	size_t n = imap_count(s);
-	while (w->range < w->set.n) {
-		const struct imap_seq_range *r = &w->set.ranges[w->range];
-		if (!w->started) {
-			w->next = w->uid ? imap_index_of_uid(s, w->next, r->lo) : (size_t)r->lo - 1;
-			w->started = true;
-		}
-		bool in = w->next < n &&
-			  (w->uid ? imap_uid_at(s, w->next) <= r->hi : w->next + 1 <= r->hi);
-		if (in) {
-			*index = w->next++;
-			return true;
-		}
-		w->range++;
-		w->started = false;
-	}
-	return false;
 }
 
 /* ---- mailbox names in responses ------------------------------------------ */
@@ -1375,95 +932,6 @@ static void imap_idle_line(struct imap_session *s, const struct linebuf_line *l)
 }
 
 /* ---- the selected folder (mailbox.c) -------------------------------------- */
-
-static const struct mailbox_msg *imap_m(const struct imap_session *s, size_t i)
-{
-	const struct mailbox_msg *m = mailbox_msg(s->view, i + 1);
-	if (!m)
-		fatal("imap: message %zu outside the view", i + 1);
-	return m;
-}
-
-size_t imap_count(const struct imap_session *s)
-{
-	return s->view ? mailbox_count(s->view) : 0;
-}
-
-uint32_t imap_uid_at(const struct imap_session *s, size_t i)
-{
-	return imap_m(s, i)->uid;
-}
-
-unsigned imap_flags_at(const struct imap_session *s, size_t i)
-{
-	return imap_m(s, i)->flags;
-}
-
-uint64_t imap_size_at(const struct imap_session *s, size_t i)
-{
-	return imap_m(s, i)->size;
-}
-
-long long imap_date_at(const struct imap_session *s, size_t i)
-{
-	return imap_m(s, i)->internal_date;
-}
-
-/* Still on disk as far as the view knows (RFC 2180 §4.1: a message another
- * session expunged is not fetched, and its EXPUNGE comes later). */
-bool imap_msg_exists(struct imap_session *s, size_t i)
-{
-	return !imap_m(s, i)->expunged;
-}
-
-bool imap_view_readonly(const struct imap_session *s)
-{
-	return s->view && mailbox_read_only(s->view);
-}
-
-void imap_mailbox_log(const struct imap_session *s, const char *op, const char *err)
-{
-	char esc[LOG_VALUE_MAX];
-	log_err("event=mailbox-error session=%s server=%s client=%s op=%s error=\"%s\"", s->b.sid,
-		s->b.srv->name, s->b.client, op, log_escape(esc, sizeof esc, err, strlen(err)));
-}
-
-/* The NO of a failed store operation, with the RFC 5530 response code;
- * always false (for "return imap_store_error(...)"). */
-bool imap_store_error(struct imap_session *s, enum mailbox_result r, const char *err)
-{
-	switch (r) {
-	case MAILBOX_OK:
-		return true;
-	case MAILBOX_ERR_NAME:
-		imap_no(s, "[CANNOT] %s", err);
-		break;
-	case MAILBOX_ERR_EXISTS:
-		imap_no(s, "[ALREADYEXISTS] %s", err);
-		break;
-	case MAILBOX_ERR_NONEXISTENT:
-		imap_no(s, "[NONEXISTENT] %s", err);
-		break;
-	case MAILBOX_ERR_INBOX:
-	case MAILBOX_ERR_NOSELECT:
-		imap_no(s, "[CANNOT] %s", err);
-		break;
-	case MAILBOX_ERR_READONLY:
-		imap_no(s, "[READ-ONLY] %s", err);
-		break;
-	case MAILBOX_ERR_LIMIT:
-		imap_no(s, "[LIMIT] %s", err);
-		break;
-	case MAILBOX_ERR_EXPUNGED:
-		imap_no(s, "[EXPUNGEISSUED] %s", err);
-		break;
-	case MAILBOX_ERR_IO:
-		imap_mailbox_log(s, s->tag[0] ? "command" : "?", err);
-		imap_no(s, "[SERVERBUG] The mail store failed; see the server log");
-		break;
-	}
-	return false;
-}
 
 static void imap_view_close(struct imap_session *s)
 {
@@ -1989,21 +1457,19 @@ IMAP_HANDLER(imap_cmd_append)
 	s->append_path = NULL;
 	if (!imap_store_error(s, r, why))
 		return;
-	char text[128];
-	if (uid) /* 0: the UID is not known (RFC 4315 §3: then no APPENDUID) */
-		snprintf(text, sizeof text, "[APPENDUID %lu %lu] APPEND completed",
-			 (unsigned long)validity, (unsigned long)uid);
-	else
-		snprintf(text, sizeof text, "APPEND completed");
-	if (s->view) { /* the new message of the selected folder shows at once */
+	/* uid 0: the UID is not known (RFC 4315 §3: then no APPENDUID) */
+	char *text = uid ? xasprintf("[APPENDUID %lu %lu] APPEND completed",
+				     (unsigned long)validity, (unsigned long)uid)
+			 : xstrdup("APPEND completed");
+	if (s->view) /* the new message of the selected folder shows at once */
 		imap_sync(s, true);
-		if (s->job) {
-			imap_job_stop(s);
-			imap_updates(s, "OK", text);
-			return;
-		}
+	if (s->job) {
+		imap_job_stop(s);
+		imap_updates(s, "OK", text);
+	} else {
+		imap_ok(s, "%s", text);
 	}
-	imap_ok(s, "%s", text);
+	free(text);
 }
 
 /* ---- COPY, MOVE (RFC 3501 §6.4.7, RFC 6851, RFC 4315 COPYUID) ---------------- */
@@ -2081,132 +1547,12 @@ IMAP_HANDLER(imap_cmd_copy)
 		imap_ok(s, "%s completed", what);
 }
 
-/* ---- the messages (message.c) ---------------------------------------------- */
-
-/* One cache of parsed summaries for every session (message.h). */
-static struct message_cache *imap_cache;
+/* ---- life -------------------------------------------------------------- */
 
 void imap_session_cleanup(void)
 {
-	if (imap_cache)
-		message_cache_free(imap_cache);
-	imap_cache = NULL;
+	imap_msg_cache_free();
 }
-
-/* The summary of message i, kept until imap_msg_release(); NULL when the
- * file cannot be read (logged unless it vanished). */
-static struct message *imap_msg_get(struct imap_session *s, size_t i)
-{
-	if (s->msg && s->msg_index == i)
-		return s->msg;
-	imap_msg_release(s);
-	if (!imap_cache)
-		imap_cache = message_cache_new(0);
-	char *path = mailbox_msg_path(s->view, i + 1);
-	if (!path)
-		return NULL;
-	char err[256];
-	s->msg = message_get(imap_cache, path, err, sizeof err);
-	if (!s->msg) {
-		if (errno != ENOENT)
-			imap_mailbox_log(s, "read", err);
-		free(path);
-		return NULL;
-	}
-	s->msg_path = path;
-	s->msg_index = i;
-	return s->msg;
-}
-
-void imap_msg_release(struct imap_session *s)
-{
-	if (s->msg)
-		message_put(s->msg);
-	s->msg = NULL;
-	free(s->msg_path);
-	s->msg_path = NULL;
-}
-
-const char *imap_msg_envelope(struct imap_session *s, size_t i, size_t *len)
-{
-	struct message *m = imap_msg_get(s, i);
-	return m ? message_envelope(m, len) : NULL;
-}
-
-const char *imap_msg_structure(struct imap_session *s, size_t i, bool extended,
-				      size_t *len)
-{
-	struct message *m = imap_msg_get(s, i);
-	if (!m)
-		return NULL;
-	return extended ? message_bodystructure(m, len) : message_body(m, len);
-}
-
-bool imap_msg_section(struct imap_session *s, size_t i, const struct imap_section *sec,
-			     struct imap_part *part)
-{
-	struct message *m = imap_msg_get(s, i);
-	struct message_section ms;
-	char err[256];
-	memset(part, 0, sizeof *part);
-	if (!m || message_section(m, s->msg_path, sec, &ms, err, sizeof err) < 0)
-		return false;
-	switch (ms.kind) {
-	case MESSAGE_SECTION_RANGE:
-		part->offset = ms.offset;
-		part->length = ms.length;
-		break;
-	case MESSAGE_SECTION_BUFFER:
-		part->built = xmalloc(ms.len + 1);
-		memcpy(part->built, ms.buf, ms.len);
-		part->built_len = ms.len;
-		break;
-	case MESSAGE_SECTION_NONE:
-		part->built = xstrdup("");
-		break;
-	}
-	message_section_free(&ms);
-	return true;
-}
-
-struct message_stream *imap_msg_stream(struct imap_session *s, size_t i, uint64_t offset,
-					      uint64_t length)
-{
-	struct message *m = imap_msg_get(s, i);
-	return m ? message_stream_open(m, s->msg_path, offset, length) : NULL;
-}
-
-/* SENT*: the day of the Date: header in its own zone (RFC 3501 §6.4.4). */
-bool imap_msg_sent_day(struct imap_session *s, size_t i, long long *day)
-{
-	struct message *m = imap_msg_get(s, i);
-	int64_t when;
-	int tz;
-	if (!m || !message_sent_date(m, &when, &tz))
-		return false;
-	long long local = (long long)when + (long long)tz * 60;
-	*day = local >= 0 ? local / 86400 : -((-local + 86399) / 86400);
-	return true;
-}
-
-bool imap_msg_header_has(struct imap_session *s, size_t i, const char *field,
-				const char *str)
-{
-	struct message *m = imap_msg_get(s, i);
-	char err[256];
-	return m && message_header_contains(m, s->msg_path, field, str, err, sizeof err) == 1;
-}
-
-bool imap_msg_body_has(struct imap_session *s, size_t i, const char *str, bool text)
-{
-	struct message *m = imap_msg_get(s, i);
-	char err[256];
-	return m && message_text_contains(m, s->msg_path, text, str, err, sizeof err) == 1;
-}
-
-/* ---- life -------------------------------------------------------------- */
-
-static void imap_view_close(struct imap_session *s);
 
 static void imap_free(struct imap_session *s)
 {
@@ -2217,11 +1563,7 @@ static void imap_free(struct imap_session *s)
 	imap_append_discard(s);
 	free(s->maildir);
 	free(s->user);
-	if (s->sasl)
-		sasl_free(s->sasl);
-	if (s->pause)
-		event_free(s->pause);
-	offload_cancel(s->check);
+	login_free(s->login);
 	if (s->resume)
 		event_free(s->resume);
 	if (s->login_timer)
@@ -2265,6 +1607,7 @@ void imap_session_start(const struct session_start *st)
 	s->append_fd = -1;
 	/* "i": never the id of an SMTP or POP3 session of the same moment */
 	session_base_init(&s->b, st, "i", s, imap_shutdown, imap_abort);
+	s->login = session_login_new(&s->b, imap_login_done, s);
 	s->parser = imap_parser_new();
 	/* RFC 3501 §5.4: the autologout timer is at least 30 minutes; the
 	 * short limit before login is s->login_timer */

@@ -28,11 +28,11 @@
 
 #include "conf/conf.h"
 #include "net/conn.h"
-#include "queue/deliver_local.h"
 #include "lib/linebuf.h"
 #include "lib/log.h"
 #include "store/maildir.h"
 #include "lib/offload.h"
+#include "auth/login.h"
 #include "auth/sasl.h"
 #include "proto/session.h"
 #include "runtime/runtime.h"
@@ -85,11 +85,7 @@ struct pop3_session {
 	bool in_process;                /* re-entrancy guard for pop3_run */
 	/* logging in */
 	char *user_name;                /* USER given; PASS must follow */
-	struct offload_job *check;      /* PASS or AUTH: the password on a worker */
-	struct sasl_session *sasl;
-	unsigned sasl_mech;
-	bool sasl_final;                /* sent the SCRAM server-final, awaiting "" */
-	struct event *pause;            /* a failed login's reply waits a while */
+	struct login *login;            /* PASS, AUTH: the exchange, check and delay */
 	/* the maildrop, in TRANSACTION */
 	char *user;                     /* the authenticated user */
 	char *maildir;
@@ -139,35 +135,10 @@ static void pop3_err(struct pop3_session *s, const char *text)
 
 /* ---- what may be used now ---------------------------------------------- */
 
-/* The SASL mechanisms a client may use now: none before TLS when the
- * secure channel is required; the plaintext ones only inside TLS when so
- * configured (SPEC §4, as smtp_session does). */
-static unsigned pop3_sasl_usable(const struct pop3_session *s)
-{
-	unsigned m = s->b.srv->auth.mechanisms;
-	if (s->tls_active)
-		return m;
-	if (s->b.srv->tls.require)
-		return 0;
-	if (s->b.srv->auth.plaintext_requires_tls)
-		m &= ~(unsigned)(MECH_PLAIN | MECH_LOGIN);
-	return m;
-}
-
-/* USER/PASS sends the password itself: usable exactly when a plaintext
- * SASL mechanism (PLAIN, LOGIN) is configured and usable now. */
-static bool pop3_user_usable(const struct pop3_session *s)
-{
-	return (pop3_sasl_usable(s) & (MECH_PLAIN | MECH_LOGIN)) != 0;
-}
-
 /* ---- command table ----------------------------------------------------- */
 
-enum pop3_cmd_flag {
-	POP3_F_LOGIN = 1u << 0,         /* a login command: refused before TLS when tls.require */
-	POP3_F_PLAINTEXT = 1u << 1,     /* sends the password: only when USER is usable */
-	POP3_F_PASSWORD = POP3_F_LOGIN | POP3_F_PLAINTEXT, /* USER, PASS */
-};
+/* USER and PASS: a login command that carries the password itself */
+#define POP3_F_PASSWORD (SESSION_F_NEEDS_TLS | SESSION_F_PASSWORD)
 
 struct pop3_command {
 	const char *verb;
@@ -201,8 +172,8 @@ static const struct pop3_command pop3_commands[] = {
 	{"USER", pop3_cmd_user, POP3_AUTHORIZATION, POP3_F_PASSWORD, LINE_MAX_COMMAND},
 	{"PASS", pop3_cmd_pass, POP3_AUTHORIZATION, POP3_F_PASSWORD, LINE_MAX_COMMAND},
 	/* RFC 5034 §4: the initial response may make the line long */
-	{"AUTH", pop3_cmd_auth, POP3_AUTHORIZATION, POP3_F_LOGIN, LINE_MAX_AUTH},
-	{"QUIT", pop3_cmd_quit, POP3_AUTH_OR_TRANS, 0, LINE_MAX_COMMAND},
+	{"AUTH", pop3_cmd_auth, POP3_AUTHORIZATION, SESSION_F_NEEDS_TLS, LINE_MAX_AUTH},
+	{"QUIT", pop3_cmd_quit, POP3_AUTH_OR_TRANS, SESSION_F_REFUSED_OK, LINE_MAX_COMMAND},
 	{"STAT", pop3_cmd_stat, POP3_TRANSACTION, 0, LINE_MAX_COMMAND},
 	{"LIST", pop3_cmd_list, POP3_TRANSACTION, 0, LINE_MAX_COMMAND},
 	{"UIDL", pop3_cmd_uidl, POP3_TRANSACTION, 0, LINE_MAX_COMMAND},
@@ -221,29 +192,34 @@ static const struct pop3_command *pop3_find_command(const char *verb)
 	return NULL;
 }
 
-/* The one policy gate: the state first, then the secure channel (SPEC §4:
- * "require secure channel" refuses every login before TLS), then whether
- * the password may cross this channel (USER/PASS). */
+/* The gate's verdict (proto/session.h) as POP3 replies (RFC 2449 and
+ * RFC 3206 response codes). */
 static bool pop3_gate(struct pop3_session *s, const struct pop3_command *c)
 {
-	if (!(c->states & s->state)) {
+	switch (session_gate(&s->b, c->flags, (c->states & s->state) != 0, s->tls_active,
+			     s->user != NULL)) {
+	case SESSION_OPEN:
+		return true;
+	case SESSION_REFUSED:
+		pop3_err(s, "[SYS/PERM] Access denied");
+		break;
+	case SESSION_NEEDS_TLS:
+		pop3_err(s, "[AUTH] Must issue a STLS command first");
+		break;
+	case SESSION_BAD_STATE:
+	case SESSION_NEEDS_AUTH:
 		pop3_err(s, s->state == POP3_AUTHORIZATION ? "Log in first"
 							   : "Command not valid in this state");
-		return false;
+		break;
+	case SESSION_PASSWORD_NEEDS_TLS:
+		pop3_err(s, "[AUTH] Plaintext authentication disallowed on non-secure "
+			    "connections: use STLS first");
+		break;
+	case SESSION_PASSWORD_DISABLED:
+		pop3_err(s, "[AUTH] USER/PASS is not enabled: use AUTH");
+		break;
 	}
-	if ((c->flags & POP3_F_LOGIN) && s->b.srv->tls.require && !s->tls_active) {
-		pop3_err(s, "[AUTH] Must issue a STLS command first");
-		return false;
-	}
-	if ((c->flags & POP3_F_PLAINTEXT) && !pop3_user_usable(s)) {
-		if (!s->tls_active && (s->b.srv->auth.mechanisms & (MECH_PLAIN | MECH_LOGIN)))
-			pop3_err(s, "[AUTH] Plaintext authentication disallowed on non-secure "
-				    "connections: use STLS first");
-		else
-			pop3_err(s, "[AUTH] USER/PASS is not enabled: use AUTH");
-		return false;
-	}
-	return true;
+	return false;
 }
 
 static bool pop3_line_is_clean(const struct linebuf_line *l)
@@ -431,10 +407,10 @@ static void pop3_cmd_capa(struct pop3_session *s, char *args)
 	conn_printf(s->io, "AUTH-RESP-CODE");
 	conn_printf(s->io, "PIPELINING");
 	if (s->state == POP3_AUTHORIZATION) {
-		if (pop3_user_usable(s))
+		if (login_password_allowed(s->b.srv, s->tls_active))
 			conn_printf(s->io, "USER");
 		char mechs[128];
-		sasl_mech_list(pop3_sasl_usable(s), mechs, sizeof mechs);
+		sasl_mech_list(login_mechanisms(s->b.srv, s->tls_active), mechs, sizeof mechs);
 		if (*mechs)
 			conn_printf(s->io, "SASL %s", mechs);
 		if (s->b.ts && !s->tls_active)
@@ -469,86 +445,6 @@ static void pop3_cmd_stls(struct pop3_session *s, char *args)
 }
 
 /* ---- logging in -------------------------------------------------------- */
-
-static void pop3_auth_log(const struct pop3_session *s, const char *result, const char *mech,
-			  const char *user)
-{
-	char esc[LOG_VALUE_MAX];
-	log_escape(esc, sizeof esc, user ? user : "", user ? strlen(user) : 0);
-	log_info("event=auth session=%s server=%s client=%s result=%s mechanism=%s user=%s tls=%s",
-		 s->b.sid, s->b.srv->name, s->b.client, result, mech, esc, s->tls_active ? "yes" : "no");
-}
-
-static const char *pop3_mech_name(const struct pop3_session *s)
-{
-	return s->sasl_mech ? sasl_mech_name(s->sasl_mech) : "USER";
-}
-
-/* Is the client's address locked out?  Then say so and end the session
- * (the same throttle and lockout as SMTP, SPEC §3 `lockout`). */
-static bool pop3_locked_out(struct pop3_session *s)
-{
-	unsigned retry;
-	if (!sasl_throttle_locked(s->b.rt->throttle, s->b.client, &s->b.srv->auth, time(NULL), &retry))
-		return false;
-	log_info("event=auth session=%s server=%s client=%s result=locked retry_after=%us", s->b.sid,
-		 s->b.srv->name, s->b.client, retry);
-	conn_printf(s->io, "-ERR [SYS/TEMP] Too many failed authentication attempts; try again "
-			   "in %u seconds", retry);
-	pop3_close_after_flush(s);
-	return true;
-}
-
-/* Count a failure against the client's address (which can lock it out)
- * and against the user name tried (which only slows further attempts:
- * a lockout per name would let anybody lock a user out), with the keys
- * SMTP uses.  Returns the delay before the reply, in ms. */
-static unsigned pop3_count_failure(struct pop3_session *s, const char *user)
-{
-	bool locked;
-	unsigned delay = sasl_throttle_login_failed(s->b.rt->throttle, s->b.client, user,
-						    &s->b.srv->auth, time(NULL), &locked);
-	if (locked)
-		log_warn("event=lockout session=%s server=%s client=%s duration=%us", s->b.sid,
-			 s->b.srv->name, s->b.client, s->b.srv->auth.lockout_duration);
-	return delay;
-}
-
-static void pop3_sasl_end(struct pop3_session *s)
-{
-	if (s->sasl)
-		sasl_free(s->sasl);
-	s->sasl = NULL;
-	s->sasl_final = false;
-	if (s->state == POP3_SASL)
-		pop3_enter_state(s, POP3_AUTHORIZATION);
-}
-
-static void pop3_fail_resume(evutil_socket_t fd, short what, void *arg)
-{
-	struct pop3_session *s = arg;
-	event_free(s->pause);
-	s->pause = NULL;
-	conn_printf(s->io, "-ERR [AUTH] Authentication failed");
-	pop3_run(s);
-}
-
-/* Wrong credentials: -ERR [AUTH] after a delay that grows with the
- * failures (RFC 3206 §4: AUTH is the code for bad credentials). */
-static void pop3_login_failed(struct pop3_session *s, const char *user)
-{
-	pop3_auth_log(s, "fail", pop3_mech_name(s), user);
-	unsigned delay = pop3_count_failure(s, user);
-	pop3_sasl_end(s);
-	pop3_error(s);
-	if (delay == 0 || s->state == POP3_CLOSING) {
-		conn_printf(s->io, "-ERR [AUTH] Authentication failed");
-		return;
-	}
-	struct timeval tv = {.tv_sec = delay / 1000, .tv_usec = (delay % 1000) * 1000};
-	s->pause = evtimer_new(s->b.rt->base, pop3_fail_resume, s);
-	evtimer_add(s->pause, &tv);
-}
 
 /* Lock and read the user's Maildir.  Answers -ERR itself on failure. */
 static bool pop3_open_maildrop(struct pop3_session *s, const char *user)
@@ -591,29 +487,66 @@ failed:
 	return false;
 }
 
-/* Credentials are right: clear the failures, open the maildrop and enter
- * the TRANSACTION state (or stay in AUTHORIZATION if it is in use). */
+/* Credentials are right: open the maildrop and enter the TRANSACTION
+ * state (or stay in AUTHORIZATION if it is in use). */
 static void pop3_login(struct pop3_session *s, const char *user)
 {
-	const char *mech = pop3_mech_name(s);
-	pop3_auth_log(s, "ok", mech, user);
-	sasl_throttle_login_ok(s->b.rt->throttle, s->b.client, user);
-	char *who = xstrdup(user);
-	pop3_sasl_end(s);
-	if (!pop3_open_maildrop(s, who)) {
-		free(who);
-		s->sasl_mech = 0;
+	const char *mech = login_mechanism(s->login);
+	if (!pop3_open_maildrop(s, user))
 		return;
-	}
-	s->user = who;
+	s->user = xstrdup(user);
 	char esc[LOG_VALUE_MAX];
 	log_info("event=login session=%s server=%s client=%s result=ok user=%s mechanism=%s tls=%s "
 		 "messages=%zu octets=%llu", s->b.sid, s->b.srv->name, s->b.client,
-		 log_escape(esc, sizeof esc, who, strlen(who)), mech, s->tls_active ? "yes" : "no",
+		 log_escape(esc, sizeof esc, user, strlen(user)), mech, s->tls_active ? "yes" : "no",
 		 s->list.n, (unsigned long long)s->list.total);
 	pop3_enter_state(s, POP3_TRANSACTION);
 	conn_printf(s->io, "+OK Logged in: %zu messages (%llu octets)", s->list.n,
 		    (unsigned long long)s->list.total);
+}
+
+/* The login exchange's verdict as POP3 replies (RFC 1939, RFC 5034;
+ * response codes of RFC 2449 and RFC 3206). */
+static void pop3_login_done(void *owner, const struct login_verdict *v)
+{
+	struct pop3_session *s = owner;
+	if (v->kind != LOGIN_CHALLENGE && s->state == POP3_SASL)
+		pop3_enter_state(s, POP3_AUTHORIZATION);
+	switch (v->kind) {
+	case LOGIN_CHALLENGE:
+		/* RFC 5034 §4 has no success data: the SCRAM server-final
+		 * goes as a last challenge too, answered by an empty line */
+		conn_printf(s->io, "+ %s", v->challenge);
+		pop3_enter_state(s, POP3_SASL);
+		return; /* the client's answer comes as the next line */
+	case LOGIN_OK:
+		pop3_login(s, v->user);
+		break;
+	case LOGIN_FAILED:
+		/* RFC 3206 §4: AUTH is the code for bad credentials */
+		conn_printf(s->io, "-ERR [AUTH] Authentication failed");
+		pop3_error(s);
+		break;
+	case LOGIN_CANCELLED:
+		conn_printf(s->io, "-ERR Authentication cancelled");
+		break;
+	case LOGIN_BAD_RESPONSE:
+		pop3_err(s, "Cannot decode response");
+		break;
+	case LOGIN_UNKNOWN_MECHANISM:
+		pop3_err(s, "Unrecognized authentication type");
+		break;
+	case LOGIN_NEEDS_TLS:
+		pop3_err(s, "[AUTH] Plaintext authentication disallowed on non-secure connections: "
+			    "use STLS first");
+		break;
+	case LOGIN_LOCKED_OUT:
+		conn_printf(s->io, "-ERR [SYS/TEMP] Too many failed authentication attempts; try "
+				   "again in %u seconds", v->retry_after);
+		pop3_close_after_flush(s);
+		break;
+	}
+	pop3_run(s); /* a verdict that came later: read on */
 }
 
 static void pop3_cmd_user(struct pop3_session *s, char *args)
@@ -623,24 +556,10 @@ static void pop3_cmd_user(struct pop3_session *s, char *args)
 		pop3_err(s, "Syntax: USER name");
 		return;
 	}
+	free(s->user_name);
 	s->user_name = xstrdup(args);
 	/* the same answer for every name: nobody learns who exists */
 	conn_printf(s->io, "+OK Send your password");
-}
-
-/* PASS checked on a worker: logged in or refused, input resumes. */
-static void pop3_pass_checked(void *owner, void *work)
-{
-	struct pop3_session *s = owner;
-	struct sasl_check *c = work;
-	s->check = NULL;
-	const char *address = sasl_check_address(c);
-	if (address)
-		pop3_login(s, address);
-	else
-		pop3_login_failed(s, sasl_check_user(c));
-	sasl_check_free(c);
-	pop3_run(s);
 }
 
 static void pop3_cmd_pass(struct pop3_session *s, char *args)
@@ -651,109 +570,12 @@ static void pop3_cmd_pass(struct pop3_session *s, char *args)
 		pop3_err(s, "USER first");
 		return;
 	}
-	if (pop3_locked_out(s)) {
-		free(name);
-		return;
-	}
 	/* RFC 1939 §7: the argument is the rest of the line, spaces included */
-	size_t len = strlen(args);
-	struct sasl_check *c = sasl_check_new(s->b.rt->users, name, strlen(name), args, len);
-	OPENSSL_cleanse(args, len);
+	login_password(s->login, "USER", name, strlen(name), args, strlen(args), s->tls_active);
 	free(name);
-	s->sasl_mech = 0;
-	s->check = sasl_check_submit(c, pop3_pass_checked, s);
 }
 
 /* ---- AUTH (RFC 5034) --------------------------------------------------- */
-
-static void pop3_sasl_result(struct pop3_session *s, enum sasl_status st, const char *challenge);
-
-/* AUTH PLAIN or LOGIN checked on a worker: the exchange ends, input
- * resumes. */
-static void pop3_sasl_checked(void *owner, void *work)
-{
-	struct pop3_session *s = owner;
-	struct sasl_check *c = work;
-	s->check = NULL;
-	enum sasl_status st = sasl_checked(s->sasl, c);
-	sasl_check_free(c);
-	pop3_sasl_result(s, st, NULL);
-	pop3_run(s);
-}
-
-static void pop3_sasl_step(struct pop3_session *s, const char *in)
-{
-	char *challenge = NULL;
-	enum sasl_status st = sasl_step(s->sasl, in, &challenge);
-	if (st == SASL_CHECK)
-		s->check = sasl_check_submit(sasl_take_check(s->sasl), pop3_sasl_checked, s);
-	else
-		pop3_sasl_result(s, st, challenge);
-	free(challenge);
-}
-
-static void pop3_sasl_result(struct pop3_session *s, enum sasl_status st, const char *challenge)
-{
-	char *user = NULL;
-	switch (st) {
-	case SASL_CONTINUE:
-		conn_printf(s->io, "+ %s", challenge);
-		pop3_enter_state(s, POP3_SASL);
-		break;
-	case SASL_OK:
-		if (challenge && *challenge) {
-			/* RFC 5034 §4 has no success data: the SCRAM server-final
-			 * goes as a last challenge, answered by an empty line */
-			conn_printf(s->io, "+ %s", challenge);
-			s->sasl_final = true;
-			pop3_enter_state(s, POP3_SASL);
-		} else {
-			user = xstrdup(sasl_user(s->sasl));
-			pop3_login(s, user);
-		}
-		break;
-	case SASL_CANCELLED:
-		pop3_sasl_end(s);
-		conn_printf(s->io, "-ERR Authentication cancelled");
-		break;
-	case SASL_BAD_BASE64:
-		pop3_auth_log(s, "bad-base64", pop3_mech_name(s), sasl_user(s->sasl));
-		pop3_count_failure(s, sasl_user(s->sasl)); /* garbage is no free probe */
-		pop3_sasl_end(s);
-		pop3_err(s, "Cannot decode response");
-		break;
-	case SASL_FAIL:
-	case SASL_BAD_MESSAGE:
-	case SASL_BAD_AUTHZID:
-	case SASL_CHECK: /* never here */
-		user = sasl_user(s->sasl) ? xstrdup(sasl_user(s->sasl)) : NULL;
-		pop3_login_failed(s, user);
-		break;
-	}
-	free(user);
-}
-
-static void pop3_sasl_line(struct pop3_session *s, const struct linebuf_line *l)
-{
-	if (l->has_nul || l->bare_cr) {
-		pop3_sasl_end(s);
-		pop3_err(s, "Cannot decode response");
-		return;
-	}
-	if (!s->sasl_final) {
-		pop3_sasl_step(s, l->data);
-		return;
-	}
-	/* the client acknowledges the server-final message */
-	if (l->len == 0) {
-		char *user = xstrdup(sasl_user(s->sasl));
-		pop3_login(s, user);
-		free(user);
-	} else {
-		pop3_sasl_end(s);
-		conn_printf(s->io, "-ERR Authentication cancelled");
-	}
-}
 
 static void pop3_cmd_auth(struct pop3_session *s, char *args)
 {
@@ -763,7 +585,7 @@ static void pop3_cmd_auth(struct pop3_session *s, char *args)
 	if (!*args) {
 		/* the mechanism list of RFC 1734 clients */
 		char mechs[128];
-		sasl_mech_list(pop3_sasl_usable(s), mechs, sizeof mechs);
+		sasl_mech_list(login_mechanisms(s->b.srv, s->tls_active), mechs, sizeof mechs);
 		conn_printf(s->io, "+OK Mechanisms follow");
 		char *save = NULL;
 		for (char *m = strtok_r(mechs, " ", &save); m; m = strtok_r(NULL, " ", &save))
@@ -771,19 +593,10 @@ static void pop3_cmd_auth(struct pop3_session *s, char *args)
 		conn_printf(s->io, ".");
 		return;
 	}
-	unsigned mech = sasl_mech_from_name(args);
-	if (strchr(initial, ' ')) {
+	if (strchr(initial, ' '))
 		pop3_err(s, "Syntax: AUTH mechanism [initial-response]");
-	} else if (!mech || !(s->b.srv->auth.mechanisms & mech)) {
-		pop3_err(s, "Unrecognized authentication type");
-	} else if (!(pop3_sasl_usable(s) & mech)) {
-		pop3_err(s, "[AUTH] Plaintext authentication disallowed on non-secure connections: "
-			    "use STLS first");
-	} else if (!pop3_locked_out(s)) {
-		s->sasl = sasl_start(mech, s->b.rt->users);
-		s->sasl_mech = mech;
-		pop3_sasl_step(s, *initial ? initial : NULL);
-	}
+	else
+		login_start(s->login, args, *initial ? initial : NULL, s->tls_active);
 }
 
 /* ---- TRANSACTION ------------------------------------------------------- */
@@ -976,7 +789,8 @@ static void pop3_cmd_quit(struct pop3_session *s, char *args)
 static void pop3_line_too_long(struct pop3_session *s)
 {
 	if (s->state == POP3_SASL) {
-		pop3_sasl_end(s);
+		login_abort(s->login);
+		pop3_enter_state(s, POP3_AUTHORIZATION);
 		pop3_err(s, "Authentication exchange line is too long");
 	} else {
 		pop3_err(s, "Line too long");
@@ -993,7 +807,7 @@ static void pop3_run(struct pop3_session *s)
 		return;
 	s->in_process = true;
 	struct evbuffer *in = conn_input(s->io);
-	while (!(s->state & (POP3_CLOSING | POP3_HANDSHAKE)) && !s->pause && !s->check) {
+	while (!(s->state & (POP3_CLOSING | POP3_HANDSHAKE)) && !login_busy(s->login)) {
 		if (s->out != POP3_OUT_NONE) {
 			pop3_pump(s);
 			if (s->out != POP3_OUT_NONE)
@@ -1014,7 +828,7 @@ static void pop3_run(struct pop3_session *s)
 			continue;
 		}
 		if (before == POP3_SASL)
-			pop3_sasl_line(s, &l);
+			login_response(s->login, l.data, l.has_nul || l.bare_cr);
 		else
 			pop3_command(s, &l);
 		if (before != POP3_TRANSACTION)
@@ -1055,7 +869,7 @@ static void pop3_on_timeout(void *arg)
 static void pop3_greet(struct pop3_session *s)
 {
 	if (s->b.refused) {
-		/* SPEC §4: a refused client hears why and is gone */
+		/* a refused client hears why and is gone */
 		conn_printf(s->io, "-ERR [SYS/PERM] Access denied");
 		pop3_close_after_flush(s);
 		return;
@@ -1096,11 +910,7 @@ static void pop3_free(struct pop3_session *s)
 	free(s->maildir);
 	free(s->user);
 	free(s->user_name);
-	if (s->sasl)
-		sasl_free(s->sasl);
-	if (s->pause)
-		event_free(s->pause);
-	offload_cancel(s->check);
+	login_free(s->login);
 	conn_free(s->io);
 	session_base_release(&s->b);
 	free(s);
@@ -1138,6 +948,7 @@ void pop3_session_start(const struct session_start *st)
 	struct pop3_session *s = xcalloc(1, sizeof *s);
 	/* "p": never the id of an SMTP session of the same moment */
 	session_base_init(&s->b, st, "p", s, pop3_shutdown, pop3_abort);
+	s->login = session_login_new(&s->b, pop3_login_done, s);
 	struct conn_params p = {
 		.base = s->b.rt->base,
 		.fd = st->fd,

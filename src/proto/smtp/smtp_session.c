@@ -25,9 +25,10 @@
 
 #include "net/access.h"
 #include "auth/aliases.h"
+#include "auth/login.h"
 #include "conf/conf.h"
 #include "net/conn.h"
-#include "queue/deliver_local.h"
+#include "lib/date.h"
 #include "lib/linebuf.h"
 #include "lib/log.h"
 #include "lib/offload.h"
@@ -36,9 +37,11 @@
 #include "runtime/runtime.h"
 #include "proto/smtp/smtp_addr.h"
 #include "proto/smtp/smtp_data.h"
+#include "queue/scheduler.h"
 #include "queue/spool.h"
 #include "net/tls.h"
 #include "auth/userdb.h"
+#include "lib/strbuf.h"
 #include "lib/util.h"
 
 /* Named limits of a session (STYLE: every limit in one place). */
@@ -46,6 +49,9 @@ enum {
 	SMTP_MAIL_LINE_MAX = LINE_MAX_COMMAND + 26 + 14 + 10, /* + SIZE, BODY, SMTPUTF8 */
 	SMTP_MAX_ERRORS = 20,           /* then 421 and close */
 	SMTP_HELO_MAX = 255,
+	/* our Received: field, every part at its own limit (HELO, client
+	 * name and address, TLS, user, hostname, id, "for", date) with room */
+	SMTP_RECEIVED_MAX = 2048,
 };
 
 enum smtp_state {
@@ -95,11 +101,7 @@ struct smtp_session {
 	bool esmtp;
 	bool tls_active;
 	char *auth_user;        /* after a successful AUTH */
-	struct sasl_session *sasl; /* an AUTH exchange under way */
-	unsigned sasl_mech;
-	bool sasl_final;        /* sent the SCRAM server-final, awaiting "" */
-	struct event *pause;    /* failed AUTH: the reply waits a while */
-	struct offload_job *check; /* AUTH PLAIN/LOGIN: the password on a worker */
+	struct login *login;    /* AUTH: the exchange, its check and delay */
 	unsigned errors;
 	struct smtp_txn txn;
 	struct smtp_data data;
@@ -197,16 +199,11 @@ static void smtp_txn_add(struct smtp_txn *t, const char *address, const char *or
 
 /* ---- command table ---------------------------------------------------- */
 
-enum smtp_cmd_flag {
-	SMTP_F_NEEDS_TLS = 1u << 0,  /* refused before TLS when tls.require */
-	SMTP_F_NEEDS_AUTH = 1u << 1, /* refused unauthenticated when !anonymous */
-};
-
 struct smtp_command {
 	const char *verb;
 	void (*handler)(struct smtp_session *s, char *args);
 	unsigned states;        /* enum smtp_state bits in which it is valid */
-	unsigned flags;
+	unsigned flags;         /* enum session_cmd_flag: the gate's policy */
 	size_t line_max;        /* incl. CRLF */
 };
 
@@ -226,18 +223,19 @@ static void smtp_cmd_auth(struct smtp_session *s, char *args);
 static const struct smtp_command smtp_commands[] = {
 	{"HELO", smtp_cmd_helo, SMTP_ANY_COMMAND_STATE, 0, LINE_MAX_COMMAND},
 	{"EHLO", smtp_cmd_ehlo, SMTP_ANY_COMMAND_STATE, 0, LINE_MAX_COMMAND},
-	{"MAIL", smtp_cmd_mail, SMTP_READY, SMTP_F_NEEDS_TLS | SMTP_F_NEEDS_AUTH, SMTP_MAIL_LINE_MAX},
-	{"RCPT", smtp_cmd_rcpt, SMTP_MAIL | SMTP_RCPT, SMTP_F_NEEDS_TLS, LINE_MAX_COMMAND},
-	{"DATA", smtp_cmd_data, SMTP_RCPT, SMTP_F_NEEDS_TLS, LINE_MAX_COMMAND},
+	{"MAIL", smtp_cmd_mail, SMTP_READY, SESSION_F_NEEDS_TLS | SESSION_F_NEEDS_AUTH, SMTP_MAIL_LINE_MAX},
+	{"RCPT", smtp_cmd_rcpt, SMTP_MAIL | SMTP_RCPT, SESSION_F_NEEDS_TLS, LINE_MAX_COMMAND},
+	{"DATA", smtp_cmd_data, SMTP_RCPT, SESSION_F_NEEDS_TLS, LINE_MAX_COMMAND},
 	{"RSET", smtp_cmd_rset, SMTP_ANY_COMMAND_STATE, 0, LINE_MAX_COMMAND},
 	{"NOOP", smtp_cmd_noop, SMTP_ANY_COMMAND_STATE, 0, LINE_MAX_COMMAND},
-	{"QUIT", smtp_cmd_quit, SMTP_ANY_COMMAND_STATE | SMTP_REFUSED, 0, LINE_MAX_COMMAND},
+	{"QUIT", smtp_cmd_quit, SMTP_ANY_COMMAND_STATE | SMTP_REFUSED, SESSION_F_REFUSED_OK,
+	 LINE_MAX_COMMAND},
 	{"VRFY", smtp_cmd_vrfy, SMTP_ANY_COMMAND_STATE, 0, LINE_MAX_COMMAND},
 	{"HELP", smtp_cmd_help, SMTP_ANY_COMMAND_STATE, 0, LINE_MAX_COMMAND},
 	/* RFC 3207 §4: not inside a transaction */
 	{"STARTTLS", smtp_cmd_starttls, SMTP_INIT | SMTP_READY, 0, LINE_MAX_COMMAND},
 	/* RFC 4954 §4: after EHLO, not during a transaction */
-	{"AUTH", smtp_cmd_auth, SMTP_READY, SMTP_F_NEEDS_TLS, LINE_MAX_AUTH},
+	{"AUTH", smtp_cmd_auth, SMTP_READY, SESSION_F_NEEDS_TLS, LINE_MAX_AUTH},
 };
 
 static const struct smtp_command *smtp_find_command(const char *verb)
@@ -264,32 +262,31 @@ static void smtp_bad_sequence(struct smtp_session *s, const struct smtp_command 
 	smtp_error(s);
 }
 
-/* The one policy gate: secure channel first (a client without TLS learns
- * nothing else from a server that requires it), then state, then
- * authentication. */
+/* The gate's verdict (proto/session.h) as SMTP replies. */
 static bool smtp_gate(struct smtp_session *s, const struct smtp_command *c)
 {
-	if (s->state == SMTP_REFUSED && !(c->states & SMTP_REFUSED)) {
-		/* SPEC §4: a refused client may only say goodbye */
+	switch (session_gate(&s->b, c->flags, (c->states & s->state) != 0, s->tls_active,
+			     s->auth_user != NULL)) {
+	case SESSION_OPEN:
+		return true;
+	case SESSION_REFUSED:
+		/* RFC 5321 §3.1: after a 554 greeting, only QUIT */
 		smtp_reply(s, "503 5.7.1 Error: access denied");
-		smtp_error(s);
-		return false;
-	}
-	if ((c->flags & SMTP_F_NEEDS_TLS) && s->b.srv->tls.require && !s->tls_active) {
+		break;
+	case SESSION_NEEDS_TLS:
 		smtp_reply(s, "530 5.7.0 Must issue a STARTTLS command first");
-		smtp_error(s);
-		return false;
-	}
-	if (!(c->states & s->state)) {
+		break;
+	case SESSION_BAD_STATE:
 		smtp_bad_sequence(s, c);
 		return false;
-	}
-	if ((c->flags & SMTP_F_NEEDS_AUTH) && !s->b.srv->auth.anonymous && !s->auth_user) {
+	case SESSION_PASSWORD_NEEDS_TLS: /* no SMTP command carries a password itself */
+	case SESSION_PASSWORD_DISABLED:
+	case SESSION_NEEDS_AUTH:
 		smtp_reply(s, "530 5.7.0 Authentication required");
-		smtp_error(s);
-		return false;
+		break;
 	}
-	return true;
+	smtp_error(s);
+	return false;
 }
 
 static bool smtp_line_is_clean(const struct linebuf_line *l)
@@ -345,21 +342,6 @@ static bool smtp_helo_arg_ok(const char *args)
 	return true;
 }
 
-/* The mechanisms a client may use now: none before TLS when the secure
- * channel is required; the plaintext ones only inside TLS when so
- * configured (RFC 4954 §4, SPEC §4). */
-static unsigned smtp_auth_usable(const struct smtp_session *s)
-{
-	unsigned m = s->b.srv->auth.mechanisms;
-	if (s->tls_active)
-		return m;
-	if (s->b.srv->tls.require)
-		return 0;
-	if (s->b.srv->auth.plaintext_requires_tls)
-		m &= ~(unsigned)(MECH_PLAIN | MECH_LOGIN);
-	return m;
-}
-
 static bool smtp_hello(struct smtp_session *s, char *args, const char *verb)
 {
 	if (!smtp_helo_arg_ok(args)) {
@@ -395,7 +377,7 @@ static void smtp_cmd_ehlo(struct smtp_session *s, char *args)
 	if (s->b.ts && !s->tls_active)
 		smtp_reply(s, "250-STARTTLS");
 	char mechs[128];
-	sasl_mech_list(smtp_auth_usable(s), mechs, sizeof mechs);
+	sasl_mech_list(login_mechanisms(s->b.srv, s->tls_active), mechs, sizeof mechs);
 	if (*mechs)
 		smtp_reply(s, "250-AUTH %s", mechs);
 	smtp_reply(s, "250 SMTPUTF8");
@@ -524,7 +506,7 @@ static bool smtp_local_senders_authenticate(const struct conf *conf)
 	return false;
 }
 
-/* Sender rules (SPEC §3 sender-must-match; README "Who may send as whom"):
+/* Sender rules (`sender-must-match` in posthorn.conf(5)):
  * an authenticated user sends only as themselves or an alias of theirs;
  * an unauthenticated client may not claim a local domain's address when
  * local users have a submission server where they must log in — mail
@@ -693,7 +675,7 @@ static bool smtp_rcpt_is_local(const struct smtp_session *s, const struct smtp_a
 
 /* A local part that routes onwards ("user%other", "user@other" quoted,
  * "other!user"): the old ways of relaying through a host.  Never honoured,
- * never relayed (SPEC §4). */
+ * never relayed (RFC 5321 §3.6.1 leaves it to the server). */
 static bool smtp_local_part_routes(const char *local)
 {
 	return strpbrk(local, "@%!") != NULL;
@@ -798,44 +780,38 @@ static void smtp_cmd_rcpt(struct smtp_session *s, char *args)
 
 /* ---- DATA --------------------------------------------------------------- */
 
-static void smtp_rfc5322_date(char *out, size_t outsz)
-{
-	time_t now = time(NULL);
-	struct tm tm;
-	localtime_r(&now, &tm);
-	static const char *const days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-	static const char *const months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-					     "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-	long off = tm.tm_gmtoff / 60;
-	char sign = off < 0 ? '-' : '+';
-	if (off < 0)
-		off = -off;
-	snprintf(out, outsz, "%s, %d %s %d %02d:%02d:%02d %c%02ld%02ld", days[tm.tm_wday],
-		 tm.tm_mday, months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec,
-		 sign, off / 60, off % 60);
-}
+/* Received: fields that could not be made, since the start. */
+static unsigned long smtp_received_failures;
 
-/* RFC 5321 §4.4 trace header; "with" per RFC 3848. */
-static char *smtp_received_header(const struct smtp_session *s, const char *id)
+/* RFC 5321 §4.4 trace field into out; "with" per RFC 3848, the date per
+ * RFC 5322 §3.3.  False, said in the log, when it cannot be made whole:
+ * the message is then refused, never given a cut trace field. */
+static bool smtp_received_header(const struct smtp_session *s, const char *id, char *out,
+				 size_t outsz)
 {
-	char date[64];
-	smtp_rfc5322_date(date, sizeof date);
+	char date[DATE_RFC5322_MAX];
+	bool dated = date_rfc5322(time(NULL), date, sizeof date);
 	const char *with = s->esmtp ? (s->tls_active ? (s->auth_user ? "ESMTPSA" : "ESMTPS")
 						     : (s->auth_user ? "ESMTPA" : "ESMTP"))
 				    : "SMTP";
-	char forpart[SMTP_PATH_MAX + 16] = "";
-	if (s->txn.nrcpt_cmds == 1)
-		snprintf(forpart, sizeof forpart, "\r\n\tfor <%s>", s->txn.first_rcpt);
-	char tlspart[256] = "";
+	struct strbuf sb;
+	strbuf_init(&sb, out, outsz);
+	(void)strbuf_addf(&sb, "Received: from %s (%s [%s])", s->helo,
+			  s->b.client_name ? s->b.client_name : "unknown", s->b.client);
 	if (conn_tls_desc(s->io))
-		snprintf(tlspart, sizeof tlspart, "\r\n\t(using %s)", conn_tls_desc(s->io));
-	char authpart[300] = "";
+		(void)strbuf_addf(&sb, "\r\n\t(using %s)", conn_tls_desc(s->io));
 	if (s->auth_user && s->b.srv->auth.received_auth)
-		snprintf(authpart, sizeof authpart, "\r\n\t(authenticated as %s)", s->auth_user);
-	return xasprintf("Received: from %s (%s [%s])%s%s\r\n"
-			 "\tby %s (posthorn) with %s id %s%s;\r\n\t%s\r\n",
-			 s->helo, s->b.client_name ? s->b.client_name : "unknown", s->b.client, tlspart,
-			 authpart, s->b.srv->hostname, with, id, forpart, date);
+		(void)strbuf_addf(&sb, "\r\n\t(authenticated as %s)", s->auth_user);
+	(void)strbuf_addf(&sb, "\r\n\tby %s (posthorn) with %s id %s", s->b.srv->hostname, with, id);
+	if (s->txn.nrcpt_cmds == 1)
+		(void)strbuf_addf(&sb, "\r\n\tfor <%s>", s->txn.first_rcpt);
+	(void)strbuf_addf(&sb, ";\r\n\t%s\r\n", date);
+	if (dated && strbuf_ok(&sb)) /* every part, or none: checked once here */
+		return true;
+	smtp_received_failures++;
+	log_err("event=received-error session=%s id=%s reason=%s count=%lu", s->b.sid, id,
+		dated ? "too-long" : "no-date", smtp_received_failures);
+	return false;
 }
 
 static void smtp_data_reply_refusal(struct smtp_session *s, unsigned flags, int spool_err);
@@ -869,10 +845,15 @@ static void smtp_cmd_data(struct smtp_session *s, char *args)
 	}
 	memcpy(s->msg_id, env.id, sizeof s->msg_id);
 	s->spool_err = 0;
-	char *received = smtp_received_header(s, env.id);
+	char received[SMTP_RECEIVED_MAX];
+	if (!smtp_received_header(s, env.id, received, sizeof received)) {
+		spool_msg_abort(s->msg);
+		s->msg = NULL;
+		smtp_reply(s, "451 4.3.0 Local error in processing");
+		return;
+	}
 	int w = spool_msg_write(s->msg, received, strlen(received));
 	int werr = errno;
-	free(received);
 	if (w < 0) {
 		spool_msg_abort(s->msg);
 		s->msg = NULL;
@@ -927,18 +908,15 @@ static void smtp_process_input(struct smtp_session *s);
 
 static void smtp_log_accepted(const struct smtp_session *s)
 {
-	char from[LOG_VALUE_MAX], to[LOG_VALUE_MAX * 2], esc[LOG_VALUE_MAX];
+	char from[LOG_VALUE_MAX], to[LOG_VALUE_MAX * 2];
 	log_escape(from, sizeof from, s->txn.sender, strlen(s->txn.sender));
-	size_t o = 0;
-	to[0] = '\0';
-	for (size_t i = 0; i < s->txn.nrcpts && o + 8 < sizeof to; i++) {
-		const char *a = s->txn.rcpts[i].address;
-		log_escape(esc, sizeof esc, a, strlen(a));
-		int n = snprintf(to + o, sizeof to - o, "%s<%s>", i ? "," : "", esc);
-		if (n < 0 || (size_t)n >= sizeof to - o)
-			break;
-		o += (size_t)n;
-	}
+	struct strbuf sb;
+	strbuf_init(&sb, to, sizeof to);
+	struct log_list l;
+	log_list_begin(&l, &sb, "<", ">");
+	for (size_t i = 0; i < s->txn.nrcpts; i++)
+		log_list_add(&l, s->txn.rcpts[i].address);
+	(void)log_list_end(&l); /* the buffer holds the marker: LOG_VALUE_MAX * 2 */
 	log_info("event=accepted session=%s server=%s client=%s id=%s size=%llu from=<%s> "
 		 "nrcpt=%zu to=%s", s->b.sid, s->b.srv->name, s->b.client, s->msg_id,
 		 (unsigned long long)s->msg_size, from, s->txn.nrcpts, to);
@@ -951,7 +929,7 @@ static void smtp_committed(void *arg, int err)
 	s->committing = false;
 	if (!err) {
 		smtp_log_accepted(s);
-		delivery_enqueue(s->msg_id);
+		scheduler_submit(s->msg_id);
 	} else {
 		log_err("event=spool-error session=%s id=%s error=\"%s\"", s->b.sid, s->msg_id,
 			strerror(err));
@@ -1004,156 +982,49 @@ static void smtp_data_line_in(struct smtp_session *s, const struct linebuf_line 
 
 /* ---- AUTH (RFC 4954) ---------------------------------------------------- */
 
-static void smtp_auth_end(struct smtp_session *s)
-{
-	if (s->sasl)
-		sasl_free(s->sasl);
-	s->sasl = NULL;
-	s->sasl_final = false;
-	smtp_enter_state(s, SMTP_READY);
-}
-
-static void smtp_auth_log(const struct smtp_session *s, const char *result)
-{
-	char user[LOG_VALUE_MAX];
-	const char *u = s->sasl ? sasl_user(s->sasl) : NULL;
-	log_escape(user, sizeof user, u ? u : "", u ? strlen(u) : 0);
-	log_info("event=auth session=%s server=%s client=%s result=%s mechanism=%s user=%s tls=%s",
-		 s->b.sid, s->b.srv->name, s->b.client, result, sasl_mech_name(s->sasl_mech), user,
-		 s->tls_active ? "yes" : "no");
-}
-
-static void smtp_auth_success(struct smtp_session *s)
-{
-	smtp_auth_log(s, "ok");
-	s->auth_user = xstrdup(sasl_user(s->sasl));
-	sasl_throttle_login_ok(s->b.rt->throttle, s->b.client, s->auth_user);
-	smtp_auth_end(s);
-	smtp_reply(s, "235 2.7.0 Authentication successful");
-}
-
-static void smtp_auth_resume(evutil_socket_t fd, short what, void *arg)
-{
-	struct smtp_session *s = arg;
-	event_free(s->pause);
-	s->pause = NULL;
-	smtp_reply(s, "535 5.7.8 Authentication credentials invalid");
-	smtp_process_input(s);
-}
-
-/* Count a failure against the client's address (which can lock it out)
- * and against the user name tried (which only slows further attempts
- * down: a lockout per name would let anybody lock a user out).  Returns
- * the delay before the reply, in ms. */
-static unsigned smtp_auth_count_failure(struct smtp_session *s)
-{
-	bool locked;
-	unsigned delay = sasl_throttle_login_failed(s->b.rt->throttle, s->b.client,
-						    s->sasl ? sasl_user(s->sasl) : NULL,
-						    &s->b.srv->auth, time(NULL), &locked);
-	if (locked)
-		log_warn("event=lockout session=%s server=%s client=%s duration=%us", s->b.sid,
-			 s->b.srv->name, s->b.client, s->b.srv->auth.lockout_duration);
-	return delay;
-}
-
-/* Wrong credentials: answer 535 after a delay that grows with the
- * failures. */
-static void smtp_auth_failure(struct smtp_session *s)
-{
-	smtp_auth_log(s, "fail");
-	unsigned delay = smtp_auth_count_failure(s);
-	smtp_auth_end(s);
-	smtp_error(s);
-	if (delay == 0 || s->state == SMTP_CLOSING) {
-		smtp_reply(s, "535 5.7.8 Authentication credentials invalid");
-		return;
-	}
-	struct timeval tv = {.tv_sec = delay / 1000, .tv_usec = (delay % 1000) * 1000};
-	s->pause = evtimer_new(s->b.rt->base, smtp_auth_resume, s);
-	evtimer_add(s->pause, &tv);
-}
-
-static void smtp_auth_result(struct smtp_session *s, enum sasl_status st, const char *challenge);
-
-/* The password checked on a worker: the exchange ends, input resumes. */
-static void smtp_auth_checked(void *owner, void *work)
+/* The login exchange's verdict as SMTP replies (RFC 4954 §4, §6). */
+static void smtp_login_done(void *owner, const struct login_verdict *v)
 {
 	struct smtp_session *s = owner;
-	struct sasl_check *c = work;
-	s->check = NULL;
-	enum sasl_status st = sasl_checked(s->sasl, c);
-	sasl_check_free(c);
-	smtp_auth_result(s, st, NULL);
-	smtp_process_input(s);
-}
-
-static void smtp_auth_step(struct smtp_session *s, const char *in)
-{
-	char *challenge = NULL;
-	enum sasl_status st = sasl_step(s->sasl, in, &challenge);
-	if (st == SASL_CHECK)
-		s->check = sasl_check_submit(sasl_take_check(s->sasl), smtp_auth_checked, s);
-	else
-		smtp_auth_result(s, st, challenge);
-	free(challenge);
-}
-
-static void smtp_auth_result(struct smtp_session *s, enum sasl_status st, const char *challenge)
-{
-	switch (st) {
-	case SASL_CONTINUE:
-		smtp_reply(s, "334 %s", challenge);
+	switch (v->kind) {
+	case LOGIN_CHALLENGE:
+		smtp_reply(s, "334 %s", v->challenge);
 		smtp_enter_state(s, SMTP_AUTH);
+		return; /* the client's answer comes as the next line */
+	case LOGIN_OK:
+		s->auth_user = xstrdup(v->user);
+		smtp_enter_state(s, SMTP_READY);
+		smtp_reply(s, "235 2.7.0 Authentication successful");
 		break;
-	case SASL_OK:
-		if (challenge && *challenge) { /* RFC 4954 §4: as a last challenge */
-			smtp_reply(s, "334 %s", challenge);
-			s->sasl_final = true;
-			smtp_enter_state(s, SMTP_AUTH);
-		} else {
-			smtp_auth_success(s);
-		}
+	case LOGIN_FAILED:
+		smtp_enter_state(s, SMTP_READY);
+		smtp_reply(s, "535 5.7.8 Authentication credentials invalid");
+		smtp_error(s);
 		break;
-	case SASL_CANCELLED:
-		smtp_auth_end(s);
+	case LOGIN_CANCELLED:
+		smtp_enter_state(s, SMTP_READY);
 		smtp_reply(s, "501 5.7.0 Authentication aborted");
 		break;
-	case SASL_BAD_BASE64:
-		smtp_auth_log(s, "bad-base64");
-		smtp_auth_count_failure(s); /* garbage is no free probe */
-		smtp_auth_end(s);
+	case LOGIN_BAD_RESPONSE:
+		smtp_enter_state(s, SMTP_READY);
 		smtp_reply(s, "501 5.5.2 Cannot decode response");
 		smtp_error(s);
 		break;
-	case SASL_FAIL:
-	case SASL_BAD_MESSAGE:
-	case SASL_BAD_AUTHZID:
-	case SASL_CHECK: /* never here */
-		smtp_auth_failure(s);
+	case LOGIN_UNKNOWN_MECHANISM:
+		smtp_reply(s, "504 5.5.4 Unrecognized authentication type");
+		smtp_error(s);
+		break;
+	case LOGIN_NEEDS_TLS:
+		smtp_reply(s, "538 5.7.11 Encryption required for requested authentication mechanism");
+		smtp_error(s);
+		break;
+	case LOGIN_LOCKED_OUT:
+		smtp_reply(s, "454 4.7.0 Too many failed authentication attempts; try again in %u "
+			      "seconds", v->retry_after);
+		smtp_close_after_flush(s);
 		break;
 	}
-}
-
-static void smtp_auth_line(struct smtp_session *s, const struct linebuf_line *l)
-{
-	if (l->has_nul || l->bare_cr) {
-		smtp_auth_end(s);
-		smtp_reply(s, "501 5.5.2 Cannot decode response");
-		smtp_error(s);
-		return;
-	}
-	if (s->sasl_final) {
-		/* the client acknowledges the server-final message */
-		if (l->len == 0) {
-			smtp_auth_success(s);
-		} else {
-			smtp_auth_end(s);
-			smtp_reply(s, "501 5.7.0 Authentication aborted");
-		}
-		return;
-	}
-	smtp_auth_step(s, l->data);
+	smtp_process_input(s); /* a verdict that came later: read on */
 }
 
 static void smtp_cmd_auth(struct smtp_session *s, char *args)
@@ -1161,31 +1032,15 @@ static void smtp_cmd_auth(struct smtp_session *s, char *args)
 	char *initial = args + strcspn(args, " ");
 	if (*initial)
 		*initial++ = '\0';
-	unsigned mech = *args ? sasl_mech_from_name(args) : 0;
-	unsigned retry;
 	if (s->auth_user) {
 		smtp_reply(s, "503 5.5.1 Error: already authenticated");
+		smtp_error(s);
 	} else if (!*args || strchr(initial, ' ')) {
 		smtp_reply(s, "501 5.5.4 Syntax: AUTH mechanism [initial-response]");
-	} else if (!mech || !(s->b.srv->auth.mechanisms & mech)) {
-		smtp_reply(s, "504 5.5.4 Unrecognized authentication type");
-	} else if (!(smtp_auth_usable(s) & mech)) {
-		smtp_reply(s, "538 5.7.11 Encryption required for requested authentication mechanism");
-	} else if (sasl_throttle_locked(s->b.rt->throttle, s->b.client, &s->b.srv->auth, time(NULL),
-					&retry)) {
-		log_info("event=auth session=%s server=%s client=%s result=locked retry_after=%us",
-			 s->b.sid, s->b.srv->name, s->b.client, retry);
-		smtp_reply(s, "454 4.7.0 Too many failed authentication attempts; try again in %u "
-			      "seconds", retry);
-		smtp_close_after_flush(s);
-		return;
+		smtp_error(s);
 	} else {
-		s->sasl = sasl_start(mech, s->b.rt->users);
-		s->sasl_mech = mech;
-		smtp_auth_step(s, *initial ? initial : NULL);
-		return;
+		login_start(s->login, args, *initial ? initial : NULL, s->tls_active);
 	}
-	smtp_error(s);
 }
 
 /* ---- input loop and connection events -------------------------------- */
@@ -1200,8 +1055,8 @@ static void smtp_process_input(struct smtp_session *s)
 		return;
 	s->in_process = true;
 	struct evbuffer *in = conn_input(s->io);
-	while (!(s->state & (SMTP_CLOSING | SMTP_HANDSHAKE)) && !s->committing && !s->pause &&
-	       !s->check) {
+	while (!(s->state & (SMTP_CLOSING | SMTP_HANDSHAKE)) && !s->committing &&
+	       !login_busy(s->login)) {
 		if (conn_output_full(s->io)) {
 			s->output_blocked = true; /* resumed by smtp_write_cb */
 			break;
@@ -1213,7 +1068,8 @@ static void smtp_process_input(struct smtp_session *s)
 			break;
 		if (st == LINEBUF_TOO_LONG) {
 			if (s->state == SMTP_AUTH) {
-				smtp_auth_end(s);
+				login_abort(s->login);
+				smtp_enter_state(s, SMTP_READY);
 				smtp_reply(s, "500 5.5.6 Authentication exchange line is too long");
 				smtp_error(s);
 			} else if (s->state == SMTP_DATA) {
@@ -1227,7 +1083,7 @@ static void smtp_process_input(struct smtp_session *s)
 		if (s->state == SMTP_DATA)
 			smtp_data_line_in(s, &l);
 		else if (s->state == SMTP_AUTH)
-			smtp_auth_line(s, &l);
+			login_response(s->login, l.data, l.has_nul || l.bare_cr);
 		else
 			smtp_command(s, &l);
 	}
@@ -1350,11 +1206,7 @@ static void smtp_free(struct smtp_session *s)
 	smtp_txn_reset(s);
 	free(s->helo);
 	free(s->auth_user);
-	if (s->sasl)
-		sasl_free(s->sasl);
-	if (s->pause)
-		event_free(s->pause);
-	offload_cancel(s->check);
+	login_free(s->login);
 	conn_free(s->io);
 	session_base_release(&s->b);
 	free(s);
@@ -1386,6 +1238,7 @@ void smtp_session_start(const struct session_start *st)
 	const struct conf_server *srv = st->srv;
 	struct smtp_session *s = xcalloc(1, sizeof *s);
 	session_base_init(&s->b, st, "", s, smtp_shutdown, smtp_abort);
+	s->login = session_login_new(&s->b, smtp_login_done, s);
 	struct conn_params p = {
 		.base = s->b.rt->base,
 		.fd = st->fd,

@@ -1,7 +1,5 @@
-/* Unit tests for the parts of the IMAP session that need no connection:
- * RFC 3501 §9 date and date-time (SEARCH BEFORE/ON/SINCE, APPEND's
- * internal date) and the INTERNALDATE format.  The protocol itself is
- * tested end to end in tests/integration/test_imap*.py. */
+/* Unit tests for imap_date: RFC 3501 §9 date and date-time (SEARCH
+ * BEFORE/ON/SINCE, APPEND's internal date) and the INTERNALDATE format. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,7 +10,7 @@
 
 #include <cmocka.h>
 
-#include "imap_context.h"
+#include "proto/imap/imap_date.h"
 
 static void test_days_from_civil(void **state)
 {
@@ -55,7 +53,7 @@ static void test_datetime(void **state)
 
 static void test_format_datetime(void **state)
 {
-	char out[64];
+	char out[IMAP_DATETIME_SIZE];
 	setenv("TZ", "UTC", 1);
 	tzset();
 	imap_format_datetime(0, out);

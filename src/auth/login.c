@@ -1,0 +1,335 @@
+/* login: the one login exchange of SMTP AUTH (RFC 4954), POP3 (RFC 1939
+ * USER/PASS, RFC 5034 AUTH) and IMAP (RFC 3501 §6.2 LOGIN and
+ * AUTHENTICATE): mechanism rules, SASL steps, password checks on a
+ * worker, lockout, failure delay and the auth log line. */
+#include "auth/login.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include <event2/event.h>
+#include <openssl/crypto.h>
+
+#include "auth/sasl.h"
+#include "conf/conf.h"
+#include "lib/log.h"
+#include "lib/offload.h"
+#include "lib/util.h"
+
+enum { LOGIN_MECH_LABEL_MAX = 16 };
+
+struct login {
+	struct login_env env;
+	login_done_fn done;
+	void *owner;
+	struct sasl_session *sasl;   /* an exchange under way */
+	bool final_sent;             /* sent the SCRAM server-final, awaiting "" */
+	bool tls;                    /* the channel when the attempt began */
+	char mech[LOGIN_MECH_LABEL_MAX]; /* of the current or last attempt */
+	struct offload_job *check;   /* a password on a worker */
+	struct event *pause;         /* a failure's reply waits a while */
+};
+
+/* ---- what may be used now ------------------------------------------------ */
+
+unsigned login_mechanisms(const struct conf_server *srv, bool tls_active)
+{
+	unsigned m = srv->auth.mechanisms;
+	if (tls_active)
+		return m;
+	if (srv->tls.require)
+		return 0;
+	if (srv->auth.plaintext_requires_tls)
+		m &= ~(unsigned)(MECH_PLAIN | MECH_LOGIN);
+	return m;
+}
+
+bool login_password_allowed(const struct conf_server *srv, bool tls_active)
+{
+	return (login_mechanisms(srv, tls_active) & (MECH_PLAIN | MECH_LOGIN)) != 0;
+}
+
+bool login_password_needs_tls(const struct conf_server *srv, bool tls_active)
+{
+	return !tls_active && !login_password_allowed(srv, false) &&
+	       login_password_allowed(srv, true);
+}
+
+/* ---- life ------------------------------------------------------------------ */
+
+struct login *login_new(const struct login_env *env, login_done_fn done, void *owner)
+{
+	struct login *l = xcalloc(1, sizeof *l);
+	l->env = *env;
+	l->done = done;
+	l->owner = owner;
+	return l;
+}
+
+static void login_end_exchange(struct login *l)
+{
+	if (l->sasl)
+		sasl_free(l->sasl);
+	l->sasl = NULL;
+	l->final_sent = false;
+}
+
+void login_abort(struct login *l)
+{
+	login_end_exchange(l);
+}
+
+void login_free(struct login *l)
+{
+	if (!l)
+		return;
+	login_end_exchange(l);
+	offload_cancel(l->check);
+	if (l->pause)
+		event_free(l->pause);
+	free(l);
+}
+
+bool login_in_exchange(const struct login *l)
+{
+	return l->sasl != NULL && !l->check;
+}
+
+bool login_busy(const struct login *l)
+{
+	return l->check != NULL || l->pause != NULL;
+}
+
+const char *login_mechanism(const struct login *l)
+{
+	return l->mech;
+}
+
+/* ---- verdicts -------------------------------------------------------------- */
+
+static void login_say(struct login *l, enum login_verdict_kind kind, const char *challenge,
+		      const char *user, unsigned retry_after)
+{
+	struct login_verdict v = {
+		.kind = kind, .challenge = challenge, .user = user, .retry_after = retry_after,
+	};
+	l->done(l->owner, &v);
+}
+
+static void login_log(const struct login *l, const char *result, const char *user)
+{
+	char esc[LOG_VALUE_MAX];
+	log_escape(esc, sizeof esc, user ? user : "", user ? strlen(user) : 0);
+	log_info("event=auth session=%s server=%s client=%s result=%s mechanism=%s user=%s tls=%s",
+		 l->env.sid, l->env.srv->name, l->env.client, result, l->mech, esc,
+		 l->tls ? "yes" : "no");
+}
+
+/* Is the client's address locked out?  Then log it and say so. */
+static bool login_locked_out(struct login *l)
+{
+	unsigned retry;
+	if (!sasl_throttle_locked(l->env.throttle, l->env.client, &l->env.srv->auth, time(NULL),
+				  &retry))
+		return false;
+	log_info("event=auth session=%s server=%s client=%s result=locked retry_after=%us",
+		 l->env.sid, l->env.srv->name, l->env.client, retry);
+	login_say(l, LOGIN_LOCKED_OUT, NULL, NULL, retry);
+	return true;
+}
+
+/* Count a failure against the client's address (which can lock it out)
+ * and against the name tried (which only slows further attempts down: a
+ * lockout per name would let anybody lock a user out).  Returns the delay
+ * before the reply, in ms. */
+static unsigned login_count_failure(struct login *l, const char *user)
+{
+	bool locked;
+	unsigned delay = sasl_throttle_login_failed(l->env.throttle, l->env.client, user,
+						    &l->env.srv->auth, time(NULL), &locked);
+	if (locked)
+		log_warn("event=lockout session=%s server=%s client=%s duration=%us", l->env.sid,
+			 l->env.srv->name, l->env.client, l->env.srv->auth.lockout_duration);
+	return delay;
+}
+
+static void login_success(struct login *l, const char *address)
+{
+	char *user = xstrdup(address);
+	login_log(l, "ok", user);
+	sasl_throttle_login_ok(l->env.throttle, l->env.client, user);
+	login_end_exchange(l);
+	login_say(l, LOGIN_OK, NULL, user, 0);
+	free(user);
+}
+
+static void login_resume_after_delay(evutil_socket_t fd, short what, void *arg)
+{
+	struct login *l = arg;
+	event_free(l->pause);
+	l->pause = NULL;
+	login_say(l, LOGIN_FAILED, NULL, NULL, 0);
+}
+
+/* Wrong credentials: the verdict comes after a delay that grows with the
+ * failures from this address. */
+static void login_failure(struct login *l, const char *user)
+{
+	login_log(l, "fail", user);
+	unsigned delay = login_count_failure(l, user);
+	login_end_exchange(l);
+	if (delay == 0) {
+		login_say(l, LOGIN_FAILED, NULL, NULL, 0);
+		return;
+	}
+	struct timeval tv = {.tv_sec = delay / 1000, .tv_usec = (delay % 1000) * 1000};
+	l->pause = evtimer_new(l->env.base, login_resume_after_delay, l);
+	if (!l->pause || evtimer_add(l->pause, &tv) < 0) {
+		/* no timer: answer at once rather than never */
+		log_warn("event=auth-delay-error session=%s", l->env.sid);
+		if (l->pause)
+			event_free(l->pause);
+		l->pause = NULL;
+		login_say(l, LOGIN_FAILED, NULL, NULL, 0);
+	}
+}
+
+/* ---- SASL ------------------------------------------------------------------- */
+
+static void login_sasl_result(struct login *l, enum sasl_status st, const char *challenge)
+{
+	switch (st) {
+	case SASL_CONTINUE:
+		login_say(l, LOGIN_CHALLENGE, challenge, NULL, 0);
+		break;
+	case SASL_OK:
+		if (challenge && *challenge) {
+			/* RFC 4954 §4, RFC 5034 §4: the SCRAM server-final goes
+			 * as a last challenge, answered by an empty line */
+			l->final_sent = true;
+			login_say(l, LOGIN_CHALLENGE, challenge, NULL, 0);
+		} else {
+			login_success(l, sasl_user(l->sasl));
+		}
+		break;
+	case SASL_CANCELLED:
+		login_end_exchange(l);
+		login_say(l, LOGIN_CANCELLED, NULL, NULL, 0);
+		break;
+	case SASL_BAD_BASE64:
+		login_log(l, "bad-base64", sasl_user(l->sasl));
+		login_count_failure(l, sasl_user(l->sasl)); /* garbage is no free probe */
+		login_end_exchange(l);
+		login_say(l, LOGIN_BAD_RESPONSE, NULL, NULL, 0);
+		break;
+	case SASL_FAIL:
+	case SASL_BAD_MESSAGE:
+	case SASL_BAD_AUTHZID:
+	case SASL_CHECK: /* never here */ {
+		const char *u = sasl_user(l->sasl);
+		char *user = u ? xstrdup(u) : NULL;
+		login_failure(l, user);
+		free(user);
+		break;
+	}
+	}
+}
+
+/* A SASL PLAIN or LOGIN password checked on a worker. */
+static void login_sasl_checked(void *owner, void *work)
+{
+	struct login *l = owner;
+	struct sasl_check *c = work;
+	l->check = NULL;
+	enum sasl_status st = sasl_checked(l->sasl, c);
+	sasl_check_free(c);
+	login_sasl_result(l, st, NULL);
+}
+
+static void login_sasl_step(struct login *l, const char *in)
+{
+	char *challenge = NULL;
+	enum sasl_status st = sasl_step(l->sasl, in, &challenge);
+	if (st == SASL_CHECK)
+		l->check = sasl_check_submit(sasl_take_check(l->sasl), login_sasl_checked, l);
+	else
+		login_sasl_result(l, st, challenge);
+	free(challenge);
+}
+
+static void login_begin(struct login *l, const char *label, bool tls_active)
+{
+	login_end_exchange(l);
+	l->tls = tls_active;
+	bsnprintf(l->mech, sizeof l->mech, "%s", label);
+}
+
+void login_start(struct login *l, const char *mech, const char *initial, bool tls_active)
+{
+	unsigned bit = sasl_mech_from_name(mech);
+	login_begin(l, bit ? sasl_mech_name(bit) : "-", tls_active);
+	if (!bit || !(l->env.srv->auth.mechanisms & bit)) {
+		login_say(l, LOGIN_UNKNOWN_MECHANISM, NULL, NULL, 0);
+		return;
+	}
+	if (!(login_mechanisms(l->env.srv, tls_active) & bit)) {
+		login_say(l, LOGIN_NEEDS_TLS, NULL, NULL, 0);
+		return;
+	}
+	if (login_locked_out(l))
+		return;
+	l->sasl = sasl_start(bit, l->env.users);
+	login_sasl_step(l, initial);
+}
+
+void login_response(struct login *l, const char *line, bool malformed)
+{
+	if (!l->sasl)
+		return;
+	if (malformed) {
+		login_end_exchange(l);
+		login_say(l, LOGIN_BAD_RESPONSE, NULL, NULL, 0);
+		return;
+	}
+	if (l->final_sent) {
+		/* the client acknowledges the server-final message */
+		if (*line == '\0') {
+			login_success(l, sasl_user(l->sasl));
+		} else {
+			login_end_exchange(l);
+			login_say(l, LOGIN_CANCELLED, NULL, NULL, 0);
+		}
+		return;
+	}
+	login_sasl_step(l, line);
+}
+
+/* ---- a protocol's own password command ------------------------------------ */
+
+static void login_password_checked(void *owner, void *work)
+{
+	struct login *l = owner;
+	struct sasl_check *c = work;
+	l->check = NULL;
+	const char *address = sasl_check_address(c);
+	if (address)
+		login_success(l, address);
+	else
+		login_failure(l, sasl_check_user(c));
+	sasl_check_free(c);
+}
+
+void login_password(struct login *l, const char *label, const char *user, size_t ulen,
+		    char *pass, size_t plen, bool tls_active)
+{
+	login_begin(l, label, tls_active);
+	if (login_locked_out(l)) {
+		OPENSSL_cleanse(pass, plen);
+		return;
+	}
+	struct sasl_check *c = sasl_check_new(l->env.users, user, ulen, pass, plen);
+	OPENSSL_cleanse(pass, plen);
+	l->check = sasl_check_submit(c, login_password_checked, l);
+}

@@ -1,0 +1,190 @@
+/* imap_context: the states, replies, jobs and mail store errors shared by
+ * the files of an IMAP session (see imap_context.h).  RFC 3501 §3
+ * (states), §7.1 (status responses), RFC 5530 (response codes). */
+#include "proto/imap/imap_context.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+
+#include <event2/buffer.h>
+
+#include "conf/conf.h"
+#include "net/conn.h"
+#include "lib/log.h"
+#include "lib/util.h"
+
+/* ---- states ----------------------------------------------------------------- */
+
+const char *imap_state_name(enum imap_state st)
+{
+	switch (st) {
+	case IMAP_NOTAUTH: return "not-authenticated";
+	case IMAP_AUTH: return "authenticated";
+	case IMAP_SELECTED: return "selected";
+	case IMAP_LOGOUT: return "logout";
+	case IMAP_SASL: return "sasl";
+	case IMAP_IDLE: return "idle";
+	case IMAP_HANDSHAKE: return "handshake";
+	case IMAP_CLOSING: return "closing";
+	}
+	return "?";
+}
+
+void imap_enter_state(struct imap_session *s, enum imap_state st)
+{
+	if (s->state == st)
+		return;
+	log_debug("event=state session=%s %s->%s", s->b.sid, imap_state_name(s->state),
+		  imap_state_name(st));
+	s->state = st;
+}
+
+void imap_close_after_flush(struct imap_session *s)
+{
+	imap_enter_state(s, IMAP_CLOSING);
+	conn_close(s->io);
+}
+
+/* ---- replies ---------------------------------------------------------------- */
+
+/* Replies whose text was longer than IMAP_REPLY_TEXT_MAX (a bug of ours:
+ * every text is the server's own). */
+static unsigned long imap_too_long;
+
+unsigned long imap_replies_too_long(void)
+{
+	return imap_too_long;
+}
+
+bool imap_reply_format(struct evbuffer *out, const char *tag, const char *status,
+		       const char *fmt, va_list ap)
+{
+	va_list measure;
+	va_copy(measure, ap);
+	int n = vsnprintf(NULL, 0, fmt, measure);
+	va_end(measure);
+	if (n < 0)
+		fatal("imap: formatting a reply failed");
+	if ((size_t)n > IMAP_REPLY_TEXT_MAX)
+		return false;
+	evbuffer_add_printf(out, "%s %s ", tag, status);
+	evbuffer_add_vprintf(out, fmt, ap);
+	evbuffer_add(out, "\r\n", 2);
+	return true;
+}
+
+void imap_reply(struct imap_session *s, const char *status, const char *fmt, ...)
+{
+	struct evbuffer *out = evbuffer_new();
+	if (!out)
+		fatal("imap: evbuffer_new failed");
+	va_list ap;
+	va_start(ap, fmt);
+	bool fits = imap_reply_format(out, s->tag, status, fmt, ap);
+	va_end(ap);
+	if (!fits) {
+		imap_too_long++;
+		log_err("event=reply-too-long session=%s server=%s client=%s status=%s limit=%d "
+			"count=%lu", s->b.sid, s->b.srv->name, s->b.client, status,
+			IMAP_REPLY_TEXT_MAX, imap_too_long);
+		evbuffer_add_printf(out, "%s %s The response is too long; see the server log\r\n",
+				    s->tag, status);
+	}
+	imap_send(s, out);
+	evbuffer_free(out);
+}
+
+void imap_count_error(struct imap_session *s)
+{
+	if (++s->errors < IMAP_MAX_ERRORS || s->state == IMAP_CLOSING)
+		return;
+	conn_printf(s->io, "* BYE Too many invalid commands");
+	imap_close_after_flush(s);
+}
+
+void imap_bad(struct imap_session *s, const char *text)
+{
+	imap_reply(s, "BAD", "%s", text);
+	imap_count_error(s);
+}
+
+void imap_send(struct imap_session *s, struct evbuffer *out)
+{
+	size_t n = evbuffer_get_length(out);
+	if (n == 0)
+		return;
+	const void *p = evbuffer_pullup(out, (ev_ssize_t)n);
+	conn_write(s->io, p, n);
+	evbuffer_drain(out, n);
+}
+
+/* ---- jobs ------------------------------------------------------------------- */
+
+void imap_job_start(struct imap_session *s, const struct imap_job_ops *ops, void *data)
+{
+	s->job = ops;
+	s->job_data = data;
+}
+
+void imap_job_stop(struct imap_session *s)
+{
+	if (!s->job)
+		return;
+	const struct imap_job_ops *ops = s->job;
+	s->job = NULL;
+	ops->stop(s);
+	s->job_data = NULL;
+}
+
+/* Its arguments stay valid until the job frees it. */
+struct imap_command *imap_keep_command(struct imap_session *s)
+{
+	struct imap_command *c = s->cur_cmd;
+	s->cur_cmd = NULL;
+	return c;
+}
+
+/* ---- the mail store's failures ---------------------------------------------- */
+
+void imap_mailbox_log(const struct imap_session *s, const char *op, const char *err)
+{
+	char esc[LOG_VALUE_MAX];
+	log_err("event=mailbox-error session=%s server=%s client=%s op=%s error=\"%s\"", s->b.sid,
+		s->b.srv->name, s->b.client, op, log_escape(esc, sizeof esc, err, strlen(err)));
+}
+
+/* Always false but for MAILBOX_OK (for "if (imap_store_error(...))"). */
+bool imap_store_error(struct imap_session *s, enum mailbox_result r, const char *err)
+{
+	switch (r) {
+	case MAILBOX_OK:
+		return true;
+	case MAILBOX_ERR_NAME:
+		imap_no(s, "[CANNOT] %s", err);
+		break;
+	case MAILBOX_ERR_EXISTS:
+		imap_no(s, "[ALREADYEXISTS] %s", err);
+		break;
+	case MAILBOX_ERR_NONEXISTENT:
+		imap_no(s, "[NONEXISTENT] %s", err);
+		break;
+	case MAILBOX_ERR_INBOX:
+	case MAILBOX_ERR_NOSELECT:
+		imap_no(s, "[CANNOT] %s", err);
+		break;
+	case MAILBOX_ERR_READONLY:
+		imap_no(s, "[READ-ONLY] %s", err);
+		break;
+	case MAILBOX_ERR_LIMIT:
+		imap_no(s, "[LIMIT] %s", err);
+		break;
+	case MAILBOX_ERR_EXPUNGED:
+		imap_no(s, "[EXPUNGEISSUED] %s", err);
+		break;
+	case MAILBOX_ERR_IO:
+		imap_mailbox_log(s, s->tag[0] ? "command" : "?", err);
+		imap_no(s, "[SERVERBUG] The mail store failed; see the server log");
+		break;
+	}
+	return false;
+}

@@ -1,0 +1,12 @@
+/* imap_fetch: FETCH, UID FETCH, STORE and UID STORE (RFC 3501 §6.4.5,
+ * §6.4.6), handlers of imap_session.c's command table. */
+#ifndef POSTHORN_IMAP_FETCH_H
+#define POSTHORN_IMAP_FETCH_H
+
+struct imap_session;
+struct imap_command;
+
+void imap_cmd_fetch(struct imap_session *s, const struct imap_command *c);
+void imap_cmd_store(struct imap_session *s, const struct imap_command *c);
+
+#endif

@@ -1,0 +1,103 @@
+/* imap_view: the selected folder as an IMAP session sees it: its
+ * messages by 0-based index (mailbox.c's view), sequence sets resolved
+ * against it (RFC 3501 §9 sequence-set), the message being looked at,
+ * parsed once and held until released (message.c), and message flags in
+ * and out (RFC 3501 §2.3.2).  For imap_fetch.c, imap_search.c and
+ * imap_session.c. */
+#ifndef POSTHORN_IMAP_VIEW_H
+#define POSTHORN_IMAP_VIEW_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proto/imap/imap_context.h"
+#include "store/mailbox.h"
+#include "store/message.h"
+
+struct evbuffer;
+
+/* Flags of a message (RFC 3501 §2.3.2), as mailbox.c keeps them. */
+enum imap_flag {
+	IMAP_FL_ANSWERED = MAILBOX_ANSWERED,
+	IMAP_FL_FLAGGED = MAILBOX_FLAGGED,
+	IMAP_FL_DELETED = MAILBOX_DELETED,
+	IMAP_FL_SEEN = MAILBOX_SEEN,
+	IMAP_FL_DRAFT = MAILBOX_DRAFT,
+	IMAP_FL_RECENT = MAILBOX_RECENT,
+};
+
+/* "(\Seen \Flagged)": the flag-list of a FETCH response, into out. */
+void imap_flags_text(struct evbuffer *out, unsigned flags);
+/* A flag list of STORE/APPEND -> the system flag bits (keywords ignored);
+ * false with a reason in err. */
+bool imap_flags_parse(const struct imap_arg *a, unsigned *flags, const char **err);
+
+/* ---- the selected folder (mailbox.c); i is a 0-based index --------------- */
+
+size_t imap_count(const struct imap_session *s);
+uint32_t imap_uid_at(const struct imap_session *s, size_t i);
+unsigned imap_flags_at(const struct imap_session *s, size_t i);
+uint64_t imap_size_at(const struct imap_session *s, size_t i);
+long long imap_date_at(const struct imap_session *s, size_t i);
+/* Not expunged by another session meanwhile (RFC 2180 §4.1). */
+bool imap_msg_exists(struct imap_session *s, size_t i);
+bool imap_view_readonly(const struct imap_session *s);
+
+/* Which messages, for mailbox.c: a resolved set of UIDs or sequence
+ * numbers. */
+struct imap_match {
+	const struct imap_seqset *set;
+	bool uid;
+};
+
+/* mailbox_match_fn over a struct imap_match. */
+bool imap_match_fn(void *arg, size_t seq, uint32_t uid);
+
+/* A sequence set argument resolved against the view (sequence numbers
+ * must exist: else BAD, answered here); false after answering. */
+bool imap_set_parse(struct imap_session *s, const struct imap_arg *a, bool uid,
+		    struct imap_seqset *set);
+
+/* Walking the messages of a resolved set in order, one at a time. */
+struct imap_walk {
+	struct imap_seqset set;
+	bool uid;
+	size_t range;                    /* the range being walked */
+	size_t next;                     /* the next index to look at */
+	bool started;
+};
+
+bool imap_walk_next(const struct imap_session *s, struct imap_walk *w, size_t *index);
+
+/* ---- its messages (message.c): held one at a time ------------------------- */
+
+/* A body section located in a message: built octets (HEADER.FIELDS), or
+ * a range of the message's CRLF form to stream from the file. */
+struct imap_part {
+	char *built;                     /* owned by the caller; NULL: a range */
+	size_t built_len;
+	uint64_t offset, length;
+};
+
+/* Each looks at message i, parsed (or found in the cache shared by all
+ * sessions) and held until imap_msg_release() or another index; NULL or
+ * false when its file cannot be read. */
+const char *imap_msg_envelope(struct imap_session *s, size_t i, size_t *len);
+const char *imap_msg_structure(struct imap_session *s, size_t i, bool extended, size_t *len);
+bool imap_msg_section(struct imap_session *s, size_t i, const struct message_section_spec *sec,
+		      struct imap_part *part);
+struct message_stream *imap_msg_stream(struct imap_session *s, size_t i, uint64_t offset,
+				       uint64_t length);
+/* The day of its Date: header in the header's own zone (RFC 3501
+ * §6.4.4 SENT*). */
+bool imap_msg_sent_day(struct imap_session *s, size_t i, long long *day);
+bool imap_msg_header_has(struct imap_session *s, size_t i, const char *field, const char *str);
+bool imap_msg_body_has(struct imap_session *s, size_t i, const char *str, bool text);
+void imap_msg_release(struct imap_session *s);
+
+/* At the daemon's exit, after the last session: free the cache of parsed
+ * messages. */
+void imap_msg_cache_free(void);
+
+#endif

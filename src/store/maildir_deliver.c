@@ -1,0 +1,322 @@
+/* maildir_deliver: writing new messages into Maildirs (see
+ * maildir_deliver.h; https://cr.yp.to/proto/maildir.html: write in tmp/,
+ * fsync, rename into new/). */
+#define _GNU_SOURCE /* sync_file_range */
+#include "store/maildir_deliver.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "lib/log.h"
+#include "lib/util.h"
+#include "store/maildir.h"
+
+enum {
+	MAILDIR_DELIVER_COPY_BUF = 64 * 1024,   /* spool → Maildir copy buffer */
+	MAILDIR_DELIVER_NAME_TRIES = 3,         /* fresh names tried when one exists */
+};
+
+/* ---- folders ------------------------------------------------------------ */
+
+static int maildir_deliver_is_dir(const char *path)
+{
+	struct stat st;
+	if (stat(path, &st) < 0)
+		return -1;
+	if (!S_ISDIR(st.st_mode)) {
+		errno = ENOTDIR;
+		return -1;
+	}
+	return 0;
+}
+
+/* fsync the folder holding path, so that a new entry in it is durable. */
+static int maildir_deliver_sync_parent(const char *path)
+{
+	char *parent = xstrdup(path);
+	char *slash = strrchr(parent, '/');
+	int r;
+	if (!slash)
+		r = fsync_dir(".");
+	else if (slash == parent)
+		r = fsync_dir("/");
+	else {
+		*slash = '\0';
+		r = fsync_dir(parent);
+	}
+	int saved = errno;
+	free(parent);
+	errno = saved;
+	return r;
+}
+
+/* mkdir -p (mode 0700) that fsyncs the parent of every folder it creates
+ * and fails with ENOTDIR when something else is in the way. */
+static int maildir_deliver_mkdir(const char *path)
+{
+	if (mkdir(path, 0700) == 0)
+		return maildir_deliver_sync_parent(path);
+	if (errno == EEXIST)
+		return maildir_deliver_is_dir(path);
+	if (errno != ENOENT)
+		return -1;
+	char *parent = xstrdup(path);
+	char *slash = strrchr(parent, '/');
+	while (slash && slash > parent && slash[-1] == '/')
+		slash--;
+	int r = -1;
+	if (slash && slash != parent) {
+		*slash = '\0';
+		r = maildir_deliver_mkdir(parent);
+	}
+	free(parent);
+	if (r < 0)
+		return -1;
+	if (mkdir(path, 0700) == 0)
+		return maildir_deliver_sync_parent(path);
+	if (errno == EEXIST)
+		return maildir_deliver_is_dir(path);
+	return -1;
+}
+
+static int maildir_deliver_make_folders(const char *dir, char *err, size_t errsz)
+{
+	static const char *const subs[] = {"", "/tmp", "/new", "/cur"};
+	for (size_t i = 0; i < ARRAY_LEN(subs); i++) {
+		char *p = xasprintf("%s%s", dir, subs[i]);
+		int r = maildir_deliver_mkdir(p);
+		if (r < 0)
+			errfmt(err, errsz, "cannot create folder %s: %s", p, strerror(errno));
+		free(p);
+		if (r < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* ---- writing ------------------------------------------------------------ */
+
+/* Write buf with CRLF turned into LF, the line end of Maildir files on
+ * Unix.  The spool holds no bare CR (smtp_data refuses it), so every CR is
+ * half of a CRLF and can simply be dropped. */
+static int maildir_deliver_write_lf(struct maildir_deliver_file *mf, char *buf, size_t n)
+{
+	size_t o = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (buf[i] == '\r')
+			continue;
+		if (buf[i] == '\n')
+			mf->lines++;
+		buf[o++] = buf[i];
+	}
+	mf->bytes += (off_t)o;
+	return write_all(mf->fd, buf, o);
+}
+
+/* Copy len bytes at offset of src into the file. */
+static int maildir_deliver_copy(struct maildir_deliver_file *mf, int src, off_t offset, off_t len)
+{
+	char *buf = xmalloc(MAILDIR_DELIVER_COPY_BUF);
+	int r = 0;
+	while (len > 0) {
+		size_t want = len < MAILDIR_DELIVER_COPY_BUF ? (size_t)len : MAILDIR_DELIVER_COPY_BUF;
+		ssize_t n = pread(src, buf, want, offset);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n == 0)
+			errno = EIO; /* the spool file is shorter than its envelope says */
+		if (n <= 0 || maildir_deliver_write_lf(mf, buf, (size_t)n) < 0) {
+			r = -1;
+			break;
+		}
+		offset += n;
+		len -= n;
+	}
+	int saved = errno;
+	free(buf);
+	errno = saved;
+	return r;
+}
+
+/* A new file in tmp/ under a fresh unique name (O_EXCL: a name that
+ * exists is never reused). */
+static int maildir_deliver_open(struct maildir_deliver_file *mf, char *err, size_t errsz)
+{
+	for (int try = 0; try < MAILDIR_DELIVER_NAME_TRIES; try++) {
+		mf->name = maildir_unique_name(0);
+		mf->tmp = xasprintf("%s/tmp/%s", mf->dir, mf->name);
+		mf->fd = open(mf->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+		if (mf->fd >= 0)
+			return 0;
+		int e = errno;
+		errfmt(err, errsz, "cannot create %s: %s", mf->tmp, strerror(e));
+		free(mf->name);
+		free(mf->tmp);
+		mf->name = mf->tmp = NULL;
+		errno = e;
+		if (e != EEXIST)
+			break;
+	}
+	return -1;
+}
+
+/* Write the copy into tmp/ and start its writeback, so that the copies of
+ * a batch reach the disk together. */
+static int maildir_deliver_write(struct maildir_deliver_file *mf, const char *hdr, int src,
+				 off_t offset, off_t len, char *err, size_t errsz)
+{
+	char *h = xstrdup(hdr);
+	int w = maildir_deliver_write_lf(mf, h, strlen(h));
+	free(h);
+	if (w < 0 || maildir_deliver_copy(mf, src, offset, len) < 0) {
+		errfmt(err, errsz, "cannot write %s: %s", mf->tmp, strerror(errno));
+		return -1;
+	}
+	(void)sync_file_range(mf->fd, 0, 0, SYNC_FILE_RANGE_WRITE); /* a hint only */
+	return 0;
+}
+
+static bool maildir_deliver_is_ctl(unsigned char c)
+{
+	return c < 0x20 || c == 0x7f;
+}
+
+/* Header values must not be able to start a new header line. */
+static bool maildir_deliver_header_safe(const char *s)
+{
+	for (; *s; s++)
+		if (maildir_deliver_is_ctl((unsigned char)*s))
+			return false;
+	return true;
+}
+
+/* ---- the steps ------------------------------------------------------------ */
+
+int maildir_deliver_stage(const char *mailboxes, const char *address, const char *sender,
+			  int fd, off_t offset, off_t len, struct maildir_deliver_file *mf,
+			  char *err, size_t errsz)
+{
+	memset(mf, 0, sizeof *mf);
+	mf->fd = -1;
+	if (!maildir_deliver_header_safe(address) || !maildir_deliver_header_safe(sender)) {
+		errfmt(err, errsz, "address contains control characters");
+		errno = EINVAL;
+		return -1;
+	}
+	if (offset < 0 || len < 0) {
+		errfmt(err, errsz, "bad message offset or length");
+		errno = EINVAL;
+		return -1;
+	}
+	mf->dir = maildir_path(mailboxes, address);
+	if (!mf->dir) {
+		errfmt(err, errsz, "address cannot name a Maildir folder");
+		errno = EINVAL;
+		return -1;
+	}
+	char *hdr = xasprintf("Return-Path: <%s>\r\nDelivered-To: %s\r\n", sender, address);
+	/* the folders are made when the first try says they are missing (a
+	 * Maildir that exists, the usual case, costs no mkdir and stat) */
+	int r = maildir_deliver_open(mf, err, errsz);
+	if (r < 0 && errno == ENOENT) {
+		r = maildir_deliver_make_folders(mf->dir, err, errsz);
+		if (r == 0)
+			r = maildir_deliver_open(mf, err, errsz);
+	}
+	if (r == 0) {
+		r = maildir_deliver_write(mf, hdr, fd, offset, len, err, errsz);
+		if (r < 0)
+			maildir_deliver_discard(mf);
+	}
+	int saved = errno;
+	free(hdr);
+	if (r < 0)
+		maildir_deliver_clear(mf);
+	errno = saved;
+	return r;
+}
+
+int maildir_deliver_publish(struct maildir_deliver_file *mf, bool synced, char *err,
+			    size_t errsz)
+{
+	if (!synced && fdatasync(mf->fd) < 0) {
+		errfmt(err, errsz, "cannot fsync %s: %s", mf->tmp, strerror(errno));
+		return -1;
+	}
+	int fd = mf->fd;
+	mf->fd = -1;
+	if (close(fd) < 0) {
+		errfmt(err, errsz, "cannot close %s: %s", mf->tmp, strerror(errno));
+		return -1;
+	}
+	/* S= the file's size, W= its size with CRLF line ends (what POP3
+	 * and IMAP report), so readers need not count */
+	mf->new = xasprintf("%s/new/%s,S=%lld,W=%lld", mf->dir, mf->name, (long long)mf->bytes,
+			    (long long)mf->bytes + (long long)mf->lines);
+	int r = rename(mf->tmp, mf->new);
+	if (r < 0 && errno == ENOENT && maildir_deliver_make_folders(mf->dir, err, errsz) == 0)
+		r = rename(mf->tmp, mf->new); /* new/ was taken away: made again */
+	if (r < 0) {
+		errfmt(err, errsz, "cannot rename %s: %s", mf->tmp, strerror(errno));
+		free(mf->new);
+		mf->new = NULL;
+		return -1;
+	}
+	return 0;
+}
+
+int maildir_deliver_sync_new(const char *dir, char *err, size_t errsz)
+{
+	char *newdir = xasprintf("%s/new", dir);
+	int r = fsync_dir(newdir);
+	if (r < 0)
+		errfmt(err, errsz, "cannot fsync %s: %s", newdir, strerror(errno));
+	free(newdir);
+	return r;
+}
+
+void maildir_deliver_discard(struct maildir_deliver_file *mf)
+{
+	if (mf->fd >= 0)
+		close(mf->fd); /* the copy is thrown away: its close error is moot */
+	mf->fd = -1;
+	const char *path = mf->new ? mf->new : mf->tmp;
+	if (path && unlink(path) < 0 && errno != ENOENT) {
+		char p[LOG_VALUE_MAX];
+		log_warn("event=maildir-error file=%s reason=\"cannot remove: %s\"",
+			 log_escape(p, sizeof p, path, strlen(path)), strerror(errno));
+	}
+}
+
+void maildir_deliver_clear(struct maildir_deliver_file *mf)
+{
+	free(mf->dir);
+	free(mf->name);
+	free(mf->tmp);
+	free(mf->new);
+	memset(mf, 0, sizeof *mf);
+	mf->fd = -1;
+}
+
+int maildir_deliver(const char *mailboxes, const char *address, const char *sender, int fd,
+		    off_t offset, off_t len, char *err, size_t errsz)
+{
+	struct maildir_deliver_file mf;
+	if (maildir_deliver_stage(mailboxes, address, sender, fd, offset, len, &mf, err, errsz) < 0)
+		return -1;
+	int r = maildir_deliver_publish(&mf, false, err, errsz);
+	if (r == 0)
+		r = maildir_deliver_sync_new(mf.dir, err, errsz);
+	int saved = errno;
+	if (r < 0)
+		maildir_deliver_discard(&mf);
+	maildir_deliver_clear(&mf);
+	errno = saved;
+	return r;
+}

@@ -1,0 +1,396 @@
+/* test_maildir_deliver: writing into Maildirs — tmp/ then new/, the
+ * Return-Path and Delivered-To headers, LF line ends, S= and W= in the
+ * name, unique names, folders made (again) on demand, failures that leave
+ * nothing behind, and the stage/publish/sync steps of a batch. */
+#define _GNU_SOURCE /* nftw */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "lib/log.h"
+#include "lib/util.h"
+#include "store/maildir_deliver.h"
+
+struct fixture {
+	char dir[64];
+	char *mailboxes;
+};
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+static int setup(void **state)
+{
+	struct fixture *f = xcalloc(1, sizeof *f);
+	memcpy(f->dir, "/tmp/posthorn-mdeliver-XXXXXX", sizeof "/tmp/posthorn-mdeliver-XXXXXX");
+	if (!mkdtemp(f->dir))
+		return -1;
+	f->mailboxes = xasprintf("%s/mail", f->dir);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+	int r = nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	free(f->mailboxes);
+	free(f);
+	return r;
+}
+
+/* ---- helpers ------------------------------------------------------------ */
+
+static char *read_file(const char *path, size_t *len)
+{
+	int fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return NULL;
+	struct stat st;
+	assert_int_equal(fstat(fd, &st), 0);
+	char *buf = xmalloc((size_t)st.st_size + 1);
+	assert_int_equal(read(fd, buf, (size_t)st.st_size), st.st_size);
+	buf[st.st_size] = '\0';
+	close(fd);
+	*len = (size_t)st.st_size;
+	return buf;
+}
+
+static void write_file(const char *path, const char *data, size_t len)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(write_all(fd, data, len), 0);
+	assert_int_equal(close(fd), 0);
+}
+
+/* Names in a folder, "." and ".." excluded; *n set. */
+static char **list_dir(const char *dir, size_t *n)
+{
+	char **names = NULL;
+	*n = 0;
+	DIR *d = opendir(dir);
+	if (!d)
+		return NULL;
+	struct dirent *de;
+	while ((de = readdir(d)))
+		if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0) {
+			char **slot = xappend(&names, n, sizeof *slot);
+			*slot = xstrdup(de->d_name);
+		}
+	closedir(d);
+	return names;
+}
+
+static void free_names(char **names, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+}
+
+static size_t count_entries(const char *dir)
+{
+	size_t n;
+	char **names = list_dir(dir, &n);
+	free_names(names, n);
+	return n;
+}
+
+/* The one message in <maildir>/new; NULL when there is not exactly one. */
+static char *only_message(const char *maildir, size_t *len)
+{
+	char *newdir = xasprintf("%s/new", maildir);
+	size_t n;
+	char **names = list_dir(newdir, &n);
+	char *text = NULL;
+	if (n == 1) {
+		char *p = xasprintf("%s/%s", newdir, names[0]);
+		text = read_file(p, len);
+		free(p);
+	}
+	free_names(names, n);
+	free(newdir);
+	return text;
+}
+
+static const char body[] = "Received: from x\r\nSubject: test\r\n\r\nline one\r\n..two\r\n";
+
+/* What a Maildir file holds: the headers and the message, with LF line
+ * ends (the spool's CRLF turned into LF). */
+static char *expected_copy(const char *sender, const char *to, size_t *len)
+{
+	char *e = xasprintf("Return-Path: <%s>\nDelivered-To: %s\n%s", sender, to, body);
+	size_t o = 0;
+	for (size_t i = 0; e[i]; i++)
+		if (e[i] != '\r')
+			e[o++] = e[i];
+	e[o] = '\0';
+	*len = o;
+	return e;
+}
+
+/* Lines in s: the difference between S= and W= in the file name. */
+static size_t count_lines(const char *s, size_t len)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < len; i++)
+		n += s[i] == '\n';
+	return n;
+}
+
+/* ---- maildir_deliver ---------------------------------------------------- */
+
+/* A spool-like source file: junk, then body at offset 7. */
+static int source_fd(struct fixture *f)
+{
+	char *p = xasprintf("%s/source", f->dir);
+	char *data = xasprintf("JUNK..\n%sTRAILER", body);
+	write_file(p, data, strlen(data));
+	int fd = open(p, O_RDONLY);
+	assert_true(fd >= 0);
+	free(data);
+	free(p);
+	return fd;
+}
+
+static void test_deliver(void **state)
+{
+	struct fixture *f = *state;
+	int fd = source_fd(f);
+	char err[256] = "";
+	assert_int_equal(maildir_deliver(f->mailboxes, "Bob@Example.test", "alice@example.org", fd, 7,
+					 (off_t)(sizeof body - 1), err, sizeof err),
+			 0);
+	close(fd);
+	char *md = xasprintf("%s/example.test/Bob", f->mailboxes);
+	size_t len, elen;
+	char *got = only_message(md, &len);
+	char *want = expected_copy("alice@example.org", "Bob@Example.test", &elen);
+	assert_non_null(got);
+	assert_int_equal(len, elen);
+	assert_memory_equal(got, want, len);
+
+	char *tmp = xasprintf("%s/tmp", md), *cur = xasprintf("%s/cur", md);
+	assert_int_equal(count_entries(tmp), 0);
+	struct stat st;
+	assert_int_equal(stat(cur, &st), 0);
+	assert_true(S_ISDIR(st.st_mode));
+	assert_int_equal(st.st_mode & 0777, 0700);
+
+	/* the name: time.M<usec>P<pid>Q<n>R<rand>.host,S=<size>,W=<size with CRLF> */
+	char *newdir = xasprintf("%s/new", md);
+	size_t n;
+	char **names = list_dir(newdir, &n);
+	assert_int_equal(n, 1);
+	assert_non_null(strstr(names[0], ".M"));
+	char *size = xasprintf(",S=%zu,W=%zu", elen, elen + count_lines(want, elen));
+	assert_non_null(strstr(names[0], size));
+	assert_null(strchr(names[0], ':'));
+	assert_null(strchr(names[0], '/'));
+	char *fp = xasprintf("%s/%s", newdir, names[0]);
+	assert_int_equal(stat(fp, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
+	free(fp);
+	free(size);
+	free_names(names, n);
+	free(newdir);
+	free(tmp);
+	free(cur);
+	free(got);
+	free(want);
+	free(md);
+}
+
+static void test_deliver_null_sender(void **state)
+{
+	struct fixture *f = *state;
+	int fd = source_fd(f);
+	char err[256];
+	assert_int_equal(maildir_deliver(f->mailboxes, "bob@example.test", "", fd, 7,
+					 (off_t)(sizeof body - 1), err, sizeof err),
+			 0);
+	close(fd);
+	char *md = xasprintf("%s/example.test/bob", f->mailboxes);
+	size_t len;
+	char *got = only_message(md, &len);
+	assert_non_null(got);
+	assert_true(strncmp(got, "Return-Path: <>\nDelivered-To: bob@example.test\n", 47) == 0);
+	free(got);
+	free(md);
+}
+
+static void test_deliver_unique_names(void **state)
+{
+	struct fixture *f = *state;
+	int fd = source_fd(f);
+	char err[256];
+	for (int i = 0; i < 1000; i++)
+		assert_int_equal(maildir_deliver(f->mailboxes, "bob@example.test", "a@b", fd, 7,
+						 (off_t)(sizeof body - 1), err, sizeof err),
+				 0);
+	close(fd);
+	char *newdir = xasprintf("%s/example.test/bob/new", f->mailboxes);
+	char *tmp = xasprintf("%s/example.test/bob/tmp", f->mailboxes);
+	assert_int_equal(count_entries(newdir), 1000);
+	assert_int_equal(count_entries(tmp), 0);
+	free(newdir);
+	free(tmp);
+}
+
+/* Folders taken away after a delivery are made again by the next one:
+ * tmp/ (the create finds it missing) and new/ (the rename does). */
+static void test_deliver_folders_made_again(void **state)
+{
+	struct fixture *f = *state;
+	int fd = source_fd(f);
+	char err[256];
+	char *md = xasprintf("%s/example.test/bob", f->mailboxes);
+	char *tmp = xasprintf("%s/tmp", md), *newdir = xasprintf("%s/new", md);
+	assert_int_equal(maildir_deliver(f->mailboxes, "bob@example.test", "a@b", fd, 7,
+					 (off_t)(sizeof body - 1), err, sizeof err), 0);
+	assert_int_equal(rmdir(tmp), 0);
+	assert_int_equal(maildir_deliver(f->mailboxes, "bob@example.test", "a@b", fd, 7,
+					 (off_t)(sizeof body - 1), err, sizeof err), 0);
+	assert_int_equal(count_entries(newdir), 2);
+	assert_int_equal(nftw(newdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS), 0);
+	assert_int_equal(maildir_deliver(f->mailboxes, "bob@example.test", "a@b", fd, 7,
+					 (off_t)(sizeof body - 1), err, sizeof err), 0);
+	assert_int_equal(count_entries(newdir), 1);
+	assert_int_equal(count_entries(tmp), 0);
+	close(fd);
+	free(tmp);
+	free(newdir);
+	free(md);
+}
+
+static void test_deliver_failures(void **state)
+{
+	struct fixture *f = *state;
+	int fd = source_fd(f);
+	char err[256] = "";
+
+	/* a regular file where the domain folder should be */
+	assert_int_equal(mkdir(f->mailboxes, 0700), 0);
+	char *blocker = xasprintf("%s/example.test", f->mailboxes);
+	write_file(blocker, "x", 1);
+	assert_int_equal(maildir_deliver(f->mailboxes, "bob@example.test", "a@b", fd, 7,
+					 (off_t)(sizeof body - 1), err, sizeof err),
+			 -1);
+	assert_non_null(strstr(err, "Not a directory"));
+	free(blocker);
+
+	/* the spool file is shorter than the envelope claims: nothing stays */
+	err[0] = '\0';
+	assert_int_equal(maildir_deliver(f->mailboxes, "bob@example.org", "a@b", fd, 7, 100000,
+					 err, sizeof err),
+			 -1);
+	assert_true(err[0] != '\0');
+	char *tmp = xasprintf("%s/example.org/bob/tmp", f->mailboxes);
+	char *newdir = xasprintf("%s/example.org/bob/new", f->mailboxes);
+	assert_int_equal(count_entries(tmp), 0);
+	assert_int_equal(count_entries(newdir), 0);
+	free(tmp);
+	free(newdir);
+
+	/* unsafe addresses name no folder; header injection is refused */
+	assert_int_equal(maildir_deliver(f->mailboxes, "bob@..", "a@b", fd, 7, 1, err, sizeof err), -1);
+	assert_int_equal(maildir_deliver(f->mailboxes, "bob@example.net", "a@b\r\nX-Evil: 1", fd, 7, 1,
+					 err, sizeof err),
+			 -1);
+
+	/* a tiny err buffer is still a string */
+	char small[8];
+	assert_int_equal(maildir_deliver(f->mailboxes, "bob@..", "a@b", fd, 7, 1, small, sizeof small), -1);
+	assert_true(strlen(small) < sizeof small);
+	close(fd);
+}
+
+/* ---- the steps of a batch ------------------------------------------------- */
+
+static void test_steps(void **state)
+{
+	struct fixture *f = *state;
+	int fd = source_fd(f);
+	char err[256];
+	char *tmp = xasprintf("%s/example.test/bob/tmp", f->mailboxes);
+	char *newdir = xasprintf("%s/example.test/bob/new", f->mailboxes);
+	struct maildir_deliver_file a, b;
+
+	/* staged: written in tmp/, nothing in new/ yet */
+	assert_int_equal(maildir_deliver_stage(f->mailboxes, "bob@example.test", "a@b", fd, 7,
+					       (off_t)(sizeof body - 1), &a, err, sizeof err), 0);
+	assert_int_equal(maildir_deliver_stage(f->mailboxes, "bob@example.test", "a@b", fd, 7,
+					       (off_t)(sizeof body - 1), &b, err, sizeof err), 0);
+	assert_true(a.fd >= 0);
+	assert_string_equal(a.dir, b.dir);
+	assert_string_not_equal(a.name, b.name);
+	assert_int_equal(count_entries(tmp), 2);
+	assert_int_equal(count_entries(newdir), 0);
+
+	/* published (one synced by the caller), then new/ synced once */
+	assert_int_equal(fdatasync(b.fd), 0);
+	assert_int_equal(maildir_deliver_publish(&a, false, err, sizeof err), 0);
+	assert_int_equal(maildir_deliver_publish(&b, true, err, sizeof err), 0);
+	assert_int_equal(a.fd, -1);
+	assert_non_null(strstr(a.new, ",S="));
+	assert_int_equal(maildir_deliver_sync_new(a.dir, err, sizeof err), 0);
+	assert_int_equal(count_entries(tmp), 0);
+	assert_int_equal(count_entries(newdir), 2);
+
+	/* taken back after a later failure: gone from new/ */
+	maildir_deliver_discard(&b);
+	assert_int_equal(count_entries(newdir), 1);
+	maildir_deliver_clear(&a);
+	maildir_deliver_clear(&b);
+	assert_null(b.dir);
+	assert_int_equal(b.fd, -1);
+
+	/* a copy that fails is left clear, with nothing in tmp/ */
+	assert_int_equal(maildir_deliver_stage(f->mailboxes, "bob@example.test", "a@b", fd, 7,
+					       100000, &a, err, sizeof err), -1);
+	assert_null(a.dir);
+	assert_int_equal(a.fd, -1);
+	assert_int_equal(count_entries(tmp), 0);
+	/* and one discarded while staged leaves nothing either */
+	assert_int_equal(maildir_deliver_stage(f->mailboxes, "bob@example.test", "a@b", fd, 7,
+					       (off_t)(sizeof body - 1), &a, err, sizeof err), 0);
+	maildir_deliver_discard(&a);
+	maildir_deliver_clear(&a);
+	assert_int_equal(count_entries(tmp), 0);
+	assert_int_equal(count_entries(newdir), 1);
+	close(fd);
+	free(tmp);
+	free(newdir);
+}
+
+int main(void)
+{
+	log_init(false, LOG_ERR);
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_deliver, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_deliver_null_sender, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_deliver_unique_names, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_deliver_folders_made_again, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_deliver_failures, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_steps, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
