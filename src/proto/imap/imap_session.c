@@ -674,7 +674,7 @@ static void imap_run(struct imap_session *s)
 	s->in_run = true;
 	struct evbuffer *in = conn_input(s->io);
 	while (!(s->state & (IMAP_CLOSING | IMAP_HANDSHAKE | IMAP_LOGOUT))  &&
-	       !login_busy(s->login)) {
+	       !login_busy(s->login) && !conn_closing(s->io)) {
 		if (s->job) {
 			imap_pump(s);
 			if (s->job)

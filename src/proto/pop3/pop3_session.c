@@ -807,7 +807,8 @@ static void pop3_run(struct pop3_session *s)
 		return;
 	s->in_process = true;
 	struct evbuffer *in = conn_input(s->io);
-	while (!(s->state & (POP3_CLOSING | POP3_HANDSHAKE)) && !login_busy(s->login)) {
+	while (!(s->state & (POP3_CLOSING | POP3_HANDSHAKE)) && !login_busy(s->login) &&
+	       !conn_closing(s->io)) {
 		if (s->out != POP3_OUT_NONE) {
 			pop3_pump(s);
 			if (s->out != POP3_OUT_NONE)

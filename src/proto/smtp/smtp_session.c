@@ -121,18 +121,12 @@ static void smtp_reply(struct smtp_session *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 static void smtp_reply(struct smtp_session *s, const char *fmt, ...)
 {
-	char line[1024];
+	/* RFC 5321 §4.5.3.1.5: a reply line is at most 512 octets; conn
+	 * refuses (and logs) anything over its own bound, never cuts it */
 	va_list ap;
 	va_start(ap, fmt);
-	int n = vsnprintf(line, sizeof line - 2, fmt, ap);
+	conn_vprintf(s->io, fmt, ap);
 	va_end(ap);
-	if (n < 0)
-		fatal("smtp_reply: formatting failed");
-	if ((size_t)n > sizeof line - 3)
-		n = (int)sizeof line - 3;
-	line[n++] = '\r';
-	line[n++] = '\n';
-	conn_write(s->io, line, (size_t)n);
 }
 
 static void smtp_enter_state(struct smtp_session *s, enum smtp_state st)
@@ -1056,7 +1050,7 @@ static void smtp_process_input(struct smtp_session *s)
 	s->in_process = true;
 	struct evbuffer *in = conn_input(s->io);
 	while (!(s->state & (SMTP_CLOSING | SMTP_HANDSHAKE)) && !s->committing &&
-	       !login_busy(s->login)) {
+	       !login_busy(s->login) && !conn_closing(s->io)) {
 		if (conn_output_full(s->io)) {
 			s->output_blocked = true; /* resumed by smtp_write_cb */
 			break;
