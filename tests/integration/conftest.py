@@ -64,6 +64,15 @@ def _binary():
 
 
 # -- parallel runs: tests that must run alone --------------------------------------
+#
+# Under pytest-xdist every test holds a readers-writer lock shared by the
+# run's workers, from its first function-scoped fixture's setup to its last
+# one's teardown (a daemon's start and its LeakSanitizer scan at exit are
+# inside); a test marked `exclusive` holds it alone, so no other test of the
+# run runs beside it.  A serial run takes no lock.
+
+EXCLUSIVE_GROUP = "exclusive"
+
 
 def pytest_configure(config):
     config.addinivalue_line(
@@ -73,43 +82,93 @@ def pytest_configure(config):
         "pytest-xdist no other test of the same run runs while it does")
 
 
+def _is_exclusive(item):
+    return item is not None and item.get_closest_marker("exclusive") is not None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(session, config, items):
+    """Under xdist the exclusive tests go first, as one xdist_group: one
+    worker runs them back to back at the start, keeping the lock from the
+    first to the last, instead of waiting once per exclusive test for the
+    other workers' running tests to end.  (tryfirst: xdist reads the
+    xdist_group marks in its own hook, after this one.)  Every worker
+    orders the same way; a serial run keeps the files' order."""
+    if not hasattr(config, "workerinput"):
+        return
+    alone = [it for it in items if _is_exclusive(it)]
+    for it in alone:
+        it.add_marker(pytest.mark.xdist_group(EXCLUSIVE_GROUP))
+    items[:] = alone + [it for it in items if not _is_exclusive(it)]
+
+
+_next_item = {}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    _next_item["item"] = nextitem
+    yield
+
+
+class _RunLock:
+    """flock(2) on two files of the run's basetemp.  Whoever takes `lock`
+    first takes `gate`, and an exclusive test waits for the running ones
+    while holding `gate`: no test starts meanwhile, so it does not starve."""
+
+    def __init__(self, folder):
+        self.gate = open(os.path.join(folder, "exclusive.gate"), "a")
+        self.lock = open(os.path.join(folder, "exclusive.lock"), "a")
+        self.held = None            # None, "shared" or "alone"
+
+    def acquire(self, alone):
+        want = "alone" if alone else "shared"
+        if self.held == want:
+            return
+        if self.held is not None:
+            self.release()
+        fcntl.flock(self.gate, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(self.lock, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        finally:
+            fcntl.flock(self.gate, fcntl.LOCK_UN)
+        self.held = want
+
+    def release(self):
+        if self.held is not None:
+            fcntl.flock(self.lock, fcntl.LOCK_UN)
+            self.held = None
+
+    def close(self):
+        self.release()
+        self.gate.close()
+        self.lock.close()
+
+
 @pytest.fixture(scope="session")
-def _run_lock_files(request, tmp_path_factory):
-    """Under xdist, two lock files shared by the workers of this run (their
-    basetemps are folders of the run's own basetemp); None when serial."""
+def _run_lock(request, tmp_path_factory):
     if not hasattr(request.config, "workerinput"):
         yield None
         return
-    run_dir = tmp_path_factory.getbasetemp().parent
-    gate = open(run_dir / "exclusive.gate", "a")
-    lock = open(run_dir / "exclusive.lock", "a")
-    yield gate, lock
-    gate.close()
-    lock.close()
+    # a worker's basetemp is <the run's basetemp>/popen-gwN
+    lk = _RunLock(tmp_path_factory.getbasetemp().parent)
+    yield lk
+    lk.close()
 
 
 @pytest.fixture(autouse=True)
-def _exclusive(request, _run_lock_files):
-    """A readers-writer lock across the workers, held from the first
-    function-scoped fixture's setup to the last one's teardown (so a daemon's
-    start and its LeakSanitizer scan at exit are inside): every test holds it
-    shared, an `exclusive` test holds it alone.  The gate makes it fair: an
-    exclusive test that waits keeps new tests from starting, so the running
-    ones drain and it does not starve."""
-    if _run_lock_files is None:
+def _exclusive(request, _run_lock):
+    if _run_lock is None:
         yield
         return
-    gate, lock = _run_lock_files
-    alone = request.node.get_closest_marker("exclusive") is not None
-    fcntl.flock(gate, fcntl.LOCK_EX)
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
-    finally:
-        fcntl.flock(gate, fcntl.LOCK_UN)
+    alone = _is_exclusive(request.node)
+    _run_lock.acquire(alone)
     try:
         yield
     finally:
-        fcntl.flock(lock, fcntl.LOCK_UN)
+        # an exclusive test followed by another keeps the lock for it
+        if not (alone and _is_exclusive(_next_item.get("item"))):
+            _run_lock.release()
 
 
 @pytest.fixture(scope="session")
