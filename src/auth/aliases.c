@@ -18,6 +18,7 @@
 enum {
 	ALIASES_MAX_DEPTH = 10,         /* alias expansions along one chain */
 	ALIASES_LINE_MAX = 65536,       /* bytes in one line, line end excluded */
+	ALIASES_MESSAGE_MAX = 8192,     /* one parse error, FILE:LINE:COL aside */
 };
 
 struct aliases_entry {
@@ -45,12 +46,12 @@ static void aliases_error(struct aliases_parse *p, const char *at, const char *f
     __attribute__((format(printf, 3, 4)));
 static void aliases_error(struct aliases_parse *p, const char *at, const char *fmt, ...)
 {
+	char msg[ALIASES_MESSAGE_MAX];
 	va_list ap;
-	fprintf(p->errout, "%s:%u:%u: ", p->path, p->line, (unsigned)(at - p->start) + 1);
 	va_start(ap, fmt);
-	vfprintf(p->errout, fmt, ap);
+	verrfmt(msg, sizeof msg, fmt, ap); /* a cut message ends in "..." */
 	va_end(ap);
-	fputc('\n', p->errout);
+	report(p->errout, "%s:%u:%u: %s\n", p->path, p->line, (unsigned)(at - p->start) + 1, msg);
 	p->errors++;
 }
 
@@ -212,8 +213,8 @@ static void aliases_check_duplicates(struct aliases_parse *p, const struct alias
 			continue;
 		const struct aliases_entry *first = a->line < b->line ? a : b;
 		const struct aliases_entry *dup = a->line < b->line ? b : a;
-		fprintf(p->errout, "%s:%u:%u: duplicate alias %s (first defined on line %u)\n",
-			p->path, dup->line, dup->col, dup->alias, first->line);
+		report(p->errout, "%s:%u:%u: duplicate alias %s (first defined on line %u)\n",
+		       p->path, dup->line, dup->col, dup->alias, first->line);
 		p->errors++;
 	}
 }
@@ -239,7 +240,7 @@ static void aliases_parse_file(struct aliases_parse *p, FILE *fp, struct aliases
 			aliases_parse_line(p, al, line);
 	}
 	if (ferror(fp)) {
-		fprintf(p->errout, "%s: read error: %s\n", p->path, strerror(errno));
+		report(p->errout, "%s: read error: %s\n", p->path, strerror(errno));
 		p->errors++;
 	}
 	free(line);
@@ -250,13 +251,13 @@ int aliases_load(const char *path, struct aliases **out, FILE *errout)
 	*out = NULL;
 	FILE *fp = fopen(path, "re");
 	if (!fp) {
-		fprintf(errout, "%s: cannot open: %s\n", path, strerror(errno));
+		report(errout, "%s: cannot open: %s\n", path, strerror(errno));
 		return 1;
 	}
 	struct aliases *al = xcalloc(1, sizeof *al);
 	struct aliases_parse p = {.path = path, .errout = errout};
 	aliases_parse_file(&p, fp, al);
-	fclose(fp);
+	(void)fclose(fp); /* read only: what was read is all there is */
 	if (al->n > 1) {
 		qsort(al->entries, al->n, sizeof *al->entries, aliases_entry_cmp);
 		aliases_check_duplicates(&p, al);

@@ -10,7 +10,8 @@
 struct aliases;
 
 /* A missing file is an error here (the directive names it); errors print
- * as "FILE:LINE:COL: message" on errout; returns 0 or the error count. */
+ * as "FILE:LINE:COL: message" on errout (through report(): its owner
+ * checks the writes); returns 0 or the error count. */
 int aliases_load(const char *path, struct aliases **out, FILE *errout);
 void aliases_free(struct aliases *al);
 

@@ -33,6 +33,7 @@ enum {
 	USERDB_LOCAL_MAX = 64,          /* RFC 5321 §4.5.3.1.1 */
 	USERDB_DOMAIN_MAX = 255,        /* RFC 5321 §4.5.3.1.2 */
 	USERDB_LABEL_MAX = 63,          /* RFC 1035 §2.3.4 */
+	USERDB_MESSAGE_MAX = 1024,      /* one parse error, FILE:LINE:COL aside */
 };
 
 static const char userdb_mech[] = "SCRAM-SHA-256";
@@ -285,12 +286,12 @@ static int userdb_error(const struct userdb_parse *p, const char *at, const char
     __attribute__((format(printf, 3, 4)));
 static int userdb_error(const struct userdb_parse *p, const char *at, const char *fmt, ...)
 {
+	char msg[USERDB_MESSAGE_MAX];
 	va_list ap;
-	fprintf(p->errout, "%s:%u:%u: ", p->path, p->line, (unsigned)(at - p->start) + 1);
 	va_start(ap, fmt);
-	vfprintf(p->errout, fmt, ap);
+	verrfmt(msg, sizeof msg, fmt, ap); /* a cut message ends in "..." */
 	va_end(ap);
-	fputc('\n', p->errout);
+	report(p->errout, "%s:%u:%u: %s\n", p->path, p->line, (unsigned)(at - p->start) + 1, msg);
 	return -1;
 }
 
@@ -431,8 +432,8 @@ static int userdb_check_duplicates(const struct userdb_parse *p, const struct us
 			continue;
 		const struct userdb_entry *first = a->line < b->line ? a : b;
 		const struct userdb_entry *dup = a->line < b->line ? b : a;
-		fprintf(p->errout, "%s:%u:1: duplicate user %s (first on line %u)\n", p->path,
-			dup->line, dup->rec.address, first->line);
+		report(p->errout, "%s:%u:1: duplicate user %s (first on line %u)\n", p->path,
+		       dup->line, dup->rec.address, first->line);
 		return -1;
 	}
 	return 0;
@@ -455,7 +456,7 @@ static int userdb_parse_file(FILE *fp, const char *path, struct userdb *db, FILE
 		r = userdb_parse_line(&p, db, line, len);
 	}
 	if (r == 0 && ferror(fp)) {
-		fprintf(errout, "%s: read error: %s\n", path, strerror(errno));
+		report(errout, "%s: read error: %s\n", path, strerror(errno));
 		r = -1;
 	}
 	if (line)
@@ -474,18 +475,18 @@ static int userdb_check_mode(const char *path, int fd, FILE *errout)
 {
 	struct stat st;
 	if (fstat(fd, &st) < 0) {
-		fprintf(errout, "%s: %s\n", path, strerror(errno));
+		report(errout, "%s: %s\n", path, strerror(errno));
 		return -1;
 	}
 	if (!S_ISREG(st.st_mode)) {
-		fprintf(errout, "%s: not a regular file\n", path);
+		report(errout, "%s: not a regular file\n", path);
 		return -1;
 	}
 	if (st.st_mode & 077) {
-		fprintf(errout,
-			"%s: readable or writable by group or others (mode %04o); "
-			"run chmod 600 %s\n",
-			path, (unsigned)(st.st_mode & 07777), path);
+		report(errout,
+		       "%s: readable or writable by group or others (mode %04o); "
+		       "run chmod 600 %s\n",
+		       path, (unsigned)(st.st_mode & 07777), path);
 		return -1;
 	}
 	return 0;
@@ -501,7 +502,7 @@ int userdb_load(const char *path, struct userdb **out, FILE *errout)
 			*out = db;
 			return 0;
 		}
-		fprintf(errout, "%s: cannot open: %s\n", path, strerror(errno));
+		report(errout, "%s: cannot open: %s\n", path, strerror(errno));
 		free(db);
 		return -1;
 	}
@@ -514,7 +515,7 @@ int userdb_load(const char *path, struct userdb **out, FILE *errout)
 	if (!fp)
 		fatal("fdopen: %s", strerror(errno));
 	int r = userdb_parse_file(fp, path, db, errout);
-	fclose(fp);
+	(void)fclose(fp); /* read only: what was read is all there is */
 	if (r < 0) {
 		userdb_free(db);
 		return -1;
@@ -582,17 +583,17 @@ static char *userdb_dirname(const char *path)
 static int userdb_create_tmp(const char *tmp, long uid, long gid, FILE *errout)
 {
 	if (unlink(tmp) < 0 && errno != ENOENT) {
-		fprintf(errout, "%s: cannot remove: %s\n", tmp, strerror(errno));
+		report(errout, "%s: cannot remove: %s\n", tmp, strerror(errno));
 		return -1;
 	}
 	int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0) {
-		fprintf(errout, "%s: cannot create: %s\n", tmp, strerror(errno));
+		report(errout, "%s: cannot create: %s\n", tmp, strerror(errno));
 		return -1;
 	}
 	if (fchmod(fd, 0600) < 0 ||
 	    ((uid != -1 || gid != -1) && fchown(fd, (uid_t)uid, (gid_t)gid) < 0)) {
-		fprintf(errout, "%s: cannot set mode or owner: %s\n", tmp, strerror(errno));
+		report(errout, "%s: cannot set mode or owner: %s\n", tmp, strerror(errno));
 		close(fd);
 		unlink(tmp);
 		return -1;
@@ -612,15 +613,15 @@ static int userdb_save(const char *path, const struct userdb *db, long uid, long
 	}
 	int r = 0;
 	if (userdb_write_fd(fd, db) < 0 || fsync(fd) < 0) {
-		fprintf(errout, "%s: cannot write: %s\n", tmp, strerror(errno));
+		report(errout, "%s: cannot write: %s\n", tmp, strerror(errno));
 		r = -1;
 	}
 	if (close(fd) < 0 && r == 0) {
-		fprintf(errout, "%s: cannot write: %s\n", tmp, strerror(errno));
+		report(errout, "%s: cannot write: %s\n", tmp, strerror(errno));
 		r = -1;
 	}
 	if (r == 0 && rename(tmp, path) < 0) {
-		fprintf(errout, "%s: cannot rename to %s: %s\n", tmp, path, strerror(errno));
+		report(errout, "%s: cannot rename to %s: %s\n", tmp, path, strerror(errno));
 		r = -1;
 	}
 	if (r < 0)
@@ -630,7 +631,7 @@ static int userdb_save(const char *path, const struct userdb *db, long uid, long
 		return -1;
 	char *dir = userdb_dirname(path);
 	if (fsync_dir(dir) < 0) {
-		fprintf(errout, "%s: cannot fsync: %s\n", dir, strerror(errno));
+		report(errout, "%s: cannot fsync: %s\n", dir, strerror(errno));
 		r = -1;
 	}
 	free(dir);
@@ -645,7 +646,7 @@ static int userdb_lock(const char *path, long uid, long gid, FILE *errout)
 	char *lock = xasprintf("%s.lock", path);
 	int fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0 || ((uid != -1 || gid != -1) && fchown(fd, (uid_t)uid, (gid_t)gid) < 0)) {
-		fprintf(errout, "%s: cannot open: %s\n", lock, strerror(errno));
+		report(errout, "%s: cannot open: %s\n", lock, strerror(errno));
 		if (fd >= 0)
 			close(fd);
 		free(lock);
@@ -654,7 +655,7 @@ static int userdb_lock(const char *path, long uid, long gid, FILE *errout)
 	while (flock(fd, LOCK_EX) < 0) {
 		if (errno == EINTR)
 			continue;
-		fprintf(errout, "%s: cannot lock: %s\n", lock, strerror(errno));
+		report(errout, "%s: cannot lock: %s\n", lock, strerror(errno));
 		close(fd);
 		free(lock);
 		return -1;
@@ -669,11 +670,11 @@ static int userdb_apply(struct userdb *db, enum userdb_edit op, const char *addr
 {
 	struct userdb_entry *e = userdb_lookup(db, address);
 	if (op == USERDB_ADD && e) {
-		fprintf(errout, "user %s already exists\n", e->rec.address);
+		report(errout, "user %s already exists\n", e->rec.address);
 		return -1;
 	}
 	if (op != USERDB_ADD && !e) {
-		fprintf(errout, "no such user %s\n", address);
+		report(errout, "no such user %s\n", address);
 		return -1;
 	}
 	if (op == USERDB_DELETE) {
@@ -681,13 +682,13 @@ static int userdb_apply(struct userdb *db, enum userdb_edit op, const char *addr
 		return 0;
 	}
 	if (password_len == 0) {
-		fputs("empty password\n", errout);
+		report(errout, "empty password\n");
 		return -1;
 	}
 	struct user_record rec;
 	if (userdb_make_record(address, password, password_len, USERDB_DEFAULT_ITERATIONS,
 			       &rec) < 0) {
-		fputs("cannot derive keys: OpenSSL error\n", errout);
+		report(errout, "cannot derive keys: OpenSSL error\n");
 		return -1;
 	}
 	if (e)
@@ -702,7 +703,7 @@ int userdb_edit(const char *path, enum userdb_edit op, const char *address,
 {
 	const char *why = userdb_check_address(address);
 	if (why) {
-		fprintf(errout, "invalid address %s: %s\n", address, why);
+		report(errout, "invalid address %s: %s\n", address, why);
 		return -1;
 	}
 	int lock = userdb_lock(path, owner_uid, owner_gid, errout);

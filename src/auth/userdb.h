@@ -25,7 +25,9 @@ struct user_record {
 struct userdb;
 
 /* Load the file.  A missing file is an empty database.  On a malformed
- * line prints "FILE:LINE:COL: message" on errout and returns -1. */
+ * line prints "FILE:LINE:COL: message" on errout and returns -1.  Messages
+ * go to errout through report(): its owner checks the writes with
+ * report_end() (or fclose() for a memory stream). */
 int userdb_load(const char *path, struct userdb **out, FILE *errout);
 void userdb_free(struct userdb *db);
 /* Case-insensitive lookup; NULL when absent. */

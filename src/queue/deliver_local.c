@@ -15,7 +15,6 @@
 #include <unistd.h>
 
 #include "lib/log.h"
-#include "lib/strbuf.h"
 #include "lib/util.h"
 #include "queue/spool.h"
 #include "store/maildir_deliver.h"
@@ -89,27 +88,6 @@ static void delivery_format_duration(char *out, size_t outsz, unsigned s)
 			      : bsnprintf(out, outsz, "%us", s);
 	if (!ok)
 		fatal("delivery_format_duration: buffer too small");
-}
-
-/* A quoted log value: printable ASCII and spaces kept, '"', '\\' and the
- * rest written as \xNN; truncated with "...". */
-static const char *delivery_escape_reason(char *out, size_t outsz, const char *in)
-{
-	struct strbuf sb;
-	strbuf_init(&sb, out, outsz);
-	for (const char *p = in; *p; p++) {
-		char one[8];
-		if (*p == ' ')
-			memcpy(one, " ", 2);
-		else
-			log_escape(one, sizeof one, p, 1);
-		if (strbuf_avail(&sb) < strlen(one) + 3) { /* room left for "..." */
-			strbuf_adds(&sb, "...");
-			break;
-		}
-		strbuf_adds(&sb, one);
-	}
-	return out;
 }
 
 static struct timespec delivery_now(void)
@@ -225,7 +203,7 @@ struct delivery_job {
 static void delivery_log_failure(const struct delivery_job *job, const char *to, const char *why)
 {
 	char t[LOG_VALUE_MAX], reason[DELIVERY_REASON_MAX];
-	delivery_escape_reason(reason, sizeof reason, why);
+	log_quote(reason, sizeof reason, why, strlen(why));
 	if (!to) {
 		log_warn("event=delivery-failed id=%s reason=\"%s\" retry_in=%s", job->id, reason,
 			 job->retry_in);

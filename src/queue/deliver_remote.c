@@ -36,6 +36,7 @@ enum {
 	OUTBOUND_HEADER_SCAN_MAX = 256 * 1024,  /* bytes of header searched for Received: */
 	OUTBOUND_ERROR_MAX = 1024,
 	OUTBOUND_HASH_BUCKETS = 4096,           /* messages found by ID */
+	OUTBOUND_LIST_MAX = LOG_VALUE_MAX * 4,  /* failed recipients in a log line, marker included */
 };
 
 /* What the runner remembers of one recipient between attempts. */
@@ -654,20 +655,18 @@ static void outbound_group_done(void *arg)
 
 /* ---- the end of an attempt: bounce, record, reschedule ------------------------ */
 
-static void outbound_list_failed(const struct outbound_attempt *att, char *out, size_t outsz)
+/* "<a>,<b>" of the failed recipients, each escaped; those that do not
+ * fit are counted in a "+N-more" marker (log_list). */
+static void outbound_list_failed(const struct outbound_attempt *att,
+				 char out[OUTBOUND_LIST_MAX])
 {
 	struct strbuf sb;
-	strbuf_init(&sb, out, outsz);
-	for (size_t k = 0; k < att->nfailed; k++) {
-		const char *a = att->env.rcpts[att->failed[k]].address;
-		char esc[LOG_VALUE_MAX];
-		log_escape(esc, sizeof esc, a, strlen(a));
-		if (!strbuf_addf(&sb, "%s<%s>", k ? "," : "", esc)) {
-			strbuf_truncate(&sb, outsz > 4 ? outsz - 4 : 0);
-			strbuf_adds(&sb, "..."); /* cut: say so */
-			return;
-		}
-	}
+	strbuf_init(&sb, out, OUTBOUND_LIST_MAX);
+	struct log_list l;
+	log_list_begin(&l, &sb, "<", ">");
+	for (size_t k = 0; k < att->nfailed; k++)
+		log_list_add(&l, att->env.rcpts[att->failed[k]].address);
+	(void)log_list_end(&l); /* OUTBOUND_LIST_MAX holds the marker */
 }
 
 /* The bounce is on stable storage (or not): the failed recipients are
@@ -695,8 +694,8 @@ static void outbound_bounced(void *arg, int err)
 		outbound_attempt_free(att);
 		return;
 	}
-	char list[LOG_VALUE_MAX * 4];
-	outbound_list_failed(att, list, sizeof list);
+	char list[OUTBOUND_LIST_MAX];
+	outbound_list_failed(att, list);
 	if (err) {
 		log_err("event=bounce-error id=%s failed=%s reason=\"cannot spool the bounce: %s\"",
 			att->m->id, list, strerror(err));
@@ -788,8 +787,8 @@ static void outbound_attempt_finish(struct outbound_attempt *att)
 			     : "the receiving mail system refused it";
 	if (!att->env.sender[0]) {
 		/* RFC 5321 §4.5.5: nothing is ever sent back to <> */
-		char list[LOG_VALUE_MAX * 4];
-		outbound_list_failed(att, list, sizeof list);
+		char list[OUTBOUND_LIST_MAX];
+		outbound_list_failed(att, list);
 		log_warn("event=bounce-suppressed id=%s failed=%s reason=\"null sender: %s\"", m->id,
 			 list, reason);
 		outbound_mark_failed_done(att);

@@ -55,6 +55,7 @@ enum {
 	SMTP_CLIENT_ADDRESS_MAX = 1000,         /* longer addresses are refused before sending */
 	SMTP_CLIENT_SECRET_MAX = 1024,          /* the smarthost password: first line of its file */
 	SMTP_CLIENT_HOST_MAX = 256,
+	SMTP_CLIENT_LIST_MAX = LOG_VALUE_MAX * 2, /* recipients in a log line, marker included */
 };
 
 enum smtp_client_state {
@@ -402,63 +403,42 @@ static const char *smtp_client_result_name(enum smtp_client_result r)
 	}
 }
 
-/* A quoted log value: printable ASCII and spaces kept, '"', '\\' and
- * every other byte as \xNN (log_escape() would also escape the spaces). */
-static const char *smtp_client_log_quoted(char *out, size_t outsz, const char *in)
-{
-	struct strbuf sb;
-	strbuf_init(&sb, out, outsz);
-	for (const char *p = in; *p; p++) {
-		char one[8];
-		if (*p == ' ')
-			memcpy(one, " ", 2);
-		else
-			log_escape(one, sizeof one, p, 1);
-		if (strbuf_avail(&sb) < strlen(one) + 3) { /* room left for "..." */
-			strbuf_adds(&sb, "...");
-			break;
-		}
-		strbuf_adds(&sb, one);
-	}
-	return out;
-}
-
-/* One log line per attempt and outcome. */
+/* One log line per attempt and outcome; to is a list from
+ * smtp_client_list_rcpts(), escaped already. */
 static void smtp_client_log(const struct smtp_client *c, const char *to,
 			    enum smtp_client_result result, const char *reply)
 {
-	char t[LOG_VALUE_MAX * 2], r[LOG_VALUE_MAX * 2], h[LOG_VALUE_MAX];
-	log_escape(t, sizeof t, to, strlen(to));
-	smtp_client_log_quoted(r, sizeof r, reply);
+	char r[LOG_VALUE_MAX * 2], h[LOG_VALUE_MAX];
+	log_quote(r, sizeof r, reply, strlen(reply));
 	log_escape(h, sizeof h, c->host[0] ? c->host : "-", strlen(c->host[0] ? c->host : "-"));
 	long long delay = (long long)(time(NULL) - c->arrival);
 	if (c->tls_active)
 		log_info("event=outbound id=%s to=%s host=%s addr=%s tls=\"%s\" reply=\"%s\" "
-			 "delay=%lld result=%s", c->id, t, h, c->addr[0] ? c->addr : "-",
+			 "delay=%lld result=%s", c->id, to, h, c->addr[0] ? c->addr : "-",
 			 c->tls_desc, r, delay < 0 ? 0 : delay, smtp_client_result_name(result));
 	else
 		log_info("event=outbound id=%s to=%s host=%s addr=%s tls=none reply=\"%s\" "
-			 "delay=%lld result=%s", c->id, t, h, c->addr[0] ? c->addr : "-", r,
+			 "delay=%lld result=%s", c->id, to, h, c->addr[0] ? c->addr : "-", r,
 			 delay < 0 ? 0 : delay, smtp_client_result_name(result));
 }
 
 /* "<a>,<b>" of the recipients with this result (and this reply, unless
- * reply is NULL); cut with "..." when long. */
-static void smtp_client_list_rcpts(const struct smtp_client *c, char *out, size_t outsz,
+ * reply is NULL), each escaped; those that do not fit are counted in a
+ * "+N-more" marker (log_list). */
+static void smtp_client_list_rcpts(const struct smtp_client *c, char out[SMTP_CLIENT_LIST_MAX],
 				   enum smtp_client_result result, const char *reply)
 {
 	struct strbuf sb;
-	strbuf_init(&sb, out, outsz);
+	strbuf_init(&sb, out, SMTP_CLIENT_LIST_MAX);
+	struct log_list l;
+	log_list_begin(&l, &sb, "<", ">");
 	for (size_t i = 0; i < c->nrcpts; i++) {
 		const struct smtp_client_rcpt *r = &c->rcpts[i];
 		if (r->result != result || (reply && (!r->reply || strcmp(r->reply, reply) != 0)))
 			continue;
-		if (!strbuf_addf(&sb, "%s<%s>", strbuf_len(&sb) ? "," : "", r->address)) {
-			strbuf_truncate(&sb, outsz > 4 ? outsz - 4 : 0);
-			strbuf_adds(&sb, "..."); /* cut: say so */
-			return;
-		}
+		log_list_add(&l, r->address);
 	}
+	(void)log_list_end(&l); /* SMTP_CLIENT_LIST_MAX holds the marker */
 }
 
 static void smtp_client_set_result(struct smtp_client *c, struct smtp_client_rcpt *r,
@@ -509,8 +489,8 @@ static void smtp_client_report(struct smtp_client *c, bool log)
 			       strcmp(c->rcpts[k].reply, r->reply) == 0;
 		if (seen)
 			continue;
-		char to[LOG_VALUE_MAX * 2];
-		smtp_client_list_rcpts(c, to, sizeof to, r->result, r->reply);
+		char to[SMTP_CLIENT_LIST_MAX];
+		smtp_client_list_rcpts(c, to, r->result, r->reply);
 		smtp_client_log(c, to, r->result, r->reply);
 	}
 	c->reported = true;
@@ -522,9 +502,41 @@ static void smtp_client_report(struct smtp_client *c, bool log)
 
 /* ---- commands ------------------------------------------------------------------ */
 
-static void smtp_client_send(struct smtp_client *c, const char *fmt, ...)
+/* libevent could not take what we send (no memory).  The attempt ends
+ * here, before anything more is sent (never the end of the data: the
+ * server must not take a cut message): whoever is still pending is
+ * deferred, to be tried again later, never bounced for it.  c is
+ * released. */
+static void smtp_client_write_failed(struct smtp_client *c)
+{
+	char h[LOG_VALUE_MAX];
+	const char *host = c->host[0] ? c->host : "-";
+	log_err("event=write-error id=%s host=%s addr=%s state=%s reason=out-of-memory", c->id,
+		log_escape(h, sizeof h, host, strlen(host)), c->addr[0] ? c->addr : "-",
+		smtp_client_state_names[c->state]);
+	smtp_client_set_pending(c, SMTP_CLIENT_DEFERRED, "4.3.0",
+				"out of memory while sending; will try again", false);
+	smtp_client_drop_conn(c);
+	smtp_client_report(c, true); /* nothing when reported already (QUIT) */
+	smtp_client_release(c);
+}
+
+/* Everything for the server goes through here.  false when it could not
+ * be queued: then the attempt is over and c released
+ * (smtp_client_write_failed), and the caller returns at once (a caller
+ * whose last step it was has nothing to check). */
+static bool smtp_client_write(struct smtp_client *c, const void *data, size_t len)
+{
+	if (bufferevent_write(c->bev, data, len) == 0)
+		return true;
+	smtp_client_write_failed(c);
+	return false;
+}
+
+/* One command line; false as smtp_client_write(). */
+static bool smtp_client_send(struct smtp_client *c, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-static void smtp_client_send(struct smtp_client *c, const char *fmt, ...)
+static bool smtp_client_send(struct smtp_client *c, const char *fmt, ...)
 {
 	char line[SMTP_CLIENT_COMMAND_MAX];
 	va_list ap;
@@ -536,7 +548,7 @@ static void smtp_client_send(struct smtp_client *c, const char *fmt, ...)
 		fatal("smtp_client: command too long");
 	line[n++] = '\r';
 	line[n++] = '\n';
-	bufferevent_write(c->bev, line, (size_t)n);
+	return smtp_client_write(c, line, (size_t)n);
 }
 
 static void smtp_client_quit(struct smtp_client *c)
@@ -545,7 +557,8 @@ static void smtp_client_quit(struct smtp_client *c)
 		smtp_client_release(c);
 		return;
 	}
-	smtp_client_send(c, "QUIT");
+	if (!smtp_client_send(c, "QUIT"))
+		return;
 	smtp_client_enter_state(c, SMTP_CLIENT_QUIT);
 	smtp_client_arm(c, SMTP_CLIENT_TIMEOUT_QUIT);
 }
@@ -574,8 +587,8 @@ static void smtp_client_host_failed(struct smtp_client *c, bool same, const char
 	verrfmt(c->error, sizeof c->error, fmt, ap);
 	va_end(ap);
 	bsnprintf(c->error_status, sizeof c->error_status, "%s", status);
-	char to[LOG_VALUE_MAX * 2];
-	smtp_client_list_rcpts(c, to, sizeof to, SMTP_CLIENT_PENDING, NULL);
+	char to[SMTP_CLIENT_LIST_MAX];
+	smtp_client_list_rcpts(c, to, SMTP_CLIENT_PENDING, NULL);
 	smtp_client_log(c, to, SMTP_CLIENT_DEFERRED, c->error);
 	smtp_client_drop_conn(c);
 	c->tls_active = false;
@@ -874,7 +887,8 @@ static void smtp_client_send_ehlo(struct smtp_client *c)
 {
 	c->caps = 0;
 	c->size_limit = 0;
-	smtp_client_send(c, "EHLO %s", c->helo);
+	if (!smtp_client_send(c, "EHLO %s", c->helo))
+		return;
 	smtp_client_enter_state(c, SMTP_CLIENT_EHLO);
 	smtp_client_arm(c, SMTP_CLIENT_TIMEOUT_COMMAND);
 }
@@ -933,11 +947,14 @@ static void smtp_client_mail(struct smtp_client *c)
 	c->accepted = 0;
 	c->mail_ok = false;
 	c->dummy_dot = false;
-	smtp_client_send(c, "MAIL FROM:<%s>%s", c->sender, params);
+	if (!smtp_client_send(c, "MAIL FROM:<%s>%s", c->sender, params))
+		return;
 	if (c->caps & SMTP_EXT_PIPELINING) {
 		for (size_t k = 0; k < c->ntxn; k++)
-			smtp_client_send(c, "RCPT TO:<%s>", c->rcpts[c->order[k]].address);
-		smtp_client_send(c, "DATA");
+			if (!smtp_client_send(c, "RCPT TO:<%s>", c->rcpts[c->order[k]].address))
+				return;
+		if (!smtp_client_send(c, "DATA"))
+			return;
 	}
 	smtp_client_enter_state(c, SMTP_CLIENT_TXN);
 	smtp_client_arm(c, SMTP_CLIENT_TIMEOUT_COMMAND);
@@ -1001,14 +1018,17 @@ static void smtp_client_auth(struct smtp_client *c)
 	char *b64 = xmalloc(b64len);
 	EVP_EncodeBlock((unsigned char *)b64, raw, (int)rawlen);
 	char *line = xasprintf("AUTH PLAIN %s\r\n", b64);
-	bufferevent_write(c->bev, line, strlen(line));
+	size_t linelen = strlen(line);
+	bool queued = smtp_client_write(c, line, linelen);
 	OPENSSL_cleanse(pw, sizeof pw);
 	OPENSSL_cleanse(raw, rawlen);
 	OPENSSL_cleanse(b64, b64len);
-	OPENSSL_cleanse(line, strlen(line));
+	OPENSSL_cleanse(line, linelen);
 	free(raw);
 	free(b64);
 	free(line);
+	if (!queued)
+		return;
 	smtp_client_enter_state(c, SMTP_CLIENT_AUTH);
 	smtp_client_arm(c, SMTP_CLIENT_TIMEOUT_COMMAND);
 }
@@ -1035,7 +1055,8 @@ static void smtp_client_after_ehlo(struct smtp_client *c)
 		return;
 	}
 	if ((c->caps & SMTP_EXT_STARTTLS) && !c->no_tls) {
-		smtp_client_send(c, "STARTTLS");
+		if (!smtp_client_send(c, "STARTTLS"))
+			return;
 		smtp_client_enter_state(c, SMTP_CLIENT_STARTTLS);
 		smtp_client_arm(c, SMTP_CLIENT_TIMEOUT_COMMAND);
 		return;
@@ -1160,7 +1181,8 @@ static void smtp_client_txn_reply(struct smtp_client *c)
 		/* RFC 2920 §3.1: no recipient, yet DATA was accepted: an empty
 		 * message the server will refuse */
 		c->dummy_dot = true;
-		bufferevent_write(c->bev, ".\r\n", 3);
+		if (!smtp_client_write(c, ".\r\n", 3))
+			return;
 		smtp_client_enter_state(c, SMTP_CLIENT_DOT);
 		smtp_client_arm(c, SMTP_CLIENT_TIMEOUT_DOT);
 		return;
@@ -1224,7 +1246,8 @@ static void smtp_client_on_reply(struct smtp_client *c)
 		if (cls == 2) {
 			smtp_client_after_ehlo(c);
 		} else if (cls == 5) {
-			smtp_client_send(c, "HELO %s", c->helo); /* RFC 5321 §3.2 */
+			if (!smtp_client_send(c, "HELO %s", c->helo)) /* RFC 5321 §3.2 */
+				break;
 			smtp_client_enter_state(c, SMTP_CLIENT_HELO);
 			smtp_client_arm(c, SMTP_CLIENT_TIMEOUT_COMMAND);
 		} else {
@@ -1359,14 +1382,16 @@ static void smtp_client_body_fill(struct smtp_client *c)
 		}
 		char *stuffed = c->chunk + SMTP_CLIENT_BODY_CHUNK;
 		size_t k = smtp_client_dot_stuff(c->chunk, (size_t)n, stuffed, &c->bol);
-		evbuffer_add(out, stuffed, k);
+		if (!smtp_client_write(c, stuffed, k))
+			return;
 		c->body_done += n;
 	}
 	if (c->body_done < c->size)
 		return;
-	if (!c->bol)
-		evbuffer_add(out, "\r\n", 2);
-	evbuffer_add(out, ".\r\n", 3);
+	/* the end of the data in one piece: queued whole, or not at all */
+	const char *end = c->bol ? ".\r\n" : "\r\n.\r\n";
+	if (!smtp_client_write(c, end, strlen(end)))
+		return;
 	free(c->chunk);
 	c->chunk = NULL;
 	bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);

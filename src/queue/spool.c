@@ -1490,7 +1490,7 @@ static int spool_read_done(const struct spool *sp, const char *id, struct spool_
 		env->rcpts[idx].done = true;
 	}
 	int saved = errno;
-	fclose(f); /* read-only: nothing to lose */
+	(void)fclose(f); /* read-only: nothing to lose */
 	free(path);
 	errno = saved;
 	return r;
@@ -1509,7 +1509,7 @@ int spool_read_envelope(struct spool *sp, const char *id, struct spool_envelope 
 	if (!f || fstat(fileno(f), &st) < 0) {
 		int e = errno;
 		if (f)
-			fclose(f);
+			(void)fclose(f); /* read-only: nothing to lose */
 		free(path);
 		errno = e;
 		return -1;
@@ -1517,7 +1517,7 @@ int spool_read_envelope(struct spool *sp, const char *id, struct spool_envelope 
 	struct spool_reader rd = {.path = path, .want_id = id, .env = env};
 	int r = spool_parse_envelope(&rd, f);
 	int saved = errno;
-	fclose(f);
+	(void)fclose(f); /* read-only: nothing to lose */
 	if (r < 0 && rd.problem) {
 		spool_warn_malformed(path, rd.lineno, rd.problem);
 		saved = EINVAL;

@@ -73,7 +73,7 @@ static int runtime_load_tls(struct runtime *rt, FILE *err)
 			continue;
 		rt->tls[i] = tls_server_new(&srv->tls, alpn_names[srv->protocol], why, sizeof why);
 		if (!rt->tls[i]) {
-			fprintf(err, "server %s: %s\n", srv->name, why);
+			report(err, "server %s: %s\n", srv->name, why);
 			errors++;
 		}
 	}
@@ -87,7 +87,7 @@ static int runtime_load_dns(struct runtime *rt, FILE *err)
 	char why[256];
 	rt->dns = dns_resolver_new(rt->base, &rt->conf->dns, NULL, why, sizeof why);
 	if (!rt->dns) {
-		fprintf(err, "dns: %s\n", why);
+		report(err, "dns: %s\n", why);
 		return 1;
 	}
 	rt->server_dns = xcalloc(rt->conf->nservers, sizeof *rt->server_dns);
@@ -98,7 +98,7 @@ static int runtime_load_dns(struct runtime *rt, FILE *err)
 			continue;
 		rt->server_dns[i] = dns_resolver_new(rt->base, &srv->dns, NULL, why, sizeof why);
 		if (!rt->server_dns[i]) {
-			fprintf(err, "server %s: dns: %s\n", srv->name, why);
+			report(err, "server %s: dns: %s\n", srv->name, why);
 			errors++;
 		}
 	}
@@ -128,10 +128,16 @@ struct runtime *runtime_load(const char *path, struct spool *sp, struct event_ba
 		  userdb_load(rt->conf->users, &rt->users, err) == 0 &&
 		  (!rt->conf->aliases || aliases_load(rt->conf->aliases, &rt->aliases, err) == 0) &&
 		  runtime_load_tls(rt, err) == 0 && runtime_load_dns(rt, err) == 0;
-	fclose(err);
+	/* the messages went through report(): a failed write shows here (and
+	 * matters only when there are errors to tell) */
+	int lost = fclose(err) == EOF ? errno : 0;
 	if (!ok) {
+		if (lost)
+			log_err("event=config-error message=\"cannot collect every error message: %s\"",
+				strerror(lost));
 		char *save = NULL;
-		for (char *line = strtok_r(errs, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
+		for (char *line = errs ? strtok_r(errs, "\n", &save) : NULL; line;
+		     line = strtok_r(NULL, "\n", &save))
 			log_err("event=config-error message=\"%s\"", line);
 		free(errs);
 		runtime_unref(rt);

@@ -548,12 +548,17 @@ static int mailbox_index_read(const char *dir, struct mailbox_index *ix, uint32_
 		en->ulen = (uint32_t)(line + len - 1 - (e + 1));
 		en->unique = xstrndup(e + 1, en->ulen);
 	}
-	ok = ok && !ferror(fp);
+	/* a failed read is an I/O error, not a corrupt index: no new UIDVALIDITY */
+	int r = ok ? 1 : 0;
+	if (ferror(fp)) {
+		errfmt(err, errsz, "cannot read %s/%s: %s", dir, MAILBOX_INDEX, strerror(errno));
+		r = -1;
+	}
 	free(line);
-	fclose(fp);
-	if (!ok)
+	(void)fclose(fp); /* read only: what was read is all there is */
+	if (r != 1)
 		mailbox_index_free(ix);
-	return ok ? 1 : 0;
+	return r;
 }
 
 /* Write the index of the listing s (sorted by UID): a new file, fsync,
@@ -572,10 +577,10 @@ static int mailbox_index_write(const char *dir, const struct mailbox_index *ix,
 			close(fd);
 		goto out;
 	}
-	fprintf(fp, "V%u N%u\n", ix->validity, ix->next);
+	report(fp, "V%u N%u\n", ix->validity, ix->next);
 	for (size_t i = 0; i < s->n; i++)
-		fprintf(fp, "%u %.*s\n", s->v[i].uid, (int)s->v[i].ulen, s->v[i].name);
-	bool ok = fflush(fp) == 0 && !ferror(fp) && fsync(fileno(fp)) == 0;
+		report(fp, "%u %.*s\n", s->v[i].uid, (int)s->v[i].ulen, s->v[i].name);
+	bool ok = report_end(fp) == 0 && fsync(fileno(fp)) == 0;
 	int e = errno;
 	if (fclose(fp) != 0 && ok) {
 		ok = false;
@@ -1237,7 +1242,6 @@ int mailbox_subscriptions(const char *root, struct mailbox_names *out, char *err
 		free(path);
 		return e == ENOENT ? 0 : -1;
 	}
-	free(path);
 	char *line = NULL;
 	size_t linecap = 0, cap = 0;
 	ssize_t len;
@@ -1249,9 +1253,17 @@ int mailbox_subscriptions(const char *root, struct mailbox_names *out, char *err
 		char **slot = xgrow(&out->v, &out->n, &cap, sizeof *slot);
 		*slot = xstrdup(line);
 	}
+	int r = 0;
+	/* a list cut by a failed read must not be written back by (UN)SUBSCRIBE */
+	if (ferror(fp)) {
+		errfmt(err, errsz, "cannot read %s: %s", path, strerror(errno));
+		mailbox_names_free(out);
+		r = -1;
+	}
 	free(line);
-	fclose(fp);
-	return 0;
+	free(path);
+	(void)fclose(fp); /* read only: what was read is all there is */
+	return r;
 }
 
 static int mailbox_subscriptions_write(const char *root, const struct mailbox_names *l, char *err,
@@ -1267,8 +1279,8 @@ static int mailbox_subscriptions_write(const char *root, const struct mailbox_na
 			close(fd);
 	} else {
 		for (size_t i = 0; i < l->n; i++)
-			fprintf(fp, "%s\n", l->v[i]);
-		bool ok = fflush(fp) == 0 && fsync(fileno(fp)) == 0;
+			report(fp, "%s\n", l->v[i]);
+		bool ok = report_end(fp) == 0 && fsync(fileno(fp)) == 0;
 		ok = fclose(fp) == 0 && ok;
 		r = ok && rename(tmp, path) == 0 ? 0 : -1;
 	}

@@ -224,6 +224,26 @@ def test_fetch_items_and_macros(imap, ctx):
     c.logout()
 
 
+def test_internal_date_beyond_year_9999_is_not_made_up(imap, ctx):
+    """A Maildir file whose name gives a time past year 9999 (RFC 3501
+    date-year is 4DIGIT) has no INTERNALDATE: FETCH leaves that message out
+    with a NO and a log line instead of sending a made-up date, and the
+    other messages and items are answered as usual."""
+    put_message(imap, BOB, crlf("Subject: fine\n\nbody\n"), when=1700000000)
+    path = put_message(imap, BOB, crlf("Subject: far future\n\nbody\n"), when=1700000001)
+    d, name = os.path.split(path)
+    os.rename(path, os.path.join(d, "99999999999999" + name[len("1700000001"):]))
+    c = login_select(imap, ctx)
+    r = c.cmd("FETCH 1:2 (UID INTERNALDATE)")
+    assert r.status == "NO" and "internal date" in r.tagged, r
+    f = fetch_responses(r)
+    assert list(f) == [1] and b"-Nov-2023 " in f[1]["INTERNALDATE"], f
+    ev = imap.wait_event("mailbox-error", message="2")
+    assert "has no IMAP date-time" in ev["_line"], ev
+    assert set(fetch_responses(c.ok("FETCH 2 (FLAGS RFC822.SIZE)"))[2]) == {"FLAGS", "RFC822.SIZE"}
+    c.logout()
+
+
 # -- the Maildir shared with POP3 and SMTP --------------------------------------------------------
 
 def test_pop3_deletion_is_an_expunge_for_imap(posthorn, cert, ctx):

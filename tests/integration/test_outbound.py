@@ -585,6 +585,34 @@ def test_null_sender_is_never_bounced(posthorn, dnsmasq, sinks):
         assert p.messages(user) == []
 
 
+def _log_list(value):
+    """The items of a log list "<a>,<b>,+N-more" and the N (0 when none)."""
+    items = value.split(",")
+    more = 0
+    if items and re.fullmatch(r"\+\d+-more", items[-1]):
+        more = int(items.pop()[1:-5])
+    assert all(i.startswith("<") and i.endswith(">") for i in items), value
+    return [i[1:-1] for i in items], more
+
+
+def test_long_recipient_lists_in_the_log_are_escaped_and_counted(posthorn, dnsmasq, sinks):
+    """The outbound line's to= and the bounce line's failed= are log lists:
+    each address escaped, and those that do not fit counted in "+N-more",
+    never cut in the middle (they used to end in "...")."""
+    sink = sinks(rcpt=lambda a: "550 5.1.1 no such user")
+    p = relay_daemon(posthorn, external_dns(dnsmasq), sink.port)
+    rcpts = ["odd=one@external.test"] + [
+        f"recipient-number-{i:02d}-with-a-long-name@external.test" for i in range(40)]
+    qid = submit(p, rcpts, message("many", sender=""), sender="")
+    ev = p.wait_event("bounce-suppressed", timeout=20, id=qid)
+    for value in (p.wait_event("outbound", id=qid, result="bounced")["to"], ev["failed"]):
+        shown, more = _log_list(value)
+        assert more > 0 and len(shown) + more == len(rcpts), value
+        assert shown[0] == "odd\\x3done@external.test", value  # '=' escaped
+        assert shown == [a.replace("=", "\\x3d") for a in rcpts[:len(shown)]], value
+    wait_spool_empty(p)
+
+
 def test_mail_loop_is_bounced(posthorn, dnsmasq, sinks):
     sink = sinks()
     p = relay_daemon(posthorn, external_dns(dnsmasq), sink.port)

@@ -1,5 +1,6 @@
 /* Unit tests for imap_date: RFC 3501 §9 date and date-time (SEARCH
  * BEFORE/ON/SINCE, APPEND's internal date) and the INTERNALDATE format. */
+#include <limits.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -56,19 +57,41 @@ static void test_format_datetime(void **state)
 	char out[IMAP_DATETIME_SIZE];
 	setenv("TZ", "UTC", 1);
 	tzset();
-	imap_format_datetime(0, out);
+	assert_true(imap_format_datetime(0, out));
 	assert_string_equal(out, "01-Jan-1970 00:00:00 +0000");
 	long long t;
 	assert_true(imap_parse_datetime("17-Nov-2026 10:00:05 +0100", &t));
-	imap_format_datetime(t, out);
+	assert_true(imap_format_datetime(t, out));
 	assert_string_equal(out, "17-Nov-2026 09:00:05 +0000");
 	setenv("TZ", "EST5", 1); /* a fixed zone west of UTC */
 	tzset();
-	imap_format_datetime(t, out);
+	assert_true(imap_format_datetime(t, out));
 	assert_string_equal(out, "17-Nov-2026 04:00:05 -0500");
 	long long back;
 	assert_true(imap_parse_datetime(out, &back));
 	assert_int_equal(back, t);
+}
+
+/* RFC 3501 date-year is 4DIGIT: a time outside years 0 to 9999 has no
+ * date-time, and none is made up (it used to be "00-Jan-1900"). */
+static void test_format_datetime_out_of_range(void **state)
+{
+	char out[IMAP_DATETIME_SIZE];
+	setenv("TZ", "UTC", 1);
+	tzset();
+	long long last = imap_days_from_civil(10000, 1, 1) * 86400 - 1;
+	assert_true(imap_format_datetime(last, out));
+	assert_string_equal(out, "31-Dec-9999 23:59:59 +0000");
+	assert_false(imap_format_datetime(last + 1, out));
+	assert_string_equal(out, "");
+	long long first = imap_days_from_civil(0, 1, 1) * 86400;
+	assert_true(imap_format_datetime(first, out));
+	assert_string_equal(out, "01-Jan-0000 00:00:00 +0000");
+	assert_false(imap_format_datetime(first - 1, out));
+	assert_false(imap_format_datetime(99999999999999LL, out)); /* a Maildir name's digits */
+	assert_false(imap_format_datetime(LLONG_MAX, out)); /* localtime_r fails */
+	assert_false(imap_format_datetime(LLONG_MIN, out));
+	assert_string_equal(out, "");
 }
 
 int main(void)
@@ -78,6 +101,7 @@ int main(void)
 		cmocka_unit_test(test_date),
 		cmocka_unit_test(test_datetime),
 		cmocka_unit_test(test_format_datetime),
+		cmocka_unit_test(test_format_datetime_out_of_range),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

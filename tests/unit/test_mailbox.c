@@ -596,6 +596,39 @@ static void test_subscriptions(void **state)
 	mailbox_names_free(&s);
 }
 
+/* A file that cannot be read (a folder in its place: read(2) says EISDIR)
+ * is an I/O error: not an empty subscription list that (UN)SUBSCRIBE would
+ * write back cut, not a corrupt index that earns a new UIDVALIDITY. */
+static void test_read_errors(void **state)
+{
+	struct fixture *f = *state;
+	char err[256] = "";
+	char *subs = xasprintf("%s/subscriptions", f->root);
+	assert_int_equal(unlink(subs), 0);
+	assert_int_equal(mkdir(subs, 0700), 0);
+	struct mailbox_names s;
+	assert_int_equal(mailbox_subscriptions(f->root, &s, err, sizeof err), -1);
+	assert_non_null(strstr(err, "cannot read"));
+	assert_int_equal(s.n, 0);
+	assert_int_equal(mailbox_subscribe(f->root, "Later", true, err, sizeof err),
+			 MAILBOX_ERR_IO);
+	assert_int_equal(rmdir(subs), 0);
+	free(subs);
+	char *ipath = xasprintf("%s/posthorn-uidlist", f->root);
+	struct mailbox *mb = open_box(f, "INBOX", false);
+	mailbox_close(mb);
+	assert_int_equal(unlink(ipath), 0);
+	assert_int_equal(mkdir(ipath, 0700), 0);
+	err[0] = '\0';
+	mb = NULL;
+	assert_int_equal(mailbox_open(f->root, "INBOX", false, &mb, err, sizeof err),
+			 MAILBOX_ERR_IO);
+	assert_null(mb);
+	assert_non_null(strstr(err, "cannot read"));
+	assert_int_equal(rmdir(ipath), 0);
+	free(ipath);
+}
+
 /* ---- the UID index ---------------------------------------------------------- */
 
 static void test_uids_stable_across_reopen(void **state)
@@ -1500,6 +1533,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_rename, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rename_inbox, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_subscriptions, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_read_errors, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_uids_stable_across_reopen, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_index_lost_while_open, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_recent, setup, teardown),

@@ -3,7 +3,10 @@
  * (§4.5.2) — and whole transactions against a scripted server on
  * 127.0.0.1: PIPELINING (RFC 2920) reply order, per-recipient results,
  * refused senders, HELO fallback, greeting refusals, malformed replies,
- * required TLS, SIZE limits, lost connections. */
+ * required TLS, SIZE limits, lost connections, output that cannot be
+ * queued (no memory). */
+#define _GNU_SOURCE
+#include <dlfcn.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <setjmp.h>
@@ -25,6 +28,27 @@
 #include "lib/log.h"
 #include "queue/smtp_client.h"
 #include "lib/util.h"
+
+/* ---- output that cannot be queued ------------------------------------------ */
+
+/* smtp_client.c queues everything it sends with bufferevent_write(); this
+ * definition in the test program comes before libevent's.  While
+ * fail_write is set, a write whose data begins with it fails as libevent
+ * does without memory (the scripted server's replies never match). */
+static const char *fail_write;
+
+int bufferevent_write(struct bufferevent *bev, const void *data, size_t size)
+{
+	static int (*real)(struct bufferevent *, const void *, size_t);
+	if (!real) {
+		*(void **)&real = dlsym(RTLD_NEXT, "bufferevent_write");
+		assert_non_null(real);
+	}
+	if (fail_write && size >= strlen(fail_write) &&
+	    memcmp(data, fail_write, strlen(fail_write)) == 0)
+		return -1;
+	return real(bev, data, size);
+}
 
 /* ---- parsers -------------------------------------------------------------- */
 
@@ -614,6 +638,55 @@ static void test_cancel(void **state)
 	smtp_client_rcpt_clear(&rc);
 }
 
+/* A write that fails ends the attempt: whoever is pending is deferred
+ * with a local status (never bounced, never blamed on the server), and
+ * the data is never ended. */
+static void write_fails_at(const char *prefix, bool data_started)
+{
+	struct run r;
+	struct script sc = {0};
+	fail_write = prefix;
+	transact(&r, &sc, two, 2, OUTBOUND_TLS_NO, 0);
+	fail_write = NULL;
+	for (size_t i = 0; i < 2; i++) {
+		assert_int_equal(r.rcpts[i].result, SMTP_CLIENT_DEFERRED);
+		assert_string_equal(r.rcpts[i].status, "4.3.0");
+		assert_non_null(strstr(r.rcpts[i].reply, "out of memory"));
+		assert_null(r.rcpts[i].remote_mta);
+	}
+	assert_false(r.f.quit);
+	if (data_started)
+		assert_true(r.f.in_data); /* the server never saw the end */
+	else
+		assert_null(strstr(r.f.log, "DATA"));
+	run_free(&r);
+}
+
+static void test_write_failure_defers(void **state)
+{
+	write_fails_at("EHLO ", false);
+	write_fails_at("RCPT TO:<b@", false); /* in the middle of the pipelined group */
+	write_fails_at("Subject: test", true);
+	write_fails_at(".\r\n", true);
+}
+
+/* After the results are given, a QUIT that cannot be queued changes
+ * nothing: the connection is just dropped. */
+static void test_write_failure_at_quit(void **state)
+{
+	struct run r;
+	struct script sc = {0};
+	fail_write = "QUIT";
+	transact(&r, &sc, two, 2, OUTBOUND_TLS_NO, 0);
+	fail_write = NULL;
+	for (size_t i = 0; i < 2; i++) {
+		assert_int_equal(r.rcpts[i].result, SMTP_CLIENT_SENT);
+		assert_string_equal(r.rcpts[i].reply, "250 2.0.0 Ok: queued");
+	}
+	assert_false(r.f.quit);
+	run_free(&r);
+}
+
 int main(void)
 {
 	log_init(false, LOG_ERR);
@@ -638,6 +711,8 @@ int main(void)
 		cmocka_unit_test(test_connection_lost_in_transaction),
 		cmocka_unit_test(test_connection_refused),
 		cmocka_unit_test(test_cancel),
+		cmocka_unit_test(test_write_failure_defers),
+		cmocka_unit_test(test_write_failure_at_quit),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -45,6 +45,58 @@ void imap_close_after_flush(struct imap_session *s)
 	conn_close(s->io);
 }
 
+/* ---- responses being built -------------------------------------------------- */
+
+void imap_out_init(struct imap_out *out)
+{
+	out->buf = evbuffer_new();
+	if (!out->buf)
+		fatal("imap: evbuffer_new failed");
+	out->failed = false;
+}
+
+void imap_out_free(struct imap_out *out)
+{
+	if (out->buf)
+		evbuffer_free(out->buf);
+	out->buf = NULL;
+}
+
+void imap_out_add(struct imap_out *out, const void *data, size_t len)
+{
+	if (!out->failed && evbuffer_add(out->buf, data, len) < 0)
+		out->failed = true;
+}
+
+void imap_out_vprintf(struct imap_out *out, const char *fmt, va_list ap)
+{
+	if (!out->failed && evbuffer_add_vprintf(out->buf, fmt, ap) < 0)
+		out->failed = true;
+}
+
+void imap_out_printf(struct imap_out *out, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	imap_out_vprintf(out, fmt, ap);
+	va_end(ap);
+}
+
+size_t imap_out_len(const struct imap_out *out)
+{
+	return evbuffer_get_length(out->buf);
+}
+
+bool imap_out_full(const struct imap_out *out)
+{
+	return out->failed || imap_out_len(out) >= IMAP_CHUNK;
+}
+
+void imap_out_discard(struct imap_out *out)
+{
+	evbuffer_drain(out->buf, evbuffer_get_length(out->buf));
+}
+
 /* ---- replies ---------------------------------------------------------------- */
 
 /* Replies whose text was longer than IMAP_REPLY_TEXT_MAX (a bug of ours:
@@ -56,7 +108,7 @@ unsigned long imap_replies_too_long(void)
 	return imap_too_long;
 }
 
-bool imap_reply_format(struct evbuffer *out, const char *tag, const char *status,
+bool imap_reply_format(struct imap_out *out, const char *tag, const char *status,
 		       const char *fmt, va_list ap)
 {
 	va_list measure;
@@ -67,31 +119,30 @@ bool imap_reply_format(struct evbuffer *out, const char *tag, const char *status
 		fatal("imap: formatting a reply failed");
 	if ((size_t)n > IMAP_REPLY_TEXT_MAX)
 		return false;
-	evbuffer_add_printf(out, "%s %s ", tag, status);
-	evbuffer_add_vprintf(out, fmt, ap);
-	evbuffer_add(out, "\r\n", 2);
+	imap_out_printf(out, "%s %s ", tag, status);
+	imap_out_vprintf(out, fmt, ap);
+	imap_out_add(out, "\r\n", 2);
 	return true;
 }
 
 void imap_reply(struct imap_session *s, const char *status, const char *fmt, ...)
 {
-	struct evbuffer *out = evbuffer_new();
-	if (!out)
-		fatal("imap: evbuffer_new failed");
+	struct imap_out out;
+	imap_out_init(&out);
 	va_list ap;
 	va_start(ap, fmt);
-	bool fits = imap_reply_format(out, s->tag, status, fmt, ap);
+	bool fits = imap_reply_format(&out, s->tag, status, fmt, ap);
 	va_end(ap);
 	if (!fits) {
 		imap_too_long++;
 		log_err("event=reply-too-long session=%s server=%s client=%s status=%s limit=%d "
 			"count=%lu", s->b.sid, s->b.srv->name, s->b.client, status,
 			IMAP_REPLY_TEXT_MAX, imap_too_long);
-		evbuffer_add_printf(out, "%s %s The response is too long; see the server log\r\n",
-				    s->tag, status);
+		imap_out_printf(&out, "%s %s The response is too long; see the server log\r\n",
+				s->tag, status);
 	}
-	imap_send(s, out);
-	evbuffer_free(out);
+	imap_send(s, &out);
+	imap_out_free(&out);
 }
 
 void imap_count_error(struct imap_session *s)
@@ -108,14 +159,33 @@ void imap_bad(struct imap_session *s, const char *text)
 	imap_count_error(s);
 }
 
-void imap_send(struct imap_session *s, struct evbuffer *out)
+/* A response could not be built: the client gets none of it, the
+ * session ends after what was sent before (as conn.c does with a reply it
+ * cannot queue).  Logged once. */
+static void imap_out_lost(struct imap_session *s)
 {
-	size_t n = evbuffer_get_length(out);
-	if (n == 0)
+	if (s->out_failed)
 		return;
-	const void *p = evbuffer_pullup(out, (ev_ssize_t)n);
-	conn_write(s->io, p, n);
-	evbuffer_drain(out, n);
+	s->out_failed = true;
+	log_err("event=write-error session=%s server=%s client=%s reason=out-of-memory", s->b.sid,
+		s->b.srv->name, s->b.client);
+	imap_close_after_flush(s);
+}
+
+void imap_send(struct imap_session *s, struct imap_out *out)
+{
+	size_t n = imap_out_len(out);
+	if (out->failed) {
+		imap_out_lost(s);
+	} else if (n > 0 && !s->out_failed) {
+		/* in one piece: the connection takes all of it or nothing */
+		const void *p = evbuffer_pullup(out->buf, (ev_ssize_t)n);
+		if (p)
+			conn_write(s->io, p, n);
+		else
+			imap_out_lost(s);
+	}
+	imap_out_discard(out);
 }
 
 /* ---- jobs ------------------------------------------------------------------- */

@@ -98,6 +98,9 @@ struct imap_session {
 	struct message *msg;
 	char *msg_path;
 	size_t msg_index;
+	/* a response could not be built (no memory): the session is closing
+	 * and sends nothing more (imap_send) */
+	bool out_failed;
 };
 
 #define IMAP_HANDLER(name) \
@@ -123,6 +126,33 @@ void imap_enter_state(struct imap_session *s, enum imap_state st);
 /* CLOSING: the connection closes once what is queued has left. */
 void imap_close_after_flush(struct imap_session *s);
 
+/* ---- responses being built -------------------------------------------------- */
+
+/* A response (or a piece of one) built here before imap_send() hands it
+ * to the connection.  Adding can fail (no memory); the first failure is
+ * kept: nothing more is added, and imap_send() sends none of it but ends
+ * the session, so a client never gets a line with a hole in it. */
+struct imap_out {
+	struct evbuffer *buf;
+	bool failed;
+};
+
+/* Empty and whole; fatal when not even the buffer can be had. */
+void imap_out_init(struct imap_out *out);
+void imap_out_free(struct imap_out *out);
+void imap_out_add(struct imap_out *out, const void *data, size_t len);
+void imap_out_printf(struct imap_out *out, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+void imap_out_vprintf(struct imap_out *out, const char *fmt, va_list ap)
+	__attribute__((format(printf, 2, 0)));
+/* Octets held. */
+size_t imap_out_len(const struct imap_out *out);
+/* Time to imap_send(): IMAP_CHUNK octets held, or the response failed
+ * (the session then ends without building the rest). */
+bool imap_out_full(const struct imap_out *out);
+/* Forget what is held (a failure is kept). */
+void imap_out_discard(struct imap_out *out);
+
 /* ---- replies ---------------------------------------------------------------- */
 
 /* "TAG STATUS text" (the tag of the command being answered, "*" for an
@@ -134,8 +164,9 @@ void imap_reply(struct imap_session *s, const char *status, const char *fmt, ...
 #define imap_ok(s, ...) imap_reply((s), "OK", __VA_ARGS__)
 #define imap_no(s, ...) imap_reply((s), "NO", __VA_ARGS__)
 /* The line of imap_reply, CRLF included, appended to out; false (out as
- * it was) when the text is longer than IMAP_REPLY_TEXT_MAX. */
-bool imap_reply_format(struct evbuffer *out, const char *tag, const char *status,
+ * it was) when the text is longer than IMAP_REPLY_TEXT_MAX.  No memory
+ * marks out as failed (imap_out). */
+bool imap_reply_format(struct imap_out *out, const char *tag, const char *status,
 		       const char *fmt, va_list ap) __attribute__((format(printf, 4, 0)));
 /* Replies that were too long since the start (imap_reply). */
 unsigned long imap_replies_too_long(void);
@@ -144,8 +175,11 @@ unsigned long imap_replies_too_long(void);
 void imap_count_error(struct imap_session *s);
 /* BAD, counted. */
 void imap_bad(struct imap_session *s, const char *text);
-/* Send what was built in out (whole lines) and empty it. */
-void imap_send(struct imap_session *s, struct evbuffer *out);
+/* Send what was built in out (whole lines) and empty it.  When out
+ * failed, nothing of it is sent: event=write-error is logged (once) and
+ * the session closes after what was sent before; from then on imap_send
+ * sends nothing. */
+void imap_send(struct imap_session *s, struct imap_out *out);
 
 /* ---- jobs: long responses produced as the connection drains ----------------- */
 

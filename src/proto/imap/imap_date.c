@@ -6,23 +6,37 @@
 #include <strings.h>
 #include <time.h>
 
+#include "lib/util.h"
+
 static const char *const imap_months[12] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
 					    "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
 
-/* RFC 3501 date-time: "dd-Mon-yyyy hh:mm:ss +zzzz", in local time. */
-void imap_format_datetime(long long t, char out[IMAP_DATETIME_SIZE])
+/* RFC 3501 date-time: "dd-Mon-yyyy hh:mm:ss +zzzz", in local time.  The
+ * grammar has four digits for the year (date-year = 4DIGIT): a time
+ * outside years 0 to 9999, or one the C library cannot convert, has no
+ * date-time at all, and the caller decides what to do instead. */
+bool imap_format_datetime(long long t, char out[IMAP_DATETIME_SIZE])
 {
+	out[0] = '\0';
 	time_t tt = (time_t)t;
 	struct tm tm;
-	if (!localtime_r(&tt, &tm))
-		memset(&tm, 0, sizeof tm);
+	if ((long long)tt != t || !localtime_r(&tt, &tm) || tm.tm_year < -1900 ||
+	    tm.tm_year > 9999 - 1900)
+		return false;
 	long off = tm.tm_gmtoff / 60;
 	char sign = off < 0 ? '-' : '+';
 	if (off < 0)
 		off = -off;
-	snprintf(out, IMAP_DATETIME_SIZE, "%02d-%s-%04d %02d:%02d:%02d %c%02ld%02ld", tm.tm_mday,
-		 imap_months[tm.tm_mon % 12], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec,
-		 sign, off / 60, off % 60);
+	/* with the year and the zone's hours in range the text is 26 bytes, far
+	 * below IMAP_DATETIME_SIZE: a cut is a bug, and then still no date */
+	if (off > 99 * 60 + 59 ||
+	    !bsnprintf(out, IMAP_DATETIME_SIZE, "%02d-%s-%04d %02d:%02d:%02d %c%02ld%02ld",
+		       tm.tm_mday, imap_months[tm.tm_mon % 12], tm.tm_year + 1900, tm.tm_hour,
+		       tm.tm_min, tm.tm_sec, sign, off / 60, off % 60)) {
+		out[0] = '\0';
+		return false;
+	}
+	return true;
 }
 
 static int imap_month(const char *m)

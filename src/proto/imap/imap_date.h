@@ -17,7 +17,9 @@ long long imap_days_from_civil(int y, int m, int d);
 bool imap_parse_date(const char *v, long long *day);
 /* "dd-Mon-yyyy hh:mm:ss +zzzz" -> seconds since the epoch. */
 bool imap_parse_datetime(const char *v, long long *out);
-/* Seconds since the epoch -> INTERNALDATE text in the server's zone. */
-void imap_format_datetime(long long t, char out[IMAP_DATETIME_SIZE]);
+/* Seconds since the epoch -> INTERNALDATE text in the server's zone;
+ * false (out empty) when t has none: outside years 0 to 9999 (the
+ * grammar's four digits) or not convertible by localtime_r(). */
+bool imap_format_datetime(long long t, char out[IMAP_DATETIME_SIZE]);
 
 #endif

@@ -9,8 +9,6 @@
 #include <string.h>
 #include <strings.h>
 
-#include <event2/buffer.h>
-
 #include "conf/conf.h"
 #include "net/conn.h"
 #include "proto/imap/imap_context.h"
@@ -182,7 +180,8 @@ struct imap_fetch_job {
 	struct imap_walk walk;
 	bool uid;
 	unsigned missing;                /* messages that could not be read */
-	struct evbuffer *out;
+	unsigned undated;                /* messages without an INTERNALDATE to send */
+	struct imap_out out;
 	/* the message being answered */
 	bool in_msg;
 	size_t index;
@@ -191,6 +190,7 @@ struct imap_fetch_job {
 	bool seen_now;                   /* \Seen set by this fetch: FLAGS follow */
 	bool first;                      /* no item written yet */
 	bool on_wire;                    /* part of this message's response was sent */
+	char date[IMAP_DATETIME_SIZE];   /* its INTERNALDATE, when asked for */
 	/* a literal being sent from the file */
 	struct message_stream *stream;
 	uint64_t left;
@@ -199,7 +199,7 @@ struct imap_fetch_job {
 static void imap_fetch_space(struct imap_fetch_job *j)
 {
 	if (!j->first)
-		evbuffer_add(j->out, " ", 1);
+		imap_out_add(&j->out, " ", 1);
 	j->first = false;
 }
 
@@ -207,35 +207,33 @@ static void imap_fetch_space(struct imap_fetch_job *j)
 static bool imap_fetch_simple(struct imap_session *s, struct imap_fetch_job *j, unsigned att)
 {
 	size_t i = j->index;
-	char date[IMAP_DATETIME_SIZE];
 	const char *v;
 	size_t len;
 	switch (att) {
 	case FA_FLAGS:
 		imap_fetch_space(j);
-		evbuffer_add_printf(j->out, "FLAGS ");
-		imap_flags_text(j->out, imap_flags_at(s, i));
+		imap_out_add(&j->out, "FLAGS ", 6);
+		imap_flags_text(&j->out, imap_flags_at(s, i));
 		return true;
 	case FA_INTERNALDATE:
-		imap_format_datetime(imap_date_at(s, i), date);
 		imap_fetch_space(j);
-		evbuffer_add_printf(j->out, "INTERNALDATE \"%s\"", date);
+		imap_out_printf(&j->out, "INTERNALDATE \"%s\"", j->date); /* imap_fetch_begin */
 		return true;
 	case FA_RFC822_SIZE:
 		imap_fetch_space(j);
-		evbuffer_add_printf(j->out, "RFC822.SIZE %llu", (unsigned long long)imap_size_at(s, i));
+		imap_out_printf(&j->out, "RFC822.SIZE %llu", (unsigned long long)imap_size_at(s, i));
 		return true;
 	case FA_UID:
 		imap_fetch_space(j);
-		evbuffer_add_printf(j->out, "UID %lu", (unsigned long)imap_uid_at(s, i));
+		imap_out_printf(&j->out, "UID %lu", (unsigned long)imap_uid_at(s, i));
 		return true;
 	case FA_ENVELOPE:
 		v = imap_msg_envelope(s, i, &len);
 		if (!v)
 			return false;
 		imap_fetch_space(j);
-		evbuffer_add_printf(j->out, "ENVELOPE ");
-		evbuffer_add(j->out, v, len);
+		imap_out_add(&j->out, "ENVELOPE ", 9);
+		imap_out_add(&j->out, v, len);
 		return true;
 	case FA_BODY:
 	case FA_BODYSTRUCTURE:
@@ -243,8 +241,8 @@ static bool imap_fetch_simple(struct imap_session *s, struct imap_fetch_job *j, 
 		if (!v)
 			return false;
 		imap_fetch_space(j);
-		evbuffer_add_printf(j->out, "%s ", att == FA_BODY ? "BODY" : "BODYSTRUCTURE");
-		evbuffer_add(j->out, v, len);
+		imap_out_printf(&j->out, "%s ", att == FA_BODY ? "BODY" : "BODYSTRUCTURE");
+		imap_out_add(&j->out, v, len);
 		return true;
 	}
 	return false;
@@ -272,9 +270,9 @@ static bool imap_fetch_section(struct imap_session *s, struct imap_fetch_job *j,
 		j->left = len;
 	}
 	imap_fetch_space(j);
-	evbuffer_add_printf(j->out, "%s {%llu}\r\n", b->label, (unsigned long long)len);
+	imap_out_printf(&j->out, "%s {%llu}\r\n", b->label, (unsigned long long)len);
 	if (part.built) {
-		evbuffer_add(j->out, part.built + off, (size_t)len);
+		imap_out_add(&j->out, part.built + off, (size_t)len);
 		free(part.built);
 	}
 	return true;
@@ -301,6 +299,24 @@ static bool imap_fetch_stream_some(struct imap_session *s, struct imap_fetch_job
 	return true;
 }
 
+/* The INTERNALDATE of message j->index into j->date, before any of its
+ * response is made: a date the grammar cannot express (a Maildir file
+ * whose name or mtime is far outside years 0 to 9999) leaves the message
+ * out, logged, rather than sending a made-up one. */
+static bool imap_fetch_date(struct imap_session *s, struct imap_fetch_job *j)
+{
+	if (!(j->spec.atts & FA_INTERNALDATE))
+		return true;
+	long long t = imap_date_at(s, j->index);
+	if (imap_format_datetime(t, j->date))
+		return true;
+	log_err("event=mailbox-error session=%s server=%s client=%s message=%zu uid=%lu "
+		"error=\"internal date %lld has no IMAP date-time\"", s->b.sid, s->b.srv->name,
+		s->b.client, j->index + 1, (unsigned long)imap_uid_at(s, j->index), t);
+	j->undated++;
+	return false;
+}
+
 /* Begin the response for the next message of the set; false at the end. */
 static bool imap_fetch_begin(struct imap_session *s, struct imap_fetch_job *j)
 {
@@ -311,6 +327,8 @@ static bool imap_fetch_begin(struct imap_session *s, struct imap_fetch_job *j)
 			j->missing++;
 			continue;
 		}
+		if (!imap_fetch_date(s, j))
+			continue;
 		break;
 	}
 	j->in_msg = true;
@@ -318,7 +336,7 @@ static bool imap_fetch_begin(struct imap_session *s, struct imap_fetch_job *j)
 	j->body = 0;
 	j->first = true;
 	j->on_wire = false;
-	evbuffer_add_printf(j->out, "* %zu FETCH (", j->index + 1);
+	imap_out_printf(&j->out, "* %zu FETCH (", j->index + 1);
 	if (j->uid && !(j->spec.atts & FA_UID))
 		imap_fetch_simple(s, j, FA_UID);
 	return true;
@@ -330,7 +348,7 @@ static void imap_fetch_failed(struct imap_session *s, struct imap_fetch_job *j, 
 {
 	j->missing++;
 	j->in_msg = false;
-	evbuffer_drain(j->out, evbuffer_get_length(j->out));
+	imap_out_discard(&j->out);
 	if (!on_wire)
 		return;
 	log_err("event=mailbox-error session=%s server=%s client=%s message=%zu "
@@ -350,8 +368,11 @@ static bool imap_fetch_step(struct imap_session *s)
 	}
 	if (!j->in_msg) {
 		if (!imap_fetch_begin(s, j)) {
-			imap_send(s, j->out);
-			if (j->missing)
+			imap_send(s, &j->out);
+			if (j->undated)
+				imap_no(s, "Some messages have an internal date out of range; see the "
+					   "server log");
+			else if (j->missing)
 				imap_no(s, "[EXPUNGEISSUED] Some messages could not be read: they were "
 					   "expunged meanwhile");
 			else
@@ -368,8 +389,8 @@ static bool imap_fetch_step(struct imap_session *s)
 			imap_msg_release(s);
 			return false;
 		}
-		if (j->stream || evbuffer_get_length(j->out) >= IMAP_CHUNK) {
-			imap_send(s, j->out);
+		if (j->stream || imap_out_full(&j->out)) {
+			imap_send(s, &j->out);
 			j->on_wire = true;
 		}
 		if (j->stream)
@@ -377,8 +398,8 @@ static bool imap_fetch_step(struct imap_session *s)
 	}
 	if (j->seen_now && !(j->spec.atts & FA_FLAGS)) /* the \Seen just set */
 		imap_fetch_simple(s, j, FA_FLAGS);
-	evbuffer_add(j->out, ")\r\n", 3);
-	imap_send(s, j->out);
+	imap_out_add(&j->out, ")\r\n", 3);
+	imap_send(s, &j->out);
 	j->in_msg = false;
 	imap_msg_release(s);
 	return false;
@@ -392,7 +413,7 @@ static void imap_fetch_stop(struct imap_session *s)
 	imap_seqset_clear(&j->walk.set);
 	imap_fetch_spec_free(&j->spec);
 	imap_command_free(j->cmd);
-	evbuffer_free(j->out);
+	imap_out_free(&j->out);
 	imap_msg_release(s);
 	free(j);
 }
@@ -437,7 +458,7 @@ void imap_cmd_fetch(struct imap_session *s, const struct imap_command *c)
 			imap_mailbox_log(s, "fetch-seen", why);
 		j->seen_now = true;
 	}
-	j->out = evbuffer_new();
+	imap_out_init(&j->out);
 	j->cmd = imap_keep_command(s);
 	imap_job_start(s, &imap_fetch_ops, j);
 }
@@ -450,7 +471,7 @@ struct imap_store_job {
 	struct imap_walk walk;
 	bool uid;
 	unsigned gone;                   /* expunged by another session meanwhile */
-	struct evbuffer *out;
+	struct imap_out out;
 };
 
 static bool imap_store_step(struct imap_session *s)
@@ -458,7 +479,7 @@ static bool imap_store_step(struct imap_session *s)
 	struct imap_store_job *j = s->job_data;
 	size_t i;
 	if (!imap_walk_next(s, &j->walk, &i)) {
-		imap_send(s, j->out);
+		imap_send(s, &j->out);
 		if (j->gone)
 			imap_no(s, "[EXPUNGEISSUED] Some messages were expunged meanwhile");
 		else
@@ -469,13 +490,13 @@ static bool imap_store_step(struct imap_session *s)
 		j->gone++;
 		return false;
 	}
-	evbuffer_add_printf(j->out, "* %zu FETCH (FLAGS ", i + 1);
-	imap_flags_text(j->out, imap_flags_at(s, i));
+	imap_out_printf(&j->out, "* %zu FETCH (FLAGS ", i + 1);
+	imap_flags_text(&j->out, imap_flags_at(s, i));
 	if (j->uid)
-		evbuffer_add_printf(j->out, " UID %lu", (unsigned long)imap_uid_at(s, i));
-	evbuffer_add(j->out, ")\r\n", 3);
-	if (evbuffer_get_length(j->out) >= IMAP_CHUNK)
-		imap_send(s, j->out);
+		imap_out_printf(&j->out, " UID %lu", (unsigned long)imap_uid_at(s, i));
+	imap_out_add(&j->out, ")\r\n", 3);
+	if (imap_out_full(&j->out))
+		imap_send(s, &j->out);
 	return false;
 }
 
@@ -483,7 +504,7 @@ static void imap_store_stop(struct imap_session *s)
 {
 	struct imap_store_job *j = s->job_data;
 	imap_seqset_clear(&j->walk.set);
-	evbuffer_free(j->out);
+	imap_out_free(&j->out);
 	free(j);
 }
 
@@ -551,6 +572,6 @@ void imap_cmd_store(struct imap_session *s, const struct imap_command *c)
 	j->walk.set = set;
 	j->walk.uid = uid;
 	j->uid = uid;
-	j->out = evbuffer_new();
+	imap_out_init(&j->out);
 	imap_job_start(s, &imap_store_ops, j);
 }

@@ -9,8 +9,6 @@
 #include <strings.h>
 #include <time.h>
 
-#include <event2/buffer.h>
-
 #include "proto/imap/imap_context.h"
 #include "proto/imap/imap_date.h"
 #include "proto/imap/imap_view.h"
@@ -107,7 +105,9 @@ static const struct {
 
 static bool imap_search_fail(struct imap_search_parse *sp, const char *why)
 {
-	snprintf(sp->err, sizeof sp->err, "%s", why);
+	/* why is a constant or another IMAP_REASON_MAX reason: it fits (a cut
+	 * would end in "...") */
+	errfmt(sp->err, sizeof sp->err, "%s", why);
 	return false;
 }
 
@@ -336,7 +336,7 @@ struct imap_search_job {
 	struct imap_skey prog;
 	bool uid;
 	size_t next;
-	struct evbuffer *out;
+	struct imap_out out;
 };
 
 static bool imap_search_step(struct imap_session *s)
@@ -345,15 +345,15 @@ static bool imap_search_step(struct imap_session *s)
 	if (j->next < imap_count(s)) {
 		size_t i = j->next++;
 		if (imap_skey_match(s, i, &j->prog))
-			evbuffer_add_printf(j->out, " %lu", (unsigned long)(j->uid ? imap_uid_at(s, i)
-										    : i + 1));
-		if (evbuffer_get_length(j->out) >= IMAP_CHUNK)
-			imap_send(s, j->out);
+			imap_out_printf(&j->out, " %lu",
+					(unsigned long)(j->uid ? imap_uid_at(s, i) : i + 1));
+		if (imap_out_full(&j->out))
+			imap_send(s, &j->out);
 		imap_msg_release(s);
 		return false;
 	}
-	evbuffer_add(j->out, "\r\n", 2);
-	imap_send(s, j->out);
+	imap_out_add(&j->out, "\r\n", 2);
+	imap_send(s, &j->out);
 	imap_ok(s, "SEARCH completed");
 	return true;
 }
@@ -362,7 +362,7 @@ static void imap_search_stop(struct imap_session *s)
 {
 	struct imap_search_job *j = s->job_data;
 	imap_skey_free(&j->prog);
-	evbuffer_free(j->out);
+	imap_out_free(&j->out);
 	free(j);
 }
 
@@ -406,7 +406,7 @@ void imap_cmd_search(struct imap_session *s, const struct imap_command *c)
 	}
 	imap_skey_resolve(s, &j->prog);
 	j->uid = uid;
-	j->out = evbuffer_new();
-	evbuffer_add(j->out, "* SEARCH", 8);
+	imap_out_init(&j->out);
+	imap_out_add(&j->out, "* SEARCH", 8);
 	imap_job_start(s, &imap_search_ops, j);
 }

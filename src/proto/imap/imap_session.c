@@ -457,7 +457,7 @@ IMAP_HANDLER(imap_cmd_namespace)
 
 /* An IMAP string (RFC 3501 §4.3) into the output: quoted when it can be,
  * a literal when it holds CR, LF, NUL-free 8-bit or is long. */
-static void imap_put_string(struct evbuffer *out, const char *v, size_t len)
+static void imap_put_string(struct imap_out *out, const char *v, size_t len)
 {
 	bool quotable = len < 1000;
 	for (size_t i = 0; quotable && i < len; i++) {
@@ -466,17 +466,17 @@ static void imap_put_string(struct evbuffer *out, const char *v, size_t len)
 			quotable = false;
 	}
 	if (!quotable) {
-		evbuffer_add_printf(out, "{%zu}\r\n", len);
-		evbuffer_add(out, v, len);
+		imap_out_printf(out, "{%zu}\r\n", len);
+		imap_out_add(out, v, len);
 		return;
 	}
-	evbuffer_add(out, "\"", 1);
+	imap_out_add(out, "\"", 1);
 	for (size_t i = 0; i < len; i++) {
 		if (v[i] == '"' || v[i] == '\\')
-			evbuffer_add(out, "\\", 1);
-		evbuffer_add(out, &v[i], 1);
+			imap_out_add(out, "\\", 1);
+		imap_out_add(out, &v[i], 1);
 	}
-	evbuffer_add(out, "\"", 1);
+	imap_out_add(out, "\"", 1);
 }
 
 /* ---- jobs: long responses produced as the connection drains ------------- */
@@ -539,7 +539,7 @@ static void imap_args_wipe(const struct imap_args *args)
 
 static void imap_set_tag(struct imap_session *s, const char *tag)
 {
-	snprintf(s->tag, sizeof s->tag, "%s", tag);
+	(void)snprintf(s->tag, sizeof s->tag, "%s", tag); /* fits: tags are at most IMAP_TAG_MAX */
 }
 
 /* Run the handler of a command that passed the gate; the command is
@@ -819,7 +819,7 @@ static void imap_before_command(struct imap_session *s, const struct imap_comman
 
 /* An astring for a mailbox name in a response: an atom when it can be,
  * else quoted or a literal. */
-static void imap_put_mailbox(struct evbuffer *out, const char *name)
+static void imap_put_mailbox(struct imap_out *out, const char *name)
 {
 	bool atom = *name != '\0';
 	for (const char *p = name; atom && *p; p++) {
@@ -827,7 +827,7 @@ static void imap_put_mailbox(struct evbuffer *out, const char *name)
 		atom = ch > 0x20 && ch < 0x7f && !strchr("(){%*\"\\]", ch);
 	}
 	if (atom)
-		evbuffer_add(out, name, strlen(name));
+		imap_out_add(out, name, strlen(name));
 	else
 		imap_put_string(out, name, strlen(name));
 }
@@ -972,7 +972,7 @@ static void imap_sync(struct imap_session *s, bool expunges)
  * completion (if any). */
 struct imap_updates_job {
 	char *status, *text;
-	struct evbuffer *out;
+	struct imap_out out;
 };
 
 static bool imap_updates_step(struct imap_session *s)
@@ -982,25 +982,25 @@ static bool imap_updates_step(struct imap_session *s)
 	if (s->view && mailbox_next_change(s->view, &ch)) {
 		switch (ch.kind) {
 		case MAILBOX_CHANGE_EXPUNGE:
-			evbuffer_add_printf(j->out, "* %zu EXPUNGE\r\n", ch.n);
+			imap_out_printf(&j->out, "* %zu EXPUNGE\r\n", ch.n);
 			break;
 		case MAILBOX_CHANGE_EXISTS:
-			evbuffer_add_printf(j->out, "* %zu EXISTS\r\n", ch.n);
+			imap_out_printf(&j->out, "* %zu EXISTS\r\n", ch.n);
 			break;
 		case MAILBOX_CHANGE_RECENT:
-			evbuffer_add_printf(j->out, "* %zu RECENT\r\n", ch.n);
+			imap_out_printf(&j->out, "* %zu RECENT\r\n", ch.n);
 			break;
 		case MAILBOX_CHANGE_FLAGS:
-			evbuffer_add_printf(j->out, "* %zu FETCH (FLAGS ", ch.n);
-			imap_flags_text(j->out, ch.flags);
-			evbuffer_add_printf(j->out, " UID %lu)\r\n", (unsigned long)ch.uid);
+			imap_out_printf(&j->out, "* %zu FETCH (FLAGS ", ch.n);
+			imap_flags_text(&j->out, ch.flags);
+			imap_out_printf(&j->out, " UID %lu)\r\n", (unsigned long)ch.uid);
 			break;
 		}
-		if (evbuffer_get_length(j->out) >= IMAP_CHUNK)
-			imap_send(s, j->out);
+		if (imap_out_full(&j->out))
+			imap_send(s, &j->out);
 		return false;
 	}
-	imap_send(s, j->out);
+	imap_send(s, &j->out);
 	if (j->status)
 		imap_reply(s, j->status, "%s", j->text);
 	return true;
@@ -1009,7 +1009,7 @@ static bool imap_updates_step(struct imap_session *s)
 static void imap_updates_stop(struct imap_session *s)
 {
 	struct imap_updates_job *j = s->job_data;
-	evbuffer_free(j->out);
+	imap_out_free(&j->out);
 	free(j->status);
 	free(j->text);
 	free(j);
@@ -1023,7 +1023,7 @@ static void imap_updates(struct imap_session *s, const char *status, const char 
 	struct imap_updates_job *j = xcalloc(1, sizeof *j);
 	j->status = status ? xstrdup(status) : NULL;
 	j->text = text ? xstrdup(text) : NULL;
-	j->out = evbuffer_new();
+	imap_out_init(&j->out);
 	imap_job_start(s, &imap_updates_ops, j);
 }
 
@@ -1212,25 +1212,25 @@ IMAP_HANDLER(imap_cmd_unsubscribe)
 
 /* ---- LIST, LSUB (RFC 3501 §6.3.8, §6.3.9; RFC 6154; RFC 3348) --------------- */
 
-static void imap_list_line(struct evbuffer *out, const char *cmd, const struct mailbox_folder *f,
+static void imap_list_line(struct imap_out *out, const char *cmd, const struct mailbox_folder *f,
 			   const char *name)
 {
-	evbuffer_add_printf(out, "* %s (", cmd);
+	imap_out_printf(out, "* %s (", cmd);
 	bool first = true;
 	if (f && f->noselect) {
-		evbuffer_add_printf(out, "\\Noselect");
+		imap_out_printf(out, "\\Noselect");
 		first = false;
 	}
 	if (f) {
-		evbuffer_add_printf(out, "%s%s", first ? "" : " ",
-				    f->has_children ? "\\HasChildren" : "\\HasNoChildren");
+		imap_out_printf(out, "%s%s", first ? "" : " ",
+				f->has_children ? "\\HasChildren" : "\\HasNoChildren");
 		const char *special = mailbox_special_attr(f->special);
 		if (special)
-			evbuffer_add_printf(out, " %s", special);
+			imap_out_printf(out, " %s", special);
 	}
-	evbuffer_add_printf(out, ") \".\" ");
+	imap_out_printf(out, ") \".\" ");
 	imap_put_mailbox(out, name);
-	evbuffer_add(out, "\r\n", 2);
+	imap_out_add(out, "\r\n", 2);
 }
 
 static const struct mailbox_folder *imap_folder_find(const struct mailbox_folder_list *l,
@@ -1269,7 +1269,8 @@ IMAP_HANDLER(imap_cmd_list)
 		imap_store_error(s, MAILBOX_ERR_IO, err);
 		return;
 	}
-	struct evbuffer *out = evbuffer_new();
+	struct imap_out out;
+	imap_out_init(&out);
 	size_t n = lsub ? subs.n : folders.n;
 	for (size_t i = 0; i < n; i++) {
 		const char *name = lsub ? subs.v[i] : folders.v[i].name;
@@ -1277,12 +1278,12 @@ IMAP_HANDLER(imap_cmd_list)
 			continue;
 		const struct mailbox_folder *f = lsub ? imap_folder_find(&folders, name)
 						      : &folders.v[i];
-		imap_list_line(out, lsub ? "LSUB" : "LIST", f, name);
-		if (evbuffer_get_length(out) >= IMAP_CHUNK)
-			imap_send(s, out);
+		imap_list_line(&out, lsub ? "LSUB" : "LIST", f, name);
+		if (imap_out_full(&out))
+			imap_send(s, &out);
 	}
-	imap_send(s, out);
-	evbuffer_free(out);
+	imap_send(s, &out);
+	imap_out_free(&out);
 	free(full);
 	mailbox_folders_free(&folders);
 	mailbox_names_free(&subs);
@@ -1317,19 +1318,20 @@ IMAP_HANDLER(imap_cmd_status)
 	if (!imap_store_error(s, mailbox_status(s->maildir, name, &st, err, sizeof err), err))
 		return;
 	const uint32_t values[] = {st.messages, st.recent, st.uidnext, st.uidvalidity, st.unseen};
-	struct evbuffer *out = evbuffer_new();
-	evbuffer_add_printf(out, "* STATUS ");
-	imap_put_mailbox(out, name);
-	evbuffer_add_printf(out, " (");
+	struct imap_out out;
+	imap_out_init(&out);
+	imap_out_printf(&out, "* STATUS ");
+	imap_put_mailbox(&out, name);
+	imap_out_printf(&out, " (");
 	for (size_t i = 0; i < items->n; i++) {
 		size_t k = 0;
 		while (!imap_arg_is(imap_args_at(items, i), names[k]))
 			k++;
-		evbuffer_add_printf(out, "%s%s %lu", i ? " " : "", names[k], (unsigned long)values[k]);
+		imap_out_printf(&out, "%s%s %lu", i ? " " : "", names[k], (unsigned long)values[k]);
 	}
-	evbuffer_add_printf(out, ")\r\n");
-	imap_send(s, out);
-	evbuffer_free(out);
+	imap_out_printf(&out, ")\r\n");
+	imap_send(s, &out);
+	imap_out_free(&out);
 	imap_ok(s, "STATUS completed");
 }
 
@@ -1475,27 +1477,27 @@ IMAP_HANDLER(imap_cmd_append)
 /* ---- COPY, MOVE (RFC 3501 §6.4.7, RFC 6851, RFC 4315 COPYUID) ---------------- */
 
 /* A uid-set of ascending UIDs, runs joined: "4:7,9". */
-static void imap_put_uidset(struct evbuffer *out, const uint32_t *v, size_t n)
+static void imap_put_uidset(struct imap_out *out, const uint32_t *v, size_t n)
 {
 	for (size_t i = 0; i < n;) {
 		size_t j = i;
 		while (j + 1 < n && v[j + 1] == v[j] + 1)
 			j++;
-		evbuffer_add_printf(out, "%s%lu", i ? "," : "", (unsigned long)v[i]);
+		imap_out_printf(out, "%s%lu", i ? "," : "", (unsigned long)v[i]);
 		if (j > i)
-			evbuffer_add_printf(out, ":%lu", (unsigned long)v[j]);
+			imap_out_printf(out, ":%lu", (unsigned long)v[j]);
 		i = j + 1;
 	}
 }
 
 /* "[COPYUID validity src dst]" into out. */
-static void imap_put_copyuid(struct evbuffer *out, const struct mailbox_uidmap *map)
+static void imap_put_copyuid(struct imap_out *out, const struct mailbox_uidmap *map)
 {
-	evbuffer_add_printf(out, "[COPYUID %lu ", (unsigned long)map->uidvalidity);
+	imap_out_printf(out, "[COPYUID %lu ", (unsigned long)map->uidvalidity);
 	imap_put_uidset(out, map->src, map->n);
-	evbuffer_add(out, " ", 1);
+	imap_out_add(out, " ", 1);
 	imap_put_uidset(out, map->dst, map->n);
-	evbuffer_add(out, "]", 1);
+	imap_out_add(out, "]", 1);
 }
 
 IMAP_HANDLER(imap_cmd_copy)
@@ -1527,18 +1529,19 @@ IMAP_HANDLER(imap_cmd_copy)
 		mailbox_uidmap_free(&map);
 		return;
 	}
-	struct evbuffer *out = evbuffer_new();
+	struct imap_out out;
+	imap_out_init(&out);
 	if (move && map.n) { /* RFC 6851 §4.3: COPYUID before the EXPUNGEs */
-		evbuffer_add_printf(out, "* OK ");
-		imap_put_copyuid(out, &map);
-		evbuffer_add_printf(out, " Moved\r\n");
+		imap_out_printf(&out, "* OK ");
+		imap_put_copyuid(&out, &map);
+		imap_out_printf(&out, " Moved\r\n");
 	} else if (map.n) {
-		evbuffer_add_printf(out, "%s OK ", s->tag);
-		imap_put_copyuid(out, &map);
-		evbuffer_add_printf(out, " COPY completed\r\n");
+		imap_out_printf(&out, "%s OK ", s->tag);
+		imap_put_copyuid(&out, &map);
+		imap_out_printf(&out, " COPY completed\r\n");
 	}
-	imap_send(s, out);
-	evbuffer_free(out);
+	imap_send(s, &out);
+	imap_out_free(&out);
 	size_t copied = map.n;
 	mailbox_uidmap_free(&map);
 	if (move)

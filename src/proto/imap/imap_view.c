@@ -9,8 +9,6 @@
 #include <string.h>
 #include <strings.h>
 
-#include <event2/buffer.h>
-
 #include "lib/util.h"
 
 /* ---- flags ------------------------------------------------------------------ */
@@ -24,17 +22,17 @@ static const struct {
 	{"\\Recent", IMAP_FL_RECENT},
 };
 
-void imap_flags_text(struct evbuffer *out, unsigned flags)
+void imap_flags_text(struct imap_out *out, unsigned flags)
 {
-	evbuffer_add(out, "(", 1);
+	imap_out_add(out, "(", 1);
 	bool first = true;
 	for (size_t i = 0; i < ARRAY_LEN(imap_flag_names); i++) {
 		if (!(flags & imap_flag_names[i].bit))
 			continue;
-		evbuffer_add_printf(out, "%s%s", first ? "" : " ", imap_flag_names[i].name);
+		imap_out_printf(out, "%s%s", first ? "" : " ", imap_flag_names[i].name);
 		first = false;
 	}
-	evbuffer_add(out, ")", 1);
+	imap_out_add(out, ")", 1);
 }
 
 /* The system flags (a keyword is accepted and not kept: PERMANENTFLAGS

@@ -15,8 +15,6 @@
 #include "store/mailbox.h"
 #include "store/message.h"
 
-struct evbuffer;
-
 /* Flags of a message (RFC 3501 §2.3.2), as mailbox.c keeps them. */
 enum imap_flag {
 	IMAP_FL_ANSWERED = MAILBOX_ANSWERED,
@@ -28,7 +26,7 @@ enum imap_flag {
 };
 
 /* "(\Seen \Flagged)": the flag-list of a FETCH response, into out. */
-void imap_flags_text(struct evbuffer *out, unsigned flags);
+void imap_flags_text(struct imap_out *out, unsigned flags);
 /* A flag list of STORE/APPEND -> the system flag bits (keywords ignored);
  * false with a reason in err. */
 bool imap_flags_parse(const struct imap_arg *a, unsigned *flags, const char **err);
