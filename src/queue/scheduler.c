@@ -8,8 +8,8 @@
 #include <errno.h>
 
 #include "lib/log.h"
-#include "queue/deliver_local.h"
-#include "queue/deliver_remote.h"
+#include "queue/delivery.h"
+#include "queue/outbound.h"
 
 /* The local agent is done with id and remote recipients remain.  On the
  * worker thread: the hand-over queues the ID and wakes the loop. */

@@ -1,8 +1,8 @@
 /* scheduler: decides what happens next to a message.  Every message on
  * stable storage is submitted here: one that SMTP accepted, one found in
  * the spool at start-up, a bounce that the remote agent spooled.  It goes
- * to the local agent (deliver_local.h) first; when its local recipients
- * are done and remote ones remain, to the remote agent (deliver_remote.h).
+ * to the local agent (delivery.h) first; when its local recipients
+ * are done and remote ones remain, to the remote agent (outbound.h).
  * The agents know nothing of each other nor of this file: they report
  * here through the callbacks given to them when they start. */
 #ifndef POSTHORN_SCHEDULER_H

@@ -1,5 +1,5 @@
 /* smtp_client: one outbound SMTP transaction for the queue runner
- * (deliver_remote.c): the destination's mail exchangers (RFC 5321 §5.1,
+ * (outbound.c): the destination's mail exchangers (RFC 5321 §5.1,
  * RFC 7505 null MX) or the smarthost, a connection with a timeout to each
  * address in turn, EHLO/HELO, STARTTLS (RFC 3207), AUTH PLAIN (RFC 4954,
  * RFC 4616) to a smarthost, MAIL/RCPT/DATA with PIPELINING (RFC 2920), the

@@ -3,7 +3,7 @@
  * message's CRLF form, and the SEARCH tests on headers, text and the Date
  * (§6.4.4).  MIME parsing is GMime 3's (RFC 2045-2047, 2183, 2231, 5322).
  *
- * Files on disk may have LF or CRLF line ends (deliver_local writes LF);
+ * Files on disk may have LF or CRLF line ends (maildir_deliver writes LF);
  * every size, offset and line count here is in the CRLF form that
  * maildir_stream_read() produces.  What a parse computes is kept in a cache
  * bounded in memory (LRU), keyed by the file's unique name, its size on

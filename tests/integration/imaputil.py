@@ -108,7 +108,7 @@ _seq = [0]
 
 def put_message(p, addr, text, when=None, folder=None, sub="new", info=None):
     """Write a message straight into a Maildir (folder None = INBOX, else
-    the Maildir++ folder ".folder") the way deliver_local names it (LF line
+    the Maildir++ folder ".folder") the way the delivery agent names it (LF line
     ends, ",S=<size>,W=<CRLF size>"); returns the file's path."""
     if isinstance(text, str):
         text = text.encode()

@@ -190,7 +190,7 @@ def test_kill9_under_load_loses_no_acknowledged_message(posthorn):
     # a duplicate needs a kill between the Maildir write and the spool's
     # record of it: at most one delivery batch per kill (one delivery
     # worker; a batch is up to DELIVERY_BATCH_MAX = 64 messages of
-    # deliver_local.c, each to BOB or CAROL here)
+    # the delivery agent, each to BOB or CAROL here)
     assert dups <= kills * 64, f"{dups} duplicate deliveries for {kills} kills"
     assert unacked_delivered <= 2 * kills * len(load.threads)
     assert os.listdir(os.path.join(p.spool, "tmp")) == []

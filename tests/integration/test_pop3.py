@@ -109,7 +109,7 @@ _seq = [0]
 
 
 def put_message(p, addr, text, when=None, uniq=None, sub="new", fields=True):
-    """Write a message into addr's Maildir the way deliver_local names it
+    """Write a message into addr's Maildir the way the delivery agent names it
     (LF line ends, ",S=<size>,W=<size with CRLF>"); returns the unique part
     of its name, which is its UID."""
     if isinstance(text, str):

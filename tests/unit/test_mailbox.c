@@ -74,7 +74,7 @@ static char *folder_dir(const struct fixture *f, const char *name)
 	return xasprintf("%s/.%s", f->root, name);
 }
 
-/* A message as deliver_local writes it: LF line ends, S= and W= in the
+/* A message as maildir_deliver writes it: LF line ends, S= and W= in the
  * name, into sub ("new" or "cur") of folder.  Returns the file name. */
 static char *deliver(const struct fixture *f, const char *folder, const char *sub, long long when,
 		     int n, const char *info)

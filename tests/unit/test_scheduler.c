@@ -24,7 +24,7 @@
 
 #include "lib/log.h"
 #include "lib/util.h"
-#include "queue/deliver_remote.h"
+#include "queue/outbound.h"
 #include "queue/scheduler.h"
 #include "queue/spool.h"
 

@@ -1,4 +1,4 @@
-/* deliver_remote: the remote delivery agent, the outbound queue runner on
+/* outbound: the remote delivery agent, the outbound queue runner on
  * the event loop.  Per message and attempt: the remote recipients not
  * yet done, grouped per destination domain (or all to the smarthost), one
  * SMTP transaction per group (smtp_client.c); a 250 is recorded in the
@@ -6,7 +6,7 @@
  * RFC 3464), the rest waits for the next step of `outbound.retry`.  Mail
  * with more than OUTBOUND_MAX_RECEIVED Received: headers is a loop and is
  * bounced (RFC 5321 §6.3); mail from <> is never bounced (§4.5.5). */
-#include "queue/deliver_remote.h"
+#include "queue/outbound.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,4 +1,4 @@
-/* test_deliver_local: the delivery worker over a real spool — batches,
+/* test_delivery: the delivery worker over a real spool — batches,
  * gathering under load, resuming, retries after failures and reloads,
  * recipients delivered but not recorded, and the report of a message with
  * remote recipients left. */
@@ -23,7 +23,7 @@
 
 #include <cmocka.h>
 
-#include "queue/deliver_local.h"
+#include "queue/delivery.h"
 #include "lib/log.h"
 #include "queue/spool.h"
 #include "lib/util.h"

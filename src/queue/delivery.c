@@ -1,8 +1,8 @@
-/* deliver_local: the delivery worker, a thread that delivers committed
+/* delivery: the delivery worker, a thread that delivers committed
  * spool messages to their local recipients off the event loop, in batches
  * that share their syncs, with retries; the Maildir writing itself is the
  * store's (store/maildir_deliver.c). */
-#include "queue/deliver_local.h"
+#include "queue/delivery.h"
 
 #include <errno.h>
 #include <pthread.h>

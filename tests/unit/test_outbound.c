@@ -1,4 +1,4 @@
-/* test_deliver_remote: the queue runner's pure parts — the retry schedule
+/* test_outbound: the queue runner's pure parts — the retry schedule
  * (its last step repeats, never past the lifetime, never below the floor)
  * and the Received: count behind loop detection (RFC 5321 §6.3). */
 #include <setjmp.h>
@@ -10,7 +10,7 @@
 #include <cmocka.h>
 
 #include "conf/conf.h"
-#include "queue/deliver_remote.h"
+#include "queue/outbound.h"
 
 static void test_retry_schedule(void **state)
 {

@@ -1,4 +1,4 @@
-/* deliver_remote: the remote delivery agent, outbound delivery of mail for
+/* outbound: the remote delivery agent, outbound delivery of mail for
  * domains that are not local: a queue runner on the event loop that groups
  * recipients per destination domain, finds the MX hosts through dns.c (RFC
  * 5321 §5.1, RFC 7505 null MX), talks SMTP to them (EHLO/HELO,
@@ -7,8 +7,8 @@
  * `outbound.retry` schedule, and bounces (RFC 3464 DSN, bounce.c) after a
  * 5xx or after `outbound.lifetime`.  It knows no other agent: a bounce it
  * spools is reported to whoever started it (queue/scheduler.c). */
-#ifndef POSTHORN_DELIVER_REMOTE_H
-#define POSTHORN_DELIVER_REMOTE_H
+#ifndef POSTHORN_OUTBOUND_H
+#define POSTHORN_OUTBOUND_H
 
 #include <stdbool.h>
 #include <stddef.h>

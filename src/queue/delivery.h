@@ -1,10 +1,10 @@
-/* deliver_local: the local delivery agent, a worker thread that takes
+/* delivery: the local delivery agent, a worker thread that takes
  * committed spool IDs off the event loop and delivers their local
  * recipients to Maildir (store/maildir_deliver.h), in batches, with
  * retries.  It knows no other agent: what happens to a message's remote
  * recipients is decided by whoever started it (queue/scheduler.c). */
-#ifndef POSTHORN_DELIVER_LOCAL_H
-#define POSTHORN_DELIVER_LOCAL_H
+#ifndef POSTHORN_DELIVERY_H
+#define POSTHORN_DELIVERY_H
 
 struct spool;
 
