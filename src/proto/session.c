@@ -11,6 +11,7 @@
 #include "lib/log.h"
 #include "lib/util.h"
 #include "net/addr.h"
+#include "net/conn.h"
 #include "runtime/runtime.h"
 
 /* Ids stay unique within the process and differ between runs started in
@@ -34,7 +35,8 @@ void session_base_init(struct session_base *b, const struct session_start *st,
 	st->link->session = session;
 	st->link->shutdown = shutdown;
 	st->link->abort = abort;
-	bsnprintf(b->sid, sizeof b->sid, "%s%llx", prefix, session_next_id());
+	/* fits: a prefix of one letter and 16 hex digits at most */
+	xsnprintf(b->sid, sizeof b->sid, "%s%llx", prefix, session_next_id());
 	addr_text(st->peer, b->client, sizeof b->client);
 	memcpy(&b->peer, st->peer, st->peerlen < sizeof b->peer ? st->peerlen : sizeof b->peer);
 	socklen_t locallen = sizeof b->local;
@@ -50,8 +52,25 @@ void session_base_init(struct session_base *b, const struct session_start *st,
 		log_escape(esc, sizeof esc, b->client_name, strlen(b->client_name));
 	log_info("event=connect session=%s server=%s client=%s name=%s%s", b->sid, b->srv->name,
 		 b->client, esc, b->implicit_tls ? " tls=implicit" : "");
-	bsnprintf(b->log_id, sizeof b->log_id, "session=%s server=%s client=%s", b->sid,
+	/* fits: the id, a server name of 64 bytes at most (conf) and an
+	 * address text (ADDR_TEXT_SIZE) take 151 bytes at most */
+	xsnprintf(b->log_id, sizeof b->log_id, "session=%s server=%s client=%s", b->sid,
 		  b->srv->name, b->client);
+}
+
+struct conn *session_conn_new(struct session_base *b, const struct session_start *st,
+			      const struct conn_handler *h, void *owner, unsigned timeout)
+{
+	struct conn_params p = {
+		.base = b->rt->base,
+		.fd = st->fd,
+		.ts = st->ts,
+		.policy = &b->srv->tls,
+		.implicit_tls = st->implicit_tls,
+		.timeout = timeout,
+		.log_id = b->log_id,
+	};
+	return conn_new(&p, h, owner);
 }
 
 struct login *session_login_new(struct session_base *b,

@@ -12,6 +12,8 @@ struct runtime;
 struct conf_server;
 struct tls_server;
 struct login;
+struct conn;
+struct conn_handler;
 struct login_verdict;
 
 /* The daemon's handle on a live connection of any protocol: counted
@@ -65,6 +67,11 @@ void session_base_init(struct session_base *b, const struct session_start *st,
 		       const char *prefix, void *session,
 		       void (*shutdown)(struct session_link *l),
 		       void (*abort)(struct session_link *l));
+/* The session's transport over st's socket (net/conn.h), with the
+ * server's TLS policy and the given idle timeout; NULL when TLS cannot be
+ * set up (the socket is closed then). */
+struct conn *session_conn_new(struct session_base *b, const struct session_start *st,
+			      const struct conn_handler *h, void *owner, unsigned timeout);
 /* The session's login exchange (auth/login.h), for its id, server,
  * client and generation; done renders each verdict. */
 struct login *session_login_new(struct session_base *b,

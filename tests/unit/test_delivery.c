@@ -23,6 +23,8 @@
 
 #include <cmocka.h>
 
+#include "unitfs.h"
+
 #include "queue/delivery.h"
 #include "lib/log.h"
 #include "queue/spool.h"
@@ -35,14 +37,6 @@ struct fixture {
 	char *logpath;
 	int saved_stderr;
 };
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
 
 /* What the worker reported: IDs with remote recipients left. */
 static struct {
@@ -99,7 +93,7 @@ static int teardown(void **state)
 	delivery_stop();
 	log_restore(f);
 	spool_close(f->sp);
-	int r = nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	int r = rm_tree(f->dir);
 	free(f->mailboxes);
 	free(f->logpath);
 	free(f);
@@ -107,79 +101,6 @@ static int teardown(void **state)
 }
 
 /* ---- helpers ------------------------------------------------------------ */
-
-static char *read_file(const char *path, size_t *len)
-{
-	int fd = open(path, O_RDONLY);
-	if (fd < 0)
-		return NULL;
-	struct stat st;
-	assert_int_equal(fstat(fd, &st), 0);
-	char *buf = xmalloc((size_t)st.st_size + 1);
-	assert_int_equal(read(fd, buf, (size_t)st.st_size), st.st_size);
-	buf[st.st_size] = '\0';
-	close(fd);
-	*len = (size_t)st.st_size;
-	return buf;
-}
-
-static void write_file(const char *path, const char *data, size_t len)
-{
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-	assert_true(fd >= 0);
-	assert_int_equal(write_all(fd, data, len), 0);
-	assert_int_equal(close(fd), 0);
-}
-
-/* Names in a folder, "." and ".." excluded; *n set. */
-static char **list_dir(const char *dir, size_t *n)
-{
-	char **names = NULL;
-	*n = 0;
-	DIR *d = opendir(dir);
-	if (!d)
-		return NULL;
-	struct dirent *de;
-	while ((de = readdir(d)))
-		if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0) {
-			char **slot = xappend(&names, n, sizeof *slot);
-			*slot = xstrdup(de->d_name);
-		}
-	closedir(d);
-	return names;
-}
-
-static void free_names(char **names, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		free(names[i]);
-	free(names);
-}
-
-static size_t count_entries(const char *dir)
-{
-	size_t n;
-	char **names = list_dir(dir, &n);
-	free_names(names, n);
-	return n;
-}
-
-/* The one message in <maildir>/new; NULL when there is not exactly one. */
-static char *only_message(const char *maildir, size_t *len)
-{
-	char *newdir = xasprintf("%s/new", maildir);
-	size_t n;
-	char **names = list_dir(newdir, &n);
-	char *text = NULL;
-	if (n == 1) {
-		char *p = xasprintf("%s/%s", newdir, names[0]);
-		text = read_file(p, len);
-		free(p);
-	}
-	free_names(names, n);
-	free(newdir);
-	return text;
-}
 
 /* Log lines go to a file while a test watches them. */
 static void log_capture(struct fixture *f)

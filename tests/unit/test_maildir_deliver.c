@@ -19,6 +19,8 @@
 
 #include <cmocka.h>
 
+#include "unitfs.h"
+
 #include "lib/log.h"
 #include "lib/util.h"
 #include "store/maildir_deliver.h"
@@ -27,14 +29,6 @@ struct fixture {
 	char dir[64];
 	char *mailboxes;
 };
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
 
 static int setup(void **state)
 {
@@ -50,86 +44,13 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	struct fixture *f = *state;
-	int r = nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	int r = rm_tree(f->dir);
 	free(f->mailboxes);
 	free(f);
 	return r;
 }
 
 /* ---- helpers ------------------------------------------------------------ */
-
-static char *read_file(const char *path, size_t *len)
-{
-	int fd = open(path, O_RDONLY);
-	if (fd < 0)
-		return NULL;
-	struct stat st;
-	assert_int_equal(fstat(fd, &st), 0);
-	char *buf = xmalloc((size_t)st.st_size + 1);
-	assert_int_equal(read(fd, buf, (size_t)st.st_size), st.st_size);
-	buf[st.st_size] = '\0';
-	close(fd);
-	*len = (size_t)st.st_size;
-	return buf;
-}
-
-static void write_file(const char *path, const char *data, size_t len)
-{
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-	assert_true(fd >= 0);
-	assert_int_equal(write_all(fd, data, len), 0);
-	assert_int_equal(close(fd), 0);
-}
-
-/* Names in a folder, "." and ".." excluded; *n set. */
-static char **list_dir(const char *dir, size_t *n)
-{
-	char **names = NULL;
-	*n = 0;
-	DIR *d = opendir(dir);
-	if (!d)
-		return NULL;
-	struct dirent *de;
-	while ((de = readdir(d)))
-		if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0) {
-			char **slot = xappend(&names, n, sizeof *slot);
-			*slot = xstrdup(de->d_name);
-		}
-	closedir(d);
-	return names;
-}
-
-static void free_names(char **names, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		free(names[i]);
-	free(names);
-}
-
-static size_t count_entries(const char *dir)
-{
-	size_t n;
-	char **names = list_dir(dir, &n);
-	free_names(names, n);
-	return n;
-}
-
-/* The one message in <maildir>/new; NULL when there is not exactly one. */
-static char *only_message(const char *maildir, size_t *len)
-{
-	char *newdir = xasprintf("%s/new", maildir);
-	size_t n;
-	char **names = list_dir(newdir, &n);
-	char *text = NULL;
-	if (n == 1) {
-		char *p = xasprintf("%s/%s", newdir, names[0]);
-		text = read_file(p, len);
-		free(p);
-	}
-	free_names(names, n);
-	free(newdir);
-	return text;
-}
 
 static const char body[] = "Received: from x\r\nSubject: test\r\n\r\nline one\r\n..two\r\n";
 
@@ -270,7 +191,7 @@ static void test_deliver_folders_made_again(void **state)
 	assert_int_equal(maildir_deliver(f->mailboxes, "bob@example.test", "a@b", fd, 7,
 					 (off_t)(sizeof body - 1), err, sizeof err), 0);
 	assert_int_equal(count_entries(newdir), 2);
-	assert_int_equal(nftw(newdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS), 0);
+	assert_int_equal(rm_tree(newdir), 0);
 	assert_int_equal(maildir_deliver(f->mailboxes, "bob@example.test", "a@b", fd, 7,
 					 (off_t)(sizeof body - 1), err, sizeof err), 0);
 	assert_int_equal(count_entries(newdir), 1);

@@ -1617,17 +1617,8 @@ void imap_session_start(const struct session_start *st)
 	unsigned timeout = srv->limits.timeout;
 	if (timeout < IMAP_AUTOLOGOUT_MIN)
 		timeout = IMAP_AUTOLOGOUT_MIN;
-	struct conn_params p = {
-		.base = s->b.rt->base,
-		.fd = st->fd,
-		.ts = st->ts,
-		.policy = &srv->tls,
-		.implicit_tls = st->implicit_tls,
-		.timeout = timeout,
-		.log_id = s->b.log_id,
-	};
 	s->state = st->implicit_tls ? IMAP_HANDSHAKE : IMAP_NOTAUTH;
-	s->io = conn_new(&p, &imap_conn_handler, s);
+	s->io = session_conn_new(&s->b, st, &imap_conn_handler, s, timeout);
 	if (!s->io) {
 		imap_free(s);
 		return;

@@ -950,17 +950,9 @@ void pop3_session_start(const struct session_start *st)
 	/* "p": never the id of an SMTP session of the same moment */
 	session_base_init(&s->b, st, "p", s, pop3_shutdown, pop3_abort);
 	s->login = session_login_new(&s->b, pop3_login_done, s);
-	struct conn_params p = {
-		.base = s->b.rt->base,
-		.fd = st->fd,
-		.ts = st->ts,
-		.policy = &srv->tls,
-		.implicit_tls = st->implicit_tls,
-		.timeout = srv->limits.timeout, /* RFC 1939 §3: at least 10 minutes by default */
-		.log_id = s->b.log_id,
-	};
 	s->state = st->implicit_tls ? POP3_HANDSHAKE : POP3_AUTHORIZATION;
-	s->io = conn_new(&p, &pop3_conn_handler, s);
+	/* RFC 1939 §3: the timeout is at least 10 minutes by default */
+	s->io = session_conn_new(&s->b, st, &pop3_conn_handler, s, srv->limits.timeout);
 	if (!s->io) {
 		pop3_free(s);
 		return;

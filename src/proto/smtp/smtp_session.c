@@ -1233,17 +1233,8 @@ void smtp_session_start(const struct session_start *st)
 	struct smtp_session *s = xcalloc(1, sizeof *s);
 	session_base_init(&s->b, st, "", s, smtp_shutdown, smtp_abort);
 	s->login = session_login_new(&s->b, smtp_login_done, s);
-	struct conn_params p = {
-		.base = s->b.rt->base,
-		.fd = st->fd,
-		.ts = st->ts,
-		.policy = &srv->tls,
-		.implicit_tls = st->implicit_tls,
-		.timeout = srv->limits.timeout,
-		.log_id = s->b.log_id,
-	};
 	s->state = st->implicit_tls ? SMTP_HANDSHAKE : SMTP_INIT;
-	s->io = conn_new(&p, &smtp_conn_handler, s);
+	s->io = session_conn_new(&s->b, st, &smtp_conn_handler, s, srv->limits.timeout);
 	if (!s->io) {
 		smtp_free(s);
 		return;
