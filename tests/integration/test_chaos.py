@@ -181,6 +181,7 @@ def test_kill9_under_load_loses_no_acknowledged_message(posthorn):
         for token, n in got.items():
             # nothing is delivered that the client never finished sending,
             # nor what got a refusal
+            assert token not in refused, f"{token} delivered after its refusal {refused[token]!r}"
             assert token in acked or token in unknown, f"{token} delivered but never sent in full"
             if token in acked:
                 assert got[token] >= 1

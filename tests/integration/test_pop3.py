@@ -406,8 +406,11 @@ def test_fetchmail_collects_over_tls(pop, cert, tmp_path, mode):
         f'    mda "cat >> {out}"\n')
     os.chmod(rc, 0o600)
     env = dict(os.environ, HOME=str(tmp_path))
+    # fetchmail's lock file is its own, not /var/run/fetchmail.pid (root's):
+    # another test's fetchmail may run at the same time (pytest-xdist)
     res = subprocess.run([FETCHMAIL, "-f", str(rc), "--idfile", str(tmp_path / "ids"), "-v",
-                          "--nodetach"], capture_output=True, text=True, timeout=60, env=env)
+                          "--pidfile", str(tmp_path / "fetchmail.pid"), "--nodetach"],
+                         capture_output=True, text=True, timeout=60, env=env)
     assert res.returncode == 0, res.stdout + res.stderr
     data = out.read_bytes()
     for t in tokens:
