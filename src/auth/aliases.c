@@ -326,8 +326,8 @@ static void aliases_warn_depth(const char *root, const char *alias)
 	char r[LOG_VALUE_MAX], a[LOG_VALUE_MAX];
 	log_warn("event=alias-depth address=\"%s\" alias=\"%s\" limit=%d "
 		 "msg=\"alias nested too deeply, not expanded\"",
-		 log_escape(r, sizeof r, root, strlen(root)),
-		 log_escape(a, sizeof a, alias, strlen(alias)), ALIASES_MAX_DEPTH);
+		 log_quote(r, sizeof r, root, strlen(root)),
+		 log_quote(a, sizeof a, alias, strlen(alias)), ALIASES_MAX_DEPTH);
 }
 
 /* Breadth first, each alias expanded at most once, at its shortest

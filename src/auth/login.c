@@ -263,7 +263,9 @@ static void login_begin(struct login *l, const char *label, bool tls_active)
 {
 	login_end_exchange(l);
 	l->tls = tls_active;
-	bsnprintf(l->mech, sizeof l->mech, "%s", label);
+	/* labels are constants: the mechanisms' names (SCRAM-SHA-256 the
+	 * longest), "-", and the protocols' "USER" and "LOGIN" */
+	xsnprintf(l->mech, sizeof l->mech, "%s", label);
 }
 
 void login_start(struct login *l, const char *mech, const char *initial, bool tls_active)

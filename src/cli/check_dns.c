@@ -42,8 +42,10 @@ static void check_dns_name_cb(void *arg, enum dns_status st, const char *name)
 {
 	struct check_wait *w = arg;
 	w->st = st;
-	if (name)
-		bsnprintf(w->name, sizeof w->name, "%s", name);
+	/* dns reports host names of 253 bytes at most; one that did not fit
+	 * would be compared cut: no answer rather than a wrong one */
+	if (name && !bsnprintf(w->name, sizeof w->name, "%s", name))
+		w->st = DNS_ERROR;
 	w->done = true;
 }
 
@@ -56,7 +58,7 @@ static void check_dns_wait(struct event_base *base, struct check_wait *w)
 static void check_dns_addr_text(const struct dns_addr *a, char *out, size_t outsz)
 {
 	if (!inet_ntop(a->family, a->addr, out, (socklen_t)outsz))
-		bsnprintf(out, outsz, "?");
+		xsnprintf(out, outsz, "?"); /* out holds an IPv6 address: "?" fits */
 }
 
 static void check_dns_sockaddr(const struct dns_addr *a, struct sockaddr_storage *ss)

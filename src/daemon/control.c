@@ -246,7 +246,7 @@ static void control_cmd_show(struct control_out *out, const char *id)
 	time_t now = time(NULL);
 	char date[DATE_RFC5322_MAX], age[32];
 	if (!date_rfc5322(env.arrival, date, sizeof date))
-		(void)bsnprintf(date, sizeof date, "%s", "(no date)"); /* fits */
+		xsnprintf(date, sizeof date, "%s", "(no date)"); /* fits: a date is longer */
 	control_duration(age, sizeof age, (long long)(now - env.arrival));
 	control_printf(out, "ok\nid: %s\narrival: %s (%s ago)\nsize: %lld\nsender: <", env.id, date,
 		   age, (long long)env.size);

@@ -52,6 +52,8 @@ enum {
 	SERVER_SHUTDOWN_GRACE_MS = 3000, /* for the last replies to leave */
 	SERVER_USERS_POLL_MS = 1000,     /* how often the users file is looked at */
 	SERVER_FD_RESERVE = 256,         /* listeners, files, DNS, outbound, control */
+	SERVER_REPLY_MAX = 512,          /* a refusal before any session exists */
+	SERVER_COUNT_KEY_MAX = 512,      /* "server|address" of the per-address count */
 };
 
 struct listener {
@@ -125,10 +127,11 @@ static void count_add(const char *key, int delta)
 
 static void conn_count(const struct session_link *c, int delta)
 {
-	char key[512];
+	char key[SERVER_COUNT_KEY_MAX];
 	count_add(c->server_name, delta);
-	if (bsnprintf(key, sizeof key, "%s|%s", c->server_name, c->client))
-		count_add(key, delta);
+	/* fits: a server name (64 bytes at most, conf) and an address text */
+	xsnprintf(key, sizeof key, "%s|%s", c->server_name, c->client);
+	count_add(key, delta);
 }
 
 static void server_link_closed(struct session_link *c)
@@ -157,7 +160,9 @@ static void server_refuse(int fd, const char *reply)
 /* The "too many connections" reply in the server's protocol, sent in the
  * clear before any session exists.  Nothing is sent on an implicit-TLS
  * listener: plaintext there would only confuse the client's TLS stack,
- * and a handshake per refused connection is what a flood wants. */
+ * and a handshake per refused connection is what a flood wants.  out
+ * holds SERVER_REPLY_MAX bytes, which the longest host name (255, conf)
+ * and the longest text fit in. */
 static void server_limit_reply(const struct conf_server *srv, bool per_ip, char *out,
 			       size_t outsz)
 {
@@ -166,13 +171,13 @@ static void server_limit_reply(const struct conf_server *srv, bool per_ip, char 
 				  : "too many connections";
 	switch (srv->protocol) {
 	case PROTO_SMTP:
-		bsnprintf(out, outsz, "421 4.7.0 %s Error: %s\r\n", srv->hostname, what);
+		xsnprintf(out, outsz, "421 4.7.0 %s Error: %s\r\n", srv->hostname, what);
 		break;
 	case PROTO_POP3:
-		bsnprintf(out, outsz, "-ERR [SYS/TEMP] %s: %s\r\n", srv->hostname, what);
+		xsnprintf(out, outsz, "-ERR [SYS/TEMP] %s: %s\r\n", srv->hostname, what);
 		break;
 	case PROTO_IMAP:
-		bsnprintf(out, outsz, "* BYE [UNAVAILABLE] %s: %s\r\n", srv->hostname, what);
+		xsnprintf(out, outsz, "* BYE [UNAVAILABLE] %s: %s\r\n", srv->hostname, what);
 		break;
 	}
 }
@@ -180,12 +185,13 @@ static void server_limit_reply(const struct conf_server *srv, bool per_ip, char 
 static bool server_over_limits(const struct conf_server *srv, bool implicit_tls,
 			       const char *client, int fd)
 {
-	char key[512];
+	char key[SERVER_COUNT_KEY_MAX];
 	bool per_ip;
+	/* fits: as in conn_count() */
+	xsnprintf(key, sizeof key, "%s|%s", srv->name, client);
 	if (count_get(srv->name) >= srv->limits.connections)
 		per_ip = false;
-	else if (bsnprintf(key, sizeof key, "%s|%s", srv->name, client) &&
-		 count_get(key) >= srv->limits.connections_per_ip)
+	else if (count_get(key) >= srv->limits.connections_per_ip)
 		per_ip = true;
 	else
 		return false;
@@ -195,7 +201,7 @@ static bool server_over_limits(const struct conf_server *srv, bool implicit_tls,
 		close(fd);
 		return true;
 	}
-	char reply[512];
+	char reply[SERVER_REPLY_MAX];
 	server_limit_reply(srv, per_ip, reply, sizeof reply);
 	server_refuse(fd, reply);
 	return true;
@@ -225,10 +231,11 @@ static void server_admit(struct runtime *rt, const struct conf_server *srv, stru
 	const struct conf_rule *rule = NULL;
 	bool allowed = access_connection_allowed(&srv->connection, peer, name, &rule);
 	if (!allowed) {
-		char esc[LOG_VALUE_MAX];
+		char esc[LOG_VALUE_MAX], q[LOG_VALUE_MAX];
+		const char *text = rule ? rule->text : "default deny"; /* configuration text */
 		log_info("event=refuse server=%s client=%s name=%s reason=connection-rule rule=\"%s\"%s%s",
 			 srv->name, c->client, name ? log_escape(esc, sizeof esc, name, strlen(name)) : "-",
-			 rule ? rule->text : "default deny", dns_status ? " dns=" : "",
+			 log_quote(q, sizeof q, text, strlen(text)), dns_status ? " dns=" : "",
 			 dns_status ? dns_status : "");
 	}
 	struct session_start st = {
@@ -468,7 +475,9 @@ static int listeners_apply(const struct runtime *rt)
 				continue;
 			struct listener *l = listener_new(cl, srv->name, err, sizeof err);
 			if (!l) {
-				log_err("event=listen-error server=%s error=\"%s\"", srv->name, err);
+				char q[LOG_VALUE_MAX]; /* err holds the address as configured */
+				log_err("event=listen-error server=%s error=\"%s\"", srv->name,
+					log_quote(q, sizeof q, err, strlen(err)));
 				listeners_free(created);
 				return -1;
 			}
@@ -519,6 +528,18 @@ static void server_chown_free(const char *dir, uid_t uid, gid_t gid)
 	closedir(d);
 }
 
+/* chown dir/queue/NAME, or -1 with errno (ENAMETOOLONG: a path that does
+ * not fit is never used cut). */
+static int server_chown_queued(const char *dir, const char *name, uid_t uid, gid_t gid)
+{
+	char path[4096];
+	if (!bsnprintf(path, sizeof path, "%s/queue/%s", dir, name)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	return chown(path, uid, gid);
+}
+
 /* Folders the daemon writes after dropping privileges belong to run-as. */
 static int server_prepare_dirs(const struct conf *conf, const struct spool *sp, uid_t uid,
 			       gid_t gid)
@@ -533,8 +554,12 @@ static int server_prepare_dirs(const struct conf *conf, const struct spool *sp, 
 	char path[4096];
 	const char *const subdirs[] = {"", "/tmp", "/queue", "/free", "/journal"};
 	for (size_t i = 0; i < ARRAY_LEN(subdirs); i++) {
-		if (!bsnprintf(path, sizeof path, "%s%s", dir, subdirs[i]) ||
-		    chown(path, uid, gid) < 0) {
+		if (!bsnprintf(path, sizeof path, "%s%s", dir, subdirs[i])) {
+			log_err("event=startup-error path=%s%s error=\"%s\"", dir, subdirs[i],
+				strerror(ENAMETOOLONG));
+			return -1;
+		}
+		if (chown(path, uid, gid) < 0) {
 			log_err("event=startup-error path=%s error=\"%s\"", path, strerror(errno));
 			return -1;
 		}
@@ -543,12 +568,15 @@ static int server_prepare_dirs(const struct conf *conf, const struct spool *sp, 
 	char **ids;
 	size_t n = spool_list((struct spool *)sp, &ids);
 	for (size_t i = 0; i < n; i++) {
-		bsnprintf(path, sizeof path, "%s/queue/%s", dir, ids[i]);
-		if (chown(path, uid, gid) < 0)
-			log_warn("event=chown-failed path=%s error=\"%s\"", path, strerror(errno));
-		bsnprintf(path, sizeof path, "%s/queue/%s.done", dir, ids[i]);
-		if (chown(path, uid, gid) < 0 && errno != ENOENT)
-			log_warn("event=chown-failed path=%s error=\"%s\"", path, strerror(errno));
+		char done[SPOOL_ID_SIZE + sizeof ".done"];
+		/* fits: spool_list() gives valid IDs */
+		xsnprintf(done, sizeof done, "%s.done", ids[i]);
+		if (server_chown_queued(dir, ids[i], uid, gid) < 0)
+			log_warn("event=chown-failed path=%s/queue/%s error=\"%s\"", dir, ids[i],
+				 strerror(errno));
+		if (server_chown_queued(dir, done, uid, gid) < 0 && errno != ENOENT)
+			log_warn("event=chown-failed path=%s/queue/%s error=\"%s\"", dir, done,
+				 strerror(errno));
 	}
 	spool_free_ids(ids, n);
 	server_chown_free(dir, uid, gid);
@@ -563,10 +591,10 @@ static int server_drop_privileges(const struct conf *conf, const struct spool *s
 {
 	uid_t uid = 0;
 	gid_t gid = 0;
-	char err[256];
+	char err[256], q[LOG_VALUE_MAX]; /* err quotes the run-as user: q, escaped, is logged */
 	if (conf->run_as && geteuid() == 0 &&
 	    privdrop_lookup(conf->run_as, &uid, &gid, err, sizeof err) < 0) {
-		log_err("event=startup-error error=\"%s\"", err);
+		log_err("event=startup-error error=\"%s\"", log_quote(q, sizeof q, err, strlen(err)));
 		return -1;
 	}
 	if (server_prepare_dirs(conf, sp, uid, gid) < 0)
@@ -578,7 +606,7 @@ static int server_drop_privileges(const struct conf *conf, const struct spool *s
 		return 0;
 	}
 	if (privdrop_to(conf->run_as, uid, gid, err, sizeof err) < 0) {
-		log_err("event=startup-error error=\"%s\"", err);
+		log_err("event=startup-error error=\"%s\"", log_quote(q, sizeof q, err, strlen(err)));
 		return -1;
 	}
 	daemon_state.dropped = true;

@@ -14,6 +14,6 @@
  * False, with out empty, when t has no such date (a year outside 1900 to
  * 9999, which RFC 5322 §3.3 cannot write as 4DIGIT) or out is too small;
  * out never holds half a date. */
-bool date_rfc5322(time_t t, char *out, size_t outsz);
+bool date_rfc5322(time_t t, char *out, size_t outsz) __attribute__((warn_unused_result));
 
 #endif

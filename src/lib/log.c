@@ -42,7 +42,7 @@ static const char *log_stamp(time_t now)
 		struct tm tm;
 		if (!gmtime_r(&now, &tm) ||
 		    strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm) == 0)
-			(void)bsnprintf(stamp, sizeof stamp, "@%lld", (long long)now); /* fits: 21 bytes */
+			xsnprintf(stamp, sizeof stamp, "@%lld", (long long)now); /* fits: 21 bytes */
 		last = now;
 	}
 	return stamp;

@@ -179,6 +179,16 @@ bool bsnprintf(char *buf, size_t size, const char *fmt, ...)
 	return r >= 0 && (size_t)r < size;
 }
 
+void xsnprintf(char *buf, size_t size, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	int r = vsnprintf(buf, size, fmt, ap);
+	va_end(ap);
+	if (r < 0 || (size_t)r >= size)
+		fatal("text does not fit its buffer (%zu bytes): \"%.40s\"", size, fmt);
+}
+
 char *str_lower(char *s)
 {
 	for (char *p = s; *p; p++)

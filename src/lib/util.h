@@ -48,9 +48,15 @@ int report_end(FILE *f);
  * set-up failures only; a peer's error is never fatal. */
 void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 
-/* snprintf that reports truncation: true when everything fit. */
+/* snprintf that reports truncation: true when everything fit.  The
+ * result must be used: text that was cut is never to be used as if whole
+ * (a path, a host name, a key).  When a cut cannot happen by construction,
+ * use xsnprintf() and say why in a comment. */
 bool bsnprintf(char *buf, size_t size, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4), warn_unused_result));
+/* bsnprintf() for text that fits by construction (a bounded value in a
+ * buffer sized for it): a cut is a broken invariant, fatal(). */
+void xsnprintf(char *buf, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* ASCII lower-casing in place; returns s. */
 char *str_lower(char *s);

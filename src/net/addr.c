@@ -6,8 +6,12 @@
 
 #include "lib/util.h"
 
+_Static_assert(ADDR_TEXT_SIZE == INET6_ADDRSTRLEN, "ADDR_TEXT_SIZE is INET6_ADDRSTRLEN");
+
 void addr_text(const struct sockaddr *sa, char *out, size_t outsz)
 {
+	if (outsz < ADDR_TEXT_SIZE)
+		fatal("addr_text: %zu bytes cannot hold every address", outsz);
 	const void *a = NULL;
 	int family = sa->sa_family;
 	if (family == AF_INET) {
@@ -21,6 +25,7 @@ void addr_text(const struct sockaddr *sa, char *out, size_t outsz)
 			a = a6;
 		}
 	}
+	/* with ADDR_TEXT_SIZE bytes inet_ntop() fails only for the family */
 	if (!a || !inet_ntop(family, a, out, (socklen_t)outsz))
-		bsnprintf(out, outsz, "unknown");
+		xsnprintf(out, outsz, "unknown");
 }

@@ -1290,7 +1290,7 @@ static int dns_set_servers(struct dns_resolver *r, const struct conf_dns *server
 static void dns_err(char *err, size_t errsz, const char *what, int status)
 {
 	if (err && errsz)
-		bsnprintf(err, errsz, "%s: %s", what, ares_strerror(status));
+		errfmt(err, errsz, "%s: %s", what, ares_strerror(status)); /* a cut one ends in "..." */
 }
 
 struct dns_resolver *dns_resolver_new(struct event_base *base, const struct conf_dns *servers,

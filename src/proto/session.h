@@ -8,6 +8,8 @@
 #include <stdbool.h>
 #include <sys/socket.h>
 
+#include "net/addr.h"
+
 struct runtime;
 struct conf_server;
 struct tls_server;
@@ -22,7 +24,7 @@ struct login_verdict;
 struct session_link {
 	struct session_link *prev, *next;
 	char *server_name;
-	char client[64];             /* numeric address text */
+	char client[ADDR_TEXT_SIZE];  /* numeric address text */
 	void (*shutdown)(struct session_link *l); /* say goodbye, close when sent */
 	void (*abort)(struct session_link *l);    /* free now */
 	void (*closed)(struct session_link *l);   /* the daemon forgets it (frees l) */
@@ -50,7 +52,7 @@ struct session_base {
 	struct runtime *rt;          /* a reference, held for the session's life */
 	const struct conf_server *srv;
 	struct session_link *link;
-	char client[64];             /* the client's numeric address */
+	char client[ADDR_TEXT_SIZE]; /* the client's numeric address */
 	struct sockaddr_storage peer;  /* the client's address, for the rules */
 	struct sockaddr_storage local; /* the address it connected to */
 	char *client_name;           /* forward-confirmed reverse name, or NULL */

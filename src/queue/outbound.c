@@ -448,7 +448,8 @@ static void outbound_note(struct outbound_rcpt *rs, const char *status, const ch
 	rs->error = xstrdup(error);
 	rs->remote_mta = mta ? xstrdup(mta) : NULL;
 	rs->smtp_reply = mta && outbound_is_reply(error);
-	bsnprintf(rs->status, sizeof rs->status, "%s", status);
+	/* fits: a constant here or the client's status, both SMTP_STATUS_MAX */
+	xsnprintf(rs->status, sizeof rs->status, "%s", status);
 	rs->last_attempt = time(NULL);
 }
 

@@ -233,7 +233,7 @@ void smtp_client_reply_status(const struct smtp_client_reply *r, char *out, size
 		out[n] = '\0';
 		return;
 	}
-	bsnprintf(out, outsz, "%c.0.0", cls);
+	xsnprintf(out, outsz, "%c.0.0", cls); /* fits: SMTP_STATUS_MAX */
 }
 
 /* ---- EHLO and dot-stuffing ------------------------------------------------- */
@@ -446,7 +446,8 @@ static void smtp_client_set_result(struct smtp_client *c, struct smtp_client_rcp
 				   const char *reply, bool remote)
 {
 	r->result = result;
-	bsnprintf(r->status, sizeof r->status, "%s", status);
+	/* fits: constants and smtp_client_reply_status(), SMTP_STATUS_MAX */
+	xsnprintf(r->status, sizeof r->status, "%s", status);
 	free(r->reply);
 	r->reply = xstrdup(reply);
 	free(r->remote_mta);
@@ -586,7 +587,8 @@ static void smtp_client_host_failed(struct smtp_client *c, bool same, const char
 	va_start(ap, fmt);
 	verrfmt(c->error, sizeof c->error, fmt, ap);
 	va_end(ap);
-	bsnprintf(c->error_status, sizeof c->error_status, "%s", status);
+	/* fits: as in smtp_client_set_result() */
+	xsnprintf(c->error_status, sizeof c->error_status, "%s", status);
 	char to[SMTP_CLIENT_LIST_MAX];
 	smtp_client_list_rcpts(c, to, SMTP_CLIENT_PENDING, NULL);
 	smtp_client_log(c, to, SMTP_CLIENT_DEFERRED, c->error);
@@ -603,8 +605,8 @@ static void smtp_client_host_failed(struct smtp_client *c, bool same, const char
 static void smtp_client_exhausted(struct smtp_client *c)
 {
 	if (!c->error[0]) {
-		bsnprintf(c->error, sizeof c->error, "no mail exchanger could be reached");
-		bsnprintf(c->error_status, sizeof c->error_status, "4.4.1");
+		errfmt(c->error, sizeof c->error, "no mail exchanger could be reached");
+		xsnprintf(c->error_status, sizeof c->error_status, "4.4.1"); /* fits */
 	}
 	smtp_client_set_pending(c, SMTP_CLIENT_DEFERRED, c->error_status, c->error, false);
 	smtp_client_report(c, false); /* each host's failure is logged already */
@@ -626,8 +628,15 @@ static void smtp_client_addrs_answer(void *arg, enum dns_status st, const struct
 static void smtp_client_lookup_addrs(struct smtp_client *c)
 {
 	const char *host = c->hosts[c->host_i];
-	bsnprintf(c->host, sizeof c->host, "%s", host);
 	c->addr[0] = '\0';
+	/* MX names (dns) and the smarthost (conf) have 253 bytes at most; a
+	 * longer name is never looked up, connected to or verified cut */
+	if (!bsnprintf(c->host, sizeof c->host, "%s", host)) {
+		c->host[0] = '\0';
+		smtp_client_host_failed(c, false, "4.4.3", "host name of %zu bytes is too long",
+					strlen(host));
+		return;
+	}
 	smtp_client_enter_state(c, SMTP_CLIENT_ADDRS);
 	dns_query_id q = dns_lookup_addrs(c->dns, host, smtp_client_addrs_answer, c);
 	if (q)
@@ -672,7 +681,7 @@ static void smtp_client_addrs_answer(void *arg, enum dns_status st, const struct
 		c->addr_i = c->naddrs = 0;
 		errfmt(c->error, sizeof c->error, "no address for %s (%s)", c->host,
 		       st == DNS_NOTFOUND ? "not found" : dns_status_name(st));
-		bsnprintf(c->error_status, sizeof c->error_status, "4.4.3");
+		xsnprintf(c->error_status, sizeof c->error_status, "4.4.3"); /* fits */
 		smtp_client_next(c); /* no address: on to the next host */
 	}
 	smtp_client_leave(c);
@@ -757,7 +766,8 @@ static void smtp_client_direct(struct smtp_client *c, const char *name, const st
 {
 	struct dns_mx self = {.preference = 0, .host = (char *)name};
 	smtp_client_take_hosts(c, &self, 1);
-	bsnprintf(c->host, sizeof c->host, "%s", name);
+	/* fits: name is an address literal, shorter than INET6_ADDRSTRLEN + 8 */
+	xsnprintf(c->host, sizeof c->host, "%s", name);
 	c->addrs = xmalloc(sizeof *c->addrs);
 	c->addrs[0] = *a;
 	c->naddrs = 1;
@@ -860,7 +870,7 @@ static void smtp_client_connect(struct smtp_client *c)
 {
 	const struct dns_addr *a = &c->addrs[c->addr_i];
 	if (!inet_ntop(a->family, a->addr, c->addr, sizeof c->addr))
-		bsnprintf(c->addr, sizeof c->addr, "?");
+		xsnprintf(c->addr, sizeof c->addr, "?"); /* fits: INET6_ADDRSTRLEN */
 	c->connects++;
 	c->tls_active = false;
 	c->tls_desc[0] = '\0';
@@ -936,13 +946,17 @@ static void smtp_client_mail(struct smtp_client *c)
 		smtp_client_finish(c);
 		return;
 	}
-	char params[128] = "";
+	char params[128];
+	struct strbuf sb;
+	strbuf_init(&sb, params, sizeof params);
 	if (c->caps & SMTP_EXT_SIZE)
-		bsnprintf(params, sizeof params, " SIZE=%lld", (long long)c->size);
+		(void)strbuf_addf(&sb, " SIZE=%lld", (long long)c->size);
 	if (c->caps & SMTP_EXT_8BITMIME) /* RFC 6152: also fine for 7-bit text */
-		strncat(params, " BODY=8BITMIME", sizeof params - strlen(params) - 1);
+		(void)strbuf_adds(&sb, " BODY=8BITMIME");
 	if (utf8)
-		strncat(params, " SMTPUTF8", sizeof params - strlen(params) - 1);
+		(void)strbuf_adds(&sb, " SMTPUTF8");
+	if (!strbuf_ok(&sb)) /* the three take 49 bytes at most */
+		fatal("smtp_client: MAIL FROM parameters do not fit");
 	c->replies = 0;
 	c->accepted = 0;
 	c->mail_ok = false;
@@ -1003,7 +1017,9 @@ static void smtp_client_auth(struct smtp_client *c)
 	char pw[SMTP_CLIENT_SECRET_MAX + 1], err[SMTP_REPLY_TEXT_MAX];
 	if (!smtp_client_read_secret(c->auth_secret, pw, sizeof pw, err, sizeof err)) {
 		OPENSSL_cleanse(pw, sizeof pw);
-		log_err("event=outbound-auth-error id=%s reason=\"%s\"", c->id, err);
+		char q[LOG_VALUE_MAX * 2]; /* err names the file as configured */
+		log_err("event=outbound-auth-error id=%s reason=\"%s\"", c->id,
+			log_quote(q, sizeof q, err, strlen(err)));
 		smtp_client_host_failed(c, false, "4.7.0", "%s", err);
 		return;
 	}

@@ -114,7 +114,8 @@ enum smtp_client_reply_status smtp_client_reply_feed(struct smtp_client_reply *r
 						     const char *line, size_t len,
 						     const char **rest);
 /* The reply's enhanced status code (RFC 3463) when its first line has one
- * whose class matches the code, else "2.0.0", "4.0.0" or "5.0.0". */
+ * whose class matches the code, else "2.0.0", "4.0.0" or "5.0.0".  out
+ * holds SMTP_STATUS_MAX bytes (outsz), which any of them fits in. */
 void smtp_client_reply_status(const struct smtp_client_reply *r, char *out, size_t outsz);
 
 /* EHLO keywords that matter here (RFC 5321 §4.1.1.1). */

@@ -136,9 +136,13 @@ struct runtime *runtime_load(const char *path, struct spool *sp, struct event_ba
 			log_err("event=config-error message=\"cannot collect every error message: %s\"",
 				strerror(lost));
 		char *save = NULL;
+		/* configuration text quotes values: escaped, a '"' cannot end the
+		 * message early; half a line is room for a long one */
+		char msg[LOG_LINE_MAX / 2];
 		for (char *line = errs ? strtok_r(errs, "\n", &save) : NULL; line;
 		     line = strtok_r(NULL, "\n", &save))
-			log_err("event=config-error message=\"%s\"", line);
+			log_err("event=config-error message=\"%s\"",
+				log_quote(msg, sizeof msg, line, strlen(line)));
 		free(errs);
 		runtime_unref(rt);
 		return NULL;

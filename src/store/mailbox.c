@@ -1230,7 +1230,8 @@ static void mailbox_sweep_tmp(const char *dir)
 
 /* ---- subscriptions -------------------------------------------------------- */
 
-int mailbox_subscriptions(const char *root, struct mailbox_names *out, char *err, size_t errsz)
+enum mailbox_result mailbox_subscriptions(const char *root, struct mailbox_names *out, char *err,
+					  size_t errsz)
 {
 	memset(out, 0, sizeof *out);
 	char *path = xasprintf("%s/%s", root, MAILBOX_SUBSCRIPTIONS);
@@ -1240,26 +1241,35 @@ int mailbox_subscriptions(const char *root, struct mailbox_names *out, char *err
 		if (e != ENOENT)
 			errfmt(err, errsz, "cannot open %s: %s", path, strerror(e));
 		free(path);
-		return e == ENOENT ? 0 : -1;
+		return e == ENOENT ? MAILBOX_OK : MAILBOX_ERR_IO;
 	}
 	char *line = NULL;
 	size_t linecap = 0, cap = 0;
 	ssize_t len;
-	while ((len = getline(&line, &linecap, fp)) > 0 && out->n < MAILBOX_FOLDERS_MAX) {
+	bool over = false;
+	while (!over && (len = getline(&line, &linecap, fp)) > 0) {
 		if (line[len - 1] == '\n')
 			line[--len] = '\0';
 		if (!mailbox_name_valid(line))
 			continue;
-		char **slot = xgrow(&out->v, &out->n, &cap, sizeof *slot);
-		*slot = xstrdup(line);
+		over = out->n >= MAILBOX_FOLDERS_MAX;
+		if (!over) {
+			char **slot = xgrow(&out->v, &out->n, &cap, sizeof *slot);
+			*slot = xstrdup(line);
+		}
 	}
-	int r = 0;
-	/* a list cut by a failed read must not be written back by (UN)SUBSCRIBE */
+	/* a list cut by a failed read, or at the limit, must not be written
+	 * back by (UN)SUBSCRIBE: either is an error, never a shorter list */
+	enum mailbox_result r = MAILBOX_OK;
 	if (ferror(fp)) {
 		errfmt(err, errsz, "cannot read %s: %s", path, strerror(errno));
-		mailbox_names_free(out);
-		r = -1;
+		r = MAILBOX_ERR_IO;
+	} else if (over) {
+		errfmt(err, errsz, "Too many subscriptions (more than %d)", MAILBOX_FOLDERS_MAX);
+		r = MAILBOX_ERR_LIMIT;
 	}
+	if (r != MAILBOX_OK)
+		mailbox_names_free(out);
 	free(line);
 	free(path);
 	(void)fclose(fp); /* read only: what was read is all there is */
@@ -1301,8 +1311,9 @@ enum mailbox_result mailbox_subscribe(const char *root, const char *name, bool o
 		return r;
 	const char *canon = mailbox_is_inbox(name) ? "INBOX" : name;
 	struct mailbox_names l;
-	if (mailbox_subscriptions(root, &l, err, errsz) < 0)
-		return MAILBOX_ERR_IO;
+	r = mailbox_subscriptions(root, &l, err, errsz);
+	if (r != MAILBOX_OK)
+		return r;
 	size_t at = l.n;
 	for (size_t i = 0; i < l.n && at == l.n; i++)
 		if (strcmp(l.v[i], canon) == 0)

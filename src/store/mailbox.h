@@ -133,8 +133,12 @@ struct mailbox_names {
 	char **v;
 	size_t n;
 };
-/* The subscribed names, in file order.  0, or -1 with a reason in err. */
-int mailbox_subscriptions(const char *root, struct mailbox_names *out, char *err, size_t errsz);
+/* The subscribed names, in file order (lines that are no valid name are
+ * skipped).  A file that cannot be read is IO; one with more than
+ * MAILBOX_FOLDERS_MAX names is LIMIT, never a shortened list.  On an
+ * error out is empty and err says why. */
+enum mailbox_result mailbox_subscriptions(const char *root, struct mailbox_names *out, char *err,
+					  size_t errsz);
 void mailbox_names_free(struct mailbox_names *l);
 
 /* STATUS without opening a view (new UIDs are assigned as needed, nothing

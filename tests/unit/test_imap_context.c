@@ -355,6 +355,31 @@ static void test_send_failed_closes_session(void **state)
 	assert_int_equal(recv(f->peer, &more, 1, MSG_DONTWAIT), -1); /* nothing more */
 }
 
+/* The store's failures: the text, with the names of files that clients
+ * chose, is logged quoted and escaped (spaces kept, a '"' as \x22); a
+ * limit is a NO [LIMIT] with the store's own sentence. */
+static void test_store_errors(void **state)
+{
+	struct fixture *f = *state;
+	snprintf(f->s.tag, sizeof f->s.tag, "d1");
+	struct capture cap;
+	capture_start(&cap);
+	assert_false(imap_store_error(&f->s, MAILBOX_ERR_IO, "cannot open /m/.a \"b\"=c: Gone"));
+	char *log = capture_end(&cap);
+	assert_non_null(strstr(log, "event=mailbox-error session=itest server=test "
+				    "client=192.0.2.1 op=command "
+				    "error=\"cannot open /m/.a \\x22b\\x22\\x3dc: Gone\"\n"));
+	free(log);
+	snprintf(f->s.tag, sizeof f->s.tag, "d2");
+	assert_false(imap_store_error(&f->s, MAILBOX_ERR_LIMIT,
+				      "Too many subscriptions (more than 10000)"));
+	const char *want = "d1 NO [SERVERBUG] The mail store failed; see the server log\r\n"
+			   "d2 NO [LIMIT] Too many subscriptions (more than 10000)\r\n";
+	char *got = received(f, strlen(want));
+	assert_string_equal(got, want);
+	free(got);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -364,6 +389,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_reply_long_arrives_whole, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reply_too_long_is_never_cut, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_send_failed_closes_session, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_store_errors, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -596,6 +596,73 @@ static void test_subscriptions(void **state)
 	mailbox_names_free(&s);
 }
 
+static char *read_all(const char *path)
+{
+	FILE *fp = fopen(path, "re");
+	assert_non_null(fp);
+	char *text = NULL;
+	size_t cap = 0;
+	FILE *mem = open_memstream(&text, &cap);
+	assert_non_null(mem);
+	int ch;
+	while ((ch = getc(fp)) != EOF)
+		assert_int_not_equal(putc(ch, mem), EOF);
+	assert_int_equal(fclose(mem), 0);
+	assert_int_equal(fclose(fp), 0);
+	return text;
+}
+
+/* A subscriptions file of n valid names, s00000 on, and a stray line. */
+static void write_subscriptions(const struct fixture *f, int n)
+{
+	char *path = xasprintf("%s/subscriptions", f->root);
+	FILE *fp = fopen(path, "we");
+	assert_non_null(fp);
+	for (int i = 0; i < n; i++)
+		assert_true(fprintf(fp, "s%05d\n", i) > 0);
+	assert_true(fprintf(fp, "x/y\n") > 0); /* no valid name: skipped, not counted */
+	assert_int_equal(fclose(fp), 0);
+	free(path);
+}
+
+/* A file with more names than MAILBOX_FOLDERS_MAX is an error, never a
+ * shorter list that (UN)SUBSCRIBE would write back: the file is left as
+ * it is.  Exactly the limit is fine. */
+static void test_subscriptions_over_limit(void **state)
+{
+	struct fixture *f = *state;
+	char err[256] = "";
+	char *path = xasprintf("%s/subscriptions", f->root);
+	write_subscriptions(f, MAILBOX_FOLDERS_MAX + 1);
+	char *before = read_all(path);
+	struct mailbox_names s;
+	assert_int_equal(mailbox_subscriptions(f->root, &s, err, sizeof err), MAILBOX_ERR_LIMIT);
+	assert_int_equal(s.n, 0);
+	assert_null(s.v);
+	assert_non_null(strstr(err, "Too many subscriptions"));
+	assert_int_equal(mailbox_subscribe(f->root, "s00000", false, err, sizeof err),
+			 MAILBOX_ERR_LIMIT);
+	assert_int_equal(mailbox_subscribe(f->root, "New", true, err, sizeof err),
+			 MAILBOX_ERR_LIMIT);
+	char *after = read_all(path);
+	assert_string_equal(after, before);
+	free(after);
+	free(before);
+
+	write_subscriptions(f, MAILBOX_FOLDERS_MAX);
+	assert_int_equal(mailbox_subscriptions(f->root, &s, err, sizeof err), MAILBOX_OK);
+	assert_int_equal(s.n, MAILBOX_FOLDERS_MAX);
+	mailbox_names_free(&s);
+	assert_int_equal(mailbox_subscribe(f->root, "New", true, err, sizeof err),
+			 MAILBOX_ERR_LIMIT); /* SUBSCRIBE at the limit, as before */
+	assert_int_equal(mailbox_subscribe(f->root, "s00000", false, err, sizeof err), MAILBOX_OK);
+	assert_int_equal(mailbox_subscriptions(f->root, &s, err, sizeof err), MAILBOX_OK);
+	assert_int_equal(s.n, MAILBOX_FOLDERS_MAX - 1);
+	assert_string_equal(s.v[0], "s00001");
+	mailbox_names_free(&s);
+	free(path);
+}
+
 /* A file that cannot be read (a folder in its place: read(2) says EISDIR)
  * is an I/O error: not an empty subscription list that (UN)SUBSCRIBE would
  * write back cut, not a corrupt index that earns a new UIDVALIDITY. */
@@ -607,7 +674,7 @@ static void test_read_errors(void **state)
 	assert_int_equal(unlink(subs), 0);
 	assert_int_equal(mkdir(subs, 0700), 0);
 	struct mailbox_names s;
-	assert_int_equal(mailbox_subscriptions(f->root, &s, err, sizeof err), -1);
+	assert_int_equal(mailbox_subscriptions(f->root, &s, err, sizeof err), MAILBOX_ERR_IO);
 	assert_non_null(strstr(err, "cannot read"));
 	assert_int_equal(s.n, 0);
 	assert_int_equal(mailbox_subscribe(f->root, "Later", true, err, sizeof err),
@@ -1533,6 +1600,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_rename, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rename_inbox, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_subscriptions, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_subscriptions_over_limit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_read_errors, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_uids_stable_across_reopen, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_index_lost_while_open, setup, teardown),

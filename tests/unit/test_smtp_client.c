@@ -638,6 +638,32 @@ static void test_cancel(void **state)
 	smtp_client_rcpt_clear(&rc);
 }
 
+/* A host name longer than any DNS name is never looked up, connected to
+ * or verified cut: the host fails, the recipients are deferred. */
+static void test_host_name_too_long(void **state)
+{
+	struct fake f;
+	struct script sc = {0};
+	fake_start(&f, &sc);
+	char host[301];
+	memset(host, 'h', sizeof host - 1);
+	host[sizeof host - 1] = '\0';
+	struct smtp_client_rcpt rc = {.address = "a@remote.example"};
+	struct smtp_client_params p = {
+		.base = f.base, .id = "X", .helo = "c", .sender = "", .smarthost = host,
+		.port = f.port, .tls = OUTBOUND_TLS_NO, .fd = -1, .rcpts = &rc, .nrcpts = 1,
+	};
+	assert_non_null(smtp_client_start(&p, on_done, &f));
+	run_until(&f, &f.done);
+	assert_int_equal(rc.result, SMTP_CLIENT_DEFERRED);
+	assert_string_equal(rc.status, "4.4.3");
+	assert_non_null(strstr(rc.reply, "host name of 300 bytes is too long"));
+	assert_null(rc.remote_mta);
+	assert_null(f.bev); /* the fake server never saw a connection */
+	fake_stop(&f);
+	smtp_client_rcpt_clear(&rc);
+}
+
 /* A write that fails ends the attempt: whoever is pending is deferred
  * with a local status (never bounced, never blamed on the server), and
  * the data is never ended. */
@@ -711,6 +737,7 @@ int main(void)
 		cmocka_unit_test(test_connection_lost_in_transaction),
 		cmocka_unit_test(test_connection_refused),
 		cmocka_unit_test(test_cancel),
+		cmocka_unit_test(test_host_name_too_long),
 		cmocka_unit_test(test_write_failure_defers),
 		cmocka_unit_test(test_write_failure_at_quit),
 	};

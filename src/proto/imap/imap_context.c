@@ -220,7 +220,7 @@ void imap_mailbox_log(const struct imap_session *s, const char *op, const char *
 {
 	char esc[LOG_VALUE_MAX];
 	log_err("event=mailbox-error session=%s server=%s client=%s op=%s error=\"%s\"", s->b.sid,
-		s->b.srv->name, s->b.client, op, log_escape(esc, sizeof esc, err, strlen(err)));
+		s->b.srv->name, s->b.client, op, log_quote(esc, sizeof esc, err, strlen(err)));
 }
 
 /* Always false but for MAILBOX_OK (for "if (imap_store_error(...))"). */

@@ -167,7 +167,8 @@ void imap_reply(struct imap_session *s, const char *status, const char *fmt, ...
  * it was) when the text is longer than IMAP_REPLY_TEXT_MAX.  No memory
  * marks out as failed (imap_out). */
 bool imap_reply_format(struct imap_out *out, const char *tag, const char *status,
-		       const char *fmt, va_list ap) __attribute__((format(printf, 4, 0)));
+		       const char *fmt, va_list ap)
+    __attribute__((format(printf, 4, 0), warn_unused_result));
 /* Replies that were too long since the start (imap_reply). */
 unsigned long imap_replies_too_long(void);
 

@@ -20,6 +20,7 @@ bool imap_parse_datetime(const char *v, long long *out);
 /* Seconds since the epoch -> INTERNALDATE text in the server's zone;
  * false (out empty) when t has none: outside years 0 to 9999 (the
  * grammar's four digits) or not convertible by localtime_r(). */
-bool imap_format_datetime(long long t, char out[IMAP_DATETIME_SIZE]);
+bool imap_format_datetime(long long t, char out[IMAP_DATETIME_SIZE])
+    __attribute__((warn_unused_result));
 
 #endif

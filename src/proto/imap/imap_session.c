@@ -288,7 +288,7 @@ IMAP_HANDLER(imap_cmd_id)
 			char esc[LOG_VALUE_MAX];
 			log_info("event=client-id session=%s server=%s client=%s %s=\"%s\"", s->b.sid,
 				 s->b.srv->name, s->b.client, strcasecmp(k, "name") == 0 ? "name" : "version",
-				 log_escape(esc, sizeof esc, v, vlen));
+				 log_quote(esc, sizeof esc, v, vlen));
 		}
 	}
 	conn_printf(s->io, "* ID (\"name\" \"posthorn\" \"version\" \"%s\")", POSTHORN_VERSION);
@@ -859,8 +859,7 @@ IMAP_HANDLER(imap_cmd_close)
 	char err[256];
 	if (!imap_view_readonly(s) &&
 	    mailbox_expunge(s->view, NULL, NULL, err, sizeof err) != MAILBOX_OK)
-		log_err("event=mailbox-error session=%s server=%s client=%s op=close error=\"%s\"",
-			s->b.sid, s->b.srv->name, s->b.client, err);
+		imap_mailbox_log(s, "close", err);
 	imap_view_close(s);
 	imap_enter_state(s, IMAP_AUTH);
 	imap_ok(s, "CLOSE completed");
@@ -1053,7 +1052,9 @@ static void imap_watch_start(struct imap_session *s)
 		event_add(s->watch, NULL);
 		return;
 	}
-	log_warn("event=idle-poll session=%s error=\"%s\"", s->b.sid, err);
+	char q[LOG_VALUE_MAX];
+	log_warn("event=idle-poll session=%s error=\"%s\"", s->b.sid,
+		 log_quote(q, sizeof q, err, strlen(err)));
 	s->watch = event_new(s->b.rt->base, -1, EV_PERSIST, imap_on_watch, s);
 	struct timeval tv = {.tv_sec = IMAP_IDLE_POLL_MS / 1000,
 			     .tv_usec = (IMAP_IDLE_POLL_MS % 1000) * 1000};
@@ -1262,11 +1263,15 @@ IMAP_HANDLER(imap_cmd_list)
 	struct mailbox_folder_list folders = {0};
 	struct mailbox_names subs = {0};
 	char err[256];
-	if (mailbox_folders(s->maildir, &folders, err, sizeof err) < 0 ||
-	    (lsub && mailbox_subscriptions(s->maildir, &subs, err, sizeof err) < 0)) {
+	enum mailbox_result r = MAILBOX_OK;
+	if (mailbox_folders(s->maildir, &folders, err, sizeof err) < 0)
+		r = MAILBOX_ERR_IO;
+	else if (lsub) /* over the limit: NO [LIMIT], never a shortened list */
+		r = mailbox_subscriptions(s->maildir, &subs, err, sizeof err);
+	if (r != MAILBOX_OK) {
 		free(full);
 		mailbox_folders_free(&folders);
-		imap_store_error(s, MAILBOX_ERR_IO, err);
+		imap_store_error(s, r, err);
 		return;
 	}
 	struct imap_out out;

@@ -449,7 +449,7 @@ static void pop3_cmd_stls(struct pop3_session *s, char *args)
 /* Lock and read the user's Maildir.  Answers -ERR itself on failure. */
 static bool pop3_open_maildrop(struct pop3_session *s, const char *user)
 {
-	char err[512];
+	char err[512], q[LOG_VALUE_MAX * 2]; /* err names files: q, escaped, is logged */
 	char *dir = maildir_path(s->b.rt->conf->mailboxes, user);
 	if (!dir) {
 		pop3_err(s, "[SYS/PERM] No mailbox for this user");
@@ -481,7 +481,7 @@ static bool pop3_open_maildrop(struct pop3_session *s, const char *user)
 	return true;
 failed:
 	log_err("event=maildrop-error session=%s server=%s client=%s error=\"%s\"", s->b.sid,
-		s->b.srv->name, s->b.client, err);
+		s->b.srv->name, s->b.client, log_quote(q, sizeof q, err, strlen(err)));
 	free(dir);
 	pop3_err(s, "[SYS/TEMP] Cannot open the mailbox");
 	return false;

@@ -701,9 +701,10 @@ static void smtp_rcpt_accept_remote(struct smtp_session *s, const struct smtp_ad
 	/* the local part stays as written: it is the other domain's to read */
 	char *dom = smtp_domain_normalize(a->domain);
 	char *address = xasprintf("%s@%s", a->local, dom);
-	char esc[LOG_VALUE_MAX];
+	char esc[LOG_VALUE_MAX], q[LOG_VALUE_MAX]; /* rule: configuration text */
 	log_info("event=relay session=%s server=%s client=%s to=%s rule=\"%s\"", s->b.sid,
-		 s->b.srv->name, s->b.client, log_escape(esc, sizeof esc, address, strlen(address)), rule);
+		 s->b.srv->name, s->b.client, log_escape(esc, sizeof esc, address, strlen(address)),
+		 log_quote(q, sizeof q, rule, strlen(rule)));
 	smtp_txn_add(&s->txn, address, address, false);
 	if (!s->txn.first_rcpt)
 		s->txn.first_rcpt = xstrdup(address);
