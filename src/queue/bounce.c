@@ -15,6 +15,7 @@
 #include "conf/conf.h"
 #include "lib/date.h"
 #include "lib/log.h"
+#include "lib/strbuf.h"
 #include "auth/userdb.h"
 #include "lib/util.h"
 
@@ -23,11 +24,6 @@ enum {
 	BOUNCE_READ_CHUNK = 8192,
 };
 
-void bounce_date(time_t t, char *out, size_t outsz)
-{
-	if (!date_rfc5322(t, out, outsz))
-		fatal("bounce_date: no RFC 5322 date for %lld", (long long)t);
-}
 
 /* ---- writing ---------------------------------------------------------------- */
 
@@ -37,30 +33,42 @@ struct bounce_out {
 	bool failed;
 };
 
-static void bo_put(struct bounce_out *o, const void *data, size_t len)
+static void bounce_put(struct bounce_out *o, const void *data, size_t len)
 {
 	if (!o->failed && len > 0 && o->put(o->arg, data, len) < 0)
 		o->failed = true;
 }
 
-/* One line, CRLF added; a line that does not fit is cut (the values that
- * could be long, replies and addresses, are bounded well below). */
-static void bo_line(struct bounce_out *o, const char *fmt, ...)
+/* One line, CRLF added.  A line that does not fit is never cut: the
+ * notification fails as a whole (the values that could be long, replies
+ * and addresses, are bounded well below BOUNCE_LINE_MAX). */
+static void bounce_line(struct bounce_out *o, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-static void bo_line(struct bounce_out *o, const char *fmt, ...)
+static void bounce_line(struct bounce_out *o, const char *fmt, ...)
 {
-	char line[BOUNCE_LINE_MAX + 2];
+	char line[BOUNCE_LINE_MAX];
+	struct strbuf sb;
+	strbuf_init(&sb, line, sizeof line);
 	va_list ap;
 	va_start(ap, fmt);
-	int n = vsnprintf(line, BOUNCE_LINE_MAX, fmt, ap);
+	bool ok = strbuf_vaddf(&sb, fmt, ap) && strbuf_adds(&sb, "\r\n");
 	va_end(ap);
-	if (n < 0)
-		n = 0;
-	if ((size_t)n >= BOUNCE_LINE_MAX)
-		n = BOUNCE_LINE_MAX - 1;
-	line[n++] = '\r';
-	line[n++] = '\n';
-	bo_put(o, line, (size_t)n);
+	if (!ok) {
+		log_err("event=bounce-error reason=\"a line of the notification is longer than %d "
+			"octets\"", BOUNCE_LINE_MAX);
+		o->failed = true;
+		return;
+	}
+	bounce_put(o, strbuf_str(&sb), strbuf_len(&sb));
+}
+
+/* An optional date field (RFC 3464 §2.2.5, §2.3.7) of time t; left out
+ * when t has no RFC 5322 date (a damaged envelope's year beyond 9999). */
+static void bounce_date_field(struct bounce_out *o, const char *name, time_t t)
+{
+	char date[DATE_RFC5322_MAX];
+	if (date_rfc5322(t, date, sizeof date))
+		bounce_line(o, "%s: %s", name, date);
 }
 
 /* Header values and report fields are one line of printable text. */
@@ -108,123 +116,125 @@ static int bounce_copy_headers(struct bounce_out *o, int fd, off_t offset, off_t
 	/* cut after the last whole line */
 	while (end > 0 && buf[end - 1] != '\n')
 		end--;
-	bo_put(o, buf, end);
+	bounce_put(o, buf, end);
 	free(buf);
 	return 0;
 }
 
 static void bounce_human_part(struct bounce_out *o, const struct bounce *b)
 {
-	bo_line(o, "Content-Description: Notification");
-	bo_line(o, "Content-Type: text/plain; charset=us-ascii");
-	bo_line(o, "%s", "");
-	bo_line(o, "This is the mail system at host %s.", b->hostname);
-	bo_line(o, "%s", "");
-	bo_line(o, "Your message could not be delivered to one or more recipients.");
+	bounce_line(o, "Content-Description: Notification");
+	bounce_line(o, "Content-Type: text/plain; charset=us-ascii");
+	bounce_line(o, "%s", "");
+	bounce_line(o, "This is the mail system at host %s.", b->hostname);
+	bounce_line(o, "%s", "");
+	bounce_line(o, "Your message could not be delivered to one or more recipients.");
 	if (b->reason && *b->reason) {
 		char *r = bounce_clean(b->reason);
-		bo_line(o, "Reason: %s.", r);
+		bounce_line(o, "Reason: %s.", r);
 		free(r);
 	}
-	bo_line(o, "It has not been delivered to:");
-	bo_line(o, "%s", "");
+	bounce_line(o, "It has not been delivered to:");
+	bounce_line(o, "%s", "");
 	for (size_t i = 0; i < b->nrcpts; i++) {
 		const struct bounce_rcpt *r = &b->rcpts[i];
 		char *addr = bounce_clean(r->address), *diag = bounce_clean(r->diagnostic);
 		if (r->remote_mta && r->smtp_reply) {
 			char *mta = bounce_clean(r->remote_mta);
-			bo_line(o, "<%s>: host %s said: %s", addr, mta, diag);
+			bounce_line(o, "<%s>: host %s said: %s", addr, mta, diag);
 			free(mta);
 		} else {
-			bo_line(o, "<%s>: %s", addr, diag);
+			bounce_line(o, "<%s>: %s", addr, diag);
 		}
 		free(addr);
 		free(diag);
 	}
-	bo_line(o, "%s", "");
-	bo_line(o, "The delivery report and the header of your message follow.");
-	bo_line(o, "Queue ID of your message: %s", b->id);
-	bo_line(o, "%s", "");
+	bounce_line(o, "%s", "");
+	bounce_line(o, "The delivery report and the header of your message follow.");
+	bounce_line(o, "Queue ID of your message: %s", b->id);
+	bounce_line(o, "%s", "");
 }
 
 static void bounce_report_part(struct bounce_out *o, const struct bounce *b)
 {
-	char date[64];
-	bo_line(o, "Content-Description: Delivery report");
-	bo_line(o, "Content-Type: message/delivery-status");
-	bo_line(o, "%s", "");
+	bounce_line(o, "Content-Description: Delivery report");
+	bounce_line(o, "Content-Type: message/delivery-status");
+	bounce_line(o, "%s", "");
 	/* RFC 3464 §2.2: per-message fields */
-	bo_line(o, "Reporting-MTA: dns; %s", b->hostname);
-	bo_line(o, "X-Posthorn-Queue-ID: %s", b->id);
-	bo_line(o, "X-Posthorn-Sender: rfc822; %s", b->sender);
-	bounce_date(b->arrival, date, sizeof date);
-	bo_line(o, "Arrival-Date: %s", date);
+	bounce_line(o, "Reporting-MTA: dns; %s", b->hostname);
+	bounce_line(o, "X-Posthorn-Queue-ID: %s", b->id);
+	bounce_line(o, "X-Posthorn-Sender: rfc822; %s", b->sender);
+	bounce_date_field(o, "Arrival-Date", b->arrival);
 	/* §2.3: per-recipient fields, each group after an empty line */
 	for (size_t i = 0; i < b->nrcpts; i++) {
 		const struct bounce_rcpt *r = &b->rcpts[i];
 		char *addr = bounce_clean(r->address), *diag = bounce_clean(r->diagnostic);
-		bo_line(o, "%s", "");
-		bo_line(o, "Final-Recipient: rfc822; %s", addr);
+		bounce_line(o, "%s", "");
+		bounce_line(o, "Final-Recipient: rfc822; %s", addr);
 		if (r->orig && *r->orig && strcmp(r->orig, r->address) != 0) {
 			char *orig = bounce_clean(r->orig);
-			bo_line(o, "Original-Recipient: rfc822; %s", orig);
+			bounce_line(o, "Original-Recipient: rfc822; %s", orig);
 			free(orig);
 		}
-		bo_line(o, "Action: failed");
-		bo_line(o, "Status: %s", r->status && r->status[0] == '5' ? r->status : "5.0.0");
+		bounce_line(o, "Action: failed");
+		bounce_line(o, "Status: %s", r->status && r->status[0] == '5' ? r->status : "5.0.0");
 		if (r->remote_mta) {
 			char *mta = bounce_clean(r->remote_mta);
-			bo_line(o, "Remote-MTA: dns; %s", mta);
+			bounce_line(o, "Remote-MTA: dns; %s", mta);
 			free(mta);
 		}
-		bo_line(o, "Diagnostic-Code: %s; %s", r->smtp_reply ? "smtp" : "X-Posthorn", diag);
-		if (r->last_attempt) {
-			bounce_date(r->last_attempt, date, sizeof date);
-			bo_line(o, "Last-Attempt-Date: %s", date);
-		}
+		bounce_line(o, "Diagnostic-Code: %s; %s", r->smtp_reply ? "smtp" : "X-Posthorn", diag);
+		if (r->last_attempt)
+			bounce_date_field(o, "Last-Attempt-Date", r->last_attempt);
 		free(addr);
 		free(diag);
 	}
-	bo_line(o, "%s", "");
+	bounce_line(o, "%s", "");
 }
 
 int bounce_compose(const struct bounce *b, bounce_put_fn put, void *arg)
 {
 	struct bounce_out o = {.put = put, .arg = arg};
-	char date[64], boundary[256];
+	char date[DATE_RFC5322_MAX], boundary[256];
 	const char *bid = b->bounce_id && *b->bounce_id ? b->bounce_id : b->id;
-	bounce_date(b->now ? b->now : time(NULL), date, sizeof date);
+	if (!date_rfc5322(b->now ? b->now : time(NULL), date, sizeof date)) {
+		/* RFC 5322 §3.6: Date is required; a clock this wrong is not ours
+		 * to paper over */
+		log_err("event=bounce-error id=%s reason=\"no date for the notification\"", b->id);
+		errno = EINVAL;
+		return -1;
+	}
 	if (!bsnprintf(boundary, sizeof boundary, "%s.%lld/%s", bid, (long long)b->arrival,
 		       b->hostname))
 		fatal("bounce_compose: host name too long for the boundary");
 	char *sender = bounce_clean(b->sender);
-	bo_line(&o, "From: Mail Delivery System <MAILER-DAEMON@%s>", b->hostname);
-	bo_line(&o, "To: <%s>", sender);
-	bo_line(&o, "Subject: Undelivered Mail Returned to Sender");
-	bo_line(&o, "Date: %s", date);
-	bo_line(&o, "Message-ID: <%s.bounce@%s>", bid, b->hostname);
-	bo_line(&o, "Auto-Submitted: auto-replied"); /* RFC 3834 §5 */
-	bo_line(&o, "MIME-Version: 1.0");
-	bo_line(&o, "Content-Type: multipart/report; report-type=delivery-status;");
-	bo_line(&o, "\tboundary=\"%s\"", boundary);
-	bo_line(&o, "%s", "");
-	bo_line(&o, "This is a MIME-encapsulated message.");
-	bo_line(&o, "%s", "");
+	bounce_line(&o, "From: Mail Delivery System <MAILER-DAEMON@%s>", b->hostname);
+	bounce_line(&o, "To: <%s>", sender);
+	bounce_line(&o, "Subject: Undelivered Mail Returned to Sender");
+	bounce_line(&o, "Date: %s", date);
+	bounce_line(&o, "Message-ID: <%s.bounce@%s>", bid, b->hostname);
+	bounce_line(&o, "Auto-Submitted: auto-replied"); /* RFC 3834 §5 */
+	bounce_line(&o, "MIME-Version: 1.0");
+	bounce_line(&o, "Content-Type: multipart/report; report-type=delivery-status;");
+	bounce_line(&o, "\tboundary=\"%s\"", boundary);
+	bounce_line(&o, "%s", "");
+	bounce_line(&o, "This is a MIME-encapsulated message.");
+	bounce_line(&o, "%s", "");
 	free(sender);
 
-	bo_line(&o, "--%s", boundary);
+	bounce_line(&o, "--%s", boundary);
 	bounce_human_part(&o, b);
-	bo_line(&o, "--%s", boundary);
+	bounce_line(&o, "--%s", boundary);
 	bounce_report_part(&o, b);
-	bo_line(&o, "--%s", boundary);
-	bo_line(&o, "Content-Description: Undelivered Message Headers");
-	bo_line(&o, "Content-Type: text/rfc822-headers");
-	bo_line(&o, "%s", "");
+	bounce_line(&o, "--%s", boundary);
+	bounce_line(&o, "Content-Description: Undelivered Message Headers");
+	bounce_line(&o, "Content-Type: text/rfc822-headers");
+	bounce_line(&o, "%s", "");
 	int r = 0;
 	if (b->fd >= 0 && bounce_copy_headers(&o, b->fd, b->offset, b->size) < 0)
 		r = -1;
-	bo_line(&o, "%s", "");
-	bo_line(&o, "--%s--", boundary);
+	bounce_line(&o, "%s", "");
+	bounce_line(&o, "--%s--", boundary);
 	if (o.failed && r == 0) {
 		r = -1;
 		if (!errno)

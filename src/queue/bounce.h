@@ -63,7 +63,4 @@ int bounce_spool(struct spool *sp, const struct conf *conf, const struct aliases
 		 const struct userdb *users, struct bounce *b, spool_commit_cb cb, void *arg,
 		 char id_out[SPOOL_ID_SIZE]);
 
-/* "Tue, 1 Jul 2025 12:00:00 +0200" (RFC 5322 §3.3) in local time. */
-void bounce_date(time_t t, char *out, size_t outsz);
-
 #endif

@@ -390,12 +390,40 @@ static void test_spool_unknown_local_goes_to_postmaster(void **state)
 	spool_envelope_clear(&env);
 }
 
-static void test_date(void **state)
+/* An envelope whose times have no RFC 5322 date (a year beyond 9999)
+ * still gets its notification: the optional date fields are left out. */
+static void test_dates_beyond_9999_left_out(void **state)
 {
-	char d[64];
-	setenv("TZ", "UTC", 1);
-	bounce_date(0, d, sizeof d);
-	assert_string_equal(d, "Thu, 01 Jan 1970 00:00:00 +0000");
+	struct fixture *f = *state;
+	struct bounce b = basic(f);
+	struct bounce_rcpt r[2];
+	memcpy(r, two_failures, sizeof r);
+	r[0].last_attempt = (time_t)400000000000LL;
+	b.rcpts = r;
+	b.arrival = (time_t)400000000000LL;
+	const char *t = compose(f, &b);
+	assert_crlf_lines(t);
+	assert_null(strstr(t, "Arrival-Date:"));
+	assert_null(strstr(t, "Last-Attempt-Date:"));
+	assert_non_null(strstr(t, "Final-Recipient: rfc822; nobody@remote.example\r\n"));
+	assert_non_null(strstr(t, "\r\nDate: "));
+}
+
+/* A line longer than the notification allows fails the whole notification
+ * (never a cut line). */
+static void test_overlong_line_fails(void **state)
+{
+	struct fixture *f = *state;
+	struct bounce b = basic(f);
+	char *host = xmalloc(3000);
+	memset(host, 'h', 2999);
+	host[2999] = '\0';
+	struct bounce_rcpt r[2];
+	memcpy(r, two_failures, sizeof r);
+	r[0].remote_mta = host;
+	b.rcpts = r;
+	assert_int_equal(bounce_compose(&b, put_mem, f->mem), -1);
+	free(host);
 }
 
 int main(void)
@@ -415,7 +443,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_spool_local_alias_expanded, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_spool_unknown_local_goes_to_postmaster, setup,
 						teardown),
-		cmocka_unit_test(test_date),
+		cmocka_unit_test_setup_teardown(test_dates_beyond_9999_left_out, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_overlong_line_fails, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
