@@ -81,7 +81,10 @@ def _claim_block():
         pass
     for n in range((top - PORT_BASE) // BLOCK):
         path = os.path.join(PORT_LOCK_DIR, f"block-{n}")
-        f = open(path, "a+")
+        try:
+            f = open(path, "a+")
+        except OSError:          # another user's, not writable for this one
+            continue
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -121,8 +124,8 @@ def free_port(host=HOST, udp=False):
     for _ in range(BLOCK):
         port = first + _next
         _next = (_next + 1) % BLOCK
-        # also free on the wildcard address: a daemon or a sink may listen
-        # there, and IPv6 listeners ([::1]) take the same number
+        # free on the wildcard address too, i.e. on every 127.0.0.x: a port
+        # still in TIME_WAIT, or held by a module-scoped daemon, is skipped
         if not (_bindable(host, port, socket.SOCK_STREAM)
                 and _bindable("0.0.0.0", port, socket.SOCK_STREAM)):
             continue
