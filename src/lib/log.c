@@ -76,41 +76,48 @@ void log_msg(enum log_level level, const char *fmt, ...)
 	(void)write_all(STDERR_FILENO, line, strbuf_len(&sb));
 }
 
-/* One byte as it may stand in a log value: itself, or \xNN. */
-static void log_escape_byte(unsigned char c, bool keep_space, char out[5])
+static bool log_byte_is_plain(unsigned char c, bool keep_space)
 {
-	static const char hex[] = "0123456789abcdef";
-	bool plain = (c >= 0x21 && c < 0x7f && c != '"' && c != '\\' && c != '=') ||
-		     (keep_space && c == ' ');
-	if (plain) {
-		out[0] = (char)c;
-		out[1] = '\0';
-		return;
-	}
-	out[0] = '\\';
-	out[1] = 'x';
-	out[2] = hex[c >> 4];
-	out[3] = hex[c & 15];
-	out[4] = '\0';
+	return (c >= 0x21 && c < 0x7f && c != '"' && c != '\\' && c != '=') ||
+	       (keep_space && c == ' ');
 }
 
+/* How many bytes from in on stand in a log value as themselves. */
+static size_t log_plain_run(const char *in, size_t len, bool keep_space)
+{
+	size_t n = 0;
+	while (n < len && log_byte_is_plain((unsigned char)in[n], keep_space))
+		n++;
+	return n;
+}
+
+/* in as a log value into out: runs of plain bytes as they are, any other
+ * byte as \xNN; what does not fit ends in "..." (every byte only with room
+ * left for that mark after it). */
 static const char *log_escape_into(char *out, size_t outsz, const char *in, size_t inlen,
 				   bool keep_space)
 {
+	static const char hex[] = "0123456789abcdef";
 	static const char cut[] = "...";
+	const size_t mark = sizeof cut - 1;
 	if (outsz == 0)
 		return out;
 	struct strbuf sb;
 	strbuf_init(&sb, out, outsz);
-	for (size_t i = 0; i < inlen; i++) {
-		char one[5];
-		log_escape_byte((unsigned char)in[i], keep_space, one);
-		/* the byte only with room left for the mark of a cut after it */
-		if (strlen(one) + sizeof cut - 1 > strbuf_avail(&sb)) {
+	for (size_t i = 0; i < inlen;) {
+		size_t run = log_plain_run(in + i, inlen - i, keep_space);
+		char one[4] = {'\\', 'x', hex[(unsigned char)in[i] >> 4], hex[in[i] & 15]};
+		const char *piece = run ? in + i : one;
+		size_t n = run ? run : sizeof one;
+		size_t room = strbuf_avail(&sb) > mark ? strbuf_avail(&sb) - mark : 0;
+		if (n > room) {
+			if (run && room > 0)
+				(void)strbuf_add(&sb, piece, room); /* fits: room is what is left */
 			(void)strbuf_adds(&sb, cut); /* when even that cannot fit, no mark */
 			break;
 		}
-		(void)strbuf_adds(&sb, one); /* fits: checked above */
+		(void)strbuf_add(&sb, piece, n); /* fits: checked above */
+		i += run ? run : 1;
 	}
 	return out;
 }
