@@ -1,4 +1,4 @@
-"""Helpers for the IMAP tests (test_imap*.py; issue 8, RFC 3501 and the
+"""Helpers for the IMAP tests (test_imap*.py; RFC 3501 and the
 extensions posthorn offers): the configuration of a `protocol imap`
 server next to an anonymous SMTP server that delivers the test mail, a
 raw IMAP client that reads responses exactly as they come off the wire

@@ -1,4 +1,4 @@
-"""Abuse (issue 10 item 3) on SMTP and POP3, adding what the feature tests
+"""Abuse on SMTP and POP3, adding what the feature tests
 do not cover already:
 
 - STARTTLS state bugs of the NO STARTTLS / EAST list not in test_tls.py

@@ -1,4 +1,4 @@
-"""Authentication (issue 4, SPEC §3 `auth`, §4): which mechanisms EHLO offers
+"""Authentication (posthorn.conf(5) `auth`; RFC 4954): which mechanisms EHLO offers
 before and after TLS, PLAIN and LOGIN through smtplib over STARTTLS and
 implicit TLS, SCRAM-SHA-256 through the real gsasl client and through a
 client written here (correct, tampered and malformed proofs, the server's
@@ -837,7 +837,7 @@ def test_received_auth_no_hides_the_user(ph, cert, ctx):
 # -- SIGTERM while users are logged in ----------------------------------------
 
 def test_sigterm_with_authenticated_sessions(ph, cert, ctx):
-    # README: SIGTERM stops cleanly and sessions get 421 4.3.2.  A logged-in
+    # posthorn(8) SIGNALS: SIGTERM stops cleanly and sessions get 421 4.3.2.  A logged-in
     # user's session, plain (SCRAM), after STARTTLS and on implicit TLS,
     # must get it as a proper SMTP reply on its channel (inside TLS where
     # TLS is up), and the daemon must exit 0 with nothing leaked.

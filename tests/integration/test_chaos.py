@@ -1,4 +1,4 @@
-"""Fault survival (issue 10 item 2): kill -9 at random moments under a
+"""Fault survival (docs/storage.md): kill -9 at random moments under a
 sustained SMTP load, a full file system under the spool and the Maildirs,
 no file descriptors left, the DNS server dying and coming back, an
 outbound peer that resets the connection in the middle of DATA, and

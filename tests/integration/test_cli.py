@@ -1,4 +1,4 @@
-"""The command line (SPEC §2): `check` on good and broken files
+"""The command line (posthorn(8)): `check` on good and broken files
 (FILE:LINE:COL, exit 1, every error reported), `user add|list|passwd|del`
 (password from stdin, file mode 0600, never a plaintext password),
 `--version`, `help`, and the exit statuses 0/1/2."""
@@ -97,7 +97,7 @@ def test_check_uses_posthorn_conf_variable(posthorn_bin, conf):
 
 
 def test_check_warns_about_a_policy_that_cannot_work(cli, tmp_path):
-    """SPEC §2: AUTH PLAIN offered but no TLS certificate is a warning
+    """posthorn(8) `check`: AUTH PLAIN offered but no TLS certificate is a warning
     (exit 0), naming the server."""
     text = (_base(tmp_path) +
             f"server submission {{\n    listen 127.0.0.1:{free_port()}\n"

@@ -1,4 +1,4 @@
-"""Confinement (issue 10 item 4): after start-up the daemon has
+"""Confinement (docs/security.md): after start-up the daemon has
 PR_SET_NO_NEW_PRIVS and a seccomp filter in every thread, and still does
 everything a running mail server does (a SIGHUP reload with a new
 listener, a renewed certificate, a new user; mail in and out).  Secret

@@ -1,4 +1,4 @@
-"""Who may connect (SPEC §3 `connection`, §4 refused clients; issue 5).
+"""Who may connect (posthorn.conf(5) `connection`; refused clients).
 
 Each test is what an administrator would check from outside: a client
 binds its source address to 127.0.0.x (or connects from ::1) and reads the

@@ -1,4 +1,4 @@
-"""Durability of the spool (SPEC §4 "250 only after fsync", §5): a message
+"""Durability of the spool (docs/storage.md: "250 only after fsync"): a message
 acknowledged with 250 survives `kill -9` and SIGTERM and is delivered
 exactly once after a restart; a transaction cut off before its 250 leaves
 nothing behind."""

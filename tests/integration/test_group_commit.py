@@ -1,4 +1,4 @@
-"""Group commit in the spool (README "Storage", "Performance"): messages
+"""Group commit in the spool (docs/storage.md, docs/performance.md): messages
 whose DATA ends close together share one durable write, and each still gets
 its 250 only once it is on stable storage.  These tests check correctness
 only — every client gets its own 250 and queue ID, every message arrives

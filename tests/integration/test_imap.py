@@ -1,4 +1,4 @@
-"""Mail collection over IMAP4rev1 (issue 8; SPEC §4; RFC 3501 and the
+"""Mail collection over IMAP4rev1 (RFC 3501 and the
 extensions IDLE 2177, UIDPLUS 4315, MOVE 6851, SPECIAL-USE 6154, CHILDREN
 3348) with Python's imaplib over STARTTLS and over implicit TLS, as a user's
 mail program would use it: LOGIN, CAPABILITY, LIST with the special-use

@@ -1,4 +1,4 @@
-"""Real IMAP clients against posthorn (issue 8): curl over IMAPS and over
+"""Real IMAP clients against posthorn (RFC 3501): curl over IMAPS and over
 STARTTLS (listing folders, fetching by UID and by index, searching, a
 custom command), and mbsync (Debian's isync) synchronising an account
 both ways: the server's messages pulled into a local Maildir with their

@@ -1,4 +1,4 @@
-"""The rest of RFC 3501 as a mail program uses it (issue 8 item 1): folder
+"""The rest of RFC 3501 as a mail program uses it (RFC 3501): folder
 management (CREATE with parents, names that must be refused, RENAME with
 inferiors and of INBOX, DELETE with children -> \\Noselect, SUBSCRIBE,
 UNSUBSCRIBE, LSUB), NAMESPACE, ID, ENABLE, CHECK, UNSELECT against CLOSE,

@@ -1,4 +1,4 @@
-"""Edges of RFC 3501 that mail programs run into (issue 8): strings with
+"""Edges of RFC 3501 that mail programs run into: strings with
 8-bit octets only ever sent as literals, the single-part message's part 1,
 a BODYSTRUCTURE of a message without MIME headers, read-only EXAMINE that
 never sets \\Seen, a failed SELECT that leaves the selected state, INBOX

@@ -1,5 +1,5 @@
-"""IMAP policy, concurrency, persistence and abuse (issue 8 items 2, 4, 5;
-issue 10 item 3): a refused address gets `* BYE`; before TLS LOGIN is
+"""IMAP policy, concurrency, persistence and abuse
+(RFC 3501, posthorn.conf(5)): a refused address gets `* BYE`; before TLS LOGIN is
 refused with LOGINDISABLED advertised and `NO [PRIVACYREQUIRED]`; wrong
 passwords and the shared lockout; two sessions on one folder see each
 other's EXPUNGE, flag changes and new mail (and no EXPUNGE during FETCH,

@@ -1,6 +1,6 @@
-"""IMAP sessions under the events of real life (issue 8 items 2 and 5):
+"""IMAP sessions under the events of real life (RFC 3501):
 Maildir files written by other tools (CRLF line ends, no size fields in
-the name, no final line end: served with one, as the README documents), a configuration reload and a long IDLE with
+the name, no final line end: served with one, as docs/protocols.md documents), a configuration reload and a long IDLE with
 a short `limits.timeout`, clients that vanish in the middle of a large
 FETCH or of an IDLE (no leak, others still served), and a message expunged
 by another session while a FETCH streams it: the announced literal size is
@@ -63,7 +63,7 @@ def test_files_written_by_other_maildir_tools(imap, ctx):
     assert f[1]["BODY[]"] == crlf_msg and f[1]["RFC822.SIZE"] == str(len(crlf_msg)), f[1]
     assert f[1]["BODY[TEXT]"] == b"line one\r\nline two\r\n"
     assert "\\Seen" in f[1]["FLAGS"]
-    # posthorn's documented policy (the lead's decision, README): the CRLF
+    # posthorn's documented policy (docs/protocols.md): the CRLF
     # form of a message always ends in CRLF, so a last line without a line
     # end gets one, and RFC822.SIZE counts it: size and octets agree
     want = crlf(no_eol) + b"\r\n"
@@ -250,7 +250,7 @@ def test_five_sessions_changing_one_folder_stay_consistent(imap, ctx, seed):
 def test_idle_announces_maildir_changes_made_by_other_tools(imap, ctx):
     """inotify on new/ and cur/: a file another program drops into new/, and
     a flag another program sets by renaming in cur/, are announced during
-    IDLE within about a second (issue 8 item 2)."""
+    IDLE within about a second (RFC 2177)."""
     first = put_message(imap, BOB, "Subject: one\n\nbody\n", sub="cur", info="")
     c = login_select(imap, ctx)
     tag = c.send_cmd("IDLE")

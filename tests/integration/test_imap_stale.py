@@ -1,4 +1,4 @@
-"""A selected folder that changes identity under a session (issue 8,
+"""A selected folder that changes identity under a session (
 RFC 3501 §2.3.1.1): when another session deletes the folder, or its UID
 index is lost and rebuilt with a new UIDVALIDITY, the UIDs this session's
 client holds mean nothing any more; the session says `* BYE` and closes,

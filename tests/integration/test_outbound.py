@@ -1,4 +1,4 @@
-"""Outbound delivery (issue 6 items 2-6): mail for other domains leaves
+"""Outbound delivery (docs/protocols.md, outbound delivery): mail for other domains leaves
 through the test dnsmasq's MX records to a small SMTP sink written here,
 on 127.0.0.2 (outbound.port is the sink's port).  Retries with a short
 schedule, bounces (RFC 3464) into the sender's Maildir, STARTTLS, two MX
@@ -384,7 +384,7 @@ def test_relayed_mail_reaches_the_mx_with_headers_intact(posthorn, dnsmasq, sink
 
 def test_server_own_dns_finds_the_mx_of_its_mail(posthorn, dnsmasq, sinks):
     """A server block's own `dns` serves the mail that server accepted
-    (issue 5: "used for its connection checks and for delivering the mail
+    (posthorn.conf(5) `dns`: "used for its connection checks and for delivering the mail
     it accepted"); the global resolver knows nothing of external.test."""
     sink = sinks()
     glob = dnsmasq()

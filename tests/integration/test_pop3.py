@@ -1,4 +1,4 @@
-"""Mail collection over POP3 (issue 7; SPEC §4; RFC 1939, 2449, 2595, 5034):
+"""Mail collection over POP3 (RFC 1939, 2449, 2595, 5034):
 the end-to-end scenario (submission over TLS, collection with poplib over
 STLS, byte-identical apart from the trace headers, DELE + QUIT removes,
 kill -9 before QUIT removes nothing), real clients (curl over POP3S and

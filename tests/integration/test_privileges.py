@@ -1,4 +1,4 @@
-"""Privileges (issue 2, item 5): started as root with `run-as nobody`, the
+"""Privileges (posthorn.conf(5) `run-as`): started as root with `run-as nobody`, the
 daemon binds its listeners (even a port below 1024), then drops to nobody —
 uid, gid and supplementary groups, all four id fields — before serving;
 mail is still received and delivered.  Started as root without `run-as`

@@ -1,4 +1,4 @@
-"""The relay decision (issue 6 item 1, SPEC §3 `relay`, §4): mail for other
+"""The relay decision (posthorn.conf(5) `relay`): mail for other
 domains is accepted only from authenticated clients (`authenticated yes`)
 or from clients a `relay` entry names (address, CIDR, address + mask,
 domain of the verified reverse name); everybody else gets

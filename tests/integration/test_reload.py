@@ -1,4 +1,4 @@
-"""SIGHUP (SPEC §2): the configuration and the users are reloaded without
+"""SIGHUP (posthorn(8) SIGNALS): the configuration and the users are reloaded without
 dropping established sessions; new sessions see the new settings; a broken
 configuration is refused with event=reload-failed and the old one stays."""
 
@@ -118,7 +118,7 @@ def test_several_reloads_in_a_row(posthorn):
 
 
 def test_user_added_by_the_command_is_picked_up_without_sighup(posthorn):
-    """Issue 4: the user database is reloaded when `posthorn user` changes
+    """The user database is reloaded when `posthorn user` changes
     it, not only on SIGHUP."""
     p = posthorn(servers={"mx": {"anonymous": True}})
     mark = p.log_mark()

@@ -1,4 +1,4 @@
-"""SMTP receiving basics (SPEC §4, §5, §6): greeting and EHLO, delivery into
+"""SMTP receiving basics (RFC 5321; docs/protocols.md): greeting and EHLO, delivery into
 Maildir with its trace headers (through smtplib and through swaks), the
 reply of every command in every state, address syntax, local recipients,
 postmaster, aliases, relay refusal and the log lines of a transaction."""
@@ -406,7 +406,7 @@ def test_quit_closes_and_log_records_disconnect(mx):
 
 def test_untrusted_text_cannot_forge_log_fields(mx):
     """A sender address with spaces and '=' in a quoted local part must not
-    add key=value fields to the log line (SPEC §6; STYLE: escape before
+    add key=value fields to the log line (posthorn(8) LOGGING: escape before
     logging)."""
     with mx.connect() as c:
         c.start()

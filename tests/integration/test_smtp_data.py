@@ -1,4 +1,4 @@
-"""The DATA phase (RFC 5321 §4.1.1.4, §4.5.2, §4.5.3.1.6; SPEC §4):
+"""The DATA phase (RFC 5321 §4.1.1.4, §4.5.2, §4.5.3.1.6):
 `<CRLF>.<CRLF>` is the only end of data, dot-unstuffing, bare CR and bare
 LF rejected with 550 5.6.0 (no SMTP smuggling), text lines over 1000
 octets rejected with 554 5.6.0, and the message size limit (SIZE=

@@ -1,4 +1,4 @@
-"""Limits of a virtual server (SPEC §3 `limits`, §4): recipients per
+"""Limits of a virtual server (posthorn.conf(5) `limits`): recipients per
 message, concurrent connections per server and per client address, the
 idle timeout, and the command line length — including a 5 MB line without
 a newline, which must be answered without the daemon's memory growing."""

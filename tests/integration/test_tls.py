@@ -1,4 +1,4 @@
-"""Encryption (SPEC §3 `tls` block, §4; issue 3): `posthorn cert new`,
+"""Encryption (posthorn.conf(5) `tls` block; RFC 3207): `posthorn cert new`,
 STARTTLS and implicit TLS with the clients people use (smtplib, openssl
 s_client, curl, swaks), STARTTLS hygiene and command injection, minimum
 version and cipher strength, "require secure channel", the traffic-capture
@@ -609,7 +609,7 @@ def test_require_yes_refuses_mail_and_auth_before_starttls(posthorn, certs):
 
 
 def test_require_yes_rcpt_and_data_before_starttls_get_530(posthorn, certs):
-    """SPEC §4: with `require yes`, MAIL, RCPT, DATA and AUTH before TLS all
+    """posthorn.conf(5) `tls`: with `require yes`, MAIL, RCPT, DATA and AUTH before TLS all
     get `530 5.7.0 Must issue a STARTTLS command first` (a pipelining client
     sending MAIL, RCPT, DATA in one batch learns why each one failed)."""
     p = tls_server(posthorn, [certs["mx"]], require="yes")
