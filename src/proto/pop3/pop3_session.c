@@ -39,7 +39,7 @@
 #include "auth/userdb.h"
 #include "lib/util.h"
 
-/* Named limits of a session (STYLE: every limit in one place). */
+/* Named limits of a session, every one in this place. */
 enum {
 	POP3_MAX_ERRORS = 20,           /* then -ERR and close */
 	POP3_USER_MAX = 255,            /* the USER argument */

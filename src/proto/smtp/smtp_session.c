@@ -44,7 +44,7 @@
 #include "lib/strbuf.h"
 #include "lib/util.h"
 
-/* Named limits of a session (STYLE: every limit in one place). */
+/* Named limits of a session, every one in this place. */
 enum {
 	SMTP_MAIL_LINE_MAX = LINE_MAX_COMMAND + 26 + 14 + 10, /* + SIZE, BODY, SMTPUTF8 */
 	SMTP_MAX_ERRORS = 20,           /* then 421 and close */
