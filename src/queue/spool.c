@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -310,6 +311,12 @@ static bool spool_pool_give(struct spool *sp, const char *name)
 static char *spool_free_path(const struct spool *sp, const char *name)
 {
 	return xasprintf("%s/%s", sp->freedir, name);
+}
+
+void spool_test_pool_give(struct spool *sp, const char *name)
+{
+	if (!spool_pool_give(sp, name))
+		fatal("spool_test_pool_give: the pool is full");
 }
 
 /* A delivered message's file into free/ instead of deleting it: 0, or -1
@@ -694,7 +701,11 @@ static void spool_msg_discard(struct spool_msg *m)
 /* A file from the pool to write over, or -1 (pool empty; a file that
  * cannot be opened is forgotten, and the next one tried).  Its length is
  * noted: only a longer old message needs cutting (an fstat costs less
- * than an ftruncate). */
+ * than an ftruncate).  The file is claimed with an exclusive flock(2) held
+ * until the message is committed or thrown away: should the pool ever name
+ * a file twice, a second message never writes into the same file (which
+ * would mix two messages and fail the second one's commit with ENOENT
+ * after its journal record was written). */
 static int spool_msg_open_recycled(struct spool_msg *m)
 {
 	char name[SPOOL_ID_SIZE];
@@ -702,6 +713,12 @@ static int spool_msg_open_recycled(struct spool_msg *m)
 		char *path = spool_free_path(m->sp, name);
 		int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW); /* the journal reads it */
 		struct stat st;
+		if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) < 0 && errno == EWOULDBLOCK) {
+			log_warn("event=spool-error file=%s reason=\"taken by another message\"", path);
+			close(fd);
+			free(path);
+			continue;
+		}
 		if (fd >= 0 && fstat(fd, &st) == 0) {
 			m->tmppath = path;
 			m->old_size = st.st_size;

@@ -123,4 +123,8 @@ void spool_envelope_clear(struct spool_envelope *env);
 char *spool_xtext_encode(const char *s);
 char *spool_xtext_decode(const char *s); /* NULL when malformed */
 
+/* For tests: name the recycled file name in the pool once more, as a
+ * damaged pool would.  Never in the daemon. */
+void spool_test_pool_give(struct spool *sp, const char *name);
+
 #endif

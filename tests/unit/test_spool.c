@@ -167,6 +167,52 @@ static void spool_one(struct fixture *f, const char *sender, const char *body, s
 
 static const char body1[] = "Received: from client.example\r\nSubject: hi\r\n\r\nHello\r\n.dot\r\n";
 
+/* A recycled file named twice in the pool is written by one message only:
+ * the second takes another file, and both messages commit whole. */
+static void test_recycled_file_taken_once(void **state)
+{
+	struct fixture *f = *state;
+	static const char body2[] = "Subject: two\r\n\r\nanother text\r\n";
+	char id[SPOOL_ID_SIZE];
+	spool_one(f, "a@example.test", body1, sizeof body1 - 1, id);
+	assert_int_equal(spool_remove(f->sp, id), 0); /* free/<id>, in the pool */
+	spool_test_pool_give(f->sp, id);             /* ... and named again */
+	struct spool_envelope e1, e2;
+	envelope_fill(&e1, "one@example.test");
+	envelope_fill(&e2, "two@example.test");
+	struct spool_msg *m1 = spool_msg_begin(f->sp, &e1);
+	struct spool_msg *m2 = spool_msg_begin(f->sp, &e2);
+	assert_non_null(m1);
+	assert_non_null(m2);
+	assert_int_equal(spool_msg_write(m1, body1, sizeof body1 - 1), 0);
+	assert_int_equal(spool_msg_write(m2, body2, sizeof body2 - 1), 0);
+	struct commit_result c1 = {0, -1}, c2 = {0, -1};
+	spool_msg_commit(m1, on_commit, &c1);
+	spool_msg_commit(m2, on_commit, &c2);
+	assert_int_equal(c1.err, 0);
+	assert_int_equal(c2.err, 0);
+	struct spool_envelope r;
+	assert_int_equal(spool_read_envelope(f->sp, e1.id, &r), 0);
+	assert_int_equal(r.size, (off_t)(sizeof body1 - 1));
+	spool_envelope_clear(&r);
+	assert_int_equal(spool_read_envelope(f->sp, e2.id, &r), 0);
+	assert_int_equal(r.size, (off_t)(sizeof body2 - 1));
+	spool_envelope_clear(&r);
+	size_t len;
+	char *q2 = path_in(f, "queue/%s", e2.id);
+	char *t2 = read_file(q2, &len);
+	assert_memory_equal(t2 + len - (sizeof body2 - 1), body2, sizeof body2 - 1);
+	free(t2);
+	free(q2);
+	char *q1 = path_in(f, "queue/%s", e1.id);
+	char *t1 = read_file(q1, &len);
+	assert_memory_equal(t1 + len - (sizeof body1 - 1), body1, sizeof body1 - 1);
+	free(t1);
+	free(q1);
+	spool_envelope_clear(&e1);
+	spool_envelope_clear(&e2);
+}
+
 static void test_roundtrip(void **state)
 {
 	struct fixture *f = *state;
@@ -1091,6 +1137,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_bad_done_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_remove, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_recycle, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_recycled_file_taken_once, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_list, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_list_empty, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_malformed, setup, teardown),
