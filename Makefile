@@ -100,8 +100,9 @@ unit: asan
 	@set -e; n=0; for t in $(asan_TESTS); do echo "== $$t"; $$t; n=$$((n+1)); done; \
 	echo "unit: $$n test programs passed"
 
-# In parallel, one worker per core (pytest-xdist); the tests that measure
-# time or memory share one worker (xdist_group), see tests/integration.
+# In parallel, one worker per core (pytest-xdist); the tests marked
+# `exclusive` in tests/integration (multi-second password checks, sub-second
+# throttle bounds) run first with nothing else beside them.
 integration: asan
 	POSTHORN_BIN=$(abspath $(BUILD))/asan/posthorn $(PYTEST) -q -p no:cacheprovider \
 		-n $(shell nproc 2>/dev/null || echo 2) --dist loadgroup tests/integration
