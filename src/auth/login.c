@@ -78,7 +78,8 @@ static void login_end_exchange(struct login *l)
 
 void login_abort(struct login *l)
 {
-	login_end_exchange(l);
+	if (l)
+		login_end_exchange(l);
 }
 
 void login_free(struct login *l)
@@ -94,12 +95,12 @@ void login_free(struct login *l)
 
 bool login_in_exchange(const struct login *l)
 {
-	return l->sasl != NULL && !l->check;
+	return l && l->sasl != NULL && !l->check;
 }
 
 bool login_busy(const struct login *l)
 {
-	return l->check != NULL || l->pause != NULL;
+	return l && (l->check != NULL || l->pause != NULL);
 }
 
 const char *login_mechanism(const struct login *l)

@@ -86,6 +86,7 @@ void login_password(struct login *l, const char *label, const char *user, size_t
  * exchange is over, no verdict follows. */
 void login_abort(struct login *l);
 
+/* These three take NULL (no login made yet) as nothing under way. */
 /* Waiting for the client's answer to a challenge? */
 bool login_in_exchange(const struct login *l);
 /* A password check or the failure delay under way: the session reads no

@@ -52,15 +52,17 @@ void session_base_init(struct session_base *b, const struct session_start *st,
 		log_escape(esc, sizeof esc, b->client_name, strlen(b->client_name));
 	log_info("event=connect session=%s server=%s client=%s name=%s%s", b->sid, b->srv->name,
 		 b->client, esc, b->implicit_tls ? " tls=implicit" : "");
-	/* fits: the id, a server name of 64 bytes at most (conf) and an
-	 * address text (ADDR_TEXT_SIZE) take 151 bytes at most */
-	xsnprintf(b->log_id, sizeof b->log_id, "session=%s server=%s client=%s", b->sid,
-		  b->srv->name, b->client);
 }
 
 struct conn *session_conn_new(struct session_base *b, const struct session_start *st,
 			      const struct conn_handler *h, void *owner, unsigned timeout)
 {
+	/* for the transport's log lines (it keeps a copy); fits: the id, a
+	 * server name of 64 bytes at most (conf) and an address text
+	 * (ADDR_TEXT_SIZE) take 151 bytes at most */
+	char log_id[160];
+	xsnprintf(log_id, sizeof log_id, "session=%s server=%s client=%s", b->sid, b->srv->name,
+		  b->client);
 	struct conn_params p = {
 		.base = b->rt->base,
 		.fd = st->fd,
@@ -68,7 +70,7 @@ struct conn *session_conn_new(struct session_base *b, const struct session_start
 		.policy = &b->srv->tls,
 		.implicit_tls = st->implicit_tls,
 		.timeout = timeout,
-		.log_id = b->log_id,
+		.log_id = log_id,
 	};
 	return conn_new(&p, h, owner);
 }

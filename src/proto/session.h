@@ -59,7 +59,6 @@ struct session_base {
 	bool refused;                /* by the connection rules */
 	struct tls_server *ts;       /* NULL: no certificate, no STARTTLS */
 	bool implicit_tls;           /* handshake before the greeting */
-	char log_id[160];            /* "session=... server=... client=..." */
 };
 
 /* Fill b from st, take a runtime reference, attach session to the link

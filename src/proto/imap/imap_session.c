@@ -395,6 +395,15 @@ static void imap_login_done(void *owner, const struct login_verdict *v)
 	imap_run(s); /* a verdict that came later: read on */
 }
 
+/* The login exchange, made when the session first needs it (most
+ * sessions never log in). */
+static struct login *imap_login_exchange(struct imap_session *s)
+{
+	if (!s->login)
+		s->login = session_login_new(&s->b, imap_login_done, s);
+	return s->login;
+}
+
 /* RFC 3501 §6.2.3: LOGIN userid password (astrings). */
 IMAP_HANDLER(imap_cmd_login)
 {
@@ -406,7 +415,7 @@ IMAP_HANDLER(imap_cmd_login)
 		return;
 	}
 	/* the command's own copy, wiped there and freed right after */
-	login_password(s->login, "LOGIN", name, ulen, (char *)pw, plen, s->tls_active);
+	login_password(imap_login_exchange(s), "LOGIN", name, ulen, (char *)pw, plen, s->tls_active);
 }
 
 /* ---- AUTHENTICATE (RFC 3501 §6.2.2, RFC 4959 SASL-IR) ------------------ */
@@ -421,7 +430,7 @@ IMAP_HANDLER(imap_cmd_authenticate)
 		return;
 	}
 	/* RFC 4959: "=" is an empty initial response, as the exchange takes it */
-	login_start(s->login, mechname, initial, s->tls_active);
+	login_start(imap_login_exchange(s), mechname, initial, s->tls_active);
 }
 
 /* ---- ENABLE, NAMESPACE ------------------------------------------------- */
@@ -660,7 +669,7 @@ static bool imap_feed_line(struct imap_session *s, struct evbuffer *in)
 		return true;
 	}
 	if (before == IMAP_SASL)
-		login_response(s->login, l.data, l.has_nul || l.bare_cr);
+		login_response(imap_login_exchange(s), l.data, l.has_nul || l.bare_cr);
 	else
 		imap_idle_line(s, &l);
 	OPENSSL_cleanse(line, l.len);
@@ -1615,7 +1624,6 @@ void imap_session_start(const struct session_start *st)
 	s->append_fd = -1;
 	/* "i": never the id of an SMTP or POP3 session of the same moment */
 	session_base_init(&s->b, st, "i", s, imap_shutdown, imap_abort);
-	s->login = session_login_new(&s->b, imap_login_done, s);
 	s->parser = imap_parser_new();
 	/* RFC 3501 §5.4: the autologout timer is at least 30 minutes; the
 	 * short limit before login is s->login_timer */

@@ -549,6 +549,15 @@ static void pop3_login_done(void *owner, const struct login_verdict *v)
 	pop3_run(s); /* a verdict that came later: read on */
 }
 
+/* The login exchange, made when the session first needs it (most
+ * sessions never log in). */
+static struct login *pop3_login_exchange(struct pop3_session *s)
+{
+	if (!s->login)
+		s->login = session_login_new(&s->b, pop3_login_done, s);
+	return s->login;
+}
+
 static void pop3_cmd_user(struct pop3_session *s, char *args)
 {
 	size_t n = strlen(args);
@@ -571,7 +580,7 @@ static void pop3_cmd_pass(struct pop3_session *s, char *args)
 		return;
 	}
 	/* RFC 1939 §7: the argument is the rest of the line, spaces included */
-	login_password(s->login, "USER", name, strlen(name), args, strlen(args), s->tls_active);
+	login_password(pop3_login_exchange(s), "USER", name, strlen(name), args, strlen(args), s->tls_active);
 	free(name);
 }
 
@@ -596,7 +605,7 @@ static void pop3_cmd_auth(struct pop3_session *s, char *args)
 	if (strchr(initial, ' '))
 		pop3_err(s, "Syntax: AUTH mechanism [initial-response]");
 	else
-		login_start(s->login, args, *initial ? initial : NULL, s->tls_active);
+		login_start(pop3_login_exchange(s), args, *initial ? initial : NULL, s->tls_active);
 }
 
 /* ---- TRANSACTION ------------------------------------------------------- */
@@ -829,7 +838,7 @@ static void pop3_run(struct pop3_session *s)
 			continue;
 		}
 		if (before == POP3_SASL)
-			login_response(s->login, l.data, l.has_nul || l.bare_cr);
+			login_response(pop3_login_exchange(s), l.data, l.has_nul || l.bare_cr);
 		else
 			pop3_command(s, &l);
 		if (before != POP3_TRANSACTION)
@@ -949,7 +958,6 @@ void pop3_session_start(const struct session_start *st)
 	struct pop3_session *s = xcalloc(1, sizeof *s);
 	/* "p": never the id of an SMTP session of the same moment */
 	session_base_init(&s->b, st, "p", s, pop3_shutdown, pop3_abort);
-	s->login = session_login_new(&s->b, pop3_login_done, s);
 	s->state = st->implicit_tls ? POP3_HANDSHAKE : POP3_AUTHORIZATION;
 	/* RFC 1939 §3: the timeout is at least 10 minutes by default */
 	s->io = session_conn_new(&s->b, st, &pop3_conn_handler, s, srv->limits.timeout);

@@ -1022,6 +1022,15 @@ static void smtp_login_done(void *owner, const struct login_verdict *v)
 	smtp_process_input(s); /* a verdict that came later: read on */
 }
 
+/* The login exchange, made when the session first needs it (most
+ * sessions never log in). */
+static struct login *smtp_login_exchange(struct smtp_session *s)
+{
+	if (!s->login)
+		s->login = session_login_new(&s->b, smtp_login_done, s);
+	return s->login;
+}
+
 static void smtp_cmd_auth(struct smtp_session *s, char *args)
 {
 	char *initial = args + strcspn(args, " ");
@@ -1034,7 +1043,7 @@ static void smtp_cmd_auth(struct smtp_session *s, char *args)
 		smtp_reply(s, "501 5.5.4 Syntax: AUTH mechanism [initial-response]");
 		smtp_error(s);
 	} else {
-		login_start(s->login, args, *initial ? initial : NULL, s->tls_active);
+		login_start(smtp_login_exchange(s), args, *initial ? initial : NULL, s->tls_active);
 	}
 }
 
@@ -1078,7 +1087,7 @@ static void smtp_process_input(struct smtp_session *s)
 		if (s->state == SMTP_DATA)
 			smtp_data_line_in(s, &l);
 		else if (s->state == SMTP_AUTH)
-			login_response(s->login, l.data, l.has_nul || l.bare_cr);
+			login_response(smtp_login_exchange(s), l.data, l.has_nul || l.bare_cr);
 		else
 			smtp_command(s, &l);
 	}
@@ -1233,7 +1242,6 @@ void smtp_session_start(const struct session_start *st)
 	const struct conf_server *srv = st->srv;
 	struct smtp_session *s = xcalloc(1, sizeof *s);
 	session_base_init(&s->b, st, "", s, smtp_shutdown, smtp_abort);
-	s->login = session_login_new(&s->b, smtp_login_done, s);
 	s->state = st->implicit_tls ? SMTP_HANDSHAKE : SMTP_INIT;
 	s->io = session_conn_new(&s->b, st, &smtp_conn_handler, s, srv->limits.timeout);
 	if (!s->io) {
