@@ -567,17 +567,6 @@ static int userdb_write_fd(int fd, const struct userdb *db)
 	return r;
 }
 
-/* The folder of path, for fsync_dir(). */
-static char *userdb_dirname(const char *path)
-{
-	const char *slash = strrchr(path, '/');
-	if (!slash)
-		return xstrdup(".");
-	if (slash == path)
-		return xstrdup("/");
-	return xstrndup(path, (size_t)(slash - path));
-}
-
 /* Create the temporary file with mode 0600 whatever the umask; a file of
  * that name is a leftover of a crash (we hold the lock), so replace it. */
 static int userdb_create_tmp(const char *tmp, long uid, long gid, FILE *errout)
@@ -629,7 +618,7 @@ static int userdb_save(const char *path, const struct userdb *db, long uid, long
 	free(tmp);
 	if (r < 0)
 		return -1;
-	char *dir = userdb_dirname(path);
+	char *dir = path_dirname(path);
 	if (fsync_dir(dir) < 0) {
 		report(errout, "%s: cannot fsync: %s\n", dir, strerror(errno));
 		r = -1;

@@ -486,16 +486,6 @@ static char *path_join(const char *dir, const char *path)
 	return xasprintf("%s/%s", dir, path);
 }
 
-static char *folder_of(const char *path)
-{
-	const char *slash = strrchr(path, '/');
-	if (!slash)
-		return xstrdup(".");
-	if (slash == path)
-		return xstrdup("/");
-	return xstrndup(path, (size_t)(slash - path));
-}
-
 static char *current_folder(void)
 {
 	char *cwd = getcwd(NULL, 0);
@@ -1198,7 +1188,7 @@ static bool file_is_being_read(const struct parser *p, const struct file_id *id)
 static void include_text(struct parser *p, const char *path, const char *text,
 			 const struct file_id *id)
 {
-	char *dir = folder_of(path);
+	char *dir = path_dirname(path);
 	p->reading[p->nreading++] = *id;
 	p->depth++;
 	parse_text(p, conf_add_file(p->conf, path), text, dir);
@@ -2125,7 +2115,7 @@ int conf_load(const char *path, struct conf **out, FILE *errout)
 		*out = NULL;
 		return 1;
 	}
-	char *folder = folder_of(path);
+	char *folder = path_dirname(path);
 	char *dir = absolute_folder(folder);
 	int n = conf_parse(path, text, dir, &id, out, errout);
 	free(dir);

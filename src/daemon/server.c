@@ -330,7 +330,7 @@ static void server_accept(struct evconnlistener *lev, evutil_socket_t fd, struct
 	struct runtime *rt = runtime_current();
 	const struct conf_server *srv = runtime_server(rt, l->server_name);
 	struct tls_server *ts = srv ? rt->tls[srv - rt->conf->servers] : NULL;
-	char client[64];
+	char client[ADDR_TEXT_SIZE];
 	addr_text(sa, client, sizeof client);
 	if (!srv) {
 		close(fd);

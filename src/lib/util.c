@@ -374,3 +374,13 @@ void fdatasync_all(const int *fds, int *errs, size_t n)
 		pthread_cond_wait(&sync_pool.done, &sync_pool.lock);
 	pthread_mutex_unlock(&sync_pool.lock);
 }
+
+char *path_dirname(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+	if (!slash)
+		return xstrdup(".");
+	if (slash == path)
+		return xstrdup("/");
+	return xstrndup(path, (size_t)(slash - path));
+}

@@ -79,4 +79,8 @@ int thread_start(pthread_t *t, void *(*fn)(void *), void *arg);
 /* mkdir -p with mode; 0 or -1. */
 int mkdir_p(const char *path, unsigned mode);
 
+/* The folder part of path (caller frees): "." when it has none, "/" at
+ * the root. */
+char *path_dirname(const char *path);
+
 #endif

@@ -67,7 +67,7 @@ int maildir_sync(const char *dir)
 
 /* ---- the store's layout ------------------------------------------------ */
 
-static bool maildir_is_ctl(unsigned char c)
+bool maildir_is_ctl(unsigned char c)
 {
 	return c < 0x20 || c == 0x7f;
 }

@@ -1,5 +1,5 @@
-/* maildir: the Maildir format (https://cr.yp.to/proto/maildir.html,
- * maildir(5)): the folder of an address, new unique names, and reading for
+/* maildir: the Maildir format (maildir(5)):
+ * the folder of an address, new unique names, and reading for
  * POP3 and IMAP: listing new/ and cur/, moving new/ to cur/ with the ":2,"
  * info, the UIDs made of unique names (RFC 1939 §7), sizes with CRLF line
  * ends, deleting, streaming a message with CRLF line ends (and POP3
@@ -34,6 +34,9 @@ struct maildir_list {
 	size_t n;
 	uint64_t total;            /* sum of the sizes */
 };
+
+/* A control byte (C0 or DEL): never in a Maildir name or a header value. */
+bool maildir_is_ctl(unsigned char c);
 
 /* The Maildir folder of address (caller frees): <mailboxes>/<domain>/<local>,
  * with the domain lower-cased and '%', '/', a leading '.' and control bytes

@@ -1,5 +1,5 @@
 /* maildir_deliver: writing new messages into Maildirs (see
- * maildir_deliver.h; https://cr.yp.to/proto/maildir.html: write in tmp/,
+ * maildir_deliver.h and maildir(5): write in tmp/,
  * fsync, rename into new/). */
 #define _GNU_SOURCE /* sync_file_range */
 #include "store/maildir_deliver.h"
@@ -182,16 +182,11 @@ static int maildir_deliver_write(struct maildir_deliver_file *mf, const char *hd
 	return 0;
 }
 
-static bool maildir_deliver_is_ctl(unsigned char c)
-{
-	return c < 0x20 || c == 0x7f;
-}
-
 /* Header values must not be able to start a new header line. */
 static bool maildir_deliver_header_safe(const char *s)
 {
 	for (; *s; s++)
-		if (maildir_deliver_is_ctl((unsigned char)*s))
+		if (maildir_is_ctl((unsigned char)*s))
 			return false;
 	return true;
 }

@@ -1,5 +1,5 @@
 /* maildir_deliver: writing new messages into Maildirs
- * (https://cr.yp.to/proto/maildir.html, maildir(5)): a copy is written in
+ * (maildir(5)): a copy is written in
  * tmp/ under a unique name, synced, renamed into new/ with ",S=<size>,W=<size
  * with CRLF line ends>" appended, and new/ is synced.  Folders are made on
  * demand (mode 0700), each new one synced into its parent.  One copy at a

@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -57,6 +58,22 @@ static void test_errfmt_marks_a_cut(void **state)
 	assert_string_equal(err, "abc");
 }
 
+static void check_dirname(const char *path, const char *want)
+{
+	char *d = path_dirname(path);
+	assert_string_equal(d, want);
+	free(d);
+}
+
+static void test_path_dirname(void **state)
+{
+	(void)state;
+	check_dirname("/etc/posthorn/users", "/etc/posthorn");
+	check_dirname("users", ".");
+	check_dirname("/users", "/");
+	check_dirname("a/b", "a");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -64,6 +81,7 @@ int main(void)
 		cmocka_unit_test(test_xsnprintf_fits),
 		cmocka_unit_test(test_xsnprintf_cut_is_fatal),
 		cmocka_unit_test(test_errfmt_marks_a_cut),
+		cmocka_unit_test(test_path_dirname),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

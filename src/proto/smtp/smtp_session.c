@@ -981,6 +981,8 @@ static void smtp_data_line_in(struct smtp_session *s, const struct linebuf_line 
 static void smtp_login_done(void *owner, const struct login_verdict *v)
 {
 	struct smtp_session *s = owner;
+	if (v->kind != LOGIN_CHALLENGE && s->state == SMTP_AUTH)
+		smtp_enter_state(s, SMTP_READY);
 	switch (v->kind) {
 	case LOGIN_CHALLENGE:
 		smtp_reply(s, "334 %s", v->challenge);
@@ -988,20 +990,16 @@ static void smtp_login_done(void *owner, const struct login_verdict *v)
 		return; /* the client's answer comes as the next line */
 	case LOGIN_OK:
 		s->auth_user = xstrdup(v->user);
-		smtp_enter_state(s, SMTP_READY);
 		smtp_reply(s, "235 2.7.0 Authentication successful");
 		break;
 	case LOGIN_FAILED:
-		smtp_enter_state(s, SMTP_READY);
 		smtp_reply(s, "535 5.7.8 Authentication credentials invalid");
 		smtp_error(s);
 		break;
 	case LOGIN_CANCELLED:
-		smtp_enter_state(s, SMTP_READY);
 		smtp_reply(s, "501 5.7.0 Authentication aborted");
 		break;
 	case LOGIN_BAD_RESPONSE:
-		smtp_enter_state(s, SMTP_READY);
 		smtp_reply(s, "501 5.5.2 Cannot decode response");
 		smtp_error(s);
 		break;
