@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli/check_dns.h"
+#include "cli/check_hosts.h"
 #include "cli/cmd_queue.h"
 #include "cli/cmd_user.h"
 #include "conf/conf.h"
@@ -120,6 +121,8 @@ static int cmd_check(const char *conf_path, int argc, char **argv)
 			complain("cannot write to standard output: %s", strerror(errno));
 			errors++;
 		}
+		if (check_hosts(conf, stdout) < 0)
+			errors++;
 	}
 	conf_free(conf);
 	return errors ? 1 : 0;

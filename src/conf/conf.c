@@ -576,8 +576,9 @@ static bool arg_path(struct parser *p, const struct line *d, const struct arg *a
 	return true;
 }
 
-/* Lower case without one trailing dot; NULL (reported) when not a domain. */
-static char *arg_domain(struct parser *p, const struct arg *a)
+/* Lower case without one trailing dot; NULL (reported as a bad `what`
+ * name) when not a domain name. */
+static char *arg_dns_name(struct parser *p, const struct arg *a, const char *what)
 {
 	char *name = str_lower(xstrdup(a->s));
 	size_t n = strlen(name);
@@ -585,9 +586,14 @@ static char *arg_domain(struct parser *p, const struct arg *a)
 		name[n - 1] = '\0';
 	if (domain_is_valid(name))
 		return name;
-	conf_error(p, &a->pos, "bad domain name \"%s\"", Q(a->s));
+	conf_error(p, &a->pos, "bad %s name \"%s\"", what, Q(a->s));
 	free(name);
 	return NULL;
+}
+
+static char *arg_domain(struct parser *p, const struct arg *a)
+{
+	return arg_dns_name(p, a, "domain");
 }
 
 /* One of names[] (NULL-terminated); its index, or -1 (reported). */
@@ -817,7 +823,8 @@ static void rule_set_network(struct conf_rule *r, int family, const uint8_t addr
 static void report_bad_rule_address(struct parser *p, const struct arg *a)
 {
 	conf_error(p, &a->pos,
-		   "bad address \"%s\" (use an IP address, ADDRESS/PREFIX, ADDRESS MASK or domain NAME)",
+		   "bad address \"%s\" (use an IP address, ADDRESS/PREFIX, ADDRESS MASK, domain NAME "
+		   "or host NAME)",
 		   Q(a->s));
 }
 
@@ -894,6 +901,39 @@ static bool rule_domain(struct parser *p, const struct line *d, struct conf_rule
 	return r->domain != NULL;
 }
 
+/* The index of name in the server's host names, added when new. */
+static size_t server_host_index(struct conf_server *s, const char *name)
+{
+	for (size_t i = 0; i < s->nhosts; i++)
+		if (strcmp(s->hosts[i], name) == 0)
+			return i;
+	*(char **)xappend(&s->hosts, &s->nhosts, sizeof(char *)) = xstrdup(name);
+	return s->nhosts - 1;
+}
+
+/* host NAME: the addresses NAME stands for in DNS (A and AAAA), looked up
+ * by the daemon; an address is a rule of its own. */
+static bool rule_host(struct parser *p, const struct line *d, struct conf_rule *r)
+{
+	if (d->nargs != 2) {
+		conf_error(p, &d->args[0].pos, "\"host\" needs a name: %s host NAME", d->name.s);
+		return false;
+	}
+	const struct arg *a = &d->args[1];
+	uint8_t addr[16];
+	if (addr_parse(a->s, addr)) {
+		conf_error(p, &a->pos, "\"%s\" is an address, not a host name: write %s %s",
+			   Q(a->s), d->name.s, Q(a->s));
+		return false;
+	}
+	r->domain = arg_dns_name(p, a, "host");
+	r->kind = RULE_HOST;
+	if (!r->domain)
+		return false;
+	r->host = server_host_index(p->server, r->domain);
+	return true;
+}
+
 static char *args_joined(const struct line *d)
 {
 	struct wordbuf b = {0};
@@ -905,7 +945,8 @@ static char *args_joined(const struct line *d)
 	return wordbuf_take(&b);
 }
 
-/* allow/deny RULE: ADDRESS, ADDRESS/PREFIX, ADDRESS MASK or domain NAME. */
+/* allow/deny RULE: ADDRESS, ADDRESS/PREFIX, ADDRESS MASK, domain NAME or
+ * host NAME. */
 static bool rule_parse(struct parser *p, const struct line *d, enum conf_action action,
 		       struct conf_rule *r)
 {
@@ -914,6 +955,8 @@ static bool rule_parse(struct parser *p, const struct line *d, enum conf_action 
 	memset(r, 0, sizeof *r);
 	if (strcmp(first->s, "domain") == 0)
 		ok = rule_domain(p, d, r);
+	else if (strcmp(first->s, "host") == 0)
+		ok = rule_host(p, d, r);
 	else if (d->nargs == 2)
 		ok = rule_address_mask(p, d, r);
 	else if (strchr(first->s, '/'))
@@ -952,6 +995,8 @@ static void conf_defaults(struct conf *c)
 	c->spool = xstrdup("/var/spool/posthorn");
 	c->mailboxes = xstrdup("/var/mail/posthorn");
 	c->users = xstrdup("/etc/posthorn/users");
+	c->host_refresh_min = 30;
+	c->host_refresh_max = 86400;
 	c->outbound.smarthost_port = 25;
 	c->outbound.port = 25;
 	c->outbound.tls = OUTBOUND_TLS_OPPORTUNISTIC;
@@ -1028,6 +1073,9 @@ static void server_free(struct conf_server *s)
 	free(s->tls.certs);
 	rules_free(s->connection.rules, s->connection.nrules);
 	rules_free(s->relay.rules, s->relay.nrules);
+	for (size_t i = 0; i < s->nhosts; i++)
+		free(s->hosts[i]);
+	free(s->hosts);
 }
 
 void conf_free(struct conf *c)
@@ -1164,6 +1212,25 @@ static void dns_add(struct parser *p, const struct line *d, struct conf_dns *dns
 static void global_dns(struct parser *p, const struct line *d)
 {
 	dns_add(p, d, &p->conf->dns);
+}
+
+/* host-refresh MIN MAX: the bounds of the TTL after which the names of
+ * host rules are looked up again. */
+static void global_host_refresh(struct parser *p, const struct line *d)
+{
+	unsigned lo, hi;
+	bool ok = arg_duration(p, d, &d->args[0], &lo);
+	ok = arg_duration(p, d, &d->args[1], &hi) && ok;
+	if (!ok)
+		return;
+	if (hi < lo) {
+		conf_error(p, &d->args[1].pos,
+			   "bad duration \"%s\" for \"host-refresh\" (the maximum is less than the "
+			   "minimum %s)", Q(d->args[1].s), Q(d->args[0].s));
+		return;
+	}
+	p->conf->host_refresh_min = lo;
+	p->conf->host_refresh_max = hi;
 }
 
 static void global_run_as(struct parser *p, const struct line *d)
@@ -1752,6 +1819,7 @@ static const struct directive global_directives[] = {
 	{"users", 1, 1, global_users, NULL, NULL, true},
 	{"aliases", 1, 1, global_aliases, NULL, NULL, true},
 	{"dns", 1, CONF_ARGS_ANY, global_dns, NULL, NULL, true},
+	{"host-refresh", 2, 2, global_host_refresh, NULL, NULL, true},
 	{"run-as", 1, 1, global_run_as, NULL, NULL, true},
 	{"include", 1, 1, global_include, NULL, NULL, false},
 	{"outbound", 0, 0, NULL, &outbound_context, NULL, true},
@@ -2228,6 +2296,10 @@ static void print_rule_target(struct policy_out *out, const struct conf_rule *r)
 		out_printf(out, "clients whose verified reverse name is in %s", r->domain);
 		return;
 	}
+	if (r->kind == RULE_HOST) {
+		out_printf(out, "the addresses of %s", r->domain);
+		return;
+	}
 	if (!inet_ntop(r->family, r->addr, buf, sizeof buf)) {
 		out_puts(out, r->text);
 		return;
@@ -2270,6 +2342,22 @@ static void print_outbound(struct policy_out *out, const struct conf_outbound *o
 	out_puts(out, " (the last step repeats)\n");
 }
 
+/* Only when a server has host rules: when their names are looked up. */
+static void print_host_refresh(struct policy_out *out, const struct conf *c)
+{
+	bool any = false;
+	for (size_t i = 0; i < c->nservers; i++)
+		any = any || c->servers[i].nhosts > 0;
+	if (!any)
+		return;
+	out_puts(out, "host rules: names looked up at start and at each reload, again when "
+		      "their answer's TTL runs out (at least ");
+	print_duration(out, c->host_refresh_min);
+	out_puts(out, ", at most ");
+	print_duration(out, c->host_refresh_max);
+	out_puts(out, "); a name matches nothing until it resolves\n");
+}
+
 static void print_global(struct policy_out *out, const struct conf *c)
 {
 	out_puts(out, "local domains: ");
@@ -2286,6 +2374,7 @@ static void print_global(struct policy_out *out, const struct conf *c)
 		out_puts(out, c->dns.servers[i].text);
 	}
 	out_printf(out, "%s\n", c->dns.nservers ? "" : "the servers in /etc/resolv.conf");
+	print_host_refresh(out, c);
 	if (c->run_as)
 		out_printf(out, "run-as: %s (after binding its addresses)\n", c->run_as);
 	else

@@ -19,10 +19,11 @@ struct conf_pos {
 
 enum conf_protocol { PROTO_SMTP, PROTO_POP3, PROTO_IMAP };
 enum conf_action { ACTION_ALLOW, ACTION_DENY };
-enum conf_rule_kind { RULE_NETWORK, RULE_DOMAIN };
+enum conf_rule_kind { RULE_NETWORK, RULE_DOMAIN, RULE_HOST };
 
-/* A single computer, a group of computers (CIDR, address + mask), or a
- * domain matched on the client's forward-confirmed reverse name. */
+/* A single computer, a group of computers (CIDR, address + mask), a
+ * domain matched on the client's forward-confirmed reverse name, or a host
+ * name matched on the addresses it stands for in DNS. */
 struct conf_rule {
 	enum conf_action action;
 	enum conf_rule_kind kind;
@@ -30,7 +31,9 @@ struct conf_rule {
 	uint8_t addr[16];       /* network byte order, already masked */
 	uint8_t mask[16];
 	unsigned prefix;        /* number of leading one bits in mask */
-	char *domain;           /* RULE_DOMAIN: lower case, no trailing dot */
+	char *domain;           /* RULE_DOMAIN, RULE_HOST: the name, lower case,
+				 * no trailing dot */
+	size_t host;            /* RULE_HOST: its index in the server's hosts[] */
 	char *text;             /* as written, for messages and `check` */
 	struct conf_pos pos;
 };
@@ -120,6 +123,9 @@ struct conf_server {
 	struct conf_auth auth;
 	struct conf_relay relay;
 	struct conf_limits limits;
+	char **hosts;           /* the names of its host rules (connection and
+				 * relay), each once, in order of appearance */
+	size_t nhosts;
 	struct conf_pos pos;
 };
 
@@ -150,6 +156,8 @@ struct conf {
 	char *users;            /* absolute; default /etc/posthorn/users */
 	char *aliases;          /* absolute or NULL */
 	struct conf_dns dns;
+	unsigned host_refresh_min; /* host rules' names are looked up again after */
+	unsigned host_refresh_max; /* their TTL bounded to these; 30s, 1d */
 	char *run_as;           /* NULL: keep the starting user */
 	struct conf_outbound outbound;
 	struct conf_server *servers;

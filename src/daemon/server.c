@@ -229,7 +229,8 @@ static void server_admit(struct runtime *rt, const struct conf_server *srv, stru
 			 struct session_link *c, const char *name, const char *dns_status)
 {
 	const struct conf_rule *rule = NULL;
-	bool allowed = access_connection_allowed(&srv->connection, peer, name, &rule);
+	bool allowed = access_connection_allowed(&srv->connection, peer, name,
+						 runtime_hosts(rt, srv), &rule);
 	if (!allowed) {
 		char esc[LOG_VALUE_MAX], q[LOG_VALUE_MAX];
 		const char *text = rule ? rule->text : "default deny"; /* configuration text */

@@ -1,12 +1,17 @@
 /* access: the rule matcher of the `connection` and `relay` blocks (posthorn.conf(5)):
- * single addresses, networks (CIDR or address + mask) and domains matched on
- * the client's forward-confirmed reverse name.  The first match decides.
- * Pure functions: no DNS here (the caller brings the name from dns.c). */
+ * single addresses, networks (CIDR or address + mask), domains matched on
+ * the client's forward-confirmed reverse name, and host names matched on
+ * the addresses they stand for.  The first match decides.  Pure functions:
+ * no DNS here (the caller brings the name from dns.c, the host names'
+ * addresses from hostaddrs.c). */
 #include "net/access.h"
 
 #include <netinet/in.h>
 #include <string.h>
 #include <strings.h>
+
+#include "net/dns.h"
+#include "net/hostaddrs.h"
 
 /* The client's address as the rules see it: IPv4-mapped IPv6 addresses
  * (::ffff:a.b.c.d, RFC 4291 §2.5.5.2) become plain IPv4. */
@@ -76,6 +81,21 @@ bool access_addr_matches(const struct conf_rule *r, const struct sockaddr *sa)
 	return false;
 }
 
+bool access_host_matches(const struct conf_rule *r, const struct sockaddr *sa,
+			 const struct hostaddrs *hosts)
+{
+	struct access_addr a;
+	if (!r || r->kind != RULE_HOST || !access_addr_from(sa, &a))
+		return false;
+	size_t n;
+	const struct dns_addr *addrs = hostaddrs_get(hosts, r->host, &n);
+	for (size_t i = 0; i < n; i++)
+		if (addrs[i].family == a.family &&
+		    memcmp(addrs[i].addr, a.bytes, a.family == AF_INET ? 4 : 16) == 0)
+			return true;
+	return false;
+}
+
 /* Length of s without one trailing dot. */
 static size_t access_name_len(const char *s)
 {
@@ -108,26 +128,34 @@ bool access_needs_name(const struct conf_rule *rules, size_t n)
 }
 
 static bool access_rule_matches(const struct conf_rule *r, const struct sockaddr *sa,
-				const char *name)
+				const char *name, const struct hostaddrs *hosts)
 {
-	if (r->kind == RULE_DOMAIN)
+	switch (r->kind) {
+	case RULE_DOMAIN:
 		return name != NULL && access_name_in_domain(name, r->domain);
+	case RULE_HOST:
+		return access_host_matches(r, sa, hosts);
+	case RULE_NETWORK:
+		break;
+	}
 	return access_addr_matches(r, sa);
 }
 
 const struct conf_rule *access_first_match(const struct conf_rule *rules, size_t n,
-					   const struct sockaddr *sa, const char *name)
+					   const struct sockaddr *sa, const char *name,
+					   const struct hostaddrs *hosts)
 {
 	for (size_t i = 0; i < n; i++)
-		if (access_rule_matches(&rules[i], sa, name))
+		if (access_rule_matches(&rules[i], sa, name, hosts))
 			return &rules[i];
 	return NULL;
 }
 
 bool access_connection_allowed(const struct conf_connection *c, const struct sockaddr *sa,
-			       const char *name, const struct conf_rule **matched)
+			       const char *name, const struct hostaddrs *hosts,
+			       const struct conf_rule **matched)
 {
-	const struct conf_rule *r = access_first_match(c->rules, c->nrules, sa, name);
+	const struct conf_rule *r = access_first_match(c->rules, c->nrules, sa, name, hosts);
 	if (matched)
 		*matched = r;
 	if (r)

@@ -1,6 +1,7 @@
 /* access: the one rule matcher for `connection` and `relay` (posthorn.conf(5)):
- * single addresses, networks (CIDR or address + mask), and domains matched
- * on the client's forward-confirmed reverse DNS name.  First match decides. */
+ * single addresses, networks (CIDR or address + mask), domains matched on
+ * the client's forward-confirmed reverse DNS name, and host names matched
+ * on the addresses they stand for (hostaddrs).  First match decides. */
 #ifndef POSTHORN_ACCESS_H
 #define POSTHORN_ACCESS_H
 
@@ -10,9 +11,16 @@
 
 #include "conf/conf.h"
 
+struct hostaddrs;
+
 /* Does the network rule r cover the address?  IPv4-mapped IPv6 addresses
  * (::ffff:a.b.c.d) match IPv4 rules. */
 bool access_addr_matches(const struct conf_rule *r, const struct sockaddr *sa);
+
+/* Does the host rule r cover the address: is it one of those r's name
+ * stands for now in hosts (the server's set; NULL: none yet)? */
+bool access_host_matches(const struct conf_rule *r, const struct sockaddr *sa,
+			 const struct hostaddrs *hosts);
 
 /* Is name equal to domain or below it on a label boundary ("mail.isp.example"
  * is in "isp.example", "badisp.example" is not), case-insensitively, one
@@ -23,13 +31,16 @@ bool access_name_in_domain(const char *name, const char *domain);
 bool access_needs_name(const struct conf_rule *rules, size_t n);
 
 /* The first rule that matches the client (address rules always; domain
- * rules only when name, the forward-confirmed reverse name, is known);
- * NULL when none does.  */
+ * rules only when name, the forward-confirmed reverse name, is known; host
+ * rules on the addresses hosts knows for their names, none while a name
+ * is not resolved); NULL when none does.  */
 const struct conf_rule *access_first_match(const struct conf_rule *rules, size_t n,
-					   const struct sockaddr *sa, const char *name);
+					   const struct sockaddr *sa, const char *name,
+					   const struct hostaddrs *hosts);
 
 /* `connection` verdict: the first match's action, else default. */
 bool access_connection_allowed(const struct conf_connection *c, const struct sockaddr *sa,
-			       const char *name, const struct conf_rule **matched);
+			       const char *name, const struct hostaddrs *hosts,
+			       const struct conf_rule **matched);
 
 #endif

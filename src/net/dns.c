@@ -134,9 +134,9 @@ struct dns_entry {
 	struct dns_answer ans;
 };
 
-enum dns_op_kind { DNS_OP_PTR, DNS_OP_ADDRS, DNS_OP_MX, DNS_OP_FCRDNS };
+enum dns_op_kind { DNS_OP_PTR, DNS_OP_ADDRS, DNS_OP_HOST, DNS_OP_MX, DNS_OP_FCRDNS };
 
-/* Answers an op waits for.  ADDRS: 0 = A, 1 = AAAA.  FCRDNS: 0 = PTR,
+/* Answers an op waits for.  ADDRS, HOST: 0 = A, 1 = AAAA.  FCRDNS: 0 = PTR,
  * 1 + i = forward lookup of names[i].  PTR, MX: 0. */
 #define DNS_OP_SLOTS (1 + DNS_FCRDNS_NAMES)
 
@@ -148,6 +148,7 @@ struct dns_op {
 	enum dns_op_kind kind;
 	dns_name_cb name_cb;
 	dns_addrs_cb addrs_cb;
+	dns_host_cb host_cb;
 	dns_mx_cb mx_cb;
 	void *arg;
 	bool dead;              /* cancelled or completed: the callback never runs (again) */
@@ -157,8 +158,9 @@ struct dns_op {
 	bool confirmed[DNS_FCRDNS_NAMES];
 	char *names[DNS_FCRDNS_NAMES]; /* PTR: the answer; FCRDNS: the candidates */
 	size_t nnames;
-	struct dns_addr *addrs; /* ADDRS */
+	struct dns_addr *addrs; /* ADDRS, HOST */
 	size_t naddrs;
+	uint32_t ttl;           /* HOST: the smallest TTL of its answers */
 	struct dns_mx *mx;      /* MX */
 	size_t nmx;
 };
@@ -703,6 +705,13 @@ static struct dns_entry *dns_cache_find(const struct dns_resolver *r, int type, 
 	return NULL;
 }
 
+/* Whole seconds an entry may still be used (0 in its last second). */
+static uint32_t dns_entry_ttl_left(const struct dns_entry *e)
+{
+	uint64_t now = dns_now_ms();
+	return e->expires > now ? (uint32_t)((e->expires - now) / 1000) : 0;
+}
+
 /* A fresh entry, now the most recently used; NULL on a miss. */
 static struct dns_entry *dns_cache_get(struct dns_resolver *r, int type, const char *name,
 				       uint64_t hash)
@@ -831,6 +840,7 @@ static struct dns_op *dns_op_new(struct dns_resolver *r, enum dns_op_kind kind, 
 	op->kind = kind;
 	op->arg = arg;
 	op->outstanding = 1; /* released when the starting function is done */
+	op->ttl = DNS_TTL_MAX;
 	for (size_t i = 0; i < DNS_OP_SLOTS; i++)
 		op->slot[i] = DNS_ERROR;
 	op->node.hash = op->id;
@@ -929,10 +939,13 @@ static void dns_op_answer(struct dns_resolver *r, struct dns_op *op, int slot,
 			op->names[op->nnames++] = xstrdup(ans->names[0]);
 		break;
 	case DNS_OP_ADDRS:
+	case DNS_OP_HOST:
 		op->slot[slot] = ans->status;
 		for (size_t i = 0; ans->status == DNS_OK && i < ans->naddrs; i++)
 			*(struct dns_addr *)xappend(&op->addrs, &op->naddrs, sizeof *op->addrs) =
 				ans->addrs[i];
+		if (ans->status == DNS_OK || ans->status == DNS_NOTFOUND)
+			op->ttl = dns_min32(op->ttl, ans->ttl);
 		break;
 	case DNS_OP_MX:
 		dns_mx_take(op, ans);
@@ -962,6 +975,22 @@ static void dns_addrs_complete(struct dns_op *op)
 	if (op->naddrs == 0)
 		st = dns_worse(op->slot[0], op->slot[1]);
 	op->addrs_cb(op->arg, st, st == DNS_OK ? op->addrs : NULL, st == DNS_OK ? op->naddrs : 0);
+}
+
+/* Both answers or nothing: a failed A or AAAA query fails the whole
+ * lookup, so that a caller keeping the addresses never takes half of them
+ * for all. */
+static void dns_host_complete(struct dns_op *op)
+{
+	enum dns_status st = DNS_OK;
+	bool failed = (op->slot[0] != DNS_OK && op->slot[0] != DNS_NOTFOUND) ||
+		      (op->slot[1] != DNS_OK && op->slot[1] != DNS_NOTFOUND);
+	if (failed)
+		st = dns_worse(op->slot[0], op->slot[1]);
+	else if (op->naddrs == 0)
+		st = DNS_NOTFOUND;
+	op->host_cb(op->arg, st, st == DNS_OK ? op->addrs : NULL, st == DNS_OK ? op->naddrs : 0,
+		    failed ? 0 : op->ttl);
 }
 
 /* RFC 7505 §3: a null MX is the only MX of its domain.  Root hosts next to
@@ -1048,6 +1077,9 @@ static void dns_op_complete(struct dns_op *op)
 		break;
 	case DNS_OP_ADDRS:
 		dns_addrs_complete(op);
+		break;
+	case DNS_OP_HOST:
+		dns_host_complete(op);
 		break;
 	case DNS_OP_MX:
 		dns_mx_complete(op);
@@ -1222,7 +1254,10 @@ static void dns_rq_start(struct dns_resolver *r, int type, const char *name, str
 	struct dns_entry *e = dns_cache_get(r, type, name, hash);
 	if (e) {
 		r->stats.cache_hits++;
-		dns_op_deliver(r, op, slot, &e->ans);
+		/* the records as cached, with the part of their TTL that is left */
+		struct dns_answer left = e->ans;
+		left.ttl = dns_entry_ttl_left(e);
+		dns_op_deliver(r, op, slot, &left);
 		return;
 	}
 	struct dns_pending *p = dns_pending_find(r, type, name, hash);
@@ -1437,6 +1472,20 @@ dns_query_id dns_lookup_addrs(struct dns_resolver *r, const char *name, dns_addr
 		return 0;
 	struct dns_op *op = dns_op_begin(r, DNS_OP_ADDRS, arg);
 	op->addrs_cb = cb;
+	char qname[DNS_NAME_BUF];
+	if (dns_name_normalize(name, qname, sizeof qname)) {
+		dns_rq_start(r, DNS_T_A, qname, op, 0);
+		dns_rq_start(r, DNS_T_AAAA, qname, op, 1);
+	}
+	return dns_op_done(r, op);
+}
+
+dns_query_id dns_lookup_host(struct dns_resolver *r, const char *name, dns_host_cb cb, void *arg)
+{
+	if (!r || r->doomed || !cb)
+		return 0;
+	struct dns_op *op = dns_op_begin(r, DNS_OP_HOST, arg);
+	op->host_cb = cb;
 	char qname[DNS_NAME_BUF];
 	if (dns_name_normalize(name, qname, sizeof qname)) {
 		dns_rq_start(r, DNS_T_A, qname, op, 0);

@@ -61,6 +61,10 @@ typedef void (*dns_name_cb)(void *arg, enum dns_status st, const char *name);
 typedef void (*dns_addrs_cb)(void *arg, enum dns_status st, const struct dns_addr *addrs,
 			     size_t n);
 typedef void (*dns_mx_cb)(void *arg, enum dns_status st, const struct dns_mx *mx, size_t n);
+/* ttl: seconds the answer may be kept (what is left of it when it came
+ * from the cache; 0 with a failure). */
+typedef void (*dns_host_cb)(void *arg, enum dns_status st, const struct dns_addr *addrs,
+			    size_t n, uint32_t ttl);
 
 /* The callback may run before the function returns (cache hit, or a name
  * that is no host name: DNS_ERROR, nothing sent); it never runs after
@@ -72,6 +76,12 @@ dns_query_id dns_lookup_ptr(struct dns_resolver *r, const struct sockaddr *sa, d
 /* A and AAAA together (A first); DNS_OK when either has addresses. */
 dns_query_id dns_lookup_addrs(struct dns_resolver *r, const char *name, dns_addrs_cb cb,
 			      void *arg);
+/* A and AAAA together for a caller that keeps the addresses for their TTL
+ * (the host rules): DNS_OK when both answered and either has addresses,
+ * DNS_NOTFOUND when both say there are none, else the failure of either
+ * (DNS_TIMEOUT or DNS_ERROR: never half an answer).  ttl is the smaller
+ * of the two answers' TTLs (a negative answer's per RFC 2308). */
+dns_query_id dns_lookup_host(struct dns_resolver *r, const char *name, dns_host_cb cb, void *arg);
 /* MX sorted by preference (equal preferences in random order).  A null MX
  * (RFC 7505: one record, preference 0, host ".") comes back as DNS_OK with
  * n == 1 and host "". */

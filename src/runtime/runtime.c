@@ -1,5 +1,6 @@
 /* runtime: one configuration generation — the configuration with the
- * users, aliases, certificates and resolvers loaded alongside it —
+ * users, aliases, certificates, resolvers and the host rules' addresses
+ * loaded alongside it —
  * reference-counted, so that a reload (SIGHUP) never changes the rules
  * under a session or a delivery attempt that started before it. */
 #include "runtime/runtime.h"
@@ -15,6 +16,7 @@
 #include "lib/log.h"
 #include "lib/util.h"
 #include "net/dns.h"
+#include "net/hostaddrs.h"
 #include "net/tls.h"
 
 /* ---- runtime generations ---------------------------------------------- */
@@ -41,6 +43,10 @@ void runtime_unref(struct runtime *rt)
 {
 	if (!rt || --rt->refs > 0)
 		return;
+	/* before the resolvers: their lookups in flight are cancelled */
+	for (size_t i = 0; rt->hosts && i < rt->conf->nservers; i++)
+		hostaddrs_free(rt->hosts[i]);
+	free(rt->hosts);
 	for (size_t i = 0; rt->tls && i < rt->conf->nservers; i++)
 		if (rt->tls[i])
 			tls_server_free(rt->tls[i]);
@@ -105,6 +111,31 @@ static int runtime_load_dns(struct runtime *rt, FILE *err)
 	return errors;
 }
 
+/* The host rules' names of each server, looked up through the server's
+ * resolver; a reload starts from what the running generation knows of
+ * them, so that its rules keep matching until the new answers come. */
+static void runtime_start_hosts(struct runtime *rt, const struct runtime *prev)
+{
+	const struct conf *c = rt->conf;
+	rt->hosts = xcalloc(c->nservers, sizeof *rt->hosts);
+	for (size_t i = 0; i < c->nservers; i++) {
+		const struct conf_server *srv = &c->servers[i];
+		if (srv->nhosts == 0)
+			continue;
+		rt->hosts[i] = hostaddrs_new(srv->hosts, srv->nhosts, c->host_refresh_min,
+					     c->host_refresh_max);
+		const struct conf_server *old = prev ? runtime_server(prev, srv->name) : NULL;
+		if (old)
+			hostaddrs_seed(rt->hosts[i], runtime_hosts(prev, old));
+		hostaddrs_start(rt->hosts[i], rt->base, runtime_resolver(rt, srv), srv->name);
+	}
+}
+
+const struct hostaddrs *runtime_hosts(const struct runtime *rt, const struct conf_server *srv)
+{
+	return rt->hosts ? rt->hosts[srv - rt->conf->servers] : NULL;
+}
+
 struct dns_resolver *runtime_resolver(const struct runtime *rt, const struct conf_server *srv)
 {
 	struct dns_resolver *own = rt->server_dns[srv - rt->conf->servers];
@@ -148,6 +179,7 @@ struct runtime *runtime_load(const char *path, struct spool *sp, struct event_ba
 		return NULL;
 	}
 	free(errs);
+	runtime_start_hosts(rt, runtime_current());
 	return rt;
 }
 

@@ -1,5 +1,6 @@
 /* runtime: one configuration generation with what was loaded alongside it
- * (users, aliases, certificates, resolvers), reference-counted.  The
+ * (users, aliases, certificates, resolvers, the addresses of the host
+ * rules' names), reference-counted.  The
  * daemon makes one at start and one at each reload; a session or a
  * delivery attempt holds a reference for its whole life. */
 #ifndef POSTHORN_RUNTIME_H
@@ -14,6 +15,7 @@ struct event_base;
 struct tls_server;
 struct sasl_throttle;
 struct dns_resolver;
+struct hostaddrs;
 
 struct runtime {
 	int refs;
@@ -23,6 +25,7 @@ struct runtime {
 	struct tls_server **tls;     /* per conf->servers[i]; NULL: no certificate */
 	struct dns_resolver *dns;    /* the global `dns` servers (or resolv.conf) */
 	struct dns_resolver **server_dns; /* per server with its own `dns`; else NULL */
+	struct hostaddrs **hosts;    /* per server with host rules; else NULL */
 	struct spool *spool;         /* shared by every generation */
 	struct event_base *base;
 	struct sasl_throttle *throttle; /* shared by every generation */
@@ -41,6 +44,8 @@ void runtime_set_current(struct runtime *rt);
 
 /* The resolver for server srv of rt: its own, or the global one. */
 struct dns_resolver *runtime_resolver(const struct runtime *rt, const struct conf_server *srv);
+/* The addresses of server srv's host rules (NULL when it has none). */
+const struct hostaddrs *runtime_hosts(const struct runtime *rt, const struct conf_server *srv);
 /* The server block called name in this generation, or NULL. */
 const struct conf_server *runtime_server(const struct runtime *rt, const char *name);
 

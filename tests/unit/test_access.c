@@ -1,7 +1,8 @@
 /* Unit tests for access.c, the rule matcher of `connection` and `relay`
  * (posthorn.conf(5)): single addresses, CIDR, address + mask, /0, /32, /128,
- * IPv4-mapped clients, first match decides, the default, and domain
- * suffixes on label boundaries. */
+ * IPv4-mapped clients, first match decides, the default, domain suffixes
+ * on label boundaries, and host names on the addresses they stand for
+ * (set here by hand, as an answer of the DNS would). */
 #define _GNU_SOURCE
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,6 +17,8 @@
 #include <sys/un.h>
 
 #include "net/access.h"
+#include "net/dns.h"
+#include "net/hostaddrs.h"
 #include "conf/conf.h"
 
 /* ---- helpers ------------------------------------------------------------- */
@@ -86,7 +89,7 @@ static bool allowed(const struct conf *c, const char *addr, const char *name,
 		    const struct conf_rule **matched)
 {
 	struct client cl;
-	return access_connection_allowed(conn(c), client(&cl, addr), name, matched);
+	return access_connection_allowed(conn(c), client(&cl, addr), name, NULL, matched);
 }
 
 /* ---- networks ------------------------------------------------------------ */
@@ -426,12 +429,205 @@ static void test_first_match_helper(void **state)
 					  "        deny 0.0.0.0/0\n");
 	const struct conf_rule *rules = conn(c)->rules;
 	size_t n = conn(c)->nrules;
-	assert_ptr_equal(access_first_match(rules, n, client(&cl, "1.2.3.4"), "x.isp.example"),
+	assert_ptr_equal(access_first_match(rules, n, client(&cl, "1.2.3.4"), "x.isp.example", NULL),
 			 &rules[0]);
-	assert_ptr_equal(access_first_match(rules, n, client(&cl, "1.2.3.4"), NULL), &rules[1]);
-	assert_null(access_first_match(rules, n, client(&cl, "::1"), NULL));
-	assert_null(access_first_match(rules, 0, client(&cl, "1.2.3.4"), "x.isp.example"));
+	assert_ptr_equal(access_first_match(rules, n, client(&cl, "1.2.3.4"), NULL, NULL), &rules[1]);
+	assert_null(access_first_match(rules, n, client(&cl, "::1"), NULL, NULL));
+	assert_null(access_first_match(rules, 0, client(&cl, "1.2.3.4"), "x.isp.example", NULL));
 	conf_free(c);
+}
+
+/* ---- host names ------------------------------------------------------------ */
+
+static struct dns_addr dns_addr_of(const char *text)
+{
+	struct dns_addr a = {0};
+	if (inet_pton(AF_INET, text, a.addr) == 1) {
+		a.family = AF_INET;
+	} else {
+		assert_int_equal(inet_pton(AF_INET6, text, a.addr), 1);
+		a.family = AF_INET6;
+	}
+	return a;
+}
+
+/* The server's host names with the addresses a DNS answer gave them. */
+static struct hostaddrs *hosts_of(const struct conf *c)
+{
+	const struct conf_server *s = &c->servers[0];
+	return hostaddrs_new(s->hosts, s->nhosts, 30, 86400);
+}
+
+static void set_addrs(struct hostaddrs *h, size_t i, const char *a, const char *b)
+{
+	struct dns_addr addrs[2] = {dns_addr_of(a), dns_addr_of(b ? b : a)};
+	hostaddrs_set(h, i, addrs, b ? 2 : 1);
+}
+
+static bool allowed_with(const struct conf *c, const struct hostaddrs *h, const char *addr,
+			 const struct conf_rule **matched)
+{
+	struct client cl;
+	return access_connection_allowed(conn(c), client(&cl, addr), NULL, h, matched);
+}
+
+static void test_host_rules_match_their_addresses(void **state)
+{
+	(void)state;
+	const struct conf_rule *m;
+	struct conf *c = parse_connection("        default deny\n"
+					  "        allow host Mail.ISP.example.\n"
+					  "        allow host relay.isp.example\n");
+	assert_int_equal(c->servers[0].nhosts, 2);
+	assert_string_equal(c->servers[0].hosts[0], "mail.isp.example");
+	struct hostaddrs *h = hosts_of(c);
+	set_addrs(h, 0, "192.0.2.25", "2001:db8::25");
+	assert_true(allowed_with(c, h, "192.0.2.25", &m));
+	assert_ptr_equal(m, &conn(c)->rules[0]);
+	assert_true(allowed_with(c, h, "::ffff:192.0.2.25", &m));
+	assert_ptr_equal(m, &conn(c)->rules[0]);
+	assert_true(allowed_with(c, h, "2001:db8::25", &m));
+	assert_ptr_equal(m, &conn(c)->rules[0]);
+	/* neighbours of the addresses are not the host */
+	assert_false(allowed_with(c, h, "192.0.2.26", &m));
+	assert_null(m);
+	assert_false(allowed_with(c, h, "2001:db8::26", NULL));
+	/* the second name has no answer yet: it matches nothing */
+	assert_false(allowed_with(c, h, "198.51.100.1", &m));
+	assert_null(m);
+	/* a new answer replaces the old addresses */
+	set_addrs(h, 0, "192.0.2.99", NULL);
+	assert_false(allowed_with(c, h, "192.0.2.25", NULL));
+	assert_true(allowed_with(c, h, "192.0.2.99", NULL));
+	/* an answer with no addresses: the name matches nothing again */
+	hostaddrs_set(h, 0, NULL, 0);
+	assert_false(allowed_with(c, h, "192.0.2.99", NULL));
+	/* without the set (no lookups), host rules match nothing */
+	set_addrs(h, 0, "192.0.2.25", NULL);
+	assert_false(allowed_with(c, NULL, "192.0.2.25", NULL));
+	hostaddrs_free(h);
+	conf_free(c);
+}
+
+static void test_unresolved_deny_host_denies_nothing(void **state)
+{
+	(void)state;
+	const struct conf_rule *m;
+	/* default allow with a deny host list: open until the name resolves */
+	struct conf *c = parse_connection("        deny host spam.example\n");
+	struct hostaddrs *h = hosts_of(c);
+	assert_true(allowed_with(c, h, "203.0.113.5", &m));
+	assert_null(m);
+	set_addrs(h, 0, "203.0.113.5", NULL);
+	assert_false(allowed_with(c, h, "203.0.113.5", &m));
+	assert_ptr_equal(m, &conn(c)->rules[0]);
+	assert_true(allowed_with(c, h, "203.0.113.6", NULL));
+	hostaddrs_free(h);
+	conf_free(c);
+}
+
+static void test_host_rules_in_order(void **state)
+{
+	(void)state;
+	const struct conf_rule *m;
+	/* one name in two rules is one entry; the first rule that matches decides */
+	struct conf *c = parse_connection("        deny 192.0.2.7\n"
+					  "        allow host a.example\n"
+					  "        deny host b.example\n"
+					  "        deny host a.example\n"
+					  "        default deny\n");
+	const struct conf_server *s = &c->servers[0];
+	assert_int_equal(s->nhosts, 2);
+	assert_int_equal(conn(c)->rules[1].host, 0);
+	assert_int_equal(conn(c)->rules[2].host, 1);
+	assert_int_equal(conn(c)->rules[3].host, 0);
+	struct hostaddrs *h = hosts_of(c);
+	set_addrs(h, 0, "192.0.2.7", "192.0.2.8");
+	set_addrs(h, 1, "192.0.2.8", "192.0.2.9");
+	assert_false(allowed_with(c, h, "192.0.2.7", &m));
+	assert_ptr_equal(m, &conn(c)->rules[0]);
+	assert_true(allowed_with(c, h, "192.0.2.8", &m));
+	assert_ptr_equal(m, &conn(c)->rules[1]);
+	assert_false(allowed_with(c, h, "192.0.2.9", &m));
+	assert_ptr_equal(m, &conn(c)->rules[2]);
+	/* a host rule is no network rule, and the reverse */
+	assert_false(access_addr_matches(&conn(c)->rules[1], client(&(struct client){0}, "192.0.2.8")));
+	assert_false(access_host_matches(&conn(c)->rules[0], client(&(struct client){0}, "192.0.2.7"), h));
+	assert_false(access_needs_name(conn(c)->rules, conn(c)->nrules));
+	hostaddrs_free(h);
+	conf_free(c);
+}
+
+static void test_relay_host_rule(void **state)
+{
+	(void)state;
+	char *errors = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&errors, &len);
+	assert_non_null(f);
+	struct conf *c = NULL;
+	assert_int_equal(conf_parse_string("test.conf",
+					   "domains example.test\n"
+					   "server s {\n"
+					   "    listen 127.0.0.1:25\n"
+					   "    connection { deny host spam.example }\n"
+					   "    relay { allow host office.example }\n"
+					   "}\n",
+					   "/etc/posthorn", &c, f), 0);
+	fclose(f);
+	free(errors);
+	const struct conf_server *s = &c->servers[0];
+	/* connection and relay share the server's names */
+	assert_int_equal(s->nhosts, 2);
+	assert_int_equal(s->relay.rules[0].host, 1);
+	struct hostaddrs *h = hosts_of(c);
+	set_addrs(h, 1, "192.0.2.44", NULL);
+	struct client cl;
+	assert_ptr_equal(access_first_match(s->relay.rules, s->relay.nrules,
+					    client(&cl, "192.0.2.44"), NULL, h),
+			 &s->relay.rules[0]);
+	assert_null(access_first_match(s->relay.rules, s->relay.nrules,
+				       client(&cl, "192.0.2.45"), NULL, h));
+	hostaddrs_free(h);
+	conf_free(c);
+}
+
+static void test_hostaddrs_retry_delay(void **state)
+{
+	(void)state;
+	/* doubles from the refresh minimum, up to 5 minutes */
+	assert_int_equal(hostaddrs_retry_delay(30, 1), 30);
+	assert_int_equal(hostaddrs_retry_delay(30, 2), 60);
+	assert_int_equal(hostaddrs_retry_delay(30, 4), 240);
+	assert_int_equal(hostaddrs_retry_delay(30, 5), 300);
+	assert_int_equal(hostaddrs_retry_delay(30, 1000), 300);
+	assert_int_equal(hostaddrs_retry_delay(1, 3), 4);
+	/* a minimum above the cap is the wait itself */
+	assert_int_equal(hostaddrs_retry_delay(3600, 1), 3600);
+	assert_int_equal(hostaddrs_retry_delay(3600, 9), 3600);
+}
+
+static void test_hostaddrs_seed(void **state)
+{
+	(void)state;
+	char *old_names[] = {"a.example", "b.example"};
+	char *new_names[] = {"b.example", "c.example"};
+	struct hostaddrs *old = hostaddrs_new(old_names, 2, 30, 86400);
+	struct hostaddrs *h = hostaddrs_new(new_names, 2, 30, 86400);
+	set_addrs(old, 1, "192.0.2.2", "2001:db8::2");
+	hostaddrs_seed(h, old);
+	size_t n;
+	const struct dns_addr *a = hostaddrs_get(h, 0, &n);
+	assert_int_equal(n, 2);
+	assert_int_equal(a[1].family, AF_INET6);
+	assert_null(hostaddrs_get(h, 1, &n));
+	assert_int_equal(n, 0);
+	/* out of range, or no set at all: nothing */
+	assert_null(hostaddrs_get(h, 2, &n));
+	assert_int_equal(n, 0);
+	assert_null(hostaddrs_get(NULL, 0, &n));
+	hostaddrs_free(old);
+	hostaddrs_free(h);
 }
 
 int main(void)
@@ -453,6 +649,12 @@ int main(void)
 		cmocka_unit_test(test_name_in_domain),
 		cmocka_unit_test(test_domain_rules),
 		cmocka_unit_test(test_first_match_helper),
+		cmocka_unit_test(test_host_rules_match_their_addresses),
+		cmocka_unit_test(test_unresolved_deny_host_denies_nothing),
+		cmocka_unit_test(test_host_rules_in_order),
+		cmocka_unit_test(test_relay_host_rule),
+		cmocka_unit_test(test_hostaddrs_retry_delay),
+		cmocka_unit_test(test_hostaddrs_seed),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

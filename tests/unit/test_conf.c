@@ -1226,10 +1226,10 @@ static void test_bad_rule_address(void **state)
 				 "        deny host.example\n"
 				 "        allow x/24\n"
 				 "        allow bogus 255.255.255.0\n"),
-		      NAME ":5:15: bad address \"10.0.0.256\" (use an IP address, ADDRESS/PREFIX, ADDRESS MASK or domain NAME)\n"
-		      NAME ":6:14: bad address \"host.example\" (use an IP address, ADDRESS/PREFIX, ADDRESS MASK or domain NAME)\n"
-		      NAME ":7:15: bad address \"x/24\" (use an IP address, ADDRESS/PREFIX, ADDRESS MASK or domain NAME)\n"
-		      NAME ":8:15: bad address \"bogus\" (use an IP address, ADDRESS/PREFIX, ADDRESS MASK or domain NAME)\n");
+		      NAME ":5:15: bad address \"10.0.0.256\" (use an IP address, ADDRESS/PREFIX, ADDRESS MASK, domain NAME or host NAME)\n"
+		      NAME ":6:14: bad address \"host.example\" (use an IP address, ADDRESS/PREFIX, ADDRESS MASK, domain NAME or host NAME)\n"
+		      NAME ":7:15: bad address \"x/24\" (use an IP address, ADDRESS/PREFIX, ADDRESS MASK, domain NAME or host NAME)\n"
+		      NAME ":8:15: bad address \"bogus\" (use an IP address, ADDRESS/PREFIX, ADDRESS MASK, domain NAME or host NAME)\n");
 }
 
 static void test_bad_domain_rule(void **state)
@@ -1241,6 +1241,75 @@ static void test_bad_domain_rule(void **state)
 		      NAME ":5:15: \"domain\" needs a name: allow domain NAME\n"
 		      NAME ":6:22: bad domain name \"bad_name.example\"\n"
 		      NAME ":7:21: bad domain name \".example\"\n");
+}
+
+static void test_host_rule(void **state)
+{
+	(void)state;
+	struct conf *c = parse_ok(CONNECTION("        allow host Mail.ISP.Example.\n"
+					     "        deny 192.0.2.0/24\n"
+					     "        deny host spam.example\n"
+					     "        allow host mail.isp.example\n"));
+	const struct conf_server *s = &c->servers[0];
+	const struct conf_rule *r = s->connection.rules;
+	assert_int_equal(s->connection.nrules, 4);
+	assert_int_equal(r[0].kind, RULE_HOST);
+	assert_int_equal(r[0].action, ACTION_ALLOW);
+	assert_string_equal(r[0].domain, "mail.isp.example");
+	assert_string_equal(r[0].text, "host Mail.ISP.Example.");
+	assert_int_equal(r[2].kind, RULE_HOST);
+	assert_int_equal(r[2].action, ACTION_DENY);
+	/* each name once in the server's list; rules point into it */
+	assert_int_equal(s->nhosts, 2);
+	assert_string_equal(s->hosts[0], "mail.isp.example");
+	assert_string_equal(s->hosts[1], "spam.example");
+	assert_int_equal(r[0].host, 0);
+	assert_int_equal(r[2].host, 1);
+	assert_int_equal(r[3].host, 0);
+	/* the refresh bounds' defaults */
+	assert_int_equal(c->host_refresh_min, 30);
+	assert_int_equal(c->host_refresh_max, 86400);
+	conf_free(c);
+}
+
+static void test_bad_host_rule(void **state)
+{
+	(void)state;
+	expect_errors(CONNECTION("        allow host\n"
+				 "        allow host bad_name.example\n"
+				 "        deny host -x.example\n"
+				 "        allow host 192.0.2.7\n"
+				 "        deny host 2001:db8::1\n"
+				 "        allow host a.example b.example\n"
+				 "        deny host \"\"\n"),
+		      NAME ":5:15: \"host\" needs a name: allow host NAME\n"
+		      NAME ":6:20: bad host name \"bad_name.example\"\n"
+		      NAME ":7:19: bad host name \"-x.example\"\n"
+		      NAME ":8:20: \"192.0.2.7\" is an address, not a host name: write allow 192.0.2.7\n"
+		      NAME ":9:19: \"2001:db8::1\" is an address, not a host name: write deny 2001:db8::1\n"
+		      NAME ":10:9: \"allow\" needs 1 or 2 arguments\n"
+		      NAME ":11:19: bad host name \"\"\n");
+}
+
+static void test_host_refresh(void **state)
+{
+	(void)state;
+	struct conf *c = parse_ok("host-refresh 1s 2h\n" CONNECTION("        allow host a.example\n"));
+	assert_int_equal(c->host_refresh_min, 1);
+	assert_int_equal(c->host_refresh_max, 7200);
+	conf_free(c);
+	c = parse_ok("host-refresh 5m 5m\n" OK_SERVER "domains example.test\n");
+	assert_int_equal(c->host_refresh_min, 300);
+	assert_int_equal(c->host_refresh_max, 300);
+	conf_free(c);
+	expect_errors("host-refresh 1h 1m\n" OK_SERVER,
+		      NAME ":1:17: bad duration \"1m\" for \"host-refresh\" (the maximum is less than the minimum 1h)\n");
+	expect_errors("host-refresh 0s 1d\n" OK_SERVER,
+		      NAME ":1:14: bad duration \"0s\" for \"host-refresh\" (must be more than 0)\n");
+	expect_errors("host-refresh 1s\n" OK_SERVER,
+		      NAME ":1:1: \"host-refresh\" needs 2 arguments\n");
+	expect_errors("host-refresh soon 1d\n" OK_SERVER,
+		      NAME ":1:14: bad duration \"soon\" (use a number with s, m, h or d)\n");
 }
 
 static void test_bad_connection_default(void **state)
@@ -1268,6 +1337,13 @@ static void test_relay_values(void **state)
 		assert_int_equal(r->rules[i].action, ACTION_ALLOW);
 	assert_string_equal(r->rules[2].domain, "corp.example");
 	conf_free(c);
+	c = parse_ok(RELAY("        allow host office.example\n"));
+	assert_int_equal(c->servers[0].relay.rules[0].kind, RULE_HOST);
+	assert_int_equal(c->servers[0].nhosts, 1);
+	conf_free(c);
+	expect_errors(RELAY("        allow host\n        allow host office_1.example\n"),
+		      NAME ":5:15: \"host\" needs a name: allow host NAME\n"
+		      NAME ":6:20: bad host name \"office_1.example\"\n");
 }
 
 static void test_deny_in_relay(void **state)
@@ -2059,6 +2135,30 @@ static void test_policy_rules_in_order(void **state)
 	conf_free(c);
 }
 
+static void test_policy_host_rules(void **state)
+{
+	(void)state;
+	struct conf *c = parse_ok("host-refresh 10s 1h\n"
+				  "domains example.test\nserver s {\n    listen 127.0.0.1:25\n"
+				  "    connection {\n        default deny\n        allow host mail.isp.example\n    }\n"
+				  "    relay {\n        allow host office.example\n    }\n}\n");
+	int warnings;
+	char *text = policy_of(c, &warnings);
+	assert_contains(text, "  who may connect: only the addresses of mail.isp.example\n");
+	assert_contains(text, "also the addresses of office.example\n");
+	assert_contains(text, "host rules: names looked up at start and at each reload, again when their "
+			      "answer's TTL runs out (at least 10 seconds, at most 1 hour); a name matches "
+			      "nothing until it resolves\n");
+	free(text);
+	conf_free(c);
+	/* no host rules: no such line */
+	c = parse_ok(CONNECTION("        allow 192.0.2.1\n"));
+	text = policy_of(c, &warnings);
+	assert_not_contains(text, "host rules:");
+	free(text);
+	conf_free(c);
+}
+
 static void test_policy_clean_server_has_no_warnings(void **state)
 {
 	(void)state;
@@ -2269,6 +2369,9 @@ int main(void)
 		cmocka_unit_test(test_bad_mask),
 		cmocka_unit_test(test_bad_rule_address),
 		cmocka_unit_test(test_bad_domain_rule),
+		cmocka_unit_test(test_host_rule),
+		cmocka_unit_test(test_bad_host_rule),
+		cmocka_unit_test(test_host_refresh),
 		cmocka_unit_test(test_bad_connection_default),
 		cmocka_unit_test(test_relay_values),
 		cmocka_unit_test(test_deny_in_relay),
@@ -2319,6 +2422,7 @@ int main(void)
 		cmocka_unit_test(test_policy_server_lines),
 		cmocka_unit_test(test_policy_tls_and_outbound_details),
 		cmocka_unit_test(test_policy_rules_in_order),
+		cmocka_unit_test(test_policy_host_rules),
 		cmocka_unit_test(test_policy_clean_server_has_no_warnings),
 		cmocka_unit_test(test_policy_warns_plain_without_certificate),
 		cmocka_unit_test(test_policy_no_plain_warning_with_certificate),

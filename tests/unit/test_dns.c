@@ -499,6 +499,11 @@ static void fake_answer(const unsigned char *req, const struct question *q, stru
 	const char *n = q->name;
 	if (strcmp(n, "servfail.test") == 0) {
 		pkt_reply(p, req, q, 2);
+	} else if (strcmp(n, "halfdown.test") == 0) {
+		/* A answers, AAAA fails */
+		pkt_reply(p, req, q, q->type == T_A ? 0 : 2);
+		if (q->type == T_A)
+			fake_a(p, NULL, 60, "192.0.2.70");
 	} else if (strcmp(n, "nxsoa0.test") == 0) {
 		pkt_reply(p, req, q, 3);
 		fake_soa(p, 3600, 0);
@@ -651,6 +656,26 @@ static void addrs_cb(void *arg, enum dns_status st, const struct dns_addr *a, si
 		assert_non_null(a);
 }
 
+struct host_res {
+	int calls;
+	enum dns_status st;
+	size_t n;
+	uint32_t ttl;
+	char text[8][INET6_ADDRSTRLEN];
+};
+
+static void host_cb(void *arg, enum dns_status st, const struct dns_addr *a, size_t n,
+		    uint32_t ttl)
+{
+	struct host_res *r = arg;
+	r->calls++;
+	r->st = st;
+	r->n = n;
+	r->ttl = ttl;
+	for (size_t i = 0; i < n && i < 8; i++)
+		inet_ntop(a[i].family, a[i].addr, r->text[i], sizeof r->text[i]);
+}
+
 struct mx_res {
 	int calls;
 	enum dns_status st;
@@ -754,6 +779,14 @@ static void addrs_of(struct t *t, const char *name, struct addrs_res *res)
 {
 	memset(res, 0, sizeof *res);
 	dns_lookup_addrs(t->r, name, addrs_cb, res);
+	run_until(t->base, &res->calls, 1, 5000);
+	assert_int_equal(res->calls, 1);
+}
+
+static void host_of(struct t *t, const char *name, struct host_res *res)
+{
+	memset(res, 0, sizeof *res);
+	dns_lookup_host(t->r, name, host_cb, res);
 	run_until(t->base, &res->calls, 1, 5000);
 	assert_int_equal(res->calls, 1);
 }
@@ -900,6 +933,36 @@ static void test_negative_cache_ptr(void **state)
 	assert_int_equal(stats(t->r).queries_sent, before.queries_sent);
 	assert_int_equal(stats(t->r).cache_hits, before.cache_hits + 1);
 	assert_int_equal(dnsmasq_count_settled("query[PTR] 98.0.0.127.in-addr.arpa", 1), 1);
+}
+
+/* The lookup of the host rules: both families, and the TTL to keep them. */
+static void test_host(void **state)
+{
+	struct t *t = *state;
+	struct host_res res;
+	host_of(t, "dual.test", &res); /* --local-ttl=300 */
+	assert_int_equal(res.st, DNS_OK);
+	assert_int_equal(res.n, 2);
+	assert_string_equal(res.text[0], "127.0.0.11");
+	assert_string_equal(res.text[1], "2001:db8::11");
+	assert_int_equal(res.ttl, 300);
+	/* from the cache a second later: what is left of the TTL */
+	run_until(t->base, NULL, 0, 1100);
+	host_of(t, "dual.test", &res);
+	assert_int_equal(res.st, DNS_OK);
+	assert_int_equal(res.n, 2);
+	assert_in_range(res.ttl, 290, 298);
+	assert_int_equal(stats(t->r).cache_hits, 2);
+	/* the smaller TTL of the two answers (A 1 s, AAAA NODATA) */
+	host_of(t, "short.test", &res);
+	assert_int_equal(res.st, DNS_OK);
+	assert_int_equal(res.n, 1);
+	assert_in_range(res.ttl, 0, 1);
+	/* no such name: NOTFOUND for as long as the negative answer lasts */
+	host_of(t, "nope.test", &res);
+	assert_int_equal(res.st, DNS_NOTFOUND);
+	assert_int_equal(res.n, 0);
+	assert_in_range(res.ttl, 1, 300);
 }
 
 static void test_mx_order(void **state)
@@ -1334,6 +1397,27 @@ static void test_fake_failures_not_cached(void **state)
 	fake_stop(&f);
 }
 
+/* A host rule's lookup never takes half an answer for the whole. */
+static void test_fake_host_half_answer(void **state)
+{
+	struct t *t = *state;
+	struct fake f;
+	struct host_res res;
+	struct addrs_res ares;
+	struct dns_options opt = {.tries = 1};
+	use_fake(t, &f, &opt);
+	host_of(t, "halfdown.test", &res);
+	assert_int_equal(res.st, DNS_ERROR);
+	assert_int_equal(res.n, 0);
+	assert_int_equal(res.ttl, 0);
+	/* the plain lookup takes what came */
+	addrs_of(t, "halfdown.test", &ares);
+	assert_int_equal(ares.st, DNS_OK);
+	assert_int_equal(ares.n, 1);
+	assert_string_equal(ares.text[0], "192.0.2.70");
+	fake_stop(&f);
+}
+
 static void test_fake_negative_ttl_from_soa(void **state)
 {
 	struct t *t = *state;
@@ -1400,6 +1484,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_addrs_nxdomain_and_negative_cache, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_negative_cache_ptr, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_host, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_mx_order, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_mx_null_and_missing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ttl_expiry, setup, teardown),
@@ -1417,6 +1502,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_fake_ptr_names, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fake_fcrdns_forward_timeout, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fake_failures_not_cached, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fake_host_half_answer, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fake_negative_ttl_from_soa, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fake_mx, setup, teardown),
 	};

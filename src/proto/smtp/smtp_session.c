@@ -683,7 +683,8 @@ static const char *smtp_relay_rule(const struct smtp_session *s)
 		return "authenticated";
 	const struct conf_rule *r = access_first_match(s->b.srv->relay.rules, s->b.srv->relay.nrules,
 						       (const struct sockaddr *)&s->b.peer,
-						       s->b.client_name);
+						       s->b.client_name,
+						       runtime_hosts(s->b.rt, s->b.srv));
 	return r ? r->text : NULL;
 }
 
