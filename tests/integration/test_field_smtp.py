@@ -1,0 +1,130 @@
+"""What real clients tripped on in SMTP: a text line over 1,000 octets
+just before the end of data (RFC 5321 §4.5.3.1.6: refused with 554 5.6.0
+at once, the session still usable).
+
+Every read is bounded by a short timeout: a server that misses the end of
+data fails the test in seconds instead of hanging it.
+"""
+
+import select
+import time
+
+import pytest
+
+from helpers import queue_id, send_message, split_message
+
+BOB = "bob@example.test"
+
+REPLY_TIMEOUT = 5.0     # a refusal or an answer comes well within this
+
+
+def _nothing_sent(c, wait=0.2):
+    """Has the server kept quiet (for `wait` seconds)?"""
+    if c.buf:
+        return False
+    return not select.select([c.sock], [], [], wait)[0]
+
+
+# -- a long text line, then the end of data --------------------------------------------
+
+# Where the over-long line stands in the message text.
+POSITIONS = {
+    "first": (b"", b"\r\nSubject: t\r\n\r\nbody\r\n"),
+    "middle": (b"Subject: t\r\n\r\nbefore\r\n", b"\r\nafter\r\n"),
+    "last": (b"Subject: t\r\n\r\n", b"\r\n"),
+    "alone": (b"", b"\r\n"),
+}
+
+
+def _pieces(before, line, after, split):
+    """The message text and the end of data, in one write or in several:
+    cut inside the long line, between its CR and LF, and before the dot."""
+    whole = before + line + after + b".\r\n"
+    if not split:
+        return [whole]
+    cr = len(before) + len(line) + 1            # just after the long line's CR
+    dot = len(whole) - 3
+    cuts = sorted({len(before) + len(line) // 2, cr, dot})
+    return [whole[a:b] for a, b in zip([0] + cuts, cuts + [len(whole)])]
+
+
+def _refused_at_the_dot(c, pieces):
+    """Send the pieces with pauses (separate reads for the server): no
+    answer before the last one, then 554 5.6.0 within REPLY_TIMEOUT."""
+    for piece in pieces[:-1]:
+        c.send(piece)
+        assert _nothing_sent(c, 0.1), f"answer before the end of data: {c.buf!r}"
+    c.send(pieces[-1])
+    t0 = time.monotonic()
+    r = c.reply(REPLY_TIMEOUT)
+    assert r.first.startswith("554 5.6.0"), r.raw
+    return time.monotonic() - t0
+
+
+def _then_usable(p, c):
+    """RSET, then a new transaction whose last text line is exactly at the
+    limit (998 octets and CRLF): accepted and delivered whole."""
+    c.expect("RSET", 250, "250 2.0.0")
+    at_limit = b"k" * 998
+    qid = queue_id(send_message(c, "alice@example.org", [BOB],
+                                b"Subject: after the long line\r\n\r\n" + at_limit + b"\r\n"))
+    [data] = p.wait_messages(BOB, 1)
+    assert f"id {qid}".encode() in data
+    assert split_message(data)[1] == at_limit + b"\r\n"
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["one-write", "several-writes"])
+@pytest.mark.parametrize("length", [1001, 64 * 1024], ids=["1001", "64KiB"])
+def test_long_line_then_end_of_data_refused_at_once(mx, length, split):
+    """Wherever the over-long line stands (first, middle, last, alone),
+    554 5.6.0 comes as soon as the dot arrives, and RSET plus a new
+    message work afterwards."""
+    with mx.connect(timeout=REPLY_TIMEOUT) as c:
+        c.start()
+        for where, (before, after) in POSITIONS.items():
+            c.expect("MAIL FROM:<alice@example.org>", 250)
+            c.expect(f"RCPT TO:<{BOB}>", 250)
+            c.expect("DATA", 354)
+            took = _refused_at_the_dot(c, _pieces(before, b"L" * length, after, split))
+            assert took < REPLY_TIMEOUT, (where, took)
+            c.expect("RSET", 250, "250 2.0.0")
+        _then_usable(mx, c)
+    assert len(mx.events("accepted")) == 1
+    assert len(mx.events("reject")) == len(POSITIONS)
+    assert {e["reason"] for e in mx.events("reject")} == {"long-line"}
+
+
+def test_megabyte_line_trickled_then_end_of_data(mx):
+    """1 MiB without a line end, written in pieces over a second, then
+    CRLF and the dot: the refusal comes at once, the session goes on."""
+    chunk = b"M" * (64 * 1024)
+    with mx.connect(timeout=REPLY_TIMEOUT) as c:
+        c.start()
+        c.expect("MAIL FROM:<alice@example.org>", 250)
+        c.expect(f"RCPT TO:<{BOB}>", 250)
+        c.expect("DATA", 354)
+        c.send(b"Subject: huge\r\n\r\n")
+        for i in range(16):
+            c.send(chunk)
+            if i % 4 == 3:
+                assert _nothing_sent(c, 0.25), f"answer in the middle of a line: {c.buf!r}"
+        c.send(b"\r\n.\r\n")
+        r = c.reply(REPLY_TIMEOUT)
+        assert r.first.startswith("554 5.6.0"), r.raw
+        _then_usable(mx, c)
+
+
+def test_long_line_ended_by_bare_lf_does_not_end_data(mx):
+    """The dropped line's ending counts: after a bare LF, ".\\r\\n" is text
+    (no SMTP smuggling), and the real end still gives the refusal."""
+    with mx.connect(timeout=REPLY_TIMEOUT) as c:
+        c.start()
+        c.expect("MAIL FROM:<alice@example.org>", 250)
+        c.expect(f"RCPT TO:<{BOB}>", 250)
+        c.expect("DATA", 354)
+        c.send(b"Subject: t\r\n\r\n" + b"L" * 2000 + b"\n.\r\n")
+        assert _nothing_sent(c, 0.5), f"a dot after a bare LF ended the data: {c.buf!r}"
+        c.send(b"tail\r\n" + b"L" * 2000 + b"\r\n.\r\n")
+        r = c.reply(REPLY_TIMEOUT)
+        assert r.first.startswith("554 5.6.0"), r.raw
+        _then_usable(mx, c)
