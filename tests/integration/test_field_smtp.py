@@ -1,19 +1,24 @@
 """What real clients tripped on in SMTP: a text line over 1,000 octets
 just before the end of data (RFC 5321 §4.5.3.1.6: refused with 554 5.6.0
-at once, the session still usable).
+at once, the session still usable), and the Received: field of SMTPUTF8
+mail (RFC 6531 §4.3: UTF8SMTP, UTF8SMTPS, UTF8SMTPA, UTF8SMTPSA).
 
 Every read is bounded by a short timeout: a server that misses the end of
 data fails the test in seconds instead of hanging it.
 """
 
 import select
+import smtplib
 import time
 
 import pytest
 
-from helpers import queue_id, send_message, split_message
+from conftest import DEFAULT_USERS, run_cli
+from helpers import CLIENT_HELO, HOST, queue_id, send_message, split_message
+from tlsutil import client_context
 
-BOB = "bob@example.test"
+BOB, BOB_PW = "bob@example.test", DEFAULT_USERS["bob@example.test"]
+CAROL = "carol@example.test"
 
 REPLY_TIMEOUT = 5.0     # a refusal or an answer comes well within this
 
@@ -128,3 +133,74 @@ def test_long_line_ended_by_bare_lf_does_not_end_data(mx):
         r = c.reply(REPLY_TIMEOUT)
         assert r.first.startswith("554 5.6.0"), r.raw
         _then_usable(mx, c)
+
+
+# -- Received: of SMTPUTF8 mail --------------------------------------------------------
+
+def _received(data):
+    fields, _ = split_message(data)
+    return [v.decode() for k, v in fields if k.lower() == "received"]
+
+
+@pytest.fixture(scope="module")
+def cert(posthorn_bin, tmp_path_factory):
+    """A self-signed certificate for 127.0.0.1 (Python's ssl checks it)."""
+    d = tmp_path_factory.mktemp("cert")
+    res = run_cli(posthorn_bin, ["cert", "new", "--hostname", HOST, "--out", str(d)])
+    assert res.returncode == 0, f"cert new: {res.returncode} {res.stderr}"
+    return {"crt": str(d / f"{HOST}.crt"), "key": str(d / f"{HOST}.key")}
+
+
+def _servers(cert):
+    """`mx`: anonymous, STARTTLS offered; `sub`: login required, PLAIN
+    allowed before TLS too (so that UTF8SMTPA can be seen)."""
+    tls = f"tls {{\n    certificate {cert['crt']}\n    key {cert['key']}\n}}"
+    return {
+        "mx": {"anonymous": True, "extra": tls},
+        "sub": {"anonymous": None,
+                "extra": tls + "\nauth {\n    anonymous no\n    plaintext-requires-tls no\n}"},
+    }
+
+
+def _smtp(p, name):
+    s = smtplib.SMTP(HOST, p.port(name), local_hostname=CLIENT_HELO, timeout=REPLY_TIMEOUT)
+    p.conns.append(s)
+    return s
+
+
+MSG = "From: {frm}\r\nTo: {to}\r\nSubject: {subject}\r\n\r\nbody\r\n"
+
+
+@pytest.mark.parametrize("tls,login,expected", [
+    (False, False, "UTF8SMTP"),
+    (True, False, "UTF8SMTPS"),
+    (False, True, "UTF8SMTPA"),
+    (True, True, "UTF8SMTPSA"),
+])
+def test_received_names_utf8smtp(posthorn, cert, tls, login, expected):
+    """RFC 6531 §4.3 with SMTPUTF8; RFC 3848's ESMTP names without it."""
+    p = posthorn(servers=_servers(cert))
+    for utf8 in (True, False):
+        s = _smtp(p, "sub" if login else "mx")
+        if tls:
+            s.starttls(context=client_context(cert["crt"]))
+        s.ehlo()
+        assert s.has_extn("smtputf8")
+        # (with a login server beside it, a local sender must log in)
+        frm = BOB if login else "someone@elsewhere.example"
+        if login:
+            s.login(BOB, BOB_PW)
+        subject = f"{expected} utf8={utf8}"
+        s.sendmail(frm, [CAROL], MSG.format(frm=frm, to=CAROL, subject=subject).encode(),
+                   mail_options=["SMTPUTF8"] if utf8 else [])
+        s.quit()
+    msgs = p.wait_messages(CAROL, 2)
+    by_subject = {}
+    for m in msgs:
+        fields, _ = split_message(m)
+        by_subject[dict(fields)["Subject"].decode()] = _received(m)[0]
+    with_utf8 = by_subject[f"{expected} utf8=True"]
+    without = by_subject[f"{expected} utf8=False"]
+    plain_name = expected.replace("UTF8SMTP", "ESMTP")
+    assert f" with {expected} id " in with_utf8, with_utf8
+    assert f" with {plain_name} id " in without, without

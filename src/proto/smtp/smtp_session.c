@@ -778,17 +778,30 @@ static void smtp_cmd_rcpt(struct smtp_session *s, char *args)
 /* Received: fields that could not be made, since the start. */
 static unsigned long smtp_received_failures;
 
-/* RFC 5321 §4.4 trace field into out; "with" per RFC 3848, the date per
- * RFC 5322 §3.3.  False, said in the log, when it cannot be made whole:
- * the message is then refused, never given a cut trace field. */
+/* The "with" of our Received: field: RFC 3848 (ESMTP, ESMTPS for TLS,
+ * ESMTPA for AUTH, ESMTPSA for both), and RFC 6531 §4.3 when the
+ * transaction used SMTPUTF8 (UTF8SMTP, UTF8SMTPS, UTF8SMTPA,
+ * UTF8SMTPSA). */
+static const char *smtp_received_protocol(const struct smtp_session *s)
+{
+	bool tls = s->tls_active, auth = s->auth_user != NULL;
+	if (!s->esmtp)
+		return "SMTP";
+	if (s->txn.smtputf8)
+		return tls ? (auth ? "UTF8SMTPSA" : "UTF8SMTPS") : (auth ? "UTF8SMTPA" : "UTF8SMTP");
+	return tls ? (auth ? "ESMTPSA" : "ESMTPS") : (auth ? "ESMTPA" : "ESMTP");
+}
+
+/* RFC 5321 §4.4 trace field into out; "with" per smtp_received_protocol,
+ * the date per RFC 5322 §3.3.  False, said in the log, when it cannot be
+ * made whole: the message is then refused, never given a cut trace
+ * field. */
 static bool smtp_received_header(const struct smtp_session *s, const char *id, char *out,
 				 size_t outsz)
 {
 	char date[DATE_RFC5322_MAX];
 	bool dated = date_rfc5322(time(NULL), date, sizeof date);
-	const char *with = s->esmtp ? (s->tls_active ? (s->auth_user ? "ESMTPSA" : "ESMTPS")
-						     : (s->auth_user ? "ESMTPA" : "ESMTP"))
-				    : "SMTP";
+	const char *with = smtp_received_protocol(s);
 	struct strbuf sb;
 	strbuf_init(&sb, out, outsz);
 	(void)strbuf_addf(&sb, "Received: from %s (%s [%s])", s->helo,
