@@ -1,7 +1,8 @@
 """What real clients tripped on in SMTP: a text line over 1,000 octets
 just before the end of data (RFC 5321 §4.5.3.1.6: refused with 554 5.6.0
-at once, the session still usable), and the Received: field of SMTPUTF8
-mail (RFC 6531 §4.3: UTF8SMTP, UTF8SMTPS, UTF8SMTPA, UTF8SMTPSA).
+at once, the session still usable), the Received: field of SMTPUTF8 mail
+(RFC 6531 §4.3: UTF8SMTP, UTF8SMTPS, UTF8SMTPA, UTF8SMTPSA), and EXPN
+(502 5.5.1, not 500).
 
 Every read is bounded by a short timeout: a server that misses the end of
 data fails the test in seconds instead of hanging it.
@@ -204,3 +205,22 @@ def test_received_names_utf8smtp(posthorn, cert, tls, login, expected):
     plain_name = expected.replace("UTF8SMTP", "ESMTP")
     assert f" with {expected} id " in with_utf8, with_utf8
     assert f" with {plain_name} id " in without, without
+
+
+# -- EXPN ------------------------------------------------------------------------------
+
+def test_expn_not_implemented_and_session_goes_on(mx):
+    with mx.connect(timeout=REPLY_TIMEOUT) as c:
+        c.greeting()
+        # before EHLO and after, inside a transaction too
+        c.expect("EXPN staff", 502, "502 5.5.1")
+        c.ehlo()
+        c.expect("EXPN postmaster@example.test", 502, "502 5.5.1")
+        c.expect("VRFY bob@example.test", 252, "252 2.5.2")
+        c.expect("MAIL FROM:<alice@example.org>", 250)
+        c.expect("EXPN all", 502, "502 5.5.1")
+        c.expect(f"RCPT TO:<{BOB}>", 250)
+        c.expect("DATA", 354)
+        c.send(b"Subject: after EXPN\r\n\r\nhi\r\n.\r\n")
+        assert c.reply().code == 250
+    mx.wait_messages(BOB, 1)

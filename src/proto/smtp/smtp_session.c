@@ -210,6 +210,7 @@ static void smtp_cmd_rset(struct smtp_session *s, char *args);
 static void smtp_cmd_noop(struct smtp_session *s, char *args);
 static void smtp_cmd_quit(struct smtp_session *s, char *args);
 static void smtp_cmd_vrfy(struct smtp_session *s, char *args);
+static void smtp_cmd_expn(struct smtp_session *s, char *args);
 static void smtp_cmd_help(struct smtp_session *s, char *args);
 static void smtp_cmd_starttls(struct smtp_session *s, char *args);
 static void smtp_cmd_auth(struct smtp_session *s, char *args);
@@ -225,6 +226,7 @@ static const struct smtp_command smtp_commands[] = {
 	{"QUIT", smtp_cmd_quit, SMTP_ANY_COMMAND_STATE | SMTP_REFUSED, SESSION_F_REFUSED_OK,
 	 LINE_MAX_COMMAND},
 	{"VRFY", smtp_cmd_vrfy, SMTP_ANY_COMMAND_STATE, 0, LINE_MAX_COMMAND},
+	{"EXPN", smtp_cmd_expn, SMTP_ANY_COMMAND_STATE, 0, LINE_MAX_COMMAND},
 	{"HELP", smtp_cmd_help, SMTP_ANY_COMMAND_STATE, 0, LINE_MAX_COMMAND},
 	/* RFC 3207 §4: not inside a transaction */
 	{"STARTTLS", smtp_cmd_starttls, SMTP_INIT | SMTP_READY, 0, LINE_MAX_COMMAND},
@@ -398,6 +400,14 @@ static void smtp_cmd_vrfy(struct smtp_session *s, char *args)
 {
 	/* RFC 5321 §3.5.3: no address harvesting. */
 	smtp_reply(s, "252 2.5.2 Cannot VRFY user, but will accept message and attempt delivery");
+}
+
+static void smtp_cmd_expn(struct smtp_session *s, char *args)
+{
+	/* RFC 5321 §3.5.2, §7.3: a known command this server does not carry
+	 * out (no list harvesting); 502, not the 500 of an unknown one */
+	smtp_reply(s, "502 5.5.1 EXPN not implemented");
+	smtp_error(s);
 }
 
 static void smtp_cmd_help(struct smtp_session *s, char *args)
