@@ -1,8 +1,9 @@
 """What real clients tripped on in SMTP: a text line over 1,000 octets
 just before the end of data (RFC 5321 §4.5.3.1.6: refused with 554 5.6.0
 at once, the session still usable), the Received: field of SMTPUTF8 mail
-(RFC 6531 §4.3: UTF8SMTP, UTF8SMTPS, UTF8SMTPA, UTF8SMTPSA), and EXPN
-(502 5.5.1, not 500).
+(RFC 6531 §4.3: UTF8SMTP, UTF8SMTPS, UTF8SMTPA, UTF8SMTPSA), EXPN
+(502 5.5.1, not 500), and MAIL's AUTH= parameter (RFC 4954 §5, xtext of
+RFC 3461 §4).
 
 Every read is bounded by a short timeout: a server that misses the end of
 data fails the test in seconds instead of hanging it.
@@ -224,3 +225,49 @@ def test_expn_not_implemented_and_session_goes_on(mx):
         c.send(b"Subject: after EXPN\r\n\r\nhi\r\n.\r\n")
         assert c.reply().code == 250
     mx.wait_messages(BOB, 1)
+
+
+# -- MAIL ... AUTH= --------------------------------------------------------------------
+
+@pytest.mark.parametrize("param", ["AUTH=<>", "auth=<>", "AUTH=+3C+3E",
+                                   "AUTH=somebody@example.org", "AUTH=e+3Dmc2@example.org"])
+def test_mail_auth_param_accepted_from_anyone(mx, param):
+    """EHLO offers AUTH, so every client may send AUTH= (RFC 4954 §5); an
+    unauthenticated client's mailbox is taken as AUTH=<>."""
+    with mx.connect(timeout=REPLY_TIMEOUT) as c:
+        c.start()
+        c.expect(f"MAIL FROM:<alice@example.org> {param}", 250, "250 2.1.0")
+        c.expect(f"RCPT TO:<{BOB}>", 250)
+        c.expect("DATA", 354)
+        c.send(b"Subject: auth param\r\n\r\nhi\r\n.\r\n")
+        assert c.reply().code == 250
+    mx.wait_messages(BOB, 1)
+
+
+@pytest.mark.parametrize("param", ["AUTH=+", "AUTH=a+4@b.example", "AUTH=+ZZ@b.example",
+                                   "AUTH=a+00b@example.org", "AUTH=not-a-mailbox"])
+def test_mail_auth_param_malformed(mx, param):
+    with mx.connect(timeout=REPLY_TIMEOUT) as c:
+        c.start()
+        c.expect(f"MAIL FROM:<alice@example.org> {param}", 501, "501 5.5.4")
+        # nothing half-done: the next MAIL is the first of a transaction
+        c.expect("MAIL FROM:<alice@example.org> AUTH=<>", 250, "250 2.1.0")
+
+
+def test_mail_auth_param_from_an_authenticated_client(posthorn, cert):
+    """A submission client that relays with AUTH=<its user> (as MTAs do)."""
+    p = posthorn(servers=_servers(cert))
+    s = _smtp(p, "sub")
+    s.starttls(context=client_context(cert["crt"]))
+    s.ehlo()
+    s.login(BOB, BOB_PW)
+    for value in (f"<{BOB}>", BOB, "<>"):
+        code, text = s.mail(BOB, [f"AUTH={value}"])
+        assert (code, text[:5]) == (250, b"2.1.0"), (value, code, text)
+        assert s.rcpt(CAROL)[0] == 250
+        code, _ = s.data(MSG.format(frm=BOB, to=CAROL, subject=value).encode())
+        assert code == 250
+    s.quit()
+    msgs = p.wait_messages(CAROL, 3)
+    for m in msgs:
+        assert f"(authenticated as {BOB})" in _received(m)[0]

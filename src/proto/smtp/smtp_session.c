@@ -1,6 +1,7 @@
 /* smtp_session: an inbound SMTP session.  RFC 5321 (commands, replies,
  * limits), RFC 3463 (enhanced status codes), RFC 2920 (PIPELINING),
- * RFC 1870 (SIZE), RFC 6152 (8BITMIME), RFC 6531 (SMTPUTF8).
+ * RFC 1870 (SIZE), RFC 6152 (8BITMIME), RFC 6531 (SMTPUTF8), RFC 4954
+ * (AUTH, and MAIL's AUTH= parameter).
  *
  * Every command is dispatched from smtp_commands[], which states the
  * session states it is valid in and the policy it needs; one gate,
@@ -46,7 +47,8 @@
 
 /* Named limits of a session, every one in this place. */
 enum {
-	SMTP_MAIL_LINE_MAX = LINE_MAX_COMMAND + 26 + 14 + 10, /* + SIZE, BODY, SMTPUTF8 */
+	/* + SIZE, BODY, SMTPUTF8, and the 500 of AUTH= (RFC 4954 §3) */
+	SMTP_MAIL_LINE_MAX = LINE_MAX_COMMAND + 26 + 14 + 10 + 500,
 	SMTP_MAX_ERRORS = 20,           /* then 421 and close */
 	SMTP_HELO_MAX = 255,
 	/* our Received: field, every part at its own limit (HELO, client
@@ -437,8 +439,26 @@ static const char *smtp_addr_error(enum smtp_addr_result r, bool is_rcpt)
 	}
 }
 
+/* AUTH= of MAIL (RFC 4954 §5): the mailbox of the message's original
+ * submitter, or <> when it is not known.  EHLO offers AUTH, so every
+ * client may give it.  Only an authenticated session's value could be
+ * trusted, and posthorn records none and never relays with AUTH=: every
+ * value counts as AUTH=<> once it is known to be well-formed (§5: a
+ * server that does not trust the claim behaves as if AUTH=<> was given).
+ * The authenticated user itself goes to Received: (received-auth). */
+static bool smtp_mail_auth_param(struct smtp_session *s, const char *value)
+{
+	struct smtp_addr submitter;
+	if (smtp_addr_parse_auth_param(value, &submitter) != SMTP_ADDR_OK) {
+		smtp_reply(s, "501 5.5.4 Syntax: AUTH=<> or AUTH=mailbox as xtext");
+		return false;
+	}
+	smtp_addr_clear(&submitter);
+	return true;
+}
+
 /* Parameters of MAIL: SIZE (RFC 1870), BODY (RFC 6152), SMTPUTF8
- * (RFC 6531).  Returns false after replying. */
+ * (RFC 6531), AUTH (RFC 4954).  Returns false after replying. */
 static bool smtp_mail_params(struct smtp_session *s, const struct smtp_param *p, size_t n,
 			     bool *smtputf8)
 {
@@ -463,6 +483,9 @@ static bool smtp_mail_params(struct smtp_session *s, const struct smtp_param *p,
 			}
 		} else if (strcmp(p[i].keyword, "SMTPUTF8") == 0 && !p[i].value) {
 			*smtputf8 = true;
+		} else if (strcmp(p[i].keyword, "AUTH") == 0) {
+			if (!smtp_mail_auth_param(s, p[i].value))
+				return false;
 		} else {
 			char esc[LOG_VALUE_MAX];
 			smtp_reply(s, "555 5.5.4 Unsupported parameter %s",
