@@ -26,7 +26,49 @@ static ssize_t find_lf(struct evbuffer *in, size_t within)
 void linebuf_reset(struct linebuf *lb)
 {
 	lb->discarding = false;
+	lb->dropped_cr = false;
+	lb->after_bare_lf = false;
 	lb->scanned = 0;
+}
+
+/* The octet at pos, which is inside in. */
+static char octet_at(struct evbuffer *in, size_t pos)
+{
+	struct evbuffer_ptr p;
+	char c;
+	if (evbuffer_ptr_set(in, &p, pos, EVBUFFER_PTR_SET) < 0 ||
+	    evbuffer_copyout_from(in, &p, &c, 1) != 1)
+		fatal("linebuf: no octet at %zu", pos);
+	return c;
+}
+
+static void drain(struct evbuffer *in, size_t n)
+{
+	if (evbuffer_drain(in, n) < 0)
+		fatal("linebuf: evbuffer_drain failed");
+}
+
+/* Drop the n octets of an over-long line that have come so far (no LF
+ * among them), remembering whether the last one was a CR: the LF may come
+ * in a later read, and a CR LF split over two reads is still CRLF. */
+static void drop(struct linebuf *lb, struct evbuffer *in, size_t n)
+{
+	if (n == 0)
+		return;
+	lb->dropped_cr = octet_at(in, n - 1) == '\r';
+	drain(in, n);
+}
+
+/* The over-long line's LF is at lf: drop through it, and remember how the
+ * line ended for the one after it (RFC 5321 §4.1.1.4: the end of data is
+ * a dot line after a line that ended in CRLF, a refused one included). */
+static void drop_through_lf(struct linebuf *lb, struct evbuffer *in, size_t lf)
+{
+	bool crlf = lf > 0 ? octet_at(in, lf - 1) == '\r' : lb->dropped_cr;
+	drain(in, lf + 1);
+	lb->after_bare_lf = !crlf;
+	lb->discarding = false;
+	lb->dropped_cr = false;
 }
 
 static void classify(struct linebuf_line *line, char *s, size_t n_with_lf)
@@ -49,15 +91,14 @@ enum linebuf_status linebuf_get(struct linebuf *lb, struct evbuffer *in, size_t 
 	if (limit == 0 || limit >= storage_size)
 		fatal("linebuf_get: limit %zu does not fit storage %zu", limit, storage_size);
 
-	while (lb->discarding) {
+	if (lb->discarding) {
 		size_t avail = evbuffer_get_length(in);
 		ssize_t lf = find_lf(in, avail);
 		if (lf < 0) {
-			evbuffer_drain(in, avail);
+			drop(lb, in, avail);
 			return LINEBUF_NEED_MORE;
 		}
-		evbuffer_drain(in, (size_t)lf + 1);
-		lb->discarding = false;
+		drop_through_lf(lb, in, (size_t)lf);
 	}
 
 	size_t avail = evbuffer_get_length(in);
@@ -75,13 +116,12 @@ enum linebuf_status linebuf_get(struct linebuf *lb, struct evbuffer *in, size_t 
 		/* limit bytes and no line end: too long.  Drop what we have and
 		 * everything up to the next LF. */
 		lb->discarding = true;
+		lb->dropped_cr = false;
 		ssize_t later = find_lf(in, avail);
-		if (later >= 0) {
-			evbuffer_drain(in, (size_t)later + 1);
-			lb->discarding = false;
-		} else {
-			evbuffer_drain(in, avail);
-		}
+		if (later >= 0)
+			drop_through_lf(lb, in, (size_t)later);
+		else
+			drop(lb, in, avail);
 		return LINEBUF_TOO_LONG;
 	}
 	lb->scanned = 0;
@@ -89,5 +129,7 @@ enum linebuf_status linebuf_get(struct linebuf *lb, struct evbuffer *in, size_t 
 	if (evbuffer_remove(in, storage, n) != (int)n)
 		fatal("linebuf_get: evbuffer_remove failed");
 	classify(line, storage, n);
+	line->after_crlf = !lb->after_bare_lf;
+	lb->after_bare_lf = !line->crlf;
 	return LINEBUF_LINE;
 }

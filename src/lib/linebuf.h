@@ -28,6 +28,9 @@ enum linebuf_status {
 
 struct linebuf {
 	bool discarding;        /* inside an over-long line, dropping to LF */
+	bool dropped_cr;        /* the last octet dropped was a CR */
+	bool after_bare_lf;     /* the last line taken, returned or dropped,
+				 * did not end in CRLF */
 	size_t scanned;         /* head bytes already searched for LF in vain */
 };
 
@@ -38,12 +41,16 @@ struct linebuf_line {
 	bool bare_lf;           /* ended in LF without CR */
 	bool bare_cr;           /* a CR not followed by LF inside the line */
 	bool has_nul;           /* a NUL byte inside the line */
+	bool after_crlf;        /* the line before this one, returned or dropped
+				 * as too long, ended in CRLF (true for the
+				 * first line and after linebuf_reset) */
 };
 
 /* Take the next line from in.  limit counts the line end and must be
  * <= storage_size - 1 (storage gets the NUL).  Bytes of an over-long line
  * are drained from in as they come, so in never holds more than limit
- * bytes on their account. */
+ * bytes on their account; how that line ended (CRLF or a bare LF) is
+ * still known to the line after it (after_crlf). */
 enum linebuf_status linebuf_get(struct linebuf *lb, struct evbuffer *in, size_t limit,
 				char *storage, size_t storage_size, struct linebuf_line *line);
 

@@ -4,7 +4,8 @@
  * whole stream at once (a line of n octets including its LF is a line when
  * n <= limit, else reported once as too long; a final unterminated part
  * reaching the limit is too long too), every line must be classified
- * right, and the buffer never holds `limit` octets while waiting.
+ * right (how the line before it ended included), and the buffer never
+ * holds `limit` octets while waiting.
  *
  * Input: byte 0 = which limit, byte 1 = seed of the chunk sizes, then the
  * bytes a client sends. */
@@ -101,6 +102,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			if (st == LINEBUF_LINE) {
 				CHECK(ev == 1);
 				check_line(&line, data + before, n);
+				/* the line before, returned or dropped, ended in
+				 * CR LF (the stream's start counts as such) */
+				CHECK(line.after_crlf ==
+				      (before == 0 || (before >= 2 && data[before - 2] == '\r')));
 			} else {
 				CHECK(st == LINEBUF_TOO_LONG && ev == 2);
 			}

@@ -4,10 +4,13 @@
  * use them.  Checks what the session relies on: the RFC limits hold for
  * every accepted path, the strings are clean C strings, keywords are
  * upper case, and an accepted path written back as <text> parses again to
- * the same address (what the spool stores is what was accepted).
+ * the same address (what the spool stores is what was accepted).  The
+ * xtext value of MAIL's AUTH= parameter (RFC 4954 §5) decodes to <> or to
+ * a mailbox that passes the same checks.
  *
- * Input: byte 0 = mode (bit 0: RCPT, bit 1: bare address), then the
- * argument text (cut at the first NUL, as the session's lines are). */
+ * Input: byte 0 = mode (bit 0: RCPT, bit 1: bare address, bit 2: AUTH=
+ * value), then the argument text (cut at the first NUL, as the session's
+ * lines are). */
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -90,7 +93,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	struct smtp_addr a;
 	memset(&a, 0x5a, sizeof a);
-	if (mode & 2) {
+	if (mode & 4) {
+		enum smtp_addr_result r = smtp_addr_parse_auth_param(s, &a);
+		CHECK(r == SMTP_ADDR_OK || r == SMTP_ADDR_BAD_PARAM);
+		if (r == SMTP_ADDR_OK) {
+			check_addr(&a, false);
+			CHECK(a.null || a.domain != NULL);
+			smtp_addr_clear(&a);
+		} else {
+			CHECK(a.text == NULL && a.local == NULL && a.domain == NULL);
+		}
+	} else if (mode & 2) {
 		if (smtp_addr_parse(s, &a) == SMTP_ADDR_OK) {
 			check_addr(&a, false);
 			smtp_addr_clear(&a);

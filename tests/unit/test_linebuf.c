@@ -380,6 +380,65 @@ static void test_limit_per_call(void **state)
 	assert_int_equal(get(f, LINE_MAX_COMMAND), LINEBUF_NEED_MORE);
 }
 
+/* RFC 5321 §4.1.1.4: whether the line before ended in CRLF is known to the
+ * next line, also when that line was too long and dropped, and when its
+ * CR and LF came in different reads. */
+static void test_after_crlf(void **state)
+{
+	struct fixture *f = *state;
+	size_t limit = LINE_MAX_TEXT;
+	add_str(f, "first\r\nbare\n.\r\n");
+	expect_line(f, limit, "first", true);
+	assert_true(f->line.after_crlf); /* the first line of a reader */
+	expect_line(f, limit, "bare", false);
+	assert_true(f->line.after_crlf);
+	expect_line(f, limit, ".", true);
+	assert_false(f->line.after_crlf);
+
+	/* over-long, whole in the buffer, ended in CRLF */
+	add_fill(f, 'q', 5000);
+	add_str(f, "\r\n.\r\n");
+	assert_int_equal(get(f, limit), LINEBUF_TOO_LONG);
+	expect_line(f, limit, ".", true);
+	assert_true(f->line.after_crlf);
+
+	/* over-long, ended in a bare LF */
+	add_fill(f, 'q', 5000);
+	add_str(f, "\n.\r\n");
+	assert_int_equal(get(f, limit), LINEBUF_TOO_LONG);
+	expect_line(f, limit, ".", true);
+	assert_false(f->line.after_crlf);
+
+	/* over-long, its CR at the end of one read and its LF in the next */
+	add_fill(f, 'q', 2000);
+	assert_int_equal(get(f, limit), LINEBUF_TOO_LONG);
+	add_fill(f, 'q', 3000);
+	add_str(f, "\r");
+	assert_int_equal(get(f, limit), LINEBUF_NEED_MORE);
+	assert_int_equal(evbuffer_get_length(f->in), 0);
+	add_str(f, "\n.\r\n");
+	expect_line(f, limit, ".", true);
+	assert_true(f->line.after_crlf);
+
+	/* the CR that ended one read was not the last octet before the LF */
+	add_fill(f, 'q', 2000);
+	add_str(f, "\r");
+	assert_int_equal(get(f, limit), LINEBUF_TOO_LONG);
+	add_str(f, "x");
+	assert_int_equal(get(f, limit), LINEBUF_NEED_MORE);
+	add_str(f, "\n.\r\n");
+	expect_line(f, limit, ".", true);
+	assert_false(f->line.after_crlf);
+
+	/* reset: a fresh start counts as after CRLF */
+	add_str(f, "x\n");
+	expect_line(f, limit, "x", false);
+	linebuf_reset(&f->lb);
+	add_str(f, ".\r\n");
+	expect_line(f, limit, ".", true);
+	assert_true(f->line.after_crlf);
+}
+
 /* A limit that does not fit the storage is a programming error. */
 static void test_bad_limit_is_fatal(void **state)
 {
@@ -419,6 +478,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_partial_bounded, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pipelined, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_limit_per_call, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_after_crlf, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_limit_is_fatal, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -666,6 +666,62 @@ static void test_clear_and_normalize(void **state)
 	assert_null(smtp_domain_normalize(NULL));
 }
 
+/* The AUTH= value of MAIL, RFC 4954 §5: xtext (RFC 3461 §4) of <> or of
+ * a mailbox. */
+static enum smtp_addr_result auth_param(const char *xtext, const char *want_text)
+{
+	struct smtp_addr a;
+	enum smtp_addr_result r = smtp_addr_parse_auth_param(xtext, &a);
+	if (r == SMTP_ADDR_OK) {
+		assert_non_null(want_text);
+		assert_string_equal(a.text, want_text);
+		assert_int_equal(a.null, want_text[0] == '\0');
+	} else {
+		assert_null(a.text);
+		assert_null(a.local);
+		assert_null(a.domain);
+	}
+	smtp_addr_clear(&a);
+	return r;
+}
+
+static void test_auth_param(void **state)
+{
+	assert_int_equal(auth_param("<>", ""), SMTP_ADDR_OK);
+	assert_int_equal(auth_param("+3C+3E", ""), SMTP_ADDR_OK);
+	assert_int_equal(auth_param("bob@example.test", "bob@example.test"), SMTP_ADDR_OK);
+	assert_int_equal(auth_param("<bob@example.test>", "bob@example.test"), SMTP_ADDR_OK);
+	/* RFC 4954 §5's example, and a "+" in the local part */
+	assert_int_equal(auth_param("e+3Dmc2@example.com", "e=mc2@example.com"), SMTP_ADDR_OK);
+	assert_int_equal(auth_param("a+2Bb@example.test", "a+b@example.test"), SMTP_ADDR_OK);
+	assert_int_equal(auth_param("a+2bb@example.test", "a+b@example.test"), SMTP_ADDR_OK);
+
+	/* malformed xtext: a lone or short "+", a non-hex digit, "=" */
+	assert_int_equal(auth_param("+", NULL), SMTP_ADDR_BAD_PARAM);
+	assert_int_equal(auth_param("a+4", NULL), SMTP_ADDR_BAD_PARAM);
+	assert_int_equal(auth_param("a+4G@b.test", NULL), SMTP_ADDR_BAD_PARAM);
+	assert_int_equal(auth_param("+ZZ", NULL), SMTP_ADDR_BAD_PARAM);
+	assert_int_equal(auth_param("a=b@c.test", NULL), SMTP_ADDR_BAD_PARAM);
+	assert_int_equal(auth_param("a b@c.test", NULL), SMTP_ADDR_BAD_PARAM);
+	assert_int_equal(auth_param("a\xc3\xa9@c.test", NULL), SMTP_ADDR_BAD_PARAM);
+	assert_int_equal(auth_param("", NULL), SMTP_ADDR_BAD_PARAM);
+	assert_int_equal(auth_param(NULL, NULL), SMTP_ADDR_BAD_PARAM);
+	/* decodes to a NUL or a control character: never a cut string */
+	assert_int_equal(auth_param("a+00b@c.test", NULL), SMTP_ADDR_BAD_PARAM);
+	assert_int_equal(auth_param("a+0Ab@c.test", NULL), SMTP_ADDR_BAD_PARAM);
+	/* well-formed xtext, but not <> or a mailbox */
+	assert_int_equal(auth_param("bob", NULL), SMTP_ADDR_BAD_PARAM);
+	assert_int_equal(auth_param("<bob@example.test", NULL), SMTP_ADDR_BAD_PARAM);
+	assert_int_equal(auth_param("bob@", NULL), SMTP_ADDR_BAD_PARAM);
+	assert_int_equal(auth_param("<>x", NULL), SMTP_ADDR_BAD_PARAM);
+
+	/* longer than a path once decoded */
+	char big[600];
+	memset(big, 'a', 300);
+	strcpy(big + 300, "@example.test");
+	assert_int_equal(auth_param(big, NULL), SMTP_ADDR_BAD_PARAM);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -690,6 +746,7 @@ int main(void)
 		cmocka_unit_test(test_bare_parse),
 		cmocka_unit_test(test_huge_input),
 		cmocka_unit_test(test_clear_and_normalize),
+		cmocka_unit_test(test_auth_param),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -21,37 +22,53 @@ struct feed {
 	size_t consumed_after_end; /* bytes left in the buffer after the end */
 };
 
-static void feed(struct smtp_data *d, const char *bytes, size_t n, struct feed *f)
+/* The bytes arrive in reads of at most chunk octets. */
+static void feed_in_chunks(struct smtp_data *d, const char *bytes, size_t n, size_t chunk,
+			   struct feed *f)
 {
 	struct evbuffer *in = evbuffer_new();
 	struct linebuf lb = {0};
 	char line[SMTP_DATA_READ_MAX + 1];
+	assert_non_null(in);
 	memset(f, 0, sizeof *f);
-	evbuffer_add(in, bytes, n);
-	for (;;) {
-		struct linebuf_line l;
-		enum linebuf_status st = linebuf_get(&lb, in, SMTP_DATA_READ_MAX, line, sizeof line, &l);
-		if (st == LINEBUF_NEED_MORE)
-			break;
-		if (st == LINEBUF_TOO_LONG) {
-			smtp_data_long_line(d);
-			continue;
-		}
-		const char *text;
-		size_t len;
-		if (smtp_data_line(d, &l, &text, &len) == SMTP_DATA_END) {
-			f->ended = 1;
-			break;
-		}
-		if (text) {
-			memcpy(f->stored + f->stored_len, text, len);
-			f->stored_len += len;
-			memcpy(f->stored + f->stored_len, "\r\n", 2);
-			f->stored_len += 2;
+	for (size_t off = 0; off < n && !f->ended;) {
+		size_t c = n - off < chunk ? n - off : chunk;
+		assert_int_equal(evbuffer_add(in, bytes + off, c), 0);
+		off += c;
+		for (;;) {
+			struct linebuf_line l;
+			enum linebuf_status st =
+			    linebuf_get(&lb, in, SMTP_DATA_READ_MAX, line, sizeof line, &l);
+			if (st == LINEBUF_NEED_MORE)
+				break;
+			if (st == LINEBUF_TOO_LONG) {
+				smtp_data_long_line(d);
+				continue;
+			}
+			const char *text;
+			size_t len;
+			if (smtp_data_line(d, &l, &text, &len) == SMTP_DATA_END) {
+				f->ended = 1;
+				f->consumed_after_end = evbuffer_get_length(in) + (n - off);
+				break;
+			}
+			if (text) {
+				assert_true(f->stored_len + len + 2 <= sizeof f->stored);
+				memcpy(f->stored + f->stored_len, text, len);
+				f->stored_len += len;
+				memcpy(f->stored + f->stored_len, "\r\n", 2);
+				f->stored_len += 2;
+			}
 		}
 	}
-	f->consumed_after_end = evbuffer_get_length(in);
+	if (!f->ended)
+		f->consumed_after_end = evbuffer_get_length(in);
 	evbuffer_free(in);
+}
+
+static void feed(struct smtp_data *d, const char *bytes, size_t n, struct feed *f)
+{
+	feed_in_chunks(d, bytes, n, n, f);
 }
 
 static void test_plain_message_ends_at_crlf_dot_crlf(void **state)
@@ -227,6 +244,70 @@ static void test_unstuffed_line_of_1001_octets_refused(void **state)
 	assert_true(d.flags & SMTP_DATA_LONG_LINE);
 }
 
+/* A message with one over-long line at `at` (0 first, 1 middle, 2 last,
+ * 3 alone) of `len` octets, then the end of data and a command. */
+static size_t long_line_message(char *out, size_t outsz, int at, size_t len)
+{
+	static const char *const before[] = { "", "Subject: t\r\n\r\na\r\n",
+					      "Subject: t\r\n\r\n", "" };
+	static const char *const after[] = { "\r\nb\r\n", "\r\nb\r\n", "\r\n", "\r\n" };
+	size_t n = strlen(before[at]);
+	assert_true(n + len + strlen(after[at]) + 12 <= outsz);
+	memcpy(out, before[at], n);
+	memset(out + n, 'L', len);
+	n += len;
+	memcpy(out + n, after[at], strlen(after[at]));
+	n += strlen(after[at]);
+	memcpy(out + n, ".\r\nRSET\r\n", 9);
+	return n + 9;
+}
+
+/* The over-long line refuses the message, and the end of data right
+ * after it is still the end (the refusal is given at once): wherever the
+ * line stands, whatever its length, in one read or in many. */
+static void test_long_line_then_end_of_data(void **state)
+{
+	static const size_t lengths[] = { 999, 1001, 65536, 1024 * 1024 };
+	static const size_t chunks[] = { 1, 7, 1000, 4096, 1 << 30 };
+	char *msg = malloc(1024 * 1024 + 100);
+	assert_non_null(msg);
+	for (int at = 0; at < 4; at++) {
+		for (size_t li = 0; li < sizeof lengths / sizeof lengths[0]; li++) {
+			size_t n = long_line_message(msg, 1024 * 1024 + 100, at, lengths[li]);
+			for (size_t ci = 0; ci < sizeof chunks / sizeof chunks[0]; ci++) {
+				if (chunks[ci] < 1000 && lengths[li] > 65536)
+					continue; /* a megabyte a byte at a time: slow, nothing new */
+				struct smtp_data d;
+				struct feed f;
+				smtp_data_begin(&d, 10 * 1024 * 1024);
+				feed_in_chunks(&d, msg, n, chunks[ci], &f);
+				assert_true(f.ended);
+				assert_int_equal(f.consumed_after_end, strlen("RSET\r\n"));
+				assert_true(d.flags & SMTP_DATA_LONG_LINE);
+			}
+		}
+	}
+	free(msg);
+}
+
+/* A dropped line that ends in a bare LF does not start <CRLF>.<CRLF>:
+ * the dot line after it is text (§2.3.8, no smuggling). */
+static void test_long_line_with_bare_lf_is_not_before_the_end(void **state)
+{
+	struct smtp_data d;
+	struct feed f;
+	static const char tail[] = "\n.\r\nMAIL FROM:<evil@x>\r\n";
+	static char msg[1500 + sizeof tail];
+	memset(msg, 'x', 1500);
+	memcpy(msg + 1500, tail, sizeof tail - 1);
+	smtp_data_begin(&d, 1000000);
+	feed(&d, msg, 1500 + sizeof tail - 1, &f);
+	assert_false(f.ended);
+	assert_true(d.flags & SMTP_DATA_LONG_LINE);
+	feed(&d, "x\r\n.\r\n", 6, &f);
+	assert_true(f.ended);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -243,6 +324,8 @@ int main(void)
 		cmocka_unit_test(test_line_of_exactly_1000_octets_accepted),
 		cmocka_unit_test(test_stuffed_line_of_1001_octets_accepted),
 		cmocka_unit_test(test_unstuffed_line_of_1001_octets_refused),
+		cmocka_unit_test(test_long_line_then_end_of_data),
+		cmocka_unit_test(test_long_line_with_bare_lf_is_not_before_the_end),
 	};
 	return cmocka_run_group_tests_name("smtp_data", tests, NULL, NULL);
 }

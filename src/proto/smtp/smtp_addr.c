@@ -1,6 +1,7 @@
 /* smtp_addr: RFC 5321 §4.1.2 Reverse-path, Forward-path, A-d-l, Mailbox,
  * Local-part, Domain and esmtp-param; §4.1.3 address literals; §4.5.3.1
- * size limits; RFC 6531 §3.3 UTF-8 in local parts and domains. */
+ * size limits; RFC 6531 §3.3 UTF-8 in local parts and domains; RFC 3461
+ * §4 xtext for the AUTH= parameter of RFC 4954 §5. */
 #include "proto/smtp/smtp_addr.h"
 
 #include <arpa/inet.h>
@@ -461,6 +462,62 @@ enum smtp_addr_result smtp_addr_parse(const char *s, struct smtp_addr *addr)
 	if (st.too_long)
 		return SMTP_ADDR_TOO_LONG;
 	smtp_addr_fill(addr, &st, span_has_8bit(s, (size_t)(p - s)));
+	return SMTP_ADDR_OK;
+}
+
+static int hex_value(unsigned char c)
+{
+	if (is_digit(c))
+		return c - '0';
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	if (c >= 'a' && c <= 'f') /* RFC 3461 asks for upper case; lower is unambiguous */
+		return c - 'a' + 10;
+	return -1;
+}
+
+/* xtext = *( xchar / hexchar ): xchar is "!" to "~" but "+" and "=",
+ * hexchar is "+" and two hex digits (RFC 3461 §4).  Decodes into out
+ * (outsz with the NUL); false when malformed, when it does not fit, or
+ * when it decodes to a NUL, which would cut the string. */
+static bool xtext_decode(const char *in, char *out, size_t outsz)
+{
+	size_t o = 0;
+	for (const unsigned char *p = (const unsigned char *)in; *p; p++) {
+		int c = *p;
+		if (c == '+') {
+			int hi = hex_value(p[1]);
+			int lo = hi < 0 ? -1 : hex_value(p[2]);
+			if (lo < 0)
+				return false;
+			c = hi << 4 | lo;
+			p += 2;
+			if (c == 0)
+				return false;
+		} else if (c < '!' || c > '~' || c == '=') {
+			return false;
+		}
+		if (o + 1 >= outsz)
+			return false;
+		out[o++] = (char)c;
+	}
+	out[o] = '\0';
+	return true;
+}
+
+enum smtp_addr_result smtp_addr_parse_auth_param(const char *xtext, struct smtp_addr *addr)
+{
+	char decoded[SMTP_PATH_MAX + 1] = { 0 }; /* zeroed for clang-tidy's analyzer */
+	memset(addr, 0, sizeof(*addr));
+	if (!xtext || !xtext_decode(xtext, decoded, sizeof decoded))
+		return SMTP_ADDR_BAD_PARAM;
+	if (strcmp(decoded, "<>") == 0) {
+		addr->null = true;
+		addr->text = xstrdup("");
+		return SMTP_ADDR_OK;
+	}
+	if (smtp_addr_parse(decoded, addr) != SMTP_ADDR_OK)
+		return SMTP_ADDR_BAD_PARAM; /* nothing allocated on error */
 	return SMTP_ADDR_OK;
 }
 

@@ -1,7 +1,8 @@
 /* smtp_addr: RFC 5321 §4.1.2 paths and the MAIL/RCPT argument lines:
  * "FROM:<path> [params]", "TO:<path> [params]", quoted local parts,
  * IPv4/IPv6 address literals, the null path <>, source routes (stripped,
- * Appendix C), ESMTP parameters (keyword[=value]). */
+ * Appendix C), ESMTP parameters (keyword[=value]), and the xtext mailbox
+ * of MAIL's AUTH= parameter (RFC 4954 §5). */
 #ifndef POSTHORN_SMTP_ADDR_H
 #define POSTHORN_SMTP_ADDR_H
 
@@ -50,6 +51,12 @@ enum smtp_addr_result smtp_addr_parse_arg(const char *arg, bool is_rcpt, struct 
 
 /* Parse a bare "local@domain" or "<local@domain>" (aliases, user names). */
 enum smtp_addr_result smtp_addr_parse(const char *s, struct smtp_addr *addr);
+
+/* The value of MAIL's AUTH= parameter (RFC 4954 §5): xtext (RFC 3461 §4)
+ * that decodes to "<>" (submitter unknown: addr->null) or to a Mailbox,
+ * with or without angle brackets.  SMTP_ADDR_BAD_PARAM when the xtext is
+ * malformed or decodes to anything else. */
+enum smtp_addr_result smtp_addr_parse_auth_param(const char *xtext, struct smtp_addr *addr);
 
 void smtp_addr_clear(struct smtp_addr *addr);
 void smtp_params_clear(struct smtp_param *params, size_t n);

@@ -9,24 +9,27 @@
 void smtp_data_begin(struct smtp_data *d, uint64_t limit)
 {
 	memset(d, 0, sizeof *d);
-	d->prev_crlf = true; /* the DATA command line ended in CRLF */
+	d->at_start = true;
 	d->limit = limit;
 }
 
 void smtp_data_long_line(struct smtp_data *d)
 {
+	/* the line reader drops the rest of it; how it ended reaches the
+	 * next line as after_crlf, so a dot line after it still ends the
+	 * data and the refusal is given at once */
 	d->flags |= SMTP_DATA_LONG_LINE;
-	/* the dropped line's ending is unknown: it cannot start the
-	 * terminating sequence */
-	d->prev_crlf = false;
+	d->at_start = false;
 }
 
 static bool is_end_of_data(const struct smtp_data *d, const struct linebuf_line *line)
 {
-	/* <CRLF>.<CRLF> exactly: the preceding line ended in CRLF and this
-	 * one is a lone dot ended in CRLF (§4.1.1.4).  ".\n" or a dot after
-	 * a bare LF is text, never the end (§2.3.8). */
-	return d->prev_crlf && line->crlf && line->len == 1 && line->data[0] == '.';
+	/* <CRLF>.<CRLF> exactly: the preceding line ended in CRLF (for the
+	 * first line, that is the DATA command) and this one is a lone dot
+	 * ended in CRLF (§4.1.1.4).  ".\n" or a dot after a bare LF is text,
+	 * never the end (§2.3.8). */
+	return (d->at_start || line->after_crlf) && line->crlf && line->len == 1 &&
+	       line->data[0] == '.';
 }
 
 enum smtp_data_result smtp_data_line(struct smtp_data *d, const struct linebuf_line *line,
@@ -35,7 +38,7 @@ enum smtp_data_result smtp_data_line(struct smtp_data *d, const struct linebuf_l
 	if (is_end_of_data(d, line))
 		return SMTP_DATA_END;
 
-	d->prev_crlf = line->crlf;
+	d->at_start = false;
 	if (line->bare_lf || line->bare_cr)
 		d->flags |= SMTP_DATA_BARE_EOL;
 	if (line->has_nul)

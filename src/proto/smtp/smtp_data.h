@@ -25,7 +25,7 @@ enum smtp_data_flag {
 };
 
 struct smtp_data {
-	bool prev_crlf;         /* did the previous line end in CRLF? */
+	bool at_start;          /* no line yet: the DATA command came before */
 	unsigned flags;
 	uint64_t size;          /* octets of unstuffed text, CRLF counted */
 	uint64_t limit;         /* message-size */
@@ -40,7 +40,7 @@ void smtp_data_begin(struct smtp_data *d, uint64_t limit);
  * already refused and nothing more needs storing. */
 enum smtp_data_result smtp_data_line(struct smtp_data *d, const struct linebuf_line *line,
 				     const char **text, size_t *len);
-/* An over-long line was dropped by the line reader. */
+/* The line reader reported an over-long line (and drops the rest of it). */
 void smtp_data_long_line(struct smtp_data *d);
 
 #endif

@@ -1,6 +1,7 @@
 /* smtp_session: an inbound SMTP session.  RFC 5321 (commands, replies,
  * limits), RFC 3463 (enhanced status codes), RFC 2920 (PIPELINING),
- * RFC 1870 (SIZE), RFC 6152 (8BITMIME), RFC 6531 (SMTPUTF8).
+ * RFC 1870 (SIZE), RFC 6152 (8BITMIME), RFC 6531 (SMTPUTF8), RFC 4954
+ * (AUTH, and MAIL's AUTH= parameter).
  *
  * Every command is dispatched from smtp_commands[], which states the
  * session states it is valid in and the policy it needs; one gate,
@@ -46,7 +47,8 @@
 
 /* Named limits of a session, every one in this place. */
 enum {
-	SMTP_MAIL_LINE_MAX = LINE_MAX_COMMAND + 26 + 14 + 10, /* + SIZE, BODY, SMTPUTF8 */
+	/* + SIZE, BODY, SMTPUTF8, and the 500 of AUTH= (RFC 4954 §3) */
+	SMTP_MAIL_LINE_MAX = LINE_MAX_COMMAND + 26 + 14 + 10 + 500,
 	SMTP_MAX_ERRORS = 20,           /* then 421 and close */
 	SMTP_HELO_MAX = 255,
 	/* our Received: field, every part at its own limit (HELO, client
@@ -210,6 +212,7 @@ static void smtp_cmd_rset(struct smtp_session *s, char *args);
 static void smtp_cmd_noop(struct smtp_session *s, char *args);
 static void smtp_cmd_quit(struct smtp_session *s, char *args);
 static void smtp_cmd_vrfy(struct smtp_session *s, char *args);
+static void smtp_cmd_expn(struct smtp_session *s, char *args);
 static void smtp_cmd_help(struct smtp_session *s, char *args);
 static void smtp_cmd_starttls(struct smtp_session *s, char *args);
 static void smtp_cmd_auth(struct smtp_session *s, char *args);
@@ -225,6 +228,7 @@ static const struct smtp_command smtp_commands[] = {
 	{"QUIT", smtp_cmd_quit, SMTP_ANY_COMMAND_STATE | SMTP_REFUSED, SESSION_F_REFUSED_OK,
 	 LINE_MAX_COMMAND},
 	{"VRFY", smtp_cmd_vrfy, SMTP_ANY_COMMAND_STATE, 0, LINE_MAX_COMMAND},
+	{"EXPN", smtp_cmd_expn, SMTP_ANY_COMMAND_STATE, 0, LINE_MAX_COMMAND},
 	{"HELP", smtp_cmd_help, SMTP_ANY_COMMAND_STATE, 0, LINE_MAX_COMMAND},
 	/* RFC 3207 §4: not inside a transaction */
 	{"STARTTLS", smtp_cmd_starttls, SMTP_INIT | SMTP_READY, 0, LINE_MAX_COMMAND},
@@ -400,6 +404,14 @@ static void smtp_cmd_vrfy(struct smtp_session *s, char *args)
 	smtp_reply(s, "252 2.5.2 Cannot VRFY user, but will accept message and attempt delivery");
 }
 
+static void smtp_cmd_expn(struct smtp_session *s, char *args)
+{
+	/* RFC 5321 §3.5.2, §7.3: a known command this server does not carry
+	 * out (no list harvesting); 502, not the 500 of an unknown one */
+	smtp_reply(s, "502 5.5.1 EXPN not implemented");
+	smtp_error(s);
+}
+
 static void smtp_cmd_help(struct smtp_session *s, char *args)
 {
 	smtp_reply(s, "214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP AUTH%s",
@@ -427,8 +439,26 @@ static const char *smtp_addr_error(enum smtp_addr_result r, bool is_rcpt)
 	}
 }
 
+/* AUTH= of MAIL (RFC 4954 §5): the mailbox of the message's original
+ * submitter, or <> when it is not known.  EHLO offers AUTH, so every
+ * client may give it.  Only an authenticated session's value could be
+ * trusted, and posthorn records none and never relays with AUTH=: every
+ * value counts as AUTH=<> once it is known to be well-formed (§5: a
+ * server that does not trust the claim behaves as if AUTH=<> was given).
+ * The authenticated user itself goes to Received: (received-auth). */
+static bool smtp_mail_auth_param(struct smtp_session *s, const char *value)
+{
+	struct smtp_addr submitter;
+	if (smtp_addr_parse_auth_param(value, &submitter) != SMTP_ADDR_OK) {
+		smtp_reply(s, "501 5.5.4 Syntax: AUTH=<> or AUTH=mailbox as xtext");
+		return false;
+	}
+	smtp_addr_clear(&submitter);
+	return true;
+}
+
 /* Parameters of MAIL: SIZE (RFC 1870), BODY (RFC 6152), SMTPUTF8
- * (RFC 6531).  Returns false after replying. */
+ * (RFC 6531), AUTH (RFC 4954).  Returns false after replying. */
 static bool smtp_mail_params(struct smtp_session *s, const struct smtp_param *p, size_t n,
 			     bool *smtputf8)
 {
@@ -453,6 +483,9 @@ static bool smtp_mail_params(struct smtp_session *s, const struct smtp_param *p,
 			}
 		} else if (strcmp(p[i].keyword, "SMTPUTF8") == 0 && !p[i].value) {
 			*smtputf8 = true;
+		} else if (strcmp(p[i].keyword, "AUTH") == 0) {
+			if (!smtp_mail_auth_param(s, p[i].value))
+				return false;
 		} else {
 			char esc[LOG_VALUE_MAX];
 			smtp_reply(s, "555 5.5.4 Unsupported parameter %s",
@@ -779,17 +812,30 @@ static void smtp_cmd_rcpt(struct smtp_session *s, char *args)
 /* Received: fields that could not be made, since the start. */
 static unsigned long smtp_received_failures;
 
-/* RFC 5321 §4.4 trace field into out; "with" per RFC 3848, the date per
- * RFC 5322 §3.3.  False, said in the log, when it cannot be made whole:
- * the message is then refused, never given a cut trace field. */
+/* The "with" of our Received: field: RFC 3848 (ESMTP, ESMTPS for TLS,
+ * ESMTPA for AUTH, ESMTPSA for both), and RFC 6531 §4.3 when the
+ * transaction used SMTPUTF8 (UTF8SMTP, UTF8SMTPS, UTF8SMTPA,
+ * UTF8SMTPSA). */
+static const char *smtp_received_protocol(const struct smtp_session *s)
+{
+	bool tls = s->tls_active, auth = s->auth_user != NULL;
+	if (!s->esmtp)
+		return "SMTP";
+	if (s->txn.smtputf8)
+		return tls ? (auth ? "UTF8SMTPSA" : "UTF8SMTPS") : (auth ? "UTF8SMTPA" : "UTF8SMTP");
+	return tls ? (auth ? "ESMTPSA" : "ESMTPS") : (auth ? "ESMTPA" : "ESMTP");
+}
+
+/* RFC 5321 §4.4 trace field into out; "with" per smtp_received_protocol,
+ * the date per RFC 5322 §3.3.  False, said in the log, when it cannot be
+ * made whole: the message is then refused, never given a cut trace
+ * field. */
 static bool smtp_received_header(const struct smtp_session *s, const char *id, char *out,
 				 size_t outsz)
 {
 	char date[DATE_RFC5322_MAX];
 	bool dated = date_rfc5322(time(NULL), date, sizeof date);
-	const char *with = s->esmtp ? (s->tls_active ? (s->auth_user ? "ESMTPSA" : "ESMTPS")
-						     : (s->auth_user ? "ESMTPA" : "ESMTP"))
-				    : "SMTP";
+	const char *with = smtp_received_protocol(s);
 	struct strbuf sb;
 	strbuf_init(&sb, out, outsz);
 	(void)strbuf_addf(&sb, "Received: from %s (%s [%s])", s->helo,
