@@ -5,6 +5,8 @@
 #ifndef POSTHORN_RUNTIME_H
 #define POSTHORN_RUNTIME_H
 
+#include <stdio.h>
+
 struct conf;
 struct conf_server;
 struct userdb;
@@ -29,8 +31,13 @@ struct runtime {
 };
 
 /* Load the configuration at path with its users, aliases, certificates
- * and resolvers (one reference); NULL after logging every error. */
-struct runtime *runtime_load(const char *path, struct spool *sp, struct event_base *base);
+ * and resolvers, telling every problem on err, one line each.  Returns the
+ * number of problems.  *out is the generation (one reference) whenever the
+ * configuration itself parsed, even with problems elsewhere, so that a
+ * caller can check more of it (daemon/preflight.h); with problems it is
+ * only for that, then runtime_unref(). */
+int runtime_build(const char *path, struct spool *sp, struct event_base *base, FILE *err,
+		  struct runtime **out);
 struct runtime *runtime_ref(struct runtime *rt);
 void runtime_unref(struct runtime *rt);
 
