@@ -159,16 +159,43 @@ static int cmd_queue_run(const char *spool, const char *line)
 	return status;
 }
 
+/* The index of the first argument after the sub-command that is an
+ * option (queue IDs never start with '-'), or 0. */
+static int cmd_queue_option(int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++)
+		if (argv[i][0] == '-')
+			return i;
+	return 0;
+}
+
+/* What is wrong with argv for cmd (NULL: no such sub-command), then the
+ * usage line; the exit status. */
+static int cmd_queue_bad_usage(const struct cmd_queue_command *cmd, int argc, char **argv)
+{
+	int option = cmd_queue_option(argc, argv);
+	if (argc == 0)
+		complain("missing queue command");
+	else if (!cmd)
+		complain("unknown queue command \"%s\"", argv[0]);
+	else if (option > 0)
+		complain("queue %s: unknown option \"%s\"", cmd->name, argv[option]);
+	else if (argc - 1 < cmd->nargs)
+		complain("queue %s: missing ID", cmd->name);
+	else
+		complain("queue %s: unexpected argument \"%s\"", cmd->name, argv[cmd->nargs + 1]);
+	stderr_puts(cmd_queue_usage_line);
+	return CMD_QUEUE_EXIT_USAGE;
+}
+
 int cmd_queue(const char *conf_path, int argc, char **argv)
 {
 	const struct cmd_queue_command *cmd = NULL;
 	for (size_t i = 0; argc > 0 && i < ARRAY_LEN(cmd_queue_commands); i++)
 		if (strcmp(argv[0], cmd_queue_commands[i].name) == 0)
 			cmd = &cmd_queue_commands[i];
-	if (!cmd || argc - 1 != cmd->nargs) {
-		stderr_puts(cmd_queue_usage_line);
-		return CMD_QUEUE_EXIT_USAGE;
-	}
+	if (!cmd || argc - 1 != cmd->nargs || cmd_queue_option(argc, argv) > 0)
+		return cmd_queue_bad_usage(cmd, argc, argv);
 	if (cmd->nargs == 1 && !cmd_queue_id_ok(argv[1])) {
 		complain("\"%s\" is not a queue ID (letters A-Z and digits, as `posthorn queue list` "
 			 "shows them)", argv[1]);

@@ -348,10 +348,15 @@ int cmd_user(const char *conf_path, int argc, char **argv)
 	const struct cmd_user_command *cmd = cmd_user_find(argv[0]);
 	if (!cmd)
 		return cmd_user_usage("unknown user command \"%s\"", argv[0]);
+	/* an address has an '@': what starts with '-' without one is an option */
+	for (int i = 1; i < argc; i++)
+		if (argv[i][0] == '-' && !strchr(argv[i], '@'))
+			return cmd_user_usage("user %s: unknown option \"%s\"", cmd->name, argv[i]);
 	if (argc - 1 < cmd->nargs)
 		return cmd_user_usage("user %s: missing ADDRESS", cmd->name);
 	if (argc - 1 > cmd->nargs)
-		return cmd_user_usage("user %s: too many arguments", cmd->name);
+		return cmd_user_usage("user %s: unexpected argument \"%s\"", cmd->name,
+				      argv[cmd->nargs + 1]);
 	const char *address = cmd->nargs ? argv[1] : NULL;
 	const char *why = address ? userdb_check_address(address) : NULL;
 	if (why)

@@ -1,9 +1,12 @@
 /* main: the command line of posthorn(8) — `posthorn [-c FILE] COMMAND ...`.
  * Exit status: 0 success, 1 an error the user can fix, 2 bad usage. */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <event2/event.h>
 
 #include "cli/check_dns.h"
 #include "cli/check_hosts.h"
@@ -11,9 +14,11 @@
 #include "cli/cmd_user.h"
 #include "conf/conf.h"
 #include "lib/log.h"
+#include "daemon/preflight.h"
 #include "daemon/server.h"
 #include "net/tls.h"
 #include "lib/util.h"
+#include "runtime/runtime.h"
 
 #define DEFAULT_CONF "/etc/posthorn/posthorn.conf"
 
@@ -92,39 +97,82 @@ static const struct command *find_command(const char *name)
 	return NULL;
 }
 
+/* A command's usage and help on stdout: `posthorn help COMMAND`, and
+ * --help or -h given to any command or sub-command. */
+static int command_help(const struct command *c)
+{
+	printf("usage: posthorn %s\n\n%s\n", c->usage, c->help);
+	return 0;
+}
+
+static bool wants_help(int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++)
+		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+			return true;
+	return false;
+}
+
+/* For the commands that take no arguments: name the first one given
+ * (argv[1]), then the usage line; exit status 2. */
+static int command_no_arguments(int argc, char **argv)
+{
+	const struct command *c = find_command(argv[0]);
+	if (argv[1][0] == '-')
+		complain("%s: unknown option \"%s\"", argv[0], argv[1]);
+	else
+		complain("%s: unexpected argument \"%s\"", argv[0], argv[1]);
+	report(stderr, "usage: posthorn %s\n", c ? c->usage : argv[0]);
+	(void)report_end(stderr); /* nobody is left to tell when stderr fails */
+	return 2;
+}
+
 static int cmd_serve(const char *conf_path, int argc, char **argv)
 {
-	if (argc != 1) {
-		stderr_puts("usage: posthorn serve [-c FILE]\n");
-		return 2;
-	}
+	if (argc != 1)
+		return command_no_arguments(argc, argv);
 	log_init(false, getenv("POSTHORN_DEBUG") ? LOG_DEBUG : LOG_INFO);
 	return server_run(conf_path);
 }
 
-static int cmd_check(const char *conf_path, int argc, char **argv)
+/* Every certificate/key pair of every server, with its warnings. */
+static int check_report_certificates(const struct conf *conf)
 {
-	if (argc != 1) {
-		stderr_puts("usage: posthorn check [-c FILE]\n");
-		return 2;
-	}
-	struct conf *conf;
-	if (conf_load(conf_path, &conf, stderr) != 0)
-		return 1;
 	int errors = 0;
 	for (size_t i = 0; i < conf->nservers; i++)
-		errors += tls_check_files(&conf->servers[i].tls, conf->servers[i].hostname, stderr,
-					  stdout);
-	if (errors == 0) {
+		if (conf->servers[i].tls.ncerts > 0) {
+			printf("\n");
+			break;
+		}
+	for (size_t i = 0; i < conf->nservers; i++) {
+		const struct conf_server *srv = &conf->servers[i];
+		errors += tls_report(&srv->tls, srv->name, srv->hostname, stderr, stdout);
+	}
+	return errors;
+}
+
+static int cmd_check(const char *conf_path, int argc, char **argv)
+{
+	if (argc != 1)
+		return command_no_arguments(argc, argv);
+	struct event_base *base = event_base_new();
+	if (!base)
+		fatal("event_base_new failed");
+	/* what the daemon checks before it serves, by the same function */
+	struct runtime *rt = preflight(conf_path, NULL, base, stderr);
+	int errors = rt ? 0 : 1;
+	if (rt) {
 		printf("%s: configuration is valid\n\n", conf_path);
-		if (conf_print_policy(conf, stdout) < 0) {
+		if (conf_print_policy(rt->conf, stdout) < 0) {
 			complain("cannot write to standard output: %s", strerror(errno));
 			errors++;
 		}
-		if (check_hosts(conf, stdout) < 0)
+		errors += check_report_certificates(rt->conf);
+		if (check_hosts(rt->conf, stdout) < 0)
 			errors++;
 	}
-	conf_free(conf);
+	runtime_unref(rt);
+	event_base_free(base);
 	return errors ? 1 : 0;
 }
 
@@ -135,10 +183,8 @@ static int cmd_user_main(const char *conf_path, int argc, char **argv)
 
 static int cmd_check_dns_main(const char *conf_path, int argc, char **argv)
 {
-	if (argc != 1) {
-		stderr_puts("usage: posthorn check-dns [-c FILE]\n");
-		return 2;
-	}
+	if (argc != 1)
+		return command_no_arguments(argc, argv);
 	return cmd_check_dns(conf_path);
 }
 
@@ -155,11 +201,12 @@ static int cmd_help(const char *conf_path, int argc, char **argv)
 	}
 	const struct command *c = find_command(argv[1]);
 	if (argc > 2 || !c) {
+		complain("help: %s \"%s\"", argc > 2 ? "unexpected argument" : "unknown command",
+			 argv[argc > 2 ? 2 : 1]);
 		usage(stderr);
 		return 2;
 	}
-	printf("usage: posthorn %s\n\n%s\n", c->usage, c->help);
-	return 0;
+	return command_help(c);
 }
 
 /* Take "-c FILE" out of argv wherever it stands; returns the new argc or
@@ -226,5 +273,7 @@ static int run(int argc, char **argv)
 		complain("unknown command \"%s\" (see posthorn help)", argv[0]);
 		return 2;
 	}
+	if (wants_help(argc, argv))
+		return command_help(c);
 	return c->run(conf_path, argc, argv);
 }

@@ -2640,6 +2640,18 @@ static int warn_cleartext(struct policy_out *out, const struct conf_server *s)
 	return 0;
 }
 
+/* RFC 3207 §4: a publicly-referenced SMTP server must not require
+ * STARTTLS to deliver mail locally; the mail of every sender without TLS
+ * would be refused for good. */
+static int warn_public_mx_requires_tls(struct policy_out *out, const struct conf_server *s)
+{
+	if (s->protocol != PROTO_SMTP || !s->tls.require || !s->auth.anonymous)
+		return 0;
+	return warn(out, s, "tls require yes with anonymous yes: mail from servers that cannot "
+			    "use STARTTLS is refused, but a public mail exchanger must accept it "
+			    "without TLS (RFC 3207 section 4); require TLS on submission servers only");
+}
+
 static int warn_connection(struct policy_out *out, const struct conf_server *s)
 {
 	const struct conf_connection *cn = &s->connection;
@@ -2663,7 +2675,8 @@ static int warn_secret_file(struct policy_out *out, const struct conf_server *s,
 
 static int warn_server(struct policy_out *out, const struct conf_server *s)
 {
-	int n = warn_auth(out, s) + warn_cleartext(out, s) + warn_connection(out, s);
+	int n = warn_auth(out, s) + warn_cleartext(out, s) + warn_connection(out, s) +
+		warn_public_mx_requires_tls(out, s);
 	for (size_t i = 0; i < s->tls.ncerts; i++)
 		n += warn_secret_file(out, s, s->tls.certs[i].key);
 	return n;

@@ -36,6 +36,7 @@
 #include "lib/log.h"
 #include "store/message.h"
 #include "proto/pop3/pop3_session.h"
+#include "daemon/preflight.h"
 #include "daemon/privdrop.h"
 #include "auth/sasl.h"
 #include "proto/smtp/smtp_session.h"
@@ -652,7 +653,7 @@ static void server_remember_users(void);
 static void server_reload(void)
 {
 	struct runtime *old = runtime_current();
-	struct runtime *rt = runtime_load(daemon_state.conf_path, old->spool, daemon_state.base);
+	struct runtime *rt = preflight_load(daemon_state.conf_path, old->spool, daemon_state.base);
 	if (rt)
 		rt->throttle = old->throttle;
 	if (!rt) {
@@ -822,35 +823,18 @@ int server_run(const char *conf_path)
 	if (!daemon_state.base)
 		fatal("event_base_new failed");
 
-	char *errs = NULL;
-	size_t errlen = 0;
-	FILE *err = open_memstream(&errs, &errlen);
-	if (!err)
-		fatal("open_memstream: %s", strerror(errno));
-	struct conf *probe = NULL;
-	int nerr = conf_load(conf_path, &probe, err);
-	if (fclose(err) == EOF)
-		fatal("cannot collect the configuration's errors: %s", strerror(errno));
-	if (nerr) {
-		(void)fputs(errs, stderr);
-		free(errs);
+	/* everything `posthorn check` checks, by the same function */
+	struct runtime *rt = preflight_load(conf_path, NULL, daemon_state.base);
+	if (!rt)
 		return 1;
-	}
-	free(errs);
 	umask(077);
-	struct spool *sp = spool_open(probe->spool);
+	struct spool *sp = spool_open(rt->conf->spool);
 	if (!sp) {
-		log_err("event=startup-error path=%s error=\"%s\"", probe->spool, strerror(errno));
-		conf_free(probe);
+		log_err("event=startup-error path=%s error=\"%s\"", rt->conf->spool, strerror(errno));
+		runtime_unref(rt);
 		return 1;
 	}
-	conf_free(probe);
-
-	struct runtime *rt = runtime_load(conf_path, sp, daemon_state.base);
-	if (!rt) {
-		spool_close(sp);
-		return 1;
-	}
+	rt->spool = sp;
 	message_init(); /* GMime, for IMAP's ENVELOPE, BODYSTRUCTURE and SEARCH */
 	struct sasl_throttle *throttle = sasl_throttle_new(SERVER_THROTTLE_ENTRIES);
 	rt->throttle = throttle;

@@ -1,6 +1,7 @@
 /* tls: the OpenSSL 3 side of every encrypted listener — implicit TLS
  * (RFC 8314) and STARTTLS (RFC 3207) share these contexts: certificates
- * chosen by SNI (RFC 6066 §3), the cipher and version policy, ALPN (RFC 7301)
+ * chosen by SNI (RFC 6066 §3) and by the client's signature algorithms
+ * (RFC 8446 §4.4.2.2) or suites, the cipher and version policy, ALPN (RFC 7301)
  * as the ALPACA cross-protocol defence, and `posthorn cert new`. */
 #define _GNU_SOURCE
 #include "net/tls.h"
@@ -17,8 +18,10 @@
 #include <unistd.h>
 
 #include <openssl/bn.h>
+#include <openssl/ec.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/objects.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/x509.h>
@@ -28,14 +31,18 @@
 #include "lib/strbuf.h"
 #include "lib/util.h"
 
-/* TLS 1.2: forward secrecy (ECDHE, DHE) and AEAD (AES-GCM, ChaCha20-Poly1305)
- * only, AES-256 first; never anonymous, PSK, SRP or static RSA. */
+/* TLS 1.2: forward secrecy by ECDHE and AEAD (AES-GCM, ChaCha20-Poly1305)
+ * only, AES-256 first; never anonymous, PSK, SRP or static RSA, and no
+ * finite-field DHE: its modular exponentiation costs the server several
+ * times an ECDHE handshake, a cost any client can make it pay (the
+ * D(HE)at attack, CVE-2002-20001). */
 static const char tls_ciphers_12[] =
-    "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20"
-    ":!aNULL:!eNULL:!PSK:!SRP:!DSS:!kRSA";
+    "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL:!PSK:!SRP:!DSS:!kRSA:!kDHE";
 /* TLS 1.3: the suites OpenSSL offers by default, strongest first. */
 static const char tls_ciphers_13[] =
     "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256";
+/* Key exchange groups, TLS 1.2 and 1.3 alike: elliptic curves only, no
+ * ffdhe (RFC 7919) group. */
 static const char tls_groups[] = "X25519:P-256:P-384";
 
 enum {
@@ -55,7 +62,8 @@ enum {
  * its sessions still run: the callbacks below read it until the last SSL
  * is gone. */
 struct tls_server {
-	SSL_CTX **ctxs;          /* one per certificate/key pair; [0] is the default */
+	SSL_CTX **ctxs;          /* one per set of names (its RSA and ECDSA pairs); [0] is
+				  * the default */
 	size_t nctxs;
 	char *protocol;          /* ALPN name, or NULL: no ALPN check */
 	bool strict_sni;
@@ -204,6 +212,150 @@ static int tls_ctx_load_pair(SSL_CTX *ctx, const struct conf_cert *cc, char *err
 	return r;
 }
 
+/* ---- what a certificate is ---------------------------------------------- */
+
+/* The key types OpenSSL keeps side by side in one context, one certificate
+ * each (SSL_CTX_use_certificate(3)): a client is served the one its
+ * signature algorithms (TLS 1.3) or cipher suites (TLS 1.2) allow. */
+enum tls_key_type {
+	TLS_KEY_RSA,
+	TLS_KEY_RSA_PSS,
+	TLS_KEY_ECDSA,
+	TLS_KEY_ED25519,
+	TLS_KEY_ED448,
+	TLS_KEY_TYPES
+};
+
+static const char *const tls_key_type_names[TLS_KEY_TYPES] = {
+    [TLS_KEY_RSA] = "RSA", [TLS_KEY_RSA_PSS] = "RSA-PSS", [TLS_KEY_ECDSA] = "ECDSA",
+    [TLS_KEY_ED25519] = "Ed25519", [TLS_KEY_ED448] = "Ed448",
+};
+
+/* The OpenSSL name of each type, for EVP_PKEY_is_a(). */
+static const char *const tls_key_type_algs[TLS_KEY_TYPES] = {
+    [TLS_KEY_RSA] = "RSA", [TLS_KEY_RSA_PSS] = "RSA-PSS", [TLS_KEY_ECDSA] = "EC",
+    [TLS_KEY_ED25519] = "ED25519", [TLS_KEY_ED448] = "ED448",
+};
+
+/* A key type, or -1 for one TLS servers do not use (DSA, DH...). */
+static int tls_key_type(const EVP_PKEY *pk)
+{
+	for (int t = 0; pk && t < TLS_KEY_TYPES; t++)
+		if (EVP_PKEY_is_a(pk, tls_key_type_algs[t]))
+			return t;
+	return -1;
+}
+
+/* "RSA 2048 bits", "ECDSA P-256", "Ed25519". */
+static void tls_key_text(const EVP_PKEY *pk, char *out, size_t outsz)
+{
+	int t = tls_key_type(pk);
+	char group[64];
+	size_t glen = 0;
+	if (t == TLS_KEY_ECDSA &&
+	    EVP_PKEY_get_group_name(pk, group, sizeof group, &glen) == 1) {
+		const char *nist = EC_curve_nid2nist(OBJ_txt2nid(group));
+		errfmt(out, outsz, "ECDSA %s", nist ? nist : group);
+	} else if (t == TLS_KEY_RSA || t == TLS_KEY_RSA_PSS) {
+		errfmt(out, outsz, "%s %d bits", tls_key_type_names[t], EVP_PKEY_get_bits(pk));
+	} else {
+		errfmt(out, outsz, "%s", t >= 0 ? tls_key_type_names[t] : "unknown key type");
+	}
+	ERR_clear_error();
+}
+
+/* The first certificate of the chain file at path: the server's own. */
+static X509 *tls_leaf_read(const char *path, char *err, size_t errsz)
+{
+	FILE *f = fopen(path, "re");
+	if (!f) {
+		errfmt(err, errsz, "certificate %s: %s", path, strerror(errno));
+		return NULL;
+	}
+	X509 *x = PEM_read_X509(f, NULL, NULL, NULL);
+	(void)fclose(f); /* read only */
+	if (!x)
+		errfmt(err, errsz, "certificate %s: %s", path, tls_openssl_reason());
+	return x;
+}
+
+/* One name as text: printable ASCII kept (lower case), any other byte '?';
+ * a name is data from a file, never trusted to be clean. */
+static char *tls_name_text(const unsigned char *data, int len)
+{
+	char *s = xmalloc((size_t)(len > 0 ? len : 0) + 1);
+	for (int i = 0; i < len; i++) {
+		unsigned char c = data[i];
+		s[i] = c > 0x20 && c < 0x7f ? (char)(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c) : '?';
+	}
+	s[len > 0 ? len : 0] = '\0';
+	return s;
+}
+
+struct tls_names {
+	char **v;
+	size_t n;
+};
+
+static void tls_names_add_san(struct tls_names *l, const GENERAL_NAME *gn)
+{
+	char ip[INET6_ADDRSTRLEN];
+	if (gn->type == GEN_DNS) {
+		*(char **)xappend(&l->v, &l->n, sizeof *l->v) = tls_name_text(
+		    ASN1_STRING_get0_data(gn->d.dNSName), ASN1_STRING_length(gn->d.dNSName));
+	} else if (gn->type == GEN_IPADD) {
+		int len = ASN1_STRING_length(gn->d.iPAddress);
+		int af = len == 4 ? AF_INET : len == 16 ? AF_INET6 : -1;
+		if (af >= 0 && inet_ntop(af, ASN1_STRING_get0_data(gn->d.iPAddress), ip, sizeof ip))
+			*(char **)xappend(&l->v, &l->n, sizeof *l->v) = xstrdup(ip);
+	}
+}
+
+static void tls_names_add_cns(struct tls_names *l, const X509_NAME *subject)
+{
+	for (int i = X509_NAME_get_index_by_NID(subject, NID_commonName, -1); i >= 0;
+	     i = X509_NAME_get_index_by_NID(subject, NID_commonName, i)) {
+		const ASN1_STRING *cn = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, i));
+		*(char **)xappend(&l->v, &l->n, sizeof *l->v) =
+		    tls_name_text(ASN1_STRING_get0_data(cn), ASN1_STRING_length(cn));
+	}
+}
+
+static int tls_names_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The host names and addresses a certificate is for, as clients match them
+ * (RFC 6125 §6.4.4: the subjectAltName entries, else the subject's CN),
+ * sorted, without repeats, ", " between them.  Two certificates with the
+ * same text stand for the same hosts.  Caller frees. */
+static char *tls_cert_names(X509 *x)
+{
+	struct tls_names l = {0};
+	GENERAL_NAMES *gens = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+	for (int i = 0; gens && i < sk_GENERAL_NAME_num(gens); i++)
+		tls_names_add_san(&l, sk_GENERAL_NAME_value(gens, i));
+	GENERAL_NAMES_free(gens);
+	if (l.n == 0)
+		tls_names_add_cns(&l, X509_get_subject_name(x));
+	ERR_clear_error();
+	if (l.n > 1)
+		qsort(l.v, l.n, sizeof *l.v, tls_names_cmp);
+	size_t len = 1;
+	for (size_t i = 0; i < l.n; i++)
+		len += strlen(l.v[i]) + 2;
+	char *out = xmalloc(len), *end = out;
+	*end = '\0';
+	for (size_t i = 0; i < l.n; i++)
+		if (i == 0 || strcmp(l.v[i], l.v[i - 1]) != 0)
+			end = stpcpy(stpcpy(end, i == 0 ? "" : ", "), l.v[i]);
+	for (size_t i = 0; i < l.n; i++)
+		free(l.v[i]);
+	free(l.v);
+	return out;
+}
+
 /* ---- cipher policy ----------------------------------------------------- */
 
 /* One OpenSSL cipher list, "A:B:C" (ciphers(1)): OpenSSL's defaults
@@ -297,8 +449,7 @@ static int tls_ctx_options(SSL_CTX *ctx, char *err, size_t errsz)
 	/* an idle session keeps no 34 KiB read/write buffers */
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-	if (SSL_CTX_set_num_tickets(ctx, 0) != 1 || SSL_CTX_set1_groups_list(ctx, tls_groups) != 1 ||
-	    SSL_CTX_set_dh_auto(ctx, 1) != 1) {
+	if (SSL_CTX_set_num_tickets(ctx, 0) != 1 || SSL_CTX_set1_groups_list(ctx, tls_groups) != 1) {
 		errfmt(err, errsz, "TLS options: %s", tls_openssl_reason());
 		return -1;
 	}
@@ -359,8 +510,8 @@ static int tls_alpn_select(SSL *ssl, const unsigned char **out, unsigned char *o
 
 /* ---- building the contexts ---------------------------------------------- */
 
-static SSL_CTX *tls_ctx_new(struct tls_server *ts, const struct conf_tls *tls,
-			    const struct conf_cert *cc, char *err, size_t errsz)
+static SSL_CTX *tls_ctx_new(struct tls_server *ts, const struct conf_tls *tls, char *err,
+			    size_t errsz)
 {
 	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
 	if (!ctx) {
@@ -368,8 +519,7 @@ static SSL_CTX *tls_ctx_new(struct tls_server *ts, const struct conf_tls *tls,
 		return NULL;
 	}
 	if (tls_ctx_options(ctx, err, errsz) < 0 || tls_ctx_version(ctx, tls, err, errsz) < 0 ||
-	    tls_ctx_ciphers(ctx, tls, err, errsz) < 0 ||
-	    tls_ctx_load_pair(ctx, cc, err, errsz) < 0) {
+	    tls_ctx_ciphers(ctx, tls, err, errsz) < 0) {
 		SSL_CTX_free(ctx);
 		return NULL;
 	}
@@ -378,15 +528,91 @@ static SSL_CTX *tls_ctx_new(struct tls_server *ts, const struct conf_tls *tls,
 	return ctx;
 }
 
-struct tls_server *tls_server_new(const struct conf_tls *tls, const char *protocol, char *err,
-				  size_t errsz)
+/* The pairs of one context while it is built: what their certificates
+ * name, and which pair holds each key type. */
+struct tls_group {
+	char *names;
+	const struct conf_cert *by_type[TLS_KEY_TYPES];
+};
+
+/* "FILE:LINE:COL: message", at the pair's certificate line; returns 1 (an error). */
+static int tls_pair_error(FILE *errout, const struct conf_cert *cc, const char *msg)
+{
+	report(errout, "%s:%u:%u: %s\n", cc->pos.file, cc->pos.line, cc->pos.col, msg);
+	return 1;
+}
+
+/* The context for a pair of key type whose certificate names names: the
+ * one of the earlier pairs that name the same hosts, where each key type
+ * may come once (an RSA and an ECDSA certificate side by side: a client
+ * gets the one it supports), or a new one, for SNI.  Takes names.  The
+ * context's index, or -1 with the reason in err. */
+static long tls_group_for(struct tls_server *ts, struct tls_group *groups,
+			  const struct conf_tls *tls, const struct conf_cert *cc, int type,
+			  char *names, char *err, size_t errsz)
+{
+	size_t g = 0;
+	while (g < ts->nctxs && strcmp(groups[g].names, names) != 0)
+		g++;
+	if (g < ts->nctxs && groups[g].by_type[type]) {
+		const struct conf_cert *first = groups[g].by_type[type];
+		errfmt(err, errsz,
+		       "certificate %s is a second %s certificate for %s (the first is %s at "
+		       "%s:%u:%u); give at most one certificate of each key type for a name",
+		       cc->certificate, tls_key_type_names[type], *names ? names : "no name",
+		       first->certificate, first->pos.file, first->pos.line, first->pos.col);
+		free(names);
+		return -1;
+	}
+	if (g < ts->nctxs) {
+		free(names);
+		return (long)g;
+	}
+	SSL_CTX *ctx = tls_ctx_new(ts, tls, err, errsz);
+	if (!ctx) {
+		free(names);
+		return -1;
+	}
+	ts->ctxs[ts->nctxs++] = ctx;
+	groups[g].names = names;
+	return (long)g;
+}
+
+/* Load pair cc into its context.  0, or 1 after reporting why it cannot. */
+static int tls_server_add_pair(struct tls_server *ts, struct tls_group *groups,
+			       const struct conf_tls *tls, const struct conf_cert *cc, FILE *errout)
+{
+	char err[1024];
+	X509 *leaf = tls_leaf_read(cc->certificate, err, sizeof err);
+	if (!leaf)
+		return tls_pair_error(errout, cc, err);
+	int type = tls_key_type(X509_get0_pubkey(leaf));
+	char *names = tls_cert_names(leaf);
+	X509_free(leaf);
+	if (type < 0) {
+		free(names);
+		errfmt(err, sizeof err, "certificate %s: not an RSA, ECDSA, Ed25519 or Ed448 key",
+		       cc->certificate);
+		return tls_pair_error(errout, cc, err);
+	}
+	long g = tls_group_for(ts, groups, tls, cc, type, names, err, sizeof err);
+	if (g < 0 || tls_ctx_load_pair(ts->ctxs[g], cc, err, sizeof err) < 0)
+		return tls_pair_error(errout, cc, err);
+	groups[g].by_type[type] = cc;
+	return 0;
+}
+
+struct tls_server *tls_server_new(const struct conf_tls *tls, const char *protocol,
+				  FILE *errout)
 {
 	if (tls->ncerts == 0) {
-		errfmt(err, errsz, "no certificate");
+		report(errout, "no certificate\n");
 		return NULL;
 	}
 	if (!tls_ex_ready()) {
-		errfmt(err, errsz, "OpenSSL ex_data: %s", tls_openssl_reason());
+		char err[256];
+		errfmt(err, sizeof err, "OpenSSL ex_data: %s", tls_openssl_reason());
+		tls_pair_error(errout, &tls->certs[0], err);
 		return NULL;
 	}
 	struct tls_server *ts = xcalloc(1, sizeof *ts);
@@ -394,13 +620,16 @@ struct tls_server *tls_server_new(const struct conf_tls *tls, const char *protoc
 	ts->strict_sni = tls->strict_sni;
 	ts->protocol = protocol ? xstrdup(protocol) : NULL;
 	ts->ctxs = xcalloc(tls->ncerts, sizeof *ts->ctxs);
-	for (size_t i = 0; i < tls->ncerts; i++) {
-		ts->ctxs[i] = tls_ctx_new(ts, tls, &tls->certs[i], err, errsz);
-		if (!ts->ctxs[i]) {
-			tls_server_unref(ts);
-			return NULL;
-		}
-		ts->nctxs++;
+	struct tls_group *groups = xcalloc(tls->ncerts, sizeof *groups);
+	int errors = 0;
+	for (size_t i = 0; i < tls->ncerts; i++)
+		errors += tls_server_add_pair(ts, groups, tls, &tls->certs[i], errout);
+	for (size_t i = 0; i < ts->nctxs; i++)
+		free(groups[i].names);
+	free(groups);
+	if (errors) {
+		tls_server_unref(ts);
+		return NULL;
 	}
 	/* Only the context a handshake starts on asks for the name. */
 	SSL_CTX_set_tlsext_servername_callback(ts->ctxs[0], tls_sni_select);
@@ -493,44 +722,54 @@ static bool tls_covers(X509 *x, const char *hostname)
 	return X509_check_host(x, hostname, 0, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS, NULL) == 1;
 }
 
-/* One pair: loaded exactly as the daemon loads it.  Returns its leaf (the
- * caller frees it) or NULL after printing the error. */
-static X509 *tls_check_pair(const struct conf_cert *cc, FILE *errout)
+/* The subject as RFC 2253 text (special characters and bytes that are
+ * not ASCII escaped). */
+static void tls_subject_print(X509 *x, FILE *out)
 {
-	char err[512];
-	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
-	if (!ctx) {
-		report(errout, "%s:%u:%u: SSL_CTX_new: %s\n", cc->pos.file, cc->pos.line,
-			cc->pos.col, tls_openssl_reason());
-		return NULL;
-	}
-	X509 *leaf = NULL;
-	if (tls_ctx_load_pair(ctx, cc, err, sizeof err) < 0) {
-		report(errout, "%s:%u:%u: %s\n", cc->pos.file, cc->pos.line, cc->pos.col, err);
-	} else {
-		leaf = SSL_CTX_get0_certificate(ctx);
-		if (X509_up_ref(leaf) != 1)
-			leaf = NULL;
-	}
-	SSL_CTX_free(ctx);
+	BIO *b = BIO_new(BIO_s_mem());
+	char *text = NULL;
+	long len = 0;
+	if (b && X509_NAME_print_ex(b, X509_get_subject_name(x), 0, XN_FLAG_RFC2253) >= 0)
+		len = BIO_get_mem_data(b, &text);
+	if (len > 0)
+		report(out, "%.*s", (int)len, text);
+	else
+		report(out, "(none)");
+	BIO_free(b);
 	ERR_clear_error();
-	return leaf;
 }
 
-int tls_check_files(const struct conf_tls *tls, const char *hostname, FILE *errout,
-		    FILE *warnout)
+/* "server mx: certificate /etc/mx.crt with key /etc/mx.key: ECDSA P-256,
+ * subject CN=mx.example.org, for mx.example.org, valid until ..." */
+static void tls_report_pair(X509 *x, const struct conf_cert *cc, const char *server, FILE *out)
+{
+	char key[64], until[64];
+	tls_key_text(X509_get0_pubkey(x), key, sizeof key);
+	tls_time_text(X509_get0_notAfter(x), until, sizeof until);
+	char *names = tls_cert_names(x);
+	report(out, "server %s: certificate %s with key %s: %s, subject ", server, cc->certificate,
+	       cc->key, key);
+	tls_subject_print(x, out);
+	report(out, ", for %s, valid until %s\n", *names ? names : "no name", until);
+	free(names);
+}
+
+int tls_report(const struct conf_tls *tls, const char *server, const char *hostname,
+	       FILE *errout, FILE *out)
 {
 	int errors = 0;
 	bool covered = false;
 	X509 *first = NULL;
 	for (size_t i = 0; i < tls->ncerts; i++) {
 		const struct conf_cert *cc = &tls->certs[i];
-		X509 *x = tls_check_pair(cc, errout);
+		char err[1024];
+		X509 *x = tls_leaf_read(cc->certificate, err, sizeof err);
 		if (!x) {
-			errors++;
+			errors += tls_pair_error(errout, cc, err);
 			continue;
 		}
-		tls_check_dates(x, cc->certificate, warnout);
+		tls_report_pair(x, cc, server, out);
+		tls_check_dates(x, cc->certificate, out);
 		if (hostname && tls_covers(x, hostname))
 			covered = true;
 		if (i == 0)
@@ -541,9 +780,9 @@ int tls_check_files(const struct conf_tls *tls, const char *hostname, FILE *erro
 	/* The default certificate is what clients without SNI see; the name
 	 * they connect to is usually the server's hostname. */
 	if (first && hostname && !tls_covers(first, hostname))
-		report(warnout, "warning: certificate %s does not cover %s%s\n",
-			tls->certs[0].certificate, hostname,
-			covered ? " (clients that send no SNI name get it)" : "");
+		report(out, "warning: certificate %s does not cover %s%s\n",
+		       tls->certs[0].certificate, hostname,
+		       covered ? " (clients that send no SNI name get it)" : "");
 	X509_free(first);
 	return errors;
 }

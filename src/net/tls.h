@@ -1,5 +1,6 @@
 /* tls: OpenSSL 3 contexts for the virtual servers (the `tls` block of posthorn.conf(5)):
- * certificate/key pairs chosen by SNI, the cipher policy, minimum version
+ * certificate/key pairs chosen by SNI, an RSA and an ECDSA one side by side
+ * for a name, the cipher policy, minimum version
  * and bits, ALPN cross-protocol defence (ALPACA), and the words that
  * describe a negotiated session for logs and Received: headers.  One layer
  * for SMTP, POP3 and IMAP alike. */
@@ -17,16 +18,21 @@ struct conf_tls;
 struct tls_server;
 
 /* Build the contexts of one virtual server: every certificate/key pair of
- * tls (the first is the default; SNI picks another whose certificate covers
- * the name; with strict_sni a name no certificate covers is refused),
- * minimum version, forward-secret AEAD ciphers only for TLS 1.2, TLS 1.3
- * suites as OpenSSL offers them, all filtered by min_bits; no compression,
- * no renegotiation, no session tickets that outlive a reload.  protocol is
- * the ALPN name ("smtp", "pop3", "imap"): a client whose ALPN list names
- * only other protocols is refused during the handshake.  Returns NULL with
- * a message in err (unreadable file, key not matching certificate...). */
-struct tls_server *tls_server_new(const struct conf_tls *tls, const char *protocol, char *err,
-				  size_t errsz);
+ * tls, in order.  Pairs whose certificates name the same hosts share one
+ * context, one pair per key type (an RSA and an ECDSA certificate side by
+ * side; each client gets one it supports); pairs for other names get
+ * contexts of their own, chosen by SNI (the first is the default; with
+ * strict_sni a name no certificate covers is refused).  Minimum version,
+ * ECDHE with AEAD ciphers only for TLS 1.2, TLS 1.3 suites as OpenSSL
+ * offers them, all filtered by min_bits; no compression, no renegotiation,
+ * no session tickets that outlive a reload.  protocol is the ALPN name
+ * ("smtp", "pop3", "imap"): a client whose ALPN list names only other
+ * protocols is refused during the handshake.  Returns NULL after printing
+ * every problem as "FILE:LINE:COL: message" on errout (unreadable file, key
+ * not matching its certificate, a second certificate of one key type for
+ * the same names...). */
+struct tls_server *tls_server_new(const struct conf_tls *tls, const char *protocol,
+				  FILE *errout);
 /* Drop the caller's reference.  SSLs made by tls_server_ssl() hold their
  * own, so a reload may free the old server while its sessions go on; the
  * contexts go when the last of those SSLs is freed.  NULL is ignored. */
@@ -48,13 +54,13 @@ bool tls_session_acceptable(SSL *ssl, const struct conf_tls *tls, char *why, siz
  * (still terminated) when out is too small. */
 void tls_describe(SSL *ssl, char *out, size_t outsz);
 
-/* `posthorn check`: every certificate/key pair of tls readable, parseable
- * and matching; errors are printed as "FILE:LINE:COL: message" using the
- * pair's position, warnings (expired, expiring within 30 days, a name
- * that does not cover hostname) as "warning: ...".  Returns the number of
- * errors. */
-int tls_check_files(const struct conf_tls *tls, const char *hostname, FILE *errout,
-		    FILE *warnout);
+/* `posthorn check`, once tls_server_new() has accepted tls: a line per
+ * certificate/key pair of server (key type and size, subject, names,
+ * expiry) and warnings (expired, expiring within 30 days, not valid yet, a
+ * default certificate that does not cover hostname) on out.  A certificate
+ * that cannot be read again is an error on errout; returns their number. */
+int tls_report(const struct conf_tls *tls, const char *server, const char *hostname,
+	       FILE *errout, FILE *out);
 
 /* `posthorn cert new --hostname H --out DIR [--rsa BITS]`: writes
  * DIR/H.key (mode 0600; ECDSA P-256, or RSA of BITS), DIR/H.crt (self-signed,

@@ -5,7 +5,6 @@
  * under a session or a delivery attempt that started before it. */
 #include "runtime/runtime.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,7 +12,6 @@
 #include "auth/aliases.h"
 #include "auth/userdb.h"
 #include "conf/conf.h"
-#include "lib/log.h"
 #include "lib/util.h"
 #include "net/dns.h"
 #include "net/hostaddrs.h"
@@ -74,14 +72,11 @@ static int runtime_load_tls(struct runtime *rt, FILE *err)
 	rt->tls = xcalloc(rt->conf->nservers, sizeof *rt->tls);
 	for (size_t i = 0; i < rt->conf->nservers; i++) {
 		const struct conf_server *srv = &rt->conf->servers[i];
-		char why[512];
 		if (srv->tls.ncerts == 0)
 			continue;
-		rt->tls[i] = tls_server_new(&srv->tls, alpn_names[srv->protocol], why, sizeof why);
-		if (!rt->tls[i]) {
-			report(err, "server %s: %s\n", srv->name, why);
+		rt->tls[i] = tls_server_new(&srv->tls, alpn_names[srv->protocol], err);
+		if (!rt->tls[i])
 			errors++;
-		}
 	}
 	return errors;
 }
@@ -111,10 +106,8 @@ static int runtime_load_dns(struct runtime *rt, FILE *err)
 	return errors;
 }
 
-/* The host rules' names of each server, looked up through the server's
- * resolver; a reload starts from what the running generation knows of
- * them, so that its rules keep matching until the new answers come. */
-static void runtime_start_hosts(struct runtime *rt, const struct runtime *prev)
+/* each server's host names, looked up through the server's resolver */
+void runtime_start_hosts(struct runtime *rt, const struct runtime *prev)
 {
 	const struct conf *c = rt->conf;
 	rt->hosts = xcalloc(c->nservers, sizeof *rt->hosts);
@@ -142,45 +135,27 @@ struct dns_resolver *runtime_resolver(const struct runtime *rt, const struct con
 	return own ? own : rt->dns;
 }
 
-/* Load a configuration with its users, aliases, certificates and
- * resolvers; NULL after logging every error. */
-struct runtime *runtime_load(const char *path, struct spool *sp, struct event_base *base)
+int runtime_build(const char *path, struct spool *sp, struct event_base *base, FILE *err,
+		  struct runtime **out)
 {
-	char *errs = NULL;
-	size_t errlen = 0;
-	FILE *err = open_memstream(&errs, &errlen);
-	if (!err)
-		fatal("open_memstream: %s", strerror(errno));
 	struct runtime *rt = xcalloc(1, sizeof *rt);
 	rt->refs = 1;
 	rt->spool = sp;
 	rt->base = base;
-	bool ok = conf_load(path, &rt->conf, err) == 0 &&
-		  userdb_load(rt->conf->users, &rt->users, err) == 0 &&
-		  (!rt->conf->aliases || aliases_load(rt->conf->aliases, &rt->aliases, err) == 0) &&
-		  runtime_load_tls(rt, err) == 0 && runtime_load_dns(rt, err) == 0;
-	/* the messages went through report(): a failed write shows here (and
-	 * matters only when there are errors to tell) */
-	int lost = fclose(err) == EOF ? errno : 0;
-	if (!ok) {
-		if (lost)
-			log_err("event=config-error message=\"cannot collect every error message: %s\"",
-				strerror(lost));
-		char *save = NULL;
-		/* configuration text quotes values: escaped, a '"' cannot end the
-		 * message early; half a line is room for a long one */
-		char msg[LOG_LINE_MAX / 2];
-		for (char *line = errs ? strtok_r(errs, "\n", &save) : NULL; line;
-		     line = strtok_r(NULL, "\n", &save))
-			log_err("event=config-error message=\"%s\"",
-				log_quote(msg, sizeof msg, line, strlen(line)));
-		free(errs);
+	int errors = conf_load(path, &rt->conf, err);
+	if (errors) {
 		runtime_unref(rt);
-		return NULL;
+		*out = NULL;
+		return errors;
 	}
-	free(errs);
-	runtime_start_hosts(rt, runtime_current());
-	return rt;
+	/* every part, so that every problem is told at once */
+	errors += userdb_load(rt->conf->users, &rt->users, err) != 0;
+	if (rt->conf->aliases)
+		errors += aliases_load(rt->conf->aliases, &rt->aliases, err);
+	errors += runtime_load_tls(rt, err);
+	errors += runtime_load_dns(rt, err);
+	*out = rt;
+	return errors;
 }
 
 const struct conf_server *runtime_server(const struct runtime *rt, const char *name)

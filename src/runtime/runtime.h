@@ -6,6 +6,8 @@
 #ifndef POSTHORN_RUNTIME_H
 #define POSTHORN_RUNTIME_H
 
+#include <stdio.h>
+
 struct conf;
 struct conf_server;
 struct userdb;
@@ -32,8 +34,18 @@ struct runtime {
 };
 
 /* Load the configuration at path with its users, aliases, certificates
- * and resolvers (one reference); NULL after logging every error. */
-struct runtime *runtime_load(const char *path, struct spool *sp, struct event_base *base);
+ * and resolvers, telling every problem on err, one line each.  Returns the
+ * number of problems.  *out is the generation (one reference) whenever the
+ * configuration itself parsed, even with problems elsewhere, so that a
+ * caller can check more of it (daemon/preflight.h); with problems it is
+ * only for that, then runtime_unref(). */
+int runtime_build(const char *path, struct spool *sp, struct event_base *base, FILE *err,
+		  struct runtime **out);
+/* Start the generation's own lookups of its host rules' names, beginning
+ * with what prev (the running generation, or NULL) knows of them, so that
+ * its rules keep matching until the new answers come.  Only a generation
+ * that is to serve starts them; `posthorn check` looks names up itself. */
+void runtime_start_hosts(struct runtime *rt, const struct runtime *prev);
 struct runtime *runtime_ref(struct runtime *rt);
 void runtime_unref(struct runtime *rt);
 

@@ -161,13 +161,9 @@ struct runtime *fuzz_runtime(const char *conf_text)
 	rt->tls = xcalloc(rt->conf->nservers, sizeof *rt->tls);
 	for (size_t i = 0; i < rt->conf->nservers; i++) {
 		const struct conf_server *srv = &rt->conf->servers[i];
-		char why[256];
 		if (srv->tls.ncerts == 0)
 			continue;
-		rt->tls[i] = tls_server_new(&srv->tls, conf_protocol_name(srv->protocol), why,
-					    sizeof why);
-		if (!rt->tls[i])
-			fprintf(stderr, "fuzz: %s\n", why);
+		rt->tls[i] = tls_server_new(&srv->tls, conf_protocol_name(srv->protocol), stderr);
 		CHECK(rt->tls[i] != NULL);
 	}
 	rt->server_dns = xcalloc(rt->conf->nservers, sizeof *rt->server_dns);
