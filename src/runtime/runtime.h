@@ -12,7 +12,7 @@ struct aliases;
 struct spool;
 struct event_base;
 struct tls_server;
-struct sasl_throttle;
+struct throttle;
 struct dns_resolver;
 
 struct runtime {
@@ -25,7 +25,7 @@ struct runtime {
 	struct dns_resolver **server_dns; /* per server with its own `dns`; else NULL */
 	struct spool *spool;         /* shared by every generation */
 	struct event_base *base;
-	struct sasl_throttle *throttle; /* shared by every generation */
+	struct throttle *throttle; /* shared by every generation */
 };
 
 /* Load the configuration at path with its users, aliases, certificates
