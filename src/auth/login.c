@@ -13,6 +13,7 @@
 #include <openssl/crypto.h>
 
 #include "auth/sasl.h"
+#include "auth/throttle.h"
 #include "conf/conf.h"
 #include "lib/log.h"
 #include "lib/offload.h"
@@ -42,7 +43,7 @@ unsigned login_mechanisms(const struct conf_server *srv, bool tls_active)
 	if (srv->tls.require)
 		return 0;
 	if (srv->auth.plaintext_requires_tls)
-		m &= ~(unsigned)(MECH_PLAIN | MECH_LOGIN);
+		m &= ~(unsigned)MECH_PASSWORD_BASED;
 	return m;
 }
 
@@ -132,8 +133,9 @@ static void login_log(const struct login *l, const char *result, const char *use
 static bool login_locked_out(struct login *l)
 {
 	unsigned retry;
-	if (!sasl_throttle_locked(l->env.throttle, l->env.client, &l->env.srv->auth, time(NULL),
-				  &retry))
+	struct throttle_rule rule = throttle_login_rule(l->env.srv);
+	if (!throttle_locked(l->env.throttle, l->env.client, THROTTLE_LOGIN, &rule, time(NULL),
+			     &retry))
 		return false;
 	log_info("event=auth session=%s server=%s client=%s result=locked retry_after=%us",
 		 l->env.sid, l->env.srv->name, l->env.client, retry);
@@ -148,8 +150,9 @@ static bool login_locked_out(struct login *l)
 static unsigned login_count_failure(struct login *l, const char *user)
 {
 	bool locked;
-	unsigned delay = sasl_throttle_login_failed(l->env.throttle, l->env.client, user,
-						    &l->env.srv->auth, time(NULL), &locked);
+	struct throttle_rule rule = throttle_login_rule(l->env.srv);
+	unsigned delay = throttle_login_failed(l->env.throttle, l->env.client, user, &rule,
+					       time(NULL), &locked);
 	if (locked)
 		log_warn("event=lockout session=%s server=%s client=%s duration=%us", l->env.sid,
 			 l->env.srv->name, l->env.client, l->env.srv->auth.lockout_duration);
@@ -160,7 +163,8 @@ static void login_success(struct login *l, const char *address)
 {
 	char *user = xstrdup(address);
 	login_log(l, "ok", user);
-	sasl_throttle_login_ok(l->env.throttle, l->env.client, user);
+	struct throttle_rule rule = throttle_login_rule(l->env.srv);
+	throttle_login_ok(l->env.throttle, l->env.client, user, &rule);
 	login_end_exchange(l);
 	login_say(l, LOGIN_OK, NULL, user, 0);
 	free(user);

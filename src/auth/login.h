@@ -13,12 +13,15 @@
 
 struct conf_server;
 struct userdb;
-struct sasl_throttle;
+struct throttle;
 struct event_base;
 
 /* The mechanisms (enum conf_mech bits) a client may use now: none before
- * TLS where the server requires a secure channel; the plaintext ones
- * (PLAIN, LOGIN) only inside TLS where `plaintext-requires-tls` is set. */
+ * TLS where the server requires a secure channel; the password-based ones
+ * (MECH_PASSWORD_BASED: PLAIN, LOGIN and SCRAM-SHA-256, whose exchange an
+ * eavesdropper can test guesses against) only inside TLS where
+ * `plaintext-requires-tls` is set.  Only a mechanism that sends nothing
+ * derived from a password could run before TLS there. */
 unsigned login_mechanisms(const struct conf_server *srv, bool tls_active);
 /* May a password travel in a protocol's own command (POP3 USER/PASS,
  * IMAP LOGIN) now?  Exactly when a plaintext mechanism may be used. */
@@ -34,7 +37,7 @@ struct login_env {
 	const struct conf_server *srv;
 	const char *client;          /* the client's address text */
 	const struct userdb *users;
-	struct sasl_throttle *throttle;
+	struct throttle *throttle;
 	struct event_base *base;     /* for the failure delay's timer */
 };
 

@@ -1,7 +1,6 @@
 /* sasl: the server side of SASL (RFC 4422), independent of the protocol:
  * PLAIN (RFC 4616), LOGIN, SCRAM-SHA-256 (RFC 5802, RFC 7677).  SMTP,
- * POP3 and IMAP only frame the base64 challenges and responses.  Also the
- * per-address brute-force throttle that every protocol feeds. */
+ * POP3 and IMAP only frame the base64 challenges and responses. */
 #ifndef POSTHORN_SASL_H
 #define POSTHORN_SASL_H
 
@@ -99,38 +98,5 @@ void sasl_test_set_nonce(const char *nonce);
  * NULL. */
 const char *sasl_user(const struct sasl_session *s);
 void sasl_free(struct sasl_session *s);
-
-/* ---- brute-force throttle ----------------------------------------------
- * `lockout N WINDOW DURATION`: N failed logins from one client address
- * within WINDOW seconds lock that address out for DURATION seconds.  A
- * table bounded in size (oldest entries evicted), keyed by address text. */
-struct sasl_throttle;
-struct sasl_throttle *sasl_throttle_new(size_t max_entries);
-void sasl_throttle_free(struct sasl_throttle *t);
-/* Is the address locked out now?  *retry_after = seconds left. */
-bool sasl_throttle_locked(struct sasl_throttle *t, const char *addr, const struct conf_auth *a,
-			  time_t now, unsigned *retry_after);
-/* Record a failure; returns true when this failure starts a lockout. */
-bool sasl_throttle_fail(struct sasl_throttle *t, const char *addr, const struct conf_auth *a,
-			time_t now);
-/* A success clears the address's failures. */
-void sasl_throttle_success(struct sasl_throttle *t, const char *addr);
-/* How long to delay the reply to a failure (grows with the failures). */
-unsigned sasl_throttle_delay_ms(struct sasl_throttle *t, const char *addr);
-/* For tests and fuzzing: the delay per failure instead of 250 ms (0: no
- * delay, so that a session's replies never wait on a timer).  Never in the
- * daemon. */
-void sasl_test_set_delay_step(unsigned ms);
-
-/* A failed login of every protocol: counted against the client address
- * (which can lock it out: *locked_out is then set) and against the user
- * name tried, key "user:NAME" (which only slows further attempts — a
- * lockout per name would let anybody lock a user out).  user may be NULL.
- * Returns the delay before the reply, in ms. */
-unsigned sasl_throttle_login_failed(struct sasl_throttle *t, const char *client,
-				    const char *user, const struct conf_auth *a, time_t now,
-				    bool *locked_out);
-/* A successful login clears the failures of the address and of the user. */
-void sasl_throttle_login_ok(struct sasl_throttle *t, const char *client, const char *user);
 
 #endif

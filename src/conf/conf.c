@@ -27,6 +27,8 @@
 #define CONF_NAME_MAX 64                /* server and user names */
 #define CONF_MIN_BITS_MAX 256           /* strongest cipher there is */
 #define CONF_ARGS_ANY UINT_MAX          /* no upper bound on arguments */
+#define CONF_IPV6_PREFIX_MIN 32         /* shorter would lock out whole providers */
+#define CONF_ERROR_DELAY_MAX 60         /* seconds: each delay holds a connection */
 
 /* ---- types ---------------------------------------------------------------- */
 
@@ -1031,6 +1033,7 @@ static void server_defaults(struct conf_server *s, const char *name, struct conf
 	s->auth.lockout_failures = 5;
 	s->auth.lockout_window = 15 * 60;
 	s->auth.lockout_duration = 30 * 60;
+	s->auth.lockout_ipv6_prefix = 64;
 	s->auth.received_auth = true;
 	s->relay.authenticated = true;
 	s->limits.message_size = UINT64_C(25) << 20;
@@ -1038,6 +1041,11 @@ static void server_defaults(struct conf_server *s, const char *name, struct conf
 	s->limits.connections = 1000;
 	s->limits.connections_per_ip = 20;
 	s->limits.timeout = default_timeout(PROTO_SMTP);
+	s->limits.error_delay = 1;
+	s->limits.error_delay_after = 3;
+	s->limits.unknown_recipients = 50;
+	s->limits.unknown_recipients_window = 60 * 60;
+	s->limits.unknown_recipients_duration = 60 * 60;
 }
 
 /* ---- freeing ------------------------------------------------------------------ */
@@ -1682,6 +1690,13 @@ static void auth_lockout(struct parser *p, const struct line *d)
 	a->lockout_duration = duration;
 }
 
+/* lockout-ipv6-prefix BITS: IPv6 clients are counted per network. */
+static void auth_lockout_ipv6_prefix(struct parser *p, const struct line *d)
+{
+	arg_number(p, d, &d->args[0], CONF_IPV6_PREFIX_MIN, 128,
+		   &p->server->auth.lockout_ipv6_prefix);
+}
+
 /* ---- handlers: relay ------------------------------------------------------------------ */
 
 static void relay_authenticated(struct parser *p, const struct line *d)
@@ -1732,6 +1747,46 @@ static void lim_timeout(struct parser *p, const struct line *d)
 		p->state->timeout_set = true;
 }
 
+/* error-delay DURATION after ERRORS; a DURATION of 0 turns it off. */
+static void lim_error_delay(struct parser *p, const struct line *d)
+{
+	struct conf_limits *l = &p->server->limits;
+	unsigned delay, after;
+	bool ok = true;
+	if (conf_parse_duration(d->args[0].s, &delay) < 0 || delay > CONF_ERROR_DELAY_MAX) {
+		conf_error(p, &d->args[0].pos,
+			   "bad duration \"%s\" for \"error-delay\" (use 0 to turn it off, or a "
+			   "number with s or m up to %us)", Q(d->args[0].s), CONF_ERROR_DELAY_MAX);
+		ok = false;
+	}
+	if (strcmp(d->args[1].s, "after") != 0) {
+		conf_error(p, &d->args[1].pos,
+			   "expected \"after\" in \"error-delay DURATION after ERRORS\", not \"%s\"",
+			   Q(d->args[1].s));
+		ok = false;
+	}
+	ok = arg_number(p, d, &d->args[2], 0, UINT_MAX, &after) && ok;
+	if (!ok)
+		return;
+	l->error_delay = delay;
+	l->error_delay_after = after;
+}
+
+/* unknown-recipients COUNT WINDOW DURATION; 0 turns it off. */
+static void lim_unknown_recipients(struct parser *p, const struct line *d)
+{
+	struct conf_limits *l = &p->server->limits;
+	unsigned count, window, duration;
+	bool ok = arg_number(p, d, &d->args[0], 0, UINT_MAX, &count);
+	ok = arg_duration(p, d, &d->args[1], &window) && ok;
+	ok = arg_duration(p, d, &d->args[2], &duration) && ok;
+	if (!ok)
+		return;
+	l->unknown_recipients = count;
+	l->unknown_recipients_window = window;
+	l->unknown_recipients_duration = duration;
+}
+
 /* ---- the tables ------------------------------------------------------------------------ */
 
 #define CONTEXT(in, belongs, table) {in, belongs, table, ARRAY_LEN(table)}
@@ -1763,6 +1818,7 @@ static const struct directive auth_directives[] = {
 	{"plaintext-requires-tls", 1, 1, auth_plaintext_requires_tls, NULL, NULL, true},
 	{"sender-must-match", 1, 1, auth_sender_must_match, NULL, NULL, true},
 	{"lockout", 3, 3, auth_lockout, NULL, NULL, true},
+	{"lockout-ipv6-prefix", 1, 1, auth_lockout_ipv6_prefix, NULL, NULL, true},
 	{"received-auth", 1, 1, auth_received_auth, NULL, NULL, true},
 };
 static const struct context auth_context =
@@ -1782,6 +1838,8 @@ static const struct directive limits_directives[] = {
 	{"connections", 1, 1, lim_connections, NULL, NULL, true},
 	{"connections-per-ip", 1, 1, lim_connections_per_ip, NULL, NULL, true},
 	{"timeout", 1, 1, lim_timeout, NULL, NULL, true},
+	{"error-delay", 3, 3, lim_error_delay, NULL, NULL, true},
+	{"unknown-recipients", 3, 3, lim_unknown_recipients, NULL, NULL, true},
 };
 static const struct context limits_context =
 	CONTEXT("in limits block", "in a limits block", limits_directives);
@@ -2472,14 +2530,12 @@ static void print_encryption(struct policy_out *out, const struct conf_tls *t)
 	out_putc(out, '\n');
 }
 
-static const char *plaintext_mechanisms(unsigned mechanisms)
+/* How the lockouts tell clients apart. */
+static void print_one_client(struct policy_out *out, const struct conf_auth *a)
 {
-	switch (mechanisms & (MECH_PLAIN | MECH_LOGIN)) {
-	case MECH_PLAIN | MECH_LOGIN: return "PLAIN and LOGIN";
-	case MECH_PLAIN: return "PLAIN";
-	case MECH_LOGIN: return "LOGIN";
-	default: return NULL;
-	}
+	out_puts(out, "one address");
+	if (a->lockout_ipv6_prefix < 128)
+		out_printf(out, " (IPv6: one /%u)", a->lockout_ipv6_prefix);
 }
 
 static void print_lockout(struct policy_out *out, const struct conf_auth *a)
@@ -2488,7 +2544,9 @@ static void print_lockout(struct policy_out *out, const struct conf_auth *a)
 		out_puts(out, "; no lockout after failed logins");
 		return;
 	}
-	out_printf(out, "; %u failed logins from one address within ", a->lockout_failures);
+	out_printf(out, "; %u failed logins from ", a->lockout_failures);
+	print_one_client(out, a);
+	out_puts(out, " within ");
 	print_duration(out, a->lockout_window);
 	out_puts(out, " lock it out for ");
 	print_duration(out, a->lockout_duration);
@@ -2504,17 +2562,36 @@ static void print_mechanisms(struct policy_out *out, unsigned mechanisms)
 	}
 }
 
+/* What plaintext-requires-tls keeps inside TLS: every mechanism that
+ * sends the password or material derived from it, and the protocols' own
+ * password commands (POP3 USER/PASS, IMAP LOGIN) where PLAIN or LOGIN is
+ * offered.  Follows the list of mechanisms. */
+static void print_password_rule(struct policy_out *out, const struct conf_server *s)
+{
+	const struct conf_auth *a = &s->auth;
+	unsigned m = a->mechanisms & MECH_PASSWORD_BASED;
+	if (!m)
+		return;
+	if (m != a->mechanisms) { /* name those it is about */
+		out_puts(out, "; ");
+		print_mechanisms(out, m);
+	}
+	if ((m & (MECH_PLAIN | MECH_LOGIN)) && s->protocol != PROTO_SMTP)
+		out_puts(out, s->protocol == PROTO_POP3 ? " and USER/PASS" : " and the LOGIN command");
+	if (a->plaintext_requires_tls)
+		out_puts(out, ", only after TLS (each sends the password or what it can be guessed "
+			      "from)");
+	else
+		out_puts(out, ", also without TLS");
+}
+
 static void print_auth(struct policy_out *out, const struct conf_server *s)
 {
 	const struct conf_auth *a = &s->auth;
 	bool smtp = s->protocol == PROTO_SMTP;
-	/* POP3 USER/PASS and IMAP LOGIN send passwords as they are, too */
-	const char *plain = smtp ? plaintext_mechanisms(a->mechanisms) : "passwords";
 	out_puts(out, "  authentication: ");
 	print_mechanisms(out, a->mechanisms);
-	if (plain)
-		out_printf(out, "; %s %s", plain,
-			   a->plaintext_requires_tls ? "only after TLS" : "also without TLS");
+	print_password_rule(out, s);
 	if (smtp) {
 		out_puts(out, a->anonymous ? "; anonymous clients may send mail to local domains"
 					   : "; anonymous clients may not send mail");
@@ -2571,6 +2648,32 @@ static void print_limits(struct policy_out *out, const struct conf_server *s)
 	out_puts(out, " idle\n");
 }
 
+/* SMTP's brakes on address harvesting. */
+static void print_probing(struct policy_out *out, const struct conf_server *s)
+{
+	const struct conf_limits *l = &s->limits;
+	out_puts(out, "  recipient probing: ");
+	if (l->error_delay == 0) {
+		out_puts(out, "refused recipients are answered at once");
+	} else {
+		out_puts(out, "refused recipients are answered after ");
+		print_duration(out, l->error_delay);
+		out_printf(out, " once a session has made %u error%s", l->error_delay_after,
+			   l->error_delay_after == 1 ? "" : "s");
+	}
+	if (l->unknown_recipients == 0) {
+		out_puts(out, "; no lockout after unknown recipients\n");
+		return;
+	}
+	out_printf(out, "; %u unknown recipients from ", l->unknown_recipients);
+	print_one_client(out, &s->auth);
+	out_puts(out, " within ");
+	print_duration(out, l->unknown_recipients_window);
+	out_puts(out, " refuse it for ");
+	print_duration(out, l->unknown_recipients_duration);
+	out_putc(out, '\n');
+}
+
 static void print_server(struct policy_out *out, const struct conf_server *s)
 {
 	out_printf(out, "\nserver %s (%s), hostname %s\n", s->name, conf_protocol_name(s->protocol),
@@ -2582,6 +2685,8 @@ static void print_server(struct policy_out *out, const struct conf_server *s)
 	if (s->protocol == PROTO_SMTP)
 		print_relay(out, &s->relay);
 	print_limits(out, s);
+	if (s->protocol == PROTO_SMTP)
+		print_probing(out, s);
 }
 
 static int warn(struct policy_out *out, const struct conf_server *s, const char *fmt, ...)
@@ -2603,21 +2708,37 @@ static int warn(struct policy_out *out, const struct conf_server *s, const char 
 static bool auth_is_usable(const struct conf_server *s)
 {
 	const struct conf_auth *a = &s->auth;
-	if (a->mechanisms & MECH_SCRAM_SHA_256)
+	if (a->mechanisms & ~(unsigned)MECH_PASSWORD_BASED)
 		return true;
-	return plaintext_mechanisms(a->mechanisms) &&
-	       (s->tls.ncerts > 0 || !a->plaintext_requires_tls);
+	return a->mechanisms && (s->tls.ncerts > 0 || !a->plaintext_requires_tls);
+}
+
+/* The name of the first mechanism of mechanisms (in the order of
+ * mechanism_names); NULL for none. */
+static const char *first_mechanism(unsigned mechanisms)
+{
+	for (size_t i = 0; i < ARRAY_LEN(mechanism_names); i++)
+		if (mechanisms & mechanism_names[i].bit)
+			return mechanism_names[i].name;
+	return NULL;
+}
+
+/* An MX that leaves `mechanisms` as it is takes its mail without AUTH:
+ * that nobody can log in there is no news. */
+static bool auth_is_incidental(const struct conf_server *s)
+{
+	return s->protocol == PROTO_SMTP && s->auth.anonymous &&
+	       s->auth.mechanisms == (MECH_PLAIN | MECH_LOGIN | MECH_SCRAM_SHA_256);
 }
 
 static int warn_auth(struct policy_out *out, const struct conf_server *s)
 {
 	const struct conf_auth *a = &s->auth;
-	const char *plain = plaintext_mechanisms(a->mechanisms);
+	const char *mech = first_mechanism(a->mechanisms & MECH_PASSWORD_BASED);
 	int n = 0;
-	if (plain && !(a->mechanisms & MECH_SCRAM_SHA_256) && a->plaintext_requires_tls &&
-	    s->tls.ncerts == 0)
+	if (mech && a->plaintext_requires_tls && s->tls.ncerts == 0 && !auth_is_incidental(s))
 		n += warn(out, s, "AUTH %s offered but no TLS certificate: clients can never authenticate",
-			  a->mechanisms & MECH_PLAIN ? "PLAIN" : "LOGIN");
+			  mech);
 	if (!auth_is_usable(s) && s->protocol != PROTO_SMTP)
 		n += warn(out, s, "no client can authenticate: nobody can log in");
 	else if (!auth_is_usable(s) && !a->anonymous)
@@ -2628,14 +2749,15 @@ static int warn_auth(struct policy_out *out, const struct conf_server *s)
 
 static int warn_cleartext(struct policy_out *out, const struct conf_server *s)
 {
-	if (!plaintext_mechanisms(s->auth.mechanisms) || s->auth.plaintext_requires_tls ||
+	if (!(s->auth.mechanisms & MECH_PASSWORD_BASED) || s->auth.plaintext_requires_tls ||
 	    s->tls.require)
 		return 0;
 	for (size_t i = 0; i < s->nlistens; i++) {
 		const struct conf_listen *l = &s->listens[i];
 		if (!l->tls && !sockaddr_is_loopback(&l->addr))
 			return warn(out, s, "plaintext-requires-tls is no and it listens on %s: "
-					    "passwords may cross the network in clear text", l->addr.text);
+					    "passwords (or, with SCRAM, what they can be guessed "
+					    "from) may cross the network in clear text", l->addr.text);
 	}
 	return 0;
 }

@@ -79,16 +79,24 @@ enum conf_mech {
 	MECH_PLAIN = 1u << 0,
 	MECH_LOGIN = 1u << 1,
 	MECH_SCRAM_SHA_256 = 1u << 2,
+	/* The mechanisms that send the password (PLAIN, LOGIN) or material
+	 * derived from it (SCRAM's salt, iteration count and proof: enough
+	 * for an offline dictionary attack): `plaintext-requires-tls` keeps
+	 * them inside TLS.  Every mechanism posthorn has is one. */
+	MECH_PASSWORD_BASED = MECH_PLAIN | MECH_LOGIN | MECH_SCRAM_SHA_256,
 };
 
 struct conf_auth {
 	unsigned mechanisms;    /* enum conf_mech bits; default all three */
 	bool anonymous;         /* default no */
-	bool plaintext_requires_tls; /* default yes */
+	bool plaintext_requires_tls; /* password-based mechanisms only inside
+				      * TLS (MECH_PASSWORD_BASED); default yes */
 	bool sender_must_match; /* default yes */
 	unsigned lockout_failures; /* default 5 */
 	unsigned lockout_window;   /* seconds, default 15m */
 	unsigned lockout_duration; /* seconds, default 30m */
+	unsigned lockout_ipv6_prefix; /* IPv6 clients counted per network of
+				       * this many bits; default 64 */
 	bool received_auth;     /* "(authenticated as USER)" in Received:; default yes */
 };
 
@@ -104,6 +112,15 @@ struct conf_limits {
 	unsigned connections;   /* at once, this server, default 1000 */
 	unsigned connections_per_ip; /* default 20 */
 	unsigned timeout;       /* seconds idle, default 5m (pop3 10m, imap 30m) */
+	unsigned error_delay;   /* SMTP: seconds before a refused recipient's
+				 * reply, 0: none; default 1 */
+	unsigned error_delay_after; /* ... once the session made this many
+				     * errors; default 3 */
+	unsigned unknown_recipients; /* SMTP: this many unknown recipients
+				      * from one client refuse it; 0: off;
+				      * default 50 */
+	unsigned unknown_recipients_window;   /* seconds, default 1h */
+	unsigned unknown_recipients_duration; /* seconds, default 1h */
 };
 
 struct conf_dns {

@@ -38,7 +38,7 @@
 #include "proto/pop3/pop3_session.h"
 #include "daemon/preflight.h"
 #include "daemon/privdrop.h"
-#include "auth/sasl.h"
+#include "auth/throttle.h"
 #include "proto/smtp/smtp_session.h"
 #include "queue/spool.h"
 #include "net/tls.h"
@@ -836,7 +836,7 @@ int server_run(const char *conf_path)
 	}
 	rt->spool = sp;
 	message_init(); /* GMime, for IMAP's ENVELOPE, BODYSTRUCTURE and SEARCH */
-	struct sasl_throttle *throttle = sasl_throttle_new(SERVER_THROTTLE_ENTRIES);
+	struct throttle *throttle = throttle_new(SERVER_THROTTLE_ENTRIES);
 	rt->throttle = throttle;
 	runtime_set_current(rt);
 	int status = 1;
@@ -872,7 +872,7 @@ int server_run(const char *conf_path)
 	listeners_free(daemon_state.listeners);
 	daemon_state.listeners = NULL;
 	runtime_unref(runtime_current());
-	sasl_throttle_free(throttle);
+	throttle_free(throttle);
 	spool_close(sp);
 	event_base_free(daemon_state.base);
 	imap_session_cleanup();

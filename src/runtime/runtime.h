@@ -15,7 +15,7 @@ struct aliases;
 struct spool;
 struct event_base;
 struct tls_server;
-struct sasl_throttle;
+struct throttle;
 struct dns_resolver;
 struct hostaddrs;
 
@@ -30,7 +30,7 @@ struct runtime {
 	struct hostaddrs **hosts;    /* per server with host rules; else NULL */
 	struct spool *spool;         /* shared by every generation */
 	struct event_base *base;
-	struct sasl_throttle *throttle; /* shared by every generation */
+	struct throttle *throttle; /* shared by every generation */
 };
 
 /* Load the configuration at path with its users, aliases, certificates

@@ -3,7 +3,9 @@
  * the line reader, the command table and its state machine, MAIL/RCPT
  * parsing, relay and sender rules, alias expansion, AUTH (PLAIN, LOGIN,
  * SCRAM-SHA-256 with a known user), DATA with dot-unstuffing into the
- * spool, and the error limit.  Every message it accepted must read back
+ * spool, the error limit and the lockout after unknown recipients (the
+ * error delay is off here, as the login delay is: no reply waits on a
+ * timer).  Every message it accepted must read back
  * from the spool (envelope and CRLF-only text).  What a client sees is
  * checked: every reply line is "DDD-text" or "DDD text" with a code
  * 2xx-5xx, printable and at most 512 octets.  The session must end (no hang: libFuzzer's timeout),
@@ -38,6 +40,8 @@ static const char conf_text[] =
 	"    limits {\n"
 	"        message-size 20K\n"
 	"        recipients 5\n"
+	"        error-delay 0 after 3\n"
+	"        unknown-recipients 3 1h 1h\n"
 	"    }\n"
 	"}\n"
 	"server submission {\n"
@@ -50,16 +54,21 @@ static const char conf_text[] =
 	"        plaintext-requires-tls no\n"
 	"        lockout 3 15m 30m\n"
 	"    }\n"
+	"    limits { error-delay 0 after 3 }\n"
 	"}\n"
 	"server strict {\n"
 	"    listen 127.0.0.1:588\n"
 	"    auth {\n"
 	"        mechanisms scram-sha-256\n"
+	"        plaintext-requires-tls no\n"
 	"        sender-must-match yes\n"
 	"        received-auth no\n"
 	"    }\n"
 	"    relay { authenticated no }\n"
-	"    limits { message-size 1K }\n"
+	"    limits {\n"
+	"        message-size 1K\n"
+	"        error-delay 0 after 3\n"
+	"    }\n"
 	"}\n";
 
 static struct runtime *rt;

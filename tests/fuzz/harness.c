@@ -22,6 +22,7 @@
 #include "conf/conf.h"
 #include "lib/log.h"
 #include "auth/sasl.h"
+#include "auth/throttle.h"
 #include "proto/session.h"
 #include "runtime/runtime.h"
 #include "queue/spool.h"
@@ -172,7 +173,7 @@ struct runtime *fuzz_runtime(const char *conf_text)
 	rt->base = event_base_new();
 	CHECK(rt->base != NULL);
 	sasl_test_set_nonce(FUZZ_SERVER_NONCE);
-	sasl_test_set_delay_step(0);
+	throttle_test_set_delay_step(0);
 	return rt;
 }
 
@@ -362,8 +363,8 @@ void fuzz_session(struct runtime *rt, size_t srv, void (*start)(const struct ses
 	sc->server_name = xstrdup(rt->conf->servers[srv].name);
 	sc->closed = fuzz_link_closed;
 	snprintf(sc->client, sizeof sc->client, "192.0.2.1");
-	struct sasl_throttle *saved = rt->throttle;
-	rt->throttle = sasl_throttle_new(64); /* each input starts afresh */
+	struct throttle *saved = rt->throttle;
+	rt->throttle = throttle_new(64); /* each input starts afresh */
 	struct session_start st = {
 		.rt = rt,
 		.srv = &rt->conf->servers[srv],
@@ -404,6 +405,6 @@ void fuzz_session(struct runtime *rt, size_t srv, void (*start)(const struct ses
 	}
 	CHECK(c.eof);
 	close(sv[0]);
-	sasl_throttle_free(rt->throttle);
+	throttle_free(rt->throttle);
 	rt->throttle = saved;
 }

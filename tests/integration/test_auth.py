@@ -112,13 +112,15 @@ def submission(cert, tls_port=None, anonymous=False, auth=(), tls=()):
     return {"anonymous": None, "extra": "\n".join(lines)}
 
 
-def start_sub(factory, cert, implicit=False, auth=(), with_mx=False, **kw):
+def start_sub(factory, cert, implicit=False, auth=(), with_mx=False, mx_auth=(), **kw):
     """A daemon with a submission server `sub` (and optionally the anonymous
-    `mx`); returns (daemon, implicit TLS port or None)."""
+    `mx`, with the extra auth directives mx_auth); returns (daemon,
+    implicit TLS port or None)."""
     tls_port = free_port() if implicit else None
     servers = {}
     if with_mx:
-        servers["mx"] = {"anonymous": True}
+        servers["mx"] = {"anonymous": None, "extra": "\n".join(
+            ["auth {", "    anonymous yes"] + ["    " + a for a in mx_auth] + ["}"])}
     servers["sub"] = submission(cert, tls_port, auth=auth)
     return factory(servers=servers, **kw), tls_port
 
@@ -203,13 +205,15 @@ def test_mechanisms_offered_only_when_usable(ph, cert, ctx):
         "scramonly": submission(cert, auth=["mechanisms scram-sha-256"]),
     })
 
-    # default policy, before TLS: SCRAM-SHA-256 only (it never sends the password)
+    # default policy, before TLS: nothing (every mechanism sends the password
+    # or, SCRAM-SHA-256, what an eavesdropper can test guesses against)
     c = raw(p, "sub")
     kw = ehlo_keywords(c.ehlo())
     assert "STARTTLS" in kw
-    assert kw.get("AUTH") == ["SCRAM-SHA-256"], kw
+    assert "AUTH" not in kw, kw
     for line in ("AUTH PLAIN " + plain_response(BOB, BOB_PW), "AUTH PLAIN",
-                 "AUTH LOGIN " + b64(BOB), "AUTH LOGIN", "auth plain"):
+                 "AUTH LOGIN " + b64(BOB), "AUTH LOGIN", "auth plain",
+                 "AUTH SCRAM-SHA-256 " + ScramClient(BOB, BOB_PW).first(), "AUTH SCRAM-SHA-256"):
         r = c.cmd(line)
         assert r.first == "538 5.7.11 Encryption required for requested authentication mechanism", \
             (line, r.raw)
@@ -269,7 +273,7 @@ def test_smtplib_login_over_tls(ph, cert, ctx, mode, mech):
     if mode == "starttls":
         s.ehlo()
         assert s.has_extn("starttls")
-        assert s.esmtp_features.get("auth", "").split() == ["SCRAM-SHA-256"]
+        assert "auth" not in s.esmtp_features, s.esmtp_features
         code, _ = s.starttls(context=ctx)
         assert code == 220
     code, _ = s.ehlo()
@@ -331,10 +335,11 @@ def gsasl(port, user, password, *opts, timeout=60):
 def test_gsasl_scram_sha256(ph, cert):
     if not os.access(GSASL, os.X_OK):
         pytest.fail("gsasl is not installed (Debian package gsasl; scripts/install-deps)")
-    p, _ = start_sub(ph, cert)
+    # plaintext-requires-tls no: SCRAM-SHA-256 before TLS as well
+    p, _ = start_sub(ph, cert, auth=["plaintext-requires-tls no"])
     port = p.port("sub")
 
-    # without TLS: SCRAM is the one mechanism offered, and it works
+    # without TLS (as configured here), and it works
     res = gsasl(port, BOB, BOB_PW, "--no-starttls")
     assert res.returncode == 0, f"gsasl failed ({res.returncode}):\n{res.stdout}\n{res.stderr}"
     assert "235 2.7.0 Authentication successful" in res.stdout, res.stdout
@@ -366,10 +371,11 @@ def test_gsasl_scram_sha256(ph, cert):
 # -- SCRAM-SHA-256 by hand: proof, server signature, tampering, channel binding flag ---
 
 def test_scram_by_hand(ph, cert):
-    p, _ = start_sub(ph, cert)
+    # the exchange itself, in the clear: plaintext-requires-tls no
+    p, _ = start_sub(ph, cert, auth=["plaintext-requires-tls no"])
 
     # the correct proof: 334 v=<ServerSignature> (checked here), then an
-    # empty line, then 235; no TLS needed
+    # empty line, then 235
     c = raw(p, source="127.0.0.21")
     sc = ScramClient(BOB, BOB_PW)
     r = c.cmd("AUTH SCRAM-SHA-256 " + sc.first())
@@ -470,7 +476,7 @@ def test_unknown_user_shows_the_iterations_of_real_ones(posthorn, cert):
     # every user here has 6,000 iterations, none the default 4,096: a name
     # that is nobody's must show the same count (and salt size) in SCRAM's
     # server-first, or the count alone would tell who exists
-    p, _ = start_sub(posthorn, cert, start=False)
+    p, _ = start_sub(posthorn, cert, auth=["plaintext-requires-tls no"], start=False)
     with open(p.users_file, "w") as f:
         f.write(users_line(BOB, BOB_PW, 6000))
         f.write(users_line("admin@example.test", "admin-Secret-1", 6000))
@@ -604,7 +610,7 @@ def test_sender_binding(ph, cert, ctx):
 def test_local_senders_must_authenticate(ph, cert):
     # mx is anonymous, sub requires a login: on mx a local domain's address
     # as sender is forged
-    p, _ = start_sub(ph, cert, with_mx=True)
+    p, _ = start_sub(ph, cert, with_mx=True, mx_auth=["plaintext-requires-tls no"])
     c = raw(p, "mx", source="127.0.0.71")
     msg = "553 5.7.1 Sender address rejected: local senders must authenticate"
     for sender in (BOB, "BOB@EXAMPLE.TEST", ALICE, "nobody@example.test",
@@ -614,7 +620,8 @@ def test_local_senders_must_authenticate(ph, cert):
         r = c.cmd(f"MAIL FROM:<{sender}>")
         assert r.code == 250, (sender, r.raw)
         c.expect("RSET", 250)
-    # a user who logs in on mx (SCRAM: no TLS needed) may send as themselves
+    # a user who logs in on mx (no TLS there, so plaintext-requires-tls no)
+    # may send as themselves
     assert scram_login(c, BOB, BOB_PW).code == 235
     send_message(c, BOB, [CAROL], "Subject: auth on mx\r\n\r\nx\r\n")
     p.wait_messages(CAROL, 1)
@@ -640,7 +647,7 @@ def test_authzid_of_another_user_is_refused(ph, cert, ctx):
         assert c.cmd("MAIL FROM:<victim@example.test>").first == \
             "530 5.7.0 Authentication required"
     # the same through SCRAM's a=
-    c = raw(p, source="127.0.0.84")
+    c = raw(p, source="127.0.0.84", ctx=ctx)
     sc = ScramClient(att, att_pw, authzid="victim@example.test")
     r = c.cmd("AUTH SCRAM-SHA-256 " + sc.first())
     if r.code == 334:
@@ -708,7 +715,7 @@ def test_auth_cancel_and_restart_1000_times(ph, cert, ctx):
 # -- AUTH out of sequence -----------------------------------------------------
 
 def test_auth_twice_or_during_transaction_503(ph, cert, ctx):
-    p, _ = start_sub(ph, cert, with_mx=True)
+    p, _ = start_sub(ph, cert, with_mx=True, mx_auth=["plaintext-requires-tls no"])
     c = raw(p, "sub", source="127.0.0.101", ctx=ctx)
     assert login_plain(c, BOB, BOB_PW).code == 235
     for line in ("AUTH PLAIN " + plain_response(BOB, BOB_PW), "AUTH LOGIN",
@@ -838,10 +845,11 @@ def test_received_auth_no_hides_the_user(ph, cert, ctx):
 
 def test_sigterm_with_authenticated_sessions(ph, cert, ctx):
     # posthorn(8) SIGNALS: SIGTERM stops cleanly and sessions get 421 4.3.2.  A logged-in
-    # user's session, plain (SCRAM), after STARTTLS and on implicit TLS,
-    # must get it as a proper SMTP reply on its channel (inside TLS where
-    # TLS is up), and the daemon must exit 0 with nothing leaked.
-    p, tls_port = start_sub(ph, cert, implicit=True)
+    # user's session, plain (SCRAM, allowed there by plaintext-requires-tls
+    # no), after STARTTLS and on implicit TLS, must get it as a proper SMTP
+    # reply on its channel (inside TLS where TLS is up), and the daemon must
+    # exit 0 with nothing leaked.
+    p, tls_port = start_sub(ph, cert, implicit=True, auth=["plaintext-requires-tls no"])
     plain = raw(p, source="127.0.0.141")
     assert scram_login(plain, BOB, BOB_PW).code == 235
     stls = raw(p, source="127.0.0.142", ctx=ctx)
@@ -891,7 +899,7 @@ def test_log_never_holds_a_password(ph, cert, ctx):
     assert c.cmd("%%%").first.startswith("501 5.5.2")
     r = c.cmd("AUTH LOGIN")
     assert c.cmd("*").first == "501 5.7.0 Authentication aborted"
-    c = raw(p, source="127.0.0.124")
+    c = raw(p, source="127.0.0.124", ctx=ctx)
     assert scram_login(c, "eve@example.test", secret + "y").code == 535
 
     # a user name that tries to forge log fields or lines stays inside its value
@@ -911,7 +919,7 @@ def test_log_never_holds_a_password(ph, cert, ctx):
     assert ev[:4] == [("ok", "PLAIN", "eve@example.test", "yes"),
                       ("ok", "LOGIN", "eve@example.test", "yes"),
                       ("fail", "LOGIN", "eve@example.test", "yes"),
-                      ("fail", "SCRAM-SHA-256", "eve@example.test", "no")], p.log
+                      ("fail", "SCRAM-SHA-256", "eve@example.test", "yes")], p.log
     assert ev[5] == ("ok", "PLAIN", "eve@example.test", "yes"), p.log
     # the forged name: one line, result=fail, the name escaped in user=
     (line,) = [ln for ln in log.splitlines() if "client=127.0.0.125" in ln and "event=auth" in ln]

@@ -41,8 +41,12 @@ def open_relay_probe(conn, rcpt, sender="someone@example.net"):
 
 
 def relay_server(posthorn, relay_lines=(), anonymous=True, **kw):
+    # the tests log in with SCRAM-SHA-256 in the clear (there is no
+    # certificate): plaintext-requires-tls no
+    auth = (f"auth {{\n    anonymous {'yes' if anonymous else 'no'}\n"
+            "    plaintext-requires-tls no\n}\n")
     extra = "relay {\n" + "".join(f"    {l}\n" for l in relay_lines) + "}\n" if relay_lines else ""
-    return posthorn(servers={"mx": {"anonymous": anonymous, "extra": extra}}, **kw)
+    return posthorn(servers={"mx": {"anonymous": None, "extra": auth + extra}}, **kw)
 
 
 def test_anonymous_client_cannot_relay(posthorn):

@@ -446,6 +446,7 @@ static void test_server_defaults(void **state)
 	assert_int_equal(s->auth.lockout_failures, 5);
 	assert_int_equal(s->auth.lockout_window, 15 * 60);
 	assert_int_equal(s->auth.lockout_duration, 30 * 60);
+	assert_int_equal(s->auth.lockout_ipv6_prefix, 64);
 	assert_true(s->auth.received_auth);
 	assert_true(s->relay.authenticated);
 	assert_int_equal(s->relay.nrules, 0);
@@ -454,6 +455,11 @@ static void test_server_defaults(void **state)
 	assert_int_equal(s->limits.connections, 1000);
 	assert_int_equal(s->limits.connections_per_ip, 20);
 	assert_int_equal(s->limits.timeout, 5 * 60);
+	assert_int_equal(s->limits.error_delay, 1);
+	assert_int_equal(s->limits.error_delay_after, 3);
+	assert_int_equal(s->limits.unknown_recipients, 50);
+	assert_int_equal(s->limits.unknown_recipients_window, 3600);
+	assert_int_equal(s->limits.unknown_recipients_duration, 3600);
 	conf_free(c);
 }
 
@@ -927,6 +933,44 @@ static void test_parse_duration(void **state)
 
 #define LIMITS(body) "domains example.test\nserver s {\n    listen 127.0.0.1:25\n    limits {\n" body "    }\n}\n"
 
+static void test_probing_limits(void **state)
+{
+	(void)state;
+	struct conf *c = parse_ok(LIMITS("        error-delay 2s after 5\n"
+					 "        unknown-recipients 7 10m 1h\n"));
+	const struct conf_limits *l = &c->servers[0].limits;
+	assert_int_equal(l->error_delay, 2);
+	assert_int_equal(l->error_delay_after, 5);
+	assert_int_equal(l->unknown_recipients, 7);
+	assert_int_equal(l->unknown_recipients_window, 600);
+	assert_int_equal(l->unknown_recipients_duration, 3600);
+	conf_free(c);
+	/* both off */
+	c = parse_ok(LIMITS("        error-delay 0 after 0\n"
+			    "        unknown-recipients 0 1s 1s\n"));
+	l = &c->servers[0].limits;
+	assert_int_equal(l->error_delay, 0);
+	assert_int_equal(l->error_delay_after, 0);
+	assert_int_equal(l->unknown_recipients, 0);
+	conf_free(c);
+}
+
+static void test_bad_probing_limits(void **state)
+{
+	(void)state;
+	expect_errors(LIMITS("        error-delay 1s after\n"),
+		      NAME ":5:9: \"error-delay\" needs 3 arguments\n");
+	expect_errors(LIMITS("        error-delay soon before many\n"),
+		      NAME ":5:21: bad duration \"soon\" for \"error-delay\" (use 0 to turn it off, or a number with s or m up to 60s)\n"
+		      NAME ":5:26: expected \"after\" in \"error-delay DURATION after ERRORS\", not \"before\"\n"
+		      NAME ":5:33: bad number \"many\" for \"error-delay\" (use a whole number from 0 to 4294967295)\n");
+	expect_errors(LIMITS("        error-delay 2m after 3\n"),
+		      NAME ":5:21: bad duration \"2m\" for \"error-delay\" (use 0 to turn it off, or a number with s or m up to 60s)\n");
+	expect_errors(LIMITS("        unknown-recipients ten 0 1h\n"),
+		      NAME ":5:28: bad number \"ten\" for \"unknown-recipients\" (use a whole number from 0 to 4294967295)\n"
+		      NAME ":5:32: bad duration \"0\" for \"unknown-recipients\" (must be more than 0)\n");
+}
+
 static void test_bad_size(void **state)
 {
 	(void)state;
@@ -1002,6 +1046,7 @@ static void test_auth_values(void **state)
 				       "        plaintext-requires-tls no\n"
 				       "        sender-must-match no\n"
 				       "        lockout 0 1s 1d\n"
+				       "        lockout-ipv6-prefix 48\n"
 				       "        received-auth no\n"));
 	const struct conf_auth *a = &c->servers[0].auth;
 	assert_false(a->received_auth);
@@ -1012,7 +1057,27 @@ static void test_auth_values(void **state)
 	assert_int_equal(a->lockout_failures, 0);
 	assert_int_equal(a->lockout_window, 1);
 	assert_int_equal(a->lockout_duration, 86400);
+	assert_int_equal(a->lockout_ipv6_prefix, 48);
 	conf_free(c);
+
+	c = parse_ok(AUTH("        lockout-ipv6-prefix 128\n"));
+	assert_int_equal(c->servers[0].auth.lockout_ipv6_prefix, 128);
+	conf_free(c);
+}
+
+/* The prefix names an IPv6 network: at most 128 bits, and not so short
+ * that one client's lockout takes in a whole provider. */
+static void test_bad_lockout_ipv6_prefix(void **state)
+{
+	(void)state;
+	expect_errors(AUTH("        lockout-ipv6-prefix 129\n"),
+		      NAME ":5:29: bad number \"129\" for \"lockout-ipv6-prefix\" (use a whole number from 32 to 128)\n");
+	expect_errors(AUTH("        lockout-ipv6-prefix 31\n"),
+		      NAME ":5:29: bad number \"31\" for \"lockout-ipv6-prefix\" (use a whole number from 32 to 128)\n");
+	expect_errors(AUTH("        lockout-ipv6-prefix /64\n"),
+		      NAME ":5:29: bad number \"/64\" for \"lockout-ipv6-prefix\" (use a whole number from 32 to 128)\n");
+	expect_errors(AUTH("        lockout-ipv6-prefix 64\n        lockout-ipv6-prefix 56\n"),
+		      NAME ":6:9: duplicate directive \"lockout-ipv6-prefix\" (first given at " NAME ":5:9)\n");
 }
 
 static void test_unknown_mechanism(void **state)
@@ -2035,9 +2100,10 @@ static const char policy_conf[] =
 	"    listen 127.0.0.1:2525\n"
 	"    connection {\n        deny 192.0.2.0 255.255.255.0\n    }\n"
 	"    auth {\n        anonymous yes\n        mechanisms scram-sha-256\n        lockout 0 1m 1m\n"
-	"        received-auth no\n    }\n"
+	"        received-auth no\n        lockout-ipv6-prefix 128\n    }\n"
 	"    relay {\n        authenticated no\n    }\n"
-	"    limits {\n        message-size 1G\n        timeout 90s\n    }\n"
+	"    limits {\n        message-size 1G\n        timeout 90s\n        error-delay 0 after 3\n"
+	"        unknown-recipients 0 1m 1m\n    }\n"
 	"}\n"
 	"server pop {\n"
 	"    protocol pop3\n"
@@ -2074,24 +2140,27 @@ static void test_policy_server_lines(void **state)
 	assert_contains(text, "  listens on 127.0.0.1:2587 (plain, STARTTLS offered), 127.0.0.1:2465 (implicit TLS)\n");
 	assert_contains(text, "  who may connect: only 192.0.2.10, 198.51.100.0/24, clients whose verified reverse name is in isp.example\n");
 	assert_contains(text, "  encryption: certificate /etc/posthorn/smtp.crt; secure channel not required; minimum 128-bit ciphers, TLS 1.2 or newer\n");
-	assert_contains(text, "  authentication: PLAIN, LOGIN, SCRAM-SHA-256; PLAIN and LOGIN only after TLS; anonymous clients may not send mail; senders must match their login; 5 failed logins from one address within 15 minutes lock it out for 30 minutes\n");
+	assert_contains(text, "  authentication: PLAIN, LOGIN, SCRAM-SHA-256, only after TLS (each sends the password or what it can be guessed from); anonymous clients may not send mail; senders must match their login; 5 failed logins from one address (IPv6: one /64) within 15 minutes lock it out for 30 minutes\n");
 	assert_contains(text, "  relaying: authenticated clients; also 10.0.0.0/8\n");
 	assert_contains(text, "  limits: messages up to 25 MiB, 100 recipients, 1000 connections (20 per address), 5 minutes idle\n");
+	assert_contains(text, "  recipient probing: refused recipients are answered after 1 second once a session has made 3 errors; 50 unknown recipients from one address (IPv6: one /64) within 1 hour refuse it for 1 hour\n");
 
 	assert_contains(text, "server mx (smtp), hostname mail.example.test\n");
 	assert_contains(text, "  listens on 127.0.0.1:2525 (plain, no STARTTLS: no certificate)\n");
 	assert_contains(text, "  who may connect: everybody except 192.0.2.0/24\n");
 	assert_contains(text, "  encryption: none (no certificate)\n");
-	assert_contains(text, "  authentication: SCRAM-SHA-256; anonymous clients may send mail to local domains; senders must match their login; Received: headers do not name the authenticated user; no lockout after failed logins\n");
+	assert_contains(text, "  authentication: SCRAM-SHA-256, only after TLS (each sends the password or what it can be guessed from); anonymous clients may send mail to local domains; senders must match their login; Received: headers do not name the authenticated user; no lockout after failed logins\n");
 	assert_contains(text, "  relaying: nobody (mail is accepted for the local domains only)\n");
 	assert_contains(text, "  limits: messages up to 1 GiB, 100 recipients, 1000 connections (20 per address), 90 seconds idle\n");
+	assert_contains(text, "  recipient probing: refused recipients are answered at once; no lockout after unknown recipients\n");
 
 	assert_contains(text, "server pop (pop3), hostname mail.example.test\n");
 	assert_contains(text, "  listens on 127.0.0.1:2110 (plain, no STLS: no certificate)\n");
 	assert_contains(text, "  who may connect: everybody\n");
-	assert_contains(text, "  authentication: PLAIN, LOGIN, SCRAM-SHA-256; passwords only after TLS; 5 failed logins from one address within 15 minutes lock it out for 30 minutes\n");
+	assert_contains(text, "  authentication: PLAIN, LOGIN, SCRAM-SHA-256 and USER/PASS, only after TLS (each sends the password or what it can be guessed from); 5 failed logins from one address (IPv6: one /64) within 15 minutes lock it out for 30 minutes\n");
 	assert_contains(text, "  limits: 1000 connections (20 per address), 10 minutes idle\n");
 	assert_int_equal(count_substrings(text, "relaying:"), 2);
+	assert_int_equal(count_substrings(text, "recipient probing:"), 2); /* SMTP only */
 	free(text);
 	conf_free(c);
 }
@@ -2232,8 +2301,8 @@ static void test_policy_warns_cleartext_passwords(void **state)
 					 "    auth {\n        plaintext-requires-tls no\n    }\n"));
 	int warnings;
 	char *text = policy_of(c, &warnings);
-	assert_contains(text, "warning: server s: plaintext-requires-tls is no and it listens on [::]:587: passwords may cross the network in clear text\n");
-	assert_contains(text, "PLAIN and LOGIN also without TLS");
+	assert_contains(text, "warning: server s: plaintext-requires-tls is no and it listens on [::]:587: passwords (or, with SCRAM, what they can be guessed from) may cross the network in clear text\n");
+	assert_contains(text, "PLAIN, LOGIN, SCRAM-SHA-256, also without TLS");
 	assert_int_equal(warnings, 1);
 	free(text);
 	conf_free(c);
@@ -2257,7 +2326,11 @@ static void test_policy_warns_nobody_may_connect(void **state)
 	char *text = policy_of(c, &warnings);
 	assert_contains(text, "  who may connect: nobody\n");
 	assert_contains(text, "warning: server s: connection default is deny and there is no allow rule: nobody may connect\n");
-	assert_int_equal(warnings, 1);
+	/* and, without a certificate, no mechanism may be used at all (every
+	 * one needs TLS): nobody could send mail anyway */
+	assert_contains(text, "warning: server s: AUTH PLAIN offered but no TLS certificate: clients can never authenticate\n");
+	assert_contains(text, "warning: server s: anonymous clients may not send mail and no client can authenticate: nobody can send mail\n");
+	assert_int_equal(warnings, 3);
 	free(text);
 	conf_free(c);
 }
@@ -2265,7 +2338,8 @@ static void test_policy_warns_nobody_may_connect(void **state)
 static void test_policy_warns_root_without_run_as(void **state)
 {
 	(void)state;
-	struct conf *c = parse_ok("domains example.test\n" OK_SERVER);
+	struct conf *c = parse_ok("domains example.test\nserver mx {\n    listen 127.0.0.1:25\n"
+				  "    auth { anonymous yes }\n}\n");
 	int warnings;
 	char *text = policy_of(c, &warnings);
 	if (geteuid() == 0) {
@@ -2355,6 +2429,9 @@ int main(void)
 		cmocka_unit_test(test_auth_values),
 		cmocka_unit_test(test_unknown_mechanism),
 		cmocka_unit_test(test_bad_lockout),
+		cmocka_unit_test(test_bad_lockout_ipv6_prefix),
+		cmocka_unit_test(test_probing_limits),
+		cmocka_unit_test(test_bad_probing_limits),
 		cmocka_unit_test(test_listen_forms),
 		cmocka_unit_test(test_bad_listen_address),
 		cmocka_unit_test(test_listen_ipv6_needs_brackets),

@@ -16,7 +16,7 @@
 #include <event2/event.h>
 
 #include "auth/login.h"
-#include "auth/sasl.h"
+#include "auth/throttle.h"
 #include "auth/userdb.h"
 #include "conf/conf.h"
 #include "lib/offload.h"
@@ -26,7 +26,7 @@ static char tmpdir[] = "/tmp/posthorn-test-login-XXXXXX";
 static char users_path[256];
 static struct userdb *db;
 static struct event_base *base;
-static struct sasl_throttle *throttle;
+static struct throttle *throttle;
 static struct conf_server srv;
 
 /* What the done callback saw. */
@@ -71,7 +71,7 @@ static int setup(void **state)
 	base = event_base_new();
 	assert_non_null(base);
 	assert_int_equal(offload_start(base, 1), 0);
-	sasl_test_set_delay_step(0);
+	throttle_test_set_delay_step(0);
 	return 0;
 }
 
@@ -86,7 +86,7 @@ static int teardown(void **state)
 	free(lock);
 	unlink(users_path);
 	rmdir(tmpdir);
-	sasl_test_set_delay_step(250);
+	throttle_test_set_delay_step(250);
 	return 0;
 }
 
@@ -101,7 +101,7 @@ static int fresh(void **state)
 	srv.auth.lockout_failures = 5;
 	srv.auth.lockout_window = 900;
 	srv.auth.lockout_duration = 1800;
-	throttle = sasl_throttle_new(64);
+	throttle = throttle_new(64);
 	memset(&seen, 0, sizeof seen);
 	return 0;
 }
@@ -109,7 +109,7 @@ static int fresh(void **state)
 static int done(void **state)
 {
 	(void)state;
-	sasl_throttle_free(throttle);
+	throttle_free(throttle);
 	return 0;
 }
 
@@ -129,12 +129,18 @@ static const char plain_bad[] = "AGFsaWNlQGV4YW1wbGUudGVzdAB3cm9uZw==";
 static void test_mechanisms_by_channel(void **state)
 {
 	(void)state;
-	/* plaintext-requires-tls: PLAIN and LOGIN only inside TLS */
-	assert_int_equal(login_mechanisms(&srv, false), MECH_SCRAM_SHA_256);
+	/* plaintext-requires-tls: every password-based mechanism only inside
+	 * TLS, SCRAM-SHA-256 too (its exchange is enough for an offline
+	 * dictionary attack) */
+	assert_int_equal(login_mechanisms(&srv, false), 0);
 	assert_int_equal(login_mechanisms(&srv, true), MECH_PLAIN | MECH_LOGIN | MECH_SCRAM_SHA_256);
 	assert_false(login_password_allowed(&srv, false));
 	assert_true(login_password_needs_tls(&srv, false));
 	assert_true(login_password_allowed(&srv, true));
+	srv.auth.mechanisms = MECH_SCRAM_SHA_256;
+	assert_int_equal(login_mechanisms(&srv, false), 0);
+	assert_int_equal(login_mechanisms(&srv, true), MECH_SCRAM_SHA_256);
+	srv.auth.mechanisms = MECH_PLAIN | MECH_LOGIN | MECH_SCRAM_SHA_256;
 	/* require secure channel: nothing before TLS */
 	srv.tls.require = true;
 	assert_int_equal(login_mechanisms(&srv, false), 0);
@@ -144,9 +150,10 @@ static void test_mechanisms_by_channel(void **state)
 	srv.auth.mechanisms = MECH_SCRAM_SHA_256;
 	assert_false(login_password_allowed(&srv, true));
 	assert_false(login_password_needs_tls(&srv, false));
-	/* plaintext allowed before TLS when so configured */
-	srv.auth.mechanisms = MECH_PLAIN;
+	/* password-based mechanisms allowed before TLS when so configured */
 	srv.auth.plaintext_requires_tls = false;
+	assert_int_equal(login_mechanisms(&srv, false), MECH_SCRAM_SHA_256);
+	srv.auth.mechanisms = MECH_PLAIN;
 	assert_int_equal(login_mechanisms(&srv, false), MECH_PLAIN);
 }
 
@@ -191,6 +198,29 @@ static void test_plaintext_before_tls_refused(void **state)
 	assert_int_equal(seen.count, 1);
 	assert_int_equal(seen.kind, LOGIN_NEEDS_TLS);
 	assert_false(login_busy(l));
+	login_free(l);
+}
+
+/* SCRAM-SHA-256 before TLS gets what PLAIN gets: its server-first
+ * message (salt, iterations) and the client's proof would be an offline
+ * dictionary attack's material.  No challenge goes out. */
+static void test_scram_before_tls_refused(void **state)
+{
+	(void)state;
+	struct login *l = new_login();
+	/* "n,,n=alice@example.test,r=abcdefgh" */
+	login_start(l, "SCRAM-SHA-256", "biwsbj1hbGljZUBleGFtcGxlLnRlc3Qscj1hYmNkZWZnaA==", false);
+	assert_int_equal(seen.count, 1);
+	assert_int_equal(seen.kind, LOGIN_NEEDS_TLS);
+	assert_false(login_in_exchange(l));
+	login_start(l, "scram-sha-256", NULL, false);
+	assert_int_equal(seen.count, 2);
+	assert_int_equal(seen.kind, LOGIN_NEEDS_TLS);
+	/* inside TLS the exchange starts: the server-first challenge */
+	login_start(l, "SCRAM-SHA-256", "biwsbj1hbGljZUBleGFtcGxlLnRlc3Qscj1hYmNkZWZnaA==", true);
+	assert_int_equal(seen.count, 3);
+	assert_int_equal(seen.kind, LOGIN_CHALLENGE);
+	assert_true(login_in_exchange(l));
 	login_free(l);
 }
 
@@ -255,7 +285,7 @@ static double now_ms(void)
 static void test_failure_is_delayed(void **state)
 {
 	(void)state;
-	sasl_test_set_delay_step(100);
+	throttle_test_set_delay_step(100);
 	struct login *l = new_login();
 	login_start(l, "PLAIN", plain_bad, true);
 	wait_verdict(0);
@@ -267,7 +297,7 @@ static void test_failure_is_delayed(void **state)
 	assert_int_equal(seen.kind, LOGIN_FAILED);
 	assert_true(now_ms() - t0 >= 190.0);
 	assert_false(login_busy(l));
-	sasl_test_set_delay_step(0);
+	throttle_test_set_delay_step(0);
 	login_free(l);
 }
 
@@ -314,6 +344,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_plain_ok_on_worker, fresh, done),
 		cmocka_unit_test_setup_teardown(test_login_mechanism_challenges_then_fails, fresh, done),
 		cmocka_unit_test_setup_teardown(test_plaintext_before_tls_refused, fresh, done),
+		cmocka_unit_test_setup_teardown(test_scram_before_tls_refused, fresh, done),
 		cmocka_unit_test_setup_teardown(test_unknown_mechanism, fresh, done),
 		cmocka_unit_test_setup_teardown(test_cancel_and_malformed, fresh, done),
 		cmocka_unit_test_setup_teardown(test_password_command, fresh, done),

@@ -34,6 +34,7 @@
 #include "lib/log.h"
 #include "lib/offload.h"
 #include "auth/sasl.h"
+#include "auth/throttle.h"
 #include "proto/session.h"
 #include "runtime/runtime.h"
 #include "proto/smtp/smtp_addr.h"
@@ -104,6 +105,8 @@ struct smtp_session {
 	bool tls_active;
 	char *auth_user;        /* after a successful AUTH */
 	struct login *login;    /* AUTH: the exchange, its check and delay */
+	struct event *held;     /* a refused recipient's reply waits (error-delay) */
+	char *held_reply;       /* ... this one */
 	unsigned errors;
 	struct smtp_txn txn;
 	struct smtp_data data;
@@ -610,6 +613,83 @@ static bool smtp_local_known(const struct smtp_session *s, const char *address, 
 	       (s->b.rt->aliases && aliases_lookup(s->b.rt->aliases, address, &n));
 }
 
+/* ---- refused recipients: the error delay and the probing lockout -----
+ * Once a session has made `error-delay`'s count of errors, each refused
+ * recipient is answered only after the delay (postconf(5):
+ * smtpd_error_sleep_time): the session reads nothing further
+ * meanwhile, and the loop goes on serving everybody else.  Unknown
+ * recipients from a client that has not logged in are also counted per
+ * client address over time (`unknown-recipients`, auth/throttle.h), so
+ * that reconnecting buys a harvester nothing. */
+
+static void smtp_process_input(struct smtp_session *s);
+
+static void smtp_held_reply_due(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtp_session *s = arg;
+	char *reply = s->held_reply;
+	event_free(s->held);
+	s->held = NULL;
+	s->held_reply = NULL;
+	if (s->state != SMTP_CLOSING) { /* a shutdown said goodbye meanwhile */
+		smtp_reply(s, "%s", reply);
+		smtp_error(s);
+	}
+	free(reply);
+	smtp_process_input(s); /* the commands that waited behind it */
+}
+
+/* reply: a whole reply line, without CRLF. */
+static void smtp_rcpt_refuse(struct smtp_session *s, const char *reply)
+{
+	const struct conf_limits *lim = &s->b.srv->limits;
+	if (lim->error_delay > 0 && s->errors >= lim->error_delay_after) {
+		struct timeval tv = {.tv_sec = (time_t)lim->error_delay};
+		s->held = evtimer_new(s->b.rt->base, smtp_held_reply_due, s);
+		if (s->held && evtimer_add(s->held, &tv) == 0) {
+			s->held_reply = xstrdup(reply);
+			return;
+		}
+		/* no timer: answer at once rather than never */
+		log_warn("event=error-delay-error session=%s", s->b.sid);
+		if (s->held)
+			event_free(s->held);
+		s->held = NULL;
+	}
+	smtp_reply(s, "%s", reply);
+	smtp_error(s);
+}
+
+/* Is this client refused for probing now (*retry_after: seconds left)?
+ * A client that has logged in is not. */
+static bool smtp_probing_locked(const struct smtp_session *s, unsigned *retry_after)
+{
+	struct throttle_rule rule = throttle_recipient_rule(s->b.srv);
+	return !s->auth_user && throttle_locked(s->b.rt->throttle, s->b.client, THROTTLE_RECIPIENT,
+						&rule, time(NULL), retry_after);
+}
+
+static void smtp_count_unknown_recipient(struct smtp_session *s)
+{
+	struct throttle_rule rule = throttle_recipient_rule(s->b.srv);
+	if (s->auth_user || rule.limit == 0)
+		return;
+	if (throttle_count(s->b.rt->throttle, s->b.client, THROTTLE_RECIPIENT, &rule, time(NULL)))
+		log_warn("event=lockout session=%s server=%s client=%s reason=unknown-recipients "
+			 "duration=%us", s->b.sid, s->b.srv->name, s->b.client, rule.duration);
+}
+
+static void smtp_rcpt_refuse_locked(struct smtp_session *s, unsigned retry_after)
+{
+	char reply[CONN_REPLY_MAX];
+	log_info("event=reject session=%s server=%s client=%s reason=unknown-recipients-lockout "
+		 "retry_after=%us", s->b.sid, s->b.srv->name, s->b.client, retry_after);
+	/* fits: a fixed text and one number */
+	xsnprintf(reply, sizeof reply, "450 4.7.1 Too many unknown recipients from your address; "
+				       "try again in %u seconds", retry_after);
+	smtp_rcpt_refuse(s, reply);
+}
+
 static void smtp_rcpt_accept(struct smtp_session *s, const char *address)
 {
 	char **finals = NULL;
@@ -619,9 +699,13 @@ static void smtp_rcpt_accept(struct smtp_session *s, const char *address)
 		if (n == 0) { /* an alias loop, or nested too deep */
 			aliases_free_list(finals, n);
 			log_warn("event=alias-empty session=%s address=%s", s->b.sid, address);
-			smtp_reply(s, "550 5.1.1 <%s>: Recipient address rejected: alias leads nowhere",
-				   address);
-			smtp_error(s);
+			char reply[CONN_REPLY_MAX];
+			if (bsnprintf(reply, sizeof reply, "550 5.1.1 <%s>: Recipient address "
+							   "rejected: alias leads nowhere", address))
+				smtp_rcpt_refuse(s, reply);
+			else /* never cut: without the address then */
+				smtp_rcpt_refuse(s, "550 5.1.1 Recipient address rejected: alias "
+						    "leads nowhere");
 			return;
 		}
 	} else {
@@ -721,12 +805,15 @@ static const char *smtp_relay_rule(const struct smtp_session *s)
 	return r ? r->text : NULL;
 }
 
+/* shown: the address as the log shows it, LOG_VALUE_MAX bytes at most */
 static void smtp_rcpt_refuse_relay(struct smtp_session *s, const char *shown, const char *why)
 {
-	smtp_reply(s, "550 5.7.1 Unable to relay for <%s>", shown);
+	char reply[CONN_REPLY_MAX];
 	log_info("event=reject session=%s server=%s client=%s reason=%s to=%s", s->b.sid,
 		 s->b.srv->name, s->b.client, why, shown);
-	smtp_error(s);
+	/* fits: shown and a fixed text */
+	xsnprintf(reply, sizeof reply, "550 5.7.1 Unable to relay for <%s>", shown);
+	smtp_rcpt_refuse(s, reply);
 }
 
 static void smtp_rcpt_accept_remote(struct smtp_session *s, const struct smtp_addr *a,
@@ -769,10 +856,14 @@ static void smtp_rcpt_decide(struct smtp_session *s, const struct smtp_addr *a)
 	char *address = smtp_rcpt_address(s, a);
 	const char *local = a->domain ? a->local_unquoted : "postmaster";
 	if (!smtp_local_known(s, address, local)) {
-		smtp_reply(s, "550 5.1.1 <%s>: Recipient address rejected: user unknown", shown);
+		char reply[CONN_REPLY_MAX];
 		log_info("event=reject session=%s server=%s client=%s reason=unknown-user to=%s",
 			 s->b.sid, s->b.srv->name, s->b.client, shown);
-		smtp_error(s);
+		smtp_count_unknown_recipient(s);
+		/* fits: shown (LOG_VALUE_MAX) and a fixed text */
+		xsnprintf(reply, sizeof reply,
+			  "550 5.1.1 <%s>: Recipient address rejected: user unknown", shown);
+		smtp_rcpt_refuse(s, reply);
 	} else {
 		smtp_rcpt_accept(s, address);
 	}
@@ -784,6 +875,7 @@ static void smtp_cmd_rcpt(struct smtp_session *s, char *args)
 	struct smtp_addr addr;
 	struct smtp_param params[SMTP_PARAMS_MAX];
 	size_t nparams = 0;
+	unsigned retry_after;
 
 	enum smtp_addr_result r = smtp_addr_parse_arg(args, true, &addr, params, &nparams);
 	if (r != SMTP_ADDR_OK) {
@@ -800,6 +892,8 @@ static void smtp_cmd_rcpt(struct smtp_session *s, char *args)
 	} else if (s->txn.nrcpt_cmds >= s->b.srv->limits.recipients) {
 		/* RFC 5321 §4.5.3.1.10: a temporary error for the extra ones */
 		smtp_reply(s, "452 4.5.3 Too many recipients");
+	} else if (smtp_probing_locked(s, &retry_after)) {
+		smtp_rcpt_refuse_locked(s, retry_after);
 	} else {
 		smtp_rcpt_decide(s, &addr);
 	}
@@ -1105,7 +1199,7 @@ static void smtp_process_input(struct smtp_session *s)
 	s->in_process = true;
 	struct evbuffer *in = conn_input(s->io);
 	while (!(s->state & (SMTP_CLOSING | SMTP_HANDSHAKE)) && !s->committing &&
-	       !login_busy(s->login) && !conn_closing(s->io)) {
+	       !login_busy(s->login) && !s->held && !conn_closing(s->io)) {
 		if (conn_output_full(s->io)) {
 			s->output_blocked = true; /* resumed by smtp_write_cb */
 			break;
@@ -1184,9 +1278,19 @@ static void smtp_on_timeout(void *arg)
 
 static void smtp_greet(struct smtp_session *s)
 {
+	unsigned retry_after;
 	if (s->b.refused) {
 		smtp_reply(s, "554 5.7.1 %s Access denied", s->b.srv->hostname);
 		smtp_enter_state(s, SMTP_REFUSED);
+	} else if (s->b.srv->auth.anonymous && smtp_probing_locked(s, &retry_after)) {
+		/* where anonymous clients send mail (an MX), a client refused
+		 * for probing goes at once; elsewhere nobody reaches RCPT
+		 * without logging in, and a login is not refused for this */
+		log_info("event=refuse session=%s server=%s client=%s reason=unknown-recipients "
+			 "retry_after=%us", s->b.sid, s->b.srv->name, s->b.client, retry_after);
+		smtp_reply(s, "421 4.7.0 %s Too many unknown recipients from your address; try "
+			      "again in %u seconds", s->b.srv->hostname, retry_after);
+		smtp_close_after_flush(s);
 	} else {
 		smtp_reply(s, "220 %s ESMTP posthorn", s->b.srv->hostname);
 	}
@@ -1256,6 +1360,9 @@ static void smtp_free(struct smtp_session *s)
 	free(s->helo);
 	free(s->auth_user);
 	login_free(s->login);
+	if (s->held)
+		event_free(s->held);
+	free(s->held_reply);
 	conn_free(s->io);
 	session_base_release(&s->b);
 	free(s);
