@@ -153,3 +153,39 @@ def test_full_spool_at_start_replays_delivers_then_452_until_room(posthorn, tmpf
         qid = queue_id(send_message(c, SENDER, [BOB], big))
     msgs = p.wait_messages(BOB, 4, timeout=20)
     assert any(f"id {qid}".encode() in m for m in msgs)
+
+
+# -- 17. Maildir tmp/ leftovers -------------------------------------------------------------
+
+def maildir_host():
+    """The host part of posthorn's Maildir names (maildir(5) escaping)."""
+    return socket.gethostname().replace("/", "\\057").replace(":", "\\072")
+
+
+def test_maildir_tmp_leftovers_removed_after_start(posthorn):
+    """A killed daemon's half-written copy (its own name, its PID) and a
+    foreign file untouched for 37 hours are gone once the restarted daemon
+    delivers into that Maildir; a foreign file written just now stays."""
+    p = posthorn()
+    killed = p.pid
+    p.kill9()
+    box = p.maildir(BOB)
+    for sub in ("tmp", "new", "cur"):
+        os.makedirs(os.path.join(box, sub), exist_ok=True)
+    tmp = os.path.join(box, "tmp")
+    now = time.time()
+    leftover = f"{int(now) - 600}.M123456P{killed}Q7R0badf00d.{maildir_host()}"
+    stale = "1500000000.M1P1.another-tool.example"
+    fresh = f"{int(now)}.M2P2.another-tool.example"
+    for name, age in ((leftover, 600), (stale, 37 * 3600), (fresh, 0)):
+        path = os.path.join(tmp, name)
+        with open(path, "w") as f:
+            f.write("Subject: half written\n\nand then the power went")
+        os.utime(path, (now - age, now - age))
+    p.start()
+    with p.connect() as c:
+        c.start()
+        qid = queue_id(send_message(c, SENDER, [BOB], body_of("after the kill", 2000)))
+    p.wait_event("delivered", id=qid, timeout=20)
+    assert sorted(os.listdir(tmp)) == [fresh]
+    assert len(p.messages(BOB)) == 1
