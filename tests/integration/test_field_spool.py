@@ -189,3 +189,42 @@ def test_maildir_tmp_leftovers_removed_after_start(posthorn):
     p.wait_event("delivered", id=qid, timeout=20)
     assert sorted(os.listdir(tmp)) == [fresh]
     assert len(p.messages(BOB)) == 1
+
+
+# -- 18. `posthorn queue list` shows local deliveries that wait -----------------------------
+
+def test_queue_list_shows_waiting_local_delivery(posthorn, tmpfs):
+    """The Maildirs' disk is full: the message is deferred, and `queue
+    list` names it with its recipient, the reason and the next attempt
+    (as `queue show` does); `queue flush` retries it at once when room is
+    back."""
+    mailfs = tmpfs("mail", size="1m")
+    p = posthorn(start=False)
+    p.mailboxes = os.path.join(mailfs.path, "mail")
+    os.makedirs(p.mailboxes)
+    p.write_config()
+    p.start()
+    mailfs.fill()
+    with p.connect() as c:
+        c.start()
+        qid = queue_id(send_message(c, SENDER, [BOB], body_of("waits for room", 4000)))
+    p.wait_event("delivery-failed", id=qid, timeout=20)
+    res = p.cli("queue", "list")
+    assert res.returncode == 0, res.stderr
+    out = res.stdout
+    assert qid in out and f"from <{SENDER}>" in out and f"to <{BOB}>" in out, out
+    assert "local delivery: attempts 1, next attempt in " in out, out
+    assert "last error: " in out and "No space left on device" in out, out
+    assert "1 message waiting for local delivery" in out, out
+    assert "the outbound queue is empty" in out, out
+    show = p.cli("queue", "show", qid).stdout
+    assert "local delivery: attempts 1, next attempt in " in show, show
+    assert queued(p) == [qid]
+    mailfs.free()
+    res = p.cli("queue", "flush")
+    assert res.returncode == 0 and "1 message scheduled" in res.stdout, res.stdout + res.stderr
+    [data] = p.wait_messages(BOB, 1, timeout=10)
+    assert f"id {qid}".encode() in data
+    wait_spool_empty(p, timeout=10)
+    out = p.cli("queue", "list").stdout
+    assert qid not in out and "no local delivery is waiting" in out, out
