@@ -26,6 +26,7 @@
 #include "lib/linebuf.h"
 #include "lib/log.h"
 #include "lib/util.h"
+#include "queue/delivery.h"
 #include "queue/outbound.h"
 #include "queue/spool.h"
 
@@ -168,21 +169,80 @@ static void control_list_one(void *arg, const struct outbound_entry *e)
 	l->n++;
 }
 
-static void control_cmd_list(struct control_out *out, const char *arg)
+/* A local delivery's state: its failed attempts, the next one, the last
+ * error; each line after indent. */
+static void control_put_local_state(struct control_out *out, const char *indent,
+				    const struct delivery_waiting *w)
+{
+	char when[32];
+	control_duration(when, sizeof when, w->next_in);
+	control_printf(out, "%slocal delivery: attempts %u, next attempt %s%s\n", indent,
+		       w->failures, w->next_in > 0 ? "in " : "", w->next_in > 0 ? when : "now");
+	if (w->reason) {
+		control_printf(out, "%slast error: ", indent);
+		control_put(out, w->reason);
+		control_add(out, "\n", 1);
+	}
+}
+
+static void control_list_local(void *arg, const struct delivery_waiting *w)
+{
+	struct control_list *l = arg;
+	struct control_out *out = &l->out;
+	control_printf(out, "%s", w->id);
+	if (w->described) {
+		char age[32];
+		control_duration(age, sizeof age, (long long)(l->now - w->arrival));
+		control_printf(out, "  age %s  size %lld  from <", age, w->size);
+		control_put(out, w->sender);
+		control_printf(out, ">\n  to ");
+		for (size_t i = 0; i < w->nrcpts; i++) {
+			control_printf(out, "%s<", i ? ", " : "");
+			control_put(out, w->rcpts[i]);
+			control_add(out, ">", 1);
+		}
+	}
+	control_add(out, "\n", 1);
+	control_put_local_state(out, "  ", w);
+	l->n++;
+}
+
+/* The entries that each() lists into out, then a line that counts them. */
+static void control_list_part(struct control_out *out, void (*each)(struct control_list *l),
+			      const char *none, const char *where)
 {
 	struct control_list l = {.out = {.buf = evbuffer_new()}, .now = time(NULL)};
 	if (!l.out.buf)
 		fatal("evbuffer_new failed");
-	outbound_each(control_list_one, &l);
-	control_printf(out, "ok\n");
+	each(&l);
 	if (l.out.failed || (!out->failed && evbuffer_add_buffer(out->buf, l.out.buf) < 0))
 		out->failed = true;
 	if (l.n == 0)
-		control_printf(out, "the outbound queue is empty\n");
+		control_printf(out, "%s\n", none);
 	else
-		control_printf(out, "%s%zu message%s in the outbound queue\n", "", l.n,
-			   l.n == 1 ? "" : "s");
+		control_printf(out, "%zu message%s %s\n", l.n, l.n == 1 ? "" : "s", where);
 	evbuffer_free(l.out.buf);
+}
+
+static void control_each_outbound(struct control_list *l)
+{
+	outbound_each(control_list_one, l);
+}
+
+static void control_each_local(struct control_list *l)
+{
+	delivery_each_waiting(control_list_local, l);
+}
+
+/* The outbound queue, then the messages whose local delivery waits for
+ * its next attempt (a full or unwritable Maildir). */
+static void control_cmd_list(struct control_out *out, const char *arg)
+{
+	control_printf(out, "ok\n");
+	control_list_part(out, control_each_outbound, "the outbound queue is empty",
+			  "in the outbound queue");
+	control_list_part(out, control_each_local, "no local delivery is waiting",
+			  "waiting for local delivery");
 }
 
 struct control_find {
@@ -191,6 +251,14 @@ struct control_find {
 	time_t now;
 	bool found;
 };
+
+static void control_show_local_state(void *arg, const struct delivery_waiting *w)
+{
+	struct control_find *f = arg;
+	if (strcmp(w->id, f->id) != 0)
+		return;
+	control_put_local_state(f->out, "", w);
+}
 
 static void control_show_state(void *arg, const struct outbound_entry *e)
 {
@@ -279,6 +347,7 @@ static void control_cmd_show(struct control_out *out, const char *id)
 	outbound_each(control_show_state, &f);
 	if (!f.found)
 		control_printf(out, "outbound queue: not in it\n");
+	delivery_each_waiting(control_show_local_state, &f);
 	control_printf(out, "header:\n");
 	control_show_header(out, &env);
 	spool_envelope_clear(&env);
@@ -286,7 +355,7 @@ static void control_cmd_show(struct control_out *out, const char *id)
 
 static void control_cmd_flush(struct control_out *out, const char *arg)
 {
-	size_t n = outbound_flush();
+	size_t n = outbound_flush() + delivery_flush();
 	control_printf(out, "ok\n%zu message%s scheduled for delivery now\n", n, n == 1 ? "" : "s");
 }
 

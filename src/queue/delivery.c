@@ -47,6 +47,14 @@ struct delivery_retry {
 	unsigned failures;
 	bool *unrecorded;       /* delivered, but spool_mark_done() failed */
 	size_t nrcpts;
+	/* what `posthorn queue list` shows of it (delivery_each_waiting): */
+	char *reason;           /* the last failure; NULL before one */
+	bool described;         /* the envelope was read: the fields below */
+	time_t arrival;
+	long long size;
+	char *sender;
+	char **waiting;         /* local recipients not yet delivered */
+	size_t nwaiting;
 };
 
 static struct {
@@ -103,8 +111,23 @@ static bool delivery_before(const struct timespec *a, const struct timespec *b)
 	return a->tv_sec < b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
 }
 
+/* Forget what delivery_describe() noted. */
+static void delivery_retry_undescribe(struct delivery_retry *r)
+{
+	free(r->sender);
+	for (size_t i = 0; i < r->nwaiting; i++)
+		free(r->waiting[i]);
+	free(r->waiting);
+	r->sender = NULL;
+	r->waiting = NULL;
+	r->nwaiting = 0;
+	r->described = false;
+}
+
 static void delivery_retry_free(struct delivery_retry *r)
 {
+	delivery_retry_undescribe(r);
+	free(r->reason);
 	free(r->unrecorded);
 	free(r);
 }
@@ -199,10 +222,14 @@ struct delivery_job {
 	struct delivery_retry *retry;
 };
 
-/* One line per failed attempt; to is NULL when the whole message failed. */
+/* One line per failed attempt; to is NULL when the whole message failed.
+ * The retry keeps why as its last reason.  On the worker, which alone
+ * holds job->retry until it is deferred. */
 static void delivery_log_failure(const struct delivery_job *job, const char *to, const char *why)
 {
 	char t[LOG_VALUE_MAX], reason[DELIVERY_REASON_MAX];
+	free(job->retry->reason);
+	job->retry->reason = xstrdup(why);
 	log_quote(reason, sizeof reason, why, strlen(why));
 	if (!to) {
 		log_warn("event=delivery-failed id=%s reason=\"%s\" retry_in=%s", job->id, reason,
@@ -461,6 +488,27 @@ static bool delivery_record(struct delivery_batch *b, struct delivery_msg *m)
 	return ok;
 }
 
+/* Note, for `posthorn queue list`, what m's retry waits with: its
+ * envelope when it was read, and the local recipients still to deliver. */
+static void delivery_describe(struct delivery_msg *m)
+{
+	struct delivery_retry *r = m->r;
+	delivery_retry_undescribe(r);
+	if (!m->loaded)
+		return;
+	r->described = true;
+	r->arrival = m->env.arrival;
+	r->size = (long long)m->env.size;
+	r->sender = xstrdup(m->env.sender ? m->env.sender : "");
+	for (size_t k = 0; k < m->env.nrcpts; k++) {
+		const struct spool_rcpt *rc = &m->env.rcpts[k];
+		if (!rc->local || rc->done || (k < r->nrcpts && r->unrecorded[k]))
+			continue;
+		char **slot = xappend(&r->waiting, &r->nwaiting, sizeof *slot);
+		*slot = xstrdup(rc->address);
+	}
+}
+
 /* Log the deliveries, then remove, record, hand over or defer each
  * message; true when some message was removed (queue/ needs its fsync). */
 static bool delivery_batch_conclude(struct delivery_batch *b)
@@ -486,6 +534,7 @@ static bool delivery_batch_conclude(struct delivery_batch *b)
 		if (m->loaded && !delivery_record(b, m))
 			m->failed = true;
 		if (m->failed) {
+			delivery_describe(m);
 			delivery_defer(m->r, m->delay);
 			continue;
 		}
@@ -712,6 +761,44 @@ void delivery_enqueue(const char *id)
 		pthread_cond_signal(&dl.wake);
 	}
 	pthread_mutex_unlock(&dl.lock);
+}
+
+void delivery_each_waiting(void (*fn)(void *arg, const struct delivery_waiting *w), void *arg)
+{
+	pthread_mutex_lock(&dl.lock);
+	struct timespec now = delivery_now();
+	for (const struct delivery_retry *r = dl.retries; r; r = r->next) {
+		long long left = (long long)(r->due.tv_sec - now.tv_sec);
+		if (r->due.tv_nsec > now.tv_nsec)
+			left++; /* a part of a second: the next whole one */
+		struct delivery_waiting w = {
+		    .id = r->id,
+		    .described = r->described,
+		    .arrival = r->arrival,
+		    .size = r->size,
+		    .sender = r->sender ? r->sender : "",
+		    .rcpts = (const char *const *)r->waiting,
+		    .nrcpts = r->nwaiting,
+		    .failures = r->failures,
+		    .next_in = left > 0 ? left : 0,
+		    .reason = r->reason,
+		};
+		fn(arg, &w);
+	}
+	pthread_mutex_unlock(&dl.lock);
+}
+
+size_t delivery_flush(void)
+{
+	size_t n = 0;
+	pthread_mutex_lock(&dl.lock);
+	struct timespec now = delivery_now();
+	for (struct delivery_retry *r = dl.retries; r; r = r->next, n++)
+		r->due = now;
+	if (n > 0)
+		pthread_cond_signal(&dl.wake);
+	pthread_mutex_unlock(&dl.lock);
+	return n;
 }
 
 void delivery_set_mailboxes(const char *mailboxes)

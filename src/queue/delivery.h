@@ -6,6 +6,10 @@
 #ifndef POSTHORN_DELIVERY_H
 #define POSTHORN_DELIVERY_H
 
+#include <stdbool.h>
+#include <stddef.h>
+#include <time.h>
+
 struct spool;
 
 /* The local recipients of id are done and remote ones remain: the message
@@ -24,6 +28,26 @@ int delivery_start(struct spool *sp, const char *mailboxes, delivery_remote_fn r
 void delivery_enqueue(const char *id);
 /* New mailboxes root after a reload (copied). */
 void delivery_set_mailboxes(const char *mailboxes);
+
+/* A message whose local delivery failed and waits for its next attempt,
+ * as `posthorn queue list` shows it. */
+struct delivery_waiting {
+	const char *id;
+	bool described;               /* its envelope was read: the next five */
+	time_t arrival;
+	long long size;
+	const char *sender;           /* "" for <> */
+	const char *const *rcpts;     /* local recipients not yet delivered */
+	size_t nrcpts;
+	unsigned failures;            /* attempts that failed */
+	long long next_in;            /* seconds until the next attempt; 0: due */
+	const char *reason;           /* the last failure; NULL when unknown */
+};
+/* Calls fn for each waiting message, under the worker's lock: fn must be
+ * quick and must not call into delivery.  Thread-safe. */
+void delivery_each_waiting(void (*fn)(void *arg, const struct delivery_waiting *w), void *arg);
+/* Make every waiting message due now; returns how many there were. */
+size_t delivery_flush(void);
 /* Finish the message in hand, then stop the thread.  Queued IDs stay in
  * the spool for the next start. */
 void delivery_stop(void);

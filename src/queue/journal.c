@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
@@ -38,12 +39,14 @@ static const char journal_head_magic[4] = {'P', 'H', 'J', 'H'};
 struct journal {
 	int fd;
 	off_t size;             /* bytes allocated and written (zeros at first) */
+	off_t max;              /* the bound on size */
 	off_t pos;              /* where the next record goes */
 	uint64_t epoch;
 	uint64_t seq;           /* number of the last record queued */
 	uint64_t written;       /* number of the last record written */
 	uint64_t counter;       /* of the last header written */
 	bool live;              /* records written since the last checkpoint */
+	bool head_pending;      /* the epoch's header not written yet */
 	bool failed;            /* a write or sync failed: unusable */
 	int error;              /* errno of that failure */
 	unsigned char *buf;     /* records queued for the next commit */
@@ -174,28 +177,82 @@ static int journal_write_head(struct journal *j, unsigned *syncs)
 	return 0;
 }
 
-/* ---- growing ------------------------------------------------------------ */
+/* ---- growing and shrinking ---------------------------------------------- */
+
+/* Growing to `to` leaves the file system at least as much free space as
+ * the journal then takes: the journal never crowds out the messages it
+ * is there to make durable. */
+static bool journal_room_to_grow(const struct journal *j, off_t to)
+{
+	struct statvfs vfs;
+	if (fstatvfs(j->fd, &vfs) < 0)
+		return true; /* the writes will tell */
+	unsigned long long avail = (unsigned long long)vfs.f_bavail * vfs.f_frsize;
+	unsigned long long need = (unsigned long long)(to - j->size);
+	return avail >= need + (unsigned long long)to;
+}
+
+/* A growth that failed: its zeros go, so that a full disk gets back what
+ * they took. */
+static void journal_undo_grow(struct journal *j)
+{
+	int saved = errno;
+	if (ftruncate(j->fd, j->size) < 0)
+		log_warn("event=journal-error reason=\"cannot cut back a failed growth: %s\"",
+			 strerror(errno));
+	errno = saved;
+}
 
 /* Zeros written (not a hole, not fallocate: blocks that are allocated and
  * written are what lets a record's fdatasync skip the metadata) up to at
- * least want, and made durable. */
+ * least want (never past the bound), and made durable.  ENOSPC when the
+ * file system has no room for them, or would keep too little
+ * (journal_room_to_grow). */
 static int journal_grow(struct journal *j, off_t want, unsigned *syncs)
 {
 	static const unsigned char zeros[64 * 1024];
 	off_t to = (want + JOURNAL_GROW - 1) / JOURNAL_GROW * JOURNAL_GROW;
-	if (to > JOURNAL_MAX)
-		to = JOURNAL_MAX;
+	if (to > j->max)
+		to = j->max;
+	if (to <= j->size)
+		return 0;
+	if (!journal_room_to_grow(j, to)) {
+		errno = ENOSPC;
+		return -1;
+	}
 	for (off_t at = j->size; at < to;) {
 		size_t n = (size_t)(to - at) < sizeof zeros ? (size_t)(to - at) : sizeof zeros;
-		if (pwrite_all(j->fd, zeros, n, at) < 0)
+		if (pwrite_all(j->fd, zeros, n, at) < 0) {
+			journal_undo_grow(j);
 			return -1;
+		}
 		at += (off_t)n;
 	}
 	(*syncs)++;
-	if (fdatasync(j->fd) < 0)
+	if (fdatasync(j->fd) < 0) {
+		journal_undo_grow(j);
 		return -1;
+	}
 	j->size = to;
 	return 0;
+}
+
+int journal_shrink(struct journal *j)
+{
+	if (j->failed || j->live || j->head_pending || j->len > 0 || j->size <= JOURNAL_MIN)
+		return 0;
+	/* nothing live: the next record goes at the start (a checkpoint or
+	 * the open put pos there), far below the cut */
+	if (ftruncate(j->fd, JOURNAL_MIN) < 0)
+		return -1;
+	j->size = JOURNAL_MIN;
+	j->pos = JOURNAL_DATA_START;
+	return 0;
+}
+
+off_t journal_size(const struct journal *j)
+{
+	return j->size;
 }
 
 /* ---- replay ------------------------------------------------------------- */
@@ -239,25 +296,30 @@ static int journal_read_rec(int fd, off_t pos, off_t size, uint64_t epoch, uint6
 	return 1;
 }
 
-/* Every live record through restore; the number of records, or -1. */
+/* Every live record through restore; the number of records (*later of
+ * them put off by their restore), or -1. */
 static long journal_replay(int fd, off_t size, const struct journal_head *h,
-			   journal_restore_fn restore, void *arg)
+			   journal_restore_fn restore, void *arg, size_t *later)
 {
 	unsigned char *data = xmalloc(JOURNAL_RECORD_MAX);
 	off_t pos = (off_t)h->start;
 	uint64_t seq = h->seq + 1;
 	long n = 0;
+	*later = 0;
 	for (;;) {
 		struct journal_rec r;
 		int got = journal_read_rec(fd, pos, size, h->epoch, seq, &r, data);
-		if (got < 0 || (got > 0 && restore(arg, r.type, r.id,
-						    r.type == JOURNAL_MESSAGE ? r.data : NULL,
-						    r.len) < 0)) {
+		int restored = got > 0 ? restore(arg, r.type, r.id,
+						 r.type == JOURNAL_MESSAGE ? r.data : NULL, r.len)
+				       : 0;
+		if (got < 0 || restored < 0) {
 			n = -1;
 			break;
 		}
 		if (got == 0)
 			break;
+		if (restored == JOURNAL_RESTORE_LATER)
+			(*later)++;
 		pos += JOURNAL_REC_HEAD + (off_t)r.len;
 		seq++;
 		n++;
@@ -291,7 +353,51 @@ static uint64_t journal_new_epoch(void)
 
 /* ---- opening and closing ------------------------------------------------ */
 
-struct journal *journal_open(const char *path, journal_restore_fn restore, void *arg)
+static off_t journal_bound(off_t max)
+{
+	if (max < JOURNAL_MIN)
+		return JOURNAL_MIN;
+	if (max > JOURNAL_MAX)
+		return JOURNAL_MAX;
+	return max / JOURNAL_GROW * JOURNAL_GROW;
+}
+
+/* The epoch's header, when it is still to be written: the file first
+ * grown to JOURNAL_MIN (the header slots are inside), then the header.
+ * Until this works the journal takes no record, and the records of the
+ * epoch before stay live. */
+static int journal_write_pending_head(struct journal *j, unsigned *syncs)
+{
+	if (!j->head_pending)
+		return 0;
+	if (j->size < JOURNAL_MIN && journal_grow(j, JOURNAL_MIN, syncs) < 0)
+		return -1;
+	if (journal_write_head(j, syncs) < 0)
+		return -1;
+	j->head_pending = false;
+	return 0;
+}
+
+/* The live records replayed: a new epoch, empty, cut back to JOURNAL_MIN
+ * (what an earlier run's burst took goes back to the disk).  Without room
+ * for the header (a full disk) the first commit writes it. */
+static void journal_start_epoch(struct journal *j, const char *path)
+{
+	unsigned syncs = 0;
+	j->epoch = journal_new_epoch();
+	j->pos = JOURNAL_DATA_START;
+	j->head_pending = true;
+	if (journal_write_pending_head(j, &syncs) < 0) {
+		log_warn("event=journal-error file=%s reason=\"cannot start a new epoch: %s; the "
+			 "first commit tries again\"", path, strerror(errno));
+		return;
+	}
+	if (journal_shrink(j) < 0)
+		log_warn("event=journal-error file=%s reason=\"cannot cut the journal back: %s\"",
+			 path, strerror(errno));
+}
+
+struct journal *journal_open(const char *path, off_t max, journal_restore_fn restore, void *arg)
 {
 	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 	struct stat st;
@@ -299,36 +405,35 @@ struct journal *journal_open(const char *path, journal_restore_fn restore, void 
 		return NULL;
 	struct journal *j = xcalloc(1, sizeof *j);
 	j->fd = fd;
+	j->max = journal_bound(max);
 	if (fstat(fd, &st) < 0)
 		goto fail;
 	if (!S_ISREG(st.st_mode)) {
 		errno = EINVAL;
 		goto fail;
 	}
+	/* an earlier run may have had a larger bound: read all it wrote */
 	j->size = st.st_size > JOURNAL_MAX ? JOURNAL_MAX : st.st_size;
 	struct journal_head h;
 	if (journal_pick_head(fd, j->size, &h)) {
-		long n = journal_replay(fd, j->size, &h, restore, arg);
+		size_t later;
+		long n = journal_replay(fd, j->size, &h, restore, arg, &later);
 		if (n < 0)
 			goto fail;
 		if (n > 0)
 			log_info("event=journal-replay file=%s records=%ld", path, n);
 		j->counter = h.counter;
 		j->seq = j->written = h.seq + (uint64_t)n;
+		if (later > 0) { /* those records must stay live: nothing is written */
+			j->failed = true;
+			j->error = ENOSPC;
+			return j;
+		}
 	} else if (j->size > 0) {
 		log_warn("event=journal-error file=%s reason=\"no valid header: started afresh\"",
 			 path);
 	}
-	/* a new epoch, empty: what was live has been restored.  Without room
-	 * for that (a full disk) the journal is there but unusable. */
-	unsigned syncs = 0;
-	j->epoch = journal_new_epoch();
-	j->pos = JOURNAL_DATA_START;
-	if ((j->size < JOURNAL_GROW && journal_grow(j, JOURNAL_GROW, &syncs) < 0) ||
-	    journal_write_head(j, &syncs) < 0) {
-		j->failed = true;
-		j->error = errno;
-	}
+	journal_start_epoch(j, path);
 	return j;
 fail:;
 	int saved = errno;
@@ -388,7 +493,10 @@ int journal_add_message(struct journal *j, const char *id, const void *data, int
 		errno = EINVAL;
 		return -1;
 	}
-	if (len > JOURNAL_RECORD_MAX || j->len + JOURNAL_REC_HEAD + len > JOURNAL_BATCH_MAX)
+	size_t batch_max = (size_t)(j->max - JOURNAL_DATA_START);
+	if (batch_max > JOURNAL_BATCH_MAX)
+		batch_max = JOURNAL_BATCH_MAX;
+	if (len > JOURNAL_RECORD_MAX || j->len + JOURNAL_REC_HEAD + len > batch_max)
 		return 1;
 	size_t at = j->len;
 	unsigned char *p = journal_reserve(j, JOURNAL_REC_HEAD + len);
@@ -414,26 +522,32 @@ void journal_add_done(struct journal *j, const char *id)
 	journal_seal(j, journal_reserve(j, JOURNAL_REC_HEAD), JOURNAL_DONE, id, 0);
 }
 
-/* Room for the queued records at pos: grown, or a checkpoint and back to
- * the start.  0 or -1. */
+/* Room for the queued records at pos: grown (within the bound, while the
+ * disk has room), or a checkpoint and back to the start.  0 or -1. */
 static int journal_make_room(struct journal *j, unsigned *syncs)
 {
 	off_t end = j->pos + (off_t)j->len;
 	if (end <= j->size)
 		return 0;
-	if (end <= JOURNAL_MAX)
-		return journal_grow(j, end, syncs);
-	end = JOURNAL_DATA_START + (off_t)j->len;
-	if (end > JOURNAL_MAX) { /* more than the whole journal holds */
+	bool refused = false;
+	if (end <= j->max) {
+		if (journal_grow(j, end, syncs) == 0)
+			return 0;
+		refused = true;
+	}
+	off_t first = JOURNAL_DATA_START + (off_t)j->len;
+	if (first > j->max) { /* more than the whole journal holds */
 		errno = EFBIG;
 		return -1;
 	}
+	if (refused && first > j->size)
+		return -1; /* starting over would need the growth just refused (errno set) */
 	/* the queued records keep their numbers: the checkpoint names the
 	 * last one written, so they are the live ones after it */
 	if (j->live && journal_checkpoint(j, syncs) < 0)
 		return -1;
 	j->pos = JOURNAL_DATA_START;
-	return end <= j->size ? 0 : journal_grow(j, end, syncs);
+	return first <= j->size ? 0 : journal_grow(j, first, syncs);
 }
 
 int journal_commit(struct journal *j, unsigned *syncs)
@@ -444,7 +558,8 @@ int journal_commit(struct journal *j, unsigned *syncs)
 	}
 	if (j->len == 0)
 		return 0;
-	if (journal_make_room(j, syncs) < 0) { /* nothing written: still usable */
+	if (journal_write_pending_head(j, syncs) < 0 || journal_make_room(j, syncs) < 0) {
+		/* nothing written: still usable */
 		int saved = errno;
 		j->len = 0;
 		j->seq = j->written;

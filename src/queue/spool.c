@@ -34,6 +34,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <openssl/rand.h>
@@ -56,6 +57,7 @@ enum {
 	SPOOL_RECYCLE_MAX = 256 * 1024, /* larger files are deleted, not kept */
 	SPOOL_CHECKPOINT_IDLE_S = 1,    /* idle this long: checkpoint the journal */
 	SPOOL_GONE_BATCH = 8192,        /* removals recorded by one batch, at most */
+	SPOOL_JOURNAL_SHARE = 8,        /* the journal: at most 1/8 of the spool's file system */
 };
 
 _Static_assert((int)SPOOL_ID_LEN < (int)SPOOL_ID_SIZE, "spool ID does not fit SPOOL_ID_SIZE");
@@ -105,6 +107,8 @@ struct spool {
 	unsigned long long gone_seq;    /* removals noted so far */
 	unsigned long long gone_durable; /* removals recorded durably so far */
 	unsigned gone_waiters;
+	size_t restore_later;           /* journaled messages with no room to be restored */
+	bool free_dropped;              /* free/ emptied to make room for them */
 	struct spool_stats stats;       /* updated with __atomic builtins */
 };
 
@@ -337,8 +341,23 @@ static int spool_recycle(struct spool *sp, const char *id, const char *qpath)
 	return r;
 }
 
+/* A name in queue/: a file in free/ named so is the recycled file of a
+ * message that the journal's replay brought back (its removal was not yet
+ * recorded when the daemon died).  Kept in the pool, the name would be
+ * given again when that message is delivered and recycled once more, and
+ * two messages would be written into one file. */
+static bool spool_name_queued(const struct spool *sp, const char *name)
+{
+	char *qpath = spool_queue_path(sp, name, "");
+	struct stat st;
+	bool queued = lstat(qpath, &st) == 0;
+	free(qpath);
+	return queued;
+}
+
 /* What free/ holds from an earlier run goes back into the pool; the rest
- * (strays, more than the pool holds) is removed. */
+ * (strays, names of queued messages, more than the pool holds) is
+ * removed. */
 static int spool_pool_load(struct spool *sp)
 {
 	DIR *d = opendir(sp->freedir);
@@ -351,7 +370,8 @@ static int spool_pool_load(struct spool *sp)
 		struct stat st;
 		bool keep = spool_id_valid(de->d_name) &&
 			    fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-			    S_ISREG(st.st_mode) && spool_pool_give(sp, de->d_name);
+			    S_ISREG(st.st_mode) && !spool_name_queued(sp, de->d_name) &&
+			    spool_pool_give(sp, de->d_name);
 		if (!keep && unlinkat(dirfd(d), de->d_name, 0) < 0 && errno != ENOENT)
 			log_warn("event=spool-error dir=%s reason=\"cannot remove a stray: %s\"",
 				 sp->freedir, strerror(errno));
@@ -442,29 +462,109 @@ static void spool_journal_broken(struct spool *sp, int err)
 	sp->journal = NULL;
 }
 
+/* Whether the file holds exactly len bytes, these: 1, 0, or -1. */
+static int spool_file_holds(int fd, const unsigned char *data, size_t len)
+{
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return -1;
+	if (st.st_size != (off_t)len)
+		return 0;
+	unsigned char *buf = xmalloc(len ? len : 1);
+	size_t got = 0;
+	int r = 1;
+	while (got < len && r == 1) {
+		ssize_t n = pread(fd, buf + got, len - got, (off_t)got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			r = -1;
+		else if (n == 0)
+			r = 0;
+		else
+			got += (size_t)n;
+	}
+	if (r == 1)
+		r = memcmp(buf, data, len) == 0;
+	int saved = errno;
+	free(buf);
+	errno = saved;
+	return r;
+}
+
+/* The file at path made to hold exactly data, durably (fdatasync).  A
+ * file that holds it already (a kill -9 leaves the page cache whole) is
+ * only synced; one that does not (torn, or never renamed in) is written
+ * over in place, which needs no room for what it already holds.  0, or -1
+ * with errno; a file made here and not finished is removed. */
+static int spool_rewrite(const char *path, const unsigned char *data, size_t len)
+{
+	bool created = true;
+	int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0 && errno == EEXIST) {
+		created = false;
+		fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+	}
+	if (fd < 0)
+		return -1;
+	int same = created ? 0 : spool_file_holds(fd, data, len);
+	int r = same < 0 ? -1 : 0;
+	if (same == 0 && (write_all(fd, data, len) < 0 || ftruncate(fd, (off_t)len) < 0))
+		r = -1;
+	if (r == 0 && fdatasync(fd) < 0)
+		r = -1;
+	int saved = errno;
+	if (close(fd) < 0 && r == 0) {
+		r = -1;
+		saved = errno;
+	}
+	if (r < 0 && created && unlink(path) < 0 && errno != ENOENT)
+		log_warn("event=spool-error file=%s reason=\"cannot remove: %s\"", path,
+			 strerror(errno));
+	errno = saved;
+	return r;
+}
+
+/* Room for the journal's replay on a full disk: free/ holds delivered
+ * messages' files only, which nothing needs.  The number removed. */
+static size_t spool_drop_free(struct spool *sp)
+{
+	DIR *d = opendir(sp->freedir);
+	if (!d)
+		return 0;
+	size_t n = 0;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL)
+		if (de->d_name[0] != '.' && unlinkat(dirfd(d), de->d_name, 0) == 0)
+			n++;
+	closedir(d);
+	sp->free_dropped = true;
+	return n;
+}
+
 /* A journaled message back into queue/, durable before the journal starts
- * afresh: written in tmp/, fdatasynced, renamed over whatever a crash left
- * in queue/ (nothing, or a torn file), queue/ fsynced. */
+ * afresh: the file a crash left there (whole, torn, or none) made to hold
+ * the record (the record stays live until then, so a crash meanwhile
+ * replays it again), queue/ fsynced.  With no room for it even after
+ * emptying free/, it waits in the journal for the next start
+ * (JOURNAL_RESTORE_LATER): a full disk never stops the daemon. */
 static int spool_restore_message(struct spool *sp, const char *id, const unsigned char *data,
 				 size_t len)
 {
-	char *tmp = xasprintf("%s/%s", sp->tmpdir, id);
 	char *qpath = spool_queue_path(sp, id, "");
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-	int r = fd < 0 ? -1 : 0;
-	if (r == 0 && (write_all(fd, data, len) < 0 || fdatasync(fd) < 0))
-		r = -1;
+	int r = spool_rewrite(qpath, data, len);
+	if (r < 0 && errno == ENOSPC && !sp->free_dropped && spool_drop_free(sp) > 0)
+		r = spool_rewrite(qpath, data, len);
 	int saved = errno;
-	if (fd >= 0 && close(fd) < 0 && r == 0) {
-		r = -1;
-		saved = errno;
-	}
-	if (r == 0 && (rename(tmp, qpath) < 0 || fsync_dir(sp->queuedir) < 0)) {
-		r = -1;
-		saved = errno;
-	}
-	free(tmp);
 	free(qpath);
+	if (r == 0 && fsync_dir(sp->queuedir) < 0)
+		return -1;
+	if (r < 0 && (saved == ENOSPC || saved == EDQUOT)) {
+		log_err("event=journal-error dir=%s id=%s reason=\"no room to restore it: %s\"",
+			sp->dir, id, strerror(saved));
+		sp->restore_later++;
+		return JOURNAL_RESTORE_LATER;
+	}
 	errno = saved;
 	return r;
 }
@@ -498,18 +598,36 @@ static int spool_restore(void *arg, enum journal_type type, const char *id,
 	return spool_restore_removal(sp, id);
 }
 
-/* Replayed, or the open fails: acknowledged mail may be in it.  A journal
- * that cannot start afresh (a full disk) is only reported. */
+/* The journal's bound: a share of the spool's file system, so that a
+ * small spool keeps most of its room for messages (journal.h clamps it
+ * between JOURNAL_MIN and JOURNAL_MAX). */
+static off_t spool_journal_bound(const struct spool *sp)
+{
+	struct statvfs vfs;
+	if (statvfs(sp->dir, &vfs) < 0)
+		return JOURNAL_MAX;
+	unsigned long long total = (unsigned long long)vfs.f_blocks * vfs.f_frsize;
+	unsigned long long share = total / SPOOL_JOURNAL_SHARE;
+	return share > JOURNAL_MAX ? JOURNAL_MAX : (off_t)share;
+}
+
+/* Replayed, or the open fails: acknowledged mail may be in it.  Records
+ * that found no room to be restored (a full disk) stay live for the next
+ * start; the journal is then not used in this run. */
 static int spool_open_journal(struct spool *sp)
 {
 	char *path = xasprintf("%s/journal", sp->dir);
-	sp->journal = journal_open(path, spool_restore, sp);
+	sp->journal = journal_open(path, spool_journal_bound(sp), spool_restore, sp);
 	int saved = errno;
 	free(path);
 	if (!sp->journal) {
 		errno = saved;
 		return -1;
 	}
+	if (sp->restore_later > 0)
+		log_err("event=journal-error dir=%s restore_later=%zu reason=\"no room to restore "
+			"every message: the journal keeps them for the next start\"",
+			sp->dir, sp->restore_later);
 	if (journal_usable(sp->journal))
 		spool_journal_broken(sp, journal_usable(sp->journal));
 	return 0;
@@ -985,19 +1103,26 @@ static void spool_batch_commit(struct spool *sp, struct spool_msg *batch, bool o
 		    __atomic_load_n(&sp->stats.fsyncs, __ATOMIC_RELAXED) - syncs_before);
 }
 
-/* Every queue file written since the last checkpoint made durable, and the
- * journal emptied.  On the committer thread. */
+/* Every queue file written since the last checkpoint made durable, the
+ * journal emptied and cut back to its first size: the room a burst took is
+ * the file system's again.  On the committer thread, when it is idle or
+ * stops. */
 static void spool_checkpoint(struct spool *sp)
 {
-	if (!sp->journal || !journal_dirty(sp->journal))
+	if (!sp->journal)
 		return;
-	unsigned syncs = 0;
-	int r = journal_checkpoint(sp->journal, &syncs);
-	int e = errno;
-	spool_count(&sp->stats.fsyncs, syncs);
-	if (r < 0)
-		log_warn("event=journal-error dir=%s reason=\"checkpoint failed: %s\"", sp->dir,
-			 strerror(e));
+	if (journal_dirty(sp->journal)) {
+		unsigned syncs = 0;
+		int r = journal_checkpoint(sp->journal, &syncs);
+		int e = errno;
+		spool_count(&sp->stats.fsyncs, syncs);
+		if (r < 0)
+			log_warn("event=journal-error dir=%s reason=\"checkpoint failed: %s\"",
+				 sp->dir, strerror(e));
+	}
+	if (journal_shrink(sp->journal) < 0)
+		log_warn("event=journal-error dir=%s reason=\"cannot cut the journal back: %s\"",
+			 sp->dir, strerror(errno));
 }
 
 /* The callbacks of a finished list, in commit order; each m freed first. */

@@ -49,8 +49,12 @@ struct spool_msg;
 /* Create <dir>, <dir>/tmp, <dir>/queue and <dir>/free as needed, empty
  * tmp/ (those messages were never acknowledged), replay the journal (the
  * messages acknowledged since its last checkpoint go back into queue/,
- * whole) and take what free/ holds (delivered messages' files, to be
- * written over).  NULL with errno on failure. */
+ * whole; one with no room even after emptying free/ stays in the journal
+ * for the next start, and this run does not use the journal) and take
+ * what free/ holds (delivered messages' files, to be written over; not
+ * one named like a queued message).  The journal's bound is an eighth of
+ * the file system.  A full disk is no failure.  NULL with errno on
+ * failure. */
 struct spool *spool_open(const char *dir);
 void spool_close(struct spool *sp);
 const char *spool_dir(const struct spool *sp);
@@ -83,7 +87,8 @@ void spool_msg_commit(struct spool_msg *m, spool_commit_cb cb, void *arg);
  * (Messages the journal does not take: their fdatasyncs at once, the
  * renames, one folder fsync.)  A message alone is not delayed: the thread
  * starts as soon as it has one.  After a second without work, and when it
- * stops, it checkpoints the journal.  0, or -1 with errno. */
+ * stops, it checkpoints the journal and cuts it back to its first size.
+ * 0, or -1 with errno. */
 struct event_base;
 int spool_committer_start(struct spool *sp, struct event_base *base);
 /* Finish every commit asked for, run the callbacks, end the thread; later

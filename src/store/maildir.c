@@ -27,6 +27,8 @@ enum {
 	MAILDIR_STREAM_BUF = 16 * 1024, /* bytes read from the file at a time */
 	MAILDIR_COUNT_BUF = 16 * 1024,
 	MAILDIR_HOST_MAX = 256,         /* of gethostname(2)'s answer */
+	MAILDIR_TMP_STALE = 36 * 3600,  /* a tmp/ file this old is left over (maildir(5)) */
+	MAILDIR_TMP_SWEEP_MAX = 1000,   /* tmp/ entries looked at per sweep */
 };
 
 static const char *const maildir_subs[] = {"new", "cur"};
@@ -218,6 +220,7 @@ void maildir_escape_host(const char *host, char *out, size_t outsz)
 static struct {
 	pthread_once_t once;
 	long pid;
+	time_t started;         /* before any name this process makes */
 	char host[MAILDIR_HOST_MAX * 4 + 1];
 } maildir_self = {.once = PTHREAD_ONCE_INIT};
 
@@ -230,6 +233,7 @@ static void maildir_self_init(void)
 		memcpy(host, "localhost", sizeof "localhost");
 	host[sizeof host - 1] = '\0';
 	maildir_self.pid = (long)getpid();
+	maildir_self.started = time(NULL);
 	maildir_escape_host(host, maildir_self.host, sizeof maildir_self.host);
 }
 
@@ -249,6 +253,86 @@ char *maildir_unique_name(long long when)
 		when = (long long)ts.tv_sec;
 	return xasprintf("%lld.M%06ldP%ldQ%lluR%08x.%s", when, ts.tv_nsec / 1000, maildir_self.pid,
 			 (unsigned long long)q, (unsigned)r, maildir_self.host);
+}
+
+/* ---- leftovers in tmp/ ----------------------------------------------------- */
+
+/* p past at least min (at most max) characters of set; NULL when fewer. */
+static const char *maildir_skip_run(const char *p, const char *set, size_t min, size_t max)
+{
+	size_t n = 0;
+	while (n < max && p[n] && strchr(set, p[n]))
+		n++;
+	return n >= min ? p + n : NULL;
+}
+
+/* The PID in a name that maildir_unique_name() made on this host,
+ * "WHEN.M<usec>P<pid>Q<count>R<8 hex>.<host>"; -1 for any other name. */
+static long maildir_own_name_pid(const char *name)
+{
+	static const char digits[] = "0123456789";
+	const char *p = maildir_skip_run(name, digits, 1, 20);
+	if (!p || strncmp(p, ".M", 2) != 0 || !(p = maildir_skip_run(p + 2, digits, 6, 6)) ||
+	    *p != 'P')
+		return -1;
+	const char *pid = p + 1;
+	if (!(p = maildir_skip_run(pid, digits, 1, 10)) || *p != 'Q' ||
+	    !(p = maildir_skip_run(p + 1, digits, 1, 20)) || *p != 'R' ||
+	    !(p = maildir_skip_run(p + 1, "0123456789abcdef", 8, 8)) || *p != '.' ||
+	    strcmp(p + 1, maildir_self.host) != 0)
+		return -1;
+	return strtol(pid, NULL, 10);
+}
+
+/* Is a process with this PID running?  Asked of /proc (seccomp lets the
+ * daemon signal only itself); unsure counts as running. */
+static bool maildir_pid_running(long pid)
+{
+	char path[32];
+	struct stat st;
+	if (!bsnprintf(path, sizeof path, "/proc/%ld", pid))
+		return true;
+	return stat(path, &st) == 0 || errno != ENOENT;
+}
+
+bool maildir_tmp_leftover(const char *name, const struct stat *st, time_t now)
+{
+	if (!S_ISREG(st->st_mode))
+		return false;
+	if (now - st->st_mtime > MAILDIR_TMP_STALE && now - st->st_atime > MAILDIR_TMP_STALE)
+		return true;
+	pthread_once(&maildir_self.once, maildir_self_init);
+	long pid = maildir_own_name_pid(name);
+	if (pid <= 0)
+		return false;
+	if (pid != maildir_self.pid)
+		return !maildir_pid_running(pid);
+	/* this PID before this process started: a restarted container gives
+	 * the daemon the PID it had (a second of slack for the clocks) */
+	return st->st_mtime + 1 < maildir_self.started;
+}
+
+size_t maildir_sweep_tmp(const char *dir)
+{
+	char *path = xasprintf("%s/tmp", dir);
+	DIR *d = opendir(path);
+	free(path);
+	if (!d)
+		return 0;
+	time_t now = time(NULL);
+	size_t removed = 0;
+	struct dirent *de;
+	for (int seen = 0; seen < MAILDIR_TMP_SWEEP_MAX && (de = readdir(d)); seen++) {
+		struct stat st;
+		if (de->d_name[0] == '.' ||
+		    fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+		    !maildir_tmp_leftover(de->d_name, &st, now))
+			continue;
+		if (unlinkat(dirfd(d), de->d_name, 0) == 0)
+			removed++;
+	}
+	closedir(d);
+	return removed;
 }
 
 static long long maildir_name_time(const char *name)

@@ -5,15 +5,18 @@
  * ends, deleting, streaming a message with CRLF line ends (and POP3
  * dot-stuffing) in bounded chunks, and one exclusive lock per mailbox that
  * other posthorn processes respect too.  Writing new messages is
- * maildir_deliver's job.  maildir_path() and maildir_unique_name() may be
- * called from any thread; the rest runs on the event loop thread. */
+ * maildir_deliver's job.  maildir_path(), maildir_unique_name() and the
+ * tmp/ sweep may be called from any thread; the rest runs on the event
+ * loop thread. */
 #ifndef POSTHORN_MAILDIR_H
 #define POSTHORN_MAILDIR_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/types.h>
+#include <time.h>
 
 enum {
 	MAILDIR_UID_MAX = 70,      /* RFC 1939 §7: 1 to 70 octets 0x21..0x7E */
@@ -97,6 +100,19 @@ char *maildir_unique_name(long long when);
 void maildir_escape_host(const char *host, char *out, size_t outsz);
 
 size_t maildir_unique_len(const char *name);
+
+/* ---- tmp/ ------------------------------------------------------------------
+ * maildir(5): a file that stays in tmp/ was never finished. */
+
+/* Whether the tmp/ file name (stat st) is a leftover to remove: whatever
+ * its name, one neither read nor written for 36 hours; or one that
+ * maildir_unique_name() named on this host for a process that no longer
+ * runs (killed while writing it), or for this PID before this process
+ * started. */
+bool maildir_tmp_leftover(const char *name, const struct stat *st, time_t now);
+/* Remove the leftovers in dir/tmp, looking at 1,000 entries at most (a
+ * missing folder has none).  The number removed. */
+size_t maildir_sweep_tmp(const char *dir);
 /* The UID of a name: its unique part when that is 1..70 octets of
  * 0x21..0x7E, else the SHA-256 (hex) of the unique part.  Stable for as
  * long as the file exists, whatever folder and flags it has. */

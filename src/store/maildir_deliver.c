@@ -6,11 +6,14 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "lib/log.h"
@@ -20,6 +23,8 @@
 enum {
 	MAILDIR_DELIVER_COPY_BUF = 64 * 1024,   /* spool → Maildir copy buffer */
 	MAILDIR_DELIVER_NAME_TRIES = 3,         /* fresh names tried when one exists */
+	MAILDIR_DELIVER_SWEPT_SLOTS = 4096,     /* Maildirs remembered as swept */
+	MAILDIR_DELIVER_RESWEEP = 24 * 3600,    /* seconds before a Maildir's tmp/ is swept again */
 };
 
 /* ---- folders ------------------------------------------------------------ */
@@ -98,6 +103,64 @@ static int maildir_deliver_make_folders(const char *dir, char *err, size_t errsz
 			return -1;
 	}
 	return 0;
+}
+
+/* ---- tmp/ leftovers ------------------------------------------------------ */
+
+/* The Maildirs whose tmp/ was swept, and when: a table of path hashes,
+ * each in its slot (two Maildirs that share a slot only cost an extra
+ * sweep), so that its size is fixed however many Maildirs there are. */
+struct maildir_deliver_swept_slot {
+	uint64_t key;           /* the hash of the Maildir's path */
+	time_t at;              /* when its tmp/ was swept; 0: empty */
+};
+
+static struct {
+	pthread_mutex_t lock;
+	struct maildir_deliver_swept_slot slot[MAILDIR_DELIVER_SWEPT_SLOTS];
+} maildir_deliver_swept = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static uint64_t maildir_deliver_hash(const char *s)
+{
+	uint64_t h = 14695981039346656037ull; /* FNV-1a */
+	for (; *s; s++) {
+		h ^= (unsigned char)*s;
+		h *= 1099511628211ull;
+	}
+	return h;
+}
+
+/* The first delivery to dir in this process, or the first a day after
+ * the last sweep: time to sweep its tmp/ (and it counts as swept). */
+static bool maildir_deliver_sweep_due(const char *dir, time_t now)
+{
+	uint64_t key = maildir_deliver_hash(dir);
+	pthread_mutex_lock(&maildir_deliver_swept.lock);
+	struct maildir_deliver_swept_slot *e =
+	    &maildir_deliver_swept.slot[key % MAILDIR_DELIVER_SWEPT_SLOTS];
+	bool due = e->at == 0 || e->key != key || now - e->at >= MAILDIR_DELIVER_RESWEEP;
+	if (due) {
+		e->key = key;
+		e->at = now;
+	}
+	pthread_mutex_unlock(&maildir_deliver_swept.lock);
+	return due;
+}
+
+/* What a killed daemon left in dir/tmp (its own names) and what stayed
+ * there 36 hours (maildir(5)) goes, at the first delivery into the Maildir
+ * after a start and daily after that: bounded (one directory read per
+ * Maildir a day) and only in Maildirs that posthorn delivers to. */
+static void maildir_deliver_sweep(const char *dir)
+{
+	if (!maildir_deliver_sweep_due(dir, time(NULL)))
+		return;
+	size_t n = maildir_sweep_tmp(dir);
+	if (n > 0) {
+		char d[LOG_VALUE_MAX];
+		log_info("event=maildir-tmp-cleaned maildir=%s removed=%zu",
+			 log_escape(d, sizeof d, dir, strlen(dir)), n);
+	}
 }
 
 /* ---- writing ------------------------------------------------------------ */
@@ -215,6 +278,7 @@ int maildir_deliver_stage(const char *mailboxes, const char *address, const char
 		errno = EINVAL;
 		return -1;
 	}
+	maildir_deliver_sweep(mf->dir);
 	char *hdr = xasprintf("Return-Path: <%s>\r\nDelivered-To: %s\r\n", sender, address);
 	/* the folders are made when the first try says they are missing (a
 	 * Maildir that exists, the usual case, costs no mkdir and stat) */

@@ -1,7 +1,8 @@
 /* test_delivery: the delivery worker over a real spool — batches,
  * gathering under load, resuming, retries after failures and reloads,
- * recipients delivered but not recorded, and the report of a message with
- * remote recipients left. */
+ * recipients delivered but not recorded, the report of a message with
+ * remote recipients left, and the list of deferred messages (`posthorn
+ * queue list`) with their flush. */
 #define _GNU_SOURCE /* nftw */
 #include <dirent.h>
 #include <errno.h>
@@ -470,6 +471,74 @@ static void test_worker_api_edges(void **state)
 	delivery_stop();
 }
 
+/* What delivery_each_waiting() gave for one ID. */
+struct waiting_seen {
+	const char *id;
+	bool found, described;
+	unsigned failures;
+	long long next_in, size;
+	char sender[64], reason[512], rcpts[256];
+};
+
+static void note_waiting(void *arg, const struct delivery_waiting *w)
+{
+	struct waiting_seen *s = arg;
+	if (strcmp(w->id, s->id) != 0)
+		return;
+	s->found = true;
+	s->described = w->described;
+	s->failures = w->failures;
+	s->next_in = w->next_in;
+	s->size = w->size;
+	snprintf(s->sender, sizeof s->sender, "%s", w->sender);
+	snprintf(s->reason, sizeof s->reason, "%s", w->reason ? w->reason : "(none)");
+	s->rcpts[0] = '\0';
+	for (size_t i = 0; i < w->nrcpts; i++) {
+		size_t at = strlen(s->rcpts);
+		snprintf(s->rcpts + at, sizeof s->rcpts - at, "%s<%s>", i ? " " : "", w->rcpts[i]);
+	}
+}
+
+static bool waiting_listed(struct fixture *f, const void *arg)
+{
+	struct waiting_seen *s = (struct waiting_seen *)arg;
+	s->found = false;
+	delivery_each_waiting(note_waiting, s);
+	return s->found;
+}
+
+/* A deferred message is listed with its envelope, the local recipients
+ * still to deliver, the attempts, the next one and the last error; flush
+ * makes it due at once. */
+static void test_worker_lists_waiting(void **state)
+{
+	struct fixture *f = *state;
+	write_file(f->mailboxes, "not a folder", 12);
+	log_capture(f);
+	assert_int_equal(delivery_start(f->sp, f->mailboxes, on_remote_left), 0);
+	char id[SPOOL_ID_SIZE];
+	static const char *const rcpts[] = {"local:bob@example.test", "remote:x@remote.example",
+					    "local:carol@example.test"};
+	spool_msg(f, rcpts, 3, id);
+	struct waiting_seen seen = {.id = id};
+	assert_false(waiting_listed(f, &seen));
+	delivery_enqueue(id);
+	assert_true(wait_for(f, waiting_listed, &seen));
+	assert_true(seen.described);
+	assert_int_equal(seen.failures, 1);
+	assert_true(seen.next_in > 20 && seen.next_in <= 30);
+	assert_int_equal(seen.size, (long long)(sizeof body - 1));
+	assert_string_equal(seen.sender, "alice@example.org");
+	assert_string_equal(seen.rcpts, "<bob@example.test> <carol@example.test>");
+	assert_non_null(strstr(seen.reason, "Not a directory"));
+	assert_int_equal(delivery_flush(), 1);
+	assert_true(wait_for(f, log_has, "retry_in=1m"));
+	assert_true(wait_for(f, waiting_listed, &seen));
+	assert_int_equal(seen.failures, 2);
+	delivery_stop();
+	assert_int_equal(delivery_flush(), 0);
+}
+
 int main(void)
 {
 	log_init(false, LOG_ERR);
@@ -483,6 +552,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_worker_remote_stays, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_worker_remote_without_receiver, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_worker_api_edges, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_worker_lists_waiting, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -7,7 +7,12 @@
  * JOURNAL_MAX with its automatic checkpoint, a restore callback that fails
  * the open, and the file never growing past JOURNAL_MAX — also with a batch
  * of done records larger than the room left after a wrap (grown into), or
- * than the whole journal (refused: the commit fails, nothing is lost).
+ * than the whole journal (refused: the commit fails, nothing is lost); the
+ * bound given at open (the file stays within it, a batch takes what it
+ * holds), the cut back to JOURNAL_MIN at open and after a checkpoint, a
+ * growth the disk refuses (undone, the journal still usable), a header it
+ * refuses (written by the first commit that can), and a restore that has
+ * no room (every record kept for the next open).
  *
  * White-box facts used here, read from journal.c: two header slots of 4096
  * bytes at offsets 0 and 4096, each starting with the magic "PHJH", a
@@ -27,6 +32,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -94,6 +101,7 @@ struct recorder {
 	size_t n, cap;
 	size_t fail_at;      /* the call (1-based) that fails; 0: none */
 	int fail_errno;
+	size_t later_at;     /* the call (1-based) that has no room: RESTORE_LATER */
 };
 
 static int record_fn(void *arg, enum journal_type type, const char *id,
@@ -114,7 +122,7 @@ static int record_fn(void *arg, enum journal_type type, const char *id,
 		errno = rec->fail_errno;
 		return -1;
 	}
-	return 0;
+	return rec->later_at && rec->n == rec->later_at ? JOURNAL_RESTORE_LATER : 0;
 }
 
 static void recorder_clear(struct recorder *rec)
@@ -153,7 +161,7 @@ static void expect_done(const struct recorder *rec, size_t i, const char *id)
 static struct journal *jopen(const struct fixture *f, struct recorder *rec)
 {
 	recorder_clear(rec);
-	struct journal *j = journal_open(f->path, record_fn, rec);
+	struct journal *j = journal_open(f->path, JOURNAL_MAX, record_fn, rec);
 	assert_non_null(j);
 	assert_int_equal(journal_usable(j), 0);
 	assert_false(journal_dirty(j));
@@ -371,7 +379,7 @@ static void test_open_refuses_symlink(void **state)
 	assert_int_equal(symlink(target, f->path), 0);
 	struct recorder rec = {0};
 	errno = 0;
-	assert_null(journal_open(f->path, record_fn, &rec));
+	assert_null(journal_open(f->path, JOURNAL_MAX, record_fn, &rec));
 	assert_int_equal(errno, ELOOP);
 	assert_int_equal(access(target, F_OK), -1);
 	free(target);
@@ -1068,7 +1076,7 @@ static void test_restore_failure_fails_open(void **state)
 	commit_abc(f);
 	struct recorder rec = {.fail_at = 2, .fail_errno = ENOSPC};
 	errno = 0;
-	assert_null(journal_open(f->path, record_fn, &rec));
+	assert_null(journal_open(f->path, JOURNAL_MAX, record_fn, &rec));
 	assert_int_equal(errno, ENOSPC);
 	assert_int_equal(rec.n, 2); /* A, then B failed; C never offered */
 	assert_string_equal(rec.recs[1].id, "0000000000000000000IDB");
@@ -1078,7 +1086,7 @@ static void test_restore_failure_fails_open(void **state)
 	rec.fail_at = 1;
 	rec.fail_errno = EACCES;
 	errno = 0;
-	assert_null(journal_open(f->path, record_fn, &rec));
+	assert_null(journal_open(f->path, JOURNAL_MAX, record_fn, &rec));
 	assert_int_equal(errno, EACCES);
 	recorder_clear(&rec);
 
@@ -1091,6 +1099,264 @@ static void test_restore_failure_fails_open(void **state)
 	expect_message(&rec, 2, "0000000000000000000IDC", (const unsigned char *)payload_c,
 		       sizeof payload_c - 1);
 	journal_close(j);
+	recorder_clear(&rec);
+}
+
+/* ---- 12. the bound, and giving the space back ---------------------------- */
+
+enum { BOUND = 2 * 1024 * 1024, BIG = 200 * 1024 };
+
+static struct journal *jopen_bound(const struct fixture *f, off_t max, struct recorder *rec)
+{
+	recorder_clear(rec);
+	struct journal *j = journal_open(f->path, max, record_fn, rec);
+	assert_non_null(j);
+	assert_int_equal(journal_usable(j), 0);
+	return j;
+}
+
+/* n records of BIG bytes, one commit each, IDs "...Rnnnn" from first on;
+ * the file never passes max. */
+static void commit_bigs(const struct fixture *f, struct journal *j, int first, int n, off_t max)
+{
+	unsigned char *p = xmalloc(BIG);
+	char id[32];
+	for (int i = first; i < first + n; i++) {
+		snprintf(id, sizeof id, "0000000000000000R%04d", i);
+		memset(p, i & 0xff, BIG);
+		assert_int_equal(add_message(f, j, id, p, BIG), 0);
+		commit(j);
+		assert_true(file_size(f->path) <= max);
+		assert_true(journal_size(j) <= max);
+	}
+	free(p);
+}
+
+/* 30 records of 200 KiB through a journal bounded at 2 MiB: it wraps
+ * (checkpointing by itself) instead of growing past the bound, and what
+ * was committed after the last wrap replays after a crash, the last
+ * record last. */
+static void test_bound_holds_the_file(void **state)
+{
+	struct fixture *f = *state;
+	struct recorder rec = {0};
+	struct journal *j = jopen_bound(f, BOUND, &rec);
+	assert_int_equal(file_size(f->path), JOURNAL_MIN);
+	commit_bigs(f, j, 0, 30, BOUND);
+	assert_int_equal(file_size(f->path), BOUND); /* it did grow, up to the bound */
+	journal_close(j);                             /* a crash */
+	j = jopen_bound(f, BOUND, &rec);
+	/* 10 records of 200 KiB and their 88-byte heads fit after the
+	 * headers: the wraps came before records 10 and 20 */
+	assert_int_equal(rec.n, 10);
+	char id[32];
+	for (size_t k = 0; k < rec.n; k++) {
+		snprintf(id, sizeof id, "0000000000000000R%04zu", 20 + k);
+		assert_string_equal(rec.recs[k].id, id);
+		assert_int_equal(rec.recs[k].len, BIG);
+	}
+	journal_close(j);
+	recorder_clear(&rec);
+}
+
+/* A bound below JOURNAL_MIN is JOURNAL_MIN; one above JOURNAL_MAX is
+ * JOURNAL_MAX; and a batch takes no more than the bound holds (the record
+ * that would pass it gets 1, for the caller's other way). */
+static void test_bound_limits_a_batch(void **state)
+{
+	struct fixture *f = *state;
+	struct recorder rec = {0};
+	unsigned char *p = make_payload(JOURNAL_RECORD_MAX, 120);
+	struct journal *j = jopen_bound(f, 4096, &rec);
+	int taken = 0;
+	char id[32];
+	for (;;) {
+		snprintf(id, sizeof id, "00000000000000000L%03d", taken);
+		int r = add_message(f, j, id, p, JOURNAL_RECORD_MAX);
+		if (r == 1)
+			break;
+		assert_int_equal(r, 0);
+		taken++;
+		assert_true(taken < 8);
+	}
+	/* 1 MiB less the headers holds three 256 KiB records and their heads */
+	assert_int_equal(taken, 3);
+	commit(j);
+	assert_int_equal(file_size(f->path), JOURNAL_MIN);
+	journal_close(j);
+	j = jopen_bound(f, (off_t)JOURNAL_MAX * 4, &rec);
+	assert_int_equal(rec.n, 3);
+	journal_close(j);
+	free(p);
+	recorder_clear(&rec);
+}
+
+/* After a checkpoint (nothing live) journal_shrink cuts the file back to
+ * JOURNAL_MIN; with live records it leaves it alone.  Records committed
+ * after the cut replay as usual. */
+static void test_shrink_after_checkpoint(void **state)
+{
+	struct fixture *f = *state;
+	struct recorder rec = {0};
+	struct journal *j = jopen_bound(f, 8 * 1024 * 1024, &rec);
+	commit_bigs(f, j, 0, 15, 8 * 1024 * 1024);
+	off_t grown = file_size(f->path);
+	assert_true(grown >= 3 * 1024 * 1024);
+	assert_int_equal(journal_shrink(j), 0); /* live records: not now */
+	assert_int_equal(file_size(f->path), grown);
+	checkpoint(j);
+	assert_int_equal(journal_shrink(j), 0);
+	assert_int_equal(file_size(f->path), JOURNAL_MIN);
+	assert_int_equal(journal_size(j), JOURNAL_MIN);
+	commit_bigs(f, j, 100, 2, 8 * 1024 * 1024);
+	journal_close(j);
+	j = jopen_bound(f, 8 * 1024 * 1024, &rec);
+	assert_int_equal(rec.n, 2);
+	assert_string_equal(rec.recs[0].id, "0000000000000000R0100");
+	assert_string_equal(rec.recs[1].id, "0000000000000000R0101");
+	journal_close(j);
+	recorder_clear(&rec);
+}
+
+/* An open replays what a crash left live, then cuts the file back to
+ * JOURNAL_MIN: what an earlier run's burst took is the disk's again. */
+static void test_open_cuts_back(void **state)
+{
+	struct fixture *f = *state;
+	struct recorder rec = {0};
+	struct journal *j = jopen_bound(f, JOURNAL_MAX, &rec);
+	commit_bigs(f, j, 0, 20, JOURNAL_MAX);
+	assert_true(file_size(f->path) >= 4 * 1024 * 1024);
+	journal_close(j); /* a crash */
+	j = jopen_bound(f, JOURNAL_MAX, &rec);
+	assert_int_equal(rec.n, 20);
+	assert_int_equal(file_size(f->path), JOURNAL_MIN);
+	journal_close(j);
+	expect_nothing_replayed(f);
+	recorder_clear(&rec);
+}
+
+/* File writes past limit fail (EFBIG), as a full disk refuses them. */
+static void limit_file_size(struct rlimit *old, rlim_t limit)
+{
+	assert_int_equal(getrlimit(RLIMIT_FSIZE, old), 0);
+	struct rlimit small = {.rlim_cur = limit, .rlim_max = old->rlim_max};
+	assert_true(signal(SIGXFSZ, SIG_IGN) != SIG_ERR);
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &small), 0);
+}
+
+static void unlimit_file_size(const struct rlimit *old)
+{
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, old), 0);
+	assert_true(signal(SIGXFSZ, SIG_DFL) != SIG_ERR);
+}
+
+/* 6 records of BIG bytes queued as one batch (more than 1 MiB holds). */
+static void queue_six(const struct fixture *f, struct journal *j, const char *tag)
+{
+	unsigned char *p = make_payload(BIG, 121);
+	char id[32];
+	for (int i = 0; i < 6; i++) {
+		snprintf(id, sizeof id, "00000000000000%s%02d", tag, i);
+		assert_int_equal(add_message(f, j, id, p, BIG), 0);
+	}
+	free(p);
+}
+
+/* The disk refuses a growth: with live records the journal checkpoints
+ * and starts over within its size; a batch larger than that fails the
+ * commit (nothing written, the file back at its size) and leaves the
+ * journal usable, and once there is room the same batch grows it and
+ * replays. */
+static void test_refused_growth_is_undone(void **state)
+{
+	struct fixture *f = *state;
+	struct recorder rec = {0};
+	struct journal *j = jopen_bound(f, BOUND, &rec);
+	commit_bigs(f, j, 0, 5, BOUND); /* the first 1 MiB holds 5 */
+	struct rlimit old;
+	limit_file_size(&old, JOURNAL_MIN + 64 * 1024);
+	commit_bigs(f, j, 5, 1, JOURNAL_MIN); /* no growth: a wrap */
+	queue_six(f, j, "BATCH");
+	unsigned syncs = 0;
+	errno = 0;
+	int r = journal_commit(j, &syncs);
+	int e = errno;
+	unlimit_file_size(&old);
+	assert_int_equal(r, -1);
+	assert_int_equal(e, EFBIG);
+	assert_int_equal(journal_usable(j), 0);
+	assert_int_equal(file_size(f->path), JOURNAL_MIN);
+	queue_six(f, j, "AGAIN");
+	commit(j);
+	assert_int_equal(file_size(f->path), BOUND);
+	journal_close(j);
+	j = jopen_bound(f, BOUND, &rec);
+	/* the record after the wrap, then the batch that had room */
+	assert_int_equal(rec.n, 7);
+	assert_string_equal(rec.recs[0].id, "0000000000000000R0005");
+	assert_string_equal(rec.recs[1].id, "00000000000000AGAIN00");
+	assert_string_equal(rec.recs[6].id, "00000000000000AGAIN05");
+	journal_close(j);
+	recorder_clear(&rec);
+}
+
+/* No room for a new journal at all: the open still succeeds (usable, no
+ * header yet); a commit fails and leaves it usable; with room again the
+ * commit writes the header first, then its record, which replays. */
+static void test_header_written_by_first_commit(void **state)
+{
+	struct fixture *f = *state;
+	struct rlimit old;
+	limit_file_size(&old, 4096);
+	struct recorder rec = {0};
+	struct journal *j = journal_open(f->path, BOUND, record_fn, &rec);
+	assert_non_null(j);
+	assert_int_equal(journal_usable(j), 0);
+	assert_int_equal(add_message(f, j, "0000000000000000FULL1", (const unsigned char *)"x", 1),
+			 0);
+	unsigned syncs = 0;
+	int r = journal_commit(j, &syncs);
+	unlimit_file_size(&old);
+	assert_int_equal(r, -1);
+	assert_int_equal(journal_usable(j), 0);
+	assert_true(file_size(f->path) < DATA_START);
+	assert_int_equal(add_message(f, j, "0000000000000000ROOM2", (const unsigned char *)"yz", 2),
+			 0);
+	commit(j);
+	journal_close(j);
+	j = jopen_bound(f, BOUND, &rec);
+	assert_int_equal(rec.n, 1);
+	expect_message(&rec, 0, "0000000000000000ROOM2", (const unsigned char *)"yz", 2);
+	journal_close(j);
+	recorder_clear(&rec);
+}
+
+/* A restore with no room (JOURNAL_RESTORE_LATER): the others are still
+ * offered, the journal is returned unusable (ENOSPC) and writes nothing,
+ * and the next open offers every record again. */
+static void test_restore_later_keeps_every_record(void **state)
+{
+	struct fixture *f = *state;
+	commit_abc(f);
+	struct recorder rec = {.later_at = 2};
+	struct journal *j = journal_open(f->path, JOURNAL_MAX, record_fn, &rec);
+	assert_non_null(j);
+	assert_int_equal(journal_usable(j), ENOSPC);
+	assert_int_equal(rec.n, 3);
+	assert_int_equal(add_message(f, j, "0000000000000000000IDD", (const unsigned char *)"d", 1),
+			 -1);
+	unsigned syncs = 0;
+	assert_int_equal(journal_commit(j, &syncs), -1);
+	assert_int_equal(syncs, 0);
+	journal_close(j);
+	recorder_clear(&rec);
+	j = jopen(f, &rec);
+	assert_int_equal(rec.n, 3);
+	expect_message(&rec, 1, "0000000000000000000IDB", (const unsigned char *)payload_b,
+		       sizeof payload_b - 1);
+	journal_close(j);
+	expect_nothing_replayed(f);
 	recorder_clear(&rec);
 }
 
@@ -1126,6 +1392,15 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_huge_done_batch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_huge_done_batch_after_wrap, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_restore_failure_fails_open, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bound_holds_the_file, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bound_limits_a_batch, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_shrink_after_checkpoint, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_open_cuts_back, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_refused_growth_is_undone, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_header_written_by_first_commit, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_restore_later_keeps_every_record, setup,
+						teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

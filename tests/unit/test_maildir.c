@@ -2,8 +2,9 @@
  * escaping), reading Maildirs — unique names and UIDs (RFC 1939 §7),
  * sizes with CRLF line ends (W= or counted), listing new/ and cur/ and the
  * move into cur/, streaming with CRLF conversion, dot-stuffing and TOP in
- * chunks of any size, deleting, and the mailbox lock within this process
- * and against another one. */
+ * chunks of any size, deleting, the mailbox lock within this process
+ * and against another one, and the leftovers of tmp/ (a dead process's
+ * names, files 36 hours old; maildir(5)). */
 #define _GNU_SOURCE /* nftw */
 #include <errno.h>
 #include <fcntl.h>
@@ -693,6 +694,141 @@ static void test_unique_name(void **state)
 	free(b);
 }
 
+/* ---- tmp/ leftovers ------------------------------------------------------ */
+
+/* A name as maildir_unique_name() makes it, with another PID. */
+static char *name_with_pid(long pid)
+{
+	char *own = maildir_unique_name(0);
+	char *p = strchr(own, 'P'), *q = strchr(own, 'Q');
+	assert_non_null(p);
+	assert_non_null(q);
+	*p = '\0';
+	char *name = xasprintf("%sP%ldQ%s", own, pid, q + 1);
+	free(own);
+	return name;
+}
+
+/* The PID of a process that has ended (reaped: nothing runs under it). */
+static long dead_pid(void)
+{
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0)
+		_exit(0);
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	return (long)pid;
+}
+
+static void set_times(const char *path, time_t atime, time_t mtime)
+{
+	struct timespec ts[2] = {{.tv_sec = atime}, {.tv_sec = mtime}};
+	assert_int_equal(utimensat(AT_FDCWD, path, ts, 0), 0);
+}
+
+static struct stat stat_of(const char *box, const char *name)
+{
+	char *path = xasprintf("%s/tmp/%s", box, name);
+	struct stat st;
+	assert_int_equal(stat(path, &st), 0);
+	free(path);
+	return st;
+}
+
+static void age_file(const char *box, const char *name, time_t atime, time_t mtime)
+{
+	char *path = xasprintf("%s/tmp/%s", box, name);
+	set_times(path, atime, mtime);
+	free(path);
+}
+
+/* Which tmp/ files are leftovers: any name untouched for 36 hours (read
+ * or written later: kept); names of this generator for a process that has
+ * ended, or for this PID before this process started; not those of a
+ * running process, this one's own, another host's, or foreign ones. */
+static void test_tmp_leftover(void **state)
+{
+	struct fixture *f = *state;
+	time_t now = time(NULL);
+	char *own = maildir_unique_name(0);
+	char *dead = name_with_pid(dead_pid());
+	char *alive = name_with_pid((long)getppid());
+	char *other_host = xasprintf("%s.M000001P%ldQ1R0000beef.another.host.example",
+				     "1700000000", dead_pid());
+	const char *foreign = "1700000000.12345.mutt.example";
+	const char *names[] = {own, dead, alive, other_host, foreign};
+	for (size_t i = 0; i < ARRAY_LEN(names); i++)
+		put_file(f->box, "tmp", names[i], "partial", 7);
+
+	struct stat st = stat_of(f->box, own);
+	assert_false(maildir_tmp_leftover(own, &st, now));
+	st = stat_of(f->box, dead);
+	assert_true(maildir_tmp_leftover(dead, &st, now));
+	st = stat_of(f->box, alive);
+	assert_false(maildir_tmp_leftover(alive, &st, now));
+	st = stat_of(f->box, other_host);
+	assert_false(maildir_tmp_leftover(other_host, &st, now));
+	st = stat_of(f->box, foreign);
+	assert_false(maildir_tmp_leftover(foreign, &st, now));
+
+	/* this PID, written an hour before this process made its first name */
+	age_file(f->box, own, now - 3600, now - 3600);
+	st = stat_of(f->box, own);
+	assert_true(maildir_tmp_leftover(own, &st, now));
+
+	/* 36 hours: any name; but a file read or written since is in use */
+	time_t old = now - 36 * 3600 - 60;
+	age_file(f->box, foreign, old, old);
+	st = stat_of(f->box, foreign);
+	assert_true(maildir_tmp_leftover(foreign, &st, now));
+	age_file(f->box, foreign, now, old);
+	st = stat_of(f->box, foreign);
+	assert_false(maildir_tmp_leftover(foreign, &st, now));
+	age_file(f->box, other_host, old, old);
+	st = stat_of(f->box, other_host);
+	assert_true(maildir_tmp_leftover(other_host, &st, now));
+
+	/* a folder is never one */
+	char *sub = xasprintf("%s/tmp/%s.d", f->box, dead);
+	assert_int_equal(mkdir(sub, 0700), 0);
+	set_times(sub, old, old);
+	assert_int_equal(stat(sub, &st), 0);
+	assert_false(maildir_tmp_leftover(dead, &st, now));
+	assert_int_equal(rmdir(sub), 0);
+	free(sub);
+	free(own);
+	free(dead);
+	free(alive);
+	free(other_host);
+}
+
+/* The sweep removes the leftovers and keeps the rest; a Maildir without
+ * tmp/ has nothing to remove. */
+static void test_sweep_tmp(void **state)
+{
+	struct fixture *f = *state;
+	time_t now = time(NULL), old = now - 37 * 3600;
+	char *dead = name_with_pid(dead_pid());
+	char *own = maildir_unique_name(0);
+	put_file(f->box, "tmp", dead, "half a message", 14);
+	put_file(f->box, "tmp", own, "being written", 13);
+	put_file(f->box, "tmp", "old.foreign", "x", 1);
+	put_file(f->box, "tmp", "new.foreign", "y", 1);
+	age_file(f->box, "old.foreign", old, old);
+	assert_int_equal(maildir_sweep_tmp(f->box), 2);
+	assert_false(exists(f->box, "tmp", dead));
+	assert_false(exists(f->box, "tmp", "old.foreign"));
+	assert_true(exists(f->box, "tmp", own));
+	assert_true(exists(f->box, "tmp", "new.foreign"));
+	assert_int_equal(maildir_sweep_tmp(f->box), 0);
+	char *gone = xasprintf("%s/nobody", f->dir);
+	assert_int_equal(maildir_sweep_tmp(gone), 0);
+	free(gone);
+	free(dead);
+	free(own);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -721,6 +857,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_lock_in_process, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_lock_across_processes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_lock_missing_folder, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tmp_leftover, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sweep_tmp, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

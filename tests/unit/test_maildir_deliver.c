@@ -1,7 +1,8 @@
 /* test_maildir_deliver: writing into Maildirs — tmp/ then new/, the
  * Return-Path and Delivered-To headers, LF line ends, S= and W= in the
  * name, unique names, folders made (again) on demand, failures that leave
- * nothing behind, and the stage/publish/sync steps of a batch. */
+ * nothing behind, the stage/publish/sync steps of a batch, and the sweep
+ * of tmp/ at the first delivery into a Maildir. */
 #define _GNU_SOURCE /* nftw */
 #include <dirent.h>
 #include <errno.h>
@@ -15,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -23,6 +25,7 @@
 
 #include "lib/log.h"
 #include "lib/util.h"
+#include "store/maildir.h"
 #include "store/maildir_deliver.h"
 
 struct fixture {
@@ -302,6 +305,61 @@ static void test_steps(void **state)
 	free(newdir);
 }
 
+/* A name that a killed posthorn left in tmp/: this generator's form, the
+ * PID of a process that has ended. */
+static char *killed_daemons_name(void)
+{
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0)
+		_exit(0);
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	char *own = maildir_unique_name(0);
+	char *p = strchr(own, 'P'), *q = strchr(own, 'Q');
+	assert_non_null(p);
+	assert_non_null(q);
+	*p = '\0';
+	char *name = xasprintf("%sP%ldQ%s", own, (long)pid, q + 1);
+	free(own);
+	return name;
+}
+
+/* The first delivery into a Maildir removes what a killed daemon left in
+ * its tmp/; a foreign file that is fresh stays.  The sweep is once per
+ * Maildir (a day apart): a leftover that appears after it waits. */
+static void test_first_delivery_sweeps_tmp(void **state)
+{
+	struct fixture *f = *state;
+	char *md = xasprintf("%s/example.test/carol", f->mailboxes);
+	char err[256] = "";
+	assert_int_equal(maildir_create(md, err, sizeof err), 0);
+	char *left = killed_daemons_name(), *later = killed_daemons_name();
+	char *leftpath = xasprintf("%s/tmp/%s", md, left);
+	char *laterpath = xasprintf("%s/tmp/%s", md, later);
+	char *foreign = xasprintf("%s/tmp/1700000000.1.mutt.example", md);
+	write_file(leftpath, "half a copy", 11);
+	write_file(foreign, "being written by another tool", 29);
+	int fd = source_fd(f);
+	assert_int_equal(maildir_deliver(f->mailboxes, "carol@example.test", "a@example.org", fd, 7,
+					 (off_t)(sizeof body - 1), err, sizeof err),
+			 0);
+	assert_int_equal(access(leftpath, F_OK), -1);
+	assert_int_equal(access(foreign, F_OK), 0);
+	write_file(laterpath, "another half", 12);
+	assert_int_equal(maildir_deliver(f->mailboxes, "carol@example.test", "a@example.org", fd, 7,
+					 (off_t)(sizeof body - 1), err, sizeof err),
+			 0);
+	assert_int_equal(access(laterpath, F_OK), 0);
+	close(fd);
+	free(left);
+	free(later);
+	free(leftpath);
+	free(laterpath);
+	free(foreign);
+	free(md);
+}
+
 int main(void)
 {
 	log_init(false, LOG_ERR);
@@ -312,6 +370,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_deliver_folders_made_again, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_deliver_failures, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_steps, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_first_delivery_sweeps_tmp, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
