@@ -758,12 +758,12 @@ static void put_name(GString *o, const char *name)
  * RFC 5322 §4.4 obs-angle-addr: "<" obs-route addr-spec ">", obs-route
  * being "@a,@b:".  ENVELOPE gives it as an address's second field (RFC
  * 3501 §7.4.2 "at-domain-list (source route)"), but GMime's parser reads
- * past it.  So a bounded scan of the raw field finds each angle-addr with
- * a route, and an address GMime returns gets the first unused route whose
- * address is the same. */
+ * past it.  So a bounded scan of the raw field finds each angle-addr, with
+ * its route or none, and an address GMime returns gets what the first
+ * unused angle-addr of the same address had. */
 
 struct message_route {
-	char *route;                /* "@a,@b", CFWS left out */
+	char *route;                /* "@a,@b", CFWS left out; NULL: none */
 	char *addr;                 /* "user@domain", CFWS left out */
 	bool used;
 };
@@ -841,11 +841,9 @@ static void routes_scan(const char *v, struct message_routes *rs)
 				break;
 			i = end;
 			const char *colon = a->str[0] == '@' ? strchr(a->str, ':') : NULL;
-			if (!colon || colon[1] == '\0')
-				continue;
 			struct message_route *r = &rs->v[rs->n++];
-			r->route = xstrndup(a->str, (size_t)(colon - a->str));
-			r->addr = xstrdup(colon + 1);
+			r->route = colon ? xstrndup(a->str, (size_t)(colon - a->str)) : NULL;
+			r->addr = xstrdup(colon ? colon + 1 : a->str);
 			r->used = false;
 		}
 	}

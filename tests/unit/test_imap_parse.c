@@ -1305,6 +1305,65 @@ static void test_argument_limits(void **state)
 	free(line);
 }
 
+/* RFC 2971 §3.3: the largest ID (30 fields of 30 octets, values of 1024)
+ * is one command before login. */
+static void test_largest_id(void **state)
+{
+	struct fixture *f = *state;
+	char *line = malloc(IMAP_PREAUTH_LINE_MAX);
+	assert_non_null(line);
+	size_t k = (size_t)snprintf(line, IMAP_PREAUTH_LINE_MAX, "A1 ID (");
+	for (int i = 0; i < 30; i++) {
+		k += (size_t)snprintf(line + k, IMAP_PREAUTH_LINE_MAX - k, "%s\"f%02d", i ? " " : "", i);
+		memset(line + k, 'k', 27);
+		k += 27;
+		memcpy(line + k, "\" \"", 3);
+		k += 3;
+		memset(line + k, 'v', 1024);
+		k += 1024;
+		line[k++] = '"';
+	}
+	assert_true(k + 4 < IMAP_PREAUTH_LINE_MAX);
+	memcpy(line + k, ")\r\n", 4);
+	struct imap_command *c = command(f, line);
+	const struct imap_args *l = imap_arg_list(arg(c, 0));
+	assert_int_equal(l->n, 60);
+	assert_int_equal(imap_args_at(l, 1)->len, 1024);
+	expect_idle(f);
+	free(line);
+}
+
+/* The line part's storage grows with the line part and goes back after
+ * it: a session waiting for its next command never holds IMAP_LINE_MAX. */
+static void test_line_storage_on_demand(void **state)
+{
+	struct fixture *f = *state;
+	assert_int_equal(imap_parser_line_capacity(f->p), 0);
+	command(f, "A1 NOOP\r\n");
+	size_t small = imap_parser_line_capacity(f->p);
+	assert_true(small > 0 && small <= 4096);
+	authenticate(f);
+	char *line = malloc(IMAP_LINE_MAX);
+	assert_non_null(line);
+	int k = snprintf(line, IMAP_LINE_MAX, "A2 SELECT ");
+	memset(line + k, 'x', 60000);
+	memcpy(line + k + 60000, "\r\n", 3);
+	/* in pieces: nothing held for the line part before its end is there */
+	add(f, line, 30000);
+	assert_int_equal(feed(f), IMAP_PARSE_NEED_MORE);
+	assert_int_equal(imap_parser_line_capacity(f->p), small);
+	struct imap_command *c = command(f, line + 30000);
+	assert_int_equal(arg(c, 0)->len, 60000);
+	assert_true(imap_parser_line_capacity(f->p) <= 4096);
+	/* a bad long line too */
+	line[1] = '3';
+	memcpy(line + k, "((", 2);
+	expect_error_tag(error(f, line), "A3");
+	assert_true(imap_parser_line_capacity(f->p) <= 4096);
+	expect_recovers(f);
+	free(line);
+}
+
 static void test_reset(void **state)
 {
 	struct fixture *f = *state;
@@ -1362,6 +1421,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_garbage, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_nul, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_argument_limits, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_largest_id, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_line_storage_on_demand, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reset, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
