@@ -13,9 +13,10 @@
  * EXPUNGE, the untagged updates of a resynchronisation) are jobs produced
  * as the connection drains, a bounded amount per turn of the event loop, so
  * neither a 20 MB body nor 100,000 messages are ever built in memory.
- * FETCH and STORE are in imap_fetch.c, SEARCH in imap_search.c; below
- * them, imap_view.c holds the selected folder and its messages,
- * imap_context.c the replies, states and jobs, imap_date.c the dates. */
+ * FETCH and STORE are in imap_fetch.c, SEARCH in imap_search.c, LIST and
+ * LSUB in imap_list.c; below them, imap_view.c holds the selected folder
+ * and its messages, imap_context.c the replies, states and jobs,
+ * imap_date.c the dates. */
 #include "proto/imap/imap_session.h"
 
 #include <ctype.h>
