@@ -85,11 +85,11 @@ static void classify(struct linebuf_line *line, char *s, size_t n_with_lf)
 	line->has_nul = memchr(s, '\0', n) != NULL;
 }
 
-enum linebuf_status linebuf_get(struct linebuf *lb, struct evbuffer *in, size_t limit,
-				char *storage, size_t storage_size, struct linebuf_line *line)
+enum linebuf_status linebuf_peek(struct linebuf *lb, struct evbuffer *in, size_t limit,
+				 size_t *len)
 {
-	if (limit == 0 || limit >= storage_size)
-		fatal("linebuf_get: limit %zu does not fit storage %zu", limit, storage_size);
+	if (limit == 0)
+		fatal("linebuf_peek: limit 0");
 
 	if (lb->discarding) {
 		size_t avail = evbuffer_get_length(in);
@@ -125,11 +125,31 @@ enum linebuf_status linebuf_get(struct linebuf *lb, struct evbuffer *in, size_t 
 		return LINEBUF_TOO_LONG;
 	}
 	lb->scanned = 0;
-	size_t n = (size_t)lf + 1;
-	if (evbuffer_remove(in, storage, n) != (int)n)
-		fatal("linebuf_get: evbuffer_remove failed");
-	classify(line, storage, n);
+	*len = (size_t)lf + 1;
+	return LINEBUF_LINE;
+}
+
+void linebuf_take(struct linebuf *lb, struct evbuffer *in, size_t len, char *storage,
+		  size_t storage_size, struct linebuf_line *line)
+{
+	if (len == 0 || len >= storage_size)
+		fatal("linebuf_take: a line of %zu bytes does not fit storage %zu", len,
+		      storage_size);
+	if (evbuffer_remove(in, storage, len) != (int)len)
+		fatal("linebuf_take: evbuffer_remove failed");
+	classify(line, storage, len);
 	line->after_crlf = !lb->after_bare_lf;
 	lb->after_bare_lf = !line->crlf;
-	return LINEBUF_LINE;
+}
+
+enum linebuf_status linebuf_get(struct linebuf *lb, struct evbuffer *in, size_t limit,
+				char *storage, size_t storage_size, struct linebuf_line *line)
+{
+	if (limit == 0 || limit >= storage_size)
+		fatal("linebuf_get: limit %zu does not fit storage %zu", limit, storage_size);
+	size_t n;
+	enum linebuf_status st = linebuf_peek(lb, in, limit, &n);
+	if (st == LINEBUF_LINE)
+		linebuf_take(lb, in, n, storage, storage_size, line);
+	return st;
 }

@@ -54,6 +54,17 @@ struct linebuf_line {
 enum linebuf_status linebuf_get(struct linebuf *lb, struct evbuffer *in, size_t limit,
 				char *storage, size_t storage_size, struct linebuf_line *line);
 
+/* The same in two steps, for storage sized to the line: peek finds where
+ * the next line ends (LINEBUF_LINE with *len, the line end included,
+ * <= limit) or deals with an over-long one exactly as linebuf_get does,
+ * and leaves the line in; take then moves those len bytes into storage
+ * (len < storage_size) and describes them.  Call take right after a peek
+ * that found a line, with nothing drained in between. */
+enum linebuf_status linebuf_peek(struct linebuf *lb, struct evbuffer *in, size_t limit,
+				 size_t *len);
+void linebuf_take(struct linebuf *lb, struct evbuffer *in, size_t len, char *storage,
+		  size_t storage_size, struct linebuf_line *line);
+
 /* Forget what was learnt about the buffer: call after draining it by
  * other means (STARTTLS throws away pipelined plaintext). */
 void linebuf_reset(struct linebuf *lb);

@@ -27,6 +27,11 @@
 #define MAILBOX_INDEX_TMP "posthorn-uidlist.tmp"
 #define MAILBOX_INDEX_LOCK "posthorn-uidlist.lock"
 #define MAILBOX_SUBSCRIPTIONS "subscriptions"
+/* A folder's special uses (RFC 6154): "\Sent\n", in its own directory */
+#define MAILBOX_USES "posthorn-special-use"
+#define MAILBOX_USES_TMP "posthorn-special-use.tmp"
+/* At the root: the default folders were given their uses (mailbox_prepare) */
+#define MAILBOX_USES_DONE "posthorn-special-use.defaults"
 
 enum {
 	MAILBOX_INFO_MAX = 64,           /* letters of a name's ":2," info kept */
@@ -35,6 +40,7 @@ enum {
 	MAILBOX_SCAN_TRIES = 3,          /* rescans while a directory changes under readdir */
 	MAILBOX_TMP_STALE = 36 * 3600,   /* a tmp/ file this old is left over (maildir(5)) */
 	MAILBOX_TMP_SWEEP = 1000,        /* tmp/ entries looked at per sweep */
+	MAILBOX_USES_FILE_MAX = 256,     /* octets of a uses file read */
 };
 
 /* qsort and bsearch that accept an empty array (NULL base). */
@@ -143,24 +149,138 @@ bool mailbox_is_inbox(const char *name)
 	return str_ieq(name, "INBOX");
 }
 
-bool mailbox_name_valid(const char *name)
+/* The value of a modified BASE64 character (RFC 3501 §5.1.3: "," for
+ * "/"), -1 for any other. */
+static int mailbox_b64_value(char c)
+{
+	if (c >= 'A' && c <= 'Z')
+		return c - 'A';
+	if (c >= 'a' && c <= 'z')
+		return c - 'a' + 26;
+	if (c >= '0' && c <= '9')
+		return c - '0' + 52;
+	if (c == '+')
+		return 62;
+	if (c == ',')
+		return 63;
+	return -1;
+}
+
+/* One UTF-16 unit of an encoded run; *high holds a high surrogate that
+ * waits for its low one. */
+static const char *mailbox_utf16_problem(unsigned u, unsigned *high)
+{
+	bool is_high = u >= 0xd800 && u <= 0xdbff, is_low = u >= 0xdc00 && u <= 0xdfff;
+	if (*high) {
+		*high = 0;
+		return is_low ? NULL : "a UTF-16 surrogate without its pair";
+	}
+	if (is_high) {
+		*high = u;
+		return NULL;
+	}
+	if (is_low)
+		return "a UTF-16 surrogate without its pair";
+	if (u < 0x20 || u == 0x7f)
+		return "an encoded control character";
+	if (u < 0x7f)
+		return "printable US-ASCII written encoded";
+	return NULL;
+}
+
+/* The shifted run after "&" at *p, up to and past its "-". */
+static const char *mailbox_run_problem(const char **p)
+{
+	unsigned bits = 0, high = 0;
+	int nbits = 0;
+	size_t units = 0;
+	const char *q = *p;
+	for (; *q && *q != '-'; q++) {
+		int v = mailbox_b64_value(*q);
+		if (v < 0)
+			return "a character outside modified BASE64 in an encoded run";
+		bits = ((bits << 6) | (unsigned)v) & 0x3fffffu; /* never more than 21 bits pending */
+		nbits += 6;
+		if (nbits >= 16) {
+			nbits -= 16;
+			const char *why = mailbox_utf16_problem((bits >> nbits) & 0xffffu, &high);
+			if (why)
+				return why;
+			units++;
+		}
+	}
+	if (*q != '-')
+		return "an encoded run without its closing \"-\"";
+	if (units == 0 || nbits >= 6 || (bits & ((1u << nbits) - 1)) != 0)
+		return "an encoded run of no whole UTF-16 character";
+	if (high)
+		return "a UTF-16 surrogate without its pair";
+	*p = q + 1;
+	return NULL;
+}
+
+/* RFC 3501 §5.1.3: "&" starts a run of modified BASE64 of UTF-16 ended by
+ * "-", "&-" is "&" itself.  Valid only as an encoder writes it (so that
+ * one folder has one name): nothing that can stand for itself encoded, no
+ * padding bits set, no run right after another, surrogates in pairs. */
+static const char *mailbox_mutf7_problem(const char *name)
+{
+	bool after_run = false;
+	for (const char *p = name; *p;) {
+		if (p[0] != '&') {
+			p++;
+			after_run = false;
+		} else if (p[1] == '-') {
+			p += 2;
+			after_run = false;
+		} else if (after_run) {
+			return "two encoded runs side by side (one run must hold both)";
+		} else {
+			p++;
+			const char *why = mailbox_run_problem(&p);
+			if (why)
+				return why;
+			after_run = true;
+		}
+	}
+	return NULL;
+}
+
+/* Why a name cannot be a folder's (RFC 3501 §5.1), NULL when it can.
+ * The name becomes the directory ".<name>" of the Maildir (Maildir++), so
+ * nothing may make it another path: no "/", no empty hierarchy level
+ * (".." or a "." at either end). */
+static const char *mailbox_name_problem(const char *name)
 {
 	size_t len = strlen(name);
-	if (len == 0 || len > MAILBOX_NAME_MAX)
-		return false;
+	if (len == 0)
+		return "the name is empty";
+	if (len > MAILBOX_NAME_MAX)
+		return "the name is longer than 254 octets";
 	if (mailbox_is_inbox(name))
-		return true;
-	if (name[0] == MAILBOX_DELIM || name[len - 1] == MAILBOX_DELIM || strstr(name, ".."))
-		return false;
+		return NULL;
 	for (const char *p = name; *p; p++) {
 		unsigned char c = (unsigned char)*p;
-		if (c < 0x20 || c >= 0x7f || c == '/' || c == '\\')
-			return false;
+		if (c >= 0x80)
+			return "8-bit characters must be written in modified UTF-7 (RFC 3501 §5.1.3)";
+		if (c < 0x20 || c == 0x7f)
+			return "control characters are not allowed";
+		if (c == '/')
+			return "\"/\" is not allowed (the hierarchy delimiter is \".\")";
+		if (c == '%' || c == '*')
+			return "\"%\" and \"*\" are LIST wildcards";
 	}
+	if (name[0] == MAILBOX_DELIM || name[len - 1] == MAILBOX_DELIM || strstr(name, ".."))
+		return "empty hierarchy level (\".\" at an end, or \"..\")";
 	/* INBOX is the Maildir root and has no children of its own */
 	if (len > 5 && strncasecmp(name, "INBOX", 5) == 0 && name[5] == MAILBOX_DELIM)
-		return false;
-	return true;
+		return "INBOX cannot have children";
+	return mailbox_mutf7_problem(name);
+}
+
+bool mailbox_name_valid(const char *name)
+{
+	return mailbox_name_problem(name) == NULL;
 }
 
 /* Wildcard matching row by row (row[j]: the pattern so far matches the
@@ -208,40 +328,46 @@ bool mailbox_match(const char *pattern, const char *name)
 	return mailbox_match_at(pattern, name);
 }
 
-const char *mailbox_special_attr(enum mailbox_special s)
+static const struct {
+	unsigned bit;
+	const char *attr;
+} mailbox_special_attrs[] = {
+	{MAILBOX_SPECIAL_SENT, "\\Sent"},
+	{MAILBOX_SPECIAL_DRAFTS, "\\Drafts"},
+	{MAILBOX_SPECIAL_TRASH, "\\Trash"},
+	{MAILBOX_SPECIAL_JUNK, "\\Junk"},
+	{MAILBOX_SPECIAL_ARCHIVE, "\\Archive"},
+};
+
+const char *mailbox_special_attr(unsigned bit)
 {
-	switch (s) {
-	case MAILBOX_SPECIAL_SENT:
-		return "\\Sent";
-	case MAILBOX_SPECIAL_DRAFTS:
-		return "\\Drafts";
-	case MAILBOX_SPECIAL_TRASH:
-		return "\\Trash";
-	case MAILBOX_SPECIAL_JUNK:
-		return "\\Junk";
-	case MAILBOX_SPECIAL_NONE:
-		break;
-	}
+	for (size_t i = 0; i < ARRAY_LEN(mailbox_special_attrs); i++)
+		if (mailbox_special_attrs[i].bit == bit)
+			return mailbox_special_attrs[i].attr;
 	return NULL;
 }
 
+bool mailbox_special_parse(const char *attr, unsigned *bit)
+{
+	for (size_t i = 0; i < ARRAY_LEN(mailbox_special_attrs); i++) {
+		if (str_ieq(attr, mailbox_special_attrs[i].attr)) {
+			*bit = mailbox_special_attrs[i].bit;
+			return true;
+		}
+	}
+	return false;
+}
+
+/* The folders every user gets at the first login, with their uses. */
 static const struct {
 	const char *name;
-	enum mailbox_special special;
+	unsigned special;
 } mailbox_specials[] = {
 	{"Sent", MAILBOX_SPECIAL_SENT},
 	{"Drafts", MAILBOX_SPECIAL_DRAFTS},
 	{"Trash", MAILBOX_SPECIAL_TRASH},
 	{"Junk", MAILBOX_SPECIAL_JUNK},
 };
-
-static enum mailbox_special mailbox_special_of(const char *name)
-{
-	for (size_t i = 0; i < ARRAY_LEN(mailbox_specials); i++)
-		if (strcmp(name, mailbox_specials[i].name) == 0)
-			return mailbox_specials[i].special;
-	return MAILBOX_SPECIAL_NONE;
-}
 
 /* The directory of a folder (caller frees). */
 static char *mailbox_dir(const char *root, const char *name)
@@ -263,6 +389,69 @@ static bool mailbox_folder_exists(const char *dir)
 	char *cur = xasprintf("%s/cur", dir);
 	bool r = mailbox_is_dir(dir) && mailbox_is_dir(cur);
 	free(cur);
+	return r;
+}
+
+/* ---- special uses (RFC 6154) ----------------------------------------------- */
+
+/* The uses stored in the folder at dir (MAILBOX_SPECIAL_* bits): none when
+ * the file is missing or unreadable; words that are no use are skipped. */
+static unsigned mailbox_uses_read(const char *dir)
+{
+	char *path = xasprintf("%s/" MAILBOX_USES, dir);
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	free(path);
+	if (fd < 0)
+		return 0;
+	char buf[MAILBOX_USES_FILE_MAX + 1];
+	ssize_t n;
+	do
+		n = read(fd, buf, MAILBOX_USES_FILE_MAX);
+	while (n < 0 && errno == EINTR);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	unsigned uses = 0, bit;
+	char *save = NULL;
+	for (char *w = strtok_r(buf, " \t\r\n", &save); w; w = strtok_r(NULL, " \t\r\n", &save))
+		if (mailbox_special_parse(w, &bit))
+			uses |= bit;
+	return uses;
+}
+
+/* Store uses in the folder at dir: a new file, fsync, rename over the old
+ * one, fsync of the directory.  0, or -1 with a reason in err. */
+static int mailbox_uses_write(const char *dir, unsigned uses, char *err, size_t errsz)
+{
+	char text[MAILBOX_USES_FILE_MAX];
+	size_t len = 0;
+	for (size_t i = 0; i < ARRAY_LEN(mailbox_special_attrs); i++) {
+		if (!(uses & mailbox_special_attrs[i].bit))
+			continue;
+		const char *a = mailbox_special_attrs[i].attr;
+		size_t alen = strlen(a); /* all of them fit: 5 short words */
+		if (len)
+			text[len++] = ' ';
+		memcpy(text + len, a, alen);
+		len += alen;
+	}
+	text[len++] = '\n';
+	char *tmp = xasprintf("%s/" MAILBOX_USES_TMP, dir);
+	char *path = xasprintf("%s/" MAILBOX_USES, dir);
+	int r = -1;
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd >= 0) {
+		bool ok = write_all(fd, text, len) == 0 && fsync(fd) == 0;
+		ok = close(fd) == 0 && ok;
+		r = ok && rename(tmp, path) == 0 && fsync_dir(dir) == 0 ? 0 : -1;
+	}
+	if (r < 0) {
+		errfmt(err, errsz, "cannot write %s: %s", path, strerror(errno));
+		unlink(tmp);
+	}
+	free(tmp);
+	free(path);
 	return r;
 }
 
@@ -802,9 +991,10 @@ out_unlock:
 
 static enum mailbox_result mailbox_check_name(const char *name, char *err, size_t errsz)
 {
-	if (mailbox_name_valid(name))
+	const char *why = mailbox_name_problem(name);
+	if (!why)
 		return MAILBOX_OK;
-	errfmt(err, errsz, "Invalid mailbox name");
+	errfmt(err, errsz, "Invalid mailbox name: %s", why);
 	return MAILBOX_ERR_NAME;
 }
 
@@ -934,11 +1124,11 @@ int mailbox_folders(const char *root, struct mailbox_folder_list *out, char *err
 	for (size_t i = 0; i < names.n; i++) {
 		struct mailbox_folder *f = xgrow(&out->v, &out->n, &cap, sizeof *f);
 		f->name = names.v[i];
-		f->special = mailbox_special_of(f->name);
 		names.v[i] = NULL;
 		/* a directory that is no Maildir cannot be selected */
 		char *dir = mailbox_dir(root, f->name);
 		f->noselect = !mailbox_folder_exists(dir);
+		f->special = f->noselect ? MAILBOX_SPECIAL_NONE : mailbox_uses_read(dir);
 		free(dir);
 	}
 	mailbox_names_free(&names);
@@ -1010,6 +1200,28 @@ static enum mailbox_result mailbox_make_parents(const char *root, const char *na
 
 enum mailbox_result mailbox_create(const char *root, const char *name, char *err, size_t errsz)
 {
+	return mailbox_create_special(root, name, MAILBOX_SPECIAL_NONE, err, errsz);
+}
+
+static int mailbox_rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw);
+
+/* The new folder at dir gets its uses, or goes again. */
+static enum mailbox_result mailbox_give_uses(const char *dir, unsigned uses, char *err,
+					     size_t errsz)
+{
+	char why[256];
+	if (uses == MAILBOX_SPECIAL_NONE || mailbox_uses_write(dir, uses, why, sizeof why) == 0)
+		return MAILBOX_OK;
+	if (nftw(dir, mailbox_rm_entry, 16, FTW_DEPTH | FTW_PHYS) < 0)
+		errfmt(err, errsz, "%s; cannot remove %s: %s", why, dir, strerror(errno));
+	else
+		errfmt(err, errsz, "%s", why);
+	return MAILBOX_ERR_IO;
+}
+
+enum mailbox_result mailbox_create_special(const char *root, const char *name, unsigned uses,
+					   char *err, size_t errsz)
+{
 	char buf[MAILBOX_NAME_MAX + 2];
 	size_t len = strlen(name);
 	if (len > 1 && len <= MAILBOX_NAME_MAX && name[len - 1] == MAILBOX_DELIM) {
@@ -1037,7 +1249,14 @@ enum mailbox_result mailbox_create(const char *root, const char *name, char *err
 		return MAILBOX_ERR_LIMIT;
 	}
 	r = mailbox_make_parents(root, name, err, errsz);
-	return r == MAILBOX_OK ? mailbox_make_folder(root, name, err, errsz) : r;
+	if (r == MAILBOX_OK)
+		r = mailbox_make_folder(root, name, err, errsz);
+	if (r != MAILBOX_OK)
+		return r;
+	char *folder = mailbox_dir(root, name);
+	r = mailbox_give_uses(folder, uses, err, errsz);
+	free(folder);
+	return r;
 }
 
 static int mailbox_rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
@@ -1146,8 +1365,7 @@ static enum mailbox_result mailbox_rename_check(const char *root, const struct m
 	for (size_t i = 0; i < set->n && r == MAILBOX_OK; i++) {
 		char *target = xasprintf("%s%s", to, set->v[i] + flen);
 		char *tdir = mailbox_dir(root, target);
-		if (!mailbox_name_valid(target)) {
-			errfmt(err, errsz, "Invalid mailbox name");
+		if (mailbox_check_name(target, err, errsz) != MAILBOX_OK) {
 			r = MAILBOX_ERR_NAME;
 		} else if (mailbox_is_dir(tdir)) {
 			errfmt(err, errsz, "Mailbox already exists");
@@ -1343,17 +1561,9 @@ enum mailbox_result mailbox_subscribe(const char *root, const char *name, bool o
 	return r;
 }
 
-int mailbox_prepare(const char *root, char *err, size_t errsz)
+/* The first login: the default folders, INBOX and them subscribed. */
+static int mailbox_make_defaults(const char *root, char *err, size_t errsz)
 {
-	if (maildir_create(root, err, errsz) < 0)
-		return -1;
-	mailbox_sweep_tmp(root);
-	char *subs = xasprintf("%s/%s", root, MAILBOX_SUBSCRIPTIONS);
-	struct stat st;
-	bool first = lstat(subs, &st) < 0 && errno == ENOENT;
-	free(subs);
-	if (!first)
-		return 0;
 	struct mailbox_names l = {0};
 	l.v = xcalloc(ARRAY_LEN(mailbox_specials) + 1, sizeof *l.v);
 	l.v[l.n++] = xstrdup("INBOX");
@@ -1368,6 +1578,68 @@ int mailbox_prepare(const char *root, char *err, size_t errsz)
 		r = mailbox_subscriptions_write(root, &l, err, errsz);
 	mailbox_names_free(&l);
 	return r;
+}
+
+/* Uses held by any folder of the store. */
+static int mailbox_uses_held(const char *root, unsigned *held, char *err, size_t errsz)
+{
+	struct mailbox_names names;
+	if (mailbox_folder_names(root, &names, err, errsz) < 0)
+		return -1;
+	*held = 0;
+	for (size_t i = 0; i < names.n; i++) {
+		char *dir = mailbox_dir(root, names.v[i]);
+		*held |= mailbox_uses_read(dir);
+		free(dir);
+	}
+	mailbox_names_free(&names);
+	return 0;
+}
+
+/* Once per store: the default folders get their uses by name, unless some
+ * folder holds that use already (a Sent renamed to "Sent Items" keeps
+ * \Sent; a new "Sent" does not get it too).  Run again after a crash, it
+ * does the same, so the mark needs no sync. */
+static int mailbox_default_uses(const char *root, char *err, size_t errsz)
+{
+	char *done = xasprintf("%s/" MAILBOX_USES_DONE, root);
+	struct stat st;
+	int r = 0;
+	unsigned held = 0;
+	if (lstat(done, &st) == 0)
+		goto out;
+	r = mailbox_uses_held(root, &held, err, errsz);
+	for (size_t i = 0; i < ARRAY_LEN(mailbox_specials) && r == 0; i++) {
+		char *dir = mailbox_dir(root, mailbox_specials[i].name);
+		if (!(held & mailbox_specials[i].special) && mailbox_folder_exists(dir) &&
+		    mailbox_uses_read(dir) == MAILBOX_SPECIAL_NONE)
+			r = mailbox_uses_write(dir, mailbox_specials[i].special, err, errsz);
+		free(dir);
+	}
+	if (r == 0) {
+		int fd = open(done, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+		if (fd < 0 || close(fd) < 0) {
+			errfmt(err, errsz, "cannot create %s: %s", done, strerror(errno));
+			r = -1;
+		}
+	}
+out:
+	free(done);
+	return r;
+}
+
+int mailbox_prepare(const char *root, char *err, size_t errsz)
+{
+	if (maildir_create(root, err, errsz) < 0)
+		return -1;
+	mailbox_sweep_tmp(root);
+	char *subs = xasprintf("%s/%s", root, MAILBOX_SUBSCRIPTIONS);
+	struct stat st;
+	bool first = lstat(subs, &st) < 0 && errno == ENOENT;
+	free(subs);
+	if (first && mailbox_make_defaults(root, err, errsz) < 0)
+		return -1;
+	return mailbox_default_uses(root, err, errsz);
 }
 
 /* ---- status ------------------------------------------------------------------ */
@@ -2044,15 +2316,17 @@ static void mailbox_copies_free(struct mailbox_copies *c)
 	memset(c, 0, sizeof *c);
 }
 
-/* Link (or copy) one message into ddir/cur.  0, 1 when its file is gone,
- * -1 on an error. */
+/* Link (or copy) one message into ddir/new, with its flags in the name:
+ * RFC 3501 §6.4.7 wants the copy \Recent, which is what new/ means here
+ * (the next view to take it into cur/ has it \Recent).  0, 1 when its
+ * file is gone, -1 on an error. */
 static int mailbox_copy_one(struct mailbox *mb, struct mailbox_msg *m, const char *ddir,
 			    struct mailbox_copies *c)
 {
 	char *unique;
 	char *name = mailbox_copy_name(m, &unique);
 	char *from = mailbox_msg_file(mb, m);
-	char *to = xasprintf("%s/cur/%s", ddir, name);
+	char *to = xasprintf("%s/new/%s", ddir, name);
 	free(name);
 	int r = link(from, to);
 	if (r < 0 && (errno == EXDEV || errno == EPERM || errno == EMLINK || errno == ENOSYS))

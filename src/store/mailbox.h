@@ -68,10 +68,13 @@ enum mailbox_result {
 
 /* ---- names ---------------------------------------------------------------- */
 
-/* Is name usable as a folder name?  Refused: empty, longer than
- * MAILBOX_NAME_MAX, '/', a leading or trailing '.', "..", control
- * characters, 8-bit octets, and "INBOX.<x>" style names where INBOX is
- * only valid alone (INBOX has no children here). */
+/* Is name usable as a folder name?  Any printable US-ASCII is (a
+ * backslash, quotes, "&" as modified UTF-7, RFC 3501 §5.1.3) but for:
+ * an empty name or one longer than MAILBOX_NAME_MAX, '/', the wildcards
+ * '%' and '*', an empty hierarchy level (a leading or trailing '.', ".."),
+ * control characters, 8-bit octets, modified UTF-7 that no encoder
+ * writes, and "INBOX.<x>" (INBOX has no children here).  Operations on
+ * such a name fail with MAILBOX_ERR_NAME and err saying which rule. */
 bool mailbox_name_valid(const char *name);
 bool mailbox_is_inbox(const char *name);
 /* RFC 3501 §6.3.8 LIST wildcards: '*' matches anything, '%' anything but
@@ -80,24 +83,37 @@ bool mailbox_match(const char *pattern, const char *name);
 
 /* ---- folders of a user ---------------------------------------------------- */
 
+/* Special uses of a folder (RFC 6154 §2), as bits: a folder may have
+ * several.  They are stored with the folder (a file in its directory),
+ * so a RENAME takes them along and a DELETE removes them.  The virtual
+ * \All and \Flagged are not offered. */
 enum mailbox_special {
-	MAILBOX_SPECIAL_NONE,
-	MAILBOX_SPECIAL_SENT,
-	MAILBOX_SPECIAL_DRAFTS,
-	MAILBOX_SPECIAL_TRASH,
-	MAILBOX_SPECIAL_JUNK,
+	MAILBOX_SPECIAL_NONE = 0,
+	MAILBOX_SPECIAL_SENT = 1u << 0,
+	MAILBOX_SPECIAL_DRAFTS = 1u << 1,
+	MAILBOX_SPECIAL_TRASH = 1u << 2,
+	MAILBOX_SPECIAL_JUNK = 1u << 3,
+	MAILBOX_SPECIAL_ARCHIVE = 1u << 4,
 };
-/* "\Sent", "\Drafts", "\Trash", "\Junk"; NULL for NONE. */
-const char *mailbox_special_attr(enum mailbox_special s);
+#define MAILBOX_SPECIAL_ALL 0x1fu
+/* "\Sent", "\Drafts", "\Trash", "\Junk", "\Archive" for one bit; NULL
+ * for anything else. */
+const char *mailbox_special_attr(unsigned bit);
+/* An attribute as a client writes it ("\sent", any case) -> its bit;
+ * false for any other (\All and \Flagged too). */
+bool mailbox_special_parse(const char *attr, unsigned *bit);
 
 /* At login: create the Maildir root when missing; at the first login (no
  * subscriptions file yet) create Sent, Drafts, Trash and Junk and
- * subscribe INBOX and them.  0, or -1 with a reason in err. */
+ * subscribe INBOX and them.  Once per store (a store made before uses
+ * were stored included) the folders of those names get their special
+ * use, unless another folder has it already.  0, or -1 with a reason in
+ * err. */
 int mailbox_prepare(const char *root, char *err, size_t errsz);
 
 struct mailbox_folder {
 	char *name;                    /* "INBOX", "Sent", "A.B" */
-	enum mailbox_special special;
+	unsigned special;              /* enum mailbox_special bits */
 	bool noselect;                 /* a parent implied by a child, no folder of its own */
 	bool has_children;
 };
@@ -115,6 +131,11 @@ void mailbox_folders_free(struct mailbox_folder_list *l);
 /* CREATE: the folder and any missing parents (a trailing delimiter is
  * ignored, RFC 3501 §6.3.3).  INBOX or an existing folder: EXISTS. */
 enum mailbox_result mailbox_create(const char *root, const char *name, char *err, size_t errsz);
+/* CREATE name (USE (...)) (RFC 6154 §3): the folder with the special uses
+ * (MAILBOX_SPECIAL_* bits), stored before the command succeeds; when they
+ * cannot be stored the new folder is removed again (IO). */
+enum mailbox_result mailbox_create_special(const char *root, const char *name, unsigned uses,
+					   char *err, size_t errsz);
 /* DELETE: remove the folder with its messages.  With children the name
  * lives on as \Noselect (RFC 3501 §6.3.4); deleting a \Noselect name
  * that has children is NOSELECT; INBOX is INBOX. */
@@ -272,9 +293,10 @@ struct mailbox_uidmap {
 };
 void mailbox_uidmap_free(struct mailbox_uidmap *m);
 
-/* COPY the matching messages (flags and internal date kept, \Recent not)
- * to folder dest of the same user (hard links under new unique names, a
- * byte copy across file systems).  An error takes back every copy made;
+/* COPY the matching messages (flags and internal date kept) to folder
+ * dest of the same user (hard links under new unique names, a byte copy
+ * across file systems), into its new/: they are \Recent to the next view
+ * of dest (RFC 3501 §6.4.7).  An error takes back every copy made;
  * messages found expunged meanwhile are left out (out says what was
  * copied; nothing matching: OK with out->n 0).  A missing dest:
  * NONEXISTENT (say [TRYCREATE]); every matching message vanished:

@@ -33,6 +33,9 @@ enum {
 	MESSAGE_DASH_LINES_MAX = 4 * MESSAGE_PARTS_MAX, /* boundary lines GMime sees */
 	MESSAGE_CUTS_MAX = 4096,        /* header blocks cut short for GMime */
 	MESSAGE_CHECKPOINT_STEP = 1024 * 1024, /* raw octets between stream starts */
+	MESSAGE_ROUTES_MAX = 64,        /* source routes kept of one address field */
+	MESSAGE_ROUTE_MAX = 512,        /* octets of an angle-addr read for its route */
+	MESSAGE_COMMENT_DEPTH_MAX = 64, /* comments inside comments */
 };
 
 static bool is_cut(const size_t *cuts, size_t ncuts, size_t pos);
@@ -751,13 +754,132 @@ static void put_name(GString *o, const char *name)
 	g_free(raw);
 }
 
-static void put_mailbox(GString *o, InternetAddressMailbox *mb)
+/* ---- source routes ---------------------------------------------------------
+ * RFC 5322 §4.4 obs-angle-addr: "<" obs-route addr-spec ">", obs-route
+ * being "@a,@b:".  ENVELOPE gives it as an address's second field (RFC
+ * 3501 §7.4.2 "at-domain-list (source route)"), but GMime's parser reads
+ * past it.  So a bounded scan of the raw field finds each angle-addr, with
+ * its route or none, and an address GMime returns gets what the first
+ * unused angle-addr of the same address had. */
+
+struct message_route {
+	char *route;                /* "@a,@b", CFWS left out; NULL: none */
+	char *addr;                 /* "user@domain", CFWS left out */
+	bool used;
+};
+
+struct message_routes {
+	struct message_route v[MESSAGE_ROUTES_MAX];
+	size_t n;
+};
+
+/* The end of the quoted string at v[i] == '"' (past its closing quote, or
+ * the end of v); copied to out when out is not NULL. */
+static size_t route_skip_quoted(const char *v, size_t i, GString *out)
+{
+	size_t start = i++;
+	while (v[i] && v[i] != '"')
+		i += v[i] == '\\' && v[i + 1] ? 2 : 1;
+	if (v[i] == '"')
+		i++;
+	if (out)
+		g_string_append_len(out, v + start, (gssize)(i - start));
+	return i;
+}
+
+/* The end of the comment at v[i] == '(' (nested ones inside; past the
+ * end of v when it is not closed). */
+static size_t route_skip_comment(const char *v, size_t i)
+{
+	int depth = 0;
+	for (; v[i]; i++) {
+		if (v[i] == '\\' && v[i + 1])
+			i++;
+		else if (v[i] == '(' && depth < MESSAGE_COMMENT_DEPTH_MAX)
+			depth++;
+		else if (v[i] == ')' && --depth == 0)
+			return i + 1;
+	}
+	return i;
+}
+
+/* The angle-addr whose "<" is at v[i], CFWS left out, into out (at most
+ * MESSAGE_ROUTE_MAX octets); the index past its ">", or 0 when it is not
+ * closed or too long. */
+static size_t route_angle_addr(const char *v, size_t i, GString *out)
+{
+	for (i++; v[i] && v[i] != '>' && out->len <= MESSAGE_ROUTE_MAX;) {
+		if (v[i] == '"')
+			i = route_skip_quoted(v, i, out);
+		else if (v[i] == '(')
+			i = route_skip_comment(v, i);
+		else if (v[i] == '<')
+			return 0;
+		else if (v[i] != ' ' && v[i] != '\t')
+			g_string_append_c(out, v[i++]);
+		else
+			i++;
+	}
+	return v[i] == '>' && out->len <= MESSAGE_ROUTE_MAX ? i + 1 : 0;
+}
+
+static void routes_scan(const char *v, struct message_routes *rs)
+{
+	rs->n = 0;
+	GString *a = g_string_new(NULL);
+	for (size_t i = 0; v[i] && rs->n < MESSAGE_ROUTES_MAX;) {
+		if (v[i] == '"') {
+			i = route_skip_quoted(v, i, NULL);
+		} else if (v[i] == '(') {
+			i = route_skip_comment(v, i);
+		} else if (v[i] != '<') {
+			i++;
+		} else {
+			g_string_truncate(a, 0);
+			size_t end = route_angle_addr(v, i, a);
+			if (end == 0)
+				break;
+			i = end;
+			const char *colon = a->str[0] == '@' ? strchr(a->str, ':') : NULL;
+			struct message_route *r = &rs->v[rs->n++];
+			r->route = colon ? xstrndup(a->str, (size_t)(colon - a->str)) : NULL;
+			r->addr = xstrdup(colon ? colon + 1 : a->str);
+			r->used = false;
+		}
+	}
+	g_string_free(a, TRUE);
+}
+
+static void routes_free(struct message_routes *rs)
+{
+	for (size_t i = 0; i < rs->n; i++) {
+		free(rs->v[i].route);
+		free(rs->v[i].addr);
+	}
+	rs->n = 0;
+}
+
+/* The route of the next address addr, NULL when it has none. */
+static const char *routes_take(struct message_routes *rs, const char *addr)
+{
+	for (size_t i = 0; addr && i < rs->n; i++) {
+		if (!rs->v[i].used && strcmp(rs->v[i].addr, addr) == 0) {
+			rs->v[i].used = true;
+			return rs->v[i].route;
+		}
+	}
+	return NULL;
+}
+
+static void put_mailbox(GString *o, InternetAddressMailbox *mb, struct message_routes *rs)
 {
 	const char *addr = internet_address_mailbox_get_addr(mb);
 	const char *at = addr ? strrchr(addr, '@') : NULL;
 	g_string_append_c(o, '(');
 	put_name(o, internet_address_get_name(INTERNET_ADDRESS(mb)));
-	g_string_append(o, " NIL ");
+	g_string_append_c(o, ' ');
+	put_str(o, routes_take(rs, addr));
+	g_string_append_c(o, ' ');
 	if (at) {
 		put_nstring(o, addr, (size_t)(at - addr));
 		g_string_append_c(o, ' ');
@@ -770,13 +892,14 @@ static void put_mailbox(GString *o, InternetAddressMailbox *mb)
 }
 
 /* RFC 3501 §7.4.2: groups are (NIL NIL "name" NIL) ... (NIL NIL NIL NIL). */
-static void put_addresses(GString *o, InternetAddressList *l, size_t *count)
+static void put_addresses(GString *o, InternetAddressList *l, struct message_routes *rs,
+			  size_t *count)
 {
 	int n = l ? internet_address_list_length(l) : 0;
 	for (int i = 0; i < n; i++) {
 		InternetAddress *a = internet_address_list_get_address(l, i);
 		if (INTERNET_ADDRESS_IS_MAILBOX(a)) {
-			put_mailbox(o, INTERNET_ADDRESS_MAILBOX(a));
+			put_mailbox(o, INTERNET_ADDRESS_MAILBOX(a), rs);
 			(*count)++;
 		} else if (INTERNET_ADDRESS_IS_GROUP(a)) {
 			g_string_append(o, "(NIL NIL ");
@@ -787,7 +910,7 @@ static void put_addresses(GString *o, InternetAddressList *l, size_t *count)
 				put_str(o, "");
 			g_string_append(o, " NIL)");
 			put_addresses(o, internet_address_group_get_members(INTERNET_ADDRESS_GROUP(a)),
-				      count);
+				      rs, count);
 			g_string_append(o, "(NIL NIL NIL NIL)");
 			(*count)++;
 		}
@@ -799,14 +922,17 @@ static bool put_address_field(GString *o, GMimeObject *msg, const char *name)
 	char *v = header_raw(msg, name);
 	if (!v)
 		return false;
+	struct message_routes rs;
+	routes_scan(v, &rs);
 	char *hidden = words_hide(v);
 	free(v);
 	InternetAddressList *l = internet_address_list_parse(NULL, hidden);
 	g_free(hidden);
 	GString *t = g_string_new("(");
 	size_t count = 0;
-	put_addresses(t, l, &count);
+	put_addresses(t, l, &rs, &count);
 	g_string_append_c(t, ')');
+	routes_free(&rs);
 	if (l)
 		g_object_unref(l);
 	if (count == 0) {
@@ -1694,6 +1820,65 @@ struct header_search {
 	bool seen;
 };
 
+/* Search text on its own: a match may not begin in what came before. */
+static void finder_feed_alone(struct finder *fd, const char *text)
+{
+	g_string_truncate(fd->tail, 0);
+	g_string_truncate(fd->carry, 0);
+	finder_feed(fd, text, strlen(text), true);
+}
+
+/* RFC 5322 §3.6.2, §3.6.3: the fields whose value is a list of addresses. */
+static bool is_address_field(const char *name, size_t namelen)
+{
+	static const char *const fields[] = {"From", "Sender", "Reply-To", "To", "Cc", "Bcc"};
+	for (size_t i = 0; i < sizeof fields / sizeof *fields; i++)
+		if (strlen(fields[i]) == namelen && g_ascii_strncasecmp(fields[i], name, namelen) == 0)
+			return true;
+	return false;
+}
+
+/* Each mailbox of l as "name <mailbox@host>" (groups' members too; RFC
+ * 5322 groups do not nest, GMime's list is walked one level down). */
+static void search_address_list(struct finder *fd, InternetAddressList *l, int depth)
+{
+	int n = l ? internet_address_list_length(l) : 0;
+	for (int i = 0; i < n && !fd->found; i++) {
+		InternetAddress *a = internet_address_list_get_address(l, i);
+		if (INTERNET_ADDRESS_IS_GROUP(a) && depth == 0) {
+			search_address_list(fd, internet_address_group_get_members(
+						    INTERNET_ADDRESS_GROUP(a)), depth + 1);
+		} else if (INTERNET_ADDRESS_IS_MAILBOX(a)) {
+			const char *name = internet_address_get_name(a);
+			const char *addr = internet_address_mailbox_get_addr(INTERNET_ADDRESS_MAILBOX(a));
+			char *text = g_strdup_printf("%s <%s>", name ? name : "", addr ? addr : "");
+			finder_feed_alone(fd, text);
+			g_free(text);
+		}
+	}
+}
+
+/* SEARCH FROM/TO/CC/BCC (and HEADER of an address field) match an address
+ * however the header writes it: "<user (comment)@ (comment) domain>" holds
+ * user@domain.  So the addresses as GMime's parser reads them (ENVELOPE's
+ * parser) are searched as well as the field's text. */
+static void search_addresses(struct finder *fd, const char *field, size_t len, size_t namelen)
+{
+	const char *colon = memchr(field, ':', len);
+	size_t from = colon ? (size_t)(colon - field) + 1 : namelen;
+	GString *v = g_string_new(NULL);
+	for (size_t i = from; i < len; i++)
+		if (field[i] != '\r' && field[i] != '\n')
+			g_string_append_c(v, field[i]);
+	char *valid = g_utf8_make_valid(v->str, (gssize)v->len);
+	g_string_free(v, TRUE);
+	InternetAddressList *l = internet_address_list_parse(NULL, valid);
+	g_free(valid);
+	search_address_list(fd, l, 0);
+	if (l)
+		g_object_unref(l);
+}
+
 static int header_search_field(const char *name, size_t namelen, const char *field, size_t len,
 			       void *arg)
 {
@@ -1711,6 +1896,8 @@ static int header_search_field(const char *name, size_t namelen, const char *fie
 	if (!hs->field)
 		finder_feed(hs->fd, "\n", 1, true);
 	g_free(dec);
+	if (hs->field && !hs->fd->found && hs->fd->nlen > 0 && is_address_field(name, namelen))
+		search_addresses(hs->fd, field, len, namelen);
 	if (hs->field && !hs->fd->found) {
 		/* each field is searched on its own */
 		g_string_truncate(hs->fd->tail, 0);

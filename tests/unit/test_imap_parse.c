@@ -623,14 +623,16 @@ static void test_authenticate_sasl_ir(void **state)
 	/* an empty initial response is "=" */
 	c = command(f, "a02 AUTHENTICATE PLAIN =\r\n");
 	assert_string_equal(imap_arg_atom(arg(c, 1)), "=");
-	/* base64 of a long response: up to the line limit */
-	char line[IMAP_LINE_MAX + 1];
-	int k = snprintf(line, sizeof(line), "a03 AUTHENTICATE PLAIN ");
-	memset(line + k, 'Q', IMAP_LINE_MAX - 2 - (size_t)k);
-	memcpy(line + IMAP_LINE_MAX - 2, "\r\n", 3);
+	/* base64 of a long response: up to the line limit before login */
+	char *line = malloc(IMAP_PREAUTH_LINE_MAX + 1);
+	assert_non_null(line);
+	int k = snprintf(line, IMAP_PREAUTH_LINE_MAX, "a03 AUTHENTICATE PLAIN ");
+	memset(line + k, 'Q', IMAP_PREAUTH_LINE_MAX - 2 - (size_t)k);
+	memcpy(line + IMAP_PREAUTH_LINE_MAX - 2, "\r\n", 3);
 	c = command(f, line);
-	assert_int_equal(arg(c, 1)->len, IMAP_LINE_MAX - 2 - (size_t)k);
+	assert_int_equal(arg(c, 1)->len, IMAP_PREAUTH_LINE_MAX - 2 - (size_t)k);
 	expect_idle(f);
+	free(line);
 }
 
 static void test_pipelined_and_bare_lf(void **state)
@@ -852,14 +854,19 @@ static void test_deep_nesting(void **state)
 	assert_non_null(strstr(e->reason, "nested"));
 	expect_recovers(f);
 
-	/* a megabyte of "(": too long a line, bounded, then back in sync */
+	/* a megabyte of "(": too long a line, refused once as soon as the
+	 * limit is reached, nothing kept from then on, then back in sync */
+	size_t fed = 0;
 	for (int i = 0; i < 128; i++) {
 		add_fill(f, '(', 8192);
+		fed += 8192;
+		bool reached = fed >= IMAP_PREAUTH_LINE_MAX && fed - 8192 < IMAP_PREAUTH_LINE_MAX;
 		enum imap_parse_status st = feed(f);
-		assert_int_equal(st, i == 0 ? IMAP_PARSE_ERROR : IMAP_PARSE_NEED_MORE);
+		assert_int_equal(st, reached ? IMAP_PARSE_ERROR : IMAP_PARSE_NEED_MORE);
 		if (st == IMAP_PARSE_ERROR)
 			assert_int_equal(feed(f), IMAP_PARSE_NEED_MORE);
-		assert_int_equal(evbuffer_get_length(f->in), 0);
+		if (fed >= IMAP_PREAUTH_LINE_MAX)
+			assert_int_equal(evbuffer_get_length(f->in), 0);
 	}
 	add_str(f, "\r\n");
 	expect_recovers(f);
@@ -915,18 +922,19 @@ static void test_spaces(void **state)
 static void test_over_long_line(void **state)
 {
 	struct fixture *f = *state;
-	/* exactly the limit: fine */
-	char *line = malloc(IMAP_LINE_MAX + 2);
+	/* exactly the limit before login: fine */
+	const size_t lim = IMAP_PREAUTH_LINE_MAX;
+	char *line = malloc(lim + 2);
 	assert_non_null(line);
-	int k = snprintf(line, IMAP_LINE_MAX, "A1 LOGIN a ");
-	memset(line + k, 'b', IMAP_LINE_MAX - 2 - (size_t)k);
-	memcpy(line + IMAP_LINE_MAX - 2, "\r\n", 3);
+	int k = snprintf(line, lim, "A1 LOGIN a ");
+	memset(line + k, 'b', lim - 2 - (size_t)k);
+	memcpy(line + lim - 2, "\r\n", 3);
 	struct imap_command *c = command(f, line);
-	assert_int_equal(arg(c, 1)->len, IMAP_LINE_MAX - 2 - (size_t)k);
+	assert_int_equal(arg(c, 1)->len, lim - 2 - (size_t)k);
 
 	/* one more: refused with the tag, the whole line dropped */
 	line[1] = '2';
-	memcpy(line + IMAP_LINE_MAX - 2, "b\r\n", 4);
+	memcpy(line + lim - 2, "b\r\n", 4);
 	const struct imap_parse_error *e = error(f, line);
 	expect_error_tag(e, "A2");
 	assert_non_null(strstr(e->reason, "too long"));
@@ -942,17 +950,32 @@ static void test_over_long_line(void **state)
 		while ((st = feed(f)) != IMAP_PARSE_NEED_MORE) {
 			assert_int_equal(st, IMAP_PARSE_ERROR);
 			expect_error_tag(imap_parser_error(f->p), "A3");
-			assert_int_equal(i, 8);
+			/* the first piece that reaches the limit: 5 + (i + 1) * 1000 */
+			assert_int_equal(i, (int)((lim - 5 + 999) / 1000) - 1);
 			errors++;
 		}
-		assert_true(evbuffer_get_length(f->in) < IMAP_LINE_MAX);
+		assert_true(evbuffer_get_length(f->in) < lim);
 	}
 	assert_int_equal(errors, 1);
 	add_str(f, "\r\n");
 	expect_recovers(f);
 
-	/* an over-long line part after a literal: the tag is known */
+	/* after login the limit is IMAP_LINE_MAX: exactly it is fine */
 	authenticate(f);
+	free(line);
+	line = malloc(IMAP_LINE_MAX + 2);
+	assert_non_null(line);
+	k = snprintf(line, IMAP_LINE_MAX, "A5 SELECT ");
+	memset(line + k, 'c', IMAP_LINE_MAX - 2 - (size_t)k);
+	memcpy(line + IMAP_LINE_MAX - 2, "\r\n", 3);
+	c = command(f, line);
+	assert_int_equal(arg(c, 0)->len, IMAP_LINE_MAX - 2 - (size_t)k);
+	line[1] = '6';
+	memcpy(line + IMAP_LINE_MAX - 2, "c\r\n", 4);
+	expect_error_tag(error(f, line), "A6");
+	expect_recovers(f);
+
+	/* an over-long line part after a literal: the tag is known */
 	add_str(f, "A4 X {1+}\r\nx ");
 	add_fill(f, 'y', IMAP_LINE_MAX);
 	add_str(f, "\r\n");
@@ -968,11 +991,11 @@ static void test_over_long_line_after_partial(void **state)
 {
 	struct fixture *f = *state;
 	add_str(f, "A1 X ");
-	add_fill(f, 'x', 5000);
+	add_fill(f, 'x', IMAP_PREAUTH_LINE_MAX * 5 / 8);
 	assert_int_equal(feed(f), IMAP_PARSE_NEED_MORE);
-	add_fill(f, 'x', 4000);
+	add_fill(f, 'x', IMAP_PREAUTH_LINE_MAX / 2);
 	add_str(f, "\r\nA2 NOOP\r\nA3 X ");
-	add_fill(f, 'y', 6000);
+	add_fill(f, 'y', IMAP_PREAUTH_LINE_MAX * 3 / 4);
 	add_str(f, "\r\n");
 	assert_int_equal(feed(f), IMAP_PARSE_ERROR);
 	expect_error_tag(imap_parser_error(f->p), "A1");
@@ -1282,6 +1305,65 @@ static void test_argument_limits(void **state)
 	free(line);
 }
 
+/* RFC 2971 §3.3: the largest ID (30 fields of 30 octets, values of 1024)
+ * is one command before login. */
+static void test_largest_id(void **state)
+{
+	struct fixture *f = *state;
+	char *line = malloc(IMAP_PREAUTH_LINE_MAX);
+	assert_non_null(line);
+	size_t k = (size_t)snprintf(line, IMAP_PREAUTH_LINE_MAX, "A1 ID (");
+	for (int i = 0; i < 30; i++) {
+		k += (size_t)snprintf(line + k, IMAP_PREAUTH_LINE_MAX - k, "%s\"f%02d", i ? " " : "", i);
+		memset(line + k, 'k', 27);
+		k += 27;
+		memcpy(line + k, "\" \"", 3);
+		k += 3;
+		memset(line + k, 'v', 1024);
+		k += 1024;
+		line[k++] = '"';
+	}
+	assert_true(k + 4 < IMAP_PREAUTH_LINE_MAX);
+	memcpy(line + k, ")\r\n", 4);
+	struct imap_command *c = command(f, line);
+	const struct imap_args *l = imap_arg_list(arg(c, 0));
+	assert_int_equal(l->n, 60);
+	assert_int_equal(imap_args_at(l, 1)->len, 1024);
+	expect_idle(f);
+	free(line);
+}
+
+/* The line part's storage grows with the line part and goes back after
+ * it: a session waiting for its next command never holds IMAP_LINE_MAX. */
+static void test_line_storage_on_demand(void **state)
+{
+	struct fixture *f = *state;
+	assert_int_equal(imap_parser_line_capacity(f->p), 0);
+	command(f, "A1 NOOP\r\n");
+	size_t small = imap_parser_line_capacity(f->p);
+	assert_true(small > 0 && small <= 4096);
+	authenticate(f);
+	char *line = malloc(IMAP_LINE_MAX);
+	assert_non_null(line);
+	int k = snprintf(line, IMAP_LINE_MAX, "A2 SELECT ");
+	memset(line + k, 'x', 60000);
+	memcpy(line + k + 60000, "\r\n", 3);
+	/* in pieces: nothing held for the line part before its end is there */
+	add(f, line, 30000);
+	assert_int_equal(feed(f), IMAP_PARSE_NEED_MORE);
+	assert_int_equal(imap_parser_line_capacity(f->p), small);
+	struct imap_command *c = command(f, line + 30000);
+	assert_int_equal(arg(c, 0)->len, 60000);
+	assert_true(imap_parser_line_capacity(f->p) <= 4096);
+	/* a bad long line too */
+	line[1] = '3';
+	memcpy(line + k, "((", 2);
+	expect_error_tag(error(f, line), "A3");
+	assert_true(imap_parser_line_capacity(f->p) <= 4096);
+	expect_recovers(f);
+	free(line);
+}
+
 static void test_reset(void **state)
 {
 	struct fixture *f = *state;
@@ -1339,6 +1421,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_garbage, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_nul, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_argument_limits, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_largest_id, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_line_storage_on_demand, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reset, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

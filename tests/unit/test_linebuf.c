@@ -439,6 +439,44 @@ static void test_after_crlf(void **state)
 	assert_true(f->line.after_crlf);
 }
 
+/* Peek, then take into storage sized to the line: the same lines and the
+ * same over-long handling as linebuf_get, storage never larger than the
+ * line. */
+static void test_peek_and_take(void **state)
+{
+	struct fixture *f = *state;
+	const char *data = "a1 NOOP\r\nlonger line here\n";
+	add(f, data, strlen(data));
+	size_t n = 0;
+	assert_int_equal(linebuf_peek(&f->lb, f->in, 64, &n), LINEBUF_LINE);
+	assert_int_equal(n, 9);
+	assert_int_equal(evbuffer_get_length(f->in), strlen(data)); /* still there */
+	char *exact = malloc(n + 1);
+	assert_non_null(exact);
+	linebuf_take(&f->lb, f->in, n, exact, n + 1, &f->line);
+	assert_string_equal(f->line.data, "a1 NOOP");
+	assert_true(f->line.crlf);
+	free(exact);
+	assert_int_equal(linebuf_peek(&f->lb, f->in, 64, &n), LINEBUF_LINE);
+	assert_int_equal(n, 17);
+	exact = malloc(n + 1);
+	assert_non_null(exact);
+	linebuf_take(&f->lb, f->in, n, exact, n + 1, &f->line);
+	assert_string_equal(f->line.data, "longer line here");
+	assert_true(f->line.bare_lf);
+	free(exact);
+	/* over the limit: reported once, dropped to the line end */
+	add(f, "0123456789abcdef", 16);
+	assert_int_equal(linebuf_peek(&f->lb, f->in, 8, &n), LINEBUF_TOO_LONG);
+	add(f, "xyz\nok\n", 7);
+	assert_int_equal(linebuf_peek(&f->lb, f->in, 8, &n), LINEBUF_LINE);
+	assert_int_equal(n, 3);
+	char three[4];
+	linebuf_take(&f->lb, f->in, n, three, sizeof three, &f->line);
+	assert_string_equal(f->line.data, "ok");
+	assert_int_equal(linebuf_peek(&f->lb, f->in, 8, &n), LINEBUF_NEED_MORE);
+}
+
 /* A limit that does not fit the storage is a programming error. */
 static void test_bad_limit_is_fatal(void **state)
 {
@@ -479,6 +517,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_pipelined, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_limit_per_call, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_after_crlf, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_peek_and_take, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_limit_is_fatal, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

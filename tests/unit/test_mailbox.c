@@ -255,6 +255,47 @@ static void test_names(void **state)
 	assert_true(mailbox_name_valid(longname));
 	assert_true(mailbox_is_inbox("InBoX"));
 	assert_false(mailbox_is_inbox("INBOX2"));
+	/* any printable US-ASCII but "/", "%" and "*": the delimiter is "." */
+	assert_true(mailbox_name_valid("foo\\bar"));
+	assert_true(mailbox_name_valid("say \"hi\""));
+	assert_true(mailbox_name_valid("a~b#c!d"));
+	assert_false(mailbox_name_valid("a%b"));
+	assert_false(mailbox_name_valid("a*b"));
+}
+
+/* RFC 3501 §5.1.3: modified UTF-7 only as an encoder writes it. */
+static void test_names_modified_utf7(void **state)
+{
+	(void)state;
+	static const char *const good[] = {
+	    "A&-B",                 /* "&" itself */
+	    "&-",                   /* only "&" */
+	    "Entw&APw-rfe",         /* U+00FC */
+	    "&ZeVnLIqe-",           /* three CJK characters in one run */
+	    "&2D3eAA-",             /* U+1F600 as a surrogate pair */
+	    "&AOQ-x&AOQ-",          /* two runs with a character between */
+	    "&AOQ-&-",              /* a run, then "&" itself */
+	};
+	static const char *const bad[] = {
+	    "&",                    /* no closing "-" */
+	    "&Jjo",                 /* no closing "-" */
+	    "&AGE-",                /* "a" written encoded */
+	    "&ACY-",                /* "&" written encoded */
+	    "&Jjo-&Jjo-",           /* two runs side by side */
+	    "&A-",                  /* six bits: no UTF-16 unit */
+	    "&AOR-",                /* padding bits set */
+	    "&2D0-",                /* a high surrogate alone */
+	    "&3gA-",                /* a low surrogate alone */
+	    "&Jj/-",                /* "/" is "," in modified BASE64 */
+	    "&Jjo=-",               /* no padding characters */
+	    "&AAE-",                /* U+0001, a control character */
+	};
+	for (size_t i = 0; i < ARRAY_LEN(good); i++)
+		if (!mailbox_name_valid(good[i]))
+			fail_msg("refused: %s", good[i]);
+	for (size_t i = 0; i < ARRAY_LEN(bad); i++)
+		if (mailbox_name_valid(bad[i]))
+			fail_msg("accepted: %s", bad[i]);
 }
 
 static void test_match(void **state)
@@ -316,6 +357,13 @@ static void test_flags(void **state)
 	assert_null(mailbox_flag_name(MAILBOX_SEEN | MAILBOX_DRAFT));
 	assert_string_equal(mailbox_special_attr(MAILBOX_SPECIAL_TRASH), "\\Trash");
 	assert_null(mailbox_special_attr(MAILBOX_SPECIAL_NONE));
+	assert_null(mailbox_special_attr(MAILBOX_SPECIAL_SENT | MAILBOX_SPECIAL_JUNK));
+	unsigned u = 0;
+	assert_true(mailbox_special_parse("\\archive", &u));
+	assert_int_equal(u, MAILBOX_SPECIAL_ARCHIVE);
+	assert_false(mailbox_special_parse("\\All", &u));
+	assert_false(mailbox_special_parse("\\Flagged", &u));
+	assert_false(mailbox_special_parse("Sent", &u));
 }
 
 /* ---- folders ------------------------------------------------------------ */
@@ -349,6 +397,84 @@ static void test_prepare_special_folders(void **state)
 	mailbox_folders_free(&l);
 }
 
+static unsigned uses_of(const struct fixture *f, const char *name)
+{
+	struct mailbox_folder_list l;
+	char err[256];
+	assert_int_equal(mailbox_folders(f->root, &l, err, sizeof err), 0);
+	struct mailbox_folder *x = find_folder(&l, name);
+	if (!x)
+		fail_msg("no folder %s", name);
+	unsigned u = x->special;
+	mailbox_folders_free(&l);
+	return u;
+}
+
+/* RFC 6154: the uses are the folder's own, on disk with it. */
+static void test_special_use_follows_the_folder(void **state)
+{
+	struct fixture *f = *state;
+	char err[256];
+	assert_int_equal(mailbox_rename(f->root, "Sent", "Sent Items", err, sizeof err),
+			 MAILBOX_OK);
+	assert_int_equal(uses_of(f, "Sent Items"), MAILBOX_SPECIAL_SENT);
+	assert_int_equal(mailbox_create(f->root, "Sent", err, sizeof err), MAILBOX_OK);
+	assert_int_equal(uses_of(f, "Sent"), MAILBOX_SPECIAL_NONE);
+	/* a later login gives no second \Sent by name */
+	assert_int_equal(mailbox_prepare(f->root, err, sizeof err), 0);
+	assert_int_equal(uses_of(f, "Sent"), MAILBOX_SPECIAL_NONE);
+	/* CREATE with uses; a child keeps its own through its parent's RENAME */
+	unsigned two = MAILBOX_SPECIAL_ARCHIVE | MAILBOX_SPECIAL_JUNK;
+	assert_int_equal(mailbox_create_special(f->root, "Old.Mail", two, err, sizeof err),
+			 MAILBOX_OK);
+	assert_int_equal(uses_of(f, "Old"), MAILBOX_SPECIAL_NONE);
+	assert_int_equal(mailbox_rename(f->root, "Old", "Past", err, sizeof err), MAILBOX_OK);
+	assert_int_equal(uses_of(f, "Past.Mail"), two);
+	/* DELETE takes them along; a new folder of the name starts without */
+	assert_int_equal(mailbox_delete(f->root, "Past.Mail", err, sizeof err), MAILBOX_OK);
+	assert_int_equal(mailbox_create(f->root, "Past.Mail", err, sizeof err), MAILBOX_OK);
+	assert_int_equal(uses_of(f, "Past.Mail"), MAILBOX_SPECIAL_NONE);
+}
+
+/* A store from before uses were stored (subscriptions, no use files):
+ * the default folders get theirs at the next login, once. */
+static void test_special_use_for_an_older_store(void **state)
+{
+	struct fixture *f = *state;
+	char err[256];
+	char *root = xasprintf("%s/carol", f->dir);
+	assert_int_equal(maildir_create(root, err, sizeof err), 0);
+	static const char *const dirs[] = {".Sent", ".Trash", ".Sent Items"};
+	for (size_t i = 0; i < ARRAY_LEN(dirs); i++) {
+		char *d = xasprintf("%s/%s", root, dirs[i]);
+		assert_int_equal(maildir_create(d, err, sizeof err), 0);
+		free(d);
+	}
+	/* "Sent Items" already holds \Sent: "Sent" does not get it too */
+	char *use = xasprintf("%s/.Sent Items/posthorn-special-use", root);
+	FILE *fp = fopen(use, "w");
+	assert_non_null(fp);
+	assert_true(fputs("\\Sent\n", fp) >= 0);
+	assert_int_equal(fclose(fp), 0);
+	free(use);
+	char *subs = xasprintf("%s/subscriptions", root);
+	fp = fopen(subs, "w");
+	assert_non_null(fp);
+	assert_int_equal(fclose(fp), 0);
+	free(subs);
+	assert_int_equal(mailbox_prepare(root, err, sizeof err), 0);
+	struct fixture carol = {.root = root};
+	assert_int_equal(uses_of(&carol, "Sent Items"), MAILBOX_SPECIAL_SENT);
+	assert_int_equal(uses_of(&carol, "Sent"), MAILBOX_SPECIAL_NONE);
+	assert_int_equal(uses_of(&carol, "Trash"), MAILBOX_SPECIAL_TRASH);
+	/* no Drafts or Junk were made: the first login is long past */
+	struct mailbox_folder_list l;
+	assert_int_equal(mailbox_folders(root, &l, err, sizeof err), 0);
+	assert_null(find_folder(&l, "Drafts"));
+	mailbox_folders_free(&l);
+	free(root);
+}
+
 static void test_create(void **state)
 {
 	struct fixture *f = *state;
@@ -362,6 +488,10 @@ static void test_create(void **state)
 	assert_int_equal(mailbox_create(f->root, "../evil", err, sizeof err), MAILBOX_ERR_NAME);
 	assert_int_equal(mailbox_create(f->root, "a/b", err, sizeof err), MAILBOX_ERR_NAME);
 	assert_int_equal(mailbox_create(f->root, ".hidden", err, sizeof err), MAILBOX_ERR_NAME);
+	assert_non_null(strstr(err, "empty hierarchy level"));
+	assert_int_equal(mailbox_create(f->root, "&AGE-", err, sizeof err), MAILBOX_ERR_NAME);
+	assert_non_null(strstr(err, "printable US-ASCII written encoded"));
+	assert_int_equal(mailbox_create(f->root, "back\\slash", err, sizeof err), MAILBOX_OK);
 	char longest[MAILBOX_NAME_MAX + 1];
 	memset(longest, 'L', MAILBOX_NAME_MAX);
 	longest[MAILBOX_NAME_MAX] = '\0';
@@ -1342,10 +1472,11 @@ static void test_copy(void **state)
 	sync_box(a, MAILBOX_SYNC_EXPUNGE);
 	assert_changes(a, "");
 	assert_int_equal(mailbox_count(a), 4);
+	/* RFC 3501 §6.4.7: the copies are \Recent in the destination */
 	sync_box(t, MAILBOX_SYNC_EXPUNGE);
-	assert_changes(t, "EXISTS 4,RECENT 1");
+	assert_changes(t, "EXISTS 4,RECENT 4");
 	const struct mailbox_msg *m = mailbox_msg(t, 3);
-	assert_int_equal(m->flags, MAILBOX_FLAGGED); /* kept, not \Recent */
+	assert_int_equal(m->flags, MAILBOX_FLAGGED | MAILBOX_RECENT); /* flags kept */
 	assert_int_equal(m->internal_date, mailbox_msg(a, 3)->internal_date);
 	assert_int_equal(m->size, mailbox_msg(a, 3)->size);
 	/* a new unique name: copies are different messages */
@@ -1363,7 +1494,7 @@ static void test_copy(void **state)
 	assert_int_equal(map.dst[0], 5);
 	mailbox_uidmap_free(&map);
 	sync_box(a, MAILBOX_SYNC_EXPUNGE);
-	assert_changes(a, "EXISTS 5,RECENT 4");
+	assert_changes(a, "EXISTS 5,RECENT 5");
 	assert_int_equal(mailbox_copy(a, match_seqs, &one, "Nope", &map, err, sizeof err),
 			 MAILBOX_ERR_NONEXISTENT);
 	/* all named messages vanished */
@@ -1590,9 +1721,12 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_names),
+		cmocka_unit_test(test_names_modified_utf7),
 		cmocka_unit_test(test_match),
 		cmocka_unit_test(test_flags),
 		cmocka_unit_test_setup_teardown(test_prepare_special_folders, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_special_use_follows_the_folder, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_special_use_for_an_older_store, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_create, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_implied_parent_noselect, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_many_folders, setup, teardown),

@@ -406,6 +406,61 @@ static void test_quoting(void **state)
 	free(path);
 }
 
+/* ---- addresses: source routes, SEARCH on the address -------------------------- */
+
+/* RFC 3501 §7.4.2: the at-domain-list of an obsolete route (RFC 5322
+ * §4.4) is an address's second field; GMime reads past it. */
+static void test_source_routes(void **state)
+{
+	(void)state;
+	static const char msg[] =
+		"From: <@route:user@domain>\n"
+		"Sender: Name (c) <@a.example, @b.example (c) : u@d.example>\n"
+		"Reply-To: \"<@fake:x@y>\" <x@y>, <@r:x@y>\n"
+		"To: plain@d.example, g: <@g:m@d.example>;\n"
+		"Cc: <@unclosed:user@domain\n"
+		"\n";
+	char *path = write_msg(msg, sizeof msg - 1);
+	struct message *m = get(NULL, path);
+	const char *e = env(m);
+	assert_non_null(strstr(e, " ((NIL \"@route\" \"user\" \"domain\")) "));
+	assert_non_null(strstr(e, " ((\"Name\" \"@a.example,@b.example\" \"u\" \"d.example\")) "));
+	/* a route inside a quoted display name is no route; the one after is
+	 * given to the address that had it, not to the first x@y */
+	assert_non_null(strstr(e, " ((\"<@fake:x@y>\" NIL \"x\" \"y\")(NIL \"@r\" \"x\" \"y\")) "));
+	assert_non_null(strstr(e, " ((NIL NIL \"plain\" \"d.example\")(NIL NIL \"g\" NIL)"
+				  "(NIL \"@g\" \"m\" \"d.example\")(NIL NIL NIL NIL)) "));
+	message_put(m);
+	free(path);
+}
+
+/* SEARCH FROM/TO/CC/BCC match the address however the field writes it. */
+static void test_search_addresses(void **state)
+{
+	(void)state;
+	static const char msg[] =
+		"From: <user-from (comment)@ (comment) domain.org>\n"
+		"To: user-to@domain.org (RealTo)\n"
+		"Cc: group: <user-cc@ domain.org>;\n"
+		"Bcc: =?UTF-8?Q?Andr=C3=A9?= <a (x) @b.example>\n"
+		"Subject: user-from@domain.org\n"
+		"\n";
+	char *path = write_msg(msg, sizeof msg - 1);
+	struct message *m = get(NULL, path);
+	char err[256];
+	assert_int_equal(message_header_contains(m, path, "From", "user-from@domain.org", err, sizeof err), 1);
+	assert_int_equal(message_header_contains(m, path, "From", "comment", err, sizeof err), 1);
+	assert_int_equal(message_header_contains(m, path, "To", "realto <user-to@", err, sizeof err), 1);
+	assert_int_equal(message_header_contains(m, path, "Cc", "user-cc@domain.org", err, sizeof err), 1);
+	assert_int_equal(message_header_contains(m, path, "Bcc", "Andr\xc3\xa9 <a@b.example>", err, sizeof err), 1);
+	/* the address form is searched on its own, not run into the text */
+	assert_int_equal(message_header_contains(m, path, "Cc", ";user-cc", err, sizeof err), 0);
+	/* only address fields: the Subject holds the text, not an address */
+	assert_int_equal(message_header_contains(m, path, "To", "user-from", err, sizeof err), 0);
+	message_put(m);
+	free(path);
+}
+
 /* ---- message/rfc822 ---------------------------------------------------------- */
 
 static const char NESTED[] =
@@ -979,6 +1034,8 @@ int main(void)
 		cmocka_unit_test(test_encoded_words),
 		cmocka_unit_test(test_missing_headers),
 		cmocka_unit_test(test_quoting),
+		cmocka_unit_test(test_source_routes),
+		cmocka_unit_test(test_search_addresses),
 		cmocka_unit_test(test_nested_message),
 		cmocka_unit_test(test_lf_and_crlf_agree),
 		cmocka_unit_test(test_stream_ranges),

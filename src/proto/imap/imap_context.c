@@ -5,6 +5,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 #include <event2/buffer.h>
 
@@ -95,6 +96,43 @@ bool imap_out_full(const struct imap_out *out)
 void imap_out_discard(struct imap_out *out)
 {
 	evbuffer_drain(out->buf, evbuffer_get_length(out->buf));
+}
+
+/* An IMAP string (RFC 3501 §4.3) into the output: quoted when it can be,
+ * a literal when it holds CR, LF, NUL-free 8-bit or is long. */
+static void imap_put_string(struct imap_out *out, const char *v, size_t len)
+{
+	bool quotable = len < 1000;
+	for (size_t i = 0; quotable && i < len; i++) {
+		unsigned char ch = (unsigned char)v[i];
+		if (ch == '\r' || ch == '\n' || ch == 0 || ch >= 0x80)
+			quotable = false;
+	}
+	if (!quotable) {
+		imap_out_printf(out, "{%zu}\r\n", len);
+		imap_out_add(out, v, len);
+		return;
+	}
+	imap_out_add(out, "\"", 1);
+	for (size_t i = 0; i < len; i++) {
+		if (v[i] == '"' || v[i] == '\\')
+			imap_out_add(out, "\\", 1);
+		imap_out_add(out, &v[i], 1);
+	}
+	imap_out_add(out, "\"", 1);
+}
+
+void imap_put_mailbox(struct imap_out *out, const char *name)
+{
+	bool atom = *name != '\0';
+	for (const char *p = name; atom && *p; p++) {
+		unsigned char ch = (unsigned char)*p;
+		atom = ch > 0x20 && ch < 0x7f && !strchr("(){%*\"\\]", ch);
+	}
+	if (atom)
+		imap_out_add(out, name, strlen(name));
+	else
+		imap_put_string(out, name, strlen(name));
 }
 
 /* ---- replies ---------------------------------------------------------------- */

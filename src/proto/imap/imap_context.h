@@ -31,6 +31,13 @@ enum {
 	IMAP_CHUNK = 16 * 1024,          /* message octets produced at a time */
 	IMAP_STEP_BUDGET = 256,          /* job steps per turn of the event loop */
 	IMAP_ID_PAIRS_MAX = 30,          /* RFC 2971 §3.3 */
+	/* ID's log line: a field name (RFC 2971 §3.3: at most 30 octets) and a
+	 * value are cut at these (with "..."), the fields at IMAP_ID_LOG_MAX
+	 * octets in all, leaving room for " id-more=N" */
+	IMAP_ID_LOG_FIELD = 32,
+	IMAP_ID_LOG_VALUE = 128,
+	IMAP_ID_LOG_MAX = 1536,
+	IMAP_ID_LOG_MARKER = 16,
 	IMAP_SEARCH_DEPTH_MAX = 100,     /* NOT/OR/parentheses inside each other */
 	IMAP_MECHS_MAX = 128,
 	IMAP_CAPS_MAX = 512,             /* the capability list, all of it */
@@ -152,6 +159,9 @@ size_t imap_out_len(const struct imap_out *out);
 bool imap_out_full(const struct imap_out *out);
 /* Forget what is held (a failure is kept). */
 void imap_out_discard(struct imap_out *out);
+/* A mailbox name (an astring, RFC 3501 §9): an atom when it can be, else
+ * quoted (a backslash or quote escaped) or a literal. */
+void imap_put_mailbox(struct imap_out *out, const char *name);
 
 /* ---- replies ---------------------------------------------------------------- */
 

@@ -17,6 +17,12 @@ enum {
 	/* What can announce a literal at the end of a skipped line part:
 	 * "{" + 20 digits (2^64) + "+}" + CR. */
 	IMAP_TAIL_MAX = 24,
+	/* The line part's storage grows to fit the line part (in steps of
+	 * IMAP_LINE_STEP) up to IMAP_LINE_MAX; one larger than IMAP_LINE_KEEP
+	 * is given back once the line part is parsed, so an idle session
+	 * holds at most IMAP_LINE_KEEP octets for it, never IMAP_LINE_MAX. */
+	IMAP_LINE_STEP = 1024,
+	IMAP_LINE_KEEP = 4096,
 };
 
 enum parse_state {
@@ -41,7 +47,8 @@ enum line_result {
 struct imap_parser {
 	enum parse_state state;
 	struct linebuf lb;
-	char line[IMAP_LINE_MAX + 1];
+	char *line;             /* the line part being parsed (line_cap octets) */
+	size_t line_cap;
 
 	bool authenticated;
 	uint64_t append_max;
@@ -173,6 +180,11 @@ static size_t lim_literal(const struct imap_parser *p)
 	return p->authenticated ? IMAP_LITERAL_MAX : IMAP_PREAUTH_LITERAL_MAX;
 }
 
+static size_t lim_line(const struct imap_parser *p)
+{
+	return p->authenticated ? IMAP_LINE_MAX : IMAP_PREAUTH_LINE_MAX;
+}
+
 static size_t lim_mem(const struct imap_parser *p)
 {
 	return p->authenticated ? IMAP_MEM_MAX : IMAP_PREAUTH_MEM_MAX;
@@ -296,7 +308,13 @@ void imap_parser_free(struct imap_parser *p)
 	if (!p)
 		return;
 	drop_command(p);
+	free(p->line);
 	free(p);
+}
+
+size_t imap_parser_line_capacity(const struct imap_parser *p)
+{
+	return p->line_cap;
 }
 
 void imap_parser_reset(struct imap_parser *p)
@@ -985,6 +1003,30 @@ static bool finish_literal(struct imap_parser *p)
 	return true;
 }
 
+/* Storage for a line part of need octets (its NUL included, at most
+ * IMAP_LINE_MAX + 1).  What it held before is not kept. */
+static void line_reserve(struct imap_parser *p, size_t need)
+{
+	if (need > IMAP_LINE_MAX + 1)
+		fatal("imap_parse: a line part of %zu octets over the limit", need);
+	if (need <= p->line_cap)
+		return;
+	size_t cap = (need + IMAP_LINE_STEP - 1) / IMAP_LINE_STEP * IMAP_LINE_STEP;
+	free(p->line);
+	p->line = xmalloc(cap);
+	p->line_cap = cap;
+}
+
+/* A line part is parsed: large storage goes back (IMAP_LINE_KEEP). */
+static void line_release(struct imap_parser *p)
+{
+	if (p->line_cap <= IMAP_LINE_KEEP)
+		return;
+	free(p->line);
+	p->line = NULL;
+	p->line_cap = 0;
+}
+
 static enum imap_parse_status read_line_part(struct imap_parser *p, struct evbuffer *in,
 					     struct imap_command **out, bool *again)
 {
@@ -992,25 +1034,27 @@ static enum imap_parse_status read_line_part(struct imap_parser *p, struct evbuf
 	/* An over-long line part is caught here rather than by linebuf, so
 	 * that its end can still be seen: "{n+}" there announces n octets
 	 * that belong to the bad command and must be skipped too. */
-	if (evbuffer_get_length(in) >= IMAP_LINE_MAX && !lf_within(in, IMAP_LINE_MAX)) {
+	size_t limit = lim_line(p);
+	if (evbuffer_get_length(in) >= limit && !lf_within(in, limit)) {
 		/* what linebuf learnt about the buffer is about to be drained */
 		linebuf_reset(&p->lb);
 		if (!p->cmd)
 			peek_tag(p, in);
-		fail(p, "Command line too long (at most %d octets between literals)",
-		     IMAP_LINE_MAX);
+		fail(p, "Command line too long (at most %zu octets between literals)", limit);
 		return bad(p, PS_SKIP_LINE);
 	}
-	struct linebuf_line l;
-	enum linebuf_status st = linebuf_get(&p->lb, in, IMAP_LINE_MAX, p->line, sizeof(p->line), &l);
+	size_t n;
+	enum linebuf_status st = linebuf_peek(&p->lb, in, limit, &n);
 	if (st == LINEBUF_NEED_MORE)
 		return IMAP_PARSE_NEED_MORE;
 	if (st == LINEBUF_TOO_LONG) {
 		/* not reached: checked above */
-		fail(p, "Command line too long (at most %d octets between literals)",
-		     IMAP_LINE_MAX);
+		fail(p, "Command line too long (at most %zu octets between literals)", limit);
 		return bad(p, PS_LINE);
 	}
+	struct linebuf_line l;
+	line_reserve(p, n + 1);
+	linebuf_take(&p->lb, in, n, p->line, p->line_cap, &l);
 	uint64_t size;
 	enum line_result lr = parse_line(p, l.data, l.len);
 	bool plus_tail = lr == LR_ERROR && ends_in_plus_literal(l.data, l.len, &size);
@@ -1018,6 +1062,7 @@ static enum imap_parse_status read_line_part(struct imap_parser *p, struct evbuf
 	 * initial response): no copy stays behind in the parser */
 	if (!p->authenticated)
 		explicit_bzero(p->line, l.len);
+	line_release(p);
 	switch (lr) {
 	case LR_DONE:
 		*out = p->cmd;

@@ -6,7 +6,8 @@
  * Incremental: bytes come from the connection's evbuffer and are removed
  * only as they are parsed; every line part goes through linebuf_get().
  * Bounded: whatever a client sends, one parser holds at most one line part
- * (IMAP_LINE_MAX) and the command being built: IMAP_*_MEM_MAX octets of
+ * (IMAP_PREAUTH_LINE_MAX, IMAP_LINE_MAX once authenticated) and the
+ * command being built: IMAP_*_MEM_MAX octets of
  * strings, in-memory literals and argument nodes (plus allocator slack),
  * at most IMAP_*_ARGS_MAX nodes.  APPEND's message literal goes to a sink
  * in chunks and is never held in memory.
@@ -29,8 +30,12 @@ struct evbuffer;
 /* Every limit, in one place.  "Line part": the bytes of a command between
  * its start or the end of a literal and CRLF or the next literal's "{n}". */
 enum {
-	/* one line part, CRLF included (RFC 7162 §4 asks for >= 8192) */
-	IMAP_LINE_MAX = 8192,
+	/* One line part, CRLF included, after authentication.  RFC 7162 §4
+	 * asks for at least 8192, but a legal ID (RFC 2971 §3.3: 30 pairs,
+	 * values of 1024 octets) needs about 31 KiB; 64 KiB as Dovecot.  Its
+	 * storage grows with the line part (imap_parser_line_capacity); the
+	 * connection reads no more ahead (CONN_INPUT_MAX). */
+	IMAP_LINE_MAX = 64 * 1024,
 	IMAP_TAG_MAX = 64,               /* a longer tag is refused */
 	IMAP_NAME_MAX = 32,              /* one command-name word ("UID" + one more) */
 	IMAP_DEPTH_MAX = 32,             /* nesting of parenthesised lists */
@@ -42,6 +47,7 @@ enum {
 	IMAP_LITERAL_PLUS_MAX = 4096,
 	/* Before authentication (the default; RFC 3501 §3.1 commands only:
 	 * LOGIN, AUTHENTICATE, ID, ...). */
+	IMAP_PREAUTH_LINE_MAX = 32 * 1024,     /* one line part: the largest ID fits */
 	IMAP_PREAUTH_LITERAL_MAX = 8 * 1024,   /* one literal held in memory */
 	IMAP_PREAUTH_MEM_MAX = 64 * 1024,      /* octets held for one command */
 	IMAP_PREAUTH_ARGS_MAX = 256,           /* argument nodes in one command */
@@ -150,10 +156,13 @@ struct imap_parser;
 
 struct imap_parser *imap_parser_new(void);
 void imap_parser_free(struct imap_parser *p);
+/* Octets the parser holds for the line part (0 between commands unless
+ * the last line part was short): never preallocated at IMAP_LINE_MAX. */
+size_t imap_parser_line_capacity(const struct imap_parser *p);
 
 /* Parse from in.  Returns as soon as something happens: COMMAND (with
  * *out), CONTINUE, ERROR, or NEED_MORE once in holds only an incomplete
- * line part (never IMAP_LINE_MAX octets or more) or nothing.  Call again
+ * line part (never its limit, IMAP_LINE_MAX at most, or more) or nothing.  Call again
  * after COMMAND, CONTINUE and ERROR: more commands may be buffered.
  *
  * ERROR is returned as soon as the command is known to be bad; the rest of

@@ -13,11 +13,13 @@
  * EXPUNGE, the untagged updates of a resynchronisation) are jobs produced
  * as the connection drains, a bounded amount per turn of the event loop, so
  * neither a 20 MB body nor 100,000 messages are ever built in memory.
- * FETCH and STORE are in imap_fetch.c, SEARCH in imap_search.c; below
- * them, imap_view.c holds the selected folder and its messages,
- * imap_context.c the replies, states and jobs, imap_date.c the dates. */
+ * FETCH and STORE are in imap_fetch.c, SEARCH in imap_search.c, LIST and
+ * LSUB in imap_list.c; below them, imap_view.c holds the selected folder
+ * and its messages, imap_context.c the replies, states and jobs,
+ * imap_date.c the dates. */
 #include "proto/imap/imap_session.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -40,11 +42,13 @@
 #include "proto/imap/imap_context.h"
 #include "proto/imap/imap_date.h"
 #include "proto/imap/imap_fetch.h"
+#include "proto/imap/imap_list.h"
 #include "proto/imap/imap_parse.h"
 #include "proto/imap/imap_search.h"
 #include "proto/imap/imap_view.h"
 #include "lib/linebuf.h"
 #include "lib/log.h"
+#include "lib/strbuf.h"
 #include "store/mailbox.h"
 #include "store/maildir.h"
 #include "lib/offload.h"
@@ -83,7 +87,7 @@ static void imap_capabilities(const struct imap_session *s, char *out, size_t ou
 	size_t used = 0;
 	out[0] = '\0';
 	imap_caps_add(out, outsz, &used, "IMAP4rev1 LITERAL- SASL-IR ID ENABLE IDLE NAMESPACE "
-		      "UNSELECT UIDPLUS MOVE CHILDREN SPECIAL-USE", "");
+		      "UNSELECT UIDPLUS MOVE CHILDREN SPECIAL-USE CREATE-SPECIAL-USE", "");
 	if (s->state & (IMAP_NOTAUTH | IMAP_SASL | IMAP_HANDSHAKE)) {
 		if (s->b.ts && !s->tls_active)
 			imap_caps_add(out, outsz, &used, "STARTTLS", "");
@@ -139,7 +143,6 @@ IMAP_HANDLER(imap_cmd_delete);
 IMAP_HANDLER(imap_cmd_rename);
 IMAP_HANDLER(imap_cmd_subscribe);
 IMAP_HANDLER(imap_cmd_unsubscribe);
-IMAP_HANDLER(imap_cmd_list);
 IMAP_HANDLER(imap_cmd_status);
 IMAP_HANDLER(imap_cmd_append);
 IMAP_HANDLER(imap_cmd_idle);
@@ -266,7 +269,51 @@ IMAP_HANDLER(imap_cmd_logout)
 	imap_close_after_flush(s);
 }
 
-/* RFC 2971: log what the client says it is (escaped), answer who we are. */
+/* One field of ID for the log: " id-<field>=\"<value>\"" (the field
+ * name lower-cased; both escaped, a long one cut with "..."), or
+ * " id-<field>=NIL". */
+static bool imap_id_log_field(struct strbuf *sb, const char *k, size_t klen, const char *v,
+			      size_t vlen)
+{
+	char key[IMAP_ID_LOG_FIELD], val[IMAP_ID_LOG_VALUE];
+	log_escape(key, sizeof key, k, klen);
+	for (char *p = key; *p; p++) /* escaped: printable ASCII only */
+		*p = (char)tolower((unsigned char)*p);
+	if (!v)
+		return strbuf_addf(sb, " id-%s=NIL", key);
+	return strbuf_addf(sb, " id-%s=\"%s\"", key, log_quote(val, sizeof val, v, vlen));
+}
+
+/* RFC 2971: what the client says it is, one log line for the whole
+ * command.  Fields that do not fit the line are counted in id-more=N,
+ * never dropped without a word. */
+static void imap_id_log(const struct imap_session *s, const struct imap_args *l)
+{
+	char buf[IMAP_ID_LOG_MAX];
+	struct strbuf sb;
+	strbuf_init(&sb, buf, sizeof buf);
+	size_t fields = l ? l->n / 2 : 0, more = 0;
+	for (size_t i = 0; i < fields; i++) {
+		size_t klen = 0, vlen = 0;
+		const char *k = imap_arg_string(imap_args_at(l, 2 * i), &klen);
+		const char *v = imap_arg_string(imap_args_at(l, 2 * i + 1), &vlen);
+		size_t mark = strbuf_len(&sb);
+		/* what is shown leaves room for the marker that may follow */
+		if (more || !imap_id_log_field(&sb, k, klen, v, vlen) ||
+		    strbuf_avail(&sb) < IMAP_ID_LOG_MARKER) {
+			strbuf_truncate(&sb, mark);
+			more++;
+		}
+	}
+	if (more)
+		(void)strbuf_addf(&sb, " id-more=%zu", more); /* room kept above */
+	log_info("event=client-id session=%s server=%s client=%s fields=%zu%s", s->b.sid,
+		 s->b.srv->name, s->b.client, fields, strbuf_str(&sb));
+}
+
+/* RFC 2971: log what the client says it is, answer who we are: the name
+ * only before login (the version helps an attacker more than a client),
+ * as Dovecot does. */
 IMAP_HANDLER(imap_cmd_id)
 {
 	const struct imap_arg *a = imap_args_at(&c->args, 0);
@@ -277,21 +324,19 @@ IMAP_HANDLER(imap_cmd_id)
 		return;
 	}
 	for (size_t i = 0; l && i < l->n; i += 2) {
-		size_t klen, vlen;
-		const char *k = imap_arg_string(imap_args_at(l, i), &klen);
-		const char *v = imap_arg_string(imap_args_at(l, i + 1), &vlen);
+		const char *k = imap_arg_string(imap_args_at(l, i), NULL);
+		const char *v = imap_arg_string(imap_args_at(l, i + 1), NULL);
 		if (!k || (!v && !imap_arg_is_nil(imap_args_at(l, i + 1)))) {
 			imap_bad(s, "Syntax: ID field names and values are strings");
 			return;
 		}
-		if (v && (strcasecmp(k, "name") == 0 || strcasecmp(k, "version") == 0)) {
-			char esc[LOG_VALUE_MAX];
-			log_info("event=client-id session=%s server=%s client=%s %s=\"%s\"", s->b.sid,
-				 s->b.srv->name, s->b.client, strcasecmp(k, "name") == 0 ? "name" : "version",
-				 log_quote(esc, sizeof esc, v, vlen));
-		}
 	}
-	conn_printf(s->io, "* ID (\"name\" \"posthorn\" \"version\" \"%s\")", POSTHORN_VERSION);
+	imap_id_log(s, l);
+	if (s->user)
+		conn_printf(s->io, "* ID (\"name\" \"posthorn\" \"version\" \"%s\")",
+			    POSTHORN_VERSION);
+	else
+		conn_printf(s->io, "* ID (\"name\" \"posthorn\")");
 	imap_ok(s, "ID completed");
 }
 
@@ -460,32 +505,6 @@ IMAP_HANDLER(imap_cmd_namespace)
 		return;
 	conn_printf(s->io, "* NAMESPACE ((\"\" \".\")) NIL NIL");
 	imap_ok(s, "NAMESPACE completed");
-}
-
-/* ---- output helpers ---------------------------------------------------- */
-
-/* An IMAP string (RFC 3501 §4.3) into the output: quoted when it can be,
- * a literal when it holds CR, LF, NUL-free 8-bit or is long. */
-static void imap_put_string(struct imap_out *out, const char *v, size_t len)
-{
-	bool quotable = len < 1000;
-	for (size_t i = 0; quotable && i < len; i++) {
-		unsigned char ch = (unsigned char)v[i];
-		if (ch == '\r' || ch == '\n' || ch == 0 || ch >= 0x80)
-			quotable = false;
-	}
-	if (!quotable) {
-		imap_out_printf(out, "{%zu}\r\n", len);
-		imap_out_add(out, v, len);
-		return;
-	}
-	imap_out_add(out, "\"", 1);
-	for (size_t i = 0; i < len; i++) {
-		if (v[i] == '"' || v[i] == '\\')
-			imap_out_add(out, "\\", 1);
-		imap_out_add(out, &v[i], 1);
-	}
-	imap_out_add(out, "\"", 1);
 }
 
 /* ---- jobs: long responses produced as the connection drains ------------- */
@@ -824,23 +843,6 @@ static void imap_before_command(struct imap_session *s, const struct imap_comman
 		imap_sync(s, !(d->flags & IMAP_F_NO_EXPUNGE));
 }
 
-/* ---- mailbox names in responses ------------------------------------------ */
-
-/* An astring for a mailbox name in a response: an atom when it can be,
- * else quoted or a literal. */
-static void imap_put_mailbox(struct imap_out *out, const char *name)
-{
-	bool atom = *name != '\0';
-	for (const char *p = name; atom && *p; p++) {
-		unsigned char ch = (unsigned char)*p;
-		atom = ch > 0x20 && ch < 0x7f && !strchr("(){%*\"\\]", ch);
-	}
-	if (atom)
-		imap_out_add(out, name, strlen(name));
-	else
-		imap_put_string(out, name, strlen(name));
-}
-
 /* ---- NOOP, CHECK, CLOSE, UNSELECT, EXPUNGE ------------------------------- */
 
 /* RFC 3501 §6.1.2: NOOP is how a client polls: the updates come with it
@@ -1160,15 +1162,52 @@ IMAP_HANDLER(imap_cmd_select)
 
 /* ---- CREATE, DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE ------------------------ */
 
+/* RFC 6154 §3: the special uses of CREATE's "(USE (\\Sent ...))" into
+ * *uses; BAD for bad syntax or another parameter, NO [USEATTR] for a use
+ * that is not offered (the virtual \\All and \\Flagged, unknown ones). */
+static bool imap_create_uses(struct imap_session *s, const struct imap_args *params,
+			     unsigned *uses)
+{
+	*uses = MAILBOX_SPECIAL_NONE;
+	for (size_t i = 0; params && i < params->n; i += 2) {
+		const struct imap_args *l = imap_arg_list(imap_args_at(params, i + 1));
+		if (!imap_arg_is(imap_args_at(params, i), "USE") || !l) {
+			imap_bad(s, "Syntax: CREATE mailbox [(USE (\\Attribute ...))]");
+			return false;
+		}
+		for (size_t k = 0; k < l->n; k++) {
+			const char *attr = imap_arg_flag(imap_args_at(l, k));
+			unsigned bit;
+			if (!attr || attr[0] != '\\') {
+				imap_bad(s, "Syntax: a special use is \\Attribute");
+				return false;
+			}
+			if (!mailbox_special_parse(attr, &bit)) {
+				imap_no(s, "[USEATTR] Special use not offered (only \\Archive \\Drafts "
+					   "\\Junk \\Sent \\Trash)");
+				return false;
+			}
+			*uses |= bit;
+		}
+	}
+	return true;
+}
+
+/* CREATE mailbox [(USE (\\Sent))]: RFC 3501 §6.3.3, RFC 6154 §3. */
 IMAP_HANDLER(imap_cmd_create)
 {
-	const char *name = c->args.n == 1 ? imap_mailbox_arg(s, c, 0) : NULL;
-	if (c->args.n != 1) {
-		imap_bad(s, "Syntax: CREATE mailbox");
+	const struct imap_args *params = imap_arg_list(imap_args_at(&c->args, 1));
+	if (c->args.n < 1 || c->args.n > 2 || (c->args.n == 2 && !params)) {
+		imap_bad(s, "Syntax: CREATE mailbox [(USE (\\Attribute ...))]");
 		return;
 	}
+	const char *name = imap_mailbox_arg(s, c, 0);
+	unsigned uses;
+	if (!name || !imap_create_uses(s, params, &uses))
+		return;
 	char err[256];
-	if (name && imap_store_error(s, mailbox_create(s->maildir, name, err, sizeof err), err))
+	if (imap_store_error(s, mailbox_create_special(s->maildir, name, uses, err, sizeof err),
+			     err))
 		imap_ok(s, "CREATE completed");
 }
 
@@ -1218,90 +1257,6 @@ IMAP_HANDLER(imap_cmd_subscribe)
 IMAP_HANDLER(imap_cmd_unsubscribe)
 {
 	imap_subscription(s, c, false);
-}
-
-/* ---- LIST, LSUB (RFC 3501 §6.3.8, §6.3.9; RFC 6154; RFC 3348) --------------- */
-
-static void imap_list_line(struct imap_out *out, const char *cmd, const struct mailbox_folder *f,
-			   const char *name)
-{
-	imap_out_printf(out, "* %s (", cmd);
-	bool first = true;
-	if (f && f->noselect) {
-		imap_out_printf(out, "\\Noselect");
-		first = false;
-	}
-	if (f) {
-		imap_out_printf(out, "%s%s", first ? "" : " ",
-				f->has_children ? "\\HasChildren" : "\\HasNoChildren");
-		const char *special = mailbox_special_attr(f->special);
-		if (special)
-			imap_out_printf(out, " %s", special);
-	}
-	imap_out_printf(out, ") \".\" ");
-	imap_put_mailbox(out, name);
-	imap_out_add(out, "\r\n", 2);
-}
-
-static const struct mailbox_folder *imap_folder_find(const struct mailbox_folder_list *l,
-						     const char *name)
-{
-	for (size_t i = 0; i < l->n; i++)
-		if (strcmp(l->v[i].name, name) == 0 ||
-		    (mailbox_is_inbox(name) && mailbox_is_inbox(l->v[i].name)))
-			return &l->v[i];
-	return NULL;
-}
-
-IMAP_HANDLER(imap_cmd_list)
-{
-	bool lsub = strcmp(c->name, "LSUB") == 0;
-	size_t rlen, plen;
-	const char *ref = imap_arg_astring(imap_args_at(&c->args, 0), &rlen);
-	const char *pat = imap_arg_list_mailbox(imap_args_at(&c->args, 1), &plen);
-	if (c->args.n != 2 || !ref || !pat) {
-		imap_bad(s, lsub ? "Syntax: LSUB reference pattern" : "Syntax: LIST reference pattern");
-		return;
-	}
-	if (!lsub && *pat == '\0') { /* §6.3.8: the delimiter and the root */
-		conn_printf(s->io, "* LIST (\\Noselect) \".\" \"\"");
-		imap_ok(s, "LIST completed");
-		return;
-	}
-	char *full = xasprintf("%s%s", ref, pat);
-	struct mailbox_folder_list folders = {0};
-	struct mailbox_names subs = {0};
-	char err[256];
-	enum mailbox_result r = MAILBOX_OK;
-	if (mailbox_folders(s->maildir, &folders, err, sizeof err) < 0)
-		r = MAILBOX_ERR_IO;
-	else if (lsub) /* over the limit: NO [LIMIT], never a shortened list */
-		r = mailbox_subscriptions(s->maildir, &subs, err, sizeof err);
-	if (r != MAILBOX_OK) {
-		free(full);
-		mailbox_folders_free(&folders);
-		imap_store_error(s, r, err);
-		return;
-	}
-	struct imap_out out;
-	imap_out_init(&out);
-	size_t n = lsub ? subs.n : folders.n;
-	for (size_t i = 0; i < n; i++) {
-		const char *name = lsub ? subs.v[i] : folders.v[i].name;
-		if (!mailbox_match(full, name))
-			continue;
-		const struct mailbox_folder *f = lsub ? imap_folder_find(&folders, name)
-						      : &folders.v[i];
-		imap_list_line(&out, lsub ? "LSUB" : "LIST", f, name);
-		if (imap_out_full(&out))
-			imap_send(s, &out);
-	}
-	imap_send(s, &out);
-	imap_out_free(&out);
-	free(full);
-	mailbox_folders_free(&folders);
-	mailbox_names_free(&subs);
-	imap_ok(s, "%s completed", lsub ? "LSUB" : "LIST");
 }
 
 /* ---- STATUS (§6.3.10) ---------------------------------------------------------- */
