@@ -19,6 +19,7 @@ counts and delays touch no other client.
 """
 
 import os
+import pwd
 import re
 import time
 
@@ -324,6 +325,9 @@ def write_conf(folder, body):
     with open(users, "w") as f:
         f.write("")
     os.chmod(users, 0o600)
+    if os.geteuid() == 0:
+        # the daemon reads it again as the run-as user; check says so
+        os.chown(users, pwd.getpwnam("nobody").pw_uid, -1)
     with open(path, "w") as f:
         f.write(f"hostname mx.example.test\ndomains example.test\nrun-as nobody\n"
                 f"spool {folder}/spool\nmailboxes {folder}/mail\nusers {users}\n\n{body}")
