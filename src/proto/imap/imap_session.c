@@ -622,6 +622,7 @@ static void imap_literal_wanted(struct imap_session *s)
 		return;
 	}
 	conn_printf(s->io, "+ Ready for literal data");
+	conn_quickack(s->io); /* the literal's ACK must not wait (conn.h) */
 }
 
 static void imap_parse_error(struct imap_session *s)
@@ -742,6 +743,11 @@ static void imap_on_input(void *arg)
 	struct imap_session *s = arg;
 	imap_login_timer_arm(s);
 	imap_run(s);
+	/* the rest of a command is on its way: have it acknowledged at once
+	 * (a client's CRLF after a literal waits for that ACK) */
+	if (s->io && s->waits_input &&
+	    (evbuffer_get_length(conn_input(s->io)) > 0 || imap_parser_in_command(s->parser)))
+		conn_quickack(s->io);
 }
 
 static void imap_on_drained(void *arg)
