@@ -1,6 +1,6 @@
 """IMAP under load as field clients make it: the latency of APPEND for a
 client that sends the message literal and its closing CRLF in two writes
-(Python's imaplib, imaptest), and one client's storm of pipelined COPY or
+(Python's imaplib, imaptest; SMTP's end of data likewise), and one client's storm of pipelined COPY or
 APPEND commands, which must not hold up anybody else's greeting.
 
 The figures asserted are protocol behaviour with a wide margin, not
@@ -138,6 +138,32 @@ def test_literal_then_rest_of_command_in_second_write(imap):
     assert median < LITERAL_MEDIAN_MAX, (
         f"STATUS with a literal: median {median * 1000:.1f} ms (all: {ms(times)} ms): the "
         "server's ACK of the literal waited for the delayed-ACK timer")
+
+
+def test_smtp_end_of_data_in_second_write(mx):
+    """SMTP has the same pattern: a client that writes the message and the
+    final "." line in two calls (Nagle on) waits for the ACK of the
+    message before the "." leaves."""
+    c = mx.connect()
+    c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
+    c.start()
+    body = b"Subject: ack\r\n\r\n" + b"y" * 300 + b"\r\n"
+    times = []
+    for i in range(APPENDS + 2):
+        c.expect("MAIL FROM:<load@example.org>", 250)
+        c.expect("RCPT TO:<bob@example.test>", 250)
+        c.expect("DATA", 354)
+        t0 = time.monotonic()
+        c.send(body)
+        c.send(b".\r\n")
+        r = c.reply()
+        if i >= 2:
+            times.append(time.monotonic() - t0)
+        assert r.code == 250, r.raw
+    median = statistics.median(times)
+    assert median < LITERAL_MEDIAN_MAX, (
+        f"end of data: median {median * 1000:.1f} ms (all: {ms(times)} ms): the server's "
+        "ACK of the message waited for the delayed-ACK timer")
 
 
 def read_tagged(c, tags, results, deadline):
