@@ -1,7 +1,8 @@
 /* mailbox: the IMAP mail store (see mailbox.h) on a Maildir with Maildir++
- * folders: the per-folder UID index, views that follow the disk and queue
- * RFC 3501 §7 unilateral responses, flags in file names, EXPUNGE, COPY,
- * MOVE (RFC 6851), APPEND with APPENDUID/COPYUID (RFC 4315), folders,
+ * folders: the per-folder UID index (appended to; its upkeep on a worker),
+ * views that follow the disk and queue RFC 3501 §7 unilateral responses,
+ * flags in file names, EXPUNGE, COPY, MOVE (RFC 6851), APPEND with
+ * APPENDUID/COPYUID (RFC 4315) as jobs for a worker, folders,
  * subscriptions and special-use folders (RFC 6154). */
 #define _GNU_SOURCE /* nftw, inotify, utimensat */
 #include "store/mailbox.h"
@@ -833,8 +834,11 @@ enum { MAILBOX_LOCK_BUSY = -2 };
 
 /* The folder's index lock: the descriptor holding it, -1 with a reason in
  * err, or MAILBOX_LOCK_BUSY when wait is false and someone holds it.  A
- * holder only reads and writes (it syncs after unlocking), except a
- * compaction, which syncs the new file before it renames it. */
+ * holder reads and writes and syncs after unlocking, except a rewrite on
+ * a worker (a compaction, or a rebuild for APPEND or COPY), which syncs
+ * the new file before it renames it: the event loop's syncs take the lock
+ * only when it is free (try), or wait for it when their answer depends
+ * on it (SELECT, STATUS, after EXPUNGE or MOVE). */
 static int mailbox_lock(const char *dir, bool wait, char *err, size_t errsz)
 {
 	char *path = xasprintf("%s/%s", dir, MAILBOX_INDEX_LOCK);
@@ -1031,7 +1035,7 @@ static enum mailbox_result mailbox_index_sync(const char *dir, struct mailbox_ix
 	enum mailbox_result res = MAILBOX_ERR_IO;
 	struct mailbox_index ix = {0};
 	uint32_t old_validity = 0;
-	bool missing;
+	bool missing, rebuild = false;
 	int fd = -1, rd = 0;
 	size_t stale = 0, nfresh = 0, entries = 0;
 	if (mailbox_scan(dir, s, stamp, err, errsz) < 0)
@@ -1042,7 +1046,7 @@ static enum mailbox_result mailbox_index_sync(const char *dir, struct mailbox_ix
 	if (fd >= 0 && (rd = mailbox_index_read(fd, dir, &ix, true, NULL, &old_validity, err,
 						 errsz)) < 0)
 		goto out_unlock;
-	bool rebuild = rd == 0;
+	rebuild = rd == 0;
 	for (int attempt = 0;; attempt++) {
 		if (rebuild) {
 			/* lost or damaged: fresh UIDs under a new UIDVALIDITY */
