@@ -1,15 +1,18 @@
-"""IMAP under load as field clients make it: the latency of APPEND for a
-client that sends the message literal and its closing CRLF in two writes
-(Python's imaplib, imaptest; SMTP's end of data likewise), and one client's storm of pipelined COPY or
-APPEND commands, which must not hold up anybody else's greeting.
+"""IMAP under load as field clients make it: the latency of a command
+whose literal and the CRLF after it come in two writes (Python's imaplib
+and imaptest send APPEND so; SMTP's end of data likewise), and one
+client's storm of pipelined COPY or APPEND commands, which must not hold
+up anybody else's greeting.
 
 The figures asserted are protocol behaviour with a wide margin, not
 speed: a server whose delayed ACK meets the client's Nagle algorithm
-answers each APPEND after the delayed-ACK timer (about 40 ms on Linux),
-one that acknowledges at once in a few milliseconds; a server that does a
-client's disk work on its event loop keeps every other client waiting for
-seconds, one that hands it to its workers answers the greeting at once.
-Every loop is bounded in count and time.
+answers such a command after the delayed-ACK timer (about 40 ms on
+Linux), one that acknowledges at once in a few milliseconds; a server
+that does a client's disk work on its event loop, all its pipelined
+commands in one go, keeps every other client waiting for seconds, one
+that hands the disk work to its workers and takes a few commands a turn
+answers the greeting at once.  Every loop is bounded in count and time,
+and the tests run alone (exclusive): their bounds are wall-clock ones.
 """
 
 import imaplib
@@ -22,11 +25,14 @@ import pytest
 
 from imaputil import BOB, BOB_PW, connect, folder_files, make_cert, put_message, start_imap
 
+pytestmark = pytest.mark.exclusive
+
 APPENDS = 20              # commands timed (after two that warm the session up)
-APPEND_EXTRA_MAX = 0.015  # seconds more than without Nagle; about 0.040 when the ACK waits
+APPEND_EXTRA_MAX = 0.020  # seconds more than without Nagle; about 0.040 when the ACK waits
 LITERAL_MEDIAN_MAX = 0.020  # seconds; about 0.044 when the ACK waits for its timer
 STORM_COPIES = 300        # pipelined COPY commands in one write
-FOLDER_FILL = 3000        # messages already in the folder the storm writes to
+FOLDER_FILL = 3000        # messages already in the folder the COPYs write to
+APPEND_FILL = 8000        # and in the one the APPENDs write to
 GREETING_MAX = 0.3        # seconds; seconds on a server that syncs on its loop
 STORM_DEADLINE = 120.0    # the storm must be answered within this (bounded test)
 PROBES_MAX = 2000         # greeting probes at most
@@ -90,7 +96,8 @@ def test_append_latency_with_literal_and_crlf_in_two_writes(imap):
     turns: what the first waits for beyond the second is the server's
     delayed ACK of the literal (about 40 ms).  The difference, not the
     time itself, is asserted: each APPEND syncs the disk, whose time this
-    test does not judge."""
+    test does not judge (it varies from one APPEND to the next by more
+    than the limit on a busy machine)."""
     port = imap.port("imap")
     nagle, nodelay = imaplib_session(port, False), imaplib_session(port, True)
     try:
@@ -108,7 +115,9 @@ def test_append_latency_with_literal_and_crlf_in_two_writes(imap):
                 c.shutdown()
             except OSError:
                 pass
-    extra = statistics.median(waits) - statistics.median(direct)
+    # each pair ran back to back, under the same load: the median of the
+    # differences is what Nagle on costs
+    extra = statistics.median(a - b for a, b in zip(waits, direct))
     assert extra < APPEND_EXTRA_MAX, (
         f"imaplib's APPEND took {extra * 1000:.1f} ms longer (median) than one whose CRLF "
         f"leaves at once: the server's ACK of the literal waited for the delayed-ACK timer "
@@ -181,7 +190,7 @@ def read_tagged(c, tags, results, deadline):
 def probe_greetings(port, done, deadline):
     """Connect again and again until done is set: the seconds from
     connect() to the whole greeting line, each."""
-    worst = []
+    times = []
     for _ in range(PROBES_MAX):
         if done.is_set() or time.monotonic() > deadline:
             break
@@ -193,22 +202,22 @@ def probe_greetings(port, done, deadline):
                 chunk = s.recv(4096)
                 assert chunk, "connection closed before the greeting"
                 buf += chunk
-            worst.append(time.monotonic() - t0)
+            times.append(time.monotonic() - t0)
             assert buf.startswith(b"* OK"), buf
         finally:
             s.close()
         time.sleep(0.01)
-    return worst
+    return times
 
 
-def storm(imap, commands, storm_tag, expect_ok):
+def storm(imap, commands, storm_tag, select="INBOX"):
     """Send every command of commands (tag, bytes) in one write on a
-    logged-in session with INBOX selected, and probe other clients'
+    logged-in session with select selected, and probe other clients'
     greetings while the session works through them.  Returns the worst
-    greeting time and the tagged answers."""
+    greeting time, the number of probes and the session."""
     c = connect(imap, timeout=STORM_DEADLINE)
     assert c.login(BOB, BOB_PW).ok
-    c.select("INBOX")
+    c.select(select)
     deadline = time.monotonic() + STORM_DEADLINE
     results = {}
     done = threading.Event()
@@ -232,20 +241,20 @@ def storm(imap, commands, storm_tag, expect_ok):
     assert len(results) == len(commands), (
         f"{storm_tag}: {len(results)} of {len(commands)} answered in time")
     bad = {t: r for t, r in results.items() if not r.startswith("OK")}
-    assert not bad and expect_ok, f"{storm_tag}: not OK: {list(bad.items())[:5]}"
+    assert not bad, f"{storm_tag}: not OK: {list(bad.items())[:5]}"
     assert times, "no greeting was probed during the storm"
     return max(times), len(times), c
 
 
-def fill(imap, folder):
-    """FOLDER_FILL messages in folder (None: INBOX), known to the index."""
-    for i in range(FOLDER_FILL):
+def fill(imap, folder, count=FOLDER_FILL):
+    """count messages in folder (None: INBOX), known to the index."""
+    for i in range(count):
         put_message(imap, BOB, f"Subject: old {i}\n\nold\n", folder=folder, sub="cur",
                     info="S")
     c = connect(imap)
     assert c.login(BOB, BOB_PW).ok
     r = c.ok(f"STATUS {folder or 'INBOX'} (MESSAGES)")
-    assert r.find(rf"MESSAGES {FOLDER_FILL}\)"), r
+    assert r.find(rf"MESSAGES {count}\)"), r
     c.logout()
 
 
@@ -255,7 +264,7 @@ def test_copy_storm_does_not_hold_up_other_greetings(imap):
     fill(imap, "Trash")
     commands = [(f"c{i:04d}", f"c{i:04d} COPY 1:2 Trash\r\n".encode())
                 for i in range(STORM_COPIES)]
-    worst, probes, c = storm(imap, commands, "COPY", True)
+    worst, probes, c = storm(imap, commands, "COPY")
     assert worst < GREETING_MAX, (
         f"a greeting took {worst:.3f} s (worst of {probes}) while one client's "
         f"{STORM_COPIES} pipelined COPYs ran")
@@ -270,20 +279,22 @@ def test_copy_storm_does_not_hold_up_other_greetings(imap):
 
 def test_append_storm_does_not_hold_up_other_greetings(imap):
     """APPENDs with non-synchronizing literals (LITERAL-), all in one
-    write, into the selected folder."""
+    write, into a folder of APPEND_FILL messages while another is
+    selected."""
     n = STORM_COPIES
-    fill(imap, None)
+    fill(imap, None, APPEND_FILL)
+    small = b"Subject: s\r\n\r\nx\r\n"
     commands = []
     for i in range(n):
         tag = f"p{i:04d}"
-        head = f"{tag} APPEND INBOX (\\Seen) {{{len(MESSAGE)}+}}\r\n".encode()
-        commands.append((tag, head + MESSAGE + b"\r\n"))
-    worst, probes, c = storm(imap, commands, "APPEND", True)
+        head = f"{tag} APPEND INBOX (\\Seen) {{{len(small)}+}}\r\n".encode()
+        commands.append((tag, head + small + b"\r\n"))
+    worst, probes, c = storm(imap, commands, "APPEND", select="Drafts")
     assert worst < GREETING_MAX, (
         f"a greeting took {worst:.3f} s (worst of {probes}) while one client's "
         f"{n} pipelined APPENDs ran")
-    assert len(folder_files(imap, BOB)) == FOLDER_FILL + n
-    r = c.ok(f"UID SEARCH UID {FOLDER_FILL + 1}:*")
-    [line] = r.find(r"^\* SEARCH")
-    assert sorted(int(u) for u in line.split()[2:]) == list(range(FOLDER_FILL + 1,
-                                                                   FOLDER_FILL + n + 1))
+    assert len(folder_files(imap, BOB)) == APPEND_FILL + n
+    r = c.ok("STATUS INBOX (MESSAGES UIDNEXT)")
+    [line] = r.find(r"^\* STATUS ")
+    assert f"MESSAGES {APPEND_FILL + n}" in line, line
+    assert f"UIDNEXT {APPEND_FILL + n + 1}" in line, line
