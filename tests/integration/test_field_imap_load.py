@@ -23,7 +23,8 @@ import time
 
 import pytest
 
-from imaputil import BOB, BOB_PW, connect, folder_files, make_cert, put_message, start_imap
+from imaputil import (BOB, BOB_PW, client_ctx, connect, folder_files, make_cert, put_message,
+                      start_imap)
 
 pytestmark = pytest.mark.exclusive
 
@@ -125,12 +126,15 @@ def test_append_latency_with_literal_and_crlf_in_two_writes(imap):
     assert len(folder_files(imap, BOB)) == 2 * (APPENDS + 2)
 
 
-def test_literal_then_rest_of_command_in_second_write(imap):
+@pytest.mark.parametrize("tls", [None, "starttls", "imaps"])
+def test_literal_then_rest_of_command_in_second_write(imap, cert, tls):
     """The same without the disk: STATUS with its mailbox name as a
-    literal, the rest of the command in a second write, Nagle on."""
-    c = connect(imap)
+    literal, the rest of the command in a second write, Nagle on; in the
+    clear, after STARTTLS (TLS as a filter over the connection) and on
+    the implicit-TLS port (each write a TLS record of its own)."""
+    c = connect(imap, tls=tls, ctx=client_ctx(cert) if tls else None)
+    c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)   # the raw client sets it
     assert c.login(BOB, BOB_PW).ok
-    c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
     times = []
     for i in range(APPENDS + 2):
         tag = c.next_tag()
@@ -145,7 +149,7 @@ def test_literal_then_rest_of_command_in_second_write(imap):
         assert r.ok, r
     median = statistics.median(times)
     assert median < LITERAL_MEDIAN_MAX, (
-        f"STATUS with a literal: median {median * 1000:.1f} ms (all: {ms(times)} ms): the "
+        f"STATUS with a literal ({tls or 'plain'}): median {median * 1000:.1f} ms (all: {ms(times)} ms): the "
         "server's ACK of the literal waited for the delayed-ACK timer")
 
 
