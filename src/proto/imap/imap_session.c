@@ -1631,12 +1631,12 @@ static void imap_put_copyuid(struct imap_out *out, const struct mailbox_uidmap *
 }
 
 /* The answer to COPY or MOVE: NO, or COPYUID and the completion (for
- * MOVE after the EXPUNGEs). */
+ * MOVE after the EXPUNGEs).  The map is taken (*given is left empty). */
 static void imap_copy_answer(struct imap_session *s, bool move, enum mailbox_result r,
-			     const char *err, struct mailbox_uidmap *moved)
+			     const char *err, struct mailbox_uidmap *given)
 {
-	struct mailbox_uidmap map = *moved;
-	memset(moved, 0, sizeof *moved);
+	struct mailbox_uidmap map = *given;
+	memset(given, 0, sizeof *given);
 	const char *what = move ? "MOVE" : "COPY";
 	if (r == MAILBOX_ERR_NONEXISTENT) {
 		imap_no(s, "[TRYCREATE] No such mailbox");
