@@ -34,7 +34,7 @@ VERSION   := $(shell cat VERSION 2>/dev/null || echo 0.1.0)
 # builds run on every core (a plain `make check` on a clean clone too)
 JOBS      := -j$(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all release asan run check unit integration chaos deps clean help bench bench-quick phload \
+.PHONY: all release asan run check unit integration chaos deps clean help bench bench-quick bench-imap phload \
 	fuzz fuzz-build fuzz-bins fuzz-smoke lint lint-files layers install uninstall
 
 all: release
@@ -44,7 +44,7 @@ help:
 	@echo "make check  - install deps, build with ASan/UBSan, run all tests"
 	@echo "make        - optimised build in build/release/"
 	@echo "make chaos  - the long fault-survival run (kill -9, full disk, fds, DNS, slow clients)"
-	@echo "make bench  - posthorn beside Postfix (~15 min); bench-quick: < 2 min"
+	@echo "make bench  - posthorn beside Postfix and Dovecot (~15 min); bench-quick: < 2 min; bench-imap: ~1 min"
 	@echo "make fuzz   - run every libFuzzer target FUZZ_SECONDS (default 60) each"
 	@echo "make lint   - cppcheck and clang-tidy over src/"
 	@echo "make layers - no include or call goes up a layer, no circle (docs/architecture.md)"
@@ -150,6 +150,9 @@ bench: release phload
 
 bench-quick: release phload
 	bench/run.sh quick
+
+bench-imap: release phload
+	bench/run.sh imap
 # ---- fuzzing (libFuzzer, clang) --------------------------------------------
 # Every tests/fuzz/fuzz_NAME.c is a target build/fuzz/fuzz_NAME, linked with
 # every src/*.c but main.c (compiled again with coverage instrumentation)

@@ -1,14 +1,15 @@
 #!/bin/sh
 # What the benchmark needs beyond scripts/install-deps: Postfix (the server
-# compared with, and its smtp-source and smtp-sink), valgrind (callgrind)
-# and perf (fsync and CPU counts).  Postfix is installed without letting it
-# take over this machine's port 25: debconf says "No configuration", a
-# policy-rc.d forbids starting services during the install, and the system
-# service is disabled afterwards; the benchmark runs its own private
-# instance.  Does nothing when everything is there.
+# compared with, and its smtp-source and smtp-sink), Dovecot's IMAP server
+# (the IMAP reference), valgrind (callgrind) and perf (fsync and CPU
+# counts).  Neither server is let take over this machine's ports 25, 143 or
+# 993: debconf says "No configuration" for Postfix, a policy-rc.d forbids
+# starting services during the install, and the system services are
+# disabled afterwards; the benchmark runs private instances of its own.
+# Does nothing when everything is there.
 set -eu
 missing=""
-for p in postfix valgrind linux-perf; do
+for p in postfix dovecot-imapd valgrind linux-perf; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed"; then
         missing="$missing $p"
     fi
@@ -31,7 +32,9 @@ apt-get update -qq
 # shellcheck disable=SC2086
 apt-get install -y -qq --no-install-recommends $missing >/dev/null
 # never started at boot either
-if command -v systemctl >/dev/null 2>&1; then
-    systemctl disable postfix >/dev/null 2>&1 || true
-fi
-update-rc.d postfix disable >/dev/null 2>&1 || true
+for svc in postfix dovecot; do
+    if command -v systemctl >/dev/null 2>&1; then
+        systemctl disable "$svc" >/dev/null 2>&1 || true
+    fi
+    update-rc.d "$svc" disable >/dev/null 2>&1 || true
+done

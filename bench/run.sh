@@ -1,7 +1,9 @@
 #!/bin/bash
-# posthorn beside Postfix, same machine, same load, same durability.
+# posthorn beside Postfix (SMTP) and Dovecot (IMAP), same machine, same
+# load, same durability.
 #   bench/run.sh quick     (< 2 minutes: one round, small counts)
 #   bench/run.sh full      (~15 minutes: three alternating rounds, every row)
+#   bench/run.sh imap      (about a minute: the IMAP rows alone, three rounds)
 # As root.  Everything runs inside a private network namespace that has only
 # a loopback interface and its own dnsmasq; servers are private instances
 # under a temporary folder.  Every process started here is stopped by PID;
@@ -20,7 +22,7 @@
 # machine's own file system.
 set -euo pipefail
 mode=${1:-quick}
-case "$mode" in quick|full) ;; *) echo "usage: bench/run.sh quick|full" >&2; exit 2 ;; esac
+case "$mode" in quick|full|imap) ;; *) echo "usage: bench/run.sh quick|full|imap" >&2; exit 2 ;; esac
 top=$(cd "$(dirname "$0")/.." && pwd)
 bin="$top/build/release/posthorn"
 phload="$top/build/bench/phload"
@@ -42,6 +44,7 @@ BENCH_FS=${BENCH_FS:-fresh}
 case "$BENCH_FS" in fresh|shared) ;; *) echo "bench: BENCH_FS is fresh or shared" >&2; exit 2 ;; esac
 
 PH_PORT=2525; PH_TLS_PORT=2465; PF_PORT=2526; SINK_PORT=2527; SSERVER_PORT=4433
+PH_IMAP_PORT=2143; DV_PORT=2144
 
 stop_pid() {  # stop one process we started, bounded: TERM, 5 s, KILL
     local p=$1 i
@@ -122,9 +125,16 @@ server mx {
         timeout            5m
     }
 }
+# IMAP in the clear, as Dovecot below: the rows measure the protocol, not TLS
+server imap {
+    protocol imap
+    listen 127.0.0.1:$PH_IMAP_PORT
+    auth { plaintext-requires-tls no }
+}
 CONF
 # the recipients smtp-source and phload use: u, 2u ... 10u
-for u in u 2u 3u 4u 5u 6u 7u 8u 9u 10u; do
+# and the IMAP rows' user
+for u in u 2u 3u 4u 5u 6u 7u 8u 9u 10u imap; do
     echo "bench-password" | "$bin" -c "$PH/posthorn.conf" user add "$u@bench.test" >/dev/null
 done
 PH_PID=""
@@ -205,6 +215,55 @@ start_postfix() {
 }
 stop_postfix() { stop_pid "$PF_PID"; forget_pid "$PF_PID"; PF_PID=""; }
 
+# ---- Dovecot: the IMAP reference, a private instance, default durability --------
+# (mail_fsync = optimized); Maildir, plain IMAP on 127.0.0.1, one user
+DV="$D/dovecot"
+server_dir "$DV"
+mkdir -p "$DV/run" "$DV/state" "$DV/mail"
+chown dovecot:dovecot "$DV/mail"
+dv_uid=$(id -u dovecot); dv_gid=$(id -g dovecot)
+echo "imap@bench.test:{PLAIN}bench-password" > "$DV/users"
+cat > "$DV/dovecot.conf" <<CONF
+base_dir = $DV/run
+state_dir = $DV/state
+instance_name = phbench-dovecot
+log_path = $DV/dovecot.log
+protocols = imap
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+first_valid_uid = $dv_uid
+last_valid_uid = $dv_uid
+mail_uid = $dv_uid
+mail_gid = $dv_gid
+mail_location = maildir:$DV/mail/%d/%n
+passdb {
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u $DV/users
+}
+userdb {
+  driver = static
+  args = uid=$dv_uid gid=$dv_gid home=$DV/mail/%d/%n
+}
+service imap-login {
+  inet_listener imap {
+    address = 127.0.0.1
+    port = $DV_PORT
+  }
+  inet_listener imaps {
+    port = 0
+  }
+}
+CONF
+DV_PID=""
+start_dovecot() {
+    "${NS[@]}" dovecot -F -c "$DV/dovecot.conf" >>"$DV/master.log" 2>&1 &
+    DV_PID=$!; PIDS+=("$DV_PID")
+    wait_port $DV_PORT
+}
+stop_dovecot() { stop_pid "$DV_PID"; forget_pid "$DV_PID"; DV_PID=""; }
+
 # ---- smtp-sink: Postfix's server that stores nothing (the ceiling) -------------
 SINK_PID=""
 start_sink() {
@@ -244,8 +303,9 @@ now() { date +%s.%N; }
 # VALUES[row|server] = space separated values of the rounds
 declare -A VALUES
 declare -a ROWS
-declare -A UNIT HIGHER
-add_row() { ROWS+=("$1"); UNIT[$1]=$2; HIGHER[$1]=$3; }   # name, unit, 1 if higher is better
+declare -A UNIT HIGHER REF
+# name, unit, 1 if higher is better, the server compared with (postfix unless given)
+add_row() { ROWS+=("$1"); UNIT[$1]=$2; HIGHER[$1]=$3; REF[$1]=${4:-postfix}; }
 record() { VALUES["$1|$2"]="${VALUES["$1|$2"]:-} $3"; echo "  $1 [$2] $3" >&2; }
 
 # durable accepted messages per second (smtp-source, a new connection per message)
@@ -402,9 +462,36 @@ callgrind_per_message() {  # count
     return 0
 }
 
+# APPEND latency as a mail client sees it: imaplib (the literal and its CRLF
+# in two writes, Nagle on), N APPENDs of 1 KiB on one logged-in connection
+append_latency() {  # server count
+    local s=$1 n=$2 port out p50 p95
+    case $s in posthorn) port=$PH_IMAP_PORT ;; dovecot) port=$DV_PORT ;; esac
+    out=$("${NS[@]}" timeout 300 /usr/bin/python3 "$top/bench/imap-append.py" --port "$port" \
+          --user imap@bench.test --password bench-password -n "$n" 2>>"$D/imap-append.log" || true)
+    echo "  append $s: $out" >&2
+    p50=$(sed -n 's/.*p50_ms=\([0-9.]*\).*/\1/p' <<<"$out")
+    p95=$(sed -n 's/.*p95_ms=\([0-9.]*\).*/\1/p' <<<"$out")
+    record "APPEND p50 latency (imaplib)" "$s" "${p50:-NA}"
+    record "APPEND p95 latency (imaplib)" "$s" "${p95:-NA}"
+}
+
+imap_rows() {  # rounds count
+    add_row "APPEND p50 latency (imaplib)" ms 0 dovecot
+    add_row "APPEND p95 latency (imaplib)" ms 0 dovecot
+    [ -n "$PH_PID" ] || start_posthorn
+    start_dovecot
+    for round in $(seq "$1"); do
+        for s in posthorn dovecot; do append_latency "$s" "$2"; done
+    done
+    stop_dovecot
+}
+
 # ---- the plan ---------------------------------------------------------------------
-if [ "$mode" = quick ]; then
-    rounds=1
+if [ "$mode" = imap ]; then
+    rounds=3; APPEND_N=200
+elif [ "$mode" = quick ]; then
+    rounds=1; APPEND_N=200
     TPUT=("tput c=10 1K|10|800|1024|1" "tput c=100 1K|100|800|1024|1")
     E2E=800; LAT_SECS=3; IDLE=1000; IDLE_TLS=100; TLS_SECS=2; FSYNC_N=300; CG_N=20
 else
@@ -413,62 +500,69 @@ else
           "tput c=100 1K|100|5000|1024|1" "tput c=10 100K|10|800|102400|1"
           "tput c=100 100K|100|1000|102400|1" "tput c=10 1K 10 rcpts|10|1000|1024|10")
     E2E=5000; LAT_SECS=10; IDLE=10000; IDLE_TLS=1000; TLS_SECS=8; FSYNC_N=2000; CG_N=200
+    APPEND_N=200
 fi
-for t in "${TPUT[@]}"; do add_row "${t%%|*}" msg/s 1; done
-add_row "end-to-end $E2E msgs c=50" s 0
-add_row "p50 latency at half load" ms 0
-add_row "p99 latency at half load" ms 0
-
 echo "bench: $mode run, namespace $ns, folder $D, $rounds round(s), A B alternating, file systems: $BENCH_FS" >&2
-start_posthorn; start_postfix; start_sink
-for round in $(seq "$rounds"); do
-    echo "bench: round $round" >&2
-    for t in "${TPUT[@]}"; do
-        IFS='|' read -r row c n size r <<<"$t"
-        for s in posthorn postfix sink; do throughput "$row" "$s" "$c" "$n" "$size" "$r"; done
-    done
-    for s in posthorn postfix; do end_to_end "end-to-end $E2E msgs c=50" "$s" "$E2E"; done
-done
-for round in $(seq "$rounds"); do
-    for s in posthorn postfix; do latency "$s" "$LAT_SECS"; done
-done
-stop_pid "$SINK_PID"; forget_pid "$SINK_PID"
-
-add_row "RSS per idle session, $IDLE plain" bytes 0
-add_row "RSS per idle session, $IDLE_TLS after STARTTLS" bytes 0
-settle posthorn
-stop_postfix   # memory: nothing else runs
-stop_posthorn; start_posthorn
-idle_sessions "$IDLE" 0
-stop_posthorn; start_posthorn
-idle_sessions "$IDLE_TLS" 1
-stop_posthorn
-
-if [ "$TLS_SECS" -gt 0 ]; then
-    add_row "TLS handshakes/s" 1/s 1
-    "${NS[@]}" taskset -c 0 "$bin" serve -c "$PH/posthorn.conf" 2>>"$PH/log" &
-    PH_PID=$!; PIDS+=("$PH_PID"); wait_port $PH_TLS_PORT
-    "${NS[@]}" taskset -c 0 openssl s_server -quiet -accept 127.0.0.1:$SSERVER_PORT \
-        -cert "$PH/certs/bench.test.crt" -key "$PH/certs/bench.test.key" \
-        </dev/null >"$D/s_server.log" 2>&1 &
-    SS_PID=$!; PIDS+=("$SS_PID"); wait_port $SSERVER_PORT
-    for round in $(seq "$rounds"); do
-        tls_handshakes "$TLS_SECS" $PH_TLS_PORT posthorn
-        tls_handshakes "$TLS_SECS" $SSERVER_PORT "openssl s_server"
-    done
-    stop_pid "$SS_PID"; forget_pid "$SS_PID"
+if [ "$mode" = imap ]; then
+    imap_rows "$rounds" "$APPEND_N"
     stop_posthorn
-fi
-if [ "$FSYNC_N" -gt 0 ]; then
-    add_row "fsyncs per message (accept + delivery)" calls 0
-    add_row "fsyncs per message (accept path)" calls 0
-    add_row "server CPU ms per message (accept + delivery)" ms 0
-    fsyncs_per_message posthorn "$FSYNC_N"
-    fsyncs_per_message postfix "$FSYNC_N"
-fi
-if [ "$CG_N" -gt 0 ]; then
-    add_row "instructions per 1 KiB message" Ir 0
-    callgrind_per_message "$CG_N"
+else
+    for t in "${TPUT[@]}"; do add_row "${t%%|*}" msg/s 1; done
+    add_row "end-to-end $E2E msgs c=50" s 0
+    add_row "p50 latency at half load" ms 0
+    add_row "p99 latency at half load" ms 0
+
+    start_posthorn; start_postfix; start_sink
+    for round in $(seq "$rounds"); do
+        echo "bench: round $round" >&2
+        for t in "${TPUT[@]}"; do
+            IFS='|' read -r row c n size r <<<"$t"
+            for s in posthorn postfix sink; do throughput "$row" "$s" "$c" "$n" "$size" "$r"; done
+        done
+        for s in posthorn postfix; do end_to_end "end-to-end $E2E msgs c=50" "$s" "$E2E"; done
+    done
+    for round in $(seq "$rounds"); do
+        for s in posthorn postfix; do latency "$s" "$LAT_SECS"; done
+    done
+    stop_pid "$SINK_PID"; forget_pid "$SINK_PID"
+    imap_rows "$rounds" "$APPEND_N"
+
+    add_row "RSS per idle session, $IDLE plain" bytes 0
+    add_row "RSS per idle session, $IDLE_TLS after STARTTLS" bytes 0
+    settle posthorn
+    stop_postfix   # memory: nothing else runs
+    stop_posthorn; start_posthorn
+    idle_sessions "$IDLE" 0
+    stop_posthorn; start_posthorn
+    idle_sessions "$IDLE_TLS" 1
+    stop_posthorn
+
+    if [ "$TLS_SECS" -gt 0 ]; then
+        add_row "TLS handshakes/s" 1/s 1
+        "${NS[@]}" taskset -c 0 "$bin" serve -c "$PH/posthorn.conf" 2>>"$PH/log" &
+        PH_PID=$!; PIDS+=("$PH_PID"); wait_port $PH_TLS_PORT
+        "${NS[@]}" taskset -c 0 openssl s_server -quiet -accept 127.0.0.1:$SSERVER_PORT \
+            -cert "$PH/certs/bench.test.crt" -key "$PH/certs/bench.test.key" \
+            </dev/null >"$D/s_server.log" 2>&1 &
+        SS_PID=$!; PIDS+=("$SS_PID"); wait_port $SSERVER_PORT
+        for round in $(seq "$rounds"); do
+            tls_handshakes "$TLS_SECS" $PH_TLS_PORT posthorn
+            tls_handshakes "$TLS_SECS" $SSERVER_PORT "openssl s_server"
+        done
+        stop_pid "$SS_PID"; forget_pid "$SS_PID"
+        stop_posthorn
+    fi
+    if [ "$FSYNC_N" -gt 0 ]; then
+        add_row "fsyncs per message (accept + delivery)" calls 0
+        add_row "fsyncs per message (accept path)" calls 0
+        add_row "server CPU ms per message (accept + delivery)" ms 0
+        fsyncs_per_message posthorn "$FSYNC_N"
+        fsyncs_per_message postfix "$FSYNC_N"
+    fi
+    if [ "$CG_N" -gt 0 ]; then
+        add_row "instructions per 1 KiB message" Ir 0
+        callgrind_per_message "$CG_N"
+    fi
 fi
 
 # ---- the table -----------------------------------------------------------------------
@@ -479,12 +573,13 @@ stats() {  # values... -> "median min max" (NA when none)
               printf "%g %g %g\n", m, v[1], v[NR] }'
 }
 {
-    printf 'row\tunit\tposthorn_median\tposthorn_min\tposthorn_max\tpostfix_median\tpostfix_min\tpostfix_max\tceiling\tceiling_median\tceiling_min\tceiling_max\tratio_posthorn_postfix\n'
+    printf 'row\tunit\tposthorn_median\tposthorn_min\tposthorn_max\treference\treference_median\treference_min\treference_max\tceiling\tceiling_median\tceiling_min\tceiling_max\tratio_posthorn_reference\n'
     for row in "${ROWS[@]}"; do
+        ref=${REF[$row]}
         # shellcheck disable=SC2086
         read -r pm pl ph <<<"$(stats ${VALUES["$row|posthorn"]:-})"
         # shellcheck disable=SC2086
-        read -r fm fl fh <<<"$(stats ${VALUES["$row|postfix"]:-})"
+        read -r fm fl fh <<<"$(stats ${VALUES["$row|$ref"]:-})"
         ceil=""; cm=NA; cl=NA; chh=NA
         if [ -n "${VALUES["$row|sink"]:-}" ]; then ceil=smtp-sink
             # shellcheck disable=SC2086
@@ -494,20 +589,21 @@ stats() {  # values... -> "median min max" (NA when none)
             read -r cm cl chh <<<"$(stats ${VALUES["$row|openssl s_server"]})"
         fi
         ratio=$(echo "$pm $fm" | awk '$1 != "NA" && $2 != "NA" && $2 > 0 { printf "%.2f", $1 / $2; exit } { print "NA" }')
-        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$row" "${UNIT[$row]}" \
-            "$pm" "$pl" "$ph" "$fm" "$fl" "$fh" "${ceil:-NA}" "$cm" "$cl" "$chh" "$ratio"
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$row" "${UNIT[$row]}" \
+            "$pm" "$pl" "$ph" "$ref" "$fm" "$fl" "$fh" "${ceil:-NA}" "$cm" "$cl" "$chh" "$ratio"
     done
 } > "$tsv"
 echo
-echo "posthorn vs Postfix $(dpkg-query -W -f='${Version}' postfix), $mode run, $rounds round(s), $(nproc) cores, $(date -u '+%Y-%m-%d %H:%M UTC'), file systems: $BENCH_FS"
+echo "posthorn vs Postfix $(dpkg-query -W -f='${Version}' postfix) and Dovecot $(dpkg-query -W -f='${Version}' dovecot-imapd), $mode run, $rounds round(s), $(nproc) cores, $(date -u '+%Y-%m-%d %H:%M UTC'), file systems: $BENCH_FS"
 awk -F'\t' 'NR == 1 { printf "| %s | %s | %s | %s | %s | %s |\n| --- | --- | --- | --- | --- | --- |\n",
-          "measure", "posthorn median (min–max)", "Postfix median (min–max)",
-          "ceiling median (min–max)", "posthorn/Postfix", "unit"; next }
+          "measure", "posthorn median (min–max)", "reference median (min–max)",
+          "ceiling median (min–max)", "posthorn/reference", "unit"; next }
 {
     p = ($3 == "NA") ? "n/a" : $3 " (" $4 "–" $5 ")"
-    f = ($6 == "NA") ? "n/a" : $6 " (" $7 "–" $8 ")"
-    c = ($10 == "NA") ? "" : $9 " " $10 " (" $11 "–" $12 ")"
-    r = ($13 == "NA") ? "" : $13 "×"
+    name = ($6 == "dovecot") ? "Dovecot" : "Postfix"
+    f = ($7 == "NA") ? "n/a" : name " " $7 " (" $8 "–" $9 ")"
+    c = ($11 == "NA") ? "" : $10 " " $11 " (" $12 "–" $13 ")"
+    r = ($14 == "NA") ? "" : $14 "×"
     printf "| %s | %s | %s | %s | %s | %s |\n", $1, p, f, c, r, $2
 }' "$tsv"
 echo

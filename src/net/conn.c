@@ -63,6 +63,9 @@ struct conn {
 	/* A reply could not be sent whole: nothing after it is sent either
 	 * (the client would take a later reply for the missing one). */
 	bool failed;
+	/* conn_quickack() was asked while replies were held or queued: asked
+	 * of the socket again once they have left */
+	bool quickack_again;
 };
 
 static void conn_flush_held(struct conn *c);
@@ -184,6 +187,39 @@ static bool conn_new_line_end(struct conn *c)
 	return evbuffer_search(in, "\n", 1, &pos).pos >= 0;
 }
 
+/* The TCP socket under the connection (below a STARTTLS filter too). */
+static int conn_socket_fd(const struct conn *c)
+{
+	struct bufferevent *under = bufferevent_get_underlying(c->bev);
+	return bufferevent_getfd(under ? under : c->bev);
+}
+
+static void conn_quickack_now(struct conn *c)
+{
+	int fd = conn_socket_fd(c);
+	int one = 1;
+	/* a hint to the kernel: a socket that refuses it only acknowledges later */
+	if (fd >= 0)
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof one);
+}
+
+void conn_quickack(struct conn *c)
+{
+	if (c->closing)
+		return;
+	conn_quickack_now(c);
+	c->quickack_again = conn_output_pending(c) > 0;
+}
+
+/* Replies have left: a quick ACK asked before them is asked again. */
+static void conn_quickack_after_send(struct conn *c)
+{
+	if (!c->quickack_again || c->closing)
+		return;
+	c->quickack_again = false;
+	conn_quickack_now(c);
+}
+
 static void conn_read_cb(struct bufferevent *bev, void *arg)
 {
 	struct conn *c = arg;
@@ -193,6 +229,8 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
 	c->h->input(c->owner);
 	c->in_input = false;
 	conn_flush_held(c);
+	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+		conn_quickack_after_send(c);
 	/* what the session left in the buffer has been searched already */
 	c->scanned = evbuffer_get_length(bufferevent_get_input(c->bev));
 }
@@ -200,6 +238,7 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
 static void conn_write_cb(struct bufferevent *bev, void *arg)
 {
 	struct conn *c = arg;
+	conn_quickack_after_send(c);
 	if (c->closing)
 		conn_closing_drained(c);
 	else

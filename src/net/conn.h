@@ -80,6 +80,17 @@ bool conn_handshaking(const struct conn *c);
 bool conn_tls_active(const struct conn *c);
 const char *conn_tls_desc(const struct conn *c); /* NULL before TLS */
 
+/* The client is about to send more of a command (a literal after "+ ",
+ * or the rest of one that arrived in part): acknowledge its next segments
+ * at once instead of after the delayed-ACK timer (tcp(7) TCP_QUICKACK).
+ * A client that writes a literal and the CRLF after it in two calls, with
+ * Nagle's algorithm on, holds the CRLF back until the literal is
+ * acknowledged: about 40 ms per command otherwise.  Linux leaves the
+ * quick-ACK mode by itself after a few segments, so callers ask again
+ * each time they wait for more; it is asked again once the replies being
+ * held have left, as sending can put the socket back into delayed ACKs. */
+void conn_quickack(struct conn *c);
+
 /* Stop reading; when every byte written so far has left, call closed. */
 void conn_close(struct conn *c);
 bool conn_closing(const struct conn *c);

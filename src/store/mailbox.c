@@ -1,7 +1,8 @@
 /* mailbox: the IMAP mail store (see mailbox.h) on a Maildir with Maildir++
- * folders: the per-folder UID index, views that follow the disk and queue
- * RFC 3501 §7 unilateral responses, flags in file names, EXPUNGE, COPY,
- * MOVE (RFC 6851), APPEND with APPENDUID/COPYUID (RFC 4315), folders,
+ * folders: the per-folder UID index (appended to; its upkeep on a worker),
+ * views that follow the disk and queue RFC 3501 §7 unilateral responses,
+ * flags in file names, EXPUNGE, COPY, MOVE (RFC 6851), APPEND with
+ * APPENDUID/COPYUID (RFC 4315) as jobs for a worker, folders,
  * subscriptions and special-use folders (RFC 6154). */
 #define _GNU_SOURCE /* nftw, inotify, utimensat */
 #include "store/mailbox.h"
@@ -11,6 +12,8 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <limits.h>
+#include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +24,8 @@
 #include <unistd.h>
 
 #include "store/maildir.h"
+#include "lib/log.h"
+#include "lib/offload.h"
 #include "lib/util.h"
 
 #define MAILBOX_INDEX "posthorn-uidlist"
@@ -41,6 +46,7 @@ enum {
 	MAILBOX_TMP_STALE = 36 * 3600,   /* a tmp/ file this old is left over (maildir(5)) */
 	MAILBOX_TMP_SWEEP = 1000,        /* tmp/ entries looked at per sweep */
 	MAILBOX_USES_FILE_MAX = 256,     /* octets of a uses file read */
+	MAILBOX_COMPACT_MIN = 64,        /* lines of removed messages worth a rewrite */
 };
 
 /* qsort and bsearch that accept an empty array (NULL base). */
@@ -472,6 +478,7 @@ struct mailbox_disk {
 	long long time;              /* the name's leading number */
 	int hint;                    /* order among the hinted (copied, appended) files; -1 */
 	bool in_new;
+	bool fresh;                  /* its UID given by this listing */
 };
 
 struct mailbox_scan {
@@ -661,6 +668,25 @@ static int mailbox_qcmp_fresh(const void *a, const void *b)
 
 /* ---- the UID index ---------------------------------------------------------- */
 
+/* The index file, posthorn-uidlist:
+ *
+ *   V<uidvalidity> N<uidnext>      the header, written whole by a rewrite
+ *   <uid> <unique>                 a message, UIDs ascending
+ *   N<uidnext>                     the next UID is at least this
+ *
+ * New messages are appended ("<uid> <unique>" lines); the file is
+ * rewritten (a new file renamed over it) only when it is lost or damaged
+ * (a new UIDVALIDITY) and to drop the lines of removed messages once they
+ * are most of it.  A crash during an append can leave a torn tail: a line
+ * without its LF, or zeros where the file grew but its data never reached
+ * the disk.  Reading stops at the first line that is not whole and valid;
+ * the tail after it is ignored, and the next append cuts it off and writes
+ * an "N" line first, which skips at least as many UIDs as the tail had
+ * octets (each line has more than one), so no UID the tail named is ever
+ * given to another message.  A line is only written under the folder's
+ * lock, and only what was made durable (fdatasync before a tagged OK)
+ * was promised to a client. */
+
 struct mailbox_ient {
 	uint32_t uid;
 	uint32_t ulen;
@@ -669,8 +695,19 @@ struct mailbox_ient {
 
 struct mailbox_index {
 	uint32_t validity, next;
-	struct mailbox_ient *v;
+	struct mailbox_ient *v;        /* with keep: every entry, in file order */
 	size_t n, cap;
+	size_t lines;                  /* entries read (kept or not) */
+	off_t valid_len;               /* octets of the whole, valid lines */
+	off_t size;                    /* octets of the file as read */
+	uint32_t tail_next;            /* a torn tail: the next UID skips to this */
+};
+
+/* Uniques looked up while the index is read (keys sorted by unique; uid
+ * set when found). */
+struct mailbox_lookup {
+	struct mailbox_disk *keys;
+	size_t n;
 };
 
 static void mailbox_index_free(struct mailbox_index *ix)
@@ -693,51 +730,142 @@ static bool mailbox_parse_u32(const char *s, char **end, uint32_t *out)
 	return true;
 }
 
-/* Read dir's index.  1: read; 0: missing or corrupt (*old_validity is the
- * corrupt file's UIDVALIDITY when it had one); -1: I/O error. */
-static int mailbox_index_read(const char *dir, struct mailbox_index *ix, uint32_t *old_validity,
-			      char *err, size_t errsz)
+/* Text built in memory (index lines), grown as needed. */
+struct mailbox_text {
+	char *p;
+	size_t n, cap;
+};
+
+static void mailbox_text_addf(struct mailbox_text *t, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void mailbox_text_addf(struct mailbox_text *t, const char *fmt, ...)
+{
+	for (;;) {
+		va_list ap;
+		va_start(ap, fmt);
+		int k = vsnprintf(t->p ? t->p + t->n : NULL, t->cap - t->n, fmt, ap);
+		va_end(ap);
+		if (k < 0)
+			fatal("mailbox: cannot format an index line");
+		if ((size_t)k < t->cap - t->n) {
+			t->n += (size_t)k;
+			return;
+		}
+		t->cap = (t->cap + (size_t)k + 1) * 2;
+		t->p = xrealloc(t->p, t->cap);
+	}
+}
+
+/* One line of the index (LF included) into ix; false when it is not a
+ * whole, valid line: there the valid part ends. */
+static bool mailbox_index_line(struct mailbox_index *ix, const char *line, size_t len, bool keep,
+			       uint32_t *last, const struct mailbox_lookup *find)
+{
+	char *e;
+	uint32_t v;
+	if (len < 3 || line[len - 1] != '\n' || memchr(line, '\0', len))
+		return false;
+	if (line[0] == 'N') {
+		if (!mailbox_parse_u32(line + 1, &e, &v) || *e != '\n' || v == 0)
+			return false;
+		if (v > ix->next)
+			ix->next = v;
+		return true;
+	}
+	if (!mailbox_parse_u32(line, &e, &v) || *e != ' ' || v <= *last || v == UINT32_MAX ||
+	    e + 2 > line + len - 1 || ix->lines >= MAILBOX_MESSAGES_MAX)
+		return false;
+	const char *u = e + 1;
+	size_t ulen = (size_t)(line + len - 1 - u);
+	for (size_t i = 0; i < ulen; i++)
+		if ((unsigned char)u[i] < 0x20 || u[i] == 0x7f)
+			return false; /* names with control octets are never indexed */
+	*last = v;
+	if (v >= ix->next)
+		ix->next = v + 1;
+	if (find && find->n) {
+		struct mailbox_disk key = {.name = (char *)u, .ulen = (uint32_t)ulen};
+		struct mailbox_disk *k =
+		    mailbox_search(&key, find->keys, find->n, sizeof *find->keys, mailbox_qcmp_unique);
+		if (k)
+			k->uid = v;
+	}
+	ix->lines++;
+	if (keep) {
+		struct mailbox_ient *en = xgrow(&ix->v, &ix->n, &ix->cap, sizeof *en);
+		en->uid = v;
+		en->ulen = (uint32_t)ulen;
+		en->unique = xstrndup(u, ulen);
+	}
+	return true;
+}
+
+/* The largest number a line of a torn tail may stand for (0: none). */
+static uint64_t mailbox_tail_number(const char *line)
+{
+	const char *p = line[0] == 'N' ? line + 1 : line;
+	uint64_t v = 0;
+	for (; *p >= '0' && *p <= '9' && v <= UINT32_MAX; p++)
+		v = v * 10 + (uint64_t)(*p - '0');
+	return v;
+}
+
+/* After a torn tail: the next UID skips every UID the tail may have named
+ * (see above).  Past the UID space it is UINT32_MAX: the index is then
+ * rebuilt under a new UIDVALIDITY. */
+static void mailbox_index_skip_tail(struct mailbox_index *ix, uint64_t tail_max)
+{
+	uint64_t next = ix->next;
+	if (tail_max + 1 > next)
+		next = tail_max + 1;
+	next += (uint64_t)(ix->size - ix->valid_len);
+	ix->next = ix->tail_next = next >= UINT32_MAX ? UINT32_MAX : (uint32_t)next;
+}
+
+/* Read the index open at fd (from its start).  With keep the entries are
+ * kept in ix; with find their UIDs are looked up.  1: read; 0: no valid
+ * header (*old_validity is the damaged file's UIDVALIDITY when it had
+ * one); -1: I/O error. */
+static int mailbox_index_read(int fd, const char *dir, struct mailbox_index *ix, bool keep,
+			      const struct mailbox_lookup *find, uint32_t *old_validity, char *err,
+			      size_t errsz)
 {
 	memset(ix, 0, sizeof *ix);
-	char *path = xasprintf("%s/%s", dir, MAILBOX_INDEX);
-	FILE *fp = fopen(path, "re");
+	int dfd = dup(fd);
+	FILE *fp = dfd >= 0 ? fdopen(dfd, "re") : NULL;
 	if (!fp) {
-		int e = errno;
-		if (e != ENOENT)
-			errfmt(err, errsz, "cannot open %s: %s", path, strerror(e));
-		free(path);
-		return e == ENOENT ? 0 : -1;
+		errfmt(err, errsz, "cannot read %s/%s: %s", dir, MAILBOX_INDEX, strerror(errno));
+		if (dfd >= 0)
+			close(dfd);
+		return -1;
 	}
-	free(path);
 	char *line = NULL;
 	size_t linecap = 0;
-	ssize_t len;
-	bool ok = false;
-	if (getline(&line, &linecap, fp) > 0) {
-		char *e;
-		ok = line[0] == 'V' && mailbox_parse_u32(line + 1, &e, &ix->validity) &&
-		     ix->validity > 0;
-		if (ok)
-			*old_validity = ix->validity;
-		ok = ok && e[0] == ' ' && e[1] == 'N' && mailbox_parse_u32(e + 2, &e, &ix->next) &&
-		     *e == '\n' && ix->next > 0;
-	}
+	ssize_t len = getline(&line, &linecap, fp);
+	char *e;
+	bool ok = len > 0 && line[0] == 'V' && mailbox_parse_u32(line + 1, &e, &ix->validity) &&
+		  ix->validity > 0;
+	if (ok)
+		*old_validity = ix->validity;
+	ok = ok && e[0] == ' ' && e[1] == 'N' && mailbox_parse_u32(e + 2, &e, &ix->next) &&
+	     *e == '\n' && ix->next > 0;
 	uint32_t last = 0;
+	uint64_t tail_max = 0;
+	bool torn = false;
+	if (ok)
+		ix->valid_len = ix->size = len;
 	while (ok && (len = getline(&line, &linecap, fp)) > 0) {
-		char *e;
-		uint32_t uid;
-		ok = line[len - 1] == '\n' && mailbox_parse_u32(line, &e, &uid) && *e == ' ' &&
-		     uid > last && uid < ix->next && e + 2 < line + len &&
-		     ix->n < MAILBOX_MESSAGES_MAX;
-		if (!ok)
-			break;
-		last = uid;
-		struct mailbox_ient *en = xgrow(&ix->v, &ix->n, &ix->cap, sizeof *en);
-		en->uid = uid;
-		en->ulen = (uint32_t)(line + len - 1 - (e + 1));
-		en->unique = xstrndup(e + 1, en->ulen);
+		ix->size += len;
+		if (!torn && mailbox_index_line(ix, line, (size_t)len, keep, &last, find)) {
+			ix->valid_len = ix->size;
+			continue;
+		}
+		torn = true;
+		uint64_t v = mailbox_tail_number(line);
+		if (v > tail_max)
+			tail_max = v;
 	}
-	/* a failed read is an I/O error, not a corrupt index: no new UIDVALIDITY */
 	int r = ok ? 1 : 0;
 	if (ferror(fp)) {
 		errfmt(err, errsz, "cannot read %s/%s: %s", dir, MAILBOX_INDEX, strerror(errno));
@@ -745,15 +873,94 @@ static int mailbox_index_read(const char *dir, struct mailbox_index *ix, uint32_
 	}
 	free(line);
 	(void)fclose(fp); /* read only: what was read is all there is */
+	if (r == 1 && torn)
+		mailbox_index_skip_tail(ix, tail_max);
 	if (r != 1)
 		mailbox_index_free(ix);
 	return r;
 }
 
-/* Write the index of the listing s (sorted by UID): a new file, fsync,
- * rename over the old one. */
+/* The index of dir opened for reading and appending: the descriptor, or
+ * -1 with *missing (no index) or with a reason in err. */
+static int mailbox_index_open(const char *dir, bool *missing, char *err, size_t errsz)
+{
+	char *path = xasprintf("%s/%s", dir, MAILBOX_INDEX);
+	int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+	*missing = fd < 0 && errno == ENOENT;
+	if (fd < 0 && !*missing)
+		errfmt(err, errsz, "cannot read %s: %s", path, strerror(errno));
+	free(path);
+	return fd;
+}
+
+/* Append text (whole lines) to the index at fd, read into ix: a torn tail
+ * is cut off first and an "N" line stands in its place.  0, or -1 with a
+ * reason in err (a part written is a torn tail for the next reader). */
+static int mailbox_index_append(int fd, const char *dir, struct mailbox_index *ix,
+				const struct mailbox_text *lines, char *err, size_t errsz)
+{
+	struct mailbox_text t = {0};
+	if (ix->size > ix->valid_len) {
+		if (ftruncate(fd, ix->valid_len) < 0) {
+			errfmt(err, errsz, "cannot cut %s/%s: %s", dir, MAILBOX_INDEX, strerror(errno));
+			return -1;
+		}
+		ix->size = ix->valid_len;
+		mailbox_text_addf(&t, "N%u\n", ix->tail_next);
+	}
+	mailbox_text_addf(&t, "%.*s", (int)lines->n, lines->p ? lines->p : "");
+	off_t at = ix->valid_len;
+	size_t done = 0;
+	int r = 0;
+	while (done < t.n) {
+		ssize_t w = pwrite(fd, t.p + done, t.n - done, at + (off_t)done);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0) {
+			errfmt(err, errsz, "cannot write %s/%s: %s", dir, MAILBOX_INDEX,
+			       w < 0 ? strerror(errno) : "nothing written");
+			r = -1;
+			break;
+		}
+		done += (size_t)w;
+	}
+	if (r == 0)
+		ix->valid_len = ix->size = at + (off_t)t.n;
+	free(t.p);
+	return r;
+}
+
+/* The index at fd made durable, and the file dir/posthorn-uidlist too
+ * when a rewrite put another one in its place since fd was opened (it
+ * holds what fd held: rewrites read the index under the lock). */
+static int mailbox_index_sync_fd(int fd, const char *dir, char *err, size_t errsz)
+{
+	if (fdatasync(fd) < 0) {
+		errfmt(err, errsz, "cannot sync %s/%s: %s", dir, MAILBOX_INDEX, strerror(errno));
+		return -1;
+	}
+	char *path = xasprintf("%s/%s", dir, MAILBOX_INDEX);
+	struct stat a, b;
+	int r = 0;
+	if (fstat(fd, &a) == 0 && stat(path, &b) == 0 && (a.st_ino != b.st_ino || a.st_dev != b.st_dev)) {
+		int nfd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+		r = nfd >= 0 && fdatasync(nfd) == 0 && fsync_dir(dir) == 0 ? 0 : -1;
+		if (r < 0)
+			errfmt(err, errsz, "cannot sync %s: %s", path, strerror(errno));
+		if (nfd >= 0)
+			close(nfd);
+	}
+	free(path);
+	return r;
+}
+
+/* Rewrite the index: ix's header, then the files of the listing s that
+ * have a UID (s sorted by UID); a new file renamed over the old one.
+ * durable: synced before the rename and the folder after it; else the
+ * caller has an upkeep make it durable (a crash before then costs at
+ * most a new UIDVALIDITY or a torn tail, both safe). */
 static int mailbox_index_write(const char *dir, const struct mailbox_index *ix,
-			       const struct mailbox_scan *s, char *err, size_t errsz)
+			       const struct mailbox_scan *s, bool durable, char *err, size_t errsz)
 {
 	char *tmp = xasprintf("%s/%s", dir, MAILBOX_INDEX_TMP);
 	char *path = xasprintf("%s/%s", dir, MAILBOX_INDEX);
@@ -768,8 +975,9 @@ static int mailbox_index_write(const char *dir, const struct mailbox_index *ix,
 	}
 	report(fp, "V%u N%u\n", ix->validity, ix->next);
 	for (size_t i = 0; i < s->n; i++)
-		report(fp, "%u %.*s\n", s->v[i].uid, (int)s->v[i].ulen, s->v[i].name);
-	bool ok = report_end(fp) == 0 && fsync(fileno(fp)) == 0;
+		if (s->v[i].uid)
+			report(fp, "%u %.*s\n", s->v[i].uid, (int)s->v[i].ulen, s->v[i].name);
+	bool ok = report_end(fp) == 0 && (!durable || fdatasync(fileno(fp)) == 0);
 	int e = errno;
 	if (fclose(fp) != 0 && ok) {
 		ok = false;
@@ -781,7 +989,7 @@ static int mailbox_index_write(const char *dir, const struct mailbox_index *ix,
 		goto out;
 	}
 	/* the rename durable too: a lost index costs the clients a resync */
-	if (fsync_dir(dir) < 0) {
+	if (durable && fsync_dir(dir) < 0) {
 		errfmt(err, errsz, "cannot sync %s: %s", dir, strerror(errno));
 		goto out;
 	}
@@ -793,10 +1001,12 @@ out:
 }
 
 /* A new UIDVALIDITY: the time, strictly greater than any this process
- * gave and than the lost index's (RFC 3501 §2.3.1.1). */
+ * gave and than the lost index's (RFC 3501 §2.3.1.1).  Any thread. */
 static uint32_t mailbox_new_validity(uint32_t old)
 {
+	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 	static uint32_t last;
+	pthread_mutex_lock(&lock);
 	uint32_t v = (uint32_t)time(NULL);
 	if (v <= last)
 		v = last + 1;
@@ -805,10 +1015,20 @@ static uint32_t mailbox_new_validity(uint32_t old)
 	if (v == 0)
 		v = 1;
 	last = v;
+	pthread_mutex_unlock(&lock);
 	return v;
 }
 
-static int mailbox_lock(const char *dir, char *err, size_t errsz)
+enum { MAILBOX_LOCK_BUSY = -2 };
+
+/* The folder's index lock: the descriptor holding it, -1 with a reason in
+ * err, or MAILBOX_LOCK_BUSY when wait is false and someone holds it.  A
+ * holder reads and writes and syncs after unlocking, except a rewrite on
+ * a worker (a compaction, or a rebuild for APPEND or COPY), which syncs
+ * the new file before it renames it: the event loop's syncs take the lock
+ * only when it is free (try), or wait for it when their answer depends
+ * on it (SELECT, STATUS, after EXPUNGE or MOVE). */
+static int mailbox_lock(const char *dir, bool wait, char *err, size_t errsz)
 {
 	char *path = xasprintf("%s/%s", dir, MAILBOX_INDEX_LOCK);
 	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
@@ -817,12 +1037,16 @@ static int mailbox_lock(const char *dir, char *err, size_t errsz)
 		free(path);
 		return -1;
 	}
-	/* held only for one synchronous index update, by any process */
-	while (flock(fd, LOCK_EX) < 0) {
+	while (flock(fd, wait ? LOCK_EX : LOCK_EX | LOCK_NB) < 0) {
 		if (errno == EINTR)
 			continue;
-		errfmt(err, errsz, "cannot lock %s: %s", path, strerror(errno));
+		int e = errno;
 		close(fd);
+		if (e == EWOULDBLOCK) {
+			free(path);
+			return MAILBOX_LOCK_BUSY;
+		}
+		errfmt(err, errsz, "cannot lock %s: %s", path, strerror(e));
 		free(path);
 		return -1;
 	}
@@ -835,11 +1059,11 @@ static void mailbox_unlock(int fd)
 	close(fd); /* releases the flock */
 }
 
-/* Give s's files their UIDs from ix; stale index entries are dropped.
- * Returns whether the index changed. */
-static bool mailbox_index_match(struct mailbox_index *ix, struct mailbox_scan *s)
+/* Give s's files their UIDs from ix.  Returns how many of ix's entries
+ * name no file any more (removed messages). */
+static size_t mailbox_index_match(struct mailbox_index *ix, struct mailbox_scan *s)
 {
-	bool changed = false;
+	size_t stale = 0;
 	mailbox_sort(s->v, s->n, sizeof *s->v, mailbox_qcmp_listing);
 	/* one file per unique part: a second one (a tool's copy) is ignored */
 	size_t o = 0;
@@ -861,63 +1085,70 @@ static bool mailbox_index_match(struct mailbox_index *ix, struct mailbox_scan *s
 	size_t i = 0, j = 0;
 	while (i < s->n && j < ix->n) {
 		int c = mailbox_cmp_unique(&s->v[i], &keys[j]);
-		if (c == 0)
+		if (c == 0) {
 			s->v[i++].uid = keys[j++].uid;
-		else if (c < 0)
+		} else if (c < 0) {
 			i++;
-		else {
-			changed = true; /* an expunged message's entry */
+		} else {
+			stale++; /* a removed message's entry */
 			j++;
 		}
 	}
-	if (j < ix->n)
-		changed = true;
+	stale += ix->n - j;
 	free(keys);
-	return changed;
+	return stale;
 }
 
-/* UIDs for the files that have none.  0, or -1 when the UID space is used
- * up (the caller rebuilds). */
-static int mailbox_index_assign(struct mailbox_index *ix, struct mailbox_scan *s, bool *changed)
+/* UIDs for the files that have none (marked fresh).  0, or -1 when the
+ * UID space is used up (the caller rebuilds). */
+static int mailbox_index_assign(struct mailbox_index *ix, struct mailbox_scan *s, size_t *nfresh)
 {
-	size_t nfresh = 0;
+	*nfresh = 0;
 	for (size_t i = 0; i < s->n; i++)
-		nfresh += s->v[i].uid == 0;
-	if (nfresh == 0)
+		*nfresh += s->v[i].uid == 0;
+	if (*nfresh == 0)
 		return 0;
-	if ((uint64_t)ix->next + nfresh >= UINT32_MAX)
+	if ((uint64_t)ix->next + *nfresh >= UINT32_MAX)
 		return -1;
-	struct mailbox_disk **fresh = xcalloc(nfresh, sizeof *fresh);
+	struct mailbox_disk **fresh = xcalloc(*nfresh, sizeof *fresh);
 	size_t k = 0;
 	for (size_t i = 0; i < s->n; i++)
 		if (s->v[i].uid == 0)
 			fresh[k++] = &s->v[i];
-	mailbox_sort(fresh, nfresh, sizeof *fresh, mailbox_qcmp_fresh);
-	for (k = 0; k < nfresh; k++)
+	mailbox_sort(fresh, *nfresh, sizeof *fresh, mailbox_qcmp_fresh);
+	for (k = 0; k < *nfresh; k++) {
 		fresh[k]->uid = ix->next++;
+		fresh[k]->fresh = true;
+	}
 	free(fresh);
-	*changed = true;
 	return 0;
 }
 
 /* Hints: uniques (sorted copy) that get the first new UIDs, in given order. */
 struct mailbox_hints {
-	char **uniques;              /* in the wanted order */
+	char *const *uniques;        /* in the wanted order */
 	size_t n;
 };
 
-static void mailbox_apply_hints(struct mailbox_scan *s, const struct mailbox_hints *h)
+/* Sorted (unique, position) keys of the hints; caller frees. */
+static struct mailbox_disk *mailbox_hint_keys(const struct mailbox_hints *h)
 {
-	if (!h || h->n == 0)
-		return;
-	/* sorted (unique, position) pairs, then one lookup per fresh file */
-	struct mailbox_disk *keys = xcalloc(h->n, sizeof *keys);
+	struct mailbox_disk *keys = xcalloc(h->n ? h->n : 1, sizeof *keys);
 	for (size_t i = 0; i < h->n; i++) {
 		keys[i].name = h->uniques[i];
 		keys[i].ulen = (uint32_t)strlen(h->uniques[i]);
 		keys[i].hint = (int)i;
 	}
 	mailbox_sort(keys, h->n, sizeof *keys, mailbox_qcmp_unique);
+	return keys;
+}
+
+static void mailbox_apply_hints(struct mailbox_scan *s, const struct mailbox_hints *h)
+{
+	if (!h || h->n == 0)
+		return;
+	/* sorted (unique, position) pairs, then one lookup per fresh file */
+	struct mailbox_disk *keys = mailbox_hint_keys(h);
 	for (size_t i = 0; i < s->n; i++) {
 		if (s->v[i].uid != 0)
 			continue;
@@ -929,40 +1160,94 @@ static void mailbox_apply_hints(struct mailbox_scan *s, const struct mailbox_hin
 	free(keys);
 }
 
-/* Under the folder's lock: list the folder, match it to the index, give new
- * files UIDs (hinted ones first), rewrite the index when it changed.  s
- * comes back sorted by UID; *validity and *next are the index's. */
-static enum mailbox_result mailbox_index_sync(const char *dir, const struct mailbox_hints *hints,
+/* The lines of the fresh files of s (sorted by UID). */
+static void mailbox_fresh_lines(const struct mailbox_scan *s, struct mailbox_text *t)
+{
+	for (size_t i = 0; i < s->n; i++)
+		if (s->v[i].fresh)
+			mailbox_text_addf(t, "%u %.*s\n", s->v[i].uid, (int)s->v[i].ulen,
+					  s->v[i].name);
+}
+
+static void mailbox_upkeep(const char *dir, bool compact);
+
+/* Is it time to drop the lines of removed messages: more of them than of
+ * messages, and enough to be worth a rewrite? */
+static bool mailbox_compaction_due(size_t stale, size_t entries)
+{
+	return stale >= MAILBOX_COMPACT_MIN && stale > entries - stale;
+}
+
+/* How mailbox_index_sync works, and what it found. */
+struct mailbox_ixsync {
+	const struct mailbox_hints *hints; /* in: files that get the first new UIDs */
+	bool try_lock;               /* in: a busy lock is no error, just busy */
+	bool durable;                /* in: synced before returning (a worker's call);
+				      * else an upkeep job makes the changes durable */
+	bool busy;                   /* out: the lock was busy, nothing done */
+	uint32_t validity, next;     /* out: the index's */
+};
+
+/* Write what the listing s changed in the index: a rebuild writes it
+ * whole, new files are appended.  The lock is held. */
+static int mailbox_index_store(const char *dir, int fd, struct mailbox_index *ix,
+			       const struct mailbox_scan *s, bool rebuild, size_t nfresh,
+			       bool durable, char *err, size_t errsz)
+{
+	if (rebuild)
+		return mailbox_index_write(dir, ix, s, durable, err, errsz);
+	if (nfresh == 0)
+		return 0;
+	struct mailbox_text t = {0};
+	mailbox_fresh_lines(s, &t);
+	int r = mailbox_index_append(fd, dir, ix, &t, err, errsz);
+	free(t.p);
+	return r;
+}
+
+/* List the folder, match it to the index, give new files UIDs (hinted
+ * ones first) and note them in the index; under the folder's lock.  s
+ * comes back sorted by UID. */
+static enum mailbox_result mailbox_index_sync(const char *dir, struct mailbox_ixsync *o,
 					      struct mailbox_scan *s, struct mailbox_stamp *stamp,
-					      uint32_t *validity, uint32_t *next, char *err,
-					      size_t errsz)
+					      char *err, size_t errsz)
 {
 	memset(s, 0, sizeof *s);
-	int lk = mailbox_lock(dir, err, errsz);
+	o->busy = false;
+	int lk = mailbox_lock(dir, !o->try_lock, err, errsz);
+	if (lk == MAILBOX_LOCK_BUSY) {
+		o->busy = true;
+		return MAILBOX_OK;
+	}
 	if (lk < 0)
 		return MAILBOX_ERR_IO;
 	enum mailbox_result res = MAILBOX_ERR_IO;
-	struct mailbox_index ix;
+	struct mailbox_index ix = {0};
 	uint32_t old_validity = 0;
+	bool missing, rebuild = false;
+	int fd = -1, rd = 0;
+	size_t stale = 0, nfresh = 0, entries = 0;
 	if (mailbox_scan(dir, s, stamp, err, errsz) < 0)
 		goto out_unlock;
-	int rd = mailbox_index_read(dir, &ix, &old_validity, err, errsz);
-	if (rd < 0)
+	fd = mailbox_index_open(dir, &missing, err, errsz);
+	if (fd < 0 && !missing)
 		goto out_unlock;
-	bool changed = false;
+	if (fd >= 0 && (rd = mailbox_index_read(fd, dir, &ix, true, NULL, &old_validity, err,
+						 errsz)) < 0)
+		goto out_unlock;
+	rebuild = rd == 0;
 	for (int attempt = 0;; attempt++) {
-		if (rd == 0) {
-			/* lost or corrupt: fresh UIDs under a new UIDVALIDITY */
+		if (rebuild) {
+			/* lost or damaged: fresh UIDs under a new UIDVALIDITY */
 			mailbox_index_free(&ix);
 			ix.validity = mailbox_new_validity(old_validity);
 			ix.next = 1;
-			changed = true;
 			for (size_t i = 0; i < s->n; i++)
 				s->v[i].uid = 0;
 		}
-		changed |= mailbox_index_match(&ix, s);
-		mailbox_apply_hints(s, hints);
-		if (mailbox_index_assign(&ix, s, &changed) == 0)
+		stale = mailbox_index_match(&ix, s);
+		mailbox_apply_hints(s, o->hints);
+		if (mailbox_index_assign(&ix, s, &nfresh) == 0)
 			break;
 		if (attempt > 0) {
 			errfmt(err, errsz, "UIDs of %s used up", dir);
@@ -970,21 +1255,254 @@ static enum mailbox_result mailbox_index_sync(const char *dir, const struct mail
 			goto out_index;
 		}
 		old_validity = ix.validity;
-		rd = 0;
+		rebuild = true;
 	}
 	mailbox_sort(s->v, s->n, sizeof *s->v, mailbox_qcmp_uid);
-	if (changed && mailbox_index_write(dir, &ix, s, err, errsz) < 0)
+	if (mailbox_index_store(dir, fd, &ix, s, rebuild, nfresh, o->durable, err, errsz) < 0)
 		goto out_index;
-	*validity = ix.validity;
-	*next = ix.next;
+	o->validity = ix.validity;
+	o->next = ix.next;
+	entries = ix.n;
 	res = MAILBOX_OK;
 out_index:
 	mailbox_index_free(&ix);
 out_unlock:
 	mailbox_unlock(lk);
-	if (res != MAILBOX_OK)
+	bool wrote = res == MAILBOX_OK && (rebuild || nfresh > 0);
+	if (wrote && o->durable && !rebuild && mailbox_index_sync_fd(fd, dir, err, errsz) < 0)
+		res = MAILBOX_ERR_IO;
+	if (fd >= 0)
+		close(fd);
+	if (res != MAILBOX_OK) {
 		mailbox_scan_free(s);
+		return res;
+	}
+	bool compact = mailbox_compaction_due(stale, entries);
+	if (!o->durable && (wrote || compact))
+		mailbox_upkeep(dir, compact);
 	return res;
+}
+
+/* ---- the index's upkeep, on a worker ------------------------------------------ */
+
+/* Drop the lines of removed messages: the index rewritten with the
+ * entries of the files there are, synced before it is renamed into
+ * place (the only sync made under the lock; compactions are rare). */
+static int mailbox_index_compact(const char *dir, char *err, size_t errsz)
+{
+	int lk = mailbox_lock(dir, true, err, errsz);
+	if (lk < 0)
+		return -1;
+	struct mailbox_scan s = {0};
+	struct mailbox_stamp stamp;
+	struct mailbox_index ix = {0};
+	uint32_t old_validity = 0;
+	bool missing;
+	int r = -1, rd = 0;
+	int fd = mailbox_index_open(dir, &missing, err, errsz);
+	if (fd >= 0 && mailbox_scan(dir, &s, &stamp, err, errsz) == 0)
+		rd = mailbox_index_read(fd, dir, &ix, true, NULL, &old_validity, err, errsz);
+	if (fd < 0 || rd <= 0) {
+		r = missing || rd == 0 ? 0 : -1; /* nothing to compact: the next sync rebuilds */
+	} else {
+		size_t stale = mailbox_index_match(&ix, &s);
+		mailbox_sort(s.v, s.n, sizeof *s.v, mailbox_qcmp_uid);
+		r = mailbox_compaction_due(stale, ix.n)
+			? mailbox_index_write(dir, &ix, &s, true, err, errsz)
+			: 0;
+	}
+	mailbox_index_free(&ix);
+	mailbox_scan_free(&s);
+	if (fd >= 0)
+		close(fd);
+	mailbox_unlock(lk);
+	return r;
+}
+
+/* What an earlier rewrite or append without a sync left: the index and
+ * the folder's entry of it made durable. */
+static int mailbox_index_flush(const char *dir, char *err, size_t errsz)
+{
+	char *path = xasprintf("%s/%s", dir, MAILBOX_INDEX);
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	int r = 0;
+	if (fd >= 0 && fdatasync(fd) < 0)
+		r = -1;
+	if (fd < 0 && errno != ENOENT)
+		r = -1;
+	if (r < 0)
+		errfmt(err, errsz, "cannot sync %s: %s", path, strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	free(path);
+	if (r == 0 && fsync_dir(dir) < 0 && errno != ENOENT) {
+		errfmt(err, errsz, "cannot sync %s: %s", dir, strerror(errno));
+		r = -1;
+	}
+	return r;
+}
+
+/* Upkeep jobs, one at a time per folder: a request made while one runs
+ * is remembered and runs after it.  The list lives on the event loop's
+ * thread (requests come from there, and so do the jobs' ends). */
+struct mailbox_upkeep {
+	char *dir;
+	bool compact;                /* this run: compact (else flush) */
+	bool again, again_compact;   /* asked meanwhile */
+	char err[256];
+	struct mailbox_upkeep *next;
+};
+
+static struct mailbox_upkeep *mailbox_upkeeps;
+
+static void mailbox_upkeep_run(void *work)
+{
+	struct mailbox_upkeep *u = work;
+	u->err[0] = '\0';
+	/* a compaction syncs what it writes; what was appended meanwhile, or
+	 * a compaction that found nothing to do, needs the flush too */
+	if (u->compact)
+		(void)mailbox_index_compact(u->dir, u->err, sizeof u->err);
+	if (u->err[0] == '\0')
+		(void)mailbox_index_flush(u->dir, u->err, sizeof u->err);
+}
+
+static void mailbox_upkeep_unlist(struct mailbox_upkeep *u)
+{
+	for (struct mailbox_upkeep **p = &mailbox_upkeeps; *p; p = &(*p)->next) {
+		if (*p == u) {
+			*p = u->next;
+			return;
+		}
+	}
+}
+
+static void mailbox_upkeep_free(void *work)
+{
+	struct mailbox_upkeep *u = work;
+	mailbox_upkeep_unlist(u);
+	free(u->dir);
+	free(u);
+}
+
+static void mailbox_upkeep_submit(struct mailbox_upkeep *u);
+
+static void mailbox_upkeep_done(void *owner, void *work)
+{
+	(void)owner;
+	struct mailbox_upkeep *u = work;
+	if (u->err[0]) {
+		char q[LOG_VALUE_MAX];
+		log_warn("event=mailbox-error operation=index-upkeep error=\"%s\"",
+			 log_quote(q, sizeof q, u->err, strlen(u->err)));
+	}
+	if (!u->again) {
+		mailbox_upkeep_free(u);
+		return;
+	}
+	u->compact = u->again_compact;
+	u->again = u->again_compact = false;
+	mailbox_upkeep_submit(u);
+}
+
+static void mailbox_upkeep_submit(struct mailbox_upkeep *u)
+{
+	/* without workers (tools, unit tests) it runs here and now */
+	(void)offload_submit(mailbox_upkeep_run, mailbox_upkeep_done, mailbox_upkeep_free, u,
+			     NULL);
+}
+
+/* Have a worker make dir's index durable (and compact it). */
+static void mailbox_upkeep(const char *dir, bool compact)
+{
+	for (struct mailbox_upkeep *u = mailbox_upkeeps; u; u = u->next) {
+		if (strcmp(u->dir, dir) == 0) {
+			u->again = true;
+			u->again_compact |= compact;
+			return;
+		}
+	}
+	struct mailbox_upkeep *u = xcalloc(1, sizeof *u);
+	u->dir = xstrdup(dir);
+	u->compact = compact;
+	u->next = mailbox_upkeeps;
+	mailbox_upkeeps = u;
+	mailbox_upkeep_submit(u);
+}
+
+/* ---- new messages' UIDs from a worker (APPEND, COPY, MOVE) --------------------- */
+
+/* UIDs for the new files uniques[0..n) of dir, in that order, appended to
+ * the index without listing the folder (a worker's call: durable on
+ * return).  A file that a listing indexed meanwhile keeps the UID it got;
+ * a lost or damaged index (or UIDs used up) is rebuilt from a listing. */
+static enum mailbox_result mailbox_index_add(const char *dir, char *const *uniques, size_t n,
+					     uint32_t *validity, uint32_t *uids, char *err,
+					     size_t errsz)
+{
+	memset(uids, 0, n * sizeof *uids);
+	struct mailbox_hints hints = {uniques, n};
+	struct mailbox_lookup find = {mailbox_hint_keys(&hints), n};
+	int lk = mailbox_lock(dir, true, err, errsz);
+	if (lk < 0) {
+		free(find.keys);
+		return MAILBOX_ERR_IO;
+	}
+	struct mailbox_index ix = {0};
+	uint32_t old_validity = 0;
+	bool missing;
+	int rd = 0;
+	int fd = mailbox_index_open(dir, &missing, err, errsz);
+	if (fd >= 0)
+		rd = mailbox_index_read(fd, dir, &ix, false, &find, &old_validity, err, errsz);
+	enum mailbox_result r = MAILBOX_ERR_IO;
+	bool fallback = (fd < 0 && missing) || (fd >= 0 && rd == 0) ||
+			(rd == 1 && (uint64_t)ix.next + n >= UINT32_MAX);
+	if (!fallback && rd == 1) {
+		struct mailbox_text t = {0};
+		for (size_t i = 0; i < n; i++) { /* keys[i].hint: the position of unique i */
+			const struct mailbox_disk *k = &find.keys[i];
+			uids[k->hint] = k->uid;
+		}
+		for (size_t i = 0; i < n; i++) {
+			if (uids[i])
+				continue;
+			uids[i] = ix.next++;
+			mailbox_text_addf(&t, "%u %s\n", uids[i], uniques[i]);
+		}
+		*validity = ix.validity;
+		if (t.n == 0 || mailbox_index_append(fd, dir, &ix, &t, err, errsz) == 0)
+			r = MAILBOX_OK;
+		free(t.p);
+	}
+	mailbox_unlock(lk);
+	/* lines a listing appended for these files may wait for an upkeep */
+	if (r == MAILBOX_OK && mailbox_index_sync_fd(fd, dir, err, errsz) < 0)
+		r = MAILBOX_ERR_IO;
+	if (fd >= 0)
+		close(fd);
+	mailbox_index_free(&ix);
+	free(find.keys);
+	if (!fallback)
+		return r;
+	/* from a listing, the new files first */
+	struct mailbox_ixsync o = {.hints = &hints, .durable = true};
+	struct mailbox_scan s;
+	struct mailbox_stamp stamp;
+	r = mailbox_index_sync(dir, &o, &s, &stamp, err, errsz);
+	if (r != MAILBOX_OK)
+		return r;
+	*validity = o.validity;
+	struct mailbox_disk *keys = mailbox_hint_keys(&hints);
+	for (size_t i = 0; i < s.n; i++) {
+		struct mailbox_disk *k =
+		    mailbox_search(&s.v[i], keys, n, sizeof *keys, mailbox_qcmp_unique);
+		if (k)
+			uids[k->hint] = s.v[i].uid; /* 0 stays for one removed at once */
+	}
+	free(keys);
+	mailbox_scan_free(&s);
+	return MAILBOX_OK;
 }
 
 /* ---- folders ------------------------------------------------------------- */
@@ -1674,10 +2192,13 @@ enum mailbox_result mailbox_status(const char *root, const char *name, struct ma
 		return r;
 	struct mailbox_scan s;
 	struct mailbox_stamp stamp;
-	r = mailbox_index_sync(dir, NULL, &s, &stamp, &out->uidvalidity, &out->uidnext, err, errsz);
+	struct mailbox_ixsync o = {0};
+	r = mailbox_index_sync(dir, &o, &s, &stamp, err, errsz);
 	free(dir);
 	if (r != MAILBOX_OK)
 		return r;
+	out->uidvalidity = o.validity;
+	out->uidnext = o.next;
 	out->messages = (uint32_t)s.n;
 	for (size_t i = 0; i < s.n; i++) {
 		out->recent += s.v[i].in_new;
@@ -1937,9 +2458,15 @@ static enum mailbox_result mailbox_view_sync(struct mailbox *mb, bool force, cha
 			return MAILBOX_OK; /* nothing added, renamed or removed */
 	}
 	struct mailbox_scan s;
-	uint32_t validity, next;
-	enum mailbox_result r =
-	    mailbox_index_sync(mb->dir, NULL, &s, &mb->stamp, &validity, &next, err, errsz);
+	/* a sync before a command may wait for the next one when a worker
+	 * holds the index; one the answer depends on (force) waits */
+	struct mailbox_ixsync o = {.try_lock = !force};
+	enum mailbox_result r = mailbox_index_sync(mb->dir, &o, &s, &mb->stamp, err, errsz);
+	if (r == MAILBOX_OK && o.busy) {
+		mb->stamp_valid = false; /* look again next time */
+		return MAILBOX_OK;
+	}
+	uint32_t validity = o.validity, next = o.next;
 	if (r != MAILBOX_OK && !mailbox_folder_exists(mb->dir)) {
 		mb->broken = true; /* deleted or renamed by another session */
 		errfmt(err, errsz, "Mailbox %s was deleted or renamed", mb->name);
@@ -2183,39 +2710,129 @@ enum mailbox_result mailbox_store(struct mailbox *mb, mailbox_match_fn match, vo
 	return MAILBOX_OK;
 }
 
-/* ---- EXPUNGE ---------------------------------------------------------------------- */
+/* ---- work for a worker: EXPUNGE, COPY, MOVE, APPEND ------------------------------- */
 
-static enum mailbox_result mailbox_unlink_matching(struct mailbox *mb, mailbox_match_fn match,
-						   void *arg, bool deleted_only, char *err,
-						   size_t errsz)
+enum mailbox_job_kind {
+	MAILBOX_JOB_EXPUNGE,
+	MAILBOX_JOB_COPY,
+	MAILBOX_JOB_MOVE,
+	MAILBOX_JOB_APPEND,
+};
+
+/* A message of the view that a job works on, as the view knew it. */
+struct mailbox_job_msg {
+	char *name;                  /* in the source's new/ or cur/ (the current
+				      * name once found renamed) */
+	bool in_new;
+	uint32_t uid;
+	uint8_t flags;               /* permanent flags */
+	long long date;
+	/* COPY, MOVE */
+	char *copy_unique;           /* NULL: not copied (yet) */
+	char *copy_path;             /* for an undo */
+	uint32_t copy_uid;
+};
+
+struct mailbox_job {
+	enum mailbox_job_kind kind;
+	bool ran;
+	enum mailbox_result r;
+	char err[256];
+	char *sdir, *ddir;           /* the view's folder; COPY's destination */
+	struct mailbox_job_msg *v;
+	size_t n, cap;
+	uint32_t validity;           /* of the destination (COPY) or folder (APPEND) */
+	bool copied;                 /* COPY, MOVE: the copies are in, with UIDs */
+	/* APPEND */
+	char *root, *name, *path;
+	unsigned flags;
+	long long date;
+	uint32_t uid;
+};
+
+void mailbox_job_free(struct mailbox_job *j)
 {
-	bool any = false;
-	for (size_t i = 0; i < mb->n; i++) {
-		struct mailbox_msg *m = &mb->msgs[i];
-		if (m->expunged || !m->name || (deleted_only && !(m->flags & MAILBOX_DELETED)))
-			continue;
-		if (match && !match(arg, i + 1, m->uid))
-			continue;
-		char *path = mailbox_msg_file(mb, m);
-		int r = unlink(path);
-		int e = errno;
-		free(path);
-		if (r < 0 && e != ENOENT) {
-			errfmt(err, errsz, "cannot remove %s: %s", m->name, strerror(e));
-			return MAILBOX_ERR_IO;
-		}
-		any = true;
+	if (!j)
+		return;
+	if (j->kind == MAILBOX_JOB_APPEND && !j->ran && j->path)
+		unlink(j->path); /* the message that never went in */
+	for (size_t i = 0; i < j->n; i++) {
+		free(j->v[i].name);
+		free(j->v[i].copy_unique);
+		free(j->v[i].copy_path);
 	}
-	if (any && maildir_sync(mb->dir) < 0) {
-		errfmt(err, errsz, "cannot sync %s: %s", mb->dir, strerror(errno));
-		return MAILBOX_ERR_IO;
-	}
-	return MAILBOX_OK;
+	free(j->v);
+	free(j->sdir);
+	free(j->ddir);
+	free(j->root);
+	free(j->name);
+	free(j->path);
+	free(j);
 }
 
-enum mailbox_result mailbox_expunge(struct mailbox *mb, mailbox_match_fn match, void *arg,
-				    char *err, size_t errsz)
+static struct mailbox_job *mailbox_job_new(enum mailbox_job_kind kind, const struct mailbox *mb)
 {
+	struct mailbox_job *j = xcalloc(1, sizeof *j);
+	j->kind = kind;
+	j->r = MAILBOX_OK;
+	if (mb)
+		j->sdir = xstrdup(mb->dir);
+	return j;
+}
+
+/* Take the view's message m into the job. */
+static void mailbox_job_add(struct mailbox_job *j, const struct mailbox_msg *m)
+{
+	struct mailbox_job_msg *jm = xgrow(&j->v, &j->n, &j->cap, sizeof *jm);
+	jm->name = xstrdup(m->name);
+	jm->in_new = m->in_new;
+	jm->uid = m->uid;
+	jm->flags = m->flags & MAILBOX_FLAGS_PERMANENT;
+	jm->date = m->internal_date;
+}
+
+static char *mailbox_job_file(const struct mailbox_job *j, const struct mailbox_job_msg *m)
+{
+	return xasprintf("%s/%s/%s", j->sdir, m->in_new ? "new" : "cur", m->name);
+}
+
+/* The source folder's listing, sorted by unique part: made once, at the
+ * first file that is not where the view saw it. */
+struct mailbox_found {
+	bool made;
+	struct mailbox_scan s;
+};
+
+/* Where is m's file now (another session changed its flags, or took it
+ * from new/ to cur/)?  false: it is gone. */
+static bool mailbox_job_relocate(struct mailbox_job *j, struct mailbox_job_msg *m,
+				 struct mailbox_found *f)
+{
+	if (!f->made) {
+		struct mailbox_stamp stamp;
+		char err[64];
+		f->made = true;
+		if (mailbox_scan(j->sdir, &f->s, &stamp, err, sizeof err) < 0)
+			return false;
+		mailbox_sort(f->s.v, f->s.n, sizeof *f->s.v, mailbox_qcmp_unique);
+	}
+	struct mailbox_disk key = {.name = m->name, .ulen = (uint32_t)maildir_unique_len(m->name)};
+	const struct mailbox_disk *d =
+	    mailbox_search(&key, f->s.v, f->s.n, sizeof *f->s.v, mailbox_qcmp_unique);
+	if (!d || (strcmp(d->name, m->name) == 0 && d->in_new == m->in_new))
+		return false;
+	free(m->name);
+	m->name = xstrdup(d->name);
+	m->in_new = d->in_new;
+	return true;
+}
+
+/* ---- EXPUNGE ---------------------------------------------------------------------- */
+
+enum mailbox_result mailbox_expunge_begin(struct mailbox *mb, mailbox_match_fn match, void *arg,
+					  struct mailbox_job **out, char *err, size_t errsz)
+{
+	*out = NULL;
 	if (mb->read_only) {
 		errfmt(err, errsz, "Mailbox is read-only");
 		return MAILBOX_ERR_READONLY;
@@ -2223,13 +2840,73 @@ enum mailbox_result mailbox_expunge(struct mailbox *mb, mailbox_match_fn match, 
 	mailbox_compact(mb);
 	/* current flags first: \Deleted may have been set or cleared elsewhere */
 	enum mailbox_result r = mailbox_view_sync(mb, false, err, errsz);
-	if (r == MAILBOX_OK)
-		r = mailbox_unlink_matching(mb, match, arg, true, err, errsz);
-	if (r == MAILBOX_OK)
-		r = mailbox_view_sync(mb, true, err, errsz);
+	if (r != MAILBOX_OK)
+		return r;
+	struct mailbox_job *j = mailbox_job_new(MAILBOX_JOB_EXPUNGE, mb);
+	for (size_t i = 0; i < mb->n; i++) {
+		const struct mailbox_msg *m = &mb->msgs[i];
+		if (m->expunged || !m->name || !(m->flags & MAILBOX_DELETED))
+			continue;
+		if (match && !match(arg, i + 1, m->uid))
+			continue;
+		mailbox_job_add(j, m);
+	}
+	*out = j;
+	return MAILBOX_OK;
+}
+
+/* Remove the files (one removed or renamed by someone else meanwhile is
+ * left alone), then make the removals durable. */
+static void mailbox_expunge_run(struct mailbox_job *j)
+{
+	for (size_t i = 0; i < j->n; i++) {
+		char *path = mailbox_job_file(j, &j->v[i]);
+		int r = unlink(path);
+		int e = errno;
+		free(path);
+		if (r < 0 && e != ENOENT) {
+			errfmt(j->err, sizeof j->err, "cannot remove %s: %s", j->v[i].name, strerror(e));
+			j->r = MAILBOX_ERR_IO;
+			break;
+		}
+	}
+	if (j->n && maildir_sync(j->sdir) < 0 && j->r == MAILBOX_OK) {
+		errfmt(j->err, sizeof j->err, "cannot sync %s: %s", j->sdir, strerror(errno));
+		j->r = MAILBOX_ERR_IO;
+	}
+}
+
+enum mailbox_result mailbox_expunge_end(struct mailbox *mb, struct mailbox_job *j, char *err,
+					size_t errsz)
+{
+	enum mailbox_result r = j->r;
+	if (r != MAILBOX_OK)
+		errfmt(err, errsz, "%s", j->err);
+	mailbox_job_free(j);
+	/* the removals (and any other expunge found on disk) as EXPUNGE changes */
+	mailbox_compact(mb);
+	char ignored[64];
+	enum mailbox_result r2 = mailbox_view_sync(mb, true, r == MAILBOX_OK ? err : ignored,
+						   r == MAILBOX_OK ? errsz : sizeof ignored);
 	mb->expunge_ok = true;
 	mb->exp_cursor = mb->n;
-	return r;
+	return r != MAILBOX_OK ? r : r2;
+}
+
+enum mailbox_result mailbox_expunge(struct mailbox *mb, mailbox_match_fn match, void *arg,
+				    char *err, size_t errsz)
+{
+	struct mailbox_job *j;
+	enum mailbox_result r = mailbox_expunge_begin(mb, match, arg, &j, err, errsz);
+	if (r != MAILBOX_OK) {
+		if (r != MAILBOX_ERR_READONLY) {
+			mb->expunge_ok = true;
+			mb->exp_cursor = mb->n;
+		}
+		return r;
+	}
+	mailbox_job_run(j);
+	return mailbox_expunge_end(mb, j, err, errsz);
 }
 
 /* ---- COPY / MOVE ---------------------------------------------------------------- */
@@ -2281,56 +2958,30 @@ static int mailbox_copy_bytes(const char *from, const char *dir, const char *to)
 
 /* The copy's name: a new unique part dated like the original, the
  * original's ",S=,W=" fields, and the flags. */
-static char *mailbox_copy_name(const struct mailbox_msg *m, char **unique)
+static char *mailbox_copy_name(const struct mailbox_job_msg *m, char **unique)
 {
-	*unique = maildir_unique_name(m->internal_date);
+	*unique = maildir_unique_name(m->date);
 	size_t ulen = maildir_unique_len(m->name), base = strcspn(m->name, ":");
 	char *plain = xasprintf("%s%.*s", *unique, (int)(base - ulen), m->name + ulen);
-	char *name = mailbox_name_with_flags(plain, m->flags & MAILBOX_FLAGS_PERMANENT);
+	char *name = mailbox_name_with_flags(plain, m->flags);
 	free(plain);
 	return name;
-}
-
-struct mailbox_copies {
-	char **uniques;              /* of the new files, in copy order */
-	char **paths;                /* the new files, for an undo */
-	uint32_t *src;
-	size_t n, cap;
-};
-
-static void mailbox_copies_undo(struct mailbox_copies *c)
-{
-	for (size_t i = 0; i < c->n; i++)
-		unlink(c->paths[i]);
-}
-
-static void mailbox_copies_free(struct mailbox_copies *c)
-{
-	for (size_t i = 0; i < c->n; i++) {
-		free(c->uniques[i]);
-		free(c->paths[i]);
-	}
-	free(c->uniques);
-	free(c->paths);
-	free(c->src);
-	memset(c, 0, sizeof *c);
 }
 
 /* Link (or copy) one message into ddir/new, with its flags in the name:
  * RFC 3501 §6.4.7 wants the copy \Recent, which is what new/ means here
  * (the next view to take it into cur/ has it \Recent).  0, 1 when its
- * file is gone, -1 on an error. */
-static int mailbox_copy_one(struct mailbox *mb, struct mailbox_msg *m, const char *ddir,
-			    struct mailbox_copies *c)
+ * file is not where the job saw it, -1 on an error (errno). */
+static int mailbox_copy_one(struct mailbox_job *j, struct mailbox_job_msg *m)
 {
 	char *unique;
 	char *name = mailbox_copy_name(m, &unique);
-	char *from = mailbox_msg_file(mb, m);
-	char *to = xasprintf("%s/new/%s", ddir, name);
+	char *from = mailbox_job_file(j, m);
+	char *to = xasprintf("%s/new/%s", j->ddir, name);
 	free(name);
 	int r = link(from, to);
 	if (r < 0 && (errno == EXDEV || errno == EPERM || errno == EMLINK || errno == ENOSYS))
-		r = mailbox_copy_bytes(from, ddir, to);
+		r = mailbox_copy_bytes(from, j->ddir, to);
 	int e = errno;
 	free(from);
 	if (r < 0) {
@@ -2339,112 +2990,126 @@ static int mailbox_copy_one(struct mailbox *mb, struct mailbox_msg *m, const cha
 		errno = e;
 		return e == ENOENT ? 1 : -1;
 	}
-	if (c->n == c->cap) {
-		c->cap = c->cap ? c->cap * 2 : 16;
-		c->uniques = xrealloc(c->uniques, c->cap * sizeof *c->uniques);
-		c->paths = xrealloc(c->paths, c->cap * sizeof *c->paths);
-		c->src = xrealloc(c->src, c->cap * sizeof *c->src);
-	}
-	c->uniques[c->n] = unique;
-	c->paths[c->n] = to;
-	c->src[c->n] = m->uid;
-	c->n++;
+	m->copy_unique = unique;
+	m->copy_path = to;
 	return 0;
 }
 
-/* Is uid among the n ascending UIDs of v? */
-static bool mailbox_u32_find(const uint32_t *v, size_t n, uint32_t uid)
+/* All or nothing (RFC 3501 §6.4.7): an error takes back every copy made. */
+static void mailbox_copy_undo(struct mailbox_job *j)
 {
-	size_t lo = 0, hi = n;
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-		if (v[mid] < uid)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo < n && v[lo] == uid;
+	for (size_t i = 0; i < j->n; i++)
+		if (j->v[i].copy_path)
+			unlink(j->v[i].copy_path);
 }
 
-/* Link every matching message; on a vanished file resync once and try the
- * ones not done yet again. */
-static enum mailbox_result mailbox_copy_files(struct mailbox *mb, mailbox_match_fn match, void *arg,
-					      const char *ddir, struct mailbox_copies *c, char *err,
-					      size_t errsz)
+/* Copy every message of the job; one not where the view saw it is looked
+ * for once, and left out when it is gone.  How many were copied, or -1
+ * (j->err says why). */
+static ssize_t mailbox_copy_files(struct mailbox_job *j)
 {
-	size_t first_pass = 0; /* copies of pass 0, ascending source UIDs */
-	for (int pass = 0; pass < 2; pass++) {
-		bool missing = false;
-		for (size_t i = 0; i < mb->n; i++) {
-			struct mailbox_msg *m = &mb->msgs[i];
-			if (m->expunged || !m->name || !match(arg, i + 1, m->uid))
-				continue;
-			if (pass == 1 && mailbox_u32_find(c->src, first_pass, m->uid))
-				continue;
-			int r = mailbox_copy_one(mb, m, ddir, c);
-			if (r < 0) {
-				errfmt(err, errsz, "cannot copy %s: %s", m->name, strerror(errno));
-				return MAILBOX_ERR_IO;
-			}
-			missing |= r > 0;
-		}
-		if (!missing)
-			break;
-		if (pass == 0) {
-			first_pass = c->n;
-			enum mailbox_result r = mailbox_view_sync(mb, true, err, errsz);
-			if (r != MAILBOX_OK)
-				return r;
+	struct mailbox_found found = {0};
+	ssize_t copied = 0;
+	for (size_t i = 0; i < j->n && copied >= 0; i++) {
+		struct mailbox_job_msg *m = &j->v[i];
+		int r = mailbox_copy_one(j, m);
+		if (r > 0 && mailbox_job_relocate(j, m, &found))
+			r = mailbox_copy_one(j, m);
+		if (r < 0) {
+			errfmt(j->err, sizeof j->err, "cannot copy %s: %s", m->name, strerror(errno));
+			copied = -1;
+		} else if (r == 0) {
+			copied++;
 		}
 	}
-	return MAILBOX_OK;
+	mailbox_scan_free(&found.s);
+	return copied;
 }
 
-static int mailbox_qcmp_u32pair(const void *a, const void *b)
+/* The copies' UIDs from the destination's index. */
+static enum mailbox_result mailbox_copy_uids(struct mailbox_job *j, size_t copied)
 {
-	const uint32_t *x = a, *y = b;
-	return x[0] < y[0] ? -1 : x[0] > y[0];
+	char **uniques = xcalloc(copied ? copied : 1, sizeof *uniques);
+	uint32_t *uids = xcalloc(copied ? copied : 1, sizeof *uids);
+	size_t k = 0;
+	for (size_t i = 0; i < j->n; i++)
+		if (j->v[i].copy_unique)
+			uniques[k++] = j->v[i].copy_unique;
+	enum mailbox_result r =
+	    mailbox_index_add(j->ddir, uniques, k, &j->validity, uids, j->err, sizeof j->err);
+	k = 0;
+	for (size_t i = 0; i < j->n && r == MAILBOX_OK; i++)
+		if (j->v[i].copy_unique)
+			j->v[i].copy_uid = uids[k++];
+	free(uniques);
+	free(uids);
+	return r;
 }
 
-/* Fill out from the copies and the destination's listing (the copies got
- * the first new UIDs, in copy order). */
-static void mailbox_copy_map(struct mailbox_copies *c, struct mailbox_scan *s,
-			     struct mailbox_uidmap *out)
+/* MOVE: the sources of the copies removed, durably. */
+static void mailbox_move_sources(struct mailbox_job *j)
 {
-	struct mailbox_disk *keys = xcalloc(s->n ? s->n : 1, sizeof *keys);
-	if (s->n) /* an empty destination has no listing (s->v NULL) */
-		memcpy(keys, s->v, s->n * sizeof *keys);
-	mailbox_sort(keys, s->n, sizeof *keys, mailbox_qcmp_unique);
-	uint32_t *pairs = xcalloc(c->n ? c->n * 2 : 2, sizeof *pairs);
-	size_t n = 0;
-	for (size_t i = 0; i < c->n; i++) {
-		struct mailbox_disk key = {.name = c->uniques[i],
-				       .ulen = (uint32_t)strlen(c->uniques[i])};
-		struct mailbox_disk *k =
-		    mailbox_search(&key, keys, s->n, sizeof *keys, mailbox_qcmp_unique);
-		if (!k)
-			continue; /* removed by someone at once */
-		pairs[2 * n] = c->src[i];
-		pairs[2 * n + 1] = k->uid;
-		n++;
+	bool any = false;
+	for (size_t i = 0; i < j->n; i++) {
+		if (!j->v[i].copy_unique)
+			continue;
+		char *path = mailbox_job_file(j, &j->v[i]);
+		int r = unlink(path);
+		int e = errno;
+		free(path);
+		if (r < 0 && e != ENOENT) {
+			errfmt(j->err, sizeof j->err, "cannot remove %s: %s", j->v[i].name, strerror(e));
+			j->r = MAILBOX_ERR_IO;
+			return;
+		}
+		any = true;
 	}
-	mailbox_sort(pairs, n, 2 * sizeof *pairs, mailbox_qcmp_u32pair);
-	out->src = xcalloc(n ? n : 1, sizeof *out->src);
-	out->dst = xcalloc(n ? n : 1, sizeof *out->dst);
-	for (size_t i = 0; i < n; i++) {
-		out->src[i] = pairs[2 * i];
-		out->dst[i] = pairs[2 * i + 1];
+	if (any && maildir_sync(j->sdir) < 0) {
+		errfmt(j->err, sizeof j->err, "cannot sync %s: %s", j->sdir, strerror(errno));
+		j->r = MAILBOX_ERR_IO;
 	}
-	out->n = n;
-	free(pairs);
-	free(keys);
 }
 
-enum mailbox_result mailbox_copy(struct mailbox *mb, mailbox_match_fn match, void *arg,
-				 const char *dest, struct mailbox_uidmap *out, char *err,
-				 size_t errsz)
+/* Copy, make the copies durable (their folder, then the index lines
+ * that give them UIDs), and for MOVE remove the sources. */
+static void mailbox_copy_run(struct mailbox_job *j)
 {
-	memset(out, 0, sizeof *out);
+	if (j->n == 0)
+		return;
+	if (!mailbox_folder_exists(j->ddir)) {
+		errfmt(j->err, sizeof j->err, "Mailbox does not exist");
+		j->r = MAILBOX_ERR_NONEXISTENT;
+		return;
+	}
+	ssize_t copied = mailbox_copy_files(j);
+	if (copied == 0) {
+		errfmt(j->err, sizeof j->err, "Some of the messages were expunged");
+		j->r = MAILBOX_ERR_EXPUNGED;
+		return;
+	}
+	if (copied > 0 && maildir_sync(j->ddir) < 0) {
+		errfmt(j->err, sizeof j->err, "cannot sync %s: %s", j->ddir, strerror(errno));
+		copied = -1;
+	}
+	j->r = copied < 0 ? MAILBOX_ERR_IO : mailbox_copy_uids(j, (size_t)copied);
+	if (j->r != MAILBOX_OK) {
+		mailbox_copy_undo(j);
+		return;
+	}
+	j->copied = true;
+	if (j->kind == MAILBOX_JOB_MOVE)
+		mailbox_move_sources(j);
+}
+
+enum mailbox_result mailbox_copy_begin(struct mailbox *mb, mailbox_match_fn match, void *arg,
+				       const char *dest, bool move, struct mailbox_job **out,
+				       char *err, size_t errsz)
+{
+	*out = NULL;
+	if (move && mb->read_only) {
+		errfmt(err, errsz, "Mailbox is read-only");
+		return MAILBOX_ERR_READONLY;
+	}
 	char *ddir;
 	enum mailbox_result r = mailbox_open_dir(mb->root, dest, &ddir, err, errsz);
 	if (r == MAILBOX_ERR_NOSELECT)
@@ -2452,43 +3117,70 @@ enum mailbox_result mailbox_copy(struct mailbox *mb, mailbox_match_fn match, voi
 	if (r != MAILBOX_OK)
 		return r;
 	mailbox_compact(mb);
-	struct mailbox_copies c = {0};
-	r = mailbox_copy_files(mb, match, arg, ddir, &c, err, errsz);
-	bool any_match = c.n > 0;
-	if (r == MAILBOX_OK && !any_match) {
-		/* nothing copied: fine when nothing matched, else all vanished */
-		for (size_t i = 0; i < mb->n && !any_match; i++)
-			any_match = match(arg, i + 1, mb->msgs[i].uid);
-		if (any_match) {
-			errfmt(err, errsz, "Some of the messages were expunged");
-			r = MAILBOX_ERR_EXPUNGED;
-		}
+	struct mailbox_job *j = mailbox_job_new(move ? MAILBOX_JOB_MOVE : MAILBOX_JOB_COPY, mb);
+	j->ddir = ddir;
+	for (size_t i = 0; i < mb->n; i++) {
+		const struct mailbox_msg *m = &mb->msgs[i];
+		if (!m->expunged && m->name && match(arg, i + 1, m->uid))
+			mailbox_job_add(j, m);
 	}
-	if (r == MAILBOX_OK && c.n > 0 && maildir_sync(ddir) < 0) {
-		errfmt(err, errsz, "cannot sync %s: %s", ddir, strerror(errno));
-		r = MAILBOX_ERR_IO;
-	}
-	struct mailbox_scan s = {0};
-	struct mailbox_stamp stamp;
-	struct mailbox_hints hints = {c.uniques, c.n};
-	if (r == MAILBOX_OK)
-		r = mailbox_index_sync(ddir, &hints, &s, &stamp, &out->uidvalidity, &(uint32_t){0},
-				       err, errsz);
-	if (r == MAILBOX_OK)
-		mailbox_copy_map(&c, &s, out);
-	else
-		mailbox_copies_undo(&c); /* all or nothing (RFC 3501 §6.4.7) */
-	mailbox_scan_free(&s);
-	mailbox_copies_free(&c);
-	free(ddir);
-	return r;
+	*out = j;
+	return MAILBOX_OK;
 }
 
-static bool mailbox_match_moved(void *arg, size_t seq, uint32_t uid)
+/* The pairs of the copies that have a UID (one removed at once by
+ * another client has none), ascending source UIDs as the view's order. */
+static void mailbox_copy_map(const struct mailbox_job *j, struct mailbox_uidmap *out)
 {
-	(void)seq;
-	const struct mailbox_uidmap *map = arg;
-	return mailbox_u32_find(map->src, map->n, uid);
+	size_t n = 0;
+	for (size_t i = 0; i < j->n; i++)
+		n += j->v[i].copy_uid != 0;
+	out->uidvalidity = j->validity;
+	out->src = xcalloc(n ? n : 1, sizeof *out->src);
+	out->dst = xcalloc(n ? n : 1, sizeof *out->dst);
+	for (size_t i = 0; i < j->n; i++) {
+		if (!j->v[i].copy_uid)
+			continue;
+		out->src[out->n] = j->v[i].uid;
+		out->dst[out->n] = j->v[i].copy_uid;
+		out->n++;
+	}
+}
+
+enum mailbox_result mailbox_copy_end(struct mailbox *mb, struct mailbox_job *j,
+				     struct mailbox_uidmap *out, char *err, size_t errsz)
+{
+	memset(out, 0, sizeof *out);
+	enum mailbox_result r = j->r;
+	bool moved = j->kind == MAILBOX_JOB_MOVE && j->copied; /* sources removed, or some */
+	if (r != MAILBOX_OK)
+		errfmt(err, errsz, "%s", j->err);
+	else
+		mailbox_copy_map(j, out);
+	mailbox_job_free(j);
+	if (!moved)
+		return r;
+	/* MOVE: the removals as EXPUNGE changes (RFC 6851 §4.3) */
+	mailbox_compact(mb);
+	char ignored[64];
+	enum mailbox_result r2 = mailbox_view_sync(mb, true, r == MAILBOX_OK ? err : ignored,
+						   r == MAILBOX_OK ? errsz : sizeof ignored);
+	mb->expunge_ok = true;
+	mb->exp_cursor = mb->n;
+	return r != MAILBOX_OK ? r : r2;
+}
+
+enum mailbox_result mailbox_copy(struct mailbox *mb, mailbox_match_fn match, void *arg,
+				 const char *dest, struct mailbox_uidmap *out, char *err,
+				 size_t errsz)
+{
+	memset(out, 0, sizeof *out);
+	struct mailbox_job *j;
+	enum mailbox_result r = mailbox_copy_begin(mb, match, arg, dest, false, &j, err, errsz);
+	if (r != MAILBOX_OK)
+		return r;
+	mailbox_job_run(j);
+	return mailbox_copy_end(mb, j, out, err, errsz);
 }
 
 enum mailbox_result mailbox_move(struct mailbox *mb, mailbox_match_fn match, void *arg,
@@ -2496,20 +3188,12 @@ enum mailbox_result mailbox_move(struct mailbox *mb, mailbox_match_fn match, voi
 				 size_t errsz)
 {
 	memset(out, 0, sizeof *out);
-	if (mb->read_only) {
-		errfmt(err, errsz, "Mailbox is read-only");
-		return MAILBOX_ERR_READONLY;
-	}
-	mailbox_compact(mb);
-	enum mailbox_result r = mailbox_copy(mb, match, arg, dest, out, err, errsz);
+	struct mailbox_job *j;
+	enum mailbox_result r = mailbox_copy_begin(mb, match, arg, dest, true, &j, err, errsz);
 	if (r != MAILBOX_OK)
 		return r;
-	r = mailbox_unlink_matching(mb, mailbox_match_moved, out, false, err, errsz);
-	if (r == MAILBOX_OK)
-		r = mailbox_view_sync(mb, true, err, errsz);
-	mb->expunge_ok = true;
-	mb->exp_cursor = mb->n;
-	return r;
+	mailbox_job_run(j);
+	return mailbox_copy_end(mb, j, out, err, errsz);
 }
 
 /* ---- APPEND ------------------------------------------------------------------ */
@@ -2602,28 +3286,6 @@ static char *mailbox_append_place(const char *dir, const char *path, const char 
 	return final;
 }
 
-/* The UID the index gives the new file unique (the first new one). */
-static enum mailbox_result mailbox_append_uid(const char *dir, const char *unique,
-					      uint32_t *uidvalidity, uint32_t *uid, char *err,
-					      size_t errsz)
-{
-	struct mailbox_scan s;
-	struct mailbox_stamp stamp;
-	char *hint = (char *)unique;
-	struct mailbox_hints hints = {&hint, 1};
-	uint32_t next;
-	enum mailbox_result r =
-	    mailbox_index_sync(dir, &hints, &s, &stamp, uidvalidity, &next, err, errsz);
-	if (r != MAILBOX_OK)
-		return r;
-	size_t ulen = strlen(unique);
-	for (size_t i = 0; i < s.n && *uid == 0; i++)
-		if (s.v[i].ulen == ulen && strncmp(s.v[i].name, unique, ulen) == 0)
-			*uid = s.v[i].uid;
-	mailbox_scan_free(&s);
-	return MAILBOX_OK;
-}
-
 enum mailbox_result mailbox_append_commit(const char *root, const char *name, const char *path,
 					  unsigned flags, long long internal_date,
 					  uint32_t *uidvalidity, uint32_t *uid, char *err,
@@ -2659,7 +3321,7 @@ enum mailbox_result mailbox_append_commit(const char *root, const char *name, co
 		unlink(path);
 		r = MAILBOX_ERR_IO;
 	} else {
-		r = mailbox_append_uid(dir, unique, uidvalidity, uid, err, errsz);
+		r = mailbox_index_add(dir, &unique, 1, uidvalidity, uid, err, errsz);
 		if (r != MAILBOX_OK)
 			unlink(final);
 	}
@@ -2667,6 +3329,48 @@ enum mailbox_result mailbox_append_commit(const char *root, const char *name, co
 	free(unique);
 	free(dir);
 	return r;
+}
+
+struct mailbox_job *mailbox_append_job(const char *root, const char *name, const char *path,
+				       unsigned flags, long long internal_date)
+{
+	struct mailbox_job *j = mailbox_job_new(MAILBOX_JOB_APPEND, NULL);
+	j->root = xstrdup(root);
+	j->name = xstrdup(name);
+	j->path = xstrdup(path);
+	j->flags = flags & MAILBOX_FLAGS_PERMANENT;
+	j->date = internal_date;
+	return j;
+}
+
+enum mailbox_result mailbox_append_end(struct mailbox_job *j, uint32_t *uidvalidity,
+				       uint32_t *uid, char *err, size_t errsz)
+{
+	enum mailbox_result r = j->r;
+	*uidvalidity = j->validity;
+	*uid = j->uid;
+	if (r != MAILBOX_OK)
+		errfmt(err, errsz, "%s", j->err);
+	mailbox_job_free(j);
+	return r;
+}
+
+void mailbox_job_run(struct mailbox_job *j)
+{
+	j->ran = true;
+	switch (j->kind) {
+	case MAILBOX_JOB_EXPUNGE:
+		mailbox_expunge_run(j);
+		break;
+	case MAILBOX_JOB_COPY:
+	case MAILBOX_JOB_MOVE:
+		mailbox_copy_run(j);
+		break;
+	case MAILBOX_JOB_APPEND:
+		j->r = mailbox_append_commit(j->root, j->name, j->path, j->flags, j->date,
+					     &j->validity, &j->uid, j->err, sizeof j->err);
+		break;
+	}
 }
 
 /* ---- IDLE ---------------------------------------------------------------------- */

@@ -6,15 +6,22 @@
  * Maildir); hierarchy delimiter '.'.  Flags live in the file names' info
  * ":2,<letters sorted>" (D F R S T), so other Maildir tools agree.  Each
  * folder keeps its UIDs in <folder>/posthorn-uidlist ("V<uidvalidity>
- * N<uidnext>" then "<uid> <unique>" lines), rewritten atomically under
- * flock of <folder>/posthorn-uidlist.lock; a lost or corrupt index is
- * rebuilt with a new, larger UIDVALIDITY.  Subscriptions: <root>/subscriptions.
+ * N<uidnext>" then "<uid> <unique>" lines), to which new messages are
+ * appended under flock of <folder>/posthorn-uidlist.lock (a torn last
+ * append is ignored and its UIDs never given again); it is rewritten
+ * only to drop removed messages' lines, and a lost or damaged one is
+ * rebuilt with a new, larger UIDVALIDITY.  Subscriptions:
+ * <root>/subscriptions.
  *
  * A struct mailbox is one session's view of an open folder: sequence
  * numbers -> messages.  mailbox_sync() reads the disk and queues the
  * changes, which the session takes one at a time with mailbox_next_change()
  * (so it can stop while its output buffer is full and resume later).
- * Everything runs on the event loop thread; all calls are synchronous.
+ * Views are used on the event loop's thread, and nothing there waits for
+ * the disk to sync: what a view writes to an index is made durable by an
+ * upkeep job on a worker (lib/offload), and the operations that must be
+ * durable before their answer (EXPUNGE, COPY, MOVE, APPEND) are split in
+ * three (see "work for a worker" below).
  *
  * Names given to and returned by these functions are IMAP mailbox names as
  * the client sends them (modified UTF-7 is ASCII); "INBOX" in any case is
@@ -278,11 +285,32 @@ enum mailbox_store_op { MAILBOX_STORE_ADD, MAILBOX_STORE_REMOVE, MAILBOX_STORE_R
 enum mailbox_result mailbox_store(struct mailbox *mb, mailbox_match_fn match, void *arg,
 				  enum mailbox_store_op op, unsigned flags, char *err, size_t errsz);
 
+/* ---- work for a worker ------------------------------------------------------
+ *
+ * EXPUNGE, COPY, MOVE and APPEND end in syncs, and their tagged OK may
+ * only be sent once the change is durable.  So each comes in three steps:
+ * *_begin on the event loop looks at the view and says what to do (errors
+ * known at once come back from it, and no job); mailbox_job_run does all
+ * the disk work on any thread, touching nothing but the job (never the
+ * view); *_end back on the loop gives the result, brings the view up to
+ * date and frees the job.  A job whose end never comes (the session went
+ * away) is freed with mailbox_job_free, on the loop, after any run.  The
+ * plain mailbox_expunge/copy/move/append_commit do all three at once. */
+struct mailbox_job;
+
+void mailbox_job_run(struct mailbox_job *j);
+void mailbox_job_free(struct mailbox_job *j);
+
 /* EXPUNGE: remove the messages with \Deleted; with match (UID EXPUNGE,
  * RFC 4315 §2.1) only those of them that match.  The removals are queued
  * as EXPUNGE changes (with any other expunge found on disk). */
 enum mailbox_result mailbox_expunge(struct mailbox *mb, mailbox_match_fn match, void *arg,
 				    char *err, size_t errsz);
+/* READONLY for EXAMINE; *out NULL on an error. */
+enum mailbox_result mailbox_expunge_begin(struct mailbox *mb, mailbox_match_fn match, void *arg,
+					  struct mailbox_job **out, char *err, size_t errsz);
+enum mailbox_result mailbox_expunge_end(struct mailbox *mb, struct mailbox_job *j, char *err,
+					size_t errsz);
 
 /* UIDs of a COPY/MOVE (RFC 4315 COPYUID): src[i] became dst[i], src
  * ascending. */
@@ -309,6 +337,13 @@ enum mailbox_result mailbox_copy(struct mailbox *mb, mailbox_match_fn match, voi
 enum mailbox_result mailbox_move(struct mailbox *mb, mailbox_match_fn match, void *arg,
 				 const char *dest, struct mailbox_uidmap *out, char *err,
 				 size_t errsz);
+/* COPY (move false) or MOVE in steps: the copies (and the sources'
+ * removal) are durable when the job has run; *out NULL on an error. */
+enum mailbox_result mailbox_copy_begin(struct mailbox *mb, mailbox_match_fn match, void *arg,
+				       const char *dest, bool move, struct mailbox_job **out,
+				       char *err, size_t errsz);
+enum mailbox_result mailbox_copy_end(struct mailbox *mb, struct mailbox_job *j,
+				     struct mailbox_uidmap *out, char *err, size_t errsz);
 
 /* ---- APPEND ------------------------------------------------------------- */
 
@@ -325,11 +360,17 @@ enum mailbox_result mailbox_append_begin(const char *root, const char *name, cha
  * *uidvalidity and *uid for APPENDUID (RFC 4315 §3; *uid is 0 only when
  * another client removed the message at once: then send no APPENDUID); on
  * any error the file is removed.  The folder renamed since append_begin:
- * NONEXISTENT. */
+ * NONEXISTENT.  Any thread (it syncs: not on the event loop). */
 enum mailbox_result mailbox_append_commit(const char *root, const char *name, const char *path,
 					  unsigned flags, long long internal_date,
 					  uint32_t *uidvalidity, uint32_t *uid, char *err,
 					  size_t errsz);
+/* mailbox_append_commit as a job (copies of the arguments; the file at
+ * path is the job's from now on: removed if the job never runs). */
+struct mailbox_job *mailbox_append_job(const char *root, const char *name, const char *path,
+				       unsigned flags, long long internal_date);
+enum mailbox_result mailbox_append_end(struct mailbox_job *j, uint32_t *uidvalidity,
+				       uint32_t *uid, char *err, size_t errsz);
 /* Drop an unfinished APPEND: remove the file. */
 void mailbox_append_abort(const char *path);
 

@@ -1,7 +1,8 @@
 /* test_mailbox: the IMAP store on a Maildir++ tree in a temporary
  * directory — names and LIST patterns, special-use folders and
  * subscriptions, CREATE/DELETE/RENAME (INBOX too, children, \Noselect), the
- * UID index (stable across reopen, rebuilt with a new UIDVALIDITY), \Recent,
+ * UID index (stable across reopen, rebuilt with a new UIDVALIDITY, grown by
+ * appends, a torn tail ignored, compacted), COPY/APPEND as jobs, \Recent,
  * concurrent views seeing each other's flag changes, expunges and new mail
  * in the order RFC 3501 §7 wants, STORE, EXPUNGE and UID EXPUNGE, APPEND
  * (APPENDUID), COPY/MOVE (COPYUID), STATUS, the inotify watch, and a folder
@@ -880,8 +881,8 @@ static void test_uids_stable_across_reopen(void **state)
 	assert_int_equal(mailbox_msg(mb, 4)->uid, 4);
 	uint32_t v2 = mailbox_uidvalidity(mb);
 	mailbox_close(mb);
-	/* corrupt index: the same */
-	write_text(ipath, "V12 N3\n5 garbage\n");
+	/* a damaged header: the same */
+	write_text(ipath, "V12 X3\n1 1700000001.M1P1Q1.test\n");
 	mb = open_box(f, "INBOX", false);
 	assert_true(mailbox_uidvalidity(mb) > v2);
 	assert_int_equal(mailbox_uidnext(mb), 5);
@@ -1040,11 +1041,12 @@ static void test_views_see_expunge(void **state)
 	/* a sees the new message */
 	sync_box(a, MAILBOX_SYNC_EXPUNGE);
 	assert_changes(a, "EXISTS 4,RECENT 3");
-	/* the index dropped the expunged ones */
+	/* the index was appended to, not rewritten: the expunged ones' lines
+	 * stay until they are most of it (test_index_compaction) */
 	char *ipath = xasprintf("%s/posthorn-uidlist", f->root);
 	char *text = read_file_text(ipath);
-	assert_null(strstr(text, "\n2 "));
-	assert_null(strstr(text, "\n4 "));
+	assert_non_null(strstr(text, "\n2 "));
+	assert_non_null(strstr(text, "\n4 "));
 	assert_non_null(strstr(text, "\n6 "));
 	free(text);
 	free(ipath);
@@ -1447,6 +1449,273 @@ static void test_append(void **state)
 	mailbox_close(d);
 }
 
+/* ---- the UID index: appends, torn tails, compaction ------------------------ */
+
+static char *index_path(const struct fixture *f, const char *folder)
+{
+	char *dir = folder_dir(f, folder);
+	char *p = xasprintf("%s/posthorn-uidlist", dir);
+	free(dir);
+	return p;
+}
+
+static ino_t inode_of(const char *path)
+{
+	struct stat st;
+	assert_int_equal(stat(path, &st), 0);
+	return st.st_ino;
+}
+
+static void append_raw(const char *path, const void *data, size_t len)
+{
+	int fd = open(path, O_WRONLY | O_APPEND);
+	assert_true(fd >= 0);
+	assert_int_equal(write_all(fd, data, len), 0);
+	close(fd);
+}
+
+/* Is text a prefix of the file's text now, and what follows it? */
+static char *after_prefix(const char *path, const char *prefix)
+{
+	char *now = read_file_text(path);
+	if (strncmp(now, prefix, strlen(prefix)) != 0)
+		fail_msg("the index was rewritten: before \"%s\", now \"%s\"", prefix, now);
+	char *rest = xstrdup(now + strlen(prefix));
+	free(now);
+	return rest;
+}
+
+/* New mail, APPEND and COPY add lines at the end of the same file: what
+ * was there is never rewritten. */
+static void test_index_grows_by_appends(void **state)
+{
+	struct fixture *f = *state;
+	deliver_new(f, "INBOX", 1);
+	deliver_new(f, "INBOX", 2);
+	struct mailbox *mb = open_box(f, "INBOX", false);
+	char *ipath = index_path(f, "INBOX");
+	ino_t ino = inode_of(ipath);
+	char *before = read_file_text(ipath);
+	char *head = xasprintf("V%u N3\n1 1700000001.M1P1Q1.test\n2 1700000002.M2P1Q2.test\n",
+			       mailbox_uidvalidity(mb));
+	assert_string_equal(before, head);
+	free(head);
+	/* a delivery, seen by a sync */
+	deliver_new(f, "INBOX", 3);
+	sync_box(mb, MAILBOX_SYNC_EXPUNGE);
+	char *rest = after_prefix(ipath, before);
+	assert_string_equal(rest, "3 1700000003.M3P1Q3.test\n");
+	free(rest);
+	free(before);
+	before = read_file_text(ipath);
+	/* an APPEND */
+	uint32_t v;
+	assert_int_equal(append(f, "INBOX", "Subject: a\r\n\r\nb\r\n", 0, 0, &v), 4);
+	rest = after_prefix(ipath, before);
+	assert_true(strncmp(rest, "4 ", 2) == 0 && strchr(rest, '\n') == rest + strlen(rest) - 1);
+	free(rest);
+	free(before);
+	before = read_file_text(ipath);
+	/* a COPY of two messages into the same folder */
+	struct seqs two = {{1, 2}, 2};
+	struct mailbox_uidmap map;
+	char err[256];
+	assert_int_equal(mailbox_copy(mb, match_seqs, &two, "INBOX", &map, err, sizeof err),
+			 MAILBOX_OK);
+	assert_int_equal(map.n, 2);
+	assert_int_equal(map.dst[0], 5);
+	assert_int_equal(map.dst[1], 6);
+	mailbox_uidmap_free(&map);
+	rest = after_prefix(ipath, before);
+	assert_true(strncmp(rest, "5 ", 2) == 0 && strstr(rest, "\n6 ") != NULL);
+	free(rest);
+	free(before);
+	assert_int_equal(inode_of(ipath), ino);
+	sync_box(mb, MAILBOX_SYNC_EXPUNGE);
+	assert_int_equal(mailbox_count(mb), 6);
+	mailbox_close(mb);
+	free(ipath);
+}
+
+/* A crash in the middle of an append leaves a line without its LF: it is
+ * ignored, the message it named gets a UID past every UID the tail could
+ * have named, the UIDVALIDITY stays, and the next append cuts the tail
+ * off and says so with an "N" line. */
+static void test_index_torn_tail_ignored(void **state)
+{
+	struct fixture *f = *state;
+	for (int i = 1; i <= 3; i++)
+		deliver_new(f, "INBOX", i);
+	struct mailbox *mb = open_box(f, "INBOX", false);
+	uint32_t validity = mailbox_uidvalidity(mb);
+	mailbox_close(mb);
+	char *ipath = index_path(f, "INBOX");
+	char *whole = read_file_text(ipath);
+	/* message 4 arrived; the line that gave it UID 4 was torn */
+	deliver_new(f, "INBOX", 4);
+	const char *torn = "4 1700000004.M4P1Q4.te";
+	append_raw(ipath, torn, strlen(torn));
+	mb = open_box(f, "INBOX", false);
+	assert_int_equal(mailbox_uidvalidity(mb), validity);
+	assert_int_equal(mailbox_count(mb), 4);
+	for (size_t i = 1; i <= 3; i++)
+		assert_int_equal(mailbox_msg(mb, i)->uid, i);
+	uint32_t skip_to = 5 + (uint32_t)strlen(torn); /* past the tail's 4, plus its octets */
+	assert_int_equal(mailbox_msg(mb, 4)->uid, skip_to);
+	assert_int_equal(mailbox_uidnext(mb), skip_to + 1);
+	mailbox_close(mb);
+	char *rest = after_prefix(ipath, whole);
+	char *want = xasprintf("N%u\n%u 1700000004.M4P1Q4.test\n", skip_to, skip_to);
+	assert_string_equal(rest, want);
+	free(want);
+	free(rest);
+	/* and it stays so */
+	mb = open_box(f, "INBOX", true);
+	assert_int_equal(mailbox_uidvalidity(mb), validity);
+	assert_int_equal(mailbox_msg(mb, 4)->uid, skip_to);
+	mailbox_close(mb);
+	free(whole);
+	free(ipath);
+}
+
+/* The data of an append that never reached the disk reads as zeros; a
+ * whole line after them (written later, synced never) is part of the tail
+ * too: its UID is skipped as well, and nothing of it is used. */
+static void test_index_zeros_in_tail(void **state)
+{
+	struct fixture *f = *state;
+	deliver_new(f, "Trash", 1);
+	deliver_new(f, "Trash", 2);
+	struct mailbox *mb = open_box(f, "Trash", false);
+	uint32_t validity = mailbox_uidvalidity(mb);
+	mailbox_close(mb);
+	char *ipath = index_path(f, "Trash");
+	char tail[48] = {0};
+	tail[16] = '\n';
+	memcpy(tail + 17, "9 1700000002.M2P1Q2.test\n", 25);
+	append_raw(ipath, tail, 42);
+	deliver_new(f, "Trash", 3);
+	mb = open_box(f, "Trash", false);
+	assert_int_equal(mailbox_uidvalidity(mb), validity);
+	assert_int_equal(mailbox_count(mb), 3);
+	assert_int_equal(mailbox_msg(mb, 1)->uid, 1);
+	assert_int_equal(mailbox_msg(mb, 2)->uid, 2); /* the tail's "9" for it is not used */
+	assert_int_equal(mailbox_msg(mb, 3)->uid, 10 + 42);
+	mailbox_close(mb);
+	char *text = read_file_text(ipath);
+	assert_null(strstr(text, "\n9 "));
+	assert_non_null(strstr(text, "\nN52\n52 1700000003.M3P1Q3.test\n"));
+	free(text);
+	free(ipath);
+}
+
+/* The lines of removed messages are dropped by a rewrite once they are
+ * most of the index (and at least 64); UIDs and UIDVALIDITY stay, and a
+ * view open meanwhile goes on. */
+static void test_index_compaction(void **state)
+{
+	struct fixture *f = *state;
+	for (int i = 1; i <= 100; i++)
+		deliver_new(f, "INBOX", i);
+	struct mailbox *a = open_box(f, "INBOX", false);
+	struct mailbox *b = open_box(f, "INBOX", true);
+	uint32_t validity = mailbox_uidvalidity(a);
+	char *ipath = index_path(f, "INBOX");
+	ino_t ino = inode_of(ipath);
+	char err[256];
+	/* 30 removed of 100: the lines stay */
+	for (size_t seq = 1; seq <= 30; seq++)
+		store(a, seq, MAILBOX_STORE_ADD, MAILBOX_DELETED);
+	assert_int_equal(mailbox_expunge(a, NULL, NULL, err, sizeof err), MAILBOX_OK);
+	free(changes(a));
+	assert_int_equal(mailbox_count(a), 70);
+	assert_int_equal(inode_of(ipath), ino);
+	char *text = read_file_text(ipath);
+	assert_non_null(strstr(text, "\n1 1700000001."));
+	free(text);
+	/* 50 more: 80 of 100 lines name no file, the index is rewritten */
+	for (size_t seq = 1; seq <= 50; seq++)
+		store(a, seq, MAILBOX_STORE_ADD, MAILBOX_DELETED);
+	assert_int_equal(mailbox_expunge(a, NULL, NULL, err, sizeof err), MAILBOX_OK);
+	free(changes(a));
+	assert_int_equal(mailbox_count(a), 20);
+	assert_true(inode_of(ipath) != ino);
+	text = read_file_text(ipath);
+	char *want = xasprintf("V%u N101\n81 1700000081.M81P1Q81.test\n", validity);
+	assert_true(strncmp(text, want, strlen(want)) == 0);
+	free(want);
+	size_t lines = 0;
+	for (const char *p = text; *p; p++)
+		lines += *p == '\n';
+	assert_int_equal(lines, 21);
+	free(text);
+	/* the other view goes on with the same UIDs */
+	sync_box(b, MAILBOX_SYNC_EXPUNGE);
+	assert_false(mailbox_stale(b));
+	free(changes(b));
+	assert_int_equal(mailbox_count(b), 20);
+	assert_int_equal(mailbox_msg(b, 1)->uid, 81);
+	assert_int_equal(mailbox_uidvalidity(b), validity);
+	deliver_new(f, "INBOX", 101);
+	sync_box(b, MAILBOX_SYNC_EXPUNGE);
+	assert_int_equal(mailbox_msg(b, 21)->uid, 101);
+	mailbox_close(a);
+	mailbox_close(b);
+	free(ipath);
+}
+
+/* A job that never runs (its session went away) leaves nothing: the
+ * APPEND's message file is removed, the folder unchanged. */
+static void test_job_freed_unrun(void **state)
+{
+	struct fixture *f = *state;
+	char err[256];
+	char *path;
+	int fd;
+	assert_int_equal(mailbox_append_begin(f->root, "Drafts", &path, &fd, err, sizeof err),
+			 MAILBOX_OK);
+	assert_int_equal(write_all(fd, "Subject: x\r\n\r\ny\r\n", 18), 0);
+	close(fd);
+	struct mailbox_job *j = mailbox_append_job(f->root, "Drafts", path, MAILBOX_SEEN, 0);
+	mailbox_job_free(j);
+	assert_int_equal(access(path, F_OK), -1);
+	char *dd = folder_dir(f, "Drafts");
+	assert_int_equal(count_files(dd, "new") + count_files(dd, "cur"), 0);
+	free(dd);
+	free(path);
+}
+
+/* A COPY in steps: a message whose flags another session changed between
+ * the begin (the view's name for it) and the run is found under its new
+ * name and copied. */
+static void test_copy_job_finds_renamed_source(void **state)
+{
+	struct fixture *f = *state;
+	deliver_new(f, "INBOX", 1);
+	deliver_new(f, "INBOX", 2);
+	struct mailbox *a = open_box(f, "INBOX", false);
+	struct mailbox *b = open_box(f, "INBOX", false);
+	struct seqs both = {{1, 2}, 2};
+	struct mailbox_job *j;
+	char err[256];
+	assert_int_equal(mailbox_copy_begin(a, match_seqs, &both, "Trash", false, &j, err,
+					    sizeof err),
+			 MAILBOX_OK);
+	store(b, 2, MAILBOX_STORE_ADD, MAILBOX_FLAGGED);
+	mailbox_job_run(j);
+	struct mailbox_uidmap map;
+	assert_int_equal(mailbox_copy_end(a, j, &map, err, sizeof err), MAILBOX_OK);
+	assert_int_equal(map.n, 2);
+	assert_int_equal(map.src[1], 2);
+	assert_int_equal(map.dst[1], 2);
+	mailbox_uidmap_free(&map);
+	struct mailbox *t = open_box(f, "Trash", true);
+	assert_int_equal(mailbox_count(t), 2);
+	mailbox_close(t);
+	mailbox_close(a);
+	mailbox_close(b);
+}
+
 static void test_copy(void **state)
 {
 	struct fixture *f = *state;
@@ -1738,6 +2007,12 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_read_errors, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_uids_stable_across_reopen, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_index_lost_while_open, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_index_grows_by_appends, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_index_torn_tail_ignored, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_index_zeros_in_tail, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_index_compaction, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_job_freed_unrun, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_copy_job_finds_renamed_source, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_recent, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_views_see_flags, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_views_see_expunge, setup, teardown),

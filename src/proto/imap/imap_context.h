@@ -24,12 +24,18 @@ struct event;
 struct conn;
 struct login;
 struct message;
+struct offload_job;
 
 /* Named limits of a session (every limit in one place). */
 enum {
 	IMAP_MAX_ERRORS = 50,            /* BAD replies; then BYE and close */
 	IMAP_CHUNK = 16 * 1024,          /* message octets produced at a time */
-	IMAP_STEP_BUDGET = 256,          /* job steps per turn of the event loop */
+	/* Work one session does in one turn of the event loop before it lets
+	 * the others have theirs: a step of a long response costs 1, a
+	 * command IMAP_COMMAND_COST (so at most 16 commands a turn, whatever
+	 * a client pipelined). */
+	IMAP_STEP_BUDGET = 256,
+	IMAP_COMMAND_COST = 16,
 	IMAP_ID_PAIRS_MAX = 30,          /* RFC 2971 §3.3 */
 	/* ID's log line: a field name (RFC 2971 §3.3: at most 30 octets) and a
 	 * value are cut at these (with "..."), the fields at IMAP_ID_LOG_MAX
@@ -108,6 +114,12 @@ struct imap_session {
 	/* a response could not be built (no memory): the session is closing
 	 * and sends nothing more (imap_send) */
 	bool out_failed;
+	/* the disk work of a command (APPEND, COPY, MOVE, EXPUNGE, CLOSE) on
+	 * a worker: no command is read until it is done and answered */
+	struct offload_job *store;
+	bool store_busy;
+	void (*store_done)(struct imap_session *s, struct mailbox_job *j);
+	bool waits_input;                /* the last run stopped for want of input */
 };
 
 #define IMAP_HANDLER(name) \

@@ -353,6 +353,11 @@ const struct imap_command *imap_parser_pending(const struct imap_parser *p)
 	return p->state == PS_LITERAL ? p->cmd : NULL;
 }
 
+bool imap_parser_in_command(const struct imap_parser *p)
+{
+	return p->cmd != NULL || p->state != PS_LINE;
+}
+
 void imap_parser_reject_literal(struct imap_parser *p)
 {
 	/* only right after CONTINUE: a {n+} literal's octets are coming */

@@ -182,6 +182,10 @@ const struct imap_parse_error *imap_parser_error(const struct imap_parser *p);
  * announced literal, which is the last argument of the innermost list, with
  * literal_size set), e.g. to refuse APPEND in the wrong state. */
 const struct imap_command *imap_parser_pending(const struct imap_parser *p);
+/* Is a command under way: a line part or literal of it parsed, or the
+ * rest of a bad one being skipped?  (The bytes of an incomplete line part
+ * are still in the caller's buffer.) */
+bool imap_parser_in_command(const struct imap_parser *p);
 /* After CONTINUE, instead of sending "+": the session answers the tag
  * with NO or BAD itself; the client will not send the literal, and the
  * parser forgets the command. */

@@ -517,19 +517,28 @@ static void imap_on_resume(evutil_socket_t fd, short what, void *arg)
 	imap_run(arg);
 }
 
-/* Produce while the connection takes it (CONN_OUTPUT_MAX at a time, the
- * drained callback calls again) and at most IMAP_STEP_BUDGET steps in one
- * turn of the loop, so that one long SEARCH does not starve the others. */
-static void imap_pump(struct imap_session *s)
+/* The turn's budget is spent: go on at the next turn of the loop, after
+ * the events of every other client that are ready now (a timer of zero
+ * seconds runs after them). */
+static void imap_yield(struct imap_session *s)
 {
-	for (unsigned budget = IMAP_STEP_BUDGET; s->job && !conn_output_full(s->io); budget--) {
-		if (budget == 0) {
-			if (!s->resume)
-				s->resume = evtimer_new(s->b.rt->base, imap_on_resume, s);
-			struct timeval now = {0, 0};
-			evtimer_add(s->resume, &now);
+	if (!s->resume)
+		s->resume = evtimer_new(s->b.rt->base, imap_on_resume, s);
+	struct timeval now = {0, 0};
+	evtimer_add(s->resume, &now);
+}
+
+/* Produce while the connection takes it (CONN_OUTPUT_MAX at a time, the
+ * drained callback calls again) and while the turn's budget lasts (one
+ * unit a step), so that one long SEARCH does not starve the others. */
+static void imap_pump(struct imap_session *s, unsigned *budget)
+{
+	while (s->job && !conn_output_full(s->io)) {
+		if (*budget == 0) {
+			imap_yield(s);
 			return;
 		}
+		(*budget)--;
 		if (s->job->step(s))
 			imap_job_stop(s);
 		if (s->state & IMAP_CLOSING)
@@ -632,6 +641,7 @@ static void imap_literal_wanted(struct imap_session *s)
 		return;
 	}
 	conn_printf(s->io, "+ Ready for literal data");
+	conn_quickack(s->io); /* the literal's ACK must not wait (conn.h) */
 }
 
 static void imap_parse_error(struct imap_session *s)
@@ -695,16 +705,26 @@ static bool imap_feed_line(struct imap_session *s, struct evbuffer *in)
 	return true;
 }
 
+/* Answer what the client sent, as far as the output buffer, the turn's
+ * budget (IMAP_STEP_BUDGET: whatever was pipelined, every other client
+ * gets its turn) and work on a worker (a login's check, a command's disk
+ * work) let it. */
 static void imap_run(struct imap_session *s)
 {
 	if (s->in_run || !s->io)
 		return;
 	s->in_run = true;
+	s->waits_input = false;
 	struct evbuffer *in = conn_input(s->io);
+	unsigned budget = IMAP_STEP_BUDGET;
 	while (!(s->state & (IMAP_CLOSING | IMAP_HANDSHAKE | IMAP_LOGOUT))  &&
-	       !login_busy(s->login) && !conn_closing(s->io)) {
+	       !login_busy(s->login) && !s->store_busy && !conn_closing(s->io)) {
+		if (budget == 0) {
+			imap_yield(s);
+			break;
+		}
 		if (s->job) {
-			imap_pump(s);
+			imap_pump(s, &budget);
 			if (s->job)
 				break; /* resumed when the output drains or at the next turn */
 			continue;
@@ -713,8 +733,11 @@ static void imap_run(struct imap_session *s)
 			break;
 		bool progress = (s->state & (IMAP_SASL | IMAP_IDLE)) ? imap_feed_line(s, in)
 								     : imap_feed(s, in);
-		if (!progress)
+		if (!progress) {
+			s->waits_input = true;
 			break;
+		}
+		budget = budget > IMAP_COMMAND_COST ? budget - IMAP_COMMAND_COST : 0;
 	}
 	s->in_run = false;
 }
@@ -739,6 +762,11 @@ static void imap_on_input(void *arg)
 	struct imap_session *s = arg;
 	imap_login_timer_arm(s);
 	imap_run(s);
+	/* the rest of a command is on its way: have it acknowledged at once
+	 * (a client's CRLF after a literal waits for that ACK) */
+	if (s->io && s->waits_input &&
+	    (evbuffer_get_length(conn_input(s->io)) > 0 || imap_parser_in_command(s->parser)))
+		conn_quickack(s->io);
 }
 
 static void imap_on_drained(void *arg)
@@ -843,6 +871,49 @@ static void imap_before_command(struct imap_session *s, const struct imap_comman
 		imap_sync(s, !(d->flags & IMAP_F_NO_EXPUNGE));
 }
 
+/* ---- a command's disk work on a worker ------------------------------------- */
+
+/* APPEND, COPY, MOVE, EXPUNGE and CLOSE end in syncs, which never run on
+ * the event loop: the command's work goes to a worker (mailbox.h "work for
+ * a worker") and the session reads no further command until its done()
+ * has answered it, once the change is durable. */
+typedef void (*imap_store_done_fn)(struct imap_session *s, struct mailbox_job *j);
+
+static void imap_store_run(void *work)
+{
+	mailbox_job_run(work);
+}
+
+static void imap_store_free(void *work)
+{
+	mailbox_job_free(work);
+}
+
+static void imap_store_finished(void *owner, void *work)
+{
+	struct imap_session *s = owner;
+	imap_store_done_fn done = s->store_done;
+	s->store = NULL;
+	s->store_busy = false;
+	s->store_done = NULL;
+	done(s, work);
+	imap_run(s); /* the commands that waited */
+}
+
+static void imap_store_start(struct imap_session *s, struct mailbox_job *j,
+			     imap_store_done_fn done)
+{
+	s->store_busy = true;
+	s->store_done = done;
+	s->store = offload_submit(imap_store_run, imap_store_finished, imap_store_free, j, s);
+}
+
+/* The session is going (shutdown, an error): a done() answers nothing. */
+static bool imap_store_answer(const struct imap_session *s)
+{
+	return !(s->state & IMAP_CLOSING) && s->io && !conn_closing(s->io);
+}
+
 /* ---- NOOP, CHECK, CLOSE, UNSELECT, EXPUNGE ------------------------------- */
 
 /* RFC 3501 §6.1.2: NOOP is how a client polls: the updates come with it
@@ -862,18 +933,36 @@ IMAP_HANDLER(imap_cmd_check)
 	imap_ok(s, "CHECK completed");
 }
 
+static void imap_closed(struct imap_session *s)
+{
+	imap_view_close(s);
+	imap_enter_state(s, IMAP_AUTH);
+	imap_ok(s, "CLOSE completed");
+}
+
+static void imap_close_done(struct imap_session *s, struct mailbox_job *j)
+{
+	char err[256] = "";
+	if (mailbox_expunge_end(s->view, j, err, sizeof err) != MAILBOX_OK)
+		imap_mailbox_log(s, "close", err);
+	if (imap_store_answer(s))
+		imap_closed(s);
+}
+
 /* §6.4.2: expunge silently (not in EXAMINE), then leave the folder. */
 IMAP_HANDLER(imap_cmd_close)
 {
 	if (!imap_no_args(s, c))
 		return;
 	char err[256];
+	struct mailbox_job *j = NULL;
 	if (!imap_view_readonly(s) &&
-	    mailbox_expunge(s->view, NULL, NULL, err, sizeof err) != MAILBOX_OK)
+	    mailbox_expunge_begin(s->view, NULL, NULL, &j, err, sizeof err) != MAILBOX_OK)
 		imap_mailbox_log(s, "close", err);
-	imap_view_close(s);
-	imap_enter_state(s, IMAP_AUTH);
-	imap_ok(s, "CLOSE completed");
+	if (j)
+		imap_store_start(s, j, imap_close_done);
+	else
+		imap_closed(s);
 }
 
 /* RFC 3691: leave the folder without expunging. */
@@ -885,6 +974,8 @@ IMAP_HANDLER(imap_cmd_unselect)
 	imap_enter_state(s, IMAP_AUTH);
 	imap_ok(s, "UNSELECT completed");
 }
+
+static void imap_expunge_done(struct imap_session *s, struct mailbox_job *j);
 
 /* EXPUNGE, and UID EXPUNGE set (RFC 4315 §2.1: only those UIDs); the
  * EXPUNGE responses go out before the completion. */
@@ -904,9 +995,24 @@ IMAP_HANDLER(imap_cmd_expunge)
 	}
 	char err[256];
 	struct imap_match m = {&set, true};
-	enum mailbox_result r = mailbox_expunge(s->view, uid ? imap_match_fn : NULL, &m, err,
-						sizeof err);
+	struct mailbox_job *j;
+	enum mailbox_result r =
+	    mailbox_expunge_begin(s->view, uid ? imap_match_fn : NULL, &m, &j, err, sizeof err);
 	imap_seqset_clear(&set);
+	if (r != MAILBOX_OK) {
+		imap_store_error(s, r, err);
+		return;
+	}
+	imap_store_start(s, j, imap_expunge_done);
+}
+
+/* The messages are gone, durably: the EXPUNGE responses, then OK. */
+static void imap_expunge_done(struct imap_session *s, struct mailbox_job *j)
+{
+	char err[256] = "";
+	enum mailbox_result r = mailbox_expunge_end(s->view, j, err, sizeof err);
+	if (!imap_store_answer(s))
+		return;
 	if (r != MAILBOX_OK && r != MAILBOX_ERR_EXPUNGED) {
 		imap_store_error(s, r, err);
 		return;
@@ -1378,6 +1484,8 @@ static bool imap_append_continue(struct imap_session *s, const struct imap_comma
 	return false;
 }
 
+static void imap_append_done(struct imap_session *s, struct mailbox_job *j);
+
 IMAP_HANDLER(imap_cmd_append)
 {
 	const char *syntax = "Syntax: APPEND mailbox [(flags)] [date-time] literal";
@@ -1421,12 +1529,20 @@ IMAP_HANDLER(imap_cmd_append)
 	}
 	close(s->append_fd);
 	s->append_fd = -1;
-	uint32_t validity, uid;
-	r = mailbox_append_commit(s->maildir, name, s->append_path, flags & MAILBOX_FLAGS_PERMANENT,
-				  date, &validity, &uid, why, sizeof why);
-	free(s->append_path); /* committed or removed by mailbox_append_commit */
+	struct mailbox_job *j = mailbox_append_job(s->maildir, name, s->append_path,
+						   flags & MAILBOX_FLAGS_PERMANENT, date);
+	free(s->append_path); /* the file is the job's now */
 	s->append_path = NULL;
-	if (!imap_store_error(s, r, why))
+	imap_store_start(s, j, imap_append_done);
+}
+
+/* The message is in its folder, durably, with its UID: APPENDUID. */
+static void imap_append_done(struct imap_session *s, struct mailbox_job *j)
+{
+	uint32_t validity, uid;
+	char why[256] = "";
+	enum mailbox_result r = mailbox_append_end(j, &validity, &uid, why, sizeof why);
+	if (!imap_store_answer(s) || !imap_store_error(s, r, why))
 		return;
 	/* uid 0: the UID is not known (RFC 4315 §3: then no APPENDUID) */
 	char *text = uid ? xasprintf("[APPENDUID %lu %lu] APPEND completed",
@@ -1469,27 +1585,14 @@ static void imap_put_copyuid(struct imap_out *out, const struct mailbox_uidmap *
 	imap_out_add(out, "]", 1);
 }
 
-IMAP_HANDLER(imap_cmd_copy)
+/* The answer to COPY or MOVE: NO, or COPYUID and the completion (for
+ * MOVE after the EXPUNGEs).  The map is taken (*given is left empty). */
+static void imap_copy_answer(struct imap_session *s, bool move, enum mailbox_result r,
+			     const char *err, struct mailbox_uidmap *given)
 {
-	bool uid = imap_is_uid(c);
-	bool move = strstr(c->name, "MOVE") != NULL;
+	struct mailbox_uidmap map = *given;
+	memset(given, 0, sizeof *given);
 	const char *what = move ? "MOVE" : "COPY";
-	if (c->args.n != 2) {
-		imap_bad(s, move ? "Syntax: MOVE set mailbox" : "Syntax: COPY set mailbox");
-		return;
-	}
-	const char *dest = imap_mailbox_arg(s, c, 1);
-	struct imap_seqset set = {0};
-	if (!dest || !imap_set_parse(s, imap_args_at(&c->args, 0), uid, &set))
-		return;
-	struct imap_match m = {&set, uid};
-	struct mailbox_uidmap map = {0};
-	char err[256];
-	enum mailbox_result r = move ? mailbox_move(s->view, imap_match_fn, &m, dest, &map, err,
-						    sizeof err)
-				     : mailbox_copy(s->view, imap_match_fn, &m, dest, &map, err,
-						    sizeof err);
-	imap_seqset_clear(&set);
 	if (r == MAILBOX_ERR_NONEXISTENT) {
 		imap_no(s, "[TRYCREATE] No such mailbox");
 		return;
@@ -1519,6 +1622,52 @@ IMAP_HANDLER(imap_cmd_copy)
 		imap_ok(s, "%s completed", what);
 }
 
+static void imap_copied(struct imap_session *s, struct mailbox_job *j, bool move)
+{
+	struct mailbox_uidmap map;
+	char err[256] = "";
+	enum mailbox_result r = mailbox_copy_end(s->view, j, &map, err, sizeof err);
+	if (imap_store_answer(s))
+		imap_copy_answer(s, move, r, err, &map);
+	mailbox_uidmap_free(&map);
+}
+
+static void imap_copy_done(struct imap_session *s, struct mailbox_job *j)
+{
+	imap_copied(s, j, false);
+}
+
+static void imap_move_done(struct imap_session *s, struct mailbox_job *j)
+{
+	imap_copied(s, j, true);
+}
+
+IMAP_HANDLER(imap_cmd_copy)
+{
+	bool uid = imap_is_uid(c);
+	bool move = strstr(c->name, "MOVE") != NULL;
+	if (c->args.n != 2) {
+		imap_bad(s, move ? "Syntax: MOVE set mailbox" : "Syntax: COPY set mailbox");
+		return;
+	}
+	const char *dest = imap_mailbox_arg(s, c, 1);
+	struct imap_seqset set = {0};
+	if (!dest || !imap_set_parse(s, imap_args_at(&c->args, 0), uid, &set))
+		return;
+	struct imap_match m = {&set, uid};
+	struct mailbox_job *j;
+	char err[256];
+	enum mailbox_result r =
+	    mailbox_copy_begin(s->view, imap_match_fn, &m, dest, move, &j, err, sizeof err);
+	imap_seqset_clear(&set);
+	if (r != MAILBOX_OK) {
+		struct mailbox_uidmap none = {0};
+		imap_copy_answer(s, move, r, err, &none);
+		return;
+	}
+	imap_store_start(s, j, move ? imap_move_done : imap_copy_done);
+}
+
 /* ---- life -------------------------------------------------------------- */
 
 void imap_session_cleanup(void)
@@ -1528,6 +1677,7 @@ void imap_session_cleanup(void)
 
 static void imap_free(struct imap_session *s)
 {
+	offload_cancel(s->store); /* the worker finishes; the job is freed, unanswered */
 	imap_job_stop(s);
 	imap_command_free(s->deferred);
 	imap_watch_stop(s);

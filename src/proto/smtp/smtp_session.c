@@ -1000,6 +1000,7 @@ static void smtp_cmd_data(struct smtp_session *s, char *args)
 	smtp_data_begin(&s->data, s->b.srv->limits.message_size);
 	smtp_enter_state(s, SMTP_DATA);
 	smtp_reply(s, "354 End data with <CR><LF>.<CR><LF>");
+	conn_quickack(s->io); /* the end of data may come in a write of its own (conn.h) */
 }
 
 static void smtp_data_store(struct smtp_session *s, const char *text, size_t len)
@@ -1237,7 +1238,11 @@ static void smtp_process_input(struct smtp_session *s)
 
 static void smtp_on_input(void *arg)
 {
-	smtp_process_input(arg);
+	struct smtp_session *s = arg;
+	smtp_process_input(s);
+	/* more of the message is coming: acknowledged at once (conn.h) */
+	if (s->io && s->state == SMTP_DATA)
+		conn_quickack(s->io);
 }
 
 static void smtp_on_drained(void *arg)
