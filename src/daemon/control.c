@@ -145,20 +145,29 @@ struct control_list {
 	size_t n;
 };
 
+/* "  age A  size S  from <sender>" and the recipients' line, after the id. */
+static void control_put_envelope(struct control_out *out, long long age_s, long long size,
+				 const char *sender, const char *const *rcpts, size_t n)
+{
+	char age[32];
+	control_duration(age, sizeof age, age_s);
+	control_printf(out, "  age %s  size %lld  from <", age, size);
+	control_put(out, sender);
+	control_printf(out, ">\n  to ");
+	for (size_t i = 0; i < n; i++) {
+		control_printf(out, "%s<", i ? ", " : "");
+		control_put(out, rcpts[i]);
+		control_add(out, ">", 1);
+	}
+}
+
 static void control_list_one(void *arg, const struct outbound_entry *e)
 {
 	struct control_list *l = arg;
 	struct control_out *out = &l->out;
-	char age[32];
-	control_duration(age, sizeof age, (long long)(l->now - e->arrival));
-	control_printf(out, "%s  age %s  size %lld  from <", e->id, age, e->size);
-	control_put(out, e->sender);
-	control_printf(out, ">\n  to ");
-	for (size_t i = 0; i < e->npending; i++) {
-		control_printf(out, "%s<", i ? ", " : "");
-		control_put(out, e->pending[i]);
-		control_add(out, ">", 1);
-	}
+	control_printf(out, "%s", e->id);
+	control_put_envelope(out, l->now - e->arrival, e->size, e->sender, e->pending,
+			     e->npending);
 	control_add(out, "\n", 1);
 	control_put_state(out, e, l->now);
 	if (e->last_error) {
@@ -190,18 +199,9 @@ static void control_list_local(void *arg, const struct delivery_waiting *w)
 	struct control_list *l = arg;
 	struct control_out *out = &l->out;
 	control_printf(out, "%s", w->id);
-	if (w->described) {
-		char age[32];
-		control_duration(age, sizeof age, (long long)(l->now - w->arrival));
-		control_printf(out, "  age %s  size %lld  from <", age, w->size);
-		control_put(out, w->sender);
-		control_printf(out, ">\n  to ");
-		for (size_t i = 0; i < w->nrcpts; i++) {
-			control_printf(out, "%s<", i ? ", " : "");
-			control_put(out, w->rcpts[i]);
-			control_add(out, ">", 1);
-		}
-	}
+	if (w->described)
+		control_put_envelope(out, l->now - w->arrival, w->size, w->sender, w->rcpts,
+				     w->nrcpts);
 	control_add(out, "\n", 1);
 	control_put_local_state(out, "  ", w);
 	l->n++;

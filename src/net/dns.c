@@ -1465,13 +1465,9 @@ dns_query_id dns_lookup_ptr(struct dns_resolver *r, const struct sockaddr *sa, d
 	return dns_op_done(r, op);
 }
 
-dns_query_id dns_lookup_addrs(struct dns_resolver *r, const char *name, dns_addrs_cb cb,
-			      void *arg)
+/* The A and AAAA queries of one operation (slots 0 and 1). */
+static dns_query_id dns_start_a_aaaa(struct dns_resolver *r, struct dns_op *op, const char *name)
 {
-	if (!r || r->doomed || !cb)
-		return 0;
-	struct dns_op *op = dns_op_begin(r, DNS_OP_ADDRS, arg);
-	op->addrs_cb = cb;
 	char qname[DNS_NAME_BUF];
 	if (dns_name_normalize(name, qname, sizeof qname)) {
 		dns_rq_start(r, DNS_T_A, qname, op, 0);
@@ -1480,18 +1476,23 @@ dns_query_id dns_lookup_addrs(struct dns_resolver *r, const char *name, dns_addr
 	return dns_op_done(r, op);
 }
 
+dns_query_id dns_lookup_addrs(struct dns_resolver *r, const char *name, dns_addrs_cb cb,
+			      void *arg)
+{
+	if (!r || r->doomed || !cb)
+		return 0;
+	struct dns_op *op = dns_op_begin(r, DNS_OP_ADDRS, arg);
+	op->addrs_cb = cb;
+	return dns_start_a_aaaa(r, op, name);
+}
+
 dns_query_id dns_lookup_host(struct dns_resolver *r, const char *name, dns_host_cb cb, void *arg)
 {
 	if (!r || r->doomed || !cb)
 		return 0;
 	struct dns_op *op = dns_op_begin(r, DNS_OP_HOST, arg);
 	op->host_cb = cb;
-	char qname[DNS_NAME_BUF];
-	if (dns_name_normalize(name, qname, sizeof qname)) {
-		dns_rq_start(r, DNS_T_A, qname, op, 0);
-		dns_rq_start(r, DNS_T_AAAA, qname, op, 1);
-	}
-	return dns_op_done(r, op);
+	return dns_start_a_aaaa(r, op, name);
 }
 
 dns_query_id dns_lookup_mx(struct dns_resolver *r, const char *domain, dns_mx_cb cb, void *arg)

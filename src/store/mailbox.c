@@ -3170,30 +3170,32 @@ enum mailbox_result mailbox_copy_end(struct mailbox *mb, struct mailbox_job *j,
 	return r != MAILBOX_OK ? r : r2;
 }
 
-enum mailbox_result mailbox_copy(struct mailbox *mb, mailbox_match_fn match, void *arg,
-				 const char *dest, struct mailbox_uidmap *out, char *err,
-				 size_t errsz)
+/* COPY or MOVE in one call, the job run right here. */
+static enum mailbox_result mailbox_copy_now(struct mailbox *mb, mailbox_match_fn match, void *arg,
+					    const char *dest, bool move,
+					    struct mailbox_uidmap *out, char *err, size_t errsz)
 {
 	memset(out, 0, sizeof *out);
 	struct mailbox_job *j;
-	enum mailbox_result r = mailbox_copy_begin(mb, match, arg, dest, false, &j, err, errsz);
+	enum mailbox_result r = mailbox_copy_begin(mb, match, arg, dest, move, &j, err, errsz);
 	if (r != MAILBOX_OK)
 		return r;
 	mailbox_job_run(j);
 	return mailbox_copy_end(mb, j, out, err, errsz);
 }
 
+enum mailbox_result mailbox_copy(struct mailbox *mb, mailbox_match_fn match, void *arg,
+				 const char *dest, struct mailbox_uidmap *out, char *err,
+				 size_t errsz)
+{
+	return mailbox_copy_now(mb, match, arg, dest, false, out, err, errsz);
+}
+
 enum mailbox_result mailbox_move(struct mailbox *mb, mailbox_match_fn match, void *arg,
 				 const char *dest, struct mailbox_uidmap *out, char *err,
 				 size_t errsz)
 {
-	memset(out, 0, sizeof *out);
-	struct mailbox_job *j;
-	enum mailbox_result r = mailbox_copy_begin(mb, match, arg, dest, true, &j, err, errsz);
-	if (r != MAILBOX_OK)
-		return r;
-	mailbox_job_run(j);
-	return mailbox_copy_end(mb, j, out, err, errsz);
+	return mailbox_copy_now(mb, match, arg, dest, true, out, err, errsz);
 }
 
 /* ---- APPEND ------------------------------------------------------------------ */

@@ -1798,8 +1798,9 @@ static void finder_feed(struct finder *fd, const char *s, size_t n, bool last)
 		g_string_erase(fd->tail, 0, (gssize)(fd->tail->len - (fd->nlen - 1)));
 }
 
-/* A field's value unfolded, RFC 2047 decoded, as UTF-8.  Caller g_frees. */
-static char *field_decoded(const char *field, size_t len, size_t namelen)
+/* A field's value unfolded (its line ends left out), made valid UTF-8.
+ * Caller g_frees. */
+static char *field_unfolded(const char *field, size_t len, size_t namelen)
 {
 	const char *colon = memchr(field, ':', len);
 	size_t from = colon ? (size_t)(colon - field) + 1 : namelen;
@@ -1809,6 +1810,13 @@ static char *field_decoded(const char *field, size_t len, size_t namelen)
 			g_string_append_c(v, field[i]);
 	char *valid = g_utf8_make_valid(v->str, (gssize)v->len);
 	g_string_free(v, TRUE);
+	return valid;
+}
+
+/* A field's value unfolded, RFC 2047 decoded, as UTF-8.  Caller g_frees. */
+static char *field_decoded(const char *field, size_t len, size_t namelen)
+{
+	char *valid = field_unfolded(field, len, namelen);
 	char *dec = g_mime_utils_header_decode_text(NULL, valid);
 	g_free(valid);
 	return dec;
@@ -1864,14 +1872,7 @@ static void search_address_list(struct finder *fd, InternetAddressList *l, int d
  * parser) are searched as well as the field's text. */
 static void search_addresses(struct finder *fd, const char *field, size_t len, size_t namelen)
 {
-	const char *colon = memchr(field, ':', len);
-	size_t from = colon ? (size_t)(colon - field) + 1 : namelen;
-	GString *v = g_string_new(NULL);
-	for (size_t i = from; i < len; i++)
-		if (field[i] != '\r' && field[i] != '\n')
-			g_string_append_c(v, field[i]);
-	char *valid = g_utf8_make_valid(v->str, (gssize)v->len);
-	g_string_free(v, TRUE);
+	char *valid = field_unfolded(field, len, namelen);
 	InternetAddressList *l = internet_address_list_parse(NULL, valid);
 	g_free(valid);
 	search_address_list(fd, l, 0);
