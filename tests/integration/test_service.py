@@ -38,8 +38,11 @@ SECURITY_BOUND = 3.0
 
 def make_install(destdir, bin_path, *args, target="install-files"):
     """The Makefile's install rule, with a daemon built elsewhere (no build)."""
+    # a `make integration` above this one passes its flags and variables
+    # down through the environment: this make gets only its own
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
     res = run(["make", "-s", "-C", REPO, target, f"DESTDIR={destdir}", "PREFIX=/usr",
-               f"INSTALL_BIN={bin_path}", *args], timeout=60)
+               f"INSTALL_BIN={bin_path}", *args], env=env, timeout=60)
     assert res.returncode == 0, f"make {target}: {res.returncode}\n{res.stdout}\n{res.stderr}"
     return res
 
