@@ -1,7 +1,7 @@
 # posthorn — GNU Make build.  Out-of-tree: build/release (optimised, used by
 # `make run`) and build/asan (AddressSanitizer + UBSan, used by `make check`).
 
-PKGS      := libevent libevent_openssl libssl libcrypto libcares gmime-3.0 libseccomp
+PKGS      := libevent libevent_openssl libssl libcrypto libcares gmime-3.0 libseccomp libsystemd
 CC        ?= cc
 PYTEST    := /usr/bin/python3 -m pytest
 BUILD     ?= build
@@ -35,7 +35,7 @@ VERSION   := $(shell cat VERSION 2>/dev/null || echo 0.1.0)
 JOBS      := -j$(shell nproc 2>/dev/null || echo 2)
 
 .PHONY: all release asan run check unit integration chaos deps clean help bench bench-quick bench-imap phload \
-	fuzz fuzz-build fuzz-bins fuzz-smoke lint lint-files layers install uninstall
+	fuzz fuzz-build fuzz-bins fuzz-smoke lint lint-files layers install install-files uninstall
 
 all: release
 
@@ -48,7 +48,7 @@ help:
 	@echo "make fuzz   - run every libFuzzer target FUZZ_SECONDS (default 60) each"
 	@echo "make lint   - cppcheck and clang-tidy over src/"
 	@echo "make layers - no include or call goes up a layer, no circle (docs/architecture.md)"
-	@echo "make install - the binary and the man pages under PREFIX (/usr/local), DESTDIR"
+	@echo "make install - the binary, man pages, example configuration and systemd unit (PREFIX, DESTDIR)"
 
 deps:
 	@./scripts/install-deps
@@ -247,21 +247,39 @@ lint:
 	@echo "lint: cppcheck and clang-tidy found nothing"
 
 # ---- install ---------------------------------------------------------------
+# `make install` builds the release daemon, then `install-files` copies it,
+# the manual pages, the example configuration and the systemd unit (its
+# paths filled in).  `install-files INSTALL_BIN=...` installs a daemon
+# built elsewhere without building (packaging, tests/integration).
 
-PREFIX  ?= /usr/local
-DESTDIR ?=
-SBINDIR := $(PREFIX)/sbin
-MANDIR  := $(PREFIX)/share/man
+PREFIX     ?= /usr/local
+DESTDIR    ?=
+SBINDIR    := $(PREFIX)/sbin
+MANDIR     := $(PREFIX)/share/man
+SYSCONFDIR ?= /etc
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+INSTALL_BIN ?= $(BUILD)/release/posthorn
 
 install: release
-	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8
-	install -m 0755 $(BUILD)/release/posthorn $(DESTDIR)$(SBINDIR)/posthorn
+	@$(MAKE) --no-print-directory install-files
+
+install-files:
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8 \
+		$(DESTDIR)$(SYSCONFDIR)/posthorn $(DESTDIR)$(UNITDIR)
+	install -m 0755 $(INSTALL_BIN) $(DESTDIR)$(SBINDIR)/posthorn
 	install -m 0644 man/posthorn.conf.5 $(DESTDIR)$(MANDIR)/man5/posthorn.conf.5
 	install -m 0644 man/posthorn.8 $(DESTDIR)$(MANDIR)/man8/posthorn.8
+	install -m 0644 etc/posthorn.conf.example $(DESTDIR)$(SYSCONFDIR)/posthorn/posthorn.conf.example
+	sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' \
+		etc/systemd/posthorn.service.in >$(DESTDIR)$(UNITDIR)/posthorn.service.tmp
+	chmod 0644 $(DESTDIR)$(UNITDIR)/posthorn.service.tmp
+	mv $(DESTDIR)$(UNITDIR)/posthorn.service.tmp $(DESTDIR)$(UNITDIR)/posthorn.service
 
+# The configuration, users and folders stay: they are the administrator's.
 uninstall:
 	rm -f $(DESTDIR)$(SBINDIR)/posthorn $(DESTDIR)$(MANDIR)/man5/posthorn.conf.5 \
-		$(DESTDIR)$(MANDIR)/man8/posthorn.8
+		$(DESTDIR)$(MANDIR)/man8/posthorn.8 $(DESTDIR)$(UNITDIR)/posthorn.service \
+		$(DESTDIR)$(SYSCONFDIR)/posthorn/posthorn.conf.example
 
 clean:
 	rm -rf $(BUILD)

@@ -30,6 +30,7 @@
 #include "daemon/confine.h"
 #include "lib/offload.h"
 #include "daemon/control.h"
+#include "daemon/notify.h"
 #include "queue/scheduler.h"
 #include "net/dns.h"
 #include "proto/imap/imap_session.h"
@@ -650,7 +651,8 @@ static void server_raise_nofile(const struct conf *conf)
 
 static void server_remember_users(void);
 
-static void server_reload(void)
+/* True when the new configuration is in use, false when the old one stays. */
+static bool server_reload(void)
 {
 	struct runtime *old = runtime_current();
 	struct runtime *rt = preflight_load(daemon_state.conf_path, old->spool, daemon_state.base);
@@ -658,14 +660,14 @@ static void server_reload(void)
 		rt->throttle = old->throttle;
 	if (!rt) {
 		log_err("event=reload-failed reason=\"configuration has errors; keeping the old one\"");
-		return;
+		return false;
 	}
 	if (strcmp(rt->conf->spool, old->conf->spool) != 0)
 		log_warn("event=reload warning=\"a new spool folder takes effect at restart\"");
 	if (listeners_apply(rt) < 0) {
 		log_err("event=reload-failed reason=\"cannot listen; keeping the old configuration\"");
 		runtime_unref(rt);
-		return;
+		return false;
 	}
 	scheduler_set_mailboxes(rt->conf->mailboxes);
 	server_raise_nofile(rt->conf);
@@ -673,6 +675,7 @@ static void server_reload(void)
 	runtime_unref(old); /* freed when its last session ends */
 	server_remember_users();
 	log_info("event=reload servers=%zu users=%zu", rt->conf->nservers, userdb_count(rt->users));
+	return true;
 }
 
 static void server_remember_users(void)
@@ -698,17 +701,20 @@ static void server_watch_users(evutil_socket_t fd, short what, void *arg)
 	if (!server_users_changed())
 		return;
 	log_info("event=users-changed path=%s", runtime_current()->conf->users);
-	server_reload();
+	(void)server_reload(); /* the log says how it went */
 	server_remember_users(); /* also after a failed reload: no retry storm */
 }
 
 static void server_signal(evutil_socket_t sig, short what, void *arg)
 {
 	if (sig == SIGHUP) {
-		server_reload();
+		notify_reloading();
+		bool ok = server_reload();
+		notify_reloaded(ok, runtime_current()->conf->nservers);
 		return;
 	}
 	log_info("event=shutdown signal=%s", sig == SIGTERM ? "TERM" : "INT");
+	notify_stopping();
 	event_base_loopbreak(daemon_state.base);
 }
 
@@ -853,6 +859,7 @@ int server_run(const char *conf_path)
 				       .tv_usec = (SERVER_USERS_POLL_MS % 1000) * 1000};
 		event_add(watch, &poll);
 		log_info("event=ready version=%s servers=%zu", POSTHORN_VERSION, rt->conf->nservers);
+		notify_ready(rt->conf->nservers);
 		event_base_dispatch(daemon_state.base);
 		/* commits under way finish and get their replies first */
 		spool_committer_stop(sp);
