@@ -121,9 +121,11 @@ static enum proxy_status proxy_v1(const uint8_t *buf, size_t len, struct proxy_h
 {
 	size_t n = len < PROXY_V1_MAX ? len : PROXY_V1_MAX;
 	const uint8_t *lf = memchr(buf, '\n', n);
-	const uint8_t *cr = memchr(buf, '\r', n);
-	if (cr && (cr + 1 < buf + len ? cr[1] != '\n' : false))
-		return proxy_bad(why, "v1-bad-line-end");
+	/* the line so far: up to its LF, or all of the first 107 octets */
+	size_t end = lf ? (size_t)(lf - buf) : n;
+	const uint8_t *cr = memchr(buf, '\r', end);
+	if (cr && cr + 1 < buf + end)
+		return proxy_bad(why, "v1-bad-line-end"); /* a CR not right before the LF */
 	if (!lf)
 		return len >= PROXY_V1_MAX ? proxy_bad(why, "v1-too-long") : PROXY_NEED_MORE;
 	if (!cr || cr + 1 != lf)

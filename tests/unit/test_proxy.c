@@ -47,7 +47,7 @@ static void valid_fed_bytewise(const uint8_t *buf, size_t len, struct proxy_head
 }
 
 /* Fed one octet at a time, a malformed header needs more, then is refused
- * with reason `want` and stays refused for every longer prefix. */
+ * with reason `want` and stays refused, for that reason, for every longer prefix. */
 static void bad_fed_bytewise(const uint8_t *buf, size_t len, const char *want)
 {
 	struct proxy_header h;
@@ -59,6 +59,8 @@ static void bad_fed_bytewise(const uint8_t *buf, size_t len, const char *want)
 		if (refused)
 			assert_int_equal(st, PROXY_BAD);
 		refused = st == PROXY_BAD;
+		if (refused)
+			assert_string_equal(why, want);
 	}
 	assert_true(refused);
 	assert_string_equal(why, want);
@@ -137,6 +139,10 @@ static void test_v1_length_bound(void **state)
 	bad_fed_bytewise((const uint8_t *)line, PROXY_V1_MAX + 1, "v1-too-long");
 	/* a CR as the 107th octet, its LF the 108th */
 	memcpy(line + PROXY_V1_MAX - 2, "x\r\n", 3);
+	bad_fed_bytewise((const uint8_t *)line, PROXY_V1_MAX + 1, "v1-too-long");
+	/* a CR as the 107th octet and no LF after it: too long, however
+	 * many octets follow (the reason never changes as more arrive) */
+	memcpy(line + PROXY_V1_MAX - 2, "x\rx", 3);
 	bad_fed_bytewise((const uint8_t *)line, PROXY_V1_MAX + 1, "v1-too-long");
 	/* no line end at all */
 	memset(line + 14, 'x', sizeof line - 14);
