@@ -149,11 +149,11 @@ def proxied_spec(protocol, proxy_port, cert=None, tls_proxy_port=None, connectio
         lines += ["tls {", f"    certificate {cert['crt']}", f"    key {cert['key']}", "}"]
     if connection:
         lines += ["connection {"] + ["    " + c for c in connection] + ["}"]
-    limits = dict(limits or {}, **{"proxy-timeout": "1s"})
+    limits = {"proxy-timeout": "1s", **(limits or {})}
     return {"anonymous": anonymous, "limits": limits, "extra": "\n".join(lines)}
 
 
-def start(posthorn, name, protocol, **kw):
+def start(posthorn, name, protocol, extra=(), **kw):
     """A daemon with the proxied server `name`; p.proxy_port(name) and
     p.tls_proxy_port(name) are its `proxy` listeners."""
     ports = {"plain": free_port(), "tls": free_port() if kw.get("cert") else None}
@@ -161,6 +161,8 @@ def start(posthorn, name, protocol, **kw):
     if name != "mx":
         servers["mx"] = {"anonymous": True}
     servers[name] = proxied_spec(protocol, ports["plain"], tls_proxy_port=ports["tls"], **kw)
+    if extra:
+        servers[name]["extra"] += "\n" + "\n".join(extra)
     p = posthorn(servers=servers)
     p.proxied = ports
     return p
@@ -226,6 +228,23 @@ def test_per_address_limit_counts_the_client_behind_haproxy(posthorn, haproxy):
         assert other.startswith(b"220 "), other
     ev = p.wait_event("refuse", reason="connection-limit")
     assert ev["client"] == ALLOWED and ev["limit"] == "per-address", ev
+
+
+def test_relay_rule_judges_the_client_behind_haproxy(posthorn, haproxy):
+    """relay { allow 127.0.0.2 }: through HAProxy, 127.0.0.2 may relay and
+    127.0.0.4 may not, though both reach posthorn from the balancer."""
+    p = start(posthorn, "mx", "smtp", anonymous=True,
+              extra=["relay {", "    allow " + ALLOWED, "}"])
+    h = haproxy([("smtp", p.proxied["plain"], "send-proxy-v2")])
+    for source, code in ((ALLOWED, 250), (OTHER, 550)):
+        with SMTPConn(h.port("smtp"), source=source) as c:
+            c.start()
+            c.expect("MAIL FROM:<alice@example.org>", 250)
+            r = c.cmd("RCPT TO:<someone@elsewhere.example>")
+            assert r.code == code, f"{source}: {r.raw!r}"
+            c.expect("QUIT", 221)
+    assert p.wait_event("relay", client=ALLOWED), p.log
+    assert not [e for e in p.events("relay") if e.get("client") != ALLOWED], p.log
 
 
 # -- POP3 and IMAP through HAProxy, plain and implicit TLS --------------------------------
@@ -362,3 +381,18 @@ def test_untrusted_peer_is_refused_and_valid_header_then_works(posthorn):
         c.expect("QUIT", 221)
     ev = proxy_events(p, client=BALANCER)
     assert ev and ev[-1].get("local") == "yes", p.log
+
+
+def test_shutdown_with_connections_waiting_for_their_header(posthorn):
+    """Connections still waiting for their header when the daemon stops
+    are closed; the daemon exits 0 with nothing leaked (the teardown checks
+    the sanitizer's report)."""
+    p = start(posthorn, "mx", "smtp", anonymous=True, limits={"proxy-timeout": "30s"})
+    conns = [SMTPConn(p.proxied["plain"], source=BALANCER) for _ in range(3)]
+    conns[0].send(b"PROXY TCP4 127.0.0.2")
+    conns[1].send(V2_SIG[:5])
+    time.sleep(0.3)
+    assert p.stop() == 0, p.log
+    for c in conns:
+        assert c.wait_closed(5) == b""
+        c.close()
