@@ -29,6 +29,7 @@
 #define CONF_ARGS_ANY UINT_MAX          /* no upper bound on arguments */
 #define CONF_IPV6_PREFIX_MIN 32         /* shorter would lock out whole providers */
 #define CONF_ERROR_DELAY_MAX 60         /* seconds: each delay holds a connection */
+#define CONF_PROXY_TIMEOUT_MAX 60       /* seconds a connection may wait for its PROXY header */
 
 /* ---- types ---------------------------------------------------------------- */
 
@@ -1046,6 +1047,7 @@ static void server_defaults(struct conf_server *s, const char *name, struct conf
 	s->limits.unknown_recipients = 50;
 	s->limits.unknown_recipients_window = 60 * 60;
 	s->limits.unknown_recipients_duration = 60 * 60;
+	s->limits.proxy_timeout = 5;
 }
 
 /* ---- freeing ------------------------------------------------------------------ */
@@ -1081,6 +1083,7 @@ static void server_free(struct conf_server *s)
 	free(s->tls.certs);
 	rules_free(s->connection.rules, s->connection.nrules);
 	rules_free(s->relay.rules, s->relay.nrules);
+	rules_free(s->proxy_from, s->nproxy_from);
 	for (size_t i = 0; i < s->nhosts; i++)
 		free(s->hosts[i]);
 	free(s->hosts);
@@ -1494,20 +1497,61 @@ static void srv_protocol(struct parser *p, const struct line *d)
 		   Q(d->args[0].s));
 }
 
+/* listen IP:PORT [tls] [proxy]: each option once, in any order. */
+static bool listen_option(struct parser *p, const struct arg *a, struct conf_listen *l)
+{
+	bool *flag = strcmp(a->s, "tls") == 0 ? &l->tls : strcmp(a->s, "proxy") == 0 ? &l->proxy : NULL;
+	if (!flag) {
+		conf_error(p, &a->pos, "bad option \"%s\" for \"listen\" (use tls, proxy or both)",
+			   Q(a->s));
+		return false;
+	}
+	if (*flag) {
+		conf_error(p, &a->pos, "option \"%s\" given twice for \"listen\"", Q(a->s));
+		return false;
+	}
+	*flag = true;
+	return true;
+}
+
 static void srv_listen(struct parser *p, const struct line *d)
 {
 	struct conf_server *s = p->server;
-	struct conf_sockaddr sa = {0};
-	if (d->nargs == 2 && strcmp(d->args[1].s, "tls") != 0) {
-		conf_error(p, &d->args[1].pos, "bad option \"%s\" for \"listen\" (the only option is tls)",
-			   Q(d->args[1].s));
-		return;
-	}
-	if (!arg_sockaddr(p, &d->args[0], &listen_kind, &sa))
+	struct conf_listen want = {0};
+	bool ok = true;
+	for (size_t i = 1; i < d->nargs; i++)
+		ok = listen_option(p, &d->args[i], &want) && ok;
+	if (!ok || !arg_sockaddr(p, &d->args[0], &listen_kind, &want.addr))
 		return;
 	struct conf_listen *l = xappend(&s->listens, &s->nlistens, sizeof *l);
-	l->addr = sa;
-	l->tls = d->nargs == 2;
+	*l = want;
+}
+
+/* proxy-from ADDRESS|ADDRESS/PREFIX ...: the load balancers whose PROXY
+ * header a `proxy` listener believes; repeatable. */
+static void srv_proxy_from(struct parser *p, const struct line *d)
+{
+	struct conf_server *s = p->server;
+	for (size_t i = 0; i < d->nargs; i++) {
+		const struct arg *a = &d->args[i];
+		const char *slash = strchr(a->s, '/');
+		char *host = slash ? xstrndup(a->s, (size_t)(slash - a->s)) : xstrdup(a->s);
+		uint8_t addr[16];
+		int family = addr_parse(host, addr);
+		free(host);
+		if (!family) {
+			conf_error(p, &a->pos, "bad address \"%s\" for \"proxy-from\" (use an IP "
+				   "address or ADDRESS/PREFIX, e.g. 10.0.0.0/24)", Q(a->s));
+			continue;
+		}
+		struct conf_rule r = {0};
+		if (slash ? !rule_cidr(p, a, &r) : !rule_single(p, a, &r))
+			continue;
+		r.action = ACTION_ALLOW;
+		r.text = xstrdup(a->s);
+		r.pos = a->pos;
+		rule_append(&s->proxy_from, &s->nproxy_from, &r);
+	}
 }
 
 static void srv_hostname(struct parser *p, const struct line *d)
@@ -1741,6 +1785,19 @@ static void lim_connections_per_ip(struct parser *p, const struct line *d)
 	arg_number(p, d, &d->args[0], 1, UINT_MAX, &p->server->limits.connections_per_ip);
 }
 
+static void lim_proxy_timeout(struct parser *p, const struct line *d)
+{
+	unsigned n;
+	if (!arg_duration(p, d, &d->args[0], &n))
+		return;
+	if (n > CONF_PROXY_TIMEOUT_MAX) {
+		conf_error(p, &d->args[0].pos, "bad duration \"%s\" for \"proxy-timeout\" (at most %ds)",
+			   Q(d->args[0].s), CONF_PROXY_TIMEOUT_MAX);
+		return;
+	}
+	p->server->limits.proxy_timeout = n;
+}
+
 static void lim_timeout(struct parser *p, const struct line *d)
 {
 	if (arg_duration(p, d, &d->args[0], &p->server->limits.timeout))
@@ -1840,13 +1897,15 @@ static const struct directive limits_directives[] = {
 	{"timeout", 1, 1, lim_timeout, NULL, NULL, true},
 	{"error-delay", 3, 3, lim_error_delay, NULL, NULL, true},
 	{"unknown-recipients", 3, 3, lim_unknown_recipients, NULL, NULL, true},
+	{"proxy-timeout", 1, 1, lim_proxy_timeout, NULL, NULL, true},
 };
 static const struct context limits_context =
 	CONTEXT("in limits block", "in a limits block", limits_directives);
 
 static const struct directive server_directives[] = {
 	{"protocol", 1, 1, srv_protocol, NULL, NULL, true},
-	{"listen", 1, 2, srv_listen, NULL, NULL, false},
+	{"listen", 1, 3, srv_listen, NULL, NULL, false},
+	{"proxy-from", 1, CONF_ARGS_ANY, srv_proxy_from, NULL, NULL, false},
 	{"hostname", 1, 1, srv_hostname, NULL, NULL, true},
 	{"dns", 1, CONF_ARGS_ANY, srv_dns, NULL, NULL, true},
 	{"tls", 0, 0, NULL, &tls_context, tls_end, true},
@@ -2096,6 +2155,26 @@ static void parse_text(struct parser *p, const char *file, const char *text, con
 
 /* ---- validation ------------------------------------------------------------------------- */
 
+/* A `proxy` listener believes only the peers of proxy-from: without them
+ * it would take any client's word for its address, so there is no
+ * default; proxy-from without a `proxy` listener is a mistake too. */
+static void check_proxy(struct parser *p, const struct conf_server *s)
+{
+	bool any = false;
+	for (size_t i = 0; i < s->nlistens; i++) {
+		const struct conf_listen *l = &s->listens[i];
+		any = any || l->proxy;
+		if (l->proxy && s->nproxy_from == 0)
+			conf_error(p, &l->addr.pos,
+				   "\"listen %s proxy\" needs \"proxy-from\" in server \"%s\": the "
+				   "addresses of the load balancers allowed to send a PROXY header",
+				   Q(l->addr.text), s->name);
+	}
+	if (!any && s->nproxy_from > 0)
+		conf_error(p, &s->proxy_from[0].pos,
+			   "\"proxy-from\" but no \"listen ... proxy\" in server \"%s\"", s->name);
+}
+
 static void check_server(struct parser *p, const struct conf_server *s,
 			 const struct server_state *st)
 {
@@ -2103,6 +2182,7 @@ static void check_server(struct parser *p, const struct conf_server *s,
 		return; /* what looks missing may be on a rejected line */
 	if (s->nlistens == 0)
 		conf_error(p, &s->pos, "server \"%s\" has no \"listen\" address", s->name);
+	check_proxy(p, s);
 	if (s->tls.ncerts > 0)
 		return;
 	if (s->tls.require)
@@ -2445,6 +2525,19 @@ static const char *starttls_name(enum conf_protocol p)
 	return p == PROTO_POP3 ? "STLS" : "STARTTLS";
 }
 
+/* Whose PROXY header is believed: the client's address comes from it. */
+static void print_proxy_from(struct policy_out *out, const struct conf_server *s)
+{
+	if (s->nproxy_from == 0)
+		return;
+	out_puts(out, "  takes the client's address from the PROXY header of ");
+	for (size_t i = 0; i < s->nproxy_from; i++) {
+		print_separator(out, i);
+		out_puts(out, s->proxy_from[i].text);
+	}
+	out_puts(out, "; refuses other peers and connections without one\n");
+}
+
 static void print_listens(struct policy_out *out, const struct conf_server *s)
 {
 	out_puts(out, "  listens on ");
@@ -2458,8 +2551,11 @@ static void print_listens(struct policy_out *out, const struct conf_server *s)
 		else
 			out_printf(out, "%s (plain, no %s: no certificate)", l->addr.text,
 				   starttls_name(s->protocol));
+		if (l->proxy)
+			out_puts(out, " behind a proxy (PROXY header first)");
 	}
 	out_putc(out, '\n');
+	print_proxy_from(out, s);
 }
 
 static bool rules_all_act(const struct conf_rule *rules, size_t n, enum conf_action action)

@@ -48,6 +48,7 @@ struct conf_sockaddr {
 struct conf_listen {
 	struct conf_sockaddr addr;
 	bool tls;               /* implicit TLS on connect */
+	bool proxy;             /* every connection starts with a PROXY header */
 };
 
 struct conf_cert {
@@ -121,6 +122,7 @@ struct conf_limits {
 				      * default 50 */
 	unsigned unknown_recipients_window;   /* seconds, default 1h */
 	unsigned unknown_recipients_duration; /* seconds, default 1h */
+	unsigned proxy_timeout; /* seconds for a PROXY header to arrive, default 5 */
 };
 
 struct conf_dns {
@@ -140,6 +142,9 @@ struct conf_server {
 	struct conf_auth auth;
 	struct conf_relay relay;
 	struct conf_limits limits;
+	struct conf_rule *proxy_from; /* the peers that may send a PROXY header
+				       * (ACTION_ALLOW, RULE_NETWORK) */
+	size_t nproxy_from;
 	char **hosts;           /* the names of its host rules (connection and
 				 * relay), each once, in order of appearance */
 	size_t nhosts;

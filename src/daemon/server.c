@@ -23,6 +23,7 @@
 
 #include "net/access.h"
 #include "net/addr.h"
+#include "net/proxy_wait.h"
 #include "proto/session.h"
 #include "runtime/runtime.h"
 #include "auth/aliases.h"
@@ -63,6 +64,7 @@ struct listener {
 	struct conf_sockaddr addr;      /* addr.text owned here */
 	char *server_name;
 	bool tls;
+	bool proxy;                     /* a PROXY header first (net/proxy.h) */
 	struct evconnlistener *lev;
 	struct event *resume;           /* re-enable after running out of fds */
 };
@@ -73,6 +75,7 @@ static struct {
 	struct event_base *base;
 	struct listener *listeners;
 	struct session_link *conns;
+	struct proxied *proxying;       /* connections waiting for their PROXY header */
 	bool dropped;                   /* privileges already given up */
 	struct stat users_seen;         /* the users file when last loaded */
 } daemon_state;
@@ -326,20 +329,14 @@ static void server_lookup_then_admit(struct runtime *rt, const struct conf_serve
 		p->query = q;
 }
 
-static void server_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
-			  int salen, void *arg)
+/* Count the client against the limits and admit it (after its name). */
+static void server_accept_client(struct runtime *rt, const struct conf_server *srv, bool tls,
+				 int fd, const struct sockaddr *sa, socklen_t salen)
 {
-	struct listener *l = arg;
-	struct runtime *rt = runtime_current();
-	const struct conf_server *srv = runtime_server(rt, l->server_name);
-	struct tls_server *ts = srv ? rt->tls[srv - rt->conf->servers] : NULL;
+	struct tls_server *ts = rt->tls[srv - rt->conf->servers];
 	char client[ADDR_TEXT_SIZE];
 	addr_text(sa, client, sizeof client);
-	if (!srv) {
-		close(fd);
-		return;
-	}
-	if (server_over_limits(srv, l->tls, client, fd))
+	if (server_over_limits(srv, tls, client, fd))
 		return;
 
 	struct session_link *c = xcalloc(1, sizeof *c);
@@ -352,9 +349,127 @@ static void server_accept(struct evconnlistener *lev, evutil_socket_t fd, struct
 	daemon_state.conns = c;
 	conn_count(c, +1);
 	if (server_wants_name(srv))
-		server_lookup_then_admit(rt, srv, ts, l->tls, fd, sa, (socklen_t)salen, c);
+		server_lookup_then_admit(rt, srv, ts, tls, fd, sa, salen, c);
 	else
-		server_admit(rt, srv, ts, l->tls, fd, sa, (socklen_t)salen, c, NULL, NULL);
+		server_admit(rt, srv, ts, tls, fd, sa, salen, c, NULL, NULL);
+}
+
+/* ---- the PROXY header: the client's address from a trusted balancer ---- */
+
+/* A connection to a `proxy` listener waiting for its header.  It counts
+ * against the server's limit of connections (not per address: its peer
+ * is the balancer); the client's own address is counted once known. */
+struct proxied {
+	struct proxied *prev, *next;
+	struct proxy_wait *wait;
+	char *server_name;
+	bool tls;
+	struct sockaddr_storage peer;   /* the balancer */
+	socklen_t peerlen;
+	char peer_text[ADDR_TEXT_SIZE];
+};
+
+static void proxied_forget(struct proxied *p)
+{
+	if (p->prev)
+		p->prev->next = p->next;
+	else
+		daemon_state.proxying = p->next;
+	if (p->next)
+		p->next->prev = p->prev;
+	count_add(p->server_name, -1);
+	free(p->server_name);
+	free(p);
+}
+
+static void server_proxy_refused(const char *server, const char *peer, const char *why)
+{
+	log_info("event=proxy-refused server=%s peer=%s reason=%s", server, peer, why);
+}
+
+static void server_proxy_done(void *arg, int fd, const struct proxy_header *h, const char *why)
+{
+	struct proxied *p = arg;
+	if (!h) {
+		server_proxy_refused(p->server_name, p->peer_text, why);
+		proxied_forget(p);
+		return;
+	}
+	/* v1 UNKNOWN, v2 LOCAL: the balancer speaks for itself */
+	struct sockaddr_storage client = h->local ? p->peer : h->src;
+	socklen_t clientlen = h->local ? p->peerlen : h->srclen;
+	char text[ADDR_TEXT_SIZE];
+	addr_text((const struct sockaddr *)&client, text, sizeof text);
+	log_info("event=proxy server=%s peer=%s client=%s version=%d%s", p->server_name,
+		 p->peer_text, text, h->version, h->local ? " local=yes" : "");
+	struct runtime *rt = runtime_current();
+	const struct conf_server *srv = runtime_server(rt, p->server_name);
+	bool tls = p->tls;
+	proxied_forget(p);
+	if (!srv) { /* a reload took the server away meanwhile */
+		close(fd);
+		return;
+	}
+	server_accept_client(rt, srv, tls, fd, (const struct sockaddr *)&client, clientlen);
+}
+
+/* Only a peer of proxy-from may say who the client is; then the header,
+ * within limits.proxy-timeout, before anything else is read or sent. */
+static void server_proxy_begin(const struct listener *l, const struct conf_server *srv, int fd,
+			       const struct sockaddr *sa, int salen)
+{
+	char peer[ADDR_TEXT_SIZE];
+	addr_text(sa, peer, sizeof peer);
+	if (access_first_match(srv->proxy_from, srv->nproxy_from, sa, NULL, NULL) == NULL) {
+		server_proxy_refused(srv->name, peer, "untrusted-peer");
+		close(fd);
+		return;
+	}
+	if (count_get(srv->name) >= srv->limits.connections) {
+		log_info("event=refuse server=%s client=%s reason=connection-limit limit=server",
+			 srv->name, peer);
+		close(fd);
+		return;
+	}
+	struct proxied *p = xcalloc(1, sizeof *p);
+	p->server_name = xstrdup(srv->name);
+	p->tls = l->tls;
+	memcpy(&p->peer, sa, (size_t)salen);
+	p->peerlen = (socklen_t)salen;
+	memcpy(p->peer_text, peer, sizeof peer);
+	p->next = daemon_state.proxying;
+	if (p->next)
+		p->next->prev = p;
+	daemon_state.proxying = p;
+	count_add(srv->name, +1);
+	p->wait = proxy_wait_start(daemon_state.base, fd, srv->limits.proxy_timeout,
+				   server_proxy_done, p);
+}
+
+/* Shutdown: connections still without a header are closed. */
+static void server_proxy_drop_all(void)
+{
+	while (daemon_state.proxying) {
+		struct proxied *p = daemon_state.proxying;
+		proxy_wait_cancel(p->wait);
+		proxied_forget(p);
+	}
+}
+
+static void server_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
+			  int salen, void *arg)
+{
+	struct listener *l = arg;
+	struct runtime *rt = runtime_current();
+	const struct conf_server *srv = runtime_server(rt, l->server_name);
+	if (!srv) {
+		close(fd);
+		return;
+	}
+	if (l->proxy)
+		server_proxy_begin(l, srv, fd, sa, salen);
+	else
+		server_accept_client(rt, srv, l->tls, fd, sa, (socklen_t)salen);
 }
 
 static void server_resume_accept(evutil_socket_t fd, short what, void *arg)
@@ -408,6 +523,7 @@ static struct listener *listener_new(const struct conf_listen *cl, const char *s
 	l->addr.text = xstrdup(cl->addr.text);
 	l->server_name = xstrdup(server);
 	l->tls = cl->tls;
+	l->proxy = cl->proxy;
 	l->lev = evconnlistener_new(daemon_state.base, server_accept, l,
 				    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
 	if (!l->lev)
@@ -498,10 +614,11 @@ static int listeners_apply(const struct runtime *rt)
 			free(l->server_name);
 			l->server_name = xstrdup(srv->name);
 			l->tls = cl->tls;
+			l->proxy = cl->proxy;
 			l->next = fresh;
 			fresh = l;
-			log_info("event=listening server=%s address=%s%s", srv->name, cl->addr.text,
-				 cl->tls ? " tls=implicit" : "");
+			log_info("event=listening server=%s address=%s%s%s", srv->name, cl->addr.text,
+				 cl->tls ? " tls=implicit" : "", cl->proxy ? " proxy=yes" : "");
 		}
 	}
 	listeners_free(daemon_state.listeners);
@@ -729,6 +846,7 @@ static void server_tick(evutil_socket_t fd, short what, void *arg)
 static void server_shutdown_sessions(void)
 {
 	struct session_link *c, *next;
+	server_proxy_drop_all();
 	for (c = daemon_state.conns; c; c = next) {
 		next = c->next;
 		c->shutdown(c); /* may free c */

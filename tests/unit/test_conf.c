@@ -695,7 +695,7 @@ static void test_wrong_argument_count(void **state)
 		      "hostname\n"
 		      "spool /a /b\n"
 		      "server s {\n"
-		      "    listen 127.0.0.1:25 tls extra\n"
+		      "    listen 127.0.0.1:25 tls proxy extra\n"
 		      "    listen 127.0.0.1:26\n"
 		      "    tls on {\n"
 		      "    }\n"
@@ -710,7 +710,7 @@ static void test_wrong_argument_count(void **state)
 		      "server\n",
 		      NAME ":2:1: \"hostname\" needs 1 argument\n"
 		      NAME ":3:1: \"spool\" needs 1 argument\n"
-		      NAME ":5:5: \"listen\" needs 1 or 2 arguments\n"
+		      NAME ":5:5: \"listen\" needs 1 to 3 arguments\n"
 		      NAME ":7:5: \"tls\" takes no arguments\n"
 		      NAME ":10:9: \"mechanisms\" needs at least 1 argument\n"
 		      NAME ":11:9: \"lockout\" needs 3 arguments\n"
@@ -1167,7 +1167,58 @@ static void test_listen_bad_option(void **state)
 {
 	(void)state;
 	expect_errors(SERVER("    listen 127.0.0.1:25 ssl\n"),
-		      NAME ":3:25: bad option \"ssl\" for \"listen\" (the only option is tls)\n");
+		      NAME ":3:25: bad option \"ssl\" for \"listen\" (use tls, proxy or both)\n");
+}
+
+/* listen ... proxy with proxy-from: the flags per address, the trusted
+ * peers as networks, proxy-timeout in limits (default 5 s). */
+static void test_proxy_listen(void **state)
+{
+	(void)state;
+	struct conf *c = parse_ok(SERVER("    listen 127.0.0.1:25 proxy\n"
+					 "    listen 127.0.0.1:465 proxy tls\n"
+					 "    listen 127.0.0.1:26\n"
+					 "    proxy-from 10.0.0.0/24 192.0.2.7\n"
+					 "    proxy-from 2001:db8::/32\n"
+					 "    tls {\n        certificate /c\n        key /k\n    }\n"
+					 "    limits {\n        proxy-timeout 2s\n    }\n"));
+	const struct conf_server *s = &c->servers[0];
+	assert_int_equal(s->nlistens, 3);
+	assert_true(s->listens[0].proxy && !s->listens[0].tls);
+	assert_true(s->listens[1].proxy && s->listens[1].tls);
+	assert_false(s->listens[2].proxy || s->listens[2].tls);
+	assert_int_equal(s->nproxy_from, 3);
+	assert_string_equal(s->proxy_from[0].text, "10.0.0.0/24");
+	assert_int_equal(s->proxy_from[0].prefix, 24);
+	assert_int_equal(s->proxy_from[1].prefix, 32);
+	assert_int_equal(s->proxy_from[2].family, AF_INET6);
+	assert_int_equal(s->limits.proxy_timeout, 2);
+	conf_free(c);
+	c = parse_ok(SERVER("    listen 127.0.0.1:25\n"));
+	assert_int_equal(c->servers[0].limits.proxy_timeout, 5);
+	assert_int_equal(c->servers[0].nproxy_from, 0);
+	conf_free(c);
+}
+
+/* No proxy-from is no default: a `proxy` listener would believe anyone. */
+static void test_proxy_errors(void **state)
+{
+	(void)state;
+	expect_errors(SERVER("    listen 127.0.0.1:25 proxy\n"),
+		      NAME ":3:12: \"listen 127.0.0.1:25 proxy\" needs \"proxy-from\" in server \"s\": "
+		      "the addresses of the load balancers allowed to send a PROXY header\n");
+	expect_errors(SERVER("    listen 127.0.0.1:25\n    proxy-from 10.0.0.1\n"),
+		      NAME ":4:16: \"proxy-from\" but no \"listen ... proxy\" in server \"s\"\n");
+	expect_errors(SERVER("    listen 127.0.0.1:25 proxy proxy\n    proxy-from 10.0.0.1\n"),
+		      NAME ":3:31: option \"proxy\" given twice for \"listen\"\n");
+	expect_errors(SERVER("    listen 127.0.0.1:25 proxy\n"
+			     "    proxy-from lb.example 10.0.0.0/33 10.0.0.1\n"),
+		      NAME ":4:16: bad address \"lb.example\" for \"proxy-from\" (use an IP address "
+		      "or ADDRESS/PREFIX, e.g. 10.0.0.0/24)\n"
+		      NAME ":4:27: bad prefix length \"33\" in \"10.0.0.0/33\" (use 0 to 32)\n");
+	expect_errors(SERVER("    listen 127.0.0.1:25 proxy\n    proxy-from 10.0.0.1\n"
+			     "    limits {\n        proxy-timeout 61s\n    }\n"),
+		      NAME ":6:23: bad duration \"61s\" for \"proxy-timeout\" (at most 60s)\n");
 }
 
 static void test_dns_forms(void **state)
@@ -2409,6 +2460,8 @@ int main(void)
 		cmocka_unit_test(test_directive_in_wrong_block_hints),
 		cmocka_unit_test(test_unknown_block_is_skipped),
 		cmocka_unit_test(test_wrong_argument_count),
+		cmocka_unit_test(test_proxy_listen),
+		cmocka_unit_test(test_proxy_errors),
 		cmocka_unit_test(test_block_where_none_is_expected),
 		cmocka_unit_test(test_missing_block),
 		cmocka_unit_test(test_unterminated_block),
