@@ -740,6 +740,8 @@ struct addr_kind {
 
 static const struct addr_kind listen_kind = {
 	"listen address", "IP:PORT, e.g. 0.0.0.0:25 or [::]:587", 0};
+static const struct addr_kind metrics_kind = {
+	"metrics address", "IP:PORT, e.g. 127.0.0.1:9154 or [::1]:9154", 0};
 static const struct addr_kind dns_kind = {
 	"DNS server", "IP or IP:PORT, e.g. 127.0.0.1, 127.0.0.1:53 or [::1]:53", 53};
 
@@ -1106,6 +1108,9 @@ void conf_free(struct conf *c)
 	free(c->users);
 	free(c->aliases);
 	dns_free(&c->dns);
+	for (size_t i = 0; i < c->nmetrics; i++)
+		free(c->metrics[i].text);
+	free(c->metrics);
 	free(c->run_as);
 	free(c->outbound.smarthost);
 	free(c->outbound.smarthost_host);
@@ -1239,6 +1244,15 @@ static void global_host_refresh(struct parser *p, const struct line *d)
 	}
 	p->conf->host_refresh_min = lo;
 	p->conf->host_refresh_max = hi;
+}
+
+/* metrics IP:PORT: the HTTP listener of GET /metrics and the status page;
+ * repeatable, one address per line. */
+static void global_metrics(struct parser *p, const struct line *d)
+{
+	struct conf_sockaddr sa = {0};
+	if (arg_sockaddr(p, &d->args[0], &metrics_kind, &sa))
+		*(struct conf_sockaddr *)xappend(&p->conf->metrics, &p->conf->nmetrics, sizeof sa) = sa;
 }
 
 static void global_run_as(struct parser *p, const struct line *d)
@@ -1879,6 +1893,7 @@ static const struct directive global_directives[] = {
 	{"dns", 1, CONF_ARGS_ANY, global_dns, NULL, NULL, true},
 	{"host-refresh", 2, 2, global_host_refresh, NULL, NULL, true},
 	{"run-as", 1, 1, global_run_as, NULL, NULL, true},
+	{"metrics", 1, 1, global_metrics, NULL, NULL, false},
 	{"include", 1, 1, global_include, NULL, NULL, false},
 	{"outbound", 0, 0, NULL, &outbound_context, NULL, true},
 	{"server", 1, 1, global_server, &server_context, server_end, false},
@@ -2159,6 +2174,33 @@ static void check_listen_overlap(struct parser *p, size_t i, size_t k)
 	}
 }
 
+/* Metrics address k against the metrics addresses before it and every
+ * server's listeners. */
+static void check_metrics_overlap(struct parser *p, size_t k)
+{
+	const struct conf *c = p->conf;
+	const struct conf_sockaddr *a = &c->metrics[k];
+	for (size_t m = 0; m < k; m++) {
+		if (sockaddrs_overlap(a, &c->metrics[m])) {
+			conf_error(p, &a->pos, "metrics address \"%s\" overlaps metrics address \"%s\" "
+				   "(%s:%u:%u)", Q(a->text), Q(c->metrics[m].text), c->metrics[m].pos.file,
+				   c->metrics[m].pos.line, c->metrics[m].pos.col);
+			return;
+		}
+	}
+	for (size_t j = 0; j < c->nservers; j++) {
+		for (size_t m = 0; m < c->servers[j].nlistens; m++) {
+			const struct conf_sockaddr *b = &c->servers[j].listens[m].addr;
+			if (sockaddrs_overlap(a, b)) {
+				conf_error(p, &a->pos, "metrics address \"%s\" overlaps \"%s\" of server "
+					   "\"%s\" (%s:%u:%u)", Q(a->text), Q(b->text), c->servers[j].name,
+					   b->pos.file, b->pos.line, b->pos.col);
+				return;
+			}
+		}
+	}
+}
+
 static void check_domains(struct parser *p)
 {
 	const struct conf *c = p->conf;
@@ -2186,6 +2228,8 @@ static void validate(struct parser *p)
 		for (size_t k = 0; k < c->servers[i].nlistens; k++)
 			check_listen_overlap(p, i, k);
 	}
+	for (size_t k = 0; k < c->nmetrics; k++)
+		check_metrics_overlap(p, k);
 	if (clean)
 		check_domains(p);
 	if (c->outbound.smarthost_user && !c->outbound.smarthost)
@@ -2437,6 +2481,13 @@ static void print_global(struct policy_out *out, const struct conf *c)
 		out_printf(out, "run-as: %s (after binding its addresses)\n", c->run_as);
 	else
 		out_puts(out, "run-as: not set (keeps the user it was started as)\n");
+	out_puts(out, "metrics and status page: ");
+	for (size_t i = 0; i < c->nmetrics; i++) {
+		print_separator(out, i);
+		out_printf(out, "http://%s/", c->metrics[i].text);
+	}
+	out_puts(out, c->nmetrics ? " (no password: anybody who can reach these addresses may read "
+				    "them)\n" : "none\n");
 	print_outbound(out, &c->outbound);
 }
 

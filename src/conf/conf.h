@@ -177,6 +177,8 @@ struct conf {
 	unsigned host_refresh_max; /* their TTL bounded to these; 30s, 1d */
 	char *run_as;           /* NULL: keep the starting user */
 	struct conf_outbound outbound;
+	struct conf_sockaddr *metrics; /* HTTP: GET /metrics and the status page */
+	size_t nmetrics;
 	struct conf_server *servers;
 	size_t nservers;
 };
