@@ -4,7 +4,7 @@ format, with counters that move when mail flows; `promtool check metrics`
 finds nothing in it; a real Prometheus scrapes it and answers a query for
 a counter through its HTTP API."""
 
-import http.client
+import json
 import os
 import re
 import signal
@@ -12,47 +12,21 @@ import socket
 import subprocess
 import time
 import urllib.parse
-import json
+import urllib.request
 
 import pytest
 
-from helpers import HOST, free_port, send_message, wait_until
+from helpers import HOST, SMTPConn, free_port, send_message, wait_until
+from httputil import REMOTE, http_get, metered_daemon, samples, submit
 
 PROMETHEUS = "/usr/bin/prometheus"
 PROMTOOL = "/usr/bin/promtool"
 
 
-def http_get(port, path="/metrics", host=HOST, method="GET", headers=None, timeout=10):
-    c = http.client.HTTPConnection(host, port, timeout=timeout)
-    try:
-        c.request(method, path, headers=headers or {})
-        r = c.getresponse()
-        return r.status, dict(r.getheaders()), r.read().decode("utf-8", "replace")
-    finally:
-        c.close()
-
-
-def samples(text):
-    """{'name{labels}': value} of an exposition."""
-    out = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        key, value = line.rsplit(" ", 1)
-        out[key] = float(value)
-    return out
-
-
 @pytest.fixture
 def metered(posthorn):
     """A daemon with one SMTP server `mx` and a metrics address."""
-    def make(**kw):
-        port = free_port()
-        extra = kw.pop("global_extra", "")
-        p = posthorn(global_extra=f"metrics {HOST}:{port}\n{extra}", **kw)
-        p.metrics_port = port
-        return p
-    return make
+    return lambda **kw: metered_daemon(posthorn, **kw)
 
 
 def test_metrics_counts_connections_and_messages(metered):
@@ -123,3 +97,136 @@ def test_metrics_on_several_addresses(posthorn):
     assert http_get(b)[0] == 200
     res = p.cli("check")
     assert f"http://{HOST}:{a}/, http://{HOST}:{b}/" in res.stdout, res.stdout
+
+
+def cert_new(p, hostname, out):
+    res = p.cli("cert", "new", "--hostname", hostname, "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    return os.path.join(str(out), hostname + ".crt"), os.path.join(str(out), hostname + ".key")
+
+
+def test_metrics_count_tls_logins_refusals_commands_sessions_and_dns(posthorn, tmp_path):
+    """One daemon with SMTP (STARTTLS, AUTH, reverse lookups), IMAP and
+    POP3: every family of counters moves, with labels from fixed sets."""
+    import ssl
+    import imaplib
+    import poplib
+    from authutil import plain_response
+    from tlsutil import TLSConn, client_context
+
+    mport = free_port()
+    p = posthorn(start=False, global_extra=f"metrics {HOST}:{mport}",
+                 servers={"mx": {"anonymous": True}})
+    crt, key = cert_new(p, "mx.example.test", tmp_path / "certs")
+    os.chmod(key, 0o600)
+    tls = f"tls {{\n    certificate {crt}\n    key {key}\n}}\nconnection {{\n    reverse-lookup yes\n}}"
+    p.servers["mx"]["extra"] = tls
+    p.servers["imap"] = {"anonymous": None, "extra": "protocol imap"}
+    p.servers["pop"] = {"anonymous": None, "extra": "protocol pop3\nauth {\n    plaintext-requires-tls no\n}"}
+    p.servers["imap"]["extra"] += "\nauth {\n    plaintext-requires-tls no\n}"
+    p.ports["imap"] = free_port()
+    p.ports["pop"] = free_port()
+    p.write_config()
+    p.start()
+
+    for version in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2):
+        with TLSConn(p.port()) as c:
+            c.start()
+            c.starttls(client_context(minimum=version, maximum=version))
+            c.ehlo()
+            r = c.cmd("AUTH PLAIN " + plain_response("bob@example.test", "wrong-password"))
+            assert r.code == 535, r.raw
+            r = c.cmd("AUTH PLAIN " + plain_response("bob@example.test", "bob-Secret-1"))
+            assert r.code == 235, r.raw
+            c.cmd("FROBNICATE")
+    with p.connect() as c:
+        c.start()
+        c.expect("MAIL FROM:<a@example.net>", 250)
+        r = c.cmd("RCPT TO:<nobody@example.test>")
+        assert r.code == 550, r.raw
+        r = c.cmd("RCPT TO:<someone@elsewhere.example>")
+        assert r.code == 550, r.raw
+    im = imaplib.IMAP4(HOST, p.port("imap"), timeout=10)
+    im.login("bob@example.test", "bob-Secret-1")
+    im.select("INBOX")
+    im.logout()
+    pop = poplib.POP3(HOST, p.port("pop"), timeout=10)
+    pop.user("bob@example.test")
+    pop.pass_("bob-Secret-1")
+    pop.stat()
+    pop.quit()
+
+    status, _, body = http_get(mport)
+    got = samples(body)
+    want = {
+        'posthorn_tls_handshakes_total{result="ok",version="TLSv1.3"}': 1,
+        'posthorn_tls_handshakes_total{result="ok",version="TLSv1.2"}': 1,
+        'posthorn_logins_total{server="mx",mechanism="PLAIN",result="fail"}': 2,
+        'posthorn_logins_total{server="mx",mechanism="PLAIN",result="ok"}': 2,
+        'posthorn_messages_rejected_total{server="mx",reason="unknown-user"}': 1,
+        'posthorn_messages_rejected_total{server="mx",reason="relay"}': 1,
+        'posthorn_commands_total{protocol="smtp",command="STARTTLS"}': 2,
+        'posthorn_commands_total{protocol="smtp",command="other"}': 2,
+        'posthorn_commands_total{protocol="imap",command="SELECT"}': 1,
+        'posthorn_commands_total{protocol="pop3",command="STAT"}': 1,
+        'posthorn_sessions_total{server="imap",protocol="imap"}': 1,
+        'posthorn_sessions_total{server="pop",protocol="pop3"}': 1,
+        'posthorn_sessions_total{server="mx",protocol="smtp"}': 3,
+    }
+    for k, v in want.items():
+        assert got.get(k) == v, f"{k}: {got.get(k)}\n{body}"
+    # every SMTP connection from 127.0.0.1 asks for its PTR record: only
+    # the first question goes to the DNS server, the cache answers the rest
+    ptr = got['posthorn_dns_queries_total{type="PTR"}']
+    assert ptr >= 3
+    assert got["posthorn_dns_cache_hits_total"] == ptr - 1
+    # nothing a client sent became a label value
+    for secret in ("bob@example.test", "FROBNICATE", "nobody", "elsewhere", "127.0.0.1"):
+        assert secret not in body
+
+
+def test_metrics_queue_gauges_and_deferred_deliveries(metered):
+    p = metered(stuck_outbound=True)
+    qid = submit(p, [REMOTE])
+    p.wait_event("outbound", id=qid, result="deferred")
+    time.sleep(1.1)  # the oldest message is at least a second old
+    got = samples(http_get(p.metrics_port)[2])
+    assert got["posthorn_queue_messages"] == 1
+    assert got["posthorn_queue_oldest_message_age_seconds"] >= 1
+    assert got['posthorn_deliveries_total{result="deferred"}'] == 1
+    assert 'posthorn_deliveries_total{result="remote"}' not in got
+    res = p.cli("queue", "delete", qid)
+    assert res.returncode == 0, res.stderr
+    got = samples(http_get(p.metrics_port)[2])
+    assert got["posthorn_queue_messages"] == 0
+    assert got["posthorn_queue_oldest_message_age_seconds"] == 0
+
+
+def test_metrics_count_refusals_by_rule_and_by_limit(metered):
+    p = metered(servers={"mx": {"anonymous": True, "limits": {"connections-per-ip": 1},
+                                "extra": "connection {\n    deny 127.0.0.5\n}"}})
+    with SMTPConn(p.port(), source="127.0.0.5") as c:
+        assert c.reply().code == 554
+    with SMTPConn(p.port()) as first:
+        first.greeting()
+        with SMTPConn(p.port()) as second:
+            assert second.reply().code == 421
+        got = samples(http_get(p.metrics_port)[2])
+        assert got['posthorn_connections_open{server="mx"}'] == 1
+    assert got['posthorn_connections_total{server="mx",result="refused-rule"}'] == 1
+    assert got['posthorn_connections_total{server="mx",result="refused-limit"}'] == 1
+    assert got['posthorn_connections_total{server="mx",result="accepted"}'] == 1
+
+
+def test_metrics_count_lockouts(metered):
+    p = metered(servers={"mx": {"anonymous": True,
+                                "limits": {"unknown-recipients": "2 1m 1m"}}})
+    with SMTPConn(p.port()) as c:
+        c.start()
+        c.expect("MAIL FROM:<a@example.net>", 250)
+        for i in range(2):
+            assert c.cmd(f"RCPT TO:<nobody{i}@example.test>").code == 550
+        assert c.cmd("RCPT TO:<bob@example.test>").code == 450
+    got = samples(http_get(p.metrics_port)[2])
+    assert got['posthorn_lockouts_total{server="mx",reason="unknown-recipients"}'] == 1
+    assert got['posthorn_messages_rejected_total{server="mx",reason="unknown-recipients-lockout"}'] == 1

@@ -316,6 +316,8 @@ static void smtp_command(struct smtp_session *s, struct linebuf_line *l)
 	if (*args)
 		*args++ = '\0';
 	const struct smtp_command *c = smtp_find_command(line);
+	/* the table's verbs: a fixed set of labels */
+	metrics_count(METRIC_COMMANDS, METRIC_LABELS("smtp", c ? c->verb : "other"));
 	if (!c) {
 		smtp_reply(s, "500 5.5.1 Error: command not recognized");
 		smtp_error(s);
