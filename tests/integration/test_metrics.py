@@ -230,3 +230,98 @@ def test_metrics_count_lockouts(metered):
     got = samples(http_get(p.metrics_port)[2])
     assert got['posthorn_lockouts_total{server="mx",reason="unknown-recipients"}'] == 1
     assert got['posthorn_messages_rejected_total{server="mx",reason="unknown-recipients-lockout"}'] == 1
+
+
+# -- promtool and a real Prometheus ------------------------------------------------
+
+def test_promtool_finds_nothing_in_the_exposition(metered):
+    p = metered(stuck_outbound=True)
+    submit(p, ["bob@example.test"])
+    submit(p, [REMOTE])
+    p.wait_messages("bob@example.test", 1)
+    body = http_get(p.metrics_port)[2]
+    assert "posthorn_delivery_latency_seconds_bucket" in body
+    res = subprocess.run([PROMTOOL, "check", "metrics"], input=body, capture_output=True,
+                         text=True, timeout=30)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.strip() == "" and res.stderr.strip() == "", res.stdout + res.stderr
+
+
+PROMETHEUS_CONFIG = """global:
+  scrape_interval: 1s
+  evaluation_interval: 1s
+scrape_configs:
+  - job_name: posthorn
+    scrape_interval: 1s
+    scrape_timeout: 1s
+    static_configs:
+      - targets: ["{target}"]
+"""
+
+
+def prometheus_query(port, expr):
+    url = f"http://{HOST}:{port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    with urllib.request.urlopen(url, timeout=5) as r:
+        answer = json.load(r)
+    assert answer["status"] == "success", answer
+    return answer["data"]["result"]
+
+
+@pytest.fixture
+def prometheus(tmp_path):
+    """start(target) runs /usr/bin/prometheus on loopback scraping target
+    every second; stopped by PID at teardown."""
+    procs = []
+
+    def start(target):
+        port = free_port()
+        conf = tmp_path / "prometheus.yml"
+        conf.write_text(PROMETHEUS_CONFIG.replace("{target}", target))
+        log = open(tmp_path / "prometheus.log", "wb")
+        proc = subprocess.Popen(
+            [PROMETHEUS, f"--config.file={conf}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+             f"--web.listen-address={HOST}:{port}", "--log.level=warn"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True)
+        log.close()
+        procs.append(proc)
+
+        def ready():
+            try:
+                with urllib.request.urlopen(f"http://{HOST}:{port}/-/ready", timeout=2) as r:
+                    return r.status == 200
+            except OSError:
+                return False
+        wait_until(ready, 30, what="prometheus ready")
+        return port
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+
+
+def test_prometheus_scrapes_and_answers_a_counter(metered, prometheus, tmp_path):
+    p = metered()
+    port = prometheus(f"{HOST}:{p.metrics_port}")
+    submit(p, ["bob@example.test"])
+    submit(p, ["carol@example.test"])
+    p.wait_messages("carol@example.test", 1)
+
+    def scraped(expr, want):
+        def check():
+            result = prometheus_query(port, expr)
+            return result and float(result[0]["value"][1]) == want
+        return check
+    wait_until(scraped('posthorn_messages_accepted_total{server="mx"}', 2), 20,
+               what="prometheus to scrape 2 accepted messages")
+    [up] = prometheus_query(port, 'up{job="posthorn"}')
+    assert up["value"][1] == "1"
+    [local] = prometheus_query(port, 'posthorn_deliveries_total{result="local"}')
+    assert local["value"][1] == "2"
+    assert local["metric"]["job"] == "posthorn"
