@@ -248,7 +248,11 @@ static void server_admit(struct runtime *rt, const struct conf_server *srv, stru
 			 log_quote(q, sizeof q, text, strlen(text)), dns_status ? " dns=" : "",
 			 dns_status ? dns_status : "");
 		metrics_count(METRIC_CONNECTIONS, METRIC_LABELS(srv->name, "refused-rule"));
-		recent_note("refused", srv->name, "%s: connection rule %s", c->client, text);
+		if (rule)
+			recent_note("refused", srv->name, "%s: connection rule deny %s (%s:%u)",
+				    c->client, rule->text, rule->pos.file, rule->pos.line);
+		else
+			recent_note("refused", srv->name, "%s: connection default deny", c->client);
 	} else {
 		metrics_count(METRIC_CONNECTIONS, METRIC_LABELS(srv->name, "accepted"));
 	}
