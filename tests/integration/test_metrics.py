@@ -325,3 +325,23 @@ def test_prometheus_scrapes_and_answers_a_counter(metered, prometheus, tmp_path)
     [local] = prometheus_query(port, 'posthorn_deliveries_total{result="local"}')
     assert local["value"][1] == "2"
     assert local["metric"]["job"] == "posthorn"
+
+
+def test_grafana_dashboard_queries_are_valid_promql(metered, prometheus):
+    """Every expression of docs/grafana-dashboard.json, with its variables
+    filled in, is accepted by Prometheus and names only metrics posthorn
+    exports."""
+    p = metered()
+    port = prometheus(f"{HOST}:{p.metrics_port}")
+    exported = set(re.findall(r"^# TYPE (\S+)", http_get(p.metrics_port)[2], re.M))
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "grafana-dashboard.json")
+    with open(path) as f:
+        dash = json.load(f)
+    exprs = [t["expr"] for panel in dash["panels"] for t in panel["targets"]]
+    assert len(exprs) >= 10
+    for expr in exprs:
+        filled = expr.replace("$job", "posthorn").replace("$__rate_interval", "1m")
+        prometheus_query(port, filled)   # status "success", else it fails
+        for name in re.findall(r"posthorn_[a-z_]+", filled):
+            base = re.sub(r"_(bucket|sum|count)$", "", name)
+            assert base in exported, f"{name} in {expr}"
