@@ -345,3 +345,19 @@ def test_grafana_dashboard_queries_are_valid_promql(metered, prometheus):
         for name in re.findall(r"posthorn_[a-z_]+", filled):
             base = re.sub(r"_(bucket|sum|count)$", "", name)
             assert base in exported, f"{name} in {expr}"
+
+
+def test_metrics_address_change_waits_for_a_restart(metered):
+    p = metered()
+    old = p.metrics_port
+    new = free_port()
+    p.global_extra = p.global_extra.replace(f"{HOST}:{old}", f"{HOST}:{new}")
+    p.write_config()
+    mark = p.log_mark()
+    p.reload()
+    assert "new metrics addresses take effect at restart" in p.log[mark:]
+    assert http_get(old)[0] == 200
+    p.restart()
+    assert http_get(new)[0] == 200
+    with pytest.raises(OSError):
+        http_get(old)
