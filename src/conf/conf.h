@@ -179,6 +179,7 @@ struct conf {
 	struct conf_outbound outbound;
 	struct conf_sockaddr *metrics; /* HTTP: GET /metrics and the status page */
 	size_t nmetrics;
+	char *metrics_password; /* absolute path of the HTTP Basic password; NULL: none */
 	struct conf_server *servers;
 	size_t nservers;
 };

@@ -15,14 +15,17 @@ enum {
 	HTTPD_BODY_MAX = 0,           /* GET has none */
 	HTTPD_TIMEOUT = 10,           /* seconds for a request to arrive */
 	HTTPD_LISTEN_BACKLOG = 64,
+	HTTPD_PASSWORD_MAX = 256,     /* bytes of the metrics-password */
 };
 
-/* Listen on conf's metrics addresses (none: nothing to do).  0, or -1
- * with the reason in err. */
+/* Listen on conf's metrics addresses (none: nothing to do), asking for
+ * conf's metrics-password when there is one (RFC 7617).  0, or -1 with the
+ * reason in err. */
 int httpd_start(struct event_base *base, const struct conf *conf, char *err, size_t errsz);
 
 /* After a reload: the addresses are those of the start (a warning when
- * conf asks for others). */
+ * conf asks for others); the password file is read again (when it cannot
+ * be, the old password stays, with a warning). */
 void httpd_reloaded(const struct conf *conf);
 
 void httpd_stop(void);

@@ -9,6 +9,7 @@ script."""
 import datetime
 import html.parser
 import os
+import re
 import subprocess
 
 import pytest
@@ -150,3 +151,66 @@ def test_status_page_unknown_paths_and_methods(posthorn):
     assert "default-src 'none'" in headers["Content-Security-Policy"]
     assert http_get(p.metrics_port, "/admin")[0] == 404
     assert http_get(p.metrics_port, "/", method="DELETE")[0] == 501
+
+
+# -- metrics-password: HTTP Basic on loopback ------------------------------------------
+
+def basic(user, password):
+    import base64
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def password_daemon(posthorn, tmp_path, password="Status-Secret-7", mode=0o600, start=True):
+    pw = tmp_path / "metrics.pw"
+    pw.write_text(password + "\n")
+    os.chmod(pw, mode)
+    return metered_daemon(posthorn, global_extra=f"metrics-password {pw}", start=start), str(pw)
+
+
+def test_password_is_asked_and_checked(posthorn, tmp_path):
+    p, _ = password_daemon(posthorn, tmp_path)
+    for path in ("/", "/metrics"):
+        status, headers, _ = http_get(p.metrics_port, path)
+        assert status == 401
+        assert headers["WWW-Authenticate"] == 'Basic realm="posthorn", charset="UTF-8"'
+        assert http_get(p.metrics_port, path, headers=basic("admin", "wrong"))[0] == 401
+        assert http_get(p.metrics_port, path, headers=basic("admin", "Status-Secret-"))[0] == 401
+        assert http_get(p.metrics_port, path, headers=basic("admin", "Status-Secret-77"))[0] == 401
+        assert http_get(p.metrics_port, path,
+                        headers={"Authorization": "Basic !!!!"})[0] == 401
+        assert http_get(p.metrics_port, path,
+                        headers={"Authorization": "Bearer Status-Secret-7"})[0] == 401
+        # any user name; a colon in the password is the password's
+        status, _, body = http_get(p.metrics_port, path, headers=basic("anyone", "Status-Secret-7"))
+        assert status == 200 and body
+    check = p.cli("check").stdout
+    assert "(HTTP Basic, the password in" in check
+    assert "Status-Secret-7" not in p.log
+
+
+def test_password_may_hold_a_colon_and_is_read_again_at_reload(posthorn, tmp_path):
+    p, pw = password_daemon(posthorn, tmp_path, password="a:b:c")
+    assert http_get(p.metrics_port, "/", headers=basic("x", "a:b:c"))[0] == 200
+    with open(pw, "w") as f:
+        f.write("New-Secret-8\n")
+    p.reload()
+    assert http_get(p.metrics_port, "/", headers=basic("x", "a:b:c"))[0] == 401
+    assert http_get(p.metrics_port, "/", headers=basic("x", "New-Secret-8"))[0] == 200
+
+
+def test_password_only_on_loopback_and_only_from_a_private_file(posthorn, tmp_path):
+    from helpers import free_port
+    p, pw = password_daemon(posthorn, tmp_path, start=False)
+    p.global_extra = f"metrics 0.0.0.0:{free_port()}\nmetrics-password {pw}"
+    p.write_config()
+    res = p.cli("check")
+    assert res.returncode != 0
+    assert re.search(r"posthorn\.conf:\d+:9: metrics address \"0\.0\.0\.0:\d+\" is not a loopback "
+                     r"address: with \"metrics-password\" the password", res.stderr), res.stderr
+    os.chmod(pw, 0o640)
+    p.global_extra = f"metrics {HOST}:{free_port()}\nmetrics-password {pw}"
+    p.write_config()
+    res = p.cli("check")
+    assert res.returncode != 0
+    assert re.search(r"posthorn\.conf:\d+:18: secret file .*metrics\.pw may be read by group or "
+                     r"others \(mode 0640\); chmod 600 it", res.stderr), res.stderr
