@@ -66,6 +66,8 @@ def test_metrics_refuses_oversized_request_headers(metered):
     p = metered()
     status, _, _ = http_get(p.metrics_port, headers={"X-Big": "a" * 20000})
     assert status in (400, 413, 431)
+    status, _, _ = http_get(p.metrics_port, "/metrics?" + "a" * 20000)
+    assert status in (400, 413, 414, 431)
     # and the listener still answers
     assert http_get(p.metrics_port)[0] == 200
 
