@@ -16,6 +16,8 @@
 #include "auth/throttle.h"
 #include "conf/conf.h"
 #include "lib/log.h"
+#include "lib/metrics.h"
+#include "lib/recent.h"
 #include "lib/offload.h"
 #include "lib/util.h"
 
@@ -127,6 +129,8 @@ static void login_log(const struct login *l, const char *result, const char *use
 	log_info("event=auth session=%s server=%s client=%s result=%s mechanism=%s user=%s tls=%s",
 		 l->env.sid, l->env.srv->name, l->env.client, result, l->mech, esc,
 		 l->tls ? "yes" : "no");
+	/* result and mechanism are constants (login_begin) */
+	metrics_count(METRIC_LOGINS, METRIC_LABELS(l->env.srv->name, l->mech, result));
 }
 
 /* Is the client's address locked out?  Then log it and say so. */
@@ -139,6 +143,7 @@ static bool login_locked_out(struct login *l)
 		return false;
 	log_info("event=auth session=%s server=%s client=%s result=locked retry_after=%us",
 		 l->env.sid, l->env.srv->name, l->env.client, retry);
+	metrics_count(METRIC_LOGINS, METRIC_LABELS(l->env.srv->name, l->mech, "locked"));
 	login_say(l, LOGIN_LOCKED_OUT, NULL, NULL, retry);
 	return true;
 }
@@ -153,9 +158,13 @@ static unsigned login_count_failure(struct login *l, const char *user)
 	struct throttle_rule rule = throttle_login_rule(l->env.srv);
 	unsigned delay = throttle_login_failed(l->env.throttle, l->env.client, user, &rule,
 					       time(NULL), &locked);
-	if (locked)
+	if (locked) {
 		log_warn("event=lockout session=%s server=%s client=%s duration=%us", l->env.sid,
 			 l->env.srv->name, l->env.client, l->env.srv->auth.lockout_duration);
+		metrics_count(METRIC_LOCKOUTS, METRIC_LABELS(l->env.srv->name, "login-failures"));
+		recent_note("lockout", l->env.srv->name, "%s: failed logins, for %us", l->env.client,
+			    l->env.srv->auth.lockout_duration);
+	}
 	return delay;
 }
 

@@ -104,6 +104,7 @@ struct parser {
 	struct server_state scratch_state;
 	int errors_at_server;
 	struct conf_pos smarthost_auth_pos;
+	struct conf_pos metrics_password_pos;
 	struct conf_pos end_pos;        /* end of the main file */
 };
 
@@ -741,6 +742,8 @@ struct addr_kind {
 
 static const struct addr_kind listen_kind = {
 	"listen address", "IP:PORT, e.g. 0.0.0.0:25 or [::]:587", 0};
+static const struct addr_kind metrics_kind = {
+	"metrics address", "IP:PORT, e.g. 127.0.0.1:9154 or [::1]:9154", 0};
 static const struct addr_kind dns_kind = {
 	"DNS server", "IP or IP:PORT, e.g. 127.0.0.1, 127.0.0.1:53 or [::1]:53", 53};
 
@@ -1109,6 +1112,10 @@ void conf_free(struct conf *c)
 	free(c->users);
 	free(c->aliases);
 	dns_free(&c->dns);
+	for (size_t i = 0; i < c->nmetrics; i++)
+		free(c->metrics[i].text);
+	free(c->metrics);
+	free(c->metrics_password);
 	free(c->run_as);
 	free(c->outbound.smarthost);
 	free(c->outbound.smarthost_host);
@@ -1242,6 +1249,35 @@ static void global_host_refresh(struct parser *p, const struct line *d)
 	}
 	p->conf->host_refresh_min = lo;
 	p->conf->host_refresh_max = hi;
+}
+
+/* metrics IP:PORT: the HTTP listener of GET /metrics and the status page;
+ * repeatable, one address per line. */
+static void global_metrics(struct parser *p, const struct line *d)
+{
+	struct conf_sockaddr sa = {0};
+	if (arg_sockaddr(p, &d->args[0], &metrics_kind, &sa))
+		*(struct conf_sockaddr *)xappend(&p->conf->metrics, &p->conf->nmetrics, sizeof sa) = sa;
+}
+
+/* metrics-password FILE: HTTP Basic on the metrics listener; the secret
+ * is refused when others may read it, as smarthost-auth's. */
+static void global_metrics_password(struct parser *p, const struct line *d)
+{
+	char *path = NULL;
+	if (!arg_path(p, d, &d->args[0], &path))
+		return;
+	struct stat st;
+	if (stat(path, &st) == 0 && (st.st_mode & (S_IRWXG | S_IRWXO))) {
+		conf_error(p, &d->args[0].pos,
+			   "secret file %s may be read by group or others (mode %04o); chmod 600 it",
+			   path, (unsigned)(st.st_mode & 07777));
+		free(path);
+		return;
+	}
+	free(p->conf->metrics_password);
+	p->conf->metrics_password = path;
+	p->metrics_password_pos = d->name.pos;
 }
 
 static void global_run_as(struct parser *p, const struct line *d)
@@ -1938,6 +1974,8 @@ static const struct directive global_directives[] = {
 	{"dns", 1, CONF_ARGS_ANY, global_dns, NULL, NULL, true},
 	{"host-refresh", 2, 2, global_host_refresh, NULL, NULL, true},
 	{"run-as", 1, 1, global_run_as, NULL, NULL, true},
+	{"metrics", 1, 1, global_metrics, NULL, NULL, false},
+	{"metrics-password", 1, 1, global_metrics_password, NULL, NULL, true},
 	{"include", 1, 1, global_include, NULL, NULL, false},
 	{"outbound", 0, 0, NULL, &outbound_context, NULL, true},
 	{"server", 1, 1, global_server, &server_context, server_end, false},
@@ -2239,6 +2277,50 @@ static void check_listen_overlap(struct parser *p, size_t i, size_t k)
 	}
 }
 
+/* Metrics address k against the metrics addresses before it and every
+ * server's listeners. */
+static void check_metrics_overlap(struct parser *p, size_t k)
+{
+	const struct conf *c = p->conf;
+	const struct conf_sockaddr *a = &c->metrics[k];
+	for (size_t m = 0; m < k; m++) {
+		if (sockaddrs_overlap(a, &c->metrics[m])) {
+			conf_error(p, &a->pos, "metrics address \"%s\" overlaps metrics address \"%s\" "
+				   "(%s:%u:%u)", Q(a->text), Q(c->metrics[m].text), c->metrics[m].pos.file,
+				   c->metrics[m].pos.line, c->metrics[m].pos.col);
+			return;
+		}
+	}
+	for (size_t j = 0; j < c->nservers; j++) {
+		for (size_t m = 0; m < c->servers[j].nlistens; m++) {
+			const struct conf_sockaddr *b = &c->servers[j].listens[m].addr;
+			if (sockaddrs_overlap(a, b)) {
+				conf_error(p, &a->pos, "metrics address \"%s\" overlaps \"%s\" of server "
+					   "\"%s\" (%s:%u:%u)", Q(a->text), Q(b->text), c->servers[j].name,
+					   b->pos.file, b->pos.line, b->pos.col);
+				return;
+			}
+		}
+	}
+}
+
+/* HTTP Basic sends the password in clear text: without TLS on the
+ * listener it may only go over loopback. */
+static void check_metrics_password(struct parser *p)
+{
+	const struct conf *c = p->conf;
+	if (!c->metrics_password)
+		return;
+	if (c->nmetrics == 0)
+		conf_error(p, &p->metrics_password_pos, "\"metrics-password\" without \"metrics\"");
+	for (size_t k = 0; k < c->nmetrics; k++)
+		if (!sockaddr_is_loopback(&c->metrics[k]))
+			conf_error(p, &c->metrics[k].pos,
+				   "metrics address \"%s\" is not a loopback address: with "
+				   "\"metrics-password\" the password (HTTP Basic, no TLS) would cross "
+				   "the network in clear text", Q(c->metrics[k].text));
+}
+
 static void check_domains(struct parser *p)
 {
 	const struct conf *c = p->conf;
@@ -2266,6 +2348,9 @@ static void validate(struct parser *p)
 		for (size_t k = 0; k < c->servers[i].nlistens; k++)
 			check_listen_overlap(p, i, k);
 	}
+	for (size_t k = 0; k < c->nmetrics; k++)
+		check_metrics_overlap(p, k);
+	check_metrics_password(p);
 	if (clean)
 		check_domains(p);
 	if (c->outbound.smarthost_user && !c->outbound.smarthost)
@@ -2517,6 +2602,17 @@ static void print_global(struct policy_out *out, const struct conf *c)
 		out_printf(out, "run-as: %s (after binding its addresses)\n", c->run_as);
 	else
 		out_puts(out, "run-as: not set (keeps the user it was started as)\n");
+	out_puts(out, "metrics and status page: ");
+	for (size_t i = 0; i < c->nmetrics; i++) {
+		print_separator(out, i);
+		out_printf(out, "http://%s/", c->metrics[i].text);
+	}
+	if (!c->nmetrics)
+		out_puts(out, "none\n");
+	else if (c->metrics_password)
+		out_printf(out, " (HTTP Basic, the password in %s)\n", c->metrics_password);
+	else
+		out_puts(out, " (no password: anybody who can reach these addresses may read them)\n");
 	print_outbound(out, &c->outbound);
 }
 
@@ -2913,6 +3009,7 @@ int conf_print_policy(const struct conf *c, FILE *f)
 	for (size_t i = 0; i < c->nservers; i++)
 		n += warn_server(out, &c->servers[i]);
 	n += warn_secret_file(out, NULL, c->outbound.smarthost_secret);
+	n += warn_secret_file(out, NULL, c->metrics_password);
 	if (!o.failed && fflush(f) == EOF)
 		o.failed = true;
 	return o.failed ? -1 : n;

@@ -182,6 +182,9 @@ struct conf {
 	unsigned host_refresh_max; /* their TTL bounded to these; 30s, 1d */
 	char *run_as;           /* NULL: keep the starting user */
 	struct conf_outbound outbound;
+	struct conf_sockaddr *metrics; /* HTTP: GET /metrics and the status page */
+	size_t nmetrics;
+	char *metrics_password; /* absolute path of the HTTP Basic password; NULL: none */
 	struct conf_server *servers;
 	size_t nservers;
 };

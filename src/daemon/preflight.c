@@ -62,6 +62,8 @@ static int preflight_run_as_files(const struct conf *c, uid_t uid, gid_t gid, FI
 	n += preflight_readable("aliases file", c->aliases, NULL, u, uid, gid, err);
 	n += preflight_readable("smarthost password file", c->outbound.smarthost_secret, NULL, u,
 				uid, gid, err);
+	n += preflight_readable("metrics password file", c->metrics_password, NULL, u, uid, gid,
+				err);
 	for (size_t s = 0; s < c->nservers; s++) {
 		const struct conf_tls *t = &c->servers[s].tls;
 		for (size_t i = 0; i < t->ncerts; i++) {

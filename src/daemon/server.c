@@ -32,6 +32,9 @@
 #include "lib/offload.h"
 #include "daemon/control.h"
 #include "daemon/notify.h"
+#include "daemon/httpd.h"
+#include "lib/metrics.h"
+#include "lib/recent.h"
 #include "queue/scheduler.h"
 #include "net/dns.h"
 #include "proto/imap/imap_session.h"
@@ -134,6 +137,8 @@ static void conn_count(const struct session_link *c, int delta)
 {
 	char key[SERVER_COUNT_KEY_MAX];
 	count_add(c->server_name, delta);
+	metrics_set(METRIC_CONNECTIONS_OPEN, METRIC_LABELS(c->server_name),
+		    count_get(c->server_name));
 	/* fits: a server name (64 bytes at most, conf) and an address text */
 	xsnprintf(key, sizeof key, "%s|%s", c->server_name, c->client);
 	count_add(key, delta);
@@ -202,6 +207,9 @@ static bool server_over_limits(const struct conf_server *srv, bool implicit_tls,
 		return false;
 	log_info("event=refuse server=%s client=%s reason=connection-limit limit=%s", srv->name,
 		 client, per_ip ? "per-address" : "server");
+	metrics_count(METRIC_CONNECTIONS, METRIC_LABELS(srv->name, "refused-limit"));
+	recent_note("refused", srv->name, "%s: connection limit (%s)", client,
+		    per_ip ? "per address" : "server");
 	if (implicit_tls) {
 		close(fd);
 		return true;
@@ -243,6 +251,14 @@ static void server_admit(struct runtime *rt, const struct conf_server *srv, stru
 			 srv->name, c->client, name ? log_escape(esc, sizeof esc, name, strlen(name)) : "-",
 			 log_quote(q, sizeof q, text, strlen(text)), dns_status ? " dns=" : "",
 			 dns_status ? dns_status : "");
+		metrics_count(METRIC_CONNECTIONS, METRIC_LABELS(srv->name, "refused-rule"));
+		if (rule)
+			recent_note("refused", srv->name, "%s: connection rule deny %s (%s:%u)",
+				    c->client, rule->text, rule->pos.file, rule->pos.line);
+		else
+			recent_note("refused", srv->name, "%s: connection default deny", c->client);
+	} else {
+		metrics_count(METRIC_CONNECTIONS, METRIC_LABELS(srv->name, "accepted"));
 	}
 	struct session_start st = {
 		.rt = rt,
@@ -385,6 +401,8 @@ static void proxied_forget(struct proxied *p)
 static void server_proxy_refused(const char *server, const char *peer, const char *why)
 {
 	log_info("event=proxy-refused server=%s peer=%s reason=%s", server, peer, why);
+	metrics_count(METRIC_CONNECTIONS, METRIC_LABELS(server, "refused-proxy"));
+	recent_note("refused", server, "%s: PROXY header refused (%s)", peer, why);
 }
 
 static void server_proxy_done(void *arg, int fd, const struct proxy_header *h, const char *why)
@@ -787,6 +805,7 @@ static bool server_reload(void)
 		return false;
 	}
 	scheduler_set_mailboxes(rt->conf->mailboxes);
+	httpd_reloaded(rt->conf);
 	server_raise_nofile(rt->conf);
 	runtime_set_current(rt);
 	runtime_unref(old); /* freed when its last session ends */
@@ -885,16 +904,22 @@ static unsigned server_offload_threads(void)
 
 static int server_start(struct runtime *rt)
 {
+	char why[512];
 	if (listeners_apply(rt) < 0)
 		return -1;
-	server_raise_nofile(rt->conf);
-	if (server_drop_privileges(rt->conf, rt->spool) < 0)
-		return -1;
-	if (scheduler_start(daemon_state.base, rt->spool, rt->conf->mailboxes) < 0) {
-		log_err("event=startup-error error=\"cannot start delivery: %s\"", strerror(errno));
+	if (httpd_start(daemon_state.base, rt->conf, why, sizeof why) < 0) {
+		char q[LOG_VALUE_MAX]; /* why holds the address as configured */
+		log_err("event=listen-error server=metrics error=\"%s\"",
+			log_quote(q, sizeof q, why, strlen(why)));
 		return -1;
 	}
-	char why[512];
+	server_raise_nofile(rt->conf);
+	if (server_drop_privileges(rt->conf, rt->spool) < 0)
+		goto no_scheduler;
+	if (scheduler_start(daemon_state.base, rt->spool, rt->conf->mailboxes) < 0) {
+		log_err("event=startup-error error=\"cannot start delivery: %s\"", strerror(errno));
+		goto no_scheduler;
+	}
 	if (control_start(daemon_state.base, rt->spool, why, sizeof why) < 0) {
 		log_err("event=startup-error error=\"control socket: %s\"", why);
 		goto no_control;
@@ -935,6 +960,8 @@ no_committer:
 	control_stop();
 no_control:
 	scheduler_stop();
+no_scheduler:
+	httpd_stop();
 	return -1;
 }
 
@@ -985,6 +1012,7 @@ int server_run(const char *conf_path)
 		listeners_free(daemon_state.listeners);
 		daemon_state.listeners = NULL;
 		control_stop();
+		httpd_stop();
 		scheduler_stop_remote(); /* attempts in flight are abandoned: retried at the next start */
 		server_shutdown_sessions();
 		offload_stop(); /* after the sessions: none waits for a check */

@@ -20,6 +20,7 @@
 #include <openssl/ssl.h>
 
 #include "lib/log.h"
+#include "lib/metrics.h"
 #include "lib/strbuf.h"
 #include "lib/util.h"
 #include "net/tls.h"
@@ -252,6 +253,7 @@ static void conn_tls_established(struct conn *c)
 	c->handshaking = false;
 	if (!tls_session_acceptable(ssl, c->policy, why, sizeof why)) {
 		log_info("event=tls-refused %s reason=\"%s\"", c->log_id, why);
+		metrics_count(METRIC_TLS_HANDSHAKES, METRIC_LABELS("refused", SSL_get_version(ssl)));
 		conn_report_closed(c);
 		return;
 	}
@@ -260,6 +262,8 @@ static void conn_tls_established(struct conn *c)
 	c->tls_desc = xstrdup(desc);
 	c->tls_active = true;
 	log_info("event=tls %s tls=\"%s\"", c->log_id, desc);
+	/* OpenSSL's names of the protocol versions: a fixed set */
+	metrics_count(METRIC_TLS_HANDSHAKES, METRIC_LABELS("ok", SSL_get_version(ssl)));
 	c->h->tls_ready(c->owner);
 }
 
@@ -272,6 +276,7 @@ static void conn_tls_failed(struct conn *c, short what)
 			 : (what & BEV_EVENT_EOF)   ? "client closed"
 						    : "handshake failed";
 	log_info("event=tls-failed %s reason=\"%s\"", c->log_id, reason);
+	metrics_count(METRIC_TLS_HANDSHAKES, METRIC_LABELS("failed", "none"));
 	while (bufferevent_get_openssl_error(c->bev))
 		; /* this connection's errors must not leak into the next one */
 	c->handshaking = false;

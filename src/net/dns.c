@@ -17,6 +17,7 @@
 
 #include "conf/conf.h"
 #include "lib/strbuf.h"
+#include "lib/metrics.h"
 #include "lib/util.h"
 
 /* RR types and class (RFC 1035 §3.2.2, §3.2.4; RFC 3596 §2.1). */
@@ -1243,6 +1244,18 @@ static void dns_pending_wait(struct dns_pending *p, struct dns_op *op, int slot)
 	p->waiters_tail = &w->next;
 }
 
+/* The record type as a metric label: a fixed set. */
+static const char *dns_type_label(int type)
+{
+	switch (type) {
+	case DNS_T_A: return "A";
+	case DNS_T_AAAA: return "AAAA";
+	case DNS_T_PTR: return "PTR";
+	case DNS_T_MX: return "MX";
+	default: return "other";
+	}
+}
+
 /* Ask type/name for op's slot: from the cache, by joining the identical
  * query in flight, or on the wire.  name is normalized.  The answer may
  * arrive before this returns. */
@@ -1252,8 +1265,10 @@ static void dns_rq_start(struct dns_resolver *r, int type, const char *name, str
 	uint64_t hash = dns_hash(r, type, name);
 	op->outstanding++;
 	struct dns_entry *e = dns_cache_get(r, type, name, hash);
+	metrics_count(METRIC_DNS_QUERIES, METRIC_LABELS(dns_type_label(type)));
 	if (e) {
 		r->stats.cache_hits++;
+		metrics_count(METRIC_DNS_CACHE_HITS, NULL);
 		/* the records as cached, with the part of their TTL that is left */
 		struct dns_answer left = e->ans;
 		left.ttl = dns_entry_ttl_left(e);

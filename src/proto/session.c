@@ -9,6 +9,7 @@
 #include "auth/login.h"
 #include "conf/conf.h"
 #include "lib/log.h"
+#include "lib/metrics.h"
 #include "lib/util.h"
 #include "net/addr.h"
 #include "net/conn.h"
@@ -52,6 +53,8 @@ void session_base_init(struct session_base *b, const struct session_start *st,
 		log_escape(esc, sizeof esc, b->client_name, strlen(b->client_name));
 	log_info("event=connect session=%s server=%s client=%s name=%s%s", b->sid, b->srv->name,
 		 b->client, esc, b->implicit_tls ? " tls=implicit" : "");
+	metrics_count(METRIC_SESSIONS,
+		      METRIC_LABELS(b->srv->name, conf_protocol_name(b->srv->protocol)));
 }
 
 struct conn *session_conn_new(struct session_base *b, const struct session_start *st,

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "lib/log.h"
+#include "lib/metrics.h"
 #include "lib/util.h"
 #include "queue/spool.h"
 #include "store/maildir_deliver.h"
@@ -231,6 +232,7 @@ static void delivery_log_failure(const struct delivery_job *job, const char *to,
 	free(job->retry->reason);
 	job->retry->reason = xstrdup(why);
 	log_quote(reason, sizeof reason, why, strlen(why));
+	metrics_count(METRIC_DELIVERIES, METRIC_LABELS("deferred"));
 	if (!to) {
 		log_warn("event=delivery-failed id=%s reason=\"%s\" retry_in=%s", job->id, reason,
 			 job->retry_in);
@@ -463,6 +465,9 @@ static void delivery_log_delivered(const struct delivery_msg *m, const struct de
 	log_info("event=delivered id=%s to=%s maildir=%s", m->r->id,
 		 log_escape(t, sizeof t, to, strlen(to)),
 		 log_escape(p, sizeof p, c->mf.dir, strlen(c->mf.dir)));
+	metrics_count(METRIC_DELIVERIES, METRIC_LABELS("local"));
+	metrics_observe(METRIC_DELIVERY_SECONDS, METRIC_LABELS("local"),
+			metrics_seconds_since(m->env.arrival));
 }
 
 /* Record the delivered recipients of m in ID.done.  false when one could

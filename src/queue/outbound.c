@@ -23,6 +23,7 @@
 #include "queue/bounce.h"
 #include "conf/conf.h"
 #include "lib/log.h"
+#include "lib/metrics.h"
 #include "lib/strbuf.h"
 #include "runtime/runtime.h"
 #include "queue/smtp_client.h"
@@ -438,6 +439,7 @@ static void outbound_add_failed(struct outbound_attempt *att, size_t idx)
 		if (att->failed[k] == idx)
 			return;
 	*(size_t *)xappend(&att->failed, &att->nfailed, sizeof *att->failed) = idx;
+	metrics_count(METRIC_DELIVERIES, METRIC_LABELS("bounced"));
 }
 
 static void outbound_note(struct outbound_rcpt *rs, const char *status, const char *error,
@@ -639,8 +641,13 @@ static void outbound_group_done(void *arg)
 		size_t idx = g->idx[k];
 		if (r->result == SMTP_CLIENT_SENT) {
 			outbound_sent(att, idx);
+			metrics_count(METRIC_DELIVERIES, METRIC_LABELS("remote"));
+			metrics_observe(METRIC_DELIVERY_SECONDS, METRIC_LABELS("remote"),
+					metrics_seconds_since(att->env.arrival));
 			continue;
 		}
+		if (r->result != SMTP_CLIENT_FAILED)
+			metrics_count(METRIC_DELIVERIES, METRIC_LABELS("deferred"));
 		outbound_note(&m->rs[idx], r->status, r->reply ? r->reply : "no answer",
 			      r->remote_mta);
 		outbound_set_last_error(m, &m->rs[idx]);

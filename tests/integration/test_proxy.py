@@ -35,6 +35,7 @@ import pytest
 from conftest import DEFAULT_USERS, run_cli
 from helpers import (CLIENT_HELO, HOST, ConnectionClosed, SMTPConn, free_port, send_message,
                      wait_until)
+from httputil import http_get, samples
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 BOB, BOB_PW = "bob@example.test", DEFAULT_USERS["bob@example.test"]
@@ -153,7 +154,7 @@ def proxied_spec(protocol, proxy_port, cert=None, tls_proxy_port=None, connectio
     return {"anonymous": anonymous, "limits": limits, "extra": "\n".join(lines)}
 
 
-def start(posthorn, name, protocol, extra=(), **kw):
+def start(posthorn, name, protocol, extra=(), global_extra="", **kw):
     """A daemon with the proxied server `name`; p.proxy_port(name) and
     p.tls_proxy_port(name) are its `proxy` listeners."""
     ports = {"plain": free_port(), "tls": free_port() if kw.get("cert") else None}
@@ -163,7 +164,7 @@ def start(posthorn, name, protocol, extra=(), **kw):
     servers[name] = proxied_spec(protocol, ports["plain"], tls_proxy_port=ports["tls"], **kw)
     if extra:
         servers[name]["extra"] += "\n" + "\n".join(extra)
-    p = posthorn(servers=servers)
+    p = posthorn(servers=servers, global_extra=global_extra)
     p.proxied = ports
     return p
 
@@ -396,3 +397,20 @@ def test_shutdown_with_connections_waiting_for_their_header(posthorn):
     for c in conns:
         assert c.wait_closed(5) == b""
         c.close()
+
+
+def test_refused_headers_are_counted_and_listed(posthorn):
+    """An administrator sees refused PROXY headers in the metrics
+    (connections_total result="refused-proxy") and on the status page."""
+    mport = free_port()
+    p = start(posthorn, "mx", "smtp", anonymous=True, global_extra=f"metrics {HOST}:{mport}")
+    with SMTPConn(p.proxied["plain"], source=UNTRUSTED) as c:
+        c.send(b"PROXY TCP4 127.0.0.2 127.0.0.1 40000 25\r\n")
+        assert c.wait_closed(5) == b""
+    with SMTPConn(p.proxied["plain"], source=BALANCER) as c:
+        c.send(b"GET / HTTP/1.0\r\n\r\n")
+        assert c.wait_closed(5) == b""
+    got = samples(http_get(mport)[2])
+    assert got['posthorn_connections_total{server="mx",result="refused-proxy"}'] == 2, got
+    page = http_get(mport, "/")[2]
+    assert "PROXY header refused (untrusted-peer)" in page, page

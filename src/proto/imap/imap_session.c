@@ -48,6 +48,7 @@
 #include "proto/imap/imap_view.h"
 #include "lib/linebuf.h"
 #include "lib/log.h"
+#include "lib/metrics.h"
 #include "lib/strbuf.h"
 #include "store/mailbox.h"
 #include "store/maildir.h"
@@ -598,6 +599,8 @@ static void imap_dispatch(struct imap_session *s, struct imap_command *cmd)
 {
 	imap_set_tag(s, cmd->tag);
 	const struct imap_command_def *d = imap_find_command(cmd->name);
+	/* the table's names: a fixed set of labels */
+	metrics_count(METRIC_COMMANDS, METRIC_LABELS("imap", d ? d->name : "other"));
 	if (!d) {
 		imap_bad(s, "Unknown command");
 	} else if (imap_gate(s, d)) {

@@ -30,6 +30,7 @@
 #include "net/conn.h"
 #include "lib/linebuf.h"
 #include "lib/log.h"
+#include "lib/metrics.h"
 #include "store/maildir.h"
 #include "lib/offload.h"
 #include "auth/login.h"
@@ -245,6 +246,8 @@ static void pop3_command(struct pop3_session *s, struct linebuf_line *l)
 	if (*args)
 		*args++ = '\0';
 	const struct pop3_command *c = pop3_find_command(line);
+	/* the table's verbs: a fixed set of labels */
+	metrics_count(METRIC_COMMANDS, METRIC_LABELS("pop3", c ? c->verb : "other"));
 	/* RFC 1939 §7: PASS only right after USER */
 	if (!c || c->handler != pop3_cmd_pass) {
 		free(s->user_name);

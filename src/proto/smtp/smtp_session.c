@@ -32,6 +32,8 @@
 #include "lib/date.h"
 #include "lib/linebuf.h"
 #include "lib/log.h"
+#include "lib/metrics.h"
+#include "lib/recent.h"
 #include "lib/offload.h"
 #include "auth/sasl.h"
 #include "auth/throttle.h"
@@ -314,6 +316,8 @@ static void smtp_command(struct smtp_session *s, struct linebuf_line *l)
 	if (*args)
 		*args++ = '\0';
 	const struct smtp_command *c = smtp_find_command(line);
+	/* the table's verbs: a fixed set of labels */
+	metrics_count(METRIC_COMMANDS, METRIC_LABELS("smtp", c ? c->verb : "other"));
 	if (!c) {
 		smtp_reply(s, "500 5.5.1 Error: command not recognized");
 		smtp_error(s);
@@ -511,6 +515,12 @@ static char *smtp_canonical_address(const struct smtp_addr *a)
 
 /* Is address the authenticated user's own, or an alias that delivers to
  * them? */
+/* reason: one of the fixed reasons of the log's event=reject */
+static void smtp_count_rejected(const struct smtp_session *s, const char *reason)
+{
+	metrics_count(METRIC_MESSAGES_REJECTED, METRIC_LABELS(s->b.srv->name, reason));
+}
+
 static bool smtp_sender_owned(const struct smtp_session *s, const char *address)
 {
 	if (strcmp(address, s->auth_user) == 0)
@@ -559,10 +569,12 @@ static bool smtp_sender_allowed(struct smtp_session *s, const struct smtp_addr *
 		smtp_reply(s, "553 5.7.1 Sender address rejected: local senders must authenticate");
 		ok = false;
 	}
-	if (!ok)
+	if (!ok) {
 		log_info("event=reject session=%s server=%s client=%s reason=sender from=%s%s%s", s->b.sid,
 			 s->b.srv->name, s->b.client, log_escape(esc, sizeof esc, address, strlen(address)),
 			 s->auth_user ? " user=" : "", s->auth_user ? s->auth_user : "");
+		smtp_count_rejected(s, "sender");
+	}
 	free(address);
 	return ok;
 }
@@ -674,9 +686,13 @@ static void smtp_count_unknown_recipient(struct smtp_session *s)
 	struct throttle_rule rule = throttle_recipient_rule(s->b.srv);
 	if (s->auth_user || rule.limit == 0)
 		return;
-	if (throttle_count(s->b.rt->throttle, s->b.client, THROTTLE_RECIPIENT, &rule, time(NULL)))
+	if (throttle_count(s->b.rt->throttle, s->b.client, THROTTLE_RECIPIENT, &rule, time(NULL))) {
 		log_warn("event=lockout session=%s server=%s client=%s reason=unknown-recipients "
 			 "duration=%us", s->b.sid, s->b.srv->name, s->b.client, rule.duration);
+		metrics_count(METRIC_LOCKOUTS, METRIC_LABELS(s->b.srv->name, "unknown-recipients"));
+		recent_note("lockout", s->b.srv->name, "%s: unknown recipients, for %us", s->b.client,
+			    rule.duration);
+	}
 }
 
 static void smtp_rcpt_refuse_locked(struct smtp_session *s, unsigned retry_after)
@@ -684,6 +700,7 @@ static void smtp_rcpt_refuse_locked(struct smtp_session *s, unsigned retry_after
 	char reply[CONN_REPLY_MAX];
 	log_info("event=reject session=%s server=%s client=%s reason=unknown-recipients-lockout "
 		 "retry_after=%us", s->b.sid, s->b.srv->name, s->b.client, retry_after);
+	smtp_count_rejected(s, "unknown-recipients-lockout");
 	/* fits: a fixed text and one number */
 	xsnprintf(reply, sizeof reply, "450 4.7.1 Too many unknown recipients from your address; "
 				       "try again in %u seconds", retry_after);
@@ -811,6 +828,7 @@ static void smtp_rcpt_refuse_relay(struct smtp_session *s, const char *shown, co
 	char reply[CONN_REPLY_MAX];
 	log_info("event=reject session=%s server=%s client=%s reason=%s to=%s", s->b.sid,
 		 s->b.srv->name, s->b.client, why, shown);
+	smtp_count_rejected(s, why);
 	/* fits: shown and a fixed text */
 	xsnprintf(reply, sizeof reply, "550 5.7.1 Unable to relay for <%s>", shown);
 	smtp_rcpt_refuse(s, reply);
@@ -859,6 +877,7 @@ static void smtp_rcpt_decide(struct smtp_session *s, const struct smtp_addr *a)
 		char reply[CONN_REPLY_MAX];
 		log_info("event=reject session=%s server=%s client=%s reason=unknown-user to=%s",
 			 s->b.sid, s->b.srv->name, s->b.client, shown);
+		smtp_count_rejected(s, "unknown-user");
 		smtp_count_unknown_recipient(s);
 		/* fits: shown (LOG_VALUE_MAX) and a fixed text */
 		xsnprintf(reply, sizeof reply,
@@ -1066,6 +1085,8 @@ static void smtp_committed(void *arg, int err)
 	s->committing = false;
 	if (!err) {
 		smtp_log_accepted(s);
+		metrics_count(METRIC_MESSAGES_ACCEPTED, METRIC_LABELS(s->b.srv->name));
+		metrics_add(METRIC_RECEIVED_BYTES, (uint64_t)s->msg_size, METRIC_LABELS(s->b.srv->name));
 		scheduler_submit(s->msg_id);
 	} else {
 		log_err("event=spool-error session=%s id=%s error=\"%s\"", s->b.sid, s->msg_id,
@@ -1093,6 +1114,7 @@ static void smtp_data_end(struct smtp_session *s)
 	if (flags || s->spool_err) {
 		log_info("event=reject session=%s server=%s client=%s reason=%s", s->b.sid,
 			 s->b.srv->name, s->b.client, smtp_refusal_reason(flags));
+		smtp_count_rejected(s, smtp_refusal_reason(flags));
 		if (s->spool_err) /* the admin needs to know why: disk full, I/O error */
 			log_err("event=spool-error session=%s id=%s error=\"%s\"", s->b.sid,
 				s->msg_id, strerror(s->spool_err));

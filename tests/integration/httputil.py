@@ -1,0 +1,58 @@
+"""HTTP helpers for the tests of the `metrics` listener (test_metrics.py,
+test_status_page.py): a bounded GET, the samples of an exposition, and a
+daemon with a message stuck in its queue."""
+
+import http.client
+
+from helpers import HOST, SMTPConn, free_port, queue_id, send_message
+
+DEAD_HOST = "127.0.0.3"          # nothing listens there: connections are refused
+REMOTE = "carl@external.test"
+
+
+def http_get(port, path="/metrics", host=HOST, method="GET", headers=None, timeout=10):
+    """(status, headers, body text) of one request."""
+    c = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        c.request(method, path, headers=headers or {})
+        r = c.getresponse()
+        return r.status, dict(r.getheaders()), r.read().decode("utf-8", "replace")
+    finally:
+        c.close()
+
+
+def samples(text):
+    """{'name{labels}': value} of a Prometheus text exposition."""
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        key, value = line.rsplit(" ", 1)
+        out[key] = float(value)
+    return out
+
+
+def metered_daemon(posthorn, stuck_outbound=False, global_extra="", **kw):
+    """A daemon with a metrics address (p.metrics_port); with stuck_outbound,
+    remote mail goes to a smarthost that refuses connections and waits an
+    hour for its retry (127.0.0.1 may relay)."""
+    p_port = free_port()
+    extra = f"metrics {HOST}:{p_port}\n{global_extra}"
+    if stuck_outbound:
+        extra += (f"\noutbound {{\n    smarthost {DEAD_HOST}:{free_port(DEAD_HOST)}\n"
+                  "    retry 1h\n    lifetime 1d\n}\n")
+        kw.setdefault("servers", {"mx": {"anonymous": True,
+                                         "extra": "relay {\n    allow 127.0.0.1\n}\n"}})
+    p = posthorn(global_extra=extra, **kw)
+    p.metrics_port = p_port
+    return p
+
+
+def submit(p, rcpts, subject="metrics", sender="bob@example.test"):
+    """One message through the SMTP server mx; returns its queue ID."""
+    text = f"From: <{sender}>\r\nSubject: {subject}\r\n\r\nhello\r\n"
+    with SMTPConn(p.port()) as c:
+        c.start()
+        r = send_message(c, sender, rcpts, text)
+        c.cmd("QUIT")
+    return queue_id(r)
