@@ -53,6 +53,8 @@ struct conf_listen {
 struct conf_cert {
 	char *certificate;      /* absolute paths */
 	char *key;
+	bool acme;              /* "certificate acme": the files of the acme block
+				 * (SPOOL/acme/cert.pem and key.pem) */
 	struct conf_pos pos;
 };
 
@@ -161,6 +163,22 @@ struct conf_outbound {
 	size_t nretry;
 };
 
+enum conf_acme_challenge { ACME_CHALLENGE_HTTP01 };
+
+/* The acme block: certificates from an ACME CA (RFC 8555). */
+struct conf_acme {
+	bool set;               /* the block was given */
+	char *directory;        /* the CA's directory URL (https) */
+	char *contact;          /* "mailto:..." or NULL */
+	enum conf_acme_challenge challenge;
+	struct conf_sockaddr http; /* http-01: where the CA's validation connects */
+	char **names;           /* lower case, no trailing dot, each once */
+	size_t nnames;
+	char *ca;               /* absolute path of the CAs trusted for the
+				 * directory's HTTPS, or NULL: the system's */
+	struct conf_pos pos;
+};
+
 struct conf {
 	char *path;             /* the main file, as given */
 	char **files;           /* every file read (owned; conf_pos.file points here) */
@@ -177,6 +195,7 @@ struct conf {
 	unsigned host_refresh_max; /* their TTL bounded to these; 30s, 1d */
 	char *run_as;           /* NULL: keep the starting user */
 	struct conf_outbound outbound;
+	struct conf_acme acme;
 	struct conf_server *servers;
 	size_t nservers;
 };
@@ -192,6 +211,10 @@ int conf_parse_string(const char *name, const char *text, const char *basedir,
 		      struct conf **out, FILE *errout);
 
 void conf_free(struct conf *conf);
+
+/* Where the acme block keeps its files: SPOOL/acme/FILE (an owned string;
+ * file NULL: the folder itself). */
+char *conf_acme_path(const struct conf *conf, const char *file);
 
 /* `posthorn check`: each virtual server's effective policy in plain words,
  * then the warnings.  Returns the number of warnings, or -1 when out could

@@ -27,6 +27,7 @@
 #include "runtime/runtime.h"
 #include "auth/aliases.h"
 #include "conf/conf.h"
+#include "daemon/acme.h"
 #include "daemon/confine.h"
 #include "lib/offload.h"
 #include "daemon/control.h"
@@ -671,6 +672,7 @@ static void server_reload(void)
 	server_raise_nofile(rt->conf);
 	runtime_set_current(rt);
 	runtime_unref(old); /* freed when its last session ends */
+	acme_reconfigure(rt->conf);
 	server_remember_users();
 	log_info("event=reload servers=%zu users=%zu", rt->conf->nservers, userdb_count(rt->users));
 }
@@ -763,12 +765,15 @@ static int server_start(struct runtime *rt)
 {
 	if (listeners_apply(rt) < 0)
 		return -1;
+	/* its challenge listener may need a privileged port: before the drop */
+	if (acme_start(daemon_state.base, rt->conf, server_reload) < 0)
+		return -1;
 	server_raise_nofile(rt->conf);
 	if (server_drop_privileges(rt->conf, rt->spool) < 0)
-		return -1;
+		goto no_scheduler;
 	if (scheduler_start(daemon_state.base, rt->spool, rt->conf->mailboxes) < 0) {
 		log_err("event=startup-error error=\"cannot start delivery: %s\"", strerror(errno));
-		return -1;
+		goto no_scheduler;
 	}
 	char why[512];
 	if (control_start(daemon_state.base, rt->spool, why, sizeof why) < 0) {
@@ -811,6 +816,8 @@ no_committer:
 	control_stop();
 no_control:
 	scheduler_stop();
+no_scheduler:
+	acme_stop();
 	return -1;
 }
 
@@ -859,6 +866,7 @@ int server_run(const char *conf_path)
 		event_free(watch);
 		listeners_free(daemon_state.listeners);
 		daemon_state.listeners = NULL;
+		acme_stop();
 		control_stop();
 		scheduler_stop_remote(); /* attempts in flight are abandoned: retried at the next start */
 		server_shutdown_sessions();

@@ -578,11 +578,53 @@ static long tls_group_for(struct tls_server *ts, struct tls_group *groups,
 	return (long)g;
 }
 
+static X509 *cert_selfsigned(EVP_PKEY *key, const char *host, bool rsa);
+
+/* "certificate acme" before the CA issued one: its files do not exist yet. */
+static bool tls_acme_pending(const struct conf_cert *cc)
+{
+	return cc->acme && access(cc->certificate, F_OK) < 0 && errno == ENOENT;
+}
+
+/* Until then a stand-in, made in memory: a fresh ECDSA key and a
+ * self-signed certificate for TLS_ACME_PENDING_NAME, so that the listeners
+ * serve (and STARTTLS works) while the ACME client gets the real one. */
+static int tls_server_add_pending(struct tls_server *ts, struct tls_group *groups,
+				  const struct conf_tls *tls, const struct conf_cert *cc,
+				  FILE *errout)
+{
+	char err[1024];
+	EVP_PKEY *key = EVP_EC_gen("P-256");
+	X509 *x = key ? cert_selfsigned(key, TLS_ACME_PENDING_NAME, false) : NULL;
+	int r = 0;
+	if (!x) {
+		errfmt(err, sizeof err, "ACME stand-in certificate: %s", tls_openssl_reason());
+		r = tls_pair_error(errout, cc, err);
+	} else {
+		long g = tls_group_for(ts, groups, tls, cc, TLS_KEY_ECDSA, tls_cert_names(x), err,
+				       sizeof err);
+		if (g < 0)
+			r = tls_pair_error(errout, cc, err);
+		else if (SSL_CTX_use_certificate(ts->ctxs[g], x) != 1 ||
+			 SSL_CTX_use_PrivateKey(ts->ctxs[g], key) != 1) {
+			errfmt(err, sizeof err, "ACME stand-in certificate: %s", tls_openssl_reason());
+			r = tls_pair_error(errout, cc, err);
+		} else {
+			groups[g].by_type[TLS_KEY_ECDSA] = cc;
+		}
+	}
+	X509_free(x);
+	EVP_PKEY_free(key);
+	return r;
+}
+
 /* Load pair cc into its context.  0, or 1 after reporting why it cannot. */
 static int tls_server_add_pair(struct tls_server *ts, struct tls_group *groups,
 			       const struct conf_tls *tls, const struct conf_cert *cc, FILE *errout)
 {
 	char err[1024];
+	if (tls_acme_pending(cc))
+		return tls_server_add_pending(ts, groups, tls, cc, errout);
 	X509 *leaf = tls_leaf_read(cc->certificate, err, sizeof err);
 	if (!leaf)
 		return tls_pair_error(errout, cc, err);
@@ -763,6 +805,12 @@ int tls_report(const struct conf_tls *tls, const char *server, const char *hostn
 	for (size_t i = 0; i < tls->ncerts; i++) {
 		const struct conf_cert *cc = &tls->certs[i];
 		char err[1024];
+		if (tls_acme_pending(cc)) {
+			report(out, "server %s: certificate acme: not issued yet (%s); a self-signed "
+			       "stand-in for %s until the CA issues it\n", server, cc->certificate,
+			       TLS_ACME_PENDING_NAME);
+			continue;
+		}
 		X509 *x = tls_leaf_read(cc->certificate, err, sizeof err);
 		if (!x) {
 			errors += tls_pair_error(errout, cc, err);

@@ -1,0 +1,104 @@
+"""ACME (RFC 8555): posthorn gets its certificate from Pebble over http-01,
+serves it, renews it at two thirds of its lifetime, keeps it when the CA
+is down or an order fails, and `posthorn cert status` tells about it."""
+
+import os
+import socket
+import ssl
+import stat
+import subprocess
+import time
+
+import pytest
+
+from acmeutil import Pebble
+from helpers import HOST, free_port, wait_until
+
+NAMES = ["mail.example.test", "smtp.example.test"]
+
+
+def served_certificate(port, name=NAMES[0]):
+    """The leaf the daemon's implicit-TLS port presents, as PEM text."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with socket.create_connection((HOST, port), timeout=10) as s:
+        with ctx.wrap_socket(s, server_hostname=name) as t:
+            der = t.getpeercert(binary_form=True)
+    return ssl.DER_cert_to_PEM_cert(der)
+
+
+def cert_field(pem, *what):
+    res = subprocess.run(["openssl", "x509", "-noout", *what], input=pem, text=True,
+                         capture_output=True, check=True)
+    return res.stdout.strip()
+
+
+def issuer(pem):
+    return cert_field(pem, "-issuer")
+
+
+def serial(pem):
+    return cert_field(pem, "-serial")
+
+
+def acme_block(pebble, http_port, names=NAMES):
+    return ("acme {\n"
+            f"    directory {pebble.directory}\n"
+            "    contact mailto:postmaster@example.test\n"
+            f"    challenge http-01 127.0.0.1:{http_port}\n"
+            f"    names {' '.join(names)}\n"
+            f"    ca {pebble.ca}\n"
+            "}\n")
+
+
+def tls_server(port):
+    return {"port": port, "extra": "tls {\n    certificate acme\n}\n"}
+
+
+@pytest.fixture
+def acme_world(tmp_path, dnsmasq):
+    """dnsmasq that maps NAMES to 127.0.0.1, Pebble validating through it."""
+    dns = dnsmasq(hosts=[(n, "127.0.0.1") for n in NAMES])
+    http_port = free_port("127.0.0.1")
+    started = []
+
+    def pebble(**kw):
+        p = Pebble(tmp_path / "pebble", dns.address, http_port, **kw)
+        started.append(p)
+        return p
+    yield dns, http_port, pebble
+    for p in started:
+        p.stop()
+
+
+def start_daemon(posthorn, pebble, http_port, names=NAMES):
+    tls_port = free_port()
+    servers = {"mx": {}, "submissions": {"port": tls_port, "extra": ""}}
+    ph = posthorn(start=False, servers=servers, global_extra=acme_block(pebble, http_port, names))
+    text = ph.config_text().replace(
+        f"listen {HOST}:{tls_port}\n", f"listen {HOST}:{tls_port} tls\n    tls {{\n"
+        "        certificate acme\n    }\n")
+    ph.write_config(text)
+    ph.start()
+    return ph, tls_port
+
+
+def test_issuance_serves_pebble_certificate(posthorn, acme_world):
+    dns, http_port, make_pebble = acme_world
+    pebble = make_pebble()
+    ph, tls_port = start_daemon(posthorn, pebble, http_port)
+    # before the CA answered: a stand-in, never an error
+    ph.wait_event("acme-issued", timeout=30)
+    ph.wait_event("reload", timeout=10)
+    pem = served_certificate(tls_port)
+    assert "Pebble Intermediate CA" in issuer(pem), issuer(pem)
+    sans = cert_field(pem, "-ext", "subjectAltName")
+    for n in NAMES:
+        assert f"DNS:{n}" in sans
+    acme_dir = os.path.join(ph.spool, "acme")
+    for f in ("key.pem", "account.key"):
+        mode = stat.S_IMODE(os.stat(os.path.join(acme_dir, f)).st_mode)
+        assert mode == 0o600, (f, oct(mode))
+    assert ph.events("acme-challenge-served"), "Pebble never fetched the http-01 token"
+    assert "seccomp-denied" not in ph.log
