@@ -102,3 +102,75 @@ def test_issuance_serves_pebble_certificate(posthorn, acme_world):
         assert mode == 0o600, (f, oct(mode))
     assert ph.events("acme-challenge-served"), "Pebble never fetched the http-01 token"
     assert "seccomp-denied" not in ph.log
+
+
+def test_renewal_at_two_thirds_of_lifetime(posthorn, acme_world):
+    dns, http_port, make_pebble = acme_world
+    pebble = make_pebble(validity=9)   # seconds: renewed after 6
+    ph, tls_port = start_daemon(posthorn, pebble, http_port)
+    first = ph.wait_event("acme-issued", timeout=30)
+    wait_until(lambda: "Pebble" in issuer(served_certificate(tls_port)), 10,
+               what="the first certificate served")
+    old = serial(served_certificate(tls_port))
+    # a session that started on the old certificate
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    sess = ctx.wrap_socket(socket.create_connection((HOST, tls_port), timeout=10),
+                           server_hostname=NAMES[0])
+    assert sess.recv(512).startswith(b"220")
+    mark = ph.log_mark()
+    ph.wait_event("acme-issued", since=mark, timeout=20)
+    wait_until(lambda: serial(served_certificate(tls_port)) != old, 10,
+               what="the renewed certificate served")
+    assert "Pebble Intermediate CA" in issuer(served_certificate(tls_port))
+    # taken into use as at a reload, never by a restart: the session goes on
+    assert ph.run.proc.poll() is None and len(ph.runs) == 1
+    sess.sendall(b"NOOP\r\n")
+    assert sess.recv(512).startswith(b"250")
+    sess.close()
+    assert first is not None
+
+
+def test_ca_down_keeps_certificate_and_backs_off(posthorn, acme_world):
+    dns, http_port, make_pebble = acme_world
+    pebble = make_pebble(validity=9)
+    ph, tls_port = start_daemon(posthorn, pebble, http_port)
+    ph.wait_event("acme-issued", timeout=30)
+    wait_until(lambda: "Pebble" in issuer(served_certificate(tls_port)), 10,
+               what="the first certificate served")
+    old = serial(served_certificate(tls_port))
+    pebble.stop()
+    mark = ph.log_mark()
+    ev = ph.wait_event("acme-failed", since=mark, timeout=20)
+    assert ev["failures"] == "1" and ev["retry_in"] == "10s", ev["_line"]
+    assert "Could not connect" in ev["_line"] or "Couldn't connect" in ev["_line"], ev["_line"]
+    ph.wait_event("acme-planned", since=mark, timeout=5, **{"in": "10s"})
+    # the old certificate is still served, and sessions go on
+    assert serial(served_certificate(tls_port)) == old
+    assert ph.run.proc.poll() is None
+    st = ph.cli("cert", "status")
+    assert st.returncode == 0, st.stderr
+    assert "failed" in st.stdout and "Pebble Intermediate CA" in st.stdout, st.stdout
+
+
+def test_invalid_order_logged_old_certificate_kept(posthorn, acme_world):
+    dns, http_port, make_pebble = acme_world
+    pebble = make_pebble()
+    ph, tls_port = start_daemon(posthorn, pebble, http_port)
+    ph.wait_event("acme-issued", timeout=30)
+    wait_until(lambda: "Pebble" in issuer(served_certificate(tls_port)), 10,
+               what="the first certificate served")
+    old = serial(served_certificate(tls_port))
+    # a name the tests' DNS does not know: Pebble cannot validate it
+    with open(ph.conf) as f:
+        text = f.read()
+    ph.write_config(text.replace(f"names {' '.join(NAMES)}",
+                                 f"names {' '.join(NAMES)} unknown.example.test"))
+    mark = ph.log_mark()
+    ph.reload()
+    ev = ph.wait_event("acme-failed", since=mark, timeout=30)
+    assert "unknown.example.test" in ev["_line"] and "invalid" in ev["_line"], ev["_line"]
+    assert serial(served_certificate(tls_port)) == old
+    st = ph.cli("cert", "status")
+    assert "unknown.example.test" in st.stdout, st.stdout
