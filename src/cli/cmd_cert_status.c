@@ -1,5 +1,5 @@
 /* cmd_cert_status: what the ACME client has, for the administrator: read
- * from the files it keeps in SPOOL/acme/ (cert.pem, status); the daemon
+ * from the files it keeps in SPOOL/acme/ (certificate.pem, status); the daemon
  * need not run. */
 #define _GNU_SOURCE
 #include "cli/cmd_cert_status.h"
@@ -157,7 +157,7 @@ int cmd_cert_status(const char *conf_path)
 	for (size_t i = 0; i < conf->acme.nnames; i++)
 		printf(" %s", conf->acme.names[i]);
 	printf("\n");
-	char *cert = conf_acme_path(conf, "cert.pem");
+	char *cert = conf_acme_path(conf, ACME_CERT_FILE);
 	char *status = conf_acme_path(conf, "status");
 	status_print_cert(cert);
 	status_print_attempt(status);

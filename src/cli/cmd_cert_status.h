@@ -1,6 +1,6 @@
 /* cmd_cert_status: `posthorn cert status` (posthorn(8)) — the ACME
  * certificate: the names configured, the names, issuer and expiry of the
- * certificate in SPOOL/acme/cert.pem, and the last attempt to get one. */
+ * certificate in SPOOL/acme/certificate.pem, and the last attempt to get one. */
 #ifndef POSTHORN_CMD_CERT_STATUS_H
 #define POSTHORN_CMD_CERT_STATUS_H
 

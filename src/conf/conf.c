@@ -2321,8 +2321,8 @@ static void check_acme_certificates(struct parser *p)
 					   "\"certificate acme\" without an acme block at top level");
 			free(cc->certificate);
 			free(cc->key);
-			cc->certificate = conf_acme_path(c, "cert.pem");
-			cc->key = conf_acme_path(c, "key.pem");
+			cc->certificate = conf_acme_path(c, ACME_CERT_FILE);
+			cc->key = conf_acme_path(c, ACME_CERT_FILE);
 		}
 	}
 }

@@ -53,8 +53,8 @@ struct conf_listen {
 struct conf_cert {
 	char *certificate;      /* absolute paths */
 	char *key;
-	bool acme;              /* "certificate acme": the files of the acme block
-				 * (SPOOL/acme/cert.pem and key.pem) */
+	bool acme;              /* "certificate acme": the acme block's file
+				 * SPOOL/acme/ACME_CERT_FILE (key and chain) */
 	struct conf_pos pos;
 };
 
@@ -164,6 +164,9 @@ struct conf_outbound {
 };
 
 enum conf_acme_challenge { ACME_CHALLENGE_HTTP01 };
+
+/* In SPOOL/acme/: the certificate's key, then its chain (mode 0600). */
+#define ACME_CERT_FILE "certificate.pem"
 
 /* The acme block: certificates from an ACME CA (RFC 8555). */
 struct conf_acme {

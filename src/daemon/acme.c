@@ -14,7 +14,7 @@
  * authorization POST-as-GET, publish the key authorization for the
  * http-01 listener, POST the challenge, poll; POST finalize with a CSR
  * for a fresh key; poll the order; POST-as-GET the certificate chain;
- * write key.pem and cert.pem (write, fsync, rename). */
+ * write the key and the chain to certificate.pem (write, fsync, rename). */
 #define _GNU_SOURCE
 #include "daemon/acme.h"
 
@@ -695,9 +695,9 @@ static int acme_write_file(struct acme_attempt *a, const char *name, const char 
 	return ok ? 0 : -1;
 }
 
-/* The key first: a reload between the two renames finds the new key with
- * the old certificate, refuses the pair and keeps serving the old one;
- * the reload after the second rename takes both. */
+/* The key and the chain in one file (PEM readers skip the blocks of other
+ * types): one rename replaces both, so that no reload and no restart
+ * after a crash can ever find a new key beside an old certificate. */
 static int acme_install(struct acme_attempt *a, EVP_PKEY *key)
 {
 	char *pem = acme_key_pem(key);
@@ -705,11 +705,12 @@ static int acme_install(struct acme_attempt *a, EVP_PKEY *key)
 		acme_fail(a, "cannot encode the new key");
 		return -1;
 	}
-	int rc = acme_write_file(a, "key.pem", pem, 0600);
+	char *both = xasprintf("%s%s", pem, a->cert_pem);
 	OPENSSL_cleanse(pem, strlen(pem));
 	free(pem);
-	if (rc == 0)
-		rc = acme_write_file(a, "cert.pem", a->cert_pem, 0644);
+	int rc = acme_write_file(a, ACME_CERT_FILE, both, 0600);
+	OPENSSL_cleanse(both, strlen(both));
+	free(both);
 	if (rc == 0 && fsync_dir(a->p.dir) < 0) {
 		acme_fail(a, "cannot sync %s: %s", a->p.dir, strerror(errno));
 		rc = -1;
@@ -856,7 +857,7 @@ static void acme_plan(void)
 	if (acme.running)
 		return; /* planned when it ends */
 	long not_after;
-	char *cert = acme_file(&acme.params, "cert.pem");
+	char *cert = acme_file(&acme.params, ACME_CERT_FILE);
 	long delay = acme_renew_delay(cert, (const char *const *)acme.params.names,
 				      acme.params.nnames, (long)time(NULL), &not_after);
 	free(cert);
@@ -870,7 +871,7 @@ static void acme_plan(void)
 
 static void acme_warn_expiry(evutil_socket_t fd, short what, void *arg)
 {
-	char *cert = acme_file(&acme.params, "cert.pem");
+	char *cert = acme_file(&acme.params, ACME_CERT_FILE);
 	long not_after;
 	(void)acme_renew_delay(cert, (const char *const *)acme.params.names, acme.params.nnames,
 			       (long)time(NULL), &not_after);

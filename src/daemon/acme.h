@@ -8,7 +8,8 @@
  * libcurl's blocking interface and bounded timeouts; the event loop only
  * schedules attempts, serves the challenge listener (libevent's evhttp)
  * and takes the result.  Files in SPOOL/acme/: account.key (0600),
- * key.pem (0600), cert.pem (the chain, leaf first), status (the last
+ * certificate.pem (0600: the certificate's key, then the chain, leaf
+ * first; one file, so that one rename replaces both), status (the last
  * attempt, read by `posthorn cert status`). */
 #ifndef POSTHORN_ACME_H
 #define POSTHORN_ACME_H

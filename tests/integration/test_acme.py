@@ -97,7 +97,7 @@ def test_issuance_serves_pebble_certificate(posthorn, acme_world):
     for n in NAMES:
         assert f"DNS:{n}" in sans
     acme_dir = os.path.join(ph.spool, "acme")
-    for f in ("key.pem", "account.key"):
+    for f in ("certificate.pem", "account.key"):
         mode = stat.S_IMODE(os.stat(os.path.join(acme_dir, f)).st_mode)
         assert mode == 0o600, (f, oct(mode))
     assert ph.events("acme-challenge-served"), "Pebble never fetched the http-01 token"
@@ -129,6 +129,10 @@ def test_renewal_at_two_thirds_of_lifetime(posthorn, acme_world):
     sess.sendall(b"NOOP\r\n")
     assert sess.recv(512).startswith(b"250")
     sess.close()
+    # a certificate that expires within 7 days: a warning at start (and daily)
+    ph.restart()
+    ev = ph.wait_event("acme-expiry-soon", timeout=10)
+    assert ev["_line"].split()[2] == "warning", ev["_line"]
     assert first is not None
 
 
@@ -174,3 +178,5 @@ def test_invalid_order_logged_old_certificate_kept(posthorn, acme_world):
     assert serial(served_certificate(tls_port)) == old
     st = ph.cli("cert", "status")
     assert "unknown.example.test" in st.stdout, st.stdout
+    # Pebble's default lifetime is years: no expiry warning
+    assert not ph.events("acme-expiry-soon")

@@ -615,8 +615,8 @@ static void test_acme_block(void **state)
 	const struct conf_cert *cc = &c->servers[0].tls.certs[0];
 	assert_true(cc->acme);
 	/* the spool given before or after: the files are in its acme folder */
-	assert_string_equal(cc->certificate, "/var/spool/ph/acme/cert.pem");
-	assert_string_equal(cc->key, "/var/spool/ph/acme/key.pem");
+	assert_string_equal(cc->certificate, "/var/spool/ph/acme/certificate.pem");
+	assert_string_equal(cc->key, "/var/spool/ph/acme/certificate.pem");
 	conf_free(c);
 }
 
