@@ -1573,9 +1573,20 @@ static void acme_contact(struct parser *p, const struct line *d)
 static void acme_challenge(struct parser *p, const struct line *d)
 {
 	struct conf_acme *a = &p->conf->acme;
+	if (strcmp(d->args[0].s, "tls-alpn-01") == 0) {
+		if (d->nargs != 1) {
+			conf_error(p, &d->args[1].pos,
+				   "\"challenge tls-alpn-01\" takes no address: it is answered on "
+				   "every \"listen ADDRESS:PORT tls\"");
+			return;
+		}
+		a->challenge = ACME_CHALLENGE_TLSALPN01;
+		a->challenge_set = true;
+		return;
+	}
 	if (strcmp(d->args[0].s, "http-01") != 0) {
 		conf_error(p, &d->args[0].pos,
-			   "unknown ACME challenge \"%s\" (the one supported is http-01 ADDRESS:PORT)",
+			   "unknown ACME challenge \"%s\" (use http-01 ADDRESS:PORT or tls-alpn-01)",
 			   Q(d->args[0].s));
 		return;
 	}
@@ -1590,6 +1601,7 @@ static void acme_challenge(struct parser *p, const struct line *d)
 	free(a->http.text);
 	a->http = sa;
 	a->challenge = ACME_CHALLENGE_HTTP01;
+	a->challenge_set = true;
 }
 
 enum { CONF_ACME_NAMES_MAX = 100 }; /* Let's Encrypt's limit per certificate */
@@ -1634,7 +1646,7 @@ static void acme_end(struct parser *p, const struct line *d)
 		conf_error(p, &a->pos, "acme block without \"directory\" (the CA's URL)");
 	if (a->nnames == 0)
 		conf_error(p, &a->pos, "acme block without \"names\" (the certificate's host names)");
-	if (!a->http.text)
+	if (!a->challenge_set)
 		conf_error(p, &a->pos,
 			   "acme block without \"challenge\" (e.g. challenge http-01 0.0.0.0:80)");
 }
@@ -2310,6 +2322,15 @@ static void check_domains(struct parser *p)
 static void check_acme_certificates(struct parser *p)
 {
 	struct conf *c = p->conf;
+	bool tls_listener = false;
+	for (size_t i = 0; i < c->nservers; i++)
+		for (size_t k = 0; k < c->servers[i].nlistens; k++)
+			tls_listener |= c->servers[i].listens[k].tls;
+	if (c->acme.set && c->acme.challenge_set &&
+	    c->acme.challenge == ACME_CHALLENGE_TLSALPN01 && !tls_listener)
+		conf_error(p, &c->acme.pos,
+			   "\"challenge tls-alpn-01\" needs a \"listen ADDRESS:PORT tls\" (the CA "
+			   "connects to port 443 of the names)");
 	for (size_t i = 0; i < c->nservers; i++) {
 		struct conf_tls *t = &c->servers[i].tls;
 		for (size_t k = 0; k < t->ncerts; k++) {

@@ -163,7 +163,7 @@ struct conf_outbound {
 	size_t nretry;
 };
 
-enum conf_acme_challenge { ACME_CHALLENGE_HTTP01 };
+enum conf_acme_challenge { ACME_CHALLENGE_HTTP01, ACME_CHALLENGE_TLSALPN01 };
 
 /* In SPOOL/acme/: the certificate's key, then its chain (mode 0600). */
 #define ACME_CERT_FILE "certificate.pem"
@@ -174,7 +174,9 @@ struct conf_acme {
 	char *directory;        /* the CA's directory URL (https) */
 	char *contact;          /* "mailto:..." or NULL */
 	enum conf_acme_challenge challenge;
-	struct conf_sockaddr http; /* http-01: where the CA's validation connects */
+	bool challenge_set;
+	struct conf_sockaddr http; /* http-01: where the CA's validation connects;
+				    * tls-alpn-01 answers on every "listen ... tls" */
 	char **names;           /* lower case, no trailing dot, each once */
 	size_t nnames;
 	char *ca;               /* absolute path of the CAs trusted for the

@@ -47,6 +47,7 @@
 #include "lib/log.h"
 #include "lib/util.h"
 #include "lib/waker.h"
+#include "net/acme_alpn.h"
 #include "net/acme_jws.h"
 #include "net/acme_msg.h"
 
@@ -73,6 +74,7 @@ struct acme_params {
 	char **names;
 	size_t nnames;
 	char *dir;                    /* SPOOL/acme */
+	enum conf_acme_challenge challenge;
 };
 
 /* One attempt: owned by its worker until it says done, then by the loop. */
@@ -107,6 +109,8 @@ static struct {
 	struct event_base *base;
 	void (*reload)(void);
 	struct acme_params params;    /* of the running configuration */
+	enum conf_acme_challenge challenge; /* as started: its listener stays */
+	char *http_text;              /* the http-01 address as started, or NULL */
 	struct evconnlistener *listener;
 	struct evhttp *http;
 	struct event *timer;          /* the next attempt */
@@ -147,6 +151,7 @@ static void acme_params_copy(struct acme_params *to, const struct acme_params *f
 		to->names[i] = xstrdup(from->names[i]);
 	to->nnames = from->nnames;
 	to->dir = xstrdup(from->dir);
+	to->challenge = from->challenge;
 }
 
 static void acme_params_from_conf(struct acme_params *p, const struct conf *conf)
@@ -154,7 +159,7 @@ static void acme_params_from_conf(struct acme_params *p, const struct conf *conf
 	const struct conf_acme *a = &conf->acme;
 	struct acme_params tmp = {
 		.directory = a->directory, .contact = a->contact, .ca = a->ca,
-		.names = a->names, .nnames = a->nnames,
+		.names = a->names, .nnames = a->nnames, .challenge = a->challenge,
 	};
 	char *dir = conf_acme_path(conf, NULL);
 	tmp.dir = dir;
@@ -546,20 +551,42 @@ static void acme_pause(void)
 		;
 }
 
+static const char *acme_challenge_type(const struct acme_params *p)
+{
+	return p->challenge == ACME_CHALLENGE_TLSALPN01 ? "tls-alpn-01" : "http-01";
+}
+
 static int acme_get_authz(struct acme_attempt *a, const char *url, struct acme_authz *z)
 {
 	struct acme_resp r;
 	if (acme_post(a, url, NULL, NULL, &r) < 0)
 		return -1;
 	char err[256];
-	int rc = acme_parse_authz(r.body ? r.body : "", r.len, z, err, sizeof err);
+	int rc = acme_parse_authz(r.body ? r.body : "", r.len, acme_challenge_type(&a->p), z, err,
+				  sizeof err);
 	if (rc < 0)
 		acme_fail(a, "authorization %s: %s", url, err);
 	acme_resp_free(&r);
 	return rc;
 }
 
-/* One authorization through its http-01 challenge to valid. */
+/* The answer to the challenge: the token's key authorization for the
+ * http-01 listener, or a certificate for the TLS listeners (tls-alpn-01). */
+static int acme_publish(struct acme_attempt *a, const struct acme_authz *z, char *ka)
+{
+	if (a->p.challenge == ACME_CHALLENGE_HTTP01) {
+		acme_token_publish(z->token, ka);
+		return 0;
+	}
+	char err[256];
+	int rc = acme_alpn_publish(z->name, ka, err, sizeof err);
+	free(ka);
+	if (rc < 0)
+		acme_fail(a, "%s", err);
+	return rc;
+}
+
+/* One authorization through its challenge to valid. */
 static int acme_authorize(struct acme_attempt *a, const char *url)
 {
 	struct acme_authz z;
@@ -567,9 +594,11 @@ static int acme_authorize(struct acme_attempt *a, const char *url)
 		return -1;
 	if (z.status == ACME_ST_VALID)
 		return 0;
-	if (z.status != ACME_ST_PENDING || !z.has_http01) {
-		acme_fail(a, "authorization for %s is %s%s", z.name, acme_status_name(z.status),
-			  z.has_http01 ? "" : " and offers no http-01 challenge");
+	if (z.status != ACME_ST_PENDING || !z.has_challenge) {
+		acme_fail(a, "authorization for %s is %s%s%s%s", z.name, acme_status_name(z.status),
+			  z.has_challenge ? "" : " and offers no ",
+			  z.has_challenge ? "" : acme_challenge_type(&a->p),
+			  z.has_challenge ? "" : " challenge");
 		return -1;
 	}
 	char *ka = acme_key_authorization(z.token, a->account);
@@ -577,7 +606,8 @@ static int acme_authorize(struct acme_attempt *a, const char *url)
 		acme_fail(a, "cannot make the key authorization");
 		return -1;
 	}
-	acme_token_publish(z.token, ka);
+	if (acme_publish(a, &z, ka) < 0)
+		return -1;
 	struct acme_resp r;
 	if (acme_post(a, z.challenge_url, "{}", NULL, &r) < 0)
 		return -1;
@@ -730,6 +760,7 @@ static int acme_issue(struct acme_attempt *a)
 	for (size_t i = 0; rc == 0 && i < o.nauthz; i++)
 		rc = acme_authorize(a, o.authz[i]);
 	acme_tokens_clear();
+	acme_alpn_clear();
 	if (rc == 0)
 		rc = acme_poll_order(a, order_url, ACME_ST_PENDING, &o);
 	if (rc == 0 && o.status != ACME_ST_READY && o.status != ACME_ST_VALID) {
@@ -776,6 +807,7 @@ static void *acme_worker(void *arg)
 	else
 		a->ok = acme_issue(a) == 0;
 	acme_tokens_clear();
+	acme_alpn_clear();
 	if (acme_stopping() && !a->ok)
 		acme_fail(a, "stopped");
 	acme_write_status(a, started);
@@ -957,11 +989,15 @@ int acme_start(struct event_base *base, const struct conf *conf, void (*reload)(
 	acme.base = base;
 	acme.reload = reload;
 	acme_params_from_conf(&acme.params, conf);
+	acme.challenge = conf->acme.challenge;
+	acme.http_text = conf->acme.http.text ? xstrdup(conf->acme.http.text) : NULL;
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
 		log_err("event=startup-error error=\"acme: libcurl cannot start\"");
 		return -1;
 	}
-	if (acme_prepare_dir(&acme.params) < 0 || acme_http_start(&conf->acme) < 0)
+	if (acme_prepare_dir(&acme.params) < 0)
+		return -1;
+	if (conf->acme.challenge == ACME_CHALLENGE_HTTP01 && acme_http_start(&conf->acme) < 0)
 		return -1;
 	acme.waker = waker_new(base, acme_woken, NULL);
 	acme.timer = event_new(base, -1, 0, acme_begin, NULL);
@@ -989,6 +1025,11 @@ void acme_reconfigure(const struct conf *conf)
 	}
 	acme_params_free(&acme.params);
 	acme_params_from_conf(&acme.params, conf);
+	if (acme.params.challenge != acme.challenge ||
+	    (acme.challenge == ACME_CHALLENGE_HTTP01 &&
+	     (!conf->acme.http.text || strcmp(conf->acme.http.text, acme.http_text) != 0)))
+		log_warn("event=reload warning=\"a new acme challenge takes effect at restart\"");
+	acme.params.challenge = acme.challenge;
 	acme_plan();
 }
 
@@ -1004,6 +1045,7 @@ void acme_stop(void)
 		acme.attempt = NULL;
 	}
 	acme_tokens_clear();
+	acme_alpn_clear();
 	if (acme.http)
 		evhttp_free(acme.http); /* frees the bound listener too */
 	acme.http = NULL;
@@ -1017,6 +1059,8 @@ void acme_stop(void)
 		waker_free(acme.waker);
 	acme.waker = NULL;
 	acme_params_free(&acme.params);
+	free(acme.http_text);
+	acme.http_text = NULL;
 	curl_global_cleanup();
 	acme.base = NULL;
 }

@@ -176,7 +176,7 @@ static void acme_problem_text(const json_t *p, char *out, size_t outsz)
 		out[o] = '\0';
 }
 
-static void acme_authz_challenge(const json_t *root, struct acme_authz *out)
+static void acme_authz_challenge(const json_t *root, const char *want, struct acme_authz *out)
 {
 	const json_t *list = json_object_get(root, "challenges");
 	for (size_t i = 0; i < json_array_size(list); i++) {
@@ -184,10 +184,10 @@ static void acme_authz_challenge(const json_t *root, struct acme_authz *out)
 		const char *type = json_string_value(json_object_get(c, "type"));
 		const char *token = json_string_value(json_object_get(c, "token"));
 		char url[ACME_URL_MAX], ignored[64];
-		if (!type || strcmp(type, "http-01") != 0 || !token || !acme_token_ok(token) ||
+		if (!type || strcmp(type, want) != 0 || !token || !acme_token_ok(token) ||
 		    acme_url(c, "url", true, url, ignored, sizeof ignored) < 0)
 			continue;
-		out->has_http01 = true;
+		out->has_challenge = true;
 		out->challenge_status = acme_status_of(c);
 		memcpy(out->challenge_url, url, sizeof url);
 		memcpy(out->token, token, strlen(token) + 1);
@@ -198,8 +198,8 @@ static void acme_authz_challenge(const json_t *root, struct acme_authz *out)
 	}
 }
 
-int acme_parse_authz(const char *body, size_t len, struct acme_authz *out, char *err,
-		     size_t errsz)
+int acme_parse_authz(const char *body, size_t len, const char *type, struct acme_authz *out,
+		     char *err, size_t errsz)
 {
 	memset(out, 0, sizeof *out);
 	json_t *root = acme_load(body, len, err, errsz);
@@ -217,7 +217,7 @@ int acme_parse_authz(const char *body, size_t len, struct acme_authz *out, char 
 		r = -1;
 	} else {
 		memcpy(out->name, name, strlen(name) + 1);
-		acme_authz_challenge(root, out);
+		acme_authz_challenge(root, type, out);
 	}
 	json_decref(root);
 	return r;

@@ -1,7 +1,7 @@
 /* acme_msg: what an ACME server (RFC 8555) answers, read from untrusted
  * JSON (jansson) into bounded structures: the directory (§7.1.1), an
- * order (§7.1.3), an authorization and its http-01 challenge (§7.1.4,
- * §8.3), and a problem document (RFC 7807, §6.7).  Every string is
+ * order (§7.1.3), an authorization and its challenge of the type wanted
+ * (http-01 §8.3, tls-alpn-01 RFC 8737), and a problem document (RFC 7807, §6.7).  Every string is
  * checked: URLs are https and printable, tokens base64url, lengths
  * bounded; anything else is an error with the reason. */
 #ifndef POSTHORN_ACME_MSG_H
@@ -41,7 +41,7 @@ struct acme_order {
 struct acme_authz {
 	enum acme_status status;
 	char name[256];                 /* the identifier's value */
-	bool has_http01;
+	bool has_challenge;             /* one of the type asked for */
 	enum acme_status challenge_status;
 	char challenge_url[ACME_URL_MAX];
 	char token[ACME_TOKEN_MAX + 1];
@@ -55,8 +55,9 @@ int acme_parse_directory(const char *body, size_t len, struct acme_directory *ou
 int acme_parse_order(const char *body, size_t len, struct acme_order *out, char *err,
 		     size_t errsz);
 void acme_order_free(struct acme_order *o);
-int acme_parse_authz(const char *body, size_t len, struct acme_authz *out, char *err,
-		     size_t errsz);
+/* The first usable challenge of type ("http-01", "tls-alpn-01") is kept. */
+int acme_parse_authz(const char *body, size_t len, const char *type, struct acme_authz *out,
+		     char *err, size_t errsz);
 
 /* "TYPE: DETAIL" of a problem document (the urn:ietf:params:acme:error:
  * prefix dropped), printable ASCII only, in out; false when body is not

@@ -57,10 +57,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		CHECK(o.authz == NULL);
 	}
 	struct acme_authz z;
-	if (acme_parse_authz(body, size, &z, err, sizeof err) == 0) {
+	const char *type = size % 2 ? "http-01" : "tls-alpn-01";
+	if (acme_parse_authz(body, size, type, &z, err, sizeof err) == 0) {
 		check_printable(z.name, sizeof z.name);
 		check_printable(z.error, sizeof z.error);
-		if (z.has_http01) {
+		if (z.has_challenge) {
 			check_url(z.challenge_url, false);
 			size_t n = strnlen(z.token, sizeof z.token);
 			CHECK(n > 0 && n <= ACME_TOKEN_MAX);

@@ -41,7 +41,8 @@ def make_https_ca(folder):
 
 
 class Pebble:
-    def __init__(self, folder, dns_address, http_port, validity=None, https=None, port=None):
+    def __init__(self, folder, dns_address, http_port, validity=None, https=None, port=None,
+                 tls_port=None):
         self.folder = str(folder)
         os.makedirs(self.folder, exist_ok=True)
         self.ca, cert, key = https or make_https_ca(self.folder)
@@ -52,7 +53,7 @@ class Pebble:
             "listenAddress": f"127.0.0.1:{self.port}",
             "managementListenAddress": f"127.0.0.1:{self.mgmt_port}",
             "certificate": cert, "privateKey": key,
-            "httpPort": http_port, "tlsPort": free_port("127.0.0.1"),
+            "httpPort": http_port, "tlsPort": tls_port or free_port("127.0.0.1"),
             "ocspResponderURL": "", "externalAccountBindingRequired": False}}
         if validity:
             cfg["pebble"]["certificateValidityPeriod"] = validity

@@ -42,11 +42,12 @@ def serial(pem):
     return cert_field(pem, "-serial")
 
 
-def acme_block(pebble, http_port, names=NAMES):
+def acme_block(pebble, http_port, names=NAMES, challenge=None):
+    challenge = challenge or f"http-01 127.0.0.1:{http_port}"
     return ("acme {\n"
             f"    directory {pebble.directory}\n"
             "    contact mailto:postmaster@example.test\n"
-            f"    challenge http-01 127.0.0.1:{http_port}\n"
+            f"    challenge {challenge}\n"
             f"    names {' '.join(names)}\n"
             f"    ca {pebble.ca}\n"
             "}\n")
@@ -72,10 +73,11 @@ def acme_world(tmp_path, dnsmasq):
         p.stop()
 
 
-def start_daemon(posthorn, pebble, http_port, names=NAMES):
-    tls_port = free_port()
+def start_daemon(posthorn, pebble, http_port, names=NAMES, tls_port=None, challenge=None):
+    tls_port = tls_port or free_port()
     servers = {"mx": {}, "submissions": {"port": tls_port, "extra": ""}}
-    ph = posthorn(start=False, servers=servers, global_extra=acme_block(pebble, http_port, names))
+    ph = posthorn(start=False, servers=servers,
+                  global_extra=acme_block(pebble, http_port, names, challenge))
     text = ph.config_text().replace(
         f"listen {HOST}:{tls_port}\n", f"listen {HOST}:{tls_port} tls\n    tls {{\n"
         "        certificate acme\n    }\n")
@@ -180,3 +182,27 @@ def test_invalid_order_logged_old_certificate_kept(posthorn, acme_world):
     assert "unknown.example.test" in st.stdout, st.stdout
     # Pebble's default lifetime is years: no expiry warning
     assert not ph.events("acme-expiry-soon")
+
+
+def test_tls_alpn_01_on_the_tls_listener(posthorn, acme_world):
+    """RFC 8737: the CA's TLS connection offering only acme-tls/1 gets the
+    challenge certificate; no http-01 listener exists."""
+    dns, http_port, make_pebble = acme_world
+    tls_port = free_port()
+    pebble = make_pebble(tls_port=tls_port)
+    ph, _ = start_daemon(posthorn, pebble, http_port, tls_port=tls_port, challenge="tls-alpn-01")
+    ph.wait_event("acme-issued", timeout=30)
+    wait_until(lambda: "Pebble" in issuer(served_certificate(tls_port)), 10,
+               what="the certificate served")
+    assert not ph.events("acme-listen"), "no http-01 listener for tls-alpn-01"
+    assert not ph.events("acme-challenge-served")
+    # the validations' connections were closed after the handshake
+    assert "tls-alpn-01 validation" in ph.log
+    # a client that offers only acme-tls/1 for a name nothing is pending for: refused
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["acme-tls/1"])
+    with socket.create_connection((HOST, tls_port), timeout=10) as s:
+        with pytest.raises(ssl.SSLError):
+            ctx.wrap_socket(s, server_hostname=NAMES[0])

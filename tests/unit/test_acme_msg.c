@@ -13,6 +13,7 @@
 #include "net/acme_msg.h"
 
 #define PARSE(fn, text, out) fn(text, strlen(text), out, err, sizeof err)
+#define AUTHZ(text, type, out) acme_parse_authz(text, strlen(text), type, out, err, sizeof err)
 
 static void test_directory(void **state)
 {
@@ -74,27 +75,33 @@ static void test_authz(void **state)
 {
 	char err[256];
 	struct acme_authz z;
-	assert_int_equal(PARSE(acme_parse_authz,
-			       "{\"status\":\"pending\",\"identifier\":{\"type\":\"dns\","
+	assert_int_equal(AUTHZ("{\"status\":\"pending\",\"identifier\":{\"type\":\"dns\","
 			       "\"value\":\"mail.example.test\"},\"challenges\":["
 			       "{\"type\":\"dns-01\",\"url\":\"https://ca/c/0\",\"token\":\"AAA\"},"
 			       "{\"type\":\"http-01\",\"url\":\"https://ca/c/1\",\"token\":\"x/../y\"},"
 			       "{\"type\":\"http-01\",\"url\":\"https://ca/c/2\",\"token\":\"Ab-_9\","
-			       "\"status\":\"pending\"}]}", &z), 0);
+			       "\"status\":\"pending\"}]}", "http-01", &z), 0);
 	assert_string_equal(z.name, "mail.example.test");
-	assert_true(z.has_http01);
+	assert_true(z.has_challenge);
 	/* the token with a slash is skipped: it could name another path */
 	assert_string_equal(z.challenge_url, "https://ca/c/2");
 	assert_string_equal(z.token, "Ab-_9");
-	assert_int_equal(PARSE(acme_parse_authz,
-			       "{\"status\":\"invalid\",\"identifier\":{\"value\":\"a.test\"},"
+	/* the same authorization read for tls-alpn-01 (RFC 8737): it offers none */
+	assert_int_equal(AUTHZ("{\"status\":\"pending\",\"identifier\":{\"value\":\"a.test\"},"
+			       "\"challenges\":[{\"type\":\"http-01\",\"url\":\"https://ca/1\","
+			       "\"token\":\"t1\"},{\"type\":\"tls-alpn-01\",\"url\":\"https://ca/2\","
+			       "\"token\":\"t2\"}]}", "tls-alpn-01", &z), 0);
+	assert_true(z.has_challenge);
+	assert_string_equal(z.challenge_url, "https://ca/2");
+	assert_string_equal(z.token, "t2");
+	assert_int_equal(AUTHZ("{\"status\":\"invalid\",\"identifier\":{\"value\":\"a.test\"},"
 			       "\"challenges\":[{\"type\":\"http-01\",\"url\":\"https://ca/c\","
 			       "\"token\":\"t\",\"status\":\"invalid\",\"error\":{\"type\":"
 			       "\"urn:ietf:params:acme:error:connection\",\"detail\":\"refused \\\"x\\\"\\n\"}}]}",
-			       &z), 0);
+			       "http-01", &z), 0);
 	assert_int_equal(z.status, ACME_ST_INVALID);
 	assert_string_equal(z.error, "connection: refused ?x??"); /* quotes, control: ? */
-	assert_int_equal(PARSE(acme_parse_authz, "{\"status\":\"pending\"}", &z), -1);
+	assert_int_equal(AUTHZ("{\"status\":\"pending\"}", "http-01", &z), -1);
 	assert_string_equal(err, "authorization without a usable identifier");
 }
 

@@ -643,13 +643,38 @@ static void test_acme_bad_values(void **state)
 		      "https:// URL, e.g. https://acme.example/directory)\n"
 		      NAME ":4:13: bad ACME contact \"postmaster\" (use mailto:ADDRESS, e.g. "
 		      "mailto:postmaster@example.org)\n"
-		      NAME ":5:15: unknown ACME challenge \"dns-01\" (the one supported is "
-		      "http-01 ADDRESS:PORT)\n"
+		      NAME ":5:15: unknown ACME challenge \"dns-01\" (use http-01 ADDRESS:PORT "
+		      "or tls-alpn-01)\n"
 		      NAME ":6:11: bad host name \"bad_name!\"\n"
 		      NAME ":2:1: acme block without \"directory\" (the CA's URL)\n"
 		      NAME ":2:1: acme block without \"names\" (the certificate's host names)\n"
 		      NAME ":2:1: acme block without \"challenge\" (e.g. challenge http-01 "
 		      "0.0.0.0:80)\n");
+}
+
+static void test_acme_tls_alpn_01(void **state)
+{
+	struct conf *c = parse_ok("domains example.test\n"
+				  "acme {\n    directory https://ca.example/dir\n"
+				  "    challenge tls-alpn-01\n    names mail.example.test\n}\n"
+				  ACME_SERVER);
+	assert_int_equal(c->acme.challenge, ACME_CHALLENGE_TLSALPN01);
+	assert_null(c->acme.http.text);
+	conf_free(c);
+	/* no implicit-TLS listener: nothing the CA could connect to */
+	expect_errors("domains example.test\n"
+		      "acme {\n    directory https://ca.example/dir\n"
+		      "    challenge tls-alpn-01 0.0.0.0:443\n    names mail.example.test\n}\n"
+		      OK_SERVER,
+		      NAME ":4:27: \"challenge tls-alpn-01\" takes no address: it is answered on "
+		      "every \"listen ADDRESS:PORT tls\"\n"
+		      NAME ":2:1: acme block without \"challenge\" (e.g. challenge http-01 "
+		      "0.0.0.0:80)\n");
+	expect_errors("domains example.test\n"
+		      "acme {\n    directory https://ca.example/dir\n"
+		      "    challenge tls-alpn-01\n    names mail.example.test\n}\n" OK_SERVER,
+		      NAME ":2:1: \"challenge tls-alpn-01\" needs a \"listen ADDRESS:PORT tls\" "
+		      "(the CA connects to port 443 of the names)\n");
 }
 
 static void test_acme_challenge_needs_address(void **state)
@@ -2574,6 +2599,7 @@ int main(void)
 		cmocka_unit_test(test_acme_key_after_certificate_acme),
 		cmocka_unit_test(test_acme_bad_values),
 		cmocka_unit_test(test_acme_challenge_needs_address),
+		cmocka_unit_test(test_acme_tls_alpn_01),
 		cmocka_unit_test(test_policy_global_lines),
 		cmocka_unit_test(test_policy_server_lines),
 		cmocka_unit_test(test_policy_tls_and_outbound_details),
