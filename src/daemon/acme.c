@@ -943,7 +943,7 @@ static void acme_log_result(const struct acme_attempt *a)
 		log_info("event=acme-issued names=%zu", a->p.nnames);
 		return;
 	}
-	log_warn("event=acme-failed failures=%u retry_in=%lds error=%s warning=\"keeping the "
+	log_warn("event=acme-failed failures=%u retry_in=%lds error=\"%s\" warning=\"keeping the "
 		 "certificate in use\"",
 		 acme.failures, acme_retry_delay(acme.failures),
 		 log_quote(q, sizeof q, a->error, strlen(a->error)));

@@ -543,6 +543,24 @@ static int server_chown_queued(const char *dir, const char *name, uid_t uid, gid
 	return chown(path, uid, gid);
 }
 
+/* The acme block's folder (made by acme_start) and the files an earlier
+ * run as root may have left in it: the ACME worker writes them after the
+ * drop. */
+static int server_chown_acme(const struct conf *conf, uid_t uid, gid_t gid)
+{
+	static const char *const files[] = {NULL, "account.key", ACME_CERT_FILE, "status"};
+	int r = 0;
+	for (size_t i = 0; i < ARRAY_LEN(files) && r == 0; i++) {
+		char *path = conf_acme_path(conf, files[i]);
+		if (chown(path, uid, gid) < 0 && (i == 0 || errno != ENOENT)) {
+			log_err("event=startup-error path=%s error=\"%s\"", path, strerror(errno));
+			r = -1;
+		}
+		free(path);
+	}
+	return r;
+}
+
 /* Folders the daemon writes after dropping privileges belong to run-as. */
 static int server_prepare_dirs(const struct conf *conf, const struct spool *sp, uid_t uid,
 			       gid_t gid)
@@ -583,6 +601,8 @@ static int server_prepare_dirs(const struct conf *conf, const struct spool *sp, 
 	}
 	spool_free_ids(ids, n);
 	server_chown_free(dir, uid, gid);
+	if (conf->acme.set && server_chown_acme(conf, uid, gid) < 0)
+		return -1;
 	if (chown(conf->mailboxes, uid, gid) < 0) {
 		log_err("event=startup-error path=%s error=\"%s\"", conf->mailboxes, strerror(errno));
 		return -1;

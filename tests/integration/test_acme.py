@@ -3,6 +3,7 @@ serves it, renews it at two thirds of its lifetime, keeps it when the CA
 is down or an order fails, and `posthorn cert status` tells about it."""
 
 import os
+import pwd
 import socket
 import ssl
 import stat
@@ -206,3 +207,29 @@ def test_tls_alpn_01_on_the_tls_listener(posthorn, acme_world):
     with socket.create_connection((HOST, tls_port), timeout=10) as s:
         with pytest.raises(ssl.SSLError):
             ctx.wrap_socket(s, server_hostname=NAMES[0])
+
+
+def test_issuance_with_run_as(posthorn, acme_world):
+    """The worker writes SPOOL/acme after the privilege drop: the folder
+    made before it belongs to the run-as user."""
+    dns, http_port, _ = acme_world
+    world = posthorn.world_dir()
+    pebble = Pebble(os.path.join(world, "pebble"), dns.address, http_port)
+    os.chmod(os.path.join(world, "pebble"), 0o755)
+    try:
+        tls_port = free_port()
+        servers = {"mx": {}, "submissions": {"port": tls_port, "extra": ""}}
+        ph = posthorn(start=False, root=world, run_as="nobody", servers=servers,
+                      global_extra=acme_block(pebble, http_port),
+                      asan_options={"detect_leaks": "0"})
+        ph.write_config(ph.config_text().replace(
+            f"listen {HOST}:{tls_port}\n", f"listen {HOST}:{tls_port} tls\n    tls {{\n"
+            "        certificate acme\n    }\n"))
+        ph.start()
+        ph.wait_event("acme-issued", timeout=30)
+        wait_until(lambda: "Pebble" in issuer(served_certificate(tls_port)), 10,
+                   what="the certificate served")
+        st = os.stat(os.path.join(ph.spool, "acme", "certificate.pem"))
+        assert st.st_uid == pwd.getpwnam("nobody").pw_uid
+    finally:
+        pebble.stop()
