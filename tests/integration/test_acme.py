@@ -9,6 +9,8 @@ import ssl
 import stat
 import subprocess
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -105,6 +107,16 @@ def test_issuance_serves_pebble_certificate(posthorn, acme_world):
         assert mode == 0o600, (f, oct(mode))
     assert ph.events("acme-challenge-served"), "Pebble never fetched the http-01 token"
     assert "seccomp-denied" not in ph.log
+    # the challenge listener answers nothing else: no order is waiting now
+    for path in ("/.well-known/acme-challenge/unknownToken", "/", "/.well-known/acme-challenge/"):
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(f"http://127.0.0.1:{http_port}{path}", timeout=5)
+        assert e.value.code == 404, (path, e.value.code)
+    req = urllib.request.Request(f"http://127.0.0.1:{http_port}/.well-known/acme-challenge/x",
+                                 data=b"", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=5)
+    assert e.value.code == 501   # only GET and HEAD are served (evhttp's answer)
 
 
 def test_renewal_at_two_thirds_of_lifetime(posthorn, acme_world):
