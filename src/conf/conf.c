@@ -2591,6 +2591,23 @@ static void print_host_refresh(struct policy_out *out, const struct conf *c)
 	out_puts(out, "); a name matches nothing until it resolves\n");
 }
 
+static void print_acme(struct policy_out *out, const struct conf_acme *a)
+{
+	if (!a->set)
+		return;
+	out_puts(out, "acme: a certificate for ");
+	for (size_t i = 0; i < a->nnames; i++) {
+		print_separator(out, i);
+		out_puts(out, a->names[i]);
+	}
+	out_printf(out, " from %s, ", a->directory);
+	if (a->challenge == ACME_CHALLENGE_TLSALPN01)
+		out_puts(out, "proved by tls-alpn-01 on the implicit-TLS listeners");
+	else
+		out_printf(out, "proved by http-01 on %s", a->http.text);
+	out_puts(out, "; renewed at two thirds of its lifetime\n");
+}
+
 static void print_global(struct policy_out *out, const struct conf *c)
 {
 	out_puts(out, "local domains: ");
@@ -2613,6 +2630,7 @@ static void print_global(struct policy_out *out, const struct conf *c)
 	else
 		out_puts(out, "run-as: not set (keeps the user it was started as)\n");
 	print_outbound(out, &c->outbound);
+	print_acme(out, &c->acme);
 }
 
 static const char *starttls_name(enum conf_protocol p)
@@ -2695,7 +2713,10 @@ static void print_encryption(struct policy_out *out, const struct conf_tls *t)
 	out_puts(out, t->ncerts == 1 ? "certificate " : "certificates ");
 	for (size_t i = 0; i < t->ncerts; i++) {
 		print_separator(out, i);
-		out_puts(out, t->certs[i].certificate);
+		if (t->certs[i].acme)
+			out_printf(out, "from ACME (%s)", t->certs[i].certificate);
+		else
+			out_puts(out, t->certs[i].certificate);
 	}
 	out_printf(out, "; secure channel %s", t->require ? "required" : "not required");
 	out_printf(out, "; minimum %u-bit ciphers, TLS %s or newer", t->min_bits,

@@ -617,6 +617,14 @@ static void test_acme_block(void **state)
 	/* the spool given before or after: the files are in its acme folder */
 	assert_string_equal(cc->certificate, "/var/spool/ph/acme/certificate.pem");
 	assert_string_equal(cc->key, "/var/spool/ph/acme/certificate.pem");
+	int warnings;
+	char *policy = policy_of(c, &warnings);
+	assert_contains(policy, "acme: a certificate for mail.example.test, smtp.example.test from "
+			"https://ca.example/dir, proved by http-01 on 127.0.0.1:8080; renewed at two "
+			"thirds of its lifetime\n");
+	assert_contains(policy, "encryption: certificate from ACME "
+			"(/var/spool/ph/acme/certificate.pem);");
+	free(policy);
 	conf_free(c);
 }
 
