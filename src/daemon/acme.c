@@ -14,6 +14,7 @@
 #define _GNU_SOURCE
 #include "daemon/acme.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -36,6 +37,8 @@
 #include "lib/log.h"
 #include "lib/util.h"
 #include "lib/waker.h"
+#include "net/dns.h"
+#include "runtime/runtime.h"
 
 enum {
 	ACME_HTTP_TIMEOUT_S = 10,     /* the challenge listener's clients */
@@ -60,6 +63,8 @@ static struct {
 	bool running;                 /* an attempt's worker exists */
 	struct acme_attempt *attempt;
 	unsigned failures;            /* in a row */
+	struct runtime *lookup_rt;    /* held while the CA's name is looked up */
+	dns_query_id lookup;
 	pthread_mutex_t lock;         /* done */
 	bool done;
 } acme = {.lock = PTHREAD_MUTEX_INITIALIZER};
@@ -220,25 +225,95 @@ static void acme_warn_expiry(evutil_socket_t fd, short what, void *arg)
 			 left, ACME_WARN_DAYS);
 }
 
-static void acme_begin(evutil_socket_t fd, short what, void *arg)
+/* An attempt that could not start: counted as a failure, planned again. */
+static void acme_cannot_start(const char *why)
 {
-	if (acme.running)
-		return;
-	struct acme_attempt *a = acme_attempt_new(&acme.params);
+	char q[LOG_VALUE_MAX];
+	acme.failures++;
+	log_warn("event=acme-failed failures=%u retry_in=%lds error=\"%s\" warning=\"keeping the "
+		 "certificate in use\"",
+		 acme.failures, acme_retry_delay(acme.failures), log_quote(q, sizeof q, why, strlen(why)));
+	acme_plan();
+}
+
+/* The worker with the CA's addresses (curl's CURLOPT_RESOLVE entry, or
+ * NULL for an address literal). */
+static void acme_start_worker(const char *resolve)
+{
+	struct acme_attempt *a = acme_attempt_new(&acme.params, resolve);
 	pthread_mutex_lock(&acme.lock);
 	acme.done = false;
 	pthread_mutex_unlock(&acme.lock);
 	if (thread_start(&acme.thread, acme_worker, a) != 0) {
-		log_err("event=acme-failed error=\"cannot start a thread: %s\"", strerror(errno));
+		char why[128];
+		xsnprintf(why, sizeof why, "cannot start a thread: %s", strerror(errno));
 		acme_attempt_free(a);
-		acme.failures++;
-		acme_plan();
+		acme_cannot_start(why);
 		return;
 	}
 	acme.attempt = a;
 	acme.running = true;
 	log_info("event=acme-attempt names=%zu directory=%s", acme.params.nnames,
 		 acme.params.directory);
+}
+
+static void acme_lookup_done(void)
+{
+	acme.lookup = 0;
+	runtime_unref(acme.lookup_rt);
+	acme.lookup_rt = NULL;
+}
+
+/* "HOST:PORT:ADDR,ADDR" for CURLOPT_RESOLVE, IPv6 in brackets. */
+static char *acme_resolve_entry(const struct acme_target *t, const struct dns_addr *addrs,
+				size_t n)
+{
+	char *entry = xasprintf("%s:%u:", t->host, t->port);
+	for (size_t i = 0; i < n; i++) {
+		char text[INET6_ADDRSTRLEN];
+		if (!inet_ntop(addrs[i].family, addrs[i].addr, text, sizeof text))
+			continue;
+		char *next = xasprintf(addrs[i].family == AF_INET6 ? "%s%s[%s]" : "%s%s%s", entry,
+				       entry[strlen(entry) - 1] == ':' ? "" : ",", text);
+		free(entry);
+		entry = next;
+	}
+	return entry;
+}
+
+/* The CA's name, as every name posthorn looks up: through its own
+ * resolver (the dns directive), never the system's. */
+static void acme_resolved(void *arg, enum dns_status st, const struct dns_addr *addrs, size_t n)
+{
+	struct acme_target t;
+	acme_lookup_done();
+	if (acme_directory_target(acme.params.directory, &t) < 0 || st != DNS_OK || n == 0) {
+		char why[ACME_TARGET_HOST_MAX + 64];
+		xsnprintf(why, sizeof why, "the CA's name %s: %s", t.host, dns_status_name(st));
+		acme_cannot_start(why);
+		return;
+	}
+	char *entry = acme_resolve_entry(&t, addrs, n);
+	acme_start_worker(entry);
+	free(entry);
+}
+
+static void acme_begin(evutil_socket_t fd, short what, void *arg)
+{
+	if (acme.running || acme.lookup_rt)
+		return;
+	struct acme_target t;
+	if (acme_directory_target(acme.params.directory, &t) < 0) {
+		acme_cannot_start("the directory URL has no usable host");
+		return;
+	}
+	if (t.literal) {
+		acme_start_worker(NULL);
+		return;
+	}
+	struct runtime *rt = runtime_current();
+	acme.lookup_rt = runtime_ref(rt);
+	acme.lookup = dns_lookup_addrs(rt->dns, t.host, acme_resolved, NULL);
 }
 
 static void acme_log_result(const struct acme_attempt *a)
@@ -343,6 +418,11 @@ void acme_stop(void)
 {
 	if (!acme.base)
 		return;
+	if (acme.lookup_rt) {
+		if (acme.lookup)
+			dns_cancel(acme.lookup_rt->dns, acme.lookup);
+		acme_lookup_done();
+	}
 	if (acme.running) {
 		acme_client_stop();
 		(void)pthread_join(acme.thread, NULL); /* at most a poll interval or a second */

@@ -14,6 +14,7 @@
 #define _GNU_SOURCE
 #include "daemon/acme_client.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -60,6 +61,7 @@ struct acme_attempt {
 	bool ok;
 	char error[ACME_ERROR_MAX];
 	char *cert_pem;               /* the chain, when ok */
+	char *resolve;                /* CURLOPT_RESOLVE entry, or NULL */
 };
 
 /* A response: body bounded by ACME_BODY_MAX. */
@@ -244,7 +246,9 @@ static int acme_http(struct acme_attempt *a, const char *url, const char *post, 
 	memset(r, 0, sizeof *r);
 	CURL *c = a->curl;
 	curl_easy_reset(c);
-	struct curl_slist *hdrs = NULL, *h;
+	struct curl_slist *hdrs = NULL, *h, *resolve = NULL;
+	if (a->resolve)
+		resolve = curl_slist_append(NULL, a->resolve);
 	if (post && (h = curl_slist_append(hdrs, "Content-Type: application/jose+json")))
 		hdrs = h;
 	char acc[128];
@@ -267,6 +271,7 @@ static int acme_http(struct acme_attempt *a, const char *url, const char *post, 
 	if (e == CURLE_OK) e = curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
 	if (e == CURLE_OK && a->p.ca) e = curl_easy_setopt(c, CURLOPT_CAINFO, a->p.ca);
 	if (e == CURLE_OK && hdrs) e = curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+	if (e == CURLE_OK && resolve) e = curl_easy_setopt(c, CURLOPT_RESOLVE, resolve);
 	if (e == CURLE_OK && head) e = curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
 	if (e == CURLE_OK && post) e = curl_easy_setopt(c, CURLOPT_POSTFIELDS, post);
 	if (e == CURLE_OK)
@@ -274,6 +279,7 @@ static int acme_http(struct acme_attempt *a, const char *url, const char *post, 
 	if (e == CURLE_OK)
 		e = curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->code);
 	curl_slist_free_all(hdrs);
+	curl_slist_free_all(resolve);
 	if (r->nonce[0])
 		memcpy(a->nonce, r->nonce, sizeof a->nonce);
 	if (e != CURLE_OK) {
@@ -697,11 +703,45 @@ static void acme_write_status(struct acme_attempt *a, time_t when)
 		memcpy(a->error, saved, sizeof saved); /* the attempt's own result stands */
 }
 
-struct acme_attempt *acme_attempt_new(const struct acme_params *p)
+struct acme_attempt *acme_attempt_new(const struct acme_params *p, const char *resolve)
 {
 	struct acme_attempt *a = xcalloc(1, sizeof *a);
 	acme_params_copy(&a->p, p);
+	a->resolve = resolve ? xstrdup(resolve) : NULL;
 	return a;
+}
+
+int acme_directory_target(const char *url, struct acme_target *t)
+{
+	memset(t, 0, sizeof *t);
+	CURLU *u = curl_url();
+	char *host = NULL, *port = NULL;
+	int r = -1;
+	if (u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+	    curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
+	    curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) == CURLUE_OK) {
+		const char *h = host;
+		size_t n = strlen(h);
+		if (n > 2 && h[0] == '[' && h[n - 1] == ']') {
+			h++;
+			n -= 2;
+		}
+		unsigned char buf[16];
+		char bare[ACME_TARGET_HOST_MAX];
+		if (n > 0 && n < sizeof t->host) {
+			memcpy(bare, h, n);
+			bare[n] = '\0';
+			memcpy(t->host, bare, n + 1);
+			t->port = (unsigned)strtoul(port, NULL, 10);
+			t->literal = inet_pton(AF_INET, bare, buf) == 1 ||
+				     inet_pton(AF_INET6, bare, buf) == 1;
+			r = t->port > 0 && t->port < 65536 ? 0 : -1;
+		}
+	}
+	curl_free(host);
+	curl_free(port);
+	curl_url_cleanup(u);
+	return r;
 }
 
 void acme_attempt_run(struct acme_attempt *a)
@@ -738,6 +778,7 @@ void acme_attempt_free(struct acme_attempt *a)
 	EVP_PKEY_free(a->account);
 	free(a->kid);
 	free(a->cert_pem);
+	free(a->resolve);
 	free(a);
 }
 

@@ -29,10 +29,24 @@ void acme_params_free(struct acme_params *p);
 /* dir/name: a new string. */
 char *acme_params_file(const struct acme_params *p, const char *name);
 
+enum { ACME_TARGET_HOST_MAX = 256 };
+
+/* Where the directory URL points. */
+struct acme_target {
+	char host[ACME_TARGET_HOST_MAX]; /* a name, or an address (IPv6 without brackets) */
+	unsigned port;
+	bool literal;                    /* host is an address: nothing to look up */
+};
+
+/* 0, or -1 when url has no host that fits. */
+int acme_directory_target(const char *url, struct acme_target *t);
+
 struct acme_attempt;
 
-/* A new attempt with its own copy of p. */
-struct acme_attempt *acme_attempt_new(const struct acme_params *p);
+/* A new attempt with its own copy of p.  resolve: the CA's addresses as a
+ * libcurl CURLOPT_RESOLVE entry "HOST:PORT:ADDR[,ADDR]" (looked up by the
+ * loop with posthorn's own resolver), or NULL. */
+struct acme_attempt *acme_attempt_new(const struct acme_params *p, const char *resolve);
 /* On the worker: the whole order; the certificate written on success; the
  * status file either way.  Never on the loop: it blocks for up to minutes. */
 void acme_attempt_run(struct acme_attempt *a);

@@ -17,6 +17,7 @@ import urllib.request
 from helpers import free_port, wait_until
 
 PEBBLE = "/usr/bin/pebble"
+CA_NAME = "acme-ca.example.test"   # Pebble's own name, in the tests' DNS
 
 
 def make_https_ca(folder):
@@ -34,7 +35,7 @@ def make_https_ca(folder):
     openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
             "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1")
     with open(ext, "w") as f:
-        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+        f.write(f"subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:{CA_NAME}\n")
     openssl("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
             "-out", cert, "-days", "2", "-extfile", ext)
     return ca, cert, key

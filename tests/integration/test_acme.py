@@ -14,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from acmeutil import Pebble
+from acmeutil import CA_NAME, Pebble
 from helpers import HOST, free_port, wait_until
 
 NAMES = ["mail.example.test", "smtp.example.test"]
@@ -63,7 +63,7 @@ def tls_server(port):
 @pytest.fixture
 def acme_world(tmp_path, dnsmasq):
     """dnsmasq that maps NAMES to 127.0.0.1, Pebble validating through it."""
-    dns = dnsmasq(hosts=[(n, "127.0.0.1") for n in NAMES])
+    dns = dnsmasq(hosts=[(n, "127.0.0.1") for n in NAMES + [CA_NAME]])
     http_port = free_port("127.0.0.1")
     started = []
 
@@ -245,3 +245,22 @@ def test_issuance_with_run_as(posthorn, acme_world):
         assert st.st_uid == pwd.getpwnam("nobody").pw_uid
     finally:
         pebble.stop()
+
+
+def test_ca_name_looked_up_with_posthorns_resolver(posthorn, acme_world):
+    """A directory URL with a host name: posthorn asks its own DNS (the
+    `dns` directive, here the tests' dnsmasq), never the system's."""
+    dns, http_port, make_pebble = acme_world
+    pebble = make_pebble()
+    tls_port = free_port()
+    servers = {"mx": {}, "submissions": {"port": tls_port, "extra": ""}}
+    block = acme_block(pebble, http_port).replace("https://127.0.0.1:", f"https://{CA_NAME}:")
+    ph = posthorn(start=False, servers=servers, global_extra=block, dns=dns.address)
+    ph.write_config(ph.config_text().replace(
+        f"listen {HOST}:{tls_port}\n", f"listen {HOST}:{tls_port} tls\n    tls {{\n"
+        "        certificate acme\n    }\n"))
+    ph.start()
+    ph.wait_event("acme-issued", timeout=30)
+    assert ("A", CA_NAME) in dns.queries(), dns.queries()
+    wait_until(lambda: "Pebble" in issuer(served_certificate(tls_port)), 10,
+               what="the certificate served")

@@ -16,6 +16,7 @@
 #include <openssl/x509v3.h>
 
 #include "daemon/acme.h"
+#include "daemon/acme_client.h"
 #include "unitfs.h"
 
 /* A self-signed certificate for san, valid from nb to na (epoch), at path. */
@@ -79,11 +80,29 @@ static void test_retry_delay(void **state)
 	assert_int_equal(acme_retry_delay(1000000), ACME_RETRY_MAX_S);
 }
 
+static void test_directory_target(void **state)
+{
+	struct acme_target t;
+	assert_int_equal(acme_directory_target("https://acme.example.org/directory", &t), 0);
+	assert_string_equal(t.host, "acme.example.org");
+	assert_int_equal(t.port, 443);
+	assert_false(t.literal);
+	assert_int_equal(acme_directory_target("https://127.0.0.1:14000/dir", &t), 0);
+	assert_string_equal(t.host, "127.0.0.1");
+	assert_int_equal(t.port, 14000);
+	assert_true(t.literal);
+	assert_int_equal(acme_directory_target("https://[::1]:8443/dir", &t), 0);
+	assert_string_equal(t.host, "::1"); /* brackets off */
+	assert_true(t.literal);
+	assert_int_equal(acme_directory_target("not a url", &t), -1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_renew_delay),
 		cmocka_unit_test(test_retry_delay),
+		cmocka_unit_test(test_directory_target),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
