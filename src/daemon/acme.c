@@ -126,7 +126,6 @@ static int acme_http_start(const struct conf_acme *a)
 	return 0;
 }
 
-
 /* ---- the worker ------------------------------------------------------------------ */
 
 static void *acme_worker(void *arg)
