@@ -44,7 +44,9 @@ enum {
 	ACME_CONNECT_TIMEOUT_S = 10,
 	ACME_REQUEST_TIMEOUT_S = 30,
 	ACME_POLL_INTERVAL_MS = 500,
-	ACME_POLL_MAX = 120,          /* 60 s for a validation or an issuance */
+	ACME_POLL_MAX = 120,          /* polls of a validation or an issuance ... */
+	ACME_POLL_WINDOW_S = 60,      /* ... within this many seconds */
+	ACME_RETRY_AFTER_MAX_S = 10,  /* a longer Retry-After is shortened */
 	ACME_NONCE_MAX = 256,
 	ACME_TOKENS_MAX = ACME_AUTHZ_MAX,
 	ACME_ERROR_MAX = 640,
@@ -57,6 +59,7 @@ struct acme_attempt {
 	EVP_PKEY *account;
 	char *kid;                    /* the account URL */
 	char nonce[ACME_NONCE_MAX];
+	unsigned retry_after;         /* seconds, from the last response */
 	struct acme_directory dir;
 	bool ok;
 	char error[ACME_ERROR_MAX];
@@ -72,6 +75,7 @@ struct acme_resp {
 	bool too_big;
 	char location[ACME_URL_MAX];
 	char nonce[ACME_NONCE_MAX];
+	char retry_after[16];
 };
 
 struct acme_token {
@@ -213,6 +217,7 @@ static size_t acme_header_cb(char *buf, size_t size, size_t nitems, void *ud)
 	size_t n = size * nitems;
 	acme_header_value(buf, n, "Replay-Nonce", r->nonce, sizeof r->nonce);
 	acme_header_value(buf, n, "Location", r->location, sizeof r->location);
+	acme_header_value(buf, n, "Retry-After", r->retry_after, sizeof r->retry_after);
 	return n;
 }
 
@@ -237,6 +242,16 @@ static void acme_fail(struct acme_attempt *a, const char *fmt, ...)
 	va_start(ap, fmt);
 	verrfmt(a->error, sizeof a->error, fmt, ap);
 	va_end(ap);
+}
+
+/* Retry-After in seconds (RFC 8555 §7.4, §8.2; an HTTP date counts as
+ * none), at most ACME_RETRY_AFTER_MAX_S. */
+static unsigned acme_retry_after(const char *v)
+{
+	if (!v[0] || strspn(v, "0123456789") != strlen(v) || strlen(v) > 6)
+		return 0;
+	unsigned long s = strtoul(v, NULL, 10);
+	return s > ACME_RETRY_AFTER_MAX_S ? ACME_RETRY_AFTER_MAX_S : (unsigned)s;
 }
 
 /* One request: GET (post NULL, head false), HEAD, or POST of a JWS. */
@@ -282,6 +297,7 @@ static int acme_http(struct acme_attempt *a, const char *url, const char *post, 
 	curl_slist_free_all(resolve);
 	if (r->nonce[0])
 		memcpy(a->nonce, r->nonce, sizeof a->nonce);
+	a->retry_after = acme_retry_after(r->retry_after);
 	if (e != CURLE_OK) {
 		acme_fail(a, "%s: %s", url, r->too_big ? "response too large" : curl_easy_strerror(e));
 		acme_resp_free(r);
@@ -451,11 +467,21 @@ static bool acme_stopping(void)
 	return __atomic_load_n(&client.stop, __ATOMIC_RELAXED) != 0;
 }
 
-static void acme_pause(void)
+/* Before the next poll: the poll interval, or what the CA asked for with
+ * Retry-After, in steps that notice a shutdown. */
+static void acme_pause(const struct acme_attempt *a)
 {
-	struct timespec ts = {.tv_sec = 0, .tv_nsec = ACME_POLL_INTERVAL_MS * 1000000L};
-	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-		;
+	unsigned steps = a->retry_after * 1000 / ACME_POLL_INTERVAL_MS;
+	for (unsigned i = 0; i < (steps ? steps : 1) && !acme_stopping(); i++) {
+		struct timespec ts = {.tv_sec = 0, .tv_nsec = ACME_POLL_INTERVAL_MS * 1000000L};
+		while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+			;
+	}
+}
+
+static bool acme_poll_on(int polls, time_t since)
+{
+	return polls < ACME_POLL_MAX && time(NULL) - since < ACME_POLL_WINDOW_S && !acme_stopping();
 }
 
 static const char *acme_challenge_type(const struct acme_params *p)
@@ -519,8 +545,9 @@ static int acme_authorize(struct acme_attempt *a, const char *url)
 	if (acme_post(a, z.challenge_url, "{}", NULL, &r) < 0)
 		return -1;
 	acme_resp_free(&r);
-	for (int i = 0; i < ACME_POLL_MAX && !acme_stopping(); i++) {
-		acme_pause();
+	time_t since = time(NULL);
+	for (int i = 0; acme_poll_on(i, since); i++) {
+		acme_pause(a);
 		if (acme_get_authz(a, url, &z) < 0)
 			return -1;
 		if (z.status == ACME_ST_VALID)
@@ -539,8 +566,9 @@ static int acme_authorize(struct acme_attempt *a, const char *url)
 static int acme_poll_order(struct acme_attempt *a, const char *url, enum acme_status while_in,
 			   struct acme_order *o)
 {
-	for (int i = 0; i < ACME_POLL_MAX && o->status == while_in && !acme_stopping(); i++) {
-		acme_pause();
+	time_t since = time(NULL);
+	for (int i = 0; o->status == while_in && acme_poll_on(i, since); i++) {
+		acme_pause(a);
 		acme_order_free(o);
 		struct acme_resp r;
 		if (acme_post(a, url, NULL, NULL, &r) < 0)
