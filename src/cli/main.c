@@ -10,6 +10,7 @@
 
 #include "cli/check_dns.h"
 #include "cli/check_hosts.h"
+#include "cli/cmd_cert_status.h"
 #include "cli/cmd_queue.h"
 #include "cli/cmd_user.h"
 #include "conf/conf.h"
@@ -71,11 +72,14 @@ static const struct command commands[] = {
 	 "flush: try every waiting message now instead of at its next retry.\n"
 	 "delete ID: remove a message from the queue; nothing is bounced to the\n"
 	 "      sender.  Exit 1 when the daemon is not running."},
-	{"cert", cmd_cert_main, "cert new --hostname H --out DIR [--rsa BITS]",
-	 "Create a private key (ECDSA P-256, or RSA of BITS bits; mode 0600), a\n"
+	{"cert", cmd_cert_main, "cert new --hostname H --out DIR [--rsa BITS], cert status [-c FILE]",
+	 "new: create a private key (ECDSA P-256, or RSA of BITS bits; mode 0600), a\n"
 	 "self-signed certificate for H (subjectAltName H, valid one year) and a\n"
 	 "certificate signing request (CSR) to send to a certification authority:\n"
-	 "DIR/H.key, DIR/H.crt, DIR/H.csr.  Existing files are never overwritten."},
+	 "DIR/H.key, DIR/H.crt, DIR/H.csr.  Existing files are never overwritten.\n"
+	 "status: the certificate of the acme block: the names wanted, the names,\n"
+	 "issuer and expiry of the one in use, and the last attempt to get one\n"
+	 "(when, ok or the reason it failed)."},
 	{"help", cmd_help, "help [COMMAND]", "Show usage, or the help of one command."},
 };
 
@@ -190,6 +194,11 @@ static int cmd_check_dns_main(const char *conf_path, int argc, char **argv)
 
 static int cmd_cert_main(const char *conf_path, int argc, char **argv)
 {
+	if (argc >= 2 && strcmp(argv[1], "status") == 0) {
+		if (argc != 2)
+			return command_no_arguments(argc - 1, argv + 1);
+		return cmd_cert_status(conf_path);
+	}
 	return cmd_cert(argc - 1, argv + 1);
 }
 

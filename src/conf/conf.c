@@ -1092,6 +1092,17 @@ static void server_free(struct conf_server *s)
 	free(s->hosts);
 }
 
+static void acme_free(struct conf_acme *a)
+{
+	free(a->directory);
+	free(a->contact);
+	free(a->http.text);
+	for (size_t i = 0; i < a->nnames; i++)
+		free(a->names[i]);
+	free(a->names);
+	free(a->ca);
+}
+
 void conf_free(struct conf *c)
 {
 	if (!c)
@@ -1122,7 +1133,13 @@ void conf_free(struct conf *c)
 	free(c->outbound.smarthost_user);
 	free(c->outbound.smarthost_secret);
 	free(c->outbound.retry);
+	acme_free(&c->acme);
 	free(c);
+}
+
+char *conf_acme_path(const struct conf *conf, const char *file)
+{
+	return file ? xasprintf("%s/acme/%s", conf->spool, file) : xasprintf("%s/acme", conf->spool);
 }
 
 /* ---- files ------------------------------------------------------------------- */
@@ -1604,16 +1621,128 @@ static void srv_dns(struct parser *p, const struct line *d)
 	dns_add(p, d, &p->server->dns);
 }
 
+/* ---- handlers: acme ------------------------------------------------------------ */
+
+/* "acme { ... }": RFC 8555 §7.1.1 wants the directory over HTTPS. */
+static void acme_directory(struct parser *p, const struct line *d)
+{
+	const char *u = d->args[0].s;
+	if (strncmp(u, "https://", 8) != 0 || u[8] == '\0' || strpbrk(u, " \t\"\\")) {
+		conf_error(p, &d->args[0].pos,
+			   "bad ACME directory \"%s\" (use the CA's https:// URL, e.g. "
+			   "https://acme.example/directory)", Q(u));
+		return;
+	}
+	free(p->conf->acme.directory);
+	p->conf->acme.directory = xstrdup(u);
+}
+
+static void acme_contact(struct parser *p, const struct line *d)
+{
+	const char *u = d->args[0].s;
+	if (strncmp(u, "mailto:", 7) != 0 || !strchr(u + 7, '@') || strpbrk(u, " \t\"\\,")) {
+		conf_error(p, &d->args[0].pos,
+			   "bad ACME contact \"%s\" (use mailto:ADDRESS, e.g. "
+			   "mailto:postmaster@example.org)", Q(u));
+		return;
+	}
+	free(p->conf->acme.contact);
+	p->conf->acme.contact = xstrdup(u);
+}
+
+static void acme_challenge(struct parser *p, const struct line *d)
+{
+	struct conf_acme *a = &p->conf->acme;
+	if (strcmp(d->args[0].s, "tls-alpn-01") == 0) {
+		if (d->nargs != 1) {
+			conf_error(p, &d->args[1].pos,
+				   "\"challenge tls-alpn-01\" takes no address: it is answered on "
+				   "every \"listen ADDRESS:PORT tls\"");
+			return;
+		}
+		a->challenge = ACME_CHALLENGE_TLSALPN01;
+		a->challenge_set = true;
+		return;
+	}
+	if (strcmp(d->args[0].s, "http-01") != 0) {
+		conf_error(p, &d->args[0].pos,
+			   "unknown ACME challenge \"%s\" (use http-01 ADDRESS:PORT or tls-alpn-01)",
+			   Q(d->args[0].s));
+		return;
+	}
+	if (d->nargs != 2) {
+		conf_error(p, &d->name.pos,
+			   "\"challenge http-01\" needs the address to answer on, e.g. 0.0.0.0:80");
+		return;
+	}
+	struct conf_sockaddr sa = {0};
+	if (!arg_sockaddr(p, &d->args[1], &listen_kind, &sa))
+		return;
+	free(a->http.text);
+	a->http = sa;
+	a->challenge = ACME_CHALLENGE_HTTP01;
+	a->challenge_set = true;
+}
+
+enum { CONF_ACME_NAMES_MAX = 100 }; /* Let's Encrypt's limit per certificate */
+
+static void acme_names(struct parser *p, const struct line *d)
+{
+	struct conf_acme *a = &p->conf->acme;
+	for (size_t i = 0; i < d->nargs; i++) {
+		char *name = arg_dns_name(p, &d->args[i], "host");
+		if (!name)
+			continue;
+		bool dup = false;
+		for (size_t k = 0; k < a->nnames && !dup; k++)
+			dup = strcmp(a->names[k], name) == 0;
+		if (dup || a->nnames >= CONF_ACME_NAMES_MAX) {
+			conf_error(p, &d->args[i].pos,
+				   dup ? "name \"%s\" given twice" : "more than 100 names (\"%s\")",
+				   Q(d->args[i].s));
+			free(name);
+			continue;
+		}
+		*(char **)xappend(&a->names, &a->nnames, sizeof *a->names) = name;
+	}
+}
+
+static void acme_ca(struct parser *p, const struct line *d)
+{
+	arg_path(p, d, &d->args[0], &p->conf->acme.ca);
+}
+
+static void acme_begin(struct parser *p, const struct line *d)
+{
+	p->conf->acme.set = true;
+	p->conf->acme.pos = d->name.pos;
+}
+
+static void acme_end(struct parser *p, const struct line *d)
+{
+	(void)d;
+	const struct conf_acme *a = &p->conf->acme;
+	if (!a->directory)
+		conf_error(p, &a->pos, "acme block without \"directory\" (the CA's URL)");
+	if (a->nnames == 0)
+		conf_error(p, &a->pos, "acme block without \"names\" (the certificate's host names)");
+	if (!a->challenge_set)
+		conf_error(p, &a->pos,
+			   "acme block without \"challenge\" (e.g. challenge http-01 0.0.0.0:80)");
+}
+
 /* ---- handlers: tls ------------------------------------------------------------- */
 
 static void tls_certificate(struct parser *p, const struct line *d)
 {
 	struct conf_tls *t = &p->server->tls;
 	char *path = NULL;
-	if (!arg_path(p, d, &d->args[0], &path))
+	bool acme = strcmp(d->args[0].s, "acme") == 0; /* a file so named: ./acme */
+	if (!acme && !arg_path(p, d, &d->args[0], &path))
 		return;
 	struct conf_cert *c = xappend(&t->certs, &t->ncerts, sizeof *c);
-	c->certificate = path;
+	c->certificate = path; /* acme: set by validation, once the spool is known */
+	c->acme = acme;
 	c->pos = d->name.pos;
 }
 
@@ -1622,6 +1751,10 @@ static void tls_key(struct parser *p, const struct line *d)
 {
 	struct conf_tls *t = &p->server->tls;
 	struct conf_cert *last = t->ncerts ? &t->certs[t->ncerts - 1] : NULL;
+	if (last && last->acme) {
+		conf_error(p, &d->name.pos, "\"key\" after \"certificate acme\" (ACME keeps its own key)");
+		return;
+	}
 	if (!last || last->key) {
 		conf_error(p, &d->name.pos,
 			   "\"key\" without a \"certificate\" before it (write certificate FILE, then key FILE)");
@@ -1635,7 +1768,7 @@ static void tls_end(struct parser *p, const struct line *d)
 	(void)d;
 	struct conf_tls *t = &p->server->tls;
 	for (size_t i = p->state->certs_checked; i < t->ncerts; i++)
-		if (!t->certs[i].key)
+		if (!t->certs[i].key && !t->certs[i].acme)
 			conf_error(p, &t->certs[i].pos, "certificate \"%s\" has no \"key\" after it",
 				   Q(t->certs[i].certificate));
 	p->state->certs_checked = t->ncerts;
@@ -1896,6 +2029,16 @@ static const struct directive tls_directives[] = {
 static const struct context tls_context =
 	CONTEXT("in tls block", "in a tls block", tls_directives);
 
+static const struct directive acme_directives[] = {
+	{"directory", 1, 1, acme_directory, NULL, NULL, true},
+	{"contact", 1, 1, acme_contact, NULL, NULL, true},
+	{"challenge", 1, 2, acme_challenge, NULL, NULL, true},
+	{"names", 1, CONF_ARGS_ANY, acme_names, NULL, NULL, false},
+	{"ca", 1, 1, acme_ca, NULL, NULL, true},
+};
+static const struct context acme_context =
+	CONTEXT("in acme block", "in the acme block", acme_directives);
+
 static const struct directive connection_directives[] = {
 	{"default", 1, 1, conn_default, NULL, NULL, true},
 	{"reverse-lookup", 1, 1, conn_reverse_lookup, NULL, NULL, true},
@@ -1978,6 +2121,7 @@ static const struct directive global_directives[] = {
 	{"metrics-password", 1, 1, global_metrics_password, NULL, NULL, true},
 	{"include", 1, 1, global_include, NULL, NULL, false},
 	{"outbound", 0, 0, NULL, &outbound_context, NULL, true},
+	{"acme", 0, 0, acme_begin, &acme_context, acme_end, true},
 	{"server", 1, 1, global_server, &server_context, server_end, false},
 };
 static const struct context global_context =
@@ -1992,7 +2136,7 @@ _Static_assert(ARRAY_LEN(limits_directives) <= CONF_TABLE_MAX, "raise CONF_TABLE
 
 static const struct context *const all_contexts[] = {
 	&global_context, &server_context, &tls_context, &connection_context,
-	&auth_context, &relay_context, &limits_context, &outbound_context,
+	&auth_context, &relay_context, &limits_context, &outbound_context, &acme_context,
 };
 
 /* ---- the parser ------------------------------------------------------------------------ */
@@ -2336,6 +2480,36 @@ static void check_domains(struct parser *p)
 	}
 }
 
+/* "certificate acme" takes the acme block's files in the spool. */
+static void check_acme_certificates(struct parser *p)
+{
+	struct conf *c = p->conf;
+	bool tls_listener = false;
+	for (size_t i = 0; i < c->nservers; i++)
+		for (size_t k = 0; k < c->servers[i].nlistens; k++)
+			tls_listener |= c->servers[i].listens[k].tls;
+	if (c->acme.set && c->acme.challenge_set &&
+	    c->acme.challenge == ACME_CHALLENGE_TLSALPN01 && !tls_listener)
+		conf_error(p, &c->acme.pos,
+			   "\"challenge tls-alpn-01\" needs a \"listen ADDRESS:PORT tls\" (the CA "
+			   "connects to port 443 of the names)");
+	for (size_t i = 0; i < c->nservers; i++) {
+		struct conf_tls *t = &c->servers[i].tls;
+		for (size_t k = 0; k < t->ncerts; k++) {
+			struct conf_cert *cc = &t->certs[k];
+			if (!cc->acme)
+				continue;
+			if (!c->acme.set)
+				conf_error(p, &cc->pos,
+					   "\"certificate acme\" without an acme block at top level");
+			free(cc->certificate);
+			free(cc->key);
+			cc->certificate = conf_acme_path(c, ACME_CERT_FILE);
+			cc->key = conf_acme_path(c, ACME_CERT_FILE);
+		}
+	}
+}
+
 static void validate(struct parser *p)
 {
 	const struct conf *c = p->conf;
@@ -2355,6 +2529,7 @@ static void validate(struct parser *p)
 		check_domains(p);
 	if (c->outbound.smarthost_user && !c->outbound.smarthost)
 		conf_error(p, &p->smarthost_auth_pos, "\"smarthost-auth\" without \"smarthost\"");
+	check_acme_certificates(p);
 }
 
 static void apply_hostname_defaults(struct conf *c)
@@ -2581,6 +2756,23 @@ static void print_host_refresh(struct policy_out *out, const struct conf *c)
 	out_puts(out, "); a name matches nothing until it resolves\n");
 }
 
+static void print_acme(struct policy_out *out, const struct conf_acme *a)
+{
+	if (!a->set)
+		return;
+	out_puts(out, "acme: a certificate for ");
+	for (size_t i = 0; i < a->nnames; i++) {
+		print_separator(out, i);
+		out_puts(out, a->names[i]);
+	}
+	out_printf(out, " from %s, ", a->directory);
+	if (a->challenge == ACME_CHALLENGE_TLSALPN01)
+		out_puts(out, "proved by tls-alpn-01 on the implicit-TLS listeners");
+	else
+		out_printf(out, "proved by http-01 on %s", a->http.text);
+	out_puts(out, "; renewed at two thirds of its lifetime\n");
+}
+
 static void print_global(struct policy_out *out, const struct conf *c)
 {
 	out_puts(out, "local domains: ");
@@ -2614,6 +2806,7 @@ static void print_global(struct policy_out *out, const struct conf *c)
 	else
 		out_puts(out, " (no password: anybody who can reach these addresses may read them)\n");
 	print_outbound(out, &c->outbound);
+	print_acme(out, &c->acme);
 }
 
 static const char *starttls_name(enum conf_protocol p)
@@ -2712,7 +2905,10 @@ static void print_encryption(struct policy_out *out, const struct conf_tls *t)
 	out_puts(out, t->ncerts == 1 ? "certificate " : "certificates ");
 	for (size_t i = 0; i < t->ncerts; i++) {
 		print_separator(out, i);
-		out_puts(out, t->certs[i].certificate);
+		if (t->certs[i].acme)
+			out_printf(out, "from ACME (%s)", t->certs[i].certificate);
+		else
+			out_puts(out, t->certs[i].certificate);
 	}
 	out_printf(out, "; secure channel %s", t->require ? "required" : "not required");
 	out_printf(out, "; minimum %u-bit ciphers, TLS %s or newer", t->min_bits,

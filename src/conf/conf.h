@@ -54,6 +54,8 @@ struct conf_listen {
 struct conf_cert {
 	char *certificate;      /* absolute paths */
 	char *key;
+	bool acme;              /* "certificate acme": the acme block's file
+				 * SPOOL/acme/ACME_CERT_FILE (key and chain) */
 	struct conf_pos pos;
 };
 
@@ -166,6 +168,27 @@ struct conf_outbound {
 	size_t nretry;
 };
 
+enum conf_acme_challenge { ACME_CHALLENGE_HTTP01, ACME_CHALLENGE_TLSALPN01 };
+
+/* In SPOOL/acme/: the certificate's key, then its chain (mode 0600). */
+#define ACME_CERT_FILE "certificate.pem"
+
+/* The acme block: certificates from an ACME CA (RFC 8555). */
+struct conf_acme {
+	bool set;               /* the block was given */
+	char *directory;        /* the CA's directory URL (https) */
+	char *contact;          /* "mailto:..." or NULL */
+	enum conf_acme_challenge challenge;
+	bool challenge_set;
+	struct conf_sockaddr http; /* http-01: where the CA's validation connects;
+				    * tls-alpn-01 answers on every "listen ... tls" */
+	char **names;           /* lower case, no trailing dot, each once */
+	size_t nnames;
+	char *ca;               /* absolute path of the CAs trusted for the
+				 * directory's HTTPS, or NULL: the system's */
+	struct conf_pos pos;
+};
+
 struct conf {
 	char *path;             /* the main file, as given */
 	char **files;           /* every file read (owned; conf_pos.file points here) */
@@ -185,6 +208,7 @@ struct conf {
 	struct conf_sockaddr *metrics; /* HTTP: GET /metrics and the status page */
 	size_t nmetrics;
 	char *metrics_password; /* absolute path of the HTTP Basic password; NULL: none */
+	struct conf_acme acme;
 	struct conf_server *servers;
 	size_t nservers;
 };
@@ -200,6 +224,10 @@ int conf_parse_string(const char *name, const char *text, const char *basedir,
 		      struct conf **out, FILE *errout);
 
 void conf_free(struct conf *conf);
+
+/* Where the acme block keeps its files: SPOOL/acme/FILE (an owned string;
+ * file NULL: the folder itself). */
+char *conf_acme_path(const struct conf *conf, const char *file);
 
 /* `posthorn check`: each virtual server's effective policy in plain words,
  * then the warnings.  Returns the number of warnings, or -1 when out could

@@ -28,6 +28,7 @@
 #include "runtime/runtime.h"
 #include "auth/aliases.h"
 #include "conf/conf.h"
+#include "daemon/acme.h"
 #include "daemon/confine.h"
 #include "lib/offload.h"
 #include "daemon/control.h"
@@ -678,6 +679,24 @@ static int server_chown_queued(const char *dir, const char *name, uid_t uid, gid
 	return chown(path, uid, gid);
 }
 
+/* The acme block's folder (made by acme_start) and the files an earlier
+ * run as root may have left in it: the ACME worker writes them after the
+ * drop. */
+static int server_chown_acme(const struct conf *conf, uid_t uid, gid_t gid)
+{
+	static const char *const files[] = {NULL, "account.key", ACME_CERT_FILE, "status"};
+	int r = 0;
+	for (size_t i = 0; i < ARRAY_LEN(files) && r == 0; i++) {
+		char *path = conf_acme_path(conf, files[i]);
+		if (chown(path, uid, gid) < 0 && (i == 0 || errno != ENOENT)) {
+			log_err("event=startup-error path=%s error=\"%s\"", path, strerror(errno));
+			r = -1;
+		}
+		free(path);
+	}
+	return r;
+}
+
 /* Folders the daemon writes after dropping privileges belong to run-as. */
 static int server_prepare_dirs(const struct conf *conf, const struct spool *sp, uid_t uid,
 			       gid_t gid)
@@ -718,6 +737,8 @@ static int server_prepare_dirs(const struct conf *conf, const struct spool *sp, 
 	}
 	spool_free_ids(ids, n);
 	server_chown_free(dir, uid, gid);
+	if (conf->acme.set && server_chown_acme(conf, uid, gid) < 0)
+		return -1;
 	if (chown(conf->mailboxes, uid, gid) < 0) {
 		log_err("event=startup-error path=%s error=\"%s\"", conf->mailboxes, strerror(errno));
 		return -1;
@@ -809,6 +830,7 @@ static bool server_reload(void)
 	server_raise_nofile(rt->conf);
 	runtime_set_current(rt);
 	runtime_unref(old); /* freed when its last session ends */
+	acme_reconfigure(rt->conf);
 	server_remember_users();
 	log_info("event=reload servers=%zu users=%zu", rt->conf->nservers, userdb_count(rt->users));
 	return true;
@@ -841,12 +863,19 @@ static void server_watch_users(evutil_socket_t fd, short what, void *arg)
 	server_remember_users(); /* also after a failed reload: no retry storm */
 }
 
+/* A reload that systemd is told of: SIGHUP, and a new ACME certificate
+ * (taken into use the same way). */
+static void server_reload_notified(void)
+{
+	notify_reloading();
+	bool ok = server_reload();
+	notify_reloaded(ok, runtime_current()->conf->nservers);
+}
+
 static void server_signal(evutil_socket_t sig, short what, void *arg)
 {
 	if (sig == SIGHUP) {
-		notify_reloading();
-		bool ok = server_reload();
-		notify_reloaded(ok, runtime_current()->conf->nservers);
+		server_reload_notified();
 		return;
 	}
 	log_info("event=shutdown signal=%s", sig == SIGTERM ? "TERM" : "INT");
@@ -913,6 +942,11 @@ static int server_start(struct runtime *rt)
 			log_quote(q, sizeof q, why, strlen(why)));
 		return -1;
 	}
+	/* its challenge listener may need a privileged port: before the drop */
+	if (acme_start(daemon_state.base, rt->conf, server_reload_notified) < 0) {
+		httpd_stop();
+		return -1;
+	}
 	server_raise_nofile(rt->conf);
 	if (server_drop_privileges(rt->conf, rt->spool) < 0)
 		goto no_scheduler;
@@ -961,6 +995,7 @@ no_committer:
 no_control:
 	scheduler_stop();
 no_scheduler:
+	acme_stop();
 	httpd_stop();
 	return -1;
 }
@@ -1011,6 +1046,7 @@ int server_run(const char *conf_path)
 		event_free(watch);
 		listeners_free(daemon_state.listeners);
 		daemon_state.listeners = NULL;
+		acme_stop();
 		control_stop();
 		httpd_stop();
 		scheduler_stop_remote(); /* attempts in flight are abandoned: retried at the next start */

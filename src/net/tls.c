@@ -29,6 +29,7 @@
 
 #include "conf/conf.h"
 #include "lib/strbuf.h"
+#include "net/acme_alpn.h"
 #include "lib/util.h"
 
 /* TLS 1.2: forward secrecy by ECDHE and AEAD (AES-GCM, ChaCha20-Poly1305)
@@ -465,8 +466,8 @@ static int tls_sni_select(SSL *ssl, int *al, void *arg)
 {
 	const struct tls_server *ts = arg;
 	const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
-	if (!name || !*name)
-		return SSL_TLSEXT_ERR_OK;
+	if (!name || !*name || acme_alpn_is_validation(ssl))
+		return SSL_TLSEXT_ERR_OK; /* a validation keeps its challenge certificate */
 	for (size_t i = 0; i < ts->nctxs; i++) {
 		X509 *x = SSL_CTX_get0_certificate(ts->ctxs[i]);
 		if (X509_check_host(x, name, 0, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS, NULL) != 1)
@@ -492,6 +493,14 @@ static int tls_alpn_select(SSL *ssl, const unsigned char **out, unsigned char *o
 			   const unsigned char *in, unsigned int inlen, void *arg)
 {
 	const struct tls_server *ts = arg;
+	if (acme_alpn_is_validation(ssl)) {
+		/* RFC 8737 §3: the hello offered only acme-tls/1; it is chosen */
+		*out = in + 1;
+		*outlen = in[0];
+		return SSL_TLSEXT_ERR_OK;
+	}
+	if (!ts->protocol)
+		return SSL_TLSEXT_ERR_NOACK;
 	size_t plen = strlen(ts->protocol);
 	unsigned int i = 0;
 	while (i < inlen) {
@@ -506,6 +515,16 @@ static int tls_alpn_select(SSL *ssl, const unsigned char **out, unsigned char *o
 		i += 1 + n;
 	}
 	return SSL_TLSEXT_ERR_ALERT_FATAL;
+}
+
+/* An ACME CA validating a name by tls-alpn-01 (RFC 8737) gets the challenge
+ * certificate of that name, whatever server it reaches. */
+static int tls_client_hello(SSL *ssl, int *al, void *arg)
+{
+	if (acme_alpn_hello(ssl) >= 0)
+		return SSL_CLIENT_HELLO_SUCCESS;
+	*al = SSL_AD_NO_APPLICATION_PROTOCOL;
+	return SSL_CLIENT_HELLO_ERROR;
 }
 
 /* ---- building the contexts ---------------------------------------------- */
@@ -523,8 +542,8 @@ static SSL_CTX *tls_ctx_new(struct tls_server *ts, const struct conf_tls *tls, c
 		SSL_CTX_free(ctx);
 		return NULL;
 	}
-	if (ts->protocol)
-		SSL_CTX_set_alpn_select_cb(ctx, tls_alpn_select, ts);
+	SSL_CTX_set_alpn_select_cb(ctx, tls_alpn_select, ts);
+	SSL_CTX_set_client_hello_cb(ctx, tls_client_hello, NULL);
 	return ctx;
 }
 
@@ -578,11 +597,53 @@ static long tls_group_for(struct tls_server *ts, struct tls_group *groups,
 	return (long)g;
 }
 
+static X509 *cert_selfsigned(EVP_PKEY *key, const char *host, bool rsa);
+
+/* "certificate acme" before the CA issued one: its files do not exist yet. */
+static bool tls_acme_pending(const struct conf_cert *cc)
+{
+	return cc->acme && access(cc->certificate, F_OK) < 0 && errno == ENOENT;
+}
+
+/* Until then a stand-in, made in memory: a fresh ECDSA key and a
+ * self-signed certificate for TLS_ACME_PENDING_NAME, so that the listeners
+ * serve (and STARTTLS works) while the ACME client gets the real one. */
+static int tls_server_add_pending(struct tls_server *ts, struct tls_group *groups,
+				  const struct conf_tls *tls, const struct conf_cert *cc,
+				  FILE *errout)
+{
+	char err[1024];
+	EVP_PKEY *key = EVP_EC_gen("P-256");
+	X509 *x = key ? cert_selfsigned(key, TLS_ACME_PENDING_NAME, false) : NULL;
+	int r = 0;
+	if (!x) {
+		errfmt(err, sizeof err, "ACME stand-in certificate: %s", tls_openssl_reason());
+		r = tls_pair_error(errout, cc, err);
+	} else {
+		long g = tls_group_for(ts, groups, tls, cc, TLS_KEY_ECDSA, tls_cert_names(x), err,
+				       sizeof err);
+		if (g < 0)
+			r = tls_pair_error(errout, cc, err);
+		else if (SSL_CTX_use_certificate(ts->ctxs[g], x) != 1 ||
+			 SSL_CTX_use_PrivateKey(ts->ctxs[g], key) != 1) {
+			errfmt(err, sizeof err, "ACME stand-in certificate: %s", tls_openssl_reason());
+			r = tls_pair_error(errout, cc, err);
+		} else {
+			groups[g].by_type[TLS_KEY_ECDSA] = cc;
+		}
+	}
+	X509_free(x);
+	EVP_PKEY_free(key);
+	return r;
+}
+
 /* Load pair cc into its context.  0, or 1 after reporting why it cannot. */
 static int tls_server_add_pair(struct tls_server *ts, struct tls_group *groups,
 			       const struct conf_tls *tls, const struct conf_cert *cc, FILE *errout)
 {
 	char err[1024];
+	if (tls_acme_pending(cc))
+		return tls_server_add_pending(ts, groups, tls, cc, errout);
 	X509 *leaf = tls_leaf_read(cc->certificate, err, sizeof err);
 	if (!leaf)
 		return tls_pair_error(errout, cc, err);
@@ -658,6 +719,11 @@ SSL *tls_server_ssl(struct tls_server *ts)
 
 bool tls_session_acceptable(SSL *ssl, const struct conf_tls *tls, char *why, size_t whysz)
 {
+	if (acme_alpn_is_validation(ssl)) {
+		/* RFC 8737 §3: nothing is exchanged after the handshake */
+		errfmt(why, whysz, "ACME tls-alpn-01 validation, closed after the handshake");
+		return false;
+	}
 	const SSL_CIPHER *c = SSL_get_current_cipher(ssl);
 	if (!c) {
 		errfmt(why, whysz, "no cipher negotiated");
@@ -763,6 +829,12 @@ int tls_report(const struct conf_tls *tls, const char *server, const char *hostn
 	for (size_t i = 0; i < tls->ncerts; i++) {
 		const struct conf_cert *cc = &tls->certs[i];
 		char err[1024];
+		if (tls_acme_pending(cc)) {
+			report(out, "server %s: certificate acme: not issued yet (%s); a self-signed "
+			       "stand-in for %s until the CA issues it\n", server, cc->certificate,
+			       TLS_ACME_PENDING_NAME);
+			continue;
+		}
 		X509 *x = tls_leaf_read(cc->certificate, err, sizeof err);
 		if (!x) {
 			errors += tls_pair_error(errout, cc, err);

@@ -17,6 +17,10 @@ struct conf_tls;
 
 struct tls_server;
 
+/* The name in the self-signed stand-in that "certificate acme" serves
+ * until the CA has issued the real certificate. */
+#define TLS_ACME_PENDING_NAME "acme-pending.invalid"
+
 /* Build the contexts of one virtual server: every certificate/key pair of
  * tls, in order.  Pairs whose certificates name the same hosts share one
  * context, one pair per key type (an RSA and an ECDSA certificate side by

@@ -590,6 +590,113 @@ static void test_tab_counts_one_column(void **state)
 		      NAME ":4:2: unknown directive \"lissen\" in server block\n");
 }
 
+/* ---- the acme block ------------------------------------------------------ */
+
+#define ACME_OK "acme {\n    directory https://ca.example/dir\n" \
+		"    contact mailto:postmaster@example.test\n" \
+		"    challenge http-01 127.0.0.1:8080\n    names mail.example.test Smtp.Example.Test.\n" \
+		"    ca acme-ca.pem\n}\n"
+#define ACME_SERVER "server sub {\n    listen 127.0.0.1:2465 tls\n" \
+		    "    tls {\n        certificate acme\n    }\n}\n"
+
+static void test_acme_block(void **state)
+{
+	struct conf *c = parse_ok("domains example.test\nspool /var/spool/ph\n" ACME_OK ACME_SERVER);
+	const struct conf_acme *a = &c->acme;
+	assert_true(a->set);
+	assert_string_equal(a->directory, "https://ca.example/dir");
+	assert_string_equal(a->contact, "mailto:postmaster@example.test");
+	assert_int_equal(a->challenge, ACME_CHALLENGE_HTTP01);
+	assert_sockaddr(&a->http, "127.0.0.1", 8080);
+	assert_int_equal(a->nnames, 2);
+	assert_string_equal(a->names[0], "mail.example.test");
+	assert_string_equal(a->names[1], "smtp.example.test"); /* lower case, no dot */
+	assert_string_equal(a->ca, BASEDIR "/acme-ca.pem");
+	const struct conf_cert *cc = &c->servers[0].tls.certs[0];
+	assert_true(cc->acme);
+	/* the spool given before or after: the files are in its acme folder */
+	assert_string_equal(cc->certificate, "/var/spool/ph/acme/certificate.pem");
+	assert_string_equal(cc->key, "/var/spool/ph/acme/certificate.pem");
+	int warnings;
+	char *policy = policy_of(c, &warnings);
+	assert_contains(policy, "acme: a certificate for mail.example.test, smtp.example.test from "
+			"https://ca.example/dir, proved by http-01 on 127.0.0.1:8080; renewed at two "
+			"thirds of its lifetime\n");
+	assert_contains(policy, "encryption: certificate from ACME "
+			"(/var/spool/ph/acme/certificate.pem);");
+	free(policy);
+	conf_free(c);
+}
+
+static void test_acme_certificate_needs_block(void **state)
+{
+	expect_errors("domains example.test\n" ACME_SERVER,
+		      NAME ":5:9: \"certificate acme\" without an acme block at top level\n");
+}
+
+static void test_acme_key_after_certificate_acme(void **state)
+{
+	expect_errors("domains example.test\n" ACME_OK
+		      "server sub {\n    listen 127.0.0.1:2465\n    tls {\n"
+		      "        certificate acme\n        key /k.pem\n    }\n}\n",
+		      NAME ":13:9: \"key\" after \"certificate acme\" (ACME keeps its own key)\n");
+}
+
+static void test_acme_bad_values(void **state)
+{
+	expect_errors("domains example.test\n"
+		      "acme {\n    directory http://ca.example/dir\n    contact postmaster\n"
+		      "    challenge dns-01 127.0.0.1:53\n    names bad_name!\n}\n" OK_SERVER,
+		      NAME ":3:15: bad ACME directory \"http://ca.example/dir\" (use the CA's "
+		      "https:// URL, e.g. https://acme.example/directory)\n"
+		      NAME ":4:13: bad ACME contact \"postmaster\" (use mailto:ADDRESS, e.g. "
+		      "mailto:postmaster@example.org)\n"
+		      NAME ":5:15: unknown ACME challenge \"dns-01\" (use http-01 ADDRESS:PORT "
+		      "or tls-alpn-01)\n"
+		      NAME ":6:11: bad host name \"bad_name!\"\n"
+		      NAME ":2:1: acme block without \"directory\" (the CA's URL)\n"
+		      NAME ":2:1: acme block without \"names\" (the certificate's host names)\n"
+		      NAME ":2:1: acme block without \"challenge\" (e.g. challenge http-01 "
+		      "0.0.0.0:80)\n");
+}
+
+static void test_acme_tls_alpn_01(void **state)
+{
+	struct conf *c = parse_ok("domains example.test\n"
+				  "acme {\n    directory https://ca.example/dir\n"
+				  "    challenge tls-alpn-01\n    names mail.example.test\n}\n"
+				  ACME_SERVER);
+	assert_int_equal(c->acme.challenge, ACME_CHALLENGE_TLSALPN01);
+	assert_null(c->acme.http.text);
+	conf_free(c);
+	/* no implicit-TLS listener: nothing the CA could connect to */
+	expect_errors("domains example.test\n"
+		      "acme {\n    directory https://ca.example/dir\n"
+		      "    challenge tls-alpn-01 0.0.0.0:443\n    names mail.example.test\n}\n"
+		      OK_SERVER,
+		      NAME ":4:27: \"challenge tls-alpn-01\" takes no address: it is answered on "
+		      "every \"listen ADDRESS:PORT tls\"\n"
+		      NAME ":2:1: acme block without \"challenge\" (e.g. challenge http-01 "
+		      "0.0.0.0:80)\n");
+	expect_errors("domains example.test\n"
+		      "acme {\n    directory https://ca.example/dir\n"
+		      "    challenge tls-alpn-01\n    names mail.example.test\n}\n" OK_SERVER,
+		      NAME ":2:1: \"challenge tls-alpn-01\" needs a \"listen ADDRESS:PORT tls\" "
+		      "(the CA connects to port 443 of the names)\n");
+}
+
+static void test_acme_challenge_needs_address(void **state)
+{
+	expect_errors("domains example.test\n"
+		      "acme {\n    directory https://ca.example/dir\n    challenge http-01\n"
+		      "    names a.example.test a.example.test\n}\n" OK_SERVER,
+		      NAME ":4:5: \"challenge http-01\" needs the address to answer on, e.g. "
+		      "0.0.0.0:80\n"
+		      NAME ":5:26: name \"a.example.test\" given twice\n"
+		      NAME ":2:1: acme block without \"challenge\" (e.g. challenge http-01 "
+		      "0.0.0.0:80)\n");
+}
+
 static void test_unterminated_string(void **state)
 {
 	(void)state;
@@ -2548,6 +2655,12 @@ int main(void)
 		cmocka_unit_test(test_include_relative_to_including_file),
 		cmocka_unit_test(test_duplicate_directive_across_include),
 		cmocka_unit_test(test_include_inside_block_is_unknown),
+		cmocka_unit_test(test_acme_block),
+		cmocka_unit_test(test_acme_certificate_needs_block),
+		cmocka_unit_test(test_acme_key_after_certificate_acme),
+		cmocka_unit_test(test_acme_bad_values),
+		cmocka_unit_test(test_acme_challenge_needs_address),
+		cmocka_unit_test(test_acme_tls_alpn_01),
 		cmocka_unit_test(test_policy_global_lines),
 		cmocka_unit_test(test_policy_server_lines),
 		cmocka_unit_test(test_policy_tls_and_outbound_details),
