@@ -17,7 +17,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -1037,9 +1036,8 @@ static int mailbox_lock(const char *dir, bool wait, char *err, size_t errsz)
 		free(path);
 		return -1;
 	}
-	while (flock(fd, wait ? LOCK_EX : LOCK_EX | LOCK_NB) < 0) {
-		if (errno == EINTR)
-			continue;
+	/* an fcntl lock, which holds between nodes on a shared file system */
+	if (file_lock(fd, wait) < 0) {
 		int e = errno;
 		close(fd);
 		if (e == EWOULDBLOCK) {
@@ -1056,7 +1054,7 @@ static int mailbox_lock(const char *dir, bool wait, char *err, size_t errsz)
 
 static void mailbox_unlock(int fd)
 {
-	close(fd); /* releases the flock */
+	close(fd); /* releases the lock */
 }
 
 /* Give s's files their UIDs from ix.  Returns how many of ix's entries

@@ -12,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -728,12 +727,10 @@ enum maildir_lock_result maildir_lock(const char *dir, struct maildir_lock **out
 		free(path);
 		return MAILDIR_LOCK_BUSY;
 	}
-	/* flock: the lock belongs to this open file, so another process (or
-	 * another open here) cannot take it until the descriptor is closed,
-	 * which a crash does too. */
-	while (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-		if (errno == EINTR)
-			continue;
+	/* an OFD lock: it belongs to this open file, so another process,
+	 * another node sharing the folder, or another open here cannot take it
+	 * until the descriptor is closed, which a crash does too. */
+	if (file_lock(fd, false) < 0) {
 		enum maildir_lock_result r = MAILDIR_LOCK_BUSY;
 		if (errno != EWOULDBLOCK) {
 			errfmt(err, errsz, "cannot lock %s: %s", path, strerror(errno));
@@ -764,6 +761,6 @@ void maildir_unlock(struct maildir_lock *l)
 			break;
 		}
 	}
-	close(l->fd); /* releases the flock */
+	close(l->fd); /* releases the lock */
 	free(l);
 }
