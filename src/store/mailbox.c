@@ -46,6 +46,8 @@ enum {
 	MAILBOX_TMP_SWEEP = 1000,        /* tmp/ entries looked at per sweep */
 	MAILBOX_USES_FILE_MAX = 256,     /* octets of a uses file read */
 	MAILBOX_COMPACT_MIN = 64,        /* lines of removed messages worth a rewrite */
+	MAILBOX_STORE_TRIES = 8,         /* STORE passes while others rename the same files */
+	MAILBOX_EXPUNGE_TRIES = 4,       /* looks for a file renamed while EXPUNGE removes it */
 };
 
 /* qsort and bsearch that accept an empty array (NULL base). */
@@ -2674,12 +2676,22 @@ enum mailbox_result mailbox_store(struct mailbox *mb, mailbox_match_fn match, vo
 	}
 	flags &= MAILBOX_FLAGS_PERMANENT;
 	mailbox_compact(mb);
+	/* current flags first: a flag set or cleared elsewhere (another
+	 * session, another node) would make this change look like none.  The
+	 * sync before the command did that, unless it found the index busy. */
+	if (!mb->stamp_valid) {
+		enum mailbox_result sr = mailbox_view_sync(mb, true, err, errsz);
+		if (sr != MAILBOX_OK)
+			return sr;
+	}
 	bool retry = false;
-	for (int pass = 0; pass < 2; pass++) {
-		if (pass == 1) {
+	for (int pass = 0; pass < MAILBOX_STORE_TRIES; pass++) {
+		if (pass > 0) {
 			if (!retry)
 				break;
-			/* someone renamed files under us: learn their names, once */
+			/* someone renamed files under us: learn their names and
+			 * flags, and apply the change to those (a file that is
+			 * gone is marked expunged by the sync) */
 			enum mailbox_result r = mailbox_view_sync(mb, true, err, errsz);
 			if (r != MAILBOX_OK)
 				return r;
@@ -2699,11 +2711,15 @@ enum mailbox_result mailbox_store(struct mailbox *mb, mailbox_match_fn match, vo
 				       strerror(errno));
 				return MAILBOX_ERR_IO;
 			}
-			if (r > 0 && pass == 0)
+			if (r > 0)
 				retry = true;
-			else if (r > 0)
-				mailbox_mark_gone(mb, m);
 		}
+	}
+	if (retry) {
+		/* never reported as done when a change did not land */
+		errfmt(err, errsz, "flags of %s keep changing under this session, try again",
+		       mb->name);
+		return MAILBOX_ERR_IO;
 	}
 	return MAILBOX_OK;
 }
@@ -2853,21 +2869,44 @@ enum mailbox_result mailbox_expunge_begin(struct mailbox *mb, mailbox_match_fn m
 	return MAILBOX_OK;
 }
 
-/* Remove the files (one removed or renamed by someone else meanwhile is
- * left alone), then make the removals durable. */
-static void mailbox_expunge_run(struct mailbox_job *j)
+/* Remove m's file; one that another session (here or on another node)
+ * renamed meanwhile is found by its unique part and removed while it
+ * still has \Deleted; one removed meanwhile, or whose \Deleted was
+ * cleared, is left alone.  0, or -1 with errno. */
+static int mailbox_expunge_one(struct mailbox_job *j, struct mailbox_job_msg *m,
+			       struct mailbox_found *f)
 {
-	for (size_t i = 0; i < j->n; i++) {
-		char *path = mailbox_job_file(j, &j->v[i]);
+	for (int t = 0; t < MAILBOX_EXPUNGE_TRIES; t++) {
+		char *path = mailbox_job_file(j, m);
 		int r = unlink(path);
 		int e = errno;
 		free(path);
-		if (r < 0 && e != ENOENT) {
-			errfmt(j->err, sizeof j->err, "cannot remove %s: %s", j->v[i].name, strerror(e));
+		if (r == 0 || e != ENOENT) {
+			errno = e;
+			return r;
+		}
+		/* a fresh listing: one made before may predate the rename */
+		mailbox_scan_free(&f->s);
+		f->made = false;
+		if (!mailbox_job_relocate(j, m, f) || !(mailbox_name_flags(m->name) & MAILBOX_DELETED))
+			return 0;
+	}
+	return 0; /* still moving: it stays, with \Deleted, for the next EXPUNGE */
+}
+
+/* Remove the files, then make the removals durable. */
+static void mailbox_expunge_run(struct mailbox_job *j)
+{
+	struct mailbox_found f = {0};
+	for (size_t i = 0; i < j->n; i++) {
+		if (mailbox_expunge_one(j, &j->v[i], &f) < 0) {
+			errfmt(j->err, sizeof j->err, "cannot remove %s: %s", j->v[i].name,
+			       strerror(errno));
 			j->r = MAILBOX_ERR_IO;
 			break;
 		}
 	}
+	mailbox_scan_free(&f.s);
 	if (j->n && maildir_sync(j->sdir) < 0 && j->r == MAILBOX_OK) {
 		errfmt(j->err, sizeof j->err, "cannot sync %s: %s", j->sdir, strerror(errno));
 		j->r = MAILBOX_ERR_IO;
