@@ -444,7 +444,10 @@ static int mailbox_uses_write(const char *dir, unsigned uses, char *err, size_t 
 		len += alen;
 	}
 	text[len++] = '\n';
-	char *tmp = xasprintf("%s/" MAILBOX_USES_TMP, dir);
+	/* a name of this writer's own: another node may write it at once */
+	char *unique = maildir_unique_name(0);
+	char *tmp = xasprintf("%s/" MAILBOX_USES_TMP ".%s", dir, unique);
+	free(unique);
 	char *path = xasprintf("%s/" MAILBOX_USES, dir);
 	int r = -1;
 	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
@@ -2015,7 +2018,10 @@ enum mailbox_result mailbox_subscriptions(const char *root, struct mailbox_names
 static int mailbox_subscriptions_write(const char *root, const struct mailbox_names *l, char *err,
 				       size_t errsz)
 {
-	char *tmp = xasprintf("%s/%s.tmp", root, MAILBOX_SUBSCRIPTIONS);
+	/* a name of this writer's own: another node may write it at once */
+	char *unique = maildir_unique_name(0);
+	char *tmp = xasprintf("%s/%s.tmp.%s", root, MAILBOX_SUBSCRIPTIONS, unique);
+	free(unique);
 	char *path = xasprintf("%s/%s", root, MAILBOX_SUBSCRIPTIONS);
 	int r = -1;
 	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
@@ -3286,7 +3292,10 @@ static int mailbox_append_prepare(const char *path, long long date, off_t *bytes
 		e = errno;
 	}
 	if (r == 0) {
-		struct timespec ts[2] = {{.tv_sec = (time_t)date}, {.tv_sec = (time_t)date}};
+		/* the access time stays now: a file in tmp/ whose times are
+		 * both old is left over (maildir(5)), and another session's or
+		 * node's sweep would remove it before it is renamed */
+		struct timespec ts[2] = {{.tv_nsec = UTIME_NOW}, {.tv_sec = (time_t)date}};
 		r = utimensat(AT_FDCWD, path, ts, 0);
 		e = errno;
 	}
