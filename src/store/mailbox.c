@@ -2045,12 +2045,44 @@ static int mailbox_subscriptions_write(const char *root, const struct mailbox_na
 	return r;
 }
 
+/* The lock on a user's subscriptions, which sessions on other nodes
+ * may change at once: the descriptor holding it, or -1 with a reason. */
+static int mailbox_subscriptions_lock(const char *root, char *err, size_t errsz)
+{
+	char *path = xasprintf("%s/%s.lock", root, MAILBOX_SUBSCRIPTIONS);
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0 || file_lock(fd, true) < 0) {
+		errfmt(err, errsz, "cannot lock %s: %s", path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		fd = -1;
+	}
+	free(path);
+	return fd;
+}
+
+static enum mailbox_result mailbox_subscribe_locked(const char *root, const char *name, bool on,
+						    char *err, size_t errsz);
+
+/* Read, change and write the list under its lock: not one change lost. */
 enum mailbox_result mailbox_subscribe(const char *root, const char *name, bool on, char *err,
 				      size_t errsz)
 {
 	enum mailbox_result r = mailbox_check_name(name, err, errsz);
 	if (r != MAILBOX_OK)
 		return r;
+	int lk = mailbox_subscriptions_lock(root, err, errsz);
+	if (lk < 0)
+		return MAILBOX_ERR_IO;
+	r = mailbox_subscribe_locked(root, name, on, err, errsz);
+	close(lk); /* releases the lock */
+	return r;
+}
+
+static enum mailbox_result mailbox_subscribe_locked(const char *root, const char *name, bool on,
+						    char *err, size_t errsz)
+{
+	enum mailbox_result r;
 	const char *canon = mailbox_is_inbox(name) ? "INBOX" : name;
 	struct mailbox_names l;
 	r = mailbox_subscriptions(root, &l, err, errsz);

@@ -356,3 +356,31 @@ def test_store_sees_flags_the_other_node_changed(posthorn, tmp_path, users_templ
     b.ok("NOOP")
     r = b.ok("FETCH 1 (FLAGS)")
     assert r.find(r"\\Flagged"), r
+
+
+def test_subscriptions_change_under_a_lock_between_nodes(posthorn, tmp_path, users_template):
+    """SUBSCRIBE waits while another node holds the user's subscriptions
+    lock, then adds to what that node wrote; SUBSCRIBEs from both nodes
+    at once all stay."""
+    shared = shared_store(tmp_path, users_template)
+    nodes = [start_node(posthorn, shared, addr, f"node{i}") for i, addr in enumerate(NODE_ADDRS)]
+    a = imap_login(nodes[0], BOB, BOB_PW)
+    b = imap_login(nodes[1], BOB, BOB_PW)
+    names = [f"Folder{i}" for i in range(20)]
+    for name in names:
+        a.ok(f"CREATE {name}")
+    lock = held_lock(os.path.join(nodes[0].maildir(BOB), "subscriptions.lock"))
+    tag = a.send_cmd("SUBSCRIBE Folder0")
+    early = a.quiet(1.0)
+    assert tag.encode() not in early, f"SUBSCRIBE went on under another node's lock: {early!r}"
+    lock.close()
+    a.buf = early
+    assert a.collect(tag).ok
+    for i, name in enumerate(names[1:], 1):   # both nodes, pipelined, at once
+        (a if i % 2 else b).send_cmd(f"SUBSCRIBE {name}", tag=f"s{i}")
+    for i in range(1, len(names)):
+        c = a if i % 2 else b
+        assert c.collect(f"s{i}").ok
+    r = b.ok('LSUB "" "Folder*"')
+    listed = {line.rsplit(" ", 1)[-1].strip('"') for line in r.lines()}
+    assert listed == set(names), sorted(set(names) - listed)
