@@ -254,6 +254,33 @@ char *maildir_unique_name(long long when)
 			 (unsigned long long)q, (unsigned)r, maildir_self.host);
 }
 
+char *maildir_spooled_name(long long arrival, const char *id, size_t rcpt)
+{
+	pthread_once(&maildir_self.once, maildir_self_init);
+	return xasprintf("%lld.D%sR%zu.%s", arrival, id, rcpt, maildir_self.host);
+}
+
+bool maildir_has_unique(const char *dir, const char *unique)
+{
+	size_t ulen = strlen(unique);
+	for (size_t i = 0; i < ARRAY_LEN(maildir_subs); i++) {
+		char *path = xasprintf("%s/%s", dir, maildir_subs[i]);
+		DIR *d = opendir(path);
+		free(path);
+		if (!d)
+			continue;
+		bool found = false;
+		const struct dirent *de;
+		while (!found && (de = readdir(d)))
+			found = maildir_unique_len(de->d_name) == ulen &&
+				memcmp(de->d_name, unique, ulen) == 0;
+		closedir(d);
+		if (found)
+			return true;
+	}
+	return false;
+}
+
 /* ---- leftovers in tmp/ ----------------------------------------------------- */
 
 /* p past at least min (at most max) characters of set; NULL when fewer. */

@@ -1,11 +1,10 @@
 """Losing a node: of two nodes sharing one mailbox store, one is killed
 with SIGKILL while both take mail.  The other keeps accepting and
 delivering meanwhile; the dead one, started again on its own spool,
-replays it and delivers what it had acknowledged.  In the end every
-message that got a 250 is in its recipient's Maildir, and nothing else
-is there.  (A message the killed node had put in a Maildir but not yet
-marked delivered in its spool is delivered again by the replay: the
-count of such copies is printed, not asserted; see docs/cluster.md.)
+replays it and delivers what it had acknowledged, but not again what it
+had put in a Maildir before it was killed without recording it.  In the
+end every message that got a 250 is in its recipient's Maildir exactly
+once, and nothing else is there.
 
 Every load loop is bounded in count and in time.
 """
@@ -58,7 +57,7 @@ def test_killed_node_loses_no_acknowledged_message(posthorn, tmp_path, users_tem
     ledger = {"lock": threading.Lock(), "acked": {}, "unsure": {}}
     stop = threading.Event()
     threads = [threading.Thread(target=sender, args=(n, f"{name}{k}", ledger, stop))
-               for n, name in ((a, "a"), (b, "b")) for k in range(2)]
+               for n, name, clients in ((a, "a", 6), (b, "b", 2)) for k in range(clients)]
     started = time.monotonic()
     for t in threads:
         t.start()
@@ -66,7 +65,7 @@ def test_killed_node_loses_no_acknowledged_message(posthorn, tmp_path, users_tem
     def acked_by(prefix):
         with ledger["lock"]:
             return sum(1 for _, tag, _ in ledger["acked"].values() if tag.startswith(prefix))
-    wait_until(lambda: acked_by("a") >= 40, LOAD_SECONDS, what="node a under load")
+    wait_until(lambda: acked_by("a") >= 150, LOAD_SECONDS, what="node a under load")
     a.kill9()
     killed_at = time.monotonic()
     b_before = acked_by("b")
@@ -101,5 +100,4 @@ def test_killed_node_loses_no_acknowledged_message(posthorn, tmp_path, users_tem
           f"before SIGKILL, {b_during} by the other node while it was down), "
           f"{len(ledger['unsure'])} unanswered, {len(lost)} lost, {len(twice)} twice; "
           f"{time.monotonic() - started:.1f}s")
-    assert lost == [] and strangers == [], (lost[:10], strangers[:10])
-    assert all(m.startswith("loss-a") for m in twice), f"copies not from the replay: {twice}"
+    assert lost == [] and twice == [] and strangers == [], (lost[:10], twice[:10], strangers[:10])
