@@ -11,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -641,9 +640,7 @@ static int userdb_lock(const char *path, long uid, long gid, FILE *errout)
 		free(lock);
 		return -1;
 	}
-	while (flock(fd, LOCK_EX) < 0) {
-		if (errno == EINTR)
-			continue;
+	if (file_lock(fd, true) < 0) { /* fcntl: holds between hosts too */
 		report(errout, "%s: cannot lock: %s\n", lock, strerror(errno));
 		close(fd);
 		free(lock);

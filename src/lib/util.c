@@ -235,6 +235,20 @@ int fsync_dir(const char *path)
 	return r;
 }
 
+int file_lock(int fd, bool wait)
+{
+	struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
+	for (;;) {
+		if (fcntl(fd, wait ? F_OFD_SETLKW : F_OFD_SETLK, &fl) == 0)
+			return 0;
+		if (errno == EINTR)
+			continue;
+		if (errno == EACCES || errno == EAGAIN)
+			errno = EWOULDBLOCK; /* fcntl(2): either means "held by another" */
+		return -1;
+	}
+}
+
 int mkdir_p(const char *path, unsigned mode)
 {
 	char *p = xstrdup(path);

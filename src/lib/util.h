@@ -68,6 +68,12 @@ bool str_iendswith(const char *s, const char *suffix);
 int write_all(int fd, const void *buf, size_t len);
 /* fsync a directory by path.  0 or -1 (errno set). */
 int fsync_dir(const char *path);
+/* An exclusive lock on all of fd's file, held by its open file
+ * description (fcntl(2) F_OFD_SETLK: unlike flock(2), NFSv4 and cluster
+ * file systems honour it between hosts); closing the last descriptor of
+ * that description, or a crash, releases it.  wait: block until it is
+ * free.  0, or -1 with errno (EWOULDBLOCK: not wait and someone holds it). */
+int file_lock(int fd, bool wait);
 /* fdatasync every fd, several at once (up to 8 threads): the device sees
  * the flushes together instead of one after the other.  errs[i] is 0 or
  * the errno for fds[i]. */

@@ -18,6 +18,7 @@
 #include "lib/metrics.h"
 #include "lib/util.h"
 #include "queue/spool.h"
+#include "store/maildir.h"
 #include "store/maildir_deliver.h"
 
 enum {
@@ -74,6 +75,8 @@ static struct {
 	struct delivery_retry *retries;         /* deferred, unordered */
 	/* the worker's own, read after it ends: */
 	unsigned long long messages, batches, gathered;
+	time_t started;                         /* mail that arrived before may be
+						 * in a Maildir already */
 } dl = {.lock = PTHREAD_MUTEX_INITIALIZER, .ready = PTHREAD_COND_INITIALIZER};
 
 static bool delivery_id_ok(const char *id)
@@ -373,10 +376,25 @@ static void delivery_batch_stage(struct delivery_batch *b)
 				c->ok = true;
 				continue;
 			}
+			/* the copy's name is the same on every attempt: one that a
+			 * process before this one made, then crashed before it
+			 * recorded it, is found, not delivered twice */
+			char *unique = maildir_spooled_name(m->env.arrival, m->r->id, k);
+			if (m->env.arrival <= dl.started &&
+			    maildir_deliver_present(b->mailboxes, rc->address, unique)) {
+				char t[LOG_VALUE_MAX];
+				log_info("event=delivered id=%s to=%s found=earlier-attempt", m->r->id,
+					 log_escape(t, sizeof t, rc->address, strlen(rc->address)));
+				free(unique);
+				c->ok = true;
+				continue;
+			}
 			char err[DELIVERY_REASON_MAX];
-			if (maildir_deliver_stage(b->mailboxes, rc->address, m->env.sender,
-						  m->job.fd, m->env.body_offset, m->env.size,
-						  &c->mf, err, sizeof err) < 0) {
+			int r = maildir_deliver_stage_as(b->mailboxes, rc->address, m->env.sender,
+							 unique, m->job.fd, m->env.body_offset,
+							 m->env.size, &c->mf, err, sizeof err);
+			free(unique);
+			if (r < 0) {
 				delivery_log_failure(&m->job, rc->address, err);
 				m->failed = true;
 				continue;
@@ -734,6 +752,7 @@ int delivery_start(struct spool *sp, const char *mailboxes, delivery_remote_fn r
 		dl.mailboxes = xstrdup(mailboxes);
 		dl.stopping = false;
 		dl.worker_ready = false;
+		dl.started = time(NULL);
 		e = thread_start(&dl.thread, delivery_main, NULL);
 		if (e == 0) {
 			dl.running = true;

@@ -17,7 +17,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -47,6 +46,8 @@ enum {
 	MAILBOX_TMP_SWEEP = 1000,        /* tmp/ entries looked at per sweep */
 	MAILBOX_USES_FILE_MAX = 256,     /* octets of a uses file read */
 	MAILBOX_COMPACT_MIN = 64,        /* lines of removed messages worth a rewrite */
+	MAILBOX_STORE_TRIES = 8,         /* STORE passes while others rename the same files */
+	MAILBOX_EXPUNGE_TRIES = 4,       /* looks for a file renamed while EXPUNGE removes it */
 };
 
 /* qsort and bsearch that accept an empty array (NULL base). */
@@ -443,7 +444,10 @@ static int mailbox_uses_write(const char *dir, unsigned uses, char *err, size_t 
 		len += alen;
 	}
 	text[len++] = '\n';
-	char *tmp = xasprintf("%s/" MAILBOX_USES_TMP, dir);
+	/* a name of this writer's own: another node may write it at once */
+	char *unique = maildir_unique_name(0);
+	char *tmp = xasprintf("%s/" MAILBOX_USES_TMP ".%s", dir, unique);
+	free(unique);
 	char *path = xasprintf("%s/" MAILBOX_USES, dir);
 	int r = -1;
 	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
@@ -1037,9 +1041,8 @@ static int mailbox_lock(const char *dir, bool wait, char *err, size_t errsz)
 		free(path);
 		return -1;
 	}
-	while (flock(fd, wait ? LOCK_EX : LOCK_EX | LOCK_NB) < 0) {
-		if (errno == EINTR)
-			continue;
+	/* an fcntl lock, which holds between nodes on a shared file system */
+	if (file_lock(fd, wait) < 0) {
 		int e = errno;
 		close(fd);
 		if (e == EWOULDBLOCK) {
@@ -1056,7 +1059,7 @@ static int mailbox_lock(const char *dir, bool wait, char *err, size_t errsz)
 
 static void mailbox_unlock(int fd)
 {
-	close(fd); /* releases the flock */
+	close(fd); /* releases the lock */
 }
 
 /* Give s's files their UIDs from ix.  Returns how many of ix's entries
@@ -2015,7 +2018,10 @@ enum mailbox_result mailbox_subscriptions(const char *root, struct mailbox_names
 static int mailbox_subscriptions_write(const char *root, const struct mailbox_names *l, char *err,
 				       size_t errsz)
 {
-	char *tmp = xasprintf("%s/%s.tmp", root, MAILBOX_SUBSCRIPTIONS);
+	/* a name of this writer's own: another node may write it at once */
+	char *unique = maildir_unique_name(0);
+	char *tmp = xasprintf("%s/%s.tmp.%s", root, MAILBOX_SUBSCRIPTIONS, unique);
+	free(unique);
 	char *path = xasprintf("%s/%s", root, MAILBOX_SUBSCRIPTIONS);
 	int r = -1;
 	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
@@ -2039,12 +2045,44 @@ static int mailbox_subscriptions_write(const char *root, const struct mailbox_na
 	return r;
 }
 
+/* The lock on a user's subscriptions, which sessions on other nodes
+ * may change at once: the descriptor holding it, or -1 with a reason. */
+static int mailbox_subscriptions_lock(const char *root, char *err, size_t errsz)
+{
+	char *path = xasprintf("%s/%s.lock", root, MAILBOX_SUBSCRIPTIONS);
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0 || file_lock(fd, true) < 0) {
+		errfmt(err, errsz, "cannot lock %s: %s", path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		fd = -1;
+	}
+	free(path);
+	return fd;
+}
+
+static enum mailbox_result mailbox_subscribe_locked(const char *root, const char *name, bool on,
+						    char *err, size_t errsz);
+
+/* Read, change and write the list under its lock: not one change lost. */
 enum mailbox_result mailbox_subscribe(const char *root, const char *name, bool on, char *err,
 				      size_t errsz)
 {
 	enum mailbox_result r = mailbox_check_name(name, err, errsz);
 	if (r != MAILBOX_OK)
 		return r;
+	int lk = mailbox_subscriptions_lock(root, err, errsz);
+	if (lk < 0)
+		return MAILBOX_ERR_IO;
+	r = mailbox_subscribe_locked(root, name, on, err, errsz);
+	close(lk); /* releases the lock */
+	return r;
+}
+
+static enum mailbox_result mailbox_subscribe_locked(const char *root, const char *name, bool on,
+						    char *err, size_t errsz)
+{
+	enum mailbox_result r;
 	const char *canon = mailbox_is_inbox(name) ? "INBOX" : name;
 	struct mailbox_names l;
 	r = mailbox_subscriptions(root, &l, err, errsz);
@@ -2676,12 +2714,22 @@ enum mailbox_result mailbox_store(struct mailbox *mb, mailbox_match_fn match, vo
 	}
 	flags &= MAILBOX_FLAGS_PERMANENT;
 	mailbox_compact(mb);
+	/* current flags first: a flag set or cleared elsewhere (another
+	 * session, another node) would make this change look like none.  The
+	 * sync before the command did that, unless it found the index busy. */
+	if (!mb->stamp_valid) {
+		enum mailbox_result sr = mailbox_view_sync(mb, true, err, errsz);
+		if (sr != MAILBOX_OK)
+			return sr;
+	}
 	bool retry = false;
-	for (int pass = 0; pass < 2; pass++) {
-		if (pass == 1) {
+	for (int pass = 0; pass < MAILBOX_STORE_TRIES; pass++) {
+		if (pass > 0) {
 			if (!retry)
 				break;
-			/* someone renamed files under us: learn their names, once */
+			/* someone renamed files under us: learn their names and
+			 * flags, and apply the change to those (a file that is
+			 * gone is marked expunged by the sync) */
 			enum mailbox_result r = mailbox_view_sync(mb, true, err, errsz);
 			if (r != MAILBOX_OK)
 				return r;
@@ -2701,11 +2749,15 @@ enum mailbox_result mailbox_store(struct mailbox *mb, mailbox_match_fn match, vo
 				       strerror(errno));
 				return MAILBOX_ERR_IO;
 			}
-			if (r > 0 && pass == 0)
+			if (r > 0)
 				retry = true;
-			else if (r > 0)
-				mailbox_mark_gone(mb, m);
 		}
+	}
+	if (retry) {
+		/* never reported as done when a change did not land */
+		errfmt(err, errsz, "flags of %s keep changing under this session, try again",
+		       mb->name);
+		return MAILBOX_ERR_IO;
 	}
 	return MAILBOX_OK;
 }
@@ -2855,21 +2907,44 @@ enum mailbox_result mailbox_expunge_begin(struct mailbox *mb, mailbox_match_fn m
 	return MAILBOX_OK;
 }
 
-/* Remove the files (one removed or renamed by someone else meanwhile is
- * left alone), then make the removals durable. */
-static void mailbox_expunge_run(struct mailbox_job *j)
+/* Remove m's file; one that another session (here or on another node)
+ * renamed meanwhile is found by its unique part and removed while it
+ * still has \Deleted; one removed meanwhile, or whose \Deleted was
+ * cleared, is left alone.  0, or -1 with errno. */
+static int mailbox_expunge_one(struct mailbox_job *j, struct mailbox_job_msg *m,
+			       struct mailbox_found *f)
 {
-	for (size_t i = 0; i < j->n; i++) {
-		char *path = mailbox_job_file(j, &j->v[i]);
+	for (int t = 0; t < MAILBOX_EXPUNGE_TRIES; t++) {
+		char *path = mailbox_job_file(j, m);
 		int r = unlink(path);
 		int e = errno;
 		free(path);
-		if (r < 0 && e != ENOENT) {
-			errfmt(j->err, sizeof j->err, "cannot remove %s: %s", j->v[i].name, strerror(e));
+		if (r == 0 || e != ENOENT) {
+			errno = e;
+			return r;
+		}
+		/* a fresh listing: one made before may predate the rename */
+		mailbox_scan_free(&f->s);
+		f->made = false;
+		if (!mailbox_job_relocate(j, m, f) || !(mailbox_name_flags(m->name) & MAILBOX_DELETED))
+			return 0;
+	}
+	return 0; /* still moving: it stays, with \Deleted, for the next EXPUNGE */
+}
+
+/* Remove the files, then make the removals durable. */
+static void mailbox_expunge_run(struct mailbox_job *j)
+{
+	struct mailbox_found f = {0};
+	for (size_t i = 0; i < j->n; i++) {
+		if (mailbox_expunge_one(j, &j->v[i], &f) < 0) {
+			errfmt(j->err, sizeof j->err, "cannot remove %s: %s", j->v[i].name,
+			       strerror(errno));
 			j->r = MAILBOX_ERR_IO;
 			break;
 		}
 	}
+	mailbox_scan_free(&f.s);
 	if (j->n && maildir_sync(j->sdir) < 0 && j->r == MAILBOX_OK) {
 		errfmt(j->err, sizeof j->err, "cannot sync %s: %s", j->sdir, strerror(errno));
 		j->r = MAILBOX_ERR_IO;
@@ -3249,7 +3324,10 @@ static int mailbox_append_prepare(const char *path, long long date, off_t *bytes
 		e = errno;
 	}
 	if (r == 0) {
-		struct timespec ts[2] = {{.tv_sec = (time_t)date}, {.tv_sec = (time_t)date}};
+		/* the access time stays now: a file in tmp/ whose times are
+		 * both old is left over (maildir(5)), and another session's or
+		 * node's sweep would remove it before it is renamed */
+		struct timespec ts[2] = {{.tv_nsec = UTIME_NOW}, {.tv_sec = (time_t)date}};
 		r = utimensat(AT_FDCWD, path, ts, 0);
 		e = errno;
 	}

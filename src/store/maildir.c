@@ -12,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -253,6 +252,33 @@ char *maildir_unique_name(long long when)
 		when = (long long)ts.tv_sec;
 	return xasprintf("%lld.M%06ldP%ldQ%lluR%08x.%s", when, ts.tv_nsec / 1000, maildir_self.pid,
 			 (unsigned long long)q, (unsigned)r, maildir_self.host);
+}
+
+char *maildir_spooled_name(long long arrival, const char *id, size_t rcpt)
+{
+	pthread_once(&maildir_self.once, maildir_self_init);
+	return xasprintf("%lld.D%sR%zu.%s", arrival, id, rcpt, maildir_self.host);
+}
+
+bool maildir_has_unique(const char *dir, const char *unique)
+{
+	size_t ulen = strlen(unique);
+	for (size_t i = 0; i < ARRAY_LEN(maildir_subs); i++) {
+		char *path = xasprintf("%s/%s", dir, maildir_subs[i]);
+		DIR *d = opendir(path);
+		free(path);
+		if (!d)
+			continue;
+		bool found = false;
+		const struct dirent *de;
+		while (!found && (de = readdir(d)))
+			found = maildir_unique_len(de->d_name) == ulen &&
+				memcmp(de->d_name, unique, ulen) == 0;
+		closedir(d);
+		if (found)
+			return true;
+	}
+	return false;
 }
 
 /* ---- leftovers in tmp/ ----------------------------------------------------- */
@@ -728,12 +754,10 @@ enum maildir_lock_result maildir_lock(const char *dir, struct maildir_lock **out
 		free(path);
 		return MAILDIR_LOCK_BUSY;
 	}
-	/* flock: the lock belongs to this open file, so another process (or
-	 * another open here) cannot take it until the descriptor is closed,
-	 * which a crash does too. */
-	while (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-		if (errno == EINTR)
-			continue;
+	/* an OFD lock: it belongs to this open file, so another process,
+	 * another node sharing the folder, or another open here cannot take it
+	 * until the descriptor is closed, which a crash does too. */
+	if (file_lock(fd, false) < 0) {
 		enum maildir_lock_result r = MAILDIR_LOCK_BUSY;
 		if (errno != EWOULDBLOCK) {
 			errfmt(err, errsz, "cannot lock %s: %s", path, strerror(errno));
@@ -764,6 +788,6 @@ void maildir_unlock(struct maildir_lock *l)
 			break;
 		}
 	}
-	close(l->fd); /* releases the flock */
+	close(l->fd); /* releases the lock */
 	free(l);
 }

@@ -94,6 +94,14 @@ int maildir_sync(const char *dir);
  * internal date) or the time now when when <= 0; the host escaped by
  * maildir_escape_host().  Thread-safe. */
 char *maildir_unique_name(long long when);
+/* The unique part of the copy of spooled message id for its recipient
+ * rcpt (caller frees): WHEN.D<id>R<rcpt>.<host>, the same on every
+ * attempt, so that an attempt repeated after a crash can find the copy
+ * an earlier one made (maildir_has_unique). */
+char *maildir_spooled_name(long long arrival, const char *id, size_t rcpt);
+/* Is a message with this unique part in dir's new/ or cur/?  A folder
+ * that cannot be read counts as no. */
+bool maildir_has_unique(const char *dir, const char *unique);
 /* The host name as a unique name carries it: '/' written as \057 and ':'
  * as \072 (the Maildir convention); cut, at a whole character, to fit out
  * (outsz >= 1). */

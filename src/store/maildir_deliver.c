@@ -208,13 +208,17 @@ static int maildir_deliver_copy(struct maildir_deliver_file *mf, int src, off_t 
 }
 
 /* A new file in tmp/ under a fresh unique name (O_EXCL: a name that
- * exists is never reused). */
-static int maildir_deliver_open(struct maildir_deliver_file *mf, char *err, size_t errsz)
+ * exists is never reused), or under the name given (its own: written
+ * over). */
+static int maildir_deliver_open(struct maildir_deliver_file *mf, const char *unique, char *err,
+				size_t errsz)
 {
 	for (int try = 0; try < MAILDIR_DELIVER_NAME_TRIES; try++) {
-		mf->name = maildir_unique_name(0);
+		mf->name = unique ? xstrdup(unique) : maildir_unique_name(0);
 		mf->tmp = xasprintf("%s/tmp/%s", mf->dir, mf->name);
-		mf->fd = open(mf->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+		mf->fd = open(mf->tmp,
+			      O_WRONLY | O_CREAT | (unique ? O_TRUNC : O_EXCL) | O_CLOEXEC | O_NOFOLLOW,
+			      0600);
 		if (mf->fd >= 0)
 			return 0;
 		int e = errno;
@@ -223,7 +227,7 @@ static int maildir_deliver_open(struct maildir_deliver_file *mf, char *err, size
 		free(mf->tmp);
 		mf->name = mf->tmp = NULL;
 		errno = e;
-		if (e != EEXIST)
+		if (e != EEXIST || unique)
 			break;
 	}
 	return -1;
@@ -260,6 +264,22 @@ int maildir_deliver_stage(const char *mailboxes, const char *address, const char
 			  int fd, off_t offset, off_t len, struct maildir_deliver_file *mf,
 			  char *err, size_t errsz)
 {
+	return maildir_deliver_stage_as(mailboxes, address, sender, NULL, fd, offset, len, mf, err,
+					errsz);
+}
+
+bool maildir_deliver_present(const char *mailboxes, const char *address, const char *unique)
+{
+	char *dir = maildir_path(mailboxes, address);
+	bool found = dir && maildir_has_unique(dir, unique);
+	free(dir);
+	return found;
+}
+
+int maildir_deliver_stage_as(const char *mailboxes, const char *address, const char *sender,
+			     const char *unique, int fd, off_t offset, off_t len,
+			     struct maildir_deliver_file *mf, char *err, size_t errsz)
+{
 	memset(mf, 0, sizeof *mf);
 	mf->fd = -1;
 	if (!maildir_deliver_header_safe(address) || !maildir_deliver_header_safe(sender)) {
@@ -282,11 +302,11 @@ int maildir_deliver_stage(const char *mailboxes, const char *address, const char
 	char *hdr = xasprintf("Return-Path: <%s>\r\nDelivered-To: %s\r\n", sender, address);
 	/* the folders are made when the first try says they are missing (a
 	 * Maildir that exists, the usual case, costs no mkdir and stat) */
-	int r = maildir_deliver_open(mf, err, errsz);
+	int r = maildir_deliver_open(mf, unique, err, errsz);
 	if (r < 0 && errno == ENOENT) {
 		r = maildir_deliver_make_folders(mf->dir, err, errsz);
 		if (r == 0)
-			r = maildir_deliver_open(mf, err, errsz);
+			r = maildir_deliver_open(mf, unique, err, errsz);
 	}
 	if (r == 0) {
 		r = maildir_deliver_write(mf, hdr, fd, offset, len, err, errsz);

@@ -41,6 +41,13 @@ struct maildir_deliver_file {
 int maildir_deliver_stage(const char *mailboxes, const char *address, const char *sender,
 			  int fd, off_t offset, off_t len, struct maildir_deliver_file *mf,
 			  char *err, size_t errsz);
+/* The same under the unique name given (maildir_spooled_name): a file of
+ * that name left in tmp/ by an attempt that crashed is written over. */
+int maildir_deliver_stage_as(const char *mailboxes, const char *address, const char *sender,
+			     const char *unique, int fd, off_t offset, off_t len,
+			     struct maildir_deliver_file *mf, char *err, size_t errsz);
+/* Is the copy named unique already in address's Maildir (new/ or cur/)? */
+bool maildir_deliver_present(const char *mailboxes, const char *address, const char *unique);
 /* fdatasync (unless synced: the caller made mf->fd durable), close, rename
  * into new/ (a new/ taken away is made again).  new/ itself is the caller's
  * to sync. */

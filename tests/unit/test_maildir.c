@@ -16,7 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -527,7 +526,9 @@ static void test_lock_in_process(void **state)
 	assert_true(exists(f->box, "", MAILDIR_LOCK_FILE));
 }
 
-/* Can a fresh process take the lock file's flock now? */
+/* Can a fresh process take a POSIX fcntl(2) lock on the lock file now,
+ * the kind of lock another host's process holds on a shared file system
+ * (NFS passes these on, not flock's)? */
 static bool other_process_can_lock(const char *box)
 {
 	pid_t pid = fork();
@@ -535,7 +536,8 @@ static bool other_process_can_lock(const char *box)
 	if (pid == 0) {
 		char *path = xasprintf("%s/%s", box, MAILDIR_LOCK_FILE);
 		int fd = open(path, O_RDWR);
-		_exit(fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0 ? 0 : 1);
+		struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+		_exit(fd >= 0 && fcntl(fd, F_SETLK, &fl) == 0 ? 0 : 1);
 	}
 	int status;
 	assert_int_equal(waitpid(pid, &status, 0), pid);
@@ -567,7 +569,7 @@ static void test_lock_across_processes(void **state)
 			_exit(1);
 		if (write(go[1], "x", 1) != 1 || read(done[0], &byte, 1) < 0)
 			_exit(2);
-		_exit(0); /* exiting drops the flock, as a crash would */
+		_exit(0); /* exiting drops the lock, as a crash would */
 	}
 	char byte;
 	assert_int_equal(read(go[0], &byte, 1), 1);

@@ -305,6 +305,50 @@ static void test_steps(void **state)
 	free(newdir);
 }
 
+/* A spooled message's copy has the same name on every attempt: a leftover
+ * of a crashed attempt in tmp/ is written over, and a copy that reached
+ * new/ (or cur/, flags added) is found by that name, another is not. */
+static void test_spooled_copy_found_again(void **state)
+{
+	struct fixture *f = *state;
+	int fd = source_fd(f);
+	char err[256];
+	char *dir = xasprintf("%s/example.test/bob", f->mailboxes);
+	char *tmp = xasprintf("%s/tmp", dir);
+	char *newdir = xasprintf("%s/new", dir);
+	char *unique = maildir_spooled_name(1700000000, "ID0001", 2);
+	char *other = maildir_spooled_name(1700000000, "ID0001", 3);
+	assert_non_null(strstr(unique, "1700000000.DID0001R2."));
+	assert_false(maildir_deliver_present(f->mailboxes, "bob@example.test", unique));
+
+	struct maildir_deliver_file a;
+	assert_int_equal(maildir_deliver_stage_as(f->mailboxes, "bob@example.test", "a@b", unique,
+						  fd, 7, 5, &a, err, sizeof err), 0);
+	maildir_deliver_clear(&a); /* "crashed": its file stays in tmp/ */
+	assert_int_equal(count_entries(tmp), 1);
+	assert_int_equal(maildir_deliver_stage_as(f->mailboxes, "bob@example.test", "a@b", unique,
+						  fd, 7, (off_t)(sizeof body - 1), &a, err,
+						  sizeof err), 0);
+	assert_int_equal(maildir_deliver_publish(&a, false, err, sizeof err), 0);
+	assert_int_equal(count_entries(tmp), 0);
+	assert_int_equal(count_entries(newdir), 1);
+	assert_true(maildir_deliver_present(f->mailboxes, "bob@example.test", unique));
+	assert_false(maildir_deliver_present(f->mailboxes, "bob@example.test", other));
+
+	/* read and flagged by a client: in cur/ with ":2,S", still found */
+	char *cur = xasprintf("%s/cur/%s:2,S", dir, strrchr(a.new, '/') + 1);
+	assert_int_equal(rename(a.new, cur), 0);
+	assert_true(maildir_has_unique(dir, unique));
+	maildir_deliver_clear(&a);
+	close(fd);
+	free(cur);
+	free(unique);
+	free(other);
+	free(newdir);
+	free(tmp);
+	free(dir);
+}
+
 /* A name that a killed posthorn left in tmp/: this generator's form, the
  * PID of a process that has ended. */
 static char *killed_daemons_name(void)
@@ -370,6 +414,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_deliver_folders_made_again, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_deliver_failures, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_steps, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_spooled_copy_found_again, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_first_delivery_sweeps_tmp, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

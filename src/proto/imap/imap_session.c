@@ -1148,7 +1148,12 @@ static void imap_updates(struct imap_session *s, const char *status, const char 
 
 /* ---- IDLE's watch ------------------------------------------------------------ */
 
-enum { IMAP_IDLE_POLL_MS = 1000 }; /* without inotify: look this often */
+enum {
+	IMAP_IDLE_POLL_MS = 1000,    /* without inotify: look this often */
+	/* with inotify too: another host's changes on a shared file system
+	 * raise no inotify event here (inotify(7)) */
+	IMAP_IDLE_RESCAN_MS = 5000,
+};
 
 static void imap_on_watch(evutil_socket_t fd, short what, void *arg)
 {
@@ -1169,7 +1174,9 @@ static void imap_watch_start(struct imap_session *s)
 	int fd = mailbox_watch(s->view, err, sizeof err);
 	if (fd >= 0) {
 		s->watch = event_new(s->b.rt->base, fd, EV_READ | EV_PERSIST, imap_on_watch, s);
-		event_add(s->watch, NULL);
+		struct timeval rescan = {.tv_sec = IMAP_IDLE_RESCAN_MS / 1000,
+					 .tv_usec = (IMAP_IDLE_RESCAN_MS % 1000) * 1000};
+		event_add(s->watch, &rescan);
 		return;
 	}
 	char q[LOG_VALUE_MAX];
