@@ -278,10 +278,10 @@ static int httpd_socket(const struct conf_sockaddr *a, char *err, size_t errsz)
 }
 
 /* evhttp's connection of a tls address: a server-side TLS bufferevent
- * (the socket is set by evhttp) with the newest certificates, so that a
- * reload's take the next handshake.  evhttp would fall back to plain text
- * on NULL, so there is no NULL: an SSL fails to be made only when memory
- * does, which xmalloc() treats the same way. */
+ * (the socket is set by evhttp) with the newest certificates, so that
+ * those of a reload serve the next handshake.  evhttp would fall back to
+ * plain text on NULL, so there is no NULL: an SSL fails to be made only
+ * when memory does, which xmalloc() treats the same way. */
 static struct bufferevent *httpd_tls_bufferevent(struct event_base *base, void *arg)
 {
 	(void)arg;

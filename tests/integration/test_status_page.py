@@ -327,6 +327,13 @@ def test_metrics_tls_configuration_rules(posthorn, posthorn_bin, tmp_path):
     res = p.cli("check")
     assert res.returncode != 0
     assert re.search(r":\d+:1: metrics-tls block without \"certificate\"", res.stderr), res.stderr
+    # certificate acme, as in a server's tls block, needs the acme block
+    p.global_extra = f"metrics {HOST}:{port} tls\nmetrics-tls {{\n    certificate acme\n}}\n"
+    p.write_config()
+    res = p.cli("check")
+    assert res.returncode != 0
+    assert re.search(r":\d+:5: \"certificate acme\" without an acme block at top level",
+                     res.stderr), res.stderr
 
 
 def test_chromium_loads_the_status_page_over_https(posthorn, posthorn_bin, tmp_path):
