@@ -97,6 +97,7 @@ struct parser {
 	size_t nreading;
 	size_t depth;                   /* include nesting */
 	struct conf_server *server;     /* the server block being read */
+	struct conf_tls *tls;           /* the tls or metrics-tls block being read */
 	struct server_state *state;
 	struct server_state *states;    /* parallel to conf->servers */
 	size_t nstates;
@@ -105,6 +106,7 @@ struct parser {
 	int errors_at_server;
 	struct conf_pos smarthost_auth_pos;
 	struct conf_pos metrics_password_pos;
+	struct conf_pos metrics_tls_pos;
 	struct conf_pos end_pos;        /* end of the main file */
 };
 
@@ -1010,6 +1012,8 @@ static void conf_defaults(struct conf *c)
 	c->outbound.retry = xmalloc(sizeof retry);
 	memcpy(c->outbound.retry, retry, sizeof retry);
 	c->outbound.nretry = ARRAY_LEN(retry);
+	c->metrics_tls.min_bits = 128;
+	c->metrics_tls.min_version = TLS_VERSION_1_2;
 }
 
 static unsigned default_timeout(enum conf_protocol protocol)
@@ -1071,6 +1075,15 @@ static void rules_free(struct conf_rule *rules, size_t n)
 	free(rules);
 }
 
+static void tls_free(struct conf_tls *t)
+{
+	for (size_t i = 0; i < t->ncerts; i++) {
+		free(t->certs[i].certificate);
+		free(t->certs[i].key);
+	}
+	free(t->certs);
+}
+
 static void server_free(struct conf_server *s)
 {
 	free(s->name);
@@ -1079,11 +1092,7 @@ static void server_free(struct conf_server *s)
 	free(s->listens);
 	free(s->hostname);
 	dns_free(&s->dns);
-	for (size_t i = 0; i < s->tls.ncerts; i++) {
-		free(s->tls.certs[i].certificate);
-		free(s->tls.certs[i].key);
-	}
-	free(s->tls.certs);
+	tls_free(&s->tls);
 	rules_free(s->connection.rules, s->connection.nrules);
 	rules_free(s->relay.rules, s->relay.nrules);
 	rules_free(s->proxy_from, s->nproxy_from);
@@ -1124,9 +1133,10 @@ void conf_free(struct conf *c)
 	free(c->aliases);
 	dns_free(&c->dns);
 	for (size_t i = 0; i < c->nmetrics; i++)
-		free(c->metrics[i].text);
+		free(c->metrics[i].addr.text);
 	free(c->metrics);
 	free(c->metrics_password);
+	tls_free(&c->metrics_tls);
 	free(c->run_as);
 	free(c->outbound.smarthost);
 	free(c->outbound.smarthost_host);
@@ -1268,13 +1278,29 @@ static void global_host_refresh(struct parser *p, const struct line *d)
 	p->conf->host_refresh_max = hi;
 }
 
-/* metrics IP:PORT: the HTTP listener of GET /metrics and the status page;
- * repeatable, one address per line. */
+/* metrics IP:PORT [tls]: the HTTP listener of GET /metrics and the status
+ * page, HTTPS with tls; repeatable, one address per line. */
 static void global_metrics(struct parser *p, const struct line *d)
 {
-	struct conf_sockaddr sa = {0};
-	if (arg_sockaddr(p, &d->args[0], &metrics_kind, &sa))
-		*(struct conf_sockaddr *)xappend(&p->conf->metrics, &p->conf->nmetrics, sizeof sa) = sa;
+	struct conf_metrics m = {0};
+	if (d->nargs > 1) {
+		if (strcmp(d->args[1].s, "tls") != 0) {
+			conf_error(p, &d->args[1].pos, "bad option \"%s\" for \"metrics\" (use tls)",
+				   Q(d->args[1].s));
+			return;
+		}
+		m.tls = true;
+	}
+	if (arg_sockaddr(p, &d->args[0], &metrics_kind, &m.addr))
+		*(struct conf_metrics *)xappend(&p->conf->metrics, &p->conf->nmetrics, sizeof m) = m;
+}
+
+/* metrics-tls { certificate FILE key FILE ... }: what a server's tls block
+ * takes, but for the `metrics ... tls` addresses. */
+static void global_metrics_tls(struct parser *p, const struct line *d)
+{
+	p->tls = &p->conf->metrics_tls;
+	p->metrics_tls_pos = d->name.pos;
 }
 
 /* metrics-password FILE: HTTP Basic on the metrics listener; the secret
@@ -1733,9 +1759,16 @@ static void acme_end(struct parser *p, const struct line *d)
 
 /* ---- handlers: tls ------------------------------------------------------------- */
 
+/* A server's tls block: its handlers below fill p->tls, as metrics-tls's. */
+static void tls_begin(struct parser *p, const struct line *d)
+{
+	(void)d;
+	p->tls = &p->server->tls;
+}
+
 static void tls_certificate(struct parser *p, const struct line *d)
 {
-	struct conf_tls *t = &p->server->tls;
+	struct conf_tls *t = p->tls;
 	char *path = NULL;
 	bool acme = strcmp(d->args[0].s, "acme") == 0; /* a file so named: ./acme */
 	if (!acme && !arg_path(p, d, &d->args[0], &path))
@@ -1749,7 +1782,7 @@ static void tls_certificate(struct parser *p, const struct line *d)
 /* A key pairs with the certificate right before it. */
 static void tls_key(struct parser *p, const struct line *d)
 {
-	struct conf_tls *t = &p->server->tls;
+	struct conf_tls *t = p->tls;
 	struct conf_cert *last = t->ncerts ? &t->certs[t->ncerts - 1] : NULL;
 	if (last && last->acme) {
 		conf_error(p, &d->name.pos, "\"key\" after \"certificate acme\" (ACME keeps its own key)");
@@ -1763,15 +1796,32 @@ static void tls_key(struct parser *p, const struct line *d)
 	arg_path(p, d, &d->args[0], &last->key);
 }
 
+/* Every certificate of t from index first on has its key. */
+static void tls_check_keys(struct parser *p, const struct conf_tls *t, size_t first)
+{
+	for (size_t i = first; i < t->ncerts; i++)
+		if (!t->certs[i].key && !t->certs[i].acme)
+			conf_error(p, &t->certs[i].pos, "certificate \"%s\" has no \"key\" after it",
+				   Q(t->certs[i].certificate));
+}
+
 static void tls_end(struct parser *p, const struct line *d)
 {
 	(void)d;
 	struct conf_tls *t = &p->server->tls;
-	for (size_t i = p->state->certs_checked; i < t->ncerts; i++)
-		if (!t->certs[i].key && !t->certs[i].acme)
-			conf_error(p, &t->certs[i].pos, "certificate \"%s\" has no \"key\" after it",
-				   Q(t->certs[i].certificate));
+	tls_check_keys(p, t, p->state->certs_checked);
 	p->state->certs_checked = t->ncerts;
+	p->tls = NULL;
+}
+
+static void metrics_tls_end(struct parser *p, const struct line *d)
+{
+	const struct conf_tls *t = &p->conf->metrics_tls;
+	if (t->ncerts == 0)
+		conf_error(p, &d->name.pos, "metrics-tls block without \"certificate\" (write "
+			   "certificate FILE, then key FILE)");
+	tls_check_keys(p, t, 0);
+	p->tls = NULL;
 }
 
 static void tls_require(struct parser *p, const struct line *d)
@@ -1782,7 +1832,7 @@ static void tls_require(struct parser *p, const struct line *d)
 
 static void tls_min_bits(struct parser *p, const struct line *d)
 {
-	arg_number(p, d, &d->args[0], 0, CONF_MIN_BITS_MAX, &p->server->tls.min_bits);
+	arg_number(p, d, &d->args[0], 0, CONF_MIN_BITS_MAX, &p->tls->min_bits);
 }
 
 static void tls_min_version(struct parser *p, const struct line *d)
@@ -1790,12 +1840,12 @@ static void tls_min_version(struct parser *p, const struct line *d)
 	static const char *const names[] = {"1.2", "1.3", NULL};
 	int i = arg_keyword(p, d, &d->args[0], names, "1.2 or 1.3");
 	if (i >= 0)
-		p->server->tls.min_version = i == 0 ? TLS_VERSION_1_2 : TLS_VERSION_1_3;
+		p->tls->min_version = i == 0 ? TLS_VERSION_1_2 : TLS_VERSION_1_3;
 }
 
 static void tls_strict_sni(struct parser *p, const struct line *d)
 {
-	arg_bool(p, d, &d->args[0], &p->server->tls.strict_sni);
+	arg_bool(p, d, &d->args[0], &p->tls->strict_sni);
 }
 
 /* ---- handlers: connection ---------------------------------------------------------- */
@@ -2029,6 +2079,17 @@ static const struct directive tls_directives[] = {
 static const struct context tls_context =
 	CONTEXT("in tls block", "in a tls block", tls_directives);
 
+/* A server's tls block but "require": a `metrics ... tls` address is HTTPS only. */
+static const struct directive metrics_tls_directives[] = {
+	{"certificate", 1, 1, tls_certificate, NULL, NULL, false},
+	{"key", 1, 1, tls_key, NULL, NULL, false},
+	{"min-bits", 1, 1, tls_min_bits, NULL, NULL, true},
+	{"min-version", 1, 1, tls_min_version, NULL, NULL, true},
+	{"strict-sni", 1, 1, tls_strict_sni, NULL, NULL, true},
+};
+static const struct context metrics_tls_context =
+	CONTEXT("in metrics-tls block", "in a metrics-tls block", metrics_tls_directives);
+
 static const struct directive acme_directives[] = {
 	{"directory", 1, 1, acme_directory, NULL, NULL, true},
 	{"contact", 1, 1, acme_contact, NULL, NULL, true},
@@ -2087,7 +2148,7 @@ static const struct directive server_directives[] = {
 	{"proxy-from", 1, CONF_ARGS_ANY, srv_proxy_from, NULL, NULL, false},
 	{"hostname", 1, 1, srv_hostname, NULL, NULL, true},
 	{"dns", 1, CONF_ARGS_ANY, srv_dns, NULL, NULL, true},
-	{"tls", 0, 0, NULL, &tls_context, tls_end, true},
+	{"tls", 0, 0, tls_begin, &tls_context, tls_end, true},
 	{"connection", 0, 0, NULL, &connection_context, NULL, true},
 	{"auth", 0, 0, NULL, &auth_context, NULL, true},
 	{"relay", 0, 0, NULL, &relay_context, NULL, true},
@@ -2117,8 +2178,9 @@ static const struct directive global_directives[] = {
 	{"dns", 1, CONF_ARGS_ANY, global_dns, NULL, NULL, true},
 	{"host-refresh", 2, 2, global_host_refresh, NULL, NULL, true},
 	{"run-as", 1, 1, global_run_as, NULL, NULL, true},
-	{"metrics", 1, 1, global_metrics, NULL, NULL, false},
+	{"metrics", 1, 2, global_metrics, NULL, NULL, false},
 	{"metrics-password", 1, 1, global_metrics_password, NULL, NULL, true},
+	{"metrics-tls", 0, 0, global_metrics_tls, &metrics_tls_context, metrics_tls_end, true},
 	{"include", 1, 1, global_include, NULL, NULL, false},
 	{"outbound", 0, 0, NULL, &outbound_context, NULL, true},
 	{"acme", 0, 0, acme_begin, &acme_context, acme_end, true},
@@ -2137,6 +2199,7 @@ _Static_assert(ARRAY_LEN(limits_directives) <= CONF_TABLE_MAX, "raise CONF_TABLE
 static const struct context *const all_contexts[] = {
 	&global_context, &server_context, &tls_context, &connection_context,
 	&auth_context, &relay_context, &limits_context, &outbound_context, &acme_context,
+	&metrics_tls_context,
 };
 
 /* ---- the parser ------------------------------------------------------------------------ */
@@ -2426,12 +2489,13 @@ static void check_listen_overlap(struct parser *p, size_t i, size_t k)
 static void check_metrics_overlap(struct parser *p, size_t k)
 {
 	const struct conf *c = p->conf;
-	const struct conf_sockaddr *a = &c->metrics[k];
+	const struct conf_sockaddr *a = &c->metrics[k].addr;
 	for (size_t m = 0; m < k; m++) {
-		if (sockaddrs_overlap(a, &c->metrics[m])) {
+		const struct conf_sockaddr *b = &c->metrics[m].addr;
+		if (sockaddrs_overlap(a, b)) {
 			conf_error(p, &a->pos, "metrics address \"%s\" overlaps metrics address \"%s\" "
-				   "(%s:%u:%u)", Q(a->text), Q(c->metrics[m].text), c->metrics[m].pos.file,
-				   c->metrics[m].pos.line, c->metrics[m].pos.col);
+				   "(%s:%u:%u)", Q(a->text), Q(b->text), b->pos.file, b->pos.line,
+				   b->pos.col);
 			return;
 		}
 	}
@@ -2448,8 +2512,8 @@ static void check_metrics_overlap(struct parser *p, size_t k)
 	}
 }
 
-/* HTTP Basic sends the password in clear text: without TLS on the
- * listener it may only go over loopback. */
+/* HTTP Basic sends the password in clear text (RFC 7617 §4): it may only
+ * go over loopback or inside TLS. */
 static void check_metrics_password(struct parser *p)
 {
 	const struct conf *c = p->conf;
@@ -2458,11 +2522,25 @@ static void check_metrics_password(struct parser *p)
 	if (c->nmetrics == 0)
 		conf_error(p, &p->metrics_password_pos, "\"metrics-password\" without \"metrics\"");
 	for (size_t k = 0; k < c->nmetrics; k++)
-		if (!sockaddr_is_loopback(&c->metrics[k]))
-			conf_error(p, &c->metrics[k].pos,
-				   "metrics address \"%s\" is not a loopback address: with "
-				   "\"metrics-password\" the password (HTTP Basic, no TLS) would cross "
-				   "the network in clear text", Q(c->metrics[k].text));
+		if (!c->metrics[k].tls && !sockaddr_is_loopback(&c->metrics[k].addr))
+			conf_error(p, &c->metrics[k].addr.pos,
+				   "metrics address \"%s\" is neither loopback nor \"tls\": with "
+				   "\"metrics-password\" the password (HTTP Basic) would cross the "
+				   "network in clear text (write \"metrics %s tls\" and a metrics-tls "
+				   "block)", Q(c->metrics[k].addr.text), Q(c->metrics[k].addr.text));
+}
+
+/* A `metrics ... tls` address needs the metrics-tls block's certificate. */
+static void check_metrics_tls(struct parser *p)
+{
+	const struct conf *c = p->conf;
+	if (c->metrics_tls.ncerts > 0 || p->metrics_tls_pos.line)
+		return; /* an empty block is reported where it is */
+	for (size_t k = 0; k < c->nmetrics; k++)
+		if (c->metrics[k].tls)
+			conf_error(p, &c->metrics[k].addr.pos,
+				   "no certificate: \"metrics %s tls\" needs a metrics-tls block with "
+				   "a certificate and key", Q(c->metrics[k].addr.text));
 }
 
 static void check_domains(struct parser *p)
@@ -2481,6 +2559,22 @@ static void check_domains(struct parser *p)
 }
 
 /* "certificate acme" takes the acme block's files in the spool. */
+static void acme_certificate_paths(struct parser *p, struct conf_tls *t)
+{
+	const struct conf *c = p->conf;
+	for (size_t k = 0; k < t->ncerts; k++) {
+		struct conf_cert *cc = &t->certs[k];
+		if (!cc->acme)
+			continue;
+		if (!c->acme.set)
+			conf_error(p, &cc->pos, "\"certificate acme\" without an acme block at top level");
+		free(cc->certificate);
+		free(cc->key);
+		cc->certificate = conf_acme_path(c, ACME_CERT_FILE);
+		cc->key = conf_acme_path(c, ACME_CERT_FILE);
+	}
+}
+
 static void check_acme_certificates(struct parser *p)
 {
 	struct conf *c = p->conf;
@@ -2493,21 +2587,9 @@ static void check_acme_certificates(struct parser *p)
 		conf_error(p, &c->acme.pos,
 			   "\"challenge tls-alpn-01\" needs a \"listen ADDRESS:PORT tls\" (the CA "
 			   "connects to port 443 of the names)");
-	for (size_t i = 0; i < c->nservers; i++) {
-		struct conf_tls *t = &c->servers[i].tls;
-		for (size_t k = 0; k < t->ncerts; k++) {
-			struct conf_cert *cc = &t->certs[k];
-			if (!cc->acme)
-				continue;
-			if (!c->acme.set)
-				conf_error(p, &cc->pos,
-					   "\"certificate acme\" without an acme block at top level");
-			free(cc->certificate);
-			free(cc->key);
-			cc->certificate = conf_acme_path(c, ACME_CERT_FILE);
-			cc->key = conf_acme_path(c, ACME_CERT_FILE);
-		}
-	}
+	for (size_t i = 0; i < c->nservers; i++)
+		acme_certificate_paths(p, &c->servers[i].tls);
+	acme_certificate_paths(p, &c->metrics_tls);
 }
 
 static void validate(struct parser *p)
@@ -2525,6 +2607,7 @@ static void validate(struct parser *p)
 	for (size_t k = 0; k < c->nmetrics; k++)
 		check_metrics_overlap(p, k);
 	check_metrics_password(p);
+	check_metrics_tls(p);
 	if (clean)
 		check_domains(p);
 	if (c->outbound.smarthost_user && !c->outbound.smarthost)
@@ -2797,7 +2880,8 @@ static void print_global(struct policy_out *out, const struct conf *c)
 	out_puts(out, "metrics and status page: ");
 	for (size_t i = 0; i < c->nmetrics; i++) {
 		print_separator(out, i);
-		out_printf(out, "http://%s/", c->metrics[i].text);
+		out_printf(out, "%s://%s/", c->metrics[i].tls ? "https" : "http",
+			   c->metrics[i].addr.text);
 	}
 	if (!c->nmetrics)
 		out_puts(out, "none\n");
@@ -3206,6 +3290,8 @@ int conf_print_policy(const struct conf *c, FILE *f)
 		n += warn_server(out, &c->servers[i]);
 	n += warn_secret_file(out, NULL, c->outbound.smarthost_secret);
 	n += warn_secret_file(out, NULL, c->metrics_password);
+	for (size_t i = 0; i < c->metrics_tls.ncerts; i++)
+		n += warn_secret_file(out, NULL, c->metrics_tls.certs[i].key);
 	if (!o.failed && fflush(f) == EOF)
 		o.failed = true;
 	return o.failed ? -1 : n;

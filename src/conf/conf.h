@@ -51,6 +51,12 @@ struct conf_listen {
 	bool proxy;             /* every connection starts with a PROXY header */
 };
 
+/* metrics IP:PORT [tls] */
+struct conf_metrics {
+	struct conf_sockaddr addr;
+	bool tls;               /* HTTPS with the metrics-tls block's certificates */
+};
+
 struct conf_cert {
 	char *certificate;      /* absolute paths */
 	char *key;
@@ -205,9 +211,12 @@ struct conf {
 	unsigned host_refresh_max; /* their TTL bounded to these; 30s, 1d */
 	char *run_as;           /* NULL: keep the starting user */
 	struct conf_outbound outbound;
-	struct conf_sockaddr *metrics; /* HTTP: GET /metrics and the status page */
+	struct conf_metrics *metrics; /* HTTP: GET /metrics and the status page */
 	size_t nmetrics;
 	char *metrics_password; /* absolute path of the HTTP Basic password; NULL: none */
+	struct conf_tls metrics_tls; /* the metrics-tls block (ncerts 0: none); only
+				      * certificate, key, min-bits, min-version and
+				      * strict-sni apply */
 	struct conf_acme acme;
 	struct conf_server *servers;
 	size_t nservers;

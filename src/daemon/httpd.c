@@ -1,7 +1,8 @@
 /* httpd: GET /metrics and the status page on the `metrics` addresses (see
- * httpd.h).  HTTP/1.1 (RFC 9110, RFC 9112) through libevent's evhttp; the
- * answers are made on the loop from memory only, so a request never
- * waits for the disk or the network. */
+ * httpd.h).  HTTP/1.1 (RFC 9110, RFC 9112) through libevent's evhttp, over
+ * TLS (RFC 9110 §4.2.2, RFC 8446) on the addresses marked tls; the answers
+ * are made on the loop from memory only, so a request never waits for the
+ * disk or the network. */
 #define _GNU_SOURCE /* open_memstream */
 #include "daemon/httpd.h"
 
@@ -16,6 +17,8 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
@@ -29,10 +32,14 @@
 #include "lib/log.h"
 #include "lib/metrics.h"
 #include "lib/util.h"
+#include "net/tls.h"
 #include "runtime/runtime.h"
 
 static struct {
-	struct evhttp *http;
+	struct evhttp *http;          /* the plain addresses; NULL: none */
+	struct evhttp *https;         /* the tls addresses; NULL: none */
+	struct tls_server *tls;       /* a reference to the newest generation's
+				       * metrics-tls certificates */
 	char **addrs;                 /* the addresses listened on, as written */
 	size_t naddrs;
 	bool password_set;            /* GET needs HTTP Basic with password */
@@ -243,6 +250,13 @@ static void httpd_request(struct evhttp_request *req, void *arg)
 
 /* ---- listening ---------------------------------------------------------------- */
 
+/* "IP:PORT" or "IP:PORT tls", as the configuration's line: what a reload
+ * compares. */
+static char *httpd_address_text(const struct conf_metrics *m)
+{
+	return xasprintf("%s%s", m->addr.text, m->tls ? " tls" : "");
+}
+
 static int httpd_socket(const struct conf_sockaddr *a, char *err, size_t errsz)
 {
 	int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -263,38 +277,92 @@ static int httpd_socket(const struct conf_sockaddr *a, char *err, size_t errsz)
 	return fd;
 }
 
-int httpd_start(struct event_base *base, const struct conf *conf, char *err, size_t errsz)
+/* evhttp's connection of a tls address: a server-side TLS bufferevent
+ * (the socket is set by evhttp) with the newest certificates, so that
+ * those of a reload serve the next handshake.  evhttp would fall back to
+ * plain text on NULL, so there is no NULL: an SSL fails to be made only
+ * when memory does, which xmalloc() treats the same way. */
+static struct bufferevent *httpd_tls_bufferevent(struct event_base *base, void *arg)
 {
+	(void)arg;
+	SSL *ssl = tls_server_ssl(httpd.tls);
+	if (!ssl)
+		fatal("metrics: cannot make an SSL (out of memory)");
+	struct bufferevent *bev = bufferevent_openssl_socket_new(
+		base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+	if (!bev)
+		fatal("metrics: cannot make a TLS bufferevent (out of memory)");
+	bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+	return bev;
+}
+
+static struct evhttp *httpd_new(struct event_base *base, bool tls, char *err, size_t errsz)
+{
+	struct evhttp *h = evhttp_new(base);
+	if (!h) {
+		errfmt(err, errsz, "evhttp_new failed");
+		return NULL;
+	}
+	evhttp_set_allowed_methods(h, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+	evhttp_set_max_headers_size(h, HTTPD_HEADERS_MAX);
+	evhttp_set_max_body_size(h, HTTPD_BODY_MAX);
+	evhttp_set_timeout(h, HTTPD_TIMEOUT);
+	evhttp_set_gencb(h, httpd_request, NULL);
+	if (tls)
+		evhttp_set_bevcb(h, httpd_tls_bufferevent, NULL);
+	return h;
+}
+
+/* The evhttp of address m, made on first use. */
+static struct evhttp *httpd_for(struct event_base *base, const struct conf_metrics *m,
+				char *err, size_t errsz)
+{
+	struct evhttp **h = m->tls ? &httpd.https : &httpd.http;
+	if (!*h)
+		*h = httpd_new(base, m->tls, err, errsz);
+	return *h;
+}
+
+static int httpd_listen(struct event_base *base, const struct conf_metrics *m, char *err,
+			size_t errsz)
+{
+	struct evhttp *h = httpd_for(base, m, err, errsz);
+	if (!h)
+		return -1;
+	int fd = httpd_socket(&m->addr, err, errsz);
+	if (fd < 0)
+		return -1;
+	if (!evhttp_accept_socket_with_handle(h, fd)) {
+		close(fd);
+		errfmt(err, errsz, "metrics %s: evhttp cannot take the socket", m->addr.text);
+		return -1;
+	}
+	*(char **)xappend(&httpd.addrs, &httpd.naddrs, sizeof(char *)) = httpd_address_text(m);
+	log_info("event=listening server=metrics address=%s tls=%s", m->addr.text,
+		 m->tls ? "yes" : "no");
+	return 0;
+}
+
+int httpd_start(struct event_base *base, const struct runtime *rt, char *err, size_t errsz)
+{
+	const struct conf *conf = rt->conf;
 	if (conf->nmetrics == 0)
 		return 0;
 	if (!httpd_load_password(conf, err, errsz))
 		return -1;
-	httpd.http = evhttp_new(base);
-	if (!httpd.http) {
-		errfmt(err, errsz, "evhttp_new failed");
-		return -1;
-	}
-	evhttp_set_allowed_methods(httpd.http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
-	evhttp_set_max_headers_size(httpd.http, HTTPD_HEADERS_MAX);
-	evhttp_set_max_body_size(httpd.http, HTTPD_BODY_MAX);
-	evhttp_set_timeout(httpd.http, HTTPD_TIMEOUT);
-	evhttp_set_gencb(httpd.http, httpd_request, NULL);
+	if (rt->metrics_tls)
+		httpd.tls = tls_server_ref(rt->metrics_tls);
 	for (size_t i = 0; i < conf->nmetrics; i++) {
-		int fd = httpd_socket(&conf->metrics[i], err, errsz);
-		if (fd < 0) {
+		if (conf->metrics[i].tls && !httpd.tls) {
+			errfmt(err, errsz, "metrics %s tls: no metrics-tls certificate",
+			       conf->metrics[i].addr.text);
 			httpd_stop();
 			return -1;
 		}
-		if (!evhttp_accept_socket_with_handle(httpd.http, fd)) {
-			close(fd);
-			errfmt(err, errsz, "metrics %s: evhttp cannot take the socket",
-			       conf->metrics[i].text);
+		if (httpd_listen(base, &conf->metrics[i], err, errsz) < 0) {
 			httpd_stop();
 			return -1;
 		}
-		*(char **)xappend(&httpd.addrs, &httpd.naddrs, sizeof(char *)) =
-			xstrdup(conf->metrics[i].text);
-		log_info("event=listening server=metrics address=%s", conf->metrics[i].text);
 	}
 	return 0;
 }
@@ -303,20 +371,32 @@ static bool httpd_same_addresses(const struct conf *conf)
 {
 	if (conf->nmetrics != httpd.naddrs)
 		return false;
-	for (size_t i = 0; i < conf->nmetrics; i++)
-		if (strcmp(conf->metrics[i].text, httpd.addrs[i]) != 0)
+	for (size_t i = 0; i < conf->nmetrics; i++) {
+		char *text = httpd_address_text(&conf->metrics[i]);
+		bool same = strcmp(text, httpd.addrs[i]) == 0;
+		free(text);
+		if (!same)
 			return false;
+	}
 	return true;
 }
 
-void httpd_reloaded(const struct conf *conf)
+void httpd_reloaded(const struct runtime *rt)
 {
+	const struct conf *conf = rt->conf;
 	char err[512], q[LOG_VALUE_MAX]; /* err names the file as configured */
 	if (!httpd_same_addresses(conf))
 		log_warn("event=reload warning=\"new metrics addresses take effect at restart\"");
-	if (httpd.http && !httpd_load_password(conf, err, sizeof err))
+	if ((httpd.http || httpd.https) && !httpd_load_password(conf, err, sizeof err))
 		log_warn("event=reload warning=\"%s; the old metrics password stays\"",
 			 log_quote(q, sizeof q, err, strlen(err)));
+	if (httpd.https && rt->metrics_tls) {
+		tls_server_free(httpd.tls); /* SSLs made from it keep their own */
+		httpd.tls = tls_server_ref(rt->metrics_tls);
+	} else if (httpd.https) {
+		log_warn("event=reload warning=\"no metrics-tls block: the metrics tls addresses "
+			 "keep the old certificates until restart\"");
+	}
 }
 
 void httpd_stop(void)
@@ -324,6 +404,11 @@ void httpd_stop(void)
 	if (httpd.http)
 		evhttp_free(httpd.http);
 	httpd.http = NULL;
+	if (httpd.https)
+		evhttp_free(httpd.https);
+	httpd.https = NULL;
+	tls_server_free(httpd.tls);
+	httpd.tls = NULL;
 	for (size_t i = 0; i < httpd.naddrs; i++)
 		free(httpd.addrs[i]);
 	free(httpd.addrs);

@@ -52,6 +52,19 @@ static int preflight_readable(const char *what, const char *path, const struct c
 	return 1;
 }
 
+/* The certificate/key pairs of a tls or metrics-tls block. */
+static int preflight_tls_files(const struct conf_tls *t, const char *u, uid_t uid, gid_t gid,
+			       FILE *err)
+{
+	int n = 0;
+	for (size_t i = 0; i < t->ncerts; i++) {
+		const struct conf_cert *cc = &t->certs[i];
+		n += preflight_readable("certificate", cc->certificate, &cc->pos, u, uid, gid, err);
+		n += preflight_readable("key", cc->key, &cc->pos, u, uid, gid, err);
+	}
+	return n;
+}
+
 static int preflight_run_as_files(const struct conf *c, uid_t uid, gid_t gid, FILE *err)
 {
 	const char *u = c->run_as;
@@ -64,15 +77,9 @@ static int preflight_run_as_files(const struct conf *c, uid_t uid, gid_t gid, FI
 				uid, gid, err);
 	n += preflight_readable("metrics password file", c->metrics_password, NULL, u, uid, gid,
 				err);
-	for (size_t s = 0; s < c->nservers; s++) {
-		const struct conf_tls *t = &c->servers[s].tls;
-		for (size_t i = 0; i < t->ncerts; i++) {
-			const struct conf_cert *cc = &t->certs[i];
-			n += preflight_readable("certificate", cc->certificate, &cc->pos, u, uid, gid,
-						err);
-			n += preflight_readable("key", cc->key, &cc->pos, u, uid, gid, err);
-		}
-	}
+	for (size_t s = 0; s < c->nservers; s++)
+		n += preflight_tls_files(&c->servers[s].tls, u, uid, gid, err);
+	n += preflight_tls_files(&c->metrics_tls, u, uid, gid, err);
 	return n;
 }
 

@@ -826,7 +826,7 @@ static bool server_reload(void)
 		return false;
 	}
 	scheduler_set_mailboxes(rt->conf->mailboxes);
-	httpd_reloaded(rt->conf);
+	httpd_reloaded(rt);
 	server_raise_nofile(rt->conf);
 	runtime_set_current(rt);
 	runtime_unref(old); /* freed when its last session ends */
@@ -936,7 +936,7 @@ static int server_start(struct runtime *rt)
 	char why[512];
 	if (listeners_apply(rt) < 0)
 		return -1;
-	if (httpd_start(daemon_state.base, rt->conf, why, sizeof why) < 0) {
+	if (httpd_start(daemon_state.base, rt, why, sizeof why) < 0) {
 		char q[LOG_VALUE_MAX]; /* why holds the address as configured */
 		log_err("event=listen-error server=metrics error=\"%s\"",
 			log_quote(q, sizeof q, why, strlen(why)));

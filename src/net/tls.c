@@ -136,6 +136,12 @@ void tls_server_free(struct tls_server *ts)
 		tls_server_unref(ts);
 }
 
+struct tls_server *tls_server_ref(struct tls_server *ts)
+{
+	__atomic_add_fetch(&ts->refs, 1, __ATOMIC_RELAXED);
+	return ts;
+}
+
 /* ---- loading a certificate/key pair ------------------------------------ */
 
 static int tls_passphrase_refused(char *buf, int size, int rwflag, void *u)

@@ -41,6 +41,9 @@ struct tls_server *tls_server_new(const struct conf_tls *tls, const char *protoc
  * own, so a reload may free the old server while its sessions go on; the
  * contexts go when the last of those SSLs is freed.  NULL is ignored. */
 void tls_server_free(struct tls_server *ts);
+/* Another reference to ts, for a holder that outlives the generation that
+ * built it; dropped with tls_server_free(). */
+struct tls_server *tls_server_ref(struct tls_server *ts);
 
 /* A new server-side SSL for one connection (NULL on allocation failure).
  * The caller owns it: SSL_free(), or a bufferevent made with

@@ -49,6 +49,7 @@ void runtime_unref(struct runtime *rt)
 		if (rt->tls[i])
 			tls_server_free(rt->tls[i]);
 	free(rt->tls);
+	tls_server_free(rt->metrics_tls);
 	for (size_t i = 0; rt->server_dns && i < rt->conf->nservers; i++)
 		if (rt->server_dns[i])
 			dns_resolver_free(rt->server_dns[i]);
@@ -64,8 +65,9 @@ void runtime_unref(struct runtime *rt)
 
 static const char *const alpn_names[] = {"smtp", "pop3", "imap"};
 
-/* Certificates and keys of every server with a tls block: a reload reads
- * them anew, so SIGHUP picks up renewed certificates. */
+/* Certificates and keys of every server with a tls block, and of the
+ * metrics-tls block: a reload reads them anew, so SIGHUP picks up renewed
+ * certificates. */
 static int runtime_load_tls(struct runtime *rt, FILE *err)
 {
 	int errors = 0;
@@ -77,6 +79,11 @@ static int runtime_load_tls(struct runtime *rt, FILE *err)
 		rt->tls[i] = tls_server_new(&srv->tls, alpn_names[srv->protocol], err);
 		if (!rt->tls[i])
 			errors++;
+	}
+	if (rt->conf->metrics_tls.ncerts > 0) {
+		/* RFC 7301: HTTPS offers http/1.1 (evhttp speaks no HTTP/2) */
+		rt->metrics_tls = tls_server_new(&rt->conf->metrics_tls, "http/1.1", err);
+		errors += rt->metrics_tls == NULL;
 	}
 	return errors;
 }

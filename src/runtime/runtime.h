@@ -25,6 +25,7 @@ struct runtime {
 	struct userdb *users;
 	struct aliases *aliases;     /* NULL when no aliases file */
 	struct tls_server **tls;     /* per conf->servers[i]; NULL: no certificate */
+	struct tls_server *metrics_tls; /* the metrics-tls block's; NULL: none */
 	struct dns_resolver *dns;    /* the global `dns` servers (or resolv.conf) */
 	struct dns_resolver **server_dns; /* per server with its own `dns`; else NULL */
 	struct hostaddrs **hosts;    /* per server with host rules; else NULL */

@@ -10,9 +10,12 @@ DEAD_HOST = "127.0.0.3"          # nothing listens there: connections are refuse
 REMOTE = "carl@external.test"
 
 
-def http_get(port, path="/metrics", host=HOST, method="GET", headers=None, timeout=10):
-    """(status, headers, body text) of one request."""
-    c = http.client.HTTPConnection(host, port, timeout=timeout)
+def http_get(port, path="/metrics", host=HOST, method="GET", headers=None, timeout=10,
+             tls=None):
+    """(status, headers, body text) of one request; HTTPS with the ssl
+    context tls when given."""
+    c = (http.client.HTTPSConnection(host, port, timeout=timeout, context=tls) if tls
+         else http.client.HTTPConnection(host, port, timeout=timeout))
     try:
         c.request(method, path, headers=headers or {})
         r = c.getresponse()
@@ -32,12 +35,16 @@ def samples(text):
     return out
 
 
-def metered_daemon(posthorn, stuck_outbound=False, global_extra="", **kw):
-    """A daemon with a metrics address (p.metrics_port); with stuck_outbound,
-    remote mail goes to a smarthost that refuses connections and waits an
-    hour for its retry (127.0.0.1 may relay)."""
+def metered_daemon(posthorn, stuck_outbound=False, global_extra="", tls_cert=None, **kw):
+    """A daemon with a metrics address (p.metrics_port); HTTPS with the
+    certificate tls_cert ({"crt", "key"}, imaputil.make_cert) when given; with
+    stuck_outbound, remote mail goes to a smarthost that refuses connections
+    and waits an hour for its retry (127.0.0.1 may relay)."""
     p_port = free_port()
     extra = f"metrics {HOST}:{p_port}\n{global_extra}"
+    if tls_cert:
+        extra = (f"metrics {HOST}:{p_port} tls\nmetrics-tls {{\n"
+                 f"    certificate {tls_cert['crt']}\n    key {tls_cert['key']}\n}}\n{global_extra}")
     if stuck_outbound:
         extra += (f"\noutbound {{\n    smarthost {DEAD_HOST}:{free_port(DEAD_HOST)}\n"
                   "    retry 1h\n    lifetime 1d\n}\n")

@@ -20,12 +20,12 @@ from httputil import REMOTE, http_get, metered_daemon, submit
 CHROMIUM = "/usr/bin/chromium"
 
 
-def browse(url, tmp_path, screenshot=None):
+def browse(url, tmp_path, screenshot=None, extra=()):
     """The DOM after Chromium loaded url (--dump-dom reads it through the
     browser's own script engine, so scripts stay on; the page has none, and
     its Content-Security-Policy would not run any)."""
     args = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-extensions",
-            "--no-first-run", f"--user-data-dir={tmp_path / 'chromium-profile'}"]
+            "--no-first-run", f"--user-data-dir={tmp_path / 'chromium-profile'}", *extra]
     if screenshot:
         args += [f"--screenshot={screenshot}", "--window-size=1200,1600"]
     else:
@@ -205,8 +205,9 @@ def test_password_only_on_loopback_and_only_from_a_private_file(posthorn, tmp_pa
     p.write_config()
     res = p.cli("check")
     assert res.returncode != 0
-    assert re.search(r"posthorn\.conf:\d+:9: metrics address \"0\.0\.0\.0:\d+\" is not a loopback "
-                     r"address: with \"metrics-password\" the password", res.stderr), res.stderr
+    assert re.search(r"posthorn\.conf:\d+:9: metrics address \"0\.0\.0\.0:\d+\" is neither "
+                     r"loopback nor \"tls\": with \"metrics-password\" the password", res.stderr), \
+        res.stderr
     os.chmod(pw, 0o640)
     p.global_extra = f"metrics {HOST}:{free_port()}\nmetrics-password {pw}"
     p.write_config()
@@ -214,3 +215,131 @@ def test_password_only_on_loopback_and_only_from_a_private_file(posthorn, tmp_pa
     assert res.returncode != 0
     assert re.search(r"posthorn\.conf:\d+:18: secret file .*metrics\.pw may be read by group or "
                      r"others \(mode 0640\); chmod 600 it", res.stderr), res.stderr
+
+
+# -- metrics ... tls: HTTPS with the metrics-tls block's certificate ----------------------
+
+def https_daemon(posthorn, posthorn_bin, tmp_path, password=None, start=True):
+    """A daemon whose metrics address is HTTPS with a `posthorn cert new`
+    certificate for 127.0.0.1 (and the password, if given); (daemon, a client
+    ssl context trusting that certificate, the certificate files)."""
+    from imaputil import client_ctx, make_cert
+    cert = make_cert(posthorn_bin, tmp_path / "certs")
+    extra = ""
+    if password:
+        pw = tmp_path / "metrics.pw"
+        pw.write_text(password + "\n")
+        os.chmod(pw, 0o600)
+        extra = f"metrics-password {pw}"
+    p = metered_daemon(posthorn, global_extra=extra, tls_cert=cert, start=start)
+    return p, client_ctx(cert), cert
+
+
+def test_https_serves_metrics_and_page_behind_the_password(posthorn, posthorn_bin, tmp_path):
+    p, ctx, _ = https_daemon(posthorn, posthorn_bin, tmp_path, password="Tls-Secret-9")
+    for path, want in (("/", "<!DOCTYPE html>"), ("/metrics", "posthorn_connections_total")):
+        status, headers, _ = http_get(p.metrics_port, path, tls=ctx)
+        assert status == 401 and headers["WWW-Authenticate"].startswith("Basic ")
+        assert http_get(p.metrics_port, path, tls=ctx, headers=basic("a", "wrong"))[0] == 401
+        status, _, body = http_get(p.metrics_port, path, tls=ctx, headers=basic("a", "Tls-Secret-9"))
+        assert status == 200 and want in body, body[:300]
+    check = p.cli("check").stdout
+    assert f"https://{HOST}:{p.metrics_port}/ (HTTP Basic" in check, check
+
+
+def test_https_port_refuses_plain_http(posthorn, posthorn_bin, tmp_path):
+    import http.client
+    p, ctx, _ = https_daemon(posthorn, posthorn_bin, tmp_path)
+    with pytest.raises((http.client.HTTPException, OSError)):
+        http_get(p.metrics_port, "/metrics", timeout=5)
+    # the listener is still there for HTTPS after the failed handshake
+    assert http_get(p.metrics_port, "/metrics", tls=ctx)[0] == 200
+
+
+def test_https_takes_a_new_certificate_at_reload(posthorn, posthorn_bin, tmp_path):
+    import shutil
+    import socket
+    import ssl
+    from imaputil import client_ctx, make_cert
+    p, ctx, cert = https_daemon(posthorn, posthorn_bin, tmp_path)
+
+    def served_certificate(context):
+        with socket.create_connection((HOST, p.metrics_port), timeout=5) as raw:
+            with context.wrap_socket(raw, server_hostname=HOST) as s:
+                return s.getpeercert(binary_form=True)
+
+    def der(path):
+        with open(path) as f:
+            return ssl.PEM_cert_to_DER_cert(f.read())
+    old = der(cert["crt"])
+    assert served_certificate(ctx) == old
+    fresh = make_cert(posthorn_bin, tmp_path / "fresh")
+    shutil.copy(fresh["crt"], cert["crt"])
+    shutil.copy(fresh["key"], cert["key"])
+    assert served_certificate(ctx) == old      # the files are read at reload only
+    p.reload()
+    assert served_certificate(client_ctx(fresh)) == der(fresh["crt"]) != old
+    assert http_get(p.metrics_port, "/metrics", tls=client_ctx(fresh))[0] == 200
+
+
+def test_metrics_tls_configuration_rules(posthorn, posthorn_bin, tmp_path):
+    from helpers import free_port
+    from imaputil import make_cert
+    cert = make_cert(posthorn_bin, tmp_path / "certs")
+    pw = tmp_path / "metrics.pw"
+    pw.write_text("Tls-Secret-9\n")
+    os.chmod(pw, 0o600)
+    p = posthorn(start=False)
+    block = f"metrics-tls {{\n    certificate {cert['crt']}\n    key {cert['key']}\n}}\n"
+    port = free_port()
+    # with a password: a non-loopback address is fine over TLS...
+    p.global_extra = f"metrics 0.0.0.0:{port} tls\n{block}metrics-password {pw}"
+    p.write_config()
+    res = p.cli("check")
+    assert res.returncode == 0, res.stderr
+    assert f"https://0.0.0.0:{port}/ (HTTP Basic" in res.stdout
+    # ... and refused in plain text
+    p.global_extra = f"metrics 0.0.0.0:{port}\n{block}metrics-password {pw}"
+    p.write_config()
+    res = p.cli("check")
+    assert res.returncode != 0
+    assert re.search(r"posthorn\.conf:\d+:9: metrics address \"0\.0\.0\.0:\d+\" is neither "
+                     r"loopback nor \"tls\"", res.stderr), res.stderr
+    # tls without a metrics-tls block
+    p.global_extra = f"metrics {HOST}:{port} tls"
+    p.write_config()
+    res = p.cli("check")
+    assert res.returncode != 0
+    assert re.search(r"posthorn\.conf:\d+:9: no certificate: \"metrics 127\.0\.0\.1:\d+ tls\" "
+                     r"needs a metrics-tls block with a certificate and key", res.stderr), res.stderr
+    # an unknown option, an empty block, a certificate without its key, require
+    p.global_extra = (f"metrics {HOST}:{port} ssl\nmetrics-tls {{\n    certificate {cert['crt']}\n"
+                      "    require yes\n}\n")
+    p.write_config()
+    res = p.cli("check")
+    assert res.returncode != 0
+    assert re.search(r":\d+:\d+: bad option \"ssl\" for \"metrics\" \(use tls\)", res.stderr)
+    assert re.search(r":\d+:5: certificate \".*\" has no \"key\" after it", res.stderr), res.stderr
+    assert re.search(r":\d+:5: unknown directive \"require\" in metrics-tls block", res.stderr), \
+        res.stderr
+    p.global_extra = f"metrics {HOST}:{port} tls\nmetrics-tls {{\n}}\n"
+    p.write_config()
+    res = p.cli("check")
+    assert res.returncode != 0
+    assert re.search(r":\d+:1: metrics-tls block without \"certificate\"", res.stderr), res.stderr
+    # certificate acme, as in a server's tls block, needs the acme block
+    p.global_extra = f"metrics {HOST}:{port} tls\nmetrics-tls {{\n    certificate acme\n}}\n"
+    p.write_config()
+    res = p.cli("check")
+    assert res.returncode != 0
+    assert re.search(r":\d+:5: \"certificate acme\" without an acme block at top level",
+                     res.stderr), res.stderr
+
+
+def test_chromium_loads_the_status_page_over_https(posthorn, posthorn_bin, tmp_path):
+    p, _, _ = https_daemon(posthorn, posthorn_bin, tmp_path)
+    page = Page(browse(f"https://{HOST}:{p.metrics_port}/", tmp_path,
+                       extra=("--ignore-certificate-errors",)))
+    text = page.all_text()
+    assert "posthorn" in text and "mx" in text, text[:500]
+    assert "script" not in page.tags
