@@ -3276,6 +3276,18 @@ static int warn_server(struct policy_out *out, const struct conf_server *s)
 	return n;
 }
 
+/* A metrics-tls block that no `metrics ... tls` address uses. */
+static int warn_unused_metrics_tls(struct policy_out *out, const struct conf *c)
+{
+	if (c->metrics_tls.ncerts == 0)
+		return 0;
+	for (size_t k = 0; k < c->nmetrics; k++)
+		if (c->metrics[k].tls)
+			return 0;
+	return warn(out, NULL, "metrics-tls is set but no metrics address has tls: "
+			       "its certificate is never used");
+}
+
 int conf_print_policy(const struct conf *c, FILE *f)
 {
 	struct policy_out o = {.f = f}, *out = &o;
@@ -3292,6 +3304,7 @@ int conf_print_policy(const struct conf *c, FILE *f)
 	n += warn_secret_file(out, NULL, c->metrics_password);
 	for (size_t i = 0; i < c->metrics_tls.ncerts; i++)
 		n += warn_secret_file(out, NULL, c->metrics_tls.certs[i].key);
+	n += warn_unused_metrics_tls(out, c);
 	if (!o.failed && fflush(f) == EOF)
 		o.failed = true;
 	return o.failed ? -1 : n;

@@ -298,6 +298,13 @@ def test_metrics_tls_configuration_rules(posthorn, posthorn_bin, tmp_path):
     res = p.cli("check")
     assert res.returncode == 0, res.stderr
     assert f"https://0.0.0.0:{port}/ (HTTP Basic" in res.stdout
+    assert "metrics-tls is set but" not in res.stdout
+    # a metrics-tls block no address uses is a warning, not an error
+    p.global_extra = f"metrics {HOST}:{port}\n{block}"
+    p.write_config()
+    res = p.cli("check")
+    assert res.returncode == 0, res.stderr
+    assert "warning: metrics-tls is set but no metrics address has tls" in res.stdout, res.stdout
     # ... and refused in plain text
     p.global_extra = f"metrics 0.0.0.0:{port}\n{block}metrics-password {pw}"
     p.write_config()
