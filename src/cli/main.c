@@ -152,6 +152,8 @@ static int check_report_certificates(const struct conf *conf)
 		const struct conf_server *srv = &conf->servers[i];
 		errors += tls_report(&srv->tls, srv->name, srv->hostname, stderr, stdout);
 	}
+	/* the HTTPS of the metrics listener, named as its block is */
+	errors += tls_report(&conf->metrics_tls, "metrics-tls", conf->hostname, stderr, stdout);
 	return errors;
 }
 

@@ -178,6 +178,10 @@ static int fill_certificates(FILE *f, const void *arg)
 		any = true;
 		(void)tls_report(&s->tls, s->name, s->hostname, f, f); /* errors are on f too */
 	}
+	if (c->metrics_tls.ncerts > 0) {
+		any = true;
+		(void)tls_report(&c->metrics_tls, "metrics-tls", c->hostname, f, f);
+	}
 	if (!any && fputs("no server has a certificate\n", f) == EOF)
 		return -1;
 	return 0;

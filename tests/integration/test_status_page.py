@@ -243,6 +243,8 @@ def test_https_serves_metrics_and_page_behind_the_password(posthorn, posthorn_bi
         assert http_get(p.metrics_port, path, tls=ctx, headers=basic("a", "wrong"))[0] == 401
         status, _, body = http_get(p.metrics_port, path, tls=ctx, headers=basic("a", "Tls-Secret-9"))
         assert status == 200 and want in body, body[:300]
+        if path == "/":  # the page lists the listener's own certificate too
+            assert "server metrics-tls: certificate " in body, body
     check = p.cli("check").stdout
     assert f"https://{HOST}:{p.metrics_port}/ (HTTP Basic" in check, check
 
@@ -298,6 +300,8 @@ def test_metrics_tls_configuration_rules(posthorn, posthorn_bin, tmp_path):
     res = p.cli("check")
     assert res.returncode == 0, res.stderr
     assert f"https://0.0.0.0:{port}/ (HTTP Basic" in res.stdout
+    assert f"server metrics-tls: certificate {cert['crt']} with key {cert['key']}" in res.stdout, \
+        res.stdout
     assert "metrics-tls is set but" not in res.stdout
     # a metrics-tls block no address uses is a warning, not an error
     p.global_extra = f"metrics {HOST}:{port}\n{block}"
