@@ -8,9 +8,12 @@
 # build/release/posthorn (make release).  The nodes listen on 127.0.0.2
 # and 127.0.0.3 with their own spools and the shared mail/ and users under
 # a temporary folder, removed at the end; every process started here is
-# stopped by PID.  Prints each node's stress summary, then checks every
+# stopped by PID; it runs inside its own loopback-only network namespace
+# (bench/netns.sh).  Prints each node's stress summary, then checks every
 # folder's UID list (unique, increasing UIDs; every message file listed).
 set -euo pipefail
+. "$(dirname "$0")/netns.sh"
+bench_in_netns "$@"   # loopback only, from here on
 stress=${1:?usage: bench/imaptest-two-nodes.sh STRESS_SH [SECS]}
 secs=${2:-30}
 top=$(cd "$(dirname "$0")/.." && pwd)

@@ -7,9 +7,12 @@
 # Needs build/release/posthorn and build/bench/phload (make release phload).
 # The nodes listen on 127.0.0.2 and 127.0.0.3; each has its own spool and
 # both share mail/ and users under a temporary folder, removed at the end.
+# It runs inside its own loopback-only network namespace (bench/netns.sh).
 # Every process started here is stopped by PID; every wait is bounded.
 # Prints one line per run and the ratio (two nodes / one node).
 set -euo pipefail
+. "$(dirname "$0")/netns.sh"
+bench_in_netns "$@"   # loopback only, from here on
 n=${1:-2000}
 conc=${2:-8}
 top=$(cd "$(dirname "$0")/.." && pwd)
