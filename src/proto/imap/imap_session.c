@@ -1087,6 +1087,44 @@ static void imap_sync(struct imap_session *s, bool expunges)
 		imap_updates(s, NULL, NULL);
 }
 
+/* FLAGS and PERMANENTFLAGS of the selected folder (RFC 3501 §7.2.6, §7.1):
+ * at SELECT, and again whenever its keywords change. */
+static void imap_keywords_lines(const struct imap_session *s, bool examine, char *flags,
+				char *perm, size_t size)
+{
+	if (!imap_flags_of_folder(flags, size, s->view, false) ||
+	    !imap_flags_of_folder(perm, size, s->view, !examine))
+		fatal("imap: the flags of a folder do not fit");
+	if (examine)
+		perm[0] = '\0';
+}
+
+enum { IMAP_FLAGS_TEXT_MAX = 64 + MAILBOX_KEYWORDS_MAX * (MAILBOX_KEYWORD_LEN + 1) };
+
+static void imap_keywords_announce_now(struct imap_session *s, bool examine)
+{
+	char flags[IMAP_FLAGS_TEXT_MAX], perm[IMAP_FLAGS_TEXT_MAX];
+	imap_keywords_lines(s, examine, flags, perm, sizeof flags);
+	conn_printf(s->io, "* FLAGS (%s)", flags);
+	conn_printf(s->io, "* OK [PERMANENTFLAGS (%s)] %s", perm,
+		    examine ? "No permanent flags permitted" : "Flags permitted");
+}
+
+void imap_keywords_announce(struct imap_session *s)
+{
+	if (s->view && mailbox_keywords_take_changed(s->view))
+		imap_keywords_announce_now(s, mailbox_read_only(s->view));
+}
+
+static void imap_keywords_text(const struct imap_session *s, struct imap_out *out)
+{
+	bool examine = mailbox_read_only(s->view);
+	char flags[IMAP_FLAGS_TEXT_MAX], perm[IMAP_FLAGS_TEXT_MAX];
+	imap_keywords_lines(s, examine, flags, perm, sizeof flags);
+	imap_out_printf(out, "* FLAGS (%s)\r\n* OK [PERMANENTFLAGS (%s)] %s\r\n", flags, perm,
+			examine ? "No permanent flags permitted" : "Flags permitted");
+}
+
 /* The untagged updates job: one queued change per step, then the tagged
  * completion (if any). */
 struct imap_updates_job {
@@ -1098,6 +1136,8 @@ static bool imap_updates_step(struct imap_session *s)
 {
 	struct imap_updates_job *j = s->job_data;
 	struct mailbox_change ch;
+	if (s->view && mailbox_keywords_take_changed(s->view))
+		imap_keywords_text(s, &j->out);
 	if (s->view && mailbox_next_change(s->view, &ch)) {
 		switch (ch.kind) {
 		case MAILBOX_CHANGE_EXPUNGE:
@@ -1111,7 +1151,7 @@ static bool imap_updates_step(struct imap_session *s)
 			break;
 		case MAILBOX_CHANGE_FLAGS:
 			imap_out_printf(&j->out, "* %zu FETCH (FLAGS ", ch.n);
-			imap_flags_text(&j->out, ch.flags);
+			imap_flags_text(&j->out, s->view, ch.flags);
 			imap_out_printf(&j->out, " UID %lu)\r\n", (unsigned long)ch.uid);
 			break;
 		}
@@ -1258,10 +1298,7 @@ IMAP_HANDLER(imap_cmd_select)
 	struct mailbox_change ch;
 	while (mailbox_next_change(mb, &ch))
 		; /* the state at SELECT is what the responses below say */
-	const char *flags = "\\Answered \\Flagged \\Deleted \\Seen \\Draft";
-	conn_printf(s->io, "* FLAGS (%s)", flags);
-	conn_printf(s->io, "* OK [PERMANENTFLAGS (%s)] %s", examine ? "" : flags,
-		    examine ? "No permanent flags permitted" : "Flags permitted");
+	imap_keywords_announce_now(s, examine);
 	conn_printf(s->io, "* %zu EXISTS", mailbox_count(mb));
 	conn_printf(s->io, "* %zu RECENT", mailbox_recent(mb));
 	size_t unseen = mailbox_first_unseen(mb);
@@ -1502,10 +1539,11 @@ IMAP_HANDLER(imap_cmd_append)
 	size_t nlen, i = 1;
 	const char *name = imap_arg_astring(imap_args_at(&c->args, 0), &nlen);
 	unsigned flags = 0;
+	struct imap_keyword_names kw = {.n = 0};
 	long long date = 0;
 	const char *err = syntax;
 	if (imap_arg_list(imap_args_at(&c->args, i)) &&
-	    !imap_flags_parse(imap_args_at(&c->args, i++), &flags, &err)) {
+	    !imap_flags_parse(imap_args_at(&c->args, i++), &flags, &kw, &err)) {
 		imap_bad(s, err);
 		return;
 	}
@@ -1539,6 +1577,16 @@ IMAP_HANDLER(imap_cmd_append)
 	}
 	close(s->append_fd);
 	s->append_fd = -1;
+	unsigned kwbits = 0;
+	r = mailbox_folder_keywords_bits(s->maildir, name, kw.v, kw.n, &kwbits, why, sizeof why);
+	if (r != MAILBOX_OK) {
+		mailbox_append_abort(s->append_path);
+		free(s->append_path);
+		s->append_path = NULL;
+		imap_store_error(s, r, why);
+		return;
+	}
+	flags |= kwbits;
 	struct mailbox_job *j = mailbox_append_job(s->maildir, name, s->append_path,
 						   flags & MAILBOX_FLAGS_PERMANENT, date);
 	free(s->append_path); /* the file is the job's now */

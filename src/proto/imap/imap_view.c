@@ -22,7 +22,7 @@ static const struct {
 	{"\\Recent", IMAP_FL_RECENT},
 };
 
-void imap_flags_text(struct imap_out *out, unsigned flags)
+void imap_flags_text(struct imap_out *out, const struct mailbox *mb, unsigned flags)
 {
 	imap_out_add(out, "(", 1);
 	bool first = true;
@@ -32,27 +32,71 @@ void imap_flags_text(struct imap_out *out, unsigned flags)
 		imap_out_printf(out, "%s%s", first ? "" : " ", imap_flag_names[i].name);
 		first = false;
 	}
+	const struct mailbox_keywords *kw = mb ? mailbox_keywords(mb) : NULL;
+	for (unsigned i = 0; kw && i < MAILBOX_KEYWORDS_MAX; i++) {
+		if (!(flags & MAILBOX_KEYWORD(i)) || !kw->name[i][0])
+			continue;
+		imap_out_printf(out, "%s%s", first ? "" : " ", kw->name[i]);
+		first = false;
+	}
 	imap_out_add(out, ")", 1);
 }
 
-/* The system flags (a keyword is accepted and not kept: PERMANENTFLAGS
- * does not list \*); \Recent may not be set by a client (RFC 3501
- * §2.3.2). */
-bool imap_flags_parse(const struct imap_arg *a, unsigned *flags, const char **err)
+bool imap_flags_of_folder(char *buf, size_t size, const struct mailbox *mb, bool permanent)
 {
-	const struct imap_args *l = imap_arg_list(a);
-	const struct imap_args one = {.n = 1, .v = (struct imap_arg *)a};
-	if (!l)
-		l = &one;
+	const struct mailbox_keywords *kw = mailbox_keywords(mb);
+	size_t len = 0;
+	if (!bsnprintf(buf, size, "\\Answered \\Flagged \\Deleted \\Seen \\Draft"))
+		return false;
+	len = strlen(buf);
+	for (unsigned i = 0; i < MAILBOX_KEYWORDS_MAX; i++) {
+		if (!kw->name[i][0])
+			continue;
+		if (!bsnprintf(buf + len, size - len, " %s", kw->name[i]))
+			return false;
+		len += strlen(buf + len);
+	}
+	if (permanent && mailbox_keywords_count(kw) < MAILBOX_KEYWORDS_MAX)
+		return bsnprintf(buf + len, size - len, " \\*");
+	return true;
+}
+
+/* Add keyword f to kw unless it is there (case-insensitive). */
+static bool imap_keyword_add(struct imap_keyword_names *kw, const char *f, const char **err)
+{
+	if (!mailbox_keyword_valid(f)) {
+		*err = "Invalid keyword (at most 64 atom characters)";
+		return false;
+	}
+	for (size_t k = 0; k < kw->n; k++)
+		if (strcasecmp(kw->v[k], f) == 0)
+			return true;
+	if (kw->n == MAILBOX_KEYWORDS_MAX) {
+		*err = "Too many keywords in one command";
+		return false;
+	}
+	kw->v[kw->n++] = f;
+	return true;
+}
+
+/* The system flags and keywords; \Recent may not be set by a client
+ * (RFC 3501 §2.3.2). */
+bool imap_flags_parse_args(const struct imap_args *l, unsigned *flags,
+			   struct imap_keyword_names *kw, const char **err)
+{
 	*flags = 0;
+	kw->n = 0;
 	for (size_t i = 0; i < l->n; i++) {
 		const char *f = imap_arg_flag(imap_args_at(l, i));
 		if (!f) {
 			*err = "Invalid flag";
 			return false;
 		}
-		if (f[0] != '\\')
-			continue; /* a keyword */
+		if (f[0] != '\\') {
+			if (!imap_keyword_add(kw, f, err))
+				return false;
+			continue;
+		}
 		size_t k = 0;
 		while (k < ARRAY_LEN(imap_flag_names) && strcasecmp(f, imap_flag_names[k].name) != 0)
 			k++;
@@ -309,4 +353,12 @@ bool imap_msg_body_has(struct imap_session *s, size_t i, const char *str, bool t
 	struct message *m = imap_msg_get(s, i);
 	char err[256];
 	return m && message_text_contains(m, s->msg_path, text, str, err, sizeof err) == 1;
+}
+
+bool imap_flags_parse(const struct imap_arg *a, unsigned *flags, struct imap_keyword_names *kw,
+		      const char **err)
+{
+	const struct imap_args *l = imap_arg_list(a);
+	const struct imap_args one = {.n = 1, .v = (struct imap_arg *)a};
+	return imap_flags_parse_args(l ? l : &one, flags, kw, err);
 }
