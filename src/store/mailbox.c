@@ -2768,6 +2768,8 @@ enum mailbox_result mailbox_keywords_bits(struct mailbox *mb, const char *const 
 	}
 	enum mailbox_result r = mailbox_dir_keywords_bits(mb->dir, &k, names, n, create, bits, err,
 							  errsz);
+	if (r == MAILBOX_ERR_IO)
+		return r; /* the view keeps what it knew */
 	mailbox_kwstamp_read(mb->dir, &mb->kw_stamp);
 	if (memcmp(&k, &mb->kw, sizeof k) != 0) {
 		mb->kw = k;
@@ -3507,6 +3509,7 @@ static enum mailbox_result mailbox_copy_keywords(const struct mailbox *mb, struc
 		if ((used & MAILBOX_KEYWORD(i)) && mb->kw.name[i][0])
 			names[n++] = mb->kw.name[i];
 	struct mailbox_keywords dk;
+	memset(&dk, 0, sizeof dk);
 	unsigned bits;
 	enum mailbox_result r = MAILBOX_OK;
 	if (n > 0)

@@ -217,9 +217,6 @@ struct imap_command *imap_keep_command(struct imap_session *s);
 /* The NO of a failed mail store operation with its response code; false
  * unless r is MAILBOX_OK. */
 bool imap_store_error(struct imap_session *s, enum mailbox_result r, const char *err);
-/* When the selected folder's keywords changed: untagged FLAGS and
- * PERMANENTFLAGS now (imap_session.c). */
-void imap_keywords_announce(struct imap_session *s);
 void imap_mailbox_log(const struct imap_session *s, const char *op, const char *err);
 
 #endif

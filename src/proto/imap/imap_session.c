@@ -1087,44 +1087,6 @@ static void imap_sync(struct imap_session *s, bool expunges)
 		imap_updates(s, NULL, NULL);
 }
 
-/* FLAGS and PERMANENTFLAGS of the selected folder (RFC 3501 §7.2.6, §7.1):
- * at SELECT, and again whenever its keywords change. */
-static void imap_keywords_lines(const struct imap_session *s, bool examine, char *flags,
-				char *perm, size_t size)
-{
-	if (!imap_flags_of_folder(flags, size, s->view, false) ||
-	    !imap_flags_of_folder(perm, size, s->view, !examine))
-		fatal("imap: the flags of a folder do not fit");
-	if (examine)
-		perm[0] = '\0';
-}
-
-enum { IMAP_FLAGS_TEXT_MAX = 64 + MAILBOX_KEYWORDS_MAX * (MAILBOX_KEYWORD_LEN + 1) };
-
-static void imap_keywords_announce_now(struct imap_session *s, bool examine)
-{
-	char flags[IMAP_FLAGS_TEXT_MAX], perm[IMAP_FLAGS_TEXT_MAX];
-	imap_keywords_lines(s, examine, flags, perm, sizeof flags);
-	conn_printf(s->io, "* FLAGS (%s)", flags);
-	conn_printf(s->io, "* OK [PERMANENTFLAGS (%s)] %s", perm,
-		    examine ? "No permanent flags permitted" : "Flags permitted");
-}
-
-void imap_keywords_announce(struct imap_session *s)
-{
-	if (s->view && mailbox_keywords_take_changed(s->view))
-		imap_keywords_announce_now(s, mailbox_read_only(s->view));
-}
-
-static void imap_keywords_text(const struct imap_session *s, struct imap_out *out)
-{
-	bool examine = mailbox_read_only(s->view);
-	char flags[IMAP_FLAGS_TEXT_MAX], perm[IMAP_FLAGS_TEXT_MAX];
-	imap_keywords_lines(s, examine, flags, perm, sizeof flags);
-	imap_out_printf(out, "* FLAGS (%s)\r\n* OK [PERMANENTFLAGS (%s)] %s\r\n", flags, perm,
-			examine ? "No permanent flags permitted" : "Flags permitted");
-}
-
 /* The untagged updates job: one queued change per step, then the tagged
  * completion (if any). */
 struct imap_updates_job {
@@ -1298,7 +1260,7 @@ IMAP_HANDLER(imap_cmd_select)
 	struct mailbox_change ch;
 	while (mailbox_next_change(mb, &ch))
 		; /* the state at SELECT is what the responses below say */
-	imap_keywords_announce_now(s, examine);
+	imap_keywords_select(s, examine);
 	conn_printf(s->io, "* %zu EXISTS", mailbox_count(mb));
 	conn_printf(s->io, "* %zu RECENT", mailbox_recent(mb));
 	size_t unseen = mailbox_first_unseen(mb);

@@ -34,6 +34,13 @@ void imap_flags_text(struct imap_out *out, const struct mailbox *mb, unsigned fl
  * parentheses, into buf.  false when it does not fit. */
 bool imap_flags_of_folder(char *buf, size_t size, const struct mailbox *mb, bool permanent);
 
+/* FLAGS and PERMANENTFLAGS of the selected folder (RFC 3501 §7.1, §7.2.6):
+ * at SELECT/EXAMINE (examine: no permanent flags) ... */
+void imap_keywords_select(struct imap_session *s, bool examine);
+/* ... and again when its keywords changed: now, or into out. */
+void imap_keywords_announce(struct imap_session *s);
+void imap_keywords_text(const struct imap_session *s, struct imap_out *out);
+
 /* The keywords of a flag list, pointing into the command's arguments. */
 struct imap_keyword_names {
 	const char *v[MAILBOX_KEYWORDS_MAX];
