@@ -113,14 +113,23 @@ static const char *mailbox_info(const char *name)
 	return c && c[1] == '2' && c[2] == ',' ? c + 3 : NULL;
 }
 
+static bool mailbox_is_keyword_letter(char c)
+{
+	return c >= 'a' && c < 'a' + MAILBOX_KEYWORDS_MAX;
+}
+
+/* The flag word of a name's info: system letters and keyword letters. */
 static unsigned mailbox_name_flags(const char *name)
 {
 	const char *info = mailbox_info(name);
 	unsigned f = 0;
-	for (const char *p = info; p && *p; p++)
+	for (const char *p = info; p && *p; p++) {
+		if (mailbox_is_keyword_letter(*p))
+			f |= MAILBOX_KEYWORD(*p - 'a');
 		for (size_t i = 0; i < ARRAY_LEN(mailbox_flags); i++)
 			if (mailbox_flags[i].letter == *p)
 				f |= mailbox_flags[i].flag;
+	}
 	return f;
 }
 
@@ -129,20 +138,24 @@ static int mailbox_cmp_char(const void *a, const void *b)
 	return *(const char *)a - *(const char *)b;
 }
 
-/* name with its info replaced by flags (plus letters of the old info that
- * are no system flag, such as keywords), sorted as Maildir wants. */
+/* name with its info replaced by flags: system and keyword letters (plus
+ * letters of the old info that are neither, kept as they were), sorted as
+ * Maildir wants (uppercase before lowercase). */
 static char *mailbox_name_with_flags(const char *name, unsigned flags)
 {
-	char letters[MAILBOX_INFO_MAX + ARRAY_LEN(mailbox_flags) + 1];
+	char letters[MAILBOX_INFO_MAX + ARRAY_LEN(mailbox_flags) + MAILBOX_KEYWORDS_MAX + 1];
 	size_t n = 0;
 	const char *info = mailbox_info(name);
 	for (const char *p = info; p && *p && n < MAILBOX_INFO_MAX; p++)
-		if (!mailbox_is_system_letter(*p) && !memchr(letters, *p, n) && *p > ' ' &&
-		    *p < 0x7f)
+		if (!mailbox_is_system_letter(*p) && !mailbox_is_keyword_letter(*p) &&
+		    !memchr(letters, *p, n) && *p > ' ' && *p < 0x7f)
 			letters[n++] = *p;
 	for (size_t i = 0; i < ARRAY_LEN(mailbox_flags); i++)
 		if (flags & mailbox_flags[i].flag)
 			letters[n++] = mailbox_flags[i].letter;
+	for (unsigned i = 0; i < MAILBOX_KEYWORDS_MAX; i++)
+		if (flags & MAILBOX_KEYWORD(i))
+			letters[n++] = (char)('a' + i);
 	mailbox_sort(letters, n, 1, mailbox_cmp_char);
 	letters[n] = '\0';
 	size_t base = strcspn(name, ":");
@@ -1060,6 +1073,216 @@ static int mailbox_lock(const char *dir, bool wait, char *err, size_t errsz)
 static void mailbox_unlock(int fd)
 {
 	close(fd); /* releases the lock */
+}
+
+/* ---- keywords (dovecot-keywords) ------------------------------------------- */
+
+static bool mailbox_is_atom_char(unsigned char c)
+{
+	/* RFC 3501 §9 ATOM-CHAR: not atom-specials, CTL, SP or 8-bit */
+	return c > ' ' && c < 0x7f && !strchr("(){%*\"\\]", c);
+}
+
+bool mailbox_keyword_valid(const char *name)
+{
+	size_t len = strlen(name);
+	if (len == 0 || len > MAILBOX_KEYWORD_LEN)
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if (!mailbox_is_atom_char((unsigned char)name[i]))
+			return false;
+	return true;
+}
+
+int mailbox_keywords_find(const struct mailbox_keywords *k, const char *name)
+{
+	for (int i = 0; i < MAILBOX_KEYWORDS_MAX; i++)
+		if (k->name[i][0] && str_ieq(k->name[i], name))
+			return i;
+	return -1;
+}
+
+size_t mailbox_keywords_count(const struct mailbox_keywords *k)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < MAILBOX_KEYWORDS_MAX; i++)
+		n += k->name[i][0] != '\0';
+	return n;
+}
+
+/* One "N name" line into k; false (ignored) when it is not one. */
+static bool mailbox_keywords_line(const char *line, size_t len, struct mailbox_keywords *k)
+{
+	size_t i = 0;
+	unsigned idx = 0;
+	while (i < len && i < 3 && line[i] >= '0' && line[i] <= '9')
+		idx = idx * 10 + (unsigned)(line[i++] - '0');
+	if (i == 0 || i >= len || line[i] != ' ' || idx >= MAILBOX_KEYWORDS_MAX ||
+	    len - i - 1 > MAILBOX_KEYWORD_LEN || k->name[idx][0])
+		return false;
+	char name[MAILBOX_KEYWORD_LEN + 1];
+	memcpy(name, line + i + 1, len - i - 1);
+	name[len - i - 1] = '\0';
+	if (!mailbox_keyword_valid(name) || mailbox_keywords_find(k, name) >= 0)
+		return false;
+	memcpy(k->name[idx], name, len - i);
+	return true;
+}
+
+void mailbox_keywords_parse(const char *text, size_t len, struct mailbox_keywords *out)
+{
+	memset(out, 0, sizeof *out);
+	size_t at = 0;
+	while (at < len) {
+		const char *nl = memchr(text + at, '\n', len - at);
+		size_t end = nl ? (size_t)(nl - text) : len;
+		size_t l = end - at;
+		if (l > 0 && text[at + l - 1] == '\r')
+			l--;
+		(void)mailbox_keywords_line(text + at, l, out);
+		at = end + 1;
+	}
+}
+
+#define MAILBOX_KEYWORDS_FILE "dovecot-keywords"
+#define MAILBOX_KEYWORDS_TMP "dovecot-keywords.posthorn-tmp"
+/* 26 lines of "NN " and 64 octets fit in far less; more is read as far
+ * as this and the rest ignored like any bad line. */
+enum { MAILBOX_KEYWORDS_FILE_MAX = 8192 };
+
+/* Read dir's dovecot-keywords into k (empty when there is none).  0, or
+ * -1 with a reason in err. */
+static int mailbox_keywords_load(const char *dir, struct mailbox_keywords *k, char *err,
+				 size_t errsz)
+{
+	memset(k, 0, sizeof *k);
+	char *path = xasprintf("%s/%s", dir, MAILBOX_KEYWORDS_FILE);
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0) {
+		int e = errno;
+		if (e != ENOENT)
+			errfmt(err, errsz, "cannot open %s: %s", path, strerror(e));
+		free(path);
+		return e == ENOENT ? 0 : -1;
+	}
+	char *buf = xmalloc(MAILBOX_KEYWORDS_FILE_MAX);
+	size_t len = 0;
+	while (len < MAILBOX_KEYWORDS_FILE_MAX) {
+		ssize_t r = read(fd, buf + len, MAILBOX_KEYWORDS_FILE_MAX - len);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			errfmt(err, errsz, "cannot read %s: %s", path, strerror(errno));
+			free(buf);
+			free(path);
+			close(fd);
+			return -1;
+		}
+		if (r == 0)
+			break;
+		len += (size_t)r;
+	}
+	close(fd);
+	free(path);
+	mailbox_keywords_parse(buf, len, k);
+	free(buf);
+	return 0;
+}
+
+/* Write k as dir's dovecot-keywords: a temporary file of our own, then a
+ * rename, so a reader sees the old or the new file whole.  0 or -1. */
+static int mailbox_keywords_write(const char *dir, const struct mailbox_keywords *k, char *err,
+				  size_t errsz)
+{
+	char text[MAILBOX_KEYWORDS_MAX * (MAILBOX_KEYWORD_LEN + 4) + 1];
+	size_t len = 0;
+	for (int i = 0; i < MAILBOX_KEYWORDS_MAX; i++)
+		if (k->name[i][0] &&
+		    !bsnprintf(text + len, sizeof text - len, "%d %s\n", i, k->name[i]))
+			fatal("mailbox: keyword line does not fit");
+		else if (k->name[i][0])
+			len += strlen(text + len);
+	char *tmp = xasprintf("%s/%s", dir, MAILBOX_KEYWORDS_TMP);
+	char *path = xasprintf("%s/%s", dir, MAILBOX_KEYWORDS_FILE);
+	int rc = -1;
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0) {
+		errfmt(err, errsz, "cannot create %s: %s", tmp, strerror(errno));
+	} else if (write_all(fd, text, len) < 0) {
+		errfmt(err, errsz, "cannot write %s: %s", tmp, strerror(errno));
+		close(fd);
+	} else if (close(fd) < 0 || rename(tmp, path) < 0) {
+		errfmt(err, errsz, "cannot write %s: %s", path, strerror(errno));
+	} else {
+		rc = 0;
+	}
+	if (rc < 0 && unlink(tmp) < 0 && errno != ENOENT)
+		log_warn("mailbox: cannot remove %s: %s", tmp, strerror(errno));
+	free(tmp);
+	free(path);
+	return rc;
+}
+
+/* The bits of names in k; with create, missing names take the first free
+ * index.  added: k changed.  LIMIT when no index is free. */
+static enum mailbox_result mailbox_keywords_resolve(struct mailbox_keywords *k,
+						    const char *const *names, size_t n,
+						    bool create, unsigned *bits, bool *added,
+						    char *err, size_t errsz)
+{
+	*bits = 0;
+	*added = false;
+	for (size_t i = 0; i < n; i++) {
+		int idx = mailbox_keywords_find(k, names[i]);
+		if (idx < 0 && create && mailbox_keyword_valid(names[i])) {
+			for (int f = 0; f < MAILBOX_KEYWORDS_MAX && idx < 0; f++)
+				if (!k->name[f][0])
+					idx = f;
+			if (idx < 0) {
+				errfmt(err, errsz, "This mailbox has %d keywords, no more can be added",
+				       MAILBOX_KEYWORDS_MAX);
+				return MAILBOX_ERR_LIMIT;
+			}
+			xsnprintf(k->name[idx], sizeof k->name[idx], "%s", names[i]);
+			*added = true;
+		}
+		if (idx >= 0)
+			*bits |= MAILBOX_KEYWORD(idx);
+	}
+	return MAILBOX_OK;
+}
+
+/* mailbox_keywords_resolve on dir's file: without create (or when all
+ * names are known) from the file as read; else under the index lock,
+ * re-read, added to and written.  k holds the folder's keywords after. */
+static enum mailbox_result mailbox_dir_keywords_bits(const char *dir, struct mailbox_keywords *k,
+						     const char *const *names, size_t n,
+						     bool create, unsigned *bits, char *err,
+						     size_t errsz)
+{
+	bool added;
+	if (mailbox_keywords_load(dir, k, err, errsz) < 0)
+		return MAILBOX_ERR_IO;
+	enum mailbox_result r = mailbox_keywords_resolve(k, names, n, false, bits, &added, err, errsz);
+	unsigned known = 0;
+	for (size_t i = 0; i < n; i++)
+		known += mailbox_keywords_find(k, names[i]) >= 0;
+	if (r != MAILBOX_OK || !create || known == n)
+		return r;
+	int lock = mailbox_lock(dir, true, err, errsz);
+	if (lock < 0)
+		return MAILBOX_ERR_IO;
+	if (mailbox_keywords_load(dir, k, err, errsz) < 0) {
+		mailbox_unlock(lock);
+		return MAILBOX_ERR_IO;
+	}
+	r = mailbox_keywords_resolve(k, names, n, true, bits, &added, err, errsz);
+	if (r == MAILBOX_OK && added && mailbox_keywords_write(dir, k, err, errsz) < 0)
+		r = MAILBOX_ERR_IO;
+	mailbox_unlock(lock);
+	if (r != MAILBOX_OK && mailbox_keywords_load(dir, k, err, errsz) < 0)
+		memset(k, 0, sizeof *k);
+	return r;
 }
 
 /* Give s's files their UIDs from ix.  Returns how many of ix's entries
@@ -2269,6 +2492,13 @@ struct mailbox {
 	size_t flags_cursor;
 	bool exists_sent;            /* this round sent EXISTS: RECENT follows */
 	int watch_fd;
+	struct mailbox_keywords kw;  /* the folder's keywords, as last read */
+	struct mailbox_kwstamp {     /* dovecot-keywords when last read */
+		ino_t ino;
+		off_t size;
+		struct timespec mtime;
+	} kw_stamp;
+	bool kw_changed;             /* kw differs from what the client was told */
 };
 
 bool mailbox_stale(const struct mailbox *mb)
@@ -2433,7 +2663,7 @@ static void mailbox_update_msg(struct mailbox *mb, struct mailbox_msg *m, struct
 	mailbox_take_new(mb, m);
 	unsigned f = mailbox_name_flags(m->name);
 	if (f != (m->flags & MAILBOX_FLAGS_PERMANENT)) {
-		m->flags = (uint8_t)(f | (m->flags & MAILBOX_RECENT));
+		m->flags = (uint32_t)(f | (m->flags & MAILBOX_RECENT));
 		m->flags_changed = true;
 		mb->flags_pending = true;
 	}
@@ -2453,7 +2683,7 @@ static void mailbox_add_msg(struct mailbox *mb, struct mailbox_disk *d)
 		free(m.name);
 		return; /* vanished meanwhile: never shown */
 	}
-	m.flags = (uint8_t)(mailbox_name_flags(m.name) | (recent ? MAILBOX_RECENT : 0));
+	m.flags = (uint32_t)(mailbox_name_flags(m.name) | (recent ? MAILBOX_RECENT : 0));
 	mb->recent += recent;
 	struct mailbox_msg *slot = xgrow(&mb->msgs, &mb->n, &mb->cap, sizeof *slot);
 	*slot = m;
@@ -2481,6 +2711,92 @@ static void mailbox_merge(struct mailbox *mb, struct mailbox_scan *s)
 			mailbox_add_msg(mb, &s->v[j]);
 }
 
+static void mailbox_kwstamp_read(const char *dir, struct mailbox_kwstamp *st)
+{
+	char *path = xasprintf("%s/%s", dir, MAILBOX_KEYWORDS_FILE);
+	struct stat sb;
+	memset(st, 0, sizeof *st);
+	if (stat(path, &sb) == 0) {
+		st->ino = sb.st_ino;
+		st->size = sb.st_size;
+		st->mtime = sb.st_mtim;
+	}
+	free(path);
+}
+
+/* Re-read the folder's keywords when their file changed (another session
+ * or node added one). */
+static void mailbox_keywords_refresh(struct mailbox *mb, bool force)
+{
+	struct mailbox_kwstamp now;
+	mailbox_kwstamp_read(mb->dir, &now);
+	if (!force && now.ino == mb->kw_stamp.ino && now.size == mb->kw_stamp.size &&
+	    mailbox_time_eq(&now.mtime, &mb->kw_stamp.mtime))
+		return;
+	struct mailbox_keywords k;
+	char err[256];
+	if (mailbox_keywords_load(mb->dir, &k, err, sizeof err) < 0) {
+		log_warn("mailbox: %s", err);
+		return; /* keep what we had; try again at the next sync */
+	}
+	mb->kw_stamp = now;
+	if (memcmp(&k, &mb->kw, sizeof k) != 0) {
+		mb->kw = k;
+		mb->kw_changed = true;
+	}
+}
+
+const struct mailbox_keywords *mailbox_keywords(const struct mailbox *mb)
+{
+	return &mb->kw;
+}
+
+bool mailbox_keywords_take_changed(struct mailbox *mb)
+{
+	bool c = mb->kw_changed;
+	mb->kw_changed = false;
+	return c;
+}
+
+enum mailbox_result mailbox_keywords_bits(struct mailbox *mb, const char *const *names, size_t n,
+					  bool create, unsigned *bits, char *err, size_t errsz)
+{
+	struct mailbox_keywords k;
+	if (create && mb->read_only) {
+		errfmt(err, errsz, "Mailbox is read-only");
+		return MAILBOX_ERR_READONLY;
+	}
+	enum mailbox_result r = mailbox_dir_keywords_bits(mb->dir, &k, names, n, create, bits, err,
+							  errsz);
+	if (r == MAILBOX_ERR_IO)
+		return r; /* the view keeps what it knew */
+	mailbox_kwstamp_read(mb->dir, &mb->kw_stamp);
+	if (memcmp(&k, &mb->kw, sizeof k) != 0) {
+		mb->kw = k;
+		mb->kw_changed = true;
+	}
+	return r;
+}
+
+enum mailbox_result mailbox_folder_keywords_bits(const char *root, const char *name,
+						 const char *const *names, size_t n,
+						 unsigned *bits, char *err, size_t errsz)
+{
+	*bits = 0;
+	if (n == 0)
+		return MAILBOX_OK;
+	char *dir;
+	enum mailbox_result r = mailbox_open_dir(root, name, &dir, err, errsz);
+	if (r == MAILBOX_ERR_NOSELECT)
+		r = MAILBOX_ERR_NONEXISTENT;
+	if (r != MAILBOX_OK)
+		return r;
+	struct mailbox_keywords k;
+	r = mailbox_dir_keywords_bits(dir, &k, names, n, true, bits, err, errsz);
+	free(dir);
+	return r;
+}
+
 static enum mailbox_result mailbox_view_sync(struct mailbox *mb, bool force, char *err,
 					     size_t errsz)
 {
@@ -2489,6 +2805,7 @@ static enum mailbox_result mailbox_view_sync(struct mailbox *mb, bool force, cha
 		       mb->name);
 		return MAILBOX_ERR_IO;
 	}
+	mailbox_keywords_refresh(mb, force);
 	if (!force && mb->stamp_valid && mailbox_stamp_settled(&mb->stamp)) {
 		struct mailbox_stamp now;
 		mailbox_stamp_read(mb->dir, &now);
@@ -2563,6 +2880,7 @@ enum mailbox_result mailbox_open(const char *root, const char *name, bool read_o
 		mb->msgs[i].announced = true;
 	}
 	mb->flags_pending = false;
+	mb->kw_changed = false; /* SELECT sends FLAGS itself */
 	*out = mb;
 	return MAILBOX_OK;
 }
@@ -2701,7 +3019,7 @@ static int mailbox_rename_flags(struct mailbox *mb, struct mailbox_msg *m, unsig
 	free(m->name);
 	m->name = to_name;
 	m->in_new = false;
-	m->flags = (uint8_t)(flags | (m->flags & MAILBOX_RECENT));
+	m->flags = (uint32_t)(flags | (m->flags & MAILBOX_RECENT));
 	return 0;
 }
 
@@ -2777,7 +3095,7 @@ struct mailbox_job_msg {
 				      * name once found renamed) */
 	bool in_new;
 	uint32_t uid;
-	uint8_t flags;               /* permanent flags */
+	uint32_t flags;              /* permanent flags */
 	long long date;
 	/* COPY, MOVE */
 	char *copy_unique;           /* NULL: not copied (yet) */
@@ -3176,6 +3494,45 @@ static void mailbox_copy_run(struct mailbox_job *j)
 		mailbox_move_sources(j);
 }
 
+/* Keyword letters are per folder: give the copies the destination's
+ * letters for the sources' keyword names (added to its dovecot-keywords
+ * as needed; a letter without a name in the source is not copied). */
+static enum mailbox_result mailbox_copy_keywords(const struct mailbox *mb, struct mailbox_job *j,
+						 char *err, size_t errsz)
+{
+	unsigned used = 0;
+	for (size_t i = 0; i < j->n; i++)
+		used |= j->v[i].flags & MAILBOX_KEYWORDS_ALL;
+	const char *names[MAILBOX_KEYWORDS_MAX];
+	size_t n = 0;
+	for (unsigned i = 0; i < MAILBOX_KEYWORDS_MAX; i++)
+		if ((used & MAILBOX_KEYWORD(i)) && mb->kw.name[i][0])
+			names[n++] = mb->kw.name[i];
+	struct mailbox_keywords dk;
+	memset(&dk, 0, sizeof dk);
+	unsigned bits;
+	enum mailbox_result r = MAILBOX_OK;
+	if (n > 0)
+		r = mailbox_dir_keywords_bits(j->ddir, &dk, names, n, true, &bits, err, errsz);
+	if (r != MAILBOX_OK)
+		return r;
+	unsigned map[MAILBOX_KEYWORDS_MAX] = {0};
+	for (unsigned i = 0; i < MAILBOX_KEYWORDS_MAX; i++) {
+		int d = (used & MAILBOX_KEYWORD(i)) && mb->kw.name[i][0]
+				? mailbox_keywords_find(&dk, mb->kw.name[i])
+				: -1;
+		map[i] = d >= 0 ? MAILBOX_KEYWORD(d) : 0;
+	}
+	for (size_t i = 0; i < j->n; i++) {
+		unsigned f = j->v[i].flags & MAILBOX_FLAGS_SYSTEM;
+		for (unsigned k = 0; k < MAILBOX_KEYWORDS_MAX; k++)
+			if (j->v[i].flags & MAILBOX_KEYWORD(k))
+				f |= map[k];
+		j->v[i].flags = f;
+	}
+	return MAILBOX_OK;
+}
+
 enum mailbox_result mailbox_copy_begin(struct mailbox *mb, mailbox_match_fn match, void *arg,
 				       const char *dest, bool move, struct mailbox_job **out,
 				       char *err, size_t errsz)
@@ -3198,6 +3555,11 @@ enum mailbox_result mailbox_copy_begin(struct mailbox *mb, mailbox_match_fn matc
 		const struct mailbox_msg *m = &mb->msgs[i];
 		if (!m->expunged && m->name && match(arg, i + 1, m->uid))
 			mailbox_job_add(j, m);
+	}
+	r = mailbox_copy_keywords(mb, j, err, errsz);
+	if (r != MAILBOX_OK) {
+		mailbox_job_free(j);
+		return r;
 	}
 	*out = j;
 	return MAILBOX_OK;

@@ -50,13 +50,43 @@ enum mailbox_flag {
 	MAILBOX_DRAFT = 1u << 4,       /* D */
 	MAILBOX_RECENT = 1u << 5,
 };
-#define MAILBOX_FLAGS_PERMANENT 0x1fu /* what STORE/APPEND may set */
+/* Keywords (RFC 3501 §2.3.2 flag-keyword) are per folder, at most
+ * MAILBOX_KEYWORDS_MAX: keyword i (0 .. 25) is the letter 'a' + i in a
+ * file name's info, named by line "i name" of the folder's
+ * dovecot-keywords file (Dovecot's Maildir convention, so a Maildir moves
+ * between the two with its keywords), and the flag bit
+ * MAILBOX_KEYWORD(i) in a flag word. */
+enum {
+	MAILBOX_KEYWORDS_MAX = 26,
+	MAILBOX_KEYWORD_LEN = 64,      /* octets of a keyword's name */
+	MAILBOX_KEYWORD_SHIFT = 6,
+};
+#define MAILBOX_KEYWORD(i) (1u << (MAILBOX_KEYWORD_SHIFT + (unsigned)(i)))
+#define MAILBOX_KEYWORDS_ALL 0xffffffc0u
+#define MAILBOX_FLAGS_SYSTEM 0x1fu    /* \Seen .. \Draft */
+/* what STORE/APPEND may set: the system flags but \Recent, and keywords */
+#define MAILBOX_FLAGS_PERMANENT (MAILBOX_FLAGS_SYSTEM | MAILBOX_KEYWORDS_ALL)
 
 /* "\Seen" ... "\Recent" for one flag bit; NULL for anything else. */
 const char *mailbox_flag_name(unsigned flag);
 /* A flag word as sent by a client ("\seen", any case) -> its bit; false
  * for unknown flags, keywords and \Recent. */
 bool mailbox_flag_parse(const char *word, unsigned *flag);
+
+/* A folder's keyword names by index; "" for an index not in use. */
+struct mailbox_keywords {
+	char name[MAILBOX_KEYWORDS_MAX][MAILBOX_KEYWORD_LEN + 1];
+};
+/* Is name a keyword we keep: 1 .. MAILBOX_KEYWORD_LEN ATOM-CHARs of RFC
+ * 3501 §9 and no backslash? */
+bool mailbox_keyword_valid(const char *name);
+/* Parse a dovecot-keywords file's text ("N name" lines, N 0 .. 25):
+ * lines that are not such a line, with an invalid name, or repeat an
+ * index or a name are ignored. */
+void mailbox_keywords_parse(const char *text, size_t len, struct mailbox_keywords *out);
+/* The index of name (case-insensitive), -1 when it has none. */
+int mailbox_keywords_find(const struct mailbox_keywords *k, const char *name);
+size_t mailbox_keywords_count(const struct mailbox_keywords *k);
 
 /* Results of folder and message operations.  The session maps them to
  * replies; err always holds a sentence for the client or the log. */
@@ -189,7 +219,8 @@ struct mailbox_msg {
 	long long internal_date;       /* seconds since the epoch: the name's
 					* leading number, else the file's mtime */
 	uint32_t uid;
-	uint8_t flags;                 /* enum mailbox_flag bits, RECENT included */
+	uint32_t flags;                /* enum mailbox_flag bits, RECENT included,
+					* and MAILBOX_KEYWORD bits */
 	bool in_new;                   /* the file is in new/ (read-only views) */
 	bool expunged;                 /* gone from disk, EXPUNGE not yet reported */
 	bool flags_changed;            /* private: a FETCH FLAGS is queued */
@@ -208,6 +239,23 @@ const char *mailbox_name(const struct mailbox *mb);
 bool mailbox_read_only(const struct mailbox *mb);
 uint32_t mailbox_uidvalidity(const struct mailbox *mb);
 uint32_t mailbox_uidnext(const struct mailbox *mb);
+/* The folder's keywords as the view last read them. */
+const struct mailbox_keywords *mailbox_keywords(const struct mailbox *mb);
+/* The flag bits of keywords names[0 .. n-1] in the view's folder.  With
+ * create, a name the folder lacks is added to its dovecot-keywords (under
+ * the folder's index lock, the file re-read then written under a
+ * temporary name and renamed); a folder with MAILBOX_KEYWORDS_MAX
+ * keywords already: LIMIT.  Without create, unknown names give no bit. */
+enum mailbox_result mailbox_keywords_bits(struct mailbox *mb, const char *const *names, size_t n,
+					  bool create, unsigned *bits, char *err, size_t errsz);
+/* The same for folder name of root without a view (APPEND). */
+enum mailbox_result mailbox_folder_keywords_bits(const char *root, const char *name,
+						 const char *const *names, size_t n,
+						 unsigned *bits, char *err, size_t errsz);
+/* Did the folder's keywords change since the last call (the session
+ * sends FLAGS and PERMANENTFLAGS again, RFC 3501 §7.2.6)? */
+bool mailbox_keywords_take_changed(struct mailbox *mb);
+
 /* Messages in the view (EXISTS, expunged-not-yet-reported ones included). */
 size_t mailbox_count(const struct mailbox *mb);
 size_t mailbox_recent(const struct mailbox *mb);

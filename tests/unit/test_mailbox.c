@@ -1357,9 +1357,11 @@ static void test_keywords_kept(void **state)
 	struct fixture *f = *state;
 	free(deliver(f, "INBOX", "cur", 1700000001, 1, ":2,Sab"));
 	struct mailbox *a = open_box(f, "INBOX", false);
-	assert_int_equal(mailbox_msg(a, 1)->flags, MAILBOX_SEEN);
+	/* a and b are keywords 0 and 1 (named or not, they are kept) */
+	assert_int_equal(mailbox_msg(a, 1)->flags,
+			 MAILBOX_SEEN | MAILBOX_KEYWORD(0) | MAILBOX_KEYWORD(1));
 	store(a, 1, MAILBOX_STORE_ADD, MAILBOX_DRAFT | MAILBOX_DELETED);
-	/* letters sorted: uppercase system flags, then the other tool's keywords */
+	/* letters sorted: uppercase system flags, then the keywords */
 	assert_non_null(strstr(mailbox_msg(a, 1)->name, ":2,DSTab"));
 	mailbox_close(a);
 }
@@ -1986,12 +1988,179 @@ static void test_large_folder(void **state)
 	free(first);
 }
 
+
+/* ---- keywords (dovecot-keywords) ---------------------------------------------- */
+
+static void test_keyword_valid(void **state)
+{
+	(void)state;
+	assert_true(mailbox_keyword_valid("$Junk"));
+	assert_true(mailbox_keyword_valid("NonJunk"));
+	char long_name[MAILBOX_KEYWORD_LEN + 2];
+	memset(long_name, 'k', sizeof long_name - 1);
+	long_name[MAILBOX_KEYWORD_LEN] = '\0';
+	assert_true(mailbox_keyword_valid(long_name));
+	long_name[MAILBOX_KEYWORD_LEN] = 'k';
+	long_name[MAILBOX_KEYWORD_LEN + 1] = '\0';
+	assert_false(mailbox_keyword_valid(long_name)); /* 65 octets */
+	assert_false(mailbox_keyword_valid(""));
+	assert_false(mailbox_keyword_valid("\\Seen"));
+	assert_false(mailbox_keyword_valid("a b"));
+	assert_false(mailbox_keyword_valid("a(b"));
+	assert_false(mailbox_keyword_valid("a]b"));
+	assert_false(mailbox_keyword_valid("a*"));
+	assert_false(mailbox_keyword_valid("caf\xc3\xa9"));
+}
+
+static void test_keywords_parse(void **state)
+{
+	(void)state;
+	char text[1024];
+	char too_long[MAILBOX_KEYWORD_LEN + 2];
+	memset(too_long, 'x', sizeof too_long - 1);
+	too_long[sizeof too_long - 1] = '\0';
+	int n = snprintf(text, sizeof text,
+			 "0 $Junk\n"
+			 "1 $Forwarded\r\n"
+			 "garbage\n"
+			 "2\n"
+			 "3  two spaces\n"
+			 "26 $OutOfRange\n"
+			 "1000 $Huge\n"
+			 "1 $SameIndex\n"
+			 "4 $junk\n"            /* the same name in another case */
+			 "5 bad(name\n"
+			 "6 %s\n"
+			 "-1 $Negative\n"
+			 "\n"
+			 "25 $Last", too_long);
+	assert_true(n > 0 && (size_t)n < sizeof text);
+	struct mailbox_keywords k;
+	mailbox_keywords_parse(text, (size_t)n, &k);
+	assert_string_equal(k.name[0], "$Junk");
+	assert_string_equal(k.name[1], "$Forwarded");
+	assert_string_equal(k.name[25], "$Last");
+	for (int i = 2; i < 25; i++)
+		assert_string_equal(k.name[i], "");
+	assert_int_equal(mailbox_keywords_count(&k), 3);
+	assert_int_equal(mailbox_keywords_find(&k, "$JUNK"), 0);
+	assert_int_equal(mailbox_keywords_find(&k, "$Last"), 25);
+	assert_int_equal(mailbox_keywords_find(&k, "$SameIndex"), -1);
+	assert_int_equal(mailbox_keywords_find(&k, "$OutOfRange"), -1);
+	/* nothing at all, and no end of line */
+	mailbox_keywords_parse("", 0, &k);
+	assert_int_equal(mailbox_keywords_count(&k), 0);
+	mailbox_keywords_parse("7 $Seven", 8, &k);
+	assert_int_equal(mailbox_keywords_find(&k, "$Seven"), 7);
+}
+
+static char *read_text(const char *path)
+{
+	FILE *fp = fopen(path, "r");
+	assert_non_null(fp);
+	static char buf[4096];
+	size_t n = fread(buf, 1, sizeof buf - 1, fp);
+	buf[n] = '\0';
+	assert_int_equal(fclose(fp), 0);
+	return buf;
+}
+
+/* Names map to letters per folder; a new name is added to the file;
+ * another view learns it; COPY maps through the destination's file. */
+static void test_keywords_letters_and_copy(void **state)
+{
+	struct fixture *f = *state;
+	char err[256] = "";
+	deliver_new(f, "INBOX", 1);
+	assert_int_equal(mailbox_create(f->root, "Dest", err, sizeof err), MAILBOX_OK);
+	char *dpath = xasprintf("%s/.Dest/dovecot-keywords", f->root);
+	FILE *fp = fopen(dpath, "w");
+	assert_non_null(fp);
+	assert_true(fputs("0 Other\n", fp) >= 0);
+	assert_int_equal(fclose(fp), 0);
+
+	struct mailbox *a = open_box(f, "INBOX", false);
+	struct mailbox *b = open_box(f, "INBOX", false);
+	const char *names[] = {"$Junk", "$Later"};
+	unsigned bits = 0;
+	assert_int_equal(mailbox_keywords_bits(a, names, 2, false, &bits, err, sizeof err),
+			 MAILBOX_OK);
+	assert_int_equal(bits, 0); /* not created without create */
+	assert_int_equal(mailbox_keywords_bits(a, names, 2, true, &bits, err, sizeof err),
+			 MAILBOX_OK);
+	assert_int_equal(bits, MAILBOX_KEYWORD(0) | MAILBOX_KEYWORD(1));
+	assert_true(mailbox_keywords_take_changed(a));
+	assert_false(mailbox_keywords_take_changed(a));
+	char *ipath = xasprintf("%s/dovecot-keywords", f->root);
+	assert_string_equal(read_text(ipath), "0 $Junk\n1 $Later\n");
+	store(a, 1, MAILBOX_STORE_ADD, MAILBOX_SEEN | MAILBOX_KEYWORD(1));
+	assert_non_null(strstr(mailbox_msg(a, 1)->name, ":2,Sb"));
+
+	sync_box(b, 0);
+	assert_true(mailbox_keywords_take_changed(b));
+	assert_int_equal(mailbox_keywords_find(mailbox_keywords(b), "$later"), 1);
+	assert_int_equal(mailbox_msg(b, 1)->flags & MAILBOX_FLAGS_PERMANENT,
+			 MAILBOX_SEEN | MAILBOX_KEYWORD(1));
+
+	struct mailbox_uidmap map = {0};
+	assert_int_equal(mailbox_copy(a, match_all, NULL, "Dest", &map, err, sizeof err),
+			 MAILBOX_OK);
+	assert_int_equal(map.n, 1);
+	mailbox_uidmap_free(&map);
+	struct mailbox *d = open_box(f, "Dest", false);
+	const struct mailbox_keywords *dk = mailbox_keywords(d);
+	assert_int_equal(mailbox_keywords_find(dk, "Other"), 0);
+	int later = mailbox_keywords_find(dk, "$Later");
+	assert_int_equal(later, 1);
+	assert_int_equal(mailbox_keywords_find(dk, "$Junk"), -1); /* on no message copied */
+	assert_int_equal(mailbox_msg(d, 1)->flags & MAILBOX_FLAGS_PERMANENT,
+			 MAILBOX_SEEN | MAILBOX_KEYWORD(later));
+	assert_string_equal(read_text(dpath), "0 Other\n1 $Later\n");
+	mailbox_close(d);
+	mailbox_close(a);
+	mailbox_close(b);
+	free(ipath);
+	free(dpath);
+}
+
+/* 26 per folder: the 27th is LIMIT, a known one still resolves. */
+static void test_keywords_limit(void **state)
+{
+	struct fixture *f = *state;
+	char err[256] = "";
+	deliver_new(f, "INBOX", 1);
+	struct mailbox *a = open_box(f, "INBOX", false);
+	char names[MAILBOX_KEYWORDS_MAX + 1][8];
+	const char *v[MAILBOX_KEYWORDS_MAX + 1];
+	for (int i = 0; i <= MAILBOX_KEYWORDS_MAX; i++) {
+		xsnprintf(names[i], sizeof names[i], "k%d", i);
+		v[i] = names[i];
+	}
+	unsigned bits = 0;
+	assert_int_equal(mailbox_keywords_bits(a, v, MAILBOX_KEYWORDS_MAX, true, &bits, err,
+					       sizeof err),
+			 MAILBOX_OK);
+	assert_int_equal(bits, MAILBOX_KEYWORDS_ALL);
+	assert_int_equal(mailbox_keywords_bits(a, v + MAILBOX_KEYWORDS_MAX, 1, true, &bits, err,
+					       sizeof err),
+			 MAILBOX_ERR_LIMIT);
+	assert_int_equal(mailbox_keywords_bits(a, v + 3, 1, true, &bits, err, sizeof err),
+			 MAILBOX_OK);
+	assert_int_equal(bits, MAILBOX_KEYWORD(3));
+	assert_int_equal(mailbox_keywords_count(mailbox_keywords(a)), MAILBOX_KEYWORDS_MAX);
+	mailbox_close(a);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_names),
 		cmocka_unit_test(test_names_modified_utf7),
 		cmocka_unit_test(test_match),
+		cmocka_unit_test(test_keyword_valid),
+		cmocka_unit_test(test_keywords_parse),
+		cmocka_unit_test_setup_teardown(test_keywords_letters_and_copy, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_keywords_limit, setup, teardown),
 		cmocka_unit_test(test_flags),
 		cmocka_unit_test_setup_teardown(test_prepare_special_folders, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_special_use_follows_the_folder, setup, teardown),

@@ -213,7 +213,7 @@ static bool imap_fetch_simple(struct imap_session *s, struct imap_fetch_job *j, 
 	case FA_FLAGS:
 		imap_fetch_space(j);
 		imap_out_add(&j->out, "FLAGS ", 6);
-		imap_flags_text(&j->out, imap_flags_at(s, i));
+		imap_flags_text(&j->out, s->view, imap_flags_at(s, i));
 		return true;
 	case FA_INTERNALDATE:
 		imap_fetch_space(j);
@@ -491,7 +491,7 @@ static bool imap_store_step(struct imap_session *s)
 		return false;
 	}
 	imap_out_printf(&j->out, "* %zu FETCH (FLAGS ", i + 1);
-	imap_flags_text(&j->out, imap_flags_at(s, i));
+	imap_flags_text(&j->out, s->view, imap_flags_at(s, i));
 	if (j->uid)
 		imap_out_printf(&j->out, " UID %lu", (unsigned long)imap_uid_at(s, i));
 	imap_out_add(&j->out, ")\r\n", 3);
@@ -512,19 +512,13 @@ static const struct imap_job_ops imap_store_ops = {imap_store_step, imap_store_s
 
 /* The flags argument of STORE: a list, or flags without parentheses
  * (RFC 3501 §9 store-att-flags). */
-static bool imap_store_flags(const struct imap_command *c, unsigned *flags, const char **err)
+static bool imap_store_flags(const struct imap_command *c, unsigned *flags,
+			     struct imap_keyword_names *kw, const char **err)
 {
 	if (c->args.n == 3)
-		return imap_flags_parse(imap_args_at(&c->args, 2), flags, err);
-	*flags = 0;
-	for (size_t k = 2; k < c->args.n; k++) {
-		unsigned one;
-		const struct imap_arg *a = imap_args_at(&c->args, k);
-		if (imap_arg_list(a) || !imap_flags_parse(a, &one, err))
-			return false;
-		*flags |= one;
-	}
-	return true;
+		return imap_flags_parse(imap_args_at(&c->args, 2), flags, kw, err);
+	const struct imap_args rest = {.n = c->args.n - 2, .v = c->args.v + 2};
+	return imap_flags_parse_args(&rest, flags, kw, err);
 }
 
 /* STORE set (+|-)FLAGS[.SILENT] flags: one pass over the view in
@@ -542,7 +536,8 @@ void imap_cmd_store(struct imap_session *s, const struct imap_command *c)
 		imap_bad(s, err);
 		return;
 	}
-	if (!imap_store_flags(c, &flags, &err)) {
+	struct imap_keyword_names kw;
+	if (!imap_store_flags(c, &flags, &kw, &err)) {
 		imap_bad(s, err);
 		return;
 	}
@@ -553,8 +548,15 @@ void imap_cmd_store(struct imap_session *s, const struct imap_command *c)
 	char why[256];
 	enum mailbox_store_op mop = op == '+' ? MAILBOX_STORE_ADD
 				  : op == '-' ? MAILBOX_STORE_REMOVE : MAILBOX_STORE_REPLACE;
-	enum mailbox_result r = mailbox_store(s->view, imap_match_fn, &m, mop, flags, why,
-					      sizeof why);
+	/* keywords the folder lacks are added to it, but not for removal */
+	unsigned kwbits = 0;
+	enum mailbox_result r = MAILBOX_OK;
+	if (kw.n > 0)
+		r = mailbox_keywords_bits(s->view, kw.v, kw.n, mop != MAILBOX_STORE_REMOVE, &kwbits,
+					  why, sizeof why);
+	imap_keywords_announce(s);
+	if (r == MAILBOX_OK)
+		r = mailbox_store(s->view, imap_match_fn, &m, mop, flags | kwbits, why, sizeof why);
 	if (r != MAILBOX_OK && r != MAILBOX_ERR_EXPUNGED) {
 		imap_seqset_clear(&set);
 		imap_store_error(s, r, why);

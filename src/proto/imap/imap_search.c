@@ -27,7 +27,7 @@ enum imap_skey_op {
 	SK_SEQ,                  /* set of sequence numbers */
 	SK_UID,                  /* set of UIDs */
 	SK_FLAG,                 /* flag set (want) or clear (!want) */
-	SK_NONE,                 /* KEYWORD x: no keywords are stored */
+	SK_NONE,                 /* KEYWORD x of a keyword the folder lacks */
 	SK_LARGER, SK_SMALLER,   /* num */
 	SK_BEFORE, SK_ON, SK_SINCE,               /* internal date, by day */
 	SK_SENTBEFORE, SK_SENTON, SK_SENTSINCE,   /* Date: header, by day */
@@ -205,10 +205,20 @@ static bool imap_search_named(struct imap_search_parse *sp, const char *name,
 		return true;
 	}
 	if (strcasecmp(name, "KEYWORD") == 0 || strcasecmp(name, "UNKEYWORD") == 0) {
-		if (!imap_arg_atom(imap_args_at(args, *pos)))
+		const char *kw = imap_arg_atom(imap_args_at(args, *pos));
+		if (!kw)
 			return imap_search_fail(sp, "KEYWORD needs a flag keyword");
 		(*pos)++;
-		k->op = strcasecmp(name, "KEYWORD") == 0 ? SK_NONE : SK_ALL;
+		bool want = strcasecmp(name, "KEYWORD") == 0;
+		/* a keyword the folder does not know is on no message */
+		int idx = mailbox_keywords_find(mailbox_keywords(sp->s->view), kw);
+		if (idx < 0) {
+			k->op = want ? SK_NONE : SK_ALL;
+			return true;
+		}
+		k->op = SK_FLAG;
+		k->flag = MAILBOX_KEYWORD(idx);
+		k->want = want;
 		return true;
 	}
 	if (strcasecmp(name, "HEADER") == 0) {

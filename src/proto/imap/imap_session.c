@@ -1098,6 +1098,8 @@ static bool imap_updates_step(struct imap_session *s)
 {
 	struct imap_updates_job *j = s->job_data;
 	struct mailbox_change ch;
+	if (s->view && mailbox_keywords_take_changed(s->view))
+		imap_keywords_text(s, &j->out);
 	if (s->view && mailbox_next_change(s->view, &ch)) {
 		switch (ch.kind) {
 		case MAILBOX_CHANGE_EXPUNGE:
@@ -1111,7 +1113,7 @@ static bool imap_updates_step(struct imap_session *s)
 			break;
 		case MAILBOX_CHANGE_FLAGS:
 			imap_out_printf(&j->out, "* %zu FETCH (FLAGS ", ch.n);
-			imap_flags_text(&j->out, ch.flags);
+			imap_flags_text(&j->out, s->view, ch.flags);
 			imap_out_printf(&j->out, " UID %lu)\r\n", (unsigned long)ch.uid);
 			break;
 		}
@@ -1258,10 +1260,7 @@ IMAP_HANDLER(imap_cmd_select)
 	struct mailbox_change ch;
 	while (mailbox_next_change(mb, &ch))
 		; /* the state at SELECT is what the responses below say */
-	const char *flags = "\\Answered \\Flagged \\Deleted \\Seen \\Draft";
-	conn_printf(s->io, "* FLAGS (%s)", flags);
-	conn_printf(s->io, "* OK [PERMANENTFLAGS (%s)] %s", examine ? "" : flags,
-		    examine ? "No permanent flags permitted" : "Flags permitted");
+	imap_keywords_select(s, examine);
 	conn_printf(s->io, "* %zu EXISTS", mailbox_count(mb));
 	conn_printf(s->io, "* %zu RECENT", mailbox_recent(mb));
 	size_t unseen = mailbox_first_unseen(mb);
@@ -1502,10 +1501,11 @@ IMAP_HANDLER(imap_cmd_append)
 	size_t nlen, i = 1;
 	const char *name = imap_arg_astring(imap_args_at(&c->args, 0), &nlen);
 	unsigned flags = 0;
+	struct imap_keyword_names kw = {.n = 0};
 	long long date = 0;
 	const char *err = syntax;
 	if (imap_arg_list(imap_args_at(&c->args, i)) &&
-	    !imap_flags_parse(imap_args_at(&c->args, i++), &flags, &err)) {
+	    !imap_flags_parse(imap_args_at(&c->args, i++), &flags, &kw, &err)) {
 		imap_bad(s, err);
 		return;
 	}
@@ -1539,6 +1539,16 @@ IMAP_HANDLER(imap_cmd_append)
 	}
 	close(s->append_fd);
 	s->append_fd = -1;
+	unsigned kwbits = 0;
+	r = mailbox_folder_keywords_bits(s->maildir, name, kw.v, kw.n, &kwbits, why, sizeof why);
+	if (r != MAILBOX_OK) {
+		mailbox_append_abort(s->append_path);
+		free(s->append_path);
+		s->append_path = NULL;
+		imap_store_error(s, r, why);
+		return;
+	}
+	flags |= kwbits;
 	struct mailbox_job *j = mailbox_append_job(s->maildir, name, s->append_path,
 						   flags & MAILBOX_FLAGS_PERMANENT, date);
 	free(s->append_path); /* the file is the job's now */

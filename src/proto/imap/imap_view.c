@@ -10,6 +10,7 @@
 #include <strings.h>
 
 #include "lib/util.h"
+#include "net/conn.h"
 
 /* ---- flags ------------------------------------------------------------------ */
 
@@ -22,7 +23,7 @@ static const struct {
 	{"\\Recent", IMAP_FL_RECENT},
 };
 
-void imap_flags_text(struct imap_out *out, unsigned flags)
+void imap_flags_text(struct imap_out *out, const struct mailbox *mb, unsigned flags)
 {
 	imap_out_add(out, "(", 1);
 	bool first = true;
@@ -32,27 +33,71 @@ void imap_flags_text(struct imap_out *out, unsigned flags)
 		imap_out_printf(out, "%s%s", first ? "" : " ", imap_flag_names[i].name);
 		first = false;
 	}
+	const struct mailbox_keywords *kw = mb ? mailbox_keywords(mb) : NULL;
+	for (unsigned i = 0; kw && i < MAILBOX_KEYWORDS_MAX; i++) {
+		if (!(flags & MAILBOX_KEYWORD(i)) || !kw->name[i][0])
+			continue;
+		imap_out_printf(out, "%s%s", first ? "" : " ", kw->name[i]);
+		first = false;
+	}
 	imap_out_add(out, ")", 1);
 }
 
-/* The system flags (a keyword is accepted and not kept: PERMANENTFLAGS
- * does not list \*); \Recent may not be set by a client (RFC 3501
- * §2.3.2). */
-bool imap_flags_parse(const struct imap_arg *a, unsigned *flags, const char **err)
+bool imap_flags_of_folder(char *buf, size_t size, const struct mailbox *mb, bool permanent)
 {
-	const struct imap_args *l = imap_arg_list(a);
-	const struct imap_args one = {.n = 1, .v = (struct imap_arg *)a};
-	if (!l)
-		l = &one;
+	const struct mailbox_keywords *kw = mailbox_keywords(mb);
+	size_t len = 0;
+	if (!bsnprintf(buf, size, "\\Answered \\Flagged \\Deleted \\Seen \\Draft"))
+		return false;
+	len = strlen(buf);
+	for (unsigned i = 0; i < MAILBOX_KEYWORDS_MAX; i++) {
+		if (!kw->name[i][0])
+			continue;
+		if (!bsnprintf(buf + len, size - len, " %s", kw->name[i]))
+			return false;
+		len += strlen(buf + len);
+	}
+	if (permanent && mailbox_keywords_count(kw) < MAILBOX_KEYWORDS_MAX)
+		return bsnprintf(buf + len, size - len, " \\*");
+	return true;
+}
+
+/* Add keyword f to kw unless it is there (case-insensitive). */
+static bool imap_keyword_add(struct imap_keyword_names *kw, const char *f, const char **err)
+{
+	if (!mailbox_keyword_valid(f)) {
+		*err = "Invalid keyword (at most 64 atom characters)";
+		return false;
+	}
+	for (size_t k = 0; k < kw->n; k++)
+		if (strcasecmp(kw->v[k], f) == 0)
+			return true;
+	if (kw->n == MAILBOX_KEYWORDS_MAX) {
+		*err = "Too many keywords in one command";
+		return false;
+	}
+	kw->v[kw->n++] = f;
+	return true;
+}
+
+/* The system flags and keywords; \Recent may not be set by a client
+ * (RFC 3501 §2.3.2). */
+bool imap_flags_parse_args(const struct imap_args *l, unsigned *flags,
+			   struct imap_keyword_names *kw, const char **err)
+{
 	*flags = 0;
+	kw->n = 0;
 	for (size_t i = 0; i < l->n; i++) {
 		const char *f = imap_arg_flag(imap_args_at(l, i));
 		if (!f) {
 			*err = "Invalid flag";
 			return false;
 		}
-		if (f[0] != '\\')
-			continue; /* a keyword */
+		if (f[0] != '\\') {
+			if (!imap_keyword_add(kw, f, err))
+				return false;
+			continue;
+		}
 		size_t k = 0;
 		while (k < ARRAY_LEN(imap_flag_names) && strcasecmp(f, imap_flag_names[k].name) != 0)
 			k++;
@@ -63,6 +108,44 @@ bool imap_flags_parse(const struct imap_arg *a, unsigned *flags, const char **er
 		*flags |= imap_flag_names[k].bit;
 	}
 	return true;
+}
+
+/* FLAGS and PERMANENTFLAGS of the selected folder (RFC 3501 §7.2.6, §7.1):
+ * at SELECT, and again whenever its keywords change. */
+static void imap_keywords_lines(const struct imap_session *s, bool examine, char *flags,
+				char *perm, size_t size)
+{
+	if (!imap_flags_of_folder(flags, size, s->view, false) ||
+	    !imap_flags_of_folder(perm, size, s->view, !examine))
+		fatal("imap: the flags of a folder do not fit");
+	if (examine)
+		perm[0] = '\0';
+}
+
+enum { IMAP_FLAGS_TEXT_MAX = 64 + MAILBOX_KEYWORDS_MAX * (MAILBOX_KEYWORD_LEN + 1) };
+
+void imap_keywords_select(struct imap_session *s, bool examine)
+{
+	char flags[IMAP_FLAGS_TEXT_MAX], perm[IMAP_FLAGS_TEXT_MAX];
+	imap_keywords_lines(s, examine, flags, perm, sizeof flags);
+	conn_printf(s->io, "* FLAGS (%s)", flags);
+	conn_printf(s->io, "* OK [PERMANENTFLAGS (%s)] %s", perm,
+		    examine ? "No permanent flags permitted" : "Flags permitted");
+}
+
+void imap_keywords_announce(struct imap_session *s)
+{
+	if (s->view && mailbox_keywords_take_changed(s->view))
+		imap_keywords_select(s, mailbox_read_only(s->view));
+}
+
+void imap_keywords_text(const struct imap_session *s, struct imap_out *out)
+{
+	bool examine = mailbox_read_only(s->view);
+	char flags[IMAP_FLAGS_TEXT_MAX], perm[IMAP_FLAGS_TEXT_MAX];
+	imap_keywords_lines(s, examine, flags, perm, sizeof flags);
+	imap_out_printf(out, "* FLAGS (%s)\r\n* OK [PERMANENTFLAGS (%s)] %s\r\n", flags, perm,
+			examine ? "No permanent flags permitted" : "Flags permitted");
 }
 
 /* ---- the selected folder (mailbox.c) ---------------------------------------- */
@@ -309,4 +392,12 @@ bool imap_msg_body_has(struct imap_session *s, size_t i, const char *str, bool t
 	struct message *m = imap_msg_get(s, i);
 	char err[256];
 	return m && message_text_contains(m, s->msg_path, text, str, err, sizeof err) == 1;
+}
+
+bool imap_flags_parse(const struct imap_arg *a, unsigned *flags, struct imap_keyword_names *kw,
+		      const char **err)
+{
+	const struct imap_args *l = imap_arg_list(a);
+	const struct imap_args one = {.n = 1, .v = (struct imap_arg *)a};
+	return imap_flags_parse_args(l ? l : &one, flags, kw, err);
 }

@@ -25,11 +25,36 @@ enum imap_flag {
 	IMAP_FL_RECENT = MAILBOX_RECENT,
 };
 
-/* "(\Seen \Flagged)": the flag-list of a FETCH response, into out. */
-void imap_flags_text(struct imap_out *out, unsigned flags);
-/* A flag list of STORE/APPEND -> the system flag bits (keywords ignored);
+/* "(\Seen \Flagged $Junk)": the flag-list of a FETCH response, into out;
+ * keyword bits are named by mb's keywords (one without a name is left
+ * out). */
+void imap_flags_text(struct imap_out *out, const struct mailbox *mb, unsigned flags);
+/* The flags of the folder for FLAGS (permanent false) or PERMANENTFLAGS
+ * (true: with "\*" while keywords can still be added), without
+ * parentheses, into buf.  false when it does not fit. */
+bool imap_flags_of_folder(char *buf, size_t size, const struct mailbox *mb, bool permanent);
+
+/* FLAGS and PERMANENTFLAGS of the selected folder (RFC 3501 §7.1, §7.2.6):
+ * at SELECT/EXAMINE (examine: no permanent flags) ... */
+void imap_keywords_select(struct imap_session *s, bool examine);
+/* ... and again when its keywords changed: now, or into out. */
+void imap_keywords_announce(struct imap_session *s);
+void imap_keywords_text(const struct imap_session *s, struct imap_out *out);
+
+/* The keywords of a flag list, pointing into the command's arguments. */
+struct imap_keyword_names {
+	const char *v[MAILBOX_KEYWORDS_MAX];
+	size_t n;
+};
+/* A flag list of STORE/APPEND -> the system flag bits and the keywords
+ * (each an atom of at most MAILBOX_KEYWORD_LEN octets, repeats dropped);
  * false with a reason in err. */
-bool imap_flags_parse(const struct imap_arg *a, unsigned *flags, const char **err);
+bool imap_flags_parse(const struct imap_arg *a, unsigned *flags, struct imap_keyword_names *kw,
+		      const char **err);
+/* The same for flags as separate arguments (a list among them is
+ * invalid). */
+bool imap_flags_parse_args(const struct imap_args *l, unsigned *flags,
+			   struct imap_keyword_names *kw, const char **err);
 
 /* ---- the selected folder (mailbox.c); i is a 0-based index --------------- */
 
