@@ -2778,6 +2778,15 @@ enum mailbox_result mailbox_keywords_bits(struct mailbox *mb, const char *const 
 	return r;
 }
 
+/* The folder an APPEND goes to: one that cannot hold messages (\Noselect)
+ * is answered as one that does not exist. */
+static enum mailbox_result mailbox_open_append_dir(const char *root, const char *name,
+						   char **dir, char *err, size_t errsz)
+{
+	enum mailbox_result r = mailbox_open_dir(root, name, dir, err, errsz);
+	return r == MAILBOX_ERR_NOSELECT ? MAILBOX_ERR_NONEXISTENT : r;
+}
+
 enum mailbox_result mailbox_folder_keywords_bits(const char *root, const char *name,
 						 const char *const *names, size_t n,
 						 unsigned *bits, char *err, size_t errsz)
@@ -2786,9 +2795,7 @@ enum mailbox_result mailbox_folder_keywords_bits(const char *root, const char *n
 	if (n == 0)
 		return MAILBOX_OK;
 	char *dir;
-	enum mailbox_result r = mailbox_open_dir(root, name, &dir, err, errsz);
-	if (r == MAILBOX_ERR_NOSELECT)
-		r = MAILBOX_ERR_NONEXISTENT;
+	enum mailbox_result r = mailbox_open_append_dir(root, name, &dir, err, errsz);
 	if (r != MAILBOX_OK)
 		return r;
 	struct mailbox_keywords k;
@@ -3643,9 +3650,7 @@ enum mailbox_result mailbox_append_begin(const char *root, const char *name, cha
 	*path = NULL;
 	*fd = -1;
 	char *dir;
-	enum mailbox_result r = mailbox_open_dir(root, name, &dir, err, errsz);
-	if (r == MAILBOX_ERR_NOSELECT)
-		r = MAILBOX_ERR_NONEXISTENT;
+	enum mailbox_result r = mailbox_open_append_dir(root, name, &dir, err, errsz);
 	if (r != MAILBOX_OK)
 		return r;
 	mailbox_sweep_tmp(dir);
