@@ -19,22 +19,9 @@ secs=${2:-30}
 top=$(cd "$(dirname "$0")/.." && pwd)
 bin="$top/build/release/posthorn"
 [ -x "$bin" ] || { echo "imaptest-two-nodes: run 'make release' first" >&2; exit 1; }
-work=$(mktemp -d /tmp/posthorn-imaptest-nodes.XXXXXX)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do
-        for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$p" 2>/dev/null || true
-    done
-    rm -rf "$work"
-}
-trap cleanup EXIT
+. "$(dirname "$0")/nodes.sh"
+nodes_begin imaptest-nodes
 pass="imaptest-Pass-1"
-
-free_port() {
-    python3 -c 'import socket,sys; s=socket.socket(); s.bind((sys.argv[1],0)); print(s.getsockname()[1])' "$1"
-}
 
 conf() { # node address port
     mkdir -p "$work/$1"

@@ -19,21 +19,8 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 bin="$top/build/release/posthorn"
 phload="$top/build/bench/phload"
 [ -x "$bin" ] && [ -x "$phload" ] || { echo "two-nodes: run 'make release phload' first" >&2; exit 1; }
-work=$(mktemp -d /tmp/posthorn-two-nodes.XXXXXX)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do
-        for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$p" 2>/dev/null || true
-    done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { # a port nothing listens on at $1, from the high range
-    python3 -c 'import socket,sys; s=socket.socket(); s.bind((sys.argv[1],0)); print(s.getsockname()[1])' "$1"
-}
+. "$(dirname "$0")/nodes.sh"
+nodes_begin two-nodes
 
 conf() { # node address port -> configuration file
     local node=$1 addr=$2 port=$3

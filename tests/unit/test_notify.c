@@ -2,6 +2,7 @@
  * manager receives them on its AF_UNIX datagram socket ($NOTIFY_SOCKET),
  * nothing at all without the variable, and a socket nobody listens on
  * logged as event=notify-failed. */
+#define _GNU_SOURCE /* nftw, in unitfs.h */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,6 +18,7 @@
 #include "daemon/notify.h"
 #include "lib/log.h"
 #include "lib/util.h"
+#include "unitfs.h"
 
 static char tmpdir[] = "/tmp/posthorn-test-notify-XXXXXX";
 static char sock_path[108];
@@ -111,26 +113,16 @@ static void test_stopping(void **state)
 			    "STOPPING=1\nSTATUS=stopping: sessions get their goodbye");
 }
 
-/* Everything the calls between dup2()s write to standard error. */
+static void run_stopping(void *arg)
+{
+	(void)arg;
+	notify_stopping();
+}
+
+/* Everything notify_stopping() writes to standard error. */
 static char *stderr_of_stopping(void)
 {
-	char logpath[] = "/tmp/posthorn-notify-log-XXXXXX";
-	int fd = mkstemp(logpath);
-	assert_true(fd >= 0);
-	int saved = dup(STDERR_FILENO);
-	assert_true(saved >= 0);
-	assert_true(dup2(fd, STDERR_FILENO) >= 0);
-	notify_stopping();
-	assert_true(dup2(saved, STDERR_FILENO) >= 0);
-	close(saved);
-	off_t n = lseek(fd, 0, SEEK_END);
-	assert_true(n >= 0);
-	char *text = xmalloc((size_t)n + 1);
-	assert_int_equal(pread(fd, text, (size_t)n, 0), (ssize_t)n);
-	text[n] = '\0';
-	close(fd);
-	unlink(logpath);
-	return text;
+	return stderr_of(run_stopping, NULL);
 }
 
 static void test_unreachable_manager_is_logged(void **state)

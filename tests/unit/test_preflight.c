@@ -185,25 +185,23 @@ static void test_run_as(void **state)
 	free(users);
 }
 
+struct load {
+	const char *path;
+	struct runtime *rt;
+};
+
+static void run_load(void *arg)
+{
+	struct load *l = arg;
+	l->rt = preflight_load(l->path, NULL, NULL);
+}
+
 /* Everything written to stderr while the daemon loads path. */
 static char *load_logged(const char *path, struct runtime **rt)
 {
-	char logpath[] = "/tmp/posthorn-preflight-log-XXXXXX";
-	int fd = mkstemp(logpath);
-	assert_true(fd >= 0);
-	int saved = dup(STDERR_FILENO);
-	assert_true(saved >= 0);
-	assert_true(dup2(fd, STDERR_FILENO) >= 0);
-	*rt = preflight_load(path, NULL, NULL);
-	assert_true(dup2(saved, STDERR_FILENO) >= 0);
-	close(saved);
-	off_t n = lseek(fd, 0, SEEK_END);
-	assert_true(n >= 0);
-	char *text = xmalloc((size_t)n + 1);
-	assert_int_equal(pread(fd, text, (size_t)n, 0), (ssize_t)n);
-	text[n] = '\0';
-	close(fd);
-	unlink(logpath);
+	struct load l = {.path = path};
+	char *text = stderr_of(run_load, &l);
+	*rt = l.rt;
 	return text;
 }
 

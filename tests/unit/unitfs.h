@@ -106,4 +106,27 @@ static inline char *only_message(const char *maildir, size_t *len)
 	return text;
 }
 
+/* Everything run(arg) writes to standard error, as a string the caller
+ * frees (the log lines a module makes, for instance). */
+static inline char *stderr_of(void (*run)(void *), void *arg)
+{
+	char logpath[] = "/tmp/posthorn-unit-stderr-XXXXXX";
+	int fd = mkstemp(logpath);
+	assert_true(fd >= 0);
+	int saved = dup(STDERR_FILENO);
+	assert_true(saved >= 0);
+	assert_true(dup2(fd, STDERR_FILENO) >= 0);
+	run(arg);
+	assert_true(dup2(saved, STDERR_FILENO) >= 0);
+	close(saved);
+	off_t n = lseek(fd, 0, SEEK_END);
+	assert_true(n >= 0);
+	char *text = xmalloc((size_t)n + 1);
+	assert_int_equal(pread(fd, text, (size_t)n, 0), (ssize_t)n);
+	text[n] = '\0';
+	close(fd);
+	unlink(logpath);
+	return text;
+}
+
 #endif
