@@ -1008,6 +1008,7 @@ static void conf_defaults(struct conf *c)
 	c->outbound.smarthost_port = 25;
 	c->outbound.port = 25;
 	c->outbound.tls = OUTBOUND_TLS_OPPORTUNISTIC;
+	c->outbound.tls_policy_dane = true;
 	c->outbound.lifetime = 5 * 86400;
 	c->outbound.retry = xmalloc(sizeof retry);
 	memcpy(c->outbound.retry, retry, sizeof retry);
@@ -1539,6 +1540,15 @@ static void out_tls(struct parser *p, const struct line *d)
 	int i = arg_keyword(p, d, &d->args[0], names, "opportunistic, required or no");
 	if (i >= 0)
 		p->conf->outbound.tls = (enum conf_outbound_tls)i;
+}
+
+/* tls-policy dane | none */
+static void out_tls_policy(struct parser *p, const struct line *d)
+{
+	static const char *const names[] = {"none", "dane", NULL};
+	int i = arg_keyword(p, d, &d->args[0], names, "dane or none");
+	if (i >= 0)
+		p->conf->outbound.tls_policy_dane = i == 1;
 }
 
 static void out_lifetime(struct parser *p, const struct line *d)
@@ -2162,6 +2172,7 @@ static const struct directive outbound_directives[] = {
 	{"smarthost-auth", 2, 2, out_smarthost_auth, NULL, NULL, true},
 	{"port", 1, 1, out_port, NULL, NULL, true},
 	{"tls", 1, 1, out_tls, NULL, NULL, true},
+	{"tls-policy", 1, 1, out_tls_policy, NULL, NULL, true},
 	{"lifetime", 1, 1, out_lifetime, NULL, NULL, true},
 	{"retry", 1, CONF_ARGS_ANY, out_retry, NULL, NULL, true},
 };
@@ -2798,8 +2809,45 @@ static void print_rule_list(struct policy_out *out, const struct conf_rule *rule
 	}
 }
 
-static void print_outbound(struct policy_out *out, const struct conf_outbound *o)
+bool conf_dns_on_loopback(const struct conf_dns *dns)
 {
+	if (!dns || dns->nservers == 0)
+		return false;
+	for (size_t i = 0; i < dns->nservers; i++) {
+		const struct sockaddr *sa = (const struct sockaddr *)&dns->servers[i].ss;
+		if (sa->sa_family == AF_INET) {
+			const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+			if ((ntohl(in->sin_addr.s_addr) >> 24) != 127)
+				return false;
+		} else if (sa->sa_family != AF_INET6 ||
+			   !IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)sa)->sin6_addr)) {
+			return false;
+		}
+	}
+	return true;
+}
+
+/* What DANE will do, given where DNS answers come from (RFC 7672 §2.1). */
+static void print_tls_policy(struct policy_out *out, const struct conf *c)
+{
+	const struct conf_outbound *o = &c->outbound;
+	if (!o->tls_policy_dane || o->smarthost) {
+		out_puts(out, "; no DANE");
+		return;
+	}
+	if (conf_dns_on_loopback(&c->dns)) {
+		out_puts(out, "; DANE: TLS authenticated by TLSA records where the validating "
+			      "resolver on loopback says they are secure");
+		return;
+	}
+	out_puts(out, "; DANE is on but NOT in effect: the DNS servers are not all on loopback, "
+		      "so no answer is trusted as DNSSEC-validated (run a validating resolver such "
+		      "as unbound on 127.0.0.1 and name it in \"dns\")");
+}
+
+static void print_outbound(struct policy_out *out, const struct conf *c)
+{
+	const struct conf_outbound *o = &c->outbound;
 	static const char *const tls[] = {
 		[OUTBOUND_TLS_OPPORTUNISTIC] = "STARTTLS when the other side offers it",
 		[OUTBOUND_TLS_REQUIRED] = "TLS required",
@@ -2813,7 +2861,9 @@ static void print_outbound(struct policy_out *out, const struct conf_outbound *o
 	if (o->smarthost_user)
 		out_printf(out, ", logging in as %s (password in %s)", o->smarthost_user,
 			   o->smarthost_secret);
-	out_printf(out, "; %s; undelivered mail is returned after ", tls[o->tls]);
+	out_printf(out, "; %s", tls[o->tls]);
+	print_tls_policy(out, c);
+	out_puts(out, "; undelivered mail is returned after ");
 	print_duration(out, o->lifetime);
 	out_puts(out, "; retries after ");
 	for (size_t i = 0; i < o->nretry; i++) {
@@ -2889,7 +2939,7 @@ static void print_global(struct policy_out *out, const struct conf *c)
 		out_printf(out, " (HTTP Basic, the password in %s)\n", c->metrics_password);
 	else
 		out_puts(out, " (no password: anybody who can reach these addresses may read them)\n");
-	print_outbound(out, &c->outbound);
+	print_outbound(out, c);
 	print_acme(out, &c->acme);
 }
 
