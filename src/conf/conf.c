@@ -2831,8 +2831,12 @@ bool conf_dns_on_loopback(const struct conf_dns *dns)
 static void print_tls_policy(struct policy_out *out, const struct conf *c)
 {
 	const struct conf_outbound *o = &c->outbound;
-	if (!o->tls_policy_dane || o->smarthost) {
-		out_puts(out, "; no DANE");
+	if (o->smarthost) {
+		out_puts(out, "; DANE not used with a smarthost");
+		return;
+	}
+	if (!o->tls_policy_dane) {
+		out_puts(out, "; no DANE (tls-policy none)");
 		return;
 	}
 	if (conf_dns_on_loopback(&c->dns)) {

@@ -134,6 +134,7 @@ struct smtp_client {
 	struct smtp_client_tlsa *tlsa;          /* its usable TLSA records */
 	size_t ntlsa;
 	bool tls_verified;                      /* by DANE, on this connection */
+	const char *tls_result;                 /* why the policy failed, or "verified"; NULL: - */
 
 	/* the connection */
 	struct bufferevent *bev;
@@ -431,6 +432,12 @@ static const char *smtp_client_result_name(enum smtp_client_result r)
 
 /* One log line per attempt and outcome; to is a list from
  * smtp_client_list_rcpts(), escaped already. */
+/* The policy that applies to the current host, for the log. */
+static const char *smtp_client_policy(const struct smtp_client *c)
+{
+	return c->host_dane != DANE_NONE ? "dane" : "none";
+}
+
 static void smtp_client_log(const struct smtp_client *c, const char *to,
 			    enum smtp_client_result result, const char *reply)
 {
@@ -438,14 +445,13 @@ static void smtp_client_log(const struct smtp_client *c, const char *to,
 	log_quote(r, sizeof r, reply, strlen(reply));
 	log_escape(h, sizeof h, c->host[0] ? c->host : "-", strlen(c->host[0] ? c->host : "-"));
 	long long delay = (long long)(time(NULL) - c->arrival);
-	if (c->tls_active)
-		log_info("event=outbound id=%s to=%s host=%s addr=%s tls=\"%s\" reply=\"%s\" "
-			 "delay=%lld result=%s", c->id, to, h, c->addr[0] ? c->addr : "-",
-			 c->tls_desc, r, delay < 0 ? 0 : delay, smtp_client_result_name(result));
-	else
-		log_info("event=outbound id=%s to=%s host=%s addr=%s tls=none reply=\"%s\" "
-			 "delay=%lld result=%s", c->id, to, h, c->addr[0] ? c->addr : "-", r,
-			 delay < 0 ? 0 : delay, smtp_client_result_name(result));
+	char tls[TLS_DESCRIBE_MAX + 2];
+	/* fits: the description and its quotes */
+	xsnprintf(tls, sizeof tls, c->tls_active ? "\"%s\"" : "none", c->tls_desc);
+	log_info("event=outbound id=%s to=%s host=%s addr=%s tls=%s tls-policy=%s tls-result=%s "
+		 "reply=\"%s\" delay=%lld result=%s", c->id, to, h, c->addr[0] ? c->addr : "-", tls,
+		 smtp_client_policy(c), c->tls_result ? c->tls_result : "-", r,
+		 delay < 0 ? 0 : delay, smtp_client_result_name(result));
 }
 
 /* "<a>,<b>" of the recipients with this result (and this reply, unless
@@ -669,12 +675,7 @@ static void smtp_client_tlsa_clear(struct smtp_client *c)
 	c->tlsa = NULL;
 	c->ntlsa = 0;
 	c->host_dane = DANE_NONE;
-}
-
-/* The policy that applies to the current host, for the log. */
-static const char *smtp_client_policy(const struct smtp_client *c)
-{
-	return c->host_dane != DANE_NONE ? "dane" : "none";
+	c->tls_result = NULL;
 }
 
 static void smtp_client_lookup_addrs(struct smtp_client *c)
@@ -770,8 +771,10 @@ static void smtp_client_tlsa_answer(void *arg, enum dns_status st, const struct 
 		/* RFC 7672 §2.2: a failed TLSA lookup for a secure host makes the
 		 * host unusable (it may be an attack on the lookup) */
 		char why[SMTP_REPLY_TEXT_MAX];
-		errfmt(why, sizeof why, "tls-policy=dane result=tlsa-lookup-failed host=%s (%s)",
-		       c->host, dns_status_name(st));
+		errfmt(why, sizeof why, "the TLSA lookup for %s failed (%s)", c->host,
+		       dns_status_name(st));
+		c->host_dane = DANE_REQUIRED; /* for the log: this is DANE's doing */
+		c->tls_result = "tlsa-lookup-failed";
 		smtp_client_skip_host(c, "4.7.5", why);
 	}
 	smtp_client_leave(c);
@@ -1008,6 +1011,7 @@ static void smtp_client_connect(struct smtp_client *c)
 	c->connects++;
 	c->tls_active = false;
 	c->tls_verified = false;
+	c->tls_result = NULL;
 	c->tls_desc[0] = '\0';
 	c->caps = 0;
 	c->size_limit = 0;
@@ -1059,12 +1063,14 @@ static bool smtp_client_requiretls_met(struct smtp_client *c)
 	if (!c->requiretls)
 		return true;
 	if (!c->tls_verified) {
+		c->tls_result = "requiretls-unverified";
 		smtp_client_host_failed(c, false, "5.7.30",
 					"REQUIRETLS: the TLS session with %s[%s] is not authenticated "
 					"by DANE", c->host, c->addr);
 		return false;
 	}
 	if (!(c->caps & SMTP_EXT_REQUIRETLS)) {
+		c->tls_result = "requiretls-not-offered";
 		smtp_client_host_failed(c, false, "5.7.30",
 					"REQUIRETLS: %s[%s] does not offer REQUIRETLS", c->host,
 					c->addr);
@@ -1239,10 +1245,10 @@ static void smtp_client_after_ehlo(struct smtp_client *c)
 		return;
 	}
 	if (smtp_client_needs_tls(c)) {
+		c->tls_result = "starttls-not-supported";
 		smtp_client_host_failed(c, false, c->requiretls ? "5.7.30" : "4.7.4",
-					"tls-policy=%s result=starttls-not-supported: TLS is required "
-					"but %s[%s] does not offer STARTTLS",
-					smtp_client_policy(c), c->host, c->addr);
+					"TLS is required but %s[%s] does not offer STARTTLS",
+					c->host, c->addr);
 		return;
 	}
 	smtp_client_after_tls(c);
@@ -1308,12 +1314,13 @@ static void smtp_client_tls_up(struct smtp_client *c)
 	log_info("event=outbound-tls id=%s host=%s addr=%s tls=\"%s\" verified=%s tls-policy=%s",
 		 c->id, c->host, c->addr, c->tls_desc, verified ? "yes" : "no",
 		 smtp_client_policy(c));
+	if (c->host_dane == DANE_REQUIRED)
+		c->tls_result = c->tls_verified ? "verified" : "tlsa-mismatch";
 	if (c->host_dane == DANE_REQUIRED && !c->tls_verified && !c->tls_optional) {
 		long v = SSL_get_verify_result(ssl);
 		smtp_client_host_failed(c, false, c->requiretls ? "5.7.30" : "4.7.5",
-					"tls-policy=dane result=tlsa-mismatch: the certificate of "
-					"%s[%s] matches no TLSA record (%s)", c->host, c->addr,
-					X509_verify_cert_error_string(v));
+					"the certificate of %s[%s] matches no TLSA record (%s)",
+					c->host, c->addr, X509_verify_cert_error_string(v));
 		return;
 	}
 	/* RFC 3207 §4.2: forget what EHLO said before TLS */
