@@ -1009,6 +1009,7 @@ static void conf_defaults(struct conf *c)
 	c->outbound.port = 25;
 	c->outbound.tls = OUTBOUND_TLS_OPPORTUNISTIC;
 	c->outbound.tls_policy_dane = true;
+	c->outbound.tls_policy_sts = true;
 	c->outbound.lifetime = 5 * 86400;
 	c->outbound.retry = xmalloc(sizeof retry);
 	memcpy(c->outbound.retry, retry, sizeof retry);
@@ -1143,6 +1144,7 @@ void conf_free(struct conf *c)
 	free(c->outbound.smarthost_host);
 	free(c->outbound.smarthost_user);
 	free(c->outbound.smarthost_secret);
+	free(c->outbound.ca_file);
 	free(c->outbound.retry);
 	acme_free(&c->acme);
 	free(c);
@@ -1542,13 +1544,30 @@ static void out_tls(struct parser *p, const struct line *d)
 		p->conf->outbound.tls = (enum conf_outbound_tls)i;
 }
 
-/* tls-policy dane | none */
+/* tls-policy dane | mta-sts | dane mta-sts | none */
 static void out_tls_policy(struct parser *p, const struct line *d)
 {
-	static const char *const names[] = {"none", "dane", NULL};
-	int i = arg_keyword(p, d, &d->args[0], names, "dane or none");
-	if (i >= 0)
-		p->conf->outbound.tls_policy_dane = i == 1;
+	static const char *const names[] = {"none", "dane", "mta-sts", NULL};
+	bool dane = false, sts = false;
+	for (size_t k = 0; k < d->nargs; k++) {
+		int i = arg_keyword(p, d, &d->args[k], names, "dane, mta-sts, both, or none");
+		if (i < 0)
+			return;
+		if ((i == 0 && d->nargs > 1) || (i == 1 && dane) || (i == 2 && sts)) {
+			conf_error(p, &d->args[k].pos, "\"%s\" does not go with the other words of "
+				   "\"tls-policy\" (use dane, mta-sts, both, or none)", d->args[k].s);
+			return;
+		}
+		dane = dane || i == 1;
+		sts = sts || i == 2;
+	}
+	p->conf->outbound.tls_policy_dane = dane;
+	p->conf->outbound.tls_policy_sts = sts;
+}
+
+static void out_ca_file(struct parser *p, const struct line *d)
+{
+	(void)arg_path(p, d, &d->args[0], &p->conf->outbound.ca_file);
 }
 
 static void out_lifetime(struct parser *p, const struct line *d)
@@ -2172,7 +2191,8 @@ static const struct directive outbound_directives[] = {
 	{"smarthost-auth", 2, 2, out_smarthost_auth, NULL, NULL, true},
 	{"port", 1, 1, out_port, NULL, NULL, true},
 	{"tls", 1, 1, out_tls, NULL, NULL, true},
-	{"tls-policy", 1, 1, out_tls_policy, NULL, NULL, true},
+	{"tls-policy", 1, 2, out_tls_policy, NULL, NULL, true},
+	{"ca-file", 1, 1, out_ca_file, NULL, NULL, true},
 	{"lifetime", 1, 1, out_lifetime, NULL, NULL, true},
 	{"retry", 1, CONF_ARGS_ANY, out_retry, NULL, NULL, true},
 };
@@ -2832,11 +2852,15 @@ static void print_tls_policy(struct policy_out *out, const struct conf *c)
 {
 	const struct conf_outbound *o = &c->outbound;
 	if (o->smarthost) {
-		out_puts(out, "; DANE not used with a smarthost");
+		out_puts(out, "; DANE and MTA-STS not used with a smarthost");
 		return;
 	}
+	if (o->tls_policy_sts)
+		out_printf(out, "; MTA-STS: domains' published policies are fetched over HTTPS "
+			   "(certificates checked against %s) and enforced",
+			   o->ca_file ? o->ca_file : "the system's CAs");
 	if (!o->tls_policy_dane) {
-		out_puts(out, "; no DANE (tls-policy none)");
+		out_puts(out, "; no DANE");
 		return;
 	}
 	if (conf_dns_on_loopback(&c->dns)) {

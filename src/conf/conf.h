@@ -174,6 +174,8 @@ struct conf_outbound {
 	unsigned short port;    /* default 25 */
 	enum conf_outbound_tls tls; /* default opportunistic */
 	bool tls_policy_dane;   /* tls-policy dane (default): RFC 7672 */
+	bool tls_policy_sts;    /* tls-policy mta-sts (default): RFC 8461 */
+	char *ca_file;          /* CAs for MTA-STS; NULL: the system's */
 	unsigned lifetime;      /* seconds, default 5d */
 	unsigned *retry;        /* seconds; default 5m 15m 1h 4h */
 	size_t nretry;

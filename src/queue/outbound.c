@@ -17,6 +17,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include <curl/curl.h>
 #include <event2/event.h>
 #include <openssl/ssl.h>
 
@@ -638,6 +639,9 @@ static void outbound_group_start(struct outbound_attempt *att)
 		.auth_secret = o->smarthost ? o->smarthost_secret : NULL,
 		.tls = o->tls,
 		.dane = o->tls_policy_dane,
+		.mta_sts = o->tls_policy_sts,
+		.spool_dir = conf->spool,
+		.cafile = o->ca_file,
 		.requiretls = att->env.requiretls,
 		.tls_optional = att->m->tls_optional,
 		.fd = att->fd,
@@ -952,6 +956,13 @@ int outbound_start(struct event_base *base, struct spool *sp, outbound_spooled_f
 {
 	if (outbound.running) {
 		errno = EBUSY;
+		return -1;
+	}
+	/* MTA-STS fetches policies with libcurl on worker threads: its global
+	 * state is set up here, on the main thread, before any of them */
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+		log_err("event=startup-error error=\"outbound: libcurl cannot start\"");
+		errno = EINVAL;
 		return -1;
 	}
 	char err[256];

@@ -30,6 +30,8 @@
 #include <openssl/x509.h>
 
 #include "net/dns.h"
+#include "net/mtasts.h"
+#include "queue/sts.h"
 #include "lib/linebuf.h"
 #include "lib/log.h"
 #include "lib/strbuf.h"
@@ -60,6 +62,7 @@ enum {
 
 enum smtp_client_state {
 	SMTP_CLIENT_START,      /* waiting for the loop to run the first step */
+	SMTP_CLIENT_STS,        /* the domain's MTA-STS policy (RFC 8461) */
 	SMTP_CLIENT_MX,         /* MX lookup */
 	SMTP_CLIENT_ADDRS,      /* A/AAAA of the current host */
 	SMTP_CLIENT_TLSA,       /* its TLSA records (RFC 7672 §2.2) */
@@ -78,7 +81,7 @@ enum smtp_client_state {
 };
 
 static const char *const smtp_client_state_names[] = {
-	"start", "mx", "addrs", "tlsa", "connect", "greeting", "ehlo", "helo", "starttls",
+	"start", "sts", "mx", "addrs", "tlsa", "connect", "greeting", "ehlo", "helo", "starttls",
 	"handshake", "auth", "transaction", "body", "dot", "quit", "done",
 };
 
@@ -111,7 +114,8 @@ struct smtp_client {
 	time_t arrival;
 	unsigned short port;
 	enum conf_outbound_tls tls;
-	bool dane, requiretls, tls_optional;
+	bool dane, mta_sts, requiretls, tls_optional;
+	char *spool_dir, *cafile;
 	int fd;
 	off_t offset, size;
 	struct smtp_client_rcpt *rcpts;
@@ -128,6 +132,12 @@ struct smtp_client {
 	size_t naddrs, addr_i;
 	unsigned connects;
 	dns_query_id query;
+
+	/* the domain's MTA-STS policy (RFC 8461) */
+	struct sts_lookup *sts;
+	bool have_sts;
+	struct mtasts_policy sts_policy;
+	bool host_sts;                          /* it applies to the current host (no DANE) */
 
 	/* DANE for the current host (RFC 7672) */
 	enum smtp_client_dane host_dane;
@@ -369,6 +379,10 @@ static void smtp_client_free(struct smtp_client *c)
 	for (size_t i = 0; i < c->ntlsa; i++)
 		free(c->tlsa[i].data);
 	free(c->tlsa);
+	sts_lookup_cancel(c->sts);
+	mtasts_policy_clear(&c->sts_policy);
+	free(c->spool_dir);
+	free(c->cafile);
 	free(c->order);
 	free(c->chunk);
 	free(c->id);
@@ -435,7 +449,15 @@ static const char *smtp_client_result_name(enum smtp_client_result r)
 /* The policy that applies to the current host, for the log. */
 static const char *smtp_client_policy(const struct smtp_client *c)
 {
-	return c->host_dane != DANE_NONE ? "dane" : "none";
+	if (c->host_dane != DANE_NONE)
+		return "dane";
+	return c->host_sts ? "mta-sts" : "none";
+}
+
+/* MTA-STS in enforce mode for the current host: its failures stop delivery. */
+static bool smtp_client_sts_enforced(const struct smtp_client *c)
+{
+	return c->host_sts && c->sts_policy.mode == MTASTS_ENFORCE && !c->tls_optional;
 }
 
 static void smtp_client_log(const struct smtp_client *c, const char *to,
@@ -824,14 +846,51 @@ static void smtp_client_addrs_answer(void *arg, enum dns_status st, const struct
 	smtp_client_leave(c);
 }
 
+/* RFC 8461 §4.1: in enforce mode only the mail exchangers the policy
+ * names are used; in testing mode every one is, a mismatch only noted. */
+static bool smtp_client_sts_allows(struct smtp_client *c, const char *host)
+{
+	if (!c->have_sts || mtasts_mx_matches(&c->sts_policy, host))
+		return true;
+	char h[LOG_VALUE_MAX];
+	log_info("event=mta-sts-mismatch id=%s domain=%s host=%s mode=%s", c->id, c->domain,
+		 log_escape(h, sizeof h, host, strlen(host)), mtasts_mode_name(c->sts_policy.mode));
+	return c->sts_policy.mode != MTASTS_ENFORCE || c->tls_optional;
+}
+
 static void smtp_client_take_hosts(struct smtp_client *c, const struct dns_mx *mx, size_t n)
 {
-	size_t k = n < SMTP_CLIENT_MAX_HOSTS ? n : SMTP_CLIENT_MAX_HOSTS;
-	c->hosts = xcalloc(k, sizeof *c->hosts);
-	for (size_t i = 0; i < k; i++)
-		c->hosts[i] = xstrdup(mx[i].host);
-	c->nhosts = k;
+	c->hosts = xcalloc(n < SMTP_CLIENT_MAX_HOSTS ? n : SMTP_CLIENT_MAX_HOSTS, sizeof *c->hosts);
+	c->nhosts = 0;
+	for (size_t i = 0; i < n && c->nhosts < SMTP_CLIENT_MAX_HOSTS; i++)
+		if (smtp_client_sts_allows(c, mx[i].host))
+			c->hosts[c->nhosts++] = xstrdup(mx[i].host);
 	c->host_i = 0;
+}
+
+/* MX answers are used as they come; the MX_SEC form is DANE's (the
+ * answer's own security does not matter, RFC 7672 §2.2.1). */
+static void smtp_client_mx_answer(void *arg, enum dns_status st, const struct dns_mx *mx,
+				  size_t n);
+static void smtp_client_mx_sec_answer(void *arg, enum dns_status st, const struct dns_mx *mx,
+				      size_t n, bool secure)
+{
+	smtp_client_mx_answer(arg, st, mx, n);
+}
+
+/* The hosts to try, or a deferral when MTA-STS left none. */
+static void smtp_client_try_hosts(struct smtp_client *c)
+{
+	if (c->nhosts == 0) {
+		char why[SMTP_REPLY_TEXT_MAX];
+		errfmt(why, sizeof why, "no mail exchanger of %s is named by its MTA-STS policy",
+		       c->domain);
+		c->tls_result = "sts-no-mx-match";
+		smtp_client_fail_all(c, c->requiretls ? SMTP_CLIENT_FAILED : SMTP_CLIENT_DEFERRED,
+				     c->requiretls ? "5.7.30" : "4.7.5", why);
+		return;
+	}
+	smtp_client_lookup_addrs(c);
 }
 
 static void smtp_client_mx_answer(void *arg, enum dns_status st, const struct dns_mx *mx, size_t n)
@@ -847,12 +906,12 @@ static void smtp_client_mx_answer(void *arg, enum dns_status st, const struct dn
 		smtp_client_fail_all(c, SMTP_CLIENT_FAILED, "5.1.10", why);
 	} else if (st == DNS_OK && n > 0) {
 		smtp_client_take_hosts(c, mx, n);
-		smtp_client_lookup_addrs(c);
+		smtp_client_try_hosts(c);
 	} else if (st == DNS_NOTFOUND) {
 		struct dns_mx self = {.preference = 0, .host = c->domain};
 		c->implicit_mx = true;
 		smtp_client_take_hosts(c, &self, 1);
-		smtp_client_lookup_addrs(c);
+		smtp_client_try_hosts(c);
 	} else {
 		char why[SMTP_REPLY_TEXT_MAX];
 		errfmt(why, sizeof why, "MX lookup for %s failed: %s", c->domain,
@@ -923,6 +982,31 @@ static bool smtp_client_address_ok(const char *a)
 	return true;
 }
 
+static void smtp_client_lookup_mx(struct smtp_client *c)
+{
+	smtp_client_enter_state(c, SMTP_CLIENT_MX);
+	dns_query_id q = c->dane ? dns_lookup_mx_sec(c->dns, c->domain, smtp_client_mx_sec_answer, c)
+				 : dns_lookup_mx(c->dns, c->domain, smtp_client_mx_answer, c);
+	if (q)
+		c->query = q;
+}
+
+/* The domain's MTA-STS policy is known (or that there is none): on to its
+ * mail exchangers. */
+static void smtp_client_sts_answer(void *arg, const struct mtasts_policy *policy,
+				   const char *problem)
+{
+	struct smtp_client *c = arg;
+	smtp_client_enter(c);
+	c->sts = NULL;
+	if (policy && policy->mode != MTASTS_NONE) {
+		mtasts_policy_copy(&c->sts_policy, policy);
+		c->have_sts = true;
+	}
+	smtp_client_lookup_mx(c);
+	smtp_client_leave(c);
+}
+
 static void smtp_client_begin(struct smtp_client *c)
 {
 	struct dns_addr a;
@@ -965,10 +1049,13 @@ static void smtp_client_begin(struct smtp_client *c)
 				     "destination domain is not a valid host name");
 		return;
 	}
-	smtp_client_enter_state(c, SMTP_CLIENT_MX);
-	dns_query_id q = dns_lookup_mx(c->dns, c->domain, smtp_client_mx_answer, c);
-	if (q)
-		c->query = q;
+	if (c->mta_sts) {
+		smtp_client_enter_state(c, SMTP_CLIENT_STS);
+		c->sts = sts_lookup_start(c->dns, c->spool_dir, c->cafile, c->domain,
+					  smtp_client_sts_answer, c);
+		return;
+	}
+	smtp_client_lookup_mx(c);
 }
 
 /* ---- the connection ------------------------------------------------------------- */
@@ -1012,6 +1099,8 @@ static void smtp_client_connect(struct smtp_client *c)
 	c->tls_active = false;
 	c->tls_verified = false;
 	c->tls_result = NULL;
+	/* DANE takes precedence where both apply (RFC 8461 §2) */
+	c->host_sts = c->have_sts && c->host_dane == DANE_NONE;
 	c->tls_desc[0] = '\0';
 	c->caps = 0;
 	c->size_limit = 0;
@@ -1045,7 +1134,8 @@ static void smtp_client_send_ehlo(struct smtp_client *c)
 static bool smtp_client_needs_tls(const struct smtp_client *c)
 {
 	return c->tls == OUTBOUND_TLS_REQUIRED || c->auth_user ||
-	       (c->host_dane != DANE_NONE && !c->tls_optional) || c->requiretls;
+	       (c->host_dane != DANE_NONE && !c->tls_optional) || smtp_client_sts_enforced(c) ||
+	       c->requiretls;
 }
 
 static bool smtp_client_has_8bit(const char *s)
@@ -1063,7 +1153,7 @@ static bool smtp_client_requiretls_met(struct smtp_client *c)
 	if (!c->requiretls)
 		return true;
 	if (!c->tls_verified) {
-		c->tls_result = "requiretls-unverified";
+		c->tls_result = c->tls_result ? c->tls_result : "requiretls-unverified";
 		smtp_client_host_failed(c, false, "5.7.30",
 					"REQUIRETLS: the TLS session with %s[%s] is not authenticated "
 					"by DANE", c->host, c->addr);
@@ -1244,6 +1334,8 @@ static void smtp_client_after_ehlo(struct smtp_client *c)
 		smtp_client_arm(c, SMTP_CLIENT_TIMEOUT_COMMAND);
 		return;
 	}
+	if (c->host_sts)
+		c->tls_result = "starttls-not-supported"; /* testing mode: noted, sent anyway */
 	if (smtp_client_needs_tls(c)) {
 		c->tls_result = "starttls-not-supported";
 		smtp_client_host_failed(c, false, c->requiretls ? "5.7.30" : "4.7.4",
@@ -1272,6 +1364,16 @@ static void smtp_client_dane_setup(struct smtp_client *c, SSL *ssl)
 	}
 }
 
+/* MTA-STS verifies against outbound's ca-file instead of the system's CAs. */
+static void smtp_client_sts_store(const struct smtp_client *c, SSL *ssl)
+{
+	X509_STORE *st = X509_STORE_new();
+	if (st && X509_STORE_load_file(st, c->cafile) == 1)
+		SSL_set1_verify_cert_store(ssl, st);
+	ERR_clear_error(); /* an unreadable file: nothing verifies, a failure below */
+	X509_STORE_free(st);
+}
+
 /* RFC 3207 §4.2 and the client side of CVE-2011-0411: whatever arrived
  * after the 220 came in the clear and is thrown away. */
 static void smtp_client_start_tls(struct smtp_client *c)
@@ -1288,7 +1390,9 @@ static void smtp_client_start_tls(struct smtp_client *c)
 		if (c->host_dane == DANE_REQUIRED)
 			smtp_client_dane_setup(c, ssl);
 		else
-			SSL_set1_host(ssl, c->host);    /* for the verified= of the log */
+			SSL_set1_host(ssl, c->host);    /* verified=, and MTA-STS (§4.2) */
+		if (c->host_sts && c->cafile)
+			smtp_client_sts_store(c, ssl);
 	}
 	struct bufferevent *tls = bufferevent_openssl_filter_new(
 	    c->base, c->bev, ssl, BUFFEREVENT_SSL_CONNECTING,
@@ -1316,6 +1420,20 @@ static void smtp_client_tls_up(struct smtp_client *c)
 		 smtp_client_policy(c));
 	if (c->host_dane == DANE_REQUIRED)
 		c->tls_result = c->tls_verified ? "verified" : "tlsa-mismatch";
+	if (c->host_sts) {
+		/* RFC 8461 §4.2: a certificate valid for the MX host name */
+		long v = SSL_get_verify_result(ssl);
+		c->tls_verified = verified;
+		c->tls_result = verified ? "verified"
+				: v == X509_V_ERR_HOSTNAME_MISMATCH ? "certificate-host-mismatch"
+								    : "certificate-not-trusted";
+		if (!verified && smtp_client_sts_enforced(c)) {
+			smtp_client_host_failed(c, false, c->requiretls ? "5.7.30" : "4.7.5",
+						"the certificate of %s[%s] is not valid for it (%s)",
+						c->host, c->addr, X509_verify_cert_error_string(v));
+			return;
+		}
+	}
 	if (c->host_dane == DANE_REQUIRED && !c->tls_verified && !c->tls_optional) {
 		long v = SSL_get_verify_result(ssl);
 		smtp_client_host_failed(c, false, c->requiretls ? "5.7.30" : "4.7.5",
@@ -1711,6 +1829,9 @@ struct smtp_client *smtp_client_start(const struct smtp_client_params *p, smtp_c
 	c->tls = p->tls;
 	/* DANE needs a resolver that validates, and MX delivery (RFC 7672 §2) */
 	c->dane = p->dane && !p->smarthost && dns_resolver_validates(p->dns);
+	c->mta_sts = p->mta_sts && !p->smarthost && p->spool_dir;
+	c->spool_dir = smtp_client_dup(p->spool_dir);
+	c->cafile = smtp_client_dup(p->cafile);
 	c->requiretls = p->requiretls;
 	c->tls_optional = p->tls_optional && !p->requiretls;
 	c->fd = p->fd;

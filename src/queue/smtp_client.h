@@ -66,6 +66,9 @@ struct smtp_client_params {
 	const char *auth_secret;        /* file holding the password (first line) */
 	enum conf_outbound_tls tls;
 	bool dane;                      /* tls-policy dane (RFC 7672) for MX delivery */
+	bool mta_sts;                   /* tls-policy mta-sts (RFC 8461) for MX delivery */
+	const char *spool_dir;          /* where MTA-STS policies are cached */
+	const char *cafile;             /* CAs for MTA-STS (NULL: the system's) */
 	bool requiretls;                /* MAIL FROM ... REQUIRETLS (RFC 8689) */
 	bool tls_optional;              /* "TLS-Required: No" (RFC 8689 §5): policy failures do not stop it */
 	int fd;                         /* the spooled message, read with pread */

@@ -1960,7 +1960,9 @@ static void test_bad_outbound_values(void **state)
 		      NAME ":5:10: bad number \"0\" for \"port\" (use a whole number from 1 to 65535)\n"
 		      NAME ":7:1: duplicate directive \"outbound\" (first given at " NAME ":2:1)\n");
 	expect_errors("domains example.test\noutbound {\n    tls-policy sometimes\n}\n" OK_SERVER,
-		      NAME ":3:16: bad value \"sometimes\" for \"tls-policy\" (use dane or none)\n");
+		      NAME ":3:16: bad value \"sometimes\" for \"tls-policy\" (use dane, mta-sts, both, or none)\n");
+	expect_errors("domains example.test\noutbound {\n    tls-policy dane none\n}\n" OK_SERVER,
+		      NAME ":3:21: \"none\" does not go with the other words of \"tls-policy\" (use dane, mta-sts, both, or none)\n");
 	expect_errors("domains example.test\noutbound {\n    smarthost relay.example:70000\n}\n" OK_SERVER,
 		      NAME ":3:15: bad port \"70000\" in \"relay.example:70000\" (use 1 to 65535)\n");
 	expect_errors("domains example.test\noutbound {\n    smarthost-auth \"\" pw\n}\n" OK_SERVER,
@@ -2343,7 +2345,14 @@ static void test_policy_dane_needs_a_loopback_resolver(void **state)
 	conf_free(c);
 	c = parse_ok("outbound {\n    tls-policy none\n}\n" TLS(""));
 	text = policy_of(c, &warnings);
-	assert_contains(text, "no DANE (tls-policy none)");
+	assert_contains(text, "; no DANE; ");
+	assert_true(strstr(text, "MTA-STS:") == NULL);
+	free(text);
+	conf_free(c);
+	c = parse_ok("outbound {\n    tls-policy mta-sts\n    ca-file /etc/posthorn/ca.pem\n}\n" TLS(""));
+	text = policy_of(c, &warnings);
+	assert_contains(text, "; MTA-STS: domains' published policies are fetched over HTTPS "
+			      "(certificates checked against /etc/posthorn/ca.pem) and enforced; no DANE; ");
 	free(text);
 	conf_free(c);
 }
@@ -2367,7 +2376,7 @@ static void test_policy_tls_and_outbound_details(void **state)
 	assert_contains(text, "dns: 192.0.2.53, [2001:db8::53]:5353\n");
 	assert_contains(text, "aliases: /etc/posthorn/aliases\n");
 	assert_contains(text, "outbound: all through relay.example port 587, logging in as isp "
-			      "(password in /nonexistent/isp); TLS required; DANE not used with a smarthost; "
+			      "(password in /nonexistent/isp); TLS required; DANE and MTA-STS not used with a smarthost; "
 			      "undelivered mail is returned "
 			      "after 36 hours; retries after 90 seconds, 1 day (the last step repeats)\n");
 	free(text);
