@@ -83,6 +83,27 @@ static char *sts_cache_path(const struct sts_work *w)
 	return xasprintf("%s/%s", w->dir, w->domain);
 }
 
+/* "posthorn-mta-sts 1 ID FETCHED" (the first line, NUL-terminated). */
+static bool sts_cache_header(const char *line, char *id, time_t *fetched)
+{
+	size_t m = strlen(STS_MAGIC " ");
+	if (strncmp(line, STS_MAGIC " ", m) != 0)
+		return false;
+	const char *p = line + m;
+	size_t n = strspn(p, "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz");
+	if (n == 0 || n > MTASTS_ID_MAX || p[n] != ' ')
+		return false;
+	memcpy(id, p, n);
+	id[n] = '\0';
+	char *end;
+	errno = 0;
+	long long when = strtoll(p + n + 1, &end, 10);
+	if (errno || end == p + n + 1 || *end != '\0' || when < 0)
+		return false;
+	*fetched = (time_t)when;
+	return true;
+}
+
 /* The cached policy, its id and when it was fetched; false when there is
  * none that parses. */
 static bool sts_cache_read(const struct sts_work *w, struct mtasts_policy *p, char *id,
@@ -95,19 +116,15 @@ static bool sts_cache_read(const struct sts_work *w, struct mtasts_policy *p, ch
 		return false;
 	char *buf = xmalloc(MTASTS_POLICY_MAX + 128);
 	size_t n = fread(buf, 1, MTASTS_POLICY_MAX + 127, f);
-	fclose(f); /* read-only */
+	(void)fclose(f); /* read-only */
 	buf[n] = '\0';
 	char *nl = memchr(buf, '\n', n);
-	long long when = 0;
-	char idbuf[MTASTS_ID_MAX + 1];
-	bool ok = nl && sscanf(buf, STS_MAGIC " %32s %lld", idbuf, &when) == 2;
-	if (ok) {
+	bool ok = false;
+	if (nl) {
+		*nl = '\0';
 		char err[128];
-		ok = mtasts_policy_parse(nl + 1, n - (size_t)(nl + 1 - buf), p, err, sizeof err);
-	}
-	if (ok) {
-		memcpy(id, idbuf, sizeof idbuf);
-		*fetched = (time_t)when;
+		ok = sts_cache_header(buf, id, fetched) &&
+		     mtasts_policy_parse(nl + 1, n - (size_t)(nl + 1 - buf), p, err, sizeof err);
 	}
 	free(buf);
 	return ok;
