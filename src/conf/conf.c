@@ -1008,6 +1008,8 @@ static void conf_defaults(struct conf *c)
 	c->outbound.smarthost_port = 25;
 	c->outbound.port = 25;
 	c->outbound.tls = OUTBOUND_TLS_OPPORTUNISTIC;
+	c->outbound.tls_policy_dane = true;
+	c->outbound.tls_policy_sts = true;
 	c->outbound.lifetime = 5 * 86400;
 	c->outbound.retry = xmalloc(sizeof retry);
 	memcpy(c->outbound.retry, retry, sizeof retry);
@@ -1142,6 +1144,7 @@ void conf_free(struct conf *c)
 	free(c->outbound.smarthost_host);
 	free(c->outbound.smarthost_user);
 	free(c->outbound.smarthost_secret);
+	free(c->outbound.ca_file);
 	free(c->outbound.retry);
 	acme_free(&c->acme);
 	free(c);
@@ -1539,6 +1542,32 @@ static void out_tls(struct parser *p, const struct line *d)
 	int i = arg_keyword(p, d, &d->args[0], names, "opportunistic, required or no");
 	if (i >= 0)
 		p->conf->outbound.tls = (enum conf_outbound_tls)i;
+}
+
+/* tls-policy dane | mta-sts | dane mta-sts | none */
+static void out_tls_policy(struct parser *p, const struct line *d)
+{
+	static const char *const names[] = {"none", "dane", "mta-sts", NULL};
+	bool dane = false, sts = false;
+	for (size_t k = 0; k < d->nargs; k++) {
+		int i = arg_keyword(p, d, &d->args[k], names, "dane, mta-sts, both, or none");
+		if (i < 0)
+			return;
+		if ((i == 0 && d->nargs > 1) || (i == 1 && dane) || (i == 2 && sts)) {
+			conf_error(p, &d->args[k].pos, "\"%s\" does not go with the other words of "
+				   "\"tls-policy\" (use dane, mta-sts, both, or none)", d->args[k].s);
+			return;
+		}
+		dane = dane || i == 1;
+		sts = sts || i == 2;
+	}
+	p->conf->outbound.tls_policy_dane = dane;
+	p->conf->outbound.tls_policy_sts = sts;
+}
+
+static void out_ca_file(struct parser *p, const struct line *d)
+{
+	(void)arg_path(p, d, &d->args[0], &p->conf->outbound.ca_file);
 }
 
 static void out_lifetime(struct parser *p, const struct line *d)
@@ -2162,6 +2191,8 @@ static const struct directive outbound_directives[] = {
 	{"smarthost-auth", 2, 2, out_smarthost_auth, NULL, NULL, true},
 	{"port", 1, 1, out_port, NULL, NULL, true},
 	{"tls", 1, 1, out_tls, NULL, NULL, true},
+	{"tls-policy", 1, 2, out_tls_policy, NULL, NULL, true},
+	{"ca-file", 1, 1, out_ca_file, NULL, NULL, true},
 	{"lifetime", 1, 1, out_lifetime, NULL, NULL, true},
 	{"retry", 1, CONF_ARGS_ANY, out_retry, NULL, NULL, true},
 };
@@ -2798,8 +2829,53 @@ static void print_rule_list(struct policy_out *out, const struct conf_rule *rule
 	}
 }
 
-static void print_outbound(struct policy_out *out, const struct conf_outbound *o)
+bool conf_dns_on_loopback(const struct conf_dns *dns)
 {
+	if (!dns || dns->nservers == 0)
+		return false;
+	for (size_t i = 0; i < dns->nservers; i++) {
+		const struct sockaddr *sa = (const struct sockaddr *)&dns->servers[i].ss;
+		if (sa->sa_family == AF_INET) {
+			const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+			if ((ntohl(in->sin_addr.s_addr) >> 24) != 127)
+				return false;
+		} else if (sa->sa_family != AF_INET6 ||
+			   !IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)sa)->sin6_addr)) {
+			return false;
+		}
+	}
+	return true;
+}
+
+/* What DANE will do, given where DNS answers come from (RFC 7672 §2.1). */
+static void print_tls_policy(struct policy_out *out, const struct conf *c)
+{
+	const struct conf_outbound *o = &c->outbound;
+	if (o->smarthost) {
+		out_puts(out, "; DANE and MTA-STS not used with a smarthost");
+		return;
+	}
+	if (o->tls_policy_sts)
+		out_printf(out, "; MTA-STS: domains' published policies are fetched over HTTPS "
+			   "(certificates checked against %s) and enforced",
+			   o->ca_file ? o->ca_file : "the system's CAs");
+	if (!o->tls_policy_dane) {
+		out_puts(out, "; no DANE");
+		return;
+	}
+	if (conf_dns_on_loopback(&c->dns)) {
+		out_puts(out, "; DANE: TLS authenticated by TLSA records where the validating "
+			      "resolver on loopback says they are secure");
+		return;
+	}
+	out_puts(out, "; DANE is on but NOT in effect: the DNS servers are not all on loopback, "
+		      "so no answer is trusted as DNSSEC-validated (run a validating resolver such "
+		      "as unbound on 127.0.0.1 and name it in \"dns\")");
+}
+
+static void print_outbound(struct policy_out *out, const struct conf *c)
+{
+	const struct conf_outbound *o = &c->outbound;
 	static const char *const tls[] = {
 		[OUTBOUND_TLS_OPPORTUNISTIC] = "STARTTLS when the other side offers it",
 		[OUTBOUND_TLS_REQUIRED] = "TLS required",
@@ -2813,7 +2889,9 @@ static void print_outbound(struct policy_out *out, const struct conf_outbound *o
 	if (o->smarthost_user)
 		out_printf(out, ", logging in as %s (password in %s)", o->smarthost_user,
 			   o->smarthost_secret);
-	out_printf(out, "; %s; undelivered mail is returned after ", tls[o->tls]);
+	out_printf(out, "; %s", tls[o->tls]);
+	print_tls_policy(out, c);
+	out_puts(out, "; undelivered mail is returned after ");
 	print_duration(out, o->lifetime);
 	out_puts(out, "; retries after ");
 	for (size_t i = 0; i < o->nretry; i++) {
@@ -2889,7 +2967,7 @@ static void print_global(struct policy_out *out, const struct conf *c)
 		out_printf(out, " (HTTP Basic, the password in %s)\n", c->metrics_password);
 	else
 		out_puts(out, " (no password: anybody who can reach these addresses may read them)\n");
-	print_outbound(out, &c->outbound);
+	print_outbound(out, c);
 	print_acme(out, &c->acme);
 }
 

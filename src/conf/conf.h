@@ -138,6 +138,10 @@ struct conf_dns {
 	size_t nservers;        /* 0: use /etc/resolv.conf */
 };
 
+/* Is every server on loopback (127.0.0.0/8, ::1)?  Only then is the AD bit
+ * of their answers believed (a local validating resolver). */
+bool conf_dns_on_loopback(const struct conf_dns *dns);
+
 struct conf_server {
 	char *name;
 	enum conf_protocol protocol;
@@ -169,6 +173,9 @@ struct conf_outbound {
 	char *smarthost_secret; /* absolute path of the password file */
 	unsigned short port;    /* default 25 */
 	enum conf_outbound_tls tls; /* default opportunistic */
+	bool tls_policy_dane;   /* tls-policy dane (default): RFC 7672 */
+	bool tls_policy_sts;    /* tls-policy mta-sts (default): RFC 8461 */
+	char *ca_file;          /* CAs for MTA-STS; NULL: the system's */
 	unsigned lifetime;      /* seconds, default 5d */
 	unsigned *retry;        /* seconds; default 5m 15m 1h 4h */
 	size_t nretry;

@@ -1,5 +1,7 @@
 /* dns: every DNS query of posthorn (RFC 1035) through c-ares on the libevent
- * loop: PTR, A, AAAA, MX (null MX, RFC 7505) and TXT; one cache bounded in size
+ * loop: PTR, A, AAAA, MX (null MX, RFC 7505), TXT and TLSA (RFC 6698), each
+ * marked secure when a validating resolver on loopback said so (the AD bit,
+ * RFC 4035 §3.2.3, RFC 6840 §5.7); one cache bounded in size
  * that honours TTLs, with negative caching (RFC 2308); identical queries in
  * flight share one query on the wire; forward-confirmed reverse names. */
 #define _GNU_SOURCE
@@ -22,7 +24,7 @@
 
 /* RR types and class (RFC 1035 §3.2.2, §3.2.4; RFC 3596 §2.1). */
 enum { DNS_T_A = 1, DNS_T_CNAME = 5, DNS_T_SOA = 6, DNS_T_PTR = 12, DNS_T_MX = 15,
-       DNS_T_TXT = 16, DNS_T_AAAA = 28 };
+       DNS_T_TXT = 16, DNS_T_AAAA = 28, DNS_T_TLSA = 52 };
 enum { DNS_C_IN = 1 };
 
 enum {
@@ -126,9 +128,10 @@ struct dns_answer {
 	size_t nnames;
 	struct dns_addr *addrs; /* A or AAAA */
 	size_t naddrs;
-	struct dns_txt *txts;   /* TXT */
+	struct dns_txt *txts;   /* TXT: the joined strings; TLSA: the RDATA */
 	size_t ntxts;
 	size_t txtbytes;        /* the sum of txts[].len */
+	bool secure;            /* the AD bit, from a resolver that is trusted */
 };
 
 struct dns_entry {
@@ -139,10 +142,11 @@ struct dns_entry {
 	struct dns_answer ans;
 };
 
-enum dns_op_kind { DNS_OP_PTR, DNS_OP_ADDRS, DNS_OP_HOST, DNS_OP_MX, DNS_OP_FCRDNS, DNS_OP_TXT };
+enum dns_op_kind { DNS_OP_PTR, DNS_OP_ADDRS, DNS_OP_HOST, DNS_OP_MX, DNS_OP_FCRDNS, DNS_OP_TXT,
+		   DNS_OP_TLSA };
 
 /* Answers an op waits for.  ADDRS, HOST: 0 = A, 1 = AAAA.  FCRDNS: 0 = PTR,
- * 1 + i = forward lookup of names[i].  PTR, MX, TXT: 0. */
+ * 1 + i = forward lookup of names[i].  PTR, MX, TXT, TLSA: 0. */
 #define DNS_OP_SLOTS (1 + DNS_FCRDNS_NAMES)
 
 /* One public lookup: what the caller's id names. */
@@ -156,6 +160,9 @@ struct dns_op {
 	dns_host_cb host_cb;
 	dns_mx_cb mx_cb;
 	dns_txt_cb txt_cb;
+	dns_addrs_sec_cb addrs_sec_cb;  /* ADDRS and MX asked with their DNSSEC status */
+	dns_mx_sec_cb mx_sec_cb;
+	dns_tlsa_cb tlsa_cb;
 	void *arg;
 	bool dead;              /* cancelled or completed: the callback never runs (again) */
 	unsigned outstanding;   /* answers still to come, plus one while starting */
@@ -169,8 +176,9 @@ struct dns_op {
 	uint32_t ttl;           /* HOST, TXT: the smallest TTL of its answers */
 	struct dns_mx *mx;      /* MX */
 	size_t nmx;
-	struct dns_txt *txts;   /* TXT */
+	struct dns_txt *txts;   /* TXT, TLSA (the RDATA) */
 	size_t ntxts;
+	bool secure;            /* every answer it took was secure */
 };
 
 struct dns_waiter {
@@ -213,6 +221,7 @@ struct dns_resolver {
 	struct dns_op *ops;
 	dns_query_id last_id;
 	struct dns_stats stats;
+	bool trust_ad;          /* every server is on loopback: its AD bit is believed */
 	unsigned depth;         /* entry points on the stack (callbacks may run) */
 	bool doomed;            /* dns_resolver_free() was called from a callback */
 };
@@ -548,6 +557,22 @@ static bool dns_txt_take(const unsigned char *rdata, size_t rdlen, struct dns_an
 	return true;
 }
 
+/* A TLSA record (RFC 6698 §2.1): usage, selector, matching type and at
+ * least one byte of association data, kept as they came. */
+static bool dns_tlsa_take(const unsigned char *rdata, size_t rdlen, struct dns_answer *ans)
+{
+	if (rdlen < 4 || ans->ntxts >= DNS_RECORDS_MAX ||
+	    rdlen > DNS_TXT_BYTES_MAX - ans->txtbytes)
+		return false;
+	struct dns_txt *t = xappend(&ans->txts, &ans->ntxts, sizeof *t);
+	t->text = xmalloc(rdlen + 1);
+	memcpy(t->text, rdata, rdlen);
+	t->text[rdlen] = '\0';
+	t->len = rdlen;
+	ans->txtbytes += rdlen;
+	return true;
+}
+
 /* Adds the record of the asked type to ans.  Returns false when the record
  * is not usable (a bad name, a wrong length). */
 static bool dns_rr_take(const struct dns_reader *rd, const struct dns_rr *rr,
@@ -568,6 +593,8 @@ static bool dns_rr_take(const struct dns_reader *rd, const struct dns_rr *rr,
 	}
 	case DNS_T_TXT:
 		return dns_txt_take(rd->buf + rr->rdata, rr->rdlen, ans);
+	case DNS_T_TLSA:
+		return dns_tlsa_take(rd->buf + rr->rdata, rr->rdlen, ans);
 	case DNS_T_MX:
 		if (!dns_read_u16(&sub, &pref))
 			return false;
@@ -666,6 +693,8 @@ static void dns_parse_reply(const struct dns_resolver *r, int type, const char *
 		ans->status = DNS_ERROR;
 		return;
 	}
+	/* RFC 4035 §3.2.3: AD, believed only from a resolver on loopback */
+	ans->secure = r->trust_ad && (abuf[3] & 0x20) != 0;
 	unsigned qdcount = (unsigned)abuf[4] << 8 | abuf[5];
 	unsigned ancount = (unsigned)abuf[6] << 8 | abuf[7];
 	unsigned nscount = (unsigned)abuf[8] << 8 | abuf[9];
@@ -681,7 +710,7 @@ static void dns_parse_reply(const struct dns_resolver *r, int type, const char *
 	}
 	/* TXT records that are unusable: the answer is not known (RFC 7208
 	 * §4.4 treats it as a temporary error, not as "no record"). */
-	if (success && rejected && type == DNS_T_TXT) {
+	if (success && rejected && (type == DNS_T_TXT || type == DNS_T_TLSA)) {
 		dns_answer_clear(ans);
 		ans->status = DNS_ERROR;
 		return;
@@ -691,7 +720,9 @@ static void dns_parse_reply(const struct dns_resolver *r, int type, const char *
 		return;
 	}
 	uint32_t ttl = ans->ttl;
+	bool secure = ans->secure;
 	dns_answer_clear(ans);
+	ans->secure = secure; /* a secure denial of existence */
 	/* MX records that are all unusable: not "no MX" (that would send the
 	 * mail to the domain's A record, RFC 5321 §5.1), but an error. */
 	ans->status = success && rejected && type == DNS_T_MX ? DNS_ERROR : DNS_NOTFOUND;
@@ -909,6 +940,7 @@ static struct dns_op *dns_op_new(struct dns_resolver *r, enum dns_op_kind kind, 
 	op->arg = arg;
 	op->outstanding = 1; /* released when the starting function is done */
 	op->ttl = DNS_TTL_MAX;
+	op->secure = true; /* until an answer that is not */
 	for (size_t i = 0; i < DNS_OP_SLOTS; i++)
 		op->slot[i] = DNS_ERROR;
 	op->node.hash = op->id;
@@ -1001,6 +1033,7 @@ static void dns_mx_take(struct dns_op *op, const struct dns_answer *ans)
 static void dns_op_answer(struct dns_resolver *r, struct dns_op *op, int slot,
 			  const struct dns_answer *ans)
 {
+	op->secure = op->secure && ans->secure;
 	switch (op->kind) {
 	case DNS_OP_PTR:
 		op->slot[0] = ans->status;
@@ -1020,6 +1053,7 @@ static void dns_op_answer(struct dns_resolver *r, struct dns_op *op, int slot,
 		dns_mx_take(op, ans);
 		break;
 	case DNS_OP_TXT:
+	case DNS_OP_TLSA:
 		op->slot[0] = ans->status;
 		op->ttl = ans->ttl;
 		if (ans->status == DNS_OK) {
@@ -1051,6 +1085,11 @@ static void dns_addrs_complete(struct dns_op *op)
 	enum dns_status st = DNS_OK;
 	if (op->naddrs == 0)
 		st = dns_worse(op->slot[0], op->slot[1]);
+	if (op->addrs_sec_cb) {
+		op->addrs_sec_cb(op->arg, st, st == DNS_OK ? op->addrs : NULL,
+				 st == DNS_OK ? op->naddrs : 0, op->secure);
+		return;
+	}
 	op->addrs_cb(op->arg, st, st == DNS_OK ? op->addrs : NULL, st == DNS_OK ? op->naddrs : 0);
 }
 
@@ -1125,7 +1164,30 @@ static void dns_mx_complete(struct dns_op *op)
 		if (op->nmx == 0)
 			st = DNS_NOTFOUND;
 	}
+	if (op->mx_sec_cb) {
+		op->mx_sec_cb(op->arg, st, st == DNS_OK ? op->mx : NULL, st == DNS_OK ? op->nmx : 0,
+			      op->secure);
+		return;
+	}
 	op->mx_cb(op->arg, st, st == DNS_OK ? op->mx : NULL, st == DNS_OK ? op->nmx : 0);
+}
+
+/* The records in RFC 6698's fields; the data points into op's copy. */
+static void dns_tlsa_complete(struct dns_op *op)
+{
+	enum dns_status st = op->slot[0];
+	size_t n = st == DNS_OK ? op->ntxts : 0;
+	struct dns_tlsa *t = n ? xcalloc(n, sizeof *t) : NULL;
+	for (size_t i = 0; i < n; i++) {
+		const unsigned char *rd = (const unsigned char *)op->txts[i].text;
+		t[i].usage = rd[0];
+		t[i].selector = rd[1];
+		t[i].mtype = rd[2];
+		t[i].data = rd + 3;
+		t[i].len = op->txts[i].len - 3;
+	}
+	op->tlsa_cb(op->arg, st, t, n, op->secure);
+	free(t);
 }
 
 static void dns_fcrdns_complete(struct dns_op *op)
@@ -1163,6 +1225,9 @@ static void dns_op_complete(struct dns_op *op)
 		break;
 	case DNS_OP_FCRDNS:
 		dns_fcrdns_complete(op);
+		break;
+	case DNS_OP_TLSA:
+		dns_tlsa_complete(op);
 		break;
 	case DNS_OP_TXT:
 		op->txt_cb(op->arg, op->slot[0], op->slot[0] == DNS_OK ? op->txts : NULL,
@@ -1334,8 +1399,33 @@ static const char *dns_type_label(int type)
 	case DNS_T_PTR: return "PTR";
 	case DNS_T_MX: return "MX";
 	case DNS_T_TXT: return "TXT";
+	case DNS_T_TLSA: return "TLSA";
 	default: return "other";
 	}
+}
+
+/* The query on the wire, with AD set when the resolver is trusted to
+ * validate (RFC 6840 §5.7: that asks it to say whether the answer is
+ * secure).  May call dns_ares_done() at once (a local failure): p is then
+ * gone. */
+static void dns_send(struct dns_resolver *r, int type, const char *name, struct dns_pending *p)
+{
+	if (!r->trust_ad) {
+		ares_query(r->channel, name, DNS_C_IN, type, dns_ares_done, p);
+		return;
+	}
+	unsigned char *q = NULL;
+	int qlen = 0;
+	int st = ares_create_query(name, DNS_C_IN, type, 0, 1, &q, &qlen, 0);
+	if (st != ARES_SUCCESS || qlen < DNS_HEADER_SIZE) {
+		if (q)
+			ares_free_string(q);
+		dns_ares_done(p, st == ARES_SUCCESS ? ARES_EBADQUERY : st, 0, NULL, 0);
+		return;
+	}
+	q[3] |= 0x20; /* AD */
+	ares_send(r->channel, q, qlen, dns_ares_done, p);
+	ares_free_string(q);
 }
 
 /* Ask type/name for op's slot: from the cache, by joining the identical
@@ -1365,8 +1455,7 @@ static void dns_rq_start(struct dns_resolver *r, int type, const char *name, str
 	p = dns_pending_new(r, type, name, hash);
 	dns_pending_wait(p, op, slot);
 	r->stats.queries_sent++;
-	/* May call dns_ares_done() at once (a local failure): p is then gone. */
-	ares_query(r->channel, name, DNS_C_IN, type, dns_ares_done, p);
+	dns_send(r, type, name, p);
 	dns_timer_update(r);
 }
 
@@ -1425,6 +1514,11 @@ static void dns_err(char *err, size_t errsz, const char *what, int status)
 		errfmt(err, errsz, "%s: %s", what, ares_strerror(status)); /* a cut one ends in "..." */
 }
 
+bool dns_resolver_validates(const struct dns_resolver *r)
+{
+	return r && r->trust_ad;
+}
+
 struct dns_resolver *dns_resolver_new(struct event_base *base, const struct conf_dns *servers,
 				      const struct dns_options *opt, char *err, size_t errsz)
 {
@@ -1459,8 +1553,10 @@ struct dns_resolver *dns_resolver_new(struct event_base *base, const struct conf
 		dns_resolver_destroy(r);
 		return NULL;
 	}
-	if (servers && servers->nservers > 0)
+	if (servers && servers->nservers > 0) {
 		st = dns_set_servers(r, servers);
+		r->trust_ad = conf_dns_on_loopback(servers);
+	}
 	if (st != ARES_SUCCESS) {
 		dns_err(err, errsz, "cannot use the configured DNS servers", st);
 		dns_resolver_destroy(r);
@@ -1613,6 +1709,44 @@ dns_query_id dns_lookup_txt(struct dns_resolver *r, const char *name, dns_txt_cb
 	char qname[DNS_NAME_BUF];
 	if (dns_name_normalize(name, qname, sizeof qname))
 		dns_rq_start(r, DNS_T_TXT, qname, op, 0);
+	return dns_op_done(r, op);
+}
+
+dns_query_id dns_lookup_addrs_sec(struct dns_resolver *r, const char *name, dns_addrs_sec_cb cb,
+				  void *arg)
+{
+	if (!r || r->doomed || !cb)
+		return 0;
+	struct dns_op *op = dns_op_begin(r, DNS_OP_ADDRS, arg);
+	op->addrs_sec_cb = cb;
+	return dns_start_a_aaaa(r, op, name);
+}
+
+dns_query_id dns_lookup_mx_sec(struct dns_resolver *r, const char *domain, dns_mx_sec_cb cb,
+			       void *arg)
+{
+	if (!r || r->doomed || !cb)
+		return 0;
+	struct dns_op *op = dns_op_begin(r, DNS_OP_MX, arg);
+	op->mx_sec_cb = cb;
+	char qname[DNS_NAME_BUF];
+	if (dns_name_normalize(domain, qname, sizeof qname))
+		dns_rq_start(r, DNS_T_MX, qname, op, 0);
+	return dns_op_done(r, op);
+}
+
+dns_query_id dns_lookup_tlsa(struct dns_resolver *r, const char *host, unsigned port,
+			     dns_tlsa_cb cb, void *arg)
+{
+	if (!r || r->doomed || !cb)
+		return 0;
+	struct dns_op *op = dns_op_begin(r, DNS_OP_TLSA, arg);
+	op->tlsa_cb = cb;
+	char name[DNS_NAME_BUF + 16], qname[DNS_NAME_BUF];
+	/* RFC 7672 §2.2.3: _port._tcp.host */
+	if (bsnprintf(name, sizeof name, "_%u._tcp.%s", port, host) &&
+	    dns_name_normalize(name, qname, sizeof qname))
+		dns_rq_start(r, DNS_T_TLSA, qname, op, 0);
 	return dns_op_done(r, op);
 }
 

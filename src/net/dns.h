@@ -102,6 +102,35 @@ typedef void (*dns_txt_cb)(void *arg, enum dns_status st, const struct dns_txt *
  * §4.6.4); an answer with a malformed record, more than 32 records or more
  * than 32 KiB of text is DNS_ERROR, never a part of it. */
 dns_query_id dns_lookup_txt(struct dns_resolver *r, const char *name, dns_txt_cb cb, void *arg);
+
+/* ---- DNSSEC status, for DANE (RFC 7672) ----
+ * posthorn does not validate DNSSEC: it asks with the AD bit set and
+ * believes the AD bit of the answer only when every configured server is
+ * on loopback (a local validating resolver).  "secure" below is that: the
+ * answer (or the denial that there is one) was validated.  A bogus answer
+ * comes from a validating resolver as SERVFAIL: DNS_ERROR. */
+/* Does r believe AD bits (every server on loopback)? */
+bool dns_resolver_validates(const struct dns_resolver *r);
+typedef void (*dns_addrs_sec_cb)(void *arg, enum dns_status st, const struct dns_addr *addrs,
+				 size_t n, bool secure);
+typedef void (*dns_mx_sec_cb)(void *arg, enum dns_status st, const struct dns_mx *mx, size_t n,
+			      bool secure);
+/* As dns_lookup_addrs and dns_lookup_mx; secure when every answer was. */
+dns_query_id dns_lookup_addrs_sec(struct dns_resolver *r, const char *name, dns_addrs_sec_cb cb,
+				  void *arg);
+dns_query_id dns_lookup_mx_sec(struct dns_resolver *r, const char *domain, dns_mx_sec_cb cb,
+			       void *arg);
+/* One TLSA record (RFC 6698 §2.1); data is valid during the callback. */
+struct dns_tlsa {
+	uint8_t usage, selector, mtype;
+	const uint8_t *data;
+	size_t len;
+};
+typedef void (*dns_tlsa_cb)(void *arg, enum dns_status st, const struct dns_tlsa *tlsa, size_t n,
+			    bool secure);
+/* The TLSA records of _port._tcp.host (RFC 7672 §2.2.3). */
+dns_query_id dns_lookup_tlsa(struct dns_resolver *r, const char *host, unsigned port,
+			     dns_tlsa_cb cb, void *arg);
 /* PTR of the client, then A/AAAA of that name; the name is reported only
  * when the forward lookup contains the client's address (else
  * DNS_NOTFOUND).  IPv4-mapped clients are looked up as IPv4 (and an IPv4

@@ -17,6 +17,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include <curl/curl.h>
 #include <event2/event.h>
 #include <openssl/ssl.h>
 
@@ -66,6 +67,7 @@ struct outbound_msg {
 	struct outbound_rcpt *rs;               /* per envelope recipient */
 	size_t nrcpts;
 	long hops;                              /* Received: headers, -1 before counted */
+	bool tls_optional;                      /* "TLS-Required: No" (RFC 8689 §4.2) */
 	unsigned attempts;
 	time_t next_attempt;                    /* wall clock; 0 while active or ready */
 	char *last_error;
@@ -153,6 +155,37 @@ size_t outbound_count_received(const char *header, size_t len)
 		i = end + 1;
 	}
 	return count;
+}
+
+/* RFC 8689 §4.2: "TLS-Required: No" asks that the recipient domain's TLS
+ * policies (DANE) be ignored when they fail.  Unfolded value, any case. */
+bool outbound_tls_optional(const char *header, size_t len)
+{
+	static const char name[] = "TLS-Required:";
+	size_t i = 0;
+	while (i < len) {
+		size_t end = i;
+		while (end < len && header[end] != '\n')
+			end++;
+		size_t n = end - i;
+		if (n > 0 && header[i + n - 1] == '\r')
+			n--;
+		if (n == 0)
+			return false; /* the end of the header */
+		if (n >= sizeof name - 1 && strncasecmp(header + i, name, sizeof name - 1) == 0) {
+			const char *v = header + i + sizeof name - 1;
+			size_t vn = n - (sizeof name - 1);
+			while (vn > 0 && (*v == ' ' || *v == '\t')) {
+				v++;
+				vn--;
+			}
+			while (vn > 0 && (v[vn - 1] == ' ' || v[vn - 1] == '\t'))
+				vn--;
+			return vn == 2 && strncasecmp(v, "no", 2) == 0;
+		}
+		i = end + 1;
+	}
+	return false;
 }
 
 static bool outbound_id_ok(const char *id)
@@ -463,8 +496,9 @@ static void outbound_set_last_error(struct outbound_msg *m, const struct outboun
 				: xstrdup(rs->error);
 }
 
-/* Loop detection: count the Received: headers once per message. */
-static long outbound_count_hops(int fd, off_t offset, off_t size)
+/* Once per message: the Received: headers (loop detection) and
+ * TLS-Required.  hops is -1 when the header could not be read. */
+static void outbound_read_header(struct outbound_msg *m, int fd, off_t offset, off_t size)
 {
 	size_t want = size < OUTBOUND_HEADER_SCAN_MAX ? (size_t)size : OUTBOUND_HEADER_SCAN_MAX;
 	char *buf = xmalloc(want ? want : 1);
@@ -477,9 +511,9 @@ static long outbound_count_hops(int fd, off_t offset, off_t size)
 			break;
 		have += (size_t)n;
 	}
-	long hops = have == want ? (long)outbound_count_received(buf, have) : -1;
+	m->hops = have == want ? (long)outbound_count_received(buf, have) : -1;
+	m->tls_optional = have == want && outbound_tls_optional(buf, have);
 	free(buf);
-	return hops;
 }
 
 static void outbound_group_start(struct outbound_attempt *att);
@@ -544,7 +578,7 @@ static void outbound_attempt_start(struct outbound_msg *m)
 	outbound_fit_rcpts(m, att->env.nrcpts);
 	outbound_record_unrecorded(att);
 	if (m->hops < 0)
-		m->hops = outbound_count_hops(att->fd, att->env.body_offset, att->env.size);
+		outbound_read_header(m, att->fd, att->env.body_offset, att->env.size);
 	if (m->hops > OUTBOUND_MAX_RECEIVED) {
 		char why[OUTBOUND_ERROR_MAX];
 		errfmt(why, sizeof why, "routing loop detected: %ld Received: headers (more than %d)",
@@ -604,6 +638,12 @@ static void outbound_group_start(struct outbound_attempt *att)
 		.auth_user = o->smarthost ? o->smarthost_user : NULL,
 		.auth_secret = o->smarthost ? o->smarthost_secret : NULL,
 		.tls = o->tls,
+		.dane = o->tls_policy_dane,
+		.mta_sts = o->tls_policy_sts,
+		.spool_dir = conf->spool,
+		.cafile = o->ca_file,
+		.requiretls = att->env.requiretls,
+		.tls_optional = att->m->tls_optional,
 		.fd = att->fd,
 		.offset = att->env.body_offset,
 		.size = att->env.size,
@@ -916,6 +956,13 @@ int outbound_start(struct event_base *base, struct spool *sp, outbound_spooled_f
 {
 	if (outbound.running) {
 		errno = EBUSY;
+		return -1;
+	}
+	/* MTA-STS fetches policies with libcurl on worker threads: its global
+	 * state is set up here, on the main thread, before any of them */
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+		log_err("event=startup-error error=\"outbound: libcurl cannot start\"");
+		errno = EINVAL;
 		return -1;
 	}
 	char err[256];

@@ -77,5 +77,7 @@ unsigned outbound_retry_delay(const struct conf_outbound *o, unsigned attempts, 
 /* Received: header fields in a message header (CRLF or LF lines), up to
  * the first empty line; folded continuation lines are not counted. */
 size_t outbound_count_received(const char *header, size_t len);
+/* Does the header (up to its empty line) say "TLS-Required: No"? */
+bool outbound_tls_optional(const char *header, size_t len);
 
 #endif

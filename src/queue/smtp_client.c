@@ -30,6 +30,8 @@
 #include <openssl/x509.h>
 
 #include "net/dns.h"
+#include "net/mtasts.h"
+#include "queue/sts.h"
 #include "lib/linebuf.h"
 #include "lib/log.h"
 #include "lib/strbuf.h"
@@ -60,8 +62,10 @@ enum {
 
 enum smtp_client_state {
 	SMTP_CLIENT_START,      /* waiting for the loop to run the first step */
+	SMTP_CLIENT_STS,        /* the domain's MTA-STS policy (RFC 8461) */
 	SMTP_CLIENT_MX,         /* MX lookup */
 	SMTP_CLIENT_ADDRS,      /* A/AAAA of the current host */
+	SMTP_CLIENT_TLSA,       /* its TLSA records (RFC 7672 §2.2) */
 	SMTP_CLIENT_CONNECT,
 	SMTP_CLIENT_GREETING,
 	SMTP_CLIENT_EHLO,
@@ -77,8 +81,23 @@ enum smtp_client_state {
 };
 
 static const char *const smtp_client_state_names[] = {
-	"start", "mx", "addrs", "connect", "greeting", "ehlo", "helo", "starttls",
+	"start", "sts", "mx", "addrs", "tlsa", "connect", "greeting", "ehlo", "helo", "starttls",
 	"handshake", "auth", "transaction", "body", "dot", "quit", "done",
+};
+
+/* What DANE asks of the current host. */
+enum smtp_client_dane {
+	DANE_NONE,              /* no secure TLSA records: opportunistic TLS */
+	DANE_UNAUTHENTICATED,   /* secure records, none usable: TLS, unauthenticated (RFC 7672 §2.2) */
+	DANE_REQUIRED,          /* TLS whose certificate matches a record */
+};
+
+/* A usable TLSA record: DANE-TA(2) or DANE-EE(3), selector 0/1, matching
+ * type 0/1/2 (RFC 7672 §3.1; PKIX-TA/EE are unusable, §3.1.3). */
+struct smtp_client_tlsa {
+	uint8_t usage, selector, mtype;
+	uint8_t *data;
+	size_t len;
 };
 
 struct smtp_client {
@@ -95,6 +114,8 @@ struct smtp_client {
 	time_t arrival;
 	unsigned short port;
 	enum conf_outbound_tls tls;
+	bool dane, mta_sts, requiretls, tls_optional;
+	char *spool_dir, *cafile;
 	int fd;
 	off_t offset, size;
 	struct smtp_client_rcpt *rcpts;
@@ -111,6 +132,19 @@ struct smtp_client {
 	size_t naddrs, addr_i;
 	unsigned connects;
 	dns_query_id query;
+
+	/* the domain's MTA-STS policy (RFC 8461) */
+	struct sts_lookup *sts;
+	bool have_sts;
+	struct mtasts_policy sts_policy;
+	bool host_sts;                          /* it applies to the current host (no DANE) */
+
+	/* DANE for the current host (RFC 7672) */
+	enum smtp_client_dane host_dane;
+	struct smtp_client_tlsa *tlsa;          /* its usable TLSA records */
+	size_t ntlsa;
+	bool tls_verified;                      /* by DANE, on this connection */
+	const char *tls_result;                 /* why the policy failed, or "verified"; NULL: - */
 
 	/* the connection */
 	struct bufferevent *bev;
@@ -251,7 +285,7 @@ unsigned smtp_client_ehlo_line(const char *text)
 	} keywords[] = {
 		{"PIPELINING", SMTP_EXT_PIPELINING}, {"STARTTLS", SMTP_EXT_STARTTLS},
 		{"SIZE", SMTP_EXT_SIZE},             {"8BITMIME", SMTP_EXT_8BITMIME},
-		{"SMTPUTF8", SMTP_EXT_SMTPUTF8},
+		{"SMTPUTF8", SMTP_EXT_SMTPUTF8},     {"REQUIRETLS", SMTP_EXT_REQUIRETLS},
 	};
 	size_t n = strcspn(text, " ");
 	for (size_t i = 0; i < ARRAY_LEN(keywords); i++)
@@ -342,6 +376,13 @@ static void smtp_client_free(struct smtp_client *c)
 		free(c->hosts[i]);
 	free(c->hosts);
 	free(c->addrs);
+	for (size_t i = 0; i < c->ntlsa; i++)
+		free(c->tlsa[i].data);
+	free(c->tlsa);
+	sts_lookup_cancel(c->sts);
+	mtasts_policy_clear(&c->sts_policy);
+	free(c->spool_dir);
+	free(c->cafile);
 	free(c->order);
 	free(c->chunk);
 	free(c->id);
@@ -405,6 +446,20 @@ static const char *smtp_client_result_name(enum smtp_client_result r)
 
 /* One log line per attempt and outcome; to is a list from
  * smtp_client_list_rcpts(), escaped already. */
+/* The policy that applies to the current host, for the log. */
+static const char *smtp_client_policy(const struct smtp_client *c)
+{
+	if (c->host_dane != DANE_NONE)
+		return "dane";
+	return c->host_sts ? "mta-sts" : "none";
+}
+
+/* MTA-STS in enforce mode for the current host: its failures stop delivery. */
+static bool smtp_client_sts_enforced(const struct smtp_client *c)
+{
+	return c->host_sts && c->sts_policy.mode == MTASTS_ENFORCE && !c->tls_optional;
+}
+
 static void smtp_client_log(const struct smtp_client *c, const char *to,
 			    enum smtp_client_result result, const char *reply)
 {
@@ -412,14 +467,13 @@ static void smtp_client_log(const struct smtp_client *c, const char *to,
 	log_quote(r, sizeof r, reply, strlen(reply));
 	log_escape(h, sizeof h, c->host[0] ? c->host : "-", strlen(c->host[0] ? c->host : "-"));
 	long long delay = (long long)(time(NULL) - c->arrival);
-	if (c->tls_active)
-		log_info("event=outbound id=%s to=%s host=%s addr=%s tls=\"%s\" reply=\"%s\" "
-			 "delay=%lld result=%s", c->id, to, h, c->addr[0] ? c->addr : "-",
-			 c->tls_desc, r, delay < 0 ? 0 : delay, smtp_client_result_name(result));
-	else
-		log_info("event=outbound id=%s to=%s host=%s addr=%s tls=none reply=\"%s\" "
-			 "delay=%lld result=%s", c->id, to, h, c->addr[0] ? c->addr : "-", r,
-			 delay < 0 ? 0 : delay, smtp_client_result_name(result));
+	char tls[TLS_DESCRIBE_MAX + 2];
+	/* fits: the description and its quotes */
+	xsnprintf(tls, sizeof tls, c->tls_active ? "\"%s\"" : "none", c->tls_desc);
+	log_info("event=outbound id=%s to=%s host=%s addr=%s tls=%s tls-policy=%s tls-result=%s "
+		 "reply=\"%s\" delay=%lld result=%s", c->id, to, h, c->addr[0] ? c->addr : "-", tls,
+		 smtp_client_policy(c), c->tls_result ? c->tls_result : "-", r,
+		 delay < 0 ? 0 : delay, smtp_client_result_name(result));
 }
 
 /* "<a>,<b>" of the recipients with this result (and this reply, unless
@@ -608,6 +662,14 @@ static void smtp_client_exhausted(struct smtp_client *c)
 		errfmt(c->error, sizeof c->error, "no mail exchanger could be reached");
 		xsnprintf(c->error_status, sizeof c->error_status, "4.4.1"); /* fits */
 	}
+	/* RFC 8689 §5: no host could take a REQUIRETLS message as it asks:
+	 * it is returned (5.7.30), not kept waiting */
+	if (c->requiretls && strcmp(c->error_status, "5.7.30") == 0) {
+		smtp_client_set_pending(c, SMTP_CLIENT_FAILED, c->error_status, c->error, false);
+		smtp_client_report(c, false);
+		smtp_client_release(c);
+		return;
+	}
 	smtp_client_set_pending(c, SMTP_CLIENT_DEFERRED, c->error_status, c->error, false);
 	smtp_client_report(c, false); /* each host's failure is logged already */
 	smtp_client_release(c);
@@ -624,6 +686,19 @@ static void smtp_client_fail_all(struct smtp_client *c, enum smtp_client_result 
 
 static void smtp_client_addrs_answer(void *arg, enum dns_status st, const struct dns_addr *addrs,
 				     size_t n);
+static void smtp_client_addrs_sec_answer(void *arg, enum dns_status st,
+					 const struct dns_addr *addrs, size_t n, bool secure);
+
+static void smtp_client_tlsa_clear(struct smtp_client *c)
+{
+	for (size_t i = 0; i < c->ntlsa; i++)
+		free(c->tlsa[i].data);
+	free(c->tlsa);
+	c->tlsa = NULL;
+	c->ntlsa = 0;
+	c->host_dane = DANE_NONE;
+	c->tls_result = NULL;
+}
 
 static void smtp_client_lookup_addrs(struct smtp_client *c)
 {
@@ -637,8 +712,10 @@ static void smtp_client_lookup_addrs(struct smtp_client *c)
 					strlen(host));
 		return;
 	}
+	smtp_client_tlsa_clear(c);
 	smtp_client_enter_state(c, SMTP_CLIENT_ADDRS);
-	dns_query_id q = dns_lookup_addrs(c->dns, host, smtp_client_addrs_answer, c);
+	dns_query_id q = c->dane ? dns_lookup_addrs_sec(c->dns, host, smtp_client_addrs_sec_answer, c)
+				 : dns_lookup_addrs(c->dns, host, smtp_client_addrs_answer, c);
 	if (q)
 		c->query = q;
 }
@@ -660,6 +737,91 @@ static void smtp_client_next(struct smtp_client *c)
 	smtp_client_exhausted(c);
 }
 
+static void smtp_client_take_addrs(struct smtp_client *c, const struct dns_addr *addrs, size_t n)
+{
+	c->addrs = xcalloc(n, sizeof *c->addrs);
+	memcpy(c->addrs, addrs, n * sizeof *addrs);
+	c->naddrs = n;
+	c->addr_i = 0;
+}
+
+/* The host is of no use (its TLSA lookup failed): on to the next one. */
+static void smtp_client_skip_host(struct smtp_client *c, const char *status, const char *why)
+{
+	free(c->addrs);
+	c->addrs = NULL;
+	c->naddrs = c->addr_i = 0;
+	smtp_client_host_failed(c, false, status, "%s", why);
+}
+
+/* RFC 7672 §3.1: which records can authenticate the server. */
+static bool smtp_client_tlsa_usable(const struct dns_tlsa *t)
+{
+	if (t->usage != 2 && t->usage != 3)
+		return false; /* PKIX-TA(0), PKIX-EE(1): unusable for SMTP */
+	if (t->selector > 1)
+		return false;
+	return (t->mtype == 0 && t->len > 0) || (t->mtype == 1 && t->len == 32) ||
+	       (t->mtype == 2 && t->len == 64);
+}
+
+static void smtp_client_tlsa_answer(void *arg, enum dns_status st, const struct dns_tlsa *tlsa,
+				    size_t n, bool secure)
+{
+	struct smtp_client *c = arg;
+	smtp_client_enter(c);
+	c->query = 0;
+	if (st == DNS_OK && secure) {
+		c->tlsa = xcalloc(n, sizeof *c->tlsa);
+		for (size_t i = 0; i < n; i++) {
+			if (!smtp_client_tlsa_usable(&tlsa[i]))
+				continue;
+			struct smtp_client_tlsa *t = &c->tlsa[c->ntlsa++];
+			t->usage = tlsa[i].usage;
+			t->selector = tlsa[i].selector;
+			t->mtype = tlsa[i].mtype;
+			t->data = xmalloc(tlsa[i].len);
+			memcpy(t->data, tlsa[i].data, tlsa[i].len);
+			t->len = tlsa[i].len;
+		}
+		c->host_dane = c->ntlsa ? DANE_REQUIRED : DANE_UNAUTHENTICATED;
+		smtp_client_connect(c);
+	} else if (st == DNS_OK || st == DNS_NOTFOUND) {
+		/* no records, or records not validated: opportunistic TLS */
+		smtp_client_connect(c);
+	} else {
+		/* RFC 7672 §2.2: a failed TLSA lookup for a secure host makes the
+		 * host unusable (it may be an attack on the lookup) */
+		char why[SMTP_REPLY_TEXT_MAX];
+		errfmt(why, sizeof why, "the TLSA lookup for %s failed (%s)", c->host,
+		       dns_status_name(st));
+		c->host_dane = DANE_REQUIRED; /* for the log: this is DANE's doing */
+		c->tls_result = "tlsa-lookup-failed";
+		smtp_client_skip_host(c, "4.7.5", why);
+	}
+	smtp_client_leave(c);
+}
+
+/* Addresses with their DNSSEC status: when secure, the host's TLSA records
+ * decide (RFC 7672 §2.2.2); else as without DANE. */
+static void smtp_client_addrs_sec_answer(void *arg, enum dns_status st,
+					 const struct dns_addr *addrs, size_t n, bool secure)
+{
+	struct smtp_client *c = arg;
+	if (st != DNS_OK || n == 0 || !secure) {
+		smtp_client_addrs_answer(arg, st, addrs, n);
+		return;
+	}
+	smtp_client_enter(c);
+	c->query = 0;
+	smtp_client_take_addrs(c, addrs, n);
+	smtp_client_enter_state(c, SMTP_CLIENT_TLSA);
+	dns_query_id q = dns_lookup_tlsa(c->dns, c->host, c->port, smtp_client_tlsa_answer, c);
+	if (q)
+		c->query = q;
+	smtp_client_leave(c);
+}
+
 static void smtp_client_addrs_answer(void *arg, enum dns_status st, const struct dns_addr *addrs,
 				     size_t n)
 {
@@ -667,10 +829,7 @@ static void smtp_client_addrs_answer(void *arg, enum dns_status st, const struct
 	smtp_client_enter(c);
 	c->query = 0;
 	if (st == DNS_OK && n > 0) {
-		c->addrs = xcalloc(n, sizeof *c->addrs);
-		memcpy(c->addrs, addrs, n * sizeof *addrs);
-		c->naddrs = n;
-		c->addr_i = 0;
+		smtp_client_take_addrs(c, addrs, n);
 		smtp_client_connect(c);
 	} else if (st == DNS_NOTFOUND && c->implicit_mx) {
 		/* RFC 5321 §5.1: no MX and no address: the domain cannot take mail */
@@ -687,14 +846,51 @@ static void smtp_client_addrs_answer(void *arg, enum dns_status st, const struct
 	smtp_client_leave(c);
 }
 
+/* RFC 8461 §4.1: in enforce mode only the mail exchangers the policy
+ * names are used; in testing mode every one is, a mismatch only noted. */
+static bool smtp_client_sts_allows(struct smtp_client *c, const char *host)
+{
+	if (!c->have_sts || mtasts_mx_matches(&c->sts_policy, host))
+		return true;
+	char h[LOG_VALUE_MAX];
+	log_info("event=mta-sts-mismatch id=%s domain=%s host=%s mode=%s", c->id, c->domain,
+		 log_escape(h, sizeof h, host, strlen(host)), mtasts_mode_name(c->sts_policy.mode));
+	return c->sts_policy.mode != MTASTS_ENFORCE || c->tls_optional;
+}
+
 static void smtp_client_take_hosts(struct smtp_client *c, const struct dns_mx *mx, size_t n)
 {
-	size_t k = n < SMTP_CLIENT_MAX_HOSTS ? n : SMTP_CLIENT_MAX_HOSTS;
-	c->hosts = xcalloc(k, sizeof *c->hosts);
-	for (size_t i = 0; i < k; i++)
-		c->hosts[i] = xstrdup(mx[i].host);
-	c->nhosts = k;
+	c->hosts = xcalloc(n < SMTP_CLIENT_MAX_HOSTS ? n : SMTP_CLIENT_MAX_HOSTS, sizeof *c->hosts);
+	c->nhosts = 0;
+	for (size_t i = 0; i < n && c->nhosts < SMTP_CLIENT_MAX_HOSTS; i++)
+		if (smtp_client_sts_allows(c, mx[i].host))
+			c->hosts[c->nhosts++] = xstrdup(mx[i].host);
 	c->host_i = 0;
+}
+
+/* MX answers are used as they come; the MX_SEC form is DANE's (the
+ * answer's own security does not matter, RFC 7672 §2.2.1). */
+static void smtp_client_mx_answer(void *arg, enum dns_status st, const struct dns_mx *mx,
+				  size_t n);
+static void smtp_client_mx_sec_answer(void *arg, enum dns_status st, const struct dns_mx *mx,
+				      size_t n, bool secure)
+{
+	smtp_client_mx_answer(arg, st, mx, n);
+}
+
+/* The hosts to try, or a deferral when MTA-STS left none. */
+static void smtp_client_try_hosts(struct smtp_client *c)
+{
+	if (c->nhosts == 0) {
+		char why[SMTP_REPLY_TEXT_MAX];
+		errfmt(why, sizeof why, "no mail exchanger of %s is named by its MTA-STS policy",
+		       c->domain);
+		c->tls_result = "sts-no-mx-match";
+		smtp_client_fail_all(c, c->requiretls ? SMTP_CLIENT_FAILED : SMTP_CLIENT_DEFERRED,
+				     c->requiretls ? "5.7.30" : "4.7.5", why);
+		return;
+	}
+	smtp_client_lookup_addrs(c);
 }
 
 static void smtp_client_mx_answer(void *arg, enum dns_status st, const struct dns_mx *mx, size_t n)
@@ -710,12 +906,12 @@ static void smtp_client_mx_answer(void *arg, enum dns_status st, const struct dn
 		smtp_client_fail_all(c, SMTP_CLIENT_FAILED, "5.1.10", why);
 	} else if (st == DNS_OK && n > 0) {
 		smtp_client_take_hosts(c, mx, n);
-		smtp_client_lookup_addrs(c);
+		smtp_client_try_hosts(c);
 	} else if (st == DNS_NOTFOUND) {
 		struct dns_mx self = {.preference = 0, .host = c->domain};
 		c->implicit_mx = true;
 		smtp_client_take_hosts(c, &self, 1);
-		smtp_client_lookup_addrs(c);
+		smtp_client_try_hosts(c);
 	} else {
 		char why[SMTP_REPLY_TEXT_MAX];
 		errfmt(why, sizeof why, "MX lookup for %s failed: %s", c->domain,
@@ -786,6 +982,31 @@ static bool smtp_client_address_ok(const char *a)
 	return true;
 }
 
+static void smtp_client_lookup_mx(struct smtp_client *c)
+{
+	smtp_client_enter_state(c, SMTP_CLIENT_MX);
+	dns_query_id q = c->dane ? dns_lookup_mx_sec(c->dns, c->domain, smtp_client_mx_sec_answer, c)
+				 : dns_lookup_mx(c->dns, c->domain, smtp_client_mx_answer, c);
+	if (q)
+		c->query = q;
+}
+
+/* The domain's MTA-STS policy is known (or that there is none): on to its
+ * mail exchangers. */
+static void smtp_client_sts_answer(void *arg, const struct mtasts_policy *policy,
+				   const char *problem)
+{
+	struct smtp_client *c = arg;
+	smtp_client_enter(c);
+	c->sts = NULL;
+	if (policy && policy->mode != MTASTS_NONE) {
+		mtasts_policy_copy(&c->sts_policy, policy);
+		c->have_sts = true;
+	}
+	smtp_client_lookup_mx(c);
+	smtp_client_leave(c);
+}
+
 static void smtp_client_begin(struct smtp_client *c)
 {
 	struct dns_addr a;
@@ -828,10 +1049,13 @@ static void smtp_client_begin(struct smtp_client *c)
 				     "destination domain is not a valid host name");
 		return;
 	}
-	smtp_client_enter_state(c, SMTP_CLIENT_MX);
-	dns_query_id q = dns_lookup_mx(c->dns, c->domain, smtp_client_mx_answer, c);
-	if (q)
-		c->query = q;
+	if (c->mta_sts) {
+		smtp_client_enter_state(c, SMTP_CLIENT_STS);
+		c->sts = sts_lookup_start(c->dns, c->spool_dir, c->cafile, c->domain,
+					  smtp_client_sts_answer, c);
+		return;
+	}
+	smtp_client_lookup_mx(c);
 }
 
 /* ---- the connection ------------------------------------------------------------- */
@@ -873,6 +1097,10 @@ static void smtp_client_connect(struct smtp_client *c)
 		xsnprintf(c->addr, sizeof c->addr, "?"); /* fits: INET6_ADDRSTRLEN */
 	c->connects++;
 	c->tls_active = false;
+	c->tls_verified = false;
+	c->tls_result = NULL;
+	/* DANE takes precedence where both apply (RFC 8461 §2) */
+	c->host_sts = c->have_sts && c->host_dane == DANE_NONE;
 	c->tls_desc[0] = '\0';
 	c->caps = 0;
 	c->size_limit = 0;
@@ -905,7 +1133,9 @@ static void smtp_client_send_ehlo(struct smtp_client *c)
 
 static bool smtp_client_needs_tls(const struct smtp_client *c)
 {
-	return c->tls == OUTBOUND_TLS_REQUIRED || c->auth_user;
+	return c->tls == OUTBOUND_TLS_REQUIRED || c->auth_user ||
+	       (c->host_dane != DANE_NONE && !c->tls_optional) || smtp_client_sts_enforced(c) ||
+	       c->requiretls;
 }
 
 static bool smtp_client_has_8bit(const char *s)
@@ -916,10 +1146,35 @@ static bool smtp_client_has_8bit(const char *s)
 	return false;
 }
 
+/* RFC 8689 §5: a REQUIRETLS message goes only over TLS authenticated by
+ * DANE (or MTA-STS), to a server that promises to keep the requirement. */
+static bool smtp_client_requiretls_met(struct smtp_client *c)
+{
+	if (!c->requiretls)
+		return true;
+	if (!c->tls_verified) {
+		c->tls_result = c->tls_result ? c->tls_result : "requiretls-unverified";
+		smtp_client_host_failed(c, false, "5.7.30",
+					"REQUIRETLS: the TLS session with %s[%s] is not authenticated "
+					"by DANE", c->host, c->addr);
+		return false;
+	}
+	if (!(c->caps & SMTP_EXT_REQUIRETLS)) {
+		c->tls_result = "requiretls-not-offered";
+		smtp_client_host_failed(c, false, "5.7.30",
+					"REQUIRETLS: %s[%s] does not offer REQUIRETLS", c->host,
+					c->addr);
+		return false;
+	}
+	return true;
+}
+
 /* MAIL, then every RCPT and DATA at once with PIPELINING (RFC 2920 §3.1),
  * else one command per reply. */
 static void smtp_client_mail(struct smtp_client *c)
 {
+	if (!smtp_client_requiretls_met(c))
+		return;
 	bool utf8 = smtp_client_has_8bit(c->sender);
 	free(c->order);
 	c->order = xcalloc(c->nrcpts, sizeof *c->order);
@@ -955,7 +1210,9 @@ static void smtp_client_mail(struct smtp_client *c)
 		(void)strbuf_adds(&sb, " BODY=8BITMIME");
 	if (utf8)
 		(void)strbuf_adds(&sb, " SMTPUTF8");
-	if (!strbuf_ok(&sb)) /* the three take 49 bytes at most */
+	if (c->requiretls)
+		(void)strbuf_adds(&sb, " REQUIRETLS");
+	if (!strbuf_ok(&sb)) /* the four take 60 bytes at most */
 		fatal("smtp_client: MAIL FROM parameters do not fit");
 	c->replies = 0;
 	c->accepted = 0;
@@ -1077,13 +1334,44 @@ static void smtp_client_after_ehlo(struct smtp_client *c)
 		smtp_client_arm(c, SMTP_CLIENT_TIMEOUT_COMMAND);
 		return;
 	}
+	if (c->host_sts)
+		c->tls_result = "starttls-not-supported"; /* testing mode: noted, sent anyway */
 	if (smtp_client_needs_tls(c)) {
-		smtp_client_host_failed(c, false, "4.7.4",
+		c->tls_result = "starttls-not-supported";
+		smtp_client_host_failed(c, false, c->requiretls ? "5.7.30" : "4.7.4",
 					"TLS is required but %s[%s] does not offer STARTTLS",
 					c->host, c->addr);
 		return;
 	}
 	smtp_client_after_tls(c);
+}
+
+/* OpenSSL's DANE verifier (RFC 7671) with the host's usable records; the
+ * MX host name is the reference identifier for DANE-TA(2), and DANE-EE(3)
+ * takes no name check (RFC 7672 §3.1.1).  The handshake goes on whatever
+ * the result (SSL_VERIFY_NONE); smtp_client_tls_up() looks at it. */
+static void smtp_client_dane_setup(struct smtp_client *c, SSL *ssl)
+{
+	if (SSL_dane_enable(ssl, c->host) <= 0) {
+		ERR_clear_error();
+		return; /* no record can then match: a mismatch, below */
+	}
+	SSL_dane_set_flags(ssl, DANE_FLAG_NO_DANE_EE_NAMECHECKS);
+	for (size_t i = 0; i < c->ntlsa; i++) {
+		const struct smtp_client_tlsa *t = &c->tlsa[i];
+		if (SSL_dane_tlsa_add(ssl, t->usage, t->selector, t->mtype, t->data, t->len) <= 0)
+			ERR_clear_error(); /* unusable to OpenSSL: skipped */
+	}
+}
+
+/* MTA-STS verifies against outbound's ca-file instead of the system's CAs. */
+static void smtp_client_sts_store(const struct smtp_client *c, SSL *ssl)
+{
+	X509_STORE *st = X509_STORE_new();
+	if (st && X509_STORE_load_file(st, c->cafile) == 1)
+		SSL_set1_verify_cert_store(ssl, st);
+	ERR_clear_error(); /* an unreadable file: nothing verifies, a failure below */
+	X509_STORE_free(st);
 }
 
 /* RFC 3207 §4.2 and the client side of CVE-2011-0411: whatever arrived
@@ -1099,7 +1387,12 @@ static void smtp_client_start_tls(struct smtp_client *c)
 	struct dns_addr a;
 	if (!smtp_client_parse_literal(c->host, &a)) {
 		SSL_set_tlsext_host_name(ssl, c->host); /* SNI */
-		SSL_set1_host(ssl, c->host);            /* for the verified= of the log */
+		if (c->host_dane == DANE_REQUIRED)
+			smtp_client_dane_setup(c, ssl);
+		else
+			SSL_set1_host(ssl, c->host);    /* verified=, and MTA-STS (§4.2) */
+		if (c->host_sts && c->cafile)
+			smtp_client_sts_store(c, ssl);
 	}
 	struct bufferevent *tls = bufferevent_openssl_filter_new(
 	    c->base, c->bev, ssl, BUFFEREVENT_SSL_CONNECTING,
@@ -1120,8 +1413,34 @@ static void smtp_client_tls_up(struct smtp_client *c)
 	c->tls_active = true;
 	X509 *peer = SSL_get0_peer_certificate(ssl);
 	bool verified = peer && SSL_get_verify_result(ssl) == X509_V_OK;
-	log_info("event=outbound-tls id=%s host=%s addr=%s tls=\"%s\" verified=%s", c->id, c->host,
-		 c->addr, c->tls_desc, verified ? "yes" : "no");
+	c->tls_verified = c->host_dane == DANE_REQUIRED && verified &&
+			  SSL_get0_dane_authority(ssl, NULL, NULL) >= 0;
+	log_info("event=outbound-tls id=%s host=%s addr=%s tls=\"%s\" verified=%s tls-policy=%s",
+		 c->id, c->host, c->addr, c->tls_desc, verified ? "yes" : "no",
+		 smtp_client_policy(c));
+	if (c->host_dane == DANE_REQUIRED)
+		c->tls_result = c->tls_verified ? "verified" : "tlsa-mismatch";
+	if (c->host_sts) {
+		/* RFC 8461 §4.2: a certificate valid for the MX host name */
+		long v = SSL_get_verify_result(ssl);
+		c->tls_verified = verified;
+		c->tls_result = verified ? "verified"
+				: v == X509_V_ERR_HOSTNAME_MISMATCH ? "certificate-host-mismatch"
+								    : "certificate-not-trusted";
+		if (!verified && smtp_client_sts_enforced(c)) {
+			smtp_client_host_failed(c, false, c->requiretls ? "5.7.30" : "4.7.5",
+						"the certificate of %s[%s] is not valid for it (%s)",
+						c->host, c->addr, X509_verify_cert_error_string(v));
+			return;
+		}
+	}
+	if (c->host_dane == DANE_REQUIRED && !c->tls_verified && !c->tls_optional) {
+		long v = SSL_get_verify_result(ssl);
+		smtp_client_host_failed(c, false, c->requiretls ? "5.7.30" : "4.7.5",
+					"the certificate of %s[%s] matches no TLSA record (%s)",
+					c->host, c->addr, X509_verify_cert_error_string(v));
+		return;
+	}
 	/* RFC 3207 §4.2: forget what EHLO said before TLS */
 	smtp_client_send_ehlo(c);
 }
@@ -1508,6 +1827,13 @@ struct smtp_client *smtp_client_start(const struct smtp_client_params *p, smtp_c
 	c->arrival = p->arrival;
 	c->port = p->port;
 	c->tls = p->tls;
+	/* DANE needs a resolver that validates, and MX delivery (RFC 7672 §2) */
+	c->dane = p->dane && !p->smarthost && dns_resolver_validates(p->dns);
+	c->mta_sts = p->mta_sts && !p->smarthost && p->spool_dir;
+	c->spool_dir = smtp_client_dup(p->spool_dir);
+	c->cafile = smtp_client_dup(p->cafile);
+	c->requiretls = p->requiretls;
+	c->tls_optional = p->tls_optional && !p->requiretls;
 	c->fd = p->fd;
 	c->offset = p->offset;
 	c->size = p->size;
@@ -1575,5 +1901,11 @@ SSL_CTX *smtp_client_tls_new(char *err, size_t errsz)
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
 	if (SSL_CTX_set_default_verify_paths(ctx) != 1)
 		ERR_clear_error();
+	/* RFC 7671 verification, used per connection when TLSA records apply */
+	if (SSL_CTX_dane_enable(ctx) <= 0) {
+		errfmt(err, errsz, "cannot enable DANE: %s", ERR_reason_error_string(ERR_get_error()));
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
 	return ctx;
 }

@@ -65,6 +65,12 @@ struct smtp_client_params {
 	const char *auth_user;          /* smarthost login, or NULL */
 	const char *auth_secret;        /* file holding the password (first line) */
 	enum conf_outbound_tls tls;
+	bool dane;                      /* tls-policy dane (RFC 7672) for MX delivery */
+	bool mta_sts;                   /* tls-policy mta-sts (RFC 8461) for MX delivery */
+	const char *spool_dir;          /* where MTA-STS policies are cached */
+	const char *cafile;             /* CAs for MTA-STS (NULL: the system's) */
+	bool requiretls;                /* MAIL FROM ... REQUIRETLS (RFC 8689) */
+	bool tls_optional;              /* "TLS-Required: No" (RFC 8689 §5): policy failures do not stop it */
 	int fd;                         /* the spooled message, read with pread */
 	off_t offset;
 	off_t size;
@@ -126,6 +132,7 @@ enum {
 	SMTP_EXT_8BITMIME = 1 << 3,
 	SMTP_EXT_SMTPUTF8 = 1 << 4,
 	SMTP_EXT_AUTH_PLAIN = 1 << 5,
+	SMTP_EXT_REQUIRETLS = 1 << 6,   /* RFC 8689 */
 };
 /* The flags one EHLO line (text after "250-") adds; keywords are
  * case-insensitive. */

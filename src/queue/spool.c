@@ -10,6 +10,7 @@
  *   helo XTEXT              optional
  *   auth XTEXT              optional
  *   server XTEXT            optional: the virtual server that accepted it
+ *   tls required            optional: MAIL FROM ... REQUIRETLS (RFC 8689)
  *   rcpt local|remote XTEXT(address) XTEXT(orig)   one or more
  * then an empty line and the message.  The reader is strict: any other line,
  * a missing or repeated key, or a bad xtext makes the file malformed.
@@ -791,6 +792,8 @@ static int spool_msg_put_envelope(struct spool_msg *m, const struct spool_envelo
 		return -1;
 	if (env->server && spool_msg_put_field(m, "server", env->server) < 0)
 		return -1;
+	if (env->requiretls && spool_msg_put_line(m, xstrdup("tls required")) < 0)
+		return -1;
 	for (size_t i = 0; i < env->nrcpts; i++)
 		if (spool_msg_put_rcpt(m, &env->rcpts[i]) < 0)
 			return -1;
@@ -1394,6 +1397,7 @@ enum spool_key_rank {
 	SPOOL_KEY_HELO,
 	SPOOL_KEY_AUTH,
 	SPOOL_KEY_SERVER,
+	SPOOL_KEY_TLS,
 	SPOOL_KEY_RCPT,
 };
 
@@ -1462,6 +1466,16 @@ static int spool_parse_server(struct spool_reader *rd, const char *v)
 	return spool_parse_xtext(rd, v, &rd->env->server);
 }
 
+static int spool_parse_tls(struct spool_reader *rd, const char *v)
+{
+	if (strcmp(v, "required") != 0) {
+		rd->problem = "bad tls value";
+		return -1;
+	}
+	rd->env->requiretls = true;
+	return 0;
+}
+
 /* "local|remote ADDRESS ORIG" */
 static int spool_parse_rcpt(struct spool_reader *rd, const char *v)
 {
@@ -1503,11 +1517,12 @@ static const struct spool_key {
 	{"helo", SPOOL_KEY_HELO, spool_parse_helo},
 	{"auth", SPOOL_KEY_AUTH, spool_parse_auth},
 	{"server", SPOOL_KEY_SERVER, spool_parse_server},
+	{"tls", SPOOL_KEY_TLS, spool_parse_tls},
 	{"rcpt", SPOOL_KEY_RCPT, spool_parse_rcpt},
 };
 
 /* Keys come in rank order, each once but rcpt; id to client are required
- * (helo, auth and server are optional), so each may follow only its predecessor. */
+ * (helo, auth, server and tls are optional), so each may follow only its predecessor. */
 static bool spool_key_may_follow(enum spool_key_rank key, enum spool_key_rank last)
 {
 	if (key <= SPOOL_KEY_CLIENT)

@@ -39,6 +39,7 @@ struct spool_envelope {
 	char *helo;             /* may be NULL */
 	char *auth_user;        /* may be NULL */
 	char *server;           /* the virtual server that accepted it; may be NULL */
+	bool requiretls;        /* MAIL FROM ... REQUIRETLS (RFC 8689) */
 	off_t body_offset;      /* filled by spool_read_envelope() */
 	off_t size;             /* of the message part; filled by spool_read_envelope() */
 };

@@ -77,7 +77,8 @@ class Sink:
 
     def __init__(self, host, port, *, tls=None, pipelining=True, auth=False, ehlo=None,
                  mail=None, rcpt=None, dot=None, stall=False, name=SINK_NAME,
-                 broken_tls=False):
+                 broken_tls=False, requiretls=False):
+        self.requiretls = requiretls    # offer REQUIRETLS (RFC 8689) once TLS is up
         self.host, self.port = host, port
         self.broken_tls = broken_tls    # offer STARTTLS, then answer the handshake with junk
         self.tls, self.pipelining, self.auth, self.ehlo_reply = tls, pipelining, auth, ehlo
@@ -154,6 +155,8 @@ class Sink:
             lines.append("STARTTLS")
         if self.auth and (s["tls"] or not self.tls):
             lines.append("AUTH PLAIN LOGIN")
+        if self.requiretls and s["tls"]:
+            lines.append("REQUIRETLS")
         return lines
 
     def _session(self, io, s):

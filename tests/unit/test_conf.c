@@ -1959,6 +1959,10 @@ static void test_bad_outbound_values(void **state)
 		      NAME ":4:15: bad smarthost \"bad_host:25\" (use HOST or HOST:PORT, e.g. relay.example:587)\n"
 		      NAME ":5:10: bad number \"0\" for \"port\" (use a whole number from 1 to 65535)\n"
 		      NAME ":7:1: duplicate directive \"outbound\" (first given at " NAME ":2:1)\n");
+	expect_errors("domains example.test\noutbound {\n    tls-policy sometimes\n}\n" OK_SERVER,
+		      NAME ":3:16: bad value \"sometimes\" for \"tls-policy\" (use dane, mta-sts, both, or none)\n");
+	expect_errors("domains example.test\noutbound {\n    tls-policy dane none\n}\n" OK_SERVER,
+		      NAME ":3:21: \"none\" does not go with the other words of \"tls-policy\" (use dane, mta-sts, both, or none)\n");
 	expect_errors("domains example.test\noutbound {\n    smarthost relay.example:70000\n}\n" OK_SERVER,
 		      NAME ":3:15: bad port \"70000\" in \"relay.example:70000\" (use 1 to 65535)\n");
 	expect_errors("domains example.test\noutbound {\n    smarthost-auth \"\" pw\n}\n" OK_SERVER,
@@ -2323,6 +2327,36 @@ static void test_policy_server_lines(void **state)
 	conf_free(c);
 }
 
+/* DANE is believed only through a resolver on loopback (RFC 7672 §2.1). */
+static void test_policy_dane_needs_a_loopback_resolver(void **state)
+{
+	(void)state;
+	int warnings;
+	struct conf *c = parse_ok("dns 127.0.0.1:5353 [::1]\n" TLS(""));
+	char *text = policy_of(c, &warnings);
+	assert_contains(text, "DANE: TLS authenticated by TLSA records where the validating "
+			      "resolver on loopback says they are secure");
+	free(text);
+	conf_free(c);
+	c = parse_ok("dns 127.0.0.1 192.0.2.53\n" TLS(""));
+	text = policy_of(c, &warnings);
+	assert_contains(text, "DANE is on but NOT in effect: the DNS servers are not all on loopback");
+	free(text);
+	conf_free(c);
+	c = parse_ok("outbound {\n    tls-policy none\n}\n" TLS(""));
+	text = policy_of(c, &warnings);
+	assert_contains(text, "; no DANE; ");
+	assert_true(strstr(text, "MTA-STS:") == NULL);
+	free(text);
+	conf_free(c);
+	c = parse_ok("outbound {\n    tls-policy mta-sts\n    ca-file /etc/posthorn/ca.pem\n}\n" TLS(""));
+	text = policy_of(c, &warnings);
+	assert_contains(text, "; MTA-STS: domains' published policies are fetched over HTTPS "
+			      "(certificates checked against /etc/posthorn/ca.pem) and enforced; no DANE; ");
+	free(text);
+	conf_free(c);
+}
+
 static void test_policy_tls_and_outbound_details(void **state)
 {
 	(void)state;
@@ -2342,7 +2376,8 @@ static void test_policy_tls_and_outbound_details(void **state)
 	assert_contains(text, "dns: 192.0.2.53, [2001:db8::53]:5353\n");
 	assert_contains(text, "aliases: /etc/posthorn/aliases\n");
 	assert_contains(text, "outbound: all through relay.example port 587, logging in as isp "
-			      "(password in /nonexistent/isp); TLS required; undelivered mail is returned "
+			      "(password in /nonexistent/isp); TLS required; DANE and MTA-STS not used with a smarthost; "
+			      "undelivered mail is returned "
 			      "after 36 hours; retries after 90 seconds, 1 day (the last step repeats)\n");
 	free(text);
 	conf_free(c);
@@ -2664,6 +2699,7 @@ int main(void)
 		cmocka_unit_test(test_policy_global_lines),
 		cmocka_unit_test(test_policy_server_lines),
 		cmocka_unit_test(test_policy_tls_and_outbound_details),
+		cmocka_unit_test(test_policy_dane_needs_a_loopback_resolver),
 		cmocka_unit_test(test_policy_rules_in_order),
 		cmocka_unit_test(test_policy_host_rules),
 		cmocka_unit_test(test_policy_clean_server_has_no_warnings),

@@ -91,6 +91,7 @@ static const char *smtp_state_name(enum smtp_state st)
 struct smtp_txn {
 	char *sender;           /* "" for <> */
 	bool smtputf8;
+	bool requiretls;        /* MAIL ... REQUIRETLS (RFC 8689) */
 	unsigned nrcpt_cmds;    /* accepted RCPT commands */
 	char *first_rcpt;       /* for "for <...>" in Received: */
 	struct spool_rcpt *rcpts; /* expanded, de-duplicated */
@@ -385,6 +386,9 @@ static void smtp_cmd_ehlo(struct smtp_session *s, char *args)
 	sasl_mech_list(login_mechanisms(s->b.srv, s->tls_active), mechs, sizeof mechs);
 	if (*mechs)
 		smtp_reply(s, "250-AUTH %s", mechs);
+	/* RFC 8689 §4: only where the session is protected by TLS */
+	if (s->tls_active)
+		smtp_reply(s, "250-REQUIRETLS");
 	smtp_reply(s, "250 SMTPUTF8");
 }
 
@@ -464,10 +468,17 @@ static bool smtp_mail_auth_param(struct smtp_session *s, const char *value)
 	return true;
 }
 
+/* MAIL's flags that the transaction keeps. */
+struct smtp_mail_flags {
+	bool smtputf8;
+	bool requiretls;
+};
+
 /* Parameters of MAIL: SIZE (RFC 1870), BODY (RFC 6152), SMTPUTF8
- * (RFC 6531), AUTH (RFC 4954).  Returns false after replying. */
+ * (RFC 6531), AUTH (RFC 4954), REQUIRETLS (RFC 8689).  Returns false after
+ * replying. */
 static bool smtp_mail_params(struct smtp_session *s, const struct smtp_param *p, size_t n,
-			     bool *smtputf8)
+			     struct smtp_mail_flags *flags)
 {
 	for (size_t i = 0; i < n; i++) {
 		if (strcmp(p[i].keyword, "SIZE") == 0) {
@@ -489,7 +500,14 @@ static bool smtp_mail_params(struct smtp_session *s, const struct smtp_param *p,
 				return false;
 			}
 		} else if (strcmp(p[i].keyword, "SMTPUTF8") == 0 && !p[i].value) {
-			*smtputf8 = true;
+			flags->smtputf8 = true;
+		} else if (strcmp(p[i].keyword, "REQUIRETLS") == 0 && !p[i].value) {
+			/* RFC 8689 §4.1: offered only over TLS, so only taken there */
+			if (!s->tls_active) {
+				smtp_reply(s, "530 5.7.10 REQUIRETLS needs a TLS session");
+				return false;
+			}
+			flags->requiretls = true;
 		} else if (strcmp(p[i].keyword, "AUTH") == 0) {
 			if (!smtp_mail_auth_param(s, p[i].value))
 				return false;
@@ -584,7 +602,7 @@ static void smtp_cmd_mail(struct smtp_session *s, char *args)
 	struct smtp_addr addr;
 	struct smtp_param params[SMTP_PARAMS_MAX];
 	size_t nparams = 0;
-	bool smtputf8 = false;
+	struct smtp_mail_flags flags = {0};
 
 	enum smtp_addr_result r = smtp_addr_parse_arg(args, false, &addr, params, &nparams);
 	if (r != SMTP_ADDR_OK) {
@@ -592,16 +610,17 @@ static void smtp_cmd_mail(struct smtp_session *s, char *args)
 		smtp_error(s);
 		return;
 	}
-	if (!smtp_mail_params(s, params, nparams, &smtputf8)) {
+	if (!smtp_mail_params(s, params, nparams, &flags)) {
 		smtp_error(s);
-	} else if (addr.utf8 && !smtputf8) {
+	} else if (addr.utf8 && !flags.smtputf8) {
 		smtp_reply(s, "553 5.6.7 Non-ASCII sender address requires SMTPUTF8");
 		smtp_error(s);
 	} else if (!smtp_sender_allowed(s, &addr)) {
 		smtp_error(s);
 	} else {
 		s->txn.sender = xstrdup(addr.null ? "" : addr.text);
-		s->txn.smtputf8 = smtputf8;
+		s->txn.smtputf8 = flags.smtputf8;
+		s->txn.requiretls = flags.requiretls;
 		smtp_enter_state(s, SMTP_MAIL);
 		smtp_reply(s, "250 2.1.0 Ok");
 	}
@@ -987,6 +1006,7 @@ static void smtp_cmd_data(struct smtp_session *s, char *args)
 		.helo = s->helo,
 		.auth_user = s->auth_user,
 		.server = s->b.srv->name,
+		.requiretls = s->txn.requiretls,
 	};
 	s->msg = spool_msg_begin(s->b.rt->spool, &env);
 	if (!s->msg) {
