@@ -44,6 +44,10 @@ struct session_start {
 	struct session_link *link;
 	const char *client_name;     /* forward-confirmed reverse name, or NULL */
 	bool refused;                /* by the `connection` rules */
+	bool listed;                 /* a dnsbl rule denied it on a server that
+				      * offers AUTH: MAIL only after a login */
+	const char *refusal;         /* a dnsbl rule's words for refused or
+				      * listed (dnsbl_refusal_text), or NULL */
 };
 
 /* The part of a session that is the same for every protocol. */
@@ -57,6 +61,9 @@ struct session_base {
 	struct sockaddr_storage local; /* the address it connected to */
 	char *client_name;           /* forward-confirmed reverse name, or NULL */
 	bool refused;                /* by the connection rules */
+	bool listed;                 /* on a block list: NEEDS_AUTH commands
+				      * refused until a login, anonymous or not */
+	char *refusal;               /* the block list's refusal text, or NULL */
 	struct tls_server *ts;       /* NULL: no certificate, no STARTTLS */
 	bool implicit_tls;           /* handshake before the greeting */
 };
@@ -102,6 +109,7 @@ enum session_verdict {
 	SESSION_PASSWORD_NEEDS_TLS,     /* the password command only inside TLS */
 	SESSION_PASSWORD_DISABLED,      /* no password command on this server */
 	SESSION_NEEDS_AUTH,             /* log in first */
+	SESSION_LISTED,                 /* on a block list: log in first (b->refusal) */
 };
 
 /* The gate's verdict for a command with these flags; state_ok: the
