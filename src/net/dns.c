@@ -1,5 +1,5 @@
 /* dns: every DNS query of posthorn (RFC 1035) through c-ares on the libevent
- * loop: PTR, A, AAAA and MX (null MX, RFC 7505); one cache bounded in size
+ * loop: PTR, A, AAAA, MX (null MX, RFC 7505) and TXT; one cache bounded in size
  * that honours TTLs, with negative caching (RFC 2308); identical queries in
  * flight share one query on the wire; forward-confirmed reverse names. */
 #define _GNU_SOURCE
@@ -22,7 +22,7 @@
 
 /* RR types and class (RFC 1035 §3.2.2, §3.2.4; RFC 3596 §2.1). */
 enum { DNS_T_A = 1, DNS_T_CNAME = 5, DNS_T_SOA = 6, DNS_T_PTR = 12, DNS_T_MX = 15,
-       DNS_T_AAAA = 28 };
+       DNS_T_TXT = 16, DNS_T_AAAA = 28 };
 enum { DNS_C_IN = 1 };
 
 enum {
@@ -32,6 +32,7 @@ enum {
 	DNS_DEFAULT_NEGATIVE_TTL_MAX = 300,
 	DNS_TTL_MAX = 86400,            /* positive answers are cached one day at most */
 	DNS_RECORDS_MAX = 32,           /* records kept from one answer */
+	DNS_TXT_BYTES_MAX = 32768,      /* text of one TXT answer, all records */
 	DNS_FCRDNS_NAMES = 5,           /* PTR names tried for forward confirmation */
 	DNS_NAME_MAX = 253,             /* RFC 1035 §2.3.4, text form without the root dot */
 	DNS_LABEL_MAX = 63,
@@ -125,6 +126,9 @@ struct dns_answer {
 	size_t nnames;
 	struct dns_addr *addrs; /* A or AAAA */
 	size_t naddrs;
+	struct dns_txt *txts;   /* TXT */
+	size_t ntxts;
+	size_t txtbytes;        /* the sum of txts[].len */
 };
 
 struct dns_entry {
@@ -135,10 +139,10 @@ struct dns_entry {
 	struct dns_answer ans;
 };
 
-enum dns_op_kind { DNS_OP_PTR, DNS_OP_ADDRS, DNS_OP_HOST, DNS_OP_MX, DNS_OP_FCRDNS };
+enum dns_op_kind { DNS_OP_PTR, DNS_OP_ADDRS, DNS_OP_HOST, DNS_OP_MX, DNS_OP_FCRDNS, DNS_OP_TXT };
 
 /* Answers an op waits for.  ADDRS, HOST: 0 = A, 1 = AAAA.  FCRDNS: 0 = PTR,
- * 1 + i = forward lookup of names[i].  PTR, MX: 0. */
+ * 1 + i = forward lookup of names[i].  PTR, MX, TXT: 0. */
 #define DNS_OP_SLOTS (1 + DNS_FCRDNS_NAMES)
 
 /* One public lookup: what the caller's id names. */
@@ -151,6 +155,7 @@ struct dns_op {
 	dns_addrs_cb addrs_cb;
 	dns_host_cb host_cb;
 	dns_mx_cb mx_cb;
+	dns_txt_cb txt_cb;
 	void *arg;
 	bool dead;              /* cancelled or completed: the callback never runs (again) */
 	unsigned outstanding;   /* answers still to come, plus one while starting */
@@ -161,9 +166,11 @@ struct dns_op {
 	size_t nnames;
 	struct dns_addr *addrs; /* ADDRS, HOST */
 	size_t naddrs;
-	uint32_t ttl;           /* HOST: the smallest TTL of its answers */
+	uint32_t ttl;           /* HOST, TXT: the smallest TTL of its answers */
 	struct dns_mx *mx;      /* MX */
 	size_t nmx;
+	struct dns_txt *txts;   /* TXT */
+	size_t ntxts;
 };
 
 struct dns_waiter {
@@ -347,6 +354,27 @@ static bool dns_ptr_name(const struct dns_addr *a, char *out, size_t outsz)
 
 /* ---- answers --------------------------------------------------------------------- */
 
+static void dns_txts_free(struct dns_txt *txts, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(txts[i].text);
+	free(txts);
+}
+
+/* A copy of n records; each text keeps its terminating NUL. */
+static struct dns_txt *dns_txts_copy(const struct dns_txt *src, size_t n)
+{
+	if (n == 0)
+		return NULL;
+	struct dns_txt *dst = xcalloc(n, sizeof *dst);
+	for (size_t i = 0; i < n; i++) {
+		dst[i].len = src[i].len;
+		dst[i].text = xmalloc(src[i].len + 1);
+		memcpy(dst[i].text, src[i].text, src[i].len + 1);
+	}
+	return dst;
+}
+
 static void dns_answer_clear(struct dns_answer *a)
 {
 	for (size_t i = 0; i < a->nnames; i++)
@@ -354,6 +382,7 @@ static void dns_answer_clear(struct dns_answer *a)
 	free(a->names);
 	free(a->prefs);
 	free(a->addrs);
+	dns_txts_free(a->txts, a->ntxts);
 	memset(a, 0, sizeof *a);
 }
 
@@ -375,6 +404,7 @@ static void dns_answer_copy(struct dns_answer *dst, const struct dns_answer *src
 		dst->addrs = xcalloc(src->naddrs, sizeof *dst->addrs);
 		memcpy(dst->addrs, src->addrs, src->naddrs * sizeof *dst->addrs);
 	}
+	dst->txts = dns_txts_copy(src->txts, src->ntxts);
 }
 
 static void dns_answer_add_name(struct dns_answer *a, char *name, unsigned pref)
@@ -490,6 +520,34 @@ static uint32_t dns_min32(uint32_t a, uint32_t b)
 	return a < b ? a : b;
 }
 
+/* A TXT record's character-strings (RFC 1035 §3.3.14), concatenated as
+ * RFC 7208 §3.3 and RFC 6376 §3.6.2.2 read them.  False when a string runs
+ * past the record or the answer's records or bytes exceed their bound: a
+ * TXT answer is never cut short (a policy read in part is a wrong policy). */
+static bool dns_txt_take(const unsigned char *rdata, size_t rdlen, struct dns_answer *ans)
+{
+	if (ans->ntxts >= DNS_RECORDS_MAX || rdlen > DNS_TXT_BYTES_MAX - ans->txtbytes)
+		return false;
+	char *text = xmalloc(rdlen + 1);
+	size_t len = 0;
+	for (size_t pos = 0; pos < rdlen;) {
+		size_t n = rdata[pos++];
+		if (n > rdlen - pos) {
+			free(text);
+			return false;
+		}
+		memcpy(text + len, rdata + pos, n);
+		len += n;
+		pos += n;
+	}
+	text[len] = '\0';
+	struct dns_txt *t = xappend(&ans->txts, &ans->ntxts, sizeof *t);
+	t->text = text;
+	t->len = len;
+	ans->txtbytes += len;
+	return true;
+}
+
 /* Adds the record of the asked type to ans.  Returns false when the record
  * is not usable (a bad name, a wrong length). */
 static bool dns_rr_take(const struct dns_reader *rd, const struct dns_rr *rr,
@@ -508,6 +566,8 @@ static bool dns_rr_take(const struct dns_reader *rd, const struct dns_rr *rr,
 			dns_answer_add_addr(ans, family, rd->buf + rr->rdata);
 		return true;
 	}
+	case DNS_T_TXT:
+		return dns_txt_take(rd->buf + rr->rdata, rr->rdlen, ans);
 	case DNS_T_MX:
 		if (!dns_read_u16(&sub, &pref))
 			return false;
@@ -619,7 +679,14 @@ static void dns_parse_reply(const struct dns_resolver *r, int type, const char *
 		ans->status = DNS_ERROR;
 		return;
 	}
-	if (success && (ans->nnames || ans->naddrs)) {
+	/* TXT records that are unusable: the answer is not known (RFC 7208
+	 * §4.4 treats it as a temporary error, not as "no record"). */
+	if (success && rejected && type == DNS_T_TXT) {
+		dns_answer_clear(ans);
+		ans->status = DNS_ERROR;
+		return;
+	}
+	if (success && (ans->nnames || ans->naddrs || ans->ntxts)) {
 		ans->status = DNS_OK;
 		return;
 	}
@@ -886,6 +953,7 @@ static void dns_op_free(struct dns_resolver *r, struct dns_op *op)
 	for (size_t i = 0; i < op->nmx; i++)
 		free(op->mx[i].host);
 	free(op->mx);
+	dns_txts_free(op->txts, op->ntxts);
 	free(op);
 }
 
@@ -950,6 +1018,14 @@ static void dns_op_answer(struct dns_resolver *r, struct dns_op *op, int slot,
 		break;
 	case DNS_OP_MX:
 		dns_mx_take(op, ans);
+		break;
+	case DNS_OP_TXT:
+		op->slot[0] = ans->status;
+		op->ttl = ans->ttl;
+		if (ans->status == DNS_OK) {
+			op->txts = dns_txts_copy(ans->txts, ans->ntxts);
+			op->ntxts = ans->ntxts;
+		}
 		break;
 	case DNS_OP_FCRDNS:
 		if (slot == 0)
@@ -1087,6 +1163,11 @@ static void dns_op_complete(struct dns_op *op)
 		break;
 	case DNS_OP_FCRDNS:
 		dns_fcrdns_complete(op);
+		break;
+	case DNS_OP_TXT:
+		op->txt_cb(op->arg, op->slot[0], op->slot[0] == DNS_OK ? op->txts : NULL,
+			   op->slot[0] == DNS_OK ? op->ntxts : 0,
+			   op->slot[0] == DNS_OK || op->slot[0] == DNS_NOTFOUND ? op->ttl : 0);
 		break;
 	}
 }
@@ -1252,6 +1333,7 @@ static const char *dns_type_label(int type)
 	case DNS_T_AAAA: return "AAAA";
 	case DNS_T_PTR: return "PTR";
 	case DNS_T_MX: return "MX";
+	case DNS_T_TXT: return "TXT";
 	default: return "other";
 	}
 }
@@ -1519,6 +1601,18 @@ dns_query_id dns_lookup_mx(struct dns_resolver *r, const char *domain, dns_mx_cb
 	char qname[DNS_NAME_BUF];
 	if (dns_name_normalize(domain, qname, sizeof qname))
 		dns_rq_start(r, DNS_T_MX, qname, op, 0);
+	return dns_op_done(r, op);
+}
+
+dns_query_id dns_lookup_txt(struct dns_resolver *r, const char *name, dns_txt_cb cb, void *arg)
+{
+	if (!r || r->doomed || !cb)
+		return 0;
+	struct dns_op *op = dns_op_begin(r, DNS_OP_TXT, arg);
+	op->txt_cb = cb;
+	char qname[DNS_NAME_BUF];
+	if (dns_name_normalize(name, qname, sizeof qname))
+		dns_rq_start(r, DNS_T_TXT, qname, op, 0);
 	return dns_op_done(r, op);
 }
 

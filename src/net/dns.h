@@ -1,5 +1,5 @@
 /* dns: every DNS query posthorn makes, through c-ares driven by the
- * libevent loop (never blocking it): PTR, A, AAAA, MX; a cache bounded in
+ * libevent loop (never blocking it): PTR, A, AAAA, MX, TXT; a cache bounded in
  * size that honours TTLs, with negative caching (RFC 2308); and the
  * forward-confirmed reverse name of a client (PTR, then A/AAAA of that name
  * must contain the client's address). */
@@ -86,6 +86,22 @@ dns_query_id dns_lookup_host(struct dns_resolver *r, const char *name, dns_host_
  * (RFC 7505: one record, preference 0, host ".") comes back as DNS_OK with
  * n == 1 and host "". */
 dns_query_id dns_lookup_mx(struct dns_resolver *r, const char *domain, dns_mx_cb cb, void *arg);
+
+/* One TXT record: its character-strings concatenated (RFC 7208 §3.3,
+ * RFC 6376 §3.6.2.2).  text is NUL-terminated but may hold other NULs: len
+ * counts its bytes. */
+struct dns_txt {
+	char *text;
+	size_t len;
+};
+/* ttl as for dns_host_cb. */
+typedef void (*dns_txt_cb)(void *arg, enum dns_status st, const struct dns_txt *txt, size_t n,
+			   uint32_t ttl);
+/* The TXT records of name (which may hold '_': "_dmarc.example.test").
+ * DNS_NOTFOUND for NXDOMAIN or no TXT record (SPF's "void lookup", RFC 7208
+ * §4.6.4); an answer with a malformed record, more than 32 records or more
+ * than 32 KiB of text is DNS_ERROR, never a part of it. */
+dns_query_id dns_lookup_txt(struct dns_resolver *r, const char *name, dns_txt_cb cb, void *arg);
 /* PTR of the client, then A/AAAA of that name; the name is reported only
  * when the forward lookup contains the client's address (else
  * DNS_NOTFOUND).  IPv4-mapped clients are looked up as IPv4 (and an IPv4

@@ -8,11 +8,11 @@
  * forward-confirmed reverse lookup, the null MX rules and the MX ordering
  * all see hostile answers.  For MX the targets then go on as smtp_client
  * does: the first SMTP_CLIENT_MAX_HOSTS hosts in order, an A/AAAA lookup
- * each.  Checks: MX by preference, only a lone null MX has the empty host,
+ * each.  TXT answers come whole or not at all.  Checks: MX by preference, only a lone null MX has the empty host,
  * every name a lower-case host name, addresses of the family asked.
  *
  * Input: byte 0 = what to look up (0 MX, 1 A/AAAA, 2 PTR, 3 FCrDNS of an
- * IPv4 client, 4 FCrDNS of an IPv6 client), then replies, each a 16-bit
+ * IPv4 client, 4 FCrDNS of an IPv6 client, 5 TXT), then replies, each a 16-bit
  * big-endian length and that many octets: flags (2), ANCOUNT, NSCOUNT,
  * ARCOUNT (2 each), then the sections after the question (offset 12 is
  * the question's name, for compression pointers 0xc00c). */
@@ -195,6 +195,24 @@ static void mx_cb(void *arg, enum dns_status st, const struct dns_mx *mx, size_t
 	}
 }
 
+/* TXT: whole answers only, each text NUL-terminated at its length. */
+static void txt_cb(void *arg, enum dns_status st, const struct dns_txt *txt, size_t n,
+		   uint32_t ttl)
+{
+	struct job *j = arg;
+	j->pending--;
+	if (getenv("FUZZ_TRACE"))
+		fprintf(stderr, "txt: %s %zu ttl %u\n", dns_status_name(st), n, (unsigned)ttl);
+	CHECK(st == DNS_OK ? n > 0 && txt != NULL : n == 0);
+	CHECK(st == DNS_OK || st == DNS_NOTFOUND || ttl == 0);
+	size_t total = 0;
+	for (size_t i = 0; i < n; i++) {
+		CHECK(txt[i].text[txt[i].len] == '\0');
+		total += txt[i].len;
+	}
+	CHECK(n <= 32 && total <= 32768);
+}
+
 static void name_cb(void *arg, enum dns_status st, const char *name)
 {
 	struct job *j = arg;
@@ -226,7 +244,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct sockaddr_in6 c6 = {.sin6_family = AF_INET6};
 	inet_pton(AF_INET6, "2001:db8::1", &c6.sin6_addr);
 	j.pending = 1;
-	switch (data[0] % 5) {
+	switch (data[0] % 6) {
 	case 0:
 		dns_lookup_mx(j.r, "example.test", mx_cb, &j);
 		break;
@@ -241,6 +259,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		break;
 	case 3:
 		dns_lookup_fcrdns(j.r, (struct sockaddr *)&c4, name_cb, &j);
+		break;
+	case 5:
+		dns_lookup_txt(j.r, "_dmarc.example.test", txt_cb, &j);
 		break;
 	default:
 		dns_lookup_fcrdns(j.r, (struct sockaddr *)&c6, name_cb, &j);

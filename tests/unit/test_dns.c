@@ -301,6 +301,10 @@ static const char *const dnsmasq_records[] = {
 	"--mx-host=mx.test,b.test,10",
 	"--mx-host=mx.test,c.test,10",
 	"--mx-host=nullmx.test,.,0",
+	/* Two character-strings in one record; two records at one name. */
+	"--txt-record=_spf.txt.test,v=spf1 ip4:192.0.2.0/24 ,-all",
+	"--txt-record=two.txt.test,first",
+	"--txt-record=two.txt.test,second",
 };
 
 static void dnsmasq_exec(int port, const char *log, pid_t parent)
@@ -460,7 +464,7 @@ struct fake {
 	int received;
 };
 
-enum { T_A = 1, T_CNAME = 5, T_SOA = 6, T_PTR = 12, T_MX = 15, T_AAAA = 28 };
+enum { T_A = 1, T_CNAME = 5, T_SOA = 6, T_PTR = 12, T_MX = 15, T_TXT = 16, T_AAAA = 28 };
 
 static void fake_soa(struct pkt *p, uint32_t ttl, uint32_t minimum)
 {
@@ -535,6 +539,28 @@ static void fake_answer(const unsigned char *req, const struct question *q, stru
 		pkt_label(p, "bad host");
 		pkt_name(p, "test");
 		pkt_rr_end(p, at);
+	} else if (strcmp(n, "txtbad.test") == 0 && q->type == T_TXT) {
+		/* A good record, then one whose string runs past its RDATA. */
+		pkt_reply(p, req, q, 0);
+		size_t at = pkt_rr(p, NULL, T_TXT, 300);
+		pkt_bytes(p, "\2ok", 3);
+		pkt_rr_end(p, at);
+		at = pkt_rr(p, NULL, T_TXT, 300);
+		pkt_bytes(p, "\11short", 6);
+		pkt_rr_end(p, at);
+	} else if (strcmp(n, "txtnul.test") == 0 && q->type == T_TXT) {
+		pkt_reply(p, req, q, 0);
+		size_t at = pkt_rr(p, NULL, T_TXT, 300);
+		pkt_bytes(p, "\3a\0b\0", 5);
+		pkt_rr_end(p, at);
+	} else if (strcmp(n, "txtmany.test") == 0 && q->type == T_TXT) {
+		/* 33 records: more than an answer may hold. */
+		pkt_reply(p, req, q, 0);
+		for (int i = 0; i < 33; i++) {
+			size_t at = pkt_rr(p, NULL, T_TXT, 300);
+			pkt_bytes(p, "\1x", 2);
+			pkt_rr_end(p, at);
+		}
 	} else if (strcmp(n, "mxmixed.test") == 0 && q->type == T_MX) {
 		pkt_reply(p, req, q, 0);
 		fake_mx(p, 0, "");
@@ -696,6 +722,30 @@ static void mx_cb(void *arg, enum dns_status st, const struct dns_mx *mx, size_t
 	}
 }
 
+struct txt_res {
+	int calls;
+	enum dns_status st;
+	size_t n;
+	uint32_t ttl;
+	char text[4][128];
+	size_t len[4];
+};
+
+static void txt_cb(void *arg, enum dns_status st, const struct dns_txt *txt, size_t n,
+		   uint32_t ttl)
+{
+	struct txt_res *r = arg;
+	r->calls++;
+	r->st = st;
+	r->n = n;
+	r->ttl = ttl;
+	for (size_t i = 0; i < n && i < 4; i++) {
+		assert_true(txt[i].len < sizeof r->text[i]);
+		memcpy(r->text[i], txt[i].text, txt[i].len + 1);
+		r->len[i] = txt[i].len;
+	}
+}
+
 /* ---- fixture ------------------------------------------------------------------------ */
 
 struct t {
@@ -795,6 +845,14 @@ static void mx_of(struct t *t, const char *name, struct mx_res *res)
 {
 	memset(res, 0, sizeof *res);
 	dns_lookup_mx(t->r, name, mx_cb, res);
+	run_until(t->base, &res->calls, 1, 5000);
+	assert_int_equal(res->calls, 1);
+}
+
+static void txt_of(struct t *t, const char *name, struct txt_res *res)
+{
+	memset(res, 0, sizeof *res);
+	dns_lookup_txt(t->r, name, txt_cb, res);
 	run_until(t->base, &res->calls, 1, 5000);
 	assert_int_equal(res->calls, 1);
 }
@@ -1447,6 +1505,56 @@ static void test_fake_negative_ttl_from_soa(void **state)
 	fake_stop(&f);
 }
 
+static void test_txt(void **state)
+{
+	struct t *t = *state;
+	struct txt_res res;
+	/* The character-strings of one record are joined without a space. */
+	txt_of(t, "_spf.txt.test", &res);
+	assert_int_equal(res.st, DNS_OK);
+	assert_int_equal(res.n, 1);
+	assert_string_equal(res.text[0], "v=spf1 ip4:192.0.2.0/24 -all");
+	assert_true(res.ttl > 0 && res.ttl <= 300);
+	txt_of(t, "TWO.txt.test.", &res);
+	assert_int_equal(res.st, DNS_OK);
+	assert_int_equal(res.n, 2);
+	assert_true((strcmp(res.text[0], "first") == 0 && strcmp(res.text[1], "second") == 0) ||
+		    (strcmp(res.text[0], "second") == 0 && strcmp(res.text[1], "first") == 0));
+	/* No record: not found, cached (the second lookup sends nothing). */
+	txt_of(t, "none.txt.test", &res);
+	assert_int_equal(res.st, DNS_NOTFOUND);
+	assert_int_equal(res.n, 0);
+	int sent = (int)stats(t->r).queries_sent;
+	txt_of(t, "none.txt.test", &res);
+	assert_int_equal(res.st, DNS_NOTFOUND);
+	assert_int_equal(stats(t->r).queries_sent, sent);
+	/* Not a DNS name: an error, nothing sent. */
+	txt_of(t, "bad name.test", &res);
+	assert_int_equal(res.st, DNS_ERROR);
+}
+
+static void test_fake_txt(void **state)
+{
+	struct t *t = *state;
+	struct fake f;
+	struct txt_res res;
+	use_fake(t, &f, NULL);
+	/* One malformed record spoils the answer: never a part of it. */
+	txt_of(t, "txtbad.test", &res);
+	assert_int_equal(res.st, DNS_ERROR);
+	assert_int_equal(res.n, 0);
+	/* NULs inside the text are kept and counted. */
+	txt_of(t, "txtnul.test", &res);
+	assert_int_equal(res.st, DNS_OK);
+	assert_int_equal(res.n, 1);
+	assert_int_equal(res.len[0], 3);
+	assert_memory_equal(res.text[0], "a\0b", 4);
+	/* More records than an answer may hold: an error, not the first 32. */
+	txt_of(t, "txtmany.test", &res);
+	assert_int_equal(res.st, DNS_ERROR);
+	fake_stop(&f);
+}
+
 static void test_fake_mx(void **state)
 {
 	struct t *t = *state;
@@ -1486,6 +1594,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_negative_cache_ptr, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_host, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_mx_order, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_txt, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_mx_null_and_missing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ttl_expiry, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_negative_ttl_cap, setup, teardown),
@@ -1504,6 +1613,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_fake_failures_not_cached, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fake_host_half_answer, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fake_negative_ttl_from_soa, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fake_txt, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fake_mx, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
