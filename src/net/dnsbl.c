@@ -132,10 +132,24 @@ static void dnsbl_lookup_finish(struct dnsbl_lookup *l)
 	(void)dnsbl_check_release(l->check); /* gone or not, l is no longer used */
 }
 
+static void dnsbl_txt_found(void *arg, enum dns_status st, const struct dns_txt *txt, size_t n,
+			    uint32_t ttl)
+{
+	(void)ttl; /* dns.c's cache keeps the answer for its TTL */
+	struct dnsbl_lookup *l = arg;
+	struct dnsbl_result *res = &l->check->results[l->rule];
+	if (st == DNS_OK && n > 0) /* the first record; a failure only loses the words */
+		dnsbl_reason_clean(txt[0].text, txt[0].len, res->reason, sizeof res->reason);
+	dnsbl_lookup_finish(l);
+}
+
 /* RFC 5782 §2.1: a list may say why in a TXT record of the same name. */
 static void dnsbl_lookup_reason(struct dnsbl_lookup *l)
 {
-	dnsbl_lookup_finish(l);
+	l->query = 0;
+	dns_query_id q = dns_lookup_txt(l->check->resolver, l->qname, dnsbl_txt_found, l);
+	if (q)
+		l->query = q;
 }
 
 static void dnsbl_addrs_found(void *arg, enum dns_status st, const struct dns_addr *addrs,

@@ -89,6 +89,21 @@ def test_listed_ipv4_client_refused_at_greeting(posthorn, dnsmasq):
     assert ("A", v4_query("127.0.0.3")) in d.queries(), d.log()
 
 
+def test_refusal_quotes_the_lists_txt_record(posthorn, dnsmasq):
+    q = v4_query("127.0.0.2")
+    d = blocklist(dnsmasq, listing(q), reason(q, "Listed for sending spam; see bl.example.test/127.0.0.2"))
+    p = posthorn(dns=d.address, servers={"mx": {"extra": connection_block(f"deny dnsbl {ZONE}")}})
+    r = greeting(p, "127.0.0.2")
+    want = refusal("127.0.0.2") + "; Listed for sending spam; see bl.example.test/127.0.0.2"
+    assert r.first == want, f"{r.raw!r}\n{p.log}"
+    assert ("TXT", q) in d.queries(), d.log()
+    ev = list_refusals(p, "127.0.0.2")[-1]
+    assert "Listed for sending spam" in ev["_line"], ev["_line"]
+    # a client that is not listed costs no TXT query
+    assert greeting(p, "127.0.0.3").code == 220
+    assert ("TXT", v4_query("127.0.0.3")) not in d.queries(), d.log()
+
+
 def test_listed_ipv6_client_refused_by_nibbles(posthorn, dnsmasq):
     d = blocklist(dnsmasq, listing(v6_query("::1")))
     port6 = free_port("::1")
