@@ -27,6 +27,8 @@
 
 enum {
 	AUTOREPLY_SUBJECT_KEEP = 900,   /* bytes of the original's subject quoted */
+	AUTOREPLY_MSGID_MAX = 900,      /* a longer message id is not referred to:
+					 * its line would pass RFC 5322's 998 */
 	AUTOREPLY_REASON_MAX = 512,
 };
 
@@ -298,7 +300,8 @@ static void autoreply_put_auto_subject(struct autoreply_buf *b, const char *orig
  * message id per line. */
 static void autoreply_put_thread(struct autoreply_buf *b, const struct autoreply_header *h)
 {
-	if (!h->message_id || !*h->message_id || strchr(h->message_id, ' '))
+	if (!h->message_id || !*h->message_id || strchr(h->message_id, ' ') ||
+	    strlen(h->message_id) > AUTOREPLY_MSGID_MAX)
 		return;
 	autoreply_puts(b, "In-Reply-To: ");
 	autoreply_puts(b, h->message_id);
@@ -307,6 +310,8 @@ static void autoreply_put_thread(struct autoreply_buf *b, const struct autoreply
 		char *refs = xstrdup(h->references);
 		char *save = NULL;
 		for (char *t = strtok_r(refs, " ", &save); t; t = strtok_r(NULL, " ", &save)) {
+			if (strlen(t) > AUTOREPLY_MSGID_MAX)
+				continue;
 			autoreply_puts(b, " ");
 			autoreply_puts(b, t);
 			autoreply_puts(b, "\r\n");
