@@ -296,7 +296,7 @@ static void server_decide(struct runtime *rt, const struct conf_server *srv,
 	bool allowed = access_connection_decide(&srv->connection, peer, name,
 						runtime_hosts(rt, srv), listed, &rule);
 	free(listed);
-	bool by_list = !allowed && rule && rule->kind == RULE_DNSBL;
+	bool by_list = dnsbl && !allowed && rule && rule->kind == RULE_DNSBL;
 	bool at_mail = by_list && conf_smtp_offers_login(srv);
 	char refusal[DNSBL_REFUSAL_MAX] = "";
 	if (by_list) {

@@ -177,13 +177,12 @@ static void dnsbl_lookup_start(struct dnsbl_check *c, size_t i, const struct soc
 	struct dnsbl_lookup *l = &c->lookups[i];
 	l->check = c;
 	l->rule = i;
-	c->outstanding++;
 	if (!c->resolver || !dnsbl_query_name(sa, c->rules[i].domain, l->qname, sizeof l->qname)) {
-		c->results[i].state = DNSBL_FAILED;
+		c->results[i].state = DNSBL_FAILED; /* not asked: lists nobody */
 		c->results[i].dns = DNS_ERROR;
-		dnsbl_lookup_finish(l);
 		return;
 	}
+	c->outstanding++;
 	/* A with AAAA: dns.c asks both; only A answers in 127/8 count */
 	dns_query_id q = dns_lookup_addrs(c->resolver, l->qname, dnsbl_addrs_found, l);
 	if (q)

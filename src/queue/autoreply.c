@@ -476,7 +476,8 @@ static size_t autoreply_targets(const struct conf *conf, const struct aliases *a
 		return 1;
 	}
 	char *address = str_lower(xstrdup(to));
-	if (al && aliases_lookup(al, address, &n)) {
+	size_t direct;
+	if (al && aliases_lookup(al, address, &direct)) {
 		n = aliases_expand(al, address, out);
 	} else if (userdb_find(users, address)) {
 		*out = xmalloc(sizeof **out);

@@ -36,12 +36,24 @@ enum {
 
 /* ---- the setting ---------------------------------------------------------- */
 
+/* The number of the n digits at s, or -1 when one is no digit. */
+static int vacation_digits(const char *s, size_t n)
+{
+	int v = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return -1;
+		v = v * 10 + (s[i] - '0');
+	}
+	return v;
+}
+
 bool vacation_parse_date(const char *s, time_t *end)
 {
-	int y, m, d;
-	char tail;
-	if (strlen(s) != 10 || sscanf(s, "%4d-%2d-%2d%c", &y, &m, &d, &tail) != 3 || s[4] != '-' ||
-	    s[7] != '-' || y < 1970 || y > 9999 || m < 1 || m > 12 || d < 1 || d > 31)
+	if (strlen(s) != 10 || s[4] != '-' || s[7] != '-')
+		return false;
+	int y = vacation_digits(s, 4), m = vacation_digits(s + 5, 2), d = vacation_digits(s + 8, 2);
+	if (y < 1970 || m < 1 || m > 12 || d < 1 || d > 31)
 		return false;
 	struct tm tm = {.tm_year = y - 1900, .tm_mon = m - 1, .tm_mday = d};
 	time_t t = timegm(&tm);
@@ -83,13 +95,9 @@ char *vacation_format(const struct vacation *v, size_t *len)
 			       v->on ? "on" : "off", v->days, v->until[0] ? "until " : "", v->until,
 			       v->until[0] ? "\n" : "", v->subject ? "subject " : "",
 			       v->subject ? v->subject : "", v->subject ? "\n" : "");
-	const char *msg = v->message ? v->message : "";
-	size_t hl = strlen(head), ml = strlen(msg);
-	char *out = xmalloc(hl + ml + 1);
-	memcpy(out, head, hl);
-	memcpy(out + hl, msg, ml + 1);
+	char *out = xasprintf("%s%s", head, v->message ? v->message : "");
 	free(head);
-	*len = hl + ml;
+	*len = strlen(out);
 	return out;
 }
 
@@ -329,9 +337,9 @@ static char *vacation_senders_format(const struct vacation_sender *s, size_t n, 
 			continue;
 		if (first++ < skip)
 			continue;
-		fprintf(f, "%lld %s\n", s[i].when, s[i].address);
+		(void)fprintf(f, "%lld %s\n", s[i].when, s[i].address); /* fclose() tells */
 	}
-	fprintf(f, "%lld %s\n", now, sender);
+	(void)fprintf(f, "%lld %s\n", now, sender); /* fclose() tells */
 	if (fclose(f) != 0)
 		fatal("cannot write the senders record in memory: %s", strerror(errno));
 	*len = cap;
