@@ -284,3 +284,19 @@ def test_pop3_and_imap_refuse_listed_clients_at_greeting(posthorn, dnsmasq):
         finally:
             s.close()
         assert got.startswith("+OK" if name == "pop" else "* OK"), f"{name}: {got!r}"
+
+
+def test_shutdown_while_the_lists_are_asked(silent_dns, posthorn):
+    """SIGTERM with a client waiting for a list that never answers: the
+    daemon stops at once and cleanly (the sanitizers see nothing left)."""
+    port = silent_dns.getsockname()[1]
+    p = posthorn(dns=f"127.0.0.1:{port}", servers={"mx": {"extra": connection_block(
+        f"deny dnsbl {ZONE}")}})
+    with SMTPConn(p.port(), source="127.0.0.2", timeout=10) as c:
+        silent_dns.settimeout(5)
+        silent_dns.recv(4096)           # the daemon has asked: the client waits
+        t0 = time.monotonic()
+        assert p.stop() == 0, p.log
+        assert time.monotonic() - t0 < DNS_DEADLINE, "shutdown waited for the list"
+        assert c.wait_closed(5) == b"", "a waiting client hears nothing before it is closed"
+    assert "ERROR: AddressSanitizer" not in p.log and "LeakSanitizer" not in p.log, p.log
