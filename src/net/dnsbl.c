@@ -183,8 +183,7 @@ static void dnsbl_lookup_start(struct dnsbl_check *c, size_t i, const struct soc
 		return;
 	}
 	c->outstanding++;
-	/* A with AAAA: dns.c asks both; only A answers in 127/8 count */
-	dns_query_id q = dns_lookup_addrs(c->resolver, l->qname, dnsbl_addrs_found, l);
+	dns_query_id q = dns_lookup_a(c->resolver, l->qname, dnsbl_addrs_found, l);
 	if (q)
 		l->query = q;
 }

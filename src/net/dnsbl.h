@@ -1,6 +1,7 @@
 /* dnsbl: DNS block lists for the `connection` rules (RFC 5782): the name a
  * client is looked up by under a list's zone, the answers that list it,
- * and one client's lookups of the zones its rules reach, through dns.c
+ * and one client's lookups (A, and TXT when listed) of the zones its rules
+ * reach, through dns.c
  * (whose cache keeps each answer for its TTL: a client is looked up once
  * per zone while the answer lasts). */
 #ifndef POSTHORN_DNSBL_H

@@ -87,6 +87,8 @@ def test_listed_ipv4_client_refused_at_greeting(posthorn, dnsmasq):
     assert r.code == 220, f"{r.raw!r}\n{p.log}"
     assert not list_refusals(p, "127.0.0.3"), p.log
     assert ("A", v4_query("127.0.0.3")) in d.queries(), d.log()
+    # the A record only (RFC 5782 §2.1)
+    assert not d.queries("AAAA", v4_query("127.0.0.3")), d.log()
 
 
 def test_refusal_quotes_the_lists_txt_record(posthorn, dnsmasq):
