@@ -199,3 +199,15 @@ def test_setting_file_is_documented_format(posthorn, tmp_path):
     assert text == ("posthorn-vacation 1\nstate on\ndays 3\nuntil 2099-12-31\nsubject Away\n\n"
                     "I am away until Monday.\nRegards, Bob\n"), text
     assert oct(os.stat(path).st_mode & 0o777) == "0o600"
+
+
+def test_local_sender_that_is_no_user_gets_no_reply(posthorn, tmp_path):
+    """A local sender address nobody has: the reply is dropped, never sent to
+    postmaster as a bounce would be."""
+    p = posthorn()
+    set_away(p, tmp_path)
+    mail(p, "ghost@example.test")
+    assert wait_decision(p)["result"] == "reply"
+    ev = p.wait_event("autoreply-dropped")
+    assert "no such local recipient" in ev["_line"], ev["_line"]
+    assert not p.events("autoreply-queued"), p.log
