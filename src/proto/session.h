@@ -91,7 +91,9 @@ struct login *session_login_new(struct session_base *b,
  * handler runs, in one order for SMTP, POP3 and IMAP: the connection
  * rules' refusal, then the secure channel (a client without TLS learns
  * nothing else from a server that requires it), then the state, then
- * whether a password may cross this channel, then authentication. */
+ * whether a password may cross this channel, then authentication (and,
+ * for a client on a block list where clients may log in, a login even
+ * where anonymous clients may send). */
 enum session_cmd_flag {
 	SESSION_F_REFUSED_OK = 1u << 0, /* allowed for a refused client (QUIT) */
 	SESSION_F_NEEDS_TLS = 1u << 1,  /* refused before TLS where it is required */
