@@ -2,6 +2,7 @@
  * (posthorn(8)).  The password is the first line of stdin, read without echo
  * when stdin is a terminal; it is wiped after use and never written out. */
 #include "cli/cmd_user.h"
+#include "cli/cmd_vacation.h"
 
 #include <errno.h>
 #include <pwd.h>
@@ -28,7 +29,8 @@ enum {
 };
 
 static const char cmd_user_usage_line[] =
-    "usage: posthorn [-c FILE] user add ADDRESS | passwd ADDRESS | del ADDRESS | list\n";
+    "usage: posthorn [-c FILE] user add ADDRESS | passwd ADDRESS | del ADDRESS | list |\n"
+    "       vacation ADDRESS [on|off] [options]\n";
 
 struct cmd_user_command {
 	const char *name;
@@ -345,6 +347,8 @@ int cmd_user(const char *conf_path, int argc, char **argv)
 {
 	if (argc < 1)
 		return cmd_user_usage("%s", "missing user command");
+	if (strcmp(argv[0], "vacation") == 0)
+		return cmd_vacation(conf_path, argc - 1, argv + 1);
 	const struct cmd_user_command *cmd = cmd_user_find(argv[0]);
 	if (!cmd)
 		return cmd_user_usage("unknown user command \"%s\"", argv[0]);

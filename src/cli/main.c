@@ -58,11 +58,15 @@ static const struct command commands[] = {
 	 "servers and report whether it resolves, whether it resolves to the\n"
 	 "addresses the server listens on, and whether their reverse (PTR) records\n"
 	 "point back to it.  Exit 1 when anything is missing or does not match."},
-	{"user", cmd_user_main, "user add|passwd|del ADDRESS, user list [-c FILE]",
+	{"user", cmd_user_main,
+	 "user add|passwd|del ADDRESS, user list, user vacation ADDRESS [on|off] [-c FILE]",
 	 "Manage the user database.  add and passwd read the password from the first\n"
 	 "line of standard input (prompting without echo on a terminal).  Only salted\n"
 	 "SCRAM-SHA-256 keys are stored, never the password; the file is rewritten\n"
-	 "atomically with mode 0600."},
+	 "atomically with mode 0600.\n"
+	 "vacation ADDRESS on [--message-file F] [--subject S] [--until YYYY-MM-DD]\n"
+	 "      [--days N]: the user's out-of-office reply; off stops it; without\n"
+	 "      on|off: show it."},
 	{"queue", cmd_queue_main, "queue list|show ID|flush|delete ID [-c FILE]",
 	 "Inspect and act on the outbound queue of the running daemon, through the\n"
 	 "control socket in its spool folder (run as root or as the daemon's user).\n"

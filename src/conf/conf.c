@@ -942,6 +942,49 @@ static bool rule_host(struct parser *p, const struct line *d, struct conf_rule *
 	return true;
 }
 
+/* A block list's answer that counts: an address in 127.0.0.0/8 (RFC 5782
+ * §2.3: the answers a list gives are in the loopback network). */
+static bool rule_dnsbl_answer(struct parser *p, const struct arg *a, uint8_t out[4])
+{
+	uint8_t addr[16];
+	if (addr_parse(a->s, addr) != AF_INET || addr[0] != 127) {
+		conf_error(p, &a->pos,
+			   "bad block list answer \"%s\" (use an address in 127.0.0.0/8, e.g. "
+			   "127.0.0.2)", Q(a->s));
+		return false;
+	}
+	memcpy(out, addr, 4);
+	return true;
+}
+
+/* dnsbl ZONE [ANSWER...]: the client is listed when its reversed address
+ * under ZONE has an A record (one of the ANSWERs when given). */
+static bool rule_dnsbl(struct parser *p, const struct line *d, struct conf_rule *r)
+{
+	if (d->nargs < 2) {
+		conf_error(p, &d->args[0].pos,
+			   "\"dnsbl\" needs a zone: %s dnsbl ZONE [ANSWER...]", d->name.s);
+		return false;
+	}
+	r->kind = RULE_DNSBL;
+	r->domain = arg_dns_name(p, &d->args[1], "block list zone");
+	bool ok = r->domain != NULL;
+	for (size_t i = 2; i < d->nargs; i++) {
+		uint8_t answer[4];
+		if (!rule_dnsbl_answer(p, &d->args[i], answer)) {
+			ok = false;
+			continue;
+		}
+		memcpy(xappend(&r->answers, &r->nanswers, sizeof answer), answer, sizeof answer);
+	}
+	if (!ok) {
+		free(r->domain);
+		free(r->answers);
+		memset(r, 0, sizeof *r);
+	}
+	return ok;
+}
+
 static char *args_joined(const struct line *d)
 {
 	struct wordbuf b = {0};
@@ -953,15 +996,21 @@ static char *args_joined(const struct line *d)
 	return wordbuf_take(&b);
 }
 
-/* allow/deny RULE: ADDRESS, ADDRESS/PREFIX, ADDRESS MASK, domain NAME or
- * host NAME. */
+/* allow/deny RULE: ADDRESS, ADDRESS/PREFIX, ADDRESS MASK, domain NAME,
+ * host NAME or dnsbl ZONE [ANSWER...]. */
 static bool rule_parse(struct parser *p, const struct line *d, enum conf_action action,
 		       struct conf_rule *r)
 {
 	const struct arg *first = &d->args[0];
 	bool ok;
 	memset(r, 0, sizeof *r);
-	if (strcmp(first->s, "domain") == 0)
+	if (strcmp(first->s, "dnsbl") == 0)
+		ok = rule_dnsbl(p, d, r);
+	else if (d->nargs > 2) {
+		/* only a dnsbl rule takes more */
+		conf_error(p, &d->name.pos, "\"%s\" needs 1 or 2 arguments", d->name.s);
+		ok = false;
+	} else if (strcmp(first->s, "domain") == 0)
 		ok = rule_domain(p, d, r);
 	else if (strcmp(first->s, "host") == 0)
 		ok = rule_host(p, d, r);
@@ -1072,6 +1121,7 @@ static void rules_free(struct conf_rule *rules, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
 		free(rules[i].domain);
+		free(rules[i].answers);
 		free(rules[i].text);
 	}
 	free(rules);
@@ -2000,6 +2050,10 @@ static void relay_allow(struct parser *p, const struct line *d)
 {
 	struct conf_relay *r = &p->server->relay;
 	struct conf_rule rule;
+	if (strcmp(d->args[0].s, "dnsbl") == 0) {
+		conf_error(p, &d->args[0].pos, "a dnsbl rule belongs in the connection block");
+		return;
+	}
 	if (rule_parse(p, d, ACTION_ALLOW, &rule))
 		rule_append(&r->rules, &r->nrules, &rule);
 }
@@ -2132,8 +2186,8 @@ static const struct context acme_context =
 static const struct directive connection_directives[] = {
 	{"default", 1, 1, conn_default, NULL, NULL, true},
 	{"reverse-lookup", 1, 1, conn_reverse_lookup, NULL, NULL, true},
-	{"allow", 1, 2, conn_allow, NULL, NULL, false},
-	{"deny", 1, 2, conn_deny, NULL, NULL, false},
+	{"allow", 1, CONF_ARGS_ANY, conn_allow, NULL, NULL, false},
+	{"deny", 1, CONF_ARGS_ANY, conn_deny, NULL, NULL, false},
 };
 static const struct context connection_context =
 	CONTEXT("in connection block", "in a connection block", connection_directives);
@@ -2812,6 +2866,13 @@ static void print_rule_target(struct policy_out *out, const struct conf_rule *r)
 		out_printf(out, "the addresses of %s", r->domain);
 		return;
 	}
+	if (r->kind == RULE_DNSBL) {
+		out_printf(out, "clients listed in %s", r->domain);
+		for (size_t i = 0; i < r->nanswers; i++)
+			out_printf(out, "%s%u.%u.%u.%u", i ? " or " : " answering ", r->answers[i][0],
+				   r->answers[i][1], r->answers[i][2], r->answers[i][3]);
+		return;
+	}
 	if (!inet_ntop(r->family, r->addr, buf, sizeof buf)) {
 		out_puts(out, r->text);
 		return;
@@ -3026,6 +3087,32 @@ static size_t rules_that_matter(const struct conf_connection *cn)
 	return n;
 }
 
+bool conf_smtp_offers_login(const struct conf_server *s)
+{
+	if (s->protocol != PROTO_SMTP || s->auth.mechanisms == 0)
+		return false;
+	/* every mechanism is password-based: TLS, or the clear if allowed */
+	return s->tls.ncerts > 0 || (!s->tls.require && !s->auth.plaintext_requires_tls);
+}
+
+/* Where a client on a block list hears its refusal. */
+static void print_dnsbl_stage(struct policy_out *out, const struct conf_server *s)
+{
+	const struct conf_connection *cn = &s->connection;
+	bool any = false;
+	for (size_t i = 0; i < cn->nrules; i++)
+		any = any || cn->rules[i].kind == RULE_DNSBL;
+	if (!any)
+		return;
+	out_puts(out, "  block lists: looked up once per client and zone, kept for the answer's "
+		      "TTL; a failed lookup lists nobody; ");
+	if (conf_smtp_offers_login(s))
+		out_puts(out, "a client denied by one is refused at MAIL unless it logged in "
+			      "(this server offers AUTH)\n");
+	else
+		out_puts(out, "a client denied by one is refused at the greeting\n");
+}
+
 static void print_connection(struct policy_out *out, const struct conf_connection *cn)
 {
 	bool allow = cn->default_action == ACTION_ALLOW;
@@ -3230,6 +3317,7 @@ static void print_server(struct policy_out *out, const struct conf_server *s)
 		   s->hostname);
 	print_listens(out, s);
 	print_connection(out, &s->connection);
+	print_dnsbl_stage(out, s);
 	print_encryption(out, &s->tls);
 	print_auth(out, s);
 	if (s->protocol == PROTO_SMTP)

@@ -19,11 +19,12 @@ struct conf_pos {
 
 enum conf_protocol { PROTO_SMTP, PROTO_POP3, PROTO_IMAP };
 enum conf_action { ACTION_ALLOW, ACTION_DENY };
-enum conf_rule_kind { RULE_NETWORK, RULE_DOMAIN, RULE_HOST };
+enum conf_rule_kind { RULE_NETWORK, RULE_DOMAIN, RULE_HOST, RULE_DNSBL };
 
 /* A single computer, a group of computers (CIDR, address + mask), a
- * domain matched on the client's forward-confirmed reverse name, or a host
- * name matched on the addresses it stands for in DNS. */
+ * domain matched on the client's forward-confirmed reverse name, a host
+ * name matched on the addresses it stands for in DNS, or a DNS block list
+ * that lists the client (RFC 5782). */
 struct conf_rule {
 	enum conf_action action;
 	enum conf_rule_kind kind;
@@ -34,6 +35,9 @@ struct conf_rule {
 	char *domain;           /* RULE_DOMAIN, RULE_HOST: the name, lower case,
 				 * no trailing dot */
 	size_t host;            /* RULE_HOST: its index in the server's hosts[] */
+	uint8_t (*answers)[4];  /* RULE_DNSBL (zone in domain): the A answers that
+				 * count; none: any in 127.0.0.0/8 */
+	size_t nanswers;
 	char *text;             /* as written, for messages and `check` */
 	struct conf_pos pos;
 };
@@ -249,6 +253,11 @@ char *conf_acme_path(const struct conf *conf, const char *file);
  * then the warnings.  Returns the number of warnings, or -1 when out could
  * not be written (errno set). */
 int conf_print_policy(const struct conf *conf, FILE *out);
+/* Does this SMTP server let clients log in (a mechanism, and a channel it
+ * may cross: TLS offered, or passwords allowed in the clear)?  Then a
+ * client on a block list is refused at MAIL unless it logged in, not at
+ * the greeting. */
+bool conf_smtp_offers_login(const struct conf_server *s);
 
 /* Is domain (any case, one trailing dot allowed) a local domain? */
 bool conf_is_local_domain(const struct conf *conf, const char *domain);

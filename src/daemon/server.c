@@ -38,6 +38,7 @@
 #include "lib/recent.h"
 #include "queue/scheduler.h"
 #include "net/dns.h"
+#include "net/dnsbl.h"
 #include "proto/imap/imap_session.h"
 #include "lib/log.h"
 #include "store/message.h"
@@ -237,27 +238,73 @@ struct pending {
 	dns_query_id query;
 };
 
-/* Decide by the `connection` rules and hand the client to its protocol. */
-static void server_admit(struct runtime *rt, const struct conf_server *srv, struct tls_server *ts,
-			 bool implicit_tls, int fd, const struct sockaddr *peer, socklen_t peerlen,
-			 struct session_link *c, const char *name, const char *dns_status)
+/* Which rules list the client, from the block lists' findings (NULL:
+ * none); the caller frees it. */
+static bool *server_listed(const struct conf_server *srv, const struct dnsbl_result *dnsbl)
+{
+	size_t n = srv->connection.nrules;
+	bool *listed = xcalloc(n ? n : 1, sizeof *listed);
+	for (size_t i = 0; dnsbl && i < n; i++)
+		listed[i] = dnsbl[i].state == DNSBL_LISTED;
+	return listed;
+}
+
+static void server_log_rule_refusal(const struct conf_server *srv, const struct session_link *c,
+				    const char *name, const char *dns_status,
+				    const struct conf_rule *rule)
+{
+	char esc[LOG_VALUE_MAX], q[LOG_VALUE_MAX];
+	const char *text = rule ? rule->text : "default deny"; /* configuration text */
+	log_info("event=refuse server=%s client=%s name=%s reason=connection-rule rule=\"%s\"%s%s",
+		 srv->name, c->client, name ? log_escape(esc, sizeof esc, name, strlen(name)) : "-",
+		 log_quote(q, sizeof q, text, strlen(text)), dns_status ? " dns=" : "",
+		 dns_status ? dns_status : "");
+	metrics_count(METRIC_CONNECTIONS, METRIC_LABELS(srv->name, "refused-rule"));
+	if (rule)
+		recent_note("refused", srv->name, "%s: connection rule deny %s (%s:%u)", c->client,
+			    rule->text, rule->pos.file, rule->pos.line);
+	else
+		recent_note("refused", srv->name, "%s: connection default deny", c->client);
+}
+
+/* A dnsbl rule denied the client: refused now, or (where clients log in)
+ * at MAIL unless it logs in first. */
+static void server_log_list_refusal(const struct conf_server *srv, const struct session_link *c,
+				    const struct conf_rule *rule, const struct dnsbl_result *res,
+				    bool at_mail)
+{
+	char q[LOG_VALUE_MAX];
+	log_info("event=refuse server=%s client=%s reason=dnsbl zone=%s answer=%s stage=%s%s%s",
+		 srv->name, c->client, rule->domain, res->answer, at_mail ? "mail-unless-login" :
+		 "greeting", *res->reason ? " text=" : "",
+		 *res->reason ? log_quote(q, sizeof q, res->reason, strlen(res->reason)) : "");
+	metrics_count(METRIC_CONNECTIONS,
+		      METRIC_LABELS(srv->name, at_mail ? "accepted" : "refused-dnsbl"));
+	recent_note("refused", srv->name, "%s: listed in %s (%s)%s", c->client, rule->domain,
+		    res->answer, at_mail ? ", may send after a login" : "");
+}
+
+/* Decide by the `connection` rules, with the block lists' findings
+ * (dnsbl: one per rule, or NULL), and hand the client to its protocol. */
+static void server_decide(struct runtime *rt, const struct conf_server *srv,
+			  struct tls_server *ts, bool implicit_tls, int fd,
+			  const struct sockaddr *peer, socklen_t peerlen, struct session_link *c,
+			  const char *name, const char *dns_status, const struct dnsbl_result *dnsbl)
 {
 	const struct conf_rule *rule = NULL;
-	bool allowed = access_connection_allowed(&srv->connection, peer, name,
-						 runtime_hosts(rt, srv), &rule);
-	if (!allowed) {
-		char esc[LOG_VALUE_MAX], q[LOG_VALUE_MAX];
-		const char *text = rule ? rule->text : "default deny"; /* configuration text */
-		log_info("event=refuse server=%s client=%s name=%s reason=connection-rule rule=\"%s\"%s%s",
-			 srv->name, c->client, name ? log_escape(esc, sizeof esc, name, strlen(name)) : "-",
-			 log_quote(q, sizeof q, text, strlen(text)), dns_status ? " dns=" : "",
-			 dns_status ? dns_status : "");
-		metrics_count(METRIC_CONNECTIONS, METRIC_LABELS(srv->name, "refused-rule"));
-		if (rule)
-			recent_note("refused", srv->name, "%s: connection rule deny %s (%s:%u)",
-				    c->client, rule->text, rule->pos.file, rule->pos.line);
-		else
-			recent_note("refused", srv->name, "%s: connection default deny", c->client);
+	bool *listed = server_listed(srv, dnsbl);
+	bool allowed = access_connection_decide(&srv->connection, peer, name,
+						runtime_hosts(rt, srv), listed, &rule);
+	free(listed);
+	bool by_list = dnsbl && !allowed && rule && rule->kind == RULE_DNSBL;
+	bool at_mail = by_list && conf_smtp_offers_login(srv);
+	char refusal[DNSBL_REFUSAL_MAX] = "";
+	if (by_list) {
+		const struct dnsbl_result *res = &dnsbl[rule - srv->connection.rules];
+		dnsbl_refusal_text(c->client, rule->domain, res->reason, refusal, sizeof refusal);
+		server_log_list_refusal(srv, c, rule, res, at_mail);
+	} else if (!allowed) {
+		server_log_rule_refusal(srv, c, name, dns_status, rule);
 	} else {
 		metrics_count(METRIC_CONNECTIONS, METRIC_LABELS(srv->name, "accepted"));
 	}
@@ -271,7 +318,9 @@ static void server_admit(struct runtime *rt, const struct conf_server *srv, stru
 		.peerlen = peerlen,
 		.link = c,
 		.client_name = name,
-		.refused = !allowed,
+		.refused = !allowed && !at_mail,
+		.listed = at_mail,
+		.refusal = by_list ? refusal : NULL,
 	};
 	switch (srv->protocol) {
 	case PROTO_SMTP:
@@ -284,6 +333,99 @@ static void server_admit(struct runtime *rt, const struct conf_server *srv, stru
 		imap_session_start(&st);
 		break;
 	}
+}
+
+/* A connection waiting for its block lists' answers. */
+struct listing {
+	struct session_link *conn;
+	struct runtime *rt;
+	const struct conf_server *srv;
+	struct tls_server *ts;
+	bool implicit_tls;
+	int fd;
+	struct sockaddr_storage peer;
+	socklen_t peerlen;
+	char *name;
+	const char *dns_status; /* static text from dns_status_name() */
+	struct dnsbl_check *check;
+};
+
+static void listing_free(struct listing *w)
+{
+	runtime_unref(w->rt);
+	free(w->name);
+	free(w);
+}
+
+/* A list that could not be asked lists nobody; the log says so. */
+static void server_log_list_failures(const struct listing *w, const struct dnsbl_result *res,
+				     size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (res[i].state == DNSBL_FAILED)
+			log_info("event=dnsbl server=%s client=%s zone=%s status=%s", w->srv->name,
+				 w->conn->client, w->srv->connection.rules[i].domain,
+				 dns_status_name(res[i].dns));
+}
+
+static void server_lists_answered(void *arg, const struct dnsbl_result *res, size_t n)
+{
+	struct listing *w = arg;
+	server_log_list_failures(w, res, n);
+	server_decide(w->rt, w->srv, w->ts, w->implicit_tls, w->fd, (struct sockaddr *)&w->peer,
+		      w->peerlen, w->conn, w->name, w->dns_status, res);
+	listing_free(w);
+}
+
+/* Shutdown while the lists are being asked. */
+static void server_listing_drop(struct session_link *c)
+{
+	struct listing *w = c->session;
+	dnsbl_check_cancel(w->check);
+	close(w->fd);
+	listing_free(w);
+	server_link_closed(c);
+}
+
+static bool server_dnsbl_before(const struct conf_server *srv, size_t reach)
+{
+	for (size_t i = 0; i < reach; i++)
+		if (srv->connection.rules[i].kind == RULE_DNSBL)
+			return true;
+	return false;
+}
+
+/* Ask the block lists the rules reach before another rule decides (RFC
+ * 5782 §2.1), then decide. */
+static void server_admit(struct runtime *rt, const struct conf_server *srv, struct tls_server *ts,
+			 bool implicit_tls, int fd, const struct sockaddr *peer, socklen_t peerlen,
+			 struct session_link *c, const char *name, const char *dns_status)
+{
+	const struct conf_connection *cn = &srv->connection;
+	size_t reach = access_dnsbl_reach(cn, peer, name, runtime_hosts(rt, srv));
+	if (!server_dnsbl_before(srv, reach)) {
+		server_decide(rt, srv, ts, implicit_tls, fd, peer, peerlen, c, name, dns_status, NULL);
+		return;
+	}
+	struct listing *w = xcalloc(1, sizeof *w);
+	w->conn = c;
+	w->rt = runtime_ref(rt);
+	w->srv = srv;
+	w->ts = ts;
+	w->implicit_tls = implicit_tls;
+	w->fd = fd;
+	memcpy(&w->peer, peer, peerlen);
+	w->peerlen = peerlen;
+	w->name = name ? xstrdup(name) : NULL;
+	w->dns_status = dns_status;
+	c->session = w;
+	c->shutdown = server_listing_drop;
+	c->abort = server_listing_drop;
+	/* the answers may all come from the cache at once, and free w */
+	struct dnsbl_check *chk = dnsbl_check_start(runtime_resolver(rt, srv), cn->rules,
+						    cn->nrules, reach, peer, server_lists_answered, w);
+	if (chk)
+		w->check = chk;
 }
 
 static void pending_free(struct pending *p)

@@ -1,9 +1,10 @@
 /* access: the rule matcher of the `connection` and `relay` blocks (posthorn.conf(5)):
  * single addresses, networks (CIDR or address + mask), domains matched on
- * the client's forward-confirmed reverse name, and host names matched on
- * the addresses they stand for.  The first match decides.  Pure functions:
- * no DNS here (the caller brings the name from dns.c, the host names'
- * addresses from hostaddrs.c). */
+ * the client's forward-confirmed reverse name, host names matched on
+ * the addresses they stand for, and block lists that list the client.
+ * The first match decides.  Pure functions: no DNS here (the caller brings
+ * the name from dns.c, the host names' addresses from hostaddrs.c, the
+ * block lists' findings from dnsbl.c). */
 #include "net/access.h"
 
 #include <netinet/in.h>
@@ -128,9 +129,11 @@ bool access_needs_name(const struct conf_rule *rules, size_t n)
 }
 
 static bool access_rule_matches(const struct conf_rule *r, const struct sockaddr *sa,
-				const char *name, const struct hostaddrs *hosts)
+				const char *name, const struct hostaddrs *hosts, bool listed)
 {
 	switch (r->kind) {
+	case RULE_DNSBL:
+		return listed;
 	case RULE_DOMAIN:
 		return name != NULL && access_name_in_domain(name, r->domain);
 	case RULE_HOST:
@@ -141,24 +144,46 @@ static bool access_rule_matches(const struct conf_rule *r, const struct sockaddr
 	return access_addr_matches(r, sa);
 }
 
+static size_t access_first_match_index(const struct conf_rule *rules, size_t n,
+				       const struct sockaddr *sa, const char *name,
+				       const struct hostaddrs *hosts, const bool *listed)
+{
+	for (size_t i = 0; i < n; i++)
+		if (access_rule_matches(&rules[i], sa, name, hosts, listed && listed[i]))
+			return i;
+	return n;
+}
+
 const struct conf_rule *access_first_match(const struct conf_rule *rules, size_t n,
 					   const struct sockaddr *sa, const char *name,
 					   const struct hostaddrs *hosts)
 {
-	for (size_t i = 0; i < n; i++)
-		if (access_rule_matches(&rules[i], sa, name, hosts))
-			return &rules[i];
-	return NULL;
+	size_t i = access_first_match_index(rules, n, sa, name, hosts, NULL);
+	return i < n ? &rules[i] : NULL;
+}
+
+size_t access_dnsbl_reach(const struct conf_connection *c, const struct sockaddr *sa,
+			  const char *name, const struct hostaddrs *hosts)
+{
+	return access_first_match_index(c->rules, c->nrules, sa, name, hosts, NULL);
+}
+
+bool access_connection_decide(const struct conf_connection *c, const struct sockaddr *sa,
+			      const char *name, const struct hostaddrs *hosts, const bool *listed,
+			      const struct conf_rule **matched)
+{
+	size_t i = access_first_match_index(c->rules, c->nrules, sa, name, hosts, listed);
+	const struct conf_rule *r = i < c->nrules ? &c->rules[i] : NULL;
+	if (matched)
+		*matched = r;
+	if (r)
+		return r->action == ACTION_ALLOW;
+	return c->default_action == ACTION_ALLOW;
 }
 
 bool access_connection_allowed(const struct conf_connection *c, const struct sockaddr *sa,
 			       const char *name, const struct hostaddrs *hosts,
 			       const struct conf_rule **matched)
 {
-	const struct conf_rule *r = access_first_match(c->rules, c->nrules, sa, name, hosts);
-	if (matched)
-		*matched = r;
-	if (r)
-		return r->action == ACTION_ALLOW;
-	return c->default_action == ACTION_ALLOW;
+	return access_connection_decide(c, sa, name, hosts, NULL, matched);
 }

@@ -1,7 +1,8 @@
 /* access: the one rule matcher for `connection` and `relay` (posthorn.conf(5)):
  * single addresses, networks (CIDR or address + mask), domains matched on
- * the client's forward-confirmed reverse DNS name, and host names matched
- * on the addresses they stand for (hostaddrs).  First match decides. */
+ * the client's forward-confirmed reverse DNS name, host names matched
+ * on the addresses they stand for (hostaddrs), and block lists on what
+ * their lookups found (dnsbl).  First match decides. */
 #ifndef POSTHORN_ACCESS_H
 #define POSTHORN_ACCESS_H
 
@@ -38,7 +39,21 @@ const struct conf_rule *access_first_match(const struct conf_rule *rules, size_t
 					   const struct sockaddr *sa, const char *name,
 					   const struct hostaddrs *hosts);
 
-/* `connection` verdict: the first match's action, else default. */
+/* The index of the first rule other than a dnsbl rule that matches the
+ * client (c->nrules when none does): the dnsbl rules before it are the
+ * ones whose lists must be asked; those after it can never decide. */
+size_t access_dnsbl_reach(const struct conf_connection *c, const struct sockaddr *sa,
+			  const char *name, const struct hostaddrs *hosts);
+
+/* `connection` verdict as access_connection_allowed(), with the block
+ * lists' findings: listed[i] says whether rules[i] (a dnsbl rule) lists
+ * the client; NULL: no list does. */
+bool access_connection_decide(const struct conf_connection *c, const struct sockaddr *sa,
+			      const char *name, const struct hostaddrs *hosts, const bool *listed,
+			      const struct conf_rule **matched);
+
+/* `connection` verdict: the first match's action, else default (dnsbl
+ * rules match nobody here). */
 bool access_connection_allowed(const struct conf_connection *c, const struct sockaddr *sa,
 			       const char *name, const struct hostaddrs *hosts,
 			       const struct conf_rule **matched);

@@ -1679,6 +1679,19 @@ dns_query_id dns_lookup_addrs(struct dns_resolver *r, const char *name, dns_addr
 	return dns_start_a_aaaa(r, op, name);
 }
 
+dns_query_id dns_lookup_a(struct dns_resolver *r, const char *name, dns_addrs_cb cb, void *arg)
+{
+	if (!r || r->doomed || !cb)
+		return 0;
+	struct dns_op *op = dns_op_begin(r, DNS_OP_ADDRS, arg);
+	op->addrs_cb = cb;
+	op->slot[1] = DNS_NOTFOUND; /* no AAAA query: it adds nothing */
+	char qname[DNS_NAME_BUF];
+	if (dns_name_normalize(name, qname, sizeof qname))
+		dns_rq_start(r, DNS_T_A, qname, op, 0);
+	return dns_op_done(r, op);
+}
+
 dns_query_id dns_lookup_host(struct dns_resolver *r, const char *name, dns_host_cb cb, void *arg)
 {
 	if (!r || r->doomed || !cb)

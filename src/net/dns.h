@@ -76,6 +76,9 @@ dns_query_id dns_lookup_ptr(struct dns_resolver *r, const struct sockaddr *sa, d
 /* A and AAAA together (A first); DNS_OK when either has addresses. */
 dns_query_id dns_lookup_addrs(struct dns_resolver *r, const char *name, dns_addrs_cb cb,
 			      void *arg);
+/* A only, as a DNS block list answers (RFC 5782 §2.1); otherwise as
+ * dns_lookup_addrs(). */
+dns_query_id dns_lookup_a(struct dns_resolver *r, const char *name, dns_addrs_cb cb, void *arg);
 /* A and AAAA together for a caller that keeps the addresses for their TTL
  * (the host rules): DNS_OK when both answered and either has addresses,
  * DNS_NOTFOUND when both say there are none, else the failure of either

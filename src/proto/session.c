@@ -45,6 +45,8 @@ void session_base_init(struct session_base *b, const struct session_start *st,
 		memset(&b->local, 0, sizeof b->local);
 	b->client_name = st->client_name ? xstrdup(st->client_name) : NULL;
 	b->refused = st->refused;
+	b->listed = st->listed;
+	b->refusal = st->refusal ? xstrdup(st->refusal) : NULL;
 	b->ts = st->ts;
 	b->implicit_tls = st->implicit_tls;
 
@@ -107,6 +109,8 @@ enum session_verdict session_gate(const struct session_base *b, unsigned flags, 
 								     : SESSION_PASSWORD_DISABLED;
 	if ((flags & SESSION_F_NEEDS_AUTH) && !b->srv->auth.anonymous && !authenticated)
 		return SESSION_NEEDS_AUTH;
+	if ((flags & SESSION_F_NEEDS_AUTH) && b->listed && !authenticated)
+		return SESSION_LISTED;
 	return SESSION_OPEN;
 }
 
@@ -116,6 +120,8 @@ void session_base_release(struct session_base *b)
 		 b->client);
 	free(b->client_name);
 	b->client_name = NULL;
+	free(b->refusal);
+	b->refusal = NULL;
 	b->link->closed(b->link);
 	runtime_unref(b->rt);
 }

@@ -44,6 +44,10 @@ struct session_start {
 	struct session_link *link;
 	const char *client_name;     /* forward-confirmed reverse name, or NULL */
 	bool refused;                /* by the `connection` rules */
+	bool listed;                 /* a dnsbl rule denied it on a server that
+				      * offers AUTH: MAIL only after a login */
+	const char *refusal;         /* a dnsbl rule's words for refused or
+				      * listed (dnsbl_refusal_text), or NULL */
 };
 
 /* The part of a session that is the same for every protocol. */
@@ -57,6 +61,9 @@ struct session_base {
 	struct sockaddr_storage local; /* the address it connected to */
 	char *client_name;           /* forward-confirmed reverse name, or NULL */
 	bool refused;                /* by the connection rules */
+	bool listed;                 /* on a block list: NEEDS_AUTH commands
+				      * refused until a login, anonymous or not */
+	char *refusal;               /* the block list's refusal text, or NULL */
 	struct tls_server *ts;       /* NULL: no certificate, no STARTTLS */
 	bool implicit_tls;           /* handshake before the greeting */
 };
@@ -84,7 +91,9 @@ struct login *session_login_new(struct session_base *b,
  * handler runs, in one order for SMTP, POP3 and IMAP: the connection
  * rules' refusal, then the secure channel (a client without TLS learns
  * nothing else from a server that requires it), then the state, then
- * whether a password may cross this channel, then authentication. */
+ * whether a password may cross this channel, then authentication (and,
+ * for a client on a block list where clients may log in, a login even
+ * where anonymous clients may send). */
 enum session_cmd_flag {
 	SESSION_F_REFUSED_OK = 1u << 0, /* allowed for a refused client (QUIT) */
 	SESSION_F_NEEDS_TLS = 1u << 1,  /* refused before TLS where it is required */
@@ -102,6 +111,7 @@ enum session_verdict {
 	SESSION_PASSWORD_NEEDS_TLS,     /* the password command only inside TLS */
 	SESSION_PASSWORD_DISABLED,      /* no password command on this server */
 	SESSION_NEEDS_AUTH,             /* log in first */
+	SESSION_LISTED,                 /* on a block list: log in first (b->refusal) */
 };
 
 /* The gate's verdict for a command with these flags; state_ok: the

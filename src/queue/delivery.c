@@ -17,6 +17,7 @@
 #include "lib/log.h"
 #include "lib/metrics.h"
 #include "lib/util.h"
+#include "queue/autoreply.h"
 #include "queue/spool.h"
 #include "store/maildir.h"
 #include "store/maildir_deliver.h"
@@ -70,6 +71,7 @@ static struct {
 	struct spool *sp;
 	char *mailboxes;
 	delivery_remote_fn remote_left;         /* set while running */
+	delivery_reply_fn reply;                /* takes out-of-office replies */
 	struct delivery_item *head, *tail;      /* FIFO of IDs to try now */
 	char max_id[SPOOL_ID_SIZE];             /* the largest ID ever pushed */
 	struct delivery_retry *retries;         /* deferred, unordered */
@@ -567,6 +569,42 @@ static bool delivery_batch_conclude(struct delivery_batch *b)
 	return removed;
 }
 
+void delivery_set_reply(delivery_reply_fn fn)
+{
+	pthread_mutex_lock(&dl.lock);
+	dl.reply = fn;
+	pthread_mutex_unlock(&dl.lock);
+}
+
+static delivery_reply_fn delivery_reply_taker(void)
+{
+	pthread_mutex_lock(&dl.lock);
+	delivery_reply_fn fn = dl.reply;
+	pthread_mutex_unlock(&dl.lock);
+	return fn;
+}
+
+/* The out-of-office replies (RFC 3834) that the copies just made durable
+ * call for, decided here on the worker's thread. */
+static void delivery_batch_replies(const struct delivery_batch *b)
+{
+	delivery_reply_fn fn = delivery_reply_taker();
+	time_t now = time(NULL);
+	for (size_t i = 0; fn && i < b->ncopies; i++) {
+		const struct delivery_copy *c = &b->copies[i];
+		if (!c->staged || !c->ok)
+			continue;
+		const struct delivery_msg *m = c->m;
+		const struct spool_rcpt *rc = &m->env.rcpts[c->rcpt];
+		size_t len = 0;
+		char *text = autoreply_consider(b->mailboxes, m->r->id, rc->address, rc->orig,
+						m->env.sender, m->job.fd, m->env.body_offset,
+						m->env.size, now, &len);
+		if (text)
+			fn(m->r->id, m->env.sender, text, len);
+	}
+}
+
 /* Work on a batch of messages; each r is owned here: freed, or queued for
  * a retry. */
 static void delivery_process_batch(struct delivery_retry **rs, size_t n)
@@ -582,6 +620,7 @@ static void delivery_process_batch(struct delivery_retry **rs, size_t n)
 			delivery_fit_retry(b->msgs[i].r, b->msgs[i].env.nrcpts);
 	delivery_batch_stage(b);
 	delivery_batch_publish(b);
+	delivery_batch_replies(b);
 	if (delivery_batch_conclude(b) && spool_sync_queue(dl.sp) < 0)
 		log_warn("event=spool-error reason=\"cannot fsync the queue after removals: %s\"",
 			 strerror(errno));

@@ -17,6 +17,13 @@ struct spool;
  * again).  Called on the worker thread. */
 typedef void (*delivery_remote_fn)(const char *id);
 
+/* A reply posthorn sends for a user (the out-of-office reply,
+ * queue/autoreply.h) for message id, to the original's sender; text
+ * (len bytes) is the callee's to free.  Called on the worker thread. */
+typedef void (*delivery_reply_fn)(const char *id, const char *to, char *text, size_t len);
+/* Who takes the replies (NULL: none are made).  Thread-safe. */
+void delivery_set_reply(delivery_reply_fn fn);
+
 /* Start the delivery worker thread.  It delivers each ID given to
  * delivery_enqueue(): local recipients to Maildir, marks them done, removes
  * the message when nothing is left, and reports one with remote recipients

@@ -630,6 +630,42 @@ static void test_hostaddrs_seed(void **state)
 	hostaddrs_free(h);
 }
 
+/* ---- block lists: in order with the other rules ---------------------- */
+
+static void test_dnsbl_rules_in_order(void **state)
+{
+	(void)state;
+	struct conf *c = parse_connection("        allow 192.0.2.7\n"
+					  "        deny dnsbl bl.example\n"
+					  "        allow dnsbl wl.example\n"
+					  "        deny 192.0.2.0/24\n");
+	struct client cl;
+	const struct sockaddr *seven = client(&cl, "192.0.2.7");
+	/* an earlier rule decides: no list is asked */
+	assert_int_equal(access_dnsbl_reach(conn(c), seven, NULL, NULL), 0);
+	const struct sockaddr *eight = client(&cl, "192.0.2.8");
+	/* both lists come before the /24 that covers .8 */
+	assert_int_equal(access_dnsbl_reach(conn(c), eight, NULL, NULL), 3);
+	const struct conf_rule *m = NULL;
+	bool none[4] = {false, false, false, false}, black[4] = {false, true, false, false},
+	     white[4] = {false, false, true, false}, both[4] = {false, true, true, false};
+	assert_false(access_connection_decide(conn(c), eight, NULL, NULL, none, &m));
+	assert_ptr_equal(m, &conn(c)->rules[3]);
+	assert_false(access_connection_decide(conn(c), eight, NULL, NULL, black, &m));
+	assert_ptr_equal(m, &conn(c)->rules[1]);
+	assert_true(access_connection_decide(conn(c), eight, NULL, NULL, white, &m));
+	assert_ptr_equal(m, &conn(c)->rules[2]);
+	/* first match: the block list before the allow list */
+	assert_false(access_connection_decide(conn(c), eight, NULL, NULL, both, &m));
+	assert_ptr_equal(m, &conn(c)->rules[1]);
+	/* without findings a dnsbl rule matches nobody */
+	assert_false(access_connection_allowed(conn(c), eight, NULL, NULL, &m));
+	assert_ptr_equal(m, &conn(c)->rules[3]);
+	/* outside every static rule: reach is all the rules */
+	assert_int_equal(access_dnsbl_reach(conn(c), client(&cl, "198.51.100.1"), NULL, NULL), 4);
+	conf_free(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -655,6 +691,7 @@ int main(void)
 		cmocka_unit_test(test_relay_host_rule),
 		cmocka_unit_test(test_hostaddrs_retry_delay),
 		cmocka_unit_test(test_hostaddrs_seed),
+		cmocka_unit_test(test_dnsbl_rules_in_order),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

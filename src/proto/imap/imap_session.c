@@ -219,6 +219,7 @@ static bool imap_gate(struct imap_session *s, const struct imap_command_def *d)
 		break;
 	case SESSION_BAD_STATE:
 	case SESSION_NEEDS_AUTH:
+	case SESSION_LISTED: /* never: listed clients are refused at the greeting */
 		if (s->state == IMAP_NOTAUTH)
 			imap_bad(s, "Log in first");
 		else if (d->states == IMAP_SELECTED)
@@ -821,7 +822,7 @@ static void imap_greet(struct imap_session *s)
 {
 	if (s->b.refused) {
 		/* refused by the connection rules: the client hears why and is gone */
-		conn_printf(s->io, "* BYE Access denied");
+		conn_printf(s->io, "* BYE %s", s->b.refusal ? s->b.refusal : "Access denied");
 		imap_close_after_flush(s);
 		return;
 	}

@@ -209,6 +209,7 @@ static bool pop3_gate(struct pop3_session *s, const struct pop3_command *c)
 		break;
 	case SESSION_BAD_STATE:
 	case SESSION_NEEDS_AUTH:
+	case SESSION_LISTED: /* never: listed clients are refused at the greeting */
 		pop3_err(s, s->state == POP3_AUTHORIZATION ? "Log in first"
 							   : "Command not valid in this state");
 		break;
@@ -883,7 +884,7 @@ static void pop3_greet(struct pop3_session *s)
 {
 	if (s->b.refused) {
 		/* a refused client hears why and is gone */
-		conn_printf(s->io, "-ERR [SYS/PERM] Access denied");
+		conn_printf(s->io, "-ERR [SYS/PERM] %s", s->b.refusal ? s->b.refusal : "Access denied");
 		pop3_close_after_flush(s);
 		return;
 	}

@@ -266,6 +266,15 @@ static void smtp_bad_sequence(struct smtp_session *s, const struct smtp_command 
 	smtp_error(s);
 }
 
+/* A client on a block list that has not logged in, on a server that
+ * offers AUTH: it may log in, but sends nothing before. */
+static void smtp_refuse_listed(struct smtp_session *s)
+{
+	log_info("event=refuse session=%s server=%s client=%s reason=dnsbl stage=mail",
+		 s->b.sid, s->b.srv->name, s->b.client);
+	smtp_reply(s, "554 5.7.1 %s", s->b.refusal ? s->b.refusal : "Service unavailable");
+}
+
 /* The gate's verdict (proto/session.h) as SMTP replies. */
 static bool smtp_gate(struct smtp_session *s, const struct smtp_command *c)
 {
@@ -287,6 +296,9 @@ static bool smtp_gate(struct smtp_session *s, const struct smtp_command *c)
 	case SESSION_PASSWORD_DISABLED:
 	case SESSION_NEEDS_AUTH:
 		smtp_reply(s, "530 5.7.0 Authentication required");
+		break;
+	case SESSION_LISTED:
+		smtp_refuse_listed(s);
 		break;
 	}
 	smtp_error(s);
@@ -1327,7 +1339,10 @@ static void smtp_greet(struct smtp_session *s)
 {
 	unsigned retry_after;
 	if (s->b.refused) {
-		smtp_reply(s, "554 5.7.1 %s Access denied", s->b.srv->hostname);
+		if (s->b.refusal) /* a block list's: RFC 5782 §2.1 */
+			smtp_reply(s, "554 5.7.1 %s", s->b.refusal);
+		else
+			smtp_reply(s, "554 5.7.1 %s Access denied", s->b.srv->hostname);
 		smtp_enter_state(s, SMTP_REFUSED);
 	} else if (s->b.srv->auth.anonymous && smtp_probing_locked(s, &retry_after)) {
 		/* where anonymous clients send mail (an MX), a client refused
