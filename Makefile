@@ -35,7 +35,8 @@ VERSION   := $(shell cat VERSION 2>/dev/null || echo 0.1.0)
 JOBS      := -j$(shell nproc 2>/dev/null || echo 2)
 
 .PHONY: all release asan run check unit integration chaos deps clean help bench bench-quick bench-imap phload \
-	fuzz fuzz-build fuzz-bins fuzz-smoke lint lint-files layers install install-files uninstall
+	fuzz fuzz-build fuzz-bins fuzz-smoke lint lint-files layers install install-files uninstall \
+	imaptest-tool
 
 all: release
 
@@ -103,9 +104,19 @@ unit: asan
 # In parallel, one worker per core (pytest-xdist); the tests marked
 # `exclusive` in tests/integration (multi-second password checks, sub-second
 # throttle bounds) run first with nothing else beside them.
-integration: asan
-	POSTHORN_BIN=$(abspath $(BUILD))/asan/posthorn $(PYTEST) -q -p no:cacheprovider \
-		-n $(shell nproc 2>/dev/null || echo 2) --dist loadgroup tests/integration
+integration: asan imaptest-tool
+	POSTHORN_BIN=$(abspath $(BUILD))/asan/posthorn POSTHORN_IMAPTEST_DIR=$(abspath $(BUILD))/imaptest \
+		$(PYTEST) -q -p no:cacheprovider -n $(shell nproc 2>/dev/null || echo 2) --dist loadgroup \
+		tests/integration
+
+# Dovecot's imaptest (third_party/imaptest/README.md), built into
+# $(BUILD)/imaptest for the two-node stress test in tests/integration.
+IMAPTEST := $(BUILD)/imaptest/imaptest
+
+$(IMAPTEST): third_party/imaptest/imaptest-924f619.tar.gz
+	third_party/imaptest/build.sh $(BUILD)/imaptest
+
+imaptest-tool: $(IMAPTEST)
 
 # The long fault-survival run (25 kills under load, 2,000 slow clients, the
 # Maildir-full retry); `make check` runs the same file as "chaos-lite".

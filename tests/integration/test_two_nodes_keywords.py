@@ -21,8 +21,8 @@ import zlib
 
 from helpers import wait_until
 from imaputil import BOB, BOB_PW
-from nodeutil import (MSGID_RE, NODE_ADDRS, folder_messages, imap_append, imap_login, message,
-                      read_uidlist, shared_store, smtp_to, start_node, unique_part)
+from nodeutil import (MSGID_RE, NODE_ADDRS, file_flags, folder_messages, imap_append, imap_login,
+                      message, read_uidlist, shared_store, smtp_to, start_node, unique_part)
 
 RUN_SECONDS = 10
 SMTP_PER_NODE = 80          # messages per node's SMTP client at most
@@ -33,7 +33,6 @@ RECENT = 10                 # the newest messages a round works on
 # changes afterwards.
 OWNED = (("$Junk", "Node0Tag"), ("$Forwarded", "Node1Tag"))
 APPENDED = ("FromNode0", "FromNode1")
-SYSTEM = {"D": "\\Draft", "F": "\\Flagged", "R": "\\Answered", "S": "\\Seen", "T": "\\Deleted"}
 FETCH_RE = re.compile(rb"^\* \d+ FETCH .*?UID (\d+).*?FLAGS \(([^)]*)\)", re.S)
 FETCH_FLAGS_FIRST_RE = re.compile(rb"^\* \d+ FETCH .*?FLAGS \(([^)]*)\).*?UID (\d+)", re.S)
 
@@ -164,42 +163,6 @@ def imap_load(c, node, ledger, deadline):
             imap_round(c, node, ledger, n)
     except Exception as e:
         ledger.error(f"imap node {node}: {e!r}")
-
-
-def dovecot_keywords(folder, problems):
-    """{letter: name} of the folder's dovecot-keywords, problems noted."""
-    names = {}
-    with open(f"{folder}/dovecot-keywords") as f:
-        for line in f.read().splitlines():
-            m = re.fullmatch(r"(\d+) (\S+)", line)
-            if not m or int(m.group(1)) > 25:
-                problems.append(f"dovecot-keywords: bad line {line!r}")
-                continue
-            letter = chr(ord("a") + int(m.group(1)))
-            if letter in names or m.group(2) in names.values():
-                problems.append(f"dovecot-keywords: {line!r} repeats a number or a name")
-            names[letter] = m.group(2)
-    return names
-
-
-def file_flags(folder, problems):
-    """{Message-ID: set of flags} from the file names, keyword letters named
-    by dovecot-keywords; Message-IDs found more than once are problems."""
-    names = dovecot_keywords(folder, problems)
-    out = {}
-    for name, msgid, info in folder_messages(folder):
-        if msgid in out:
-            problems.append(f"{msgid} in two files (one is {name})")
-        flags = set()
-        for ch in info:
-            if ch in SYSTEM:
-                flags.add(SYSTEM[ch])
-            elif ch in names:
-                flags.add(names[ch])
-            else:
-                problems.append(f"{name}: letter {ch!r} has no name in dovecot-keywords")
-        out[msgid] = flags
-    return out
 
 
 def compare_views(views, files, problems):
