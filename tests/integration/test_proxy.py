@@ -20,7 +20,6 @@ by PID.
 """
 
 import imaplib
-import os
 import poplib
 import socket
 import ssl
@@ -30,8 +29,7 @@ import time
 import pytest
 
 from conftest import DEFAULT_USERS, run_cli
-from helpers import (CLIENT_HELO, HOST, ConnectionClosed, SMTPConn, free_port, send_message,
-                     wait_until)
+from helpers import CLIENT_HELO, HOST, ConnectionClosed, SMTPConn, free_port, send_message
 from haproxyutil import BALANCER, haproxy  # noqa: F401 (the fixture)
 from httputil import http_get, samples
 

@@ -11,26 +11,20 @@ an `Error:` line: there must be none.  Then each folder is checked as a
 user would: its UID list (unique, increasing, every file listed), and
 FETCH UID FLAGS through either node against the files' names.
 
-imaptest is built from third_party/imaptest into the build folder
-(`make imaptest-tool`, which `make integration` runs first; the test
-builds it itself when it is missing).
+imaptest is built from third_party/imaptest (imaptestutil.py).
 """
 
 import os
 import re
 import subprocess
-from pathlib import Path
-
-import pytest
 
 from haproxyutil import BALANCER, haproxy  # noqa: F401 (the fixture)
 from helpers import HOST, free_port
+from imaptestutil import imaptest  # noqa: F401 (the fixture)
 from imaputil import quote
-from nodeutil import (NODE_ADDRS, file_flags, folder_messages, imap_login, read_uidlist,
-                      shared_store, start_node, uid_flags, unique_part)
+from nodeutil import (NODE_ADDRS, file_flags, imap_login, read_uidlist, shared_store, start_node,
+                      uid_flags)
 
-TOP = Path(__file__).resolve().parents[2]
-IMAPTEST_DIR = Path(os.environ.get("POSTHORN_IMAPTEST_DIR", TOP / "build" / "imaptest"))
 USERS = 10                  # imaptest's users=: it1..it10@example.test
 CLIENTS = 8                 # connections at once
 SECONDS = 20
@@ -42,20 +36,6 @@ PASSWORD = "imaptest-Pass-1"
 # else is excused.
 EXPUNGED_MEANWHILE = re.compile(r"^Error: it\d+@example\.test\[\d+\]: "
                                 r"(FETCH2?|STORE|DELETE|COPY) failed: \S+ NO \[EXPUNGEISSUED\] ")
-
-
-@pytest.fixture(scope="module")
-def imaptest(tmp_path_factory):
-    """The imaptest wrapper, built (once; concurrent builds wait for each
-    other) from the tarball in third_party/imaptest; its stress mbox."""
-    build = subprocess.run([str(TOP / "third_party" / "imaptest" / "build.sh"), str(IMAPTEST_DIR)],
-                           capture_output=True, text=True, timeout=900)
-    assert build.returncode == 0, f"building imaptest failed:\n{build.stderr[-3000:]}"
-    mbox = tmp_path_factory.mktemp("imaptest-mbox") / "stress.mbox"
-    res = subprocess.run(["python3", str(TOP / "third_party" / "imaptest" / "mbox.py"), str(mbox)],
-                         capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, res.stderr
-    return {"bin": str(IMAPTEST_DIR / "imaptest"), "mbox": str(mbox)}
 
 
 def proxied_node(posthorn, shared, addr, name):
