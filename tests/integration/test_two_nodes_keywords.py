@@ -14,6 +14,7 @@ whatever the other node did meanwhile.  Every load loop is bounded in
 count and in time.
 """
 
+import os
 import re
 import threading
 import time
@@ -248,3 +249,69 @@ def test_keywords_stay_consistent_between_nodes(posthorn, tmp_path, users_templa
           f"{ledger.stores} keyword STOREs, {len(ledger.deleted)} expunged; {len(files)} "
           f"messages, {with_keywords} with keywords; {len(problems)} errors")
     assert problems == [], "\n".join(problems[:40])
+
+
+RACE_FOLDERS = ("INBOX", "Race1", "Race2", "Race3", "Race4")
+
+
+def race_new_keywords(sessions, maildir, folder):
+    """Both nodes' sessions add new keywords to folder at once, 27 in all,
+    each to a message of its own; the problems found."""
+    for i, c in enumerate(sessions):
+        assert imap_append(c, folder, message(f"kw-new-{folder}-{i}@nodes.test", BOB)).ok
+    for c in sessions:
+        c.select(folder)
+    names = ([f"Node0New{k}" for k in range(13)], [f"Node1New{k}" for k in range(14)])
+    uids = [{m: u for u, m in uid_view(c, Ledger()).items()} for c in sessions]
+    # every STORE sent, on both nodes, before any answer is read
+    sent = []
+    for i, c in enumerate(sessions):
+        uid = uids[i][f"kw-new-{folder}-{i}@nodes.test"]
+        sent.append([(kw, c.send_cmd(f"UID STORE {uid} +FLAGS.SILENT ({kw})")) for kw in names[i]])
+    told, limited, problems = {}, [], []
+    for i, c in enumerate(sessions):
+        for kw, tag in sent[i]:
+            r = c.collect(tag)
+            if r.ok:
+                told.setdefault(f"kw-new-{folder}-{i}@nodes.test", set()).add(kw)
+            elif r.tagged.startswith("NO [LIMIT]"):
+                limited.append(kw)
+            else:
+                problems.append(f"{folder}: STORE {kw}: {r.tagged}")
+    if len(limited) != 1:
+        problems.append(f"{folder}: NO [LIMIT] for {limited}, not for exactly one keyword")
+    path = maildir if folder == "INBOX" else os.path.join(maildir, "." + folder)
+    files = file_flags(path, problems)
+    views = {}
+    for i, c in enumerate(sessions):
+        c.ok("NOOP")
+        views[f"node {i} in {folder}"] = view(c)
+    compare_views(views, files, problems)
+    for msgid, kws in told.items():
+        if not kws <= files.get(msgid, set()):
+            problems.append(f"{msgid}: told {sorted(kws - files.get(msgid, set()))} were set, "
+                            "not in the file")
+    if set(limited) & set().union(*files.values()):
+        problems.append(f"{folder}: {limited} refused, yet in a file")
+    with open(os.path.join(path, "dovecot-keywords")) as f:
+        if len(f.read().splitlines()) != 26:
+            problems.append(f"{folder}: dovecot-keywords does not name 26 keywords")
+    return problems
+
+
+def test_new_keywords_from_both_nodes_at_once(posthorn, tmp_path, users_template):
+    """Both nodes add new keywords to one folder at the same moment, 27 in
+    all, each node to a message of its own (so only dovecot-keywords is
+    shared): 26 get a letter of their own, exactly one gets NO [LIMIT]
+    (RFC 5530), and every keyword a node was told is set shows on that
+    message through both nodes (FETCH FLAGS after NOOP) and in the files.
+    Five folders, one after the other, for five chances at the race."""
+    shared = shared_store(tmp_path, users_template)
+    nodes = [start_node(posthorn, shared, addr, f"node{i}") for i, addr in enumerate(NODE_ADDRS)]
+    sessions = [imap_login(node, BOB, BOB_PW) for node in nodes]
+    for folder in RACE_FOLDERS[1:]:
+        sessions[0].ok(f"CREATE {folder}")
+    problems = []
+    for folder in RACE_FOLDERS:
+        problems += race_new_keywords(sessions, nodes[0].maildir(BOB), folder)
+    assert problems == [], "\n".join(problems[:20])
