@@ -22,8 +22,9 @@ import zlib
 
 from helpers import wait_until
 from imaputil import BOB, BOB_PW
-from nodeutil import (MSGID_RE, NODE_ADDRS, file_flags, folder_messages, imap_append, imap_login,
-                      message, read_uidlist, shared_store, smtp_to, start_node, unique_part)
+from nodeutil import (FETCH_UID_FLAGS_RE, MSGID_RE, NODE_ADDRS, file_flags, folder_messages,
+                      imap_append, imap_login, message, read_uidlist, shared_store, smtp_to,
+                      start_node, unique_part)
 
 RUN_SECONDS = 10
 SMTP_PER_NODE = 80          # messages per node's SMTP client at most
@@ -34,8 +35,6 @@ RECENT = 10                 # the newest messages a round works on
 # changes afterwards.
 OWNED = (("$Junk", "Node0Tag"), ("$Forwarded", "Node1Tag"))
 APPENDED = ("FromNode0", "FromNode1")
-FETCH_RE = re.compile(rb"^\* \d+ FETCH .*?UID (\d+).*?FLAGS \(([^)]*)\)", re.S)
-FETCH_FLAGS_FIRST_RE = re.compile(rb"^\* \d+ FETCH .*?FLAGS \(([^)]*)\).*?UID (\d+)", re.S)
 
 
 def hashed(msgid):
@@ -91,11 +90,10 @@ def view(c):
     assert r.ok, r
     out = {}
     for u in r.untagged:
-        m = FETCH_RE.match(u)
-        flags = m.group(2) if m else (FETCH_FLAGS_FIRST_RE.match(u) or [None, None])[1]
+        m = FETCH_UID_FLAGS_RE.match(u)
         i = MSGID_RE.search(u)
-        if flags is not None and i:
-            out[i.group(1).decode()] = set(flags.decode().split()) - {"\\Recent"}
+        if m and i:
+            out[i.group(1).decode()] = set(m.group(2).decode().split()) - {"\\Recent"}
     return out
 
 
