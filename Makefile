@@ -35,7 +35,8 @@ VERSION   := $(shell cat VERSION 2>/dev/null || echo 0.1.0)
 JOBS      := -j$(shell nproc 2>/dev/null || echo 2)
 
 .PHONY: all release asan run check unit integration chaos deps clean help bench bench-quick bench-imap phload \
-	fuzz fuzz-build fuzz-bins fuzz-smoke lint lint-files layers install install-files uninstall
+	fuzz fuzz-build fuzz-bins fuzz-smoke lint lint-files layers install install-files uninstall \
+	imaptest-tool imaptest
 
 all: release
 
@@ -46,6 +47,7 @@ help:
 	@echo "make chaos  - the long fault-survival run (kill -9, full disk, fds, DNS, slow clients)"
 	@echo "make bench  - posthorn beside Postfix and Dovecot (~15 min); bench-quick: < 2 min; bench-imap: ~1 min"
 	@echo "make fuzz   - run every libFuzzer target FUZZ_SECONDS (default 60) each"
+	@echo "make imaptest - Dovecot's imaptest compliance suite against posthorn (~20 s; built from third_party/)"
 	@echo "make lint   - cppcheck and clang-tidy over src/"
 	@echo "make layers - no include or call goes up a layer, no circle (docs/architecture.md)"
 	@echo "make install - the binary, man pages, example configuration and systemd unit (PREFIX, DESTDIR)"
@@ -103,9 +105,25 @@ unit: asan
 # In parallel, one worker per core (pytest-xdist); the tests marked
 # `exclusive` in tests/integration (multi-second password checks, sub-second
 # throttle bounds) run first with nothing else beside them.
-integration: asan
-	POSTHORN_BIN=$(abspath $(BUILD))/asan/posthorn $(PYTEST) -q -p no:cacheprovider \
-		-n $(shell nproc 2>/dev/null || echo 2) --dist loadgroup tests/integration
+integration: asan imaptest-tool
+	POSTHORN_BIN=$(abspath $(BUILD))/asan/posthorn POSTHORN_IMAPTEST_DIR=$(abspath $(BUILD))/imaptest \
+		$(PYTEST) -q -p no:cacheprovider -n $(shell nproc 2>/dev/null || echo 2) --dist loadgroup \
+		tests/integration
+
+# Dovecot's imaptest (third_party/imaptest/README.md), built into
+# $(BUILD)/imaptest for the two-node stress test in tests/integration.
+IMAPTEST := $(BUILD)/imaptest/imaptest
+
+$(IMAPTEST): third_party/imaptest/imaptest-924f619.tar.gz
+	third_party/imaptest/build.sh $(BUILD)/imaptest
+
+imaptest-tool: $(IMAPTEST)
+
+# imaptest's compliance suite against the ASan build: the groups passed,
+# failed and skipped (make integration runs the same test).
+imaptest: asan imaptest-tool
+	POSTHORN_BIN=$(abspath $(BUILD))/asan/posthorn POSTHORN_IMAPTEST_DIR=$(abspath $(BUILD))/imaptest \
+		$(PYTEST) -q -s -p no:cacheprovider tests/integration/test_imaptest_compliance.py
 
 # The long fault-survival run (25 kills under load, 2,000 slow clients, the
 # Maildir-full retry); `make check` runs the same file as "chaos-lite".

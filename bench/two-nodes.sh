@@ -3,18 +3,26 @@
 # this machine: N messages delivered to one node, then N split over two
 # (N/2 each, at once); each run is timed from the first connection until
 # the last message is in the Maildir (accepted, spooled, delivered).
-#   bench/two-nodes.sh [N] [CONC]       (defaults 2000 messages, 8 at once)
+#   bench/two-nodes.sh [N] [CONC] [ROUNDS]
+# (defaults 2000 messages, 8 at once, 3 rounds; N at most 20000, ROUNDS at
+# most 9).  Each round runs one node, then two, right after each other, so
+# that the machine's other load moves both alike.
 # Needs build/release/posthorn and build/bench/phload (make release phload).
 # The nodes listen on 127.0.0.2 and 127.0.0.3; each has its own spool and
 # both share mail/ and users under a temporary folder, removed at the end.
 # It runs inside its own loopback-only network namespace (bench/netns.sh).
 # Every process started here is stopped by PID; every wait is bounded.
-# Prints one line per run and the ratio (two nodes / one node).
+# Prints one line per run, the ratio (two nodes / one node) of each round,
+# and the median of the rounds' ratios.
 set -euo pipefail
 . "$(dirname "$0")/netns.sh"
 bench_in_netns "$@"   # loopback only, from here on
 n=${1:-2000}
 conc=${2:-8}
+rounds=${3:-3}
+[[ $n =~ ^[0-9]+$ && $n -ge 2 && $n -le 20000 ]] || { echo "two-nodes: N must be 2..20000" >&2; exit 2; }
+[[ $conc =~ ^[0-9]+$ && $conc -ge 1 && $conc -le 256 ]] || { echo "two-nodes: CONC must be 1..256" >&2; exit 2; }
+[[ $rounds =~ ^[0-9]+$ && $rounds -ge 1 && $rounds -le 9 ]] || { echo "two-nodes: ROUNDS must be 1..9" >&2; exit 2; }
 top=$(cd "$(dirname "$0")/.." && pwd)
 bin="$top/build/release/posthorn"
 phload="$top/build/bench/phload"
@@ -94,8 +102,15 @@ run() { # label, then HOST PORT COUNT triples run at once
 }
 
 run warmup 127.0.0.2 "$port_a" 200 >/dev/null
-one=$(run one-node 127.0.0.2 "$port_a" "$n")
-echo "$one"
-two=$(run two-nodes 127.0.0.2 "$port_a" $((n / 2)) 127.0.0.3 "$port_b" $((n - n / 2)))
-echo "$two"
-python3 -c 'import re,sys; r=lambda s: float(re.search(r"= (\d+) msg/s", s).group(1)); print(f"ratio two/one: {r(sys.argv[2]) / r(sys.argv[1]):.2f}")' "$one" "$two"
+rate() { sed -E 's/.*= ([0-9]+) msg\/s/\1/' <<<"$1"; }
+ratios=()
+for r in $(seq "$rounds"); do
+    one=$(run "one-node-$r" 127.0.0.2 "$port_a" "$n")
+    echo "$one"
+    two=$(run "two-nodes-$r" 127.0.0.2 "$port_a" $((n / 2)) 127.0.0.3 "$port_b" $((n - n / 2)))
+    echo "$two"
+    ratio=$(python3 -c 'import sys; print(f"{int(sys.argv[2]) / int(sys.argv[1]):.2f}")' "$(rate "$one")" "$(rate "$two")")
+    echo "round $r: ratio two/one $ratio"
+    ratios+=("$ratio")
+done
+python3 -c 'import statistics, sys; r = sys.argv[1:]; print(f"ratio two/one: median {statistics.median(map(float, r)):.2f} of {len(r)} rounds ({chr(32).join(r)})")' "${ratios[@]}"

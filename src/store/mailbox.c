@@ -2766,11 +2766,18 @@ enum mailbox_result mailbox_keywords_bits(struct mailbox *mb, const char *const 
 		errfmt(err, errsz, "Mailbox is read-only");
 		return MAILBOX_ERR_READONLY;
 	}
+	/* The file's stamp is taken before it is read: another node may replace
+	 * the file between that read and now, and a stamp taken after would
+	 * match its file while k holds the older names, so that no later
+	 * refresh would read the new ones.  A stamp older than k at worst makes
+	 * the next refresh read the file once more. */
+	struct mailbox_kwstamp before;
+	mailbox_kwstamp_read(mb->dir, &before);
 	enum mailbox_result r = mailbox_dir_keywords_bits(mb->dir, &k, names, n, create, bits, err,
 							  errsz);
 	if (r == MAILBOX_ERR_IO)
 		return r; /* the view keeps what it knew */
-	mailbox_kwstamp_read(mb->dir, &mb->kw_stamp);
+	mb->kw_stamp = before;
 	if (memcmp(&k, &mb->kw, sizeof k) != 0) {
 		mb->kw = k;
 		mb->kw_changed = true;

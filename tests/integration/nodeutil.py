@@ -139,3 +139,66 @@ def folder_messages(folder):
             _, sep, info = name.rpartition(":2,")
             out.append((name, m.group(1).decode() if m else None, info if sep else ""))
     return out
+
+
+SYSTEM_FLAGS = {"D": "\\Draft", "F": "\\Flagged", "R": "\\Answered", "S": "\\Seen",
+                "T": "\\Deleted"}
+
+
+def dovecot_keywords(folder, problems):
+    """{letter: keyword} of a folder's dovecot-keywords ("N name" lines, N
+    0 to 25; none when there is no file); bad or repeated lines are
+    problems."""
+    names = {}
+    path = os.path.join(folder, "dovecot-keywords")
+    if not os.path.exists(path):
+        return names
+    with open(path) as f:
+        for line in f.read().splitlines():
+            m = re.fullmatch(r"(\d+) (\S+)", line)
+            if not m or int(m.group(1)) > 25:
+                problems.append(f"{path}: bad line {line!r}")
+                continue
+            letter = chr(ord("a") + int(m.group(1)))
+            if letter in names or m.group(2) in names.values():
+                problems.append(f"{path}: {line!r} repeats a number or a name")
+            names[letter] = m.group(2)
+    return names
+
+
+def file_flags(folder, problems, key="msgid"):
+    """{Message-ID (or, with key="unique", the file name's unique part):
+    set of flags} as the file names say, keyword letters named by the
+    folder's dovecot-keywords; a key found twice or a letter without a
+    name is a problem."""
+    names = dovecot_keywords(folder, problems)
+    out = {}
+    for name, msgid, info in folder_messages(folder):
+        k = msgid if key == "msgid" else unique_part(name)
+        if k in out:
+            problems.append(f"{folder}: {k} in two files (one is {name})")
+        flags = set()
+        for ch in info:
+            if ch in SYSTEM_FLAGS:
+                flags.add(SYSTEM_FLAGS[ch])
+            elif ch in names:
+                flags.add(names[ch])
+            else:
+                problems.append(f"{folder}: {name}: letter {ch!r} has no name in dovecot-keywords")
+        out[k] = flags
+    return out
+
+
+FETCH_UID_FLAGS_RE = re.compile(rb"^\* \d+ FETCH \((?=.*?UID (\d+))(?=.*?FLAGS \(([^)]*)\))", re.S)
+
+
+def uid_flags(c):
+    """{UID: set of flags, \\Recent left out} of the selected folder."""
+    r = c.cmd("UID FETCH 1:* (UID FLAGS)")
+    assert r.ok, r
+    out = {}
+    for u in r.untagged:
+        m = FETCH_UID_FLAGS_RE.match(u)
+        if m:
+            out[int(m.group(1))] = set(m.group(2).decode().split()) - {"\\Recent"}
+    return out

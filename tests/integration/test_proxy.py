@@ -20,103 +20,24 @@ by PID.
 """
 
 import imaplib
-import os
 import poplib
-import shutil
-import signal
 import socket
 import ssl
 import struct
-import subprocess
 import time
 
 import pytest
 
 from conftest import DEFAULT_USERS, run_cli
-from helpers import (CLIENT_HELO, HOST, ConnectionClosed, SMTPConn, free_port, send_message,
-                     wait_until)
+from helpers import CLIENT_HELO, HOST, ConnectionClosed, SMTPConn, free_port, send_message
+from haproxyutil import BALANCER, haproxy  # noqa: F401 (the fixture)
 from httputil import http_get, samples
 
-HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 BOB, BOB_PW = "bob@example.test", DEFAULT_USERS["bob@example.test"]
 ALLOWED, DENIED, OTHER = "127.0.0.2", "127.0.0.3", "127.0.0.4"
 UNTRUSTED = "127.0.0.5"
-BALANCER = "127.0.0.1"          # HAProxy's source address towards posthorn
 
 V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
-
-
-# -- HAProxy ---------------------------------------------------------------------------
-
-class HAProxy:
-    """One HAProxy in mode tcp: a frontend on a free loopback port per
-    (backend port, send-proxy option) pair."""
-
-    def __init__(self, folder, routes):
-        self.folder = str(folder)
-        os.makedirs(self.folder, exist_ok=True)
-        self.ports = {}
-        cfg = ["global", "    maxconn 256", "",
-               "defaults", "    mode tcp", "    timeout connect 5s",
-               "    timeout client 30s", "    timeout server 30s", ""]
-        for i, (key, backend_port, option) in enumerate(routes):
-            port = free_port()
-            self.ports[key] = port
-            cfg += [f"frontend f{i}", f"    bind {HOST}:{port}", f"    default_backend b{i}", "",
-                    f"backend b{i}", f"    server s1 {HOST}:{backend_port} {option}", ""]
-        self.cfg = os.path.join(self.folder, "haproxy.cfg")
-        with open(self.cfg, "w") as f:
-            f.write("\n".join(cfg))
-        self.log = open(os.path.join(self.folder, "haproxy.log"), "wb")
-        self.proc = subprocess.Popen([HAPROXY, "-f", self.cfg, "-db"], cwd=self.folder,
-                                     stdout=self.log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL)
-        for port in self.ports.values():
-            wait_until(lambda p=port: self._listening(p), 10, what=f"haproxy on port {port}")
-
-    def _listening(self, port):
-        """Is HAProxy bound to port?  Found by failing to bind it, not by
-        connecting: a connection would reach posthorn as a client."""
-        assert self.proc.poll() is None, f"haproxy exited: {self.output()}"
-        probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            probe.bind((HOST, port))
-            return False
-        except OSError:
-            return True
-        finally:
-            probe.close()
-
-    def output(self):
-        with open(os.path.join(self.folder, "haproxy.log"), "rb") as f:
-            return f.read().decode("utf-8", "replace")
-
-    def port(self, key):
-        return self.ports[key]
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self.log.close()
-
-
-@pytest.fixture
-def haproxy(tmp_path):
-    """Factory: haproxy([(key, backend_port, "send-proxy-v2"), ...]) -> HAProxy."""
-    started = []
-
-    def make(routes):
-        h = HAProxy(tmp_path / f"haproxy{len(started) + 1}", routes)
-        started.append(h)
-        return h
-    yield make
-    for h in started:
-        h.stop()
 
 
 @pytest.fixture(scope="module")
