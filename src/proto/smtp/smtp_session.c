@@ -1110,6 +1110,34 @@ static void smtp_committed(void *arg, int err)
 	smtp_process_input(s); /* pipelined commands waiting behind DATA */
 }
 
+/* A filter's own reply (checked by milter_proto: one code, printable,
+ * lines separated by CRLF): each line within RFC 5321 §4.5.3.1.5's 512
+ * octets. */
+static bool smtp_reply_lines_fit(const char *text)
+{
+	for (const char *line = text;;) {
+		const char *end = strstr(line, "\r\n");
+		size_t n = end ? (size_t)(end - line) : strlen(line);
+		if (n > 510)
+			return false;
+		if (!end)
+			return true;
+		line = end + 2;
+	}
+}
+
+static void smtp_reply_lines(struct smtp_session *s, const char *text)
+{
+	for (const char *line = text;;) {
+		const char *end = strstr(line, "\r\n");
+		int n = end ? (int)(end - line) : (int)strlen(line);
+		smtp_reply(s, "%.*s", n, line);
+		if (!end)
+			return;
+		line = end + 2;
+	}
+}
+
 /* The milters' verdict (smtp_filter.h): commit, or the reply they chose. */
 static void smtp_filtered(void *arg, const struct smtp_filter_outcome *o)
 {
@@ -1126,12 +1154,10 @@ static void smtp_filtered(void *arg, const struct smtp_filter_outcome *o)
 	log_info("event=%s session=%s server=%s client=%s id=%s reason=milter milter=%s verdict=%s",
 		 o->verdict == SMTP_FILTER_DISCARD ? "discard" : "reject", s->b.sid, s->b.srv->name,
 		 s->b.client, s->msg_id, o->milter ? o->milter : "-", why);
-	/* a filter's own reply when it fits one reply line (RFC 5321 §4.5.3.1.5) */
-	bool own = o->reply && strlen(o->reply) <= 510 && !strchr(o->reply, '\r');
 	if (o->verdict == SMTP_FILTER_DISCARD)
 		smtp_reply(s, "250 2.0.0 Ok: queued as %s", s->msg_id);
-	else if (own)
-		smtp_reply(s, "%s", o->reply);
+	else if (o->reply && smtp_reply_lines_fit(o->reply))
+		smtp_reply_lines(s, o->reply);
 	else if (o->verdict == SMTP_FILTER_TEMPFAIL)
 		smtp_reply(s, "451 4.7.1 Service unavailable - try again later");
 	else

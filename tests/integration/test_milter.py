@@ -1,0 +1,244 @@
+"""Milters (the Sendmail mail filter protocol) in the SMTP path: a filter
+on Debian's libmilter (tests/milter/testfilter.c) for every reply and
+modification, a filter that hangs and one that sends garbage for
+on-failure, and a real rspamd (milters.Rspamd) for GTUBE, a clean message
+and rspamd stopped.  Each message's fate is what a user sees: the SMTP
+reply, and what lands in which Maildir folder."""
+
+import os
+import time
+
+import pytest
+
+from helpers import maildir_files, split_message, wait_until
+from milters import GarbageMilter, SilentMilter, TestFilter
+
+BIG = 10 * 1024 * 1024
+
+
+@pytest.fixture
+def testfilter(posthorn_bin, tmp_path):
+    f = TestFilter(os.path.join(os.path.dirname(posthorn_bin), "testfilter"), str(tmp_path))
+    yield f
+    f.stop()
+
+
+def milter_server(sockets, on_failure="tempfail", timeout="5s", junk=True):
+    """The `extra` of an mx server block with these milters in order."""
+    out = []
+    for i, sock in enumerate(sockets):
+        out += [f"milter m{i} {{", f"    socket {sock}", f"    timeout {timeout}",
+                "    connect-timeout 2s", f"    on-failure {on_failure}", "}"]
+    if junk:
+        out.append("junk-header X-Spam yes")
+    return "\n".join(out)
+
+
+def start(posthorn, sockets, **kw):
+    return posthorn(servers={"mx": {"extra": milter_server(sockets, **kw)}})
+
+
+def message(action=None, subject="hello", extra="", body="Hello Bob.\r\n"):
+    head = f"From: alice@example.org\r\nTo: bob@example.test\r\nSubject: {subject}\r\n"
+    if action:
+        head += f"X-Test-Action: {action}\r\n"
+    return head + extra + "\r\n" + body
+
+
+def send(d, rcpts=("bob@example.test",), helo=None, **kw):
+    c = d.connect()
+    c.greeting()
+    if helo:
+        c.ehlo(helo)
+    else:
+        c.ehlo()
+    c.expect("MAIL FROM:<alice@example.org>", 250)
+    for r in rcpts:
+        c.expect(f"RCPT TO:<{r}>", 250)
+    c.expect("DATA", 354)
+    c.send(message(**kw).encode() + b".\r\n")
+    r = c.reply(timeout=30)
+    c.cmd("QUIT")
+    return r
+
+
+def junk(d, addr):
+    return os.path.join(d.maildir(addr), ".Junk")
+
+
+def header(msg, name):
+    fields, _ = split_message(msg)
+    return [v for n, v in fields if n.lower() == name.lower()]
+
+
+# ---- replies -----------------------------------------------------------------
+
+def test_continue_delivers_unchanged(posthorn, testfilter):
+    d = start(posthorn, [testfilter.socket])
+    r = send(d, action="none")
+    assert r.code == 250
+    [m] = d.wait_messages("bob@example.test", 1)
+    assert header(m, "Subject") == [b"hello"]
+
+
+def test_accept_reject_tempfail_discard(posthorn, testfilter):
+    d = start(posthorn, [testfilter.socket])
+    assert send(d, action="accept").code == 250
+    r = send(d, action="reject")
+    assert r.code == 550 and "5.7.1" in r.text
+    r = send(d, action="tempfail")
+    assert r.code == 451 and "4.7.1" in r.text
+    r = send(d, action="discard")
+    assert r.code == 250  # the sender is told it was taken; nothing is kept
+    d.wait_messages("bob@example.test", 1)  # only the accepted one
+    assert "verdict=discard" in d.log
+
+
+def test_replycode_is_the_filters_own(posthorn, testfilter):
+    d = start(posthorn, [testfilter.socket])
+    r = send(d, action="replycode")
+    assert r.code == 554 and "Rejected by the test filter" in r.text
+    r = send(d, action="multiline")
+    assert r.code == 450 and r.lines == ["4.7.0 first line", "4.7.0 second line"]
+    assert d.messages("bob@example.test") == []
+
+
+def test_reject_at_helo_and_tempfail_at_rcpt(posthorn, testfilter):
+    d = start(posthorn, [testfilter.socket])
+    assert send(d, helo="reject-helo", action="none").code == 550
+    assert send(d, rcpts=("bob@example.test", "alice@example.org"),
+                action="none").code == 451
+    assert d.messages("bob@example.test") == []
+
+
+# ---- modifications -------------------------------------------------------------
+
+def test_header_changes_in_the_durable_copy(posthorn, testfilter):
+    d = start(posthorn, [testfilter.socket])
+    r = send(d, action="addheader,insheader,chgheader,delheader",
+             extra="X-Test-Remove: please\r\n")
+    assert r.code == 250
+    [m] = d.wait_messages("bob@example.test", 1)
+    fields, body = split_message(m)
+    names = [n for n, _ in fields]
+    assert header(m, "X-Test-Added") == [b"yes"]
+    # inserted at the top: before our own Received: field (after the
+    # delivery's Return-Path and Delivered-To)
+    assert names.index("X-Test-First") < names.index("Received")
+    assert header(m, "Subject") == [b"changed by the filter"]
+    assert header(m, "X-Test-Remove") == []
+    assert body == b"Hello Bob.\r\n"
+
+
+def test_envelope_changes(posthorn, testfilter):
+    d = start(posthorn, [testfilter.socket])
+    r = send(d, rcpts=("bob@example.test", "dave@example.test"), action="chgfrom,addrcpt,delrcpt")
+    assert r.code == 250
+    [m] = d.wait_messages("bob@example.test", 1)
+    assert header(m, "Return-Path") == [b"<changed@example.net>"]
+    d.wait_messages("carol@example.test", 1)   # added
+    assert d.messages("dave@example.test") == []  # deleted
+
+
+def test_macros_reach_the_filter(posthorn, testfilter):
+    d = start(posthorn, [testfilter.socket])
+    assert send(d, action="macros").code == 250
+    [m] = d.wait_messages("bob@example.test", 1)
+    [macros] = header(m, "X-Test-Macros")
+    text = macros.decode()
+    assert "{client_addr}=127.0.0.1" in text
+    assert "j=mx.example.test" in text
+    assert "{daemon_name}=mx" in text
+    assert "{mail_addr}=alice@example.org" in text
+    assert "{rcpt_addr}=bob@example.test" in text
+
+
+def test_body_replaced(posthorn, testfilter):
+    d = start(posthorn, [testfilter.socket])
+    assert send(d, action="replbody,progress").code == 250
+    [m] = d.wait_messages("bob@example.test", 1)
+    _, body = split_message(m)
+    assert body == b"The body was replaced.\r\n"
+
+
+def test_body_replaced_with_10_mib(posthorn, testfilter):
+    d = posthorn(servers={"mx": {"extra": milter_server([testfilter.socket], timeout="30s"),
+                                 "limits": {"message-size": "20M"}}})
+    t0 = time.monotonic()
+    assert send(d, action="replbody-big").code == 250
+    [m] = d.wait_messages("bob@example.test", 1, timeout=30)
+    _, body = split_message(m)
+    assert len(body) >= BIG - 100 and body.startswith(b"BIG-") and body.count(b"\r\n") > 100000
+    assert time.monotonic() - t0 < 60
+
+
+def test_body_replacement_over_the_message_size_limit_fails(posthorn, testfilter):
+    d = posthorn(servers={"mx": {"extra": milter_server([testfilter.socket], timeout="30s"),
+                                 "limits": {"message-size": "1M"}}})
+    r = send(d, action="replbody-big")
+    assert r.code == 451  # on-failure tempfail: the filter broke a bound
+    assert "replaced body too long" in d.log
+    assert d.messages("bob@example.test") == []
+
+
+# ---- spam into Junk -----------------------------------------------------------
+
+def test_quarantine_goes_to_junk(posthorn, testfilter):
+    d = start(posthorn, [testfilter.socket])
+    assert send(d, action="quarantine").code == 250
+    wait_until(lambda: len(maildir_files(junk(d, "bob@example.test"))) == 1, 10,
+               what="a message in Junk")
+    assert d.messages("bob@example.test") == []  # not in INBOX
+    with open(os.path.join(junk(d, "bob@example.test"), "posthorn-special-use")) as f:
+        assert "\\Junk" in f.read()
+
+
+def test_junk_header_goes_to_junk(posthorn, testfilter):
+    d = start(posthorn, [testfilter.socket])
+    assert send(d, action="none", extra="X-Spam: Yes\r\n").code == 250
+    wait_until(lambda: len(maildir_files(junk(d, "bob@example.test"))) == 1, 10,
+               what="a message in Junk")
+    assert send(d, action="none", extra="X-Spam: no\r\n").code == 250
+    d.wait_messages("bob@example.test", 1)
+
+
+# ---- failures ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("on_failure,code", [("tempfail", 451), ("reject", 550), ("accept", 250)])
+def test_filter_down(posthorn, testfilter, on_failure, code):
+    testfilter.stop()
+    d = start(posthorn, [testfilter.socket], on_failure=on_failure)
+    assert send(d, action="none").code == code
+    assert "event=milter-error" in d.log
+
+
+def test_filter_that_hangs_times_out(posthorn):
+    silent = SilentMilter()
+    try:
+        d = start(posthorn, [silent.socket], timeout="1s")
+        t0 = time.monotonic()
+        assert send(d, action="none").code == 451
+        assert time.monotonic() - t0 < 10
+        assert 'reason="timeout"' in d.log
+    finally:
+        silent.stop()
+
+
+def test_filter_that_sends_garbage(posthorn):
+    bad = GarbageMilter()
+    try:
+        d = start(posthorn, [bad.socket], on_failure="reject")
+        assert send(d, action="none").code == 550
+        assert 'reason="reply too long"' in d.log
+        assert d.messages("bob@example.test") == []
+    finally:
+        bad.stop()
+
+
+def test_two_milters_in_order(posthorn, testfilter):
+    """The second filter sees what the first changed (the message is
+    written again between them): both add their header."""
+    d = start(posthorn, [testfilter.socket, testfilter.socket])
+    assert send(d, action="addheader").code == 250
+    [m] = d.wait_messages("bob@example.test", 1)
+    assert header(m, "X-Test-Added") == [b"yes", b"yes"]
