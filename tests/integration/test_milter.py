@@ -11,7 +11,7 @@ import time
 import pytest
 
 from helpers import maildir_files, split_message, wait_until
-from milters import GarbageMilter, SilentMilter, TestFilter
+from milters import GarbageMilter, Rspamd, SilentMilter, TestFilter
 
 BIG = 10 * 1024 * 1024
 
@@ -242,3 +242,52 @@ def test_two_milters_in_order(posthorn, testfilter):
     assert send(d, action="addheader").code == 250
     [m] = d.wait_messages("bob@example.test", 1)
     assert header(m, "X-Test-Added") == [b"yes", b"yes"]
+
+
+# ---- rspamd ---------------------------------------------------------------------
+
+GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
+# rspamd's test pattern for the "add header" action (enable_test_patterns)
+GTUBE_ADD_HEADER = "Y" + GTUBE[1:]
+
+
+@pytest.fixture
+def rspamd(tmp_path, default_dns):
+    r = Rspamd(str(tmp_path), default_dns.address)
+    yield r
+    r.close()
+
+
+def test_rspamd_gtube_rejected_clean_delivered_with_its_headers(posthorn, rspamd):
+    d = start(posthorn, [rspamd.socket], timeout="20s")
+    r = send(d, subject="spam", body=GTUBE + "\r\n")
+    # rspamd's verdict for GTUBE is "reject" (its score is the reject score)
+    assert r.code == 554 or r.code == 550, r.raw
+    r = send(d, subject="Lunch on Friday",
+             body="Hi Bob,\r\n\r\nshall we have lunch on Friday at noon?\r\n\r\nAlice\r\n")
+    assert r.code == 250
+    [m] = d.wait_messages("bob@example.test", 1)
+    assert header(m, "X-Spamd-Result"), m[:2000]
+    assert header(m, "X-Rspamd-Queue-Id")
+    assert "milter=m0" in d.log
+
+
+def test_rspamd_stopped_on_failure(posthorn, rspamd):
+    rspamd.stop()
+    for on_failure, code in (("tempfail", 451), ("accept", 250), ("reject", 550)):
+        d = start(posthorn, [rspamd.socket], on_failure=on_failure)
+        assert send(d, action="none").code == code, on_failure
+
+
+def test_rspamd_add_header_goes_to_junk(posthorn, rspamd):
+    """rspamd's "add header" verdict is its X-Spam: Yes; junk-header X-Spam
+    yes puts the message into Junk, not INBOX."""
+    d = start(posthorn, [rspamd.socket], timeout="20s")
+    r = send(d, subject="maybe spam", body=GTUBE_ADD_HEADER + "\r\n")
+    assert r.code == 250, r.raw
+    folder = junk(d, "bob@example.test")
+    wait_until(lambda: len(maildir_files(folder)) == 1, 10, what="a message in Junk")
+    with open(maildir_files(folder)[0], "rb") as f:
+        m = f.read().replace(b"\n", b"\r\n")
+    assert header(m, "X-Spam") == [b"Yes"]
+    assert d.messages("bob@example.test") == []
