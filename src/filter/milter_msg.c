@@ -203,7 +203,9 @@ int milter_headers_write(const struct milter_headers *h, milter_write_fn out, vo
 {
 	for (size_t i = 0; i < h->n; i++) {
 		const struct milter_header *f = &h->v[i];
-		bool space = f->value[0] != '\0' && !milter_is_wsp(f->value[0]) && f->value[0] != '\n';
+		/* the space after the colon that reading took off (or that a
+		 * filter's value goes without, as Postfix writes it) */
+		bool space = f->value[0] != '\0';
 		if (out(arg, f->name, strlen(f->name)) < 0 || out(arg, space ? ": " : ":", space ? 2 : 1) < 0 ||
 		    milter_value_write(f->value, out, arg) < 0 || out(arg, "\r\n", 2) < 0)
 			return -1;
