@@ -3282,6 +3282,27 @@ static void print_probing(struct policy_out *out, const struct conf_server *s)
 	out_putc(out, '\n');
 }
 
+/* The milters in order, then where spam goes. */
+static void print_filters(struct policy_out *out, const struct conf_server *s)
+{
+	static const char *const failures[] = {"tempfail", "accept", "reject"};
+	if (s->nmilters == 0 && !s->junk_header)
+		return;
+	out_puts(out, "  filters: ");
+	for (size_t i = 0; i < s->nmilters; i++) {
+		const struct conf_milter *m = &s->milters[i];
+		out_printf(out, "%smilter %s at %s (", i ? ", then " : "", m->name, m->socket);
+		print_duration(out, m->timeout);
+		out_printf(out, " per step; when it fails: %s)", failures[m->on_failure]);
+	}
+	if (s->nmilters == 0)
+		out_puts(out, "no milter");
+	if (s->junk_header)
+		out_printf(out, "; messages with \"%s: %s\" go to Junk", s->junk_header,
+			   s->junk_value);
+	out_putc(out, '\n');
+}
+
 static void print_server(struct policy_out *out, const struct conf_server *s)
 {
 	out_printf(out, "\nserver %s (%s), hostname %s\n", s->name, conf_protocol_name(s->protocol),
@@ -3295,6 +3316,7 @@ static void print_server(struct policy_out *out, const struct conf_server *s)
 	print_limits(out, s);
 	if (s->protocol == PROTO_SMTP)
 		print_probing(out, s);
+	print_filters(out, s);
 }
 
 static int warn(struct policy_out *out, const struct conf_server *s, const char *fmt, ...)

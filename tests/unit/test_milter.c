@@ -217,6 +217,17 @@ static void test_conf_milter_block(void **state)
 	assert_string_equal(s->milters[1].unix_path, "/etc/posthorn/milter.sock");
 	assert_string_equal(s->junk_header, "X-Spam");
 	assert_string_equal(s->junk_value, "yes");
+	char *policy = NULL;
+	size_t plen = 0;
+	FILE *f = open_memstream(&policy, &plen);
+	assert_non_null(f);
+	assert_true(conf_print_policy(c, f) >= 0);
+	fclose(f);
+	assert_non_null(strstr(policy, "  filters: milter rspamd at inet:127.0.0.1:11332 (10 seconds "
+				       "per step; when it fails: accept), then milter other at "
+				       "unix:milter.sock (30 seconds per step; when it fails: "
+				       "tempfail); messages with \"X-Spam: yes\" go to Junk\n"));
+	free(policy);
 	conf_free(c);
 }
 
