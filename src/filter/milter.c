@@ -52,6 +52,7 @@ struct milter_run {
 	struct milter_headers hdrs;
 	off_t body_at, body_end; /* in info.fd */
 	size_t mods_bytes;
+	size_t body_cap;        /* allocated for res.body */
 	struct milter_result res;
 };
 
@@ -463,7 +464,14 @@ static void milter_add_body(struct milter_run *r, const struct milter_reply *rep
 		milter_fail(r, "replaced body too long");
 		return;
 	}
-	r->res.body = xrealloc(r->res.body, r->res.body_len + rep->len + 1);
+	size_t need = r->res.body_len + rep->len + 1;
+	if (need > r->body_cap) { /* doubling: a body comes in many small chunks */
+		size_t cap = r->body_cap ? r->body_cap : 64 * 1024;
+		while (cap < need)
+			cap *= 2;
+		r->res.body = xrealloc(r->res.body, cap);
+		r->body_cap = cap;
+	}
 	if (rep->len)
 		memcpy(r->res.body + r->res.body_len, rep->data, rep->len);
 	r->res.body_len += rep->len;

@@ -291,3 +291,34 @@ def test_rspamd_add_header_goes_to_junk(posthorn, rspamd):
         m = f.read().replace(b"\n", b"\r\n")
     assert header(m, "X-Spam") == [b"Yes"]
     assert d.messages("bob@example.test") == []
+
+
+def test_junk_header_alone_pop3_sees_inbox_imap_sees_junk(posthorn):
+    """junk-header without any milter (a filter in front of posthorn may
+    have added the field): the message is in Junk; POP3 sees INBOX only,
+    IMAP lists Junk with the \\Junk special use."""
+    import imaplib
+    import poplib
+    from helpers import HOST
+    login = "auth {\n    plaintext-requires-tls no\n}"
+    d = posthorn(servers={"mx": {"extra": "junk-header X-Spam yes"},
+                          "pop": {"anonymous": None, "extra": "protocol pop3\n" + login},
+                          "imap": {"anonymous": None, "extra": "protocol imap\n" + login}})
+    assert send(d, extra="X-Spam: YES\r\n").code == 250
+    assert send(d, subject="not spam").code == 250
+    d.wait_messages("bob@example.test", 1)
+    wait_until(lambda: len(maildir_files(junk(d, "bob@example.test"))) == 1, 10,
+               what="a message in Junk")
+    pop = poplib.POP3(HOST, d.port("pop"), timeout=10)
+    pop.user("bob@example.test")
+    pop.pass_("bob-Secret-1")
+    assert pop.stat()[0] == 1
+    pop.quit()
+    im = imaplib.IMAP4(HOST, d.port("imap"), timeout=10)
+    im.login("bob@example.test", "bob-Secret-1")
+    typ, lines = im.list()
+    junk_lines = [x for x in lines if x.endswith(b"Junk") or x.endswith(b'"Junk"')]
+    assert junk_lines and b"\\Junk" in junk_lines[0], lines
+    typ, data = im.select("Junk")
+    assert typ == "OK" and data == [b"1"]
+    im.logout()
