@@ -91,6 +91,11 @@ CONF
     out=$("$phload" tx -c "$conc" -n "$count" -s 2000 -T 120 -d bench.test 127.0.0.1 2525)
     echo "$1: $out"
     rate=$(echo "$out" | sed -n 's/.* rate=\([0-9.]*\).*/\1/p')
+    ok=$(echo "$out" | sed -n 's/^ok=\([0-9]*\).*/\1/p')
+    for _ in $(seq 1 300); do # delivery, at most 30 s more: not part of the rate
+        [ "$(find "$dir/mail" -type f -path '*/new/*' 2>/dev/null | wc -l)" -ge "$ok" ] && break
+        sleep 0.1
+    done
     kill "$ph"; wait "$ph" 2>/dev/null || true; ph=""
     eval "rate_$1=$rate"
 }
