@@ -46,19 +46,31 @@ def _stop_pid(proc):
 class TestFilter:
     __test__ = False  # not a pytest class
 
-    def __init__(self, binary, folder):
+    def __init__(self, binary, folder, unix=False):
+        """On a loopback port, or (unix) on a Unix socket in folder."""
         self.port = free_port()
+        self.path = os.path.join(folder, f"testfilter-{self.port}.sock") if unix else None
         self.log_path = os.path.join(folder, f"testfilter-{self.port}.log")
         self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([binary, f"inet:{self.port}@{HOST}"], stdout=self.log,
-                                     stderr=subprocess.STDOUT)
-        wait_until(lambda: _port_open(self.port) or self.proc.poll() is not None, 10,
-                   what="the test filter's port")
+        conn = f"unix:{self.path}" if unix else f"inet:{self.port}@{HOST}"
+        self.proc = subprocess.Popen([binary, conn], stdout=self.log, stderr=subprocess.STDOUT)
+        wait_until(lambda: self._listening() or self.proc.poll() is not None, 10,
+                   what="the test filter's socket")
         assert self.proc.poll() is None, f"testfilter exited: {open(self.log_path).read()}"
+
+    def _listening(self):
+        if not self.path:
+            return _port_open(self.port)
+        try:
+            with socket.socket(socket.AF_UNIX) as s:
+                s.connect(self.path)
+                return True
+        except OSError:
+            return False
 
     @property
     def socket(self):
-        return f"inet:{HOST}:{self.port}"
+        return f"unix:{self.path}" if self.path else f"inet:{HOST}:{self.port}"
 
     def stop(self):
         _stop_pid(self.proc)
