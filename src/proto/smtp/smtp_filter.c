@@ -191,8 +191,10 @@ static int smtp_filter_rewrite(struct smtp_filter *f, const struct milter_result
 		smtp_filter_envelope_mods(f, res);
 		smtp_filter_header_mods(&h, res);
 	}
-	if (smtp_filter_junk_header(f, &h))
+	if (!f->env.junk && smtp_filter_junk_header(f, &h)) {
+		log_info("event=junk id=%s reason=junk-header", f->env.id);
 		spool_envelope_mark_junk(&f->env);
+	}
 	if (f->env.nrcpts == 0) {
 		milter_headers_free(&h);
 		errno = ENOENT; /* every recipient deleted */
@@ -316,8 +318,10 @@ static void smtp_filter_milter_done(void *arg, struct milter_result *res)
 		smtp_filter_end(f, v, m->name);
 		return;
 	}
-	if (res->quarantine)
+	if (res->quarantine && !f->env.junk) {
+		log_info("event=junk id=%s reason=quarantine milter=%s", f->env.id, m->name);
 		spool_envelope_mark_junk(&f->env);
+	}
 	bool changed = res->nmods > 0 || res->replace_body || res->quarantine;
 	int r = changed ? smtp_filter_rewrite(f, res) : 0;
 	int e = errno;
