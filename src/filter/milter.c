@@ -664,7 +664,7 @@ struct milter_run *milter_run_start(struct event_base *base, const struct conf_m
 		fatal("milter: cannot make a timer");
 	r->step = STEP_NEGOTIATE;
 	if (milter_headers_read(info->fd, info->offset, info->size, &r->hdrs) < 0) {
-		milter_fail(r, errno == EFBIG ? "header block too long" : "cannot read the message");
+		milter_fail(r, "cannot read the message");
 		return r;
 	}
 	r->body_at = info->offset + r->hdrs.body_offset;

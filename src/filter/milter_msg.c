@@ -70,9 +70,13 @@ int milter_headers_parse(const char *buf, size_t len, bool whole, struct milter_
 		}
 		size_t n = milter_field_end(buf + at, len - at, whole);
 		if (n == 0) {
-			milter_headers_free(out);
-			errno = EFBIG;
-			return -1;
+			/* the block goes on past the bound: the fields read so
+			 * far are the filters' header, the rest their body (as
+			 * Postfix's header_size_limit keeps a header bounded),
+			 * and the message is written back without an empty line
+			 * between them */
+			out->cut = true;
+			break;
 		}
 		struct milter_header f;
 		if (!milter_field_split(buf + at, n, &f))
@@ -80,11 +84,8 @@ int milter_headers_parse(const char *buf, size_t len, bool whole, struct milter_
 		*(struct milter_header *)xappend(&out->v, &out->n, sizeof f) = f;
 		at += n;
 	}
-	if (at >= len && !whole) {
-		milter_headers_free(out);
-		errno = EFBIG;
-		return -1;
-	}
+	if (at >= len && !whole)
+		out->cut = true; /* no empty line within the bound */
 	out->body_offset = (off_t)at;
 	return 0;
 }
@@ -210,5 +211,5 @@ int milter_headers_write(const struct milter_headers *h, milter_write_fn out, vo
 		    milter_value_write(f->value, out, arg) < 0 || out(arg, "\r\n", 2) < 0)
 			return -1;
 	}
-	return out(arg, "\r\n", 2);
+	return h->cut ? 0 : out(arg, "\r\n", 2);
 }

@@ -21,12 +21,14 @@ struct milter_headers {
 	struct milter_header *v;
 	size_t n;
 	off_t body_offset;      /* where the body starts, from the message's start */
+	bool cut;               /* the header block is longer than MILTER_HEADERS_MAX:
+				 * what follows body_offset is header too */
 };
 
 /* The header fields of the size bytes at offset of fd (CRLF line ends).
  * The header ends at the empty line, or at a line that is no header field
- * (that line is the body's first).  0, or -1 with errno: EFBIG when the
- * header block is longer than MILTER_HEADERS_MAX. */
+ * (that line is the body's first), or at the last whole field within
+ * MILTER_HEADERS_MAX (cut).  0, or -1 with errno (a read error). */
 int milter_headers_read(int fd, off_t offset, off_t size, struct milter_headers *out);
 /* The same from bytes in memory (for tests and the fuzzer). */
 int milter_headers_parse(const char *buf, size_t len, bool whole, struct milter_headers *out);
@@ -46,7 +48,8 @@ void milter_headers_insert(struct milter_headers *h, size_t index, const char *n
 void milter_headers_change(struct milter_headers *h, const char *name, size_t index,
 			   const char *value);
 
-/* The header block with CRLF line ends and the empty line after it. */
+/* The header block with CRLF line ends and the empty line after it
+ * (none when cut: the rest of the header follows as it was). */
 typedef int (*milter_write_fn)(void *arg, const void *data, size_t len);
 int milter_headers_write(const struct milter_headers *h, milter_write_fn out, void *arg);
 

@@ -334,3 +334,18 @@ def test_junk_header_alone_pop3_sees_inbox_imap_sees_junk(posthorn):
     typ, data = im.select("Junk")
     assert typ == "OK" and data == [b"1"]
     im.logout()
+
+
+def test_header_block_over_the_bound(posthorn, testfilter):
+    """A header block over 1 MiB: the filters get the fields within the
+    bound as header and the rest as body (never a bypass of the filter),
+    and the delivered message keeps every field in its place."""
+    d = start(posthorn, [testfilter.socket])
+    pad = "".join(f"X-Pad-{i}: {'p' * 900}\r\n" for i in range(1300))  # ~1.2 MB
+    assert send(d, action="addheader", extra=pad).code == 250
+    [m] = d.wait_messages("bob@example.test", 1)
+    fields, body = split_message(m)
+    names = [n for n, _ in fields]
+    assert names.count("X-Test-Added") == 1
+    assert sum(1 for n in names if n.startswith("X-Pad-")) == 1300
+    assert body == b"Hello Bob.\r\n"
