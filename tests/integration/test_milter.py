@@ -23,12 +23,15 @@ def testfilter(posthorn_bin, tmp_path):
     f.stop()
 
 
-def milter_server(sockets, on_failure="tempfail", timeout="5s", junk=True):
+def milter_server(sockets, on_failure="tempfail", timeout="5s", junk=True, stages=None):
     """The `extra` of an mx server block with these milters in order."""
     out = []
     for i, sock in enumerate(sockets):
         out += [f"milter m{i} {{", f"    socket {sock}", f"    timeout {timeout}",
-                "    connect-timeout 2s", f"    on-failure {on_failure}", "}"]
+                "    connect-timeout 2s", f"    on-failure {on_failure}"]
+        if stages:
+            out.append(f"    stages {stages}")
+        out.append("}")
     if junk:
         out.append("junk-header X-Spam yes")
     return "\n".join(out)
@@ -349,3 +352,12 @@ def test_header_block_over_the_bound(posthorn, testfilter):
     assert names.count("X-Test-Added") == 1
     assert sum(1 for n in names if n.startswith("X-Pad-")) == 1300
     assert body == b"Hello Bob.\r\n"
+
+
+def test_stages_left_out_are_not_sent(posthorn, testfilter):
+    """Without helo and data in `stages` the filter never sees the HELO it
+    would refuse nor the header field that asks it for a change."""
+    d = start(posthorn, [testfilter.socket], stages="connect mail rcpt")
+    assert send(d, helo="reject-helo", action="addheader").code == 250
+    [m] = d.wait_messages("bob@example.test", 1)
+    assert header(m, "X-Test-Added") == []
