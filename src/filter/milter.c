@@ -35,7 +35,6 @@ enum milter_step {
 };
 
 struct milter_run {
-	struct event_base *base;
 	const struct conf_milter *m;
 	struct milter_info info;
 	milter_done_fn done;
@@ -56,16 +55,15 @@ struct milter_run {
 	struct milter_result res;
 };
 
-static void milter_advance(struct milter_run *r);
-
 /* ---- the end of a run --------------------------------------------------- */
 
 static void milter_close(struct milter_run *r)
 {
 	if (!r->bev)
 		return;
-	if (r->connected) {
-		/* SMFIC_QUIT, best effort: the filter also takes the close as one */
+	if (r->connected && evbuffer_get_length(bufferevent_get_output(r->bev)) == 0) {
+		/* SMFIC_QUIT, best effort, when nothing else is on its way: the
+		 * filter also takes the close as one */
 		static const uint8_t quit[5] = {0, 0, 0, 1, MILTER_CMD_QUIT};
 		evutil_socket_t fd = bufferevent_getfd(r->bev);
 		if (fd >= 0 && send(fd, quit, sizeof quit, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
@@ -654,7 +652,6 @@ struct milter_run *milter_run_start(struct event_base *base, const struct conf_m
 				    void *arg)
 {
 	struct milter_run *r = xcalloc(1, sizeof *r);
-	r->base = base;
 	r->m = m;
 	r->info = *info;
 	r->done = done;
