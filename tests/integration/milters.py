@@ -7,12 +7,16 @@ closing their socket):
 - SilentMilter: accepts connections and never answers (a filter that hangs).
 - GarbageMilter: answers the option negotiation with bytes that are no
   milter reply.
+- ScriptedMilter: speaks just enough of the protocol to send a chosen
+  reply at a chosen step (a smuggled header field, a change it never
+  negotiated, a change before the end of the message).
 - Rspamd: a real rspamd with a configuration folder of its own (only local
   modules: no DNS lists, no Redis, no network), its proxy worker in milter
   mode on a loopback port, pid file and logs in the test's folder.
 """
 
 import os
+import struct
 import signal
 import socket
 import subprocess
@@ -225,3 +229,52 @@ class Rspamd:
     def close(self):
         self.stop()
         self.out.close()
+
+
+def _packet(cmd, data=b""):
+    return struct.pack(">I", len(data) + 1) + cmd + data
+
+
+class ScriptedMilter(_ThreadServer):
+    """Speaks the protocol just enough: negotiates version 6 with the
+    actions given and every step sent and answered, answers each step with
+    `step` (SMFIR_CONTINUE unless given), and at the end of the message
+    sends the packets of `eom` (raw bytes) in place of a verdict."""
+
+    def __init__(self, eom, actions=0x1ff, step=None):
+        self.eom = eom
+        self.actions = actions
+        self.step = step or _packet(b"c")
+        super().__init__()
+
+    def _read_packet(self, conn):
+        head = b""
+        while len(head) < 4:
+            chunk = conn.recv(4 - len(head))
+            if not chunk:
+                return None, None
+            head += chunk
+        n = struct.unpack(">I", head)[0]
+        data = b""
+        while len(data) < n:
+            chunk = conn.recv(min(65536, n - len(data)))
+            if not chunk:
+                return None, None
+            data += chunk
+        return data[:1], data[1:]
+
+    def serve(self, conn):
+        conn.settimeout(10)
+        try:
+            while True:
+                cmd, _ = self._read_packet(conn)
+                if cmd is None or cmd in (b"Q", b"K"):
+                    return
+                if cmd == b"O":
+                    conn.sendall(_packet(b"O", struct.pack(">III", 6, self.actions, 0)))
+                elif cmd == b"E":
+                    conn.sendall(self.eom)
+                elif cmd not in (b"D", b"A"):
+                    conn.sendall(self.step)
+        except OSError:
+            return

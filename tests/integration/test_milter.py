@@ -11,7 +11,8 @@ import time
 import pytest
 
 from helpers import maildir_files, split_message, wait_until
-from milters import GarbageMilter, Rspamd, SilentMilter, TestFilter
+from milters import GarbageMilter, Rspamd, ScriptedMilter, SilentMilter, TestFilter
+from milters import _packet as _pkt
 
 BIG = 10 * 1024 * 1024
 
@@ -361,3 +362,24 @@ def test_stages_left_out_are_not_sent(posthorn, testfilter):
     assert send(d, helo="reject-helo", action="addheader").code == 250
     [m] = d.wait_messages("bob@example.test", 1)
     assert header(m, "X-Test-Added") == []
+
+
+@pytest.mark.parametrize("script,reason", [
+    # a header value that would start a new field (a Bcc: smuggled in)
+    (dict(eom=_pkt(b"h", b"X-Note\0a\r\nBcc: evil@example.net\0") + _pkt(b"c")),
+     "bad header field value"),
+    # a change the filter did not ask for in the negotiation
+    (dict(eom=_pkt(b"h", b"X-Note\0yes\0") + _pkt(b"c"), actions=0),
+     "modification not negotiated"),
+    # a change offered before the end of the message, where none may come
+    (dict(eom=_pkt(b"c"), step=_pkt(b"h", b"X-Early\0yes\0")), "unexpected reply"),
+])
+def test_filter_replies_are_never_trusted(posthorn, script, reason):
+    fake = ScriptedMilter(**script)
+    try:
+        d = start(posthorn, [fake.socket])
+        assert send(d, action="none").code == 451
+        assert reason in d.log
+        assert d.messages("bob@example.test") == []
+    finally:
+        fake.stop()
