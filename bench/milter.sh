@@ -20,9 +20,12 @@ phload=$top/build/bench/phload
 [ -x "$phload" ] || make -C "$top" build/bench/phload >/dev/null
 dir=$(mktemp -d)
 ph="" rs=""
+stop() { # by PID, only what this script started
+    if [ -n "$1" ]; then kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; fi
+}
 cleanup() {
-    [ -n "$ph" ] && kill "$ph" 2>/dev/null && wait "$ph" 2>/dev/null || true
-    [ -n "$rs" ] && kill "$rs" 2>/dev/null && wait "$rs" 2>/dev/null || true
+    stop "$ph"
+    stop "$rs"
     rm -rf "$dir"
 }
 trap cleanup EXIT INT TERM
@@ -96,8 +99,8 @@ CONF
         [ "$(find "$dir/mail" -type f -path '*/new/*' 2>/dev/null | wc -l)" -ge "$ok" ] && break
         sleep 0.1
     done
-    kill "$ph"; wait "$ph" 2>/dev/null || true; ph=""
-    eval "rate_$1=$rate"
+    stop "$ph"; ph=""
+    echo "$rate" > "$dir/rate-$1"
 }
 echo "posthorn-bench milter: $count messages of 2000 bytes, $conc at once, rspamd $(rspamd --version 2>/dev/null | sed -n 's/.*version //p')"
 run plain ""
@@ -107,7 +110,8 @@ run rspamd "    milter rspamd {
         on-failure tempfail
     }
     junk-header X-Spam yes"
-awk -v a="$rate_rspamd" -v b="$rate_plain" 'BEGIN { printf "ratio with/without rspamd: %.3f\n", a / b }'
+awk -v a="$(cat "$dir/rate-rspamd")" -v b="$(cat "$dir/rate-plain")" \
+    'BEGIN { if (b > 0) printf "ratio with/without rspamd: %.3f\n", a / b; else print "no rate without rspamd" }'
 msg=$(find "$dir/mail" -type f -path '*/new/*' | head -1)
 if [ -n "$msg" ]; then
     echo "one message delivered through rspamd, its header:"
