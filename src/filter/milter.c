@@ -226,7 +226,6 @@ static bool milter_send_macros(struct milter_run *r, char code)
 		break;
 	case MILTER_CMD_MAIL:
 		milter_macro(&p, "i", in->queue_id);
-		milter_macro(&p, "{auth_type}", in->auth_user ? "LOGIN" : NULL);
 		milter_macro(&p, "{auth_authen}", in->auth_user);
 		milter_macro(&p, "{mail_addr}", in->sender);
 		break;

@@ -29,7 +29,7 @@ struct milter_info {
 	const char *hostname;           /* j */
 	const char *daemon_name;        /* {daemon_name}: the virtual server */
 	const char *queue_id;           /* i */
-	const char *auth_user;          /* {auth_authen}, {auth_type}: NULL when not logged in */
+	const char *auth_user;          /* {auth_authen}: NULL when not logged in */
 	const char *tls_version;        /* {tls_version}, {cipher}: NULL without TLS */
 	const char *cipher;
 	const char *sender;             /* "" for <> */

@@ -383,3 +383,23 @@ def test_filter_replies_are_never_trusted(posthorn, script, reason):
         assert d.messages("bob@example.test") == []
     finally:
         fake.stop()
+
+
+def test_auth_macro_after_login(posthorn, testfilter):
+    import base64
+    auth = "auth {\n    anonymous yes\n    plaintext-requires-tls no\n}\n"
+    d = posthorn(servers={"mx": {"anonymous": None,
+                                 "extra": auth + milter_server([testfilter.socket])}})
+    c = d.connect()
+    c.greeting()
+    c.ehlo()
+    token = base64.b64encode(b"\0bob@example.test\0bob-Secret-1").decode()
+    c.expect(f"AUTH PLAIN {token}", 235)
+    c.expect("MAIL FROM:<bob@example.test>", 250)
+    c.expect("RCPT TO:<carol@example.test>", 250)
+    c.expect("DATA", 354)
+    c.send(message(action="macros").encode() + b".\r\n")
+    assert c.reply(timeout=30).code == 250
+    [m] = d.wait_messages("carol@example.test", 1)
+    [macros] = header(m, "X-Test-Macros")
+    assert "{auth_authen}=bob@example.test" in macros.decode()
