@@ -403,3 +403,28 @@ def test_auth_macro_after_login(posthorn, testfilter):
     [m] = d.wait_messages("carol@example.test", 1)
     [macros] = header(m, "X-Test-Macros")
     assert "{auth_authen}=bob@example.test" in macros.decode()
+
+
+def test_tls_macros_after_starttls(posthorn, posthorn_bin, testfilter, tmp_path):
+    from authutil import client_context, starttls
+    from conftest import run_cli
+    from helpers import HOST
+    res = run_cli(posthorn_bin, ["cert", "new", "--hostname", HOST, "--out", str(tmp_path)])
+    assert res.returncode == 0, res.stderr
+    tls = (f"tls {{\n    certificate {tmp_path}/{HOST}.crt\n    key {tmp_path}/{HOST}.key\n}}\n")
+    d = posthorn(servers={"mx": {"extra": tls + milter_server([testfilter.socket])}})
+    c = d.connect()
+    c.greeting()
+    c.ehlo()
+    starttls(c, client_context(f"{tmp_path}/{HOST}.crt"))
+    c.ehlo()
+    c.expect("MAIL FROM:<alice@example.org>", 250)
+    c.expect("RCPT TO:<bob@example.test>", 250)
+    c.expect("DATA", 354)
+    c.send(message(action="macros").encode() + b".\r\n")
+    r = c.reply(timeout=30)
+    assert r.code == 250
+    [m] = d.wait_messages("bob@example.test", 1)
+    text = header(m, "X-Test-Macros")[0].decode()
+    assert "{tls_version}=TLSv1.3" in text and "{cipher}=TLS_" in text, text
+    assert f"i={r.text.split()[-1]}" in text  # the queue ID of the 250

@@ -72,6 +72,9 @@ static sfsistat tf_envfrom(SMFICTX *ctx, char **argv)
 	note_macro(ctx, m, "{daemon_name}");
 	note_macro(ctx, m, "{mail_addr}");
 	note_macro(ctx, m, "{auth_authen}");
+	note_macro(ctx, m, "{tls_version}");
+	note_macro(ctx, m, "{cipher}");
+	note_macro(ctx, m, "i");
 	return SMFIS_CONTINUE;
 }
 
