@@ -90,7 +90,12 @@ release:
 	@$(MAKE) --no-print-directory $(JOBS) $(BUILD)/release/posthorn
 
 asan:
-	@$(MAKE) --no-print-directory $(JOBS) $(BUILD)/asan/posthorn $(asan_TESTS)
+	@$(MAKE) --no-print-directory $(JOBS) $(BUILD)/asan/posthorn $(asan_TESTS) $(BUILD)/asan/testfilter
+
+# The mail filter on libmilter that tests/integration/test_milter.py runs.
+$(BUILD)/asan/testfilter: tests/milter/testfilter.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=gnu11 -O1 -g $(WARN) -Werror $< -o $@ -lmilter -pthread
 
 # ---- the two commands ----------------------------------------------------
 

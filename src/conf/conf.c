@@ -13,6 +13,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "lib/strbuf.h"
@@ -1151,6 +1152,15 @@ static void server_free(struct conf_server *s)
 	for (size_t i = 0; i < s->nhosts; i++)
 		free(s->hosts[i]);
 	free(s->hosts);
+	for (size_t i = 0; i < s->nmilters; i++) {
+		free(s->milters[i].name);
+		free(s->milters[i].socket);
+		free(s->milters[i].inet.text);
+		free(s->milters[i].unix_path);
+	}
+	free(s->milters);
+	free(s->junk_header);
+	free(s->junk_value);
 }
 
 static void acme_free(struct conf_acme *a)
@@ -1726,6 +1736,117 @@ static void srv_dns(struct parser *p, const struct line *d)
 	dns_add(p, d, &p->server->dns);
 }
 
+/* ---- handlers: milter and junk-header --------------------------------------- */
+
+static const struct addr_kind milter_kind = {
+	"milter socket", "inet:IP:PORT or unix:/PATH, e.g. inet:127.0.0.1:11332", 0};
+
+/* milter NAME { ... }: appended to the server's list; its lines fill the last one. */
+static void milter_begin(struct parser *p, const struct line *d)
+{
+	struct conf_server *s = p->server;
+	struct conf_milter *m = xappend(&s->milters, &s->nmilters, sizeof *m);
+	m->name = xstrdup(d->nargs > 0 ? d->args[0].s : "");
+	m->timeout = 30;
+	m->connect_timeout = 5;
+	m->on_failure = MILTER_ON_FAILURE_TEMPFAIL;
+	m->stages = MILTER_STAGE_ALL;
+	m->pos = d->name.pos;
+	if (d->nargs > 0 && !name_is_valid(d->args[0].s))
+		conf_error(p, &d->args[0].pos,
+			   "bad milter name \"%s\" (use letters, digits, \".\", \"_\" and \"-\")",
+			   Q(d->args[0].s));
+	for (size_t i = 0; i + 1 < s->nmilters; i++)
+		if (strcmp(s->milters[i].name, m->name) == 0)
+			conf_error(p, &d->name.pos, "duplicate milter \"%s\" in server \"%s\"",
+				   Q(m->name), s->name);
+}
+
+static struct conf_milter *milter_current(struct parser *p)
+{
+	return &p->server->milters[p->server->nmilters - 1];
+}
+
+static void milter_end(struct parser *p, const struct line *d)
+{
+	const struct conf_milter *m = milter_current(p);
+	if (!m->socket)
+		conf_error(p, &m->pos, "milter \"%s\" without \"socket\" (e.g. socket "
+			   "inet:127.0.0.1:11332)", Q(m->name));
+}
+
+static void milter_socket(struct parser *p, const struct line *d)
+{
+	struct conf_milter *m = milter_current(p);
+	const struct arg *a = &d->args[0];
+	if (strncmp(a->s, "unix:", 5) == 0) {
+		struct arg path = {a->s + 5, a->pos};
+		if (!arg_path(p, d, &path, &m->unix_path))
+			return;
+		if (strlen(m->unix_path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+			conf_error(p, &a->pos, "milter socket path \"%s\" is too long", Q(a->s));
+			return;
+		}
+	} else if (strncmp(a->s, "inet:", 5) == 0) {
+		struct arg addr = {a->s + 5, a->pos};
+		if (!arg_sockaddr(p, &addr, &milter_kind, &m->inet))
+			return;
+	} else {
+		conf_error(p, &a->pos, "bad milter socket \"%s\" (use %s)", Q(a->s), milter_kind.usage);
+		return;
+	}
+	m->socket = xstrdup(a->s);
+}
+
+static void milter_timeout(struct parser *p, const struct line *d)
+{
+	arg_duration(p, d, &d->args[0], &milter_current(p)->timeout);
+}
+
+static void milter_connect_timeout(struct parser *p, const struct line *d)
+{
+	arg_duration(p, d, &d->args[0], &milter_current(p)->connect_timeout);
+}
+
+static void milter_on_failure(struct parser *p, const struct line *d)
+{
+	static const char *const names[] = {"tempfail", "accept", "reject", NULL};
+	int k = arg_keyword(p, d, &d->args[0], names, "tempfail, accept or reject");
+	if (k >= 0)
+		milter_current(p)->on_failure = (enum conf_milter_failure)k;
+}
+
+static void milter_stages(struct parser *p, const struct line *d)
+{
+	static const char *const names[] = {"connect", "helo", "mail", "rcpt", "data", NULL};
+	unsigned stages = 0;
+	for (size_t i = 0; i < d->nargs; i++) {
+		int k = arg_keyword(p, d, &d->args[i], names, "connect, helo, mail, rcpt or data");
+		if (k < 0)
+			return;
+		stages |= 1u << k;
+	}
+	milter_current(p)->stages = stages;
+}
+
+/* junk-header NAME VALUE: the spam verdict field a milter adds. */
+static void srv_junk_header(struct parser *p, const struct line *d)
+{
+	const char *name = d->args[0].s;
+	bool ok = *name != '\0';
+	for (const char *c = name; *c; c++) /* RFC 5322 §2.2 field name */
+		ok = ok && *c > 32 && *c < 127 && *c != ':';
+	if (!ok) {
+		conf_error(p, &d->args[0].pos, "bad header field name \"%s\" for \"junk-header\"",
+			   Q(name));
+		return;
+	}
+	free(p->server->junk_header);
+	free(p->server->junk_value);
+	p->server->junk_header = xstrdup(name);
+	p->server->junk_value = xstrdup(d->args[1].s);
+}
+
 /* ---- handlers: acme ------------------------------------------------------------ */
 
 /* "acme { ... }": RFC 8555 §7.1.1 wants the directory over HTTPS. */
@@ -2225,6 +2346,16 @@ static const struct directive limits_directives[] = {
 static const struct context limits_context =
 	CONTEXT("in limits block", "in a limits block", limits_directives);
 
+static const struct directive milter_directives[] = {
+	{"socket", 1, 1, milter_socket, NULL, NULL, true},
+	{"timeout", 1, 1, milter_timeout, NULL, NULL, true},
+	{"connect-timeout", 1, 1, milter_connect_timeout, NULL, NULL, true},
+	{"on-failure", 1, 1, milter_on_failure, NULL, NULL, true},
+	{"stages", 1, CONF_ARGS_ANY, milter_stages, NULL, NULL, true},
+};
+static const struct context milter_context =
+	CONTEXT("in milter block", "in a milter block", milter_directives);
+
 static const struct directive server_directives[] = {
 	{"protocol", 1, 1, srv_protocol, NULL, NULL, true},
 	{"listen", 1, 3, srv_listen, NULL, NULL, false},
@@ -2236,6 +2367,8 @@ static const struct directive server_directives[] = {
 	{"auth", 0, 0, NULL, &auth_context, NULL, true},
 	{"relay", 0, 0, NULL, &relay_context, NULL, true},
 	{"limits", 0, 0, NULL, &limits_context, NULL, true},
+	{"milter", 1, 1, milter_begin, &milter_context, milter_end, false},
+	{"junk-header", 2, 2, srv_junk_header, NULL, NULL, true},
 };
 static const struct context server_context =
 	CONTEXT("in server block", "in a server block", server_directives);
@@ -2284,7 +2417,7 @@ _Static_assert(ARRAY_LEN(limits_directives) <= CONF_TABLE_MAX, "raise CONF_TABLE
 static const struct context *const all_contexts[] = {
 	&global_context, &server_context, &tls_context, &connection_context,
 	&auth_context, &relay_context, &limits_context, &outbound_context, &acme_context,
-	&metrics_tls_context,
+	&metrics_tls_context, &milter_context,
 };
 
 /* ---- the parser ------------------------------------------------------------------------ */
@@ -2513,6 +2646,9 @@ static void check_server(struct parser *p, const struct conf_server *s,
 	if (s->nlistens == 0)
 		conf_error(p, &s->pos, "server \"%s\" has no \"listen\" address", s->name);
 	check_proxy(p, s);
+	if (s->protocol != PROTO_SMTP && s->nmilters > 0)
+		conf_error(p, &s->milters[0].pos, "\"milter\" in server \"%s\", which is not an "
+			   "SMTP server", s->name);
 	if (s->tls.ncerts > 0)
 		return;
 	if (s->tls.require)
@@ -3311,6 +3447,27 @@ static void print_probing(struct policy_out *out, const struct conf_server *s)
 	out_putc(out, '\n');
 }
 
+/* The milters in order, then where spam goes. */
+static void print_filters(struct policy_out *out, const struct conf_server *s)
+{
+	static const char *const failures[] = {"tempfail", "accept", "reject"};
+	if (s->nmilters == 0 && !s->junk_header)
+		return;
+	out_puts(out, "  filters: ");
+	for (size_t i = 0; i < s->nmilters; i++) {
+		const struct conf_milter *m = &s->milters[i];
+		out_printf(out, "%smilter %s at %s (", i ? ", then " : "", m->name, m->socket);
+		print_duration(out, m->timeout);
+		out_printf(out, " per step; when it fails: %s)", failures[m->on_failure]);
+	}
+	if (s->nmilters == 0)
+		out_puts(out, "no milter");
+	if (s->junk_header)
+		out_printf(out, "; messages with \"%s: %s\" go to Junk", s->junk_header,
+			   s->junk_value);
+	out_putc(out, '\n');
+}
+
 static void print_server(struct policy_out *out, const struct conf_server *s)
 {
 	out_printf(out, "\nserver %s (%s), hostname %s\n", s->name, conf_protocol_name(s->protocol),
@@ -3325,6 +3482,7 @@ static void print_server(struct policy_out *out, const struct conf_server *s)
 	print_limits(out, s);
 	if (s->protocol == PROTO_SMTP)
 		print_probing(out, s);
+	print_filters(out, s);
 }
 
 static int warn(struct policy_out *out, const struct conf_server *s, const char *fmt, ...)

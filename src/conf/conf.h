@@ -145,6 +145,29 @@ struct conf_dns {
 /* Is every server on loopback (127.0.0.0/8, ::1)?  Only then is the AD bit
  * of their answers believed (a local validating resolver). */
 bool conf_dns_on_loopback(const struct conf_dns *dns);
+/* A milter (the Sendmail mail filter protocol): milter NAME { ... } */
+enum conf_milter_failure { MILTER_ON_FAILURE_TEMPFAIL, MILTER_ON_FAILURE_ACCEPT,
+			   MILTER_ON_FAILURE_REJECT };
+enum conf_milter_stage {
+	MILTER_STAGE_CONNECT = 1u << 0,
+	MILTER_STAGE_HELO = 1u << 1,
+	MILTER_STAGE_MAIL = 1u << 2,
+	MILTER_STAGE_RCPT = 1u << 3,
+	MILTER_STAGE_DATA = 1u << 4,    /* DATA, the header fields and the body */
+};
+#define MILTER_STAGE_ALL 0x1fu
+
+struct conf_milter {
+	char *name;
+	char *socket;           /* as written: "inet:IP:PORT" or "unix:/PATH" */
+	struct conf_sockaddr inet; /* inet: the address (len 0 for unix:) */
+	char *unix_path;        /* unix: the absolute path, or NULL */
+	unsigned timeout;       /* seconds per exchange, default 30s */
+	unsigned connect_timeout; /* seconds, default 5s */
+	enum conf_milter_failure on_failure; /* default tempfail */
+	unsigned stages;        /* enum conf_milter_stage bits; default all */
+	struct conf_pos pos;
+};
 
 struct conf_server {
 	char *name;
@@ -164,6 +187,11 @@ struct conf_server {
 	char **hosts;           /* the names of its host rules (connection and
 				 * relay), each once, in order of appearance */
 	size_t nhosts;
+	struct conf_milter *milters; /* applied in this order (SMTP) */
+	size_t nmilters;
+	char *junk_header;      /* junk-header NAME VALUE: a message with this
+				 * field (any case) and value goes to Junk */
+	char *junk_value;
 	struct conf_pos pos;
 };
 

@@ -383,7 +383,8 @@ static void delivery_batch_stage(struct delivery_batch *b)
 			 * recorded it, is found, not delivered twice */
 			char *unique = maildir_spooled_name(m->env.arrival, m->r->id, k);
 			if (m->env.arrival <= dl.started &&
-			    maildir_deliver_present(b->mailboxes, rc->address, unique)) {
+			    (m->env.junk ? maildir_deliver_present_junk(b->mailboxes, rc->address, unique)
+					 : maildir_deliver_present(b->mailboxes, rc->address, unique))) {
 				char t[LOG_VALUE_MAX];
 				log_info("event=delivered id=%s to=%s found=earlier-attempt", m->r->id,
 					 log_escape(t, sizeof t, rc->address, strlen(rc->address)));
@@ -392,9 +393,10 @@ static void delivery_batch_stage(struct delivery_batch *b)
 				continue;
 			}
 			char err[DELIVERY_REASON_MAX];
-			int r = maildir_deliver_stage_as(b->mailboxes, rc->address, m->env.sender,
-							 unique, m->job.fd, m->env.body_offset,
-							 m->env.size, &c->mf, err, sizeof err);
+			/* a message marked as spam goes to Junk, not INBOX */
+			int r = (m->env.junk ? maildir_deliver_stage_junk : maildir_deliver_stage_as)(
+				b->mailboxes, rc->address, m->env.sender, unique, m->job.fd,
+				m->env.body_offset, m->env.size, &c->mf, err, sizeof err);
 			free(unique);
 			if (r < 0) {
 				delivery_log_failure(&m->job, rc->address, err);

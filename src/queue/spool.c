@@ -11,6 +11,7 @@
  *   auth XTEXT              optional
  *   server XTEXT            optional: the virtual server that accepted it
  *   tls required            optional: MAIL FROM ... REQUIRETLS (RFC 8689)
+ *   junk yes                optional: deliver into the recipients' Junk folders
  *   rcpt local|remote XTEXT(address) XTEXT(orig)   one or more
  * then an empty line and the message.  The reader is strict: any other line,
  * a missing or repeated key, or a bad xtext makes the file malformed.
@@ -119,6 +120,7 @@ struct spool_msg {
 	char *tmppath;
 	int fd;
 	off_t old_size;         /* what a file from free/ held (0: a new file); cut if longer */
+	unsigned version;       /* 0, or the replacement's number (spool_msg_begin_replacement) */
 	int err;                /* errno of the first failed write; sticky */
 	char *buf;
 	size_t buflen;
@@ -794,6 +796,8 @@ static int spool_msg_put_envelope(struct spool_msg *m, const struct spool_envelo
 		return -1;
 	if (env->requiretls && spool_msg_put_line(m, xstrdup("tls required")) < 0)
 		return -1;
+	if (env->junk && spool_msg_put_line(m, xstrdup("junk yes")) < 0)
+		return -1;
 	for (size_t i = 0; i < env->nrcpts; i++)
 		if (spool_msg_put_rcpt(m, &env->rcpts[i]) < 0)
 			return -1;
@@ -857,18 +861,21 @@ static int spool_msg_open_recycled(struct spool_msg *m)
 	return -1;
 }
 
-/* Besides env->id, env->arrival is set to now when the caller left it 0. */
-struct spool_msg *spool_msg_begin(struct spool *sp, struct spool_envelope *env)
+/* Under env->id (set); version 0 is the first, later ones replace it
+ * (tmp/ID.N when no recycled file is at hand). */
+static struct spool_msg *spool_msg_start(struct spool *sp, struct spool_envelope *env,
+					 unsigned version)
 {
-	spool_new_id(env->id);
 	if (env->arrival == 0)
 		env->arrival = time(NULL);
 	struct spool_msg *m = xcalloc(1, sizeof *m);
 	m->sp = sp;
 	memcpy(m->id, env->id, sizeof m->id);
+	m->version = version;
 	m->fd = spool_msg_open_recycled(m);
 	if (m->fd < 0) {
-		m->tmppath = xasprintf("%s/%s", sp->tmpdir, m->id);
+		m->tmppath = version ? xasprintf("%s/%s.%u", sp->tmpdir, m->id, version)
+				     : xasprintf("%s/%s", sp->tmpdir, m->id);
 		m->fd = open(m->tmppath, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
 	}
 	if (m->fd < 0) {
@@ -886,6 +893,28 @@ struct spool_msg *spool_msg_begin(struct spool *sp, struct spool_envelope *env)
 		return NULL;
 	}
 	return m;
+}
+
+/* Besides env->id, env->arrival is set to now when the caller left it 0. */
+struct spool_msg *spool_msg_begin(struct spool *sp, struct spool_envelope *env)
+{
+	spool_new_id(env->id);
+	return spool_msg_start(sp, env, 0);
+}
+
+struct spool_msg *spool_msg_begin_replacement(struct spool *sp, struct spool_envelope *env,
+					      const struct spool_msg *old)
+{
+	memcpy(env->id, old->id, sizeof env->id);
+	return spool_msg_start(sp, env, old->version + 1);
+}
+
+int spool_msg_read_fd(struct spool_msg *m, off_t *offset)
+{
+	if (spool_msg_flush(m) < 0)
+		return -1;
+	*offset = m->written - m->size;
+	return m->fd;
 }
 
 int spool_msg_write(struct spool_msg *m, const void *data, size_t len)
@@ -1398,6 +1427,7 @@ enum spool_key_rank {
 	SPOOL_KEY_AUTH,
 	SPOOL_KEY_SERVER,
 	SPOOL_KEY_TLS,
+	SPOOL_KEY_JUNK,
 	SPOOL_KEY_RCPT,
 };
 
@@ -1476,6 +1506,16 @@ static int spool_parse_tls(struct spool_reader *rd, const char *v)
 	return 0;
 }
 
+static int spool_parse_junk(struct spool_reader *rd, const char *v)
+{
+	if (strcmp(v, "yes") != 0) {
+		rd->problem = "bad junk mark";
+		return -1;
+	}
+	spool_envelope_mark_junk(rd->env);
+	return 0;
+}
+
 /* "local|remote ADDRESS ORIG" */
 static int spool_parse_rcpt(struct spool_reader *rd, const char *v)
 {
@@ -1518,11 +1558,13 @@ static const struct spool_key {
 	{"auth", SPOOL_KEY_AUTH, spool_parse_auth},
 	{"server", SPOOL_KEY_SERVER, spool_parse_server},
 	{"tls", SPOOL_KEY_TLS, spool_parse_tls},
+	{"junk", SPOOL_KEY_JUNK, spool_parse_junk},
 	{"rcpt", SPOOL_KEY_RCPT, spool_parse_rcpt},
 };
 
 /* Keys come in rank order, each once but rcpt; id to client are required
- * (helo, auth, server and tls are optional), so each may follow only its predecessor. */
+ * (helo, auth, server, tls and junk are optional), so each may follow only its
+ * predecessor. */
 static bool spool_key_may_follow(enum spool_key_rank key, enum spool_key_rank last)
 {
 	if (key <= SPOOL_KEY_CLIENT)
@@ -1887,4 +1929,9 @@ void spool_envelope_clear(struct spool_envelope *env)
 	free(env->auth_user);
 	free(env->server);
 	memset(env, 0, sizeof *env);
+}
+
+void spool_envelope_mark_junk(struct spool_envelope *env)
+{
+	env->junk = true;
 }

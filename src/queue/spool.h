@@ -40,6 +40,7 @@ struct spool_envelope {
 	char *auth_user;        /* may be NULL */
 	char *server;           /* the virtual server that accepted it; may be NULL */
 	bool requiretls;        /* MAIL FROM ... REQUIRETLS (RFC 8689) */
+	bool junk;              /* deliver into the recipients' Junk folders (spool_envelope_mark_junk) */
 	off_t body_offset;      /* filled by spool_read_envelope() */
 	off_t size;             /* of the message part; filled by spool_read_envelope() */
 };
@@ -69,6 +70,16 @@ struct spool_msg *spool_msg_begin(struct spool *sp, struct spool_envelope *env);
 /* Append message bytes (buffered).  0, or -1 with errno (ENOSPC...). */
 int spool_msg_write(struct spool_msg *m, const void *data, size_t len);
 off_t spool_msg_size(const struct spool_msg *m);
+/* The message written so far, for reading it back before the commit (a
+ * filter sees it): the buffer is written out, *offset set to where the
+ * message starts in the returned descriptor (owned by m; read with
+ * pread).  -1 with errno on failure. */
+int spool_msg_read_fd(struct spool_msg *m, off_t *offset);
+/* Start a second version of message old under old's ID (env->id is set
+ * here), to be committed in its place: the caller aborts old.  NULL with
+ * errno on failure. */
+struct spool_msg *spool_msg_begin_replacement(struct spool *sp, struct spool_envelope *env,
+					      const struct spool_msg *old);
 /* Throw the message away (tmp file unlinked) and free m. */
 void spool_msg_abort(struct spool_msg *m);
 
@@ -124,6 +135,9 @@ size_t spool_list(struct spool *sp, char ***ids);
 void spool_free_ids(char **ids, size_t n);
 
 void spool_envelope_clear(struct spool_envelope *env);
+/* The one setter of the Junk mark: a milter's quarantine, the configured
+ * spam header (and any later verdict) all come through here. */
+void spool_envelope_mark_junk(struct spool_envelope *env);
 
 /* xtext (RFC 3461 §4) for envelope lines; exposed for tests. */
 char *spool_xtext_encode(const char *s);

@@ -18,6 +18,7 @@
 
 #include "lib/log.h"
 #include "lib/util.h"
+#include "store/mailbox.h"
 #include "store/maildir.h"
 
 enum {
@@ -260,6 +261,12 @@ static bool maildir_deliver_header_safe(const char *s)
 
 /* ---- the steps ------------------------------------------------------------ */
 
+#define MAILDIR_DELIVER_JUNK ".Junk" /* Maildir++: the folder "Junk" */
+
+static int maildir_deliver_stage_in(char *dir, const char *address, const char *sender,
+				    const char *unique, int fd, off_t offset, off_t len,
+				    struct maildir_deliver_file *mf, char *err, size_t errsz);
+
 int maildir_deliver_stage(const char *mailboxes, const char *address, const char *sender,
 			  int fd, off_t offset, off_t len, struct maildir_deliver_file *mf,
 			  char *err, size_t errsz)
@@ -276,25 +283,92 @@ bool maildir_deliver_present(const char *mailboxes, const char *address, const c
 	return found;
 }
 
+/* The recipient's Junk folder (Maildir++ .Junk), made with the \Junk
+ * special use (RFC 6154) when missing; the Maildir itself first if the
+ * user has none yet.  The folder's path, or NULL with err set. */
+static char *maildir_deliver_junk_dir(const char *mailboxes, const char *address, char *err,
+				      size_t errsz)
+{
+	char *root = maildir_path(mailboxes, address);
+	if (!root) {
+		errfmt(err, errsz, "address cannot name a Maildir folder");
+		return NULL;
+	}
+	char *dir = xasprintf("%s/" MAILDIR_DELIVER_JUNK, root);
+	struct stat st;
+	if (stat(dir, &st) < 0 && errno == ENOENT) {
+		enum mailbox_result r = MAILBOX_OK;
+		if (maildir_deliver_make_folders(root, err, errsz) == 0)
+			r = mailbox_create_special(root, "Junk", MAILBOX_SPECIAL_JUNK, err, errsz);
+		else
+			r = MAILBOX_ERR_IO;
+		if (r != MAILBOX_OK && r != MAILBOX_ERR_EXISTS) {
+			free(root);
+			free(dir);
+			return NULL;
+		}
+	}
+	free(root);
+	return dir;
+}
+
+int maildir_deliver_stage_junk(const char *mailboxes, const char *address, const char *sender,
+			       const char *unique, int fd, off_t offset, off_t len,
+			       struct maildir_deliver_file *mf, char *err, size_t errsz)
+{
+	memset(mf, 0, sizeof *mf);
+	mf->fd = -1;
+	char *dir = maildir_deliver_junk_dir(mailboxes, address, err, errsz);
+	if (!dir) {
+		errno = EIO;
+		return -1;
+	}
+	return maildir_deliver_stage_in(dir, address, sender, unique, fd, offset, len, mf, err,
+					errsz);
+}
+
+bool maildir_deliver_present_junk(const char *mailboxes, const char *address, const char *unique)
+{
+	char *root = maildir_path(mailboxes, address);
+	char *dir = root ? xasprintf("%s/" MAILDIR_DELIVER_JUNK, root) : NULL;
+	bool found = dir && maildir_has_unique(dir, unique);
+	free(root);
+	free(dir);
+	return found;
+}
+
 int maildir_deliver_stage_as(const char *mailboxes, const char *address, const char *sender,
 			     const char *unique, int fd, off_t offset, off_t len,
 			     struct maildir_deliver_file *mf, char *err, size_t errsz)
 {
 	memset(mf, 0, sizeof *mf);
 	mf->fd = -1;
+	char *dir = maildir_path(mailboxes, address);
+	if (!dir) {
+		errfmt(err, errsz, "address cannot name a Maildir folder");
+		errno = EINVAL;
+		return -1;
+	}
+	return maildir_deliver_stage_in(dir, address, sender, unique, fd, offset, len, mf, err,
+					errsz);
+}
+
+/* Into the Maildir dir (owned: mf keeps it, or it is freed). */
+static int maildir_deliver_stage_in(char *dir, const char *address, const char *sender,
+				    const char *unique, int fd, off_t offset, off_t len,
+				    struct maildir_deliver_file *mf, char *err, size_t errsz)
+{
+	mf->dir = dir;
+	mf->fd = -1;
 	if (!maildir_deliver_header_safe(address) || !maildir_deliver_header_safe(sender)) {
 		errfmt(err, errsz, "address contains control characters");
+		maildir_deliver_clear(mf);
 		errno = EINVAL;
 		return -1;
 	}
 	if (offset < 0 || len < 0) {
 		errfmt(err, errsz, "bad message offset or length");
-		errno = EINVAL;
-		return -1;
-	}
-	mf->dir = maildir_path(mailboxes, address);
-	if (!mf->dir) {
-		errfmt(err, errsz, "address cannot name a Maildir folder");
+		maildir_deliver_clear(mf);
 		errno = EINVAL;
 		return -1;
 	}

@@ -46,6 +46,14 @@ int maildir_deliver_stage(const char *mailboxes, const char *address, const char
 int maildir_deliver_stage_as(const char *mailboxes, const char *address, const char *sender,
 			     const char *unique, int fd, off_t offset, off_t len,
 			     struct maildir_deliver_file *mf, char *err, size_t errsz);
+/* The same into the recipient's Junk folder (Maildir++ ".Junk"), made
+ * with the \Junk special use (RFC 6154) when missing: for a message
+ * marked as spam. */
+int maildir_deliver_stage_junk(const char *mailboxes, const char *address, const char *sender,
+			       const char *unique, int fd, off_t offset, off_t len,
+			       struct maildir_deliver_file *mf, char *err, size_t errsz);
+bool maildir_deliver_present_junk(const char *mailboxes, const char *address,
+				  const char *unique);
 /* Is the copy named unique already in address's Maildir (new/ or cur/)? */
 bool maildir_deliver_present(const char *mailboxes, const char *address, const char *unique);
 /* fdatasync (unless synced: the caller made mf->fd durable), close, rename

@@ -41,6 +41,7 @@
 #include "runtime/runtime.h"
 #include "proto/smtp/smtp_addr.h"
 #include "proto/smtp/smtp_data.h"
+#include "proto/smtp/smtp_filter.h"
 #include "queue/scheduler.h"
 #include "queue/spool.h"
 #include "net/tls.h"
@@ -114,7 +115,8 @@ struct smtp_session {
 	struct smtp_txn txn;
 	struct smtp_data data;
 	struct spool_msg *msg;
-	bool committing;        /* waiting for the spool */
+	bool committing;        /* waiting for the filters or the spool */
+	struct smtp_filter *filter; /* the milters at work on the message */
 	bool dead;              /* connection gone while committing */
 	bool output_blocked;
 	bool in_process;        /* re-entrancy guard for smtp_process_input */
@@ -1140,6 +1142,96 @@ static void smtp_committed(void *arg, int err)
 	smtp_process_input(s); /* pipelined commands waiting behind DATA */
 }
 
+/* A filter's own reply (checked by milter_proto: one code, printable,
+ * lines separated by CRLF): each line within RFC 5321 §4.5.3.1.5's 512
+ * octets. */
+static bool smtp_reply_lines_fit(const char *text)
+{
+	for (const char *line = text;;) {
+		const char *end = strstr(line, "\r\n");
+		size_t n = end ? (size_t)(end - line) : strlen(line);
+		if (n > 510)
+			return false;
+		if (!end)
+			return true;
+		line = end + 2;
+	}
+}
+
+static void smtp_reply_lines(struct smtp_session *s, const char *text)
+{
+	for (const char *line = text;;) {
+		const char *end = strstr(line, "\r\n");
+		int n = end ? (int)(end - line) : (int)strlen(line);
+		smtp_reply(s, "%.*s", n, line);
+		if (!end)
+			return;
+		line = end + 2;
+	}
+}
+
+/* The milters' verdict (smtp_filter.h): commit, or the reply they chose. */
+static void smtp_filtered(void *arg, const struct smtp_filter_outcome *o)
+{
+	struct smtp_session *s = arg;
+	s->filter = NULL;
+	if (o->verdict == SMTP_FILTER_PASS) {
+		s->msg_size = (uint64_t)spool_msg_size(o->msg);
+		spool_msg_commit(o->msg, smtp_committed, s);
+		return;
+	}
+	s->committing = false;
+	const char *why = o->verdict == SMTP_FILTER_DISCARD ? "discard"
+			  : o->verdict == SMTP_FILTER_TEMPFAIL ? "tempfail" : "reject";
+	log_info("event=%s session=%s server=%s client=%s id=%s reason=milter milter=%s verdict=%s",
+		 o->verdict == SMTP_FILTER_DISCARD ? "discard" : "reject", s->b.sid, s->b.srv->name,
+		 s->b.client, s->msg_id, o->milter ? o->milter : "-", why);
+	if (o->verdict == SMTP_FILTER_DISCARD)
+		smtp_reply(s, "250 2.0.0 Ok: queued as %s", s->msg_id);
+	else if (o->reply && smtp_reply_lines_fit(o->reply))
+		smtp_reply_lines(s, o->reply);
+	else if (o->verdict == SMTP_FILTER_TEMPFAIL)
+		smtp_reply(s, "451 4.7.1 Service unavailable - try again later");
+	else
+		smtp_reply(s, "550 5.7.1 Message rejected by content filter");
+	if (o->verdict != SMTP_FILTER_DISCARD)
+		smtp_count_rejected(s, "milter");
+	smtp_txn_reset(s);
+	smtp_enter_state(s, SMTP_READY);
+	smtp_process_input(s); /* pipelined commands waiting behind DATA */
+}
+
+static void smtp_filter_begin(struct smtp_session *s, struct spool_msg *m)
+{
+	const struct sockaddr_storage *peer = &s->b.peer;
+	unsigned port = peer->ss_family == AF_INET6
+				? ntohs(((const struct sockaddr_in6 *)peer)->sin6_port)
+				: ntohs(((const struct sockaddr_in *)peer)->sin_port);
+	struct smtp_filter_client c = {
+		.base = s->b.rt->base,
+		.conf = s->b.rt->conf,
+		.srv = s->b.srv,
+		.spool = s->b.rt->spool,
+		.client_addr = s->b.client,
+		.client_name = s->b.client_name,
+		.client_port = port,
+		.client_family = peer->ss_family,
+		.tls_desc = conn_tls_desc(s->io),
+	};
+	struct spool_envelope env = {
+		.sender = s->txn.sender,
+		.rcpts = s->txn.rcpts,
+		.nrcpts = s->txn.nrcpts,
+		.arrival = time(NULL),
+		.client = s->b.client,
+		.helo = s->helo,
+		.auth_user = s->auth_user,
+		.server = s->b.srv->name,
+	};
+	memcpy(env.id, s->msg_id, sizeof env.id);
+	s->filter = smtp_filter_start(&c, &env, m, smtp_filtered, s);
+}
+
 static void smtp_data_end(struct smtp_session *s)
 {
 	unsigned flags = s->data.flags;
@@ -1158,7 +1250,10 @@ static void smtp_data_end(struct smtp_session *s)
 	s->msg = NULL;
 	s->msg_size = (uint64_t)spool_msg_size(m);
 	s->committing = true;
-	spool_msg_commit(m, smtp_committed, s);
+	if (smtp_filter_wanted(s->b.srv))
+		smtp_filter_begin(s, m);
+	else
+		spool_msg_commit(m, smtp_committed, s);
 }
 
 static void smtp_data_line_in(struct smtp_session *s, const struct linebuf_line *l)
@@ -1310,6 +1405,12 @@ static void smtp_on_drained(void *arg)
 
 static void smtp_teardown(struct smtp_session *s)
 {
+	if (s->filter) {
+		/* gone before the 250: the message was never acknowledged */
+		smtp_filter_cancel(s->filter);
+		s->filter = NULL;
+		s->committing = false;
+	}
 	if (s->committing) {
 		/* the spool still calls back with this session: release the
 		 * connection now, the memory in smtp_committed() */
@@ -1418,6 +1519,7 @@ static void smtp_cmd_starttls(struct smtp_session *s, char *args)
 
 static void smtp_free(struct smtp_session *s)
 {
+	smtp_filter_cancel(s->filter);
 	smtp_txn_reset(s);
 	free(s->helo);
 	free(s->auth_user);

@@ -1,0 +1,424 @@
+/* smtp_filter: a server's milters in order, then its junk-header, between
+ * the end of DATA and the commit.  Each filter's modifications make a new
+ * version of the spooled message (spool_msg_begin_replacement) that the
+ * next filter reads and that is finally committed. */
+#include "proto/smtp/smtp_filter.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "filter/milter_msg.h"
+#include "lib/log.h"
+#include "lib/util.h"
+
+enum { SMTP_FILTER_COPY_CHUNK = 64 * 1024 };
+
+struct smtp_filter {
+	struct smtp_filter_client c;
+	char *tls_version, *cipher;
+	struct spool_envelope env;      /* owned copy, changed by the filters */
+	struct spool_msg *msg;
+	size_t next;                    /* the next milter */
+	struct milter_run *run;
+	const char **rcpt_list;         /* the run's recipients (env's strings) */
+	struct event *timer;            /* done() on the next turn */
+	struct smtp_filter_outcome out;
+	char *reply;
+	smtp_filter_done_fn done;
+	void *arg;
+};
+
+bool smtp_filter_wanted(const struct conf_server *srv)
+{
+	return srv->nmilters > 0 || srv->junk_header != NULL;
+}
+
+/* ---- the envelope ------------------------------------------------------- */
+
+static char *smtp_filter_dup(const char *s)
+{
+	return s ? xstrdup(s) : NULL;
+}
+
+static void smtp_filter_env_copy(struct spool_envelope *to, const struct spool_envelope *from)
+{
+	memset(to, 0, sizeof *to);
+	memcpy(to->id, from->id, sizeof to->id);
+	to->sender = xstrdup(from->sender ? from->sender : "");
+	to->arrival = from->arrival;
+	to->client = smtp_filter_dup(from->client);
+	to->helo = smtp_filter_dup(from->helo);
+	to->auth_user = smtp_filter_dup(from->auth_user);
+	to->server = smtp_filter_dup(from->server);
+	to->requiretls = from->requiretls;
+	if (from->junk)
+		spool_envelope_mark_junk(to);
+	for (size_t i = 0; i < from->nrcpts; i++) {
+		struct spool_rcpt *r = xappend(&to->rcpts, &to->nrcpts, sizeof *r);
+		r->address = xstrdup(from->rcpts[i].address);
+		r->orig = xstrdup(from->rcpts[i].orig ? from->rcpts[i].orig : from->rcpts[i].address);
+		r->local = from->rcpts[i].local;
+	}
+}
+
+static bool smtp_filter_rcpt_local(const struct smtp_filter *f, const char *address)
+{
+	const char *at = strrchr(address, '@');
+	return at && conf_is_local_domain(f->c.conf, at + 1);
+}
+
+static void smtp_filter_add_rcpt(struct smtp_filter *f, const char *address)
+{
+	for (size_t i = 0; i < f->env.nrcpts; i++)
+		if (strcasecmp(f->env.rcpts[i].address, address) == 0)
+			return;
+	struct spool_rcpt *r = xappend(&f->env.rcpts, &f->env.nrcpts, sizeof *r);
+	r->address = xstrdup(address);
+	r->orig = xstrdup(address);
+	r->local = smtp_filter_rcpt_local(f, address);
+}
+
+static void smtp_filter_delete_rcpt(struct smtp_filter *f, const char *address)
+{
+	for (size_t i = 0; i < f->env.nrcpts; i++) {
+		struct spool_rcpt *r = &f->env.rcpts[i];
+		if (strcasecmp(r->address, address) != 0 && strcasecmp(r->orig, address) != 0)
+			continue;
+		free(r->address);
+		free(r->orig);
+		memmove(r, r + 1, (f->env.nrcpts - i - 1) * sizeof *r);
+		f->env.nrcpts--;
+		return;
+	}
+}
+
+static void smtp_filter_envelope_mods(struct smtp_filter *f, const struct milter_result *res)
+{
+	for (size_t i = 0; i < res->nmods; i++) {
+		const struct milter_mod *m = &res->mods[i];
+		if (m->kind == MILTER_MOD_CHANGE_FROM) {
+			free(f->env.sender);
+			f->env.sender = xstrdup(m->name);
+		} else if (m->kind == MILTER_MOD_ADD_RCPT) {
+			smtp_filter_add_rcpt(f, m->name);
+		} else if (m->kind == MILTER_MOD_DELETE_RCPT) {
+			smtp_filter_delete_rcpt(f, m->name);
+		}
+	}
+}
+
+static void smtp_filter_header_mods(struct milter_headers *h, const struct milter_result *res)
+{
+	for (size_t i = 0; i < res->nmods; i++) {
+		const struct milter_mod *m = &res->mods[i];
+		if (m->kind == MILTER_MOD_ADD_HEADER)
+			milter_headers_add(h, m->name, m->value);
+		else if (m->kind == MILTER_MOD_INSERT_HEADER)
+			milter_headers_insert(h, m->index, m->name, m->value);
+		else if (m->kind == MILTER_MOD_CHANGE_HEADER)
+			milter_headers_change(h, m->name, m->index, m->value);
+	}
+}
+
+/* ---- the new version ---------------------------------------------------- */
+
+static int smtp_filter_put(void *arg, const void *data, size_t len)
+{
+	return spool_msg_write(arg, data, len);
+}
+
+/* A replaced body with CRLF line ends (a filter may write bare LFs). */
+static int smtp_filter_put_body(struct spool_msg *m, const char *b, size_t n)
+{
+	size_t start = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (b[i] != '\n' || (i > 0 && b[i - 1] == '\r'))
+			continue;
+		if (spool_msg_write(m, b + start, i - start) < 0 || spool_msg_write(m, "\r\n", 2) < 0)
+			return -1;
+		start = i + 1;
+	}
+	return spool_msg_write(m, b + start, n - start);
+}
+
+static int smtp_filter_copy(struct spool_msg *to, int fd, off_t at, off_t end)
+{
+	char *buf = xmalloc(SMTP_FILTER_COPY_CHUNK);
+	int r = 0;
+	while (r == 0 && at < end) {
+		size_t want = end - at < SMTP_FILTER_COPY_CHUNK ? (size_t)(end - at)
+								: SMTP_FILTER_COPY_CHUNK;
+		ssize_t n = pread(fd, buf, want, at);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			if (n == 0)
+				errno = EIO;
+			r = -1;
+			break;
+		}
+		r = spool_msg_write(to, buf, (size_t)n);
+		at += n;
+	}
+	int e = errno;
+	free(buf);
+	errno = e;
+	return r;
+}
+
+static bool smtp_filter_junk_header(const struct smtp_filter *f, const struct milter_headers *h)
+{
+	const struct conf_server *srv = f->c.srv;
+	return srv->junk_header && milter_headers_has(h, srv->junk_header, srv->junk_value);
+}
+
+/* Write the message again with res's changes (res NULL: only the
+ * envelope's Junk mark), under the same ID; it replaces f->msg. */
+static int smtp_filter_rewrite(struct smtp_filter *f, const struct milter_result *res)
+{
+	off_t offset;
+	int fd = spool_msg_read_fd(f->msg, &offset);
+	off_t size = spool_msg_size(f->msg);
+	struct milter_headers h;
+	if (fd < 0 || milter_headers_read(fd, offset, size, &h) < 0)
+		return -1;
+	if (res) {
+		smtp_filter_envelope_mods(f, res);
+		smtp_filter_header_mods(&h, res);
+	}
+	if (!f->env.junk && smtp_filter_junk_header(f, &h)) {
+		log_info("event=junk id=%s reason=junk-header", f->env.id);
+		spool_envelope_mark_junk(&f->env);
+	}
+	if (f->env.nrcpts == 0) {
+		milter_headers_free(&h);
+		errno = ENOENT; /* every recipient deleted */
+		return -1;
+	}
+	struct spool_msg *m = spool_msg_begin_replacement(f->c.spool, &f->env, f->msg);
+	int r = m ? milter_headers_write(&h, smtp_filter_put, m) : -1;
+	if (r == 0 && res && res->replace_body)
+		r = smtp_filter_put_body(m, res->body, res->body_len);
+	else if (r == 0)
+		r = smtp_filter_copy(m, fd, offset + h.body_offset, offset + size);
+	int e = errno;
+	milter_headers_free(&h);
+	if (r < 0) {
+		if (m)
+			spool_msg_abort(m);
+		errno = e;
+		return -1;
+	}
+	spool_msg_abort(f->msg);
+	f->msg = m;
+	return 0;
+}
+
+/* ---- the run ------------------------------------------------------------ */
+
+static void smtp_filter_end(struct smtp_filter *f, enum smtp_filter_verdict v, const char *milter)
+{
+	f->out.verdict = v;
+	f->out.milter = milter;
+	f->out.reply = f->reply;
+	static const struct timeval now = {0, 0};
+	evtimer_add(f->timer, &now);
+}
+
+static void smtp_filter_free(struct smtp_filter *f)
+{
+	milter_run_cancel(f->run);
+	if (f->msg)
+		spool_msg_abort(f->msg);
+	event_free(f->timer);
+	spool_envelope_clear(&f->env);
+	free(f->tls_version);
+	free(f->cipher);
+	free(f->reply);
+	free(f->rcpt_list);
+	free(f);
+}
+
+static void smtp_filter_on_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtp_filter *f = arg;
+	struct smtp_filter_outcome out = f->out;
+	if (out.verdict == SMTP_FILTER_PASS) {
+		out.msg = f->msg;
+		out.junk = f->env.junk;
+		f->msg = NULL;
+	}
+	f->reply = NULL;
+	smtp_filter_done_fn done = f->done;
+	void *darg = f->arg;
+	smtp_filter_free(f);
+	done(darg, &out);
+	free((char *)out.reply);
+}
+
+/* After the last milter: the junk-header of a message none of them changed. */
+static void smtp_filter_last(struct smtp_filter *f)
+{
+	off_t offset;
+	int fd = spool_msg_read_fd(f->msg, &offset);
+	struct milter_headers h;
+	if (fd < 0 || milter_headers_read(fd, offset, spool_msg_size(f->msg), &h) < 0) {
+		log_err("event=filter-error id=%s error=\"cannot read the message: %s\"", f->env.id,
+			strerror(errno));
+		smtp_filter_end(f, SMTP_FILTER_TEMPFAIL, NULL);
+		return;
+	}
+	bool junk = !f->env.junk && smtp_filter_junk_header(f, &h);
+	milter_headers_free(&h);
+	if (junk && smtp_filter_rewrite(f, NULL) < 0) {
+		log_err("event=filter-error id=%s error=\"cannot mark as junk: %s\"", f->env.id,
+			strerror(errno));
+		smtp_filter_end(f, SMTP_FILTER_TEMPFAIL, NULL);
+		return;
+	}
+	smtp_filter_end(f, SMTP_FILTER_PASS, NULL);
+}
+
+static void smtp_filter_next(struct smtp_filter *f);
+
+static enum smtp_filter_verdict smtp_filter_verdict_of(enum milter_verdict v)
+{
+	switch (v) {
+	case MILTER_VERDICT_DISCARD: return SMTP_FILTER_DISCARD;
+	case MILTER_VERDICT_TEMPFAIL: return SMTP_FILTER_TEMPFAIL;
+	case MILTER_VERDICT_REJECT: return SMTP_FILTER_REJECT;
+	case MILTER_VERDICT_ACCEPT: break;
+	}
+	return SMTP_FILTER_PASS;
+}
+
+static void smtp_filter_milter_done(void *arg, struct milter_result *res)
+{
+	struct smtp_filter *f = arg;
+	const struct conf_milter *m = &f->c.srv->milters[f->next - 1];
+	f->run = NULL;
+	log_info("event=milter milter=%s id=%s verdict=%s failed=%s mods=%zu body=%s quarantine=%s",
+		 m->name, f->env.id,
+		 res->verdict == MILTER_VERDICT_ACCEPT ? "accept"
+		 : res->verdict == MILTER_VERDICT_DISCARD ? "discard"
+		 : res->verdict == MILTER_VERDICT_TEMPFAIL ? "tempfail" : "reject",
+		 res->failed ? "yes" : "no", res->nmods, res->replace_body ? "replaced" : "kept",
+		 res->quarantine ? "yes" : "no");
+	enum smtp_filter_verdict v = smtp_filter_verdict_of(res->verdict);
+	if (v != SMTP_FILTER_PASS) {
+		f->reply = res->reply;
+		res->reply = NULL;
+		milter_result_free(res);
+		free(res);
+		smtp_filter_end(f, v, m->name);
+		return;
+	}
+	if (res->quarantine && !f->env.junk) {
+		log_info("event=junk id=%s reason=quarantine milter=%s", f->env.id, m->name);
+		spool_envelope_mark_junk(&f->env);
+	}
+	bool changed = res->nmods > 0 || res->replace_body || res->quarantine;
+	int r = changed ? smtp_filter_rewrite(f, res) : 0;
+	int e = errno;
+	milter_result_free(res);
+	free(res);
+	if (r < 0 && e == ENOENT) {
+		log_info("event=milter milter=%s id=%s note=\"every recipient deleted\"", m->name,
+			 f->env.id);
+		smtp_filter_end(f, SMTP_FILTER_DISCARD, m->name);
+	} else if (r < 0) {
+		log_err("event=filter-error id=%s milter=%s error=\"cannot apply changes: %s\"",
+			f->env.id, m->name, strerror(e));
+		smtp_filter_end(f, SMTP_FILTER_TEMPFAIL, NULL);
+	} else {
+		smtp_filter_next(f);
+	}
+}
+
+/* "TLSv1.3 with cipher NAME (...)" (tls_describe) into its two macros. */
+static void smtp_filter_tls_parts(struct smtp_filter *f)
+{
+	const char *d = f->c.tls_desc;
+	if (!d)
+		return;
+	f->tls_version = xstrndup(d, strcspn(d, " "));
+	const char *c = strstr(d, " with cipher ");
+	if (c) {
+		c += strlen(" with cipher ");
+		f->cipher = xstrndup(c, strcspn(c, " "));
+	}
+}
+
+static void smtp_filter_next(struct smtp_filter *f)
+{
+	if (f->next == f->c.srv->nmilters) {
+		smtp_filter_last(f);
+		return;
+	}
+	const struct conf_milter *m = &f->c.srv->milters[f->next++];
+	off_t offset;
+	int fd = spool_msg_read_fd(f->msg, &offset);
+	if (fd < 0) {
+		log_err("event=filter-error id=%s error=\"cannot read the message: %s\"", f->env.id,
+			strerror(errno));
+		smtp_filter_end(f, SMTP_FILTER_TEMPFAIL, NULL);
+		return;
+	}
+	const char **rcpts = xcalloc(f->env.nrcpts + 1, sizeof *rcpts);
+	for (size_t i = 0; i < f->env.nrcpts; i++)
+		rcpts[i] = f->env.rcpts[i].address;
+	struct milter_info info = {
+		.client_addr = f->c.client_addr,
+		.client_name = f->c.client_name ? f->c.client_name : "unknown",
+		.client_port = f->c.client_port,
+		.client_family = f->c.client_family,
+		.helo = f->env.helo,
+		.hostname = f->c.srv->hostname,
+		.daemon_name = f->c.srv->name,
+		.queue_id = f->env.id,
+		.auth_user = f->env.auth_user,
+		.tls_version = f->tls_version,
+		.cipher = f->cipher,
+		.sender = f->env.sender,
+		.rcpts = rcpts,
+		.nrcpts = f->env.nrcpts,
+		.fd = fd,
+		.offset = offset,
+		.size = spool_msg_size(f->msg),
+		.body_max = f->c.srv->limits.message_size,
+	};
+	/* the run copies info but not the list: it lives as long as the run */
+	free(f->rcpt_list);
+	f->rcpt_list = rcpts;
+	f->run = milter_run_start(f->c.base, m, &info, smtp_filter_milter_done, f);
+}
+
+struct smtp_filter *smtp_filter_start(const struct smtp_filter_client *c,
+				      const struct spool_envelope *env, struct spool_msg *msg,
+				      smtp_filter_done_fn done, void *arg)
+{
+	struct smtp_filter *f = xcalloc(1, sizeof *f);
+	f->c = *c;
+	smtp_filter_env_copy(&f->env, env);
+	f->msg = msg;
+	f->done = done;
+	f->arg = arg;
+	f->timer = evtimer_new(c->base, smtp_filter_on_timer, f);
+	if (!f->timer)
+		fatal("smtp_filter: cannot make a timer");
+	smtp_filter_tls_parts(f);
+	smtp_filter_next(f);
+	return f;
+}
+
+void smtp_filter_cancel(struct smtp_filter *f)
+{
+	if (f)
+		smtp_filter_free(f);
+}

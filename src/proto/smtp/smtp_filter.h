@@ -1,0 +1,63 @@
+/* smtp_filter: between the end of DATA and the spool commit, a server's
+ * milters in order (filter/milter) and its junk-header.  Their
+ * modifications are applied to the spooled message before the 250: a
+ * changed message is written as a new version under the same queue ID,
+ * which is then the one committed, so the durable copy is the modified
+ * one.  A quarantine or the junk-header sets the envelope's Junk mark. */
+#ifndef POSTHORN_SMTP_FILTER_H
+#define POSTHORN_SMTP_FILTER_H
+
+#include <stdbool.h>
+
+#include "conf/conf.h"
+#include "filter/milter.h"
+#include "queue/spool.h"
+
+struct event_base;
+
+/* Does this server filter messages at all? */
+bool smtp_filter_wanted(const struct conf_server *srv);
+
+enum smtp_filter_verdict {
+	SMTP_FILTER_PASS,       /* commit msg */
+	SMTP_FILTER_DISCARD,    /* 250, nothing kept */
+	SMTP_FILTER_TEMPFAIL,   /* reply, or 451 */
+	SMTP_FILTER_REJECT,     /* reply, or 550 */
+};
+
+struct smtp_filter_outcome {
+	enum smtp_filter_verdict verdict;
+	const char *reply;      /* a filter's own reply, or NULL */
+	const char *milter;     /* the filter that decided, or NULL */
+	struct spool_msg *msg;  /* PASS: the message to commit (the caller's now);
+				 * otherwise NULL (thrown away) */
+	bool junk;              /* PASS: it goes to Junk */
+};
+
+typedef void (*smtp_filter_done_fn)(void *arg, const struct smtp_filter_outcome *o);
+
+/* What the filters are told, beside the envelope; borrowed until done. */
+struct smtp_filter_client {
+	struct event_base *base;
+	const struct conf *conf;
+	const struct conf_server *srv;
+	struct spool *spool;
+	const char *client_addr;
+	const char *client_name;
+	unsigned client_port;
+	int client_family;
+	const char *tls_desc;   /* conn_tls_desc(), or NULL */
+};
+
+struct smtp_filter;
+
+/* Take msg (begun with env, env->id set) through the filters; done runs
+ * later on the loop, once, unless smtp_filter_cancel() comes first.  env
+ * is copied. */
+struct smtp_filter *smtp_filter_start(const struct smtp_filter_client *c,
+				      const struct spool_envelope *env, struct spool_msg *msg,
+				      smtp_filter_done_fn done, void *arg);
+/* The session is gone: stop the filters, throw the message away. */
+void smtp_filter_cancel(struct smtp_filter *f);
+
+#endif
