@@ -15,6 +15,7 @@
 #include <gssapi/gssapi.h>
 #include <gssapi/gssapi_ext.h>
 #include <gssapi/gssapi_krb5.h>
+#include <krb5.h>
 #include <openssl/crypto.h>
 
 #include "auth/sasl.h"
@@ -414,4 +415,79 @@ const char *sasl_gssapi_principal_user(const struct conf_auth *auth, const struc
 		return rec ? rec->address : NULL;
 	}
 	return NULL;
+}
+
+/* ---- the keytab, for `posthorn check` ---------------------------------------------- */
+
+/* Is entry's principal service/hostname in some realm? */
+static bool sasl_gssapi_entry_is(krb5_context kc, const krb5_keytab_entry *entry,
+				 const char *acceptor)
+{
+	char *name = NULL;
+	if (krb5_unparse_name(kc, entry->principal, &name) != 0)
+		return false;
+	const char *at = strrchr(name, '@');
+	size_t n = at ? (size_t)(at - name) : 0;
+	bool same = at && n == strlen(acceptor) && strncasecmp(name, acceptor, n) == 0;
+	krb5_free_unparsed_name(kc, name);
+	return same;
+}
+
+/* 1 when the keytab holds a key of acceptor, 0 when not, -1 when it
+ * cannot be read (*why: the library's words, the caller frees). */
+static int sasl_gssapi_keytab_holds(krb5_context kc, const char *path, const char *acceptor,
+				    char **why)
+{
+	char *name = xasprintf("FILE:%s", path);
+	krb5_keytab kt = NULL;
+	krb5_kt_cursor cursor;
+	krb5_keytab_entry entry;
+	int found = 0;
+	krb5_error_code err = krb5_kt_resolve(kc, name, &kt);
+	free(name);
+	if (err == 0)
+		err = krb5_kt_start_seq_get(kc, kt, &cursor);
+	if (err != 0) {
+		const char *msg = krb5_get_error_message(kc, err);
+		*why = xstrdup(msg);
+		krb5_free_error_message(kc, msg);
+		if (kt)
+			(void)krb5_kt_close(kc, kt); /* frees only */
+		return -1;
+	}
+	while (!found && krb5_kt_next_entry(kc, kt, &entry, &cursor) == 0) {
+		found = sasl_gssapi_entry_is(kc, &entry, acceptor);
+		(void)krb5_free_keytab_entry_contents(kc, &entry); /* frees only */
+	}
+	(void)krb5_kt_end_seq_get(kc, kt, &cursor); /* frees only */
+	(void)krb5_kt_close(kc, kt);
+	return found;
+}
+
+int sasl_gssapi_check_keytab(const struct conf_server *srv, FILE *out)
+{
+	const struct conf_auth *a = &srv->auth;
+	if (!(a->mechanisms & MECH_GSSAPI) || !a->keytab)
+		return 0;
+	krb5_context kc;
+	if (krb5_init_context(&kc) != 0)
+		return fprintf(out, "warning: server %s: Kerberos cannot start: GSSAPI logins will "
+				    "fail\n", srv->name) < 0 ? -1 : 1;
+	char *acceptor = xasprintf("%s/%s", conf_gssapi_service(srv->protocol), srv->hostname);
+	char *why = NULL;
+	int holds = sasl_gssapi_keytab_holds(kc, a->keytab, acceptor, &why);
+	int w = 0;
+	if (holds < 0)
+		w = fprintf(out, "warning: server %s: keytab %s cannot be read (%s): GSSAPI logins "
+				 "will fail\n", srv->name, a->keytab, why);
+	else if (holds == 0)
+		w = fprintf(out, "warning: server %s: keytab %s has no key of %s: GSSAPI logins "
+				 "will fail (kadmin: ktadd -k %s %s)\n", srv->name, a->keytab,
+			    acceptor, a->keytab, acceptor);
+	free(why);
+	free(acceptor);
+	krb5_free_context(kc);
+	if (w < 0)
+		return -1;
+	return holds == 1 ? 0 : 1;
 }

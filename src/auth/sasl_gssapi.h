@@ -8,6 +8,7 @@
 #define POSTHORN_SASL_GSSAPI_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 #include "conf/conf.h"
 #include "lib/offload.h"
@@ -71,5 +72,10 @@ const char *sasl_gssapi_reason(const struct sasl_gssapi *g);
  * user record's address (db's), or NULL. */
 const char *sasl_gssapi_principal_user(const struct conf_auth *auth, const struct userdb *db,
 				       const char *principal);
+
+/* For `posthorn check`: warn on out about srv's keytab when it cannot be
+ * read or holds no key of service/hostname (any realm).  The number of
+ * warnings (0 for a server without GSSAPI), or -1 when out fails. */
+int sasl_gssapi_check_keytab(const struct conf_server *srv, FILE *out);
 
 #endif

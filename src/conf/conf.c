@@ -3388,6 +3388,7 @@ static int warn_server(struct policy_out *out, const struct conf_server *s)
 		warn_public_mx_requires_tls(out, s);
 	for (size_t i = 0; i < s->tls.ncerts; i++)
 		n += warn_secret_file(out, s, s->tls.certs[i].key);
+	n += warn_secret_file(out, s, s->auth.keytab);
 	return n;
 }
 
