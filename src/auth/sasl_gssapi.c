@@ -267,13 +267,13 @@ static void sasl_gssapi_offer_layer(struct sasl_gssapi *g)
 static void sasl_gssapi_established(struct sasl_gssapi *g, gss_name_t client,
 				    const gss_buffer_desc *token)
 {
-	if (!sasl_gssapi_right_acceptor(g))
-		return;
 	g->principal = sasl_gssapi_name_text(client);
 	if (!g->principal) {
 		sasl_gssapi_end(g, SASL_GSSAPI_REFUSED, xstrdup("a client name that cannot be shown"));
 		return;
 	}
+	if (!sasl_gssapi_right_acceptor(g))
+		return;
 	if (token->length > 0)
 		sasl_gssapi_send(g, token, SASL_GSSAPI_WAIT_EMPTY);
 	else

@@ -159,12 +159,15 @@ class Kdc:
         self.kadmin(f"ktadd -k {keytab} " + " ".join(names))
         os.chmod(keytab, 0o600)
 
-    def kinit(self, name, keytab, lifetime=None):
-        """A ticket-granting ticket for name into the folder's cache."""
-        argv = [KINIT, "-k", "-t", keytab]
+    def kinit(self, name, keytab, lifetime=None, ccache=None):
+        """A ticket-granting ticket for name into ccache (a file path; the
+        folder's cache by default); returns the cache's name."""
+        ccache = ccache or self.ccache
+        argv = [KINIT, "-k", "-t", keytab, "-c", f"FILE:{ccache}"]
         if lifetime:
             argv += ["-l", lifetime]
         self._run(argv + [name])
+        return f"FILE:{ccache}"
 
     def kdestroy(self):
         subprocess.run([KDESTROY], env=self.env(), capture_output=True, timeout=10)
