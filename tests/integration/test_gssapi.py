@@ -160,8 +160,15 @@ def imap_gssapi(conn, client, tag="a1"):
     raise AssertionError("too many challenges")
 
 
-def pop3_gssapi(conn, client):
-    conn.send(f"AUTH GSSAPI {b64(client.first())}\r\n")
+def pop3_gssapi(conn, client, initial=True):
+    """AUTH GSSAPI, with the first token on the line or (RFC 5034) after
+    the server's empty challenge."""
+    if initial:
+        conn.send(f"AUTH GSSAPI {b64(client.first())}\r\n")
+    else:
+        conn.send("AUTH GSSAPI\r\n")
+        assert conn.readline() == b"+ \r\n"
+        conn.send(b64(client.first()) + "\r\n")
     for _ in range(5):
         line = conn.readline().decode().rstrip("\r\n")
         if line.startswith("+ ") or line == "+":
@@ -271,8 +278,14 @@ def test_raw_exchange_with_mutual_authentication_on_each_protocol(ph):
     p.conns.append(c)
     assert c.readline().startswith(b"+OK")
     assert pop3_gssapi(c, GssClient("pop")).startswith("+OK")
+    c.send("QUIT\r\n")        # the maildrop is one session's at a time
+    assert c.readline().startswith(b"+OK")
+    c = SMTPConn(p.port("pop"))
+    p.conns.append(c)
+    assert c.readline().startswith(b"+OK")
+    assert pop3_gssapi(c, GssClient("pop"), initial=False).startswith("+OK")
     ok = [e["server"] for e in p.events("auth") if e.get("result") == "ok"]
-    assert sorted(ok) == ["imap", "pop", "sub"]
+    assert sorted(ok) == ["imap", "pop", "pop", "sub"]
 
 
 def test_ticket_for_another_service_is_refused(ph):
