@@ -90,16 +90,17 @@ def tls_block(cert):
     return ["tls {", f"    certificate {cert['crt']}", f"    key {cert['key']}", "}"]
 
 
-def start(posthorn, kdc, cert, realms=(f"{REALM} example.test",), extra=()):
+def start(posthorn, kdc, cert, realms=(f"{REALM} example.test",), extra=(), keytab=None,
+          krb5_conf=None, **kw):
     """smtp `sub`, imap `imap`, pop3 `pop`, each with STARTTLS and GSSAPI
     (and PLAIN, inside TLS only)."""
     servers = {}
     for name, proto in (("sub", None), ("imap", "imap"), ("pop", "pop3")):
         lines = ([f"protocol {proto}"] if proto else []) + tls_block(cert) + \
-            auth_block(kdc.server_keytab, realms, extra)
+            auth_block(keytab or kdc.server_keytab, realms, extra)
         servers[name] = {"anonymous": None, "extra": "\n".join(lines)}
-    p = posthorn(servers=servers, start=False)
-    p.env["KRB5_CONFIG"] = kdc.krb5_conf
+    p = posthorn(servers=servers, start=False, **kw)
+    p.env["KRB5_CONFIG"] = krb5_conf or kdc.krb5_conf
     p.env.pop("KRB5CCNAME", None)
     p.env.pop("KRB5_KTNAME", None)
     p.start()
@@ -453,3 +454,42 @@ def test_unreadable_keytab_fails_the_login_without_blaming_the_client(posthorn, 
     c = smtp(p, source="127.0.0.29")
     ehlo_auth(c)
     assert smtp_gssapi(c, GssClient("smtp")).code == 235
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
+def test_run_as_reads_the_keytab_and_keeps_the_replay_cache_after_the_drop(posthorn, kdc,
+                                                                            krb_env,
+                                                                            posthorn_bin):
+    """Started as root with run-as nobody: the keytab is read, and the
+    replay cache written, by nobody, confined, at each login."""
+    import pwd
+    import shutil
+    nobody = pwd.getpwnam("nobody")
+    root = posthorn.world_dir()
+    keytab, krb5_conf = os.path.join(root, "posthorn.keytab"), os.path.join(root, "krb5.conf")
+    shutil.copy(kdc.server_keytab, keytab)
+    os.chown(keytab, nobody.pw_uid, nobody.pw_gid)
+    os.chmod(keytab, 0o600)
+    shutil.copy(kdc.krb5_conf, krb5_conf)
+    os.chmod(krb5_conf, 0o644)
+    # the certificate too must be the run-as user's to read
+    res = run_cli(posthorn_bin, ["cert", "new", "--hostname", HOSTNAME, "--out", root])
+    assert res.returncode == 0, res.stderr
+    own = {"crt": os.path.join(root, f"{HOSTNAME}.crt"),
+           "key": os.path.join(root, f"{HOSTNAME}.key")}
+    os.chown(own["key"], nobody.pw_uid, nobody.pw_gid)
+    p = start(posthorn, kdc, own, keytab=keytab, krb5_conf=krb5_conf, root=root,
+              run_as="nobody", asan_options={"detect_leaks": "0"})
+    c = SMTPConn(p.port("imap"))
+    p.conns.append(c)
+    assert c.readline().startswith(b"* OK")
+    assert imap_gssapi(c, GssClient("imap")).startswith("a1 OK")
+    last_auth(p, server="imap", result="ok", mechanism="GSSAPI", user=BOB)
+    rc = os.path.join(p.spool, "gssapi-replay")
+    assert os.stat(rc).st_uid == nobody.pw_uid
+    assert not p.events("gssapi-error")
+    # a keytab that nobody cannot read is refused before serving
+    os.chown(keytab, 0, 0)
+    res = run_cli(posthorn_bin, ["check", "-c", p.conf], env=p.env)
+    assert res.returncode == 1
+    assert (f"keytab {keytab} cannot be read by the run-as user nobody") in res.stderr
