@@ -7,7 +7,8 @@ what curl cannot show: a ticket for another service or for a key the
 keytab lacks, an expired ticket, a replayed authenticator, a principal
 that is no user or whose realm no `realm` line names, a security layer
 or an authorization identity the server must refuse, the lockout after
-failures, and sender-must-match for a GSSAPI user.
+failures, sender-must-match and relaying for a GSSAPI user, `check`'s
+words and keytab warnings, a keytab the server cannot read, and run-as.
 
 The daemon runs confined, as always (the keytab and the replay cache in
 the spool are used after privileges and seccomp), and reads the KDC's
@@ -385,13 +386,20 @@ def test_security_layer_and_authzid_are_checked(ph):
         assert r.first.startswith("235"), (authzid, r.raw)
 
 
-def test_sender_must_match_for_a_gssapi_user(ph):
+def test_sender_must_match_and_relay_for_a_gssapi_user(ph):
     c = smtp(ph)
     ehlo_auth(c)
     assert smtp_gssapi(c, GssClient("smtp")).code == 235
     r = c.cmd(f"MAIL FROM:<{CAROL}>")
     assert r.first.startswith("553 5.7.1"), r.raw
     assert c.cmd(f"MAIL FROM:<{BOB}>").code == 250
+    # and, logged in, bob may relay (relay { authenticated yes }, the default)
+    assert c.cmd("RCPT TO:<someone@remote.example>").code == 250
+    assert c.cmd("RSET").code == 250
+    # without a login, neither
+    c = smtp(ph)
+    ehlo_auth(c)
+    assert c.cmd(f"MAIL FROM:<{BOB}>").first.startswith("530 5.7.0")
 
 
 def test_failures_lock_the_address_out(posthorn, kdc, cert, krb_env):
