@@ -255,6 +255,24 @@ def test_gssapi_offered_before_tls_password_mechanisms_only_after(ph, cert):
     assert ehlo_auth(c) == ["GSSAPI"]
     starttls(c, cert)
     assert ehlo_auth(c) == ["GSSAPI", "PLAIN"]
+    # IMAP: AUTH=GSSAPI beside LOGINDISABLED; POP3: SASL GSSAPI, no USER
+    c = SMTPConn(ph.port("imap"))
+    ph.conns.append(c)
+    c.readline()
+    c.send("a1 CAPABILITY\r\n")
+    caps = c.readline().decode().split()
+    assert "AUTH=GSSAPI" in caps and "LOGINDISABLED" in caps and "AUTH=PLAIN" not in caps
+    c = SMTPConn(ph.port("pop"))
+    ph.conns.append(c)
+    c.readline()
+    c.send("CAPA\r\n")
+    capa = []
+    for _ in range(30):
+        line = c.readline().decode().strip()
+        if line == ".":
+            break
+        capa.append(line)
+    assert "SASL GSSAPI" in capa and "USER" not in capa, capa
 
 
 # -- raw exchanges -------------------------------------------------------------------
@@ -501,3 +519,18 @@ def test_run_as_reads_the_keytab_and_keeps_the_replay_cache_after_the_drop(posth
     res = run_cli(posthorn_bin, ["check", "-c", p.conf], env=p.env)
     assert res.returncode == 1
     assert (f"keytab {keytab} cannot be read by the run-as user nobody") in res.stderr
+
+
+def test_client_gone_during_a_gssapi_step(ph):
+    """The worker's step finishes for nobody and is freed; the server goes
+    on (the fixture's teardown checks a clean stop and the sanitizers)."""
+    p = ph
+    for _ in range(5):
+        c = smtp(p, source="127.0.0.30")
+        ehlo_auth(c)
+        c.send(f"AUTH GSSAPI {b64(GssClient('smtp').first())}\r\n")
+        c.sock.close()
+    c = smtp(p, source="127.0.0.31")
+    ehlo_auth(c)
+    assert smtp_gssapi(c, GssClient("smtp")).code == 235
+    assert p.stop() == 0
