@@ -368,7 +368,7 @@ static void login_gssapi_stepped(void *owner, void *work)
 		login_gssapi_log_error(l);
 		login_log(l, "error", who);
 		login_end_exchange(l);
-		login_say(l, LOGIN_FAILED, NULL, NULL, 0);
+		login_say(l, LOGIN_UNAVAILABLE, NULL, NULL, 0);
 		break;
 	}
 	free(who);

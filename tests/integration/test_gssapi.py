@@ -462,8 +462,8 @@ def test_check_explains_and_warns_about_the_keytab(posthorn, kdc, cert, krb_env,
     assert "server sub: keytab" not in res.stdout
 
 
-def test_unreadable_keytab_fails_the_login_without_blaming_the_client(posthorn, kdc, cert,
-                                                                      krb_env, tmp_path):
+def test_unreadable_keytab_is_a_temporary_failure_not_the_clients(posthorn, kdc, cert,
+                                                                   krb_env, tmp_path):
     p = start(posthorn, kdc, cert)
     moved = kdc.server_keytab + ".away"
     os.rename(kdc.server_keytab, moved)
@@ -472,7 +472,17 @@ def test_unreadable_keytab_fails_the_login_without_blaming_the_client(posthorn, 
             c = smtp(p, source="127.0.0.29")
             ehlo_auth(c)
             r = smtp_gssapi(c, GssClient("smtp"))
-            assert r.first.startswith("535"), r.raw
+            assert r.first == "454 4.7.0 Temporary authentication failure", r.raw
+        c = SMTPConn(p.port("imap"))
+        p.conns.append(c)
+        c.readline()
+        assert imap_gssapi(c, GssClient("imap")) == \
+            "a1 NO [UNAVAILABLE] Temporary authentication failure"
+        c = SMTPConn(p.port("pop"))
+        p.conns.append(c)
+        c.readline()
+        assert pop3_gssapi(c, GssClient("pop")) == \
+            "-ERR [SYS/TEMP] Temporary authentication failure"
     finally:
         os.rename(moved, kdc.server_keytab)
     assert p.wait_event("gssapi-error", server="sub")
