@@ -2,6 +2,7 @@
 # `make run`) and build/asan (AddressSanitizer + UBSan, used by `make check`).
 
 PKGS      := libevent libevent_openssl libssl libcrypto libcares gmime-3.0 libseccomp libsystemd libcurl jansson
+PKGS      += krb5-gssapi krb5
 CC        ?= cc
 PYTEST    := /usr/bin/python3 -m pytest
 BUILD     ?= build

@@ -13,6 +13,7 @@
 #include <openssl/crypto.h>
 
 #include "auth/sasl.h"
+#include "auth/sasl_gssapi.h"
 #include "auth/throttle.h"
 #include "conf/conf.h"
 #include "lib/log.h"
@@ -28,6 +29,8 @@ struct login {
 	login_done_fn done;
 	void *owner;
 	struct sasl_session *sasl;   /* an exchange under way */
+	struct sasl_gssapi *gss;     /* a GSSAPI exchange under way (while a
+				      * step runs on a worker: the job's) */
 	bool final_sent;             /* sent the SCRAM server-final, awaiting "" */
 	bool tls;                    /* the channel when the attempt began */
 	char mech[LOGIN_MECH_LABEL_MAX]; /* of the current or last attempt */
@@ -76,6 +79,8 @@ static void login_end_exchange(struct login *l)
 	if (l->sasl)
 		sasl_free(l->sasl);
 	l->sasl = NULL;
+	sasl_gssapi_free(l->gss);
+	l->gss = NULL;
 	l->final_sent = false;
 }
 
@@ -98,7 +103,7 @@ void login_free(struct login *l)
 
 bool login_in_exchange(const struct login *l)
 {
-	return l && l->sasl != NULL && !l->check;
+	return l && (l->sasl != NULL || l->gss != NULL) && !l->check;
 }
 
 bool login_busy(const struct login *l)
@@ -273,6 +278,118 @@ static void login_sasl_step(struct login *l, const char *in)
 	free(challenge);
 }
 
+/* ---- GSSAPI (RFC 4752) ------------------------------------------------------- */
+
+static void login_gssapi_stepped(void *owner, void *work);
+
+/* The exchange goes to a worker with the client's response: every
+ * GSS-API call may read the keytab or write the replay cache. */
+static void login_gssapi_step(struct login *l, const char *response)
+{
+	struct sasl_gssapi *g = l->gss;
+	l->gss = NULL;
+	sasl_gssapi_set_response(g, response);
+	l->check = sasl_gssapi_submit(g, login_gssapi_stepped, l);
+}
+
+/* Why a Kerberos login failed, beside the auth line (which names the
+ * principal as its user). */
+static void login_gssapi_log_reason(const struct login *l, const char *principal,
+				    const char *reason)
+{
+	char p[LOG_VALUE_MAX], r[LOG_VALUE_MAX];
+	log_escape(p, sizeof p, principal ? principal : "", principal ? strlen(principal) : 0);
+	log_quote(r, sizeof r, reason, strlen(reason));
+	log_info("event=auth-gssapi session=%s server=%s client=%s principal=%s reason=\"%s\"",
+		 l->env.sid, l->env.srv->name, l->env.client, p, r);
+}
+
+/* Our side failed (the keytab, the replay cache): the operator's to fix. */
+static void login_gssapi_log_error(const struct login *l)
+{
+	const char *reason = sasl_gssapi_reason(l->gss);
+	char r[LOG_VALUE_MAX];
+	log_quote(r, sizeof r, reason, strlen(reason));
+	log_warn("event=gssapi-error session=%s server=%s reason=\"%s\"", l->env.sid,
+		 l->env.srv->name, r);
+}
+
+/* The ticket was good: the principal must be a user, and any
+ * authorization identity that user (or the principal itself). */
+static void login_gssapi_done(struct login *l)
+{
+	char *principal = xstrdup(sasl_gssapi_principal(l->gss));
+	const char *authzid = sasl_gssapi_authzid(l->gss);
+	const char *user = sasl_gssapi_principal_user(&l->env.srv->auth, l->env.users, principal);
+	const char *why = NULL;
+	if (!user)
+		why = "the principal is no user of this server";
+	else if (*authzid && !str_ieq(authzid, user) && strcmp(authzid, principal) != 0)
+		why = "an authorization identity other than the user";
+	if (why) {
+		login_gssapi_log_reason(l, principal, why);
+		login_failure(l, principal);
+	} else {
+		login_success(l, user);
+	}
+	free(principal);
+}
+
+static void login_gssapi_stepped(void *owner, void *work)
+{
+	struct login *l = owner;
+	l->check = NULL;
+	l->gss = work;
+	const char *principal = sasl_gssapi_principal(l->gss);
+	char *who = principal ? xstrdup(principal) : NULL;
+	switch (sasl_gssapi_status(l->gss)) {
+	case SASL_GSSAPI_CONTINUE:
+		login_say(l, LOGIN_CHALLENGE, sasl_gssapi_challenge(l->gss), NULL, 0);
+		break;
+	case SASL_GSSAPI_DONE:
+		login_gssapi_done(l);
+		break;
+	case SASL_GSSAPI_CANCELLED:
+		login_end_exchange(l);
+		login_say(l, LOGIN_CANCELLED, NULL, NULL, 0);
+		break;
+	case SASL_GSSAPI_BAD_BASE64:
+		login_log(l, "bad-base64", who);
+		login_count_failure(l, who); /* garbage is no free probe */
+		login_end_exchange(l);
+		login_say(l, LOGIN_BAD_RESPONSE, NULL, NULL, 0);
+		break;
+	case SASL_GSSAPI_REFUSED:
+		login_gssapi_log_reason(l, who, sasl_gssapi_reason(l->gss));
+		login_failure(l, who);
+		break;
+	case SASL_GSSAPI_SERVER_ERROR:
+		/* not the client's fault: no failure counted against it */
+		login_gssapi_log_error(l);
+		login_log(l, "error", who);
+		login_end_exchange(l);
+		login_say(l, LOGIN_UNAVAILABLE, NULL, NULL, 0);
+		break;
+	}
+	free(who);
+}
+
+static void login_gssapi_start(struct login *l, const char *initial)
+{
+	const struct conf_server *srv = l->env.srv;
+	struct sasl_gssapi_setup setup = {
+		.keytab = srv->auth.keytab,
+		.replay_cache = srv->auth.replay_cache,
+		.service = conf_gssapi_service(srv->protocol),
+		.hostname = srv->hostname,
+	};
+	l->gss = sasl_gssapi_new(&setup);
+	if (initial)
+		login_gssapi_step(l, initial);
+	else /* RFC 4422 §3.3: an empty challenge asks for the first token */
+		login_say(l, LOGIN_CHALLENGE, "", NULL, 0);
+}
+
 static void login_begin(struct login *l, const char *label, bool tls_active)
 {
 	login_end_exchange(l);
@@ -296,17 +413,25 @@ void login_start(struct login *l, const char *mech, const char *initial, bool tl
 	}
 	if (login_locked_out(l))
 		return;
+	if (bit == MECH_GSSAPI) {
+		login_gssapi_start(l, initial);
+		return;
+	}
 	l->sasl = sasl_start(bit, l->env.users);
 	login_sasl_step(l, initial);
 }
 
 void login_response(struct login *l, const char *line, bool malformed)
 {
-	if (!l->sasl)
+	if (!l->sasl && !l->gss)
 		return;
 	if (malformed) {
 		login_end_exchange(l);
 		login_say(l, LOGIN_BAD_RESPONSE, NULL, NULL, 0);
+		return;
+	}
+	if (l->gss) {
+		login_gssapi_step(l, line);
 		return;
 	}
 	if (l->final_sent) {

@@ -56,6 +56,9 @@ enum login_verdict_kind {
 	LOGIN_LOCKED_OUT,        /* too many failures from this address: the
 				  * protocol says so (.retry_after seconds) and
 				  * ends the session */
+	LOGIN_UNAVAILABLE,       /* the server cannot check now (a keytab it
+				  * cannot read): a temporary failure, not
+				  * counted against the client */
 };
 
 struct login_verdict {

@@ -24,7 +24,6 @@
 /* Named limits. */
 enum {
 	SASL_MSG_MAX = 4096,            /* one decoded client message */
-	SASL_B64_MAX = 4 * ((SASL_MSG_MAX + 2) / 3), /* ... and its base64 */
 	SASL_FIELD_MAX = 255,           /* RFC 4616 §2: authzid, authcid, passwd */
 	SASL_NONCE_BYTES = 24,          /* CSPRNG bytes in the server nonce */
 	SASL_FAKE_SALT_LEN = 16,        /* as long as the salt of a real record */
@@ -41,6 +40,7 @@ struct sasl_mech_info {
 
 /* Strongest first: the order of the AUTH list. */
 static const struct sasl_mech_info sasl_mechs[] = {
+    {MECH_GSSAPI, "GSSAPI", false}, /* its exchange is sasl_gssapi.c's */
     {MECH_SCRAM_SHA_256, "SCRAM-SHA-256", false},
     {MECH_PLAIN, "PLAIN", true},
     {MECH_LOGIN, "LOGIN", true},
@@ -115,7 +115,7 @@ static void sasl_wipe_str(char *s)
 
 static char *sasl_b64_encode(const void *in, size_t len)
 {
-	if (len > SASL_MSG_MAX * 2)
+	if (len > SASL_TOKEN_MAX)
 		fatal("sasl: %zu bytes to encode", len);
 	char *out = xmalloc(4 * ((len + 2) / 3) + 1);
 	EVP_EncodeBlock((unsigned char *)out, in, (int)len); /* NUL-terminates */
@@ -149,12 +149,14 @@ static bool sasl_b64_shape(const char *in, size_t len, size_t *pad)
  * (RFC 4954 §4).  EVP_DecodeBlock() counts the padding as zero bytes, and
  * accepts non-zero bits before the padding, so the text is re-encoded and
  * must come out the same. */
-static enum sasl_status sasl_b64_decode(const char *in, uint8_t **out, size_t *outlen)
+static enum sasl_status sasl_b64_decode_max(const char *in, size_t max, uint8_t **out,
+					   size_t *outlen)
 {
 	*out = NULL;
 	*outlen = 0;
-	size_t len = strnlen(in, SASL_B64_MAX + 1), pad;
-	if (len > SASL_B64_MAX)
+	size_t b64max = 4 * ((max + 2) / 3);
+	size_t len = strnlen(in, b64max + 1), pad;
+	if (len > b64max)
 		return SASL_BAD_MESSAGE;
 	if (strcmp(in, "=") == 0)
 		len = 0;
@@ -167,7 +169,7 @@ static enum sasl_status sasl_b64_decode(const char *in, uint8_t **out, size_t *o
 		return SASL_BAD_BASE64;
 	}
 	size_t dlen = (size_t)n - pad;
-	if (dlen > SASL_MSG_MAX) {
+	if (dlen > max) {
 		sasl_wipe_free(buf, len / 4 * 3 + 1);
 		return SASL_BAD_MESSAGE;
 	}
@@ -182,6 +184,21 @@ static enum sasl_status sasl_b64_decode(const char *in, uint8_t **out, size_t *o
 	*out = buf;
 	*outlen = dlen;
 	return SASL_OK;
+}
+
+static enum sasl_status sasl_b64_decode(const char *in, uint8_t **out, size_t *outlen)
+{
+	return sasl_b64_decode_max(in, SASL_MSG_MAX, out, outlen);
+}
+
+char *sasl_token_encode(const void *in, size_t len)
+{
+	return sasl_b64_encode(in, len);
+}
+
+enum sasl_status sasl_token_decode(const char *in, uint8_t **out, size_t *outlen)
+{
+	return sasl_b64_decode_max(in, SASL_TOKEN_MAX, out, outlen);
 }
 
 static bool sasl_hmac(const uint8_t *key, size_t keylen, const void *data, size_t len,
@@ -317,7 +334,7 @@ struct sasl_session {
 
 struct sasl_session *sasl_start(unsigned mech, const struct userdb *db)
 {
-	if (!sasl_mech_info(mech))
+	if (!sasl_mech_info(mech) || mech == MECH_GSSAPI)
 		return NULL;
 	struct sasl_session *s = xcalloc(1, sizeof *s);
 	s->mech = mech;

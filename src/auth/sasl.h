@@ -6,6 +6,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <time.h>
 
 #include "conf/conf.h"
@@ -37,10 +38,24 @@ bool sasl_mech_is_plaintext(unsigned mech);
 /* Space-separated names of the bits in mechs, strongest first, into out. */
 void sasl_mech_list(unsigned mechs, char *out, size_t outsz);
 
+/* The largest token (decoded) of a mechanism that carries binary tokens
+ * (GSSAPI): what the protocols' longest SASL line (LINE_MAX_AUTH, 12288
+ * octets of base64) can hold. */
+enum { SASL_TOKEN_MAX = 9216 };
+/* base64 of len bytes (at most SASL_TOKEN_MAX), NUL-terminated, the
+ * caller's to free. */
+char *sasl_token_encode(const void *in, size_t len);
+/* Canonical base64 (RFC 4648 §4; "=" is empty, RFC 4954 §4) into a new
+ * NUL-terminated buffer of *outlen bytes the caller frees: SASL_OK,
+ * SASL_BAD_BASE64, or SASL_BAD_MESSAGE when it decodes to more than
+ * SASL_TOKEN_MAX bytes. */
+enum sasl_status sasl_token_decode(const char *in, uint8_t **out, size_t *outlen);
+
 struct sasl_session;
 
 /* Start an exchange.  db is used to look users up and must outlive the
- * session.  NULL when mech is not exactly one known mechanism bit. */
+ * session.  NULL when mech is not exactly one known mechanism bit, or is
+ * GSSAPI (sasl_gssapi.h). */
 struct sasl_session *sasl_start(unsigned mech, const struct userdb *db);
 
 /* One step.  in is the client's base64 text (NUL-terminated; "" for an

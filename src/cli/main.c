@@ -8,6 +8,7 @@
 
 #include <event2/event.h>
 
+#include "auth/sasl_gssapi.h"
 #include "cli/check_dns.h"
 #include "cli/check_hosts.h"
 #include "cli/cmd_cert_status.h"
@@ -180,6 +181,9 @@ static int cmd_check(const char *conf_path, int argc, char **argv)
 		errors += check_report_certificates(rt->conf);
 		if (check_hosts(rt->conf, stdout) < 0)
 			errors++;
+		for (size_t i = 0; i < rt->conf->nservers; i++)
+			if (sasl_gssapi_check_keytab(&rt->conf->servers[i], stdout) < 0)
+				errors++;
 	}
 	runtime_unref(rt);
 	event_base_free(base);

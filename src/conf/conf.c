@@ -4,6 +4,7 @@
 #include "conf/conf.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <glob.h>
 #include <inttypes.h>
@@ -31,6 +32,7 @@
 #define CONF_IPV6_PREFIX_MIN 32         /* shorter would lock out whole providers */
 #define CONF_ERROR_DELAY_MAX 60         /* seconds: each delay holds a connection */
 #define CONF_PROXY_TIMEOUT_MAX 60       /* seconds a connection may wait for its PROXY header */
+#define CONF_REALM_MAX 255              /* bytes of a Kerberos realm name */
 
 /* ---- types ---------------------------------------------------------------- */
 
@@ -1161,6 +1163,13 @@ static void server_free(struct conf_server *s)
 	free(s->milters);
 	free(s->junk_header);
 	free(s->junk_value);
+	free(s->auth.keytab);
+	for (size_t i = 0; i < s->auth.nrealms; i++) {
+		free(s->auth.realms[i].realm);
+		free(s->auth.realms[i].domain);
+	}
+	free(s->auth.realms);
+	free(s->auth.replay_cache);
 }
 
 static void acme_free(struct conf_acme *a)
@@ -2090,6 +2099,7 @@ static const struct {
 	{"PLAIN", MECH_PLAIN},
 	{"LOGIN", MECH_LOGIN},
 	{"SCRAM-SHA-256", MECH_SCRAM_SHA_256},
+	{"GSSAPI", MECH_GSSAPI},
 };
 
 static unsigned mechanism_bit(const char *name)
@@ -2108,7 +2118,8 @@ static void auth_mechanisms(struct parser *p, const struct line *d)
 		unsigned bit = mechanism_bit(d->args[i].s);
 		if (!bit) {
 			conf_error(p, &d->args[i].pos,
-				   "unknown mechanism \"%s\" (use plain, login or scram-sha-256)",
+				   "unknown mechanism \"%s\" (use gssapi, plain, login or "
+				   "scram-sha-256)",
 				   Q(d->args[i].s));
 			ok = false;
 		}
@@ -2136,6 +2147,50 @@ static void auth_sender_must_match(struct parser *p, const struct line *d)
 static void auth_received_auth(struct parser *p, const struct line *d)
 {
 	arg_bool(p, d, &d->args[0], &p->server->auth.received_auth);
+}
+
+/* keytab PATH: the acceptor keys of SASL GSSAPI (RFC 4752). */
+static void auth_keytab(struct parser *p, const struct line *d)
+{
+	if (arg_path(p, d, &d->args[0], &p->server->auth.keytab))
+		p->server->auth.keytab_pos = d->name.pos;
+}
+
+/* A Kerberos realm as written: letters, digits, '.', '-' and '_' (no '@'
+ * or '/', which separate a principal's parts; RFC 4120 §6.1). */
+static bool realm_is_valid(const char *s)
+{
+	size_t n = strlen(s);
+	if (n == 0 || n > CONF_REALM_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!isalnum((unsigned char)s[i]) && !strchr(".-_", s[i]))
+			return false;
+	return true;
+}
+
+/* realm REALM DOMAIN: principals NAME@REALM are the users NAME@DOMAIN. */
+static void auth_realm(struct parser *p, const struct line *d)
+{
+	struct conf_auth *a = &p->server->auth;
+	if (!realm_is_valid(d->args[0].s)) {
+		conf_error(p, &d->args[0].pos, "bad Kerberos realm \"%s\"", Q(d->args[0].s));
+		return;
+	}
+	for (size_t i = 0; i < a->nrealms; i++)
+		if (strcmp(a->realms[i].realm, d->args[0].s) == 0) {
+			conf_error(p, &d->args[0].pos, "realm \"%s\" given twice (first at %s:%u:%u)",
+				   Q(d->args[0].s), a->realms[i].pos.file, a->realms[i].pos.line,
+				   a->realms[i].pos.col);
+			return;
+		}
+	char *domain = arg_dns_name(p, &d->args[1], "domain");
+	if (!domain)
+		return;
+	struct conf_realm *r = xappend(&a->realms, &a->nrealms, sizeof *r);
+	r->realm = xstrdup(d->args[0].s);
+	r->domain = domain;
+	r->pos = d->args[0].pos;
 }
 
 /* lockout FAILURES WINDOW DURATION; 0 failures turns it off. */
@@ -2321,6 +2376,8 @@ static const struct directive auth_directives[] = {
 	{"lockout", 3, 3, auth_lockout, NULL, NULL, true},
 	{"lockout-ipv6-prefix", 1, 1, auth_lockout_ipv6_prefix, NULL, NULL, true},
 	{"received-auth", 1, 1, auth_received_auth, NULL, NULL, true},
+	{"keytab", 1, 1, auth_keytab, NULL, NULL, true},
+	{"realm", 2, 2, auth_realm, NULL, NULL, false},
 };
 static const struct context auth_context =
 	CONTEXT("in auth block", "in an auth block", auth_directives);
@@ -2638,6 +2695,26 @@ static void check_proxy(struct parser *p, const struct conf_server *s)
 			   "\"proxy-from\" but no \"listen ... proxy\" in server \"%s\"", s->name);
 }
 
+/* GSSAPI needs the acceptor's keys and at least one realm whose
+ * principals are users; keys or realms without the mechanism are unused. */
+static void check_gssapi(struct parser *p, const struct conf_server *s)
+{
+	const struct conf_auth *a = &s->auth;
+	bool gssapi = a->mechanisms & MECH_GSSAPI;
+	if (gssapi && !a->keytab)
+		conf_error(p, &s->pos, "server \"%s\": mechanism gssapi needs \"keytab PATH\" in "
+			   "its auth block", s->name);
+	if (gssapi && a->nrealms == 0)
+		conf_error(p, &s->pos, "server \"%s\": mechanism gssapi needs \"realm REALM DOMAIN\" "
+			   "in its auth block (whose principals are users)", s->name);
+	if (!gssapi && a->keytab)
+		conf_error(p, &a->keytab_pos, "\"keytab\" without mechanism gssapi in "
+			   "\"mechanisms\"");
+	if (!gssapi && a->nrealms > 0)
+		conf_error(p, &a->realms[0].pos, "\"realm\" without mechanism gssapi in "
+			   "\"mechanisms\"");
+}
+
 static void check_server(struct parser *p, const struct conf_server *s,
 			 const struct server_state *st)
 {
@@ -2649,6 +2726,7 @@ static void check_server(struct parser *p, const struct conf_server *s,
 	if (s->protocol != PROTO_SMTP && s->nmilters > 0)
 		conf_error(p, &s->milters[0].pos, "\"milter\" in server \"%s\", which is not an "
 			   "SMTP server", s->name);
+	check_gssapi(p, s);
 	if (s->tls.ncerts > 0)
 		return;
 	if (s->tls.require)
@@ -2843,6 +2921,16 @@ static void apply_hostname_defaults(struct conf *c)
 			c->servers[i].hostname = xstrdup(c->hostname);
 }
 
+/* GSSAPI's replay cache lives in the spool, which the daemon owns and may
+ * write after dropping privileges (RFC 4120 §3.2.3 asks the acceptor to
+ * remember authenticators). */
+static void apply_replay_cache(struct conf *c)
+{
+	for (size_t i = 0; i < c->nservers; i++)
+		if (c->servers[i].auth.mechanisms & MECH_GSSAPI)
+			c->servers[i].auth.replay_cache = path_join(c->spool, "gssapi-replay");
+}
+
 /* ---- entry points ------------------------------------------------------------------------ */
 
 static int conf_parse(const char *name, const char *text, const char *dir,
@@ -2855,6 +2943,7 @@ static int conf_parse(const char *name, const char *text, const char *dir,
 		p.reading[p.nreading++] = *id;
 	parse_text(&p, conf_add_file(p.conf, name), text, dir);
 	apply_hostname_defaults(p.conf);
+	apply_replay_cache(p.conf);
 	validate(&p);
 	free(p.states);
 	if (p.errors == 0) {
@@ -2910,6 +2999,16 @@ const char *conf_protocol_name(enum conf_protocol p)
 	switch (p) {
 	case PROTO_SMTP: return "smtp";
 	case PROTO_POP3: return "pop3";
+	case PROTO_IMAP: return "imap";
+	}
+	return "unknown";
+}
+
+const char *conf_gssapi_service(enum conf_protocol p)
+{
+	switch (p) {
+	case PROTO_SMTP: return "smtp";
+	case PROTO_POP3: return "pop";
 	case PROTO_IMAP: return "imap";
 	}
 	return "unknown";
@@ -3358,6 +3457,21 @@ static void print_password_rule(struct policy_out *out, const struct conf_server
 		out_puts(out, ", also without TLS");
 }
 
+/* Who may log in with Kerberos, and with which service key. */
+static void print_gssapi(struct policy_out *out, const struct conf_server *s)
+{
+	const struct conf_auth *a = &s->auth;
+	if (!(a->mechanisms & MECH_GSSAPI))
+		return;
+	out_puts(out, "; integrated Kerberos logins for principals of ");
+	for (size_t i = 0; i < a->nrealms; i++) {
+		print_separator(out, i);
+		out_printf(out, "%s (users of %s)", a->realms[i].realm, a->realms[i].domain);
+	}
+	out_printf(out, ", also without TLS (no password crosses), with the key of %s/%s from %s",
+		   conf_gssapi_service(s->protocol), s->hostname, a->keytab);
+}
+
 static void print_auth(struct policy_out *out, const struct conf_server *s)
 {
 	const struct conf_auth *a = &s->auth;
@@ -3365,6 +3479,7 @@ static void print_auth(struct policy_out *out, const struct conf_server *s)
 	out_puts(out, "  authentication: ");
 	print_mechanisms(out, a->mechanisms);
 	print_password_rule(out, s);
+	print_gssapi(out, s);
 	if (smtp) {
 		out_puts(out, a->anonymous ? "; anonymous clients may send mail to local domains"
 					   : "; anonymous clients may not send mail");
@@ -3597,6 +3712,7 @@ static int warn_server(struct policy_out *out, const struct conf_server *s)
 		warn_public_mx_requires_tls(out, s);
 	for (size_t i = 0; i < s->tls.ncerts; i++)
 		n += warn_secret_file(out, s, s->tls.certs[i].key);
+	n += warn_secret_file(out, s, s->auth.keytab);
 	return n;
 }
 

@@ -92,15 +92,25 @@ enum conf_mech {
 	MECH_PLAIN = 1u << 0,
 	MECH_LOGIN = 1u << 1,
 	MECH_SCRAM_SHA_256 = 1u << 2,
+	MECH_GSSAPI = 1u << 3,  /* Kerberos (RFC 4752): no password crosses */
 	/* The mechanisms that send the password (PLAIN, LOGIN) or material
 	 * derived from it (SCRAM's salt, iteration count and proof: enough
 	 * for an offline dictionary attack): `plaintext-requires-tls` keeps
-	 * them inside TLS.  Every mechanism posthorn has is one. */
+	 * them inside TLS.  GSSAPI is not one. */
 	MECH_PASSWORD_BASED = MECH_PLAIN | MECH_LOGIN | MECH_SCRAM_SHA_256,
 };
 
+/* realm REALM DOMAIN: a Kerberos principal NAME@REALM is the user
+ * NAME@DOMAIN. */
+struct conf_realm {
+	char *realm;            /* as written (realms are case-sensitive) */
+	char *domain;           /* lower case, no trailing dot */
+	struct conf_pos pos;
+};
+
 struct conf_auth {
-	unsigned mechanisms;    /* enum conf_mech bits; default all three */
+	unsigned mechanisms;    /* enum conf_mech bits; default PLAIN, LOGIN
+				 * and SCRAM-SHA-256 */
 	bool anonymous;         /* default no */
 	bool plaintext_requires_tls; /* password-based mechanisms only inside
 				      * TLS (MECH_PASSWORD_BASED); default yes */
@@ -111,6 +121,14 @@ struct conf_auth {
 	unsigned lockout_ipv6_prefix; /* IPv6 clients counted per network of
 				       * this many bits; default 64 */
 	bool received_auth;     /* "(authenticated as USER)" in Received:; default yes */
+	/* GSSAPI: the acceptor's keys (absolute path; NULL: none), the realms
+	 * whose principals are users, and the replay cache, SPOOL/gssapi-replay
+	 * (derived, not a directive) */
+	char *keytab;
+	struct conf_pos keytab_pos;
+	struct conf_realm *realms;
+	size_t nrealms;
+	char *replay_cache;
 };
 
 struct conf_relay {
@@ -291,6 +309,9 @@ bool conf_smtp_offers_login(const struct conf_server *s);
 bool conf_is_local_domain(const struct conf *conf, const char *domain);
 
 const char *conf_protocol_name(enum conf_protocol p);
+/* The GSS-API service name of a protocol (RFC 4752 §3.1, the IANA
+ * registry): "smtp", "pop", "imap". */
+const char *conf_gssapi_service(enum conf_protocol p);
 
 /* Parse "K/M/G" sizes and "s/m/h/d" durations; 0 on success, -1 on error.
  * Exposed for the unit tests and for the command line. */

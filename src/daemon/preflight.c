@@ -77,8 +77,12 @@ static int preflight_run_as_files(const struct conf *c, uid_t uid, gid_t gid, FI
 				uid, gid, err);
 	n += preflight_readable("metrics password file", c->metrics_password, NULL, u, uid, gid,
 				err);
-	for (size_t s = 0; s < c->nservers; s++)
+	for (size_t s = 0; s < c->nservers; s++) {
 		n += preflight_tls_files(&c->servers[s].tls, u, uid, gid, err);
+		/* GSSAPI reads it at every login */
+		n += preflight_readable("keytab", c->servers[s].auth.keytab,
+					&c->servers[s].auth.keytab_pos, u, uid, gid, err);
+	}
 	n += preflight_tls_files(&c->metrics_tls, u, uid, gid, err);
 	return n;
 }

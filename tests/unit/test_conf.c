@@ -1191,8 +1191,59 @@ static void test_unknown_mechanism(void **state)
 {
 	(void)state;
 	expect_errors(AUTH("        mechanisms plain cram-md5 login xoauth2\n"),
-		      NAME ":5:26: unknown mechanism \"cram-md5\" (use plain, login or scram-sha-256)\n"
-		      NAME ":5:41: unknown mechanism \"xoauth2\" (use plain, login or scram-sha-256)\n");
+		      NAME ":5:26: unknown mechanism \"cram-md5\" (use gssapi, plain, login or scram-sha-256)\n"
+		      NAME ":5:41: unknown mechanism \"xoauth2\" (use gssapi, plain, login or scram-sha-256)\n");
+}
+
+/* GSSAPI: the keytab (made absolute), the realm table in order, the
+ * replay cache in the spool; the policy names the realms and the key. */
+static void test_gssapi_values(void **state)
+{
+	(void)state;
+	struct conf *c = parse_ok("spool /var/spool/ph\n"
+				  AUTH("        mechanisms GSSAPI plain\n"
+				       "        keytab etc/ph.keytab\n"
+				       "        realm EXAMPLE.TEST Example.Test.\n"
+				       "        realm corp.example example.org\n"));
+	const struct conf_auth *a = &c->servers[0].auth;
+	assert_int_equal(a->mechanisms, MECH_GSSAPI | MECH_PLAIN);
+	assert_string_equal(a->keytab, BASEDIR "/etc/ph.keytab");
+	assert_int_equal(a->nrealms, 2);
+	assert_string_equal(a->realms[0].realm, "EXAMPLE.TEST");
+	assert_string_equal(a->realms[0].domain, "example.test");
+	assert_string_equal(a->realms[1].realm, "corp.example");
+	assert_string_equal(a->realms[1].domain, "example.org");
+	assert_string_equal(a->replay_cache, "/var/spool/ph/gssapi-replay");
+	int warnings;
+	char *text = policy_of(c, &warnings);
+	assert_non_null(strstr(text, "authentication: PLAIN, GSSAPI; PLAIN, only after TLS"));
+	assert_non_null(strstr(text, "integrated Kerberos logins for principals of EXAMPLE.TEST "
+				     "(users of example.test), corp.example (users of example.org), "
+				     "also without TLS"));
+	free(text);
+	conf_free(c);
+	c = parse_ok(AUTH("        mechanisms plain\n"));
+	assert_null(c->servers[0].auth.keytab);
+	assert_null(c->servers[0].auth.replay_cache);
+	conf_free(c);
+}
+
+static void test_gssapi_errors(void **state)
+{
+	(void)state;
+	expect_errors(AUTH("        mechanisms gssapi\n"),
+		      NAME ":2:1: server \"s\": mechanism gssapi needs \"keytab PATH\" in its auth block\n"
+		      NAME ":2:1: server \"s\": mechanism gssapi needs \"realm REALM DOMAIN\" in its "
+		      "auth block (whose principals are users)\n");
+	expect_errors(AUTH("        keytab /k\n        realm A.TEST a.test\n"),
+		      NAME ":5:9: \"keytab\" without mechanism gssapi in \"mechanisms\"\n"
+		      NAME ":6:15: \"realm\" without mechanism gssapi in \"mechanisms\"\n");
+	expect_errors(AUTH("        mechanisms gssapi\n        keytab /k\n"
+			   "        realm A.TEST a.test\n        realm A.TEST b.test\n"
+			   "        realm A@B a.test\n        realm B.TEST -bad-\n"),
+		      NAME ":8:15: realm \"A.TEST\" given twice (first at " NAME ":7:15)\n"
+		      NAME ":9:15: bad Kerberos realm \"A@B\"\n"
+		      NAME ":10:22: bad domain name \"-bad-\"\n");
 }
 
 static void test_bad_lockout(void **state)
@@ -2623,6 +2674,8 @@ int main(void)
 		cmocka_unit_test(test_bad_bool),
 		cmocka_unit_test(test_auth_values),
 		cmocka_unit_test(test_unknown_mechanism),
+		cmocka_unit_test(test_gssapi_values),
+		cmocka_unit_test(test_gssapi_errors),
 		cmocka_unit_test(test_bad_lockout),
 		cmocka_unit_test(test_bad_lockout_ipv6_prefix),
 		cmocka_unit_test(test_probing_limits),

@@ -1307,6 +1307,9 @@ static void smtp_login_done(void *owner, const struct login_verdict *v)
 			      "seconds", v->retry_after);
 		smtp_close_after_flush(s);
 		break;
+	case LOGIN_UNAVAILABLE: /* RFC 4954 §6 */
+		smtp_reply(s, "454 4.7.0 Temporary authentication failure");
+		break;
 	}
 	smtp_process_input(s); /* a verdict that came later: read on */
 }
