@@ -437,6 +437,9 @@ static void imap_login_done(void *owner, const struct login_verdict *v)
 		imap_no(s, "[UNAVAILABLE] Too many failed authentication attempts");
 		imap_close_after_flush(s);
 		break;
+	case LOGIN_UNAVAILABLE: /* RFC 5530 §3 */
+		imap_no(s, "[UNAVAILABLE] Temporary authentication failure; try again later");
+		break;
 	}
 	imap_run(s); /* a verdict that came later: read on */
 }

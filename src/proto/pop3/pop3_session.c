@@ -548,6 +548,9 @@ static void pop3_login_done(void *owner, const struct login_verdict *v)
 				   "again in %u seconds", v->retry_after);
 		pop3_close_after_flush(s);
 		break;
+	case LOGIN_UNAVAILABLE: /* RFC 3206 §5: SYS/TEMP */
+		conn_printf(s->io, "-ERR [SYS/TEMP] Temporary authentication failure; try again later");
+		break;
 	}
 	pop3_run(s); /* a verdict that came later: read on */
 }

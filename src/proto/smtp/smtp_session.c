@@ -26,6 +26,7 @@
 
 #include "net/access.h"
 #include "auth/aliases.h"
+#include "auth/directory.h"
 #include "auth/login.h"
 #include "conf/conf.h"
 #include "net/conn.h"
@@ -109,6 +110,8 @@ struct smtp_session {
 	struct login *login;    /* AUTH: the exchange, its check and delay */
 	struct event *held;     /* a refused recipient's reply waits (error-delay) */
 	char *held_reply;       /* ... this one */
+	struct directory_job *rcpt_lookup; /* users ldap: a recipient being looked up */
+	char *rcpt_address;     /* ... its address */
 	unsigned errors;
 	struct smtp_txn txn;
 	struct smtp_data data;
@@ -707,6 +710,15 @@ static void smtp_rcpt_refuse_locked(struct smtp_session *s, unsigned retry_after
 	smtp_rcpt_refuse(s, reply);
 }
 
+static void smtp_rcpt_accepted(struct smtp_session *s, const char *address)
+{
+	if (!s->txn.first_rcpt)
+		s->txn.first_rcpt = xstrdup(address);
+	s->txn.nrcpt_cmds++;
+	smtp_enter_state(s, SMTP_RCPT);
+	smtp_reply(s, "250 2.1.5 Ok");
+}
+
 static void smtp_rcpt_accept(struct smtp_session *s, const char *address)
 {
 	char **finals = NULL;
@@ -741,11 +753,7 @@ static void smtp_rcpt_accept(struct smtp_session *s, const char *address)
 		free(finals[0]);
 		free(finals);
 	}
-	if (!s->txn.first_rcpt)
-		s->txn.first_rcpt = xstrdup(address);
-	s->txn.nrcpt_cmds++;
-	smtp_enter_state(s, SMTP_RCPT);
-	smtp_reply(s, "250 2.1.5 Ok");
+	smtp_rcpt_accepted(s, address);
 }
 
 /* The address's canonical local form: local part unquoted, domain
@@ -854,6 +862,61 @@ static void smtp_rcpt_accept_remote(struct smtp_session *s, const struct smtp_ad
 	free(dom);
 }
 
+/* shown: the address as the log shows it, LOG_VALUE_MAX bytes at most */
+static void smtp_rcpt_refuse_unknown(struct smtp_session *s, const char *shown)
+{
+	char reply[CONN_REPLY_MAX];
+	log_info("event=reject session=%s server=%s client=%s reason=unknown-user to=%s",
+		 s->b.sid, s->b.srv->name, s->b.client, shown);
+	smtp_count_rejected(s, "unknown-user");
+	smtp_count_unknown_recipient(s);
+	/* fits: shown (LOG_VALUE_MAX) and a fixed text */
+	xsnprintf(reply, sizeof reply,
+		  "550 5.1.1 <%s>: Recipient address rejected: user unknown", shown);
+	smtp_rcpt_refuse(s, reply);
+}
+
+/* ---- users ldap: the recipient is looked up in the directory ----------
+ * The session reads no further command until the answer (cached, or from
+ * a directory worker); every address of an entry delivers into the
+ * entry's one mailbox. */
+
+static void smtp_rcpt_directory_answer(void *owner, const struct directory_answer *a)
+{
+	struct smtp_session *s = owner;
+	char *address = s->rcpt_address;
+	char esc[LOG_VALUE_MAX];
+	const char *shown = log_escape(esc, sizeof esc, address, strlen(address));
+	s->rcpt_lookup = NULL;
+	s->rcpt_address = NULL;
+	if (s->state == SMTP_CLOSING) {
+		/* a shutdown said goodbye meanwhile */
+	} else if (a->status == DIRECTORY_FOUND) {
+		smtp_txn_add(&s->txn, a->mailbox, address, true);
+		smtp_rcpt_accepted(s, address);
+	} else if (a->status == DIRECTORY_NOT_FOUND) {
+		smtp_rcpt_refuse_unknown(s, shown);
+	} else {
+		log_info("event=reject session=%s server=%s client=%s reason=directory-unavailable "
+			 "to=%s", s->b.sid, s->b.srv->name, s->b.client, shown);
+		smtp_count_rejected(s, "directory-unavailable");
+		/* fits: shown (LOG_VALUE_MAX) and a fixed text */
+		smtp_reply(s, "451 4.3.0 <%s>: Recipient address lookup failed; try again later",
+			   shown);
+	}
+	free(address);
+	smtp_process_input(s); /* an answer that came later: read on */
+}
+
+static void smtp_rcpt_ask_directory(struct smtp_session *s, const char *address)
+{
+	s->rcpt_address = xstrdup(address);
+	struct directory_job *j = directory_lookup(s->b.rt->directory, address,
+						   smtp_rcpt_directory_answer, s);
+	if (j) /* NULL: the cache answered already */
+		s->rcpt_lookup = j;
+}
+
 static void smtp_rcpt_decide(struct smtp_session *s, const struct smtp_addr *a)
 {
 	char esc[LOG_VALUE_MAX];
@@ -873,19 +936,12 @@ static void smtp_rcpt_decide(struct smtp_session *s, const struct smtp_addr *a)
 	}
 	char *address = smtp_rcpt_address(s, a);
 	const char *local = a->domain ? a->local_unquoted : "postmaster";
-	if (!smtp_local_known(s, address, local)) {
-		char reply[CONN_REPLY_MAX];
-		log_info("event=reject session=%s server=%s client=%s reason=unknown-user to=%s",
-			 s->b.sid, s->b.srv->name, s->b.client, shown);
-		smtp_count_rejected(s, "unknown-user");
-		smtp_count_unknown_recipient(s);
-		/* fits: shown (LOG_VALUE_MAX) and a fixed text */
-		xsnprintf(reply, sizeof reply,
-			  "550 5.1.1 <%s>: Recipient address rejected: user unknown", shown);
-		smtp_rcpt_refuse(s, reply);
-	} else {
+	if (s->b.rt->directory && !smtp_local_known(s, address, local))
+		smtp_rcpt_ask_directory(s, address);
+	else if (!smtp_local_known(s, address, local))
+		smtp_rcpt_refuse_unknown(s, shown);
+	else
 		smtp_rcpt_accept(s, address);
-	}
 	free(address);
 }
 
@@ -1180,6 +1236,9 @@ static void smtp_login_done(void *owner, const struct login_verdict *v)
 			      "seconds", v->retry_after);
 		smtp_close_after_flush(s);
 		break;
+	case LOGIN_UNAVAILABLE: /* RFC 4954 §6 */
+		smtp_reply(s, "454 4.7.0 Temporary authentication failure");
+		break;
 	}
 	smtp_process_input(s); /* a verdict that came later: read on */
 }
@@ -1222,7 +1281,7 @@ static void smtp_process_input(struct smtp_session *s)
 	s->in_process = true;
 	struct evbuffer *in = conn_input(s->io);
 	while (!(s->state & (SMTP_CLOSING | SMTP_HANDSHAKE)) && !s->committing &&
-	       !login_busy(s->login) && !s->held && !conn_closing(s->io)) {
+	       !login_busy(s->login) && !s->held && !s->rcpt_lookup && !conn_closing(s->io)) {
 		if (conn_output_full(s->io)) {
 			s->output_blocked = true; /* resumed by smtp_write_cb */
 			break;
@@ -1390,6 +1449,8 @@ static void smtp_free(struct smtp_session *s)
 	if (s->held)
 		event_free(s->held);
 	free(s->held_reply);
+	directory_cancel(s->rcpt_lookup);
+	free(s->rcpt_address);
 	conn_free(s->io);
 	session_base_release(&s->b);
 	free(s);
