@@ -150,6 +150,15 @@ static void directory_entry_drop(struct directory *d, struct directory_entry **s
 	free(e);
 }
 
+/* The oldest answer goes (the bound, and the end). */
+static void directory_drop_oldest(struct directory *d)
+{
+	struct directory_entry **slot = directory_slot(d, d->oldest->key);
+	if (!*slot)
+		fatal("directory: an answer of the cache is not in its table");
+	directory_entry_drop(d, slot);
+}
+
 /* A live answer for key, or NULL (an expired one is dropped). */
 static const struct directory_entry *directory_cached(struct directory *d, const char *key)
 {
@@ -176,7 +185,7 @@ void directory_cache_put(struct directory *d, const char *key, const char *mailb
 	if (*slot)
 		directory_entry_drop(d, slot);
 	if (d->entries >= DIRECTORY_CACHE_MAX) /* bounded: the oldest answer goes */
-		directory_entry_drop(d, directory_slot(d, d->oldest->key));
+		directory_drop_oldest(d);
 	slot = directory_slot(d, key);
 	struct directory_entry *e = xcalloc(1, sizeof *e);
 	e->key = xstrdup(key);
@@ -882,7 +891,7 @@ void directory_free(struct directory *d)
 	if (w)
 		waker_free(w);
 	while (d->oldest)
-		directory_entry_drop(d, directory_slot(d, d->oldest->key));
+		directory_drop_oldest(d);
 	free(d->buckets);
 	directory_close(&d->sync.search);
 	directory_close(&d->sync.user);
