@@ -2,7 +2,8 @@
 real OpenLDAP slapd (ldaputil.py): password logins by an LDAP bind over
 TLS on SMTP AUTH, POP3 and IMAP, refused in clear; wrong passwords and
 unknown users; every address of an entry (proxyAddresses, "smtp:"
-prefixes) delivers into its one mailbox; LDAP filter injection in
+prefixes) delivers into its one mailbox, and its user may send from any
+of them (sender-must-match) but not from another's; LDAP filter injection in
 addresses and user names matches nothing; slapd stopped mid-test gives
 the protocols' temporary failures, logged once, and posthorn recovers
 when slapd comes back; the second URI serves when the first is down;
@@ -222,6 +223,22 @@ def test_every_address_of_an_entry_delivers_into_its_mailbox(daemon, certs):
     daemon.wait_messages(DAVE, 1)
     assert not os.path.exists(daemon.maildir("al@example.test"))
     assert not os.path.exists(daemon.maildir("a.smith@example.org"))
+
+
+def test_a_user_sends_from_any_of_the_entrys_addresses_only(daemon, certs):
+    with smtplib.SMTP(HOST, daemon.port("sub"), timeout=15, source_address=source()) as s:
+        s.starttls(context=ctx_for(certs))
+        s.ehlo("client.example.net")
+        assert s.docmd("AUTH", "PLAIN " + plain_response(ALICE, ALICE_PW))[0] == 235
+        for sender, want in (("al@example.test", 250), ("A.Smith@example.org", 250),
+                             (DAVE, 553), ("nobody@example.test", 553), (ALICE, 250)):
+            code, text = s.mail(sender)
+            assert code == want, (sender, code, text)
+            s.rset()
+        code, _ = s.mail("al@example.test")
+        assert code == 250
+        assert s.rcpt("someone@example.net")[0] == 250  # relay for the logged-in user
+        s.rset()
 
 
 # -- the directory goes and comes back ---------------------------------------------------

@@ -110,8 +110,10 @@ struct smtp_session {
 	struct login *login;    /* AUTH: the exchange, its check and delay */
 	struct event *held;     /* a refused recipient's reply waits (error-delay) */
 	char *held_reply;       /* ... this one */
-	struct directory_job *rcpt_lookup; /* users ldap: a recipient being looked up */
-	char *rcpt_address;     /* ... its address */
+	struct directory_job *lookup; /* users ldap: a sender or recipient being looked up */
+	char *lookup_address;   /* ... its address */
+	char *lookup_sender;    /* MAIL: the sender as written, SMTPUTF8 or not */
+	bool lookup_smtputf8;
 	unsigned errors;
 	struct smtp_txn txn;
 	struct smtp_data data;
@@ -554,17 +556,31 @@ static bool smtp_local_senders_authenticate(const struct conf *conf)
  * an unauthenticated client may not claim a local domain's address when
  * local users have a submission server where they must log in — mail
  * from a local user comes from there, so on the open port it is forged. */
+static void smtp_sender_refuse_not_owned(struct smtp_session *s)
+{
+	char esc[LOG_VALUE_MAX];
+	smtp_reply(s, "553 5.7.1 Sender address rejected: not owned by user %s",
+		   log_escape(esc, sizeof esc, s->auth_user, strlen(s->auth_user)));
+}
+
+static void smtp_sender_log_refused(struct smtp_session *s, const char *address)
+{
+	char esc[LOG_VALUE_MAX];
+	log_info("event=reject session=%s server=%s client=%s reason=sender from=%s%s%s", s->b.sid,
+		 s->b.srv->name, s->b.client, log_escape(esc, sizeof esc, address, strlen(address)),
+		 s->auth_user ? " user=" : "", s->auth_user ? s->auth_user : "");
+	smtp_count_rejected(s, "sender");
+}
+
 static bool smtp_sender_allowed(struct smtp_session *s, const struct smtp_addr *a)
 {
 	if (a->null || !a->domain)
 		return true;
-	char esc[LOG_VALUE_MAX];
 	char *address = smtp_canonical_address(a);
 	bool ok = true;
 	if (s->auth_user) {
 		if (s->b.srv->auth.sender_must_match && !smtp_sender_owned(s, address)) {
-			smtp_reply(s, "553 5.7.1 Sender address rejected: not owned by user %s",
-				   log_escape(esc, sizeof esc, s->auth_user, strlen(s->auth_user)));
+			smtp_sender_refuse_not_owned(s);
 			ok = false;
 		}
 	} else if (!a->literal && conf_is_local_domain(s->b.rt->conf, a->domain) &&
@@ -572,14 +588,70 @@ static bool smtp_sender_allowed(struct smtp_session *s, const struct smtp_addr *
 		smtp_reply(s, "553 5.7.1 Sender address rejected: local senders must authenticate");
 		ok = false;
 	}
-	if (!ok) {
-		log_info("event=reject session=%s server=%s client=%s reason=sender from=%s%s%s", s->b.sid,
-			 s->b.srv->name, s->b.client, log_escape(esc, sizeof esc, address, strlen(address)),
-			 s->auth_user ? " user=" : "", s->auth_user ? s->auth_user : "");
-		smtp_count_rejected(s, "sender");
-	}
+	if (!ok)
+		smtp_sender_log_refused(s, address);
 	free(address);
 	return ok;
+}
+
+static void smtp_mail_accept(struct smtp_session *s, const char *sender, bool smtputf8)
+{
+	s->txn.sender = xstrdup(sender);
+	s->txn.smtputf8 = smtputf8;
+	smtp_enter_state(s, SMTP_MAIL);
+	smtp_reply(s, "250 2.1.0 Ok");
+}
+
+/* ---- users ldap: is the sender one of the user's own addresses? ----------
+ * An entry's every address is its user's (proxyAddresses): a sender of a
+ * local domain that is neither the login nor an alias of it is looked up,
+ * and the session reads no further command until the answer. */
+
+static bool smtp_sender_needs_directory(const struct smtp_session *s, const struct smtp_addr *a)
+{
+	if (!s->auth_user || !s->b.rt->directory || !s->b.srv->auth.sender_must_match ||
+	    a->null || !a->domain || a->literal || !conf_is_local_domain(s->b.rt->conf, a->domain))
+		return false;
+	char *address = smtp_canonical_address(a);
+	bool owned = smtp_sender_owned(s, address);
+	free(address);
+	return !owned;
+}
+
+static void smtp_process_input(struct smtp_session *s);
+
+static void smtp_sender_directory_answer(void *owner, const struct directory_answer *a)
+{
+	struct smtp_session *s = owner;
+	char *address = s->lookup_address, *sender = s->lookup_sender;
+	s->lookup = NULL;
+	s->lookup_address = s->lookup_sender = NULL;
+	if (s->state == SMTP_CLOSING) {
+		/* a shutdown said goodbye meanwhile */
+	} else if (a->status == DIRECTORY_FOUND && strcmp(a->mailbox, s->auth_user) == 0) {
+		smtp_mail_accept(s, sender, s->lookup_smtputf8);
+	} else if (a->status == DIRECTORY_UNAVAILABLE) {
+		smtp_reply(s, "451 4.3.0 Sender address lookup failed; try again later");
+	} else {
+		smtp_sender_refuse_not_owned(s);
+		smtp_sender_log_refused(s, address);
+		smtp_error(s);
+	}
+	free(address);
+	free(sender);
+	smtp_process_input(s); /* an answer that came later: read on */
+}
+
+static void smtp_sender_ask_directory(struct smtp_session *s, const struct smtp_addr *a,
+				      bool smtputf8)
+{
+	s->lookup_address = smtp_canonical_address(a);
+	s->lookup_sender = xstrdup(a->text);
+	s->lookup_smtputf8 = smtputf8;
+	struct directory_job *j = directory_lookup(s->b.rt->directory, s->lookup_address,
+						   smtp_sender_directory_answer, s);
+	if (j) /* NULL: the cache answered already */
+		s->lookup = j;
 }
 
 static void smtp_cmd_mail(struct smtp_session *s, char *args)
@@ -600,13 +672,12 @@ static void smtp_cmd_mail(struct smtp_session *s, char *args)
 	} else if (addr.utf8 && !smtputf8) {
 		smtp_reply(s, "553 5.6.7 Non-ASCII sender address requires SMTPUTF8");
 		smtp_error(s);
+	} else if (smtp_sender_needs_directory(s, &addr)) {
+		smtp_sender_ask_directory(s, &addr, smtputf8);
 	} else if (!smtp_sender_allowed(s, &addr)) {
 		smtp_error(s);
 	} else {
-		s->txn.sender = xstrdup(addr.null ? "" : addr.text);
-		s->txn.smtputf8 = smtputf8;
-		smtp_enter_state(s, SMTP_MAIL);
-		smtp_reply(s, "250 2.1.0 Ok");
+		smtp_mail_accept(s, addr.null ? "" : addr.text, smtputf8);
 	}
 	smtp_addr_clear(&addr);
 	smtp_params_clear(params, nparams);
@@ -884,11 +955,11 @@ static void smtp_rcpt_refuse_unknown(struct smtp_session *s, const char *shown)
 static void smtp_rcpt_directory_answer(void *owner, const struct directory_answer *a)
 {
 	struct smtp_session *s = owner;
-	char *address = s->rcpt_address;
+	char *address = s->lookup_address;
 	char esc[LOG_VALUE_MAX];
 	const char *shown = log_escape(esc, sizeof esc, address, strlen(address));
-	s->rcpt_lookup = NULL;
-	s->rcpt_address = NULL;
+	s->lookup = NULL;
+	s->lookup_address = NULL;
 	if (s->state == SMTP_CLOSING) {
 		/* a shutdown said goodbye meanwhile */
 	} else if (a->status == DIRECTORY_FOUND) {
@@ -910,11 +981,11 @@ static void smtp_rcpt_directory_answer(void *owner, const struct directory_answe
 
 static void smtp_rcpt_ask_directory(struct smtp_session *s, const char *address)
 {
-	s->rcpt_address = xstrdup(address);
+	s->lookup_address = xstrdup(address);
 	struct directory_job *j = directory_lookup(s->b.rt->directory, address,
 						   smtp_rcpt_directory_answer, s);
 	if (j) /* NULL: the cache answered already */
-		s->rcpt_lookup = j;
+		s->lookup = j;
 }
 
 static void smtp_rcpt_decide(struct smtp_session *s, const struct smtp_addr *a)
@@ -1281,7 +1352,7 @@ static void smtp_process_input(struct smtp_session *s)
 	s->in_process = true;
 	struct evbuffer *in = conn_input(s->io);
 	while (!(s->state & (SMTP_CLOSING | SMTP_HANDSHAKE)) && !s->committing &&
-	       !login_busy(s->login) && !s->held && !s->rcpt_lookup && !conn_closing(s->io)) {
+	       !login_busy(s->login) && !s->held && !s->lookup && !conn_closing(s->io)) {
 		if (conn_output_full(s->io)) {
 			s->output_blocked = true; /* resumed by smtp_write_cb */
 			break;
@@ -1449,8 +1520,9 @@ static void smtp_free(struct smtp_session *s)
 	if (s->held)
 		event_free(s->held);
 	free(s->held_reply);
-	directory_cancel(s->rcpt_lookup);
-	free(s->rcpt_address);
+	directory_cancel(s->lookup);
+	free(s->lookup_address);
+	free(s->lookup_sender);
 	conn_free(s->io);
 	session_base_release(&s->b);
 	free(s);
