@@ -392,7 +392,7 @@ static enum directory_status directory_search(struct directory_core *c,
 		ldap_msgfree(res);
 		errfmt(why, sizeof why, "search: %s", ldap_err2string(rc));
 		directory_close(&conns->search);
-		if (!directory_link_error(rc) && rc != LDAP_FILTER_ERROR)
+		if (!directory_link_error(rc)) /* a bad filter, say: logged, not retried */
 			break;
 	}
 	directory_note(c, false, why);

@@ -6,7 +6,8 @@ prefixes) delivers into its one mailbox, and its user may send from any
 of them (sender-must-match) but not from another's; LDAP filter injection in
 addresses and user names matches nothing; slapd stopped mid-test gives
 the protocols' temporary failures, logged once, and posthorn recovers
-when slapd comes back; the second URI serves when the first is down;
+when slapd comes back; the second URI serves when the first is down; a directory whose
+certificate the `ca` does not vouch for is not used;
 `posthorn check` and `posthorn user test` speak of the directory.
 """
 
@@ -269,6 +270,20 @@ def test_second_uri_serves_when_the_first_is_down(posthorn, tmp_path, certs, sla
     assert smtp_auth(p, certs, DAVE, DAVE_PW)[0] == 235
     assert rcpt(p, DAVE)[0] == 250
     assert not p.events("directory-down")
+
+
+def test_a_directory_certificate_from_another_ca_is_refused(posthorn, tmp_path, certs,
+                                                           slapd):
+    other = ldaputil.make_ca_and_cert(tmp_path / "other-ca")
+    # posthorn trusts only the other CA for the directory; neither ldaps://
+    # nor StartTLS may then go on, and nothing is sent in clear
+    p = start_daemon(posthorn, tmp_path, {"ca": other["ca"], "crt": certs["crt"],
+                                          "key": certs["key"]},
+                     [slapd.ldaps_uri, slapd.ldap_uri])
+    code, text = smtp_auth(p, certs, ALICE, ALICE_PW)  # the clients trust posthorn's CA
+    assert code == 454, (code, text)
+    down = p.events("directory-down")
+    assert len(down) == 1 and "StartTLS" in down[0]["_line"], down
 
 
 def test_check_and_user_test_speak_of_the_directory(posthorn, tmp_path, certs, slapd):
