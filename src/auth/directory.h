@@ -20,7 +20,7 @@ struct directory;
 struct directory_job;
 
 enum {
-	DIRECTORY_THREADS = 4,          /* connections to the directory at once */
+	DIRECTORY_THREADS = 4,          /* workers, each with a search and a bind connection */
 	DIRECTORY_QUEUE_MAX = 256,      /* lookups waiting for a thread */
 	DIRECTORY_CACHE_MAX = 50000,    /* cached answers; the oldest goes first */
 	DIRECTORY_TIMEOUT = 5,          /* seconds for a connection or an operation */
