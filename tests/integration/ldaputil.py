@@ -118,6 +118,11 @@ class Slapd:
     def ldaps_uri(self):
         return f"ldaps://{HOST}:{self.tls_port}"
 
+    @property
+    def ldapi_uri(self):
+        """The local socket (no TLS: nothing crosses a network)."""
+        return "ldapi://" + os.path.join(self.folder, "ldapi").replace("/", "%2F")
+
     def _write_config(self):
         schema = os.path.join(self.folder, "posthorn.schema")
         with open(schema, "w") as f:
@@ -145,7 +150,7 @@ class Slapd:
 
     def start(self):
         assert self.proc is None
-        urls = f"{self.ldap_uri}/ {self.ldaps_uri}/"
+        urls = f"{self.ldap_uri}/ {self.ldaps_uri}/ {self.ldapi_uri}/"
         log = open(os.path.join(self.folder, "slapd.log"), "ab")
         # -d 0: stays in the foreground (its PID is ours to stop), logs nothing
         self.proc = subprocess.Popen([SLAPD, "-f", self.conf, "-h", urls, "-d", "0"],

@@ -272,6 +272,15 @@ def test_second_uri_serves_when_the_first_is_down(posthorn, tmp_path, certs, sla
     assert not p.events("directory-down")
 
 
+def test_ldapi_and_a_reload(posthorn, tmp_path, certs, slapd):
+    p = start_daemon(posthorn, tmp_path, certs, [slapd.ldapi_uri])
+    assert smtp_auth(p, certs, DAVE, DAVE_PW)[0] == 235
+    p.reload()  # a new generation: its own directory, cache and workers
+    assert smtp_auth(p, certs, DAVE, DAVE_PW)[0] == 235
+    assert rcpt(p, "al@example.test")[0] == 250
+    assert not p.events("directory-down")
+
+
 def test_a_directory_certificate_from_another_ca_is_refused(posthorn, tmp_path, certs,
                                                            slapd):
     other = ldaputil.make_ca_and_cert(tmp_path / "other-ca")
