@@ -3,12 +3,13 @@ real OpenLDAP slapd (ldaputil.py): password logins by an LDAP bind over
 TLS on SMTP AUTH, POP3 and IMAP, refused in clear; wrong passwords and
 unknown users; every address of an entry (proxyAddresses, "smtp:"
 prefixes) delivers into its one mailbox, and its user may send from any
-of them (sender-must-match) but not from another's; LDAP filter injection in
-addresses and user names matches nothing; slapd stopped mid-test gives
-the protocols' temporary failures, logged once, and posthorn recovers
-when slapd comes back; the second URI serves when the first is down; a directory whose
-certificate the `ca` does not vouch for is not used;
-`posthorn check` and `posthorn user test` speak of the directory.
+of them (sender-must-match) but not from another's; LDAP filter
+injection in addresses and user names matches nothing; slapd stopped
+mid-test gives the protocols' temporary failures, logged once, and
+posthorn recovers when slapd comes back; the second URI serves when the
+first is down; a directory whose certificate the `ca` does not vouch for
+is not used; ldapi:// and a reload work; `posthorn check` and `posthorn
+user test` speak of the directory.
 """
 
 import imaplib
