@@ -12,6 +12,7 @@
 #include <event2/event.h>
 #include <openssl/crypto.h>
 
+#include "auth/directory.h"
 #include "auth/sasl.h"
 #include "auth/sasl_gssapi.h"
 #include "auth/throttle.h"
@@ -35,6 +36,9 @@ struct login {
 	bool tls;                    /* the channel when the attempt began */
 	char mech[LOGIN_MECH_LABEL_MAX]; /* of the current or last attempt */
 	struct offload_job *check;   /* a password on a worker */
+	struct directory_job *dirjob; /* users ldap: a password at the directory */
+	struct sasl_check *dircheck; /* ... what it was asked */
+	bool dir_sasl;               /* ... for a SASL exchange (not USER/LOGIN) */
 	struct event *pause;         /* a failure's reply waits a while */
 };
 
@@ -96,6 +100,8 @@ void login_free(struct login *l)
 		return;
 	login_end_exchange(l);
 	offload_cancel(l->check);
+	directory_cancel(l->dirjob);
+	sasl_check_free(l->dircheck);
 	if (l->pause)
 		event_free(l->pause);
 	free(l);
@@ -103,12 +109,12 @@ void login_free(struct login *l)
 
 bool login_in_exchange(const struct login *l)
 {
-	return l && (l->sasl != NULL || l->gss != NULL) && !l->check;
+	return l && (l->sasl != NULL || l->gss != NULL) && !l->check && !l->dirjob;
 }
 
 bool login_busy(const struct login *l)
 {
-	return l && (l->check != NULL || l->pause != NULL);
+	return l && (l->check != NULL || l->pause != NULL || l->dirjob != NULL);
 }
 
 const char *login_mechanism(const struct login *l)
@@ -215,6 +221,15 @@ static void login_failure(struct login *l, const char *user)
 	}
 }
 
+/* The directory could not be asked: a temporary failure, neither counted
+ * as a failed login nor answered as one (the directory logs why, once). */
+static void login_unavailable(struct login *l, const char *user)
+{
+	login_log(l, "unavailable", user);
+	login_end_exchange(l);
+	login_say(l, LOGIN_UNAVAILABLE, NULL, NULL, 0);
+}
+
 /* ---- SASL ------------------------------------------------------------------- */
 
 static void login_sasl_result(struct login *l, enum sasl_status st, const char *challenge)
@@ -267,11 +282,53 @@ static void login_sasl_checked(void *owner, void *work)
 	login_sasl_result(l, st, NULL);
 }
 
+/* ---- users ldap: the password goes to the directory's bind ---------------- */
+
+static void login_password_checked(void *owner, void *work);
+
+static void login_directory_answer(void *owner, const struct directory_answer *a)
+{
+	struct login *l = owner;
+	struct sasl_check *c = l->dircheck;
+	l->dirjob = NULL;
+	l->dircheck = NULL;
+	if (a->status == DIRECTORY_UNAVAILABLE) {
+		const char *u = sasl_check_user(c);
+		char *user = u ? xstrdup(u) : NULL;
+		sasl_check_free(c);
+		login_unavailable(l, user);
+		free(user);
+		return;
+	}
+	sasl_check_set_result(c, a->status == DIRECTORY_FOUND ? a->mailbox : NULL);
+	if (l->dir_sasl) {
+		login_sasl_checked(l, c);
+	} else {
+		login_password_checked(l, c);
+	}
+}
+
+/* Check c (taken over) at the directory; the answer may come at once. */
+static void login_directory_check(struct login *l, struct sasl_check *c, bool sasl)
+{
+	size_t plen;
+	const char *pass = sasl_check_password(c, &plen);
+	const char *user = sasl_check_user(c);
+	l->dircheck = c;
+	l->dir_sasl = sasl;
+	struct directory_job *j = directory_login(l->env.directory, user, user ? strlen(user) : 0,
+						  pass, plen, login_directory_answer, l);
+	if (j) /* NULL: answered already (and maybe a new exchange begun) */
+		l->dirjob = j;
+}
+
 static void login_sasl_step(struct login *l, const char *in)
 {
 	char *challenge = NULL;
 	enum sasl_status st = sasl_step(l->sasl, in, &challenge);
-	if (st == SASL_CHECK)
+	if (st == SASL_CHECK && l->env.directory)
+		login_directory_check(l, sasl_take_check(l->sasl), true);
+	else if (st == SASL_CHECK)
 		l->check = sasl_check_submit(sasl_take_check(l->sasl), login_sasl_checked, l);
 	else
 		login_sasl_result(l, st, challenge);
@@ -472,5 +529,11 @@ void login_password(struct login *l, const char *label, const char *user, size_t
 	}
 	struct sasl_check *c = sasl_check_new(l->env.users, user, ulen, pass, plen);
 	OPENSSL_cleanse(pass, plen);
-	l->check = sasl_check_submit(c, login_password_checked, l);
+	if (l->env.directory && user && strnlen(user, ulen) == ulen) {
+		login_directory_check(l, c, false);
+	} else if (l->env.directory) { /* a NUL in the name: nobody's */
+		sasl_check_set_result(c, NULL);
+		login_password_checked(l, c);
+	} else
+		l->check = sasl_check_submit(c, login_password_checked, l);
 }

@@ -13,6 +13,7 @@
 
 struct conf_server;
 struct userdb;
+struct directory;
 struct throttle;
 struct event_base;
 
@@ -37,6 +38,7 @@ struct login_env {
 	const struct conf_server *srv;
 	const char *client;          /* the client's address text */
 	const struct userdb *users;
+	struct directory *directory; /* users ldap: passwords checked by its bind */
 	struct throttle *throttle;
 	struct event_base *base;     /* for the failure delay's timer */
 };
@@ -56,9 +58,10 @@ enum login_verdict_kind {
 	LOGIN_LOCKED_OUT,        /* too many failures from this address: the
 				  * protocol says so (.retry_after seconds) and
 				  * ends the session */
-	LOGIN_UNAVAILABLE,       /* the server cannot check now (a keytab it
-				  * cannot read): a temporary failure, not
-				  * counted against the client */
+	LOGIN_UNAVAILABLE,       /* the server cannot check now (the directory
+				  * cannot be asked, a keytab it cannot read):
+				  * a temporary failure, never "wrong password",
+				  * not counted against the client */
 };
 
 struct login_verdict {

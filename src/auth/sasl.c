@@ -437,6 +437,19 @@ const char *sasl_check_user(const struct sasl_check *c)
 	return c->user;
 }
 
+const char *sasl_check_password(const struct sasl_check *c, size_t *len)
+{
+	*len = c->len;
+	return c->pass;
+}
+
+void sasl_check_set_result(struct sasl_check *c, const char *address)
+{
+	free(c->rec.address);
+	c->rec.address = address ? xstrdup(address) : NULL;
+	c->passed = address != NULL;
+}
+
 void sasl_check_free(void *check)
 {
 	struct sasl_check *c = check;

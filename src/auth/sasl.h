@@ -91,6 +91,11 @@ const char *sasl_check_user(const struct sasl_check *c);
 /* The PBKDF2 iterations the check spends (an unknown user's: those of the
  * record its name is disguised as); 0 when it fails at once. */
 unsigned sasl_check_iterations(const struct sasl_check *c);
+/* Instead of sasl_check_run(), for a password checked elsewhere (a
+ * directory's bind): the password as given (len bytes), and the verdict,
+ * address when it was right (NULL: wrong). */
+const char *sasl_check_password(const struct sasl_check *c, size_t *len);
+void sasl_check_set_result(struct sasl_check *c, const char *address);
 /* Wipes the password and the keys (an offload_free_fn). */
 void sasl_check_free(void *check);
 /* The check run on a password worker: done(owner, check) comes back on the

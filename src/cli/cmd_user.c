@@ -1,5 +1,5 @@
-/* cmd_user: `posthorn user add|passwd|del ADDRESS` and `posthorn user list`
- * (posthorn(8)).  The password is the first line of stdin, read without echo
+/* cmd_user: `posthorn user add|passwd|del ADDRESS`, `posthorn user list`
+ * and `posthorn user test ADDRESS | --principal PRINCIPAL` (posthorn(8)).  The password is the first line of stdin, read without echo
  * when stdin is a terminal; it is wiped after use and never written out. */
 #include "cli/cmd_user.h"
 #include "cli/cmd_vacation.h"
@@ -18,6 +18,7 @@
 #include <openssl/crypto.h>
 
 #include "conf/conf.h"
+#include "auth/directory.h"
 #include "auth/userdb.h"
 #include "lib/util.h"
 
@@ -30,7 +31,7 @@ enum {
 
 static const char cmd_user_usage_line[] =
     "usage: posthorn [-c FILE] user add ADDRESS | passwd ADDRESS | del ADDRESS | list |\n"
-    "       vacation ADDRESS [on|off] [options]\n";
+    "       vacation ADDRESS [on|off] [options] | test ADDRESS | test --principal PRINCIPAL\n";
 
 struct cmd_user_command {
 	const char *name;
@@ -335,6 +336,155 @@ static int cmd_user_edit(const struct conf *conf, const struct cmd_user_command 
 	return CMD_USER_EXIT_OK;
 }
 
+/* ---- user test: what the configured backend says ------------------------ */
+
+/* A directory's answer, kept by the callback (without workers it comes
+ * before the question returns). */
+struct cmd_user_answer {
+	enum directory_status status;
+	char *mailbox;
+};
+
+static void cmd_user_answered(void *owner, const struct directory_answer *a)
+{
+	struct cmd_user_answer *out = owner;
+	out->status = a->status;
+	out->mailbox = a->mailbox ? xstrdup(a->mailbox) : NULL;
+}
+
+/* "what: NAME is the user M" and the like; true when found. */
+static bool cmd_user_say(const char *what, const char *name, const struct cmd_user_answer *a)
+{
+	if (a->status == DIRECTORY_FOUND)
+		printf("%s: %s is the user %s\n", what, name, a->mailbox);
+	else if (a->status == DIRECTORY_NOT_FOUND)
+		printf("%s: %s is nobody's\n", what, name);
+	else
+		printf("%s: the directory cannot be reached (temporary failure)\n", what);
+	return a->status == DIRECTORY_FOUND;
+}
+
+static bool cmd_user_say_login(const struct cmd_user_answer *a)
+{
+	if (a->status == DIRECTORY_FOUND)
+		printf("login: ok as %s\n", a->mailbox);
+	else if (a->status == DIRECTORY_NOT_FOUND)
+		printf("login: refused (unknown user or wrong password)\n");
+	else
+		printf("login: the directory cannot be reached (temporary failure)\n");
+	return a->status == DIRECTORY_FOUND;
+}
+
+/* The password for the login test: none (EOF) only tests the lookup. */
+static int cmd_user_test_password(struct cmd_user_password *pw, bool *given)
+{
+	enum cmd_user_read r = isatty(STDIN_FILENO) ? cmd_user_prompt("Password: ", pw)
+						    : cmd_user_read_line(pw);
+	*given = r == CMD_USER_READ_OK && pw->len > 0;
+	return r == CMD_USER_READ_EOF ? 0 : cmd_user_read_status(r);
+}
+
+static bool cmd_user_test_directory(struct directory *d, const char *address,
+				    const struct cmd_user_password *pw, bool given)
+{
+	struct cmd_user_answer a = {0}, l = {0};
+	printf("users: from the directory at %s\n", directory_uri(d));
+	(void)directory_lookup(d, address, cmd_user_answered, &a);
+	bool ok = cmd_user_say("lookup", address, &a);
+	if (given) {
+		(void)directory_login(d, address, strlen(address), pw->buf, pw->len,
+				      cmd_user_answered, &l);
+		ok = cmd_user_say_login(&l) && ok;
+	}
+	free(a.mailbox);
+	free(l.mailbox);
+	return ok;
+}
+
+static bool cmd_user_test_file(const struct userdb *db, const char *path, const char *address,
+			       const struct cmd_user_password *pw, bool given)
+{
+	const struct user_record *rec = userdb_find(db, address);
+	struct cmd_user_answer a = {.status = rec ? DIRECTORY_FOUND : DIRECTORY_NOT_FOUND,
+				    .mailbox = rec ? rec->address : NULL};
+	printf("users: from the file %s\n", path);
+	bool ok = cmd_user_say("lookup", address, &a);
+	if (given) {
+		bool right = rec && userdb_verify_password(rec, pw->buf, pw->len);
+		struct cmd_user_answer l = {.status = right ? DIRECTORY_FOUND : DIRECTORY_NOT_FOUND,
+					    .mailbox = right ? rec->address : NULL};
+		ok = cmd_user_say_login(&l) && ok;
+	}
+	return ok;
+}
+
+/* user test --principal P: the directory's `principal` attribute. */
+static int cmd_user_test_principal(const struct conf *conf, const char *principal)
+{
+	if (!conf->ldap || !conf->ldap->principal)
+		return cmd_user_fail("no principal attribute: principals are looked up only in a "
+				     "directory with \"principal\" (users ldap)");
+	struct directory *d = directory_new(conf->ldap, NULL, stderr);
+	if (!d)
+		return CMD_USER_EXIT_ERROR;
+	struct cmd_user_answer a = {0};
+	printf("users: from the directory at %s\n", directory_uri(d));
+	(void)directory_find_by_principal(d, principal, cmd_user_answered, &a);
+	bool ok = cmd_user_say("principal", principal, &a);
+	free(a.mailbox);
+	directory_free(d);
+	return ok ? CMD_USER_EXIT_OK : CMD_USER_EXIT_ERROR;
+}
+
+static int cmd_user_test_address(const struct conf *conf, const char *address)
+{
+	struct cmd_user_password pw;
+	memset(&pw, 0, sizeof pw);
+	bool given = false;
+	if (cmd_user_test_password(&pw, &given) != 0)
+		return CMD_USER_EXIT_ERROR;
+	bool ok = false;
+	int r = CMD_USER_EXIT_ERROR;
+	if (conf->ldap) {
+		struct directory *d = directory_new(conf->ldap, NULL, stderr);
+		if (d) {
+			ok = cmd_user_test_directory(d, address, &pw, given);
+			directory_free(d);
+			r = CMD_USER_EXIT_OK;
+		}
+	} else {
+		struct cmd_user_errbuf e;
+		struct userdb *db;
+		r = userdb_load(conf->users, &db, cmd_user_errbuf_open(&e)) < 0 ? CMD_USER_EXIT_ERROR
+										 : CMD_USER_EXIT_OK;
+		cmd_user_errbuf_close(&e);
+		if (r == CMD_USER_EXIT_OK) {
+			ok = cmd_user_test_file(db, conf->users, address, &pw, given);
+			userdb_free(db);
+		}
+	}
+	cmd_user_password_clear(&pw);
+	if (fflush(stdout) != 0 || ferror(stdout))
+		return cmd_user_fail("cannot write to standard output: %s", strerror(errno));
+	return r == CMD_USER_EXIT_OK && !ok ? CMD_USER_EXIT_ERROR : r;
+}
+
+static int cmd_user_test(const char *conf_path, int argc, char **argv)
+{
+	bool principal = argc == 2 && strcmp(argv[0], "--principal") == 0;
+	if (argc != 1 && !principal)
+		return cmd_user_usage("%s", "user test: needs ADDRESS or --principal PRINCIPAL");
+	const char *name = argv[argc - 1];
+	if (!principal && name[0] == '-')
+		return cmd_user_usage("user test: unknown option \"%s\"", name);
+	struct conf *conf;
+	if (conf_load(conf_path, &conf, stderr) != 0)
+		return CMD_USER_EXIT_ERROR;
+	int r = principal ? cmd_user_test_principal(conf, name) : cmd_user_test_address(conf, name);
+	conf_free(conf);
+	return r;
+}
+
 static const struct cmd_user_command *cmd_user_find(const char *name)
 {
 	for (size_t i = 0; i < ARRAY_LEN(cmd_user_commands); i++)
@@ -349,6 +499,8 @@ int cmd_user(const char *conf_path, int argc, char **argv)
 		return cmd_user_usage("%s", "missing user command");
 	if (strcmp(argv[0], "vacation") == 0)
 		return cmd_vacation(conf_path, argc - 1, argv + 1);
+	if (strcmp(argv[0], "test") == 0)
+		return cmd_user_test(conf_path, argc - 1, argv + 1);
 	const struct cmd_user_command *cmd = cmd_user_find(argv[0]);
 	if (!cmd)
 		return cmd_user_usage("unknown user command \"%s\"", argv[0]);
@@ -369,7 +521,13 @@ int cmd_user(const char *conf_path, int argc, char **argv)
 	struct conf *conf;
 	if (conf_load(conf_path, &conf, stderr) != 0)
 		return CMD_USER_EXIT_ERROR;
-	int r = cmd->edit ? cmd_user_edit(conf, cmd, address) : cmd_user_list(conf);
+	int r;
+	if (conf->ldap) /* nothing here can change a directory */
+		r = cmd_user_fail("users live in the directory at %s (users ldap in %s): manage them "
+				  "there; posthorn user test ADDRESS checks one",
+				  conf->ldap->uris[0], conf->path ? conf->path : conf_path);
+	else
+		r = cmd->edit ? cmd_user_edit(conf, cmd, address) : cmd_user_list(conf);
 	conf_free(conf);
 	return r;
 }

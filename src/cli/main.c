@@ -60,7 +60,7 @@ static const struct command commands[] = {
 	 "addresses the server listens on, and whether their reverse (PTR) records\n"
 	 "point back to it.  Exit 1 when anything is missing or does not match."},
 	{"user", cmd_user_main,
-	 "user add|passwd|del ADDRESS, user list, user vacation ADDRESS [on|off] [-c FILE]",
+	 "user add|passwd|del|test ADDRESS, user list, user vacation ADDRESS [on|off] [-c FILE]",
 	 "Manage the user database.  add and passwd read the password from the first\n"
 	 "line of standard input (prompting without echo on a terminal).  Only salted\n"
 	 "SCRAM-SHA-256 keys are stored, never the password; the file is rewritten\n"

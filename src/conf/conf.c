@@ -1172,6 +1172,25 @@ static void server_free(struct conf_server *s)
 	free(s->auth.replay_cache);
 }
 
+static void ldap_free(struct conf_ldap *l)
+{
+	if (!l)
+		return;
+	for (size_t i = 0; i < l->nuris; i++)
+		free(l->uris[i]);
+	free(l->uris);
+	free(l->ca);
+	free(l->bind_dn);
+	free(l->bind_password_file);
+	free(l->base);
+	free(l->filter);
+	for (size_t i = 0; i < l->naddresses; i++)
+		free(l->addresses[i]);
+	free(l->addresses);
+	free(l->principal);
+	free(l);
+}
+
 static void acme_free(struct conf_acme *a)
 {
 	free(a->directory);
@@ -1201,6 +1220,7 @@ void conf_free(struct conf *c)
 	free(c->spool);
 	free(c->mailboxes);
 	free(c->users);
+	ldap_free(c->ldap);
 	free(c->aliases);
 	dns_free(&c->dns);
 	for (size_t i = 0; i < c->nmetrics; i++)
@@ -1966,6 +1986,223 @@ static void acme_end(struct parser *p, const struct line *d)
 			   "acme block without \"challenge\" (e.g. challenge http-01 0.0.0.0:80)");
 }
 
+/* ---- handlers: users ldap ------------------------------------------------------ */
+
+/* "users ldap { ... }" (the block form of "users"): each handler fills the
+ * one conf_ldap, made by the first of them; ldap_end checks the whole. */
+enum {
+	CONF_LDAP_URIS_MAX = 8,         /* servers tried in order */
+	CONF_LDAP_ATTRS_MAX = 8,        /* address attributes */
+	CONF_LDAP_TEXT_MAX = 1024,      /* a DN, a base or a filter */
+	CONF_LDAP_ATTR_MAX = 64,        /* an attribute's name */
+};
+
+static struct conf_ldap *ldap_of(struct parser *p)
+{
+	if (!p->conf->ldap) {
+		p->conf->ldap = xcalloc(1, sizeof *p->conf->ldap);
+		p->conf->ldap->starttls = true;
+		p->conf->ldap->cache = 5 * 60;
+	}
+	return p->conf->ldap;
+}
+
+/* ldaps://HOST[:PORT], ldap://HOST[:PORT] or ldapi://[PATH], nothing that
+ * would need quoting. */
+static bool ldap_uri_ok(const char *u)
+{
+	static const char *const schemes[] = {"ldaps://", "ldap://", "ldapi://"};
+	for (const char *c = u; *c; c++)
+		if ((unsigned char)*c <= 0x20 || (unsigned char)*c >= 0x7f || strchr("\"\\,", *c))
+			return false;
+	for (size_t i = 0; i < ARRAY_LEN(schemes); i++) {
+		size_t n = strlen(schemes[i]);
+		if (strncmp(u, schemes[i], n) == 0)
+			return i == 2 || (u[n] != '\0' && u[n] != '/');
+	}
+	return false;
+}
+
+static void ldap_uri(struct parser *p, const struct line *d)
+{
+	struct conf_ldap *l = ldap_of(p);
+	for (size_t i = 0; i < d->nargs; i++) {
+		const struct arg *a = &d->args[i];
+		if (!ldap_uri_ok(a->s)) {
+			conf_error(p, &a->pos, "bad LDAP URI \"%s\" (use ldaps://HOST, ldap://HOST "
+					       "or ldapi://)", Q(a->s));
+		} else if (l->nuris >= CONF_LDAP_URIS_MAX) {
+			conf_error(p, &a->pos, "more than %d LDAP URIs (\"%s\")", CONF_LDAP_URIS_MAX,
+				   Q(a->s));
+		} else {
+			*(char **)xappend(&l->uris, &l->nuris, sizeof *l->uris) = xstrdup(a->s);
+		}
+	}
+}
+
+static void ldap_starttls(struct parser *p, const struct line *d)
+{
+	(void)arg_bool(p, d, &d->args[0], &ldap_of(p)->starttls);
+}
+
+static void ldap_ca(struct parser *p, const struct line *d)
+{
+	(void)arg_path(p, d, &d->args[0], &ldap_of(p)->ca);
+}
+
+/* A DN, a base or a filter: not empty, bounded, no control characters. */
+static bool ldap_text(struct parser *p, const struct line *d, const struct arg *a, char **out)
+{
+	size_t n = strlen(a->s);
+	bool ok = n > 0 && n <= CONF_LDAP_TEXT_MAX;
+	for (size_t i = 0; ok && i < n; i++)
+		ok = (unsigned char)a->s[i] >= 0x20 && a->s[i] != 0x7f;
+	if (!ok) {
+		conf_error(p, &a->pos, "bad value \"%s\" for \"%s\" (1 to %d characters, no control "
+				       "characters)", Q(a->s), d->name.s, CONF_LDAP_TEXT_MAX);
+		return false;
+	}
+	free(*out);
+	*out = xstrdup(a->s);
+	return true;
+}
+
+static void ldap_bind_dn(struct parser *p, const struct line *d)
+{
+	(void)ldap_text(p, d, &d->args[0], &ldap_of(p)->bind_dn);
+}
+
+static void ldap_bind_password_file(struct parser *p, const struct line *d)
+{
+	struct conf_ldap *l = ldap_of(p);
+	if (!arg_path(p, d, &d->args[0], &l->bind_password_file))
+		return;
+	struct stat st;
+	if (stat(l->bind_password_file, &st) == 0 && (st.st_mode & (S_IRWXG | S_IRWXO)))
+		conf_error(p, &d->args[0].pos,
+			   "secret file %s may be read by group or others (mode %04o); chmod 600 it",
+			   l->bind_password_file, (unsigned)(st.st_mode & 07777));
+}
+
+static void ldap_base(struct parser *p, const struct line *d)
+{
+	(void)ldap_text(p, d, &d->args[0], &ldap_of(p)->base);
+}
+
+/* The template: balanced parentheses around the whole, and %a, %u, %d or
+ * %% only; %a or %u somewhere, or every address would find one entry. */
+static const char *ldap_filter_problem(const char *f)
+{
+	size_t n = strlen(f);
+	if (n < 2 || f[0] != '(' || f[n - 1] != ')')
+		return "a filter is written in parentheses, e.g. (mail=%a)";
+	int depth = 0;
+	bool user = false;
+	for (size_t i = 0; i < n; i++) {
+		if (f[i] == '(')
+			depth++;
+		else if (f[i] == ')' && --depth < 0)
+			return "unbalanced parentheses";
+		else if (f[i] == '%') {
+			char c = f[++i];
+			if (c != 'a' && c != 'u' && c != 'd' && c != '%')
+				return "unknown %-sequence (use %a, %u, %d or %%)";
+			user |= c == 'a' || c == 'u';
+		}
+		if (depth == 0 && i + 1 < n)
+			return "more than one filter (join them with (&...) or (|...))";
+	}
+	if (depth != 0)
+		return "unbalanced parentheses";
+	return user ? NULL : "the filter uses neither %a nor %u: every address would find one entry";
+}
+
+static void ldap_filter(struct parser *p, const struct line *d)
+{
+	struct conf_ldap *l = ldap_of(p);
+	if (!ldap_text(p, d, &d->args[0], &l->filter))
+		return;
+	const char *why = ldap_filter_problem(l->filter);
+	if (why)
+		conf_error(p, &d->args[0].pos, "bad filter \"%s\": %s", Q(l->filter), why);
+}
+
+/* RFC 4512 §1.4 descr: a letter, then letters, digits and '-'. */
+static bool ldap_attr_ok(const char *a)
+{
+	size_t n = strlen(a);
+	if (n == 0 || n > CONF_LDAP_ATTR_MAX || !isalpha((unsigned char)a[0]))
+		return false;
+	for (size_t i = 1; i < n; i++)
+		if (!isalnum((unsigned char)a[i]) && a[i] != '-')
+			return false;
+	return true;
+}
+
+static bool ldap_arg_attr(struct parser *p, const struct arg *a)
+{
+	if (ldap_attr_ok(a->s))
+		return true;
+	conf_error(p, &a->pos, "bad attribute name \"%s\" (letters, digits and '-', starting "
+			       "with a letter)", Q(a->s));
+	return false;
+}
+
+static void ldap_addresses(struct parser *p, const struct line *d)
+{
+	struct conf_ldap *l = ldap_of(p);
+	if (d->nargs > CONF_LDAP_ATTRS_MAX) {
+		conf_error(p, &d->args[CONF_LDAP_ATTRS_MAX].pos, "more than %d address attributes",
+			   CONF_LDAP_ATTRS_MAX);
+		return;
+	}
+	for (size_t i = 0; i < d->nargs; i++)
+		if (ldap_arg_attr(p, &d->args[i]))
+			*(char **)xappend(&l->addresses, &l->naddresses, sizeof *l->addresses) =
+				xstrdup(d->args[i].s);
+}
+
+static void ldap_principal(struct parser *p, const struct line *d)
+{
+	struct conf_ldap *l = ldap_of(p);
+	if (ldap_arg_attr(p, &d->args[0])) {
+		free(l->principal);
+		l->principal = xstrdup(d->args[0].s);
+	}
+}
+
+static void ldap_cache(struct parser *p, const struct line *d)
+{
+	(void)arg_duration(p, d, &d->args[0], &ldap_of(p)->cache);
+}
+
+/* After "users ldap { ... }": what a directory login cannot do without. */
+static void ldap_end(struct parser *p, const struct line *d)
+{
+	struct conf_ldap *l = ldap_of(p);
+	l->pos = d->name.pos;
+	if (strcmp(d->args[0].s, "ldap") != 0) {
+		conf_error(p, &d->args[0].pos, "\"users %s { ... }\": only \"users ldap\" takes a "
+					       "block (or write users FILE)", Q(d->args[0].s));
+		return;
+	}
+	if (l->nuris == 0)
+		conf_error(p, &l->pos, "users ldap block without \"uri\" (e.g. uri ldaps://dc1.example.org)");
+	if (!l->base)
+		conf_error(p, &l->pos, "users ldap block without \"base\" (where the users are)");
+	if (!l->filter)
+		conf_error(p, &l->pos, "users ldap block without \"filter\" (e.g. filter (mail=%%a))");
+	if (!l->bind_dn != !l->bind_password_file)
+		conf_error(p, &l->pos, "\"bind-dn\" and \"bind-password-file\" go together");
+	for (size_t i = 0; i < l->nuris && !l->starttls; i++)
+		if (strncmp(l->uris[i], "ldap://", 7) == 0)
+			conf_error(p, &l->pos, "%s with \"starttls no\" would send passwords in clear: "
+					       "use ldaps://, starttls yes or ldapi://", l->uris[i]);
+	if (l->naddresses == 0)
+		*(char **)xappend(&l->addresses, &l->naddresses, sizeof *l->addresses) =
+			xstrdup("mail");
+}
+
 /* ---- handlers: tls ------------------------------------------------------------- */
 
 /* A server's tls block: its handlers below fill p->tls, as metrics-tls's. */
@@ -2359,6 +2596,21 @@ static const struct directive acme_directives[] = {
 static const struct context acme_context =
 	CONTEXT("in acme block", "in the acme block", acme_directives);
 
+static const struct directive ldap_directives[] = {
+	{"uri", 1, CONF_ARGS_ANY, ldap_uri, NULL, NULL, true},
+	{"starttls", 1, 1, ldap_starttls, NULL, NULL, true},
+	{"ca", 1, 1, ldap_ca, NULL, NULL, true},
+	{"bind-dn", 1, 1, ldap_bind_dn, NULL, NULL, true},
+	{"bind-password-file", 1, 1, ldap_bind_password_file, NULL, NULL, true},
+	{"base", 1, 1, ldap_base, NULL, NULL, true},
+	{"filter", 1, 1, ldap_filter, NULL, NULL, true},
+	{"addresses", 1, CONF_ARGS_ANY, ldap_addresses, NULL, NULL, true},
+	{"principal", 1, 1, ldap_principal, NULL, NULL, true},
+	{"cache", 1, 1, ldap_cache, NULL, NULL, true},
+};
+static const struct context ldap_context =
+	CONTEXT("in users ldap block", "in a users ldap block", ldap_directives);
+
 static const struct directive connection_directives[] = {
 	{"default", 1, 1, conn_default, NULL, NULL, true},
 	{"reverse-lookup", 1, 1, conn_reverse_lookup, NULL, NULL, true},
@@ -2448,7 +2700,7 @@ static const struct directive global_directives[] = {
 	{"domains", 1, CONF_ARGS_ANY, global_domains, NULL, NULL, false},
 	{"spool", 1, 1, global_spool, NULL, NULL, true},
 	{"mailboxes", 1, 1, global_mailboxes, NULL, NULL, true},
-	{"users", 1, 1, global_users, NULL, NULL, true},
+	{"users", 1, 1, global_users, &ldap_context, ldap_end, true},
 	{"aliases", 1, 1, global_aliases, NULL, NULL, true},
 	{"dns", 1, CONF_ARGS_ANY, global_dns, NULL, NULL, true},
 	{"host-refresh", 2, 2, global_host_refresh, NULL, NULL, true},
@@ -2470,12 +2722,20 @@ _Static_assert(ARRAY_LEN(outbound_directives) <= CONF_TABLE_MAX, "raise CONF_TAB
 _Static_assert(ARRAY_LEN(tls_directives) <= CONF_TABLE_MAX, "raise CONF_TABLE_MAX");
 _Static_assert(ARRAY_LEN(auth_directives) <= CONF_TABLE_MAX, "raise CONF_TABLE_MAX");
 _Static_assert(ARRAY_LEN(limits_directives) <= CONF_TABLE_MAX, "raise CONF_TABLE_MAX");
+_Static_assert(ARRAY_LEN(ldap_directives) <= CONF_TABLE_MAX, "raise CONF_TABLE_MAX");
 
 static const struct context *const all_contexts[] = {
 	&global_context, &server_context, &tls_context, &connection_context,
 	&auth_context, &relay_context, &limits_context, &outbound_context, &acme_context,
-	&metrics_tls_context, &milter_context,
+	&metrics_tls_context, &milter_context, &ldap_context,
 };
+
+/* "users FILE" or "users ldap { ... }": the one directive whose block is
+ * optional; fn reads the plain form, end the block. */
+static bool directive_block_optional(const struct directive *dir)
+{
+	return dir->block == &ldap_context;
+}
 
 /* ---- the parser ------------------------------------------------------------------------ */
 
@@ -2577,7 +2837,7 @@ static void check_line(struct parser *p, const struct context *ctx, const struct
 		report_arg_count(p, dir, d);
 		d->bad = true;
 	}
-	if (dir->block && !opens_block) {
+	if (dir->block && !opens_block && !directive_block_optional(dir)) {
 		conf_error(p, &d->name.pos, "\"%s\" needs a block: %s { ... }", dir->name, dir->name);
 		d->bad = true;
 	} else if (!dir->block && opens_block) {
@@ -2603,7 +2863,7 @@ static void run_block(struct parser *p, struct lexer *lx, const struct directive
 		      const struct line *d)
 {
 	struct seen seen = {0};
-	if (dir->fn)
+	if (dir->fn && !directive_block_optional(dir))
 		dir->fn(p, d);
 	parse_block(p, lx, dir->block, &seen, &d->name);
 	if (dir->end)
@@ -2891,6 +3151,22 @@ static void check_acme_certificates(struct parser *p)
 	acme_certificate_paths(p, &c->metrics_tls);
 }
 
+/* A directory holds no SCRAM verifiers (RFC 5802 §3): its users log in
+ * by a password that an LDAP bind checks, so SCRAM-SHA-256 is not offered. */
+static void check_ldap_mechanisms(struct parser *p)
+{
+	if (!p->conf->ldap)
+		return;
+	for (size_t i = 0; i < p->conf->nservers; i++) {
+		struct conf_server *s = &p->conf->servers[i];
+		unsigned had = s->auth.mechanisms;
+		s->auth.mechanisms &= ~(unsigned)MECH_SCRAM_SHA_256;
+		if (had && !s->auth.mechanisms)
+			conf_error(p, &s->pos, "server %s offers only SCRAM-SHA-256, which users from "
+					       "a directory cannot use: add plain or login", s->name);
+	}
+}
+
 static void validate(struct parser *p)
 {
 	const struct conf *c = p->conf;
@@ -2912,6 +3188,7 @@ static void validate(struct parser *p)
 	if (c->outbound.smarthost_user && !c->outbound.smarthost)
 		conf_error(p, &p->smarthost_auth_pos, "\"smarthost-auth\" without \"smarthost\"");
 	check_acme_certificates(p);
+	check_ldap_mechanisms(p);
 }
 
 static void apply_hostname_defaults(struct conf *c)
@@ -3230,6 +3507,37 @@ static void print_acme(struct policy_out *out, const struct conf_acme *a)
 	out_puts(out, "; renewed at two thirds of its lifetime\n");
 }
 
+/* Where the users come from, and what that means for their logins. */
+static void print_users(struct policy_out *out, const struct conf *c)
+{
+	const struct conf_ldap *l = c->ldap;
+	if (!l) {
+		out_printf(out, "users: %s\n", c->users);
+		return;
+	}
+	out_puts(out, "users: from the directory at ");
+	for (size_t i = 0; i < l->nuris; i++) {
+		print_separator(out, i);
+		out_puts(out, l->uris[i]);
+	}
+	out_printf(out, " (tried in order%s), under %s, found by %s", l->starttls ? "; StartTLS on ldap://" : "",
+		   l->base, l->filter);
+	out_printf(out, "; searched %s%s\n", l->bind_dn ? "as " : "anonymously",
+		   l->bind_dn ? l->bind_dn : "");
+	out_puts(out, "users: every address in ");
+	for (size_t i = 0; i < l->naddresses; i++) {
+		print_separator(out, i);
+		out_puts(out, l->addresses[i]);
+	}
+	out_printf(out, " delivers into the mailbox of the first mail; answers cached for %us\n",
+		   l->cache);
+	out_puts(out, "users: passwords are checked by an LDAP bind as the user over TLS; "
+		      "SCRAM-SHA-256 is not offered to directory users (the directory holds no "
+		      "SCRAM verifiers)\n");
+	if (l->principal)
+		out_printf(out, "users: a Kerberos principal is matched against %s\n", l->principal);
+}
+
 static void print_global(struct policy_out *out, const struct conf *c)
 {
 	out_puts(out, "local domains: ");
@@ -3238,8 +3546,9 @@ static void print_global(struct policy_out *out, const struct conf *c)
 		out_puts(out, c->domains[i]);
 	}
 	out_printf(out, "%s\nhostname: %s\n", c->ndomains ? "" : "none", c->hostname);
-	out_printf(out, "spool: %s\nmailboxes: %s\nusers: %s\naliases: %s\n", c->spool,
-		   c->mailboxes, c->users, c->aliases ? c->aliases : "none");
+	out_printf(out, "spool: %s\nmailboxes: %s\n", c->spool, c->mailboxes);
+	print_users(out, c);
+	out_printf(out, "aliases: %s\n", c->aliases ? c->aliases : "none");
 	out_puts(out, "dns: ");
 	for (size_t i = 0; i < c->dns.nservers; i++) {
 		print_separator(out, i);
@@ -3741,6 +4050,7 @@ int conf_print_policy(const struct conf *c, FILE *f)
 	for (size_t i = 0; i < c->nservers; i++)
 		n += warn_server(out, &c->servers[i]);
 	n += warn_secret_file(out, NULL, c->outbound.smarthost_secret);
+	n += warn_secret_file(out, NULL, c->ldap ? c->ldap->bind_password_file : NULL);
 	n += warn_secret_file(out, NULL, c->metrics_password);
 	for (size_t i = 0; i < c->metrics_tls.ncerts; i++)
 		n += warn_secret_file(out, NULL, c->metrics_tls.certs[i].key);

@@ -252,6 +252,24 @@ struct conf_acme {
 	struct conf_pos pos;
 };
 
+/* users ldap { ... }: the users live in an LDAP directory (Active
+ * Directory, OpenLDAP), not in the users file. */
+struct conf_ldap {
+	char **uris;            /* tried in order: ldaps://, ldap:// (StartTLS), ldapi:// */
+	size_t nuris;
+	bool starttls;          /* StartTLS on ldap:// URIs; default yes */
+	char *ca;               /* absolute; NULL: the system's CAs */
+	char *bind_dn;          /* the service account; NULL: anonymous search */
+	char *bind_password_file; /* absolute; with bind_dn */
+	char *base;             /* where the users are searched, subtree */
+	char *filter;           /* RFC 4515 with %a %u %d (escaped when expanded) */
+	char **addresses;       /* attributes listing a user's addresses; default mail */
+	size_t naddresses;
+	char *principal;        /* attribute matched against a Kerberos principal; NULL: none */
+	unsigned cache;         /* seconds an answer is kept; default 5m; 0: never */
+	struct conf_pos pos;
+};
+
 struct conf {
 	char *path;             /* the main file, as given */
 	char **files;           /* every file read (owned; conf_pos.file points here) */
@@ -262,6 +280,7 @@ struct conf {
 	char *spool;            /* absolute; default /var/spool/posthorn */
 	char *mailboxes;        /* absolute; default /var/mail/posthorn */
 	char *users;            /* absolute; default /etc/posthorn/users */
+	struct conf_ldap *ldap; /* users ldap { }; NULL: the users file */
 	char *aliases;          /* absolute or NULL */
 	struct conf_dns dns;
 	unsigned host_refresh_min; /* host rules' names are looked up again after */

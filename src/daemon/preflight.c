@@ -71,7 +71,14 @@ static int preflight_run_as_files(const struct conf *c, uid_t uid, gid_t gid, FI
 	int n = 0;
 	for (size_t i = 0; i < c->nfiles; i++)
 		n += preflight_readable("configuration file", c->files[i], NULL, u, uid, gid, err);
-	n += preflight_readable("users file", c->users, NULL, u, uid, gid, err);
+	if (c->ldap) { /* read again at each reload, and the CAs at each connection */
+		n += preflight_readable("directory password file", c->ldap->bind_password_file,
+					&c->ldap->pos, u, uid, gid, err);
+		n += preflight_readable("directory CA file", c->ldap->ca, &c->ldap->pos, u, uid,
+					gid, err);
+	} else {
+		n += preflight_readable("users file", c->users, NULL, u, uid, gid, err);
+	}
 	n += preflight_readable("aliases file", c->aliases, NULL, u, uid, gid, err);
 	n += preflight_readable("smarthost password file", c->outbound.smarthost_secret, NULL, u,
 				uid, gid, err);

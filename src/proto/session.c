@@ -89,6 +89,7 @@ struct login *session_login_new(struct session_base *b,
 		.srv = b->srv,
 		.client = b->client,
 		.users = b->rt->users,
+		.directory = b->rt->directory,
 		.throttle = b->rt->throttle,
 		.base = b->rt->base,
 	};

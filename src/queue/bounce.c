@@ -266,7 +266,9 @@ static size_t bounce_targets(const struct conf *conf, const struct aliases *al,
 	}
 	char *address = str_lower(xstrdup(sender));
 	size_t n;
-	if (!(al && aliases_lookup(al, address, &n)) && !userdb_find(users, address)) {
+	/* users NULL: they live in a directory, which the sender was checked
+	 * against when the message was accepted */
+	if (users && !(al && aliases_lookup(al, address, &n)) && !userdb_find(users, address)) {
 		char *pm = xasprintf("postmaster@%s", strrchr(address, '@') + 1);
 		free(address);
 		address = pm;

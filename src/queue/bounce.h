@@ -55,7 +55,8 @@ int bounce_compose(const struct bounce *b, bounce_put_fn put, void *arg);
 
 /* Spool a notification for b: envelope sender <>, recipient b->sender —
  * expanded through the aliases when local; a local sender that is neither
- * a user nor an alias gets postmaster@ its domain instead.  b->bounce_id is
+ * a user nor an alias gets postmaster@ its domain instead (users NULL: the
+ * users live in a directory, and a local sender is kept).  b->bounce_id is
  * set here.  Then cb(arg, err) as spool_msg_commit() promises, with the new
  * ID in id_out (which must stay valid until cb runs).  -1 with errno when
  * nothing was started (cb will not run); EINVAL for a null sender. */

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "auth/aliases.h"
+#include "auth/directory.h"
 #include "auth/userdb.h"
 #include "conf/conf.h"
 #include "lib/util.h"
@@ -58,6 +59,7 @@ void runtime_unref(struct runtime *rt)
 		dns_resolver_free(rt->dns);
 	conf_free(rt->conf);
 	userdb_free(rt->users);
+	directory_free(rt->directory);
 	if (rt->aliases)
 		aliases_free(rt->aliases);
 	free(rt);
@@ -156,7 +158,10 @@ int runtime_build(const char *path, struct spool *sp, struct event_base *base, F
 		return errors;
 	}
 	/* every part, so that every problem is told at once */
-	errors += userdb_load(rt->conf->users, &rt->users, err) != 0;
+	if (rt->conf->ldap)
+		errors += !(rt->directory = directory_new(rt->conf->ldap, base, err));
+	else
+		errors += userdb_load(rt->conf->users, &rt->users, err) != 0;
 	if (rt->conf->aliases)
 		errors += aliases_load(rt->conf->aliases, &rt->aliases, err);
 	errors += runtime_load_tls(rt, err);

@@ -11,6 +11,7 @@
 struct conf;
 struct conf_server;
 struct userdb;
+struct directory;
 struct aliases;
 struct spool;
 struct event_base;
@@ -22,7 +23,8 @@ struct hostaddrs;
 struct runtime {
 	int refs;
 	struct conf *conf;
-	struct userdb *users;
+	struct userdb *users;        /* NULL with a directory */
+	struct directory *directory; /* users ldap { }: NULL: the users file */
 	struct aliases *aliases;     /* NULL when no aliases file */
 	struct tls_server **tls;     /* per conf->servers[i]; NULL: no certificate */
 	struct tls_server *metrics_tls; /* the metrics-tls block's; NULL: none */

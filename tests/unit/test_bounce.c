@@ -390,6 +390,21 @@ static void test_spool_unknown_local_goes_to_postmaster(void **state)
 	spool_envelope_clear(&env);
 }
 
+/* Users from a directory (users NULL): a local sender is its user. */
+static void test_spool_local_sender_with_directory_users(void **state)
+{
+	struct fixture *f = *state;
+	struct spool_envelope env;
+	struct userdb *users = f->users;
+	f->users = NULL;
+	spool_for(f, "ghost@example.org", &env);
+	f->users = users;
+	assert_int_equal(env.nrcpts, 1);
+	assert_string_equal(env.rcpts[0].address, "ghost@example.org");
+	assert_true(env.rcpts[0].local);
+	spool_envelope_clear(&env);
+}
+
 /* An envelope whose times have no RFC 5322 date (a year beyond 9999)
  * still gets its notification: the optional date fields are left out. */
 static void test_dates_beyond_9999_left_out(void **state)
@@ -442,6 +457,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_spool_local_user, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_spool_local_alias_expanded, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_spool_unknown_local_goes_to_postmaster, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_spool_local_sender_with_directory_users, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_dates_beyond_9999_left_out, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_overlong_line_fails, setup, teardown),

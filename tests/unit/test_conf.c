@@ -2624,6 +2624,95 @@ static void test_policy_warns_readable_key(void **state)
 	remove_tree(dir);
 }
 
+/* ---- users ldap { ... } ----------------------------------------------------------- */
+
+#define LDAP_BLOCK(body) "domains example.test\nusers ldap {\n" body "}\n" OK_SERVER
+
+static void test_users_ldap_block(void **state)
+{
+	(void)state;
+	struct conf *c = parse_ok(LDAP_BLOCK(
+		"    uri ldaps://dc1.example.test ldap://dc2.example.test:3389 ldapi://\n"
+		"    ca ldap-ca.pem\n"
+		"    bind-dn \"CN=posthorn,OU=Services,DC=example,DC=test\"\n"
+		"    bind-password-file /nonexistent/ldap.secret\n"
+		"    base \"OU=People,DC=example,DC=test\"\n"
+		"    filter \"(&(objectClass=user)(|(mail=%a)(proxyAddresses=smtp:%a)))\"\n"
+		"    addresses mail proxyAddresses\n"
+		"    principal userPrincipalName\n"
+		"    cache 10m\n"));
+	const struct conf_ldap *l = c->ldap;
+	assert_non_null(l);
+	assert_int_equal(l->nuris, 3);
+	assert_string_equal(l->uris[1], "ldap://dc2.example.test:3389");
+	assert_true(l->starttls);
+	assert_string_equal(l->ca, BASEDIR "/ldap-ca.pem");
+	assert_string_equal(l->bind_dn, "CN=posthorn,OU=Services,DC=example,DC=test");
+	assert_int_equal(l->naddresses, 2);
+	assert_string_equal(l->addresses[1], "proxyAddresses");
+	assert_string_equal(l->principal, "userPrincipalName");
+	assert_int_equal(l->cache, 600);
+	/* a directory holds no SCRAM verifiers: not offered */
+	assert_int_equal(c->servers[0].auth.mechanisms, MECH_PLAIN | MECH_LOGIN);
+	int warnings;
+	char *policy = policy_of(c, &warnings);
+	assert_contains(policy, "users: from the directory at ldaps://dc1.example.test, "
+				"ldap://dc2.example.test:3389, ldapi://");
+	assert_contains(policy, "SCRAM-SHA-256 is not offered to directory users");
+	free(policy);
+	conf_free(c);
+}
+
+static void test_users_ldap_defaults(void **state)
+{
+	(void)state;
+	struct conf *c = parse_ok(LDAP_BLOCK("    uri ldap://127.0.0.1\n    base dc=x\n"
+					     "    filter (uid=%u)\n"));
+	assert_int_equal(c->ldap->naddresses, 1);
+	assert_string_equal(c->ldap->addresses[0], "mail");
+	assert_int_equal(c->ldap->cache, 300);
+	assert_null(c->ldap->bind_dn);
+	assert_null(c->ldap->principal);
+	conf_free(c);
+	c = parse_ok("domains example.test\nusers /var/lib/posthorn/users\n" OK_SERVER);
+	assert_null(c->ldap);
+	assert_string_equal(c->users, "/var/lib/posthorn/users");
+	conf_free(c);
+}
+
+static void test_users_ldap_errors(void **state)
+{
+	(void)state;
+	expect_errors(LDAP_BLOCK(""),
+		      NAME ":2:1: users ldap block without \"uri\" (e.g. uri ldaps://dc1.example.org)\n"
+		      NAME ":2:1: users ldap block without \"base\" (where the users are)\n"
+		      NAME ":2:1: users ldap block without \"filter\" (e.g. filter (mail=%a))\n");
+	expect_errors(LDAP_BLOCK("    uri ldap://dc1 https://dc2\n    starttls no\n    base dc=x\n"
+				 "    filter (mail=%x)\n    bind-dn cn=p\n"),
+		      NAME ":3:20: bad LDAP URI \"https://dc2\" (use ldaps://HOST, ldap://HOST or ldapi://)\n"
+		      NAME ":6:12: bad filter \"(mail=%x)\": unknown %-sequence (use %a, %u, %d or %%)\n"
+		      NAME ":2:1: \"bind-dn\" and \"bind-password-file\" go together\n"
+		      NAME ":2:1: ldap://dc1 with \"starttls no\" would send passwords in clear: use "
+		      "ldaps://, starttls yes or ldapi://\n");
+	expect_errors(LDAP_BLOCK("    uri ldaps://dc1\n    base dc=x\n    filter (mail=*)\n"
+				 "    addresses mail 1bad\n"),
+		      NAME ":5:12: bad filter \"(mail=*)\": the filter uses neither %a nor %u: "
+		      "every address would find one entry\n"
+		      NAME ":6:20: bad attribute name \"1bad\" (letters, digits and '-', starting with "
+		      "a letter)\n");
+	expect_errors(LDAP_BLOCK("    uri ldaps://dc1\n    base dc=x\n    filter (a=%a)(b=%a)\n"),
+		      NAME ":5:12: bad filter \"(a=%a)(b=%a)\": more than one filter (join them "
+		      "with (&...) or (|...))\n");
+	expect_errors("domains example.test\nusers files {\n}\n" OK_SERVER,
+		      NAME ":2:7: \"users files { ... }\": only \"users ldap\" takes a block (or write "
+		      "users FILE)\n");
+	expect_errors("domains example.test\nusers ldap {\n    uri ldaps://dc1\n    base dc=x\n    filter (mail=%a)\n}\n"
+		      "server ok {\n    listen 127.0.0.1:2999\n    auth {\n"
+		      "        mechanisms scram-sha-256\n    }\n}\n",
+		      NAME ":7:1: server ok offers only SCRAM-SHA-256, which users from a directory "
+		      "cannot use: add plain or login\n");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -2763,6 +2852,9 @@ int main(void)
 		cmocka_unit_test(test_policy_warns_nobody_may_connect),
 		cmocka_unit_test(test_policy_warns_root_without_run_as),
 		cmocka_unit_test(test_policy_warns_readable_key),
+		cmocka_unit_test(test_users_ldap_block),
+		cmocka_unit_test(test_users_ldap_defaults),
+		cmocka_unit_test(test_users_ldap_errors),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -26,6 +26,7 @@
 
 #include "net/access.h"
 #include "auth/aliases.h"
+#include "auth/directory.h"
 #include "auth/login.h"
 #include "conf/conf.h"
 #include "net/conn.h"
@@ -89,6 +90,12 @@ static const char *smtp_state_name(enum smtp_state st)
 	return "?";
 }
 
+/* MAIL's flags that the transaction keeps. */
+struct smtp_mail_flags {
+	bool smtputf8;
+	bool requiretls;
+};
+
 struct smtp_txn {
 	char *sender;           /* "" for <> */
 	bool smtputf8;
@@ -111,6 +118,10 @@ struct smtp_session {
 	struct login *login;    /* AUTH: the exchange, its check and delay */
 	struct event *held;     /* a refused recipient's reply waits (error-delay) */
 	char *held_reply;       /* ... this one */
+	struct directory_job *lookup; /* users ldap: a sender or recipient being looked up */
+	char *lookup_address;   /* ... its address */
+	char *lookup_sender;    /* MAIL: the sender as written, SMTPUTF8 or not */
+	struct smtp_mail_flags lookup_flags;
 	unsigned errors;
 	struct smtp_txn txn;
 	struct smtp_data data;
@@ -482,12 +493,6 @@ static bool smtp_mail_auth_param(struct smtp_session *s, const char *value)
 	return true;
 }
 
-/* MAIL's flags that the transaction keeps. */
-struct smtp_mail_flags {
-	bool smtputf8;
-	bool requiretls;
-};
-
 /* Parameters of MAIL: SIZE (RFC 1870), BODY (RFC 6152), SMTPUTF8
  * (RFC 6531), AUTH (RFC 4954), REQUIRETLS (RFC 8689).  Returns false after
  * replying. */
@@ -583,17 +588,31 @@ static bool smtp_local_senders_authenticate(const struct conf *conf)
  * an unauthenticated client may not claim a local domain's address when
  * local users have a submission server where they must log in — mail
  * from a local user comes from there, so on the open port it is forged. */
+static void smtp_sender_refuse_not_owned(struct smtp_session *s)
+{
+	char esc[LOG_VALUE_MAX];
+	smtp_reply(s, "553 5.7.1 Sender address rejected: not owned by user %s",
+		   log_escape(esc, sizeof esc, s->auth_user, strlen(s->auth_user)));
+}
+
+static void smtp_sender_log_refused(struct smtp_session *s, const char *address)
+{
+	char esc[LOG_VALUE_MAX];
+	log_info("event=reject session=%s server=%s client=%s reason=sender from=%s%s%s", s->b.sid,
+		 s->b.srv->name, s->b.client, log_escape(esc, sizeof esc, address, strlen(address)),
+		 s->auth_user ? " user=" : "", s->auth_user ? s->auth_user : "");
+	smtp_count_rejected(s, "sender");
+}
+
 static bool smtp_sender_allowed(struct smtp_session *s, const struct smtp_addr *a)
 {
 	if (a->null || !a->domain)
 		return true;
-	char esc[LOG_VALUE_MAX];
 	char *address = smtp_canonical_address(a);
 	bool ok = true;
 	if (s->auth_user) {
 		if (s->b.srv->auth.sender_must_match && !smtp_sender_owned(s, address)) {
-			smtp_reply(s, "553 5.7.1 Sender address rejected: not owned by user %s",
-				   log_escape(esc, sizeof esc, s->auth_user, strlen(s->auth_user)));
+			smtp_sender_refuse_not_owned(s);
 			ok = false;
 		}
 	} else if (!a->literal && conf_is_local_domain(s->b.rt->conf, a->domain) &&
@@ -601,14 +620,72 @@ static bool smtp_sender_allowed(struct smtp_session *s, const struct smtp_addr *
 		smtp_reply(s, "553 5.7.1 Sender address rejected: local senders must authenticate");
 		ok = false;
 	}
-	if (!ok) {
-		log_info("event=reject session=%s server=%s client=%s reason=sender from=%s%s%s", s->b.sid,
-			 s->b.srv->name, s->b.client, log_escape(esc, sizeof esc, address, strlen(address)),
-			 s->auth_user ? " user=" : "", s->auth_user ? s->auth_user : "");
-		smtp_count_rejected(s, "sender");
-	}
+	if (!ok)
+		smtp_sender_log_refused(s, address);
 	free(address);
 	return ok;
+}
+
+static void smtp_mail_accept(struct smtp_session *s, const char *sender,
+			     const struct smtp_mail_flags *flags)
+{
+	s->txn.sender = xstrdup(sender);
+	s->txn.smtputf8 = flags->smtputf8;
+	s->txn.requiretls = flags->requiretls;
+	smtp_enter_state(s, SMTP_MAIL);
+	smtp_reply(s, "250 2.1.0 Ok");
+}
+
+/* ---- users ldap: is the sender one of the user's own addresses? ----------
+ * An entry's every address is its user's (proxyAddresses): a sender of a
+ * local domain that is neither the login nor an alias of it is looked up,
+ * and the session reads no further command until the answer. */
+
+static bool smtp_sender_needs_directory(const struct smtp_session *s, const struct smtp_addr *a)
+{
+	if (!s->auth_user || !s->b.rt->directory || !s->b.srv->auth.sender_must_match ||
+	    a->null || !a->domain || a->literal || !conf_is_local_domain(s->b.rt->conf, a->domain))
+		return false;
+	char *address = smtp_canonical_address(a);
+	bool owned = smtp_sender_owned(s, address);
+	free(address);
+	return !owned;
+}
+
+static void smtp_process_input(struct smtp_session *s);
+
+static void smtp_sender_directory_answer(void *owner, const struct directory_answer *a)
+{
+	struct smtp_session *s = owner;
+	char *address = s->lookup_address, *sender = s->lookup_sender;
+	s->lookup = NULL;
+	s->lookup_address = s->lookup_sender = NULL;
+	if (s->state == SMTP_CLOSING) {
+		/* a shutdown said goodbye meanwhile */
+	} else if (a->status == DIRECTORY_FOUND && strcmp(a->mailbox, s->auth_user) == 0) {
+		smtp_mail_accept(s, sender, &s->lookup_flags);
+	} else if (a->status == DIRECTORY_UNAVAILABLE) {
+		smtp_reply(s, "451 4.3.0 Sender address lookup failed; try again later");
+	} else {
+		smtp_sender_refuse_not_owned(s);
+		smtp_sender_log_refused(s, address);
+		smtp_error(s);
+	}
+	free(address);
+	free(sender);
+	smtp_process_input(s); /* an answer that came later: read on */
+}
+
+static void smtp_sender_ask_directory(struct smtp_session *s, const struct smtp_addr *a,
+				      const struct smtp_mail_flags *flags)
+{
+	s->lookup_address = smtp_canonical_address(a);
+	s->lookup_sender = xstrdup(a->text);
+	s->lookup_flags = *flags;
+	struct directory_job *j = directory_lookup(s->b.rt->directory, s->lookup_address,
+						   smtp_sender_directory_answer, s);
+	if (j) /* NULL: the cache answered already */
+		s->lookup = j;
 }
 
 static void smtp_cmd_mail(struct smtp_session *s, char *args)
@@ -629,14 +706,12 @@ static void smtp_cmd_mail(struct smtp_session *s, char *args)
 	} else if (addr.utf8 && !flags.smtputf8) {
 		smtp_reply(s, "553 5.6.7 Non-ASCII sender address requires SMTPUTF8");
 		smtp_error(s);
+	} else if (smtp_sender_needs_directory(s, &addr)) {
+		smtp_sender_ask_directory(s, &addr, &flags);
 	} else if (!smtp_sender_allowed(s, &addr)) {
 		smtp_error(s);
 	} else {
-		s->txn.sender = xstrdup(addr.null ? "" : addr.text);
-		s->txn.smtputf8 = flags.smtputf8;
-		s->txn.requiretls = flags.requiretls;
-		smtp_enter_state(s, SMTP_MAIL);
-		smtp_reply(s, "250 2.1.0 Ok");
+		smtp_mail_accept(s, addr.null ? "" : addr.text, &flags);
 	}
 	smtp_addr_clear(&addr);
 	smtp_params_clear(params, nparams);
@@ -740,6 +815,15 @@ static void smtp_rcpt_refuse_locked(struct smtp_session *s, unsigned retry_after
 	smtp_rcpt_refuse(s, reply);
 }
 
+static void smtp_rcpt_accepted(struct smtp_session *s, const char *address)
+{
+	if (!s->txn.first_rcpt)
+		s->txn.first_rcpt = xstrdup(address);
+	s->txn.nrcpt_cmds++;
+	smtp_enter_state(s, SMTP_RCPT);
+	smtp_reply(s, "250 2.1.5 Ok");
+}
+
 static void smtp_rcpt_accept(struct smtp_session *s, const char *address)
 {
 	char **finals = NULL;
@@ -774,11 +858,7 @@ static void smtp_rcpt_accept(struct smtp_session *s, const char *address)
 		free(finals[0]);
 		free(finals);
 	}
-	if (!s->txn.first_rcpt)
-		s->txn.first_rcpt = xstrdup(address);
-	s->txn.nrcpt_cmds++;
-	smtp_enter_state(s, SMTP_RCPT);
-	smtp_reply(s, "250 2.1.5 Ok");
+	smtp_rcpt_accepted(s, address);
 }
 
 /* The address's canonical local form: local part unquoted, domain
@@ -887,6 +967,61 @@ static void smtp_rcpt_accept_remote(struct smtp_session *s, const struct smtp_ad
 	free(dom);
 }
 
+/* shown: the address as the log shows it, LOG_VALUE_MAX bytes at most */
+static void smtp_rcpt_refuse_unknown(struct smtp_session *s, const char *shown)
+{
+	char reply[CONN_REPLY_MAX];
+	log_info("event=reject session=%s server=%s client=%s reason=unknown-user to=%s",
+		 s->b.sid, s->b.srv->name, s->b.client, shown);
+	smtp_count_rejected(s, "unknown-user");
+	smtp_count_unknown_recipient(s);
+	/* fits: shown (LOG_VALUE_MAX) and a fixed text */
+	xsnprintf(reply, sizeof reply,
+		  "550 5.1.1 <%s>: Recipient address rejected: user unknown", shown);
+	smtp_rcpt_refuse(s, reply);
+}
+
+/* ---- users ldap: the recipient is looked up in the directory ----------
+ * The session reads no further command until the answer (cached, or from
+ * a directory worker); every address of an entry delivers into the
+ * entry's one mailbox. */
+
+static void smtp_rcpt_directory_answer(void *owner, const struct directory_answer *a)
+{
+	struct smtp_session *s = owner;
+	char *address = s->lookup_address;
+	char esc[LOG_VALUE_MAX];
+	const char *shown = log_escape(esc, sizeof esc, address, strlen(address));
+	s->lookup = NULL;
+	s->lookup_address = NULL;
+	if (s->state == SMTP_CLOSING) {
+		/* a shutdown said goodbye meanwhile */
+	} else if (a->status == DIRECTORY_FOUND) {
+		smtp_txn_add(&s->txn, a->mailbox, address, true);
+		smtp_rcpt_accepted(s, address);
+	} else if (a->status == DIRECTORY_NOT_FOUND) {
+		smtp_rcpt_refuse_unknown(s, shown);
+	} else {
+		log_info("event=reject session=%s server=%s client=%s reason=directory-unavailable "
+			 "to=%s", s->b.sid, s->b.srv->name, s->b.client, shown);
+		smtp_count_rejected(s, "directory-unavailable");
+		/* fits: shown (LOG_VALUE_MAX) and a fixed text */
+		smtp_reply(s, "451 4.3.0 <%s>: Recipient address lookup failed; try again later",
+			   shown);
+	}
+	free(address);
+	smtp_process_input(s); /* an answer that came later: read on */
+}
+
+static void smtp_rcpt_ask_directory(struct smtp_session *s, const char *address)
+{
+	s->lookup_address = xstrdup(address);
+	struct directory_job *j = directory_lookup(s->b.rt->directory, address,
+						   smtp_rcpt_directory_answer, s);
+	if (j) /* NULL: the cache answered already */
+		s->lookup = j;
+}
+
 static void smtp_rcpt_decide(struct smtp_session *s, const struct smtp_addr *a)
 {
 	char esc[LOG_VALUE_MAX];
@@ -906,19 +1041,12 @@ static void smtp_rcpt_decide(struct smtp_session *s, const struct smtp_addr *a)
 	}
 	char *address = smtp_rcpt_address(s, a);
 	const char *local = a->domain ? a->local_unquoted : "postmaster";
-	if (!smtp_local_known(s, address, local)) {
-		char reply[CONN_REPLY_MAX];
-		log_info("event=reject session=%s server=%s client=%s reason=unknown-user to=%s",
-			 s->b.sid, s->b.srv->name, s->b.client, shown);
-		smtp_count_rejected(s, "unknown-user");
-		smtp_count_unknown_recipient(s);
-		/* fits: shown (LOG_VALUE_MAX) and a fixed text */
-		xsnprintf(reply, sizeof reply,
-			  "550 5.1.1 <%s>: Recipient address rejected: user unknown", shown);
-		smtp_rcpt_refuse(s, reply);
-	} else {
+	if (s->b.rt->directory && !smtp_local_known(s, address, local))
+		smtp_rcpt_ask_directory(s, address);
+	else if (!smtp_local_known(s, address, local))
+		smtp_rcpt_refuse_unknown(s, shown);
+	else
 		smtp_rcpt_accept(s, address);
-	}
 	free(address);
 }
 
@@ -1352,7 +1480,7 @@ static void smtp_process_input(struct smtp_session *s)
 	s->in_process = true;
 	struct evbuffer *in = conn_input(s->io);
 	while (!(s->state & (SMTP_CLOSING | SMTP_HANDSHAKE)) && !s->committing &&
-	       !login_busy(s->login) && !s->held && !conn_closing(s->io)) {
+	       !login_busy(s->login) && !s->held && !s->lookup && !conn_closing(s->io)) {
 		if (conn_output_full(s->io)) {
 			s->output_blocked = true; /* resumed by smtp_write_cb */
 			break;
@@ -1530,6 +1658,9 @@ static void smtp_free(struct smtp_session *s)
 	if (s->held)
 		event_free(s->held);
 	free(s->held_reply);
+	directory_cancel(s->lookup);
+	free(s->lookup_address);
+	free(s->lookup_sender);
 	conn_free(s->io);
 	session_base_release(&s->b);
 	free(s);
