@@ -371,13 +371,11 @@ static void login_gssapi_log_error(const struct login *l)
 		 l->env.srv->name, r);
 }
 
-/* The ticket was good: the principal must be a user, and any
- * authorization identity that user (or the principal itself). */
-static void login_gssapi_done(struct login *l)
+/* The principal is user (NULL: nobody): any authorization identity must
+ * be that user or the principal itself. */
+static void login_gssapi_as(struct login *l, const char *principal, const char *user)
 {
-	char *principal = xstrdup(sasl_gssapi_principal(l->gss));
 	const char *authzid = sasl_gssapi_authzid(l->gss);
-	const char *user = sasl_gssapi_principal_user(&l->env.srv->auth, l->env.users, principal);
 	const char *why = NULL;
 	if (!user)
 		why = "the principal is no user of this server";
@@ -389,6 +387,39 @@ static void login_gssapi_done(struct login *l)
 	} else {
 		login_success(l, user);
 	}
+}
+
+/* users ldap: the entry whose principal attribute names the principal. */
+static void login_gssapi_directory_answer(void *owner, const struct directory_answer *a)
+{
+	struct login *l = owner;
+	l->dirjob = NULL;
+	char *principal = xstrdup(sasl_gssapi_principal(l->gss));
+	if (a->status == DIRECTORY_UNAVAILABLE)
+		login_unavailable(l, principal);
+	else
+		login_gssapi_as(l, principal, a->status == DIRECTORY_FOUND ? a->mailbox : NULL);
+	free(principal);
+}
+
+/* The ticket was good: the principal must be of one of the realms and a
+ * user — of the users file, or the directory entry that names it. */
+static void login_gssapi_done(struct login *l)
+{
+	char *principal = xstrdup(sasl_gssapi_principal(l->gss));
+	char *address = sasl_gssapi_principal_address(&l->env.srv->auth, principal);
+	if (address && l->env.directory) {
+		struct directory_job *j = directory_find_by_principal(
+		    l->env.directory, principal, login_gssapi_directory_answer, l);
+		if (j) /* NULL: answered already */
+			l->dirjob = j;
+	} else {
+		login_gssapi_as(l, principal,
+				address ? sasl_gssapi_principal_user(&l->env.srv->auth, l->env.users,
+								     principal)
+					: NULL);
+	}
+	free(address);
 	free(principal);
 }
 

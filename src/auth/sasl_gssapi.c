@@ -394,8 +394,7 @@ struct offload_job *sasl_gssapi_submit(struct sasl_gssapi *g, offload_done_fn do
 
 /* ---- who the principal is ------------------------------------------------------ */
 
-const char *sasl_gssapi_principal_user(const struct conf_auth *auth, const struct userdb *db,
-				       const char *principal)
+char *sasl_gssapi_principal_address(const struct conf_auth *auth, const char *principal)
 {
 	const char *at = strrchr(principal, '@');
 	if (!at || at == principal)
@@ -405,16 +404,22 @@ const char *sasl_gssapi_principal_user(const struct conf_auth *auth, const struc
 	if (memchr(principal, '/', nlen) || memchr(principal, '\\', nlen) ||
 	    memchr(principal, '@', nlen))
 		return NULL;
-	for (size_t i = 0; i < auth->nrealms; i++) {
-		if (strcmp(at + 1, auth->realms[i].realm) != 0)
-			continue;
-		char *address = str_lower(xasprintf("%.*s@%s", (int)nlen, principal,
-						    auth->realms[i].domain));
-		const struct user_record *rec = userdb_find(db, address);
-		free(address);
-		return rec ? rec->address : NULL;
-	}
+	for (size_t i = 0; i < auth->nrealms; i++)
+		if (strcmp(at + 1, auth->realms[i].realm) == 0)
+			return str_lower(xasprintf("%.*s@%s", (int)nlen, principal,
+						   auth->realms[i].domain));
 	return NULL;
+}
+
+const char *sasl_gssapi_principal_user(const struct conf_auth *auth, const struct userdb *db,
+				       const char *principal)
+{
+	char *address = sasl_gssapi_principal_address(auth, principal);
+	if (!address)
+		return NULL;
+	const struct user_record *rec = userdb_find(db, address);
+	free(address);
+	return rec ? rec->address : NULL;
 }
 
 /* ---- the keytab, for `posthorn check` ---------------------------------------------- */

@@ -66,6 +66,10 @@ const char *sasl_gssapi_authzid(const struct sasl_gssapi *g);
 /* SASL_GSSAPI_REFUSED or SERVER_ERROR: the GSS-API's words, for the log. */
 const char *sasl_gssapi_reason(const struct sasl_gssapi *g);
 
+/* NAME@DOMAIN for a principal NAME@REALM of one of the realms (malloc'ed),
+ * NULL for a principal with an instance or of another realm. */
+char *sasl_gssapi_principal_address(const struct conf_auth *auth, const char *principal);
+
 /* The user a principal logs in as: NAME@REALM with REALM one of the
  * realms is the user NAME@DOMAIN, who must be in db.  A principal with an
  * instance ("host/x@REALM") or of another realm is nobody.  Returns the
