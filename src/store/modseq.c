@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "lib/util.h"
@@ -23,6 +24,7 @@
 enum {
 	MODSEQ_FILE_MAX = 256 * 1024 * 1024, /* octets read: far above 2,000,000 messages' lines */
 	MODSEQ_LINE_MAX = 64,                /* octets of the longest valid line */
+	MODSEQ_PER_SECOND = 1000,            /* see modseq_time_floor */
 };
 
 void modseq_free(struct modseq_table *t)
@@ -274,6 +276,18 @@ static int modseq_read_file(const char *path, char **text, size_t *len, char *er
 	return 1;
 }
 
+/* Where a new file's numbers start: the time in milliseconds.  A file
+ * that was lost or damaged named numbers from the time it was made on,
+ * one per change; it could only have reached the time of its successor
+ * with more than MODSEQ_PER_SECOND changes a second over its whole life,
+ * so a client's cached HIGHESTMODSEQ is never met again (the way RFC 3501
+ * §2.3.1.1 makes UIDVALIDITY from the time). */
+static uint64_t modseq_time_floor(void)
+{
+	time_t now = time(NULL);
+	return now > 0 ? (uint64_t)now * MODSEQ_PER_SECOND : 0;
+}
+
 int modseq_load(const char *dir, struct modseq_table *t, char *err, size_t errsz)
 {
 	char *path = xasprintf("%s/%s", dir, MODSEQ_FILE);
@@ -288,6 +302,8 @@ int modseq_load(const char *dir, struct modseq_table *t, char *err, size_t errsz
 		memset(t, 0, sizeof *t);
 		if (r == 1)
 			modseq_skip(t, text, text + len);
+		if (t->highest < modseq_time_floor())
+			t->highest = modseq_time_floor();
 		t->rewrite = true;
 	}
 	free(text);
@@ -529,8 +545,12 @@ int modseq_flush(const char *dir, char *err, size_t errsz)
 	char *path = xasprintf("%s/%s", dir, MODSEQ_FILE);
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	int r = 0;
+	/* the file's octets first, then its name (a rewrite renamed it) */
 	if ((fd < 0 && errno != ENOENT) || (fd >= 0 && fdatasync(fd) < 0)) {
 		errfmt(err, errsz, "cannot sync %s: %s", path, strerror(errno));
+		r = -1;
+	} else if (fd >= 0 && fsync_dir(dir) < 0) {
+		errfmt(err, errsz, "cannot sync %s: %s", dir, strerror(errno));
 		r = -1;
 	}
 	if (fd >= 0)

@@ -22,7 +22,9 @@
  * the UID index got a new UIDVALIDITY, or to forget expunges: at most
  * MODSEQ_EXPUNGED_MAX are remembered; F is the highest MODSEQ of one
  * forgotten, and a client resynchronising from below it is told every UID
- * it may know that is not there (RFC 7162 §3.2.5.2 allows that). */
+ * it may know that is not there (RFC 7162 §3.2.5.2 allows that).  A new
+ * file (a folder's first, or one lost or damaged) starts at the time in
+ * milliseconds, so it never gives again a number a lost one gave. */
 #ifndef POSTHORN_MODSEQ_H
 #define POSTHORN_MODSEQ_H
 
@@ -74,8 +76,9 @@ bool modseq_parse(const char *text, size_t len, struct modseq_table *t);
 
 /* Read dir's file into t.  A missing or damaged file gives an empty table
  * with rewrite set (HIGHESTMODSEQ from what could be read of it, so a
- * damaged file's numbers are not given again).  0, or -1 with a reason in
- * err.  Call with the folder's index lock held. */
+ * damaged file's numbers are not given again, and at least the time in
+ * milliseconds).  0, or -1 with a reason in err.  Call with the folder's
+ * index lock held. */
 int modseq_load(const char *dir, struct modseq_table *t, char *err, size_t errsz);
 
 /* The folder as listed now under the index lock: cur[0..n) in ascending
