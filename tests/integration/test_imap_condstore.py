@@ -287,8 +287,10 @@ def test_qresync_select_transfers_only_what_changed(imap, cert):
     run(m, "ENABLE", "QRESYNC")
     _, u = select(m, f"(QRESYNC ({uidvalidity} {h2}))")
     assert "FETCH" not in u and "VANISHED" not in u, u
-    # known UIDs narrow it (RFC 7162 §3.2.5)
+    # known UIDs narrow it (RFC 7162 §3.2.5); the folder selected before is
+    # closed with [CLOSED] (§3.2.11)
     _, u = select(m, f"(QRESYNC ({uidvalidity} {h} 1:10,121))")
+    assert u.get("CLOSED") == [b""] or u.get("CLOSED") == [None], u
     assert sorted(fetches(u)) == list(range(1, 11))
     assert vanished_earlier(u) == {121}
     # another UIDVALIDITY: no resync data, the client starts over

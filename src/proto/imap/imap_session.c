@@ -1363,7 +1363,11 @@ IMAP_HANDLER(imap_cmd_select)
 	struct imap_qresync q = {0};
 	if (!name || !imap_select_params(s, params, &condstore, &q))
 		return;
-	/* §6.3.1: a SELECT leaves the folder selected before, even if it fails */
+	/* §6.3.1: a SELECT leaves the folder selected before, even if it fails;
+	 * RFC 7162 §3.2.11: with QRESYNC on, the client is told where the
+	 * responses of the old folder end */
+	if (s->view && s->qresync)
+		conn_printf(s->io, "* OK [CLOSED] Previous mailbox closed");
 	imap_view_close(s);
 	imap_enter_state(s, IMAP_AUTH);
 	char err[256];
