@@ -141,6 +141,18 @@ def test_select_condstore_fetch_modseq_status(imap, cert):
     m.logout()
 
 
+def test_examine_condstore(imap, cert):
+    fill(imap, 2)
+    m = client(imap, cert)
+    text, u = select(m, "(CONDSTORE)", examine=True)
+    assert "[READ-ONLY]" in text
+    h = highest(u)
+    assert max(modseqs(m).values()) == h
+    typ, text, _ = run(m, "STORE", "1", "(UNCHANGEDSINCE 100)", "+FLAGS", "(\\Seen)", ok=False)
+    assert typ == "NO" and "READ-ONLY" in text, text
+    m.logout()
+
+
 def test_status_highestmodseq_without_select(imap, cert):
     fill(imap, 2)
     m = client(imap, cert)
@@ -243,9 +255,12 @@ def test_vanished_instead_of_expunge(imap, cert):
     run(a, "UID", "STORE", "3", "+FLAGS.SILENT", "(\\Deleted)")
     _, _, u = run(a, "EXPUNGE")
     assert u.get("VANISHED") == [b"3"] and "EXPUNGE" not in u, u
+    # and MOVE's (RFC 6851 §4.3: the source's expunges are VANISHED too)
+    _, _, u = run(a, "UID", "MOVE", "4", "Trash")
+    assert u.get("VANISHED") == [b"4"] and "EXPUNGE" not in u, u
     # without QRESYNC: EXPUNGE as ever
     _, _, u = run(b, "NOOP")
-    assert u.get("EXPUNGE") == [b"2"] and "VANISHED" not in u, u
+    assert u.get("EXPUNGE") == [b"3", b"2"] and "VANISHED" not in u, u  # UIDs 4 and 3
     a.logout()
     b.logout()
 
