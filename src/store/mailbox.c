@@ -2893,7 +2893,11 @@ static enum mailbox_result mailbox_view_sync_locked(struct mailbox *mb, bool for
 		return MAILBOX_ERR_IO;
 	}
 	mailbox_keywords_refresh(mb, force);
-	if (!force && mb->stamp_valid && mailbox_stamp_settled(&mb->stamp)) {
+	/* Under the lock for a STORE (keep) a change in the clock tick of the
+	 * last listing need not show in the times: another session's STORE
+	 * raised HIGHESTMODSEQ (mailbox_modseq_current), and a file renamed or
+	 * removed by anyone else makes the STORE's rename fail and list again */
+	if (!force && mb->stamp_valid && (keep || mailbox_stamp_settled(&mb->stamp))) {
 		struct mailbox_stamp now;
 		mailbox_stamp_read(mb->dir, &now);
 		if (mailbox_stamp_eq(&now, &mb->stamp) &&
