@@ -10,8 +10,9 @@
  * appended under flock of <folder>/posthorn-uidlist.lock (a torn last
  * append is ignored and its UIDs never given again); it is rewritten
  * only to drop removed messages' lines, and a lost or damaged one is
- * rebuilt with a new, larger UIDVALIDITY.  Subscriptions:
- * <root>/subscriptions.
+ * rebuilt with a new, larger UIDVALIDITY.  RFC 7162 MODSEQs are kept
+ * beside it in <folder>/posthorn-modseq (modseq.h), given under the same
+ * lock by every listing and STORE.  Subscriptions: <root>/subscriptions.
  *
  * A struct mailbox is one session's view of an open folder: sequence
  * numbers -> messages.  mailbox_sync() reads the disk and queues the

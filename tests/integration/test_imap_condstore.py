@@ -1,10 +1,12 @@
 """CONDSTORE and QRESYNC (RFC 7162), driven by Python's imaplib: the
-capabilities and ENABLE, SELECT (CONDSTORE) and its HIGHESTMODSEQ, FETCH
+capabilities and ENABLE, SELECT and EXAMINE (CONDSTORE) and their
+HIGHESTMODSEQ, FETCH
 MODSEQ and (CHANGEDSINCE n [VANISHED]), STORE (UNCHANGEDSINCE n) with
 [MODIFIED ...], SEARCH MODSEQ, STATUS HIGHESTMODSEQ, unsolicited FETCH
 with MODSEQ after another session's change, VANISHED instead of EXPUNGE
-once QRESYNC is on, SELECT (QRESYNC ...) after 100 flag changes returning
-exactly those (and VANISHED (EARLIER) for the expunged), and a restart
+once QRESYNC is on (EXPUNGE's and MOVE's), [CLOSED], SELECT (QRESYNC ...)
+after 100 flag changes returning exactly those (and VANISHED (EARLIER) for
+the expunged; known UIDs narrowing it), bad modifiers, and a restart
 keeping every MODSEQ and HIGHESTMODSEQ.
 """
 
