@@ -624,8 +624,8 @@ static void imap_store_done(struct imap_session *s, struct imap_store_job *j)
 	else if (strbuf_ok(&sb))
 		imap_ok(s, "STORE completed");
 	else
-		imap_no(s, "[LIMIT] Too many messages changed meanwhile to list; nothing was "
-			   "reported as stored for them");
+		imap_no(s, "[LIMIT] Stored where UNCHANGEDSINCE allowed it, but too many messages "
+			   "had changed to list in [MODIFIED]: FETCH their MODSEQ");
 	free(buf);
 }
 
