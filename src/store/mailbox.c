@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "store/maildir.h"
+#include "store/modseq.h"
 #include "lib/log.h"
 #include "lib/offload.h"
 #include "lib/util.h"
@@ -494,6 +495,7 @@ struct mailbox_disk {
 	uint32_t uid;                /* 0 until the index gives one */
 	long long time;              /* the name's leading number */
 	int hint;                    /* order among the hinted (copied, appended) files; -1 */
+	uint64_t modseq;             /* RFC 7162: given under the index lock (modseq.c) */
 	bool in_new;
 	bool fresh;                  /* its UID given by this listing */
 };
@@ -1412,6 +1414,12 @@ struct mailbox_ixsync {
 				      * else an upkeep job makes the changes durable */
 	bool busy;                   /* out: the lock was busy, nothing done */
 	uint32_t validity, next;     /* out: the index's */
+	uint64_t highest;            /* out: HIGHESTMODSEQ */
+	/* in: the caller holds the index lock already (held_fd) and goes on
+	 * changing MODSEQs under it: the table comes back in *keep */
+	bool held;
+	int held_fd;
+	struct modseq_table *keep;
 };
 
 /* Write what the listing s changed in the index: a rebuild writes it
@@ -1431,16 +1439,46 @@ static int mailbox_index_store(const char *dir, int fd, struct mailbox_index *ix
 	return r;
 }
 
+/* MODSEQs for the listing s (sorted by UID, every file with its UID)
+ * under the index lock: a message new or with other flags than at its
+ * last MODSEQ gets a new one, an indexed one that is gone an expunge
+ * (modseq.c).  *wrote: the file changed (an upkeep makes it durable). */
+static int mailbox_modseq_sync(const char *dir, struct mailbox_ixsync *o, struct mailbox_scan *s,
+			       bool *wrote, char *err, size_t errsz)
+{
+	struct modseq_table t;
+	*wrote = false;
+	if (modseq_load(dir, &t, err, errsz) < 0)
+		return -1;
+	struct modseq_msg *cur = xcalloc(s->n ? s->n : 1, sizeof *cur);
+	for (size_t i = 0; i < s->n; i++) {
+		cur[i].uid = s->v[i].uid;
+		cur[i].flags = mailbox_name_flags(s->v[i].name) & MAILBOX_FLAGS_PERMANENT;
+	}
+	modseq_reconcile(&t, o->validity, cur, s->n);
+	for (size_t i = 0; i < s->n; i++)
+		s->v[i].modseq = cur[i].modseq;
+	free(cur);
+	*wrote = t.rewrite || t.out_n > 0;
+	int r = modseq_store(dir, &t, err, errsz);
+	o->highest = t.highest;
+	if (r == 0 && o->keep)
+		*o->keep = t;
+	else
+		modseq_free(&t);
+	return r;
+}
+
 /* List the folder, match it to the index, give new files UIDs (hinted
- * ones first) and note them in the index; under the folder's lock.  s
- * comes back sorted by UID. */
+ * ones first) and note them in the index, and their MODSEQs; under the
+ * folder's lock.  s comes back sorted by UID. */
 static enum mailbox_result mailbox_index_sync(const char *dir, struct mailbox_ixsync *o,
 					      struct mailbox_scan *s, struct mailbox_stamp *stamp,
 					      char *err, size_t errsz)
 {
 	memset(s, 0, sizeof *s);
 	o->busy = false;
-	int lk = mailbox_lock(dir, !o->try_lock, err, errsz);
+	int lk = o->held ? o->held_fd : mailbox_lock(dir, !o->try_lock, err, errsz);
 	if (lk == MAILBOX_LOCK_BUSY) {
 		o->busy = true;
 		return MAILBOX_OK;
@@ -1450,7 +1488,7 @@ static enum mailbox_result mailbox_index_sync(const char *dir, struct mailbox_ix
 	enum mailbox_result res = MAILBOX_ERR_IO;
 	struct mailbox_index ix = {0};
 	uint32_t old_validity = 0;
-	bool missing, rebuild = false;
+	bool missing, rebuild = false, modseq_wrote = false;
 	int fd = -1, rd = 0;
 	size_t stale = 0, nfresh = 0, entries = 0;
 	if (mailbox_scan(dir, s, stamp, err, errsz) < 0)
@@ -1489,12 +1527,16 @@ static enum mailbox_result mailbox_index_sync(const char *dir, struct mailbox_ix
 	o->validity = ix.validity;
 	o->next = ix.next;
 	entries = ix.n;
-	res = MAILBOX_OK;
+	res = mailbox_modseq_sync(dir, o, s, &modseq_wrote, err, errsz) == 0 ? MAILBOX_OK
+									       : MAILBOX_ERR_IO;
 out_index:
 	mailbox_index_free(&ix);
 out_unlock:
-	mailbox_unlock(lk);
-	bool wrote = res == MAILBOX_OK && (rebuild || nfresh > 0);
+	if (!o->held)
+		mailbox_unlock(lk);
+	if (res == MAILBOX_OK && modseq_wrote && o->durable && modseq_flush(dir, err, errsz) < 0)
+		res = MAILBOX_ERR_IO;
+	bool wrote = res == MAILBOX_OK && (rebuild || nfresh > 0 || modseq_wrote);
 	if (wrote && o->durable && !rebuild && mailbox_index_sync_fd(fd, dir, err, errsz) < 0)
 		res = MAILBOX_ERR_IO;
 	if (fd >= 0)
@@ -1591,6 +1633,8 @@ static void mailbox_upkeep_run(void *work)
 		(void)mailbox_index_compact(u->dir, u->err, sizeof u->err);
 	if (u->err[0] == '\0')
 		(void)mailbox_index_flush(u->dir, u->err, sizeof u->err);
+	if (u->err[0] == '\0')
+		(void)modseq_flush(u->dir, u->err, sizeof u->err);
 }
 
 static void mailbox_upkeep_unlist(struct mailbox_upkeep *u)
@@ -2460,6 +2504,7 @@ enum mailbox_result mailbox_status(const char *root, const char *name, struct ma
 		return r;
 	out->uidvalidity = o.validity;
 	out->uidnext = o.next;
+	out->highestmodseq = o.highest;
 	out->messages = (uint32_t)s.n;
 	for (size_t i = 0; i < s.n; i++) {
 		out->recent += s.v[i].in_new;
@@ -2476,6 +2521,7 @@ struct mailbox {
 	bool read_only;
 	bool broken;                 /* the index was rebuilt under us */
 	uint32_t validity, uidnext;
+	uint64_t highest;            /* HIGHESTMODSEQ at the last sync */
 	struct mailbox_msg *msgs;    /* ascending UIDs */
 	size_t n, cap;
 	size_t recent;               /* messages with MAILBOX_RECENT */
@@ -2524,6 +2570,11 @@ uint32_t mailbox_uidvalidity(const struct mailbox *mb)
 uint32_t mailbox_uidnext(const struct mailbox *mb)
 {
 	return mb->uidnext;
+}
+
+uint64_t mailbox_highestmodseq(const struct mailbox *mb)
+{
+	return mb->highest;
 }
 
 size_t mailbox_count(const struct mailbox *mb)
@@ -2662,8 +2713,10 @@ static void mailbox_update_msg(struct mailbox *mb, struct mailbox_msg *m, struct
 	m->in_new = d->in_new;
 	mailbox_take_new(mb, m);
 	unsigned f = mailbox_name_flags(m->name);
-	if (f != (m->flags & MAILBOX_FLAGS_PERMANENT)) {
+	/* a new MODSEQ with the same flags: changed and changed back */
+	if (f != (m->flags & MAILBOX_FLAGS_PERMANENT) || d->modseq != m->modseq) {
 		m->flags = (uint32_t)(f | (m->flags & MAILBOX_RECENT));
+		m->modseq = d->modseq;
 		m->flags_changed = true;
 		mb->flags_pending = true;
 	}
@@ -2676,6 +2729,7 @@ static void mailbox_add_msg(struct mailbox *mb, struct mailbox_disk *d)
 	    .uid = d->uid,
 	    .in_new = d->in_new,
 	    .internal_date = d->time,
+	    .modseq = d->modseq,
 	};
 	d->name = NULL;
 	bool recent = mb->read_only ? m.in_new : mailbox_take_new(mb, &m);
@@ -2811,8 +2865,34 @@ enum mailbox_result mailbox_folder_keywords_bits(const char *root, const char *n
 	return r;
 }
 
+/* Nothing changed on disk since the view's last listing: the MODSEQ
+ * table as it is, for more changes under the lock the caller holds.
+ * false when it does not match the view (then list again). */
+static bool mailbox_modseq_current(const struct mailbox *mb, struct modseq_table *t, char *err,
+				   size_t errsz)
+{
+	if (modseq_load(mb->dir, t, err, errsz) == 0 && !t->rewrite && t->validity == mb->validity &&
+	    t->highest == mb->highest)
+		return true;
+	modseq_free(t);
+	return false;
+}
+
+/* A view's sync; with lock >= 0 under the index lock the caller holds,
+ * the MODSEQ table coming back in *keep (mailbox_store). */
+static enum mailbox_result mailbox_view_sync_locked(struct mailbox *mb, bool force, int lock,
+						    struct modseq_table *keep, char *err,
+						    size_t errsz);
+
 static enum mailbox_result mailbox_view_sync(struct mailbox *mb, bool force, char *err,
 					     size_t errsz)
+{
+	return mailbox_view_sync_locked(mb, force, -1, NULL, err, errsz);
+}
+
+static enum mailbox_result mailbox_view_sync_locked(struct mailbox *mb, bool force, int lock,
+						    struct modseq_table *keep, char *err,
+						    size_t errsz)
 {
 	if (mb->broken) {
 		errfmt(err, errsz, "Mailbox %s changed under this session, select it again",
@@ -2820,16 +2900,22 @@ static enum mailbox_result mailbox_view_sync(struct mailbox *mb, bool force, cha
 		return MAILBOX_ERR_IO;
 	}
 	mailbox_keywords_refresh(mb, force);
-	if (!force && mb->stamp_valid && mailbox_stamp_settled(&mb->stamp)) {
+	/* Under the lock for a STORE (keep) a change in the clock tick of the
+	 * last listing need not show in the times: another session's STORE
+	 * raised HIGHESTMODSEQ (mailbox_modseq_current), and a file renamed or
+	 * removed by anyone else makes the STORE's rename fail and list again */
+	if (!force && mb->stamp_valid && (keep || mailbox_stamp_settled(&mb->stamp))) {
 		struct mailbox_stamp now;
 		mailbox_stamp_read(mb->dir, &now);
-		if (mailbox_stamp_eq(&now, &mb->stamp))
+		if (mailbox_stamp_eq(&now, &mb->stamp) &&
+		    (!keep || mailbox_modseq_current(mb, keep, err, errsz)))
 			return MAILBOX_OK; /* nothing added, renamed or removed */
 	}
 	struct mailbox_scan s;
 	/* a sync before a command may wait for the next one when a worker
 	 * holds the index; one the answer depends on (force) waits */
-	struct mailbox_ixsync o = {.try_lock = !force};
+	struct mailbox_ixsync o = {.try_lock = !force, .held = lock >= 0, .held_fd = lock,
+				   .keep = keep};
 	enum mailbox_result r = mailbox_index_sync(mb->dir, &o, &s, &mb->stamp, err, errsz);
 	if (r == MAILBOX_OK && o.busy) {
 		mb->stamp_valid = false; /* look again next time */
@@ -2850,6 +2936,7 @@ static enum mailbox_result mailbox_view_sync(struct mailbox *mb, bool force, cha
 	}
 	mb->validity = validity;
 	mb->uidnext = next;
+	mb->highest = o.highest;
 	mb->stamp_valid = true;
 	mailbox_merge(mb, &s);
 	mailbox_scan_free(&s);
@@ -2961,6 +3048,7 @@ static bool mailbox_next_flags(struct mailbox *mb, struct mailbox_change *out)
 		out->n = i + 1;
 		out->uid = m->uid;
 		out->flags = m->flags;
+		out->modseq = m->modseq;
 		return true;
 	}
 	mb->flags_pending = false;
@@ -3037,60 +3125,204 @@ static int mailbox_rename_flags(struct mailbox *mb, struct mailbox_msg *m, unsig
 	return 0;
 }
 
-enum mailbox_result mailbox_store(struct mailbox *mb, mailbox_match_fn match, void *arg,
-				  enum mailbox_store_op op, unsigned flags, char *err, size_t errsz)
+/* Has uid been refused by UNCHANGEDSINCE (refused ascending)? */
+static bool mailbox_uids_have(const struct mailbox_uids *l, uint32_t uid)
 {
+	size_t lo = 0, hi = l->n;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (l->v[mid] < uid)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < l->n && l->v[lo] == uid;
+}
+
+static void mailbox_uids_add(struct mailbox_uids *l, uint32_t uid)
+{
+	*(uint32_t *)xgrow(&l->v, &l->n, &l->cap, sizeof uid) = uid;
+}
+
+void mailbox_uids_free(struct mailbox_uids *l)
+{
+	free(l->v);
+	memset(l, 0, sizeof *l);
+}
+
+/* One pass of STORE over the view under the index lock: rename the files
+ * of the messages that match and change, each getting its new MODSEQ in
+ * t; messages whose MODSEQ is above unchanged go to refused in the first
+ * pass (RFC 7162 §3.1.3) and are left alone after.  -1 on an error with
+ * errno, else 0 and *retry when a file was renamed by someone else. */
+static int mailbox_store_pass(struct mailbox *mb, const struct mailbox_store_req *q,
+			      struct modseq_table *t, bool first, struct mailbox_uids *refused,
+			      bool *retry)
+{
+	*retry = false;
+	for (size_t i = 0; i < mb->n; i++) {
+		struct mailbox_msg *m = &mb->msgs[i];
+		if (m->expunged || !m->name || !q->match(q->arg, i + 1, m->uid))
+			continue;
+		if (first && m->modseq > q->unchangedsince)
+			mailbox_uids_add(refused, m->uid);
+		if (refused->n && mailbox_uids_have(refused, m->uid))
+			continue;
+		unsigned old = m->flags & MAILBOX_FLAGS_PERMANENT;
+		unsigned nf = mailbox_apply_op(old, q->op, q->flags);
+		if (nf == old && !m->in_new)
+			continue;
+		int r = mailbox_rename_flags(mb, m, nf);
+		if (r < 0)
+			return -1;
+		if (r > 0)
+			*retry = true;
+		else if (nf != old)
+			m->modseq = modseq_set(t, m->uid, nf);
+	}
+	if (t->highest > mb->highest)
+		mb->highest = t->highest;
+	return 0;
+}
+
+/* STORE's passes with the index lock held: each begins with the view
+ * read again under the lock (current flags and MODSEQs: a flag set or
+ * cleared elsewhere, by another session or node, would make this change
+ * look like none, and UNCHANGEDSINCE must compare with the MODSEQ of
+ * now) and ends with the new MODSEQs written. */
+static enum mailbox_result mailbox_store_locked(struct mailbox *mb, int lock,
+						const struct mailbox_store_req *q,
+						struct mailbox_uids *refused, char *err,
+						size_t errsz)
+{
+	bool retry = false;
+	for (int pass = 0; pass < MAILBOX_STORE_TRIES; pass++) {
+		if (pass > 0 && !retry)
+			return MAILBOX_OK;
+		/* someone renamed files under us: learn their names and flags,
+		 * and apply the change to those (a file that is gone is marked
+		 * expunged by the sync) */
+		struct modseq_table t = {0};
+		enum mailbox_result r = mailbox_view_sync_locked(mb, pass > 0 || !mb->stamp_valid,
+								 lock, &t, err, errsz);
+		if (r == MAILBOX_OK && mailbox_store_pass(mb, q, &t, pass == 0, refused, &retry) < 0) {
+			errfmt(err, errsz, "cannot rename a message of %s: %s", mb->name,
+			       strerror(errno));
+			r = MAILBOX_ERR_IO;
+		}
+		if (r == MAILBOX_OK && modseq_store(mb->dir, &t, err, errsz) < 0)
+			r = MAILBOX_ERR_IO;
+		modseq_free(&t);
+		if (r != MAILBOX_OK)
+			return r;
+	}
+	if (!retry)
+		return MAILBOX_OK;
+	/* never reported as done when a change did not land */
+	errfmt(err, errsz, "flags of %s keep changing under this session, try again", mb->name);
+	return MAILBOX_ERR_IO;
+}
+
+enum mailbox_result mailbox_store_cond(struct mailbox *mb, const struct mailbox_store_req *q,
+				       struct mailbox_uids *refused, char *err, size_t errsz)
+{
+	memset(refused, 0, sizeof *refused);
 	if (mb->read_only) {
 		errfmt(err, errsz, "Mailbox is read-only");
 		return MAILBOX_ERR_READONLY;
 	}
-	flags &= MAILBOX_FLAGS_PERMANENT;
 	mailbox_compact(mb);
-	/* current flags first: a flag set or cleared elsewhere (another
-	 * session, another node) would make this change look like none.  The
-	 * sync before the command did that, unless it found the index busy. */
-	if (!mb->stamp_valid) {
-		enum mailbox_result sr = mailbox_view_sync(mb, true, err, errsz);
-		if (sr != MAILBOX_OK)
-			return sr;
-	}
-	bool retry = false;
-	for (int pass = 0; pass < MAILBOX_STORE_TRIES; pass++) {
-		if (pass > 0) {
-			if (!retry)
-				break;
-			/* someone renamed files under us: learn their names and
-			 * flags, and apply the change to those (a file that is
-			 * gone is marked expunged by the sync) */
-			enum mailbox_result r = mailbox_view_sync(mb, true, err, errsz);
-			if (r != MAILBOX_OK)
-				return r;
-		}
-		retry = false;
-		for (size_t i = 0; i < mb->n; i++) {
-			struct mailbox_msg *m = &mb->msgs[i];
-			if (m->expunged || !m->name || !match(arg, i + 1, m->uid))
-				continue;
-			unsigned old = m->flags & MAILBOX_FLAGS_PERMANENT;
-			unsigned nf = mailbox_apply_op(old, op, flags);
-			if (nf == old && !m->in_new)
-				continue;
-			int r = mailbox_rename_flags(mb, m, nf);
-			if (r < 0) {
-				errfmt(err, errsz, "cannot rename %s: %s", m->name,
-				       strerror(errno));
-				return MAILBOX_ERR_IO;
-			}
-			if (r > 0)
-				retry = true;
-		}
-	}
-	if (retry) {
-		/* never reported as done when a change did not land */
-		errfmt(err, errsz, "flags of %s keep changing under this session, try again",
-		       mb->name);
+	int lock = mailbox_lock(mb->dir, true, err, errsz);
+	if (lock < 0)
 		return MAILBOX_ERR_IO;
+	struct mailbox_store_req req = *q;
+	req.flags &= MAILBOX_FLAGS_PERMANENT;
+	enum mailbox_result r = mailbox_store_locked(mb, lock, &req, refused, err, errsz);
+	mailbox_unlock(lock);
+	mailbox_upkeep(mb->dir, false); /* the new MODSEQs made durable */
+	return r;
+}
+
+enum mailbox_result mailbox_store(struct mailbox *mb, mailbox_match_fn match, void *arg,
+				  enum mailbox_store_op op, unsigned flags, char *err, size_t errsz)
+{
+	struct mailbox_store_req q = {match, arg, op, flags, MAILBOX_MODSEQ_NONE};
+	struct mailbox_uids refused;
+	enum mailbox_result r = mailbox_store_cond(mb, &q, &refused, err, errsz);
+	mailbox_uids_free(&refused);
+	return r;
+}
+
+/* ---- VANISHED (RFC 7162 §3.2.10) ------------------------------------------------ */
+
+static void mailbox_ranges_add(struct mailbox_uid_ranges *out, uint32_t lo, uint32_t hi)
+{
+	if (out->n && out->v[out->n - 1].hi + 1 >= lo && out->v[out->n - 1].hi < UINT32_MAX) {
+		if (hi > out->v[out->n - 1].hi)
+			out->v[out->n - 1].hi = hi;
+		return;
 	}
+	struct mailbox_uid_range *r = xgrow(&out->v, &out->n, &out->cap, sizeof *r);
+	r->lo = lo;
+	r->hi = hi;
+}
+
+void mailbox_uid_ranges_free(struct mailbox_uid_ranges *l)
+{
+	free(l->v);
+	memset(l, 0, sizeof *l);
+}
+
+/* Every UID below UIDNEXT that the view does not hold. */
+static void mailbox_not_in_view(const struct mailbox *mb, struct mailbox_uid_ranges *out)
+{
+	uint32_t next = 1;
+	for (size_t i = 0; i < mb->n; i++) {
+		const struct mailbox_msg *m = &mb->msgs[i];
+		if (!m->name || m->expunged)
+			continue;
+		if (m->uid > next)
+			mailbox_ranges_add(out, next, m->uid - 1);
+		next = m->uid + 1;
+	}
+	if (mb->uidnext > next)
+		mailbox_ranges_add(out, next, mb->uidnext - 1);
+}
+
+static int mailbox_qcmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+enum mailbox_result mailbox_vanished(const struct mailbox *mb, uint64_t since,
+				     struct mailbox_uid_ranges *out, char *err, size_t errsz)
+{
+	memset(out, 0, sizeof *out);
+	int lock = mailbox_lock(mb->dir, true, err, errsz);
+	if (lock < 0)
+		return MAILBOX_ERR_IO;
+	struct modseq_table t;
+	int r = modseq_load(mb->dir, &t, err, errsz);
+	mailbox_unlock(lock);
+	if (r < 0)
+		return MAILBOX_ERR_IO;
+	if (t.rewrite || t.validity != mb->validity || since < t.forgotten) {
+		/* expunges forgotten (or never known): every UID that is not here */
+		mailbox_not_in_view(mb, out);
+		modseq_free(&t);
+		return MAILBOX_OK;
+	}
+	uint32_t *uids = xcalloc(t.nx ? t.nx : 1, sizeof *uids);
+	size_t n = 0;
+	for (size_t i = 0; i < t.nx; i++)
+		if (t.x[i].modseq > since)
+			uids[n++] = t.x[i].uid;
+	mailbox_sort(uids, n, sizeof *uids, mailbox_qcmp_u32);
+	for (size_t i = 0; i < n; i++)
+		mailbox_ranges_add(out, uids[i], uids[i]);
+	free(uids);
+	modseq_free(&t);
 	return MAILBOX_OK;
 }
 

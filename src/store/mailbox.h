@@ -10,8 +10,9 @@
  * appended under flock of <folder>/posthorn-uidlist.lock (a torn last
  * append is ignored and its UIDs never given again); it is rewritten
  * only to drop removed messages' lines, and a lost or damaged one is
- * rebuilt with a new, larger UIDVALIDITY.  Subscriptions:
- * <root>/subscriptions.
+ * rebuilt with a new, larger UIDVALIDITY.  RFC 7162 MODSEQs are kept
+ * beside it in <folder>/posthorn-modseq (modseq.h), given under the same
+ * lock by every listing and STORE.  Subscriptions: <root>/subscriptions.
  *
  * A struct mailbox is one session's view of an open folder: sequence
  * numbers -> messages.  mailbox_sync() reads the disk and queues the
@@ -203,6 +204,7 @@ void mailbox_names_free(struct mailbox_names *l);
  * is moved out of new/, so \Recent is left to the next SELECT). */
 struct mailbox_status {
 	uint32_t messages, recent, uidnext, uidvalidity, unseen;
+	uint64_t highestmodseq;        /* RFC 7162 §3.1.2.1 */
 };
 enum mailbox_result mailbox_status(const char *root, const char *name, struct mailbox_status *out,
 				   char *err, size_t errsz);
@@ -221,6 +223,7 @@ struct mailbox_msg {
 	uint32_t uid;
 	uint32_t flags;                /* enum mailbox_flag bits, RECENT included,
 					* and MAILBOX_KEYWORD bits */
+	uint64_t modseq;               /* RFC 7162 MODSEQ (modseq.h) */
 	bool in_new;                   /* the file is in new/ (read-only views) */
 	bool expunged;                 /* gone from disk, EXPUNGE not yet reported */
 	bool flags_changed;            /* private: a FETCH FLAGS is queued */
@@ -239,6 +242,10 @@ const char *mailbox_name(const struct mailbox *mb);
 bool mailbox_read_only(const struct mailbox *mb);
 uint32_t mailbox_uidvalidity(const struct mailbox *mb);
 uint32_t mailbox_uidnext(const struct mailbox *mb);
+/* RFC 7162 HIGHESTMODSEQ as the view last read it: every flag or keyword
+ * change, new message and expunge in the folder raises it (under the
+ * index lock, modseq.h), whichever session or node made it. */
+uint64_t mailbox_highestmodseq(const struct mailbox *mb);
 /* The folder's keywords as the view last read them. */
 const struct mailbox_keywords *mailbox_keywords(const struct mailbox *mb);
 /* The flag bits of keywords names[0 .. n-1] in the view's folder.  With
@@ -309,6 +316,7 @@ struct mailbox_change {
 	size_t n;                      /* sequence number, or the count */
 	uint32_t uid;                  /* EXPUNGE, FLAGS: the message's UID */
 	unsigned flags;                /* FLAGS: the flags, RECENT included */
+	uint64_t modseq;               /* FLAGS: the message's MODSEQ */
 };
 
 /* The next queued change, in the order to send them (expunges highest
@@ -332,6 +340,50 @@ enum mailbox_store_op { MAILBOX_STORE_ADD, MAILBOX_STORE_REMOVE, MAILBOX_STORE_R
  * vanished meanwhile gets expunged set.  READONLY for EXAMINE. */
 enum mailbox_result mailbox_store(struct mailbox *mb, mailbox_match_fn match, void *arg,
 				  enum mailbox_store_op op, unsigned flags, char *err, size_t errsz);
+
+#define MAILBOX_MODSEQ_NONE UINT64_MAX   /* no UNCHANGEDSINCE */
+
+struct mailbox_store_req {
+	mailbox_match_fn match;
+	void *arg;
+	enum mailbox_store_op op;
+	unsigned flags;
+	uint64_t unchangedsince;       /* RFC 7162 §3.1.3; MAILBOX_MODSEQ_NONE */
+};
+
+/* UIDs, ascending. */
+struct mailbox_uids {
+	uint32_t *v;
+	size_t n, cap;
+};
+void mailbox_uids_free(struct mailbox_uids *l);
+
+/* STORE with UNCHANGEDSINCE: the whole STORE runs under the folder's index
+ * lock, after the view is read again under it, so the test and the change
+ * are one step for every session and node; each message changed gets a
+ * new MODSEQ (its msg->modseq).  Matching messages whose MODSEQ is above
+ * q->unchangedsince are left alone and listed in *refused (caller frees;
+ * empty on an error). */
+enum mailbox_result mailbox_store_cond(struct mailbox *mb, const struct mailbox_store_req *q,
+				       struct mailbox_uids *refused, char *err, size_t errsz);
+
+/* UID ranges, ascending and disjoint. */
+struct mailbox_uid_range {
+	uint32_t lo, hi;
+};
+struct mailbox_uid_ranges {
+	struct mailbox_uid_range *v;
+	size_t n, cap;
+};
+void mailbox_uid_ranges_free(struct mailbox_uid_ranges *l);
+
+/* VANISHED (EARLIER) (RFC 7162 §3.2.10): the UIDs expunged from the
+ * folder with a MODSEQ above since.  The folder remembers the latest
+ * MODSEQ_EXPUNGED_MAX expunges (modseq.h); from below the oldest one it
+ * remembers, every UID below UIDNEXT that is not in the view is given
+ * (RFC 7162 §3.2.5.2).  IO on a read error. */
+enum mailbox_result mailbox_vanished(const struct mailbox *mb, uint64_t since,
+				     struct mailbox_uid_ranges *out, char *err, size_t errsz);
 
 /* ---- work for a worker ------------------------------------------------------
  *

@@ -175,6 +175,7 @@ static bool untagged_ok(const char *p, size_t len)
 	static const char *const words[] = {
 		"OK ", "NO ", "BAD ", "BYE ", "PREAUTH ", "CAPABILITY ", "LIST ", "LSUB ",
 		"STATUS ", "SEARCH", "FLAGS ", "ID ", "NAMESPACE ", "ENABLED",
+		"VANISHED ", /* RFC 7162 §3.2.10 */
 	};
 	for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
 		if (starts(p, len, words[i]))

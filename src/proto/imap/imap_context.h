@@ -120,6 +120,11 @@ struct imap_session {
 	bool store_busy;
 	void (*store_done)(struct imap_session *s, struct mailbox_job *j);
 	bool waits_input;                /* the last run stopped for want of input */
+	/* RFC 7162: CONDSTORE is on after ENABLE or a CONDSTORE enabling
+	 * command (MODSEQ in unsolicited FETCH responses); QRESYNC after
+	 * ENABLE QRESYNC (VANISHED instead of EXPUNGE) */
+	bool condstore;
+	bool qresync;
 };
 
 #define IMAP_HANDLER(name) \

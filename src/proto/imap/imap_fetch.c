@@ -1,7 +1,8 @@
 /* imap_fetch: FETCH, UID FETCH, STORE and UID STORE of an IMAP session
  * (RFC 3501 §6.4.5, §6.4.6, §7.4.2): the attributes, the responses
  * produced one message per step of a job, body sections streamed from the
- * file through message.c, flags in and out. */
+ * file through message.c, flags in and out; MODSEQ, CHANGEDSINCE,
+ * VANISHED and UNCHANGEDSINCE (RFC 7162 §3.1.3, §3.1.4, §3.2.6). */
 #include "proto/imap/imap_fetch.h"
 
 #include <stdio.h>
@@ -15,6 +16,7 @@
 #include "proto/imap/imap_date.h"
 #include "proto/imap/imap_view.h"
 #include "lib/log.h"
+#include "lib/strbuf.h"
 #include "store/message.h"
 #include "lib/util.h"
 
@@ -28,6 +30,7 @@ enum imap_fetch_att {
 	FA_BODY = 1u << 4,               /* BODY: BODYSTRUCTURE without extensions */
 	FA_BODYSTRUCTURE = 1u << 5,
 	FA_UID = 1u << 6,
+	FA_MODSEQ = 1u << 7,             /* RFC 7162 §3.1.4.1 */
 };
 
 /* One BODY[...] (or RFC822, RFC822.HEADER, RFC822.TEXT) asked for. */
@@ -116,7 +119,7 @@ static bool imap_fetch_att(struct imap_fetch_spec *f, const struct imap_arg *a, 
 	} simple[] = {
 		{"FLAGS", FA_FLAGS}, {"INTERNALDATE", FA_INTERNALDATE},
 		{"RFC822.SIZE", FA_RFC822_SIZE}, {"ENVELOPE", FA_ENVELOPE}, {"BODY", FA_BODY},
-		{"BODYSTRUCTURE", FA_BODYSTRUCTURE}, {"UID", FA_UID},
+		{"BODYSTRUCTURE", FA_BODYSTRUCTURE}, {"UID", FA_UID}, {"MODSEQ", FA_MODSEQ},
 	};
 	for (size_t i = 0; name && i < ARRAY_LEN(simple); i++) {
 		if (strcasecmp(name, simple[i].name) == 0) {
@@ -179,6 +182,9 @@ struct imap_fetch_job {
 	struct imap_fetch_spec spec;
 	struct imap_walk walk;
 	bool uid;
+	bool changed_only;               /* CHANGEDSINCE (RFC 7162 §3.1.4.1) */
+	uint64_t changedsince;
+	char *done;                      /* the tagged OK's text; NULL: FETCH's */
 	unsigned missing;                /* messages that could not be read */
 	unsigned undated;                /* messages without an INTERNALDATE to send */
 	struct imap_out out;
@@ -226,6 +232,10 @@ static bool imap_fetch_simple(struct imap_session *s, struct imap_fetch_job *j, 
 	case FA_UID:
 		imap_fetch_space(j);
 		imap_out_printf(&j->out, "UID %lu", (unsigned long)imap_uid_at(s, i));
+		return true;
+	case FA_MODSEQ:
+		imap_fetch_space(j);
+		imap_out_printf(&j->out, "MODSEQ (%llu)", (unsigned long long)imap_modseq_at(s, i));
 		return true;
 	case FA_ENVELOPE:
 		v = imap_msg_envelope(s, i, &len);
@@ -327,6 +337,8 @@ static bool imap_fetch_begin(struct imap_session *s, struct imap_fetch_job *j)
 			j->missing++;
 			continue;
 		}
+		if (j->changed_only && imap_modseq_at(s, j->index) <= j->changedsince)
+			continue;
 		if (!imap_fetch_date(s, j))
 			continue;
 		break;
@@ -376,7 +388,7 @@ static bool imap_fetch_step(struct imap_session *s)
 				imap_no(s, "[EXPUNGEISSUED] Some messages could not be read: they were "
 					   "expunged meanwhile");
 			else
-				imap_ok(s, "FETCH completed");
+				imap_ok(s, "%s", j->done ? j->done : "FETCH completed");
 			return true;
 		}
 	}
@@ -398,6 +410,9 @@ static bool imap_fetch_step(struct imap_session *s)
 	}
 	if (j->seen_now && !(j->spec.atts & FA_FLAGS)) /* the \Seen just set */
 		imap_fetch_simple(s, j, FA_FLAGS);
+	/* RFC 7162 §3.1: a flag change comes with its MODSEQ */
+	if (j->seen_now && s->condstore && !(j->spec.atts & FA_MODSEQ))
+		imap_fetch_simple(s, j, FA_MODSEQ);
 	imap_out_add(&j->out, ")\r\n", 3);
 	imap_send(s, &j->out);
 	j->in_msg = false;
@@ -415,33 +430,83 @@ static void imap_fetch_stop(struct imap_session *s)
 	imap_command_free(j->cmd);
 	imap_out_free(&j->out);
 	imap_msg_release(s);
+	free(j->done);
 	free(j);
 }
 
 static const struct imap_job_ops imap_fetch_ops = {imap_fetch_step, imap_fetch_stop};
 
-/* FETCH set atts / UID FETCH set atts. */
+/* FETCH's modifiers (RFC 7162 §3.1.4.1, §3.2.6): (CHANGEDSINCE n
+ * [VANISHED]); VANISHED only for UID FETCH with QRESYNC enabled.  false
+ * after answering BAD. */
+static bool imap_fetch_modifiers(struct imap_session *s, const struct imap_arg *a, bool uid,
+				 struct imap_fetch_job *j, bool *vanished)
+{
+	const struct imap_args *l = imap_arg_list(a);
+	*vanished = false;
+	for (size_t i = 0; l && i < l->n; i++) {
+		const struct imap_arg *m = imap_args_at(l, i);
+		if (imap_arg_is(m, "CHANGEDSINCE") && !j->changed_only &&
+		    imap_arg_u64(imap_args_at(l, i + 1), &j->changedsince)) {
+			j->changed_only = true;
+			i++;
+		} else if (imap_arg_is(m, "VANISHED") && !*vanished) {
+			*vanished = true;
+		} else {
+			imap_bad(s, "Syntax: FETCH set attributes (CHANGEDSINCE modseq [VANISHED])");
+			return false;
+		}
+	}
+	if (!l || !j->changed_only) {
+		imap_bad(s, "Syntax: FETCH set attributes (CHANGEDSINCE modseq [VANISHED])");
+		return false;
+	}
+	if (*vanished && (!uid || !s->qresync)) {
+		imap_bad(s, uid ? "VANISHED needs ENABLE QRESYNC" : "VANISHED is for UID FETCH only");
+		return false;
+	}
+	return true;
+}
+
+static void imap_fetch_job_free(struct imap_fetch_job *j)
+{
+	imap_seqset_clear(&j->walk.set);
+	imap_fetch_spec_free(&j->spec);
+	free(j->done);
+	free(j);
+}
+
+/* FETCH set atts [modifiers] / UID FETCH set atts [modifiers]. */
 void imap_cmd_fetch(struct imap_session *s, const struct imap_command *c)
 {
 	bool uid = imap_is_uid(c);
 	const struct imap_arg *atts = imap_args_at(&c->args, 1);
-	if (c->args.n != 2) {
+	if (c->args.n != 2 && c->args.n != 3) {
 		imap_bad(s, uid ? "Syntax: UID FETCH uids attributes" : "Syntax: FETCH set attributes");
 		return;
 	}
 	struct imap_fetch_job *j = xcalloc(1, sizeof *j);
 	const char *err = NULL;
+	bool vanished = false;
 	if (!imap_fetch_parse(&j->spec, atts, &err)) {
 		imap_bad(s, err);
-		imap_fetch_spec_free(&j->spec);
-		free(j);
+		imap_fetch_job_free(j);
+		return;
+	}
+	if (c->args.n == 3 && !imap_fetch_modifiers(s, imap_args_at(&c->args, 2), uid, j, &vanished)) {
+		imap_fetch_job_free(j);
 		return;
 	}
 	if (!imap_set_parse(s, imap_args_at(&c->args, 0), uid, &j->walk.set)) {
-		imap_fetch_spec_free(&j->spec);
-		free(j);
+		imap_fetch_job_free(j);
 		return;
 	}
+	/* RFC 7162 §3.1: MODSEQ and CHANGEDSINCE enable CONDSTORE; CHANGEDSINCE
+	 * includes MODSEQ in the responses (§3.1.4.1) */
+	if (j->changed_only)
+		imap_fetch_add_att(&j->spec, FA_MODSEQ);
+	if (j->spec.atts & FA_MODSEQ)
+		imap_condstore_enable(s);
 	j->walk.uid = uid;
 	j->uid = uid;
 	/* RFC 3501 §6.4.5: BODY[...] without .PEEK sets \Seen (not in EXAMINE),
@@ -459,20 +524,110 @@ void imap_cmd_fetch(struct imap_session *s, const struct imap_command *c)
 		j->seen_now = true;
 	}
 	imap_out_init(&j->out);
+	/* RFC 7162 §3.2.6: the expunged ones of the set first */
+	if (vanished)
+		(void)imap_vanished_earlier(s, &j->out, j->changedsince, &j->walk.set);
 	j->cmd = imap_keep_command(s);
 	imap_job_start(s, &imap_fetch_ops, j);
 }
 
-/* ---- STORE (RFC 3501 §6.4.6) ---------------------------------------------- */
+void imap_fetch_changed(struct imap_session *s, struct imap_seqset *uids, unsigned long long since,
+			const char *done)
+{
+	struct imap_fetch_job *j = xcalloc(1, sizeof *j);
+	imap_fetch_add_att(&j->spec, FA_UID);
+	imap_fetch_add_att(&j->spec, FA_FLAGS);
+	imap_fetch_add_att(&j->spec, FA_MODSEQ);
+	if (uids) {
+		j->walk.set = *uids;
+		memset(uids, 0, sizeof *uids);
+	} else {
+		char err[64];
+		if (!imap_parse_seqset("1:*", &j->walk.set, err, sizeof err))
+			fatal("imap: cannot parse 1:*: %s", err);
+		imap_seqset_resolve(&j->walk.set, s->view && imap_count(s)
+							 ? imap_uid_at(s, imap_count(s) - 1) : 0);
+	}
+	j->walk.uid = true;
+	j->uid = true;
+	j->changed_only = true;
+	j->changedsince = since;
+	j->done = xstrdup(done);
+	imap_out_init(&j->out);
+	imap_job_start(s, &imap_fetch_ops, j);
+}
+
+/* ---- STORE (RFC 3501 §6.4.6, RFC 7162 §3.1.3) ------------------------------ */
 
 /* After the store: "* n FETCH (FLAGS (...))" for each message of the set
- * (not for .SILENT), one per step. */
+ * (not for .SILENT), one per step; with CONDSTORE on, UID and MODSEQ too,
+ * and for .SILENT "* n FETCH (UID u MODSEQ (m))" (RFC 7162 §3.1.3).
+ * Messages refused by UNCHANGEDSINCE get none: they are in [MODIFIED]. */
 struct imap_store_job {
 	struct imap_walk walk;
 	bool uid;
+	bool silent;
 	unsigned gone;                   /* expunged by another session meanwhile */
+	struct mailbox_uids refused;     /* UNCHANGEDSINCE failed (ascending UIDs) */
 	struct imap_out out;
 };
+
+static bool imap_uid_refused(const struct mailbox_uids *l, uint32_t uid)
+{
+	size_t lo = 0, hi = l->n;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (l->v[mid] < uid)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < l->n && l->v[lo] == uid;
+}
+
+/* The tagged completion, with [MODIFIED set]: sequence numbers for STORE,
+ * UIDs for UID STORE (RFC 7162 §3.1.3). */
+static void imap_store_done(struct imap_session *s, struct imap_store_job *j)
+{
+	if (j->gone) {
+		imap_no(s, "[EXPUNGEISSUED] Some messages were expunged meanwhile");
+		return;
+	}
+	if (j->refused.n == 0) {
+		imap_ok(s, "STORE completed");
+		return;
+	}
+	/* ranges of the numbers, ascending; within one reply's text */
+	size_t cap = IMAP_REPLY_TEXT_MAX / 2;
+	char *buf = xmalloc(cap);
+	struct strbuf sb;
+	strbuf_init(&sb, buf, cap);
+	size_t lo = 0, hi = 0;
+	for (size_t i = 0; i <= j->refused.n; i++) {
+		size_t n = 0;
+		if (i < j->refused.n)
+			n = j->uid ? j->refused.v[i] : mailbox_seq_of_uid(s->view, j->refused.v[i]);
+		if (i < j->refused.n && n == 0)
+			continue; /* expunged meanwhile: no number to give */
+		if (i < j->refused.n && lo && n == hi + 1) {
+			hi = n;
+			continue;
+		}
+		if (lo && hi > lo)
+			(void)strbuf_addf(&sb, "%s%zu:%zu", sb.len ? "," : "", lo, hi);
+		else if (lo)
+			(void)strbuf_addf(&sb, "%s%zu", sb.len ? "," : "", lo);
+		lo = hi = n;
+	}
+	if (strbuf_ok(&sb) && sb.len)
+		imap_ok(s, "[MODIFIED %s] Conditional STORE failed for some messages", strbuf_str(&sb));
+	else if (strbuf_ok(&sb))
+		imap_ok(s, "STORE completed");
+	else
+		imap_no(s, "[LIMIT] Stored where UNCHANGEDSINCE allowed it, but too many messages "
+			   "had changed to list in [MODIFIED]: FETCH their MODSEQ");
+	free(buf);
+}
 
 static bool imap_store_step(struct imap_session *s)
 {
@@ -480,20 +635,27 @@ static bool imap_store_step(struct imap_session *s)
 	size_t i;
 	if (!imap_walk_next(s, &j->walk, &i)) {
 		imap_send(s, &j->out);
-		if (j->gone)
-			imap_no(s, "[EXPUNGEISSUED] Some messages were expunged meanwhile");
-		else
-			imap_ok(s, "STORE completed");
+		imap_store_done(s, j);
 		return true;
 	}
 	if (!imap_msg_exists(s, i)) {
 		j->gone++;
 		return false;
 	}
-	imap_out_printf(&j->out, "* %zu FETCH (FLAGS ", i + 1);
-	imap_flags_text(&j->out, s->view, imap_flags_at(s, i));
-	if (j->uid)
-		imap_out_printf(&j->out, " UID %lu", (unsigned long)imap_uid_at(s, i));
+	if (j->refused.n && imap_uid_refused(&j->refused, imap_uid_at(s, i)))
+		return false;
+	if (j->silent && !s->condstore)
+		return false;
+	imap_out_printf(&j->out, "* %zu FETCH (", i + 1);
+	if (!j->silent) {
+		imap_out_add(&j->out, "FLAGS ", 6);
+		imap_flags_text(&j->out, s->view, imap_flags_at(s, i));
+	}
+	if (j->uid || s->condstore)
+		imap_out_printf(&j->out, "%sUID %lu", j->silent ? "" : " ",
+				(unsigned long)imap_uid_at(s, i));
+	if (s->condstore)
+		imap_out_printf(&j->out, " MODSEQ (%llu)", (unsigned long long)imap_modseq_at(s, i));
 	imap_out_add(&j->out, ")\r\n", 3);
 	if (imap_out_full(&j->out))
 		imap_send(s, &j->out);
@@ -504,46 +666,66 @@ static void imap_store_stop(struct imap_session *s)
 {
 	struct imap_store_job *j = s->job_data;
 	imap_seqset_clear(&j->walk.set);
+	mailbox_uids_free(&j->refused);
 	imap_out_free(&j->out);
 	free(j);
 }
 
 static const struct imap_job_ops imap_store_ops = {imap_store_step, imap_store_stop};
 
-/* The flags argument of STORE: a list, or flags without parentheses
- * (RFC 3501 §9 store-att-flags). */
-static bool imap_store_flags(const struct imap_command *c, unsigned *flags,
+/* The flags argument of STORE from argument at on: a list, or flags
+ * without parentheses (RFC 3501 §9 store-att-flags). */
+static bool imap_store_flags(const struct imap_command *c, size_t at, unsigned *flags,
 			     struct imap_keyword_names *kw, const char **err)
 {
-	if (c->args.n == 3)
-		return imap_flags_parse(imap_args_at(&c->args, 2), flags, kw, err);
-	const struct imap_args rest = {.n = c->args.n - 2, .v = c->args.v + 2};
+	if (c->args.n == at + 1)
+		return imap_flags_parse(imap_args_at(&c->args, at), flags, kw, err);
+	const struct imap_args rest = {.n = c->args.n - at, .v = c->args.v + at};
 	return imap_flags_parse_args(&rest, flags, kw, err);
 }
 
-/* STORE set (+|-)FLAGS[.SILENT] flags: one pass over the view in
- * mailbox.c, then the FETCH responses as a job. */
+/* STORE's modifiers (RFC 7162 §3.1.3): (UNCHANGEDSINCE n). */
+static bool imap_store_modifiers(const struct imap_arg *a, uint64_t *unchangedsince)
+{
+	const struct imap_args *l = imap_arg_list(a);
+	return l && l->n == 2 && imap_arg_is(imap_args_at(l, 0), "UNCHANGEDSINCE") &&
+	       imap_arg_u64(imap_args_at(l, 1), unchangedsince);
+}
+
+/* STORE set [(UNCHANGEDSINCE n)] (+|-)FLAGS[.SILENT] flags: one pass over
+ * the view in mailbox.c, then the FETCH responses as a job. */
 void imap_cmd_store(struct imap_session *s, const struct imap_command *c)
 {
 	bool uid = imap_is_uid(c);
-	const char *item = imap_arg_atom(imap_args_at(&c->args, 1));
-	const char *err = "Syntax: STORE set [+|-]FLAGS[.SILENT] (flags)";
+	const char *err = "Syntax: STORE set [(UNCHANGEDSINCE modseq)] [+|-]FLAGS[.SILENT] (flags)";
+	uint64_t unchangedsince = MAILBOX_MODSEQ_NONE;
+	size_t at = 1;
+	if (imap_arg_list(imap_args_at(&c->args, 1))) {
+		if (!imap_store_modifiers(imap_args_at(&c->args, 1), &unchangedsince)) {
+			imap_bad(s, err);
+			return;
+		}
+		at = 2;
+	}
+	const char *item = imap_arg_atom(imap_args_at(&c->args, at));
 	unsigned flags = 0;
 	char op = item && (item[0] == '+' || item[0] == '-') ? item[0] : '=';
 	const char *name = item && op != '=' ? item + 1 : item;
 	bool silent = name && strcasecmp(name, "FLAGS.SILENT") == 0;
-	if (c->args.n < 3 || !name || (!silent && strcasecmp(name, "FLAGS") != 0)) {
+	if (c->args.n < at + 2 || !name || (!silent && strcasecmp(name, "FLAGS") != 0)) {
 		imap_bad(s, err);
 		return;
 	}
 	struct imap_keyword_names kw;
-	if (!imap_store_flags(c, &flags, &kw, &err)) {
+	if (!imap_store_flags(c, at + 1, &flags, &kw, &err)) {
 		imap_bad(s, err);
 		return;
 	}
 	struct imap_seqset set = {0};
 	if (!imap_set_parse(s, imap_args_at(&c->args, 0), uid, &set))
 		return;
+	if (unchangedsince != MAILBOX_MODSEQ_NONE)
+		imap_condstore_enable(s); /* RFC 7162 §3.1 */
 	struct imap_match m = {&set, uid};
 	char why[256];
 	enum mailbox_store_op mop = op == '+' ? MAILBOX_STORE_ADD
@@ -555,25 +737,22 @@ void imap_cmd_store(struct imap_session *s, const struct imap_command *c)
 		r = mailbox_keywords_bits(s->view, kw.v, kw.n, mop != MAILBOX_STORE_REMOVE, &kwbits,
 					  why, sizeof why);
 	imap_keywords_announce(s);
-	if (r == MAILBOX_OK)
-		r = mailbox_store(s->view, imap_match_fn, &m, mop, flags | kwbits, why, sizeof why);
+	struct imap_store_job *j = xcalloc(1, sizeof *j);
+	if (r == MAILBOX_OK) {
+		struct mailbox_store_req q = {imap_match_fn, &m, mop, flags | kwbits, unchangedsince};
+		r = mailbox_store_cond(s->view, &q, &j->refused, why, sizeof why);
+	}
 	if (r != MAILBOX_OK && r != MAILBOX_ERR_EXPUNGED) {
 		imap_seqset_clear(&set);
+		mailbox_uids_free(&j->refused);
+		free(j);
 		imap_store_error(s, r, why);
 		return;
 	}
-	if (silent) {
-		imap_seqset_clear(&set);
-		if (r == MAILBOX_ERR_EXPUNGED)
-			imap_no(s, "[EXPUNGEISSUED] Some messages were expunged meanwhile");
-		else
-			imap_ok(s, "STORE completed");
-		return;
-	}
-	struct imap_store_job *j = xcalloc(1, sizeof *j);
 	j->walk.set = set;
 	j->walk.uid = uid;
 	j->uid = uid;
+	j->silent = silent;
 	imap_out_init(&j->out);
 	imap_job_start(s, &imap_store_ops, j);
 }

@@ -1,6 +1,7 @@
 /* imap_search: SEARCH and UID SEARCH of an IMAP session (RFC 3501
- * §6.4.4): the keys compiled into a program, evaluated one message per
- * step of a job, header and body text through message.c. */
+ * §6.4.4, RFC 7162 §3.1.5 MODSEQ): the keys compiled into a program,
+ * evaluated one message per step of a job, header and body text through
+ * message.c. */
 #include "proto/imap/imap_search.h"
 
 #include <stdio.h>
@@ -34,6 +35,7 @@ enum imap_skey_op {
 	SK_HEADER,               /* field contains str */
 	SK_BODY,                 /* body contains str */
 	SK_TEXT,                 /* header or body contains str */
+	SK_MODSEQ,               /* MODSEQ at least num (RFC 7162 §3.1.5) */
 };
 
 struct imap_skey {
@@ -65,6 +67,7 @@ struct imap_search_parse {
 	const struct imap_args *args;
 	size_t pos;
 	unsigned depth;                  /* of NOT, OR and parentheses */
+	bool modseq;                     /* a MODSEQ key: the result names its MODSEQ */
 	char err[IMAP_REASON_MAX];
 };
 
@@ -162,6 +165,30 @@ static bool imap_search_seqset(struct imap_search_parse *sp, const char *atom,
 	return true;
 }
 
+/* MODSEQ [entry-name entry-type-req] mod-sequence-valzer (RFC 7162
+ * §3.1.5): the metadata item is checked and not used, as MODSEQ is one
+ * per message here (a flag's own MODSEQ is the message's). */
+static bool imap_search_modseq(struct imap_search_parse *sp, const struct imap_args *args,
+			       size_t *pos, struct imap_skey *k)
+{
+	size_t len;
+	if (!imap_arg_u64(imap_args_at(args, *pos), &k->num)) {
+		const char *entry = imap_arg_string(imap_args_at(args, *pos), &len);
+		const struct imap_arg *type = imap_args_at(args, *pos + 1);
+		if (!entry || strncasecmp(entry, "/flags/", 7) != 0 ||
+		    !(imap_arg_is(type, "priv") || imap_arg_is(type, "shared") ||
+		      imap_arg_is(type, "all")) ||
+		    !imap_arg_u64(imap_args_at(args, *pos + 2), &k->num))
+			return imap_search_fail(sp, "Syntax: MODSEQ [\"/flags/name\" priv|shared|all] "
+						    "modseq");
+		*pos += 2;
+	}
+	(*pos)++;
+	k->op = SK_MODSEQ;
+	sp->modseq = true;
+	return true;
+}
+
 static bool imap_search_named(struct imap_search_parse *sp, const char *name,
 			      const struct imap_args *args, size_t *pos, struct imap_skey *k)
 {
@@ -240,6 +267,8 @@ static bool imap_search_named(struct imap_search_parse *sp, const char *name,
 		(*pos)++;
 		return imap_search_seqset(sp, set, k, SK_UID);
 	}
+	if (strcasecmp(name, "MODSEQ") == 0)
+		return imap_search_modseq(sp, args, pos, k);
 	if (strcasecmp(name, "NOT") == 0) {
 		k->op = SK_NOT;
 		return imap_search_kids(sp, args, pos, k, 1);
@@ -336,6 +365,7 @@ static bool imap_skey_match(struct imap_session *s, size_t i, const struct imap_
 	case SK_HEADER: return imap_msg_header_has(s, i, k->field, k->str);
 	case SK_BODY: return imap_msg_body_has(s, i, k->str, false);
 	case SK_TEXT: return imap_msg_body_has(s, i, k->str, true);
+	case SK_MODSEQ: return imap_modseq_at(s, i) >= k->num;
 	}
 	return false;
 }
@@ -345,6 +375,8 @@ static bool imap_skey_match(struct imap_session *s, size_t i, const struct imap_
 struct imap_search_job {
 	struct imap_skey prog;
 	bool uid;
+	bool modseq;                     /* say the highest MODSEQ found */
+	uint64_t top;
 	size_t next;
 	struct imap_out out;
 };
@@ -354,14 +386,20 @@ static bool imap_search_step(struct imap_session *s)
 	struct imap_search_job *j = s->job_data;
 	if (j->next < imap_count(s)) {
 		size_t i = j->next++;
-		if (imap_skey_match(s, i, &j->prog))
+		if (imap_skey_match(s, i, &j->prog)) {
 			imap_out_printf(&j->out, " %lu",
 					(unsigned long)(j->uid ? imap_uid_at(s, i) : i + 1));
+			if (imap_modseq_at(s, i) > j->top)
+				j->top = imap_modseq_at(s, i);
+		}
 		if (imap_out_full(&j->out))
 			imap_send(s, &j->out);
 		imap_msg_release(s);
 		return false;
 	}
+	/* RFC 7162 §3.1.5: the highest MODSEQ of the messages found */
+	if (j->modseq && j->top)
+		imap_out_printf(&j->out, " (MODSEQ %llu)", (unsigned long long)j->top);
 	imap_out_add(&j->out, "\r\n", 2);
 	imap_send(s, &j->out);
 	imap_ok(s, "SEARCH completed");
@@ -416,6 +454,9 @@ void imap_cmd_search(struct imap_session *s, const struct imap_command *c)
 	}
 	imap_skey_resolve(s, &j->prog);
 	j->uid = uid;
+	j->modseq = sp.modseq;
+	if (sp.modseq)
+		imap_condstore_enable(s); /* RFC 7162 §3.1 */
 	imap_out_init(&j->out);
 	imap_out_add(&j->out, "* SEARCH", 8);
 	imap_job_start(s, &imap_search_ops, j);

@@ -89,6 +89,7 @@ static void imap_capabilities(const struct imap_session *s, char *out, size_t ou
 	out[0] = '\0';
 	imap_caps_add(out, outsz, &used, "IMAP4rev1 LITERAL- SASL-IR ID ENABLE IDLE NAMESPACE "
 		      "UNSELECT UIDPLUS MOVE CHILDREN SPECIAL-USE CREATE-SPECIAL-USE", "");
+	imap_caps_add(out, outsz, &used, "CONDSTORE QRESYNC", ""); /* RFC 7162 */
 	if (s->state & (IMAP_NOTAUTH | IMAP_SASL | IMAP_HANDSHAKE)) {
 		if (s->b.ts && !s->tls_active)
 			imap_caps_add(out, outsz, &used, "STARTTLS", "");
@@ -485,8 +486,9 @@ IMAP_HANDLER(imap_cmd_authenticate)
 
 /* ---- ENABLE, NAMESPACE ------------------------------------------------- */
 
-/* RFC 5161: nothing posthorn has can be enabled (no CONDSTORE, no
- * UTF8=ACCEPT), so the answer is an empty ENABLED. */
+/* RFC 5161: CONDSTORE and QRESYNC (RFC 7162 §3.2.3: QRESYNC enables
+ * CONDSTORE too) can be enabled; ENABLED names those this command turned
+ * on, unknown ones are left out. */
 IMAP_HANDLER(imap_cmd_enable)
 {
 	if (c->args.n == 0) {
@@ -499,7 +501,22 @@ IMAP_HANDLER(imap_cmd_enable)
 			return;
 		}
 	}
-	conn_printf(s->io, "* ENABLED");
+	char enabled[32];
+	struct strbuf sb;
+	strbuf_init(&sb, enabled, sizeof enabled);
+	for (size_t i = 0; i < c->args.n; i++) {
+		const struct imap_arg *a = imap_args_at(&c->args, i);
+		bool qresync = imap_arg_is(a, "QRESYNC");
+		if (qresync && !s->qresync) {
+			s->qresync = true;
+			(void)strbuf_adds(&sb, " QRESYNC"); /* both fit: enabled[] is for them */
+		}
+		if ((qresync || imap_arg_is(a, "CONDSTORE")) && !s->condstore) {
+			s->condstore = true;
+			(void)strbuf_adds(&sb, " CONDSTORE");
+		}
+	}
+	conn_printf(s->io, "* ENABLED%s", strbuf_str(&sb));
 	imap_ok(s, "ENABLE completed");
 }
 
@@ -1107,7 +1124,11 @@ static bool imap_updates_step(struct imap_session *s)
 	if (s->view && mailbox_next_change(s->view, &ch)) {
 		switch (ch.kind) {
 		case MAILBOX_CHANGE_EXPUNGE:
-			imap_out_printf(&j->out, "* %zu EXPUNGE\r\n", ch.n);
+			/* RFC 7162 §3.2.10: VANISHED once QRESYNC is on */
+			if (s->qresync)
+				imap_out_printf(&j->out, "* VANISHED %lu\r\n", (unsigned long)ch.uid);
+			else
+				imap_out_printf(&j->out, "* %zu EXPUNGE\r\n", ch.n);
 			break;
 		case MAILBOX_CHANGE_EXISTS:
 			imap_out_printf(&j->out, "* %zu EXISTS\r\n", ch.n);
@@ -1118,7 +1139,11 @@ static bool imap_updates_step(struct imap_session *s)
 		case MAILBOX_CHANGE_FLAGS:
 			imap_out_printf(&j->out, "* %zu FETCH (FLAGS ", ch.n);
 			imap_flags_text(&j->out, s->view, ch.flags);
-			imap_out_printf(&j->out, " UID %lu)\r\n", (unsigned long)ch.uid);
+			imap_out_printf(&j->out, " UID %lu", (unsigned long)ch.uid);
+			if (s->condstore) /* RFC 7162 §3.1: with its MODSEQ */
+				imap_out_printf(&j->out, " MODSEQ (%llu)",
+						(unsigned long long)ch.modseq);
+			imap_out_add(&j->out, ")\r\n", 3);
 			break;
 		}
 		if (imap_out_full(&j->out))
@@ -1238,29 +1263,128 @@ static const char *imap_mailbox_arg(struct imap_session *s, const struct imap_co
 	return name;
 }
 
-/* ---- SELECT, EXAMINE (RFC 3501 §6.3.1, §6.3.2) ----------------------------- */
+/* ---- SELECT, EXAMINE (RFC 3501 §6.3.1, §6.3.2, RFC 7162 §3.1.8, §3.2.5) ---- */
+
+/* SELECT's (QRESYNC (uidvalidity modseq [known-uids [(seqs uids)]])). */
+struct imap_qresync {
+	bool on;
+	uint32_t uidvalidity;
+	uint64_t modseq;
+	struct imap_seqset known;        /* resolved when selected; n 0: not given */
+	bool has_known;
+};
+
+/* The QRESYNC parameter's list into q; false when it is not valid.  The
+ * sequence match data is checked and not used: every UID is looked up
+ * (RFC 7162 §3.2.5.2 lets a server do without it). */
+static bool imap_qresync_param(const struct imap_args *l, struct imap_qresync *q)
+{
+	char err[IMAP_REASON_MAX];
+	if (!l || l->n < 2 || l->n > 4 || !imap_arg_u32(imap_args_at(l, 0), &q->uidvalidity) ||
+	    q->uidvalidity == 0 || !imap_arg_u64(imap_args_at(l, 1), &q->modseq) || q->modseq == 0)
+		return false;
+	if (l->n >= 3) {
+		const char *known = imap_arg_raw_atom(imap_args_at(l, 2));
+		if (!known || !imap_parse_seqset(known, &q->known, err, sizeof err))
+			return false;
+		q->has_known = true;
+	}
+	if (l->n == 4) {
+		const struct imap_args *m = imap_arg_list(imap_args_at(l, 3));
+		struct imap_seqset a = {0}, b = {0};
+		bool ok = m && m->n == 2 && imap_arg_raw_atom(imap_args_at(m, 0)) &&
+			  imap_arg_raw_atom(imap_args_at(m, 1)) &&
+			  imap_parse_seqset(imap_arg_raw_atom(imap_args_at(m, 0)), &a, err, sizeof err) &&
+			  imap_parse_seqset(imap_arg_raw_atom(imap_args_at(m, 1)), &b, err, sizeof err);
+		imap_seqset_clear(&a);
+		imap_seqset_clear(&b);
+		if (!ok)
+			return false;
+	}
+	q->on = true;
+	return true;
+}
+
+/* SELECT's optional parameters (RFC 4466 §2.1): CONDSTORE, QRESYNC (...).
+ * false after answering BAD. */
+static bool imap_select_params(struct imap_session *s, const struct imap_args *l, bool *condstore,
+			       struct imap_qresync *q)
+{
+	for (size_t i = 0; l && i < l->n; i++) {
+		const struct imap_arg *a = imap_args_at(l, i);
+		if (imap_arg_is(a, "CONDSTORE")) {
+			*condstore = true;
+			continue;
+		}
+		if (imap_arg_is(a, "QRESYNC") && !q->on) {
+			/* RFC 7162 §3.2.5: BAD unless QRESYNC was enabled */
+			if (!s->qresync) {
+				imap_bad(s, "QRESYNC is not enabled: ENABLE QRESYNC first");
+				return false;
+			}
+			if (imap_qresync_param(imap_arg_list(imap_args_at(l, i + 1)), q)) {
+				i++;
+				continue;
+			}
+		}
+		imap_seqset_clear(&q->known);
+		imap_bad(s, "Syntax: SELECT mailbox [(CONDSTORE | QRESYNC (uidvalidity modseq "
+			    "[known-uids [(seqs uids)]]))]");
+		return false;
+	}
+	return true;
+}
+
+/* What a QRESYNC client lacks (RFC 7162 §3.2.5.1): the UIDs expunged since
+ * its MODSEQ, then the messages changed since, before the tagged OK (a
+ * job). */
+static void imap_select_resync(struct imap_session *s, struct imap_qresync *q, const char *done)
+{
+	struct mailbox *mb = s->view;
+	struct imap_seqset *known = q->has_known ? &q->known : NULL;
+	if (known)
+		imap_seqset_resolve(known, mailbox_uidnext(mb) > 1 ? mailbox_uidnext(mb) - 1 : 0);
+	struct imap_out out;
+	imap_out_init(&out);
+	(void)imap_vanished_earlier(s, &out, q->modseq, known);
+	imap_send(s, &out);
+	imap_out_free(&out);
+	imap_fetch_changed(s, known, q->modseq, done);
+	imap_seqset_clear(&q->known);
+}
 
 IMAP_HANDLER(imap_cmd_select)
 {
 	bool examine = strcmp(c->name, "EXAMINE") == 0;
-	if (c->args.n != 1) {
-		imap_bad(s, examine ? "Syntax: EXAMINE mailbox" : "Syntax: SELECT mailbox");
+	const struct imap_args *params = imap_arg_list(imap_args_at(&c->args, 1));
+	if (c->args.n < 1 || c->args.n > 2 || (c->args.n == 2 && !params)) {
+		imap_bad(s, examine ? "Syntax: EXAMINE mailbox [(parameters)]"
+				    : "Syntax: SELECT mailbox [(parameters)]");
 		return;
 	}
 	const char *name = imap_mailbox_arg(s, c, 0);
-	if (!name)
+	bool condstore = false;
+	struct imap_qresync q = {0};
+	if (!name || !imap_select_params(s, params, &condstore, &q))
 		return;
-	/* §6.3.1: a SELECT leaves the folder selected before, even if it fails */
+	/* §6.3.1: a SELECT leaves the folder selected before, even if it fails;
+	 * RFC 7162 §3.2.11: with QRESYNC on, the client is told where the
+	 * responses of the old folder end */
+	if (s->view && s->qresync)
+		conn_printf(s->io, "* OK [CLOSED] Previous mailbox closed");
 	imap_view_close(s);
 	imap_enter_state(s, IMAP_AUTH);
 	char err[256];
 	struct mailbox *mb;
 	enum mailbox_result r = mailbox_open(s->maildir, name, examine, &mb, err, sizeof err);
 	if (r != MAILBOX_OK) {
+		imap_seqset_clear(&q.known);
 		imap_store_error(s, r, err);
 		return;
 	}
 	s->view = mb;
+	if (condstore)
+		s->condstore = true; /* RFC 7162 §3.1.8: a CONDSTORE enabling command */
 	struct mailbox_change ch;
 	while (mailbox_next_change(mb, &ch))
 		; /* the state at SELECT is what the responses below say */
@@ -1274,9 +1398,17 @@ IMAP_HANDLER(imap_cmd_select)
 		    (unsigned long)mailbox_uidvalidity(mb));
 	conn_printf(s->io, "* OK [UIDNEXT %lu] Predicted next UID",
 		    (unsigned long)mailbox_uidnext(mb));
+	if (s->condstore)
+		conn_printf(s->io, "* OK [HIGHESTMODSEQ %llu] Highest",
+			    (unsigned long long)mailbox_highestmodseq(mb));
 	imap_enter_state(s, IMAP_SELECTED);
-	imap_ok(s, "[%s] %s completed", examine ? "READ-ONLY" : "READ-WRITE",
-		examine ? "EXAMINE" : "SELECT");
+	const char *done = examine ? "[READ-ONLY] EXAMINE completed" : "[READ-WRITE] SELECT completed";
+	if (q.on && q.uidvalidity == mailbox_uidvalidity(mb)) {
+		imap_select_resync(s, &q, done);
+		return;
+	}
+	imap_seqset_clear(&q.known);
+	imap_ok(s, "%s", done);
 }
 
 /* ---- CREATE, DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE ------------------------ */
@@ -1391,7 +1523,7 @@ IMAP_HANDLER(imap_cmd_status)
 	if (!name)
 		return;
 	static const char *const names[] = {"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY",
-					    "UNSEEN"};
+					    "UNSEEN", "HIGHESTMODSEQ"};
 	for (size_t i = 0; i < items->n; i++) {
 		size_t k = 0;
 		while (k < ARRAY_LEN(names) && !imap_arg_is(imap_args_at(items, i), names[k]))
@@ -1400,12 +1532,15 @@ IMAP_HANDLER(imap_cmd_status)
 			imap_bad(s, "Unknown STATUS item");
 			return;
 		}
+		if (k == 5)
+			imap_condstore_enable(s); /* RFC 7162 §3.1.2.1 */
 	}
 	struct mailbox_status st;
 	char err[256];
 	if (!imap_store_error(s, mailbox_status(s->maildir, name, &st, err, sizeof err), err))
 		return;
-	const uint32_t values[] = {st.messages, st.recent, st.uidnext, st.uidvalidity, st.unseen};
+	const unsigned long long values[] = {st.messages, st.recent, st.uidnext,
+					     st.uidvalidity, st.unseen, st.highestmodseq};
 	struct imap_out out;
 	imap_out_init(&out);
 	imap_out_printf(&out, "* STATUS ");
@@ -1415,7 +1550,7 @@ IMAP_HANDLER(imap_cmd_status)
 		size_t k = 0;
 		while (!imap_arg_is(imap_args_at(items, i), names[k]))
 			k++;
-		imap_out_printf(&out, "%s%s %lu", i ? " " : "", names[k], (unsigned long)values[k]);
+		imap_out_printf(&out, "%s%s %llu", i ? " " : "", names[k], values[k]);
 	}
 	imap_out_printf(&out, ")\r\n");
 	imap_send(s, &out);

@@ -183,6 +183,58 @@ long long imap_date_at(const struct imap_session *s, size_t i)
 	return imap_m(s, i)->internal_date;
 }
 
+uint64_t imap_modseq_at(const struct imap_session *s, size_t i)
+{
+	return imap_m(s, i)->modseq;
+}
+
+void imap_condstore_enable(struct imap_session *s)
+{
+	if (s->condstore)
+		return;
+	s->condstore = true;
+	if (s->view)
+		conn_printf(s->io, "* OK [HIGHESTMODSEQ %llu] Highest",
+			    (unsigned long long)mailbox_highestmodseq(s->view));
+}
+
+/* The part of range r that is in uids (resolved), as ranges into out;
+ * the first one begins the VANISHED line. */
+static void imap_ranges_within(struct imap_out *out, bool *first, const struct mailbox_uid_range *r,
+			       const struct imap_seqset *uids)
+{
+	for (size_t k = 0; k < uids->n; k++) {
+		uint32_t lo = uids->ranges[k].lo > r->lo ? uids->ranges[k].lo : r->lo;
+		uint32_t hi = uids->ranges[k].hi < r->hi ? uids->ranges[k].hi : r->hi;
+		if (lo > hi)
+			continue;
+		imap_out_printf(out, "%s%lu", *first ? "* VANISHED (EARLIER) " : ",", (unsigned long)lo);
+		if (hi > lo)
+			imap_out_printf(out, ":%lu", (unsigned long)hi);
+		*first = false;
+	}
+}
+
+bool imap_vanished_earlier(struct imap_session *s, struct imap_out *out, uint64_t since,
+			   const struct imap_seqset *uids)
+{
+	struct mailbox_uid_ranges gone;
+	char err[256];
+	if (mailbox_vanished(s->view, since, &gone, err, sizeof err) != MAILBOX_OK) {
+		imap_mailbox_log(s, "vanished", err);
+		return false;
+	}
+	struct imap_seq_range all = {1, UINT32_MAX};
+	const struct imap_seqset any = {.n = 1, .ranges = &all};
+	bool first = true;
+	for (size_t i = 0; i < gone.n; i++)
+		imap_ranges_within(out, &first, &gone.v[i], uids ? uids : &any);
+	if (!first)
+		imap_out_add(out, "\r\n", 2);
+	mailbox_uid_ranges_free(&gone);
+	return true;
+}
+
 /* Still on disk as far as the view knows (RFC 2180 §4.1: a message another
  * session expunged is not fetched, and its EXPUNGE comes later). */
 bool imap_msg_exists(struct imap_session *s, size_t i)

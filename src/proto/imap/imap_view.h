@@ -63,6 +63,17 @@ uint32_t imap_uid_at(const struct imap_session *s, size_t i);
 unsigned imap_flags_at(const struct imap_session *s, size_t i);
 uint64_t imap_size_at(const struct imap_session *s, size_t i);
 long long imap_date_at(const struct imap_session *s, size_t i);
+/* RFC 7162 MODSEQ of message i. */
+uint64_t imap_modseq_at(const struct imap_session *s, size_t i);
+/* A CONDSTORE enabling command (RFC 7162 §3.1): CONDSTORE is on from now
+ * on, and the first one while a folder is selected sends its
+ * HIGHESTMODSEQ (§3.1.2.1). */
+void imap_condstore_enable(struct imap_session *s);
+/* "* VANISHED (EARLIER) uids" (RFC 7162 §3.2.10) of the UIDs expunged
+ * since modseq that are in uids (NULL: any), into out; nothing when none.
+ * false after logging when the folder's record cannot be read. */
+bool imap_vanished_earlier(struct imap_session *s, struct imap_out *out, uint64_t since,
+			   const struct imap_seqset *uids);
 /* Not expunged by another session meanwhile (RFC 2180 §4.1). */
 bool imap_msg_exists(struct imap_session *s, size_t i);
 bool imap_view_readonly(const struct imap_session *s);
