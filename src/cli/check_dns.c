@@ -13,6 +13,7 @@
 
 #include <event2/event.h>
 
+#include "cli/cmd_dkim.h"
 #include "conf/conf.h"
 #include "net/dns.h"
 #include "lib/util.h"
@@ -203,6 +204,8 @@ int cmd_check_dns(const char *conf_path)
 		if (own)
 			dns_resolver_free(own);
 	}
+	if (global)
+		problems += check_dns_dkim(conf, base, global);
 	if (global)
 		dns_resolver_free(global);
 	event_base_free(base);

@@ -23,7 +23,7 @@
 #define CONF_FILE_SIZE_MAX (4u << 20)   /* bytes in one configuration file */
 #define CONF_QUOTE_MAX 80               /* bytes of a word shown in a message */
 #define CONF_MESSAGE_MAX 8192           /* one error message (paths too), FILE:LINE:COL aside */
-#define CONF_TABLE_MAX 16               /* directives in one block's table */
+#define CONF_TABLE_MAX 24               /* directives in one block's table */
 #define CONF_NAME_MAX 64                /* server and user names */
 #define CONF_MIN_BITS_MAX 256           /* strongest cipher there is */
 #define CONF_ARGS_ANY UINT_MAX          /* no upper bound on arguments */
@@ -1144,6 +1144,12 @@ void conf_free(struct conf *c)
 	free(c->outbound.smarthost_secret);
 	free(c->outbound.retry);
 	acme_free(&c->acme);
+	for (size_t i = 0; i < c->ndkim_keys; i++) {
+		free(c->dkim_keys[i].domain);
+		free(c->dkim_keys[i].selector);
+		free(c->dkim_keys[i].file);
+	}
+	free(c->dkim_keys);
 	free(c);
 }
 
@@ -2063,6 +2069,44 @@ static void lim_unknown_recipients(struct parser *p, const struct line *d)
 	l->unknown_recipients_duration = duration;
 }
 
+/* ---- handlers: dkim ------------------------------------------------------------ */
+
+/* "key DOMAIN SELECTOR FILE": the file is read when the generation is
+ * made (runtime), so that a reload reads it again. */
+static void dkim_key(struct parser *p, const struct line *d)
+{
+	struct conf *c = p->conf;
+	char *domain = arg_domain(p, &d->args[0]);
+	char *selector = arg_dns_name(p, &d->args[1], "selector");
+	char *file = NULL;
+	if (!domain || !selector || !arg_path(p, d, &d->args[2], &file)) {
+		free(domain);
+		free(selector);
+		free(file);
+		return;
+	}
+	for (size_t i = 0; i < c->ndkim_keys; i++) {
+		if (strcmp(c->dkim_keys[i].domain, domain) == 0 &&
+		    strcmp(c->dkim_keys[i].selector, selector) == 0) {
+			conf_error(p, &d->args[1].pos, "selector \"%s\" of %s given twice",
+				   Q(d->args[1].s), domain);
+			free(domain);
+			free(selector);
+			free(file);
+			return;
+		}
+	}
+	if (c->ndkim_keys == CONF_DKIM_KEYS_MAX) {
+		conf_error(p, &d->name.pos, "more than %d dkim keys", CONF_DKIM_KEYS_MAX);
+		free(domain);
+		free(selector);
+		free(file);
+		return;
+	}
+	struct conf_dkim_key *k = xappend(&c->dkim_keys, &c->ndkim_keys, sizeof *k);
+	*k = (struct conf_dkim_key){domain, selector, file, d->name.pos};
+}
+
 /* ---- the tables ------------------------------------------------------------------------ */
 
 #define CONTEXT(in, belongs, table) {in, belongs, table, ARRAY_LEN(table)}
@@ -2099,6 +2143,12 @@ static const struct directive acme_directives[] = {
 };
 static const struct context acme_context =
 	CONTEXT("in acme block", "in the acme block", acme_directives);
+
+static const struct directive dkim_directives[] = {
+	{"key", 3, 3, dkim_key, NULL, NULL, false},
+};
+static const struct context dkim_context =
+	CONTEXT("in dkim block", "in the dkim block", dkim_directives);
 
 static const struct directive connection_directives[] = {
 	{"default", 1, 1, conn_default, NULL, NULL, true},
@@ -2184,6 +2234,7 @@ static const struct directive global_directives[] = {
 	{"include", 1, 1, global_include, NULL, NULL, false},
 	{"outbound", 0, 0, NULL, &outbound_context, NULL, true},
 	{"acme", 0, 0, acme_begin, &acme_context, acme_end, true},
+	{"dkim", 0, 0, NULL, &dkim_context, NULL, true},
 	{"server", 1, 1, global_server, &server_context, server_end, false},
 };
 static const struct context global_context =
@@ -2199,7 +2250,7 @@ _Static_assert(ARRAY_LEN(limits_directives) <= CONF_TABLE_MAX, "raise CONF_TABLE
 static const struct context *const all_contexts[] = {
 	&global_context, &server_context, &tls_context, &connection_context,
 	&auth_context, &relay_context, &limits_context, &outbound_context, &acme_context,
-	&metrics_tls_context,
+	&metrics_tls_context, &dkim_context,
 };
 
 /* ---- the parser ------------------------------------------------------------------------ */
@@ -2558,6 +2609,17 @@ static void check_domains(struct parser *p)
 	}
 }
 
+/* posthorn signs for its own domains only (the From of mail it sends). */
+static void check_dkim_domains(struct parser *p)
+{
+	const struct conf *c = p->conf;
+	for (size_t i = 0; i < c->ndkim_keys; i++)
+		if (!conf_is_local_domain(c, c->dkim_keys[i].domain))
+			conf_error(p, &c->dkim_keys[i].pos,
+				   "dkim key for %s, which is not a local domain (domains)",
+				   c->dkim_keys[i].domain);
+}
+
 /* "certificate acme" takes the acme block's files in the spool. */
 static void acme_certificate_paths(struct parser *p, struct conf_tls *t)
 {
@@ -2613,6 +2675,7 @@ static void validate(struct parser *p)
 	if (c->outbound.smarthost_user && !c->outbound.smarthost)
 		conf_error(p, &p->smarthost_auth_pos, "\"smarthost-auth\" without \"smarthost\"");
 	check_acme_certificates(p);
+	check_dkim_domains(p);
 }
 
 static void apply_hostname_defaults(struct conf *c)
