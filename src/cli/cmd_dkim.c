@@ -139,7 +139,9 @@ static int dkim_new(const struct conf *conf, int argc, char **argv)
 		return 2;
 	char *domain = str_lower(xstrdup(argv[1])), *selector = str_lower(xstrdup(argv[2]));
 	int r = 1;
-	char *dir = path_dirname(conf->path), *kdir = xasprintf("%s/dkim", dir);
+	char *conf_abs = realpath(conf->path, NULL);
+	char *dir = path_dirname(conf_abs ? conf_abs : conf->path), *kdir = xasprintf("%s/dkim", dir);
+	free(conf_abs);
 	char *path = xasprintf("%s/%s.%s.%s.key", kdir, domain, selector, dkim_key_type_name(type));
 	EVP_PKEY *pkey = NULL;
 	if (!name_is_valid(domain) || !name_is_valid(selector)) {

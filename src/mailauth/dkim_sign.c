@@ -122,6 +122,11 @@ static int sign_parse(struct dkim_sign *s)
 	return 0;
 }
 
+bool dkim_sign_header_done(const struct dkim_sign *s)
+{
+	return s->in_body;
+}
+
 int dkim_sign_from_domain(struct dkim_sign *s, char *out, size_t outsz)
 {
 	if (sign_parse(s) < 0)

@@ -6,6 +6,7 @@
 #ifndef POSTHORN_DKIM_SIGN_H
 #define POSTHORN_DKIM_SIGN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <time.h>
 
@@ -24,6 +25,9 @@ void dkim_sign_feed(struct dkim_sign *s, const void *data, size_t len);
 char *dkim_sign_finish(struct dkim_sign *s, const struct dkim_privkey *keys, size_t nkeys,
 		       time_t now, char *err, size_t errsz);
 void dkim_sign_free(struct dkim_sign *s);
+
+/* Has the header section been fed whole (the body begun)? */
+bool dkim_sign_header_done(const struct dkim_sign *s);
 
 /* The From domain of the message fed so far (its header section must be
  * complete) into out; 0 or -1 (see dkim_from_domain). */

@@ -65,6 +65,8 @@ struct smtp_client_params {
 	const char *auth_user;          /* smarthost login, or NULL */
 	const char *auth_secret;        /* file holding the password (first line) */
 	enum conf_outbound_tls tls;
+	const char *prefix;             /* header fields sent before the message
+					 * (DKIM-Signature, CRLF ends), or NULL */
 	int fd;                         /* the spooled message, read with pread */
 	off_t offset;
 	off_t size;
