@@ -154,10 +154,12 @@ static int dkim_new(const struct conf *conf, int argc, char **argv)
 		r = dkim_fail("cannot make a key");
 	} else if (write_key(conf, path, pkey) == 0) {
 		char *rec = dkim_key_record(pkey);
-		report(stdout, "wrote %s (%s, %d bits)\n\nadd to the dkim block of %s:\n"
+		char size[32] = "";
+		if (type == DKIM_KEY_RSA)
+			xsnprintf(size, sizeof size, ", %d bits", EVP_PKEY_get_bits(pkey));
+		report(stdout, "wrote %s (%s%s)\n\nadd to the dkim block of %s:\n"
 			       "    key %s %s %s\n\npublish this DNS record:\n",
-		       path, dkim_key_type_name(type), EVP_PKEY_get_bits(pkey), conf->path, domain,
-		       selector, path);
+		       path, dkim_key_type_name(type), size, conf->path, domain, selector, path);
 		print_record(stdout, selector, domain, rec ? rec : "?");
 		free(rec);
 		r = report_end(stdout) == 0 ? 0 : 1;
@@ -386,8 +388,12 @@ static int check_dkim_key(const struct conf_dkim_key *k, struct event_base *base
 		report(stdout, "  dkim %s: the record at %s holds %s\n", k->selector, name,
 		       pub.pkey ? "another key" : "no key (revoked)");
 	else {
-		report(stdout, "  dkim %s: the record at %s matches the key (%s, %u bits)\n", k->selector,
-		       name, dkim_key_type_name(key.type), key.bits);
+		report(stdout, "  dkim %s: the record at %s matches the key (%s", k->selector, name,
+		       dkim_key_type_name(key.type));
+		if (key.type == DKIM_KEY_RSA)
+			report(stdout, ", %u bits)\n", key.bits);
+		else
+			report(stdout, ")\n");
 		problem = 0;
 	}
 	if (problem) {
