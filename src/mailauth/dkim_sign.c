@@ -84,6 +84,8 @@ static size_t header_end(struct dkim_sign *s)
 
 void dkim_sign_feed(struct dkim_sign *s, const void *data, size_t len)
 {
+	if (len == 0)
+		return;
 	if (s->in_body) {
 		dkim_body_feed(&s->body, data, len);
 		return;
@@ -116,7 +118,9 @@ static int sign_parse(struct dkim_sign *s)
 {
 	if (s->parsed)
 		return 0;
-	if (s->too_big || dkim_header_parse(s->header ? s->header : "", s->hlen, &s->fields) < 0)
+	/* a first line that continues nothing would continue our field */
+	if (s->too_big || (s->hlen > 0 && (s->header[0] == ' ' || s->header[0] == '\t')) ||
+	    dkim_header_parse(s->header ? s->header : "", s->hlen, &s->fields) < 0)
 		return -1;
 	s->parsed = true;
 	return 0;
@@ -256,7 +260,7 @@ char *dkim_sign_finish(struct dkim_sign *s, const struct dkim_privkey *keys, siz
 {
 	char from[DKIM_DOMAIN_MAX + 1];
 	if (sign_parse(s) < 0) {
-		errfmt(err, errsz, "header section too large");
+		errfmt(err, errsz, "header section too large or malformed");
 		return NULL;
 	}
 	if (dkim_from_domain(&s->fields, from, sizeof from) < 0) {
