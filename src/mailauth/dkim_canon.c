@@ -142,10 +142,31 @@ void dkim_body_begin(struct dkim_body *b, enum dkim_canon c, uint64_t limit, dki
 	b->arg = arg;
 }
 
+/* Bytes that go out as they are (in a run): not a line end, and in
+ * relaxed not white space either. */
+static bool body_plain(const struct dkim_body *b, char c)
+{
+	return c != '\r' && c != '\n' && (b->canon == DKIM_CANON_SIMPLE || !is_wsp(c));
+}
+
 void dkim_body_feed(struct dkim_body *b, const char *data, size_t len)
 {
-	for (size_t i = 0; i < len; i++) {
+	size_t i = 0;
+	while (i < len) {
 		char c = data[i];
+		if (!b->cr && body_plain(b, c)) {
+			size_t j = i + 1;
+			while (j < len && body_plain(b, data[j]))
+				j++;
+			body_open_line(b);
+			if (b->wsp)
+				body_out(b, " ", 1);
+			b->wsp = false;
+			body_out(b, data + i, j - i);
+			i = j;
+			continue;
+		}
+		i++;
 		if (c == '\n') {
 			b->cr = false;
 			body_end_line(b);
