@@ -10,8 +10,11 @@ TestDNSData file.  Only 127.0.0.x; every wait bounded."""
 
 import os
 import re
+import socket
 import stat
+import struct
 import subprocess
+import time
 
 import dkim
 import dns.message
@@ -20,6 +23,7 @@ import dns.rdatatype
 import pytest
 
 from conftest import run_cli
+from helpers import free_port
 from test_outbound import (SINK_HOST, outbound_block, sinks, submit,  # noqa: F401 (fixture)
                            wait_spool_empty)
 
@@ -78,6 +82,89 @@ def opendkim_verify(tmp_path, records, data):
     m = re.search(r"hname='Authentication-Results' hvalue='(.*?)'", res.stderr + res.stdout, re.S)
     assert m, res.stderr
     return m.group(1)
+
+
+class OpenDkimSigner:
+    """OpenDKIM as a signing milter (rsa-sha256, relaxed/simple) on a
+    loopback port, spoken to by a small milter client: opendkim-testmsg
+    signs with rsa-sha1 only, which RFC 8301 verifiers refuse."""
+
+    def __init__(self, folder, domain, selector, key):
+        self.port = free_port("127.0.0.1")
+        conf = folder / f"opendkim-sign-{self.port}.conf"
+        conf.write_text(f"Syslog no\nMode s\nDomain {domain}\nSelector {selector}\n"
+                        f"KeyFile {key}\nRequireSafeKeys false\nCanonicalization relaxed/simple\n"
+                        f"SignatureAlgorithm rsa-sha256\nSocket inet:{self.port}@127.0.0.1\n"
+                        "Background no\nInternalHosts 127.0.0.1\n")
+        self.proc = subprocess.Popen([OPENDKIM, "-f", "-x", str(conf)], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError("opendkim did not start: " + self.proc.stderr.read().decode())
+                time.sleep(0.05)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+    @staticmethod
+    def _packet(cmd, data=b""):
+        return struct.pack("!I", len(data) + 1) + cmd + data
+
+    @staticmethod
+    def _read(sock):
+        def exactly(n):
+            out = b""
+            while len(out) < n:
+                chunk = sock.recv(n - len(out))
+                if not chunk:
+                    raise EOFError("milter closed")
+                out += chunk
+            return out
+        body = exactly(struct.unpack("!I", exactly(4))[0])
+        return body[:1], body[1:]
+
+    def sign(self, message):
+        """The message with OpenDKIM's DKIM-Signature on top."""
+        head, _, body = message.partition(b"\r\n\r\n")
+        fields = []
+        for line in head.split(b"\r\n"):
+            if line[:1] in (b" ", b"\t"):
+                fields[-1][1] += b"\r\n" + line
+            else:
+                name, _, value = line.partition(b":")
+                fields.append([name, value[1:] if value.startswith(b" ") else value])
+        added = []
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s:
+            def step(cmd, data=b""):
+                s.sendall(self._packet(cmd, data))
+                return self._read(s)
+            assert step(b"O", struct.pack("!III", 6, 0x1FF, 0))[0] == b"O"
+            steps = [(b"C", b"localhost\x004" + struct.pack("!H", 25) + b"127.0.0.1\x00"),
+                     (b"H", b"localhost\x00"), (b"M", b"<carol@example.org>\x00"),
+                     (b"R", b"<bob@example.test>\x00")]
+            steps += [(b"L", n + b"\x00" + v + b"\x00") for n, v in fields]
+            steps += [(b"N", b""), (b"B", body)]
+            for cmd, data in steps:
+                assert step(cmd, data)[0] == b"c", cmd
+            s.sendall(self._packet(b"E"))
+            while True:
+                cmd, data = self._read(s)
+                if cmd in (b"h", b"i"):
+                    name, value, _ = (data[4:] if cmd == b"i" else data).split(b"\x00")
+                    added.append(name + b": " + value.replace(b"\n", b"\r\n") + b"\r\n")
+                elif cmd in (b"a", b"c"):
+                    break
+            s.sendall(self._packet(b"Q"))
+        assert len(added) == 1 and added[0].startswith(b"DKIM-Signature: v=1; a=rsa-sha256;")
+        return added[0] + message
 
 
 def signatures(data):
@@ -259,6 +346,7 @@ def test_posthorn_verifies_mail_signed_by_dkimpy_and_opendkim(posthorn, dnsmasq,
     weak_path, weak_rec = rsa_pem(tmp_path, "weak.key", 768)
     seed, ed_rec = ed25519_seed(tmp_path)
     records = {"py._domainkey.example.org": split255(rsa_rec),
+               "od._domainkey.example.org": split255(rsa_rec),
                "ed._domainkey.example.org": split255(ed_rec),
                "weak._domainkey.example.org": split255(weak_rec)}
     d = dnsmasq(extra=txt_args(records))
@@ -267,13 +355,19 @@ def test_posthorn_verifies_mail_signed_by_dkimpy_and_opendkim(posthorn, dnsmasq,
            b"Subject: folded\r\n\tacross\r\n   lines\r\nDate: Mon, 7 Dec 2026 10:00:00 +0000\r\n"
            b"\r\n" + "8-bit: \u00e9\u00e8\u00ea \u2603\r\n".encode() + b"x" * 990 + b"\r\n"
            b"trailing   spaces   \r\n\r\n\r\n")
-    # OpenDKIM signs first (opendkim-testmsg: simple/simple and rsa-sha1, its
-    # library's defaults), then dkimpy twice
+    # OpenDKIM signs first: opendkim-testmsg (simple/simple and rsa-sha1, its
+    # library's defaults), then the opendkim milter (rsa-sha256,
+    # relaxed/simple); then dkimpy twice
     od = subprocess.run([OPENDKIM_TESTMSG, "-C", "-d", "example.org", "-s", "py", "-k",
                          str(rsa_path)], input=msg, capture_output=True, timeout=30)
     assert od.returncode == 0, od.stderr
     signed = od.stdout
     assert signed.startswith(b"DKIM-Signature:"), signed[:200]
+    milter = OpenDkimSigner(tmp_path, "example.org", "od", rsa_path)
+    try:
+        signed = milter.sign(signed)
+    finally:
+        milter.stop()
     key = open(rsa_path, "rb").read()
     signed = dkim.sign(signed, b"py", b"example.org", key,
                        canonicalize=(b"relaxed", b"relaxed")) + signed
@@ -283,21 +377,26 @@ def test_posthorn_verifies_mail_signed_by_dkimpy_and_opendkim(posthorn, dnsmasq,
     f.write_bytes(signed)
     res = p.cli("dkim", "verify", str(f))
     lines = res.stdout.splitlines()
-    assert len(lines) == 3, res.stdout + res.stderr
+    assert len(lines) == 4, res.stdout + res.stderr
     assert lines[0].startswith("dkim=pass header.d=example.org header.s=ed "
                                "header.a=ed25519-sha256 header.b="), lines
     assert lines[1].startswith("dkim=pass header.d=example.org header.s=py header.a=rsa-sha256 "
                                "header.b="), lines
     assert lines[1].endswith(" bits=2048"), lines
+    assert lines[2].startswith("dkim=pass header.d=example.org header.s=od header.a=rsa-sha256 "
+                               "header.b="), lines
     # RFC 8301: OpenDKIM's rsa-sha1 signature is not accepted
-    assert lines[2].startswith("dkim=fail header.d=example.org header.s=py header.a=rsa-sha1 "), lines
-    assert lines[2].endswith("(rsa-sha1 is not accepted (RFC 8301))"), lines
+    assert lines[3].startswith("dkim=fail header.d=example.org header.s=py header.a=rsa-sha1 "), lines
+    assert lines[3].endswith("(rsa-sha1 is not accepted (RFC 8301))"), lines
     assert res.returncode == 1
-    # a changed body breaks both good signatures
+    # dkimpy agrees on each (its key lookups through the same dnsmasq)
+    for i, ok in enumerate((True, True, True)):
+        assert dkim.DKIM(signed).verify(idx=i, dnsfunc=dnsfunc_for(d.address)) == ok, i
+    # a changed body breaks the three good signatures
     f.write_bytes(signed.replace(b"trailing", b"Trailing"))
     res = p.cli("dkim", "verify", str(f))
     assert res.returncode == 1
-    assert res.stdout.count("(body hash did not verify)") == 2, res.stdout
+    assert res.stdout.count("(body hash did not verify)") == 3, res.stdout
     # a key under 1024 bits fails; a signature without a key record is a permerror
     weak = dkim.sign(msg, b"weak", b"example.org", open(weak_path, "rb").read()) + msg
     missing = dkim.sign(msg, b"nokey", b"example.org", key) + msg
