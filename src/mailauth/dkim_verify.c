@@ -13,6 +13,7 @@
 #include <openssl/evp.h>
 #include <openssl/rsa.h>
 
+#include "lib/offload.h"
 #include "lib/util.h"
 #include "mailauth/dkim_canon.h"
 #include "mailauth/dkim_header.h"
@@ -39,14 +40,28 @@ struct sig {
 	size_t blen;
 };
 
+/* The signatures of one message. */
+struct sigset {
+	struct sig sigs[DKIM_VERIFY_SIGNATURES_MAX + 1]; /* + 1: the "too many" result */
+	size_t n;
+	size_t waiting;         /* for their keys */
+};
+
 struct dkim_verify {
 	struct dkim_key_source src;
 	dkim_verify_done done;
 	void *arg;
-	struct sig sigs[DKIM_VERIFY_SIGNATURES_MAX + 1]; /* + 1: the "too many" result */
-	size_t n;
-	size_t waiting;
-	bool starting;          /* inside dkim_verify_start: done waits */
+	struct sigset set;
+	struct offload_job *job; /* the hashes being made on a worker */
+	bool starting;          /* starting the lookups: done waits */
+};
+
+/* The hashes of a message, made on a worker from a copy of it. */
+struct verify_work {
+	char *msg;
+	size_t len;
+	time_t now;
+	struct sigset set;
 };
 
 /* Body hashes already made for this message, by canonicalisation and l=. */
@@ -418,11 +433,11 @@ static void sig_check_key(struct sig *s, const struct dkim_pubkey *k)
 static void verify_finish(struct dkim_verify *v)
 {
 	struct dkim_result res[DKIM_VERIFY_SIGNATURES_MAX + 1];
-	for (size_t i = 0; i < v->n; i++)
-		res[i] = v->sigs[i].res;
+	for (size_t i = 0; i < v->set.n; i++)
+		res[i] = v->set.sigs[i].res;
 	dkim_verify_done done = v->done;
 	void *arg = v->arg;
-	size_t n = v->n;
+	size_t n = v->set.n;
 	free(v);
 	done(arg, res, n);
 }
@@ -453,7 +468,7 @@ static void key_answer(void *arg, enum dns_status st, const struct dns_txt *txt,
 		}
 	}
 	(void)ttl;
-	if (--v->waiting == 0 && !v->starting)
+	if (--v->set.waiting == 0 && !v->starting)
 		verify_finish(v);
 }
 
@@ -474,11 +489,11 @@ struct dkim_verify *dkim_verify_start(struct dns_resolver *dns, const char *msg,
 	return dkim_verify_start_with(&src, msg, len, now, done, arg);
 }
 
-static void prepare_all(struct dkim_verify *v, const char *msg, size_t len, time_t now)
+static void prepare_all(struct sigset *set, const char *msg, size_t len, time_t now)
 {
 	struct dkim_header h;
 	if (dkim_header_parse(msg, len, &h) < 0) {
-		struct sig *s = &v->sigs[v->n++];
+		struct sig *s = &set->sigs[set->n++];
 		set_result(s, DKIM_PERMERROR, "header section too large");
 		return;
 	}
@@ -487,10 +502,9 @@ static void prepare_all(struct dkim_verify *v, const char *msg, size_t len, time
 		const struct dkim_field *f = &h.fields[k];
 		if (!dkim_field_is(f, "dkim-signature", 14))
 			continue;
-		struct sig *s = &v->sigs[v->n++];
-		s->v = v;
+		struct sig *s = &set->sigs[set->n++];
 		set_result(s, DKIM_PERMERROR, "malformed signature field");
-		if (v->n > DKIM_VERIFY_SIGNATURES_MAX) {
+		if (set->n > DKIM_VERIFY_SIGNATURES_MAX) {
 			set_result(s, DKIM_PERMERROR, "more than %d signatures: not verified",
 				   DKIM_VERIFY_SIGNATURES_MAX);
 			break;
@@ -499,9 +513,61 @@ static void prepare_all(struct dkim_verify *v, const char *msg, size_t len, time
 		    sig_prepare(s, &h, f, msg + h.body_offset, len - h.body_offset, now, &cache) < 0)
 			continue;
 		s->waiting = true;
-		v->waiting++;
+		set->waiting++;
 	}
 	dkim_header_free(&h);
+}
+
+/* Ask for the key of every signature that got this far; NULL when done
+ * already ran (no lookup, or every answer at once). */
+static struct dkim_verify *verify_lookups(struct dkim_verify *v)
+{
+	v->starting = true;
+	for (size_t i = 0; i < v->set.n; i++) {
+		struct sig *s = &v->set.sigs[i];
+		s->v = v;
+		if (!s->waiting)
+			continue;
+		char qname[QNAME_MAX];
+		if (!bsnprintf(qname, sizeof qname, "%s._domainkey.%s", s->res.selector,
+			       s->res.domain)) {
+			s->waiting = false;
+			v->set.waiting--;
+			set_result(s, DKIM_PERMERROR, "key name too long");
+			continue;
+		}
+		s->q = v->src.lookup(v->src.ctx, qname, key_answer, s);
+	}
+	v->starting = false;
+	if (v->set.waiting == 0) {
+		verify_finish(v);
+		return NULL;
+	}
+	return v;
+}
+
+static void work_run(void *arg)
+{
+	struct verify_work *w = arg;
+	prepare_all(&w->set, w->msg, w->len, w->now);
+}
+
+static void work_free(void *arg)
+{
+	struct verify_work *w = arg;
+	free(w->msg);
+	free(w);
+}
+
+/* Back on the loop with the hashes: the keys next. */
+static void work_done(void *owner, void *arg)
+{
+	struct dkim_verify *v = owner;
+	struct verify_work *w = arg;
+	v->job = NULL;
+	v->set = w->set;
+	work_free(w);
+	(void)verify_lookups(v); /* v is gone when it returns NULL */
 }
 
 struct dkim_verify *dkim_verify_start_with(const struct dkim_key_source *src, const char *msg,
@@ -512,27 +578,17 @@ struct dkim_verify *dkim_verify_start_with(const struct dkim_key_source *src, co
 	v->src = *src;
 	v->done = done;
 	v->arg = arg;
-	v->starting = true;
-	prepare_all(v, msg, len, now);
-	for (size_t i = 0; i < v->n; i++) {
-		struct sig *s = &v->sigs[i];
-		if (!s->waiting)
-			continue;
-		char qname[QNAME_MAX];
-		if (!bsnprintf(qname, sizeof qname, "%s._domainkey.%s", s->res.selector,
-			       s->res.domain)) {
-			s->waiting = false;
-			v->waiting--;
-			set_result(s, DKIM_PERMERROR, "key name too long");
-			continue;
-		}
-		s->q = v->src.lookup(v->src.ctx, qname, key_answer, s);
+	if (!offload_running()) { /* tools, tests: here and now */
+		prepare_all(&v->set, msg, len, now);
+		return verify_lookups(v);
 	}
-	v->starting = false;
-	if (v->waiting == 0) {
-		verify_finish(v);
-		return NULL;
-	}
+	/* hashing a large message would hold the loop: a worker does it */
+	struct verify_work *w = xcalloc(1, sizeof *w);
+	w->msg = xmalloc(len ? len : 1);
+	memcpy(w->msg, msg, len);
+	w->len = len;
+	w->now = now;
+	v->job = offload_submit(work_run, work_done, work_free, w, v);
 	return v;
 }
 
@@ -540,8 +596,9 @@ void dkim_verify_cancel(struct dkim_verify *v)
 {
 	if (!v)
 		return;
-	for (size_t i = 0; i < v->n; i++)
-		if (v->sigs[i].waiting && v->sigs[i].q)
-			v->src.cancel(v->src.ctx, v->sigs[i].q);
+	offload_cancel(v->job); /* the worker's copy is freed when it is through */
+	for (size_t i = 0; i < v->set.n; i++)
+		if (v->set.sigs[i].waiting && v->set.sigs[i].q)
+			v->src.cancel(v->src.ctx, v->set.sigs[i].q);
 	free(v);
 }

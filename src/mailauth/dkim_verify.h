@@ -1,8 +1,9 @@
 /* dkim_verify: DKIM verification (RFC 6376 §6) of every DKIM-Signature
  * of a message, rsa-sha256 and ed25519-sha256 (RFC 8463); rsa-sha1 and
- * RSA keys under 1024 bits fail (RFC 8301).  The hashes are made when it
- * starts; the keys come from DNS (TXT at SELECTOR._domainkey.DOMAIN)
- * through the event loop, and one callback reports every result. */
+ * RSA keys under 1024 bits fail (RFC 8301).  The hashes are made on a
+ * worker thread (lib/offload; at once when no workers run); the keys come
+ * from DNS (TXT at SELECTOR._domainkey.DOMAIN) through the event loop, and
+ * one callback reports every result. */
 #ifndef POSTHORN_DKIM_VERIFY_H
 #define POSTHORN_DKIM_VERIFY_H
 
@@ -52,9 +53,10 @@ typedef void (*dkim_verify_done)(void *arg, const struct dkim_result *res, size_
 struct dkim_verify;
 
 /* Verify every signature of msg (len bytes, CRLF or LF line ends; read
- * only during this call).  done runs once, on the loop, when every key
- * lookup has answered — or before this returns when no lookup is needed
- * (then NULL is returned).  now: the time to judge x= against. */
+ * only during this call: a worker gets a copy).  done runs once, on the
+ * loop, when every key lookup has answered — or before this returns when
+ * there are no workers and no lookup is needed (then NULL is returned).
+ * now: the time to judge x= against. */
 struct dkim_verify *dkim_verify_start(struct dns_resolver *dns, const char *msg, size_t len,
 				      time_t now, dkim_verify_done done, void *arg);
 /* Forget it: done will not run. */

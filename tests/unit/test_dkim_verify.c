@@ -13,7 +13,9 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <event2/event.h>
 
+#include "lib/offload.h"
 #include "lib/util.h"
 #include "mailauth/dkim_key.h"
 #include "mailauth/dkim_sign.h"
@@ -372,6 +374,36 @@ static void test_later_answers_and_cancel(void **state)
 	assert_int_equal(calls, 0);
 }
 
+/* With worker threads the hashes are made on one, from a copy: the
+ * caller's buffer may go at once; a cancelled job frees its copy. */
+static void test_on_a_worker(void **state)
+{
+	struct event_base *base = event_base_new();
+	assert_non_null(base);
+	assert_int_equal(offload_start(base, 1), 0);
+	set_records(rfc_records, 2);
+	calls = 0;
+	char *m = xstrdup(rfc8463_message);
+	struct dkim_verify *v = dkim_verify_start_with(&fake, m, strlen(m), 1528637909, done, NULL);
+	assert_non_null(v);
+	memset(m, 'x', strlen(m)); /* the worker has its own copy */
+	free(m);
+	for (int i = 0; i < 500 && calls == 0; i++)
+		event_base_loop(base, EVLOOP_ONCE);
+	assert_int_equal(calls, 1);
+	assert_int_equal(ngot, 2);
+	assert_int_equal(got[0].status, DKIM_PASS);
+	assert_int_equal(got[1].status, DKIM_PASS);
+	/* cancelled while the worker hashes: done never runs */
+	calls = 0;
+	v = dkim_verify_start_with(&fake, rfc8463_message, strlen(rfc8463_message), 1528637909,
+				   done, NULL);
+	dkim_verify_cancel(v);
+	offload_stop();
+	assert_int_equal(calls, 0);
+	event_base_free(base);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -381,6 +413,7 @@ int main(void)
 		cmocka_unit_test(test_signature_problems),
 		cmocka_unit_test(test_own_signatures_verify),
 		cmocka_unit_test(test_later_answers_and_cancel),
+		cmocka_unit_test(test_on_a_worker),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
