@@ -314,6 +314,16 @@ def test_sighup_loads_a_new_key(signing):
     submit(p, [REMOTE], MESSAGE)
     second = sink.wait_delivered(2)[1]["data"]
     assert [tag(s, "s") for s in signatures(second)] == [b"next"]
+    # a key that may not be used is refused at the reload; the running keys stay
+    bad, _ = new_key(p, "open", "ed25519")
+    os.chmod(bad, 0o644)
+    p.global_extra = p.global_extra.replace(f"key {DOMAIN} next {path}", f"key {DOMAIN} open {bad}")
+    p.write_config()
+    p.reload(expect="reload-failed")
+    assert "dkim key " + bad + " is readable by group or others" in p.log
+    submit(p, [REMOTE], MESSAGE)
+    third = sink.wait_delivered(3)[2]["data"]
+    assert [tag(s, "s") for s in signatures(third)] == [b"next"]
 
 
 # -- verifying --------------------------------------------------------------------------
@@ -434,3 +444,22 @@ def test_check_dns_compares_each_selector_with_its_key(posthorn, dnsmasq):
     # what to publish, for each that does not match
     assert '  absent._domainkey.example.test. IN TXT ( "' + absent_txt[0] + '"' in out
     assert "good._domainkey.example.test. IN TXT" not in out
+
+
+def test_dkim_new_gives_the_key_to_run_as_and_check_wants_it_readable(posthorn):
+    """Keys are read again at each reload, after the privilege drop."""
+    import pwd
+    p = posthorn(start=False, root=posthorn.world_dir(), run_as="nobody")
+    path, _ = new_key(p, "sel1", "ed25519")
+    st = os.stat(path)
+    assert st.st_uid == pwd.getpwnam("nobody").pw_uid and stat.S_IMODE(st.st_mode) == 0o600
+    p.global_extra = f"dkim {{\n    key {DOMAIN} sel1 {path}\n}}\n"
+    text = p.write_config()
+    res = p.cli("check")
+    assert res.returncode == 0, res.stderr
+    os.chown(path, 0, 0)
+    res = p.cli("check")
+    line = text.splitlines().index(f"    key {DOMAIN} sel1 {path}") + 1
+    assert res.returncode == 1
+    assert f"posthorn.conf:{line}:5: dkim key {path} cannot be read by the run-as user nobody" \
+        in res.stderr, res.stderr
