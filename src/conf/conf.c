@@ -2919,6 +2919,28 @@ static void print_acme(struct policy_out *out, const struct conf_acme *a)
 	out_puts(out, "; renewed at two thirds of its lifetime\n");
 }
 
+/* "dkim: mail from example.test sent out signed with sel2026, ed2026" */
+static void print_dkim(struct policy_out *out, const struct conf *c)
+{
+	if (c->ndkim_keys == 0) {
+		out_puts(out, "dkim: mail sent out is not signed (no dkim block)\n");
+		return;
+	}
+	for (size_t i = 0; i < c->ndkim_keys; i++) {
+		const struct conf_dkim_key *k = &c->dkim_keys[i];
+		bool first = i == 0 || strcmp(k->domain, c->dkim_keys[i - 1].domain) != 0;
+		bool last = i + 1 == c->ndkim_keys || strcmp(k->domain, c->dkim_keys[i + 1].domain) != 0;
+		if (first)
+			out_printf(out, "dkim: mail from %s sent out by its users is signed with selector%s ",
+				   k->domain, last ? "" : "s");
+		else
+			out_puts(out, ", ");
+		out_puts(out, k->selector);
+		if (last)
+			out_puts(out, "\n");
+	}
+}
+
 static void print_global(struct policy_out *out, const struct conf *c)
 {
 	out_puts(out, "local domains: ");
@@ -2954,6 +2976,7 @@ static void print_global(struct policy_out *out, const struct conf *c)
 		out_puts(out, " (no password: anybody who can reach these addresses may read them)\n");
 	print_outbound(out, &c->outbound);
 	print_acme(out, &c->acme);
+	print_dkim(out, c);
 }
 
 static const char *starttls_name(enum conf_protocol p)

@@ -1,6 +1,7 @@
 /* dkim_verify: every DKIM-Signature of a message checked (RFC 6376 §6.1,
- * RFC 8463, RFC 8301): tags, body hash and header hash made at once, the
- * keys looked up asynchronously, one callback with all results. */
+ * RFC 8463, RFC 8301): tags, body hash and header hash made at once (on a
+ * worker when workers run), the keys looked up asynchronously, one callback with all results. */
+#define _GNU_SOURCE /* memrchr */
 #include "mailauth/dkim_verify.h"
 
 #include <stdarg.h>
@@ -186,7 +187,7 @@ static int check_identity(struct sig *s, const struct dkim_tag *i)
 	s->identity_is_d = true;
 	if (!i)
 		return 0;
-	const char *at = memchr(i->value, '@', i->value_len);
+	const char *at = memrchr(i->value, '@', i->value_len); /* the local part may quote one */
 	if (!at)
 		return -1;
 	size_t n = i->value_len - (size_t)(at + 1 - i->value), dn = strlen(s->res.domain);

@@ -457,6 +457,8 @@ def test_dkim_new_gives_the_key_to_run_as_and_check_wants_it_readable(posthorn):
     text = p.write_config()
     res = p.cli("check")
     assert res.returncode == 0, res.stderr
+    assert "dkim: mail from example.test sent out by its users is signed with selector sel1\n" \
+        in res.stdout, res.stdout
     os.chown(path, 0, 0)
     res = p.cli("check")
     line = text.splitlines().index(f"    key {DOMAIN} sel1 {path}") + 1
