@@ -465,3 +465,36 @@ def test_dkim_new_gives_the_key_to_run_as_and_check_wants_it_readable(posthorn):
     assert res.returncode == 1
     assert f"posthorn.conf:{line}:5: dkim key {path} cannot be read by the run-as user nobody" \
         in res.stderr, res.stderr
+
+
+def cli_bytes(p, args, data):
+    """A posthorn command with bytes in and out (no newline translation)."""
+    return subprocess.run([p.bin] + args + ["-c", p.conf], input=data, capture_output=True,
+                          env=p.env, timeout=60)
+
+
+def test_dkim_sign_and_verify_read_a_file_or_standard_input(posthorn, dnsmasq, tmp_path):
+    p = posthorn(start=False)
+    path, txt = new_key(p, "cli", "ed25519")
+    d = dnsmasq(extra=txt_args({f"cli._domainkey.{DOMAIN}": txt}))
+    p.dns = d.address
+    p.global_extra = f"dkim {{\n    key {DOMAIN} cli {path}\n}}\n"
+    p.write_config()
+    msg = b"From: bob@example.test\nTo: x@external.test\nSubject: by hand\n\nLF line ends\n"
+    res = cli_bytes(p, ["dkim", "sign"], msg)
+    assert res.returncode == 0 and b"ERROR: AddressSanitizer" not in res.stderr, res.stderr
+    signed = res.stdout
+    # the message comes out with CRLF line ends, the signature on top
+    assert signed.endswith(msg.replace(b"\n", b"\r\n")) and signed.startswith(b"DKIM-Signature:")
+    assert dkim.DKIM(signed).verify(dnsfunc=dnsfunc_for(d.address))
+    f = tmp_path / "signed.eml"
+    f.write_bytes(signed)
+    res = p.cli("dkim", "verify", str(f))
+    assert res.returncode == 0 and res.stdout.startswith(
+        "dkim=pass header.d=example.test header.s=cli header.a=ed25519-sha256 header.b="), res.stdout
+    res = cli_bytes(p, ["dkim", "verify"], signed)
+    assert res.returncode == 0 and res.stdout.startswith(b"dkim=pass "), res.stdout
+    # no key for the From domain: nothing is printed, the reason is
+    res = cli_bytes(p, ["dkim", "sign"], b"From: a@example.org\n\nx\n")
+    assert res.returncode == 1 and res.stdout == b""
+    assert b"not signed: no key for the From domain example.org" in res.stderr
