@@ -135,8 +135,10 @@ static int dkim_new(const struct conf *conf, int argc, char **argv)
 	enum dkim_key_type type = DKIM_KEY_RSA;
 	if (argc == 4 && strcmp(argv[3], "ed25519") == 0)
 		type = DKIM_KEY_ED25519;
-	else if (argc == 4 && strcmp(argv[3], "rsa") != 0)
+	else if (argc == 4 && strcmp(argv[3], "rsa") != 0) {
+		complain("dkim new: unknown key type \"%s\" (rsa or ed25519)", argv[3]);
 		return 2;
+	}
 	char *domain = str_lower(xstrdup(argv[1])), *selector = str_lower(xstrdup(argv[2]));
 	int r = 1;
 	char *conf_abs = realpath(conf->path, NULL);
