@@ -37,7 +37,7 @@ JOBS      := -j$(shell nproc 2>/dev/null || echo 2)
 
 .PHONY: all release asan run check unit integration chaos deps clean help bench bench-quick bench-imap phload \
 	fuzz fuzz-build fuzz-bins fuzz-smoke lint lint-files layers install install-files uninstall \
-	imaptest-tool imaptest
+	imaptest-tool imaptest bench-dkim
 
 all: release
 
@@ -177,6 +177,16 @@ bench-quick: release phload
 
 bench-imap: release phload
 	bench/run.sh imap
+
+# The cost of DKIM signing per message (bench/dkim-sign.c): a few seconds.
+DKIM_BENCH_SRC := bench/dkim-sign.c src/lib/util.c src/lib/strbuf.c \
+	$(filter-out src/mailauth/dkim_verify.c,$(wildcard src/mailauth/dkim_*.c))
+$(BUILD)/bench/dkim-sign: $(DKIM_BENCH_SRC) $(HDR)
+	mkdir -p $(dir $@)
+	$(CC) $(BASECFLAGS) $(RELEASE_CFLAGS) $(DKIM_BENCH_SRC) -o $@ $(HARDEN_LD) $(BASELIBS)
+
+bench-dkim: $(BUILD)/bench/dkim-sign
+	$(BUILD)/bench/dkim-sign
 # ---- fuzzing (libFuzzer, clang) --------------------------------------------
 # Every tests/fuzz/fuzz_NAME.c is a target build/fuzz/fuzz_NAME, linked with
 # every src/*.c but main.c (compiled again with coverage instrumentation)

@@ -14,6 +14,7 @@
 #include <event2/event.h>
 
 #include "cli/check_tls_dns.h"
+#include "cli/cmd_dkim.h"
 #include "conf/conf.h"
 #include "net/dns.h"
 #include "lib/util.h"
@@ -206,6 +207,7 @@ int cmd_check_dns(const char *conf_path)
 	}
 	if (global)
 		problems += check_dns_tls_policies(base, global, conf, stdout);
+		problems += check_dns_dkim(conf, base, global);
 	if (global)
 		dns_resolver_free(global);
 	event_base_free(base);

@@ -12,6 +12,7 @@
 #include "cli/check_dns.h"
 #include "cli/check_hosts.h"
 #include "cli/cmd_cert_status.h"
+#include "cli/cmd_dkim.h"
 #include "cli/cmd_queue.h"
 #include "cli/cmd_user.h"
 #include "conf/conf.h"
@@ -43,6 +44,16 @@ static int cmd_queue_main(const char *conf_path, int argc, char **argv)
 }
 
 static int cmd_check_dns_main(const char *conf_path, int argc, char **argv);
+static int cmd_dkim_main(const char *conf_path, int argc, char **argv)
+{
+	int r = cmd_dkim(conf_path, argc - 1, argv + 1);
+	if (r == 2) {
+		report(stderr, "usage: posthorn dkim new DOMAIN SELECTOR [rsa|ed25519], "
+			       "dkim sign|verify [FILE]\n");
+		(void)report_end(stderr); /* nobody is left to tell when stderr fails */
+	}
+	return r;
+}
 
 static const struct command commands[] = {
 	{"serve", cmd_serve, "serve [-c FILE]",
@@ -85,6 +96,16 @@ static const struct command commands[] = {
 	 "status: the certificate of the acme block: the names wanted, the names,\n"
 	 "issuer and expiry of the one in use, and the last attempt to get one\n"
 	 "(when, ok or the reason it failed)."},
+	{"dkim", cmd_dkim_main, "dkim new DOMAIN SELECTOR [rsa|ed25519], dkim sign|verify [FILE] [-c FILE]",
+	 "new: write a DKIM signing key (RSA 2048 bits, or Ed25519) for a local\n"
+	 "domain to dkim/DOMAIN.SELECTOR.TYPE.key beside the configuration (mode\n"
+	 "0600, owned by run-as; never over an existing file) and print the line\n"
+	 "for the dkim block and the DNS TXT record to publish.\n"
+	 "sign: print the message in FILE (or standard input) signed with the\n"
+	 "configured keys of its From domain.\n"
+	 "verify: check every DKIM signature of the message, with the keys from\n"
+	 "DNS (the configured dns servers); one line per signature.  Exit 1\n"
+	 "unless every signature passes."},
 	{"help", cmd_help, "help [COMMAND]", "Show usage, or the help of one command."},
 };
 

@@ -25,7 +25,7 @@
 #define CONF_FILE_SIZE_MAX (4u << 20)   /* bytes in one configuration file */
 #define CONF_QUOTE_MAX 80               /* bytes of a word shown in a message */
 #define CONF_MESSAGE_MAX 8192           /* one error message (paths too), FILE:LINE:COL aside */
-#define CONF_TABLE_MAX 16               /* directives in one block's table */
+#define CONF_TABLE_MAX 24               /* directives in one block's table */
 #define CONF_NAME_MAX 64                /* server and user names */
 #define CONF_MIN_BITS_MAX 256           /* strongest cipher there is */
 #define CONF_ARGS_ANY UINT_MAX          /* no upper bound on arguments */
@@ -1236,6 +1236,12 @@ void conf_free(struct conf *c)
 	free(c->outbound.ca_file);
 	free(c->outbound.retry);
 	acme_free(&c->acme);
+	for (size_t i = 0; i < c->ndkim_keys; i++) {
+		free(c->dkim_keys[i].domain);
+		free(c->dkim_keys[i].selector);
+		free(c->dkim_keys[i].file);
+	}
+	free(c->dkim_keys);
 	free(c);
 }
 
@@ -2559,6 +2565,44 @@ static void lim_unknown_recipients(struct parser *p, const struct line *d)
 	l->unknown_recipients_duration = duration;
 }
 
+/* ---- handlers: dkim ------------------------------------------------------------ */
+
+/* "key DOMAIN SELECTOR FILE": the file is read when the generation is
+ * made (runtime), so that a reload reads it again. */
+static void dkim_key(struct parser *p, const struct line *d)
+{
+	struct conf *c = p->conf;
+	char *domain = arg_domain(p, &d->args[0]);
+	char *selector = arg_dns_name(p, &d->args[1], "selector");
+	char *file = NULL;
+	if (!domain || !selector || !arg_path(p, d, &d->args[2], &file)) {
+		free(domain);
+		free(selector);
+		free(file);
+		return;
+	}
+	for (size_t i = 0; i < c->ndkim_keys; i++) {
+		if (strcmp(c->dkim_keys[i].domain, domain) == 0 &&
+		    strcmp(c->dkim_keys[i].selector, selector) == 0) {
+			conf_error(p, &d->args[1].pos, "selector \"%s\" of %s given twice",
+				   Q(d->args[1].s), domain);
+			free(domain);
+			free(selector);
+			free(file);
+			return;
+		}
+	}
+	if (c->ndkim_keys == CONF_DKIM_KEYS_MAX) {
+		conf_error(p, &d->name.pos, "more than %d dkim keys", CONF_DKIM_KEYS_MAX);
+		free(domain);
+		free(selector);
+		free(file);
+		return;
+	}
+	struct conf_dkim_key *k = xappend(&c->dkim_keys, &c->ndkim_keys, sizeof *k);
+	*k = (struct conf_dkim_key){domain, selector, file, d->name.pos};
+}
+
 /* ---- the tables ------------------------------------------------------------------------ */
 
 #define CONTEXT(in, belongs, table) {in, belongs, table, ARRAY_LEN(table)}
@@ -2610,6 +2654,11 @@ static const struct directive ldap_directives[] = {
 };
 static const struct context ldap_context =
 	CONTEXT("in users ldap block", "in a users ldap block", ldap_directives);
+static const struct directive dkim_directives[] = {
+	{"key", 3, 3, dkim_key, NULL, NULL, false},
+};
+static const struct context dkim_context =
+	CONTEXT("in dkim block", "in the dkim block", dkim_directives);
 
 static const struct directive connection_directives[] = {
 	{"default", 1, 1, conn_default, NULL, NULL, true},
@@ -2711,6 +2760,7 @@ static const struct directive global_directives[] = {
 	{"include", 1, 1, global_include, NULL, NULL, false},
 	{"outbound", 0, 0, NULL, &outbound_context, NULL, true},
 	{"acme", 0, 0, acme_begin, &acme_context, acme_end, true},
+	{"dkim", 0, 0, NULL, &dkim_context, NULL, true},
 	{"server", 1, 1, global_server, &server_context, server_end, false},
 };
 static const struct context global_context =
@@ -2727,7 +2777,7 @@ _Static_assert(ARRAY_LEN(ldap_directives) <= CONF_TABLE_MAX, "raise CONF_TABLE_M
 static const struct context *const all_contexts[] = {
 	&global_context, &server_context, &tls_context, &connection_context,
 	&auth_context, &relay_context, &limits_context, &outbound_context, &acme_context,
-	&metrics_tls_context, &milter_context, &ldap_context,
+	&metrics_tls_context, &milter_context, &ldap_context, &dkim_context,
 };
 
 /* "users FILE" or "users ldap { ... }": the one directive whose block is
@@ -3117,6 +3167,17 @@ static void check_domains(struct parser *p)
 	}
 }
 
+/* posthorn signs for its own domains only (the From of mail it sends). */
+static void check_dkim_domains(struct parser *p)
+{
+	const struct conf *c = p->conf;
+	for (size_t i = 0; i < c->ndkim_keys; i++)
+		if (!conf_is_local_domain(c, c->dkim_keys[i].domain))
+			conf_error(p, &c->dkim_keys[i].pos,
+				   "dkim key for %s, which is not a local domain (domains)",
+				   c->dkim_keys[i].domain);
+}
+
 /* "certificate acme" takes the acme block's files in the spool. */
 static void acme_certificate_paths(struct parser *p, struct conf_tls *t)
 {
@@ -3189,6 +3250,7 @@ static void validate(struct parser *p)
 		conf_error(p, &p->smarthost_auth_pos, "\"smarthost-auth\" without \"smarthost\"");
 	check_acme_certificates(p);
 	check_ldap_mechanisms(p);
+	check_dkim_domains(p);
 }
 
 static void apply_hostname_defaults(struct conf *c)
@@ -3538,6 +3600,28 @@ static void print_users(struct policy_out *out, const struct conf *c)
 		out_printf(out, "users: a Kerberos principal is matched against %s\n", l->principal);
 }
 
+/* "dkim: mail from example.test sent out signed with sel2026, ed2026" */
+static void print_dkim(struct policy_out *out, const struct conf *c)
+{
+	if (c->ndkim_keys == 0) {
+		out_puts(out, "dkim: mail sent out is not signed (no dkim block)\n");
+		return;
+	}
+	for (size_t i = 0; i < c->ndkim_keys; i++) {
+		const struct conf_dkim_key *k = &c->dkim_keys[i];
+		bool first = i == 0 || strcmp(k->domain, c->dkim_keys[i - 1].domain) != 0;
+		bool last = i + 1 == c->ndkim_keys || strcmp(k->domain, c->dkim_keys[i + 1].domain) != 0;
+		if (first)
+			out_printf(out, "dkim: mail from %s sent out by its users is signed with selector%s ",
+				   k->domain, last ? "" : "s");
+		else
+			out_puts(out, ", ");
+		out_puts(out, k->selector);
+		if (last)
+			out_puts(out, "\n");
+	}
+}
+
 static void print_global(struct policy_out *out, const struct conf *c)
 {
 	out_puts(out, "local domains: ");
@@ -3574,6 +3658,7 @@ static void print_global(struct policy_out *out, const struct conf *c)
 		out_puts(out, " (no password: anybody who can reach these addresses may read them)\n");
 	print_outbound(out, c);
 	print_acme(out, &c->acme);
+	print_dkim(out, c);
 }
 
 static const char *starttls_name(enum conf_protocol p)

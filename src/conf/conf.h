@@ -270,6 +270,16 @@ struct conf_ldap {
 	struct conf_pos pos;
 };
 
+/* dkim { key DOMAIN SELECTOR FILE }: a key posthorn signs with (RFC 6376). */
+struct conf_dkim_key {
+	char *domain;           /* lower case, no trailing dot */
+	char *selector;         /* lower case */
+	char *file;             /* absolute path of the PEM private key */
+	struct conf_pos pos;
+};
+
+enum { CONF_DKIM_KEYS_MAX = 64 };
+
 struct conf {
 	char *path;             /* the main file, as given */
 	char **files;           /* every file read (owned; conf_pos.file points here) */
@@ -296,6 +306,8 @@ struct conf {
 	struct conf_acme acme;
 	struct conf_server *servers;
 	size_t nservers;
+	struct conf_dkim_key *dkim_keys; /* the dkim block's keys, in order */
+	size_t ndkim_keys;
 };
 
 /* Parse and validate the file at path.  On success returns 0 and sets *out.

@@ -91,6 +91,9 @@ static int preflight_run_as_files(const struct conf *c, uid_t uid, gid_t gid, FI
 					&c->servers[s].auth.keytab_pos, u, uid, gid, err);
 	}
 	n += preflight_tls_files(&c->metrics_tls, u, uid, gid, err);
+	for (size_t k = 0; k < c->ndkim_keys; k++) /* read again at each reload */
+		n += preflight_readable("dkim key", c->dkim_keys[k].file, &c->dkim_keys[k].pos, u, uid,
+					gid, err);
 	return n;
 }
 

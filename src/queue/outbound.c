@@ -27,6 +27,7 @@
 #include "lib/metrics.h"
 #include "lib/strbuf.h"
 #include "runtime/runtime.h"
+#include "queue/signer.h"
 #include "queue/smtp_client.h"
 #include "queue/spool.h"
 #include "lib/util.h"
@@ -96,6 +97,8 @@ struct outbound_attempt {
 	size_t nfailed;
 	bool bouncing;                  /* waiting for the bounce's commit */
 	char bounce_id[SPOOL_ID_SIZE];
+	struct signer_job *signing;     /* the DKIM signatures being made */
+	char *dkim;                     /* DKIM-Signature fields sent before the message */
 };
 
 static struct {
@@ -413,6 +416,8 @@ static void outbound_attempt_free(struct outbound_attempt *att)
 {
 	if (att->client)
 		smtp_client_cancel(att->client);
+	signer_cancel(att->signing);
+	free(att->dkim);
 	if (att->ngroups > 0 && att->gi < att->ngroups)
 		outbound_crcpts_free(att, att->groups[att->gi].n);
 	if (att->fd >= 0)
@@ -563,6 +568,15 @@ static bool outbound_attempt_load(struct outbound_attempt *att)
 	return false;
 }
 
+/* The signatures are made (or not: fields NULL); the transactions start. */
+static void outbound_signed(void *arg, char *fields)
+{
+	struct outbound_attempt *att = arg;
+	att->signing = NULL;
+	att->dkim = fields;
+	outbound_group_start(att);
+}
+
 static void outbound_attempt_start(struct outbound_msg *m)
 {
 	struct outbound_attempt *att = xcalloc(1, sizeof *att);
@@ -597,6 +611,12 @@ static void outbound_attempt_start(struct outbound_msg *m)
 	outbound_make_groups(att, &att->rt->conf->outbound);
 	if (att->ngroups == 0) {
 		outbound_attempt_finish(att);
+		return;
+	}
+	if (signer_wanted(att->rt, &att->env)) {
+		/* once per attempt, with the keys of the attempt's generation */
+		att->signing = signer_start(att->rt, m->id, att->fd, att->env.body_offset,
+					    att->env.size, outbound_signed, att);
 		return;
 	}
 	outbound_group_start(att);
@@ -644,6 +664,7 @@ static void outbound_group_start(struct outbound_attempt *att)
 		.cafile = o->ca_file,
 		.requiretls = att->env.requiretls,
 		.tls_optional = att->m->tls_optional,
+		.prefix = att->dkim,
 		.fd = att->fd,
 		.offset = att->env.body_offset,
 		.size = att->env.size,

@@ -118,6 +118,7 @@ struct smtp_client {
 	char *spool_dir, *cafile;
 	int fd;
 	off_t offset, size;
+	char *prefix;                           /* sent before the message, or NULL */
 	struct smtp_client_rcpt *rcpts;
 	size_t nrcpts;
 	smtp_client_done_cb done;
@@ -387,6 +388,7 @@ static void smtp_client_free(struct smtp_client *c)
 	free(c->chunk);
 	free(c->id);
 	free(c->helo);
+	free(c->prefix);
 	free(c->sender);
 	free(c->domain);
 	free(c->smarthost);
@@ -1193,10 +1195,11 @@ static void smtp_client_mail(struct smtp_client *c)
 		smtp_client_finish(c);
 		return;
 	}
-	if ((c->caps & SMTP_EXT_SIZE) && c->size_limit && (unsigned long long)c->size > c->size_limit) {
+	long long total = (long long)c->size + (long long)(c->prefix ? strlen(c->prefix) : 0);
+	if ((c->caps & SMTP_EXT_SIZE) && c->size_limit && (unsigned long long)total > c->size_limit) {
 		char why[SMTP_REPLY_TEXT_MAX];
 		errfmt(why, sizeof why, "message of %lld bytes exceeds the %llu bytes %s accepts",
-		       (long long)c->size, c->size_limit, c->host);
+		       total, c->size_limit, c->host);
 		smtp_client_set_pending(c, SMTP_CLIENT_FAILED, "5.3.4", why, true);
 		smtp_client_finish(c);
 		return;
@@ -1205,7 +1208,7 @@ static void smtp_client_mail(struct smtp_client *c)
 	struct strbuf sb;
 	strbuf_init(&sb, params, sizeof params);
 	if (c->caps & SMTP_EXT_SIZE)
-		(void)strbuf_addf(&sb, " SIZE=%lld", (long long)c->size);
+		(void)strbuf_addf(&sb, " SIZE=%lld", total);
 	if (c->caps & SMTP_EXT_8BITMIME) /* RFC 6152: also fine for 7-bit text */
 		(void)strbuf_adds(&sb, " BODY=8BITMIME");
 	if (utf8)
@@ -1742,6 +1745,10 @@ static void smtp_client_body_start(struct smtp_client *c)
 	smtp_client_enter_state(c, SMTP_CLIENT_BODY);
 	bufferevent_setwatermark(c->bev, EV_WRITE, SMTP_CLIENT_OUTPUT_LOW / 2, 0);
 	smtp_client_arm(c, SMTP_CLIENT_TIMEOUT_BLOCK);
+	/* header fields of our own first: each line starts with a name or a
+	 * tab, never a dot */
+	if (c->prefix && !smtp_client_write(c, c->prefix, strlen(c->prefix)))
+		return;
 	smtp_client_body_fill(c);
 }
 
@@ -1834,6 +1841,7 @@ struct smtp_client *smtp_client_start(const struct smtp_client_params *p, smtp_c
 	c->cafile = smtp_client_dup(p->cafile);
 	c->requiretls = p->requiretls;
 	c->tls_optional = p->tls_optional && !p->requiretls;
+	c->prefix = smtp_client_dup(p->prefix);
 	c->fd = p->fd;
 	c->offset = p->offset;
 	c->size = p->size;

@@ -71,6 +71,8 @@ struct smtp_client_params {
 	const char *cafile;             /* CAs for MTA-STS (NULL: the system's) */
 	bool requiretls;                /* MAIL FROM ... REQUIRETLS (RFC 8689) */
 	bool tls_optional;              /* "TLS-Required: No" (RFC 8689 §5): policy failures do not stop it */
+	const char *prefix;             /* header fields sent before the message
+					 * (DKIM-Signature, CRLF ends), or NULL */
 	int fd;                         /* the spooled message, read with pread */
 	off_t offset;
 	off_t size;

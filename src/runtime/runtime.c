@@ -8,12 +8,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "auth/aliases.h"
 #include "auth/directory.h"
 #include "auth/userdb.h"
 #include "conf/conf.h"
 #include "lib/util.h"
+#include "mailauth/dkim_key.h"
 #include "net/dns.h"
 #include "net/hostaddrs.h"
 #include "net/tls.h"
@@ -62,6 +64,9 @@ void runtime_unref(struct runtime *rt)
 	directory_free(rt->directory);
 	if (rt->aliases)
 		aliases_free(rt->aliases);
+	for (size_t i = 0; i < rt->ndkim_keys; i++)
+		dkim_privkey_clear(&rt->dkim_keys[i]);
+	free(rt->dkim_keys);
 	free(rt);
 }
 
@@ -86,6 +91,40 @@ static int runtime_load_tls(struct runtime *rt, FILE *err)
 		/* RFC 7301: HTTPS offers http/1.1 (evhttp speaks no HTTP/2) */
 		rt->metrics_tls = tls_server_new(&rt->conf->metrics_tls, "http/1.1", err);
 		errors += rt->metrics_tls == NULL;
+	}
+	return errors;
+}
+
+/* One dkim key: a PEM private key that only its owner may read. */
+static int runtime_load_dkim_key(const struct conf_dkim_key *ck, struct dkim_privkey *out,
+				 FILE *err)
+{
+	char why[512];
+	struct stat st;
+	if (stat(ck->file, &st) == 0 && (st.st_mode & 077)) {
+		report(err, "%s:%u:%u: dkim key %s is readable by group or others (chmod 600)\n",
+		       ck->pos.file, ck->pos.line, ck->pos.col, ck->file);
+		return -1;
+	}
+	if (dkim_privkey_load(ck->file, ck->domain, ck->selector, out, why, sizeof why) < 0) {
+		report(err, "%s:%u:%u: dkim key: %s\n", ck->pos.file, ck->pos.line, ck->pos.col, why);
+		return -1;
+	}
+	return 0;
+}
+
+/* The dkim block's keys (RFC 6376): read with each generation, so that
+ * SIGHUP picks up new keys. */
+static int runtime_load_dkim(struct runtime *rt, FILE *err)
+{
+	const struct conf *c = rt->conf;
+	int errors = 0;
+	rt->dkim_keys = c->ndkim_keys ? xcalloc(c->ndkim_keys, sizeof *rt->dkim_keys) : NULL;
+	for (size_t i = 0; i < c->ndkim_keys; i++) {
+		if (runtime_load_dkim_key(&c->dkim_keys[i], &rt->dkim_keys[rt->ndkim_keys], err) < 0)
+			errors++;
+		else
+			rt->ndkim_keys++;
 	}
 	return errors;
 }
@@ -166,6 +205,7 @@ int runtime_build(const char *path, struct spool *sp, struct event_base *base, F
 		errors += aliases_load(rt->conf->aliases, &rt->aliases, err);
 	errors += runtime_load_tls(rt, err);
 	errors += runtime_load_dns(rt, err);
+	errors += runtime_load_dkim(rt, err);
 	*out = rt;
 	return errors;
 }

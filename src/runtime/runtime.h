@@ -19,6 +19,7 @@ struct tls_server;
 struct throttle;
 struct dns_resolver;
 struct hostaddrs;
+struct dkim_privkey;
 
 struct runtime {
 	int refs;
@@ -34,6 +35,8 @@ struct runtime {
 	struct spool *spool;         /* shared by every generation */
 	struct event_base *base;
 	struct throttle *throttle; /* shared by every generation */
+	struct dkim_privkey *dkim_keys; /* the dkim block's keys, read with this generation */
+	size_t ndkim_keys;
 };
 
 /* Load the configuration at path with its users, aliases, certificates
