@@ -205,9 +205,10 @@ int cmd_check_dns(const char *conf_path)
 		if (own)
 			dns_resolver_free(own);
 	}
-	if (global)
-		problems += check_dns_tls_policies(base, global, conf, stdout);
+	if (global) {
 		problems += check_dns_dkim(conf, base, global);
+		problems += check_dns_tls_policies(base, global, conf, stdout);
+	}
 	if (global)
 		dns_resolver_free(global);
 	event_base_free(base);
