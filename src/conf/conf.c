@@ -1451,6 +1451,45 @@ static void server_end(struct parser *p, const struct line *d)
 	p->state = NULL;
 }
 
+/* ---- handlers: verify ---------------------------------------------------------- */
+
+static void verify_begin(struct parser *p, const struct line *d)
+{
+	p->server->verify.set = true;
+	p->server->verify.pos = d->name.pos;
+}
+
+static void verify_spf(struct parser *p, const struct line *d)
+{
+	arg_bool(p, d, &d->args[0], &p->server->verify.spf);
+}
+
+static void verify_dkim(struct parser *p, const struct line *d)
+{
+	arg_bool(p, d, &d->args[0], &p->server->verify.dkim);
+}
+
+static void verify_arc(struct parser *p, const struct line *d)
+{
+	arg_bool(p, d, &d->args[0], &p->server->verify.arc);
+}
+
+/* dmarc no|report|enforce */
+static void verify_dmarc(struct parser *p, const struct line *d)
+{
+	const char *v = d->args[0].s;
+	struct conf_verify *vf = &p->server->verify;
+	if (strcmp(v, "no") == 0)
+		vf->dmarc = CONF_DMARC_NO;
+	else if (strcmp(v, "report") == 0)
+		vf->dmarc = CONF_DMARC_REPORT;
+	else if (strcmp(v, "enforce") == 0)
+		vf->dmarc = CONF_DMARC_ENFORCE;
+	else
+		conf_error(p, &d->args[0].pos,
+			   "bad value \"%s\" for \"dmarc\" (use no, report or enforce)", Q(v));
+}
+
 /* ---- handlers: outbound ------------------------------------------------------- */
 
 static void report_bad_smarthost(struct parser *p, const struct arg *a)
@@ -2142,6 +2181,15 @@ static const struct directive limits_directives[] = {
 static const struct context limits_context =
 	CONTEXT("in limits block", "in a limits block", limits_directives);
 
+static const struct directive verify_directives[] = {
+	{"spf", 1, 1, verify_spf, NULL, NULL, true},
+	{"dkim", 1, 1, verify_dkim, NULL, NULL, true},
+	{"dmarc", 1, 1, verify_dmarc, NULL, NULL, true},
+	{"arc", 1, 1, verify_arc, NULL, NULL, true},
+};
+static const struct context verify_context =
+	CONTEXT("in verify block", "in a verify block", verify_directives);
+
 static const struct directive server_directives[] = {
 	{"protocol", 1, 1, srv_protocol, NULL, NULL, true},
 	{"listen", 1, 3, srv_listen, NULL, NULL, false},
@@ -2153,6 +2201,7 @@ static const struct directive server_directives[] = {
 	{"auth", 0, 0, NULL, &auth_context, NULL, true},
 	{"relay", 0, 0, NULL, &relay_context, NULL, true},
 	{"limits", 0, 0, NULL, &limits_context, NULL, true},
+	{"verify", 0, 0, verify_begin, &verify_context, NULL, true},
 };
 static const struct context server_context =
 	CONTEXT("in server block", "in a server block", server_directives);
@@ -2199,7 +2248,7 @@ _Static_assert(ARRAY_LEN(limits_directives) <= CONF_TABLE_MAX, "raise CONF_TABLE
 static const struct context *const all_contexts[] = {
 	&global_context, &server_context, &tls_context, &connection_context,
 	&auth_context, &relay_context, &limits_context, &outbound_context, &acme_context,
-	&metrics_tls_context,
+	&metrics_tls_context, &verify_context,
 };
 
 /* ---- the parser ------------------------------------------------------------------------ */
@@ -2420,6 +2469,22 @@ static void check_proxy(struct parser *p, const struct conf_server *s)
 			   "\"proxy-from\" but no \"listen ... proxy\" in server \"%s\"", s->name);
 }
 
+/* verify checks mail from the Internet: an SMTP server's with anonymous
+ * clients; DMARC stands on SPF or DKIM. */
+static void check_verify(struct parser *p, const struct conf_server *s)
+{
+	const struct conf_verify *v = &s->verify;
+	if (!v->set)
+		return;
+	if (s->protocol != PROTO_SMTP || !s->auth.anonymous)
+		conf_error(p, &v->pos, "\"verify\" is for an smtp server with \"anonymous yes\" "
+			   "(mail from the Internet); server \"%s\" has none", s->name);
+	else if (v->dmarc != CONF_DMARC_NO && !v->spf && !v->dkim)
+		conf_error(p, &v->pos, "\"dmarc %s\" needs \"spf yes\" or \"dkim yes\" in the "
+			   "verify block of server \"%s\"",
+			   v->dmarc == CONF_DMARC_REPORT ? "report" : "enforce", s->name);
+}
+
 static void check_server(struct parser *p, const struct conf_server *s,
 			 const struct server_state *st)
 {
@@ -2428,6 +2493,7 @@ static void check_server(struct parser *p, const struct conf_server *s,
 	if (s->nlistens == 0)
 		conf_error(p, &s->pos, "server \"%s\" has no \"listen\" address", s->name);
 	check_proxy(p, s);
+	check_verify(p, s);
 	if (s->tls.ncerts > 0)
 		return;
 	if (s->tls.require)
@@ -3146,6 +3212,16 @@ static void print_probing(struct policy_out *out, const struct conf_server *s)
 	out_putc(out, '\n');
 }
 
+static void print_verify(struct policy_out *out, const struct conf_verify *v)
+{
+	static const char *const dmarc[] = {"no", "report (header and log only)", "enforce"};
+	if (!v->set)
+		return;
+	out_printf(out, "  verify: spf %s, dkim %s, dmarc %s, arc %s\n", v->spf ? "yes" : "no",
+		   v->dkim ? "yes (not built in yet: no DKIM result)" : "no", dmarc[v->dmarc],
+		   v->arc ? "yes (not built in yet)" : "no");
+}
+
 static void print_server(struct policy_out *out, const struct conf_server *s)
 {
 	out_printf(out, "\nserver %s (%s), hostname %s\n", s->name, conf_protocol_name(s->protocol),
@@ -3159,6 +3235,7 @@ static void print_server(struct policy_out *out, const struct conf_server *s)
 	print_limits(out, s);
 	if (s->protocol == PROTO_SMTP)
 		print_probing(out, s);
+	print_verify(out, &s->verify);
 }
 
 static int warn(struct policy_out *out, const struct conf_server *s, const char *fmt, ...)

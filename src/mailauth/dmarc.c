@@ -199,6 +199,78 @@ bool dmarc_record_parse(const char *text, size_t len, struct dmarc_record *rec, 
 	return true;
 }
 
+/* ---- the From domain (RFC 7489 §6.6.1) ------------------------------------ */
+
+/* The address part of a From value: between the last '<' and its '>',
+ * or the whole value; comments and quoted strings skipped.  false when a
+ * ',' outside quotes says there are several mailboxes. */
+static bool dmarc_from_addr(const char *v, size_t len, const char **addr, size_t *alen)
+{
+	bool quoted = false;
+	unsigned depth = 0;
+	const char *lt = NULL, *gt = NULL;
+	for (size_t i = 0; i < len; i++) {
+		char c = v[i];
+		if (c == '\\' && (quoted || depth)) {
+			i++;
+		} else if (quoted) {
+			quoted = c != '"';
+		} else if (c == '(') {
+			depth++;
+		} else if (c == ')' && depth) {
+			depth--;
+		} else if (depth) {
+			continue;
+		} else if (c == '"') {
+			quoted = true;
+		} else if (c == ',') {
+			return false;
+		} else if (c == '<') {
+			lt = v + i + 1;
+			gt = NULL;
+		} else if (c == '>' && lt && !gt) {
+			gt = v + i;
+		}
+	}
+	if (lt && !gt)
+		return false;
+	*addr = lt ? lt : v;
+	*alen = lt ? (size_t)(gt - lt) : len;
+	return true;
+}
+
+bool dmarc_from_domain(const char *value, size_t len, char *out, size_t outsz)
+{
+	const char *addr;
+	size_t alen;
+	if (!dmarc_from_addr(value, len, &addr, &alen))
+		return false;
+	const char *at = NULL;
+	for (size_t i = 0; i < alen; i++)
+		if (addr[i] == '@')
+			at = addr + i;
+	if (!at)
+		return false;
+	const char *d = at + 1, *end = addr + alen;
+	while (d < end && (*d == ' ' || *d == '\t' || *d == '\r' || *d == '\n'))
+		d++;
+	size_t n = 0;
+	while (d + n < end && (isalnum((unsigned char)d[n]) || d[n] == '-' || d[n] == '.' ||
+			       d[n] == '_'))
+		n++;
+	for (const char *rest = d + n; rest < end; rest++) /* only space or a comment after */
+		if (*rest != ' ' && *rest != '\t' && *rest != '\r' && *rest != '\n' && *rest != '(')
+			return false;
+		else if (*rest == '(')
+			break;
+	if (n == 0 || n > SPF_NAME_MAX || n >= outsz || d[n - 1] == '.' || d[0] == '.')
+		return false;
+	memcpy(out, d, n);
+	out[n] = '\0';
+	str_lower(out);
+	return strchr(out, '.') != NULL;
+}
+
 /* ---- organizational domains and alignment ---------------------------------- */
 
 static const psl_ctx_t *dmarc_psl(void)

@@ -34,6 +34,11 @@ const char *dmarc_policy_name(enum dmarc_policy p);
 bool dmarc_record_parse(const char *text, size_t len, struct dmarc_record *rec, char *why,
 			size_t whysz);
 
+/* The domain of the one mailbox of a From header field's value
+ * (RFC 5322 §3.6.2; RFC 7489 §6.6.1), lower case, into out.  false when
+ * there is none, more than one, or it is no domain name. */
+bool dmarc_from_domain(const char *value, size_t len, char *out, size_t outsz);
+
 /* The organizational domain (§3.2): the public suffix of domain plus one
  * label, lower case, into out.  false when domain is itself a public
  * suffix or does not fit. */

@@ -1,10 +1,12 @@
 /* libFuzzer entry point for DMARC records (mailauth/dmarc.h): TXT records
- * from the zone of any From domain.  A record is parsed or refused
- * without reading past its length, and a parsed one holds values in
- * range only. */
+ * from the zone of any From domain, and the From header field that any
+ * sender writes.  A record is parsed or refused without reading past its
+ * length, and a parsed one holds values in range only; a From domain
+ * found fits its buffer and has a dot. */
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "mailauth/dmarc.h"
 
@@ -14,6 +16,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+	char domain[64];
+	if (dmarc_from_domain((const char *)data, size, domain, sizeof domain))
+		CHECK(strlen(domain) > 0 && strlen(domain) < sizeof domain && strchr(domain, '.'));
 	struct dmarc_record r;
 	char why[64];
 	if (!dmarc_record_parse((const char *)data, size, &r, why, sizeof why))

@@ -172,6 +172,31 @@ static void test_decision_table(void **state)
 	}
 }
 
+static bool from(const char *value, const char *want)
+{
+	char out[256];
+	bool ok = dmarc_from_domain(value, strlen(value), out, sizeof out);
+	if (ok && want)
+		assert_string_equal(out, want);
+	return ok;
+}
+
+static void test_from_domain(void **state)
+{
+	(void)state;
+	assert_true(from(" Alice <alice@Example.COM>", "example.com"));
+	assert_true(from(" bob@news.example.com", "news.example.com"));
+	assert_true(from(" \"Smith, Bob\" <bob@example.org>", "example.org"));
+	assert_true(from(" (comment, here) bob@example.org (more)", "example.org"));
+	assert_true(from(" \"a@evil.example\" <bob@example.org>", "example.org"));
+	assert_false(from(" a@example.com, b@example.net", NULL)); /* several mailboxes */
+	assert_false(from(" undisclosed", NULL));
+	assert_false(from(" <bob@example.org", NULL));
+	assert_false(from(" bob@localhost", NULL));
+	assert_false(from(" bob@exa mple.org", NULL));
+	assert_false(from(" bob@example.org.", NULL));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -179,6 +204,7 @@ int main(void)
 		cmocka_unit_test(test_org_domain),
 		cmocka_unit_test(test_alignment_table),
 		cmocka_unit_test(test_decision_table),
+		cmocka_unit_test(test_from_domain),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -41,6 +41,7 @@
 #include "runtime/runtime.h"
 #include "proto/smtp/smtp_addr.h"
 #include "proto/smtp/smtp_data.h"
+#include "proto/smtp/smtp_verify.h"
 #include "queue/scheduler.h"
 #include "queue/spool.h"
 #include "net/tls.h"
@@ -114,6 +115,9 @@ struct smtp_session {
 	struct smtp_data data;
 	struct spool_msg *msg;
 	bool committing;        /* waiting for the spool */
+	struct smtp_verify *verify; /* the transaction's `verify` checks, or NULL */
+	bool verifying;         /* waiting for one of their lookups */
+	bool data_end_pending;  /* the end of data came while it waited */
 	bool dead;              /* connection gone while committing */
 	bool output_blocked;
 	bool in_process;        /* re-entrancy guard for smtp_process_input */
@@ -172,6 +176,9 @@ static void smtp_txn_reset(struct smtp_session *s)
 	}
 	free(t->rcpts);
 	memset(t, 0, sizeof *t);
+	smtp_verify_free(s->verify); /* cancels its lookups */
+	s->verify = NULL;
+	s->verifying = s->data_end_pending = false;
 	if (s->msg) {
 		spool_msg_abort(s->msg);
 		s->msg = NULL;
@@ -579,6 +586,31 @@ static bool smtp_sender_allowed(struct smtp_session *s, const struct smtp_addr *
 	return ok;
 }
 
+static void smtp_process_input(struct smtp_session *s);
+
+static void smtp_mail_verified(void *arg)
+{
+	struct smtp_session *s = arg;
+	s->verifying = false;
+	smtp_reply(s, "250 2.1.0 Ok");
+	smtp_process_input(s); /* the commands pipelined behind MAIL */
+}
+
+/* The server's `verify` checks for mail from the Internet: SPF now (the
+ * 250 waits for it, the loop does not), the rest during DATA.  Clients
+ * that logged in submit mail; they are not checked. */
+static void smtp_mail_verify(struct smtp_session *s)
+{
+	if (!s->auth_user)
+		s->verify = smtp_verify_new(s->b.srv, runtime_resolver(s->b.rt, s->b.srv), s->b.sid);
+	if (smtp_verify_mail(s->verify, &s->b.peer, s->txn.sender, s->helo ? s->helo : "",
+			     smtp_mail_verified, s)) {
+		s->verifying = true;
+		return;
+	}
+	smtp_reply(s, "250 2.1.0 Ok");
+}
+
 static void smtp_cmd_mail(struct smtp_session *s, char *args)
 {
 	struct smtp_addr addr;
@@ -603,7 +635,7 @@ static void smtp_cmd_mail(struct smtp_session *s, char *args)
 		s->txn.sender = xstrdup(addr.null ? "" : addr.text);
 		s->txn.smtputf8 = smtputf8;
 		smtp_enter_state(s, SMTP_MAIL);
-		smtp_reply(s, "250 2.1.0 Ok");
+		smtp_mail_verify(s);
 	}
 	smtp_addr_clear(&addr);
 	smtp_params_clear(params, nparams);
@@ -1022,10 +1054,49 @@ static void smtp_cmd_data(struct smtp_session *s, char *args)
 	conn_quickack(s->io); /* the end of data may come in a write of its own (conn.h) */
 }
 
+static void smtp_data_end(struct smtp_session *s);
+
+/* The held header section goes to the spool: our Authentication-Results
+ * field on top (smtp_verify.h). */
+static void smtp_data_write_header(struct smtp_session *s)
+{
+	size_t len;
+	const char *out = smtp_verify_header_out(s->verify, &len);
+	if (!s->spool_err && s->msg && len > 0 && spool_msg_write(s->msg, out, len) < 0)
+		s->spool_err = errno ? errno : EIO;
+}
+
+static void smtp_data_verified(void *arg)
+{
+	struct smtp_session *s = arg;
+	s->verifying = false;
+	smtp_data_write_header(s);
+	if (s->data_end_pending) {
+		s->data_end_pending = false;
+		smtp_data_end(s);
+	}
+	smtp_process_input(s); /* the rest of the message */
+}
+
+/* The header section is over: DMARC, then the header to the spool. */
+static void smtp_data_verify_header(struct smtp_session *s)
+{
+	if (smtp_verify_header_end(s->verify, smtp_data_verified, s)) {
+		s->verifying = true;
+		return;
+	}
+	smtp_data_write_header(s);
+}
+
 static void smtp_data_store(struct smtp_session *s, const char *text, size_t len)
 {
 	if (!text || !s->msg || s->spool_err)
 		return;
+	if (smtp_verify_header_line(s->verify, text, len)) {
+		if (smtp_verify_header_done(s->verify))
+			smtp_data_verify_header(s);
+		return;
+	}
 	if (spool_msg_write(s->msg, text, len) < 0 || spool_msg_write(s->msg, "\r\n", 2) < 0)
 		s->spool_err = errno ? errno : EIO;
 }
@@ -1108,9 +1179,51 @@ static void smtp_committed(void *arg, int err)
 	smtp_process_input(s); /* pipelined commands waiting behind DATA */
 }
 
+/* The verdict of the `verify` checks at the end of data: false when the
+ * message is refused (the reply is sent). */
+static bool smtp_data_verdict(struct smtp_session *s)
+{
+	struct smtp_verify_result vr;
+	smtp_verify_result(s->verify, &vr);
+	if (smtp_verify_header_too_big(s->verify)) {
+		log_info("event=reject session=%s server=%s client=%s reason=header-size", s->b.sid,
+			 s->b.srv->name, s->b.client);
+		smtp_count_rejected(s, "header-size");
+		smtp_reply(s, "552 5.3.4 Message header section exceeds %d bytes",
+			   SMTP_VERIFY_HEADER_MAX);
+		return false;
+	}
+	if (!vr.dmarc_checked || vr.dmarc.result != DMARC_RESULT_FAIL)
+		return true;
+	const char *disp = dmarc_disposition_name(vr.dmarc.disposition);
+	if (vr.dmarc_enforce && vr.dmarc.disposition == DMARC_DISP_REJECT) {
+		/* RFC 7489 §6.6.4 and §10.3: refused at end of data, 5.7.1 */
+		log_info("event=reject session=%s server=%s client=%s reason=dmarc from_domain=%s",
+			 s->b.sid, s->b.srv->name, s->b.client, vr.from_domain);
+		smtp_count_rejected(s, "dmarc");
+		smtp_reply(s, "550 5.7.1 Message rejected by the DMARC policy of %s",
+			   vr.from_domain);
+		return false;
+	}
+	/* quarantine: delivered into the recipients' Junk folder (the
+	 * spool envelope's junk mark is set here); report: only logged */
+	log_info("event=dmarc-disposition session=%s id=%s from_domain=%s disposition=%s "
+		 "applied=%s", s->b.sid, s->msg_id, vr.from_domain, disp,
+		 vr.dmarc_enforce ? "yes" : "no");
+	return true;
+}
+
 static void smtp_data_end(struct smtp_session *s)
 {
 	unsigned flags = s->data.flags;
+	if (s->verify && !flags && !s->spool_err && !smtp_verify_header_handled(s->verify)) {
+		/* the message ended inside its header section */
+		smtp_data_verify_header(s);
+		if (s->verifying) {
+			s->data_end_pending = true;
+			return;
+		}
+	}
 	if (flags || s->spool_err) {
 		log_info("event=reject session=%s server=%s client=%s reason=%s", s->b.sid,
 			 s->b.srv->name, s->b.client, smtp_refusal_reason(flags));
@@ -1119,6 +1232,10 @@ static void smtp_data_end(struct smtp_session *s)
 			log_err("event=spool-error session=%s id=%s error=\"%s\"", s->b.sid,
 				s->msg_id, strerror(s->spool_err));
 		smtp_data_reply_refusal(s, flags, s->spool_err);
+		smtp_txn_reset(s);
+		return;
+	}
+	if (s->verify && !smtp_data_verdict(s)) {
 		smtp_txn_reset(s);
 		return;
 	}
@@ -1221,7 +1338,7 @@ static void smtp_process_input(struct smtp_session *s)
 		return;
 	s->in_process = true;
 	struct evbuffer *in = conn_input(s->io);
-	while (!(s->state & (SMTP_CLOSING | SMTP_HANDSHAKE)) && !s->committing &&
+	while (!(s->state & (SMTP_CLOSING | SMTP_HANDSHAKE)) && !s->committing && !s->verifying &&
 	       !login_busy(s->login) && !s->held && !conn_closing(s->io)) {
 		if (conn_output_full(s->io)) {
 			s->output_blocked = true; /* resumed by smtp_write_cb */
