@@ -13,6 +13,7 @@
 
 #include <event2/event.h>
 
+#include "cli/check_mail_dns.h"
 #include "conf/conf.h"
 #include "net/dns.h"
 #include "lib/util.h"
@@ -203,15 +204,18 @@ int cmd_check_dns(const char *conf_path)
 		if (own)
 			dns_resolver_free(own);
 	}
-	if (global)
+	if (global) {
+		problems += check_mail_dns(base, global, conf, stdout);
 		dns_resolver_free(global);
+	}
 	event_base_free(base);
 	conf_free(conf);
 	if (status == 0 && problems > 0) {
 		printf("\n%d problem%s found\n", problems, problems == 1 ? "" : "s");
 		status = 1;
 	} else if (status == 0) {
-		printf("\nall names resolve and point back\n");
+		printf("\nall names resolve and point back; every domain has MX, SPF and DMARC "
+		       "records\n");
 	}
 	return status;
 }
