@@ -70,7 +70,7 @@ static void authres_pvalue(struct strbuf *sb, const char *v)
 static void authres_comment(struct strbuf *sb, const char *text)
 {
 	(void)strbuf_adds(sb, " (");
-	for (size_t i = 0; text[i] && i < 64; i++) {
+	for (size_t i = 0; i < 64 && text[i]; i++) {
 		unsigned char c = (unsigned char)text[i];
 		if (c == '(' || c == ')' || c == '\\')
 			continue;
