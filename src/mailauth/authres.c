@@ -185,8 +185,9 @@ bool authres_authserv_id(const char *value, size_t len, char *out, size_t outsz)
 		for (i++; i < len && value[i] != '"'; i++) {
 			if (value[i] == '\\' && i + 1 < len)
 				i++;
-			if (n + 1 >= outsz)
-				return false;
+			unsigned char c = (unsigned char)value[i];
+			if (c < 0x20 || c == 0x7f || n + 1 >= outsz)
+				return false; /* a control (a NUL) is no part of a name */
 			out[n++] = value[i];
 		}
 		if (i >= len)

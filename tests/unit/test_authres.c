@@ -47,6 +47,8 @@ static void test_authserv_id_bounds(void **state)
 	assert_string_equal(out, "a.b");
 	assert_false(authres_authserv_id(" abcdefghij;", 12, out, sizeof out)); /* does not fit */
 	assert_false(authres_authserv_id("  ", 2, out, sizeof out));
+	/* found by fuzz_authres: a NUL inside a quoted id */
+	assert_false(authres_authserv_id(" \"\0\x1cu$\"", 8, out, sizeof out));
 }
 
 static void test_build(void **state)
