@@ -23,7 +23,12 @@
 #include "mailauth/authres.h"
 #include "mailauth/spf.h"
 
-enum { SMTP_VERIFY_SENDER_MAX = 512 };
+enum { SMTP_VERIFY_SENDER_MAX = 512, SMTP_VERIFY_DKIM_MAX = 16 };
+
+/* One DKIM result, owned (the strings of struct authres_dkim point here). */
+struct smtp_verify_dkim {
+	char domain[SPF_NAME_MAX + 1], selector[64], algorithm[32], reason[64], header_b[16];
+};
 
 struct smtp_verify {
 	const struct conf_server *srv;
@@ -52,6 +57,12 @@ struct smtp_verify {
 	struct dmarc_lookup *dmarc_lookup;
 	bool dmarc_checked;
 	struct dmarc_verdict verdict;
+
+	struct authres_dkim dkim[SMTP_VERIFY_DKIM_MAX]; /* the verifier's results */
+	struct smtp_verify_dkim dkim_text[SMTP_VERIFY_DKIM_MAX];
+	const char *dkim_pass[SMTP_VERIFY_DKIM_MAX];    /* d= of those that passed */
+	size_t ndkim, ndkim_pass;
+	bool dkim_checked;
 
 	char *kept;                     /* the held fields but those claiming our id */
 	size_t kept_len;
@@ -299,9 +310,9 @@ static void smtp_verify_compose(struct smtp_verify *v)
 		.spf_identity = v->spf_identity ? v->spf_identity : "mailfrom",
 		.spf_sender = v->spf_identity && strcmp(v->spf_identity, "helo") == 0 ? v->spf_domain
 										: v->spf_sender,
-		/* DKIM: the verifier's per-signature results go here (dkim,
-		 * ndkim, dkim_checked), and their passing d= into
-		 * dmarc_input.dkim_pass below */
+		.dkim = v->dkim,
+		.ndkim = v->ndkim,
+		.dkim_checked = v->dkim_checked,
 		.dmarc_checked = v->dmarc_checked && c->dmarc != CONF_DMARC_NO,
 		.dmarc = &v->verdict,
 		.from_domain = v->from_domain[0] ? v->from_domain : NULL,
@@ -334,8 +345,8 @@ static void smtp_verify_dmarc_decide(struct smtp_verify *v, const struct dmarc_d
 		.from_domain = v->from_domain[0] ? v->from_domain : NULL,
 		.spf = v->spf_checked ? v->spf : SPF_NONE,
 		.spf_domain = v->spf_domain,
-		.dkim_pass = NULL, /* the DKIM verifier's passing d= values */
-		.ndkim_pass = 0,
+		.dkim_pass = v->dkim_pass,
+		.ndkim_pass = v->ndkim_pass,
 		.sample = smtp_verify_sample(),
 	};
 	dmarc_evaluate(&in, d, &v->verdict);
@@ -386,6 +397,37 @@ const char *smtp_verify_header_out(struct smtp_verify *v, size_t *len)
 {
 	*len = v->out_len;
 	return v->out ? v->out : "";
+}
+
+/* A copy of s into out; a value that does not fit is left out (NULL)
+ * rather than cut. */
+static const char *smtp_verify_keep(char *out, size_t outsz, const char *s)
+{
+	return s && bsnprintf(out, outsz, "%s", s) ? out : NULL;
+}
+
+void smtp_verify_set_dkim(struct smtp_verify *v, const struct authres_dkim *r, size_t n)
+{
+	if (!v)
+		return;
+	v->dkim_checked = true;
+	v->ndkim = v->ndkim_pass = 0;
+	for (size_t i = 0; i < n && v->ndkim < SMTP_VERIFY_DKIM_MAX; i++) {
+		struct smtp_verify_dkim *t = &v->dkim_text[v->ndkim];
+		struct authres_dkim *d = &v->dkim[v->ndkim++];
+		*d = r[i];
+		d->domain = smtp_verify_keep(t->domain, sizeof t->domain, r[i].domain);
+		d->selector = smtp_verify_keep(t->selector, sizeof t->selector, r[i].selector);
+		d->algorithm = smtp_verify_keep(t->algorithm, sizeof t->algorithm, r[i].algorithm);
+		d->reason = smtp_verify_keep(t->reason, sizeof t->reason, r[i].reason);
+		d->header_b = NULL;
+		if (r[i].header_b) { /* its first characters only (RFC 8601 §2.7.1: 8 suffice) */
+			xsnprintf(t->header_b, sizeof t->header_b, "%.12s", r[i].header_b);
+			d->header_b = t->header_b;
+		}
+		if (d->result == AUTHRES_DKIM_PASS && d->domain)
+			v->dkim_pass[v->ndkim_pass++] = d->domain;
+	}
 }
 
 void smtp_verify_result(const struct smtp_verify *v, struct smtp_verify_result *out)

@@ -57,6 +57,13 @@ const char *smtp_verify_header_out(struct smtp_verify *v, size_t *len);
 /* The header section was over SMTP_VERIFY_HEADER_MAX. */
 bool smtp_verify_header_too_big(const struct smtp_verify *v);
 
+/* The DKIM verifier's per-signature results (mailauth/authres.h), copied:
+ * they go into the Authentication-Results field, and the d= of those that
+ * passed into the DMARC decision.  To be given before
+ * smtp_verify_header_end() composes the field. */
+struct authres_dkim;
+void smtp_verify_set_dkim(struct smtp_verify *v, const struct authres_dkim *r, size_t n);
+
 /* The verdict, for the end of data and the log. */
 struct smtp_verify_result {
 	bool spf_checked;
