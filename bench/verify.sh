@@ -89,25 +89,34 @@ CONF
     local out
     out=$(timeout 300 "$phload" tx -c "$conc" -n "$count" -s 1024 -T 250 -d bench.test \
           127.0.0.1 "$port" 2>>"$D/phload.log" || true)
+    # the daemon's CPU time (user + system, clock ticks) per message: steadier
+    # than the throughput on a shared machine
+    local ticks cpu_us
+    ticks=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+    cpu_us=$(awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" -v n="$count" \
+             'BEGIN {printf "%.0f", t * 1000000 / hz / n}')
     stop_pid "$pid"
     if [ "$mode" = on ] && ! grep -q 'event=dmarc .*result=pass' "$dir/log"; then
         echo "bench: the verifying server did not verify (see $dir/log)" >&2
         exit 1
     fi
-    echo "$out" | sed -n 's/.*ok=\([0-9]*\).*rate=\([0-9.]*\).*p50_ms=\([0-9.]*\).*p99_ms=\([0-9.]*\).*/\1 \2 \3 \4/p'
+    echo "$(echo "$out" | sed -n 's/.*ok=\([0-9]*\).*rate=\([0-9.]*\).*p50_ms=\([0-9.]*\).*p99_ms=\([0-9.]*\).*/\1 \2 \3 \4/p') $cpu_us"
 }
 
 echo "verify cost: $count messages of 1 KiB, $conc at once, $rounds rounds (release build)"
-printf '%-6s %-5s %8s %10s %8s %8s\n' round mode ok msgs/s p50_ms p99_ms
-off_rates=(); on_rates=()
+printf '%-6s %-5s %8s %10s %8s %8s %10s\n' round mode ok msgs/s p50_ms p99_ms cpu_us/msg
+off_rates=(); on_rates=(); off_cpu=(); on_cpu=()
 for r in $(seq "$rounds"); do
     for mode in off on; do
-        read -r ok rate p50 p99 <<<"$(run_one "$mode")"
-        printf '%-6s %-5s %8s %10s %8s %8s\n' "$r" "$mode" "$ok" "$rate" "$p50" "$p99"
+        read -r ok rate p50 p99 cpu <<<"$(run_one "$mode")"
+        printf '%-6s %-5s %8s %10s %8s %8s %10s\n' "$r" "$mode" "$ok" "$rate" "$p50" "$p99" "$cpu"
         [ "$ok" = "$count" ] || { echo "bench: $mode: only $ok of $count accepted" >&2; exit 1; }
-        if [ "$mode" = off ]; then off_rates+=("$rate"); else on_rates+=("$rate"); fi
+        if [ "$mode" = off ]; then off_rates+=("$rate"); off_cpu+=("$cpu")
+        else on_rates+=("$rate"); on_cpu+=("$cpu"); fi
     done
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 off=$(median "${off_rates[@]}"); on=$(median "${on_rates[@]}")
 awk -v on="$on" -v off="$off" 'BEGIN {printf "median msgs/s: without %s, with verify %s; ratio with/without %.2f\n", off, on, on / off}'
+offc=$(median "${off_cpu[@]}"); onc=$(median "${on_cpu[@]}")
+awk -v on="$onc" -v off="$offc" 'BEGIN {printf "median daemon CPU per message: without %s us, with verify %s us; ratio %.2f\n", off, on, on / off}'

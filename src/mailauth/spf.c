@@ -66,6 +66,7 @@ struct spf_check {
 	size_t nmx, mx_next;
 	bool mx_pending;        /* hosts of an mx mechanism left to look up */
 
+	struct timespec started; /* CLOCK_MONOTONIC: SPF_TIME_MAX bounds the check */
 	bool done;
 	enum spf_result result;
 	char detail[SPF_DETAIL_MAX];
@@ -512,9 +513,22 @@ static void spf_eval_end(struct spf_check *c)
 	spf_frame_push(c, target, true);
 }
 
+/* §4.6.4: a bound on the elapsed time, at least 20 seconds; a check over
+ * it is a temperror (each lookup has its own timeout in net/dns). */
+static bool spf_out_of_time(struct spf_check *c)
+{
+	struct timespec now;
+	if (clock_gettime(CLOCK_MONOTONIC, &now) != 0 || now.tv_sec - c->started.tv_sec < SPF_TIME_MAX)
+		return false;
+	spf_finish(c, SPF_TEMPERROR, "over %d seconds", SPF_TIME_MAX);
+	return true;
+}
+
 static void spf_step(struct spf_check *c)
 {
 	struct spf_frame *f = spf_top(c);
+	if (spf_out_of_time(c))
+		return;
 	if (c->mx_pending) {
 		c->wait = SPF_WAIT_MX_HOST;
 		c->query = dns_lookup_addrs(c->dns, c->mx[c->mx_next], spf_addrs_answer, c);
@@ -606,6 +620,8 @@ struct spf_check *spf_check_start(struct dns_resolver *dns, const struct spf_req
 	c->arg = arg;
 	c->family = req->family;
 	memcpy(c->ip, req->ip, sizeof c->ip);
+	if (clock_gettime(CLOCK_MONOTONIC, &c->started) != 0)
+		memset(&c->started, 0, sizeof c->started); /* cannot fail on Linux */
 	static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
 	if (c->family == AF_INET6 && memcmp(c->ip, v4mapped, sizeof v4mapped) == 0) {
 		/* §5: an IPv4-mapped client is checked as the IPv4 client it is */

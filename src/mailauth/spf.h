@@ -18,6 +18,7 @@ enum {
 	SPF_VOID_MAX = 2,       /* lookups answering NXDOMAIN or no records */
 	SPF_MX_HOSTS_MAX = 10,  /* address lookups of one mx mechanism */
 	SPF_PTR_NAMES_MAX = 10, /* names of one ptr lookup */
+	SPF_TIME_MAX = 20,      /* seconds for one check_host(), then temperror */
 };
 
 struct spf_request {
