@@ -4,8 +4,11 @@ Authentication-Results field (RFC 8601) posthorn puts on top, as a
 recipient finds them in the delivered message.  The zones are the test's
 own dnsmasq; the client is 127.0.0.1."""
 
+import time
+
 from conftest import HOSTNAME
 from helpers import split_message, send_message
+from zonedns import ZoneDNS
 
 SPF_ZONE = [
     ("pass.test", "v=spf1 ip4:127.0.0.0/8 -all"),
@@ -173,3 +176,22 @@ def test_check_spf_command(posthorn, dnsmasq):
     assert res.stdout.startswith("fail identity=helo"), res.stdout
     res = d.cli("check-spf", "not-an-ip", "a@b.test", "c.test")
     assert res.returncode == 2 and "not an IP address" in res.stderr
+
+
+def test_slow_dns_holds_only_its_session(posthorn):
+    """A sender whose DNS answers slowly holds its own MAIL reply, nobody
+    else's: the loop never waits for DNS."""
+    with ZoneDNS({"slow.test": [("TXT", ("v=spf1 ip4:127.0.0.0/8 -all",))]}, delay=1.5) as dns:
+        d = posthorn(dns=dns.address, servers={"mx": {"extra": "verify {\n    spf yes\n}"}})
+        with d.connect() as a, d.connect() as b:
+            a.start()
+            b.start()
+            t0 = time.monotonic()
+            a.send(b"MAIL FROM:<alice@slow.test>\r\n")
+            b.expect("NOOP", 250)
+            b.expect("EHLO other.example", 250)
+            b.expect("RSET", 250)
+            assert time.monotonic() - t0 < 1.0, "the other session waited for DNS"
+            r = a.reply(timeout=10)
+            assert r.code == 250 and time.monotonic() - t0 >= 1.4, r.raw
+    assert d.wait_event("spf", result="pass")

@@ -26,12 +26,13 @@ from helpers import free_port
 
 
 class ZoneDNS:
-    def __init__(self, zone):
+    def __init__(self, zone, delay=0.0):
         self.zone = {k.lower().rstrip("."): v for k, v in zone.items()}
         self.port = free_port("127.0.0.1", udp=True)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", self.port))
         self.sock.settimeout(0.2)
+        self.delay = delay               # seconds before each answer (a slow server)
         self.running = True
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
@@ -63,7 +64,16 @@ class ZoneDNS:
                 reply = self.answer(dns.message.from_wire(data))
             except Exception:  # a query we cannot read gets no answer
                 continue
+            if self.delay:
+                threading.Timer(self.delay, self._send, (reply, peer)).start()
+            else:
+                self._send(reply, peer)
+
+    def _send(self, reply, peer):
+        try:
             self.sock.sendto(reply.to_wire(max_size=65535), peer)
+        except OSError:  # stopped meanwhile
+            pass
 
     def _rrset(self, owner, rtype, value):
         name = dns.name.from_text(owner)
