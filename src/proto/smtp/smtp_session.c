@@ -602,7 +602,8 @@ static void smtp_mail_verified(void *arg)
 static void smtp_mail_verify(struct smtp_session *s)
 {
 	if (!s->auth_user)
-		s->verify = smtp_verify_new(s->b.srv, runtime_resolver(s->b.rt, s->b.srv), s->b.sid);
+		s->verify = smtp_verify_new(s->b.srv, runtime_resolver(s->b.rt, s->b.srv), s->b.sid,
+					    s->b.client);
 	if (smtp_verify_mail(s->verify, &s->b.peer, s->txn.sender, s->helo ? s->helo : "",
 			     smtp_mail_verified, s)) {
 		s->verifying = true;
@@ -1207,9 +1208,9 @@ static bool smtp_data_verdict(struct smtp_session *s)
 	}
 	/* quarantine: delivered into the recipients' Junk folder (the
 	 * spool envelope's junk mark is set here); report: only logged */
-	log_info("event=dmarc-disposition session=%s id=%s from_domain=%s disposition=%s "
-		 "applied=%s", s->b.sid, s->msg_id, vr.from_domain, disp,
-		 vr.dmarc_enforce ? "yes" : "no");
+	log_info("event=dmarc-disposition session=%s server=%s client=%s id=%s from_domain=%s "
+		 "disposition=%s applied=%s", s->b.sid, s->b.srv->name, s->b.client, s->msg_id,
+		 vr.from_domain, disp, vr.dmarc_enforce ? "yes" : "no");
 	return true;
 }
 

@@ -34,6 +34,7 @@ struct smtp_verify {
 	const struct conf_server *srv;
 	struct dns_resolver *dns;
 	char sid[24];
+	char client[64];                /* the client's address, for the log */
 	smtp_verify_cb cb;
 	void *arg;
 
@@ -71,7 +72,7 @@ struct smtp_verify {
 };
 
 struct smtp_verify *smtp_verify_new(const struct conf_server *srv, struct dns_resolver *dns,
-				    const char *sid)
+				    const char *sid, const char *client)
 {
 	const struct conf_verify *c = &srv->verify;
 	if (!c->set || (!c->spf && c->dmarc == CONF_DMARC_NO))
@@ -80,6 +81,7 @@ struct smtp_verify *smtp_verify_new(const struct conf_server *srv, struct dns_re
 	v->srv = srv;
 	v->dns = dns;
 	xsnprintf(v->sid, sizeof v->sid, "%s", sid); /* session ids are shorter */
+	xsnprintf(v->client, sizeof v->client, "%s", client); /* ADDR_TEXT_SIZE at most */
 	return v;
 }
 
@@ -114,8 +116,9 @@ static void smtp_verify_spf_done(void *arg, const struct spf_outcome *o)
 		if (v->spf == SPF_PASS)
 			v->spf = SPF_NONE;
 	}
-	log_info("event=spf session=%s result=%s identity=%s sender=\"%s\" detail=\"%s\"", v->sid,
-		 spf_result_name(v->spf), v->spf_identity,
+	log_info("event=spf session=%s server=%s client=%s result=%s identity=%s sender=\"%s\" "
+		 "detail=\"%s\"", v->sid, v->srv->name, v->client, spf_result_name(v->spf),
+		 v->spf_identity,
 		 log_escape(sender, sizeof sender, o->sender, strlen(o->sender)),
 		 log_escape(detail, sizeof detail, o->detail, strlen(o->detail)));
 	if (v->cb)
@@ -284,8 +287,8 @@ static void smtp_verify_scan(struct smtp_verify *v)
 		v->from_domain[0] = '\0';
 	v->kept_len = k;
 	if (removed)
-		log_info("event=authres-removed session=%s count=%u authserv_id=%s", v->sid, removed,
-			 v->srv->hostname);
+		log_info("event=authres-removed session=%s server=%s client=%s count=%u "
+			 "authserv_id=%s", v->sid, v->srv->name, v->client, removed, v->srv->hostname);
 }
 
 static unsigned smtp_verify_sample(void)
@@ -351,8 +354,9 @@ static void smtp_verify_dmarc_decide(struct smtp_verify *v, const struct dmarc_d
 	};
 	dmarc_evaluate(&in, d, &v->verdict);
 	v->dmarc_checked = true;
-	log_info("event=dmarc session=%s from_domain=%s result=%s policy=%s disposition=%s "
-		 "spf_aligned=%s dkim_aligned=%s", v->sid, in.from_domain ? in.from_domain : "-",
+	log_info("event=dmarc session=%s server=%s client=%s from_domain=%s result=%s policy=%s "
+		 "disposition=%s spf_aligned=%s dkim_aligned=%s", v->sid, v->srv->name, v->client,
+		 in.from_domain ? in.from_domain : "-",
 		 dmarc_result_name(v->verdict.result), dmarc_policy_name(v->verdict.policy),
 		 dmarc_disposition_name(v->verdict.disposition), v->verdict.spf_aligned ? "yes" : "no",
 		 v->verdict.dkim_aligned ? "yes" : "no");

@@ -25,9 +25,10 @@ enum { SMTP_VERIFY_HEADER_MAX = 256 * 1024 };
 
 typedef void (*smtp_verify_cb)(void *arg);
 
-/* NULL when srv verifies nothing.  sid: the session id, for the log. */
+/* NULL when srv verifies nothing.  sid, client: the session's id and
+ * client address, for the log. */
 struct smtp_verify *smtp_verify_new(const struct conf_server *srv, struct dns_resolver *dns,
-				    const char *sid);
+				    const char *sid, const char *client);
 /* Cancels any lookup in flight: its callback never runs. */
 void smtp_verify_free(struct smtp_verify *v);
 
