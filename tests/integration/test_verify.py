@@ -7,7 +7,8 @@ own dnsmasq; the client is 127.0.0.1."""
 import time
 
 from conftest import HOSTNAME
-from helpers import split_message, send_message
+from helpers import HOST, free_port, split_message, send_message
+from httputil import http_get, samples
 from zonedns import ZoneDNS
 
 SPF_ZONE = [
@@ -195,3 +196,18 @@ def test_slow_dns_holds_only_its_session(posthorn):
             r = a.reply(timeout=10)
             assert r.code == 250 and time.monotonic() - t0 >= 1.4, r.raw
     assert d.wait_event("spf", result="pass")
+
+
+def test_results_are_counted_in_metrics(posthorn, dnsmasq):
+    dns = dnsmasq(txt=SPF_ZONE)
+    port = free_port()
+    d = posthorn(dns=dns.address, global_extra=f"metrics {HOST}:{port}",
+                 servers={"mx": {"extra": VERIFY}})
+    deliver(d, "alice@pass.test", message("pass.test"))
+    deliver(d, "alice@fail.test", message("reject.test"), expect=550)
+    got = samples(http_get(port)[2])
+    assert got['posthorn_verify_results_total{server="mx",method="spf",result="pass"}'] == 1
+    assert got['posthorn_verify_results_total{server="mx",method="spf",result="fail"}'] == 1
+    assert got['posthorn_verify_results_total{server="mx",method="dmarc",result="pass"}'] == 1
+    assert got['posthorn_verify_results_total{server="mx",method="dmarc",result="fail"}'] == 1
+    assert got['posthorn_messages_rejected_total{server="mx",reason="dmarc"}'] == 1

@@ -19,6 +19,7 @@
 
 #include "conf/conf.h"
 #include "lib/log.h"
+#include "lib/metrics.h"
 #include "lib/util.h"
 #include "mailauth/authres.h"
 #include "mailauth/spf.h"
@@ -121,6 +122,8 @@ static void smtp_verify_spf_done(void *arg, const struct spf_outcome *o)
 		 v->spf_identity,
 		 log_escape(sender, sizeof sender, o->sender, strlen(o->sender)),
 		 log_escape(detail, sizeof detail, o->detail, strlen(o->detail)));
+	metrics_count(METRIC_VERIFY_RESULTS,
+		      METRIC_LABELS(v->srv->name, "spf", spf_result_name(v->spf)));
 	if (v->cb)
 		v->cb(v->arg);
 }
@@ -354,6 +357,8 @@ static void smtp_verify_dmarc_decide(struct smtp_verify *v, const struct dmarc_d
 	};
 	dmarc_evaluate(&in, d, &v->verdict);
 	v->dmarc_checked = true;
+	metrics_count(METRIC_VERIFY_RESULTS,
+		      METRIC_LABELS(v->srv->name, "dmarc", dmarc_result_name(v->verdict.result)));
 	log_info("event=dmarc session=%s server=%s client=%s from_domain=%s result=%s policy=%s "
 		 "disposition=%s spf_aligned=%s dkim_aligned=%s", v->sid, v->srv->name, v->client,
 		 in.from_domain ? in.from_domain : "-",
