@@ -399,6 +399,13 @@ static bool spf_target(struct spf_check *c, const char *spec)
 	case SPF_MACRO_OK:
 		if (spf_domain_labels_ok(c->target))
 			return true;
+		if (f->next < f->rec.nterms && spf_current(c)->mech != SPF_MECH_INCLUDE) {
+			/* a, mx, ptr, exists at a name that cannot exist (an
+			 * empty label, one over 63 octets): no match, as pyspf
+			 * decides (the RFC 7208 test suite allows a permerror) */
+			spf_term_missed(c);
+			return false;
+		}
 		spf_finish(c, SPF_PERMERROR, "a domain of %s is no domain name", f->domain);
 		return false;
 	case SPF_MACRO_NEEDS_PTR: /* spf_needs_ptr_first() came before */

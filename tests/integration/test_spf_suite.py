@@ -30,16 +30,12 @@ SUITE = os.path.join(os.path.dirname(__file__), "spf", "rfc7208-tests.yml")
 
 # Where pyspf and posthorn differ.  Besides the four cases above that pyspf
 # asks DNS for (in macro-mania-in-domain dnspython cannot ask either, and
-# both say fail), five where the suite allows either answer: a name made
-# invalid by a mechanism's domain (an empty label, a label over 63 octets)
-# is a permerror to posthorn and no match to pyspf; two identical records
-# are two to posthorn (RFC 7208 §4.5: permerror) and one to dnspython; of
-# several validated PTR names %{p} is the first to posthorn and the one
-# under <domain> to pyspf.
+# both say fail), two where the suite allows either answer: two identical
+# records are two to posthorn (RFC 7208 §4.5: permerror) and one to
+# dnspython; of several validated PTR names %{p} is the first to posthorn
+# and the one under <domain> to pyspf.
 PYSPF_DIFFERENCES = {"a-colon-domain", "a-colon-domain-ip4mapped", "mx-colon-domain",
-                     "mx-colon-domain-ip4mapped", "invalid-domain-empty-label",
-                     "invalid-domain-long", "invalid-domain-long-via-macro", "multispf1",
-                     "p-macro-multiple"}
+                     "mx-colon-domain-ip4mapped", "multispf1", "p-macro-multiple"}
 
 # The cases posthorn answers differently, and why.  net/dns asks DNS for
 # host names only (letters, digits, '-', '_'): these cases look up names
