@@ -211,3 +211,18 @@ def test_results_are_counted_in_metrics(posthorn, dnsmasq):
     assert got['posthorn_verify_results_total{server="mx",method="dmarc",result="pass"}'] == 1
     assert got['posthorn_verify_results_total{server="mx",method="dmarc",result="fail"}'] == 1
     assert got['posthorn_messages_rejected_total{server="mx",reason="dmarc"}'] == 1
+
+
+def test_forged_authres_removed_on_servers_that_do_not_verify(posthorn, dnsmasq):
+    """Where one server writes Authentication-Results, no message through any
+    server may bring one in its name; a server without `verify` adds none."""
+    dns = dnsmasq(txt=SPF_ZONE)
+    d = posthorn(dns=dns.address, servers={"mx": {"extra": VERIFY}, "other": {}})
+    forged = b"Authentication-Results: " + HOSTNAME.encode() + b"; dmarc=pass\r\n"
+    with d.connect("other") as c:
+        c.start()
+        send_message(c, "alice@fail.test", ["bob@example.test"], message("fail.test", forged))
+    ar, fields = authres_fields(d)
+    assert ar == [], fields
+    assert ("Subject", b"verify") in fields
+    assert d.wait_event("authres-removed", server="other", count="1")

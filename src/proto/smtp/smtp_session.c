@@ -598,12 +598,13 @@ static void smtp_mail_verified(void *arg)
 
 /* The server's `verify` checks for mail from the Internet: SPF now (the
  * 250 waits for it, the loop does not), the rest during DATA.  Clients
- * that logged in submit mail; they are not checked. */
+ * that logged in submit mail; they are not checked, but their messages,
+ * like every message where some server verifies, lose Authentication-
+ * Results fields that name a verifying server. */
 static void smtp_mail_verify(struct smtp_session *s)
 {
-	if (!s->auth_user)
-		s->verify = smtp_verify_new(s->b.srv, runtime_resolver(s->b.rt, s->b.srv), s->b.sid,
-					    s->b.client);
+	s->verify = smtp_verify_new(s->b.srv, s->b.rt->conf, runtime_resolver(s->b.rt, s->b.srv),
+				    s->b.sid, s->b.client, !s->auth_user);
 	if (smtp_verify_mail(s->verify, &s->b.peer, s->txn.sender, s->helo ? s->helo : "",
 			     smtp_mail_verified, s)) {
 		s->verifying = true;

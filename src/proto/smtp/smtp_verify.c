@@ -24,7 +24,7 @@
 #include "mailauth/authres.h"
 #include "mailauth/spf.h"
 
-enum { SMTP_VERIFY_SENDER_MAX = 512, SMTP_VERIFY_DKIM_MAX = 16 };
+enum { SMTP_VERIFY_SENDER_MAX = 512, SMTP_VERIFY_DKIM_MAX = 16, SMTP_VERIFY_IDS_MAX = 32 };
 
 /* One DKIM result, owned (the strings of struct authres_dkim point here). */
 struct smtp_verify_dkim {
@@ -33,6 +33,9 @@ struct smtp_verify_dkim {
 
 struct smtp_verify {
 	const struct conf_server *srv;
+	bool full;                      /* the checks run; else the header is only cleaned */
+	const char *ids[SMTP_VERIFY_IDS_MAX]; /* the authserv-ids that are ours */
+	size_t nids;
 	struct dns_resolver *dns;
 	char sid[24];
 	char client[64];                /* the client's address, for the log */
@@ -72,13 +75,32 @@ struct smtp_verify {
 	size_t out_len;
 };
 
-struct smtp_verify *smtp_verify_new(const struct conf_server *srv, struct dns_resolver *dns,
-				    const char *sid, const char *client)
+/* The host names of the servers that write Authentication-Results. */
+static void smtp_verify_ids(struct smtp_verify *v, const struct conf *conf)
+{
+	for (size_t i = 0; i < conf->nservers && v->nids < SMTP_VERIFY_IDS_MAX; i++) {
+		const struct conf_server *s = &conf->servers[i];
+		bool dup = false;
+		for (size_t k = 0; k < v->nids && !dup; k++)
+			dup = str_ieq(v->ids[k], s->hostname);
+		if (s->verify.set && !dup)
+			v->ids[v->nids++] = s->hostname;
+	}
+}
+
+struct smtp_verify *smtp_verify_new(const struct conf_server *srv, const struct conf *conf,
+				    struct dns_resolver *dns, const char *sid, const char *client,
+				    bool checks)
 {
 	const struct conf_verify *c = &srv->verify;
-	if (!c->set || (!c->spf && c->dmarc == CONF_DMARC_NO))
-		return NULL; /* dkim and arc: see smtp_verify_header_end() */
+	bool full = checks && c->set && (c->spf || c->dmarc != CONF_DMARC_NO);
 	struct smtp_verify *v = xcalloc(1, sizeof *v);
+	v->full = full; /* dkim and arc: see smtp_verify_set_dkim() */
+	smtp_verify_ids(v, conf);
+	if (v->nids == 0) { /* nobody here writes the field: nothing to clean */
+		free(v);
+		return NULL;
+	}
 	v->srv = srv;
 	v->dns = dns;
 	xsnprintf(v->sid, sizeof v->sid, "%s", sid); /* session ids are shorter */
@@ -146,7 +168,7 @@ static bool smtp_verify_client(const struct sockaddr_storage *ss, struct spf_req
 bool smtp_verify_mail(struct smtp_verify *v, const struct sockaddr_storage *client,
 		      const char *sender, const char *helo, smtp_verify_cb cb, void *arg)
 {
-	if (!v || !v->srv->verify.spf)
+	if (!v || !v->full || !v->srv->verify.spf)
 		return false;
 	struct spf_request req = {.sender = sender, .helo = helo, .receiver = v->srv->hostname};
 	if (!smtp_verify_client(client, &req))
@@ -263,6 +285,14 @@ static bool smtp_verify_is_from(const char *f, size_t n, size_t *value)
 	return true;
 }
 
+static bool smtp_verify_claimed(const struct smtp_verify *v, const char *f, size_t n)
+{
+	for (size_t i = 0; i < v->nids; i++)
+		if (authres_claims(f, n, v->ids[i]))
+			return true;
+	return false;
+}
+
 /* Keep the fields that do not claim our authserv-id; take the From
  * domain when there is exactly one From field with one mailbox. */
 static void smtp_verify_scan(struct smtp_verify *v)
@@ -275,7 +305,7 @@ static void smtp_verify_scan(struct smtp_verify *v)
 		size_t end = smtp_verify_field_end(v->hdr, v->hdr_len, i), value;
 		const char *f = v->hdr + i;
 		size_t n = end - i;
-		if (authres_claims(f, n - 2, v->srv->hostname)) {
+		if (smtp_verify_claimed(v, f, n - 2)) {
 			removed++;
 		} else {
 			memcpy(kept + k, f, n);
@@ -290,8 +320,8 @@ static void smtp_verify_scan(struct smtp_verify *v)
 		v->from_domain[0] = '\0';
 	v->kept_len = k;
 	if (removed)
-		log_info("event=authres-removed session=%s server=%s client=%s count=%u "
-			 "authserv_id=%s", v->sid, v->srv->name, v->client, removed, v->srv->hostname);
+		log_info("event=authres-removed session=%s server=%s client=%s count=%u", v->sid,
+			 v->srv->name, v->client, removed);
 }
 
 static unsigned smtp_verify_sample(void)
@@ -324,7 +354,9 @@ static void smtp_verify_compose(struct smtp_verify *v)
 		.from_domain = v->from_domain[0] ? v->from_domain : NULL,
 	};
 	char field[AUTHRES_MAX];
-	if (!authres_build(&in, field, sizeof field)) {
+	if (!v->full) {
+		field[0] = '\0'; /* only cleaned: the checks are not this client's */
+	} else if (!authres_build(&in, field, sizeof field)) {
 		/* cannot happen with our own bounded values; no field rather
 		 * than a cut one */
 		log_err("event=authres-error session=%s reason=too-long", v->sid);
@@ -381,7 +413,7 @@ bool smtp_verify_header_end(struct smtp_verify *v, smtp_verify_cb cb, void *arg)
 {
 	v->hdr_ended = v->hdr_handled = true;
 	smtp_verify_scan(v);
-	if (v->srv->verify.dmarc == CONF_DMARC_NO) {
+	if (!v->full || v->srv->verify.dmarc == CONF_DMARC_NO) {
 		smtp_verify_compose(v);
 		return false;
 	}

@@ -25,10 +25,16 @@ enum { SMTP_VERIFY_HEADER_MAX = 256 * 1024 };
 
 typedef void (*smtp_verify_cb)(void *arg);
 
-/* NULL when srv verifies nothing.  sid, client: the session's id and
- * client address, for the log. */
-struct smtp_verify *smtp_verify_new(const struct conf_server *srv, struct dns_resolver *dns,
-				    const char *sid, const char *client);
+/* checks: run srv's `verify` checks (an anonymous client); else, and on
+ * servers without the block, the header section is only cleaned of
+ * Authentication-Results fields naming a verifying server's host name
+ * (RFC 8601 §5: nobody else may speak for them).  NULL when no server of
+ * conf verifies.  sid, client: the session's id and client address, for
+ * the log. */
+struct conf;
+struct smtp_verify *smtp_verify_new(const struct conf_server *srv, const struct conf *conf,
+				    struct dns_resolver *dns, const char *sid, const char *client,
+				    bool checks);
 /* Cancels any lookup in flight: its callback never runs. */
 void smtp_verify_free(struct smtp_verify *v);
 
