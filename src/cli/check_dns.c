@@ -15,6 +15,7 @@
 
 #include "cli/check_tls_dns.h"
 #include "cli/cmd_dkim.h"
+#include "cli/check_mail_dns.h"
 #include "conf/conf.h"
 #include "net/dns.h"
 #include "lib/util.h"
@@ -208,16 +209,17 @@ int cmd_check_dns(const char *conf_path)
 	if (global) {
 		problems += check_dns_dkim(conf, base, global);
 		problems += check_dns_tls_policies(base, global, conf, stdout);
-	}
-	if (global)
+		problems += check_mail_dns(base, global, conf, stdout);
 		dns_resolver_free(global);
+	}
 	event_base_free(base);
 	conf_free(conf);
 	if (status == 0 && problems > 0) {
 		printf("\n%d problem%s found\n", problems, problems == 1 ? "" : "s");
 		status = 1;
 	} else if (status == 0) {
-		printf("\nall names resolve and point back\n");
+		printf("\nall names resolve and point back; every domain has MX, SPF and DMARC "
+		       "records\n");
 	}
 	return status;
 }

@@ -10,6 +10,7 @@
 
 #include "auth/sasl_gssapi.h"
 #include "cli/check_dns.h"
+#include "cli/check_spf.h"
 #include "cli/check_hosts.h"
 #include "cli/cmd_cert_status.h"
 #include "cli/cmd_dkim.h"
@@ -70,6 +71,12 @@ static const struct command commands[] = {
 	 "servers and report whether it resolves, whether it resolves to the\n"
 	 "addresses the server listens on, and whether their reverse (PTR) records\n"
 	 "point back to it.  Exit 1 when anything is missing or does not match."},
+	{"check-spf", cmd_check_spf, "check-spf [-c FILE] IP SENDER HELO | -",
+	 "What the SPF check (RFC 7208) that the SMTP servers make on MAIL FROM decides\n"
+	 "for a client address IP, a sender address (<> for the null sender: the HELO\n"
+	 "name is checked then) and a HELO name, with the configured DNS servers: the\n"
+	 "result (none, neutral, pass, fail, softfail, temperror, permerror) and what\n"
+	 "decided it.  With - one \"IP SENDER HELO\" per line of standard input."},
 	{"user", cmd_user_main,
 	 "user add|passwd|del|test ADDRESS, user list, user vacation ADDRESS [on|off] [-c FILE]",
 	 "Manage the user database.  add and passwd read the password from the first\n"

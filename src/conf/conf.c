@@ -1549,6 +1549,45 @@ static void server_end(struct parser *p, const struct line *d)
 	p->state = NULL;
 }
 
+/* ---- handlers: verify ---------------------------------------------------------- */
+
+static void verify_begin(struct parser *p, const struct line *d)
+{
+	p->server->verify.set = true;
+	p->server->verify.pos = d->name.pos;
+}
+
+static void verify_spf(struct parser *p, const struct line *d)
+{
+	arg_bool(p, d, &d->args[0], &p->server->verify.spf);
+}
+
+static void verify_dkim(struct parser *p, const struct line *d)
+{
+	arg_bool(p, d, &d->args[0], &p->server->verify.dkim);
+}
+
+static void verify_arc(struct parser *p, const struct line *d)
+{
+	arg_bool(p, d, &d->args[0], &p->server->verify.arc);
+}
+
+/* dmarc no|report|enforce */
+static void verify_dmarc(struct parser *p, const struct line *d)
+{
+	const char *v = d->args[0].s;
+	struct conf_verify *vf = &p->server->verify;
+	if (strcmp(v, "no") == 0)
+		vf->dmarc = CONF_DMARC_NO;
+	else if (strcmp(v, "report") == 0)
+		vf->dmarc = CONF_DMARC_REPORT;
+	else if (strcmp(v, "enforce") == 0)
+		vf->dmarc = CONF_DMARC_ENFORCE;
+	else
+		conf_error(p, &d->args[0].pos,
+			   "bad value \"%s\" for \"dmarc\" (use no, report or enforce)", Q(v));
+}
+
 /* ---- handlers: outbound ------------------------------------------------------- */
 
 static void report_bad_smarthost(struct parser *p, const struct arg *a)
@@ -2713,6 +2752,14 @@ static const struct directive milter_directives[] = {
 };
 static const struct context milter_context =
 	CONTEXT("in milter block", "in a milter block", milter_directives);
+static const struct directive verify_directives[] = {
+	{"spf", 1, 1, verify_spf, NULL, NULL, true},
+	{"dkim", 1, 1, verify_dkim, NULL, NULL, true},
+	{"dmarc", 1, 1, verify_dmarc, NULL, NULL, true},
+	{"arc", 1, 1, verify_arc, NULL, NULL, true},
+};
+static const struct context verify_context =
+	CONTEXT("in verify block", "in a verify block", verify_directives);
 
 static const struct directive server_directives[] = {
 	{"protocol", 1, 1, srv_protocol, NULL, NULL, true},
@@ -2727,6 +2774,7 @@ static const struct directive server_directives[] = {
 	{"limits", 0, 0, NULL, &limits_context, NULL, true},
 	{"milter", 1, 1, milter_begin, &milter_context, milter_end, false},
 	{"junk-header", 2, 2, srv_junk_header, NULL, NULL, true},
+	{"verify", 0, 0, verify_begin, &verify_context, NULL, true},
 };
 static const struct context server_context =
 	CONTEXT("in server block", "in a server block", server_directives);
@@ -2777,7 +2825,7 @@ _Static_assert(ARRAY_LEN(ldap_directives) <= CONF_TABLE_MAX, "raise CONF_TABLE_M
 static const struct context *const all_contexts[] = {
 	&global_context, &server_context, &tls_context, &connection_context,
 	&auth_context, &relay_context, &limits_context, &outbound_context, &acme_context,
-	&metrics_tls_context, &milter_context, &ldap_context, &dkim_context,
+	&metrics_tls_context, &milter_context, &ldap_context, &dkim_context, &verify_context,
 };
 
 /* "users FILE" or "users ldap { ... }": the one directive whose block is
@@ -3025,6 +3073,22 @@ static void check_gssapi(struct parser *p, const struct conf_server *s)
 			   "\"mechanisms\"");
 }
 
+/* verify checks mail from the Internet: an SMTP server's with anonymous
+ * clients; DMARC stands on SPF or DKIM. */
+static void check_verify(struct parser *p, const struct conf_server *s)
+{
+	const struct conf_verify *v = &s->verify;
+	if (!v->set)
+		return;
+	if (s->protocol != PROTO_SMTP || !s->auth.anonymous)
+		conf_error(p, &v->pos, "\"verify\" is for an smtp server with \"anonymous yes\" "
+			   "(mail from the Internet); server \"%s\" has none", s->name);
+	else if (v->dmarc != CONF_DMARC_NO && !v->spf && !v->dkim)
+		conf_error(p, &v->pos, "\"dmarc %s\" needs \"spf yes\" or \"dkim yes\" in the "
+			   "verify block of server \"%s\"",
+			   v->dmarc == CONF_DMARC_REPORT ? "report" : "enforce", s->name);
+}
+
 static void check_server(struct parser *p, const struct conf_server *s,
 			 const struct server_state *st)
 {
@@ -3037,6 +3101,7 @@ static void check_server(struct parser *p, const struct conf_server *s,
 		conf_error(p, &s->milters[0].pos, "\"milter\" in server \"%s\", which is not an "
 			   "SMTP server", s->name);
 	check_gssapi(p, s);
+	check_verify(p, s);
 	if (s->tls.ncerts > 0)
 		return;
 	if (s->tls.require)
@@ -3977,6 +4042,16 @@ static void print_filters(struct policy_out *out, const struct conf_server *s)
 	out_putc(out, '\n');
 }
 
+static void print_verify(struct policy_out *out, const struct conf_verify *v)
+{
+	static const char *const dmarc[] = {"no", "report (header and log only)", "enforce"};
+	if (!v->set)
+		return;
+	out_printf(out, "  verify: spf %s, dkim %s, dmarc %s, arc %s\n", v->spf ? "yes" : "no",
+		   v->dkim ? "yes (not built in yet: no DKIM result)" : "no", dmarc[v->dmarc],
+		   v->arc ? "yes (not built in yet)" : "no");
+}
+
 static void print_server(struct policy_out *out, const struct conf_server *s)
 {
 	out_printf(out, "\nserver %s (%s), hostname %s\n", s->name, conf_protocol_name(s->protocol),
@@ -3992,6 +4067,7 @@ static void print_server(struct policy_out *out, const struct conf_server *s)
 	if (s->protocol == PROTO_SMTP)
 		print_probing(out, s);
 	print_filters(out, s);
+	print_verify(out, &s->verify);
 }
 
 static int warn(struct policy_out *out, const struct conf_server *s, const char *fmt, ...)

@@ -155,6 +155,18 @@ struct conf_limits {
 	unsigned proxy_timeout; /* seconds for a PROXY header to arrive, default 5 */
 };
 
+/* verify { ... }: what an SMTP server checks of the mail it receives. */
+enum conf_dmarc { CONF_DMARC_NO, CONF_DMARC_REPORT, CONF_DMARC_ENFORCE };
+
+struct conf_verify {
+	bool set;               /* the block was given */
+	bool spf;               /* RFC 7208 on MAIL FROM (HELO for <>); default no */
+	bool dkim;              /* RFC 6376 signatures; default no */
+	enum conf_dmarc dmarc;  /* RFC 7489: no, report (header and log only), enforce */
+	bool arc;               /* RFC 8617; default no */
+	struct conf_pos pos;    /* of "verify" */
+};
+
 struct conf_dns {
 	struct conf_sockaddr *servers; /* port defaults to 53 */
 	size_t nservers;        /* 0: use /etc/resolv.conf */
@@ -199,6 +211,7 @@ struct conf_server {
 	struct conf_auth auth;
 	struct conf_relay relay;
 	struct conf_limits limits;
+	struct conf_verify verify;
 	struct conf_rule *proxy_from; /* the peers that may send a PROXY header
 				       * (ACTION_ALLOW, RULE_NETWORK) */
 	size_t nproxy_from;

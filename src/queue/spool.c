@@ -49,6 +49,7 @@
 enum {
 	SPOOL_BUF_SIZE = 64 * 1024,     /* write buffer of a message being received */
 	SPOOL_LINE_MAX = 16 * 1024,     /* longest envelope line, LF included */
+	SPOOL_COPY_CHUNK = 64 * 1024,   /* spool_msg_copy reads and writes this much at a time */
 	SPOOL_DONE_LINE_MAX = 32,       /* longest .done record, LF included */
 	SPOOL_ID_TIME_CHARS = 11,       /* 55 bits of microseconds: past the year 3000 */
 	SPOOL_ID_SEQ_CHARS = 4,         /* 20 bits of a per-process counter */
@@ -928,6 +929,40 @@ int spool_msg_write(struct spool_msg *m, const void *data, size_t len)
 off_t spool_msg_size(const struct spool_msg *m)
 {
 	return m->size;
+}
+
+struct spool_msg *spool_msg_copy(struct spool *sp, struct spool_envelope *env,
+				 struct spool_msg *old)
+{
+	off_t start;
+	int fd = spool_msg_read_fd(old, &start);
+	if (fd < 0)
+		return NULL;
+	struct spool_msg *m = spool_msg_begin_replacement(sp, env, old);
+	if (!m)
+		return NULL;
+	char *buf = xmalloc(SPOOL_COPY_CHUNK);
+	int err = 0;
+	for (off_t done = 0; done < old->size && !err;) {
+		size_t want = (size_t)(old->size - done < SPOOL_COPY_CHUNK ? old->size - done
+									   : SPOOL_COPY_CHUNK);
+		ssize_t n = pread(fd, buf, want, start + done);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			err = n == 0 ? EIO : errno;
+		else if (spool_msg_write(m, buf, (size_t)n) < 0)
+			err = errno ? errno : EIO;
+		else
+			done += n;
+	}
+	free(buf);
+	if (err) {
+		spool_msg_abort(m);
+		errno = err;
+		return NULL;
+	}
+	return m;
 }
 
 void spool_msg_abort(struct spool_msg *m)

@@ -80,6 +80,11 @@ int spool_msg_read_fd(struct spool_msg *m, off_t *offset);
  * errno on failure. */
 struct spool_msg *spool_msg_begin_replacement(struct spool *sp, struct spool_envelope *env,
 					      const struct spool_msg *old);
+/* A replacement of old with the envelope env (env->id is set here) and
+ * old's message text copied into it: commit it and abort old.  NULL with
+ * errno on failure (old is untouched). */
+struct spool_msg *spool_msg_copy(struct spool *sp, struct spool_envelope *env,
+				 struct spool_msg *old);
 /* Throw the message away (tmp file unlinked) and free m. */
 void spool_msg_abort(struct spool_msg *m);
 

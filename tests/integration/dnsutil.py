@@ -4,7 +4,8 @@ Every test daemon points its `dns` at one of these: nothing under test may
 query the machine's own resolver.  `--local=/#/` makes every name local, so
 whatever the records do not name is NXDOMAIN at once (no upstream exists).
 Records are given as dnsmasq options: ptr=[("127.0.0.5", "host5.example.test")],
-hosts=[("host5.example.test", "127.0.0.5")], mx=[("example.net", "mx.example.net", 10)].
+hosts=[("host5.example.test", "127.0.0.5")], mx=[("example.net", "mx.example.net", 10)],
+txt=[("_dmarc.example.net", "v=DMARC1; p=reject")].
 """
 
 import os
@@ -31,7 +32,7 @@ def free_dns_port():
 
 
 class Dnsmasq:
-    def __init__(self, folder, ptr=(), hosts=(), mx=(), extra=()):
+    def __init__(self, folder, ptr=(), hosts=(), mx=(), txt=(), extra=()):
         self.port = free_dns_port()
         self.log_path = os.path.join(str(folder), f"dnsmasq-{self.port}.log")
         argv = [DNSMASQ, "--no-daemon", "--no-resolv", "--no-hosts", "--conf-file=/dev/null",
@@ -40,6 +41,7 @@ class Dnsmasq:
         argv += [f"--ptr-record={ptr_name(a)},{n}" for a, n in ptr]
         argv += [f"--host-record={n},{a}" for n, a in hosts]
         argv += [f"--mx-host={d},{h},{pref}" for d, h, pref in mx]
+        argv += [f"--txt-record={n},{t}" for n, t in txt]  # no ',' in t
         argv += list(extra)
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)

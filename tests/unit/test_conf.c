@@ -590,6 +590,49 @@ static void test_tab_counts_one_column(void **state)
 		      NAME ":4:2: unknown directive \"lissen\" in server block\n");
 }
 
+/* ---- the verify block ------------------------------------------------------ */
+
+static void test_verify_block(void **state)
+{
+	(void)state;
+	struct conf *c = parse_ok("domains example.test\n"
+				  "server mx {\n    listen 127.0.0.1:25\n    auth { anonymous yes }\n"
+				  "    verify {\n        spf yes\n        dkim yes\n"
+				  "        dmarc enforce\n        arc no\n    }\n}\n"
+				  "server plain {\n    listen 127.0.0.1:26\n}\n");
+	const struct conf_verify *v = &c->servers[0].verify;
+	assert_true(v->set && v->spf && v->dkim && !v->arc);
+	assert_int_equal(v->dmarc, CONF_DMARC_ENFORCE);
+	assert_int_equal(v->pos.line, 5);
+	/* no block: nothing is checked */
+	assert_false(c->servers[1].verify.set || c->servers[1].verify.spf);
+	assert_int_equal(c->servers[1].verify.dmarc, CONF_DMARC_NO);
+	conf_free(c);
+	c = parse_ok("domains example.test\nserver mx {\n    listen 127.0.0.1:25\n"
+		     "    auth { anonymous yes }\n    verify { dmarc report\n        spf yes }\n}\n");
+	assert_int_equal(c->servers[0].verify.dmarc, CONF_DMARC_REPORT);
+	conf_free(c);
+}
+
+static void test_verify_errors(void **state)
+{
+	(void)state;
+	expect_errors("domains example.test\nserver mx {\n    listen 127.0.0.1:25\n"
+		      "    auth { anonymous yes }\n    verify {\n        dmarc always\n"
+		      "        spf maybe\n    }\n}\n",
+		      NAME ":6:15: bad value \"always\" for \"dmarc\" (use no, report or enforce)\n"
+		      NAME ":7:13: bad value \"maybe\" for \"spf\" (use yes or no)\n");
+	/* mail from the Internet only: an smtp server with anonymous clients */
+	expect_errors("domains example.test\nserver sub {\n    listen 127.0.0.1:587\n"
+		      "    verify { spf yes }\n}\n",
+		      NAME ":4:5: \"verify\" is for an smtp server with \"anonymous yes\" (mail "
+		      "from the Internet); server \"sub\" has none\n");
+	expect_errors("domains example.test\nserver mx {\n    listen 127.0.0.1:25\n"
+		      "    auth { anonymous yes }\n    verify { dmarc enforce }\n}\n",
+		      NAME ":5:5: \"dmarc enforce\" needs \"spf yes\" or \"dkim yes\" in the verify "
+		      "block of server \"mx\"\n");
+}
+
 /* ---- the acme block ------------------------------------------------------ */
 
 #define ACME_OK "acme {\n    directory https://ca.example/dir\n" \
@@ -2832,6 +2875,8 @@ int main(void)
 		cmocka_unit_test(test_include_relative_to_including_file),
 		cmocka_unit_test(test_duplicate_directive_across_include),
 		cmocka_unit_test(test_include_inside_block_is_unknown),
+		cmocka_unit_test(test_verify_block),
+		cmocka_unit_test(test_verify_errors),
 		cmocka_unit_test(test_acme_block),
 		cmocka_unit_test(test_acme_certificate_needs_block),
 		cmocka_unit_test(test_acme_key_after_certificate_acme),

@@ -43,6 +43,7 @@
 #include "proto/smtp/smtp_addr.h"
 #include "proto/smtp/smtp_data.h"
 #include "proto/smtp/smtp_filter.h"
+#include "proto/smtp/smtp_verify.h"
 #include "queue/scheduler.h"
 #include "queue/spool.h"
 #include "net/tls.h"
@@ -128,6 +129,9 @@ struct smtp_session {
 	struct spool_msg *msg;
 	bool committing;        /* waiting for the filters or the spool */
 	struct smtp_filter *filter; /* the milters at work on the message */
+	struct smtp_verify *verify; /* the transaction's `verify` checks, or NULL */
+	bool verifying;         /* waiting for one of their lookups */
+	bool data_end_pending;  /* the end of data came while it waited */
 	bool dead;              /* connection gone while committing */
 	bool output_blocked;
 	bool in_process;        /* re-entrancy guard for smtp_process_input */
@@ -186,6 +190,9 @@ static void smtp_txn_reset(struct smtp_session *s)
 	}
 	free(t->rcpts);
 	memset(t, 0, sizeof *t);
+	smtp_verify_free(s->verify); /* cancels its lookups */
+	s->verify = NULL;
+	s->verifying = s->data_end_pending = false;
 	if (s->msg) {
 		spool_msg_abort(s->msg);
 		s->msg = NULL;
@@ -626,6 +633,33 @@ static bool smtp_sender_allowed(struct smtp_session *s, const struct smtp_addr *
 	return ok;
 }
 
+static void smtp_process_input(struct smtp_session *s);
+
+static void smtp_mail_verified(void *arg)
+{
+	struct smtp_session *s = arg;
+	s->verifying = false;
+	smtp_reply(s, "250 2.1.0 Ok");
+	smtp_process_input(s); /* the commands pipelined behind MAIL */
+}
+
+/* The server's `verify` checks for mail from the Internet: SPF now (the
+ * 250 waits for it, the loop does not), the rest during DATA.  Clients
+ * that logged in submit mail; they are not checked, but their messages,
+ * like every message where some server verifies, lose Authentication-
+ * Results fields that name a verifying server. */
+static void smtp_mail_verify(struct smtp_session *s)
+{
+	s->verify = smtp_verify_new(s->b.srv, s->b.rt->conf, runtime_resolver(s->b.rt, s->b.srv),
+				    s->b.sid, s->b.client, !s->auth_user);
+	if (smtp_verify_mail(s->verify, &s->b.peer, s->txn.sender, s->helo ? s->helo : "",
+			     smtp_mail_verified, s)) {
+		s->verifying = true;
+		return;
+	}
+	smtp_reply(s, "250 2.1.0 Ok");
+}
+
 static void smtp_mail_accept(struct smtp_session *s, const char *sender,
 			     const struct smtp_mail_flags *flags)
 {
@@ -633,7 +667,7 @@ static void smtp_mail_accept(struct smtp_session *s, const char *sender,
 	s->txn.smtputf8 = flags->smtputf8;
 	s->txn.requiretls = flags->requiretls;
 	smtp_enter_state(s, SMTP_MAIL);
-	smtp_reply(s, "250 2.1.0 Ok");
+	smtp_mail_verify(s);
 }
 
 /* ---- users ldap: is the sender one of the user's own addresses? ----------
@@ -651,8 +685,6 @@ static bool smtp_sender_needs_directory(const struct smtp_session *s, const stru
 	free(address);
 	return !owned;
 }
-
-static void smtp_process_input(struct smtp_session *s);
 
 static void smtp_sender_directory_answer(void *owner, const struct directory_answer *a)
 {
@@ -1132,13 +1164,10 @@ static bool smtp_received_header(const struct smtp_session *s, const char *id, c
 
 static void smtp_data_reply_refusal(struct smtp_session *s, unsigned flags, int spool_err);
 
-static void smtp_cmd_data(struct smtp_session *s, char *args)
+/* The transaction's envelope as the spool keeps it (strings are the
+ * session's). */
+static struct spool_envelope smtp_envelope(struct smtp_session *s)
 {
-	if (*args) {
-		smtp_reply(s, "501 5.5.4 Syntax: DATA");
-		smtp_error(s);
-		return;
-	}
 	struct spool_envelope env = {
 		.sender = s->txn.sender,
 		.rcpts = s->txn.rcpts,
@@ -1150,6 +1179,17 @@ static void smtp_cmd_data(struct smtp_session *s, char *args)
 		.server = s->b.srv->name,
 		.requiretls = s->txn.requiretls,
 	};
+	return env;
+}
+
+static void smtp_cmd_data(struct smtp_session *s, char *args)
+{
+	if (*args) {
+		smtp_reply(s, "501 5.5.4 Syntax: DATA");
+		smtp_error(s);
+		return;
+	}
+	struct spool_envelope env = smtp_envelope(s);
 	s->msg = spool_msg_begin(s->b.rt->spool, &env);
 	if (!s->msg) {
 		int err = errno;
@@ -1184,10 +1224,49 @@ static void smtp_cmd_data(struct smtp_session *s, char *args)
 	conn_quickack(s->io); /* the end of data may come in a write of its own (conn.h) */
 }
 
+static void smtp_data_end(struct smtp_session *s);
+
+/* The held header section goes to the spool: our Authentication-Results
+ * field on top (smtp_verify.h). */
+static void smtp_data_write_header(struct smtp_session *s)
+{
+	size_t len;
+	const char *out = smtp_verify_header_out(s->verify, &len);
+	if (!s->spool_err && s->msg && len > 0 && spool_msg_write(s->msg, out, len) < 0)
+		s->spool_err = errno ? errno : EIO;
+}
+
+static void smtp_data_verified(void *arg)
+{
+	struct smtp_session *s = arg;
+	s->verifying = false;
+	smtp_data_write_header(s);
+	if (s->data_end_pending) {
+		s->data_end_pending = false;
+		smtp_data_end(s);
+	}
+	smtp_process_input(s); /* the rest of the message */
+}
+
+/* The header section is over: DMARC, then the header to the spool. */
+static void smtp_data_verify_header(struct smtp_session *s)
+{
+	if (smtp_verify_header_end(s->verify, smtp_data_verified, s)) {
+		s->verifying = true;
+		return;
+	}
+	smtp_data_write_header(s);
+}
+
 static void smtp_data_store(struct smtp_session *s, const char *text, size_t len)
 {
 	if (!text || !s->msg || s->spool_err)
 		return;
+	if (smtp_verify_header_line(s->verify, text, len)) {
+		if (smtp_verify_header_done(s->verify))
+			smtp_data_verify_header(s);
+		return;
+	}
 	if (spool_msg_write(s->msg, text, len) < 0 || spool_msg_write(s->msg, "\r\n", 2) < 0)
 		s->spool_err = errno ? errno : EIO;
 }
@@ -1346,23 +1425,75 @@ static void smtp_filter_begin(struct smtp_session *s, struct spool_msg *m)
 		.client_family = peer->ss_family,
 		.tls_desc = conn_tls_desc(s->io),
 	};
-	struct spool_envelope env = {
-		.sender = s->txn.sender,
-		.rcpts = s->txn.rcpts,
-		.nrcpts = s->txn.nrcpts,
-		.arrival = time(NULL),
-		.client = s->b.client,
-		.helo = s->helo,
-		.auth_user = s->auth_user,
-		.server = s->b.srv->name,
-	};
+	struct spool_envelope env = smtp_envelope(s);
 	memcpy(env.id, s->msg_id, sizeof env.id);
 	s->filter = smtp_filter_start(&c, &env, m, smtp_filtered, s);
+}
+
+/* The verdict of the `verify` checks at the end of data: false when the
+ * message is refused (the reply is sent); *junk when DMARC's quarantine
+ * is enforced. */
+static bool smtp_data_verdict(struct smtp_session *s, bool *junk)
+{
+	struct smtp_verify_result vr;
+	smtp_verify_result(s->verify, &vr);
+	if (smtp_verify_header_too_big(s->verify)) {
+		log_info("event=reject session=%s server=%s client=%s reason=header-size", s->b.sid,
+			 s->b.srv->name, s->b.client);
+		smtp_count_rejected(s, "header-size");
+		smtp_reply(s, "552 5.3.4 Message header section exceeds %d bytes",
+			   SMTP_VERIFY_HEADER_MAX);
+		return false;
+	}
+	if (!vr.dmarc_checked || vr.dmarc.result != DMARC_RESULT_FAIL)
+		return true;
+	const char *disp = dmarc_disposition_name(vr.dmarc.disposition);
+	if (vr.dmarc_enforce && vr.dmarc.disposition == DMARC_DISP_REJECT) {
+		/* RFC 7489 §6.6.4 and §10.3: refused at end of data, 5.7.1 */
+		log_info("event=reject session=%s server=%s client=%s reason=dmarc from_domain=%s",
+			 s->b.sid, s->b.srv->name, s->b.client, vr.from_domain);
+		smtp_count_rejected(s, "dmarc");
+		smtp_reply(s, "550 5.7.1 Message rejected by the DMARC policy of %s",
+			   vr.from_domain);
+		return false;
+	}
+	/* quarantine: delivered into the recipients' Junk folders (the spool
+	 * envelope's junk mark); report: only logged */
+	*junk = vr.dmarc_enforce && vr.dmarc.disposition == DMARC_DISP_QUARANTINE;
+	log_info("event=dmarc-disposition session=%s server=%s client=%s id=%s from_domain=%s "
+		 "disposition=%s applied=%s", s->b.sid, s->b.srv->name, s->b.client, s->msg_id,
+		 vr.from_domain, disp, vr.dmarc_enforce ? "yes" : "no");
+	return true;
+}
+
+/* The message goes to the recipients' Junk folders: the spooled copy is
+ * written again under its ID with the envelope's junk mark. */
+static bool smtp_data_mark_junk(struct smtp_session *s)
+{
+	struct spool_envelope env = smtp_envelope(s);
+	spool_envelope_mark_junk(&env);
+	struct spool_msg *m = spool_msg_copy(s->b.rt->spool, &env, s->msg);
+	if (!m) {
+		log_err("event=spool-error session=%s id=%s error=\"%s\"", s->b.sid, s->msg_id,
+			strerror(errno));
+		return false;
+	}
+	spool_msg_abort(s->msg);
+	s->msg = m;
+	return true;
 }
 
 static void smtp_data_end(struct smtp_session *s)
 {
 	unsigned flags = s->data.flags;
+	if (s->verify && !flags && !s->spool_err && !smtp_verify_header_handled(s->verify)) {
+		/* the message ended inside its header section */
+		smtp_data_verify_header(s);
+		if (s->verifying) {
+			s->data_end_pending = true;
+			return;
+		}
+	}
 	if (flags || s->spool_err) {
 		log_info("event=reject session=%s server=%s client=%s reason=%s", s->b.sid,
 			 s->b.srv->name, s->b.client, smtp_refusal_reason(flags));
@@ -1371,6 +1502,16 @@ static void smtp_data_end(struct smtp_session *s)
 			log_err("event=spool-error session=%s id=%s error=\"%s\"", s->b.sid,
 				s->msg_id, strerror(s->spool_err));
 		smtp_data_reply_refusal(s, flags, s->spool_err);
+		smtp_txn_reset(s);
+		return;
+	}
+	bool junk = false;
+	if (s->verify && !smtp_data_verdict(s, &junk)) {
+		smtp_txn_reset(s);
+		return;
+	}
+	if (junk && !smtp_data_mark_junk(s)) {
+		smtp_reply(s, "451 4.3.0 Local error in processing");
 		smtp_txn_reset(s);
 		return;
 	}
@@ -1479,7 +1620,7 @@ static void smtp_process_input(struct smtp_session *s)
 		return;
 	s->in_process = true;
 	struct evbuffer *in = conn_input(s->io);
-	while (!(s->state & (SMTP_CLOSING | SMTP_HANDSHAKE)) && !s->committing &&
+	while (!(s->state & (SMTP_CLOSING | SMTP_HANDSHAKE)) && !s->committing && !s->verifying &&
 	       !login_busy(s->login) && !s->held && !s->lookup && !conn_closing(s->io)) {
 		if (conn_output_full(s->io)) {
 			s->output_blocked = true; /* resumed by smtp_write_cb */

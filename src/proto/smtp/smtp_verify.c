@@ -1,0 +1,485 @@
+/* smtp_verify: a server's `verify` checks on one transaction.  SPF
+ * (RFC 7208) runs when MAIL FROM is accepted; the header section is held
+ * in memory (bounded) until its end, where Authentication-Results fields
+ * that claim our authserv-id are dropped (RFC 8601 §5), the From domain
+ * is taken (RFC 7489 §6.6.1) and DMARC policy discovery runs; then our
+ * Authentication-Results field goes on top of what is held.  Every
+ * lookup is asynchronous; a DNS failure is a temperror, never a
+ * refusal. */
+#define _GNU_SOURCE /* memmem */
+#include "proto/smtp/smtp_verify.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <openssl/rand.h>
+
+#include "conf/conf.h"
+#include "lib/log.h"
+#include "lib/metrics.h"
+#include "lib/util.h"
+#include "mailauth/authres.h"
+#include "mailauth/spf.h"
+
+enum { SMTP_VERIFY_SENDER_MAX = 512, SMTP_VERIFY_DKIM_MAX = 16, SMTP_VERIFY_IDS_MAX = 32 };
+
+/* One DKIM result, owned (the strings of struct authres_dkim point here). */
+struct smtp_verify_dkim {
+	char domain[SPF_NAME_MAX + 1], selector[64], algorithm[32], reason[64], header_b[16];
+};
+
+struct smtp_verify {
+	const struct conf_server *srv;
+	bool full;                      /* the checks run; else the header is only cleaned */
+	const char *ids[SMTP_VERIFY_IDS_MAX]; /* the authserv-ids that are ours */
+	size_t nids;
+	struct dns_resolver *dns;
+	char sid[24];
+	char client[64];                /* the client's address, for the log */
+	smtp_verify_cb cb;
+	void *arg;
+
+	struct spf_check *spf_check;
+	bool spf_checked;
+	enum spf_result spf;
+	const char *spf_identity;       /* "mailfrom" or "helo" */
+	char spf_sender[SMTP_VERIFY_SENDER_MAX];
+	char spf_domain[SPF_NAME_MAX + 1];
+
+	char *hdr;                      /* the held header section, CRLF after each line */
+	size_t hdr_len, hdr_cap;
+	bool hdr_ended;                 /* a line ended it (blank or body) */
+	bool hdr_blank;                 /* ... the empty line, held too */
+	char *tail;                     /* ... or the first body line, with CRLF */
+	size_t tail_len;
+	bool hdr_handled;               /* smtp_verify_header_end() ran */
+	bool too_big;
+
+	char from_domain[SPF_NAME_MAX + 1];
+	struct dmarc_lookup *dmarc_lookup;
+	bool dmarc_checked;
+	struct dmarc_verdict verdict;
+
+	struct authres_dkim dkim[SMTP_VERIFY_DKIM_MAX]; /* the verifier's results */
+	struct smtp_verify_dkim dkim_text[SMTP_VERIFY_DKIM_MAX];
+	const char *dkim_pass[SMTP_VERIFY_DKIM_MAX];    /* d= of those that passed */
+	size_t ndkim, ndkim_pass;
+	bool dkim_checked;
+
+	char *kept;                     /* the held fields but those claiming our id */
+	size_t kept_len;
+	char *out;                      /* our field and the kept header */
+	size_t out_len;
+};
+
+/* The host names of the servers that write Authentication-Results. */
+static void smtp_verify_ids(struct smtp_verify *v, const struct conf *conf)
+{
+	for (size_t i = 0; i < conf->nservers && v->nids < SMTP_VERIFY_IDS_MAX; i++) {
+		const struct conf_server *s = &conf->servers[i];
+		bool dup = false;
+		for (size_t k = 0; k < v->nids && !dup; k++)
+			dup = str_ieq(v->ids[k], s->hostname);
+		if (s->verify.set && !dup)
+			v->ids[v->nids++] = s->hostname;
+	}
+}
+
+struct smtp_verify *smtp_verify_new(const struct conf_server *srv, const struct conf *conf,
+				    struct dns_resolver *dns, const char *sid, const char *client,
+				    bool checks)
+{
+	const struct conf_verify *c = &srv->verify;
+	bool full = checks && c->set && (c->spf || c->dmarc != CONF_DMARC_NO);
+	struct smtp_verify *v = xcalloc(1, sizeof *v);
+	v->full = full; /* dkim and arc: see smtp_verify_set_dkim() */
+	smtp_verify_ids(v, conf);
+	if (v->nids == 0) { /* nobody here writes the field: nothing to clean */
+		free(v);
+		return NULL;
+	}
+	v->srv = srv;
+	v->dns = dns;
+	xsnprintf(v->sid, sizeof v->sid, "%s", sid); /* session ids are shorter */
+	xsnprintf(v->client, sizeof v->client, "%s", client); /* ADDR_TEXT_SIZE at most */
+	return v;
+}
+
+void smtp_verify_free(struct smtp_verify *v)
+{
+	if (!v)
+		return;
+	spf_check_cancel(v->spf_check);
+	dmarc_lookup_cancel(v->dmarc_lookup);
+	free(v->hdr);
+	free(v->kept);
+	free(v->tail);
+	free(v->out);
+	free(v);
+}
+
+/* ---- SPF at MAIL FROM ------------------------------------------------------ */
+
+static void smtp_verify_spf_done(void *arg, const struct spf_outcome *o)
+{
+	struct smtp_verify *v = arg;
+	char detail[LOG_VALUE_MAX], sender[LOG_VALUE_MAX];
+	v->spf_check = NULL;
+	v->spf_checked = true;
+	v->spf = o->result;
+	v->spf_identity = strcmp(o->identity, "helo") == 0 ? "helo" : "mailfrom";
+	/* the identity as checked; one too long to keep is no authenticated
+	 * domain for DMARC */
+	if (!bsnprintf(v->spf_sender, sizeof v->spf_sender, "%s", o->sender) ||
+	    !bsnprintf(v->spf_domain, sizeof v->spf_domain, "%s", o->domain)) {
+		v->spf_sender[0] = v->spf_domain[0] = '\0';
+		if (v->spf == SPF_PASS)
+			v->spf = SPF_NONE;
+	}
+	log_info("event=spf session=%s server=%s client=%s result=%s identity=%s sender=\"%s\" "
+		 "detail=\"%s\"", v->sid, v->srv->name, v->client, spf_result_name(v->spf),
+		 v->spf_identity,
+		 log_escape(sender, sizeof sender, o->sender, strlen(o->sender)),
+		 log_escape(detail, sizeof detail, o->detail, strlen(o->detail)));
+	metrics_count(METRIC_VERIFY_RESULTS,
+		      METRIC_LABELS(v->srv->name, "spf", spf_result_name(v->spf)));
+	if (v->cb)
+		v->cb(v->arg);
+}
+
+static bool smtp_verify_client(const struct sockaddr_storage *ss, struct spf_request *req)
+{
+	if (ss->ss_family == AF_INET) {
+		req->family = AF_INET;
+		memcpy(req->ip, &((const struct sockaddr_in *)ss)->sin_addr, 4);
+		return true;
+	}
+	if (ss->ss_family == AF_INET6) {
+		req->family = AF_INET6;
+		memcpy(req->ip, &((const struct sockaddr_in6 *)ss)->sin6_addr, 16);
+		return true;
+	}
+	return false;
+}
+
+bool smtp_verify_mail(struct smtp_verify *v, const struct sockaddr_storage *client,
+		      const char *sender, const char *helo, smtp_verify_cb cb, void *arg)
+{
+	if (!v || !v->full || !v->srv->verify.spf)
+		return false;
+	struct spf_request req = {.sender = sender, .helo = helo, .receiver = v->srv->hostname};
+	if (!smtp_verify_client(client, &req))
+		return false; /* no IP client (a test's socket pair): nothing to check */
+	spf_check_cancel(v->spf_check);
+	v->spf_check = NULL;
+	v->spf_checked = false;
+	v->cb = NULL; /* a result at once (cached) is not called back */
+	struct spf_check *c = spf_check_start(v->dns, &req, smtp_verify_spf_done, v);
+	if (!c)
+		return false; /* done already */
+	v->spf_check = c;
+	v->cb = cb;
+	v->arg = arg;
+	return true;
+}
+
+/* ---- the header section ----------------------------------------------------- */
+
+static bool smtp_verify_hold(struct smtp_verify *v, const char *text, size_t len)
+{
+	if (v->too_big || v->hdr_len + len + 2 > SMTP_VERIFY_HEADER_MAX) {
+		v->too_big = true; /* the rest of the section is read and dropped */
+		return true;
+	}
+	if (v->hdr_len + len + 2 > v->hdr_cap) {
+		size_t cap = v->hdr_cap ? v->hdr_cap * 2 : 4096;
+		while (cap < v->hdr_len + len + 2)
+			cap *= 2;
+		v->hdr = xrealloc(v->hdr, cap);
+		v->hdr_cap = cap;
+	}
+	memcpy(v->hdr + v->hdr_len, text, len);
+	memcpy(v->hdr + v->hdr_len + len, "\r\n", 2);
+	v->hdr_len += len + 2;
+	return true;
+}
+
+/* A field's first line: a name of printable characters, then ':'
+ * (RFC 5322 §2.2). */
+static bool smtp_verify_field_start(const char *text, size_t len)
+{
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)text[i];
+		if (c == ':')
+			return i > 0;
+		if (c <= ' ' || c > '~')
+			return false;
+	}
+	return false;
+}
+
+bool smtp_verify_header_line(struct smtp_verify *v, const char *text, size_t len)
+{
+	if (!v || v->hdr_handled)
+		return false;
+	if (v->hdr_ended) /* cannot happen: the session waits for the end */
+		return false;
+	if (len == 0) {
+		v->hdr_ended = v->hdr_blank = true;
+		return true;
+	}
+	bool folded = text[0] == ' ' || text[0] == '\t';
+	if ((folded && v->hdr_len > 0) || smtp_verify_field_start(text, len))
+		return smtp_verify_hold(v, text, len);
+	/* no field: the body starts without a blank line; this line goes
+	 * after the header */
+	v->hdr_ended = true;
+	v->tail = xmalloc(len + 2);
+	memcpy(v->tail, text, len);
+	memcpy(v->tail + len, "\r\n", 2);
+	v->tail_len = len + 2;
+	return true;
+}
+
+bool smtp_verify_header_handled(const struct smtp_verify *v)
+{
+	return v && v->hdr_handled;
+}
+
+bool smtp_verify_header_done(const struct smtp_verify *v)
+{
+	return v && v->hdr_ended && !v->hdr_handled;
+}
+
+bool smtp_verify_header_too_big(const struct smtp_verify *v)
+{
+	return v && v->too_big;
+}
+
+/* The end of the field starting at i (after its last CRLF). */
+static size_t smtp_verify_field_end(const char *h, size_t len, size_t i)
+{
+	for (;;) {
+		const char *crlf = memmem(h + i, len - i, "\r\n", 2);
+		if (!crlf)
+			return len;
+		i = (size_t)(crlf - h) + 2;
+		if (i >= len || (h[i] != ' ' && h[i] != '\t'))
+			return i;
+	}
+}
+
+static bool smtp_verify_is_from(const char *f, size_t n, size_t *value)
+{
+	if (n < 5 || strncasecmp(f, "From", 4) != 0)
+		return false;
+	size_t i = 4;
+	while (i < n && (f[i] == ' ' || f[i] == '\t'))
+		i++;
+	if (i >= n || f[i] != ':')
+		return false;
+	*value = i + 1;
+	return true;
+}
+
+static bool smtp_verify_claimed(const struct smtp_verify *v, const char *f, size_t n)
+{
+	for (size_t i = 0; i < v->nids; i++)
+		if (authres_claims(f, n, v->ids[i]))
+			return true;
+	return false;
+}
+
+/* Keep the fields that do not claim our authserv-id; take the From
+ * domain when there is exactly one From field with one mailbox. */
+static void smtp_verify_scan(struct smtp_verify *v)
+{
+	char *kept = v->kept = xmalloc(v->hdr_len + 1);
+	unsigned froms = 0, removed = 0;
+	size_t i = 0, k = 0;
+	bool from_ok = false;
+	while (i < v->hdr_len) {
+		size_t end = smtp_verify_field_end(v->hdr, v->hdr_len, i), value;
+		const char *f = v->hdr + i;
+		size_t n = end - i;
+		if (smtp_verify_claimed(v, f, n - 2)) {
+			removed++;
+		} else {
+			memcpy(kept + k, f, n);
+			k += n;
+		}
+		if (smtp_verify_is_from(f, n - 2, &value) && ++froms == 1)
+			from_ok = dmarc_from_domain(f + value, n - 2 - value, v->from_domain,
+						    sizeof v->from_domain);
+		i = end;
+	}
+	if (froms != 1 || !from_ok) /* none, several, or no domain: no DMARC */
+		v->from_domain[0] = '\0';
+	v->kept_len = k;
+	if (removed)
+		log_info("event=authres-removed session=%s server=%s client=%s count=%u", v->sid,
+			 v->srv->name, v->client, removed);
+}
+
+static unsigned smtp_verify_sample(void)
+{
+	unsigned char b[4];
+	if (RAND_bytes(b, sizeof b) != 1)
+		return 0; /* no randomness: the whole policy applies */
+	return (((unsigned)b[0] << 24) | ((unsigned)b[1] << 16) | ((unsigned)b[2] << 8) | b[3]) %
+	       100;
+}
+
+/* Our field on top of the kept header (and the blank line). */
+static void smtp_verify_compose(struct smtp_verify *v)
+{
+	const char *kept = v->kept;
+	size_t kept_len = v->kept_len;
+	const struct conf_verify *c = &v->srv->verify;
+	struct authres_input in = {
+		.authserv_id = v->srv->hostname,
+		.spf_checked = v->spf_checked,
+		.spf = v->spf,
+		.spf_identity = v->spf_identity ? v->spf_identity : "mailfrom",
+		.spf_sender = v->spf_identity && strcmp(v->spf_identity, "helo") == 0 ? v->spf_domain
+										: v->spf_sender,
+		.dkim = v->dkim,
+		.ndkim = v->ndkim,
+		.dkim_checked = v->dkim_checked,
+		.dmarc_checked = v->dmarc_checked && c->dmarc != CONF_DMARC_NO,
+		.dmarc = &v->verdict,
+		.from_domain = v->from_domain[0] ? v->from_domain : NULL,
+	};
+	char field[AUTHRES_MAX];
+	if (!v->full) {
+		field[0] = '\0'; /* only cleaned: the checks are not this client's */
+	} else if (!authres_build(&in, field, sizeof field)) {
+		/* cannot happen with our own bounded values; no field rather
+		 * than a cut one */
+		log_err("event=authres-error session=%s reason=too-long", v->sid);
+		field[0] = '\0';
+	}
+	size_t flen = strlen(field);
+	v->out = xmalloc(flen + kept_len + 2 + v->tail_len);
+	memcpy(v->out, field, flen);
+	memcpy(v->out + flen, kept, kept_len);
+	v->out_len = flen + kept_len;
+	if (v->hdr_blank) {
+		memcpy(v->out + v->out_len, "\r\n", 2);
+		v->out_len += 2;
+	}
+	if (v->tail_len) {
+		memcpy(v->out + v->out_len, v->tail, v->tail_len);
+		v->out_len += v->tail_len;
+	}
+}
+
+static void smtp_verify_dmarc_decide(struct smtp_verify *v, const struct dmarc_discovery *d)
+{
+	struct dmarc_input in = {
+		.from_domain = v->from_domain[0] ? v->from_domain : NULL,
+		.spf = v->spf_checked ? v->spf : SPF_NONE,
+		.spf_domain = v->spf_domain,
+		.dkim_pass = v->dkim_pass,
+		.ndkim_pass = v->ndkim_pass,
+		.sample = smtp_verify_sample(),
+	};
+	dmarc_evaluate(&in, d, &v->verdict);
+	v->dmarc_checked = true;
+	metrics_count(METRIC_VERIFY_RESULTS,
+		      METRIC_LABELS(v->srv->name, "dmarc", dmarc_result_name(v->verdict.result)));
+	log_info("event=dmarc session=%s server=%s client=%s from_domain=%s result=%s policy=%s "
+		 "disposition=%s spf_aligned=%s dkim_aligned=%s", v->sid, v->srv->name, v->client,
+		 in.from_domain ? in.from_domain : "-",
+		 dmarc_result_name(v->verdict.result), dmarc_policy_name(v->verdict.policy),
+		 dmarc_disposition_name(v->verdict.disposition), v->verdict.spf_aligned ? "yes" : "no",
+		 v->verdict.dkim_aligned ? "yes" : "no");
+}
+
+static void smtp_verify_dmarc_found(void *arg, const struct dmarc_discovery *d)
+{
+	struct smtp_verify *v = arg;
+	v->dmarc_lookup = NULL;
+	smtp_verify_dmarc_decide(v, d);
+	smtp_verify_compose(v);
+	if (v->cb)
+		v->cb(v->arg);
+}
+
+bool smtp_verify_header_end(struct smtp_verify *v, smtp_verify_cb cb, void *arg)
+{
+	v->hdr_ended = v->hdr_handled = true;
+	smtp_verify_scan(v);
+	if (!v->full || v->srv->verify.dmarc == CONF_DMARC_NO) {
+		smtp_verify_compose(v);
+		return false;
+	}
+	if (!v->from_domain[0]) {
+		struct dmarc_discovery d = {0};
+		smtp_verify_dmarc_decide(v, &d); /* permerror: no single From domain */
+		smtp_verify_compose(v);
+		return false;
+	}
+	v->cb = NULL; /* an answer at once is handled here, not called back */
+	struct dmarc_lookup *l = dmarc_lookup_start(v->dns, v->from_domain,
+						    smtp_verify_dmarc_found, v);
+	if (!l)
+		return false;
+	v->dmarc_lookup = l;
+	v->cb = cb;
+	v->arg = arg;
+	return true;
+}
+
+const char *smtp_verify_header_out(struct smtp_verify *v, size_t *len)
+{
+	*len = v->out_len;
+	return v->out ? v->out : "";
+}
+
+/* A copy of s into out; a value that does not fit is left out (NULL)
+ * rather than cut. */
+static const char *smtp_verify_keep(char *out, size_t outsz, const char *s)
+{
+	return s && bsnprintf(out, outsz, "%s", s) ? out : NULL;
+}
+
+void smtp_verify_set_dkim(struct smtp_verify *v, const struct authres_dkim *r, size_t n)
+{
+	if (!v)
+		return;
+	v->dkim_checked = true;
+	v->ndkim = v->ndkim_pass = 0;
+	for (size_t i = 0; i < n && v->ndkim < SMTP_VERIFY_DKIM_MAX; i++) {
+		struct smtp_verify_dkim *t = &v->dkim_text[v->ndkim];
+		struct authres_dkim *d = &v->dkim[v->ndkim++];
+		*d = r[i];
+		d->domain = smtp_verify_keep(t->domain, sizeof t->domain, r[i].domain);
+		d->selector = smtp_verify_keep(t->selector, sizeof t->selector, r[i].selector);
+		d->algorithm = smtp_verify_keep(t->algorithm, sizeof t->algorithm, r[i].algorithm);
+		d->reason = smtp_verify_keep(t->reason, sizeof t->reason, r[i].reason);
+		d->header_b = NULL;
+		if (r[i].header_b) { /* its first characters only (RFC 8601 §2.7.1: 8 suffice) */
+			xsnprintf(t->header_b, sizeof t->header_b, "%.12s", r[i].header_b);
+			d->header_b = t->header_b;
+		}
+		if (d->result == AUTHRES_DKIM_PASS && d->domain)
+			v->dkim_pass[v->ndkim_pass++] = d->domain;
+	}
+}
+
+void smtp_verify_result(const struct smtp_verify *v, struct smtp_verify_result *out)
+{
+	memset(out, 0, sizeof *out);
+	if (!v)
+		return;
+	out->spf_checked = v->spf_checked;
+	out->spf = v->spf;
+	out->dmarc_checked = v->dmarc_checked;
+	out->dmarc_enforce = v->srv->verify.dmarc == CONF_DMARC_ENFORCE;
+	out->dmarc = v->verdict;
+	out->from_domain = v->from_domain;
+}
