@@ -234,7 +234,7 @@ int check_dns_tls_policies(struct event_base *base, struct dns_resolver *r,
 {
 	int problems = 0;
 	for (size_t i = 0; i < conf->ndomains; i++) {
-		report(out, "domain %s:\n", conf->domains[i]);
+		report(out, "domain %s, TLS of mail sent to it:\n", conf->domains[i]);
 		problems += check_mta_sts_record(base, r, conf->domains[i], out);
 		problems += check_tlsrpt_record(base, r, conf->domains[i], out);
 	}

@@ -7,6 +7,7 @@ import hashlib
 import subprocess
 
 from conftest import run_cli
+from test_check_dns import MAIL_MX, MAIL_TXT
 from tlsutil import CertPair
 
 
@@ -36,7 +37,7 @@ def dns_for(dnsmasq, tlsa_hex=None, txt=()):
     if tlsa_hex:
         extra.append(f"--dns-rr=_25._tcp.mx.example.test,52,030101{tlsa_hex}")
     return dnsmasq(ptr=[("127.0.0.5", "mx.example.test")], hosts=[("mx.example.test", "127.0.0.5")],
-                   extra=extra)
+                   mx=MAIL_MX, txt=MAIL_TXT, extra=extra)
 
 
 def test_published_records_are_recognised(posthorn, posthorn_bin, dnsmasq, tmp_path):
