@@ -141,22 +141,31 @@ unsigned outbound_retry_delay(const struct conf_outbound *o, unsigned attempts, 
 	return step;
 }
 
+/* The header's next line from *pos (its line end and CR left out):
+ * false at the empty line that ends the header, or at the end of text. */
+static bool outbound_header_line(const char *header, size_t len, size_t *pos, const char **line,
+				 size_t *n)
+{
+	size_t i = *pos, end = i;
+	if (i >= len)
+		return false;
+	while (end < len && header[end] != '\n')
+		end++;
+	*line = header + i;
+	*n = end - i;
+	if (*n > 0 && header[i + *n - 1] == '\r')
+		(*n)--;
+	*pos = end + 1;
+	return *n > 0;
+}
+
 size_t outbound_count_received(const char *header, size_t len)
 {
-	size_t count = 0, i = 0;
-	while (i < len) {
-		size_t end = i;
-		while (end < len && header[end] != '\n')
-			end++;
-		size_t n = end - i;
-		if (n > 0 && header[i + n - 1] == '\r')
-			n--;
-		if (n == 0)
-			break; /* the end of the header */
-		if (n >= 9 && strncasecmp(header + i, "Received:", 9) == 0)
+	size_t count = 0, pos = 0, n;
+	const char *line;
+	while (outbound_header_line(header, len, &pos, &line, &n))
+		if (n >= 9 && strncasecmp(line, "Received:", 9) == 0)
 			count++;
-		i = end + 1;
-	}
 	return count;
 }
 
@@ -165,18 +174,11 @@ size_t outbound_count_received(const char *header, size_t len)
 bool outbound_tls_optional(const char *header, size_t len)
 {
 	static const char name[] = "TLS-Required:";
-	size_t i = 0;
-	while (i < len) {
-		size_t end = i;
-		while (end < len && header[end] != '\n')
-			end++;
-		size_t n = end - i;
-		if (n > 0 && header[i + n - 1] == '\r')
-			n--;
-		if (n == 0)
-			return false; /* the end of the header */
-		if (n >= sizeof name - 1 && strncasecmp(header + i, name, sizeof name - 1) == 0) {
-			const char *v = header + i + sizeof name - 1;
+	size_t pos = 0, n;
+	const char *line;
+	while (outbound_header_line(header, len, &pos, &line, &n)) {
+		if (n >= sizeof name - 1 && strncasecmp(line, name, sizeof name - 1) == 0) {
+			const char *v = line + sizeof name - 1;
 			size_t vn = n - (sizeof name - 1);
 			while (vn > 0 && (*v == ' ' || *v == '\t')) {
 				v++;
@@ -186,7 +188,6 @@ bool outbound_tls_optional(const char *header, size_t len)
 				vn--;
 			return vn == 2 && strncasecmp(v, "no", 2) == 0;
 		}
-		i = end + 1;
 	}
 	return false;
 }

@@ -8,13 +8,12 @@ resolve to: posthorn's http-01 listener.  Stopped by its PID only.
 
 import json
 import os
-import signal
 import ssl
 import subprocess
 import time
 import urllib.request
 
-from helpers import free_port, wait_until
+from helpers import free_port, stop_process, wait_until
 
 PEBBLE = "/usr/bin/pebble"
 CA_NAME = "acme-ca.example.test"   # Pebble's own name, in the tests' DNS
@@ -105,11 +104,5 @@ class Pebble:
             return ""
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc, 10)
         self.proc = None

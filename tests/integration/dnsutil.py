@@ -9,11 +9,10 @@ txt=[("_dmarc.example.net", "v=DMARC1; p=reject")].
 """
 
 import os
-import signal
 import subprocess
 import time
 
-from helpers import free_port
+from helpers import free_port, stop_process
 
 DNSMASQ = "/usr/sbin/dnsmasq"
 
@@ -78,10 +77,4 @@ class Dnsmasq:
         return out
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc, 5)

@@ -9,13 +9,12 @@ stopped by PID.
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 
 import pytest
 
-from helpers import HOST, free_port, wait_until
+from helpers import HOST, free_port, stop_process, wait_until
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 BALANCER = "127.0.0.1"          # HAProxy's source address towards posthorn
@@ -74,13 +73,7 @@ class HAProxy:
         return self.ports[key]
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop_process(self.proc, 10)
         self.log.close()
 
 

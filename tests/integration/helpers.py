@@ -377,3 +377,16 @@ def maildir_files(path, sub=("new", "cur")):
         if os.path.isdir(d):
             files += [os.path.join(d, n) for n in os.listdir(d) if not n.startswith(".")]
     return sorted(files)
+
+
+def stop_process(proc, grace=10.0):
+    """Stop a process this test started, by its PID: SIGTERM, then SIGKILL
+    after grace seconds; waits for it either way (bounded)."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)

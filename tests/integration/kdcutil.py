@@ -15,12 +15,11 @@ folder.  `env()` is the environment for every client and for the daemon.
 """
 
 import os
-import signal
 import socket
 import subprocess
 import time
 
-from helpers import HOST, free_port
+from helpers import HOST, free_port, stop_process
 
 REALM = "POSTHORN.TEST"
 KDB5_UTIL = "/usr/sbin/kdb5_util"
@@ -138,13 +137,7 @@ class Kdc:
         return out
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop_process(self.proc, 10)
 
     # -- principals, keytabs, tickets ------------------------------------------
     def kadmin(self, query):

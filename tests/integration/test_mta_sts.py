@@ -23,8 +23,8 @@ import pytest
 
 from conftest import run_cli
 from helpers import free_port, wait_until
-from test_dane import SinkCert, relay, submit
-from test_outbound import Sink, message, queued, wait_spool_empty
+from test_dane import SinkCert, relay, sinks, submit  # noqa: F401 (sinks: a fixture)
+from test_outbound import message, queued, wait_spool_empty
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the policy server needs port 443")
 
@@ -133,19 +133,6 @@ def sts(tmp_path, dnsmasq):
                       extra=[f"--txt-record=_mta-sts.{DOMAIN},v=STSv1; id={record_id};"])
         return srv, dns
     make.ca = ca
-    yield make
-    for s in started:
-        s.stop()
-
-
-@pytest.fixture
-def sinks():
-    started = []
-
-    def make(host, port, **kw):
-        s = Sink(host, port, **kw)
-        started.append(s)
-        return s
     yield make
     for s in started:
         s.stop()

@@ -4,10 +4,11 @@ Authentication-Results field (RFC 8601) posthorn puts on top, as a
 recipient finds them in the delivered message.  The zones are the test's
 own dnsmasq; the client is 127.0.0.1."""
 
+import os
 import time
 
 from conftest import HOSTNAME
-from helpers import HOST, free_port, split_message, send_message
+from helpers import HOST, free_port, maildir_files, send_message, split_message, wait_until
 from httputil import http_get, samples
 from zonedns import ZoneDNS
 
@@ -101,12 +102,21 @@ def test_dmarc_report_mode_refuses_nothing(posthorn, dnsmasq):
     assert d.wait_event("dmarc-disposition", disposition="reject", applied="no")
 
 
-def test_dmarc_quarantine_disposition_logged(posthorn, dnsmasq):
+def test_dmarc_quarantine_goes_to_junk(posthorn, dnsmasq):
+    """p=quarantine under dmarc enforce: delivered into the recipient's Junk
+    folder (made with the \\Junk special use), not INBOX; POP3 sees INBOX."""
     d, _ = start(posthorn, dnsmasq)
     deliver(d, "alice@fail.test", message("quarantine.test"))
-    ar, _ = authres_fields(d)
-    assert b"dmarc=fail (p=quarantine dis=quarantine) header.from=quarantine.test" in ar[0], ar
     assert d.wait_event("dmarc-disposition", disposition="quarantine", applied="yes")
+    junk = os.path.join(d.maildir("bob@example.test"), ".Junk")
+    wait_until(lambda: len(maildir_files(junk)) == 1, 10, what="a message in Junk")
+    assert d.messages("bob@example.test") == []  # not in INBOX
+    with open(maildir_files(junk)[0], "rb") as f:
+        fields, _ = split_message(f.read().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
+    ar = [v for k, v in fields if k.lower() == "authentication-results"]
+    assert b"dmarc=fail (p=quarantine dis=quarantine) header.from=quarantine.test" in ar[0], ar
+    with open(os.path.join(junk, "posthorn-special-use")) as f:
+        assert "\\Junk" in f.read()
 
 
 def test_dmarc_pass_through_aligned_spf(posthorn, dnsmasq):

@@ -14,13 +14,12 @@ and unbound's built-in refusal of "test." is lifted.  The process is ours,
 stopped by PID."""
 
 import os
-import signal
 import socket
 import struct
 import subprocess
 import time
 
-from helpers import free_port
+from helpers import free_port, stop_process
 
 UNBOUND = "/usr/sbin/unbound"
 KEYGEN = "/usr/bin/ldns-keygen"
@@ -143,10 +142,4 @@ remote-control:
             return ""
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc, 10)
