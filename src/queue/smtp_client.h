@@ -135,6 +135,7 @@ enum {
 	SMTP_EXT_SMTPUTF8 = 1 << 4,
 	SMTP_EXT_AUTH_PLAIN = 1 << 5,
 	SMTP_EXT_REQUIRETLS = 1 << 6,   /* RFC 8689 */
+	SMTP_EXT_ALL = (1 << 7) - 1,    /* every flag above */
 };
 /* The flags one EHLO line (text after "250-") adds; keywords are
  * case-insensitive. */

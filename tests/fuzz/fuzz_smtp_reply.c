@@ -89,7 +89,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		left -= n + 1;
 		p = lf + 1;
 	}
-	CHECK(ext < (1u << 6));
+	CHECK((ext & ~(unsigned)SMTP_EXT_ALL) == 0);
 	if (text)
 		check_stuffing(text, tlen);
 	return 0;

@@ -498,3 +498,21 @@ def test_dkim_sign_and_verify_read_a_file_or_standard_input(posthorn, dnsmasq, t
     res = cli_bytes(p, ["dkim", "sign"], b"From: a@example.org\n\nx\n")
     assert res.returncode == 1 and res.stdout == b""
     assert b"not signed: no key for the From domain example.org" in res.stderr
+
+
+def test_out_of_office_reply_is_signed(signing, tmp_path):
+    """posthorn's own out-of-office reply, from a local user to a remote
+    sender, leaves signed like the user's own mail (RFC 3834 replies are
+    mail of the domain): both signatures verify with dkimpy."""
+    from test_vacation import mail, set_away
+    p, sink, d, records = signing
+    set_away(p, tmp_path)
+    mail(p, REMOTE)
+    got = sink.wait_delivered(1)[0]
+    assert got["sender"] == "" and got["rcpts"] == [REMOTE], got
+    data = got["data"]
+    assert b"Auto-Submitted: auto-replied" in data
+    sigs = signatures(data)
+    assert len(sigs) == 2, data[:2000]
+    for i in range(2):
+        assert dkim.DKIM(data).verify(idx=i, dnsfunc=dnsfunc_for(d.address)), f"signature {i}"
