@@ -224,7 +224,8 @@ static void sts_run(void *arg)
 	char cached_id[MTASTS_ID_MAX + 1] = "";
 	time_t fetched = 0;
 	bool have_cache = sts_cache_read(w, &cached, cached_id, &fetched);
-	bool fresh = have_cache && time(NULL) - fetched <= (time_t)cached.max_age;
+	/* whole seconds: a copy max_age seconds old has expired */
+	bool fresh = have_cache && time(NULL) - fetched < (time_t)cached.max_age;
 	if (fresh && (!w->have_id || strcmp(cached_id, w->id) == 0)) {
 		sts_use(w, &cached, "cache");
 		return;
