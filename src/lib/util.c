@@ -125,6 +125,38 @@ int report_end(FILE *f)
 	return 0;
 }
 
+FILE *replace_open(const char *tmp)
+{
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		return NULL;
+	FILE *fp = fdopen(fd, "w");
+	if (!fp) {
+		int e = errno;
+		close(fd);
+		(void)unlink(tmp);
+		errno = e;
+	}
+	return fp;
+}
+
+int replace_commit(FILE *fp, const char *tmp, const char *path, bool durable)
+{
+	bool ok = report_end(fp) == 0 && (!durable || fdatasync(fileno(fp)) == 0);
+	int e = errno;
+	if (fclose(fp) != 0 && ok) {
+		ok = false;
+		e = errno;
+	}
+	if (ok && rename(tmp, path) == 0)
+		return 0;
+	if (ok)
+		e = errno;
+	(void)unlink(tmp);
+	errno = e;
+	return -1;
+}
+
 void complain(const char *fmt, ...)
 {
 	va_list ap;

@@ -43,6 +43,13 @@ void stderr_puts(const char *text);
 void report(FILE *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Flush f; 0, or -1 with errno when any write to it failed. */
 int report_end(FILE *f);
+/* A file written whole under the temporary name tmp (mode 0600, never
+ * through a link), then put in place by replace_commit(): readers see the
+ * old file or the new one, never a part.  NULL with errno. */
+FILE *replace_open(const char *tmp);
+/* Flush fp (and fdatasync it when durable), close it and rename tmp over
+ * path; on any failure tmp is removed.  0, or -1 with errno. */
+int replace_commit(FILE *fp, const char *tmp, const char *path, bool durable);
 
 /* Print "posthorn: message" on stderr and exit(1).  For broken invariants and
  * set-up failures only; a peer's error is never fatal. */

@@ -983,28 +983,18 @@ static int mailbox_index_write(const char *dir, const struct mailbox_index *ix,
 {
 	char *tmp = xasprintf("%s/%s", dir, MAILBOX_INDEX_TMP);
 	char *path = xasprintf("%s/%s", dir, MAILBOX_INDEX);
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-	FILE *fp = fd >= 0 ? fdopen(fd, "w") : NULL;
+	FILE *fp = replace_open(tmp);
 	int r = -1;
 	if (!fp) {
 		errfmt(err, errsz, "cannot write %s: %s", tmp, strerror(errno));
-		if (fd >= 0)
-			close(fd);
 		goto out;
 	}
 	report(fp, "V%u N%u\n", ix->validity, ix->next);
 	for (size_t i = 0; i < s->n; i++)
 		if (s->v[i].uid)
 			report(fp, "%u %.*s\n", s->v[i].uid, (int)s->v[i].ulen, s->v[i].name);
-	bool ok = report_end(fp) == 0 && (!durable || fdatasync(fileno(fp)) == 0);
-	int e = errno;
-	if (fclose(fp) != 0 && ok) {
-		ok = false;
-		e = errno;
-	}
-	if (!ok || rename(tmp, path) < 0) {
-		errfmt(err, errsz, "cannot write %s: %s", tmp, strerror(ok ? errno : e));
-		unlink(tmp);
+	if (replace_commit(fp, tmp, path, durable) < 0) {
+		errfmt(err, errsz, "cannot write %s: %s", tmp, strerror(errno));
 		goto out;
 	}
 	/* the rename durable too: a lost index costs the clients a resync */
@@ -2291,17 +2281,11 @@ static int mailbox_subscriptions_write(const char *root, const struct mailbox_na
 	free(unique);
 	char *path = xasprintf("%s/%s", root, MAILBOX_SUBSCRIPTIONS);
 	int r = -1;
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-	FILE *fp = fd >= 0 ? fdopen(fd, "w") : NULL;
-	if (!fp) {
-		if (fd >= 0)
-			close(fd);
-	} else {
+	FILE *fp = replace_open(tmp);
+	if (fp) {
 		for (size_t i = 0; i < l->n; i++)
 			report(fp, "%s\n", l->v[i]);
-		bool ok = report_end(fp) == 0 && fsync(fileno(fp)) == 0;
-		ok = fclose(fp) == 0 && ok;
-		r = ok && rename(tmp, path) == 0 ? 0 : -1;
+		r = replace_commit(fp, tmp, path, true);
 	}
 	if (r < 0) {
 		errfmt(err, errsz, "cannot write %s: %s", path, strerror(errno));

@@ -449,13 +449,10 @@ static int modseq_write_all(const char *dir, struct modseq_table *t, char *err, 
 {
 	char *tmp = xasprintf("%s/%s", dir, MODSEQ_FILE_TMP);
 	char *path = xasprintf("%s/%s", dir, MODSEQ_FILE);
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-	FILE *fp = fd >= 0 ? fdopen(fd, "w") : NULL;
+	FILE *fp = replace_open(tmp);
 	int r = -1;
 	if (!fp) {
 		errfmt(err, errsz, "cannot write %s: %s", tmp, strerror(errno));
-		if (fd >= 0)
-			close(fd);
 		goto out;
 	}
 	report(fp, "V%u H%llu F%llu\n", t->validity, (unsigned long long)t->highest,
@@ -465,15 +462,8 @@ static int modseq_write_all(const char *dir, struct modseq_table *t, char *err, 
 		       t->v[i].flags);
 	for (size_t i = 0; i < t->nx; i++)
 		report(fp, "X%u %llu\n", t->x[i].uid, (unsigned long long)t->x[i].modseq);
-	bool ok = report_end(fp) == 0;
-	int e = errno;
-	if (fclose(fp) != 0 && ok) {
-		ok = false;
-		e = errno;
-	}
-	if (!ok || rename(tmp, path) < 0) {
-		errfmt(err, errsz, "cannot write %s: %s", tmp, strerror(ok ? errno : e));
-		unlink(tmp);
+	if (replace_commit(fp, tmp, path, false) < 0) {
+		errfmt(err, errsz, "cannot write %s: %s", tmp, strerror(errno));
 		goto out;
 	}
 	t->lines = t->n + t->nx;

@@ -13,7 +13,6 @@ from conftest import HOSTNAME
 from kdcutil import Kdc
 from test_gssapi import GssClient, ehlo_auth, smtp, smtp_gssapi, tls_block
 
-gssapi = pytest.importorskip("gssapi")
 
 REALM = "EXAMPLE.TEST"
 

@@ -24,19 +24,12 @@
 #include "store/mailbox.h"
 #include "store/modseq.h"
 #include "lib/util.h"
+#include "unitfs.h"
 
 struct fixture {
 	char dir[64];
 	char *root;              /* dir/bob: a user's Maildir */
 };
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
 
 static int setup(void **state)
 {
@@ -55,18 +48,10 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	struct fixture *f = *state;
-	int r = nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	int r = rm_tree(f->dir);
 	free(f->root);
 	free(f);
 	return r;
-}
-
-static void write_file(const char *path, const char *text)
-{
-	FILE *fp = fopen(path, "w");
-	assert_non_null(fp);
-	assert_int_equal(fputs(text, fp) >= 0, 1);
-	assert_int_equal(fclose(fp), 0);
 }
 
 static char *read_text(const char *path)
@@ -237,7 +222,7 @@ static void test_torn_file_never_reused(void **state)
 {
 	struct fixture *f = *state;
 	char *path = modseq_file(f);
-	write_file(path, "V7 H2 F0\n1 1 0\n2 2 0\n3 900");
+	write_file(path, "V7 H2 F0\n1 1 0\n2 2 0\n3 900", strlen("V7 H2 F0\n1 1 0\n2 2 0\n3 900"));
 	struct modseq_table t;
 	const uint32_t uids[] = {1, 2, 3};
 	uint64_t ms[3];
@@ -253,7 +238,7 @@ static void test_torn_file_never_reused(void **state)
 	modseq_free(&t);
 	free(text);
 	/* a damaged file: what it named is not given again either */
-	write_file(path, "garbage 5000\n");
+	write_file(path, "garbage 5000\n", strlen("garbage 5000\n"));
 	char err[256];
 	assert_int_equal(modseq_load(f->root, &t, err, sizeof err), 0);
 	assert_true(t.rewrite);
@@ -295,7 +280,7 @@ static void test_expunge_memory_bound(void **state)
 static void deliver(const struct fixture *f, int i)
 {
 	char *path = xasprintf("%s/new/%d.M%dP1Q1.test,S=6,W=7", f->root, 1700000000 + i, i);
-	write_file(path, "hello\n");
+	write_file(path, "hello\n", strlen("hello\n"));
 	free(path);
 }
 
@@ -383,7 +368,7 @@ static void test_views_vanished(void **state)
 	assert_non_null(body);
 	char *forgot = xasprintf("V%lu H%llu F%llu%s", strtoul(text + 1, NULL, 10),
 				 (unsigned long long)h + 2, (unsigned long long)h + 2, body);
-	write_file(path, forgot);
+	write_file(path, forgot, strlen(forgot));
 	mb = open_inbox(f);
 	assert_int_equal(mailbox_vanished(mb, h, &gone, err, sizeof err), MAILBOX_OK);
 	assert_int_equal(gone.n, 1);
