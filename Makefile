@@ -230,15 +230,22 @@ fuzz-build:
 	@$(MAKE) --no-print-directory $(JOBS) -s fuzz-bins
 
 # One target for N seconds: the seeds first (each must pass), then fuzzing.
-FUZZ_RUN = set -e; for n in $(FUZZ_NAMES); do \
-	mkdir -p $(BUILD)/fuzz/corpus/$$n $(BUILD)/fuzz/artifacts/$$n; \
-	echo "== fuzz_$$n ($(1) s)"; \
-	$(BUILD)/fuzz/fuzz_$$n -max_total_time=$(1) -timeout=10 -rss_limit_mb=2048 \
-		-print_final_stats=1 -artifact_prefix=$(BUILD)/fuzz/artifacts/$$n/ $(FUZZ_FLAGS) \
-		$(BUILD)/fuzz/corpus/$$n tests/fuzz/corpus/$$n 2>$(BUILD)/fuzz/$$n.log \
-		|| { tail -n 60 $(BUILD)/fuzz/$$n.log; exit 1; }; \
-	grep -E '^stat::number_of_executed_units' $(BUILD)/fuzz/$$n.log | sed 's/^/   /'; \
-	done
+# One make rule per target, so that `make -jN` runs N of them at once; the
+# output of each is printed whole when it ends (--output-sync).
+FUZZ_RUN_ONE = mkdir -p $(BUILD)/fuzz/corpus/$(1) $(BUILD)/fuzz/artifacts/$(1); \
+	echo "== fuzz_$(1) ($(2) s)"; \
+	$(BUILD)/fuzz/fuzz_$(1) -max_total_time=$(2) -timeout=10 -rss_limit_mb=2048 \
+		-print_final_stats=1 -artifact_prefix=$(BUILD)/fuzz/artifacts/$(1)/ $(FUZZ_FLAGS) \
+		$(BUILD)/fuzz/corpus/$(1) tests/fuzz/corpus/$(1) 2>$(BUILD)/fuzz/$(1).log \
+		|| { tail -n 60 $(BUILD)/fuzz/$(1).log; exit 1; }; \
+	grep -E '^stat::number_of_executed_units' $(BUILD)/fuzz/$(1).log | sed 's/^/   /'
+
+FUZZ_SECONDS_RUN ?= $(FUZZ_SMOKE_SECONDS)
+fuzz-run-%:
+	@$(call FUZZ_RUN_ONE,$*,$(FUZZ_SECONDS_RUN))
+
+FUZZ_RUN = $(MAKE) --no-print-directory $(JOBS) --output-sync=target FUZZ_SECONDS_RUN=$(1) \
+	$(patsubst %,fuzz-run-%,$(FUZZ_NAMES))
 
 fuzz: deps fuzz-build
 	@$(call FUZZ_RUN,$(FUZZ_SECONDS))
