@@ -46,7 +46,7 @@ help:
 	@echo "make check  - install deps, build with ASan/UBSan, run all tests"
 	@echo "make        - optimised build in build/release/"
 	@echo "make chaos  - the long fault-survival run (kill -9, full disk, fds, DNS, slow clients)"
-	@echo "make bench  - posthorn beside Postfix and Dovecot (~15 min); bench-quick: < 2 min; bench-imap: ~1 min"
+	@echo "make bench  - posthorn beside Postfix and Dovecot (~15 min); bench-quick: < 3 min; bench-imap: ~15 min"
 	@echo "make fuzz   - run every libFuzzer target FUZZ_SECONDS (default 60) each"
 	@echo "make imaptest - Dovecot's imaptest compliance suite against posthorn (~20 s; built from third_party/)"
 	@echo "make lint   - cppcheck and clang-tidy over src/"
@@ -169,13 +169,13 @@ $(PH_CALLGRIND): $(SRC) $(HDR)
 phload: deps
 	@$(MAKE) --no-print-directory $(PHLOAD) $(PH_CALLGRIND)
 
-bench: release phload
+bench: release phload imaptest-tool
 	bench/run.sh full
 
-bench-quick: release phload
+bench-quick: release phload imaptest-tool
 	bench/run.sh quick
 
-bench-imap: release phload
+bench-imap: release phload imaptest-tool
 	bench/run.sh imap
 
 # The cost of DKIM signing per message (bench/dkim-sign.c): a few seconds.
