@@ -46,7 +46,7 @@ help:
 	@echo "make check  - install deps, build with ASan/UBSan, run all tests"
 	@echo "make        - optimised build in build/release/"
 	@echo "make chaos  - the long fault-survival run (kill -9, full disk, fds, DNS, slow clients)"
-	@echo "make bench  - posthorn beside Postfix and Dovecot (~15 min); bench-quick: < 2 min; bench-imap: ~1 min"
+	@echo "make bench  - posthorn beside Postfix and Dovecot (~15 min); bench-quick: < 3 min; bench-imap: ~15 min"
 	@echo "make fuzz   - run every libFuzzer target FUZZ_SECONDS (default 60) each"
 	@echo "make imaptest - Dovecot's imaptest compliance suite against posthorn (~20 s; built from third_party/)"
 	@echo "make lint   - cppcheck and clang-tidy over src/"
@@ -169,13 +169,13 @@ $(PH_CALLGRIND): $(SRC) $(HDR)
 phload: deps
 	@$(MAKE) --no-print-directory $(PHLOAD) $(PH_CALLGRIND)
 
-bench: release phload
+bench: release phload imaptest-tool
 	bench/run.sh full
 
-bench-quick: release phload
+bench-quick: release phload imaptest-tool
 	bench/run.sh quick
 
-bench-imap: release phload
+bench-imap: release phload imaptest-tool
 	bench/run.sh imap
 
 # The cost of DKIM signing per message (bench/dkim-sign.c): a few seconds.
@@ -230,15 +230,22 @@ fuzz-build:
 	@$(MAKE) --no-print-directory $(JOBS) -s fuzz-bins
 
 # One target for N seconds: the seeds first (each must pass), then fuzzing.
-FUZZ_RUN = set -e; for n in $(FUZZ_NAMES); do \
-	mkdir -p $(BUILD)/fuzz/corpus/$$n $(BUILD)/fuzz/artifacts/$$n; \
-	echo "== fuzz_$$n ($(1) s)"; \
-	$(BUILD)/fuzz/fuzz_$$n -max_total_time=$(1) -timeout=10 -rss_limit_mb=2048 \
-		-print_final_stats=1 -artifact_prefix=$(BUILD)/fuzz/artifacts/$$n/ $(FUZZ_FLAGS) \
-		$(BUILD)/fuzz/corpus/$$n tests/fuzz/corpus/$$n 2>$(BUILD)/fuzz/$$n.log \
-		|| { tail -n 60 $(BUILD)/fuzz/$$n.log; exit 1; }; \
-	grep -E '^stat::number_of_executed_units' $(BUILD)/fuzz/$$n.log | sed 's/^/   /'; \
-	done
+# One make rule per target, so that `make -jN` runs N of them at once; the
+# output of each is printed whole when it ends (--output-sync).
+FUZZ_RUN_ONE = mkdir -p $(BUILD)/fuzz/corpus/$(1) $(BUILD)/fuzz/artifacts/$(1); \
+	echo "== fuzz_$(1) ($(2) s)"; \
+	$(BUILD)/fuzz/fuzz_$(1) -max_total_time=$(2) -timeout=10 -rss_limit_mb=2048 \
+		-print_final_stats=1 -artifact_prefix=$(BUILD)/fuzz/artifacts/$(1)/ $(FUZZ_FLAGS) \
+		$(BUILD)/fuzz/corpus/$(1) tests/fuzz/corpus/$(1) 2>$(BUILD)/fuzz/$(1).log \
+		|| { tail -n 60 $(BUILD)/fuzz/$(1).log; exit 1; }; \
+	grep -E '^stat::number_of_executed_units' $(BUILD)/fuzz/$(1).log | sed 's/^/   /'
+
+FUZZ_SECONDS_RUN ?= $(FUZZ_SMOKE_SECONDS)
+fuzz-run-%:
+	@$(call FUZZ_RUN_ONE,$*,$(FUZZ_SECONDS_RUN))
+
+FUZZ_RUN = $(MAKE) --no-print-directory $(JOBS) --output-sync=target FUZZ_SECONDS_RUN=$(1) \
+	$(patsubst %,fuzz-run-%,$(FUZZ_NAMES))
 
 fuzz: deps fuzz-build
 	@$(call FUZZ_RUN,$(FUZZ_SECONDS))

@@ -3,7 +3,9 @@
 # load, same durability.
 #   bench/run.sh quick     (< 2 minutes: one round, small counts)
 #   bench/run.sh full      (~15 minutes: three alternating rounds, every row)
-#   bench/run.sh imap      (about a minute: the IMAP rows alone, three rounds)
+#   bench/run.sh imap      (about 15 minutes: the IMAP rows alone, three rounds;
+#                           ROUNDS, STRESS_SECS and BIG_N (the big folder's
+#                           size, default 100,000) may be given smaller)
 # As root.  Everything runs inside a private network namespace that has only
 # a loopback interface and its own dnsmasq; servers are private instances
 # under a temporary folder.  Every process started here is stopped by PID;
@@ -26,7 +28,9 @@ case "$mode" in quick|full|imap) ;; *) echo "usage: bench/run.sh quick|full|imap
 top=$(cd "$(dirname "$0")/.." && pwd)
 bin="$top/build/release/posthorn"
 phload="$top/build/bench/phload"
-[ -x "$bin" ] && [ -x "$phload" ] || { echo "bench: run 'make release phload' first" >&2; exit 1; }
+imaptest="$top/build/imaptest/imaptest"
+[ -x "$bin" ] && [ -x "$phload" ] && [ -x "$imaptest" ] ||
+    { echo "bench: run 'make release phload imaptest-tool' first" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || { echo "bench: run as root (network namespace)" >&2; exit 1; }
 "$top/bench/install-deps.sh"
 
@@ -134,7 +138,8 @@ server imap {
 CONF
 # the recipients smtp-source and phload use: u, 2u ... 10u
 # and the IMAP rows' user
-for u in u 2u 3u 4u 5u 6u 7u 8u 9u 10u imap; do
+# the IMAP rows' users: imap, and test1..test20 for imaptest's stress mode
+for u in u 2u 3u 4u 5u 6u 7u 8u 9u 10u imap $(seq -f 'test%g' 20); do
     echo "bench-password" | "$bin" -c "$PH/posthorn.conf" user add "$u@bench.test" >/dev/null
 done
 PH_PID=""
@@ -222,7 +227,7 @@ server_dir "$DV"
 mkdir -p "$DV/run" "$DV/state" "$DV/mail"
 chown dovecot:dovecot "$DV/mail"
 dv_uid=$(id -u dovecot); dv_gid=$(id -g dovecot)
-echo "imap@bench.test:{PLAIN}bench-password" > "$DV/users"
+for u in imap $(seq -f 'test%g' 20); do echo "$u@bench.test:{PLAIN}bench-password"; done > "$DV/users"
 cat > "$DV/dovecot.conf" <<CONF
 base_dir = $DV/run
 state_dir = $DV/state
@@ -476,22 +481,166 @@ append_latency() {  # server count
     record "APPEND p95 latency (imaplib)" "$s" "${p95:-NA}"
 }
 
+# ---- IMAP beside Dovecot ------------------------------------------------------------
+# CPU seconds (user + system) a server used so far: posthorn is one process;
+# Dovecot is a master with a process per login and per session, so its
+# count is the master's own and waited-for children's times plus those of
+# its children still running.
+cpu_seconds() {  # server
+    local pid t=0 tck
+    tck=$(getconf CLK_TCK)
+    case $1 in
+    posthorn) t=$(awk '{ print $14 + $15 }' "/proc/$PH_PID/stat") ;;
+    dovecot)
+        t=$(awk '{ print $14 + $15 + $16 + $17 }' "/proc/$DV_PID/stat")
+        for pid in $(pgrep -P "$DV_PID"); do
+            t=$((t + $(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || echo 0)))
+        done ;;
+    esac
+    echo "$t $tck" | awk '{ printf "%.2f", $1 / $2 }'
+}
+imap_port() { case $1 in posthorn) echo $PH_IMAP_PORT ;; dovecot) echo $DV_PORT ;; esac; }
+
+# imaptest's stress mode (its default mix of LOGIN, LIST, STATUS, SELECT,
+# FETCH, STORE, EXPUNGE, APPEND, LOGOUT), 10 clients over 20 users for
+# STRESS_SECS: commands and logins per second, commands per server CPU
+# second, and the number of Error: lines imaptest printed.
+imap_stress() {  # server
+    local s=$1 log="$D/imaptest-$1.log" c0 c1 line cmds logins errors
+    c0=$(cpu_seconds "$s")
+    (cd "$D" && "${NS[@]}" timeout -k 10 $((STRESS_SECS + 60)) "$imaptest" host=127.0.0.1 \
+        port="$(imap_port "$s")" user='test%d@bench.test' pass=bench-password users=20 \
+        clients=10 secs="$STRESS_SECS" mbox="$D/stress.mbox") >"$log" 2>&1 </dev/null || true
+    c1=$(cpu_seconds "$s")
+    line=$(sed -n '/^Totals:/,$p' "$log" | sed -n 5p)
+    if [ -z "$line" ]; then
+        echo "bench: imaptest against $s did not finish (see $log)" >&2
+        for r in "imaptest commands/s" "imaptest logins/s" "imaptest commands per CPU second"; do
+            record "$r" "$s" NA
+        done
+        return 0
+    fi
+    cmds=$(awk '{ for (i = 1; i <= NF; i++) t += $i; print t }' <<<"$line")
+    logins=$(awk '{ print $1 }' <<<"$line")
+    errors=$(grep -c '^Error:' "$log" || true)
+    echo "  imaptest $s: $cmds commands, $logins logins, $errors Error: lines, CPU $c0 -> $c1 s" >&2
+    record "imaptest commands/s" "$s" "$(echo "$cmds $STRESS_SECS" | awk '{ printf "%.1f", $1 / $2 }')"
+    record "imaptest logins/s" "$s" "$(echo "$logins $STRESS_SECS" | awk '{ printf "%.1f", $1 / $2 }')"
+    record "imaptest commands per CPU second" "$s" \
+        "$(echo "$cmds $c0 $c1" | awk '$3 > $2 { printf "%.0f", $1 / ($3 - $2); exit } { print "NA" }')"
+    record "imaptest Error: lines" "$s" "$errors"
+}
+
+# The big folder: the same BIG_N messages in each server's Maildir
+# (bench/imap-bigfolder.py), indexed once by a first SELECT before any
+# timing; each round then restarts the server, so that "cold" is the
+# first command after a start (the server's caches empty, its index files
+# and the kernel's page cache as a running server would have them).
+BIG_ROWS=(select fetch_flags search_text sort_date sort_subject thread_refs)
+big_row_name() {
+    case $1 in
+    select) echo "SELECT" ;; fetch_flags) echo "FETCH 1:* (FLAGS)" ;;
+    search_text) echo "SEARCH TEXT" ;; sort_date) echo "SORT (DATE)" ;;
+    sort_subject) echo "SORT (SUBJECT)" ;; thread_refs) echo "THREAD REFERENCES" ;;
+    esac
+}
+big_folder_setup() {
+    local root
+    for s in posthorn dovecot; do
+        case $s in posthorn) root="$PH/mail/bench.test/imap" ;; dovecot) root="$DV/mail/bench.test/imap" ;; esac
+        /usr/bin/python3 "$top/bench/imap-bigfolder.py" "$root" big "$BIG_N" >&2
+    done
+    chown -R dovecot:dovecot "$DV/mail"
+    chown -R "$(stat -c %u:%g "$PH/mail")" "$PH/mail/bench.test"
+    for s in posthorn dovecot; do   # the first SELECT builds each server's index
+        "${NS[@]}" timeout 600 /usr/bin/python3 "$top/bench/imap-ops.py" --port "$(imap_port "$s")" \
+            --user imap@bench.test --password bench-password --hold 1 --hold-secs 0 >/dev/null 2>&1 ||
+            echo "bench: indexing the big folder on $s failed" >&2
+    done
+}
+big_folder_ops() {  # server
+    local s=$1 out r t v
+    out=$("${NS[@]}" timeout 1800 /usr/bin/python3 "$top/bench/imap-ops.py" --port "$(imap_port "$s")" \
+          --user imap@bench.test --password bench-password 2>>"$D/imap-ops.log" || true)
+    echo "  big folder $s: $out" >&2
+    for r in "${BIG_ROWS[@]}"; do
+        for t in cold warm; do
+            v=$(sed -n "s/.*\b${r}_${t}_ms=\([0-9.NA]*\).*/\1/p" <<<"$out")
+            record "$BIG_N msgs: $(big_row_name "$r") $t" "$s" "${v:-NA}"
+        done
+    done
+    record "$BIG_N msgs: QRESYNC SELECT after 100 changes" "$s" \
+        "$(sed -n 's/.*qresync_ms=\([0-9.NA]*\).*/\1/p' <<<"$out")"
+    record "$BIG_N msgs: QRESYNC FETCH responses" "$s" \
+        "$(sed -n 's/.*qresync_fetches=\([0-9NA]*\).*/\1/p' <<<"$out")"
+}
+# Memory per session with the big folder selected: 10 such sessions held
+# (Dovecot's default limit per user and address); posthorn: its RSS growth
+# over them; Dovecot: the proportional set size (shared pages divided
+# among their users) of its 10 imap processes.
+big_folder_memory() {  # server
+    local s=$1 k=10 before after pid i p sum=0
+    [ "$s" = posthorn ] && before=$(awk '/^VmRSS/ { print $2 * 1024 }' "/proc/$PH_PID/status")
+    rm -f "$D/hold.out"
+    "${NS[@]}" timeout 900 /usr/bin/python3 "$top/bench/imap-ops.py" --port "$(imap_port "$s")" \
+        --user imap@bench.test --password bench-password --hold $k --hold-secs 600 \
+        </dev/null >"$D/hold.out" 2>>"$D/imap-ops.log" &
+    pid=$!; PIDS+=("$pid")
+    for i in $(seq 6000); do
+        grep -q held "$D/hold.out" 2>/dev/null && break
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if ! grep -q held "$D/hold.out" 2>/dev/null; then
+        record "memory per session, $BIG_N msgs selected" "$s" NA
+    elif [ "$s" = posthorn ]; then
+        after=$(awk '/^VmRSS/ { print $2 * 1024 }' "/proc/$PH_PID/status")
+        record "memory per session, $BIG_N msgs selected" posthorn \
+            "$(echo "$before $after $k" | awk '{ printf "%.0f", ($2 - $1) / $3 }')"
+    else
+        for p in $(pgrep -P "$DV_PID" -x imap); do
+            sum=$((sum + $(awk '/^Pss:/ { print $2 * 1024 }' "/proc/$p/smaps_rollup" 2>/dev/null || echo 0)))
+        done
+        record "memory per session, $BIG_N msgs selected" dovecot "$((sum / k))"
+    fi
+    stop_pid "$pid"; forget_pid "$pid"
+}
+
 imap_rows() {  # rounds count
     add_row "APPEND p50 latency (imaplib)" ms 0 dovecot
     add_row "APPEND p95 latency (imaplib)" ms 0 dovecot
+    add_row "imaptest commands/s" 1/s 1 dovecot
+    add_row "imaptest logins/s" 1/s 1 dovecot
+    add_row "imaptest commands per CPU second" 1/s 1 dovecot
+    add_row "imaptest Error: lines" lines 0 dovecot
+    local r t
+    for r in "${BIG_ROWS[@]}"; do
+        for t in cold warm; do add_row "$BIG_N msgs: $(big_row_name "$r") $t" ms 0 dovecot; done
+    done
+    add_row "$BIG_N msgs: QRESYNC SELECT after 100 changes" ms 0 dovecot
+    add_row "$BIG_N msgs: QRESYNC FETCH responses" responses 0 dovecot
+    add_row "memory per session, $BIG_N msgs selected" bytes 0 dovecot
+    /usr/bin/python3 "$top/third_party/imaptest/mbox.py" "$D/stress.mbox" >/dev/null
     [ -n "$PH_PID" ] || start_posthorn
     start_dovecot
     for round in $(seq "$1"); do
         for s in posthorn dovecot; do append_latency "$s" "$2"; done
+        for s in posthorn dovecot; do imap_stress "$s"; done
     done
+    big_folder_setup
+    for round in $(seq "$1"); do
+        stop_posthorn; start_posthorn; big_folder_ops posthorn
+        stop_dovecot; start_dovecot; big_folder_ops dovecot
+    done
+    for s in posthorn dovecot; do big_folder_memory "$s"; done
     stop_dovecot
 }
 
 # ---- the plan ---------------------------------------------------------------------
 if [ "$mode" = imap ]; then
-    rounds=3; APPEND_N=200
+    rounds=${ROUNDS:-3}; APPEND_N=200; STRESS_SECS=${STRESS_SECS:-20}; BIG_N=${BIG_N:-100000}
 elif [ "$mode" = quick ]; then
-    rounds=1; APPEND_N=200
+    rounds=1; APPEND_N=200; STRESS_SECS=5; BIG_N=5000
     TPUT=("tput c=10 1K|10|800|1024|1" "tput c=100 1K|100|800|1024|1")
     E2E=800; LAT_SECS=3; IDLE=1000; IDLE_TLS=100; TLS_SECS=2; FSYNC_N=300; CG_N=20
 else
@@ -500,7 +649,7 @@ else
           "tput c=100 1K|100|5000|1024|1" "tput c=10 100K|10|800|102400|1"
           "tput c=100 100K|100|1000|102400|1" "tput c=10 1K 10 rcpts|10|1000|1024|10")
     E2E=5000; LAT_SECS=10; IDLE=10000; IDLE_TLS=1000; TLS_SECS=8; FSYNC_N=2000; CG_N=200
-    APPEND_N=200
+    APPEND_N=200; STRESS_SECS=20; BIG_N=100000
 fi
 echo "bench: $mode run, namespace $ns, folder $D, $rounds round(s), A B alternating, file systems: $BENCH_FS" >&2
 if [ "$mode" = imap ]; then

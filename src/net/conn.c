@@ -46,6 +46,7 @@ struct conn {
 	void *owner;
 	bool handshaking;
 	bool tls_active;
+	size_t tls_read_max;         /* what one SSL_read may return now */
 	bool closing;
 	bool gone;                   /* closed was reported */
 	bool notified;               /* TLS close_notify sent */
@@ -221,11 +222,38 @@ static void conn_quickack_after_send(struct conn *c)
 	conn_quickack_now(c);
 }
 
+static void conn_tls_read_size(struct conn *c, size_t n)
+{
+	if (c->tls_read_max == n)
+		return;
+	if (bufferevent_set_max_single_read(c->bev, n) != 0)
+		fatal("cannot size the TLS reads");
+	c->tls_read_max = n;
+}
+
+/* A TLS session whose input is all taken goes back to small reads, and
+ * its input buffer gives back the space libevent reserved for an SSL_read
+ * that found nothing (a chain of the read size): evbuffer_drain() frees
+ * every chain only when it takes all the data of a buffer that has some,
+ * so one octet is added and taken back.  A plain socket's reads size
+ * their space to what arrived. */
+static void conn_release_input_space(struct conn *c)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	if (!c->tls_active || evbuffer_get_length(in) != 0)
+		return;
+	conn_tls_read_size(c, CONN_TLS_READ_IDLE);
+	if (evbuffer_add(in, "", 1) == 0)
+		(void)evbuffer_drain(in, 1); /* cannot fail: the buffer is not frozen */
+}
+
 static void conn_read_cb(struct bufferevent *bev, void *arg)
 {
 	struct conn *c = arg;
 	if (conn_new_line_end(c))
 		conn_arm_deadline(c);
+	if (c->tls_active && evbuffer_get_length(bufferevent_get_input(c->bev)) >= c->tls_read_max)
+		conn_tls_read_size(c, CONN_TLS_READ_BULK); /* the client streams */
 	c->in_input = true;
 	c->h->input(c->owner);
 	c->in_input = false;
@@ -234,6 +262,7 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
 		conn_quickack_after_send(c);
 	/* what the session left in the buffer has been searched already */
 	c->scanned = evbuffer_get_length(bufferevent_get_input(c->bev));
+	conn_release_input_space(c);
 }
 
 static void conn_write_cb(struct bufferevent *bev, void *arg)
@@ -264,6 +293,7 @@ static void conn_tls_established(struct conn *c)
 	log_info("event=tls %s tls=\"%s\"", c->log_id, desc);
 	/* OpenSSL's names of the protocol versions: a fixed set */
 	metrics_count(METRIC_TLS_HANDSHAKES, METRIC_LABELS("ok", SSL_get_version(ssl)));
+	conn_release_input_space(c);
 	c->h->tls_ready(c->owner);
 }
 
@@ -357,6 +387,11 @@ static bool conn_tls_wrap(struct conn *c, int fd)
 		fatal("cannot create a TLS bufferevent");
 	/* many clients close without close_notify; that is no error here */
 	bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+	/* each SSL_read gets a buffer of this size (libevent's default, 16 KiB,
+	 * rounds up to a 32 KiB allocation, which an idle session would keep) */
+	if (bufferevent_set_max_single_read(bev, CONN_TLS_READ_IDLE) != 0)
+		fatal("cannot size the TLS reads");
+	c->tls_read_max = CONN_TLS_READ_IDLE;
 	/* After STARTTLS the filter writes into the plain bufferevent; its
 	 * high write watermark is what keeps that buffer bounded. */
 	if (fd < 0)

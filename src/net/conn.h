@@ -21,6 +21,13 @@ struct conn;
 enum {
 	CONN_INPUT_MAX = 64 * 1024,   /* socket reads pause above this */
 	CONN_OUTPUT_MAX = 64 * 1024,  /* sessions stop reading commands above this */
+	/* Octets one SSL_read may return.  Between commands: with libevent's
+	 * chain header this fits one 1 KiB allocation, which libevent keeps
+	 * reserved while the session is idle.  While the client streams (a
+	 * read filled the small size): libevent's default, a whole TLS
+	 * record, so that a message arrives in few large chains. */
+	CONN_TLS_READ_IDLE = 1024 - 128,
+	CONN_TLS_READ_BULK = 16 * 1024,
 	/* One reply line of conn_printf(), its CRLF included: the longest
 	 * line of text that RFC 5321 §4.5.3.1.6 allows, and far more than
 	 * any reply posthorn makes (RFC 5321 §4.5.3.1.5 asks for 512 at

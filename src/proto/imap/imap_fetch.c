@@ -385,8 +385,8 @@ static bool imap_fetch_step(struct imap_session *s)
 				imap_no(s, "Some messages have an internal date out of range; see the "
 					   "server log");
 			else if (j->missing)
-				imap_no(s, "[EXPUNGEISSUED] Some messages could not be read: they were "
-					   "expunged meanwhile");
+				imap_no(s, "[EXPUNGEISSUED] Some of the requested messages no longer "
+					   "exist");
 			else
 				imap_ok(s, "%s", j->done ? j->done : "FETCH completed");
 			return true;
@@ -590,7 +590,7 @@ static bool imap_uid_refused(const struct mailbox_uids *l, uint32_t uid)
 static void imap_store_done(struct imap_session *s, struct imap_store_job *j)
 {
 	if (j->gone) {
-		imap_no(s, "[EXPUNGEISSUED] Some messages were expunged meanwhile");
+		imap_no(s, "[EXPUNGEISSUED] Some of the messages have been deleted meanwhile");
 		return;
 	}
 	if (j->refused.n == 0) {
