@@ -8,6 +8,7 @@ Every key record is served by the tests' own dnsmasq (TXT); OpenDKIM,
 whose resolver cannot be given a port, reads the same records from its
 TestDNSData file.  Only 127.0.0.x; every wait bounded."""
 
+import contextlib
 import os
 import re
 import socket
@@ -26,6 +27,7 @@ from conftest import HOSTNAME, run_cli
 from helpers import free_port, send_message, split_message
 from test_outbound import (SINK_HOST, outbound_block, sinks, submit,  # noqa: F401 (fixture)
                            wait_spool_empty)
+from milters import ScriptedMilter
 from zonedns import ZoneDNS
 
 DOMAIN = "example.test"
@@ -444,6 +446,25 @@ def smtp_send(d, sender, data, expect=250):
         return send_message(c, sender, [BOB], stuffed, expect=expect)
 
 
+class HeaderRecorder(ScriptedMilter):
+    """A milter that lets every message through and keeps the header
+    fields it was shown (name, value)."""
+
+    def __init__(self):
+        self.fields = []
+        super().__init__(eom=struct.pack(">I", 1) + b"c")
+
+    def close(self):
+        self.stop()
+
+    def _read_packet(self, conn):
+        cmd, data = super()._read_packet(conn)
+        if cmd == b"L":
+            name, value, _ = data.split(b"\0")
+            self.fields.append((name, value))
+        return cmd, data
+
+
 def test_mx_verifies_dkim_at_end_of_data(posthorn, tmp_path):
     """An MX with spf, dkim and dmarc enforce: mail signed by OpenDKIM
     (rsa-sha256) and dkimpy (rsa-sha256, ed25519-sha256), with folded
@@ -452,7 +473,8 @@ def test_mx_verifies_dkim_at_end_of_data(posthorn, tmp_path):
     passes through DKIM alignment although SPF fails; the same message
     changed on the way is refused (p=reject); a key whose lookup fails
     (SERVFAIL) is a temperror and the mail is accepted; a message over the
-    bound that is held for DKIM is accepted unverified (neutral)."""
+    bound that is held for DKIM is accepted unverified (neutral).  A milter
+    sees the message with posthorn's field (verification first)."""
     rsa_path, rsa_rec = rsa_pem(tmp_path, "rsa.key", 2048)
     seed, ed_rec = ed25519_seed(tmp_path)
     zone = {"py._domainkey.signed.test": [("TXT", tuple(split255(rsa_rec)))],
@@ -476,10 +498,15 @@ def test_mx_verifies_dkim_at_end_of_data(posthorn, tmp_path):
     signed = dkim.sign(signed, b"ed", b"signed.test", seed, signature_algorithm=b"ed25519-sha256",
                        canonicalize=(b"relaxed", b"simple")) + signed
     sigs = signatures(signed)
-    with ZoneDNS(zone) as dns:
-        d = posthorn(dns=dns.address, servers={"mx": {"extra": VERIFY_ALL}})
+    recorder = HeaderRecorder()
+    milter = (f"milter rec {{\n    socket {recorder.socket}\n    timeout 5s\n"
+              "    on-failure tempfail\n}")
+    with ZoneDNS(zone) as dns, contextlib.closing(recorder):
+        d = posthorn(dns=dns.address, servers={"mx": {"extra": VERIFY_ALL + "\n" + milter}})
         smtp_send(d, "carol@signed.test", signed)
         ar, names = authres_of(d, 1)
+        seen = [v for k, v in recorder.fields if k == b"Authentication-Results"]
+        assert len(seen) == 1 and re.sub(rb"\s+", b" ", seen[0]) == ar[0].lstrip(), seen
         assert len(ar) == 1, names
         assert names.index("Authentication-Results") == names.index("Received") + 1, names
         assert ar[0].startswith(HOSTNAME.encode() + b"; spf=fail smtp.mailfrom=carol@signed.test;"), ar

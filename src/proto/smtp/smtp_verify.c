@@ -205,11 +205,13 @@ bool smtp_verify_mail(struct smtp_verify *v, const struct sockaddr_storage *clie
 /* text and CRLF after what is held; the callers keep the bounds. */
 static void smtp_verify_append(struct smtp_verify *v, const char *text, size_t len)
 {
-	size_t held = v->hdr_len + v->rest_len;
-	if (held + len + 2 > v->hdr_cap) {
+	size_t held = v->hdr_len + v->rest_len, need = held + len + 2;
+	if (need > v->hdr_cap) {
 		size_t cap = v->hdr_cap ? v->hdr_cap * 2 : 4096;
-		while (cap < held + len + 2)
+		while (cap < need)
 			cap *= 2;
+		if (cap > SMTP_VERIFY_HOLD_MAX) /* no doubling past the bound: one line over it */
+			cap = need > SMTP_VERIFY_HOLD_MAX ? need : SMTP_VERIFY_HOLD_MAX;
 		v->hdr = xrealloc(v->hdr, cap);
 		v->hdr_cap = cap;
 	}
@@ -282,7 +284,8 @@ bool smtp_verify_header_handled(const struct smtp_verify *v)
 
 bool smtp_verify_header_done(const struct smtp_verify *v)
 {
-	return v && v->hdr_ended && !v->hdr_handled && (!v->dkim_on || v->too_big_for_dkim);
+	return v && v->hdr_ended && !v->hdr_handled &&
+	       (!v->dkim_on || v->too_big || v->too_big_for_dkim);
 }
 
 bool smtp_verify_header_too_big(const struct smtp_verify *v)
@@ -568,7 +571,7 @@ static bool smtp_verify_dkim_start(struct smtp_verify *v)
 {
 	if (!v->dkim_on)
 		return false;
-	if (v->too_big_for_dkim) {
+	if (v->too_big || v->too_big_for_dkim) { /* (a header over its bound is refused) */
 		smtp_verify_dkim_too_large(v);
 	} else if (v->ndkim_fields == 0) {
 		smtp_verify_set_dkim(v, NULL, 0); /* dkim=none, nothing to hash */
