@@ -529,10 +529,14 @@ static void smtp_verify_dkim_ids(const char *f, size_t n, struct smtp_verify_dki
 	    dkim_tags_parse(colon + 1, n - (size_t)(colon + 1 - f), &tags, err, sizeof err) < 0)
 		return;
 	const struct dkim_tag *d = dkim_tags_get(&tags, "d"), *s = dkim_tags_get(&tags, "s");
-	if (d && d->value_len < sizeof t->domain && smtp_verify_token(d->value, d->value_len))
+	if (d && d->value_len < sizeof t->domain && smtp_verify_token(d->value, d->value_len)) {
+		/* fits: its length is checked above */
 		xsnprintf(t->domain, sizeof t->domain, "%.*s", (int)d->value_len, d->value);
+		(void)str_lower(t->domain); /* as the verifier reports d= */
+	}
 	if (s && s->value_len < sizeof t->selector && smtp_verify_token(s->value, s->value_len))
-		xsnprintf(t->selector, sizeof t->selector, "%.*s", (int)s->value_len, s->value);
+		xsnprintf(t->selector, sizeof t->selector, "%.*s", (int)s->value_len,
+			  s->value); /* fits, as d= */
 }
 
 /* The message is over SMTP_VERIFY_HOLD_MAX: each signature is neutral,
