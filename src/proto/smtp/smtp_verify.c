@@ -69,6 +69,8 @@ struct smtp_verify {
 	bool starting;                  /* a stage is being started: its answer at once
 					 * goes on in smtp_verify_run, not called back */
 	struct dkim_verify *dkim_verify;
+	struct dkim_key_source keys;    /* when own_keys: not DNS */
+	bool own_keys;
 
 	char from_domain[SPF_NAME_MAX + 1];
 	struct dmarc_lookup *dmarc_lookup;
@@ -580,8 +582,11 @@ static bool smtp_verify_dkim_start(struct smtp_verify *v)
 	} else if (v->ndkim_fields == 0) {
 		smtp_verify_set_dkim(v, NULL, 0); /* dkim=none, nothing to hash */
 	} else {
-		v->dkim_verify = dkim_verify_start(v->dns, v->hdr, v->hdr_len + v->rest_len,
-						   time(NULL), smtp_verify_dkim_done, v);
+		size_t len = v->hdr_len + v->rest_len;
+		v->dkim_verify = v->own_keys ? dkim_verify_start_with(&v->keys, v->hdr, len, time(NULL),
+								      smtp_verify_dkim_done, v)
+					     : dkim_verify_start(v->dns, v->hdr, len, time(NULL),
+								 smtp_verify_dkim_done, v);
 		return v->dkim_verify != NULL;
 	}
 	return false;
@@ -655,6 +660,14 @@ const char *smtp_verify_rest_out(struct smtp_verify *v, size_t *len)
 {
 	*len = v->rest_len;
 	return v->rest_len ? v->hdr + v->hdr_len : "";
+}
+
+void smtp_verify_set_key_source(struct smtp_verify *v, const struct dkim_key_source *src)
+{
+	if (!v)
+		return;
+	v->keys = *src;
+	v->own_keys = true;
 }
 
 /* A copy of s into out; a value that does not fit is left out (NULL)

@@ -76,6 +76,12 @@ const char *smtp_verify_rest_out(struct smtp_verify *v, size_t *len);
 /* The header section was over SMTP_VERIFY_HEADER_MAX. */
 bool smtp_verify_header_too_big(const struct smtp_verify *v);
 
+/* Where DKIM keys come from: DNS, through the resolver given to
+ * smtp_verify_new(), unless a tool or a fuzz target gives its own
+ * (mailauth/dkim_verify.h; copied). */
+struct dkim_key_source;
+void smtp_verify_set_key_source(struct smtp_verify *v, const struct dkim_key_source *src);
+
 /* The DKIM verifier's per-signature results (mailauth/authres.h), copied:
  * they go into the Authentication-Results field, and the d= of those that
  * passed into the DMARC decision.  The DKIM stage of
