@@ -62,7 +62,9 @@ struct smtp_verify {
 	bool hdr_ended;                 /* a line ended it (blank or body) */
 	bool hdr_handled;               /* smtp_verify_header_end() ran */
 	bool too_big;
-	bool too_big_for_dkim;          /* the message is over SMTP_VERIFY_HOLD_MAX */
+	bool too_big_for_dkim;          /* the message is over SMTP_VERIFY_HOLD_MAX, */
+	bool held_too_much;             /* ... or all together over SMTP_VERIFY_HOLD_TOTAL */
+	size_t body_counted;            /* what this one adds to smtp_verify_body_held */
 	unsigned ndkim_fields;          /* DKIM-Signature fields in the header */
 
 	size_t stage;                   /* the next of smtp_verify_stages */
@@ -89,6 +91,9 @@ struct smtp_verify {
 	char *out;                      /* our field and the kept header */
 	size_t out_len;
 };
+
+/* The body bytes every transaction holds for DKIM (one event loop). */
+static size_t smtp_verify_body_held;
 
 /* The host names of the servers that write Authentication-Results. */
 static void smtp_verify_ids(struct smtp_verify *v, const struct conf *conf)
@@ -131,6 +136,7 @@ void smtp_verify_free(struct smtp_verify *v)
 	spf_check_cancel(v->spf_check);
 	dmarc_lookup_cancel(v->dmarc_lookup);
 	dkim_verify_cancel(v->dkim_verify);
+	smtp_verify_body_held -= v->body_counted;
 	free(v->hdr);
 	free(v->kept);
 	free(v->out);
@@ -244,8 +250,12 @@ static bool smtp_verify_hold_body(struct smtp_verify *v, const char *text, size_
 	if (!v->dkim_on || v->too_big || v->too_big_for_dkim)
 		return false; /* cannot happen: the session waits for the checks */
 	smtp_verify_append(v, text, len);
+	smtp_verify_body_held += len + 2;
+	v->body_counted += len + 2;
 	if (v->hdr_len + v->rest_len >= SMTP_VERIFY_HOLD_MAX)
 		v->too_big_for_dkim = true;
+	else if (smtp_verify_body_held >= SMTP_VERIFY_HOLD_TOTAL)
+		v->too_big_for_dkim = v->held_too_much = true;
 	return true;
 }
 
@@ -541,7 +551,8 @@ static void smtp_verify_dkim_ids(const char *f, size_t n, struct smtp_verify_dki
 			  s->value); /* fits, as d= */
 }
 
-/* The message is over SMTP_VERIFY_HOLD_MAX: each signature is neutral,
+/* The message is over SMTP_VERIFY_HOLD_MAX (or all held together over
+ * SMTP_VERIFY_HOLD_TOTAL): each signature is neutral,
  * not verified (RFC 6376 §6.3: a verifier may ignore signatures, and
  * then treats the message as it would an unsigned one for the signer). */
 static void smtp_verify_dkim_too_large(struct smtp_verify *v)
@@ -557,7 +568,8 @@ static void smtp_verify_dkim_too_large(struct smtp_verify *v)
 				.domain = ids[k].domain[0] ? ids[k].domain : NULL,
 				.selector = ids[k].selector[0] ? ids[k].selector : NULL,
 				.result = AUTHRES_DKIM_NEUTRAL,
-				.reason = "message too large to verify",
+				.reason = v->held_too_much ? "too much held for verification"
+							   : "message too large to verify",
 			};
 			k++;
 		}

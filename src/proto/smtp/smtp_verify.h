@@ -28,6 +28,11 @@ enum { SMTP_VERIFY_HEADER_MAX = 256 * 1024 };
  * large to verify"): its checks run when the bound is crossed and the
  * rest goes to the spool as it comes. */
 enum { SMTP_VERIFY_HOLD_MAX = 4 * 1024 * 1024 };
+/* What all transactions hold of message bodies for DKIM together: past it
+ * a message is not verified either (dkim=neutral, "too much held for
+ * verification"), so that many slow senders cannot make the daemon hold
+ * SMTP_VERIFY_HOLD_MAX each. */
+enum { SMTP_VERIFY_HOLD_TOTAL = 256 * 1024 * 1024 };
 
 typedef void (*smtp_verify_cb)(void *arg);
 
