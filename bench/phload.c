@@ -1,9 +1,10 @@
 /* phload: the benchmark's own SMTP load generator (not part of the daemon).
  *
  *   phload tx   [-c CONC] [-n COUNT] [-s BYTES] [-r RCPTS] [-R RATE] [-T SECS]
- *               [-d DOMAIN] HOST PORT
+ *               [-d DOMAIN] [-m MESSAGE-FILE] HOST PORT
  *       COUNT transactions (connect, EHLO, MAIL, RCPT x RCPTS, DATA, message
- *       of BYTES, QUIT), at most CONC at once, a new connection for each;
+ *       of BYTES, or the one in MESSAGE-FILE with its CRLF lines as they
+ *       are (a signed one), QUIT), at most CONC at once, a new connection for each;
  *       with -R at most RATE starts per second (open loop).  Prints one
  *       line: ok= fail= secs= rate= p50_ms= p90_ms= p99_ms= max_ms=, the
  *       latency being connect to the 250 after the end of data.
