@@ -78,7 +78,8 @@ struct dmarc_input {
 	const char *spf_domain; /* the domain SPF checked (MAIL FROM, else HELO) */
 	const char *const *dkim_pass; /* d= of every DKIM signature that passed */
 	size_t ndkim_pass;
-	const char *const *dkim_temperror; /* d= of every one that met a DNS failure */
+	const char *const *dkim_temperror; /* d= of every one not checked: a DNS failure,
+					    * or a message too large to verify */
 	size_t ndkim_temperror;
 	unsigned sample;        /* 0..99, random: the message is in pct when < pct */
 };

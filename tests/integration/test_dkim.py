@@ -559,6 +559,14 @@ def test_mx_verifies_dkim_at_end_of_data(posthorn, tmp_path):
         assert (b"dkim=neutral (message too large to verify) header.d=signed.test "
                 b"header.s=py") in ar[0], ar
         assert d.messages(BOB)[3].endswith(big)
+        # the same from the domain whose policy rejects, SPF failing: what was
+        # not verified has not failed, so DMARC decides nothing and it is accepted
+        big = msg + body
+        big = dkim.sign(big, b"py", b"signed.test", key) + big
+        smtp_send(d, "carol@signed.test", big)
+        ar, _ = authres_of(d, 5)
+        assert b"dkim=neutral (message too large to verify)" in ar[0], ar
+        assert ar[0].endswith(b"dmarc=temperror header.from=signed.test"), ar
 
 # -- check-dns ----------------------------------------------------------------------------
 

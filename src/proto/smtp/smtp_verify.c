@@ -82,7 +82,7 @@ struct smtp_verify {
 	struct authres_dkim dkim[SMTP_VERIFY_DKIM_MAX]; /* the verifier's results */
 	struct smtp_verify_dkim dkim_text[SMTP_VERIFY_DKIM_MAX];
 	const char *dkim_pass[SMTP_VERIFY_DKIM_MAX];    /* d= of those that passed */
-	const char *dkim_temp[SMTP_VERIFY_DKIM_MAX];    /* ... that met a DNS failure */
+	const char *dkim_temp[SMTP_VERIFY_DKIM_MAX];    /* ... not checked (DNS, size) */
 	size_t ndkim, ndkim_pass, ndkim_temp;
 	bool dkim_checked;
 
@@ -576,6 +576,11 @@ static void smtp_verify_dkim_too_large(struct smtp_verify *v)
 		i = end;
 	}
 	smtp_verify_set_dkim(v, r, k);
+	/* not checked is not failed: DMARC must not reject for what was never
+	 * verified (it counts these as it counts a DNS failure) */
+	for (size_t j = 0; j < v->ndkim; j++)
+		if (v->dkim[j].domain && v->ndkim_temp < SMTP_VERIFY_DKIM_MAX)
+			v->dkim_temp[v->ndkim_temp++] = v->dkim[j].domain;
 	smtp_verify_dkim_log(v);
 }
 
