@@ -511,11 +511,13 @@ static void smtp_milters_answer(void *arg, struct milter_result *res)
 	enum smtp_filter_verdict v = res->verdict == MILTER_VERDICT_TEMPFAIL ? SMTP_FILTER_TEMPFAIL
 				     : res->verdict == MILTER_VERDICT_REJECT ? SMTP_FILTER_REJECT
 				     : SMTP_FILTER_PASS;
-	log_info("event=milter milter=%s session=%s step=%s verdict=%s failed=%s", m->name,
-		 ms->c.session, smtp_milters_phase_names[ms->phase],
-		 res->verdict == MILTER_VERDICT_ACCEPT ? "continue"
-		 : res->verdict == MILTER_VERDICT_DISCARD ? "discard"
-		 : v == SMTP_FILTER_TEMPFAIL ? "tempfail" : "reject", res->failed ? "yes" : "no");
+	/* a refusal is logged by the session with its reply; each step passed
+	 * only for debugging (one line per recipient per filter) */
+	log_debug("event=milter milter=%s session=%s step=%s verdict=%s failed=%s", m->name,
+		  ms->c.session, smtp_milters_phase_names[ms->phase],
+		  res->verdict == MILTER_VERDICT_ACCEPT ? "continue"
+		  : res->verdict == MILTER_VERDICT_DISCARD ? "discard"
+		  : v == SMTP_FILTER_TEMPFAIL ? "tempfail" : "reject", res->failed ? "yes" : "no");
 	if (v != SMTP_FILTER_PASS) {
 		ms->reply = res->reply;
 		res->reply = NULL;
