@@ -27,6 +27,7 @@ enum {
 	MILTER_OUT_HIGH = 256 * 1024,   /* unanswered steps queued, at most, before waiting */
 	MILTER_MODS_MAX = 1000,         /* modifications of one message */
 	MILTER_MODS_BYTES_MAX = 1 << 20, /* their names and values together */
+	MILTER_CLOSE_FLUSH_MAX = 64,    /* queued bytes sent before SMFIC_QUIT at the end */
 };
 
 enum milter_step {
@@ -70,14 +71,24 @@ static void milter_close(struct milter_conn *r)
 {
 	if (!r->bev)
 		return;
-	if (r->connected && evbuffer_get_length(bufferevent_get_output(r->bev)) == 0) {
-		/* SMFIC_QUIT, best effort, when nothing else is on its way: the
-		 * filter also takes the close as one */
+	struct evbuffer *out = bufferevent_get_output(r->bev);
+	size_t queued = evbuffer_get_length(out);
+	if (r->connected && queued <= MILTER_CLOSE_FLUSH_MAX) {
+		/* what is still queued (an SMFIC_ABORT), then SMFIC_QUIT, best
+		 * effort, when that is little: the filter also takes the close
+		 * as one */
 		static const uint8_t quit[5] = {0, 0, 0, 1, MILTER_CMD_QUIT};
+		uint8_t last[MILTER_CLOSE_FLUSH_MAX + sizeof quit];
 		evutil_socket_t fd = bufferevent_getfd(r->bev);
-		if (fd >= 0 && send(fd, quit, sizeof quit, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
-			log_debug("event=milter-quit milter=%s error=\"%s\"", r->m->name,
-				  strerror(errno));
+		/* the bufferevent keeps its output's front frozen; it is freed
+		 * below, so nobody else reads it any more */
+		if (fd >= 0 && evbuffer_unfreeze(out, 1) == 0 &&
+		    evbuffer_copyout(out, last, queued) == (ev_ssize_t)queued) {
+			memcpy(last + queued, quit, sizeof quit);
+			if (send(fd, last, queued + sizeof quit, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+				log_debug("event=milter-quit milter=%s error=\"%s\"", r->m->name,
+					  strerror(errno));
+		}
 	}
 	bufferevent_free(r->bev);
 	r->bev = NULL;

@@ -352,6 +352,8 @@ static void run_conn(const char *replies, const char *asks, enum conf_milter_fai
 	}
 	answers[n] = '\0';
 	milter_conn_free(c);
+	/* the socket is closed on the loop's next turn (bufferevent_free) */
+	assert_int_not_equal(event_base_loop(base, EVLOOP_NONBLOCK), -1);
 	assert_int_equal(pthread_join(th, NULL), 0);
 	memcpy(seen, ff.seen, ff.nseen + 1);
 	event_base_free(base);
@@ -371,6 +373,10 @@ static void test_conn_steps(void **state)
 		/* each step once, a recipient refused alone, RSET aborts, the
 		 * next MAIL goes over the same connection, QUIT at the end */
 		{"ccccrc", "HMRRAM", MILTER_ON_FAILURE_TEMPFAIL, "aaaara", "OCHMRRAMQ"},
+		/* RSET, then QUIT: the abort goes at the RSET */
+		{"", "HMRA", MILTER_ON_FAILURE_TEMPFAIL, "aaaa", "OCHMRAQ"},
+		/* RSET with no transaction: nothing to abort */
+		{"", "HA", MILTER_ON_FAILURE_TEMPFAIL, "aa", "OCHQ"},
 		/* a tempfail at MAIL: the next MAIL aborts that one first */
 		{"cct", "HMM", MILTER_ON_FAILURE_TEMPFAIL, "aata", "OCHMAMQ"},
 		/* a filter gone at HELO is failed for the session: on-failure
@@ -383,6 +389,11 @@ static void test_conn_steps(void **state)
 		{"a", "HMR", MILTER_ON_FAILURE_TEMPFAIL, "aaaa", "OCQ"},
 		/* a reject at the connection is the connection's answer */
 		{"r", "", MILTER_ON_FAILURE_TEMPFAIL, "r", "OCQ"},
+		/* gone at the connection: on-failure there and after */
+		{"x", "H", MILTER_ON_FAILURE_TEMPFAIL, "TT", "OC"},
+		/* discard at MAIL: the recipients are not asked (the end of
+		 * the message is answered with the discard) */
+		{"ccd", "HMRR", MILTER_ON_FAILURE_TEMPFAIL, "aadaa", "OCHMQ"},
 	};
 	for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
 		char answers[16], seen[32];
