@@ -55,13 +55,15 @@ struct smtp_filter_client {
 
 struct smtp_filter;
 
-/* Take msg (begun with env, env->id set) through the filters; done runs
- * later on the loop, once, unless smtp_filter_cancel() comes first.  env
- * is copied. */
+/* Take msg (begun with env, env->id set) through the filters over the
+ * session's connections (c->milters: DATA, the header, the body and the
+ * end of the message to each in order); done runs later on the loop,
+ * once, unless smtp_filter_cancel() comes first.  env is copied. */
 struct smtp_filter *smtp_filter_start(const struct smtp_filter_client *c,
 				      const struct spool_envelope *env, struct spool_msg *msg,
 				      smtp_filter_done_fn done, void *arg);
-/* The session is gone: stop the filters, throw the message away. */
+/* The session is gone: stop the filters, throw the message away (the
+ * connection of the filter at work is closed; smtp_milters_free() next). */
 void smtp_filter_cancel(struct smtp_filter *f);
 
 /* ---- the steps before DATA ----------------------------------------------
