@@ -1,10 +1,10 @@
-/* milter: one filter asked about one message, on the event loop (the
- * Sendmail milter protocol, version 6, as Postfix's milter8.c speaks it).
- * The steps go out in order, each answered or not as the filter asked in
- * the option negotiation; the body in MILTER_CHUNK_MAX chunks read from
- * the spool file; at the end of the message the modifications are
- * collected up to the final verdict.  Every reply passes
- * milter_reply_parse(); every wait has its deadline. */
+/* milter: one filter's connection for one SMTP session, on the event loop
+ * (the Sendmail milter protocol, version 6, as Postfix's milter8.c speaks
+ * it).  Each ask sends the steps of one phase, each answered or not as
+ * the filter asked in the option negotiation; the body in
+ * MILTER_CHUNK_MAX chunks read from the spool file; at the end of the
+ * message the modifications are collected up to the final verdict.
+ * Every reply passes milter_reply_parse(); every wait has its deadline. */
 #include "filter/milter.h"
 
 #include <errno.h>
@@ -27,27 +27,37 @@ enum {
 	MILTER_OUT_HIGH = 256 * 1024,   /* unanswered steps queued, at most, before waiting */
 	MILTER_MODS_MAX = 1000,         /* modifications of one message */
 	MILTER_MODS_BYTES_MAX = 1 << 20, /* their names and values together */
+	MILTER_CLOSE_FLUSH_MAX = 64,    /* queued bytes sent before SMFIC_QUIT at the end */
 };
 
 enum milter_step {
 	STEP_NEGOTIATE, STEP_CONNECT, STEP_HELO, STEP_MAIL, STEP_RCPT, STEP_DATA,
 	STEP_HEADER, STEP_EOH, STEP_BODY, STEP_EOB,
+	STEP_DONE,              /* the phase's steps are answered: continue */
 };
 
-struct milter_run {
+struct milter_conn {
 	const struct conf_milter *m;
-	struct milter_info info;
+	struct milter_info info;        /* of the current ask */
 	milter_done_fn done;
 	void *arg;
 	struct bufferevent *bev;
 	struct event *timer;
+	enum milter_phase phase;
 	enum milter_step step;
 	bool connected;
+	bool asking;            /* an ask runs: done() is due once */
 	bool waiting;           /* a reply is due */
 	bool blocked;           /* waiting for the output to drain */
 	bool finished;          /* done() is due on the next turn of the loop */
+	bool failed;            /* for the rest of the session: on-failure answers */
+	bool in_txn;            /* the filter saw MAIL, not yet the end of the message */
+	bool session_accepted;  /* SMFIR_ACCEPT at connect or HELO: nothing more is sent */
+	bool txn_accepted;      /* ... at MAIL or RCPT: nothing more of this message */
+	bool session_discard;   /* SMFIR_DISCARD at connect or HELO: every message */
+	bool txn_discard;       /* ... at MAIL or RCPT: this message */
 	uint32_t actions, protocol;
-	size_t rcpt, hdr;
+	size_t hdr;
 	struct milter_headers hdrs;
 	off_t body_at, body_end; /* in info.fd */
 	size_t mods_bytes;
@@ -57,26 +67,35 @@ struct milter_run {
 
 /* ---- the end of a run --------------------------------------------------- */
 
-static void milter_close(struct milter_run *r)
+static void milter_close(struct milter_conn *r)
 {
 	if (!r->bev)
 		return;
-	if (r->connected && evbuffer_get_length(bufferevent_get_output(r->bev)) == 0) {
-		/* SMFIC_QUIT, best effort, when nothing else is on its way: the
-		 * filter also takes the close as one */
+	struct evbuffer *out = bufferevent_get_output(r->bev);
+	size_t queued = evbuffer_get_length(out);
+	if (r->connected && queued <= MILTER_CLOSE_FLUSH_MAX) {
+		/* what is still queued (an SMFIC_ABORT), then SMFIC_QUIT, best
+		 * effort, when that is little: the filter also takes the close
+		 * as one */
 		static const uint8_t quit[5] = {0, 0, 0, 1, MILTER_CMD_QUIT};
+		uint8_t last[MILTER_CLOSE_FLUSH_MAX + sizeof quit];
 		evutil_socket_t fd = bufferevent_getfd(r->bev);
-		if (fd >= 0 && send(fd, quit, sizeof quit, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
-			log_debug("event=milter-quit milter=%s error=\"%s\"", r->m->name,
-				  strerror(errno));
+		/* the bufferevent keeps its output's front frozen; it is freed
+		 * below, so nobody else reads it any more */
+		if (fd >= 0 && evbuffer_unfreeze(out, 1) == 0 &&
+		    evbuffer_copyout(out, last, queued) == (ev_ssize_t)queued) {
+			memcpy(last + queued, quit, sizeof quit);
+			if (send(fd, last, queued + sizeof quit, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+				log_debug("event=milter-quit milter=%s error=\"%s\"", r->m->name,
+					  strerror(errno));
+		}
 	}
 	bufferevent_free(r->bev);
 	r->bev = NULL;
 }
 
-static void milter_finish(struct milter_run *r)
+static void milter_finish(struct milter_conn *r)
 {
-	milter_close(r);
 	r->finished = true;
 	static const struct timeval now = {0, 0};
 	evtimer_add(r->timer, &now); /* done() runs on the next turn, never inside start */
@@ -108,15 +127,26 @@ static enum milter_verdict milter_failure_verdict(enum conf_milter_failure f)
 	return MILTER_VERDICT_TEMPFAIL;
 }
 
-/* The filter is down, too slow or spoke garbage: nothing it said counts. */
-static void milter_fail(struct milter_run *r, const char *why)
+static const char *milter_failure_name(enum conf_milter_failure f)
 {
-	if (r->finished)
+	return f == MILTER_ON_FAILURE_ACCEPT ? "accept"
+	       : f == MILTER_ON_FAILURE_REJECT ? "reject" : "tempfail";
+}
+
+/* The filter is down, too slow or spoke garbage: nothing it said counts,
+ * now or later in the session. */
+static void milter_fail(struct milter_conn *r, const char *why)
+{
+	if (r->failed)
 		return;
-	log_warn("event=milter-error milter=%s id=%s step=%d reason=\"%s\" on_failure=%s",
-		 r->m->name, r->info.queue_id, (int)r->step, why,
-		 r->m->on_failure == MILTER_ON_FAILURE_ACCEPT ? "accept"
-		 : r->m->on_failure == MILTER_ON_FAILURE_REJECT ? "reject" : "tempfail");
+	r->failed = true;
+	log_warn("event=milter-error milter=%s session=%s id=%s step=%d reason=\"%s\" "
+		 "on_failure=%s", r->m->name, r->info.session ? r->info.session : "-",
+		 r->info.queue_id ? r->info.queue_id : "-", (int)r->step, why,
+		 milter_failure_name(r->m->on_failure));
+	milter_close(r);
+	if (!r->asking || r->finished)
+		return; /* between steps, or after the verdict: the next ask learns */
 	milter_free_mods(&r->res);
 	free(r->res.reply);
 	r->res.reply = NULL;
@@ -126,19 +156,41 @@ static void milter_fail(struct milter_run *r, const char *why)
 	milter_finish(r);
 }
 
-static void milter_verdict(struct milter_run *r, enum milter_verdict v)
+/* SMFIR_ACCEPT and SMFIR_DISCARD before the end of a message hold for
+ * the session (connect, HELO) or the transaction (MAIL, RCPT). */
+static void milter_note_early(struct milter_conn *r, enum milter_verdict v)
 {
+	bool session = r->phase <= MILTER_PHASE_HELO;
+	if (v == MILTER_VERDICT_ACCEPT && r->step != STEP_DONE && r->phase != MILTER_PHASE_DATA) {
+		if (session)
+			r->session_accepted = true;
+		else
+			r->txn_accepted = true;
+	} else if (v == MILTER_VERDICT_DISCARD && r->phase != MILTER_PHASE_DATA) {
+		if (session)
+			r->session_discard = true;
+		else
+			r->txn_discard = true;
+	}
+}
+
+static void milter_verdict(struct milter_conn *r, enum milter_verdict v)
+{
+	milter_note_early(r, v);
+	if (r->phase == MILTER_PHASE_DATA && r->step == STEP_EOB)
+		r->in_txn = false; /* the filter is ready for the next MAIL */
 	r->res.verdict = v;
 	if (v != MILTER_VERDICT_ACCEPT)
 		milter_free_mods(&r->res); /* nothing is delivered: changes are moot */
 	milter_finish(r);
 }
 
-static void milter_free(struct milter_run *r)
+static void milter_free(struct milter_conn *r)
 {
 	milter_close(r);
 	event_free(r->timer);
 	milter_headers_free(&r->hdrs);
+	milter_result_free(&r->res);
 	free(r);
 }
 
@@ -149,18 +201,16 @@ void milter_result_free(struct milter_result *res)
 	memset(res, 0, sizeof *res);
 }
 
-void milter_run_cancel(struct milter_run *r)
+void milter_conn_free(struct milter_conn *r)
 {
-	if (!r)
-		return;
-	milter_result_free(&r->res);
-	milter_free(r);
+	if (r)
+		milter_free(r);
 }
 
 /* The deadline of the current wait, or the due done(). */
 static void milter_on_timer(evutil_socket_t fd, short what, void *arg)
 {
-	struct milter_run *r = arg;
+	struct milter_conn *r = arg;
 	if (!r->finished) {
 		milter_fail(r, r->connected ? "timeout" : "connect timeout");
 		return;
@@ -169,13 +219,18 @@ static void milter_on_timer(evutil_socket_t fd, short what, void *arg)
 	milter_done_fn done = r->done;
 	void *darg = r->arg;
 	memset(&r->res, 0, sizeof r->res);
-	milter_free(r);
+	r->asking = r->finished = r->waiting = r->blocked = false;
+	r->done = NULL;
+	r->arg = NULL;
+	const char *sid = r->info.session; /* the session outlives its filters */
+	memset(&r->info, 0, sizeof r->info); /* the rest was borrowed for the step */
+	r->info.session = sid;
 	struct milter_result *out = xmalloc(sizeof *out);
 	*out = res;
 	done(darg, out);
 }
 
-static void milter_arm(struct milter_run *r)
+static void milter_arm(struct milter_conn *r)
 {
 	struct timeval tv = {r->connected ? r->m->timeout : r->m->connect_timeout, 0};
 	evtimer_add(r->timer, &tv);
@@ -183,7 +238,7 @@ static void milter_arm(struct milter_run *r)
 
 /* ---- sending ------------------------------------------------------------ */
 
-static bool milter_send(struct milter_run *r, struct milter_packet *p)
+static bool milter_send(struct milter_conn *r, struct milter_packet *p)
 {
 	if (!milter_packet_end(p)) {
 		milter_fail(r, "command too long");
@@ -207,7 +262,7 @@ static void milter_macro(struct milter_packet *p, const char *name, const char *
 }
 
 /* SMFIC_MACRO for the command code: what filters read with smfi_getsymval. */
-static bool milter_send_macros(struct milter_run *r, char code)
+static bool milter_send_macros(struct milter_conn *r, char code)
 {
 	const struct milter_info *in = &r->info;
 	struct milter_packet p;
@@ -230,7 +285,7 @@ static bool milter_send_macros(struct milter_run *r, char code)
 		milter_macro(&p, "{mail_addr}", in->sender);
 		break;
 	case MILTER_CMD_RCPT:
-		milter_macro(&p, "{rcpt_addr}", in->rcpts[r->rcpt]);
+		milter_macro(&p, "{rcpt_addr}", in->rcpt);
 		break;
 	default:
 		milter_macro(&p, "i", in->queue_id);
@@ -239,7 +294,7 @@ static bool milter_send_macros(struct milter_run *r, char code)
 	return milter_send(r, &p);
 }
 
-static bool milter_send_connect(struct milter_run *r)
+static bool milter_send_connect(struct milter_conn *r)
 {
 	const struct milter_info *in = &r->info;
 	struct milter_packet p;
@@ -258,7 +313,7 @@ static bool milter_send_connect(struct milter_run *r)
 	return milter_send(r, &p);
 }
 
-static bool milter_send_path(struct milter_run *r, char cmd, const char *address)
+static bool milter_send_path(struct milter_conn *r, char cmd, const char *address)
 {
 	struct milter_packet p;
 	milter_packet_begin(&p, cmd);
@@ -268,7 +323,7 @@ static bool milter_send_path(struct milter_run *r, char cmd, const char *address
 	return milter_send(r, &p);
 }
 
-static bool milter_send_strings(struct milter_run *r, char cmd, const char *s1, const char *s2)
+static bool milter_send_strings(struct milter_conn *r, char cmd, const char *s1, const char *s2)
 {
 	struct milter_packet p;
 	milter_packet_begin(&p, cmd);
@@ -279,7 +334,7 @@ static bool milter_send_strings(struct milter_run *r, char cmd, const char *s1, 
 	return milter_send(r, &p);
 }
 
-static bool milter_send_negotiate(struct milter_run *r)
+static bool milter_send_negotiate(struct milter_conn *r)
 {
 	struct milter_packet p;
 	milter_packet_begin(&p, MILTER_CMD_OPTNEG);
@@ -289,7 +344,7 @@ static bool milter_send_negotiate(struct milter_run *r)
 	return milter_send(r, &p);
 }
 
-static bool milter_send_body_chunk(struct milter_run *r)
+static bool milter_send_body_chunk(struct milter_conn *r)
 {
 	off_t left = r->body_end - r->body_at;
 	size_t want = left < MILTER_CHUNK_MAX ? (size_t)left : MILTER_CHUNK_MAX;
@@ -332,44 +387,40 @@ static const struct milter_step_rule milter_rules[] = {
 	[STEP_EOH] = {MILTER_STAGE_DATA, MILTER_P_NOEOH, MILTER_P_NR_EOH, MILTER_CMD_EOH},
 	[STEP_BODY] = {MILTER_STAGE_DATA, MILTER_P_NOBODY, MILTER_P_NR_BODY, 0},
 	[STEP_EOB] = {0, 0, 0, MILTER_CMD_BODYEOB},
+	[STEP_DONE] = {0, 0, 0, 0},
 };
 
 /* The step after the current one (a repeated step: its next item). */
-static enum milter_step milter_next_step(struct milter_run *r)
+static enum milter_step milter_next_step(struct milter_conn *r)
 {
 	switch (r->step) {
 	case STEP_NEGOTIATE: return STEP_CONNECT;
-	case STEP_CONNECT: return r->info.helo ? STEP_HELO : STEP_MAIL;
-	case STEP_HELO: return STEP_MAIL;
-	case STEP_MAIL:
-		r->rcpt = 0;
-		return r->info.nrcpts ? STEP_RCPT : STEP_DATA;
-	case STEP_RCPT: return ++r->rcpt < r->info.nrcpts ? STEP_RCPT : STEP_DATA;
+	case STEP_CONNECT: case STEP_HELO: case STEP_MAIL: case STEP_RCPT: return STEP_DONE;
 	case STEP_DATA:
 		r->hdr = 0;
 		return r->hdrs.n ? STEP_HEADER : STEP_EOH;
 	case STEP_HEADER: return ++r->hdr < r->hdrs.n ? STEP_HEADER : STEP_EOH;
 	case STEP_EOH: return r->body_at < r->body_end ? STEP_BODY : STEP_EOB;
 	case STEP_BODY: return r->body_at < r->body_end ? STEP_BODY : STEP_EOB;
-	case STEP_EOB: break;
+	case STEP_EOB: case STEP_DONE: break;
 	}
-	return STEP_EOB;
+	return STEP_DONE;
 }
 
-static bool milter_step_skipped(const struct milter_run *r, enum milter_step st)
+static bool milter_step_skipped(const struct milter_conn *r, enum milter_step st)
 {
 	const struct milter_step_rule *rule = &milter_rules[st];
 	return (rule->stage && !(r->m->stages & rule->stage)) || (r->protocol & rule->skip);
 }
 
-static bool milter_send_step(struct milter_run *r)
+static bool milter_send_step(struct milter_conn *r)
 {
 	switch (r->step) {
 	case STEP_NEGOTIATE: return milter_send_negotiate(r);
 	case STEP_CONNECT: return milter_send_connect(r);
 	case STEP_HELO: return milter_send_strings(r, MILTER_CMD_HELO, r->info.helo, NULL);
 	case STEP_MAIL: return milter_send_path(r, MILTER_CMD_MAIL, r->info.sender);
-	case STEP_RCPT: return milter_send_path(r, MILTER_CMD_RCPT, r->info.rcpts[r->rcpt]);
+	case STEP_RCPT: return milter_send_path(r, MILTER_CMD_RCPT, r->info.rcpt);
 	case STEP_DATA: return milter_send_strings(r, MILTER_CMD_DATA, NULL, NULL);
 	case STEP_HEADER:
 		return milter_send_strings(r, MILTER_CMD_HEADER, r->hdrs.v[r->hdr].name,
@@ -377,14 +428,19 @@ static bool milter_send_step(struct milter_run *r)
 	case STEP_EOH: return milter_send_strings(r, MILTER_CMD_EOH, NULL, NULL);
 	case STEP_BODY: return milter_send_body_chunk(r);
 	case STEP_EOB: return milter_send_strings(r, MILTER_CMD_BODYEOB, NULL, NULL);
+	case STEP_DONE: break;
 	}
 	return false;
 }
 
 /* Send steps until one wants a reply, or the output is full. */
-static void milter_advance(struct milter_run *r)
+static void milter_advance(struct milter_conn *r)
 {
 	while (!r->finished) {
+		if (r->step == STEP_DONE) {
+			milter_verdict(r, MILTER_VERDICT_ACCEPT); /* every step continued */
+			return;
+		}
 		const struct milter_step_rule *rule = &milter_rules[r->step];
 		bool skipped = milter_step_skipped(r, r->step);
 		if (rule->macros && !milter_send_macros(r, rule->macros))
@@ -417,7 +473,7 @@ static char *milter_strip_path(const char *s)
 	return xstrdup(s);
 }
 
-static bool milter_mod_allowed(const struct milter_run *r, char cmd)
+static bool milter_mod_allowed(const struct milter_conn *r, char cmd)
 {
 	switch (cmd) {
 	case MILTER_R_ADDHEADER: case MILTER_R_INSHEADER: return r->actions & MILTER_ACT_ADDHDRS;
@@ -432,7 +488,7 @@ static bool milter_mod_allowed(const struct milter_run *r, char cmd)
 	return false;
 }
 
-static void milter_add_mod(struct milter_run *r, const struct milter_reply *rep)
+static void milter_add_mod(struct milter_conn *r, const struct milter_reply *rep)
 {
 	size_t bytes = strlen(rep->s1) + (rep->s2 ? strlen(rep->s2) : 0);
 	if (r->res.nmods >= MILTER_MODS_MAX || r->mods_bytes + bytes > MILTER_MODS_BYTES_MAX) {
@@ -455,7 +511,7 @@ static void milter_add_mod(struct milter_run *r, const struct milter_reply *rep)
 	m->value = is_header && rep->s2 ? xstrdup(rep->s2) : NULL;
 }
 
-static void milter_add_body(struct milter_run *r, const struct milter_reply *rep)
+static void milter_add_body(struct milter_conn *r, const struct milter_reply *rep)
 {
 	if (rep->len > r->info.body_max - r->res.body_len) {
 		milter_fail(r, "replaced body too long");
@@ -476,7 +532,7 @@ static void milter_add_body(struct milter_run *r, const struct milter_reply *rep
 }
 
 /* A verdict that ends the run, at any step. */
-static bool milter_final_reply(struct milter_run *r, const struct milter_reply *rep)
+static bool milter_final_reply(struct milter_conn *r, const struct milter_reply *rep)
 {
 	switch (rep->cmd) {
 	case MILTER_R_ACCEPT:
@@ -500,7 +556,7 @@ static bool milter_final_reply(struct milter_run *r, const struct milter_reply *
 }
 
 /* At the end of the message: modifications, then the verdict. */
-static void milter_eob_reply(struct milter_run *r, const struct milter_reply *rep)
+static void milter_eob_reply(struct milter_conn *r, const struct milter_reply *rep)
 {
 	if (rep->cmd == MILTER_R_CONTINUE) {
 		milter_verdict(r, MILTER_VERDICT_ACCEPT);
@@ -520,7 +576,7 @@ static void milter_eob_reply(struct milter_run *r, const struct milter_reply *re
 		milter_add_mod(r, rep);
 }
 
-static void milter_negotiated(struct milter_run *r, const struct milter_reply *rep)
+static void milter_negotiated(struct milter_conn *r, const struct milter_reply *rep)
 {
 	if (rep->cmd != MILTER_R_OPTNEG || rep->version < 2 || rep->version > MILTER_VERSION) {
 		milter_fail(r, "bad option negotiation");
@@ -536,7 +592,7 @@ static void milter_negotiated(struct milter_run *r, const struct milter_reply *r
 	milter_advance(r);
 }
 
-static void milter_step_reply(struct milter_run *r, const struct milter_reply *rep)
+static void milter_step_reply(struct milter_conn *r, const struct milter_reply *rep)
 {
 	if (rep->cmd == MILTER_R_CONTINUE) {
 		r->step = milter_next_step(r);
@@ -551,9 +607,9 @@ static void milter_step_reply(struct milter_run *r, const struct milter_reply *r
 	}
 }
 
-static void milter_reply(struct milter_run *r, const struct milter_reply *rep)
+static void milter_reply(struct milter_conn *r, const struct milter_reply *rep)
 {
-	if (!r->waiting) {
+	if (!r->waiting || r->finished) {
 		milter_fail(r, "reply not asked for");
 		return;
 	}
@@ -573,9 +629,9 @@ static void milter_reply(struct milter_run *r, const struct milter_reply *rep)
 
 static void milter_on_read(struct bufferevent *bev, void *arg)
 {
-	struct milter_run *r = arg;
+	struct milter_conn *r = arg;
 	struct evbuffer *in = bufferevent_get_input(bev);
-	while (!r->finished) {
+	while (r->bev) {
 		size_t avail = evbuffer_get_length(in);
 		if (avail < 4)
 			return;
@@ -606,7 +662,7 @@ static void milter_on_read(struct bufferevent *bev, void *arg)
 
 static void milter_on_write(struct bufferevent *bev, void *arg)
 {
-	struct milter_run *r = arg;
+	struct milter_conn *r = arg;
 	if (!r->blocked || r->finished)
 		return;
 	r->blocked = false;
@@ -615,7 +671,7 @@ static void milter_on_write(struct bufferevent *bev, void *arg)
 
 static void milter_on_event(struct bufferevent *bev, short what, void *arg)
 {
-	struct milter_run *r = arg;
+	struct milter_conn *r = arg;
 	if (what & BEV_EVENT_CONNECTED) {
 		r->connected = true;
 		milter_advance(r);
@@ -632,7 +688,7 @@ static void milter_on_event(struct bufferevent *bev, short what, void *arg)
 
 /* ---- start -------------------------------------------------------------- */
 
-static int milter_connect(struct milter_run *r)
+static int milter_connect(struct milter_conn *r)
 {
 	if (r->m->unix_path) {
 		struct sockaddr_un sun = {.sun_family = AF_UNIX};
@@ -646,25 +702,111 @@ static int milter_connect(struct milter_run *r)
 					  (int)r->m->inet.len);
 }
 
-struct milter_run *milter_run_start(struct event_base *base, const struct conf_milter *m,
-				    const struct milter_info *info, milter_done_fn done,
-				    void *arg)
+/* The message's header fields and body range, for the DATA phase. */
+static bool milter_read_message(struct milter_conn *r)
 {
-	struct milter_run *r = xcalloc(1, sizeof *r);
+	milter_headers_free(&r->hdrs);
+	memset(&r->hdrs, 0, sizeof r->hdrs);
+	if (milter_headers_read(r->info.fd, r->info.offset, r->info.size, &r->hdrs) < 0)
+		return false;
+	r->body_at = r->info.offset + r->hdrs.body_offset;
+	r->body_end = r->info.offset + r->info.size;
+	return true;
+}
+
+static void milter_send_abort(struct milter_conn *r)
+{
+	static const uint8_t abort_cmd[5] = {0, 0, 0, 1, MILTER_CMD_ABORT};
+	r->in_txn = false;
+	if (r->bev && bufferevent_write(r->bev, abort_cmd, sizeof abort_cmd) < 0)
+		milter_fail(r, "cannot queue a command");
+}
+
+void milter_conn_abort(struct milter_conn *r)
+{
+	r->txn_accepted = r->txn_discard = false;
+	if (r->in_txn && !r->asking && !r->failed)
+		milter_send_abort(r);
+}
+
+/* An ask that is answered without the filter: it failed before, or
+ * accepted (or discarded) what this step belongs to. */
+static bool milter_answer_at_once(struct milter_conn *r)
+{
+	bool data = r->phase == MILTER_PHASE_DATA;
+	bool in_txn = r->phase >= MILTER_PHASE_RCPT;
+	if (r->failed) {
+		r->res.failed = true;
+		r->res.why = "failed earlier in the session";
+		r->res.verdict = milter_failure_verdict(r->m->on_failure);
+	} else if (data && (r->session_discard || r->txn_discard)) {
+		r->res.verdict = MILTER_VERDICT_DISCARD;
+	} else if (r->session_accepted || r->session_discard ||
+		   (in_txn && (r->txn_accepted || r->txn_discard))) {
+		r->res.verdict = MILTER_VERDICT_ACCEPT;
+	} else {
+		return false;
+	}
+	milter_finish(r);
+	return true;
+}
+
+static enum milter_step milter_first_step(enum milter_phase phase)
+{
+	switch (phase) {
+	case MILTER_PHASE_CONNECT: return STEP_CONNECT;
+	case MILTER_PHASE_HELO: return STEP_HELO;
+	case MILTER_PHASE_MAIL: return STEP_MAIL;
+	case MILTER_PHASE_RCPT: return STEP_RCPT;
+	case MILTER_PHASE_DATA: break;
+	}
+	return STEP_DATA;
+}
+
+void milter_conn_ask(struct milter_conn *r, enum milter_phase phase,
+		     const struct milter_info *info, milter_done_fn done, void *arg)
+{
+	if (r->asking)
+		fatal("milter: a step asked while another runs");
+	r->info = *info;
+	r->done = done;
+	r->arg = arg;
+	r->asking = true;
+	r->phase = phase;
+	r->step = milter_first_step(phase);
+	memset(&r->res, 0, sizeof r->res);
+	r->mods_bytes = r->body_cap = 0;
+	if (phase == MILTER_PHASE_MAIL)
+		r->txn_accepted = r->txn_discard = false;
+	if (milter_answer_at_once(r))
+		return;
+	if (phase <= MILTER_PHASE_MAIL && r->in_txn)
+		milter_send_abort(r); /* a transaction it saw begin is over */
+	if (phase == MILTER_PHASE_MAIL)
+		r->in_txn = true;
+	if (phase == MILTER_PHASE_DATA && !milter_read_message(r)) {
+		milter_fail(r, "cannot read the message");
+		return;
+	}
+	if (!r->failed)
+		milter_advance(r);
+}
+
+struct milter_conn *milter_conn_open(struct event_base *base, const struct conf_milter *m,
+				     const struct milter_info *info, milter_done_fn done,
+				     void *arg)
+{
+	struct milter_conn *r = xcalloc(1, sizeof *r);
 	r->m = m;
 	r->info = *info;
 	r->done = done;
 	r->arg = arg;
+	r->asking = true;
+	r->phase = MILTER_PHASE_CONNECT;
 	r->timer = evtimer_new(base, milter_on_timer, r);
 	if (!r->timer)
 		fatal("milter: cannot make a timer");
 	r->step = STEP_NEGOTIATE;
-	if (milter_headers_read(info->fd, info->offset, info->size, &r->hdrs) < 0) {
-		milter_fail(r, "cannot read the message");
-		return r;
-	}
-	r->body_at = info->offset + r->hdrs.body_offset;
-	r->body_end = info->offset + info->size;
 	r->bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
 	if (!r->bev)
 		fatal("milter: cannot make a socket buffer");

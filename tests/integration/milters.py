@@ -50,14 +50,16 @@ def _stop_pid(proc):
 class TestFilter:
     __test__ = False  # not a pytest class
 
-    def __init__(self, binary, folder, unix=False):
-        """On a loopback port, or (unix) on a Unix socket in folder."""
+    def __init__(self, binary, folder, unix=False, env=None):
+        """On a loopback port, or (unix) on a Unix socket in folder; env:
+        more environment (TESTFILTER_CONNECT, TESTFILTER_EVENTS)."""
         self.port = free_port()
         self.path = os.path.join(folder, f"testfilter-{self.port}.sock") if unix else None
         self.log_path = os.path.join(folder, f"testfilter-{self.port}.log")
         self.log = open(self.log_path, "wb")
         conn = f"unix:{self.path}" if unix else f"inet:{self.port}@{HOST}"
-        self.proc = subprocess.Popen([binary, conn], stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen([binary, conn], stdout=self.log, stderr=subprocess.STDOUT,
+                                     env={**os.environ, **(env or {})})
         wait_until(lambda: self._listening() or self.proc.poll() is not None, 10,
                    what="the test filter's socket")
         assert self.proc.poll() is None, f"testfilter exited: {open(self.log_path).read()}"
@@ -77,7 +79,11 @@ class TestFilter:
         return f"unix:{self.path}" if self.path else f"inet:{HOST}:{self.port}"
 
     def stop(self):
-        _stop_pid(self.proc)
+        # SIGKILL, by PID: on SIGTERM libmilter waits about 5 s for its
+        # idle worker threads, and the filter keeps nothing worth a clean exit
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=STOP_TIMEOUT)
         self.log.close()
 
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from helpers import maildir_files, split_message, wait_until
+from helpers import CLIENT_HELO, maildir_files, split_message, wait_until
 from milters import GarbageMilter, Rspamd, ScriptedMilter, SilentMilter, TestFilter
 from milters import _packet as _pkt
 
@@ -50,16 +50,18 @@ def message(action=None, subject="hello", extra="", body="Hello Bob.\r\n"):
 
 
 def send(d, rcpts=("bob@example.test",), helo=None, **kw):
+    """One message in a session of its own: the first refusal (of the
+    greeting, EHLO, MAIL or RCPT), else the reply at the end of data."""
     c = d.connect()
-    c.greeting()
-    if helo:
-        c.ehlo(helo)
-    else:
-        c.ehlo()
-    c.expect("MAIL FROM:<alice@example.org>", 250)
-    for r in rcpts:
-        c.expect(f"RCPT TO:<{r}>", 250)
-    c.expect("DATA", 354)
+    r = c.reply(timeout=30)
+    if r.code != 220:
+        return r
+    for line, code in ([f"EHLO {helo or CLIENT_HELO}", 250],
+                       ["MAIL FROM:<alice@example.org>", 250],
+                       *[[f"RCPT TO:<{x}>", 250] for x in rcpts], ["DATA", 354]):
+        r = c.cmd(line, timeout=30)
+        if r.code != code:
+            return r
     c.send(message(**kw).encode() + b".\r\n")
     r = c.reply(timeout=30)
     c.cmd("QUIT")
@@ -119,12 +121,92 @@ def test_replycode_is_the_filters_own(posthorn, testfilter):
     assert d.messages("bob@example.test") == []
 
 
-def test_reject_at_helo_and_tempfail_at_rcpt(posthorn, testfilter):
+def test_each_step_answered_when_the_client_takes_it(posthorn, testfilter):
+    """A refusal at HELO, MAIL or RCPT answers that command, as Postfix
+    does, and the session goes on: a refused recipient is left out, the
+    message goes to the others."""
     d = start(posthorn, [testfilter.socket])
-    assert send(d, helo="reject-helo", action="none").code == 550
-    assert send(d, rcpts=("bob@example.test", "alice@example.org"),
-                action="none").code == 451
-    assert d.messages("bob@example.test") == []
+    c = d.connect()
+    c.greeting()
+    assert c.cmd("EHLO reject-helo").code == 550
+    r = c.cmd("EHLO tempfail-helo")
+    assert r.code == 451 and "4.7.1" in r.text
+    c.ehlo()
+    r = c.cmd("MAIL FROM:<reject-mail@example.net>")
+    assert r.code == 550 and "5.7.1" in r.text
+    c.expect("RCPT TO:<bob@example.test>", 503)  # the refused MAIL began nothing
+    c.expect("MAIL FROM:<alice@example.org>", 250)
+    c.expect("RCPT TO:<bob@example.test>", 250)
+    r = c.cmd("RCPT TO:<postmaster@example.test>")
+    assert r.code == 550 and "5.7.1" in r.text
+    assert c.cmd("RCPT TO:<alice@example.org>").code == 451
+    c.expect("DATA", 354)
+    c.send(message(action="none").encode() + b".\r\n")
+    assert c.reply(timeout=30).code == 250
+    c.cmd("QUIT")
+    d.wait_messages("bob@example.test", 1)
+    assert d.messages("alice@example.org") == []
+    assert "nrcpt=1 to=<bob@example.test>" in d.log
+
+
+def test_pipelined_steps_and_two_messages_over_one_connection(posthorn, posthorn_bin, tmp_path):
+    """Pipelined commands are answered in order while the filter is asked
+    about each; the session's two messages (and a transaction given up
+    with RSET) go over one filter connection, closed after QUIT."""
+    events = tmp_path / "filter-events"
+    f = TestFilter(os.path.join(os.path.dirname(posthorn_bin), "testfilter"), str(tmp_path),
+                   env={"TESTFILTER_EVENTS": str(events)})
+    try:
+        d = start(posthorn, [f.socket])
+        c = d.connect()
+        c.greeting()
+        c.ehlo()
+        c.send("MAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@example.test>\r\n"
+               "RCPT TO:<postmaster@example.test>\r\nRCPT TO:<carol@example.test>\r\n"
+               "DATA\r\n")
+        assert [c.reply(timeout=30).code for _ in range(5)] == [250, 250, 550, 250, 354]
+        c.send(message(action="addheader").encode() + b".\r\n")
+        assert c.reply(timeout=30).code == 250
+        c.expect("MAIL FROM:<alice@example.org>", 250)
+        c.expect("RSET", 250)
+        c.expect("MAIL FROM:<alice@example.org>", 250)
+        c.expect("RCPT TO:<dave@example.test>", 250)
+        c.expect("DATA", 354)
+        c.send(message(action="addheader").encode() + b".\r\n")
+        assert c.reply(timeout=30).code == 250
+        c.cmd("QUIT")
+        for rcpt in ("bob@example.test", "carol@example.test", "dave@example.test"):
+            [m] = d.wait_messages(rcpt, 1)
+            assert header(m, "X-Test-Added") == [b"yes"]
+        # (the fixture's probe of the filter's port is a close without connect)
+        session = lambda: events.read_text().split()[events.read_text().split().index("connect"):]
+        wait_until(lambda: "close" in session(), 10, what="the filter's close")
+        lines = session()
+        assert lines.count("connect") == 1 and lines.count("close") == 1, lines
+        assert "abort" in lines  # the RSET
+    finally:
+        f.stop()
+
+
+@pytest.mark.parametrize("mode", ["reject", "tempfail"])
+def test_refused_at_connect(posthorn, posthorn_bin, tmp_path, mode):
+    """A filter's refusal of the connection is the greeting: 554 and then
+    only QUIT, or 421 and the connection closed."""
+    f = TestFilter(os.path.join(os.path.dirname(posthorn_bin), "testfilter"), str(tmp_path),
+                   env={"TESTFILTER_CONNECT": mode})
+    try:
+        d = start(posthorn, [f.socket])
+        c = d.connect()
+        r = c.reply(timeout=30)
+        if mode == "reject":
+            assert r.code == 554 and "5.7.1" in r.text
+            c.expect("EHLO client.example.test", 503)
+            c.expect("QUIT", 221)
+        else:
+            assert r.code == 421 and "4.7.0" in r.text
+            assert c.sock.recv(100) == b""  # closed
+    finally:
+        f.stop()
 
 
 # ---- modifications -------------------------------------------------------------
@@ -220,7 +302,9 @@ def test_junk_header_goes_to_junk(posthorn, testfilter):
 
 # ---- failures ----------------------------------------------------------------------
 
-@pytest.mark.parametrize("on_failure,code", [("tempfail", 451), ("reject", 550), ("accept", 250)])
+# a filter that cannot be reached fails at the connection: its on-failure
+# is the greeting (421 for tempfail, 554 for reject, as Postfix answers)
+@pytest.mark.parametrize("on_failure,code", [("tempfail", 421), ("reject", 554), ("accept", 250)])
 def test_filter_down(posthorn, testfilter, on_failure, code):
     testfilter.stop()
     d = start(posthorn, [testfilter.socket], on_failure=on_failure)
@@ -233,7 +317,7 @@ def test_filter_that_hangs_times_out(posthorn):
     try:
         d = start(posthorn, [silent.socket], timeout="1s")
         t0 = time.monotonic()
-        assert send(d, action="none").code == 451
+        assert send(d, action="none").code == 421
         assert time.monotonic() - t0 < 10
         assert 'reason="timeout"' in d.log
     finally:
@@ -244,7 +328,7 @@ def test_filter_that_sends_garbage(posthorn):
     bad = GarbageMilter()
     try:
         d = start(posthorn, [bad.socket], on_failure="reject")
-        assert send(d, action="none").code == 550
+        assert send(d, action="none").code == 554
         assert 'reason="reply too long"' in d.log
         assert d.messages("bob@example.test") == []
     finally:
@@ -290,7 +374,7 @@ def test_rspamd_gtube_rejected_clean_delivered_with_its_headers(posthorn, rspamd
 
 def test_rspamd_stopped_on_failure(posthorn, rspamd):
     rspamd.stop()
-    for on_failure, code in (("tempfail", 451), ("accept", 250), ("reject", 550)):
+    for on_failure, code in (("tempfail", 421), ("accept", 250), ("reject", 554)):
         d = start(posthorn, [rspamd.socket], on_failure=on_failure)
         assert send(d, action="none").code == code, on_failure
 
@@ -364,21 +448,22 @@ def test_stages_left_out_are_not_sent(posthorn, testfilter):
     assert header(m, "X-Test-Added") == []
 
 
-@pytest.mark.parametrize("script,reason", [
+@pytest.mark.parametrize("script,reason,code", [
     # a header value that would start a new field (a Bcc: smuggled in)
     (dict(eom=_pkt(b"h", b"X-Note\0a\r\nBcc: evil@example.net\0") + _pkt(b"c")),
-     "bad header field value"),
+     "bad header field value", 451),
     # a change the filter did not ask for in the negotiation
     (dict(eom=_pkt(b"h", b"X-Note\0yes\0") + _pkt(b"c"), actions=0),
-     "modification not negotiated"),
-    # a change offered before the end of the message, where none may come
-    (dict(eom=_pkt(b"c"), step=_pkt(b"h", b"X-Early\0yes\0")), "unexpected reply"),
+     "modification not negotiated", 451),
+    # a change offered before the end of the message, where none may come:
+    # at the first step, the connection (421 at the greeting)
+    (dict(eom=_pkt(b"c"), step=_pkt(b"h", b"X-Early\0yes\0")), "unexpected reply", 421),
 ])
-def test_filter_replies_are_never_trusted(posthorn, script, reason):
+def test_filter_replies_are_never_trusted(posthorn, script, reason, code):
     fake = ScriptedMilter(**script)
     try:
         d = start(posthorn, [fake.socket])
-        assert send(d, action="none").code == 451
+        assert send(d, action="none").code == code
         assert reason in d.log
         assert d.messages("bob@example.test") == []
     finally:

@@ -2,13 +2,19 @@
  * integration tests (tests/integration/test_milter.py).  What it does
  * with a message is chosen by the message itself:
  *   HELO reject-helo              SMFIS_REJECT at HELO
+ *   HELO tempfail-helo            SMFIS_TEMPFAIL at HELO
+ *   MAIL FROM:<reject-mail@...>   SMFIS_REJECT at MAIL
  *   RCPT TO:<alice@example.org>   SMFIS_TEMPFAIL at RCPT
+ *   RCPT TO:<postmaster@...>      SMFIS_REJECT at RCPT (that recipient only)
  *   X-Test-Action: WORD[,WORD]    at the end of the message, one or more of
  *     accept reject tempfail discard quarantine replycode multiline
  *     addheader insheader chgheader delheader chgfrom addrcpt delrcpt
  *     replbody replbody-big (a 10 MiB body) macros (the macros seen,
  *     as a header field) progress (smfi_progress, then continue)
- * and continue for anything else.
+ * and continue for anything else.  In the environment,
+ * TESTFILTER_CONNECT=reject|tempfail refuses every connection at the
+ * connect step, and TESTFILTER_EVENTS=FILE gets a line per connection
+ * ("connect"), aborted transaction ("abort") and closed one ("close").
  * Usage: testfilter inet:PORT@127.0.0.1 (foreground; SIGTERM stops it). */
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,10 +60,36 @@ static void note_macro(SMFICTX *ctx, struct msg *m, const char *name)
 	snprintf(m->macros + n, sizeof m->macros - n, "%s%s=%s", n ? " " : "", name, v ? v : "-");
 }
 
+/* A line in TESTFILTER_EVENTS, when set. */
+static void note_event(const char *what)
+{
+	const char *path = getenv("TESTFILTER_EVENTS");
+	if (!path)
+		return;
+	FILE *f = fopen(path, "a");
+	if (!f)
+		return;
+	fprintf(f, "%s\n", what);
+	fclose(f);
+}
+
+static sfsistat tf_connect(SMFICTX *ctx, char *name, struct sockaddr *addr)
+{
+	const char *mode = getenv("TESTFILTER_CONNECT");
+	note_event("connect");
+	if (mode && strcmp(mode, "reject") == 0)
+		return SMFIS_REJECT;
+	if (mode && strcmp(mode, "tempfail") == 0)
+		return SMFIS_TEMPFAIL;
+	return SMFIS_CONTINUE;
+}
+
 static sfsistat tf_helo(SMFICTX *ctx, char *helo)
 {
 	if (strcmp(helo, "reject-helo") == 0)
 		return SMFIS_REJECT;
+	if (strcmp(helo, "tempfail-helo") == 0)
+		return SMFIS_TEMPFAIL;
 	return SMFIS_CONTINUE;
 }
 
@@ -74,7 +106,8 @@ static sfsistat tf_envfrom(SMFICTX *ctx, char **argv)
 	note_macro(ctx, m, "{auth_authen}");
 	note_macro(ctx, m, "{tls_version}");
 	note_macro(ctx, m, "{cipher}");
-	note_macro(ctx, m, "i");
+	if (strncasecmp(argv[0], "<reject-mail@", 13) == 0)
+		return SMFIS_REJECT;
 	return SMFIS_CONTINUE;
 }
 
@@ -85,6 +118,8 @@ static sfsistat tf_envrcpt(SMFICTX *ctx, char **argv)
 		note_macro(ctx, m, "{rcpt_addr}");
 	if (strcasecmp(argv[0], "<alice@example.org>") == 0)
 		return SMFIS_TEMPFAIL;
+	if (strncasecmp(argv[0], "<postmaster@", 12) == 0)
+		return SMFIS_REJECT;
 	return SMFIS_CONTINUE;
 }
 
@@ -156,6 +191,7 @@ static sfsistat tf_eom(SMFICTX *ctx)
 	struct msg *m = msg_of(ctx);
 	if (!m)
 		return SMFIS_TEMPFAIL;
+	note_macro(ctx, m, "i"); /* the queue ID: known at the end of the message */
 	if (has(m, "reject"))
 		return SMFIS_REJECT;
 	if (has(m, "tempfail"))
@@ -175,8 +211,15 @@ static sfsistat tf_eom(SMFICTX *ctx)
 	return has(m, "accept") ? SMFIS_ACCEPT : SMFIS_CONTINUE;
 }
 
+static sfsistat tf_abort(SMFICTX *ctx)
+{
+	note_event("abort");
+	return SMFIS_CONTINUE;
+}
+
 static sfsistat tf_close(SMFICTX *ctx)
 {
+	note_event("close");
 	free(smfi_getpriv(ctx));
 	smfi_setpriv(ctx, NULL);
 	return SMFIS_CONTINUE;
@@ -189,12 +232,14 @@ int main(int argc, char **argv)
 		.xxfi_version = SMFI_VERSION,
 		.xxfi_flags = SMFIF_ADDHDRS | SMFIF_CHGHDRS | SMFIF_CHGBODY | SMFIF_ADDRCPT |
 			      SMFIF_DELRCPT | SMFIF_QUARANTINE | SMFIF_CHGFROM,
+		.xxfi_connect = tf_connect,
 		.xxfi_helo = tf_helo,
 		.xxfi_envfrom = tf_envfrom,
 		.xxfi_envrcpt = tf_envrcpt,
 		.xxfi_header = tf_header,
 		.xxfi_body = tf_body,
 		.xxfi_eom = tf_eom,
+		.xxfi_abort = tf_abort,
 		.xxfi_close = tf_close,
 	};
 	if (argc != 2) {

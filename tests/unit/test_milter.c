@@ -1,20 +1,28 @@
 /* test_milter: the milter protocol's packets (filter/milter_proto), the
- * header fields and their changes (filter/milter_msg), the milter and
- * junk-header directives, and the spool's Junk mark and replacement
- * versions that the filters' changes are written as. */
+ * header fields and their changes (filter/milter_msg), a session's
+ * connection to a filter asked step by step (filter/milter, against a
+ * scripted filter on a thread), the milter and junk-header directives,
+ * and the spool's Junk mark and replacement versions that the filters'
+ * changes are written as. */
 #define _GNU_SOURCE /* nftw in unitfs.h */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <event2/event.h>
 
 #include "conf/conf.h"
+#include "filter/milter.h"
 #include "filter/milter_msg.h"
 #include "filter/milter_proto.h"
 #include "queue/spool.h"
@@ -201,6 +209,201 @@ static char *conf_errors(const char *text, struct conf **out)
 	return errs;
 }
 
+/* ---- a session's connection, step by step ----------------------------------
+ * A scripted filter on a thread: it answers the option negotiation with
+ * every action and step, each step that wants a reply with the next
+ * letter of its script ('c' past the end; 'x' closes instead), and notes
+ * every command but the macros. */
+
+struct fake_filter {
+	int lfd;
+	const char *replies;
+	size_t at;
+	char seen[32];
+	size_t nseen;
+};
+
+static int read_full(int fd, void *buf, size_t len)
+{
+	for (size_t got = 0; got < len;) {
+		ssize_t n = read(fd, (char *)buf + got, len - got);
+		if (n <= 0)
+			return -1;
+		got += (size_t)n;
+	}
+	return 0;
+}
+
+static int fake_reply(int fd, char cmd, const void *data, size_t len)
+{
+	uint8_t out[64];
+	size_t n = pkt(out, cmd, data, len);
+	return write(fd, out, n) == (ssize_t)n ? 0 : -1;
+}
+
+/* One command; false at the end of the conversation. */
+static bool fake_step(struct fake_filter *ff, int fd)
+{
+	static const uint8_t optneg[12] = {0, 0, 0, 6, 0, 0, 1, 0xff, 0, 0, 0, 0};
+	uint8_t head[5], data[4096];
+	if (read_full(fd, head, 5) < 0)
+		return false;
+	uint32_t n = (uint32_t)head[0] << 24 | (uint32_t)head[1] << 16 | (uint32_t)head[2] << 8 |
+		     head[3];
+	if (n == 0 || n - 1 > sizeof data || read_full(fd, data, n - 1) < 0)
+		return false;
+	char cmd = (char)head[4];
+	if (cmd != MILTER_CMD_MACRO && ff->nseen < sizeof ff->seen - 1)
+		ff->seen[ff->nseen++] = cmd;
+	if (cmd == MILTER_CMD_QUIT)
+		return false;
+	if (cmd == MILTER_CMD_OPTNEG)
+		return fake_reply(fd, MILTER_R_OPTNEG, optneg, sizeof optneg) == 0;
+	if (cmd == MILTER_CMD_MACRO || cmd == MILTER_CMD_ABORT)
+		return true;
+	char r = ff->replies[ff->at] ? ff->replies[ff->at++] : MILTER_R_CONTINUE;
+	return r != 'x' && fake_reply(fd, r, "", 0) == 0;
+}
+
+static void *fake_filter_run(void *arg)
+{
+	struct fake_filter *ff = arg;
+	int fd = accept(ff->lfd, NULL, NULL);
+	if (fd < 0)
+		return NULL;
+	while (fake_step(ff, fd))
+		;
+	close(fd);
+	return NULL;
+}
+
+struct answer {
+	bool got;
+	enum milter_verdict verdict;
+	bool failed;
+};
+
+static void on_answer(void *arg, struct milter_result *res)
+{
+	struct answer *a = arg;
+	a->got = true;
+	a->verdict = res->verdict;
+	a->failed = res->failed;
+	milter_result_free(res);
+	free(res);
+}
+
+/* The answer as a letter: a(ccept) d(iscard) t(empfail) r(eject), in
+ * capitals when the filter failed. */
+static char wait_answer(struct event_base *base, struct answer *a)
+{
+	while (!a->got)
+		assert_int_not_equal(event_base_loop(base, EVLOOP_ONCE), -1);
+	static const char letters[] = {[MILTER_VERDICT_ACCEPT] = 'a', [MILTER_VERDICT_DISCARD] = 'd',
+				       [MILTER_VERDICT_TEMPFAIL] = 't', [MILTER_VERDICT_REJECT] = 'r'};
+	char c = letters[a->verdict];
+	return a->failed ? (char)(c - 'a' + 'A') : c;
+}
+
+static enum milter_phase phase_of(char step)
+{
+	return step == 'H' ? MILTER_PHASE_HELO : step == 'M' ? MILTER_PHASE_MAIL : MILTER_PHASE_RCPT;
+}
+
+/* Open, then each step of asks (H, M, R; A: the transaction aborted),
+ * then close: the answers (the connection's first) and what the filter
+ * saw. */
+static void run_conn(const char *replies, const char *asks, enum conf_milter_failure on_failure,
+		     char *answers, char *seen)
+{
+	char dir[] = "/tmp/test_milter.XXXXXX";
+	assert_non_null(mkdtemp(dir));
+	char *path = xasprintf("%s/filter.sock", dir);
+	struct fake_filter ff = {.replies = replies};
+	ff.lfd = socket(AF_UNIX, SOCK_STREAM, 0);
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	memcpy(sun.sun_path, path, strlen(path) + 1);
+	assert_int_equal(bind(ff.lfd, (struct sockaddr *)&sun, sizeof sun), 0);
+	assert_int_equal(listen(ff.lfd, 1), 0);
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, fake_filter_run, &ff), 0);
+
+	struct conf_milter m = {.name = "fake", .unix_path = path, .timeout = 5,
+				.connect_timeout = 5, .on_failure = on_failure,
+				.stages = MILTER_STAGE_ALL};
+	struct milter_info info = {.session = "s1", .client_addr = "192.0.2.1",
+				   .client_name = "unknown", .client_family = AF_INET,
+				   .hostname = "mx.example.test", .helo = "client.example.test",
+				   .sender = "a@example.net", .rcpt = "b@example.test", .fd = -1};
+	struct event_base *base = event_base_new();
+	assert_non_null(base);
+	struct answer a = {0};
+	struct milter_conn *c = milter_conn_open(base, &m, &info, on_answer, &a);
+	size_t n = 0;
+	answers[n++] = wait_answer(base, &a);
+	for (const char *step = asks; *step; step++) {
+		if (*step == 'A') {
+			milter_conn_abort(c);
+			continue;
+		}
+		memset(&a, 0, sizeof a);
+		milter_conn_ask(c, phase_of(*step), &info, on_answer, &a);
+		answers[n++] = wait_answer(base, &a);
+	}
+	answers[n] = '\0';
+	milter_conn_free(c);
+	/* the socket is closed on the loop's next turn (bufferevent_free) */
+	assert_int_not_equal(event_base_loop(base, EVLOOP_NONBLOCK), -1);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	memcpy(seen, ff.seen, ff.nseen + 1);
+	event_base_free(base);
+	close(ff.lfd);
+	unlink(path);
+	rmdir(dir);
+	free(path);
+}
+
+static void test_conn_steps(void **state)
+{
+	static const struct {
+		const char *replies, *asks;
+		enum conf_milter_failure on_failure;
+		const char *answers, *seen;
+	} cases[] = {
+		/* each step once, a recipient refused alone, RSET aborts, the
+		 * next MAIL goes over the same connection, QUIT at the end */
+		{"ccccrc", "HMRRAM", MILTER_ON_FAILURE_TEMPFAIL, "aaaara", "OCHMRRAMQ"},
+		/* RSET, then QUIT: the abort goes at the RSET */
+		{"", "HMRA", MILTER_ON_FAILURE_TEMPFAIL, "aaaa", "OCHMRAQ"},
+		/* RSET with no transaction: nothing to abort */
+		{"", "HA", MILTER_ON_FAILURE_TEMPFAIL, "aa", "OCHQ"},
+		/* a tempfail at MAIL: the next MAIL aborts that one first */
+		{"cct", "HMM", MILTER_ON_FAILURE_TEMPFAIL, "aata", "OCHMAMQ"},
+		/* a filter gone at HELO is failed for the session: on-failure
+		 * answers every later step without it */
+		{"cx", "HMR", MILTER_ON_FAILURE_REJECT, "aRRR", "OCH"},
+		{"cx", "HM", MILTER_ON_FAILURE_ACCEPT, "aAA", "OCH"},
+		/* accept at MAIL: nothing more of this message is sent */
+		{"cca", "HMRRM", MILTER_ON_FAILURE_TEMPFAIL, "aaaaaa", "OCHMAMQ"},
+		/* accept at the connection: nothing more of the session */
+		{"a", "HMR", MILTER_ON_FAILURE_TEMPFAIL, "aaaa", "OCQ"},
+		/* a reject at the connection is the connection's answer */
+		{"r", "", MILTER_ON_FAILURE_TEMPFAIL, "r", "OCQ"},
+		/* gone at the connection: on-failure there and after */
+		{"x", "H", MILTER_ON_FAILURE_TEMPFAIL, "TT", "OC"},
+		/* discard at MAIL: the recipients are not asked (the end of
+		 * the message is answered with the discard) */
+		{"ccd", "HMRR", MILTER_ON_FAILURE_TEMPFAIL, "aadaa", "OCHMQ"},
+	};
+	for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+		char answers[16], seen[32];
+		run_conn(cases[i].replies, cases[i].asks, cases[i].on_failure, answers, seen);
+		if (strcmp(answers, cases[i].answers) != 0 || strcmp(seen, cases[i].seen) != 0)
+			fail_msg("case %zu: answers %s (want %s), filter saw %s (want %s)", i, answers,
+				 cases[i].answers, seen, cases[i].seen);
+	}
+}
+
 static void test_conf_milter_block(void **state)
 {
 	struct conf *c;
@@ -324,6 +527,7 @@ int main(void)
 		cmocka_unit_test(test_packet_builder),
 		cmocka_unit_test(test_headers_read_and_changed),
 		cmocka_unit_test(test_headers_without_end_in_bound),
+		cmocka_unit_test(test_conn_steps),
 		cmocka_unit_test(test_conf_milter_block),
 		cmocka_unit_test(test_conf_milter_errors),
 		cmocka_unit_test(test_spool_junk_mark_and_replacement),

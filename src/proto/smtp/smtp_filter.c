@@ -1,7 +1,9 @@
-/* smtp_filter: a server's milters in order, then its junk-header, between
- * the end of DATA and the commit.  Each filter's modifications make a new
- * version of the spooled message (spool_msg_begin_replacement) that the
- * next filter reads and that is finally committed. */
+/* smtp_filter: a session's milters, one connection each for the whole
+ * session, asked in order at each step the client takes; then, between
+ * the end of DATA and the commit, the milters again and the junk-header.
+ * Each filter's modifications make a new version of the spooled message
+ * (spool_msg_begin_replacement) that the next filter reads and that is
+ * finally committed. */
 #include "proto/smtp/smtp_filter.h"
 
 #include <errno.h>
@@ -19,14 +21,29 @@
 
 enum { SMTP_FILTER_COPY_CHUNK = 64 * 1024 };
 
+struct smtp_milters {
+	struct smtp_filter_client c;
+	struct milter_conn **conns;     /* one per milter of the server, in order;
+					 * NULL: not opened (an earlier one refused) */
+	size_t n;
+	enum milter_phase phase;        /* the step being asked */
+	size_t next;                    /* the next milter to ask */
+	char *helo, *tls_version, *cipher; /* owned: what the filters are told */
+	char *sender, *auth_user, *rcpt;
+	struct event *timer;            /* done() on the next turn */
+	struct smtp_filter_outcome out;
+	char *reply;
+	smtp_filter_done_fn done;
+	void *arg;
+};
+
 struct smtp_filter {
 	struct smtp_filter_client c;
 	char *tls_version, *cipher;
 	struct spool_envelope env;      /* owned copy, changed by the filters */
 	struct spool_msg *msg;
 	size_t next;                    /* the next milter */
-	struct milter_run *run;
-	const char **rcpt_list;         /* the run's recipients (env's strings) */
+	bool asking;                    /* milter next - 1 is at work */
 	struct event *timer;            /* done() on the next turn */
 	struct smtp_filter_outcome out;
 	char *reply;
@@ -233,7 +250,11 @@ static void smtp_filter_end(struct smtp_filter *f, enum smtp_filter_verdict v, c
 
 static void smtp_filter_free(struct smtp_filter *f)
 {
-	milter_run_cancel(f->run);
+	struct smtp_milters *ms = f->c.milters;
+	if (f->asking && ms) { /* its answer must never come: the connection goes */
+		milter_conn_free(ms->conns[f->next - 1]);
+		ms->conns[f->next - 1] = NULL;
+	}
 	if (f->msg)
 		spool_msg_abort(f->msg);
 	event_free(f->timer);
@@ -241,7 +262,6 @@ static void smtp_filter_free(struct smtp_filter *f)
 	free(f->tls_version);
 	free(f->cipher);
 	free(f->reply);
-	free(f->rcpt_list);
 	free(f);
 }
 
@@ -302,7 +322,7 @@ static void smtp_filter_milter_done(void *arg, struct milter_result *res)
 {
 	struct smtp_filter *f = arg;
 	const struct conf_milter *m = &f->c.srv->milters[f->next - 1];
-	f->run = NULL;
+	f->asking = false;
 	log_info("event=milter milter=%s id=%s verdict=%s failed=%s mods=%zu body=%s quarantine=%s",
 		 m->name, f->env.id,
 		 res->verdict == MILTER_VERDICT_ACCEPT ? "accept"
@@ -342,17 +362,24 @@ static void smtp_filter_milter_done(void *arg, struct milter_result *res)
 }
 
 /* "TLSv1.3 with cipher NAME (...)" (tls_describe) into its two macros. */
-static void smtp_filter_tls_parts(struct smtp_filter *f)
+static void smtp_filter_tls_split(const char *d, char **version, char **cipher)
 {
-	const char *d = f->c.tls_desc;
+	free(*version);
+	free(*cipher);
+	*version = *cipher = NULL;
 	if (!d)
 		return;
-	f->tls_version = xstrndup(d, strcspn(d, " "));
+	*version = xstrndup(d, strcspn(d, " "));
 	const char *c = strstr(d, " with cipher ");
 	if (c) {
 		c += strlen(" with cipher ");
-		f->cipher = xstrndup(c, strcspn(c, " "));
+		*cipher = xstrndup(c, strcspn(c, " "));
 	}
+}
+
+static void smtp_filter_tls_parts(struct smtp_filter *f)
+{
+	smtp_filter_tls_split(f->c.tls_desc, &f->tls_version, &f->cipher);
 }
 
 static void smtp_filter_next(struct smtp_filter *f)
@@ -361,7 +388,14 @@ static void smtp_filter_next(struct smtp_filter *f)
 		smtp_filter_last(f);
 		return;
 	}
-	const struct conf_milter *m = &f->c.srv->milters[f->next++];
+	struct smtp_milters *ms = f->c.milters;
+	struct milter_conn *conn = ms && f->next < ms->n ? ms->conns[f->next] : NULL;
+	f->next++;
+	if (!conn) { /* never opened: cannot happen in a session that got here */
+		log_err("event=filter-error id=%s error=\"milter not connected\"", f->env.id);
+		smtp_filter_end(f, SMTP_FILTER_TEMPFAIL, NULL);
+		return;
+	}
 	off_t offset;
 	int fd = spool_msg_read_fd(f->msg, &offset);
 	if (fd < 0) {
@@ -370,10 +404,8 @@ static void smtp_filter_next(struct smtp_filter *f)
 		smtp_filter_end(f, SMTP_FILTER_TEMPFAIL, NULL);
 		return;
 	}
-	const char **rcpts = xcalloc(f->env.nrcpts + 1, sizeof *rcpts);
-	for (size_t i = 0; i < f->env.nrcpts; i++)
-		rcpts[i] = f->env.rcpts[i].address;
 	struct milter_info info = {
+		.session = f->c.session,
 		.client_addr = f->c.client_addr,
 		.client_name = f->c.client_name ? f->c.client_name : "unknown",
 		.client_port = f->c.client_port,
@@ -386,17 +418,13 @@ static void smtp_filter_next(struct smtp_filter *f)
 		.tls_version = f->tls_version,
 		.cipher = f->cipher,
 		.sender = f->env.sender,
-		.rcpts = rcpts,
-		.nrcpts = f->env.nrcpts,
 		.fd = fd,
 		.offset = offset,
 		.size = spool_msg_size(f->msg),
 		.body_max = f->c.srv->limits.message_size,
 	};
-	/* the run copies info but not the list: it lives as long as the run */
-	free(f->rcpt_list);
-	f->rcpt_list = rcpts;
-	f->run = milter_run_start(f->c.base, m, &info, smtp_filter_milter_done, f);
+	f->asking = true;
+	milter_conn_ask(conn, MILTER_PHASE_DATA, &info, smtp_filter_milter_done, f);
 }
 
 struct smtp_filter *smtp_filter_start(const struct smtp_filter_client *c,
@@ -421,4 +449,185 @@ void smtp_filter_cancel(struct smtp_filter *f)
 {
 	if (f)
 		smtp_filter_free(f);
+}
+
+/* ---- the steps before DATA ---------------------------------------------- */
+
+static const char *const smtp_milters_phase_names[] = {
+	[MILTER_PHASE_CONNECT] = "connect", [MILTER_PHASE_HELO] = "helo",
+	[MILTER_PHASE_MAIL] = "mail", [MILTER_PHASE_RCPT] = "rcpt", [MILTER_PHASE_DATA] = "data",
+};
+
+static void smtp_milters_end(struct smtp_milters *ms, enum smtp_filter_verdict v,
+			     const char *milter)
+{
+	memset(&ms->out, 0, sizeof ms->out);
+	ms->out.verdict = v;
+	ms->out.milter = milter;
+	ms->out.reply = ms->reply;
+	static const struct timeval now = {0, 0};
+	evtimer_add(ms->timer, &now); /* done() never runs inside the ask */
+}
+
+static void smtp_milters_on_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtp_milters *ms = arg;
+	struct smtp_filter_outcome out = ms->out;
+	char *reply = ms->reply;
+	ms->reply = NULL;
+	smtp_filter_done_fn done = ms->done;
+	void *darg = ms->arg;
+	ms->done = NULL;
+	done(darg, &out);
+	free(reply);
+}
+
+static void smtp_milters_info(const struct smtp_milters *ms, struct milter_info *info)
+{
+	const struct smtp_filter_client *c = &ms->c;
+	memset(info, 0, sizeof *info);
+	info->session = c->session;
+	info->client_addr = c->client_addr;
+	info->client_name = c->client_name ? c->client_name : "unknown";
+	info->client_port = c->client_port;
+	info->client_family = c->client_family;
+	info->helo = ms->helo;
+	info->hostname = c->srv->hostname;
+	info->daemon_name = c->srv->name;
+	info->auth_user = ms->auth_user;
+	info->tls_version = ms->tls_version;
+	info->cipher = ms->cipher;
+	info->sender = ms->sender;
+	info->rcpt = ms->rcpt;
+	info->fd = -1;
+}
+
+static void smtp_milters_next(struct smtp_milters *ms);
+
+static void smtp_milters_answer(void *arg, struct milter_result *res)
+{
+	struct smtp_milters *ms = arg;
+	const struct conf_milter *m = &ms->c.srv->milters[ms->next - 1];
+	enum smtp_filter_verdict v = res->verdict == MILTER_VERDICT_TEMPFAIL ? SMTP_FILTER_TEMPFAIL
+				     : res->verdict == MILTER_VERDICT_REJECT ? SMTP_FILTER_REJECT
+				     : SMTP_FILTER_PASS;
+	/* a refusal is logged by the session with its reply; each step passed
+	 * only for debugging (one line per recipient per filter) */
+	log_debug("event=milter milter=%s session=%s step=%s verdict=%s failed=%s", m->name,
+		  ms->c.session, smtp_milters_phase_names[ms->phase],
+		  res->verdict == MILTER_VERDICT_ACCEPT ? "continue"
+		  : res->verdict == MILTER_VERDICT_DISCARD ? "discard"
+		  : v == SMTP_FILTER_TEMPFAIL ? "tempfail" : "reject", res->failed ? "yes" : "no");
+	if (v != SMTP_FILTER_PASS) {
+		ms->reply = res->reply;
+		res->reply = NULL;
+	}
+	milter_result_free(res);
+	free(res);
+	if (v != SMTP_FILTER_PASS)
+		smtp_milters_end(ms, v, m->name); /* the first refusal is the answer */
+	else
+		smtp_milters_next(ms);
+}
+
+static void smtp_milters_next(struct smtp_milters *ms)
+{
+	while (ms->next < ms->n && !ms->conns[ms->next] && ms->phase != MILTER_PHASE_CONNECT)
+		ms->next++;
+	if (ms->next == ms->n) {
+		smtp_milters_end(ms, SMTP_FILTER_PASS, NULL);
+		return;
+	}
+	struct milter_info info;
+	smtp_milters_info(ms, &info);
+	size_t i = ms->next++;
+	if (ms->phase == MILTER_PHASE_CONNECT)
+		ms->conns[i] = milter_conn_open(ms->c.base, &ms->c.srv->milters[i], &info,
+						smtp_milters_answer, ms);
+	else
+		milter_conn_ask(ms->conns[i], ms->phase, &info, smtp_milters_answer, ms);
+}
+
+static void smtp_milters_ask(struct smtp_milters *ms, enum milter_phase phase,
+			     smtp_filter_done_fn done, void *arg)
+{
+	if (ms->done)
+		fatal("smtp_filter: a milter step asked while another runs");
+	ms->phase = phase;
+	ms->next = 0;
+	ms->done = done;
+	ms->arg = arg;
+	smtp_milters_next(ms);
+}
+
+struct smtp_milters *smtp_milters_open(const struct smtp_filter_client *c,
+				       smtp_filter_done_fn done, void *arg)
+{
+	if (c->srv->nmilters == 0)
+		return NULL;
+	struct smtp_milters *ms = xcalloc(1, sizeof *ms);
+	ms->c = *c;
+	ms->c.tls_desc = NULL; /* borrowed per step */
+	ms->c.milters = ms;
+	ms->n = c->srv->nmilters;
+	ms->conns = xcalloc(ms->n, sizeof *ms->conns);
+	ms->timer = evtimer_new(c->base, smtp_milters_on_timer, ms);
+	if (!ms->timer)
+		fatal("smtp_filter: cannot make a timer");
+	smtp_milters_ask(ms, MILTER_PHASE_CONNECT, done, arg);
+	return ms;
+}
+
+void smtp_milters_helo(struct smtp_milters *ms, const char *helo, const char *tls_desc,
+		       smtp_filter_done_fn done, void *arg)
+{
+	free(ms->helo);
+	ms->helo = xstrdup(helo);
+	smtp_filter_tls_split(tls_desc, &ms->tls_version, &ms->cipher);
+	smtp_milters_ask(ms, MILTER_PHASE_HELO, done, arg);
+}
+
+void smtp_milters_mail(struct smtp_milters *ms, const char *sender, const char *auth_user,
+		       smtp_filter_done_fn done, void *arg)
+{
+	free(ms->sender);
+	free(ms->auth_user);
+	ms->sender = xstrdup(sender);
+	ms->auth_user = smtp_filter_dup(auth_user);
+	smtp_milters_ask(ms, MILTER_PHASE_MAIL, done, arg);
+}
+
+void smtp_milters_rcpt(struct smtp_milters *ms, const char *rcpt, smtp_filter_done_fn done,
+		       void *arg)
+{
+	free(ms->rcpt);
+	ms->rcpt = xstrdup(rcpt);
+	smtp_milters_ask(ms, MILTER_PHASE_RCPT, done, arg);
+}
+
+void smtp_milters_abort(struct smtp_milters *ms)
+{
+	if (!ms)
+		return;
+	for (size_t i = 0; i < ms->n; i++)
+		if (ms->conns[i])
+			milter_conn_abort(ms->conns[i]);
+}
+
+void smtp_milters_free(struct smtp_milters *ms)
+{
+	if (!ms)
+		return;
+	for (size_t i = 0; i < ms->n; i++)
+		milter_conn_free(ms->conns[i]);
+	free(ms->conns);
+	event_free(ms->timer);
+	free(ms->helo);
+	free(ms->tls_version);
+	free(ms->cipher);
+	free(ms->sender);
+	free(ms->auth_user);
+	free(ms->rcpt);
+	free(ms->reply);
+	free(ms);
 }

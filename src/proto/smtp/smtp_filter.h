@@ -1,5 +1,7 @@
-/* smtp_filter: between the end of DATA and the spool commit, a server's
- * milters in order (filter/milter) and its junk-header.  Their
+/* smtp_filter: a session's milters (filter/milter), one connection each,
+ * asked in order at each step the client takes (connection, HELO, MAIL,
+ * RCPT: the first refusal is the step's answer), and between the end of
+ * DATA and the spool commit the milters again and the junk-header.  Their
  * modifications are applied to the spooled message before the 250: a
  * changed message is written as a new version under the same queue ID,
  * which is then the one committed, so the durable copy is the modified
@@ -38,6 +40,8 @@ typedef void (*smtp_filter_done_fn)(void *arg, const struct smtp_filter_outcome 
 
 /* What the filters are told, beside the envelope; borrowed until done. */
 struct smtp_filter_client {
+	struct smtp_milters *milters; /* the session's connections; NULL: none */
+	const char *session;    /* the session id, for the log */
 	struct event_base *base;
 	const struct conf *conf;
 	const struct conf_server *srv;
@@ -51,13 +55,38 @@ struct smtp_filter_client {
 
 struct smtp_filter;
 
-/* Take msg (begun with env, env->id set) through the filters; done runs
- * later on the loop, once, unless smtp_filter_cancel() comes first.  env
- * is copied. */
+/* Take msg (begun with env, env->id set) through the filters over the
+ * session's connections (c->milters: DATA, the header, the body and the
+ * end of the message to each in order); done runs later on the loop,
+ * once, unless smtp_filter_cancel() comes first.  env is copied. */
 struct smtp_filter *smtp_filter_start(const struct smtp_filter_client *c,
 				      const struct spool_envelope *env, struct spool_msg *msg,
 				      smtp_filter_done_fn done, void *arg);
-/* The session is gone: stop the filters, throw the message away. */
+/* The session is gone: stop the filters, throw the message away (the
+ * connection of the filter at work is closed; smtp_milters_free() next). */
 void smtp_filter_cancel(struct smtp_filter *f);
+
+/* ---- the steps before DATA ----------------------------------------------
+ * Each call asks every milter in order; done(arg, o) runs later on the
+ * loop, once (unless smtp_milters_free() comes first), with PASS (a
+ * DISCARD here is a PASS: the message is discarded at its end), or the
+ * first milter's TEMPFAIL or REJECT with its own reply when it gave one.
+ * o->msg is NULL.  One step at a time. */
+struct smtp_milters;
+
+/* The connection step: NULL when the server has no milters.  c's
+ * strings, but for tls_desc and milters, live as long as the session. */
+struct smtp_milters *smtp_milters_open(const struct smtp_filter_client *c,
+				       smtp_filter_done_fn done, void *arg);
+void smtp_milters_helo(struct smtp_milters *ms, const char *helo, const char *tls_desc,
+		       smtp_filter_done_fn done, void *arg);
+void smtp_milters_mail(struct smtp_milters *ms, const char *sender, const char *auth_user,
+		       smtp_filter_done_fn done, void *arg);
+void smtp_milters_rcpt(struct smtp_milters *ms, const char *rcpt, smtp_filter_done_fn done,
+		       void *arg);
+/* The transaction ended before its end of message (SMFIC_ABORT). */
+void smtp_milters_abort(struct smtp_milters *ms);
+/* The session is over (SMFIC_QUIT); NULL is fine. */
+void smtp_milters_free(struct smtp_milters *ms);
 
 #endif

@@ -129,6 +129,12 @@ struct smtp_session {
 	struct spool_msg *msg;
 	bool committing;        /* waiting for the filters or the spool */
 	struct smtp_filter *filter; /* the milters at work on the message */
+	struct smtp_milters *milters; /* the session's milter connections, or NULL */
+	bool milter_wait;       /* a step waits for the milters' answer */
+	char *milter_helo;      /* ... HELO/EHLO: the name */
+	bool milter_esmtp;      /* ... EHLO */
+	char *milter_rcpt;      /* ... RCPT: the address, accepted by posthorn */
+	size_t rcpt_mark;       /* the transaction's recipients before this RCPT */
 	struct smtp_verify *verify; /* the transaction's `verify` checks, or NULL */
 	bool verifying;         /* waiting for one of their lookups */
 	bool data_end_pending;  /* the end of data came while it waited */
@@ -193,6 +199,7 @@ static void smtp_txn_reset(struct smtp_session *s)
 	smtp_verify_free(s->verify); /* cancels its lookups */
 	s->verify = NULL;
 	s->verifying = s->data_end_pending = false;
+	smtp_milters_abort(s->milters); /* SMFIC_ABORT where a milter saw MAIL */
 	if (s->msg) {
 		spool_msg_abort(s->msg);
 		s->msg = NULL;
@@ -380,33 +387,75 @@ static bool smtp_helo_arg_ok(const char *args)
 	return true;
 }
 
-static bool smtp_hello(struct smtp_session *s, char *args, const char *verb)
+static void smtp_hello_proceed(struct smtp_session *s, const char *name, bool esmtp);
+static void smtp_process_input(struct smtp_session *s);
+
+static void smtp_milter_refusal(struct smtp_session *s, const struct smtp_filter_outcome *o,
+				const char *step);
+
+/* Postfix sends HELO to the milters when the client says it, and their
+ * refusal is the command's answer. */
+static void smtp_hello_filtered(void *arg, const struct smtp_filter_outcome *o)
+{
+	struct smtp_session *s = arg;
+	char *name = s->milter_helo;
+	s->milter_helo = NULL;
+	s->milter_wait = false;
+	if (s->state == SMTP_CLOSING) {
+		/* a shutdown said goodbye meanwhile */
+	} else if (o->verdict == SMTP_FILTER_PASS) {
+		smtp_hello_proceed(s, name, s->milter_esmtp);
+	} else {
+		smtp_milter_refusal(s, o, "helo");
+	}
+	free(name);
+	smtp_process_input(s); /* the commands pipelined behind it */
+}
+
+static void smtp_hello(struct smtp_session *s, char *args, bool esmtp)
 {
 	if (!smtp_helo_arg_ok(args)) {
-		smtp_reply(s, "501 5.5.4 Syntax: %s hostname", verb);
+		smtp_reply(s, "501 5.5.4 Syntax: %s hostname", esmtp ? "EHLO" : "HELO");
 		smtp_error(s);
-		return false;
+		return;
 	}
-	smtp_txn_reset(s); /* RFC 5321 §4.1.4: EHLO/HELO reset the transaction */
-	free(s->helo);
-	s->helo = xstrdup(args);
-	smtp_enter_state(s, SMTP_READY);
-	return true;
+	if (!s->milters) {
+		smtp_hello_proceed(s, args, esmtp);
+		return;
+	}
+	s->milter_wait = true;
+	s->milter_helo = xstrdup(args);
+	s->milter_esmtp = esmtp;
+	smtp_milters_helo(s->milters, args, conn_tls_desc(s->io), smtp_hello_filtered, s);
 }
 
 static void smtp_cmd_helo(struct smtp_session *s, char *args)
 {
-	if (!smtp_hello(s, args, "HELO"))
-		return;
-	s->esmtp = false;
-	smtp_reply(s, "250 %s", s->b.srv->hostname);
+	smtp_hello(s, args, false);
 }
 
 static void smtp_cmd_ehlo(struct smtp_session *s, char *args)
 {
-	if (!smtp_hello(s, args, "EHLO"))
-		return;
-	s->esmtp = true;
+	smtp_hello(s, args, true);
+}
+
+static void smtp_hello_reply(struct smtp_session *s);
+
+static void smtp_hello_proceed(struct smtp_session *s, const char *name, bool esmtp)
+{
+	smtp_txn_reset(s); /* RFC 5321 §4.1.4: EHLO/HELO reset the transaction */
+	free(s->helo);
+	s->helo = xstrdup(name);
+	smtp_enter_state(s, SMTP_READY);
+	s->esmtp = esmtp;
+	if (esmtp)
+		smtp_hello_reply(s);
+	else
+		smtp_reply(s, "250 %s", s->b.srv->hostname);
+}
+
+static void smtp_hello_reply(struct smtp_session *s)
+{
 	smtp_reply(s, "250-%s", s->b.srv->hostname);
 	smtp_reply(s, "250-PIPELINING");
 	smtp_reply(s, "250-SIZE %llu", (unsigned long long)s->b.srv->limits.message_size);
@@ -635,11 +684,38 @@ static bool smtp_sender_allowed(struct smtp_session *s, const struct smtp_addr *
 
 static void smtp_process_input(struct smtp_session *s);
 
+/* The milters' answer to MAIL: a refusal ends the transaction it began. */
+static void smtp_mail_filtered(void *arg, const struct smtp_filter_outcome *o)
+{
+	struct smtp_session *s = arg;
+	s->milter_wait = false;
+	if (s->state == SMTP_CLOSING) {
+		/* a shutdown said goodbye meanwhile */
+	} else if (o->verdict == SMTP_FILTER_PASS) {
+		smtp_reply(s, "250 2.1.0 Ok");
+	} else {
+		smtp_milter_refusal(s, o, "mail");
+		smtp_txn_reset(s);
+	}
+	smtp_process_input(s); /* the commands pipelined behind MAIL */
+}
+
+/* Posthorn's own checks passed: the milters have the last word. */
+static void smtp_mail_filter(struct smtp_session *s)
+{
+	if (!s->milters) {
+		smtp_reply(s, "250 2.1.0 Ok");
+		return;
+	}
+	s->milter_wait = true;
+	smtp_milters_mail(s->milters, s->txn.sender, s->auth_user, smtp_mail_filtered, s);
+}
+
 static void smtp_mail_verified(void *arg)
 {
 	struct smtp_session *s = arg;
 	s->verifying = false;
-	smtp_reply(s, "250 2.1.0 Ok");
+	smtp_mail_filter(s);
 	smtp_process_input(s); /* the commands pipelined behind MAIL */
 }
 
@@ -657,7 +733,7 @@ static void smtp_mail_verify(struct smtp_session *s)
 		s->verifying = true;
 		return;
 	}
-	smtp_reply(s, "250 2.1.0 Ok");
+	smtp_mail_filter(s);
 }
 
 static void smtp_mail_accept(struct smtp_session *s, const char *sender,
@@ -847,13 +923,56 @@ static void smtp_rcpt_refuse_locked(struct smtp_session *s, unsigned retry_after
 	smtp_rcpt_refuse(s, reply);
 }
 
-static void smtp_rcpt_accepted(struct smtp_session *s, const char *address)
+static void smtp_rcpt_taken(struct smtp_session *s, const char *address)
 {
 	if (!s->txn.first_rcpt)
 		s->txn.first_rcpt = xstrdup(address);
 	s->txn.nrcpt_cmds++;
 	smtp_enter_state(s, SMTP_RCPT);
 	smtp_reply(s, "250 2.1.5 Ok");
+}
+
+/* The recipients this RCPT added (from s->rcpt_mark on) are taken back. */
+static void smtp_txn_drop_from(struct smtp_txn *t, size_t mark)
+{
+	for (size_t i = mark; i < t->nrcpts; i++) {
+		free(t->rcpts[i].address);
+		free(t->rcpts[i].orig);
+	}
+	if (mark < t->nrcpts)
+		t->nrcpts = mark;
+}
+
+/* The milters' answer to one recipient: a refusal is this RCPT's only. */
+static void smtp_rcpt_filtered(void *arg, const struct smtp_filter_outcome *o)
+{
+	struct smtp_session *s = arg;
+	char *address = s->milter_rcpt;
+	s->milter_rcpt = NULL;
+	s->milter_wait = false;
+	if (s->state == SMTP_CLOSING) {
+		/* a shutdown said goodbye meanwhile */
+	} else if (o->verdict == SMTP_FILTER_PASS) {
+		smtp_rcpt_taken(s, address);
+	} else {
+		smtp_txn_drop_from(&s->txn, s->rcpt_mark);
+		smtp_milter_refusal(s, o, "rcpt");
+	}
+	free(address);
+	smtp_process_input(s); /* the commands pipelined behind RCPT */
+}
+
+/* Posthorn took the recipient (its expansion is in the transaction from
+ * s->rcpt_mark on): the milters have the last word. */
+static void smtp_rcpt_accepted(struct smtp_session *s, const char *address)
+{
+	if (!s->milters) {
+		smtp_rcpt_taken(s, address);
+		return;
+	}
+	s->milter_wait = true;
+	s->milter_rcpt = xstrdup(address);
+	smtp_milters_rcpt(s->milters, address, smtp_rcpt_filtered, s);
 }
 
 static void smtp_rcpt_accept(struct smtp_session *s, const char *address)
@@ -990,11 +1109,7 @@ static void smtp_rcpt_accept_remote(struct smtp_session *s, const struct smtp_ad
 		 s->b.srv->name, s->b.client, log_escape(esc, sizeof esc, address, strlen(address)),
 		 log_quote(q, sizeof q, rule, strlen(rule)));
 	smtp_txn_add(&s->txn, address, address, false);
-	if (!s->txn.first_rcpt)
-		s->txn.first_rcpt = xstrdup(address);
-	s->txn.nrcpt_cmds++;
-	smtp_enter_state(s, SMTP_RCPT);
-	smtp_reply(s, "250 2.1.5 Ok");
+	smtp_rcpt_accepted(s, address);
 	free(address);
 	free(dom);
 }
@@ -1107,6 +1222,7 @@ static void smtp_cmd_rcpt(struct smtp_session *s, char *args)
 	} else if (smtp_probing_locked(s, &retry_after)) {
 		smtp_rcpt_refuse_locked(s, retry_after);
 	} else {
+		s->rcpt_mark = s->txn.nrcpts;
 		smtp_rcpt_decide(s, &addr);
 	}
 	smtp_addr_clear(&addr);
@@ -1382,6 +1498,25 @@ static void smtp_reply_lines(struct smtp_session *s, const char *text)
 	}
 }
 
+/* A milter refused a step before DATA: its own reply, or Postfix's
+ * (milter8.c: "550 5.7.1 Command rejected", "451 4.7.1 Service
+ * unavailable - try again later"). */
+static void smtp_milter_refusal(struct smtp_session *s, const struct smtp_filter_outcome *o,
+				const char *step)
+{
+	bool temp = o->verdict == SMTP_FILTER_TEMPFAIL;
+	log_info("event=reject session=%s server=%s client=%s reason=milter milter=%s step=%s "
+		 "verdict=%s", s->b.sid, s->b.srv->name, s->b.client, o->milter ? o->milter : "-",
+		 step, temp ? "tempfail" : "reject");
+	smtp_count_rejected(s, "milter");
+	if (o->reply && smtp_reply_lines_fit(o->reply))
+		smtp_reply_lines(s, o->reply);
+	else if (temp)
+		smtp_reply(s, "451 4.7.1 Service unavailable - try again later");
+	else
+		smtp_reply(s, "550 5.7.1 Command rejected");
+}
+
 /* The milters' verdict (smtp_filter.h): commit, or the reply they chose. */
 static void smtp_filtered(void *arg, const struct smtp_filter_outcome *o)
 {
@@ -1420,6 +1555,8 @@ static void smtp_filter_begin(struct smtp_session *s, struct spool_msg *m)
 				? ntohs(((const struct sockaddr_in6 *)peer)->sin6_port)
 				: ntohs(((const struct sockaddr_in *)peer)->sin_port);
 	struct smtp_filter_client c = {
+		.milters = s->milters,
+		.session = s->b.sid,
 		.base = s->b.rt->base,
 		.conf = s->b.rt->conf,
 		.srv = s->b.srv,
@@ -1627,6 +1764,7 @@ static void smtp_process_input(struct smtp_session *s)
 	s->in_process = true;
 	struct evbuffer *in = conn_input(s->io);
 	while (!(s->state & (SMTP_CLOSING | SMTP_HANDSHAKE)) && !s->committing && !s->verifying &&
+	       !s->milter_wait &&
 	       !login_busy(s->login) && !s->held && !s->lookup && !conn_closing(s->io)) {
 		if (conn_output_full(s->io)) {
 			s->output_blocked = true; /* resumed by smtp_write_cb */
@@ -1714,6 +1852,64 @@ static void smtp_on_timeout(void *arg)
 	smtp_close_after_flush(s);
 }
 
+/* The milters' answer to the connection: Postfix's 554 and only QUIT
+ * after it for a refusal, 421 and close for a temporary one. */
+static void smtp_milters_connected(void *arg, const struct smtp_filter_outcome *o)
+{
+	struct smtp_session *s = arg;
+	s->milter_wait = false;
+	if (s->state == SMTP_CLOSING) {
+		/* a shutdown said goodbye meanwhile */
+	} else if (o->verdict == SMTP_FILTER_PASS) {
+		smtp_reply(s, "220 %s ESMTP posthorn", s->b.srv->hostname);
+	} else if (o->verdict == SMTP_FILTER_TEMPFAIL) {
+		log_info("event=refuse session=%s server=%s client=%s reason=milter milter=%s "
+			 "verdict=tempfail", s->b.sid, s->b.srv->name, s->b.client,
+			 o->milter ? o->milter : "-");
+		smtp_reply(s, "421 4.7.0 %s Service unavailable - try again later",
+			   s->b.srv->hostname);
+		smtp_close_after_flush(s);
+	} else {
+		log_info("event=refuse session=%s server=%s client=%s reason=milter milter=%s "
+			 "verdict=reject", s->b.sid, s->b.srv->name, s->b.client,
+			 o->milter ? o->milter : "-");
+		if (o->reply && o->reply[0] == '5' && smtp_reply_lines_fit(o->reply))
+			smtp_reply_lines(s, o->reply);
+		else
+			smtp_reply(s, "554 5.7.1 %s Service unavailable", s->b.srv->hostname);
+		smtp_enter_state(s, SMTP_REFUSED);
+		s->b.refused = true; /* the gate lets only QUIT through (RFC 5321 §3.1) */
+	}
+	smtp_process_input(s); /* what the client sent before the greeting */
+}
+
+/* One connection per milter for the whole session, opened now: the
+ * greeting waits for their answer to the connection. */
+static void smtp_milters_connect(struct smtp_session *s)
+{
+	const struct sockaddr_storage *peer = &s->b.peer;
+	unsigned port = peer->ss_family == AF_INET6
+				? ntohs(((const struct sockaddr_in6 *)peer)->sin6_port)
+				: ntohs(((const struct sockaddr_in *)peer)->sin_port);
+	struct smtp_filter_client c = {
+		.session = s->b.sid,
+		.base = s->b.rt->base,
+		.conf = s->b.rt->conf,
+		.srv = s->b.srv,
+		.spool = s->b.rt->spool,
+		.client_addr = s->b.client,
+		.client_name = s->b.client_name,
+		.client_port = port,
+		.client_family = peer->ss_family,
+	};
+	s->milter_wait = true;
+	s->milters = smtp_milters_open(&c, smtp_milters_connected, s);
+	if (!s->milters) { /* cannot happen: the server has milters */
+		s->milter_wait = false;
+		smtp_reply(s, "220 %s ESMTP posthorn", s->b.srv->hostname);
+	}
+}
+
 static void smtp_greet(struct smtp_session *s)
 {
 	unsigned retry_after;
@@ -1732,6 +1928,8 @@ static void smtp_greet(struct smtp_session *s)
 		smtp_reply(s, "421 4.7.0 %s Too many unknown recipients from your address; try "
 			      "again in %u seconds", s->b.srv->hostname, retry_after);
 		smtp_close_after_flush(s);
+	} else if (s->b.srv->nmilters > 0 && !s->milters) {
+		smtp_milters_connect(s);
 	} else {
 		smtp_reply(s, "220 %s ESMTP posthorn", s->b.srv->hostname);
 	}
@@ -1798,7 +1996,12 @@ static void smtp_cmd_starttls(struct smtp_session *s, char *args)
 static void smtp_free(struct smtp_session *s)
 {
 	smtp_filter_cancel(s->filter);
+	s->filter = NULL;
 	smtp_txn_reset(s);
+	smtp_milters_free(s->milters); /* SMFIC_QUIT */
+	s->milters = NULL;
+	free(s->milter_helo);
+	free(s->milter_rcpt);
 	free(s->helo);
 	free(s->auth_user);
 	login_free(s->login);
