@@ -4048,7 +4048,7 @@ static void print_verify(struct policy_out *out, const struct conf_verify *v)
 	if (!v->set)
 		return;
 	out_printf(out, "  verify: spf %s, dkim %s, dmarc %s, arc %s\n", v->spf ? "yes" : "no",
-		   v->dkim ? "yes (not built in yet: no DKIM result)" : "no", dmarc[v->dmarc],
+		   v->dkim ? "yes" : "no", dmarc[v->dmarc],
 		   v->arc ? "yes (not built in yet)" : "no");
 }
 

@@ -326,6 +326,20 @@ static enum dmarc_disposition dmarc_applied(enum dmarc_policy p)
 	       : DMARC_DISP_NONE;
 }
 
+/* Did an identifier aligned with the From domain go unchecked for a DNS
+ * failure?  Then the message might pass once DNS answers: no failure is
+ * decided (RFC 7208 §2.6.6 and RFC 6376 §6.1.2 make those temporary). */
+static bool dmarc_unsure(const struct dmarc_input *in, const struct dmarc_record *r)
+{
+	if (in->spf == SPF_TEMPERROR && in->spf_domain &&
+	    dmarc_aligned(in->spf_domain, in->from_domain, r->aspf))
+		return true;
+	for (size_t i = 0; i < in->ndkim_temperror; i++)
+		if (dmarc_aligned(in->dkim_temperror[i], in->from_domain, r->adkim))
+			return true;
+	return false;
+}
+
 void dmarc_evaluate(const struct dmarc_input *in, const struct dmarc_discovery *d,
 		    struct dmarc_verdict *out)
 {
@@ -351,6 +365,10 @@ void dmarc_evaluate(const struct dmarc_input *in, const struct dmarc_discovery *
 	out->policy = d->at_org ? r->sp : r->p;
 	if (out->spf_aligned || out->dkim_aligned) {
 		out->result = DMARC_RESULT_PASS;
+		return;
+	}
+	if (dmarc_unsure(in, r)) {
+		out->result = DMARC_RESULT_TEMPERROR;
 		return;
 	}
 	out->result = DMARC_RESULT_FAIL;

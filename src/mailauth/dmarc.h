@@ -78,6 +78,8 @@ struct dmarc_input {
 	const char *spf_domain; /* the domain SPF checked (MAIL FROM, else HELO) */
 	const char *const *dkim_pass; /* d= of every DKIM signature that passed */
 	size_t ndkim_pass;
+	const char *const *dkim_temperror; /* d= of every one that met a DNS failure */
+	size_t ndkim_temperror;
 	unsigned sample;        /* 0..99, random: the message is in pct when < pct */
 };
 
@@ -91,7 +93,9 @@ struct dmarc_verdict {
 /* The decision of §6.6.2: pass when an authenticated identifier aligns
  * with the From domain; on failure, the published policy, lowered one
  * step for a message outside pct (§6.6.4: reject -> quarantine,
- * quarantine -> none).  A temperror or no policy disposes nothing. */
+ * quarantine -> none).  A temperror or no policy disposes nothing; nor
+ * does a failure where SPF or a DKIM signature for an aligned domain met
+ * a DNS failure (temperror: it might have passed). */
 void dmarc_evaluate(const struct dmarc_input *in, const struct dmarc_discovery *d,
 		    struct dmarc_verdict *out);
 

@@ -22,10 +22,11 @@ import dns.query
 import dns.rdatatype
 import pytest
 
-from conftest import run_cli
-from helpers import free_port
+from conftest import HOSTNAME, run_cli
+from helpers import free_port, send_message, split_message
 from test_outbound import (SINK_HOST, outbound_block, sinks, submit,  # noqa: F401 (fixture)
                            wait_spool_empty)
+from zonedns import ZoneDNS
 
 DOMAIN = "example.test"
 REMOTE = "someone@external.test"
@@ -420,6 +421,105 @@ def test_posthorn_verifies_mail_signed_by_dkimpy_and_opendkim(posthorn, dnsmasq,
     res = p.cli("dkim", "verify", str(f))
     assert res.returncode == 1 and res.stdout == "dkim=none (no signature)\n"
 
+
+# -- verifying inbound mail (verify { dkim yes }) -----------------------------------------
+
+VERIFY_ALL = "verify {\n    spf yes\n    dkim yes\n    dmarc enforce\n}"
+
+
+def authres_of(d, n):
+    """The Authentication-Results fields of bob's n-th message (unfolded)."""
+    d.wait_messages(BOB, n)
+    fields, _ = split_message(d.messages(BOB)[n - 1])
+    names = [k for k, _ in fields]
+    ar = [re.sub(rb"\r\n[ \t]+", b" ", v) for k, v in fields
+          if k.lower() == "authentication-results"]
+    return ar, names
+
+
+def smtp_send(d, sender, data, expect=250):
+    stuffed = re.sub(rb"(?m)^\.", b"..", data)
+    with d.connect() as c:
+        c.start()
+        return send_message(c, sender, [BOB], stuffed, expect=expect)
+
+
+def test_mx_verifies_dkim_at_end_of_data(posthorn, tmp_path):
+    """An MX with spf, dkim and dmarc enforce: mail signed by OpenDKIM
+    (rsa-sha256) and dkimpy (rsa-sha256, ed25519-sha256), with folded
+    fields, a long line and an 8-bit body, gets dkim=pass for each
+    signature in posthorn's one Authentication-Results field, and DMARC
+    passes through DKIM alignment although SPF fails; the same message
+    changed on the way is refused (p=reject); a key whose lookup fails
+    (SERVFAIL) is a temperror and the mail is accepted; a message over the
+    bound that is held for DKIM is accepted unverified (neutral)."""
+    rsa_path, rsa_rec = rsa_pem(tmp_path, "rsa.key", 2048)
+    seed, ed_rec = ed25519_seed(tmp_path)
+    zone = {"py._domainkey.signed.test": [("TXT", tuple(split255(rsa_rec)))],
+            "od._domainkey.signed.test": [("TXT", tuple(split255(rsa_rec)))],
+            "ed._domainkey.signed.test": [("TXT", tuple(split255(ed_rec)))],
+            "broken._domainkey.signed.test": [("TXT", "TIMEOUT")],
+            "signed.test": [("TXT", ("v=spf1 ip4:192.0.2.1 -all",))],
+            "_dmarc.signed.test": [("TXT", ("v=DMARC1; p=reject",))]}
+    msg = (b"From: Carol <carol@signed.test>\r\nTo: bob@example.test\r\n"
+           b"Subject: folded\r\n\tacross\r\n   lines\r\nDate: Mon, 7 Dec 2026 10:00:00 +0000\r\n"
+           b"\r\n" + "8-bit: \u00e9\u00e8\u00ea \u2603\r\n".encode() + b"x" * 990 + b"\r\n"
+           b".a line that is dot-stuffed on the wire\r\ntrailing   spaces   \r\n\r\n")
+    key = open(rsa_path, "rb").read()
+    milter = OpenDkimSigner(tmp_path, "signed.test", "od", rsa_path)
+    try:
+        signed = milter.sign(msg)
+    finally:
+        milter.stop()
+    signed = dkim.sign(signed, b"py", b"signed.test", key,
+                       canonicalize=(b"relaxed", b"relaxed")) + signed
+    signed = dkim.sign(signed, b"ed", b"signed.test", seed, signature_algorithm=b"ed25519-sha256",
+                       canonicalize=(b"relaxed", b"simple")) + signed
+    sigs = signatures(signed)
+    with ZoneDNS(zone) as dns:
+        d = posthorn(dns=dns.address, servers={"mx": {"extra": VERIFY_ALL}})
+        smtp_send(d, "carol@signed.test", signed)
+        ar, names = authres_of(d, 1)
+        assert len(ar) == 1, names
+        assert names.index("Authentication-Results") == names.index("Received") + 1, names
+        assert ar[0].startswith(HOSTNAME.encode() + b"; spf=fail smtp.mailfrom=carol@signed.test;"), ar
+        for sig in sigs:  # in the message's order: ed, py, od
+            want = (b"dkim=pass header.d=signed.test header.s=" + re.escape(tag(sig, "s")) +
+                    b" header.a=" + re.escape(tag(sig, "a")) + b' header.b="?' +
+                    re.escape(tag(sig, "b")[:8]) + b'"?;')
+            assert re.search(want, ar[0]), (want, ar)
+        assert ar[0].endswith(b"dmarc=pass (p=reject dis=none) header.from=signed.test"), ar
+        assert d.wait_event("dmarc", result="pass", dkim_aligned="yes", spf_aligned="no")
+        # what bob got is what was signed: dkimpy verifies it still
+        got = d.messages(BOB)[0]
+        assert got.endswith(signed), got[-300:]
+        for i in range(3):
+            assert dkim.DKIM(got).verify(idx=i, dnsfunc=lambda n, timeout=5: b"".join(
+                s.encode() for s in zone[n.decode().rstrip(".")][0][1])), i
+
+        # changed on the way: every signature fails, SPF too; p=reject
+        r = smtp_send(d, "carol@signed.test", signed.replace(b"trailing", b"Trailing"), 550)
+        assert r.first.startswith("550 5.7.1") and "signed.test" in r.first, r.raw
+        assert d.wait_event("dkim", result="fail", selector="od")
+        assert d.wait_event("reject", reason="dmarc")
+
+        # the key's lookup fails: temperror, and DMARC cannot decide either
+        broken = dkim.sign(msg, b"broken", b"signed.test", key) + msg
+        smtp_send(d, "carol@signed.test", broken)
+        ar, _ = authres_of(d, 2)
+        assert b"dkim=temperror (key lookup: " in ar[0], ar
+        assert b"header.d=signed.test header.s=broken" in ar[0], ar
+        assert ar[0].endswith(b"dmarc=temperror header.from=signed.test"), ar
+
+        # over the bound held for DKIM (4 MiB): not verified, accepted
+        body = (b"y" * 998 + b"\r\n") * 4300
+        big = msg.replace(b"carol@signed.test", b"carol@other.test") + body
+        big = dkim.sign(big, b"py", b"signed.test", key) + big
+        smtp_send(d, "carol@other.test", big)
+        ar, _ = authres_of(d, 3)
+        assert (b"dkim=neutral (message too large to verify) header.d=signed.test "
+                b"header.s=py") in ar[0], ar
+        assert d.messages(BOB)[2].endswith(big)
 
 # -- check-dns ----------------------------------------------------------------------------
 

@@ -172,6 +172,55 @@ static void test_decision_table(void **state)
 	}
 }
 
+/* A DNS failure on the way to an aligned identifier is a temperror, never
+ * a failure that refuses; one for an unaligned domain changes nothing, and
+ * an aligned pass still wins. */
+struct unsure_case {
+	enum spf_result spf;
+	const char *spf_domain;
+	const char *dkim_pass, *dkim_temperror; /* one d= each, or NULL */
+	const char *record;
+	enum dmarc_result result;
+	enum dmarc_disposition disposition;
+};
+
+static const struct unsure_case unsure[] = {
+	{SPF_FAIL, "example.net", NULL, "example.com", "v=DMARC1; p=reject", DMARC_RESULT_TEMPERROR,
+	 DMARC_DISP_NONE},
+	{SPF_FAIL, "example.net", NULL, "mail.example.com", "v=DMARC1; p=reject",
+	 DMARC_RESULT_TEMPERROR, DMARC_DISP_NONE},
+	{SPF_FAIL, "example.net", NULL, "mail.example.com", "v=DMARC1; p=reject; adkim=s",
+	 DMARC_RESULT_FAIL, DMARC_DISP_REJECT},
+	{SPF_FAIL, "example.net", NULL, "example.org", "v=DMARC1; p=reject", DMARC_RESULT_FAIL,
+	 DMARC_DISP_REJECT},
+	{SPF_TEMPERROR, "example.com", NULL, NULL, "v=DMARC1; p=reject", DMARC_RESULT_TEMPERROR,
+	 DMARC_DISP_NONE},
+	{SPF_TEMPERROR, "example.net", NULL, NULL, "v=DMARC1; p=reject", DMARC_RESULT_FAIL,
+	 DMARC_DISP_REJECT},
+	{SPF_TEMPERROR, "example.com", "example.com", "example.com", "v=DMARC1; p=reject",
+	 DMARC_RESULT_PASS, DMARC_DISP_NONE},
+};
+
+static void test_dns_failure_is_temperror(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < sizeof unsure / sizeof unsure[0]; i++) {
+		const struct unsure_case *c = &unsure[i];
+		struct dmarc_discovery d = {.found = true};
+		assert_true(parse(c->record, &d.rec));
+		const char *pass[1] = {c->dkim_pass}, *temp[1] = {c->dkim_temperror};
+		struct dmarc_input in = {
+			.from_domain = "example.com", .spf = c->spf, .spf_domain = c->spf_domain,
+			.dkim_pass = pass, .ndkim_pass = c->dkim_pass ? 1 : 0,
+			.dkim_temperror = temp, .ndkim_temperror = c->dkim_temperror ? 1 : 0,
+		};
+		struct dmarc_verdict v;
+		dmarc_evaluate(&in, &d, &v);
+		assert_int_equal(v.result, c->result);
+		assert_int_equal(v.disposition, c->disposition);
+	}
+}
+
 static bool from(const char *value, const char *want)
 {
 	char out[256];
@@ -204,6 +253,7 @@ int main(void)
 		cmocka_unit_test(test_org_domain),
 		cmocka_unit_test(test_alignment_table),
 		cmocka_unit_test(test_decision_table),
+		cmocka_unit_test(test_dns_failure_is_temperror),
 		cmocka_unit_test(test_from_domain),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1226,13 +1226,17 @@ static void smtp_cmd_data(struct smtp_session *s, char *args)
 
 static void smtp_data_end(struct smtp_session *s);
 
-/* The held header section goes to the spool: our Authentication-Results
- * field on top (smtp_verify.h). */
+/* What smtp_verify held goes to the spool: our Authentication-Results
+ * field on top, the header, then what followed (smtp_verify.h). */
 static void smtp_data_write_header(struct smtp_session *s)
 {
-	size_t len;
+	size_t len, rest_len;
 	const char *out = smtp_verify_header_out(s->verify, &len);
-	if (!s->spool_err && s->msg && len > 0 && spool_msg_write(s->msg, out, len) < 0)
+	const char *rest = smtp_verify_rest_out(s->verify, &rest_len);
+	if (s->spool_err || !s->msg)
+		return;
+	if ((len > 0 && spool_msg_write(s->msg, out, len) < 0) ||
+	    (rest_len > 0 && spool_msg_write(s->msg, rest, rest_len) < 0))
 		s->spool_err = errno ? errno : EIO;
 }
 
@@ -1248,7 +1252,8 @@ static void smtp_data_verified(void *arg)
 	smtp_process_input(s); /* the rest of the message */
 }
 
-/* The header section is over: DMARC, then the header to the spool. */
+/* The header section is over (with DKIM: the message): the checks, then
+ * what was held to the spool. */
 static void smtp_data_verify_header(struct smtp_session *s)
 {
 	if (smtp_verify_header_end(s->verify, smtp_data_verified, s)) {
@@ -1487,7 +1492,8 @@ static void smtp_data_end(struct smtp_session *s)
 {
 	unsigned flags = s->data.flags;
 	if (s->verify && !flags && !s->spool_err && !smtp_verify_header_handled(s->verify)) {
-		/* the message ended inside its header section */
+		/* the message ended inside what smtp_verify holds: its header
+		 * section, or with DKIM the whole message */
 		smtp_data_verify_header(s);
 		if (s->verifying) {
 			s->data_end_pending = true;

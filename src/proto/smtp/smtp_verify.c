@@ -1,8 +1,11 @@
 /* smtp_verify: a server's `verify` checks on one transaction.  SPF
  * (RFC 7208) runs when MAIL FROM is accepted; the header section is held
- * in memory (bounded) until its end, where Authentication-Results fields
- * that claim our authserv-id are dropped (RFC 8601 §5), the From domain
- * is taken (RFC 7489 §6.6.1) and DMARC policy discovery runs; then our
+ * in memory (bounded) until its end — with DKIM (RFC 6376) the whole
+ * message, up to SMTP_VERIFY_HOLD_MAX — where Authentication-Results
+ * fields that claim our authserv-id are dropped (RFC 8601 §5), the From
+ * domain is taken (RFC 7489 §6.6.1), and the stages run in order: DKIM
+ * over the message as received, then DMARC policy discovery and the
+ * decision with both SPF and DKIM alignment; then our
  * Authentication-Results field goes on top of what is held.  Every
  * lookup is asynchronous; a DNS failure is a temperror, never a
  * refusal. */
@@ -22,6 +25,8 @@
 #include "lib/metrics.h"
 #include "lib/util.h"
 #include "mailauth/authres.h"
+#include "mailauth/dkim_tags.h"
+#include "mailauth/dkim_verify.h"
 #include "mailauth/spf.h"
 
 enum { SMTP_VERIFY_SENDER_MAX = 512, SMTP_VERIFY_DKIM_MAX = 16, SMTP_VERIFY_IDS_MAX = 32 };
@@ -34,6 +39,7 @@ struct smtp_verify_dkim {
 struct smtp_verify {
 	const struct conf_server *srv;
 	bool full;                      /* the checks run; else the header is only cleaned */
+	bool dkim_on;                   /* ... DKIM among them: the whole message is held */
 	const char *ids[SMTP_VERIFY_IDS_MAX]; /* the authserv-ids that are ours */
 	size_t nids;
 	struct dns_resolver *dns;
@@ -49,14 +55,20 @@ struct smtp_verify {
 	char spf_sender[SMTP_VERIFY_SENDER_MAX];
 	char spf_domain[SPF_NAME_MAX + 1];
 
-	char *hdr;                      /* the held header section, CRLF after each line */
+	char *hdr;                      /* the held header section, CRLF after each line, */
 	size_t hdr_len, hdr_cap;
+	size_t rest_len;                /* ... then what followed it: the empty line (or the
+					 * first body line), with DKIM the body */
 	bool hdr_ended;                 /* a line ended it (blank or body) */
-	bool hdr_blank;                 /* ... the empty line, held too */
-	char *tail;                     /* ... or the first body line, with CRLF */
-	size_t tail_len;
 	bool hdr_handled;               /* smtp_verify_header_end() ran */
 	bool too_big;
+	bool too_big_for_dkim;          /* the message is over SMTP_VERIFY_HOLD_MAX */
+	unsigned ndkim_fields;          /* DKIM-Signature fields in the header */
+
+	size_t stage;                   /* the next of smtp_verify_stages */
+	bool starting;                  /* a stage is being started: its answer at once
+					 * goes on in smtp_verify_run, not called back */
+	struct dkim_verify *dkim_verify;
 
 	char from_domain[SPF_NAME_MAX + 1];
 	struct dmarc_lookup *dmarc_lookup;
@@ -66,7 +78,8 @@ struct smtp_verify {
 	struct authres_dkim dkim[SMTP_VERIFY_DKIM_MAX]; /* the verifier's results */
 	struct smtp_verify_dkim dkim_text[SMTP_VERIFY_DKIM_MAX];
 	const char *dkim_pass[SMTP_VERIFY_DKIM_MAX];    /* d= of those that passed */
-	size_t ndkim, ndkim_pass;
+	const char *dkim_temp[SMTP_VERIFY_DKIM_MAX];    /* ... that met a DNS failure */
+	size_t ndkim, ndkim_pass, ndkim_temp;
 	bool dkim_checked;
 
 	char *kept;                     /* the held fields but those claiming our id */
@@ -93,14 +106,15 @@ struct smtp_verify *smtp_verify_new(const struct conf_server *srv, const struct 
 				    bool checks)
 {
 	const struct conf_verify *c = &srv->verify;
-	bool full = checks && c->set && (c->spf || c->dmarc != CONF_DMARC_NO);
+	bool full = checks && c->set && (c->spf || c->dkim || c->dmarc != CONF_DMARC_NO);
 	struct smtp_verify *v = xcalloc(1, sizeof *v);
-	v->full = full; /* dkim and arc: see smtp_verify_set_dkim() */
+	v->full = full; /* arc: see smtp_verify_stages */
 	smtp_verify_ids(v, conf);
 	if (v->nids == 0) { /* nobody here writes the field: nothing to clean */
 		free(v);
 		return NULL;
 	}
+	v->dkim_on = full && c->dkim;
 	v->srv = srv;
 	v->dns = dns;
 	xsnprintf(v->sid, sizeof v->sid, "%s", sid); /* session ids are shorter */
@@ -114,9 +128,9 @@ void smtp_verify_free(struct smtp_verify *v)
 		return;
 	spf_check_cancel(v->spf_check);
 	dmarc_lookup_cancel(v->dmarc_lookup);
+	dkim_verify_cancel(v->dkim_verify);
 	free(v->hdr);
 	free(v->kept);
-	free(v->tail);
 	free(v->out);
 	free(v);
 }
@@ -188,22 +202,46 @@ bool smtp_verify_mail(struct smtp_verify *v, const struct sockaddr_storage *clie
 
 /* ---- the header section ----------------------------------------------------- */
 
+/* text and CRLF after what is held; the callers keep the bounds. */
+static void smtp_verify_append(struct smtp_verify *v, const char *text, size_t len)
+{
+	size_t held = v->hdr_len + v->rest_len;
+	if (held + len + 2 > v->hdr_cap) {
+		size_t cap = v->hdr_cap ? v->hdr_cap * 2 : 4096;
+		while (cap < held + len + 2)
+			cap *= 2;
+		v->hdr = xrealloc(v->hdr, cap);
+		v->hdr_cap = cap;
+	}
+	memcpy(v->hdr + held, text, len);
+	memcpy(v->hdr + held + len, "\r\n", 2);
+	if (v->hdr_ended)
+		v->rest_len += len + 2;
+	else
+		v->hdr_len += len + 2;
+}
+
 static bool smtp_verify_hold(struct smtp_verify *v, const char *text, size_t len)
 {
 	if (v->too_big || v->hdr_len + len + 2 > SMTP_VERIFY_HEADER_MAX) {
 		v->too_big = true; /* the rest of the section is read and dropped */
 		return true;
 	}
-	if (v->hdr_len + len + 2 > v->hdr_cap) {
-		size_t cap = v->hdr_cap ? v->hdr_cap * 2 : 4096;
-		while (cap < v->hdr_len + len + 2)
-			cap *= 2;
-		v->hdr = xrealloc(v->hdr, cap);
-		v->hdr_cap = cap;
-	}
-	memcpy(v->hdr + v->hdr_len, text, len);
-	memcpy(v->hdr + v->hdr_len + len, "\r\n", 2);
-	v->hdr_len += len + 2;
+	smtp_verify_append(v, text, len);
+	return true;
+}
+
+/* A body line while DKIM waits for the whole message.  The line that
+ * crosses SMTP_VERIFY_HOLD_MAX is still held (one text line more, bounded
+ * by the line reader); then the checks run without DKIM's answer
+ * (smtp_verify_header_done) and the rest goes to the spool as it comes. */
+static bool smtp_verify_hold_body(struct smtp_verify *v, const char *text, size_t len)
+{
+	if (!v->dkim_on || v->too_big || v->too_big_for_dkim)
+		return false; /* cannot happen: the session waits for the checks */
+	smtp_verify_append(v, text, len);
+	if (v->hdr_len + v->rest_len >= SMTP_VERIFY_HOLD_MAX)
+		v->too_big_for_dkim = true;
 	return true;
 }
 
@@ -225,22 +263,15 @@ bool smtp_verify_header_line(struct smtp_verify *v, const char *text, size_t len
 {
 	if (!v || v->hdr_handled)
 		return false;
-	if (v->hdr_ended) /* cannot happen: the session waits for the end */
-		return false;
-	if (len == 0) {
-		v->hdr_ended = v->hdr_blank = true;
-		return true;
-	}
-	bool folded = text[0] == ' ' || text[0] == '\t';
-	if ((folded && v->hdr_len > 0) || smtp_verify_field_start(text, len))
+	if (v->hdr_ended)
+		return smtp_verify_hold_body(v, text, len);
+	bool folded = len > 0 && (text[0] == ' ' || text[0] == '\t');
+	if (len > 0 && ((folded && v->hdr_len > 0) || smtp_verify_field_start(text, len)))
 		return smtp_verify_hold(v, text, len);
-	/* no field: the body starts without a blank line; this line goes
-	 * after the header */
+	/* the empty line, or no field: the body starts without one; either
+	 * way this line goes after the header */
 	v->hdr_ended = true;
-	v->tail = xmalloc(len + 2);
-	memcpy(v->tail, text, len);
-	memcpy(v->tail + len, "\r\n", 2);
-	v->tail_len = len + 2;
+	smtp_verify_append(v, text, len);
 	return true;
 }
 
@@ -251,7 +282,7 @@ bool smtp_verify_header_handled(const struct smtp_verify *v)
 
 bool smtp_verify_header_done(const struct smtp_verify *v)
 {
-	return v && v->hdr_ended && !v->hdr_handled;
+	return v && v->hdr_ended && !v->hdr_handled && (!v->dkim_on || v->too_big_for_dkim);
 }
 
 bool smtp_verify_header_too_big(const struct smtp_verify *v)
@@ -285,6 +316,17 @@ static bool smtp_verify_is_from(const char *f, size_t n, size_t *value)
 	return true;
 }
 
+static bool smtp_verify_is_dkim_signature(const char *f, size_t n)
+{
+	static const char name[] = "DKIM-Signature";
+	size_t i = sizeof name - 1;
+	if (n <= i || strncasecmp(f, name, i) != 0)
+		return false;
+	while (i < n && (f[i] == ' ' || f[i] == '\t'))
+		i++;
+	return i < n && f[i] == ':';
+}
+
 static bool smtp_verify_claimed(const struct smtp_verify *v, const char *f, size_t n)
 {
 	for (size_t i = 0; i < v->nids; i++)
@@ -311,6 +353,8 @@ static void smtp_verify_scan(struct smtp_verify *v)
 			memcpy(kept + k, f, n);
 			k += n;
 		}
+		if (smtp_verify_is_dkim_signature(f, n))
+			v->ndkim_fields++;
 		if (smtp_verify_is_from(f, n - 2, &value) && ++froms == 1)
 			from_ok = dmarc_from_domain(f + value, n - 2 - value, v->from_domain,
 						    sizeof v->from_domain);
@@ -333,7 +377,7 @@ static unsigned smtp_verify_sample(void)
 	       100;
 }
 
-/* Our field on top of the kept header (and the blank line). */
+/* Our field on top of the kept header. */
 static void smtp_verify_compose(struct smtp_verify *v)
 {
 	const char *kept = v->kept;
@@ -363,18 +407,177 @@ static void smtp_verify_compose(struct smtp_verify *v)
 		field[0] = '\0';
 	}
 	size_t flen = strlen(field);
-	v->out = xmalloc(flen + kept_len + 2 + v->tail_len);
+	v->out = xmalloc(flen + kept_len + 1);
 	memcpy(v->out, field, flen);
 	memcpy(v->out + flen, kept, kept_len);
 	v->out_len = flen + kept_len;
-	if (v->hdr_blank) {
-		memcpy(v->out + v->out_len, "\r\n", 2);
-		v->out_len += 2;
+}
+
+/* ---- the stages at the end: DKIM, DMARC ------------------------------------ */
+
+static bool smtp_verify_dkim_start(struct smtp_verify *v);
+static bool smtp_verify_dmarc_start(struct smtp_verify *v);
+
+/* The checks that need the header section (or the whole message), in
+ * order; each returns true when it waits for an answer, which then calls
+ * smtp_verify_stage_done().  DMARC comes last: it decides on what the
+ * others found.  Another verifier's stage (ARC, RFC 8617) goes before
+ * DMARC, its result into the field beside smtp_verify_set_dkim's. */
+static bool (*const smtp_verify_stages[])(struct smtp_verify *v) = {
+	smtp_verify_dkim_start,
+	smtp_verify_dmarc_start,
+};
+
+/* The stages from the next one on, then our field.  true: one waits. */
+static bool smtp_verify_run(struct smtp_verify *v)
+{
+	while (v->stage < ARRAY_LEN(smtp_verify_stages)) {
+		v->starting = true;
+		bool waits = smtp_verify_stages[v->stage++](v);
+		v->starting = false;
+		if (waits)
+			return true;
 	}
-	if (v->tail_len) {
-		memcpy(v->out + v->out_len, v->tail, v->tail_len);
-		v->out_len += v->tail_len;
+	smtp_verify_compose(v);
+	return false;
+}
+
+/* A stage has its answer: at once (smtp_verify_run goes on) or later
+ * (the next stages here, then the session's callback). */
+static void smtp_verify_stage_done(struct smtp_verify *v)
+{
+	if (v->starting)
+		return;
+	if (!smtp_verify_run(v) && v->cb)
+		v->cb(v->arg);
+}
+
+static enum authres_dkim_result smtp_verify_dkim_result(enum dkim_status st)
+{
+	switch (st) {
+	case DKIM_PASS: return AUTHRES_DKIM_PASS;
+	case DKIM_FAIL: return AUTHRES_DKIM_FAIL;
+	case DKIM_NEUTRAL: return AUTHRES_DKIM_NEUTRAL;
+	case DKIM_POLICY: return AUTHRES_DKIM_POLICY;
+	case DKIM_TEMPERROR: return AUTHRES_DKIM_TEMPERROR;
+	case DKIM_PERMERROR: return AUTHRES_DKIM_PERMERROR;
 	}
+	return AUTHRES_DKIM_PERMERROR;
+}
+
+static void smtp_verify_dkim_log_one(const struct smtp_verify *v, const struct authres_dkim *d)
+{
+	char reason[LOG_VALUE_MAX];
+	const char *r = d->reason ? d->reason : "";
+	log_info("event=dkim session=%s server=%s client=%s result=%s domain=%s selector=%s "
+		 "algorithm=%s reason=\"%s\"", v->sid, v->srv->name, v->client,
+		 authres_dkim_result_name(d->result), d->domain ? d->domain : "-",
+		 d->selector ? d->selector : "-", d->algorithm ? d->algorithm : "-",
+		 log_escape(reason, sizeof reason, r, strlen(r)));
+	metrics_count(METRIC_VERIFY_RESULTS,
+		      METRIC_LABELS(v->srv->name, "dkim", authres_dkim_result_name(d->result)));
+}
+
+static void smtp_verify_dkim_log(const struct smtp_verify *v)
+{
+	for (size_t i = 0; i < v->ndkim; i++)
+		smtp_verify_dkim_log_one(v, &v->dkim[i]);
+}
+
+static void smtp_verify_dkim_done(void *arg, const struct dkim_result *res, size_t n)
+{
+	struct smtp_verify *v = arg;
+	struct authres_dkim r[SMTP_VERIFY_DKIM_MAX];
+	size_t k = 0;
+	v->dkim_verify = NULL;
+	for (size_t i = 0; i < n && k < SMTP_VERIFY_DKIM_MAX; i++, k++)
+		r[k] = (struct authres_dkim){
+			.domain = res[i].domain[0] ? res[i].domain : NULL,
+			.selector = res[i].selector[0] ? res[i].selector : NULL,
+			.algorithm = res[i].algorithm[0] ? res[i].algorithm : NULL,
+			.result = smtp_verify_dkim_result(res[i].status),
+			.reason = res[i].reason[0] ? res[i].reason : NULL,
+			.header_b = res[i].header_b[0] ? res[i].header_b : NULL,
+		};
+	smtp_verify_set_dkim(v, r, k);
+	smtp_verify_dkim_log(v);
+	smtp_verify_stage_done(v);
+}
+
+/* Printable ASCII without white space, as d= and s= are (RFC 6376 §3.5):
+ * anything else stays out of the field and the log. */
+static bool smtp_verify_token(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (s[i] <= ' ' || s[i] > '~' || s[i] == ';')
+			return false;
+	return n > 0;
+}
+
+/* d= and s= of a DKIM-Signature field (name and value, CRLF included),
+ * as far as they can be read: for a result that verified nothing. */
+static void smtp_verify_dkim_ids(const char *f, size_t n, struct smtp_verify_dkim *t)
+{
+	const char *colon = memchr(f, ':', n);
+	struct dkim_tags tags;
+	char err[64];
+	t->domain[0] = t->selector[0] = '\0';
+	if (!colon ||
+	    dkim_tags_parse(colon + 1, n - (size_t)(colon + 1 - f), &tags, err, sizeof err) < 0)
+		return;
+	const struct dkim_tag *d = dkim_tags_get(&tags, "d"), *s = dkim_tags_get(&tags, "s");
+	if (d && d->value_len < sizeof t->domain && smtp_verify_token(d->value, d->value_len))
+		xsnprintf(t->domain, sizeof t->domain, "%.*s", (int)d->value_len, d->value);
+	if (s && s->value_len < sizeof t->selector && smtp_verify_token(s->value, s->value_len))
+		xsnprintf(t->selector, sizeof t->selector, "%.*s", (int)s->value_len, s->value);
+}
+
+/* The message is over SMTP_VERIFY_HOLD_MAX: each signature is neutral,
+ * not verified (RFC 6376 §6.3: a verifier may ignore signatures, and
+ * then treats the message as it would an unsigned one for the signer). */
+static void smtp_verify_dkim_too_large(struct smtp_verify *v)
+{
+	struct authres_dkim r[SMTP_VERIFY_DKIM_MAX];
+	struct smtp_verify_dkim ids[SMTP_VERIFY_DKIM_MAX];
+	size_t k = 0, i = 0;
+	while (i < v->hdr_len && k < SMTP_VERIFY_DKIM_MAX) {
+		size_t end = smtp_verify_field_end(v->hdr, v->hdr_len, i);
+		if (smtp_verify_is_dkim_signature(v->hdr + i, end - i)) {
+			smtp_verify_dkim_ids(v->hdr + i, end - i, &ids[k]);
+			r[k] = (struct authres_dkim){
+				.domain = ids[k].domain[0] ? ids[k].domain : NULL,
+				.selector = ids[k].selector[0] ? ids[k].selector : NULL,
+				.result = AUTHRES_DKIM_NEUTRAL,
+				.reason = "message too large to verify",
+			};
+			k++;
+		}
+		i = end;
+	}
+	smtp_verify_set_dkim(v, r, k);
+	smtp_verify_dkim_log(v);
+}
+
+/* DKIM over the message as it came (the fields claiming our id too:
+ * a signature may cover them), the hashes on a worker, the keys from
+ * DNS.  Held in memory rather than read back from the spool: the spool
+ * file is written front to back and our field must come first, so the
+ * held message goes there once, after it; SMTP_VERIFY_HOLD_MAX bounds
+ * what one session holds. */
+static bool smtp_verify_dkim_start(struct smtp_verify *v)
+{
+	if (!v->dkim_on)
+		return false;
+	if (v->too_big_for_dkim) {
+		smtp_verify_dkim_too_large(v);
+	} else if (v->ndkim_fields == 0) {
+		smtp_verify_set_dkim(v, NULL, 0); /* dkim=none, nothing to hash */
+	} else {
+		v->dkim_verify = dkim_verify_start(v->dns, v->hdr, v->hdr_len + v->rest_len,
+						   time(NULL), smtp_verify_dkim_done, v);
+		return v->dkim_verify != NULL;
+	}
+	return false;
 }
 
 static void smtp_verify_dmarc_decide(struct smtp_verify *v, const struct dmarc_discovery *d)
@@ -385,6 +588,8 @@ static void smtp_verify_dmarc_decide(struct smtp_verify *v, const struct dmarc_d
 		.spf_domain = v->spf_domain,
 		.dkim_pass = v->dkim_pass,
 		.ndkim_pass = v->ndkim_pass,
+		.dkim_temperror = v->dkim_temp,
+		.ndkim_temperror = v->ndkim_temp,
 		.sample = smtp_verify_sample(),
 	};
 	dmarc_evaluate(&in, d, &v->verdict);
@@ -404,40 +609,45 @@ static void smtp_verify_dmarc_found(void *arg, const struct dmarc_discovery *d)
 	struct smtp_verify *v = arg;
 	v->dmarc_lookup = NULL;
 	smtp_verify_dmarc_decide(v, d);
-	smtp_verify_compose(v);
-	if (v->cb)
-		v->cb(v->arg);
+	smtp_verify_stage_done(v);
+}
+
+static bool smtp_verify_dmarc_start(struct smtp_verify *v)
+{
+	if (v->srv->verify.dmarc == CONF_DMARC_NO)
+		return false;
+	if (!v->from_domain[0]) {
+		struct dmarc_discovery d = {0};
+		smtp_verify_dmarc_decide(v, &d); /* permerror: no single From domain */
+		return false;
+	}
+	v->dmarc_lookup = dmarc_lookup_start(v->dns, v->from_domain, smtp_verify_dmarc_found, v);
+	return v->dmarc_lookup != NULL;
 }
 
 bool smtp_verify_header_end(struct smtp_verify *v, smtp_verify_cb cb, void *arg)
 {
 	v->hdr_ended = v->hdr_handled = true;
 	smtp_verify_scan(v);
-	if (!v->full || v->srv->verify.dmarc == CONF_DMARC_NO) {
-		smtp_verify_compose(v);
-		return false;
-	}
-	if (!v->from_domain[0]) {
-		struct dmarc_discovery d = {0};
-		smtp_verify_dmarc_decide(v, &d); /* permerror: no single From domain */
-		smtp_verify_compose(v);
-		return false;
-	}
-	v->cb = NULL; /* an answer at once is handled here, not called back */
-	struct dmarc_lookup *l = dmarc_lookup_start(v->dns, v->from_domain,
-						    smtp_verify_dmarc_found, v);
-	if (!l)
-		return false;
-	v->dmarc_lookup = l;
 	v->cb = cb;
 	v->arg = arg;
-	return true;
+	if (!v->full) {
+		smtp_verify_compose(v);
+		return false;
+	}
+	return smtp_verify_run(v);
 }
 
 const char *smtp_verify_header_out(struct smtp_verify *v, size_t *len)
 {
 	*len = v->out_len;
 	return v->out ? v->out : "";
+}
+
+const char *smtp_verify_rest_out(struct smtp_verify *v, size_t *len)
+{
+	*len = v->rest_len;
+	return v->rest_len ? v->hdr + v->hdr_len : "";
 }
 
 /* A copy of s into out; a value that does not fit is left out (NULL)
@@ -452,7 +662,7 @@ void smtp_verify_set_dkim(struct smtp_verify *v, const struct authres_dkim *r, s
 	if (!v)
 		return;
 	v->dkim_checked = true;
-	v->ndkim = v->ndkim_pass = 0;
+	v->ndkim = v->ndkim_pass = v->ndkim_temp = 0;
 	for (size_t i = 0; i < n && v->ndkim < SMTP_VERIFY_DKIM_MAX; i++) {
 		struct smtp_verify_dkim *t = &v->dkim_text[v->ndkim];
 		struct authres_dkim *d = &v->dkim[v->ndkim++];
@@ -468,6 +678,8 @@ void smtp_verify_set_dkim(struct smtp_verify *v, const struct authres_dkim *r, s
 		}
 		if (d->result == AUTHRES_DKIM_PASS && d->domain)
 			v->dkim_pass[v->ndkim_pass++] = d->domain;
+		if (d->result == AUTHRES_DKIM_TEMPERROR && d->domain)
+			v->dkim_temp[v->ndkim_temp++] = d->domain;
 	}
 }
 

@@ -1,10 +1,11 @@
 /* smtp_verify: the checks of a server's `verify` block on one inbound
  * transaction: SPF at MAIL FROM (RFC 7208), the header section held
  * until its end so that Authentication-Results fields claiming our
- * authserv-id are removed (RFC 8601 §5) and the From domain is known,
- * DMARC (RFC 7489) there, and our own Authentication-Results field on
- * top.  Lookups run on the event loop; the session waits, the loop never
- * does. */
+ * authserv-id are removed (RFC 8601 §5) and the From domain is known —
+ * with DKIM (RFC 6376) the whole message, held until the end of data —
+ * then DKIM, DMARC (RFC 7489) with SPF and DKIM alignment, and our own
+ * Authentication-Results field on top.  Lookups run on the event loop;
+ * the session waits, the loop never does. */
 #ifndef POSTHORN_SMTP_VERIFY_H
 #define POSTHORN_SMTP_VERIFY_H
 
@@ -22,6 +23,11 @@ struct smtp_verify;
 /* The header section is held in memory up to this size; a message with a
  * larger one is refused (552) where verification is on. */
 enum { SMTP_VERIFY_HEADER_MAX = 256 * 1024 };
+/* With `dkim yes` the whole message is held, up to this size (and one
+ * line more); a larger one is not verified (dkim=neutral, "message too
+ * large to verify"): its checks run when the bound is crossed and the
+ * rest goes to the spool as it comes. */
+enum { SMTP_VERIFY_HOLD_MAX = 4 * 1024 * 1024 };
 
 typedef void (*smtp_verify_cb)(void *arg);
 
@@ -45,29 +51,35 @@ bool smtp_verify_mail(struct smtp_verify *v, const struct sockaddr_storage *clie
 		      const char *sender, const char *helo, smtp_verify_cb cb, void *arg);
 
 /* One line of message text (without CRLF): true when v took it (the
- * header section and the line that ends it are held until
- * smtp_verify_header_end()); false once the header is handled: the line
- * is the caller's to store. */
+ * header section and the line that ends it — with DKIM the body too, up
+ * to SMTP_VERIFY_HOLD_MAX — are held until smtp_verify_header_end());
+ * false once that ran: the line is the caller's to store. */
 bool smtp_verify_header_line(struct smtp_verify *v, const char *text, size_t len);
 /* Has smtp_verify_header_end() run? */
 bool smtp_verify_header_handled(const struct smtp_verify *v);
-/* Is the header section over and its end not yet handled? */
+/* Must the checks run now, before the end of data: the header section
+ * is over (with DKIM: the message is over SMTP_VERIFY_HOLD_MAX) and
+ * smtp_verify_header_end() has not run? */
 bool smtp_verify_header_done(const struct smtp_verify *v);
-/* The header section is over (or the message ended inside it): find the
- * From domain, start DMARC.  true: cb(arg) runs when the result is in;
- * false: nothing to wait for.  cb never runs before this returns. */
+/* The header section is over (with DKIM: the message; or the message
+ * ended inside its header): find the From domain, run DKIM, then DMARC.
+ * true: cb(arg) runs when the results are in; false: nothing to wait
+ * for.  cb never runs before this returns. */
 bool smtp_verify_header_end(struct smtp_verify *v, smtp_verify_cb cb, void *arg);
 /* What goes into the spool in place of the held header section: our
  * Authentication-Results field, then the held fields but those claiming
  * our authserv-id.  *len bytes at the pointer, owned by v. */
 const char *smtp_verify_header_out(struct smtp_verify *v, size_t *len);
+/* What was held after the header section (the empty line, with DKIM the
+ * body), to be stored after smtp_verify_header_out().  Owned by v. */
+const char *smtp_verify_rest_out(struct smtp_verify *v, size_t *len);
 /* The header section was over SMTP_VERIFY_HEADER_MAX. */
 bool smtp_verify_header_too_big(const struct smtp_verify *v);
 
 /* The DKIM verifier's per-signature results (mailauth/authres.h), copied:
  * they go into the Authentication-Results field, and the d= of those that
- * passed into the DMARC decision.  To be given before
- * smtp_verify_header_end() composes the field. */
+ * passed into the DMARC decision.  The DKIM stage of
+ * smtp_verify_header_end() gives them; a test may too. */
 struct authres_dkim;
 void smtp_verify_set_dkim(struct smtp_verify *v, const struct authres_dkim *r, size_t n);
 
