@@ -24,6 +24,7 @@
 #include "lib/log.h"
 #include "lib/metrics.h"
 #include "lib/util.h"
+#include "mailauth/arc.h"
 #include "mailauth/authres.h"
 #include "mailauth/dkim_tags.h"
 #include "mailauth/dkim_verify.h"
@@ -40,6 +41,7 @@ struct smtp_verify {
 	const struct conf_server *srv;
 	bool full;                      /* the checks run; else the header is only cleaned */
 	bool dkim_on;                   /* ... DKIM among them: the whole message is held */
+	bool arc_on;                    /* ... ARC among them (RFC 8617): held too */
 	const char *ids[SMTP_VERIFY_IDS_MAX]; /* the authserv-ids that are ours */
 	size_t nids;
 	struct dns_resolver *dns;
@@ -69,6 +71,9 @@ struct smtp_verify {
 	bool starting;                  /* a stage is being started: its answer at once
 					 * goes on in smtp_verify_run, not called back */
 	struct dkim_verify *dkim_verify;
+	struct arc_verify *arc_verify;
+	bool arc_checked;
+	struct arc_result arc;          /* the chain's validation */
 
 	char from_domain[SPF_NAME_MAX + 1];
 	struct dmarc_lookup *dmarc_lookup;
@@ -106,7 +111,7 @@ struct smtp_verify *smtp_verify_new(const struct conf_server *srv, const struct 
 				    bool checks)
 {
 	const struct conf_verify *c = &srv->verify;
-	bool full = checks && c->set && (c->spf || c->dkim || c->dmarc != CONF_DMARC_NO);
+	bool full = checks && c->set && (c->spf || c->dkim || c->arc || c->dmarc != CONF_DMARC_NO);
 	struct smtp_verify *v = xcalloc(1, sizeof *v);
 	v->full = full; /* arc: see smtp_verify_stages */
 	smtp_verify_ids(v, conf);
@@ -115,6 +120,7 @@ struct smtp_verify *smtp_verify_new(const struct conf_server *srv, const struct 
 		return NULL;
 	}
 	v->dkim_on = full && c->dkim;
+	v->arc_on = full && c->arc;
 	v->srv = srv;
 	v->dns = dns;
 	xsnprintf(v->sid, sizeof v->sid, "%s", sid); /* session ids are shorter */
@@ -129,6 +135,7 @@ void smtp_verify_free(struct smtp_verify *v)
 	spf_check_cancel(v->spf_check);
 	dmarc_lookup_cancel(v->dmarc_lookup);
 	dkim_verify_cancel(v->dkim_verify);
+	arc_verify_cancel(v->arc_verify);
 	free(v->hdr);
 	free(v->kept);
 	free(v->out);
@@ -237,7 +244,7 @@ static bool smtp_verify_hold(struct smtp_verify *v, const char *text, size_t len
  * (smtp_verify_header_done) and the rest goes to the spool as it comes. */
 static bool smtp_verify_hold_body(struct smtp_verify *v, const char *text, size_t len)
 {
-	if (!v->dkim_on || v->too_big || v->too_big_for_dkim)
+	if (!(v->dkim_on || v->arc_on) || v->too_big || v->too_big_for_dkim)
 		return false; /* cannot happen: the session waits for the checks */
 	smtp_verify_append(v, text, len);
 	if (v->hdr_len + v->rest_len >= SMTP_VERIFY_HOLD_MAX)
@@ -282,7 +289,8 @@ bool smtp_verify_header_handled(const struct smtp_verify *v)
 
 bool smtp_verify_header_done(const struct smtp_verify *v)
 {
-	return v && v->hdr_ended && !v->hdr_handled && (!v->dkim_on || v->too_big_for_dkim);
+	return v && v->hdr_ended && !v->hdr_handled &&
+	       (!(v->dkim_on || v->arc_on) || v->too_big_for_dkim);
 }
 
 bool smtp_verify_header_too_big(const struct smtp_verify *v)
@@ -396,6 +404,7 @@ static void smtp_verify_compose(struct smtp_verify *v)
 		.dmarc_checked = v->dmarc_checked && c->dmarc != CONF_DMARC_NO,
 		.dmarc = &v->verdict,
 		.from_domain = v->from_domain[0] ? v->from_domain : NULL,
+		.arc = v->arc_checked ? &v->arc : NULL,
 	};
 	char field[AUTHRES_MAX];
 	if (!v->full) {
@@ -416,6 +425,7 @@ static void smtp_verify_compose(struct smtp_verify *v)
 /* ---- the stages at the end: DKIM, DMARC ------------------------------------ */
 
 static bool smtp_verify_dkim_start(struct smtp_verify *v);
+static bool smtp_verify_arc_start(struct smtp_verify *v);
 static bool smtp_verify_dmarc_start(struct smtp_verify *v);
 
 /* The checks that need the header section (or the whole message), in
@@ -425,6 +435,7 @@ static bool smtp_verify_dmarc_start(struct smtp_verify *v);
  * DMARC, its result into the field beside smtp_verify_set_dkim's. */
 static bool (*const smtp_verify_stages[])(struct smtp_verify *v) = {
 	smtp_verify_dkim_start,
+	smtp_verify_arc_start,
 	smtp_verify_dmarc_start,
 };
 
@@ -578,6 +589,39 @@ static bool smtp_verify_dkim_start(struct smtp_verify *v)
 		return v->dkim_verify != NULL;
 	}
 	return false;
+}
+
+static void smtp_verify_arc_done(void *arg, const struct arc_result *r)
+{
+	struct smtp_verify *v = arg;
+	char reason[LOG_VALUE_MAX];
+	v->arc_verify = NULL;
+	v->arc = *r;
+	v->arc_checked = true;
+	log_info("event=arc session=%s server=%s client=%s result=%s instances=%u domain=%s "
+		 "reason=\"%s\"", v->sid, v->srv->name, v->client, arc_status_name(r->status),
+		 r->instances, r->domain[0] ? r->domain : "-",
+		 log_escape(reason, sizeof reason, r->reason, strlen(r->reason)));
+	metrics_count(METRIC_VERIFY_RESULTS,
+		      METRIC_LABELS(v->srv->name, "arc", arc_status_name(r->status)));
+	smtp_verify_stage_done(v);
+}
+
+/* ARC (RFC 8617 §5.2) over the message as it came, like DKIM.  One over
+ * SMTP_VERIFY_HOLD_MAX is not validated: no arc= result, and the sealer
+ * does not seal a chain it did not validate. */
+static bool smtp_verify_arc_start(struct smtp_verify *v)
+{
+	if (!v->arc_on)
+		return false;
+	if (v->too_big_for_dkim) {
+		log_info("event=arc session=%s server=%s client=%s result=- reason=\"message too "
+			 "large to validate\"", v->sid, v->srv->name, v->client);
+		return false;
+	}
+	v->arc_verify = arc_verify_start(v->dns, v->hdr, v->hdr_len + v->rest_len,
+					 smtp_verify_arc_done, v);
+	return v->arc_verify != NULL;
 }
 
 static void smtp_verify_dmarc_decide(struct smtp_verify *v, const struct dmarc_discovery *d)
