@@ -66,16 +66,19 @@ int arc_our_result(const struct dkim_header *h, const char *authserv_id, enum ar
 	return 0;
 }
 
-/* cv= of the new set (§5.1.1 step 2), or -1 with err set. */
+/* cv= of the new set (§5.1.1 step 2), or -1 with err set.  A chain whose
+ * structure is broken (or whose latest seal says cv=fail) gets no set:
+ * the seal would have to sign sets that are not there. */
 static int seal_cv(const struct dkim_header *h, const struct arc_chain *c, enum arc_status st,
-		   const char *authserv_id, enum arc_cv *cv, char *err, size_t errsz)
+		   const char *why, const char *authserv_id, enum arc_cv *cv, char *err,
+		   size_t errsz)
 {
 	if (st == ARC_NONE) {
 		*cv = ARC_CV_NONE;
 		return 0;
 	}
-	if (c->n > 0 && c->set[c->n].as && c->set[c->n].cv == ARC_CV_FAIL) {
-		errfmt(err, errsz, "the chain failed before (cv=fail at i=%u): not sealed", c->n);
+	if (st == ARC_FAIL) {
+		errfmt(err, errsz, "the chain is broken (%s): not sealed", why);
 		return -1;
 	}
 	if (c->n >= ARC_INSTANCE_MAX) {
@@ -87,8 +90,20 @@ static int seal_cv(const struct dkim_header *h, const struct arc_chain *c, enum 
 		errfmt(err, errsz, "the chain was not validated here (no arc= result): not sealed");
 		return -1;
 	}
-	*cv = ours == ARC_PASS && st == ARC_PASS ? ARC_CV_PASS : ARC_CV_FAIL;
+	*cv = ours == ARC_PASS ? ARC_CV_PASS : ARC_CV_FAIL;
 	return 0;
+}
+
+/* Printable ASCII and folding white space only: what posthorn writes
+ * into its own field, and what may be copied into the set. */
+static bool copyable(const char *v, size_t n)
+{
+	for (size_t k = 0; k < n; k++) {
+		unsigned char c = (unsigned char)v[k];
+		if ((c < 0x20 || c > 0x7e) && c != '\t' && c != '\r' && c != '\n')
+			return false;
+	}
+	return true;
 }
 
 /* ARC-Authentication-Results: i=N; our results (§4.1.1). */
@@ -96,14 +111,15 @@ static bool seal_aar(const struct dkim_header *h, const char *authserv_id, unsig
 		     struct strbuf *sb)
 {
 	const struct dkim_field *f = our_authres(h, authserv_id);
+	size_t n = 0;
+	const char *v = f ? field_value(f, &n) : NULL;
+	if (v && !copyable(v, n))
+		return false;
 	(void)strbuf_addf(sb, "ARC-Authentication-Results: i=%u; ", i);
-	if (!f)
+	if (!v)
 		(void)strbuf_addf(sb, "%s; none", authserv_id);
-	else {
-		size_t n;
-		const char *v = field_value(f, &n);
+	else
 		(void)strbuf_add(sb, v, n);
-	}
 	return strbuf_ok(sb);
 }
 
@@ -186,7 +202,7 @@ char *arc_seal(struct dkim_sign *s, const struct dkim_privkey *key, const char *
 	enum arc_status st = arc_chain_parse(h, c, why, sizeof why);
 	enum arc_cv cv = ARC_CV_NONE;
 	char *out = NULL;
-	if (seal_cv(h, c, st, authserv_id, &cv, err, errsz) < 0)
+	if (seal_cv(h, c, st, why, authserv_id, &cv, err, errsz) < 0)
 		goto done;
 	unsigned i = st == ARC_NONE ? 1 : c->n + 1;
 	/* AAR and AMS first (the seal signs them), then the AS on top */
@@ -195,7 +211,8 @@ char *arc_seal(struct dkim_sign *s, const struct dkim_privkey *key, const char *
 	strbuf_init(&mid, aar_ams, 2 * FIELD_MAX);
 	if (!seal_aar(h, authserv_id, i, &mid) || !strbuf_adds(&mid, "\r\n") ||
 	    seal_ams(s, h, key, i, now, &mid) < 0) {
-		errfmt(err, errsz, "cannot make the ARC-Message-Signature");
+		errfmt(err, errsz, "cannot make the ARC-Authentication-Results (our field too "
+				   "long or not plain ASCII) or the ARC-Message-Signature");
 		free(aar_ams);
 		goto done;
 	}

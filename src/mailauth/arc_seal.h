@@ -27,8 +27,9 @@ int arc_our_result(const struct dkim_header *h, const char *authserv_id, enum ar
  * each ending CRLF, to go on top of the message.  cv= is none when the
  * message brings no chain, else our Authentication-Results field's arc=
  * result.  NULL with the reason in err when it cannot be sealed: the
- * chain it brings already failed (cv=fail), or has 50 sets, or was not
- * validated here; the header is too large; signing failed. */
+ * chain it brings is broken (a set incomplete, the latest seal saying
+ * cv=fail, ...), or has 50 sets, or was not validated here; the header is
+ * too large; signing failed. */
 char *arc_seal(struct dkim_sign *s, const struct dkim_privkey *key, const char *authserv_id,
 	       time_t now, char *err, size_t errsz);
 

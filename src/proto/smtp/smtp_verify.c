@@ -1,10 +1,11 @@
 /* smtp_verify: a server's `verify` checks on one transaction.  SPF
  * (RFC 7208) runs when MAIL FROM is accepted; the header section is held
- * in memory (bounded) until its end — with DKIM (RFC 6376) the whole
- * message, up to SMTP_VERIFY_HOLD_MAX — where Authentication-Results
- * fields that claim our authserv-id are dropped (RFC 8601 §5), the From
- * domain is taken (RFC 7489 §6.6.1), and the stages run in order: DKIM
- * over the message as received, then DMARC policy discovery and the
+ * in memory (bounded) until its end — with DKIM (RFC 6376) or ARC
+ * (RFC 8617) the whole message, up to SMTP_VERIFY_HOLD_MAX — where
+ * Authentication-Results fields that claim our authserv-id are dropped
+ * (RFC 8601 §5), the From domain is taken (RFC 7489 §6.6.1), and the
+ * stages run in order: DKIM over the message as received, the ARC chain
+ * (RFC 8617 §5.2), then DMARC policy discovery and the
  * decision with both SPF and DKIM alignment; then our
  * Authentication-Results field goes on top of what is held.  Every
  * lookup is asynchronous; a DNS failure is a temperror, never a
@@ -431,8 +432,8 @@ static bool smtp_verify_dmarc_start(struct smtp_verify *v);
 /* The checks that need the header section (or the whole message), in
  * order; each returns true when it waits for an answer, which then calls
  * smtp_verify_stage_done().  DMARC comes last: it decides on what the
- * others found.  Another verifier's stage (ARC, RFC 8617) goes before
- * DMARC, its result into the field beside smtp_verify_set_dkim's. */
+ * others found.  ARC's result goes into our field, where the sealer of
+ * forwarded mail reads it back (cv=). */
 static bool (*const smtp_verify_stages[])(struct smtp_verify *v) = {
 	smtp_verify_dkim_start,
 	smtp_verify_arc_start,
