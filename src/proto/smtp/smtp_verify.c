@@ -67,6 +67,7 @@ struct smtp_verify {
 	bool too_big;
 	bool too_big_for_dkim;          /* the message is over SMTP_VERIFY_HOLD_MAX */
 	unsigned ndkim_fields;          /* DKIM-Signature fields in the header */
+	unsigned narc_fields;           /* ARC-... fields (RFC 8617 §4.1) */
 
 	size_t stage;                   /* the next of smtp_verify_stages */
 	bool starting;                  /* a stage is being started: its answer at once
@@ -364,6 +365,8 @@ static void smtp_verify_scan(struct smtp_verify *v)
 		}
 		if (smtp_verify_is_dkim_signature(f, n))
 			v->ndkim_fields++;
+		if (n > 4 && strncasecmp(f, "ARC-", 4) == 0)
+			v->narc_fields++;
 		if (smtp_verify_is_from(f, n - 2, &value) && ++froms == 1)
 			from_ok = dmarc_from_domain(f + value, n - 2 - value, v->from_domain,
 						    sizeof v->from_domain);
@@ -618,6 +621,11 @@ static bool smtp_verify_arc_start(struct smtp_verify *v)
 	if (v->too_big_for_dkim) {
 		log_info("event=arc session=%s server=%s client=%s result=- reason=\"message too "
 			 "large to validate\"", v->sid, v->srv->name, v->client);
+		return false;
+	}
+	if (v->narc_fields == 0) { /* arc=none: nothing to hash or look up */
+		struct arc_result none = {.status = ARC_NONE};
+		smtp_verify_arc_done(v, &none);
 		return false;
 	}
 	v->arc_verify = arc_verify_start(v->dns, v->hdr, v->hdr_len + v->rest_len,
