@@ -2,7 +2,8 @@
  * (arc_vectors.h) validate; a changed body, a changed earlier set, broken
  * structures (a table), missing keys and DNS failures fail; posthorn's
  * own sets, on a bare message (cv=none) and on dkimpy's chain (cv=pass),
- * validate; no seal where the chain failed before or was not validated
+ * validate, and a chain changed before our seal passes with oldest-pass;
+ * no seal where the chain failed before or was not validated
  * here; the arc= result read back from Authentication-Results; the
  * hashes on a worker, and cancel. */
 #include <setjmp.h>
@@ -268,6 +269,17 @@ static void test_own_seals_validate(void **state)
 	assert_int_equal(got.status, ARC_PASS);
 	assert_int_equal(got.instances, 3);
 	free(m);
+	/* changed before our seal: the older AMSs no longer verify, ours does
+	 * and every seal does: pass, the oldest AMS that verifies is ours
+	 * (RFC 8617 §5.2 step 5) */
+	char *edited = replaced(in, "Subject: ARC test", "Subject: [list] ARC test");
+	m = sealed(edited, err, sizeof err);
+	assert_non_null(m);
+	validate(m, strlen(m));
+	assert_int_equal(got.status, ARC_PASS);
+	assert_int_equal(got.oldest_pass, 3);
+	free(m);
+	free(edited);
 	/* ... that we found failed: cv=fail, and the chain is over */
 	char *bad = replaced(in, "arc=pass (i=2)", "arc=fail (ARC-Seal i=2)");
 	m = sealed(bad, err, sizeof err);
