@@ -63,6 +63,7 @@ static struct {
 	double rate, timeout, hold;
 	size_t size;
 	const char *domain;
+	const char *message;    /* -m FILE: send this message (CRLF lines) */
 	char *body;
 	size_t bodylen;
 	SSL_CTX *ssl_ctx;
@@ -86,6 +87,36 @@ static void die(const char *msg)
 {
 	fprintf(stderr, "phload: %s\n", msg);
 	exit(2);
+}
+
+/* -m FILE: the message as it is (a signed one must not change), its
+ * lines dot-stuffed (RFC 5321 §4.5.2), then the end of data. */
+static void load_body(const char *path)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		die("cannot open the -m message");
+	size_t cap = 4096, n = 0;
+	g.body = malloc(cap);
+	bool line_start = true;
+	int c;
+	while (g.body && (c = getc(f)) != EOF) {
+		if (n + 8 > cap)
+			g.body = realloc(g.body, cap *= 2);
+		if (!g.body)
+			break;
+		if (line_start && c == '.')
+			g.body[n++] = '.';
+		g.body[n++] = (char)c;
+		line_start = c == '\n';
+	}
+	fclose(f);
+	if (!g.body)
+		die("out of memory");
+	if (n < 2 || g.body[n - 2] != '\r' || g.body[n - 1] != '\n')
+		die("the -m message must end in CRLF");
+	memcpy(g.body + n, ".\r\n", 3);
+	g.bodylen = n + 3;
 }
 
 static void build_body(void)
@@ -471,7 +502,7 @@ static void raise_nofile(void)
 static void usage(void)
 {
 	fprintf(stderr, "usage: phload tx [-c CONC] [-n COUNT] [-s BYTES] [-r RCPTS] [-R RATE] "
-			"[-T SECS] [-d DOMAIN] HOST PORT\n"
+			"[-T SECS] [-d DOMAIN] [-m MESSAGE-FILE] HOST PORT\n"
 			"       phload idle [-n SESSIONS] [-S] [-p PID] [-H SECS] [-T SECS] HOST PORT\n");
 	exit(2);
 }
@@ -486,7 +517,7 @@ static void parse_args(int argc, char **argv)
 		usage();
 	int opt;
 	optind = 2;
-	while ((opt = getopt(argc, argv, "c:n:s:r:R:T:d:Sp:H:")) != -1) {
+	while ((opt = getopt(argc, argv, "c:n:s:r:R:T:d:m:Sp:H:")) != -1) {
 		switch (opt) {
 		case 'c': g.conc = (unsigned)atoi(optarg); break;
 		case 'n': g.count = (unsigned)atoi(optarg); break;
@@ -495,6 +526,7 @@ static void parse_args(int argc, char **argv)
 		case 'R': g.rate = atof(optarg); break;
 		case 'T': g.timeout = atof(optarg); break;
 		case 'd': g.domain = optarg; break;
+		case 'm': g.message = optarg; break;
 		case 'S': g.starttls = true; break;
 		case 'p': g.pid = (unsigned)atoi(optarg); break;
 		case 'H': g.hold = atof(optarg); break;
@@ -533,7 +565,9 @@ int main(int argc, char **argv)
 			die("SSL_CTX_new failed");
 		SSL_CTX_set_verify(g.ssl_ctx, SSL_VERIFY_NONE, NULL);
 	}
-	if (!g.idle_mode)
+	if (!g.idle_mode && g.message)
+		load_body(g.message);
+	else if (!g.idle_mode)
 		build_body();
 	long rss_before = g.pid ? rss_kb(g.pid) : -1;
 

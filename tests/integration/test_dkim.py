@@ -8,6 +8,7 @@ Every key record is served by the tests' own dnsmasq (TXT); OpenDKIM,
 whose resolver cannot be given a port, reads the same records from its
 TestDNSData file.  Only 127.0.0.x; every wait bounded."""
 
+import contextlib
 import os
 import re
 import socket
@@ -26,6 +27,7 @@ from conftest import HOSTNAME, run_cli
 from helpers import free_port, send_message, split_message
 from test_outbound import (SINK_HOST, outbound_block, sinks, submit,  # noqa: F401 (fixture)
                            wait_spool_empty)
+from milters import ScriptedMilter
 from zonedns import ZoneDNS
 
 DOMAIN = "example.test"
@@ -113,7 +115,11 @@ class OpenDkimSigner:
     def stop(self):
         if self.proc.poll() is None:
             self.proc.terminate()
-            self.proc.wait(10)
+            try:  # libmilter takes seconds to notice; nothing of it is kept
+                self.proc.wait(0.5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
 
     @staticmethod
     def _packet(cmd, data=b""):
@@ -444,15 +450,36 @@ def smtp_send(d, sender, data, expect=250):
         return send_message(c, sender, [BOB], stuffed, expect=expect)
 
 
+class HeaderRecorder(ScriptedMilter):
+    """A milter that lets every message through and keeps the header
+    fields it was shown (name, value)."""
+
+    def __init__(self):
+        self.fields = []
+        super().__init__(eom=struct.pack(">I", 1) + b"c")
+
+    def close(self):
+        self.stop()
+
+    def _read_packet(self, conn):
+        cmd, data = super()._read_packet(conn)
+        if cmd == b"L":
+            name, value, _ = data.split(b"\0")
+            self.fields.append((name, value))
+        return cmd, data
+
+
 def test_mx_verifies_dkim_at_end_of_data(posthorn, tmp_path):
     """An MX with spf, dkim and dmarc enforce: mail signed by OpenDKIM
     (rsa-sha256) and dkimpy (rsa-sha256, ed25519-sha256), with folded
     fields, a long line and an 8-bit body, gets dkim=pass for each
     signature in posthorn's one Authentication-Results field, and DMARC
     passes through DKIM alignment although SPF fails; the same message
-    changed on the way is refused (p=reject); a key whose lookup fails
+    changed on the way is refused (p=reject), or with a From of a domain
+    without DMARC accepted with dkim=fail for each; a key whose lookup fails
     (SERVFAIL) is a temperror and the mail is accepted; a message over the
-    bound that is held for DKIM is accepted unverified (neutral)."""
+    bound that is held for DKIM is accepted unverified (neutral).  A milter
+    sees the message with posthorn's field (verification first)."""
     rsa_path, rsa_rec = rsa_pem(tmp_path, "rsa.key", 2048)
     seed, ed_rec = ed25519_seed(tmp_path)
     zone = {"py._domainkey.signed.test": [("TXT", tuple(split255(rsa_rec)))],
@@ -476,10 +503,15 @@ def test_mx_verifies_dkim_at_end_of_data(posthorn, tmp_path):
     signed = dkim.sign(signed, b"ed", b"signed.test", seed, signature_algorithm=b"ed25519-sha256",
                        canonicalize=(b"relaxed", b"simple")) + signed
     sigs = signatures(signed)
-    with ZoneDNS(zone) as dns:
-        d = posthorn(dns=dns.address, servers={"mx": {"extra": VERIFY_ALL}})
+    recorder = HeaderRecorder()
+    milter = (f"milter rec {{\n    socket {recorder.socket}\n    timeout 5s\n"
+              "    on-failure tempfail\n}")
+    with ZoneDNS(zone) as dns, contextlib.closing(recorder):
+        d = posthorn(dns=dns.address, servers={"mx": {"extra": VERIFY_ALL + "\n" + milter}})
         smtp_send(d, "carol@signed.test", signed)
         ar, names = authres_of(d, 1)
+        seen = [v for k, v in recorder.fields if k == b"Authentication-Results"]
+        assert len(seen) == 1 and re.sub(rb"\s+", b" ", seen[0]) == ar[0].lstrip(), seen
         assert len(ar) == 1, names
         assert names.index("Authentication-Results") == names.index("Received") + 1, names
         assert ar[0].startswith(HOSTNAME.encode() + b"; spf=fail smtp.mailfrom=carol@signed.test;"), ar
@@ -503,10 +535,17 @@ def test_mx_verifies_dkim_at_end_of_data(posthorn, tmp_path):
         assert d.wait_event("dkim", result="fail", selector="od")
         assert d.wait_event("reject", reason="dmarc")
 
+        # the From changed to a domain without DMARC: accepted, each signature fails
+        smtp_send(d, "carol@other.test", signed.replace(b"<carol@signed.test>",
+                                                        b"<carol@other.test>"))
+        ar, _ = authres_of(d, 2)
+        assert ar[0].count(b"dkim=fail (signature did not verify) header.d=signed.test") == 3, ar
+        assert ar[0].endswith(b"dmarc=none header.from=other.test"), ar
+
         # the key's lookup fails: temperror, and DMARC cannot decide either
         broken = dkim.sign(msg, b"broken", b"signed.test", key) + msg
         smtp_send(d, "carol@signed.test", broken)
-        ar, _ = authres_of(d, 2)
+        ar, _ = authres_of(d, 3)
         assert b"dkim=temperror (key lookup: " in ar[0], ar
         assert b"header.d=signed.test header.s=broken" in ar[0], ar
         assert ar[0].endswith(b"dmarc=temperror header.from=signed.test"), ar
@@ -516,10 +555,10 @@ def test_mx_verifies_dkim_at_end_of_data(posthorn, tmp_path):
         big = msg.replace(b"carol@signed.test", b"carol@other.test") + body
         big = dkim.sign(big, b"py", b"signed.test", key) + big
         smtp_send(d, "carol@other.test", big)
-        ar, _ = authres_of(d, 3)
+        ar, _ = authres_of(d, 4)
         assert (b"dkim=neutral (message too large to verify) header.d=signed.test "
                 b"header.s=py") in ar[0], ar
-        assert d.messages(BOB)[2].endswith(big)
+        assert d.messages(BOB)[3].endswith(big)
 
 # -- check-dns ----------------------------------------------------------------------------
 

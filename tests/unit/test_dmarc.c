@@ -123,6 +123,15 @@ static const struct decision_case decisions[] = {
 	 false, 0, DMARC_RESULT_FAIL, DMARC_DISP_REJECT},
 	{"example.com", SPF_NONE, "", "news.example.com", "v=DMARC1; p=reject; adkim=r", false,
 	 false, 0, DMARC_RESULT_PASS, DMARC_DISP_NONE},
+	/* DKIM alone, SPF failing: the signer's domain against the From domain */
+	{"news.example.com", SPF_FAIL, "example.net", "example.com", "v=DMARC1; p=reject", false,
+	 false, 0, DMARC_RESULT_PASS, DMARC_DISP_NONE},
+	{"news.example.com", SPF_FAIL, "example.net", "example.com", "v=DMARC1; p=reject; adkim=s",
+	 false, false, 0, DMARC_RESULT_FAIL, DMARC_DISP_REJECT},
+	{"example.com", SPF_FAIL, "example.net", "example.com.evil.test", "v=DMARC1; p=reject",
+	 false, false, 0, DMARC_RESULT_FAIL, DMARC_DISP_REJECT},
+	{"example.co.uk", SPF_FAIL, "example.net", "co.uk", "v=DMARC1; p=quarantine", false, false,
+	 0, DMARC_RESULT_FAIL, DMARC_DISP_QUARANTINE}, /* a public suffix signs for nobody */
 	/* pct: inside the sample the policy, outside it one step lower */
 	{"example.com", SPF_FAIL, "example.com", NULL, "v=DMARC1; p=reject; pct=50", false, false,
 	 10, DMARC_RESULT_FAIL, DMARC_DISP_REJECT},

@@ -65,7 +65,9 @@ struct smtp_verify {
 	bool hdr_ended;                 /* a line ended it (blank or body) */
 	bool hdr_handled;               /* smtp_verify_header_end() ran */
 	bool too_big;
-	bool too_big_for_dkim;          /* the message is over SMTP_VERIFY_HOLD_MAX */
+	bool too_big_for_dkim;          /* the message is over SMTP_VERIFY_HOLD_MAX, */
+	bool held_too_much;             /* ... or all together over SMTP_VERIFY_HOLD_TOTAL */
+	size_t body_counted;            /* what this one adds to smtp_verify_body_held */
 	unsigned ndkim_fields;          /* DKIM-Signature fields in the header */
 	unsigned narc_fields;           /* ARC-... fields (RFC 8617 §4.1) */
 
@@ -76,6 +78,8 @@ struct smtp_verify {
 	struct arc_verify *arc_verify;
 	bool arc_checked;
 	struct arc_result arc;          /* the chain's validation */
+	struct dkim_key_source keys;    /* when own_keys: not DNS */
+	bool own_keys;
 
 	char from_domain[SPF_NAME_MAX + 1];
 	struct dmarc_lookup *dmarc_lookup;
@@ -94,6 +98,9 @@ struct smtp_verify {
 	char *out;                      /* our field and the kept header */
 	size_t out_len;
 };
+
+/* The body bytes every transaction holds for DKIM (one event loop). */
+static size_t smtp_verify_body_held;
 
 /* The host names of the servers that write Authentication-Results. */
 static void smtp_verify_ids(struct smtp_verify *v, const struct conf *conf)
@@ -138,6 +145,7 @@ void smtp_verify_free(struct smtp_verify *v)
 	dmarc_lookup_cancel(v->dmarc_lookup);
 	dkim_verify_cancel(v->dkim_verify);
 	arc_verify_cancel(v->arc_verify);
+	smtp_verify_body_held -= v->body_counted;
 	free(v->hdr);
 	free(v->kept);
 	free(v->out);
@@ -214,11 +222,13 @@ bool smtp_verify_mail(struct smtp_verify *v, const struct sockaddr_storage *clie
 /* text and CRLF after what is held; the callers keep the bounds. */
 static void smtp_verify_append(struct smtp_verify *v, const char *text, size_t len)
 {
-	size_t held = v->hdr_len + v->rest_len;
-	if (held + len + 2 > v->hdr_cap) {
+	size_t held = v->hdr_len + v->rest_len, need = held + len + 2;
+	if (need > v->hdr_cap) {
 		size_t cap = v->hdr_cap ? v->hdr_cap * 2 : 4096;
-		while (cap < held + len + 2)
+		while (cap < need)
 			cap *= 2;
+		if (cap > SMTP_VERIFY_HOLD_MAX) /* no doubling past the bound: one line over it */
+			cap = need > SMTP_VERIFY_HOLD_MAX ? need : SMTP_VERIFY_HOLD_MAX;
 		v->hdr = xrealloc(v->hdr, cap);
 		v->hdr_cap = cap;
 	}
@@ -249,8 +259,12 @@ static bool smtp_verify_hold_body(struct smtp_verify *v, const char *text, size_
 	if (!(v->dkim_on || v->arc_on) || v->too_big || v->too_big_for_dkim)
 		return false; /* cannot happen: the session waits for the checks */
 	smtp_verify_append(v, text, len);
+	smtp_verify_body_held += len + 2;
+	v->body_counted += len + 2;
 	if (v->hdr_len + v->rest_len >= SMTP_VERIFY_HOLD_MAX)
 		v->too_big_for_dkim = true;
+	else if (smtp_verify_body_held >= SMTP_VERIFY_HOLD_TOTAL)
+		v->too_big_for_dkim = v->held_too_much = true;
 	return true;
 }
 
@@ -292,7 +306,7 @@ bool smtp_verify_header_handled(const struct smtp_verify *v)
 bool smtp_verify_header_done(const struct smtp_verify *v)
 {
 	return v && v->hdr_ended && !v->hdr_handled &&
-	       (!(v->dkim_on || v->arc_on) || v->too_big_for_dkim);
+	       (!(v->dkim_on || v->arc_on) || v->too_big || v->too_big_for_dkim);
 }
 
 bool smtp_verify_header_too_big(const struct smtp_verify *v)
@@ -541,13 +555,18 @@ static void smtp_verify_dkim_ids(const char *f, size_t n, struct smtp_verify_dki
 	    dkim_tags_parse(colon + 1, n - (size_t)(colon + 1 - f), &tags, err, sizeof err) < 0)
 		return;
 	const struct dkim_tag *d = dkim_tags_get(&tags, "d"), *s = dkim_tags_get(&tags, "s");
-	if (d && d->value_len < sizeof t->domain && smtp_verify_token(d->value, d->value_len))
+	if (d && d->value_len < sizeof t->domain && smtp_verify_token(d->value, d->value_len)) {
+		/* fits: its length is checked above */
 		xsnprintf(t->domain, sizeof t->domain, "%.*s", (int)d->value_len, d->value);
+		(void)str_lower(t->domain); /* as the verifier reports d= */
+	}
 	if (s && s->value_len < sizeof t->selector && smtp_verify_token(s->value, s->value_len))
-		xsnprintf(t->selector, sizeof t->selector, "%.*s", (int)s->value_len, s->value);
+		xsnprintf(t->selector, sizeof t->selector, "%.*s", (int)s->value_len,
+			  s->value); /* fits, as d= */
 }
 
-/* The message is over SMTP_VERIFY_HOLD_MAX: each signature is neutral,
+/* The message is over SMTP_VERIFY_HOLD_MAX (or all held together over
+ * SMTP_VERIFY_HOLD_TOTAL): each signature is neutral,
  * not verified (RFC 6376 §6.3: a verifier may ignore signatures, and
  * then treats the message as it would an unsigned one for the signer). */
 static void smtp_verify_dkim_too_large(struct smtp_verify *v)
@@ -563,7 +582,8 @@ static void smtp_verify_dkim_too_large(struct smtp_verify *v)
 				.domain = ids[k].domain[0] ? ids[k].domain : NULL,
 				.selector = ids[k].selector[0] ? ids[k].selector : NULL,
 				.result = AUTHRES_DKIM_NEUTRAL,
-				.reason = "message too large to verify",
+				.reason = v->held_too_much ? "too much held for verification"
+							   : "message too large to verify",
 			};
 			k++;
 		}
@@ -583,13 +603,16 @@ static bool smtp_verify_dkim_start(struct smtp_verify *v)
 {
 	if (!v->dkim_on)
 		return false;
-	if (v->too_big_for_dkim) {
+	if (v->too_big || v->too_big_for_dkim) { /* (a header over its bound is refused) */
 		smtp_verify_dkim_too_large(v);
 	} else if (v->ndkim_fields == 0) {
 		smtp_verify_set_dkim(v, NULL, 0); /* dkim=none, nothing to hash */
 	} else {
-		v->dkim_verify = dkim_verify_start(v->dns, v->hdr, v->hdr_len + v->rest_len,
-						   time(NULL), smtp_verify_dkim_done, v);
+		size_t len = v->hdr_len + v->rest_len;
+		v->dkim_verify = v->own_keys ? dkim_verify_start_with(&v->keys, v->hdr, len, time(NULL),
+								      smtp_verify_dkim_done, v)
+					     : dkim_verify_start(v->dns, v->hdr, len, time(NULL),
+								 smtp_verify_dkim_done, v);
 		return v->dkim_verify != NULL;
 	}
 	return false;
@@ -611,16 +634,19 @@ static void smtp_verify_arc_done(void *arg, const struct arc_result *r)
 	smtp_verify_stage_done(v);
 }
 
-/* ARC (RFC 8617 §5.2) over the message as it came, like DKIM.  One over
- * SMTP_VERIFY_HOLD_MAX is not validated: no arc= result, and the sealer
- * does not seal a chain it did not validate. */
+/* ARC (RFC 8617 §5.2) over the message as it came, like DKIM, with the
+ * same keys.  One not held whole (over SMTP_VERIFY_HOLD_MAX, or too much
+ * held at once) is not validated: no arc= result, and the sealer does
+ * not seal a chain it did not validate. */
 static bool smtp_verify_arc_start(struct smtp_verify *v)
 {
 	if (!v->arc_on)
 		return false;
-	if (v->too_big_for_dkim) {
-		log_info("event=arc session=%s server=%s client=%s result=- reason=\"message too "
-			 "large to validate\"", v->sid, v->srv->name, v->client);
+	if (v->too_big || v->too_big_for_dkim) {
+		log_info("event=arc session=%s server=%s client=%s result=- reason=\"%s\"", v->sid,
+			 v->srv->name, v->client,
+			 v->held_too_much ? "too much held for verification"
+					  : "message too large to validate");
 		return false;
 	}
 	if (v->narc_fields == 0) { /* arc=none: nothing to hash or look up */
@@ -628,8 +654,10 @@ static bool smtp_verify_arc_start(struct smtp_verify *v)
 		smtp_verify_arc_done(v, &none);
 		return false;
 	}
-	v->arc_verify = arc_verify_start(v->dns, v->hdr, v->hdr_len + v->rest_len,
-					 smtp_verify_arc_done, v);
+	size_t len = v->hdr_len + v->rest_len;
+	v->arc_verify = v->own_keys ? arc_verify_start_with(&v->keys, v->hdr, len,
+							    smtp_verify_arc_done, v)
+				    : arc_verify_start(v->dns, v->hdr, len, smtp_verify_arc_done, v);
 	return v->arc_verify != NULL;
 }
 
@@ -701,6 +729,14 @@ const char *smtp_verify_rest_out(struct smtp_verify *v, size_t *len)
 {
 	*len = v->rest_len;
 	return v->rest_len ? v->hdr + v->hdr_len : "";
+}
+
+void smtp_verify_set_key_source(struct smtp_verify *v, const struct dkim_key_source *src)
+{
+	if (!v)
+		return;
+	v->keys = *src;
+	v->own_keys = true;
 }
 
 /* A copy of s into out; a value that does not fit is left out (NULL)

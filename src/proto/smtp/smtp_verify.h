@@ -28,6 +28,11 @@ enum { SMTP_VERIFY_HEADER_MAX = 256 * 1024 };
  * large to verify"): its checks run when the bound is crossed and the
  * rest goes to the spool as it comes. */
 enum { SMTP_VERIFY_HOLD_MAX = 4 * 1024 * 1024 };
+/* What all transactions hold of message bodies for DKIM together: past it
+ * a message is not verified either (dkim=neutral, "too much held for
+ * verification"), so that many slow senders cannot make the daemon hold
+ * SMTP_VERIFY_HOLD_MAX each. */
+enum { SMTP_VERIFY_HOLD_TOTAL = 256 * 1024 * 1024 };
 
 typedef void (*smtp_verify_cb)(void *arg);
 
@@ -75,6 +80,12 @@ const char *smtp_verify_header_out(struct smtp_verify *v, size_t *len);
 const char *smtp_verify_rest_out(struct smtp_verify *v, size_t *len);
 /* The header section was over SMTP_VERIFY_HEADER_MAX. */
 bool smtp_verify_header_too_big(const struct smtp_verify *v);
+
+/* Where DKIM (and ARC) keys come from: DNS, through the resolver given to
+ * smtp_verify_new(), unless a tool or a fuzz target gives its own
+ * (mailauth/dkim_verify.h; copied). */
+struct dkim_key_source;
+void smtp_verify_set_key_source(struct smtp_verify *v, const struct dkim_key_source *src);
 
 /* The DKIM verifier's per-signature results (mailauth/authres.h), copied:
  * they go into the Authentication-Results field, and the d= of those that
