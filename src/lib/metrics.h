@@ -27,7 +27,7 @@ enum metric_id {
 	METRIC_DNS_CACHE_HITS,       /* (none) */
 	METRIC_SESSIONS,             /* server, protocol */
 	METRIC_COMMANDS,             /* protocol, command */
-	METRIC_VERIFY_RESULTS,       /* server, method (spf, dmarc), result */
+	METRIC_VERIFY_RESULTS,       /* server, method (spf, dkim, arc, dmarc), result */
 	METRIC_SERIES_DROPPED,       /* (none): increments lost to a full table */
 	METRIC_COUNT
 };

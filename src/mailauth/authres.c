@@ -7,11 +7,13 @@
 #include "mailauth/authres.h"
 
 #include <ctype.h>
+#include <stdint.h>
 #include <string.h>
 #include <strings.h>
 
 #include "lib/strbuf.h"
 #include "lib/util.h"
+#include "mailauth/arc.h"
 
 enum { AUTHRES_B_SHOWN = 12 }; /* characters of header.b (§2.7.1: 8 at least) */
 
@@ -126,6 +128,19 @@ static void authres_dmarc(struct strbuf *sb, const struct authres_input *in)
 	}
 }
 
+/* RFC 8617 §10.1: the arc method, the chain's length in a comment, and
+ * header.oldest-pass when it passed. */
+static void authres_arc(struct strbuf *sb, const struct arc_result *r)
+{
+	(void)strbuf_addf(sb, ";\r\n\tarc=%s", arc_status_name(r->status));
+	if (r->status == ARC_FAIL && *r->reason)
+		authres_comment(sb, r->reason);
+	else if (r->instances > 0)
+		(void)strbuf_addf(sb, " (i=%u)", r->instances);
+	if (r->status == ARC_PASS)
+		(void)strbuf_addf(sb, " header.oldest-pass=%u", r->oldest_pass);
+}
+
 bool authres_build(const struct authres_input *in, char *out, size_t outsz)
 {
 	struct strbuf sb;
@@ -140,7 +155,9 @@ bool authres_build(const struct authres_input *in, char *out, size_t outsz)
 		authres_dkim_one(&sb, &in->dkim[i]);
 	if (in->dmarc_checked && in->dmarc)
 		authres_dmarc(&sb, in);
-	if (!in->spf_checked && !in->dkim_checked && !(in->dmarc_checked && in->dmarc))
+	if (in->arc)
+		authres_arc(&sb, in->arc);
+	if (!in->spf_checked && !in->dkim_checked && !(in->dmarc_checked && in->dmarc) && !in->arc)
 		(void)strbuf_adds(&sb, "; none"); /* §2.2: nothing was checked */
 	(void)strbuf_adds(&sb, "\r\n");
 	return strbuf_ok(&sb);
@@ -217,4 +234,57 @@ bool authres_claims(const char *field, size_t len, const char *authserv_id)
 	char id[256];
 	return authres_authserv_id(field + i + 1, len - i - 1, id, sizeof id) &&
 	       strcasecmp(id, authserv_id) == 0;
+}
+
+/* From i, past the next ';' outside comments and quoted strings: the
+ * start of the next resinfo, or len. */
+static size_t authres_next_resinfo(const char *s, size_t len, size_t i)
+{
+	bool quoted = false;
+	while (i < len) {
+		size_t j = quoted ? i : authres_skip_cfws(s, len, i);
+		if (j != i) {
+			i = j;
+			continue;
+		}
+		if (s[i] == '"')
+			quoted = !quoted;
+		else if (quoted && s[i] == '\\')
+			i++;
+		else if (!quoted && s[i] == ';')
+			return i + 1;
+		i++;
+	}
+	return len;
+}
+
+/* A token at i into out (lower case); the position after it, or
+ * SIZE_MAX when there is none or it does not fit. */
+static size_t authres_token(const char *s, size_t len, size_t i, char *out, size_t outsz)
+{
+	size_t n = 0;
+	for (; i < len && authres_token_char((unsigned char)s[i]) && s[i] != '='; i++) {
+		if (n + 1 >= outsz)
+			return SIZE_MAX;
+		out[n++] = (char)tolower((unsigned char)s[i]);
+	}
+	out[n] = '\0';
+	return n ? i : SIZE_MAX;
+}
+
+bool authres_method_result(const char *value, size_t len, const char *method, char *out,
+			   size_t outsz)
+{
+	size_t i = authres_next_resinfo(value, len, 0);
+	while (i < len) {
+		char name[32];
+		size_t j = authres_token(value, len, authres_skip_cfws(value, len, i), name,
+					 sizeof name);
+		j = j == SIZE_MAX ? len : authres_skip_cfws(value, len, j);
+		if (j < len && value[j] == '=' && strcmp(name, method) == 0)
+			return authres_token(value, len, authres_skip_cfws(value, len, j + 1), out,
+					     outsz) != SIZE_MAX;
+		i = authres_next_resinfo(value, len, i);
+	}
+	return false;
 }

@@ -35,6 +35,8 @@ struct authres_dkim {
 
 const char *authres_dkim_result_name(enum authres_dkim_result r);
 
+struct arc_result;
+
 /* What was checked; a part not checked is left out of the field. */
 struct authres_input {
 	const char *authserv_id; /* posthorn's host name */
@@ -48,6 +50,7 @@ struct authres_input {
 	bool dmarc_checked;
 	const struct dmarc_verdict *dmarc;
 	const char *from_domain;
+	const struct arc_result *arc; /* the ARC chain's validation; NULL: not checked */
 };
 
 /* The whole field, folded, ending in CRLF, into out.  false when it does
@@ -63,5 +66,11 @@ bool authres_claims(const char *field, size_t len, const char *authserv_id);
  * first token or quoted-string after CFWS.  false when there is none or
  * it does not fit. */
 bool authres_authserv_id(const char *value, size_t len, char *out, size_t outsz);
+
+/* The result of the first resinfo of method (lower case, e.g. "arc") in
+ * an Authentication-Results value, lower case, into out.  false when
+ * there is none or it does not fit. */
+bool authres_method_result(const char *value, size_t len, const char *method, char *out,
+			   size_t outsz);
 
 #endif

@@ -2,7 +2,11 @@
  * shared by the signer and the verifier. */
 #include "mailauth/dkim_canon.h"
 
+#include <stdlib.h>
 #include <string.h>
+
+#include "lib/util.h"
+#include "mailauth/dkim_header.h"
 
 static bool is_wsp(char c)
 {
@@ -191,4 +195,65 @@ void dkim_body_end(struct dkim_body *b)
 	if (b->canon == DKIM_CANON_SIMPLE && b->out == 0)
 		body_out(b, "\r\n", 2);
 	body_flush(b);
+}
+
+void dkim_canon_header_cut(enum dkim_canon c, const char *field, size_t len, size_t cut,
+			   size_t resume, dkim_sink_fn sink, void *arg)
+{
+	char *copy = xmalloc(len ? len : 1);
+	memcpy(copy, field, cut);
+	memcpy(copy + cut, field + resume, len - resume);
+	dkim_canon_header(c, copy, len - (resume - cut), false, sink, arg);
+	free(copy);
+}
+
+/* ---- lists of fields ------------------------------------------------------------ */
+
+static bool is_list_space(char c)
+{
+	return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+void dkim_canon_h_list(enum dkim_canon c, const struct dkim_header *h, const char *list,
+		       size_t len, dkim_sink_fn sink, void *arg)
+{
+	struct dkim_pick *pick = xmalloc(sizeof *pick);
+	dkim_pick_begin(pick);
+	size_t i = 0;
+	while (i <= len) {
+		size_t j = i;
+		while (j < len && list[j] != ':')
+			j++;
+		size_t a = i, b = j;
+		while (a < b && is_list_space(list[a]))
+			a++;
+		while (b > a && is_list_space(list[b - 1]))
+			b--;
+		const struct dkim_field *f = b > a ? dkim_pick_next(pick, h, list + a, b - a) : NULL;
+		if (f)
+			dkim_canon_header(c, f->start, f->len, true, sink, arg);
+		i = j + 1;
+	}
+	free(pick);
+}
+
+static int canon_word(const char *w, size_t n, enum dkim_canon *out)
+{
+	if (n == 7 && memcmp(w, "relaxed", 7) == 0)
+		*out = DKIM_CANON_RELAXED;
+	else if (n == 6 && memcmp(w, "simple", 6) == 0)
+		*out = DKIM_CANON_SIMPLE;
+	else
+		return -1;
+	return 0;
+}
+
+int dkim_canon_parse(const char *v, size_t len, enum dkim_canon *hc, enum dkim_canon *bc)
+{
+	*hc = *bc = DKIM_CANON_SIMPLE;
+	const char *slash = memchr(v, '/', len);
+	size_t hn = slash ? (size_t)(slash - v) : len;
+	if (canon_word(v, hn, hc) < 0)
+		return -1;
+	return slash ? canon_word(slash + 1, len - hn - 1, bc) : 0;
 }

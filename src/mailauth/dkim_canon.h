@@ -22,6 +22,23 @@ typedef void (*dkim_sink_fn)(void *sink, const void *data, size_t len);
 void dkim_canon_header(enum dkim_canon c, const char *field, size_t len, bool crlf,
 		       dkim_sink_fn sink, void *arg);
 
+/* A signature's own field with the value of its b= tag, bytes
+ * [cut, resume) of the field, taken out (§3.7), without CRLF. */
+void dkim_canon_header_cut(enum dkim_canon c, const char *field, size_t len, size_t cut,
+			   size_t resume, dkim_sink_fn sink, void *arg);
+
+/* The fields an h= list (len bytes, names separated by ':', white space
+ * around them allowed) names, picked from the bottom of h (RFC 6376
+ * §5.4.2), each canonicalised with its CRLF; names with no field left
+ * add nothing. */
+struct dkim_header;
+void dkim_canon_h_list(enum dkim_canon c, const struct dkim_header *h, const char *list,
+		       size_t len, dkim_sink_fn sink, void *arg);
+
+/* A c= value "header[/body]" (§3.5; simple when a part is absent).  0, or
+ * -1 when a part is neither simple nor relaxed. */
+int dkim_canon_parse(const char *v, size_t len, enum dkim_canon *hc, enum dkim_canon *bc);
+
 /* The body, fed in pieces of any size (CRLF line ends).  simple: as it
  * is, without empty lines at the end, "CRLF" when empty (§3.4.3);
  * relaxed: spaces at line ends removed, runs of space and tab made one

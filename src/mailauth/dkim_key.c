@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include <openssl/pem.h>
+#include <openssl/rsa.h>
 #include <openssl/x509.h>
 
 #include "lib/util.h"
@@ -233,4 +234,45 @@ void dkim_pubkey_clear(struct dkim_pubkey *k)
 {
 	EVP_PKEY_free(k->pkey);
 	memset(k, 0, sizeof *k);
+}
+
+bool dkim_key_verify_digest(EVP_PKEY *pkey, enum dkim_key_type t, const unsigned char *sig,
+			    size_t siglen, const unsigned char *digest, size_t dlen)
+{
+	bool ok = false;
+	if (t == DKIM_KEY_ED25519) {
+		EVP_MD_CTX *md = EVP_MD_CTX_new();
+		ok = md && EVP_DigestVerifyInit(md, NULL, NULL, NULL, pkey) == 1 &&
+		     EVP_DigestVerify(md, sig, siglen, digest, dlen) == 1;
+		EVP_MD_CTX_free(md);
+	} else {
+		EVP_PKEY_CTX *c = EVP_PKEY_CTX_new(pkey, NULL);
+		ok = c && EVP_PKEY_verify_init(c) == 1 &&
+		     EVP_PKEY_CTX_set_rsa_padding(c, RSA_PKCS1_PADDING) == 1 &&
+		     EVP_PKEY_CTX_set_signature_md(c, EVP_sha256()) == 1 &&
+		     EVP_PKEY_verify(c, sig, siglen, digest, dlen) == 1;
+		EVP_PKEY_CTX_free(c);
+	}
+	return ok;
+}
+
+bool dkim_pubkey_verify(const struct dkim_pubkey *k, enum dkim_key_type want,
+			const unsigned char *sig, size_t siglen, const unsigned char *digest,
+			size_t dlen, char *why, size_t whysz)
+{
+	if (!k->pkey)
+		errfmt(why, whysz, "key revoked");
+	else if (k->type != want)
+		errfmt(why, whysz, "key type %s does not match a=", dkim_key_type_name(k->type));
+	else if (!k->sha256_ok)
+		errfmt(why, whysz, "key does not allow sha256 (h=)");
+	else if (k->type == DKIM_KEY_RSA &&
+		 (k->bits < DKIM_RSA_VERIFY_BITS_MIN || k->bits > DKIM_RSA_BITS_MAX))
+		errfmt(why, whysz, "RSA key of %u bits (%d to %d accepted)", k->bits,
+		       DKIM_RSA_VERIFY_BITS_MIN, DKIM_RSA_BITS_MAX);
+	else if (!dkim_key_verify_digest(k->pkey, k->type, sig, siglen, digest, dlen))
+		errfmt(why, whysz, "signature did not verify");
+	else
+		return true;
+	return false;
 }

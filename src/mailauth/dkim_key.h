@@ -61,6 +61,19 @@ int dkim_pubkey_parse(const char *text, size_t len, struct dkim_pubkey *out, cha
 		      size_t errsz);
 void dkim_pubkey_clear(struct dkim_pubkey *k);
 
+/* Does sig (siglen bytes) sign the SHA-256 digest with pkey, a key of
+ * type t?  RSASSA-PKCS1-v1_5 (RFC 6376 §3.3.1) or PureEdDSA over the
+ * digest (RFC 8463 §3). */
+bool dkim_key_verify_digest(EVP_PKEY *pkey, enum dkim_key_type t, const unsigned char *sig,
+			    size_t siglen, const unsigned char *digest, size_t dlen);
+
+/* A key record's key checked for a signature of type want and the
+ * signature verified (ARC, RFC 8617 §5.2, judges keys as DKIM does):
+ * true, or false with the reason in why. */
+bool dkim_pubkey_verify(const struct dkim_pubkey *k, enum dkim_key_type want,
+			const unsigned char *sig, size_t siglen, const unsigned char *digest,
+			size_t dlen, char *why, size_t whysz);
+
 /* Do the two keys have the same public part? */
 bool dkim_key_same_public(EVP_PKEY *a, EVP_PKEY *b);
 

@@ -34,6 +34,7 @@ struct dkim_sign {
 	struct dkim_body body;
 	struct dkim_header fields;
 	bool parsed;
+	char *bh;               /* the body hash in base64, once made */
 };
 
 static void sink_md(void *arg, const void *data, size_t len)
@@ -57,6 +58,7 @@ void dkim_sign_free(struct dkim_sign *s)
 	if (!s)
 		return;
 	free(s->header);
+	free(s->bh);
 	dkim_header_free(&s->fields);
 	EVP_MD_CTX_free(s->body_md);
 	free(s);
@@ -147,7 +149,7 @@ static size_t count_fields(const struct dkim_header *h, const char *name)
 }
 
 /* h= : From once more than it appears, then the others present. */
-static bool sign_h_list(const struct dkim_header *h, struct strbuf *sb)
+bool dkim_sign_h_list(const struct dkim_header *h, struct strbuf *sb)
 {
 	bool ok = strbuf_adds(sb, "from");
 	for (size_t k = 0; k < count_fields(h, "from"); k++)
@@ -159,20 +161,9 @@ static bool sign_h_list(const struct dkim_header *h, struct strbuf *sb)
 }
 
 /* The signed fields, canonicalised, into md (§5.4.2: from the bottom). */
-static void sign_hash_fields(const struct dkim_header *h, const char *hlist, EVP_MD_CTX *md)
+void dkim_sign_hash_fields(const struct dkim_header *h, const char *hlist, EVP_MD_CTX *md)
 {
-	struct dkim_pick *pick = xmalloc(sizeof *pick);
-	dkim_pick_begin(pick);
-	const char *p = hlist;
-	while (*p) {
-		const char *e = strchr(p, ':');
-		size_t n = e ? (size_t)(e - p) : strlen(p);
-		const struct dkim_field *f = dkim_pick_next(pick, h, p, n);
-		if (f)
-			dkim_canon_header(DKIM_CANON_RELAXED, f->start, f->len, true, sink_md, md);
-		p += n + (e != NULL);
-	}
-	free(pick);
+	dkim_canon_h_list(DKIM_CANON_RELAXED, h, hlist, strlen(hlist), sink_md, md);
 }
 
 static int sign_digest(const struct dkim_privkey *k, const unsigned char *digest, size_t dlen,
@@ -210,6 +201,33 @@ static bool add_folded_b(struct strbuf *sb, const char *b64)
 	return ok;
 }
 
+int dkim_sign_field(const struct dkim_privkey *k, const char *head, size_t head_len,
+		    EVP_MD_CTX *fields_md, struct strbuf *out)
+{
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	unsigned char digest[EVP_MAX_MD_SIZE];
+	unsigned dlen = 0;
+	int ok = md && EVP_MD_CTX_copy_ex(md, fields_md) == 1;
+	if (ok) {
+		/* §3.7: the signature's own field last, b= empty, no CRLF */
+		dkim_canon_header(DKIM_CANON_RELAXED, head, head_len, false, sink_md, md);
+		ok = EVP_DigestFinal_ex(md, digest, &dlen) == 1;
+	}
+	EVP_MD_CTX_free(md);
+	unsigned char sig[SIG_BYTES_MAX];
+	size_t siglen = sizeof sig;
+	if (!ok || sign_digest(k, digest, dlen, sig, &siglen) < 0)
+		return -1;
+	char *b64 = dkim_base64_encode(sig, siglen);
+	char field[DKIM_SIGNATURE_MAX];
+	struct strbuf sb;
+	strbuf_init(&sb, field, sizeof field);
+	bool fits = strbuf_add(&sb, head, head_len) && add_folded_b(&sb, b64) &&
+		    strbuf_adds(&sb, "\r\n") && strbuf_add(out, strbuf_str(&sb), strbuf_len(&sb));
+	free(b64);
+	return fits ? 0 : -1;
+}
+
 /* One DKIM-Signature field for key k, appended to out. */
 static int sign_one(const struct dkim_privkey *k, const char *hlist,
 		    const char *bh, EVP_MD_CTX *fields_md, time_t now, struct strbuf *out)
@@ -224,35 +242,26 @@ static int sign_one(const struct dkim_privkey *k, const char *hlist,
 			  bh);
 	if (!strbuf_ok(&sb))
 		return -1;
-	EVP_MD_CTX *md = EVP_MD_CTX_new();
-	unsigned char digest[EVP_MAX_MD_SIZE];
-	unsigned dlen = 0;
-	int ok = md && EVP_MD_CTX_copy_ex(md, fields_md) == 1;
-	if (ok) {
-		/* §3.7: the signature's own field last, b= empty, no CRLF */
-		dkim_canon_header(DKIM_CANON_RELAXED, field, strbuf_len(&sb), false, sink_md, md);
-		ok = EVP_DigestFinal_ex(md, digest, &dlen) == 1;
-	}
-	EVP_MD_CTX_free(md);
-	unsigned char sig[SIG_BYTES_MAX];
-	size_t siglen = sizeof sig;
-	if (!ok || sign_digest(k, digest, dlen, sig, &siglen) < 0)
-		return -1;
-	char *b64 = dkim_base64_encode(sig, siglen);
-	bool fits = add_folded_b(&sb, b64) && strbuf_adds(&sb, "\r\n") &&
-		    strbuf_add(out, strbuf_str(&sb), strbuf_len(&sb));
-	free(b64);
-	return fits ? 0 : -1;
+	return dkim_sign_field(k, strbuf_str(&sb), strbuf_len(&sb), fields_md, out);
 }
 
-static char *sign_body_hash(struct dkim_sign *s)
+const char *dkim_sign_body_hash(struct dkim_sign *s)
 {
+	if (s->bh)
+		return s->bh;
+	s->in_body = true; /* no empty line: all header, empty body */
 	dkim_body_end(&s->body);
 	unsigned char bh[EVP_MAX_MD_SIZE];
 	unsigned n = 0;
 	if (EVP_DigestFinal_ex(s->body_md, bh, &n) != 1)
 		return NULL;
-	return dkim_base64_encode(bh, n);
+	s->bh = dkim_base64_encode(bh, n);
+	return s->bh;
+}
+
+const struct dkim_header *dkim_sign_header(struct dkim_sign *s)
+{
+	return sign_parse(s) < 0 ? NULL : &s->fields;
 }
 
 char *dkim_sign_finish(struct dkim_sign *s, const struct dkim_privkey *keys, size_t nkeys,
@@ -279,16 +288,15 @@ char *dkim_sign_finish(struct dkim_sign *s, const struct dkim_privkey *keys, siz
 	char hlist[1024];
 	struct strbuf hsb;
 	strbuf_init(&hsb, hlist, sizeof hlist);
-	char *bh = sign_body_hash(s);
+	const char *bh = dkim_sign_body_hash(s);
 	EVP_MD_CTX *fields_md = EVP_MD_CTX_new();
-	if (!sign_h_list(&s->fields, &hsb) || !bh || !fields_md ||
+	if (!dkim_sign_h_list(&s->fields, &hsb) || !bh || !fields_md ||
 	    EVP_DigestInit_ex(fields_md, EVP_sha256(), NULL) != 1) {
 		errfmt(err, errsz, "cannot prepare the signature");
-		free(bh);
 		EVP_MD_CTX_free(fields_md);
 		return NULL;
 	}
-	sign_hash_fields(&s->fields, hlist, fields_md);
+	dkim_sign_hash_fields(&s->fields, hlist, fields_md);
 	size_t cap = nmine * DKIM_SIGNATURE_MAX;
 	char *out = xmalloc(cap);
 	struct strbuf sb;
@@ -297,7 +305,6 @@ char *dkim_sign_finish(struct dkim_sign *s, const struct dkim_privkey *keys, siz
 	for (size_t i = 0; i < nkeys && r == 0; i++)
 		if (strcmp(keys[i].domain, from) == 0)
 			r = sign_one(&keys[i], hlist, bh, fields_md, now, &sb);
-	free(bh);
 	EVP_MD_CTX_free(fields_md);
 	if (r < 0) {
 		errfmt(err, errsz, "signing failed");

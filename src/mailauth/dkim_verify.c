@@ -12,7 +12,6 @@
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/rsa.h>
 
 #include "lib/offload.h"
 #include "lib/util.h"
@@ -127,23 +126,7 @@ static bool name_ok(const char *s)
 static int parse_canon(const struct dkim_tag *c, enum dkim_canon *hc, enum dkim_canon *bc)
 {
 	*hc = *bc = DKIM_CANON_SIMPLE;
-	if (!c)
-		return 0;
-	const char *slash = memchr(c->value, '/', c->value_len);
-	size_t hn = slash ? (size_t)(slash - c->value) : c->value_len;
-	const char *b = slash ? slash + 1 : NULL;
-	size_t bn = slash ? c->value_len - hn - 1 : 0;
-	if (hn == 7 && memcmp(c->value, "relaxed", 7) == 0)
-		*hc = DKIM_CANON_RELAXED;
-	else if (!(hn == 6 && memcmp(c->value, "simple", 6) == 0))
-		return -1;
-	if (!b)
-		return 0;
-	if (bn == 7 && memcmp(b, "relaxed", 7) == 0)
-		*bc = DKIM_CANON_RELAXED;
-	else if (!(bn == 6 && memcmp(b, "simple", 6) == 0))
-		return -1;
-	return 0;
+	return c ? dkim_canon_parse(c->value, c->value_len, hc, bc) : 0;
 }
 
 /* A decimal tag value (t=, x=, l=). */
@@ -241,32 +224,10 @@ static void header_hash(struct sig *s, const struct dkim_header *h, const struct
 	EVP_MD_CTX *md = EVP_MD_CTX_new();
 	if (!md || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1)
 		fatal("dkim: cannot set up SHA-256");
-	struct dkim_pick *pick = xmalloc(sizeof *pick);
-	dkim_pick_begin(pick);
-	size_t i = 0;
-	while (i <= htag->value_len) {
-		size_t j = i;
-		while (j < htag->value_len && htag->value[j] != ':')
-			j++;
-		size_t a = i, b = j;
-		while (a < b && strchr(" \t\r\n", htag->value[a]))
-			a++;
-		while (b > a && strchr(" \t\r\n", htag->value[b - 1]))
-			b--;
-		const struct dkim_field *pf = b > a ? dkim_pick_next(pick, h, htag->value + a, b - a)
-						    : NULL;
-		if (pf)
-			dkim_canon_header(hc, pf->start, pf->len, true, sink_md, md);
-		i = j + 1;
-	}
-	free(pick);
+	dkim_canon_h_list(hc, h, htag->value, htag->value_len, sink_md, md);
 	/* the field without b='s value: before it, then after it */
-	size_t cut = value_off + btag->raw_start, resume = value_off + btag->raw_end;
-	char *copy = xmalloc(f->len);
-	memcpy(copy, f->start, cut);
-	memcpy(copy + cut, f->start + resume, f->len - resume);
-	dkim_canon_header(hc, copy, f->len - (resume - cut), false, sink_md, md);
-	free(copy);
+	dkim_canon_header_cut(hc, f->start, f->len, value_off + btag->raw_start,
+			      value_off + btag->raw_end, sink_md, md);
 	unsigned n = 0;
 	if (EVP_DigestFinal_ex(md, s->digest, &n) != 1 || n != DIGEST_LEN)
 		fatal("dkim: SHA-256 failed");
@@ -388,21 +349,8 @@ static int sig_prepare(struct sig *s, const struct dkim_header *h, const struct 
 
 static bool verify_digest(const struct sig *s, EVP_PKEY *pkey)
 {
-	bool ok = false;
-	if (s->alg == ALG_ED25519_SHA256) {
-		EVP_MD_CTX *md = EVP_MD_CTX_new();
-		ok = md && EVP_DigestVerifyInit(md, NULL, NULL, NULL, pkey) == 1 &&
-		     EVP_DigestVerify(md, s->b, s->blen, s->digest, DIGEST_LEN) == 1;
-		EVP_MD_CTX_free(md);
-	} else {
-		EVP_PKEY_CTX *c = EVP_PKEY_CTX_new(pkey, NULL);
-		ok = c && EVP_PKEY_verify_init(c) == 1 &&
-		     EVP_PKEY_CTX_set_rsa_padding(c, RSA_PKCS1_PADDING) == 1 &&
-		     EVP_PKEY_CTX_set_signature_md(c, EVP_sha256()) == 1 &&
-		     EVP_PKEY_verify(c, s->b, s->blen, s->digest, DIGEST_LEN) == 1;
-		EVP_PKEY_CTX_free(c);
-	}
-	return ok;
+	enum dkim_key_type t = s->alg == ALG_ED25519_SHA256 ? DKIM_KEY_ED25519 : DKIM_KEY_RSA;
+	return dkim_key_verify_digest(pkey, t, s->b, s->blen, s->digest, DIGEST_LEN);
 }
 
 static void sig_check_key(struct sig *s, const struct dkim_pubkey *k)

@@ -616,8 +616,8 @@ static void outbound_attempt_start(struct outbound_msg *m)
 	}
 	if (signer_wanted(att->rt, &att->env)) {
 		/* once per attempt, with the keys of the attempt's generation */
-		att->signing = signer_start(att->rt, m->id, att->fd, att->env.body_offset,
-					    att->env.size, outbound_signed, att);
+		att->signing = signer_start(att->rt, &att->env, m->id, att->fd,
+					    att->env.body_offset, att->env.size, outbound_signed, att);
 		return;
 	}
 	outbound_group_start(att);

@@ -1,9 +1,10 @@
-/* libFuzzer entry point for what a `verify { dkim yes }` server does with
- * an untrusted message (proto/smtp/smtp_verify.h): its lines held (the
+/* libFuzzer entry point for what a `verify { dkim yes arc yes }` server
+ * does with an untrusted message (proto/smtp/smtp_verify.h): its lines held (the
  * header section, then the body for DKIM), the fields claiming our
  * authserv-id dropped (RFC 8601 §5), every DKIM-Signature verified (keys
  * answered at once: none, or a DNS failure for selectors starting with
- * "t"), and our Authentication-Results field composed.  What goes to the
+ * "t"), the ARC chain validated with the same keys, and our
+ * Authentication-Results field composed.  What goes to the
  * spool must start with our field, keep no field claiming our id, and be
  * no longer than the input's lines with CRLF plus that field; a message
  * that ends inside what is held is handled at its end.
@@ -29,7 +30,10 @@ static const char conf_text[] = "hostname mx.example.test\n"
 				"server mx {\n"
 				"    listen 127.0.0.1:25\n"
 				"    auth { anonymous yes }\n"
-				"    verify { dkim yes }\n"
+				"    verify {\n"
+				"        dkim yes\n"
+				"        arc yes\n"
+				"    }\n"
 				"}\n";
 static const char our_field[] = "Authentication-Results: mx.example.test;";
 

@@ -1,10 +1,11 @@
 /* smtp_verify: a server's `verify` checks on one transaction.  SPF
  * (RFC 7208) runs when MAIL FROM is accepted; the header section is held
- * in memory (bounded) until its end — with DKIM (RFC 6376) the whole
- * message, up to SMTP_VERIFY_HOLD_MAX — where Authentication-Results
- * fields that claim our authserv-id are dropped (RFC 8601 §5), the From
- * domain is taken (RFC 7489 §6.6.1), and the stages run in order: DKIM
- * over the message as received, then DMARC policy discovery and the
+ * in memory (bounded) until its end — with DKIM (RFC 6376) or ARC
+ * (RFC 8617) the whole message, up to SMTP_VERIFY_HOLD_MAX — where
+ * Authentication-Results fields that claim our authserv-id are dropped
+ * (RFC 8601 §5), the From domain is taken (RFC 7489 §6.6.1), and the
+ * stages run in order: DKIM over the message as received, the ARC chain
+ * (RFC 8617 §5.2), then DMARC policy discovery and the
  * decision with both SPF and DKIM alignment; then our
  * Authentication-Results field goes on top of what is held.  Every
  * lookup is asynchronous; a DNS failure is a temperror, never a
@@ -24,6 +25,7 @@
 #include "lib/log.h"
 #include "lib/metrics.h"
 #include "lib/util.h"
+#include "mailauth/arc.h"
 #include "mailauth/authres.h"
 #include "mailauth/dkim_tags.h"
 #include "mailauth/dkim_verify.h"
@@ -40,6 +42,7 @@ struct smtp_verify {
 	const struct conf_server *srv;
 	bool full;                      /* the checks run; else the header is only cleaned */
 	bool dkim_on;                   /* ... DKIM among them: the whole message is held */
+	bool arc_on;                    /* ... ARC among them (RFC 8617): held too */
 	const char *ids[SMTP_VERIFY_IDS_MAX]; /* the authserv-ids that are ours */
 	size_t nids;
 	struct dns_resolver *dns;
@@ -66,11 +69,15 @@ struct smtp_verify {
 	bool held_too_much;             /* ... or all together over SMTP_VERIFY_HOLD_TOTAL */
 	size_t body_counted;            /* what this one adds to smtp_verify_body_held */
 	unsigned ndkim_fields;          /* DKIM-Signature fields in the header */
+	unsigned narc_fields;           /* ARC-... fields (RFC 8617 §4.1) */
 
 	size_t stage;                   /* the next of smtp_verify_stages */
 	bool starting;                  /* a stage is being started: its answer at once
 					 * goes on in smtp_verify_run, not called back */
 	struct dkim_verify *dkim_verify;
+	struct arc_verify *arc_verify;
+	bool arc_checked;
+	struct arc_result arc;          /* the chain's validation */
 	struct dkim_key_source keys;    /* when own_keys: not DNS */
 	bool own_keys;
 
@@ -113,7 +120,7 @@ struct smtp_verify *smtp_verify_new(const struct conf_server *srv, const struct 
 				    bool checks)
 {
 	const struct conf_verify *c = &srv->verify;
-	bool full = checks && c->set && (c->spf || c->dkim || c->dmarc != CONF_DMARC_NO);
+	bool full = checks && c->set && (c->spf || c->dkim || c->arc || c->dmarc != CONF_DMARC_NO);
 	struct smtp_verify *v = xcalloc(1, sizeof *v);
 	v->full = full; /* arc: see smtp_verify_stages */
 	smtp_verify_ids(v, conf);
@@ -122,6 +129,7 @@ struct smtp_verify *smtp_verify_new(const struct conf_server *srv, const struct 
 		return NULL;
 	}
 	v->dkim_on = full && c->dkim;
+	v->arc_on = full && c->arc;
 	v->srv = srv;
 	v->dns = dns;
 	xsnprintf(v->sid, sizeof v->sid, "%s", sid); /* session ids are shorter */
@@ -136,6 +144,7 @@ void smtp_verify_free(struct smtp_verify *v)
 	spf_check_cancel(v->spf_check);
 	dmarc_lookup_cancel(v->dmarc_lookup);
 	dkim_verify_cancel(v->dkim_verify);
+	arc_verify_cancel(v->arc_verify);
 	smtp_verify_body_held -= v->body_counted;
 	free(v->hdr);
 	free(v->kept);
@@ -247,7 +256,7 @@ static bool smtp_verify_hold(struct smtp_verify *v, const char *text, size_t len
  * (smtp_verify_header_done) and the rest goes to the spool as it comes. */
 static bool smtp_verify_hold_body(struct smtp_verify *v, const char *text, size_t len)
 {
-	if (!v->dkim_on || v->too_big || v->too_big_for_dkim)
+	if (!(v->dkim_on || v->arc_on) || v->too_big || v->too_big_for_dkim)
 		return false; /* cannot happen: the session waits for the checks */
 	smtp_verify_append(v, text, len);
 	smtp_verify_body_held += len + 2;
@@ -297,7 +306,7 @@ bool smtp_verify_header_handled(const struct smtp_verify *v)
 bool smtp_verify_header_done(const struct smtp_verify *v)
 {
 	return v && v->hdr_ended && !v->hdr_handled &&
-	       (!v->dkim_on || v->too_big || v->too_big_for_dkim);
+	       (!(v->dkim_on || v->arc_on) || v->too_big || v->too_big_for_dkim);
 }
 
 bool smtp_verify_header_too_big(const struct smtp_verify *v)
@@ -370,6 +379,8 @@ static void smtp_verify_scan(struct smtp_verify *v)
 		}
 		if (smtp_verify_is_dkim_signature(f, n))
 			v->ndkim_fields++;
+		if (n > 4 && strncasecmp(f, "ARC-", 4) == 0)
+			v->narc_fields++;
 		if (smtp_verify_is_from(f, n - 2, &value) && ++froms == 1)
 			from_ok = dmarc_from_domain(f + value, n - 2 - value, v->from_domain,
 						    sizeof v->from_domain);
@@ -411,6 +422,7 @@ static void smtp_verify_compose(struct smtp_verify *v)
 		.dmarc_checked = v->dmarc_checked && c->dmarc != CONF_DMARC_NO,
 		.dmarc = &v->verdict,
 		.from_domain = v->from_domain[0] ? v->from_domain : NULL,
+		.arc = v->arc_checked ? &v->arc : NULL,
 	};
 	char field[AUTHRES_MAX];
 	if (!v->full) {
@@ -431,15 +443,17 @@ static void smtp_verify_compose(struct smtp_verify *v)
 /* ---- the stages at the end: DKIM, DMARC ------------------------------------ */
 
 static bool smtp_verify_dkim_start(struct smtp_verify *v);
+static bool smtp_verify_arc_start(struct smtp_verify *v);
 static bool smtp_verify_dmarc_start(struct smtp_verify *v);
 
 /* The checks that need the header section (or the whole message), in
  * order; each returns true when it waits for an answer, which then calls
  * smtp_verify_stage_done().  DMARC comes last: it decides on what the
- * others found.  Another verifier's stage (ARC, RFC 8617) goes before
- * DMARC, its result into the field beside smtp_verify_set_dkim's. */
+ * others found.  ARC's result goes into our field, where the sealer of
+ * forwarded mail reads it back (cv=). */
 static bool (*const smtp_verify_stages[])(struct smtp_verify *v) = {
 	smtp_verify_dkim_start,
+	smtp_verify_arc_start,
 	smtp_verify_dmarc_start,
 };
 
@@ -607,6 +621,49 @@ static bool smtp_verify_dkim_start(struct smtp_verify *v)
 		return v->dkim_verify != NULL;
 	}
 	return false;
+}
+
+static void smtp_verify_arc_done(void *arg, const struct arc_result *r)
+{
+	struct smtp_verify *v = arg;
+	char reason[LOG_VALUE_MAX];
+	v->arc_verify = NULL;
+	v->arc = *r;
+	v->arc_checked = true;
+	log_info("event=arc session=%s server=%s client=%s result=%s instances=%u domain=%s "
+		 "reason=\"%s\"", v->sid, v->srv->name, v->client, arc_status_name(r->status),
+		 r->instances, r->domain[0] ? r->domain : "-",
+		 log_escape(reason, sizeof reason, r->reason, strlen(r->reason)));
+	metrics_count(METRIC_VERIFY_RESULTS,
+		      METRIC_LABELS(v->srv->name, "arc", arc_status_name(r->status)));
+	smtp_verify_stage_done(v);
+}
+
+/* ARC (RFC 8617 §5.2) over the message as it came, like DKIM, with the
+ * same keys.  One not held whole (over SMTP_VERIFY_HOLD_MAX, or too much
+ * held at once) is not validated: no arc= result, and the sealer does
+ * not seal a chain it did not validate. */
+static bool smtp_verify_arc_start(struct smtp_verify *v)
+{
+	if (!v->arc_on)
+		return false;
+	if (v->too_big || v->too_big_for_dkim) {
+		log_info("event=arc session=%s server=%s client=%s result=- reason=\"%s\"", v->sid,
+			 v->srv->name, v->client,
+			 v->held_too_much ? "too much held for verification"
+					  : "message too large to validate");
+		return false;
+	}
+	if (v->narc_fields == 0) { /* arc=none: nothing to hash or look up */
+		struct arc_result none = {.status = ARC_NONE};
+		smtp_verify_arc_done(v, &none);
+		return false;
+	}
+	size_t len = v->hdr_len + v->rest_len;
+	v->arc_verify = v->own_keys ? arc_verify_start_with(&v->keys, v->hdr, len,
+							    smtp_verify_arc_done, v)
+				    : arc_verify_start(v->dns, v->hdr, len, smtp_verify_arc_done, v);
+	return v->arc_verify != NULL;
 }
 
 static void smtp_verify_dmarc_decide(struct smtp_verify *v, const struct dmarc_discovery *d)

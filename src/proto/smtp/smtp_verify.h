@@ -2,10 +2,10 @@
  * transaction: SPF at MAIL FROM (RFC 7208), the header section held
  * until its end so that Authentication-Results fields claiming our
  * authserv-id are removed (RFC 8601 §5) and the From domain is known —
- * with DKIM (RFC 6376) the whole message, held until the end of data —
- * then DKIM, DMARC (RFC 7489) with SPF and DKIM alignment, and our own
- * Authentication-Results field on top.  Lookups run on the event loop;
- * the session waits, the loop never does. */
+ * with DKIM (RFC 6376) or ARC (RFC 8617) the whole message, held until the
+ * end of data — then DKIM, ARC, DMARC (RFC 7489) with SPF and DKIM
+ * alignment, and our own Authentication-Results field on top.  Lookups
+ * run on the event loop; the session waits, the loop never does. */
 #ifndef POSTHORN_SMTP_VERIFY_H
 #define POSTHORN_SMTP_VERIFY_H
 
@@ -81,7 +81,7 @@ const char *smtp_verify_rest_out(struct smtp_verify *v, size_t *len);
 /* The header section was over SMTP_VERIFY_HEADER_MAX. */
 bool smtp_verify_header_too_big(const struct smtp_verify *v);
 
-/* Where DKIM keys come from: DNS, through the resolver given to
+/* Where DKIM (and ARC) keys come from: DNS, through the resolver given to
  * smtp_verify_new(), unless a tool or a fuzz target gives its own
  * (mailauth/dkim_verify.h; copied). */
 struct dkim_key_source;
