@@ -25,6 +25,7 @@ struct conn;
 struct login;
 struct message;
 struct offload_job;
+struct imap_esearch_state;
 
 /* Named limits of a session (every limit in one place). */
 enum {
@@ -125,6 +126,8 @@ struct imap_session {
 	 * ENABLE QRESYNC (VANISHED instead of EXPUNGE) */
 	bool condstore;
 	bool qresync;
+	/* RFC 5182 "$" and RFC 5267 search contexts (imap_esearch.c), or NULL */
+	struct imap_esearch_state *esearch;
 };
 
 #define IMAP_HANDLER(name) \

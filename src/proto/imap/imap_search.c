@@ -12,6 +12,7 @@
 
 #include "proto/imap/imap_context.h"
 #include "proto/imap/imap_date.h"
+#include "proto/imap/imap_esearch.h"
 #include "proto/imap/imap_view.h"
 #include "lib/util.h"
 
@@ -162,6 +163,10 @@ static bool imap_search_seqset(struct imap_search_parse *sp, const char *atom,
 	if (!imap_parse_seqset(atom, &k->set, err, sizeof err))
 		return imap_search_fail(sp, err);
 	k->op = op;
+	if (k->set.saved) { /* "$": the saved result's messages (RFC 5182 §2.1) */
+		imap_esearch_saved_set(sp->s, true, &k->set);
+		k->op = SK_UID;
+	}
 	return true;
 }
 
@@ -370,8 +375,21 @@ static bool imap_skey_match(struct imap_session *s, size_t i, const struct imap_
 	return false;
 }
 
+bool imap_search_prog_match(struct imap_session *s, size_t i, const struct imap_skey *prog)
+{
+	return imap_skey_match(s, i, prog);
+}
+
+void imap_search_prog_free(struct imap_skey *prog)
+{
+	if (!prog)
+		return;
+	imap_skey_free(prog);
+	free(prog);
+}
+
 /* The SEARCH job: one message per step; "* SEARCH" and the numbers go
- * out as they are found. */
+ * out as they are found, or with RETURN are collected for ESEARCH. */
 struct imap_search_job {
 	struct imap_skey prog;
 	bool uid;
@@ -379,14 +397,36 @@ struct imap_search_job {
 	uint64_t top;
 	size_t next;
 	struct imap_out out;
+	struct imap_search_return ret;   /* RFC 4731 RETURN (...) */
+	struct imap_search_found found;  /* with RETURN */
 };
+
+/* The end of a search with RETURN: the ESEARCH response, "$", a context
+ * (which takes the program). */
+static void imap_search_finish_esearch(struct imap_session *s, struct imap_search_job *j)
+{
+	struct imap_skey *prog = NULL;
+	if (j->ret.opts & IMAP_RET_UPDATE) {
+		prog = xmalloc(sizeof *prog);
+		*prog = j->prog;
+		memset(&j->prog, 0, sizeof j->prog);
+	}
+	imap_esearch_done(s, &j->out, j->uid, &j->ret, &j->found, j->modseq, &prog);
+	imap_search_prog_free(prog);
+	imap_send(s, &j->out);
+}
 
 static bool imap_search_step(struct imap_session *s)
 {
 	struct imap_search_job *j = s->job_data;
 	if (j->next < imap_count(s)) {
 		size_t i = j->next++;
-		if (imap_skey_match(s, i, &j->prog)) {
+		if (!imap_skey_match(s, i, &j->prog)) {
+			/* not found */
+		} else if (j->ret.given) {
+			imap_search_found_add(&j->found, (uint32_t)(i + 1), imap_uid_at(s, i),
+					      imap_modseq_at(s, i));
+		} else {
 			imap_out_printf(&j->out, " %lu",
 					(unsigned long)(j->uid ? imap_uid_at(s, i) : i + 1));
 			if (imap_modseq_at(s, i) > j->top)
@@ -396,6 +436,11 @@ static bool imap_search_step(struct imap_session *s)
 			imap_send(s, &j->out);
 		imap_msg_release(s);
 		return false;
+	}
+	if (j->ret.given) {
+		imap_search_finish_esearch(s, j);
+		imap_ok(s, "SEARCH completed");
+		return true;
 	}
 	/* RFC 7162 §3.1.5: the highest MODSEQ of the messages found */
 	if (j->modseq && j->top)
@@ -410,6 +455,7 @@ static void imap_search_stop(struct imap_session *s)
 {
 	struct imap_search_job *j = s->job_data;
 	imap_skey_free(&j->prog);
+	imap_search_found_free(&j->found);
 	imap_out_free(&j->out);
 	free(j);
 }
@@ -424,9 +470,15 @@ void imap_cmd_search(struct imap_session *s, const struct imap_command *c)
 	bool uid = imap_is_uid(c);
 	struct imap_search_parse sp = {.s = s};
 	size_t pos = 0;
-	if (imap_arg_is(imap_args_at(&c->args, 0), "CHARSET")) {
+	struct imap_search_return ret;
+	char err[IMAP_REASON_MAX];
+	if (!imap_search_return_parse(&c->args, &pos, &ret, err, sizeof err)) {
+		imap_bad(s, err);
+		return;
+	}
+	if (imap_arg_is(imap_args_at(&c->args, pos), "CHARSET")) {
 		size_t len;
-		const char *cs = imap_arg_astring(imap_args_at(&c->args, 1), &len);
+		const char *cs = imap_arg_astring(imap_args_at(&c->args, pos + 1), &len);
 		if (!cs) {
 			imap_bad(s, "Syntax: SEARCH [CHARSET name] key ...");
 			return;
@@ -435,7 +487,7 @@ void imap_cmd_search(struct imap_session *s, const struct imap_command *c)
 			imap_no(s, "[BADCHARSET (UTF-8 US-ASCII)] Unknown charset");
 			return;
 		}
-		pos = 2;
+		pos += 2;
 	}
 	if (pos >= c->args.n) {
 		imap_bad(s, "Syntax: SEARCH [CHARSET name] key ...");
@@ -454,10 +506,12 @@ void imap_cmd_search(struct imap_session *s, const struct imap_command *c)
 	}
 	imap_skey_resolve(s, &j->prog);
 	j->uid = uid;
+	j->ret = ret;
 	j->modseq = sp.modseq;
 	if (sp.modseq)
 		imap_condstore_enable(s); /* RFC 7162 §3.1 */
 	imap_out_init(&j->out);
-	imap_out_add(&j->out, "* SEARCH", 8);
+	if (!ret.given)
+		imap_out_add(&j->out, "* SEARCH", 8);
 	imap_job_start(s, &imap_search_ops, j);
 }

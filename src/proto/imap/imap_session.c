@@ -44,6 +44,7 @@
 #include "proto/imap/imap_fetch.h"
 #include "proto/imap/imap_list.h"
 #include "proto/imap/imap_parse.h"
+#include "proto/imap/imap_esearch.h"
 #include "proto/imap/imap_search.h"
 #include "proto/imap/imap_view.h"
 #include "lib/linebuf.h"
@@ -90,6 +91,8 @@ static void imap_capabilities(const struct imap_session *s, char *out, size_t ou
 	imap_caps_add(out, outsz, &used, "IMAP4rev1 LITERAL- SASL-IR ID ENABLE IDLE NAMESPACE "
 		      "UNSELECT UIDPLUS MOVE CHILDREN SPECIAL-USE CREATE-SPECIAL-USE", "");
 	imap_caps_add(out, outsz, &used, "CONDSTORE QRESYNC", ""); /* RFC 7162 */
+	/* RFC 4731, RFC 5182, RFC 5267 §4 (imap_esearch.c) */
+	imap_caps_add(out, outsz, &used, "ESEARCH SEARCHRES CONTEXT=SEARCH", "");
 	if (s->state & (IMAP_NOTAUTH | IMAP_SASL | IMAP_HANDSHAKE)) {
 		if (s->b.ts && !s->tls_active)
 			imap_caps_add(out, outsz, &used, "STARTTLS", "");
@@ -190,6 +193,7 @@ static const struct imap_command_def imap_commands[] = {
 	{"COPY", imap_cmd_copy, IMAP_SELECTED, 0},
 	{"MOVE", imap_cmd_copy, IMAP_SELECTED, 0},              /* RFC 6851 */
 	{"UID SEARCH", imap_cmd_search, IMAP_SELECTED, IMAP_F_UID},
+	{"CANCELUPDATE", imap_cmd_cancelupdate, IMAP_SELECTED, 0},  /* RFC 5267 §4.3 */
 	{"UID FETCH", imap_cmd_fetch, IMAP_SELECTED, IMAP_F_UID},
 	{"UID STORE", imap_cmd_store, IMAP_SELECTED, IMAP_F_UID},
 	{"UID COPY", imap_cmd_copy, IMAP_SELECTED, IMAP_F_UID},
@@ -1079,6 +1083,7 @@ static void imap_view_close(struct imap_session *s)
 		return;
 	imap_watch_stop(s);
 	imap_msg_release(s);
+	imap_esearch_reset(s);
 	mailbox_close(s->view);
 	s->view = NULL;
 }
@@ -1124,6 +1129,7 @@ static bool imap_updates_step(struct imap_session *s)
 	if (s->view && mailbox_next_change(s->view, &ch)) {
 		switch (ch.kind) {
 		case MAILBOX_CHANGE_EXPUNGE:
+			imap_esearch_expunged(s, &j->out, ch.n, ch.uid);
 			/* RFC 7162 §3.2.10: VANISHED once QRESYNC is on */
 			if (s->qresync)
 				imap_out_printf(&j->out, "* VANISHED %lu\r\n", (unsigned long)ch.uid);
@@ -1150,6 +1156,7 @@ static bool imap_updates_step(struct imap_session *s)
 			imap_send(s, &j->out);
 		return false;
 	}
+	imap_esearch_refresh(s, &j->out); /* RFC 5267 §4.4: ADDTO, REMOVEFROM */
 	imap_send(s, &j->out);
 	if (j->status)
 		imap_reply(s, j->status, "%s", j->text);

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "proto/imap/imap_esearch.h"
 #include "lib/util.h"
 #include "net/conn.h"
 
@@ -265,10 +266,9 @@ bool imap_set_parse(struct imap_session *s, const struct imap_arg *a, bool uid,
 		imap_bad(s, err);
 		return false;
 	}
-	if (set->saved) {
-		imap_seqset_clear(set);
-		imap_bad(s, "No saved search result ($) in this server");
-		return false;
+	if (set->saved) { /* RFC 5182 §2.1: the saved result, maybe empty */
+		imap_esearch_saved_set(s, uid, set);
+		return true;
 	}
 	size_t n = imap_count(s);
 	if (uid) {
