@@ -126,7 +126,10 @@ struct imap_session {
 	 * ENABLE QRESYNC (VANISHED instead of EXPUNGE) */
 	bool condstore;
 	bool qresync;
-	/* RFC 5182 "$" and RFC 5267 search contexts (imap_esearch.c), or NULL */
+	/* RFC 5182 "$": the saved search result, ascending UIDs (imap_view.c) */
+	uint32_t *saved_uids;
+	size_t nsaved;
+	/* RFC 5267 live search contexts (imap_esearch.c), or NULL */
 	struct imap_esearch_state *esearch;
 };
 

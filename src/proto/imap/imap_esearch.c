@@ -9,7 +9,6 @@
 #include <strings.h>
 
 #include "proto/imap/imap_context.h"
-#include "proto/imap/imap_search.h"
 #include "proto/imap/imap_view.h"
 #include "lib/util.h"
 
@@ -17,7 +16,8 @@
 struct imap_search_context {
 	char tag[IMAP_TAG_MAX + 1];
 	bool uid;                        /* UID SEARCH: updates name UIDs */
-	struct imap_skey *prog;
+	const struct imap_search_prog_ops *ops;
+	void *prog;
 	uint32_t *uids;                  /* ascending */
 	size_t n, cap;
 	uint64_t modseq;                 /* changes up to this MODSEQ are in uids */
@@ -25,8 +25,6 @@ struct imap_search_context {
 };
 
 struct imap_esearch_state {
-	uint32_t *saved;                 /* "$": ascending UIDs */
-	size_t nsaved;
 	struct imap_search_context ctx[IMAP_SEARCH_CONTEXTS_MAX];
 	size_t nctx;
 };
@@ -213,7 +211,7 @@ static struct imap_esearch_state *imap_esearch_state(struct imap_session *s)
 
 static void imap_context_free(struct imap_search_context *c)
 {
-	imap_search_prog_free(c->prog);
+	c->ops->free(c->prog);
 	free(c->uids);
 	memset(c, 0, sizeof *c);
 }
@@ -229,11 +227,11 @@ static void imap_context_drop(struct imap_esearch_state *st, size_t k)
 void imap_esearch_reset(struct imap_session *s)
 {
 	struct imap_esearch_state *st = s->esearch;
+	imap_saved_replace(s, NULL, 0);
 	if (!st)
 		return;
 	while (st->nctx)
 		imap_context_drop(st, st->nctx - 1);
-	free(st->saved);
 	free(st);
 	s->esearch = NULL;
 }
@@ -243,63 +241,26 @@ void imap_esearch_reset(struct imap_session *s)
 static void imap_esearch_save(struct imap_session *s, const struct imap_search_return *r,
 			      const struct imap_search_found *f)
 {
-	struct imap_esearch_state *st = imap_esearch_state(s);
-	free(st->saved);
-	st->saved = NULL;
-	st->nsaved = 0;
-	if (f->n == 0)
-		return;
 	bool only_ends = (r->opts & (IMAP_RET_MIN | IMAP_RET_MAX)) &&
 			 !(r->opts & (IMAP_RET_ALL | IMAP_RET_COUNT));
-	if (!only_ends) {
-		st->saved = xrealloc(NULL, (f->n) * sizeof *st->saved);
-		memcpy(st->saved, f->uid, f->n * sizeof *st->saved);
-		st->nsaved = f->n;
+	if (!only_ends || f->n == 0) {
+		imap_saved_replace(s, f->uid, f->n);
 		return;
 	}
-	st->saved = xrealloc(NULL, (2) * sizeof *st->saved);
+	uint32_t ends[2];
+	size_t n = 0;
 	if (r->opts & IMAP_RET_MIN)
-		st->saved[st->nsaved++] = f->uid[0];
-	if ((r->opts & IMAP_RET_MAX) && (st->nsaved == 0 || f->n > 1))
-		st->saved[st->nsaved++] = f->uid[f->n - 1];
-}
-
-/* The set of ascending numbers v, resolved (no "*"). */
-static void imap_set_of_numbers(struct imap_seqset *set, const uint32_t *v, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		if (set->n && set->ranges[set->n - 1].hi + 1 == v[i]) {
-			set->ranges[set->n - 1].hi = v[i];
-			continue;
-		}
-		struct imap_seq_range *r = xgrow(&set->ranges, &set->n, &set->cap, sizeof *r);
-		r->lo = r->hi = v[i];
-	}
-}
-
-void imap_esearch_saved_set(const struct imap_session *s, bool uid, struct imap_seqset *set)
-{
-	imap_seqset_clear(set);
-	const struct imap_esearch_state *st = s->esearch;
-	if (!st)
-		return;
-	if (uid) {
-		imap_set_of_numbers(set, st->saved, st->nsaved);
-		return;
-	}
-	for (size_t i = 0; i < st->nsaved; i++) {
-		size_t seq = mailbox_seq_of_uid(s->view, st->saved[i]);
-		if (seq) {
-			uint32_t v = (uint32_t)seq;
-			imap_set_of_numbers(set, &v, 1);
-		}
-	}
+		ends[n++] = f->uid[0];
+	if ((r->opts & IMAP_RET_MAX) && (n == 0 || f->n > 1))
+		ends[n++] = f->uid[f->n - 1];
+	imap_saved_replace(s, ends, n);
 }
 
 /* ---- contexts (RFC 5267 §4) ------------------------------------------------ */
 
 static void imap_context_start(struct imap_session *s, struct imap_out *out, bool uid,
-			       const struct imap_search_found *f, struct imap_skey **prog)
+			       const struct imap_search_found *f,
+			       const struct imap_search_prog_ops *ops, void **prog)
 {
 	struct imap_esearch_state *st = imap_esearch_state(s);
 	if (st->nctx == IMAP_SEARCH_CONTEXTS_MAX) {
@@ -309,6 +270,7 @@ static void imap_context_start(struct imap_session *s, struct imap_out *out, boo
 	struct imap_search_context *c = &st->ctx[st->nctx++];
 	memcpy(c->tag, s->tag, sizeof c->tag);
 	c->uid = uid;
+	c->ops = ops;
 	c->prog = *prog;
 	*prog = NULL;
 	if (f->n) {
@@ -325,14 +287,14 @@ static void imap_context_start(struct imap_session *s, struct imap_out *out, boo
 
 void imap_esearch_done(struct imap_session *s, struct imap_out *out, bool uid,
 		       const struct imap_search_return *r, const struct imap_search_found *f,
-		       bool modseq, struct imap_skey **prog)
+		       bool modseq, const struct imap_search_prog_ops *ops, void **prog)
 {
 	if (r->opts != IMAP_RET_SAVE) /* RFC 5182 §2.1: SAVE alone answers nothing */
 		imap_esearch_response(out, s->tag, uid, r, f, modseq);
 	if (r->opts & IMAP_RET_SAVE)
 		imap_esearch_save(s, r, f);
 	if (r->opts & IMAP_RET_UPDATE)
-		imap_context_start(s, out, uid, f, prog);
+		imap_context_start(s, out, uid, f, ops, prog);
 }
 
 /* Where uid is or would go in c's result. */
@@ -430,7 +392,7 @@ static void imap_context_refresh(struct imap_session *s, struct imap_out *out,
 			continue;
 		if (m > top)
 			top = m;
-		bool now = imap_search_prog_match(s, i, c->prog);
+		bool now = c->ops->match(s, i, c->prog);
 		imap_msg_release(s);
 		size_t pos;
 		bool was = imap_context_has(c, uid, &pos);
@@ -458,26 +420,38 @@ void imap_esearch_refresh(struct imap_session *s, struct imap_out *out)
 		imap_context_refresh(s, out, &st->ctx[k]);
 }
 
-/* RFC 5267 §4.3: CANCELUPDATE tag...: each names a live context. */
+/* The context of tag (len octets), or st->nctx. */
+static size_t imap_context_find(const struct imap_esearch_state *st, const char *tag, size_t len)
+{
+	size_t k = 0;
+	while (k < st->nctx &&
+	       !(strlen(st->ctx[k].tag) == len && memcmp(st->ctx[k].tag, tag, len) == 0))
+		k++;
+	return k;
+}
+
+/* RFC 5267 §4.3: CANCELUPDATE tag...: each names a live context; all are
+ * checked before any is cancelled. */
 void imap_cmd_cancelupdate(struct imap_session *s, const struct imap_command *c)
 {
 	struct imap_esearch_state *st = s->esearch;
+	size_t len;
 	if (c->args.n == 0) {
 		imap_bad(s, "Syntax: CANCELUPDATE \"tag\" ...");
 		return;
 	}
 	for (size_t a = 0; a < c->args.n; a++) {
-		size_t len;
 		const char *tag = imap_arg_astring(imap_args_at(&c->args, a), &len);
-		size_t k = 0;
-		while (tag && st && k < st->nctx &&
-		       !(strlen(st->ctx[k].tag) == len && memcmp(st->ctx[k].tag, tag, len) == 0))
-			k++;
-		if (!tag || !st || k == st->nctx) {
+		if (!tag || !st || imap_context_find(st, tag, len) == st->nctx) {
 			imap_bad(s, "CANCELUPDATE names no search context");
 			return;
 		}
-		imap_context_drop(st, k);
+	}
+	for (size_t a = 0; a < c->args.n; a++) {
+		const char *tag = imap_arg_astring(imap_args_at(&c->args, a), &len);
+		size_t k = imap_context_find(st, tag, len);
+		if (k < st->nctx) /* a tag named twice is gone already */
+			imap_context_drop(st, k);
 	}
 	imap_ok(s, "CANCELUPDATE completed");
 }

@@ -14,7 +14,6 @@ struct imap_command;
 struct imap_args;
 struct imap_out;
 struct imap_seqset;
-struct imap_skey;
 
 enum {
 	/* live search contexts (RETURN (UPDATE)) of one session: more get
@@ -66,16 +65,19 @@ void imap_esearch_response(struct imap_out *out, const char *tag, bool uid,
 			   const struct imap_search_return *r, const struct imap_search_found *f,
 			   bool modseq);
 
+/* The compiled program of a search (imap_search.c) as a live context
+ * keeps it: does message i match, and freeing it. */
+struct imap_search_prog_ops {
+	bool (*match)(struct imap_session *s, size_t i, const void *prog);
+	void (*free)(void *prog);
+};
+
 /* A search with RETURN has found f: the response into out (none for SAVE
  * alone, RFC 5182 §2.1), the saved result replaced, and for UPDATE a
  * context that takes *prog (then NULL). */
 void imap_esearch_done(struct imap_session *s, struct imap_out *out, bool uid,
 		       const struct imap_search_return *r, const struct imap_search_found *f,
-		       bool modseq, struct imap_skey **prog);
-
-/* "$" (RFC 5182 §2.1): the saved result as UIDs (uid) or as the sequence
- * numbers of those still in the folder, resolved; empty when none. */
-void imap_esearch_saved_set(const struct imap_session *s, bool uid, struct imap_seqset *set);
+		       bool modseq, const struct imap_search_prog_ops *ops, void **prog);
 
 /* The folder is left: "$" and the contexts end (RFC 5182 §2.1, RFC 5267
  * §4.2). */

@@ -164,7 +164,7 @@ static bool imap_search_seqset(struct imap_search_parse *sp, const char *atom,
 		return imap_search_fail(sp, err);
 	k->op = op;
 	if (k->set.saved) { /* "$": the saved result's messages (RFC 5182 §2.1) */
-		imap_esearch_saved_set(sp->s, true, &k->set);
+		imap_saved_set(sp->s, true, &k->set);
 		k->op = SK_UID;
 	}
 	return true;
@@ -375,18 +375,22 @@ static bool imap_skey_match(struct imap_session *s, size_t i, const struct imap_
 	return false;
 }
 
-bool imap_search_prog_match(struct imap_session *s, size_t i, const struct imap_skey *prog)
+/* A program as a live search context keeps it (imap_esearch.h). */
+static bool imap_search_prog_match(struct imap_session *s, size_t i, const void *prog)
 {
 	return imap_skey_match(s, i, prog);
 }
 
-void imap_search_prog_free(struct imap_skey *prog)
+static void imap_search_prog_free(void *prog)
 {
 	if (!prog)
 		return;
 	imap_skey_free(prog);
 	free(prog);
 }
+
+static const struct imap_search_prog_ops imap_search_prog_ops = {imap_search_prog_match,
+								   imap_search_prog_free};
 
 /* The SEARCH job: one message per step; "* SEARCH" and the numbers go
  * out as they are found, or with RETURN are collected for ESEARCH. */
@@ -405,13 +409,15 @@ struct imap_search_job {
  * (which takes the program). */
 static void imap_search_finish_esearch(struct imap_session *s, struct imap_search_job *j)
 {
-	struct imap_skey *prog = NULL;
+	void *prog = NULL;
 	if (j->ret.opts & IMAP_RET_UPDATE) {
-		prog = xmalloc(sizeof *prog);
-		*prog = j->prog;
+		struct imap_skey *kept = xmalloc(sizeof *kept);
+		*kept = j->prog;
 		memset(&j->prog, 0, sizeof j->prog);
+		prog = kept;
 	}
-	imap_esearch_done(s, &j->out, j->uid, &j->ret, &j->found, j->modseq, &prog);
+	imap_esearch_done(s, &j->out, j->uid, &j->ret, &j->found, j->modseq,
+			  &imap_search_prog_ops, &prog);
 	imap_search_prog_free(prog);
 	imap_send(s, &j->out);
 }
@@ -462,6 +468,13 @@ static void imap_search_stop(struct imap_session *s)
 
 static const struct imap_job_ops imap_search_ops = {imap_search_step, imap_search_stop};
 
+/* A SEARCH refused: with SAVE, "$" is empty now (RFC 5182 §2.1). */
+static void imap_search_refused(struct imap_session *s, const struct imap_search_return *r)
+{
+	if (r->opts & IMAP_RET_SAVE)
+		imap_saved_replace(s, NULL, 0);
+}
+
 /* SEARCH [CHARSET name] key...: UTF-8 and US-ASCII (its subset) are the
  * charsets; strings are compared after message.c decoded the message's
  * own charsets to UTF-8. */
@@ -480,16 +493,19 @@ void imap_cmd_search(struct imap_session *s, const struct imap_command *c)
 		size_t len;
 		const char *cs = imap_arg_astring(imap_args_at(&c->args, pos + 1), &len);
 		if (!cs) {
+			imap_search_refused(s, &ret);
 			imap_bad(s, "Syntax: SEARCH [CHARSET name] key ...");
 			return;
 		}
 		if (strcasecmp(cs, "UTF-8") != 0 && strcasecmp(cs, "US-ASCII") != 0) {
+			imap_search_refused(s, &ret);
 			imap_no(s, "[BADCHARSET (UTF-8 US-ASCII)] Unknown charset");
 			return;
 		}
 		pos += 2;
 	}
 	if (pos >= c->args.n) {
+		imap_search_refused(s, &ret);
 		imap_bad(s, "Syntax: SEARCH [CHARSET name] key ...");
 		return;
 	}
@@ -498,6 +514,7 @@ void imap_cmd_search(struct imap_session *s, const struct imap_command *c)
 	j->prog.kids = xcalloc(c->args.n - pos, sizeof *j->prog.kids);
 	while (pos < c->args.n) {
 		if (!imap_search_key(&sp, &c->args, &pos, &j->prog.kids[j->prog.nkids++])) {
+			imap_search_refused(s, &ret);
 			imap_bad(s, sp.err);
 			imap_skey_free(&j->prog);
 			free(j);
