@@ -45,6 +45,8 @@
 #include "proto/imap/imap_list.h"
 #include "proto/imap/imap_parse.h"
 #include "proto/imap/imap_search.h"
+#include "proto/imap/imap_sort.h"
+#include "proto/imap/imap_thread.h"
 #include "proto/imap/imap_view.h"
 #include "lib/linebuf.h"
 #include "lib/log.h"
@@ -90,6 +92,8 @@ static void imap_capabilities(const struct imap_session *s, char *out, size_t ou
 	imap_caps_add(out, outsz, &used, "IMAP4rev1 LITERAL- SASL-IR ID ENABLE IDLE NAMESPACE "
 		      "UNSELECT UIDPLUS MOVE CHILDREN SPECIAL-USE CREATE-SPECIAL-USE", "");
 	imap_caps_add(out, outsz, &used, "CONDSTORE QRESYNC", ""); /* RFC 7162 */
+	imap_caps_add(out, outsz, &used, "SORT SORT=DISPLAY THREAD=ORDEREDSUBJECT "
+		      "THREAD=REFERENCES", ""); /* RFC 5256, RFC 5957 */
 	if (s->state & (IMAP_NOTAUTH | IMAP_SASL | IMAP_HANDSHAKE)) {
 		if (s->b.ts && !s->tls_active)
 			imap_caps_add(out, outsz, &used, "STARTTLS", "");
@@ -189,7 +193,11 @@ static const struct imap_command_def imap_commands[] = {
 	{"STORE", imap_cmd_store, IMAP_SELECTED, IMAP_F_NO_EXPUNGE},
 	{"COPY", imap_cmd_copy, IMAP_SELECTED, 0},
 	{"MOVE", imap_cmd_copy, IMAP_SELECTED, 0},              /* RFC 6851 */
+	{"SORT", imap_cmd_sort, IMAP_SELECTED, IMAP_F_NO_EXPUNGE},     /* RFC 5256 */
+	{"THREAD", imap_cmd_thread, IMAP_SELECTED, IMAP_F_NO_EXPUNGE}, /* RFC 5256 */
 	{"UID SEARCH", imap_cmd_search, IMAP_SELECTED, IMAP_F_UID},
+	{"UID SORT", imap_cmd_sort, IMAP_SELECTED, IMAP_F_UID},
+	{"UID THREAD", imap_cmd_thread, IMAP_SELECTED, IMAP_F_UID},
 	{"UID FETCH", imap_cmd_fetch, IMAP_SELECTED, IMAP_F_UID},
 	{"UID STORE", imap_cmd_store, IMAP_SELECTED, IMAP_F_UID},
 	{"UID COPY", imap_cmd_copy, IMAP_SELECTED, IMAP_F_UID},
@@ -1079,6 +1087,7 @@ static void imap_view_close(struct imap_session *s)
 		return;
 	imap_watch_stop(s);
 	imap_msg_release(s);
+	imap_sortkeys_forget(s);
 	mailbox_close(s->view);
 	s->view = NULL;
 }
