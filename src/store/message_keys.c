@@ -28,11 +28,14 @@ static char *keys_take(char *s)
 }
 
 /* The value of a field (after "name:"), unfolded (CR and LF dropped),
- * made valid UTF-8.  Caller g_frees. */
+ * without the blanks that lead it, made valid UTF-8.  Caller g_frees. */
 static char *keys_unfold(const char *value, size_t len)
 {
 	GString *v = g_string_sized_new(len);
-	for (size_t i = 0; i < len; i++)
+	size_t i = 0;
+	while (i < len && (value[i] == ' ' || value[i] == '\t'))
+		i++;
+	for (; i < len; i++)
 		if (value[i] != '\r' && value[i] != '\n')
 			g_string_append_c(v, value[i]);
 	char *valid = g_utf8_make_valid(v->str, (gssize)v->len);
