@@ -346,7 +346,17 @@ struct imap_sort_req {
 	struct imap_sort_criteria cr;
 	bool uid;
 	imap_sort_result_fn result;
+	void *arg;
+	void (*free_arg)(void *arg);
 };
+
+static void sort_req_free(void *p)
+{
+	struct imap_sort_req *r = p;
+	if (r->free_arg)
+		r->free_arg(r->arg);
+	free(r);
+}
 
 static void sort_done(struct imap_session *s, const struct imap_sortitem *items, size_t n,
 		      void *arg)
@@ -359,32 +369,35 @@ static void sort_done(struct imap_session *s, const struct imap_sortitem *items,
 	for (size_t i = 0; i < n; i++)
 		nums[i] = r->uid ? sorted[i].uid : sorted[i].seq;
 	free(sorted);
-	r->result(s, nums, n, r->uid);
+	r->result(s, nums, n, r->uid, r->arg);
 	free(nums);
 }
 
 void imap_sort_begin(struct imap_session *s, const struct imap_command *c, size_t pos,
-		     imap_sort_result_fn result)
+		     imap_sort_result_fn result, void *arg, void (*free_arg)(void *arg))
 {
 	struct imap_sort_req *r = xcalloc(1, sizeof *r);
+	r->uid = imap_is_uid(c);
+	r->result = result;
+	r->arg = arg;
+	r->free_arg = free_arg;
 	const char *err;
 	if (!imap_sort_parse_criteria(imap_args_at(&c->args, pos), &r->cr, &err)) {
 		imap_bad(s, err);
-		free(r);
+		sort_req_free(r);
 		return;
 	}
 	struct imap_search_prog *prog = imap_sort_search_args(s, c, pos + 1);
 	if (!prog) {
-		free(r);
+		sort_req_free(r);
 		return;
 	}
-	r->uid = imap_is_uid(c);
-	r->result = result;
-	imap_sortkeys_start(s, prog, sort_done, r, free);
+	imap_sortkeys_start(s, prog, sort_done, r, sort_req_free);
 }
 
 /* "* SORT n n n" (RFC 5256 §4), then the tagged OK. */
-static void sort_print(struct imap_session *s, const uint32_t *nums, size_t n, bool uid)
+static void sort_print(struct imap_session *s, const uint32_t *nums, size_t n, bool uid,
+		       void *arg)
 {
 	struct imap_out out;
 	imap_out_init(&out);
@@ -402,5 +415,5 @@ static void sort_print(struct imap_session *s, const uint32_t *nums, size_t n, b
 
 void imap_cmd_sort(struct imap_session *s, const struct imap_command *c)
 {
-	imap_sort_begin(s, c, 0, sort_print);
+	imap_sort_begin(s, c, 0, sort_print, NULL, NULL);
 }

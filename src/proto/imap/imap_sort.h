@@ -90,15 +90,17 @@ bool imap_sort_parse_criteria(const struct imap_arg *a, struct imap_sort_criteri
 void imap_sort_items(struct imap_sortitem *items, size_t n, const struct imap_sort_criteria *cr);
 
 /* The result of a SORT: the numbers in sorted order (UIDs when uid),
- * for the function that answers the command. */
+ * for the function that answers the command (untagged response and
+ * tagged OK); arg is imap_sort_begin's. */
 typedef void (*imap_sort_result_fn)(struct imap_session *s, const uint32_t *nums, size_t n,
-				    bool uid);
+				    bool uid, void *arg);
 /* "(criteria) charset search-keys" at args[pos] of c: parsed (BAD or NO
  * answered here on error), the messages sorted as a job, then result()
- * answers.  SORT answers "* SORT ..."; ESORT (RFC 5267) can answer its
- * own way. */
+ * answers; free_arg(arg) (if not NULL) when the job ends, answered or
+ * not, or at once when the command is refused.  SORT answers "* SORT
+ * ..."; ESORT (RFC 5267) can answer its own way. */
 void imap_sort_begin(struct imap_session *s, const struct imap_command *c, size_t pos,
-		     imap_sort_result_fn result);
+		     imap_sort_result_fn result, void *arg, void (*free_arg)(void *arg));
 
 void imap_cmd_sort(struct imap_session *s, const struct imap_command *c);
 
