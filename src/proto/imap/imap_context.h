@@ -125,8 +125,6 @@ struct imap_session {
 	 * ENABLE QRESYNC (VANISHED instead of EXPUNGE) */
 	bool condstore;
 	bool qresync;
-	/* SORT and THREAD keys of the selected folder (imap_sort.c) */
-	struct imap_sortkeys_cache *sort_cache;
 };
 
 #define IMAP_HANDLER(name) \

@@ -1087,7 +1087,6 @@ static void imap_view_close(struct imap_session *s)
 		return;
 	imap_watch_stop(s);
 	imap_msg_release(s);
-	imap_sortkeys_forget(s);
 	mailbox_close(s->view);
 	s->view = NULL;
 }
@@ -1841,6 +1840,7 @@ IMAP_HANDLER(imap_cmd_copy)
 void imap_session_cleanup(void)
 {
 	imap_msg_cache_free();
+	imap_sortkeys_cleanup();
 }
 
 static void imap_free(struct imap_session *s)

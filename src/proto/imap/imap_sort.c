@@ -19,12 +19,6 @@
 
 /* ---- the keys of a message ------------------------------------------------ */
 
-/* The keys a session keeps: ascending by UID. */
-struct imap_sortkeys_cache {
-	struct imap_sortkey **v;
-	size_t n;
-};
-
 static size_t sortkey_strsize(const char *s)
 {
 	return s ? strlen(s) + 1 : 0;
@@ -93,25 +87,118 @@ static struct imap_sortkey *sortkey_read(struct imap_session *s, size_t i)
 	return k;
 }
 
-static void sortkeys_cache_free(struct imap_sortkeys_cache *c)
+/* ---- the keys kept between commands ------------------------------------------ */
+
+/* The keys of one folder of one user, ascending by UID, valid while its
+ * UIDVALIDITY is (a message's header never changes under its UID). */
+struct sortkeys_folder {
+	char *id;                        /* "maildir NUL folder name" as one string */
+	uint32_t uidvalidity;
+	struct imap_sortkey **v;
+	size_t n;
+	size_t mem;                      /* octets of the keys */
+	uint64_t used;                   /* when last used (a tick) */
+};
+
+/* Every session's folders, least recently used dropped first past
+ * IMAP_SORT_CACHE_MAX octets or IMAP_SORT_FOLDERS_MAX folders.  A folder
+ * being sorted is taken out, so two sessions never share one. */
+static struct {
+	struct sortkeys_folder *v;
+	size_t n;
+	size_t mem;
+	uint64_t tick;
+} sortkeys_kept;
+
+static void sortkeys_folder_free(struct sortkeys_folder *f)
 {
-	if (!c)
-		return;
-	for (size_t i = 0; i < c->n; i++)
-		sortkey_free(c->v[i]);
-	free(c->v);
-	free(c);
+	for (size_t i = 0; i < f->n; i++)
+		sortkey_free(f->v[i]);
+	free(f->v);
+	free(f->id);
+	memset(f, 0, sizeof *f);
 }
 
-void imap_sortkeys_forget(struct imap_session *s)
+static char *sortkeys_folder_id(const struct imap_session *s)
 {
-	sortkeys_cache_free(s->sort_cache);
-	s->sort_cache = NULL;
+	const char *name = mailbox_name(s->view);
+	size_t a = strlen(s->maildir), b = strlen(name);
+	char *id = xmalloc(a + b + 2);
+	memcpy(id, s->maildir, a + 1);
+	memcpy(id + a + 1, name, b + 1);
+	return id;
+}
+
+static bool sortkeys_folder_is(const struct sortkeys_folder *f, const char *id)
+{
+	size_t a = strlen(id);
+	return strcmp(f->id, id) == 0 && strcmp(f->id + a + 1, id + a + 1) == 0;
+}
+
+/* Out of the kept ones: the folder's keys, or an empty set. */
+static void sortkeys_take(const struct imap_session *s, struct sortkeys_folder *out)
+{
+	memset(out, 0, sizeof *out);
+	out->id = sortkeys_folder_id(s);
+	out->uidvalidity = mailbox_uidvalidity(s->view);
+	for (size_t i = 0; i < sortkeys_kept.n; i++) {
+		struct sortkeys_folder *f = &sortkeys_kept.v[i];
+		if (!sortkeys_folder_is(f, out->id))
+			continue;
+		sortkeys_kept.mem -= f->mem;
+		struct sortkeys_folder found = *f;
+		*f = sortkeys_kept.v[--sortkeys_kept.n];
+		if (found.uidvalidity == out->uidvalidity) {
+			free(out->id);
+			*out = found;
+		} else
+			sortkeys_folder_free(&found);
+		return;
+	}
+}
+
+static void sortkeys_drop_oldest(void)
+{
+	size_t old = 0;
+	for (size_t i = 1; i < sortkeys_kept.n; i++)
+		if (sortkeys_kept.v[i].used < sortkeys_kept.v[old].used)
+			old = i;
+	sortkeys_kept.mem -= sortkeys_kept.v[old].mem;
+	sortkeys_folder_free(&sortkeys_kept.v[old]);
+	sortkeys_kept.v[old] = sortkeys_kept.v[--sortkeys_kept.n];
+}
+
+/* Back among the kept ones (taken), older folders dropped to make room;
+ * a folder larger than the whole bound is not kept. */
+static void sortkeys_put(struct sortkeys_folder *f)
+{
+	if (f->mem > IMAP_SORT_CACHE_MAX || f->n == 0) {
+		sortkeys_folder_free(f);
+		return;
+	}
+	while (sortkeys_kept.n > 0 && (sortkeys_kept.mem + f->mem > IMAP_SORT_CACHE_MAX ||
+				       sortkeys_kept.n >= IMAP_SORT_FOLDERS_MAX))
+		sortkeys_drop_oldest();
+	if (!sortkeys_kept.v)
+		sortkeys_kept.v = xcalloc(IMAP_SORT_FOLDERS_MAX, sizeof *sortkeys_kept.v);
+	f->used = ++sortkeys_kept.tick;
+	sortkeys_kept.v[sortkeys_kept.n++] = *f;
+	sortkeys_kept.mem += f->mem;
+	memset(f, 0, sizeof *f);
+}
+
+void imap_sortkeys_cleanup(void)
+{
+	for (size_t i = 0; i < sortkeys_kept.n; i++)
+		sortkeys_folder_free(&sortkeys_kept.v[i]);
+	free(sortkeys_kept.v);
+	memset(&sortkeys_kept, 0, sizeof sortkeys_kept);
 }
 
 /* The job collecting keys: keys[i] for view index i, taken over from the
  * cache where the UID matches (the view is ascending by UID too). */
 struct imap_sortkeys_job {
+	struct sortkeys_folder folder;   /* taken from the kept ones, refilled */
 	struct imap_search_prog *prog;
 	bool all;
 	size_t count;                    /* messages in the view at the start */
@@ -124,48 +211,39 @@ struct imap_sortkeys_job {
 	void (*free_arg)(void *arg);
 };
 
-static void sortkeys_take_cache(struct imap_session *s, struct imap_sortkeys_job *j)
+/* keys[i] from the kept keys of the same UID (the view is ascending by
+ * UID too); those of expunged messages go. */
+static void sortkeys_reuse(struct imap_session *s, struct imap_sortkeys_job *j)
 {
-	struct imap_sortkeys_cache *c = s->sort_cache;
-	s->sort_cache = NULL;
-	if (!c)
-		return;
+	struct sortkeys_folder *f = &j->folder;
 	size_t o = 0;
 	for (size_t i = 0; i < j->count; i++) {
 		uint32_t uid = imap_uid_at(s, i);
-		while (o < c->n && c->v[o]->uid < uid)
-			sortkey_free(c->v[o++]); /* expunged */
-		if (o < c->n && c->v[o]->uid == uid)
-			j->keys[i] = c->v[o++];
+		while (o < f->n && f->v[o]->uid < uid)
+			sortkey_free(f->v[o++]); /* expunged */
+		if (o < f->n && f->v[o]->uid == uid)
+			j->keys[i] = f->v[o++];
 	}
-	while (o < c->n)
-		sortkey_free(c->v[o++]);
-	c->n = 0;
-	sortkeys_cache_free(c);
+	while (o < f->n)
+		sortkey_free(f->v[o++]);
+	free(f->v);
+	f->v = NULL;
+	f->n = 0;
+	f->mem = 0;
 }
 
-/* What the job collected becomes the session's cache, if it fits. */
-static void sortkeys_keep(struct imap_session *s, struct imap_sortkeys_job *j)
+/* What the job holds goes back among the kept keys. */
+static void sortkeys_keep(struct imap_sortkeys_job *j)
 {
-	size_t mem = 0, n = 0;
+	struct sortkeys_folder *f = &j->folder;
+	f->v = xcalloc(j->count ? j->count : 1, sizeof *f->v);
 	for (size_t i = 0; i < j->count; i++) {
 		if (j->keys[i]) {
-			mem += j->keys[i]->mem;
-			n++;
+			f->v[f->n++] = j->keys[i];
+			f->mem += j->keys[i]->mem;
 		}
 	}
-	if (mem > IMAP_SORT_CACHE_MAX || !s->view) {
-		for (size_t i = 0; i < j->count; i++)
-			sortkey_free(j->keys[i]);
-		return;
-	}
-	struct imap_sortkeys_cache *c = xcalloc(1, sizeof *c);
-	c->v = xcalloc(n ? n : 1, sizeof *c->v);
-	for (size_t i = 0; i < j->count; i++)
-		if (j->keys[i])
-			c->v[c->n++] = j->keys[i];
-	imap_sortkeys_forget(s);
-	s->sort_cache = c;
+	sortkeys_put(f);
 }
 
 static bool sortkeys_step(struct imap_session *s)
@@ -200,7 +278,7 @@ static bool sortkeys_step(struct imap_session *s)
 static void sortkeys_stop(struct imap_session *s)
 {
 	struct imap_sortkeys_job *j = s->job_data;
-	sortkeys_keep(s, j);
+	sortkeys_keep(j);
 	free(j->keys);
 	free(j->items);
 	imap_search_prog_free(j->prog);
@@ -223,7 +301,8 @@ void imap_sortkeys_start(struct imap_session *s, struct imap_search_prog *prog,
 	j->done = done;
 	j->arg = arg;
 	j->free_arg = free_arg;
-	sortkeys_take_cache(s, j);
+	sortkeys_take(s, &j->folder);
+	sortkeys_reuse(s, j);
 	imap_job_start(s, &imap_sortkeys_ops, j);
 }
 

@@ -1,7 +1,8 @@
 /* imap_sort: SORT and UID SORT (RFC 5256 §3, RFC 5957 DISPLAYFROM and
  * DISPLAYTO), and the sort keys that SORT and THREAD collect: once per
- * message from its header (message_keys.c), kept per selected session
- * by UID so that the next SORT or THREAD reads no file again. */
+ * message from its header (message_keys.c), kept per folder by UID for
+ * every session of the process, so that the next SORT or THREAD, in this
+ * session or the next connection of a webmail, reads no file again. */
 #ifndef POSTHORN_IMAP_SORT_H
 #define POSTHORN_IMAP_SORT_H
 
@@ -15,10 +16,11 @@ struct imap_arg;
 struct imap_search_prog;
 
 enum {
-	/* octets of sort keys a session keeps between commands (about 200
-	 * per message: 100,000 messages fit); past it they are dropped after
-	 * each command and read again by the next one */
-	IMAP_SORT_CACHE_MAX = 32 * 1024 * 1024,
+	/* octets of sort keys kept between commands, all folders of all
+	 * users together (about 250 per message: 200,000 messages fit); the
+	 * folder used least recently goes first */
+	IMAP_SORT_CACHE_MAX = 64 * 1024 * 1024,
+	IMAP_SORT_FOLDERS_MAX = 256,     /* folders whose keys are kept */
 	IMAP_SORT_CRITERIA_MAX = 16,     /* sort keys in one SORT */
 	IMAP_SORT_STEP_READS = 16,       /* headers read in one step of the job */
 	IMAP_SORT_STEP_MESSAGES = 1024,  /* messages looked at in one step */
@@ -63,8 +65,8 @@ void imap_sortkeys_start(struct imap_session *s, struct imap_search_prog *prog,
  * compiled; NULL after answering. */
 struct imap_search_prog *imap_sort_search_args(struct imap_session *s, const struct imap_command *c,
 					       size_t pos);
-/* The session's kept keys go: at UNSELECT, CLOSE, another SELECT, logout. */
-void imap_sortkeys_forget(struct imap_session *s);
+/* At the daemon's exit, after the last session: the kept keys go. */
+void imap_sortkeys_cleanup(void);
 
 /* ---- SORT ------------------------------------------------------------------ */
 
