@@ -2,8 +2,8 @@
 imaplib on a small threaded folder: SORT (REVERSE DATE), SORT with search
 keys, UID SORT (SUBJECT) with RFC 2047 subjects and Re: prefixes, THREAD
 REFERENCES and ORDEREDSUBJECT, an unknown charset, and the answers after
-a new message arrives and one is expunged (the keys a session keeps
-follow the folder).
+a new message arrives, after one is expunged and in the next connection
+(the keys kept for the folder follow it).
 """
 
 import imaplib
@@ -79,4 +79,12 @@ def test_sort_and_thread_as_webmail_asks(posthorn, cert):
     typ, data = m.thread("REFERENCES", "UTF-8", "ALL")
     assert (typ, data) == ("OK", [b"(4)(2 5)(1 3)"])
     assert numbers(*m.sort("(REVERSE DATE)", "UTF-8", "ALL")) == [5, 3, 1, 2, 4]
+    m.logout()
+
+    # webmail's next page is a new connection: the same answers
+    m = imaplib.IMAP4_SSL(HOST, p.imaps_port, ssl_context=client_ctx(cert), timeout=30)
+    m.login(BOB, BOB_PW)
+    assert m.select("INBOX")[0] == "OK"
+    assert numbers(*m.sort("(REVERSE DATE)", "UTF-8", "ALL")) == [5, 3, 1, 2, 4]
+    assert m.thread("REFERENCES", "UTF-8", "ALL") == ("OK", [b"(4)(2 5)(1 3)"])
     m.logout()
