@@ -1,7 +1,7 @@
 """ESEARCH, SEARCHRES and CONTEXT=SEARCH (RFC 4731, 5182, 5267), driven
 by Python's imaplib: the capabilities, SEARCH RETURN (MIN MAX COUNT) and
 UID SEARCH RETURN (ALL) as ESEARCH lines, RETURN (SAVE) then FETCH $ and
-STORE $, a bad RETURN refused, and a live search (RETURN (UPDATE)) that
+STORE $, SORT RETURN (ESORT), a bad RETURN refused, and a live search (RETURN (UPDATE)) that
 says ADDTO when a message arrives by SMTP and REMOVEFROM when one stops
 matching, until CANCELUPDATE.  One daemon for all of it.
 """
@@ -53,7 +53,7 @@ def test_esearch_save_and_update(posthorn, posthorn_bin, tmp_path):
     m = imaplib.IMAP4_SSL(HOST, p.imaps_port, ssl_context=client_ctx(cert), timeout=30)
     m.login(BOB, BOB_PW)
     caps = m.capabilities
-    for cap in ("ESEARCH", "SEARCHRES", "CONTEXT=SEARCH"):
+    for cap in ("ESEARCH", "SEARCHRES", "CONTEXT=SEARCH", "ESORT"):
         assert cap in caps, caps
     assert m.select("INBOX")[0] == "OK"
 
@@ -67,6 +67,10 @@ def test_esearch_save_and_update(posthorn, posthorn_bin, tmp_path):
     assert re.fullmatch(r'\(TAG "\w+"\) UID ALL 1:5', esearch(u)[0]), u
     typ, u = command(m, "SEARCH", "RETURN", "(COUNT)", "SUBJECT", "nowhere")
     assert re.fullmatch(r'\(TAG "\w+"\) COUNT 0', esearch(u)[0]), u
+
+    # RFC 5267 §3 ESORT: MIN and MAX are the first and last in the sort order
+    typ, u = command(m, "SORT", "RETURN", "(MIN MAX COUNT ALL)", "(REVERSE SUBJECT)", "UTF-8", "ALL")
+    assert re.fullmatch(r'\(TAG "\w+"\) MIN 5 MAX 1 COUNT 5 ALL 5,4,3,2,1', esearch(u)[0]), u
 
     # RFC 5182: SAVE answers nothing; $ is then the messages found
     typ, u = command(m, "SEARCH", "RETURN", "(SAVE)", "SEEN")

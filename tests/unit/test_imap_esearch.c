@@ -123,6 +123,15 @@ static void test_numbers_compressed(void **state)
 		free(s);
 		imap_out_free(&out);
 	}
+	/* ESORT's ALL keeps the sort order: only ascending runs become ranges */
+	static const uint32_t sorted[] = {5, 3, 4, 2, 1, 7, 8, 9};
+	struct imap_out out;
+	imap_out_init(&out);
+	imap_put_numbers(&out, sorted, 8);
+	char *s = take(&out);
+	assert_string_equal(s, "5,3:4,2,1,7:9");
+	free(s);
+	imap_out_free(&out);
 }
 
 /* ---- ESEARCH responses ------------------------------------------------------- */

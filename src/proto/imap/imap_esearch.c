@@ -256,6 +256,55 @@ static void imap_esearch_save(struct imap_session *s, const struct imap_search_r
 	imap_saved_replace(s, ends, n);
 }
 
+/* ---- ESORT (RFC 5267 §3) ------------------------------------------------------ */
+
+void *imap_esort_options(struct imap_session *s, const struct imap_search_return *r)
+{
+	if (r->opts & IMAP_RET_UPDATE) {
+		imap_bad(s, "RETURN (UPDATE) is for SEARCH: no CONTEXT=SORT here");
+		return NULL;
+	}
+	struct imap_search_return *copy = xmalloc(sizeof *copy);
+	*copy = *r;
+	return copy;
+}
+
+static int imap_u32_cmp(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* RFC 5182 with ESORT: "$" is the set of messages found, in UID order. */
+static void imap_esort_save(struct imap_session *s, const uint32_t *nums, size_t n, bool uid)
+{
+	uint32_t *uids = xmalloc((n ? n : 1) * sizeof *uids);
+	for (size_t i = 0; i < n; i++)
+		uids[i] = uid ? nums[i] : imap_uid_at(s, nums[i] - 1);
+	qsort(uids, n, sizeof *uids, imap_u32_cmp);
+	imap_saved_replace(s, uids, n);
+	free(uids);
+}
+
+void imap_esort_answer(struct imap_session *s, const uint32_t *nums, size_t n, bool uid,
+		       void *options)
+{
+	const struct imap_search_return *r = options;
+	struct imap_search_found f = {0};
+	for (size_t i = 0; i < n; i++) /* the same numbers as both kinds: uid says which */
+		imap_search_found_add(&f, nums[i], nums[i], 0);
+	struct imap_out out;
+	imap_out_init(&out);
+	if (r->opts != IMAP_RET_SAVE)
+		imap_esearch_response(&out, s->tag, uid, r, &f, false);
+	imap_send(s, &out);
+	imap_out_free(&out);
+	imap_search_found_free(&f);
+	if (r->opts & IMAP_RET_SAVE)
+		imap_esort_save(s, nums, n, uid);
+	imap_ok(s, "%sSORT completed", uid ? "UID " : "");
+}
+
 /* ---- contexts (RFC 5267 §4) ------------------------------------------------ */
 
 static void imap_context_start(struct imap_session *s, struct imap_out *out, bool uid,

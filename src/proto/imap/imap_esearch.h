@@ -91,6 +91,16 @@ void imap_esearch_expunged(struct imap_session *s, struct imap_out *out, size_t 
  * context last looked are tested again; ADDTO and REMOVEFROM into out. */
 void imap_esearch_refresh(struct imap_session *s, struct imap_out *out);
 
+/* ESORT (RFC 5267 §3): SORT RETURN (opts).  The options for
+ * imap_esort_answer, taken by it (free() them); NULL after answering BAD
+ * (UPDATE: no CONTEXT=SORT here). */
+void *imap_esort_options(struct imap_session *s, const struct imap_search_return *r);
+/* An imap_sort_result_fn: the sorted numbers as one ESEARCH line (MIN and
+ * MAX the first and last in the sort order, ALL in that order), "$" for
+ * SAVE, then the tagged OK. */
+void imap_esort_answer(struct imap_session *s, const uint32_t *nums, size_t n, bool uid,
+		       void *options);
+
 /* CANCELUPDATE "tag" ... (RFC 5267 §4.3). */
 void imap_cmd_cancelupdate(struct imap_session *s, const struct imap_command *c);
 

@@ -375,13 +375,62 @@ static bool imap_skey_match(struct imap_session *s, size_t i, const struct imap_
 	return false;
 }
 
+/* ---- the program for SORT and THREAD ------------------------------------ */
+
+struct imap_search_prog {
+	struct imap_skey root;           /* AND of the keys */
+};
+
+struct imap_search_prog *imap_search_compile(struct imap_session *s, const struct imap_args *args,
+					     size_t pos, char *err, size_t errsz)
+{
+	if (pos >= args->n) {
+		errfmt(err, errsz, "Missing search key");
+		return NULL;
+	}
+	struct imap_search_parse sp = {.s = s};
+	struct imap_search_prog *p = xcalloc(1, sizeof *p);
+	p->root.op = SK_AND;
+	p->root.kids = xcalloc(args->n - pos, sizeof *p->root.kids);
+	while (pos < args->n) {
+		if (!imap_search_key(&sp, args, &pos, &p->root.kids[p->root.nkids++])) {
+			errfmt(err, errsz, "%s", sp.err);
+			imap_search_prog_free(p);
+			return NULL;
+		}
+	}
+	imap_skey_resolve(s, &p->root);
+	return p;
+}
+
+bool imap_search_matches(struct imap_session *s, const struct imap_search_prog *p, size_t i)
+{
+	return imap_skey_match(s, i, &p->root);
+}
+
+bool imap_search_is_all(const struct imap_search_prog *p)
+{
+	for (size_t i = 0; i < p->root.nkids; i++)
+		if (p->root.kids[i].op != SK_ALL)
+			return false;
+	return true;
+}
+
+void imap_search_prog_free(struct imap_search_prog *p)
+{
+	if (!p)
+		return;
+	imap_skey_free(&p->root);
+	free(p);
+}
+
 /* A program as a live search context keeps it (imap_esearch.h). */
-static bool imap_search_prog_match(struct imap_session *s, size_t i, const void *prog)
+static bool imap_search_kept_match(struct imap_session *s, size_t i, const void *prog)
 {
 	return imap_skey_match(s, i, prog);
 }
 
-static void imap_search_prog_free(void *prog)
+static void imap_search_kept_free(void *prog)
 {
 	if (!prog)
 		return;
@@ -389,8 +438,8 @@ static void imap_search_prog_free(void *prog)
 	free(prog);
 }
 
-static const struct imap_search_prog_ops imap_search_prog_ops = {imap_search_prog_match,
-								   imap_search_prog_free};
+static const struct imap_search_prog_ops imap_search_prog_ops = {imap_search_kept_match,
+								   imap_search_kept_free};
 
 /* The SEARCH job: one message per step; "* SEARCH" and the numbers go
  * out as they are found, or with RETURN are collected for ESEARCH. */
