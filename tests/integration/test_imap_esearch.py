@@ -3,7 +3,7 @@ by Python's imaplib: the capabilities, SEARCH RETURN (MIN MAX COUNT) and
 UID SEARCH RETURN (ALL) as ESEARCH lines, RETURN (SAVE) then FETCH $ and
 STORE $, SORT RETURN (ESORT), a bad RETURN refused, and a live search (RETURN (UPDATE)) that
 says ADDTO when a message arrives by SMTP and REMOVEFROM when one stops
-matching, until CANCELUPDATE.  One daemon for all of it.
+matching, until CANCELUPDATE, and the limit of 16 live searches.  One daemon for all of it.
 """
 
 import imaplib
@@ -82,6 +82,8 @@ def test_esearch_save_and_update(posthorn, posthorn_bin, tmp_path):
     assert m.store("$", "+FLAGS", "\\Flagged")[0] == "OK"
     typ, data = m.search(None, "FLAGGED")
     assert data[0].split() == [b"2", b"4"], data
+    typ, data = m.uid("SEARCH", "UID", "$", "NOT", "$")      # $ as a search key too
+    assert typ == "OK" and data == [b""], data
     # a SEARCH with SAVE that fails empties $
     try:
         m._simple_command("SEARCH", "RETURN", "(SAVE)", "NOSUCHKEY")
@@ -113,4 +115,17 @@ def test_esearch_save_and_update(posthorn, posthorn_bin, tmp_path):
     assert data[0].split() == [b"6"], data
     typ, u = command(m, "NOOP")
     assert not esearch(u), u
+
+    # at most 16 live searches: the 17th is answered but not kept
+    tags = []
+    for _ in range(17):
+        typ, u = command(m, "SEARCH", "RETURN", "(UPDATE)", "SEEN")
+        assert typ == "OK"
+        tags.append(re.match(r'\(TAG "(\w+)"\)', esearch(u)[0]).group(1))
+    assert u.get("NO") == ['[NOUPDATE "%s"] Too many search contexts' % tags[-1]], u
+    try:
+        m._simple_command("CANCELUPDATE", '"%s"' % tags[-1])
+        raise AssertionError("CANCELUPDATE of a search that was not kept was accepted")
+    except imaplib.IMAP4.error as e:
+        assert "BAD" in str(e)
     m.logout()
