@@ -111,8 +111,8 @@ void imap_search_found_add(struct imap_search_found *f, uint32_t seq, uint32_t u
 {
 	if (f->n == f->cap) {
 		f->cap = f->cap ? f->cap * 2 : 64;
-		f->seq = xrealloc(f->seq, (f->cap) * sizeof *f->seq);
-		f->uid = xrealloc(f->uid, (f->cap) * sizeof *f->uid);
+		f->seq = xrealloc(f->seq, f->cap * sizeof *f->seq);
+		f->uid = xrealloc(f->uid, f->cap * sizeof *f->uid);
 	}
 	f->seq[f->n] = seq;
 	f->uid[f->n] = uid;
@@ -323,7 +323,7 @@ static void imap_context_start(struct imap_session *s, struct imap_out *out, boo
 	c->prog = *prog;
 	*prog = NULL;
 	if (f->n) {
-		c->uids = xrealloc(NULL, (f->n) * sizeof *c->uids);
+		c->uids = xmalloc(f->n * sizeof *c->uids);
 		memcpy(c->uids, f->uid, f->n * sizeof *c->uids);
 		c->n = c->cap = f->n;
 	}
@@ -376,7 +376,7 @@ static void imap_context_insert(struct imap_search_context *c, size_t pos, uint3
 {
 	if (c->n == c->cap) {
 		c->cap = c->cap ? c->cap * 2 : 16;
-		c->uids = xrealloc(c->uids, (c->cap) * sizeof *c->uids);
+		c->uids = xrealloc(c->uids, c->cap * sizeof *c->uids);
 	}
 	memmove(&c->uids[pos + 1], &c->uids[pos], (c->n - pos) * sizeof c->uids[0]);
 	c->uids[pos] = uid;
