@@ -176,6 +176,7 @@ static bool untagged_ok(const char *p, size_t len)
 		"OK ", "NO ", "BAD ", "BYE ", "PREAUTH ", "CAPABILITY ", "LIST ", "LSUB ",
 		"STATUS ", "SEARCH", "FLAGS ", "ID ", "NAMESPACE ", "ENABLED",
 		"VANISHED ", /* RFC 7162 §3.2.10 */
+		"ESEARCH ", /* RFC 4731 §3.1, RFC 5267 §4.4 */
 	};
 	for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
 		if (starts(p, len, words[i]))

@@ -25,6 +25,7 @@ struct conn;
 struct login;
 struct message;
 struct offload_job;
+struct imap_esearch_state;
 
 /* Named limits of a session (every limit in one place). */
 enum {
@@ -125,6 +126,11 @@ struct imap_session {
 	 * ENABLE QRESYNC (VANISHED instead of EXPUNGE) */
 	bool condstore;
 	bool qresync;
+	/* RFC 5182 "$": the saved search result, ascending UIDs (imap_view.c) */
+	uint32_t *saved_uids;
+	size_t nsaved;
+	/* RFC 5267 live search contexts (imap_esearch.c), or NULL */
+	struct imap_esearch_state *esearch;
 };
 
 #define IMAP_HANDLER(name) \

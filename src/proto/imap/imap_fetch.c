@@ -13,6 +13,7 @@
 #include "conf/conf.h"
 #include "net/conn.h"
 #include "proto/imap/imap_context.h"
+#include "proto/imap/imap_esearch.h"
 #include "proto/imap/imap_date.h"
 #include "proto/imap/imap_view.h"
 #include "lib/log.h"
@@ -634,6 +635,7 @@ static bool imap_store_step(struct imap_session *s)
 	struct imap_store_job *j = s->job_data;
 	size_t i;
 	if (!imap_walk_next(s, &j->walk, &i)) {
+		imap_esearch_refresh(s, &j->out); /* RFC 5267 §4.4 */
 		imap_send(s, &j->out);
 		imap_store_done(s, j);
 		return true;

@@ -12,6 +12,7 @@
 
 #include "proto/imap/imap_context.h"
 #include "proto/imap/imap_date.h"
+#include "proto/imap/imap_esearch.h"
 #include "proto/imap/imap_view.h"
 #include "lib/util.h"
 
@@ -162,6 +163,10 @@ static bool imap_search_seqset(struct imap_search_parse *sp, const char *atom,
 	if (!imap_parse_seqset(atom, &k->set, err, sizeof err))
 		return imap_search_fail(sp, err);
 	k->op = op;
+	if (k->set.saved) { /* "$": the saved result's messages (RFC 5182 §2.1) */
+		imap_saved_set(sp->s, true, &k->set);
+		k->op = SK_UID;
+	}
 	return true;
 }
 
@@ -370,8 +375,74 @@ static bool imap_skey_match(struct imap_session *s, size_t i, const struct imap_
 	return false;
 }
 
+/* ---- the program for SORT and THREAD ------------------------------------ */
+
+struct imap_search_prog {
+	struct imap_skey root;           /* AND of the keys */
+};
+
+struct imap_search_prog *imap_search_compile(struct imap_session *s, const struct imap_args *args,
+					     size_t pos, char *err, size_t errsz)
+{
+	if (pos >= args->n) {
+		errfmt(err, errsz, "Missing search key");
+		return NULL;
+	}
+	struct imap_search_parse sp = {.s = s};
+	struct imap_search_prog *p = xcalloc(1, sizeof *p);
+	p->root.op = SK_AND;
+	p->root.kids = xcalloc(args->n - pos, sizeof *p->root.kids);
+	while (pos < args->n) {
+		if (!imap_search_key(&sp, args, &pos, &p->root.kids[p->root.nkids++])) {
+			errfmt(err, errsz, "%s", sp.err);
+			imap_search_prog_free(p);
+			return NULL;
+		}
+	}
+	imap_skey_resolve(s, &p->root);
+	return p;
+}
+
+bool imap_search_matches(struct imap_session *s, const struct imap_search_prog *p, size_t i)
+{
+	return imap_skey_match(s, i, &p->root);
+}
+
+bool imap_search_is_all(const struct imap_search_prog *p)
+{
+	for (size_t i = 0; i < p->root.nkids; i++)
+		if (p->root.kids[i].op != SK_ALL)
+			return false;
+	return true;
+}
+
+void imap_search_prog_free(struct imap_search_prog *p)
+{
+	if (!p)
+		return;
+	imap_skey_free(&p->root);
+	free(p);
+}
+
+/* A program as a live search context keeps it (imap_esearch.h). */
+static bool imap_search_kept_match(struct imap_session *s, size_t i, const void *prog)
+{
+	return imap_skey_match(s, i, prog);
+}
+
+static void imap_search_kept_free(void *prog)
+{
+	if (!prog)
+		return;
+	imap_skey_free(prog);
+	free(prog);
+}
+
+static const struct imap_search_prog_ops imap_search_prog_ops = {imap_search_kept_match,
+								   imap_search_kept_free};
+
 /* The SEARCH job: one message per step; "* SEARCH" and the numbers go
- * out as they are found. */
+ * out as they are found, or with RETURN are collected for ESEARCH. */
 struct imap_search_job {
 	struct imap_skey prog;
 	bool uid;
@@ -379,14 +450,38 @@ struct imap_search_job {
 	uint64_t top;
 	size_t next;
 	struct imap_out out;
+	struct imap_search_return ret;   /* RFC 4731 RETURN (...) */
+	struct imap_search_found found;  /* with RETURN */
 };
+
+/* The end of a search with RETURN: the ESEARCH response, "$", a context
+ * (which takes the program). */
+static void imap_search_finish_esearch(struct imap_session *s, struct imap_search_job *j)
+{
+	void *prog = NULL;
+	if (j->ret.opts & IMAP_RET_UPDATE) {
+		struct imap_skey *kept = xmalloc(sizeof *kept);
+		*kept = j->prog;
+		memset(&j->prog, 0, sizeof j->prog);
+		prog = kept;
+	}
+	imap_esearch_done(s, &j->out, j->uid, &j->ret, &j->found, j->modseq,
+			  &imap_search_prog_ops, &prog);
+	imap_search_prog_free(prog);
+	imap_send(s, &j->out);
+}
 
 static bool imap_search_step(struct imap_session *s)
 {
 	struct imap_search_job *j = s->job_data;
 	if (j->next < imap_count(s)) {
 		size_t i = j->next++;
-		if (imap_skey_match(s, i, &j->prog)) {
+		if (!imap_skey_match(s, i, &j->prog)) {
+			/* not found */
+		} else if (j->ret.given) {
+			imap_search_found_add(&j->found, (uint32_t)(i + 1), imap_uid_at(s, i),
+					      imap_modseq_at(s, i));
+		} else {
 			imap_out_printf(&j->out, " %lu",
 					(unsigned long)(j->uid ? imap_uid_at(s, i) : i + 1));
 			if (imap_modseq_at(s, i) > j->top)
@@ -396,6 +491,11 @@ static bool imap_search_step(struct imap_session *s)
 			imap_send(s, &j->out);
 		imap_msg_release(s);
 		return false;
+	}
+	if (j->ret.given) {
+		imap_search_finish_esearch(s, j);
+		imap_ok(s, "SEARCH completed");
+		return true;
 	}
 	/* RFC 7162 §3.1.5: the highest MODSEQ of the messages found */
 	if (j->modseq && j->top)
@@ -410,11 +510,19 @@ static void imap_search_stop(struct imap_session *s)
 {
 	struct imap_search_job *j = s->job_data;
 	imap_skey_free(&j->prog);
+	imap_search_found_free(&j->found);
 	imap_out_free(&j->out);
 	free(j);
 }
 
 static const struct imap_job_ops imap_search_ops = {imap_search_step, imap_search_stop};
+
+/* A SEARCH refused: with SAVE, "$" is empty now (RFC 5182 §2.1). */
+static void imap_search_refused(struct imap_session *s, const struct imap_search_return *r)
+{
+	if (r->opts & IMAP_RET_SAVE)
+		imap_saved_replace(s, NULL, 0);
+}
 
 /* SEARCH [CHARSET name] key...: UTF-8 and US-ASCII (its subset) are the
  * charsets; strings are compared after message.c decoded the message's
@@ -424,20 +532,29 @@ void imap_cmd_search(struct imap_session *s, const struct imap_command *c)
 	bool uid = imap_is_uid(c);
 	struct imap_search_parse sp = {.s = s};
 	size_t pos = 0;
-	if (imap_arg_is(imap_args_at(&c->args, 0), "CHARSET")) {
+	struct imap_search_return ret;
+	char err[IMAP_REASON_MAX];
+	if (!imap_search_return_parse(&c->args, &pos, &ret, err, sizeof err)) {
+		imap_bad(s, err);
+		return;
+	}
+	if (imap_arg_is(imap_args_at(&c->args, pos), "CHARSET")) {
 		size_t len;
-		const char *cs = imap_arg_astring(imap_args_at(&c->args, 1), &len);
+		const char *cs = imap_arg_astring(imap_args_at(&c->args, pos + 1), &len);
 		if (!cs) {
+			imap_search_refused(s, &ret);
 			imap_bad(s, "Syntax: SEARCH [CHARSET name] key ...");
 			return;
 		}
 		if (strcasecmp(cs, "UTF-8") != 0 && strcasecmp(cs, "US-ASCII") != 0) {
+			imap_search_refused(s, &ret);
 			imap_no(s, "[BADCHARSET (UTF-8 US-ASCII)] Unknown charset");
 			return;
 		}
-		pos = 2;
+		pos += 2;
 	}
 	if (pos >= c->args.n) {
+		imap_search_refused(s, &ret);
 		imap_bad(s, "Syntax: SEARCH [CHARSET name] key ...");
 		return;
 	}
@@ -446,6 +563,7 @@ void imap_cmd_search(struct imap_session *s, const struct imap_command *c)
 	j->prog.kids = xcalloc(c->args.n - pos, sizeof *j->prog.kids);
 	while (pos < c->args.n) {
 		if (!imap_search_key(&sp, &c->args, &pos, &j->prog.kids[j->prog.nkids++])) {
+			imap_search_refused(s, &ret);
 			imap_bad(s, sp.err);
 			imap_skey_free(&j->prog);
 			free(j);
@@ -454,10 +572,12 @@ void imap_cmd_search(struct imap_session *s, const struct imap_command *c)
 	}
 	imap_skey_resolve(s, &j->prog);
 	j->uid = uid;
+	j->ret = ret;
 	j->modseq = sp.modseq;
 	if (sp.modseq)
 		imap_condstore_enable(s); /* RFC 7162 §3.1 */
 	imap_out_init(&j->out);
-	imap_out_add(&j->out, "* SEARCH", 8);
+	if (!ret.given)
+		imap_out_add(&j->out, "* SEARCH", 8);
 	imap_job_start(s, &imap_search_ops, j);
 }

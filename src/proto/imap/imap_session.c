@@ -44,7 +44,10 @@
 #include "proto/imap/imap_fetch.h"
 #include "proto/imap/imap_list.h"
 #include "proto/imap/imap_parse.h"
+#include "proto/imap/imap_esearch.h"
 #include "proto/imap/imap_search.h"
+#include "proto/imap/imap_sort.h"
+#include "proto/imap/imap_thread.h"
 #include "proto/imap/imap_view.h"
 #include "lib/linebuf.h"
 #include "lib/log.h"
@@ -90,6 +93,10 @@ static void imap_capabilities(const struct imap_session *s, char *out, size_t ou
 	imap_caps_add(out, outsz, &used, "IMAP4rev1 LITERAL- SASL-IR ID ENABLE IDLE NAMESPACE "
 		      "UNSELECT UIDPLUS MOVE CHILDREN SPECIAL-USE CREATE-SPECIAL-USE", "");
 	imap_caps_add(out, outsz, &used, "CONDSTORE QRESYNC", ""); /* RFC 7162 */
+	imap_caps_add(out, outsz, &used, "SORT SORT=DISPLAY THREAD=ORDEREDSUBJECT "
+		      "THREAD=REFERENCES", ""); /* RFC 5256, RFC 5957 */
+	/* RFC 4731, RFC 5182, RFC 5267 §3 and §4 (imap_esearch.c) */
+	imap_caps_add(out, outsz, &used, "ESEARCH SEARCHRES CONTEXT=SEARCH ESORT", "");
 	if (s->state & (IMAP_NOTAUTH | IMAP_SASL | IMAP_HANDSHAKE)) {
 		if (s->b.ts && !s->tls_active)
 			imap_caps_add(out, outsz, &used, "STARTTLS", "");
@@ -189,7 +196,12 @@ static const struct imap_command_def imap_commands[] = {
 	{"STORE", imap_cmd_store, IMAP_SELECTED, IMAP_F_NO_EXPUNGE},
 	{"COPY", imap_cmd_copy, IMAP_SELECTED, 0},
 	{"MOVE", imap_cmd_copy, IMAP_SELECTED, 0},              /* RFC 6851 */
+	{"SORT", imap_cmd_sort, IMAP_SELECTED, IMAP_F_NO_EXPUNGE},     /* RFC 5256 */
+	{"THREAD", imap_cmd_thread, IMAP_SELECTED, IMAP_F_NO_EXPUNGE}, /* RFC 5256 */
 	{"UID SEARCH", imap_cmd_search, IMAP_SELECTED, IMAP_F_UID},
+	{"UID SORT", imap_cmd_sort, IMAP_SELECTED, IMAP_F_UID},
+	{"UID THREAD", imap_cmd_thread, IMAP_SELECTED, IMAP_F_UID},
+	{"CANCELUPDATE", imap_cmd_cancelupdate, IMAP_SELECTED, 0},  /* RFC 5267 §4.3 */
 	{"UID FETCH", imap_cmd_fetch, IMAP_SELECTED, IMAP_F_UID},
 	{"UID STORE", imap_cmd_store, IMAP_SELECTED, IMAP_F_UID},
 	{"UID COPY", imap_cmd_copy, IMAP_SELECTED, IMAP_F_UID},
@@ -1079,6 +1091,7 @@ static void imap_view_close(struct imap_session *s)
 		return;
 	imap_watch_stop(s);
 	imap_msg_release(s);
+	imap_esearch_reset(s);
 	mailbox_close(s->view);
 	s->view = NULL;
 }
@@ -1124,6 +1137,7 @@ static bool imap_updates_step(struct imap_session *s)
 	if (s->view && mailbox_next_change(s->view, &ch)) {
 		switch (ch.kind) {
 		case MAILBOX_CHANGE_EXPUNGE:
+			imap_esearch_expunged(s, &j->out, ch.n, ch.uid);
 			/* RFC 7162 §3.2.10: VANISHED once QRESYNC is on */
 			if (s->qresync)
 				imap_out_printf(&j->out, "* VANISHED %lu\r\n", (unsigned long)ch.uid);
@@ -1150,6 +1164,7 @@ static bool imap_updates_step(struct imap_session *s)
 			imap_send(s, &j->out);
 		return false;
 	}
+	imap_esearch_refresh(s, &j->out); /* RFC 5267 §4.4: ADDTO, REMOVEFROM */
 	imap_send(s, &j->out);
 	if (j->status)
 		imap_reply(s, j->status, "%s", j->text);
@@ -1832,6 +1847,7 @@ IMAP_HANDLER(imap_cmd_copy)
 void imap_session_cleanup(void)
 {
 	imap_msg_cache_free();
+	imap_sortkeys_cleanup();
 }
 
 static void imap_free(struct imap_session *s)

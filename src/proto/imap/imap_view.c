@@ -265,10 +265,9 @@ bool imap_set_parse(struct imap_session *s, const struct imap_arg *a, bool uid,
 		imap_bad(s, err);
 		return false;
 	}
-	if (set->saved) {
-		imap_seqset_clear(set);
-		imap_bad(s, "No saved search result ($) in this server");
-		return false;
+	if (set->saved) { /* RFC 5182 §2.1: the saved result, maybe empty */
+		imap_saved_set(s, uid, set);
+		return true;
 	}
 	size_t n = imap_count(s);
 	if (uid) {
@@ -282,6 +281,40 @@ bool imap_set_parse(struct imap_session *s, const struct imap_arg *a, bool uid,
 		return false;
 	}
 	return true;
+}
+
+void imap_saved_replace(struct imap_session *s, const uint32_t *uids, size_t n)
+{
+	free(s->saved_uids);
+	s->saved_uids = NULL;
+	s->nsaved = 0;
+	if (n == 0)
+		return;
+	s->saved_uids = xmalloc(n * sizeof *uids);
+	memcpy(s->saved_uids, uids, n * sizeof *uids);
+	s->nsaved = n;
+}
+
+/* Append v to a resolved set, merging it into the last range when it
+ * follows it (v ascending). */
+static void imap_seqset_append(struct imap_seqset *set, uint32_t v)
+{
+	if (set->n && set->ranges[set->n - 1].hi + 1 == v) {
+		set->ranges[set->n - 1].hi = v;
+		return;
+	}
+	struct imap_seq_range *r = xgrow(&set->ranges, &set->n, &set->cap, sizeof *r);
+	r->lo = r->hi = v;
+}
+
+void imap_saved_set(const struct imap_session *s, bool uid, struct imap_seqset *set)
+{
+	imap_seqset_clear(set);
+	for (size_t i = 0; i < s->nsaved; i++) {
+		size_t seq = uid ? s->saved_uids[i] : mailbox_seq_of_uid(s->view, s->saved_uids[i]);
+		if (seq) /* 0: expunged meanwhile */
+			imap_seqset_append(set, (uint32_t)seq);
+	}
 }
 
 /* The first index at or after from whose UID is >= uid (binary search:

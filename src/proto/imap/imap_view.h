@@ -93,6 +93,13 @@ bool imap_match_fn(void *arg, size_t seq, uint32_t uid);
 bool imap_set_parse(struct imap_session *s, const struct imap_arg *a, bool uid,
 		    struct imap_seqset *set);
 
+/* RFC 5182 "$": the saved search result, replaced by a copy of uids
+ * (ascending; n 0: empty) ... */
+void imap_saved_replace(struct imap_session *s, const uint32_t *uids, size_t n);
+/* ... as a resolved set: those UIDs (uid), or the sequence numbers of
+ * those still in the folder; empty when nothing is saved. */
+void imap_saved_set(const struct imap_session *s, bool uid, struct imap_seqset *set);
+
 /* Walking the messages of a resolved set in order, one at a time. */
 struct imap_walk {
 	struct imap_seqset set;
