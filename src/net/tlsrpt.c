@@ -2,11 +2,14 @@
 #include "net/tlsrpt.h"
 
 #include <jansson.h>
+#include <openssl/evp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <zlib.h>
 
+#include "lib/date.h"
+#include "lib/strbuf.h"
 #include "lib/util.h"
 
 static bool tlsrpt_wsp(char c)
@@ -130,6 +133,8 @@ static json_t *tlsrpt_failure_json(const struct tlsrpt_failure *f, bool *ok)
 {
 	json_t *o = json_object();
 	tlsrpt_set(o, "result-type", json_string(f->result_type), ok);
+	if (f->sending_ip)
+		tlsrpt_set(o, "sending-mta-ip", json_string(f->sending_ip), ok);
 	if (f->receiving_ip)
 		tlsrpt_set(o, "receiving-ip", json_string(f->receiving_ip), ok);
 	tlsrpt_set(o, "receiving-mx-hostname", json_string(f->receiving_mx), ok);
@@ -148,7 +153,7 @@ static json_t *tlsrpt_policy_json(const struct tlsrpt_policy *p, bool *ok)
 	tlsrpt_set(policy, "policy-domain", json_string(p->domain), ok);
 	if (p->mx_host)
 		tlsrpt_set(policy, "mx-host", json_string(p->mx_host), ok);
-	uint64_t failed = 0;
+	uint64_t failed = p->other_failures;
 	json_t *details = json_array();
 	for (size_t i = 0; i < p->nfailures && i < TLSRPT_FAILURES_MAX; i++) {
 		failed += p->failures[i].sessions;
@@ -213,5 +218,103 @@ unsigned char *tlsrpt_gzip(const void *data, size_t len, size_t *outlen)
 		free(out);
 		return NULL;
 	}
+	return out;
+}
+
+/* ---- an https rua ----------------------------------------------------------------- */
+
+bool tlsrpt_https_target(const char *url, char *host, size_t hostsz, unsigned short *port)
+{
+	if (strncasecmp(url, "https://", 8) != 0)
+		return false;
+	const char *h = url + 8;
+	size_t n = strcspn(h, ":/?#");
+	if (n == 0 || n >= hostsz || memchr(h, '@', strcspn(h, "/?#")) || h[0] == '[')
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.", h[i]))
+			return false;
+	memcpy(host, h, n);
+	host[n] = '\0';
+	*port = 443;
+	if (h[n] != ':')
+		return true;
+	const char *p = h + n + 1;
+	size_t digits = strspn(p, "0123456789");
+	if (digits == 0 || digits > 5 || (p[digits] != '\0' && p[digits] != '/'))
+		return false;
+	unsigned long v = strtoul(p, NULL, 10);
+	if (v == 0 || v > 65535)
+		return false;
+	*port = (unsigned short)v;
+	return true;
+}
+
+/* ---- the report by mail (§5.3) ----------------------------------------------------- */
+
+enum { TLSRPT_B64_LINE = 57 }; /* bytes per base64 line of 76 characters */
+
+static bool tlsrpt_header_safe(const char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20 || (unsigned char)*s >= 0x7f)
+			return false;
+	return true;
+}
+
+static void tlsrpt_add_base64(struct strbuf *sb, const unsigned char *data, size_t len)
+{
+	unsigned char line[4 * TLSRPT_B64_LINE / 3 + 1];
+	for (size_t i = 0; i < len; i += TLSRPT_B64_LINE) {
+		size_t n = len - i < TLSRPT_B64_LINE ? len - i : TLSRPT_B64_LINE;
+		int out = EVP_EncodeBlock(line, data + i, (int)n);
+		(void)strbuf_add(sb, line, (size_t)out);
+		(void)strbuf_adds(sb, "\r\n");
+	}
+}
+
+char *tlsrpt_mail_compose(const struct tlsrpt_mail *m, size_t *len)
+{
+	const char *const fields[] = {m->from, m->to, m->domain, m->submitter, m->report_id,
+				      m->message_id};
+	for (size_t i = 0; i < ARRAY_LEN(fields); i++)
+		if (!tlsrpt_header_safe(fields[i]))
+			return NULL;
+	char date[DATE_RFC5322_MAX];
+	if (!date_rfc5322(m->now, date, sizeof date))
+		return NULL;
+	size_t cap = 4096 + 6 * 1024 + (m->gzlen / TLSRPT_B64_LINE + 1) * 80;
+	char *out = xmalloc(cap);
+	struct strbuf sb;
+	strbuf_init(&sb, out, cap);
+	static const char boundary[] = "tlsrpt-posthorn-part";
+	(void)strbuf_addf(&sb,
+			  "From: <%s>\r\nDate: %s\r\nTo: <%s>\r\nMessage-ID: %s\r\n"
+			  "Subject: Report Domain: %s Submitter: %s Report-ID: <%s>\r\n"
+			  "TLS-Report-Domain: %s\r\nTLS-Report-Submitter: %s\r\n"
+			  "Auto-Submitted: auto-generated\r\nMIME-Version: 1.0\r\n"
+			  "Content-Type: multipart/report; report-type=\"tlsrpt\";\r\n"
+			  "\tboundary=\"%s\"\r\n\r\n",
+			  m->from, date, m->to, m->message_id, m->domain, m->submitter,
+			  m->report_id, m->domain, m->submitter, boundary);
+	(void)strbuf_addf(&sb,
+			  "--%s\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
+			  "This is an aggregate TLS report (RFC 8460) from %s about the\r\n"
+			  "delivery of mail to %s.\r\n\r\n",
+			  boundary, m->submitter, m->domain);
+	/* §5.3: sender!policy-domain!begin!end!unique-id.json.gz */
+	(void)strbuf_addf(&sb,
+			  "--%s\r\nContent-Type: application/tlsrpt+gzip\r\n"
+			  "Content-Transfer-Encoding: base64\r\n"
+			  "Content-Disposition: attachment;\r\n"
+			  "\tfilename=\"%s!%s!%lld!%lld.json.gz\"\r\n\r\n",
+			  boundary, m->submitter, m->domain, (long long)m->start, (long long)m->end);
+	tlsrpt_add_base64(&sb, m->gz, m->gzlen);
+	(void)strbuf_addf(&sb, "\r\n--%s--\r\n", boundary);
+	if (!strbuf_ok(&sb)) {
+		free(out);
+		return NULL;
+	}
+	*len = strbuf_len(&sb);
 	return out;
 }

@@ -38,6 +38,7 @@ struct tlsrpt_failure {
 	const char *receiving_mx;       /* the MX host name */
 	const char *receiving_ip;       /* or NULL */
 	uint64_t sessions;
+	const char *sending_ip;         /* sending-mta-ip, or NULL */
 };
 
 /* The results of one policy domain over the report's period. */
@@ -50,6 +51,7 @@ struct tlsrpt_policy {
 	uint64_t successes;
 	const struct tlsrpt_failure *failures;
 	size_t nfailures;
+	uint64_t other_failures;        /* failed sessions counted in no detail row */
 };
 
 struct tlsrpt_report {
@@ -68,5 +70,30 @@ char *tlsrpt_report_json(const struct tlsrpt_report *r);
 /* data gzip-compressed (RFC 1952, as §5.1 asks): malloc'ed, *outlen its
  * length; NULL on failure. */
 unsigned char *tlsrpt_gzip(const void *data, size_t len, size_t *outlen);
+
+/* The host and port of an https rua ("https://host[:port]/path"): true
+ * with host (hostsz bytes) and *port (443 when none) filled; false for
+ * user information, an address literal, a bad port or a host name that
+ * does not fit. */
+bool tlsrpt_https_target(const char *url, char *host, size_t hostsz, unsigned short *port);
+
+/* The report by mail (§5.3): multipart/report; report-type="tlsrpt" with
+ * a short text part and the application/tlsrpt+gzip part (base64), the
+ * TLS-Report-Domain and TLS-Report-Submitter fields and the Subject §5.3
+ * asks for. */
+struct tlsrpt_mail {
+	const char *from;               /* postmaster@ a local domain */
+	const char *to;                 /* the rua address */
+	const char *domain;             /* the policy domain */
+	const char *submitter;          /* our host name */
+	const char *report_id;
+	const char *message_id;         /* "<...>" */
+	time_t now, start, end;
+	const unsigned char *gz;        /* the report, gzip'ed */
+	size_t gzlen;
+};
+/* The message with CRLF line ends (malloc'ed, *len its length); NULL when
+ * a field holds a byte that cannot go into a header (CR, LF, non-ASCII). */
+char *tlsrpt_mail_compose(const struct tlsrpt_mail *m, size_t *len);
 
 #endif

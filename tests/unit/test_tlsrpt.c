@@ -48,12 +48,13 @@ static void test_report_json(void **state)
 	static const char *const lines[] = {"version: STSv1", "mode: enforce",
 					    "mx: *.mail.example.net", "max_age: 604800"};
 	struct tlsrpt_failure f[] = {
-		{"certificate-not-trusted", "mx1.mail.example.net", "192.0.2.25", 3},
-		{"starttls-not-supported", "mx2.mail.example.net", NULL, 2},
+		{"certificate-not-trusted", "mx1.mail.example.net", "192.0.2.25", 3, "192.0.2.9"},
+		{"starttls-not-supported", "mx2.mail.example.net", NULL, 2, NULL},
 	};
 	struct tlsrpt_policy p = {
 		.domain = "example.net", .type = TLSRPT_POLICY_STS, .strings = lines, .nstrings = 4,
 		.mx_host = "*.mail.example.net", .successes = 41, .failures = f, .nfailures = 2,
+		.other_failures = 4, /* beyond the detail rows: in the total only */
 	};
 	struct tlsrpt_report r = {
 		.organization = "mail.example.test", .contact = "postmaster@mail.example.test",
@@ -79,11 +80,15 @@ static void test_report_json(void **state)
 	json_t *summary = json_object_get(pol, "summary");
 	assert_int_equal(json_integer_value(json_object_get(summary, "total-successful-session-count")),
 			 41);
-	assert_int_equal(json_integer_value(json_object_get(summary, "total-failure-session-count")), 5);
+	assert_int_equal(json_integer_value(json_object_get(summary, "total-failure-session-count")), 9);
 	json_t *d0 = json_array_get(json_object_get(pol, "failure-details"), 0);
 	assert_string_equal(json_string_value(json_object_get(d0, "result-type")),
 			    "certificate-not-trusted");
 	assert_int_equal(json_integer_value(json_object_get(d0, "failed-session-count")), 3);
+	assert_string_equal(json_string_value(json_object_get(d0, "sending-mta-ip")), "192.0.2.9");
+	json_t *d1 = json_array_get(json_object_get(pol, "failure-details"), 1);
+	assert_null(json_object_get(d1, "sending-mta-ip"));
+	assert_null(json_object_get(d1, "receiving-ip"));
 	json_decref(root);
 	/* a string that is not UTF-8: no report rather than a broken one */
 	p.domain = "bad\xff.example";
@@ -114,12 +119,67 @@ static void test_gzip(void **state)
 	free(gz);
 }
 
+static void test_https_target(void **state)
+{
+	(void)state;
+	char host[64];
+	unsigned short port;
+	assert_true(tlsrpt_https_target("https://reports.example/tlsrpt", host, sizeof host, &port));
+	assert_string_equal(host, "reports.example");
+	assert_int_equal(port, 443);
+	assert_true(tlsrpt_https_target("https://r.example:8443/x", host, sizeof host, &port));
+	assert_string_equal(host, "r.example");
+	assert_int_equal(port, 8443);
+	assert_true(tlsrpt_https_target("https://r.example:8443", host, sizeof host, &port));
+	static const char *const bad[] = {
+		"http://r.example/", "https://user@r.example/", "https://[2001:db8::1]/",
+		"https://r.example:0/", "https://r.example:65536/", "https://r.example:12ab/",
+		"https:///path", "https://r%2eexample/",
+	};
+	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+		assert_false(tlsrpt_https_target(bad[i], host, sizeof host, &port));
+	assert_false(tlsrpt_https_target("https://a-rather-long-host-name.example/", host, 8, &port));
+}
+
+static void test_mail_compose(void **state)
+{
+	(void)state;
+	static const unsigned char gz[100] = {0x1f, 0x8b};
+	struct tlsrpt_mail m = {
+		.from = "postmaster@example.test", .to = "tlsrpt@example.net",
+		.domain = "example.net", .submitter = "mail.example.test",
+		.report_id = "2026-12-07T00:00:00Z_example.net_1@mail.example.test",
+		.message_id = "<r1@mail.example.test>", .now = 1796688000, .start = 1796601600,
+		.end = 1796688000, .gz = gz, .gzlen = sizeof gz,
+	};
+	size_t len;
+	char *text = tlsrpt_mail_compose(&m, &len);
+	assert_non_null(text);
+	assert_int_equal(strlen(text), len);
+	assert_non_null(strstr(text, "\r\nSubject: Report Domain: example.net Submitter: "
+				     "mail.example.test Report-ID: <2026-12-07T00:00:00Z_example.net_1"
+				     "@mail.example.test>\r\n"));
+	assert_non_null(strstr(text, "\r\nTLS-Report-Domain: example.net\r\n"));
+	assert_non_null(strstr(text, "\r\nTLS-Report-Submitter: mail.example.test\r\n"));
+	assert_non_null(strstr(text, "multipart/report; report-type=\"tlsrpt\""));
+	assert_non_null(strstr(text, "Content-Type: application/tlsrpt+gzip\r\n"));
+	assert_non_null(strstr(text, "filename=\"mail.example.test!example.net!1796601600!"
+				     "1796688000.json.gz\""));
+	assert_non_null(strstr(text, "\r\nH4sAAAAA")); /* base64 of 1f 8b 00 ... */
+	free(text);
+	/* a line end smuggled into a header field: no message */
+	m.to = "a@example.net\r\nBcc: b@example.net";
+	assert_null(tlsrpt_mail_compose(&m, &len));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_record),
 		cmocka_unit_test(test_report_json),
 		cmocka_unit_test(test_gzip),
+		cmocka_unit_test(test_https_target),
+		cmocka_unit_test(test_mail_compose),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
