@@ -383,6 +383,10 @@ static void control_cmd_delete(struct control_out *out, const char *id)
 /* RFC 8460: the TLS reports of every day counted so far, today's too. */
 static void control_cmd_tls_report(struct control_out *out, const char *arg)
 {
+	if (!tlsreport_enabled()) {
+		control_printf(out, "error TLS reports are off (outbound tls-reports)\n");
+		return;
+	}
 	size_t n = tlsreport_send_now();
 	log_info("event=control command=tls-report reports=%zu", n);
 	control_printf(out, "ok\n%zu TLS report%s being sent\n", n, n == 1 ? "" : "s");

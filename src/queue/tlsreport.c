@@ -192,8 +192,7 @@ static void tlsreport_load(void)
 
 void tlsreport_count(const struct tlsstats_session *s)
 {
-	const struct runtime *rt = runtime_current();
-	if (!tr.running || !rt || !rt->conf->outbound.tls_reports)
+	if (!tlsreport_enabled())
 		return;
 	char day[TLSSTATS_DAY_MAX];
 	if (!tlsstats_day(time(NULL), day))
@@ -538,11 +537,12 @@ static void tlsreport_txt(void *arg, enum dns_status st, const struct dns_txt *t
 	tlsreport_launch(r, rua, nrua, start, end);
 }
 
-static void tlsreport_run_start(size_t i)
+/* e: taken out of the table, now the run's. */
+static void tlsreport_run_start(const struct tlsstats_entry *e)
 {
 	struct runtime *rt = runtime_current();
 	struct tlsreport_run *r = xcalloc(1, sizeof *r);
-	tlsstats_take(&tr.stats, i, &r->e);
+	r->e = *e;
 	r->rt = runtime_ref(rt);
 	unsigned char rnd[6];
 	if (RAND_bytes(rnd, sizeof rnd) != 1)
@@ -562,26 +562,35 @@ static void tlsreport_run_start(size_t i)
 		r->query = q;
 }
 
-/* Start the reports of days before today (or of every day with all). */
+bool tlsreport_enabled(void)
+{
+	const struct runtime *rt = runtime_current();
+	return tr.running && rt && rt->conf->outbound.tls_reports;
+}
+
+/* Start the reports of days before today (or of every day with all).  The
+ * entries are taken out of the table first: a report that fails at once
+ * goes back into it, and is not started again here. */
 static size_t tlsreport_send(bool all)
 {
-	if (!tr.running || !runtime_current())
-		return 0;
 	char today[TLSSTATS_DAY_MAX];
-	if (!tlsstats_day(time(NULL), today))
+	if (!tlsreport_enabled() || !tlsstats_day(time(NULL), today))
 		return 0;
-	size_t started = 0;
+	struct tlsstats_entry *due = NULL;
+	size_t ndue = 0;
 	for (size_t i = 0; i < tr.stats.n;) {
 		if (!all && strcmp(tr.stats.entries[i].day, today) >= 0) {
 			i++;
 			continue;
 		}
-		tlsreport_run_start(i); /* takes entry i out of the table */
-		started++;
+		tlsstats_take(&tr.stats, i, xappend(&due, &ndue, sizeof *due));
 	}
-	if (started)
+	for (size_t i = 0; i < ndue; i++)
+		tlsreport_run_start(&due[i]);
+	free(due);
+	if (ndue)
 		tlsreport_save();
-	return started;
+	return ndue;
 }
 
 size_t tlsreport_send_now(void)

@@ -8,6 +8,7 @@
 #ifndef POSTHORN_TLSREPORT_H
 #define POSTHORN_TLSREPORT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "queue/tlsstats.h"
@@ -35,6 +36,9 @@ void tlsreport_stop(void);
 /* One outbound session's TLS outcome; nothing when reports are off
  * (`outbound { tls-reports no }`) or the runner is stopped.  Loop thread. */
 void tlsreport_count(const struct tlsstats_session *s);
+
+/* Are reports on (running, and `tls-reports` in the configuration)? */
+bool tlsreport_enabled(void);
 
 /* Send the reports of every day counted, today's so far included (the
  * control socket's TLSREPORT); the number of reports started. */
