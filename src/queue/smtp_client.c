@@ -607,6 +607,49 @@ static bool smtp_client_local_ip(const struct smtp_client *c, char *out, size_t 
 	return inet_ntop(ss.ss_family, a, out, (socklen_t)outsz) != NULL;
 }
 
+/* "3 1 1 <hex>" of a record of 64 bytes at most: 141 bytes with the NUL. */
+static void smtp_client_tlsa_line(const struct smtp_client_tlsa *t,
+				  char out[TLSSTATS_POLICY_LINE_MAX])
+{
+	static const char hex[] = "0123456789abcdef";
+	/* fits: three numbers below 256 */
+	xsnprintf(out, TLSSTATS_POLICY_LINE_MAX, "%u %u %u ", t->usage, t->selector, t->mtype);
+	size_t o = strlen(out);
+	for (size_t k = 0; k < t->len && k < 64; k++) {
+		out[o++] = hex[t->data[k] >> 4];
+		out[o++] = hex[t->data[k] & 0xf];
+	}
+	out[o] = '\0';
+}
+
+/* The policy as the report shows it (RFC 8460 §4.4 policy-string): the
+ * host's usable TLSA records, or the MTA-STS policy's lines.  buf holds
+ * TLSRPT_POLICY_STRINGS_MAX lines; their number. */
+static size_t smtp_client_policy_lines(const struct smtp_client *c,
+				       char buf[][TLSSTATS_POLICY_LINE_MAX])
+{
+	size_t n = 0;
+	if (c->host_dane != DANE_NONE) {
+		for (size_t i = 0; i < c->ntlsa && n < TLSRPT_POLICY_STRINGS_MAX; i++) {
+			const struct smtp_client_tlsa *t = &c->tlsa[i];
+			if (t->len > 64)
+				continue; /* a whole certificate: too long for a line */
+			smtp_client_tlsa_line(t, buf[n++]);
+		}
+		return n;
+	}
+	if (!c->host_sts)
+		return 0;
+	xsnprintf(buf[n++], TLSSTATS_POLICY_LINE_MAX, "version: STSv1"); /* fits, as below */
+	xsnprintf(buf[n++], TLSSTATS_POLICY_LINE_MAX, "mode: %s",
+		  mtasts_mode_name(c->sts_policy.mode));
+	xsnprintf(buf[n++], TLSSTATS_POLICY_LINE_MAX, "max_age: %lu", c->sts_policy.max_age);
+	for (size_t i = 0; i < c->sts_policy.nmx && n < TLSRPT_POLICY_STRINGS_MAX; i++)
+		if (bsnprintf(buf[n], TLSSTATS_POLICY_LINE_MAX, "mx: %s", c->sts_policy.mx[i]))
+			n++; /* a longer pattern is left out */
+	return n;
+}
+
 /* The current host's session, once: a success when TLS came up without a
  * policy failure, else the failure; nothing for a session without TLS
  * and without a policy that wanted it, to a smarthost, or of a report. */
@@ -621,6 +664,11 @@ static void smtp_client_count_tls(struct smtp_client *c)
 		return;
 	c->tls_counted = true;
 	char local[INET6_ADDRSTRLEN];
+	char lines[TLSRPT_POLICY_STRINGS_MAX][TLSSTATS_POLICY_LINE_MAX];
+	const char *policy[TLSRPT_POLICY_STRINGS_MAX];
+	size_t npolicy = smtp_client_policy_lines(c, lines);
+	for (size_t i = 0; i < npolicy; i++)
+		policy[i] = lines[i];
 	struct tlsstats_session ss = {
 		.domain = c->domain,
 		.type = smtp_client_rpt_type(c),
@@ -628,6 +676,8 @@ static void smtp_client_count_tls(struct smtp_client *c)
 		.mx = c->host,
 		.receiving_ip = c->addr[0] && c->addr[0] != '?' ? c->addr : NULL,
 		.sending_ip = smtp_client_local_ip(c, local, sizeof local) ? local : NULL,
+		.policy = policy,
+		.npolicy = npolicy,
 	};
 	tlsreport_count(&ss);
 }

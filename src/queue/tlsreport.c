@@ -228,6 +228,7 @@ static void tlsreport_run_free(struct tlsreport_run *r)
 	free(r->sends);
 	free(r->gz);
 	free(r->e.failures);
+	free(r->e.policy);
 	if (r->rt)
 		runtime_unref(r->rt);
 	free(r);
@@ -453,7 +454,11 @@ static bool tlsreport_build(struct tlsreport_run *r, time_t start, time_t end)
 					       .sending_ip = s->sending_ip[0] ? s->sending_ip : NULL,
 					       .sessions = s->sessions};
 	}
+	const char *lines[TLSRPT_POLICY_STRINGS_MAX];
+	for (size_t i = 0; i < r->e.npolicy && i < TLSRPT_POLICY_STRINGS_MAX; i++)
+		lines[i] = r->e.policy[i];
 	struct tlsrpt_policy p = {.domain = r->e.domain, .type = r->e.type,
+				  .strings = lines, .nstrings = r->e.npolicy,
 				  .successes = r->e.successes, .failures = f,
 				  .nfailures = r->e.nfailures, .other_failures = r->e.other_failures};
 	struct tlsrpt_report rep = {.organization = c->hostname, .contact = contact,

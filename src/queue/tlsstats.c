@@ -39,8 +39,10 @@ void tlsstats_init(struct tlsstats *s)
 
 void tlsstats_free(struct tlsstats *s)
 {
-	for (size_t i = 0; i < s->n; i++)
+	for (size_t i = 0; i < s->n; i++) {
 		free(s->entries[i].failures);
+		free(s->entries[i].policy);
+	}
 	free(s->entries);
 	tlsstats_init(s);
 }
@@ -124,6 +126,31 @@ static void tlsstats_add_failure(struct tlsstats_entry *e, const struct tlsstats
 	f->sessions = sessions;
 }
 
+/* A policy line: printable ASCII that fits (a longer one is left out,
+ * never cut). */
+static bool tlsstats_policy_line_ok(const char *s)
+{
+	size_t n = strlen(s);
+	if (n == 0 || n >= TLSSTATS_POLICY_LINE_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] >= 0x7f)
+			return false;
+	return true;
+}
+
+/* The policy's lines, once per entry: the first session's. */
+static void tlsstats_add_policy(struct tlsstats_entry *e, const char *const *lines, size_t n)
+{
+	for (size_t i = 0; i < n && e->npolicy < TLSRPT_POLICY_STRINGS_MAX; i++) {
+		if (!tlsstats_policy_line_ok(lines[i]))
+			continue;
+		char(*line)[TLSSTATS_POLICY_LINE_MAX] = xappend(&e->policy, &e->npolicy, sizeof *line);
+		/* fits: checked just above */
+		xsnprintf(*line, sizeof *line, "%s", lines[i]);
+	}
+}
+
 static bool tlsstats_session_ok(const char *day, const struct tlsstats_session *ss)
 {
 	if (strlen(day) != TLSSTATS_DAY_MAX - 1 || !tlsstats_token_ok(ss->domain, TLSSTATS_NAME_MAX))
@@ -145,6 +172,8 @@ bool tlsstats_add(struct tlsstats *s, const char *day, const struct tlsstats_ses
 	struct tlsstats_entry *e = tlsstats_entry(s, day, ss->domain, ss->type);
 	if (!e)
 		return false;
+	if (e->npolicy == 0 && ss->policy)
+		tlsstats_add_policy(e, ss->policy, ss->npolicy);
 	if (ss->result)
 		tlsstats_add_failure(e, ss, 1);
 	else
@@ -157,6 +186,7 @@ void tlsstats_remove(struct tlsstats *s, size_t i)
 	if (i >= s->n)
 		return;
 	free(s->entries[i].failures);
+	free(s->entries[i].policy);
 	memmove(&s->entries[i], &s->entries[i + 1], (s->n - i - 1) * sizeof *s->entries);
 	s->n--;
 }
@@ -176,6 +206,10 @@ bool tlsstats_merge(struct tlsstats *s, const struct tlsstats_entry *e)
 	to->successes += e->successes;
 	to->other_failures += e->other_failures;
 	to->tries = e->tries > to->tries ? e->tries : to->tries;
+	if (to->npolicy == 0)
+		for (size_t i = 0; i < e->npolicy && to->npolicy < TLSRPT_POLICY_STRINGS_MAX; i++)
+			memcpy(xappend(&to->policy, &to->npolicy, sizeof *to->policy), e->policy[i],
+			       sizeof *to->policy);
 	for (size_t i = 0; i < e->nfailures; i++) {
 		const struct tlsstats_failure *f = &e->failures[i];
 		struct tlsstats_session ss = {.domain = e->domain, .type = e->type,
@@ -199,7 +233,7 @@ char *tlsstats_format(const struct tlsstats *s, size_t *len)
 	/* each line is below TLSSTATS_LINE_MAX: the names are bounded */
 	size_t cap = 1;
 	for (size_t i = 0; i < s->n; i++)
-		cap += (1 + s->entries[i].nfailures) * TLSSTATS_LINE_MAX;
+		cap += (1 + s->entries[i].nfailures + s->entries[i].npolicy) * TLSSTATS_LINE_MAX;
 	char *out = xmalloc(cap);
 	struct strbuf sb;
 	strbuf_init(&sb, out, cap);
@@ -207,6 +241,8 @@ char *tlsstats_format(const struct tlsstats *s, size_t *len)
 		const struct tlsstats_entry *e = &s->entries[i];
 		(void)strbuf_addf(&sb, "E %s %s %s %" PRIu64 " %" PRIu64 " %u\n", e->day, e->domain,
 				  tlsstats_types[e->type], e->successes, e->other_failures, e->tries);
+		for (size_t k = 0; k < e->npolicy; k++)
+			(void)strbuf_addf(&sb, "P %s\n", e->policy[k]);
 		for (size_t k = 0; k < e->nfailures; k++) {
 			const struct tlsstats_failure *f = &e->failures[k];
 			(void)strbuf_addf(&sb, "F %s %s %s %s %" PRIu64 "\n", f->result, f->mx,
@@ -261,6 +297,13 @@ static const char *tlsstats_undash(const char *s)
 static const char *tlsstats_parse_line(struct tlsstats *s, char *line,
 				       struct tlsstats_entry **cur)
 {
+	if (strncmp(line, "P ", 2) == 0) {
+		if (!*cur || !tlsstats_policy_line_ok(line + 2))
+			return "a bad policy line";
+		const char *one = line + 2;
+		tlsstats_add_policy(*cur, &one, 1);
+		return NULL;
+	}
 	char *w[8];
 	size_t n = tlsstats_words(line, w, 7);
 	if (n == 7 && strcmp(w[0], "E") == 0) {

@@ -20,6 +20,7 @@ enum {
 	TLSSTATS_IP_MAX = 46,           /* INET6_ADDRSTRLEN */
 	TLSSTATS_DAY_MAX = 11,          /* "2026-12-08" and its NUL */
 	TLSSTATS_LINE_MAX = 1024,       /* a line of the state file */
+	TLSSTATS_POLICY_LINE_MAX = 160, /* a line of the policy ("mx: ...", a TLSA record) */
 };
 
 /* One session's outcome, as the SMTP client saw it. */
@@ -30,6 +31,8 @@ struct tlsstats_session {
 	const char *mx;                 /* receiving-mx-hostname */
 	const char *receiving_ip;       /* or NULL */
 	const char *sending_ip;         /* or NULL */
+	const char *const *policy;      /* the policy as lines (§4.4 policy-string), or NULL */
+	size_t npolicy;
 };
 
 struct tlsstats_failure {
@@ -45,6 +48,8 @@ struct tlsstats_entry {
 	char domain[TLSSTATS_NAME_MAX];
 	enum tlsrpt_policy_type type;
 	uint64_t successes;
+	char (*policy)[TLSSTATS_POLICY_LINE_MAX]; /* the first session's policy, as lines */
+	size_t npolicy;                       /* at most TLSRPT_POLICY_STRINGS_MAX */
 	struct tlsstats_failure *failures;    /* at most TLSRPT_FAILURES_MAX rows */
 	size_t nfailures;
 	uint64_t other_failures;              /* failed sessions beyond the rows */
@@ -78,8 +83,9 @@ void tlsstats_take(struct tlsstats *s, size_t i, struct tlsstats_entry *out);
 bool tlsstats_merge(struct tlsstats *s, const struct tlsstats_entry *e);
 
 /* The table as text (malloc'ed, *len its length): per entry a line
- * "E day domain type successes other tries", then per row
- * "F result mx receiving-ip sending-ip sessions" ("-" for unknown). */
+ * "E day domain type successes other tries", then per policy line
+ * "P text", then per row "F result mx receiving-ip sending-ip sessions"
+ * ("-" for unknown). */
 char *tlsstats_format(const struct tlsstats *s, size_t *len);
 /* Add the entries of text (as tlsstats_format() wrote it) to s; false with
  * the line's number and a reason in err at the first malformed line (the

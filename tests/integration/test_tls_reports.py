@@ -50,6 +50,8 @@ def check_report(rep, mx1_ip):
     [pol] = rep["policies"]
     assert pol["policy"]["policy-type"] == "tlsa"
     assert pol["policy"]["policy-domain"] == "dane.test"
+    # the records of the first session's host (mx1, tried first)
+    assert pol["policy"]["policy-string"] == [WRONG_TLSA], pol["policy"]
     assert pol["summary"] == {"total-successful-session-count": 2,
                               "total-failure-session-count": 2}, pol
     [fail] = pol["failure-details"]

@@ -108,15 +108,25 @@ static void test_text_round_trip(void **state)
 	struct tlsstats_session sts = {.domain = "sts.example", .type = TLSRPT_POLICY_STS,
 				       .result = "certificate-host-mismatch", .mx = "mx.sts.example",
 				       .receiving_ip = "2001:db8::1"};
+	static const char *const lines[] = {"version: STSv1", "mode: testing", "bad\nline",
+					    "max_age: 86400", "mx: mx.sts.example"};
+	sts.policy = lines;
+	sts.npolicy = 5;
 	assert_true(tlsstats_add(&s, DAY, &ok));
 	assert_true(tlsstats_add(&s, DAY, &bad));
+	assert_true(tlsstats_add(&s, DAY, &sts));
+	sts.policy = lines + 1; /* the first session's policy is kept */
+	sts.npolicy = 1;
+	sts.result = NULL;
 	assert_true(tlsstats_add(&s, DAY, &sts));
 	s.entries[1].tries = 2;
 	size_t len;
 	char *text = tlsstats_format(&s, &len);
 	assert_string_equal(text, "E 2026-12-08 dane.example tlsa 1 0 0\n"
 				  "F validation-failure mx1.dane.example - 192.0.2.9 1\n"
-				  "E 2026-12-08 sts.example sts 0 0 2\n"
+				  "E 2026-12-08 sts.example sts 1 0 2\n"
+				  "P version: STSv1\nP mode: testing\nP max_age: 86400\n"
+				  "P mx: mx.sts.example\n"
 				  "F certificate-host-mismatch mx.sts.example 2001:db8::1 - 1\n");
 	char err[128];
 	assert_true(tlsstats_parse(&back, text, len, err, sizeof err));
@@ -134,6 +144,8 @@ static void test_text_round_trip(void **state)
 		"E 2026-12-08 dane.example weird 1 0 0\n",
 		"E 2026-12-08 dane.example tlsa -1 0 0\n",
 		"E 2026-12-08 dane.example tlsa 1 0 0 extra\n",
+		"P version: STSv1\n",
+		"E 2026-12-08 dane.example tlsa 1 0 0\nP \n",
 	};
 	for (size_t i = 0; i < sizeof bad_files / sizeof *bad_files; i++) {
 		tlsstats_init(&back);
