@@ -69,7 +69,9 @@ def test_tls_report_by_mail_and_https(posthorn, posthorn_bin, unbound, sinks, tm
     c2 = SinkCert(posthorn_bin, tmp_path / "c2", "mx2.dane.test")
     sinks(MX1, port, tls=c1.context(), name="mx1.dane.test")
     good = sinks(MX2, port, tls=c2.context(), name="mx2.dane.test")
-    reports = sinks(REPORT_MX, port, name="mx.reports.test")
+    # the report's own delivery goes over TLS too, and is not counted
+    c3 = SinkCert(posthorn_bin, tmp_path / "c3", "mx.reports.test")
+    reports = sinks(REPORT_MX, port, tls=c3.context(), name="mx.reports.test")
     ca = LocalCA(tmp_path / "ca")
     web = PostRecorder(REPORT_WEB, web_port, ca.server_context("rpt.reports.test"))
     rua = f"mailto:tlsrpt@reports.test,https://rpt.reports.test:{web_port}/tlsrpt"
@@ -109,7 +111,9 @@ def test_tls_report_by_mail_and_https(posthorn, posthorn_bin, unbound, sinks, tm
         assert "2 TLS reports being sent" in res.stdout, res.stdout
         p.wait_event("tlsrpt-none", domain="stuck.dane.test")
 
-        data = reports.wait_delivered(1)[0]["data"]
+        got = reports.wait_delivered(1)[0]
+        assert got["tls"]
+        data = got["data"]
         msg, rep = mailed_report(data)
         check_report(rep, MX1)
         assert msg["TLS-Report-Domain"] == "dane.test"
@@ -127,7 +131,7 @@ def test_tls_report_by_mail_and_https(posthorn, posthorn_bin, unbound, sinks, tm
         check_report(posted, MX1)
         assert posted["report-id"] == rep["report-id"]
 
-        # sent: nothing left to report
+        # sent, and the report's delivery to reports.test not counted: nothing left
         assert "0 TLS reports" in p.cli("queue", "tls-report").stdout
     finally:
         web.stop()
