@@ -44,7 +44,8 @@ struct tlsreport_send {
 	char id[SPOOL_ID_SIZE];         /* the spooled message */
 	dns_query_id query;             /* the https host's addresses */
 	struct offload_job *job;        /* the POST */
-	char *url;
+	char *url;                      /* the mailto address or the https URL (from DNS) */
+	char url_log[LOG_VALUE_MAX];    /* the same, escaped for the log */
 	char host[TLSREPORT_HOST_MAX];
 	unsigned short port;
 	bool done;                      /* its outcome is known */
@@ -274,7 +275,7 @@ static void tlsreport_committed(void *arg, int err)
 		log_warn("event=tlsrpt-error id=%s reason=\"cannot spool the report: %s\"", s->id,
 			 strerror(err));
 	} else {
-		log_info("event=tlsrpt-queued id=%s to=%s", s->id, s->url);
+		log_info("event=tlsrpt-queued id=%s to=%s", s->id, s->url_log);
 		if (tr.spooled)
 			tr.spooled(s->id);
 	}
@@ -321,7 +322,7 @@ static void tlsreport_mail(struct tlsreport_run *r, struct tlsreport_send *s, ti
 	free(from);
 	if (!msg || spool_msg_write(msg, text, len) < 0) {
 		log_warn("event=tlsrpt-error domain=%s to=%s reason=\"cannot spool the report: %s\"",
-			 r->e.domain, s->url, text ? strerror(errno) : "a field cannot be sent");
+			 r->e.domain, s->url_log, text ? strerror(errno) : "a field cannot be sent");
 		if (msg)
 			spool_msg_abort(msg);
 		free(text);
@@ -394,9 +395,9 @@ static void tlsreport_post_done(void *owner, void *arg)
 	s->job = NULL;
 	char why[LOG_VALUE_MAX * 2];
 	if (w->ok)
-		log_info("event=tlsrpt-posted url=%s", s->url);
+		log_info("event=tlsrpt-posted url=%s", s->url_log);
 	else
-		log_warn("event=tlsrpt-error url=%s reason=\"%s\"", s->url,
+		log_warn("event=tlsrpt-error url=%s reason=\"%s\"", s->url_log,
 			 log_quote(why, sizeof why, w->why, strlen(w->why)));
 	bool ok = w->ok;
 	tlsreport_post_free(w);
@@ -410,7 +411,7 @@ static void tlsreport_addrs(void *arg, enum dns_status st, const struct dns_addr
 	s->query = 0;
 	char a[INET6_ADDRSTRLEN];
 	if (st != DNS_OK || n == 0 || !inet_ntop(addrs[0].family, addrs[0].addr, a, sizeof a)) {
-		log_warn("event=tlsrpt-error url=%s reason=\"no address for %s (%s)\"", s->url,
+		log_warn("event=tlsrpt-error url=%s reason=\"no address for %s (%s)\"", s->url_log,
 			 s->host, dns_status_name(st));
 		tlsreport_send_done(s, false);
 		return;
@@ -497,6 +498,7 @@ static void tlsreport_launch(struct tlsreport_run *r, const struct tlsrpt_rua *r
 		struct tlsreport_send *s = xcalloc(1, sizeof *s);
 		s->run = r;
 		s->url = xstrdup(rua[i].uri);
+		(void)log_escape(s->url_log, sizeof s->url_log, s->url, strlen(s->url));
 		r->sends[r->nsends++] = s;
 		r->pending++;
 		if (rua[i].https)
