@@ -96,12 +96,14 @@ def test_tls_report_by_mail_and_https(posthorn, posthorn_bin, unbound, sinks, tm
         for i in range(2):
             submit(p, "someone@dane.test", message(f"counted {i}", to="someone@dane.test"))
         good.wait_delivered(2)
-        submit(p, "someone@stuck.dane.test", message("stuck", to="someone@stuck.dane.test"))
+        stuck = submit(p, "someone@stuck.dane.test",
+                       message("stuck", to="someone@stuck.dane.test"))
         p.wait_event("outbound", result="deferred", host="mx1.dane.test", to="<someone@stuck.dane.test>")
 
         # `posthorn queue` says which policy applied and why it was deferred
         listing = p.cli("queue", "list").stdout
         assert "tls-policy=dane tls-result=tlsa-mismatch" in listing, listing
+        assert p.cli("queue", "delete", stuck).returncode == 0  # no retry after the restart
 
         # the counts outlive a restart (SPOOL/tlsrpt/counts)
         p.restart()
