@@ -14,7 +14,7 @@
 #include "net/tlsrpt.h"
 
 enum {
-	TLSSTATS_ENTRIES_MAX = 1024,    /* (day, policy domain) pairs kept; more are not counted */
+	TLSSTATS_ENTRIES_MAX = 1024,    /* (day, policy domain) pairs kept until reported; more are not counted */
 	TLSSTATS_NAME_MAX = 256,        /* a domain or host name, NUL included */
 	TLSSTATS_RESULT_MAX = 32,       /* a result-type, NUL included */
 	TLSSTATS_IP_MAX = 46,           /* INET6_ADDRSTRLEN */
