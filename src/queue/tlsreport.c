@@ -170,11 +170,22 @@ static void tlsreport_load(void)
 				 strerror(errno));
 		return;
 	}
-	char *buf = xmalloc(TLSREPORT_FILE_MAX);
+	struct stat st;
+	if (fstat(fd, &st) < 0) {
+		log_warn("event=tlsrpt-error reason=\"cannot read %s: %s\"", tr.path, strerror(errno));
+		close(fd); /* read-only */
+		return;
+	}
+	if (st.st_size == 0) {
+		close(fd); /* read-only: nothing counted */
+		return;
+	}
+	/* a longer file is read up to the bound (its cut last line is logged) */
+	size_t want = st.st_size < TLSREPORT_FILE_MAX ? (size_t)st.st_size : TLSREPORT_FILE_MAX;
+	char *buf = xmalloc(want);
 	size_t have = 0;
 	ssize_t n;
-	while (have < TLSREPORT_FILE_MAX &&
-	       (n = read(fd, buf + have, TLSREPORT_FILE_MAX - have)) != 0) {
+	while (have < want && (n = read(fd, buf + have, want - have)) != 0) {
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)
