@@ -1,7 +1,7 @@
 # posthorn — GNU Make build.  Out-of-tree: build/release (optimised, used by
 # `make run`) and build/asan (AddressSanitizer + UBSan, used by `make check`).
 
-PKGS      := libevent libevent_openssl libssl libcrypto libcares gmime-3.0 libseccomp libsystemd libcurl jansson ldap libpsl
+PKGS      := libevent libevent_openssl libssl libcrypto libcares gmime-3.0 libseccomp libsystemd libcurl jansson ldap libpsl zlib
 PKGS      += krb5-gssapi krb5
 CC        ?= cc
 PYTEST    := /usr/bin/python3 -m pytest

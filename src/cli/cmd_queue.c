@@ -29,7 +29,7 @@ enum {
 };
 
 static const char cmd_queue_usage_line[] =
-    "usage: posthorn [-c FILE] queue list | show ID | flush | delete ID\n";
+    "usage: posthorn [-c FILE] queue list | show ID | flush | delete ID | tls-report\n";
 
 static const struct cmd_queue_command {
 	const char *name;
@@ -40,6 +40,7 @@ static const struct cmd_queue_command {
 	{"show", "SHOW", 1},
 	{"flush", "FLUSH", 0},
 	{"delete", "DELETE", 1},
+	{"tls-report", "TLSREPORT", 0},
 };
 
 static bool cmd_queue_id_ok(const char *id)

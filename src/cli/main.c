@@ -86,7 +86,7 @@ static const struct command commands[] = {
 	 "vacation ADDRESS on [--message-file F] [--subject S] [--until YYYY-MM-DD]\n"
 	 "      [--days N]: the user's out-of-office reply; off stops it; without\n"
 	 "      on|off: show it."},
-	{"queue", cmd_queue_main, "queue list|show ID|flush|delete ID [-c FILE]",
+	{"queue", cmd_queue_main, "queue list|show ID|flush|delete ID|tls-report [-c FILE]",
 	 "Inspect and act on the outbound queue of the running daemon, through the\n"
 	 "control socket in its spool folder (run as root or as the daemon's user).\n"
 	 "list: each message waiting for remote delivery: ID, age, size, sender,\n"
@@ -94,7 +94,10 @@ static const struct command commands[] = {
 	 "show ID: a message's envelope, the state of each recipient, its header.\n"
 	 "flush: try every waiting message now instead of at its next retry.\n"
 	 "delete ID: remove a message from the queue; nothing is bounced to the\n"
-	 "      sender.  Exit 1 when the daemon is not running."},
+	 "      sender.\n"
+	 "tls-report: send the TLS reports (RFC 8460) of every day counted so far,\n"
+	 "      today's included, instead of after the day ends.\n"
+	 "Exit 1 when the daemon is not running."},
 	{"cert", cmd_cert_main, "cert new --hostname H --out DIR [--rsa BITS], cert status [-c FILE]",
 	 "new: create a private key (ECDSA P-256, or RSA of BITS bits; mode 0600), a\n"
 	 "self-signed certificate for H (subjectAltName H, valid one year) and a\n"

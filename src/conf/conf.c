@@ -1699,6 +1699,13 @@ static void out_tls_policy(struct parser *p, const struct line *d)
 	p->conf->outbound.tls_policy_sts = sts;
 }
 
+/* tls-reports yes | no */
+static void out_tls_reports(struct parser *p, const struct line *d)
+{
+	if (arg_bool(p, d, &d->args[0], &p->conf->outbound.tls_reports))
+		p->conf->outbound.tls_reports_set = true;
+}
+
 static void out_ca_file(struct parser *p, const struct line *d)
 {
 	(void)arg_path(p, d, &d->args[0], &p->conf->outbound.ca_file);
@@ -2786,6 +2793,7 @@ static const struct directive outbound_directives[] = {
 	{"tls", 1, 1, out_tls, NULL, NULL, true},
 	{"tls-policy", 1, 2, out_tls_policy, NULL, NULL, true},
 	{"ca-file", 1, 1, out_ca_file, NULL, NULL, true},
+	{"tls-reports", 1, 1, out_tls_reports, NULL, NULL, true},
 	{"lifetime", 1, 1, out_lifetime, NULL, NULL, true},
 	{"retry", 1, CONF_ARGS_ANY, out_retry, NULL, NULL, true},
 };
@@ -3316,6 +3324,8 @@ static void validate(struct parser *p)
 	check_acme_certificates(p);
 	check_ldap_mechanisms(p);
 	check_dkim_domains(p);
+	if (!c->outbound.tls_reports_set) /* RFC 8460 §5.3: reports by mail should be signed */
+		p->conf->outbound.tls_reports = c->ndkim_keys > 0;
 }
 
 static void apply_hostname_defaults(struct conf *c)

@@ -239,6 +239,8 @@ struct conf_outbound {
 	bool tls_policy_dane;   /* tls-policy dane (default): RFC 7672 */
 	bool tls_policy_sts;    /* tls-policy mta-sts (default): RFC 8461 */
 	char *ca_file;          /* CAs for MTA-STS; NULL: the system's */
+	bool tls_reports;       /* send TLS reports (RFC 8460); default: when dkim keys exist */
+	bool tls_reports_set;   /* tls-reports was given */
 	unsigned lifetime;      /* seconds, default 5d */
 	unsigned *retry;        /* seconds; default 5m 15m 1h 4h */
 	size_t nretry;

@@ -29,6 +29,7 @@
 #include "queue/delivery.h"
 #include "queue/outbound.h"
 #include "queue/spool.h"
+#include "queue/tlsreport.h"
 
 struct control_conn {
 	struct control_conn *prev, *next;
@@ -379,6 +380,18 @@ static void control_cmd_delete(struct control_out *out, const char *id)
 		control_printf(out, "error cannot delete %s: %s\n", id, strerror(errno));
 }
 
+/* RFC 8460: the TLS reports of every day counted so far, today's too. */
+static void control_cmd_tls_report(struct control_out *out, const char *arg)
+{
+	if (!tlsreport_enabled()) {
+		control_printf(out, "error TLS reports are off (outbound tls-reports)\n");
+		return;
+	}
+	size_t n = tlsreport_send_now();
+	log_info("event=control command=tls-report reports=%zu", n);
+	control_printf(out, "ok\n%zu TLS report%s being sent\n", n, n == 1 ? "" : "s");
+}
+
 static const struct control_command {
 	const char *name;
 	bool takes_id;
@@ -388,6 +401,7 @@ static const struct control_command {
 	{"SHOW", true, control_cmd_show},
 	{"FLUSH", false, control_cmd_flush},
 	{"DELETE", true, control_cmd_delete},
+	{"TLSREPORT", false, control_cmd_tls_report},
 };
 
 static bool control_id_ok(const char *id)
@@ -415,7 +429,7 @@ static void control_execute(struct control_out *out, char *line)
 		c->run(out, arg);
 		return;
 	}
-	control_printf(out, "error unknown command (LIST, SHOW ID, FLUSH, DELETE ID)\n");
+	control_printf(out, "error unknown command (LIST, SHOW ID, FLUSH, DELETE ID, TLSREPORT)\n");
 }
 
 /* ---- connections --------------------------------------------------------------- */

@@ -48,6 +48,7 @@ struct outbound_rcpt {
 	char status[SMTP_STATUS_MAX];
 	char *remote_mta;
 	bool smtp_reply;        /* error is a remote SMTP reply */
+	char tls[SMTP_CLIENT_TLS_NOTE_MAX]; /* the TLS policy and its result then, or "" */
 	bool unrecorded;        /* sent, but spool_mark_done() failed: never send again */
 	time_t last_attempt;
 };
@@ -69,6 +70,7 @@ struct outbound_msg {
 	size_t nrcpts;
 	long hops;                              /* Received: headers, -1 before counted */
 	bool tls_optional;                      /* "TLS-Required: No" (RFC 8689 §4.2) */
+	bool tls_report;                        /* a TLS report (RFC 8460 §5.3) */
 	unsigned attempts;
 	time_t next_attempt;                    /* wall clock; 0 while active or ready */
 	char *last_error;
@@ -189,6 +191,19 @@ bool outbound_tls_optional(const char *header, size_t len)
 			return vn == 2 && strncasecmp(v, "no", 2) == 0;
 		}
 	}
+	return false;
+}
+
+/* RFC 8460 §5.3: a report carries TLS-Report-Domain.  Its own delivery
+ * is not counted, so that a failing report does not report itself. */
+bool outbound_is_tls_report(const char *header, size_t len)
+{
+	static const char name[] = "TLS-Report-Domain:";
+	size_t pos = 0, n;
+	const char *line;
+	while (outbound_header_line(header, len, &pos, &line, &n))
+		if (n >= sizeof name - 1 && strncasecmp(line, name, sizeof name - 1) == 0)
+			return true;
 	return false;
 }
 
@@ -497,9 +512,11 @@ static void outbound_note(struct outbound_rcpt *rs, const char *status, const ch
 static void outbound_set_last_error(struct outbound_msg *m, const struct outbound_rcpt *rs)
 {
 	free(m->last_error);
+	const char *sep = rs->tls[0] ? " (" : "", *end = rs->tls[0] ? ")" : "";
 	m->last_error = rs->remote_mta && rs->smtp_reply
-				? xasprintf("host %s said: %s", rs->remote_mta, rs->error)
-				: xstrdup(rs->error);
+				? xasprintf("host %s said: %s%s%s%s", rs->remote_mta, rs->error, sep,
+					    rs->tls, end)
+				: xasprintf("%s%s%s%s", rs->error, sep, rs->tls, end);
 }
 
 /* Once per message: the Received: headers (loop detection) and
@@ -519,6 +536,7 @@ static void outbound_read_header(struct outbound_msg *m, int fd, off_t offset, o
 	}
 	m->hops = have == want ? (long)outbound_count_received(buf, have) : -1;
 	m->tls_optional = have == want && outbound_tls_optional(buf, have);
+	m->tls_report = have == want && outbound_is_tls_report(buf, have);
 	free(buf);
 }
 
@@ -665,6 +683,7 @@ static void outbound_group_start(struct outbound_attempt *att)
 		.cafile = o->ca_file,
 		.requiretls = att->env.requiretls,
 		.tls_optional = att->m->tls_optional,
+		.tls_report = att->m->tls_report,
 		.prefix = att->dkim,
 		.fd = att->fd,
 		.offset = att->env.body_offset,
@@ -712,6 +731,8 @@ static void outbound_group_done(void *arg)
 			metrics_count(METRIC_DELIVERIES, METRIC_LABELS("deferred"));
 		outbound_note(&m->rs[idx], r->status, r->reply ? r->reply : "no answer",
 			      r->remote_mta);
+		/* fits: both are SMTP_CLIENT_TLS_NOTE_MAX */
+		xsnprintf(m->rs[idx].tls, sizeof m->rs[idx].tls, "%s", r->tls);
 		outbound_set_last_error(m, &m->rs[idx]);
 		if (r->result == SMTP_CLIENT_FAILED)
 			outbound_add_failed(att, idx);

@@ -79,5 +79,7 @@ unsigned outbound_retry_delay(const struct conf_outbound *o, unsigned attempts, 
 size_t outbound_count_received(const char *header, size_t len);
 /* Does the header (up to its empty line) say "TLS-Required: No"? */
 bool outbound_tls_optional(const char *header, size_t len);
+/* Does the header (up to its empty line) have a TLS-Report-Domain field? */
+bool outbound_is_tls_report(const char *header, size_t len);
 
 #endif

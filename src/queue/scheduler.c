@@ -18,6 +18,7 @@
 #include "queue/autoreply.h"
 #include "queue/delivery.h"
 #include "queue/outbound.h"
+#include "queue/tlsreport.h"
 #include "runtime/runtime.h"
 
 /* An out-of-office reply on its way from the worker to the spool. */
@@ -148,7 +149,8 @@ static void scheduler_remote_left(const char *id)
 	outbound_handoff(id);
 }
 
-/* The remote agent committed a bounce: a new message.  On the loop. */
+/* The remote agent committed a bounce, or TLS reporting a report: a new
+ * message.  On the loop. */
 static void scheduler_bounce_spooled(const char *id)
 {
 	scheduler_submit(id);
@@ -158,10 +160,17 @@ int scheduler_start(struct event_base *base, struct spool *sp, const char *mailb
 {
 	if (outbound_start(base, sp, scheduler_bounce_spooled) < 0)
 		return -1;
+	if (tlsreport_start(base, sp, scheduler_bounce_spooled) < 0) {
+		int e = errno;
+		outbound_stop();
+		errno = e;
+		return -1;
+	}
 	if (scheduler_replies_start(base, sp) < 0 ||
 	    delivery_start(sp, mailboxes, scheduler_remote_left) < 0) {
 		int e = errno;
 		scheduler_replies_stop();
+		tlsreport_stop();
 		outbound_stop();
 		errno = e;
 		return -1;
@@ -189,5 +198,6 @@ void scheduler_stop(void)
 {
 	delivery_stop();
 	scheduler_replies_stop();
+	tlsreport_stop();
 	outbound_stop();
 }

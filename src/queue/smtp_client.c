@@ -32,6 +32,7 @@
 #include "net/dns.h"
 #include "net/mtasts.h"
 #include "queue/sts.h"
+#include "queue/tlsreport.h"
 #include "lib/linebuf.h"
 #include "lib/log.h"
 #include "lib/strbuf.h"
@@ -114,7 +115,7 @@ struct smtp_client {
 	time_t arrival;
 	unsigned short port;
 	enum conf_outbound_tls tls;
-	bool dane, mta_sts, requiretls, tls_optional;
+	bool dane, mta_sts, requiretls, tls_optional, tls_report;
 	char *spool_dir, *cafile;
 	int fd;
 	off_t offset, size;
@@ -139,6 +140,7 @@ struct smtp_client {
 	bool have_sts;
 	struct mtasts_policy sts_policy;
 	bool host_sts;                          /* it applies to the current host (no DANE) */
+	const char *sts_problem;                /* the policy could not be had (RFC 8460 §4.3.2.2) */
 
 	/* DANE for the current host (RFC 7672) */
 	enum smtp_client_dane host_dane;
@@ -146,6 +148,7 @@ struct smtp_client {
 	size_t ntlsa;
 	bool tls_verified;                      /* by DANE, on this connection */
 	const char *tls_result;                 /* why the policy failed, or "verified"; NULL: - */
+	bool tls_counted;                       /* this host's session is counted for TLS reports */
 
 	/* the connection */
 	struct bufferevent *bev;
@@ -508,6 +511,11 @@ static void smtp_client_set_result(struct smtp_client *c, struct smtp_client_rcp
 	r->reply = xstrdup(reply);
 	free(r->remote_mta);
 	r->remote_mta = remote && c->host[0] ? xstrdup(c->host) : NULL;
+	r->tls[0] = '\0';
+	if (c->tls_result || smtp_client_policy(c)[0] != 'n')
+		/* fits: both are constants of this file */
+		xsnprintf(r->tls, sizeof r->tls, "tls-policy=%s tls-result=%s", smtp_client_policy(c),
+			  c->tls_result ? c->tls_result : "-");
 }
 
 /* The reply decides for r: 2xx accepted (caller's business), 5xx failed,
@@ -555,6 +563,123 @@ static void smtp_client_report(struct smtp_client *c, bool log)
 	c->nrcpts = 0;
 	c->fd = -1;
 	c->done(c->arg);
+}
+
+/* ---- TLS reporting (RFC 8460) ------------------------------------------------------- */
+
+/* §4.3: the result type of posthorn's reason; NULL: no TLS failure. */
+static const char *smtp_client_rpt_result(const char *ours)
+{
+	static const struct {
+		const char *ours, *rfc;
+	} map[] = {
+		{"tlsa-mismatch", "validation-failure"},
+		{"tlsa-lookup-failed", "dnssec-invalid"},
+		{"tls-handshake-failed", "validation-failure"},
+		{"starttls-not-supported", "starttls-not-supported"},
+		{"certificate-host-mismatch", "certificate-host-mismatch"},
+		{"certificate-expired", "certificate-expired"},
+		{"certificate-not-trusted", "certificate-not-trusted"},
+	};
+	for (size_t i = 0; ours && i < ARRAY_LEN(map); i++)
+		if (strcmp(ours, map[i].ours) == 0)
+			return map[i].rfc;
+	return NULL;
+}
+
+static enum tlsrpt_policy_type smtp_client_rpt_type(const struct smtp_client *c)
+{
+	if (c->host_dane != DANE_NONE)
+		return TLSRPT_POLICY_TLSA;
+	return c->host_sts || c->sts_problem ? TLSRPT_POLICY_STS : TLSRPT_POLICY_NONE;
+}
+
+/* Our end of the connection, for sending-mta-ip; false when unknown. */
+static bool smtp_client_local_ip(const struct smtp_client *c, char *out, size_t outsz)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof ss;
+	evutil_socket_t fd = c->bev ? bufferevent_getfd(c->bev) : -1;
+	if (fd < 0 || getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+		return false;
+	const void *a = ss.ss_family == AF_INET ? (const void *)&((struct sockaddr_in *)&ss)->sin_addr
+						: (const void *)&((struct sockaddr_in6 *)&ss)->sin6_addr;
+	return inet_ntop(ss.ss_family, a, out, (socklen_t)outsz) != NULL;
+}
+
+/* "3 1 1 <hex>" of a record of 64 bytes at most: 141 bytes with the NUL. */
+static void smtp_client_tlsa_line(const struct smtp_client_tlsa *t,
+				  char out[TLSSTATS_POLICY_LINE_MAX])
+{
+	static const char hex[] = "0123456789abcdef";
+	/* fits: three numbers below 256 */
+	xsnprintf(out, TLSSTATS_POLICY_LINE_MAX, "%u %u %u ", t->usage, t->selector, t->mtype);
+	size_t o = strlen(out);
+	for (size_t k = 0; k < t->len && k < 64; k++) {
+		out[o++] = hex[t->data[k] >> 4];
+		out[o++] = hex[t->data[k] & 0xf];
+	}
+	out[o] = '\0';
+}
+
+/* The policy as the report shows it (RFC 8460 §4.4 policy-string): the
+ * host's usable TLSA records, or the MTA-STS policy's lines.  buf holds
+ * TLSRPT_POLICY_STRINGS_MAX lines; their number. */
+static size_t smtp_client_policy_lines(const struct smtp_client *c,
+				       char buf[][TLSSTATS_POLICY_LINE_MAX])
+{
+	size_t n = 0;
+	if (c->host_dane != DANE_NONE) {
+		for (size_t i = 0; i < c->ntlsa && n < TLSRPT_POLICY_STRINGS_MAX; i++) {
+			const struct smtp_client_tlsa *t = &c->tlsa[i];
+			if (t->len > 64)
+				continue; /* a whole certificate: too long for a line */
+			smtp_client_tlsa_line(t, buf[n++]);
+		}
+		return n;
+	}
+	if (!c->host_sts)
+		return 0;
+	xsnprintf(buf[n++], TLSSTATS_POLICY_LINE_MAX, "version: STSv1"); /* fits, as below */
+	xsnprintf(buf[n++], TLSSTATS_POLICY_LINE_MAX, "mode: %s",
+		  mtasts_mode_name(c->sts_policy.mode));
+	xsnprintf(buf[n++], TLSSTATS_POLICY_LINE_MAX, "max_age: %lu", c->sts_policy.max_age);
+	for (size_t i = 0; i < c->sts_policy.nmx && n < TLSRPT_POLICY_STRINGS_MAX; i++)
+		if (bsnprintf(buf[n], TLSSTATS_POLICY_LINE_MAX, "mx: %s", c->sts_policy.mx[i]))
+			n++; /* a longer pattern is left out */
+	return n;
+}
+
+/* The current host's session, once: a success when TLS came up without a
+ * policy failure, else the failure; nothing for a session without TLS
+ * and without a policy that wanted it, to a smarthost, or of a report. */
+static void smtp_client_count_tls(struct smtp_client *c)
+{
+	if (c->tls_counted || c->tls_report || c->smarthost || !c->host[0])
+		return;
+	const char *result = smtp_client_rpt_result(c->tls_result);
+	if (!result && c->sts_problem && c->host_dane == DANE_NONE)
+		result = c->sts_problem;
+	if (!result && !c->tls_active)
+		return;
+	c->tls_counted = true;
+	char local[INET6_ADDRSTRLEN];
+	char lines[TLSRPT_POLICY_STRINGS_MAX][TLSSTATS_POLICY_LINE_MAX];
+	const char *policy[TLSRPT_POLICY_STRINGS_MAX];
+	size_t npolicy = smtp_client_policy_lines(c, lines);
+	for (size_t i = 0; i < npolicy; i++)
+		policy[i] = lines[i];
+	struct tlsstats_session ss = {
+		.domain = c->domain,
+		.type = smtp_client_rpt_type(c),
+		.result = result,
+		.mx = c->host,
+		.receiving_ip = c->addr[0] && c->addr[0] != '?' ? c->addr : NULL,
+		.sending_ip = smtp_client_local_ip(c, local, sizeof local) ? local : NULL,
+		.policy = policy,
+		.npolicy = npolicy,
+	};
+	tlsreport_count(&ss);
 }
 
 /* ---- commands ------------------------------------------------------------------ */
@@ -645,6 +770,7 @@ static void smtp_client_host_failed(struct smtp_client *c, bool same, const char
 	va_end(ap);
 	/* fits: as in smtp_client_set_result() */
 	xsnprintf(c->error_status, sizeof c->error_status, "%s", status);
+	smtp_client_count_tls(c);
 	char to[SMTP_CLIENT_LIST_MAX];
 	smtp_client_list_rcpts(c, to, SMTP_CLIENT_PENDING, NULL);
 	smtp_client_log(c, to, SMTP_CLIENT_DEFERRED, c->error);
@@ -700,6 +826,7 @@ static void smtp_client_tlsa_clear(struct smtp_client *c)
 	c->ntlsa = 0;
 	c->host_dane = DANE_NONE;
 	c->tls_result = NULL;
+	c->tls_counted = false;
 }
 
 static void smtp_client_lookup_addrs(struct smtp_client *c)
@@ -1001,6 +1128,7 @@ static void smtp_client_sts_answer(void *arg, const struct mtasts_policy *policy
 	struct smtp_client *c = arg;
 	smtp_client_enter(c);
 	c->sts = NULL;
+	c->sts_problem = policy ? NULL : problem;
 	if (policy && policy->mode != MTASTS_NONE) {
 		mtasts_policy_copy(&c->sts_policy, policy);
 		c->have_sts = true;
@@ -1101,6 +1229,7 @@ static void smtp_client_connect(struct smtp_client *c)
 	c->tls_active = false;
 	c->tls_verified = false;
 	c->tls_result = NULL;
+	c->tls_counted = false;
 	/* DANE takes precedence where both apply (RFC 8461 §2) */
 	c->host_sts = c->have_sts && c->host_dane == DANE_NONE;
 	c->tls_desc[0] = '\0';
@@ -1175,6 +1304,7 @@ static bool smtp_client_requiretls_met(struct smtp_client *c)
  * else one command per reply. */
 static void smtp_client_mail(struct smtp_client *c)
 {
+	smtp_client_count_tls(c);
 	if (!smtp_client_requiretls_met(c))
 		return;
 	bool utf8 = smtp_client_has_8bit(c->sender);
@@ -1429,6 +1559,7 @@ static void smtp_client_tls_up(struct smtp_client *c)
 		c->tls_verified = verified;
 		c->tls_result = verified ? "verified"
 				: v == X509_V_ERR_HOSTNAME_MISMATCH ? "certificate-host-mismatch"
+				: v == X509_V_ERR_CERT_HAS_EXPIRED  ? "certificate-expired"
 								    : "certificate-not-trusted";
 		if (!verified && smtp_client_sts_enforced(c)) {
 			smtp_client_host_failed(c, false, c->requiretls ? "5.7.30" : "4.7.5",
@@ -1458,6 +1589,8 @@ static void smtp_client_tls_failed(struct smtp_client *c, short what)
 		; /* this connection's errors must not leak into the next one */
 	char reason[SMTP_REPLY_TEXT_MAX];
 	errfmt(reason, sizeof reason, "TLS handshake with %s[%s] failed: %s", c->host, c->addr, why);
+	if (c->host_dane != DANE_NONE || c->host_sts)
+		c->tls_result = "tls-handshake-failed";
 	if (smtp_client_needs_tls(c)) {
 		smtp_client_host_failed(c, false, "4.7.5", "%s", reason);
 		return;
@@ -1841,6 +1974,7 @@ struct smtp_client *smtp_client_start(const struct smtp_client_params *p, smtp_c
 	c->cafile = smtp_client_dup(p->cafile);
 	c->requiretls = p->requiretls;
 	c->tls_optional = p->tls_optional && !p->requiretls;
+	c->tls_report = p->tls_report;
 	c->prefix = smtp_client_dup(p->prefix);
 	c->fd = p->fd;
 	c->offset = p->offset;

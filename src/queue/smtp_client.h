@@ -29,6 +29,7 @@ enum {
 	SMTP_REPLY_LINES_MAX = 100,             /* lines of one multi-line reply */
 	SMTP_REPLY_TEXT_MAX = 512,              /* reply text kept for logs and bounces */
 	SMTP_STATUS_MAX = 16,                   /* "5.1.10" and its NUL, with room */
+	SMTP_CLIENT_TLS_NOTE_MAX = 80,          /* the TLS note of a recipient's result */
 };
 
 enum smtp_client_result {
@@ -47,6 +48,7 @@ struct smtp_client_rcpt {
 	char status[SMTP_STATUS_MAX];   /* RFC 3463, e.g. "5.1.1" */
 	char *reply;                    /* the remote reply, or what went wrong */
 	char *remote_mta;               /* host that answered, or NULL */
+	char tls[SMTP_CLIENT_TLS_NOTE_MAX]; /* "tls-policy=dane tls-result=tlsa-mismatch", or "" */
 };
 
 void smtp_client_rcpt_clear(struct smtp_client_rcpt *r);
@@ -71,6 +73,7 @@ struct smtp_client_params {
 	const char *cafile;             /* CAs for MTA-STS (NULL: the system's) */
 	bool requiretls;                /* MAIL FROM ... REQUIRETLS (RFC 8689) */
 	bool tls_optional;              /* "TLS-Required: No" (RFC 8689 §5): policy failures do not stop it */
+	bool tls_report;                /* the message is a TLS report: its sessions are not counted */
 	const char *prefix;             /* header fields sent before the message
 					 * (DKIM-Signature, CRLF ends), or NULL */
 	int fd;                         /* the spooled message, read with pread */

@@ -63,3 +63,36 @@ def submit(p, rcpts, subject="metrics", sender="bob@example.test"):
         r = send_message(c, sender, rcpts, text)
         c.cmd("QUIT")
     return queue_id(r)
+
+
+class PostRecorder:
+    """HTTPS on host:port (TLS context ctx) that answers every POST with
+    200 and keeps (path, headers, body) of each in .posts."""
+
+    def __init__(self, host, port, ctx):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        self.posts = []
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length", "0"))
+                body = self.rfile.read(min(n, 1 << 20))
+                recorder.posts.append((self.path, dict(self.headers), body))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer((host, port), Handler)
+        self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(5)

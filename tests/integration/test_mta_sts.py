@@ -124,13 +124,14 @@ def sts(tmp_path, dnsmasq):
     started = []
     ca = LocalCA(tmp_path / "ca")
 
-    def make(text, record_id="1", extra_mx=()):
+    def make(text, record_id="1", extra_mx=(), extra=()):
         srv = PolicyServer(ca.server_context(f"mta-sts.{DOMAIN}"), text)
         started.append(srv)
         dns = dnsmasq(mx=[(DOMAIN, "mx1.sts.test", 10)] + list(extra_mx),
                       hosts=[("mx1.sts.test", MX1), ("mx2.sts.test", MX2),
                              (f"mta-sts.{DOMAIN}", srv.addr)],
-                      extra=[f"--txt-record=_mta-sts.{DOMAIN},v=STSv1; id={record_id};"])
+                      extra=[f"--txt-record=_mta-sts.{DOMAIN},v=STSv1; id={record_id};"]
+                      + list(extra))
         return srv, dns
     make.ca = ca
     yield make
@@ -178,17 +179,31 @@ def test_enforce_with_an_untrusted_certificate_defers(posthorn, posthorn_bin, st
 
 
 def test_testing_mode_delivers_and_notes_the_failure(posthorn, posthorn_bin, sts, sinks, tmp_path):
-    srv, dns = sts(policy("testing"))
+    """Delivered, and counted as a failure in the domain's TLS report (RFC
+    8460), which goes to the rua of its _smtp._tls record."""
+    from test_tls_reports import mailed_report
+    srv, dns = sts(policy("testing"), extra_mx=[("rpt.test", "mx2.sts.test", 10)],
+                   extra=[f"--txt-record=_smtp._tls.{DOMAIN},v=TLSRPTv1; rua=mailto:r@rpt.test"])
     port = free_port(MX1)
     self_signed = SinkCert(posthorn_bin, tmp_path / "self", "mx1.sts.test")
     sink = sinks(MX1, port, tls=self_signed.context(), name="mx1.sts.test")
-    p = sts_relay(posthorn, dns, port, sts.ca)
+    reports = sinks(MX2, port, name="mx2.sts.test")
+    p = sts_relay(posthorn, dns, port, sts.ca, extra=["tls-reports yes"])
     submit(p, RCPT, message("sts testing", to=RCPT))
     assert sink.wait_delivered(1)[0]["tls"]
     ev = p.wait_event("outbound", result="sent")
     assert ev["tls-policy"] == "mta-sts", ev["_line"]
     assert ev["tls-result"] == "certificate-not-trusted", ev["_line"]
     wait_spool_empty(p)
+    assert "1 TLS report being sent" in p.cli("queue", "tls-report").stdout
+    _, rep = mailed_report(reports.wait_delivered(1)[0]["data"])
+    [pol] = rep["policies"]
+    assert pol["policy"]["policy-type"] == "sts" and pol["policy"]["policy-domain"] == DOMAIN
+    assert "mode: testing" in pol["policy"]["policy-string"], pol["policy"]
+    assert pol["summary"]["total-failure-session-count"] == 1, pol
+    [fail] = pol["failure-details"]
+    assert fail["result-type"] == "certificate-not-trusted"
+    assert fail["receiving-mx-hostname"] == "mx1.sts.test"
 
 
 def test_enforce_skips_mail_exchangers_the_policy_does_not_name(posthorn, sts, sinks):

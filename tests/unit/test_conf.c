@@ -2057,6 +2057,24 @@ static void test_bad_outbound_values(void **state)
 		      NAME ":3:16: bad value \"sometimes\" for \"tls-policy\" (use dane, mta-sts, both, or none)\n");
 	expect_errors("domains example.test\noutbound {\n    tls-policy dane none\n}\n" OK_SERVER,
 		      NAME ":3:21: \"none\" does not go with the other words of \"tls-policy\" (use dane, mta-sts, both, or none)\n");
+	expect_errors("domains example.test\noutbound {\n    tls-reports maybe\n}\n" OK_SERVER,
+		      NAME ":3:17: bad value \"maybe\" for \"tls-reports\" (use yes or no)\n");
+	/* tls-reports: on by default only when mail is DKIM-signed (RFC 8460 §5.3) */
+	static const struct {
+		const char *text;
+		bool on;
+	} reports[] = {
+		{"domains example.test\n" OK_SERVER, false},
+		{"domains example.test\ndkim {\n    key example.test s1 /k\n}\n" OK_SERVER, true},
+		{"domains example.test\ndkim {\n    key example.test s1 /k\n}\n"
+		 "outbound {\n    tls-reports no\n}\n" OK_SERVER, false},
+		{"domains example.test\noutbound {\n    tls-reports yes\n}\n" OK_SERVER, true},
+	};
+	for (size_t i = 0; i < sizeof reports / sizeof *reports; i++) {
+		struct conf *rc = parse_ok(reports[i].text);
+		assert_int_equal(rc->outbound.tls_reports, reports[i].on);
+		conf_free(rc);
+	}
 	expect_errors("domains example.test\noutbound {\n    smarthost relay.example:70000\n}\n" OK_SERVER,
 		      NAME ":3:15: bad port \"70000\" in \"relay.example:70000\" (use 1 to 65535)\n");
 	expect_errors("domains example.test\noutbound {\n    smarthost-auth \"\" pw\n}\n" OK_SERVER,

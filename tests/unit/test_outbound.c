@@ -69,6 +69,25 @@ static void test_received_loop_threshold(void **state)
 	assert_true(count(buf) > OUTBOUND_MAX_RECEIVED);
 }
 
+/* RFC 8460 §5.3: a report is known by its TLS-Report-Domain field, in the
+ * header only. */
+static void test_tls_report_is_recognised(void **state)
+{
+	static const struct {
+		const char *header;
+		bool report;
+	} cases[] = {
+		{"Subject: x\r\nTLS-Report-Domain: example.net\r\n\r\nbody\r\n", true},
+		{"tls-report-domain:example.net\n\n", true},
+		{"Subject: x\r\n\r\nTLS-Report-Domain: example.net\r\n", false},
+		{"X-TLS-Report-Domain: example.net\r\n\r\n", false},
+		{"TLS-Report-Submitter: mx.example.test\r\n\r\n", false},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+		assert_int_equal(outbound_is_tls_report(cases[i].header, strlen(cases[i].header)),
+				 cases[i].report);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -77,6 +96,7 @@ int main(void)
 		cmocka_unit_test(test_retry_floor),
 		cmocka_unit_test(test_received_count),
 		cmocka_unit_test(test_received_loop_threshold),
+		cmocka_unit_test(test_tls_report_is_recognised),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
