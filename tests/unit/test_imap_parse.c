@@ -584,6 +584,19 @@ static void test_append_sink_limits(void **state)
 	f->fail_writes = false;
 	expect_recovers(f);
 
+	/* RFC 3516 literal8: APPEND's message may be ~{n} and hold NUL */
+	ADD_LIT(f, "A6 APPEND INBOX ~{3+}\r\nx\0y\r\n");
+	assert_int_equal(feed(f), IMAP_PARSE_COMMAND);
+	c = f->cmd;
+	assert_true(arg(c, 1)->literal8);
+	assert_true(arg(c, 1)->literal_nul);
+	assert_true(arg(c, 1)->sunk);
+	expect_recovers(f);
+	/* anywhere else a literal8 is refused, its octets skipped */
+	e = error(f, "A7 LOGIN ~{1+}\r\nx y\r\n");
+	expect_error_tag(e, "A7");
+	expect_recovers(f);
+
 	/* before authentication there is no sink: a plain small literal */
 	imap_parser_set_authenticated(f->p, false);
 	size_t before = f->writes;
@@ -710,30 +723,33 @@ static void test_literal_plus(void **state)
 	assert_false(arg(c, 0)->literal_sync);
 	expect_astring(arg(c, 1), "sesame");
 
-	/* exactly the LITERAL- limit is fine after login */
+	/* RFC 7888 LITERAL+: a {n+} as large as a {n} may be (IMAP_LITERAL_MAX
+	 * after login) is taken without a continuation */
 	authenticate(f);
-	add_str(f, "A2 X {4096+}\r\n");
-	add_fill(f, 'a', 4096);
+	add_str(f, "A2 X {65536+}\r\n");
+	add_fill(f, 'a', IMAP_LITERAL_MAX);
 	c = command(f, "\r\n");
-	assert_int_equal(arg(c, 0)->len, 4096);
+	assert_int_equal(arg(c, 0)->len, IMAP_LITERAL_MAX);
 	expect_idle(f);
 }
 
-/* RFC 7888 §4, LITERAL-: a {n+} over 4096 is refused with BAD, and its
- * octets (which may look like commands) are skipped, in any pieces. */
+/* RFC 7888 §4: a {n+} over the literal limit is refused with BAD
+ * [TOOBIG], and its octets (which may look like commands) are skipped, in
+ * any pieces, never held. */
 static void test_literal_plus_too_big(void **state)
 {
 	struct fixture *f = *state;
 	authenticate(f);
-	static const char head[] = "A1 APPEND INBOX {5000+}\r\n";
+	enum { BIG = IMAP_LITERAL_MAX + 1 };
+	static const char head[] = "A1 SEARCH TEXT {65537+}\r\n";
 	static const char tail[] = " (x)\r\nA2 NOOP\r\n";
-	size_t n = sizeof(head) - 1 + 5000 + sizeof(tail) - 1;
+	size_t n = sizeof(head) - 1 + BIG + sizeof(tail) - 1;
 	char *data = malloc(n);
 	assert_non_null(data);
 	memcpy(data, head, sizeof(head) - 1);
-	for (size_t i = 0; i < 5000; i++)
+	for (size_t i = 0; i < BIG; i++)
 		data[sizeof(head) - 1 + i] = "A9 DELETE INBOX\r\n"[i % 17];
-	memcpy(data + sizeof(head) - 1 + 5000, tail, sizeof(tail) - 1);
+	memcpy(data + sizeof(head) - 1 + BIG, tail, sizeof(tail) - 1);
 
 	add(f, data, n);
 	assert_int_equal(feed(f), IMAP_PARSE_ERROR);

@@ -778,9 +778,10 @@ static bool parse_atom(struct imap_parser *p, const char *s, size_t n, size_t *i
 	return true;
 }
 
-/* "{n}" or "{n+}" at s[i], which must end the line part. */
+/* "{n}" or "{n+}" at s[i], which must end the line part; literal8 when
+ * it came after "~" (RFC 3516 §4.2: may hold NUL, APPEND's message only). */
 static enum line_result parse_literal_start(struct imap_parser *p, const char *s, size_t n,
-					    size_t i)
+					    size_t i, bool literal8)
 {
 	uint64_t size;
 	bool plus;
@@ -795,16 +796,17 @@ static enum line_result parse_literal_start(struct imap_parser *p, const char *s
 		return LR_ERROR;
 	}
 	bool sunk = message && p->have_sink;
+	if (literal8 && !sunk) {
+		fail(p, "A literal8 ~{n} is only allowed for APPEND's message");
+		return LR_ERROR;
+	}
 	uint64_t limit = lim_literal(p);
 	if (sunk)
 		limit = p->append_max;
 	else if (message && p->append_max < limit)
 		limit = p->append_max;
-	if (plus && size > IMAP_LITERAL_PLUS_MAX) {
-		fail(p, "[TOOBIG] Non-synchronizing literal over %d octets (LITERAL-)",
-		     IMAP_LITERAL_PLUS_MAX);
-		return LR_ERROR;
-	}
+	/* RFC 7888 LITERAL+: a {n+} has the limits of a {n}; one over them
+	 * is refused and its octets skipped (PS_SKIP_LITERAL), never held */
 	if (size > limit) {
 		fail(p, "[TOOBIG] Literal too big (at most %llu octets)", (unsigned long long)limit);
 		return LR_ERROR;
@@ -816,6 +818,7 @@ static enum line_result parse_literal_start(struct imap_parser *p, const char *s
 		return LR_ERROR;
 	a->literal_size = size;
 	a->literal_sync = !plus;
+	a->literal8 = literal8;
 	a->sunk = sunk;
 	if (!sunk) {
 		a->str = xmalloc((size_t)size + 1);
@@ -867,7 +870,12 @@ static enum line_result parse_line(struct imap_parser *p, const char *s, size_t 
 			ok = parse_quoted(p, s, n, &i);
 			break;
 		case '{':
-			return parse_literal_start(p, s, n, i);
+			return parse_literal_start(p, s, n, i, false);
+		case '~':
+			if (i + 1 < n && s[i + 1] == '{')
+				return parse_literal_start(p, s, n, i + 1, true);
+			ok = parse_atom(p, s, n, &i);
+			break;
 		default:
 			ok = parse_atom(p, s, n, &i);
 			break;

@@ -41,10 +41,6 @@ enum {
 	IMAP_DEPTH_MAX = 32,             /* nesting of parenthesised lists */
 	IMAP_SECTION_PARTS_MAX = MESSAGE_SECTION_PARTS_MAX, /* "1.2.3..." in BODY[...] */
 	IMAP_SEQSET_RANGES_MAX = 10000,  /* ranges in one sequence set */
-	/* RFC 7888 LITERAL-: a non-synchronizing literal over this is refused
-	 * (BAD [TOOBIG]) and its octets skipped.  The session should therefore
-	 * advertise LITERAL-, not LITERAL+. */
-	IMAP_LITERAL_PLUS_MAX = 4096,
 	/* Before authentication (the default; RFC 3501 §3.1 commands only:
 	 * LOGIN, AUTHENTICATE, ID, ...). */
 	IMAP_PREAUTH_LINE_MAX = 32 * 1024,     /* one line part: the largest ID fits */
@@ -114,6 +110,7 @@ struct imap_arg {
 	/* LITERAL */
 	uint64_t literal_size;
 	bool literal_sync;      /* {n} rather than {n+} */
+	bool literal8;          /* ~{n}: RFC 3516 literal8 (APPEND's message) */
 	bool sunk;              /* octets went to the APPEND sink */
 	bool sink_failed;       /* the sink's write failed once; later octets
 				 * were dropped: answer NO, not BAD */

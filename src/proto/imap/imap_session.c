@@ -2,7 +2,7 @@
  * untagged updates, autologout), RFC 2595 (STARTTLS), RFC 4959 (SASL-IR),
  * RFC 2177 (IDLE), RFC 4315 (UIDPLUS), RFC 6851 (MOVE), RFC 3691
  * (UNSELECT), RFC 2342 (NAMESPACE), RFC 2971 (ID), RFC 5161 (ENABLE),
- * RFC 7888 (LITERAL-), RFC 6154 (SPECIAL-USE), RFC 3348 (CHILDREN),
+ * RFC 7888 (LITERAL+), RFC 6154 (SPECIAL-USE), RFC 3348 (CHILDREN),
  * RFC 8314 (implicit TLS).
  *
  * Every command is dispatched from imap_commands[], which states the
@@ -87,7 +87,7 @@ static void imap_capabilities(const struct imap_session *s, char *out, size_t ou
 {
 	size_t used = 0;
 	out[0] = '\0';
-	imap_caps_add(out, outsz, &used, "IMAP4rev1 LITERAL- SASL-IR ID ENABLE IDLE NAMESPACE "
+	imap_caps_add(out, outsz, &used, "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE BINARY "
 		      "UNSELECT UIDPLUS MOVE CHILDREN SPECIAL-USE CREATE-SPECIAL-USE", "");
 	imap_caps_add(out, outsz, &used, "CONDSTORE QRESYNC", ""); /* RFC 7162 */
 	if (s->state & (IMAP_NOTAUTH | IMAP_SASL | IMAP_HANDSHAKE)) {
