@@ -5,9 +5,15 @@
  * streamed as BODY's octets are. */
 #include "proto/imap/imap_binary.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
+
+#include <gmime/gmime.h>
 
 #include "proto/imap/imap_view.h"
 #include "lib/util.h"
@@ -266,4 +272,95 @@ enum imap_binary_result imap_binary_section(struct imap_session *s, size_t i,
 	free(enc);
 	*has_nul = memchr(part->built, '\0', part->built_len) != NULL;
 	return IMAP_BINARY_OK;
+}
+
+/* ---- APPEND of a literal8 ------------------------------------------------- */
+
+/* Does the content of part (as decoded, which for the identity encodings
+ * is as it is) hold NUL? */
+static bool imap_part_has_nul(GMimePart *part)
+{
+	GMimeDataWrapper *w = g_mime_part_get_content(part);
+	if (!w)
+		return false;
+	GMimeStream *mem = g_mime_stream_mem_new();
+	bool nul = false;
+	if (g_mime_data_wrapper_write_to_stream(w, mem) >= 0) {
+		GByteArray *b = g_mime_stream_mem_get_byte_array(GMIME_STREAM_MEM(mem));
+		nul = b && memchr(b->data, '\0', b->len) != NULL;
+	}
+	g_object_unref(mem);
+	return nul;
+}
+
+static void imap_part_encode_nul(GMimeObject *parent, GMimeObject *obj, gpointer arg)
+{
+	if (!GMIME_IS_PART(obj))
+		return;
+	GMimePart *part = GMIME_PART(obj);
+	GMimeContentEncoding enc = g_mime_part_get_content_encoding(part);
+	if (enc == GMIME_CONTENT_ENCODING_BASE64 || enc == GMIME_CONTENT_ENCODING_QUOTEDPRINTABLE ||
+	    enc == GMIME_CONTENT_ENCODING_UUENCODE || !imap_part_has_nul(part))
+		return;
+	g_mime_part_set_content_encoding(part, GMIME_CONTENT_ENCODING_BASE64);
+	(*(unsigned *)arg)++;
+}
+
+static GMimeMessage *imap_binary_parse_file(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return NULL;
+	GMimeStream *in = g_mime_stream_fs_new(fd); /* owns fd */
+	GMimeParser *p = g_mime_parser_new_with_stream(in);
+	GMimeMessage *msg = g_mime_parser_construct_message(p, NULL);
+	g_object_unref(p);
+	g_object_unref(in);
+	return msg;
+}
+
+/* msg written to a new file beside path, which then replaces it. */
+static bool imap_binary_write_file(GMimeMessage *msg, const char *path, char *err, size_t errsz)
+{
+	char *tmp = xasprintf("%s.base64", path);
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		(void)snprintf(err, errsz, "%s: %s", tmp, strerror(errno));
+		free(tmp);
+		return false;
+	}
+	GMimeStream *out = g_mime_stream_fs_new(fd); /* owns fd */
+	bool ok = g_mime_object_write_to_stream(GMIME_OBJECT(msg), NULL, out) >= 0 &&
+		  g_mime_stream_flush(out) == 0;
+	g_object_unref(out);
+	if (ok && rename(tmp, path) < 0)
+		ok = false;
+	if (!ok) {
+		(void)snprintf(err, errsz, "%s: cannot rewrite the message: %s", path,
+			       strerror(errno));
+		(void)unlink(tmp);
+	}
+	free(tmp);
+	return ok;
+}
+
+bool imap_binary_append_encode(const char *path, char *err, size_t errsz)
+{
+	GMimeMessage *msg = imap_binary_parse_file(path);
+	if (!msg) {
+		(void)snprintf(err, errsz, "%s: cannot parse the message", path);
+		return false;
+	}
+	unsigned changed = 0;
+	if (GMIME_IS_PART(g_mime_message_get_mime_part(msg)))
+		imap_part_encode_nul(GMIME_OBJECT(msg), g_mime_message_get_mime_part(msg), &changed);
+	else
+		g_mime_message_foreach(msg, imap_part_encode_nul, &changed);
+	bool ok = true;
+	if (changed == 0)
+		(void)snprintf(err, errsz, "NUL outside any part's content");
+	else
+		ok = imap_binary_write_file(msg, path, err, errsz);
+	g_object_unref(msg);
+	return ok && changed > 0;
 }

@@ -55,4 +55,11 @@ enum imap_binary_result imap_binary_section(struct imap_session *s, size_t i,
 					    const struct message_section_spec *spec,
 					    struct imap_part *part, bool *has_nul);
 
+/* RFC 3516 §4.1: APPEND's literal8 held NUL.  Rewrite the message file
+ * at path (a file of the folder's tmp/, not yet delivered) so that every
+ * part whose content holds NUL is base64-encoded instead, its
+ * Content-Transfer-Encoding saying so: BODY[] stays a valid IMAP string
+ * and BINARY[] gives the octets back.  false with a reason in err. */
+bool imap_binary_append_encode(const char *path, char *err, size_t errsz);
+
 #endif

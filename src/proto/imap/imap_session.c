@@ -39,6 +39,7 @@
 
 #include "conf/conf.h"
 #include "net/conn.h"
+#include "proto/imap/imap_binary.h"
 #include "proto/imap/imap_context.h"
 #include "proto/imap/imap_date.h"
 #include "proto/imap/imap_fetch.h"
@@ -1634,6 +1635,23 @@ static bool imap_append_continue(struct imap_session *s, const struct imap_comma
 
 static void imap_append_done(struct imap_session *s, struct mailbox_job *j);
 
+/* NUL in the message: only a literal8 may carry it (RFC 3516 §4.1), and
+ * its parts holding NUL are stored base64-encoded. */
+static bool imap_append_binary(struct imap_session *s, const struct imap_arg *a)
+{
+	char why[256];
+	if (!a->literal8) {
+		imap_no(s, "[CANNOT] NUL octets are not allowed in a message (use a literal8 ~{n})");
+		return false;
+	}
+	if (!imap_binary_append_encode(s->append_path, why, sizeof why)) {
+		imap_mailbox_log(s, "append", why);
+		imap_no(s, "[CANNOT] The message's NUL octets are not in a part's content");
+		return false;
+	}
+	return true;
+}
+
 IMAP_HANDLER(imap_cmd_append)
 {
 	const char *syntax = "Syntax: APPEND mailbox [(flags)] [date-time] literal";
@@ -1672,12 +1690,10 @@ IMAP_HANDLER(imap_cmd_append)
 			imap_no(s, "[SERVERBUG] The message could not be stored");
 		return;
 	}
-	if (a->literal_nul) {
-		imap_no(s, "[CANNOT] NUL octets are not allowed in a message");
-		return;
-	}
 	close(s->append_fd);
 	s->append_fd = -1;
+	if (a->literal_nul && !imap_append_binary(s, a))
+		return;
 	unsigned kwbits = 0;
 	r = mailbox_folder_keywords_bits(s->maildir, name, kw.v, kw.n, &kwbits, why, sizeof why);
 	if (r != MAILBOX_OK) {
