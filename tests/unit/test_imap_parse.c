@@ -24,6 +24,7 @@ struct fixture {
 	size_t sunk_len, sunk_cap;
 	size_t writes;
 	bool fail_writes;
+	size_t starts;          /* sink_start calls */
 };
 
 static int sink_write(void *arg, const void *data, size_t len)
@@ -40,6 +41,14 @@ static int sink_write(void *arg, const void *data, size_t len)
 	}
 	memcpy(f->sunk + f->sunk_len, data, len);
 	f->sunk_len += len;
+	return 0;
+}
+
+static int sink_start(void *arg, const struct imap_command *c)
+{
+	assert_string_equal(c->name, "APPEND");
+	struct fixture *f = arg;
+	f->starts++;
 	return 0;
 }
 
@@ -72,7 +81,7 @@ static void authenticate(struct fixture *f)
 
 static void use_sink(struct fixture *f, uint64_t max)
 {
-	struct imap_literal_sink sink = { f, sink_write };
+	struct imap_literal_sink sink = { f, sink_write, sink_start };
 	authenticate(f);
 	imap_parser_set_append(f->p, max, &sink);
 }
@@ -569,9 +578,18 @@ static void test_append_sink_limits(void **state)
 	assert_true(arg(c, 1)->sunk);
 	assert_int_equal(f->sunk_len, 5);
 
-	/* a second message in one APPEND is refused (MULTIAPPEND not offered) */
-	e = error(f, "A3 APPEND INBOX {1+}\r\nx {1+}\r\ny\r\n");
-	expect_error_tag(e, "A3");
+	/* RFC 3502 MULTIAPPEND: several messages, each begun by start */
+	size_t starts = f->starts, len = f->sunk_len;
+	c = command(f, "A3 APPEND INBOX {1+}\r\nx (\\Seen) {1+}\r\ny\r\n");
+	assert_int_equal(c->args.n, 4);
+	assert_true(arg(c, 1)->sunk);
+	assert_true(arg(c, 3)->sunk);
+	assert_int_equal(f->starts, starts + 2);
+	assert_int_equal(f->sunk_len, len + 2);
+	/* but a literal inside a list is no message */
+	c = command(f, "A3 APPEND INBOX {1+}\r\nx (a {1+}\r\nz)\r\n");
+	assert_false(arg(c, 2)->list.v[1].sunk);
+	assert_int_equal(f->starts, starts + 3);
 	expect_recovers(f);
 
 	/* the sink fails: the literal is still consumed, the command flagged */

@@ -98,6 +98,7 @@ struct imap_session {
 	/* APPEND's message literal */
 	int append_fd;
 	char *append_path;
+	struct imap_multiappend *multi;  /* RFC 3502: the messages before it */
 	/* the job being produced */
 	const struct imap_job_ops *job;
 	void *job_data;

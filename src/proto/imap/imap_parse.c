@@ -59,7 +59,6 @@ struct imap_parser {
 	struct imap_command *cmd;
 	bool is_fetch;          /* BODY[...] is a section */
 	bool is_append;         /* a top-level literal after the mailbox is the message */
-	bool append_message_seen;
 	enum tok_state tok;
 	size_t depth;
 	struct imap_args *stack[IMAP_DEPTH_MAX + 1]; /* [0]: cmd->args */
@@ -290,7 +289,7 @@ static void drop_command(struct imap_parser *p)
 	p->tok = TOK_AFTER_ELEM;
 	p->nodes = 0;
 	p->mem = 0;
-	p->is_fetch = p->is_append = p->append_message_seen = false;
+	p->is_fetch = p->is_append = false;
 }
 
 /* ---- parser object ------------------------------------------------------------- */
@@ -791,10 +790,6 @@ static enum line_result parse_literal_start(struct imap_parser *p, const char *s
 	}
 	/* RFC 3501 §6.3.11: APPEND mailbox [flags] [date-time] literal */
 	bool message = p->authenticated && p->is_append && p->depth == 0 && p->cmd->args.n >= 1;
-	if (message && p->append_message_seen) {
-		fail(p, "Only one message per APPEND");
-		return LR_ERROR;
-	}
 	bool sunk = message && p->have_sink;
 	if (literal8 && !sunk) {
 		fail(p, "A literal8 ~{n} is only allowed for APPEND's message");
@@ -825,8 +820,9 @@ static enum line_result parse_literal_start(struct imap_parser *p, const char *s
 		a->len = (size_t)size;
 		a->str[0] = '\0';
 	}
-	if (message)
-		p->append_message_seen = true;
+	/* RFC 3502 MULTIAPPEND: the sink learns where each message begins */
+	if (sunk && p->sink.start && p->sink.start(p->sink.arg, p->cmd) != 0)
+		a->sink_failed = true;
 	p->lit = a;
 	p->lit_have = 0;
 	p->tok = TOK_AFTER_ELEM;

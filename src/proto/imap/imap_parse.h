@@ -140,13 +140,15 @@ struct imap_parse_error {
  * file).  write gets the octets in order, in chunks of any size; it
  * returns 0, or -1 to say the octets could not be stored: the parser then
  * drops the rest (the literal must still be read to stay in sync) and
- * marks the argument sink_failed.  One message per command: the writes
- * between one feed's COMMAND/ERROR and the next belong to one literal; a
- * command that ends in ERROR discards them.  A literal of size 0 gets no
- * write at all. */
+ * marks the argument sink_failed.  Several messages per command (RFC
+ * 3502 MULTIAPPEND): start (optional) is called as each message literal
+ * begins, before its writes (a literal of size 0 gets none), with the
+ * command so far (its mailbox), and returning
+ * -1 marks it sink_failed; a command that ends in ERROR discards them. */
 struct imap_literal_sink {
 	void *arg;
 	int (*write)(void *arg, const void *data, size_t len);
+	int (*start)(void *arg, const struct imap_command *cmd); /* cmd: so far */
 };
 
 struct imap_parser;

@@ -88,7 +88,7 @@ static void imap_capabilities(const struct imap_session *s, char *out, size_t ou
 {
 	size_t used = 0;
 	out[0] = '\0';
-	imap_caps_add(out, outsz, &used, "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE BINARY LIST-EXTENDED LIST-STATUS "
+	imap_caps_add(out, outsz, &used, "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE BINARY LIST-EXTENDED LIST-STATUS MULTIAPPEND "
 		      "UNSELECT UIDPLUS MOVE CHILDREN SPECIAL-USE CREATE-SPECIAL-USE", "");
 	imap_caps_add(out, outsz, &used, "CONDSTORE QRESYNC", ""); /* RFC 7162 */
 	if (s->state & (IMAP_NOTAUTH | IMAP_SASL | IMAP_HANDSHAKE)) {
@@ -878,11 +878,13 @@ static const struct conn_handler imap_conn_handler = {
 /* After login: the parser's larger limits, and APPEND's message literal
  * streamed to a file (never held in memory) up to limits.message-size. */
 static int imap_append_write(void *arg, const void *data, size_t len);
+static int imap_append_start(void *arg, const struct imap_command *pc);
 
 static void imap_parser_limits(struct imap_session *s)
 {
 	imap_parser_set_authenticated(s->parser, true);
-	struct imap_literal_sink sink = {.arg = s, .write = imap_append_write};
+	struct imap_literal_sink sink = {.arg = s, .write = imap_append_write,
+					 .start = imap_append_start};
 	imap_parser_set_append(s->parser, s->b.srv->limits.message_size, &sink);
 }
 
@@ -1577,7 +1579,65 @@ static bool imap_append_open(struct imap_session *s, const char *name, enum mail
 	return true;
 }
 
-/* The message literal was not used (a bad command, a refusal): drop it. */
+/* RFC 3502 MULTIAPPEND: the message files of one APPEND, received and
+ * closed, in order; once all are checked, delivered one job each (next),
+ * their UIDs collected for APPENDUID. */
+struct imap_multiappend {
+	char **files;                    /* NULL once a job has taken it */
+	unsigned *flags;
+	long long *dates;
+	size_t n, cap;
+	size_t next;                     /* the next to deliver */
+	bool delivering;
+	char *name;                      /* the folder */
+	uint32_t validity;
+	uint32_t *uids;
+	size_t nuids;
+};
+
+static struct imap_multiappend *imap_multi(struct imap_session *s)
+{
+	if (!s->multi)
+		s->multi = xcalloc(1, sizeof *s->multi);
+	return s->multi;
+}
+
+/* Every file not delivered is removed. */
+static void imap_multi_free(struct imap_session *s)
+{
+	struct imap_multiappend *m = s->multi;
+	if (!m)
+		return;
+	for (size_t i = 0; i < m->n; i++) {
+		if (m->files[i])
+			mailbox_append_abort(m->files[i]);
+		free(m->files[i]);
+	}
+	free(m->files);
+	free(m->flags);
+	free(m->dates);
+	free(m->uids);
+	free(m->name);
+	free(m);
+	s->multi = NULL;
+}
+
+/* The current message literal is complete: its file joins the others. */
+static void imap_append_finish_current(struct imap_session *s)
+{
+	if (s->append_fd >= 0)
+		close(s->append_fd);
+	s->append_fd = -1;
+	if (!s->append_path)
+		return;
+	struct imap_multiappend *m = imap_multi(s);
+	char **slot = xgrow(&m->files, &m->n, &m->cap, sizeof *slot);
+	*slot = s->append_path;
+	s->append_path = NULL;
+}
+
+/* The message literals were not used (a bad command, a refusal): drop
+ * them, unless they are being delivered. */
 static void imap_append_discard(struct imap_session *s)
 {
 	if (s->append_fd >= 0)
@@ -1587,6 +1647,8 @@ static void imap_append_discard(struct imap_session *s)
 		mailbox_append_abort(s->append_path);
 	free(s->append_path);
 	s->append_path = NULL;
+	if (s->multi && !s->multi->delivering)
+		imap_multi_free(s);
 }
 
 /* The parser's sink: octets of the message literal, straight to the file.
@@ -1608,6 +1670,22 @@ static int imap_append_write(void *arg, const void *data, size_t len)
 		imap_mailbox_log(s, "append", strerror(errno));
 		return -1;
 	}
+	return 0;
+}
+
+/* The parser's sink: a message literal begins (RFC 3502: one of several).
+ * The one before is complete; the new one's file is opened now, so that
+ * even an empty literal has one. */
+static int imap_append_start(void *arg, const struct imap_command *pc)
+{
+	struct imap_session *s = arg;
+	imap_append_finish_current(s);
+	size_t nlen;
+	const char *name = pc ? imap_arg_astring(imap_args_at(&pc->args, 0), &nlen) : NULL;
+	enum mailbox_result r;
+	char err[256];
+	if (!name || nlen != strlen(name) || !imap_append_open(s, name, &r, err, sizeof err))
+		return -1;
 	return 0;
 }
 
@@ -1637,14 +1715,14 @@ static void imap_append_done(struct imap_session *s, struct mailbox_job *j);
 
 /* NUL in the message: only a literal8 may carry it (RFC 3516 §4.1), and
  * its parts holding NUL are stored base64-encoded. */
-static bool imap_append_binary(struct imap_session *s, const struct imap_arg *a)
+static bool imap_append_binary(struct imap_session *s, const struct imap_arg *a, const char *path)
 {
 	char why[256];
 	if (!a->literal8) {
 		imap_no(s, "[CANNOT] NUL octets are not allowed in a message (use a literal8 ~{n})");
 		return false;
 	}
-	if (!imap_binary_append_encode(s->append_path, why, sizeof why)) {
+	if (!imap_binary_append_encode(path, why, sizeof why)) {
 		imap_mailbox_log(s, "append", why);
 		imap_no(s, "[CANNOT] The message's NUL octets are not in a part's content");
 		return false;
@@ -1652,78 +1730,178 @@ static bool imap_append_binary(struct imap_session *s, const struct imap_arg *a)
 	return true;
 }
 
-IMAP_HANDLER(imap_cmd_append)
+/* One message of APPEND (RFC 3502 §6.3.11 append-message): [(flags)]
+ * [date-time] literal from argument *i on, into m's slot k.  false after
+ * answering BAD. */
+static bool imap_append_message(struct imap_session *s, const struct imap_command *c, size_t *i,
+				struct imap_keyword_names *kw, unsigned *flags, long long *date,
+				const struct imap_arg **lit)
 {
-	const char *syntax = "Syntax: APPEND mailbox [(flags)] [date-time] literal";
-	size_t nlen, i = 1;
-	const char *name = imap_arg_astring(imap_args_at(&c->args, 0), &nlen);
-	unsigned flags = 0;
-	struct imap_keyword_names kw = {.n = 0};
-	long long date = 0;
-	const char *err = syntax;
-	if (imap_arg_list(imap_args_at(&c->args, i)) &&
-	    !imap_flags_parse(imap_args_at(&c->args, i++), &flags, &kw, &err)) {
+	const char *err = "Syntax: APPEND mailbox [(flags)] [date-time] literal ...";
+	*flags = 0;
+	*date = 0;
+	kw->n = 0;
+	if (imap_arg_list(imap_args_at(&c->args, *i)) &&
+	    !imap_flags_parse(imap_args_at(&c->args, (*i)++), flags, kw, &err)) {
 		imap_bad(s, err);
-		return;
+		return false;
 	}
-	const struct imap_arg *a = imap_args_at(&c->args, i);
+	const struct imap_arg *a = imap_args_at(&c->args, *i);
 	if (a && a->type == IMAP_ARG_QUOTED) {
-		if (!imap_parse_datetime(a->str, &date)) {
+		if (!imap_parse_datetime(a->str, date)) {
 			imap_bad(s, "Invalid date-time");
-			return;
+			return false;
 		}
-		a = imap_args_at(&c->args, ++i);
+		a = imap_args_at(&c->args, ++*i);
 	}
-	if (!name || nlen != strlen(name) || !a || a->type != IMAP_ARG_LITERAL || !a->sunk ||
-	    i + 1 != c->args.n) {
-		imap_bad(s, syntax);
-		return;
+	if (!a || a->type != IMAP_ARG_LITERAL || !a->sunk) {
+		imap_bad(s, err);
+		return false;
 	}
+	(*i)++;
+	*lit = a;
+	return true;
+}
+
+/* The message files are in: each one's literal stored well, its NUL
+ * allowed, its keywords known to the folder.  false after answering. */
+static bool imap_append_check(struct imap_session *s, const char *name, const struct imap_arg *a,
+			      size_t k, struct imap_keyword_names *kw)
+{
+	struct imap_multiappend *m = s->multi;
 	enum mailbox_result r = MAILBOX_OK;
 	char why[256] = "";
-	if (!imap_append_open(s, name, &r, why, sizeof why) || a->sink_failed) {
+	if (!m || k >= m->n || a->sink_failed) {
+		/* the folder could not be opened, or a write failed */
+		char *path = NULL;
+		int fd = -1;
+		r = mailbox_append_begin(s->maildir, name, &path, &fd, why, sizeof why);
+		if (r == MAILBOX_OK) {
+			close(fd);
+			mailbox_append_abort(path);
+			free(path);
+		}
 		if (r == MAILBOX_ERR_NONEXISTENT)
 			imap_no(s, "[TRYCREATE] No such mailbox");
 		else if (r != MAILBOX_OK)
 			imap_store_error(s, r, why);
 		else
 			imap_no(s, "[SERVERBUG] The message could not be stored");
-		return;
+		return false;
 	}
-	close(s->append_fd);
-	s->append_fd = -1;
-	if (a->literal_nul && !imap_append_binary(s, a))
-		return;
+	if (a->literal_nul && !imap_append_binary(s, a, m->files[k]))
+		return false;
 	unsigned kwbits = 0;
-	r = mailbox_folder_keywords_bits(s->maildir, name, kw.v, kw.n, &kwbits, why, sizeof why);
+	r = mailbox_folder_keywords_bits(s->maildir, name, kw->v, kw->n, &kwbits, why, sizeof why);
 	if (r != MAILBOX_OK) {
-		mailbox_append_abort(s->append_path);
-		free(s->append_path);
-		s->append_path = NULL;
 		imap_store_error(s, r, why);
+		return false;
+	}
+	m->flags[k] |= kwbits;
+	return true;
+}
+
+static void imap_append_next(struct imap_session *s);
+static void imap_put_uidset(struct imap_out *out, const uint32_t *v, size_t n);
+
+/* APPEND mailbox [(flags)] [date-time] literal, several of them (RFC 3502
+ * MULTIAPPEND): every message is received and checked before the first
+ * is delivered; then one job each, in order. */
+IMAP_HANDLER(imap_cmd_append)
+{
+	size_t nlen, i = 1, k = 0;
+	const char *name = imap_arg_astring(imap_args_at(&c->args, 0), &nlen);
+	if (!name || nlen != strlen(name) || c->args.n < 2) {
+		imap_bad(s, "Syntax: APPEND mailbox [(flags)] [date-time] literal ...");
 		return;
 	}
-	flags |= kwbits;
-	struct mailbox_job *j = mailbox_append_job(s->maildir, name, s->append_path,
-						   flags & MAILBOX_FLAGS_PERMANENT, date);
-	free(s->append_path); /* the file is the job's now */
-	s->append_path = NULL;
+	imap_append_finish_current(s);
+	struct imap_multiappend *m = imap_multi(s);
+	m->flags = xcalloc(m->n + c->args.n, sizeof *m->flags);
+	m->dates = xcalloc(m->n + c->args.n, sizeof *m->dates);
+	while (i < c->args.n) {
+		struct imap_keyword_names kw;
+		const struct imap_arg *a;
+		unsigned flags;
+		long long date;
+		if (!imap_append_message(s, c, &i, &kw, &flags, &date, &a))
+			return;
+		if (k < m->n) {
+			m->flags[k] = flags;
+			m->dates[k] = date;
+		}
+		if (!imap_append_check(s, name, a, k, &kw))
+			return;
+		k++;
+	}
+	if (k != m->n) { /* every literal has its file: not reached */
+		imap_no(s, "[SERVERBUG] The messages could not be stored");
+		return;
+	}
+	m->delivering = true;
+	m->name = xstrdup(name);
+	m->uids = xcalloc(m->n, sizeof *m->uids);
+	imap_append_next(s);
+}
+
+static void imap_append_done(struct imap_session *s, struct mailbox_job *j);
+
+/* Deliver the next message of the APPEND. */
+static void imap_append_next(struct imap_session *s)
+{
+	struct imap_multiappend *m = s->multi;
+	size_t k = m->next++;
+	struct mailbox_job *j = mailbox_append_job(s->maildir, m->name, m->files[k],
+						   m->flags[k] & MAILBOX_FLAGS_PERMANENT, m->dates[k]);
+	free(m->files[k]); /* the file is the job's now */
+	m->files[k] = NULL;
 	imap_store_start(s, j, imap_append_done);
 }
 
-/* The message is in its folder, durably, with its UID: APPENDUID. */
+/* "[APPENDUID validity uid-set] APPEND completed" (RFC 4315 §3), or
+ * without APPENDUID when a UID is not known. */
+static char *imap_append_text(const struct imap_multiappend *m)
+{
+	bool known = m->nuids == m->n;
+	for (size_t i = 0; i < m->nuids; i++)
+		known = known && m->uids[i] != 0;
+	if (!known)
+		return xstrdup("APPEND completed");
+	struct imap_out out;
+	imap_out_init(&out);
+	imap_out_printf(&out, "[APPENDUID %lu ", (unsigned long)m->validity);
+	imap_put_uidset(&out, m->uids, m->nuids);
+	imap_out_printf(&out, "] APPEND completed");
+	size_t len = evbuffer_get_length(out.buf);
+	char *text = xmalloc(len + 1);
+	if (evbuffer_remove(out.buf, text, len) != (int)len)
+		fatal("imap: evbuffer_remove failed");
+	text[len] = '\0';
+	imap_out_free(&out);
+	return text;
+}
+
+/* A message is in its folder, durably, with its UID: the next one, or
+ * APPENDUID for them all. */
 static void imap_append_done(struct imap_session *s, struct mailbox_job *j)
 {
+	struct imap_multiappend *m = s->multi;
 	uint32_t validity, uid;
 	char why[256] = "";
 	enum mailbox_result r = mailbox_append_end(j, &validity, &uid, why, sizeof why);
-	if (!imap_store_answer(s) || !imap_store_error(s, r, why))
+	if (!imap_store_answer(s) || !imap_store_error(s, r, why)) {
+		imap_multi_free(s);
 		return;
-	/* uid 0: the UID is not known (RFC 4315 §3: then no APPENDUID) */
-	char *text = uid ? xasprintf("[APPENDUID %lu %lu] APPEND completed",
-				     (unsigned long)validity, (unsigned long)uid)
-			 : xstrdup("APPEND completed");
-	if (s->view) /* the new message of the selected folder shows at once */
+	}
+	m->validity = validity;
+	m->uids[m->nuids++] = uid; /* 0: not known (RFC 4315 §3: then no APPENDUID) */
+	if (m->next < m->n) {
+		imap_append_next(s);
+		return;
+	}
+	char *text = imap_append_text(m);
+	imap_multi_free(s);
+	if (s->view) /* the new messages of the selected folder show at once */
 		imap_sync(s, true);
 	if (s->job) {
 		imap_job_stop(s);
@@ -1858,6 +2036,7 @@ static void imap_free(struct imap_session *s)
 	imap_watch_stop(s);
 	imap_view_close(s);
 	imap_append_discard(s);
+	imap_multi_free(s);
 	free(s->maildir);
 	free(s->user);
 	login_free(s->login);
