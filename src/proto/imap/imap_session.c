@@ -40,6 +40,7 @@
 #include "conf/conf.h"
 #include "net/conn.h"
 #include "proto/imap/imap_binary.h"
+#include "proto/imap/imap_catenate.h"
 #include "proto/imap/imap_context.h"
 #include "proto/imap/imap_date.h"
 #include "proto/imap/imap_fetch.h"
@@ -88,7 +89,7 @@ static void imap_capabilities(const struct imap_session *s, char *out, size_t ou
 {
 	size_t used = 0;
 	out[0] = '\0';
-	imap_caps_add(out, outsz, &used, "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE BINARY LIST-EXTENDED LIST-STATUS MULTIAPPEND "
+	imap_caps_add(out, outsz, &used, "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE BINARY LIST-EXTENDED LIST-STATUS MULTIAPPEND CATENATE "
 		      "UNSELECT UIDPLUS MOVE CHILDREN SPECIAL-USE CREATE-SPECIAL-USE", "");
 	imap_caps_add(out, outsz, &used, "CONDSTORE QRESYNC", ""); /* RFC 7162 */
 	if (s->state & (IMAP_NOTAUTH | IMAP_SASL | IMAP_HANDSHAKE)) {
@@ -1589,6 +1590,8 @@ struct imap_multiappend {
 	size_t n, cap;
 	size_t next;                     /* the next to deliver */
 	bool delivering;
+	char **recv;                     /* literals received, not yet a message's */
+	size_t nrecv, nextrecv;
 	char *name;                      /* the folder */
 	uint32_t validity;
 	uint32_t *uids;
@@ -1614,6 +1617,12 @@ static void imap_multi_free(struct imap_session *s)
 		free(m->files[i]);
 	}
 	free(m->files);
+	for (size_t i = 0; i < m->nrecv; i++) {
+		if (m->recv[i])
+			mailbox_append_abort(m->recv[i]);
+		free(m->recv[i]);
+	}
+	free(m->recv);
 	free(m->flags);
 	free(m->dates);
 	free(m->uids);
@@ -1700,6 +1709,9 @@ static bool imap_append_continue(struct imap_session *s, const struct imap_comma
 		imap_bad(s, "Syntax: APPEND mailbox [(flags)] [date-time] literal");
 		return false;
 	}
+	/* a CATENATE TEXT literal (in a list): no message file of its own */
+	if (imap_arg_list(imap_args_at(&pc->args, pc->args.n - 1)))
+		return true;
 	enum mailbox_result r;
 	char err[256];
 	if (imap_append_open(s, name, &r, err, sizeof err))
@@ -1731,15 +1743,17 @@ static bool imap_append_binary(struct imap_session *s, const struct imap_arg *a,
 }
 
 /* One message of APPEND (RFC 3502 §6.3.11 append-message): [(flags)]
- * [date-time] literal from argument *i on, into m's slot k.  false after
- * answering BAD. */
+ * [date-time] and a literal, or CATENATE (parts) (RFC 4469 §5), from
+ * argument *i on.  false after answering BAD. */
 static bool imap_append_message(struct imap_session *s, const struct imap_command *c, size_t *i,
 				struct imap_keyword_names *kw, unsigned *flags, long long *date,
-				const struct imap_arg **lit)
+				const struct imap_arg **lit, const struct imap_args **cat)
 {
 	const char *err = "Syntax: APPEND mailbox [(flags)] [date-time] literal ...";
 	*flags = 0;
 	*date = 0;
+	*lit = NULL;
+	*cat = NULL;
 	kw->n = 0;
 	if (imap_arg_list(imap_args_at(&c->args, *i)) &&
 	    !imap_flags_parse(imap_args_at(&c->args, (*i)++), flags, kw, &err)) {
@@ -1754,6 +1768,11 @@ static bool imap_append_message(struct imap_session *s, const struct imap_comman
 		}
 		a = imap_args_at(&c->args, ++*i);
 	}
+	if (imap_arg_is(a, "CATENATE") && imap_arg_list(imap_args_at(&c->args, *i + 1))) {
+		*cat = imap_arg_list(imap_args_at(&c->args, *i + 1));
+		*i += 2;
+		return true;
+	}
 	if (!a || a->type != IMAP_ARG_LITERAL || !a->sunk) {
 		imap_bad(s, err);
 		return false;
@@ -1763,53 +1782,106 @@ static bool imap_append_message(struct imap_session *s, const struct imap_comman
 	return true;
 }
 
-/* The message files are in: each one's literal stored well, its NUL
- * allowed, its keywords known to the folder.  false after answering. */
-static bool imap_append_check(struct imap_session *s, const char *name, const struct imap_arg *a,
-			      size_t k, struct imap_keyword_names *kw)
+/* Why a message file is missing: the folder cannot be written. */
+static void imap_append_refused(struct imap_session *s, const char *name)
 {
-	struct imap_multiappend *m = s->multi;
-	enum mailbox_result r = MAILBOX_OK;
-	char why[256] = "";
-	if (!m || k >= m->n || a->sink_failed) {
-		/* the folder could not be opened, or a write failed */
-		char *path = NULL;
-		int fd = -1;
-		r = mailbox_append_begin(s->maildir, name, &path, &fd, why, sizeof why);
-		if (r == MAILBOX_OK) {
-			close(fd);
-			mailbox_append_abort(path);
-			free(path);
-		}
-		if (r == MAILBOX_ERR_NONEXISTENT)
-			imap_no(s, "[TRYCREATE] No such mailbox");
-		else if (r != MAILBOX_OK)
-			imap_store_error(s, r, why);
-		else
-			imap_no(s, "[SERVERBUG] The message could not be stored");
-		return false;
+	char *path = NULL, why[256] = "";
+	int fd = -1;
+	enum mailbox_result r = mailbox_append_begin(s->maildir, name, &path, &fd, why, sizeof why);
+	if (r == MAILBOX_OK) {
+		close(fd);
+		mailbox_append_abort(path);
+		free(path);
 	}
-	if (a->literal_nul && !imap_append_binary(s, a, m->files[k]))
+	if (r == MAILBOX_ERR_NONEXISTENT)
+		imap_no(s, "[TRYCREATE] No such mailbox");
+	else if (r != MAILBOX_OK)
+		imap_store_error(s, r, why);
+	else
+		imap_no(s, "[SERVERBUG] The message could not be stored");
+}
+
+/* CATENATE (RFC 4469 §5): the message built from its parts in a new file
+ * of the folder's tmp/; NULL after answering. */
+static char *imap_append_catenate(struct imap_session *s, const char *name,
+				  const struct imap_args *parts)
+{
+	char *path = NULL, why[256] = "";
+	int fd = -1;
+	if (mailbox_append_begin(s->maildir, name, &path, &fd, why, sizeof why) != MAILBOX_OK) {
+		imap_append_refused(s, name); /* RFC 4469 §5: [TRYCREATE] first */
+		return NULL;
+	}
+	const char *bad = NULL;
+	enum imap_catenate_result r = imap_catenate_write(s, parts, fd, &bad);
+	close(fd);
+	if (r == IMAP_CATENATE_OK)
+		return path;
+	mailbox_append_abort(path);
+	free(path);
+	if (r == IMAP_CATENATE_BADURL) {
+		/* RFC 4469 §6: the URL in the code, as an astring it was */
+		struct imap_out out;
+		imap_out_init(&out);
+		imap_out_printf(&out, "%s NO [BADURL ", s->tag);
+		imap_put_mailbox(&out, bad);
+		imap_out_printf(&out, "] The URL names no message or part of yours\r\n");
+		imap_send(s, &out);
+		imap_out_free(&out);
+	} else if (r == IMAP_CATENATE_SYNTAX) {
+		imap_bad(s, "Syntax: CATENATE (TEXT literal | URL url ...)");
+	} else {
+		imap_no(s, "[SERVERBUG] The message could not be stored");
+	}
+	return NULL;
+}
+
+/* A message's file is in: NUL allowed, keywords known to the folder.
+ * false after answering. */
+static bool imap_append_check(struct imap_session *s, const char *name, const struct imap_arg *a,
+			      const char *path, struct imap_keyword_names *kw, unsigned *flags)
+{
+	char why[256] = "";
+	if (a && a->literal_nul && !imap_append_binary(s, a, path))
 		return false;
 	unsigned kwbits = 0;
-	r = mailbox_folder_keywords_bits(s->maildir, name, kw->v, kw->n, &kwbits, why, sizeof why);
+	enum mailbox_result r =
+	    mailbox_folder_keywords_bits(s->maildir, name, kw->v, kw->n, &kwbits, why, sizeof why);
 	if (r != MAILBOX_OK) {
 		imap_store_error(s, r, why);
 		return false;
 	}
-	m->flags[k] |= kwbits;
+	*flags |= kwbits;
 	return true;
+}
+
+/* The file of the next message: the next literal received, or the one
+ * CATENATE builds.  NULL after answering. */
+static char *imap_append_file(struct imap_session *s, const char *name, const struct imap_arg *lit,
+			      const struct imap_args *cat)
+{
+	struct imap_multiappend *m = s->multi;
+	if (cat)
+		return imap_append_catenate(s, name, cat);
+	if (!lit || m->nextrecv >= m->nrecv || lit->sink_failed) {
+		imap_append_refused(s, name); /* the folder could not be opened, or a write failed */
+		return NULL;
+	}
+	char *path = m->recv[m->nextrecv];
+	m->recv[m->nextrecv++] = NULL;
+	return path;
 }
 
 static void imap_append_next(struct imap_session *s);
 static void imap_put_uidset(struct imap_out *out, const uint32_t *v, size_t n);
 
 /* APPEND mailbox [(flags)] [date-time] literal, several of them (RFC 3502
- * MULTIAPPEND): every message is received and checked before the first
- * is delivered; then one job each, in order. */
+ * MULTIAPPEND), each may be CATENATE (parts) (RFC 4469): every message is
+ * received, built and checked before the first is delivered; then one job
+ * each, in order. */
 IMAP_HANDLER(imap_cmd_append)
 {
-	size_t nlen, i = 1, k = 0;
+	size_t nlen, i = 1;
 	const char *name = imap_arg_astring(imap_args_at(&c->args, 0), &nlen);
 	if (!name || nlen != strlen(name) || c->args.n < 2) {
 		imap_bad(s, "Syntax: APPEND mailbox [(flags)] [date-time] literal ...");
@@ -1817,26 +1889,26 @@ IMAP_HANDLER(imap_cmd_append)
 	}
 	imap_append_finish_current(s);
 	struct imap_multiappend *m = imap_multi(s);
-	m->flags = xcalloc(m->n + c->args.n, sizeof *m->flags);
-	m->dates = xcalloc(m->n + c->args.n, sizeof *m->dates);
+	m->recv = m->files; /* the literals received; the messages' files next */
+	m->nrecv = m->n;
+	m->files = xcalloc(c->args.n, sizeof *m->files);
+	m->n = 0;
+	m->cap = c->args.n;
+	m->flags = xcalloc(c->args.n, sizeof *m->flags);
+	m->dates = xcalloc(c->args.n, sizeof *m->dates);
 	while (i < c->args.n) {
 		struct imap_keyword_names kw;
-		const struct imap_arg *a;
-		unsigned flags;
-		long long date;
-		if (!imap_append_message(s, c, &i, &kw, &flags, &date, &a))
+		const struct imap_arg *lit;
+		const struct imap_args *cat;
+		size_t k = m->n;
+		if (!imap_append_message(s, c, &i, &kw, &m->flags[k], &m->dates[k], &lit, &cat))
 			return;
-		if (k < m->n) {
-			m->flags[k] = flags;
-			m->dates[k] = date;
-		}
-		if (!imap_append_check(s, name, a, k, &kw))
+		char *path = imap_append_file(s, name, lit, cat);
+		if (!path)
 			return;
-		k++;
-	}
-	if (k != m->n) { /* every literal has its file: not reached */
-		imap_no(s, "[SERVERBUG] The messages could not be stored");
-		return;
+		m->files[m->n++] = path;
+		if (!imap_append_check(s, name, lit, path, &kw, &m->flags[k]))
+			return;
 	}
 	m->delivering = true;
 	m->name = xstrdup(name);
