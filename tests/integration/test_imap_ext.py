@@ -1,5 +1,5 @@
 """IMAP extensions as a client sees them, raw commands on one daemon:
-LITERAL+ (RFC 7888), MULTIAPPEND (RFC 3502), BINARY (RFC 3516: FETCH
+LITERAL+ (RFC 7888), MULTIAPPEND (RFC 3502), CATENATE (RFC 4469), BINARY (RFC 3516: FETCH
 BINARY, BINARY.SIZE, APPEND of a literal8), LIST-EXTENDED and LIST-STATUS
 (RFC 5258, RFC 5819).
 """
@@ -55,7 +55,7 @@ def test_extensions_as_a_client_sees_them(posthorn, cert):
     p = start_imap(posthorn, cert)
     c = login_select(p, client_ctx(cert))
     caps = c.capabilities()
-    for cap in ("LITERAL+", "BINARY", "MULTIAPPEND", "LIST-EXTENDED", "LIST-STATUS"):
+    for cap in ("LITERAL+", "BINARY", "MULTIAPPEND", "CATENATE", "LIST-EXTENDED", "LIST-STATUS"):
         assert cap in caps, caps
     assert "LITERAL-" not in caps, caps
 
@@ -70,6 +70,18 @@ def test_extensions_as_a_client_sees_them(posthorn, cert):
     assert r.status == "BAD", r
     r = c.ok("STATUS INBOX (MESSAGES)")
     assert r.find(r"\(MESSAGES 2\)"), r
+
+    # CATENATE: the header of message "one" by URL, then a new body
+    validity, uid1 = m.group(1), m.group(2)
+    url = f'"/INBOX;UIDVALIDITY={validity}/;UID={uid1}/;SECTION=HEADER"'.encode()
+    r = c.cmd(b"APPEND INBOX CATENATE (URL " + url + b" TEXT " + lit(b"new body\r\n") + b")")
+    assert r.ok, r
+    r = c.ok(f"UID FETCH {r.code().split()[-1]} (BODY.PEEK[])")
+    assert r.untagged[0].endswith(b"{26}\r\nSubject: one\r\n\r\nnew body\r\n)"), r
+    r = c.cmd(b'APPEND INBOX CATENATE (URL "/INBOX/;UID=999" TEXT ' + lit(b"x\r\n") + b")")
+    assert r.status == "NO" and r.code().startswith("BADURL"), r
+    r = c.cmd(b"APPEND Nowhere CATENATE (TEXT " + lit(b"x\r\n") + b")")
+    assert r.status == "NO" and r.code() == "TRYCREATE", r
     # a {n+} over the limit is refused, its octets skipped, never run
     r = c.cmd(b"SEARCH TEXT {70000+}\r\n" + b"a001 LOGOUT\r\n" * 5000 + b"x" * 5000)
     assert r.status == "BAD" and r.code() == "TOOBIG", r
@@ -120,7 +132,7 @@ def test_extensions_as_a_client_sees_them(posthorn, cert):
     names = [ln.split()[-1] for ln in r.find(r"^\* LIST ")]
     assert sorted(names) == ["Ext.a", "Ext.b", "INBOX"], r
     assert r.find(r'^\* LIST \(\\HasNoChildren \\Subscribed\) "\." Ext\.b$'), r
-    assert r.find(r"^\* STATUS INBOX \(MESSAGES 4 UIDNEXT \d+\)$"), r
+    assert r.find(r"^\* STATUS INBOX \(MESSAGES 5 UIDNEXT \d+\)$"), r
     assert r.find(r"^\* STATUS Ext\.b \(MESSAGES 0 UIDNEXT 1\)$"), r
     for bad in ('LIST (RECURSIVEMATCH) "" *', 'LIST (BOGUS) "" *', 'LIST "" * RETURN (BOGUS)'):
         assert c.cmd(bad).status == "BAD", bad

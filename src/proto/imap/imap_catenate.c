@@ -25,7 +25,8 @@ static int imap_url_hex(unsigned char c)
 	return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
 }
 
-/* %-decode s[0..n) into a new string; NULL for a bad escape or NUL. */
+/* %-decode s[0..n) into a new string; NULL for a bad escape or a control
+ * character (no mailbox name holds one). */
 static char *imap_url_decode(const char *s, size_t n)
 {
 	char *out = xmalloc(n + 1);
@@ -37,7 +38,7 @@ static char *imap_url_decode(const char *s, size_t n)
 		}
 		int hi = i + 1 < n ? imap_url_hex((unsigned char)s[i + 1]) : -1;
 		int lo = i + 2 < n ? imap_url_hex((unsigned char)s[i + 2]) : -1;
-		if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
+		if (hi < 0 || lo < 0 || (hi << 4 | lo) < 0x20 || (hi << 4 | lo) == 0x7f) {
 			free(out);
 			return NULL;
 		}
