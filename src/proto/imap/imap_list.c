@@ -1,8 +1,9 @@
 /* imap_list: LIST and LSUB of an IMAP session (RFC 3501 §6.3.8, §6.3.9):
- * the folders' attributes (RFC 3348 CHILDREN, RFC 6154 special uses), the
- * SPECIAL-USE selection and return options in the syntax of RFC 5258
- * (RFC 6154 §4), and the \Noselect parents LSUB gives for subscribed
- * children that a "%" does not reach (RFC 3501 §6.3.9). */
+ * the folders' attributes (RFC 3348 CHILDREN, RFC 6154 special uses),
+ * LIST-EXTENDED's selection and return options and several patterns (RFC
+ * 5258, RFC 6154 §4), LIST-STATUS (RFC 5819), and the \Noselect parents
+ * LSUB gives for subscribed children that a "%" does not reach (RFC 3501
+ * §6.3.9). */
 #include "proto/imap/imap_list.h"
 
 #include <stdlib.h>

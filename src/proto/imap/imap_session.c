@@ -3,7 +3,9 @@
  * RFC 2177 (IDLE), RFC 4315 (UIDPLUS), RFC 6851 (MOVE), RFC 3691
  * (UNSELECT), RFC 2342 (NAMESPACE), RFC 2971 (ID), RFC 5161 (ENABLE),
  * RFC 7888 (LITERAL+), RFC 6154 (SPECIAL-USE), RFC 3348 (CHILDREN),
- * RFC 8314 (implicit TLS).
+ * RFC 3502 (MULTIAPPEND), RFC 4469 (CATENATE, in imap_catenate.c), RFC
+ * 3516 (BINARY: APPEND's literal8; FETCH in imap_binary.c), RFC 8314
+ * (implicit TLS).
  *
  * Every command is dispatched from imap_commands[], which states the
  * session states it is valid in and the policy it needs; one gate,
