@@ -66,7 +66,8 @@ static void test_url_bad(void **state)
 		"/INBOX/;UID=1/;SECTION=MIME", "/INBOX/;UID=1/;SECTION=1.", "/INBOX/;UID=1/;SECTION=HEADER.FIELDS",
 		"/INBOX/;UID=1/;PARTIAL=1.0", "/INBOX/;UID=1/;URLAUTH=anonymous", "/IN%0BOX/;UID=1",
 		"/IN%00BOX/;UID=1", "/IN%zzBOX/;UID=1", "/IN%4/;UID=1", "/INBOX/;UID", "/INBOX/UID=1",
-		"imap://joe@example.com/INBOX/;UID=1",
+		"imap://joe@example.com/INBOX/;UID=1", "/IN\x18" "BOX/;UID=1", "/IN BOX/;UID=1",
+		"/IN\xc3\xa9/;UID=1",
 	};
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
 		struct imap_url u;

@@ -25,14 +25,20 @@ static int imap_url_hex(unsigned char c)
 	return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
 }
 
-/* %-decode s[0..n) into a new string; NULL for a bad escape or a control
- * character (no mailbox name holds one). */
+/* %-decode s[0..n) into a new string; NULL for a bad escape, a control
+ * character (no mailbox name holds one) or an octet a URL does not
+ * carry as it is (RFC 3986 §2: printable US-ASCII but space). */
 static char *imap_url_decode(const char *s, size_t n)
 {
 	char *out = xmalloc(n + 1);
 	size_t o = 0;
 	for (size_t i = 0; i < n; i++) {
-		if (s[i] != '%') {
+		unsigned char c = (unsigned char)s[i];
+		if (c <= ' ' || c >= 0x7f) {
+			free(out);
+			return NULL;
+		}
+		if (c != '%') {
 			out[o++] = s[i];
 			continue;
 		}
