@@ -15,16 +15,6 @@
 #include "store/mailbox.h"
 #include "lib/util.h"
 
-/* What a LIST asks for beyond RFC 3501 (RFC 5258 §3, RFC 5819). */
-struct imap_list_opts {
-	bool special_only;       /* selection option SPECIAL-USE */
-	bool subscribed_only;    /* selection option SUBSCRIBED */
-	bool recursive;          /* selection option RECURSIVEMATCH */
-	bool ret_subscribed;     /* return option SUBSCRIBED: \Subscribed */
-	bool ret_children;       /* return option CHILDREN */
-	const struct imap_args *status; /* return option STATUS (items) */
-};
-
 /* The patterns, reference prefixed. */
 struct imap_list_patterns {
 	char **v;
@@ -123,8 +113,7 @@ static void imap_lsub_parents(const struct mailbox_names *subs, const char *patt
 
 /* RFC 5258 §3 selection options; RECURSIVEMATCH needs another one
  * besides REMOTE (§3.1).  Anything else is BAD. */
-static bool imap_list_selection(struct imap_session *s, const struct imap_args *l,
-				struct imap_list_opts *o)
+static const char *imap_list_selection(const struct imap_args *l, struct imap_list_opts *o)
 {
 	bool other = false;
 	for (size_t i = 0; l && i < l->n; i++) {
@@ -135,16 +124,12 @@ static bool imap_list_selection(struct imap_session *s, const struct imap_args *
 			o->subscribed_only = other = true;
 		else if (imap_arg_is(a, "RECURSIVEMATCH"))
 			o->recursive = true;
-		else if (!imap_arg_is(a, "REMOTE")) { /* no remote folders: nothing to add */
-			imap_bad(s, "Unknown LIST selection option");
-			return false;
-		}
+		else if (!imap_arg_is(a, "REMOTE")) /* no remote folders: nothing to add */
+			return "Unknown LIST selection option";
 	}
-	if (o->recursive && !other) {
-		imap_bad(s, "RECURSIVEMATCH needs another selection option");
-		return false;
-	}
-	return true;
+	if (o->recursive && !other)
+		return "RECURSIVEMATCH needs another selection option";
+	return NULL;
 }
 
 /* RFC 5819 STATUS (items): known items, at least one. */
@@ -165,8 +150,7 @@ static bool imap_list_status_items(const struct imap_args *items)
 
 /* RFC 5258 §3 return options: CHILDREN, SUBSCRIBED, SPECIAL-USE (RFC
  * 6154 §4: the uses are always given), STATUS (RFC 5819). */
-static bool imap_list_return(struct imap_session *s, const struct imap_args *l,
-			     struct imap_list_opts *o)
+static const char *imap_list_return(const struct imap_args *l, struct imap_list_opts *o)
 {
 	for (size_t i = 0; l && i < l->n; i++) {
 		const struct imap_arg *a = imap_args_at(l, i);
@@ -178,11 +162,18 @@ static bool imap_list_return(struct imap_session *s, const struct imap_args *l,
 			   imap_list_status_items(imap_arg_list(imap_args_at(l, i + 1)))) {
 			o->status = imap_arg_list(imap_args_at(l, ++i));
 		} else if (!imap_arg_is(a, "SPECIAL-USE")) {
-			imap_bad(s, "Unknown LIST return option");
-			return false;
+			return "Unknown LIST return option";
 		}
 	}
-	return true;
+	return NULL;
+}
+
+const char *imap_list_options(const struct imap_args *sel, const struct imap_args *ret,
+			      struct imap_list_opts *o)
+{
+	memset(o, 0, sizeof *o);
+	const char *err = imap_list_selection(sel, o);
+	return err ? err : imap_list_return(ret, o);
 }
 
 static bool imap_list_matches(const struct imap_list_patterns *pats, const char *name)
@@ -447,13 +438,16 @@ void imap_cmd_list(struct imap_session *s, const struct imap_command *c)
 		ret = imap_arg_list(imap_args_at(&c->args, at + 3));
 		syntax_ok = ret && imap_arg_is(imap_args_at(&c->args, at + 2), "RETURN");
 	}
-	struct imap_list_opts o = {0};
+	struct imap_list_opts o;
 	if (!syntax_ok) {
 		imap_bad(s, syntax);
 		return;
 	}
-	if (!imap_list_selection(s, sel, &o) || !imap_list_return(s, ret, &o))
+	const char *err = imap_list_options(sel, ret, &o);
+	if (err) {
+		imap_bad(s, err);
 		return;
+	}
 	size_t plen;
 	const char *one = imap_arg_list_mailbox(pat, &plen);
 	if (!sel && !ret && one && *one == '\0') { /* RFC 3501 §6.3.8: the delimiter and the root */
@@ -472,9 +466,9 @@ void imap_cmd_list(struct imap_session *s, const struct imap_command *c)
 				imap_condstore_enable(s); /* RFC 7162 §3.1.2.1 */
 	struct mailbox_folder_list folders = {0};
 	struct mailbox_names subs = {0};
-	char err[256];
+	char why[256];
 	enum mailbox_result r = imap_list_read(s, o.subscribed_only || o.ret_subscribed, &folders,
-					       &subs, err, sizeof err);
+					       &subs, why, sizeof why);
 	if (r == MAILBOX_OK) {
 		struct imap_out out;
 		imap_out_init(&out);
@@ -488,6 +482,6 @@ void imap_cmd_list(struct imap_session *s, const struct imap_command *c)
 	imap_list_patterns_free(&pats);
 	mailbox_folders_free(&folders);
 	mailbox_names_free(&subs);
-	if (imap_store_error(s, r, err))
+	if (imap_store_error(s, r, why))
 		imap_ok(s, "LIST completed");
 }
