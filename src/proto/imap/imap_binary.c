@@ -287,7 +287,7 @@ static bool imap_part_has_nul(GMimePart *part)
 	bool nul = false;
 	if (g_mime_data_wrapper_write_to_stream(w, mem) >= 0) {
 		GByteArray *b = g_mime_stream_mem_get_byte_array(GMIME_STREAM_MEM(mem));
-		nul = b && memchr(b->data, '\0', b->len) != NULL;
+		nul = b && b->len > 0 && memchr(b->data, '\0', b->len) != NULL;
 	}
 	g_object_unref(mem);
 	return nul;
