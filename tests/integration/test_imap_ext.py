@@ -68,6 +68,9 @@ def test_extensions_as_a_client_sees_them(posthorn, cert):
     # all or none: the second message is bad, so the first is not appended
     r = c.cmd(b"APPEND INBOX " + lit(one) + b' "not a date" ' + lit(two))
     assert r.status == "BAD", r
+    # at most 1000 messages in one APPEND: more is NO [LIMIT], none appended
+    r = c.cmd(b"APPEND INBOX " + b" ".join([lit(one)] * 1001))
+    assert r.status == "NO" and r.code() == "LIMIT", r
     r = c.ok("STATUS INBOX (MESSAGES)")
     assert r.find(r"\(MESSAGES 2\)"), r
 

@@ -1691,6 +1691,8 @@ static int imap_append_start(void *arg, const struct imap_command *pc)
 {
 	struct imap_session *s = arg;
 	imap_append_finish_current(s);
+	if (s->multi && s->multi->n >= IMAP_MULTIAPPEND_MAX)
+		return -1; /* no file: the message is refused with [LIMIT] */
 	size_t nlen;
 	const char *name = pc ? imap_arg_astring(imap_args_at(&pc->args, 0), &nlen) : NULL;
 	enum mailbox_result r;
@@ -1865,6 +1867,10 @@ static char *imap_append_file(struct imap_session *s, const char *name, const st
 	struct imap_multiappend *m = s->multi;
 	if (cat)
 		return imap_append_catenate(s, name, cat);
+	if (m->n >= IMAP_MULTIAPPEND_MAX) {
+		imap_no(s, "[LIMIT] Too many messages in one APPEND");
+		return NULL;
+	}
 	if (!lit || m->nextrecv >= m->nrecv || lit->sink_failed) {
 		imap_append_refused(s, name); /* the folder could not be opened, or a write failed */
 		return NULL;
