@@ -175,7 +175,7 @@ static uint64_t run(const uint8_t *data, size_t size, unsigned mode, uint32_t rn
 	if (mode & MODE_AUTH)
 		imap_parser_set_authenticated(p, true);
 	if (mode & MODE_SINK) {
-		struct imap_literal_sink sink = { &ss, fuzz_sink_write };
+		struct imap_literal_sink sink = { &ss, fuzz_sink_write, NULL };
 		imap_parser_set_append(p, (mode & MODE_SMALL_APPEND) ? 100 : 100000, &sink);
 	} else if (mode & MODE_SMALL_APPEND) {
 		imap_parser_set_append(p, 100, NULL);

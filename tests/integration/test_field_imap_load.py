@@ -282,7 +282,7 @@ def test_copy_storm_does_not_hold_up_other_greetings(imap):
 
 
 def test_append_storm_does_not_hold_up_other_greetings(imap):
-    """APPENDs with non-synchronizing literals (LITERAL-), all in one
+    """APPENDs with non-synchronizing literals (LITERAL+), all in one
     write, into a folder of APPEND_FILL messages while another is
     selected."""
     n = STORM_COPIES

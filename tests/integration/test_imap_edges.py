@@ -182,7 +182,7 @@ def test_login_with_literals(imap, ctx):
     r = c.collect(tag)
     assert r.ok, r
     c.logout()
-    # non-synchronizing (LITERAL-: up to 4096 octets)
+    # non-synchronizing (LITERAL+)
     c = connect(imap, tls="imaps", ctx=ctx)
     r = c.cmd(f"LOGIN {{{len(BOB)}+}}\r\n{BOB} {{{len(BOB_PW)}+}}\r\n{BOB_PW}")
     assert r.ok, r

@@ -360,8 +360,8 @@ def test_malformed_commands_get_bad(posthorn, cert, ctx):
     assert list(f) == [1], f
     # a synchronizing literal over the limit: BAD, no continuation
     literal_refused(c, "SEARCH TEXT {200000}")
-    # a non-synchronizing literal over 4096 (LITERAL-): BAD [TOOBIG], octets skipped
-    tag = c.send_cmd(b"SEARCH TEXT {5000+}\r\n" + b"x" * 5000)
+    # a non-synchronizing literal over the limit (LITERAL+): BAD [TOOBIG], octets skipped
+    tag = c.send_cmd(b"SEARCH TEXT {200000+}\r\n" + b"x" * 200000)
     r = c.collect(tag)
     assert is_bad(r) and r.code() == "TOOBIG", r
     assert c.ok("NOOP")
@@ -417,7 +417,7 @@ def test_many_malformed_commands_keep_memory_bounded(posthorn, cert, ctx):
     put_message(p, BOB, "Subject: x\n\nbody\n")
     junk = [b"FETCH 1 (" + b"(" * 40, b"SEARCH " + b"(" * 5000, b"FETCH " + b"9" * 3000 + b" FLAGS",
             b"STORE 1 FLAGS (" + b"\\Seen " * 1000, b"\x01\x02 \xff\xfe", b"X" * 20000,
-            b"SEARCH TEXT {70000}", b"LIST \"\" {9999+}\r\n" + b"%" * 9999]
+            b"SEARCH TEXT {70000}", b"LIST \"\" {70000+}\r\n" + b"%" * 70000]
 
     def session():
         # a server may close a session after many bad commands; a few

@@ -24,6 +24,7 @@ struct fixture {
 	size_t sunk_len, sunk_cap;
 	size_t writes;
 	bool fail_writes;
+	size_t starts;          /* sink_start calls */
 };
 
 static int sink_write(void *arg, const void *data, size_t len)
@@ -40,6 +41,14 @@ static int sink_write(void *arg, const void *data, size_t len)
 	}
 	memcpy(f->sunk + f->sunk_len, data, len);
 	f->sunk_len += len;
+	return 0;
+}
+
+static int sink_start(void *arg, const struct imap_command *c)
+{
+	assert_string_equal(c->name, "APPEND");
+	struct fixture *f = arg;
+	f->starts++;
 	return 0;
 }
 
@@ -72,7 +81,7 @@ static void authenticate(struct fixture *f)
 
 static void use_sink(struct fixture *f, uint64_t max)
 {
-	struct imap_literal_sink sink = { f, sink_write };
+	struct imap_literal_sink sink = { f, sink_write, sink_start };
 	authenticate(f);
 	imap_parser_set_append(f->p, max, &sink);
 }
@@ -569,9 +578,18 @@ static void test_append_sink_limits(void **state)
 	assert_true(arg(c, 1)->sunk);
 	assert_int_equal(f->sunk_len, 5);
 
-	/* a second message in one APPEND is refused (MULTIAPPEND not offered) */
-	e = error(f, "A3 APPEND INBOX {1+}\r\nx {1+}\r\ny\r\n");
-	expect_error_tag(e, "A3");
+	/* RFC 3502 MULTIAPPEND: several messages, each begun by start */
+	size_t starts = f->starts, len = f->sunk_len;
+	c = command(f, "A3 APPEND INBOX {1+}\r\nx (\\Seen) {1+}\r\ny\r\n");
+	assert_int_equal(c->args.n, 4);
+	assert_true(arg(c, 1)->sunk);
+	assert_true(arg(c, 3)->sunk);
+	assert_int_equal(f->starts, starts + 2);
+	assert_int_equal(f->sunk_len, len + 2);
+	/* but a literal inside a list is no message */
+	c = command(f, "A3 APPEND INBOX {1+}\r\nx (a {1+}\r\nz)\r\n");
+	assert_false(arg(c, 2)->list.v[1].sunk);
+	assert_int_equal(f->starts, starts + 3);
 	expect_recovers(f);
 
 	/* the sink fails: the literal is still consumed, the command flagged */
@@ -582,6 +600,19 @@ static void test_append_sink_limits(void **state)
 	assert_true(arg(c, 1)->sink_failed);
 	assert_true(arg(c, 1)->literal_nul);
 	f->fail_writes = false;
+	expect_recovers(f);
+
+	/* RFC 3516 literal8: APPEND's message may be ~{n} and hold NUL */
+	ADD_LIT(f, "A6 APPEND INBOX ~{3+}\r\nx\0y\r\n");
+	assert_int_equal(feed(f), IMAP_PARSE_COMMAND);
+	c = f->cmd;
+	assert_true(arg(c, 1)->literal8);
+	assert_true(arg(c, 1)->literal_nul);
+	assert_true(arg(c, 1)->sunk);
+	expect_recovers(f);
+	/* anywhere else a literal8 is refused, its octets skipped */
+	e = error(f, "A7 LOGIN ~{1+}\r\nx y\r\n");
+	expect_error_tag(e, "A7");
 	expect_recovers(f);
 
 	/* before authentication there is no sink: a plain small literal */
@@ -710,30 +741,33 @@ static void test_literal_plus(void **state)
 	assert_false(arg(c, 0)->literal_sync);
 	expect_astring(arg(c, 1), "sesame");
 
-	/* exactly the LITERAL- limit is fine after login */
+	/* RFC 7888 LITERAL+: a {n+} as large as a {n} may be (IMAP_LITERAL_MAX
+	 * after login) is taken without a continuation */
 	authenticate(f);
-	add_str(f, "A2 X {4096+}\r\n");
-	add_fill(f, 'a', 4096);
+	add_str(f, "A2 X {65536+}\r\n");
+	add_fill(f, 'a', IMAP_LITERAL_MAX);
 	c = command(f, "\r\n");
-	assert_int_equal(arg(c, 0)->len, 4096);
+	assert_int_equal(arg(c, 0)->len, IMAP_LITERAL_MAX);
 	expect_idle(f);
 }
 
-/* RFC 7888 §4, LITERAL-: a {n+} over 4096 is refused with BAD, and its
- * octets (which may look like commands) are skipped, in any pieces. */
+/* RFC 7888 §4: a {n+} over the literal limit is refused with BAD
+ * [TOOBIG], and its octets (which may look like commands) are skipped, in
+ * any pieces, never held. */
 static void test_literal_plus_too_big(void **state)
 {
 	struct fixture *f = *state;
 	authenticate(f);
-	static const char head[] = "A1 APPEND INBOX {5000+}\r\n";
+	enum { BIG = IMAP_LITERAL_MAX + 1 };
+	static const char head[] = "A1 SEARCH TEXT {65537+}\r\n";
 	static const char tail[] = " (x)\r\nA2 NOOP\r\n";
-	size_t n = sizeof(head) - 1 + 5000 + sizeof(tail) - 1;
+	size_t n = sizeof(head) - 1 + BIG + sizeof(tail) - 1;
 	char *data = malloc(n);
 	assert_non_null(data);
 	memcpy(data, head, sizeof(head) - 1);
-	for (size_t i = 0; i < 5000; i++)
+	for (size_t i = 0; i < BIG; i++)
 		data[sizeof(head) - 1 + i] = "A9 DELETE INBOX\r\n"[i % 17];
-	memcpy(data + sizeof(head) - 1 + 5000, tail, sizeof(tail) - 1);
+	memcpy(data + sizeof(head) - 1 + BIG, tail, sizeof(tail) - 1);
 
 	add(f, data, n);
 	assert_int_equal(feed(f), IMAP_PARSE_ERROR);

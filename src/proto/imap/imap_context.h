@@ -38,6 +38,9 @@ enum {
 	IMAP_STEP_BUDGET = 256,
 	IMAP_COMMAND_COST = 16,
 	IMAP_ID_PAIRS_MAX = 30,          /* RFC 2971 §3.3 */
+	/* RFC 3502: messages in one APPEND, each a file in tmp/ until all
+	 * are in; more are refused with NO [LIMIT] */
+	IMAP_MULTIAPPEND_MAX = 1000,
 	/* ID's log line: a field name (RFC 2971 §3.3: at most 30 octets) and a
 	 * value are cut at these (with "..."), the fields at IMAP_ID_LOG_MAX
 	 * octets in all, leaving room for " id-more=N" */
@@ -99,6 +102,7 @@ struct imap_session {
 	/* APPEND's message literal */
 	int append_fd;
 	char *append_path;
+	struct imap_multiappend *multi;  /* RFC 3502: the messages before it */
 	/* the job being produced */
 	const struct imap_job_ops *job;
 	void *job_data;

@@ -12,6 +12,7 @@
 
 #include "conf/conf.h"
 #include "net/conn.h"
+#include "proto/imap/imap_binary.h"
 #include "proto/imap/imap_context.h"
 #include "proto/imap/imap_esearch.h"
 #include "proto/imap/imap_date.h"
@@ -85,16 +86,20 @@ static void imap_fetch_add_body(struct imap_fetch_spec *f, const struct imap_sec
 }
 
 /* The response's name of a section: "BODY[...]" as asked, upper-cased,
- * without ".PEEK", and "<origin>" for a partial fetch (RFC 3501 §7.4.2). */
+ * without ".PEEK", and "<origin>" for a partial fetch (RFC 3501 §7.4.2);
+ * "BINARY[...]" and "BINARY.SIZE[...]" likewise (RFC 3516 §4.2). */
 static char *imap_section_label(const char *written, const struct imap_section *sec)
 {
+	const char *att = sec->att == IMAP_SECTION_BODY ? "BODY"
+			: sec->att == IMAP_SECTION_BINARY ? "BINARY" : "BINARY.SIZE";
 	const char *open = strchr(written, '[');
 	const char *close = strrchr(written, ']');
 	if (!open || !close || close < open)
-		return xstrdup("BODY[]");
+		return xasprintf("%s[]", att);
 	size_t inner = (size_t)(close - open - 1);
-	char *label = sec->partial ? xasprintf("BODY[%.*s]<%u>", (int)inner, open + 1, sec->origin)
-				   : xasprintf("BODY[%.*s]", (int)inner, open + 1);
+	char *label = sec->partial
+			  ? xasprintf("%s[%.*s]<%u>", att, (int)inner, open + 1, sec->origin)
+			  : xasprintf("%s[%.*s]", att, (int)inner, open + 1);
 	for (char *p = label; *p; p++)
 		if (*p >= 'a' && *p <= 'z')
 			*p = (char)(*p - 'a' + 'A');
@@ -106,11 +111,9 @@ static bool imap_fetch_att(struct imap_fetch_spec *f, const struct imap_arg *a, 
 {
 	const struct imap_section *sec = imap_arg_section(a);
 	if (sec) {
-		if (sec->att != IMAP_SECTION_BODY) {
-			*err = "BINARY is not supported";
-			return false;
-		}
-		imap_fetch_add_body(f, sec, imap_section_label(a->str, sec), !sec->peek);
+		/* BINARY.SIZE reads nothing: it sets no \Seen (RFC 3516 §4.2) */
+		bool sets_seen = !sec->peek && sec->att != IMAP_SECTION_BINARY_SIZE;
+		imap_fetch_add_body(f, sec, imap_section_label(a->str, sec), sets_seen);
 		return true;
 	}
 	const char *name = imap_arg_atom(a);
@@ -188,6 +191,7 @@ struct imap_fetch_job {
 	char *done;                      /* the tagged OK's text; NULL: FETCH's */
 	unsigned missing;                /* messages that could not be read */
 	unsigned undated;                /* messages without an INTERNALDATE to send */
+	enum imap_binary_result binary;  /* a BINARY section that could not be given */
 	struct imap_out out;
 	/* the message being answered */
 	bool in_msg;
@@ -265,8 +269,25 @@ static bool imap_fetch_section(struct imap_session *s, struct imap_fetch_job *j,
 			       const struct imap_fetch_body *b)
 {
 	struct imap_part part;
-	if (!imap_msg_section(s, j->index, &b->sec->spec, &part))
+	bool has_nul = false;
+	if (b->sec->att != IMAP_SECTION_BODY) {
+		enum imap_binary_result r =
+		    imap_binary_section(s, j->index, &b->sec->spec, &part, &has_nul);
+		if (r != IMAP_BINARY_OK) {
+			if (r != IMAP_BINARY_UNREADABLE)
+				j->binary = r;
+			return false;
+		}
+	} else if (!imap_msg_section(s, j->index, &b->sec->spec, &part)) {
 		return false;
+	}
+	if (b->sec->att == IMAP_SECTION_BINARY_SIZE) {
+		imap_fetch_space(j);
+		imap_out_printf(&j->out, "%s %llu", b->label,
+				(unsigned long long)(part.built ? part.built_len : part.length));
+		free(part.built);
+		return true;
+	}
 	uint64_t off = 0, len = part.built ? part.built_len : part.length;
 	if (b->sec->partial) {
 		off = b->sec->origin < len ? b->sec->origin : len;
@@ -281,7 +302,9 @@ static bool imap_fetch_section(struct imap_session *s, struct imap_fetch_job *j,
 		j->left = len;
 	}
 	imap_fetch_space(j);
-	imap_out_printf(&j->out, "%s {%llu}\r\n", b->label, (unsigned long long)len);
+	/* RFC 3516 §4.2: decoded octets holding NUL go as a literal8 */
+	imap_out_printf(&j->out, "%s %s{%llu}\r\n", b->label, has_nul ? "~" : "",
+			(unsigned long long)len);
 	if (part.built) {
 		imap_out_add(&j->out, part.built + off, (size_t)len);
 		free(part.built);
@@ -382,7 +405,12 @@ static bool imap_fetch_step(struct imap_session *s)
 	if (!j->in_msg) {
 		if (!imap_fetch_begin(s, j)) {
 			imap_send(s, &j->out);
-			if (j->undated)
+			if (j->binary == IMAP_BINARY_UNKNOWN_CTE)
+				imap_no(s, "[UNKNOWN-CTE] A part has a Content-Transfer-Encoding "
+					   "that cannot be decoded");
+			else if (j->binary == IMAP_BINARY_TOO_BIG)
+				imap_no(s, "[LIMIT] A part is too large to decode for BINARY");
+			else if (j->undated)
 				imap_no(s, "Some messages have an internal date out of range; see the "
 					   "server log");
 			else if (j->missing)

@@ -59,7 +59,6 @@ struct imap_parser {
 	struct imap_command *cmd;
 	bool is_fetch;          /* BODY[...] is a section */
 	bool is_append;         /* a top-level literal after the mailbox is the message */
-	bool append_message_seen;
 	enum tok_state tok;
 	size_t depth;
 	struct imap_args *stack[IMAP_DEPTH_MAX + 1]; /* [0]: cmd->args */
@@ -290,7 +289,7 @@ static void drop_command(struct imap_parser *p)
 	p->tok = TOK_AFTER_ELEM;
 	p->nodes = 0;
 	p->mem = 0;
-	p->is_fetch = p->is_append = p->append_message_seen = false;
+	p->is_fetch = p->is_append = false;
 }
 
 /* ---- parser object ------------------------------------------------------------- */
@@ -778,9 +777,10 @@ static bool parse_atom(struct imap_parser *p, const char *s, size_t n, size_t *i
 	return true;
 }
 
-/* "{n}" or "{n+}" at s[i], which must end the line part. */
+/* "{n}" or "{n+}" at s[i], which must end the line part; literal8 when
+ * it came after "~" (RFC 3516 §4.2: may hold NUL, APPEND's message only). */
 static enum line_result parse_literal_start(struct imap_parser *p, const char *s, size_t n,
-					    size_t i)
+					    size_t i, bool literal8)
 {
 	uint64_t size;
 	bool plus;
@@ -790,21 +790,18 @@ static enum line_result parse_literal_start(struct imap_parser *p, const char *s
 	}
 	/* RFC 3501 §6.3.11: APPEND mailbox [flags] [date-time] literal */
 	bool message = p->authenticated && p->is_append && p->depth == 0 && p->cmd->args.n >= 1;
-	if (message && p->append_message_seen) {
-		fail(p, "Only one message per APPEND");
+	bool sunk = message && p->have_sink;
+	if (literal8 && !sunk) {
+		fail(p, "A literal8 ~{n} is only allowed for APPEND's message");
 		return LR_ERROR;
 	}
-	bool sunk = message && p->have_sink;
 	uint64_t limit = lim_literal(p);
 	if (sunk)
 		limit = p->append_max;
 	else if (message && p->append_max < limit)
 		limit = p->append_max;
-	if (plus && size > IMAP_LITERAL_PLUS_MAX) {
-		fail(p, "[TOOBIG] Non-synchronizing literal over %d octets (LITERAL-)",
-		     IMAP_LITERAL_PLUS_MAX);
-		return LR_ERROR;
-	}
+	/* RFC 7888 LITERAL+: a {n+} has the limits of a {n}; one over them
+	 * is refused and its octets skipped (PS_SKIP_LITERAL), never held */
 	if (size > limit) {
 		fail(p, "[TOOBIG] Literal too big (at most %llu octets)", (unsigned long long)limit);
 		return LR_ERROR;
@@ -816,14 +813,16 @@ static enum line_result parse_literal_start(struct imap_parser *p, const char *s
 		return LR_ERROR;
 	a->literal_size = size;
 	a->literal_sync = !plus;
+	a->literal8 = literal8;
 	a->sunk = sunk;
 	if (!sunk) {
 		a->str = xmalloc((size_t)size + 1);
 		a->len = (size_t)size;
 		a->str[0] = '\0';
 	}
-	if (message)
-		p->append_message_seen = true;
+	/* RFC 3502 MULTIAPPEND: the sink learns where each message begins */
+	if (sunk && p->sink.start && p->sink.start(p->sink.arg, p->cmd) != 0)
+		a->sink_failed = true;
 	p->lit = a;
 	p->lit_have = 0;
 	p->tok = TOK_AFTER_ELEM;
@@ -867,7 +866,12 @@ static enum line_result parse_line(struct imap_parser *p, const char *s, size_t 
 			ok = parse_quoted(p, s, n, &i);
 			break;
 		case '{':
-			return parse_literal_start(p, s, n, i);
+			return parse_literal_start(p, s, n, i, false);
+		case '~':
+			if (i + 1 < n && s[i + 1] == '{')
+				return parse_literal_start(p, s, n, i + 1, true);
+			ok = parse_atom(p, s, n, &i);
+			break;
 		default:
 			ok = parse_atom(p, s, n, &i);
 			break;

@@ -41,10 +41,6 @@ enum {
 	IMAP_DEPTH_MAX = 32,             /* nesting of parenthesised lists */
 	IMAP_SECTION_PARTS_MAX = MESSAGE_SECTION_PARTS_MAX, /* "1.2.3..." in BODY[...] */
 	IMAP_SEQSET_RANGES_MAX = 10000,  /* ranges in one sequence set */
-	/* RFC 7888 LITERAL-: a non-synchronizing literal over this is refused
-	 * (BAD [TOOBIG]) and its octets skipped.  The session should therefore
-	 * advertise LITERAL-, not LITERAL+. */
-	IMAP_LITERAL_PLUS_MAX = 4096,
 	/* Before authentication (the default; RFC 3501 §3.1 commands only:
 	 * LOGIN, AUTHENTICATE, ID, ...). */
 	IMAP_PREAUTH_LINE_MAX = 32 * 1024,     /* one line part: the largest ID fits */
@@ -114,6 +110,7 @@ struct imap_arg {
 	/* LITERAL */
 	uint64_t literal_size;
 	bool literal_sync;      /* {n} rather than {n+} */
+	bool literal8;          /* ~{n}: RFC 3516 literal8 (APPEND's message) */
 	bool sunk;              /* octets went to the APPEND sink */
 	bool sink_failed;       /* the sink's write failed once; later octets
 				 * were dropped: answer NO, not BAD */
@@ -143,13 +140,15 @@ struct imap_parse_error {
  * file).  write gets the octets in order, in chunks of any size; it
  * returns 0, or -1 to say the octets could not be stored: the parser then
  * drops the rest (the literal must still be read to stay in sync) and
- * marks the argument sink_failed.  One message per command: the writes
- * between one feed's COMMAND/ERROR and the next belong to one literal; a
- * command that ends in ERROR discards them.  A literal of size 0 gets no
- * write at all. */
+ * marks the argument sink_failed.  Several messages per command (RFC
+ * 3502 MULTIAPPEND): start (optional) is called as each message literal
+ * begins, before its writes (a literal of size 0 gets none), with the
+ * command so far (its mailbox), and returning
+ * -1 marks it sink_failed; a command that ends in ERROR discards them. */
 struct imap_literal_sink {
 	void *arg;
 	int (*write)(void *arg, const void *data, size_t len);
+	int (*start)(void *arg, const struct imap_command *cmd); /* cmd: so far */
 };
 
 struct imap_parser;

@@ -2,8 +2,10 @@
  * untagged updates, autologout), RFC 2595 (STARTTLS), RFC 4959 (SASL-IR),
  * RFC 2177 (IDLE), RFC 4315 (UIDPLUS), RFC 6851 (MOVE), RFC 3691
  * (UNSELECT), RFC 2342 (NAMESPACE), RFC 2971 (ID), RFC 5161 (ENABLE),
- * RFC 7888 (LITERAL-), RFC 6154 (SPECIAL-USE), RFC 3348 (CHILDREN),
- * RFC 8314 (implicit TLS).
+ * RFC 7888 (LITERAL+), RFC 6154 (SPECIAL-USE), RFC 3348 (CHILDREN),
+ * RFC 3502 (MULTIAPPEND), RFC 4469 (CATENATE, in imap_catenate.c), RFC
+ * 3516 (BINARY: APPEND's literal8; FETCH in imap_binary.c), RFC 8314
+ * (implicit TLS).
  *
  * Every command is dispatched from imap_commands[], which states the
  * session states it is valid in and the policy it needs; one gate,
@@ -39,6 +41,8 @@
 
 #include "conf/conf.h"
 #include "net/conn.h"
+#include "proto/imap/imap_binary.h"
+#include "proto/imap/imap_catenate.h"
 #include "proto/imap/imap_context.h"
 #include "proto/imap/imap_date.h"
 #include "proto/imap/imap_fetch.h"
@@ -90,7 +94,7 @@ static void imap_capabilities(const struct imap_session *s, char *out, size_t ou
 {
 	size_t used = 0;
 	out[0] = '\0';
-	imap_caps_add(out, outsz, &used, "IMAP4rev1 LITERAL- SASL-IR ID ENABLE IDLE NAMESPACE "
+	imap_caps_add(out, outsz, &used, "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE BINARY LIST-EXTENDED LIST-STATUS MULTIAPPEND CATENATE "
 		      "UNSELECT UIDPLUS MOVE CHILDREN SPECIAL-USE CREATE-SPECIAL-USE", "");
 	imap_caps_add(out, outsz, &used, "CONDSTORE QRESYNC", ""); /* RFC 7162 */
 	imap_caps_add(out, outsz, &used, "SORT SORT=DISPLAY THREAD=ORDEREDSUBJECT "
@@ -889,11 +893,13 @@ static const struct conn_handler imap_conn_handler = {
 /* After login: the parser's larger limits, and APPEND's message literal
  * streamed to a file (never held in memory) up to limits.message-size. */
 static int imap_append_write(void *arg, const void *data, size_t len);
+static int imap_append_start(void *arg, const struct imap_command *pc);
 
 static void imap_parser_limits(struct imap_session *s)
 {
 	imap_parser_set_authenticated(s->parser, true);
-	struct imap_literal_sink sink = {.arg = s, .write = imap_append_write};
+	struct imap_literal_sink sink = {.arg = s, .write = imap_append_write,
+					 .start = imap_append_start};
 	imap_parser_set_append(s->parser, s->b.srv->limits.message_size, &sink);
 }
 
@@ -1591,7 +1597,73 @@ static bool imap_append_open(struct imap_session *s, const char *name, enum mail
 	return true;
 }
 
-/* The message literal was not used (a bad command, a refusal): drop it. */
+/* RFC 3502 MULTIAPPEND: the message files of one APPEND, received and
+ * closed, in order; once all are checked, delivered one job each (next),
+ * their UIDs collected for APPENDUID. */
+struct imap_multiappend {
+	char **files;                    /* NULL once a job has taken it */
+	unsigned *flags;
+	long long *dates;
+	size_t n, cap;
+	size_t next;                     /* the next to deliver */
+	bool delivering;
+	char **recv;                     /* literals received, not yet a message's */
+	size_t nrecv, nextrecv;
+	char *name;                      /* the folder */
+	uint32_t validity;
+	uint32_t *uids;
+	size_t nuids;
+};
+
+static struct imap_multiappend *imap_multi(struct imap_session *s)
+{
+	if (!s->multi)
+		s->multi = xcalloc(1, sizeof *s->multi);
+	return s->multi;
+}
+
+/* Every file not delivered is removed. */
+static void imap_multi_free(struct imap_session *s)
+{
+	struct imap_multiappend *m = s->multi;
+	if (!m)
+		return;
+	for (size_t i = 0; i < m->n; i++) {
+		if (m->files[i])
+			mailbox_append_abort(m->files[i]);
+		free(m->files[i]);
+	}
+	free(m->files);
+	for (size_t i = 0; i < m->nrecv; i++) {
+		if (m->recv[i])
+			mailbox_append_abort(m->recv[i]);
+		free(m->recv[i]);
+	}
+	free(m->recv);
+	free(m->flags);
+	free(m->dates);
+	free(m->uids);
+	free(m->name);
+	free(m);
+	s->multi = NULL;
+}
+
+/* The current message literal is complete: its file joins the others. */
+static void imap_append_finish_current(struct imap_session *s)
+{
+	if (s->append_fd >= 0)
+		close(s->append_fd);
+	s->append_fd = -1;
+	if (!s->append_path)
+		return;
+	struct imap_multiappend *m = imap_multi(s);
+	char **slot = xgrow(&m->files, &m->n, &m->cap, sizeof *slot);
+	*slot = s->append_path;
+	s->append_path = NULL;
+}
+
+/* The message literals were not used (a bad command, a refusal): drop
+ * them, unless they are being delivered. */
 static void imap_append_discard(struct imap_session *s)
 {
 	if (s->append_fd >= 0)
@@ -1601,6 +1673,8 @@ static void imap_append_discard(struct imap_session *s)
 		mailbox_append_abort(s->append_path);
 	free(s->append_path);
 	s->append_path = NULL;
+	if (s->multi && !s->multi->delivering)
+		imap_multi_free(s);
 }
 
 /* The parser's sink: octets of the message literal, straight to the file.
@@ -1625,6 +1699,24 @@ static int imap_append_write(void *arg, const void *data, size_t len)
 	return 0;
 }
 
+/* The parser's sink: a message literal begins (RFC 3502: one of several).
+ * The one before is complete; the new one's file is opened now, so that
+ * even an empty literal has one. */
+static int imap_append_start(void *arg, const struct imap_command *pc)
+{
+	struct imap_session *s = arg;
+	imap_append_finish_current(s);
+	if (s->multi && s->multi->n >= IMAP_MULTIAPPEND_MAX)
+		return -1; /* no file: the message is refused with [LIMIT] */
+	size_t nlen;
+	const char *name = pc ? imap_arg_astring(imap_args_at(&pc->args, 0), &nlen) : NULL;
+	enum mailbox_result r;
+	char err[256];
+	if (!name || nlen != strlen(name) || !imap_append_open(s, name, &r, err, sizeof err))
+		return -1;
+	return 0;
+}
+
 /* A synchronizing message literal is announced: refuse it before the
  * octets come when the folder does not exist (RFC 3501 §6.3.11: NO
  * [TRYCREATE]), else open its file. */
@@ -1636,6 +1728,9 @@ static bool imap_append_continue(struct imap_session *s, const struct imap_comma
 		imap_bad(s, "Syntax: APPEND mailbox [(flags)] [date-time] literal");
 		return false;
 	}
+	/* a CATENATE TEXT literal (in a list): no message file of its own */
+	if (imap_arg_list(imap_args_at(&pc->args, pc->args.n - 1)))
+		return true;
 	enum mailbox_result r;
 	char err[256];
 	if (imap_append_open(s, name, &r, err, sizeof err))
@@ -1649,80 +1744,259 @@ static bool imap_append_continue(struct imap_session *s, const struct imap_comma
 
 static void imap_append_done(struct imap_session *s, struct mailbox_job *j);
 
+/* NUL in the message: only a literal8 may carry it (RFC 3516 §4.1), and
+ * its parts holding NUL are stored base64-encoded. */
+static bool imap_append_binary(struct imap_session *s, const struct imap_arg *a, const char *path)
+{
+	char why[256];
+	if (!a->literal8) {
+		imap_no(s, "[CANNOT] NUL octets are not allowed in a message (use a literal8 ~{n})");
+		return false;
+	}
+	if (!imap_binary_append_encode(path, why, sizeof why)) {
+		imap_mailbox_log(s, "append", why);
+		imap_no(s, "[CANNOT] The message's NUL octets are not in a part's content");
+		return false;
+	}
+	return true;
+}
+
+/* One message of APPEND (RFC 3502 §6.3.11 append-message): [(flags)]
+ * [date-time] and a literal, or CATENATE (parts) (RFC 4469 §5), from
+ * argument *i on.  false after answering BAD. */
+static bool imap_append_message(struct imap_session *s, const struct imap_command *c, size_t *i,
+				struct imap_keyword_names *kw, unsigned *flags, long long *date,
+				const struct imap_arg **lit, const struct imap_args **cat)
+{
+	const char *err = "Syntax: APPEND mailbox [(flags)] [date-time] literal ...";
+	*flags = 0;
+	*date = 0;
+	*lit = NULL;
+	*cat = NULL;
+	kw->n = 0;
+	if (imap_arg_list(imap_args_at(&c->args, *i)) &&
+	    !imap_flags_parse(imap_args_at(&c->args, (*i)++), flags, kw, &err)) {
+		imap_bad(s, err);
+		return false;
+	}
+	const struct imap_arg *a = imap_args_at(&c->args, *i);
+	if (a && a->type == IMAP_ARG_QUOTED) {
+		if (!imap_parse_datetime(a->str, date)) {
+			imap_bad(s, "Invalid date-time");
+			return false;
+		}
+		a = imap_args_at(&c->args, ++*i);
+	}
+	if (imap_arg_is(a, "CATENATE") && imap_arg_list(imap_args_at(&c->args, *i + 1))) {
+		*cat = imap_arg_list(imap_args_at(&c->args, *i + 1));
+		*i += 2;
+		return true;
+	}
+	if (!a || a->type != IMAP_ARG_LITERAL || !a->sunk) {
+		imap_bad(s, err);
+		return false;
+	}
+	(*i)++;
+	*lit = a;
+	return true;
+}
+
+/* Why a message file is missing: the folder cannot be written. */
+static void imap_append_refused(struct imap_session *s, const char *name)
+{
+	char *path = NULL, why[256] = "";
+	int fd = -1;
+	enum mailbox_result r = mailbox_append_begin(s->maildir, name, &path, &fd, why, sizeof why);
+	if (r == MAILBOX_OK) {
+		close(fd);
+		mailbox_append_abort(path);
+		free(path);
+	}
+	if (r == MAILBOX_ERR_NONEXISTENT)
+		imap_no(s, "[TRYCREATE] No such mailbox");
+	else if (r != MAILBOX_OK)
+		imap_store_error(s, r, why);
+	else
+		imap_no(s, "[SERVERBUG] The message could not be stored");
+}
+
+/* CATENATE (RFC 4469 §5): the message built from its parts in a new file
+ * of the folder's tmp/; NULL after answering. */
+static char *imap_append_catenate(struct imap_session *s, const char *name,
+				  const struct imap_args *parts)
+{
+	char *path = NULL, why[256] = "";
+	int fd = -1;
+	if (mailbox_append_begin(s->maildir, name, &path, &fd, why, sizeof why) != MAILBOX_OK) {
+		imap_append_refused(s, name); /* RFC 4469 §5: [TRYCREATE] first */
+		return NULL;
+	}
+	const char *bad = NULL;
+	enum imap_catenate_result r = imap_catenate_write(s, parts, fd, &bad);
+	close(fd);
+	if (r == IMAP_CATENATE_OK)
+		return path;
+	mailbox_append_abort(path);
+	free(path);
+	if (r == IMAP_CATENATE_BADURL) {
+		/* RFC 4469 §6: the URL in the code, as an astring it was */
+		struct imap_out out;
+		imap_out_init(&out);
+		imap_out_printf(&out, "%s NO [BADURL ", s->tag);
+		imap_put_mailbox(&out, bad);
+		imap_out_printf(&out, "] The URL names no message or part of yours\r\n");
+		imap_send(s, &out);
+		imap_out_free(&out);
+	} else if (r == IMAP_CATENATE_SYNTAX) {
+		imap_bad(s, "Syntax: CATENATE (TEXT literal | URL url ...)");
+	} else {
+		imap_no(s, "[SERVERBUG] The message could not be stored");
+	}
+	return NULL;
+}
+
+/* A message's file is in: NUL allowed, keywords known to the folder.
+ * false after answering. */
+static bool imap_append_check(struct imap_session *s, const char *name, const struct imap_arg *a,
+			      const char *path, struct imap_keyword_names *kw, unsigned *flags)
+{
+	char why[256] = "";
+	if (a && a->literal_nul && !imap_append_binary(s, a, path))
+		return false;
+	unsigned kwbits = 0;
+	enum mailbox_result r =
+	    mailbox_folder_keywords_bits(s->maildir, name, kw->v, kw->n, &kwbits, why, sizeof why);
+	if (r != MAILBOX_OK) {
+		imap_store_error(s, r, why);
+		return false;
+	}
+	*flags |= kwbits;
+	return true;
+}
+
+/* The file of the next message: the next literal received, or the one
+ * CATENATE builds.  NULL after answering. */
+static char *imap_append_file(struct imap_session *s, const char *name, const struct imap_arg *lit,
+			      const struct imap_args *cat)
+{
+	struct imap_multiappend *m = s->multi;
+	if (cat)
+		return imap_append_catenate(s, name, cat);
+	if (m->n >= IMAP_MULTIAPPEND_MAX) {
+		imap_no(s, "[LIMIT] Too many messages in one APPEND");
+		return NULL;
+	}
+	if (!lit || m->nextrecv >= m->nrecv || lit->sink_failed) {
+		imap_append_refused(s, name); /* the folder could not be opened, or a write failed */
+		return NULL;
+	}
+	char *path = m->recv[m->nextrecv];
+	m->recv[m->nextrecv++] = NULL;
+	return path;
+}
+
+static void imap_append_next(struct imap_session *s);
+static void imap_put_uidset(struct imap_out *out, const uint32_t *v, size_t n);
+
+/* APPEND mailbox [(flags)] [date-time] literal, several of them (RFC 3502
+ * MULTIAPPEND), each may be CATENATE (parts) (RFC 4469): every message is
+ * received, built and checked before the first is delivered; then one job
+ * each, in order. */
 IMAP_HANDLER(imap_cmd_append)
 {
-	const char *syntax = "Syntax: APPEND mailbox [(flags)] [date-time] literal";
 	size_t nlen, i = 1;
 	const char *name = imap_arg_astring(imap_args_at(&c->args, 0), &nlen);
-	unsigned flags = 0;
-	struct imap_keyword_names kw = {.n = 0};
-	long long date = 0;
-	const char *err = syntax;
-	if (imap_arg_list(imap_args_at(&c->args, i)) &&
-	    !imap_flags_parse(imap_args_at(&c->args, i++), &flags, &kw, &err)) {
-		imap_bad(s, err);
+	if (!name || nlen != strlen(name) || c->args.n < 2) {
+		imap_bad(s, "Syntax: APPEND mailbox [(flags)] [date-time] literal ...");
 		return;
 	}
-	const struct imap_arg *a = imap_args_at(&c->args, i);
-	if (a && a->type == IMAP_ARG_QUOTED) {
-		if (!imap_parse_datetime(a->str, &date)) {
-			imap_bad(s, "Invalid date-time");
+	imap_append_finish_current(s);
+	struct imap_multiappend *m = imap_multi(s);
+	m->recv = m->files; /* the literals received; the messages' files next */
+	m->nrecv = m->n;
+	m->files = xcalloc(c->args.n, sizeof *m->files);
+	m->n = 0;
+	m->cap = c->args.n;
+	m->flags = xcalloc(c->args.n, sizeof *m->flags);
+	m->dates = xcalloc(c->args.n, sizeof *m->dates);
+	while (i < c->args.n) {
+		struct imap_keyword_names kw;
+		const struct imap_arg *lit;
+		const struct imap_args *cat;
+		size_t k = m->n;
+		if (!imap_append_message(s, c, &i, &kw, &m->flags[k], &m->dates[k], &lit, &cat))
 			return;
-		}
-		a = imap_args_at(&c->args, ++i);
+		char *path = imap_append_file(s, name, lit, cat);
+		if (!path)
+			return;
+		m->files[m->n++] = path;
+		if (!imap_append_check(s, name, lit, path, &kw, &m->flags[k]))
+			return;
 	}
-	if (!name || nlen != strlen(name) || !a || a->type != IMAP_ARG_LITERAL || !a->sunk ||
-	    i + 1 != c->args.n) {
-		imap_bad(s, syntax);
-		return;
-	}
-	enum mailbox_result r = MAILBOX_OK;
-	char why[256] = "";
-	if (!imap_append_open(s, name, &r, why, sizeof why) || a->sink_failed) {
-		if (r == MAILBOX_ERR_NONEXISTENT)
-			imap_no(s, "[TRYCREATE] No such mailbox");
-		else if (r != MAILBOX_OK)
-			imap_store_error(s, r, why);
-		else
-			imap_no(s, "[SERVERBUG] The message could not be stored");
-		return;
-	}
-	if (a->literal_nul) {
-		imap_no(s, "[CANNOT] NUL octets are not allowed in a message");
-		return;
-	}
-	close(s->append_fd);
-	s->append_fd = -1;
-	unsigned kwbits = 0;
-	r = mailbox_folder_keywords_bits(s->maildir, name, kw.v, kw.n, &kwbits, why, sizeof why);
-	if (r != MAILBOX_OK) {
-		mailbox_append_abort(s->append_path);
-		free(s->append_path);
-		s->append_path = NULL;
-		imap_store_error(s, r, why);
-		return;
-	}
-	flags |= kwbits;
-	struct mailbox_job *j = mailbox_append_job(s->maildir, name, s->append_path,
-						   flags & MAILBOX_FLAGS_PERMANENT, date);
-	free(s->append_path); /* the file is the job's now */
-	s->append_path = NULL;
+	m->delivering = true;
+	m->name = xstrdup(name);
+	m->uids = xcalloc(m->n, sizeof *m->uids);
+	imap_append_next(s);
+}
+
+static void imap_append_done(struct imap_session *s, struct mailbox_job *j);
+
+/* Deliver the next message of the APPEND. */
+static void imap_append_next(struct imap_session *s)
+{
+	struct imap_multiappend *m = s->multi;
+	size_t k = m->next++;
+	struct mailbox_job *j = mailbox_append_job(s->maildir, m->name, m->files[k],
+						   m->flags[k] & MAILBOX_FLAGS_PERMANENT, m->dates[k]);
+	free(m->files[k]); /* the file is the job's now */
+	m->files[k] = NULL;
 	imap_store_start(s, j, imap_append_done);
 }
 
-/* The message is in its folder, durably, with its UID: APPENDUID. */
+/* "[APPENDUID validity uid-set] APPEND completed" (RFC 4315 §3), or
+ * without APPENDUID when a UID is not known. */
+static char *imap_append_text(const struct imap_multiappend *m)
+{
+	bool known = m->nuids == m->n;
+	for (size_t i = 0; i < m->nuids; i++)
+		known = known && m->uids[i] != 0;
+	if (!known)
+		return xstrdup("APPEND completed");
+	struct imap_out out;
+	imap_out_init(&out);
+	imap_out_printf(&out, "[APPENDUID %lu ", (unsigned long)m->validity);
+	imap_put_uidset(&out, m->uids, m->nuids);
+	imap_out_printf(&out, "] APPEND completed");
+	size_t len = evbuffer_get_length(out.buf);
+	char *text = xmalloc(len + 1);
+	if (evbuffer_remove(out.buf, text, len) != (int)len)
+		fatal("imap: evbuffer_remove failed");
+	text[len] = '\0';
+	imap_out_free(&out);
+	return text;
+}
+
+/* A message is in its folder, durably, with its UID: the next one, or
+ * APPENDUID for them all. */
 static void imap_append_done(struct imap_session *s, struct mailbox_job *j)
 {
+	struct imap_multiappend *m = s->multi;
 	uint32_t validity, uid;
 	char why[256] = "";
 	enum mailbox_result r = mailbox_append_end(j, &validity, &uid, why, sizeof why);
-	if (!imap_store_answer(s) || !imap_store_error(s, r, why))
+	if (!imap_store_answer(s) || !imap_store_error(s, r, why)) {
+		imap_multi_free(s);
 		return;
-	/* uid 0: the UID is not known (RFC 4315 §3: then no APPENDUID) */
-	char *text = uid ? xasprintf("[APPENDUID %lu %lu] APPEND completed",
-				     (unsigned long)validity, (unsigned long)uid)
-			 : xstrdup("APPEND completed");
-	if (s->view) /* the new message of the selected folder shows at once */
+	}
+	m->validity = validity;
+	m->uids[m->nuids++] = uid; /* 0: not known (RFC 4315 §3: then no APPENDUID) */
+	if (m->next < m->n) {
+		imap_append_next(s);
+		return;
+	}
+	char *text = imap_append_text(m);
+	imap_multi_free(s);
+	if (s->view) /* the new messages of the selected folder show at once */
 		imap_sync(s, true);
 	if (s->job) {
 		imap_job_stop(s);
@@ -1858,6 +2132,7 @@ static void imap_free(struct imap_session *s)
 	imap_watch_stop(s);
 	imap_view_close(s);
 	imap_append_discard(s);
+	imap_multi_free(s);
 	free(s->maildir);
 	free(s->user);
 	login_free(s->login);
