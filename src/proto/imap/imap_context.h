@@ -98,6 +98,7 @@ struct imap_session {
 	/* APPEND's message literal */
 	int append_fd;
 	char *append_path;
+	uint64_t append_size;            /* its octets, counted in the quota */
 	/* the job being produced */
 	const struct imap_job_ops *job;
 	void *job_data;

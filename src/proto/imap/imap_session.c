@@ -44,6 +44,7 @@
 #include "proto/imap/imap_fetch.h"
 #include "proto/imap/imap_list.h"
 #include "proto/imap/imap_parse.h"
+#include "proto/imap/imap_quota.h"
 #include "proto/imap/imap_search.h"
 #include "proto/imap/imap_view.h"
 #include "lib/linebuf.h"
@@ -90,6 +91,7 @@ static void imap_capabilities(const struct imap_session *s, char *out, size_t ou
 	imap_caps_add(out, outsz, &used, "IMAP4rev1 LITERAL- SASL-IR ID ENABLE IDLE NAMESPACE "
 		      "UNSELECT UIDPLUS MOVE CHILDREN SPECIAL-USE CREATE-SPECIAL-USE", "");
 	imap_caps_add(out, outsz, &used, "CONDSTORE QRESYNC", ""); /* RFC 7162 */
+	imap_caps_add(out, outsz, &used, IMAP_QUOTA_CAPS, "");     /* RFC 9208 */
 	if (s->state & (IMAP_NOTAUTH | IMAP_SASL | IMAP_HANDSHAKE)) {
 		if (s->b.ts && !s->tls_active)
 			imap_caps_add(out, outsz, &used, "STARTTLS", "");
@@ -179,6 +181,9 @@ static const struct imap_command_def imap_commands[] = {
 	{"STATUS", imap_cmd_status, IMAP_AUTHED, 0},
 	{"APPEND", imap_cmd_append, IMAP_AUTHED, 0},
 	{"IDLE", imap_cmd_idle, IMAP_AUTHED, 0},                /* RFC 2177 */
+	{"GETQUOTA", imap_cmd_getquota, IMAP_AUTHED, 0},        /* RFC 9208 */
+	{"GETQUOTAROOT", imap_cmd_getquotaroot, IMAP_AUTHED, 0},
+	{"SETQUOTA", imap_cmd_setquota, IMAP_AUTHED, 0},
 	/* §6.4: selected */
 	{"CHECK", imap_cmd_check, IMAP_SELECTED, 0},
 	{"CLOSE", imap_cmd_close, IMAP_SELECTED, 0},
@@ -969,6 +974,7 @@ static void imap_close_done(struct imap_session *s, struct mailbox_job *j)
 	char err[256] = "";
 	if (mailbox_expunge_end(s->view, j, err, sizeof err) != MAILBOX_OK)
 		imap_mailbox_log(s, "close", err);
+	imap_quota_recount(s);
 	if (imap_store_answer(s))
 		imap_closed(s);
 }
@@ -1035,6 +1041,7 @@ static void imap_expunge_done(struct imap_session *s, struct mailbox_job *j)
 {
 	char err[256] = "";
 	enum mailbox_result r = mailbox_expunge_end(s->view, j, err, sizeof err);
+	imap_quota_recount(s);
 	if (!imap_store_answer(s))
 		return;
 	if (r != MAILBOX_OK && r != MAILBOX_ERR_EXPUNGED) {
@@ -1676,6 +1683,18 @@ IMAP_HANDLER(imap_cmd_append)
 		imap_no(s, "[CANNOT] NUL octets are not allowed in a message");
 		return;
 	}
+	struct stat st;
+	if (fstat(s->append_fd, &st) < 0) {
+		imap_mailbox_log(s, "append", strerror(errno));
+		imap_append_discard(s);
+		imap_no(s, "[SERVERBUG] The message could not be stored");
+		return;
+	}
+	if (!imap_quota_room(s, (uint64_t)st.st_size, 1)) {
+		imap_append_discard(s);
+		return;
+	}
+	s->append_size = (uint64_t)st.st_size;
 	close(s->append_fd);
 	s->append_fd = -1;
 	unsigned kwbits = 0;
@@ -1701,6 +1720,8 @@ static void imap_append_done(struct imap_session *s, struct mailbox_job *j)
 	uint32_t validity, uid;
 	char why[256] = "";
 	enum mailbox_result r = mailbox_append_end(j, &validity, &uid, why, sizeof why);
+	if (r == MAILBOX_OK)
+		imap_quota_added(s, s->append_size, 1);
 	if (!imap_store_answer(s) || !imap_store_error(s, r, why))
 		return;
 	/* uid 0: the UID is not known (RFC 4315 §3: then no APPENDUID) */
@@ -1786,6 +1807,8 @@ static void imap_copied(struct imap_session *s, struct mailbox_job *j, bool move
 	struct mailbox_uidmap map;
 	char err[256] = "";
 	enum mailbox_result r = mailbox_copy_end(s->view, j, &map, err, sizeof err);
+	if (!move && r == MAILBOX_OK)
+		imap_quota_recount(s);
 	if (imap_store_answer(s))
 		imap_copy_answer(s, move, r, err, &map);
 	mailbox_uidmap_free(&map);
@@ -1801,6 +1824,20 @@ static void imap_move_done(struct imap_session *s, struct mailbox_job *j)
 	imap_copied(s, j, true);
 }
 
+/* Is there room for a copy of the messages m matches? */
+static bool imap_copy_room(struct imap_session *s, struct imap_match *m)
+{
+	uint64_t bytes = 0, messages = 0;
+	for (size_t seq = 1; seq <= mailbox_count(s->view); seq++) {
+		const struct mailbox_msg *msg = mailbox_msg(s->view, seq);
+		if (msg->expunged || !imap_match_fn(m, seq, msg->uid))
+			continue;
+		bytes += msg->size;
+		messages++;
+	}
+	return messages == 0 || imap_quota_room(s, bytes, messages);
+}
+
 IMAP_HANDLER(imap_cmd_copy)
 {
 	bool uid = imap_is_uid(c);
@@ -1814,6 +1851,12 @@ IMAP_HANDLER(imap_cmd_copy)
 	if (!dest || !imap_set_parse(s, imap_args_at(&c->args, 0), uid, &set))
 		return;
 	struct imap_match m = {&set, uid};
+	/* RFC 9208 §4.4: a COPY over the quota fails; a MOVE stays in the
+	 * one quota root and changes no usage */
+	if (!move && !imap_copy_room(s, &m)) {
+		imap_seqset_clear(&set);
+		return;
+	}
 	struct mailbox_job *j;
 	char err[256];
 	enum mailbox_result r =
