@@ -288,6 +288,15 @@ int quota_usage_get(const char *root, const struct quota_limit *limit, struct qu
 	return quota_recalc(root, limit, out, err, errsz);
 }
 
+int quota_usage_peek(const char *root, struct quota_usage *out, char *err, size_t errsz)
+{
+	time_t mtime;
+	int r = quota_read(root, out, &mtime, err, errsz);
+	if (r != 0)
+		return r < 0 ? -1 : 0;
+	return quota_scan_all(root, out, err, errsz);
+}
+
 int quota_check(const char *root, const struct quota_limit *limit, uint64_t bytes,
 		uint64_t messages, char *err, size_t errsz)
 {

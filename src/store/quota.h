@@ -54,6 +54,9 @@ bool quota_exceeded(const struct quota_limit *limit, const struct quota_usage *u
  * 0, or -1 with a reason in err. */
 int quota_usage_get(const char *root, const struct quota_limit *limit, struct quota_usage *out,
 		    char *err, size_t errsz);
+/* The same without writing anything (for `posthorn user quota`, which may
+ * run as another user than the daemon's). */
+int quota_usage_peek(const char *root, struct quota_usage *out, char *err, size_t errsz);
 /* The same, always from a scan. */
 int quota_recalc(const char *root, const struct quota_limit *limit, struct quota_usage *out,
 		 char *err, size_t errsz);

@@ -41,7 +41,8 @@ bool smtp_quota_all_full(const struct runtime *rt, const char *sid,
 	if (n == 0)
 		return false;
 	for (size_t i = 0; i < n; i++)
-		if (!rcpts[i].local || !smtp_quota_full(rt, sid, rcpts[i].address, size))
+		if (!rcpts[i].local || strcmp(rcpts[i].address, rcpts[i].orig) != 0 ||
+		    !smtp_quota_full(rt, sid, rcpts[i].address, size))
 			return false;
 	return true;
 }

@@ -18,10 +18,10 @@ struct spool_rcpt;
  * usage that cannot be read counts as room (the delivery decides). */
 bool smtp_quota_full(const struct runtime *rt, const char *sid, const char *address,
 		     uint64_t size);
-/* Is every one of the n recipients a local mailbox without room for the
- * message?  Then the whole message is refused at the end of data; with
- * some room left, it is taken and the full mailboxes' copies wait in the
- * queue. */
+/* Is every one of the n recipients a local mailbox, named at RCPT (not
+ * reached through an alias), without room for the message?  Then the
+ * whole message is refused at the end of data; otherwise it is taken and
+ * the full mailboxes' copies wait in the queue. */
 bool smtp_quota_all_full(const struct runtime *rt, const char *sid,
 			 const struct spool_rcpt *rcpts, size_t n, uint64_t size);
 
