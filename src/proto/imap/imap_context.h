@@ -126,6 +126,10 @@ struct imap_session {
 	 * ENABLE QRESYNC (VANISHED instead of EXPUNGE) */
 	bool condstore;
 	bool qresync;
+	/* RFC 6855: after ENABLE UTF8=ACCEPT, mailbox names are UTF-8 on
+	 * the wire (imap_utf8.c converts them at the edge) */
+	bool utf8;
+	char *utf8_names[2];             /* the last names converted for the store */
 };
 
 #define IMAP_HANDLER(name) \

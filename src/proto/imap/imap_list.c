@@ -10,6 +10,7 @@
 
 #include "net/conn.h"
 #include "proto/imap/imap_context.h"
+#include "proto/imap/imap_utf8.h"
 #include "store/mailbox.h"
 #include "lib/util.h"
 
@@ -20,8 +21,8 @@ struct imap_list_opts {
 
 /* "* LIST (attributes) "." name" of a folder (f NULL: a subscribed name
  * with no folder: no attributes). */
-static void imap_list_line(struct imap_out *out, const char *cmd, const struct mailbox_folder *f,
-			   const char *name)
+static void imap_list_line(const struct imap_session *s, struct imap_out *out, const char *cmd,
+			   const struct mailbox_folder *f, const char *name)
 {
 	imap_out_printf(out, "* %s (", cmd);
 	if (f) {
@@ -32,7 +33,7 @@ static void imap_list_line(struct imap_out *out, const char *cmd, const struct m
 				imap_out_printf(out, " %s", mailbox_special_attr(bit));
 	}
 	imap_out_printf(out, ") \".\" ");
-	imap_put_mailbox(out, name);
+	imap_utf8_put_mailbox(s, out, name);
 	imap_out_add(out, "\r\n", 2);
 }
 
@@ -138,7 +139,7 @@ static void imap_list_folders(struct imap_session *s, struct imap_out *out, bool
 						      : &folders->v[i];
 		if (o->special_only && !(f && f->special))
 			continue;
-		imap_list_line(out, lsub ? "LSUB" : "LIST", f, name);
+		imap_list_line(s, out, lsub ? "LSUB" : "LIST", f, name);
 		if (imap_out_full(out))
 			imap_send(s, out);
 	}
@@ -148,7 +149,7 @@ static void imap_list_folders(struct imap_session *s, struct imap_out *out, bool
 	imap_lsub_parents(subs, full, &parents);
 	for (size_t i = 0; i < parents.n; i++) {
 		imap_out_printf(out, "* LSUB (\\Noselect) \".\" ");
-		imap_put_mailbox(out, parents.v[i]);
+		imap_utf8_put_mailbox(s, out, parents.v[i]);
 		imap_out_add(out, "\r\n", 2);
 		if (imap_out_full(out))
 			imap_send(s, out);
@@ -184,7 +185,16 @@ void imap_cmd_list(struct imap_session *s, const struct imap_command *c)
 		imap_ok(s, "LIST completed");
 		return;
 	}
-	char *full = xasprintf("%s%s", ref, pat);
+	char *joined = xasprintf("%s%s", ref, pat);
+	/* RFC 6855 §3: UTF-8 patterns after ENABLE UTF8=ACCEPT (the
+	 * wildcards are ASCII and stay as they are) */
+	const char *store_pattern = imap_utf8_name_in(s, joined, 0);
+	char *full = store_pattern ? xstrdup(store_pattern) : NULL;
+	free(joined);
+	if (!full) {
+		imap_bad(s, "Invalid UTF-8 in the mailbox pattern");
+		return;
+	}
 	struct mailbox_folder_list folders = {0};
 	struct mailbox_names subs = {0};
 	char err[256];

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "proto/imap/imap_context.h"
+#include "proto/imap/imap_utf8.h"
 #include "runtime/runtime.h"
 #include "store/mailbox.h"
 #include "store/quota.h"
@@ -80,6 +81,11 @@ void imap_cmd_getquotaroot(struct imap_session *s, const struct imap_command *c)
 		imap_bad(s, "Syntax: GETQUOTAROOT mailbox");
 		return;
 	}
+	name = imap_utf8_name_in(s, name, 0);
+	if (!name) {
+		imap_bad(s, "Invalid UTF-8 in the mailbox name");
+		return;
+	}
 	struct mailbox_status st;
 	char err[256];
 	if (!imap_store_error(s, mailbox_status(s->maildir, name, &st, err, sizeof err), err))
@@ -89,7 +95,7 @@ void imap_cmd_getquotaroot(struct imap_session *s, const struct imap_command *c)
 	struct imap_out out;
 	imap_out_init(&out);
 	imap_out_printf(&out, "* QUOTAROOT ");
-	imap_put_mailbox(&out, name);
+	imap_utf8_put_mailbox(s, &out, name);
 	imap_out_printf(&out, imap_quota_any(&l) ? " \"\"\r\n" : "\r\n");
 	if (!imap_quota_any(&l) || imap_quota_put(s, &out, &l)) {
 		imap_send(s, &out);

@@ -45,6 +45,7 @@
 #include "proto/imap/imap_list.h"
 #include "proto/imap/imap_parse.h"
 #include "proto/imap/imap_quota.h"
+#include "proto/imap/imap_utf8.h"
 #include "proto/imap/imap_search.h"
 #include "proto/imap/imap_view.h"
 #include "lib/linebuf.h"
@@ -92,6 +93,7 @@ static void imap_capabilities(const struct imap_session *s, char *out, size_t ou
 		      "UNSELECT UIDPLUS MOVE CHILDREN SPECIAL-USE CREATE-SPECIAL-USE", "");
 	imap_caps_add(out, outsz, &used, "CONDSTORE QRESYNC", ""); /* RFC 7162 */
 	imap_caps_add(out, outsz, &used, IMAP_QUOTA_CAPS, "");     /* RFC 9208 */
+	imap_caps_add(out, outsz, &used, IMAP_UTF8_ACCEPT, "");    /* RFC 6855 */
 	if (s->state & (IMAP_NOTAUTH | IMAP_SASL | IMAP_HANDSHAKE)) {
 		if (s->b.ts && !s->tls_active)
 			imap_caps_add(out, outsz, &used, "STARTTLS", "");
@@ -506,7 +508,7 @@ IMAP_HANDLER(imap_cmd_enable)
 			return;
 		}
 	}
-	char enabled[32];
+	char enabled[48];
 	struct strbuf sb;
 	strbuf_init(&sb, enabled, sizeof enabled);
 	for (size_t i = 0; i < c->args.n; i++) {
@@ -519,6 +521,10 @@ IMAP_HANDLER(imap_cmd_enable)
 		if ((qresync || imap_arg_is(a, "CONDSTORE")) && !s->condstore) {
 			s->condstore = true;
 			(void)strbuf_adds(&sb, " CONDSTORE");
+		}
+		if (imap_arg_is(a, IMAP_UTF8_ACCEPT) && !s->utf8) { /* RFC 6855 §3 */
+			imap_utf8_enable(s);
+			(void)strbuf_adds(&sb, " " IMAP_UTF8_ACCEPT);
 		}
 	}
 	conn_printf(s->io, "* ENABLED%s", strbuf_str(&sb));
@@ -1267,6 +1273,9 @@ static const char *imap_mailbox_arg(struct imap_session *s, const struct imap_co
 		imap_bad(s, "Invalid mailbox name argument");
 		return NULL;
 	}
+	name = imap_utf8_name_in(s, name, i);
+	if (!name)
+		imap_bad(s, "Invalid UTF-8 in the mailbox name");
 	return name;
 }
 
@@ -1551,7 +1560,7 @@ IMAP_HANDLER(imap_cmd_status)
 	struct imap_out out;
 	imap_out_init(&out);
 	imap_out_printf(&out, "* STATUS ");
-	imap_put_mailbox(&out, name);
+	imap_utf8_put_mailbox(s, &out, name);
 	imap_out_printf(&out, " (");
 	for (size_t i = 0; i < items->n; i++) {
 		size_t k = 0;
@@ -1574,6 +1583,12 @@ static bool imap_append_open(struct imap_session *s, const char *name, enum mail
 {
 	if (s->append_path)
 		return true;
+	name = imap_utf8_name_in(s, name, 0);
+	if (!name) {
+		*r = MAILBOX_ERR_NAME;
+		errfmt(err, errsz, "invalid UTF-8 in the mailbox name");
+		return false;
+	}
 	*r = mailbox_append_begin(s->maildir, name, &s->append_path, &s->append_fd, err, errsz);
 	if (*r != MAILBOX_OK) {
 		s->append_path = NULL;
@@ -1681,6 +1696,12 @@ IMAP_HANDLER(imap_cmd_append)
 	}
 	if (a->literal_nul) {
 		imap_no(s, "[CANNOT] NUL octets are not allowed in a message");
+		return;
+	}
+	name = imap_utf8_name_in(s, name, 1); /* valid: the file was opened for it */
+	if (!name) {
+		imap_append_discard(s);
+		imap_bad(s, "Invalid UTF-8 in the mailbox name");
 		return;
 	}
 	struct stat st;
@@ -1887,6 +1908,7 @@ static void imap_free(struct imap_session *s)
 	imap_append_discard(s);
 	free(s->maildir);
 	free(s->user);
+	imap_utf8_free(s);
 	login_free(s->login);
 	if (s->resume)
 		event_free(s->resume);
