@@ -67,6 +67,7 @@ static void test_invalid(void **state)
 	    "&A!w-",             /* not base64 */
 	    "&APw/-",            /* "/" is not modified base64 */
 	    "&AAA-",             /* U+0000 */
+	    "&AOQ-&APY-",        /* two runs where one does */
 	};
 	for (size_t i = 0; i < ARRAY_LEN(bad_utf7); i++)
 		if (imap_utf7_decode(bad_utf7[i], out, sizeof out))

@@ -196,8 +196,13 @@ bool imap_utf7_decode(const char *in, char *out, size_t outsz)
 	struct strbuf b;
 	strbuf_init(&b, out, outsz);
 	const unsigned char *p = (const unsigned char *)in;
+	bool after_run = false; /* a run right after another is not how one encodes */
 	while (*p) {
 		bool ok;
+		bool run = *p == '&' && p[1] != '-';
+		if (run && after_run)
+			return false;
+		after_run = run;
 		if (*p != '&') {
 			ok = imap_utf7_direct(*p);
 			if (ok)

@@ -21,8 +21,9 @@ enum { IMAP_UTF7_NAME_SIZE = 1024 };
 bool imap_utf7_encode(const char *in, char *out, size_t outsz);
 /* The UTF-8 of modified UTF-7 in, into out; false when in is not valid
  * modified UTF-7 (8-bit octets, a bad base64 run, a printable ASCII
- * character or a lone surrogate encoded, "&" not ended by "-") or the
- * result does not fit. */
+ * character or a lone surrogate encoded, "&" not ended by "-", a run
+ * right after another: one name has one encoding) or the result does not
+ * fit. */
 bool imap_utf7_decode(const char *in, char *out, size_t outsz);
 
 #endif
