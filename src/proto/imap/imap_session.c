@@ -1486,8 +1486,10 @@ IMAP_HANDLER(imap_cmd_delete)
 		return;
 	}
 	char err[256];
-	if (name && imap_store_error(s, mailbox_delete(s->maildir, name, err, sizeof err), err))
+	if (name && imap_store_error(s, mailbox_delete(s->maildir, name, err, sizeof err), err)) {
+		imap_quota_recount(s); /* its messages are gone */
 		imap_ok(s, "DELETE completed");
+	}
 }
 
 IMAP_HANDLER(imap_cmd_rename)
