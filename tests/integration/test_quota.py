@@ -51,6 +51,8 @@ def getquotaroot(m, mailbox="INBOX"):
     roots, quotas = data
     res = {}
     for line in quotas:
+        if line is None:        # no QUOTA response: no limit
+            continue
         line = line.decode() if isinstance(line, bytes) else line
         for name, used, limit in re.findall(r"(STORAGE|MESSAGE) (\d+) (\d+)", line):
             res[name] = (int(used), int(limit))
@@ -137,6 +139,11 @@ def test_quota_smtp_imap_and_cli(posthorn, cert):
         p.wait_messages(BOB, 2, timeout=15)
     finally:
         m.logout()
+    # the command line refuses what is no limit, and unknown users
+    res = p.cli("user", "quota", BOB, "0")
+    assert res.returncode == 2 and "SIZE" in res.stderr, res.stderr
+    res = p.cli("user", "quota", "nobody@example.test")
+    assert res.returncode == 1 and "no such user" in res.stderr, res.stderr
     # a session keeps the generation it started with: a new one sees the
     # user's own limit
     m = imaplib.IMAP4_SSL(HOST, tls_port, ssl_context=client_ctx(cert), timeout=30)
@@ -145,5 +152,19 @@ def test_quota_smtp_imap_and_cli(posthorn, cert):
         q = user_quota(p)
         roots, res = getquotaroot(m)
         assert res == {"STORAGE": (q["used_kib"], 1024), "MESSAGE": (2, 10)}, (res, q)
+    finally:
+        m.logout()
+    # `none`: no limit for this user, and then no quota root at all
+    mark = p.log_mark()
+    res = p.cli("user", "quota", BOB, "none")
+    assert res.returncode == 0, res.stderr
+    out = p.cli("user", "quota", BOB).stdout
+    assert "no limit" in out and "own" in out, out
+    p.wait_event("reload", since=mark)
+    m = imaplib.IMAP4_SSL(HOST, tls_port, ssl_context=client_ctx(cert), timeout=30)
+    try:
+        m.login(BOB, BOB_PW)
+        roots, res = getquotaroot(m)
+        assert roots == ["INBOX"] and res == {}, (roots, res)
     finally:
         m.logout()
