@@ -98,6 +98,11 @@ def test_quota_smtp_imap_and_cli(posthorn, cert):
         assert res == {"STORAGE": (q["used_kib"], 20), "MESSAGE": (1, 100)}, (res, q)
         typ, data = m.append("INBOX", None, None, message("appended", BIG))
         assert typ == "NO" and b"[OVERQUOTA]" in data[0], (typ, data)
+        # said before the octets are sent: no continuation request
+        tag = m._new_tag()
+        m.send(tag + b" APPEND INBOX {%d}\r\n" % BIG)
+        line = m.readline()
+        assert line.startswith(tag + b" NO [OVERQUOTA]"), line
         typ, data = m.select("INBOX")
         assert typ == "OK" and data == [b"1"], data
         typ, data = m.copy("1", "INBOX")

@@ -1645,6 +1645,10 @@ static bool imap_append_continue(struct imap_session *s, const struct imap_comma
 		imap_bad(s, "Syntax: APPEND mailbox [(flags)] [date-time] literal");
 		return false;
 	}
+	/* RFC 9208 §4.4: over the quota, said before the octets come */
+	const struct imap_arg *lit = imap_args_at(&pc->args, pc->args.n - 1);
+	if (lit && lit->type == IMAP_ARG_LITERAL && !imap_quota_room(s, lit->literal_size, 1))
+		return false;
 	enum mailbox_result r;
 	char err[256];
 	if (imap_append_open(s, name, &r, err, sizeof err))
