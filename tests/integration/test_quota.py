@@ -120,7 +120,12 @@ def test_quota_smtp_imap_and_cli(posthorn, cert):
         assert len(p.messages(BOB)) == 1
 
         # 6. room is made: the usage follows, the sender's retry is taken
+        octets = user_quota(p)["octets"]
         m.store("1", "+FLAGS", "\\Deleted")
+        typ, data = m.status("INBOX", "(DELETED DELETED-STORAGE MESSAGES)")
+        assert typ == "OK", data
+        want = f"INBOX (DELETED 1 DELETED-STORAGE {octets // 1024} MESSAGES 1)".encode()
+        assert data[0] == want, (data, want)
         typ, data = m.expunge()
         assert typ == "OK", data
         assert user_quota(p)["messages"] == 0

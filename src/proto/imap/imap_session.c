@@ -1540,8 +1540,11 @@ IMAP_HANDLER(imap_cmd_status)
 	const char *name = imap_mailbox_arg(s, c, 0);
 	if (!name)
 		return;
+	/* DELETED: RFC 9051 §6.3.11; DELETED-STORAGE: RFC 9208, which asks
+	 * for both of a server with its STORAGE and MESSAGE resources */
 	static const char *const names[] = {"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY",
-					    "UNSEEN", "HIGHESTMODSEQ"};
+					    "UNSEEN", "HIGHESTMODSEQ", "DELETED",
+					    "DELETED-STORAGE"};
 	for (size_t i = 0; i < items->n; i++) {
 		size_t k = 0;
 		while (k < ARRAY_LEN(names) && !imap_arg_is(imap_args_at(items, i), names[k]))
@@ -1557,8 +1560,10 @@ IMAP_HANDLER(imap_cmd_status)
 	char err[256];
 	if (!imap_store_error(s, mailbox_status(s->maildir, name, &st, err, sizeof err), err))
 		return;
-	const unsigned long long values[] = {st.messages, st.recent, st.uidnext,
-					     st.uidvalidity, st.unseen, st.highestmodseq};
+	/* DELETED-STORAGE in units of 1024 octets, as QUOTA's STORAGE */
+	const unsigned long long values[] = {st.messages,    st.recent,	    st.uidnext,
+					     st.uidvalidity, st.unseen,	    st.highestmodseq,
+					     st.deleted,     st.deleted_octets / 1024};
 	struct imap_out out;
 	imap_out_init(&out);
 	imap_out_printf(&out, "* STATUS ");
