@@ -339,25 +339,59 @@ static int userdb_parse_iterations(const char *s, size_t len, unsigned *out)
 	return 0;
 }
 
-enum { USERDB_NFIELDS = 6 };
+enum { USERDB_NFIELDS = 6, USERDB_QUOTA_FIELD = 6, USERDB_NFIELDS_MAX = 7 };
 
-/* Split the line at ':' into exactly six fields. */
+/* Split the line at ':' into six fields, and the optional seventh (the
+ * user's quota): *n of them. */
 static int userdb_split(const struct userdb_parse *p, const char *line, const char *f[],
-			size_t flen[])
+			size_t flen[], size_t *n)
 {
 	const char *s = line;
-	for (size_t i = 0; i < USERDB_NFIELDS; i++) {
-		const char *end = i + 1 < USERDB_NFIELDS ? strchr(s, ':') : s + strlen(s);
+	for (*n = 0; *n < USERDB_NFIELDS_MAX; (*n)++) {
+		const char *end = strchr(s, ':');
 		if (!end)
-			return userdb_error(p, s + strlen(s),
-					    "expected 6 fields separated by ':', found %zu", i + 1);
-		f[i] = s;
-		flen[i] = (size_t)(end - s);
-		s = *end ? end + 1 : end;
+			end = s + strlen(s);
+		f[*n] = s;
+		flen[*n] = (size_t)(end - s);
+		if (!*end) {
+			(*n)++;
+			break;
+		}
+		s = end + 1;
 	}
-	const char *extra = strchr(f[USERDB_NFIELDS - 1], ':');
+	if (*n < USERDB_NFIELDS)
+		return userdb_error(p, line + strlen(line),
+				    "expected 6 fields separated by ':', found %zu", *n);
+	const char *extra = strchr(f[*n - 1], ':');
 	if (extra)
-		return userdb_error(p, extra, "unexpected ':' after the server key");
+		return userdb_error(p, extra, "unexpected ':' after the quota");
+	return 0;
+}
+
+/* A number of at most 19 digits in f (len octets). */
+static bool userdb_parse_u64(const char *f, size_t len, uint64_t *out)
+{
+	if (len == 0 || len > 19)
+		return false;
+	uint64_t v = 0;
+	for (size_t i = 0; i < len; i++) {
+		if (f[i] < '0' || f[i] > '9')
+			return false;
+		v = v * 10 + (uint64_t)(f[i] - '0');
+	}
+	*out = v;
+	return true;
+}
+
+/* The quota field: "BYTES,MESSAGES" (0: no limit on that one). */
+static int userdb_parse_quota(const struct userdb_parse *p, const char *f, size_t len,
+			      struct user_record *rec)
+{
+	const char *comma = memchr(f, ',', len);
+	if (!comma || !userdb_parse_u64(f, (size_t)(comma - f), &rec->quota_bytes) ||
+	    !userdb_parse_u64(comma + 1, len - (size_t)(comma + 1 - f), &rec->quota_messages))
+		return userdb_error(p, f, "quota is not BYTES,MESSAGES");
+	rec->quota_set = true;
 	return 0;
 }
 
@@ -374,9 +408,9 @@ static int userdb_parse_key(const struct userdb_parse *p, const char *f, size_t 
 static int userdb_parse_record(const struct userdb_parse *p, const char *line,
 			       struct user_record *rec)
 {
-	const char *f[USERDB_NFIELDS];
-	size_t len[USERDB_NFIELDS];
-	if (userdb_split(p, line, f, len) < 0)
+	const char *f[USERDB_NFIELDS_MAX];
+	size_t len[USERDB_NFIELDS_MAX], n;
+	if (userdb_split(p, line, f, len, &n) < 0)
 		return -1;
 	char *address = xstrndup(f[0], len[0]);
 	const char *why = userdb_check_address(address);
@@ -394,6 +428,9 @@ static int userdb_parse_record(const struct userdb_parse *p, const char *line,
 				    USERDB_SALT_MAX);
 	if (userdb_parse_key(p, f[4], len[4], "stored key", rec->stored_key) < 0 ||
 	    userdb_parse_key(p, f[5], len[5], "server key", rec->server_key) < 0)
+		return -1;
+	if (n > USERDB_QUOTA_FIELD &&
+	    userdb_parse_quota(p, f[USERDB_QUOTA_FIELD], len[USERDB_QUOTA_FIELD], rec) < 0)
 		return -1;
 	rec->address = str_lower(xstrndup(f[0], len[0]));
 	return 0;
@@ -545,8 +582,12 @@ static void userdb_format(const struct user_record *rec, char **buf, size_t *len
 		*buf = nbuf;
 		*cap = ncap;
 	}
-	if (!bsnprintf(*buf + *len, *cap - *len, "%s:%s:%u:%s:%s:%s\n", rec->address, userdb_mech,
-		       rec->iterations, salt, stored, server))
+	char quota[2 * 24] = "";
+	if (rec->quota_set) /* two numbers of at most 20 digits fit */
+		xsnprintf(quota, sizeof quota, ":%llu,%llu", (unsigned long long)rec->quota_bytes,
+			  (unsigned long long)rec->quota_messages);
+	if (!bsnprintf(*buf + *len, *cap - *len, "%s:%s:%u:%s:%s:%s%s\n", rec->address,
+		       userdb_mech, rec->iterations, salt, stored, server, quota))
 		fatal("userdb: record does not fit its buffer");
 	/* NOLINTNEXTLINE(clang-analyzer-core.NonNullParamChecker): *buf is allocated above: need > 0 and *cap - *len starts at 0 */
 	*len += strlen(*buf + *len);
@@ -652,7 +693,8 @@ static int userdb_lock(const char *path, long uid, long gid, FILE *errout)
 
 /* Apply one change to the loaded database. */
 static int userdb_apply(struct userdb *db, enum userdb_edit op, const char *address,
-			const char *password, size_t password_len, FILE *errout)
+			const char *password, size_t password_len,
+			const struct userdb_quota *quota, FILE *errout)
 {
 	struct userdb_entry *e = userdb_lookup(db, address);
 	if (op == USERDB_ADD && e) {
@@ -667,6 +709,12 @@ static int userdb_apply(struct userdb *db, enum userdb_edit op, const char *addr
 		userdb_remove(db, e);
 		return 0;
 	}
+	if (op == USERDB_QUOTA) {
+		e->rec.quota_set = quota->set;
+		e->rec.quota_bytes = quota->bytes;
+		e->rec.quota_messages = quota->messages;
+		return 0;
+	}
 	if (password_len == 0) {
 		report(errout, "empty password\n");
 		return -1;
@@ -677,15 +725,20 @@ static int userdb_apply(struct userdb *db, enum userdb_edit op, const char *addr
 		report(errout, "cannot derive keys: OpenSSL error\n");
 		return -1;
 	}
-	if (e)
+	if (e) { /* a new password keeps the user's quota */
+		rec.quota_set = e->rec.quota_set;
+		rec.quota_bytes = e->rec.quota_bytes;
+		rec.quota_messages = e->rec.quota_messages;
 		userdb_remove(db, e);
+	}
 	userdb_insert(db, &rec);
 	return 0;
 }
 
-int userdb_edit(const char *path, enum userdb_edit op, const char *address,
-		const char *password, size_t password_len, long owner_uid, long owner_gid,
-		FILE *errout)
+static int userdb_change(const char *path, enum userdb_edit op, const char *address,
+			 const char *password, size_t password_len,
+			 const struct userdb_quota *quota, long owner_uid, long owner_gid,
+			 FILE *errout)
 {
 	const char *why = userdb_check_address(address);
 	if (why) {
@@ -698,11 +751,27 @@ int userdb_edit(const char *path, enum userdb_edit op, const char *address,
 	struct userdb *db;
 	int r = userdb_load(path, &db, errout);
 	if (r == 0) {
-		r = userdb_apply(db, op, address, password, password_len, errout);
+		r = userdb_apply(db, op, address, password, password_len, quota, errout);
 		if (r == 0)
 			r = userdb_save(path, db, owner_uid, owner_gid, errout);
 		userdb_free(db);
 	}
 	close(lock);
 	return r;
+}
+
+int userdb_edit(const char *path, enum userdb_edit op, const char *address,
+		const char *password, size_t password_len, long owner_uid, long owner_gid,
+		FILE *errout)
+{
+	const struct userdb_quota none = {false, 0, 0};
+	return userdb_change(path, op, address, password, password_len, &none, owner_uid,
+			     owner_gid, errout);
+}
+
+int userdb_set_quota(const char *path, const char *address, const struct userdb_quota *quota,
+		     long owner_uid, long owner_gid, FILE *errout)
+{
+	return userdb_change(path, USERDB_QUOTA, address, NULL, 0, quota, owner_uid, owner_gid,
+			     errout);
 }

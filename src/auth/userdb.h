@@ -1,7 +1,8 @@
 /* userdb: the user database written by `posthorn user`.  One line per user:
  *   address:SCRAM-SHA-256:ITERATIONS:SALT:STOREDKEY:SERVERKEY
  * (salt and keys in base64; RFC 5802 §3 / RFC 7677), so that one record
- * serves PLAIN, LOGIN and SCRAM-SHA-256.  Never a plaintext or reversible
+ * serves PLAIN, LOGIN and SCRAM-SHA-256; an optional seventh field
+ * ":BYTES,MESSAGES" is the user's own quota (0: no limit on that one).  Never a plaintext or reversible
  * password.  The file is rewritten atomically with mode 0600. */
 #ifndef POSTHORN_USERDB_H
 #define POSTHORN_USERDB_H
@@ -20,6 +21,9 @@ struct user_record {
 	size_t salt_len;
 	uint8_t stored_key[USERDB_KEY_LEN];
 	uint8_t server_key[USERDB_KEY_LEN];
+	bool quota_set;         /* the user's own quota (RFC 9208), else the default */
+	uint64_t quota_bytes;   /* 0: no limit */
+	uint64_t quota_messages;/* 0: no limit */
 };
 
 struct userdb;
@@ -58,10 +62,20 @@ bool userdb_verify_password(const struct user_record *rec, const char *password,
 /* Edit the file: read, change, write to a temporary file (mode 0600),
  * fsync, rename.  owner_uid/gid (-1 for unchanged) let the daemon's run-as
  * user read it.  Return 0, or -1 with a message on errout. */
-enum userdb_edit { USERDB_ADD, USERDB_PASSWD, USERDB_DELETE };
+enum userdb_edit { USERDB_ADD, USERDB_PASSWD, USERDB_DELETE, USERDB_QUOTA };
 int userdb_edit(const char *path, enum userdb_edit op, const char *address,
 		const char *password, size_t password_len, long owner_uid, long owner_gid,
 		FILE *errout);
+
+/* A user's own quota (set), or none: the configuration's applies. */
+struct userdb_quota {
+	bool set;
+	uint64_t bytes;         /* 0: no limit */
+	uint64_t messages;      /* 0: no limit */
+};
+/* Set or clear address's own quota, as userdb_edit() edits. */
+int userdb_set_quota(const char *path, const char *address, const struct userdb_quota *quota,
+		     long owner_uid, long owner_gid, FILE *errout);
 
 void user_record_clear(struct user_record *rec);
 

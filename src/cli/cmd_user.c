@@ -2,6 +2,7 @@
  * and `posthorn user test ADDRESS | --principal PRINCIPAL` (posthorn(8)).  The password is the first line of stdin, read without echo
  * when stdin is a terminal; it is wiped after use and never written out. */
 #include "cli/cmd_user.h"
+#include "cli/cmd_quota.h"
 #include "cli/cmd_vacation.h"
 
 #include <errno.h>
@@ -31,7 +32,8 @@ enum {
 
 static const char cmd_user_usage_line[] =
     "usage: posthorn [-c FILE] user add ADDRESS | passwd ADDRESS | del ADDRESS | list |\n"
-    "       vacation ADDRESS [on|off] [options] | test ADDRESS | test --principal PRINCIPAL\n";
+    "       vacation ADDRESS [on|off] [options] | quota ADDRESS [SIZE [MESSAGES] | none |\n"
+    "       default] | test ADDRESS | test --principal PRINCIPAL\n";
 
 struct cmd_user_command {
 	const char *name;
@@ -499,6 +501,8 @@ int cmd_user(const char *conf_path, int argc, char **argv)
 		return cmd_user_usage("%s", "missing user command");
 	if (strcmp(argv[0], "vacation") == 0)
 		return cmd_vacation(conf_path, argc - 1, argv + 1);
+	if (strcmp(argv[0], "quota") == 0)
+		return cmd_quota(conf_path, argc - 1, argv + 1);
 	if (strcmp(argv[0], "test") == 0)
 		return cmd_user_test(conf_path, argc - 1, argv + 1);
 	const struct cmd_user_command *cmd = cmd_user_find(argv[0]);

@@ -33,6 +33,7 @@
 #define CONF_ERROR_DELAY_MAX 60         /* seconds: each delay holds a connection */
 #define CONF_PROXY_TIMEOUT_MAX 60       /* seconds a connection may wait for its PROXY header */
 #define CONF_REALM_MAX 255              /* bytes of a Kerberos realm name */
+#define CONF_QUOTA_MESSAGES_MAX 1000000000u /* a user's message limit */
 
 /* ---- types ---------------------------------------------------------------- */
 
@@ -1331,6 +1332,24 @@ static void global_spool(struct parser *p, const struct line *d)
 static void global_mailboxes(struct parser *p, const struct line *d)
 {
 	arg_path(p, d, &d->args[0], &p->conf->mailboxes);
+}
+
+/* quota SIZE [MESSAGES] | quota none: global, because a user's Maildir is
+ * one for every server (SMTP fills it, POP3 and IMAP read it). */
+static void global_quota(struct parser *p, const struct line *d)
+{
+	p->conf->quota_bytes = 0;
+	p->conf->quota_messages = 0;
+	if (strcmp(d->args[0].s, "none") == 0) {
+		if (d->nargs > 1)
+			conf_error(p, &d->args[1].pos, "\"quota none\" takes no message count");
+		return;
+	}
+	if (!arg_size(p, d, &d->args[0], &p->conf->quota_bytes) || d->nargs < 2)
+		return;
+	unsigned n;
+	if (arg_number(p, d, &d->args[1], 1, CONF_QUOTA_MESSAGES_MAX, &n))
+		p->conf->quota_messages = n;
 }
 
 static void global_users(struct parser *p, const struct line *d)
@@ -2805,6 +2824,7 @@ static const struct directive global_directives[] = {
 	{"domains", 1, CONF_ARGS_ANY, global_domains, NULL, NULL, false},
 	{"spool", 1, 1, global_spool, NULL, NULL, true},
 	{"mailboxes", 1, 1, global_mailboxes, NULL, NULL, true},
+	{"quota", 1, 2, global_quota, NULL, NULL, true},
 	{"users", 1, 1, global_users, &ldap_context, ldap_end, true},
 	{"aliases", 1, 1, global_aliases, NULL, NULL, true},
 	{"dns", 1, CONF_ARGS_ANY, global_dns, NULL, NULL, true},

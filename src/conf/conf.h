@@ -304,6 +304,8 @@ struct conf {
 	size_t ndomains;
 	char *spool;            /* absolute; default /var/spool/posthorn */
 	char *mailboxes;        /* absolute; default /var/mail/posthorn */
+	uint64_t quota_bytes;   /* quota: each user's default limit (RFC 9208 */
+	uint64_t quota_messages;/* STORAGE in octets, MESSAGE); 0: none */
 	char *users;            /* absolute; default /etc/posthorn/users */
 	struct conf_ldap *ldap; /* users ldap { }; NULL: the users file */
 	char *aliases;          /* absolute or NULL */

@@ -968,6 +968,7 @@ static bool server_reload(void)
 		return false;
 	}
 	scheduler_set_mailboxes(rt->conf->mailboxes);
+	scheduler_set_quotas(runtime_quota_table(rt));
 	httpd_reloaded(rt);
 	server_raise_nofile(rt->conf);
 	runtime_set_current(rt);
@@ -1096,6 +1097,7 @@ static int server_start(struct runtime *rt)
 		log_err("event=startup-error error=\"cannot start delivery: %s\"", strerror(errno));
 		goto no_scheduler;
 	}
+	scheduler_set_quotas(runtime_quota_table(rt));
 	if (control_start(daemon_state.base, rt->spool, why, sizeof why) < 0) {
 		log_err("event=startup-error error=\"control socket: %s\"", why);
 		goto no_control;

@@ -21,6 +21,7 @@
 #include "queue/spool.h"
 #include "store/maildir.h"
 #include "store/maildir_deliver.h"
+#include "store/quota.h"
 
 enum {
 	DELIVERY_RETRY_FIRST = 30,      /* seconds; doubles per failure ... */
@@ -70,6 +71,7 @@ static struct {
 	bool stopping;
 	struct spool *sp;
 	char *mailboxes;
+	struct quota_table *quotas;             /* each user's limit; NULL: none */
 	delivery_remote_fn remote_left;         /* set while running */
 	delivery_reply_fn reply;                /* takes out-of-office replies */
 	struct delivery_item *head, *tail;      /* FIFO of IDs to try now */
@@ -217,6 +219,44 @@ static char *delivery_mailboxes(void)
 	char *m = xstrdup(dl.mailboxes);
 	pthread_mutex_unlock(&dl.lock);
 	return m;
+}
+
+/* Has address's Maildir no room for a message of size octets?  The
+ * copy then waits in the queue, to be tried again (RFC 3463 §3.3: 4.2.2
+ * is a temporary failure).  A usage that cannot be read is logged and
+ * counts as room. */
+static bool delivery_mailbox_full(const char *mailboxes, const char *address, uint64_t size)
+{
+	struct quota_limit l = {0, 0};
+	pthread_mutex_lock(&dl.lock);
+	if (dl.quotas)
+		quota_table_lookup(dl.quotas, address, &l);
+	pthread_mutex_unlock(&dl.lock);
+	if (l.bytes == 0 && l.messages == 0)
+		return false;
+	char *root = maildir_path(mailboxes, address);
+	if (!root)
+		return false;
+	char err[DELIVERY_REASON_MAX];
+	int r = quota_check(root, &l, size, 1, err, sizeof err);
+	free(root);
+	if (r < 0) {
+		char t[LOG_VALUE_MAX];
+		log_warn("event=quota-error to=%s error=\"%s\"",
+			 log_escape(t, sizeof t, address, strlen(address)), err);
+	}
+	return r == 0;
+}
+
+/* A copy of size octets is in address's Maildir: count it in the usage
+ * (store/quota.h: Maildir++ counts the octets on disk). */
+static void delivery_count_quota(const char *mailboxes, const char *address, off_t size)
+{
+	char *root = maildir_path(mailboxes, address);
+	char err[DELIVERY_REASON_MAX];
+	if (root && quota_add(root, (int64_t)size, 1, err, sizeof err) < 0)
+		log_warn("event=quota-error error=\"%s\"", err);
+	free(root);
 }
 
 struct delivery_job {
@@ -392,6 +432,12 @@ static void delivery_batch_stage(struct delivery_batch *b)
 				c->ok = true;
 				continue;
 			}
+			if (delivery_mailbox_full(b->mailboxes, rc->address, (uint64_t)m->env.size)) {
+				free(unique);
+				delivery_log_failure(&m->job, rc->address, "4.2.2 mailbox full");
+				m->failed = true;
+				continue;
+			}
 			char err[DELIVERY_REASON_MAX];
 			/* a message marked as spam goes to Junk, not INBOX */
 			int r = (m->env.junk ? maildir_deliver_stage_junk : maildir_deliver_stage_as)(
@@ -543,8 +589,11 @@ static bool delivery_batch_conclude(struct delivery_batch *b)
 	bool removed = false;
 	for (size_t i = 0; i < b->ncopies; i++) {
 		struct delivery_copy *c = &b->copies[i];
-		if (c->ok && c->staged)
+		if (c->ok && c->staged) {
 			delivery_log_delivered(c->m, c);
+			delivery_count_quota(b->mailboxes, c->m->env.rcpts[c->rcpt].address,
+					     c->mf.bytes);
+		}
 		if (c->ok)
 			c->m->r->unrecorded[c->rcpt] = true;
 	}
@@ -753,6 +802,8 @@ static void delivery_reset(void)
 	}
 	free(dl.mailboxes);
 	dl.mailboxes = NULL;
+	quota_table_free(dl.quotas);
+	dl.quotas = NULL;
 	dl.sp = NULL;
 	dl.remote_left = NULL;
 	dl.running = false;
@@ -864,6 +915,15 @@ size_t delivery_flush(void)
 		pthread_cond_signal(&dl.wake);
 	pthread_mutex_unlock(&dl.lock);
 	return n;
+}
+
+void delivery_set_quotas(struct quota_table *t)
+{
+	pthread_mutex_lock(&dl.lock);
+	struct quota_table *old = dl.quotas;
+	dl.quotas = t;
+	pthread_mutex_unlock(&dl.lock);
+	quota_table_free(old);
 }
 
 void delivery_set_mailboxes(const char *mailboxes)

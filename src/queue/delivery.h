@@ -33,6 +33,11 @@ void delivery_set_reply(delivery_reply_fn fn);
 int delivery_start(struct spool *sp, const char *mailboxes, delivery_remote_fn remote_left);
 /* Thread-safe; the ID is copied. */
 void delivery_enqueue(const char *id);
+/* Each user's quota (store/quota.h), at the start and after a reload;
+ * the table is the worker's from now on.  A copy for a full mailbox waits
+ * in the queue and is tried again with the usual back-off.  Thread-safe. */
+struct quota_table;
+void delivery_set_quotas(struct quota_table *t);
 /* New mailboxes root after a reload (copied). */
 void delivery_set_mailboxes(const char *mailboxes);
 

@@ -188,6 +188,11 @@ void scheduler_set_mailboxes(const char *mailboxes)
 	delivery_set_mailboxes(mailboxes);
 }
 
+void scheduler_set_quotas(struct quota_table *t)
+{
+	delivery_set_quotas(t);
+}
+
 void scheduler_stop_remote(void)
 {
 	outbound_stop();

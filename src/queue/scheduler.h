@@ -22,6 +22,10 @@ int scheduler_start(struct event_base *base, struct spool *sp, const char *mailb
 void scheduler_submit(const char *id);
 /* A new mailboxes root after a reload (copied). */
 void scheduler_set_mailboxes(const char *mailboxes);
+/* Each user's quota, at the start and after a reload (the table is the
+ * local delivery agent's from now on). */
+struct quota_table;
+void scheduler_set_quotas(struct quota_table *t);
 /* Shutdown, first step (loop thread): the remote agent stops, so that no
  * new connection goes out while the daemon winds down; attempts in flight
  * are abandoned, their recipients stay pending in the spool for the next

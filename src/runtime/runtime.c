@@ -19,6 +19,7 @@
 #include "net/dns.h"
 #include "net/hostaddrs.h"
 #include "net/tls.h"
+#include "store/quota.h"
 
 /* ---- runtime generations ---------------------------------------------- */
 
@@ -218,3 +219,31 @@ const struct conf_server *runtime_server(const struct runtime *rt, const char *n
 	return NULL;
 }
 
+
+void runtime_quota(const struct runtime *rt, const char *address, struct quota_limit *out)
+{
+	const struct user_record *rec = rt->users ? userdb_find(rt->users, address) : NULL;
+	if (rec && rec->quota_set) {
+		out->bytes = rec->quota_bytes;
+		out->messages = rec->quota_messages;
+		return;
+	}
+	out->bytes = rt->conf->quota_bytes;
+	out->messages = rt->conf->quota_messages;
+}
+
+struct quota_table *runtime_quota_table(const struct runtime *rt)
+{
+	const struct quota_limit dflt = {rt->conf->quota_bytes, rt->conf->quota_messages};
+	struct quota_table *t = quota_table_new(&dflt);
+	size_t n = rt->users ? userdb_count(rt->users) : 0;
+	for (size_t i = 0; i < n; i++) {
+		const struct user_record *rec = userdb_at(rt->users, i);
+		if (rec->quota_set) {
+			const struct quota_limit l = {rec->quota_bytes, rec->quota_messages};
+			quota_table_add(t, rec->address, &l);
+		}
+	}
+	quota_table_seal(t);
+	return t;
+}

@@ -20,6 +20,8 @@ struct throttle;
 struct dns_resolver;
 struct hostaddrs;
 struct dkim_privkey;
+struct quota_limit;
+struct quota_table;
 
 struct runtime {
 	int refs;
@@ -66,5 +68,11 @@ struct dns_resolver *runtime_resolver(const struct runtime *rt, const struct con
 const struct hostaddrs *runtime_hosts(const struct runtime *rt, const struct conf_server *srv);
 /* The server block called name in this generation, or NULL. */
 const struct conf_server *runtime_server(const struct runtime *rt, const char *name);
+/* The quota of user address (RFC 9208): the users file's own limit for
+ * that user, else the configuration's `quota` (0: no limit). */
+void runtime_quota(const struct runtime *rt, const char *address, struct quota_limit *out);
+/* Every user's quota in a table that the delivery worker may read (the
+ * caller frees it with quota_table_free). */
+struct quota_table *runtime_quota_table(const struct runtime *rt);
 
 #endif

@@ -2492,7 +2492,16 @@ enum mailbox_result mailbox_status(const char *root, const char *name, struct ma
 	out->messages = (uint32_t)s.n;
 	for (size_t i = 0; i < s.n; i++) {
 		out->recent += s.v[i].in_new;
-		out->unseen += !(mailbox_name_flags(s.v[i].name) & MAILBOX_SEEN);
+		unsigned flags = mailbox_name_flags(s.v[i].name);
+		out->unseen += !(flags & MAILBOX_SEEN);
+		uint64_t size;
+		if ((flags & MAILBOX_DELETED) && (maildir_name_field(s.v[i].name, 'S', &size) ||
+						  maildir_name_field(s.v[i].name, 'W', &size))) {
+			out->deleted++;
+			out->deleted_octets += size;
+		} else if (flags & MAILBOX_DELETED) {
+			out->deleted++; /* no size in its name: not counted in octets */
+		}
 	}
 	mailbox_scan_free(&s);
 	return MAILBOX_OK;

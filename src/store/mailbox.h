@@ -205,6 +205,8 @@ void mailbox_names_free(struct mailbox_names *l);
 struct mailbox_status {
 	uint32_t messages, recent, uidnext, uidvalidity, unseen;
 	uint64_t highestmodseq;        /* RFC 7162 §3.1.2.1 */
+	uint32_t deleted;              /* messages with \Deleted (RFC 9051, 9208) */
+	uint64_t deleted_octets;       /* their octets on disk (",S="; RFC 9208) */
 };
 enum mailbox_result mailbox_status(const char *root, const char *name, struct mailbox_status *out,
 				   char *err, size_t errsz);

@@ -513,6 +513,36 @@ static void test_protocol_name(void **state)
 	assert_string_equal(conf_protocol_name(PROTO_IMAP), "imap");
 }
 
+/* quota SIZE [MESSAGES] | none: the users' default limit (RFC 9208). */
+static void test_quota(void **state)
+{
+	(void)state;
+	struct conf *c = parse_ok("domains example.test\n" OK_SERVER);
+	assert_int_equal(c->quota_bytes, 0);
+	assert_int_equal(c->quota_messages, 0);
+	conf_free(c);
+	c = parse_ok("domains example.test\nquota 1G 100000\n" OK_SERVER);
+	assert_int_equal(c->quota_bytes, UINT64_C(1) << 30);
+	assert_int_equal(c->quota_messages, 100000);
+	conf_free(c);
+	c = parse_ok("domains example.test\nquota none\n" OK_SERVER);
+	assert_int_equal(c->quota_bytes, 0);
+	conf_free(c);
+	c = parse_ok("domains example.test\nquota 20K\n" OK_SERVER);
+	assert_int_equal(c->quota_bytes, 20480);
+	assert_int_equal(c->quota_messages, 0);
+	conf_free(c);
+	expect_errors("domains example.test\nquota 0\n" OK_SERVER,
+		      NAME ":2:7: bad size \"0\" for \"quota\" (must be more than 0)\n");
+	expect_errors("domains example.test\nquota 1G x\n" OK_SERVER,
+		      NAME ":2:10: bad number \"x\" for \"quota\" (use a whole number from 1 to "
+		      "1000000000)\n");
+	expect_errors("domains example.test\nquota none 5\n" OK_SERVER,
+		      NAME ":2:12: \"quota none\" takes no message count\n");
+	expect_errors("domains example.test\nquota 1G\nquota 2G\n" OK_SERVER,
+		      NAME ":3:1: duplicate directive \"quota\" (first given at " NAME ":2:1)\n");
+}
+
 static void test_free_null(void **state)
 {
 	(void)state;
@@ -2787,6 +2817,7 @@ int main(void)
 		cmocka_unit_test(test_server_hostname_from_global_given_later),
 		cmocka_unit_test(test_protocol_name),
 		cmocka_unit_test(test_free_null),
+		cmocka_unit_test(test_quota),
 		cmocka_unit_test(test_comments_and_blank_lines),
 		cmocka_unit_test(test_quoted_values),
 		cmocka_unit_test(test_blocks_on_one_line),

@@ -353,11 +353,13 @@ static void test_load_malformed(void **state)
 	    {NULL, "1:24: ", "salt"},
 	    {NULL, "1:49: ", "stored key"},
 	    {NULL, "1:94: ", "server key"},
-	    {NULL, "1:138: ", "unexpected ':'"},
+	    {NULL, "1:142: ", "unexpected ':'"},
 	    {NULL, "2:1: ", "invalid address"},
 	    {NULL, "3:1: ", "duplicate user ok@example.test (first on line 1)"},
 	    {NULL, "1:19: ", "iteration count"},
 	    {NULL, "1:49: ", "stored key"},
+	    {NULL, "1:139: ", "quota is not BYTES,MESSAGES"},
+	    {NULL, "1:139: ", "quota is not BYTES,MESSAGES"},
 	};
 	char *texts[ARRAY_LEN(cases)];
 	memset(texts, 0, sizeof texts);
@@ -368,7 +370,7 @@ static void test_load_malformed(void **state)
 	texts[6] = xasprintf("a@b:SCRAM-SHA-256:4096:W22ZaJ0SNY7soEsUEjb6gQ=:%s:%s\n", K, K);
 	texts[7] = xasprintf("a@b:SCRAM-SHA-256:4096:%s:%s:%s\n", S, S, K);
 	texts[8] = xasprintf("a@b:SCRAM-SHA-256:4096:%s:%s:%s\n", S, K, "WG5d8oPm3OtcPnkd");
-	texts[9] = xasprintf("a@b:SCRAM-SHA-256:4096:%s:%s:%s:x\n", S, K, K);
+	texts[9] = xasprintf("a@b:SCRAM-SHA-256:4096:%s:%s:%s:1,2:x\n", S, K, K);
 	texts[10] = xasprintf("%sx:y:z:v:w:u\n", good);
 	texts[11] = xasprintf("%s# comment\nOK@example.test:SCRAM-SHA-256:1:%s:%s:%s\n", good, S,
 			      K, K);
@@ -376,6 +378,8 @@ static void test_load_malformed(void **state)
 	/* Base64 with a character outside the alphabet. */
 	texts[13] = xasprintf("a@b:SCRAM-SHA-256:4096:%s:WG5d8oPm3OtcPnkdi4Uo7BkeZkBF*pcXkuLmtbsT4qY=:%s\n",
 			      S, K);
+	texts[14] = xasprintf("a@b:SCRAM-SHA-256:4096:%s:%s:%s:x\n", S, K, K);
+	texts[15] = xasprintf("a@b:SCRAM-SHA-256:4096:%s:%s:%s:12345678901234567890,1\n", S, K, K);
 	for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
 		int r;
 		char *msg = load_text(s, cases[i].text ? cases[i].text : texts[i], 0600, &r);
@@ -488,6 +492,28 @@ static void test_edit_round_trip(void **state)
 	assert_true(userdb_verify_password(bob, "tr0ub4dor", 9));
 	assert_false(userdb_verify_password(bob, "correct horse", 13));
 	userdb_free(db);
+
+	/* a quota of bob's own: written as a seventh field, kept by passwd,
+	 * cleared again */
+	const struct userdb_quota q = {true, 1048576, 50};
+	assert_int_equal(userdb_set_quota(s->users, "BOB@example.test", &q, -1, -1, stderr), 0);
+	bytes = read_file(s->users, &len);
+	assert_non_null(strstr(bytes, ":1048576,50\n"));
+	free(bytes);
+	edit_ok(s, USERDB_PASSWD, "bob@example.test", "n3w pass");
+	db = load_ok(s);
+	bob = userdb_find(db, "bob@example.test");
+	assert_true(bob->quota_set);
+	assert_int_equal(bob->quota_bytes, 1048576);
+	assert_int_equal(bob->quota_messages, 50);
+	assert_false(userdb_find(db, "carol@example.org")->quota_set);
+	userdb_free(db);
+	const struct userdb_quota none = {false, 0, 0};
+	assert_int_equal(userdb_set_quota(s->users, "bob@example.test", &none, -1, -1, stderr), 0);
+	db = load_ok(s);
+	assert_false(userdb_find(db, "bob@example.test")->quota_set);
+	userdb_free(db);
+	assert_int_equal(userdb_set_quota(s->users, "nobody@example.test", &q, -1, -1, stderr), -1);
 
 	/* del */
 	edit_ok(s, USERDB_DELETE, "ALICE@example.test", NULL);

@@ -50,7 +50,7 @@ enum {
 	IMAP_ID_LOG_MARKER = 16,
 	IMAP_SEARCH_DEPTH_MAX = 100,     /* NOT/OR/parentheses inside each other */
 	IMAP_MECHS_MAX = 128,
-	IMAP_CAPS_MAX = 512,             /* the capability list, all of it */
+	IMAP_CAPS_MAX = 1024,            /* the capability list, all of it */
 	/* The text of one status response (after "TAG STATUS "): the
 	 * server's own words, a response code and at most a mailbox error;
 	 * the longest real one is a few hundred octets.  As long as the
@@ -135,6 +135,10 @@ struct imap_session {
 	size_t nsaved;
 	/* RFC 5267 live search contexts (imap_esearch.c), or NULL */
 	struct imap_esearch_state *esearch;
+	/* RFC 6855: after ENABLE UTF8=ACCEPT, mailbox names are UTF-8 on
+	 * the wire (imap_utf8.c converts them at the edge) */
+	bool utf8;
+	char *utf8_names[2];             /* the last names converted for the store */
 };
 
 #define IMAP_HANDLER(name) \

@@ -11,6 +11,7 @@
 
 #include "net/conn.h"
 #include "proto/imap/imap_context.h"
+#include "proto/imap/imap_utf8.h"
 #include "proto/imap/imap_view.h"
 #include "store/mailbox.h"
 #include "lib/util.h"
@@ -27,8 +28,8 @@ static const char *const imap_list_status_names[] = {"MESSAGES", "RECENT", "UIDN
 
 /* "* LSUB (attributes) "." name" of a folder (f NULL: a subscribed name
  * with no folder: no attributes). */
-static void imap_list_line(struct imap_out *out, const char *cmd, const struct mailbox_folder *f,
-			   const char *name)
+static void imap_list_line(const struct imap_session *s, struct imap_out *out, const char *cmd,
+			   const struct mailbox_folder *f, const char *name)
 {
 	imap_out_printf(out, "* %s (", cmd);
 	if (f) {
@@ -39,7 +40,7 @@ static void imap_list_line(struct imap_out *out, const char *cmd, const struct m
 				imap_out_printf(out, " %s", mailbox_special_attr(bit));
 	}
 	imap_out_printf(out, ") \".\" ");
-	imap_put_mailbox(out, name);
+	imap_utf8_put_mailbox(s, out, name);
 	imap_out_add(out, "\r\n", 2);
 }
 
@@ -194,8 +195,8 @@ static void imap_list_patterns_free(struct imap_list_patterns *pats)
 
 /* One pattern or a list of them (RFC 5258 §3: mbox-or-pat), each after
  * the reference.  false when one is not a list-mailbox. */
-static bool imap_list_patterns_get(const struct imap_arg *a, const char *ref,
-				   struct imap_list_patterns *pats)
+static bool imap_list_patterns_get(struct imap_session *s, const struct imap_arg *a,
+				   const char *ref, struct imap_list_patterns *pats)
 {
 	const struct imap_args *l = imap_arg_list(a);
 	size_t n = l ? l->n : 1, len;
@@ -208,14 +209,24 @@ static bool imap_list_patterns_get(const struct imap_arg *a, const char *ref,
 			imap_list_patterns_free(pats);
 			return false;
 		}
-		pats->v[pats->n++] = xasprintf("%s%s", ref, p);
+		/* RFC 6855 §3: UTF-8 patterns after ENABLE UTF8=ACCEPT (the
+		 * wildcards are ASCII and stay as they are) */
+		char *joined = xasprintf("%s%s", ref, p);
+		const char *store = imap_utf8_name_in(s, joined, 0);
+		pats->v[pats->n] = store ? xstrdup(store) : NULL;
+		free(joined);
+		if (!pats->v[pats->n++]) {
+			imap_list_patterns_free(pats);
+			return false;
+		}
 	}
 	return true;
 }
 
 /* "* LIST (attributes) "." name [("CHILDINFO" ("SUBSCRIBED"))]" (RFC
  * 5258 §4): f NULL for a subscribed name without a folder (\NonExistent). */
-static void imap_list_ext_line(struct imap_out *out, const struct imap_list_opts *o,
+static void imap_list_ext_line(const struct imap_session *s, struct imap_out *out,
+			       const struct imap_list_opts *o,
 			       const struct mailbox_folder *f, const char *name, bool subscribed,
 			       bool childinfo)
 {
@@ -244,7 +255,7 @@ static void imap_list_ext_line(struct imap_out *out, const struct imap_list_opts
 	if (subscribed && (o->subscribed_only || o->ret_subscribed))
 		imap_out_printf(out, "%s\\Subscribed", sep);
 	imap_out_printf(out, ") \".\" ");
-	imap_put_mailbox(out, name);
+	imap_utf8_put_mailbox(s, out, name);
 	if (childinfo)
 		imap_out_printf(out, " (\"CHILDINFO\" (\"SUBSCRIBED\"))");
 	imap_out_add(out, "\r\n", 2);
@@ -264,7 +275,7 @@ static void imap_list_status(struct imap_session *s, struct imap_out *out,
 	const unsigned long long values[] = {st.messages, st.recent, st.uidnext,
 					     st.uidvalidity, st.unseen, st.highestmodseq};
 	imap_out_printf(out, "* STATUS ");
-	imap_put_mailbox(out, name);
+	imap_utf8_put_mailbox(s, out, name);
 	imap_out_printf(out, " (");
 	for (size_t i = 0; i < items->n; i++) {
 		size_t k = 0;
@@ -307,7 +318,7 @@ static void imap_list_one(struct imap_session *s, struct imap_out *out,
 {
 	if (o->special_only && !(f && f->special))
 		return;
-	imap_list_ext_line(out, o, f, name, subscribed, childinfo);
+	imap_list_ext_line(s, out, o, f, name, subscribed, childinfo);
 	if (o->status && f && !f->noselect)
 		imap_list_status(s, out, o->status, name);
 	if (imap_out_full(out))
@@ -363,7 +374,7 @@ static void imap_lsub_folders(struct imap_session *s, struct imap_out *out, cons
 		const char *name = subs->v[i];
 		if (!mailbox_match(full, name))
 			continue;
-		imap_list_line(out, "LSUB", imap_folder_find(folders, name), name);
+		imap_list_line(s, out, "LSUB", imap_folder_find(folders, name), name);
 		if (imap_out_full(out))
 			imap_send(s, out);
 	}
@@ -371,7 +382,7 @@ static void imap_lsub_folders(struct imap_session *s, struct imap_out *out, cons
 	imap_lsub_parents(subs, full, &parents);
 	for (size_t i = 0; i < parents.n; i++) {
 		imap_out_printf(out, "* LSUB (\\Noselect) \".\" ");
-		imap_put_mailbox(out, parents.v[i]);
+		imap_utf8_put_mailbox(s, out, parents.v[i]);
 		imap_out_add(out, "\r\n", 2);
 		if (imap_out_full(out))
 			imap_send(s, out);
@@ -400,7 +411,16 @@ static void imap_cmd_lsub(struct imap_session *s, const struct imap_command *c)
 		imap_bad(s, "Syntax: LSUB reference pattern");
 		return;
 	}
-	char *full = xasprintf("%s%s", ref, pat);
+	char *joined = xasprintf("%s%s", ref, pat);
+	/* RFC 6855 §3: UTF-8 patterns after ENABLE UTF8=ACCEPT (the
+	 * wildcards are ASCII and stay as they are) */
+	const char *store_pattern = imap_utf8_name_in(s, joined, 0);
+	char *full = store_pattern ? xstrdup(store_pattern) : NULL;
+	free(joined);
+	if (!full) {
+		imap_bad(s, "Invalid UTF-8 in the mailbox pattern");
+		return;
+	}
 	struct mailbox_folder_list folders = {0};
 	struct mailbox_names subs = {0};
 	char err[256];
@@ -456,7 +476,7 @@ void imap_cmd_list(struct imap_session *s, const struct imap_command *c)
 		return;
 	}
 	struct imap_list_patterns pats = {0};
-	if (!imap_list_patterns_get(pat, ref, &pats)) {
+	if (!imap_list_patterns_get(s, pat, ref, &pats)) {
 		imap_bad(s, syntax);
 		return;
 	}

@@ -51,6 +51,7 @@ struct imap_parser {
 	size_t line_cap;
 
 	bool authenticated;
+	bool utf8;              /* RFC 6855 §3: UTF-8 in quoted strings */
 	uint64_t append_max;
 	bool have_sink;
 	struct imap_literal_sink sink;
@@ -331,6 +332,11 @@ void imap_parser_set_authenticated(struct imap_parser *p, bool authenticated)
 	p->authenticated = authenticated;
 }
 
+void imap_parser_set_utf8(struct imap_parser *p, bool on)
+{
+	p->utf8 = on;
+}
+
 void imap_parser_set_append(struct imap_parser *p, uint64_t max_size,
 			    const struct imap_literal_sink *sink)
 {
@@ -479,7 +485,7 @@ static bool scan_quoted(struct imap_parser *p, const char *s, size_t n, size_t *
 				return fail(p, "Invalid escape in quoted string");
 			c = (unsigned char)s[j + 1];
 			j++;
-		} else if (c == '\0' || c >= 0x80 || c == '\r' || c == '\n') {
+		} else if (c == '\0' || (c >= 0x80 && !p->utf8) || c == '\r' || c == '\n') {
 			return fail_octet(p, c, "in quoted string");
 		}
 		if (out)

@@ -193,6 +193,9 @@ void imap_parser_reject_literal(struct imap_parser *p);
 /* Switch to the limits after authentication (IMAP_LITERAL_MAX, IMAP_MEM_MAX,
  * IMAP_ARGS_MAX; APPEND's literal goes to the sink) or back. */
 void imap_parser_set_authenticated(struct imap_parser *p, bool authenticated);
+/* After ENABLE UTF8=ACCEPT (RFC 6855 §3): quoted strings may hold 8-bit
+ * octets (UTF-8; whoever uses the string checks it). */
+void imap_parser_set_utf8(struct imap_parser *p, bool on);
 /* APPEND's message literal (after authentication only): at most max_size
  * octets (limits.message-size), streamed to sink.  With sink NULL it is
  * kept in memory and limited to IMAP_LITERAL_MAX like any other. */

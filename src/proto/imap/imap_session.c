@@ -49,6 +49,8 @@
 #include "proto/imap/imap_list.h"
 #include "proto/imap/imap_parse.h"
 #include "proto/imap/imap_esearch.h"
+#include "proto/imap/imap_quota.h"
+#include "proto/imap/imap_utf8.h"
 #include "proto/imap/imap_search.h"
 #include "proto/imap/imap_sort.h"
 #include "proto/imap/imap_thread.h"
@@ -101,6 +103,8 @@ static void imap_capabilities(const struct imap_session *s, char *out, size_t ou
 		      "THREAD=REFERENCES", ""); /* RFC 5256, RFC 5957 */
 	/* RFC 4731, RFC 5182, RFC 5267 §3 and §4 (imap_esearch.c) */
 	imap_caps_add(out, outsz, &used, "ESEARCH SEARCHRES CONTEXT=SEARCH ESORT", "");
+	imap_caps_add(out, outsz, &used, IMAP_QUOTA_CAPS, "");     /* RFC 9208 */
+	imap_caps_add(out, outsz, &used, IMAP_UTF8_ACCEPT, "");    /* RFC 6855 */
 	if (s->state & (IMAP_NOTAUTH | IMAP_SASL | IMAP_HANDSHAKE)) {
 		if (s->b.ts && !s->tls_active)
 			imap_caps_add(out, outsz, &used, "STARTTLS", "");
@@ -190,6 +194,9 @@ static const struct imap_command_def imap_commands[] = {
 	{"STATUS", imap_cmd_status, IMAP_AUTHED, 0},
 	{"APPEND", imap_cmd_append, IMAP_AUTHED, 0},
 	{"IDLE", imap_cmd_idle, IMAP_AUTHED, 0},                /* RFC 2177 */
+	{"GETQUOTA", imap_cmd_getquota, IMAP_AUTHED, 0},        /* RFC 9208 */
+	{"GETQUOTAROOT", imap_cmd_getquotaroot, IMAP_AUTHED, 0},
+	{"SETQUOTA", imap_cmd_setquota, IMAP_AUTHED, 0},
 	/* §6.4: selected */
 	{"CHECK", imap_cmd_check, IMAP_SELECTED, 0},
 	{"CLOSE", imap_cmd_close, IMAP_SELECTED, 0},
@@ -517,7 +524,7 @@ IMAP_HANDLER(imap_cmd_enable)
 			return;
 		}
 	}
-	char enabled[32];
+	char enabled[48];
 	struct strbuf sb;
 	strbuf_init(&sb, enabled, sizeof enabled);
 	for (size_t i = 0; i < c->args.n; i++) {
@@ -530,6 +537,10 @@ IMAP_HANDLER(imap_cmd_enable)
 		if ((qresync || imap_arg_is(a, "CONDSTORE")) && !s->condstore) {
 			s->condstore = true;
 			(void)strbuf_adds(&sb, " CONDSTORE");
+		}
+		if (imap_arg_is(a, IMAP_UTF8_ACCEPT) && !s->utf8) { /* RFC 6855 §3 */
+			imap_utf8_enable(s);
+			(void)strbuf_adds(&sb, " " IMAP_UTF8_ACCEPT);
 		}
 	}
 	conn_printf(s->io, "* ENABLED%s", strbuf_str(&sb));
@@ -987,6 +998,7 @@ static void imap_close_done(struct imap_session *s, struct mailbox_job *j)
 	char err[256] = "";
 	if (mailbox_expunge_end(s->view, j, err, sizeof err) != MAILBOX_OK)
 		imap_mailbox_log(s, "close", err);
+	imap_quota_recount(s);
 	if (imap_store_answer(s))
 		imap_closed(s);
 }
@@ -1053,6 +1065,7 @@ static void imap_expunge_done(struct imap_session *s, struct mailbox_job *j)
 {
 	char err[256] = "";
 	enum mailbox_result r = mailbox_expunge_end(s->view, j, err, sizeof err);
+	imap_quota_recount(s);
 	if (!imap_store_answer(s))
 		return;
 	if (r != MAILBOX_OK && r != MAILBOX_ERR_EXPUNGED) {
@@ -1281,6 +1294,9 @@ static const char *imap_mailbox_arg(struct imap_session *s, const struct imap_co
 		imap_bad(s, "Invalid mailbox name argument");
 		return NULL;
 	}
+	name = imap_utf8_name_in(s, name, i);
+	if (!name)
+		imap_bad(s, "Invalid UTF-8 in the mailbox name");
 	return name;
 }
 
@@ -1491,8 +1507,10 @@ IMAP_HANDLER(imap_cmd_delete)
 		return;
 	}
 	char err[256];
-	if (name && imap_store_error(s, mailbox_delete(s->maildir, name, err, sizeof err), err))
+	if (name && imap_store_error(s, mailbox_delete(s->maildir, name, err, sizeof err), err)) {
+		imap_quota_recount(s); /* its messages are gone */
 		imap_ok(s, "DELETE completed");
+	}
 }
 
 IMAP_HANDLER(imap_cmd_rename)
@@ -1543,8 +1561,11 @@ IMAP_HANDLER(imap_cmd_status)
 	const char *name = imap_mailbox_arg(s, c, 0);
 	if (!name)
 		return;
+	/* DELETED: RFC 9051 §6.3.11; DELETED-STORAGE: RFC 9208, which asks
+	 * for both of a server with its STORAGE and MESSAGE resources */
 	static const char *const names[] = {"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY",
-					    "UNSEEN", "HIGHESTMODSEQ"};
+					    "UNSEEN", "HIGHESTMODSEQ", "DELETED",
+					    "DELETED-STORAGE"};
 	for (size_t i = 0; i < items->n; i++) {
 		size_t k = 0;
 		while (k < ARRAY_LEN(names) && !imap_arg_is(imap_args_at(items, i), names[k]))
@@ -1560,12 +1581,14 @@ IMAP_HANDLER(imap_cmd_status)
 	char err[256];
 	if (!imap_store_error(s, mailbox_status(s->maildir, name, &st, err, sizeof err), err))
 		return;
-	const unsigned long long values[] = {st.messages, st.recent, st.uidnext,
-					     st.uidvalidity, st.unseen, st.highestmodseq};
+	/* DELETED-STORAGE in units of 1024 octets, as QUOTA's STORAGE */
+	const unsigned long long values[] = {st.messages,    st.recent,	    st.uidnext,
+					     st.uidvalidity, st.unseen,	    st.highestmodseq,
+					     st.deleted,     st.deleted_octets / 1024};
 	struct imap_out out;
 	imap_out_init(&out);
 	imap_out_printf(&out, "* STATUS ");
-	imap_put_mailbox(&out, name);
+	imap_utf8_put_mailbox(s, &out, name);
 	imap_out_printf(&out, " (");
 	for (size_t i = 0; i < items->n; i++) {
 		size_t k = 0;
@@ -1588,6 +1611,12 @@ static bool imap_append_open(struct imap_session *s, const char *name, enum mail
 {
 	if (s->append_path)
 		return true;
+	name = imap_utf8_name_in(s, name, 0);
+	if (!name) {
+		*r = MAILBOX_ERR_NAME;
+		errfmt(err, errsz, "invalid UTF-8 in the mailbox name");
+		return false;
+	}
 	*r = mailbox_append_begin(s->maildir, name, &s->append_path, &s->append_fd, err, errsz);
 	if (*r != MAILBOX_OK) {
 		s->append_path = NULL;
@@ -1613,6 +1642,7 @@ struct imap_multiappend {
 	uint32_t validity;
 	uint32_t *uids;
 	size_t nuids;
+	uint64_t *sizes;                 /* each message's octets, for the quota */
 };
 
 static struct imap_multiappend *imap_multi(struct imap_session *s)
@@ -1643,6 +1673,7 @@ static void imap_multi_free(struct imap_session *s)
 	free(m->flags);
 	free(m->dates);
 	free(m->uids);
+	free(m->sizes);
 	free(m->name);
 	free(m);
 	s->multi = NULL;
@@ -1729,8 +1760,12 @@ static bool imap_append_continue(struct imap_session *s, const struct imap_comma
 		return false;
 	}
 	/* a CATENATE TEXT literal (in a list): no message file of its own */
-	if (imap_arg_list(imap_args_at(&pc->args, pc->args.n - 1)))
+	const struct imap_arg *lit = imap_args_at(&pc->args, pc->args.n - 1);
+	if (imap_arg_list(lit))
 		return true;
+	/* RFC 9208 §4.4: over the quota, said before the octets come */
+	if (lit && lit->type == IMAP_ARG_LITERAL && !imap_quota_room(s, lit->literal_size, 1))
+		return false;
 	enum mailbox_result r;
 	char err[256];
 	if (imap_append_open(s, name, &r, err, sizeof err))
@@ -1902,12 +1937,41 @@ static void imap_put_uidset(struct imap_out *out, const uint32_t *v, size_t n);
  * MULTIAPPEND), each may be CATENATE (parts) (RFC 4469): every message is
  * received, built and checked before the first is delivered; then one job
  * each, in order. */
+/* The octets of the messages of an APPEND: what the quota is asked for
+ * before the first is delivered (RFC 9208 §4.4).  false after answering. */
+static bool imap_append_sizes(struct imap_session *s, struct imap_multiappend *m)
+{
+	uint64_t total = 0;
+	m->sizes = xcalloc(m->n ? m->n : 1, sizeof *m->sizes);
+	for (size_t k = 0; k < m->n; k++) {
+		struct stat st;
+		if (stat(m->files[k], &st) < 0) {
+			imap_mailbox_log(s, "append", strerror(errno));
+			imap_no(s, "[SERVERBUG] The message could not be stored");
+			return false;
+		}
+		m->sizes[k] = (uint64_t)st.st_size;
+		total += m->sizes[k];
+	}
+	return imap_quota_room(s, total, m->n);
+}
+
+/* APPEND mailbox [(flags)] [date-time] literal, several of them (RFC 3502
+ * MULTIAPPEND), each may be CATENATE (parts) (RFC 4469): every message is
+ * received, built and checked before the first is delivered; then one job
+ * each, in order. */
 IMAP_HANDLER(imap_cmd_append)
 {
 	size_t nlen, i = 1;
 	const char *name = imap_arg_astring(imap_args_at(&c->args, 0), &nlen);
 	if (!name || nlen != strlen(name) || c->args.n < 2) {
 		imap_bad(s, "Syntax: APPEND mailbox [(flags)] [date-time] literal ...");
+		return;
+	}
+	name = imap_utf8_name_in(s, name, 1); /* the store's name of it */
+	if (!name) {
+		imap_append_discard(s);
+		imap_bad(s, "Invalid UTF-8 in the mailbox name");
 		return;
 	}
 	imap_append_finish_current(s);
@@ -1932,6 +1996,10 @@ IMAP_HANDLER(imap_cmd_append)
 		m->files[m->n++] = path;
 		if (!imap_append_check(s, name, lit, path, &kw, &m->flags[k]))
 			return;
+	}
+	if (!imap_append_sizes(s, m)) {
+		imap_multi_free(s);
+		return;
 	}
 	m->delivering = true;
 	m->name = xstrdup(name);
@@ -1984,6 +2052,8 @@ static void imap_append_done(struct imap_session *s, struct mailbox_job *j)
 	uint32_t validity, uid;
 	char why[256] = "";
 	enum mailbox_result r = mailbox_append_end(j, &validity, &uid, why, sizeof why);
+	if (r == MAILBOX_OK)
+		imap_quota_added(s, m->sizes[m->next - 1], 1);
 	if (!imap_store_answer(s) || !imap_store_error(s, r, why)) {
 		imap_multi_free(s);
 		return;
@@ -2075,6 +2145,8 @@ static void imap_copied(struct imap_session *s, struct mailbox_job *j, bool move
 	struct mailbox_uidmap map;
 	char err[256] = "";
 	enum mailbox_result r = mailbox_copy_end(s->view, j, &map, err, sizeof err);
+	if (!move && r == MAILBOX_OK)
+		imap_quota_recount(s);
 	if (imap_store_answer(s))
 		imap_copy_answer(s, move, r, err, &map);
 	mailbox_uidmap_free(&map);
@@ -2090,6 +2162,20 @@ static void imap_move_done(struct imap_session *s, struct mailbox_job *j)
 	imap_copied(s, j, true);
 }
 
+/* Is there room for a copy of the messages m matches? */
+static bool imap_copy_room(struct imap_session *s, struct imap_match *m)
+{
+	uint64_t bytes = 0, messages = 0;
+	for (size_t seq = 1; seq <= mailbox_count(s->view); seq++) {
+		const struct mailbox_msg *msg = mailbox_msg(s->view, seq);
+		if (msg->expunged || !imap_match_fn(m, seq, msg->uid))
+			continue;
+		bytes += msg->size;
+		messages++;
+	}
+	return messages == 0 || imap_quota_room(s, bytes, messages);
+}
+
 IMAP_HANDLER(imap_cmd_copy)
 {
 	bool uid = imap_is_uid(c);
@@ -2103,6 +2189,12 @@ IMAP_HANDLER(imap_cmd_copy)
 	if (!dest || !imap_set_parse(s, imap_args_at(&c->args, 0), uid, &set))
 		return;
 	struct imap_match m = {&set, uid};
+	/* RFC 9208 §4.4: a COPY over the quota fails; a MOVE stays in the
+	 * one quota root and changes no usage */
+	if (!move && !imap_copy_room(s, &m)) {
+		imap_seqset_clear(&set);
+		return;
+	}
 	struct mailbox_job *j;
 	char err[256];
 	enum mailbox_result r =
@@ -2135,6 +2227,7 @@ static void imap_free(struct imap_session *s)
 	imap_multi_free(s);
 	free(s->maildir);
 	free(s->user);
+	imap_utf8_free(s);
 	login_free(s->login);
 	if (s->resume)
 		event_free(s->resume);

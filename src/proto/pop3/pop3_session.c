@@ -32,6 +32,7 @@
 #include "lib/log.h"
 #include "lib/metrics.h"
 #include "store/maildir.h"
+#include "store/quota.h"
 #include "lib/offload.h"
 #include "auth/login.h"
 #include "auth/sasl.h"
@@ -770,6 +771,11 @@ static bool pop3_update(struct pop3_session *s, size_t *deleted)
 			s->b.sid, s->b.srv->name, s->b.client, strerror(errno));
 		ok = false;
 	}
+	char err[256];
+	/* the quota's usage (store/quota.h) is counted again when next asked
+	 * for: POP3 and IMAP see the same */
+	if (*deleted && quota_invalidate(s->maildir, err, sizeof err) < 0)
+		log_err("event=quota-error session=%s error=\"%s\"", s->b.sid, err);
 	return ok;
 }
 

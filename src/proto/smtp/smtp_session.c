@@ -43,6 +43,7 @@
 #include "proto/smtp/smtp_addr.h"
 #include "proto/smtp/smtp_data.h"
 #include "proto/smtp/smtp_filter.h"
+#include "proto/smtp/smtp_quota.h"
 #include "proto/smtp/smtp_verify.h"
 #include "queue/scheduler.h"
 #include "queue/spool.h"
@@ -95,12 +96,14 @@ static const char *smtp_state_name(enum smtp_state st)
 struct smtp_mail_flags {
 	bool smtputf8;
 	bool requiretls;
+	uint64_t size;          /* SIZE= (RFC 1870); 0: not declared */
 };
 
 struct smtp_txn {
 	char *sender;           /* "" for <> */
 	bool smtputf8;
 	bool requiretls;        /* MAIL ... REQUIRETLS (RFC 8689) */
+	uint64_t size;          /* MAIL ... SIZE= (RFC 1870); 0: not declared */
 	unsigned nrcpt_cmds;    /* accepted RCPT commands */
 	char *first_rcpt;       /* for "for <...>" in Received: */
 	struct spool_rcpt *rcpts; /* expanded, de-duplicated */
@@ -568,6 +571,7 @@ static bool smtp_mail_params(struct smtp_session *s, const struct smtp_param *p,
 				smtp_reply(s, "552 5.3.4 Message size exceeds fixed maximum message size");
 				return false;
 			}
+			flags->size = sz;
 		} else if (strcmp(p[i].keyword, "BODY") == 0) {
 			if (!p[i].value || (strcasecmp(p[i].value, "7BIT") != 0 &&
 					    strcasecmp(p[i].value, "8BITMIME") != 0)) {
@@ -742,6 +746,7 @@ static void smtp_mail_accept(struct smtp_session *s, const char *sender,
 	s->txn.sender = xstrdup(sender);
 	s->txn.smtputf8 = flags->smtputf8;
 	s->txn.requiretls = flags->requiretls;
+	s->txn.size = flags->size;
 	smtp_enter_state(s, SMTP_MAIL);
 	smtp_mail_verify(s);
 }
@@ -977,6 +982,14 @@ static void smtp_rcpt_accepted(struct smtp_session *s, const char *address)
 
 static void smtp_rcpt_accept(struct smtp_session *s, const char *address)
 {
+	/* RFC 1870 §6.1: with the size declared, a full mailbox is said at
+	 * RCPT; an alias's targets are checked at delivery */
+	size_t ntargets;
+	bool alias = s->b.rt->aliases && aliases_lookup(s->b.rt->aliases, address, &ntargets);
+	if (s->txn.size && !alias && smtp_quota_full(s->b.rt, s->b.sid, address, s->txn.size)) {
+		smtp_reply(s, SMTP_QUOTA_FULL_REPLY);
+		return;
+	}
 	char **finals = NULL;
 	size_t n;
 	if (s->b.rt->aliases) {
@@ -1655,6 +1668,13 @@ static void smtp_data_end(struct smtp_session *s)
 	}
 	if (junk && !smtp_data_mark_junk(s)) {
 		smtp_reply(s, "451 4.3.0 Local error in processing");
+		smtp_txn_reset(s);
+		return;
+	}
+	if (smtp_quota_all_full(s->b.rt, s->b.sid, s->txn.rcpts, s->txn.nrcpts,
+				(uint64_t)spool_msg_size(s->msg))) {
+		smtp_count_rejected(s, "mailbox-full");
+		smtp_reply(s, SMTP_QUOTA_FULL_REPLY);
 		smtp_txn_reset(s);
 		return;
 	}
