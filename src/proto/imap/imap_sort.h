@@ -22,8 +22,12 @@ enum {
 	IMAP_SORT_CACHE_MAX = 64 * 1024 * 1024,
 	IMAP_SORT_FOLDERS_MAX = 256,     /* folders whose keys are kept */
 	IMAP_SORT_CRITERIA_MAX = 16,     /* sort keys in one SORT */
-	IMAP_SORT_STEP_READS = 16,       /* headers read in one step of the job */
-	IMAP_SORT_STEP_MESSAGES = 1024,  /* messages looked at in one step */
+	/* one step of the job: at most this many headers read (or messages
+	 * searched), so one turn of the loop (IMAP_STEP_BUDGET steps) reads
+	 * about 1,000 files, some tens of milliseconds, before other sessions
+	 * have theirs ... */
+	IMAP_SORT_STEP_READS = 4,
+	IMAP_SORT_STEP_MESSAGES = 1024,  /* ... or looks at this many kept keys */
 };
 
 /* The keys of one message as SORT and THREAD compare them (RFC 5256 §3):
