@@ -1481,7 +1481,7 @@ static char *read_raw(const struct message *m, const char *path, uint64_t from, 
 	return buf;
 }
 
-/* The raw header of entity e with its blank line (header_fields() stops
+/* The raw header of entity e with its blank line (message_header_fields() stops
  * there), at most MESSAGE_HEADER_MAX octets of it. */
 static char *read_header(const struct message *m, const char *path, size_t e, size_t *len,
 			 char *err, size_t errsz)
@@ -1494,13 +1494,7 @@ static char *read_header(const struct message *m, const char *path, size_t e, si
 	return read_raw(m, path, x->raw_hdr, n, err, errsz);
 }
 
-/* Call fn for each header field of h[0..n): its name and its lines as
- * raw octets (unfolding is the callee's business).  Stops at the blank
- * line; returns what fn returned when it was not 0. */
-typedef int (*field_fn)(const char *name, size_t namelen, const char *field, size_t len,
-			void *arg);
-
-static int header_fields(const char *h, size_t n, field_fn fn, void *arg)
+int message_header_fields(const char *h, size_t n, message_field_fn fn, void *arg)
 {
 	size_t pos = 0;
 	while (pos < n) {
@@ -1560,7 +1554,7 @@ static int section_fields(const struct message *m, const char *path, size_t e,
 		return -1;
 	struct fields_sel s = {.sec = sec, .not = sec->text == MESSAGE_SECTION_HEADER_FIELDS_NOT,
 			       .out = g_string_new(NULL)};
-	header_fields(h, n, fields_pick, &s);
+	message_header_fields(h, n, fields_pick, &s);
 	free(h);
 	g_string_append(s.out, "\r\n"); /* the delimiting blank line (§6.4.5) */
 	out->kind = MESSAGE_SECTION_BUFFER;
@@ -1917,7 +1911,7 @@ int message_header_contains(const struct message *m, const char *path, const cha
 	finder_init(&fd, needle);
 	fd.found = false; /* "" matches a field that exists */
 	struct header_search hs = {.field = field, .fd = &fd};
-	header_fields(h, n, header_search_field, &hs);
+	message_header_fields(h, n, header_search_field, &hs);
 	free(h);
 	bool found = hs.seen && (fd.found || fd.nlen == 0);
 	finder_free(&fd);

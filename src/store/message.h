@@ -32,6 +32,14 @@ enum {
 };
 
 /* Once per process, before anything else here (g_mime_init), and at exit. */
+/* Call fn for each header field of h[0..n): its name (without the
+ * blanks before the colon) and its lines as raw octets, the name
+ * included (unfolding is the callee's business).  Stops at the blank
+ * line; returns what fn returned when it was not 0. */
+typedef int (*message_field_fn)(const char *name, size_t namelen, const char *field, size_t len,
+				void *arg);
+int message_header_fields(const char *h, size_t n, message_field_fn fn, void *arg);
+
 void message_init(void);
 void message_shutdown(void);
 

@@ -4,6 +4,7 @@
  * message_keys.h. */
 #define _GNU_SOURCE /* O_NOATIME */
 #include "store/message_keys.h"
+#include "store/message.h"
 
 #include "lib/util.h"
 
@@ -145,28 +146,19 @@ static void keys_field(struct keys_fields *f, const char *name, size_t namelen, 
 	g_free(v);
 }
 
+static int keys_field_raw(const char *name, size_t namelen, const char *field, size_t len,
+			  void *arg)
+{
+	const char *value = (const char *)memchr(field, ':', len) + 1; /* a field has its colon */
+	keys_field(arg, name, namelen, value, (size_t)(field + len - value));
+	return 0;
+}
+
 void message_keys_parse(const char *h, size_t n, struct message_keys *k)
 {
 	memset(k, 0, sizeof *k);
 	struct keys_fields f = {.k = k};
-	size_t pos = 0;
-	while (pos < n) {
-		if (h[pos] == '\n' || (h[pos] == '\r' && pos + 1 < n && h[pos + 1] == '\n'))
-			break; /* the blank line */
-		size_t start = pos;
-		do {
-			const char *lf = memchr(h + pos, '\n', n - pos);
-			pos = lf ? (size_t)(lf - h) + 1 : n;
-		} while (pos < n && (h[pos] == ' ' || h[pos] == '\t'));
-		const char *colon = memchr(h + start, ':', pos - start);
-		if (!colon)
-			continue; /* not a field: skipped */
-		size_t nl = (size_t)(colon - (h + start));
-		while (nl > 0 && (h[start + nl - 1] == ' ' || h[start + nl - 1] == '\t'))
-			nl--;
-		const char *value = colon + 1;
-		keys_field(&f, h + start, nl, value, (size_t)(h + pos - value));
-	}
+	(void)message_header_fields(h, n, keys_field_raw, &f);
 	/* RFC 5256 §3 step 1: no valid ID in References: In-Reply-To's first */
 	if (!f.seen_refs && f.in_reply_to) {
 		free(k->refs);
