@@ -82,6 +82,9 @@ endef
 $(eval $(call flavour,release,$(RELEASE_CFLAGS),$(HARDEN_LD)))
 $(eval $(call flavour,asan,$(ASAN_CFLAGS),$(ASAN_LDFLAGS)))
 
+# Extra libraries of single unit test programs (libopendmarc has no .pc file).
+$(BUILD)/%/tests/test_dmarc_opendmarc: BASELIBS += -lopendmarc
+
 -include $(wildcard $(BUILD)/*/obj/*.d $(BUILD)/*/obj/*/*.d $(BUILD)/*/obj/*/*/*.d \
 	$(BUILD)/*/tests/*.d)
 
