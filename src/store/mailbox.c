@@ -2538,6 +2538,9 @@ struct mailbox {
 		struct timespec mtime;
 	} kw_stamp;
 	bool kw_changed;             /* kw differs from what the client was told */
+	/* while SELECT lists the folder: its cached listing (stale), whose
+	 * messages' sizes need not be counted again */
+	const struct mailbox_cache_ent *prior;
 };
 
 bool mailbox_stale(const struct mailbox *mb)
@@ -2661,12 +2664,15 @@ static bool mailbox_take_new(struct mailbox *mb, struct mailbox_msg *m)
 	return true;
 }
 
+static bool mailbox_cache_known_size(const struct mailbox *mb, uint32_t uid, uint64_t *size);
+
 /* Size and date of a message new to the view.  false: it vanished. */
 static bool mailbox_describe(const struct mailbox *mb, struct mailbox_msg *m)
 {
 	char *path = mailbox_msg_file(mb, m);
 	bool ok = true;
-	if (!maildir_name_field(m->name, 'W', &m->size))
+	if (!maildir_name_field(m->name, 'W', &m->size) &&
+	    !mailbox_cache_known_size(mb, m->uid, &m->size))
 		ok = maildir_count_size(path, &m->size) == 0;
 	if (ok && m->internal_date <= 0) {
 		struct stat st;
@@ -2947,6 +2953,257 @@ enum mailbox_result mailbox_sync(struct mailbox *mb, unsigned flags, char *err, 
 	return r;
 }
 
+/* ---- the listing cache (mailbox.h) ----------------------------------------- */
+
+/* The identity of posthorn-modseq: rewritten in place or renamed over, so
+ * its inode, length and change time. */
+struct mailbox_filestamp {
+	ino_t ino;
+	off_t size;
+	struct timespec c;
+	struct timespec read_at;
+};
+
+struct mailbox_cache_ent {
+	char *dir;                   /* NULL: a free slot */
+	struct mailbox_stamp stamp;  /* of the listing, settled */
+	struct mailbox_filestamp modseq; /* read before it */
+	bool reusable;               /* else kept only for its messages' sizes */
+	uint32_t validity, uidnext;
+	uint64_t highest;
+	struct mailbox_msg *msgs;    /* ascending UIDs, none in new/, no \Recent */
+	size_t n;
+	size_t bytes;
+	uint64_t used;               /* the tick of its last use */
+};
+
+static struct {
+	struct mailbox_cache_ent v[MAILBOX_CACHE_FOLDERS];
+	size_t bytes;
+	uint64_t tick;
+	size_t hits, misses;
+} mailbox_cache;
+
+static void mailbox_filestamp_read(const char *dir, struct mailbox_filestamp *st)
+{
+	memset(st, 0, sizeof *st);
+	clock_gettime(CLOCK_REALTIME_COARSE, &st->read_at);
+	char *p = xasprintf("%s/%s", dir, MODSEQ_FILE_NAME);
+	struct stat sb;
+	if (stat(p, &sb) == 0) {
+		st->ino = sb.st_ino;
+		st->size = sb.st_size;
+		st->c = sb.st_ctim;
+	}
+	free(p);
+}
+
+static bool mailbox_filestamp_eq(const struct mailbox_filestamp *a,
+				 const struct mailbox_filestamp *b)
+{
+	return a->ino == b->ino && a->size == b->size && mailbox_time_eq(&a->c, &b->c);
+}
+
+static void mailbox_cache_drop(struct mailbox_cache_ent *e)
+{
+	for (size_t i = 0; i < e->n; i++)
+		free(e->msgs[i].name);
+	free(e->msgs);
+	free(e->dir);
+	mailbox_cache.bytes -= e->bytes;
+	memset(e, 0, sizeof *e);
+}
+
+static struct mailbox_cache_ent *mailbox_cache_find(const char *dir)
+{
+	for (size_t i = 0; i < MAILBOX_CACHE_FOLDERS; i++)
+		if (mailbox_cache.v[i].dir && strcmp(mailbox_cache.v[i].dir, dir) == 0)
+			return &mailbox_cache.v[i];
+	return NULL;
+}
+
+/* The least recently used entry (a free slot first). */
+static struct mailbox_cache_ent *mailbox_cache_victim(void)
+{
+	struct mailbox_cache_ent *v = &mailbox_cache.v[0];
+	for (size_t i = 0; i < MAILBOX_CACHE_FOLDERS; i++) {
+		struct mailbox_cache_ent *e = &mailbox_cache.v[i];
+		if (!e->dir)
+			return e;
+		if (e->used < v->used)
+			v = e;
+	}
+	return v;
+}
+
+static bool mailbox_cache_has_entries(void)
+{
+	for (size_t i = 0; i < MAILBOX_CACHE_FOLDERS; i++)
+		if (mailbox_cache.v[i].dir)
+			return true;
+	return false;
+}
+
+static int mailbox_qcmp_msg_uid(const void *a, const void *b)
+{
+	const struct mailbox_msg *x = a, *y = b;
+	return x->uid < y->uid ? -1 : x->uid > y->uid;
+}
+
+/* The size of message uid as the folder's cached listing counted it, when
+ * that listing is of the same UIDVALIDITY (then the UID is the same
+ * message, RFC 3501 §2.3.1.1). */
+static bool mailbox_cache_known_size(const struct mailbox *mb, uint32_t uid, uint64_t *size)
+{
+	const struct mailbox_cache_ent *e = mb->prior;
+	if (!e || e->validity != mb->validity)
+		return false;
+	struct mailbox_msg key = {.uid = uid};
+	const struct mailbox_msg *m =
+	    mailbox_search(&key, e->msgs, e->n, sizeof *e->msgs, mailbox_qcmp_msg_uid);
+	if (!m)
+		return false;
+	*size = m->size;
+	return true;
+}
+
+/* Can the view's fresh listing stand for the folder as long as its times
+ * stay the same?  Not when a change in the clock tick of the listing
+ * could hide, nor with files in new/ (a read-write view moves them). */
+static bool mailbox_cache_reusable(const struct mailbox *mb, const struct mailbox_filestamp *ms)
+{
+	if (!mailbox_stamp_settled(&mb->stamp) || !mailbox_time_settled(&ms->c, &ms->read_at))
+		return false;
+	for (size_t i = 0; i < mb->n; i++)
+		if (mb->msgs[i].in_new || mb->msgs[i].expunged)
+			return false;
+	return true;
+}
+
+static bool mailbox_cache_storable(const struct mailbox *mb)
+{
+	for (size_t i = 0; i < mb->n; i++)
+		if (!mb->msgs[i].name)
+			return false;
+	return true;
+}
+
+static size_t mailbox_cache_size(const struct mailbox *mb)
+{
+	size_t bytes = strlen(mb->dir) + 1 + mb->n * sizeof *mb->msgs;
+	for (size_t i = 0; i < mb->n; i++)
+		bytes += strlen(mb->msgs[i].name) + 1;
+	return bytes;
+}
+
+/* Keep the view just listed (ms: posthorn-modseq read before the listing)
+ * for the next SELECT of its folder, in place of what was kept; one that
+ * cannot stand for the folder still gives its messages' sizes. */
+static void mailbox_cache_put(const struct mailbox *mb, const struct mailbox_filestamp *ms)
+{
+	struct mailbox_cache_ent *e = mailbox_cache_find(mb->dir);
+	if (e)
+		mailbox_cache_drop(e);
+	if (!mailbox_cache_storable(mb))
+		return;
+	size_t bytes = mailbox_cache_size(mb);
+	if (bytes > MAILBOX_CACHE_BYTES)
+		return;
+	while (mailbox_cache.bytes + bytes > MAILBOX_CACHE_BYTES && mailbox_cache_has_entries())
+		mailbox_cache_drop(mailbox_cache_victim());
+	e = mailbox_cache_victim();
+	if (e->dir)
+		mailbox_cache_drop(e);
+	e->dir = xstrdup(mb->dir);
+	e->stamp = mb->stamp;
+	e->modseq = *ms;
+	e->reusable = mailbox_cache_reusable(mb, ms);
+	e->validity = mb->validity;
+	e->uidnext = mb->uidnext;
+	e->highest = mb->highest;
+	e->msgs = xcalloc(mb->n ? mb->n : 1, sizeof *e->msgs);
+	for (size_t i = 0; i < mb->n; i++) {
+		e->msgs[i] = mb->msgs[i];
+		e->msgs[i].name = xstrdup(mb->msgs[i].name);
+		e->msgs[i].flags &= ~(uint32_t)MAILBOX_RECENT;
+		e->msgs[i].flags_changed = false;
+		e->msgs[i].announced = false;
+	}
+	e->n = mb->n;
+	e->bytes = bytes;
+	e->used = ++mailbox_cache.tick;
+	mailbox_cache.bytes += bytes;
+}
+
+/* The view from the cache when nothing changed on disk since it was kept:
+ * the same directory times and index (mailbox_stamp_eq) and the same
+ * posthorn-modseq.  Else false, *prior the stale entry (or NULL). */
+static bool mailbox_cache_get(struct mailbox *mb, const struct mailbox_filestamp *ms,
+			      const struct mailbox_cache_ent **prior)
+{
+	struct mailbox_cache_ent *e = mailbox_cache_find(mb->dir);
+	*prior = e;
+	struct mailbox_stamp now;
+	if (e && e->reusable)
+		mailbox_stamp_read(mb->dir, &now);
+	if (!e || !e->reusable || !mailbox_stamp_eq(&now, &e->stamp) ||
+	    !mailbox_filestamp_eq(ms, &e->modseq)) {
+		mailbox_cache.misses++;
+		return false;
+	}
+	mb->msgs = xcalloc(e->n ? e->n : 1, sizeof *mb->msgs);
+	for (size_t i = 0; i < e->n; i++) {
+		mb->msgs[i] = e->msgs[i];
+		mb->msgs[i].name = xstrdup(e->msgs[i].name);
+	}
+	mb->n = mb->cap = e->n;
+	mb->validity = e->validity;
+	mb->uidnext = e->uidnext;
+	mb->highest = e->highest;
+	mb->stamp = e->stamp;
+	mb->stamp_valid = true;
+	e->used = ++mailbox_cache.tick;
+	mailbox_cache.hits++;
+	return true;
+}
+
+void mailbox_cache_counts(struct mailbox_cache_counts *out)
+{
+	out->hits = mailbox_cache.hits;
+	out->misses = mailbox_cache.misses;
+	out->bytes = mailbox_cache.bytes;
+	out->folders = 0;
+	for (size_t i = 0; i < MAILBOX_CACHE_FOLDERS; i++)
+		out->folders += mailbox_cache.v[i].dir != NULL;
+}
+
+void mailbox_cache_clear(void)
+{
+	for (size_t i = 0; i < MAILBOX_CACHE_FOLDERS; i++)
+		if (mailbox_cache.v[i].dir)
+			mailbox_cache_drop(&mailbox_cache.v[i]);
+	mailbox_cache.hits = mailbox_cache.misses = 0;
+}
+
+/* The view of a folder just opened: from the cache, else listed (and
+ * then kept in the cache). */
+static enum mailbox_result mailbox_open_sync(struct mailbox *mb, char *err, size_t errsz)
+{
+	struct mailbox_filestamp ms;
+	mailbox_filestamp_read(mb->dir, &ms);
+	const struct mailbox_cache_ent *prior;
+	if (mailbox_cache_get(mb, &ms, &prior)) {
+		mailbox_keywords_refresh(mb, true);
+		return MAILBOX_OK;
+	}
+	mb->prior = prior;
+	enum mailbox_result r = mailbox_view_sync(mb, true, err, errsz);
+	mb->prior = NULL;
+	if (r == MAILBOX_OK)
+		mailbox_cache_put(mb, &ms);
+	return r;
+}
+
 enum mailbox_result mailbox_open(const char *root, const char *name, bool read_only,
 				 struct mailbox **out, char *err, size_t errsz)
 {
@@ -2961,7 +3218,7 @@ enum mailbox_result mailbox_open(const char *root, const char *name, bool read_o
 	mb->dir = dir;
 	mb->read_only = read_only;
 	mb->watch_fd = -1;
-	r = mailbox_view_sync(mb, true, err, errsz);
+	r = mailbox_open_sync(mb, err, errsz);
 	if (r != MAILBOX_OK) {
 		mailbox_close(mb);
 		return r;

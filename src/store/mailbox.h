@@ -236,6 +236,24 @@ struct mailbox_msg {
  * messages of new/ into cur/ and they are \Recent in it; a read-only view
  * moves nothing and shows what is in new/ as \Recent.  A \Noselect or
  * missing name: NOSELECT / NONEXISTENT. */
+/* The listing cache: the last complete view of each recently selected
+ * folder (file names, UIDs, flags, MODSEQs, sizes, dates), shared by every
+ * session of the process.  A SELECT of a folder whose directories and
+ * index have not changed since (same times, settled) copies it instead of
+ * listing the folder; a SELECT of a changed folder still takes the sizes
+ * of the messages it knew from it, so no message file is read twice to
+ * count its octets.  Bounded by folders and octets, least recently used
+ * first out.  Used from the event loop's thread only. */
+enum {
+	MAILBOX_CACHE_FOLDERS = 16,            /* folders kept */
+	MAILBOX_CACHE_BYTES = 64 * 1024 * 1024, /* octets of all their listings */
+};
+struct mailbox_cache_counts {
+	size_t hits, misses, folders, bytes;
+};
+void mailbox_cache_counts(struct mailbox_cache_counts *out);
+void mailbox_cache_clear(void);
+
 enum mailbox_result mailbox_open(const char *root, const char *name, bool read_only,
 				 struct mailbox **out, char *err, size_t errsz);
 void mailbox_close(struct mailbox *mb);

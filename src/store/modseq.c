@@ -15,7 +15,7 @@
 
 #include "lib/util.h"
 
-#define MODSEQ_FILE "posthorn-modseq"
+#define MODSEQ_FILE MODSEQ_FILE_NAME
 #define MODSEQ_FILE_TMP "posthorn-modseq.tmp"
 
 /* RFC 7162 §7 mod-sequence-value: 1 .. 2^63 - 1 */

@@ -33,6 +33,9 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+/* The folder's MODSEQ table, beside its UID index. */
+#define MODSEQ_FILE_NAME "posthorn-modseq"
+
 enum {
 	MODSEQ_EXPUNGED_MAX = 10000,     /* expunged UIDs remembered per folder */
 	MODSEQ_COMPACT_MIN = 256,        /* appended lines worth a rewrite */

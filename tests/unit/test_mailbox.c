@@ -60,6 +60,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	struct fixture *f = *state;
+	mailbox_cache_clear();
 	int r = nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 	free(f->root);
 	free(f);
@@ -2154,6 +2155,153 @@ static void test_keywords_limit(void **state)
 	mailbox_close(a);
 }
 
+/* ---- the listing cache ------------------------------------------------- */
+
+/* Until the clock has ticked past the change time of the folder's file
+ * name (its UID index, its MODSEQ table): a listing after that is settled. */
+static void wait_clock_past(const struct fixture *f, const char *name)
+{
+	char *p = xasprintf("%s/%s", f->root, name);
+	struct stat sb;
+	if (stat(p, &sb) == 0) {
+		for (int i = 0; i < 1000; i++) {
+			struct timespec now;
+			clock_gettime(CLOCK_REALTIME_COARSE, &now);
+			if (now.tv_sec > sb.st_ctim.tv_sec ||
+			    (now.tv_sec == sb.st_ctim.tv_sec && now.tv_nsec > sb.st_ctim.tv_nsec))
+				break;
+			usleep(1000);
+		}
+	}
+	free(p);
+}
+
+static void wait_settled(const struct fixture *f)
+{
+	wait_clock_past(f, "posthorn-uidlist");
+	wait_clock_past(f, "posthorn-modseq");
+	wait_clock_past(f, "cur");
+	wait_clock_past(f, "new");
+}
+
+/* Open INBOX read-write and close it; whether the cache answered. */
+static bool open_close_hit(const struct fixture *f, size_t *count)
+{
+	struct mailbox_cache_counts before, after;
+	mailbox_cache_counts(&before);
+	struct mailbox *mb = open_box(f, "INBOX", false);
+	*count = mailbox_count(mb);
+	mailbox_close(mb);
+	mailbox_cache_counts(&after);
+	assert_int_equal(after.hits + after.misses, before.hits + before.misses + 1);
+	return after.hits == before.hits + 1;
+}
+
+/* Listed (the index written), then settled, then kept: the next SELECT
+ * is a hit. */
+static void settle_and_keep(const struct fixture *f)
+{
+	size_t n;
+	(void)open_close_hit(f, &n);
+	wait_settled(f);
+	(void)open_close_hit(f, &n);
+}
+
+static void test_cache_hit_and_misses(void **state)
+{
+	struct fixture *f = *state;
+	mailbox_cache_clear();
+	char *a = deliver(f, "INBOX", "cur", 1700000001LL, 1, ":2,S");
+	free(deliver(f, "INBOX", "cur", 1700000002LL, 2, ":2,S"));
+	free(deliver(f, "INBOX", "cur", 1700000003LL, 3, ":2,"));
+	size_t n = 0;
+	assert_false(open_close_hit(f, &n)); /* nothing kept yet */
+	assert_int_equal(n, 3);
+	settle_and_keep(f);
+	assert_true(open_close_hit(f, &n));
+	assert_int_equal(n, 3);
+	struct mailbox *mb = open_box(f, "INBOX", false);
+	assert_int_equal(mailbox_msg(mb, 1)->uid, 1);
+	assert_int_equal(mailbox_msg(mb, 3)->uid, 3);
+	assert_int_equal(mailbox_msg(mb, 1)->flags, MAILBOX_SEEN);
+	assert_int_equal(mailbox_msg(mb, 3)->flags, 0);
+	assert_int_equal(mailbox_uidnext(mb), 4);
+	mailbox_close(mb);
+	/* a file added right after (the same second): a miss, and it is seen */
+	free(deliver(f, "INBOX", "cur", 1700000004LL, 4, ":2,"));
+	assert_false(open_close_hit(f, &n));
+	assert_int_equal(n, 4);
+	settle_and_keep(f);
+	assert_true(open_close_hit(f, &n));
+	/* renamed by another program (a flag added) */
+	char *from = xasprintf("%s/cur/%s", f->root, a);
+	char *to = xasprintf("%s/cur/%.*sFS", f->root, (int)(strlen(a) - 1), a);
+	assert_int_equal(rename(from, to), 0);
+	assert_false(open_close_hit(f, &n));
+	mb = open_box(f, "INBOX", false);
+	assert_int_equal(mailbox_msg(mb, 1)->flags, MAILBOX_SEEN | MAILBOX_FLAGGED);
+	mailbox_close(mb);
+	settle_and_keep(f);
+	assert_true(open_close_hit(f, &n));
+	/* removed */
+	assert_int_equal(unlink(to), 0);
+	assert_false(open_close_hit(f, &n));
+	assert_int_equal(n, 3);
+	free(from);
+	free(to);
+	free(a);
+	mailbox_cache_clear();
+}
+
+/* Directory times not settled (here: ahead of the clock) are never
+ * trusted: a file added under the same time is still seen. */
+static void test_cache_unsettled_not_kept(void **state)
+{
+	struct fixture *f = *state;
+	mailbox_cache_clear();
+	free(deliver(f, "INBOX", "cur", 1700000001LL, 1, ":2,S"));
+	size_t n;
+	settle_and_keep(f);
+	assert_true(open_close_hit(f, &n));
+	struct timespec ahead = {.tv_sec = time(NULL) + 3600, .tv_nsec = 5000};
+	struct timespec times[2] = {ahead, ahead};
+	char *cur = xasprintf("%s/cur", f->root);
+	assert_int_equal(utimensat(AT_FDCWD, cur, times, 0), 0);
+	assert_false(open_close_hit(f, &n));
+	assert_false(open_close_hit(f, &n));
+	free(deliver(f, "INBOX", "cur", 1700000002LL, 2, ":2,S"));
+	assert_int_equal(utimensat(AT_FDCWD, cur, times, 0), 0);
+	assert_false(open_close_hit(f, &n));
+	assert_int_equal(n, 2);
+	free(cur);
+	mailbox_cache_clear();
+}
+
+/* A message without W= in its name is read to count its size once: a
+ * later listing of the changed folder takes the size it knew. */
+static void test_cache_keeps_counted_sizes(void **state)
+{
+	struct fixture *f = *state;
+	mailbox_cache_clear();
+	char *path = xasprintf("%s/cur/1700000001.M1P1.test:2,S", f->root);
+	write_text(path, "a\nb\n");
+	size_t n;
+	settle_and_keep(f);
+	struct mailbox *mb = open_box(f, "INBOX", false);
+	assert_int_equal(mailbox_msg(mb, 1)->size, 6);
+	mailbox_close(mb);
+	/* not how Maildir is used (files never change): shows no re-count */
+	write_text(path, "abcdef\nabcdef\n");
+	free(deliver(f, "INBOX", "cur", 1700000002LL, 2, ":2,S"));
+	assert_false(open_close_hit(f, &n));
+	mb = open_box(f, "INBOX", false);
+	assert_int_equal(mailbox_count(mb), 2);
+	assert_int_equal(mailbox_msg(mb, 1)->size, 6);
+	mailbox_close(mb);
+	free(path);
+	mailbox_cache_clear();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -2206,6 +2354,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_status, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_watch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_large_folder, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cache_hit_and_misses, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cache_unsettled_not_kept, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cache_keeps_counted_sizes, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
