@@ -4054,10 +4054,9 @@ void mailbox_job_run(struct mailbox_job *j)
 
 /* ---- IDLE ---------------------------------------------------------------------- */
 
-int mailbox_watch(struct mailbox *mb, char *err, size_t errsz)
+/* An inotify descriptor on dir's new/ and cur/, or -1 with err. */
+static int mailbox_watch_dir(const char *dir, char *err, size_t errsz)
 {
-	if (mb->watch_fd >= 0)
-		return mb->watch_fd;
 	int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
 	if (fd < 0) {
 		errfmt(err, errsz, "inotify: %s", strerror(errno));
@@ -4065,30 +4064,49 @@ int mailbox_watch(struct mailbox *mb, char *err, size_t errsz)
 	}
 	static const char *const subs[] = {"new", "cur"};
 	for (size_t i = 0; i < ARRAY_LEN(subs); i++) {
-		char *p = xasprintf("%s/%s", mb->dir, subs[i]);
+		char *p = xasprintf("%s/%s", dir, subs[i]);
 		int w = inotify_add_watch(fd, p,
 					  IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO |
 					      IN_ATTRIB | IN_CLOSE_WRITE | IN_ONLYDIR);
 		int e = errno;
 		free(p);
 		if (w < 0) {
-			errfmt(err, errsz, "inotify on %s/%s: %s", mb->dir, subs[i], strerror(e));
+			errfmt(err, errsz, "inotify on %s/%s: %s", dir, subs[i], strerror(e));
 			close(fd);
 			return -1;
 		}
 	}
-	mb->watch_fd = fd;
 	return fd;
 }
 
-bool mailbox_watch_drain(struct mailbox *mb)
+int mailbox_watch(struct mailbox *mb, char *err, size_t errsz)
 {
-	if (mb->watch_fd < 0)
-		return false;
+	if (mb->watch_fd >= 0)
+		return mb->watch_fd;
+	int fd = mailbox_watch_dir(mb->dir, err, errsz);
+	if (fd >= 0)
+		mb->watch_fd = fd;
+	return fd;
+}
+
+int mailbox_watch_folder(const char *root, const char *name, char *err, size_t errsz)
+{
+	if (!mailbox_name_valid(name)) {
+		errfmt(err, errsz, "invalid folder name");
+		return -1;
+	}
+	char *dir = mailbox_dir(root, name);
+	int fd = mailbox_watch_dir(dir, err, errsz);
+	free(dir);
+	return fd;
+}
+
+bool mailbox_watch_fd_drain(int fd)
+{
 	bool any = false;
 	char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
 	for (;;) {
-		ssize_t n = read(mb->watch_fd, buf, sizeof buf);
+		ssize_t n = read(fd, buf, sizeof buf);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0)
@@ -4096,6 +4114,11 @@ bool mailbox_watch_drain(struct mailbox *mb)
 		any = true;
 	}
 	return any;
+}
+
+bool mailbox_watch_drain(struct mailbox *mb)
+{
+	return mb->watch_fd >= 0 && mailbox_watch_fd_drain(mb->watch_fd);
 }
 
 void mailbox_unwatch(struct mailbox *mb)

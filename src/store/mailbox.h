@@ -485,6 +485,13 @@ void mailbox_append_abort(const char *path);
 int mailbox_watch(struct mailbox *mb, char *err, size_t errsz);
 /* Read the pending events without blocking; true when any arrived. */
 bool mailbox_watch_drain(struct mailbox *mb);
+/* A folder watched without a view (RFC 5465 NOTIFY of a folder not
+ * selected): an inotify descriptor on its new/ and cur/, the caller's to
+ * close; -1 with a reason in err (no such folder, no inotify). */
+int mailbox_watch_folder(const char *root, const char *name, char *err, size_t errsz);
+/* Read the pending events of such a descriptor without blocking; true
+ * when any arrived. */
+bool mailbox_watch_fd_drain(int fd);
 /* Close the inotify descriptor (after IDLE; inotify instances are a
  * per-user resource). */
 void mailbox_unwatch(struct mailbox *mb);

@@ -26,6 +26,7 @@ struct login;
 struct message;
 struct offload_job;
 struct imap_esearch_state;
+struct imap_notify;
 
 /* Named limits of a session (every limit in one place). */
 enum {
@@ -139,6 +140,8 @@ struct imap_session {
 	 * the wire (imap_utf8.c converts them at the edge) */
 	bool utf8;
 	char *utf8_names[2];             /* the last names converted for the store */
+	/* RFC 5465 NOTIFY (imap_notify.c), or NULL */
+	struct imap_notify *notify;
 };
 
 #define IMAP_HANDLER(name) \
@@ -163,6 +166,10 @@ const char *imap_state_name(enum imap_state st);
 void imap_enter_state(struct imap_session *s, enum imap_state st);
 /* CLOSING: the connection closes once what is queued has left. */
 void imap_close_after_flush(struct imap_session *s);
+
+/* The selected folder's watch: on while IDLE or NOTIFY wants its changes
+ * between commands, else off (imap_session.c). */
+void imap_watch_selected(struct imap_session *s);
 
 /* ---- responses being built -------------------------------------------------- */
 
