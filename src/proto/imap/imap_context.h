@@ -167,10 +167,6 @@ void imap_enter_state(struct imap_session *s, enum imap_state st);
 /* CLOSING: the connection closes once what is queued has left. */
 void imap_close_after_flush(struct imap_session *s);
 
-/* The selected folder's watch: on while IDLE or NOTIFY wants its changes
- * between commands, else off (imap_session.c). */
-void imap_watch_selected(struct imap_session *s);
-
 /* ---- responses being built -------------------------------------------------- */
 
 /* A response (or a piece of one) built here before imap_send() hands it

@@ -661,7 +661,6 @@ void imap_cmd_notify(struct imap_session *s, const struct imap_command *c)
 		if (!none)
 			return;
 		imap_notify_end(s); /* NOTIFY NONE */
-		imap_watch_selected(s);
 		imap_ok(s, "NOTIFY completed");
 		return;
 	}
@@ -674,7 +673,6 @@ void imap_cmd_notify(struct imap_session *s, const struct imap_command *c)
 	imap_notify_all = n;
 	imap_notify_watch(s, n);
 	imap_notify_view_opened(s);
-	imap_watch_selected(s);
 	struct imap_out out;
 	imap_out_init(&out);
 	imap_notify_flush(s, &out);

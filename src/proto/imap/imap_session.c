@@ -75,6 +75,7 @@ static void imap_sync(struct imap_session *s, bool expunges);
 static void imap_updates(struct imap_session *s, const char *status, const char *text);
 static void imap_watch_start(struct imap_session *s);
 static void imap_watch_stop(struct imap_session *s);
+static void imap_watch_selected(struct imap_session *s);
 
 static void imap_run(struct imap_session *s);
 
@@ -165,6 +166,7 @@ IMAP_HANDLER(imap_cmd_unsubscribe);
 IMAP_HANDLER(imap_cmd_status);
 IMAP_HANDLER(imap_cmd_append);
 IMAP_HANDLER(imap_cmd_idle);
+IMAP_HANDLER(imap_cmd_notify_watch);
 IMAP_HANDLER(imap_cmd_check);
 IMAP_HANDLER(imap_cmd_close);
 IMAP_HANDLER(imap_cmd_unselect);
@@ -196,7 +198,7 @@ static const struct imap_command_def imap_commands[] = {
 	{"STATUS", imap_cmd_status, IMAP_AUTHED, 0},
 	{"APPEND", imap_cmd_append, IMAP_AUTHED, 0},
 	{"IDLE", imap_cmd_idle, IMAP_AUTHED, 0},                /* RFC 2177 */
-	{"NOTIFY", imap_cmd_notify, IMAP_AUTHED, 0},            /* RFC 5465 */
+	{"NOTIFY", imap_cmd_notify_watch, IMAP_AUTHED, 0},      /* RFC 5465 */
 	{"GETQUOTA", imap_cmd_getquota, IMAP_AUTHED, 0},        /* RFC 9208 */
 	{"GETQUOTAROOT", imap_cmd_getquotaroot, IMAP_AUTHED, 0},
 	{"SETQUOTA", imap_cmd_setquota, IMAP_AUTHED, 0},
@@ -1090,6 +1092,13 @@ IMAP_HANDLER(imap_cmd_idle)
 	imap_watch_start(s);
 }
 
+/* NOTIFY (imap_notify.c), then the selected folder's watch as it asks. */
+IMAP_HANDLER(imap_cmd_notify_watch)
+{
+	imap_cmd_notify(s, c);
+	imap_watch_selected(s);
+}
+
 /* The line after "+ idling": DONE ends it; anything else is a BAD that
  * ends it too. */
 static void imap_idle_line(struct imap_session *s, const struct linebuf_line *l)
@@ -1243,7 +1252,9 @@ static void imap_on_watch(evutil_socket_t fd, short what, void *arg)
 	imap_run(s);
 }
 
-void imap_watch_selected(struct imap_session *s)
+/* The selected folder's watch: on while IDLE or NOTIFY wants its changes
+ * between commands (RFC 5465 §5), else off. */
+static void imap_watch_selected(struct imap_session *s)
 {
 	bool expunges;
 	if (s->state == IMAP_IDLE || imap_notify_selected(s, &expunges))
