@@ -229,9 +229,8 @@ enum imap_notify_parse_result imap_notify_parse(const struct imap_args *args,
 struct imap_notify_folder {
 	char *name;                      /* as the store names it */
 	unsigned events;
-	int fd;                          /* inotify, or -1 (the folder is missing) */
-	struct event *ev;
-	struct imap_session *s;
+	bool watched;                    /* wds hold its new/ and cur/ in the inotify instance */
+	int wds[2];
 	bool known;                      /* last holds what the client was told */
 	struct mailbox_status last;
 };
@@ -240,6 +239,8 @@ struct imap_notify {
 	struct imap_notify_spec spec;
 	struct imap_notify_folder *folders;
 	size_t nfolders;
+	int fd;                          /* the inotify instance of the folders, or -1 */
+	struct event *ev;                /* its reads */
 	struct imap_out pending;         /* STATUS and LIST lines not sent yet */
 	struct event *retry;             /* send pending once the session is free */
 	struct imap_notify *next;        /* every session with NOTIFY set */
@@ -265,14 +266,12 @@ static void imap_notify_free(struct imap_notify *n)
 	if (!n)
 		return;
 	imap_notify_unlink(n);
-	for (size_t i = 0; i < n->nfolders; i++) {
-		struct imap_notify_folder *f = &n->folders[i];
-		if (f->ev)
-			event_free(f->ev);
-		if (f->fd >= 0)
-			(void)close(f->fd); /* read-only inotify descriptor: nothing to lose */
-		free(f->name);
-	}
+	for (size_t i = 0; i < n->nfolders; i++)
+		free(n->folders[i].name);
+	if (n->ev)
+		event_free(n->ev);
+	if (n->fd >= 0)
+		(void)close(n->fd); /* read-only inotify descriptor: nothing to lose */
 	free(n->folders);
 	if (n->retry)
 		event_free(n->retry);
@@ -475,14 +474,44 @@ static void imap_notify_check(struct imap_session *s, struct imap_notify_folder 
 		imap_notify_status_line(s, &s->notify->pending, f);
 }
 
-static void imap_notify_on_folder(evutil_socket_t fd, short what, void *arg)
+static void imap_notify_on_folders(evutil_socket_t fd, short what, void *arg)
 {
 	(void)what;
-	struct imap_notify_folder *f = arg;
-	if (!mailbox_watch_fd_drain(fd))
-		return;
-	imap_notify_check(f->s, f, IMAP_NOTIFY_TELL_CHANGED);
-	imap_notify_kick(f->s);
+	struct imap_session *s = arg;
+	struct imap_notify *n = s->notify;
+	int wds[2 * IMAP_NOTIFY_WATCH_MAX];
+	bool overflow;
+	size_t nw = mailbox_watch_fd_read(fd, wds, ARRAY_LEN(wds), &overflow);
+	for (size_t i = 0; i < n->nfolders; i++) {
+		struct imap_notify_folder *f = &n->folders[i];
+		bool fired = overflow;
+		for (size_t k = 0; k < nw && !fired && f->watched; k++)
+			fired = wds[k] == f->wds[0] || wds[k] == f->wds[1];
+		if (fired)
+			imap_notify_check(s, f, IMAP_NOTIFY_TELL_CHANGED);
+	}
+	imap_notify_kick(s);
+}
+
+/* Watch f in n's inotify instance (opened with the first folder); a
+ * folder that cannot be watched is logged and left out. */
+static void imap_notify_watch_folder(struct imap_session *s, struct imap_notify *n,
+				     struct imap_notify_folder *f)
+{
+	char err[256];
+	if (n->fd < 0) {
+		n->fd = mailbox_watch_open(err, sizeof err);
+		if (n->fd < 0) {
+			imap_mailbox_log(s, "notify-watch", err);
+			return;
+		}
+		n->ev = event_new(s->b.rt->base, n->fd, EV_READ | EV_PERSIST, imap_notify_on_folders, s);
+		if (!n->ev || event_add(n->ev, NULL) != 0)
+			fatal("imap: cannot watch the folders for NOTIFY");
+	}
+	f->watched = mailbox_watch_folder(n->fd, s->maildir, f->name, f->wds, err, sizeof err) == 0;
+	if (!f->watched)
+		imap_mailbox_log(s, "notify-watch", err);
 }
 
 static bool imap_notify_has(const struct imap_notify *n, const char *name)
@@ -508,8 +537,6 @@ static bool imap_notify_add_folder(struct imap_notify *n, const char *name, unsi
 	memset(f, 0, sizeof *f);
 	f->name = xstrdup(name);
 	f->events = events;
-	f->fd = -1;
-	f->s = n->s;
 	return true;
 }
 
@@ -596,22 +623,12 @@ static bool imap_notify_resolve(struct imap_session *s, struct imap_notify *n)
 	return fits;
 }
 
-/* Watch each folder of the list (a folder that cannot be watched is
- * logged and left out) and take its first STATUS. */
+/* Watch the folders of the list in one inotify instance and take
+ * their first STATUS. */
 static void imap_notify_watch(struct imap_session *s, struct imap_notify *n)
 {
-	for (size_t i = 0; i < n->nfolders; i++) {
-		struct imap_notify_folder *f = &n->folders[i];
-		char err[256];
-		f->fd = mailbox_watch_folder(s->maildir, f->name, err, sizeof err);
-		if (f->fd < 0) {
-			imap_mailbox_log(s, "notify-watch", err);
-			continue;
-		}
-		f->ev = event_new(s->b.rt->base, f->fd, EV_READ | EV_PERSIST, imap_notify_on_folder, f);
-		if (!f->ev || event_add(f->ev, NULL) != 0)
-			fatal("imap: cannot watch a folder for NOTIFY");
-	}
+	for (size_t i = 0; i < n->nfolders; i++)
+		imap_notify_watch_folder(s, n, &n->folders[i]);
 	for (size_t i = 0; i < n->nfolders; i++)
 		imap_notify_check(s, &n->folders[i],
 				  n->spec.status ? IMAP_NOTIFY_TELL_ALWAYS : IMAP_NOTIFY_TELL_NEVER);
@@ -639,6 +656,7 @@ void imap_cmd_notify(struct imap_session *s, const struct imap_command *c)
 {
 	struct imap_notify *n = xcalloc(1, sizeof *n);
 	n->s = s;
+	n->fd = -1;
 	imap_out_init(&n->pending);
 	const char *why;
 	switch (imap_notify_parse(&c->args, &n->spec, &why)) {
@@ -719,13 +737,7 @@ void imap_notify_mailbox_changed(struct imap_session *s, enum imap_notify_event 
 			unsigned events = imap_notify_folder_events(&n->spec, name, NULL);
 			if (events && imap_notify_add_folder(n, name, events)) {
 				struct imap_notify_folder *f = &n->folders[n->nfolders - 1];
-				char err[256];
-				f->fd = mailbox_watch_folder(o->maildir, name, err, sizeof err);
-				f->ev = f->fd < 0 ? NULL
-						  : event_new(o->b.rt->base, f->fd, EV_READ | EV_PERSIST,
-							      imap_notify_on_folder, f);
-				if (f->ev && event_add(f->ev, NULL) != 0)
-					fatal("imap: cannot watch a folder for NOTIFY");
+				imap_notify_watch_folder(o, n, f);
 				imap_notify_check(o, f, IMAP_NOTIFY_TELL_CHANGED);
 			}
 		}
