@@ -4,7 +4,8 @@ once; a message SMTP delivers to INBOX while another folder is selected
 gives an unsolicited "* STATUS INBOX (...)" with no command sent; a
 message another session appends to the selected folder gives EXISTS and
 MessageNew's FETCH without IDLE; another session's CREATE and SUBSCRIBE
-give "* LIST"; an event not offered is NO [BADEVENT], bad syntax BAD;
+give "* LIST"; an event not offered is NO [BADEVENT], bad syntax BAD,
+filters that name more than 64 folders NO [LIMIT];
 after NOTIFY NONE a delivery is quiet again.  One daemon for all of it.
 """
 
@@ -66,6 +67,13 @@ def test_notify_status_exists_and_list_without_idle(posthorn, posthorn_bin, tmp_
     assert r.status == "NO" and "[BADEVENT" in r.tagged, r
     r = c.cmd("NOTIFY SET (EVERYWHERE (MessageNew))")
     assert r.status == "BAD", r
+
+    # more than 64 folders to watch: refused, named
+    for i in range(63):             # with Many itself, 64
+        c.ok(f"CREATE Many.f{i}")
+    r = c.cmd("NOTIFY SET (PERSONAL (MessageNew MessageExpunge))")
+    assert r.status == "NO" and "[LIMIT]" in r.tagged, r
+    c.ok("NOTIFY SET (SUBTREE Many (MessageNew MessageExpunge))")
 
     # NOTIFY NONE: a delivery is no longer announced
     c.ok("NOTIFY NONE")
