@@ -246,11 +246,16 @@ struct imap_notify {
 	struct imap_notify *next;        /* every session with NOTIFY set */
 	struct imap_session *s;
 	uint32_t uid_told;               /* the selected folder's last UID the client knows */
+	bool overflow;                   /* NOTIFICATIONOVERFLOW sent: no more STATUS, LIST */
 };
 
 static struct imap_notify *imap_notify_all;
 
-enum { IMAP_NOTIFY_RETRY_MS = 50 };
+enum {
+	IMAP_NOTIFY_RETRY_MS = 50,
+	/* STATUS and LIST lines held for a busy session, at most */
+	IMAP_NOTIFY_PENDING_MAX = 64 * 1024,
+};
 
 static void imap_notify_unlink(struct imap_notify *n)
 {
@@ -381,6 +386,14 @@ static void imap_notify_kick(struct imap_session *s)
 	struct imap_notify *n = s->notify;
 	if (imap_out_len(&n->pending) == 0)
 		return;
+	if (!n->overflow && imap_out_len(&n->pending) > IMAP_NOTIFY_PENDING_MAX) {
+		/* RFC 5465 §5.8: the client is told, and hears no more of the
+		 * other folders until it sets NOTIFY again */
+		n->overflow = true;
+		imap_out_discard(&n->pending);
+		imap_out_printf(&n->pending, "* OK [NOTIFICATIONOVERFLOW] Too many notifications "
+					     "waiting; NOTIFY again to go on\r\n");
+	}
 	if (imap_notify_session_free(s)) {
 		struct imap_out out;
 		imap_out_init(&out);
@@ -482,7 +495,7 @@ static void imap_notify_on_folders(evutil_socket_t fd, short what, void *arg)
 	int wds[2 * IMAP_NOTIFY_WATCH_MAX];
 	bool overflow;
 	size_t nw = mailbox_watch_fd_read(fd, wds, ARRAY_LEN(wds), &overflow);
-	for (size_t i = 0; i < n->nfolders; i++) {
+	for (size_t i = 0; i < n->nfolders && !n->overflow; i++) {
 		struct imap_notify_folder *f = &n->folders[i];
 		bool fired = overflow;
 		for (size_t k = 0; k < nw && !fired && f->watched; k++)
@@ -718,7 +731,7 @@ void imap_notify_mailbox_changed(struct imap_session *s, enum imap_notify_event 
 {
 	for (struct imap_notify *n = imap_notify_all; n; n = n->next) {
 		struct imap_session *o = n->s;
-		if (o == s || !o->maildir || strcmp(o->maildir, s->maildir) != 0 ||
+		if (o == s || n->overflow || !o->maildir || strcmp(o->maildir, s->maildir) != 0 ||
 		    !(imap_notify_name_events(n, name) & kind))
 			continue;
 		/* RFC 5465 §5.4, §5.5: a LIST response; RFC 5258 §3.5 OLDNAME */
