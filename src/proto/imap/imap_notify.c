@@ -241,6 +241,7 @@ struct imap_notify {
 	size_t nfolders;
 	int fd;                          /* the inotify instance of the folders, or -1 */
 	struct event *ev;                /* its reads */
+	struct event *poll;              /* without inotify: a look at every folder */
 	struct imap_out pending;         /* STATUS and LIST lines not sent yet */
 	struct event *retry;             /* send pending once the session is free */
 	struct imap_notify *next;        /* every session with NOTIFY set */
@@ -253,6 +254,7 @@ static struct imap_notify *imap_notify_all;
 
 enum {
 	IMAP_NOTIFY_RETRY_MS = 50,
+	IMAP_NOTIFY_POLL_MS = 5000,      /* without inotify */
 	/* STATUS and LIST lines held for a busy session, at most */
 	IMAP_NOTIFY_PENDING_MAX = 64 * 1024,
 };
@@ -275,6 +277,8 @@ static void imap_notify_free(struct imap_notify *n)
 		free(n->folders[i].name);
 	if (n->ev)
 		event_free(n->ev);
+	if (n->poll)
+		event_free(n->poll);
 	if (n->fd >= 0)
 		(void)close(n->fd); /* read-only inotify descriptor: nothing to lose */
 	free(n->folders);
@@ -506,16 +510,42 @@ static void imap_notify_on_folders(evutil_socket_t fd, short what, void *arg)
 	imap_notify_kick(s);
 }
 
+static void imap_notify_on_poll(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct imap_session *s = arg;
+	struct imap_notify *n = s->notify;
+	for (size_t i = 0; i < n->nfolders && !n->overflow; i++)
+		imap_notify_check(s, &n->folders[i], IMAP_NOTIFY_TELL_CHANGED);
+	imap_notify_kick(s);
+}
+
+/* Without an inotify instance (none left: they are few per user, and the
+ * daemon's sessions share one user), the folders are looked at every
+ * IMAP_NOTIFY_POLL_MS, as IDLE does. */
+static void imap_notify_poll_start(struct imap_session *s, struct imap_notify *n)
+{
+	n->poll = event_new(s->b.rt->base, -1, EV_PERSIST, imap_notify_on_poll, s);
+	struct timeval tv = {.tv_sec = IMAP_NOTIFY_POLL_MS / 1000,
+			     .tv_usec = (IMAP_NOTIFY_POLL_MS % 1000) * 1000};
+	if (!n->poll || event_add(n->poll, &tv) != 0)
+		fatal("imap: no timer for NOTIFY");
+}
+
 /* Watch f in n's inotify instance (opened with the first folder); a
  * folder that cannot be watched is logged and left out. */
 static void imap_notify_watch_folder(struct imap_session *s, struct imap_notify *n,
 				     struct imap_notify_folder *f)
 {
 	char err[256];
+	if (n->poll)
+		return; /* no inotify: every folder is looked at in turn */
 	if (n->fd < 0) {
 		n->fd = mailbox_watch_open(err, sizeof err);
 		if (n->fd < 0) {
-			imap_mailbox_log(s, "notify-watch", err);
+			imap_mailbox_log(s, "notify-poll", err);
+			imap_notify_poll_start(s, n);
 			return;
 		}
 		n->ev = event_new(s->b.rt->base, n->fd, EV_READ | EV_PERSIST, imap_notify_on_folders, s);
