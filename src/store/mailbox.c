@@ -4311,41 +4311,100 @@ void mailbox_job_run(struct mailbox_job *j)
 
 /* ---- IDLE ---------------------------------------------------------------------- */
 
-int mailbox_watch(struct mailbox *mb, char *err, size_t errsz)
+/* Watches on dir's new/ and cur/ in the inotify instance fd (their
+ * descriptors into wds, when given); 0, or -1 with err. */
+static int mailbox_watch_add_dir(int fd, const char *dir, int wds[2], char *err, size_t errsz)
 {
-	if (mb->watch_fd >= 0)
-		return mb->watch_fd;
-	int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-	if (fd < 0) {
-		errfmt(err, errsz, "inotify: %s", strerror(errno));
-		return -1;
-	}
 	static const char *const subs[] = {"new", "cur"};
 	for (size_t i = 0; i < ARRAY_LEN(subs); i++) {
-		char *p = xasprintf("%s/%s", mb->dir, subs[i]);
+		char *p = xasprintf("%s/%s", dir, subs[i]);
 		int w = inotify_add_watch(fd, p,
 					  IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO |
 					      IN_ATTRIB | IN_CLOSE_WRITE | IN_ONLYDIR);
 		int e = errno;
 		free(p);
 		if (w < 0) {
-			errfmt(err, errsz, "inotify on %s/%s: %s", mb->dir, subs[i], strerror(e));
-			close(fd);
+			errfmt(err, errsz, "inotify on %s/%s: %s", dir, subs[i], strerror(e));
 			return -1;
 		}
+		if (wds)
+			wds[i] = w;
+	}
+	return 0;
+}
+
+int mailbox_watch_open(char *err, size_t errsz)
+{
+	int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	if (fd < 0)
+		errfmt(err, errsz, "inotify: %s", strerror(errno));
+	return fd;
+}
+
+int mailbox_watch(struct mailbox *mb, char *err, size_t errsz)
+{
+	if (mb->watch_fd >= 0)
+		return mb->watch_fd;
+	int fd = mailbox_watch_open(err, errsz);
+	if (fd < 0)
+		return -1;
+	if (mailbox_watch_add_dir(fd, mb->dir, NULL, err, errsz) < 0) {
+		close(fd);
+		return -1;
 	}
 	mb->watch_fd = fd;
 	return fd;
 }
 
-bool mailbox_watch_drain(struct mailbox *mb)
+int mailbox_watch_folder(int fd, const char *root, const char *name, int wds[2], char *err,
+			 size_t errsz)
 {
-	if (mb->watch_fd < 0)
-		return false;
+	if (!mailbox_name_valid(name)) {
+		errfmt(err, errsz, "invalid folder name");
+		return -1;
+	}
+	char *dir = mailbox_dir(root, name);
+	int r = mailbox_watch_add_dir(fd, dir, wds, err, errsz);
+	free(dir);
+	return r;
+}
+
+size_t mailbox_watch_fd_read(int fd, int *wds, size_t max, bool *overflow)
+{
+	size_t n = 0;
+	*overflow = false;
+	char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+	for (;;) {
+		ssize_t got = read(fd, buf, sizeof buf);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got <= 0)
+			break;
+		for (size_t off = 0; off + sizeof(struct inotify_event) <= (size_t)got;) {
+			const struct inotify_event *ev = (const void *)(buf + off);
+			off += sizeof *ev + ev->len;
+			if (ev->mask & IN_Q_OVERFLOW)
+				*overflow = true;
+			bool seen = false;
+			for (size_t i = 0; i < n && !seen; i++)
+				seen = wds[i] == ev->wd;
+			if (seen || ev->wd < 0)
+				continue;
+			if (n == max)
+				*overflow = true; /* more than asked for: look at all */
+			else
+				wds[n++] = ev->wd;
+		}
+	}
+	return n;
+}
+
+static bool mailbox_watch_fd_drain(int fd)
+{
 	bool any = false;
 	char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
 	for (;;) {
-		ssize_t n = read(mb->watch_fd, buf, sizeof buf);
+		ssize_t n = read(fd, buf, sizeof buf);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0)
@@ -4353,6 +4412,11 @@ bool mailbox_watch_drain(struct mailbox *mb)
 		any = true;
 	}
 	return any;
+}
+
+bool mailbox_watch_drain(struct mailbox *mb)
+{
+	return mb->watch_fd >= 0 && mailbox_watch_fd_drain(mb->watch_fd);
 }
 
 void mailbox_unwatch(struct mailbox *mb)

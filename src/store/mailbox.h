@@ -503,6 +503,19 @@ void mailbox_append_abort(const char *path);
 int mailbox_watch(struct mailbox *mb, char *err, size_t errsz);
 /* Read the pending events without blocking; true when any arrived. */
 bool mailbox_watch_drain(struct mailbox *mb);
+/* Folders watched without a view (RFC 5465 NOTIFY of folders not
+ * selected), several in one inotify instance (instances are a per-user
+ * resource, inotify(7)): open one (the caller's to close; -1 with a
+ * reason in err when inotify is not available), add each folder's new/
+ * and cur/ (their watch descriptors into wds; -1 with err: no such
+ * folder, no watch left), and read what happened without blocking: the
+ * distinct watch descriptors that fired, at most max, into wds.
+ * *overflow says that events were lost or more than max fired: the
+ * caller looks at every folder. */
+int mailbox_watch_open(char *err, size_t errsz);
+int mailbox_watch_folder(int fd, const char *root, const char *name, int wds[2], char *err,
+			 size_t errsz);
+size_t mailbox_watch_fd_read(int fd, int *wds, size_t max, bool *overflow);
 /* Close the inotify descriptor (after IDLE; inotify instances are a
  * per-user resource). */
 void mailbox_unwatch(struct mailbox *mb);

@@ -26,6 +26,7 @@ struct login;
 struct message;
 struct offload_job;
 struct imap_esearch_state;
+struct imap_notify;
 
 /* Named limits of a session (every limit in one place). */
 enum {
@@ -139,6 +140,8 @@ struct imap_session {
 	 * the wire (imap_utf8.c converts them at the edge) */
 	bool utf8;
 	char *utf8_names[2];             /* the last names converted for the store */
+	/* RFC 5465 NOTIFY (imap_notify.c), or NULL */
+	struct imap_notify *notify;
 };
 
 #define IMAP_HANDLER(name) \

@@ -49,6 +49,7 @@
 #include "proto/imap/imap_list.h"
 #include "proto/imap/imap_parse.h"
 #include "proto/imap/imap_esearch.h"
+#include "proto/imap/imap_notify.h"
 #include "proto/imap/imap_quota.h"
 #include "proto/imap/imap_utf8.h"
 #include "proto/imap/imap_search.h"
@@ -74,6 +75,7 @@ static void imap_sync(struct imap_session *s, bool expunges);
 static void imap_updates(struct imap_session *s, const char *status, const char *text);
 static void imap_watch_start(struct imap_session *s);
 static void imap_watch_stop(struct imap_session *s);
+static void imap_watch_selected(struct imap_session *s);
 
 static void imap_run(struct imap_session *s);
 
@@ -99,6 +101,7 @@ static void imap_capabilities(const struct imap_session *s, char *out, size_t ou
 	imap_caps_add(out, outsz, &used, "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE BINARY LIST-EXTENDED LIST-STATUS MULTIAPPEND CATENATE "
 		      "UNSELECT UIDPLUS MOVE CHILDREN SPECIAL-USE CREATE-SPECIAL-USE", "");
 	imap_caps_add(out, outsz, &used, "CONDSTORE QRESYNC", ""); /* RFC 7162 */
+	imap_caps_add(out, outsz, &used, IMAP_NOTIFY_CAPS, "");   /* RFC 5465 */
 	imap_caps_add(out, outsz, &used, "SORT SORT=DISPLAY THREAD=ORDEREDSUBJECT "
 		      "THREAD=REFERENCES", ""); /* RFC 5256, RFC 5957 */
 	/* RFC 4731, RFC 5182, RFC 5267 §3 and §4 (imap_esearch.c) */
@@ -163,6 +166,7 @@ IMAP_HANDLER(imap_cmd_unsubscribe);
 IMAP_HANDLER(imap_cmd_status);
 IMAP_HANDLER(imap_cmd_append);
 IMAP_HANDLER(imap_cmd_idle);
+IMAP_HANDLER(imap_cmd_notify_watch);
 IMAP_HANDLER(imap_cmd_check);
 IMAP_HANDLER(imap_cmd_close);
 IMAP_HANDLER(imap_cmd_unselect);
@@ -194,6 +198,7 @@ static const struct imap_command_def imap_commands[] = {
 	{"STATUS", imap_cmd_status, IMAP_AUTHED, 0},
 	{"APPEND", imap_cmd_append, IMAP_AUTHED, 0},
 	{"IDLE", imap_cmd_idle, IMAP_AUTHED, 0},                /* RFC 2177 */
+	{"NOTIFY", imap_cmd_notify_watch, IMAP_AUTHED, 0},      /* RFC 5465 */
 	{"GETQUOTA", imap_cmd_getquota, IMAP_AUTHED, 0},        /* RFC 9208 */
 	{"GETQUOTAROOT", imap_cmd_getquotaroot, IMAP_AUTHED, 0},
 	{"SETQUOTA", imap_cmd_setquota, IMAP_AUTHED, 0},
@@ -1087,12 +1092,19 @@ IMAP_HANDLER(imap_cmd_idle)
 	imap_watch_start(s);
 }
 
+/* NOTIFY (imap_notify.c), then the selected folder's watch as it asks. */
+IMAP_HANDLER(imap_cmd_notify_watch)
+{
+	imap_cmd_notify(s, c);
+	imap_watch_selected(s);
+}
+
 /* The line after "+ idling": DONE ends it; anything else is a BAD that
  * ends it too. */
 static void imap_idle_line(struct imap_session *s, const struct linebuf_line *l)
 {
-	imap_watch_stop(s);
 	imap_enter_state(s, s->view ? IMAP_SELECTED : IMAP_AUTH);
+	imap_watch_selected(s);
 	if (l->len == 4 && strncasecmp(l->data, "DONE", 4) == 0) {
 		imap_sync(s, true);
 		if (s->state != IMAP_CLOSING)
@@ -1165,6 +1177,7 @@ static bool imap_updates_step(struct imap_session *s)
 			break;
 		case MAILBOX_CHANGE_EXISTS:
 			imap_out_printf(&j->out, "* %zu EXISTS\r\n", ch.n);
+			imap_notify_new_messages(s, &j->out, ch.n); /* RFC 5465 §5.2 */
 			break;
 		case MAILBOX_CHANGE_RECENT:
 			imap_out_printf(&j->out, "* %zu RECENT\r\n", ch.n);
@@ -1184,6 +1197,7 @@ static bool imap_updates_step(struct imap_session *s)
 		return false;
 	}
 	imap_esearch_refresh(s, &j->out); /* RFC 5267 §4.4: ADDTO, REMOVEFROM */
+	imap_notify_flush(s, &j->out);    /* RFC 5465: STATUS, LIST */
 	imap_send(s, &j->out);
 	if (j->status)
 		imap_reply(s, j->status, "%s", j->text);
@@ -1223,12 +1237,30 @@ enum {
 static void imap_on_watch(evutil_socket_t fd, short what, void *arg)
 {
 	struct imap_session *s = arg;
-	if (s->state != IMAP_IDLE || !s->view)
+	bool expunges = true;
+	if (!s->view)
 		return;
+	if (s->state != IMAP_IDLE) {
+		/* RFC 5465 §5: between commands, when NOTIFY asked */
+		if (s->state != IMAP_SELECTED || s->job || s->store_busy || s->deferred ||
+		    !imap_notify_selected(s, &expunges))
+			return;
+	}
 	if (what & EV_READ)
 		mailbox_watch_drain(s->view);
-	imap_sync(s, true);
+	imap_sync(s, expunges);
 	imap_run(s);
+}
+
+/* The selected folder's watch: on while IDLE or NOTIFY wants its changes
+ * between commands (RFC 5465 §5), else off. */
+static void imap_watch_selected(struct imap_session *s)
+{
+	bool expunges;
+	if (s->state == IMAP_IDLE || imap_notify_selected(s, &expunges))
+		imap_watch_start(s);
+	else
+		imap_watch_stop(s);
 }
 
 static void imap_watch_start(struct imap_session *s)
@@ -1439,6 +1471,8 @@ IMAP_HANDLER(imap_cmd_select)
 		conn_printf(s->io, "* OK [HIGHESTMODSEQ %llu] Highest",
 			    (unsigned long long)mailbox_highestmodseq(mb));
 	imap_enter_state(s, IMAP_SELECTED);
+	imap_notify_view_opened(s);
+	imap_watch_selected(s); /* RFC 5465: NOTIFY's SELECTED filter */
 	const char *done = examine ? "[READ-ONLY] EXAMINE completed" : "[READ-WRITE] SELECT completed";
 	if (q.on && q.uidvalidity == mailbox_uidvalidity(mb)) {
 		imap_select_resync(s, &q, done);
@@ -1495,8 +1529,10 @@ IMAP_HANDLER(imap_cmd_create)
 		return;
 	char err[256];
 	if (imap_store_error(s, mailbox_create_special(s->maildir, name, uses, err, sizeof err),
-			     err))
+			     err)) {
+		imap_notify_mailbox_changed(s, IMAP_NOTIFY_MAILBOX_NAME, name, NULL, false);
 		imap_ok(s, "CREATE completed");
+	}
 }
 
 IMAP_HANDLER(imap_cmd_delete)
@@ -1509,6 +1545,7 @@ IMAP_HANDLER(imap_cmd_delete)
 	char err[256];
 	if (name && imap_store_error(s, mailbox_delete(s->maildir, name, err, sizeof err), err)) {
 		imap_quota_recount(s); /* its messages are gone */
+		imap_notify_mailbox_changed(s, IMAP_NOTIFY_MAILBOX_NAME, name, NULL, true);
 		imap_ok(s, "DELETE completed");
 	}
 }
@@ -1522,8 +1559,10 @@ IMAP_HANDLER(imap_cmd_rename)
 	const char *from = imap_mailbox_arg(s, c, 0);
 	const char *to = from ? imap_mailbox_arg(s, c, 1) : NULL;
 	char err[256];
-	if (to && imap_store_error(s, mailbox_rename(s->maildir, from, to, err, sizeof err), err))
+	if (to && imap_store_error(s, mailbox_rename(s->maildir, from, to, err, sizeof err), err)) {
+		imap_notify_mailbox_changed(s, IMAP_NOTIFY_MAILBOX_NAME, to, from, false);
 		imap_ok(s, "RENAME completed");
+	}
 }
 
 static void imap_subscription(struct imap_session *s, const struct imap_command *c, bool on)
@@ -1535,8 +1574,10 @@ static void imap_subscription(struct imap_session *s, const struct imap_command 
 	const char *name = imap_mailbox_arg(s, c, 0);
 	char err[256];
 	if (name &&
-	    imap_store_error(s, mailbox_subscribe(s->maildir, name, on, err, sizeof err), err))
+	    imap_store_error(s, mailbox_subscribe(s->maildir, name, on, err, sizeof err), err)) {
+		imap_notify_mailbox_changed(s, IMAP_NOTIFY_SUBSCRIPTION_CHANGE, name, NULL, !on);
 		imap_ok(s, "%s completed", on ? "SUBSCRIBE" : "UNSUBSCRIBE");
+	}
 }
 
 IMAP_HANDLER(imap_cmd_subscribe)
@@ -2221,6 +2262,7 @@ static void imap_free(struct imap_session *s)
 	offload_cancel(s->store); /* the worker finishes; the job is freed, unanswered */
 	imap_job_stop(s);
 	imap_command_free(s->deferred);
+	imap_notify_end(s);
 	imap_watch_stop(s);
 	imap_view_close(s);
 	imap_append_discard(s);
