@@ -225,15 +225,40 @@ static bool server_over_limits(const struct conf_server *srv, bool implicit_tls,
 /* ---- admission: the connection rules, after the client's name ---------- */
 
 /* A connection waiting for the client's reverse name. */
-struct pending {
+/* A connection accepted and not yet admitted: what a wait for the
+ * client's name or for the block lists keeps of it. */
+struct arrival {
 	struct session_link *conn;
-	struct runtime *rt;
+	struct runtime *rt;             /* a reference, given back by arrival_done() */
 	const struct conf_server *srv;
 	struct tls_server *ts;
 	bool implicit_tls;
 	int fd;
 	struct sockaddr_storage peer;
 	socklen_t peerlen;
+};
+
+static void arrival_init(struct arrival *a, struct runtime *rt, const struct conf_server *srv,
+			 struct tls_server *ts, bool implicit_tls, int fd,
+			 const struct sockaddr *peer, socklen_t peerlen, struct session_link *c)
+{
+	a->conn = c;
+	a->rt = runtime_ref(rt);
+	a->srv = srv;
+	a->ts = ts;
+	a->implicit_tls = implicit_tls;
+	a->fd = fd;
+	memcpy(&a->peer, peer, peerlen);
+	a->peerlen = peerlen;
+}
+
+static void arrival_done(struct arrival *a)
+{
+	runtime_unref(a->rt);
+}
+
+struct pending {
+	struct arrival a;
 	struct dns_resolver *resolver;
 	dns_query_id query;
 };
@@ -337,14 +362,7 @@ static void server_decide(struct runtime *rt, const struct conf_server *srv,
 
 /* A connection waiting for its block lists' answers. */
 struct listing {
-	struct session_link *conn;
-	struct runtime *rt;
-	const struct conf_server *srv;
-	struct tls_server *ts;
-	bool implicit_tls;
-	int fd;
-	struct sockaddr_storage peer;
-	socklen_t peerlen;
+	struct arrival a;
 	char *name;
 	const char *dns_status; /* static text from dns_status_name() */
 	struct dnsbl_check *check;
@@ -352,7 +370,7 @@ struct listing {
 
 static void listing_free(struct listing *w)
 {
-	runtime_unref(w->rt);
+	arrival_done(&w->a);
 	free(w->name);
 	free(w);
 }
@@ -363,8 +381,8 @@ static void server_log_list_failures(const struct listing *w, const struct dnsbl
 {
 	for (size_t i = 0; i < n; i++)
 		if (res[i].state == DNSBL_FAILED)
-			log_info("event=dnsbl server=%s client=%s zone=%s status=%s", w->srv->name,
-				 w->conn->client, w->srv->connection.rules[i].domain,
+			log_info("event=dnsbl server=%s client=%s zone=%s status=%s", w->a.srv->name,
+				 w->a.conn->client, w->a.srv->connection.rules[i].domain,
 				 dns_status_name(res[i].dns));
 }
 
@@ -372,8 +390,9 @@ static void server_lists_answered(void *arg, const struct dnsbl_result *res, siz
 {
 	struct listing *w = arg;
 	server_log_list_failures(w, res, n);
-	server_decide(w->rt, w->srv, w->ts, w->implicit_tls, w->fd, (struct sockaddr *)&w->peer,
-		      w->peerlen, w->conn, w->name, w->dns_status, res);
+	const struct arrival *a = &w->a;
+	server_decide(a->rt, a->srv, a->ts, a->implicit_tls, a->fd, (struct sockaddr *)&a->peer,
+		      a->peerlen, a->conn, w->name, w->dns_status, res);
 	listing_free(w);
 }
 
@@ -382,7 +401,7 @@ static void server_listing_drop(struct session_link *c)
 {
 	struct listing *w = c->session;
 	dnsbl_check_cancel(w->check);
-	close(w->fd);
+	close(w->a.fd);
 	listing_free(w);
 	server_link_closed(c);
 }
@@ -408,14 +427,7 @@ static void server_admit(struct runtime *rt, const struct conf_server *srv, stru
 		return;
 	}
 	struct listing *w = xcalloc(1, sizeof *w);
-	w->conn = c;
-	w->rt = runtime_ref(rt);
-	w->srv = srv;
-	w->ts = ts;
-	w->implicit_tls = implicit_tls;
-	w->fd = fd;
-	memcpy(&w->peer, peer, peerlen);
-	w->peerlen = peerlen;
+	arrival_init(&w->a, rt, srv, ts, implicit_tls, fd, peer, peerlen, c);
 	w->name = name ? xstrdup(name) : NULL;
 	w->dns_status = dns_status;
 	c->session = w;
@@ -430,7 +442,7 @@ static void server_admit(struct runtime *rt, const struct conf_server *srv, stru
 
 static void pending_free(struct pending *p)
 {
-	runtime_unref(p->rt);
+	arrival_done(&p->a);
 	free(p);
 }
 
@@ -441,11 +453,12 @@ static void server_name_found(void *arg, enum dns_status st, const char *name)
 	if (st != DNS_OK && st != DNS_NOTFOUND) {
 		/* no name: domain rules cannot match; the log says why */
 		status = dns_status_name(st);
-		log_info("event=dns-lookup server=%s client=%s status=%s", p->srv->name,
-			 p->conn->client, status);
+		log_info("event=dns-lookup server=%s client=%s status=%s", p->a.srv->name,
+			 p->a.conn->client, status);
 	}
-	server_admit(p->rt, p->srv, p->ts, p->implicit_tls, p->fd, (struct sockaddr *)&p->peer,
-		     p->peerlen, p->conn, st == DNS_OK ? name : NULL, status);
+	const struct arrival *a = &p->a;
+	server_admit(a->rt, a->srv, a->ts, a->implicit_tls, a->fd, (struct sockaddr *)&a->peer,
+		     a->peerlen, a->conn, st == DNS_OK ? name : NULL, status);
 	pending_free(p);
 }
 
@@ -454,7 +467,7 @@ static void server_pending_drop(struct session_link *c)
 {
 	struct pending *p = c->session;
 	dns_cancel(p->resolver, p->query);
-	close(p->fd);
+	close(p->a.fd);
 	pending_free(p);
 	server_link_closed(c);
 }
@@ -470,14 +483,7 @@ static void server_lookup_then_admit(struct runtime *rt, const struct conf_serve
 				     const struct sockaddr *sa, socklen_t salen, struct session_link *c)
 {
 	struct pending *p = xcalloc(1, sizeof *p);
-	p->conn = c;
-	p->rt = runtime_ref(rt);
-	p->srv = srv;
-	p->ts = ts;
-	p->implicit_tls = implicit_tls;
-	p->fd = fd;
-	memcpy(&p->peer, sa, salen);
-	p->peerlen = salen;
+	arrival_init(&p->a, rt, srv, ts, implicit_tls, fd, sa, salen, c);
 	p->resolver = runtime_resolver(rt, srv);
 	c->session = p;
 	c->shutdown = server_pending_drop;
