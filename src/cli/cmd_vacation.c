@@ -182,7 +182,7 @@ static int cmd_vacation_apply(const struct cmd_vacation_args *a, struct vacation
 		v->subject = xstrdup(a->subject);
 	}
 	if (a->message_file) {
-		char *text;
+		char *text = NULL;
 		if (cmd_vacation_read_message(a->message_file, &text) != 0)
 			return CMD_VACATION_EXIT_ERROR;
 		free(v->message);
