@@ -4,8 +4,8 @@
  * (UNSELECT), RFC 2342 (NAMESPACE), RFC 2971 (ID), RFC 5161 (ENABLE),
  * RFC 7888 (LITERAL+), RFC 6154 (SPECIAL-USE), RFC 3348 (CHILDREN),
  * RFC 3502 (MULTIAPPEND), RFC 4469 (CATENATE, in imap_catenate.c), RFC
- * 3516 (BINARY: APPEND's literal8; FETCH in imap_binary.c), RFC 8314
- * (implicit TLS).
+ * 3516 (BINARY: APPEND's literal8; FETCH in imap_binary.c), RFC 6855
+ * §4 (APPEND's UTF8 data), RFC 8314 (implicit TLS).
  *
  * Every command is dispatched from imap_commands[], which states the
  * session states it is valid in and the policy it needs; one gate,
@@ -1800,10 +1800,14 @@ static bool imap_append_continue(struct imap_session *s, const struct imap_comma
 		imap_bad(s, "Syntax: APPEND mailbox [(flags)] [date-time] literal");
 		return false;
 	}
-	/* a CATENATE TEXT literal (in a list): no message file of its own */
+	/* a CATENATE TEXT literal (in a list): no message file of its own;
+	 * UTF8 (literal8) (RFC 6855 §4): the message */
 	const struct imap_arg *lit = imap_args_at(&pc->args, pc->args.n - 1);
-	if (imap_arg_list(lit))
-		return true;
+	if (imap_arg_list(lit)) {
+		if (!imap_arg_is(imap_args_at(&pc->args, pc->args.n - 2), "UTF8"))
+			return true;
+		lit = imap_args_at(imap_arg_list(lit), 0);
+	}
 	/* RFC 9208 §4.4: over the quota, said before the octets come */
 	if (lit && lit->type == IMAP_ARG_LITERAL && !imap_quota_room(s, lit->literal_size, 1))
 		return false;
@@ -1867,6 +1871,14 @@ static bool imap_append_message(struct imap_session *s, const struct imap_comman
 		*cat = imap_arg_list(imap_args_at(&c->args, *i + 1));
 		*i += 2;
 		return true;
+	}
+	/* RFC 6855 §4: "UTF8" SP "(" literal8 ")" (the parser took it only
+	 * after ENABLE UTF8=ACCEPT) */
+	const struct imap_args *utf8 =
+	    imap_arg_is(a, "UTF8") ? imap_arg_list(imap_args_at(&c->args, *i + 1)) : NULL;
+	if (utf8 && utf8->n == 1) {
+		*i += 1;
+		a = imap_args_at(utf8, 0);
 	}
 	if (!a || a->type != IMAP_ARG_LITERAL || !a->sunk) {
 		imap_bad(s, err);
