@@ -3609,20 +3609,17 @@ struct mailbox_job {
 	size_t n, cap;
 	uint32_t validity;           /* of the destination (COPY) or folder (APPEND) */
 	bool copied;                 /* COPY, MOVE: the copies are in, with UIDs */
-	/* APPEND */
-	char *root, *name, *path;
-	unsigned flags;
-	long long date;
-	uint32_t uid;
+	/* APPEND: the messages' files in tmp/ are v[].name */
+	char *root, *name;
 };
 
 void mailbox_job_free(struct mailbox_job *j)
 {
 	if (!j)
 		return;
-	if (j->kind == MAILBOX_JOB_APPEND && !j->ran && j->path)
-		unlink(j->path); /* the message that never went in */
 	for (size_t i = 0; i < j->n; i++) {
+		if (j->kind == MAILBOX_JOB_APPEND && !j->ran)
+			unlink(j->v[i].name); /* a message that never went in */
 		free(j->v[i].name);
 		free(j->v[i].copy_unique);
 		free(j->v[i].copy_path);
@@ -3632,7 +3629,6 @@ void mailbox_job_free(struct mailbox_job *j)
 	free(j->ddir);
 	free(j->root);
 	free(j->name);
-	free(j->path);
 	free(j);
 }
 
@@ -4222,48 +4218,93 @@ static char *mailbox_append_place(const char *dir, const char *path, const char 
 	return final;
 }
 
+/* Whether every file of v is in dir's tmp/ (the folder was not renamed
+ * while the messages arrived). */
+static bool mailbox_append_in_tmp(const char *dir, const struct mailbox_job_msg *v, size_t n)
+{
+	char *tmpdir = xasprintf("%s/tmp/", dir);
+	size_t tlen = strlen(tmpdir);
+	bool ours = true;
+	for (size_t k = 0; ours && k < n; k++)
+		ours = strncmp(v[k].name, tmpdir, tlen) == 0 && !strchr(v[k].name + tlen, '/');
+	free(tmpdir);
+	return ours;
+}
+
+/* Move the written files v[0..n) (names in tmp/) into the folder dir and
+ * give them UIDs (v[k].uid), all or none (RFC 3502 §6.3.11): each is
+ * placed in new/ or cur/, then all are indexed at once; on any error the
+ * ones placed are removed again, the others' files too. */
+static enum mailbox_result mailbox_append_place_all(const char *dir, struct mailbox_job_msg *v,
+						    size_t n, uint32_t *uidvalidity, char *err,
+						    size_t errsz)
+{
+	char **uniques = xcalloc(n, sizeof *uniques);
+	char **finals = xcalloc(n, sizeof *finals);
+	uint32_t *uids = xcalloc(n, sizeof *uids);
+	enum mailbox_result r = MAILBOX_OK;
+	size_t placed = 0;
+	for (; placed < n; placed++) {
+		long long date = v[placed].date > 0 ? v[placed].date : (long long)time(NULL);
+		uniques[placed] = maildir_unique_name(date);
+		finals[placed] = mailbox_append_place(dir, v[placed].name, uniques[placed],
+						      v[placed].flags & MAILBOX_FLAGS_PERMANENT,
+						      date, err, errsz);
+		if (!finals[placed]) {
+			r = MAILBOX_ERR_IO;
+			break;
+		}
+	}
+	if (r == MAILBOX_OK)
+		r = mailbox_index_add(dir, uniques, n, uidvalidity, uids, err, errsz);
+	for (size_t k = 0; k < n; k++) {
+		if (r != MAILBOX_OK && k < placed)
+			unlink(finals[k]);
+		else if (r != MAILBOX_OK)
+			unlink(v[k].name);
+		v[k].uid = r == MAILBOX_OK ? uids[k] : 0;
+		free(uniques[k]);
+		free(finals[k]);
+	}
+	free(uniques);
+	free(finals);
+	free(uids);
+	return r;
+}
+
+/* The messages v[0..n) of one APPEND into folder name, all or none. */
+static enum mailbox_result mailbox_append_commit_all(const char *root, const char *name,
+						     struct mailbox_job_msg *v, size_t n,
+						     uint32_t *uidvalidity, char *err, size_t errsz)
+{
+	*uidvalidity = 0;
+	char *dir = NULL;
+	enum mailbox_result r = mailbox_open_dir(root, name, &dir, err, errsz);
+	if (r == MAILBOX_ERR_NOSELECT)
+		r = MAILBOX_ERR_NONEXISTENT;
+	if (r == MAILBOX_OK && !mailbox_append_in_tmp(dir, v, n)) {
+		errfmt(err, errsz, "Mailbox was renamed meanwhile");
+		r = MAILBOX_ERR_NONEXISTENT;
+	} else if (r == MAILBOX_OK) {
+		r = mailbox_append_place_all(dir, v, n, uidvalidity, err, errsz);
+		free(dir);
+		return r;
+	}
+	free(dir);
+	for (size_t k = 0; k < n; k++)
+		unlink(v[k].name);
+	return r;
+}
+
 enum mailbox_result mailbox_append_commit(const char *root, const char *name, const char *path,
 					  unsigned flags, long long internal_date,
 					  uint32_t *uidvalidity, uint32_t *uid, char *err,
 					  size_t errsz)
 {
-	*uidvalidity = 0;
-	*uid = 0;
-	char *dir;
-	enum mailbox_result r = mailbox_open_dir(root, name, &dir, err, errsz);
-	if (r == MAILBOX_ERR_NOSELECT)
-		r = MAILBOX_ERR_NONEXISTENT;
-	if (r != MAILBOX_OK) {
-		unlink(path);
-		return r;
-	}
-	char *tmpdir = xasprintf("%s/tmp/", dir);
-	size_t tlen = strlen(tmpdir);
-	bool ours = strncmp(path, tmpdir, tlen) == 0 && !strchr(path + tlen, '/');
-	free(tmpdir);
-	if (!ours) {
-		/* the folder was renamed while the message arrived */
-		unlink(path);
-		free(dir);
-		errfmt(err, errsz, "Mailbox was renamed meanwhile");
-		return MAILBOX_ERR_NONEXISTENT;
-	}
-	if (internal_date <= 0)
-		internal_date = (long long)time(NULL);
-	char *unique = maildir_unique_name(internal_date);
-	char *final = mailbox_append_place(dir, path, unique, flags & MAILBOX_FLAGS_PERMANENT,
-					   internal_date, err, errsz);
-	if (!final) {
-		unlink(path);
-		r = MAILBOX_ERR_IO;
-	} else {
-		r = mailbox_index_add(dir, &unique, 1, uidvalidity, uid, err, errsz);
-		if (r != MAILBOX_OK)
-			unlink(final);
-	}
-	free(final);
-	free(unique);
-	free(dir);
+	struct mailbox_job_msg m = {.name = xstrdup(path), .flags = flags, .date = internal_date};
+	enum mailbox_result r = mailbox_append_commit_all(root, name, &m, 1, uidvalidity, err, errsz);
+	*uid = m.uid;
+	free(m.name);
 	return r;
 }
 
@@ -4273,18 +4314,26 @@ struct mailbox_job *mailbox_append_job(const char *root, const char *name, const
 	struct mailbox_job *j = mailbox_job_new(MAILBOX_JOB_APPEND, NULL);
 	j->root = xstrdup(root);
 	j->name = xstrdup(name);
-	j->path = xstrdup(path);
-	j->flags = flags & MAILBOX_FLAGS_PERMANENT;
-	j->date = internal_date;
+	mailbox_append_job_add(j, path, flags, internal_date);
 	return j;
 }
 
+void mailbox_append_job_add(struct mailbox_job *j, const char *path, unsigned flags,
+			    long long internal_date)
+{
+	struct mailbox_job_msg *m = xgrow(&j->v, &j->n, &j->cap, sizeof *m);
+	m->name = xstrdup(path);
+	m->flags = flags & MAILBOX_FLAGS_PERMANENT;
+	m->date = internal_date;
+}
+
 enum mailbox_result mailbox_append_end(struct mailbox_job *j, uint32_t *uidvalidity,
-				       uint32_t *uid, char *err, size_t errsz)
+				       uint32_t *uids, size_t nuids, char *err, size_t errsz)
 {
 	enum mailbox_result r = j->r;
 	*uidvalidity = j->validity;
-	*uid = j->uid;
+	for (size_t k = 0; k < nuids; k++)
+		uids[k] = k < j->n ? j->v[k].uid : 0;
 	if (r != MAILBOX_OK)
 		errfmt(err, errsz, "%s", j->err);
 	mailbox_job_free(j);
@@ -4303,8 +4352,8 @@ void mailbox_job_run(struct mailbox_job *j)
 		mailbox_copy_run(j);
 		break;
 	case MAILBOX_JOB_APPEND:
-		j->r = mailbox_append_commit(j->root, j->name, j->path, j->flags, j->date,
-					     &j->validity, &j->uid, j->err, sizeof j->err);
+		j->r = mailbox_append_commit_all(j->root, j->name, j->v, j->n, &j->validity,
+						 j->err, sizeof j->err);
 		break;
 	}
 }

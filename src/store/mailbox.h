@@ -489,8 +489,15 @@ enum mailbox_result mailbox_append_commit(const char *root, const char *name, co
  * path is the job's from now on: removed if the job never runs). */
 struct mailbox_job *mailbox_append_job(const char *root, const char *name, const char *path,
 				       unsigned flags, long long internal_date);
+/* One more message for the same job (RFC 3502 MULTIAPPEND): the job's
+ * messages go in all or none (§6.3.11): on an error with any of them
+ * those already moved in are removed again and the answer is the error. */
+void mailbox_append_job_add(struct mailbox_job *j, const char *path, unsigned flags,
+			    long long internal_date);
+/* The job's result: the folder's UIDVALIDITY and the UIDs of its first
+ * nuids messages, in the order they were added (0: not known). */
 enum mailbox_result mailbox_append_end(struct mailbox_job *j, uint32_t *uidvalidity,
-				       uint32_t *uid, char *err, size_t errsz);
+				       uint32_t *uids, size_t nuids, char *err, size_t errsz);
 /* Drop an unfinished APPEND: remove the file. */
 void mailbox_append_abort(const char *path);
 

@@ -30,6 +30,7 @@ enum {
 	MODE_REJECT = 16,       /* refuse every other synchronizing literal */
 	MODE_SMALL_CHUNKS = 32, /* chunks of 1-8 octets, else 1-16384 */
 	MODE_RESET = 64,        /* throw the buffer away once, as STARTTLS does */
+	MODE_UTF8 = 128,        /* after ENABLE UTF8=ACCEPT (RFC 6855: UTF8 data) */
 };
 
 #define CHECK(x) do { if (!(x)) __builtin_trap(); } while (0)
@@ -174,6 +175,8 @@ static uint64_t run(const uint8_t *data, size_t size, unsigned mode, uint32_t rn
 	struct sink_state ss = { 0, 14695981039346656037ull, (mode & MODE_SINK_FAILS) != 0 };
 	if (mode & MODE_AUTH)
 		imap_parser_set_authenticated(p, true);
+	if (mode & MODE_UTF8)
+		imap_parser_set_utf8(p, true);
 	if (mode & MODE_SINK) {
 		struct imap_literal_sink sink = { &ss, fuzz_sink_write, NULL };
 		imap_parser_set_append(p, (mode & MODE_SMALL_APPEND) ? 100 : 100000, &sink);

@@ -4,7 +4,8 @@ custom command), and mbsync (Debian's isync) synchronising an account
 both ways: the server's messages pulled into a local Maildir with their
 flags, a flag change and a new message pushed back, a restart of the
 daemon in between (UIDVALIDITY must not change or mbsync refuses), and a
-last run that finds nothing to do.
+last run that finds nothing to do; and mbsync's flag changes keeping the
+keywords a message has on the server.
 
 Every connection goes to 127.0.0.1 under a certificate made for that
 address, which curl and mbsync check.
@@ -20,6 +21,7 @@ from helpers import HOST
 from imaputil import (BOB, BOB_PW, CURL, DAVE, DAVE_PW, MBSYNC, client_ctx, crlf, deliver,
                       folder_files, folder_path, info_flags, login_select, make_cert,
                       mbsync_config, start_imap, unique_part)
+from nodeutil import file_flags
 
 
 @pytest.fixture(scope="module")
@@ -244,3 +246,45 @@ def test_mbsync_synchronises_both_ways(imap, cert, ctx, tmp_path, ssltype, authm
     assert server_state(imap, BOB) == before_server, out
     # mbsync's own record of the pairs of UIDs and flags did not change either
     assert sync_states(local) == before_sync, out
+
+
+def test_mbsync_flag_changes_keep_server_keywords(imap, cert, ctx, tmp_path):
+    """mbsync (isync 1.4) synchronises system flags only: a message marked
+    seen locally and pushed keeps the keywords it has on the server, and
+    the folder's dovecot-keywords still names every letter in use."""
+    for i in range(2):
+        deliver(imap, BOB, f"From: a@example.org\r\nSubject: kw {i}\r\n\r\nbody {i}\r\n")
+    c = login_select(imap, ctx)
+    c.ok("STORE 1 +FLAGS ($Forwarded $Junk \\Flagged)")
+    c.ok("STORE 2 +FLAGS ($label1)")
+    c.logout()
+    local = str(tmp_path / "local")
+    conf = mbsync_config(str(tmp_path / "mbsyncrc"), cert, imap.imaps_port, BOB, BOB_PW, local)
+    run_mbsync(conf, tmp_path)
+    # mark both seen locally (mbsync's own letters), then push
+    inbox = os.path.join(local, "INBOX")
+    for sub in ("new", "cur"):
+        for n in os.listdir(os.path.join(inbox, sub)):
+            base, _, info = n.partition(":2,")
+            os.rename(os.path.join(inbox, sub, n),
+                      os.path.join(inbox, "cur", f"{base}:2,{''.join(sorted(info + 'S'))}"))
+    out = run_mbsync(conf, tmp_path)
+    c = login_select(imap, ctx)
+    flags = {}
+    for line in c.ok("FETCH 1:* (FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])").lines():
+        m = re.search(r"FLAGS \(([^)]*)\).*Subject: (kw \d)", line, re.S)
+        if m:
+            flags[m.group(2)] = set(m.group(1).split()) - {"\\Recent"}
+    c.logout()
+    assert flags == {"kw 0": {"$Forwarded", "$Junk", "\\Flagged", "\\Seen"},
+                     "kw 1": {"$label1", "\\Seen"}}, out
+    # the Maildir: every letter named by dovecot-keywords, the same flags
+    problems = []
+    on_disk = file_flags(folder_path(imap, BOB), problems, key="unique")
+    assert not problems, problems
+    assert sorted(map(sorted, on_disk.values())) == \
+        sorted(map(sorted, flags.values())), on_disk
+    # a second run finds nothing to do
+    before = (local_state(local), server_state(imap, BOB))
+    out = run_mbsync(conf, tmp_path)
+    assert (local_state(local), server_state(imap, BOB)) == before, out

@@ -96,3 +96,70 @@ def test_utf8_accept_names(posthorn, cert, tmp_path):
     assert res.returncode == 0, res.stderr
     files = folder_files(p, BOB, FOLDER_UTF7)
     assert len(files) == 2, files
+
+
+UTF8_MSG = crlf("From: Jürgen Müller <jürgen@example.org>\nTo: bob@example.test\n"
+                "Subject: Grüße aus Köln\n\nKölsch und Bier.\n")
+
+
+def raw_command(m, tag, parts):
+    """Send parts (bytes) of one command through imaplib's connection,
+    each after the server's continuation "+" but the first; returns the
+    tagged line (None parts after a tagged line are not sent)."""
+    m.send(parts[0])
+    for part in parts[1:]:
+        line = m.readline()
+        if line.startswith(tag):
+            return line
+        assert line.startswith(b"+"), line
+        m.send(part)
+    while True:
+        line = m.readline()
+        if line.startswith(tag):
+            return line
+
+
+def test_utf8_append_data(posthorn, cert):
+    """RFC 6855 §4: APPEND mailbox [flags] [date] UTF8 (literal8), BAD
+    before ENABLE UTF8=ACCEPT; the message with raw UTF-8 header fields
+    stored as it came.  (imaplib's own append() after ENABLE puts "UTF8
+    (" inside an ordinary literal, so the command is sent by hand.)"""
+    p = start_imap(posthorn, cert)
+    m = client(p, cert)
+    try:
+        n = len(UTF8_MSG)
+        tag = m._new_tag()
+        line = raw_command(m, tag, [tag + b" APPEND INBOX UTF8 (~{%d}\r\n" % n,
+                                    UTF8_MSG + b")\r\n"])
+        assert line.split()[1] == b"BAD" and b"UTF8=ACCEPT" in line, line
+        typ, data = m.noop()
+        assert typ == "OK", data
+        assert p.messages(BOB) == []
+
+        typ, data = m.enable("UTF8=ACCEPT")
+        assert typ == "OK", data
+        # synchronizing, with flags and a date
+        tag = m._new_tag()
+        line = raw_command(m, tag, [tag + b' APPEND INBOX (\\Seen $Label1) "01-Feb-2024 10:00:00'
+                                    b' +0100" UTF8 (~{%d}\r\n' % n, UTF8_MSG + b")\r\n"])
+        assert line.split()[1] == b"OK" and b"APPENDUID" in line, line
+        # MULTIAPPEND: a UTF8 message with LITERAL+, then a plain one
+        tag = m._new_tag()
+        line = raw_command(m, tag, [tag + b" APPEND INBOX UTF8 (~{%d+}\r\n" % n + UTF8_MSG +
+                                    b") {5+}\r\nplain\r\n"])
+        assert line.split()[1] == b"OK", line
+        # the plain literal inside UTF8 data is refused
+        tag = m._new_tag()
+        line = raw_command(m, tag, [tag + b" APPEND INBOX UTF8 ({5+}\r\nplain)\r\n"])
+        assert line.split()[1] == b"BAD", line
+
+        assert sorted(p.messages(BOB)) == sorted([UTF8_MSG, UTF8_MSG, b"plain"])
+        typ, data = m.select("INBOX")
+        assert typ == "OK" and data == [b"3"], data
+        typ, data = m.fetch("1", "(FLAGS INTERNALDATE BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        assert typ == "OK", data
+        assert b"\\Seen" in data[0][0] and b"$Label1" in data[0][0], data
+        assert b'"01-Feb-2024 09:00:00 +0000"' in data[0][0], data  # the same instant
+        assert data[0][1] == "Subject: Grüße aus Köln\r\n\r\n".encode(), data
+    finally:
+        m.logout()

@@ -625,6 +625,54 @@ static void test_append_sink_limits(void **state)
 	expect_idle(f);
 }
 
+/* RFC 6855 §4: APPEND's append-data "UTF8" SP "(" literal8 ")", taken
+ * only after ENABLE UTF8=ACCEPT; its literal8 is the message. */
+static void test_append_utf8_data(void **state)
+{
+	struct fixture *f = *state;
+	use_sink(f, 1000);
+	/* before ENABLE UTF8=ACCEPT: BAD, the literal's octets skipped */
+	const struct imap_parse_error *e =
+	    error(f, "U1 APPEND INBOX UTF8 (~{4+}\r\n\xc3\xa4\r\n)\r\n");
+	expect_error_tag(e, "U1");
+	assert_non_null(strstr(e->reason, "UTF8=ACCEPT"));
+	assert_int_equal(f->writes, 0);
+	expect_recovers(f);
+
+	imap_parser_set_utf8(f->p, true);
+	size_t starts = f->starts;
+	struct imap_command *c =
+	    command(f, "U2 APPEND INBOX (\\Seen) \"01-Jan-2024 10:00:00 +0000\" UTF8 "
+		       "(~{4+}\r\n\xc3\xa4\r\n)\r\n");
+	assert_int_equal(c->args.n, 5);
+	assert_true(imap_arg_is(arg(c, 3), "UTF8"));
+	const struct imap_args *l = imap_arg_list(arg(c, 4));
+	assert_non_null(l);
+	assert_int_equal(l->n, 1);
+	assert_true(l->v[0].sunk);
+	assert_true(l->v[0].literal8);
+	assert_int_equal(f->starts, starts + 1);
+	assert_memory_equal(f->sunk + f->sunk_len - 4, "\xc3\xa4\r\n", 4);
+
+	/* MULTIAPPEND: a plain message, then a UTF8 one */
+	c = command(f, "U3 APPEND INBOX {1+}\r\nx UTF8 (~{1+}\r\ny)\r\n");
+	assert_int_equal(c->args.n, 4);
+	assert_true(arg(c, 1)->sunk);
+	assert_true(imap_arg_list(arg(c, 3))->v[0].sunk);
+	assert_int_equal(f->starts, starts + 3);
+
+	/* UTF8 data is a literal8, never a plain literal */
+	expect_error_tag(error(f, "U4 APPEND INBOX UTF8 ({1+}\r\nx)\r\n"), "U4");
+	expect_recovers(f);
+	/* a second literal in the list is no message (and the command BAD later) */
+	c = command(f, "U5 APPEND INBOX UTF8 (~{1+}\r\nx {1+}\r\ny)\r\n");
+	assert_false(imap_arg_list(arg(c, 2))->v[1].sunk);
+	/* UTF8 elsewhere than in APPEND: a literal8 is refused as before */
+	expect_error_tag(error(f, "U6 SEARCH UTF8 (~{1+}\r\nx)\r\n"), "U6");
+	expect_recovers(f);
+	expect_idle(f);
+}
+
 static void test_uid_fetch(void **state)
 {
 	struct fixture *f = *state;
@@ -1431,6 +1479,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_append_in_memory, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_append_streamed_to_sink, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_append_sink_limits, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_append_utf8_data, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_uid_fetch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_authenticate_sasl_ir, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pipelined_and_bare_lf, setup, teardown),

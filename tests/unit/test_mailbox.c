@@ -1691,6 +1691,67 @@ static void test_job_freed_unrun(void **state)
 	free(path);
 }
 
+/* A new message file in folder's tmp/ (from append_begin), closed. */
+static char *append_file(struct fixture *f, const char *folder, const char *text)
+{
+	char err[256];
+	char *path;
+	int fd;
+	assert_int_equal(mailbox_append_begin(f->root, folder, &path, &fd, err, sizeof err),
+			 MAILBOX_OK);
+	assert_int_equal(write_all(fd, text, strlen(text)), 0);
+	close(fd);
+	return path;
+}
+
+/* RFC 3502 §6.3.11: the messages of one APPEND job go in all or none. */
+static void test_append_job_all_or_none(void **state)
+{
+	struct fixture *f = *state;
+	char err[256];
+	uint32_t validity, uids[3];
+	char *dd = folder_dir(f, "Drafts");
+
+	/* three messages: consecutive UIDs, in order */
+	char *p1 = append_file(f, "Drafts", "Subject: 1\r\n\r\none\r\n");
+	char *p2 = append_file(f, "Drafts", "Subject: 2\r\n\r\ntwo\r\n");
+	char *p3 = append_file(f, "Drafts", "Subject: 3\r\n\r\nthree\r\n");
+	struct mailbox_job *j = mailbox_append_job(f->root, "Drafts", p1, 0, 0);
+	mailbox_append_job_add(j, p2, MAILBOX_SEEN, 0);
+	mailbox_append_job_add(j, p3, 0, 0);
+	mailbox_job_run(j);
+	assert_int_equal(mailbox_append_end(j, &validity, uids, 3, err, sizeof err), MAILBOX_OK);
+	assert_true(validity != 0);
+	assert_int_equal(uids[1], uids[0] + 1);
+	assert_int_equal(uids[2], uids[0] + 2);
+	assert_int_equal(count_files(dd, "new"), 2);
+	assert_int_equal(count_files(dd, "cur"), 1);
+	free(p1);
+	free(p2);
+	free(p3);
+
+	/* the second cannot be opened when it is moved in (a symbolic link,
+	 * refused with O_NOFOLLOW): neither goes in, no file is left */
+	p1 = append_file(f, "Drafts", "Subject: 4\r\n\r\nfour\r\n");
+	p2 = append_file(f, "Drafts", "Subject: 5\r\n\r\nfive\r\n");
+	char *decoy = xasprintf("%s/decoy", f->root);
+	assert_int_equal(rename(p2, decoy), 0);
+	assert_int_equal(symlink(decoy, p2), 0);
+	j = mailbox_append_job(f->root, "Drafts", p1, MAILBOX_FLAGGED, 0);
+	mailbox_append_job_add(j, p2, 0, 0);
+	mailbox_job_run(j);
+	assert_int_equal(mailbox_append_end(j, &validity, uids, 2, err, sizeof err), MAILBOX_ERR_IO);
+	assert_int_equal(uids[0], 0);
+	assert_int_equal(count_files(dd, "new"), 2);
+	assert_int_equal(count_files(dd, "cur"), 1);
+	assert_int_equal(count_files(dd, "tmp"), 0);
+	assert_int_equal(unlink(decoy), 0);
+	free(decoy);
+	free(p1);
+	free(p2);
+	free(dd);
+}
+
 /* A COPY in steps: a message whose flags another session changed between
  * the begin (the view's name for it) and the run is found under its new
  * name and copied. */
@@ -2332,6 +2393,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_index_zeros_in_tail, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_index_compaction, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_job_freed_unrun, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_append_job_all_or_none, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_copy_job_finds_renamed_source, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_recent, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_views_see_flags, setup, teardown),

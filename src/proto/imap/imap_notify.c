@@ -11,6 +11,7 @@
 
 #include "lib/log.h"
 #include "lib/util.h"
+#include "net/conn.h"
 #include "proto/imap/imap_context.h"
 #include "proto/imap/imap_date.h"
 #include "proto/imap/imap_utf8.h"
@@ -364,10 +365,12 @@ void imap_notify_new_messages(struct imap_session *s, struct imap_out *out, size
 	}
 }
 
-/* The session may get an unsolicited response now: no command under way. */
+/* The session may get an unsolicited response now: no command under
+ * way, and the client reads what it was sent (else the lines wait in
+ * pending, which is bounded, rather than in the connection's output). */
 static bool imap_notify_session_free(const struct imap_session *s)
 {
-	return !s->job && !s->store_busy && !s->deferred &&
+	return !s->job && !s->store_busy && !s->deferred && !conn_output_full(s->io) &&
 	       (s->state & (IMAP_AUTH | IMAP_SELECTED | IMAP_IDLE)) != 0;
 }
 
@@ -394,6 +397,8 @@ static void imap_notify_kick(struct imap_session *s)
 		/* RFC 5465 §5.8: the client is told, and hears no more of the
 		 * other folders until it sets NOTIFY again */
 		n->overflow = true;
+		log_info("event=notify-overflow session=%s pending=%zu", s->b.sid,
+			 imap_out_len(&n->pending));
 		imap_out_discard(&n->pending);
 		imap_out_printf(&n->pending, "* OK [NOTIFICATIONOVERFLOW] Too many notifications "
 					     "waiting; NOTIFY again to go on\r\n");

@@ -783,6 +783,39 @@ static bool parse_atom(struct imap_parser *p, const char *s, size_t n, size_t *i
 	return true;
 }
 
+/* RFC 6855 §4: APPEND's append-data "UTF8" SP "(" literal8 ")": the
+ * literal is the first element of a list that follows the atom UTF8 at
+ * the top level. */
+static bool in_utf8_data(const struct imap_parser *p)
+{
+	const struct imap_args *top = &p->cmd->args;
+	return p->is_append && p->depth == 1 && p->stack[1]->n == 0 && top->n >= 3 &&
+	       imap_arg_is(&top->v[top->n - 2], "UTF8");
+}
+
+/* Whether the literal being announced is APPEND's message: at the top
+ * level after the mailbox (RFC 3501 §6.3.11), or the literal8 of UTF8
+ * data (RFC 6855 §4), allowed only after ENABLE UTF8=ACCEPT.  false
+ * after failing. */
+static bool append_message_literal(struct imap_parser *p, bool literal8, bool *message)
+{
+	*message = false;
+	if (!p->authenticated || !p->is_append)
+		return true;
+	if (p->depth == 0) {
+		*message = p->cmd->args.n >= 1;
+		return true;
+	}
+	if (!in_utf8_data(p))
+		return true;
+	if (!p->utf8)
+		return fail(p, "APPEND's UTF8 data needs ENABLE UTF8=ACCEPT first");
+	if (!literal8)
+		return fail(p, "APPEND's UTF8 data is a literal8 ~{n}");
+	*message = true;
+	return true;
+}
+
 /* "{n}" or "{n+}" at s[i], which must end the line part; literal8 when
  * it came after "~" (RFC 3516 §4.2: may hold NUL, APPEND's message only). */
 static enum line_result parse_literal_start(struct imap_parser *p, const char *s, size_t n,
@@ -794,8 +827,9 @@ static enum line_result parse_literal_start(struct imap_parser *p, const char *s
 		fail(p, "Invalid literal (must be {n} or {n+} at the end of the line)");
 		return LR_ERROR;
 	}
-	/* RFC 3501 §6.3.11: APPEND mailbox [flags] [date-time] literal */
-	bool message = p->authenticated && p->is_append && p->depth == 0 && p->cmd->args.n >= 1;
+	bool message;
+	if (!append_message_literal(p, literal8, &message))
+		return LR_ERROR;
 	bool sunk = message && p->have_sink;
 	if (literal8 && !sunk) {
 		fail(p, "A literal8 ~{n} is only allowed for APPEND's message");

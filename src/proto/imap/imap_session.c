@@ -4,8 +4,8 @@
  * (UNSELECT), RFC 2342 (NAMESPACE), RFC 2971 (ID), RFC 5161 (ENABLE),
  * RFC 7888 (LITERAL+), RFC 6154 (SPECIAL-USE), RFC 3348 (CHILDREN),
  * RFC 3502 (MULTIAPPEND), RFC 4469 (CATENATE, in imap_catenate.c), RFC
- * 3516 (BINARY: APPEND's literal8; FETCH in imap_binary.c), RFC 8314
- * (implicit TLS).
+ * 3516 (BINARY: APPEND's literal8; FETCH in imap_binary.c), RFC 6855
+ * §4 (APPEND's UTF8 data), RFC 8314 (implicit TLS).
  *
  * Every command is dispatched from imap_commands[], which states the
  * session states it is valid in and the policy it needs; one gate,
@@ -1668,14 +1668,13 @@ static bool imap_append_open(struct imap_session *s, const char *name, enum mail
 }
 
 /* RFC 3502 MULTIAPPEND: the message files of one APPEND, received and
- * closed, in order; once all are checked, delivered one job each (next),
- * their UIDs collected for APPENDUID. */
+ * closed, in order; once all are checked, delivered by one job, all or
+ * none, their UIDs collected for APPENDUID. */
 struct imap_multiappend {
 	char **files;                    /* NULL once a job has taken it */
 	unsigned *flags;
 	long long *dates;
 	size_t n, cap;
-	size_t next;                     /* the next to deliver */
 	bool delivering;
 	char **recv;                     /* literals received, not yet a message's */
 	size_t nrecv, nextrecv;
@@ -1800,10 +1799,14 @@ static bool imap_append_continue(struct imap_session *s, const struct imap_comma
 		imap_bad(s, "Syntax: APPEND mailbox [(flags)] [date-time] literal");
 		return false;
 	}
-	/* a CATENATE TEXT literal (in a list): no message file of its own */
+	/* a CATENATE TEXT literal (in a list): no message file of its own;
+	 * UTF8 (literal8) (RFC 6855 §4): the message */
 	const struct imap_arg *lit = imap_args_at(&pc->args, pc->args.n - 1);
-	if (imap_arg_list(lit))
-		return true;
+	if (imap_arg_list(lit)) {
+		if (!imap_arg_is(imap_args_at(&pc->args, pc->args.n - 2), "UTF8"))
+			return true;
+		lit = imap_args_at(imap_arg_list(lit), 0);
+	}
 	/* RFC 9208 §4.4: over the quota, said before the octets come */
 	if (lit && lit->type == IMAP_ARG_LITERAL && !imap_quota_room(s, lit->literal_size, 1))
 		return false;
@@ -1867,6 +1870,14 @@ static bool imap_append_message(struct imap_session *s, const struct imap_comman
 		*cat = imap_arg_list(imap_args_at(&c->args, *i + 1));
 		*i += 2;
 		return true;
+	}
+	/* RFC 6855 §4: "UTF8" SP "(" literal8 ")" (the parser took it only
+	 * after ENABLE UTF8=ACCEPT) */
+	const struct imap_args *utf8 =
+	    imap_arg_is(a, "UTF8") ? imap_arg_list(imap_args_at(&c->args, *i + 1)) : NULL;
+	if (utf8 && utf8->n == 1) {
+		*i += 1;
+		a = imap_args_at(utf8, 0);
 	}
 	if (!a || a->type != IMAP_ARG_LITERAL || !a->sunk) {
 		imap_bad(s, err);
@@ -1971,18 +1982,22 @@ static char *imap_append_file(struct imap_session *s, const char *name, const st
 	return path;
 }
 
-static void imap_append_next(struct imap_session *s);
+static void imap_append_deliver(struct imap_session *s);
 static void imap_put_uidset(struct imap_out *out, const uint32_t *v, size_t n);
 
-/* APPEND mailbox [(flags)] [date-time] literal, several of them (RFC 3502
- * MULTIAPPEND), each may be CATENATE (parts) (RFC 4469): every message is
- * received, built and checked before the first is delivered; then one job
- * each, in order. */
-/* The octets of the messages of an APPEND: what the quota is asked for
- * before the first is delivered (RFC 9208 §4.4).  false after answering. */
-static bool imap_append_sizes(struct imap_session *s, struct imap_multiappend *m)
+/* The octets of the messages of the APPEND. */
+static uint64_t imap_append_total(const struct imap_multiappend *m)
 {
 	uint64_t total = 0;
+	for (size_t k = 0; k < m->n; k++)
+		total += m->sizes[k];
+	return total;
+}
+
+/* The octets of the messages of an APPEND: what the quota is asked for
+ * before any is delivered (RFC 9208 §4.4).  false after answering. */
+static bool imap_append_sizes(struct imap_session *s, struct imap_multiappend *m)
+{
 	m->sizes = xcalloc(m->n ? m->n : 1, sizeof *m->sizes);
 	for (size_t k = 0; k < m->n; k++) {
 		struct stat st;
@@ -1992,15 +2007,14 @@ static bool imap_append_sizes(struct imap_session *s, struct imap_multiappend *m
 			return false;
 		}
 		m->sizes[k] = (uint64_t)st.st_size;
-		total += m->sizes[k];
 	}
-	return imap_quota_room(s, total, m->n);
+	return imap_quota_room(s, imap_append_total(m), m->n);
 }
 
 /* APPEND mailbox [(flags)] [date-time] literal, several of them (RFC 3502
  * MULTIAPPEND), each may be CATENATE (parts) (RFC 4469): every message is
- * received, built and checked before the first is delivered; then one job
- * each, in order. */
+ * received, built and checked before any is delivered; then one job
+ * delivers them all or none (RFC 3502 §6.3.11). */
 IMAP_HANDLER(imap_cmd_append)
 {
 	size_t nlen, i = 1;
@@ -2045,20 +2059,26 @@ IMAP_HANDLER(imap_cmd_append)
 	m->delivering = true;
 	m->name = xstrdup(name);
 	m->uids = xcalloc(m->n, sizeof *m->uids);
-	imap_append_next(s);
+	imap_append_deliver(s);
 }
 
 static void imap_append_done(struct imap_session *s, struct mailbox_job *j);
 
-/* Deliver the next message of the APPEND. */
-static void imap_append_next(struct imap_session *s)
+/* Deliver the messages of the APPEND: one job for them all, which
+ * appends all or none (RFC 3502 §6.3.11). */
+static void imap_append_deliver(struct imap_session *s)
 {
 	struct imap_multiappend *m = s->multi;
-	size_t k = m->next++;
-	struct mailbox_job *j = mailbox_append_job(s->maildir, m->name, m->files[k],
-						   m->flags[k] & MAILBOX_FLAGS_PERMANENT, m->dates[k]);
-	free(m->files[k]); /* the file is the job's now */
-	m->files[k] = NULL;
+	struct mailbox_job *j = NULL;
+	for (size_t k = 0; k < m->n; k++) {
+		unsigned flags = m->flags[k] & MAILBOX_FLAGS_PERMANENT;
+		if (!j)
+			j = mailbox_append_job(s->maildir, m->name, m->files[k], flags, m->dates[k]);
+		else
+			mailbox_append_job_add(j, m->files[k], flags, m->dates[k]);
+		free(m->files[k]); /* the file is the job's now */
+		m->files[k] = NULL;
+	}
 	imap_store_start(s, j, imap_append_done);
 }
 
@@ -2085,24 +2105,19 @@ static char *imap_append_text(const struct imap_multiappend *m)
 	return text;
 }
 
-/* A message is in its folder, durably, with its UID: the next one, or
- * APPENDUID for them all. */
+/* The messages are in their folder, durably, with their UIDs (or none
+ * is): APPENDUID for them all, or NO. */
 static void imap_append_done(struct imap_session *s, struct mailbox_job *j)
 {
 	struct imap_multiappend *m = s->multi;
-	uint32_t validity, uid;
 	char why[256] = "";
-	enum mailbox_result r = mailbox_append_end(j, &validity, &uid, why, sizeof why);
+	/* a UID 0: not known (RFC 4315 §3: then no APPENDUID) */
+	enum mailbox_result r = mailbox_append_end(j, &m->validity, m->uids, m->n, why, sizeof why);
+	m->nuids = m->n;
 	if (r == MAILBOX_OK)
-		imap_quota_added(s, m->sizes[m->next - 1], 1);
+		imap_quota_added(s, imap_append_total(m), m->n);
 	if (!imap_store_answer(s) || !imap_store_error(s, r, why)) {
 		imap_multi_free(s);
-		return;
-	}
-	m->validity = validity;
-	m->uids[m->nuids++] = uid; /* 0: not known (RFC 4315 §3: then no APPENDUID) */
-	if (m->next < m->n) {
-		imap_append_next(s);
 		return;
 	}
 	char *text = imap_append_text(m);
