@@ -142,6 +142,20 @@ void linebuf_take(struct linebuf *lb, struct evbuffer *in, size_t len, char *sto
 	lb->after_bare_lf = !line->crlf;
 }
 
+bool linebuf_between_lines(const struct linebuf *lb)
+{
+	return !lb->discarding;
+}
+
+void linebuf_skip_lines(struct linebuf *lb, struct evbuffer *in, size_t n)
+{
+	if (lb->discarding || n == 0 || n > evbuffer_get_length(in))
+		fatal("linebuf_skip_lines: %zu bytes cannot be whole lines here", n);
+	drain(in, n);
+	lb->after_bare_lf = false;
+	lb->scanned = 0;
+}
+
 enum linebuf_status linebuf_get(struct linebuf *lb, struct evbuffer *in, size_t limit,
 				char *storage, size_t storage_size, struct linebuf_line *line)
 {

@@ -65,6 +65,15 @@ enum linebuf_status linebuf_peek(struct linebuf *lb, struct evbuffer *in, size_t
 void linebuf_take(struct linebuf *lb, struct evbuffer *in, size_t len, char *storage,
 		  size_t storage_size, struct linebuf_line *line);
 
+/* For a caller that checks whole runs of lines itself (the DATA phase's
+ * plain lines, smtp_data.h): is the reader between lines (not dropping the
+ * rest of an over-long one)?  Then linebuf_skip_lines drains the n bytes
+ * at the head of in that such a run took — whole lines, the last ended in
+ * CRLF, each within the limit the caller would have given — and the
+ * reader goes on as after that line. */
+bool linebuf_between_lines(const struct linebuf *lb);
+void linebuf_skip_lines(struct linebuf *lb, struct evbuffer *in, size_t n);
+
 /* Forget what was learnt about the buffer: call after draining it by
  * other means (STARTTLS throws away pipelined plaintext). */
 void linebuf_reset(struct linebuf *lb);

@@ -166,19 +166,37 @@ static void maildir_deliver_sweep(const char *dir)
 
 /* ---- writing ------------------------------------------------------------ */
 
+/* Drop every CR of buf[0, n) in place, moving the runs between them with
+ * memmove (memchr finds the next CR): the new length. */
+static size_t maildir_deliver_drop_cr(char *buf, size_t n)
+{
+	size_t o = 0;
+	for (size_t i = 0; i < n;) {
+		const char *cr = memchr(buf + i, '\r', n - i);
+		size_t run = cr ? (size_t)(cr - (buf + i)) : n - i;
+		if (o != i)
+			memmove(buf + o, buf + i, run);
+		o += run;
+		i += run + (cr ? 1 : 0);
+	}
+	return o;
+}
+
+static off_t maildir_deliver_count_lf(const char *buf, size_t n)
+{
+	off_t lines = 0;
+	for (const char *p = buf, *end = buf + n; (p = memchr(p, '\n', (size_t)(end - p))); p++)
+		lines++;
+	return lines;
+}
+
 /* Write buf with CRLF turned into LF, the line end of Maildir files on
  * Unix.  The spool holds no bare CR (smtp_data refuses it), so every CR is
  * half of a CRLF and can simply be dropped. */
 static int maildir_deliver_write_lf(struct maildir_deliver_file *mf, char *buf, size_t n)
 {
-	size_t o = 0;
-	for (size_t i = 0; i < n; i++) {
-		if (buf[i] == '\r')
-			continue;
-		if (buf[i] == '\n')
-			mf->lines++;
-		buf[o++] = buf[i];
-	}
+	size_t o = maildir_deliver_drop_cr(buf, n);
+	mf->lines += maildir_deliver_count_lf(buf, o);
 	mf->bytes += (off_t)o;
 	return write_all(mf->fd, buf, o);
 }

@@ -196,17 +196,32 @@ def test_message_over_limit_rejected_after_data(posthorn):
 
 
 def test_message_of_a_few_megabytes(posthorn):
+    """Lines of every length up to 998 octets, empty ones and stuffed ones,
+    in one stream: stored octet for octet, the stuffing dots removed."""
     p = posthorn(limits={"message-size": "8M"})
-    line = b"0123456789" * 7 + b"\r\n"                  # 72 octets
-    body = b"Subject: big one\r\n\r\n" + line * 50000   # ~3.6 MB
+    sent, want = [], []
+    for i in range(12000):                              # ~3 MB
+        text = bytes([0x41 + i % 26]) * ((i * 37) % 500)
+        if i % 97 == 0:
+            sent.append(b".." + text)
+            want.append(b"." + text)
+        elif i % 50 == 0:
+            sent.append(b"")
+            want.append(b"")
+        else:
+            sent.append(text)
+            want.append(text)
+    sent.append(b"x" * 998)
+    want.append(b"x" * 998)
+    body = b"\r\n".join(sent) + b"\r\n"
     with p.connect(timeout=30) as c:
         c.start()
         _start_data(c)
-        c.send(body + b".\r\n")
+        c.send(b"Subject: big one\r\n\r\n" + body + b".\r\n")
         r = c.reply(timeout=30)
         assert r.code == 250, r.raw
     [data] = p.wait_messages("bob@example.test", 1, timeout=20)
-    assert data.endswith(body.split(b"\r\n\r\n", 1)[1])
+    assert split_message(data)[1] == b"\r\n".join(want) + b"\r\n"
 
 
 def test_empty_body_and_no_headers(mx):

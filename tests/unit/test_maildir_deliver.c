@@ -143,6 +143,60 @@ static void test_deliver(void **state)
 	free(md);
 }
 
+/* A message over several copy buffers (64 KiB), lines of every length
+ * from empty to 999 octets, one CRLF split across two buffers: every CR
+ * dropped, every LF kept and counted in W=. */
+static void test_deliver_large(void **state)
+{
+	struct fixture *f = *state;
+	enum { LARGE = 200 * 1024, SPLIT = 64 * 1024 };
+	char *msg = xmalloc(LARGE);
+	size_t len = 0, lines = 0;
+	for (size_t k = 0; len + 1003 < LARGE; k++) {
+		size_t n = (k * 37) % 1000;
+		if (len < SPLIT && len + n + 2 > SPLIT)
+			n = SPLIT - 1 - len; /* the CR ends one buffer, the LF starts the next */
+		memset(msg + len, 'a' + (char)(k % 26), n);
+		memcpy(msg + len + n, "\r\n", 2);
+		len += n + 2;
+		lines++;
+	}
+	assert_int_equal(msg[SPLIT - 1], '\r');
+	char *p = xasprintf("%s/large", f->dir);
+	write_file(p, msg, len);
+	int fd = open(p, O_RDONLY);
+	assert_true(fd >= 0);
+	char err[256] = "";
+	assert_int_equal(maildir_deliver(f->mailboxes, "big@example.test", "a@example.org", fd, 0,
+					 (off_t)len, err, sizeof err),
+			 0);
+	close(fd);
+	char *md = xasprintf("%s/example.test/big", f->mailboxes);
+	size_t got_len;
+	char *got = only_message(md, &got_len);
+	const char hdr[] = "Return-Path: <a@example.org>\nDelivered-To: big@example.test\n";
+	assert_int_equal(got_len, sizeof hdr - 1 + len - lines);
+	assert_memory_equal(got, hdr, sizeof hdr - 1);
+	assert_null(memchr(got, '\r', got_len));
+	assert_int_equal(count_lines(got, got_len), lines + 2);
+	for (size_t i = 0, o = sizeof hdr - 1; i < len; i++)
+		if (msg[i] != '\r')
+			assert_int_equal(got[o++], msg[i]);
+	char *newdir = xasprintf("%s/new", md);
+	size_t n;
+	char **names = list_dir(newdir, &n);
+	assert_int_equal(n, 1);
+	char *size = xasprintf(",S=%zu,W=%zu", got_len, got_len + lines + 2);
+	assert_non_null(strstr(names[0], size));
+	free(size);
+	free_names(names, n);
+	free(newdir);
+	free(got);
+	free(md);
+	free(p);
+	free(msg);
+}
+
 static void test_deliver_null_sender(void **state)
 {
 	struct fixture *f = *state;
@@ -409,6 +463,7 @@ int main(void)
 	log_init(false, LOG_ERR);
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_deliver, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_deliver_large, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_deliver_null_sender, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_deliver_unique_names, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_deliver_folders_made_again, setup, teardown),

@@ -1,6 +1,7 @@
 /* Unit tests of smtp_data: end of data, dot-unstuffing, bare CR/LF
  * (SMTP smuggling), size and long lines. */
 #include <setjmp.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -20,11 +21,34 @@ struct feed {
 	size_t stored_len;
 	int ended;
 	size_t consumed_after_end; /* bytes left in the buffer after the end */
+	size_t plain_taken;     /* bytes taken as runs of plain lines */
 };
 
-/* The bytes arrive in reads of at most chunk octets. */
-static void feed_in_chunks(struct smtp_data *d, const char *bytes, size_t n, size_t chunk,
-			   struct feed *f)
+/* Whole plain lines at the head of in taken at once, as the session does
+ * before it asks the line reader (smtp_data_plain_lines): true if any. */
+static bool feed_plain_lines(struct smtp_data *d, struct linebuf *lb, struct evbuffer *in,
+			     struct feed *f)
+{
+	struct evbuffer_iovec v;
+	if (!linebuf_between_lines(lb) || evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+		return false;
+	size_t k = smtp_data_plain_lines(d, v.iov_base, v.iov_len);
+	if (k == 0)
+		return false;
+	assert_true(f->stored_len + k <= sizeof f->stored);
+	memcpy(f->stored + f->stored_len, v.iov_base, k);
+	f->stored_len += k;
+	f->plain_taken += k;
+	linebuf_skip_lines(lb, in, k);
+	return true;
+}
+
+/* The bytes arrive in reads of at most chunk octets, each its own piece
+ * of the buffer (a line may be split between two); with plain, runs of
+ * plain lines are taken whole as the session takes them, else every line
+ * goes through the line reader. */
+static void feed_with(struct smtp_data *d, const char *bytes, size_t n, size_t chunk, bool plain,
+		      struct feed *f)
 {
 	struct evbuffer *in = evbuffer_new();
 	struct linebuf lb = {0};
@@ -33,9 +57,11 @@ static void feed_in_chunks(struct smtp_data *d, const char *bytes, size_t n, siz
 	memset(f, 0, sizeof *f);
 	for (size_t off = 0; off < n && !f->ended;) {
 		size_t c = n - off < chunk ? n - off : chunk;
-		assert_int_equal(evbuffer_add(in, bytes + off, c), 0);
+		assert_int_equal(evbuffer_add_reference(in, bytes + off, c, NULL, NULL), 0);
 		off += c;
 		for (;;) {
+			if (plain && feed_plain_lines(d, &lb, in, f))
+				continue;
 			struct linebuf_line l;
 			enum linebuf_status st =
 			    linebuf_get(&lb, in, SMTP_DATA_READ_MAX, line, sizeof line, &l);
@@ -64,6 +90,12 @@ static void feed_in_chunks(struct smtp_data *d, const char *bytes, size_t n, siz
 	if (!f->ended)
 		f->consumed_after_end = evbuffer_get_length(in);
 	evbuffer_free(in);
+}
+
+static void feed_in_chunks(struct smtp_data *d, const char *bytes, size_t n, size_t chunk,
+			   struct feed *f)
+{
+	feed_with(d, bytes, n, chunk, true, f);
 }
 
 static void feed(struct smtp_data *d, const char *bytes, size_t n, struct feed *f)
@@ -308,6 +340,112 @@ static void test_long_line_with_bare_lf_is_not_before_the_end(void **state)
 	assert_true(f.ended);
 }
 
+/* ---- runs of plain lines ------------------------------------------------ */
+
+/* What smtp_data_plain_lines takes from the start of a buffer. */
+static void test_plain_lines_table(void **state)
+{
+	static char longest[1000], too_long[1001];
+	memset(longest, 'x', 998);
+	memcpy(longest + 998, "\r\n", 2);
+	memset(too_long, 'x', 999);
+	memcpy(too_long + 999, "\r\n", 2);
+	static const struct {
+		const char *in;
+		size_t len;     /* 0: strlen */
+		uint64_t limit;
+		size_t taken;
+	} cases[] = {
+		{"a\r\nb\r\n", 0, 1000, 6},
+		{"\r\n\r\nx\r\n", 0, 1000, 7},          /* empty lines are plain */
+		{"a\r\n.\r\nMAIL FROM:<x>\r\n", 0, 1000, 3}, /* stops at the end of data */
+		{".\r\n", 0, 1000, 0},
+		{"a\r\n..b\r\n", 0, 1000, 3},          /* stuffed: line by line */
+		{"a\r\nb", 0, 1000, 3},                /* a partial line waits */
+		{"a\r\nb\r", 0, 1000, 3},              /* CR at the buffer's end */
+		{"a\nb\r\n", 0, 1000, 0},              /* bare LF */
+		{"a\r\nb\n.\r\n", 0, 1000, 3},         /* bare LF before a dot */
+		{"a\rb\r\n", 0, 1000, 0},              /* bare CR */
+		{"a\r\r\n", 0, 1000, 0},
+		{"a\r\nb\0c\r\nd\r\n", 11, 1000, 3},   /* NUL */
+		{"\n", 0, 1000, 0},
+		{"ab\r\ncd\r\n", 0, 8, 8},             /* exactly the limit */
+		{"ab\r\ncd\r\n", 0, 7, 4},             /* the line past it waits */
+		{"ab\r\n", 0, 0, 0},
+		{longest, 1000, 1000000, 1000},        /* 1000 octets with CRLF */
+		{too_long, 1001, 1000000, 0},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		struct smtp_data d;
+		smtp_data_begin(&d, cases[i].limit);
+		size_t len = cases[i].len ? cases[i].len : strlen(cases[i].in);
+		size_t taken = smtp_data_plain_lines(&d, cases[i].in, len);
+		if (taken != cases[i].taken)
+			fail_msg("case %zu: took %zu, want %zu", i, taken, cases[i].taken);
+		assert_int_equal(d.size, taken);
+		assert_int_equal(d.flags, 0);
+		assert_int_equal(d.at_start, taken == 0);
+	}
+	struct smtp_data d;
+	smtp_data_begin(&d, 1000);
+	d.flags = SMTP_DATA_BARE_EOL; /* refused already: nothing is plain */
+	assert_int_equal(smtp_data_plain_lines(&d, "a\r\n", 3), 0);
+}
+
+/* Runs of plain lines change nothing: for each message, limit and size of
+ * the reads, the text stored, the flags, the size and where the data ended
+ * are those of the line-by-line path. */
+static void test_plain_lines_same_as_line_by_line(void **state)
+{
+	static char long_line[1100];
+	memset(long_line, 'y', 1050);
+	memcpy(long_line + 1050, "\r\nz\r\n.\r\n", 8);
+	static const char *const msgs[] = {
+		"Subject: x\r\n\r\nhello\r\nworld\r\n.\r\nQUIT\r\n",
+		".\r\n",
+		"a\r\n..b\r\n...\r\n. \r\n.\r\n",
+		"a\r\nb\n.\r\nc\r\n.\r\n",              /* bare LF before a dot */
+		"a\r\n.\nb\r\n.\r\n",
+		"a\r\nb\r.\r\n.\r\n",                   /* bare CR */
+		"a\r\n\r\n\r\n.\r\n",
+		"ab\r\ncd\r\nef\r\ngh\r\n.\r\nRSET\r\n",
+		"x\r\n.\r",                             /* the end not all here */
+		long_line,
+	};
+	static const size_t nul_msg_len = 14;
+	static const char nul_msg[] = "a\r\nb\0c\r\nd\r\n.\r\n";
+	static const uint64_t limits[] = {0, 3, 7, 8, 12, 1000000};
+	static const size_t chunks[] = {1, 2, 3, 4, 5, 7, 16, 4096};
+	for (size_t m = 0; m <= sizeof msgs / sizeof msgs[0]; m++) {
+		const char *msg = m < sizeof msgs / sizeof msgs[0] ? msgs[m] : nul_msg;
+		size_t n = msg == nul_msg ? nul_msg_len : strlen(msg);
+		for (size_t li = 0; li < sizeof limits / sizeof limits[0]; li++) {
+			for (size_t ci = 0; ci < sizeof chunks / sizeof chunks[0]; ci++) {
+				struct smtp_data a, b;
+				static struct feed fa, fb;
+				smtp_data_begin(&a, limits[li]);
+				smtp_data_begin(&b, limits[li]);
+				feed_with(&a, msg, n, chunks[ci], false, &fa);
+				feed_with(&b, msg, n, chunks[ci], true, &fb);
+				if (fa.stored_len != fb.stored_len || fa.ended != fb.ended ||
+				    fa.consumed_after_end != fb.consumed_after_end ||
+				    a.flags != b.flags || a.size != b.size ||
+				    memcmp(fa.stored, fb.stored, fa.stored_len) != 0)
+					fail_msg("message %zu, limit %llu, reads of %zu differ", m,
+						 (unsigned long long)limits[li], chunks[ci]);
+				assert_int_equal(fa.plain_taken, 0);
+			}
+		}
+	}
+	/* and the runs are taken: the first message in one read */
+	struct smtp_data d;
+	static struct feed f;
+	smtp_data_begin(&d, 1000000);
+	feed_in_chunks(&d, msgs[0], strlen(msgs[0]), 4096, &f);
+	assert_true(f.ended);
+	assert_int_equal(f.plain_taken, strlen("Subject: x\r\n\r\nhello\r\nworld\r\n"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -326,6 +464,8 @@ int main(void)
 		cmocka_unit_test(test_unstuffed_line_of_1001_octets_refused),
 		cmocka_unit_test(test_long_line_then_end_of_data),
 		cmocka_unit_test(test_long_line_with_bare_lf_is_not_before_the_end),
+		cmocka_unit_test(test_plain_lines_table),
+		cmocka_unit_test(test_plain_lines_same_as_line_by_line),
 	};
 	return cmocka_run_group_tests_name("smtp_data", tests, NULL, NULL);
 }

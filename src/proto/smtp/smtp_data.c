@@ -65,3 +65,34 @@ enum smtp_data_result smtp_data_line(struct smtp_data *d, const struct linebuf_l
 	}
 	return SMTP_DATA_TEXT;
 }
+
+/* The length of the plain line at p (smtp_data.h), LF included, or 0. */
+static size_t smtp_data_plain_line(const char *p, size_t n)
+{
+	size_t window = n < LINE_MAX_TEXT ? n : LINE_MAX_TEXT; /* CRLF counted */
+	const char *lf = memchr(p, '\n', window);
+	if (!lf)
+		return 0; /* not all here yet, or too long */
+	size_t len = (size_t)(lf - p) + 1;
+	if (len < 2 || lf[-1] != '\r' || p[0] == '.' || memchr(p, '\r', len - 2) ||
+	    memchr(p, '\0', len - 2))
+		return 0;
+	return len;
+}
+
+size_t smtp_data_plain_lines(struct smtp_data *d, const char *p, size_t n)
+{
+	if (d->flags || d->size >= d->limit)
+		return 0;
+	uint64_t room = d->limit - d->size;
+	if (n > room)
+		n = (size_t)room; /* a line that would pass the limit is not plain */
+	size_t done = 0;
+	for (size_t len; done < n && (len = smtp_data_plain_line(p + done, n - done)) > 0;)
+		done += len;
+	if (done > 0) {
+		d->size += done;
+		d->at_start = false;
+	}
+	return done;
+}

@@ -40,6 +40,18 @@ void smtp_data_begin(struct smtp_data *d, uint64_t limit);
  * already refused and nothing more needs storing. */
 enum smtp_data_result smtp_data_line(struct smtp_data *d, const struct linebuf_line *line,
 				     const char **text, size_t *len);
+/* The longest run of whole plain lines at the start of p[0, n), taken as
+ * smtp_data_line would take them one by one, and its length (0: none;
+ * the next line goes through the line reader and smtp_data_line).  A
+ * plain line ends in CRLF, holds no other CR, no LF and no NUL, does not
+ * start with a dot (so it is neither the end of data nor stuffed), fits
+ * the 1000-octet text limit, and keeps the message within its size;
+ * once the message is refused, no line is plain.  Such a run is stored as
+ * it came, in one write: it is exactly the text smtp_data_line would give
+ * with CRLF after each line.  Each line costs a bounded look (LF within
+ * LINE_MAX_TEXT octets, then CR and NUL within the line), so a run that
+ * stops early costs no more than the line it stops at. */
+size_t smtp_data_plain_lines(struct smtp_data *d, const char *p, size_t n);
 /* The line reader reported an over-long line (and drops the rest of it). */
 void smtp_data_long_line(struct smtp_data *d);
 

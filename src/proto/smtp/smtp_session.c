@@ -1688,6 +1688,25 @@ static void smtp_data_end(struct smtp_session *s)
 		spool_msg_commit(m, smtp_committed, s);
 }
 
+/* Whole plain lines at the head of the input (smtp_data_plain_lines), as
+ * many as its first chunk holds, stored in one write rather than line by
+ * line; true when any were taken.  Not while the header is held for the
+ * verify checks: those lines go one by one to smtp_verify. */
+static bool smtp_data_plain_in(struct smtp_session *s, struct evbuffer *in)
+{
+	struct evbuffer_iovec v;
+	if (!linebuf_between_lines(&s->lb) || (s->verify && !smtp_verify_header_handled(s->verify)) ||
+	    evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+		return false;
+	size_t n = smtp_data_plain_lines(&s->data, v.iov_base, v.iov_len);
+	if (n == 0)
+		return false;
+	if (s->msg && !s->spool_err && spool_msg_write(s->msg, v.iov_base, n) < 0)
+		s->spool_err = errno ? errno : EIO;
+	linebuf_skip_lines(&s->lb, in, n);
+	return true;
+}
+
 static void smtp_data_line_in(struct smtp_session *s, const struct linebuf_line *l)
 {
 	const char *text;
@@ -1790,6 +1809,8 @@ static void smtp_process_input(struct smtp_session *s)
 			s->output_blocked = true; /* resumed by smtp_write_cb */
 			break;
 		}
+		if (s->state == SMTP_DATA && smtp_data_plain_in(s, in))
+			continue;
 		size_t limit = s->state == SMTP_DATA ? SMTP_DATA_READ_MAX : LINE_MAX_ANY;
 		struct linebuf_line l;
 		enum linebuf_status st = linebuf_get(&s->lb, in, limit, line, sizeof line, &l);
