@@ -2,7 +2,7 @@
 # posthorn beside Postfix (SMTP) and Dovecot (IMAP), same machine, same
 # load, same durability.
 #   bench/run.sh quick     (< 2 minutes: one round, small counts)
-#   bench/run.sh full      (~15 minutes: three alternating rounds, every row)
+#   bench/run.sh full      (~20 minutes: three alternating rounds, every row)
 #   bench/run.sh smtp      (the SMTP rows of full alone: throughput, submission,
 #                           end-to-end, latency, idle memory, TLS handshakes,
 #                           fsyncs, instructions; three rounds, ROUNDS may be
