@@ -35,7 +35,7 @@ VERSION   := $(shell cat VERSION 2>/dev/null || echo 0.1.0)
 # builds run on every core (a plain `make check` on a clean clone too)
 JOBS      := -j$(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all release asan run check unit integration chaos deps clean help bench bench-quick bench-imap phload \
+.PHONY: all release asan run check unit integration chaos deps clean help bench bench-quick bench-imap bench-smtp phload \
 	fuzz fuzz-build fuzz-bins fuzz-smoke lint lint-files layers install install-files uninstall \
 	imaptest-tool imaptest bench-dkim
 
@@ -46,7 +46,7 @@ help:
 	@echo "make check  - install deps, build with ASan/UBSan, run all tests"
 	@echo "make        - optimised build in build/release/"
 	@echo "make chaos  - the long fault-survival run (kill -9, full disk, fds, DNS, slow clients)"
-	@echo "make bench  - posthorn beside Postfix and Dovecot (~15 min); bench-quick: < 3 min; bench-imap: ~15 min"
+	@echo "make bench  - posthorn beside Postfix and Dovecot (~15 min); bench-quick: < 3 min; bench-imap: ~15 min; bench-smtp: SMTP rows only"
 	@echo "make fuzz   - run every libFuzzer target FUZZ_SECONDS (default 60) each"
 	@echo "make imaptest - Dovecot's imaptest compliance suite against posthorn (~20 s; built from third_party/)"
 	@echo "make lint   - cppcheck and clang-tidy over src/"
@@ -180,6 +180,9 @@ bench-quick: release phload imaptest-tool
 
 bench-imap: release phload imaptest-tool
 	bench/run.sh imap
+
+bench-smtp: release phload imaptest-tool
+	bench/run.sh smtp
 
 # The cost of DKIM signing per message (bench/dkim-sign.c): a few seconds.
 DKIM_BENCH_SRC := bench/dkim-sign.c src/lib/util.c src/lib/strbuf.c \

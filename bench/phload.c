@@ -9,9 +9,20 @@
  *       line: ok= fail= secs= rate= p50_ms= p90_ms= p99_ms= max_ms=, the
  *       latency being connect to the 250 after the end of data.
  *
- *   phload idle [-n SESSIONS] [-S] [-p PID] [-H SECS] [-T SECS] HOST PORT
+ *       With -S the transaction runs inside TLS (EHLO, STARTTLS, the
+ *       handshake, EHLO again, RFC 3207), with -I the connection starts in
+ *       TLS (implicit TLS, RFC 8314); with -u USER -P PASSFILE it logs in
+ *       first (AUTH PLAIN with an initial response, RFC 4954; the password
+ *       is the first line of PASSFILE and is never printed).
+ *
+ *   phload submit -u USER -P PASSFILE [tx options] HOST PORT
+ *       what a mail client does on the submission port: tx with -S and the
+ *       login, a new connection for each message.
+ *
+ *   phload idle [-n SESSIONS] [-S | -I] [-p PID] [-H SECS] [-T SECS] HOST PORT
  *       opens SESSIONS connections, reads the greeting (with -S also EHLO,
- *       STARTTLS and the TLS handshake), holds them all for SECS, then reads
+ *       STARTTLS and the TLS handshake; with -I the handshake comes first
+ *       and the greeting inside TLS), holds them all for SECS, then reads
  *       the resident memory of process PID and prints ready= rss_before_kb=
  *       rss_after_kb= per_session_bytes=.
  *
@@ -36,7 +47,9 @@
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/ssl.h>
 
 enum {
@@ -45,8 +58,8 @@ enum {
 	PH_BODY_LINE = 76,
 };
 
-enum ph_step { ST_GREET, ST_EHLO, ST_MAIL, ST_RCPT, ST_DATA, ST_BODY, ST_QUIT, ST_STLS,
-	       ST_HANDSHAKE, ST_IDLE, ST_DONE };
+enum ph_step { ST_GREET, ST_EHLO, ST_AUTH, ST_MAIL, ST_RCPT, ST_DATA, ST_BODY, ST_QUIT,
+	       ST_STLS, ST_HANDSHAKE, ST_IDLE, ST_DONE };
 
 struct client {
 	struct bufferevent *bev;
@@ -54,12 +67,16 @@ struct client {
 	unsigned rcpt_sent;
 	double t0;
 	bool in_use;
+	bool tls;               /* the handshake is done */
+	bool authed;
 };
 
 static struct {
 	struct event_base *base;
 	struct sockaddr_in addr;
-	bool idle_mode, starttls;
+	bool idle_mode, starttls, implicit_tls;
+	const char *user, *passfile;
+	char *auth_line;        /* "AUTH PLAIN <base64>": holds the password */
 	unsigned conc, count, rcpts, pid;
 	double rate, timeout, hold;
 	size_t size;
@@ -171,6 +188,7 @@ static void send_line(struct client *c, const char *fmt, ...)
 		die("line too long");
 	memcpy(line + n, "\r\n", 2);
 	bufferevent_write(c->bev, line, (size_t)n + 2);
+	OPENSSL_cleanse(line, (size_t)n + 2); /* the AUTH line holds the password */
 }
 
 /* A whole reply (the last line of a multi-line one): its code, or 0 when
@@ -195,7 +213,9 @@ static int read_reply(struct client *c)
 }
 
 static void tls_event(struct bufferevent *bev, short what, void *arg);
+static void on_read(struct bufferevent *bev, void *arg);
 
+/* TLS over the connected socket: after STARTTLS's 220, or at once (-I). */
 static void start_tls(struct client *c)
 {
 	SSL *ssl = SSL_new(g.ssl_ctx);
@@ -207,7 +227,7 @@ static void start_tls(struct client *c)
 		die("cannot create a TLS bufferevent");
 	c->bev = tls;
 	c->step = ST_HANDSHAKE;
-	bufferevent_setcb(tls, NULL, NULL, tls_event, c);
+	bufferevent_setcb(tls, on_read, NULL, tls_event, c);
 	bufferevent_enable(tls, EV_READ | EV_WRITE);
 }
 
@@ -230,13 +250,31 @@ static void idle_failed(struct client *c)
 	finish_if_done();
 }
 
+static void on_event(struct bufferevent *bev, short what, void *arg);
+
+/* The handshake is done: with implicit TLS the greeting comes next; after
+ * STARTTLS an idle session is ready and a transaction starts again with
+ * EHLO (RFC 3207 §4.2: the client forgets what it learnt before). */
+static void tls_connected(struct client *c)
+{
+	c->tls = true;
+	if (g.implicit_tls) {
+		c->step = ST_GREET;
+	} else if (g.idle_mode) {
+		idle_ready(c);
+	} else {
+		send_line(c, "EHLO client.test");
+		c->step = ST_EHLO;
+	}
+}
+
 static void tls_event(struct bufferevent *bev, short what, void *arg)
 {
 	struct client *c = arg;
 	if ((what & BEV_EVENT_CONNECTED) && c->step == ST_HANDSHAKE)
-		idle_ready(c);
-	else if (what & (BEV_EVENT_ERROR | BEV_EVENT_EOF))
-		idle_failed(c);
+		tls_connected(c);
+	else
+		on_event(bev, what, arg);
 }
 
 /* The idle sessions: greeting, and with -S the way into TLS. */
@@ -246,7 +284,7 @@ static void idle_step(struct client *c, int code)
 	case ST_GREET:
 		if (code != 220)
 			break;
-		if (!g.starttls) {
+		if (!g.starttls || c->tls) {
 			idle_ready(c);
 			return;
 		}
@@ -277,6 +315,27 @@ static void tx_done(struct client *c)
 	c->step = ST_QUIT;
 }
 
+static void send_mail(struct client *c)
+{
+	/* a submission server wants the sender it logged in */
+	send_line(c, "MAIL FROM:<%s>", g.user ? g.user : "load@client.test");
+	c->step = ST_MAIL;
+}
+
+/* After EHLO: STARTTLS (-S) first, then the login (-u), then the mail. */
+static void after_ehlo(struct client *c)
+{
+	if (g.starttls && !c->tls) {
+		send_line(c, "STARTTLS");
+		c->step = ST_STLS;
+	} else if (g.auth_line && !c->authed) {
+		send_line(c, "%s", g.auth_line);
+		c->step = ST_AUTH;
+	} else {
+		send_mail(c);
+	}
+}
+
 /* One transaction, one reply at a time (no pipelining, like smtp-source). */
 static void tx_step(struct client *c, int code)
 {
@@ -290,8 +349,18 @@ static void tx_step(struct client *c, int code)
 	case ST_EHLO:
 		if (code != 250)
 			break;
-		send_line(c, "MAIL FROM:<load@client.test>");
-		c->step = ST_MAIL;
+		after_ehlo(c);
+		return;
+	case ST_STLS:
+		if (code != 220)
+			break;
+		start_tls(c);
+		return;
+	case ST_AUTH:
+		if (code != 235)
+			break;
+		c->authed = true;
+		send_mail(c);
 		return;
 	case ST_MAIL:
 		if (code != 250)
@@ -356,6 +425,8 @@ static void on_read(struct bufferevent *bev, void *arg)
 				return;
 			}
 			tx_step(c, code);
+			if (c->step == ST_HANDSHAKE)
+				return;
 		}
 	}
 }
@@ -363,9 +434,12 @@ static void on_read(struct bufferevent *bev, void *arg)
 static void on_event(struct bufferevent *bev, short what, void *arg)
 {
 	struct client *c = arg;
-	if (what & BEV_EVENT_CONNECTED)
+	if (what & BEV_EVENT_CONNECTED) {
+		if (g.implicit_tls && !c->tls && c->step == ST_GREET)
+			start_tls(c);
 		return;
-	if (what & (BEV_EVENT_ERROR | BEV_EVENT_EOF)) {
+	}
+	if (what & (BEV_EVENT_ERROR | BEV_EVENT_EOF | BEV_EVENT_TIMEOUT)) {
 		if (g.idle_mode) {
 			idle_failed(c);
 		} else if (c->step == ST_QUIT) { /* the server closed after 221 */
@@ -500,11 +574,45 @@ static void raise_nofile(void)
 	}
 }
 
+/* "AUTH PLAIN" with the initial response (RFC 4954 §4): base64 of
+ * NUL user NUL password (RFC 4616), the password the first line of the
+ * file.  Every copy of the password is wiped. */
+static void build_auth_line(void)
+{
+	char pass[256], raw[600];
+	FILE *f = fopen(g.passfile, "r");
+	if (!f)
+		die("cannot open the -P password file");
+	bool got = fgets(pass, sizeof pass, f) != NULL;
+	fclose(f);
+	if (!got)
+		die("the -P password file is empty");
+	pass[strcspn(pass, "\r\n")] = '\0';
+	size_t ul = strlen(g.user), pl = strlen(pass);
+	if (pl == 0 || ul + pl + 2 > sizeof raw)
+		die("the user name or password is empty or too long");
+	raw[0] = '\0';
+	memcpy(raw + 1, g.user, ul);
+	raw[1 + ul] = '\0';
+	memcpy(raw + 2 + ul, pass, pl);
+	size_t rawlen = ul + pl + 2, cap = sizeof "AUTH PLAIN " + (rawlen + 2) / 3 * 4;
+	g.auth_line = malloc(cap);
+	if (!g.auth_line)
+		die("out of memory");
+	memcpy(g.auth_line, "AUTH PLAIN ", 11);
+	EVP_EncodeBlock((unsigned char *)g.auth_line + 11, (const unsigned char *)raw, (int)rawlen);
+	OPENSSL_cleanse(pass, sizeof pass);
+	OPENSSL_cleanse(raw, sizeof raw);
+}
+
 static void usage(void)
 {
 	fprintf(stderr, "usage: phload tx [-c CONC] [-n COUNT] [-s BYTES] [-r RCPTS] [-R RATE] "
-			"[-T SECS] [-d DOMAIN] [-m MESSAGE-FILE] HOST PORT\n"
-			"       phload idle [-n SESSIONS] [-S] [-p PID] [-H SECS] [-T SECS] HOST PORT\n");
+			"[-T SECS] [-d DOMAIN] [-m MESSAGE-FILE] [-S | -I] [-u USER -P PASSFILE] "
+			"HOST PORT\n"
+			"       phload submit -u USER -P PASSFILE [tx options] HOST PORT\n"
+			"       phload idle [-n SESSIONS] [-S | -I] [-p PID] [-H SECS] [-T SECS] "
+			"HOST PORT\n");
 	exit(2);
 }
 
@@ -512,13 +620,14 @@ static void parse_args(int argc, char **argv)
 {
 	if (argc < 2)
 		usage();
+	bool submit = strcmp(argv[1], "submit") == 0;
 	if (strcmp(argv[1], "idle") == 0)
 		g.idle_mode = true;
-	else if (strcmp(argv[1], "tx") != 0)
+	else if (strcmp(argv[1], "tx") != 0 && !submit)
 		usage();
 	int opt;
 	optind = 2;
-	while ((opt = getopt(argc, argv, "c:n:s:r:R:T:d:m:Sp:H:")) != -1) {
+	while ((opt = getopt(argc, argv, "c:n:s:r:R:T:d:m:SIu:P:p:H:")) != -1) {
 		switch (opt) {
 		case 'c': g.conc = (unsigned)atoi(optarg); break;
 		case 'n': g.count = (unsigned)atoi(optarg); break;
@@ -529,6 +638,9 @@ static void parse_args(int argc, char **argv)
 		case 'd': g.domain = optarg; break;
 		case 'm': g.message = optarg; break;
 		case 'S': g.starttls = true; break;
+		case 'I': g.implicit_tls = true; break;
+		case 'u': g.user = optarg; break;
+		case 'P': g.passfile = optarg; break;
 		case 'p': g.pid = (unsigned)atoi(optarg); break;
 		case 'H': g.hold = atof(optarg); break;
 		default: usage();
@@ -542,6 +654,12 @@ static void parse_args(int argc, char **argv)
 		die("HOST must be an IPv4 address");
 	if (g.count == 0 || g.count > 1000000 || g.rcpts == 0 || g.rcpts > 1000 || g.timeout <= 0)
 		die("bad count, recipients or time limit");
+	if (submit)
+		g.starttls = true;
+	if (g.starttls && g.implicit_tls)
+		die("-S and -I exclude each other");
+	if ((submit || g.user || g.passfile) && (!g.user || !g.passfile || g.idle_mode))
+		die("a login needs -u USER and -P PASSFILE, and no idle mode");
 	if (g.idle_mode)
 		g.conc = g.count; /* every session stays open */
 	if (g.conc == 0)
@@ -560,12 +678,16 @@ int main(int argc, char **argv)
 	g.lat = calloc(g.count, sizeof *g.lat);
 	if (!g.clients || !g.lat)
 		die("out of memory");
-	if (g.starttls) {
+	if (g.starttls || g.implicit_tls) {
 		g.ssl_ctx = SSL_CTX_new(TLS_client_method());
 		if (!g.ssl_ctx)
 			die("SSL_CTX_new failed");
 		SSL_CTX_set_verify(g.ssl_ctx, SSL_VERIFY_NONE, NULL);
+		/* thousands of idle sessions: no 34 KiB of buffers each here either */
+		SSL_CTX_set_mode(g.ssl_ctx, SSL_MODE_RELEASE_BUFFERS);
 	}
+	if (g.user)
+		build_auth_line();
 	if (!g.idle_mode && g.message)
 		load_body(g.message);
 	else if (!g.idle_mode)
@@ -608,6 +730,10 @@ int main(int argc, char **argv)
 	free(g.clients);
 	free(g.lat);
 	free(g.body);
+	if (g.auth_line) {
+		OPENSSL_cleanse(g.auth_line, strlen(g.auth_line));
+		free(g.auth_line);
+	}
 	if (g.ssl_ctx)
 		SSL_CTX_free(g.ssl_ctx);
 	event_base_free(g.base);

@@ -2,7 +2,11 @@
 # posthorn beside Postfix (SMTP) and Dovecot (IMAP), same machine, same
 # load, same durability.
 #   bench/run.sh quick     (< 2 minutes: one round, small counts)
-#   bench/run.sh full      (~15 minutes: three alternating rounds, every row)
+#   bench/run.sh full      (~20 minutes: three alternating rounds, every row)
+#   bench/run.sh smtp      (the SMTP rows of full alone: throughput, submission,
+#                           end-to-end, latency, idle memory, TLS handshakes,
+#                           fsyncs, instructions; three rounds, ROUNDS may be
+#                           given)
 #   bench/run.sh imap      (about 15 minutes: the IMAP rows alone, three rounds;
 #                           ROUNDS, STRESS_SECS and BIG_N (the big folder's
 #                           size, default 100,000) may be given smaller)
@@ -24,14 +28,19 @@
 # machine's own file system.
 set -euo pipefail
 mode=${1:-quick}
-case "$mode" in quick|full|imap) ;; *) echo "usage: bench/run.sh quick|full|imap" >&2; exit 2 ;; esac
+case "$mode" in quick|full|smtp|imap) ;; *) echo "usage: bench/run.sh quick|full|smtp|imap" >&2; exit 2 ;; esac
 top=$(cd "$(dirname "$0")/.." && pwd)
 bin="$top/build/release/posthorn"
 phload="$top/build/bench/phload"
 imaptest="$top/build/imaptest/imaptest"
-[ -x "$bin" ] && [ -x "$phload" ] && [ -x "$imaptest" ] ||
-    { echo "bench: run 'make release phload imaptest-tool' first" >&2; exit 1; }
+if ! [ -x "$bin" ] || ! [ -x "$phload" ] || ! [ -x "$imaptest" ]; then
+    echo "bench: run 'make release phload imaptest-tool' first" >&2; exit 1
+fi
 [ "$(id -u)" -eq 0 ] || { echo "bench: run as root (network namespace)" >&2; exit 1; }
+# 10,000 idle sessions: as many descriptors in phload (posthorn raises its
+# own limit to what its connection limits need, up to the hard limit, which
+# root may raise where the machine lets it)
+ulimit -n 32768 2>/dev/null || ulimit -Sn "$(ulimit -Hn)"
 "$top/bench/install-deps.sh"
 
 ns=phbench-$$
@@ -48,12 +57,13 @@ BENCH_FS=${BENCH_FS:-fresh}
 case "$BENCH_FS" in fresh|shared) ;; *) echo "bench: BENCH_FS is fresh or shared" >&2; exit 2 ;; esac
 
 PH_PORT=2525; PH_TLS_PORT=2465; PF_PORT=2526; SINK_PORT=2527; SSERVER_PORT=4433
+PH_SUB_PORT=2587; PF_SUB_PORT=2588   # submission: STARTTLS, then AUTH
 PH_IMAP_PORT=2143; DV_PORT=2144
 
 stop_pid() {  # stop one process we started, bounded: TERM, 5 s, KILL
-    local p=$1 i
+    local p=$1
     kill -TERM "$p" 2>/dev/null || return 0
-    for i in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$p" 2>/dev/null || true
     wait "$p" 2>/dev/null || true
 }
@@ -71,8 +81,8 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 wait_port() {  # wait (bounded, 20 s) until something listens on 127.0.0.1:$1 in the namespace
-    local i
-    for i in $(seq 200); do
+    local _
+    for _ in $(seq 200); do
         "${NS[@]}" ss -Hltn "sport = :$1" 2>/dev/null | grep -q . && return 0
         sleep 0.1
     done
@@ -129,6 +139,21 @@ server mx {
         timeout            5m
     }
 }
+# the submission row: STARTTLS, AUTH PLAIN, then the message (the users'
+# records: SCRAM-SHA-256, 4096 iterations, as Dovecot's for Postfix below)
+server submission {
+    listen 127.0.0.1:$PH_SUB_PORT
+    auth { mechanisms plain }
+    tls {
+        certificate certs/bench.test.crt
+        key         certs/bench.test.key
+    }
+    limits {
+        message-size       20M
+        connections        200
+        connections-per-ip 200
+    }
+}
 # IMAP in the clear, as Dovecot below: the rows measure the protocol, not TLS
 server imap {
     protocol imap
@@ -142,9 +167,11 @@ CONF
 for u in u 2u 3u 4u 5u 6u 7u 8u 9u 10u imap $(seq -f 'test%g' 20); do
     echo "bench-password" | "$bin" -c "$PH/posthorn.conf" user add "$u@bench.test" >/dev/null
 done
+# the submission row's password, for phload -P (never on a command line)
+( umask 077; echo "bench-password" > "$D/password" )
 PH_PID=""
-start_posthorn() {  # $1: extra wrapper words (optional)
-    "${NS[@]}" "$@" "$bin" serve -c "$PH/posthorn.conf" 2>>"$PH/log" &
+start_posthorn() {
+    "${NS[@]}" "$bin" serve -c "$PH/posthorn.conf" 2>>"$PH/log" &
     PH_PID=$!; PIDS+=("$PH_PID")
     wait_port $PH_PORT
 }
@@ -185,10 +212,26 @@ maillog_file = $PF/maillog
 # refuse part of the concurrency-100 rows; enough processes for them
 smtpd_client_connection_count_limit = 0
 default_process_limit = 250
+# the submission row: posthorn's bench key and certificate, logins checked
+# by the bench's Dovecot (its auth socket); no session cache and no tickets,
+# as posthorn
+smtpd_tls_cert_file = $PF/etc/bench.test.crt
+smtpd_tls_key_file = $PF/etc/bench.test.key
+smtpd_tls_session_cache_timeout = 0
+smtpd_sasl_type = dovecot
+smtpd_sasl_path = $D/dovecot/run/auth-postfix
 CONF
+install -m 644 "$PH/certs/bench.test.crt" "$PF/etc/bench.test.crt"
+install -m 600 "$PH/certs/bench.test.key" "$PF/etc/bench.test.key"
 for u in u 2u 3u 4u 5u 6u 7u 8u 9u 10u; do echo "$u@bench.test bench.test/$u/"; done > "$PF/etc/vmailbox"
 cat > "$PF/etc/master.cf" <<CONF
 127.0.0.1:$PF_PORT inet n - n - - smtpd
+127.0.0.1:$PF_SUB_PORT inet n - n - - smtpd
+  -o smtpd_tls_security_level=encrypt
+  -o smtpd_tls_auth_only=yes
+  -o smtpd_sasl_auth_enable=yes
+  -o smtpd_client_restrictions=permit_sasl_authenticated,reject
+tlsmgr    unix - - n 1000? 1 tlsmgr
 pickup    unix n - n 60 1 pickup
 cleanup   unix n - n - 0 cleanup
 qmgr      unix n - n 300 1 qmgr
@@ -214,7 +257,7 @@ CONF
 "${NS[@]}" postfix -c "$PF/etc" check >"$PF/check.log" 2>&1 || { cat "$PF/check.log" >&2; exit 1; }
 PF_PID=""
 start_postfix() {
-    "${NS[@]}" "$@" /usr/lib/postfix/sbin/master -c "$PF/etc" -d >>"$PF/master.log" 2>&1 &
+    "${NS[@]}" /usr/lib/postfix/sbin/master -c "$PF/etc" -d >>"$PF/master.log" 2>&1 &
     PF_PID=$!; PIDS+=("$PF_PID")
     wait_port $PF_PORT
 }
@@ -228,6 +271,10 @@ mkdir -p "$DV/run" "$DV/state" "$DV/mail"
 chown dovecot:dovecot "$DV/mail"
 dv_uid=$(id -u dovecot); dv_gid=$(id -g dovecot)
 for u in imap $(seq -f 'test%g' 20); do echo "$u@bench.test:{PLAIN}bench-password"; done > "$DV/users"
+# the submission row's user for Postfix: the same password, stored as
+# posthorn stores it (SCRAM-SHA-256, 4096 iterations), so that both check a
+# login at the same cost
+echo "u@bench.test:$(doveadm pw -s SCRAM-SHA-256 -p bench-password)" >> "$DV/users"
 cat > "$DV/dovecot.conf" <<CONF
 base_dir = $DV/run
 state_dir = $DV/state
@@ -250,6 +297,14 @@ passdb {
 userdb {
   driver = static
   args = uid=$dv_uid gid=$dv_gid home=$DV/mail/%d/%n
+}
+# Postfix's SASL (the submission row) asks here
+service auth {
+  unix_listener auth-postfix {
+    mode = 0660
+    user = postfix
+    group = postfix
+  }
 }
 service imap-login {
   inet_listener imap {
@@ -292,13 +347,14 @@ mail_root() { case $1 in posthorn) echo "$PH/mail" ;; postfix) echo "$PF/mail" ;
 # creations slower (ext4 skips recently freed inodes), which is no part of
 # either server.
 settle() {
-    local s=$1 i
+    local s=$1
     [ "$s" = sink ] && return 0
-    for i in $(seq 3000); do [ "$(queue_count "$s")" -eq 0 ] && break; sleep 0.1; done
+    for _ in $(seq 3000); do [ "$(queue_count "$s")" -eq 0 ] && break; sleep 0.1; done
 }
 # messages delivered to u@bench.test (the end-to-end and fsync rows send only there)
 count_new() {
     local d; d="$(mail_root "$1")/bench.test/u/new"
+    # shellcheck disable=SC2010  # the servers' own file names; ls -f does not sort
     if [ -d "$d" ]; then ls -f "$d" | grep -vc '^\.' || true; else echo 0; fi
 }
 
@@ -310,6 +366,7 @@ declare -A VALUES
 declare -a ROWS
 declare -A UNIT HIGHER REF
 # name, unit, 1 if higher is better, the server compared with (postfix unless given)
+# shellcheck disable=SC2034  # HIGHER: which way is better, not used by the table yet
 add_row() { ROWS+=("$1"); UNIT[$1]=$2; HIGHER[$1]=$3; REF[$1]=${4:-postfix}; }
 record() { VALUES["$1|$2"]="${VALUES["$1|$2"]:-} $3"; echo "  $1 [$2] $3" >&2; }
 
@@ -329,15 +386,35 @@ throughput() {  # row server conc count size rcpts
     record "$row" "$s" "$(echo "$n $t0 $t1" | awk '{ printf "%.1f", $1 / ($3 - $2) }')"
 }
 
+# the submission path of users' clients: per message a new connection,
+# EHLO, STARTTLS and a full handshake, EHLO, AUTH PLAIN, one 1 KiB message
+# to u@bench.test, QUIT (phload submit); messages per second
+SUB_ROW="submission c=10 STARTTLS+AUTH 1K"
+submission() {  # server count
+    local s=$1 n=$2 port out rate fail
+    case $s in posthorn) port=$PH_SUB_PORT ;; postfix) port=$PF_SUB_PORT ;; esac
+    settle "$s"
+    out=$("${NS[@]}" timeout 300 "$phload" submit -c 10 -n "$n" -s 1024 -u u@bench.test \
+          -P "$D/password" -d bench.test -T 250 127.0.0.1 "$port" 2>>"$D/phload.log" || true)
+    echo "  submission $s: $out" >&2
+    rate=$(sed -n 's/.* rate=\([0-9.]*\).*/\1/p' <<<"$out")
+    fail=$(sed -n 's/.* fail=\([0-9]*\).*/\1/p' <<<"$out")
+    if [ -z "$rate" ] || [ "${fail:-1}" -ne 0 ]; then
+        echo "bench: submission against $s failed (see $D/phload.log)" >&2
+        rate=NA
+    fi
+    record "$SUB_ROW" "$s" "$rate"
+}
+
 # end to end: 5,000 (quick: 1,000) messages at concurrency 50 until all are in the Maildirs
 end_to_end() {  # row server count
-    local row=$1 s=$2 n=$3 t0 t1 i got=0 before
+    local row=$1 s=$2 n=$3 t0 t1 got=0 before
     settle "$s"
     before=$(count_new "$s")
     t0=$(now)
     "${NS[@]}" timeout 300 smtp-source -s 50 -m "$n" -l 1024 -f load@client.test \
         -t u@bench.test 127.0.0.1:"$(port_of "$s")" >>"$D/source.log" 2>&1 || true
-    for i in $(seq 3000); do
+    for _ in $(seq 3000); do
         got=$(( $(count_new "$s") - before ))
         [ "$got" -ge "$n" ] && break
         sleep 0.1
@@ -365,13 +442,22 @@ latency() {  # server secs
 }
 
 # resident memory per idle session (posthorn; Postfix runs a process per session)
-idle_sessions() {  # n starttls(0/1)
-    local n=$1 tls=$2 out args=() row
-    [ "$tls" = 1 ] && args=(-S)
-    row="RSS per idle session, $n plain"
-    [ "$tls" = 1 ] && row="RSS per idle session, $n after STARTTLS"
+idle_row() {  # n kind
+    case $2 in
+    plain) echo "RSS per idle session, $1 plain" ;;
+    starttls) echo "RSS per idle session, $1 after STARTTLS" ;;
+    implicit) echo "RSS per idle session, $1 implicit TLS" ;;
+    esac
+}
+idle_sessions() {  # n plain|starttls|implicit
+    local n=$1 kind=$2 out args=() row port=$PH_PORT
+    case $kind in
+    starttls) args=(-S) ;;
+    implicit) args=(-I); port=$PH_TLS_PORT ;;
+    esac
+    row=$(idle_row "$n" "$kind")
     out=$("${NS[@]}" timeout 200 "$phload" idle -n "$n" "${args[@]}" -p "$PH_PID" -H 3 -T 150 \
-          127.0.0.1 $PH_PORT 2>>"$D/phload.log" || true)
+          127.0.0.1 "$port" 2>>"$D/phload.log" || true)
     echo "  idle: $out" >&2
     record "$row" posthorn "$(sed -n 's/.*per_session_bytes=\([0-9.-]*\).*/\1/p' <<<"$out" |
                                awk '{ printf "%.0f", $1 }')"
@@ -392,7 +478,7 @@ tls_handshakes() {  # secs
 # runs under `perf stat` for one load of 2,000 messages at concurrency 10
 FSYNC_EVENTS=syscalls:sys_enter_fsync,syscalls:sys_enter_fdatasync,syscalls:sys_enter_syncfs,syscalls:sys_enter_sync,task-clock
 fsyncs_per_message() {  # server count
-    local s=$1 n=$2 pp child calls i
+    local s=$1 n=$2 pp child calls
     settle "$s"
     local before; before=$(count_new "$s")
     if [ "$s" = posthorn ]; then
@@ -406,13 +492,13 @@ fsyncs_per_message() {  # server count
     wait_port "$(port_of "$s")"
     "${NS[@]}" timeout 300 smtp-source -s 10 -m "$n" -l 1024 -f load@client.test \
         -t u@bench.test 127.0.0.1:"$(port_of "$s")" >>"$D/source.log" 2>&1 || true
-    for i in $(seq 3000); do
+    for _ in $(seq 3000); do
         [ "$(count_new "$s")" -ge $((before + n)) ] && [ "$(queue_count "$s")" -eq 0 ] && break
         sleep 0.1
     done
-    child=$(cat "/proc/$pp/task/$pp/children" 2>/dev/null | awk '{ print $1 }')
+    child=$(awk '{ print $1 }' "/proc/$pp/task/$pp/children" 2>/dev/null || true)
     [ -n "$child" ] && stop_pid "$child"
-    for i in $(seq 100); do kill -0 "$pp" 2>/dev/null || break; sleep 0.1; done
+    for _ in $(seq 100); do kill -0 "$pp" 2>/dev/null || break; sleep 0.1; done
     stop_pid "$pp"; forget_pid "$pp"
     calls=$(awk -F, '/syscalls/ { n += $1 } END { print n + 0 }' "$D/perf-$s.txt" 2>/dev/null)
     record "fsyncs per message (accept + delivery)" "$s" \
@@ -439,7 +525,7 @@ fsyncs_per_message() {  # server count
 # instructions per 1 KiB message through the whole pipeline (callgrind):
 # instrumentation switched on only around N messages, delivery included
 callgrind_per_message() {  # count
-    local n=$1 vp i
+    local n=$1 vp
     rm -f "$D/callgrind.out"
     # the same code built without the seccomp filter (valgrind has no
     # seccomp(2)): build/bench/posthorn-callgrind
@@ -448,12 +534,12 @@ callgrind_per_message() {  # count
         2>"$D/valgrind.log" &
     vp=$!; PIDS+=("$vp")
     # instrumentation on only once start-up (certificates, CA store) is over
-    for i in $(seq 900); do grep -q 'event=ready' "$D/valgrind.log" 2>/dev/null && break; sleep 0.1; done
+    for _ in $(seq 900); do grep -q 'event=ready' "$D/valgrind.log" 2>/dev/null && break; sleep 0.1; done
     local before; before=$(count_new posthorn)
     (cd "$D" && callgrind_control -i on "$vp" >/dev/null)
     "${NS[@]}" timeout 300 "$phload" tx -c 1 -n "$n" -s 1024 -T 250 127.0.0.1 $PH_PORT \
         >>"$D/phload.log" 2>&1 || true
-    for i in $(seq 1200); do
+    for _ in $(seq 1200); do
         [ "$(count_new posthorn)" -ge $((before + n)) ] && [ "$(queue_count posthorn)" -eq 0 ] && break
         sleep 0.1
     done
@@ -579,14 +665,14 @@ big_folder_ops() {  # server
 # over them; Dovecot: the proportional set size (shared pages divided
 # among their users) of its 10 imap processes.
 big_folder_memory() {  # server
-    local s=$1 k=10 before after pid i p sum=0
+    local s=$1 k=10 before after pid p sum=0
     [ "$s" = posthorn ] && before=$(awk '/^VmRSS/ { print $2 * 1024 }' "/proc/$PH_PID/status")
     rm -f "$D/hold.out"
     "${NS[@]}" timeout 900 /usr/bin/python3 "$top/bench/imap-ops.py" --port "$(imap_port "$s")" \
         --user imap@bench.test --password bench-password --hold $k --hold-secs 600 \
         </dev/null >"$D/hold.out" 2>>"$D/imap-ops.log" &
     pid=$!; PIDS+=("$pid")
-    for i in $(seq 6000); do
+    for _ in $(seq 6000); do
         grep -q held "$D/hold.out" 2>/dev/null && break
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.1
@@ -642,13 +728,15 @@ if [ "$mode" = imap ]; then
 elif [ "$mode" = quick ]; then
     rounds=1; APPEND_N=200; STRESS_SECS=5; BIG_N=5000
     TPUT=("tput c=10 1K|10|800|1024|1" "tput c=100 1K|100|800|1024|1")
-    E2E=800; LAT_SECS=3; IDLE=1000; IDLE_TLS=100; TLS_SECS=2; FSYNC_N=300; CG_N=20
-else
+    SUB_N=300; E2E=800; LAT_SECS=3; IDLE=1000; IDLE_TLS=100; TLS_SECS=2; FSYNC_N=300; CG_N=20
+else   # full, smtp
     rounds=3
+    [ "$mode" = smtp ] && rounds=${ROUNDS:-3}
     TPUT=("tput c=1 1K|1|300|1024|1" "tput c=10 1K|10|3000|1024|1"
           "tput c=100 1K|100|5000|1024|1" "tput c=10 100K|10|800|102400|1"
-          "tput c=100 100K|100|1000|102400|1" "tput c=10 1K 10 rcpts|10|1000|1024|10")
-    E2E=5000; LAT_SECS=10; IDLE=10000; IDLE_TLS=1000; TLS_SECS=8; FSYNC_N=2000; CG_N=200
+          "tput c=100 100K|100|1000|102400|1" "tput c=10 1M|10|200|1048576|1"
+          "tput c=10 1K 10 rcpts|10|1000|1024|10")
+    SUB_N=2000; E2E=5000; LAT_SECS=10; IDLE=10000; IDLE_TLS=10000; TLS_SECS=8; FSYNC_N=2000; CG_N=200
     APPEND_N=200; STRESS_SECS=20; BIG_N=100000
 fi
 echo "bench: $mode run, namespace $ns, folder $D, $rounds round(s), A B alternating, file systems: $BENCH_FS" >&2
@@ -657,33 +745,38 @@ if [ "$mode" = imap ]; then
     stop_posthorn
 else
     for t in "${TPUT[@]}"; do add_row "${t%%|*}" msg/s 1; done
+    add_row "$SUB_ROW" msg/s 1
     add_row "end-to-end $E2E msgs c=50" s 0
     add_row "p50 latency at half load" ms 0
     add_row "p99 latency at half load" ms 0
 
-    start_posthorn; start_postfix; start_sink
+    # Dovecot checks Postfix's logins for the submission row
+    start_posthorn; start_postfix; start_sink; start_dovecot
     for round in $(seq "$rounds"); do
         echo "bench: round $round" >&2
         for t in "${TPUT[@]}"; do
             IFS='|' read -r row c n size r <<<"$t"
             for s in posthorn postfix sink; do throughput "$row" "$s" "$c" "$n" "$size" "$r"; done
         done
+        for s in posthorn postfix; do submission "$s" "$SUB_N"; done
         for s in posthorn postfix; do end_to_end "end-to-end $E2E msgs c=50" "$s" "$E2E"; done
     done
+    stop_dovecot
     for round in $(seq "$rounds"); do
         for s in posthorn postfix; do latency "$s" "$LAT_SECS"; done
     done
     stop_pid "$SINK_PID"; forget_pid "$SINK_PID"
-    imap_rows "$rounds" "$APPEND_N"
+    [ "$mode" = smtp ] || imap_rows "$rounds" "$APPEND_N"
 
-    add_row "RSS per idle session, $IDLE plain" bytes 0
-    add_row "RSS per idle session, $IDLE_TLS after STARTTLS" bytes 0
+    # memory: nothing else runs, each kind on a freshly started daemon
     settle posthorn
-    stop_postfix   # memory: nothing else runs
-    stop_posthorn; start_posthorn
-    idle_sessions "$IDLE" 0
-    stop_posthorn; start_posthorn
-    idle_sessions "$IDLE_TLS" 1
+    stop_postfix
+    for kind in plain starttls implicit; do
+        n=$IDLE; [ "$kind" = plain ] || n=$IDLE_TLS
+        add_row "$(idle_row "$n" "$kind")" bytes 0
+        stop_posthorn; start_posthorn
+        idle_sessions "$n" "$kind"
+    done
     stop_posthorn
 
     if [ "$TLS_SECS" -gt 0 ]; then

@@ -371,13 +371,27 @@ static void conn_queue_writable(struct conn *c)
 		bufferevent_enable(c->bev, EV_WRITE);
 }
 
-/* Put TLS under the session: over the socket (fd >= 0, implicit TLS) or
- * as a filter over the plain connection (STARTTLS). */
+/* STARTTLS on the socket itself: the plain bufferevent goes (its socket
+ * stays open for TLS), so that an idle session holds one bufferevent, not
+ * a TLS filter over a plain one with its buffers and events. */
+static void conn_plain_release(struct conn *c)
+{
+	if (bufferevent_setfd(c->bev, -1) != 0)
+		fatal("cannot detach the socket from its plain bufferevent");
+	bufferevent_free(c->bev);
+	c->bev = NULL;
+}
+
+/* Put TLS under the session: over the socket (fd >= 0: implicit TLS, or
+ * STARTTLS once the plain side has sent everything) or as a filter over
+ * the plain connection (STARTTLS while its reply is still queued). */
 static bool conn_tls_wrap(struct conn *c, int fd)
 {
 	SSL *ssl = tls_server_ssl(c->ts);
 	if (!ssl)
 		return false;
+	if (fd >= 0 && c->bev)
+		conn_plain_release(c);
 	const int opts = BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS;
 	struct bufferevent *bev =
 	    fd >= 0 ? bufferevent_openssl_socket_new(c->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING, opts)
@@ -407,11 +421,13 @@ bool conn_starttls(struct conn *c)
 	if (!c->ts || c->tls_active || c->handshaking)
 		return false;
 	conn_flush_held(c); /* the reply to STARTTLS, in the clear */
-	conn_queue_writable(c); /* the TLS filter writes through it */
 	/* Anything pipelined after the command came in the clear and must
 	 * never count as sent inside TLS (CVE-2011-0411). */
 	struct evbuffer *in = bufferevent_get_input(c->bev);
 	evbuffer_drain(in, evbuffer_get_length(in));
+	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+		return conn_tls_wrap(c, bufferevent_getfd(c->bev));
+	conn_queue_writable(c); /* the TLS filter writes through it, after the reply */
 	return conn_tls_wrap(c, -1);
 }
 
