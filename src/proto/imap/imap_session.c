@@ -587,7 +587,7 @@ static void imap_yield(struct imap_session *s)
  * unit a step), so that one long SEARCH does not starve the others. */
 static void imap_pump(struct imap_session *s, unsigned *budget)
 {
-	while (s->job && !conn_output_full(s->io)) {
+	while (s->job && !s->store_busy && !conn_output_full(s->io)) {
 		if (*budget == 0) {
 			imap_yield(s);
 			return;
@@ -956,6 +956,11 @@ static void imap_store_finished(void *owner, void *work)
 	s->store_done = NULL;
 	done(s, work);
 	imap_run(s); /* the commands that waited */
+}
+
+void imap_resume(struct imap_session *s)
+{
+	imap_run(s);
 }
 
 static void imap_store_start(struct imap_session *s, struct mailbox_job *j,

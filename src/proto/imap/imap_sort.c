@@ -202,6 +202,7 @@ struct imap_sortkeys_job {
 	struct sortkeys_folder folder;   /* taken from the kept ones, refilled */
 	struct imap_search_prog *prog;
 	bool all;
+	bool reads;                      /* matching may read a file here */
 	size_t count;                    /* messages in the view at the start */
 	struct imap_sortkey **keys;
 	struct imap_sortitem *items;
@@ -257,7 +258,8 @@ static bool sortkeys_step(struct imap_session *s)
 		size_t i = j->next++;
 		looked++;
 		if (!j->all) {
-			reads++; /* a search key may read the message */
+			if (j->reads)
+				reads++; /* a search key may read the message */
 			if (!imap_search_matches(s, j->prog, i))
 				continue;
 		}
@@ -296,6 +298,7 @@ void imap_sortkeys_start(struct imap_session *s, struct imap_search_prog *prog,
 	struct imap_sortkeys_job *j = xcalloc(1, sizeof *j);
 	j->prog = prog;
 	j->all = imap_search_is_all(prog);
+	j->reads = imap_search_reads(prog);
 	j->count = imap_count(s);
 	j->keys = xcalloc(j->count ? j->count : 1, sizeof *j->keys);
 	j->items = xcalloc(j->count ? j->count : 1, sizeof *j->items);
