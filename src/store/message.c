@@ -36,6 +36,7 @@ enum {
 	MESSAGE_ROUTES_MAX = 64,        /* source routes kept of one address field */
 	MESSAGE_ROUTE_MAX = 512,        /* octets of an angle-addr read for its route */
 	MESSAGE_COMMENT_DEPTH_MAX = 64, /* comments inside comments */
+	MESSAGE_READ_MAX = 256 * 1024,  /* larger files are mapped for SEARCH */
 };
 
 static bool is_cut(const size_t *cuts, size_t ncuts, size_t pos);
@@ -47,6 +48,7 @@ struct mfile {
 	const char *p;
 	size_t n;
 	void *map;
+	char *buf;                 /* read rather than mapped (mfile_read) */
 };
 
 static int mfile_open(struct mfile *f, const char *path, char *err, size_t errsz)
@@ -80,12 +82,53 @@ static int mfile_open(struct mfile *f, const char *path, char *err, size_t errsz
 
 static void mfile_close(struct mfile *f)
 {
+	free(f->buf);
+	f->buf = NULL;
 	if (f->map && f->map != MAP_FAILED)
 		munmap(f->map, f->n);
 	if (f->fd >= 0)
 		close(f->fd);
 	f->fd = -1;
 	f->map = NULL;
+}
+
+/* A small file read in one go (a mapping costs more: its page faults,
+ * and the unmapping's TLB shootdown on every core), a large one mapped. */
+static int mfile_read(struct mfile *f, const char *path, char *err, size_t errsz)
+{
+	memset(f, 0, sizeof *f);
+	f->fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	struct stat st;
+	if (f->fd < 0 || fstat(f->fd, &st) < 0) {
+		int e = errno;
+		errfmt(err, errsz, "%s: %s", path, strerror(e));
+		if (f->fd >= 0)
+			close(f->fd);
+		errno = e;
+		return -1;
+	}
+	if ((uint64_t)st.st_size > MESSAGE_READ_MAX) {
+		close(f->fd);
+		return mfile_open(f, path, err, errsz);
+	}
+	f->n = (size_t)st.st_size;
+	f->buf = xmalloc(f->n + 1);
+	size_t got = 0;
+	while (got < f->n) {
+		ssize_t r = pread(f->fd, f->buf + got, f->n - got, (off_t)got);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0) {
+			int e = r < 0 ? errno : EIO;
+			errfmt(err, errsz, "%s: %s", path, r < 0 ? strerror(e) : "changed while read");
+			mfile_close(f);
+			errno = e;
+			return -1;
+		}
+		got += (size_t)r;
+	}
+	f->p = f->buf;
+	return 0;
 }
 
 /* The start of the line after the one holding pos (n at the end). */
@@ -1784,15 +1827,28 @@ static bool text_plain_ascii(const char *s, size_t n)
 	return bad == 0;
 }
 
+/* s[0..n) lower-cased into d when it is plain ASCII (one pass, no call
+ * per octet); false, d undefined, when it is not. */
+static bool ascii_fold(char *d, const char *s, size_t n)
+{
+	unsigned char bad = 0;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		bad |= (unsigned char)((c & 0x80) | (c == 0));
+		d[i] = (char)(c + ((unsigned char)(c - 'A') < 26 ? 32 : 0));
+	}
+	return bad == 0;
+}
+
 /* Folded text into the tail: ASCII directly, the rest through GLib. */
 static void finder_fold(struct finder *fd, const char *s, size_t n, bool last)
 {
-	if (fd->carry->len == 0 && text_plain_ascii(s, n)) {
+	if (fd->carry->len == 0) {
 		size_t old = fd->tail->len;
 		g_string_set_size(fd->tail, old + n);
-		for (size_t i = 0; i < n; i++)
-			fd->tail->str[old + i] = g_ascii_tolower(s[i]);
-		return;
+		if (ascii_fold(fd->tail->str + old, s, n))
+			return;
+		g_string_truncate(fd->tail, old);
 	}
 	g_string_append_len(fd->carry, s, (gssize)n);
 	size_t keep = last ? 0 : utf8_incomplete(fd->carry->str, fd->carry->len);
@@ -1824,12 +1880,18 @@ static char *field_unfolded(const char *field, size_t len, size_t namelen)
 {
 	const char *colon = memchr(field, ':', len);
 	size_t from = colon ? (size_t)(colon - field) + 1 : namelen;
-	GString *v = g_string_new(NULL);
+	if (from > len)
+		from = len;
+	char *v = g_malloc(len - from + 1);
+	size_t o = 0;
 	for (size_t i = from; i < len; i++)
 		if (field[i] != '\r' && field[i] != '\n')
-			g_string_append_c(v, field[i]);
-	char *valid = g_utf8_make_valid(v->str, (gssize)v->len);
-	g_string_free(v, TRUE);
+			v[o++] = field[i];
+	v[o] = '\0';
+	if (text_plain_ascii(v, o))
+		return v; /* valid UTF-8 as it is */
+	char *valid = g_utf8_make_valid(v, (gssize)o);
+	g_free(v);
 	return valid;
 }
 
@@ -2329,7 +2391,7 @@ int message_search_file(const char *path, const struct message_search_key *keys,
 		return -1;
 	}
 	struct mfile f;
-	if (mfile_open(&f, path, err, errsz) < 0)
+	if (mfile_read(&f, path, err, errsz) < 0)
 		return -1;
 	struct plain pl;
 	if (how == MESSAGE_SEARCH_PARSED || !plain_plan(&f, &pl)) {
