@@ -632,10 +632,23 @@ static bool imap_search_decide(struct imap_session *s, size_t i, const struct im
 	return imap_skey_match(s, i, root, c);
 }
 
-/* May a step look at many messages (nothing is read on the loop)? */
-static bool imap_search_content_cheap(const struct imap_search_content *c)
+/* Does any key of k read a message file (the text keys, SENT*)? */
+static bool imap_skey_reads_file(const struct imap_skey *k)
 {
-	return c && c->cheap;
+	if (k->op == SK_HEADER || k->op == SK_BODY || k->op == SK_TEXT ||
+	    k->op == SK_SENTBEFORE || k->op == SK_SENTON || k->op == SK_SENTSINCE)
+		return true;
+	for (size_t i = 0; i < k->nkids; i++)
+		if (imap_skey_reads_file(&k->kids[i]))
+			return true;
+	return false;
+}
+
+/* May a step look at many messages (nothing is read on the loop)? */
+static bool imap_search_content_cheap(const struct imap_search_content *c,
+				      const struct imap_skey *root)
+{
+	return c ? c->cheap : !imap_skey_reads_file(root);
 }
 
 static bool imap_skey_match(struct imap_session *s, size_t i, const struct imap_skey *k,
@@ -708,7 +721,7 @@ bool imap_search_matches(struct imap_session *s, const struct imap_search_prog *
 
 bool imap_search_reads(const struct imap_search_prog *p)
 {
-	return !imap_search_content_cheap(p->content);
+	return !imap_search_content_cheap(p->content, &p->root);
 }
 
 bool imap_search_is_all(const struct imap_search_prog *p)
@@ -796,7 +809,7 @@ static bool imap_search_step(struct imap_session *s)
 	struct imap_search_job *j = s->job_data;
 	if (j->next < imap_count(s)) {
 		/* one message at a time while one may be read here */
-		size_t n = imap_search_content_cheap(j->content) ? IMAP_SEARCH_STEP_MESSAGES : 1;
+		size_t n = imap_search_content_cheap(j->content, &j->prog) ? IMAP_SEARCH_STEP_MESSAGES : 1;
 		while (n-- > 0 && j->next < imap_count(s) && !imap_out_full(&j->out))
 			imap_search_one(s, j, j->next++);
 		if (imap_out_full(&j->out))
