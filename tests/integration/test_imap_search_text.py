@@ -53,15 +53,17 @@ def test_text_keys_on_workers(posthorn, cert):
     for i in range(N):
         kind, text = KINDS[i % len(KINDS)]
         info = "S" if i % 2 else ""
-        put_message(p, BOB, f"From: a{i}@example.org\nDate: Mon, 1 Dec 2025 10:00:00 +0000\n"
-                    + text.format(i=i), when=1700000000 + i, sub="cur", info=info)
-        kinds.append((kind, bool(info)))
+        day = i % 28 + 1
+        date = f"Date: {day} Dec 2025 23:30:00 -0500\n" if i % 50 else ""
+        put_message(p, BOB, f"From: a{i}@example.org\n{date}" + text.format(i=i),
+                    when=1700000000 + i, sub="cur", info=info)
+        kinds.append((kind, bool(info), day if date else None))
     m = imaplib.IMAP4_SSL(HOST, p.imaps_port, ssl_context=client_ctx(cert), timeout=60)
     m.login(BOB, BOB_PW)
     assert m.select("INBOX")[0] == "OK"
 
     def where(pred):
-        return [i + 1 for i, (k, seen) in enumerate(kinds) if pred(k, seen)]
+        return [i + 1 for i, (k, seen, _) in enumerate(kinds) if pred(k, seen)]
 
     body = where(lambda k, s: k in BODY_HAS)
     text = where(lambda k, s: k in BODY_HAS | SUBJECT_HAS)
@@ -87,6 +89,14 @@ def test_text_keys_on_workers(posthorn, cert):
     assert typ == "OK"
     assert m.untagged_responses.pop("ESEARCH")[-1].endswith(
         f"MIN {body[0]} MAX {body[-1]} COUNT {len(body)}".encode())
+    # the Date:'s own day, whatever its zone (RFC 3501 §6.4.4); without
+    # one, the internal date (14-Nov-2023 here)
+    on5 = [i + 1 for i, (_, _, d) in enumerate(kinds) if d == 5]
+    assert numbers(*m.search(None, "SENTON", "5-Dec-2025")) == on5
+    assert numbers(*m.search(None, "SENTBEFORE", "1-Jan-2025")) == [
+        i + 1 for i, (_, _, d) in enumerate(kinds) if d is None]
+    assert numbers(*m.search(None, "SENTSINCE", "20-Dec-2025", "BODY", "needle")) == [
+        i + 1 for i, (k, _, d) in enumerate(kinds) if d and d >= 20 and k in BODY_HAS]
     # SORT and THREAD take the same keys (RFC 5256 §3)
     assert numbers(*m.sort("(REVERSE ARRIVAL)", "UTF-8", "BODY", "needle")) == body[::-1]
     typ, data = m.thread("ORDEREDSUBJECT", "UTF-8", "SUBJECT", "needle")

@@ -1,12 +1,14 @@
 /* imap_search: SEARCH and UID SEARCH of an IMAP session (RFC 3501
  * §6.4.4, RFC 7162 §3.1.5 MODSEQ): the keys compiled into a program,
  * evaluated one message per step of a job.  The header and body text keys
- * read message files: before the job, they are tested on workers
- * (message_search_file) for the messages the other keys leave undecided,
- * while the session waits, so the loop never reads a message for them. */
+ * and SENT* read message files: before the job, they are tested on
+ * workers (message_search_file, the Date: of a parse) for the messages the
+ * other keys leave undecided, while the session waits, so the loop never
+ * reads a message for them. */
 #include "proto/imap/imap_search.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -360,6 +362,8 @@ enum {
 					  * reads a file on the loop */
 };
 
+#define IMAP_NO_DATE LLONG_MIN
+
 /* What a message needs, once the keys that read no file were looked at. */
 enum imap_decided { IMAP_DECIDED_NO, IMAP_DECIDED_YES, IMAP_TESTED };
 
@@ -378,6 +382,9 @@ struct imap_search_content {
 	unsigned running;
 	bool waiting;                    /* s->store_busy is ours */
 	bool cheap;                      /* no key left that reads on the loop */
+	bool sent;                       /* SENT* keys: the workers read Date: */
+	long long *sent_day;             /* IMAP_TESTED, sent: the Date:'s day,
+					  * IMAP_NO_DATE without one */
 	unsigned failed;                 /* files that could not be read */
 	char err[256];                   /* the first reason */
 };
@@ -391,6 +398,8 @@ struct imap_search_chunk {
 	size_t index[IMAP_SEARCH_CHUNK];
 	char *path[IMAP_SEARCH_CHUNK];   /* NULL: not in the folder any more */
 	uint64_t found[IMAP_SEARCH_CHUNK];
+	bool sent;
+	long long sent_day[IMAP_SEARCH_CHUNK];
 	unsigned failed;
 	char err[256];
 };
@@ -407,14 +416,35 @@ static void imap_search_chunk_free(void *work)
 	free(ch);
 }
 
-/* On a worker: each message's file once; a file gone (renamed by a flag
- * change elsewhere, expunged) matches nothing, as on the loop. */
+/* The day of a message's Date: in the header's own zone (RFC 3501 §6.4.4
+ * SENT*), as GMime's parse reads it; IMAP_NO_DATE without one, or when
+ * the file is gone (then the internal date counts, as on the loop). */
+static long long imap_search_sent_day(const char *path)
+{
+	char err[256];
+	struct message *msg = path ? message_get(NULL, path, err, sizeof err) : NULL;
+	int64_t when;
+	int tz;
+	long long day = IMAP_NO_DATE;
+	if (msg && message_sent_date(msg, &when, &tz)) {
+		long long local = (long long)when + (long long)tz * 60;
+		day = local >= 0 ? local / 86400 : -((-local + 86399) / 86400);
+	}
+	message_put(msg);
+	return day;
+}
+
+/* On a worker: each message's file once (and parsed once more for SENT*);
+ * a file gone (renamed by a flag change elsewhere, expunged) matches
+ * nothing, as on the loop. */
 static void imap_search_chunk_run(void *work)
 {
 	struct imap_search_chunk *ch = work;
 	for (size_t m = 0; m < ch->n; m++) {
 		char err[256];
-		if (ch->path[m] &&
+		if (ch->sent)
+			ch->sent_day[m] = imap_search_sent_day(ch->path[m]);
+		if (ch->path[m] && ch->nkeys > 0 &&
 		    message_search_file(ch->path[m], ch->keys, ch->nkeys, MESSAGE_SEARCH_AUTO,
 					&ch->found[m], err, sizeof err) < 0 &&
 		    errno != ENOENT && ch->failed++ == 0)
@@ -432,8 +462,11 @@ static void imap_search_chunk_done(void *owner, void *work)
 	struct imap_search_chunk *ch = work;
 	c->jobs[ch->slot] = NULL;
 	c->running--;
-	for (size_t m = 0; m < ch->n; m++)
+	for (size_t m = 0; m < ch->n; m++) {
 		c->found[ch->index[m]] = ch->found[m];
+		if (c->sent)
+			c->sent_day[ch->index[m]] = ch->sent_day[m];
+	}
 	if (ch->failed && c->failed == 0)
 		memcpy(c->err, ch->err, sizeof c->err);
 	c->failed += ch->failed;
@@ -451,6 +484,7 @@ static void imap_search_chunk_done(void *owner, void *work)
 static struct imap_search_chunk *imap_search_chunk_new(const struct imap_search_content *c)
 {
 	struct imap_search_chunk *ch = xcalloc(1, sizeof *ch);
+	ch->sent = c->sent;
 	ch->nkeys = c->nkeys;
 	for (size_t k = 0; k < c->nkeys; k++) {
 		ch->keys[k].kind = c->keys[k].kind;
@@ -505,7 +539,7 @@ static void imap_search_content_keys(struct imap_search_content *c, struct imap_
 		.field = k->field, .needle = k->str};
 }
 
-/* Does any key of k read the file on the loop (the Date: of SENT*)? */
+/* Does any key of k read the Date: (SENT*)? */
 static bool imap_skey_reads(const struct imap_skey *k)
 {
 	if (k->op == SK_SENTBEFORE || k->op == SK_SENTON || k->op == SK_SENTSINCE)
@@ -563,6 +597,7 @@ static void imap_search_content_free(struct imap_search_content *c)
 	free(c->uid);
 	free(c->state);
 	free(c->found);
+	free(c->sent_day);
 	free(c);
 }
 
@@ -577,14 +612,17 @@ static struct imap_search_content *imap_search_content_start(struct imap_session
 		return NULL;
 	struct imap_search_content *c = xcalloc(1, sizeof *c);
 	c->s = s;
-	c->cheap = !imap_skey_reads(root);
+	c->cheap = true;
+	c->sent = imap_skey_reads(root);
 	imap_search_content_keys(c, root);
-	if (c->nkeys == 0) {
+	if (c->nkeys == 0 && !c->sent) {
 		free(c);
 		return NULL;
 	}
 	c->count = imap_count(s);
 	size_t n = c->count ? c->count : 1;
+	if (c->sent)
+		c->sent_day = xcalloc(n, sizeof *c->sent_day);
 	c->uid = xcalloc(n, sizeof *c->uid);
 	c->state = xcalloc(n, sizeof *c->state);
 	c->found = xcalloc(n, sizeof *c->found);
@@ -674,7 +712,11 @@ static bool imap_skey_match(struct imap_session *s, size_t i, const struct imap_
 		return imap_day_cmp(k->op, imap_day_of(imap_date_at(s, i)), k->day);
 	case SK_SENTBEFORE: case SK_SENTON: case SK_SENTSINCE: {
 		long long day;
-		if (!imap_msg_sent_day(s, i, &day)) /* no Date: the internal date */
+		if (imap_search_content_has(c, s, i) && c->sent && c->state[i] == IMAP_TESTED)
+			day = c->sent_day[i];
+		else if (!imap_msg_sent_day(s, i, &day))
+			day = IMAP_NO_DATE;
+		if (day == IMAP_NO_DATE) /* no Date: the internal date */
 			day = imap_day_of(imap_date_at(s, i));
 		return imap_day_cmp(k->op, day, k->day);
 	}
