@@ -2220,6 +2220,26 @@ static size_t token_at(const char *v, size_t *pos)
 
 enum plain_body { PLAIN_NO, PLAIN_TEXT, PLAIN_NOT_TEXT };
 
+/* A parameter's value at *pos: a token, or a quoted string without
+ * escapes (its inside). */
+static bool param_value(const char *v, size_t *pos, const char **val, size_t *vlen)
+{
+	if (v[*pos] != '"') {
+		*vlen = token_at(v, pos);
+		*val = v + *pos - *vlen;
+		return *vlen > 0;
+	}
+	size_t from = ++*pos;
+	while (v[*pos] && v[*pos] != '"' && v[*pos] != '\\')
+		(*pos)++;
+	if (v[*pos] != '"')
+		return false;
+	*val = v + from;
+	*vlen = *pos - from;
+	(*pos)++;
+	return true;
+}
+
 /* RFC 2045 §5.1 parameters: "; name=value" with a token or a quoted string
  * without escapes; the charset must be absent, US-ASCII or UTF-8 (what
  * search_part() reads without conversion).  Anything else (RFC 2231
@@ -2239,20 +2259,10 @@ static bool plain_params(const char *v, size_t pos)
 		if (nlen == 0 || memchr(name, '*', nlen) || v[pos] != '=')
 			return false;
 		pos++;
-		const char *val = v + pos;
+		const char *val;
 		size_t vlen;
-		if (v[pos] == '"') {
-			val = v + ++pos;
-			while (v[pos] && v[pos] != '"' && v[pos] != '\\')
-				pos++;
-			if (v[pos] != '"')
-				return false;
-			vlen = (size_t)(v + pos++ - val);
-		} else if ((vlen = token_at(v, &pos)) == 0) {
+		if (!param_value(v, &pos, &val, &vlen))
 			return false;
-		} else {
-			val = v + pos - vlen;
-		}
 		if (nlen == 7 && g_ascii_strncasecmp(name, "charset", 7) == 0) {
 			bool known = (vlen == 8 && g_ascii_strncasecmp(val, "us-ascii", 8) == 0) ||
 				     (vlen == 5 && g_ascii_strncasecmp(val, "utf-8", 5) == 0);

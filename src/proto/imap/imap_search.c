@@ -494,20 +494,30 @@ static struct imap_search_chunk *imap_search_chunk_new(const struct imap_search_
 	return ch;
 }
 
+/* The next messages to test, with their paths now (the view does not
+ * change while the session waits); NULL when none is left. */
+static struct imap_search_chunk *imap_search_chunk_next(struct imap_search_content *c)
+{
+	while (c->next < c->count && c->state[c->next] != IMAP_TESTED)
+		c->next++;
+	if (c->next == c->count)
+		return NULL;
+	struct imap_search_chunk *ch = imap_search_chunk_new(c);
+	while (c->next < c->count && ch->n < IMAP_SEARCH_CHUNK) {
+		size_t i = c->next++;
+		if (c->state[i] != IMAP_TESTED)
+			continue;
+		ch->index[ch->n] = i;
+		ch->path[ch->n++] = mailbox_msg_path(c->s->view, i + 1);
+	}
+	return ch;
+}
+
 /* Hand out chunks while fewer than IMAP_SEARCH_JOBS are on workers. */
 static void imap_search_content_pump(struct imap_search_content *c)
 {
-	while (c->running < IMAP_SEARCH_JOBS && c->next < c->count) {
-		struct imap_search_chunk *ch = NULL;
-		while (c->next < c->count && (!ch || ch->n < IMAP_SEARCH_CHUNK)) {
-			size_t i = c->next++;
-			if (c->state[i] != IMAP_TESTED)
-				continue;
-			if (!ch)
-				ch = imap_search_chunk_new(c);
-			ch->index[ch->n] = i;
-			ch->path[ch->n++] = mailbox_msg_path(c->s->view, i + 1);
-		}
+	while (c->running < IMAP_SEARCH_JOBS) {
+		struct imap_search_chunk *ch = imap_search_chunk_next(c);
 		if (!ch)
 			return;
 		unsigned slot = 0;
