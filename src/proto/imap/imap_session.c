@@ -958,11 +958,6 @@ static void imap_store_finished(void *owner, void *work)
 	imap_run(s); /* the commands that waited */
 }
 
-void imap_resume(struct imap_session *s)
-{
-	imap_run(s);
-}
-
 static void imap_store_start(struct imap_session *s, struct mailbox_job *j,
 			     imap_store_done_fn done)
 {
@@ -2333,6 +2328,7 @@ void imap_session_start(const struct session_start *st)
 	}
 	s->login_timer = evtimer_new(s->b.rt->base, imap_on_login_timer, s);
 	imap_login_timer_arm(s);
+	s->resume = evtimer_new(s->b.rt->base, imap_on_resume, s); /* imap_resume() */
 	if (!st->implicit_tls)
 		imap_greet(s);
 }
