@@ -36,6 +36,7 @@ enum {
 	MESSAGE_ROUTES_MAX = 64,        /* source routes kept of one address field */
 	MESSAGE_ROUTE_MAX = 512,        /* octets of an angle-addr read for its route */
 	MESSAGE_COMMENT_DEPTH_MAX = 64, /* comments inside comments */
+	MESSAGE_READ_MAX = 256 * 1024,  /* larger files are mapped for SEARCH */
 };
 
 static bool is_cut(const size_t *cuts, size_t ncuts, size_t pos);
@@ -47,6 +48,7 @@ struct mfile {
 	const char *p;
 	size_t n;
 	void *map;
+	char *buf;                 /* read rather than mapped (mfile_read) */
 };
 
 static int mfile_open(struct mfile *f, const char *path, char *err, size_t errsz)
@@ -80,12 +82,53 @@ static int mfile_open(struct mfile *f, const char *path, char *err, size_t errsz
 
 static void mfile_close(struct mfile *f)
 {
+	free(f->buf);
+	f->buf = NULL;
 	if (f->map && f->map != MAP_FAILED)
 		munmap(f->map, f->n);
 	if (f->fd >= 0)
 		close(f->fd);
 	f->fd = -1;
 	f->map = NULL;
+}
+
+/* A small file read in one go (a mapping costs more: its page faults,
+ * and the unmapping's TLB shootdown on every core), a large one mapped. */
+static int mfile_read(struct mfile *f, const char *path, char *err, size_t errsz)
+{
+	memset(f, 0, sizeof *f);
+	f->fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	struct stat st;
+	if (f->fd < 0 || fstat(f->fd, &st) < 0) {
+		int e = errno;
+		errfmt(err, errsz, "%s: %s", path, strerror(e));
+		if (f->fd >= 0)
+			close(f->fd);
+		errno = e;
+		return -1;
+	}
+	if ((uint64_t)st.st_size > MESSAGE_READ_MAX) {
+		close(f->fd);
+		return mfile_open(f, path, err, errsz);
+	}
+	f->n = (size_t)st.st_size;
+	f->buf = xmalloc(f->n + 1);
+	size_t got = 0;
+	while (got < f->n) {
+		ssize_t r = pread(f->fd, f->buf + got, f->n - got, (off_t)got);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0) {
+			int e = r < 0 ? errno : EIO;
+			errfmt(err, errsz, "%s: %s", path, r < 0 ? strerror(e) : "changed while read");
+			mfile_close(f);
+			errno = e;
+			return -1;
+		}
+		got += (size_t)r;
+	}
+	f->p = f->buf;
+	return 0;
 }
 
 /* The start of the line after the one holding pos (n at the end). */
@@ -1771,10 +1814,42 @@ static size_t utf8_incomplete(const char *s, size_t n)
 	return 0;
 }
 
-static void finder_feed(struct finder *fd, const char *s, size_t n, bool last)
+/* Only US-ASCII without NUL: text whose case folding is ASCII's
+ * (g_utf8_casefold changes only A-Z there) and that g_utf8_make_valid
+ * leaves alone. */
+static bool text_plain_ascii(const char *s, size_t n)
 {
-	if (fd->found)
-		return;
+	unsigned char bad = 0;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		bad |= (unsigned char)((c & 0x80) | (c == 0));
+	}
+	return bad == 0;
+}
+
+/* s[0..n) lower-cased into d when it is plain ASCII (one pass, no call
+ * per octet); false, d undefined, when it is not. */
+static bool ascii_fold(char *d, const char *s, size_t n)
+{
+	unsigned char bad = 0;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		bad |= (unsigned char)((c & 0x80) | (c == 0));
+		d[i] = (char)(c + ((unsigned char)(c - 'A') < 26 ? 32 : 0));
+	}
+	return bad == 0;
+}
+
+/* Folded text into the tail: ASCII directly, the rest through GLib. */
+static void finder_fold(struct finder *fd, const char *s, size_t n, bool last)
+{
+	if (fd->carry->len == 0) {
+		size_t old = fd->tail->len;
+		g_string_set_size(fd->tail, old + n);
+		if (ascii_fold(fd->tail->str + old, s, n))
+			return;
+		g_string_truncate(fd->tail, old);
+	}
 	g_string_append_len(fd->carry, s, (gssize)n);
 	size_t keep = last ? 0 : utf8_incomplete(fd->carry->str, fd->carry->len);
 	size_t use = fd->carry->len - keep;
@@ -1784,6 +1859,13 @@ static void finder_feed(struct finder *fd, const char *s, size_t n, bool last)
 	g_string_erase(fd->carry, 0, (gssize)use);
 	g_string_append(fd->tail, folded);
 	g_free(folded);
+}
+
+static void finder_feed(struct finder *fd, const char *s, size_t n, bool last)
+{
+	if (fd->found)
+		return;
+	finder_fold(fd, s, n, last);
 	if (memmem(fd->tail->str, fd->tail->len, fd->needle, fd->nlen)) {
 		fd->found = true;
 		return;
@@ -1798,12 +1880,18 @@ static char *field_unfolded(const char *field, size_t len, size_t namelen)
 {
 	const char *colon = memchr(field, ':', len);
 	size_t from = colon ? (size_t)(colon - field) + 1 : namelen;
-	GString *v = g_string_new(NULL);
+	if (from > len)
+		from = len;
+	char *v = g_malloc(len - from + 1);
+	size_t o = 0;
 	for (size_t i = from; i < len; i++)
 		if (field[i] != '\r' && field[i] != '\n')
-			g_string_append_c(v, field[i]);
-	char *valid = g_utf8_make_valid(v->str, (gssize)v->len);
-	g_string_free(v, TRUE);
+			v[o++] = field[i];
+	v[o] = '\0';
+	if (text_plain_ascii(v, o))
+		return v; /* valid UTF-8 as it is */
+	char *valid = g_utf8_make_valid(v, (gssize)o);
+	g_free(v);
 	return valid;
 }
 
@@ -1811,6 +1899,8 @@ static char *field_unfolded(const char *field, size_t len, size_t namelen)
 static char *field_decoded(const char *field, size_t len, size_t namelen)
 {
 	char *valid = field_unfolded(field, len, namelen);
+	if (text_plain_ascii(valid, strlen(valid)) && !strstr(valid, "=?"))
+		return valid; /* no encoded word: RFC 2047 decoding keeps it as it is */
 	char *dec = g_mime_utils_header_decode_text(NULL, valid);
 	g_free(valid);
 	return dec;
@@ -1900,6 +1990,19 @@ static int header_search_field(const char *name, size_t namelen, const char *fie
 	return hs->fd->found;
 }
 
+/* HEADER field / TEXT's header part (field NULL) over the header h[0..n). */
+static bool header_has(const char *h, size_t n, const char *field, const char *needle)
+{
+	struct finder fd;
+	finder_init(&fd, needle);
+	fd.found = false; /* "" matches a field that exists */
+	struct header_search hs = {.field = field, .fd = &fd};
+	message_header_fields(h, n, header_search_field, &hs);
+	bool found = hs.seen && (fd.found || fd.nlen == 0);
+	finder_free(&fd);
+	return found;
+}
+
 int message_header_contains(const struct message *m, const char *path, const char *field,
 			    const char *needle, char *err, size_t errsz)
 {
@@ -1907,14 +2010,8 @@ int message_header_contains(const struct message *m, const char *path, const cha
 	char *h = read_header(m, path, 0, &n, err, errsz);
 	if (!h)
 		return -1;
-	struct finder fd;
-	finder_init(&fd, needle);
-	fd.found = false; /* "" matches a field that exists */
-	struct header_search hs = {.field = field, .fd = &fd};
-	message_header_fields(h, n, header_search_field, &hs);
+	bool found = header_has(h, n, field, needle);
 	free(h);
-	bool found = hs.seen && (fd.found || fd.nlen == 0);
-	finder_free(&fd);
 	return found;
 }
 
@@ -2025,4 +2122,300 @@ int message_text_contains(const struct message *m, const char *path, bool text,
 	g_object_unref(st);
 	finder_free(&fd);
 	return found;
+}
+
+/* ---- SEARCH on a worker: one open per message, no shared state ----------------
+ * A message whose text needs no MIME decoding (a header of well-formed
+ * fields, then one text part in 7bit, 8bit or binary, in US-ASCII or
+ * UTF-8, or a body that is not text) is searched in its mapped octets:
+ * what GMime's parse would hand search_part() is the body as it is.  Any
+ * other message goes through the GMime parse of message_text_contains(). */
+
+/* Its first line with a name of printable US-ASCII but ':' before the
+ * colon (RFC 5322 §2.2, §3.6.8 ftext)? */
+static bool line_is_field(const struct mfile *f, size_t pos, size_t end)
+{
+	for (size_t i = pos; i < end; i++) {
+		unsigned char c = (unsigned char)f->p[i];
+		if (c == ':')
+			return i > pos;
+		if (c < 33 || c > 126)
+			return false;
+	}
+	return false;
+}
+
+/* Does the line at pos hold only blanks before its end? */
+static bool line_is_white(const struct mfile *f, size_t pos, size_t end)
+{
+	for (size_t i = pos; i < end; i++)
+		if (f->p[i] != ' ' && f->p[i] != '\t' && f->p[i] != '\r' && f->p[i] != '\n')
+			return false;
+	return true;
+}
+
+/* Where the body starts, when the header is fields and their continuation
+ * lines up to a blank line, within MESSAGE_HEADER_MAX; else false. */
+static bool plain_header_end(const struct mfile *f, size_t *body)
+{
+	size_t pos = 0, fields = 0;
+	while (pos < f->n && pos < MESSAGE_HEADER_MAX) {
+		size_t next = next_line(f, pos);
+		if (line_is_blank(f, pos)) {
+			*body = next;
+			return fields > 0;
+		}
+		if (line_is_white(f, pos, next))
+			return false; /* blanks alone: which end of header is it? */
+		if (f->p[pos] == ' ' || f->p[pos] == '\t') {
+			if (fields == 0)
+				return false;
+		} else if (line_is_field(f, pos, next)) {
+			fields++;
+		} else {
+			return false;
+		}
+		pos = next;
+	}
+	return false;
+}
+
+/* The two fields that say how the body is encoded. */
+struct plain_fields {
+	unsigned nct, ncte;
+	char *ct, *cte;            /* unfolded values (g_free) */
+};
+
+static int plain_field(const char *name, size_t namelen, const char *field, size_t len, void *arg)
+{
+	struct plain_fields *pf = arg;
+	char **slot = NULL;
+	if (namelen == 12 && g_ascii_strncasecmp(name, "Content-Type", 12) == 0) {
+		slot = &pf->ct;
+		pf->nct++;
+	} else if (namelen == 25 && g_ascii_strncasecmp(name, "Content-Transfer-Encoding", 25) == 0) {
+		slot = &pf->cte;
+		pf->ncte++;
+	}
+	if (slot && !*slot)
+		*slot = field_unfolded(field, len, namelen);
+	return 0;
+}
+
+static bool is_token_char(char c)
+{
+	return (unsigned char)c > 32 && (unsigned char)c < 127 && !strchr("()<>@,;:\\\"/[]?=", c);
+}
+
+/* A token at *pos after blanks, its length (0: none). */
+static size_t token_at(const char *v, size_t *pos)
+{
+	while (v[*pos] == ' ' || v[*pos] == '\t')
+		(*pos)++;
+	size_t from = *pos;
+	while (v[*pos] && is_token_char(v[*pos]))
+		(*pos)++;
+	return *pos - from;
+}
+
+enum plain_body { PLAIN_NO, PLAIN_TEXT, PLAIN_NOT_TEXT };
+
+/* A parameter's value at *pos: a token, or a quoted string without
+ * escapes (its inside). */
+static bool param_value(const char *v, size_t *pos, const char **val, size_t *vlen)
+{
+	if (v[*pos] != '"') {
+		*vlen = token_at(v, pos);
+		*val = v + *pos - *vlen;
+		return *vlen > 0;
+	}
+	size_t from = ++*pos;
+	while (v[*pos] && v[*pos] != '"' && v[*pos] != '\\')
+		(*pos)++;
+	if (v[*pos] != '"')
+		return false;
+	*val = v + from;
+	*vlen = *pos - from;
+	(*pos)++;
+	return true;
+}
+
+/* RFC 2045 §5.1 parameters: "; name=value" with a token or a quoted string
+ * without escapes; the charset must be absent, US-ASCII or UTF-8 (what
+ * search_part() reads without conversion).  Anything else (RFC 2231
+ * "name*", comments) is left to GMime. */
+static bool plain_params(const char *v, size_t pos)
+{
+	unsigned ncharset = 0;
+	for (;;) {
+		while (v[pos] == ' ' || v[pos] == '	')
+			pos++;
+		if (!v[pos])
+			return true;
+		if (v[pos++] != ';')
+			return false;
+		size_t nlen = token_at(v, &pos);
+		const char *name = v + pos - nlen;
+		if (nlen == 0 || memchr(name, '*', nlen) || v[pos] != '=')
+			return false;
+		pos++;
+		const char *val;
+		size_t vlen;
+		if (!param_value(v, &pos, &val, &vlen))
+			return false;
+		if (nlen == 7 && g_ascii_strncasecmp(name, "charset", 7) == 0) {
+			bool known = (vlen == 8 && g_ascii_strncasecmp(val, "us-ascii", 8) == 0) ||
+				     (vlen == 5 && g_ascii_strncasecmp(val, "utf-8", 5) == 0);
+			if (!known || ++ncharset > 1)
+				return false;
+		}
+	}
+}
+
+static bool token_is(const char *t, size_t len, const char *want)
+{
+	return len == strlen(want) && g_ascii_strncasecmp(t, want, len) == 0;
+}
+
+/* What Content-Type says of the body (RFC 2045 §5.1; none: text/plain). */
+static enum plain_body plain_content_type(const char *v)
+{
+	if (!v)
+		return PLAIN_TEXT;
+	size_t pos = 0, tlen = token_at(v, &pos);
+	const char *type = v + pos - tlen;
+	if (tlen == 0 || v[pos] != '/')
+		return PLAIN_NO;
+	pos++;
+	if (v[pos] == ' ' || v[pos] == '\t' || token_at(v, &pos) == 0 || !plain_params(v, pos))
+		return PLAIN_NO;
+	if (token_is(type, tlen, "multipart") || token_is(type, tlen, "message"))
+		return PLAIN_NO;
+	return token_is(type, tlen, "text") ? PLAIN_TEXT : PLAIN_NOT_TEXT;
+}
+
+/* An identity transfer encoding (RFC 2045 §6.2: 7bit, 8bit, binary)? */
+static bool plain_encoding(const char *v)
+{
+	if (!v)
+		return true;
+	size_t pos = 0, len = token_at(v, &pos);
+	size_t from = pos - len;
+	while (v[pos] == ' ' || v[pos] == '\t')
+		pos++;
+	if (v[pos])
+		return false;
+	return token_is(v + from, len, "7bit") || token_is(v + from, len, "8bit") ||
+	       token_is(v + from, len, "binary");
+}
+
+/* How a message is searched without GMime: header [0, body), and the
+ * body's text when text (else the body is not searched). */
+struct plain {
+	size_t body;
+	bool text;
+};
+
+static bool plain_plan(const struct mfile *f, struct plain *pl)
+{
+	if (f->n >= 3 * (MESSAGE_DASH_LINES_MAX + 1)) {
+		struct view v; /* GMime would be shown a changed file */
+		view_plan(f, &v);
+		free(v.cuts);
+		if (!view_exact(&v, f))
+			return false;
+	}
+	if (!plain_header_end(f, &pl->body))
+		return false;
+	struct plain_fields pf = {0};
+	(void)message_header_fields(f->p, pl->body, plain_field, &pf); /* plain_field never stops */
+	enum plain_body b = PLAIN_NO;
+	if (pf.nct <= 1 && pf.ncte <= 1)
+		b = plain_content_type(pf.ct);
+	bool ok = b == PLAIN_NOT_TEXT || (b == PLAIN_TEXT && plain_encoding(pf.cte));
+	pl->text = b == PLAIN_TEXT;
+	g_free(pf.ct);
+	g_free(pf.cte);
+	return ok;
+}
+
+static bool plain_body_has(const struct mfile *f, const struct plain *pl, const char *needle)
+{
+	if (!pl->text)
+		return false;
+	struct finder fd;
+	finder_init(&fd, needle);
+	for (size_t pos = pl->body; pos < f->n && !fd.found; pos += MESSAGE_SEARCH_CHUNK) {
+		size_t n = f->n - pos < MESSAGE_SEARCH_CHUNK ? f->n - pos : MESSAGE_SEARCH_CHUNK;
+		finder_feed(&fd, f->p + pos, n, false);
+	}
+	finder_feed(&fd, "", 0, true);
+	bool found = fd.found;
+	finder_free(&fd);
+	return found;
+}
+
+static bool plain_key(const struct mfile *f, const struct plain *pl,
+		      const struct message_search_key *k)
+{
+	switch (k->kind) {
+	case MESSAGE_SEARCH_HEADER:
+		return header_has(f->p, pl->body, k->field, k->needle);
+	case MESSAGE_SEARCH_BODY:
+		return plain_body_has(f, pl, k->needle);
+	case MESSAGE_SEARCH_TEXT:
+		return header_has(f->p, pl->body, NULL, k->needle) ||
+		       plain_body_has(f, pl, k->needle);
+	}
+	return false;
+}
+
+/* Through GMime, as on the loop (no cache). */
+static int parsed_keys(const char *path, const struct message_search_key *keys, size_t n,
+		       uint64_t *found, char *err, size_t errsz)
+{
+	struct message *m = message_get(NULL, path, err, errsz);
+	if (!m)
+		return -1;
+	int r = 0;
+	for (size_t k = 0; k < n && r >= 0; k++) {
+		if (keys[k].kind == MESSAGE_SEARCH_HEADER)
+			r = message_header_contains(m, path, keys[k].field, keys[k].needle, err, errsz);
+		else
+			r = message_text_contains(m, path, keys[k].kind == MESSAGE_SEARCH_TEXT,
+						  keys[k].needle, err, errsz);
+		if (r == 1)
+			*found |= UINT64_C(1) << k;
+	}
+	message_put(m);
+	return r < 0 ? -1 : 0;
+}
+
+int message_search_file(const char *path, const struct message_search_key *keys, size_t n,
+			enum message_search_how how, uint64_t *found, char *err, size_t errsz)
+{
+	*found = 0;
+	if (n > MESSAGE_SEARCH_KEYS_MAX) {
+		errfmt(err, errsz, "more than %d search keys", MESSAGE_SEARCH_KEYS_MAX);
+		errno = EINVAL;
+		return -1;
+	}
+	struct mfile f;
+	if (mfile_read(&f, path, err, errsz) < 0)
+		return -1;
+	struct plain pl;
+	if (how == MESSAGE_SEARCH_PARSED || !plain_plan(&f, &pl)) {
+		mfile_close(&f);
+		if (how == MESSAGE_SEARCH_PLAIN) {
+			errfmt(err, errsz, "%s: needs MIME decoding", path);
+			errno = EAGAIN;
+			return -1;
+		}
+		return parsed_keys(path, keys, n, found, err, errsz);
+	}
+	for (size_t k = 0; k < n; k++)
+		if (plain_key(&f, &pl, &keys[k]))
+			*found |= UINT64_C(1) << k;
+	mfile_close(&f);
+	return 0;
 }

@@ -11,7 +11,7 @@
  * once.  Parsing
  * reads the file through a GMime file stream with persist_stream: part
  * contents are never copied into memory.  Everything runs on the event
- * loop thread. */
+ * loop thread but message_search_file(), which is for workers. */
 #ifndef POSTHORN_MESSAGE_H
 #define POSTHORN_MESSAGE_H
 
@@ -157,5 +157,38 @@ int message_header_contains(const struct message *m, const char *path, const cha
  * true): the header as well. */
 int message_text_contains(const struct message *m, const char *path, bool text,
 			  const char *needle, char *err, size_t errsz);
+
+/* The same tests on a worker thread: one open of the file at path, no
+ * cache, nothing shared.  A message whose text needs no MIME decoding
+ * (well-formed header fields; one text part in 7bit, 8bit or binary and
+ * US-ASCII or UTF-8, or a body that is not text) is searched in its
+ * octets; any other is parsed with GMime as above.  The answers are those
+ * of message_header_contains() and message_text_contains(). */
+enum {
+	MESSAGE_SEARCH_KEYS_MAX = 64,    /* keys of one call: bits of *found */
+};
+
+enum message_search_kind {
+	MESSAGE_SEARCH_HEADER,           /* field contains needle */
+	MESSAGE_SEARCH_BODY,
+	MESSAGE_SEARCH_TEXT,
+};
+
+struct message_search_key {
+	enum message_search_kind kind;
+	const char *field;               /* HEADER */
+	const char *needle;              /* UTF-8 */
+};
+
+enum message_search_how {
+	MESSAGE_SEARCH_AUTO,             /* the octets when they suffice, else GMime */
+	MESSAGE_SEARCH_PLAIN,            /* the octets only: EAGAIN when not enough */
+	MESSAGE_SEARCH_PARSED,           /* GMime always (the tests compare) */
+};
+
+/* Bit k of *found set when keys[k] matches (n <= MESSAGE_SEARCH_KEYS_MAX).
+ * 0, or -1 with a reason in err and errno (ENOENT: the file is gone). */
+int message_search_file(const char *path, const struct message_search_key *keys, size_t n,
+			enum message_search_how how, uint64_t *found, char *err, size_t errsz);
 
 #endif

@@ -2,7 +2,8 @@
  * message parsing behind FETCH): arbitrary bytes as a Maildir file, parsed
  * with GMime into ENVELOPE, BODYSTRUCTURE and BODY, every section of the
  * first parts located and streamed, HEADER.FIELDS built, SEARCH helpers
- * run.  Checks what the IMAP session relies on: the strings are C strings
+ * run, and a worker's SEARCH (message_search_file) answering as GMime's
+ * parse does.  Checks what the IMAP session relies on: the strings are C strings
  * of the length given, a RANGE lies inside the CRLF form whose size
  * message_size() reports, and streaming it yields exactly its length.
  *
@@ -107,6 +108,18 @@ static void check_search(const struct message *m)
 	CHECK(message_header_contains(m, path, "from", "", err, sizeof err) >= 0);
 	CHECK(message_text_contains(m, path, false, "zz", err, sizeof err) >= 0);
 	CHECK(message_text_contains(m, path, true, "\xc3\xa9", err, sizeof err) >= 0);
+	/* a worker's search: from the octets when they suffice, the same
+	 * answers as GMime's parse */
+	static const struct message_search_key keys[] = {
+		{MESSAGE_SEARCH_BODY, NULL, "a"}, {MESSAGE_SEARCH_TEXT, NULL, "Zz"},
+		{MESSAGE_SEARCH_HEADER, "subject", "a"}, {MESSAGE_SEARCH_HEADER, "from", ""},
+		{MESSAGE_SEARCH_TEXT, NULL, "\xc3\xa9"}, {MESSAGE_SEARCH_BODY, NULL, "-"},
+	};
+	uint64_t fast = 0, slow = 0;
+	size_t nk = sizeof keys / sizeof keys[0];
+	CHECK(message_search_file(path, keys, nk, MESSAGE_SEARCH_AUTO, &fast, err, sizeof err) == 0);
+	CHECK(message_search_file(path, keys, nk, MESSAGE_SEARCH_PARSED, &slow, err, sizeof err) == 0);
+	CHECK(fast == slow);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

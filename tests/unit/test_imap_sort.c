@@ -115,12 +115,45 @@ static void test_sort_items(void **state)
 		free(k[i]);
 }
 
+/* Keys alike in their first 16 or 24 octets (what a sort abbreviates),
+ * equal long keys, dates either side of the epoch: the order strcmp and
+ * the numbers give, whichever way round. */
+static void test_sort_long_keys(void **state)
+{
+	(void)state;
+	static const char *const subjects[] = {
+		"topic 12345 throughput", "topic 12345 throughpus", "topic 12345 through",
+		"topic 12345 throughput and more", "topic 12345 throughput and less",
+		"topic 12345 throughput", "a", "", "topic 12345 throughput and more",
+		"\xc3\xa9t\xc3\xa9", "topic 12345 throughputs",
+	};
+	enum { N = sizeof subjects / sizeof *subjects };
+	struct imap_sortkey *k[N];
+	struct imap_sortitem items[N];
+	for (size_t i = 0; i < N; i++) {
+		k[i] = key(subjects[i], "", (int64_t)i * 1000 - 4000);
+		items[i] = (struct imap_sortitem){.seq = (uint32_t)(i + 1), .key = k[i]};
+	}
+	struct imap_sort_criteria cr = {.n = 1, .v = {{IMAP_SORT_SUBJECT, false}}};
+	imap_sort_items(items, N, &cr);
+	order_is(items, N, (const uint32_t[]){8, 7, 3, 2, 1, 6, 5, 4, 9, 11, 10});
+	cr = (struct imap_sort_criteria){.n = 2, .v = {{IMAP_SORT_SUBJECT, true}, {IMAP_SORT_DATE, true}}};
+	imap_sort_items(items, N, &cr);
+	order_is(items, N, (const uint32_t[]){10, 11, 9, 4, 5, 6, 1, 2, 3, 7, 8});
+	cr = (struct imap_sort_criteria){.n = 1, .v = {{IMAP_SORT_DATE, true}}};
+	imap_sort_items(items, N, &cr);
+	order_is(items, N, (const uint32_t[]){11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1});
+	for (size_t i = 0; i < N; i++)
+		free(k[i]);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_base_subject),
 		cmocka_unit_test(test_casemap),
 		cmocka_unit_test(test_sort_items),
+		cmocka_unit_test(test_sort_long_keys),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -700,6 +700,110 @@ static void test_search_long_text(void **state)
 	free(msg);
 }
 
+/* ---- SEARCH on a worker: the octets and GMime agree ---------------------------------- */
+
+/* The keys every message of the table is searched with. */
+static const struct message_search_key plain_keys[] = {
+	{MESSAGE_SEARCH_BODY, NULL, "needle"},                  /* bit 0 */
+	{MESSAGE_SEARCH_TEXT, NULL, "needle"},                  /* bit 1 */
+	{MESSAGE_SEARCH_HEADER, "subject", "NEEDLE"},           /* bit 2 */
+	{MESSAGE_SEARCH_BODY, NULL, "gr\xc3\xbc\xc3\x9f" "e"},  /* bit 3: "grüße" */
+	{MESSAGE_SEARCH_HEADER, "From", "alice"},               /* bit 4 */
+	{MESSAGE_SEARCH_TEXT, NULL, ""},                        /* bit 5: always */
+	{MESSAGE_SEARCH_HEADER, "X-Missing", ""},               /* bit 6: the field exists */
+	{MESSAGE_SEARCH_TEXT, NULL, "partheader"},              /* bit 7 */
+};
+
+#define B(k) (UINT64_C(1) << (k))
+
+static const struct {
+	const char *name;
+	const char *text;
+	bool plain;                      /* searched without GMime */
+	uint64_t found;
+} plain_cases[] = {
+	{"ascii body, CRLF", "From: Alice <alice@example.org>\r\nSubject: hi\r\n\r\nA NEEDLE here\r\n",
+	 true, B(0) | B(1) | B(4) | B(5)},
+	{"needle in the subject, LF", "From: bob@example.org\nSubject: the needle\n\nnothing\n", true,
+	 B(1) | B(2) | B(5)},
+	{"folded subject", "Subject: the\n nee\n dle\n\nx\n", true, B(5)},
+	{"encoded word", "Subject: =?utf-8?q?a_needle?=\n\nx\n", true, B(1) | B(2) | B(5)},
+	{"quoted-printable soft break",
+	 "Subject: qp\nContent-Type: text/plain; charset=us-ascii\n"
+	 "Content-Transfer-Encoding: quoted-printable\n\nnee=\ndle\n", false, B(0) | B(1) | B(5)},
+	{"base64", "Subject: b\nContent-Transfer-Encoding: base64\n\nbmVlZGxlCg==\n", false,
+	 B(0) | B(1) | B(5)},
+	{"needle only in a part's header",
+	 "Subject: m\nContent-Type: multipart/mixed; boundary=b\n\n--b\n"
+	 "Content-Description: partheader\nContent-Type: text/plain\n\nplain\n--b--\n", false, B(5)},
+	{"latin-1 text", "Subject: l\nContent-Type: text/plain; charset=iso-8859-1\n"
+	 "Content-Transfer-Encoding: 8bit\n\nGr\xfc\xdf" "e\n", false, B(3) | B(5)},
+	{"utf-8 text", "Subject: u\nContent-Type: text/plain; charset=\"UTF-8\"\n"
+	 "Content-Transfer-Encoding: 8BIT\n\nGR\xc3\x9c\xc3\x9f" "E and a needle\n", true,
+	 B(0) | B(1) | B(3) | B(5)},
+	{"not text", "Subject: a\nContent-Type: application/octet-stream\n\nneedle\n", true, B(5)},
+	{"not text, base64", "Content-Type: image/png; name=\"x.png\"\n"
+	 "Content-Transfer-Encoding: base64\n\nbmVlZGxlCg==\n", true, B(5)},
+	{"a line that is no field", "Subject: x\nnot a field\n\nneedle\n", false,
+	 B(0) | B(1) | B(5)},
+	{"RFC 2231 charset", "Content-Type: text/plain; charset*=utf-8''x\n\nneedle\n", false,
+	 B(0) | B(1) | B(5)},
+	{"empty field exists", "X-Missing:\nSubject: e\n\nneedle\n", true,
+	 B(0) | B(1) | B(5) | B(6)},
+	{"no header", "\nneedle\n", false, B(0) | B(1) | B(5)},
+	{"no body", "Subject: needle\n", false, B(1) | B(2) | B(5)},
+	{"8-bit header", "From: J\xc3\xb6rg <alice@example.org>\nSubject: S\xc3\x9c\xc3\x9f\n\nx\n", true,
+	 B(4) | B(5)},
+	{"NUL in the body", "Subject: z\n\nne\0edle needle\n", true, B(0) | B(1) | B(5)},
+};
+
+/* Each message of the table: the same answers with and without GMime,
+ * the ones expected, and the octets path taken where it should be. */
+static void test_search_plain_agrees(void **state)
+{
+	(void)state;
+	size_t nk = sizeof plain_keys / sizeof *plain_keys;
+	unsigned wrong = 0;
+	for (size_t i = 0; i < sizeof plain_cases / sizeof *plain_cases; i++) {
+		const char *t = plain_cases[i].text;
+		size_t len = strlen(t);
+		if (strcmp(plain_cases[i].name, "NUL in the body") == 0)
+			len += strlen(t + len + 1) + 1;
+		char *path = write_msg(t, len);
+		char err[256];
+		uint64_t fast = 0, slow = 0;
+		assert_int_equal(message_search_file(path, plain_keys, nk, MESSAGE_SEARCH_PARSED, &slow,
+						     err, sizeof err), 0);
+		assert_int_equal(message_search_file(path, plain_keys, nk, MESSAGE_SEARCH_AUTO, &fast,
+						     err, sizeof err), 0);
+		uint64_t only = 0;
+		int r = message_search_file(path, plain_keys, nk, MESSAGE_SEARCH_PLAIN, &only, err,
+					    sizeof err);
+		if (fast != slow || slow != plain_cases[i].found || (r == 0) != plain_cases[i].plain) {
+			wrong++;
+			print_error("%s: octets %#llx, GMime %#llx, expected %#llx, plain %d\n",
+				    plain_cases[i].name, (unsigned long long)fast, (unsigned long long)slow,
+				    (unsigned long long)plain_cases[i].found, r == 0);
+		}
+		free(path);
+	}
+	assert_int_equal(wrong, 0);
+}
+
+/* A file gone meanwhile is an error the caller counts as no match. */
+static void test_search_file_gone(void **state)
+{
+	(void)state;
+	char err[256];
+	uint64_t found = 1;
+	char *path = xasprintf("%s/gone-too", dir);
+	assert_int_equal(message_search_file(path, plain_keys, 1, MESSAGE_SEARCH_AUTO, &found, err,
+					     sizeof err), -1);
+	assert_int_equal(errno, ENOENT);
+	assert_true(found == 0);
+	free(path);
+}
+
 /* ---- malformed MIME ------------------------------------------------------------------- */
 
 static bool balanced(const char *s)
@@ -1042,6 +1146,8 @@ int main(void)
 		cmocka_unit_test(test_stream_large),
 		cmocka_unit_test(test_search_body),
 		cmocka_unit_test(test_search_long_text),
+		cmocka_unit_test(test_search_plain_agrees),
+		cmocka_unit_test(test_search_file_gone),
 		cmocka_unit_test(test_malformed),
 		cmocka_unit_test(test_huge_header),
 		cmocka_unit_test(test_many_parts),

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include <event2/buffer.h>
+#include <event2/event.h>
 
 #include "conf/conf.h"
 #include "net/conn.h"
@@ -227,6 +228,13 @@ void imap_send(struct imap_session *s, struct imap_out *out)
 }
 
 /* ---- jobs ------------------------------------------------------------------- */
+
+void imap_resume(struct imap_session *s)
+{
+	struct timeval now = {0, 0};
+	if (s->resume) /* its callback runs the session (imap_session.c) */
+		evtimer_add(s->resume, &now);
+}
 
 void imap_job_start(struct imap_session *s, const struct imap_job_ops *ops, void *data)
 {

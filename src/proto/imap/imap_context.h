@@ -229,6 +229,10 @@ void imap_send(struct imap_session *s, struct imap_out *out);
 /* ---- jobs: long responses produced as the connection drains ----------------- */
 
 void imap_job_start(struct imap_session *s, const struct imap_job_ops *ops, void *data);
+/* Work on a worker that the session waited for (store_busy) is done: go
+ * on with the job and the commands that waited, at the loop's next turn
+ * (the session's resume timer). */
+void imap_resume(struct imap_session *s);
 /* Stop the job under way (its stop() frees it), if any. */
 void imap_job_stop(struct imap_session *s);
 /* The command being dispatched, kept for a job (the job frees it). */

@@ -35,6 +35,10 @@ enum imap_fetch_att {
 	FA_MODSEQ = 1u << 7,             /* RFC 7162 §3.1.4.1 */
 };
 
+enum {
+	IMAP_FETCH_STEP_MESSAGES = 256,  /* messages a step answers from the view */
+};
+
 /* One BODY[...] (or RFC822, RFC822.HEADER, RFC822.TEXT) asked for. */
 struct imap_fetch_body {
 	const struct imap_section *sec;  /* in the kept command, or one of ours */
@@ -214,6 +218,20 @@ static void imap_fetch_space(struct imap_fetch_job *j)
 	j->first = false;
 }
 
+/* "label value" into j->out: a decimal without a printf per item. */
+static void imap_fetch_number(struct imap_fetch_job *j, const char *label, size_t llen,
+			      unsigned long long v)
+{
+	char digits[24];
+	size_t n = sizeof digits;
+	do {
+		digits[--n] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	imap_out_add(&j->out, label, llen);
+	imap_out_add(&j->out, digits + n, sizeof digits - n);
+}
+
 /* A simple attribute of message i into j->out. */
 static bool imap_fetch_simple(struct imap_session *s, struct imap_fetch_job *j, unsigned att)
 {
@@ -236,7 +254,7 @@ static bool imap_fetch_simple(struct imap_session *s, struct imap_fetch_job *j, 
 		return true;
 	case FA_UID:
 		imap_fetch_space(j);
-		imap_out_printf(&j->out, "UID %lu", (unsigned long)imap_uid_at(s, i));
+		imap_fetch_number(j, "UID ", 4, imap_uid_at(s, i));
 		return true;
 	case FA_MODSEQ:
 		imap_fetch_space(j);
@@ -372,7 +390,8 @@ static bool imap_fetch_begin(struct imap_session *s, struct imap_fetch_job *j)
 	j->body = 0;
 	j->first = true;
 	j->on_wire = false;
-	imap_out_printf(&j->out, "* %zu FETCH (", j->index + 1);
+	imap_fetch_number(j, "* ", 2, j->index + 1);
+	imap_out_add(&j->out, " FETCH (", 8);
 	if (j->uid && !(j->spec.atts & FA_UID))
 		imap_fetch_simple(s, j, FA_UID);
 	return true;
@@ -393,34 +412,29 @@ static void imap_fetch_failed(struct imap_session *s, struct imap_fetch_job *j, 
 	imap_close_after_flush(s);
 }
 
-static bool imap_fetch_step(struct imap_session *s)
+/* The tagged end of a FETCH, after what is held. */
+static void imap_fetch_end(struct imap_session *s, struct imap_fetch_job *j)
 {
-	struct imap_fetch_job *j = s->job_data;
-	if (j->stream) {
-		bool failed = false;
-		if (!imap_fetch_stream_some(s, j, &failed) && failed)
-			imap_fetch_failed(s, j, true);
-		return false;
-	}
-	if (!j->in_msg) {
-		if (!imap_fetch_begin(s, j)) {
-			imap_send(s, &j->out);
-			if (j->binary == IMAP_BINARY_UNKNOWN_CTE)
-				imap_no(s, "[UNKNOWN-CTE] A part has a Content-Transfer-Encoding "
-					   "that cannot be decoded");
-			else if (j->binary == IMAP_BINARY_TOO_BIG)
-				imap_no(s, "[LIMIT] A part is too large to decode for BINARY");
-			else if (j->undated)
-				imap_no(s, "Some messages have an internal date out of range; see the "
-					   "server log");
-			else if (j->missing)
-				imap_no(s, "[EXPUNGEISSUED] Some of the requested messages no longer "
-					   "exist");
-			else
-				imap_ok(s, "%s", j->done ? j->done : "FETCH completed");
-			return true;
-		}
-	}
+	imap_send(s, &j->out);
+	if (j->binary == IMAP_BINARY_UNKNOWN_CTE)
+		imap_no(s, "[UNKNOWN-CTE] A part has a Content-Transfer-Encoding "
+			   "that cannot be decoded");
+	else if (j->binary == IMAP_BINARY_TOO_BIG)
+		imap_no(s, "[LIMIT] A part is too large to decode for BINARY");
+	else if (j->undated)
+		imap_no(s, "Some messages have an internal date out of range; see the "
+			   "server log");
+	else if (j->missing)
+		imap_no(s, "[EXPUNGEISSUED] Some of the requested messages no longer "
+			   "exist");
+	else
+		imap_ok(s, "%s", j->done ? j->done : "FETCH completed");
+}
+
+/* The items of the message begun; false when the step ends inside it (a
+ * literal to stream, or the message failed). */
+static bool imap_fetch_items(struct imap_session *s, struct imap_fetch_job *j)
+{
 	while (j->item < j->spec.norder) {
 		unsigned att = j->spec.order[j->item++];
 		bool ok = att ? imap_fetch_simple(s, j, att)
@@ -443,9 +457,39 @@ static bool imap_fetch_step(struct imap_session *s)
 	if (j->seen_now && s->condstore && !(j->spec.atts & FA_MODSEQ))
 		imap_fetch_simple(s, j, FA_MODSEQ);
 	imap_out_add(&j->out, ")\r\n", 3);
-	imap_send(s, &j->out);
 	j->in_msg = false;
 	imap_msg_release(s);
+	return true;
+}
+
+/* Only what the view holds (flags, UID, size, date, MODSEQ): no file is
+ * read and nothing can fail, so a step answers many messages and sends
+ * them in one write rather than a system call each. */
+static bool imap_fetch_from_view(const struct imap_fetch_job *j)
+{
+	return j->spec.nbodies == 0 &&
+	       !(j->spec.atts & (FA_ENVELOPE | FA_BODY | FA_BODYSTRUCTURE));
+}
+
+static bool imap_fetch_step(struct imap_session *s)
+{
+	struct imap_fetch_job *j = s->job_data;
+	if (j->stream) {
+		bool failed = false;
+		if (!imap_fetch_stream_some(s, j, &failed) && failed)
+			imap_fetch_failed(s, j, true);
+		return false;
+	}
+	size_t n = imap_fetch_from_view(j) ? IMAP_FETCH_STEP_MESSAGES : 1;
+	while (n-- > 0 && !imap_out_full(&j->out)) {
+		if (!j->in_msg && !imap_fetch_begin(s, j)) {
+			imap_fetch_end(s, j);
+			return true;
+		}
+		if (!imap_fetch_items(s, j))
+			return false;
+	}
+	imap_send(s, &j->out);
 	return false;
 }
 

@@ -1,9 +1,14 @@
 /* imap_search: SEARCH and UID SEARCH of an IMAP session (RFC 3501
  * §6.4.4, RFC 7162 §3.1.5 MODSEQ): the keys compiled into a program,
- * evaluated one message per step of a job, header and body text through
- * message.c. */
+ * evaluated one message per step of a job.  The header and body text keys
+ * and SENT* read message files: before the job, they are tested on
+ * workers (message_search_file, the Date: of a parse) for the messages the
+ * other keys leave undecided, while the session waits, so the loop never
+ * reads a message for them. */
 #include "proto/imap/imap_search.h"
 
+#include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +19,7 @@
 #include "proto/imap/imap_date.h"
 #include "proto/imap/imap_esearch.h"
 #include "proto/imap/imap_view.h"
+#include "lib/offload.h"
 #include "lib/util.h"
 
 /* ---- SEARCH (RFC 3501 §6.4.4) ------------------------------------------- */
@@ -50,7 +56,11 @@ struct imap_skey {
 	struct imap_seqset set;
 	size_t nkids;
 	struct imap_skey *kids;
+	size_t slot;                     /* HEADER, BODY, TEXT: the worker's key
+					  * (IMAP_SLOT_NONE: tested on the loop) */
 };
+
+enum { IMAP_SLOT_NONE = MESSAGE_SEARCH_KEYS_MAX };
 
 static void imap_skey_free(struct imap_skey *k)
 {
@@ -342,18 +352,367 @@ static bool imap_day_cmp(enum imap_skey_op op, long long day, long long want)
 	}
 }
 
-static bool imap_skey_match(struct imap_session *s, size_t i, const struct imap_skey *k)
+/* ---- the text keys on workers ------------------------------------------------ */
+
+enum {
+	IMAP_SEARCH_CHUNK = 256,         /* messages in one worker job */
+	IMAP_SEARCH_JOBS = 2,            /* a session's jobs at a time: two cores,
+					  * and others' logins between chunks */
+	IMAP_SEARCH_STEP_MESSAGES = 512, /* messages a step looks at when no key
+					  * reads a file on the loop */
+};
+
+#define IMAP_NO_DATE LLONG_MIN
+
+/* What a message needs, once the keys that read no file were looked at. */
+enum imap_decided { IMAP_DECIDED_NO, IMAP_DECIDED_YES, IMAP_TESTED };
+
+/* The answers of the text keys for the messages of the view as it was
+ * when the search began (the session waits meanwhile: it cannot change). */
+struct imap_search_content {
+	struct imap_session *s;
+	struct message_search_key keys[MESSAGE_SEARCH_KEYS_MAX]; /* into the program */
+	size_t nkeys;
+	size_t count;                    /* messages in the view at the start */
+	uint32_t *uid;                   /* per message, at the start */
+	uint8_t *state;                  /* per message: enum imap_decided */
+	uint64_t *found;                 /* IMAP_TESTED: bit k, keys[k] matched */
+	size_t next;                     /* the next message to hand out */
+	struct offload_job *jobs[IMAP_SEARCH_JOBS];
+	unsigned running;
+	bool waiting;                    /* s->store_busy is ours */
+	bool cheap;                      /* no key left that reads on the loop */
+	bool sent;                       /* SENT* keys: the workers read Date: */
+	long long *sent_day;             /* IMAP_TESTED, sent: the Date:'s day,
+					  * IMAP_NO_DATE without one */
+	unsigned failed;                 /* files that could not be read */
+	char err[256];                   /* the first reason */
+};
+
+/* One worker job: its own copy of the keys (the program may go first). */
+struct imap_search_chunk {
+	unsigned slot;                   /* in content's jobs */
+	struct message_search_key keys[MESSAGE_SEARCH_KEYS_MAX];
+	size_t nkeys;
+	size_t n;
+	size_t index[IMAP_SEARCH_CHUNK];
+	char *path[IMAP_SEARCH_CHUNK];   /* NULL: not in the folder any more */
+	uint64_t found[IMAP_SEARCH_CHUNK];
+	bool sent;
+	long long sent_day[IMAP_SEARCH_CHUNK];
+	unsigned failed;
+	char err[256];
+};
+
+static void imap_search_chunk_free(void *work)
+{
+	struct imap_search_chunk *ch = work;
+	for (size_t k = 0; k < ch->nkeys; k++) {
+		free((char *)ch->keys[k].field);
+		free((char *)ch->keys[k].needle);
+	}
+	for (size_t m = 0; m < ch->n; m++)
+		free(ch->path[m]);
+	free(ch);
+}
+
+/* The day of a message's Date: in the header's own zone (RFC 3501 §6.4.4
+ * SENT*), as GMime's parse reads it; IMAP_NO_DATE without one, or when
+ * the file is gone (then the internal date counts, as on the loop). */
+static long long imap_search_sent_day(const char *path)
+{
+	char err[256];
+	struct message *msg = path ? message_get(NULL, path, err, sizeof err) : NULL;
+	int64_t when;
+	int tz;
+	long long day = IMAP_NO_DATE;
+	if (msg && message_sent_date(msg, &when, &tz)) {
+		long long local = (long long)when + (long long)tz * 60;
+		day = local >= 0 ? local / 86400 : -((-local + 86399) / 86400);
+	}
+	message_put(msg);
+	return day;
+}
+
+/* On a worker: each message's file once (and parsed once more for SENT*);
+ * a file gone (renamed by a flag change elsewhere, expunged) matches
+ * nothing, as on the loop. */
+static void imap_search_chunk_run(void *work)
+{
+	struct imap_search_chunk *ch = work;
+	for (size_t m = 0; m < ch->n; m++) {
+		char err[256];
+		if (ch->sent)
+			ch->sent_day[m] = imap_search_sent_day(ch->path[m]);
+		if (ch->path[m] && ch->nkeys > 0 &&
+		    message_search_file(ch->path[m], ch->keys, ch->nkeys, MESSAGE_SEARCH_AUTO,
+					&ch->found[m], err, sizeof err) < 0 &&
+		    errno != ENOENT && ch->failed++ == 0)
+			memcpy(ch->err, err, sizeof err);
+	}
+}
+
+static void imap_search_content_pump(struct imap_search_content *c);
+
+/* On the loop: a chunk's answers; the next chunk; the session goes on
+ * when the last is in. */
+static void imap_search_chunk_done(void *owner, void *work)
+{
+	struct imap_search_content *c = owner;
+	struct imap_search_chunk *ch = work;
+	c->jobs[ch->slot] = NULL;
+	c->running--;
+	for (size_t m = 0; m < ch->n; m++) {
+		c->found[ch->index[m]] = ch->found[m];
+		if (c->sent)
+			c->sent_day[ch->index[m]] = ch->sent_day[m];
+	}
+	if (ch->failed && c->failed == 0)
+		memcpy(c->err, ch->err, sizeof c->err);
+	c->failed += ch->failed;
+	imap_search_chunk_free(ch);
+	imap_search_content_pump(c);
+	if (c->running == 0 && c->waiting) {
+		c->waiting = false;
+		c->s->store_busy = false;
+		if (c->failed)
+			imap_mailbox_log(c->s, "search", c->err);
+		imap_resume(c->s);
+	}
+}
+
+static struct imap_search_chunk *imap_search_chunk_new(const struct imap_search_content *c)
+{
+	struct imap_search_chunk *ch = xcalloc(1, sizeof *ch);
+	ch->sent = c->sent;
+	ch->nkeys = c->nkeys;
+	for (size_t k = 0; k < c->nkeys; k++) {
+		ch->keys[k].kind = c->keys[k].kind;
+		ch->keys[k].field = c->keys[k].field ? xstrdup(c->keys[k].field) : NULL;
+		ch->keys[k].needle = xstrdup(c->keys[k].needle);
+	}
+	return ch;
+}
+
+/* The next messages to test, with their paths now (the view does not
+ * change while the session waits); NULL when none is left. */
+static struct imap_search_chunk *imap_search_chunk_next(struct imap_search_content *c)
+{
+	while (c->next < c->count && c->state[c->next] != IMAP_TESTED)
+		c->next++;
+	if (c->next == c->count)
+		return NULL;
+	struct imap_search_chunk *ch = imap_search_chunk_new(c);
+	while (c->next < c->count && ch->n < IMAP_SEARCH_CHUNK) {
+		size_t i = c->next++;
+		if (c->state[i] != IMAP_TESTED)
+			continue;
+		ch->index[ch->n] = i;
+		ch->path[ch->n++] = mailbox_msg_path(c->s->view, i + 1);
+	}
+	return ch;
+}
+
+/* Hand out chunks while fewer than IMAP_SEARCH_JOBS are on workers. */
+static void imap_search_content_pump(struct imap_search_content *c)
+{
+	while (c->running < IMAP_SEARCH_JOBS) {
+		struct imap_search_chunk *ch = imap_search_chunk_next(c);
+		if (!ch)
+			return;
+		unsigned slot = 0;
+		while (c->jobs[slot])
+			slot++;
+		ch->slot = slot;
+		c->running++;
+		c->jobs[slot] = offload_submit(imap_search_chunk_run, imap_search_chunk_done,
+					       imap_search_chunk_free, ch, c);
+	}
+}
+
+/* The text keys of k into the worker's keys, in order, while they fit. */
+static void imap_search_content_keys(struct imap_search_content *c, struct imap_skey *k)
+{
+	for (size_t i = 0; i < k->nkids; i++)
+		imap_search_content_keys(c, &k->kids[i]);
+	if (k->op != SK_HEADER && k->op != SK_BODY && k->op != SK_TEXT)
+		return;
+	k->slot = IMAP_SLOT_NONE;
+	if (c->nkeys == MESSAGE_SEARCH_KEYS_MAX) {
+		c->cheap = false;
+		return;
+	}
+	k->slot = c->nkeys;
+	c->keys[c->nkeys++] = (struct message_search_key){
+		.kind = k->op == SK_HEADER ? MESSAGE_SEARCH_HEADER
+			: k->op == SK_BODY ? MESSAGE_SEARCH_BODY : MESSAGE_SEARCH_TEXT,
+		.field = k->field, .needle = k->str};
+}
+
+/* Does any key of k read the Date: (SENT*)? */
+static bool imap_skey_reads(const struct imap_skey *k)
+{
+	if (k->op == SK_SENTBEFORE || k->op == SK_SENTON || k->op == SK_SENTSINCE)
+		return true;
+	for (size_t i = 0; i < k->nkids; i++)
+		if (imap_skey_reads(&k->kids[i]))
+			return true;
+	return false;
+}
+
+enum imap_tri { TRI_NO, TRI_YES, TRI_MAYBE };
+
+static bool imap_skey_match(struct imap_session *s, size_t i, const struct imap_skey *k,
+			    const struct imap_search_content *c);
+
+/* Message i by the keys that read no file: decided, or MAYBE when a text
+ * (or SENT*) key may decide it. */
+static enum imap_tri imap_skey_cheap(struct imap_session *s, size_t i, const struct imap_skey *k)
+{
+	enum imap_tri r;
+	switch (k->op) {
+	case SK_AND:
+		r = TRI_YES;
+		for (size_t j = 0; j < k->nkids && r != TRI_NO; j++) {
+			enum imap_tri kid = imap_skey_cheap(s, i, &k->kids[j]);
+			r = kid == TRI_NO ? TRI_NO : kid == TRI_MAYBE ? TRI_MAYBE : r;
+		}
+		return r;
+	case SK_OR:
+		r = TRI_NO;
+		for (size_t j = 0; j < k->nkids && r != TRI_YES; j++) {
+			enum imap_tri kid = imap_skey_cheap(s, i, &k->kids[j]);
+			r = kid == TRI_YES ? TRI_YES : kid == TRI_MAYBE ? TRI_MAYBE : r;
+		}
+		return r;
+	case SK_NOT:
+		r = imap_skey_cheap(s, i, &k->kids[0]);
+		return r == TRI_MAYBE ? TRI_MAYBE : r == TRI_YES ? TRI_NO : TRI_YES;
+	case SK_HEADER: case SK_BODY: case SK_TEXT:
+	case SK_SENTBEFORE: case SK_SENTON: case SK_SENTSINCE:
+		return TRI_MAYBE;
+	default:
+		return imap_skey_match(s, i, k, NULL) ? TRI_YES : TRI_NO;
+	}
+}
+
+static void imap_search_content_free(struct imap_search_content *c)
+{
+	if (!c)
+		return;
+	for (unsigned k = 0; k < IMAP_SEARCH_JOBS; k++)
+		offload_cancel(c->jobs[k]); /* the worker finishes; the chunk is freed */
+	if (c->waiting)
+		c->s->store_busy = false;
+	free(c->uid);
+	free(c->state);
+	free(c->found);
+	free(c->sent_day);
+	free(c);
+}
+
+/* Test the text keys of the program root on workers, for the messages the
+ * other keys leave undecided; the session waits (store_busy) until the
+ * answers are in.  NULL when there is nothing to test, or no workers
+ * (tools, unit tests: the loop reads, as before). */
+static struct imap_search_content *imap_search_content_start(struct imap_session *s,
+							     struct imap_skey *root)
+{
+	if (!offload_running())
+		return NULL;
+	struct imap_search_content *c = xcalloc(1, sizeof *c);
+	c->s = s;
+	c->cheap = true;
+	c->sent = imap_skey_reads(root);
+	imap_search_content_keys(c, root);
+	if (c->nkeys == 0 && !c->sent) {
+		free(c);
+		return NULL;
+	}
+	c->count = imap_count(s);
+	size_t n = c->count ? c->count : 1;
+	if (c->sent)
+		c->sent_day = xcalloc(n, sizeof *c->sent_day);
+	c->uid = xcalloc(n, sizeof *c->uid);
+	c->state = xcalloc(n, sizeof *c->state);
+	c->found = xcalloc(n, sizeof *c->found);
+	for (size_t i = 0; i < c->count; i++) {
+		c->uid[i] = imap_uid_at(s, i);
+		enum imap_tri t = imap_skey_cheap(s, i, root);
+		c->state[i] = t == TRI_NO ? IMAP_DECIDED_NO : t == TRI_YES ? IMAP_DECIDED_YES : IMAP_TESTED;
+	}
+	imap_search_content_pump(c);
+	if (c->running > 0) {
+		c->waiting = true;
+		s->store_busy = true;
+	}
+	return c;
+}
+
+/* Are c's answers those of message i of the view now? */
+static bool imap_search_content_has(const struct imap_search_content *c,
+				    const struct imap_session *s, size_t i)
+{
+	return c && !c->waiting && i < c->count && c->uid[i] == imap_uid_at(s, i);
+}
+
+/* A text key: the worker's answer when there is one, else the file read
+ * here (a context's update, more keys than a worker takes). */
+static bool imap_skey_text(struct imap_session *s, size_t i, const struct imap_skey *k,
+			   const struct imap_search_content *c)
+{
+	if (imap_search_content_has(c, s, i) && k->slot < c->nkeys && c->state[i] == IMAP_TESTED)
+		return (c->found[i] >> k->slot) & 1;
+	switch (k->op) {
+	case SK_HEADER: return imap_msg_header_has(s, i, k->field, k->str);
+	case SK_BODY: return imap_msg_body_has(s, i, k->str, false);
+	default: return imap_msg_body_has(s, i, k->str, true);
+	}
+}
+
+/* The whole program for message i: what the keys without files decided,
+ * else every key with the workers' answers. */
+static bool imap_search_decide(struct imap_session *s, size_t i, const struct imap_skey *root,
+			       const struct imap_search_content *c)
+{
+	if (imap_search_content_has(c, s, i) && c->state[i] != IMAP_TESTED)
+		return c->state[i] == IMAP_DECIDED_YES;
+	return imap_skey_match(s, i, root, c);
+}
+
+/* Does any key of k read a message file (the text keys, SENT*)? */
+static bool imap_skey_reads_file(const struct imap_skey *k)
+{
+	if (k->op == SK_HEADER || k->op == SK_BODY || k->op == SK_TEXT ||
+	    k->op == SK_SENTBEFORE || k->op == SK_SENTON || k->op == SK_SENTSINCE)
+		return true;
+	for (size_t i = 0; i < k->nkids; i++)
+		if (imap_skey_reads_file(&k->kids[i]))
+			return true;
+	return false;
+}
+
+/* May a step look at many messages (nothing is read on the loop)? */
+static bool imap_search_content_cheap(const struct imap_search_content *c,
+				      const struct imap_skey *root)
+{
+	return c ? c->cheap : !imap_skey_reads_file(root);
+}
+
+static bool imap_skey_match(struct imap_session *s, size_t i, const struct imap_skey *k,
+			    const struct imap_search_content *c)
 {
 	switch (k->op) {
 	case SK_ALL: return true;
 	case SK_NONE: return false;
 	case SK_AND:
 		for (size_t j = 0; j < k->nkids; j++)
-			if (!imap_skey_match(s, i, &k->kids[j]))
+			if (!imap_skey_match(s, i, &k->kids[j], c))
 				return false;
 		return true;
-	case SK_OR: return imap_skey_match(s, i, &k->kids[0]) || imap_skey_match(s, i, &k->kids[1]);
-	case SK_NOT: return !imap_skey_match(s, i, &k->kids[0]);
+	case SK_OR:
+		return imap_skey_match(s, i, &k->kids[0], c) || imap_skey_match(s, i, &k->kids[1], c);
+	case SK_NOT: return !imap_skey_match(s, i, &k->kids[0], c);
 	case SK_SEQ: return imap_seqset_contains(&k->set, (uint32_t)(i + 1));
 	case SK_UID: return imap_seqset_contains(&k->set, imap_uid_at(s, i));
 	case SK_FLAG: return ((imap_flags_at(s, i) & k->flag) != 0) == k->want;
@@ -363,13 +722,15 @@ static bool imap_skey_match(struct imap_session *s, size_t i, const struct imap_
 		return imap_day_cmp(k->op, imap_day_of(imap_date_at(s, i)), k->day);
 	case SK_SENTBEFORE: case SK_SENTON: case SK_SENTSINCE: {
 		long long day;
-		if (!imap_msg_sent_day(s, i, &day)) /* no Date: the internal date */
+		if (imap_search_content_has(c, s, i) && c->sent && c->state[i] == IMAP_TESTED)
+			day = c->sent_day[i];
+		else if (!imap_msg_sent_day(s, i, &day))
+			day = IMAP_NO_DATE;
+		if (day == IMAP_NO_DATE) /* no Date: the internal date */
 			day = imap_day_of(imap_date_at(s, i));
 		return imap_day_cmp(k->op, day, k->day);
 	}
-	case SK_HEADER: return imap_msg_header_has(s, i, k->field, k->str);
-	case SK_BODY: return imap_msg_body_has(s, i, k->str, false);
-	case SK_TEXT: return imap_msg_body_has(s, i, k->str, true);
+	case SK_HEADER: case SK_BODY: case SK_TEXT: return imap_skey_text(s, i, k, c);
 	case SK_MODSEQ: return imap_modseq_at(s, i) >= k->num;
 	}
 	return false;
@@ -379,6 +740,7 @@ static bool imap_skey_match(struct imap_session *s, size_t i, const struct imap_
 
 struct imap_search_prog {
 	struct imap_skey root;           /* AND of the keys */
+	struct imap_search_content *content; /* the text keys' answers */
 };
 
 struct imap_search_prog *imap_search_compile(struct imap_session *s, const struct imap_args *args,
@@ -400,12 +762,18 @@ struct imap_search_prog *imap_search_compile(struct imap_session *s, const struc
 		}
 	}
 	imap_skey_resolve(s, &p->root);
+	p->content = imap_search_content_start(s, &p->root);
 	return p;
 }
 
 bool imap_search_matches(struct imap_session *s, const struct imap_search_prog *p, size_t i)
 {
-	return imap_skey_match(s, i, &p->root);
+	return imap_search_decide(s, i, &p->root, p->content);
+}
+
+bool imap_search_reads(const struct imap_search_prog *p)
+{
+	return !imap_search_content_cheap(p->content, &p->root);
 }
 
 bool imap_search_is_all(const struct imap_search_prog *p)
@@ -420,6 +788,7 @@ void imap_search_prog_free(struct imap_search_prog *p)
 {
 	if (!p)
 		return;
+	imap_search_content_free(p->content);
 	imap_skey_free(&p->root);
 	free(p);
 }
@@ -427,7 +796,7 @@ void imap_search_prog_free(struct imap_search_prog *p)
 /* A program as a live search context keeps it (imap_esearch.h). */
 static bool imap_search_kept_match(struct imap_session *s, size_t i, const void *prog)
 {
-	return imap_skey_match(s, i, prog);
+	return imap_skey_match(s, i, prog, NULL);
 }
 
 static void imap_search_kept_free(void *prog)
@@ -445,6 +814,7 @@ static const struct imap_search_prog_ops imap_search_prog_ops = {imap_search_kep
  * out as they are found, or with RETURN are collected for ESEARCH. */
 struct imap_search_job {
 	struct imap_skey prog;
+	struct imap_search_content *content; /* the text keys' answers */
 	bool uid;
 	bool modseq;                     /* say the highest MODSEQ found */
 	uint64_t top;
@@ -467,26 +837,33 @@ static void imap_search_finish_esearch(struct imap_session *s, struct imap_searc
 	}
 	imap_esearch_done(s, &j->out, j->uid, &j->ret, &j->found, j->modseq,
 			  &imap_search_prog_ops, &prog);
-	imap_search_prog_free(prog);
+	imap_search_kept_free(prog); /* not kept: a struct imap_skey */
 	imap_send(s, &j->out);
+}
+
+/* Message i into the result. */
+static void imap_search_one(struct imap_session *s, struct imap_search_job *j, size_t i)
+{
+	if (!imap_search_decide(s, i, &j->prog, j->content)) {
+		/* not found */
+	} else if (j->ret.given) {
+		imap_search_found_add(&j->found, (uint32_t)(i + 1), imap_uid_at(s, i),
+				      imap_modseq_at(s, i));
+	} else {
+		imap_out_printf(&j->out, " %lu", (unsigned long)(j->uid ? imap_uid_at(s, i) : i + 1));
+		if (imap_modseq_at(s, i) > j->top)
+			j->top = imap_modseq_at(s, i);
+	}
 }
 
 static bool imap_search_step(struct imap_session *s)
 {
 	struct imap_search_job *j = s->job_data;
 	if (j->next < imap_count(s)) {
-		size_t i = j->next++;
-		if (!imap_skey_match(s, i, &j->prog)) {
-			/* not found */
-		} else if (j->ret.given) {
-			imap_search_found_add(&j->found, (uint32_t)(i + 1), imap_uid_at(s, i),
-					      imap_modseq_at(s, i));
-		} else {
-			imap_out_printf(&j->out, " %lu",
-					(unsigned long)(j->uid ? imap_uid_at(s, i) : i + 1));
-			if (imap_modseq_at(s, i) > j->top)
-				j->top = imap_modseq_at(s, i);
-		}
+		/* one message at a time while one may be read here */
+		size_t n = imap_search_content_cheap(j->content, &j->prog) ? IMAP_SEARCH_STEP_MESSAGES : 1;
+		while (n-- > 0 && j->next < imap_count(s) && !imap_out_full(&j->out))
+			imap_search_one(s, j, j->next++);
 		if (imap_out_full(&j->out))
 			imap_send(s, &j->out);
 		imap_msg_release(s);
@@ -509,6 +886,7 @@ static bool imap_search_step(struct imap_session *s)
 static void imap_search_stop(struct imap_session *s)
 {
 	struct imap_search_job *j = s->job_data;
+	imap_search_content_free(j->content);
 	imap_skey_free(&j->prog);
 	imap_search_found_free(&j->found);
 	imap_out_free(&j->out);
@@ -579,5 +957,6 @@ void imap_cmd_search(struct imap_session *s, const struct imap_command *c)
 	imap_out_init(&j->out);
 	if (!ret.given)
 		imap_out_add(&j->out, "* SEARCH", 8);
+	j->content = imap_search_content_start(s, &j->prog);
 	imap_job_start(s, &imap_search_ops, j);
 }

@@ -21,6 +21,10 @@ struct imap_search_prog *imap_search_compile(struct imap_session *s, const struc
 /* Does message i (0-based) match?  The message may be held afterwards:
  * imap_msg_release() when done with it. */
 bool imap_search_matches(struct imap_session *s, const struct imap_search_prog *p, size_t i);
+/* May matching read a message file on the loop?  Not once workers tested
+ * the text keys (imap_search_compile() started them: the session waits
+ * for them before its job runs). */
+bool imap_search_reads(const struct imap_search_prog *p);
 /* Does it match every message (ALL), so that no message need be looked at? */
 bool imap_search_is_all(const struct imap_search_prog *p);
 void imap_search_prog_free(struct imap_search_prog *p);

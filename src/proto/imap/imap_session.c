@@ -587,7 +587,7 @@ static void imap_yield(struct imap_session *s)
  * unit a step), so that one long SEARCH does not starve the others. */
 static void imap_pump(struct imap_session *s, unsigned *budget)
 {
-	while (s->job && !conn_output_full(s->io)) {
+	while (s->job && !s->store_busy && !conn_output_full(s->io)) {
 		if (*budget == 0) {
 			imap_yield(s);
 			return;
@@ -2343,6 +2343,7 @@ void imap_session_start(const struct session_start *st)
 	}
 	s->login_timer = evtimer_new(s->b.rt->base, imap_on_login_timer, s);
 	imap_login_timer_arm(s);
+	s->resume = evtimer_new(s->b.rt->base, imap_on_resume, s); /* imap_resume() */
 	if (!st->implicit_tls)
 		imap_greet(s);
 }

@@ -202,6 +202,7 @@ struct imap_sortkeys_job {
 	struct sortkeys_folder folder;   /* taken from the kept ones, refilled */
 	struct imap_search_prog *prog;
 	bool all;
+	bool reads;                      /* matching may read a file here */
 	size_t count;                    /* messages in the view at the start */
 	struct imap_sortkey **keys;
 	struct imap_sortitem *items;
@@ -257,7 +258,8 @@ static bool sortkeys_step(struct imap_session *s)
 		size_t i = j->next++;
 		looked++;
 		if (!j->all) {
-			reads++; /* a search key may read the message */
+			if (j->reads)
+				reads++; /* a search key may read the message */
 			if (!imap_search_matches(s, j->prog, i))
 				continue;
 		}
@@ -296,6 +298,7 @@ void imap_sortkeys_start(struct imap_session *s, struct imap_search_prog *prog,
 	struct imap_sortkeys_job *j = xcalloc(1, sizeof *j);
 	j->prog = prog;
 	j->all = imap_search_is_all(prog);
+	j->reads = imap_search_reads(prog);
 	j->count = imap_count(s);
 	j->keys = xcalloc(j->count ? j->count : 1, sizeof *j->keys);
 	j->items = xcalloc(j->count ? j->count : 1, sizeof *j->items);
@@ -404,6 +407,18 @@ static int sort_cmp_by(const struct imap_sortitem *a, const struct imap_sortitem
 	return 0;
 }
 
+/* By the criteria from the first-th on, then by sequence number. */
+static int sort_cmp_from(const struct imap_sortitem *a, const struct imap_sortitem *b,
+			 const struct imap_sort_criteria *cr, size_t first)
+{
+	for (size_t i = first; i < cr->n; i++) {
+		int r = sort_cmp_by(a, b, cr->v[i].by);
+		if (r)
+			return cr->v[i].reverse ? -r : r;
+	}
+	return sort_cmp_num(a->seq, b->seq); /* RFC 5256 §3: ties by sequence */
+}
+
 static int sort_cmp(const void *pa, const void *pb, void *arg)
 {
 	const struct imap_sort_criteria *cr = arg;
@@ -416,10 +431,103 @@ static int sort_cmp(const void *pa, const void *pb, void *arg)
 	return sort_cmp_num(a->seq, b->seq); /* RFC 5256 §3: ties by sequence */
 }
 
+/* An item with an abbreviation of its first sort key: the first 24
+ * octets of a string key (zero-padded: keys hold no NUL, so the
+ * abbreviations order as strcmp orders the keys), or a date.  Most
+ * comparisons are settled by the abbreviations, in the sorted array,
+ * without following the item to its key and the key to its string
+ * (abbreviated keys); two equal abbreviations of whole keys are equal
+ * keys. */
+enum { SORT_ABBREV_WORDS = 3 };
+
+struct sort_abbrev {
+	uint64_t w[SORT_ABBREV_WORDS];
+	bool whole;                      /* the key is all in w */
+	const struct imap_sortitem *item;
+};
+
+static uint64_t sort_be64(const char *s, size_t *pos)
+{
+	uint64_t v = 0;
+	for (int k = 0; k < 8; k++) {
+		unsigned char c = s ? (unsigned char)s[*pos] : 0;
+		if (c)
+			(*pos)++;
+		v = v << 8 | c;
+	}
+	return v;
+}
+
+/* The string a criterion sorts on, or NULL when it is not a string. */
+static const char *sort_key_string(const struct imap_sortkey *k, enum imap_sort_by by)
+{
+	switch (by) {
+	case IMAP_SORT_CC: return k->cc;
+	case IMAP_SORT_FROM: return k->from;
+	case IMAP_SORT_SUBJECT: return k->subject;
+	case IMAP_SORT_TO: return k->to;
+	case IMAP_SORT_DISPLAYFROM: return k->display_from;
+	case IMAP_SORT_DISPLAYTO: return k->display_to;
+	default: return NULL;
+	}
+}
+
+static void sort_abbreviate(struct sort_abbrev *a, const struct imap_sortitem *it,
+			    enum imap_sort_by by)
+{
+	memset(a, 0, sizeof *a);
+	a->item = it;
+	if (by == IMAP_SORT_DATE) {
+		a->w[0] = (uint64_t)it->key->date ^ (UINT64_C(1) << 63); /* signed order */
+		a->whole = true;
+		return;
+	}
+	const char *str = sort_key_string(it->key, by);
+	size_t pos = 0;
+	for (int k = 0; k < SORT_ABBREV_WORDS; k++)
+		a->w[k] = sort_be64(str, &pos);
+	a->whole = !str || !str[pos];
+}
+
+static int sort_abbrev_cmp(const void *pa, const void *pb, void *arg)
+{
+	const struct imap_sort_criteria *cr = arg;
+	const struct sort_abbrev *a = pa, *b = pb;
+	for (int k = 0; k < SORT_ABBREV_WORDS; k++) {
+		if (a->w[k] != b->w[k]) {
+			int r = a->w[k] < b->w[k] ? -1 : 1;
+			return cr->v[0].reverse ? -r : r;
+		}
+	}
+	/* equal whole keys: the next criteria decide */
+	return sort_cmp_from(a->item, b->item, cr, a->whole && b->whole ? 1 : 0);
+}
+
+static bool sort_abbreviable(enum imap_sort_by by)
+{
+	return by == IMAP_SORT_DATE || by == IMAP_SORT_CC || by == IMAP_SORT_FROM ||
+	       by == IMAP_SORT_SUBJECT || by == IMAP_SORT_TO || by == IMAP_SORT_DISPLAYFROM ||
+	       by == IMAP_SORT_DISPLAYTO;
+}
+
 void imap_sort_items(struct imap_sortitem *items, size_t n, const struct imap_sort_criteria *cr)
 {
-	if (n > 1)
+	if (n < 2)
+		return;
+	if (cr->n == 0 || !sort_abbreviable(cr->v[0].by)) {
 		qsort_r(items, n, sizeof *items, sort_cmp, (void *)cr);
+		return;
+	}
+	struct sort_abbrev *ab = xcalloc(n, sizeof *ab);
+	for (size_t i = 0; i < n; i++)
+		sort_abbreviate(&ab[i], &items[i], cr->v[0].by);
+	qsort_r(ab, n, sizeof *ab, sort_abbrev_cmp, (void *)cr);
+	struct imap_sortitem *sorted = xcalloc(n, sizeof *sorted);
+	for (size_t i = 0; i < n; i++)
+		sorted[i] = *ab[i].item;
+	memcpy(items, sorted, n * sizeof *items);
+	free(sorted);
+	free(ab);
 }
 
 struct imap_sort_req {

@@ -23,22 +23,39 @@ static const struct {
 	{"\\Recent", IMAP_FL_RECENT},
 };
 
+/* One flag of a flag-list, after a space unless it is the first. */
+static void imap_flag_add(struct imap_out *out, bool *first, const char *name)
+{
+	if (!*first)
+		imap_out_add(out, " ", 1);
+	imap_out_add(out, name, strlen(name));
+	*first = false;
+}
+
 void imap_flags_text(struct imap_out *out, const struct mailbox *mb, unsigned flags)
 {
-	imap_out_add(out, "(", 1);
+	/* FETCH 1:* (FLAGS) of a large folder comes here once a message: no
+	 * printf, and the keywords' names only when a keyword is set */
+	char list[96];
+	size_t n = 0;
 	bool first = true;
+	list[n++] = '(';
 	for (size_t i = 0; i < ARRAY_LEN(imap_flag_names); i++) {
 		if (!(flags & imap_flag_names[i].bit))
 			continue;
-		imap_out_printf(out, "%s%s", first ? "" : " ", imap_flag_names[i].name);
+		if (!first)
+			list[n++] = ' ';
+		size_t len = strlen(imap_flag_names[i].name); /* at most 9: all six fit */
+		memcpy(list + n, imap_flag_names[i].name, len);
+		n += len;
 		first = false;
 	}
-	const struct mailbox_keywords *kw = mb ? mailbox_keywords(mb) : NULL;
+	imap_out_add(out, list, n);
+	const struct mailbox_keywords *kw =
+		mb && (flags & MAILBOX_KEYWORDS_ALL) ? mailbox_keywords(mb) : NULL;
 	for (unsigned i = 0; kw && i < MAILBOX_KEYWORDS_MAX; i++) {
-		if (!(flags & MAILBOX_KEYWORD(i)) || !kw->name[i][0])
-			continue;
-		imap_out_printf(out, "%s%s", first ? "" : " ", kw->name[i]);
-		first = false;
+		if ((flags & MAILBOX_KEYWORD(i)) && kw->name[i][0])
+			imap_flag_add(out, &first, kw->name[i]);
 	}
 	imap_out_add(out, ")", 1);
 }
