@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "store/listing.h"
 #include "store/maildir.h"
 #include "store/modseq.h"
 #include "lib/log.h"
@@ -50,6 +51,8 @@ enum {
 	MAILBOX_STORE_TRIES = 8,         /* STORE passes while others rename the same files */
 	MAILBOX_EXPUNGE_TRIES = 4,       /* looks for a file renamed while EXPUNGE removes it */
 };
+
+_Static_assert((long)LISTING_MESSAGES_MAX == (long)MAILBOX_MESSAGES_MAX, "a snapshot holds any folder");
 
 /* qsort and bsearch that accept an empty array (NULL base). */
 static void mailbox_sort(void *base, size_t n, size_t size, int (*cmp)(const void *, const void *))
@@ -2973,6 +2976,7 @@ struct mailbox_cache_ent {
 	uint64_t highest;
 	struct mailbox_msg *msgs;    /* ascending UIDs, none in new/, no \Recent */
 	size_t n;
+	char *names;                 /* the msgs' names, one block */
 	size_t bytes;
 	uint64_t used;               /* the tick of its last use */
 };
@@ -3006,8 +3010,7 @@ static bool mailbox_filestamp_eq(const struct mailbox_filestamp *a,
 
 static void mailbox_cache_drop(struct mailbox_cache_ent *e)
 {
-	for (size_t i = 0; i < e->n; i++)
-		free(e->msgs[i].name);
+	free(e->names);
 	free(e->msgs);
 	free(e->dir);
 	mailbox_cache.bytes -= e->bytes;
@@ -3096,25 +3099,44 @@ static size_t mailbox_cache_size(const struct mailbox *mb)
 	return bytes;
 }
 
-/* Keep the view just listed (ms: posthorn-modseq read before the listing)
- * for the next SELECT of its folder, in place of what was kept; one that
- * cannot stand for the folder still gives its messages' sizes. */
-static void mailbox_cache_put(const struct mailbox *mb, const struct mailbox_filestamp *ms)
+/* An empty entry for dir's listing of bytes octets, in place of what was
+ * kept for dir and of the least recently used entries; NULL when it is
+ * larger than the whole cache. */
+static struct mailbox_cache_ent *mailbox_cache_slot(const char *dir, size_t bytes)
 {
-	struct mailbox_cache_ent *e = mailbox_cache_find(mb->dir);
+	struct mailbox_cache_ent *e = mailbox_cache_find(dir);
 	if (e)
 		mailbox_cache_drop(e);
-	if (!mailbox_cache_storable(mb))
-		return;
-	size_t bytes = mailbox_cache_size(mb);
 	if (bytes > MAILBOX_CACHE_BYTES)
-		return;
+		return NULL;
 	while (mailbox_cache.bytes + bytes > MAILBOX_CACHE_BYTES && mailbox_cache_has_entries())
 		mailbox_cache_drop(mailbox_cache_victim());
 	e = mailbox_cache_victim();
 	if (e->dir)
 		mailbox_cache_drop(e);
-	e->dir = xstrdup(mb->dir);
+	e->dir = xstrdup(dir);
+	e->bytes = bytes;
+	e->used = ++mailbox_cache.tick;
+	mailbox_cache.bytes += bytes;
+	return e;
+}
+
+/* Keep the view just listed (ms: posthorn-modseq read before the listing)
+ * for the next SELECT of its folder, in place of what was kept; one that
+ * cannot stand for the folder still gives its messages' sizes.  The entry
+ * kept, or NULL. */
+static const struct mailbox_cache_ent *mailbox_cache_put(const struct mailbox *mb,
+							 const struct mailbox_filestamp *ms)
+{
+	struct mailbox_cache_ent *e = mailbox_cache_find(mb->dir);
+	if (e)
+		mailbox_cache_drop(e);
+	if (!mailbox_cache_storable(mb))
+		return NULL;
+	size_t bytes = mailbox_cache_size(mb);
+	e = mailbox_cache_slot(mb->dir, bytes);
+	if (!e)
+		return NULL;
 	e->stamp = mb->stamp;
 	e->modseq = *ms;
 	e->reusable = mailbox_cache_reusable(mb, ms);
@@ -3122,17 +3144,34 @@ static void mailbox_cache_put(const struct mailbox *mb, const struct mailbox_fil
 	e->uidnext = mb->uidnext;
 	e->highest = mb->highest;
 	e->msgs = xcalloc(mb->n ? mb->n : 1, sizeof *e->msgs);
+	size_t names = 0;
+	for (size_t i = 0; i < mb->n; i++)
+		names += strlen(mb->msgs[i].name) + 1;
+	e->names = xmalloc(names ? names : 1);
+	size_t at = 0;
 	for (size_t i = 0; i < mb->n; i++) {
+		size_t len = strlen(mb->msgs[i].name) + 1;
 		e->msgs[i] = mb->msgs[i];
-		e->msgs[i].name = xstrdup(mb->msgs[i].name);
+		e->msgs[i].name = memcpy(e->names + at, mb->msgs[i].name, len);
+		at += len;
 		e->msgs[i].flags &= ~(uint32_t)MAILBOX_RECENT;
 		e->msgs[i].flags_changed = false;
 		e->msgs[i].announced = false;
 	}
 	e->n = mb->n;
-	e->bytes = bytes;
-	e->used = ++mailbox_cache.tick;
-	mailbox_cache.bytes += bytes;
+	return e;
+}
+
+/* Does entry e stand for its folder as it is now (ms: posthorn-modseq
+ * now)? */
+static bool mailbox_cache_current(const struct mailbox_cache_ent *e,
+				  const struct mailbox_filestamp *ms)
+{
+	if (!e || !e->reusable || !mailbox_filestamp_eq(ms, &e->modseq))
+		return false;
+	struct mailbox_stamp now;
+	mailbox_stamp_read(e->dir, &now);
+	return mailbox_stamp_eq(&now, &e->stamp);
 }
 
 /* The view from the cache when nothing changed on disk since it was kept:
@@ -3185,13 +3224,161 @@ void mailbox_cache_clear(void)
 	mailbox_cache.hits = mailbox_cache.misses = 0;
 }
 
-/* The view of a folder just opened: from the cache, else listed (and
- * then kept in the cache). */
+/* ---- the listing's snapshot on disk (listing.h) ------------------------------ */
+
+static struct listing_time mailbox_listing_time(const struct timespec *t)
+{
+	return (struct listing_time){.sec = (int64_t)t->tv_sec, .nsec = (uint64_t)t->tv_nsec};
+}
+
+static void mailbox_listing_stamp(const struct mailbox_stamp *st,
+				  const struct mailbox_filestamp *ms, struct listing_stamp *out)
+{
+	memset(out, 0, sizeof *out);
+	out->new_m = mailbox_listing_time(&st->new_m);
+	out->cur_m = mailbox_listing_time(&st->cur_m);
+	out->index_ino = (uint64_t)st->index_ino;
+	out->index_c = mailbox_listing_time(&st->index_c);
+	out->modseq_ino = (uint64_t)ms->ino;
+	out->modseq_size = (uint64_t)ms->size;
+	out->modseq_c = mailbox_listing_time(&ms->c);
+}
+
+/* A snapshot being written by a worker. */
+struct mailbox_snapshot_job {
+	char *dir;
+	struct listing_out out;
+	char err[256];
+};
+
+static void mailbox_snapshot_run(void *work)
+{
+	struct mailbox_snapshot_job *j = work;
+	j->err[0] = '\0';
+	(void)listing_write(j->dir, &j->out, j->err, sizeof j->err);
+}
+
+static void mailbox_snapshot_free(void *work)
+{
+	struct mailbox_snapshot_job *j = work;
+	listing_out_free(&j->out);
+	free(j->dir);
+	free(j);
+}
+
+static void mailbox_snapshot_done(void *owner, void *work)
+{
+	(void)owner;
+	struct mailbox_snapshot_job *j = work;
+	if (j->err[0]) {
+		char q[LOG_VALUE_MAX];
+		log_warn("event=mailbox-error operation=listing-snapshot error=\"%s\"",
+			 log_quote(q, sizeof q, j->err, strlen(j->err)));
+	}
+	mailbox_snapshot_free(j);
+}
+
+/* Have a worker write e (a listing that stands for its folder) as the
+ * folder's snapshot.  The encoding is a copy made here, so the entry may
+ * go meanwhile. */
+static void mailbox_snapshot_save(const struct mailbox_cache_ent *e)
+{
+	if (!e || !e->reusable || e->n < MAILBOX_SNAPSHOT_MIN)
+		return;
+	struct listing_head h = {.validity = e->validity, .uidnext = e->uidnext,
+				 .highest = e->highest, .count = (uint32_t)e->n};
+	mailbox_listing_stamp(&e->stamp, &e->modseq, &h.stamp);
+	struct mailbox_snapshot_job *j = xcalloc(1, sizeof *j);
+	listing_out_begin(&j->out, &h);
+	for (size_t i = 0; i < e->n; i++) {
+		const struct mailbox_msg *m = &e->msgs[i];
+		struct listing_msg lm = {.name = m->name, .size = m->size, .modseq = m->modseq,
+					 .date = m->internal_date, .uid = m->uid};
+		if (!listing_out_add(&j->out, &lm)) {
+			mailbox_snapshot_free(j); /* too large for a snapshot: listed each time */
+			return;
+		}
+	}
+	j->dir = xstrdup(e->dir);
+	/* without workers (tools, unit tests) it runs here and now */
+	(void)offload_submit(mailbox_snapshot_run, mailbox_snapshot_done, mailbox_snapshot_free, j,
+			     NULL);
+}
+
+/* The entry for the snapshot l of folder dir, read with the stamp st and
+ * ms (l's names move into it).  false: a name in it that no listing
+ * gives, or too large to keep. */
+static bool mailbox_cache_put_snapshot(const char *dir, struct listing *l,
+				       const struct mailbox_stamp *st,
+				       const struct mailbox_filestamp *ms)
+{
+	for (size_t i = 0; i < l->n; i++)
+		if (!mailbox_name_ok(l->v[i].name))
+			return false;
+	size_t bytes = strlen(dir) + 1 + l->n * sizeof(struct mailbox_msg) + l->names_len;
+	struct mailbox_cache_ent *e = mailbox_cache_slot(dir, bytes);
+	if (!e)
+		return false;
+	e->stamp = *st;
+	e->modseq = *ms;
+	e->reusable = true;
+	e->validity = l->h.validity;
+	e->uidnext = l->h.uidnext;
+	e->highest = l->h.highest;
+	e->msgs = xcalloc(l->n ? l->n : 1, sizeof *e->msgs);
+	for (size_t i = 0; i < l->n; i++) {
+		const struct listing_msg *lm = &l->v[i];
+		e->msgs[i] = (struct mailbox_msg){
+		    .name = (char *)lm->name,
+		    .size = lm->size,
+		    .internal_date = (long long)lm->date,
+		    .uid = lm->uid,
+		    .flags = mailbox_name_flags(lm->name),
+		    .modseq = lm->modseq,
+		};
+	}
+	e->n = l->n;
+	e->names = l->names;
+	l->names = NULL;
+	return true;
+}
+
+/* On a cache miss: the folder's snapshot into the cache when it was
+ * written with the folder's stamp as it is now (settled: any change
+ * since would show in the times).  Anything else is ignored. */
+static void mailbox_snapshot_load(const char *dir, const struct mailbox_filestamp *ms)
+{
+	struct mailbox_stamp now;
+	mailbox_stamp_read(dir, &now);
+	if (!mailbox_stamp_settled(&now) || !mailbox_time_settled(&ms->c, &ms->read_at))
+		return;
+	struct listing_stamp want;
+	mailbox_listing_stamp(&now, ms, &want);
+	struct listing l;
+	char err[256] = "";
+	enum listing_result r = listing_read(dir, &want, &l, err, sizeof err);
+	if (r == LISTING_OK && !mailbox_cache_put_snapshot(dir, &l, &now, ms))
+		r = LISTING_DAMAGED;
+	listing_free(&l);
+	if (r == LISTING_DAMAGED || r == LISTING_IO) {
+		char q[LOG_VALUE_MAX], d[LOG_VALUE_MAX];
+		log_info("event=mailbox-snapshot-ignored dir=\"%s\" reason=%s%s%s%s",
+			 log_quote(d, sizeof d, dir, strlen(dir)),
+			 r == LISTING_IO ? "io" : "damaged", err[0] ? " error=\"" : "",
+			 err[0] ? log_quote(q, sizeof q, err, strlen(err)) : "", err[0] ? "\"" : "");
+	}
+}
+
+/* The view of a folder just opened: from the cache, else from the
+ * folder's snapshot, else listed (and then kept in the cache and, when
+ * it stands for the folder, in the snapshot). */
 static enum mailbox_result mailbox_open_sync(struct mailbox *mb, char *err, size_t errsz)
 {
 	struct mailbox_filestamp ms;
 	mailbox_filestamp_read(mb->dir, &ms);
 	const struct mailbox_cache_ent *prior;
+	if (!mailbox_cache_current(mailbox_cache_find(mb->dir), &ms))
+		mailbox_snapshot_load(mb->dir, &ms);
 	if (mailbox_cache_get(mb, &ms, &prior)) {
 		mailbox_keywords_refresh(mb, true);
 		return MAILBOX_OK;
@@ -3200,7 +3387,7 @@ static enum mailbox_result mailbox_open_sync(struct mailbox *mb, char *err, size
 	enum mailbox_result r = mailbox_view_sync(mb, true, err, errsz);
 	mb->prior = NULL;
 	if (r == MAILBOX_OK)
-		mailbox_cache_put(mb, &ms);
+		mailbox_snapshot_save(mailbox_cache_put(mb, &ms));
 	return r;
 }
 

@@ -248,6 +248,11 @@ enum {
 	MAILBOX_CACHE_FOLDERS = 16,            /* folders kept */
 	MAILBOX_CACHE_BYTES = 64 * 1024 * 1024, /* octets of all their listings */
 };
+/* A listing that stands for a folder of at least MAILBOX_SNAPSHOT_MIN
+ * messages is also written into the folder (posthorn-listing, listing.h,
+ * by a worker), and read back by the first SELECT after a start when the
+ * folder's times and index are still those it was written with. */
+enum { MAILBOX_SNAPSHOT_MIN = 256 };
 struct mailbox_cache_counts {
 	size_t hits, misses, folders, bytes;
 };
