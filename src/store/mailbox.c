@@ -3072,10 +3072,14 @@ static bool mailbox_cache_known_size(const struct mailbox *mb, uint32_t uid, uin
 
 /* Can the view's fresh listing stand for the folder as long as its times
  * stay the same?  Not when a change in the clock tick of the listing
- * could hide, nor with files in new/ (a read-write view moves them). */
+ * could hide, nor with files in new/ (a read-write view moves them), nor
+ * when the index or the MODSEQ table did not exist before the listing
+ * (a stamp without them would match the folder again if both were lost,
+ * when the next listing gives new UIDs under a new UIDVALIDITY). */
 static bool mailbox_cache_reusable(const struct mailbox *mb, const struct mailbox_filestamp *ms)
 {
-	if (!mailbox_stamp_settled(&mb->stamp) || !mailbox_time_settled(&ms->c, &ms->read_at))
+	if (!mailbox_stamp_settled(&mb->stamp) || !mailbox_time_settled(&ms->c, &ms->read_at) ||
+	    mb->stamp.index_ino == 0 || ms->ino == 0)
 		return false;
 	for (size_t i = 0; i < mb->n; i++)
 		if (mb->msgs[i].in_new || mb->msgs[i].expunged)
@@ -3350,7 +3354,8 @@ static void mailbox_snapshot_load(const char *dir, const struct mailbox_filestam
 {
 	struct mailbox_stamp now;
 	mailbox_stamp_read(dir, &now);
-	if (!mailbox_stamp_settled(&now) || !mailbox_time_settled(&ms->c, &ms->read_at))
+	if (!mailbox_stamp_settled(&now) || !mailbox_time_settled(&ms->c, &ms->read_at) ||
+	    now.index_ino == 0 || ms->ino == 0)
 		return;
 	struct listing_stamp want;
 	mailbox_listing_stamp(&now, ms, &want);
