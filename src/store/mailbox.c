@@ -854,6 +854,10 @@ static int mailbox_index_read(int fd, const char *dir, struct mailbox_index *ix,
 			      size_t errsz)
 {
 	memset(ix, 0, sizeof *ix);
+	if (lseek(fd, 0, SEEK_SET) < 0) {
+		errfmt(err, errsz, "cannot read %s/%s: %s", dir, MAILBOX_INDEX, strerror(errno));
+		return -1;
+	}
 	int dfd = dup(fd);
 	FILE *fp = dfd >= 0 ? fdopen(dfd, "re") : NULL;
 	if (!fp) {
@@ -1413,6 +1417,9 @@ struct mailbox_ixsync {
 	bool held;
 	int held_fd;
 	struct modseq_table *keep;
+	/* in: an earlier listing that stood for the folder (or NULL): while
+	 * cur/ keeps its time, its messages are cur/ and only new/ is read */
+	const struct mailbox_prior *prior;
 };
 
 /* Write what the listing s changed in the index: a rebuild writes it
@@ -1462,6 +1469,93 @@ static int mailbox_modseq_sync(const char *dir, struct mailbox_ixsync *o, struct
 	return r;
 }
 
+/* An earlier complete listing of the folder (a view's messages or the
+ * listing cache's): every message in cur/ under its name, by ascending
+ * UID, all below uidnext, listed under stamp (settled). */
+struct mailbox_prior {
+	const struct mailbox_msg *msgs;
+	size_t n;
+	struct mailbox_stamp stamp;
+	uint32_t validity, uidnext;
+};
+
+/* s: prior's messages (cur/ as it was) then the files of new/ (no UID
+ * yet), while cur/ keeps prior's time; again while new/ changes under
+ * readdir.  1: done; 0: cur/ changed (list it whole); -1: error. */
+static int mailbox_scan_new_only(const char *dir, const struct mailbox_prior *p,
+				 struct mailbox_scan *s, struct mailbox_stamp *stamp, char *err,
+				 size_t errsz)
+{
+	for (int t = 0; t < MAILBOX_SCAN_TRIES; t++) {
+		struct mailbox_stamp before, after;
+		mailbox_stamp_read(dir, &before);
+		if (!mailbox_time_eq(&before.cur_m, &p->stamp.cur_m))
+			return 0;
+		mailbox_scan_free(s);
+		s->cap = p->n + 16;
+		s->v = xcalloc(s->cap, sizeof *s->v);
+		for (size_t i = 0; i < p->n; i++) {
+			struct mailbox_disk *d = &s->v[s->n++];
+			d->name = xstrdup(p->msgs[i].name);
+			d->ulen = (uint32_t)maildir_unique_len(d->name);
+			d->uid = p->msgs[i].uid;
+			d->time = mailbox_name_time(d->name);
+			d->hint = -1;
+		}
+		if (mailbox_read_sub(dir, true, s, err, errsz) < 0) {
+			mailbox_scan_free(s);
+			return -1;
+		}
+		mailbox_stamp_read(dir, &after);
+		*stamp = before;
+		if (mailbox_stamp_eq(&before, &after))
+			return 1;
+	}
+	return 0; /* new/ or cur/ keep changing: list it whole */
+}
+
+/* The files of new/ (s from p->n on) looked up in the index at fd: 1 with
+ * ix read (entries not kept) and the UIDs found set; 0 when the index
+ * does not continue p (another UIDVALIDITY, damaged, or a file of new/
+ * under a UID p could know: a copy of a message in cur/); -1: error. */
+static int mailbox_index_read_new(int fd, const char *dir, const struct mailbox_prior *p,
+				  struct mailbox_scan *s, struct mailbox_index *ix, char *err,
+				  size_t errsz)
+{
+	struct mailbox_disk *fresh = s->v + p->n;
+	size_t nfresh = s->n - p->n, o = 0;
+	mailbox_sort(fresh, nfresh, sizeof *fresh, mailbox_qcmp_listing);
+	for (size_t i = 0; i < nfresh; i++) {
+		if (o > 0 && mailbox_cmp_unique(&fresh[o - 1], &fresh[i]) == 0) {
+			free(fresh[i].name); /* one file per unique part, as a whole listing */
+			continue;
+		}
+		fresh[o++] = fresh[i];
+	}
+	s->n = p->n + o;
+	struct mailbox_lookup find = {fresh, o};
+	uint32_t old_validity = 0;
+	int rd = mailbox_index_read(fd, dir, ix, false, &find, &old_validity, err, errsz);
+	if (rd <= 0)
+		return rd;
+	bool follows = ix->validity == p->validity;
+	for (size_t i = 0; i < o && follows; i++)
+		follows = fresh[i].uid == 0 || fresh[i].uid >= p->uidnext;
+	if (!follows)
+		mailbox_index_free(ix);
+	return follows ? 1 : 0;
+}
+
+/* For the compaction rule after a listing of new/ only: the index's
+ * entries that name no file are its lines but those of the files. */
+static void mailbox_count_only_new(size_t lines, const struct mailbox_scan *s, size_t *stale)
+{
+	size_t indexed = 0;
+	for (size_t i = 0; i < s->n; i++)
+		indexed += !s->v[i].fresh;
+	*stale = lines > indexed ? lines - indexed : 0;
+}
+
 /* List the folder, match it to the index, give new files UIDs (hinted
  * ones first) and note them in the index, and their MODSEQs; under the
  * folder's lock.  s comes back sorted by UID. */
@@ -1482,12 +1576,23 @@ static enum mailbox_result mailbox_index_sync(const char *dir, struct mailbox_ix
 	struct mailbox_index ix = {0};
 	uint32_t old_validity = 0;
 	bool missing, rebuild = false, modseq_wrote = false;
-	int fd = -1, rd = 0;
+	int fd = -1, rd = 0, only_new = 0;
 	size_t stale = 0, nfresh = 0, entries = 0;
-	if (mailbox_scan(dir, s, stamp, err, errsz) < 0)
+	if (o->prior && (only_new = mailbox_scan_new_only(dir, o->prior, s, stamp, err, errsz)) < 0)
 		goto out_unlock;
 	fd = mailbox_index_open(dir, &missing, err, errsz);
 	if (fd < 0 && !missing)
+		goto out_unlock;
+	if (only_new && fd >= 0 &&
+	    (only_new = mailbox_index_read_new(fd, dir, o->prior, s, &ix, err, errsz)) < 0)
+		goto out_unlock;
+	if (only_new && fd >= 0 && mailbox_index_assign(&ix, s, &nfresh) == 0) {
+		mailbox_count_only_new(ix.lines, s, &stale);
+		entries = ix.lines;
+		goto indexed;
+	}
+	mailbox_index_free(&ix);
+	if (mailbox_scan(dir, s, stamp, err, errsz) < 0)
 		goto out_unlock;
 	if (fd >= 0 && (rd = mailbox_index_read(fd, dir, &ix, true, NULL, &old_validity, err,
 						 errsz)) < 0)
@@ -1514,12 +1619,13 @@ static enum mailbox_result mailbox_index_sync(const char *dir, struct mailbox_ix
 		old_validity = ix.validity;
 		rebuild = true;
 	}
+	entries = ix.n;
+indexed:
 	mailbox_sort(s->v, s->n, sizeof *s->v, mailbox_qcmp_uid);
 	if (mailbox_index_store(dir, fd, &ix, s, rebuild, nfresh, o->durable, err, errsz) < 0)
 		goto out_index;
 	o->validity = ix.validity;
 	o->next = ix.next;
-	entries = ix.n;
 	res = mailbox_modseq_sync(dir, o, s, &modseq_wrote, err, errsz) == 0 ? MAILBOX_OK
 									       : MAILBOX_ERR_IO;
 out_index:
@@ -2880,6 +2986,9 @@ static bool mailbox_modseq_current(const struct mailbox *mb, struct modseq_table
 	return false;
 }
 
+static const struct mailbox_prior *mailbox_prior_of(const struct mailbox *mb,
+						    struct mailbox_prior *p);
+
 /* A view's sync; with lock >= 0 under the index lock the caller holds,
  * the MODSEQ table coming back in *keep (mailbox_store). */
 static enum mailbox_result mailbox_view_sync_locked(struct mailbox *mb, bool force, int lock,
@@ -2916,8 +3025,9 @@ static enum mailbox_result mailbox_view_sync_locked(struct mailbox *mb, bool for
 	struct mailbox_scan s;
 	/* a sync before a command may wait for the next one when a worker
 	 * holds the index; one the answer depends on (force) waits */
+	struct mailbox_prior prior;
 	struct mailbox_ixsync o = {.try_lock = !force, .held = lock >= 0, .held_fd = lock,
-				   .keep = keep};
+				   .keep = keep, .prior = lock < 0 ? mailbox_prior_of(mb, &prior) : NULL};
 	enum mailbox_result r = mailbox_index_sync(mb->dir, &o, &s, &mb->stamp, err, errsz);
 	if (r == MAILBOX_OK && o.busy) {
 		mb->stamp_valid = false; /* look again next time */
@@ -3226,6 +3336,31 @@ void mailbox_cache_clear(void)
 		if (mailbox_cache.v[i].dir)
 			mailbox_cache_drop(&mailbox_cache.v[i]);
 	mailbox_cache.hits = mailbox_cache.misses = 0;
+}
+
+/* What the view's next listing may take cur/ from when cur/ did not
+ * change (mailbox_index_sync): while SELECT lists the folder, the cached
+ * listing that stood for it; else the view's own messages when each is
+ * in cur/ under the name it has.  Both listed under a settled stamp, so
+ * any change to cur/ since shows in its time.  NULL when neither. */
+static const struct mailbox_prior *mailbox_prior_of(const struct mailbox *mb,
+						    struct mailbox_prior *p)
+{
+	const struct mailbox_cache_ent *e = mb->prior;
+	if (e && e->reusable) {
+		*p = (struct mailbox_prior){.msgs = e->msgs, .n = e->n, .stamp = e->stamp,
+					    .validity = e->validity, .uidnext = e->uidnext};
+		return p;
+	}
+	if (!mb->stamp_valid || !mb->validity || !mailbox_stamp_settled(&mb->stamp) || mb->gone ||
+	    mb->removed)
+		return NULL;
+	for (size_t i = 0; i < mb->n; i++)
+		if (!mb->msgs[i].name || mb->msgs[i].in_new || mb->msgs[i].expunged)
+			return NULL;
+	*p = (struct mailbox_prior){.msgs = mb->msgs, .n = mb->n, .stamp = mb->stamp,
+				    .validity = mb->validity, .uidnext = mb->uidnext};
+	return p;
 }
 
 /* ---- the listing's snapshot on disk (listing.h) ------------------------------ */

@@ -2431,6 +2431,66 @@ static void test_snapshot_damaged_ignored(void **state)
 	mailbox_cache_clear();
 }
 
+/* After a delivery into new/ with cur/ unchanged, cur/ is taken from the
+ * kept listing and only new/ is read: the new messages get the next
+ * UIDs and are \Recent.  (Shown by a file slipped into cur/ with the
+ * directory's time put back: not seen until cur/ changes for real.) */
+static void test_listing_new_only(void **state)
+{
+	struct fixture *f = *state;
+	mailbox_cache_clear();
+	for (int i = 1; i <= 5; i++)
+		free(deliver(f, "INBOX", "cur", 1700000000LL + i, i, ":2,S"));
+	settle_and_keep(f);
+	char *cur = xasprintf("%s/cur", f->root);
+	struct stat before;
+	assert_int_equal(stat(cur, &before), 0);
+	free(deliver(f, "INBOX", "cur", 1700000100LL, 100, ":2,S"));
+	struct timespec times[2] = {before.st_atim, before.st_mtim};
+	assert_int_equal(utimensat(AT_FDCWD, cur, times, 0), 0);
+	deliver_new(f, "INBOX", 6);
+	deliver_new(f, "INBOX", 7);
+	struct mailbox *mb = open_box(f, "INBOX", true);
+	assert_int_equal(mailbox_count(mb), 7);
+	assert_int_equal(mailbox_recent(mb), 2);
+	assert_int_equal(mailbox_msg(mb, 6)->uid, 6);
+	assert_int_equal(mailbox_msg(mb, 7)->uid, 7);
+	assert_true(mailbox_msg(mb, 7)->in_new);
+	assert_int_equal(mailbox_msg(mb, 7)->flags, MAILBOX_RECENT);
+	assert_int_equal(mailbox_msg(mb, 5)->flags, MAILBOX_SEEN);
+	mailbox_close(mb);
+	/* what was kept had messages in new/: the next view lists it whole */
+	mb = open_box(f, "INBOX", false);
+	assert_int_equal(mailbox_count(mb), 8);
+	assert_int_equal(mailbox_msg(mb, 8)->uid, 8);
+	assert_int_equal(mailbox_recent(mb), 2);
+	mailbox_close(mb);
+	free(cur);
+	mailbox_cache_clear();
+}
+
+/* A file in new/ with the unique part of a message in cur/ (another
+ * tool's copy) is not a new message, whichever way the folder is read. */
+static void test_listing_new_copy_of_cur(void **state)
+{
+	struct fixture *f = *state;
+	mailbox_cache_clear();
+	char *a = deliver(f, "INBOX", "cur", 1700000001LL, 1, ":2,S");
+	free(deliver(f, "INBOX", "cur", 1700000002LL, 2, ":2,S"));
+	settle_and_keep(f);
+	char *from = xasprintf("%s/cur/%s", f->root, a);
+	char *to = xasprintf("%s/new/%.*s", f->root, (int)(strchr(a, ':') - a), a);
+	assert_int_equal(link(from, to), 0);
+	struct mailbox *mb = open_box(f, "INBOX", true);
+	assert_int_equal(mailbox_count(mb), 2);
+	assert_int_equal(mailbox_uidnext(mb), 3);
+	mailbox_close(mb);
+	free(from);
+	free(to);
+	free(a);
+	mailbox_cache_clear();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -2489,6 +2549,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_snapshot_after_restart, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_stale_after_delivery, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_damaged_ignored, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_listing_new_only, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_listing_new_copy_of_cur, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
