@@ -2618,6 +2618,37 @@ enum mailbox_result mailbox_status(const char *root, const char *name, struct ma
 
 /* ---- views ---------------------------------------------------------------------- */
 
+/* The file names of a listing, one block shared by the listing cache and
+ * every view copied from it: a view that renames a message gives it a
+ * name of its own and leaves the block alone.  Counted references, on
+ * the event loop's thread only. */
+struct mailbox_names_block {
+	size_t refs;
+	size_t len;
+	char data[];
+};
+
+static struct mailbox_names_block *mailbox_block_new(size_t len)
+{
+	struct mailbox_names_block *b = xmalloc(sizeof *b + (len ? len : 1));
+	b->refs = 1;
+	b->len = len;
+	return b;
+}
+
+static struct mailbox_names_block *mailbox_block_ref(struct mailbox_names_block *b)
+{
+	if (b)
+		b->refs++;
+	return b;
+}
+
+static void mailbox_block_unref(struct mailbox_names_block *b)
+{
+	if (b && --b->refs == 0)
+		free(b);
+}
+
 struct mailbox {
 	char *root, *name, *dir;
 	bool read_only;
@@ -2650,7 +2681,20 @@ struct mailbox {
 	/* while SELECT lists the folder: its cached listing (stale), whose
 	 * messages' sizes need not be counted again */
 	const struct mailbox_cache_ent *prior;
+	/* the names of a view copied from the cache; every other name is the
+	 * message's own (mailbox_msg_drop_name) */
+	struct mailbox_names_block *block;
 };
+
+/* Free m's name unless it is in the shared block. */
+static void mailbox_msg_drop_name(struct mailbox *mb, struct mailbox_msg *m)
+{
+	const struct mailbox_names_block *b = mb->block;
+	bool shared = b && m->name >= b->data && m->name < b->data + b->len;
+	if (!shared)
+		free(m->name);
+	m->name = NULL;
+}
 
 bool mailbox_stale(const struct mailbox *mb)
 {
@@ -2767,7 +2811,7 @@ static bool mailbox_take_new(struct mailbox *mb, struct mailbox_msg *m)
 		free(to_name);
 		return false; /* another session took it; the next scan sees it in cur/ */
 	}
-	free(m->name);
+	mailbox_msg_drop_name(mb, m);
 	m->name = to_name;
 	m->in_new = false;
 	return true;
@@ -2807,15 +2851,14 @@ static void mailbox_mark_gone(struct mailbox *mb, struct mailbox_msg *m)
 	}
 	if (m->flags & MAILBOX_RECENT)
 		mb->recent--;
-	free(m->name);
-	m->name = NULL;
+	mailbox_msg_drop_name(mb, m);
 	mb->removed++;
 }
 
 /* Bring one message of the view in line with its file d. */
 static void mailbox_update_msg(struct mailbox *mb, struct mailbox_msg *m, struct mailbox_disk *d)
 {
-	free(m->name);
+	mailbox_msg_drop_name(mb, m);
 	m->name = d->name;
 	d->name = NULL;
 	m->in_new = d->in_new;
@@ -3086,7 +3129,7 @@ struct mailbox_cache_ent {
 	uint64_t highest;
 	struct mailbox_msg *msgs;    /* ascending UIDs, none in new/, no \Recent */
 	size_t n;
-	char *names;                 /* the msgs' names, one block */
+	struct mailbox_names_block *names; /* the msgs' names */
 	size_t bytes;
 	uint64_t used;               /* the tick of its last use */
 };
@@ -3120,7 +3163,7 @@ static bool mailbox_filestamp_eq(const struct mailbox_filestamp *a,
 
 static void mailbox_cache_drop(struct mailbox_cache_ent *e)
 {
-	free(e->names);
+	mailbox_block_unref(e->names);
 	free(e->msgs);
 	free(e->dir);
 	mailbox_cache.bytes -= e->bytes;
@@ -3261,12 +3304,12 @@ static const struct mailbox_cache_ent *mailbox_cache_put(const struct mailbox *m
 	size_t names = 0;
 	for (size_t i = 0; i < mb->n; i++)
 		names += strlen(mb->msgs[i].name) + 1;
-	e->names = xmalloc(names ? names : 1);
+	e->names = mailbox_block_new(names);
 	size_t at = 0;
 	for (size_t i = 0; i < mb->n; i++) {
 		size_t len = strlen(mb->msgs[i].name) + 1;
 		e->msgs[i] = mb->msgs[i];
-		e->msgs[i].name = memcpy(e->names + at, mb->msgs[i].name, len);
+		e->msgs[i].name = memcpy(e->names->data + at, mb->msgs[i].name, len);
 		at += len;
 		e->msgs[i].flags &= ~(uint32_t)MAILBOX_RECENT;
 		e->msgs[i].flags_changed = false;
@@ -3304,11 +3347,11 @@ static bool mailbox_cache_get(struct mailbox *mb, const struct mailbox_filestamp
 		mailbox_cache.misses++;
 		return false;
 	}
+	/* the names stay in the entry's block, shared */
 	mb->msgs = xcalloc(e->n ? e->n : 1, sizeof *mb->msgs);
-	for (size_t i = 0; i < e->n; i++) {
-		mb->msgs[i] = e->msgs[i];
-		mb->msgs[i].name = xstrdup(e->msgs[i].name);
-	}
+	if (e->n)
+		memcpy(mb->msgs, e->msgs, e->n * sizeof *mb->msgs);
+	mb->block = mailbox_block_ref(e->names);
 	mb->n = mb->cap = e->n;
 	mb->validity = e->validity;
 	mb->uidnext = e->uidnext;
@@ -3465,10 +3508,13 @@ static bool mailbox_cache_put_snapshot(const char *dir, struct listing *l,
 	e->uidnext = l->h.uidnext;
 	e->highest = l->h.highest;
 	e->msgs = xcalloc(l->n ? l->n : 1, sizeof *e->msgs);
+	e->names = mailbox_block_new(l->names_len);
+	if (l->names_len)
+		memcpy(e->names->data, l->names, l->names_len);
 	for (size_t i = 0; i < l->n; i++) {
 		const struct listing_msg *lm = &l->v[i];
 		e->msgs[i] = (struct mailbox_msg){
-		    .name = (char *)lm->name,
+		    .name = e->names->data + (lm->name - l->names),
 		    .size = lm->size,
 		    .internal_date = (long long)lm->date,
 		    .uid = lm->uid,
@@ -3477,8 +3523,6 @@ static bool mailbox_cache_put_snapshot(const char *dir, struct listing *l,
 		};
 	}
 	e->n = l->n;
-	e->names = l->names;
-	l->names = NULL;
 	return true;
 }
 
@@ -3569,7 +3613,8 @@ void mailbox_close(struct mailbox *mb)
 		return;
 	mailbox_unwatch(mb);
 	for (size_t i = 0; i < mb->n; i++)
-		free(mb->msgs[i].name);
+		mailbox_msg_drop_name(mb, &mb->msgs[i]);
+	mailbox_block_unref(mb->block);
 	free(mb->msgs);
 	free(mb->root);
 	free(mb->name);
@@ -3596,8 +3641,7 @@ static bool mailbox_next_expunge(struct mailbox *mb, struct mailbox_change *out)
 		out->flags = m->flags;
 		if (m->flags & MAILBOX_RECENT)
 			mb->recent--;
-		free(m->name);
-		m->name = NULL;
+		mailbox_msg_drop_name(mb, m);
 		mb->gone--;
 		mb->removed++;
 		mb->client_n--;
@@ -3695,7 +3739,7 @@ static int mailbox_rename_flags(struct mailbox *mb, struct mailbox_msg *m, unsig
 		free(to_name);
 		return e == ENOENT ? 1 : -1;
 	}
-	free(m->name);
+	mailbox_msg_drop_name(mb, m);
 	m->name = to_name;
 	m->in_new = false;
 	m->flags = (uint32_t)(flags | (m->flags & MAILBOX_RECENT));

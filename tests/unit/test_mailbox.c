@@ -2431,6 +2431,43 @@ static void test_snapshot_damaged_ignored(void **state)
 	mailbox_cache_clear();
 }
 
+/* Views copied from the cache share its names: one view's STORE and
+ * EXPUNGE give its messages names of their own and leave the others'
+ * alone; the cache dropped under open views leaves them whole. */
+static void test_cache_views_share_names(void **state)
+{
+	struct fixture *f = *state;
+	mailbox_cache_clear();
+	for (int i = 1; i <= 3; i++)
+		free(deliver(f, "INBOX", "cur", 1700000000LL + i, i, ":2,S"));
+	settle_and_keep(f);
+	size_t n;
+	assert_true(open_close_hit(f, &n));
+	struct mailbox *a = open_box(f, "INBOX", false);
+	struct mailbox *b = open_box(f, "INBOX", false);
+	char *b1 = xstrdup(mailbox_msg(b, 1)->name);
+	store(a, 1, MAILBOX_STORE_ADD, MAILBOX_FLAGGED | MAILBOX_DELETED);
+	assert_string_equal(mailbox_msg(b, 1)->name, b1);
+	assert_string_not_equal(mailbox_msg(a, 1)->name, b1);
+	mailbox_cache_clear();
+	char err[256] = "";
+	assert_int_equal(mailbox_expunge(a, NULL, NULL, err, sizeof err), MAILBOX_OK);
+	char *c = changes(a);
+	assert_string_equal(c, "EXPUNGE 1");
+	free(c);
+	sync_box(b, MAILBOX_SYNC_EXPUNGE);
+	c = changes(b);
+	assert_string_equal(c, "EXPUNGE 1");
+	free(c);
+	assert_int_equal(mailbox_count(b), 2);
+	assert_int_equal(mailbox_msg(b, 2)->uid, 3);
+	assert_int_equal(mailbox_msg(b, 2)->flags, MAILBOX_SEEN);
+	mailbox_close(a);
+	mailbox_close(b);
+	free(b1);
+	mailbox_cache_clear();
+}
+
 /* After a delivery into new/ with cur/ unchanged, cur/ is taken from the
  * kept listing and only new/ is read: the new messages get the next
  * UIDs and are \Recent.  (Shown by a file slipped into cur/ with the
@@ -2549,6 +2586,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_snapshot_after_restart, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_stale_after_delivery, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_damaged_ignored, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cache_views_share_names, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_listing_new_only, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_listing_new_copy_of_cur, setup, teardown),
 	};
