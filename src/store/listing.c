@@ -3,6 +3,7 @@
 #define _GNU_SOURCE
 #include "store/listing.h"
 
+#include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -26,6 +27,16 @@ static void listing_put(unsigned char *p, uint64_t v, size_t octets)
 
 static uint64_t listing_get(const unsigned char *p, size_t octets)
 {
+	if (octets == 8) {
+		uint64_t v;
+		memcpy(&v, p, sizeof v);
+		return le64toh(v);
+	}
+	if (octets == 4) {
+		uint32_t v;
+		memcpy(&v, p, sizeof v);
+		return le32toh(v);
+	}
 	uint64_t v = 0;
 	for (size_t i = 0; i < octets; i++)
 		v |= (uint64_t)p[i] << (8 * i);
