@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "store/listing.h"
 #include "store/maildir.h"
 #include "store/modseq.h"
 #include "lib/log.h"
@@ -50,6 +51,8 @@ enum {
 	MAILBOX_STORE_TRIES = 8,         /* STORE passes while others rename the same files */
 	MAILBOX_EXPUNGE_TRIES = 4,       /* looks for a file renamed while EXPUNGE removes it */
 };
+
+_Static_assert((long)LISTING_MESSAGES_MAX == (long)MAILBOX_MESSAGES_MAX, "a snapshot holds any folder");
 
 /* qsort and bsearch that accept an empty array (NULL base). */
 static void mailbox_sort(void *base, size_t n, size_t size, int (*cmp)(const void *, const void *))
@@ -851,6 +854,10 @@ static int mailbox_index_read(int fd, const char *dir, struct mailbox_index *ix,
 			      size_t errsz)
 {
 	memset(ix, 0, sizeof *ix);
+	if (lseek(fd, 0, SEEK_SET) < 0) {
+		errfmt(err, errsz, "cannot read %s/%s: %s", dir, MAILBOX_INDEX, strerror(errno));
+		return -1;
+	}
 	int dfd = dup(fd);
 	FILE *fp = dfd >= 0 ? fdopen(dfd, "re") : NULL;
 	if (!fp) {
@@ -1410,6 +1417,9 @@ struct mailbox_ixsync {
 	bool held;
 	int held_fd;
 	struct modseq_table *keep;
+	/* in: an earlier listing that stood for the folder (or NULL): while
+	 * cur/ keeps its time, its messages are cur/ and only new/ is read */
+	const struct mailbox_prior *prior;
 };
 
 /* Write what the listing s changed in the index: a rebuild writes it
@@ -1459,6 +1469,93 @@ static int mailbox_modseq_sync(const char *dir, struct mailbox_ixsync *o, struct
 	return r;
 }
 
+/* An earlier complete listing of the folder (a view's messages or the
+ * listing cache's): every message in cur/ under its name, by ascending
+ * UID, all below uidnext, listed under stamp (settled). */
+struct mailbox_prior {
+	const struct mailbox_msg *msgs;
+	size_t n;
+	struct mailbox_stamp stamp;
+	uint32_t validity, uidnext;
+};
+
+/* s: prior's messages (cur/ as it was) then the files of new/ (no UID
+ * yet), while cur/ keeps prior's time; again while new/ changes under
+ * readdir.  1: done; 0: cur/ changed (list it whole); -1: error. */
+static int mailbox_scan_new_only(const char *dir, const struct mailbox_prior *p,
+				 struct mailbox_scan *s, struct mailbox_stamp *stamp, char *err,
+				 size_t errsz)
+{
+	for (int t = 0; t < MAILBOX_SCAN_TRIES; t++) {
+		struct mailbox_stamp before, after;
+		mailbox_stamp_read(dir, &before);
+		if (!mailbox_time_eq(&before.cur_m, &p->stamp.cur_m))
+			return 0;
+		mailbox_scan_free(s);
+		s->cap = p->n + 16;
+		s->v = xcalloc(s->cap, sizeof *s->v);
+		for (size_t i = 0; i < p->n; i++) {
+			struct mailbox_disk *d = &s->v[s->n++];
+			d->name = xstrdup(p->msgs[i].name);
+			d->ulen = (uint32_t)maildir_unique_len(d->name);
+			d->uid = p->msgs[i].uid;
+			d->time = mailbox_name_time(d->name);
+			d->hint = -1;
+		}
+		if (mailbox_read_sub(dir, true, s, err, errsz) < 0) {
+			mailbox_scan_free(s);
+			return -1;
+		}
+		mailbox_stamp_read(dir, &after);
+		*stamp = before;
+		if (mailbox_stamp_eq(&before, &after))
+			return 1;
+	}
+	return 0; /* new/ or cur/ keep changing: list it whole */
+}
+
+/* The files of new/ (s from p->n on) looked up in the index at fd: 1 with
+ * ix read (entries not kept) and the UIDs found set; 0 when the index
+ * does not continue p (another UIDVALIDITY, damaged, or a file of new/
+ * under a UID p could know: a copy of a message in cur/); -1: error. */
+static int mailbox_index_read_new(int fd, const char *dir, const struct mailbox_prior *p,
+				  struct mailbox_scan *s, struct mailbox_index *ix, char *err,
+				  size_t errsz)
+{
+	struct mailbox_disk *fresh = s->v + p->n;
+	size_t nfresh = s->n - p->n, o = 0;
+	mailbox_sort(fresh, nfresh, sizeof *fresh, mailbox_qcmp_listing);
+	for (size_t i = 0; i < nfresh; i++) {
+		if (o > 0 && mailbox_cmp_unique(&fresh[o - 1], &fresh[i]) == 0) {
+			free(fresh[i].name); /* one file per unique part, as a whole listing */
+			continue;
+		}
+		fresh[o++] = fresh[i];
+	}
+	s->n = p->n + o;
+	struct mailbox_lookup find = {fresh, o};
+	uint32_t old_validity = 0;
+	int rd = mailbox_index_read(fd, dir, ix, false, &find, &old_validity, err, errsz);
+	if (rd <= 0)
+		return rd;
+	bool follows = ix->validity == p->validity;
+	for (size_t i = 0; i < o && follows; i++)
+		follows = fresh[i].uid == 0 || fresh[i].uid >= p->uidnext;
+	if (!follows)
+		mailbox_index_free(ix);
+	return follows ? 1 : 0;
+}
+
+/* For the compaction rule after a listing of new/ only: the index's
+ * entries that name no file are its lines but those of the files. */
+static void mailbox_count_only_new(size_t lines, const struct mailbox_scan *s, size_t *stale)
+{
+	size_t indexed = 0;
+	for (size_t i = 0; i < s->n; i++)
+		indexed += !s->v[i].fresh;
+	*stale = lines > indexed ? lines - indexed : 0;
+}
+
 /* List the folder, match it to the index, give new files UIDs (hinted
  * ones first) and note them in the index, and their MODSEQs; under the
  * folder's lock.  s comes back sorted by UID. */
@@ -1479,12 +1576,23 @@ static enum mailbox_result mailbox_index_sync(const char *dir, struct mailbox_ix
 	struct mailbox_index ix = {0};
 	uint32_t old_validity = 0;
 	bool missing, rebuild = false, modseq_wrote = false;
-	int fd = -1, rd = 0;
+	int fd = -1, rd = 0, only_new = 0;
 	size_t stale = 0, nfresh = 0, entries = 0;
-	if (mailbox_scan(dir, s, stamp, err, errsz) < 0)
+	if (o->prior && (only_new = mailbox_scan_new_only(dir, o->prior, s, stamp, err, errsz)) < 0)
 		goto out_unlock;
 	fd = mailbox_index_open(dir, &missing, err, errsz);
 	if (fd < 0 && !missing)
+		goto out_unlock;
+	if (only_new && fd >= 0 &&
+	    (only_new = mailbox_index_read_new(fd, dir, o->prior, s, &ix, err, errsz)) < 0)
+		goto out_unlock;
+	if (only_new && fd >= 0 && mailbox_index_assign(&ix, s, &nfresh) == 0) {
+		mailbox_count_only_new(ix.lines, s, &stale);
+		entries = ix.lines;
+		goto indexed;
+	}
+	mailbox_index_free(&ix);
+	if (mailbox_scan(dir, s, stamp, err, errsz) < 0)
 		goto out_unlock;
 	if (fd >= 0 && (rd = mailbox_index_read(fd, dir, &ix, true, NULL, &old_validity, err,
 						 errsz)) < 0)
@@ -1511,12 +1619,13 @@ static enum mailbox_result mailbox_index_sync(const char *dir, struct mailbox_ix
 		old_validity = ix.validity;
 		rebuild = true;
 	}
+	entries = ix.n;
+indexed:
 	mailbox_sort(s->v, s->n, sizeof *s->v, mailbox_qcmp_uid);
 	if (mailbox_index_store(dir, fd, &ix, s, rebuild, nfresh, o->durable, err, errsz) < 0)
 		goto out_index;
 	o->validity = ix.validity;
 	o->next = ix.next;
-	entries = ix.n;
 	res = mailbox_modseq_sync(dir, o, s, &modseq_wrote, err, errsz) == 0 ? MAILBOX_OK
 									       : MAILBOX_ERR_IO;
 out_index:
@@ -2509,6 +2618,37 @@ enum mailbox_result mailbox_status(const char *root, const char *name, struct ma
 
 /* ---- views ---------------------------------------------------------------------- */
 
+/* The file names of a listing, one block shared by the listing cache and
+ * every view copied from it: a view that renames a message gives it a
+ * name of its own and leaves the block alone.  Counted references, on
+ * the event loop's thread only. */
+struct mailbox_names_block {
+	size_t refs;
+	size_t len;
+	char data[];
+};
+
+static struct mailbox_names_block *mailbox_block_new(size_t len)
+{
+	struct mailbox_names_block *b = xmalloc(sizeof *b + (len ? len : 1));
+	b->refs = 1;
+	b->len = len;
+	return b;
+}
+
+static struct mailbox_names_block *mailbox_block_ref(struct mailbox_names_block *b)
+{
+	if (b)
+		b->refs++;
+	return b;
+}
+
+static void mailbox_block_unref(struct mailbox_names_block *b)
+{
+	if (b && --b->refs == 0)
+		free(b);
+}
+
 struct mailbox {
 	char *root, *name, *dir;
 	bool read_only;
@@ -2541,7 +2681,20 @@ struct mailbox {
 	/* while SELECT lists the folder: its cached listing (stale), whose
 	 * messages' sizes need not be counted again */
 	const struct mailbox_cache_ent *prior;
+	/* the names of a view copied from the cache; every other name is the
+	 * message's own (mailbox_msg_drop_name) */
+	struct mailbox_names_block *block;
 };
+
+/* Free m's name unless it is in the shared block. */
+static void mailbox_msg_drop_name(struct mailbox *mb, struct mailbox_msg *m)
+{
+	const struct mailbox_names_block *b = mb->block;
+	bool shared = b && m->name >= b->data && m->name < b->data + b->len;
+	if (!shared)
+		free(m->name);
+	m->name = NULL;
+}
 
 bool mailbox_stale(const struct mailbox *mb)
 {
@@ -2658,7 +2811,7 @@ static bool mailbox_take_new(struct mailbox *mb, struct mailbox_msg *m)
 		free(to_name);
 		return false; /* another session took it; the next scan sees it in cur/ */
 	}
-	free(m->name);
+	mailbox_msg_drop_name(mb, m);
 	m->name = to_name;
 	m->in_new = false;
 	return true;
@@ -2698,15 +2851,14 @@ static void mailbox_mark_gone(struct mailbox *mb, struct mailbox_msg *m)
 	}
 	if (m->flags & MAILBOX_RECENT)
 		mb->recent--;
-	free(m->name);
-	m->name = NULL;
+	mailbox_msg_drop_name(mb, m);
 	mb->removed++;
 }
 
 /* Bring one message of the view in line with its file d. */
 static void mailbox_update_msg(struct mailbox *mb, struct mailbox_msg *m, struct mailbox_disk *d)
 {
-	free(m->name);
+	mailbox_msg_drop_name(mb, m);
 	m->name = d->name;
 	d->name = NULL;
 	m->in_new = d->in_new;
@@ -2877,6 +3029,9 @@ static bool mailbox_modseq_current(const struct mailbox *mb, struct modseq_table
 	return false;
 }
 
+static const struct mailbox_prior *mailbox_prior_of(const struct mailbox *mb,
+						    struct mailbox_prior *p);
+
 /* A view's sync; with lock >= 0 under the index lock the caller holds,
  * the MODSEQ table coming back in *keep (mailbox_store). */
 static enum mailbox_result mailbox_view_sync_locked(struct mailbox *mb, bool force, int lock,
@@ -2913,8 +3068,9 @@ static enum mailbox_result mailbox_view_sync_locked(struct mailbox *mb, bool for
 	struct mailbox_scan s;
 	/* a sync before a command may wait for the next one when a worker
 	 * holds the index; one the answer depends on (force) waits */
+	struct mailbox_prior prior;
 	struct mailbox_ixsync o = {.try_lock = !force, .held = lock >= 0, .held_fd = lock,
-				   .keep = keep};
+				   .keep = keep, .prior = lock < 0 ? mailbox_prior_of(mb, &prior) : NULL};
 	enum mailbox_result r = mailbox_index_sync(mb->dir, &o, &s, &mb->stamp, err, errsz);
 	if (r == MAILBOX_OK && o.busy) {
 		mb->stamp_valid = false; /* look again next time */
@@ -2973,6 +3129,7 @@ struct mailbox_cache_ent {
 	uint64_t highest;
 	struct mailbox_msg *msgs;    /* ascending UIDs, none in new/, no \Recent */
 	size_t n;
+	struct mailbox_names_block *names; /* the msgs' names */
 	size_t bytes;
 	uint64_t used;               /* the tick of its last use */
 };
@@ -3006,8 +3163,7 @@ static bool mailbox_filestamp_eq(const struct mailbox_filestamp *a,
 
 static void mailbox_cache_drop(struct mailbox_cache_ent *e)
 {
-	for (size_t i = 0; i < e->n; i++)
-		free(e->msgs[i].name);
+	mailbox_block_unref(e->names);
 	free(e->msgs);
 	free(e->dir);
 	mailbox_cache.bytes -= e->bytes;
@@ -3069,10 +3225,14 @@ static bool mailbox_cache_known_size(const struct mailbox *mb, uint32_t uid, uin
 
 /* Can the view's fresh listing stand for the folder as long as its times
  * stay the same?  Not when a change in the clock tick of the listing
- * could hide, nor with files in new/ (a read-write view moves them). */
+ * could hide, nor with files in new/ (a read-write view moves them), nor
+ * when the index or the MODSEQ table did not exist before the listing
+ * (a stamp without them would match the folder again if both were lost,
+ * when the next listing gives new UIDs under a new UIDVALIDITY). */
 static bool mailbox_cache_reusable(const struct mailbox *mb, const struct mailbox_filestamp *ms)
 {
-	if (!mailbox_stamp_settled(&mb->stamp) || !mailbox_time_settled(&ms->c, &ms->read_at))
+	if (!mailbox_stamp_settled(&mb->stamp) || !mailbox_time_settled(&ms->c, &ms->read_at) ||
+	    mb->stamp.index_ino == 0 || ms->ino == 0)
 		return false;
 	for (size_t i = 0; i < mb->n; i++)
 		if (mb->msgs[i].in_new || mb->msgs[i].expunged)
@@ -3096,25 +3256,44 @@ static size_t mailbox_cache_size(const struct mailbox *mb)
 	return bytes;
 }
 
-/* Keep the view just listed (ms: posthorn-modseq read before the listing)
- * for the next SELECT of its folder, in place of what was kept; one that
- * cannot stand for the folder still gives its messages' sizes. */
-static void mailbox_cache_put(const struct mailbox *mb, const struct mailbox_filestamp *ms)
+/* An empty entry for dir's listing of bytes octets, in place of what was
+ * kept for dir and of the least recently used entries; NULL when it is
+ * larger than the whole cache. */
+static struct mailbox_cache_ent *mailbox_cache_slot(const char *dir, size_t bytes)
 {
-	struct mailbox_cache_ent *e = mailbox_cache_find(mb->dir);
+	struct mailbox_cache_ent *e = mailbox_cache_find(dir);
 	if (e)
 		mailbox_cache_drop(e);
-	if (!mailbox_cache_storable(mb))
-		return;
-	size_t bytes = mailbox_cache_size(mb);
 	if (bytes > MAILBOX_CACHE_BYTES)
-		return;
+		return NULL;
 	while (mailbox_cache.bytes + bytes > MAILBOX_CACHE_BYTES && mailbox_cache_has_entries())
 		mailbox_cache_drop(mailbox_cache_victim());
 	e = mailbox_cache_victim();
 	if (e->dir)
 		mailbox_cache_drop(e);
-	e->dir = xstrdup(mb->dir);
+	e->dir = xstrdup(dir);
+	e->bytes = bytes;
+	e->used = ++mailbox_cache.tick;
+	mailbox_cache.bytes += bytes;
+	return e;
+}
+
+/* Keep the view just listed (ms: posthorn-modseq read before the listing)
+ * for the next SELECT of its folder, in place of what was kept; one that
+ * cannot stand for the folder still gives its messages' sizes.  The entry
+ * kept, or NULL. */
+static const struct mailbox_cache_ent *mailbox_cache_put(const struct mailbox *mb,
+							 const struct mailbox_filestamp *ms)
+{
+	struct mailbox_cache_ent *e = mailbox_cache_find(mb->dir);
+	if (e)
+		mailbox_cache_drop(e);
+	if (!mailbox_cache_storable(mb))
+		return NULL;
+	size_t bytes = mailbox_cache_size(mb);
+	e = mailbox_cache_slot(mb->dir, bytes);
+	if (!e)
+		return NULL;
 	e->stamp = mb->stamp;
 	e->modseq = *ms;
 	e->reusable = mailbox_cache_reusable(mb, ms);
@@ -3122,17 +3301,34 @@ static void mailbox_cache_put(const struct mailbox *mb, const struct mailbox_fil
 	e->uidnext = mb->uidnext;
 	e->highest = mb->highest;
 	e->msgs = xcalloc(mb->n ? mb->n : 1, sizeof *e->msgs);
+	size_t names = 0;
+	for (size_t i = 0; i < mb->n; i++)
+		names += strlen(mb->msgs[i].name) + 1;
+	e->names = mailbox_block_new(names);
+	size_t at = 0;
 	for (size_t i = 0; i < mb->n; i++) {
+		size_t len = strlen(mb->msgs[i].name) + 1;
 		e->msgs[i] = mb->msgs[i];
-		e->msgs[i].name = xstrdup(mb->msgs[i].name);
+		e->msgs[i].name = memcpy(e->names->data + at, mb->msgs[i].name, len);
+		at += len;
 		e->msgs[i].flags &= ~(uint32_t)MAILBOX_RECENT;
 		e->msgs[i].flags_changed = false;
 		e->msgs[i].announced = false;
 	}
 	e->n = mb->n;
-	e->bytes = bytes;
-	e->used = ++mailbox_cache.tick;
-	mailbox_cache.bytes += bytes;
+	return e;
+}
+
+/* Does entry e stand for its folder as it is now (ms: posthorn-modseq
+ * now)? */
+static bool mailbox_cache_current(const struct mailbox_cache_ent *e,
+				  const struct mailbox_filestamp *ms)
+{
+	if (!e || !e->reusable || !mailbox_filestamp_eq(ms, &e->modseq))
+		return false;
+	struct mailbox_stamp now;
+	mailbox_stamp_read(e->dir, &now);
+	return mailbox_stamp_eq(&now, &e->stamp);
 }
 
 /* The view from the cache when nothing changed on disk since it was kept:
@@ -3151,11 +3347,11 @@ static bool mailbox_cache_get(struct mailbox *mb, const struct mailbox_filestamp
 		mailbox_cache.misses++;
 		return false;
 	}
+	/* the names stay in the entry's block, shared */
 	mb->msgs = xcalloc(e->n ? e->n : 1, sizeof *mb->msgs);
-	for (size_t i = 0; i < e->n; i++) {
-		mb->msgs[i] = e->msgs[i];
-		mb->msgs[i].name = xstrdup(e->msgs[i].name);
-	}
+	if (e->n)
+		memcpy(mb->msgs, e->msgs, e->n * sizeof *mb->msgs);
+	mb->block = mailbox_block_ref(e->names);
 	mb->n = mb->cap = e->n;
 	mb->validity = e->validity;
 	mb->uidnext = e->uidnext;
@@ -3185,13 +3381,188 @@ void mailbox_cache_clear(void)
 	mailbox_cache.hits = mailbox_cache.misses = 0;
 }
 
-/* The view of a folder just opened: from the cache, else listed (and
- * then kept in the cache). */
+/* What the view's next listing may take cur/ from when cur/ did not
+ * change (mailbox_index_sync): while SELECT lists the folder, the cached
+ * listing that stood for it; else the view's own messages when each is
+ * in cur/ under the name it has.  Both listed under a settled stamp, so
+ * any change to cur/ since shows in its time.  NULL when neither. */
+static const struct mailbox_prior *mailbox_prior_of(const struct mailbox *mb,
+						    struct mailbox_prior *p)
+{
+	const struct mailbox_cache_ent *e = mb->prior;
+	if (e && e->reusable) {
+		*p = (struct mailbox_prior){.msgs = e->msgs, .n = e->n, .stamp = e->stamp,
+					    .validity = e->validity, .uidnext = e->uidnext};
+		return p;
+	}
+	if (!mb->stamp_valid || !mb->validity || !mailbox_stamp_settled(&mb->stamp) || mb->gone ||
+	    mb->removed)
+		return NULL;
+	for (size_t i = 0; i < mb->n; i++)
+		if (!mb->msgs[i].name || mb->msgs[i].in_new || mb->msgs[i].expunged)
+			return NULL;
+	*p = (struct mailbox_prior){.msgs = mb->msgs, .n = mb->n, .stamp = mb->stamp,
+				    .validity = mb->validity, .uidnext = mb->uidnext};
+	return p;
+}
+
+/* ---- the listing's snapshot on disk (listing.h) ------------------------------ */
+
+static struct listing_time mailbox_listing_time(const struct timespec *t)
+{
+	return (struct listing_time){.sec = (int64_t)t->tv_sec, .nsec = (uint64_t)t->tv_nsec};
+}
+
+static void mailbox_listing_stamp(const struct mailbox_stamp *st,
+				  const struct mailbox_filestamp *ms, struct listing_stamp *out)
+{
+	memset(out, 0, sizeof *out);
+	out->new_m = mailbox_listing_time(&st->new_m);
+	out->cur_m = mailbox_listing_time(&st->cur_m);
+	out->index_ino = (uint64_t)st->index_ino;
+	out->index_c = mailbox_listing_time(&st->index_c);
+	out->modseq_ino = (uint64_t)ms->ino;
+	out->modseq_size = (uint64_t)ms->size;
+	out->modseq_c = mailbox_listing_time(&ms->c);
+}
+
+/* A snapshot being written by a worker. */
+struct mailbox_snapshot_job {
+	char *dir;
+	struct listing_out out;
+	char err[256];
+};
+
+static void mailbox_snapshot_run(void *work)
+{
+	struct mailbox_snapshot_job *j = work;
+	j->err[0] = '\0';
+	(void)listing_write(j->dir, &j->out, j->err, sizeof j->err);
+}
+
+static void mailbox_snapshot_free(void *work)
+{
+	struct mailbox_snapshot_job *j = work;
+	listing_out_free(&j->out);
+	free(j->dir);
+	free(j);
+}
+
+static void mailbox_snapshot_done(void *owner, void *work)
+{
+	(void)owner;
+	struct mailbox_snapshot_job *j = work;
+	if (j->err[0]) {
+		char q[LOG_VALUE_MAX];
+		log_warn("event=mailbox-error operation=listing-snapshot error=\"%s\"",
+			 log_quote(q, sizeof q, j->err, strlen(j->err)));
+	}
+	mailbox_snapshot_free(j);
+}
+
+/* Have a worker write e (a listing that stands for its folder) as the
+ * folder's snapshot.  The encoding is a copy made here, so the entry may
+ * go meanwhile. */
+static void mailbox_snapshot_save(const struct mailbox_cache_ent *e)
+{
+	if (!e || !e->reusable || e->n < MAILBOX_SNAPSHOT_MIN)
+		return;
+	struct listing_head h = {.validity = e->validity, .uidnext = e->uidnext,
+				 .highest = e->highest, .count = (uint32_t)e->n};
+	mailbox_listing_stamp(&e->stamp, &e->modseq, &h.stamp);
+	struct mailbox_snapshot_job *j = xcalloc(1, sizeof *j);
+	listing_out_begin(&j->out, &h);
+	for (size_t i = 0; i < e->n; i++) {
+		const struct mailbox_msg *m = &e->msgs[i];
+		struct listing_msg lm = {.name = m->name, .size = m->size, .modseq = m->modseq,
+					 .date = m->internal_date, .uid = m->uid};
+		if (!listing_out_add(&j->out, &lm)) {
+			mailbox_snapshot_free(j); /* too large for a snapshot: listed each time */
+			return;
+		}
+	}
+	j->dir = xstrdup(e->dir);
+	/* without workers (tools, unit tests) it runs here and now */
+	(void)offload_submit(mailbox_snapshot_run, mailbox_snapshot_done, mailbox_snapshot_free, j,
+			     NULL);
+}
+
+/* The entry for the snapshot l of folder dir, read with the stamp st and
+ * ms (l's names move into it).  false: a name in it that no listing
+ * gives, or too large to keep. */
+static bool mailbox_cache_put_snapshot(const char *dir, struct listing *l,
+				       const struct mailbox_stamp *st,
+				       const struct mailbox_filestamp *ms)
+{
+	for (size_t i = 0; i < l->n; i++)
+		if (!mailbox_name_ok(l->v[i].name))
+			return false;
+	size_t bytes = strlen(dir) + 1 + l->n * sizeof(struct mailbox_msg) + l->names_len;
+	struct mailbox_cache_ent *e = mailbox_cache_slot(dir, bytes);
+	if (!e)
+		return false;
+	e->stamp = *st;
+	e->modseq = *ms;
+	e->reusable = true;
+	e->validity = l->h.validity;
+	e->uidnext = l->h.uidnext;
+	e->highest = l->h.highest;
+	e->msgs = xcalloc(l->n ? l->n : 1, sizeof *e->msgs);
+	e->names = mailbox_block_new(l->names_len);
+	if (l->names_len)
+		memcpy(e->names->data, l->names, l->names_len);
+	for (size_t i = 0; i < l->n; i++) {
+		const struct listing_msg *lm = &l->v[i];
+		e->msgs[i] = (struct mailbox_msg){
+		    .name = e->names->data + (lm->name - l->names),
+		    .size = lm->size,
+		    .internal_date = (long long)lm->date,
+		    .uid = lm->uid,
+		    .flags = mailbox_name_flags(lm->name),
+		    .modseq = lm->modseq,
+		};
+	}
+	e->n = l->n;
+	return true;
+}
+
+/* On a cache miss: the folder's snapshot into the cache when it was
+ * written with the folder's stamp as it is now (settled: any change
+ * since would show in the times).  Anything else is ignored. */
+static void mailbox_snapshot_load(const char *dir, const struct mailbox_filestamp *ms)
+{
+	struct mailbox_stamp now;
+	mailbox_stamp_read(dir, &now);
+	if (!mailbox_stamp_settled(&now) || !mailbox_time_settled(&ms->c, &ms->read_at) ||
+	    now.index_ino == 0 || ms->ino == 0)
+		return;
+	struct listing_stamp want;
+	mailbox_listing_stamp(&now, ms, &want);
+	struct listing l;
+	char err[256] = "";
+	enum listing_result r = listing_read(dir, &want, &l, err, sizeof err);
+	if (r == LISTING_OK && !mailbox_cache_put_snapshot(dir, &l, &now, ms))
+		r = LISTING_DAMAGED;
+	listing_free(&l);
+	if (r == LISTING_DAMAGED || r == LISTING_IO) {
+		char q[LOG_VALUE_MAX], d[LOG_VALUE_MAX];
+		log_info("event=mailbox-snapshot-ignored dir=\"%s\" reason=%s%s%s%s",
+			 log_quote(d, sizeof d, dir, strlen(dir)),
+			 r == LISTING_IO ? "io" : "damaged", err[0] ? " error=\"" : "",
+			 err[0] ? log_quote(q, sizeof q, err, strlen(err)) : "", err[0] ? "\"" : "");
+	}
+}
+
+/* The view of a folder just opened: from the cache, else from the
+ * folder's snapshot, else listed (and then kept in the cache and, when
+ * it stands for the folder, in the snapshot). */
 static enum mailbox_result mailbox_open_sync(struct mailbox *mb, char *err, size_t errsz)
 {
 	struct mailbox_filestamp ms;
 	mailbox_filestamp_read(mb->dir, &ms);
 	const struct mailbox_cache_ent *prior;
+	if (!mailbox_cache_current(mailbox_cache_find(mb->dir), &ms))
+		mailbox_snapshot_load(mb->dir, &ms);
 	if (mailbox_cache_get(mb, &ms, &prior)) {
 		mailbox_keywords_refresh(mb, true);
 		return MAILBOX_OK;
@@ -3200,7 +3571,7 @@ static enum mailbox_result mailbox_open_sync(struct mailbox *mb, char *err, size
 	enum mailbox_result r = mailbox_view_sync(mb, true, err, errsz);
 	mb->prior = NULL;
 	if (r == MAILBOX_OK)
-		mailbox_cache_put(mb, &ms);
+		mailbox_snapshot_save(mailbox_cache_put(mb, &ms));
 	return r;
 }
 
@@ -3242,7 +3613,8 @@ void mailbox_close(struct mailbox *mb)
 		return;
 	mailbox_unwatch(mb);
 	for (size_t i = 0; i < mb->n; i++)
-		free(mb->msgs[i].name);
+		mailbox_msg_drop_name(mb, &mb->msgs[i]);
+	mailbox_block_unref(mb->block);
 	free(mb->msgs);
 	free(mb->root);
 	free(mb->name);
@@ -3269,8 +3641,7 @@ static bool mailbox_next_expunge(struct mailbox *mb, struct mailbox_change *out)
 		out->flags = m->flags;
 		if (m->flags & MAILBOX_RECENT)
 			mb->recent--;
-		free(m->name);
-		m->name = NULL;
+		mailbox_msg_drop_name(mb, m);
 		mb->gone--;
 		mb->removed++;
 		mb->client_n--;
@@ -3368,7 +3739,7 @@ static int mailbox_rename_flags(struct mailbox *mb, struct mailbox_msg *m, unsig
 		free(to_name);
 		return e == ENOENT ? 1 : -1;
 	}
-	free(m->name);
+	mailbox_msg_drop_name(mb, m);
 	m->name = to_name;
 	m->in_new = false;
 	m->flags = (uint32_t)(flags | (m->flags & MAILBOX_RECENT));

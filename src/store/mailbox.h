@@ -240,14 +240,21 @@ struct mailbox_msg {
  * folder (file names, UIDs, flags, MODSEQs, sizes, dates), shared by every
  * session of the process.  A SELECT of a folder whose directories and
  * index have not changed since (same times, settled) copies it instead of
- * listing the folder; a SELECT of a changed folder still takes the sizes
- * of the messages it knew from it, so no message file is read twice to
- * count its octets.  Bounded by folders and octets, least recently used
- * first out.  Used from the event loop's thread only. */
+ * listing the folder (the file names are shared, not copied); a SELECT of
+ * a changed folder still takes the sizes of the messages it knew from it,
+ * so no message file is read twice to count its octets, and when only
+ * new/ changed it takes cur/ from it and reads new/ alone.  Bounded by
+ * folders and octets, least recently used first out.  Used from the event
+ * loop's thread only. */
 enum {
 	MAILBOX_CACHE_FOLDERS = 16,            /* folders kept */
 	MAILBOX_CACHE_BYTES = 64 * 1024 * 1024, /* octets of all their listings */
 };
+/* A listing that stands for a folder of at least MAILBOX_SNAPSHOT_MIN
+ * messages is also written into the folder (posthorn-listing, listing.h,
+ * by a worker), and read back by the first SELECT after a start when the
+ * folder's times and index are still those it was written with. */
+enum { MAILBOX_SNAPSHOT_MIN = 256 };
 struct mailbox_cache_counts {
 	size_t hits, misses, folders, bytes;
 };

@@ -2363,6 +2363,232 @@ static void test_cache_keeps_counted_sizes(void **state)
 	mailbox_cache_clear();
 }
 
+/* ---- the listing's snapshot (posthorn-listing) ------------------------- */
+
+enum { SNAP_N = MAILBOX_SNAPSHOT_MIN + 44 };
+
+/* What a view shows of each message, as one text to compare. */
+static char *view_text(struct mailbox *mb)
+{
+	char *out = xasprintf("V%u N%u H%llu", mailbox_uidvalidity(mb), mailbox_uidnext(mb),
+			      (unsigned long long)mailbox_highestmodseq(mb));
+	for (size_t i = 1; i <= mailbox_count(mb); i++) {
+		const struct mailbox_msg *m = mailbox_msg(mb, i);
+		char *next = xasprintf("%s|%u %s %llu %lld %u %llu", out, m->uid, m->name,
+				       (unsigned long long)m->size, m->internal_date, m->flags,
+				       (unsigned long long)m->modseq);
+		free(out);
+		out = next;
+	}
+	return out;
+}
+
+/* SNAP_N messages (every third without \Seen), listed until the listing
+ * stands for the folder: then it is in the snapshot too.  Returns the
+ * view's text. */
+static char *snapshot_folder(const struct fixture *f)
+{
+	mailbox_cache_clear();
+	for (int i = 1; i <= SNAP_N; i++)
+		free(deliver(f, "INBOX", "cur", 1700000000LL + i, i, i % 3 ? ":2,S" : ":2,"));
+	settle_and_keep(f);
+	struct mailbox *mb = open_box(f, "INBOX", false);
+	char *text = view_text(mb);
+	mailbox_close(mb);
+	char *path = xasprintf("%s/posthorn-listing", f->root);
+	struct stat st;
+	assert_int_equal(stat(path, &st), 0);
+	free(path);
+	return text;
+}
+
+/* After a start (the cache empty) the snapshot answers the first SELECT,
+ * with the very view a listing gave. */
+static void test_snapshot_after_restart(void **state)
+{
+	struct fixture *f = *state;
+	char *want = snapshot_folder(f);
+	mailbox_cache_clear();
+	size_t n;
+	assert_true(open_close_hit(f, &n));
+	assert_int_equal(n, SNAP_N);
+	struct mailbox *mb = open_box(f, "INBOX", true);
+	char *got = view_text(mb);
+	assert_string_equal(got, want);
+	assert_int_equal(mailbox_first_unseen(mb), 3);
+	mailbox_close(mb);
+	free(got);
+	free(want);
+	mailbox_cache_clear();
+}
+
+/* A message delivered to new/ after the snapshot: the snapshot is stale,
+ * the folder is listed and the message is seen. */
+static void test_snapshot_stale_after_delivery(void **state)
+{
+	struct fixture *f = *state;
+	free(snapshot_folder(f));
+	mailbox_cache_clear();
+	deliver_new(f, "INBOX", SNAP_N + 1);
+	size_t n;
+	assert_false(open_close_hit(f, &n));
+	assert_int_equal(n, SNAP_N + 1);
+	/* a flag changed by another program: the same */
+	wait_settled(f);
+	settle_and_keep(f);
+	mailbox_cache_clear();
+	assert_true(open_close_hit(f, &n));
+	mailbox_cache_clear();
+	struct mailbox *mb = open_box(f, "INBOX", false);
+	const struct mailbox_msg *m = mailbox_msg(mb, 1);
+	char *from = xasprintf("%s/cur/%s", f->root, m->name);
+	char *to = xasprintf("%s/cur/%.*sFS", f->root, (int)(strlen(m->name) - 1), m->name);
+	mailbox_close(mb);
+	mailbox_cache_clear();
+	assert_int_equal(rename(from, to), 0);
+	assert_false(open_close_hit(f, &n));
+	mb = open_box(f, "INBOX", false);
+	assert_int_equal(mailbox_msg(mb, 1)->flags, MAILBOX_SEEN | MAILBOX_FLAGGED);
+	mailbox_close(mb);
+	free(from);
+	free(to);
+	mailbox_cache_clear();
+}
+
+/* A damaged snapshot (a flipped octet, cut short, another version) is
+ * ignored: the folder is listed and shows what is on disk. */
+static void test_snapshot_damaged_ignored(void **state)
+{
+	struct fixture *f = *state;
+	char *want = snapshot_folder(f);
+	char *path = xasprintf("%s/posthorn-listing", f->root);
+	struct stat st;
+	assert_int_equal(stat(path, &st), 0);
+	off_t at[] = {200, st.st_size / 2, st.st_size - 1, 8 /* the version */};
+	for (size_t i = 0; i < sizeof at / sizeof at[0]; i++) {
+		int fd = open(path, O_RDWR);
+		assert_true(fd >= 0);
+		unsigned char c;
+		assert_int_equal(pread(fd, &c, 1, at[i]), 1);
+		c ^= 0x10;
+		assert_int_equal(pwrite(fd, &c, 1, at[i]), 1);
+		mailbox_cache_clear();
+		size_t n;
+		assert_false(open_close_hit(f, &n));
+		assert_int_equal(n, SNAP_N);
+		c ^= 0x10;
+		assert_int_equal(pwrite(fd, &c, 1, at[i]), 1);
+		close(fd);
+	}
+	assert_int_equal(truncate(path, st.st_size - 9), 0);
+	mailbox_cache_clear();
+	struct mailbox *mb = open_box(f, "INBOX", true);
+	char *got = view_text(mb);
+	assert_string_equal(got, want);
+	mailbox_close(mb);
+	free(got);
+	free(path);
+	free(want);
+	mailbox_cache_clear();
+}
+
+/* Views copied from the cache share its names: one view's STORE and
+ * EXPUNGE give its messages names of their own and leave the others'
+ * alone; the cache dropped under open views leaves them whole. */
+static void test_cache_views_share_names(void **state)
+{
+	struct fixture *f = *state;
+	mailbox_cache_clear();
+	for (int i = 1; i <= 3; i++)
+		free(deliver(f, "INBOX", "cur", 1700000000LL + i, i, ":2,S"));
+	settle_and_keep(f);
+	size_t n;
+	assert_true(open_close_hit(f, &n));
+	struct mailbox *a = open_box(f, "INBOX", false);
+	struct mailbox *b = open_box(f, "INBOX", false);
+	char *b1 = xstrdup(mailbox_msg(b, 1)->name);
+	store(a, 1, MAILBOX_STORE_ADD, MAILBOX_FLAGGED | MAILBOX_DELETED);
+	assert_string_equal(mailbox_msg(b, 1)->name, b1);
+	assert_string_not_equal(mailbox_msg(a, 1)->name, b1);
+	mailbox_cache_clear();
+	char err[256] = "";
+	assert_int_equal(mailbox_expunge(a, NULL, NULL, err, sizeof err), MAILBOX_OK);
+	char *c = changes(a);
+	assert_string_equal(c, "EXPUNGE 1");
+	free(c);
+	sync_box(b, MAILBOX_SYNC_EXPUNGE);
+	c = changes(b);
+	assert_string_equal(c, "EXPUNGE 1");
+	free(c);
+	assert_int_equal(mailbox_count(b), 2);
+	assert_int_equal(mailbox_msg(b, 2)->uid, 3);
+	assert_int_equal(mailbox_msg(b, 2)->flags, MAILBOX_SEEN);
+	mailbox_close(a);
+	mailbox_close(b);
+	free(b1);
+	mailbox_cache_clear();
+}
+
+/* After a delivery into new/ with cur/ unchanged, cur/ is taken from the
+ * kept listing and only new/ is read: the new messages get the next
+ * UIDs and are \Recent.  (Shown by a file slipped into cur/ with the
+ * directory's time put back: not seen until cur/ changes for real.) */
+static void test_listing_new_only(void **state)
+{
+	struct fixture *f = *state;
+	mailbox_cache_clear();
+	for (int i = 1; i <= 5; i++)
+		free(deliver(f, "INBOX", "cur", 1700000000LL + i, i, ":2,S"));
+	settle_and_keep(f);
+	char *cur = xasprintf("%s/cur", f->root);
+	struct stat before;
+	assert_int_equal(stat(cur, &before), 0);
+	free(deliver(f, "INBOX", "cur", 1700000100LL, 100, ":2,S"));
+	struct timespec times[2] = {before.st_atim, before.st_mtim};
+	assert_int_equal(utimensat(AT_FDCWD, cur, times, 0), 0);
+	deliver_new(f, "INBOX", 6);
+	deliver_new(f, "INBOX", 7);
+	struct mailbox *mb = open_box(f, "INBOX", true);
+	assert_int_equal(mailbox_count(mb), 7);
+	assert_int_equal(mailbox_recent(mb), 2);
+	assert_int_equal(mailbox_msg(mb, 6)->uid, 6);
+	assert_int_equal(mailbox_msg(mb, 7)->uid, 7);
+	assert_true(mailbox_msg(mb, 7)->in_new);
+	assert_int_equal(mailbox_msg(mb, 7)->flags, MAILBOX_RECENT);
+	assert_int_equal(mailbox_msg(mb, 5)->flags, MAILBOX_SEEN);
+	mailbox_close(mb);
+	/* what was kept had messages in new/: the next view lists it whole */
+	mb = open_box(f, "INBOX", false);
+	assert_int_equal(mailbox_count(mb), 8);
+	assert_int_equal(mailbox_msg(mb, 8)->uid, 8);
+	assert_int_equal(mailbox_recent(mb), 2);
+	mailbox_close(mb);
+	free(cur);
+	mailbox_cache_clear();
+}
+
+/* A file in new/ with the unique part of a message in cur/ (another
+ * tool's copy) is not a new message, whichever way the folder is read. */
+static void test_listing_new_copy_of_cur(void **state)
+{
+	struct fixture *f = *state;
+	mailbox_cache_clear();
+	char *a = deliver(f, "INBOX", "cur", 1700000001LL, 1, ":2,S");
+	free(deliver(f, "INBOX", "cur", 1700000002LL, 2, ":2,S"));
+	settle_and_keep(f);
+	char *from = xasprintf("%s/cur/%s", f->root, a);
+	char *to = xasprintf("%s/new/%.*s", f->root, (int)(strchr(a, ':') - a), a);
+	assert_int_equal(link(from, to), 0);
+	struct mailbox *mb = open_box(f, "INBOX", true);
+	assert_int_equal(mailbox_count(mb), 2);
+	assert_int_equal(mailbox_uidnext(mb), 3);
+	mailbox_close(mb);
+	free(from);
+	free(to);
+	free(a);
+	mailbox_cache_clear();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -2419,6 +2645,12 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_cache_hit_and_misses, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cache_unsettled_not_kept, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cache_keeps_counted_sizes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_snapshot_after_restart, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_snapshot_stale_after_delivery, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_snapshot_damaged_ignored, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cache_views_share_names, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_listing_new_only, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_listing_new_copy_of_cur, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
