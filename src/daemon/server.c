@@ -1066,7 +1066,7 @@ static void server_enqueue_spooled(struct spool *sp)
 	char **ids;
 	size_t n = spool_list(sp, &ids);
 	for (size_t i = 0; i < n; i++)
-		scheduler_submit(ids[i]);
+		scheduler_resume(ids[i]);
 	if (n)
 		log_info("event=spool-resume messages=%zu", n);
 	spool_free_ids(ids, n);

@@ -79,7 +79,8 @@ static struct {
 	struct delivery_retry *retries;         /* deferred, unordered */
 	/* the worker's own, read after it ends: */
 	unsigned long long messages, batches, gathered;
-	time_t started;                         /* mail that arrived before may be
+	char earlier_max[SPOOL_ID_SIZE];        /* the largest ID an earlier process
+						 * spooled ("": none): its copies may be
 						 * in a Maildir already */
 } dl = {.lock = PTHREAD_MUTEX_INITIALIZER, .ready = PTHREAD_COND_INITIALIZER};
 
@@ -397,6 +398,17 @@ static void delivery_batch_load(struct delivery_batch *b)
 	}
 }
 
+/* Did an earlier process spool id?  IDs grow with time, so every ID at or
+ * below the largest one resumed is taken for one (a clock set back makes
+ * a new ID look old: it is then looked for, never delivered twice). */
+static bool delivery_from_earlier(const char *id)
+{
+	pthread_mutex_lock(&dl.lock);
+	bool earlier = dl.earlier_max[0] && strcmp(id, dl.earlier_max) <= 0;
+	pthread_mutex_unlock(&dl.lock);
+	return earlier;
+}
+
 /* Every local recipient not yet done gets a copy in tmp/. */
 static void delivery_batch_stage(struct delivery_batch *b)
 {
@@ -422,7 +434,7 @@ static void delivery_batch_stage(struct delivery_batch *b)
 			 * process before this one made, then crashed before it
 			 * recorded it, is found, not delivered twice */
 			char *unique = maildir_spooled_name(m->env.arrival, m->r->id, k);
-			if (m->env.arrival <= dl.started &&
+			if (delivery_from_earlier(m->r->id) &&
 			    (m->env.junk ? maildir_deliver_present_junk(b->mailboxes, rc->address, unique)
 					 : maildir_deliver_present(b->mailboxes, rc->address, unique))) {
 				char t[LOG_VALUE_MAX];
@@ -844,7 +856,7 @@ int delivery_start(struct spool *sp, const char *mailboxes, delivery_remote_fn r
 		dl.mailboxes = xstrdup(mailboxes);
 		dl.stopping = false;
 		dl.worker_ready = false;
-		dl.started = time(NULL);
+		dl.earlier_max[0] = '\0';
 		e = thread_start(&dl.thread, delivery_main, NULL);
 		if (e == 0) {
 			dl.running = true;
@@ -863,7 +875,8 @@ int delivery_start(struct spool *sp, const char *mailboxes, delivery_remote_fn r
 	return 0;
 }
 
-void delivery_enqueue(const char *id)
+
+static void delivery_enqueue_as(const char *id, bool earlier)
 {
 	if (!delivery_id_ok(id)) {
 		char v[LOG_VALUE_MAX];
@@ -873,10 +886,22 @@ void delivery_enqueue(const char *id)
 	}
 	pthread_mutex_lock(&dl.lock);
 	if (dl.running && !dl.stopping) { /* else it waits in the spool for the next start */
+		if (earlier && strcmp(id, dl.earlier_max) > 0)
+			memcpy(dl.earlier_max, id, strlen(id) + 1);
 		delivery_push(id);
 		pthread_cond_signal(&dl.wake);
 	}
 	pthread_mutex_unlock(&dl.lock);
+}
+
+void delivery_enqueue(const char *id)
+{
+	delivery_enqueue_as(id, false);
+}
+
+void delivery_resume(const char *id)
+{
+	delivery_enqueue_as(id, true);
 }
 
 void delivery_each_waiting(void (*fn)(void *arg, const struct delivery_waiting *w), void *arg)

@@ -33,6 +33,12 @@ void delivery_set_reply(delivery_reply_fn fn);
 int delivery_start(struct spool *sp, const char *mailboxes, delivery_remote_fn remote_left);
 /* Thread-safe; the ID is copied. */
 void delivery_enqueue(const char *id);
+/* The same for a message an earlier process spooled (spool_list() at the
+ * start): a copy it made and had not yet recorded is looked for in the
+ * Maildir before one is made, so that none is delivered twice.  Mail
+ * this process accepts is never looked for (a Maildir of 100,000
+ * messages would be listed for each). */
+void delivery_resume(const char *id);
 /* Each user's quota (store/quota.h), at the start and after a reload;
  * the table is the worker's from now on.  A copy for a full mailbox waits
  * in the queue and is tried again with the usual back-off.  Thread-safe. */

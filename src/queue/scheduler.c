@@ -183,6 +183,11 @@ void scheduler_submit(const char *id)
 	delivery_enqueue(id);
 }
 
+void scheduler_resume(const char *id)
+{
+	delivery_resume(id);
+}
+
 void scheduler_set_mailboxes(const char *mailboxes)
 {
 	delivery_set_mailboxes(mailboxes);

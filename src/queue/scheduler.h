@@ -20,6 +20,9 @@ int scheduler_start(struct event_base *base, struct spool *sp, const char *mailb
  * copied.  While stopped the message waits in the spool for the next
  * start. */
 void scheduler_submit(const char *id);
+/* A message an earlier process spooled, found at the start (see
+ * delivery_resume()). */
+void scheduler_resume(const char *id);
 /* A new mailboxes root after a reload (copied). */
 void scheduler_set_mailboxes(const char *mailboxes);
 /* Each user's quota, at the start and after a reload (the table is the

@@ -27,6 +27,7 @@
 #include "unitfs.h"
 
 #include "queue/delivery.h"
+#include "store/maildir.h"
 #include "lib/log.h"
 #include "queue/spool.h"
 #include "lib/util.h"
@@ -292,7 +293,7 @@ static void test_worker_resumes(void **state)
 	char **ids;
 	size_t n = spool_list(f->sp, &ids);
 	assert_int_equal(n, 1);
-	delivery_enqueue(ids[0]);
+	delivery_resume(ids[0]);
 	spool_free_ids(ids, n);
 	assert_true(wait_for(f, spool_gone, id));
 	delivery_stop();
@@ -303,6 +304,48 @@ static void test_worker_resumes(void **state)
 	assert_int_equal(stat(carol, &st), -1); /* not delivered twice */
 	free(bob);
 	free(carol);
+}
+
+/* An earlier process made bob's copy, then stopped before it recorded
+ * it: the resumed message finds the copy by its name, not a second one. */
+static void test_worker_resumed_copy_found(void **state)
+{
+	struct fixture *f = *state;
+	log_capture(f);
+	char id[SPOOL_ID_SIZE];
+	static const char *const rcpts[] = {"local:bob@example.test"};
+	spool_msg(f, rcpts, 1, id);
+	struct spool_envelope env = {0};
+	assert_int_equal(spool_read_envelope(f->sp, id, &env), 0);
+	char *unique = maildir_spooled_name((long long)env.arrival, id, 0);
+	spool_envelope_clear(&env);
+	(void)mkdir(f->mailboxes, 0700); /* the root, the domain, the user */
+	char *domain = xasprintf("%s/example.test", f->mailboxes);
+	(void)mkdir(domain, 0700);
+	free(domain);
+	char *bob = xasprintf("%s/example.test/bob", f->mailboxes);
+	char *sub[] = {"", "/new", "/cur", "/tmp"};
+	for (size_t i = 0; i < 4; i++) {
+		char *d = xasprintf("%s%s", bob, sub[i]);
+		(void)mkdir(d, 0700); /* the parent first, then its folders */
+		free(d);
+	}
+	char *copy = xasprintf("%s/new/%s", bob, unique);
+	FILE *fp = fopen(copy, "w");
+	assert_non_null(fp);
+	assert_int_equal(fputs("the copy made before the stop\n", fp) >= 0, 1);
+	assert_int_equal(fclose(fp), 0);
+	assert_int_equal(delivery_start(f->sp, f->mailboxes, on_remote_left), 0);
+	delivery_resume(id);
+	assert_true(wait_for(f, spool_gone, id));
+	delivery_stop();
+	char *new = xasprintf("%s/new", bob);
+	assert_int_equal(count_entries(new), 1);
+	assert_true(log_has(f, "found=earlier-attempt"));
+	free(new);
+	free(copy);
+	free(bob);
+	free(unique);
 }
 
 static void test_worker_failure_keeps_message(void **state)
@@ -545,6 +588,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_worker_delivers, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_worker_gathers_only_under_steady_load, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_worker_resumed_copy_found, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_worker_resumes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_worker_failure_keeps_message, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_worker_retry_after_reload, setup, teardown),
