@@ -51,12 +51,14 @@ struct mfile {
 	char *buf;                 /* read rather than mapped (mfile_read) */
 };
 
-static int mfile_open(struct mfile *f, const char *path, char *err, size_t errsz)
+/* f cleared and path opened (never through a symbolic link), its status
+ * in st; -1 with err and errno, nothing left open. */
+static int mfile_open_fd(struct mfile *f, const char *path, struct stat *st, char *err,
+			 size_t errsz)
 {
 	memset(f, 0, sizeof *f);
 	f->fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	struct stat st;
-	if (f->fd < 0 || fstat(f->fd, &st) < 0) {
+	if (f->fd < 0 || fstat(f->fd, st) < 0) {
 		int e = errno;
 		errfmt(err, errsz, "%s: %s", path, strerror(e));
 		if (f->fd >= 0)
@@ -64,6 +66,14 @@ static int mfile_open(struct mfile *f, const char *path, char *err, size_t errsz
 		errno = e;
 		return -1;
 	}
+	return 0;
+}
+
+static int mfile_open(struct mfile *f, const char *path, char *err, size_t errsz)
+{
+	struct stat st;
+	if (mfile_open_fd(f, path, &st, err, errsz) < 0)
+		return -1;
 	f->n = (size_t)st.st_size;
 	f->p = "";
 	if (f->n > 0) {
@@ -96,17 +106,9 @@ static void mfile_close(struct mfile *f)
  * and the unmapping's TLB shootdown on every core), a large one mapped. */
 static int mfile_read(struct mfile *f, const char *path, char *err, size_t errsz)
 {
-	memset(f, 0, sizeof *f);
-	f->fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	struct stat st;
-	if (f->fd < 0 || fstat(f->fd, &st) < 0) {
-		int e = errno;
-		errfmt(err, errsz, "%s: %s", path, strerror(e));
-		if (f->fd >= 0)
-			close(f->fd);
-		errno = e;
+	if (mfile_open_fd(f, path, &st, err, errsz) < 0)
 		return -1;
-	}
 	if ((uint64_t)st.st_size > MESSAGE_READ_MAX) {
 		close(f->fd);
 		return mfile_open(f, path, err, errsz);
