@@ -96,8 +96,16 @@ def qresync(a):
     typ, data = c.uid("SEARCH", "ALL")
     uids = data[-1].split() if typ == "OK" else []
     step = max(1, len(uids) // 100)
-    for u in uids[::step][:100]:
-        c.uid("STORE", u.decode(), "+FLAGS.SILENT", r"(\Flagged)")
+    chosen = [u.decode() for u in uids[::step][:100]]
+    # set \Flagged, or take it away where an earlier round set it: every
+    # round changes the 100 messages
+    sign = "+"
+    if chosen:
+        typ, data = c.uid("FETCH", chosen[0], "(FLAGS)")
+        if typ == "OK" and any(b"\\Flagged" in d for d in data if isinstance(d, bytes)):
+            sign = "-"
+    for u in chosen:
+        c.uid("STORE", u, sign + "FLAGS.SILENT", r"(\Flagged)")
     c.logout()
     c = connect(a)
     try:
